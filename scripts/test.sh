@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs every compiled test file with Node's test runner (npm test builds first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mapfile -t files < <(find dist/test dist/src -name '*.test.js' 2>/dev/null | sort)
+exec node --test --test-concurrency=1 --test-timeout=600000 "${files[@]}"

@@ -1,0 +1,90 @@
+// Typed engine errors. Every error a caller can cause is a CairnError with a stable `code`;
+// the API maps codes to HTTP status + problem+json, NBD maps them to errno, the CLI prints one line.
+// An AssertionError is an engine bug (an invariant broke), never the caller's fault.
+
+export type ErrorCode =
+  | 'volume_not_found'
+  | 'snapshot_not_found'
+  | 'name_taken'
+  | 'invalid_name'
+  | 'invalid_size'
+  | 'invalid_argument'
+  | 'out_of_range'
+  | 'pool_full'
+  | 'read_only'
+  | 'checksum_error'
+  | 'io_error'
+  | 'pool_corrupt'
+  | 'pool_closed'
+  | 'shrink_refused'
+  | 'internal_error';
+
+export class CairnError extends Error {
+  readonly code: ErrorCode;
+  /** errno a block protocol should report for this error (NBD, later NVMe/TCP status). */
+  readonly errno: 'EIO' | 'EPERM' | 'ENOSPC' | 'EINVAL' | 'ENXIO' | 'ESHUTDOWN';
+  constructor(code: ErrorCode, message: string, errno: CairnError['errno'] = 'EINVAL') {
+    super(message);
+    this.name = 'CairnError';
+    this.code = code;
+    this.errno = errno;
+  }
+}
+
+export class VolumeNotFound extends CairnError {
+  constructor(name: string) { super('volume_not_found', `volume not found: ${name}`, 'ENXIO'); }
+}
+export class SnapshotNotFound extends CairnError {
+  constructor(name: string) { super('snapshot_not_found', `snapshot not found: ${name}`, 'ENXIO'); }
+}
+export class NameTaken extends CairnError {
+  constructor(name: string, detail = '') { super('name_taken', `name already in use: ${name}${detail ? ` (${detail})` : ''}`); }
+}
+export class InvalidName extends CairnError {
+  constructor(name: string, why: string) { super('invalid_name', `invalid name ${JSON.stringify(name)}: ${why}`); }
+}
+export class InvalidSize extends CairnError {
+  constructor(message: string) { super('invalid_size', message); }
+}
+export class InvalidArgument extends CairnError {
+  constructor(message: string) { super('invalid_argument', message); }
+}
+export class OutOfRange extends CairnError {
+  constructor(message: string) { super('out_of_range', message); }
+}
+export class PoolFull extends CairnError {
+  constructor(message = 'pool is full: no free blocks (free space by deleting volumes or snapshots)') {
+    super('pool_full', message, 'ENOSPC');
+  }
+}
+export class ReadOnly extends CairnError {
+  constructor(name: string) { super('read_only', `${name} is a read-only snapshot`, 'EPERM'); }
+}
+export class ChecksumError extends CairnError {
+  readonly physicalBlock: number;
+  constructor(physicalBlock: number, what: string) {
+    super('checksum_error', `checksum mismatch in ${what} at physical block ${physicalBlock}`, 'EIO');
+    this.physicalBlock = physicalBlock;
+  }
+}
+export class IoError extends CairnError {
+  constructor(message: string) { super('io_error', message, 'EIO'); }
+}
+export class PoolCorrupt extends CairnError {
+  constructor(message: string) { super('pool_corrupt', message, 'EIO'); }
+}
+export class PoolClosed extends CairnError {
+  constructor() { super('pool_closed', 'pool is closed', 'ESHUTDOWN'); }
+}
+export class ShrinkRefused extends CairnError {
+  constructor(name: string) { super('shrink_refused', `refusing to shrink ${name}: pass allowShrink to discard data past the new end`); }
+}
+
+export class AssertionError extends Error {
+  constructor(message: string) { super(`assertion failed: ${message}`); this.name = 'AssertionError'; }
+}
+
+/** Invariant check; cheap, always on. Never used for caller input (that gets a CairnError). */
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new AssertionError(message);
+}

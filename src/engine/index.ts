@@ -1,0 +1,5 @@
+// The engine's entry points: create or open a pool on a file or raw device. See types.ts for the
+// Engine interface that everything above the engine uses.
+export * from './types.js';
+export * from './errors.js';
+export { createPoolFile, openPoolFile, openOrCreatePoolFile, checkPoolFile } from './pool-file.js';

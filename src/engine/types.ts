@@ -1,0 +1,164 @@
+// The engine's public surface: the one narrow, typed interface that the NBD server, the REST API,
+// the CLI (through the API) and the CSI driver call. Nothing above the engine reaches past it.
+
+export const BLOCK_SIZE_BYTES = 4096;
+
+/** A volume (writable) or a snapshot (read-only), as the catalog describes it. */
+export interface VolumeInfo {
+  kind: 'volume';
+  /** Unique for the life of the pool; never reused. */
+  id: number;
+  name: string;
+  sizeBytes: number;
+  /** Logical bytes that hold data (not holes). */
+  mappedBytes: number;
+  createdMs: number;
+  /** What this volume was cloned from, or null. `snapshot` is null for a clone of a live volume. */
+  origin: { volume: string; snapshot: string | null } | null;
+  /** Names of this volume's snapshots, oldest first. */
+  snapshots: string[];
+  /** Set while a flatten is under way (resumable after a crash). 0..1 */
+  flattenProgress: number | null;
+}
+
+export interface SnapshotInfo {
+  kind: 'snapshot';
+  id: number;
+  /** The volume it belongs to. */
+  volume: string;
+  name: string;
+  /** "VOLUME@SNAPSHOT" */
+  fullName: string;
+  sizeBytes: number;
+  mappedBytes: number;
+  createdMs: number;
+}
+
+export interface PoolStats {
+  sizeBytes: number;
+  allocatedBytes: number;
+  freeBytes: number;
+  blockSizeBytes: number;
+  volumes: number;
+  snapshots: number;
+  /** Last durable commit generation. */
+  generation: number;
+  checksumErrors: number;
+  /** Bytes of dropped trees still waiting to be freed in the background. */
+  pendingDeleteNodes: number;
+}
+
+export interface SpaceUsage {
+  provisionedBytes: number;
+  mappedBytes: number;
+  /** Bytes that deleting this volume or snapshot alone would free. */
+  exclusiveBytes: number;
+}
+
+/** A byte range; used by diff and block status. */
+export interface ByteRange { offsetBytes: number; lengthBytes: number }
+
+/** Block-status extent: data, or a hole that reads as zeroes. */
+export interface Extent { offsetBytes: number; lengthBytes: number; hole: boolean }
+
+export interface CheckProblem {
+  kind: 'leak' | 'refcount_mismatch' | 'double_owner' | 'corrupt' | 'dangling' | 'catalog';
+  physicalBlock: number;
+  message: string;
+}
+
+export interface CheckReport {
+  ok: boolean;
+  problems: CheckProblem[];
+  blocksChecked: number;
+  nodesChecked: number;
+}
+
+/**
+ * A resolved export target: what a protocol connection holds on to. I/O goes by `id`, so a volume
+ * deleted and re-created under the same name is never silently swapped under a connection.
+ */
+export interface Target {
+  id: number;
+  /** "vol" or "vol@snap" */
+  name: string;
+  readOnly: boolean;
+  sizeBytes: number;
+}
+
+export interface WriteOptions {
+  /** Durable when the call resolves (NBD FUA). */
+  fua?: boolean;
+}
+
+export interface ZeroOptions extends WriteOptions {
+  /** Allocate zeroed blocks instead of leaving a hole (NBD_CMD_FLAG_NO_HOLE). */
+  noHole?: boolean;
+}
+
+/** Events an exporter subscribes to so that open connections have defined behaviour. */
+export type TargetEvent =
+  | { type: 'deleted'; id: number }
+  | { type: 'resized'; id: number; sizeBytes: number }
+  | { type: 'reverted'; id: number };
+
+/**
+ * The engine interface. All methods are safe to call concurrently; mutations of the catalog
+ * (create, snapshot, clone, delete, resize, revert) are durable when their promise resolves.
+ */
+export interface Engine {
+  stats(): PoolStats;
+  check(): Promise<CheckReport>;
+  close(): Promise<void>;
+
+  listVolumes(): VolumeInfo[];
+  getVolume(name: string): VolumeInfo;
+  createVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
+  /** O(1) writable clone of "VOL@SNAP" or of the live volume "VOL". */
+  cloneVolume(name: string, source: string): Promise<VolumeInfo>;
+  resizeVolume(name: string, sizeBytes: number, opts?: { allowShrink?: boolean }): Promise<VolumeInfo>;
+  /** Deletes the live volume; its snapshots and clones keep working. */
+  deleteVolume(name: string): Promise<void>;
+  revertVolume(name: string, snapshot: string): Promise<VolumeInfo>;
+  /** Copies every shared block so the volume shares nothing; resumable; reports progress 0..1. */
+  flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo>;
+
+  /** Snapshots one or more volumes at one instant. Names are "VOL@SNAP". */
+  createSnapshots(fullNames: string[]): Promise<SnapshotInfo[]>;
+  listSnapshots(volume?: string): SnapshotInfo[];
+  getSnapshot(fullName: string): SnapshotInfo;
+  deleteSnapshot(fullName: string): Promise<void>;
+
+  /** Changed ranges between `from` ("VOL@A") and `to` ("VOL@B" or "VOL"), cost ∝ changes. */
+  diff(from: string, to: string): Promise<ByteRange[]>;
+  /** Space of a volume ("VOL") or snapshot ("VOL@SNAP"); exclusive bytes computed on demand. */
+  spaceUsage(name: string): Promise<SpaceUsage>;
+
+  /** Resolves "VOL" or "VOL@SNAP" for I/O. Throws VolumeNotFound / SnapshotNotFound. */
+  resolve(name: string): Target;
+  /** Current size of a target by id (it may have been resized). Throws VolumeNotFound if gone. */
+  targetSizeBytes(id: number): number;
+  read(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  write(id: number, offsetBytes: number, data: Buffer, opts?: WriteOptions): Promise<void>;
+  trim(id: number, offsetBytes: number, lengthBytes: number, opts?: WriteOptions): Promise<void>;
+  writeZeroes(id: number, offsetBytes: number, lengthBytes: number, opts?: ZeroOptions): Promise<void>;
+  /** Every write completed before the call is durable when it resolves. */
+  flush(): Promise<void>;
+  /** Data/hole map of [offset, offset+length) (NBD base:allocation). */
+  extents(id: number, offsetBytes: number, lengthBytes: number): Promise<Extent[]>;
+  /** Ranges of target `id` changed since snapshot "VOL@SNAP" (NBD qemu:dirty-bitmap:since:SNAP). */
+  changedSince(id: number, sinceFullName: string, offsetBytes: number, lengthBytes: number): Promise<ByteRange[]>;
+
+  onTargetEvent(listener: (event: TargetEvent) => void): () => void;
+}
+
+export interface PoolOptions {
+  /** Bound on the metadata cache (tree nodes, space-map and catalog pages). */
+  cacheBytesMax?: number;
+  /** Commit at least this often while there is dirty state (0: only on flush/FUA/bounds). */
+  commitIntervalMs?: number;
+  /** Injected clock (the simulator passes a deterministic one). */
+  nowMs?: () => number;
+  /** Called with structured events (checksum errors, commits) for logging/metrics. */
+  log?: (event: string, fields: Record<string, unknown>) => void;
+}
