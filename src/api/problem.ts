@@ -1,0 +1,83 @@
+// Errors over HTTP: every failure becomes application/problem+json (RFC 9457) carrying the stable
+// `code` of the engine error (src/engine/errors.ts) or of the API itself. This file owns the one
+// table from code to HTTP status, so the same code always gets the same status.
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { AssertionError } from '../engine/index.js';
+
+/** An error raised by the API layer itself (not the engine). */
+export class ApiError extends Error {
+  constructor(readonly code: string, message: string, readonly status?: number) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+const statusByCode: Record<string, number> = {
+  volume_not_found: 404,
+  snapshot_not_found: 404,
+  job_not_found: 404,
+  route_not_found: 404,
+  name_taken: 409,
+  read_only: 409,
+  shrink_refused: 409,
+  stream_base_mismatch: 409,
+  target_modified: 409,
+  invalid_name: 400,
+  invalid_size: 400,
+  invalid_argument: 400,
+  invalid_request: 400,
+  stream_corrupt: 400,
+  out_of_range: 416,
+  pool_full: 507,
+  checksum_error: 500,
+  io_error: 500,
+  pool_corrupt: 500,
+  internal_error: 500,
+  pool_closed: 503,
+  unsupported_media_type: 415,
+  payload_too_large: 413,
+};
+
+const titleByStatus: Record<number, string> = {
+  400: 'Bad Request', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large',
+  415: 'Unsupported Media Type', 416: 'Range Not Satisfiable', 500: 'Internal Server Error',
+  503: 'Service Unavailable', 507: 'Insufficient Storage',
+};
+
+export interface Problem { type: string; title: string; status: number; detail: string; code: string }
+
+export function statusForCode(code: string): number { return statusByCode[code] ?? 500; }
+
+export function problemFor(code: string, detail: string, status = statusForCode(code)): Problem {
+  return { type: `https://cairn.dev/problems/${code}`, title: titleByStatus[status] ?? 'Error', status, detail, code };
+}
+
+/** Turns anything thrown by a handler (engine error, validation error, bug) into a Problem. */
+export function toProblem(err: unknown): Problem {
+  if (err instanceof AssertionError) return problemFor('internal_error', err.message);
+  const e = err as Partial<FastifyError> & { code?: unknown; message?: string; status?: number };
+  if (e.validation !== undefined) {
+    const where = e.validationContext ?? 'request';
+    return problemFor('invalid_request', `${where}: ${e.message ?? 'invalid'}`.replace(/^(\w+): \1\//, '$1/'));
+  }
+  if (typeof e.code === 'string' && e.code in statusByCode) {
+    return problemFor(e.code, e.message ?? e.code, e.status ?? statusForCode(e.code));
+  }
+  if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return problemFor('unsupported_media_type', e.message ?? '');
+  if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return problemFor('payload_too_large', e.message ?? '');
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    return problemFor('invalid_request', e.message ?? 'bad request', e.statusCode);
+  }
+  return problemFor('internal_error', e.message ?? String(err));
+}
+
+export function sendProblem(reply: FastifyReply, problem: Problem): FastifyReply {
+  return reply.code(problem.status).type('application/problem+json').send(problem);
+}
+
+export function errorHandler(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const problem = toProblem(err);
+  if (problem.status >= 500) request.log.error({ err, code: problem.code }, 'request failed');
+  else request.log.info({ code: problem.code, detail: problem.detail }, 'request refused');
+  return sendProblem(reply, problem);
+}

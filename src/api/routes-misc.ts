@@ -1,0 +1,42 @@
+// Pool status, jobs and the OpenAPI document.
+import type { ApiContext } from './context.js';
+import { openApiDocument, type RouteTable } from './routes.js';
+import { ApiError } from './problem.js';
+import { Job, JobParams, Pool } from './schemas.js';
+
+export const apiVersion = '1.0.0';
+
+export function registerMiscRoutes(routes: RouteTable, ctx: ApiContext): void {
+  routes.add({
+    method: 'GET', url: '/v1/pool', tag: 'pool', summary: 'Pool status: size, allocation, counts, NBD address',
+    responses: { 200: { description: 'the pool', schema: Pool } },
+    handler: async () => {
+      const s = ctx.engine.stats();
+      return {
+        path: ctx.poolPath, size: s.sizeBytes, allocatedBytes: s.allocatedBytes, freeBytes: s.freeBytes,
+        blockSize: s.blockSizeBytes, volumes: s.volumes, snapshots: s.snapshots, generation: s.generation,
+        checksumErrors: s.checksumErrors, pendingDeleteNodes: s.pendingDeleteNodes, nbd: ctx.nbdBaseUri,
+      };
+    },
+  });
+  routes.add({
+    method: 'GET', url: '/v1/jobs', tag: 'jobs', summary: 'List running and recently finished jobs',
+    responses: { 200: { description: 'jobs', schema: { type: 'array', items: Job } as never } },
+    handler: async () => ctx.jobs.list(),
+  });
+  routes.add({
+    method: 'GET', url: '/v1/jobs/:id', tag: 'jobs', summary: 'A job: state, progress 0..1, error',
+    params: JobParams, responses: { 200: { description: 'the job', schema: Job } },
+    handler: async (req) => {
+      const id = (req.params as { id: string }).id;
+      const job = ctx.jobs.get(id);
+      if (job === undefined) throw new ApiError('job_not_found', `job not found: ${id}`);
+      return job;
+    },
+  });
+  routes.add({
+    method: 'GET', url: '/v1/openapi.json', tag: 'meta', summary: 'This OpenAPI 3 document',
+    responses: { 200: { description: 'OpenAPI document', schema: { type: 'object' } as never } },
+    handler: async () => openApiDocument(routes.specs, apiVersion),
+  });
+}

@@ -1,0 +1,92 @@
+// Snapshots: per volume (create idempotent, list, show, delete), atomic groups across volumes, the
+// pool-wide list, and diff between two points of one lineage.
+import type { FastifyRequest } from 'fastify';
+import type { SnapshotInfo } from '../engine/index.js';
+import type { ApiContext } from './context.js';
+import type { RouteTable } from './routes.js';
+import { ApiError } from './problem.js';
+import {
+  CreateSnapshotBody, Diff, DiffQuery, GroupSnapshotBody, NameParams, Snapshot, SnapshotListQuery, SnapshotParams,
+} from './schemas.js';
+import { snapshotView } from './views.js';
+
+const tag = 'snapshots';
+const list = (schema: unknown) => ({ type: 'array', items: schema }) as never;
+
+/** Creates the snapshots unless all already exist (200, idempotent); a partial overlap is 409. */
+async function createGroup(ctx: ApiContext, fullNames: string[]): Promise<{ status: 200 | 201; snapshots: SnapshotInfo[] }> {
+  for (const n of fullNames) {
+    if (!/^[^@]+@[^@]+$/.test(n)) throw new ApiError('invalid_name', `expected VOLUME@SNAPSHOT, got ${JSON.stringify(n)}`);
+  }
+  const existing = new Set(ctx.engine.listSnapshots().map((s) => s.fullName));
+  const present = fullNames.filter((n) => existing.has(n));
+  if (present.length === fullNames.length) {
+    return { status: 200, snapshots: fullNames.map((n) => ctx.engine.getSnapshot(n)) };
+  }
+  if (present.length > 0) throw new ApiError('name_taken', `snapshot already exists: ${present.join(', ')}`);
+  return { status: 201, snapshots: await ctx.engine.createSnapshots(fullNames) };
+}
+
+export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): void {
+  const params = (r: FastifyRequest) => r.params as { name: string; snapshot: string };
+  routes.add({
+    method: 'POST', url: '/v1/volumes/:name/snapshots', tag, summary: 'Snapshot a volume {name}; idempotent',
+    params: NameParams, body: CreateSnapshotBody,
+    responses: { 201: { description: 'created', schema: Snapshot }, 200: { description: 'already existed', schema: Snapshot } },
+    handler: async (req, reply) => {
+      const name = params(req).name;
+      ctx.engine.getVolume(name);
+      const full = `${name}@${(req.body as CreateSnapshotBody).name}`;
+      const { status, snapshots } = await createGroup(ctx, [full]);
+      return reply.code(status).send(snapshotView(snapshots[0]!, ctx));
+    },
+  });
+  routes.add({
+    method: 'GET', url: '/v1/volumes/:name/snapshots', tag, summary: 'List the snapshots of a volume, oldest first',
+    params: NameParams, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
+    handler: async (req) => {
+      ctx.engine.getVolume(params(req).name);
+      return ctx.engine.listSnapshots(params(req).name).map((s) => snapshotView(s, ctx));
+    },
+  });
+  routes.add({
+    method: 'GET', url: '/v1/volumes/:name/snapshots/:snapshot', tag, summary: 'Show a snapshot',
+    params: SnapshotParams, responses: { 200: { description: 'the snapshot', schema: Snapshot } },
+    handler: async (req) => snapshotView(ctx.engine.getSnapshot(`${params(req).name}@${params(req).snapshot}`), ctx),
+  });
+  routes.add({
+    method: 'DELETE', url: '/v1/volumes/:name/snapshots/:snapshot', tag, summary: 'Delete a snapshot',
+    params: SnapshotParams, responses: { 204: { description: 'deleted' } },
+    handler: async (req, reply) => {
+      await ctx.engine.deleteSnapshot(`${params(req).name}@${params(req).snapshot}`);
+      return reply.code(204).send();
+    },
+  });
+  routes.add({
+    method: 'POST', url: '/v1/snapshots', tag, summary: 'Snapshot several volumes at one instant {snapshots:[VOL@SNAP...]}',
+    body: GroupSnapshotBody,
+    responses: { 201: { description: 'created', schema: list(Snapshot) }, 200: { description: 'all already existed', schema: list(Snapshot) } },
+    handler: async (req, reply) => {
+      const { status, snapshots } = await createGroup(ctx, (req.body as GroupSnapshotBody).snapshots);
+      return reply.code(status).send(snapshots.map((s) => snapshotView(s, ctx)));
+    },
+  });
+  routes.add({
+    method: 'GET', url: '/v1/snapshots', tag, summary: 'List all snapshots (or ?volume=NAME)',
+    querystring: SnapshotListQuery, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
+    handler: async (req) => {
+      const volume = (req.query as SnapshotListQuery).volume;
+      if (volume !== undefined) ctx.engine.getVolume(volume);
+      return ctx.engine.listSnapshots(volume).map((s) => snapshotView(s, ctx));
+    },
+  });
+  routes.add({
+    method: 'GET', url: '/v1/diff', tag, summary: 'Changed byte ranges between VOL@A and VOL@B (or the live VOL)',
+    querystring: DiffQuery, responses: { 200: { description: 'changed ranges', schema: Diff } },
+    handler: async (req) => {
+      const q = req.query as DiffQuery;
+      const ranges = (await ctx.engine.diff(q.from, q.to)).map((r) => ({ offset: r.offsetBytes, length: r.lengthBytes }));
+      return { from: q.from, to: q.to, changedBytes: ranges.reduce((sum, r) => sum + r.length, 0), ranges };
+    },
+  });
+}

@@ -1,0 +1,73 @@
+// Export and import of Cairn streams (src/stream/): a snapshot streams out as application/octet-stream
+// (full, or incremental with ?since=), and a stream posted to /import restores or advances a volume.
+// Both run as jobs so their progress is visible in /v1/jobs.
+import { Readable } from 'node:stream';
+import type { ApiContext } from './context.js';
+import type { RouteTable } from './routes.js';
+import { ApiError } from './problem.js';
+import { ExportQuery, ImportResult, NameParams, SnapshotParams } from './schemas.js';
+import { snapshotView } from './views.js';
+import { planExport } from '../stream/writer.js';
+import { importStream } from '../stream/import.js';
+
+const tag = 'streams';
+const octet = 'application/octet-stream';
+
+export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void {
+  routes.add({
+    method: 'GET', url: '/v1/volumes/:name/snapshots/:snapshot/export', tag,
+    summary: 'Export a snapshot as a Cairn stream (incremental from ?since=SNAP)',
+    params: SnapshotParams, querystring: ExportQuery,
+    responses: { 200: { description: 'the stream (Content-Length exact; X-Cairn-Job names the job)', contentType: octet } },
+    handler: async (req, reply) => {
+      const p = req.params as { name: string; snapshot: string };
+      const since = (req.query as ExportQuery).since;
+      const base = since === undefined ? null : since.includes('@') ? since : `${p.name}@${since}`;
+      const full = `${p.name}@${p.snapshot}`;
+      const plan = await planExport(ctx.engine, full, base, (n) => ctx.identities.identify(ctx.engine, n));
+      let finish: (err?: unknown) => void = () => {};
+      const finished = new Promise<void>((resolve, reject) => { finish = (err) => (err === undefined ? resolve() : reject(err)); });
+      let jobProgress: (f: number) => void = () => {};
+      const job = ctx.jobs.start('export', full, async (setProgress) => {
+        jobProgress = setProgress;
+        await finished;
+      });
+      async function* guarded(): AsyncGenerator<Buffer> {
+        let complete = false;
+        try {
+          yield* plan.chunks((f) => jobProgress(f));
+          complete = true;
+        } catch (err) {
+          finish(err);
+          throw err;
+        } finally {
+          finish(complete ? undefined : new ApiError('internal_error', 'export aborted before the end'));
+        }
+      }
+      return reply.code(200).type(octet).header('content-length', plan.streamBytes)
+        .header('x-cairn-job', job.view.id).send(Readable.from(guarded(), { objectMode: false }));
+    },
+  });
+  routes.add({
+    method: 'POST', url: '/v1/volumes/:name/import', tag,
+    summary: 'Import a Cairn stream: a full one creates the volume, an incremental one advances it',
+    params: NameParams, body: { type: 'string', format: 'binary' } as never, bodyContentType: octet,
+    responses: { 201: { description: 'imported; the new snapshot', schema: ImportResult } },
+    handler: async (req, reply) => {
+      const volume = (req.params as { name: string }).name;
+      const body = req.body as unknown;
+      if (!(body instanceof Readable)) throw new ApiError('unsupported_media_type', `send the stream as ${octet}`);
+      let result: Awaited<ReturnType<typeof importStream>> | null = null;
+      const job = ctx.jobs.start('import', volume, async (setProgress) => {
+        result = await importStream(ctx.engine, ctx.identities, volume, body, ctx.spoolDir, setProgress);
+      });
+      await job.done;
+      if (job.view.state === 'failed' || result === null) {
+        body.resume(); // drain what the client still sends so it reads our answer
+        throw new ApiError(job.view.error?.code ?? 'internal_error', job.view.error?.message ?? 'import failed');
+      }
+      const r: Awaited<ReturnType<typeof importStream>> = result;
+      return reply.code(201).send({ volume: r.volume, snapshot: snapshotView(r.snapshot, ctx), incremental: r.incremental, dataBytes: r.dataBytes });
+    },
+  });
+}

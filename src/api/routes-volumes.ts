@@ -1,0 +1,132 @@
+// /v1/volumes: create (empty or clone, idempotent), list, show, resize, delete (a job when long),
+// revert, flatten (a job), space and lineage tree.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { deleteWaitMs, type ApiContext } from './context.js';
+import type { RouteTable } from './routes.js';
+import { ApiError } from './problem.js';
+import {
+  CreateVolumeBody, Job, NameParams, ResizeVolumeBody, RevertBody, Space, TreeNode, Volume,
+} from './schemas.js';
+import { lineageTree, volumeView } from './views.js';
+import type { VolumeInfo } from '../engine/index.js';
+
+const tag = 'volumes';
+
+function originOf(v: VolumeInfo): string | null {
+  if (v.origin === null) return null;
+  return v.origin.snapshot === null ? v.origin.volume : `${v.origin.volume}@${v.origin.snapshot}`;
+}
+
+/** An existing volume that a create with these arguments would have made (idempotent create). */
+function sameCreate(v: VolumeInfo, body: CreateVolumeBody): boolean {
+  if (body.from !== undefined) return originOf(v) === body.from;
+  return v.origin === null && v.sizeBytes === body.size;
+}
+
+async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+  const body = request.body as CreateVolumeBody;
+  if ((body.size === undefined) === (body.from === undefined)) {
+    throw new ApiError('invalid_argument', 'give exactly one of "size" (a new volume) and "from" (a clone)');
+  }
+  const existing = (): VolumeInfo | undefined => ctx.engine.listVolumes().find((v) => v.name === body.name);
+  const before = existing();
+  if (before !== undefined) {
+    if (sameCreate(before, body)) return reply.code(200).send(volumeView(before, ctx));
+    throw new ApiError('name_taken', `volume ${body.name} exists with different arguments`);
+  }
+  try {
+    const v = body.from !== undefined
+      ? await ctx.engine.cloneVolume(body.name, body.from)
+      : await ctx.engine.createVolume(body.name, body.size!);
+    return reply.code(201).header('location', `/v1/volumes/${encodeURIComponent(v.name)}`).send(volumeView(v, ctx));
+  } catch (err) {
+    // A concurrent identical create won the race: same arguments still answer 200.
+    const now = existing();
+    if ((err as { code?: string }).code === 'name_taken' && now !== undefined && sameCreate(now, body)) {
+      return reply.code(200).send(volumeView(now, ctx));
+    }
+    throw err;
+  }
+}
+
+async function deleteVolume(ctx: ApiContext, name: string, reply: FastifyReply): Promise<unknown> {
+  ctx.engine.getVolume(name); // 404 before a job is made
+  const job = ctx.jobs.start('delete', name, async () => { await ctx.engine.deleteVolume(name); });
+  const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), deleteWaitMs).unref());
+  if ((await Promise.race([job.done.then(() => 'done' as const), timeout])) === 'done') {
+    if (job.view.state === 'failed') throw new ApiError(job.view.error!.code, job.view.error!.message);
+    return reply.code(204).send();
+  }
+  return reply.code(202).header('location', `/v1/jobs/${job.view.id}`).send(job.view);
+}
+
+export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void {
+  const nameOf = (r: FastifyRequest) => (r.params as { name: string }).name;
+  routes.add({
+    method: 'POST', url: '/v1/volumes', tag, summary: 'Create a volume {name,size} or a clone {name,from}; idempotent',
+    body: CreateVolumeBody,
+    responses: { 201: { description: 'created', schema: Volume }, 200: { description: 'already existed with the same arguments', schema: Volume } },
+    handler: (req, reply) => createVolume(ctx, req, reply),
+  });
+  routes.add({
+    method: 'GET', url: '/v1/volumes', tag, summary: 'List volumes',
+    responses: { 200: { description: 'volumes', schema: { type: 'array', items: Volume } as never } },
+    handler: async () => ctx.engine.listVolumes().map((v) => volumeView(v, ctx)),
+  });
+  routes.add({
+    method: 'GET', url: '/v1/volumes/:name', tag, summary: 'Show a volume (with exclusive bytes)',
+    params: NameParams, responses: { 200: { description: 'the volume', schema: Volume } },
+    handler: async (req) => {
+      const v = ctx.engine.getVolume(nameOf(req));
+      const space = await ctx.engine.spaceUsage(v.name);
+      return volumeView(v, ctx, space.exclusiveBytes);
+    },
+  });
+  routes.add({
+    method: 'PATCH', url: '/v1/volumes/:name', tag, summary: 'Resize a volume {size, allowShrink?}',
+    params: NameParams, body: ResizeVolumeBody, responses: { 200: { description: 'resized', schema: Volume } },
+    handler: async (req) => {
+      const body = req.body as ResizeVolumeBody;
+      return volumeView(await ctx.engine.resizeVolume(nameOf(req), body.size, { allowShrink: body.allowShrink === true }), ctx);
+    },
+  });
+  routes.add({
+    method: 'DELETE', url: '/v1/volumes/:name', tag, summary: 'Delete a volume (202 + job when it takes long)',
+    params: NameParams,
+    responses: { 204: { description: 'deleted' }, 202: { description: 'deleting; poll the job', schema: Job } },
+    handler: (req, reply) => deleteVolume(ctx, nameOf(req), reply),
+  });
+  routes.add({
+    method: 'POST', url: '/v1/volumes/:name/revert', tag, summary: 'Revert a volume to one of its snapshots {snapshot}',
+    params: NameParams, body: RevertBody, responses: { 200: { description: 'reverted', schema: Volume } },
+    handler: async (req) => {
+      const name = nameOf(req);
+      const snap = (req.body as RevertBody).snapshot;
+      const snapName = snap.startsWith(`${name}@`) ? snap.slice(name.length + 1) : snap;
+      if (snapName.includes('@')) throw new ApiError('invalid_argument', `${snap} is not a snapshot of ${name}`);
+      return volumeView(await ctx.engine.revertVolume(name, snapName), ctx);
+    },
+  });
+  routes.add({
+    method: 'POST', url: '/v1/volumes/:name/flatten', tag, summary: 'Flatten a clone (a job)',
+    params: NameParams, responses: { 202: { description: 'started; poll the job', schema: Job } },
+    handler: async (req, reply) => {
+      const name = nameOf(req);
+      ctx.engine.getVolume(name);
+      const job = ctx.jobs.start('flatten', name, async (setProgress) => {
+        await ctx.engine.flattenVolume(name, setProgress);
+      });
+      return reply.code(202).header('location', `/v1/jobs/${job.view.id}`).send(job.view);
+    },
+  });
+  routes.add({
+    method: 'GET', url: '/v1/volumes/:name/space', tag, summary: 'Space of a volume: provisioned, mapped, exclusive',
+    params: NameParams, responses: { 200: { description: 'space', schema: Space } },
+    handler: async (req) => ({ name: nameOf(req), ...(await ctx.engine.spaceUsage(nameOf(req))) }),
+  });
+  routes.add({
+    method: 'GET', url: '/v1/volumes/:name/tree', tag, summary: 'Lineage tree: snapshots and clones with space',
+    params: NameParams, responses: { 200: { description: 'tree', schema: TreeNode } },
+    handler: async (req) => lineageTree(ctx.engine, nameOf(req)),
+  });
+}

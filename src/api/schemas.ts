@@ -1,0 +1,104 @@
+// TypeBox schemas of the REST API: the same objects validate requests (fastify/ajv) and are
+// written into /v1/openapi.json, so the document cannot drift from what the server checks.
+// All sizes and offsets are integers in bytes.
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+
+const Bytes = (description: string) => Type.Integer({ minimum: 0, description });
+const Name = (description: string) => Type.String({ minLength: 1, maxLength: 255, description });
+
+export const NameParams = Type.Object({ name: Name('volume name') });
+export const SnapshotParams = Type.Object({ name: Name('volume name'), snapshot: Name('snapshot name') });
+export const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+
+export const CreateVolumeBody = Type.Object({
+  name: Name('volume name'),
+  size: Type.Optional(Bytes('size in bytes, a multiple of 4096 (for a new, empty volume)')),
+  from: Type.Optional(Name('"VOL@SNAP" or "VOL": create a zero-copy clone of it')),
+}, { additionalProperties: false, description: 'give exactly one of size and from' });
+export type CreateVolumeBody = Static<typeof CreateVolumeBody>;
+
+export const ResizeVolumeBody = Type.Object({
+  size: Bytes('new size in bytes, a multiple of 4096'),
+  allowShrink: Type.Optional(Type.Boolean({ description: 'discard data past the new end (default false)' })),
+}, { additionalProperties: false });
+export type ResizeVolumeBody = Static<typeof ResizeVolumeBody>;
+
+export const CreateSnapshotBody = Type.Object({ name: Name('snapshot name') }, { additionalProperties: false });
+export type CreateSnapshotBody = Static<typeof CreateSnapshotBody>;
+
+export const GroupSnapshotBody = Type.Object({
+  snapshots: Type.Array(Name('"VOL@SNAP"'), { minItems: 1, maxItems: 1024 }),
+}, { additionalProperties: false });
+export type GroupSnapshotBody = Static<typeof GroupSnapshotBody>;
+
+export const RevertBody = Type.Object({ snapshot: Name('snapshot name ("SNAP" or "VOL@SNAP")') },
+  { additionalProperties: false });
+export type RevertBody = Static<typeof RevertBody>;
+
+export const DiffQuery = Type.Object({
+  from: Name('"VOL@A"'),
+  to: Name('"VOL@B" or the live volume "VOL"'),
+}, { additionalProperties: false });
+export type DiffQuery = Static<typeof DiffQuery>;
+
+export const ExportQuery = Type.Object({
+  since: Type.Optional(Name('base snapshot ("SNAP" or "VOL@SNAP") for an incremental stream')),
+}, { additionalProperties: false });
+export type ExportQuery = Static<typeof ExportQuery>;
+
+export const SnapshotListQuery = Type.Object({ volume: Type.Optional(Name('only this volume\'s snapshots')) },
+  { additionalProperties: false });
+export type SnapshotListQuery = Static<typeof SnapshotListQuery>;
+
+// Response objects (documented in openapi.json; handlers build them in views.ts).
+export const Volume = Type.Object({
+  name: Type.String(), id: Type.Integer(), size: Bytes('provisioned bytes'),
+  mappedBytes: Bytes('logical bytes holding data'),
+  exclusiveBytes: Type.Union([Bytes('bytes only this volume holds'), Type.Null()]),
+  createdMs: Type.Integer(), createdAt: Type.String({ format: 'date-time' }),
+  origin: Type.Union([Type.String({ description: '"VOL@SNAP" or "VOL" it was cloned from' }), Type.Null()]),
+  snapshots: Type.Array(Type.String()),
+  flattenProgress: Type.Union([Type.Number(), Type.Null()]),
+  nbdUri: Type.Union([Type.String(), Type.Null()]),
+});
+export const Snapshot = Type.Object({
+  name: Type.String({ description: '"VOL@SNAP"' }), volume: Type.String(), snapshot: Type.String(),
+  id: Type.Integer(), size: Bytes('provisioned bytes'), mappedBytes: Bytes('logical bytes holding data'),
+  createdMs: Type.Integer(), createdAt: Type.String({ format: 'date-time' }),
+  nbdUri: Type.Union([Type.String(), Type.Null()]),
+});
+export const Space = Type.Object({
+  name: Type.String(), provisionedBytes: Bytes(''), mappedBytes: Bytes(''), exclusiveBytes: Bytes(''),
+});
+export const Pool = Type.Object({
+  path: Type.String(), size: Bytes('pool bytes'), allocatedBytes: Bytes(''), freeBytes: Bytes(''),
+  blockSize: Bytes(''), volumes: Type.Integer(), snapshots: Type.Integer(), generation: Type.Integer(),
+  checksumErrors: Type.Integer(), pendingDeleteNodes: Type.Integer(),
+  nbd: Type.Union([Type.String({ description: 'nbd://HOST:PORT' }), Type.Null()]),
+});
+export const Job = Type.Object({
+  id: Type.String(), kind: Type.String({ description: 'flatten | delete | export | import' }),
+  target: Type.String(), state: Type.Union([Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed')]),
+  progress: Type.Number({ minimum: 0, maximum: 1 }),
+  error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+  createdAt: Type.String(), finishedAt: Type.Union([Type.String(), Type.Null()]),
+});
+export const Diff = Type.Object({
+  from: Type.String(), to: Type.String(), changedBytes: Bytes(''),
+  ranges: Type.Array(Type.Object({ offset: Bytes(''), length: Bytes('') })),
+});
+export const TreeNode = Type.Object({
+  name: Type.String(), kind: Type.Union([Type.Literal('volume'), Type.Literal('snapshot')]),
+  size: Bytes(''), mappedBytes: Bytes(''), exclusiveBytes: Type.Union([Bytes(''), Type.Null()]),
+  current: Type.Boolean({ description: 'true on the node that was asked for' }),
+  children: Type.Array(Type.Object({}, { additionalProperties: true, description: 'TreeNode' })),
+});
+export const ImportResult = Type.Object({
+  volume: Type.String(), snapshot: Snapshot, incremental: Type.Boolean(), dataBytes: Bytes(''),
+});
+export const ProblemSchema = Type.Object({
+  type: Type.String(), title: Type.String(), status: Type.Integer(), detail: Type.String(),
+  code: Type.String({ description: 'stable error code, e.g. volume_not_found, name_taken, pool_full' }),
+});
+
+export type AnySchema = TSchema;

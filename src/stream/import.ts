@@ -1,0 +1,127 @@
+// Applies a Cairn export stream to a pool. The stream is first spooled to a temporary file while its
+// every checksum is verified, so a truncated or corrupt stream is rejected before the target changes.
+// A full stream creates the volume; an incremental one needs the target's latest snapshot to carry the
+// stream's base guid and the volume to be unchanged since; a failed apply is rolled back (delete/revert).
+import { createReadStream, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { Engine, SnapshotInfo } from '../engine/index.js';
+import { readStream } from './reader.js';
+import { StreamCorrupt, type StreamHeader } from './format.js';
+import type { IdentityRegistry } from './identity.js';
+
+export class StreamRefused extends Error {
+  constructor(readonly code: 'stream_base_mismatch' | 'target_modified' | 'name_taken' | 'volume_not_found',
+    message: string) {
+    super(message);
+    this.name = 'StreamRefused';
+  }
+}
+
+export interface ImportResult { volume: string; snapshot: SnapshotInfo; incremental: boolean; dataBytes: number }
+
+async function spoolAndVerify(source: AsyncIterable<Buffer | Uint8Array | string>, spoolPath: string,
+  onHeader: (h: StreamHeader) => void): Promise<void> {
+  const handle = await fsp.open(spoolPath, 'wx', 0o600);
+  try {
+    async function* tee(): AsyncGenerator<Buffer> {
+      for await (const chunk of source) {
+        const buf = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk);
+        await handle.write(buf);
+        yield buf;
+      }
+    }
+    let sawTrailer = false;
+    for await (const item of readStream(tee())) {
+      if (item.type === 'header') onHeader(item.header);
+      if (item.type === 'trailer') sawTrailer = true;
+    }
+    if (!sawTrailer) throw new StreamCorrupt('no trailer');
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Checks the target against the header; returns the base snapshot name for an incremental stream. */
+function checkTarget(engine: Engine, registry: IdentityRegistry, volume: string, header: StreamHeader): string | null {
+  const snapName = header.snapshot.fullName.split('@')[1] ?? 'imported';
+  const exists = engine.listVolumes().some((v) => v.name === volume);
+  if (header.base === null) {
+    if (exists) throw new StreamRefused('name_taken', `volume ${volume} already exists (a full stream creates it)`);
+    return null;
+  }
+  if (!exists) throw new StreamRefused('volume_not_found', `volume not found: ${volume} (an incremental stream needs it)`);
+  const info = engine.getVolume(volume);
+  const latest = info.snapshots[info.snapshots.length - 1];
+  if (latest === undefined || registry.identify(engine, `${volume}@${latest}`).guid !== header.base.guid) {
+    throw new StreamRefused('stream_base_mismatch',
+      `the latest snapshot of ${volume} is not the stream's base ${header.base.fullName}`);
+  }
+  if (info.snapshots.includes(snapName)) throw new StreamRefused('name_taken', `snapshot ${volume}@${snapName} exists`);
+  return latest;
+}
+
+async function applyRecords(engine: Engine, id: number, spoolPath: string,
+  onProgress: (fraction: number) => void, totalBytes: number): Promise<number> {
+  let dataBytes = 0;
+  let doneBytes = 0;
+  for await (const item of readStream(createReadStream(spoolPath, { highWaterMark: 1024 * 1024 }))) {
+    if (item.type !== 'record') continue;
+    const r = item.record;
+    if (r.data !== null) { await engine.write(id, r.offsetBytes, r.data); dataBytes += r.lengthBytes; }
+    else await engine.writeZeroes(id, r.offsetBytes, r.lengthBytes);
+    doneBytes += r.data !== null ? r.data.length + 20 : 20;
+    onProgress(Math.min(1, doneBytes / Math.max(1, totalBytes)));
+  }
+  return dataBytes;
+}
+
+export async function importStream(engine: Engine, registry: IdentityRegistry, volume: string,
+  source: AsyncIterable<Buffer | Uint8Array | string>, spoolDir: string,
+  onProgress: (fraction: number) => void = () => {}): Promise<ImportResult> {
+  const spoolPath = join(spoolDir, `.cairn-import-${process.pid}-${randomBytes(6).toString('hex')}`);
+  try {
+    let header: StreamHeader | null = null;
+    // Fail fast on a wrong target; the check is repeated below, just before anything changes.
+    await spoolAndVerify(source, spoolPath, (h) => { header = h; checkTarget(engine, registry, volume, h); });
+    if (header === null) throw new StreamCorrupt('no header');
+    const h: StreamHeader = header;
+    const base = checkTarget(engine, registry, volume, h);
+    const snapName = h.snapshot.fullName.split('@')[1] ?? 'imported';
+    const totalBytes = (await fsp.stat(spoolPath)).size;
+    let dataBytes: number;
+    if (base === null) {
+      await engine.createVolume(volume, h.sizeBytes);
+      try {
+        dataBytes = await applyRecords(engine, engine.resolve(volume).id, spoolPath, onProgress, totalBytes);
+        await engine.flush();
+      } catch (err) {
+        await engine.deleteVolume(volume).catch(() => {});
+        throw err;
+      }
+    } else {
+      const before = engine.getVolume(volume);
+      if ((await engine.diff(`${volume}@${base}`, volume)).length > 0) {
+        throw new StreamRefused('target_modified', `${volume} was written after ${volume}@${base}; revert it first`);
+      }
+      try {
+        if (h.sizeBytes !== before.sizeBytes) await engine.resizeVolume(volume, h.sizeBytes, { allowShrink: true });
+        dataBytes = await applyRecords(engine, engine.resolve(volume).id, spoolPath, onProgress, totalBytes);
+        await engine.flush();
+      } catch (err) {
+        // Roll the target back to exactly what it was: it equalled its latest snapshot (checked above).
+        await engine.revertVolume(volume, base).catch(() => {});
+        if (engine.getVolume(volume).sizeBytes !== before.sizeBytes) {
+          await engine.resizeVolume(volume, before.sizeBytes, { allowShrink: true }).catch(() => {});
+        }
+        throw err;
+      }
+    }
+    const [snapshot] = await engine.createSnapshots([`${volume}@${snapName}`]);
+    if (snapshot === undefined) throw new Error('createSnapshots returned nothing');
+    await registry.recordReceived(engine, snapshot.id, h.snapshot.guid);
+    return { volume, snapshot, incremental: base !== null, dataBytes };
+  } finally {
+    await fsp.rm(spoolPath, { force: true });
+  }
+}
