@@ -1,0 +1,196 @@
+// Execution of one transmission request against the engine (proto.md "Request types"): validation of
+// flags and ranges, the engine call, and the reply (simple, or structured chunks with holes for sparse
+// reads and one BLOCK_STATUS chunk per selected metadata context).
+import type { Engine } from '../engine/index.js';
+import * as c from './constants.js';
+import {
+  simpleReplyHeader, chunkDataHeader, chunkHole, chunkError, chunkBlockStatus, type Handle,
+} from './replies.js';
+import { nbdErrnoOf, messageOf } from './errno.js';
+import { blockStatusDescriptors } from './block-status.js';
+import type { MetaContext } from './meta-context.js';
+
+export interface Request {
+  type: number;
+  flags: number;
+  handle: Handle;
+  offsetBytes: number;
+  lengthBytes: number;
+  /** WRITE data; null for other commands. */
+  payload: Buffer | null;
+  /** Bytes this request holds while in flight (payload or read length), for backpressure. */
+  costBytes: number;
+}
+
+export interface CommandContext {
+  engine: Engine;
+  targetId: number;
+  /** Negotiated size; requests past it are refused even if the volume grew since. */
+  sizeBytes: number;
+  readOnly: boolean;
+  structuredReplies: boolean;
+  metaContexts: MetaContext[];
+  send(data: Buffer): void;
+  /** Set once the export is going away (deleted, reverted, server shutdown): new requests get ESHUTDOWN. */
+  draining(): boolean;
+}
+
+/** Command flags each command accepts; FUA is valid on every command (proto.md "Command flags"). */
+function allowedFlags(type: number, structuredReplies: boolean): number {
+  switch (type) {
+    case c.NBD_CMD_READ: return c.NBD_CMD_FLAG_FUA | (structuredReplies ? c.NBD_CMD_FLAG_DF : 0);
+    case c.NBD_CMD_WRITE_ZEROES: return c.NBD_CMD_FLAG_FUA | c.NBD_CMD_FLAG_NO_HOLE | c.NBD_CMD_FLAG_FAST_ZERO;
+    case c.NBD_CMD_BLOCK_STATUS: return c.NBD_CMD_FLAG_FUA | c.NBD_CMD_FLAG_REQ_ONE;
+    default: return c.NBD_CMD_FLAG_FUA;
+  }
+}
+
+class RequestError extends Error {
+  constructor(readonly errorNumber: number, message: string) { super(message); }
+}
+
+function validate(ctx: CommandContext, request: Request): void {
+  const { type, flags, offsetBytes, lengthBytes } = request;
+  if (ctx.draining()) throw new RequestError(c.NBD_ESHUTDOWN, 'export is going away (deleted, reverted or server shutting down)');
+  if (type > c.NBD_CMD_BLOCK_STATUS || type === c.NBD_CMD_DISC) throw new RequestError(c.NBD_EINVAL, `unknown command ${type}`);
+  if ((flags & ~allowedFlags(type, ctx.structuredReplies)) !== 0) {
+    throw new RequestError(c.NBD_EINVAL, `flags 0x${flags.toString(16)} not valid for command ${type}`);
+  }
+  if (type === c.NBD_CMD_FLUSH) return;
+  if (lengthBytes === 0) throw new RequestError(c.NBD_EINVAL, 'zero-length request');
+  const writes = type === c.NBD_CMD_WRITE || type === c.NBD_CMD_TRIM || type === c.NBD_CMD_WRITE_ZEROES;
+  if (writes && ctx.readOnly) throw new RequestError(c.NBD_EPERM, 'export is read-only (a snapshot)');
+  if (offsetBytes + lengthBytes > ctx.sizeBytes) {
+    // proto.md: SHOULD return ENOSPC for a write past the end; EINVAL for the other commands.
+    const errorNumber = type === c.NBD_CMD_WRITE || type === c.NBD_CMD_WRITE_ZEROES ? c.NBD_ENOSPC : c.NBD_EINVAL;
+    throw new RequestError(errorNumber, `range ${offsetBytes}+${lengthBytes} past export end ${ctx.sizeBytes}`);
+  }
+  if (type === c.NBD_CMD_READ && lengthBytes > c.requestBytesMax) {
+    throw new RequestError(c.NBD_EINVAL, `read over ${c.requestBytesMax} bytes`);
+  }
+  if (type === c.NBD_CMD_BLOCK_STATUS && (!ctx.structuredReplies || ctx.metaContexts.length === 0)) {
+    throw new RequestError(c.NBD_EINVAL, 'no metadata context selected');
+  }
+  // FAST_ZERO: fail fast if zeroing would be slow; allocating zeroed blocks (NO_HOLE) writes data.
+  if (type === c.NBD_CMD_WRITE_ZEROES && (flags & c.NBD_CMD_FLAG_FAST_ZERO) !== 0 && (flags & c.NBD_CMD_FLAG_NO_HOLE) !== 0) {
+    throw new RequestError(c.NBD_ENOTSUP, 'NO_HOLE zeroing writes blocks: not fast');
+  }
+}
+
+export async function execute(ctx: CommandContext, request: Request): Promise<void> {
+  try {
+    validate(ctx, request);
+    await run(ctx, request);
+  } catch (error) {
+    const errorNumber = error instanceof RequestError ? error.errorNumber : nbdErrnoOf(error);
+    const message = error instanceof RequestError ? error.message : messageOf(error);
+    replyError(ctx, request.handle, errorNumber, message);
+  }
+}
+
+export function replyError(ctx: Pick<CommandContext, 'structuredReplies' | 'send'>, handle: Handle, errorNumber: number, message: string): void {
+  // proto.md: with structured replies, errors SHOULD be structured (they carry a message) and a READ
+  // MUST NOT get a simple reply.
+  ctx.send(ctx.structuredReplies ? chunkError(handle, errorNumber, message) : simpleReplyHeader(handle, errorNumber));
+}
+
+function replyOk(ctx: CommandContext, handle: Handle): void {
+  ctx.send(simpleReplyHeader(handle, 0));
+}
+
+async function run(ctx: CommandContext, request: Request): Promise<void> {
+  const { engine, targetId } = ctx;
+  const { offsetBytes, lengthBytes, flags, handle } = request;
+  const fua = (flags & c.NBD_CMD_FLAG_FUA) !== 0;
+  switch (request.type) {
+    case c.NBD_CMD_READ: return read(ctx, request);
+    case c.NBD_CMD_WRITE:
+      await engine.write(targetId, offsetBytes, request.payload as Buffer, fua ? { fua } : undefined);
+      return replyOk(ctx, handle);
+    case c.NBD_CMD_FLUSH:
+      // proto.md: every write replied to before the flush is durable before the flush reply;
+      // engine.flush() covers every write completed before the call.
+      await engine.flush();
+      return replyOk(ctx, handle);
+    case c.NBD_CMD_TRIM:
+      await engine.trim(targetId, offsetBytes, lengthBytes, { fua });
+      return replyOk(ctx, handle);
+    case c.NBD_CMD_WRITE_ZEROES:
+      await engine.writeZeroes(targetId, offsetBytes, lengthBytes, { fua, noHole: (flags & c.NBD_CMD_FLAG_NO_HOLE) !== 0 });
+      return replyOk(ctx, handle);
+    case c.NBD_CMD_CACHE:
+      // A hint: the engine keeps no data cache to prefetch into, so success without work.
+      return replyOk(ctx, handle);
+    case c.NBD_CMD_BLOCK_STATUS: return blockStatus(ctx, request);
+  }
+}
+
+async function read(ctx: CommandContext, request: Request): Promise<void> {
+  const { engine, targetId } = ctx;
+  const { offsetBytes, lengthBytes, handle } = request;
+  if (!ctx.structuredReplies) {
+    const data = await engine.read(targetId, offsetBytes, lengthBytes);
+    ctx.send(simpleReplyHeader(handle, 0));
+    ctx.send(data);
+    return;
+  }
+  const fragmentable = (request.flags & c.NBD_CMD_FLAG_DF) === 0 && lengthBytes >= c.sparseReadBytesMin;
+  if (!fragmentable) {
+    const data = await engine.read(targetId, offsetBytes, lengthBytes);
+    ctx.send(chunkDataHeader(handle, true, offsetBytes, data.length));
+    ctx.send(data);
+    return;
+  }
+  // Large read: fetch the data and the hole map together; holes go out as OFFSET_HOLE chunks.
+  const [data, extents] = await Promise.all([
+    engine.read(targetId, offsetBytes, lengthBytes),
+    engine.extents(targetId, offsetBytes, lengthBytes).catch(() => null),
+  ]);
+  const pieces = readPieces(offsetBytes, lengthBytes, extents);
+  for (let i = 0; i < pieces.length; i++) {
+    const piece = pieces[i];
+    const done = i === pieces.length - 1;
+    if (piece.hole) ctx.send(chunkHole(handle, done, piece.offsetBytes, piece.lengthBytes));
+    else {
+      const start = piece.offsetBytes - offsetBytes;
+      ctx.send(chunkDataHeader(handle, done, piece.offsetBytes, piece.lengthBytes));
+      ctx.send(data.subarray(start, start + piece.lengthBytes));
+    }
+  }
+}
+
+interface Piece { offsetBytes: number; lengthBytes: number; hole: boolean }
+
+/** Splits a read into data and hole pieces covering it exactly; unknown parts are data. */
+export function readPieces(offsetBytes: number, lengthBytes: number, extents: { offsetBytes: number; lengthBytes: number; hole: boolean }[] | null): Piece[] {
+  const end = offsetBytes + lengthBytes;
+  const pieces: Piece[] = [];
+  const add = (from: number, to: number, hole: boolean): void => {
+    if (to <= from) return;
+    const last = pieces[pieces.length - 1];
+    if (last && last.hole === hole && last.offsetBytes + last.lengthBytes === from) last.lengthBytes += to - from;
+    else pieces.push({ offsetBytes: from, lengthBytes: to - from, hole });
+  };
+  let position = offsetBytes;
+  for (const extent of extents ?? []) {
+    const from = Math.max(extent.offsetBytes, position);
+    const to = Math.min(extent.offsetBytes + extent.lengthBytes, end);
+    if (to <= from) continue;
+    add(position, from, false);
+    add(from, to, extent.hole);
+    position = to;
+  }
+  add(position, end, false);
+  return pieces;
+}
+
+async function blockStatus(ctx: CommandContext, request: Request): Promise<void> {
+  const onlyOne = (request.flags & c.NBD_CMD_FLAG_REQ_ONE) !== 0;
+  const results = await Promise.all(ctx.metaContexts.map((context) =>
+    blockStatusDescriptors(ctx.engine, ctx.targetId, context, request.offsetBytes, request.lengthBytes, onlyOne)));
+  // proto.md: exactly one BLOCK_STATUS chunk per selected context; the last one carries DONE.
+  for (let i = 0; i < results.length; i++) {
+    const done = i === results.length - 1;
+    ctx.send(chunkBlockStatus(request.handle, done, ctx.metaContexts[i].id, results[i].lengths, results[i].flags));
+  }
+}

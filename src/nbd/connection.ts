@@ -1,0 +1,202 @@
+// One client connection: owns the socket (plain, then possibly TLS), the receive queue and the reply
+// writer; runs the handshake, then hands the socket's data to the transmission loop. Every way a
+// connection can end (DISC, ABORT, protocol violation, export gone, server close, client vanished)
+// comes through end()/hangUp() and settles `closed`.
+import type net from 'node:net';
+import type { Engine, TargetEvent } from '../engine/index.js';
+import * as c from './constants.js';
+import { RecvQueue } from './recv-queue.js';
+import { ReplyWriter } from './reply-writer.js';
+import { negotiate, HangUp, type HandshakeIo } from './handshake.js';
+import { Transmission } from './transmission.js';
+import type { TlsUpgrader } from './tls.js';
+
+export interface ConnectionContext {
+  engine: Engine;
+  tls: TlsUpgrader | null;
+  handshakeTimeoutMs: number;
+  shuttingDown(): boolean;
+  log(event: string, fields: Record<string, unknown>): void;
+}
+
+/** Bytes buffered during the handshake before we stop reading (a GO with a maximal name fits). */
+const handshakeBufferedBytesMax = 2 * c.optionBytesMax;
+/** After end(), how long the client gets to close its side before the socket is destroyed. */
+const endLingerMs = 2_000;
+
+export class NbdConnection {
+  private socket: net.Socket;
+  private readonly recv = new RecvQueue(c.REQUEST_HEADER_BYTES);
+  private readonly writer: ReplyWriter;
+  private transmission: Transmission | null = null;
+  private waiter: { bytes: number; resolve: () => void; reject: (error: Error) => void } | null = null;
+  private tlsActive = false;
+  private ending = false;
+  private isClosed = false;
+  private resolveClosed!: () => void;
+  readonly closed: Promise<void> = new Promise((resolve) => { this.resolveClosed = resolve; });
+  /** Target id once in transmission (for engine events). */
+  targetId: number | null = null;
+  readonly peer: string;
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.ending) return;
+    this.recv.push(chunk);
+    if (this.transmission) { this.transmission.pump(); return; }
+    if (this.recv.length > handshakeBufferedBytesMax) this.socket.pause();
+    if (this.waiter && this.recv.length >= this.waiter.bytes) {
+      const waiter = this.waiter;
+      this.waiter = null;
+      waiter.resolve();
+    }
+  };
+  private readonly onClose = (): void => this.closedNow();
+  private readonly onError = (error: Error): void => {
+    this.ctx.log('nbd_socket_error', { peer: this.peer, error: error.message });
+    this.socket.destroy();
+  };
+  private readonly onDrain = (): void => this.transmission?.onWritable();
+
+  constructor(raw: net.Socket, private readonly ctx: ConnectionContext) {
+    this.socket = raw;
+    this.peer = raw.remoteAddress ? `${raw.remoteAddress}:${raw.remotePort}` : 'unix';
+    this.writer = new ReplyWriter(raw);
+    raw.setNoDelay(true);
+    this.attach(raw);
+  }
+
+  async run(): Promise<void> {
+    const timer = setTimeout(() => this.hangUp('handshake timeout'), this.ctx.handshakeTimeoutMs);
+    timer.unref();
+    try {
+      const negotiated = await negotiate(this.ctx.engine, this.handshakeIo());
+      if (negotiated === null) { this.end(); return; }
+      this.targetId = negotiated.target.id;
+      this.ctx.log('nbd_connected', { peer: this.peer, export: negotiated.target.name, tls: this.tlsActive,
+        structured: negotiated.structuredReplies, contexts: negotiated.metaContexts.map((m) => m.name) });
+      this.transmission = new Transmission(this.transmissionIo(), this.ctx.engine, negotiated);
+      this.transmission.pump();
+    } catch (error) {
+      if (!this.isClosed) {
+        this.ctx.log('nbd_handshake_failed', { peer: this.peer, error: error instanceof Error ? error.message : String(error) });
+        this.hangUp(error instanceof HangUp ? error.message : 'handshake failed');
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The engine reports a change to the exported target (types.ts TargetEvent). */
+  onTargetEvent(event: TargetEvent): void {
+    if (event.type === 'resized') {
+      // The negotiated size stays (the protocol has no size change without NBD_FLAG_SEND_RESIZE);
+      // new connections see the new size. I/O past the new end of a shrunk volume fails in the engine.
+      this.ctx.log('nbd_target_resized', { peer: this.peer, id: event.id, sizeBytes: event.sizeBytes });
+      return;
+    }
+    this.ctx.log('nbd_target_gone', { peer: this.peer, id: event.id, reason: event.type });
+    this.drain();
+  }
+
+  /** Server shutdown or export gone: finish in-flight requests, refuse new ones, then close. */
+  drain(): void {
+    if (this.transmission) this.transmission.drain();
+    else this.hangUp('shutting down');
+  }
+
+  destroy(): void { this.socket.destroy(); }
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', this.onData);
+    socket.on('close', this.onClose);
+    socket.on('error', this.onError);
+    socket.on('drain', this.onDrain);
+  }
+
+  private closedNow(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.ending = true;
+    this.transmission?.stop();
+    if (this.waiter) { this.waiter.reject(new Error('connection closed')); this.waiter = null; }
+    this.ctx.log('nbd_disconnected', { peer: this.peer });
+    this.resolveClosed();
+  }
+
+  /** Soft end: flush queued replies, close our side (TLS close_notify first), destroy after a linger. */
+  private end(): void {
+    if (this.ending) return;
+    this.ending = true;
+    this.writer.flush();
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), endLingerMs).unref();
+  }
+
+  /** Hard disconnect after a protocol violation (proto.md allows it on a broken MUST). */
+  private hangUp(reason: string): void {
+    if (this.isClosed) return;
+    this.ctx.log('nbd_hang_up', { peer: this.peer, reason });
+    this.transmission?.stop();
+    this.end();
+    if (this.waiter) { this.waiter.reject(new HangUp(reason)); this.waiter = null; }
+  }
+
+  private waitFor(bytes: number): Promise<void> {
+    if (this.recv.length >= bytes) return Promise.resolve();
+    if (this.isClosed || this.ending) return Promise.reject(new Error('connection closed'));
+    this.socket.resume();
+    return new Promise((resolve, reject) => { this.waiter = { bytes, resolve, reject }; });
+  }
+
+  private handshakeIo(): HandshakeIo {
+    return {
+      read: async (n) => {
+        await this.waitFor(n);
+        return this.recv.take(n);
+      },
+      discard: async (n) => {
+        let remaining = n;
+        while (remaining > 0) {
+          await this.waitFor(1);
+          remaining -= this.recv.skip(remaining);
+        }
+      },
+      send: (data) => this.writer.send(data),
+      tlsRequired: () => (this.ctx.tls ? this.ctx.tls.required : null),
+      tlsActive: () => this.tlsActive,
+      startTls: () => this.startTls(),
+      shuttingDown: () => this.ctx.shuttingDown(),
+      log: (event, fields) => this.ctx.log(event, fields),
+    };
+  }
+
+  private async startTls(): Promise<void> {
+    const tls = this.ctx.tls;
+    if (!tls) throw new HangUp('TLS not configured');
+    this.writer.flush();
+    const raw = this.socket;
+    raw.removeListener('data', this.onData);
+    raw.removeListener('drain', this.onDrain);
+    raw.pause();
+    // proto.md: after the ACK all data is TLS; plaintext already sent by the client is a violation.
+    if (this.recv.length > 0) throw new HangUp('plaintext data after STARTTLS');
+    const secure = await tls.upgrade(raw);
+    this.socket = secure;
+    this.writer.setSocket(secure);
+    this.tlsActive = true;
+    this.attach(secure);
+  }
+
+  private transmissionIo() {
+    return {
+      recv: this.recv,
+      send: (data: Buffer) => this.writer.send(data),
+      queuedReplyBytes: () => this.writer.queuedBytes(),
+      pauseReading: () => this.socket.pause(),
+      resumeReading: () => { if (!this.ending) this.socket.resume(); },
+      end: () => this.end(),
+      hangUp: (reason: string) => this.hangUp(reason),
+      log: (event: string, fields: Record<string, unknown>) => this.ctx.log(event, fields),
+    };
+  }
+}

@@ -1,0 +1,146 @@
+// NBD protocol numbers (NetworkBlockDevice/nbd doc/proto.md) and Cairn's bounds for the NBD server.
+// Every bound is a named constant with its unit; the relations between them are asserted once at load
+// (TigerBeetle style) so that a bad edit fails at start-up, not under load.
+import { assert } from '../engine/errors.js';
+
+// Handshake magics (proto.md "Newstyle negotiation").
+export const NBDMAGIC = 0x4e42444d41474943n;
+export const IHAVEOPT = 0x49484156454f5054n;
+/** Option reply magic (proto.md "Fixed newstyle negotiation"). */
+export const OPTION_REPLY_MAGIC = 0x3e889045565a9n;
+
+export const NBD_FLAG_FIXED_NEWSTYLE = 1 << 0;
+export const NBD_FLAG_NO_ZEROES = 1 << 1;
+export const NBD_FLAG_C_FIXED_NEWSTYLE = 1 << 0;
+export const NBD_FLAG_C_NO_ZEROES = 1 << 1;
+
+// Options.
+export const NBD_OPT_EXPORT_NAME = 1;
+export const NBD_OPT_ABORT = 2;
+export const NBD_OPT_LIST = 3;
+export const NBD_OPT_STARTTLS = 5;
+export const NBD_OPT_INFO = 6;
+export const NBD_OPT_GO = 7;
+export const NBD_OPT_STRUCTURED_REPLY = 8;
+export const NBD_OPT_LIST_META_CONTEXT = 9;
+export const NBD_OPT_SET_META_CONTEXT = 10;
+
+// Option reply types.
+export const NBD_REP_ACK = 1;
+export const NBD_REP_SERVER = 2;
+export const NBD_REP_INFO = 3;
+export const NBD_REP_META_CONTEXT = 4;
+const REP_ERR = 0x80000000;
+export const NBD_REP_ERR_UNSUP = REP_ERR + 1;
+export const NBD_REP_ERR_POLICY = REP_ERR + 2;
+export const NBD_REP_ERR_INVALID = REP_ERR + 3;
+export const NBD_REP_ERR_TLS_REQD = REP_ERR + 5;
+export const NBD_REP_ERR_UNKNOWN = REP_ERR + 6;
+export const NBD_REP_ERR_SHUTDOWN = REP_ERR + 7;
+export const NBD_REP_ERR_TOO_BIG = REP_ERR + 9;
+
+// NBD_REP_INFO types.
+export const NBD_INFO_EXPORT = 0;
+export const NBD_INFO_NAME = 1;
+export const NBD_INFO_DESCRIPTION = 2;
+export const NBD_INFO_BLOCK_SIZE = 3;
+
+// Transmission flags.
+export const NBD_FLAG_HAS_FLAGS = 1 << 0;
+export const NBD_FLAG_READ_ONLY = 1 << 1;
+export const NBD_FLAG_SEND_FLUSH = 1 << 2;
+export const NBD_FLAG_SEND_FUA = 1 << 3;
+export const NBD_FLAG_SEND_TRIM = 1 << 5;
+export const NBD_FLAG_SEND_WRITE_ZEROES = 1 << 6;
+export const NBD_FLAG_SEND_DF = 1 << 7;
+export const NBD_FLAG_CAN_MULTI_CONN = 1 << 8;
+export const NBD_FLAG_SEND_CACHE = 1 << 10;
+export const NBD_FLAG_SEND_FAST_ZERO = 1 << 11;
+
+// Requests and replies.
+export const NBD_REQUEST_MAGIC = 0x25609513;
+export const NBD_SIMPLE_REPLY_MAGIC = 0x67446698;
+export const NBD_STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+export const REQUEST_HEADER_BYTES = 28;
+export const SIMPLE_REPLY_HEADER_BYTES = 16;
+export const STRUCTURED_REPLY_HEADER_BYTES = 20;
+
+export const NBD_CMD_READ = 0;
+export const NBD_CMD_WRITE = 1;
+export const NBD_CMD_DISC = 2;
+export const NBD_CMD_FLUSH = 3;
+export const NBD_CMD_TRIM = 4;
+export const NBD_CMD_CACHE = 5;
+export const NBD_CMD_WRITE_ZEROES = 6;
+export const NBD_CMD_BLOCK_STATUS = 7;
+
+export const NBD_CMD_FLAG_FUA = 1 << 0;
+export const NBD_CMD_FLAG_NO_HOLE = 1 << 1;
+export const NBD_CMD_FLAG_DF = 1 << 2;
+export const NBD_CMD_FLAG_REQ_ONE = 1 << 3;
+export const NBD_CMD_FLAG_FAST_ZERO = 1 << 4;
+
+export const NBD_REPLY_FLAG_DONE = 1 << 0;
+export const NBD_REPLY_TYPE_NONE = 0;
+export const NBD_REPLY_TYPE_OFFSET_DATA = 1;
+export const NBD_REPLY_TYPE_OFFSET_HOLE = 2;
+export const NBD_REPLY_TYPE_BLOCK_STATUS = 5;
+export const NBD_REPLY_TYPE_ERROR = (1 << 15) + 1;
+
+// base:allocation flags (proto.md "Metadata contexts").
+export const NBD_STATE_HOLE = 1 << 0;
+export const NBD_STATE_ZERO = 1 << 1;
+/** qemu:dirty-bitmap:* contexts: bit 0 set = dirty (changed). */
+export const NBD_STATE_DIRTY = 1 << 0;
+
+// Error values (proto.md "Error values"): the only numbers a reply may carry.
+export const NBD_EPERM = 1;
+export const NBD_EIO = 5;
+export const NBD_ENOMEM = 12;
+export const NBD_EINVAL = 22;
+export const NBD_ENOSPC = 28;
+export const NBD_EOVERFLOW = 75;
+export const NBD_ENOTSUP = 95;
+export const NBD_ESHUTDOWN = 108;
+
+// ---- Bounds ----
+export const portDefault = 10809;
+export const hostDefault = '127.0.0.1';
+/** Largest READ/WRITE payload; advertised as the maximum block size (proto.md: clients assume 32 MiB). */
+export const requestBytesMax = 32 * 1024 * 1024;
+/** Advertised minimum and preferred block size: the engine accepts any byte offset (read-modify-write). */
+export const blockSizeMinBytes = 1;
+export const blockSizePreferredBytes = 4096;
+/** Requests of one connection processed concurrently; past it the socket is paused (backpressure). */
+export const requestsInFlightMax = 128;
+/** Payload and read bytes of one connection's in-flight requests. */
+export const requestBytesInFlightMax = 128 * 1024 * 1024;
+/** Reply bytes queued on a socket the client is not reading; past it we stop reading requests. */
+export const replyBytesQueuedMax = 64 * 1024 * 1024;
+/** Option data we buffer; longer options are skipped and answered NBD_REP_ERR_TOO_BIG. */
+export const optionBytesMax = 64 * 1024;
+/** Options one handshake may send before we treat it as denial of service and hang up. */
+export const optionsPerHandshakeMax = 16384;
+/** Export names and strings (proto.md: MUST be no longer than 4096 bytes). */
+export const stringBytesMax = 4096;
+/** A client that has not reached transmission after this long is disconnected. */
+export const handshakeTimeoutMsDefault = 30_000;
+/** On close(), how long open connections get to finish in-flight requests. */
+export const closeDrainMsMax = 5_000;
+export const connectionsMax = 1024;
+/** Block-status descriptors per context per reply (proto.md allows returning fewer than the range). */
+export const blockStatusDescriptorsMax = 64 * 1024;
+/** Metadata contexts one connection may select. */
+export const metaContextsSelectedMax = 64;
+/** Reads at least this long with structured replies are split into data and hole chunks. */
+export const sparseReadBytesMin = 64 * 1024;
+/** Export names listed by NBD_OPT_LIST. */
+export const exportsListedMax = 100_000;
+
+assert(requestBytesMax >= 32 * 1024 * 1024, 'max payload must be at least 32 MiB (clients assume it)');
+assert(requestBytesInFlightMax >= requestBytesMax, 'one maximal request must fit in flight');
+assert(replyBytesQueuedMax >= requestBytesMax, 'one maximal read reply must fit in the queue');
+assert(optionBytesMax >= 4 + stringBytesMax + 2 + 2 * 16, 'a GO with a maximal name must fit');
+assert((blockSizePreferredBytes & (blockSizePreferredBytes - 1)) === 0, 'preferred block size: power of 2');
+assert(requestBytesMax % blockSizePreferredBytes === 0, 'max payload: multiple of preferred size');
+assert(sparseReadBytesMin <= requestBytesMax, 'sparse read threshold within payload bound');

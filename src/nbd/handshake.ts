@@ -1,0 +1,230 @@
+// The fixed newstyle handshake and option haggling (proto.md "Handshake", "Option types"): GO, INFO,
+// EXPORT_NAME, LIST, ABORT, STRUCTURED_REPLY, LIST/SET_META_CONTEXT, STARTTLS. Returns the negotiated
+// export, or null when the session ended during haggling.
+import type { Engine, Target } from '../engine/index.js';
+import * as c from './constants.js';
+import {
+  optionReply, optionError, serverReplyData, metaContextReplyData, infoExport, infoBlockSize, infoString,
+  exportNameReply,
+} from './replies.js';
+import { transmissionFlags } from './export-flags.js';
+import { availableContextNames, matchQueries, contextFromName, splitExportName, type MetaContext } from './meta-context.js';
+import { OptionReader } from './option-reader.js';
+
+/** What the connection object provides to the handshake. */
+export interface HandshakeIo {
+  /** Resolves with exactly n bytes; rejects when the connection closes. */
+  read(n: number): Promise<Buffer>;
+  /** Reads and drops n bytes without buffering them. */
+  discard(n: number): Promise<void>;
+  send(data: Buffer): void;
+  /** null when TLS is not configured. */
+  tlsRequired(): boolean | null;
+  tlsActive(): boolean;
+  startTls(): Promise<void>;
+  shuttingDown(): boolean;
+  log(event: string, fields: Record<string, unknown>): void;
+}
+
+export interface Negotiated {
+  target: Target;
+  /** Size at negotiation; the connection keeps it (proto.md: the size does not change in transmission). */
+  sizeBytes: number;
+  structuredReplies: boolean;
+  metaContexts: MetaContext[];
+}
+
+interface State {
+  fixedNewstyle: boolean;
+  noZeroes: boolean;
+  structuredReplies: boolean;
+  metaExportName: string | null;
+  metaContexts: MetaContext[];
+}
+
+/** A protocol violation after which the server hangs up (proto.md allows a hard disconnect). */
+export class HangUp extends Error {}
+
+export async function negotiate(engine: Engine, io: HandshakeIo): Promise<Negotiated | null> {
+  const greeting = Buffer.allocUnsafe(18);
+  greeting.writeBigUInt64BE(c.NBDMAGIC, 0);
+  greeting.writeBigUInt64BE(c.IHAVEOPT, 8);
+  greeting.writeUInt16BE(c.NBD_FLAG_FIXED_NEWSTYLE | c.NBD_FLAG_NO_ZEROES, 16);
+  io.send(greeting);
+  const clientFlags = (await io.read(4)).readUInt32BE(0);
+  // proto.md: the server MUST close the connection on client flags it does not recognize.
+  if ((clientFlags & ~(c.NBD_FLAG_C_FIXED_NEWSTYLE | c.NBD_FLAG_C_NO_ZEROES)) !== 0) {
+    throw new HangUp(`unknown client flags 0x${clientFlags.toString(16)}`);
+  }
+  const state: State = {
+    fixedNewstyle: (clientFlags & c.NBD_FLAG_C_FIXED_NEWSTYLE) !== 0,
+    noZeroes: (clientFlags & c.NBD_FLAG_C_NO_ZEROES) !== 0,
+    structuredReplies: false, metaExportName: null, metaContexts: [],
+  };
+  for (let count = 0; count < c.optionsPerHandshakeMax; count++) {
+    const header = await io.read(16);
+    if (header.readBigUInt64BE(0) !== c.IHAVEOPT) throw new HangUp('bad option magic');
+    const option = header.readUInt32BE(8);
+    const dataBytes = header.readUInt32BE(12);
+    if (dataBytes > c.optionBytesMax) {
+      await io.discard(dataBytes);
+      if (option === c.NBD_OPT_EXPORT_NAME || !state.fixedNewstyle) throw new HangUp('export name too long');
+      io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `option data over ${c.optionBytesMax} bytes`));
+      continue;
+    }
+    const data = await io.read(dataBytes);
+    const result = await handleOption(engine, io, state, option, data);
+    if (result !== undefined) return result;
+  }
+  throw new HangUp('too many options');
+}
+
+/** Handles one option; returns the negotiated export (GO/EXPORT_NAME), null (ABORT), or undefined. */
+async function handleOption(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): Promise<Negotiated | null | undefined> {
+  // Non-fixed newstyle knows no option replies: only EXPORT_NAME can be answered.
+  if (!state.fixedNewstyle && option !== c.NBD_OPT_EXPORT_NAME) throw new HangUp('option without fixed newstyle');
+  if (io.shuttingDown() && option !== c.NBD_OPT_ABORT) {
+    if (option === c.NBD_OPT_EXPORT_NAME) throw new HangUp('shutting down');
+    io.send(optionError(option, c.NBD_REP_ERR_SHUTDOWN, 'server is shutting down'));
+    return undefined;
+  }
+  // FORCEDTLS (proto.md): every option but STARTTLS and ABORT gets TLS_REQD until TLS is up.
+  if (io.tlsRequired() === true && !io.tlsActive() && option !== c.NBD_OPT_STARTTLS && option !== c.NBD_OPT_ABORT) {
+    if (option === c.NBD_OPT_EXPORT_NAME) throw new HangUp('EXPORT_NAME before required TLS');
+    io.send(optionError(option, c.NBD_REP_ERR_TLS_REQD, 'this server requires TLS (NBD_OPT_STARTTLS)'));
+    return undefined;
+  }
+  switch (option) {
+    case c.NBD_OPT_EXPORT_NAME: return exportName(engine, io, state, data);
+    case c.NBD_OPT_ABORT:
+      io.send(optionReply(option, c.NBD_REP_ACK));
+      return null;
+    case c.NBD_OPT_LIST: listExports(engine, io, data); return undefined;
+    case c.NBD_OPT_STARTTLS: await startTls(io, state, data); return undefined;
+    case c.NBD_OPT_INFO:
+    case c.NBD_OPT_GO: return infoOrGo(engine, io, state, option, data);
+    case c.NBD_OPT_STRUCTURED_REPLY:
+      if (data.length !== 0) { io.send(optionError(option, c.NBD_REP_ERR_INVALID, 'STRUCTURED_REPLY takes no data')); return undefined; }
+      state.structuredReplies = true;
+      io.send(optionReply(option, c.NBD_REP_ACK));
+      return undefined;
+    case c.NBD_OPT_LIST_META_CONTEXT:
+    case c.NBD_OPT_SET_META_CONTEXT: metaContext(engine, io, state, option, data); return undefined;
+    default:
+      io.send(optionError(option, c.NBD_REP_ERR_UNSUP, `option ${option} not supported`));
+      return undefined;
+  }
+}
+
+function resolveExport(engine: Engine, name: string): Target | string {
+  if (name === '') return 'no default export: name a volume ("VOL") or a snapshot ("VOL@SNAP")';
+  try {
+    return engine.resolve(name);
+  } catch (error) {
+    return error instanceof Error ? error.message : 'unknown export';
+  }
+}
+
+function exportName(engine: Engine, io: HandshakeIo, state: State, data: Buffer): Negotiated {
+  const name = data.toString('utf8');
+  const target = resolveExport(engine, name);
+  // proto.md: EXPORT_NAME cannot fail with a reply; the server MUST terminate the session.
+  if (typeof target === 'string') throw new HangUp(`EXPORT_NAME: ${target}`);
+  const sizeBytes = engine.targetSizeBytes(target.id);
+  io.send(exportNameReply(sizeBytes, transmissionFlags(target.readOnly, state.structuredReplies), state.noZeroes));
+  return finish(state, target, sizeBytes);
+}
+
+function finish(state: State, target: Target, sizeBytes: number): Negotiated {
+  // Contexts selected for another export do not apply to this one.
+  const metaContexts = state.metaExportName === target.name ? state.metaContexts : [];
+  return { target, sizeBytes, structuredReplies: state.structuredReplies, metaContexts };
+}
+
+function listExports(engine: Engine, io: HandshakeIo, data: Buffer): void {
+  if (data.length !== 0) { io.send(optionError(c.NBD_OPT_LIST, c.NBD_REP_ERR_INVALID, 'LIST takes no data')); return; }
+  const names: string[] = [];
+  for (const volume of engine.listVolumes()) names.push(volume.name);
+  for (const snapshot of engine.listSnapshots()) names.push(snapshot.fullName);
+  for (const name of names.slice(0, c.exportsListedMax)) io.send(optionReply(c.NBD_OPT_LIST, c.NBD_REP_SERVER, serverReplyData(name)));
+  io.send(optionReply(c.NBD_OPT_LIST, c.NBD_REP_ACK));
+}
+
+async function startTls(io: HandshakeIo, state: State, data: Buffer): Promise<void> {
+  const option = c.NBD_OPT_STARTTLS;
+  if (io.tlsRequired() === null) { io.send(optionError(option, c.NBD_REP_ERR_UNSUP, 'TLS is not configured')); return; }
+  if (data.length !== 0) { io.send(optionError(option, c.NBD_REP_ERR_INVALID, 'STARTTLS takes no data')); return; }
+  if (io.tlsActive()) { io.send(optionError(option, c.NBD_REP_ERR_INVALID, 'TLS is already active')); return; }
+  io.send(optionReply(option, c.NBD_REP_ACK));
+  await io.startTls();
+  // Nothing negotiated in plaintext survives the upgrade (it could have been tampered with).
+  state.structuredReplies = false;
+  state.metaExportName = null;
+  state.metaContexts = [];
+}
+
+function infoOrGo(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): Negotiated | undefined {
+  const reader = new OptionReader(data);
+  const name = reader.string32();
+  const infoCount = reader.u16();
+  const infos: number[] = [];
+  for (let i = 0; i < (infoCount ?? 0) && reader.ok; i++) infos.push(reader.u16() ?? 0);
+  if (name === null || infoCount === null || !reader.ok || !reader.atEnd()) {
+    io.send(optionError(option, c.NBD_REP_ERR_INVALID, 'malformed INFO/GO request'));
+    return undefined;
+  }
+  const target = resolveExport(engine, name);
+  if (typeof target === 'string') { io.send(optionError(option, c.NBD_REP_ERR_UNKNOWN, target)); return undefined; }
+  let sizeBytes: number;
+  try { sizeBytes = engine.targetSizeBytes(target.id); } catch (error) {
+    io.send(optionError(option, c.NBD_REP_ERR_UNKNOWN, error instanceof Error ? error.message : 'gone'));
+    return undefined;
+  }
+  const flags = transmissionFlags(target.readOnly, state.structuredReplies);
+  io.send(optionReply(option, c.NBD_REP_INFO, infoExport(sizeBytes, flags)));
+  if (infos.includes(c.NBD_INFO_NAME)) io.send(optionReply(option, c.NBD_REP_INFO, infoString(c.NBD_INFO_NAME, target.name)));
+  if (infos.includes(c.NBD_INFO_DESCRIPTION)) {
+    const text = target.readOnly ? `Cairn snapshot ${target.name} (read-only)` : `Cairn volume ${target.name}`;
+    io.send(optionReply(option, c.NBD_REP_INFO, infoString(c.NBD_INFO_DESCRIPTION, text)));
+  }
+  // Always sent: any offset is accepted (minimum 1), 4 KiB preferred, payloads up to requestBytesMax.
+  io.send(optionReply(option, c.NBD_REP_INFO, infoBlockSize(c.blockSizeMinBytes, c.blockSizePreferredBytes, c.requestBytesMax)));
+  io.send(optionReply(option, c.NBD_REP_ACK));
+  return option === c.NBD_OPT_GO ? finish(state, target, sizeBytes) : undefined;
+}
+
+function metaContext(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): void {
+  const forList = option === c.NBD_OPT_LIST_META_CONTEXT;
+  // proto.md: MUST NOT be requested before structured replies; the server SHOULD answer INVALID.
+  if (!state.structuredReplies) { io.send(optionError(option, c.NBD_REP_ERR_INVALID, 'negotiate structured replies first')); return; }
+  const reader = new OptionReader(data);
+  const name = reader.string32();
+  const queryCount = reader.u32();
+  const queries: string[] = [];
+  for (let i = 0; i < (queryCount ?? 0) && reader.ok; i++) {
+    const query = reader.string32();
+    if (query !== null) queries.push(query);
+  }
+  if (name === null || queryCount === null || !reader.ok || !reader.atEnd()) {
+    io.send(optionError(option, c.NBD_REP_ERR_INVALID, 'malformed meta context request'));
+    return;
+  }
+  const target = resolveExport(engine, name);
+  if (typeof target === 'string') { io.send(optionError(option, c.NBD_REP_ERR_UNKNOWN, target)); return; }
+  const names = matchQueries(availableContextNames(engine, target), queries, forList);
+  if (!forList && names.length > c.metaContextsSelectedMax) {
+    io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `at most ${c.metaContextsSelectedMax} contexts`));
+    return;
+  }
+  const [volume] = splitExportName(target.name);
+  const selected = names.map((contextName, i) => contextFromName(i + 1, contextName, volume));
+  for (const context of selected) {
+    // proto.md: the context id in LIST replies is reserved and SHOULD be 0.
+    io.send(optionReply(option, c.NBD_REP_META_CONTEXT, metaContextReplyData(forList ? 0 : context.id, context.name)));
+  }
+  if (!forList) {
+    state.metaExportName = target.name;
+    state.metaContexts = selected;
+  }
+  io.send(optionReply(option, c.NBD_REP_ACK));
+}

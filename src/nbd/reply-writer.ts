@@ -1,0 +1,35 @@
+// Batches replies into one socket write: the first reply of a batch corks the socket and the batch is
+// uncorked in the next check phase (setImmediate), so replies completed by the same round of engine
+// callbacks leave in one writev (style.md "one socket write for many replies").
+import type net from 'node:net';
+
+export class ReplyWriter {
+  private corked = false;
+  private readonly flushBound = (): void => this.flush();
+
+  constructor(private socket: net.Socket) {}
+
+  setSocket(socket: net.Socket): void {
+    this.flush();
+    this.socket = socket;
+  }
+
+  send(data: Buffer): void {
+    if (this.socket.destroyed) return;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      setImmediate(this.flushBound);
+    }
+    this.socket.write(data);
+  }
+
+  /** Bytes written but not yet taken by the kernel (the client is slow to read). */
+  queuedBytes(): number { return this.socket.writableLength; }
+
+  flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    if (!this.socket.destroyed) this.socket.uncork();
+  }
+}

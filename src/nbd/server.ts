@@ -1,0 +1,112 @@
+// The NBD server: listens on TCP and/or a unix socket, runs one NbdConnection per client, routes
+// engine target events (deleted / reverted / resized) to the connections of that target, and closes
+// gracefully (in-flight requests finish, new ones get ESHUTDOWN, bounded by closeDrainMsMax).
+import net from 'node:net';
+import { lstat, unlink } from 'node:fs/promises';
+import type { Engine } from '../engine/index.js';
+import * as c from './constants.js';
+import { NbdConnection } from './connection.js';
+import { TlsUpgrader, type TlsConfig } from './tls.js';
+
+export interface NbdServerOptions {
+  /** TCP listen address (default 127.0.0.1:10809; port 0 = ephemeral). */
+  host?: string;
+  port?: number;
+  /** Also (with host/port) or instead (alone) listen on a unix socket. */
+  socketPath?: string;
+  tls?: TlsConfig;
+  /** Clients that do not finish the handshake in time are disconnected (default 30 s). */
+  handshakeTimeoutMs?: number;
+  log?: (event: string, fields: Record<string, unknown>) => void;
+}
+
+export interface NbdServer {
+  readonly port: number | null;
+  readonly socketPath: string | null;
+  connections(): number;
+  close(): Promise<void>;
+}
+
+export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Promise<NbdServer> {
+  const log = opts.log ?? ((): void => {});
+  const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? c.handshakeTimeoutMsDefault;
+  const tls = opts.tls ? new TlsUpgrader(opts.tls, handshakeTimeoutMs) : null;
+  const live = new Set<NbdConnection>();
+  let shuttingDown = false;
+  const ctx = { engine, tls, handshakeTimeoutMs, shuttingDown: () => shuttingDown, log };
+
+  const onSocket = (socket: net.Socket): void => {
+    if (shuttingDown || live.size >= c.connectionsMax) {
+      log('nbd_connection_refused', { reason: shuttingDown ? 'shutting down' : 'too many connections' });
+      socket.destroy();
+      return;
+    }
+    const connection = new NbdConnection(socket, ctx);
+    live.add(connection);
+    void connection.closed.then(() => live.delete(connection));
+    void connection.run();
+  };
+
+  const unsubscribe = engine.onTargetEvent((event) => {
+    for (const connection of live) if (connection.targetId === event.id) connection.onTargetEvent(event);
+  });
+
+  const listeners: net.Server[] = [];
+  let port: number | null = null;
+  const wantTcp = opts.socketPath === undefined || opts.port !== undefined || opts.host !== undefined;
+  try {
+    if (wantTcp) {
+      const server = net.createServer({ noDelay: true }, onSocket);
+      await listen(server, { host: opts.host ?? c.hostDefault, port: opts.port ?? c.portDefault });
+      listeners.push(server);
+      port = (server.address() as net.AddressInfo).port;
+    }
+    if (opts.socketPath !== undefined) {
+      await removeStaleSocket(opts.socketPath);
+      const server = net.createServer(onSocket);
+      await listen(server, { path: opts.socketPath });
+      listeners.push(server);
+    }
+  } catch (error) {
+    unsubscribe();
+    for (const server of listeners) server.close();
+    throw error;
+  }
+  log('nbd_listening', { port, socketPath: opts.socketPath ?? null, tls: tls ? (tls.required ? 'required' : 'optional') : 'off' });
+
+  let closing: Promise<void> | null = null;
+  return {
+    port,
+    socketPath: opts.socketPath ?? null,
+    connections: () => live.size,
+    close: () => {
+      closing ??= (async () => {
+        shuttingDown = true;
+        const stopped = listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+        for (const connection of live) connection.drain();
+        const all = Promise.all([...live].map((connection) => connection.closed));
+        const timer = setTimeout(() => { for (const connection of live) connection.destroy(); }, c.closeDrainMsMax);
+        await all;
+        clearTimeout(timer);
+        await Promise.all(stopped);
+        unsubscribe();
+        if (opts.socketPath !== undefined) await unlink(opts.socketPath).catch(() => undefined);
+        log('nbd_closed', {});
+      })();
+      return closing;
+    },
+  };
+}
+
+function listen(server: net.Server, options: net.ListenOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options, () => { server.off('error', reject); resolve(); });
+  });
+}
+
+/** A socket file left by a previous run would make listen fail with EADDRINUSE; regular files are kept. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const stat = await lstat(path).catch(() => null);
+  if (stat?.isSocket()) await unlink(path);
+}
