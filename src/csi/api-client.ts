@@ -1,0 +1,238 @@
+// The controller's only way to the daemon: the REST API of issue 4 (JSON in and out, errors as
+// application/problem+json with a stable `code`). Maps transport failures to UNAVAILABLE and
+// problem codes to the gRPC codes the CSI spec asks for.
+import { apiRequestTimeoutMs, jobPollIntervalMs, jobWaitMsMax } from './constants.js';
+import {
+  CsiError, Status, alreadyExists, internal, invalidArgument, notFound, outOfRange, resourceExhausted, unavailable,
+} from './errors.js';
+
+export interface ApiVolume {
+  name: string;
+  id: number;
+  sizeBytes: number;
+  mappedBytes: number;
+  createdMs: number;
+  origin: { volume: string; snapshot: string | null } | null;
+  snapshots: string[];
+}
+
+export interface ApiSnapshot {
+  /** "VOL@SNAP" */
+  fullName: string;
+  volume: string;
+  name: string;
+  sizeBytes: number;
+  createdMs: number;
+}
+
+export interface ApiPool {
+  sizeBytes: number;
+  freeBytes: number;
+  checksumErrors: number;
+}
+
+/** An error answer of the API: HTTP status plus the problem's stable code. */
+export class ApiProblem extends Error {
+  constructor(readonly httpStatus: number, readonly code: string, message: string) {
+    super(message);
+    this.name = 'ApiProblem';
+  }
+}
+
+type Json = Record<string, unknown>;
+
+const num = (obj: Json, ...keys: string[]): number => {
+  for (const key of keys) if (typeof obj[key] === 'number') return obj[key] as number;
+  return 0;
+};
+const str = (obj: Json, ...keys: string[]): string => {
+  for (const key of keys) if (typeof obj[key] === 'string') return obj[key] as string;
+  return '';
+};
+
+function parseOrigin(value: unknown): ApiVolume['origin'] {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'string') {
+    const at = value.indexOf('@');
+    return at < 0 ? { volume: value, snapshot: null } : { volume: value.slice(0, at), snapshot: value.slice(at + 1) };
+  }
+  const obj = value as Json;
+  const snapshot = typeof obj.snapshot === 'string' ? obj.snapshot : null;
+  return { volume: str(obj, 'volume'), snapshot };
+}
+
+export function parseVolume(obj: Json): ApiVolume {
+  const snapshots = Array.isArray(obj.snapshots)
+    ? obj.snapshots.map((s) => (typeof s === 'string' ? s : str(s as Json, 'name')))
+    : [];
+  return {
+    name: str(obj, 'name'),
+    id: num(obj, 'id'),
+    sizeBytes: num(obj, 'sizeBytes', 'size'),
+    mappedBytes: num(obj, 'mappedBytes'),
+    createdMs: num(obj, 'createdMs'),
+    origin: parseOrigin(obj.origin),
+    snapshots: snapshots.map((s) => (s.includes('@') ? s.slice(s.indexOf('@') + 1) : s)),
+  };
+}
+
+export function parseSnapshot(obj: Json): ApiSnapshot {
+  let fullName = str(obj, 'fullName');
+  let volume = str(obj, 'volume');
+  let name = str(obj, 'name');
+  if (fullName === '' && name.includes('@')) fullName = name;
+  if (fullName === '') fullName = `${volume}@${name}`;
+  const at = fullName.indexOf('@');
+  if (volume === '') volume = fullName.slice(0, at);
+  if (name === '' || name.includes('@')) name = fullName.slice(at + 1);
+  return { fullName, volume, name, sizeBytes: num(obj, 'sizeBytes', 'size'), createdMs: num(obj, 'createdMs') };
+}
+
+/** Maps an API problem to the gRPC code CSI wants; `context` says what was asked. */
+export function problemToCsi(err: unknown, context: string): CsiError {
+  if (err instanceof CsiError) return err;
+  if (!(err instanceof ApiProblem)) return internal(`${context}: ${err instanceof Error ? err.message : String(err)}`);
+  const message = `${context}: ${err.message} (${err.code})`;
+  switch (err.code) {
+    case 'volume_not_found': case 'snapshot_not_found': return notFound(message);
+    case 'name_taken': return alreadyExists(message);
+    case 'pool_full': return resourceExhausted(message);
+    case 'out_of_range': case 'shrink_refused': return outOfRange(message);
+    case 'invalid_size': case 'invalid_name': case 'invalid_argument': case 'validation_error':
+      return invalidArgument(message);
+    default:
+      if (err.httpStatus === 404) return notFound(message);
+      if (err.httpStatus === 409) return alreadyExists(message);
+      if (err.httpStatus === 503) return unavailable(message);
+      if (err.httpStatus >= 400 && err.httpStatus < 500) return invalidArgument(message);
+      return internal(message);
+  }
+}
+
+export class CairnApi {
+  private readonly base: string;
+  constructor(baseUrl: string) {
+    this.base = baseUrl.replace(/\/+$/, '');
+  }
+
+  private async request(method: string, path: string, body?: unknown): Promise<unknown> {
+    let res: Response;
+    try {
+      res = await fetch(this.base + path, {
+        method,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(apiRequestTimeoutMs),
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      throw new CsiError(Status.UNAVAILABLE, `cairn daemon at ${this.base} is not reachable (${cause})`);
+    }
+    const text = await res.text();
+    let parsed: unknown = undefined;
+    if (text !== '') {
+      try { parsed = JSON.parse(text); } catch { parsed = undefined; }
+    }
+    if (!res.ok) {
+      const problem = (parsed ?? {}) as Json;
+      const code = str(problem, 'code') || `http_${res.status}`;
+      const detail = str(problem, 'detail', 'title', 'message') || text.slice(0, 200);
+      throw new ApiProblem(res.status, code, detail);
+    }
+    return parsed;
+  }
+
+  async pool(): Promise<ApiPool> {
+    const obj = (await this.request('GET', '/v1/pool')) as Json;
+    return {
+      sizeBytes: num(obj, 'sizeBytes', 'size'),
+      freeBytes: num(obj, 'freeBytes', 'free'),
+      checksumErrors: num(obj, 'checksumErrors'),
+    };
+  }
+
+  async listVolumes(): Promise<ApiVolume[]> {
+    const res = await this.request('GET', '/v1/volumes');
+    const items = Array.isArray(res) ? res : ((res as Json).volumes as Json[] | undefined) ?? [];
+    return (items as Json[]).map(parseVolume);
+  }
+
+  /** The volume, or null when it does not exist. */
+  async getVolume(name: string): Promise<ApiVolume | null> {
+    try {
+      return parseVolume((await this.request('GET', `/v1/volumes/${encodeURIComponent(name)}`)) as Json);
+    } catch (err) {
+      if (err instanceof ApiProblem && (err.httpStatus === 404 || err.code === 'volume_not_found')) return null;
+      throw err;
+    }
+  }
+
+  async createVolume(name: string, sizeBytes: number): Promise<ApiVolume> {
+    return parseVolume((await this.request('POST', '/v1/volumes', { name, size: sizeBytes })) as Json);
+  }
+
+  /** O(1) clone of "VOL@SNAP" or of the live volume "VOL". */
+  async cloneVolume(name: string, from: string): Promise<ApiVolume> {
+    return parseVolume((await this.request('POST', '/v1/volumes', { name, from })) as Json);
+  }
+
+  async resizeVolume(name: string, sizeBytes: number): Promise<ApiVolume> {
+    const path = `/v1/volumes/${encodeURIComponent(name)}`;
+    return parseVolume((await this.request('PATCH', path, { size: sizeBytes })) as Json);
+  }
+
+  /** Deletes the volume (waiting for the job when the API answers 202); true if it existed. */
+  async deleteVolume(name: string): Promise<boolean> {
+    try {
+      const res = await this.request('DELETE', `/v1/volumes/${encodeURIComponent(name)}`);
+      const jobId = res && typeof (res as Json).id === 'string' ? (res as Json).id as string : null;
+      if (jobId !== null) await this.waitJob(jobId);
+      return true;
+    } catch (err) {
+      if (err instanceof ApiProblem && (err.httpStatus === 404 || err.code === 'volume_not_found')) return false;
+      throw err;
+    }
+  }
+
+  /** Polls a job until it ends; a failed job throws its problem. Bounded by jobWaitMsMax. */
+  private async waitJob(id: string): Promise<void> {
+    const deadline = Date.now() + jobWaitMsMax;
+    while (Date.now() < deadline) {
+      const job = (await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`)) as Json;
+      if (job.state === 'failed') {
+        const error = (job.error ?? {}) as Json;
+        throw new ApiProblem(500, str(error, 'code') || 'internal_error', str(error, 'message') || 'job failed');
+      }
+      if (job.state !== 'running' && job.state !== 'queued' && job.state !== 'pending') return;
+      await new Promise((resolve) => setTimeout(resolve, jobPollIntervalMs));
+    }
+    throw new CsiError(Status.DEADLINE_EXCEEDED, `job ${id} did not finish within ${jobWaitMsMax} ms`);
+  }
+
+  async listSnapshots(volume?: string): Promise<ApiSnapshot[]> {
+    const path = volume === undefined ? '/v1/snapshots' : `/v1/volumes/${encodeURIComponent(volume)}/snapshots`;
+    const res = await this.request('GET', path);
+    const items = Array.isArray(res) ? res : ((res as Json).snapshots as Json[] | undefined) ?? [];
+    return (items as Json[]).map(parseSnapshot);
+  }
+
+  async createSnapshot(volume: string, name: string): Promise<ApiSnapshot> {
+    const path = `/v1/volumes/${encodeURIComponent(volume)}/snapshots`;
+    const res = (await this.request('POST', path, { name })) as Json;
+    return parseSnapshot({ volume, ...res });
+  }
+
+  /** Deletes "VOL@SNAP"; true if it existed. */
+  async deleteSnapshot(volume: string, name: string): Promise<boolean> {
+    const path = `/v1/volumes/${encodeURIComponent(volume)}/snapshots/${encodeURIComponent(name)}`;
+    try {
+      await this.request('DELETE', path);
+      return true;
+    } catch (err) {
+      const gone = err instanceof ApiProblem
+        && (err.httpStatus === 404 || err.code === 'snapshot_not_found' || err.code === 'volume_not_found');
+      if (gone) return false;
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,42 @@
+// The CSI driver's names, paths and bounds, in one place. The Kubernetes manifests under
+// deploy/kubernetes/ must agree with these values (test/csi-manifests.test.ts checks that).
+
+/** CSI driver name (GetPluginInfo.name, CSIDriver object, StorageClass provisioner). */
+export const driverName = 'csi.cairn.dev';
+/** Spec version of src/csi/csi.proto. */
+export const csiSpecVersion = '1.9.0';
+export const vendorVersion = '0.1.0';
+
+/** Where the sidecars and the plugin share the socket inside the pods (deploy/kubernetes). */
+export const controllerSocketDir = '/csi';
+export const controllerSocketPath = '/csi/csi.sock';
+/** Node plugin: kubelet finds drivers under /var/lib/kubelet/plugins/<driver name>/. */
+export const kubeletDir = '/var/lib/kubelet';
+export const nodeSocketDir = `/var/lib/kubelet/plugins/${driverName}`;
+export const nodeSocketPath = `${nodeSocketDir}/csi.sock`;
+export const registrationDir = '/var/lib/kubelet/plugins_registry';
+export const stateDirDefault = '/var/lib/cairn-csi';
+
+/** Cairn allocates in 4 KiB blocks; every CSI capacity is rounded up to this. */
+export const blockSizeBytes = 4096;
+/** Size of a volume created without a capacity range. */
+export const volumeSizeBytesDefault = 1024 ** 3;
+/** CSI spec "Size Limits": strings are at most 128 bytes unless a field says otherwise. */
+export const nameBytesMax = 128;
+/** Cairn volume and snapshot names we generate stay within this. */
+export const cairnNameLengthMax = 63;
+/** Largest page a List call returns when max_entries is 0 (unbounded per spec; bounded here). */
+export const listEntriesMax = 10_000;
+/** REST calls to the daemon give up after this long (then UNAVAILABLE). */
+export const apiRequestTimeoutMs = 30_000;
+/** A long delete (an API job) is polled this often, for at most jobWaitMsMax. */
+export const jobPollIntervalMs = 200;
+export const jobWaitMsMax = 600_000;
+/** External commands (mkfs, mount, losetup, ...) are killed after this long. */
+export const commandTimeoutMs = 120_000;
+/** How long attach waits for nbdfuse to expose its file. */
+export const nbdfuseStartTimeoutMs = 15_000;
+/** Most volumes one node plugin attaches at once (NodeGetInfo.max_volumes_per_node). */
+export const nodeVolumesMax = 64;
+/** In-flight RPCs of one plugin; more are refused with RESOURCE_EXHAUSTED. */
+export const rpcsInFlightMax = 256;

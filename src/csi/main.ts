@@ -1,0 +1,74 @@
+// Entry point of the CSI plugin: runCsi() starts the gRPC server for a mode (controller, node
+// or all) on a unix socket; run directly (`node dist/src/csi/main.js --endpoint ...`) it parses
+// its own argv, so it works without the `cairn` CLI (which wires `cairn csi` to runCsi).
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import { pino, type Logger } from 'pino';
+import { CairnApi } from './api-client.js';
+import { driverName, stateDirDefault } from './constants.js';
+import { ControllerService } from './controller.js';
+import { IdentityService, type CsiMode } from './identity.js';
+import { OperationLocks } from './locks.js';
+import { NodeService } from './node.js';
+import { startServer } from './server.js';
+
+export interface CsiOptions {
+  endpoint: string;
+  api: string;
+  nodeId: string;
+  mode: CsiMode;
+  stateDir: string;
+  nbd: string;
+  driverName?: string;
+  logger?: Logger;
+}
+
+export interface CsiHandle { socketPath: string; close(): Promise<void> }
+
+export async function runCsi(opts: CsiOptions): Promise<CsiHandle> {
+  if (opts.mode !== 'controller' && opts.mode !== 'node' && opts.mode !== 'all') {
+    throw new Error(`--mode must be controller, node or all (got ${String(opts.mode)})`);
+  }
+  if ((opts.mode !== 'controller') && opts.nodeId === '') throw new Error('--node-id is required for the node service');
+  const log = opts.logger ?? pino({ name: 'cairn-csi', base: { driver: opts.driverName ?? driverName, mode: opts.mode } });
+  const locks = new OperationLocks();
+  const api = new CairnApi(opts.api);
+  const controller = opts.mode === 'node' ? undefined : new ControllerService(api, locks);
+  const node = opts.mode === 'controller' ? undefined : new NodeService(opts.nodeId, opts.stateDir, opts.nbd, locks);
+  const identity = new IdentityService(opts.mode, opts.driverName ?? driverName);
+  const server = await startServer(opts.endpoint, log, { identity, controller, node });
+  log.info({ endpoint: opts.endpoint, api: opts.api, nbd: opts.nbd, nodeId: opts.nodeId }, 'csi plugin listening');
+  return server;
+}
+
+/** Parses argv of the standalone entry (same flags as `cairn csi`). */
+export function csiCommand(): Command {
+  return new Command('csi')
+    .description('Kubernetes CSI driver for Cairn (gRPC on a unix socket)')
+    .requiredOption('--endpoint <endpoint>', 'unix:///PATH/csi.sock')
+    .option('--api <url>', 'Cairn REST API', process.env.CAIRN_API ?? 'http://127.0.0.1:10880')
+    .option('--node-id <name>', 'this node\'s name (NodeGetInfo)', process.env.NODE_NAME ?? '')
+    .addOption(new Option('--mode <mode>', 'which services to serve').choices(['controller', 'node', 'all']).default('all'))
+    .option('--state-dir <dir>', 'where the node keeps its attachment state', stateDirDefault)
+    .option('--nbd <host:port>', 'Cairn NBD server the node attaches from', '127.0.0.1:10809')
+    .option('--driver-name <name>', 'CSI driver name', driverName);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const command = csiCommand();
+  command.parse(argv);
+  const o = command.opts<{ endpoint: string; api: string; nodeId: string; mode: CsiMode; stateDir: string; nbd: string; driverName: string }>();
+  const handle = await runCsi({ ...o });
+  const stop = (): void => { void handle.close().then(() => process.exit(0)); };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+const isEntry = process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isEntry) {
+  main(process.argv).catch((err: unknown) => {
+    process.stderr.write(`cairn csi: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

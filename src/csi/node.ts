@@ -1,0 +1,272 @@
+// The CSI Node service: stage = attach the NBD export as a block device (+ mkfs when blank and
+// mount, for the mount access type); publish = bind mount (the device itself for block);
+// unpublish/unstage undo it. Every RPC is idempotent (CSI spec: a repeated call succeeds and
+// leaves one mount) and what is attached is recorded in the state file for restarts.
+import { existsSync, mkdirSync, rmSync, rmdirSync, statSync, writeFileSync, promises as fsp } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { attach, attachmentHealthy, detach, nbdUri } from './attach.js';
+import { checkCapabilityShape, fsTypeOf, isBlock, unsupportedReason } from './capabilities.js';
+import { nodeVolumesMax } from './constants.js';
+import { CsiError, alreadyExists, failedPrecondition, internal, invalidArgument, notFound, resourceExhausted } from './errors.js';
+import { OperationLocks } from './locks.js';
+import type { NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCondition } from './messages.js';
+import {
+  bindMount, deviceSizeBytes, ensureFilesystem, growFilesystem, isMountPoint, mountDevice, mountOptionsFor, unmountAll,
+} from './mounts.js';
+import { AttachmentState, type Attachment } from './state.js';
+import { isCairnName } from './names.js';
+
+const need = (value: string, what: string): string => {
+  if (value === '') throw invalidArgument(`${what} is required`);
+  return value;
+};
+
+/** Wraps tool failures so the CO sees INTERNAL with the tool's message, and CSI errors pass. */
+async function step<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof CsiError) throw err;
+    throw internal(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/** Removes the (now unmounted) publish target: an empty directory or our placeholder file. */
+function removeTarget(targetPath: string): void {
+  if (!existsSync(targetPath)) return;
+  if (statSync(targetPath).isDirectory()) rmdirSync(targetPath); // never recursive: never user data
+  else rmSync(targetPath, { force: true });
+}
+
+export class NodeService {
+  readonly state: AttachmentState;
+
+  constructor(private readonly nodeId: string, stateDir: string, private readonly nbdAddress: string,
+    private readonly locks: OperationLocks) {
+    this.state = new AttachmentState(stateDir);
+  }
+
+  private fuseDirFor(volumeId: string): string {
+    return join(this.state.stateDir, 'fuse', volumeId);
+  }
+
+  async NodeStageVolume(req: NodeStageVolumeRequest): Promise<Record<string, never>> {
+    const volumeId = need(req.volume_id, 'NodeStageVolume: volume_id');
+    const stagingPath = need(req.staging_target_path, 'NodeStageVolume: staging_target_path');
+    const cap = checkCapabilityShape(req.volume_capability, 'NodeStageVolume');
+    const reason = unsupportedReason(cap);
+    if (reason) throw invalidArgument(`NodeStageVolume: ${reason}`);
+    if (!isCairnName(volumeId)) throw notFound(`volume ${volumeId} does not exist (not a Cairn volume name)`);
+    return this.locks.run([volumeId], async () => {
+      const existing = this.state.get(volumeId);
+      if (existing) {
+        // CSI spec, NodeStageVolume: staged again with the same arguments is success.
+        if (existing.stagingPath !== stagingPath) {
+          throw alreadyExists(`volume ${volumeId} is already staged at ${existing.stagingPath}`);
+        }
+        if (existing.accessType !== (isBlock(cap) ? 'block' : 'mount')) {
+          throw alreadyExists(`volume ${volumeId} is staged with access type ${existing.accessType}`);
+        }
+        if (existing.accessType === 'mount' && !isMountPoint(stagingPath)) await this.mountStaging(existing);
+        return {};
+      }
+      if (this.state.all().length >= nodeVolumesMax) throw resourceExhausted(`node has ${nodeVolumesMax} volumes staged`);
+      const uri = nbdUri(this.nbdAddress, volumeId);
+      const fuseDir = this.fuseDirFor(volumeId);
+      const dev = await step(`attach ${uri}`, () => attach(uri, fuseDir)).catch((err: CsiError) => {
+        if (/unknown export|not found|No such export|export.*not/i.test(err.message)) {
+          throw notFound(`volume ${volumeId} is not exported by ${this.nbdAddress}: ${err.message}`);
+        }
+        throw err;
+      });
+      const att: Attachment = {
+        volumeId, uri, method: dev.method, device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid,
+        stagingPath, accessType: isBlock(cap) ? 'block' : 'mount', fsType: null,
+        mountFlags: cap.mount?.mount_flags ?? [], published: [],
+      };
+      this.state.put(att); // recorded before mkfs/mount: a crash from here on is still cleanable
+      if (att.accessType === 'mount') {
+        try {
+          att.fsType = await step('mkfs', () => ensureFilesystem(att.device, fsTypeOf(cap)));
+          this.state.put(att);
+          await this.mountStaging(att);
+        } catch (err) {
+          await this.teardown(att).catch(() => undefined);
+          throw err;
+        }
+      }
+      return {};
+    });
+  }
+
+  private async mountStaging(att: Attachment): Promise<void> {
+    mkdirSync(att.stagingPath, { recursive: true });
+    const options = mountOptionsFor(att.fsType!, att.mountFlags, false);
+    await step(`mount ${att.device}`, () => mountDevice(att.device, att.stagingPath, att.fsType!, options));
+  }
+
+  /** Unmounts publish targets and staging, then detaches; state entry removed at the end. */
+  private async teardown(att: Attachment): Promise<void> {
+    for (const pub of att.published) await step(`unmount ${pub.targetPath}`, () => unmountAll(pub.targetPath));
+    if (att.accessType === 'mount') await step(`unmount ${att.stagingPath}`, () => unmountAll(att.stagingPath));
+    await step(`detach ${att.device}`, () => detach(att));
+    this.state.remove(att.volumeId);
+  }
+
+  async NodeUnstageVolume(req: { volume_id: string; staging_target_path: string }): Promise<Record<string, never>> {
+    const volumeId = need(req.volume_id, 'NodeUnstageVolume: volume_id');
+    const stagingPath = need(req.staging_target_path, 'NodeUnstageVolume: staging_target_path');
+    return this.locks.run([volumeId], async () => {
+      const att = this.state.get(volumeId);
+      if (!att) {
+        // Not staged by us (or already unstaged): make sure nothing is left mounted, succeed.
+        await step(`unmount ${stagingPath}`, () => unmountAll(stagingPath));
+        return {};
+      }
+      const stillPublished = att.published.filter((p) => isMountPoint(p.targetPath));
+      if (stillPublished.length > 0) {
+        throw failedPrecondition(`volume ${volumeId} is still published at ${stillPublished.map((p) => p.targetPath).join(', ')}`);
+      }
+      await this.teardown(att);
+      return {};
+    });
+  }
+
+  async NodePublishVolume(req: NodePublishVolumeRequest): Promise<Record<string, never>> {
+    const volumeId = need(req.volume_id, 'NodePublishVolume: volume_id');
+    const targetPath = need(req.target_path, 'NodePublishVolume: target_path');
+    const stagingPath = need(req.staging_target_path, 'NodePublishVolume: staging_target_path');
+    const cap = checkCapabilityShape(req.volume_capability, 'NodePublishVolume');
+    const reason = unsupportedReason(cap);
+    if (reason) throw invalidArgument(`NodePublishVolume: ${reason}`);
+    return this.locks.run([volumeId], async () => {
+      const att = this.state.get(volumeId);
+      if (!att || att.stagingPath !== stagingPath) {
+        throw failedPrecondition(`volume ${volumeId} is not staged at ${stagingPath}; call NodeStageVolume first`);
+      }
+      const wantBlock = isBlock(cap);
+      if ((att.accessType === 'block') !== wantBlock) {
+        throw invalidArgument(`volume ${volumeId} is staged as ${att.accessType}, publish asks for the other access type`);
+      }
+      const known = att.published.find((p) => p.targetPath === targetPath);
+      if (known && isMountPoint(targetPath)) {
+        if (known.readonly !== req.readonly) {
+          throw alreadyExists(`volume ${volumeId} is published at ${targetPath} with readonly=${known.readonly}`);
+        }
+        return {};
+      }
+      if (wantBlock) {
+        // CSI spec: for block, the SP places the device at target_path (a file we bind over).
+        mkdirSync(dirname(targetPath), { recursive: true });
+        if (!existsSync(targetPath)) writeFileSync(targetPath, '');
+        await step('bind device', () => bindMount(att.device, targetPath, req.readonly));
+      } else {
+        mkdirSync(targetPath, { recursive: true });
+        await step('bind mount', () => bindMount(stagingPath, targetPath, req.readonly));
+      }
+      if (!known) att.published.push({ targetPath, readonly: req.readonly });
+      this.state.put(att);
+      return {};
+    });
+  }
+
+  async NodeUnpublishVolume(req: { volume_id: string; target_path: string }): Promise<Record<string, never>> {
+    const volumeId = need(req.volume_id, 'NodeUnpublishVolume: volume_id');
+    const targetPath = need(req.target_path, 'NodeUnpublishVolume: target_path');
+    return this.locks.run([volumeId], async () => {
+      await step(`unmount ${targetPath}`, () => unmountAll(targetPath));
+      // CSI spec: the SP MUST delete the file or directory it created at target_path.
+      removeTarget(targetPath);
+      const att = this.state.get(volumeId);
+      if (att) {
+        att.published = att.published.filter((p) => p.targetPath !== targetPath);
+        this.state.put(att);
+      }
+      return {};
+    });
+  }
+
+  async NodeGetCapabilities(): Promise<unknown> {
+    const rpcs = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'];
+    return { capabilities: rpcs.map((type) => ({ rpc: { type } })) };
+  }
+
+  async NodeGetInfo(): Promise<unknown> {
+    return { node_id: this.nodeId, max_volumes_per_node: nodeVolumesMax };
+  }
+
+  private async conditionOf(volumeId: string): Promise<VolumeCondition> {
+    const att = this.state.get(volumeId);
+    if (!att) return { abnormal: true, message: `volume ${volumeId} is not staged on this node` };
+    const problem = await attachmentHealthy(att);
+    if (problem) return { abnormal: true, message: problem };
+    if (att.accessType === 'mount' && !isMountPoint(att.stagingPath)) {
+      return { abnormal: true, message: `staging path ${att.stagingPath} is not mounted` };
+    }
+    return { abnormal: false, message: `attached as ${att.device}` };
+  }
+
+  async NodeGetVolumeStats(req: { volume_id: string; volume_path: string }): Promise<unknown> {
+    const volumeId = need(req.volume_id, 'NodeGetVolumeStats: volume_id');
+    const volumePath = need(req.volume_path, 'NodeGetVolumeStats: volume_path');
+    if (!existsSync(volumePath)) throw notFound(`volume path ${volumePath} does not exist`);
+    const condition = await this.conditionOf(volumeId);
+    const att = this.state.get(volumeId);
+    const st = statSync(volumePath);
+    if (st.isBlockDevice() || (att?.accessType === 'block' && !st.isDirectory())) {
+      const total = await step('blockdev', () => deviceSizeBytes(volumePath));
+      return { usage: [{ unit: 'BYTES', total, available: 0, used: 0 }], volume_condition: condition };
+    }
+    if (!isMountPoint(volumePath)) throw notFound(`nothing is mounted at ${volumePath}`);
+    const fs = await fsp.statfs(volumePath);
+    const usage = [
+      { unit: 'BYTES', total: fs.blocks * fs.bsize, available: fs.bavail * fs.bsize, used: (fs.blocks - fs.bfree) * fs.bsize },
+      { unit: 'INODES', total: fs.files, available: fs.ffree, used: fs.files - fs.ffree },
+    ];
+    return { usage, volume_condition: condition };
+  }
+
+  /**
+   * Grows the filesystem after ControllerExpandVolume. The kernel NBD device and a fresh
+   * nbdfuse see the new export size; a running nbdfuse does not (it reads the size once at
+   * connect), so on that path the export is re-attached: publish targets and staging are
+   * unmounted (flushing everything), nbdfuse + loop restarted, and all mounts restored.
+   */
+  async NodeExpandVolume(req: { volume_id: string; volume_path: string; capacity_range: { required_bytes: number } | null }):
+    Promise<{ capacity_bytes: number }> {
+    const volumeId = need(req.volume_id, 'NodeExpandVolume: volume_id');
+    const volumePath = need(req.volume_path, 'NodeExpandVolume: volume_path');
+    if (!existsSync(volumePath)) throw notFound(`volume path ${volumePath} does not exist`);
+    return this.locks.run([volumeId], async () => {
+      const att = this.state.get(volumeId);
+      if (!att) throw notFound(`volume ${volumeId} is not staged on this node`);
+      const requiredBytes = req.capacity_range?.required_bytes ?? 0;
+      let sizeBytes = await step('blockdev', () => deviceSizeBytes(att.device));
+      if (att.method === 'fuse' && sizeBytes < requiredBytes) {
+        await this.reattach(att);
+        sizeBytes = await step('blockdev', () => deviceSizeBytes(att.device));
+      }
+      if (requiredBytes > sizeBytes) {
+        throw failedPrecondition(`device ${att.device} has ${sizeBytes} bytes, less than ${requiredBytes}; grow the volume first`);
+      }
+      if (att.accessType === 'mount') {
+        await step('grow filesystem', () => growFilesystem(att.device, att.stagingPath, att.fsType!));
+      }
+      return { capacity_bytes: sizeBytes };
+    });
+  }
+
+  private async reattach(att: Attachment): Promise<void> {
+    for (const pub of att.published) await step(`unmount ${pub.targetPath}`, () => unmountAll(pub.targetPath));
+    if (att.accessType === 'mount') await step(`unmount ${att.stagingPath}`, () => unmountAll(att.stagingPath));
+    await step(`detach ${att.device}`, () => detach(att));
+    const dev = await step(`attach ${att.uri}`, () => attach(att.uri, this.fuseDirFor(att.volumeId)));
+    Object.assign(att, { device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid, method: dev.method });
+    this.state.put(att);
+    if (att.accessType === 'mount') await this.mountStaging(att);
+    for (const pub of att.published) {
+      const source = att.accessType === 'mount' ? att.stagingPath : att.device;
+      await step(`bind ${pub.targetPath}`, () => bindMount(source, pub.targetPath, pub.readonly));
+    }
+  }
+}
