@@ -1,0 +1,77 @@
+// The CLI's HTTP client for the daemon's REST API (fetch). Every failure becomes a CliError with one
+// line for the user: the problem+json detail and code, or "cannot reach cairn daemon at URL: ...".
+import type { Readable } from 'node:stream';
+
+export const defaultApiUrl = 'http://127.0.0.1:10880';
+/** A request that gets no answer in this time fails (long work runs as jobs, which are polled). */
+export const requestTimeoutMs = 10 * 60 * 1000;
+
+export class CliError extends Error {
+  constructor(message: string, readonly code = 'error', readonly exitCode = 1) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+function reachError(baseUrl: string, err: unknown): CliError {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  const why: Record<string, string> = {
+    ECONNREFUSED: 'connection refused', ENOTFOUND: 'host not found', ETIMEDOUT: 'timed out',
+    ECONNRESET: 'connection reset', EHOSTUNREACH: 'host unreachable',
+  };
+  const reason = cause?.code !== undefined ? why[cause.code] ?? cause.code : cause?.message ?? (err as Error).message;
+  return new CliError(`cannot reach cairn daemon at ${baseUrl}: ${reason}`, 'unreachable');
+}
+
+export interface ApiResponse<T> { status: number; body: T; headers: Headers }
+
+export class ApiClient {
+  readonly baseUrl: string;
+  constructor(baseUrl: string) { this.baseUrl = baseUrl.replace(/\/+$/, ''); }
+
+  /** The raw fetch with error translation; `init.body` may be a stream (duplex half). */
+  async fetch(path: string, init: RequestInit & { duplex?: 'half' } = {}): Promise<Response> {
+    let response: Response;
+    try {
+      response = await fetch(`${this.baseUrl}${path}`, { signal: AbortSignal.timeout(requestTimeoutMs), ...init });
+    } catch (err) {
+      if ((err as Error).name === 'CliError') throw err;
+      if ((err as { cause?: unknown }).cause !== undefined || (err as Error).name === 'TypeError') throw reachError(this.baseUrl, err);
+      throw new CliError(`request to ${this.baseUrl}${path} failed: ${(err as Error).message}`);
+    }
+    if (response.status >= 400) throw await problemError(response);
+    return response;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> {
+    const init: RequestInit = { method };
+    if (body !== undefined) { init.body = JSON.stringify(body); init.headers = { 'content-type': 'application/json' }; }
+    const response = await this.fetch(path, init);
+    const text = await response.text();
+    return { status: response.status, headers: response.headers, body: (text === '' ? null : JSON.parse(text)) as T };
+  }
+
+  get<T>(path: string): Promise<T> { return this.request<T>('GET', path).then((r) => r.body); }
+
+  /** POSTs a byte stream (import). */
+  async upload<T>(path: string, stream: Readable): Promise<ApiResponse<T>> {
+    const response = await this.fetch(path, {
+      method: 'POST', body: stream as unknown as ReadableStream, duplex: 'half',
+      headers: { 'content-type': 'application/octet-stream' },
+    });
+    return { status: response.status, headers: response.headers, body: (await response.json()) as T };
+  }
+}
+
+async function problemError(response: Response): Promise<CliError> {
+  const text = await response.text().catch(() => '');
+  try {
+    const p = JSON.parse(text) as { detail?: string; code?: string };
+    return new CliError(`${p.detail ?? response.statusText} (${p.code ?? response.status})`, p.code ?? 'error');
+  } catch {
+    return new CliError(`daemon answered ${response.status} ${response.statusText}`);
+  }
+}
+
+/** `/v1/volumes/NAME` path segments are encoded; "@" stays readable. */
+export function seg(name: string): string { return encodeURIComponent(name).replace(/%40/g, '@'); }

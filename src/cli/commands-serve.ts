@@ -1,0 +1,92 @@
+// `cairn serve` (the daemon in the foreground, until SIGTERM/SIGINT) and `cairn check` (offline
+// consistency check of a pool file no daemon holds; exits non-zero on any problem).
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { checkPoolFile } from '../engine/index.js';
+import { loadConfig, type ConfigLayer } from '../daemon/config.js';
+import { createLogger } from '../daemon/logger.js';
+import { startDaemon } from '../daemon/serve.js';
+import { lockPool } from '../daemon/lock.js';
+import { CliError } from './client.js';
+import { print, printJson, table } from './output.js';
+import type { CliContext } from './context.js';
+
+interface ServeFlags {
+  config?: string; pool?: string; poolSize?: string; api?: string; nbd?: string; nbdSocket?: string;
+  logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string;
+  nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean;
+}
+
+async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Promise<void> {
+  const layer: ConfigLayer = {
+    pool: flags.pool, poolSize: flags.poolSize, api: flags.api ?? apiFromGlobal, nbd: flags.nbd,
+    nbdSocketPath: flags.nbdSocket, logLevel: flags.logLevel, logFormat: flags.logFormat,
+    cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs,
+    nbdTls: flags.nbdTlsCert === undefined && flags.nbdTlsPsk === undefined ? undefined : {
+      certFile: flags.nbdTlsCert, keyFile: flags.nbdTlsKey, caFile: flags.nbdTlsCa, pskFile: flags.nbdTlsPsk,
+      required: flags.nbdTlsRequired === true,
+    },
+  };
+  const config = loadConfig(layer, process.env, flags.config);
+  const logger = createLogger(config);
+  const daemon = await startDaemon(config, logger);
+  await new Promise<void>((resolveStop) => {
+    const stop = (signal: string) => {
+      logger.info({ event: 'signal', signal }, `received ${signal}`);
+      daemon.close().then(() => resolveStop(), (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exitCode = 1;
+        resolveStop();
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  logger.flush?.();
+}
+
+async function check(poolPath: string, ctx: CliContext): Promise<void> {
+  const path = resolve(poolPath);
+  if (!existsSync(path)) throw new CliError(`pool not found: ${path}`);
+  const lock = await lockPool(path); // refuses a pool a daemon holds
+  try {
+    const report = await checkPoolFile(path);
+    if (ctx.json()) printJson(report);
+    else {
+      if (report.problems.length > 0) {
+        print(table(report.problems, [
+          { header: 'KIND', value: (p) => p.kind }, { header: 'BLOCK', value: (p) => String(p.physicalBlock), right: true },
+          { header: 'PROBLEM', value: (p) => p.message },
+        ]));
+      }
+      print(`${report.ok ? 'ok' : 'FAILED'}: ${report.problems.length} problems, ${report.nodesChecked} nodes and ${report.blocksChecked} blocks checked`);
+    }
+    if (!report.ok || report.problems.length > 0) process.exitCode = 1;
+  } finally {
+    await lock.release();
+  }
+}
+
+export function registerServeCommands(program: Command, ctx: CliContext): void {
+  program.command('serve').description('run the daemon: REST API + NBD server on one pool (until SIGTERM/SIGINT)')
+    .option('--config <file>', 'config file (YAML or JSON); env CAIRN_CONFIG')
+    .option('--pool <path>', 'pool file, created sparse when missing (default ./data/cairn.pool); env CAIRN_POOL')
+    .option('--pool-size <size>', 'size of a new pool (default 64G); env CAIRN_POOL_SIZE')
+    .option('--nbd <host:port>', 'NBD listen address, or "off" (default 127.0.0.1:10809); env CAIRN_NBD')
+    .option('--nbd-socket <path>', 'also serve NBD on a Unix socket; env CAIRN_NBD_SOCKET')
+    .option('--nbd-tls-cert <file>', 'NBD TLS certificate (PEM; with --nbd-tls-key); env CAIRN_NBD_TLS_CERT')
+    .option('--nbd-tls-key <file>', 'NBD TLS private key (PEM); env CAIRN_NBD_TLS_KEY')
+    .option('--nbd-tls-ca <file>', 'CA for client certificates; env CAIRN_NBD_TLS_CA')
+    .option('--nbd-tls-psk <file>', 'NBD TLS-PSK key file (identity:hexkey lines); env CAIRN_NBD_TLS_PSK')
+    .option('--nbd-tls-required', 'refuse NBD clients that do not upgrade to TLS; env CAIRN_NBD_TLS_REQUIRED')
+    .option('--log-level <level>', 'trace|debug|info|warn|error (default info); env CAIRN_LOG_LEVEL')
+    .option('--log-format <format>', 'json|pretty|auto (default auto: pretty on a terminal); env CAIRN_LOG_FORMAT')
+    .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')
+    .option('--commit-interval-ms <ms>', 'commit at least this often; env CAIRN_COMMIT_INTERVAL_MS')
+    .addHelpText('after', '\nThe API listen address is the global --api HOST:PORT (default 127.0.0.1:10880; env CAIRN_API).')
+    .action((flags: ServeFlags, cmd: Command) => serve(flags, (cmd.optsWithGlobals() as { api?: string }).api));
+  program.command('check').description('offline consistency check of a pool file that no daemon holds')
+    .requiredOption('--pool <path>', 'pool file')
+    .action((opts: { pool: string }) => check(opts.pool, ctx));
+}

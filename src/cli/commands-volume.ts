@@ -1,0 +1,110 @@
+// `cairn volume ...` and `cairn pool status`: create (empty or clone), list, show, resize, delete,
+// revert, flatten (progress bar), tree (lineage with space).
+import type { Command } from 'commander';
+import { seg, type ApiClient } from './client.js';
+import { keyValues, print, printJson, table, when } from './output.js';
+import { formatSize } from './sizes.js';
+import { waitForJob, type JobView } from './jobs.js';
+import type { CliContext } from './context.js';
+
+export interface VolumeView {
+  name: string; id: number; size: number; mappedBytes: number; exclusiveBytes: number | null; createdMs: number;
+  createdAt: string; origin: string | null; snapshots: string[]; flattenProgress: number | null; nbdUri: string | null;
+}
+interface TreeNode { name: string; kind: string; size: number; mappedBytes: number; exclusiveBytes: number | null; current: boolean; children: TreeNode[] }
+
+function volumeTable(rows: VolumeView[]): string {
+  return table(rows, [
+    { header: 'NAME', value: (v) => v.name },
+    { header: 'SIZE', value: (v) => formatSize(v.size), right: true },
+    { header: 'MAPPED', value: (v) => formatSize(v.mappedBytes), right: true },
+    { header: 'SNAPSHOTS', value: (v) => String(v.snapshots.length), right: true },
+    { header: 'ORIGIN', value: (v) => v.origin ?? '-' },
+    { header: 'CREATED', value: (v) => when(v.createdMs) },
+  ]);
+}
+
+function volumeDetails(v: VolumeView): string {
+  return keyValues([
+    ['name', v.name], ['id', String(v.id)], ['size', `${formatSize(v.size)} (${v.size} bytes)`],
+    ['mapped', formatSize(v.mappedBytes)], ['exclusive', formatSize(v.exclusiveBytes)],
+    ['created', when(v.createdMs)], ['origin', v.origin ?? '-'],
+    ['snapshots', v.snapshots.length === 0 ? '-' : v.snapshots.join(', ')],
+    ['flatten', v.flattenProgress === null ? '-' : `${Math.round(v.flattenProgress * 100)}%`],
+    ['nbd', v.nbdUri ?? '-'],
+  ]);
+}
+
+function treeLines(node: TreeNode, prefix: string, last: boolean, root: boolean, out: string[]): void {
+  const space = `${formatSize(node.size)} size, ${formatSize(node.mappedBytes)} mapped, ${formatSize(node.exclusiveBytes)} exclusive`;
+  const label = `${node.kind === 'snapshot' ? '@ ' : ''}${node.name}${node.current ? ' *' : ''}  (${space})`;
+  out.push(root ? label : `${prefix}${last ? '└── ' : '├── '}${label}`);
+  const childPrefix = root ? '' : `${prefix}${last ? '    ' : '│   '}`;
+  node.children.forEach((c, i) => treeLines(c as TreeNode, childPrefix, i === node.children.length - 1, false, out));
+}
+
+async function show(client: ApiClient, name: string, ctx: CliContext): Promise<void> {
+  const v = await client.get<VolumeView>(`/v1/volumes/${seg(name)}`);
+  if (ctx.json()) printJson(v); else print(volumeDetails(v));
+}
+
+export function registerVolumeCommands(program: Command, ctx: CliContext): void {
+  program.command('pool').description('pool commands').command('status').description('pool size, allocation and counts')
+    .action(async () => {
+      const p = await ctx.client().get<Record<string, number | string | null>>('/v1/pool');
+      if (ctx.json()) return printJson(p);
+      print(keyValues([
+        ['pool', String(p.path)], ['size', formatSize(p.size as number)], ['allocated', formatSize(p.allocatedBytes as number)],
+        ['free', formatSize(p.freeBytes as number)], ['volumes', String(p.volumes)], ['snapshots', String(p.snapshots)],
+        ['generation', String(p.generation)], ['checksum errors', String(p.checksumErrors)], ['nbd', String(p.nbd ?? '-')],
+      ]));
+    });
+  const volume = program.command('volume').description('volumes: create, clone, list, show, resize, delete, revert, flatten, tree');
+  volume.command('create <name>').description('create a volume (--size) or a zero-copy clone (--from VOL@SNAP | VOL)')
+    .option('--size <size>', 'size: bytes or K/M/G/T (1024-based)', ctx.sizeArg)
+    .option('--from <source>', 'clone VOLUME@SNAPSHOT or the live VOLUME')
+    .action(async (name: string, opts: { size?: number; from?: string }, cmd: Command) => {
+      if ((opts.size === undefined) === (opts.from === undefined)) cmd.error('error: give exactly one of --size and --from', { exitCode: 2 });
+      const body = opts.from !== undefined ? { name, from: opts.from } : { name, size: opts.size };
+      const r = await ctx.client().request<VolumeView>('POST', '/v1/volumes', body);
+      if (ctx.json()) printJson(r.body); else print(volumeTable([r.body]));
+    });
+  volume.command('list').description('list volumes').action(async () => {
+    const rows = await ctx.client().get<VolumeView[]>('/v1/volumes');
+    if (ctx.json()) printJson(rows); else print(volumeTable(rows));
+  });
+  volume.command('show <name>').description('details of a volume').action((name: string) => show(ctx.client(), name, ctx));
+  volume.command('resize <name>').description('grow a volume (--shrink to allow shrinking)')
+    .requiredOption('--size <size>', 'new size: bytes or K/M/G/T', ctx.sizeArg)
+    .option('--shrink', 'allow shrinking (discards data past the new end)')
+    .action(async (name: string, opts: { size: number; shrink?: boolean }) => {
+      const r = await ctx.client().request<VolumeView>('PATCH', `/v1/volumes/${seg(name)}`, { size: opts.size, allowShrink: opts.shrink === true });
+      if (ctx.json()) printJson(r.body); else print(volumeTable([r.body]));
+    });
+  volume.command('delete <name>').description('delete a volume (its snapshots and clones keep working)')
+    .action(async (name: string) => {
+      const r = await ctx.client().request<JobView | null>('DELETE', `/v1/volumes/${seg(name)}`);
+      if (r.status === 202 && r.body !== null) await waitForJob(ctx.client(), r.body, `deleting ${name}`, !ctx.json());
+      if (ctx.json()) printJson({ name, deleted: true }); else print(`deleted volume ${name}`);
+    });
+  volume.command('revert <name>').description('revert a volume to one of its snapshots')
+    .requiredOption('--to <snapshot>', 'snapshot name (SNAP or VOLUME@SNAP)')
+    .action(async (name: string, opts: { to: string }) => {
+      const r = await ctx.client().request<VolumeView>('POST', `/v1/volumes/${seg(name)}/revert`, { snapshot: opts.to });
+      if (ctx.json()) printJson(r.body); else print(`reverted ${name} to ${opts.to}`);
+    });
+  volume.command('flatten <name>').description('copy shared blocks so a clone depends on nothing (progress bar)')
+    .action(async (name: string) => {
+      const r = await ctx.client().request<JobView>('POST', `/v1/volumes/${seg(name)}/flatten`);
+      const job = await waitForJob(ctx.client(), r.body, `flattening ${name}`, !ctx.json());
+      if (ctx.json()) printJson(job); else print(`flattened ${name}`);
+    });
+  volume.command('tree <name>').description('lineage: snapshots and clones as a tree, with space used')
+    .action(async (name: string) => {
+      const tree = await ctx.client().get<TreeNode>(`/v1/volumes/${seg(name)}/tree`);
+      if (ctx.json()) return printJson(tree);
+      const lines: string[] = [];
+      treeLines(tree, '', true, true, lines);
+      print(lines.join('\n'));
+    });
+}

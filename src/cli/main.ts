@@ -1,0 +1,63 @@
+// The `cairn` command line (commander). Exit codes: 0 ok, 1 error (one line on stderr, no stack
+// trace), 2 usage error. Every command takes --json (the API's objects) and --api URL (CAIRN_API).
+import { Command, CommanderError } from 'commander';
+import { ApiClient, CliError, defaultApiUrl } from './client.js';
+import { sizeArg, type CliContext } from './context.js';
+import { registerVolumeCommands } from './commands-volume.js';
+import { registerSnapshotCommands } from './commands-snapshot.js';
+import { registerStreamCommands } from './commands-stream.js';
+import { registerServeCommands } from './commands-serve.js';
+import { ConfigError } from '../daemon/config.js';
+import { PoolLocked } from '../daemon/lock.js';
+
+function apiUrl(value: string | undefined): string {
+  const raw = value ?? process.env.CAIRN_API ?? defaultApiUrl;
+  return /^[a-z]+:\/\//i.test(raw) ? raw : `http://${raw}`;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('cairn');
+  program.description('Cairn: thin volumes with instant snapshots and zero-copy clones, served over NBD')
+    .version('0.1.0')
+    .option('--api <url>', `daemon API URL (env CAIRN_API, default ${defaultApiUrl}); for serve: the listen HOST:PORT`)
+    .option('--json', 'machine-readable output: the API\'s JSON objects')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  const ctx: CliContext = {
+    client: () => new ApiClient(apiUrl((program.opts() as { api?: string }).api)),
+    json: () => (program.opts() as { json?: boolean }).json === true,
+    sizeArg,
+  };
+  registerServeCommands(program, ctx);
+  registerVolumeCommands(program, ctx);
+  registerSnapshotCommands(program, ctx);
+  registerStreamCommands(program, ctx);
+  return program;
+}
+
+function fail(message: string, exitCode: number): void {
+  process.stderr.write(`cairn: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  process.exitCode = exitCode;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    if (argv.length <= 2) { program.outputHelp(); process.exitCode = 2; return; }
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version are not errors; everything else commander rejects is a usage error.
+      const benign = ['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(err.code);
+      process.exitCode = benign ? 0 : 2;
+      return;
+    }
+    if (err instanceof CliError) return fail(err.message, err.exitCode);
+    if (err instanceof ConfigError || err instanceof PoolLocked) return fail(err.message, 1);
+    const e = err as { code?: unknown; message?: string };
+    // Engine errors in serve/check carry a code; anything else is still one line, no stack.
+    fail(typeof e.code === 'string' ? `${e.message ?? String(err)} (${e.code})` : e.message ?? String(err), 1);
+  }
+}
+
+await main(process.argv);

@@ -1,0 +1,171 @@
+// The daemon's configuration: defaults < config file (YAML or JSON) < CAIRN_* environment < flags,
+// merged and validated once at start-up into one typed object that is passed down (style.md §14).
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { parseSize } from '../cli/sizes.js';
+
+export interface ListenAddress { host: string; port: number }
+
+export interface NbdTlsConfig { certFile?: string; keyFile?: string; caFile?: string; pskFile?: string; required?: boolean }
+
+export interface DaemonConfig {
+  poolPath: string;
+  /** Size of a pool created because it was missing (sparse). */
+  poolSizeBytes: number;
+  api: ListenAddress;
+  /** null: no TCP NBD listener. */
+  nbd: ListenAddress | null;
+  nbdSocketPath: string | null;
+  /** NBD TLS (NBD_OPT_STARTTLS): X.509 files and/or a PSK file; null = TLS off. */
+  nbdTls: NbdTlsConfig | null;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+  /** 'json' or 'pretty'; 'auto' picks pretty on a terminal. */
+  logFormat: 'json' | 'pretty' | 'auto';
+  cacheBytesMax: number | null;
+  commitIntervalMs: number | null;
+}
+
+/** The raw, unvalidated layer a source contributes (all strings or plain values). */
+export type ConfigLayer = Partial<Record<keyof DaemonConfig | 'pool' | 'poolSize', unknown>>;
+
+export const defaultConfig: DaemonConfig = {
+  poolPath: './data/cairn.pool',
+  poolSizeBytes: 64 * 2 ** 30,
+  api: { host: '127.0.0.1', port: 10880 },
+  nbd: { host: '127.0.0.1', port: 10809 },
+  nbdSocketPath: null,
+  nbdTls: null,
+  logLevel: 'info',
+  logFormat: 'auto',
+  cacheBytesMax: null,
+  commitIntervalMs: null,
+};
+
+export class ConfigError extends Error {
+  constructor(message: string) { super(message); this.name = 'ConfigError'; }
+}
+
+/** "HOST:PORT", ":PORT", "PORT", "[v6]:PORT" or "http://HOST:PORT"; "off" disables (null). */
+export function parseListen(text: string, what: string): ListenAddress | null {
+  const t = text.trim().replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '');
+  if (t === 'off' || t === 'none' || t === '') return null;
+  const m = /^(?:\[([^\]]+)\]|([^:]*))?:?(\d+)$/.exec(t.includes(':') ? t : `:${t}`);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new ConfigError(`invalid ${what} address ${JSON.stringify(text)} (expected HOST:PORT)`);
+  }
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+function sizeOf(value: unknown, what: string): number {
+  const bytes = typeof value === 'number' ? value : parseSize(String(value));
+  if (bytes === null || !Number.isSafeInteger(bytes) || bytes <= 0) throw new ConfigError(`invalid ${what}: ${String(value)}`);
+  return bytes;
+}
+
+function intOf(value: unknown, what: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new ConfigError(`invalid ${what}: ${String(value)}`);
+  return n;
+}
+
+function listenOf(value: unknown, what: string): ListenAddress | null {
+  if (value === null || value === false) return null;
+  if (typeof value === 'object') {
+    const o = value as { host?: unknown; port?: unknown };
+    return parseListen(`${String(o.host ?? '127.0.0.1')}:${String(o.port ?? '')}`, what);
+  }
+  return parseListen(String(value), what);
+}
+
+function tlsOf(value: unknown, what: string, current: NbdTlsConfig | null): NbdTlsConfig | null {
+  if (value === null || value === false) return null;
+  if (typeof value !== 'object') throw new ConfigError(`invalid ${what}: expected {certFile, keyFile, caFile, pskFile, required}`);
+  const out: NbdTlsConfig = { ...(current ?? {}) };
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (v === undefined) continue;
+    if (k === 'required') out.required = v === true || v === 'true' || v === '1';
+    else if (k === 'certFile' || k === 'keyFile' || k === 'caFile' || k === 'pskFile') out[k] = String(v);
+    else throw new ConfigError(`unknown setting "nbdTls.${k}" in ${what}`);
+  }
+  if ((out.certFile === undefined) !== (out.keyFile === undefined)) throw new ConfigError(`${what}: certFile and keyFile go together`);
+  if (out.certFile === undefined && out.pskFile === undefined) throw new ConfigError(`${what}: give certFile+keyFile or pskFile`);
+  return out;
+}
+
+/** Applies one layer on top of `config`, validating each value it sets. */
+export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: string): DaemonConfig {
+  const out = { ...config };
+  const known = new Set(['pool', 'poolPath', 'poolSize', 'poolSizeBytes', 'api', 'nbd', 'nbdSocketPath', 'nbdTls',
+    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs']);
+  for (const [key, value] of Object.entries(layer)) {
+    if (value === undefined) continue;
+    if (!known.has(key)) throw new ConfigError(`unknown setting "${key}" in ${source}`);
+    const what = `${key} (${source})`;
+    switch (key) {
+      case 'pool': case 'poolPath': out.poolPath = String(value); break;
+      case 'poolSize': case 'poolSizeBytes': out.poolSizeBytes = sizeOf(value, what); break;
+      case 'api': {
+        const api = listenOf(value, what);
+        if (api === null) throw new ConfigError(`the API cannot be off (${source})`);
+        out.api = api;
+        break;
+      }
+      case 'nbd': out.nbd = listenOf(value, what); break;
+      case 'nbdSocketPath': out.nbdSocketPath = value === null || value === '' ? null : String(value); break;
+      case 'nbdTls': out.nbdTls = tlsOf(value, what, out.nbdTls); break;
+      case 'logLevel': {
+        const level = String(value);
+        if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(level)) throw new ConfigError(`invalid ${what}: ${level}`);
+        out.logLevel = level as DaemonConfig['logLevel'];
+        break;
+      }
+      case 'logFormat': {
+        const format = String(value);
+        if (!['json', 'pretty', 'auto'].includes(format)) throw new ConfigError(`invalid ${what}: ${format}`);
+        out.logFormat = format as DaemonConfig['logFormat'];
+        break;
+      }
+      case 'cacheBytesMax': out.cacheBytesMax = sizeOf(value, what); break;
+      case 'commitIntervalMs': out.commitIntervalMs = intOf(value, what); break;
+    }
+  }
+  return out;
+}
+
+export function readConfigFile(path: string): ConfigLayer {
+  let text: string;
+  try { text = readFileSync(path, 'utf8'); } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let parsed: unknown;
+  try { parsed = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text); } catch (err) {
+    throw new ConfigError(`cannot parse config file ${path}: ${(err as Error).message}`);
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new ConfigError(`config file ${path} is not a mapping`);
+  return parsed as ConfigLayer;
+}
+
+/** CAIRN_POOL, CAIRN_POOL_SIZE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
+ *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED}. */
+export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
+  return {
+    pool: env.CAIRN_POOL, poolSize: env.CAIRN_POOL_SIZE, api: env.CAIRN_API, nbd: env.CAIRN_NBD,
+    nbdSocketPath: env.CAIRN_NBD_SOCKET, logLevel: env.CAIRN_LOG_LEVEL, logFormat: env.CAIRN_LOG_FORMAT,
+    cacheBytesMax: env.CAIRN_CACHE_BYTES_MAX, commitIntervalMs: env.CAIRN_COMMIT_INTERVAL_MS,
+    nbdTls: env.CAIRN_NBD_TLS_CERT === undefined && env.CAIRN_NBD_TLS_PSK === undefined ? undefined : {
+      certFile: env.CAIRN_NBD_TLS_CERT, keyFile: env.CAIRN_NBD_TLS_KEY, caFile: env.CAIRN_NBD_TLS_CA,
+      pskFile: env.CAIRN_NBD_TLS_PSK, required: env.CAIRN_NBD_TLS_REQUIRED,
+    },
+  };
+}
+
+/** Merges every source in precedence order; throws ConfigError on the first invalid value. */
+export function loadConfig(flags: ConfigLayer, env: NodeJS.ProcessEnv, configFile: string | undefined): DaemonConfig {
+  let config = defaultConfig;
+  const file = configFile ?? env.CAIRN_CONFIG;
+  if (file !== undefined && file !== '') config = applyLayer(config, readConfigFile(file), `config file ${file}`);
+  config = applyLayer(config, envLayer(env), 'environment');
+  return applyLayer(config, flags, 'command line');
+}

@@ -1,0 +1,67 @@
+// Prometheus metrics (prom-client): per-volume I/O operations, bytes and latency, pool space, commit
+// durations and checksum errors. The engine's log events feed commits and checksum errors; an
+// instrumenting Engine decorator (instrumented-engine.ts) feeds the I/O metrics.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Engine } from '../engine/index.js';
+
+/** Distinct volume labels before further volumes are counted under "other" (bounded cardinality). */
+export const volumeLabelsMax = 10_000;
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly ioOps: Counter<'volume' | 'op'>;
+  readonly ioBytes: Counter<'volume' | 'op'>;
+  readonly ioErrors: Counter<'volume' | 'op' | 'code'>;
+  readonly ioSeconds: Histogram<'volume' | 'op'>;
+  readonly commitSeconds: Histogram;
+  readonly checksumErrors: Counter;
+  private readonly labels = new Set<string>();
+  private engine: Engine | null = null;
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'cairn_process_' });
+    this.ioOps = new Counter({ name: 'cairn_io_operations_total', help: 'I/O requests by volume and operation', labelNames: ['volume', 'op'], registers });
+    this.ioBytes = new Counter({ name: 'cairn_io_bytes_total', help: 'Bytes read, written, trimmed or zeroed', labelNames: ['volume', 'op'], registers });
+    this.ioErrors = new Counter({ name: 'cairn_io_errors_total', help: 'Failed I/O requests by error code', labelNames: ['volume', 'op', 'code'], registers });
+    this.ioSeconds = new Histogram({
+      name: 'cairn_io_latency_seconds', help: 'I/O request latency', labelNames: ['volume', 'op'], registers,
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    });
+    this.commitSeconds = new Histogram({
+      name: 'cairn_commit_duration_seconds', help: 'Duration of engine commits', registers,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+    });
+    this.checksumErrors = new Counter({ name: 'cairn_checksum_errors_total', help: 'Checksum mismatches detected on read', registers });
+    const self = this;
+    const pool = (name: string, help: string, pick: (e: Engine) => number) => new Gauge({
+      name, help, registers, collect() { if (self.engine !== null) this.set(pick(self.engine)); },
+    });
+    pool('cairn_pool_size_bytes', 'Pool size', (e) => e.stats().sizeBytes);
+    pool('cairn_pool_allocated_bytes', 'Pool bytes allocated', (e) => e.stats().allocatedBytes);
+    pool('cairn_pool_free_bytes', 'Pool bytes free', (e) => e.stats().freeBytes);
+    pool('cairn_pool_volumes', 'Volumes in the pool', (e) => e.stats().volumes);
+    pool('cairn_pool_snapshots', 'Snapshots in the pool', (e) => e.stats().snapshots);
+    pool('cairn_pool_generation', 'Last durable commit generation', (e) => e.stats().generation);
+  }
+
+  attach(engine: Engine): void { this.engine = engine; }
+
+  /** A bounded label for a volume name. */
+  label(name: string): string {
+    if (this.labels.has(name)) return name;
+    if (this.labels.size >= volumeLabelsMax) return 'other';
+    this.labels.add(name);
+    return name;
+  }
+
+  /** Engine log events: ('commit', {durationMs}) and ('checksum_error', {...}). */
+  onEngineEvent(event: string, fields: Record<string, unknown>): void {
+    if (event === 'commit' && typeof fields.durationMs === 'number') this.commitSeconds.observe(fields.durationMs / 1000);
+    if (event === 'checksum_error') this.checksumErrors.inc();
+  }
+
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

@@ -1,0 +1,112 @@
+// The daemon's lifecycle: lock the pool, open (or create) it, wire the instrumented engine into the
+// NBD server and the REST API, report the bound addresses, and on shutdown stop accepting, let the
+// NBD server finish in-flight I/O, flush, close the engine and release the lock.
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { openOrCreatePoolFile, type Engine, type PoolOptions } from '../engine/index.js';
+import { startNbdServer } from '../nbd/server.js';
+import { buildApi } from '../api/server.js';
+import { JobManager } from '../api/jobs.js';
+import type { ApiContext } from '../api/context.js';
+import { IdentityRegistry } from '../stream/identity.js';
+import type { DaemonConfig } from './config.js';
+import { lockPool } from './lock.js';
+import { Metrics } from './metrics.js';
+import { InstrumentedEngine } from './instrumented-engine.js';
+import { eventLogger } from './logger.js';
+
+/** How long shutdown waits for running jobs (flatten resumes after restart, so it need not finish). */
+export const shutdownJobsWaitMs = 5000;
+/** How long shutdown waits for open HTTP requests (e.g. an export stream) before cutting them. */
+export const shutdownHttpWaitMs = 5000;
+
+export interface Daemon {
+  apiUrl: string;
+  nbdUri: string | null;
+  engine: Engine;
+  close(): Promise<void>;
+}
+
+function hostForUri(host: string): string { return host.includes(':') ? `[${host}]` : host; }
+
+export function nbdExportUri(base: string, name: string): string {
+  return `${base}/${encodeURIComponent(name).replace(/%40/g, '@')}`;
+}
+
+async function withTimeout(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((r) => { timer = setTimeout(() => r(false), ms); });
+  const done = await Promise.race([work.then(() => true, () => true), timeout]);
+  clearTimeout(timer);
+  return done;
+}
+
+export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+  const poolPath = resolve(config.poolPath);
+  mkdirSync(dirname(poolPath), { recursive: true });
+  const lock = await lockPool(poolPath);
+  const metrics = new Metrics();
+  const engineLog = eventLogger(logger, 'engine');
+  const poolOptions: PoolOptions = {
+    log: (event, fields) => { metrics.onEngineEvent(event, fields); engineLog(event, fields); },
+  };
+  if (config.cacheBytesMax !== null) poolOptions.cacheBytesMax = config.cacheBytesMax;
+  if (config.commitIntervalMs !== null) poolOptions.commitIntervalMs = config.commitIntervalMs;
+  let raw: Engine;
+  try {
+    raw = await openOrCreatePoolFile(poolPath, config.poolSizeBytes, poolOptions);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  const engine = new InstrumentedEngine(raw, metrics);
+  metrics.attach(engine);
+  const cleanup: Array<() => Promise<void>> = [];
+  try {
+    const identities = await IdentityRegistry.open(poolPath);
+    const nbd = config.nbd === null && config.nbdSocketPath === null ? null : await startNbdServer(engine, {
+      ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
+      ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
+      ...(config.nbdTls !== null ? { tls: config.nbdTls } : {}),
+      log: eventLogger(logger, 'nbd'),
+    });
+    if (nbd !== null) cleanup.push(() => nbd.close());
+    const nbdBaseUri = nbd !== null && nbd.port !== null && config.nbd !== null
+      ? `nbd://${hostForUri(config.nbd.host)}:${nbd.port}` : null;
+    const jobs = new JobManager();
+    const ctx: ApiContext = {
+      engine, jobs, identities, poolPath, spoolDir: dirname(poolPath), nbdBaseUri,
+      nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
+    };
+    const { app } = buildApi(ctx, { logger: logger.child({ component: 'api' }), metrics: () => metrics.render() });
+    await app.listen({ host: config.api.host, port: config.api.port });
+    const address = app.server.address();
+    const apiPort = typeof address === 'object' && address !== null ? address.port : config.api.port;
+    const apiUrl = `http://${hostForUri(config.api.host)}:${apiPort}`;
+    logger.info({ event: 'ready', api: apiUrl, nbd: nbdBaseUri, nbdSocket: nbd?.socketPath ?? null, pool: poolPath,
+      poolSizeBytes: engine.stats().sizeBytes }, 'cairn ready');
+    let closing: Promise<void> | null = null;
+    const close = async (): Promise<void> => {
+      logger.info({ event: 'shutdown_begin' }, 'shutting down');
+      // 1. Stop accepting HTTP; give open requests (exports, imports) a bounded time.
+      const httpClosed = app.close();
+      if (!(await withTimeout(httpClosed, shutdownHttpWaitMs))) app.server.closeAllConnections();
+      // 2. NBD: stop accepting, finish in-flight requests, close connections.
+      if (nbd !== null) await nbd.close();
+      // 3. Jobs: a flatten resumes after restart, so waiting is bounded.
+      await withTimeout(jobs.drain(), shutdownJobsWaitMs);
+      // 4. Everything acknowledged becomes durable, then the pool closes cleanly.
+      await engine.flush();
+      await engine.close();
+      await lock.release();
+      logger.info({ event: 'shutdown_done' }, 'cairn stopped');
+    };
+    return { apiUrl, nbdUri: nbdBaseUri, engine, close: () => (closing ??= close()) };
+  } catch (err) {
+    for (const step of cleanup.reverse()) await step().catch(() => {});
+    await engine.close().catch(() => {});
+    await lock.release();
+    throw err;
+  }
+}
