@@ -1,0 +1,236 @@
+// The copy-on-write B+tree mapping logical blocks to {physical block, crc32c} extents (Rodeh 2008,
+// dm-thin). Sharing is by reference count: a snapshot or clone is another reference to a root; a
+// change to a shared node shadows it (copy, children +1, original -1). Data is never copied.
+import { BRANCH_FANOUT_MAX, EXTENT_BLOCKS_MAX, META_PAYLOAD_BYTES } from './constants.js';
+import { MetaType, leafBytes, leafEntryBytes, type BranchNode, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
+import type { MetaStore } from './meta-store.js';
+import type { SpaceMap } from './space-map.js';
+import { assert } from './errors.js';
+
+interface Part { key: number; node: TreeNode }
+
+/** The part of `e` covering [from, to) (inside e). */
+export function sliceEntry(e: LeafEntry, from: number, to: number): LeafEntry {
+  const skip = from - e.lba;
+  return { lba: from, pba: e.pba + skip, lengthBlocks: to - from, crcs: e.crcs.subarray(skip, skip + to - from) };
+}
+
+export function clipEntries(entries: LeafEntry[], from: number, to: number): LeafEntry[] {
+  const out: LeafEntry[] = [];
+  for (const e of entries) {
+    const s = Math.max(from, e.lba), t = Math.min(to, e.lba + e.lengthBlocks);
+    if (s < t) out.push(s === e.lba && t === e.lba + e.lengthBlocks ? e : sliceEntry(e, s, t));
+  }
+  return out;
+}
+
+export class Trees {
+  constructor(private readonly store: MetaStore, private readonly space: SpaceMap) {}
+
+  load(block: number): Promise<TreeNode> { return this.store.load<TreeNode>(block, MetaType.Leaf); }
+
+  /** Makes `node` writable in this transaction (shadowing it if it is shared or already durable). */
+  async writable(node: TreeNode): Promise<TreeNode> {
+    if (this.store.isDirty(node)) return node;
+    const rc = await this.space.get(node.block);
+    assert(rc >= 1, `tree node ${node.block} is referenced`);
+    const block = await this.space.allocMeta();
+    const copy: TreeNode = node.type === MetaType.Leaf
+      ? { type: MetaType.Leaf, block, txn: 0, entries: node.entries.slice() }
+      : { type: MetaType.Branch, block, txn: 0, keys: node.keys.slice(), children: node.children.slice() };
+    this.store.markDirty(copy);
+    this.store.put(copy);
+    if (rc > 1) await this.refChildren(copy, 1);
+    else this.store.forget(node.block);
+    await this.space.decref(node.block);
+    return copy;
+  }
+
+  private async refChildren(node: TreeNode, delta: 1 | -1): Promise<void> {
+    if (node.type === MetaType.Leaf) {
+      for (const e of node.entries) await this.space.addRange(e.pba, e.lengthBlocks, delta);
+    } else {
+      for (const c of node.children) await this.space.addRange(c, 1, delta);
+    }
+  }
+
+  /** Frees a dirty node this transaction made and no longer needs (its children stay referenced). */
+  private async discard(node: TreeNode): Promise<void> {
+    this.store.dirty.delete(node);
+    this.store.forget(node.block);
+    await this.space.decref(node.block);
+  }
+
+  private async newNode(node: Omit<LeafNode, 'block' | 'txn'> | Omit<BranchNode, 'block' | 'txn'>): Promise<TreeNode> {
+    const block = await this.space.allocMeta();
+    const full = { ...node, block, txn: 0 } as TreeNode;
+    this.store.markDirty(full);
+    this.store.put(full);
+    return full;
+  }
+
+  /** Extents of [start, end) mapped under `root`, clipped and sorted. */
+  async lookup(root: number, start: number, end: number, out: LeafEntry[] = []): Promise<LeafEntry[]> {
+    if (root === 0 || start >= end) return out;
+    const node = await this.load(root);
+    if (node.type === MetaType.Leaf) {
+      for (const e of node.entries) {
+        if (e.lba + e.lengthBlocks <= start) continue;
+        if (e.lba >= end) break;
+        out.push(clipEntries([e], start, end)[0]!);
+      }
+      return out;
+    }
+    const n = node.children.length;
+    for (let i = childIndex(node, start); i < n; i++) {
+      const lo = i === 0 ? 0 : node.keys[i]!;
+      if (lo >= end) break;
+      const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
+      await this.lookup(node.children[i]!, Math.max(start, lo), Math.min(end, hi), out);
+    }
+    return out;
+  }
+
+  /**
+   * Replaces everything mapped in [start, end) under `root` with `entries` (sorted, inside the range,
+   * their data blocks reserved and not yet counted). Returns the new root and the change in mapped blocks.
+   */
+  async edit(root: number, start: number, end: number, entries: LeafEntry[]): Promise<{ root: number; mappedDelta: number }> {
+    const delta = { mapped: 0 };
+    let parts: Part[];
+    if (root === 0) {
+      if (entries.length === 0) return { root: 0, mappedDelta: 0 };
+      const leaf = await this.newNode({ type: MetaType.Leaf, entries: [] });
+      parts = await this.editNode(leaf, start, end, entries, delta);
+    } else {
+      const node = await this.writable(await this.load(root));
+      parts = await this.editNode(node, start, end, entries, delta);
+    }
+    while (parts.length > 1) parts = await this.packBranches(parts);
+    let top = parts[0]?.node ?? null;
+    // Collapse a root with one child so the height shrinks again after large trims.
+    while (top && top.type === MetaType.Branch && top.children.length === 1 && this.store.isDirty(top)) {
+      const childBlock = top.children[0]!;
+      await this.discard(top); // its reference to the child passes to the root holder
+      top = await this.load(childBlock);
+    }
+    return { root: top ? top.block : 0, mappedDelta: delta.mapped };
+  }
+
+  private async packBranches(parts: Part[]): Promise<Part[]> {
+    const out: Part[] = [];
+    const per = Math.ceil(parts.length / Math.ceil(parts.length / BRANCH_FANOUT_MAX));
+    for (let i = 0; i < parts.length; i += per) {
+      const chunk = parts.slice(i, i + per);
+      const node = await this.newNode({ type: MetaType.Branch, keys: chunk.map((p) => p.key), children: chunk.map((p) => p.node.block) });
+      out.push({ key: chunk[0]!.key, node });
+    }
+    return out;
+  }
+
+  private async editNode(node: TreeNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
+    if (node.type === MetaType.Leaf) return this.editLeaf(node, start, end, entries, delta);
+    const first = childIndex(node, start), last = childIndex(node, end - 1);
+    for (let i = last; i >= first; i--) {
+      const n = node.children.length;
+      const lo = i === 0 ? 0 : node.keys[i]!;
+      const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
+      const s = Math.max(start, lo), t = Math.min(end, hi);
+      if (s >= t) continue;
+      const child = await this.writable(await this.load(node.children[i]!));
+      node.children[i] = child.block;
+      const parts = await this.editNode(child, s, t, clipEntries(entries, s, t), delta);
+      const keys = parts.map((p, j) => (j === 0 ? node.keys[i]! : p.key));
+      node.keys.splice(i, 1, ...keys);
+      node.children.splice(i, 1, ...parts.map((p) => p.node.block));
+    }
+    if (node.children.length === 0) { await this.discard(node); return []; }
+    if (node.children.length <= BRANCH_FANOUT_MAX) return [{ key: node.keys[0]!, node }];
+    // Split: the first part stays in this node, the rest go to new nodes.
+    const pieces = Math.ceil(node.children.length / BRANCH_FANOUT_MAX);
+    const per = Math.ceil(node.children.length / pieces);
+    const keys = node.keys.splice(per), children = node.children.splice(per);
+    const out: Part[] = [{ key: node.keys[0]!, node }];
+    for (let i = 0; i < keys.length; i += per) {
+      const sib = await this.newNode({ type: MetaType.Branch, keys: keys.slice(i, i + per), children: children.slice(i, i + per) });
+      out.push({ key: keys[i]!, node: sib });
+    }
+    return out;
+  }
+
+  private async editLeaf(node: LeafNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
+    const kept: LeafEntry[] = [];
+    for (const e of node.entries) {
+      const eEnd = e.lba + e.lengthBlocks;
+      if (eEnd <= start || e.lba >= end) { kept.push(e); continue; }
+      if (e.lba < start) kept.push(sliceEntry(e, e.lba, start));
+      const rs = Math.max(e.lba, start), re = Math.min(eEnd, end);
+      await this.space.addRange(e.pba + (rs - e.lba), re - rs, -1);
+      delta.mapped -= re - rs;
+      if (eEnd > end) kept.push(sliceEntry(e, end, eEnd));
+    }
+    for (const e of entries) {
+      await this.space.addRange(e.pba, e.lengthBlocks, 1);
+      delta.mapped += e.lengthBlocks;
+      kept.push(e);
+    }
+    kept.sort((a, b) => a.lba - b.lba);
+    node.entries = mergeAdjacent(kept);
+    if (node.entries.length === 0) { await this.discard(node); return []; }
+    if (leafBytes(node.entries) <= META_PAYLOAD_BYTES) return [{ key: node.entries[0]!.lba, node }];
+    const groups: LeafEntry[][] = [[]];
+    let bytes = 0;
+    for (const e of node.entries) {
+      const b = leafEntryBytes(e);
+      // Fill to ~half when splitting so that sequential appends do not split on every write.
+      if (bytes + b > META_PAYLOAD_BYTES / 2 && groups[groups.length - 1]!.length > 0) { groups.push([]); bytes = 0; }
+      groups[groups.length - 1]!.push(e);
+      bytes += b;
+    }
+    node.entries = groups[0]!;
+    const out: Part[] = [{ key: node.entries[0]!.lba, node }];
+    for (const g of groups.slice(1)) out.push({ key: g[0]!.lba, node: await this.newNode({ type: MetaType.Leaf, entries: g }) });
+    return out;
+  }
+
+  /** Drops one reference to a node; if that was the last, returns its children (to drop in turn). */
+  async dropRef(block: number): Promise<number[]> {
+    const rc = await this.space.get(block);
+    assert(rc >= 1, `dropping unreferenced node ${block}`);
+    if (rc > 1) { await this.space.decref(block); return []; }
+    const node = await this.load(block);
+    let children: number[] = [];
+    if (node.type === MetaType.Leaf) await this.refChildren(node, -1);
+    else children = node.children.slice();
+    this.store.dirty.delete(node);
+    this.store.forget(block);
+    await this.space.decref(block);
+    return children;
+  }
+}
+
+/** Index of the child whose range holds `lba`. */
+export function childIndex(node: BranchNode, lba: number): number {
+  let lo = 0, hi = node.keys.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (node.keys[mid]! <= lba) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+function mergeAdjacent(entries: LeafEntry[]): LeafEntry[] {
+  const out: LeafEntry[] = [];
+  for (const e of entries) {
+    const prev = out[out.length - 1];
+    if (prev && prev.lba + prev.lengthBlocks === e.lba && prev.pba + prev.lengthBlocks === e.pba && prev.lengthBlocks + e.lengthBlocks <= EXTENT_BLOCKS_MAX) {
+      const crcs = new Uint32Array(prev.lengthBlocks + e.lengthBlocks);
+      crcs.set(prev.crcs, 0); crcs.set(e.crcs, prev.lengthBlocks);
+      out[out.length - 1] = { lba: prev.lba, pba: prev.pba, lengthBlocks: prev.lengthBlocks + e.lengthBlocks, crcs };
+    } else {
+      assert(!prev || prev.lba + prev.lengthBlocks <= e.lba, 'leaf entries do not overlap');
+      out.push(e);
+    }
+  }
+  return out;
+}

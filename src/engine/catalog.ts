@@ -1,0 +1,154 @@
+// The catalog: volumes, snapshots and the queue of dropped tree nodes, as fixed 256-byte records in a
+// paged array inside the pool, committed in the same transaction as the data they describe. The
+// whole catalog is also held in memory (small: tens of thousands of records are a few MB).
+import { CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NAME_BYTES_MAX } from './constants.js';
+import { MetaType, readU64, writeU64, type CatalogPage } from './format.js';
+import type { MetaStore } from './meta-store.js';
+import { RadixArray } from './radix.js';
+import { assert } from './errors.js';
+
+export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
+export const FLAG_DELETED = 1;
+
+export interface CatalogRecord {
+  slot: number;
+  kind: RecordKind;
+  flags: number;
+  id: number;
+  root: number;
+  sizeBytes: number;
+  mappedBlocks: number;
+  createdMs: number;
+  /** Snapshot: its volume's id. Volume: origin volume id (0 = none). */
+  parentId: number;
+  /** Volume: origin snapshot id (0 = cloned from the live volume or not a clone). */
+  originSnapId: number;
+  /** Volume: next lba to flatten + 1 (0 = no flatten under way). */
+  flattenCursor: number;
+  seq: number;
+  name: string;
+}
+
+function encodeRecord(rec: CatalogRecord, buf: Buffer, off: number): void {
+  buf.fill(0, off, off + CATALOG_RECORD_BYTES);
+  if (rec.kind === RecordKind.Empty) return;
+  const name = Buffer.from(rec.name, 'utf8');
+  assert(name.length <= NAME_BYTES_MAX, 'name length checked before the catalog');
+  buf.writeUInt8(rec.kind, off);
+  buf.writeUInt8(rec.flags, off + 1);
+  buf.writeUInt16LE(name.length, off + 2);
+  writeU64(buf, off + 8, rec.id);
+  writeU64(buf, off + 16, rec.root);
+  writeU64(buf, off + 24, rec.sizeBytes);
+  writeU64(buf, off + 32, rec.mappedBlocks);
+  writeU64(buf, off + 40, rec.createdMs);
+  writeU64(buf, off + 48, rec.parentId);
+  writeU64(buf, off + 56, rec.originSnapId);
+  writeU64(buf, off + 64, rec.flattenCursor);
+  writeU64(buf, off + 72, rec.seq);
+  name.copy(buf, off + 80);
+}
+
+export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRecord | null {
+  const kind = buf.readUInt8(off) as RecordKind;
+  if (kind === RecordKind.Empty) return null;
+  const nameLen = buf.readUInt16LE(off + 2);
+  return {
+    slot, kind, flags: buf.readUInt8(off + 1),
+    id: readU64(buf, off + 8), root: readU64(buf, off + 16), sizeBytes: readU64(buf, off + 24),
+    mappedBlocks: readU64(buf, off + 32), createdMs: readU64(buf, off + 40), parentId: readU64(buf, off + 48),
+    originSnapId: readU64(buf, off + 56), flattenCursor: readU64(buf, off + 64), seq: readU64(buf, off + 72),
+    name: buf.toString('utf8', off + 80, off + 80 + nameLen),
+  };
+}
+
+export class Catalog {
+  readonly array: RadixArray<CatalogPage>;
+  readonly byId = new Map<number, CatalogRecord>();
+  /** Live (not deleted) volumes by name, plus deleted ones kept while their snapshots exist. */
+  readonly volumesByName = new Map<string, CatalogRecord>();
+  readonly snapshotsByVolume = new Map<number, CatalogRecord[]>();
+  readonly deadNodes: CatalogRecord[] = [];
+  private readonly freeSlots: number[] = [];
+  slotsUsed: number;
+
+  constructor(store: MetaStore, rootBlock: number, slotsUsed: number, releaseOld: (block: number) => Promise<void>) {
+    this.slotsUsed = slotsUsed;
+    this.array = new RadixArray<CatalogPage>(
+      store, rootBlock, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, MetaType.CatalogPage,
+      () => ({ type: MetaType.CatalogPage, block: 0, txn: 0, records: Buffer.alloc(CATALOG_RECORDS_PER_PAGE * CATALOG_RECORD_BYTES) }),
+      releaseOld,
+    );
+  }
+
+  /** Reads every catalog page (no data blocks) and builds the in-memory indexes. */
+  async load(): Promise<void> {
+    const pages = Math.ceil(this.slotsUsed / CATALOG_RECORDS_PER_PAGE);
+    for (let p = 0; p < pages; p++) {
+      const page = await this.array.page(p, false);
+      for (let i = 0; i < CATALOG_RECORDS_PER_PAGE; i++) {
+        const slot = p * CATALOG_RECORDS_PER_PAGE + i;
+        if (slot >= this.slotsUsed) break;
+        const rec = page ? decodeRecord(page.records, i * CATALOG_RECORD_BYTES, slot) : null;
+        if (rec) this.index(rec); else this.freeSlots.push(slot);
+      }
+    }
+    this.freeSlots.reverse();
+    for (const list of this.snapshotsByVolume.values()) list.sort((a, b) => a.seq - b.seq);
+  }
+
+  private index(rec: CatalogRecord): void {
+    if (rec.kind === RecordKind.DeadNode) { this.deadNodes.push(rec); return; }
+    this.byId.set(rec.id, rec);
+    if (rec.kind === RecordKind.Volume) this.volumesByName.set(rec.name, rec);
+    else {
+      let list = this.snapshotsByVolume.get(rec.parentId);
+      if (!list) this.snapshotsByVolume.set(rec.parentId, (list = []));
+      list.push(rec);
+    }
+  }
+
+  private unindex(rec: CatalogRecord): void {
+    if (rec.kind === RecordKind.DeadNode) {
+      const i = this.deadNodes.indexOf(rec);
+      if (i >= 0) this.deadNodes.splice(i, 1);
+      return;
+    }
+    this.byId.delete(rec.id);
+    if (rec.kind === RecordKind.Volume) {
+      if (this.volumesByName.get(rec.name) === rec) this.volumesByName.delete(rec.name);
+    } else {
+      const list = this.snapshotsByVolume.get(rec.parentId);
+      if (list) {
+        const i = list.indexOf(rec);
+        if (i >= 0) list.splice(i, 1);
+        if (list.length === 0) this.snapshotsByVolume.delete(rec.parentId);
+      }
+    }
+  }
+
+  /** Persists a record (new or changed) into its page. */
+  async save(rec: CatalogRecord): Promise<void> {
+    const pageIndex = Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE);
+    const page = (await this.array.page(pageIndex, true))!;
+    encodeRecord(rec, page.records, (rec.slot % CATALOG_RECORDS_PER_PAGE) * CATALOG_RECORD_BYTES);
+  }
+
+  async add(fields: Omit<CatalogRecord, 'slot'>): Promise<CatalogRecord> {
+    const slot = this.freeSlots.pop() ?? this.slotsUsed++;
+    assert(slot < CATALOG_RECORDS_MAX, 'catalog capacity');
+    const rec: CatalogRecord = { ...fields, slot };
+    await this.save(rec);
+    this.index(rec);
+    return rec;
+  }
+
+  async remove(rec: CatalogRecord): Promise<void> {
+    this.unindex(rec);
+    const empty: CatalogRecord = { ...rec, kind: RecordKind.Empty };
+    await this.save(empty);
+    this.freeSlots.push(rec.slot);
+  }
+
+  snapshotsOf(volumeId: number): CatalogRecord[] { return this.snapshotsByVolume.get(volumeId) ?? []; }
+}

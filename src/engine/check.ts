@@ -1,0 +1,178 @@
+// The consistency check, the tests' oracle: reads the durable state straight from the device (no
+// cache), walks every tree, recomputes every reference count and verifies every checksum, then
+// compares with the space map. Reports leaks, double ownership and corruption with block numbers.
+import { crc32c } from '@node-rs/crc32';
+import {
+  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, RADIX_FANOUT,
+  REFCOUNTS_PER_PAGE,
+} from './constants.js';
+import type { Device } from './device/device.js';
+import { decodeMeta, MetaType, type MetaObject, type RadixNode, type CountPage, type CatalogPage, type TreeNode } from './format.js';
+import { readSuperblock } from './superblock.js';
+import { decodeRecord, RecordKind, type CatalogRecord } from './catalog.js';
+import type { CheckProblem, CheckReport } from './types.js';
+
+const PROBLEMS_MAX = 200;
+
+class Checker {
+  readonly problems: CheckProblem[] = [];
+  readonly expected: Uint32Array;
+  nodesChecked = 0;
+  blocksChecked = 0;
+
+  constructor(readonly device: Device, readonly totalBlocks: number) {
+    this.expected = new Uint32Array(totalBlocks);
+  }
+
+  problem(p: CheckProblem): void { if (this.problems.length < PROBLEMS_MAX) this.problems.push(p); }
+
+  inRange(block: number, what: string): boolean {
+    if (block >= FIRST_FREE_BLOCK && block < this.totalBlocks) return true;
+    this.problem({ kind: 'dangling', physicalBlock: block, message: `${what} points outside the pool (block ${block})` });
+    return false;
+  }
+
+  async readMeta(block: number, type: MetaType, what: string): Promise<MetaObject | null> {
+    const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
+    try {
+      await this.device.read(block, buf);
+      this.nodesChecked++;
+      return decodeMeta(buf, block, type);
+    } catch (err) {
+      this.problem({ kind: 'corrupt', physicalBlock: block, message: `${what}: ${(err as Error).message}` });
+      return null;
+    }
+  }
+
+  /** Walks a paged array's radix tree; counts its blocks and checks the free summaries. */
+  async walkRadix(rootBlock: number, totalRecords: number, perPage: number, pageType: MetaType, what: string,
+    onPage: (index: number, page: MetaObject | null) => void, freeOf: (page: MetaObject | null, index: number) => number | null): Promise<void> {
+    const pages = Math.ceil(totalRecords / perPage);
+    let depth = 1;
+    while (RADIX_FANOUT ** depth < pages) depth++;
+    if (rootBlock === 0) { for (let p = 0; p < pages; p++) onPage(p, null); return; }
+    const visit = async (block: number, level: number, firstPage: number): Promise<void> => {
+      if (!this.inRange(block, what)) return;
+      this.expected[block]! += 1;
+      const node = (await this.readMeta(block, MetaType.Radix, `${what} radix node`)) as RadixNode | null;
+      if (!node) return;
+      const span = RADIX_FANOUT ** (level - 1);
+      for (let i = 0; i < RADIX_FANOUT; i++) {
+        const childFirst = firstPage + i * span;
+        if (childFirst >= pages) break;
+        const ptr = node.ptrs[i]!;
+        if (level > 1) {
+          if (ptr !== 0) await visit(ptr, level - 1, childFirst);
+          continue;
+        }
+        let page: MetaObject | null = null;
+        if (ptr !== 0 && this.inRange(ptr, what)) {
+          this.expected[ptr]! += 1;
+          page = await this.readMeta(ptr, pageType, `${what} page ${childFirst}`);
+        }
+        onPage(childFirst, page);
+        const free = freeOf(page, childFirst);
+        if (free !== null && free !== node.free[i]) {
+          this.problem({ kind: 'corrupt', physicalBlock: block, message: `${what} free summary of page ${childFirst} says ${node.free[i]}, page has ${free}` });
+        }
+      }
+    };
+    await visit(rootBlock, depth, 0);
+  }
+
+  async walkTree(root: number, owner: string): Promise<void> {
+    const stack: number[] = [root];
+    while (stack.length > 0) {
+      const block = stack.pop()!;
+      if (!this.inRange(block, `tree of ${owner}`)) continue;
+      this.expected[block]! += 1;
+      if (this.expected[block]! > 1) continue; // shared subtree: its children were counted once already
+      const node = (await this.readMeta(block, MetaType.Leaf, `tree node of ${owner}`)) as TreeNode | null;
+      if (!node) continue;
+      if (node.type === MetaType.Branch) { stack.push(...node.children); continue; }
+      for (const e of node.entries) await this.checkExtent(e.pba, e.lengthBlocks, e.crcs, owner);
+    }
+  }
+
+  async checkExtent(pba: number, lengthBlocks: number, crcs: Uint32Array, owner: string): Promise<void> {
+    if (!this.inRange(pba, `extent of ${owner}`) || pba + lengthBlocks > this.totalBlocks) return;
+    const data = Buffer.alloc(lengthBlocks * BLOCK_SIZE_BYTES);
+    let readOk = true;
+    try { await this.device.read(pba, data); } catch (err) {
+      readOk = false;
+      this.problem({ kind: 'corrupt', physicalBlock: pba, message: `data of ${owner} unreadable: ${(err as Error).message}` });
+    }
+    for (let i = 0; i < lengthBlocks; i++) {
+      this.expected[pba + i]! += 1;
+      this.blocksChecked++;
+      if (readOk && crc32c(data.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES)) !== crcs[i]) {
+        this.problem({ kind: 'corrupt', physicalBlock: pba + i, message: `data block of ${owner} fails its checksum` });
+      }
+    }
+  }
+}
+
+export async function checkDevice(device: Device): Promise<CheckReport> {
+  const sb = await readSuperblock(device);
+  const c = new Checker(device, sb.totalBlocks);
+  for (let b = 0; b < FIRST_FREE_BLOCK; b++) c.expected[b] = 1;
+  const actual = new Uint32Array(sb.totalBlocks);
+  await c.walkRadix(sb.spaceRoot, sb.totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage, 'space map', (index, page) => {
+    if (!page) return;
+    const counts = (page as CountPage).counts;
+    const first = index * REFCOUNTS_PER_PAGE;
+    for (let i = 0; i < REFCOUNTS_PER_PAGE && first + i < sb.totalBlocks; i++) actual[first + i] = counts[i]!;
+  }, (page, index) => {
+    const first = index * REFCOUNTS_PER_PAGE;
+    const n = Math.min(REFCOUNTS_PER_PAGE, sb.totalBlocks - first);
+    if (!page) return n;
+    let free = 0;
+    for (let i = 0; i < n; i++) if ((page as CountPage).counts[i] === 0) free++;
+    return free;
+  });
+  const records: CatalogRecord[] = [];
+  await c.walkRadix(sb.catalogRoot, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, MetaType.CatalogPage, 'catalog', (index, page) => {
+    if (!page) return;
+    for (let i = 0; i < CATALOG_RECORDS_PER_PAGE; i++) {
+      const slot = index * CATALOG_RECORDS_PER_PAGE + i;
+      const rec = decodeRecord((page as CatalogPage).records, i * CATALOG_RECORD_BYTES, slot);
+      if (rec) {
+        if (slot >= sb.catalogSlots) c.problem({ kind: 'catalog', physicalBlock: page.block, message: `record in slot ${slot} past the used slots (${sb.catalogSlots})` });
+        records.push(rec);
+      }
+    }
+  }, () => null); // the catalog keeps its free slots in memory, not in the summary
+  checkCatalog(c, records);
+  for (const rec of records) {
+    if (rec.root === 0) continue;
+    const owner = rec.kind === RecordKind.DeadNode ? `dropped node ${rec.root}` : `${rec.kind === RecordKind.Volume ? 'volume' : 'snapshot'} ${rec.name} (#${rec.id})`;
+    await c.walkTree(rec.root, owner);
+  }
+  for (let b = 0; b < sb.totalBlocks; b++) {
+    const want = c.expected[b]!, have = actual[b]!;
+    if (want === have) continue;
+    if (want === 0) c.problem({ kind: 'leak', physicalBlock: b, message: `block ${b} has count ${have} but nothing references it` });
+    else if (have < want) c.problem({ kind: 'double_owner', physicalBlock: b, message: `block ${b} is referenced ${want} times but counted ${have}: it could be handed out twice` });
+    else c.problem({ kind: 'refcount_mismatch', physicalBlock: b, message: `block ${b} is referenced ${want} times but counted ${have}` });
+  }
+  return { ok: c.problems.length === 0, problems: c.problems, blocksChecked: c.blocksChecked, nodesChecked: c.nodesChecked };
+}
+
+function checkCatalog(c: Checker, records: CatalogRecord[]): void {
+  const ids = new Map<number, CatalogRecord>();
+  const names = new Set<string>();
+  for (const r of records) {
+    if (r.kind === RecordKind.DeadNode) continue;
+    if (ids.has(r.id)) c.problem({ kind: 'catalog', physicalBlock: 0, message: `catalog id ${r.id} used twice` });
+    ids.set(r.id, r);
+    if (r.kind === RecordKind.Volume) {
+      if (names.has(r.name)) c.problem({ kind: 'catalog', physicalBlock: 0, message: `volume name ${r.name} used twice` });
+      names.add(r.name);
+    }
+  }
+  for (const r of records) {
+    if (r.kind === RecordKind.Snapshot && ids.get(r.parentId)?.kind !== RecordKind.Volume) {
+      c.problem({ kind: 'catalog', physicalBlock: 0, message: `snapshot ${r.name} (#${r.id}) belongs to missing volume #${r.parentId}` });
+    }
+  }
+}

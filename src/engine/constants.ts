@@ -1,0 +1,54 @@
+// Every bound and on-disk constant of the engine, with its unit, in one place; the relations between
+// them are asserted once at load (TigerBeetle's constants.zig idea).
+import { assert } from './errors.js';
+import { BLOCK_SIZE_BYTES } from './types.js';
+
+export { BLOCK_SIZE_BYTES };
+export const FORMAT_VERSION = 1;
+
+/** Every metadata block starts with this header (see ARCHITECTURE.md, "On-disk format"). */
+export const META_HEADER_BYTES = 32;
+export const META_MAGIC = 0x434e5231; // "CNR1"
+export const SUPERBLOCK_MAGIC = 0x43524e53; // "CRNS"
+export const SUPERBLOCK_SLOTS = [0, 1] as const;
+export const FIRST_FREE_BLOCK = 2;
+
+export const META_PAYLOAD_BYTES = BLOCK_SIZE_BYTES - META_HEADER_BYTES;
+/** Leaf entry: lba u64, pba u64, length u32, then one crc32c u32 per block. */
+export const LEAF_ENTRY_FIXED_BYTES = 20;
+export const EXTENT_BLOCKS_MAX = 64;
+export const BRANCH_ENTRY_BYTES = 16;
+export const BRANCH_FANOUT_MAX = Math.floor(META_PAYLOAD_BYTES / BRANCH_ENTRY_BYTES);
+export const RADIX_ENTRY_BYTES = 16;
+export const RADIX_FANOUT = Math.floor(META_PAYLOAD_BYTES / RADIX_ENTRY_BYTES);
+export const REFCOUNTS_PER_PAGE = Math.floor(META_PAYLOAD_BYTES / 4);
+export const CATALOG_RECORD_BYTES = 256;
+export const CATALOG_RECORDS_PER_PAGE = Math.floor(META_PAYLOAD_BYTES / CATALOG_RECORD_BYTES);
+export const CATALOG_RECORDS_MAX = 1 << 24;
+export const NAME_BYTES_MAX = 160;
+
+/** Largest single read/write the engine accepts in one call. */
+export const IO_BYTES_MAX = 32 * 1024 * 1024;
+/** Blocks edited in one tree mutation before the engine yields and checks its budget. */
+export const EDIT_CHUNK_BLOCKS = 8192;
+/** Volume size limit: 2^46 bytes = 64 TiB... times 4 keeps lba math inside 2^53. */
+export const VOLUME_BYTES_MAX = 256 * 1024 ** 4;
+/** Dead tree nodes freed per background step (bounded work per commit). */
+export const DELETE_NODES_PER_STEP = 512;
+export const CACHE_BYTES_DEFAULT = 256 * 1024 * 1024;
+export const COMMIT_INTERVAL_MS_DEFAULT = 5000;
+
+/** Free blocks held back from user data so that metadata of a commit can always be written. */
+export function metaReserveBlocks(totalBlocks: number): number {
+  return Math.min(65536, Math.max(96, Math.floor(totalBlocks / 64)));
+}
+/** Dirty metadata objects that trigger a commit: a quarter of the reserve. */
+export function dirtyObjectsMax(totalBlocks: number): number {
+  return Math.max(16, Math.floor(metaReserveBlocks(totalBlocks) / 4));
+}
+
+assert(LEAF_ENTRY_FIXED_BYTES + 4 * EXTENT_BLOCKS_MAX <= META_PAYLOAD_BYTES / 4, 'a leaf holds at least 4 full extents');
+assert(BRANCH_FANOUT_MAX >= 16, 'branch fanout');
+assert(CATALOG_RECORDS_PER_PAGE >= 8, 'catalog page fill');
+assert(VOLUME_BYTES_MAX / BLOCK_SIZE_BYTES < Number.MAX_SAFE_INTEGER / 1024, 'lba math stays exact');
+assert(IO_BYTES_MAX % BLOCK_SIZE_BYTES === 0, 'io bound is block aligned');

@@ -1,0 +1,231 @@
+// The data path: read, write (redirect-on-write to new blocks, checksummed), trim, write-zeroes and
+// block status. Data is written outside the metadata lock; the mapping is switched under it.
+import { crc32c } from '@node-rs/crc32';
+import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS } from './constants.js';
+import type { PoolCore } from './pool.js';
+import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
+import type { LeafEntry } from './format.js';
+import type { Run } from './space-map.js';
+import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, VolumeNotFound } from './errors.js';
+import type { Extent } from './types.js';
+
+const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
+
+/** A volume deleted (or a clone flattened away) while a write was in flight must not be touched. */
+function assertLive(core: PoolCore, rec: CatalogRecord): void {
+  if (core.catalog.byId.get(rec.id) !== rec || (rec.flags & FLAG_DELETED) !== 0) throw new VolumeNotFound(rec.name);
+}
+
+export function checkRange(rec: CatalogRecord, offsetBytes: number, lengthBytes: number): void {
+  if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0) {
+    throw new InvalidArgument(`invalid range offset=${offsetBytes} length=${lengthBytes}`);
+  }
+  if (offsetBytes + lengthBytes > rec.sizeBytes) {
+    throw new OutOfRange(`range [${offsetBytes}, ${offsetBytes + lengthBytes}) is past the end of ${rec.name} (${rec.sizeBytes} bytes)`);
+  }
+  if (lengthBytes > IO_BYTES_MAX) throw new InvalidArgument(`request of ${lengthBytes} bytes exceeds the ${IO_BYTES_MAX}-byte maximum`);
+}
+
+/** Reads the mapped extents into `out` (pre-zeroed: holes stay zero without any disk I/O). */
+async function readBlocks(core: PoolCore, root: number, startLba: number, endLba: number, out: Buffer): Promise<void> {
+  const entries = await core.trees.lookup(root, startLba, endLba);
+  await Promise.all(entries.map(async (e) => {
+    const target = out.subarray((e.lba - startLba) * BLOCK_SIZE_BYTES, (e.lba - startLba + e.lengthBlocks) * BLOCK_SIZE_BYTES);
+    try {
+      await core.device.read(e.pba, target);
+    } catch (err) {
+      throw err instanceof CairnError ? err : new IoError(`read of physical block ${e.pba} failed: ${(err as Error).message}`);
+    }
+    for (let i = 0; i < e.lengthBlocks; i++) {
+      const block = target.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES);
+      if (crc32c(block) !== e.crcs[i]) {
+        core.checksumErrors++;
+        core.log('checksum_error', { physicalBlock: e.pba + i, lba: e.lba + i });
+        throw new ChecksumError(e.pba + i, 'data block');
+      }
+    }
+  }));
+}
+
+export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  checkRange(rec, offsetBytes, lengthBytes);
+  const epoch = core.beginRead();
+  try {
+    const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES);
+    const endLba = Math.ceil((offsetBytes + lengthBytes) / BLOCK_SIZE_BYTES);
+    const aligned = offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0;
+    const buf = Buffer.alloc((endLba - startLba) * BLOCK_SIZE_BYTES);
+    await readBlocks(core, rec.root, startLba, endLba, buf);
+    if (aligned) return buf;
+    const skip = offsetBytes - startLba * BLOCK_SIZE_BYTES;
+    return buf.subarray(skip, skip + lengthBytes);
+  } finally {
+    core.endRead(epoch);
+  }
+}
+
+/** Per-volume locks on boundary blocks, so concurrent unaligned writes to one block both land. */
+const rmwLocks = new WeakMap<CatalogRecord, Map<number, Promise<void>>>();
+
+async function withBlockLocks<T>(rec: CatalogRecord, lbas: number[], fn: () => Promise<T>): Promise<T> {
+  let locks = rmwLocks.get(rec);
+  if (!locks) rmwLocks.set(rec, (locks = new Map()));
+  const waits: Promise<void>[] = [];
+  let release!: () => void;
+  const mine = new Promise<void>((r) => { release = r; });
+  for (const lba of lbas) {
+    const prev = locks.get(lba);
+    if (prev) waits.push(prev);
+    locks.set(lba, mine);
+  }
+  await Promise.all(waits);
+  try { return await fn(); } finally {
+    release();
+    for (const lba of lbas) if (locks.get(lba) === mine) locks.delete(lba);
+  }
+}
+
+/** Writes `data` at any byte offset: whole blocks directly, partial edge blocks by read-modify-write. */
+export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, data: Buffer, noHole = false): Promise<void> {
+  checkRange(rec, offsetBytes, data.length);
+  if (data.length === 0) return;
+  const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES);
+  const endLba = Math.ceil((offsetBytes + data.length) / BLOCK_SIZE_BYTES);
+  const head = offsetBytes % BLOCK_SIZE_BYTES;
+  const aligned = head === 0 && data.length % BLOCK_SIZE_BYTES === 0;
+  if (aligned) return writeBlocks(core, rec, startLba, data, noHole);
+  const edges = endLba - 1 > startLba ? [startLba, endLba - 1] : [startLba];
+  await withBlockLocks(rec, edges, async () => {
+    const buf = Buffer.alloc((endLba - startLba) * BLOCK_SIZE_BYTES);
+    const epoch = core.beginRead();
+    try {
+      for (const lba of edges) {
+        await readBlocks(core, rec.root, lba, lba + 1, buf.subarray((lba - startLba) * BLOCK_SIZE_BYTES, (lba - startLba + 1) * BLOCK_SIZE_BYTES));
+      }
+    } finally { core.endRead(epoch); }
+    data.copy(buf, head);
+    await writeBlocks(core, rec, startLba, buf, noHole);
+  });
+}
+
+/** Aligned write of whole blocks starting at `startLba`. All-zero blocks become holes unless noHole. */
+async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, data: Buffer, noHole: boolean): Promise<void> {
+  const blocks = data.length / BLOCK_SIZE_BYTES;
+  const nonZero: boolean[] = new Array<boolean>(blocks);
+  let count = 0;
+  for (let i = 0; i < blocks; i++) {
+    const block = data.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES);
+    nonZero[i] = noHole || !block.equals(ZERO_BLOCK);
+    if (nonZero[i]) count++;
+  }
+  const runs: Run[] = count > 0 ? await core.mutate(() => core.space.reserve(count, false)) : [];
+  try {
+    const entries = await writeData(core, data, startLba, nonZero, runs);
+    await core.mutate(async () => {
+      assertLive(core, rec);
+      const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, startLba + blocks, entries);
+      rec.root = root;
+      rec.mappedBlocks += mappedDelta;
+      await core.catalog.save(rec);
+    });
+  } finally {
+    core.space.unreserve(runs);
+  }
+}
+
+/** Writes the non-zero blocks into the reserved runs (one device write per physical run). */
+async function writeData(core: PoolCore, data: Buffer, startLba: number, nonZero: boolean[], runs: Run[]): Promise<LeafEntry[]> {
+  const entries: LeafEntry[] = [];
+  const writes: Promise<void>[] = [];
+  let runIdx = 0, runUsed = 0;
+  let i = 0;
+  while (i < nonZero.length) {
+    if (!nonZero[i]) { i++; continue; }
+    const run = runs[runIdx]!;
+    let len = 0;
+    while (i + len < nonZero.length && nonZero[i + len] && runUsed + len < run.lengthBlocks && len < EXTENT_BLOCKS_MAX) len++;
+    const pba = run.pba + runUsed;
+    const slice = data.subarray(i * BLOCK_SIZE_BYTES, (i + len) * BLOCK_SIZE_BYTES);
+    const crcs = new Uint32Array(len);
+    for (let k = 0; k < len; k++) crcs[k] = crc32c(slice.subarray(k * BLOCK_SIZE_BYTES, (k + 1) * BLOCK_SIZE_BYTES));
+    entries.push({ lba: startLba + i, pba, lengthBlocks: len, crcs });
+    writes.push(core.device.write(pba, slice));
+    runUsed += len;
+    if (runUsed === run.lengthBlocks) { runIdx++; runUsed = 0; }
+    i += len;
+  }
+  try {
+    await Promise.all(writes);
+  } catch (err) {
+    throw err instanceof CairnError ? err : new IoError(`data write failed: ${(err as Error).message}`);
+  }
+  return entries;
+}
+
+/** Unmaps whole blocks [startLba, endLba) in bounded steps (a trim of a huge volume stays cheap). */
+export async function unmapBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, endLba: number): Promise<void> {
+  let cursor = startLba;
+  while (cursor < endLba) {
+    const stepEnd = Math.min(endLba, cursor + EDIT_CHUNK_BLOCKS * 64);
+    await core.mutate(async () => {
+      assertLive(core, rec);
+      const { root, mappedDelta } = await core.trees.edit(rec.root, cursor, stepEnd, []);
+      rec.root = root;
+      rec.mappedBlocks += mappedDelta;
+      await core.catalog.save(rec);
+    });
+    cursor = stepEnd;
+  }
+}
+
+/** Trim and write-zeroes: whole blocks become holes; partial edge blocks are zeroed in place. */
+export async function zeroRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, lengthBytes: number, noHole: boolean): Promise<void> {
+  if (!Number.isSafeInteger(lengthBytes) || lengthBytes < 0) throw new InvalidArgument(`invalid length ${lengthBytes}`);
+  if (offsetBytes + lengthBytes > rec.sizeBytes || offsetBytes < 0) {
+    throw new OutOfRange(`range [${offsetBytes}, ${offsetBytes + lengthBytes}) is past the end of ${rec.name} (${rec.sizeBytes} bytes)`);
+  }
+  if (lengthBytes === 0) return;
+  const firstFull = Math.ceil(offsetBytes / BLOCK_SIZE_BYTES);
+  const endFull = Math.floor((offsetBytes + lengthBytes) / BLOCK_SIZE_BYTES);
+  if (firstFull >= endFull) {
+    await writeRange(core, rec, offsetBytes, Buffer.alloc(lengthBytes), noHole);
+    return;
+  }
+  if (offsetBytes < firstFull * BLOCK_SIZE_BYTES) await writeRange(core, rec, offsetBytes, Buffer.alloc(firstFull * BLOCK_SIZE_BYTES - offsetBytes), noHole);
+  if (noHole) {
+    for (let lba = firstFull; lba < endFull; lba += IO_BYTES_MAX / BLOCK_SIZE_BYTES) {
+      const n = Math.min(endFull - lba, IO_BYTES_MAX / BLOCK_SIZE_BYTES);
+      await writeBlocks(core, rec, lba, Buffer.alloc(n * BLOCK_SIZE_BYTES), true);
+    }
+  } else {
+    await unmapBlocks(core, rec, firstFull, endFull);
+  }
+  const tail = offsetBytes + lengthBytes - endFull * BLOCK_SIZE_BYTES;
+  if (tail > 0) await writeRange(core, rec, endFull * BLOCK_SIZE_BYTES, Buffer.alloc(tail), noHole);
+}
+
+/** Data/hole map of a byte range at block granularity, clipped to the range. */
+export async function extentsOf(core: PoolCore, rec: CatalogRecord, offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+  if (offsetBytes < 0 || offsetBytes + lengthBytes > rec.sizeBytes) {
+    throw new OutOfRange(`range [${offsetBytes}, ${offsetBytes + lengthBytes}) is past the end of ${rec.name}`);
+  }
+  const end = offsetBytes + lengthBytes;
+  const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES), endLba = Math.ceil(end / BLOCK_SIZE_BYTES);
+  const entries = await core.trees.lookup(rec.root, startLba, endLba);
+  const out: Extent[] = [];
+  const push = (from: number, to: number, hole: boolean): void => {
+    const s = Math.max(from, offsetBytes), t = Math.min(to, end);
+    if (s >= t) return;
+    const last = out[out.length - 1];
+    if (last && last.hole === hole && last.offsetBytes + last.lengthBytes === s) last.lengthBytes += t - s;
+    else out.push({ offsetBytes: s, lengthBytes: t - s, hole });
+  };
+  let cursor = startLba;
+  for (const e of entries) {
+    if (e.lba > cursor) push(cursor * BLOCK_SIZE_BYTES, e.lba * BLOCK_SIZE_BYTES, true);
+    push(e.lba * BLOCK_SIZE_BYTES, (e.lba + e.lengthBlocks) * BLOCK_SIZE_BYTES, false);
+    cursor = e.lba + e.lengthBlocks;
+  }
+  if (cursor < endLba) push(cursor * BLOCK_SIZE_BYTES, endLba * BLOCK_SIZE_BYTES, true);
+  return out;
+}

@@ -1,0 +1,67 @@
+// Flatten: make a clone share nothing with its origin by copying every shared data block to a new
+// one, a bounded chunk per step. The cursor is in the catalog record, so a crash resumes where it was.
+import { crc32c } from '@node-rs/crc32';
+import { BLOCK_SIZE_BYTES } from './constants.js';
+import type { PoolCore } from './pool.js';
+import type { CatalogRecord } from './catalog.js';
+import type { LeafEntry } from './format.js';
+import { ChecksumError } from './errors.js';
+
+const FLATTEN_CHUNK_BLOCKS = 256;
+
+export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgress?: (fraction: number) => void): Promise<void> {
+  if (rec.flattenCursor === 0) {
+    await core.mutate(async () => { rec.flattenCursor = 1; await core.catalog.save(rec); });
+    await core.commit();
+  }
+  for (;;) {
+    const totalBlocks = rec.sizeBytes / BLOCK_SIZE_BYTES;
+    const cursor = rec.flattenCursor - 1;
+    if (cursor >= totalBlocks) break;
+    const end = Math.min(totalBlocks, cursor + FLATTEN_CHUNK_BLOCKS);
+    await core.mutate(() => flattenChunk(core, rec, cursor, end));
+    onProgress?.(end / totalBlocks);
+  }
+  await core.mutate(async () => {
+    rec.flattenCursor = 0;
+    rec.parentId = 0;
+    rec.originSnapId = 0;
+    await core.catalog.save(rec);
+  });
+  await core.commit();
+  onProgress?.(1);
+}
+
+/** Under the lock: unshare the path (identity edit), then copy every block still counted twice. */
+async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, end: number): Promise<void> {
+  const entries = await core.trees.lookup(rec.root, start, end);
+  if (entries.length > 0) {
+    // Re-inserting the same mapping shadows every shared node on the path; a block that was shared
+    // only through a shared leaf then shows a count of 2 and is copied below.
+    for (const e of entries) await core.space.addRange(e.pba, e.lengthBlocks, 1);
+    const edited = await core.trees.edit(rec.root, start, end, entries);
+    for (const e of entries) await core.space.addRange(e.pba, e.lengthBlocks, -1);
+    rec.root = edited.root;
+    const copies: LeafEntry[] = [];
+    for (const e of entries) {
+      for (let i = 0; i < e.lengthBlocks; i++) {
+        if ((await core.space.get(e.pba + i)) > 1) copies.push({ lba: e.lba + i, pba: e.pba + i, lengthBlocks: 1, crcs: e.crcs.subarray(i, i + 1) });
+      }
+    }
+    for (const c of copies) {
+      const data = Buffer.alloc(BLOCK_SIZE_BYTES);
+      await core.device.read(c.pba, data);
+      if (crc32c(data) !== c.crcs[0]) { core.checksumErrors++; throw new ChecksumError(c.pba, 'data block (flatten)'); }
+      const [run] = await core.space.reserve(1, false);
+      try {
+        await core.device.write(run!.pba, data);
+        const r = await core.trees.edit(rec.root, c.lba, c.lba + 1, [{ lba: c.lba, pba: run!.pba, lengthBlocks: 1, crcs: Uint32Array.of(c.crcs[0]!) }]);
+        rec.root = r.root;
+      } finally {
+        core.space.unreserve([run!]);
+      }
+    }
+  }
+  rec.flattenCursor = end + 1;
+  await core.catalog.save(rec);
+}

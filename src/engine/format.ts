@@ -1,0 +1,143 @@
+// Encoding and decoding of every metadata block: the common header (magic, type, crc32c, own block
+// number, generation) and the payload of each type. Checked right before a write and right after a read.
+import { crc32c } from '@node-rs/crc32';
+import {
+  BLOCK_SIZE_BYTES, META_HEADER_BYTES, META_MAGIC, META_PAYLOAD_BYTES, LEAF_ENTRY_FIXED_BYTES,
+  BRANCH_FANOUT_MAX, RADIX_FANOUT, REFCOUNTS_PER_PAGE, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES,
+} from './constants.js';
+import { assert, ChecksumError } from './errors.js';
+
+export const enum MetaType { Leaf = 1, Branch = 2, Radix = 3, CountPage = 4, CatalogPage = 5 }
+
+/** One mapping: `lengthBlocks` logical blocks from `lba` live at physical blocks from `pba`. */
+export interface LeafEntry { lba: number; pba: number; lengthBlocks: number; crcs: Uint32Array }
+
+export interface LeafNode { type: MetaType.Leaf; block: number; txn: number; entries: LeafEntry[] }
+export interface BranchNode { type: MetaType.Branch; block: number; txn: number; keys: number[]; children: number[] }
+export interface RadixNode { type: MetaType.Radix; block: number; txn: number; ptrs: Float64Array; free: Float64Array }
+export interface CountPage { type: MetaType.CountPage; block: number; txn: number; counts: Uint32Array }
+export interface CatalogPage { type: MetaType.CatalogPage; block: number; txn: number; records: Buffer }
+export type TreeNode = LeafNode | BranchNode;
+export type MetaObject = TreeNode | RadixNode | CountPage | CatalogPage;
+
+export function leafEntryBytes(entry: LeafEntry): number { return LEAF_ENTRY_FIXED_BYTES + 4 * entry.lengthBlocks; }
+export function leafBytes(entries: LeafEntry[]): number {
+  let total = 0;
+  for (const e of entries) total += leafEntryBytes(e);
+  return total;
+}
+
+function writeU64(buf: Buffer, off: number, value: number): void {
+  buf.writeUInt32LE(value % 0x100000000, off);
+  buf.writeUInt32LE(Math.floor(value / 0x100000000), off + 4);
+}
+function readU64(buf: Buffer, off: number): number {
+  return buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 0x100000000;
+}
+export { writeU64, readU64 };
+
+function payloadCount(obj: MetaObject): number {
+  switch (obj.type) {
+    case MetaType.Leaf: return obj.entries.length;
+    case MetaType.Branch: return obj.children.length;
+    default: return 0;
+  }
+}
+
+/** Serializes an object into a fresh block with header and checksum; asserts its invariants first. */
+export function encodeMeta(obj: MetaObject): Buffer {
+  const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
+  buf.writeUInt32LE(META_MAGIC, 0);
+  buf.writeUInt8(obj.type, 4);
+  buf.writeUInt16LE(payloadCount(obj), 6);
+  writeU64(buf, 16, obj.block);
+  writeU64(buf, 24, obj.txn);
+  let off = META_HEADER_BYTES;
+  switch (obj.type) {
+    case MetaType.Leaf: {
+      assert(leafBytes(obj.entries) <= META_PAYLOAD_BYTES, 'leaf overflows its block');
+      let prevEnd = -1;
+      for (const e of obj.entries) {
+        assert(e.lba >= prevEnd && e.lengthBlocks > 0 && e.crcs.length === e.lengthBlocks, 'leaf entries sorted, non-overlapping');
+        prevEnd = e.lba + e.lengthBlocks;
+        writeU64(buf, off, e.lba); writeU64(buf, off + 8, e.pba); buf.writeUInt32LE(e.lengthBlocks, off + 16);
+        off += LEAF_ENTRY_FIXED_BYTES;
+        for (let i = 0; i < e.lengthBlocks; i++, off += 4) buf.writeUInt32LE(e.crcs[i]!, off);
+      }
+      break;
+    }
+    case MetaType.Branch: {
+      assert(obj.children.length > 0 && obj.children.length <= BRANCH_FANOUT_MAX, 'branch fill bounds');
+      for (let i = 0; i < obj.children.length; i++, off += 16) {
+        assert(i === 0 || obj.keys[i]! > obj.keys[i - 1]!, 'branch keys sorted');
+        assert(obj.children[i]! >= 2, 'branch child is a real block');
+        writeU64(buf, off, obj.keys[i]!); writeU64(buf, off + 8, obj.children[i]!);
+      }
+      break;
+    }
+    case MetaType.Radix:
+      for (let i = 0; i < RADIX_FANOUT; i++, off += 16) { writeU64(buf, off, obj.ptrs[i]!); writeU64(buf, off + 8, obj.free[i]!); }
+      break;
+    case MetaType.CountPage:
+      Buffer.from(obj.counts.buffer, obj.counts.byteOffset, REFCOUNTS_PER_PAGE * 4).copy(buf, off);
+      break;
+    case MetaType.CatalogPage:
+      obj.records.copy(buf, off, 0, CATALOG_RECORDS_PER_PAGE * CATALOG_RECORD_BYTES);
+      break;
+  }
+  buf.writeUInt32LE(crc32c(buf), 8);
+  return buf;
+}
+
+/** Verifies header and checksum of a block read from `block`, then decodes it. */
+export function decodeMeta(buf: Buffer, block: number, expectType?: MetaType): MetaObject {
+  const stored = buf.readUInt32LE(8);
+  buf.writeUInt32LE(0, 8);
+  const actual = crc32c(buf);
+  buf.writeUInt32LE(stored, 8);
+  if (buf.readUInt32LE(0) !== META_MAGIC || stored !== actual || readU64(buf, 16) !== block) {
+    throw new ChecksumError(block, 'metadata block');
+  }
+  const type = buf.readUInt8(4) as MetaType;
+  if (expectType !== undefined && type !== expectType && !(expectType === MetaType.Leaf && type === MetaType.Branch)) {
+    throw new ChecksumError(block, `metadata block (type ${type}, expected ${expectType})`);
+  }
+  const txn = readU64(buf, 24);
+  const count = buf.readUInt16LE(6);
+  let off = META_HEADER_BYTES;
+  switch (type) {
+    case MetaType.Leaf: {
+      const entries: LeafEntry[] = [];
+      for (let i = 0; i < count; i++) {
+        const lba = readU64(buf, off), pba = readU64(buf, off + 8), lengthBlocks = buf.readUInt32LE(off + 16);
+        off += LEAF_ENTRY_FIXED_BYTES;
+        const crcs = new Uint32Array(lengthBlocks);
+        for (let j = 0; j < lengthBlocks; j++, off += 4) crcs[j] = buf.readUInt32LE(off);
+        entries.push({ lba, pba, lengthBlocks, crcs });
+      }
+      return { type, block, txn, entries };
+    }
+    case MetaType.Branch: {
+      const keys: number[] = [], children: number[] = [];
+      for (let i = 0; i < count; i++, off += 16) { keys.push(readU64(buf, off)); children.push(readU64(buf, off + 8)); }
+      return { type, block, txn, keys, children };
+    }
+    case MetaType.Radix: {
+      const ptrs = new Float64Array(RADIX_FANOUT), free = new Float64Array(RADIX_FANOUT);
+      for (let i = 0; i < RADIX_FANOUT; i++, off += 16) { ptrs[i] = readU64(buf, off); free[i] = readU64(buf, off + 8); }
+      return { type, block, txn, ptrs, free };
+    }
+    case MetaType.CountPage: {
+      const counts = new Uint32Array(REFCOUNTS_PER_PAGE);
+      for (let i = 0; i < REFCOUNTS_PER_PAGE; i++, off += 4) counts[i] = buf.readUInt32LE(off);
+      return { type, block, txn, counts };
+    }
+    case MetaType.CatalogPage: {
+      const records = Buffer.alloc(CATALOG_RECORDS_PER_PAGE * CATALOG_RECORD_BYTES);
+      buf.copy(records, 0, off, off + records.length);
+      return { type, block, txn, records };
+    }
+    default:
+      throw new ChecksumError(block, `metadata block of unknown type ${type}`);
+  }
+}

@@ -1,0 +1,326 @@
+// The pool: lifecycle (create, open, close), transactions and commit, the background freeing of
+// dropped trees, and the wiring of store, space map, catalog and trees. Catalog operations live in
+// catalog-ops.ts and the data path in data-path.ts; both run on the PoolCore state defined here.
+import { randomUUID } from 'node:crypto';
+import {
+  BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FIRST_FREE_BLOCK,
+  dirtyObjectsMax, metaReserveBlocks,
+} from './constants.js';
+import type { Device } from './device/device.js';
+import { MetaStore } from './meta-store.js';
+import { SpaceMap } from './space-map.js';
+import { Catalog, RecordKind, type CatalogRecord } from './catalog.js';
+import { Trees } from './btree.js';
+import { Mutex } from './mutex.js';
+import { encodeSuperblock, readSuperblock, type Superblock } from './superblock.js';
+import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, assert } from './errors.js';
+import type { CheckReport, PoolOptions, TargetEvent } from './types.js';
+import { CairnEngine } from './engine.js';
+import { checkDevice } from './check.js';
+
+export class PoolCore {
+  readonly mutex = new Mutex();
+  readonly trees: Trees;
+  readonly nowMs: () => number;
+  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  private commitChain: Promise<void> = Promise.resolve();
+  private queuedCommit: Promise<void> | null = null;
+  private commitTimer: NodeJS.Timeout | null = null;
+  private gcScheduled = false;
+  private readonly listeners = new Set<(e: TargetEvent) => void>();
+  /** Commits completed; reads record it at start so frees wait for them. */
+  private readEpoch = 0;
+  private readonly activeReads = new Map<number, number>();
+  durableGeneration: number;
+  checksumErrors = 0;
+  poisoned: Error | null = null;
+  closed = false;
+  readonly dirtyMax: number;
+  readonly commitIntervalMs: number;
+
+  constructor(
+    readonly device: Device,
+    readonly store: MetaStore,
+    readonly space: SpaceMap,
+    readonly catalog: Catalog,
+    public sb: Superblock,
+    opts: PoolOptions,
+  ) {
+    this.trees = new Trees(store, space);
+    this.nowMs = opts.nowMs ?? Date.now;
+    this.log = opts.log ?? (() => undefined);
+    this.durableGeneration = sb.generation;
+    this.dirtyMax = dirtyObjectsMax(sb.totalBlocks);
+    this.commitIntervalMs = opts.commitIntervalMs ?? COMMIT_INTERVAL_MS_DEFAULT;
+  }
+
+  // ---- lifecycle ----
+
+  static async create(device: Device, opts: PoolOptions = {}): Promise<PoolCore> {
+    const totalBlocks = device.sizeBlocks;
+    if (totalBlocks < 256) throw new CairnError('invalid_size', `pool needs at least 1 MiB, device has ${totalBlocks} blocks`);
+    await device.write(0, Buffer.alloc(BLOCK_SIZE_BYTES * FIRST_FREE_BLOCK));
+    const sb: Superblock = { generation: 0, totalBlocks, spaceRoot: 0, catalogRoot: 0, catalogSlots: 0, nextId: 1, poolUuid: randomUUID() };
+    const core = await PoolCore.assemble(device, sb, opts);
+    await core.mutex.run(async () => {
+      for (let b = 0; b < FIRST_FREE_BLOCK; b++) await core.space.incref(b);
+      await core.catalog.array.page(0, true); // materialize an (empty) catalog so the root exists
+    });
+    await core.commit();
+    return core;
+  }
+
+  static async open(device: Device, opts: PoolOptions = {}): Promise<PoolCore> {
+    const sb = await readSuperblock(device);
+    if (sb.totalBlocks > device.sizeBlocks) throw new PoolCorrupt(`pool claims ${sb.totalBlocks} blocks, device has ${device.sizeBlocks}`);
+    const core = await PoolCore.assemble(device, sb, opts);
+    await core.catalog.load();
+    core.scheduleGc();
+    return core;
+  }
+
+  private static async assemble(device: Device, sb: Superblock, opts: PoolOptions): Promise<PoolCore> {
+    const store = new MetaStore(device, sb.generation + 1, opts.cacheBytesMax ?? CACHE_BYTES_DEFAULT);
+    const space = new SpaceMap(store, sb.spaceRoot, sb.totalBlocks, metaReserveBlocks(sb.totalBlocks));
+    await space.init();
+    const catalog = new Catalog(store, sb.catalogRoot, sb.catalogSlots, (old) => space.decref(old));
+    return new PoolCore(device, store, space, catalog, sb, opts);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (!this.poisoned) await this.flush();
+    await this.mutex.run(async () => {
+      this.closed = true;
+      if (this.commitTimer) clearTimeout(this.commitTimer);
+      this.commitTimer = null;
+    });
+    await this.commitChain;
+    await this.device.close();
+  }
+
+  ensureUsable(): void {
+    if (this.closed) throw new PoolClosed();
+    if (this.poisoned) throw new IoError(`pool stopped after a failed commit (${this.poisoned.message}); reopen it`);
+  }
+
+  // ---- events and reads in flight ----
+
+  onTargetEvent(listener: (e: TargetEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+  emit(event: TargetEvent): void { for (const l of this.listeners) l(event); }
+
+  beginRead(): number {
+    const epoch = this.readEpoch;
+    this.activeReads.set(epoch, (this.activeReads.get(epoch) ?? 0) + 1);
+    return epoch;
+  }
+  endRead(epoch: number): void {
+    const n = this.activeReads.get(epoch)! - 1;
+    if (n === 0) this.activeReads.delete(epoch); else this.activeReads.set(epoch, n);
+    this.space.releaseQuarantine(this.oldestReadEpoch());
+  }
+  private oldestReadEpoch(): number {
+    let oldest = Infinity;
+    for (const e of this.activeReads.keys()) oldest = Math.min(oldest, e);
+    return oldest;
+  }
+
+  // ---- mutations and commit ----
+
+  /**
+   * Runs a metadata mutation under the lock. An assertion failure inside stops the pool: the
+   * in-memory state can no longer be trusted, and the durable state is still intact.
+   */
+  async mutate<T>(fn: () => Promise<T>): Promise<T> {
+    this.ensureUsable();
+    const release = await this.mutex.lock();
+    try {
+      this.ensureUsable();
+      return await fn();
+    } catch (err) {
+      if (err instanceof AssertionError) {
+        this.poisoned = err;
+        this.log('engine_assertion', { message: err.message });
+      }
+      throw err;
+    } finally {
+      this.store.trim();
+      release();
+      this.afterMutation();
+    }
+  }
+
+  private afterMutation(): void {
+    if (this.store.dirty.size >= this.dirtyMax) void this.commit().catch(() => undefined);
+    else if (this.commitIntervalMs > 0 && !this.commitTimer && this.store.dirty.size > 0 && !this.closed) {
+      this.commitTimer = setTimeout(() => {
+        this.commitTimer = null;
+        void this.commit().catch(() => undefined);
+      }, this.commitIntervalMs);
+      this.commitTimer.unref();
+    }
+  }
+
+  /** Every write completed before this call is durable when it resolves (group commit). */
+  flush(): Promise<void> {
+    this.ensureUsable();
+    return this.commit();
+  }
+
+  commit(): Promise<void> {
+    if (this.queuedCommit) return this.queuedCommit;
+    const run = this.commitChain.then(() => {
+      this.queuedCommit = null;
+      return this.commitNow();
+    });
+    this.queuedCommit = run;
+    this.commitChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async commitNow(): Promise<void> {
+    if (this.poisoned) throw new IoError(`pool stopped after a failed commit (${this.poisoned.message}); reopen it`);
+    const started = Date.now();
+    const release = await this.mutex.lock();
+    let writes: { block: number; data: Buffer }[];
+    let freed: Set<number>;
+    let sb: Superblock;
+    try {
+      if (this.store.dirty.size === 0 && this.space.pendingFree.size === 0) return;
+      // Pages of the space map and catalog get their new locations now; allocating one may dirty
+      // another page, so repeat until every dirty object has a place.
+      for (;;) {
+        const unlocated = [...this.space.array.unlocated(), ...this.catalog.array.unlocated()];
+        if (unlocated.length === 0) break;
+        for (const obj of unlocated) {
+          obj.block = await this.space.allocMeta();
+          this.store.put(obj);
+        }
+      }
+      this.space.array.fillPointers();
+      this.catalog.array.fillPointers();
+      const generation = this.store.txn;
+      writes = this.store.takeDirtyForCommit();
+      this.space.array.afterCommit();
+      this.catalog.array.afterCommit();
+      freed = this.space.pendingFree;
+      this.space.pendingFree = new Set();
+      sb = {
+        ...this.sb, generation, spaceRoot: this.space.array.rootBlock, catalogRoot: this.catalog.array.rootBlock,
+        catalogSlots: this.catalog.slotsUsed,
+      };
+      this.sb = sb;
+    } catch (err) {
+      this.poisoned = err instanceof Error ? err : new Error(String(err));
+      throw err;
+    } finally {
+      release();
+    }
+    try {
+      await this.writeCoalesced(writes);
+      await this.device.flush();
+      // engine.md: the superblock goes last, in the slot the previous commit did not use.
+      await this.device.write(sb.generation % 2, encodeSuperblock(sb));
+      await this.device.flush();
+    } catch (err) {
+      this.poisoned = err instanceof Error ? err : new Error(String(err));
+      this.log('commit_failed', { generation: sb.generation, error: this.poisoned.message });
+      throw new IoError(`commit failed: ${this.poisoned.message}`);
+    }
+    this.durableGeneration = sb.generation;
+    this.readEpoch++;
+    this.space.committed(freed, this.readEpoch);
+    this.space.releaseQuarantine(this.oldestReadEpoch());
+    this.log('commit', { generation: sb.generation, metaBlocks: writes.length, freedBlocks: freed.size, durationMs: Date.now() - started });
+    this.scheduleGc();
+  }
+
+  private async writeCoalesced(writes: { block: number; data: Buffer }[]): Promise<void> {
+    let i = 0;
+    const pending: Promise<void>[] = [];
+    while (i < writes.length) {
+      let j = i + 1;
+      while (j < writes.length && writes[j]!.block === writes[j - 1]!.block + 1 && j - i < 256) j++;
+      const run = writes.slice(i, j);
+      pending.push(this.device.write(run[0]!.block, run.length === 1 ? run[0]!.data : Buffer.concat(run.map((w) => w.data))));
+      i = j;
+      if (pending.length >= 16) await Promise.all(pending.splice(0));
+    }
+    await Promise.all(pending);
+  }
+
+  // ---- dropping trees ----
+
+  /** Queues one reference to a tree root for freeing (in the catalog, so it survives a crash). */
+  async dropTree(root: number): Promise<void> {
+    if (root === 0) return;
+    await this.catalog.add({
+      kind: RecordKind.DeadNode, flags: 0, id: 0, root, sizeBytes: 0, mappedBlocks: 0, createdMs: 0,
+      parentId: 0, originSnapId: 0, flattenCursor: 0, seq: 0, name: '',
+    });
+  }
+
+  /** Frees up to `nodesMax` queued nodes; returns how many remain. Call under the lock. */
+  async freeSomeNodes(nodesMax: number): Promise<number> {
+    let done = 0;
+    while (done < nodesMax && this.catalog.deadNodes.length > 0) {
+      const rec: CatalogRecord = this.catalog.deadNodes[this.catalog.deadNodes.length - 1]!;
+      const children = await this.trees.dropRef(rec.root);
+      await this.catalog.remove(rec);
+      for (const c of children) await this.dropTree(c);
+      done++;
+    }
+    return this.catalog.deadNodes.length;
+  }
+
+  scheduleGc(): void {
+    if (this.gcScheduled || this.catalog.deadNodes.length === 0 || this.closed || this.poisoned) return;
+    this.gcScheduled = true;
+    setImmediate(() => {
+      this.gcScheduled = false;
+      if (this.closed || this.poisoned) return;
+      void this.mutate(() => this.freeSomeNodes(DELETE_NODES_PER_STEP))
+        .then(() => this.commit())
+        .catch((err: unknown) => this.log('gc_failed', { error: err instanceof Error ? err.message : String(err) }));
+    });
+  }
+
+  /** Frees every queued node now (tests, close). */
+  async drainDeletes(): Promise<void> {
+    while (this.catalog.deadNodes.length > 0) {
+      await this.mutate(() => this.freeSomeNodes(DELETE_NODES_PER_STEP));
+      await this.commit();
+    }
+  }
+
+  assertLocked(): void { assert(!this.closed, 'pool open'); }
+}
+
+// ---- device-level entry points (files: pool-file.ts) ----
+
+/** Creates a new, empty pool on `device` (its whole size). */
+export async function createPool(device: Device, opts: PoolOptions = {}): Promise<CairnEngine> {
+  return new CairnEngine(await PoolCore.create(device, opts));
+}
+
+/** Opens the pool on `device`: reads the superblocks and the catalog, no data blocks, no repair. */
+export async function openPool(device: Device, opts: PoolOptions = {}): Promise<CairnEngine> {
+  const engine = new CairnEngine(await PoolCore.open(device, opts));
+  resumeFlattens(engine);
+  return engine;
+}
+
+/** Offline consistency check of the pool on `device` (nothing else may hold it). */
+export function checkPool(device: Device): Promise<CheckReport> { return checkDevice(device); }
+
+function resumeFlattens(engine: CairnEngine): void {
+  for (const v of engine.listVolumes()) {
+    if (v.flattenProgress !== null) {
+      void engine.flattenVolume(v.name).catch((err: unknown) =>
+        engine.core.log('flatten_resume_failed', { volume: v.name, error: err instanceof Error ? err.message : String(err) }));
+    }
+  }
+}

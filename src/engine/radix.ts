@@ -1,0 +1,201 @@
+// A paged array on disk: fixed-size pages of records under a radix tree of pointer blocks whose
+// entries also carry a per-subtree free-record count (so free space is found without scanning).
+// Used for the space map (reference counts) and the catalog. Pages and radix nodes are never shared;
+// a dirtied one gets a new location at commit (assignLocations), so nothing durable is overwritten.
+import { RADIX_FANOUT } from './constants.js';
+import { MetaType, type RadixNode, type CountPage, type CatalogPage, type MetaObject } from './format.js';
+import type { MetaStore } from './meta-store.js';
+import { assert } from './errors.js';
+
+export type Page = CountPage | CatalogPage;
+type Child = RadixNode | Page;
+
+interface DirtyRadix extends RadixNode { kids?: (Child | undefined)[] }
+
+export class RadixArray<P extends Page> {
+  private root: DirtyRadix | null = null;
+  readonly depth: number;
+  readonly pagesCapacity: number;
+
+  constructor(
+    private readonly store: MetaStore,
+    public rootBlock: number,
+    readonly totalRecords: number,
+    readonly recordsPerPage: number,
+    private readonly pageType: MetaType.CountPage | MetaType.CatalogPage,
+    private readonly newPage: () => P,
+    /** Called when an existing object's old location stops being referenced (space-map decref). */
+    private readonly releaseOld: (block: number) => Promise<void>,
+  ) {
+    this.pagesCapacity = Math.ceil(totalRecords / recordsPerPage);
+    let depth = 1;
+    while (RADIX_FANOUT ** depth < this.pagesCapacity) depth++;
+    this.depth = depth;
+  }
+
+  /** Records covered by child `i` of a node at `level` whose first page is `firstPage`. */
+  private childRecords(level: number, firstPage: number, i: number): number {
+    const spanPages = RADIX_FANOUT ** (level - 1);
+    const firstRecord = (firstPage + i * spanPages) * this.recordsPerPage;
+    return Math.max(0, Math.min(spanPages * this.recordsPerPage, this.totalRecords - firstRecord));
+  }
+
+  private emptyRadix(level: number, firstPage: number): DirtyRadix {
+    const ptrs = new Float64Array(RADIX_FANOUT), free = new Float64Array(RADIX_FANOUT);
+    for (let i = 0; i < RADIX_FANOUT; i++) free[i] = this.childRecords(level, firstPage, i);
+    return { type: MetaType.Radix, block: 0, txn: 0, ptrs, free };
+  }
+
+  private async loadRoot(forWrite: boolean): Promise<DirtyRadix | null> {
+    if (this.root && (this.store.isDirty(this.root) || !forWrite)) return this.root;
+    let node: DirtyRadix | null = this.root;
+    if (!node && this.rootBlock !== 0) node = await this.store.load<RadixNode>(this.rootBlock, MetaType.Radix);
+    if (!node) {
+      if (!forWrite) return null;
+      node = this.emptyRadix(this.depth, 0);
+    }
+    if (forWrite && !this.store.isDirty(node)) {
+      const old = node.block;
+      this.store.markDirty(node);
+      node.block = 0;
+      node.kids = undefined;
+      this.root = node;
+      if (old !== 0) { this.store.forget(old); await this.releaseOld(old); }
+    }
+    this.root = node;
+    return node;
+  }
+
+  /** The page holding `pageIndex`; with forWrite the whole path is dirty in this transaction. */
+  async page(pageIndex: number, forWrite: boolean): Promise<P | null> {
+    assert(pageIndex >= 0 && pageIndex < this.pagesCapacity, `page index ${pageIndex} in range`);
+    let node = await this.loadRoot(forWrite);
+    if (!node) return null;
+    let firstPage = 0;
+    for (let level = this.depth; level >= 1; level--) {
+      const spanPages = RADIX_FANOUT ** (level - 1);
+      const i = Math.floor((pageIndex - firstPage) / spanPages);
+      const childFirst = firstPage + i * spanPages;
+      let child: Child | null = node.kids?.[i] ?? null;
+      if (!child && node.ptrs[i]! !== 0) {
+        child = await this.store.load<Child>(node.ptrs[i]!, level === 1 ? this.pageType : MetaType.Radix);
+      }
+      if (!child) {
+        if (!forWrite) return null;
+        child = level === 1 ? this.newPage() : this.emptyRadix(level - 1, childFirst);
+      }
+      if (forWrite && !this.store.isDirty(child)) {
+        const old = child.block;
+        this.store.markDirty(child);
+        child.block = 0;
+        if (child.type === MetaType.Radix) (child as DirtyRadix).kids = undefined;
+        (node.kids ??= new Array<Child | undefined>(RADIX_FANOUT))[i] = child;
+        if (old !== 0) { this.store.forget(old); await this.releaseOld(old); }
+      } else if (forWrite) {
+        (node.kids ??= new Array<Child | undefined>(RADIX_FANOUT))[i] = child;
+      }
+      if (level === 1) return child as P;
+      node = child as DirtyRadix;
+      firstPage = childFirst;
+    }
+    throw new Error('unreachable');
+  }
+
+  /** Adjusts the free-record summary on the (dirty) path to `pageIndex`. */
+  adjustFree(pageIndex: number, delta: number): void {
+    let node = this.root;
+    assert(node !== null && this.store.isDirty(node), 'free summary adjusted on a dirty path');
+    let firstPage = 0;
+    for (let level = this.depth; level >= 1; level--) {
+      const spanPages = RADIX_FANOUT ** (level - 1);
+      const i = Math.floor((pageIndex - firstPage) / spanPages);
+      node.free[i] = node.free[i]! + delta;
+      assert(node.free[i]! >= 0, 'free summary stays non-negative');
+      if (level === 1) return;
+      const child = node.kids?.[i];
+      assert(child !== undefined && child.type === MetaType.Radix, 'dirty path to page');
+      node = child as DirtyRadix;
+      firstPage += i * spanPages;
+    }
+  }
+
+  /** Total free records (sum of the root summary). */
+  async freeTotal(): Promise<number> {
+    const root = await this.loadRoot(false);
+    if (!root) return this.totalRecords;
+    let sum = 0;
+    for (let i = 0; i < RADIX_FANOUT; i++) sum += root.free[i]!;
+    return sum;
+  }
+
+  /**
+   * First page index ≥ `fromPage` whose subtree reports free records, or -1. Absent subtrees are
+   * wholly free. Walks the summaries only.
+   */
+  async nextPageWithFree(fromPage: number): Promise<number> {
+    const root = await this.loadRoot(false);
+    if (!root) return fromPage < this.pagesCapacity ? fromPage : -1;
+    return this.searchFree(root, this.depth, 0, fromPage);
+  }
+
+  private async searchFree(node: DirtyRadix, level: number, firstPage: number, fromPage: number): Promise<number> {
+    const spanPages = RADIX_FANOUT ** (level - 1);
+    const start = Math.max(0, Math.floor((fromPage - firstPage) / spanPages));
+    for (let i = start; i < RADIX_FANOUT; i++) {
+      const childFirst = firstPage + i * spanPages;
+      if (childFirst >= this.pagesCapacity) return -1;
+      if (node.free[i]! <= 0) continue;
+      if (level === 1) return Math.max(childFirst, fromPage);
+      let child: Child | null = node.kids?.[i] ?? null;
+      if (!child && node.ptrs[i]! !== 0) child = await this.store.load<RadixNode>(node.ptrs[i]!, MetaType.Radix);
+      if (!child) return Math.max(childFirst, fromPage);
+      const found = await this.searchFree(child as DirtyRadix, level - 1, childFirst, Math.max(childFirst, fromPage));
+      if (found >= 0) return found;
+    }
+    return -1;
+  }
+
+  /** Dirty objects of this array that still need a location. */
+  unlocated(): MetaObject[] {
+    const out: MetaObject[] = [];
+    const visit = (node: DirtyRadix): void => {
+      if (!this.store.isDirty(node)) return;
+      if (node.block === 0) out.push(node);
+      for (const kid of node.kids ?? []) {
+        if (!kid || !this.store.isDirty(kid)) continue;
+        if (kid.type === MetaType.Radix) visit(kid as DirtyRadix);
+        else if (kid.block === 0) out.push(kid);
+      }
+    };
+    if (this.root) visit(this.root);
+    return out;
+  }
+
+  /** After every dirty object has a location: write child locations into the parents. */
+  fillPointers(): void {
+    const visit = (node: DirtyRadix): void => {
+      if (!this.store.isDirty(node)) return;
+      node.kids?.forEach((kid, i) => {
+        if (!kid) return;
+        assert(kid.block >= 2, 'located child');
+        node.ptrs[i] = kid.block;
+        if (kid.type === MetaType.Radix) visit(kid as DirtyRadix);
+      });
+    };
+    if (this.root && this.store.isDirty(this.root)) {
+      visit(this.root);
+      assert(this.root.block >= 2, 'located root');
+      this.rootBlock = this.root.block;
+    }
+  }
+
+  /** Drops in-memory child links once committed; children stay reachable through ptrs and the cache. */
+  afterCommit(): void {
+    const visit = (node: DirtyRadix | undefined): void => {
+      if (!node || !node.kids) return;
+      for (const kid of node.kids) if (kid && kid.type === MetaType.Radix) visit(kid as DirtyRadix);
+      node.kids = undefined;
+    };
+    visit(this.root ?? undefined);
+  }
+}
