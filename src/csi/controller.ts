@@ -9,7 +9,7 @@ import { alreadyExists, invalidArgument, notFound, outOfRange, unimplemented } f
 import type {
   CapacityRange, CreateVolumeRequest, Map, Snapshot, Volume, VolumeCapability, VolumeCondition, VolumeContentSource,
 } from './messages.js';
-import { cairnNameFor, pageOf, parseSnapshotId } from './names.js';
+import { cairnNameFor, decodePageToken, pageOf, parseSnapshotId } from './names.js';
 import { OperationLocks } from './locks.js';
 import { checkParameters } from './parameters.js';
 
@@ -103,10 +103,13 @@ export class ControllerService {
     checkParameters(req.parameters, 'CreateVolume');
     const bounds = boundsOf(req.capacity_range);
     const source = requestedSource(req.volume_content_source);
+    const blankSizeBytes = source ? 0 : sizeFor(bounds, 0); // OUT_OF_RANGE before touching the daemon
     return this.locks.run([name], async () => {
       const existing = await this.call(() => this.api.getVolume(name), `get volume ${name}`);
       if (existing) return { volume: this.sameVolume(existing, bounds, source?.from ?? null) };
-      const created = source ? await this.cloneFrom(name, source, bounds) : await this.createBlank(name, bounds);
+      const created = source
+        ? await this.cloneFrom(name, source, bounds)
+        : await this.call(() => this.api.createVolume(name, blankSizeBytes), `create volume ${name}`);
       return { volume: toCsiVolume(created) };
     });
   }
@@ -119,11 +122,6 @@ export class ControllerService {
       throw alreadyExists(`volume ${existing.name} exists with another content source (${originKey(existing) ?? 'none'})`);
     }
     return toCsiVolume(existing);
-  }
-
-  private async createBlank(name: string, bounds: Bounds): Promise<ApiVolume> {
-    const sizeBytes = sizeFor(bounds, 0);
-    return this.call(() => this.api.createVolume(name, sizeBytes), `create volume ${name}`);
   }
 
   /** An O(1) Cairn clone, grown afterwards when the range asks for more than the source. */
@@ -193,6 +191,7 @@ export class ControllerService {
 
   async ListVolumes(req: { max_entries: number; starting_token: string }): Promise<unknown> {
     if (req.max_entries < 0) throw invalidArgument('max_entries must not be negative');
+    decodePageToken(req.starting_token); // ABORTED for a bad token, before asking the daemon
     const vols = await this.call(() => this.api.listVolumes(), 'list volumes');
     const max = req.max_entries === 0 ? listEntriesMax : Math.min(req.max_entries, listEntriesMax);
     const { page, nextToken } = pageOf(vols, (v) => v.name, max, req.starting_token);
@@ -271,6 +270,7 @@ export class ControllerService {
     max_entries: number; starting_token: string; source_volume_id: string; snapshot_id: string;
   }): Promise<unknown> {
     if (req.max_entries < 0) throw invalidArgument('max_entries must not be negative');
+    decodePageToken(req.starting_token);
     let snaps = await this.call(() => this.api.listSnapshots(), 'list snapshots');
     // CSI spec, ListSnapshots: a filter naming something that does not exist gives an empty list.
     if (req.snapshot_id !== '') snaps = snaps.filter((s) => s.fullName === req.snapshot_id);
