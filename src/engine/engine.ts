@@ -315,7 +315,7 @@ export class CairnEngine implements Engine {
     return rec;
   }
 
-  read(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.core.ensureUsable();
     return readRange(this.core, this.byId(id), offsetBytes, lengthBytes);
   }
@@ -338,13 +338,13 @@ export class CairnEngine implements Engine {
     if (opts.fua) await this.core.flush();
   }
 
-  flush(): Promise<void> { return this.core.flush(); }
+  async flush(): Promise<void> { return this.core.flush(); }
 
-  extents(id: number, offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+  async extents(id: number, offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
     return extentsOf(this.core, this.byId(id), offsetBytes, lengthBytes);
   }
 
-  changedSince(id: number, sinceFullName: string, offsetBytes: number, lengthBytes: number): Promise<ByteRange[]> {
+  async changedSince(id: number, sinceFullName: string, offsetBytes: number, lengthBytes: number): Promise<ByteRange[]> {
     const rec = this.byId(id);
     const since = this.snapshotRec(sinceFullName);
     return this.diffRecs(since, rec, offsetBytes, lengthBytes).then((ranges) => ranges

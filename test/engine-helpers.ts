@@ -1,0 +1,33 @@
+// Shared helpers for engine tests: temp pools on real files, and a pool-check assertion.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import { createPoolFile } from '../src/engine/index.js';
+import type { Engine } from '../src/engine/index.js';
+import type { CairnEngine } from '../src/engine/engine.js';
+
+export const MiB = 1024 * 1024;
+
+export async function tempPool(sizeBytes = 256 * MiB): Promise<{ engine: CairnEngine; path: string; cleanup: () => Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-test-'));
+  const path = join(dir, 'pool');
+  const engine = (await createPoolFile(path, sizeBytes, { commitIntervalMs: 0 })) as CairnEngine;
+  return {
+    engine, path,
+    cleanup: async () => { await engine.close().catch(() => undefined); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+export async function assertClean(engine: Engine): Promise<void> {
+  const report = await engine.check();
+  assert.deepEqual(report.problems, [], 'pool check finds no problems');
+  assert.equal(report.ok, true);
+}
+
+export function pattern(seed: number, bytes: number): Buffer {
+  const buf = Buffer.alloc(bytes);
+  let x = seed * 2654435761 >>> 0 || 1;
+  for (let i = 0; i < bytes; i += 4) { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; buf.writeUInt32LE(x, i); }
+  return buf;
+}
