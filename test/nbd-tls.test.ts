@@ -1,0 +1,100 @@
+// STARTTLS with X.509 certificates (server cert signed by a test CA made with openssl; optional client
+// certificates) and with TLS-PSK; TLS-required mode refuses plaintext clients. Clients: nbdinfo
+// (nbds:// URIs with tls-certificates / tls-psk-file) and qemu-io with a tls-creds-x509 object.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { mkdir, writeFile, copyFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { startFixture, runOk, run, MiB } from './nbd-harness.js';
+
+interface Pki { dir: string; ca: string; serverCert: string; serverKey: string; clientDir: string; clientWithCertDir: string }
+
+async function makePki(base: string): Promise<Pki> {
+  const dir = path.join(base, 'pki');
+  await mkdir(dir);
+  const p = (name: string): string => path.join(dir, name);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await runOk('openssl', ['req', '-x509', ...ec, '-keyout', p('ca-key.pem'), '-out', p('ca-cert.pem'), '-days', '2',
+    '-subj', '/CN=Cairn test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  const sign = async (name: string, subject: string, ext: string): Promise<void> => {
+    await runOk('openssl', ['req', ...ec, '-keyout', p(`${name}-key.pem`), '-out', p(`${name}.csr`), '-subj', subject]);
+    await writeFile(p(`${name}.ext`), ext);
+    await runOk('openssl', ['x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca-cert.pem'), '-CAkey', p('ca-key.pem'),
+      '-CAcreateserial', '-out', p(`${name}-cert.pem`), '-days', '2', '-extfile', p(`${name}.ext`)]);
+  };
+  await sign('server', '/CN=localhost', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
+  await sign('client', '/CN=cairn-client', 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n');
+  // Client credential directories in the layout libnbd and qemu expect.
+  const clientDir = path.join(base, 'client');
+  const clientWithCertDir = path.join(base, 'client-cert');
+  await mkdir(clientDir);
+  await mkdir(clientWithCertDir);
+  await copyFile(p('ca-cert.pem'), path.join(clientDir, 'ca-cert.pem'));
+  await copyFile(p('ca-cert.pem'), path.join(clientWithCertDir, 'ca-cert.pem'));
+  await copyFile(p('client-cert.pem'), path.join(clientWithCertDir, 'client-cert.pem'));
+  await copyFile(p('client-key.pem'), path.join(clientWithCertDir, 'client-key.pem'));
+  return { dir, ca: p('ca-cert.pem'), serverCert: p('server-cert.pem'), serverKey: p('server-key.pem'), clientDir, clientWithCertDir };
+}
+
+test('X.509 TLS: required mode serves TLS clients and refuses plaintext', async (t) => {
+  const setup = await startFixture(t); // only for its temp dir
+  const pki = await makePki(setup.dir);
+  const f = await startFixture(t, { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, required: true } });
+  await f.engine.createVolume('secret', 8 * MiB);
+  const tlsUri = `nbds://localhost:${f.server.port}/secret?tls-certificates=${pki.clientDir}`;
+  const info = await runOk('nbdinfo', [tlsUri]);
+  assert.match(info, /with TLS/);
+  await runOk('qemu-io', ['--object', `tls-creds-x509,id=tls0,endpoint=client,dir=${pki.clientDir}`,
+    '--image-opts', `driver=nbd,host=localhost,port=${f.server.port},export=secret,tls-creds=tls0`,
+    '-c', 'write -P 0x3c 0 1M', '-c', 'read -P 0x3c 0 1M']);
+  const plain = await run('nbdinfo', [`nbd://localhost:${f.server.port}/secret`]);
+  assert.notEqual(plain.code, 0, 'plaintext client refused');
+  const plainList = await run('nbdinfo', ['--list', `nbd://localhost:${f.server.port}`]);
+  assert.notEqual(plainList.code, 0, 'plaintext LIST refused');
+  // A client that does not trust our CA fails the handshake; the server keeps serving.
+  const strangerDir = path.join(setup.dir, 'stranger');
+  await mkdir(strangerDir);
+  await runOk('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', path.join(strangerDir, 'k.pem'), '-out', path.join(strangerDir, 'ca-cert.pem'), '-days', '1', '-subj', '/CN=other CA']);
+  const untrusted = await run('nbdinfo', [`nbds://localhost:${f.server.port}/secret?tls-certificates=${strangerDir}`]);
+  assert.notEqual(untrusted.code, 0);
+  await runOk('qemu-io', ['--object', `tls-creds-x509,id=tls0,endpoint=client,dir=${pki.clientDir}`,
+    '--image-opts', `driver=nbd,host=localhost,port=${f.server.port},export=secret,tls-creds=tls0`, '-r', '-c', 'read -P 0x3c 0 1M']);
+});
+
+test('X.509 TLS with client certificates: a CA file makes client certificates mandatory', async (t) => {
+  const setup = await startFixture(t);
+  const pki = await makePki(setup.dir);
+  const f = await startFixture(t, { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: pki.ca, required: true } });
+  await f.engine.createVolume('v', 4 * MiB);
+  await runOk('nbdinfo', ['--size', `nbds://localhost:${f.server.port}/v?tls-certificates=${pki.clientWithCertDir}`]);
+  const noCert = await run('nbdinfo', ['--size', `nbds://localhost:${f.server.port}/v?tls-certificates=${pki.clientDir}`]);
+  assert.notEqual(noCert.code, 0, 'a client without a certificate is refused');
+});
+
+test('TLS optional: plaintext and TLS clients are both served', async (t) => {
+  const setup = await startFixture(t);
+  const pki = await makePki(setup.dir);
+  const f = await startFixture(t, { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, required: false } });
+  await f.engine.createVolume('v', 4 * MiB);
+  assert.match(await runOk('nbdinfo', [`nbd://localhost:${f.server.port}/v`]), /without TLS/);
+  assert.match(await runOk('nbdinfo', [`nbds://localhost:${f.server.port}/v?tls-certificates=${pki.clientDir}`]), /with TLS/);
+});
+
+test('TLS-PSK: the right key is served, a wrong key is refused', async (t) => {
+  const setup = await startFixture(t);
+  const pskFile = path.join(setup.dir, 'keys.psk');
+  await writeFile(pskFile, `alice:${randomBytes(32).toString('hex')}\n`);
+  const wrongFile = path.join(setup.dir, 'wrong.psk');
+  await writeFile(wrongFile, `alice:${randomBytes(32).toString('hex')}\n`);
+  const f = await startFixture(t, { tls: { pskFile, required: true } });
+  await f.engine.createVolume('p', 8 * MiB);
+  const uri = (file: string): string => `nbds://alice@localhost:${f.server.port}/p?tls-psk-file=${file}`;
+  assert.match(await runOk('nbdinfo', [uri(pskFile)]), /with TLS/);
+  const wrong = await run('nbdinfo', [uri(wrongFile)]);
+  assert.notEqual(wrong.code, 0);
+  await runOk('qemu-io', ['--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${setup.dir},username=alice`,
+    '--image-opts', `driver=nbd,host=localhost,port=${f.server.port},export=p,tls-creds=tls0`,
+    '-c', 'write -P 0x99 0 64k', '-c', 'read -P 0x99 0 64k']);
+});
