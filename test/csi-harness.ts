@@ -14,9 +14,12 @@ const runningFromTs = fileURLToPath(import.meta.url).endsWith('.ts');
 
 /** The node argv that runs a repo module: src/*.ts under tsx, dist/src/*.js when compiled. */
 export function nodeArgsFor(srcRelativeTs: string): string[] {
-  if (runningFromTs) return ['--import', 'tsx', join(repoRoot, srcRelativeTs)];
+  if (runningFromTs) return ['--import', tsxLoader(), join(repoRoot, srcRelativeTs)];
   return [join(repoRoot, 'dist', srcRelativeTs.replace(/\.ts$/, '.js'))];
 }
+
+/** tsx as an absolute URL, so children started in another cwd still find it. */
+const tsxLoader = (): string => import.meta.resolve('tsx');
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -103,13 +106,14 @@ export interface Daemon { apiUrl: string; nbdAddress: string; stop(): Promise<vo
 
 /**
  * Starts a real `cairn serve` on a fresh sparse pool, API and NBD on ephemeral loopback ports.
- * The bound addresses are read from the daemon's own log/readiness line.
+ * The bound addresses are read from the daemon's JSON "ready" log line.
  */
 export async function startDaemon(dir: string, poolSize = '4G'): Promise<Daemon> {
   const cli = runningFromTs ? join(repoRoot, 'src', 'cli', 'main.ts') : join(repoRoot, 'bin', 'cairn.js');
-  const args = runningFromTs ? ['--import', 'tsx', cli] : [cli];
+  const args = runningFromTs ? ['--import', tsxLoader(), cli] : [cli];
   if (!existsSync(cli)) throw new Error(`cairn CLI not found at ${cli}`);
-  args.push('serve', '--pool', join(dir, 'cairn.pool'), '--pool-size', poolSize, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0');
+  args.push('serve', '--pool', join(dir, 'cairn.pool'), '--pool-size', poolSize, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0',
+    '--log-format', 'json');
   const child = spawn(process.execPath, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAIRN_LOG_FORMAT: 'json' } });
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { output += d; });
@@ -120,10 +124,13 @@ export async function startDaemon(dir: string, poolSize = '4G'): Promise<Daemon>
   while (apiUrl === '' || nbdAddress === '') {
     if (child.exitCode !== null) throw new Error(`cairn serve exited ${child.exitCode}: ${output}`);
     if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`cairn serve did not start: ${output}`); }
-    const api = /(http:\/\/127\.0\.0\.1:\d+)/.exec(output);
-    const nbd = /nbd:\/\/(127\.0\.0\.1:\d+)/.exec(output);
-    if (api) apiUrl = api[1]!;
-    if (nbd) nbdAddress = nbd[1]!;
+    for (const line of output.split('\n')) {
+      if (!line.startsWith('{') || !line.includes('"ready"')) continue;
+      const ready = JSON.parse(line) as { event?: string; api?: string; nbd?: string };
+      if (ready.event !== 'ready') continue;
+      apiUrl = ready.api ?? '';
+      nbdAddress = (ready.nbd ?? '').replace(/^nbd:\/\//, '');
+    }
     await sleep(50);
   }
   return {

@@ -29,10 +29,13 @@ function boundsOf(range: CapacityRange | null | undefined): Bounds {
   return { requiredBytes, limitBytes };
 }
 
-/** The size to create: required rounded up to 4 KiB, within the limit (OUT_OF_RANGE if not). */
+/**
+ * The size to create: required rounded up to 4 KiB, at least `minimumBytes` (a clone's source
+ * size), within the limit (OUT_OF_RANGE if not). Without a range: the source size, or 1 GiB.
+ */
 function sizeFor(bounds: Bounds, minimumBytes: number): number {
   let sizeBytes = bounds.requiredBytes > 0 ? roundUp(bounds.requiredBytes) : 0;
-  if (sizeBytes === 0) {
+  if (sizeBytes === 0 && minimumBytes === 0) {
     sizeBytes = bounds.limitBytes > 0 ? Math.min(volumeSizeBytesDefault, roundDown(bounds.limitBytes)) : volumeSizeBytesDefault;
   }
   sizeBytes = Math.max(sizeBytes, minimumBytes);
@@ -141,9 +144,8 @@ export class ControllerService {
       if (!vol) throw notFound(`source volume ${source.from} does not exist`);
       return vol.sizeBytes;
     }
-    const id = parseSnapshotId(source.from)!;
-    const snaps = await this.call(() => this.api.listSnapshots(id.volume), `list snapshots of ${id.volume}`)
-      .catch((err: unknown) => { if ((err as { code?: number }).code === 5) return []; throw err; });
+    // The list of all snapshots: those of a deleted volume live on (and can still be cloned).
+    const snaps = await this.call(() => this.api.listSnapshots(), 'list snapshots');
     const snap = snaps.find((s) => s.fullName === source.from);
     if (!snap) throw notFound(`source snapshot ${source.from} does not exist`);
     return snap.sizeBytes;
