@@ -25,8 +25,7 @@ export interface Api { app: FastifyInstance; routes: RouteTable }
 export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
   const base = {
     bodyLimit: jsonBodyBytesMax,
-    maxParamLength: 600,
-    disableRequestLogging: true,
+    routerOptions: { maxParamLength: 600 },
     // Unknown fields are errors (400), not silently dropped.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' as const, allErrors: false } },
   };

@@ -3,11 +3,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { checkPoolFile } from '../engine/index.js';
-import { loadConfig, type ConfigLayer } from '../daemon/config.js';
-import { createLogger } from '../daemon/logger.js';
-import { startDaemon } from '../daemon/serve.js';
-import { lockPool } from '../daemon/lock.js';
+import type { ConfigLayer } from '../daemon/config.js';
 import { CliError } from './client.js';
 import { print, printJson, table } from './output.js';
 import type { CliContext } from './context.js';
@@ -18,7 +14,12 @@ interface ServeFlags {
   nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean;
 }
 
+// The daemon and the engine are imported only by the commands that need them, so the client
+// commands start fast (no fastify, pino or engine loading).
 async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Promise<void> {
+  const { loadConfig } = await import('../daemon/config.js');
+  const { createLogger } = await import('../daemon/logger.js');
+  const { startDaemon } = await import('../daemon/serve.js');
   const layer: ConfigLayer = {
     pool: flags.pool, poolSize: flags.poolSize, api: flags.api ?? apiFromGlobal, nbd: flags.nbd,
     nbdSocketPath: flags.nbdSocket, logLevel: flags.logLevel, logFormat: flags.logFormat,
@@ -47,6 +48,8 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
 }
 
 async function check(poolPath: string, ctx: CliContext): Promise<void> {
+  const { checkPoolFile } = await import('../engine/index.js');
+  const { lockPool } = await import('../daemon/lock.js');
   const path = resolve(poolPath);
   if (!existsSync(path)) throw new CliError(`pool not found: ${path}`);
   const lock = await lockPool(path); // refuses a pool a daemon holds

@@ -7,8 +7,6 @@ import { registerVolumeCommands } from './commands-volume.js';
 import { registerSnapshotCommands } from './commands-snapshot.js';
 import { registerStreamCommands } from './commands-stream.js';
 import { registerServeCommands } from './commands-serve.js';
-import { ConfigError } from '../daemon/config.js';
-import { PoolLocked } from '../daemon/lock.js';
 
 function apiUrl(value: string | undefined): string {
   const raw = value ?? process.env.CAIRN_API ?? defaultApiUrl;
@@ -53,7 +51,7 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     if (err instanceof CliError) return fail(err.message, err.exitCode);
-    if (err instanceof ConfigError || err instanceof PoolLocked) return fail(err.message, 1);
+    if (err instanceof Error && (err.name === 'ConfigError' || err.name === 'PoolLocked')) return fail(err.message, 1);
     const e = err as { code?: unknown; message?: string };
     // Engine errors in serve/check carry a code; anything else is still one line, no stack.
     fail(typeof e.code === 'string' ? `${e.message ?? String(err)} (${e.code})` : e.message ?? String(err), 1);

@@ -19,7 +19,7 @@ export function formatSize(bytes: number | null | undefined): string {
   const units = ['K', 'M', 'G', 'T', 'P'];
   let value = bytes / 1024;
   let i = 0;
-  while (value >= 1024 && i < units.length - 1) { value /= 1024; i += 1; }
+  while (value >= 1023.95 && i < units.length - 1) { value /= 1024; i += 1; }
   const text = value < 10 && !Number.isInteger(value) ? value.toFixed(1) : Math.round(value).toString();
   return `${text.replace(/\.0$/, '')}${units[i]}`;
 }

@@ -1,0 +1,145 @@
+// Helpers for the end-to-end CLI tests: find the repo root, insist on a fresh build of the CLI, start
+// a real `cairn serve` child on a temp pool with ephemeral ports, and run the real `cairn` binary.
+// Every process and temp dir is cleaned up through t.after, also when a test fails.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
+
+export function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('package.json not found above the test file');
+    dir = up;
+  }
+  return dir;
+}
+
+export const root = repoRoot();
+export const cairnBin = join(root, 'bin', 'cairn.js');
+
+function newestMtimeMs(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestMtimeMs(path));
+    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/** The tests run the compiled CLI (bin/cairn.js → dist/); a stale build would test old code. */
+export function assertBuilt(): void {
+  const main = join(root, 'dist', 'src', 'cli', 'main.js');
+  if (!existsSync(main)) throw new Error(`${main} is missing: run "npm run build" (npm test builds first)`);
+  const built = statSync(main).mtimeMs;
+  const sources = Math.max(...['cli', 'api', 'daemon', 'stream', 'engine', 'nbd']
+    .map((d) => join(root, 'src', d)).filter(existsSync).map(newestMtimeMs));
+  if (sources > built) throw new Error(`dist/ is older than src/: run "npm run build" before these tests`);
+}
+
+export async function tempDir(t: TestContext, prefix = 'cairn-cli-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface RunResult { code: number | null; stdout: string; stderr: string }
+
+/** Runs any program to completion (with an input for stdin) and collects its output. */
+export function run(cmd: string, args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+    });
+    child.stdin.on('error', () => {});
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Runs `cairn ARGS` against `api`. */
+export function cairn(api: string | null, args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  return run(process.execPath, [cairnBin, ...(api === null ? [] : ['--api', api]), ...args], opts);
+}
+
+/** `cairn --json ...`, expecting success; returns the parsed JSON. */
+export async function cairnJson<T = unknown>(api: string, args: string[]): Promise<T> {
+  const r = await cairn(api, ['--json', ...args]);
+  if (r.code !== 0) throw new Error(`cairn ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+export interface DaemonProcess {
+  api: string;
+  /** nbd://HOST:PORT */
+  nbd: string;
+  pool: string;
+  child: ChildProcess;
+  logs: string[];
+  /** SIGTERM and wait; resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `cairn serve` on `pool` with ephemeral API and NBD ports; waits for its "ready" line. */
+export async function startServe(t: TestContext, pool: string, extra: string[] = []): Promise<DaemonProcess> {
+  const child = spawn(process.execPath, [cairnBin, 'serve', '--pool', pool, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0',
+    '--log-format', 'json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: string[] = [];
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  t.after(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; } });
+  let stderr = '';
+  child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+  const ready = await new Promise<{ api: string; nbd: string }>((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => reject(new Error(`cairn serve did not become ready: ${stderr}`)), 30_000);
+    child.stdout!.on('data', (b: Buffer) => {
+      buffered += b.toString();
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        logs.push(line);
+        try {
+          const ev = JSON.parse(line) as { event?: string; api?: string; nbd?: string };
+          if (ev.event === 'ready') { clearTimeout(timer); resolve({ api: ev.api!, nbd: ev.nbd! }); }
+        } catch { /* not JSON */ }
+      }
+    });
+    void exited.then((code) => { clearTimeout(timer); reject(new Error(`cairn serve exited ${code} before ready: ${stderr}`)); });
+  });
+  return {
+    ...ready, pool, child, logs,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Runs a python3 (system, with libnbd) script; argv after the script. */
+export function python(script: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
+  return run('/usr/bin/python3', ['-c', script, ...args], { timeoutMs });
+}
+
+/** sha256 of a whole NBD export, read with libnbd (a real client). */
+export const hashExportPy = `
+import hashlib, sys, nbd
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+size = h.get_size(); d = hashlib.sha256(); off = 0
+while off < size:
+    n = min(4 << 20, size - off); d.update(h.pread(n, off)); off += n
+print(d.hexdigest(), size)
+`;
