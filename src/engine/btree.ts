@@ -140,7 +140,9 @@ export class Trees {
       const child = await this.writable(await this.load(node.children[i]!));
       node.children[i] = child.block;
       const parts = await this.editNode(child, s, t, clipEntries(entries, s, t), delta);
-      const keys = parts.map((p, j) => (j === 0 ? node.keys[i]! : p.key));
+      // Child 0 routes everything below keys[1], so its key is 0: a part split off it may start
+      // below the old keys[0].
+      const keys = parts.map((p, j) => (j === 0 ? (i === 0 ? 0 : node.keys[i]!) : p.key));
       node.keys.splice(i, 1, ...keys);
       node.children.splice(i, 1, ...parts.map((p) => p.node.block));
     }
@@ -180,10 +182,13 @@ export class Trees {
     if (leafBytes(node.entries) <= META_PAYLOAD_BYTES) return [{ key: node.entries[0]!.lba, node }];
     const groups: LeafEntry[][] = [[]];
     let bytes = 0;
+    // An append (the edit is past every old entry) fills the left leaf completely, so sequential
+    // data packs leaves full; a split in the middle halves, leaving room on both sides.
+    const lastLba = node.entries[node.entries.length - 1]!.lba;
+    const fill = entries.length > 0 && entries[entries.length - 1]!.lba === lastLba ? META_PAYLOAD_BYTES : META_PAYLOAD_BYTES / 2;
     for (const e of node.entries) {
       const b = leafEntryBytes(e);
-      // Fill to ~half when splitting so that sequential appends do not split on every write.
-      if (bytes + b > META_PAYLOAD_BYTES / 2 && groups[groups.length - 1]!.length > 0) { groups.push([]); bytes = 0; }
+      if (bytes + b > fill && groups[groups.length - 1]!.length > 0) { groups.push([]); bytes = 0; }
       groups[groups.length - 1]!.push(e);
       bytes += b;
     }
