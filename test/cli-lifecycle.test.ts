@@ -1,0 +1,160 @@
+// The daemon's lifecycle through the real binary: restart keeps everything, a second serve on the
+// same pool fails with one line, SIGTERM with NBD I/O in flight loses no flushed write (libnbd
+// writer), a full pool reports ENOSPC to an NBD writer and pool_full to the CLI and recovers after a
+// delete, and `cairn check` runs offline (and refuses a pool a daemon holds).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { assertBuilt, cairn, cairnBin, cairnJson, python, run, startServe, tempDir } from './cli-helpers.js';
+
+const MiB = 1024 * 1024;
+
+// Writes 64 KiB blocks (block i filled from sha256(i)), flushing after every 4th write and printing
+// the highest block index covered by a completed flush. Runs until the connection dies.
+const writerPy = `
+import hashlib, sys, nbd
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+size = h.get_size(); blocks = size // 65536
+def block(i):
+    seed = hashlib.sha256(str(i).encode()).digest()
+    return (seed * (65536 // 32))
+i = 0
+try:
+    while True:
+        h.pwrite(block(i), (i % blocks) * 65536)
+        if i % 4 == 3:
+            h.flush()
+            print(i, flush=True)
+        i += 1
+except Exception as e:
+    print('stopped', type(e).__name__, flush=True)
+`;
+
+const verifyPy = `
+import hashlib, sys, nbd
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+last = int(sys.argv[2]); size = h.get_size(); blocks = size // 65536
+bad = 0
+# Writes last+1..last+4 may have been acknowledged (not flushed) before the daemon stopped and may
+# overwrite the positions of writes last+1-blocks..last+4-blocks, so those are not checked.
+for i in range(max(0, last - blocks + 5), last + 1):
+    want = hashlib.sha256(str(i).encode()).digest() * (65536 // 32)
+    if h.pread(65536, (i % blocks) * 65536) != want:
+        bad += 1
+print(bad)
+`;
+
+test('daemon lifecycle', { timeout: 115_000 }, async (t) => {
+  assertBuilt();
+  const dir = await tempDir(t, 'cairn-life-');
+  const pool = join(dir, 'pool');
+
+  await t.test('restart keeps volumes, snapshots, clones and data', async (t) => {
+    const d1 = await startServe(t, pool, ['--pool-size', '512M']);
+    await cairnJson(d1.api, ['volume', 'create', 'keep', '--size', '16M']);
+    const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 2M', `${d1.nbd}/keep`]);
+    assert.equal(w.code, 0, w.stderr);
+    await cairnJson(d1.api, ['snapshot', 'create', 'keep@one']);
+    await cairnJson(d1.api, ['volume', 'create', 'keepclone', '--from', 'keep@one']);
+    // nbdUri carries the (ephemeral) NBD port, which changes across restarts.
+    const listWithoutUri = async (api: string) => (await cairnJson<Array<{ nbdUri?: string }>>(api, ['volume', 'list']))
+      .map(({ nbdUri: _uri, ...rest }) => rest);
+    const before = await listWithoutUri(d1.api);
+    assert.equal(await d1.stop('SIGINT'), 0, 'SIGINT exits 0');
+
+    const second = await cairn(null, ['check', '--pool', pool]);
+    assert.equal(second.code, 0, second.stdout + second.stderr);
+    assert.match(second.stdout, /^ok: 0 problems/m);
+
+    const d2 = await startServe(t, pool);
+    assert.deepEqual(await listWithoutUri(d2.api), before);
+    for (const target of ['keep', 'keep@one', 'keepclone']) {
+      const r = await run('qemu-io', ['-f', 'raw', '-r', '-c', 'read -P 0x5a 1M 2M', `${d2.nbd}/${target}`]);
+      assert.equal(r.code, 0, `${target}: ${r.stdout}${r.stderr}`);
+      assert.doesNotMatch(r.stdout, /verification failed/i, target);
+    }
+
+    // One process owns a pool.
+    const dup = await run(process.execPath, [cairnBin, 'serve', '--pool', pool, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0', '--log-format', 'json']);
+    assert.equal(dup.code, 1);
+    assert.equal(dup.stderr, `cairn: pool ${pool} is in use by another cairn process (pid ${d2.child.pid}); stop it first\n`);
+    const checkHeld = await cairn(null, ['check', '--pool', pool]);
+    assert.equal(checkHeld.code, 1);
+    assert.match(checkHeld.stderr, /is in use by another cairn process/);
+    assert.equal(await d2.stop(), 0);
+  });
+
+  await t.test('SIGTERM with NBD writes in flight loses no flushed write', async (t) => {
+    const d = await startServe(t, pool);
+    await cairnJson(d.api, ['volume', 'create', 'busy', '--size', '8M']);
+    const writer = spawn('/usr/bin/python3', ['-c', writerPy, `${d.nbd}/busy`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    t.after(() => { if (writer.exitCode === null) writer.kill('SIGKILL'); });
+    let out = '';
+    writer.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    const writerDone = new Promise((resolve) => writer.on('exit', resolve));
+    // Let it run past several flushes, then stop the daemon under load.
+    while ((out.match(/\n/g) ?? []).length < 60) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await d.stop('SIGTERM'), 0);
+    await writerDone;
+    const flushed = out.split('\n').filter((l) => /^\d+$/.test(l)).map(Number);
+    assert.ok(flushed.length >= 60);
+    const last = flushed[flushed.length - 1]!;
+    const d2 = await startServe(t, pool);
+    const v = await python(verifyPy, [`${d2.nbd}/busy`, String(last)]);
+    assert.equal(v.code, 0, v.stderr);
+    assert.equal(v.stdout.trim(), '0', `every block covered by a completed flush (up to write ${last}) reads back`);
+    assert.equal(await d2.stop(), 0);
+    const check = await cairn(null, ['--json', 'check', '--pool', pool]);
+    assert.equal(check.code, 0, check.stdout);
+    assert.equal((JSON.parse(check.stdout) as { ok: boolean }).ok, true);
+  });
+
+  await t.test('a full pool: ENOSPC over NBD, pool_full from the CLI, usable after a delete', async (t) => {
+    const tiny = join(dir, 'tiny.pool');
+    const d = await startServe(t, tiny, ['--pool-size', '64M']);
+    await cairnJson(d.api, ['volume', 'create', 'big', '--size', '256M']);
+    // 1 MiB writes, so the pool fills to its last block (one huge request would fail as a whole).
+    const writes = Array.from({ length: 128 }, (_, i) => ['-c', `write -P 0x77 ${i}M 1M`]).flat();
+    const fill = await run('qemu-io', ['-f', 'raw', ...writes, `${d.nbd}/big`]);
+    assert.match(fill.stdout + fill.stderr, /No space left on device/, 'the writer sees ENOSPC');
+    const status = await cairnJson<{ freeBytes: number; size: number }>(d.api, ['pool', 'status']);
+    assert.ok(status.freeBytes < 4 * MiB, `pool is full (free ${status.freeBytes})`);
+
+    // A stream that cannot fit: import fails with pool_full and leaves nothing behind.
+    const streamPath = join(dir, 'fits-not.cairn');
+    await cairnJson(d.api, ['snapshot', 'create', 'big@s']);
+    const exp = await cairn(d.api, ['export', 'big@s', '-o', streamPath]);
+    assert.equal(exp.code, 0, exp.stderr);
+    const imp = await cairn(d.api, ['import', streamPath, 'again']);
+    assert.equal(imp.code, 1);
+    assert.match(imp.stderr, /\(pool_full\)\n$/);
+    assert.deepEqual((await cairnJson<Array<{ name: string }>>(d.api, ['volume', 'list'])).map((v) => v.name), ['big']);
+
+    const del = await cairn(d.api, ['volume', 'delete', 'big']);
+    assert.equal(del.code, 0, del.stderr);
+    await cairn(d.api, ['snapshot', 'delete', 'big@s']);
+    await cairnJson(d.api, ['volume', 'create', 'after', '--size', '8M']);
+    const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 0 8M', `${d.nbd}/after`]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.doesNotMatch(w.stdout + w.stderr, /No space/);
+    assert.equal(await d.stop(), 0);
+  });
+
+  await t.test('config file and environment feed serve; bad config is one line', async (t) => {
+    const cfg = join(dir, 'cairn.yaml');
+    await writeFile(cfg, `pool: ${join(dir, 'cfg.pool')}\npoolSize: 128M\nlogLevel: warn\n`);
+    const d = await startServe(t, join(dir, 'cfg.pool'), ['--config', cfg, '--log-level', 'info']);
+    const p = await cairnJson<{ size: number; path: string }>(d.api, ['pool', 'status']);
+    assert.equal(p.size, 128 * MiB);
+    assert.equal(await d.stop(), 0);
+    await writeFile(cfg, 'pool: x\nbogus: 1\n');
+    const bad = await run(process.execPath, [cairnBin, 'serve', '--config', cfg]);
+    assert.equal(bad.code, 1);
+    assert.equal(bad.stderr, `cairn: unknown setting "bogus" in config file ${cfg}\n`);
+    const badEnv = await run(process.execPath, [cairnBin, 'serve', '--pool', join(dir, 'e.pool')], { env: { CAIRN_POOL_SIZE: 'lots' } });
+    assert.equal(badEnv.code, 1);
+    assert.match(badEnv.stderr, /^cairn: invalid poolSize \(environment\): lots\n$/);
+  });
+});
