@@ -1,0 +1,50 @@
+// The child process of the kill -9 crash test (test/crash-kill9.test.ts): opens or creates a pool
+// file, then writes batches of disjoint blocks (sim/crash-schedule.ts) concurrently, flushes after
+// each, and prints "durable <batch>" once the flush resolved. It runs until it is killed.
+// Usage: node crash-child.js <pool-file> <seed>
+
+import { openOrCreatePoolFile, CairnError, type Engine } from '../src/engine/index.js';
+import {
+  batchWrites, crashPoolBytes, crashSnapshotEveryBatches, crashSnapshotsKept, crashVolumeBytes, crashVolumeName, writeData,
+} from './crash-schedule.js';
+
+/** A short commit interval so that timer commits also race the kill. */
+const childCommitIntervalMs = 25;
+
+async function ensureVolume(engine: Engine): Promise<number> {
+  try {
+    return engine.resolve(crashVolumeName).id;
+  } catch (err) {
+    if (!(err instanceof CairnError) || err.code !== 'volume_not_found') throw err;
+  }
+  await engine.createVolume(crashVolumeName, crashVolumeBytes);
+  return engine.resolve(crashVolumeName).id;
+}
+
+async function snapshotTurn(engine: Engine, seed: number, batch: number): Promise<void> {
+  await engine.createSnapshots([`${crashVolumeName}@r${seed}b${batch}`]);
+  const snaps = engine.listSnapshots(crashVolumeName);
+  for (const s of snaps.slice(0, Math.max(0, snaps.length - crashSnapshotsKept))) await engine.deleteSnapshot(s.fullName);
+}
+
+async function main(): Promise<void> {
+  const [poolPath, seedText] = process.argv.slice(2);
+  if (poolPath === undefined || seedText === undefined) throw new Error('usage: crash-child <pool-file> <seed>');
+  const seed = Number(seedText);
+  const engine = await openOrCreatePoolFile(poolPath, crashPoolBytes, { commitIntervalMs: childCommitIntervalMs });
+  const id = await ensureVolume(engine);
+  process.stdout.write('ready\n');
+  for (let batch = 0; ; batch++) {
+    const writes = batchWrites(seed, batch);
+    await Promise.all(writes.map((w) => engine.write(id, w.blockNumber * 4096, writeData(seed, batch, w))));
+    await engine.flush();
+    // stdout to a pipe is synchronous on Linux: once this returns the parent can read the line.
+    process.stdout.write(`durable ${batch}\n`);
+    if (batch % crashSnapshotEveryBatches === crashSnapshotEveryBatches - 1) await snapshotTurn(engine, seed, batch);
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`crash-child: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(3);
+});

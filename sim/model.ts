@@ -1,0 +1,157 @@
+// The simulator's reference model: per volume and snapshot, a plain map from block number to
+// content, plus what a crash may legitimately leave (per block, every state since the last durable
+// point). "Identity" stands in for the physical block: equal identities mean "never rewritten in
+// between", which is what diff must not report.
+
+import { BLOCK_SIZE_BYTES } from '../src/engine/types.js';
+
+/** What a block of a target holds. `content` null = zeroes. */
+export interface BlockState {
+  content: Buffer | null;
+  /** Fresh for every write/trim/zero of the block; copied by snapshot, clone, revert. -1: unknown. */
+  identity: number;
+  /** Whether the engine maps it (holds a data block): 'maybe' where both are allowed. */
+  mapped: 'yes' | 'no' | 'maybe';
+}
+
+export interface ModelTarget {
+  /** "v3" or "v3@s2" */
+  name: string;
+  kind: 'volume' | 'snapshot';
+  /** Owning volume name (the volume itself for a volume). */
+  volume: string;
+  sizeBytes: number;
+  /** Engine target id. */
+  id: number;
+  blocks: Map<number, BlockState>;
+  /** Per block, every state a crash may leave (first: the durable one); only volumes have these. */
+  pending: Map<number, BlockState[]>;
+}
+
+export const holeState: BlockState = { content: null, identity: 0, mapped: 'no' };
+
+export function blockOf(t: ModelTarget, blockNumber: number): BlockState {
+  return t.blocks.get(blockNumber) ?? holeState;
+}
+
+export function isZero(buf: Buffer): boolean {
+  for (let i = 0; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+/** Short fingerprint of a block's content for messages. */
+export function fingerprint(content: Buffer | null): string {
+  if (content === null || isZero(content)) return 'zero';
+  let h = 0x811c9dc5;
+  for (let i = 0; i < content.length; i += 7) h = Math.imul(h ^ (content[i] ?? 0), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
+}
+
+export function sameContent(a: Buffer | null, b: Buffer | null): boolean {
+  const az = a === null || isZero(a);
+  const bz = b === null || isZero(b);
+  if (az || bz) return az && bz;
+  return (a as Buffer).equals(b as Buffer);
+}
+
+/** Merges the candidates a read matched into one state (unknown identity/mapping where they differ). */
+export function merge(matches: BlockState[]): BlockState {
+  const first = matches[0] as BlockState;
+  const identity = matches.every((m) => m.identity === first.identity) ? first.identity : -1;
+  const mapped = matches.every((m) => m.mapped === first.mapped) ? first.mapped : 'maybe';
+  return { content: first.content, identity, mapped };
+}
+
+/** The states among `candidates` whose content matches what was read, merged; null if none. */
+export function matchRead(candidates: BlockState[], got: Buffer): BlockState | null {
+  const matches = candidates.filter((c) => sameContent(c.content, got));
+  return matches.length === 0 ? null : merge(matches);
+}
+
+export class Model {
+  readonly targets = new Map<string, ModelTarget>();
+  private identityNext = 1;
+
+  freshIdentity(): number {
+    return this.identityNext++;
+  }
+
+  volumes(): ModelTarget[] {
+    return [...this.targets.values()].filter((t) => t.kind === 'volume');
+  }
+
+  snapshots(volume?: string): ModelTarget[] {
+    return [...this.targets.values()].filter((t) => t.kind === 'snapshot' && (volume === undefined || t.volume === volume));
+  }
+
+  get(name: string): ModelTarget {
+    const t = this.targets.get(name);
+    if (t === undefined) throw new Error(`model: no target ${name}`);
+    return t;
+  }
+
+  addVolume(name: string, sizeBytes: number, id: number): ModelTarget {
+    const t: ModelTarget = { name, kind: 'volume', volume: name, sizeBytes, id, blocks: new Map(), pending: new Map() };
+    this.targets.set(name, t);
+    return t;
+  }
+
+  /** A point-in-time copy (snapshot or clone) of `source`; block states are immutable, so shared. */
+  addCopy(source: ModelTarget, name: string, kind: 'volume' | 'snapshot', id: number): ModelTarget {
+    const volume = kind === 'volume' ? name : source.name;
+    const t: ModelTarget = {
+      name, kind, volume, sizeBytes: source.sizeBytes, id, blocks: new Map(source.blocks), pending: new Map(),
+    };
+    this.targets.set(name, t);
+    return t;
+  }
+
+  /** Sets a block's state, remembering the previous one as a crash candidate if not durable yet. */
+  setBlock(t: ModelTarget, blockNumber: number, next: BlockState, durable: boolean): void {
+    if (durable) {
+      t.pending.delete(blockNumber);
+    } else {
+      let list = t.pending.get(blockNumber);
+      if (list === undefined) {
+        list = [blockOf(t, blockNumber)];
+        t.pending.set(blockNumber, list);
+      }
+      list.push(next);
+    }
+    t.blocks.set(blockNumber, next);
+  }
+
+  /** A durable point (flush, FUA commit, catalog change): what is current is what a crash keeps. */
+  durablePoint(): void {
+    for (const t of this.targets.values()) t.pending.clear();
+  }
+
+  /** Drops blocks at or past a new, smaller size. */
+  truncate(t: ModelTarget, sizeBytes: number): void {
+    const firstGone = Math.ceil(sizeBytes / BLOCK_SIZE_BYTES);
+    for (const blockNumber of [...t.blocks.keys()]) if (blockNumber >= firstGone) t.blocks.delete(blockNumber);
+    for (const blockNumber of [...t.pending.keys()]) if (blockNumber >= firstGone) t.pending.delete(blockNumber);
+    t.sizeBytes = sizeBytes;
+  }
+
+  /** Identities present in any target other than `except`. */
+  identitiesOutside(except: ModelTarget): Set<number> {
+    const seen = new Set<number>();
+    for (const t of this.targets.values()) {
+      if (t === except) continue;
+      for (const s of t.blocks.values()) if (s.mapped !== 'no') seen.add(s.identity);
+    }
+    return seen;
+  }
+
+  /** Number of mapped blocks: [certainly mapped, possibly mapped]. */
+  mappedBlocks(t: ModelTarget): [number, number] {
+    let yes = 0;
+    let maybe = 0;
+    for (const s of t.blocks.values()) {
+      if (s.mapped === 'yes') yes++;
+      else if (s.mapped === 'maybe') maybe++;
+    }
+    return [yes, yes + maybe];
+  }
+}

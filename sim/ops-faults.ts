@@ -1,0 +1,261 @@
+// Fault operations of the simulator: power cuts (clean, some, torn), clean close+reopen, bit flips
+// in data and metadata blocks, and injected EIO on the write, flush, snapshot, read and open paths.
+// After EIO the engine may go on or refuse with io_error; either way a crash+reopen must be consistent.
+
+import type { CrashMode } from '../src/engine/device/sim-device.js';
+import { BLOCK_SIZE_BYTES } from '../src/engine/types.js';
+import { openPool } from '../src/engine/pool.js';
+import { commitPlan, planWrite, type Plan } from './apply.js';
+import { blockOf, fingerprint, isZero, matchRead, type ModelTarget } from './model.js';
+import { makeData, pickRange } from './ops-data.js';
+import type { Outcome, Simulator } from './simulator.js';
+import { compareRead, verifyCatalog, verifyTarget } from './verify.js';
+
+const B = BLOCK_SIZE_BYTES;
+
+export async function opCrash(sim: Simulator): Promise<void> {
+  const mode: CrashMode = sim.prng.pick(['clean', 'some', 'some', 'torn', 'torn']);
+  sim.note(`crash ${mode} (${sim.device.unflushedWrites} unflushed device writes)`);
+  await sim.crashAndReopen(mode);
+  for (const t of sim.model.targets.values()) if (sim.prng.chance(0.3)) await verifyTarget(sim, t, 'sample');
+  sim.count(`crash-${mode}`);
+}
+
+export async function opReopen(sim: Simulator): Promise<void> {
+  sim.note('close + reopen');
+  await sim.closeAndReopen();
+  sim.count('reopen');
+}
+
+export async function opBitFlip(sim: Simulator): Promise<void> {
+  sim.must(await sim.attempt(() => sim.e.flush()), 'flush before bit flip');
+  sim.model.durablePoint();
+  if (sim.prng.chance(0.65)) await flipDataBlock(sim);
+  else await flipMetadataBlock(sim);
+}
+
+/** A flipped data block must read as checksum_error, never as wrong data; then it is restored. */
+async function flipDataBlock(sim: Simulator): Promise<void> {
+  const candidates: [ModelTarget, number, Buffer][] = [];
+  for (const t of sim.model.targets.values()) {
+    for (const [b, s] of t.blocks) if (s.content !== null && b * B < t.sizeBytes) candidates.push([t, b, s.content]);
+  }
+  if (candidates.length === 0) return;
+  const [t, b, content] = sim.prng.pick(candidates);
+  const physical = sim.device.findBlocks(content);
+  if (physical.length !== 1) return; // not (yet) on the device as one block; nothing to aim at
+  const flip = sim.device.injectBitFlip(physical[0]);
+  if (flip === null) return;
+  sim.note(`bit flip in data block ${flip.blockNumber} bit ${flip.bitIndex} (${t.name}:${b})`);
+  const errorsBefore = sim.e.stats().checksumErrors;
+  const o = await sim.attempt(() => sim.e.read(t.id, b * B, B));
+  if (o.ok) {
+    if (!o.value.equals(content)) sim.fail(`read of bit-flipped block ${t.name}:${b} returned wrong data ${fingerprint(o.value)} instead of an error`);
+  } else {
+    sim.expectError(o, ['checksum_error'], `read of bit-flipped block ${t.name}:${b}`);
+    if (sim.e.stats().checksumErrors <= errorsBefore) sim.fail('checksum error not counted in stats().checksumErrors');
+  }
+  if (sim.prng.chance(0.4)) {
+    const report = sim.must(await sim.attempt(() => sim.e.check()), 'check with a flipped data block');
+    if (!report.problems.some((p) => p.physicalBlock === flip.blockNumber)) {
+      sim.fail(`check did not report flipped data block ${flip.blockNumber}: ${JSON.stringify(report.problems.slice(0, 4))}`);
+    }
+  }
+  sim.device.injectBitFlip(flip.blockNumber, flip.bitIndex);
+  const again = sim.must(await sim.attempt(() => sim.e.read(t.id, b * B, B)), `read of restored block ${t.name}:${b}`);
+  compareRead(sim, t, b * B, again, 'read after the flipped bit was restored');
+  sim.count('bitFlipData');
+}
+
+/**
+ * A flipped metadata block (tree node, space map, catalog) on a cold cache: opening or reading may
+ * fail with checksum_error / pool_corrupt, but no read may return wrong data. The clean image is
+ * restored afterwards (the engine never saw the flip persist).
+ */
+async function flipMetadataBlock(sim: Simulator): Promise<void> {
+  const dataContents = new Set<string>();
+  for (const t of sim.model.targets.values()) for (const s of t.blocks.values()) if (s.content) dataContents.add(s.content.toString('base64'));
+  const meta = sim.device.storedBlocks().filter((pb) => pb >= 2 && !isZero(sim.device.peek(pb)) && !dataContents.has(sim.device.peek(pb).toString('base64')));
+  if (meta.length === 0) return;
+  const saved = sim.device.crash('clean');
+  const image = sim.device.crash('clean');
+  const flip = image.injectBitFlip(sim.prng.pick(meta));
+  if (flip === null) return;
+  sim.note(`bit flip in metadata(?) block ${flip.blockNumber} bit ${flip.bitIndex}, cold reopen`);
+  sim.engine = null;
+  sim.device = image;
+  const tolerated = ['checksum_error', 'pool_corrupt', 'io_error'] as const;
+  const opened = await sim.attempt(() => openPool(image, sim.poolOptions()));
+  if (opened.ok) {
+    sim.engine = opened.value;
+    for (const t of sim.model.targets.values()) {
+      for (const b of [...t.blocks.keys()].slice(0, 16)) {
+        if (b * B >= t.sizeBytes) continue;
+        const o = await sim.attempt(() => sim.e.read(t.id, b * B, B));
+        if (o.ok) compareRead(sim, t, b * B, o.value, 'read with a flipped metadata block');
+        else sim.expectError(o, [...tolerated], `read ${t.name}:${b} with a flipped metadata block`);
+      }
+    }
+  } else {
+    sim.expectError(opened, [...tolerated], 'openPool with a flipped metadata block');
+  }
+  sim.engine = null;
+  sim.device = saved;
+  await sim.openChecked('after restoring the metadata bit flip');
+  sim.count('bitFlipMeta');
+}
+
+export async function opEio(sim: Simulator): Promise<void> {
+  const variant = sim.prng.weighted({ writePath: 3, flushFail: 2, snapshotFail: 1.5, readPath: 1.5, openFail: 1 });
+  sim.note(`eio ${variant}`);
+  if (variant === 'writePath') await eioWritePath(sim);
+  else if (variant === 'flushFail') await eioFlush(sim);
+  else if (variant === 'snapshotFail') await eioSnapshot(sim);
+  else if (variant === 'readPath') await eioReadPath(sim);
+  else await eioOpen(sim);
+  sim.count(`eio-${variant}`);
+}
+
+function tolerateIo<T>(sim: Simulator, o: Outcome<T>, what: string): boolean {
+  if (o.ok) return true;
+  sim.expectError(o, ['io_error', 'pool_full'], what);
+  return false;
+}
+
+/** Writes and a flush with device writes failing; then either a clean retry or a crash. */
+async function eioWritePath(sim: Simulator): Promise<void> {
+  const t = sim.pickVolume();
+  if (t === null || t.sizeBytes === 0) return;
+  if (sim.prng.chance(0.5)) sim.device.failNextWrites(sim.prng.int(1, 3));
+  else sim.device.setFaultProbability({ write: sim.prng.pick([0.1, 0.3, 0.7]) });
+  const failed: Plan[] = [];
+  let engineFailed = false;
+  for (let i = sim.prng.int(1, 4); i > 0 && !engineFailed; i--) {
+    const range = pickRange(sim, t, sim.prng.chance(0.8));
+    const data = makeData(sim, range.lengthBytes);
+    const fua = sim.prng.chance(0.3);
+    const plan = planWrite(sim, t, range.offsetBytes, data);
+    sim.note(`  write ${t.name} @${range.offsetBytes} +${range.lengthBytes}${fua ? ' fua' : ''}`);
+    const o = await sim.attempt(() => sim.e.write(t.id, range.offsetBytes, data, { fua }));
+    if (tolerateIo(sim, o, 'write under EIO')) commitPlan(sim, t, plan, fua);
+    else { commitPlan(sim, t, plan, false); failed.push(plan); engineFailed = true; }
+  }
+  const flushed = engineFailed ? false : tolerateIo(sim, await sim.attempt(() => sim.e.flush()), 'flush under EIO');
+  if (flushed) sim.model.durablePoint();
+  sim.device.clearFaults();
+  if (!flushed && sim.prng.chance(0.5)) {
+    // The faults are gone: the engine either recovers (flush works) or stays failed (io_error).
+    const retry = await sim.attempt(() => sim.e.flush());
+    if (retry.ok) {
+      await adoptFailed(sim, t, failed);
+      sim.model.durablePoint();
+      sim.note('  retry flush ok');
+    } else {
+      sim.expectError(retry, ['io_error'], 'flush after EIO cleared');
+    }
+  }
+  await sim.crashAndReopen(sim.prng.pick(['clean', 'some', 'torn']));
+}
+
+/** After a failed write and a successful flush, each failed block holds old or new, durably. */
+async function adoptFailed(sim: Simulator, t: ModelTarget, failed: Plan[]): Promise<void> {
+  for (const plan of failed) {
+    for (const b of plan.keys()) {
+      const candidates = t.pending.get(b) ?? [blockOf(t, b)];
+      const got = sim.must(await sim.attempt(() => sim.e.read(t.id, b * B, B)), `read back failed write ${t.name}:${b}`);
+      const match = matchRead(candidates, got);
+      if (match === null) sim.fail(`after a failed write and a good flush ${t.name}:${b} holds ${fingerprint(got)}, not one of [${candidates.map((c) => fingerprint(c.content)).join(', ')}]`);
+      sim.model.setBlock(t, b, match, true);
+    }
+  }
+}
+
+async function eioFlush(sim: Simulator): Promise<void> {
+  const t = sim.pickVolume();
+  if (t === null || t.sizeBytes === 0) return;
+  for (let i = sim.prng.int(1, 3); i > 0; i--) {
+    const range = pickRange(sim, t, true);
+    const data = makeData(sim, range.lengthBytes);
+    const plan = planWrite(sim, t, range.offsetBytes, data);
+    sim.note(`  write ${t.name} @${range.offsetBytes} +${range.lengthBytes}`);
+    const o = await sim.attempt(() => sim.e.write(t.id, range.offsetBytes, data));
+    if (!o.ok) { sim.expectError(o, ['pool_full'], 'write before failed flush'); break; }
+    commitPlan(sim, t, plan, false);
+  }
+  if (sim.prng.chance(0.5)) sim.device.failFlush(1);
+  else sim.device.failNextWrites(1);
+  const o = await sim.attempt(() => sim.e.flush());
+  sim.note(`  flush with a failing device: ${o.ok ? 'ok' : o.code}`);
+  if (o.ok) sim.model.durablePoint();
+  else sim.expectError(o, ['io_error'], 'flush with a failing device');
+  sim.device.clearFaults();
+  await sim.crashAndReopen(sim.prng.pick(['clean', 'some', 'torn']));
+}
+
+/** A snapshot whose commit fails: after the crash it exists completely or not at all. */
+async function eioSnapshot(sim: Simulator): Promise<void> {
+  const v = sim.pickVolume();
+  if (v === null) return;
+  const fullName = `${v.name}@${sim.newName('s')}`;
+  const copy = { ...v, blocks: new Map(v.blocks) };
+  if (sim.prng.chance(0.5)) sim.device.failFlush(1);
+  else sim.device.failNextWrites(sim.prng.int(1, 2));
+  const o = await sim.attempt(() => sim.e.createSnapshots([fullName]));
+  sim.note(`  createSnapshots ${fullName} with a failing device: ${o.ok ? 'ok' : o.code}`);
+  sim.device.clearFaults();
+  if (o.ok) {
+    sim.model.durablePoint();
+    sim.model.addCopy(v, fullName, 'snapshot', o.value[0]?.id ?? -1);
+    await sim.crashAndReopen(sim.prng.pick(['clean', 'some', 'torn']));
+    return;
+  }
+  sim.expectError(o, ['io_error'], `createSnapshots ${fullName} under EIO`);
+  const mode: CrashMode = sim.prng.pick(['clean', 'some', 'torn']);
+  await sim.crashAndReopen(mode, () => {
+    const found = sim.e.listSnapshots().find((s) => s.fullName === fullName);
+    sim.note(`  after crash the failed snapshot ${found ? 'exists' : 'does not exist'}`);
+    if (found) {
+      // Its commit made it (and every write before it) durable.
+      sim.model.durablePoint();
+      sim.model.addCopy(copy, fullName, 'snapshot', found.id);
+    }
+  });
+}
+
+/** Reads with failing device reads on a cold cache: io_error or the right data, never wrong data. */
+async function eioReadPath(sim: Simulator): Promise<void> {
+  await sim.crashAndReopen('clean');
+  sim.device.failNextReads(sim.prng.int(1, 3));
+  for (const t of sim.model.targets.values()) {
+    if (t.sizeBytes === 0) continue;
+    const range = pickRange(sim, t, sim.prng.chance(0.5));
+    const o = await sim.attempt(() => sim.e.read(t.id, range.offsetBytes, range.lengthBytes));
+    if (o.ok) compareRead(sim, t, range.offsetBytes, o.value, 'read under EIO');
+    else sim.expectError(o, ['io_error'], `read ${t.name} under EIO`);
+  }
+  sim.device.clearFaults();
+  await sim.crashAndReopen('clean');
+}
+
+/** Opening with failing reads fails with io_error (or succeeds); a retry without faults opens. */
+async function eioOpen(sim: Simulator): Promise<void> {
+  sim.must(await sim.attempt(() => sim.e.flush()), 'flush before open-under-EIO');
+  sim.model.durablePoint();
+  sim.engine = null;
+  sim.device = sim.device.crash('clean');
+  sim.device.failNextReads(sim.prng.int(1, 4));
+  const o = await sim.attempt(() => openPool(sim.device, sim.poolOptions()));
+  sim.note(`  openPool with failing reads: ${o.ok ? 'ok' : o.code}`);
+  if (!o.ok) sim.expectError(o, ['io_error'], 'openPool under EIO');
+  else {
+    // An open that succeeds despite failed reads must still be the newest durable state, not a
+    // fallback to an older superblock (that would silently drop flushed writes).
+    sim.engine = o.value;
+    verifyCatalog(sim, 'after an open that survived EIO');
+    for (const t of sim.model.targets.values()) await verifyTarget(sim, t, 'sample');
+    sim.engine = null;
+  }
+  sim.device.clearFaults();
+  sim.device = sim.device.crash('clean');
+  await sim.openChecked('after open under EIO');
+}

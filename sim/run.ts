@@ -1,0 +1,61 @@
+// The simulator's command line: `npm run sim -- --seed N --ops M [--seeds K] [--verbose] [--skip op,op] [--paranoid]`.
+// Runs seeds N..N+K-1 (N random if omitted, and printed), prints every failure with its seed,
+// and exits 1 if any seed failed. A failing seed replays exactly with `--seed N --ops M`.
+
+import { parseArgs } from 'node:util';
+import { runSimulation } from './simulator.js';
+import type { OpKind } from './params.js';
+
+/** Bounds on a single invocation, so a typo cannot run for a day. */
+const seedsMax = 1_000_000;
+const opsMax = 10_000_000;
+
+function parseCount(value: string | undefined, fallback: number, max: number, name: string): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > max) throw new Error(`--${name} must be an integer in [0, ${max}], got ${value}`);
+  return n;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      seed: { type: 'string' },
+      ops: { type: 'string' },
+      seeds: { type: 'string' },
+      verbose: { type: 'boolean', default: false },
+      skip: { type: 'string' },
+      paranoid: { type: 'boolean', default: false },
+    },
+  });
+  const seedFirst = parseCount(values.seed, Math.floor(Math.random() * 0xffffffff), 0xffffffff, 'seed');
+  const ops = parseCount(values.ops, 200, opsMax, 'ops');
+  const seeds = parseCount(values.seeds, 1, seedsMax, 'seeds');
+  const failed: number[] = [];
+  const startedMs = Date.now();
+  for (let i = 0; i < seeds; i++) {
+    const seed = (seedFirst + i) >>> 0;
+    const result = await runSimulation({
+      seed,
+      ops,
+      paranoid: values.paranoid,
+      skipOps: (values.skip ?? '').split(',').filter((k) => k !== '') as OpKind[],
+      trace: values.verbose ? (line) => process.stdout.write(`${line}\n`) : undefined,
+    });
+    if (!result.ok) {
+      failed.push(seed);
+      process.stdout.write(`FAIL ${result.failure ?? ''}\n  replay: npm run sim -- --seed ${seed} --ops ${ops}\n`);
+    } else if (seeds === 1 || values.verbose) {
+      process.stdout.write(`ok SEED=${seed} ops=${result.opsRun} ${JSON.stringify(result.opCounts)}\n`);
+    }
+  }
+  const seconds = ((Date.now() - startedMs) / 1000).toFixed(1);
+  process.stdout.write(`${seeds - failed.length}/${seeds} seeds passed (seeds ${seedFirst}..${seedFirst + seeds - 1}, ${ops} ops each, ${seconds} s)` +
+    `${failed.length > 0 ? `; failing seeds: ${failed.join(' ')}` : ''}\n`);
+  return failed.length > 0 ? 1 : 0;
+}
+
+main().then((code) => { process.exitCode = code; }, (err: unknown) => {
+  process.stderr.write(`sim: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 2;
+});

@@ -1,0 +1,223 @@
+// The seeded deterministic simulator: one seed picks the pool, the op mix and every operation;
+// the engine runs on a SimDevice with a fake clock; every read is compared with the reference
+// model; `check` runs after every reopen and at the end. A failure names its seed and op index
+// and replays exactly with `npm run sim -- --seed N`.
+
+import { Prng } from '../src/engine/device/prng.js';
+import { SimDevice, type CrashMode } from '../src/engine/device/sim-device.js';
+import { createPool, openPool, checkPool } from '../src/engine/pool.js';
+import { CairnError, type ErrorCode } from '../src/engine/errors.js';
+import { BLOCK_SIZE_BYTES, type CheckReport, type Engine, type PoolOptions } from '../src/engine/types.js';
+import { Model, type ModelTarget } from './model.js';
+import { chooseParams, type OpKind, type SimParams } from './params.js';
+import { runOp } from './ops.js';
+import { verifyCatalog, verifyTarget, resolvePending } from './verify.js';
+import { paranoidCheck } from './ops-query.js';
+
+export interface SimulationOptions {
+  seed: number;
+  ops: number;
+  /** Op kinds never to pick (a triage aid: find the next bug while one is being fixed). */
+  skipOps?: OpKind[];
+  /** After every op, check space usage of every target and the catalog (slow; for triage). */
+  paranoid?: boolean;
+  /** Called with each op line as it runs (for --verbose). */
+  trace?: (line: string) => void;
+}
+
+export interface SimulationResult {
+  ok: boolean;
+  seed: number;
+  failure?: string;
+  opsRun: number;
+  /** How often each op kind ran (skipped ones not counted). */
+  opCounts: Record<string, number>;
+}
+
+/** An expectation of the model the engine broke. */
+export class SimFailure extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SimFailure';
+  }
+}
+
+export type Outcome<T> = { ok: true; value: T } | { ok: false; code: ErrorCode; error: CairnError };
+
+/** Recent op lines kept for a failure message. */
+const historyLinesMax = 40;
+const clockStepMs = 1000;
+
+export class Simulator {
+  readonly seed: number;
+  readonly prng: Prng;
+  readonly params: SimParams;
+  readonly model = new Model();
+  device: SimDevice;
+  engine: Engine | null = null;
+  opIndex = -1;
+  clockMs = 1_700_000_000_000;
+  readonly opCounts: Record<string, number> = {};
+  private readonly history: string[] = [];
+  private nameCounter = 0;
+  private readonly cacheBytesMax: number;
+  private readonly trace: ((line: string) => void) | undefined;
+  private readonly paranoid: boolean;
+
+  constructor(opts: SimulationOptions) {
+    this.seed = opts.seed;
+    this.trace = opts.trace;
+    this.paranoid = opts.paranoid ?? false;
+    this.prng = new Prng(opts.seed);
+    this.params = chooseParams(this.prng);
+    for (const kind of opts.skipOps ?? []) this.params.weights[kind] = 0;
+    this.cacheBytesMax = this.prng.pick([64 * 1024, 256 * 1024, 4 * 1024 * 1024]);
+    this.device = new SimDevice(this.params.poolSizeBytes / BLOCK_SIZE_BYTES, this.prng.fork());
+  }
+
+  get e(): Engine {
+    if (this.engine === null) throw new SimFailure('engine is not open');
+    return this.engine;
+  }
+
+  poolOptions(): PoolOptions {
+    return { nowMs: () => this.clockMs, commitIntervalMs: 0, cacheBytesMax: this.cacheBytesMax };
+  }
+
+  newName(prefix: string): string {
+    this.nameCounter++;
+    return `${prefix}${this.nameCounter}`;
+  }
+
+  note(line: string): void {
+    const full = `#${this.opIndex} ${line}`;
+    this.history.push(full);
+    if (this.history.length > historyLinesMax) this.history.shift();
+    this.trace?.(full);
+  }
+
+  fail(message: string): never {
+    throw new SimFailure(message);
+  }
+
+  count(kind: string): void {
+    this.opCounts[kind] = (this.opCounts[kind] ?? 0) + 1;
+  }
+
+  /** Runs an engine call; CairnErrors become values, anything else (an engine bug) propagates. */
+  async attempt<T>(fn: () => Promise<T> | T): Promise<Outcome<T>> {
+    try {
+      return { ok: true, value: await fn() };
+    } catch (err) {
+      if (err instanceof CairnError) return { ok: false, code: err.code, error: err };
+      throw err;
+    }
+  }
+
+  /** The value of a call that must succeed. */
+  must<T>(o: Outcome<T>, what: string): T {
+    if (!o.ok) this.fail(`${what}: expected success, got ${o.code}: ${o.error.message}`);
+    return o.value;
+  }
+
+  /** Checks that a call failed with one of `codes`. */
+  expectError<T>(o: Outcome<T>, codes: ErrorCode[], what: string): ErrorCode {
+    if (o.ok) this.fail(`${what}: expected error ${codes.join('|')}, but it succeeded`);
+    if (!codes.includes(o.code)) this.fail(`${what}: expected error ${codes.join('|')}, got ${o.code}: ${o.error.message}`);
+    return o.code;
+  }
+
+  checkReport(report: CheckReport, what: string): void {
+    if (!report.ok || report.problems.length > 0) {
+      const shown = report.problems.slice(0, 8).map((p) => `${p.kind}@${p.physicalBlock}: ${p.message}`);
+      this.fail(`${what} found ${report.problems.length} problem(s) (ok=${report.ok}): ${shown.join('; ')}`);
+    }
+  }
+
+  /** Power cut: the engine object is abandoned (a dead process), the crash image reopened. */
+  async crashAndReopen(mode: CrashMode, afterOpen?: () => void): Promise<void> {
+    const image = this.device.crash(mode);
+    this.engine = null;
+    this.device = image;
+    this.note(`  crash image: ${JSON.stringify(image.lastCrash)}`);
+    await this.openChecked(`after ${mode} crash`, afterOpen);
+    await resolvePending(this);
+  }
+
+  /** Clean shutdown and reopen: close() is a durable point, so nothing may be uncertain after. */
+  async closeAndReopen(): Promise<void> {
+    this.must(await this.attempt(() => this.e.close()), 'close');
+    this.engine = null;
+    this.model.durablePoint();
+    this.device = this.device.crash('clean');
+    await this.openChecked('after clean close');
+  }
+
+  /** Offline check of the image, open, catalog comparison (`afterOpen` may first fix up the model). */
+  async openChecked(what: string, afterOpen?: () => void): Promise<void> {
+    this.checkReport(await checkPool(this.device), `checkPool ${what}`);
+    const opened = await this.attempt(() => openPool(this.device, this.poolOptions()));
+    this.engine = this.must(opened, `openPool ${what}`);
+    afterOpen?.();
+    verifyCatalog(this, what);
+  }
+
+  pickVolume(filter?: (t: ModelTarget) => boolean): ModelTarget | null {
+    const all = this.model.volumes().filter(filter ?? (() => true));
+    return all.length === 0 ? null : this.prng.pick(all);
+  }
+
+  pickSnapshot(filter?: (t: ModelTarget) => boolean): ModelTarget | null {
+    const all = this.model.snapshots().filter(filter ?? (() => true));
+    return all.length === 0 ? null : this.prng.pick(all);
+  }
+
+  pickTarget(): ModelTarget | null {
+    const all = [...this.model.targets.values()];
+    return all.length === 0 ? null : this.prng.pick(all);
+  }
+
+  async setup(): Promise<void> {
+    this.note(`params ${JSON.stringify({ ...this.params, weights: undefined })} cacheBytesMax=${this.cacheBytesMax}`);
+    this.engine = this.must(await this.attempt(() => createPool(this.device, this.poolOptions())), 'createPool');
+    this.checkReport(await this.e.check(), 'check of a new pool');
+  }
+
+  async finish(): Promise<void> {
+    this.opIndex = -2;
+    this.note('final: flush, verify every target, check, close, reopen, check');
+    this.must(await this.attempt(() => this.e.flush()), 'final flush');
+    this.model.durablePoint();
+    verifyCatalog(this, 'at the end');
+    for (const t of this.model.targets.values()) await verifyTarget(this, t, 'full');
+    this.checkReport(this.must(await this.attempt(() => this.e.check()), 'final check'), 'final check');
+    await this.closeAndReopen();
+    for (const t of this.model.targets.values()) await verifyTarget(this, t, 'sample');
+    this.must(await this.attempt(() => this.e.close()), 'final close');
+    this.engine = null;
+  }
+
+  async run(ops: number): Promise<SimulationResult> {
+    let opsRun = 0;
+    try {
+      await this.setup();
+      for (this.opIndex = 0; this.opIndex < ops; this.opIndex++) {
+        this.clockMs += clockStepMs;
+        const kind: OpKind = this.prng.weighted(this.params.weights);
+        await runOp(this, kind);
+        if (this.paranoid) await paranoidCheck(this);
+        opsRun++;
+      }
+      await this.finish();
+      return { ok: true, seed: this.seed, opsRun, opCounts: this.opCounts };
+    } catch (err) {
+      const what = err instanceof SimFailure ? err.message : `unexpected ${err instanceof Error ? err.stack ?? err.message : String(err)}`;
+      const failure = `SEED=${this.seed} op #${this.opIndex}: ${what}\n  recent ops:\n    ${this.history.join('\n    ')}`;
+      return { ok: false, seed: this.seed, failure, opsRun, opCounts: this.opCounts };
+    }
+  }
+}
+
+export async function runSimulation(opts: SimulationOptions): Promise<SimulationResult> {
+  return new Simulator(opts).run(opts.ops);
+}
