@@ -3,7 +3,7 @@
 import { BLOCK_SIZE_BYTES } from './constants.js';
 import type { Device } from './device/device.js';
 import { decodeMeta, encodeMeta, type MetaObject, type MetaType } from './format.js';
-import { assert } from './errors.js';
+import { assert, CairnError, IoError } from './errors.js';
 
 export class MetaStore {
   /** Generation of the open (not yet committed) transaction. */
@@ -42,7 +42,11 @@ export class MetaStore {
 
   private async readFromDevice(block: number, type: MetaType): Promise<MetaObject> {
     const buf = Buffer.allocUnsafe(BLOCK_SIZE_BYTES);
-    await this.device.read(block, buf);
+    try {
+      await this.device.read(block, buf);
+    } catch (err) {
+      throw err instanceof CairnError ? err : new IoError(`metadata read of block ${block} failed: ${(err as Error).message}`);
+    }
     this.metaReads++;
     const obj = decodeMeta(buf, block, type);
     if (!this.cache.has(block)) this.cache.set(block, obj);

@@ -4,7 +4,7 @@ import { crc32c } from '@node-rs/crc32';
 import { BLOCK_SIZE_BYTES, SUPERBLOCK_MAGIC, FORMAT_VERSION } from './constants.js';
 import { readU64, writeU64 } from './format.js';
 import type { Device } from './device/device.js';
-import { PoolCorrupt } from './errors.js';
+import { IoError, PoolCorrupt } from './errors.js';
 
 export interface Superblock {
   generation: number;
@@ -58,12 +58,15 @@ export function decodeSuperblock(buf: Buffer): Superblock | null {
 /** Reads both slots; returns the valid one with the highest generation. */
 export async function readSuperblock(device: Device): Promise<Superblock> {
   let best: Superblock | null = null;
+  let readError: Error | null = null;
   for (const slot of [0, 1]) {
     const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
-    try { await device.read(slot, buf); } catch { continue; }
+    try { await device.read(slot, buf); } catch (err) { readError = err as Error; continue; }
     const sb = decodeSuperblock(buf);
     if (sb && (!best || sb.generation > best.generation)) best = sb;
   }
+  // A slot we could not read may hold the newest state: never open an older one in its place.
+  if (readError) throw new IoError(`cannot read the superblocks: ${readError.message}`);
   if (!best) throw new PoolCorrupt('no valid superblock: not a Cairn pool, or both superblocks are damaged');
   return best;
 }
