@@ -18,6 +18,8 @@ export interface ApiOptions {
   logger?: FastifyBaseLogger | boolean;
   /** Serves Prometheus text at /metrics when given. */
   metrics?: () => Promise<{ contentType: string; body: string }>;
+  /** Told of every route fastify registers (tests compare them with openapi.json). */
+  onRoute?: (method: string, url: string) => void;
 }
 
 export interface Api { app: FastifyInstance; routes: RouteTable }
@@ -37,6 +39,12 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => sendProblem(reply, problemFor('route_not_found', `no route ${req.method} ${req.url}`)));
+  const onRoute = opts.onRoute;
+  if (onRoute !== undefined) {
+    app.addHook('onRoute', (route) => {
+      for (const method of [route.method].flat()) onRoute(method, route.url);
+    });
+  }
   const routes = new RouteTable(app);
   registerMiscRoutes(routes, ctx);
   registerVolumeRoutes(routes, ctx);
