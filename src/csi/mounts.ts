@@ -113,10 +113,28 @@ export async function bindMount(source: string, target: string, readonly: boolea
   if (readonly) await run('mount', ['-o', 'remount,bind,ro', target]);
 }
 
-/** Grows the filesystem mounted at `mountPoint` on `device` to fill the device. */
+/** Grows the filesystem mounted at `mountPoint` on `device` to fill the device (online). */
 export async function growFilesystem(device: string, mountPoint: string, fsType: string): Promise<void> {
   if (fsType === 'xfs') await run('xfs_growfs', [mountPoint]);
+  // Online ext4 resize needs CAP_SYS_RESOURCE (a privileged pod has it).
   else await run('resize2fs', [device]);
+}
+
+/** Grows an unmounted ext4 filesystem: resize2fs insists on a fresh check first. */
+export async function growExt4Offline(device: string): Promise<void> {
+  const check = await runRaw('e2fsck', ['-f', '-p', device]);
+  // e2fsck: 0 clean, 1 errors corrected; anything else needs a human.
+  if (check.code > 1) throw new Error(`e2fsck -f -p ${device} exit ${check.code}: ${(check.stderr || check.stdout).trim().slice(0, 400)}`);
+  await run('resize2fs', [device]);
+}
+
+/** Size of the ext4 filesystem on `device` (from its superblock). */
+export async function ext4SizeBytes(device: string): Promise<number> {
+  const out = await run('dumpe2fs', ['-h', device]);
+  const count = /^Block count:\s+(\d+)/m.exec(out);
+  const size = /^Block size:\s+(\d+)/m.exec(out);
+  if (!count || !size) throw new Error(`dumpe2fs -h ${device}: no block count/size`);
+  return Number(count[1]) * Number(size[1]);
 }
 
 export async function deviceSizeBytes(device: string): Promise<number> {

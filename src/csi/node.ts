@@ -11,7 +11,8 @@ import { CsiError, alreadyExists, failedPrecondition, internal, invalidArgument,
 import { OperationLocks } from './locks.js';
 import type { NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCondition } from './messages.js';
 import {
-  bindMount, deviceSizeBytes, ensureFilesystem, growFilesystem, isMountPoint, mountDevice, mountOptionsFor, unmountAll,
+  bindMount, deviceSizeBytes, ensureFilesystem, ext4SizeBytes, growExt4Offline, growFilesystem, isMountPoint, mountDevice,
+  mountOptionsFor, unmountAll,
 } from './mounts.js';
 import { AttachmentState, type Attachment } from './state.js';
 import { isCairnName } from './names.js';
@@ -74,7 +75,7 @@ export class NodeService {
       const uri = nbdUri(this.nbdAddress, volumeId);
       const fuseDir = this.fuseDirFor(volumeId);
       const dev = await step(`attach ${uri}`, () => attach(uri, fuseDir)).catch((err: CsiError) => {
-        if (/unknown export|not found|No such export|export.*not/i.test(err.message)) {
+        if (/no export named|unknown export|No such export/i.test(err.message)) {
           throw notFound(`volume ${volumeId} is not exported by ${this.nbdAddress}: ${err.message}`);
         }
         throw err;
@@ -227,10 +228,11 @@ export class NodeService {
   }
 
   /**
-   * Grows the filesystem after ControllerExpandVolume. The kernel NBD device and a fresh
-   * nbdfuse see the new export size; a running nbdfuse does not (it reads the size once at
+   * Grows the filesystem after ControllerExpandVolume. The kernel NBD device sees the new
+   * export size and grows online. A running nbdfuse does not (it reads the size once at
    * connect), so on that path the export is re-attached: publish targets and staging are
-   * unmounted (flushing everything), nbdfuse + loop restarted, and all mounts restored.
+   * unmounted (which flushes everything), nbdfuse + loop restarted, ext4 grown offline
+   * (online resize needs CAP_SYS_RESOURCE), and every mount restored.
    */
   async NodeExpandVolume(req: { volume_id: string; volume_path: string; capacity_range: { required_bytes: number } | null }):
     Promise<{ capacity_bytes: number }> {
@@ -242,27 +244,34 @@ export class NodeService {
       if (!att) throw notFound(`volume ${volumeId} is not staged on this node`);
       const requiredBytes = req.capacity_range?.required_bytes ?? 0;
       let sizeBytes = await step('blockdev', () => deviceSizeBytes(att.device));
-      if (att.method === 'fuse' && sizeBytes < requiredBytes) {
-        await this.reattach(att);
-        sizeBytes = await step('blockdev', () => deviceSizeBytes(att.device));
+      const ext4 = att.accessType === 'mount' && att.fsType === 'ext4';
+      if (att.method === 'fuse') {
+        const fsBytes = ext4 ? await step('dumpe2fs', () => ext4SizeBytes(att.device)) : sizeBytes;
+        if (sizeBytes < requiredBytes || fsBytes < sizeBytes) {
+          await this.reattach(att, ext4);
+          sizeBytes = await step('blockdev', () => deviceSizeBytes(att.device));
+        }
+      } else if (ext4) {
+        await step('grow filesystem', () => growFilesystem(att.device, att.stagingPath, 'ext4'));
       }
       if (requiredBytes > sizeBytes) {
         throw failedPrecondition(`device ${att.device} has ${sizeBytes} bytes, less than ${requiredBytes}; grow the volume first`);
       }
-      if (att.accessType === 'mount') {
-        await step('grow filesystem', () => growFilesystem(att.device, att.stagingPath, att.fsType!));
+      if (att.accessType === 'mount' && att.fsType === 'xfs') {
+        await step('grow filesystem', () => growFilesystem(att.device, att.stagingPath, 'xfs'));
       }
       return { capacity_bytes: sizeBytes };
     });
   }
 
-  private async reattach(att: Attachment): Promise<void> {
+  private async reattach(att: Attachment, growExt4: boolean): Promise<void> {
     for (const pub of att.published) await step(`unmount ${pub.targetPath}`, () => unmountAll(pub.targetPath));
     if (att.accessType === 'mount') await step(`unmount ${att.stagingPath}`, () => unmountAll(att.stagingPath));
     await step(`detach ${att.device}`, () => detach(att));
     const dev = await step(`attach ${att.uri}`, () => attach(att.uri, this.fuseDirFor(att.volumeId)));
     Object.assign(att, { device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid, method: dev.method });
     this.state.put(att);
+    if (growExt4) await step('grow ext4', () => growExt4Offline(att.device));
     if (att.accessType === 'mount') await this.mountStaging(att);
     for (const pub of att.published) {
       const source = att.accessType === 'mount' ? att.stagingPath : att.device;
