@@ -1,0 +1,25 @@
+# Cairn image: the daemon (`cairn serve`), the CLI and the CSI driver (dist/src/csi/main.js).
+# Build: docker build -t cairn/cairn:0.1.0 .
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json ./
+RUN npm ci
+COPY src ./src
+COPY bin ./bin
+RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+# Node plugin tools: nbd-client (kernel NBD), nbdfuse + fuse3 + losetup (no nbd module),
+# blkid/mount/mkfs/resize for ext4 and xfs. libnbd-bin gives nbdinfo/nbdcopy for debugging.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      nbd-client nbdfuse fuse3 libnbd-bin util-linux mount e2fsprogs xfsprogs ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY --from=build /app/bin ./bin
+# The CSI driver loads its protobuf at run time from <app>/src/csi/csi.proto.
+COPY src/csi/csi.proto ./src/csi/csi.proto
+ENTRYPOINT ["node", "/app/bin/cairn.js"]
