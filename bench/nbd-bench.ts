@@ -1,0 +1,243 @@
+// NBD benchmark: fio's nbd engine against Cairn's NBD server, qemu-nbd (raw and qcow2) and nbdkit's
+// file plugin on the same machine, workloads interleaved across servers, then 4 KiB random writes
+// before/after a snapshot (qemu: a qcow2 overlay). Prints a table with ratios against qemu-nbd (raw).
+// Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--size-mib=1024] [--cpu-prof]
+// The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, mkdir } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface NbdBenchOptions {
+  runtimeSeconds?: number;
+  sizeBytes?: number;
+  /** Write a V8 CPU profile of the Cairn server into this directory. */
+  cpuProfileDir?: string;
+  /** Subset of servers to run (default all). */
+  servers?: ServerName[];
+  log?: (line: string) => void;
+}
+
+type ServerName = 'cairn' | 'qemu-raw' | 'qemu-qcow2' | 'nbdkit';
+const allServers: ServerName[] = ['cairn', 'qemu-raw', 'qemu-qcow2', 'nbdkit'];
+
+interface Workload { name: string; rw: string; bs: string; iodepth: number; unit: 'iops' | 'MB/s' | 'us' }
+const workloads: Workload[] = [
+  { name: '1M seq write', rw: 'write', bs: '1M', iodepth: 8, unit: 'MB/s' },
+  { name: '1M seq read', rw: 'read', bs: '1M', iodepth: 8, unit: 'MB/s' },
+  { name: '4k randread QD32', rw: 'randread', bs: '4k', iodepth: 32, unit: 'iops' },
+  { name: '4k randwrite QD32', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' },
+  { name: '4k randwrite QD1 (lat)', rw: 'randwrite', bs: '4k', iodepth: 1, unit: 'us' },
+];
+const snapshotWorkload: Workload = { name: '4k randwrite QD32 after snapshot', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' };
+
+interface Running { name: ServerName; uri: string; process: ChildProcess; snapshot(): Promise<void>; stop(): Promise<void> }
+
+export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<string, Record<string, number>>> {
+  const runtimeSeconds = opts.runtimeSeconds ?? 10;
+  const sizeBytes = opts.sizeBytes ?? 1024 * 1024 * 1024;
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const names = opts.servers ?? allServers;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'cairn-nbd-bench-'));
+  const servers: Running[] = [];
+  const results: Record<string, Record<string, number>> = {};
+  try {
+    for (const name of names) servers.push(await startServer(name, dir, sizeBytes, opts.cpuProfileDir));
+    const rows = [...workloads];
+    for (const workload of rows) {
+      results[workload.name] = {};
+      for (const server of servers) {
+        results[workload.name][server.name] = await fio(server.uri, workload, sizeBytes, runtimeSeconds);
+        log(`${workload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(results[workload.name][server.name], workload.unit)}`);
+      }
+    }
+    for (const server of servers) await server.snapshot();
+    results[snapshotWorkload.name] = {};
+    for (const server of servers) {
+      results[snapshotWorkload.name][server.name] = await fio(server.uri, snapshotWorkload, sizeBytes, runtimeSeconds);
+      log(`${snapshotWorkload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(results[snapshotWorkload.name][server.name], 'iops')}`);
+    }
+  } finally {
+    for (const server of servers) await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+  printTable(log, names, results);
+  return results;
+}
+
+function unitOf(row: string): Workload['unit'] {
+  return [...workloads, snapshotWorkload].find((w) => w.name === row)?.unit ?? 'iops';
+}
+
+function format(value: number, unit: Workload['unit']): string {
+  return unit === 'us' ? `${value.toFixed(0)} us` : unit === 'MB/s' ? `${value.toFixed(0)} MB/s` : `${(value / 1000).toFixed(1)}k iops`;
+}
+
+function printTable(log: (line: string) => void, names: ServerName[], results: Record<string, Record<string, number>>): void {
+  log('');
+  log(['workload'.padEnd(34), ...names.map((n) => n.padStart(13)), 'cairn/qemu-raw'.padStart(15), 'cairn/nbdkit'.padStart(13)].join(' '));
+  for (const [row, values] of Object.entries(results)) {
+    const unit = unitOf(row);
+    // For latency lower is better: report qemu/cairn so that > 1 always means Cairn is better.
+    const ratio = (other: ServerName): string => {
+      if (values.cairn === undefined || values[other] === undefined) return '-';
+      return (unit === 'us' ? values[other] / values.cairn : values.cairn / values[other]).toFixed(2);
+    };
+    log([row.padEnd(34), ...names.map((n) => format(values[n] ?? 0, unit).padStart(13)), ratio('qemu-raw').padStart(15), ratio('nbdkit').padStart(13)].join(' '));
+  }
+  log('(ratios > 1: Cairn better; latency ratio = other/cairn)');
+}
+
+async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSeconds: number): Promise<number> {
+  const args = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${workload.rw}`, `--bs=${workload.bs}`,
+    `--iodepth=${workload.iodepth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${runtimeSeconds}`,
+    '--ramp_time=1', '--randrepeat=0', '--output-format=json'];
+  const out = await runCapture('fio', args);
+  const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs[0];
+  const side = workload.rw.includes('read') ? job.read : job.write;
+  if (workload.unit === 'us') return side.clat_ns.mean / 1000;
+  if (workload.unit === 'MB/s') return side.bw_bytes / 1e6;
+  return side.iops;
+}
+
+interface FioSide { iops: number; bw_bytes: number; clat_ns: { mean: number } }
+interface FioJob { read: FioSide; write: FioSide }
+
+function runCapture(command: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${command} exited ${code}: ${err}`))));
+  });
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.once('connect', () => { socket.destroy(); resolve(true); });
+      socket.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`server on port ${port} did not come up`);
+}
+
+function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => { child.once('exit', () => resolve()); child.kill(signal); });
+}
+
+async function startServer(name: ServerName, dir: string, sizeBytes: number, cpuProfileDir?: string): Promise<Running> {
+  const port = await freePort();
+  const uri = `nbd://127.0.0.1:${port}/bench`;
+  if (name === 'cairn') return startCairn(dir, port, sizeBytes, cpuProfileDir);
+  if (name === 'nbdkit') {
+    const file = path.join(dir, 'nbdkit.raw');
+    await runCapture('truncate', ['-s', String(sizeBytes), file]);
+    const child = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), '-e', 'bench', 'file', file], { stdio: 'ignore' });
+    await waitForPort(port);
+    // nbdkit's file plugin has no snapshots: the "after snapshot" row shows the same file again.
+    return { name, uri, process: child, snapshot: async () => undefined, stop: () => stopProcess(child) };
+  }
+  const qcow2 = name === 'qemu-qcow2';
+  const base = path.join(dir, `${name}.${qcow2 ? 'qcow2' : 'raw'}`);
+  if (qcow2) await runCapture('qemu-img', ['create', '-q', '-f', 'qcow2', base, String(sizeBytes)]);
+  else await runCapture('truncate', ['-s', String(sizeBytes), base]);
+  const launch = (file: string, format: string): ChildProcess =>
+    spawn('qemu-nbd', ['-t', '-b', '127.0.0.1', '-p', String(port), '-x', 'bench', '-f', format, file], { stdio: 'ignore' });
+  let child = launch(base, qcow2 ? 'qcow2' : 'raw');
+  await waitForPort(port);
+  const running: Running = {
+    name, uri, process: child,
+    snapshot: async () => {
+      // qemu's snapshot: a qcow2 overlay on the image, served instead of it (raw gets one too).
+      const overlay = path.join(dir, `${name}-overlay.qcow2`);
+      await stopProcess(child);
+      await runCapture('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', qcow2 ? 'qcow2' : 'raw', overlay]);
+      child = launch(overlay, 'qcow2');
+      running.process = child;
+      await waitForPort(port);
+    },
+    stop: () => stopProcess(child),
+  };
+  return running;
+}
+
+async function startCairn(dir: string, port: number, sizeBytes: number, cpuProfileDir?: string): Promise<Running> {
+  const self = fileURLToPath(import.meta.url);
+  const execArgv = [...process.execArgv];
+  if (cpuProfileDir) {
+    await mkdir(cpuProfileDir, { recursive: true });
+    execArgv.push('--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`);
+  }
+  const child = spawn(process.execPath, [...execArgv, self, '--serve', path.join(dir, 'pool.cairn'), String(port), String(sizeBytes)],
+    { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const replies: string[] = [];
+  let waiter: ((line: string) => void) | null = null;
+  lines.on('line', (line) => { if (waiter) { const w = waiter; waiter = null; w(line); } else replies.push(line); });
+  const next = (): Promise<string> => new Promise((resolve) => { const l = replies.shift(); if (l !== undefined) resolve(l); else waiter = resolve; });
+  if ((await next()) !== 'ready') throw new Error('cairn server did not start');
+  return {
+    name: 'cairn', uri: `nbd://127.0.0.1:${port}/bench`, process: child,
+    snapshot: async () => { child.stdin?.write('snapshot\n'); if ((await next()) !== 'ok') throw new Error('snapshot failed'); },
+    // SIGINT lets the child close the pool and write its CPU profile.
+    stop: () => stopProcess(child, 'SIGINT'),
+  };
+}
+
+/** Child mode: serve one volume "bench" from a new pool; "snapshot" on stdin takes bench@snap. */
+async function serve(poolPath: string, port: number, sizeBytes: number): Promise<void> {
+  const { createPoolFile } = await import('../src/engine/index.js');
+  const { startNbdServer } = await import('../src/nbd/server.js');
+  // Generous pool (sparse file): overwrites allocate new blocks before the old ones are freed at commit.
+  const engine = await createPoolFile(poolPath, sizeBytes * 8);
+  await engine.createVolume('bench', sizeBytes);
+  const server = await startNbdServer(engine, { host: '127.0.0.1', port });
+  const stop = async (): Promise<void> => {
+    console.error(`cairn pool stats at exit: ${JSON.stringify(engine.stats())}`);
+    await server.close();
+    await engine.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop());
+  process.on('SIGTERM', () => void stop());
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    if (line === 'snapshot') void engine.createSnapshots(['bench@snap']).then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
+  });
+  console.log('ready');
+}
+
+const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain) {
+  const args = process.argv.slice(2);
+  if (args[0] === '--serve') {
+    await serve(args[1], Number(args[2]), Number(args[3]));
+  } else {
+    const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
+    const serversFlag = flag('servers');
+    await runNbdBench({
+      runtimeSeconds: Number(flag('runtime-s') ?? 10),
+      sizeBytes: Number(flag('size-mib') ?? 1024) * 1024 * 1024,
+      cpuProfileDir: args.includes('--cpu-prof') ? path.resolve('nbd-bench-profiles') : undefined,
+      servers: serversFlag ? (serversFlag.split(',') as ServerName[]) : undefined,
+    });
+  }
+}
