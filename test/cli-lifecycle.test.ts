@@ -84,6 +84,13 @@ test('daemon lifecycle', { timeout: 115_000 }, async (t) => {
     assert.equal(checkHeld.code, 1);
     assert.match(checkHeld.stderr, /is in use by another cairn process/);
     assert.equal(await d2.stop(), 0);
+
+    // A lock left by a process that no longer exists is stale and taken over.
+    const dead = spawn(process.execPath, ['-e', '0']);
+    await new Promise((resolve) => dead.on('exit', resolve));
+    await writeFile(`${pool}.lock`, `${dead.pid}\n`);
+    const d3 = await startServe(t, pool);
+    assert.equal(await d3.stop(), 0);
   });
 
   await t.test('SIGTERM with NBD writes in flight loses no flushed write', async (t) => {

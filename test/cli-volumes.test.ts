@@ -180,6 +180,8 @@ test('cairn CLI against a real daemon', { timeout: 110_000 }, async (t) => {
       assert.match(r.stderr, c.message, `cairn ${c.args.join(' ')}`);
       assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
     }
+    const noSub = await cairn(null, ['volume']);
+    assert.equal(noSub.code, 2, 'a missing subcommand is a usage error');
     const noArgs = await cairn(null, []);
     assert.equal(noArgs.code, 2);
     const help = await cairn(null, ['--help']);
@@ -204,7 +206,8 @@ test('cairn CLI against a real daemon', { timeout: 110_000 }, async (t) => {
     assert.match(text, /cairn_io_bytes_total\{volume="db",op="write"\} [1-9]/);
     assert.match(text, /cairn_io_latency_seconds_bucket\{le="[^"]+",volume="db",op="read"\}/);
     assert.match(text, /cairn_pool_size_bytes 1073741824/);
-    assert.match(text, /cairn_commit_duration_seconds_count/);
+    assert.match(text, /cairn_commit_duration_seconds_count [1-9]/);
+    assert.match(text, /cairn_checksum_errors_total 0/);
   });
 
   assert.equal(await d.stop(), 0, 'SIGTERM exits 0');

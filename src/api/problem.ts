@@ -22,6 +22,7 @@ const statusByCode: Record<string, number> = {
   shrink_refused: 409,
   stream_base_mismatch: 409,
   target_modified: 409,
+  target_busy: 409,
   invalid_name: 400,
   invalid_size: 400,
   invalid_argument: 400,

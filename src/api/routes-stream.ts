@@ -14,6 +14,8 @@ const tag = 'streams';
 const octet = 'application/octet-stream';
 
 export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void {
+  // One import per volume at a time: two would both pass the base check before either applies.
+  const importing = new Set<string>();
   routes.add({
     method: 'GET', url: '/v1/volumes/:name/snapshots/:snapshot/export', tag,
     summary: 'Export a snapshot as a Cairn stream (incremental from ?since=SNAP)',
@@ -57,11 +59,16 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
       const volume = (req.params as { name: string }).name;
       const body = req.body as unknown;
       if (!(body instanceof Readable)) throw new ApiError('unsupported_media_type', `send the stream as ${octet}`);
+      if (importing.has(volume)) {
+        body.resume();
+        throw new ApiError('target_busy', `an import into ${volume} is already running`);
+      }
+      importing.add(volume);
       let result: Awaited<ReturnType<typeof importStream>> | null = null;
       const job = ctx.jobs.start('import', volume, async (setProgress) => {
         result = await importStream(ctx.engine, ctx.identities, volume, body, ctx.spoolDir, setProgress);
       });
-      await job.done;
+      await job.done.finally(() => importing.delete(volume));
       if (job.view.state === 'failed' || result === null) {
         body.resume(); // drain what the client still sends so it reads our answer
         throw new ApiError(job.view.error?.code ?? 'internal_error', job.view.error?.message ?? 'import failed');

@@ -45,8 +45,9 @@ export async function main(argv: string[]): Promise<void> {
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      // Help and version are not errors; everything else commander rejects is a usage error.
-      const benign = ['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(err.code);
+      // Asked-for help and version are not errors; everything else commander rejects (including help
+      // shown because a subcommand is missing, 'commander.help') is a usage error.
+      const benign = ['commander.helpDisplayed', 'commander.version'].includes(err.code);
       process.exitCode = benign ? 0 : 2;
       return;
     }
