@@ -6,7 +6,7 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Engine, SnapshotInfo } from '../engine/index.js';
-import { readStream } from './reader.js';
+import { asBuffer, readStream } from './reader.js';
 import { StreamCorrupt, type StreamHeader } from './format.js';
 import type { IdentityRegistry } from './identity.js';
 
@@ -26,7 +26,7 @@ async function spoolAndVerify(source: AsyncIterable<Buffer | Uint8Array | string
   try {
     async function* tee(): AsyncGenerator<Buffer> {
       for await (const chunk of source) {
-        const buf = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk);
+        const buf = asBuffer(chunk);
         await handle.write(buf);
         yield buf;
       }

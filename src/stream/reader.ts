@@ -13,6 +13,12 @@ export type StreamItem =
   | { type: 'record'; record: StreamRecord }
   | { type: 'trailer'; trailer: StreamTrailer };
 
+/** A Buffer view of a chunk, without copying bytes. */
+export function asBuffer(chunk: Buffer | Uint8Array | string): Buffer {
+  if (typeof chunk === 'string') return Buffer.from(chunk);
+  return Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+}
+
 /** Reads exact byte counts out of a chunked source, keeping a running CRC32C of what was consumed. */
 class ExactReader {
   private chunks: Buffer[] = [];
@@ -26,7 +32,7 @@ class ExactReader {
     while (this.bufferedBytes < wantBytes && !this.done) {
       const next = await this.source.next();
       if (next.done === true) { this.done = true; break; }
-      const chunk = typeof next.value === 'string' ? Buffer.from(next.value) : Buffer.from(next.value);
+      const chunk = asBuffer(next.value);
       if (chunk.length === 0) continue;
       this.chunks.push(chunk);
       this.bufferedBytes += chunk.length;
