@@ -157,6 +157,24 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     await unstage('vol-from-live');
   });
 
+  await t.test('reader-only access modes attach and mount read-only; a blank volume is not formatted', async () => {
+    const reader = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'MULTI_NODE_READER_ONLY' } };
+    const ro = await stage('vol-from-snap', reader);
+    assert.equal(readFileSync(join(ro, 'before-snapshot.txt'), 'utf8'), 'in the snapshot\n');
+    assert.throws(() => writeFileSync(join(ro, 'nope.txt'), 'x'), /EROFS/);
+    assert.match(sh('findmnt', ['-n', '-o', 'OPTIONS', ro]), /(^|,)ro(,|$)/);
+    await expectCode(c.node.NodeStageVolume!({ volume_id: 'vol-from-snap', staging_target_path: ro, volume_capability: ext4 }),
+      status.ALREADY_EXISTS);
+    await unstage('vol-from-snap');
+    await create('vol-blank', 32 * MiB, reader);
+    const blankStaging = stagingOf('vol-blank');
+    mkdirSync(blankStaging, { recursive: true });
+    await expectCode(c.node.NodeStageVolume!({ volume_id: 'vol-blank', staging_target_path: blankStaging, volume_capability: reader }),
+      status.FAILED_PRECONDITION);
+    assert.equal(mountCount(blankStaging), 0);
+    assert.deepEqual(loopDevicesUnder(join(dir, 'state', 'fuse', 'vol-blank')), []);
+  });
+
   await t.test('expand a staged, published volume and see the filesystem grow', async () => {
     const target = join(dir, 'pods', 'p3', 'vol-a');
     await publish('vol-a', target, ext4);

@@ -40,14 +40,15 @@ export function isOurNbdfuse(pid: number, fuseDir: string): boolean {
   }
 }
 
-async function startNbdfuse(uri: string, fuseDir: string): Promise<number> {
+async function startNbdfuse(uri: string, fuseDir: string, readOnly: boolean): Promise<number> {
   mkdirSync(fuseDir, { recursive: true });
   const pidFile = join(fuseDir, '..', `${fuseDir.split('/').pop()}.pid`);
   const logFile = join(fuseDir, '..', `${fuseDir.split('/').pop()}.log`);
   rmSync(pidFile, { force: true });
   const logFd = openSync(logFile, 'w');
   // Detached and unref'd: the export must outlive a plugin restart between stage and unstage.
-  const child = spawn('nbdfuse', ['-P', pidFile, fuseDir, uri], { detached: true, stdio: ['ignore', logFd, logFd] });
+  const args = readOnly ? ['-r', '-P', pidFile, fuseDir, uri] : ['-P', pidFile, fuseDir, uri];
+  const child = spawn('nbdfuse', args, { detached: true, stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
   child.unref();
   const pid = child.pid;
@@ -90,11 +91,12 @@ async function loopBackingFile(device: string): Promise<string | null> {
   return file === '' ? null : file;
 }
 
-async function attachFuse(uri: string, fuseDir: string): Promise<AttachedDevice> {
-  const pid = await startNbdfuse(uri, fuseDir);
+async function attachFuse(uri: string, fuseDir: string, readOnly: boolean): Promise<AttachedDevice> {
+  const pid = await startNbdfuse(uri, fuseDir, readOnly);
   try {
     // --direct-io=off: the FUSE file has no O_DIRECT; the page cache sits in nbdfuse's path.
-    const device = (await run('losetup', ['--direct-io=off', '-f', '--show', join(fuseDir, 'nbd')])).trim();
+    const args = ['--direct-io=off', ...(readOnly ? ['-r'] : []), '-f', '--show', join(fuseDir, 'nbd')];
+    const device = (await run('losetup', args)).trim();
     return { method: 'fuse', device, fuseDir, nbdfusePid: pid };
   } catch (err) {
     await stopNbdfuse(pid, fuseDir);
@@ -102,20 +104,22 @@ async function attachFuse(uri: string, fuseDir: string): Promise<AttachedDevice>
   }
 }
 
-async function attachKernel(uri: string): Promise<AttachedDevice> {
+async function attachKernel(uri: string, readOnly: boolean): Promise<AttachedDevice> {
   const url = new URL(uri);
   const exportName = decodeURIComponent(url.pathname.slice(1));
   for (const name of readdirSync('/dev').filter((n) => /^nbd\d+$/.test(n)).sort()) {
     const pidPath = `/sys/block/${name}/pid`;
     if (existsSync(pidPath)) continue; // in use
-    const result = await runRaw('nbd-client', [url.hostname, url.port || '10809', `/dev/${name}`, '-N', exportName]);
+    const args = [url.hostname, url.port || '10809', `/dev/${name}`, '-N', exportName, ...(readOnly ? ['-readonly'] : [])];
+    const result = await runRaw('nbd-client', args);
     if (result.code === 0) return { method: 'kernel', device: `/dev/${name}`, fuseDir: null, nbdfusePid: null };
   }
   throw new Error(`no free /dev/nbd* device could attach ${uri}`);
 }
 
-export async function attach(uri: string, fuseDir: string): Promise<AttachedDevice> {
-  return kernelNbdAvailable() ? attachKernel(uri) : attachFuse(uri, fuseDir);
+/** Attaches `uri` as a block device; read-only all the way down when `readOnly`. */
+export async function attach(uri: string, fuseDir: string, readOnly = false): Promise<AttachedDevice> {
+  return kernelNbdAvailable() ? attachKernel(uri, readOnly) : attachFuse(uri, fuseDir, readOnly);
 }
 
 /** Undoes attach; every step is skipped when already undone (idempotent, restart-safe). */

@@ -42,3 +42,7 @@ export function fsTypeOf(cap: VolumeCapability): FsType {
 }
 
 export const isBlock = (cap: VolumeCapability): boolean => Boolean(cap.block) && !cap.mount;
+
+/** Reader-only access modes: the node attaches and mounts without ever writing the volume. */
+export const isReaderOnly = (cap: VolumeCapability): boolean =>
+  cap.access_mode?.mode === 'SINGLE_NODE_READER_ONLY' || cap.access_mode?.mode === 'MULTI_NODE_READER_ONLY';

@@ -75,7 +75,7 @@ const blankProbeBytes = 1 << 20;
  * Makes sure `device` holds a filesystem of `fsType`: formats it only when it is blank (no
  * signature and zeroes at the start), never otherwise. Returns the type found or made.
  */
-export async function ensureFilesystem(device: string, fsType: FsType): Promise<string> {
+export async function ensureFilesystem(device: string, fsType: FsType, readOnly = false): Promise<string> {
   const found = await probeFsType(device);
   if (found !== '') {
     if (found !== fsType) {
@@ -83,6 +83,7 @@ export async function ensureFilesystem(device: string, fsType: FsType): Promise<
     }
     return found;
   }
+  if (readOnly) throw failedPrecondition(`${device} holds no filesystem and is attached read-only; cannot format it`);
   if (!(await hasNoSignature(device)) || !leadingZeroes(device, blankProbeBytes)) {
     throw failedPrecondition(`${device} holds data blkid does not recognise; refusing to format it`);
   }
@@ -97,7 +98,12 @@ export function mountOptionsFor(fsType: string, flags: string[], readonly: boole
   const options = [...flags];
   // A clone or snapshot carries its source's XFS UUID; nouuid lets both mount on one node.
   if (fsType === 'xfs' && !options.includes('nouuid')) options.push('nouuid');
-  if (readonly && !options.includes('ro')) options.push('ro');
+  if (readonly) {
+    if (!options.includes('ro')) options.push('ro');
+    // A read-only mount must not replay the journal either (that writes the device).
+    if (fsType === 'ext4' && !options.includes('noload')) options.push('noload');
+    if (fsType === 'xfs' && !options.includes('norecovery')) options.push('norecovery');
+  }
   return options;
 }
 

@@ -5,9 +5,11 @@
 import { existsSync, mkdirSync, rmSync, rmdirSync, statSync, writeFileSync, promises as fsp } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { attach, attachmentHealthy, detach, nbdUri } from './attach.js';
-import { checkCapabilityShape, fsTypeOf, isBlock, unsupportedReason } from './capabilities.js';
+import { checkCapabilityShape, fsTypeOf, isBlock, isReaderOnly, unsupportedReason } from './capabilities.js';
 import { nodeVolumesMax } from './constants.js';
-import { CsiError, alreadyExists, failedPrecondition, internal, invalidArgument, notFound, resourceExhausted } from './errors.js';
+import {
+  CsiError, alreadyExists, failedPrecondition, internal, invalidArgument, notFound, resourceExhausted, unavailable,
+} from './errors.js';
 import { OperationLocks } from './locks.js';
 import type { NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCondition } from './messages.js';
 import {
@@ -68,27 +70,34 @@ export class NodeService {
         if (existing.accessType !== (isBlock(cap) ? 'block' : 'mount')) {
           throw alreadyExists(`volume ${volumeId} is staged with access type ${existing.accessType}`);
         }
+        if ((existing.readOnly === true) !== isReaderOnly(cap)) {
+          throw alreadyExists(`volume ${volumeId} is staged ${existing.readOnly ? 'read-only' : 'read-write'}`);
+        }
         if (existing.accessType === 'mount' && !isMountPoint(stagingPath)) await this.mountStaging(existing);
         return {};
       }
       if (this.state.all().length >= nodeVolumesMax) throw resourceExhausted(`node has ${nodeVolumesMax} volumes staged`);
       const uri = nbdUri(this.nbdAddress, volumeId);
       const fuseDir = this.fuseDirFor(volumeId);
-      const dev = await step(`attach ${uri}`, () => attach(uri, fuseDir)).catch((err: CsiError) => {
+      const readOnly = isReaderOnly(cap);
+      const dev = await step(`attach ${uri}`, () => attach(uri, fuseDir, readOnly)).catch((err: CsiError) => {
         if (/no export named|unknown export|No such export/i.test(err.message)) {
           throw notFound(`volume ${volumeId} is not exported by ${this.nbdAddress}: ${err.message}`);
+        }
+        if (/Connection refused|Network is unreachable|No route to host/i.test(err.message)) {
+          throw unavailable(`the Cairn NBD server at ${this.nbdAddress} is not reachable: ${err.message}`);
         }
         throw err;
       });
       const att: Attachment = {
         volumeId, uri, method: dev.method, device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid,
         stagingPath, accessType: isBlock(cap) ? 'block' : 'mount', fsType: null,
-        mountFlags: cap.mount?.mount_flags ?? [], published: [],
+        mountFlags: cap.mount?.mount_flags ?? [], readOnly, published: [],
       };
       this.state.put(att); // recorded before mkfs/mount: a crash from here on is still cleanable
       if (att.accessType === 'mount') {
         try {
-          att.fsType = await step('mkfs', () => ensureFilesystem(att.device, fsTypeOf(cap)));
+          att.fsType = await step('mkfs', () => ensureFilesystem(att.device, fsTypeOf(cap), readOnly));
           this.state.put(att);
           await this.mountStaging(att);
         } catch (err) {
@@ -102,7 +111,7 @@ export class NodeService {
 
   private async mountStaging(att: Attachment): Promise<void> {
     mkdirSync(att.stagingPath, { recursive: true });
-    const options = mountOptionsFor(att.fsType!, att.mountFlags, false);
+    const options = mountOptionsFor(att.fsType!, att.mountFlags, att.readOnly === true);
     await step(`mount ${att.device}`, () => mountDevice(att.device, att.stagingPath, att.fsType!, options));
   }
 
@@ -244,7 +253,8 @@ export class NodeService {
       if (!att) throw notFound(`volume ${volumeId} is not staged on this node`);
       const requiredBytes = req.capacity_range?.required_bytes ?? 0;
       let sizeBytes = await step('blockdev', () => deviceSizeBytes(att.device));
-      const ext4 = att.accessType === 'mount' && att.fsType === 'ext4';
+      const writable = att.readOnly !== true; // a read-only staging keeps its filesystem as it is
+      const ext4 = writable && att.accessType === 'mount' && att.fsType === 'ext4';
       if (att.method === 'fuse') {
         const fsBytes = ext4 ? await step('dumpe2fs', () => ext4SizeBytes(att.device)) : sizeBytes;
         if (sizeBytes < requiredBytes || fsBytes < sizeBytes) {
@@ -257,7 +267,7 @@ export class NodeService {
       if (requiredBytes > sizeBytes) {
         throw failedPrecondition(`device ${att.device} has ${sizeBytes} bytes, less than ${requiredBytes}; grow the volume first`);
       }
-      if (att.accessType === 'mount' && att.fsType === 'xfs') {
+      if (writable && att.accessType === 'mount' && att.fsType === 'xfs') {
         await step('grow filesystem', () => growFilesystem(att.device, att.stagingPath, 'xfs'));
       }
       return { capacity_bytes: sizeBytes };
@@ -268,7 +278,7 @@ export class NodeService {
     for (const pub of att.published) await step(`unmount ${pub.targetPath}`, () => unmountAll(pub.targetPath));
     if (att.accessType === 'mount') await step(`unmount ${att.stagingPath}`, () => unmountAll(att.stagingPath));
     await step(`detach ${att.device}`, () => detach(att));
-    const dev = await step(`attach ${att.uri}`, () => attach(att.uri, this.fuseDirFor(att.volumeId)));
+    const dev = await step(`attach ${att.uri}`, () => attach(att.uri, this.fuseDirFor(att.volumeId), att.readOnly === true));
     Object.assign(att, { device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid, method: dev.method });
     this.state.put(att);
     if (growExt4) await step('grow ext4', () => growExt4Offline(att.device));

@@ -21,6 +21,8 @@ export interface Attachment {
   accessType: 'mount' | 'block';
   fsType: string | null;
   mountFlags: string[];
+  /** Staged read-only (a *_READER_ONLY access mode): attached and mounted without writes. */
+  readOnly?: boolean;
   published: PublishRecord[];
 }
 
