@@ -208,6 +208,12 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     }
     const clone = await stage('vol-x-clone', xfs);
     assert.equal(readFileSync(join(clone, 'x.txt'), 'utf8'), 'xfs data\n');
+    // xfs grows online (xfs_growfs on the mount) after the re-attach.
+    const before = dfBytes(clone);
+    await c.controller.ControllerExpandVolume!({ volume_id: 'vol-x-clone', capacity_range: { required_bytes: 640 * MiB }, volume_capability: xfs });
+    await c.node.NodeExpandVolume!({ volume_id: 'vol-x-clone', volume_path: clone, capacity_range: { required_bytes: 640 * MiB } });
+    assert.ok(dfBytes(clone) > before + 250 * MiB, `xfs grew from ${before} to ${dfBytes(clone)}`);
+    assert.equal(readFileSync(join(clone, 'x.txt'), 'utf8'), 'xfs data\n');
     await unstage('vol-x-clone');
     // Asking for ext4 on a device holding xfs is refused, not reformatted.
     await expectCode(c.node.NodeStageVolume!({
