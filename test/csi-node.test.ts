@@ -224,7 +224,14 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
 
   await t.test('block access type publishes the device itself', async () => {
     await create('vol-b', 64 * MiB, block);
-    await stage('vol-b', block);
+    // Two stage calls at once: the second finds the first in flight → ABORTED (CSI concurrency).
+    mkdirSync(stagingOf('vol-b'), { recursive: true });
+    staged.set('vol-b', stagingOf('vol-b'));
+    const req = { volume_id: 'vol-b', staging_target_path: stagingOf('vol-b'), volume_capability: block };
+    const results = await Promise.all([c.node.NodeStageVolume!(req), c.node.NodeStageVolume!(req)]
+      .map((p) => p.then(() => 'ok', (err: any) => status[err.code])));
+    assert.deepEqual(results.sort(), ['ABORTED', 'ok']);
+    await stage('vol-b', block); // the CO's retry succeeds
     const target = join(dir, 'pods', 'p4', 'vol-b-dev');
     await publish('vol-b', target, block);
     await publish('vol-b', target, block);
