@@ -72,7 +72,11 @@ export interface Plugin { socketPath: string; process: ChildProcess; logs(): str
 
 async function waitExit(child: ChildProcess, ms: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
-  await Promise.race([new Promise((resolve) => child.once('exit', resolve)), sleep(ms)]);
+  // An unref'd timer: a pending timeout must not keep the test process alive after the exit.
+  await Promise.race([
+    new Promise((resolve) => child.once('exit', resolve)),
+    new Promise((resolve) => setTimeout(resolve, ms).unref()),
+  ]);
 }
 
 /** Starts `main.ts --endpoint unix://... ` as a child process and waits for its socket. */

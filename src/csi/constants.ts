@@ -38,5 +38,7 @@ export const commandTimeoutMs = 120_000;
 export const nbdfuseStartTimeoutMs = 15_000;
 /** Most volumes one node plugin attaches at once (NodeGetInfo.max_volumes_per_node). */
 export const nodeVolumesMax = 64;
+/** On SIGTERM, in-flight RPCs get this long before the server is shut down hard. */
+export const shutdownGraceMs = 5_000;
 /** In-flight RPCs of one plugin; more are refused with RESOURCE_EXHAUSTED. */
 export const rpcsInFlightMax = 256;

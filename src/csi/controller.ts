@@ -7,7 +7,7 @@ import { checkCapabilityShape, unsupportedReason } from './capabilities.js';
 import { blockSizeBytes, listEntriesMax, volumeSizeBytesDefault } from './constants.js';
 import { alreadyExists, invalidArgument, notFound, outOfRange, unimplemented } from './errors.js';
 import type {
-  CapacityRange, CreateVolumeRequest, Map, Snapshot, Volume, VolumeCapability, VolumeCondition, VolumeContentSource,
+  CapacityRange, CreateVolumeRequest, StringMap, Snapshot, Volume, VolumeCapability, VolumeCondition, VolumeContentSource,
 } from './messages.js';
 import { cairnNameFor, decodePageToken, pageOf, parseSnapshotId } from './names.js';
 import { OperationLocks } from './locks.js';
@@ -172,7 +172,7 @@ export class ControllerService {
   }
 
   async ValidateVolumeCapabilities(req: {
-    volume_id: string; volume_capabilities: VolumeCapability[]; volume_context: Map; parameters: Map;
+    volume_id: string; volume_capabilities: VolumeCapability[]; volume_context: StringMap; parameters: StringMap;
   }): Promise<{ confirmed: unknown; message: string }> {
     if (req.volume_id === '') throw invalidArgument('ValidateVolumeCapabilities: volume_id is required');
     const caps = checkCapabilities(req.volume_capabilities, 'ValidateVolumeCapabilities');
@@ -223,7 +223,7 @@ export class ControllerService {
     return { abnormal: false, message: 'volume is healthy' };
   }
 
-  async GetCapacity(req: { volume_capabilities: VolumeCapability[]; parameters: Map }): Promise<unknown> {
+  async GetCapacity(req: { volume_capabilities: VolumeCapability[]; parameters: StringMap }): Promise<unknown> {
     const unsupported = (req.volume_capabilities ?? []).some((cap) => unsupportedReason(cap) !== null);
     let parametersOk = true;
     try { checkParameters(req.parameters, 'GetCapacity'); } catch { parametersOk = false; }
@@ -240,7 +240,7 @@ export class ControllerService {
     return { capabilities: rpcs.map((type) => ({ rpc: { type } })) };
   }
 
-  async CreateSnapshot(req: { source_volume_id: string; name: string; parameters: Map }): Promise<{ snapshot: Snapshot }> {
+  async CreateSnapshot(req: { source_volume_id: string; name: string; parameters: StringMap }): Promise<{ snapshot: Snapshot }> {
     if (req.source_volume_id === '') throw invalidArgument('CreateSnapshot: source_volume_id is required');
     const snapName = cairnNameFor(req.name, 'snap');
     checkParameters(req.parameters, 'CreateSnapshot');

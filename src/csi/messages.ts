@@ -1,7 +1,7 @@
 // TypeScript shapes of the csi.proto messages this driver reads and writes, as
 // @grpc/proto-loader presents them (snake_case, enums as strings, int64 as number, defaults
 // filled in, `oneofs` adding the name of the set member). Only the fields we use.
-export type Map = Record<string, string>;
+export type StringMap = Record<string, string>;
 
 export interface CapacityRange { required_bytes: number; limit_bytes: number }
 
@@ -21,7 +21,7 @@ export interface VolumeContentSource {
 export interface Volume {
   capacity_bytes: number;
   volume_id: string;
-  volume_context: Map;
+  volume_context: StringMap;
   content_source: VolumeContentSource | null;
 }
 
@@ -39,18 +39,18 @@ export interface CreateVolumeRequest {
   name: string;
   capacity_range: CapacityRange | null;
   volume_capabilities: VolumeCapability[];
-  parameters: Map;
+  parameters: StringMap;
   volume_content_source: VolumeContentSource | null;
   accessibility_requirements: unknown;
-  mutable_parameters: Map;
+  mutable_parameters: StringMap;
 }
 
 export interface NodeStageVolumeRequest {
   volume_id: string;
   staging_target_path: string;
   volume_capability: VolumeCapability | null;
-  volume_context: Map;
-  publish_context: Map;
+  volume_context: StringMap;
+  publish_context: StringMap;
 }
 
 export interface NodePublishVolumeRequest {
@@ -59,5 +59,5 @@ export interface NodePublishVolumeRequest {
   target_path: string;
   volume_capability: VolumeCapability | null;
   readonly: boolean;
-  volume_context: Map;
+  volume_context: StringMap;
 }

@@ -107,10 +107,18 @@ export function mountOptionsFor(fsType: string, flags: string[], readonly: boole
   return options;
 }
 
+/**
+ * Mounts `device`. CSI spec, MountVolume.mount_flags: the flags MAY hold secrets and MUST NOT
+ * leak, so a failure reports mount's stderr but never the option string.
+ */
 export async function mountDevice(device: string, target: string, fsType: string, options: string[]): Promise<void> {
   const args = ['-t', fsType];
   if (options.length > 0) args.push('-o', options.join(','));
-  await run('mount', [...args, device, target]);
+  const result = await runRaw('mount', [...args, device, target]);
+  if (result.code !== 0) {
+    const stderr = result.stderr.split(options.join(',')).join('<options>').trim().slice(0, 400);
+    throw new Error(`mount -t ${fsType} ${device} ${target} failed (exit ${result.code}): ${stderr}`);
+  }
 }
 
 /** Bind mount; read-only needs a second remount (the kernel ignores ro on the first bind). */

@@ -5,7 +5,7 @@ import { rmSync, mkdirSync, existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { rpcsInFlightMax } from './constants.js';
+import { rpcsInFlightMax, shutdownGraceMs } from './constants.js';
 import { CsiError, Status, toCsiError } from './errors.js';
 import { loadCsi } from './proto.js';
 
@@ -86,7 +86,10 @@ export async function startServer(endpoint: string, log: Logger,
   return {
     socketPath,
     close: () => new Promise<void>((resolve) => {
+      // Graceful first (in-flight RPCs finish), then forced: a CO keeps its channel open.
+      const force = setTimeout(() => server.forceShutdown(), shutdownGraceMs);
       server.tryShutdown(() => {
+        clearTimeout(force);
         try { rmSync(socketPath, { force: true }); } catch { /* already gone */ }
         resolve();
       });
