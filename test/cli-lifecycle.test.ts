@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { writeFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { assertBuilt, cairn, cairnBin, cairnJson, python, run, startServe, tempDir } from './cli-helpers.js';
 
 const MiB = 1024 * 1024;
@@ -147,6 +147,34 @@ test('daemon lifecycle', { timeout: 115_000 }, async (t) => {
     assert.equal(w.code, 0, w.stderr);
     assert.doesNotMatch(w.stdout + w.stderr, /No space/);
     assert.equal(await d.stop(), 0);
+  });
+
+  await t.test('check reports a corrupted data block and exits 1', async (t) => {
+    const bad = join(dir, 'bad.pool');
+    const d = await startServe(t, bad, ['--pool-size', '64M']);
+    await cairnJson(d.api, ['volume', 'create', 'v', '--size', '4M']);
+    const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xc3 0 64k', `${d.nbd}/v`]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.equal(await d.stop(), 0);
+    // Find the written data in the pool file (a 4 KiB-aligned block of 0xc3) and flip one bit.
+    const bytes = await readFile(bad);
+    const block = Buffer.alloc(4096, 0xc3);
+    let at = -1;
+    for (let off = 0; off + 4096 <= bytes.length; off += 4096) if (bytes.subarray(off, off + 4096).equals(block)) { at = off; break; }
+    assert.ok(at >= 0, 'the data block is in the pool file');
+    const handle = await open(bad, 'r+');
+    await handle.write(Buffer.from([0xc3 ^ 0x10]), 0, 1, at + 100);
+    await handle.close();
+    const r = await cairn(null, ['check', '--pool', bad]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /^KIND\s+BLOCK\s+PROBLEM\n/);
+    assert.match(r.stdout, new RegExp(`\\b${at / 4096}\\b`), 'the problem names the physical block');
+    assert.match(r.stdout, /^FAILED: [1-9]\d* problems/m);
+    const json = await cairn(null, ['--json', 'check', '--pool', bad]);
+    assert.equal(json.code, 1);
+    const report = JSON.parse(json.stdout) as { ok: boolean; problems: Array<{ kind: string; physicalBlock: number }> };
+    assert.equal(report.ok, false);
+    assert.ok(report.problems.some((p) => p.physicalBlock === at / 4096));
   });
 
   await t.test('config file and environment feed serve; bad config is one line', async (t) => {

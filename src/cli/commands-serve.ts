@@ -31,9 +31,16 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
   };
   const config = loadConfig(layer, process.env, flags.config);
   const logger = createLogger(config);
+  // Signal handlers go in before the daemon starts (a SIGTERM right after the "ready" line must still
+  // shut down cleanly); a signal during start-up stops the daemon as soon as it is up.
+  let signalled: ((signal: string) => void) | null = null;
+  const pending: string[] = [];
+  const onSignal = (signal: string) => { if (signalled !== null) signalled(signal); else pending.push(signal); };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
   const daemon = await startDaemon(config, logger);
   await new Promise<void>((resolveStop) => {
-    const stop = (signal: string) => {
+    signalled = (signal: string) => {
       logger.info({ event: 'signal', signal }, `received ${signal}`);
       daemon.close().then(() => resolveStop(), (err: unknown) => {
         logger.error({ err }, 'shutdown failed');
@@ -41,8 +48,7 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
         resolveStop();
       });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    if (pending.length > 0) signalled(pending[0]!);
   });
   logger.flush?.();
 }
