@@ -31,9 +31,11 @@ export class Trees {
 
   /** Makes `node` writable in this transaction (shadowing it if it is shared or already durable). */
   async writable(node: TreeNode): Promise<TreeNode> {
-    if (this.store.isDirty(node)) return node;
     const rc = await this.space.get(node.block);
     assert(rc >= 1, `tree node ${node.block} is referenced`);
+    // A node made in this transaction is changed in place only while nothing else references it: a
+    // snapshot taken in the same transaction shares it, and then it must be shadowed like any other.
+    if (rc === 1 && this.store.isDirty(node)) return node;
     const block = await this.space.allocMeta();
     const copy: TreeNode = node.type === MetaType.Leaf
       ? { type: MetaType.Leaf, block, txn: 0, entries: node.entries.slice() }
@@ -70,23 +72,23 @@ export class Trees {
   }
 
   /** Extents of [start, end) mapped under `root`, clipped and sorted. */
-  async lookup(root: number, start: number, end: number, out: LeafEntry[] = []): Promise<LeafEntry[]> {
-    if (root === 0 || start >= end) return out;
+  async lookup(root: number, start: number, end: number, out: LeafEntry[] = [], limit = Infinity): Promise<LeafEntry[]> {
+    if (root === 0 || start >= end || out.length >= limit) return out;
     const node = await this.load(root);
     if (node.type === MetaType.Leaf) {
       for (const e of node.entries) {
         if (e.lba + e.lengthBlocks <= start) continue;
-        if (e.lba >= end) break;
+        if (e.lba >= end || out.length >= limit) break;
         out.push(clipEntries([e], start, end)[0]!);
       }
       return out;
     }
     const n = node.children.length;
-    for (let i = childIndex(node, start); i < n; i++) {
+    for (let i = childIndex(node, start); i < n && out.length < limit; i++) {
       const lo = i === 0 ? 0 : node.keys[i]!;
       if (lo >= end) break;
       const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
-      await this.lookup(node.children[i]!, Math.max(start, lo), Math.min(end, hi), out);
+      await this.lookup(node.children[i]!, Math.max(start, lo), Math.min(end, hi), out, limit);
     }
     return out;
   }
@@ -97,6 +99,9 @@ export class Trees {
    */
   async edit(root: number, start: number, end: number, entries: LeafEntry[]): Promise<{ root: number; mappedDelta: number }> {
     const delta = { mapped: 0 };
+    // Load (and verify) every node the edit will touch before changing anything, so a damaged node
+    // fails the edit cleanly instead of half-way through.
+    await this.lookup(root, start, end);
     let parts: Part[];
     if (root === 0) {
       if (entries.length === 0) return { root: 0, mappedDelta: 0 };

@@ -30,7 +30,7 @@ export const NAME_BYTES_MAX = 160;
 /** Largest single read/write the engine accepts in one call. */
 export const IO_BYTES_MAX = 32 * 1024 * 1024;
 /** Blocks edited in one tree mutation before the engine yields and checks its budget. */
-export const EDIT_CHUNK_BLOCKS = 8192;
+export const EDIT_CHUNK_BLOCKS = 2048;
 /** Volume size limit: 2^46 bytes = 64 TiB... times 4 keeps lba math inside 2^53. */
 export const VOLUME_BYTES_MAX = 256 * 1024 ** 4;
 /** Dead tree nodes freed per background step (bounded work per commit). */
@@ -40,7 +40,7 @@ export const COMMIT_INTERVAL_MS_DEFAULT = 5000;
 
 /** Free blocks held back from user data so that metadata of a commit can always be written. */
 export function metaReserveBlocks(totalBlocks: number): number {
-  return Math.min(65536, Math.max(96, Math.floor(totalBlocks / 64)));
+  return Math.min(65536, Math.max(Math.min(512, Math.floor(totalBlocks / 8)), Math.floor(totalBlocks / 64)));
 }
 /** Dirty metadata objects that trigger a commit: a quarter of the reserve. */
 export function dirtyObjectsMax(totalBlocks: number): number {

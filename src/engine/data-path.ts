@@ -166,15 +166,20 @@ async function writeData(core: PoolCore, data: Buffer, startLba: number, nonZero
 export async function unmapBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, endLba: number): Promise<void> {
   let cursor = startLba;
   while (cursor < endLba) {
-    const stepEnd = Math.min(endLba, cursor + EDIT_CHUNK_BLOCKS * 64);
-    await core.mutate(async () => {
+    // Each step removes at most EDIT_CHUNK_BLOCKS blocks of mapped data and jumps over holes, so a
+    // discard of a huge, mostly empty volume (mkfs does one) stays cheap and bounded per commit.
+    cursor = await core.mutate(async () => {
       assertLive(core, rec);
-      const { root, mappedDelta } = await core.trees.edit(rec.root, cursor, stepEnd, []);
+      const next = await core.trees.lookup(rec.root, cursor, endLba, [], 1);
+      if (next.length === 0) return endLba;
+      const from = next[0]!.lba;
+      const to = Math.min(endLba, from + EDIT_CHUNK_BLOCKS);
+      const { root, mappedDelta } = await core.trees.edit(rec.root, from, to, []);
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
       await core.catalog.save(rec);
+      return to;
     });
-    cursor = stepEnd;
   }
 }
 

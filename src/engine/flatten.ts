@@ -5,7 +5,7 @@ import { BLOCK_SIZE_BYTES } from './constants.js';
 import type { PoolCore } from './pool.js';
 import type { CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
-import { ChecksumError } from './errors.js';
+import { ChecksumError, PoolFull } from './errors.js';
 
 const FLATTEN_CHUNK_BLOCKS = 256;
 
@@ -35,6 +35,10 @@ export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgre
 /** Under the lock: unshare the path (identity edit), then copy every block still counted twice. */
 async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, end: number): Promise<void> {
   const entries = await core.trees.lookup(rec.root, start, end);
+  // At most every mapped block of the chunk is copied: make sure they fit before changing anything,
+  // so a full pool fails the flatten cleanly (it resumes from the cursor later).
+  const mappedBlocks = entries.reduce((n, e) => n + e.lengthBlocks, 0);
+  if (core.space.availableBlocks - core.space.reserveBlocks < mappedBlocks) throw new PoolFull('pool is full: flatten needs space to copy shared blocks');
   if (entries.length > 0) {
     // Re-inserting the same mapping shadows every shared node on the path; a block that was shared
     // only through a shared leaf then shows a count of 2 and is copied below.

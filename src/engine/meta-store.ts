@@ -13,6 +13,8 @@ export class MetaStore {
   private readonly loading = new Map<number, Promise<MetaObject>>();
   private readonly cacheObjectsMax: number;
   metaReads = 0;
+  /** Bumped on every in-memory metadata change; a failure after a bump leaves a half-done mutation. */
+  changes = 0;
 
   constructor(readonly device: Device, txn: number, cacheBytesMax: number) {
     this.txn = txn;
@@ -61,6 +63,7 @@ export class MetaStore {
   forget(block: number): void { this.cache.delete(block); }
 
   markDirty(obj: MetaObject): void {
+    this.changes++;
     obj.txn = this.txn;
     this.dirty.add(obj);
   }

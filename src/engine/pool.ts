@@ -137,13 +137,17 @@ export class PoolCore {
   async mutate<T>(fn: () => Promise<T>): Promise<T> {
     this.ensureUsable();
     const release = await this.mutex.lock();
+    const changesBefore = this.store.changes;
     try {
       this.ensureUsable();
       return await fn();
     } catch (err) {
-      if (err instanceof AssertionError) {
-        this.poisoned = err;
-        this.log('engine_assertion', { message: err.message });
+      // A failure after the mutation began changing metadata (a bad metadata block met half-way, an
+      // I/O error, an engine bug) leaves the in-memory state half-done: stop before it is committed.
+      // The durable state is intact; reopening the pool recovers it.
+      if (err instanceof AssertionError || this.store.changes !== changesBefore) {
+        this.poisoned = err instanceof Error ? err : new Error(String(err));
+        this.log('engine_stopped', { message: this.poisoned.message });
       }
       throw err;
     } finally {

@@ -48,6 +48,7 @@ export class SpaceMap {
   async addRange(pba: number, lengthBlocks: number, delta: 1 | -1): Promise<void> {
     let block = pba;
     const end = pba + lengthBlocks;
+    this.store.changes++;
     while (block < end) {
       const pageIndex = Math.floor(block / REFCOUNTS_PER_PAGE);
       const page = (await this.array.page(pageIndex, true))!;
