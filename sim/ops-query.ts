@@ -108,10 +108,11 @@ export async function opSpaceUsage(sim: Simulator): Promise<void> {
   sim.count('spaceUsage');
 }
 
-/** Triage aid (--paranoid): space usage of every target and the catalog after every op. */
+/** Triage aid (--paranoid): check, the catalog and every target's space usage after every op. */
 export async function paranoidCheck(sim: Simulator): Promise<void> {
   if (sim.engine === null) return;
   verifyCatalog(sim, 'paranoid');
+  sim.checkReport(sim.must(await sim.attempt(() => sim.e.check()), 'paranoid check'), 'paranoid check');
   for (const t of sim.model.targets.values()) await checkSpaceUsage(sim, t);
 }
 

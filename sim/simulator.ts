@@ -21,6 +21,8 @@ export interface SimulationOptions {
   skipOps?: OpKind[];
   /** After every op, check space usage of every target and the catalog (slow; for triage). */
   paranoid?: boolean;
+  /** With paranoid: start checking at this op index (checks change cache state and timing). */
+  paranoidFromOp?: number;
   /** Called with each op line as it runs (for --verbose). */
   trace?: (line: string) => void;
 }
@@ -63,11 +65,13 @@ export class Simulator {
   private readonly cacheBytesMax: number;
   private readonly trace: ((line: string) => void) | undefined;
   private readonly paranoid: boolean;
+  private readonly paranoidFromOp: number;
 
   constructor(opts: SimulationOptions) {
     this.seed = opts.seed;
     this.trace = opts.trace;
     this.paranoid = opts.paranoid ?? false;
+    this.paranoidFromOp = opts.paranoidFromOp ?? 0;
     this.prng = new Prng(opts.seed);
     this.params = chooseParams(this.prng);
     for (const kind of opts.skipOps ?? []) this.params.weights[kind] = 0;
@@ -205,7 +209,7 @@ export class Simulator {
         this.clockMs += clockStepMs;
         const kind: OpKind = this.prng.weighted(this.params.weights);
         await runOp(this, kind);
-        if (this.paranoid) await paranoidCheck(this);
+        if (this.paranoid && this.opIndex >= this.paranoidFromOp) await paranoidCheck(this);
         opsRun++;
       }
       await this.finish();
