@@ -273,6 +273,25 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     assert.deepEqual(nbdfuses, []);
   });
 
+  await t.test('a dead nbdfuse shows as an abnormal condition; staging again rebuilds the attachment', async () => {
+    const stagingPath = stagingOf('vol-k');
+    await stage('vol-k', ext4);
+    const state = JSON.parse(readFileSync(join(stateDir, 'attachments.json'), 'utf8')) as { attachments: Array<{ volumeId: string; nbdfusePid: number }> };
+    const pid = state.attachments.find((a) => a.volumeId === 'vol-k')!.nbdfusePid;
+    process.kill(pid, 'SIGKILL');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const sick = await c.node.NodeGetVolumeStats!({ volume_id: 'vol-k', volume_path: stagingPath });
+    assert.equal(sick.volume_condition.abnormal, true);
+    assert.match(sick.volume_condition.message, /nbdfuse/);
+    await c.node.NodeStageVolume!({ volume_id: 'vol-k', staging_target_path: stagingPath, volume_capability: ext4 });
+    assert.equal(readFileSync(join(stagingPath, 'k.txt'), 'utf8'), 'survives\n');
+    const healthy = await c.node.NodeGetVolumeStats!({ volume_id: 'vol-k', volume_path: stagingPath });
+    assert.equal(healthy.volume_condition.abnormal, false);
+    assert.equal(mountCount(stagingPath), 1);
+    await unstage('vol-k');
+    assert.deepEqual(loopDevicesUnder(dir), []);
+  });
+
   await t.test('staging an unknown volume is NOT_FOUND and leaves nothing behind', async () => {
     const stagingPath = join(dir, 'staging', 'ghost');
     mkdirSync(stagingPath, { recursive: true });

@@ -73,8 +73,18 @@ export class NodeService {
         if ((existing.readOnly === true) !== isReaderOnly(cap)) {
           throw alreadyExists(`volume ${volumeId} is staged ${existing.readOnly ? 'read-only' : 'read-write'}`);
         }
-        if (existing.accessType === 'mount' && !isMountPoint(stagingPath)) await this.mountStaging(existing);
-        return {};
+        const problem = await attachmentHealthy(existing);
+        if (problem === null) {
+          if (existing.accessType === 'mount' && !isMountPoint(stagingPath)) await this.mountStaging(existing);
+          return {};
+        }
+        // The attachment died under us (nbdfuse killed, e.g. with the plugin's container):
+        // rebuild it, unless a workload still has it published (that needs its pod restarted).
+        const busy = existing.published.filter((p) => isMountPoint(p.targetPath));
+        if (busy.length > 0) {
+          throw failedPrecondition(`volume ${volumeId}: ${problem}, and it is still published at ${busy[0]!.targetPath}`);
+        }
+        await this.teardown(existing);
       }
       if (this.state.all().length >= nodeVolumesMax) throw resourceExhausted(`node has ${nodeVolumesMax} volumes staged`);
       const uri = nbdUri(this.nbdAddress, volumeId);
@@ -228,7 +238,14 @@ export class NodeService {
       return { usage: [{ unit: 'BYTES', total, available: 0, used: 0 }], volume_condition: condition };
     }
     if (!isMountPoint(volumePath)) throw notFound(`nothing is mounted at ${volumePath}`);
-    const fs = await fsp.statfs(volumePath);
+    let fs: Awaited<ReturnType<typeof fsp.statfs>>;
+    try {
+      fs = await fsp.statfs(volumePath);
+    } catch (err) {
+      // The device under the mount is gone: no usage, but the condition says why.
+      if (condition.abnormal) return { usage: [], volume_condition: condition };
+      throw internal(`statfs ${volumePath}: ${(err as Error).message}`);
+    }
     const usage = [
       { unit: 'BYTES', total: fs.blocks * fs.bsize, available: fs.bavail * fs.bsize, used: (fs.blocks - fs.bfree) * fs.bsize },
       { unit: 'INODES', total: fs.files, available: fs.ffree, used: fs.files - fs.ffree },
