@@ -37,6 +37,8 @@ const snapshotWorkload: Workload = { name: '4k randwrite QD32 after snapshot', r
 interface Running { name: ServerName; uri: string; process: ChildProcess; snapshot(): Promise<void>; stop(): Promise<void> }
 
 export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<string, Record<string, number>>> {
+  // A server child must never start a bench of its own (that would spawn servers without end).
+  if (process.env[childEnv] === '1') throw new Error('runNbdBench called inside a bench server child');
   const runtimeSeconds = opts.runtimeSeconds ?? 10;
   const sizeBytes = opts.sizeBytes ?? 1024 * 1024 * 1024;
   const log = opts.log ?? ((line: string) => console.log(line));
@@ -180,15 +182,32 @@ async function startServer(name: ServerName, dir: string, sizeBytes: number, cpu
   return running;
 }
 
+const childEnv = 'CAIRN_NBD_BENCH_CHILD';
+
+/**
+ * Node flags for the server child: only module loaders (--import/--loader, e.g. tsx) are kept; an
+ * inherited -e/-p script would run again in the child instead of this file's --serve mode.
+ */
+function childExecArgv(): string[] {
+  const kept: string[] = [];
+  const argv = process.execArgv;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if ((arg === '--import' || arg === '--loader' || arg === '--experimental-loader') && i + 1 < argv.length) kept.push(arg, argv[++i]);
+    else if (/^--(import|loader|experimental-loader)=/.test(arg)) kept.push(arg);
+  }
+  return kept;
+}
+
 async function startCairn(dir: string, port: number, sizeBytes: number, cpuProfileDir?: string): Promise<Running> {
   const self = fileURLToPath(import.meta.url);
-  const execArgv = [...process.execArgv];
+  const execArgv = childExecArgv();
   if (cpuProfileDir) {
     await mkdir(cpuProfileDir, { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`);
   }
   const child = spawn(process.execPath, [...execArgv, self, '--serve', path.join(dir, 'pool.cairn'), String(port), String(sizeBytes)],
-    { stdio: ['pipe', 'pipe', 'inherit'] });
+    { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, [childEnv]: '1' } });
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   const replies: string[] = [];
   let waiter: ((line: string) => void) | null = null;
@@ -228,9 +247,9 @@ async function serve(poolPath: string, port: number, sizeBytes: number): Promise
 const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   const args = process.argv.slice(2);
-  if (args[0] === '--serve') {
+  if (args[0] === '--serve' && process.env[childEnv] === '1') {
     await serve(args[1], Number(args[2]), Number(args[3]));
-  } else {
+  } else if (process.env[childEnv] !== '1') {
     const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
     const serversFlag = flag('servers');
     await runNbdBench({
