@@ -4,6 +4,10 @@
 // expansion, capacity, volume condition, and the error codes the CSI spec gives.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { csiClients, expectCode, removeDir, startDaemon, startPlugin, tempDir } from './csi-harness.js';
 
@@ -226,4 +230,33 @@ test('controller service against a real cairn serve', async (t) => {
     const vols = (await c.controller.ListVolumes!({})).entries.filter((e: any) => e.volume.volume_id === 'pvc-race');
     assert.equal(vols.length, 1);
   });
+});
+
+test('a full pool is RESOURCE_EXHAUSTED for new volumes and snapshots, and recovers', { timeout: 120_000 }, async (t) => {
+  const dir = tempDir('cairn-csi-full-');
+  const daemon = await startDaemon(dir, '64M');
+  const plugin = await startPlugin({ dir, api: daemon.apiUrl, nbd: daemon.nbdAddress, mode: 'controller' });
+  const c = csiClients(plugin.socketPath);
+  t.after(async () => { c.close(); await plugin.kill(); await daemon.stop(); removeDir(dir); });
+  const big = { name: 'pvc-big', capacity_range: { required_bytes: 256 * MiB }, volume_capabilities: [blockCap] };
+  await c.controller.CreateVolume!(big);
+  // Fill the pool through NBD with a real client until the daemon answers ENOSPC.
+  const fill = join(dir, 'fill.bin');
+  writeFileSync(fill, randomBytes(100 * MiB));
+  const copy = spawnSync('nbdcopy', [fill, `nbd://${daemon.nbdAddress}/pvc-big`], { encoding: 'utf8' });
+  assert.notEqual(copy.status, 0);
+  assert.match(copy.stderr, /No space left on device/);
+  await expectCode(c.controller.CreateVolume!({ name: 'pvc-new', volume_capabilities: [blockCap] }), status.RESOURCE_EXHAUSTED);
+  await expectCode(c.controller.CreateVolume!({ name: 'pvc-new', volume_capabilities: [blockCap],
+    volume_content_source: { volume: { volume_id: 'pvc-big' } } }), status.RESOURCE_EXHAUSTED);
+  await expectCode(c.controller.CreateSnapshot!({ source_volume_id: 'pvc-big', name: 'snap' }), status.RESOURCE_EXHAUSTED);
+  assert.equal((await c.controller.CreateVolume!(big)).volume.volume_id, 'pvc-big', 'an existing volume is still returned');
+  assert.ok((await c.controller.GetCapacity!({})).available_capacity < 16 * MiB);
+  await c.controller.DeleteVolume!({ volume_id: 'pvc-big' });
+  // Freed blocks return in the background; wait (bounded) for the space to come back.
+  const deadline = Date.now() + 30_000;
+  while ((await c.controller.GetCapacity!({})).available_capacity < 32 * MiB && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  assert.equal((await c.controller.CreateVolume!({ name: 'pvc-new', volume_capabilities: [blockCap] })).volume.volume_id, 'pvc-new');
 });

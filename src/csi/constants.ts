@@ -21,6 +21,11 @@ export const stateDirDefault = '/var/lib/cairn-csi';
 export const blockSizeBytes = 4096;
 /** Size of a volume created without a capacity range. */
 export const volumeSizeBytesDefault = 1024 ** 3;
+/**
+ * Below this many free bytes the pool counts as full: CreateVolume and CreateSnapshot answer
+ * RESOURCE_EXHAUSTED instead of making objects that could not take a single write (thin pool).
+ */
+export const poolFreeBytesMin = 16 * 1024 ** 2;
 /** CSI spec "Size Limits": strings are at most 128 bytes unless a field says otherwise. */
 export const nameBytesMax = 128;
 /** Cairn volume and snapshot names we generate stay within this. */

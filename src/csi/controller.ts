@@ -4,8 +4,8 @@
 // object; same name with other arguments → ALREADY_EXISTS).
 import { CairnApi, problemToCsi, type ApiSnapshot, type ApiVolume } from './api-client.js';
 import { checkCapabilityShape, unsupportedReason } from './capabilities.js';
-import { blockSizeBytes, listEntriesMax, volumeSizeBytesDefault } from './constants.js';
-import { alreadyExists, invalidArgument, notFound, outOfRange, unimplemented } from './errors.js';
+import { blockSizeBytes, listEntriesMax, poolFreeBytesMin, volumeSizeBytesDefault } from './constants.js';
+import { alreadyExists, invalidArgument, notFound, outOfRange, resourceExhausted, unimplemented } from './errors.js';
 import type {
   CapacityRange, CreateVolumeRequest, StringMap, Snapshot, Volume, VolumeCapability, VolumeCondition, VolumeContentSource,
 } from './messages.js';
@@ -110,6 +110,7 @@ export class ControllerService {
     return this.locks.run([name], async () => {
       const existing = await this.call(() => this.api.getVolume(name), `get volume ${name}`);
       if (existing) return { volume: this.sameVolume(existing, bounds, source?.from ?? null) };
+      await this.ensurePoolHasRoom(`create volume ${name}`);
       const created = source
         ? await this.cloneFrom(name, source, bounds)
         : await this.call(() => this.api.createVolume(name, blankSizeBytes), `create volume ${name}`);
@@ -254,6 +255,7 @@ export class ControllerService {
       if (same) return { snapshot: toCsiSnapshot(same) };
       const vol = await this.call(() => this.api.getVolume(req.source_volume_id), `get volume ${req.source_volume_id}`);
       if (!vol) throw notFound(`source volume ${req.source_volume_id} does not exist`);
+      await this.ensurePoolHasRoom(`snapshot ${id}`);
       const snap = await this.call(() => this.api.createSnapshot(req.source_volume_id, snapName), `snapshot ${id}`);
       return { snapshot: toCsiSnapshot(snap) };
     });
@@ -299,6 +301,14 @@ export class ControllerService {
       const grown = await this.call(() => this.api.resizeVolume(req.volume_id, sizeBytes), `grow ${req.volume_id}`);
       return { capacity_bytes: grown.sizeBytes, node_expansion_required: nodeExpansion };
     });
+  }
+
+  /** A full thin pool: new objects could not take one write, so refuse them up front. */
+  private async ensurePoolHasRoom(what: string): Promise<void> {
+    const pool = await this.call(() => this.api.pool(), 'get pool');
+    if (pool.freeBytes < poolFreeBytesMin) {
+      throw resourceExhausted(`${what}: the pool is full (${pool.freeBytes} bytes free of ${pool.sizeBytes})`);
+    }
   }
 
   /** Runs an API call, mapping its problems to CSI codes. */
