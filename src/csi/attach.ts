@@ -59,6 +59,7 @@ async function startNbdfuse(uri: string, fuseDir: string, readOnly: boolean): Pr
     if (existsSync(pidFile) && existsSync(join(fuseDir, 'nbd'))) return pid;
     if (!processAlive(pid) || child.exitCode !== null) {
       const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').trim() : '';
+      await stopNbdfuse(null, fuseDir); // leave no mount dir, pid or log file behind
       throw new Error(`nbdfuse ${uri} exited: ${log.slice(0, 400)}`);
     }
     await sleep(50);

@@ -10,6 +10,9 @@ export interface NbdTlsConfig { certFile?: string; keyFile?: string; caFile?: st
 
 export interface DaemonConfig {
   poolPath: string;
+  /** Where stream identities (POOL.streams.json) and import spool files live; null = the pool's
+   *  directory (set it when the pool is a raw block device). */
+  stateDir: string | null;
   /** Size of a pool created because it was missing (sparse). */
   poolSizeBytes: number;
   api: ListenAddress;
@@ -30,6 +33,7 @@ export type ConfigLayer = Partial<Record<keyof DaemonConfig | 'pool' | 'poolSize
 
 export const defaultConfig: DaemonConfig = {
   poolPath: './data/cairn.pool',
+  stateDir: null,
   poolSizeBytes: 64 * 2 ** 30,
   api: { host: '127.0.0.1', port: 10880 },
   nbd: { host: '127.0.0.1', port: 10809 },
@@ -96,7 +100,7 @@ function tlsOf(value: unknown, what: string, current: NbdTlsConfig | null): NbdT
 /** Applies one layer on top of `config`, validating each value it sets. */
 export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: string): DaemonConfig {
   const out = { ...config };
-  const known = new Set(['pool', 'poolPath', 'poolSize', 'poolSizeBytes', 'api', 'nbd', 'nbdSocketPath', 'nbdTls',
+  const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'api', 'nbd', 'nbdSocketPath', 'nbdTls',
     'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs']);
   for (const [key, value] of Object.entries(layer)) {
     if (value === undefined) continue;
@@ -104,6 +108,7 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
     const what = `${key} (${source})`;
     switch (key) {
       case 'pool': case 'poolPath': out.poolPath = String(value); break;
+      case 'stateDir': out.stateDir = value === null || value === '' ? null : String(value); break;
       case 'poolSize': case 'poolSizeBytes': out.poolSizeBytes = sizeOf(value, what); break;
       case 'api': {
         const api = listenOf(value, what);
@@ -147,11 +152,11 @@ export function readConfigFile(path: string): ConfigLayer {
   return parsed as ConfigLayer;
 }
 
-/** CAIRN_POOL, CAIRN_POOL_SIZE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
+/** CAIRN_POOL, CAIRN_STATE_DIR, CAIRN_POOL_SIZE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
  *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED}. */
 export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
   return {
-    pool: env.CAIRN_POOL, poolSize: env.CAIRN_POOL_SIZE, api: env.CAIRN_API, nbd: env.CAIRN_NBD,
+    pool: env.CAIRN_POOL, stateDir: env.CAIRN_STATE_DIR, poolSize: env.CAIRN_POOL_SIZE, api: env.CAIRN_API, nbd: env.CAIRN_NBD,
     nbdSocketPath: env.CAIRN_NBD_SOCKET, logLevel: env.CAIRN_LOG_LEVEL, logFormat: env.CAIRN_LOG_FORMAT,
     cacheBytesMax: env.CAIRN_CACHE_BYTES_MAX, commitIntervalMs: env.CAIRN_COMMIT_INTERVAL_MS,
     nbdTls: env.CAIRN_NBD_TLS_CERT === undefined && env.CAIRN_NBD_TLS_PSK === undefined ? undefined : {

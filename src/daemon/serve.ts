@@ -44,7 +44,9 @@ async function withTimeout(work: Promise<unknown>, ms: number): Promise<boolean>
 
 export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<Daemon> {
   const poolPath = resolve(config.poolPath);
+  const stateDir = resolve(config.stateDir ?? dirname(poolPath));
   mkdirSync(dirname(poolPath), { recursive: true });
+  mkdirSync(stateDir, { recursive: true });
   const lock = await lockPool(poolPath);
   const metrics = new Metrics();
   const engineLog = eventLogger(logger, 'engine');
@@ -64,7 +66,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   metrics.attach(engine);
   const cleanup: Array<() => Promise<void>> = [];
   try {
-    const identities = await IdentityRegistry.open(poolPath);
+    const identities = await IdentityRegistry.open(poolPath, stateDir);
     const nbd = config.nbd === null && config.nbdSocketPath === null ? null : await startNbdServer(engine, {
       ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
       ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
@@ -76,7 +78,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       ? `nbd://${hostForUri(config.nbd.host)}:${nbd.port}` : null;
     const jobs = new JobManager();
     const ctx: ApiContext = {
-      engine, jobs, identities, poolPath, spoolDir: dirname(poolPath), nbdBaseUri,
+      engine, jobs, identities, poolPath, spoolDir: stateDir, nbdBaseUri,
       nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
     };
     const { app } = buildApi(ctx, { logger: logger.child({ component: 'api' }), metrics: () => metrics.render() });

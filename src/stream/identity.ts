@@ -4,6 +4,7 @@
 // State lives in a small JSON file beside the pool, replaced atomically (write, fsync, rename).
 import { createHash, randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Engine } from '../engine/index.js';
 import type { SnapshotIdentity } from './format.js';
 
@@ -12,9 +13,9 @@ interface RegistryFile { poolUuid: string; received: Record<string, string> }
 export class IdentityRegistry {
   private constructor(private readonly path: string, private state: RegistryFile) {}
 
-  /** Loads (or creates) the registry file `${poolPath}.streams.json`. */
-  static async open(poolPath: string): Promise<IdentityRegistry> {
-    const path = `${poolPath}.streams.json`;
+  /** Loads (or creates) the registry file `${stateDir}/${basename(poolPath)}.streams.json`. */
+  static async open(poolPath: string, stateDir = dirname(poolPath)): Promise<IdentityRegistry> {
+    const path = join(stateDir, `${basename(poolPath)}.streams.json`);
     let state: RegistryFile;
     try {
       const parsed = JSON.parse(await fsp.readFile(path, 'utf8')) as Partial<RegistryFile>;
