@@ -298,5 +298,8 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     await expectCode(c.node.NodeStageVolume!({ volume_id: 'ghost', staging_target_path: stagingPath, volume_capability: ext4 }),
       status.NOT_FOUND);
     assert.deepEqual(loopDevicesUnder(dir), []);
+    assert.equal(existsSync(join(stateDir, 'fuse', 'ghost')), false, 'no nbdfuse mount dir left');
+    assert.equal(existsSync(join(stateDir, 'fuse', 'ghost.log')), false, 'no nbdfuse log left');
+    assert.equal(mountCount(stagingPath), 0);
   });
 });

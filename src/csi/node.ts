@@ -175,6 +175,9 @@ export class NodeService {
         }
         return {};
       }
+      if (!known && isMountPoint(targetPath)) {
+        throw alreadyExists(`something else is already mounted at ${targetPath}`);
+      }
       if (wantBlock) {
         // CSI spec: for block, the SP places the device at target_path (a file we bind over).
         mkdirSync(dirname(targetPath), { recursive: true });
@@ -184,7 +187,8 @@ export class NodeService {
         mkdirSync(targetPath, { recursive: true });
         await step('bind mount', () => bindMount(stagingPath, targetPath, req.readonly));
       }
-      if (!known) att.published.push({ targetPath, readonly: req.readonly });
+      if (known) known.readonly = req.readonly;
+      else att.published.push({ targetPath, readonly: req.readonly });
       this.state.put(att);
       return {};
     });
