@@ -212,6 +212,8 @@ test('controller service against a real cairn serve', async (t) => {
     assert.equal(restored.volume.volume_id, 'pvc-restore-2');
     await c.controller.DeleteVolume!({ volume_id: 'pvc-a' });
     await c.controller.DeleteVolume!({ volume_id: 'never-existed' });
+    await c.controller.DeleteVolume!({ volume_id: 'not a/valid name@all' });
+    await expectCode(c.controller.ControllerGetVolume!({ volume_id: 'not a/valid name' }), status.NOT_FOUND);
     await c.controller.DeleteSnapshot!({ snapshot_id: 'pvc-a@snapshot-1' });
     await c.controller.DeleteSnapshot!({ snapshot_id: 'pvc-a@snapshot-1' });
     await c.controller.DeleteSnapshot!({ snapshot_id: 'garbage' });

@@ -41,6 +41,11 @@ export class ApiProblem extends Error {
 
 type Json = Record<string, unknown>;
 
+/** Not there: unknown, or a name the daemon refuses (so no such volume can exist). */
+const isAbsent = (err: unknown): boolean => err instanceof ApiProblem
+  && (err.httpStatus === 404 || err.code === 'volume_not_found' || err.code === 'invalid_name'
+    || err.code === 'invalid_request');
+
 const num = (obj: Json, ...keys: string[]): number => {
   for (const key of keys) if (typeof obj[key] === 'number') return obj[key] as number;
   return 0;
@@ -162,7 +167,7 @@ export class CairnApi {
     try {
       return parseVolume((await this.request('GET', `/v1/volumes/${encodeURIComponent(name)}`)) as Json);
     } catch (err) {
-      if (err instanceof ApiProblem && (err.httpStatus === 404 || err.code === 'volume_not_found')) return null;
+      if (isAbsent(err)) return null;
       throw err;
     }
   }
@@ -189,7 +194,7 @@ export class CairnApi {
       if (jobId !== null) await this.waitJob(jobId);
       return true;
     } catch (err) {
-      if (err instanceof ApiProblem && (err.httpStatus === 404 || err.code === 'volume_not_found')) return false;
+      if (isAbsent(err)) return false;
       throw err;
     }
   }
