@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { mkdir, writeFile, copyFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { startFixture, runOk, run, MiB } from './nbd-harness.js';
+import net from 'node:net';
+import { startFixture, runOk, run, defer, waitUntil, MiB } from './nbd-harness.js';
 
 interface Pki { dir: string; ca: string; serverCert: string; serverKey: string; clientDir: string; clientWithCertDir: string }
 
@@ -97,4 +98,26 @@ test('TLS-PSK: the right key is served, a wrong key is refused', async (t) => {
   await runOk('qemu-io', ['--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${setup.dir},username=alice`,
     '--image-opts', `driver=nbd,host=localhost,port=${f.server.port},export=p,tls-creds=tls0`,
     '-c', 'write -P 0x99 0 64k', '-c', 'read -P 0x99 0 64k']);
+});
+
+test('garbage instead of a TLS handshake after STARTTLS closes that connection only', async (t) => {
+  const setup = await startFixture(t);
+  const pki = await makePki(setup.dir);
+  const f = await startFixture(t, { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, required: true } });
+  await f.engine.createVolume('v', 4 * MiB);
+  const socket = net.connect(f.server.port as number, '127.0.0.1');
+  defer(t, () => socket.destroy());
+  let received = Buffer.alloc(0);
+  socket.on('data', (d: Buffer) => { received = Buffer.concat([received, d]); });
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const option = Buffer.alloc(16);
+  option.writeBigUInt64BE(0x49484156454f5054n, 0);
+  option.writeUInt32BE(5, 8); // NBD_OPT_STARTTLS
+  socket.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), option]));
+  await waitUntil(() => received.length >= 18 + 20, 5_000, 'STARTTLS reply');
+  assert.equal(received.readUInt32BE(18 + 12), 1, 'NBD_REP_ACK');
+  socket.write(randomBytes(4096)); // not a ClientHello
+  await closed;
+  assert.match(await runOk('nbdinfo', [`nbds://localhost:${f.server.port}/v?tls-certificates=${pki.clientDir}`]), /with TLS/);
 });
