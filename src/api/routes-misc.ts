@@ -1,4 +1,5 @@
 // Pool status, jobs and the OpenAPI document.
+import { Type } from '@sinclair/typebox';
 import type { ApiContext } from './context.js';
 import { openApiDocument, type RouteTable } from './routes.js';
 import { ApiError } from './problem.js';
@@ -21,7 +22,7 @@ export function registerMiscRoutes(routes: RouteTable, ctx: ApiContext): void {
   });
   routes.add({
     method: 'GET', url: '/v1/jobs', tag: 'jobs', summary: 'List running and recently finished jobs',
-    responses: { 200: { description: 'jobs', schema: { type: 'array', items: Job } as never } },
+    responses: { 200: { description: 'jobs', schema: Type.Array(Job) } },
     handler: async () => ctx.jobs.list(),
   });
   routes.add({
@@ -36,7 +37,7 @@ export function registerMiscRoutes(routes: RouteTable, ctx: ApiContext): void {
   });
   routes.add({
     method: 'GET', url: '/v1/openapi.json', tag: 'meta', summary: 'This OpenAPI 3 document',
-    responses: { 200: { description: 'OpenAPI document', schema: { type: 'object' } as never } },
+    responses: { 200: { description: 'OpenAPI document', schema: Type.Object({}, { additionalProperties: true }) } },
     handler: async () => openApiDocument(routes.specs, apiVersion),
   });
 }

@@ -1,6 +1,7 @@
 // Snapshots: per volume (create idempotent, list, show, delete), atomic groups across volumes, the
 // pool-wide list, and diff between two points of one lineage.
 import type { FastifyRequest } from 'fastify';
+import { Type, type TSchema } from '@sinclair/typebox';
 import type { SnapshotInfo } from '../engine/index.js';
 import type { ApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
@@ -11,7 +12,7 @@ import {
 import { snapshotView } from './views.js';
 
 const tag = 'snapshots';
-const list = (schema: unknown) => ({ type: 'array', items: schema }) as never;
+const list = <T extends TSchema>(schema: T) => Type.Array(schema);
 
 /** Creates the snapshots unless all already exist (200, idempotent); a partial overlap is 409. */
 async function createGroup(ctx: ApiContext, fullNames: string[]): Promise<{ status: 200 | 201; snapshots: SnapshotInfo[] }> {

@@ -2,6 +2,7 @@
 // (full, or incremental with ?since=), and a stream posted to /import restores or advances a volume.
 // Both run as jobs so their progress is visible in /v1/jobs.
 import { Readable } from 'node:stream';
+import { Type } from '@sinclair/typebox';
 import type { ApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { ApiError } from './problem.js';
@@ -53,7 +54,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
   routes.add({
     method: 'POST', url: '/v1/volumes/:name/import', tag,
     summary: 'Import a Cairn stream: a full one creates the volume, an incremental one advances it',
-    params: NameParams, body: { type: 'string', format: 'binary' } as never, bodyContentType: octet,
+    params: NameParams, body: Type.String({ format: 'binary', description: 'a Cairn stream (docs/cli.md)' }), bodyContentType: octet,
     responses: { 201: { description: 'imported; the new snapshot', schema: ImportResult } },
     handler: async (req, reply) => {
       const volume = (req.params as { name: string }).name;

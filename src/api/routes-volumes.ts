@@ -1,6 +1,7 @@
 // /v1/volumes: create (empty or clone, idempotent), list, show, resize, delete (a job when long),
 // revert, flatten (a job), space and lineage tree.
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
 import { deleteWaitMs, type ApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { ApiError } from './problem.js';
@@ -70,7 +71,7 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
   });
   routes.add({
     method: 'GET', url: '/v1/volumes', tag, summary: 'List volumes',
-    responses: { 200: { description: 'volumes', schema: { type: 'array', items: Volume } as never } },
+    responses: { 200: { description: 'volumes', schema: Type.Array(Volume) } },
     handler: async () => ctx.engine.listVolumes().map((v) => volumeView(v, ctx)),
   });
   routes.add({
