@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { csiProtoPath, loadCsi, protoLoaderOptions } from '../src/csi/proto.js';
 import { ApiProblem, parseSnapshot, parseVolume, problemToCsi } from '../src/csi/api-client.js';
 import { OperationLocks } from '../src/csi/locks.js';
 import { cairnNameFor, decodePageToken, encodePageToken, pageOf, parseSnapshotId } from '../src/csi/names.js';
@@ -97,4 +99,38 @@ test('operation locks refuse a second operation on the same id with ABORTED', as
   release();
   await first;
   await locks.run(['v1'], async () => undefined); // free again
+});
+
+test('csi.proto: services and the field numbers of the spec (v1.9.0) for the messages we use', () => {
+  const definition = protoLoader.loadSync(csiProtoPath(), protoLoaderOptions);
+  const fields = (message: string): Record<string, number> => {
+    const type = (definition[`csi.v1.${message}`] as { type: { field: Array<{ name: string; number: number }> } }).type;
+    return Object.fromEntries(type.field.map((f) => [f.name, f.number]));
+  };
+  // Transcribed from the spec's csi.proto: a wire format, so any drift here breaks real COs.
+  const spec: Record<string, Record<string, number>> = {
+    CreateVolumeRequest: { name: 1, capacity_range: 2, volume_capabilities: 3, parameters: 4, secrets: 5, volume_content_source: 6, accessibility_requirements: 7, mutable_parameters: 8 },
+    Volume: { capacity_bytes: 1, volume_id: 2, volume_context: 3, content_source: 4, accessible_topology: 5 },
+    VolumeCapability: { block: 1, mount: 2, access_mode: 3 },
+    CapacityRange: { required_bytes: 1, limit_bytes: 2 },
+    Snapshot: { size_bytes: 1, snapshot_id: 2, source_volume_id: 3, creation_time: 4, ready_to_use: 5, group_snapshot_id: 6 },
+    ListSnapshotsRequest: { max_entries: 1, starting_token: 2, source_volume_id: 3, snapshot_id: 4, secrets: 5 },
+    ListVolumesResponse: { entries: 1, next_token: 2 },
+    ControllerExpandVolumeRequest: { volume_id: 1, capacity_range: 2, secrets: 3, volume_capability: 4 },
+    ControllerExpandVolumeResponse: { capacity_bytes: 1, node_expansion_required: 2 },
+    NodeStageVolumeRequest: { volume_id: 1, publish_context: 2, staging_target_path: 3, volume_capability: 4, secrets: 5, volume_context: 6 },
+    NodePublishVolumeRequest: { volume_id: 1, publish_context: 2, staging_target_path: 3, target_path: 4, volume_capability: 5, readonly: 6, secrets: 7, volume_context: 8 },
+    NodeGetVolumeStatsResponse: { usage: 1, volume_condition: 2 },
+    NodeExpandVolumeRequest: { volume_id: 1, volume_path: 2, capacity_range: 3, staging_target_path: 4, volume_capability: 5, secrets: 6 },
+    GetCapacityResponse: { available_capacity: 1, maximum_volume_size: 2, minimum_volume_size: 3 },
+    ControllerModifyVolumeRequest: { volume_id: 1, secrets: 2, mutable_parameters: 3 },
+  };
+  for (const [message, want] of Object.entries(spec)) assert.deepEqual(fields(message), want, message);
+  const csi = loadCsi();
+  for (const rpc of ['CreateVolume', 'DeleteVolume', 'ValidateVolumeCapabilities', 'ListVolumes', 'GetCapacity',
+    'ControllerGetCapabilities', 'CreateSnapshot', 'DeleteSnapshot', 'ListSnapshots', 'ControllerExpandVolume',
+    'ControllerGetVolume', 'ControllerModifyVolume']) assert.ok(rpc in csi.Controller.service, rpc);
+  for (const rpc of ['NodeStageVolume', 'NodeUnstageVolume', 'NodePublishVolume', 'NodeUnpublishVolume',
+    'NodeGetVolumeStats', 'NodeExpandVolume', 'NodeGetCapabilities', 'NodeGetInfo']) assert.ok(rpc in csi.Node.service, rpc);
+  assert.equal(csi.Identity.service.GetPluginInfo.path, '/csi.v1.Identity/GetPluginInfo', 'the package is csi.v1');
 });
