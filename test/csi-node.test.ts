@@ -185,6 +185,19 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     const grown = await c.controller.ControllerExpandVolume!({ volume_id: 'vol-a', capacity_range: { required_bytes: 512 * MiB }, volume_capability: ext4 });
     assert.equal(grown.capacity_bytes, 512 * MiB);
     assert.equal(grown.node_expansion_required, true);
+    // A file held open in the published mount: the mount is busy → FAILED_PRECONDITION, and
+    // every mount is left as it was.
+    const held = openSync(join(target, 'hello.txt'), 'r');
+    try {
+      await expectCode(c.node.NodeExpandVolume!({
+        volume_id: 'vol-a', volume_path: target, capacity_range: { required_bytes: 512 * MiB },
+      }), status.FAILED_PRECONDITION);
+    } finally {
+      closeSync(held);
+    }
+    assert.equal(mountCount(target), 1);
+    assert.equal(mountCount(stagingOf('vol-a')), 1);
+    assert.equal(readFileSync(join(target, 'hello.txt'), 'utf8'), 'hello from a pod\n');
     const res = await c.node.NodeExpandVolume!({
       volume_id: 'vol-a', volume_path: target, staging_target_path: stagingOf('vol-a'),
       capacity_range: { required_bytes: 512 * MiB }, volume_capability: ext4,

@@ -16,7 +16,7 @@ import {
   bindMount, deviceSizeBytes, ensureFilesystem, ext4SizeBytes, growExt4Offline, growFilesystem, isMountPoint, mountDevice,
   mountOptionsFor, unmountAll,
 } from './mounts.js';
-import { AttachmentState, type Attachment } from './state.js';
+import { AttachmentState, type Attachment, type PublishRecord } from './state.js';
 import { isCairnName } from './names.js';
 
 const need = (value: string, what: string): string => {
@@ -258,11 +258,12 @@ export class NodeService {
   }
 
   /**
-   * Grows the filesystem after ControllerExpandVolume. The kernel NBD device sees the new
-   * export size and grows online. A running nbdfuse does not (it reads the size once at
-   * connect), so on that path the export is re-attached: publish targets and staging are
-   * unmounted (which flushes everything), nbdfuse + loop restarted, ext4 grown offline
-   * (online resize needs CAP_SYS_RESOURCE), and every mount restored.
+   * Grows the filesystem after ControllerExpandVolume. Neither the kernel NBD client nor a
+   * running nbdfuse sees a new export size (both read it once at connect), so the export is
+   * re-attached: publish targets and staging are unmounted (flushing everything), the device
+   * attached again, ext4 grown offline (online resize2fs needs CAP_SYS_RESOURCE), every mount
+   * restored, and xfs grown online. A mount in use makes it FAILED_PRECONDITION (CSI spec,
+   * NodeExpandVolume "volume in use") with all mounts as they were.
    */
   async NodeExpandVolume(req: { volume_id: string; volume_path: string; capacity_range: { required_bytes: number } | null }):
     Promise<{ capacity_bytes: number }> {
@@ -276,14 +277,10 @@ export class NodeService {
       let sizeBytes = await step('blockdev', () => deviceSizeBytes(att.device));
       const writable = att.readOnly !== true; // a read-only staging keeps its filesystem as it is
       const ext4 = writable && att.accessType === 'mount' && att.fsType === 'ext4';
-      if (att.method === 'fuse') {
-        const fsBytes = ext4 ? await step('dumpe2fs', () => ext4SizeBytes(att.device)) : sizeBytes;
-        if (sizeBytes < requiredBytes || fsBytes < sizeBytes) {
-          await this.reattach(att, ext4);
-          sizeBytes = await step('blockdev', () => deviceSizeBytes(att.device));
-        }
-      } else if (ext4) {
-        await step('grow filesystem', () => growFilesystem(att.device, att.stagingPath, 'ext4'));
+      const fsBytes = ext4 ? await step('dumpe2fs', () => ext4SizeBytes(att.device)) : sizeBytes;
+      if (sizeBytes < requiredBytes || fsBytes < sizeBytes) {
+        await this.reattach(att, ext4);
+        sizeBytes = await step('blockdev', () => deviceSizeBytes(att.device));
       }
       if (requiredBytes > sizeBytes) {
         throw failedPrecondition(`device ${att.device} has ${sizeBytes} bytes, less than ${requiredBytes}; grow the volume first`);
@@ -295,9 +292,39 @@ export class NodeService {
     });
   }
 
+  /** Unmounts every publish target and the staging mount; a busy one puts back what was undone. */
+  private async quiesce(att: Attachment): Promise<void> {
+    const undone: PublishRecord[] = [];
+    const restore = async (): Promise<void> => {
+      for (const pub of undone) await bindMount(this.bindSource(att), pub.targetPath, pub.readonly).catch(() => undefined);
+    };
+    for (const pub of att.published) {
+      if (!isMountPoint(pub.targetPath)) continue;
+      try {
+        await unmountAll(pub.targetPath);
+      } catch (err) {
+        await restore();
+        throw failedPrecondition(`volume ${att.volumeId} is in use at ${pub.targetPath}; `
+          + `nbd exports cannot grow under a mount: ${(err as Error).message}`);
+      }
+      undone.push(pub);
+    }
+    if (att.accessType === 'mount') {
+      try {
+        await unmountAll(att.stagingPath);
+      } catch (err) {
+        await restore();
+        throw failedPrecondition(`volume ${att.volumeId} is in use at ${att.stagingPath}: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  private bindSource(att: Attachment): string {
+    return att.accessType === 'mount' ? att.stagingPath : att.device;
+  }
+
   private async reattach(att: Attachment, growExt4: boolean): Promise<void> {
-    for (const pub of att.published) await step(`unmount ${pub.targetPath}`, () => unmountAll(pub.targetPath));
-    if (att.accessType === 'mount') await step(`unmount ${att.stagingPath}`, () => unmountAll(att.stagingPath));
+    await this.quiesce(att);
     await step(`detach ${att.device}`, () => detach(att));
     const dev = await step(`attach ${att.uri}`, () => attach(att.uri, this.fuseDirFor(att.volumeId), att.readOnly === true));
     Object.assign(att, { device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid, method: dev.method });
@@ -305,8 +332,7 @@ export class NodeService {
     if (growExt4) await step('grow ext4', () => growExt4Offline(att.device));
     if (att.accessType === 'mount') await this.mountStaging(att);
     for (const pub of att.published) {
-      const source = att.accessType === 'mount' ? att.stagingPath : att.device;
-      await step(`bind ${pub.targetPath}`, () => bindMount(source, pub.targetPath, pub.readonly));
+      await step(`bind ${pub.targetPath}`, () => bindMount(this.bindSource(att), pub.targetPath, pub.readonly));
     }
   }
 }
