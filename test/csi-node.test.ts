@@ -88,6 +88,14 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     const stagingPath = await stage(id, ext4);
     await c.node.NodeStageVolume!({ volume_id: id, staging_target_path: stagingPath, volume_capability: ext4 });
     assert.equal(mountCount(stagingPath), 1, 'one staging mount after two stage calls');
+    const elsewhere = join(dir, 'staging', 'elsewhere');
+    mkdirSync(elsewhere, { recursive: true });
+    await expectCode(c.node.NodeStageVolume!({ volume_id: id, staging_target_path: elsewhere, volume_capability: ext4 }),
+      status.ALREADY_EXISTS);
+    await expectCode(c.node.NodeStageVolume!({ volume_id: id, staging_target_path: stagingPath, volume_capability: block }),
+      status.ALREADY_EXISTS);
+    await c.node.NodeUnstageVolume!({ volume_id: id, staging_target_path: elsewhere }); // not staged there: no-op
+    assert.equal(mountCount(stagingPath), 1, 'the real staging is untouched');
     assert.equal(sh('findmnt', ['-n', '-o', 'FSTYPE', stagingPath]).trim(), 'ext4');
     const target = join(dir, 'pods', 'p1', 'vol-a');
     await publish(id, target, ext4);

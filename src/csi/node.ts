@@ -138,9 +138,10 @@ export class NodeService {
     const stagingPath = need(req.staging_target_path, 'NodeUnstageVolume: staging_target_path');
     return this.locks.run([volumeId], async () => {
       const att = this.state.get(volumeId);
-      if (!att) {
-        // Not staged by us (or already unstaged): make sure nothing is left mounted, succeed.
-        await step(`unmount ${stagingPath}`, () => unmountAll(stagingPath));
+      if (!att || att.stagingPath !== stagingPath) {
+        // Not staged here (already unstaged, or staged at another path, which stays as it is):
+        // make sure nothing of ours is mounted at this path, and succeed.
+        if (!att) await step(`unmount ${stagingPath}`, () => unmountAll(stagingPath));
         return {};
       }
       const stillPublished = att.published.filter((p) => isMountPoint(p.targetPath));
