@@ -270,3 +270,18 @@ test('many snapshots: creation stays O(1) and reads unaffected; listing is compl
   await engine.drainDeletes();
   await assertClean(engine);
 });
+
+test('overwrites on a nearly full pool reuse freed blocks instead of failing (frees wait for a commit)', async (t) => {
+  const { engine, cleanup } = await tempPool(64 * MiB);
+  t.after(cleanup);
+  await engine.createVolume('v', 40 * MiB);
+  const id = engine.resolve('v').id;
+  for (let pass = 0; pass < 12; pass++) {
+    let next = 0;
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      while (next < 40) { const i = next++; await engine.write(id, i * MiB, pattern(pass * 100 + i, MiB)); }
+    }));
+  }
+  assert.deepEqual(await engine.read(id, 7 * MiB, MiB), pattern(11 * 100 + 7, MiB));
+  await assertClean(engine);
+});

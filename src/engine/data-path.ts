@@ -6,7 +6,7 @@ import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
 import type { Run } from './space-map.js';
-import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, VolumeNotFound } from './errors.js';
+import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, PoolFull, VolumeNotFound } from './errors.js';
 import type { Extent } from './types.js';
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
@@ -118,7 +118,7 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
     nonZero[i] = noHole || !block.equals(ZERO_BLOCK);
     if (nonZero[i]) count++;
   }
-  const runs: Run[] = count > 0 ? await core.mutate(() => core.space.reserve(count, false)) : [];
+  const runs: Run[] = count > 0 ? await reserveData(core, count) : [];
   try {
     const entries = await writeData(core, data, startLba, nonZero, runs);
     await core.mutate(async () => {
@@ -130,6 +130,21 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
     });
   } finally {
     core.space.unreserve(runs);
+  }
+}
+
+/**
+ * Reserves data blocks. Blocks freed by overwrites wait for their commit before reuse, so a pool that
+ * looks full may only be waiting for one: commit (outside the lock) and try again before ENOSPC.
+ */
+async function reserveData(core: PoolCore, count: number): Promise<Run[]> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await core.mutate(() => core.space.reserve(count, false));
+    } catch (err) {
+      if (!(err instanceof PoolFull) || attempt >= 3 || !core.space.hasHeldFrees()) throw err;
+      await core.commit();
+    }
   }
 }
 

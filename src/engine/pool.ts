@@ -158,7 +158,10 @@ export class PoolCore {
   }
 
   private afterMutation(): void {
-    if (this.store.dirty.size >= this.dirtyMax) void this.commit().catch(() => undefined);
+    // Commit early when dirty metadata passes its bound, or when blocks freed by overwrites (reusable
+    // only after a commit) grow past a quarter of what is still free.
+    const freesHeld = this.space.pendingFreeBlocks > Math.max(64, this.space.availableBlocks / 4);
+    if (this.store.dirty.size >= this.dirtyMax || freesHeld) void this.commit().catch(() => undefined);
     else if (this.commitIntervalMs > 0 && !this.commitTimer && this.store.dirty.size > 0 && !this.closed) {
       this.commitTimer = setTimeout(() => {
         this.commitTimer = null;

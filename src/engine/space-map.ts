@@ -39,6 +39,14 @@ export class SpaceMap {
     return this.freeCount - held;
   }
 
+  /** Whether some free blocks are only waiting for a commit (or for older reads) to be reusable. */
+  hasHeldFrees(): boolean {
+    return this.pendingFree.size > 0 || this.quarantine.length > 0;
+  }
+
+  /** Free blocks waiting for the open transaction's commit. */
+  get pendingFreeBlocks(): number { return this.pendingFree.size; }
+
   async get(block: number): Promise<number> {
     const page = await this.array.page(Math.floor(block / REFCOUNTS_PER_PAGE), false);
     return page ? page.counts[block % REFCOUNTS_PER_PAGE]! : 0;
