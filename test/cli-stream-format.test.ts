@@ -7,9 +7,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPoolFile } from '../src/engine/index.js';
-import { planExport } from '../src/stream/writer.js';
+import { coalesce, planExport } from '../src/stream/writer.js';
 import { readStream } from '../src/stream/reader.js';
-import { StreamCorrupt } from '../src/stream/format.js';
+import { StreamCorrupt, encodeHeader, encodeRecordHeader, encodeTrailer } from '../src/stream/format.js';
+import { crc32c } from '@node-rs/crc32';
 import { IdentityRegistry } from '../src/stream/identity.js';
 
 async function parseAll(bytes: Buffer, chunkBytes: number) {
@@ -68,4 +69,23 @@ test('stream format: every bit flip and every truncation is rejected', { timeout
     for (let length = 0; length < bytes.length; length += 1) await rejects(bytes.subarray(0, length), `truncated to ${length}`);
     await rejects(Buffer.concat([bytes, Buffer.from([0])]), 'a byte after the trailer');
   }
+});
+
+test('stream format: records out of order or overlapping are rejected even with valid checksums', async () => {
+  const identity = { fullName: 'v@s', id: 1, createdMs: 1, guid: '0'.repeat(32) };
+  const build = (offsets: number[]) => {
+    const parts = [encodeHeader({ version: 1, sizeBytes: 1 << 20, blockSizeBytes: 4096, snapshot: identity, base: null })];
+    for (const offset of offsets) {
+      const data = Buffer.alloc(8192, 7);
+      parts.push(encodeRecordHeader('data', offset, data.length, data), data);
+    }
+    const body = Buffer.concat(parts);
+    return Buffer.concat([body, encodeTrailer({ records: offsets.length, dataBytes: offsets.length * 8192 }, crc32c(body))]);
+  };
+  assert.equal((await parseAll(build([0, 8192, 65536]), 1000)).length, 5, 'ascending, touching records are fine');
+  await assert.rejects(parseAll(build([8192, 0]), 1000), StreamCorrupt);
+  await assert.rejects(parseAll(build([0, 4096]), 1000), StreamCorrupt);
+  await assert.rejects(parseAll(build([(1 << 20) - 4096]), 1000), StreamCorrupt, 'beyond the volume size');
+  assert.deepEqual(coalesce([{ offsetBytes: 8192, lengthBytes: 4096 }, { offsetBytes: 0, lengthBytes: 4096 },
+    { offsetBytes: 4096, lengthBytes: 4096 }, { offsetBytes: 10000, lengthBytes: 100 }]), [{ offsetBytes: 0, lengthBytes: 12288 }]);
 });

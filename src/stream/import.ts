@@ -61,18 +61,32 @@ function checkTarget(engine: Engine, registry: IdentityRegistry, volume: string,
   return latest;
 }
 
+/** Record writes in flight while applying a verified stream (ranges never overlap within a stream). */
+export const importWritesInFlightMax = 8;
+
 async function applyRecords(engine: Engine, id: number, spoolPath: string,
   onProgress: (fraction: number) => void, totalBytes: number): Promise<number> {
   let dataBytes = 0;
   let doneBytes = 0;
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown = null;
   for await (const item of readStream(createReadStream(spoolPath, { highWaterMark: 1024 * 1024 }))) {
     if (item.type !== 'record') continue;
     const r = item.record;
-    if (r.data !== null) { await engine.write(id, r.offsetBytes, r.data); dataBytes += r.lengthBytes; }
-    else await engine.writeZeroes(id, r.offsetBytes, r.lengthBytes);
-    doneBytes += r.data !== null ? r.data.length + 20 : 20;
-    onProgress(Math.min(1, doneBytes / Math.max(1, totalBytes)));
+    const recordBytes = r.data !== null ? r.data.length + 20 : 20;
+    const write = (r.data !== null ? engine.write(id, r.offsetBytes, r.data) : engine.writeZeroes(id, r.offsetBytes, r.lengthBytes))
+      .then(() => {
+        doneBytes += recordBytes;
+        onProgress(Math.min(1, doneBytes / Math.max(1, totalBytes)));
+      }, (err: unknown) => { failure ??= err; })
+      .finally(() => inFlight.delete(write));
+    inFlight.add(write);
+    if (r.data !== null) dataBytes += r.lengthBytes;
+    if (inFlight.size >= importWritesInFlightMax) await Promise.race(inFlight);
+    if (failure !== null) break;
   }
+  await Promise.all(inFlight);
+  if (failure !== null) throw failure;
   return dataBytes;
 }
 

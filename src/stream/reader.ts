@@ -116,6 +116,7 @@ export async function* readStream(
   yield { type: 'header', header };
   let records = 0;
   let dataBytes = 0;
+  let endBytes = 0;
   for (;;) {
     const head = await reader.read(4, 'record tag');
     const tag = head.readUInt32LE(0);
@@ -125,6 +126,9 @@ export async function* readStream(
     }
     if (tag !== recordTagData && tag !== recordTagZero) throw new StreamCorrupt(`unknown record tag 0x${tag.toString(16)}`);
     const record = await readRecord(reader, header, tag, head);
+    // Records ascend and never overlap, so an importer may apply several at once in any order.
+    if (record.offsetBytes < endBytes) throw new StreamCorrupt(`record at ${record.offsetBytes} overlaps or precedes the one before`);
+    endBytes = record.offsetBytes + record.lengthBytes;
     records += 1;
     if (record.data !== null) dataBytes += record.lengthBytes;
     yield { type: 'record', record };

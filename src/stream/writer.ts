@@ -49,6 +49,20 @@ async function* planRecords(engine: Engine, id: number, ranges: ByteRange[] | nu
   }
 }
 
+/** Sorted and merged: the format requires ascending, non-overlapping records (reader.ts). */
+export function coalesce(ranges: ByteRange[]): ByteRange[] {
+  const out: ByteRange[] = [];
+  for (const r of ranges.slice().sort((x, y) => x.offsetBytes - y.offsetBytes)) {
+    const last = out[out.length - 1];
+    if (last !== undefined && r.offsetBytes <= last.offsetBytes + last.lengthBytes) {
+      last.lengthBytes = Math.max(last.lengthBytes, r.offsetBytes + r.lengthBytes - last.offsetBytes);
+    } else {
+      out.push({ offsetBytes: r.offsetBytes, lengthBytes: r.lengthBytes });
+    }
+  }
+  return out;
+}
+
 /**
  * Plans the stream of `snapshotFullName` ("VOL@SNAP"), full or (with `base`) incremental.
  * `identify` gives each snapshot's stream identity (its guid survives export/import).
@@ -58,7 +72,7 @@ export async function planExport(engine: Engine, snapshotFullName: string, base:
   const target = engine.resolve(snapshotFullName);
   const snapshot = engine.getSnapshot(snapshotFullName);
   const baseIdentity = base === null ? null : identify(engine.getSnapshot(base).fullName);
-  const ranges = base === null ? null : await engine.diff(base, snapshotFullName);
+  const ranges = base === null ? null : coalesce(await engine.diff(base, snapshotFullName));
   const header: StreamHeader = {
     version: 1, sizeBytes: snapshot.sizeBytes, blockSizeBytes: 4096,
     snapshot: identify(snapshot.fullName), base: baseIdentity,
