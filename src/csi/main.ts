@@ -55,14 +55,25 @@ export function csiCommand(): Command {
     .option('--driver-name <name>', 'CSI driver name', driverName);
 }
 
-async function main(argv: string[]): Promise<void> {
-  const command = csiCommand();
-  command.parse(argv);
-  const o = command.opts<{ endpoint: string; api: string; nodeId: string; mode: CsiMode; stateDir: string; nbd: string; driverName: string }>();
-  const handle = await runCsi({ ...o });
+type CsiFlags = { endpoint: string; api: string; nodeId: string; mode: CsiMode; stateDir: string; nbd: string; driverName: string };
+
+/** Runs the plugin until SIGTERM/SIGINT, then closes the socket and exits 0. */
+async function serveUntilSignal(flags: CsiFlags): Promise<void> {
+  const handle = await runCsi({ ...flags });
   const stop = (): void => { void handle.close().then(() => process.exit(0)); };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/** Adds `csi` (flags and action) to a commander program: how `cairn csi` is wired. */
+export function addCsiCommand(program: Command): Command {
+  const command = csiCommand().action((flags: CsiFlags) => serveUntilSignal(flags));
+  program.addCommand(command);
+  return command;
+}
+
+async function main(argv: string[]): Promise<void> {
+  await csiCommand().action((flags: CsiFlags) => serveUntilSignal(flags)).parseAsync(argv);
 }
 
 const isEntry = process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
