@@ -211,6 +211,13 @@ test('REST API: a full pool is 507 pool_full', { timeout: 60_000 }, async (t) =>
   assert.match(r.headers.get('content-type') ?? '', /^application\/problem\+json/);
   assert.equal(((await r.json()) as Problem).code, 'pool_full');
   assertProblem(await call('GET', '/v1/volumes/again'), 404, 'volume_not_found');
+  const jobs = (await call('GET', '/v1/jobs')).body as Array<{ kind: string; state: string; error: { code: string } | null; progress: number }>;
+  const exportJob = jobs.find((j) => j.kind === 'export');
+  assert.equal(exportJob?.state, 'succeeded');
+  assert.equal(exportJob?.progress, 1);
+  const importJob = jobs.find((j) => j.kind === 'import');
+  assert.equal(importJob?.state, 'failed');
+  assert.equal(importJob?.error?.code, 'pool_full');
   const wrongType = await fetch(`${base}/v1/volumes/x/import`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
   assert.equal(wrongType.status, 415);
 });
