@@ -144,6 +144,29 @@ export class Model {
     return seen;
   }
 
+  /**
+   * Data blocks only `t` references (what deleting it would free), or null when the model cannot
+   * know: some identity or mapping anywhere is uncertain (after a flatten, a race or a crash).
+   */
+  exclusiveBlocks(t: ModelTarget): number | null {
+    let exclusive = 0;
+    for (const [b, s] of t.blocks) {
+      if (s.identity === -1 || s.mapped === 'maybe') return null;
+      if (s.mapped !== 'yes') continue;
+      let shared = false;
+      // Sharing is only ever at the same block number (snapshots and clones do not shift data).
+      for (const other of this.targets.values()) {
+        if (other === t) continue;
+        const o = other.blocks.get(b);
+        if (o === undefined || o.mapped === 'no') continue;
+        if (o.identity === -1) return null;
+        if (o.identity === s.identity) shared = true;
+      }
+      if (!shared) exclusive++;
+    }
+    return exclusive;
+  }
+
   /** Number of mapped blocks: [certainly mapped, possibly mapped]. */
   mappedBlocks(t: ModelTarget): [number, number] {
     let yes = 0;

@@ -39,7 +39,9 @@ export async function opDeleteVolume(sim: Simulator): Promise<void> {
   const t = sim.pickVolume();
   if (t === null) return;
   sim.note(`deleteVolume ${t.name}`);
+  sim.expectEvents([], 'before deleteVolume');
   sim.must(await sim.attempt(() => sim.e.deleteVolume(t.name)), `deleteVolume ${t.name}`);
+  sim.expectEvents([{ type: 'deleted', id: t.id }], `deleteVolume ${t.name}`);
   sim.model.durablePoint();
   sim.model.targets.delete(t.name);
   // A held id must not reach the deleted volume (types.ts Target: I/O goes by id).
@@ -56,7 +58,9 @@ export async function opResizeVolume(sim: Simulator): Promise<void> {
     : t.sizeBytes + sim.prng.int(1, Math.max(1, Math.min(t.sizeBytes, sim.params.volumeBytesMax) / B)) * B;
   const allowShrink = shrink && sim.prng.chance(0.7);
   sim.note(`resizeVolume ${t.name} ${t.sizeBytes} -> ${sizeBytes}${allowShrink ? ' allowShrink' : ''}`);
+  sim.expectEvents([], 'before resizeVolume');
   const o = await sim.attempt(() => sim.e.resizeVolume(t.name, sizeBytes, { allowShrink }));
+  sim.expectEvents(o.ok ? [{ type: 'resized', id: t.id, sizeBytes }] : [], `resizeVolume ${t.name}`);
   if (shrink && !allowShrink) {
     sim.expectError(o, ['shrink_refused'], `shrink ${t.name} without allowShrink`);
     return;
@@ -115,7 +119,9 @@ export async function opDeleteSnapshot(sim: Simulator): Promise<void> {
   const s = sim.pickSnapshot();
   if (s === null) return;
   sim.note(`deleteSnapshot ${s.name}`);
+  sim.expectEvents([], 'before deleteSnapshot');
   sim.must(await sim.attempt(() => sim.e.deleteSnapshot(s.name)), `deleteSnapshot ${s.name}`);
+  sim.expectEvents([{ type: 'deleted', id: s.id }], `deleteSnapshot ${s.name}`);
   sim.model.durablePoint();
   sim.model.targets.delete(s.name);
   sim.count('deleteSnapshot');
@@ -153,7 +159,9 @@ export async function opRevert(sim: Simulator): Promise<void> {
   const s = sim.prng.pick(sim.model.snapshots(v.name));
   const snapName = s.name.split('@')[1] as string;
   sim.note(`revertVolume ${v.name} to ${s.name}`);
+  sim.expectEvents([], 'before revertVolume');
   const o = await sim.attempt(() => sim.e.revertVolume(v.name, snapName));
+  sim.expectEvents(o.ok ? [{ type: 'reverted', id: v.id }] : [], `revertVolume ${v.name}`);
   if (!o.ok) {
     sim.expectError(o, ['pool_full'], `revert ${v.name} to ${s.name}`);
     await relieveSpace(sim);
@@ -210,4 +218,5 @@ export async function relieveSpace(sim: Simulator): Promise<void> {
   }
   for (let i = 0; i < 3; i++) sim.must(await sim.attempt(() => sim.e.flush()), 'flush to free space');
   sim.model.durablePoint();
+  sim.drainEvents();
 }

@@ -127,6 +127,12 @@ async function checkSpaceUsage(sim: Simulator, t: ModelTarget): Promise<void> {
     sim.fail(`spaceUsage ${t.name}: mapped ${u.mappedBytes} bytes, model allows [${mappedLo * B}, ${mappedHi * B}]; ` +
       `the engine's own extents show ${dataBytes} bytes of data`);
   }
+  // With nothing uncertain and no dropped tree waiting to be freed, exclusive is exact.
+  const exclusiveBlocks = sim.model.exclusiveBlocks(t);
+  if (inSize && exclusiveBlocks !== null && sim.e.stats().pendingDeleteNodes === 0) {
+    if (u.exclusiveBytes !== exclusiveBlocks * B) sim.fail(`spaceUsage ${t.name}: exclusive ${u.exclusiveBytes} bytes, model ${exclusiveBlocks * B}`);
+    sim.count('exclusiveExact');
+  }
   // Exclusive counts data blocks only (space-usage.ts), so it never exceeds what is mapped.
   if (u.exclusiveBytes < 0 || u.exclusiveBytes > u.mappedBytes) {
     sim.fail(`spaceUsage ${t.name}: exclusive ${u.exclusiveBytes} outside [0, mapped ${u.mappedBytes}]`);

@@ -7,7 +7,7 @@ import { Prng } from '../src/engine/device/prng.js';
 import { SimDevice, type CrashMode } from '../src/engine/device/sim-device.js';
 import { createPool, openPool, checkPool } from '../src/engine/pool.js';
 import { CairnError, type ErrorCode } from '../src/engine/errors.js';
-import { BLOCK_SIZE_BYTES, type CheckReport, type Engine, type PoolOptions } from '../src/engine/types.js';
+import { BLOCK_SIZE_BYTES, type CheckReport, type Engine, type PoolOptions, type TargetEvent } from '../src/engine/types.js';
 import { Model, type ModelTarget } from './model.js';
 import { chooseParams, type OpKind, type SimParams } from './params.js';
 import { runOp } from './ops.js';
@@ -60,6 +60,8 @@ export class Simulator {
   opIndex = -1;
   clockMs = 1_700_000_000_000;
   readonly opCounts: Record<string, number> = {};
+  /** Target events the open engine emitted since the last `takeEvents()`. */
+  private events: TargetEvent[] = [];
   private readonly history: string[] = [];
   private nameCounter = 0;
   private readonly cacheBytesMax: number;
@@ -162,8 +164,27 @@ export class Simulator {
     this.checkReport(await checkPool(this.device), `checkPool ${what}`);
     const opened = await this.attempt(() => openPool(this.device, this.poolOptions()));
     this.engine = this.must(opened, `openPool ${what}`);
+    this.listen();
     afterOpen?.();
     verifyCatalog(this, what);
+  }
+
+  private listen(): void {
+    this.events = [];
+    this.e.onTargetEvent((event) => this.events.push(event));
+  }
+
+  drainEvents(): void {
+    this.events = [];
+  }
+
+  /** Checks that exactly `want` was emitted since the last call (types.ts TargetEvent). */
+  expectEvents(want: TargetEvent[], what: string): void {
+    const got = this.events;
+    this.events = [];
+    if (JSON.stringify(got) !== JSON.stringify(want)) {
+      this.fail(`${what}: target events ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
+    }
   }
 
   pickVolume(filter?: (t: ModelTarget) => boolean): ModelTarget | null {
@@ -184,6 +205,7 @@ export class Simulator {
   async setup(): Promise<void> {
     this.note(`params ${JSON.stringify({ ...this.params, weights: undefined })} cacheBytesMax=${this.cacheBytesMax}`);
     this.engine = this.must(await this.attempt(() => createPool(this.device, this.poolOptions())), 'createPool');
+    this.listen();
     this.checkReport(await this.e.check(), 'check of a new pool');
   }
 
