@@ -187,6 +187,12 @@ test('cairn CLI against a real daemon', { timeout: 110_000 }, async (t) => {
     const help = await cairn(null, ['--help']);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /volume/);
+    assert.match(help.stdout, /csi/);
+    const csiHelp = await cairn(null, ['csi', '--help']);
+    assert.equal(csiHelp.code, 0);
+    assert.match(csiHelp.stdout, /--endpoint/);
+    const csiUsage = await cairn(null, ['csi']);
+    assert.equal(csiUsage.code, 2, 'cairn csi without --endpoint is a usage error');
   });
 
   await t.test('a daemon that is not running: a clear message', async () => {

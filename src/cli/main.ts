@@ -30,7 +30,32 @@ export function buildProgram(): Command {
   registerVolumeCommands(program, ctx);
   registerSnapshotCommands(program, ctx);
   registerStreamCommands(program, ctx);
+  // Listed for --help only: main() routes `cairn csi ...` to the CSI plugin's own parser.
+  program.command('csi').description('run the Kubernetes CSI plugin (see: cairn csi --help)')
+    .allowUnknownOption().allowExcessArguments().helpOption(false);
   return program;
+}
+
+/** The first command word of argv (skipping global options and --api's value), e.g. "volume". */
+function commandWord(argv: string[]): string | undefined {
+  for (let i = 2; i < argv.length; i += 1) {
+    const arg = argv[i]!;
+    if (arg === '--api') { i += 1; continue; }
+    if (!arg.startsWith('-')) return arg;
+  }
+  return undefined;
+}
+
+/**
+ * `cairn csi ...`: the CSI plugin (src/csi) with its own flags (its --api must not be taken by the
+ * global one), loaded only when asked for so the other commands do not pay for gRPC at start-up.
+ */
+async function runCsiCommand(argv: string[]): Promise<void> {
+  const { addCsiCommand } = await import('../csi/main.js');
+  const program = new Command('cairn').exitOverride();
+  addCsiCommand(program).exitOverride();
+  const at = argv.indexOf('csi');
+  await program.parseAsync([...argv.slice(0, 2), ...argv.slice(at)]);
 }
 
 function fail(message: string, exitCode: number): void {
@@ -42,6 +67,7 @@ export async function main(argv: string[]): Promise<void> {
   const program = buildProgram();
   try {
     if (argv.length <= 2) { program.outputHelp(); process.exitCode = 2; return; }
+    if (commandWord(argv) === 'csi') return await runCsiCommand(argv);
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
