@@ -29,6 +29,8 @@ export const NAME_BYTES_MAX = 160;
 
 /** Largest single read/write the engine accepts in one call. */
 export const IO_BYTES_MAX = 32 * 1024 * 1024;
+/** Largest single device read or write the data path issues (physically contiguous extents merge). */
+export const DEVICE_IO_BLOCKS_MAX = 1024;
 /** Blocks edited in one tree mutation before the engine yields and checks its budget. */
 export const EDIT_CHUNK_BLOCKS = 2048;
 /** Volume size limit: 2^46 bytes = 64 TiB... times 4 keeps lba math inside 2^53. */

@@ -1,7 +1,7 @@
 // The data path: read, write (redirect-on-write to new blocks, checksummed), trim, write-zeroes and
 // block status. Data is written outside the metadata lock; the mapping is switched under it.
 import { crc32c } from '@node-rs/crc32';
-import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS } from './constants.js';
+import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS, DEVICE_IO_BLOCKS_MAX } from './constants.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
@@ -26,22 +26,53 @@ export function checkRange(rec: CatalogRecord, offsetBytes: number, lengthBytes:
   if (lengthBytes > IO_BYTES_MAX) throw new InvalidArgument(`request of ${lengthBytes} bytes exceeds the ${IO_BYTES_MAX}-byte maximum`);
 }
 
-/** Reads the mapped extents into `out` (pre-zeroed: holes stay zero without any disk I/O). */
+/** Extents that are adjacent both logically and physically, read or written with one device call. */
+function physicalRuns(entries: LeafEntry[]): LeafEntry[][] {
+  const runs: LeafEntry[][] = [];
+  let blocks = 0;
+  for (const e of entries) {
+    const run = runs[runs.length - 1];
+    const last = run?.[run.length - 1];
+    if (run && last && last.lba + last.lengthBlocks === e.lba && last.pba + last.lengthBlocks === e.pba && blocks + e.lengthBlocks <= DEVICE_IO_BLOCKS_MAX) {
+      run.push(e);
+      blocks += e.lengthBlocks;
+    } else {
+      runs.push([e]);
+      blocks = e.lengthBlocks;
+    }
+  }
+  return runs;
+}
+
+/**
+ * Reads [startLba, endLba) into `out`: one device read per physical run, crc32c checked per block;
+ * holes are zero-filled without any disk I/O.
+ */
 async function readBlocks(core: PoolCore, root: number, startLba: number, endLba: number, out: Buffer): Promise<void> {
   const entries = await core.trees.lookup(root, startLba, endLba);
-  await Promise.all(entries.map(async (e) => {
-    const target = out.subarray((e.lba - startLba) * BLOCK_SIZE_BYTES, (e.lba - startLba + e.lengthBlocks) * BLOCK_SIZE_BYTES);
+  let cursor = startLba;
+  for (const e of entries) {
+    if (e.lba > cursor) out.fill(0, (cursor - startLba) * BLOCK_SIZE_BYTES, (e.lba - startLba) * BLOCK_SIZE_BYTES);
+    cursor = e.lba + e.lengthBlocks;
+  }
+  if (cursor < endLba) out.fill(0, (cursor - startLba) * BLOCK_SIZE_BYTES, (endLba - startLba) * BLOCK_SIZE_BYTES);
+  await Promise.all(physicalRuns(entries).map(async (run) => {
+    const first = run[0]!, last = run[run.length - 1]!;
+    const target = out.subarray((first.lba - startLba) * BLOCK_SIZE_BYTES, (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES);
     try {
-      await core.device.read(e.pba, target);
+      await core.device.read(first.pba, target);
     } catch (err) {
-      throw err instanceof CairnError ? err : new IoError(`read of physical block ${e.pba} failed: ${(err as Error).message}`);
+      throw err instanceof CairnError ? err : new IoError(`read of physical block ${first.pba} failed: ${(err as Error).message}`);
     }
-    for (let i = 0; i < e.lengthBlocks; i++) {
-      const block = target.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES);
-      if (crc32c(block) !== e.crcs[i]) {
-        core.checksumErrors++;
-        core.log('checksum_error', { physicalBlock: e.pba + i, lba: e.lba + i });
-        throw new ChecksumError(e.pba + i, 'data block');
+    for (const e of run) {
+      const base = (e.lba - first.lba) * BLOCK_SIZE_BYTES;
+      for (let i = 0; i < e.lengthBlocks; i++) {
+        const block = target.subarray(base + i * BLOCK_SIZE_BYTES, base + (i + 1) * BLOCK_SIZE_BYTES);
+        if (crc32c(block) !== e.crcs[i]) {
+          core.checksumErrors++;
+          core.log('checksum_error', { physicalBlock: e.pba + i, lba: e.lba + i });
+          throw new ChecksumError(e.pba + i, 'data block');
+        }
       }
     }
   }));
@@ -54,7 +85,7 @@ export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes:
     const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES);
     const endLba = Math.ceil((offsetBytes + lengthBytes) / BLOCK_SIZE_BYTES);
     const aligned = offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0;
-    const buf = Buffer.alloc((endLba - startLba) * BLOCK_SIZE_BYTES);
+    const buf = Buffer.allocUnsafe((endLba - startLba) * BLOCK_SIZE_BYTES);
     await readBlocks(core, rec.root, startLba, endLba, buf);
     if (aligned) return buf;
     const skip = offsetBytes - startLba * BLOCK_SIZE_BYTES;
@@ -164,10 +195,14 @@ async function writeData(core: PoolCore, data: Buffer, startLba: number, nonZero
     const crcs = new Uint32Array(len);
     for (let k = 0; k < len; k++) crcs[k] = crc32c(slice.subarray(k * BLOCK_SIZE_BYTES, (k + 1) * BLOCK_SIZE_BYTES));
     entries.push({ lba: startLba + i, pba, lengthBlocks: len, crcs });
-    writes.push(core.device.write(pba, slice));
     runUsed += len;
     if (runUsed === run.lengthBlocks) { runIdx++; runUsed = 0; }
     i += len;
+  }
+  for (const run of physicalRuns(entries)) {
+    const first = run[0]!, last = run[run.length - 1]!;
+    const from = (first.lba - startLba) * BLOCK_SIZE_BYTES, to = (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES;
+    writes.push(core.device.write(first.pba, data.subarray(from, to)));
   }
   try {
     await Promise.all(writes);
