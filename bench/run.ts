@@ -1,0 +1,26 @@
+// `npm run bench`: the engine benchmark (engine API on a real file, against plain fs writes), then the
+// NBD benchmark (fio against Cairn, qemu-nbd raw/qcow2 and nbdkit in one run). Ratios are printed;
+// absolute figures drift between runs, ratios within one run do not. Nothing here is asserted.
+// Flags: --only=engine|nbd, --runtime-s=N (NBD per-row seconds).
+import { parseArgs } from 'node:util';
+import { runEngineBench } from './engine-bench.js';
+import { runNbdBench } from './nbd-bench.js';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' } }, strict: false });
+  const only = typeof values.only === 'string' ? values.only : undefined;
+  const runtime = typeof values['runtime-s'] === 'string' ? Number(values['runtime-s']) : undefined;
+  if (only === undefined || only === 'engine') {
+    console.log('== engine (through the Engine API on a pool file) ==');
+    await runEngineBench();
+  }
+  if (only === undefined || only === 'nbd') {
+    console.log('\n== NBD (fio --ioengine=nbd; Cairn vs qemu-nbd vs nbdkit) ==');
+    await runNbdBench(runtime === undefined ? {} : { runtimeSeconds: runtime });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+});
