@@ -139,6 +139,33 @@ test('export/import streams between two daemons', { timeout: 110_000 }, async (t
     await compare(`${a.nbd}/vol@s4`, `${b.nbd}/piped`);
   });
 
+  await t.test('an incremental import that fills the pool is rolled back; the pool stays consistent', async (t) => {
+    await cairnJson(a.api, ['volume', 'create', 'grow', '--size', '128M']);
+    await qemuIo(`${a.nbd}/grow`, 'write -P 0x51 0 1M');
+    await cairnJson(a.api, ['snapshot', 'create', 'grow@g1']);
+    await qemuIo(`${a.nbd}/grow`, 'write -P 0x52 8M 100M');
+    await qemuIo(`${a.nbd}/grow`, 'write -P 0x53 512k 4k');
+    await cairnJson(a.api, ['snapshot', 'create', 'grow@g2']);
+    const g1 = join(dir, 'g1.cairn');
+    const g12 = join(dir, 'g12.cairn');
+    await cairnJson(a.api, ['export', 'grow@g1', '-o', g1]);
+    await cairnJson(a.api, ['export', 'grow@g2', '--since', 'g1', '-o', g12]);
+    const tinyPool = join(dir, 'tiny.pool');
+    const c = await startServe(t, tinyPool, ['--pool-size', '64M']);
+    await cairnJson(c.api, ['import', g1, 'grow']);
+    const before = await hashOf(`${c.nbd}/grow`);
+    const r = await cairn(c.api, ['import', g12, 'grow']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /\(pool_full\)\n$/);
+    const snaps = await cairnJson<Array<{ name: string }>>(c.api, ['snapshot', 'list', 'grow']);
+    assert.deepEqual(snaps.map((x) => x.name), ['grow@g1']);
+    assert.equal(await hashOf(`${c.nbd}/grow`), before, 'the volume is back to its base snapshot');
+    await compare(`${a.nbd}/grow@g1`, `${c.nbd}/grow`);
+    assert.equal(await c.stop(), 0);
+    const check = await cairn(null, ['check', '--pool', tinyPool]);
+    assert.equal(check.code, 0, `no leaked blocks after the rollback: ${check.stdout}`);
+  });
+
   assert.equal(await a.stop(), 0);
   assert.equal(await b.stop(), 0);
 });
