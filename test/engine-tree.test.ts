@@ -57,3 +57,29 @@ test('random writes, trims and snapshots match a reference map', async (t) => {
   assert.equal(engine.getVolume('v').mappedBytes, 0);
   await assertClean(engine);
 });
+
+test('a tiny metadata cache evicts without losing nodes of a commit in flight', async (t) => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { createPoolFile } = await import('../src/engine/index.js');
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-cache-'));
+  const engine = await createPoolFile(join(dir, 'pool'), 256 * MiB, { cacheBytesMax: 64 * 1024, commitIntervalMs: 0 });
+  t.after(async () => { await engine.close().catch(() => undefined); rmSync(dir, { recursive: true, force: true }); });
+  await engine.createVolume('v', 64 * MiB);
+  const id = engine.resolve('v').id;
+  const rand = rng(11);
+  const model = new Map<number, number>();
+  for (let round = 0; round < 20; round++) {
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 200; i++) {
+      const lba = Math.floor(rand() * 16384), tag = 1 + Math.floor(rand() * 250);
+      model.set(lba, tag);
+      writes.push(engine.write(id, lba * 4096, Buffer.alloc(4096, tag)));
+    }
+    writes.push(engine.flush());
+    await Promise.all(writes);
+  }
+  for (const [lba, tag] of model) assert.equal((await engine.read(id, lba * 4096, 4096))[100], tag, `lba ${lba}`);
+  await assertClean(engine);
+});

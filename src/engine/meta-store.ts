@@ -2,7 +2,7 @@
 // open transaction (pinned until commit), and de-duplicated loads. Nothing here allocates blocks.
 import { BLOCK_SIZE_BYTES } from './constants.js';
 import type { Device } from './device/device.js';
-import { decodeMeta, encodeMeta, type MetaObject, type MetaType } from './format.js';
+import { decodeMeta, encodeMeta, MetaType, type MetaObject } from './format.js';
 import { assert, CairnError, IoError } from './errors.js';
 
 export class MetaStore {
@@ -11,14 +11,36 @@ export class MetaStore {
   readonly dirty = new Set<MetaObject>();
   private readonly cache = new Map<number, MetaObject>();
   private readonly loading = new Map<number, Promise<MetaObject>>();
-  private readonly cacheObjectsMax: number;
+  /** Estimated heap bytes of the cached objects (decoded blocks are larger than 4 KiB on disk). */
+  private cacheBytes = 0;
+  private readonly sizes = new Map<number, number>();
+  /**
+   * Objects of a commit whose blocks are still being written: clean for the new transaction but not
+   * yet on disk, so a load must find them here even if the cache has evicted them.
+   */
+  private readonly committing = new Map<number, MetaObject>();
   metaReads = 0;
   /** Bumped on every in-memory metadata change; a failure after a bump leaves a half-done mutation. */
   changes = 0;
 
-  constructor(readonly device: Device, txn: number, cacheBytesMax: number) {
+  constructor(readonly device: Device, txn: number, private readonly cacheBytesMax: number) {
     this.txn = txn;
-    this.cacheObjectsMax = Math.max(64, Math.floor(cacheBytesMax / (BLOCK_SIZE_BYTES * 2)));
+  }
+
+  private cacheSet(block: number, obj: MetaObject): void {
+    this.cacheDelete(block);
+    const bytes = heapBytes(obj);
+    this.cache.set(block, obj);
+    this.sizes.set(block, bytes);
+    this.cacheBytes += bytes;
+  }
+
+  private cacheDelete(block: number): void {
+    const bytes = this.sizes.get(block);
+    if (bytes === undefined) return;
+    this.cache.delete(block);
+    this.sizes.delete(block);
+    this.cacheBytes -= bytes;
   }
 
   isDirty(obj: MetaObject): boolean { return obj.txn === this.txn && this.dirty.has(obj); }
@@ -30,6 +52,8 @@ export class MetaStore {
       this.cache.delete(block); this.cache.set(block, hit); // LRU touch
       return hit as T;
     }
+    const writing = this.committing.get(block);
+    if (writing) return writing as T;
     let pending = this.loading.get(block);
     if (!pending) {
       pending = this.readFromDevice(block, type);
@@ -51,16 +75,16 @@ export class MetaStore {
     }
     this.metaReads++;
     const obj = decodeMeta(buf, block, type);
-    if (!this.cache.has(block)) this.cache.set(block, obj);
+    if (!this.cache.has(block)) this.cacheSet(block, obj);
     return this.cache.get(block)!;
   }
 
   /** Registers a (new or relocated) object under its block. */
   put(obj: MetaObject): void {
-    if (obj.block !== 0) this.cache.set(obj.block, obj);
+    if (obj.block !== 0) this.cacheSet(obj.block, obj);
   }
 
-  forget(block: number): void { this.cache.delete(block); }
+  forget(block: number): void { this.cacheDelete(block); }
 
   markDirty(obj: MetaObject): void {
     this.changes++;
@@ -70,11 +94,11 @@ export class MetaStore {
 
   /** Drops least-recently-used clean objects above the bound. Called only between mutations. */
   trim(): void {
-    if (this.cache.size <= this.cacheObjectsMax) return;
+    if (this.cacheBytes <= this.cacheBytesMax) return;
     for (const [block, obj] of this.cache) {
-      if (this.cache.size <= this.cacheObjectsMax) break;
+      if (this.cacheBytes <= this.cacheBytesMax) break;
       if (this.dirty.has(obj)) continue;
-      this.cache.delete(block);
+      this.cacheDelete(block);
     }
   }
 
@@ -84,7 +108,8 @@ export class MetaStore {
     for (const obj of this.dirty) {
       assert(obj.block >= 2, 'dirty object was given a location');
       out.push({ block: obj.block, data: encodeMeta(obj) });
-      this.cache.set(obj.block, obj);
+      this.cacheSet(obj.block, obj); // re-estimate: it changed while dirty
+      this.committing.set(obj.block, obj);
     }
     this.dirty.clear();
     this.txn++;
@@ -92,5 +117,22 @@ export class MetaStore {
     return out;
   }
 
+  /** The commit's blocks are durable on disk: loads may read them from the device again. */
+  committed(): void { this.committing.clear(); }
+
   cachedObjects(): number { return this.cache.size; }
+  cachedBytes(): number { return this.cacheBytes; }
+}
+
+/** Rough V8 heap size of a decoded block (objects, arrays and typed-array headers included). */
+function heapBytes(obj: MetaObject): number {
+  switch (obj.type) {
+    case MetaType.Leaf: {
+      let bytes = 128;
+      for (const e of obj.entries) bytes += 160 + 4 * e.lengthBlocks;
+      return bytes;
+    }
+    case MetaType.Branch: return 128 + 24 * obj.children.length;
+    default: return BLOCK_SIZE_BYTES + 512;
+  }
 }

@@ -232,6 +232,7 @@ export class PoolCore {
       // engine.md: the superblock goes last, in the slot the previous commit did not use.
       await this.device.write(sb.generation % 2, encodeSuperblock(sb));
       await this.device.flush();
+      this.store.committed();
     } catch (err) {
       this.poisoned = err instanceof Error ? err : new Error(String(err));
       this.log('commit_failed', { generation: sb.generation, error: this.poisoned.message });

@@ -67,6 +67,10 @@ export class SimDevice implements Device {
     failedReads: 0, failedWrites: 0, failedFlushes: 0,
   };
   lastCrash: CrashReport | null = null;
+  /** Device writes+flushes still to go before the armed power cut; -1: none armed. */
+  private crashCountdown = -1;
+  private crashModeArmed: CrashMode = 'clean';
+  private armedImage: SimDevice | null = null;
 
   constructor(sizeBlocks: number, prng: Prng) {
     if (!Number.isInteger(sizeBlocks) || sizeBlocks < 0) throw new RangeError(`bad sizeBlocks ${sizeBlocks}`);
@@ -97,6 +101,7 @@ export class SimDevice implements Device {
   async write(blockNumber: number, data: Buffer): Promise<void> {
     await Promise.resolve();
     this.checkOpen();
+    this.tickArmedCrash();
     const countBlocks = this.checkRange(blockNumber, data.length);
     if (this.shouldFail('write')) {
       // A failed write applies nothing here; the engine must not assume anything either way.
@@ -115,6 +120,7 @@ export class SimDevice implements Device {
   async flush(): Promise<void> {
     await Promise.resolve();
     this.checkOpen();
+    this.tickArmedCrash();
     if (this.shouldFail('flush')) {
       // A failed flush makes nothing durable: the pending writes stay at the mercy of a crash.
       this.counters.failedFlushes++;
@@ -174,6 +180,31 @@ export class SimDevice implements Device {
     }
     next.lastCrash = report;
     return next;
+  }
+
+  /**
+   * Arms a power cut in the middle of whatever runs next: just before the `afterOps`-th following
+   * write or flush, the crash image (`crash(mode)`) is captured; the device itself goes on working,
+   * so the operation completes and the caller then switches to `takeArmedImage()`.
+   */
+  armCrash(afterOps: number, mode: CrashMode): void {
+    this.crashCountdown = afterOps;
+    this.crashModeArmed = mode;
+    this.armedImage = null;
+  }
+
+  /** The image captured by an armed crash (null if the countdown never ran out); disarms. */
+  takeArmedImage(): SimDevice | null {
+    const image = this.armedImage;
+    this.armedImage = null;
+    this.crashCountdown = -1;
+    return image;
+  }
+
+  private tickArmedCrash(): void {
+    if (this.crashCountdown < 0) return;
+    if (this.crashCountdown === 0) this.armedImage = this.crash(this.crashModeArmed);
+    this.crashCountdown--;
   }
 
   /** Flips one bit of a stored block (both durable and volatile copies). Returns null if none stored. */
