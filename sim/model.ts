@@ -76,6 +76,20 @@ export class Model {
     return this.identityNext++;
   }
 
+  /** An independent copy (block states are immutable and shared); identities stay unique across both. */
+  clone(): Model {
+    const copy = new Model();
+    copy.identityNext = this.identityNext + 1_000_000_000;
+    for (const [name, t] of this.targets) {
+      copy.targets.set(name, {
+        ...t,
+        blocks: new Map(t.blocks),
+        pending: new Map([...t.pending].map(([b, list]) => [b, [...list]])),
+      });
+    }
+    return copy;
+  }
+
   volumes(): ModelTarget[] {
     return [...this.targets.values()].filter((t) => t.kind === 'volume');
   }

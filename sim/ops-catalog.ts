@@ -32,6 +32,7 @@ export async function opCreateVolume(sim: Simulator): Promise<void> {
   }
   sim.model.durablePoint();
   sim.model.addVolume(name, sizeBytes, info.id);
+  await sim.verifyDurableCatalog(`createVolume ${name}`);
   sim.count('createVolume');
 }
 
@@ -46,6 +47,7 @@ export async function opDeleteVolume(sim: Simulator): Promise<void> {
   sim.model.targets.delete(t.name);
   // A held id must not reach the deleted volume (types.ts Target: I/O goes by id).
   sim.expectError(await sim.attempt(() => sim.e.read(t.id, 0, B)), ['volume_not_found'], `read of deleted ${t.name} by id`);
+  await sim.verifyDurableCatalog(`deleteVolume ${t.name}`);
   sim.count('deleteVolume');
 }
 
@@ -75,6 +77,7 @@ export async function opResizeVolume(sim: Simulator): Promise<void> {
   sim.model.durablePoint();
   if (shrink) sim.model.truncate(t, sizeBytes);
   else t.sizeBytes = sizeBytes;
+  await sim.verifyDurableCatalog(`resizeVolume ${t.name}`);
   sim.count(shrink ? 'shrink' : 'grow');
 }
 
@@ -112,6 +115,7 @@ export async function opSnapshot(sim: Simulator): Promise<void> {
     }
     sim.model.addCopy(v, info.fullName, 'snapshot', info.id);
   });
+  await sim.verifyDurableCatalog(`createSnapshots ${fullNames.join(',')}`);
   sim.count(members.length > 1 ? 'snapshotGroup' : 'snapshot');
 }
 
@@ -124,6 +128,7 @@ export async function opDeleteSnapshot(sim: Simulator): Promise<void> {
   sim.expectEvents([{ type: 'deleted', id: s.id }], `deleteSnapshot ${s.name}`);
   sim.model.durablePoint();
   sim.model.targets.delete(s.name);
+  await sim.verifyDurableCatalog(`deleteSnapshot ${s.name}`);
   sim.count('deleteSnapshot');
 }
 
@@ -150,6 +155,7 @@ export async function opClone(sim: Simulator): Promise<void> {
   }
   sim.model.durablePoint();
   sim.model.addCopy(source, name, 'volume', info.id);
+  await sim.verifyDurableCatalog(`cloneVolume ${name}`);
   sim.count(source.kind === 'snapshot' ? 'cloneOfSnapshot' : 'cloneOfVolume');
 }
 
@@ -171,6 +177,7 @@ export async function opRevert(sim: Simulator): Promise<void> {
   sim.model.durablePoint();
   v.blocks = new Map(s.blocks);
   v.sizeBytes = s.sizeBytes;
+  await sim.verifyDurableCatalog(`revertVolume ${v.name}`);
   sim.count('revert');
 }
 
@@ -203,6 +210,7 @@ export async function opFlatten(sim: Simulator): Promise<void> {
 /** After pool_full: delete snapshots and volumes until few remain, then flush so frees complete. */
 export async function relieveSpace(sim: Simulator): Promise<void> {
   sim.note('relieve space: delete targets');
+  sim.relieved++;
   const keep = sim.prng.int(1, 2);
   for (const s of sim.model.snapshots()) {
     if (sim.prng.chance(0.3)) continue;

@@ -9,6 +9,7 @@ import {
 import { opCatalog, opChangedSince, opDiff, opExtents, opSpaceUsage } from './ops-query.js';
 import { opBitFlip, opCrash, opEio, opReopen } from './ops-faults.js';
 import { opBadRequest } from './ops-errors.js';
+import { opMidCrash } from './ops-midcrash.js';
 
 const table: Record<OpKind, (sim: Simulator) => Promise<void> | void> = {
   createVolume: opCreateVolume,
@@ -35,6 +36,7 @@ const table: Record<OpKind, (sim: Simulator) => Promise<void> | void> = {
   eio: opEio,
   concurrentWrites: opConcurrentWrites,
   badRequest: opBadRequest,
+  midCrash: opMidCrash,
 };
 
 export async function runOp(sim: Simulator, kind: OpKind): Promise<void> {

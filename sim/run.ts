@@ -1,4 +1,4 @@
-// The simulator's command line: `npm run sim -- --seed N --ops M [--seeds K] [--verbose] [--skip op,op] [--paranoid [--paranoid-from N]]`.
+// The simulator's command line: `npm run sim -- --seed N --ops M [--seeds K] [--verbose] [--skip op,op] [--paranoid [--paranoid-from N]] [--engine-log]`.
 // Runs seeds N..N+K-1 (N random if omitted, and printed), prints every failure with its seed,
 // and exits 1 if any seed failed. A failing seed replays exactly with `--seed N --ops M`.
 
@@ -26,6 +26,7 @@ async function main(): Promise<number> {
       verbose: { type: 'boolean', default: false },
       skip: { type: 'string' },
       paranoid: { type: 'boolean', default: false },
+      'engine-log': { type: 'boolean', default: false },
       'paranoid-from': { type: 'string' },
     },
   });
@@ -40,6 +41,7 @@ async function main(): Promise<number> {
       seed,
       ops,
       paranoid: values.paranoid,
+      engineLog: values['engine-log'] ? (event, fields) => process.stdout.write(`  engine ${event} ${JSON.stringify(fields)}\n`) : undefined,
       paranoidFromOp: parseCount(values['paranoid-from'], 0, opsMax, 'paranoid-from'),
       skipOps: (values.skip ?? '').split(',').filter((k) => k !== '') as OpKind[],
       trace: values.verbose ? (line) => process.stdout.write(`${line}\n`) : undefined,

@@ -23,6 +23,8 @@ export interface SimulationOptions {
   paranoid?: boolean;
   /** With paranoid: start checking at this op index (checks change cache state and timing). */
   paranoidFromOp?: number;
+  /** Receives the engine's structured log events (commits, checksum errors), for triage. */
+  engineLog?: (event: string, fields: Record<string, unknown>) => void;
   /** Called with each op line as it runs (for --verbose). */
   trace?: (line: string) => void;
 }
@@ -54,12 +56,14 @@ export class Simulator {
   readonly seed: number;
   readonly prng: Prng;
   readonly params: SimParams;
-  readonly model = new Model();
+  model = new Model();
   device: SimDevice;
   engine: Engine | null = null;
   opIndex = -1;
   clockMs = 1_700_000_000_000;
   readonly opCounts: Record<string, number> = {};
+  /** Times relieveSpace ran (a mid-op crash across it is not judged: several ops ran). */
+  relieved = 0;
   /** Target events the open engine emitted since the last `takeEvents()`. */
   private events: TargetEvent[] = [];
   private readonly history: string[] = [];
@@ -67,12 +71,14 @@ export class Simulator {
   private readonly cacheBytesMax: number;
   private readonly trace: ((line: string) => void) | undefined;
   private readonly paranoid: boolean;
+  private readonly engineLog: SimulationOptions['engineLog'];
   private readonly paranoidFromOp: number;
 
   constructor(opts: SimulationOptions) {
     this.seed = opts.seed;
     this.trace = opts.trace;
     this.paranoid = opts.paranoid ?? false;
+    this.engineLog = opts.engineLog;
     this.paranoidFromOp = opts.paranoidFromOp ?? 0;
     this.prng = new Prng(opts.seed);
     this.params = chooseParams(this.prng);
@@ -87,7 +93,11 @@ export class Simulator {
   }
 
   poolOptions(): PoolOptions {
-    return { nowMs: () => this.clockMs, commitIntervalMs: 0, cacheBytesMax: this.cacheBytesMax };
+    const log = this.engineLog;
+    return {
+      nowMs: () => this.clockMs, commitIntervalMs: 0, cacheBytesMax: this.cacheBytesMax,
+      ...(log ? { log: (event: string, fields: Record<string, unknown>) => log(`#${this.opIndex} ${event}`, fields) } : {}),
+    };
   }
 
   newName(prefix: string): string {
@@ -184,6 +194,22 @@ export class Simulator {
     this.events = [];
     if (JSON.stringify(got) !== JSON.stringify(want)) {
       this.fail(`${what}: target events ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
+    }
+  }
+
+  /**
+   * A catalog change is durable when its promise resolves (types.ts): the clean crash image taken
+   * right now must list exactly what the model has.
+   */
+  async verifyDurableCatalog(what: string): Promise<void> {
+    const image = this.device.crash('clean');
+    const opened = await this.attempt(() => openPool(image, { nowMs: () => this.clockMs, commitIntervalMs: 0 }));
+    const durable = this.must(opened, `open of the durable image after ${what}`);
+    const got = [...durable.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`), ...durable.listSnapshots().map((s) => `${s.fullName}:${s.sizeBytes}`)].sort();
+    const want = [...this.model.targets.values()].map((t) => `${t.name}:${t.sizeBytes}`).sort();
+    if (got.join(',') !== want.join(',')) {
+      this.fail(`${what} resolved, but the durable image (generation ${durable.stats().generation}) lists [${got.join(',')}], ` +
+        `the model [${want.join(',')}] (in memory generation ${this.e.stats().generation})`);
     }
   }
 

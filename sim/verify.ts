@@ -82,7 +82,7 @@ export function verifyCatalog(sim: Simulator, what: string): void {
   const gotNames = [...volumes.map((v) => v.name), ...snapshots.map((s) => s.fullName)].sort();
   const wantNames = [...sim.model.targets.keys()].sort();
   if (gotNames.join(',') !== wantNames.join(',')) {
-    sim.fail(`catalog ${what}: engine lists [${gotNames.join(',')}], model has [${wantNames.join(',')}]`);
+    sim.fail(`catalog ${what}: engine (generation ${e.stats().generation}) lists [${gotNames.join(',')}], model has [${wantNames.join(',')}]`);
   }
   for (const v of volumes) {
     const t = sim.model.get(v.name);

@@ -211,3 +211,23 @@ test('injected EIO: reads, writes and flushes fail with code EIO, then recover',
   assert.equal(dev.counters.failedWrites, 2);
   assert.equal(dev.counters.failedFlushes, 1);
 });
+
+test('armed crash captures the image just before the n-th following write or flush', async () => {
+  const dev = new SimDevice(8, new Prng(5));
+  await dev.write(0, filled(1));
+  await dev.flush();
+  dev.armCrash(2, 'clean');
+  await dev.write(1, filled(2)); // op 0
+  await dev.flush(); // op 1: block 1 durable
+  await dev.write(2, filled(3)); // op 2: image taken before it
+  await dev.flush();
+  const image = dev.takeArmedImage();
+  assert.ok(image);
+  assert.deepEqual(await readBlock(image, 1), filled(2));
+  assert.deepEqual(await readBlock(image, 2), filled(0));
+  assert.deepEqual(await readBlock(dev, 2), filled(3), 'the device itself went on');
+  assert.equal(dev.takeArmedImage(), null, 'taking disarms');
+  dev.armCrash(10, 'clean');
+  await dev.write(3, filled(4));
+  assert.equal(dev.takeArmedImage(), null, 'no image when the countdown did not run out');
+});
