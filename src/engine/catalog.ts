@@ -129,6 +129,8 @@ export class Catalog {
 
   /** Persists a record (new or changed) into its page. */
   async save(rec: CatalogRecord): Promise<void> {
+    assert(rec.kind === RecordKind.Empty || rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec,
+      `saving catalog record #${rec.id} that is no longer in the catalog`);
     const pageIndex = Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE);
     const page = (await this.array.page(pageIndex, true))!;
     encodeRecord(rec, page.records, (rec.slot % CATALOG_RECORDS_PER_PAGE) * CATALOG_RECORD_BYTES);
@@ -138,8 +140,8 @@ export class Catalog {
     const slot = this.freeSlots.pop() ?? this.slotsUsed++;
     assert(slot < CATALOG_RECORDS_MAX, 'catalog capacity');
     const rec: CatalogRecord = { ...fields, slot };
-    await this.save(rec);
     this.index(rec);
+    await this.save(rec);
     return rec;
   }
 

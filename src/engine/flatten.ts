@@ -3,15 +3,15 @@
 import { crc32c } from '@node-rs/crc32';
 import { BLOCK_SIZE_BYTES } from './constants.js';
 import type { PoolCore } from './pool.js';
-import type { CatalogRecord } from './catalog.js';
+import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
-import { ChecksumError, PoolFull } from './errors.js';
+import { ChecksumError, PoolFull, VolumeNotFound } from './errors.js';
 
 const FLATTEN_CHUNK_BLOCKS = 256;
 
 export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgress?: (fraction: number) => void): Promise<void> {
   if (rec.flattenCursor === 0) {
-    await core.mutate(async () => { rec.flattenCursor = 1; await core.catalog.save(rec); });
+    await core.mutate(async () => { assertFlattenable(core, rec); rec.flattenCursor = 1; await core.catalog.save(rec); });
     await core.commit();
   }
   for (;;) {
@@ -19,10 +19,11 @@ export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgre
     const cursor = rec.flattenCursor - 1;
     if (cursor >= totalBlocks) break;
     const end = Math.min(totalBlocks, cursor + FLATTEN_CHUNK_BLOCKS);
-    await core.mutate(() => flattenChunk(core, rec, cursor, end));
+    await core.mutate(() => { assertFlattenable(core, rec); return flattenChunk(core, rec, cursor, end); });
     onProgress?.(end / totalBlocks);
   }
   await core.mutate(async () => {
+    assertFlattenable(core, rec);
     rec.flattenCursor = 0;
     rec.parentId = 0;
     rec.originSnapId = 0;
@@ -30,6 +31,11 @@ export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgre
   });
   await core.commit();
   onProgress?.(1);
+}
+
+/** A flatten (possibly resumed in the background) stops when its volume is deleted meanwhile. */
+function assertFlattenable(core: PoolCore, rec: CatalogRecord): void {
+  if (core.catalog.byId.get(rec.id) !== rec || (rec.flags & FLAG_DELETED) !== 0) throw new VolumeNotFound(rec.name);
 }
 
 /** Under the lock: unshare the path (identity edit), then copy every block still counted twice. */
