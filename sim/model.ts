@@ -26,6 +26,11 @@ export interface ModelTarget {
   blocks: Map<number, BlockState>;
   /** Per block, every state a crash may leave (first: the durable one); only volumes have these. */
   pending: Map<number, BlockState[]>;
+  /**
+   * A flatten resumed in the background (after a crash) may be copying this volume's shared blocks
+   * at any moment, or did while this snapshot was taken: physical identities are unknown.
+   */
+  flattening?: boolean;
 }
 
 export const holeState: BlockState = { content: null, identity: 0, mapped: 'no' };
@@ -115,6 +120,7 @@ export class Model {
     const volume = kind === 'volume' ? name : source.name;
     const t: ModelTarget = {
       name, kind, volume, sizeBytes: source.sizeBytes, id, blocks: new Map(source.blocks), pending: new Map(),
+      flattening: kind === 'snapshot' && source.flattening === true,
     };
     this.targets.set(name, t);
     return t;
@@ -163,6 +169,7 @@ export class Model {
    * know: some identity or mapping anywhere is uncertain (after a flatten, a race or a crash).
    */
   exclusiveBlocks(t: ModelTarget): number | null {
+    for (const other of this.targets.values()) if (other.flattening) return null;
     let exclusive = 0;
     for (const [b, s] of t.blocks) {
       if (s.identity === -1 || s.mapped === 'maybe') return null;
@@ -179,6 +186,21 @@ export class Model {
       if (!shared) exclusive++;
     }
     return exclusive;
+  }
+
+  /**
+   * After a flatten of `t`: its blocks shared with another target were copied to new physical
+   * blocks, so their identity (and that of each crash candidate) is unknown from now on.
+   */
+  markCopied(t: ModelTarget): void {
+    const shared = this.identitiesOutside(t);
+    for (const [b, s] of t.blocks) {
+      if (s.mapped === 'no' || !(shared.has(s.identity) || s.identity === -1)) continue;
+      t.blocks.set(b, { ...s, identity: -1 });
+      const candidates = t.pending.get(b);
+      if (candidates !== undefined) t.pending.set(b, candidates.map((c) => ({ ...c, identity: -1 })));
+    }
+    t.flattening = false;
   }
 
   /** Number of mapped blocks: [certainly mapped, possibly mapped]. */

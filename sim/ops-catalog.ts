@@ -200,10 +200,7 @@ export async function opFlatten(sim: Simulator): Promise<void> {
   if (o.value.flattenProgress !== null) sim.fail(`flatten ${v.name} finished with flattenProgress ${o.value.flattenProgress}`);
   sim.model.durablePoint();
   // Shared blocks were copied to new physical blocks: diffs across the flatten may report them.
-  const shared = sim.model.identitiesOutside(v);
-  for (const [b, s] of v.blocks) {
-    if (s.mapped !== 'no' && (shared.has(s.identity) || s.identity === -1)) v.blocks.set(b, { ...s, identity: -1 });
-  }
+  sim.model.markCopied(v);
   sim.count('flatten');
 }
 

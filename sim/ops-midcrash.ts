@@ -89,8 +89,12 @@ function markCopied(sim: Simulator, name: string, after: Model): void {
   const post = after.targets.get(name);
   const pre = sim.model.targets.get(name);
   if (post === undefined || pre === undefined) return;
-  for (const [b, s] of post.blocks) if (s.identity === -1) {
+  for (const [b, s] of post.blocks) {
+    if (s.identity !== -1) continue;
     const cur = pre.blocks.get(b);
     if (cur !== undefined) pre.blocks.set(b, { ...cur, identity: -1 });
+    // The crash candidates too: whichever of them the block turns out to hold, it may be a copy.
+    const candidates = pre.pending.get(b);
+    if (candidates !== undefined) pre.pending.set(b, candidates.map((c) => ({ ...c, identity: -1 })));
   }
 }

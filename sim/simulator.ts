@@ -177,6 +177,7 @@ export class Simulator {
     this.listen();
     afterOpen?.();
     verifyCatalog(this, what);
+    await this.resumedFlattens();
   }
 
   private listen(): void {
@@ -210,6 +211,28 @@ export class Simulator {
     if (got.join(',') !== want.join(',')) {
       this.fail(`${what} resolved, but the durable image (generation ${durable.stats().generation}) lists [${got.join(',')}], ` +
         `the model [${want.join(',')}] (in memory generation ${this.e.stats().generation})`);
+    }
+  }
+
+  /**
+   * A flatten cut by a crash resumes in the background when the pool opens (issue 2: "resumable
+   * after a crash"). Half the time the simulator finishes it now (joining the background one);
+   * otherwise it runs on under the following ops and the volume's identities become unknown.
+   */
+  private async resumedFlattens(): Promise<void> {
+    for (const v of this.e.listVolumes()) {
+      if (v.flattenProgress === null) continue;
+      const t = this.model.targets.get(v.name);
+      if (t === undefined) continue;
+      if (this.prng.chance(0.5)) {
+        this.note(`  flatten of ${v.name} resumed at ${v.flattenProgress.toFixed(3)}: finishing it`);
+        const done = this.must(await this.attempt(() => this.e.flattenVolume(v.name)), `finish resumed flatten of ${v.name}`);
+        if (done.flattenProgress !== null) this.fail(`resumed flatten of ${v.name} finished with progress ${done.flattenProgress}`);
+        this.model.markCopied(t);
+      } else {
+        this.note(`  flatten of ${v.name} resumed at ${v.flattenProgress.toFixed(3)}: left running`);
+        t.flattening = true;
+      }
     }
   }
 
