@@ -10,6 +10,7 @@ import { opCatalog, opChangedSince, opDiff, opExtents, opSpaceUsage } from './op
 import { opBitFlip, opCrash, opEio, opReopen } from './ops-faults.js';
 import { opBadRequest } from './ops-errors.js';
 import { opMidCrash } from './ops-midcrash.js';
+import { opConcurrentMixed } from './ops-concurrent.js';
 
 const table: Record<OpKind, (sim: Simulator) => Promise<void> | void> = {
   createVolume: opCreateVolume,
@@ -37,6 +38,7 @@ const table: Record<OpKind, (sim: Simulator) => Promise<void> | void> = {
   concurrentWrites: opConcurrentWrites,
   badRequest: opBadRequest,
   midCrash: opMidCrash,
+  concurrentMixed: opConcurrentMixed,
 };
 
 export async function runOp(sim: Simulator, kind: OpKind): Promise<void> {
