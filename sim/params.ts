@@ -18,6 +18,8 @@ export interface SimParams {
   /** Targets (volumes + snapshots) above which the sim prefers deleting. */
   targetsMax: number;
   weights: Record<OpKind, number>;
+  /** Device ops complete after 0..this many microtask turns, so concurrent ones finish out of order. */
+  deviceJitterTicksMax: number;
 }
 
 const MiB = 1024 * 1024;
@@ -45,5 +47,6 @@ export function chooseParams(prng: Prng): SimParams {
     hotBytes: prng.pick([64 * 1024, 512 * 1024, 2 * MiB]),
     targetsMax: prng.int(4, 24),
     weights,
+    deviceJitterTicksMax: prng.pick([0, 0, 2, 8]),
   };
 }

@@ -85,6 +85,7 @@ export class Simulator {
     for (const kind of opts.skipOps ?? []) this.params.weights[kind] = 0;
     this.cacheBytesMax = this.prng.pick([64 * 1024, 256 * 1024, 4 * 1024 * 1024]);
     this.device = new SimDevice(this.params.poolSizeBytes / BLOCK_SIZE_BYTES, this.prng.fork());
+    this.device.jitterTicksMax = this.params.deviceJitterTicksMax;
   }
 
   get e(): Engine {

@@ -231,3 +231,16 @@ test('armed crash captures the image just before the n-th following write or flu
   await dev.write(3, filled(4));
   assert.equal(dev.takeArmedImage(), null, 'no image when the countdown did not run out');
 });
+
+test('jitter makes concurrent ops complete out of issue order, deterministically per seed', async () => {
+  const order = async (seed: number): Promise<string> => {
+    const dev = new SimDevice(64, new Prng(seed));
+    dev.jitterTicksMax = 8;
+    const done: number[] = [];
+    await Promise.all(Array.from({ length: 16 }, (_, i) => dev.write(i, filled(i + 1)).then(() => done.push(i))));
+    return done.join(',');
+  };
+  const a = await order(11);
+  assert.equal(a, await order(11));
+  assert.notEqual(a, Array.from({ length: 16 }, (_, i) => i).join(','), 'some op overtook another');
+});

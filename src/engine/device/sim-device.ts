@@ -67,6 +67,8 @@ export class SimDevice implements Device {
     failedReads: 0, failedWrites: 0, failedFlushes: 0,
   };
   lastCrash: CrashReport | null = null;
+  /** Each op waits 0..this many microtask turns (seeded): concurrent ops complete out of order. */
+  jitterTicksMax = 0;
   /** Device writes+flushes still to go before the armed power cut; -1: none armed. */
   private crashCountdown = -1;
   private crashModeArmed: CrashMode = 'clean';
@@ -83,7 +85,7 @@ export class SimDevice implements Device {
   }
 
   async read(blockNumber: number, into: Buffer): Promise<void> {
-    await Promise.resolve();
+    await this.jitter();
     this.checkOpen();
     const countBlocks = this.checkRange(blockNumber, into.length);
     if (this.shouldFail('read')) {
@@ -99,7 +101,7 @@ export class SimDevice implements Device {
   }
 
   async write(blockNumber: number, data: Buffer): Promise<void> {
-    await Promise.resolve();
+    await this.jitter();
     this.checkOpen();
     this.tickArmedCrash();
     const countBlocks = this.checkRange(blockNumber, data.length);
@@ -118,7 +120,7 @@ export class SimDevice implements Device {
   }
 
   async flush(): Promise<void> {
-    await Promise.resolve();
+    await this.jitter();
     this.checkOpen();
     this.tickArmedCrash();
     if (this.shouldFail('flush')) {
@@ -158,6 +160,7 @@ export class SimDevice implements Device {
    */
   crash(mode: CrashMode): SimDevice {
     const next = new SimDevice(this.sizeBlocksNow, this.prng.fork());
+    next.jitterTicksMax = this.jitterTicksMax;
     next.durable = new Map(this.durable);
     const report: CrashReport = {
       mode, pendingWrites: this.pending.length, appliedWrites: 0, tornWrite: null, tornBlock: null,
@@ -311,6 +314,11 @@ export class SimDevice implements Device {
     const mixed = Buffer.concat([head.subarray(0, cutBytes), tail.subarray(cutBytes)]);
     next.durable.set(blockNumber, mixed);
     return blockNumber;
+  }
+
+  private async jitter(): Promise<void> {
+    const ticks = this.jitterTicksMax > 0 ? this.prng.int(0, this.jitterTicksMax) : 0;
+    for (let i = 0; i <= ticks; i++) await Promise.resolve();
   }
 
   private shouldFail(op: 'read' | 'write' | 'flush'): boolean {
