@@ -166,23 +166,34 @@ export class Trees {
   }
 
   private async editLeaf(node: LeafNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
-    const kept: LeafEntry[] = [];
-    for (const e of node.entries) {
+    const list = node.entries;
+    // Binary search for the first entry ending after `start`; only entries overlapping [start, end)
+    // are touched, and the result is spliced in place (a leaf holds up to ~170 entries).
+    let first = 0, hi = list.length;
+    while (first < hi) {
+      const mid = (first + hi) >> 1;
+      const e = list[mid]!;
+      if (e.lba + e.lengthBlocks <= start) first = mid + 1; else hi = mid;
+    }
+    let last = first;
+    const left: LeafEntry[] = [], right: LeafEntry[] = [];
+    while (last < list.length && list[last]!.lba < end) {
+      const e = list[last]!;
       const eEnd = e.lba + e.lengthBlocks;
-      if (eEnd <= start || e.lba >= end) { kept.push(e); continue; }
-      if (e.lba < start) kept.push(sliceEntry(e, e.lba, start));
+      if (e.lba < start) left.push(sliceEntry(e, e.lba, start));
       const rs = Math.max(e.lba, start), re = Math.min(eEnd, end);
       await this.space.addRange(e.pba + (rs - e.lba), re - rs, -1);
       delta.mapped -= re - rs;
-      if (eEnd > end) kept.push(sliceEntry(e, end, eEnd));
+      if (eEnd > end) right.push(sliceEntry(e, end, eEnd));
+      last++;
     }
     for (const e of entries) {
       await this.space.addRange(e.pba, e.lengthBlocks, 1);
       delta.mapped += e.lengthBlocks;
-      kept.push(e);
     }
-    kept.sort((a, b) => a.lba - b.lba);
-    node.entries = mergeAdjacent(kept);
+    const replacement = [...left, ...entries, ...right];
+    list.splice(first, last - first, ...replacement);
+    mergeAround(list, Math.max(0, first - 1), Math.min(list.length - 1, first + replacement.length));
     if (node.entries.length === 0) { await this.discard(node); return []; }
     if (leafBytes(node.entries) <= META_PAYLOAD_BYTES) return [{ key: node.entries[0]!.lba, node }];
     const groups: LeafEntry[][] = [[]];
@@ -229,18 +240,19 @@ export function childIndex(node: BranchNode, lba: number): number {
   return lo;
 }
 
-function mergeAdjacent(entries: LeafEntry[]): LeafEntry[] {
-  const out: LeafEntry[] = [];
-  for (const e of entries) {
-    const prev = out[out.length - 1];
-    if (prev && prev.lba + prev.lengthBlocks === e.lba && prev.pba + prev.lengthBlocks === e.pba && prev.lengthBlocks + e.lengthBlocks <= EXTENT_BLOCKS_MAX) {
+/** Merges logically and physically contiguous neighbours among list[from..to] (inclusive), in place. */
+function mergeAround(list: LeafEntry[], from: number, to: number): void {
+  let i = from;
+  while (i < to && i + 1 < list.length) {
+    const prev = list[i]!, e = list[i + 1]!;
+    assert(prev.lba + prev.lengthBlocks <= e.lba, 'leaf entries do not overlap');
+    if (prev.lba + prev.lengthBlocks === e.lba && prev.pba + prev.lengthBlocks === e.pba && prev.lengthBlocks + e.lengthBlocks <= EXTENT_BLOCKS_MAX) {
       const crcs = new Uint32Array(prev.lengthBlocks + e.lengthBlocks);
       crcs.set(prev.crcs, 0); crcs.set(e.crcs, prev.lengthBlocks);
-      out[out.length - 1] = { lba: prev.lba, pba: prev.pba, lengthBlocks: prev.lengthBlocks + e.lengthBlocks, crcs };
+      list.splice(i, 2, { lba: prev.lba, pba: prev.pba, lengthBlocks: prev.lengthBlocks + e.lengthBlocks, crcs });
+      to--;
     } else {
-      assert(!prev || prev.lba + prev.lengthBlocks <= e.lba, 'leaf entries do not overlap');
-      out.push(e);
+      i++;
     }
   }
-  return out;
 }
