@@ -202,7 +202,7 @@ async function writeData(core: PoolCore, data: Buffer, startLba: number, nonZero
   for (const run of physicalRuns(entries)) {
     const first = run[0]!, last = run[run.length - 1]!;
     const from = (first.lba - startLba) * BLOCK_SIZE_BYTES, to = (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES;
-    writes.push(core.device.write(first.pba, data.subarray(from, to)));
+    writes.push(core.blockWriter.write(first.pba, data.subarray(from, to)));
   }
   try {
     await Promise.all(writes);

@@ -12,6 +12,7 @@ import { SpaceMap } from './space-map.js';
 import { Catalog, RecordKind, type CatalogRecord } from './catalog.js';
 import { Trees } from './btree.js';
 import { Mutex } from './mutex.js';
+import { BlockWriter } from './block-writer.js';
 import { encodeSuperblock, readSuperblock, type Superblock } from './superblock.js';
 import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, assert } from './errors.js';
 import type { CheckReport, PoolOptions, TargetEvent } from './types.js';
@@ -21,6 +22,7 @@ import { checkDevice } from './check.js';
 export class PoolCore {
   readonly mutex = new Mutex();
   readonly trees: Trees;
+  readonly blockWriter: BlockWriter;
   readonly nowMs: () => number;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
   private commitChain: Promise<void> = Promise.resolve();
@@ -47,6 +49,7 @@ export class PoolCore {
     opts: PoolOptions,
   ) {
     this.trees = new Trees(store, space);
+    this.blockWriter = new BlockWriter(device);
     this.nowMs = opts.nowMs ?? Date.now;
     this.log = opts.log ?? (() => undefined);
     this.durableGeneration = sb.generation;

@@ -52,6 +52,24 @@ export class FileDevice implements Device {
     }
   }
 
+  /** Gathers several buffers into one positional write (pwritev). */
+  async writev(blockNumber: number, buffers: Buffer[]): Promise<void> {
+    let position = blockNumber * BLOCK_SIZE_BYTES;
+    let rest = buffers;
+    while (rest.length > 0) {
+      const { bytesWritten } = await this.handle.writev(rest, position);
+      position += bytesWritten;
+      let skip = bytesWritten;
+      const next: Buffer[] = [];
+      for (const b of rest) {
+        if (skip >= b.length) { skip -= b.length; continue; }
+        next.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+      rest = next;
+    }
+  }
+
   async flush(): Promise<void> { await this.handle.datasync(); }
 
   async resize(sizeBlocks: number): Promise<void> {
