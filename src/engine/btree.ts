@@ -93,6 +93,20 @@ export class Trees {
     return out;
   }
 
+  /** Loads every node covering [start, end) (leaves included) without collecting entries. */
+  private async preload(root: number, start: number, end: number): Promise<void> {
+    if (root === 0 || start >= end) return;
+    const node = await this.load(root);
+    if (node.type === MetaType.Leaf) return;
+    const n = node.children.length;
+    for (let i = childIndex(node, start); i < n; i++) {
+      const lo = i === 0 ? 0 : node.keys[i]!;
+      if (lo >= end) break;
+      const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
+      await this.preload(node.children[i]!, Math.max(start, lo), Math.min(end, hi));
+    }
+  }
+
   /**
    * Replaces everything mapped in [start, end) under `root` with `entries` (sorted, inside the range,
    * their data blocks reserved and not yet counted). Returns the new root and the change in mapped blocks.
@@ -101,7 +115,7 @@ export class Trees {
     const delta = { mapped: 0 };
     // Load (and verify) every node the edit will touch before changing anything, so a damaged node
     // fails the edit cleanly instead of half-way through.
-    await this.lookup(root, start, end);
+    await this.preload(root, start, end);
     let parts: Part[];
     if (root === 0) {
       if (entries.length === 0) return { root: 0, mappedDelta: 0 };

@@ -18,7 +18,7 @@ export interface RadixNode { type: MetaType.Radix; block: number; txn: number; p
 export interface CountPage { type: MetaType.CountPage; block: number; txn: number; counts: Uint32Array }
 export interface CatalogPage { type: MetaType.CatalogPage; block: number; txn: number; records: Buffer }
 export type TreeNode = LeafNode | BranchNode;
-export type MetaObject = TreeNode | RadixNode | CountPage | CatalogPage;
+export type MetaObject = (TreeNode | RadixNode | CountPage | CatalogPage) & { used?: boolean };
 
 export function leafEntryBytes(entry: LeafEntry): number { return LEAF_ENTRY_FIXED_BYTES + 4 * entry.lengthBlocks; }
 export function leafBytes(entries: LeafEntry[]): number {

@@ -49,7 +49,7 @@ export class MetaStore {
     assert(block >= 2, `metadata load of block ${block}`);
     const hit = this.cache.get(block);
     if (hit) {
-      this.cache.delete(block); this.cache.set(block, hit); // LRU touch
+      hit.used = true; // second chance at eviction (a CLOCK approximation of LRU, cheaper per hit)
       return hit as T;
     }
     const writing = this.committing.get(block);
@@ -95,9 +95,16 @@ export class MetaStore {
   /** Drops least-recently-used clean objects above the bound. Called only between mutations. */
   trim(): void {
     if (this.cacheBytes <= this.cacheBytesMax) return;
+    let visited = 0;
+    const size = this.cache.size;
     for (const [block, obj] of this.cache) {
-      if (this.cacheBytes <= this.cacheBytesMax) break;
+      if (this.cacheBytes <= this.cacheBytesMax || visited++ > 2 * size) break;
       if (this.dirty.has(obj)) continue;
+      if (obj.used) {
+        obj.used = false;
+        this.cache.delete(block); this.cache.set(block, obj); // to the back of the clock
+        continue;
+      }
       this.cacheDelete(block);
     }
   }
