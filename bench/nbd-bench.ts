@@ -207,7 +207,7 @@ async function startCairn(dir: string, port: number, sizeBytes: number, cpuProfi
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`);
   }
   const child = spawn(process.execPath, [...execArgv, self, '--serve', path.join(dir, 'pool.cairn'), String(port), String(sizeBytes)],
-    { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, [childEnv]: '1' } });
+    { stdio: ['pipe', 'pipe', 'inherit'], env: { UV_THREADPOOL_SIZE: '16', ...process.env, [childEnv]: '1' } }); // as bin/cairn.js sets it
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   const replies: string[] = [];
   let waiter: ((line: string) => void) | null = null;
@@ -226,8 +226,8 @@ async function startCairn(dir: string, port: number, sizeBytes: number, cpuProfi
 async function serve(poolPath: string, port: number, sizeBytes: number): Promise<void> {
   const { createPoolFile } = await import('../src/engine/index.js');
   const { startNbdServer } = await import('../src/nbd/server.js');
-  // Generous pool (sparse file): overwrites allocate new blocks before the old ones are freed at commit.
-  const engine = await createPoolFile(poolPath, sizeBytes * 8);
+  // A pool twice the volume: overwrites allocate new blocks before the old ones are freed at commit.
+  const engine = await createPoolFile(poolPath, sizeBytes * 2);
   await engine.createVolume('bench', sizeBytes);
   const server = await startNbdServer(engine, { host: '127.0.0.1', port });
   const stop = async (): Promise<void> => {
