@@ -30,7 +30,8 @@ test(`simulator: ${seedCount()} seeds x ${opsPerSeed} ops`, { timeout: 15 * 60 *
   t.diagnostic(`op counts over all seeds: ${JSON.stringify(totals)}`);
   // Every kind of operation must actually have run, or the test proves less than it claims.
   for (const kind of ['write', 'read', 'flush', 'snapshot', 'cloneOfSnapshot', 'cloneOfVolume', 'revert', 'flatten',
-    'diff', 'extents', 'crash-torn', 'crash-some', 'bitFlipData', 'eio-writePath', 'trim', 'zero', 'shrink']) {
+    'diff', 'extents', 'crash-torn', 'crash-some', 'bitFlipData', 'bitFlipMeta', 'eio-writePath', 'eio-snapshotFail',
+    'trim', 'zero', 'zeroNoHole', 'shrink', 'midCrash-snapshot', 'midCrash-flatten', 'concurrentWrites', 'concurrentMixed']) {
     assert.ok((totals[kind] ?? 0) > 0 || seeds < 50, `op kind ${kind} never ran`);
   }
   assert.equal(failures.length, 0, `failing seeds:\n${failures.map((f) => f.split('\n').slice(0, 12).join('\n')).join('\n\n')}`);
