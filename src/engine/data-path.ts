@@ -169,6 +169,9 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
  * looks full may only be waiting for one: commit (outside the lock) and try again before ENOSPC.
  */
 async function reserveData(core: PoolCore, count: number): Promise<Run[]> {
+  core.ensureUsable();
+  const fast = core.space.tryReserveSync(count);
+  if (fast) return fast;
   for (let attempt = 0; ; attempt++) {
     try {
       return await core.mutate(() => core.space.reserve(count, false));

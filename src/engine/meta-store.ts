@@ -79,6 +79,11 @@ export class MetaStore {
     return this.cache.get(block)!;
   }
 
+  /** The cached object at `block`, without I/O (undefined if it would need a read). */
+  peek(block: number): MetaObject | undefined {
+    return this.cache.get(block) ?? this.committing.get(block);
+  }
+
   /** Registers a (new or relocated) object under its block. */
   put(obj: MetaObject): void {
     if (obj.block !== 0) this.cacheSet(obj.block, obj);

@@ -101,6 +101,28 @@ export class RadixArray<P extends Page> {
     throw new Error('unreachable');
   }
 
+  /**
+   * The page at `pageIndex` if every block on its path is in memory: the page, null when it is absent
+   * (all records free), undefined when finding out would need a read.
+   */
+  pageIfLoaded(pageIndex: number): P | null | undefined {
+    let node: DirtyRadix | null | undefined = this.root ?? (this.rootBlock === 0 ? null : this.store.peek(this.rootBlock) as DirtyRadix | undefined);
+    if (node === null) return null;
+    if (node === undefined) return undefined;
+    let firstPage = 0;
+    for (let level = this.depth; level >= 1; level--) {
+      const spanPages = RADIX_FANOUT ** (level - 1);
+      const i = Math.floor((pageIndex - firstPage) / spanPages);
+      const ptr = node.ptrs[i]!;
+      const child: Child | undefined = node.kids?.[i] ?? (ptr !== 0 ? this.store.peek(ptr) as Child | undefined : undefined);
+      if (child === undefined) return ptr === 0 ? null : undefined;
+      if (level === 1) return child as P;
+      node = child as DirtyRadix;
+      firstPage += i * spanPages;
+    }
+    return undefined;
+  }
+
   /** Adjusts the free-record summary on the (dirty) path to `pageIndex`. */
   adjustFree(pageIndex: number, delta: number): void {
     let node = this.root;

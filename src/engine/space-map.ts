@@ -137,6 +137,34 @@ export class SpaceMap {
     return runs;
   }
 
+  /**
+   * The common case of a data reservation without the metadata lock: every block comes from the
+   * cursor's page, which is in memory. Fully synchronous, so nothing can interleave; null otherwise.
+   */
+  tryReserveSync(wanted: number): Run[] | null {
+    if (this.availableBlocks - wanted < this.reserveBlocks) return null;
+    const pageIndex = Math.floor(this.cursor / REFCOUNTS_PER_PAGE);
+    const pageFirst = pageIndex * REFCOUNTS_PER_PAGE;
+    if (pageFirst >= this.totalBlocks) return null;
+    const page = this.array.pageIfLoaded(pageIndex);
+    if (page === undefined) return null;
+    const pageEnd = Math.min(this.totalBlocks, pageFirst + REFCOUNTS_PER_PAGE);
+    const runs: Run[] = [];
+    let got = 0, block = Math.max(this.cursor, FIRST_FREE_BLOCK);
+    for (; block < pageEnd && got < wanted; block++) {
+      if (page && page.counts[block - pageFirst]! !== 0) continue;
+      if (!this.usable(block)) continue;
+      const last = runs[runs.length - 1];
+      if (last && last.pba + last.lengthBlocks === block) last.lengthBlocks++;
+      else runs.push({ pba: block, lengthBlocks: 1 });
+      got++;
+    }
+    if (got < wanted) return null;
+    for (const r of runs) for (let b = r.pba; b < r.pba + r.lengthBlocks; b++) this.reserved.add(b);
+    this.cursor = block;
+    return runs;
+  }
+
   unreserve(runs: Run[]): void {
     for (const r of runs) for (let b = r.pba; b < r.pba + r.lengthBlocks; b++) this.reserved.delete(b);
   }
