@@ -81,3 +81,38 @@ test('commit protocol: a crash at any write of a commit recovers old or new stat
   }
   assert.ok(sawOld > 0 && sawNew > 0, 'the cuts cover both sides of the last commit');
 });
+
+test('blocks freed in a commit are not reused by a write racing that commit', async () => {
+  const device = new SimDevice(8192, new Prng(5));
+  const engine = await createPool(device, { commitIntervalMs: 0 });
+  await engine.createVolume('a', 4 << 20);
+  await engine.createVolume('b', 4 << 20);
+  const a = engine.resolve('a').id, b = engine.resolve('b').id;
+  await engine.write(a, 0, Buffer.alloc(64 * 4096, 1));
+  await engine.flush();
+  await engine.write(a, 0, Buffer.alloc(64 * 4096, 2)); // frees the 64 blocks of the first write
+  // Hold the commit between writing its metadata and its superblock.
+  const realFlush = device.flush.bind(device);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => { release = r; });
+  let entered!: () => void;
+  const inCommit = new Promise<void>((r) => { entered = r; });
+  let armed = true;
+  device.flush = async (): Promise<void> => {
+    if (armed) { armed = false; entered(); await gate; }
+    return realFlush();
+  };
+  const commit = engine.flush();
+  await inCommit;
+  // Point the allocator back at the start of the pool, where the freed blocks are.
+  (engine.core.space as unknown as { cursor: number }).cursor = 2;
+  await engine.write(b, 0, Buffer.alloc(64 * 4096, 3)); // races the commit
+  await realFlush(); // everything written so far reaches the disk, but not the new superblock
+  const image = device.crash('clean');
+  release();
+  await commit;
+  const report = await checkPool(image);
+  assert.deepEqual(report.problems, [], 'the last durable state is intact');
+  const reopened = await openPool(image);
+  assert.deepEqual(await reopened.read(reopened.resolve('a').id, 0, 64 * 4096), Buffer.alloc(64 * 4096, 1));
+});

@@ -196,7 +196,7 @@ export class PoolCore {
     const started = Date.now();
     const release = await this.mutex.lock();
     let writes: { block: number; data: Buffer }[];
-    let freed: Set<number>;
+    let freed: { readEpoch: number; blocks: Set<number> };
     let sb: Superblock;
     try {
       if (this.store.dirty.size === 0 && this.space.pendingFree.size === 0) return;
@@ -216,8 +216,7 @@ export class PoolCore {
       writes = this.store.takeDirtyForCommit();
       this.space.array.afterCommit();
       this.catalog.array.afterCommit();
-      freed = this.space.pendingFree;
-      this.space.pendingFree = new Set();
+      freed = this.space.sealPendingFrees();
       sb = {
         ...this.sb, generation, spaceRoot: this.space.array.rootBlock, catalogRoot: this.catalog.array.rootBlock,
         catalogSlots: this.catalog.slotsUsed,
@@ -245,7 +244,7 @@ export class PoolCore {
     this.readEpoch++;
     this.space.committed(freed, this.readEpoch);
     this.space.releaseQuarantine(this.oldestReadEpoch());
-    this.log('commit', { generation: sb.generation, metaBlocks: writes.length, freedBlocks: freed.size, durationMs: Date.now() - started });
+    this.log('commit', { generation: sb.generation, metaBlocks: writes.length, freedBlocks: freed.blocks.size, durationMs: Date.now() - started });
     this.scheduleGc();
   }
 

@@ -177,12 +177,26 @@ export class SpaceMap {
   }
 
   /** Called when a commit becomes durable: its frees wait only for older reads now. */
-  committed(freedInTxn: Set<number>, readEpoch: number): void {
-    if (freedInTxn.size > 0) this.quarantine.push({ readEpoch, blocks: freedInTxn });
+  /**
+   * Phase 1 of a commit: the open transaction's frees stay held, with no release epoch yet, while
+   * its blocks are written. Until its superblock is durable the previous state still references
+   * them, so handing one out to a write racing the commit would overwrite the last durable state.
+   */
+  sealPendingFrees(): { readEpoch: number; blocks: Set<number> } {
+    const entry = { readEpoch: Infinity, blocks: this.pendingFree };
+    this.pendingFree = new Set();
+    this.quarantine.push(entry);
+    return entry;
+  }
+
+  /** The commit is durable: its frees now wait only for reads begun before it. */
+  committed(entry: { readEpoch: number }, readEpoch: number): void {
+    entry.readEpoch = readEpoch;
   }
 
   /** Releases quarantined frees that no running read can still reference. */
   releaseQuarantine(oldestActiveReadEpoch: number): void {
-    while (this.quarantine.length > 0 && this.quarantine[0]!.readEpoch <= oldestActiveReadEpoch) this.quarantine.shift();
+    // In commit order: an entry whose commit is not durable yet (epoch Infinity) holds back later ones.
+    while (this.quarantine.length > 0 && this.quarantine[0]!.readEpoch !== Infinity && this.quarantine[0]!.readEpoch <= oldestActiveReadEpoch) this.quarantine.shift();
   }
 }
