@@ -226,8 +226,9 @@ async function startCairn(dir: string, port: number, sizeBytes: number, cpuProfi
 async function serve(poolPath: string, port: number, sizeBytes: number): Promise<void> {
   const { createPoolFile } = await import('../src/engine/index.js');
   const { startNbdServer } = await import('../src/nbd/server.js');
-  // A pool twice the volume: overwrites allocate new blocks before the old ones are freed at commit.
-  const engine = await createPoolFile(poolPath, sizeBytes * 2);
+  // Thin-pool headroom of 4x the volume: after the snapshot row the old data stays pinned while every
+  // overwrite allocates anew (qemu's qcow2 overlay grows its file the same way, without a bound).
+  const engine = await createPoolFile(poolPath, sizeBytes * 4);
   await engine.createVolume('bench', sizeBytes);
   const server = await startNbdServer(engine, { host: '127.0.0.1', port });
   const stop = async (): Promise<void> => {
