@@ -52,6 +52,9 @@ async function main(): Promise<number> {
     } else if (seeds === 1 || values.verbose) {
       process.stdout.write(`ok SEED=${seed} ops=${result.opsRun} ${JSON.stringify(result.opCounts)}\n`);
     }
+    // The simulated device answers in microtasks, so a seed never yields to the event loop; engines
+    // it abandoned at crashes keep background steps (setImmediate) queued. Let them run and be freed.
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
   const seconds = ((Date.now() - startedMs) / 1000).toFixed(1);
   process.stdout.write(`${seeds - failed.length}/${seeds} seeds passed (seeds ${seedFirst}..${seedFirst + seeds - 1}, ${ops} ops each, ${seconds} s)` +
