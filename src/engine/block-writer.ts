@@ -11,10 +11,11 @@ export class BlockWriter {
   private scheduled = false;
   private inFlight = 0;
 
-  constructor(private readonly device: Device) {}
+  /** `writersActive` tells how many writes are under way: with company, a write waits to be batched. */
+  constructor(private readonly device: Device, private readonly writersActive: () => number) {}
 
   write(pba: number, data: Buffer): Promise<void> {
-    if (this.inFlight === 0 && !this.scheduled) return this.issue(pba, [data]);
+    if (this.inFlight === 0 && !this.scheduled && this.writersActive() <= 1) return this.issue(pba, [data]);
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ pba, data, resolve, reject });
       if (!this.scheduled) {

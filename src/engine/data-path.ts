@@ -10,6 +10,8 @@ import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, PoolFu
 import type { Extent } from './types.js';
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
+/** A lone read up to this size is done synchronously when the device offers it (FileDevice.readNow). */
+const SYNC_READ_BYTES_MAX = 64 * 1024;
 
 /** A volume deleted (or a clone flattened away) while a write was in flight must not be touched. */
 function assertLive(core: PoolCore, rec: CatalogRecord): void {
@@ -60,7 +62,9 @@ async function readBlocks(core: PoolCore, root: number, startLba: number, endLba
     const first = run[0]!, last = run[run.length - 1]!;
     const target = out.subarray((first.lba - startLba) * BLOCK_SIZE_BYTES, (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES);
     try {
-      await core.device.read(first.pba, target);
+      const device = core.device as typeof core.device & { readNow?: (block: number, into: Buffer) => void };
+      if (device.readNow && core.readersActive <= 1 && target.length <= SYNC_READ_BYTES_MAX) device.readNow(first.pba, target);
+      else await core.device.read(first.pba, target);
     } catch (err) {
       throw err instanceof CairnError ? err : new IoError(`read of physical block ${first.pba} failed: ${(err as Error).message}`);
     }
@@ -150,6 +154,7 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
     if (nonZero[i]) count++;
   }
   const runs: Run[] = count > 0 ? await reserveData(core, count) : [];
+  core.writersActive++;
   try {
     const entries = await writeData(core, data, startLba, nonZero, runs);
     await core.mutate(async () => {
@@ -160,6 +165,7 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
       await core.catalog.save(rec);
     });
   } finally {
+    core.writersActive--;
     core.space.unreserve(runs);
   }
 }

@@ -23,6 +23,8 @@ export class PoolCore {
   readonly mutex = new Mutex();
   readonly trees: Trees;
   readonly blockWriter: BlockWriter;
+  /** Data writes between their start and the switch of their mapping (for write batching). */
+  writersActive = 0;
   readonly nowMs: () => number;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
   private commitChain: Promise<void> = Promise.resolve();
@@ -49,7 +51,7 @@ export class PoolCore {
     opts: PoolOptions,
   ) {
     this.trees = new Trees(store, space);
-    this.blockWriter = new BlockWriter(device);
+    this.blockWriter = new BlockWriter(device, () => this.writersActive);
     this.nowMs = opts.nowMs ?? Date.now;
     this.log = opts.log ?? (() => undefined);
     this.durableGeneration = sb.generation;
@@ -115,12 +117,17 @@ export class PoolCore {
   }
   emit(event: TargetEvent): void { for (const l of this.listeners) l(event); }
 
+  /** Reads between beginRead and endRead (a lone one may use the device's synchronous read). */
+  readersActive = 0;
+
   beginRead(): number {
+    this.readersActive++;
     const epoch = this.readEpoch;
     this.activeReads.set(epoch, (this.activeReads.get(epoch) ?? 0) + 1);
     return epoch;
   }
   endRead(epoch: number): void {
+    this.readersActive--;
     const n = this.activeReads.get(epoch)! - 1;
     if (n === 0) this.activeReads.delete(epoch); else this.activeReads.set(epoch, n);
     this.space.releaseQuarantine(this.oldestReadEpoch());

@@ -1,9 +1,25 @@
 // Device on a regular (sparse) file or a raw block device, with positional I/O through libuv's
 // thread pool (so checksums on the main thread overlap with disk work on the others).
 import { open, type FileHandle } from 'node:fs/promises';
+import { readSync, writeSync, writevSync } from 'node:fs';
 import { BLOCK_SIZE_BYTES } from '../types.js';
 import type { Device } from './device.js';
 import { IoError } from '../errors.js';
+
+/** Writes up to this size go straight to the page cache from the event loop (see writeSyncAll). */
+const SYNC_WRITE_BYTES_MAX = 256 * 1024;
+
+/** The buffers left after the first `bytes` bytes were written. */
+function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
+  const out: Buffer[] = [];
+  let skip = bytes;
+  for (const b of buffers) {
+    if (skip >= b.length) { skip -= b.length; continue; }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
+}
 
 export class FileDevice implements Device {
   sizeBlocks: number;
@@ -35,6 +51,20 @@ export class FileDevice implements Device {
     return new FileDevice(handle, Math.floor(sizeBytes / BLOCK_SIZE_BYTES), path);
   }
 
+  /**
+   * Synchronous positional read, for a lone small read: from the page cache it takes a few µs against
+   * ~60 µs through the thread pool. The data path uses it only when no other read is under way, so a
+   * cache miss never serializes reads that could have been in flight together.
+   */
+  readNow(blockNumber: number, into: Buffer): void {
+    let done = 0;
+    while (done < into.length) {
+      const n = readSync(this.handle.fd, into, done, into.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
+      if (n === 0) throw new IoError(`short read at block ${blockNumber} (device ends)`);
+      done += n;
+    }
+  }
+
   async read(blockNumber: number, into: Buffer): Promise<void> {
     let done = 0;
     while (done < into.length) {
@@ -45,6 +75,7 @@ export class FileDevice implements Device {
   }
 
   async write(blockNumber: number, data: Buffer): Promise<void> {
+    if (data.length <= SYNC_WRITE_BYTES_MAX) return this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, [data]);
     let done = 0;
     while (done < data.length) {
       const { bytesWritten } = await this.handle.write(data, done, data.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
@@ -52,21 +83,30 @@ export class FileDevice implements Device {
     }
   }
 
+  /**
+   * Positional write on the event loop thread. A write into the page cache takes a few µs, while a
+   * round trip through libuv's thread pool costs ~60 µs on a small VM (measured): for small writes
+   * the synchronous call is an order of magnitude cheaper. Durability still comes only from flush().
+   */
+  private writeSyncAll(position: number, buffers: Buffer[]): void {
+    let rest = buffers;
+    while (rest.length > 0) {
+      const written = rest.length === 1 ? writeSync(this.handle.fd, rest[0]!, 0, rest[0]!.length, position) : writevSync(this.handle.fd, rest, position);
+      position += written;
+      rest = dropBytes(rest, written);
+    }
+  }
+
   /** Gathers several buffers into one positional write (pwritev). */
   async writev(blockNumber: number, buffers: Buffer[]): Promise<void> {
+    const total = buffers.reduce((n, b) => n + b.length, 0);
+    if (total <= SYNC_WRITE_BYTES_MAX) return this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, buffers);
     let position = blockNumber * BLOCK_SIZE_BYTES;
     let rest = buffers;
     while (rest.length > 0) {
       const { bytesWritten } = await this.handle.writev(rest, position);
       position += bytesWritten;
-      let skip = bytesWritten;
-      const next: Buffer[] = [];
-      for (const b of rest) {
-        if (skip >= b.length) { skip -= b.length; continue; }
-        next.push(skip > 0 ? b.subarray(skip) : b);
-        skip = 0;
-      }
-      rest = next;
+      rest = dropBytes(rest, bytesWritten);
     }
   }
 
