@@ -9,26 +9,17 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkPoolFile, openPoolFile } from '../src/engine/index.js';
 import { Prng } from '../src/engine/device/prng.js';
 import { BLOCK_SIZE_BYTES } from '../src/engine/types.js';
+import { repoRoot } from './cli-helpers.js';
 import { batchWrites, crashVolumeBytes, crashVolumeName, writeData } from '../sim/crash-schedule.js';
 
 const B = BLOCK_SIZE_BYTES;
 const rounds = 6;
 const readyTimeoutMs = 30_000;
-
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('package.json not found above the test file');
-    dir = up;
-  }
-  return dir;
-}
 
 /** The child entry point: compiled JS next to this compiled test, or the TS source under tsx. */
 function childCommand(): { args: string[]; cwd: string } {
