@@ -27,7 +27,7 @@ test('space map: counts, free summary, reservation and deferred reuse', async ()
   const victim = runs[0]!.pba;
   await space.decref(victim);
   assert.equal(await space.get(victim), 0);
-  assert.ok(space.pendingFree.has(victim));
+  assert.ok(space.isPendingFree(victim));
   const more = await space.reserve(16950, false).catch((e: unknown) => e);
   assert.ok(more instanceof Error, 'the metadata reserve is kept from data');
   const some = await space.reserve(100, false);

@@ -3,8 +3,9 @@
 // NBD server and the API receive it in place of the engine and cannot tell the difference.
 import type {
   ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotInfo, SpaceUsage, Target, TargetEvent,
-  VolumeInfo, WriteOptions, ZeroOptions,
+  VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from '../engine/index.js';
+import { dataLength } from '../engine/index.js';
 import type { Metrics } from './metrics.js';
 
 export class InstrumentedEngine implements Engine {
@@ -42,8 +43,8 @@ export class InstrumentedEngine implements Engine {
   read(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     return this.timed('read', id, lengthBytes, () => this.inner.read(id, offsetBytes, lengthBytes));
   }
-  write(id: number, offsetBytes: number, data: Buffer, opts?: WriteOptions): Promise<void> {
-    return this.timed('write', id, data.length, () => this.inner.write(id, offsetBytes, data, opts));
+  write(id: number, offsetBytes: number, data: WriteData, opts?: WriteOptions): Promise<void> {
+    return this.timed('write', id, dataLength(data), () => this.inner.write(id, offsetBytes, data, opts));
   }
   trim(id: number, offsetBytes: number, lengthBytes: number, opts?: WriteOptions): Promise<void> {
     return this.timed('trim', id, lengthBytes, () => this.inner.trim(id, offsetBytes, lengthBytes, opts));

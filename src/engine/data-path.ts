@@ -8,10 +8,9 @@ import type { LeafEntry } from './format.js';
 import type { Run } from './space-map.js';
 import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, PoolFull, VolumeNotFound } from './errors.js';
 import type { Extent } from './types.js';
+import { blockViews, concatData, dataLength, joinViews, type WriteData } from './gather.js';
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
-/** A lone read up to this size is done synchronously when the device offers it (FileDevice.readNow). */
-const SYNC_READ_BYTES_MAX = 64 * 1024;
 
 /** A volume deleted (or a clone flattened away) while a write was in flight must not be touched. */
 function assertLive(core: PoolCore, rec: CatalogRecord): void {
@@ -62,9 +61,7 @@ async function readBlocks(core: PoolCore, root: number, startLba: number, endLba
     const first = run[0]!, last = run[run.length - 1]!;
     const target = out.subarray((first.lba - startLba) * BLOCK_SIZE_BYTES, (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES);
     try {
-      const device = core.device as typeof core.device & { readNow?: (block: number, into: Buffer) => void };
-      if (device.readNow && core.readersActive <= 1 && target.length <= SYNC_READ_BYTES_MAX) device.readNow(first.pba, target);
-      else await core.device.read(first.pba, target);
+      await core.device.read(first.pba, target);
     } catch (err) {
       throw err instanceof CairnError ? err : new IoError(`read of physical block ${first.pba} failed: ${(err as Error).message}`);
     }
@@ -121,14 +118,15 @@ async function withBlockLocks<T>(rec: CatalogRecord, lbas: number[], fn: () => P
 }
 
 /** Writes `data` at any byte offset: whole blocks directly, partial edge blocks by read-modify-write. */
-export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, data: Buffer, noHole = false): Promise<void> {
-  checkRange(rec, offsetBytes, data.length);
-  if (data.length === 0) return;
+export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, data: WriteData, noHole = false): Promise<void> {
+  const length = dataLength(data);
+  checkRange(rec, offsetBytes, length);
+  if (length === 0) return;
   const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES);
-  const endLba = Math.ceil((offsetBytes + data.length) / BLOCK_SIZE_BYTES);
+  const endLba = Math.ceil((offsetBytes + length) / BLOCK_SIZE_BYTES);
   const head = offsetBytes % BLOCK_SIZE_BYTES;
-  const aligned = head === 0 && data.length % BLOCK_SIZE_BYTES === 0;
-  if (aligned) return writeBlocks(core, rec, startLba, data, noHole);
+  const aligned = head === 0 && length % BLOCK_SIZE_BYTES === 0;
+  if (aligned) return writeBlocks(core, rec, startLba, blockViews(data), noHole);
   const edges = endLba - 1 > startLba ? [startLba, endLba - 1] : [startLba];
   await withBlockLocks(rec, edges, async () => {
     const buf = Buffer.alloc((endLba - startLba) * BLOCK_SIZE_BYTES);
@@ -138,28 +136,26 @@ export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes
         await readBlocks(core, rec.root, lba, lba + 1, buf.subarray((lba - startLba) * BLOCK_SIZE_BYTES, (lba - startLba + 1) * BLOCK_SIZE_BYTES));
       }
     } finally { core.endRead(epoch); }
-    data.copy(buf, head);
-    await writeBlocks(core, rec, startLba, buf, noHole);
+    concatData(data).copy(buf, head);
+    await writeBlocks(core, rec, startLba, blockViews(buf), noHole);
   });
 }
 
-/** Aligned write of whole blocks starting at `startLba`. All-zero blocks become holes unless noHole. */
-async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, data: Buffer, noHole: boolean): Promise<void> {
-  const blocks = data.length / BLOCK_SIZE_BYTES;
-  const nonZero: boolean[] = new Array<boolean>(blocks);
+/** Aligned write of whole blocks (one view each) starting at `startLba`. All-zero blocks become holes unless noHole. */
+async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, blocks: Buffer[], noHole: boolean): Promise<void> {
+  const nonZero: boolean[] = new Array<boolean>(blocks.length);
   let count = 0;
-  for (let i = 0; i < blocks; i++) {
-    const block = data.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES);
-    nonZero[i] = noHole || !block.equals(ZERO_BLOCK);
+  for (let i = 0; i < blocks.length; i++) {
+    nonZero[i] = noHole || !blocks[i]!.equals(ZERO_BLOCK);
     if (nonZero[i]) count++;
   }
   const runs: Run[] = count > 0 ? await reserveData(core, count) : [];
   core.writersActive++;
   try {
-    const entries = await writeData(core, data, startLba, nonZero, runs);
+    const entries = await writeData(core, blocks, startLba, nonZero, runs);
     await core.mutate(async () => {
       assertLive(core, rec);
-      const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, startLba + blocks, entries);
+      const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, startLba + blocks.length, entries);
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
       await core.catalog.save(rec);
@@ -189,7 +185,7 @@ async function reserveData(core: PoolCore, count: number): Promise<Run[]> {
 }
 
 /** Writes the non-zero blocks into the reserved runs (one device write per physical run). */
-async function writeData(core: PoolCore, data: Buffer, startLba: number, nonZero: boolean[], runs: Run[]): Promise<LeafEntry[]> {
+async function writeData(core: PoolCore, blocks: Buffer[], startLba: number, nonZero: boolean[], runs: Run[]): Promise<LeafEntry[]> {
   const entries: LeafEntry[] = [];
   const writes: Promise<void>[] = [];
   let runIdx = 0, runUsed = 0;
@@ -200,9 +196,8 @@ async function writeData(core: PoolCore, data: Buffer, startLba: number, nonZero
     let len = 0;
     while (i + len < nonZero.length && nonZero[i + len] && runUsed + len < run.lengthBlocks && len < EXTENT_BLOCKS_MAX) len++;
     const pba = run.pba + runUsed;
-    const slice = data.subarray(i * BLOCK_SIZE_BYTES, (i + len) * BLOCK_SIZE_BYTES);
     const crcs = new Uint32Array(len);
-    for (let k = 0; k < len; k++) crcs[k] = crc32c(slice.subarray(k * BLOCK_SIZE_BYTES, (k + 1) * BLOCK_SIZE_BYTES));
+    for (let k = 0; k < len; k++) crcs[k] = crc32c(blocks[i + k]!);
     entries.push({ lba: startLba + i, pba, lengthBlocks: len, crcs });
     runUsed += len;
     if (runUsed === run.lengthBlocks) { runIdx++; runUsed = 0; }
@@ -210,8 +205,7 @@ async function writeData(core: PoolCore, data: Buffer, startLba: number, nonZero
   }
   for (const run of physicalRuns(entries)) {
     const first = run[0]!, last = run[run.length - 1]!;
-    const from = (first.lba - startLba) * BLOCK_SIZE_BYTES, to = (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES;
-    writes.push(core.blockWriter.write(first.pba, data.subarray(from, to)));
+    writes.push(core.blockWriter.write(first.pba, joinViews(blocks, first.lba - startLba, last.lba + last.lengthBlocks - startLba)));
   }
   try {
     await Promise.all(writes);
@@ -259,7 +253,7 @@ export async function zeroRange(core: PoolCore, rec: CatalogRecord, offsetBytes:
   if (noHole) {
     for (let lba = firstFull; lba < endFull; lba += IO_BYTES_MAX / BLOCK_SIZE_BYTES) {
       const n = Math.min(endFull - lba, IO_BYTES_MAX / BLOCK_SIZE_BYTES);
-      await writeBlocks(core, rec, lba, Buffer.alloc(n * BLOCK_SIZE_BYTES), true);
+      await writeBlocks(core, rec, lba, blockViews(Buffer.alloc(n * BLOCK_SIZE_BYTES)), true);
     }
   } else {
     await unmapBlocks(core, rec, firstFull, endFull);

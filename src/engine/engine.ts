@@ -15,7 +15,7 @@ import {
 } from './errors.js';
 import type {
   ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotInfo, SpaceUsage, Target, TargetEvent, VolumeInfo,
-  WriteOptions, ZeroOptions,
+  WriteData, WriteOptions, ZeroOptions,
 } from './types.js';
 
 export class CairnEngine implements Engine {
@@ -320,7 +320,7 @@ export class CairnEngine implements Engine {
     return readRange(this.core, this.byId(id), offsetBytes, lengthBytes);
   }
 
-  async write(id: number, offsetBytes: number, data: Buffer, opts: WriteOptions = {}): Promise<void> {
+  async write(id: number, offsetBytes: number, data: WriteData, opts: WriteOptions = {}): Promise<void> {
     this.core.ensureUsable();
     await writeRange(this.core, this.writableById(id), offsetBytes, data);
     if (opts.fua) await this.core.flush();

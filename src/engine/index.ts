@@ -3,3 +3,4 @@
 export * from './types.js';
 export * from './errors.js';
 export { createPoolFile, openPoolFile, openOrCreatePoolFile, checkPoolFile } from './pool-file.js';
+export { dataLength } from './gather.js';

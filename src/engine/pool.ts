@@ -3,12 +3,12 @@
 // catalog-ops.ts and the data path in data-path.ts; both run on the PoolCore state defined here.
 import { randomUUID } from 'node:crypto';
 import {
-  BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FIRST_FREE_BLOCK,
+  BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_INTERVAL_MS_DEFAULT, FREES_HELD_COMMIT_BLOCKS, DELETE_NODES_PER_STEP, FIRST_FREE_BLOCK,
   dirtyObjectsMax, metaReserveBlocks,
 } from './constants.js';
 import type { Device } from './device/device.js';
 import { MetaStore } from './meta-store.js';
-import { SpaceMap } from './space-map.js';
+import { SpaceMap, type FreedBlocks } from './space-map.js';
 import { Catalog, RecordKind, type CatalogRecord } from './catalog.js';
 import { Trees } from './btree.js';
 import { Mutex } from './mutex.js';
@@ -117,17 +117,12 @@ export class PoolCore {
   }
   emit(event: TargetEvent): void { for (const l of this.listeners) l(event); }
 
-  /** Reads between beginRead and endRead (a lone one may use the device's synchronous read). */
-  readersActive = 0;
-
   beginRead(): number {
-    this.readersActive++;
     const epoch = this.readEpoch;
     this.activeReads.set(epoch, (this.activeReads.get(epoch) ?? 0) + 1);
     return epoch;
   }
   endRead(epoch: number): void {
-    this.readersActive--;
     const n = this.activeReads.get(epoch)! - 1;
     if (n === 0) this.activeReads.delete(epoch); else this.activeReads.set(epoch, n);
     this.space.releaseQuarantine(this.oldestReadEpoch());
@@ -169,8 +164,10 @@ export class PoolCore {
 
   private afterMutation(): void {
     // Commit early when dirty metadata passes its bound, or when blocks freed by overwrites (reusable
-    // only after a commit) grow past a quarter of what is still free.
-    const freesHeld = this.space.pendingFreeBlocks > Math.max(64, this.space.availableBlocks / 4);
+    // only after a commit) pass 128 MiB or a quarter of what is still free. Reusing freed blocks soon
+    // keeps a pool file's footprint small, and its cached, allocated blocks are ~20x cheaper to write
+    // than a sparse file's holes (ARCHITECTURE.md, "Where the time goes").
+    const freesHeld = this.space.pendingFreeBlocks > Math.max(64, Math.min(FREES_HELD_COMMIT_BLOCKS, this.space.availableBlocks / 4));
     if (this.store.dirty.size >= this.dirtyMax || freesHeld) void this.commit().catch(() => undefined);
     else if (this.commitIntervalMs > 0 && !this.commitTimer && this.store.dirty.size > 0 && !this.closed) {
       this.commitTimer = setTimeout(() => {
@@ -203,10 +200,10 @@ export class PoolCore {
     const started = Date.now();
     const release = await this.mutex.lock();
     let writes: { block: number; data: Buffer }[];
-    let freed: { readEpoch: number; blocks: Set<number> };
+    let freed: FreedBlocks;
     let sb: Superblock;
     try {
-      if (this.store.dirty.size === 0 && this.space.pendingFree.size === 0) return;
+      if (this.store.dirty.size === 0 && this.space.pendingFreeBlocks === 0) return;
       // Pages of the space map and catalog get their new locations now; allocating one may dirty
       // another page, so repeat until every dirty object has a place.
       for (;;) {
@@ -251,7 +248,7 @@ export class PoolCore {
     this.readEpoch++;
     this.space.committed(freed, this.readEpoch);
     this.space.releaseQuarantine(this.oldestReadEpoch());
-    this.log('commit', { generation: sb.generation, metaBlocks: writes.length, freedBlocks: freed.blocks.size, durationMs: Date.now() - started });
+    this.log('commit', { generation: sb.generation, metaBlocks: writes.length, freedBlocks: freed.blocks.length, durationMs: Date.now() - started });
     this.scheduleGc();
   }
 

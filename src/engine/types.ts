@@ -1,6 +1,9 @@
 // The engine's public surface: the one narrow, typed interface that the NBD server, the REST API,
 // the CLI (through the API) and the CSI driver call. Nothing above the engine reaches past it.
 
+import type { WriteData } from './gather.js';
+export type { WriteData };
+
 export const BLOCK_SIZE_BYTES = 4096;
 
 /** A volume (writable) or a snapshot (read-only), as the catalog describes it. */
@@ -139,7 +142,8 @@ export interface Engine {
   /** Current size of a target by id (it may have been resized). Throws VolumeNotFound if gone. */
   targetSizeBytes(id: number): number;
   read(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer>;
-  write(id: number, offsetBytes: number, data: Buffer, opts?: WriteOptions): Promise<void>;
+  /** `data` may be a gather list (e.g. socket chunks): it is taken as is, without a copy. */
+  write(id: number, offsetBytes: number, data: WriteData, opts?: WriteOptions): Promise<void>;
   trim(id: number, offsetBytes: number, lengthBytes: number, opts?: WriteOptions): Promise<void>;
   writeZeroes(id: number, offsetBytes: number, lengthBytes: number, opts?: ZeroOptions): Promise<void>;
   /** Every write completed before the call is durable when it resolves. */

@@ -17,7 +17,8 @@ export interface Request {
   offsetBytes: number;
   lengthBytes: number;
   /** WRITE data; null for other commands. */
-  payload: Buffer | null;
+  /** A WRITE's payload as views of the socket chunks it arrived in. */
+  payload: Buffer[] | null;
   /** Bytes this request holds while in flight (payload or read length), for backpressure. */
   costBytes: number;
 }
@@ -105,7 +106,7 @@ async function run(ctx: CommandContext, request: Request): Promise<void> {
   switch (request.type) {
     case c.NBD_CMD_READ: return read(ctx, request);
     case c.NBD_CMD_WRITE:
-      await engine.write(targetId, offsetBytes, request.payload as Buffer, fua ? { fua } : undefined);
+      await engine.write(targetId, offsetBytes, request.payload ?? [], fua ? { fua } : undefined);
       return replyOk(ctx, handle);
     case c.NBD_CMD_FLUSH:
       // proto.md: every write replied to before the flush is durable before the flush reply;

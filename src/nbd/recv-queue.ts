@@ -1,6 +1,6 @@
 // A receive buffer made of the socket's chunks, parsed in place: headers are read from the chunk they
-// sit in (copied into a reused scratch buffer only when split across chunks), and payloads that sit in
-// one chunk are handed out as views, so the common case copies nothing.
+// sit in (copied into a reused scratch buffer only when split across chunks), and payloads are handed
+// out as views of the chunks they arrived in (a gather list for the engine), so nothing is copied.
 import { assert } from '../engine/errors.js';
 
 export class RecvQueue {
@@ -48,6 +48,21 @@ export class RecvQueue {
     this.copyOut(out, n);
     this.skip(n);
     return out;
+  }
+
+  /** Consumes `n` bytes as views of the chunks holding them (no copy). */
+  takeViews(n: number): Buffer[] {
+    assert(n <= this.lengthBytes, 'take within buffered bytes');
+    const views: Buffer[] = [];
+    let remaining = n;
+    while (remaining > 0) {
+      const first = this.chunks[0];
+      const count = Math.min(first.length - this.headOffsetBytes, remaining);
+      views.push(first.subarray(this.headOffsetBytes, this.headOffsetBytes + count));
+      this.skip(count);
+      remaining -= count;
+    }
+    return views;
   }
 
   /** Drops up to `n` bytes; returns how many were dropped. */

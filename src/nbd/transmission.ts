@@ -86,7 +86,7 @@ export class Transmission {
       // Offsets past 2^53 lose precision but are past any export's end, so they still fail the range check.
       const offsetBytes = header.readUInt32BE(at + 16) * 0x100000000 + header.readUInt32BE(at + 20);
       const lengthBytes = header.readUInt32BE(at + 24);
-      let payload: Buffer | null = null;
+      let payload: Buffer[] | null = null;
       if (type === c.NBD_CMD_WRITE) {
         if (lengthBytes > c.requestBytesMax) {
           // Refused without allocating: the payload is dropped as it streams in (as nbdkit does).
@@ -97,7 +97,7 @@ export class Transmission {
         }
         if (recv.length < c.REQUEST_HEADER_BYTES + lengthBytes) break;
         recv.skip(c.REQUEST_HEADER_BYTES);
-        payload = recv.take(lengthBytes);
+        payload = recv.takeViews(lengthBytes);
       } else {
         recv.skip(c.REQUEST_HEADER_BYTES);
       }

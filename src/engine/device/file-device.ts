@@ -1,13 +1,12 @@
-// Device on a regular (sparse) file or a raw block device, with positional I/O through libuv's
-// thread pool (so checksums on the main thread overlap with disk work on the others).
+// Device on a regular (sparse) file or a raw block device. Small I/O that the page cache serves runs
+// inline on the event loop; large I/O, and small I/O while the page cache is missing, goes through
+// libuv's thread pool (so checksums on the main thread overlap with disk work on the others).
 import { open, type FileHandle } from 'node:fs/promises';
 import { readSync, writeSync, writevSync } from 'node:fs';
 import { BLOCK_SIZE_BYTES } from '../types.js';
 import type { Device } from './device.js';
 import { IoError } from '../errors.js';
-
-/** Writes up to this size go straight to the page cache from the event loop (see writeSyncAll). */
-const SYNC_WRITE_BYTES_MAX = 256 * 1024;
+import { InlineIoPolicy } from './inline-io.js';
 
 /** The buffers left after the first `bytes` bytes were written. */
 function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
@@ -23,6 +22,9 @@ function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
 
 export class FileDevice implements Device {
   sizeBlocks: number;
+  /** Reads and writes learn separately: a cold read and a throttled write are different stalls. */
+  readonly inlineReads = new InlineIoPolicy();
+  readonly inlineWrites = new InlineIoPolicy();
   private constructor(private readonly handle: FileHandle, sizeBlocks: number, readonly path: string) {
     this.sizeBlocks = sizeBlocks;
   }
@@ -51,21 +53,8 @@ export class FileDevice implements Device {
     return new FileDevice(handle, Math.floor(sizeBytes / BLOCK_SIZE_BYTES), path);
   }
 
-  /**
-   * Synchronous positional read, for a lone small read: from the page cache it takes a few µs against
-   * ~60 µs through the thread pool. The data path uses it only when no other read is under way, so a
-   * cache miss never serializes reads that could have been in flight together.
-   */
-  readNow(blockNumber: number, into: Buffer): void {
-    let done = 0;
-    while (done < into.length) {
-      const n = readSync(this.handle.fd, into, done, into.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
-      if (n === 0) throw new IoError(`short read at block ${blockNumber} (device ends)`);
-      done += n;
-    }
-  }
-
   async read(blockNumber: number, into: Buffer): Promise<void> {
+    if (this.inlineReads.allows(into.length)) return this.inlineReads.run(into.length, () => this.readSyncAll(blockNumber, into));
     let done = 0;
     while (done < into.length) {
       const { bytesRead } = await this.handle.read(into, done, into.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
@@ -74,8 +63,17 @@ export class FileDevice implements Device {
     }
   }
 
+  private readSyncAll(blockNumber: number, into: Buffer): void {
+    let done = 0;
+    while (done < into.length) {
+      const n = readSync(this.handle.fd, into, done, into.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
+      if (n === 0) throw new IoError(`short read at block ${blockNumber} (device ends)`);
+      done += n;
+    }
+  }
+
   async write(blockNumber: number, data: Buffer): Promise<void> {
-    if (data.length <= SYNC_WRITE_BYTES_MAX) return this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, [data]);
+    if (this.inlineWrites.allows(data.length)) return this.inlineWrites.run(data.length, () => this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, [data]));
     let done = 0;
     while (done < data.length) {
       const { bytesWritten } = await this.handle.write(data, done, data.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
@@ -83,11 +81,7 @@ export class FileDevice implements Device {
     }
   }
 
-  /**
-   * Positional write on the event loop thread. A write into the page cache takes a few µs, while a
-   * round trip through libuv's thread pool costs ~60 µs on a small VM (measured): for small writes
-   * the synchronous call is an order of magnitude cheaper. Durability still comes only from flush().
-   */
+  /** Positional write on the event loop thread (see inline-io.ts). Durability comes only from flush(). */
   private writeSyncAll(position: number, buffers: Buffer[]): void {
     let rest = buffers;
     while (rest.length > 0) {
@@ -100,7 +94,7 @@ export class FileDevice implements Device {
   /** Gathers several buffers into one positional write (pwritev). */
   async writev(blockNumber: number, buffers: Buffer[]): Promise<void> {
     const total = buffers.reduce((n, b) => n + b.length, 0);
-    if (total <= SYNC_WRITE_BYTES_MAX) return this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, buffers);
+    if (this.inlineWrites.allows(total)) return this.inlineWrites.run(total, () => this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, buffers));
     let position = blockNumber * BLOCK_SIZE_BYTES;
     let rest = buffers;
     while (rest.length > 0) {
