@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { blockViews, joinViews, dataLength, concatData } from '../src/engine/gather.js';
-import { InlineIoPolicy, INLINE_IO_BYTES_MAX } from '../src/engine/device/inline-io.js';
+import { InlineIoPolicy, INLINE_IO_BYTES_MAX, READ_SLOW_FIXED_NS } from '../src/engine/device/inline-io.js';
 import { tempPool, assertClean, pattern, MiB } from './engine-helpers.js';
 
 const K4 = 4096;
@@ -64,7 +64,7 @@ test('engine.write takes a gather list at any chunking and reads back the same b
 
 test('inline I/O: allowed up to its size bound, sent to the thread pool for a while after a slow call', () => {
   let now = 0;
-  const policy = new InlineIoPolicy(() => now);
+  const policy = new InlineIoPolicy(READ_SLOW_FIXED_NS, () => now);
   assert.equal(policy.allows(K4), true);
   assert.equal(policy.allows(INLINE_IO_BYTES_MAX + 1), false);
   // A fast call keeps inline I/O on.

@@ -1,7 +1,7 @@
 // The copy-on-write B+tree mapping logical blocks to {physical block, crc32c} extents (Rodeh 2008,
 // dm-thin). Sharing is by reference count: a snapshot or clone is another reference to a root; a
 // change to a shared node shadows it (copy, children +1, original -1). Data is never copied.
-import { BRANCH_FANOUT_MAX, EXTENT_BLOCKS_MAX, META_PAYLOAD_BYTES } from './constants.js';
+import { BRANCH_FANOUT_MAX, EXTENT_BLOCKS_MAX, LEAF_ENTRY_FIXED_BYTES, META_PAYLOAD_BYTES } from './constants.js';
 import { MetaType, leafBytes, leafEntryBytes, type BranchNode, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import type { SpaceMap } from './space-map.js';
@@ -38,7 +38,7 @@ export class Trees {
     if (rc === 1 && this.store.isDirty(node)) return node;
     const block = await this.space.allocMeta();
     const copy: TreeNode = node.type === MetaType.Leaf
-      ? { type: MetaType.Leaf, block, txn: 0, entries: node.entries.slice() }
+      ? { type: MetaType.Leaf, block, txn: 0, entries: node.entries.slice(), bytes: node.bytes }
       : { type: MetaType.Branch, block, txn: 0, keys: node.keys.slice(), children: node.children.slice() };
     this.store.markDirty(copy);
     this.store.put(copy);
@@ -191,40 +191,45 @@ export class Trees {
     }
     let last = first;
     const left: LeafEntry[] = [], right: LeafEntry[] = [];
+    let bytes = node.bytes ?? leafBytes(list);
     while (last < list.length && list[last]!.lba < end) {
       const e = list[last]!;
+      bytes -= leafEntryBytes(e);
       const eEnd = e.lba + e.lengthBlocks;
       if (e.lba < start) left.push(sliceEntry(e, e.lba, start));
       const rs = Math.max(e.lba, start), re = Math.min(eEnd, end);
-      await this.space.addRange(e.pba + (rs - e.lba), re - rs, -1);
+      if (!this.space.tryAddRange(e.pba + (rs - e.lba), re - rs, -1)) await this.space.addRange(e.pba + (rs - e.lba), re - rs, -1);
       delta.mapped -= re - rs;
       if (eEnd > end) right.push(sliceEntry(e, end, eEnd));
       last++;
     }
     for (const e of entries) {
-      await this.space.addRange(e.pba, e.lengthBlocks, 1);
+      if (!this.space.tryAddRange(e.pba, e.lengthBlocks, 1)) await this.space.addRange(e.pba, e.lengthBlocks, 1);
       delta.mapped += e.lengthBlocks;
     }
     const replacement = [...left, ...entries, ...right];
+    for (const e of replacement) bytes += leafEntryBytes(e);
     list.splice(first, last - first, ...replacement);
-    mergeAround(list, Math.max(0, first - 1), Math.min(list.length - 1, first + replacement.length));
+    bytes -= LEAF_ENTRY_FIXED_BYTES * mergeAround(list, Math.max(0, first - 1), Math.min(list.length - 1, first + replacement.length));
+    node.bytes = bytes;
     if (node.entries.length === 0) { await this.discard(node); return []; }
-    if (leafBytes(node.entries) <= META_PAYLOAD_BYTES) return [{ key: node.entries[0]!.lba, node }];
+    if (bytes <= META_PAYLOAD_BYTES) return [{ key: node.entries[0]!.lba, node }];
     const groups: LeafEntry[][] = [[]];
-    let bytes = 0;
+    let groupBytes = 0;
     // An append (the edit is past every old entry) fills the left leaf completely, so sequential
     // data packs leaves full; a split in the middle halves, leaving room on both sides.
     const lastLba = node.entries[node.entries.length - 1]!.lba;
     const fill = entries.length > 0 && entries[entries.length - 1]!.lba === lastLba ? META_PAYLOAD_BYTES : META_PAYLOAD_BYTES / 2;
     for (const e of node.entries) {
       const b = leafEntryBytes(e);
-      if (bytes + b > fill && groups[groups.length - 1]!.length > 0) { groups.push([]); bytes = 0; }
+      if (groupBytes + b > fill && groups[groups.length - 1]!.length > 0) { groups.push([]); groupBytes = 0; }
       groups[groups.length - 1]!.push(e);
-      bytes += b;
+      groupBytes += b;
     }
     node.entries = groups[0]!;
+    node.bytes = leafBytes(node.entries);
     const out: Part[] = [{ key: node.entries[0]!.lba, node }];
-    for (const g of groups.slice(1)) out.push({ key: g[0]!.lba, node: await this.newNode({ type: MetaType.Leaf, entries: g }) });
+    for (const g of groups.slice(1)) out.push({ key: g[0]!.lba, node: await this.newNode({ type: MetaType.Leaf, entries: g, bytes: leafBytes(g) }) });
     return out;
   }
 
@@ -254,8 +259,9 @@ export function childIndex(node: BranchNode, lba: number): number {
   return lo;
 }
 
-/** Merges logically and physically contiguous neighbours among list[from..to] (inclusive), in place. */
-function mergeAround(list: LeafEntry[], from: number, to: number): void {
+/** Merges logically and physically contiguous neighbours among list[from..to] (inclusive), in place; returns the merges. */
+function mergeAround(list: LeafEntry[], from: number, to: number): number {
+  let merges = 0;
   let i = from;
   while (i < to && i + 1 < list.length) {
     const prev = list[i]!, e = list[i + 1]!;
@@ -265,8 +271,10 @@ function mergeAround(list: LeafEntry[], from: number, to: number): void {
       crcs.set(prev.crcs, 0); crcs.set(e.crcs, prev.lengthBlocks);
       list.splice(i, 2, { lba: prev.lba, pba: prev.pba, lengthBlocks: prev.lengthBlocks + e.lengthBlocks, crcs });
       to--;
+      merges++;
     } else {
       i++;
     }
   }
+  return merges;
 }

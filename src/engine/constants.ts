@@ -39,8 +39,6 @@ export const VOLUME_BYTES_MAX = 256 * 1024 ** 4;
 export const DELETE_NODES_PER_STEP = 512;
 export const CACHE_BYTES_DEFAULT = 256 * 1024 * 1024;
 export const COMMIT_INTERVAL_MS_DEFAULT = 5000;
-/** Blocks freed by overwrites (128 MiB) that trigger a commit so they become reusable. */
-export const FREES_HELD_COMMIT_BLOCKS = 32768;
 
 /** Free blocks held back from user data so that metadata of a commit can always be written. */
 export function metaReserveBlocks(totalBlocks: number): number {

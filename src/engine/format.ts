@@ -12,7 +12,11 @@ export const enum MetaType { Leaf = 1, Branch = 2, Radix = 3, CountPage = 4, Cat
 /** One mapping: `lengthBlocks` logical blocks from `lba` live at physical blocks from `pba`. */
 export interface LeafEntry { lba: number; pba: number; lengthBlocks: number; crcs: Uint32Array }
 
-export interface LeafNode { type: MetaType.Leaf; block: number; txn: number; entries: LeafEntry[] }
+export interface LeafNode {
+  type: MetaType.Leaf; block: number; txn: number; entries: LeafEntry[];
+  /** leafBytes(entries) when known (kept by edits; not stored): summing it walks every entry. */
+  bytes?: number;
+}
 export interface BranchNode { type: MetaType.Branch; block: number; txn: number; keys: number[]; children: number[] }
 export interface RadixNode { type: MetaType.Radix; block: number; txn: number; ptrs: Float64Array; free: Float64Array }
 export interface CountPage { type: MetaType.CountPage; block: number; txn: number; counts: Uint32Array }
@@ -55,7 +59,9 @@ export function encodeMeta(obj: MetaObject): Buffer {
   let off = META_HEADER_BYTES;
   switch (obj.type) {
     case MetaType.Leaf: {
-      assert(leafBytes(obj.entries) <= META_PAYLOAD_BYTES, 'leaf overflows its block');
+      const bytes = leafBytes(obj.entries);
+      assert(bytes <= META_PAYLOAD_BYTES, 'leaf overflows its block');
+      assert(obj.bytes === undefined || obj.bytes === bytes, 'cached leaf size is exact');
       let prevEnd = -1;
       for (const e of obj.entries) {
         assert(e.lba >= prevEnd && e.lengthBlocks > 0 && e.crcs.length === e.lengthBlocks, 'leaf entries sorted, non-overlapping');

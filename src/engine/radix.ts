@@ -123,6 +123,26 @@ export class RadixArray<P extends Page> {
     return undefined;
   }
 
+  /**
+   * The page at `pageIndex` if it and its whole path are already dirty in this transaction (so a
+   * change needs no load and no shadowing): the synchronous fast path of page(i, true).
+   */
+  pageIfDirty(pageIndex: number): P | undefined {
+    let node: DirtyRadix | null = this.root;
+    if (node === null || !this.store.isDirty(node)) return undefined;
+    let firstPage = 0;
+    for (let level = this.depth; level >= 1; level--) {
+      const spanPages = RADIX_FANOUT ** (level - 1);
+      const i = Math.floor((pageIndex - firstPage) / spanPages);
+      const child: Child | undefined = node.kids?.[i];
+      if (child === undefined || !this.store.isDirty(child)) return undefined;
+      if (level === 1) return child as P;
+      node = child as DirtyRadix;
+      firstPage += i * spanPages;
+    }
+    return undefined;
+  }
+
   /** Adjusts the free-record summary on the (dirty) path to `pageIndex`. */
   adjustFree(pageIndex: number, delta: number): void {
     let node = this.root;

@@ -61,6 +61,7 @@ export class SpaceMap {
 
   /** Adds `delta` to the counts of blocks [pba, pba+length). */
   async addRange(pba: number, lengthBlocks: number, delta: 1 | -1): Promise<void> {
+    if (this.tryAddRange(pba, lengthBlocks, delta)) return;
     let block = pba;
     const end = pba + lengthBlocks;
     this.store.changes++;
@@ -68,29 +69,51 @@ export class SpaceMap {
       const pageIndex = Math.floor(block / REFCOUNTS_PER_PAGE);
       const page = (await this.array.page(pageIndex, true))!;
       const pageEnd = Math.min(end, (pageIndex + 1) * REFCOUNTS_PER_PAGE);
-      let freeDelta = 0;
-      for (; block < pageEnd; block++) {
-        assert(block >= 0 && block < this.totalBlocks, `block ${block} inside the pool`);
-        const i = block % REFCOUNTS_PER_PAGE;
-        const before = page.counts[i]!;
-        if (delta > 0) {
-          assert(before < 0xffffffff, 'refcount overflow');
-          if (before === 0) {
-            freeDelta--;
-            // A reserved block gets its first reference; a block freed earlier in this transaction
-            // is referenced again. A quarantined one is unreachable from any live tree.
-            assert((this.held.flags(block) & QUARANTINED) === 0, `quarantined block ${block} referenced again`);
-            if (!this.held.remove(block, RESERVED)) this.held.remove(block, PENDING_FREE);
-          }
-          page.counts[i] = before + 1;
-        } else {
-          assert(before > 0, `refcount of block ${block} underflows`);
-          page.counts[i] = before - 1;
-          if (before === 1) { freeDelta++; this.held.add(block, PENDING_FREE); this.pendingList.push(block); }
-        }
-      }
-      if (freeDelta !== 0) { this.array.adjustFree(pageIndex, freeDelta); this.freeCount += freeDelta; }
+      this.applyToPage(page, pageIndex, block, pageEnd, delta);
+      block = pageEnd;
     }
+  }
+
+  /**
+   * addRange without awaiting, when every page of the range is already dirty in this transaction
+   * (the common case inside a write: hot pages). Returns false, having changed nothing, otherwise.
+   */
+  tryAddRange(pba: number, lengthBlocks: number, delta: 1 | -1): boolean {
+    const end = pba + lengthBlocks;
+    const firstPage = Math.floor(pba / REFCOUNTS_PER_PAGE), lastPage = Math.floor((end - 1) / REFCOUNTS_PER_PAGE);
+    for (let i = firstPage; i <= lastPage; i++) if (this.array.pageIfDirty(i) === undefined) return false;
+    this.store.changes++;
+    for (let i = firstPage, block = pba; i <= lastPage; i++) {
+      const pageEnd = Math.min(end, (i + 1) * REFCOUNTS_PER_PAGE);
+      this.applyToPage(this.array.pageIfDirty(i)!, i, block, pageEnd, delta);
+      block = pageEnd;
+    }
+    return true;
+  }
+
+  private applyToPage(page: CountPage, pageIndex: number, from: number, to: number, delta: 1 | -1): void {
+    let freeDelta = 0;
+    for (let block = from; block < to; block++) {
+      assert(block >= 0 && block < this.totalBlocks, `block ${block} inside the pool`);
+      const i = block % REFCOUNTS_PER_PAGE;
+      const before = page.counts[i]!;
+      if (delta > 0) {
+        assert(before < 0xffffffff, 'refcount overflow');
+        if (before === 0) {
+          freeDelta--;
+          // A reserved block gets its first reference; a block freed earlier in this transaction
+          // is referenced again. A quarantined one is unreachable from any live tree.
+          assert((this.held.flags(block) & QUARANTINED) === 0, `quarantined block ${block} referenced again`);
+          if (!this.held.remove(block, RESERVED)) this.held.remove(block, PENDING_FREE);
+        }
+        page.counts[i] = before + 1;
+      } else {
+        assert(before > 0, `refcount of block ${block} underflows`);
+        page.counts[i] = before - 1;
+        if (before === 1) { freeDelta++; this.held.add(block, PENDING_FREE); this.pendingList.push(block); }
+      }
+    }
+    if (freeDelta !== 0) { this.array.adjustFree(pageIndex, freeDelta); this.freeCount += freeDelta; }
   }
 
   async incref(block: number): Promise<void> { await this.addRange(block, 1, 1); }

@@ -6,7 +6,7 @@ import { readSync, writeSync, writevSync } from 'node:fs';
 import { BLOCK_SIZE_BYTES } from '../types.js';
 import type { Device } from './device.js';
 import { IoError } from '../errors.js';
-import { InlineIoPolicy } from './inline-io.js';
+import { InlineIoPolicy, READ_SLOW_FIXED_NS, WRITE_SLOW_FIXED_NS } from './inline-io.js';
 
 /** The buffers left after the first `bytes` bytes were written. */
 function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
@@ -23,8 +23,8 @@ function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
 export class FileDevice implements Device {
   sizeBlocks: number;
   /** Reads and writes learn separately: a cold read and a throttled write are different stalls. */
-  readonly inlineReads = new InlineIoPolicy();
-  readonly inlineWrites = new InlineIoPolicy();
+  readonly inlineReads = new InlineIoPolicy(READ_SLOW_FIXED_NS);
+  readonly inlineWrites = new InlineIoPolicy(WRITE_SLOW_FIXED_NS);
   private constructor(private readonly handle: FileHandle, sizeBlocks: number, readonly path: string) {
     this.sizeBlocks = sizeBlocks;
   }
