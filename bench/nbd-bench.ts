@@ -232,7 +232,8 @@ async function serve(poolPath: string, port: number, sizeBytes: number): Promise
   const log = process.env.CAIRN_BENCH_EVENTS === '1' ? (event: string, fields: Record<string, unknown>) => console.error(`${event} ${JSON.stringify(fields)}`) : undefined;
   const engine = await createPoolFile(poolPath, sizeBytes * 4, log ? { log } : {});
   await engine.createVolume('bench', sizeBytes);
-  const server = await startNbdServer(engine, { host: '127.0.0.1', port });
+  const busy = process.env.CAIRN_BENCH_BUSY_POLL_US;
+  const server = await startNbdServer(engine, { host: '127.0.0.1', port, ...(busy !== undefined ? { busyPollMicros: Number(busy) } : {}) });
   const stop = async (): Promise<void> => {
     console.error(`cairn pool stats at exit: ${JSON.stringify(engine.stats())}`);
     await server.close();

@@ -35,6 +35,9 @@ test('config precedence: defaults < file < env < flags', async (t) => {
   const fromJson = loadConfig({}, {}, jsonPath);
   assert.deepEqual(fromJson.nbdTls, { pskFile: '/k.psk', required: true });
   assert.equal(fromJson.commitIntervalMs, 50);
+  assert.equal(fromJson.nbdBusyPollMicros, null, 'busy polling: server default unless set');
+  assert.equal(loadConfig({ nbdBusyPollMicros: '0' }, { CAIRN_NBD_BUSY_POLL_US: '50' }, undefined).nbdBusyPollMicros, 0);
+  assert.equal(loadConfig({}, { CAIRN_NBD_BUSY_POLL_US: '50' }, undefined).nbdBusyPollMicros, 50);
 });
 
 test('config errors are one clear line', async (t) => {

@@ -10,7 +10,7 @@ import type { CliContext } from './context.js';
 
 interface ServeFlags {
   config?: string; pool?: string; stateDir?: string; poolSize?: string; api?: string; nbd?: string; nbdSocket?: string;
-  logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string;
+  logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string;
   nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean;
 }
 
@@ -23,7 +23,7 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
   const layer: ConfigLayer = {
     pool: flags.pool, stateDir: flags.stateDir, poolSize: flags.poolSize, api: flags.api ?? apiFromGlobal, nbd: flags.nbd,
     nbdSocketPath: flags.nbdSocket, logLevel: flags.logLevel, logFormat: flags.logFormat,
-    cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs,
+    cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs, nbdBusyPollMicros: flags.nbdBusyPollUs,
     nbdTls: flags.nbdTlsCert === undefined && flags.nbdTlsPsk === undefined ? undefined : {
       certFile: flags.nbdTlsCert, keyFile: flags.nbdTlsKey, caFile: flags.nbdTlsCa, pskFile: flags.nbdTlsPsk,
       required: flags.nbdTlsRequired === true,
@@ -94,6 +94,7 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--log-format <format>', 'json|pretty|auto (default auto: pretty on a terminal); env CAIRN_LOG_FORMAT')
     .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')
     .option('--commit-interval-ms <ms>', 'commit at least this often; env CAIRN_COMMIT_INTERVAL_MS')
+    .option('--nbd-busy-poll-us <us>', 'after an NBD request, poll instead of sleeping this long (default 200, 0 = off); env CAIRN_NBD_BUSY_POLL_US')
     .addHelpText('after', '\nThe API listen address is the global --api HOST:PORT (default 127.0.0.1:10880; env CAIRN_API).')
     .action((flags: ServeFlags, cmd: Command) => serve(flags, (cmd.optsWithGlobals() as { api?: string }).api));
   program.command('check').description('offline consistency check of a pool file that no daemon holds')

@@ -26,6 +26,8 @@ export interface DaemonConfig {
   logFormat: 'json' | 'pretty' | 'auto';
   cacheBytesMax: number | null;
   commitIntervalMs: number | null;
+  /** NBD busy-poll window after each request, µs (0 = off); null = the server's default. */
+  nbdBusyPollMicros: number | null;
 }
 
 /** The raw, unvalidated layer a source contributes (all strings or plain values). */
@@ -43,6 +45,7 @@ export const defaultConfig: DaemonConfig = {
   logFormat: 'auto',
   cacheBytesMax: null,
   commitIntervalMs: null,
+  nbdBusyPollMicros: null,
 };
 
 export class ConfigError extends Error {
@@ -101,7 +104,7 @@ function tlsOf(value: unknown, what: string, current: NbdTlsConfig | null): NbdT
 export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: string): DaemonConfig {
   const out = { ...config };
   const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'api', 'nbd', 'nbdSocketPath', 'nbdTls',
-    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs']);
+    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros']);
   for (const [key, value] of Object.entries(layer)) {
     if (value === undefined) continue;
     if (!known.has(key)) throw new ConfigError(`unknown setting "${key}" in ${source}`);
@@ -133,6 +136,7 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
       }
       case 'cacheBytesMax': out.cacheBytesMax = sizeOf(value, what); break;
       case 'commitIntervalMs': out.commitIntervalMs = intOf(value, what); break;
+      case 'nbdBusyPollMicros': out.nbdBusyPollMicros = intOf(value, what); break;
     }
   }
   return out;
@@ -153,12 +157,13 @@ export function readConfigFile(path: string): ConfigLayer {
 }
 
 /** CAIRN_POOL, CAIRN_STATE_DIR, CAIRN_POOL_SIZE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
- *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED}. */
+ *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED}. */
 export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
   return {
     pool: env.CAIRN_POOL, stateDir: env.CAIRN_STATE_DIR, poolSize: env.CAIRN_POOL_SIZE, api: env.CAIRN_API, nbd: env.CAIRN_NBD,
     nbdSocketPath: env.CAIRN_NBD_SOCKET, logLevel: env.CAIRN_LOG_LEVEL, logFormat: env.CAIRN_LOG_FORMAT,
     cacheBytesMax: env.CAIRN_CACHE_BYTES_MAX, commitIntervalMs: env.CAIRN_COMMIT_INTERVAL_MS,
+    nbdBusyPollMicros: env.CAIRN_NBD_BUSY_POLL_US,
     nbdTls: env.CAIRN_NBD_TLS_CERT === undefined && env.CAIRN_NBD_TLS_PSK === undefined ? undefined : {
       certFile: env.CAIRN_NBD_TLS_CERT, keyFile: env.CAIRN_NBD_TLS_KEY, caFile: env.CAIRN_NBD_TLS_CA,
       pskFile: env.CAIRN_NBD_TLS_PSK, required: env.CAIRN_NBD_TLS_REQUIRED,

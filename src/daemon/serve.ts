@@ -71,6 +71,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
       ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
       ...(config.nbdTls !== null ? { tls: config.nbdTls } : {}),
+      ...(config.nbdBusyPollMicros !== null ? { busyPollMicros: config.nbdBusyPollMicros } : {}),
       log: eventLogger(logger, 'nbd'),
     });
     if (nbd !== null) cleanup.push(() => nbd.close());

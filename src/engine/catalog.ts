@@ -132,7 +132,7 @@ export class Catalog {
     assert(rec.kind === RecordKind.Empty || rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec,
       `saving catalog record #${rec.id} that is no longer in the catalog`);
     const pageIndex = Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE);
-    const page = (await this.array.page(pageIndex, true))!;
+    const page = this.array.pageIfDirty(pageIndex) ?? (await this.array.page(pageIndex, true))!;
     encodeRecord(rec, page.records, (rec.slot % CATALOG_RECORDS_PER_PAGE) * CATALOG_RECORD_BYTES);
   }
 

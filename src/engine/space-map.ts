@@ -59,6 +59,13 @@ export class SpaceMap {
     return page ? page.counts[block % REFCOUNTS_PER_PAGE]! : 0;
   }
 
+  /** The count of `block` if its page is in memory (0 for a page never written), else undefined. */
+  getIfLoaded(block: number): number | undefined {
+    const page = this.array.pageIfLoaded(Math.floor(block / REFCOUNTS_PER_PAGE));
+    if (page === undefined) return undefined;
+    return page === null ? 0 : page.counts[block % REFCOUNTS_PER_PAGE]!;
+  }
+
   /** Adds `delta` to the counts of blocks [pba, pba+length). */
   async addRange(pba: number, lengthBlocks: number, delta: 1 | -1): Promise<void> {
     if (this.tryAddRange(pba, lengthBlocks, delta)) return;

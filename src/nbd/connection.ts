@@ -10,6 +10,7 @@ import { ReplyWriter } from './reply-writer.js';
 import { negotiate, HangUp, type HandshakeIo } from './handshake.js';
 import { Transmission } from './transmission.js';
 import type { TlsUpgrader } from './tls.js';
+import type { BusyPoller } from './busy-poll.js';
 
 export interface ConnectionContext {
   engine: Engine;
@@ -17,6 +18,7 @@ export interface ConnectionContext {
   handshakeTimeoutMs: number;
   shuttingDown(): boolean;
   log(event: string, fields: Record<string, unknown>): void;
+  poller: BusyPoller;
 }
 
 /** Bytes buffered during the handshake before we stop reading (a GO with a maximal name fits). */
@@ -42,7 +44,7 @@ export class NbdConnection {
   private readonly onData = (chunk: Buffer): void => {
     if (this.ending) return;
     this.recv.push(chunk);
-    if (this.transmission) { this.transmission.pump(); return; }
+    if (this.transmission) { this.ctx.poller.kick(); this.transmission.pump(); return; }
     if (this.recv.length > handshakeBufferedBytesMax) this.socket.pause();
     if (this.waiter && this.recv.length >= this.waiter.bytes) {
       const waiter = this.waiter;

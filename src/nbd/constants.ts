@@ -113,6 +113,8 @@ export const blockSizeMinBytes = 1;
 export const blockSizePreferredBytes = 4096;
 /** Requests of one connection processed concurrently; past it the socket is paused (backpressure). */
 export const requestsInFlightMax = 128;
+/** Busy-poll window after each request (µs), see busy-poll.ts. */
+export const busyPollMicrosDefault = 200;
 /** Payload and read bytes of one connection's in-flight requests. */
 export const requestBytesInFlightMax = 128 * 1024 * 1024;
 /** Reply bytes queued on a socket the client is not reading; past it we stop reading requests. */

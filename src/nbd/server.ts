@@ -7,6 +7,7 @@ import type { Engine } from '../engine/index.js';
 import * as c from './constants.js';
 import { NbdConnection } from './connection.js';
 import { TlsUpgrader, type TlsConfig } from './tls.js';
+import { BusyPoller } from './busy-poll.js';
 
 export interface NbdServerOptions {
   /** TCP listen address (default 127.0.0.1:10809; port 0 = ephemeral). */
@@ -18,6 +19,11 @@ export interface NbdServerOptions {
   /** Clients that do not finish the handshake in time are disconnected (default 30 s). */
   handshakeTimeoutMs?: number;
   log?: (event: string, fields: Record<string, unknown>) => void;
+  /**
+   * After a request arrives, keep the event loop polling (not sleeping) this long for the next one
+   * (default busyPollMicrosDefault; 0 turns it off). Lowers latency at low queue depth for CPU.
+   */
+  busyPollMicros?: number;
 }
 
 export interface NbdServer {
@@ -33,7 +39,8 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
   const tls = opts.tls ? new TlsUpgrader(opts.tls, handshakeTimeoutMs) : null;
   const live = new Set<NbdConnection>();
   let shuttingDown = false;
-  const ctx = { engine, tls, handshakeTimeoutMs, shuttingDown: () => shuttingDown, log };
+  const poller = new BusyPoller(opts.busyPollMicros ?? c.busyPollMicrosDefault);
+  const ctx = { engine, tls, handshakeTimeoutMs, shuttingDown: () => shuttingDown, log, poller };
 
   const onSocket = (socket: net.Socket): void => {
     if (shuttingDown || live.size >= c.connectionsMax) {
@@ -82,6 +89,7 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
     close: () => {
       closing ??= (async () => {
         shuttingDown = true;
+        poller.stop();
         const stopped = listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
         for (const connection of live) connection.drain();
         const all = Promise.all([...live].map((connection) => connection.closed));
