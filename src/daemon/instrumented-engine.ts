@@ -40,8 +40,8 @@ export class InstrumentedEngine implements Engine {
   }
 
   // Data path: instrumented.
-  read(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-    return this.timed('read', id, lengthBytes, () => this.inner.read(id, offsetBytes, lengthBytes));
+  read(id: number, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
+    return this.timed('read', id, lengthBytes, () => this.inner.read(id, offsetBytes, lengthBytes, into));
   }
   write(id: number, offsetBytes: number, data: WriteData, opts?: WriteOptions): Promise<void> {
     return this.timed('write', id, dataLength(data), () => this.inner.write(id, offsetBytes, data, opts));

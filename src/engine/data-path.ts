@@ -79,14 +79,15 @@ async function readBlocks(core: PoolCore, root: number, startLba: number, endLba
   }));
 }
 
-export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
   checkRange(rec, offsetBytes, lengthBytes);
   const epoch = core.beginRead();
   try {
     const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES);
     const endLba = Math.ceil((offsetBytes + lengthBytes) / BLOCK_SIZE_BYTES);
     const aligned = offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0;
-    const buf = Buffer.allocUnsafe((endLba - startLba) * BLOCK_SIZE_BYTES);
+    const bytes = (endLba - startLba) * BLOCK_SIZE_BYTES;
+    const buf = aligned && into !== undefined && into.length >= bytes ? into.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
     await readBlocks(core, rec.root, startLba, endLba, buf);
     if (aligned) return buf;
     const skip = offsetBytes - startLba * BLOCK_SIZE_BYTES;

@@ -315,9 +315,9 @@ export class CairnEngine implements Engine {
     return rec;
   }
 
-  async read(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  async read(id: number, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     this.core.ensureUsable();
-    return readRange(this.core, this.byId(id), offsetBytes, lengthBytes);
+    return readRange(this.core, this.byId(id), offsetBytes, lengthBytes, into);
   }
 
   async write(id: number, offsetBytes: number, data: WriteData, opts: WriteOptions = {}): Promise<void> {

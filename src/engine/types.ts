@@ -141,7 +141,11 @@ export interface Engine {
   resolve(name: string): Target;
   /** Current size of a target by id (it may have been resized). Throws VolumeNotFound if gone. */
   targetSizeBytes(id: number): number;
-  read(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  /**
+   * Reads [offset, offset+length). With `into` (at least `lengthBytes` long) an aligned read fills it
+   * and returns a view of it, so a caller can reuse its buffers; otherwise a new buffer is returned.
+   */
+  read(id: number, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer>;
   /** `data` may be a gather list (e.g. socket chunks): it is taken as is, without a copy. */
   write(id: number, offsetBytes: number, data: WriteData, opts?: WriteOptions): Promise<void>;
   trim(id: number, offsetBytes: number, lengthBytes: number, opts?: WriteOptions): Promise<void>;

@@ -1,6 +1,7 @@
 // Execution of one transmission request against the engine (proto.md "Request types"): validation of
 // flags and ranges, the engine call, and the reply (simple, or structured chunks with holes for sparse
 // reads and one BLOCK_STATUS chunk per selected metadata context).
+import type { ReadBufferPool } from './read-buffers.js';
 import type { Engine } from '../engine/index.js';
 import * as c from './constants.js';
 import {
@@ -31,7 +32,9 @@ export interface CommandContext {
   readOnly: boolean;
   structuredReplies: boolean;
   metaContexts: MetaContext[];
-  send(data: Buffer): void;
+  /** Queues a reply part; `onSent` runs once the socket has taken it (and every part before it). */
+  send(data: Buffer, onSent?: () => void): void;
+  readBuffers: ReadBufferPool;
   /** Set once the export is going away (deleted, reverted, server shutdown): new requests get ESHUTDOWN. */
   draining(): boolean;
 }
@@ -129,34 +132,38 @@ async function run(ctx: CommandContext, request: Request): Promise<void> {
 async function read(ctx: CommandContext, request: Request): Promise<void> {
   const { engine, targetId } = ctx;
   const { offsetBytes, lengthBytes, handle } = request;
-  if (!ctx.structuredReplies) {
-    const data = await engine.read(targetId, offsetBytes, lengthBytes);
-    ctx.send(simpleReplyHeader(handle, 0));
-    ctx.send(data);
-    return;
-  }
-  const fragmentable = (request.flags & c.NBD_CMD_FLAG_DF) === 0 && lengthBytes >= c.sparseReadBytesMin;
-  if (!fragmentable) {
-    const data = await engine.read(targetId, offsetBytes, lengthBytes);
-    ctx.send(chunkDataHeader(handle, true, offsetBytes, data.length));
-    ctx.send(data);
-    return;
-  }
-  // Large read: fetch the data and the hole map together; holes go out as OFFSET_HOLE chunks.
-  const [data, extents] = await Promise.all([
-    engine.read(targetId, offsetBytes, lengthBytes),
-    engine.extents(targetId, offsetBytes, lengthBytes).catch(() => null),
-  ]);
-  const pieces = readPieces(offsetBytes, lengthBytes, extents);
-  for (let i = 0; i < pieces.length; i++) {
-    const piece = pieces[i];
-    const done = i === pieces.length - 1;
-    if (piece.hole) ctx.send(chunkHole(handle, done, piece.offsetBytes, piece.lengthBytes));
-    else {
-      const start = piece.offsetBytes - offsetBytes;
-      ctx.send(chunkDataHeader(handle, done, piece.offsetBytes, piece.lengthBytes));
-      ctx.send(data.subarray(start, start + piece.lengthBytes));
+  // The reply is read into a pooled buffer, returned to the pool once the socket has taken the reply.
+  const pooled = ctx.readBuffers.acquire(lengthBytes);
+  let sent = false;
+  try {
+    const fragmentable = ctx.structuredReplies && (request.flags & c.NBD_CMD_FLAG_DF) === 0 && lengthBytes >= c.sparseReadBytesMin;
+    // Large read: fetch the data and the hole map together; holes go out as OFFSET_HOLE chunks.
+    const [data, extents] = await Promise.all([
+      engine.read(targetId, offsetBytes, lengthBytes, pooled),
+      fragmentable ? engine.extents(targetId, offsetBytes, lengthBytes).catch(() => null) : null,
+    ]);
+    const release = data.buffer === pooled.buffer ? () => ctx.readBuffers.release(pooled) : undefined;
+    // An unaligned read comes back in a buffer of its own: the pooled one was not used.
+    sent = release !== undefined;
+    if (!ctx.structuredReplies) {
+      ctx.send(simpleReplyHeader(handle, 0));
+      ctx.send(data, release);
+      return;
     }
+    const pieces = fragmentable ? readPieces(offsetBytes, lengthBytes, extents) : [{ offsetBytes, lengthBytes, hole: false }];
+    for (let i = 0; i < pieces.length; i++) {
+      const piece = pieces[i];
+      const done = i === pieces.length - 1;
+      // Socket writes complete in order: the last part's callback means the whole reply was taken.
+      if (piece.hole) ctx.send(chunkHole(handle, done, piece.offsetBytes, piece.lengthBytes), done ? release : undefined);
+      else {
+        const start = piece.offsetBytes - offsetBytes;
+        ctx.send(chunkDataHeader(handle, done, piece.offsetBytes, piece.lengthBytes));
+        ctx.send(data.subarray(start, start + piece.lengthBytes), done ? release : undefined);
+      }
+    }
+  } finally {
+    if (!sent) ctx.readBuffers.release(pooled);
   }
 }
 

@@ -11,6 +11,7 @@ import { negotiate, HangUp, type HandshakeIo } from './handshake.js';
 import { Transmission } from './transmission.js';
 import type { TlsUpgrader } from './tls.js';
 import type { BusyPoller } from './busy-poll.js';
+import type { ReadBufferPool } from './read-buffers.js';
 
 export interface ConnectionContext {
   engine: Engine;
@@ -19,6 +20,7 @@ export interface ConnectionContext {
   shuttingDown(): boolean;
   log(event: string, fields: Record<string, unknown>): void;
   poller: BusyPoller;
+  readBuffers: ReadBufferPool;
 }
 
 /** Bytes buffered during the handshake before we stop reading (a GO with a maximal name fits). */
@@ -192,13 +194,14 @@ export class NbdConnection {
   private transmissionIo() {
     return {
       recv: this.recv,
-      send: (data: Buffer) => this.writer.send(data),
+      send: (data: Buffer, onSent?: () => void) => this.writer.send(data, onSent),
       queuedReplyBytes: () => this.writer.queuedBytes(),
       pauseReading: () => this.socket.pause(),
       resumeReading: () => { if (!this.ending) this.socket.resume(); },
       end: () => this.end(),
       hangUp: (reason: string) => this.hangUp(reason),
       log: (event: string, fields: Record<string, unknown>) => this.ctx.log(event, fields),
+      readBuffers: this.ctx.readBuffers,
     };
   }
 }

@@ -14,14 +14,16 @@ export class ReplyWriter {
     this.socket = socket;
   }
 
-  send(data: Buffer): void {
+  /** Queues `data`; `onSent` runs once the socket has handed it to the kernel. */
+  send(data: Buffer, onSent?: () => void): void {
     if (this.socket.destroyed) return;
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
       setImmediate(this.flushBound);
     }
-    this.socket.write(data);
+    if (onSent) this.socket.write(data, onSent);
+    else this.socket.write(data);
   }
 
   /** Bytes written but not yet taken by the kernel (the client is slow to read). */

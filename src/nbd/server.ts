@@ -8,6 +8,7 @@ import * as c from './constants.js';
 import { NbdConnection } from './connection.js';
 import { TlsUpgrader, type TlsConfig } from './tls.js';
 import { BusyPoller } from './busy-poll.js';
+import { ReadBufferPool } from './read-buffers.js';
 
 export interface NbdServerOptions {
   /** TCP listen address (default 127.0.0.1:10809; port 0 = ephemeral). */
@@ -40,7 +41,8 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
   const live = new Set<NbdConnection>();
   let shuttingDown = false;
   const poller = new BusyPoller(opts.busyPollMicros ?? c.busyPollMicrosDefault);
-  const ctx = { engine, tls, handshakeTimeoutMs, shuttingDown: () => shuttingDown, log, poller };
+  const readBuffers = new ReadBufferPool(c.readBuffersPooledBytesMax);
+  const ctx = { engine, tls, handshakeTimeoutMs, shuttingDown: () => shuttingDown, log, poller, readBuffers };
 
   const onSocket = (socket: net.Socket): void => {
     if (shuttingDown || live.size >= c.connectionsMax) {

@@ -6,11 +6,12 @@ import { execute, replyError, type CommandContext, type Request } from './comman
 import type { RecvQueue } from './recv-queue.js';
 import type { Negotiated } from './handshake.js';
 import type { Engine } from '../engine/index.js';
+import type { ReadBufferPool } from './read-buffers.js';
 
 /** What the connection provides to the transmission loop. */
 export interface TransmissionIo {
   recv: RecvQueue;
-  send(data: Buffer): void;
+  send(data: Buffer, onSent?: () => void): void;
   queuedReplyBytes(): number;
   pauseReading(): void;
   resumeReading(): void;
@@ -19,6 +20,7 @@ export interface TransmissionIo {
   /** Protocol violation: hard disconnect. */
   hangUp(reason: string): void;
   log(event: string, fields: Record<string, unknown>): void;
+  readBuffers: ReadBufferPool;
 }
 
 export class Transmission {
@@ -41,7 +43,8 @@ export class Transmission {
       readOnly: negotiated.target.readOnly,
       structuredReplies: negotiated.structuredReplies,
       metaContexts: negotiated.metaContexts,
-      send: (data) => io.send(data),
+      send: (data, onSent) => io.send(data, onSent),
+      readBuffers: io.readBuffers,
       draining: () => this.isDraining,
     };
   }

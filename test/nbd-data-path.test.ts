@@ -1,0 +1,52 @@
+// NBD data-path helpers. The busy-poll window: polling starts on a request, keeps the loop from
+// sleeping while requests keep coming, and stops once the window passes without one (or at once when
+// the server closes). The READ buffer pool: size classes, reuse, and its bound.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BusyPoller } from '../src/nbd/busy-poll.js';
+
+test('busy poller polls for its window after the last kick, then lets the loop sleep', async () => {
+  const poller = new BusyPoller(5_000);
+  assert.equal(poller.active, false);
+  poller.kick();
+  assert.equal(poller.active, true);
+  // While polling, immediates keep turning: a timer of 1 ms sees many loop iterations.
+  let turns = 0;
+  const counting = (): void => { turns++; if (poller.active) setImmediate(counting); };
+  setImmediate(counting);
+  await sleep(2);
+  assert.equal(poller.active, true, 'still inside the window');
+  poller.kick();
+  await sleep(30);
+  assert.equal(poller.active, false, 'window passed without a kick');
+  assert.ok(turns > 10, `the loop kept turning (${turns} turns)`);
+});
+
+test('busy poller off (window 0) never polls; stop() ends polling', async () => {
+  const off = new BusyPoller(0);
+  off.kick();
+  assert.equal(off.active, false);
+  const on = new BusyPoller(1_000_000);
+  on.kick();
+  on.stop();
+  await sleep(5);
+  assert.equal(on.active, false);
+});
+
+test('read buffer pool: power-of-two classes, reuse after release, bounded pooled bytes', async () => {
+  const { ReadBufferPool } = await import('../src/nbd/read-buffers.js');
+  const pool = new ReadBufferPool(3 * 1024 * 1024);
+  const a = pool.acquire(1_000_000);
+  assert.equal(a.length, 1024 * 1024);
+  assert.equal(pool.acquire(100).length, 4096, 'smallest class is 4 KiB');
+  pool.release(a);
+  assert.equal(pool.bytesPooled, 1024 * 1024);
+  assert.equal(pool.acquire(1024 * 1024), a, 'a released buffer is handed out again');
+  assert.equal(pool.bytesPooled, 0);
+  const big = [pool.acquire(2 * 1024 * 1024), pool.acquire(2 * 1024 * 1024)];
+  for (const b of big) pool.release(b);
+  assert.equal(pool.bytesPooled, 2 * 1024 * 1024, 'the second one would pass the bound: left to the GC');
+  pool.release(Buffer.alloc(5000));
+  assert.equal(pool.bytesPooled, 2 * 1024 * 1024, 'a buffer not of a class size is not taken');
+});
