@@ -222,6 +222,30 @@ async function startCairn(dir: string, port: number, sizeBytes: number, cpuProfi
   };
 }
 
+/** Starts and stops V8 CPU profiles of this process through the inspector. */
+const profiler = {
+  session: null as import('node:inspector').Session | null,
+  async start(): Promise<void> {
+    const { Session } = await import('node:inspector');
+    const session = new Session();
+    session.connect();
+    const post = (method: string): Promise<void> => new Promise((resolve, reject) => session.post(method, (err) => (err ? reject(err) : resolve())));
+    await post('Profiler.enable');
+    await post('Profiler.start');
+    this.session = session;
+  },
+  async stop(file: string): Promise<void> {
+    const session = this.session;
+    if (!session) return;
+    this.session = null;
+    const { writeFile } = await import('node:fs/promises');
+    const profile = await new Promise<unknown>((resolve, reject) =>
+      session.post('Profiler.stop', (err, result) => (err ? reject(err) : resolve(result.profile))));
+    await writeFile(file, JSON.stringify(profile));
+    session.disconnect();
+  },
+};
+
 /** Child mode: serve one volume "bench" from a new pool; "snapshot" on stdin takes bench@snap. */
 async function serve(poolPath: string, port: number, sizeBytes: number): Promise<void> {
   const { createPoolFile } = await import('../src/engine/index.js');
@@ -244,6 +268,9 @@ async function serve(poolPath: string, port: number, sizeBytes: number): Promise
   process.on('SIGTERM', () => void stop());
   createInterface({ input: process.stdin }).on('line', (line) => {
     if (line === 'snapshot') void engine.createSnapshots(['bench@snap']).then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
+    // "profile-start" / "profile-stop NAME": a V8 CPU profile of just that stretch, into NAME.cpuprofile.
+    else if (line === 'profile-start') void profiler.start();
+    else if (line.startsWith('profile-stop ')) void profiler.stop(`${line.slice('profile-stop '.length)}.cpuprofile`);
   });
   console.log('ready');
 }
