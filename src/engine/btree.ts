@@ -109,12 +109,9 @@ export class Trees {
       collectEntries(node, start, end, out, limit);
       return true;
     }
-    const n = node.children.length;
-    for (let i = childIndex(node, start); i < n && out.length < limit; i++) {
-      const lo = i === 0 ? 0 : node.keys[i]!;
-      if (lo >= end) break;
-      const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
-      if (!this.lookupNow(node.children[i]!, Math.max(start, lo), Math.min(end, hi), out, limit)) return false;
+    for (const [child, from, to] of childRanges(node, start, end)) {
+      if (out.length >= limit) break;
+      if (!this.lookupNow(child, from, to, out, limit)) return false;
     }
     return true;
   }
@@ -126,12 +123,9 @@ export class Trees {
       collectEntries(node, start, end, out, limit);
       return out;
     }
-    const n = node.children.length;
-    for (let i = childIndex(node, start); i < n && out.length < limit; i++) {
-      const lo = i === 0 ? 0 : node.keys[i]!;
-      if (lo >= end) break;
-      const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
-      await this.lookupAsync(node.children[i]!, Math.max(start, lo), Math.min(end, hi), out, limit);
+    for (const [child, from, to] of childRanges(node, start, end)) {
+      if (out.length >= limit) break;
+      await this.lookupAsync(child, from, to, out, limit);
     }
     return out;
   }
@@ -142,13 +136,7 @@ export class Trees {
     const node = this.cached(root);
     if (!node) return false;
     if (node.type === MetaType.Leaf) return true;
-    const n = node.children.length;
-    for (let i = childIndex(node, start); i < n; i++) {
-      const lo = i === 0 ? 0 : node.keys[i]!;
-      if (lo >= end) break;
-      const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
-      if (!this.loadedNow(node.children[i]!, Math.max(start, lo), Math.min(end, hi))) return false;
-    }
+    for (const [child, from, to] of childRanges(node, start, end)) if (!this.loadedNow(child, from, to)) return false;
     return true;
   }
 
@@ -157,13 +145,7 @@ export class Trees {
     if (root === 0 || start >= end) return;
     const node = await this.load(root);
     if (node.type === MetaType.Leaf) return;
-    const n = node.children.length;
-    for (let i = childIndex(node, start); i < n; i++) {
-      const lo = i === 0 ? 0 : node.keys[i]!;
-      if (lo >= end) break;
-      const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
-      await this.preload(node.children[i]!, Math.max(start, lo), Math.min(end, hi));
-    }
+    for (const [child, from, to] of childRanges(node, start, end)) await this.preload(child, from, to);
   }
 
   /**
@@ -304,6 +286,17 @@ export class Trees {
     this.store.forget(block);
     await this.space.decref(block);
     return children;
+  }
+}
+
+/** The children of `node` whose key ranges meet [start, end), each with that range clipped to them. */
+function* childRanges(node: BranchNode, start: number, end: number): Generator<[child: number, from: number, to: number]> {
+  const n = node.children.length;
+  for (let i = childIndex(node, start); i < n; i++) {
+    const lo = i === 0 ? 0 : node.keys[i]!;
+    if (lo >= end) return;
+    const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
+    yield [node.children[i]!, Math.max(start, lo), Math.min(end, hi)];
   }
 }
 
