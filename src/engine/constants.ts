@@ -42,6 +42,8 @@ export const COMMIT_INTERVAL_MS_DEFAULT = 5000;
 /** Held frees (128 MiB) that trigger a commit when there are at least FREES_PER_DIRTY_NODE_MIN per dirty node. */
 export const FREES_EARLY_COMMIT_BLOCKS = 32768;
 export const FREES_PER_DIRTY_NODE_MIN = 64;
+/** Held frees (16 GiB of blocks) that trigger a commit whatever the pool size: bounds their list's RAM. */
+export const FREES_HELD_BLOCKS_MAX = 1 << 22;
 
 /** Free blocks held back from user data so that metadata of a commit can always be written. */
 export function metaReserveBlocks(totalBlocks: number): number {

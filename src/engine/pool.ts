@@ -3,7 +3,7 @@
 // catalog-ops.ts and the data path in data-path.ts; both run on the PoolCore state defined here.
 import { randomUUID } from 'node:crypto';
 import {
-  BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FREES_EARLY_COMMIT_BLOCKS, FREES_PER_DIRTY_NODE_MIN, FIRST_FREE_BLOCK,
+  BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FREES_EARLY_COMMIT_BLOCKS, FREES_HELD_BLOCKS_MAX, FREES_PER_DIRTY_NODE_MIN, FIRST_FREE_BLOCK,
   dirtyObjectsMax, metaReserveBlocks,
 } from './constants.js';
 import type { Device } from './device/device.js';
@@ -170,7 +170,8 @@ export class PoolCore {
     // Random 4 KiB overwrites free about one block per dirty leaf; committing those every 128 MiB
     // rewrote so many leaves that IOPS fell by a quarter (measured), so they wait for the quarter.
     const frees = this.space.pendingFreeBlocks;
-    const freesHeld = frees > Math.max(64, this.space.availableBlocks / 4) ||
+    // The absolute bound keeps the list of held frees (8 bytes each) small in a huge pool.
+    const freesHeld = frees > Math.max(64, Math.min(FREES_HELD_BLOCKS_MAX, this.space.availableBlocks / 4)) ||
       (frees >= FREES_EARLY_COMMIT_BLOCKS && frees >= FREES_PER_DIRTY_NODE_MIN * this.store.dirty.size);
     if (this.store.dirty.size >= this.dirtyMax || freesHeld) void this.commit().catch(() => undefined);
     else if (this.commitIntervalMs > 0 && !this.commitTimer && this.store.dirty.size > 0 && !this.closed) {
