@@ -50,3 +50,24 @@ test('read buffer pool: power-of-two classes, reuse after release, bounded poole
   pool.release(Buffer.alloc(5000));
   assert.equal(pool.bytesPooled, 2 * 1024 * 1024, 'a buffer not of a class size is not taken');
 });
+
+test('CACHE prefetches: the whole range is read through the engine in bounded steps, and it always succeeds', async (t) => {
+  const { startFixture, runPython, MiB } = await import('./nbd-harness.js');
+  const f = await startFixture(t);
+  await f.engine.createVolume('c', 16 * MiB);
+  const id = f.engine.resolve('c').id;
+  await f.engine.write(id, 0, Buffer.alloc(9 * MiB, 7));
+  const reads: [number, number][] = [];
+  const engine = f.engine as { read: (id: number, offset: number, length: number, into?: Buffer) => Promise<Buffer> };
+  const realRead = engine.read.bind(f.engine);
+  engine.read = (target, offset, length, into) => { reads.push([offset, length]); return realRead(target, offset, length, into); };
+  const r = await runPython(`
+import nbd, sys, json
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+h.cache(9 * 1024 * 1024 + 512, 1024 * 1024 - 512)
+print(json.dumps({"ok": True, "data": h.pread(4096, 0) == bytes([7]) * 4096}))
+`, [f.uri('c')]) as { ok: boolean; data: boolean };
+  assert.deepEqual(r, { ok: true, data: true });
+  // [1 MiB - 512, 10 MiB) in 4 MiB steps, then the client's own 4 KiB read.
+  assert.deepEqual(reads, [[MiB - 512, 4 * MiB], [5 * MiB - 512, 4 * MiB], [9 * MiB - 512, MiB + 512], [0, 4096]]);
+});

@@ -123,7 +123,7 @@ async function run(ctx: CommandContext, request: Request): Promise<void> {
       await engine.writeZeroes(targetId, offsetBytes, lengthBytes, { fua, noHole: (flags & c.NBD_CMD_FLAG_NO_HOLE) !== 0 });
       return replyOk(ctx, handle);
     case c.NBD_CMD_CACHE:
-      // A hint: the engine keeps no data cache to prefetch into, so success without work.
+      await prefetch(ctx, offsetBytes, lengthBytes);
       return replyOk(ctx, handle);
     case c.NBD_CMD_BLOCK_STATUS: return blockStatus(ctx, request);
   }
@@ -164,6 +164,26 @@ async function read(ctx: CommandContext, request: Request): Promise<void> {
     }
   } finally {
     if (!sent) ctx.readBuffers.release(pooled);
+  }
+}
+
+/**
+ * CACHE (proto.md: the client plans to access the range; the server MAY prefetch): the range is read
+ * and dropped, in steps of cachePrefetchStepBytes, which brings its tree nodes into the engine's cache
+ * and its data into the page cache, where later reads find it without touching the disk. It is a
+ * hint, so a failure here is not the client's error: a real read of the range reports it.
+ */
+async function prefetch(ctx: CommandContext, offsetBytes: number, lengthBytes: number): Promise<void> {
+  const end = offsetBytes + lengthBytes;
+  const scratch = ctx.readBuffers.acquire(Math.min(lengthBytes, c.cachePrefetchStepBytes));
+  try {
+    for (let at = offsetBytes; at < end; at += c.cachePrefetchStepBytes) {
+      await ctx.engine.read(ctx.targetId, at, Math.min(c.cachePrefetchStepBytes, end - at), scratch);
+    }
+  } catch {
+    // Logged by the engine where it matters (a checksum error is an event of its own).
+  } finally {
+    ctx.readBuffers.release(scratch);
   }
 }
 

@@ -117,6 +117,8 @@ export const requestsInFlightMax = 128;
 export const busyPollMicrosDefault = 200;
 /** Bytes of READ reply buffers kept for reuse, per server (see read-buffers.ts). */
 export const readBuffersPooledBytesMax = 64 * 1024 * 1024;
+/** CACHE reads its range in steps of this size (see prefetch in commands.ts). */
+export const cachePrefetchStepBytes = 4 * 1024 * 1024;
 /** Payload and read bytes of one connection's in-flight requests. */
 export const requestBytesInFlightMax = 128 * 1024 * 1024;
 /** Reply bytes queued on a socket the client is not reading; past it we stop reading requests. */
