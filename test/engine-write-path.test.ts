@@ -103,3 +103,42 @@ test('overwrites reuse freed blocks from the pool start: the pool file stays nea
   assert.ok(allocated < 48 * MiB, `pool file allocates ${(allocated / MiB).toFixed(1)} MiB for 16 MiB of data`);
   await assertClean(engine);
 });
+
+test('a failed read returns only after every other device read of that request has finished', async () => {
+  const { SimDevice } = await import('../src/engine/device/sim-device.js');
+  const { Prng } = await import('../src/engine/device/prng.js');
+  const { createPool } = await import('../src/engine/pool.js');
+  const sim = new SimDevice(20000, new Prng(3));
+  let mode: 'pass' | 'fail-then-slow' = 'pass';
+  let calls = 0;
+  let slowFinished = false;
+  // The first data read fails at once; the second lands 30 ms later. A caller that reuses its buffer
+  // when the read rejects (the NBD server's pooled buffers) must not see the late one arrive after.
+  const device = {
+    get sizeBlocks() { return sim.sizeBlocks; },
+    async read(block: number, into: Buffer): Promise<void> {
+      if (mode === 'pass') return sim.read(block, into);
+      calls++;
+      if (calls === 1) throw new Error('injected EIO');
+      await new Promise((r) => setTimeout(r, 30));
+      await sim.read(block, into);
+      slowFinished = true;
+    },
+    write: (block: number, data: Buffer) => sim.write(block, data),
+    flush: () => sim.flush(),
+    resize: (n: number) => sim.resize(n),
+    close: () => sim.close(),
+  };
+  const engine = await createPool(device, { commitIntervalMs: 0 });
+  await engine.createVolume('r', 4 * MiB);
+  const id = engine.resolve('r').id;
+  await engine.write(id, 0, pattern(1, K4));
+  await engine.write(id, 8 * K4, pattern(2, K4)); // a second extent, not logically adjacent: its own run
+  mode = 'fail-then-slow';
+  await assert.rejects(engine.read(id, 0, 9 * K4), /injected EIO|io_error|failed/);
+  assert.equal(calls, 2, 'both runs were read');
+  assert.equal(slowFinished, true, 'the other read had finished when the failure was reported');
+  mode = 'pass';
+  assert.deepEqual(await engine.read(id, 8 * K4, K4), pattern(2, K4));
+  await engine.close();
+});

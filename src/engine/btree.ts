@@ -100,6 +100,12 @@ export class Trees {
     return this.lookupAsync(root, start, end, out, limit);
   }
 
+  /** lookup() when every node it needs is in memory, without awaiting; undefined otherwise. */
+  lookupCached(root: number, start: number, end: number): LeafEntry[] | undefined {
+    const out: LeafEntry[] = [];
+    return this.lookupNow(root, start, end, out, Infinity) ? out : undefined;
+  }
+
   /** lookup() over cached nodes only; false (with `out` partly filled) when a node needs a read. */
   private lookupNow(root: number, start: number, end: number, out: LeafEntry[], limit: number): boolean {
     if (root === 0 || start >= end || out.length >= limit) return true;

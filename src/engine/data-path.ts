@@ -47,36 +47,54 @@ function physicalRuns(entries: LeafEntry[]): LeafEntry[][] {
 
 /**
  * Reads [startLba, endLba) into `out`: one device read per physical run, crc32c checked per block;
- * holes are zero-filled without any disk I/O.
+ * holes are zero-filled without any disk I/O. A run the device can read cheaply (from the page cache)
+ * is read and verified on the spot; the others are read concurrently. Every read has finished when
+ * this settles, also on failure: the caller may reuse `out` at once.
  */
 async function readBlocks(core: PoolCore, root: number, startLba: number, endLba: number, out: Buffer): Promise<void> {
-  const entries = await core.trees.lookup(root, startLba, endLba);
+  const entries = core.trees.lookupCached(root, startLba, endLba) ?? await core.trees.lookup(root, startLba, endLba);
   let cursor = startLba;
   for (const e of entries) {
     if (e.lba > cursor) out.fill(0, (cursor - startLba) * BLOCK_SIZE_BYTES, (e.lba - startLba) * BLOCK_SIZE_BYTES);
     cursor = e.lba + e.lengthBlocks;
   }
   if (cursor < endLba) out.fill(0, (cursor - startLba) * BLOCK_SIZE_BYTES, (endLba - startLba) * BLOCK_SIZE_BYTES);
-  await Promise.all(physicalRuns(entries).map(async (run) => {
+  const pending: Promise<void>[] = [];
+  let failure: unknown = null;
+  for (const run of physicalRuns(entries)) {
     const first = run[0]!, last = run[run.length - 1]!;
     const target = out.subarray((first.lba - startLba) * BLOCK_SIZE_BYTES, (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES);
     try {
-      await core.device.read(first.pba, target);
+      if (core.device.readIfCheap?.(first.pba, target)) verifyRun(core, run, target);
+      else pending.push(core.device.read(first.pba, target).then(() => verifyRun(core, run, target), (err: unknown) => { throw readError(first.pba, err); }));
     } catch (err) {
-      throw err instanceof CairnError ? err : new IoError(`read of physical block ${first.pba} failed: ${(err as Error).message}`);
+      failure = readError(first.pba, err);
+      break;
     }
-    for (const e of run) {
-      const base = (e.lba - first.lba) * BLOCK_SIZE_BYTES;
-      for (let i = 0; i < e.lengthBlocks; i++) {
-        const block = target.subarray(base + i * BLOCK_SIZE_BYTES, base + (i + 1) * BLOCK_SIZE_BYTES);
-        if (crc32c(block) !== e.crcs[i]) {
-          core.checksumErrors++;
-          core.log('checksum_error', { physicalBlock: e.pba + i, lba: e.lba + i });
-          throw new ChecksumError(e.pba + i, 'data block');
-        }
+  }
+  const settled = await Promise.allSettled(pending);
+  if (failure !== null) throw failure;
+  for (const s of settled) if (s.status === 'rejected') throw s.reason;
+}
+
+function readError(pba: number, err: unknown): unknown {
+  return err instanceof CairnError ? err : new IoError(`read of physical block ${pba} failed: ${(err as Error).message}`);
+}
+
+/** Checks every block of a run read into `target` against its crc32c. */
+function verifyRun(core: PoolCore, run: LeafEntry[], target: Buffer): void {
+  const first = run[0]!;
+  for (const e of run) {
+    const base = (e.lba - first.lba) * BLOCK_SIZE_BYTES;
+    for (let i = 0; i < e.lengthBlocks; i++) {
+      const block = target.subarray(base + i * BLOCK_SIZE_BYTES, base + (i + 1) * BLOCK_SIZE_BYTES);
+      if (crc32c(block) !== e.crcs[i]) {
+        core.checksumErrors++;
+        core.log('checksum_error', { physicalBlock: e.pba + i, lba: e.lba + i });
+        throw new ChecksumError(e.pba + i, 'data block');
       }
     }
-  }));
+  }
 }
 
 export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {

@@ -7,6 +7,11 @@ export interface Device {
   readonly sizeBlocks: number;
   /** Reads `countBlocks` blocks starting at `blockNumber` into `into` (length = countBlocks * block size). */
   read(blockNumber: number, into: Buffer): Promise<void>;
+  /**
+   * Optional: reads synchronously and returns true when that is cheap now (e.g. the page cache serves
+   * it); returns false, having done nothing, otherwise. Saves a promise per read on the hot path.
+   */
+  readIfCheap?(blockNumber: number, into: Buffer): boolean;
   /** Writes whole blocks at `blockNumber`. Not durable until flush() resolves. */
   write(blockNumber: number, data: Buffer): Promise<void>;
   /** Makes every completed write durable. */

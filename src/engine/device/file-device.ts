@@ -53,8 +53,14 @@ export class FileDevice implements Device {
     return new FileDevice(handle, Math.floor(sizeBytes / BLOCK_SIZE_BYTES), path);
   }
 
+  readIfCheap(blockNumber: number, into: Buffer): boolean {
+    if (!this.inlineReads.allows(into.length)) return false;
+    this.inlineReads.run(into.length, () => this.readSyncAll(blockNumber, into));
+    return true;
+  }
+
   async read(blockNumber: number, into: Buffer): Promise<void> {
-    if (this.inlineReads.allows(into.length)) return this.inlineReads.run(into.length, () => this.readSyncAll(blockNumber, into));
+    if (this.readIfCheap(blockNumber, into)) return;
     let done = 0;
     while (done < into.length) {
       const { bytesRead } = await this.handle.read(into, done, into.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
