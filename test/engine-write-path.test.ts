@@ -142,3 +142,41 @@ test('a failed read returns only after every other device read of that request h
   assert.deepEqual(await engine.read(id, 8 * K4, K4), pattern(2, K4));
   await engine.close();
 });
+
+test('a failed write returns only after its other device writes have finished (its blocks are then free to reuse)', async () => {
+  const { SimDevice } = await import('../src/engine/device/sim-device.js');
+  const { Prng } = await import('../src/engine/device/prng.js');
+  const { createPool } = await import('../src/engine/pool.js');
+  const sim = new SimDevice(20000, new Prng(4));
+  let mode: 'pass' | 'fail-then-slow' = 'pass';
+  let calls = 0;
+  let slowInFlight = 0;
+  const device = {
+    get sizeBlocks() { return sim.sizeBlocks; },
+    read: (block: number, into: Buffer) => sim.read(block, into),
+    async write(block: number, data: Buffer): Promise<void> {
+      if (mode === 'pass') return sim.write(block, data);
+      calls++;
+      if (calls === 1) throw new Error('injected EIO');
+      slowInFlight++;
+      await new Promise((r) => setTimeout(r, 30));
+      await sim.write(block, data);
+      slowInFlight--;
+    },
+    flush: () => sim.flush(),
+    resize: (n: number) => sim.resize(n),
+    close: () => sim.close(),
+  };
+  const engine = await createPool(device, { commitIntervalMs: 0 });
+  await engine.createVolume('w', 16 * MiB);
+  const id = engine.resolve('w').id;
+  mode = 'fail-then-slow';
+  // 5 MiB: more than one device write (at most 4 MiB each).
+  await assert.rejects(engine.write(id, 0, pattern(5, 5 * MiB)), /injected EIO|io_error|failed/);
+  assert.ok(calls >= 2, `more than one device write was issued (${calls})`);
+  assert.equal(slowInFlight, 0, 'the other writes had finished when the failure was reported');
+  mode = 'pass';
+  await engine.write(id, 0, pattern(6, MiB));
+  assert.deepEqual(await engine.read(id, 0, MiB), pattern(6, MiB));
+  await engine.close();
+});

@@ -226,10 +226,14 @@ async function writeData(core: PoolCore, blocks: Buffer[], startLba: number, non
     const first = run[0]!, last = run[run.length - 1]!;
     writes.push(core.blockWriter.write(first.pba, joinViews(blocks, first.lba - startLba, last.lba + last.lengthBlocks - startLba)));
   }
-  try {
-    await Promise.all(writes);
-  } catch (err) {
-    throw err instanceof CairnError ? err : new IoError(`data write failed: ${(err as Error).message}`);
+  // Every write must have finished before this returns, also when one failed: the caller then
+  // unreserves the blocks, and a write still landing in one after another request got it would
+  // overwrite that request's data.
+  for (const s of await Promise.allSettled(writes)) {
+    if (s.status === 'rejected') {
+      const err: unknown = s.reason;
+      throw err instanceof CairnError ? err : new IoError(`data write failed: ${(err as Error).message}`);
+    }
   }
   return entries;
 }
