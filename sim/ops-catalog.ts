@@ -39,16 +39,23 @@ export async function opCreateVolume(sim: Simulator): Promise<void> {
 export async function opDeleteVolume(sim: Simulator): Promise<void> {
   const t = sim.pickVolume();
   if (t === null) return;
-  sim.note(`deleteVolume ${t.name}`);
-  sim.expectEvents([], 'before deleteVolume');
-  sim.must(await sim.attempt(() => sim.e.deleteVolume(t.name)), `deleteVolume ${t.name}`);
-  sim.expectEvents([{ type: 'deleted', id: t.id }], `deleteVolume ${t.name}`);
+  await deleteTarget(sim, t, 'deleteVolume', async () => {
+    // A held id must not reach the deleted volume (types.ts Target: I/O goes by id).
+    sim.expectError(await sim.attempt(() => sim.e.read(t.id, 0, B)), ['volume_not_found'], `read of deleted ${t.name} by id`);
+  });
+}
+
+/** Deletes a volume or snapshot, expecting its `deleted` event and a durable catalog without it. */
+async function deleteTarget(sim: Simulator, t: ModelTarget, op: 'deleteVolume' | 'deleteSnapshot', checkGone?: () => Promise<void>): Promise<void> {
+  sim.note(`${op} ${t.name}`);
+  sim.expectEvents([], `before ${op}`);
+  sim.must(await sim.attempt(() => sim.e[op](t.name)), `${op} ${t.name}`);
+  sim.expectEvents([{ type: 'deleted', id: t.id }], `${op} ${t.name}`);
   sim.model.durablePoint();
   sim.model.targets.delete(t.name);
-  // A held id must not reach the deleted volume (types.ts Target: I/O goes by id).
-  sim.expectError(await sim.attempt(() => sim.e.read(t.id, 0, B)), ['volume_not_found'], `read of deleted ${t.name} by id`);
-  await sim.verifyDurableCatalog(`deleteVolume ${t.name}`);
-  sim.count('deleteVolume');
+  await checkGone?.();
+  await sim.verifyDurableCatalog(`${op} ${t.name}`);
+  sim.count(op);
 }
 
 export async function opResizeVolume(sim: Simulator): Promise<void> {
@@ -122,14 +129,7 @@ export async function opSnapshot(sim: Simulator): Promise<void> {
 export async function opDeleteSnapshot(sim: Simulator): Promise<void> {
   const s = sim.pickSnapshot();
   if (s === null) return;
-  sim.note(`deleteSnapshot ${s.name}`);
-  sim.expectEvents([], 'before deleteSnapshot');
-  sim.must(await sim.attempt(() => sim.e.deleteSnapshot(s.name)), `deleteSnapshot ${s.name}`);
-  sim.expectEvents([{ type: 'deleted', id: s.id }], `deleteSnapshot ${s.name}`);
-  sim.model.durablePoint();
-  sim.model.targets.delete(s.name);
-  await sim.verifyDurableCatalog(`deleteSnapshot ${s.name}`);
-  sim.count('deleteSnapshot');
+  await deleteTarget(sim, s, 'deleteSnapshot');
 }
 
 export async function opClone(sim: Simulator): Promise<void> {

@@ -20,6 +20,16 @@ const xfs = { mount: { fs_type: 'xfs' }, access_mode: { mode: 'SINGLE_NODE_WRITE
 const block = { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
+
+/** Runs `fn` with the file system at `mountPath` frozen (a consistent point for a snapshot or clone). */
+async function whileFrozen<T>(mountPath: string, fn: () => Promise<T>): Promise<T> {
+  sh('fsfreeze', ['-f', mountPath]);
+  try {
+    return await fn();
+  } finally {
+    sh('fsfreeze', ['-u', mountPath]);
+  }
+}
 const mountCount = (path: string): number =>
   readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.split(' ')[4] === path).length;
 const dfBytes = (path: string): number => Number(sh('df', ['-B1', '--output=size', path]).split('\n')[1]!.trim());
@@ -139,20 +149,10 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     const stagingPath = stagingOf('vol-a');
     writeFileSync(join(stagingPath, 'before-snapshot.txt'), 'in the snapshot\n');
     sh('sync', ['-f', join(stagingPath, 'before-snapshot.txt')]); // crash-consistent point, as a CO would get
-    sh('fsfreeze', ['-f', stagingPath]);
-    let snapId: string;
-    try {
-      snapId = (await c.controller.CreateSnapshot!({ source_volume_id: 'vol-a', name: 'snap-1' })).snapshot.snapshot_id;
-    } finally {
-      sh('fsfreeze', ['-u', stagingPath]);
-    }
+    const snapId = await whileFrozen(stagingPath, async () =>
+      (await c.controller.CreateSnapshot!({ source_volume_id: 'vol-a', name: 'snap-1' })).snapshot.snapshot_id);
     writeFileSync(join(stagingPath, 'after-snapshot.txt'), 'only live\n');
-    sh('fsfreeze', ['-f', stagingPath]);
-    try {
-      await create('vol-from-live', 256 * MiB, ext4, { volume: { volume_id: 'vol-a' } });
-    } finally {
-      sh('fsfreeze', ['-u', stagingPath]);
-    }
+    await whileFrozen(stagingPath, () => create('vol-from-live', 256 * MiB, ext4, { volume: { volume_id: 'vol-a' } }));
     await create('vol-from-snap', 256 * MiB, ext4, { snapshot: { snapshot_id: snapId } });
     const fromSnap = await stage('vol-from-snap', ext4);
     const fromLive = await stage('vol-from-live', ext4);
@@ -224,12 +224,7 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     const src = await stage('vol-x', xfs);
     assert.equal(sh('findmnt', ['-n', '-o', 'FSTYPE', src]).trim(), 'xfs');
     writeFileSync(join(src, 'x.txt'), 'xfs data\n');
-    sh('fsfreeze', ['-f', src]);
-    try {
-      await create('vol-x-clone', 320 * MiB, xfs, { volume: { volume_id: 'vol-x' } });
-    } finally {
-      sh('fsfreeze', ['-u', src]);
-    }
+    await whileFrozen(src, () => create('vol-x-clone', 320 * MiB, xfs, { volume: { volume_id: 'vol-x' } }));
     const clone = await stage('vol-x-clone', xfs);
     assert.equal(readFileSync(join(clone, 'x.txt'), 'utf8'), 'xfs data\n');
     // xfs grows online (xfs_growfs on the mount) after the re-attach.

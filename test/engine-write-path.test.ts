@@ -1,10 +1,14 @@
 // The write path's moving parts: gather-list payloads (socket chunks taken without a copy), the
-// inline-vs-thread-pool I/O policy, and allocation that reuses freed blocks from the pool's start.
+// inline-vs-thread-pool I/O policy, allocation that reuses freed blocks from the pool's start, and
+// failed I/O that settles only after all of a request's device I/O.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { blockViews, joinViews, dataLength, concatData } from '../src/engine/gather.js';
 import { InlineIoPolicy, INLINE_IO_BYTES_MAX, READ_SLOW_FIXED_NS } from '../src/engine/device/inline-io.js';
+import { SimDevice } from '../src/engine/device/sim-device.js';
+import { Prng } from '../src/engine/device/prng.js';
+import { createPool } from '../src/engine/pool.js';
 import { tempPool, assertClean, pattern, MiB } from './engine-helpers.js';
 
 const K4 = 4096;
@@ -104,78 +108,59 @@ test('overwrites reuse freed blocks from the pool start: the pool file stays nea
   await assertClean(engine);
 });
 
-test('a failed read returns only after every other device read of that request has finished', async () => {
-  const { SimDevice } = await import('../src/engine/device/sim-device.js');
-  const { Prng } = await import('../src/engine/device/prng.js');
-  const { createPool } = await import('../src/engine/pool.js');
-  const sim = new SimDevice(20000, new Prng(3));
-  let mode: 'pass' | 'fail-then-slow' = 'pass';
-  let calls = 0;
-  let slowFinished = false;
-  // The first data read fails at once; the second lands 30 ms later. A caller that reuses its buffer
-  // when the read rejects (the NBD server's pooled buffers) must not see the late one arrive after.
+/**
+ * A pool on a simulated device whose reads or writes, once armed, go wrong in one pattern: the first
+ * call fails at once, every later one lands 30 ms later. `slowInFlight` counts the late ones running.
+ */
+async function poolFailingFirst(kind: 'read' | 'write', seed: number) {
+  const sim = new SimDevice(20000, new Prng(seed));
+  const state = { armed: false, calls: 0, slowInFlight: 0 };
+  const faulty = async (real: () => Promise<void>): Promise<void> => {
+    if (!state.armed) return real();
+    if (++state.calls === 1) throw new Error('injected EIO');
+    state.slowInFlight++;
+    await new Promise((r) => setTimeout(r, 30));
+    await real();
+    state.slowInFlight--;
+  };
   const device = {
     get sizeBlocks() { return sim.sizeBlocks; },
-    async read(block: number, into: Buffer): Promise<void> {
-      if (mode === 'pass') return sim.read(block, into);
-      calls++;
-      if (calls === 1) throw new Error('injected EIO');
-      await new Promise((r) => setTimeout(r, 30));
-      await sim.read(block, into);
-      slowFinished = true;
-    },
-    write: (block: number, data: Buffer) => sim.write(block, data),
+    read: (block: number, into: Buffer) => (kind === 'read' ? faulty(() => sim.read(block, into)) : sim.read(block, into)),
+    write: (block: number, data: Buffer) => (kind === 'write' ? faulty(() => sim.write(block, data)) : sim.write(block, data)),
     flush: () => sim.flush(),
     resize: (n: number) => sim.resize(n),
     close: () => sim.close(),
   };
-  const engine = await createPool(device, { commitIntervalMs: 0 });
+  return { engine: await createPool(device, { commitIntervalMs: 0 }), state };
+}
+
+test('a failed read returns only after every other device read of that request has finished', async () => {
+  const { engine, state } = await poolFailingFirst('read', 3);
   await engine.createVolume('r', 4 * MiB);
   const id = engine.resolve('r').id;
   await engine.write(id, 0, pattern(1, K4));
   await engine.write(id, 8 * K4, pattern(2, K4)); // a second extent, not logically adjacent: its own run
-  mode = 'fail-then-slow';
+  // A caller that reuses its buffer when the read rejects (the NBD server's pooled buffers) must not
+  // see a late read arrive after.
+  state.armed = true;
   await assert.rejects(engine.read(id, 0, 9 * K4), /injected EIO|io_error|failed/);
-  assert.equal(calls, 2, 'both runs were read');
-  assert.equal(slowFinished, true, 'the other read had finished when the failure was reported');
-  mode = 'pass';
+  assert.equal(state.calls, 2, 'both runs were read');
+  assert.equal(state.slowInFlight, 0, 'the other read had finished when the failure was reported');
+  state.armed = false;
   assert.deepEqual(await engine.read(id, 8 * K4, K4), pattern(2, K4));
   await engine.close();
 });
 
 test('a failed write returns only after its other device writes have finished (its blocks are then free to reuse)', async () => {
-  const { SimDevice } = await import('../src/engine/device/sim-device.js');
-  const { Prng } = await import('../src/engine/device/prng.js');
-  const { createPool } = await import('../src/engine/pool.js');
-  const sim = new SimDevice(20000, new Prng(4));
-  let mode: 'pass' | 'fail-then-slow' = 'pass';
-  let calls = 0;
-  let slowInFlight = 0;
-  const device = {
-    get sizeBlocks() { return sim.sizeBlocks; },
-    read: (block: number, into: Buffer) => sim.read(block, into),
-    async write(block: number, data: Buffer): Promise<void> {
-      if (mode === 'pass') return sim.write(block, data);
-      calls++;
-      if (calls === 1) throw new Error('injected EIO');
-      slowInFlight++;
-      await new Promise((r) => setTimeout(r, 30));
-      await sim.write(block, data);
-      slowInFlight--;
-    },
-    flush: () => sim.flush(),
-    resize: (n: number) => sim.resize(n),
-    close: () => sim.close(),
-  };
-  const engine = await createPool(device, { commitIntervalMs: 0 });
+  const { engine, state } = await poolFailingFirst('write', 4);
   await engine.createVolume('w', 16 * MiB);
   const id = engine.resolve('w').id;
-  mode = 'fail-then-slow';
+  state.armed = true;
   // 5 MiB: more than one device write (at most 4 MiB each).
   await assert.rejects(engine.write(id, 0, pattern(5, 5 * MiB)), /injected EIO|io_error|failed/);
-  assert.ok(calls >= 2, `more than one device write was issued (${calls})`);
-  assert.equal(slowInFlight, 0, 'the other writes had finished when the failure was reported');
-  mode = 'pass';
+  assert.ok(state.calls >= 2, `more than one device write was issued (${state.calls})`);
+  assert.equal(state.slowInFlight, 0, 'the other writes had finished when the failure was reported');
+  state.armed = false;
   await engine.write(id, 0, pattern(6, MiB));
   assert.deepEqual(await engine.read(id, 0, MiB), pattern(6, MiB));
   await engine.close();

@@ -92,18 +92,15 @@ export class Trees {
     return full;
   }
 
-  /** Extents of [start, end) mapped under `root`, clipped and sorted. */
-  async lookup(root: number, start: number, end: number, out: LeafEntry[] = [], limit = Infinity): Promise<LeafEntry[]> {
-    const mark = out.length;
-    if (this.lookupNow(root, start, end, out, limit)) return out;
-    out.length = mark;
-    return this.lookupAsync(root, start, end, out, limit);
+  /** Extents of [start, end) mapped under `root`, clipped and sorted (at most `limit` of them). */
+  async lookup(root: number, start: number, end: number, limit = Infinity): Promise<LeafEntry[]> {
+    return this.lookupCached(root, start, end, limit) ?? this.lookupLoading(root, start, end, [], limit);
   }
 
   /** lookup() when every node it needs is in memory, without awaiting; undefined otherwise. */
-  lookupCached(root: number, start: number, end: number): LeafEntry[] | undefined {
+  lookupCached(root: number, start: number, end: number, limit = Infinity): LeafEntry[] | undefined {
     const out: LeafEntry[] = [];
-    return this.lookupNow(root, start, end, out, Infinity) ? out : undefined;
+    return this.lookupNow(root, start, end, out, limit) ? out : undefined;
   }
 
   /** lookup() over cached nodes only; false (with `out` partly filled) when a node needs a read. */
@@ -122,7 +119,8 @@ export class Trees {
     return true;
   }
 
-  private async lookupAsync(root: number, start: number, end: number, out: LeafEntry[], limit: number): Promise<LeafEntry[]> {
+  /** lookup() that loads the nodes it needs (for a caller that tried lookupCached already). */
+  async lookupLoading(root: number, start: number, end: number, out: LeafEntry[] = [], limit = Infinity): Promise<LeafEntry[]> {
     if (root === 0 || start >= end || out.length >= limit) return out;
     const node = await this.load(root);
     if (node.type === MetaType.Leaf) {
@@ -131,7 +129,7 @@ export class Trees {
     }
     for (const [child, from, to] of childRanges(node, start, end)) {
       if (out.length >= limit) break;
-      await this.lookupAsync(child, from, to, out, limit);
+      await this.lookupLoading(child, from, to, out, limit);
     }
     return out;
   }

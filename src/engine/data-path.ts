@@ -52,7 +52,7 @@ function physicalRuns(entries: LeafEntry[]): LeafEntry[][] {
  * this settles, also on failure: the caller may reuse `out` at once.
  */
 async function readBlocks(core: PoolCore, root: number, startLba: number, endLba: number, out: Buffer): Promise<void> {
-  const entries = core.trees.lookupCached(root, startLba, endLba) ?? await core.trees.lookup(root, startLba, endLba);
+  const entries = core.trees.lookupCached(root, startLba, endLba) ?? await core.trees.lookupLoading(root, startLba, endLba);
   let cursor = startLba;
   for (const e of entries) {
     if (e.lba > cursor) out.fill(0, (cursor - startLba) * BLOCK_SIZE_BYTES, (e.lba - startLba) * BLOCK_SIZE_BYTES);
@@ -246,7 +246,7 @@ export async function unmapBlocks(core: PoolCore, rec: CatalogRecord, startLba: 
     // discard of a huge, mostly empty volume (mkfs does one) stays cheap and bounded per commit.
     cursor = await core.mutate(async () => {
       assertLive(core, rec);
-      const next = await core.trees.lookup(rec.root, cursor, endLba, [], 1);
+      const next = await core.trees.lookup(rec.root, cursor, endLba, 1);
       if (next.length === 0) return endLba;
       const from = next[0]!.lba;
       const to = Math.min(endLba, from + EDIT_CHUNK_BLOCKS);

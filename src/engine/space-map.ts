@@ -88,11 +88,16 @@ export class SpaceMap {
   tryAddRange(pba: number, lengthBlocks: number, delta: 1 | -1): boolean {
     const end = pba + lengthBlocks;
     const firstPage = Math.floor(pba / REFCOUNTS_PER_PAGE), lastPage = Math.floor((end - 1) / REFCOUNTS_PER_PAGE);
-    for (let i = firstPage; i <= lastPage; i++) if (this.array.pageIfDirty(i) === undefined) return false;
+    const pages: CountPage[] = [];
+    for (let i = firstPage; i <= lastPage; i++) {
+      const page = this.array.pageIfDirty(i);
+      if (page === undefined) return false;
+      pages.push(page);
+    }
     this.store.changes++;
     for (let i = firstPage, block = pba; i <= lastPage; i++) {
       const pageEnd = Math.min(end, (i + 1) * REFCOUNTS_PER_PAGE);
-      this.applyToPage(this.array.pageIfDirty(i)!, i, block, pageEnd, delta);
+      this.applyToPage(pages[i - firstPage]!, i, block, pageEnd, delta);
       block = pageEnd;
     }
     return true;

@@ -10,14 +10,14 @@ export class BusyPoller {
   private spinning = false;
   private readonly windowMs: number;
 
-  constructor(windowMicros: number) {
+  constructor(windowMicros: number, private readonly nowMs: () => number = () => performance.now()) {
     this.windowMs = windowMicros / 1000;
   }
 
   /** A request arrived: keep polling until the window has passed without another one. */
   kick(): void {
     if (this.windowMs <= 0) return;
-    this.lastActivityMs = performance.now();
+    this.lastActivityMs = this.nowMs();
     if (!this.spinning) {
       this.spinning = true;
       setImmediate(this.spin);
@@ -31,7 +31,7 @@ export class BusyPoller {
   stop(): void { this.lastActivityMs = -Infinity; }
 
   private readonly spin = (): void => {
-    if (performance.now() - this.lastActivityMs < this.windowMs) setImmediate(this.spin);
+    if (this.nowMs() - this.lastActivityMs < this.windowMs) setImmediate(this.spin);
     else this.spinning = false;
   };
 }

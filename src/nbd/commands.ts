@@ -134,7 +134,7 @@ async function read(ctx: CommandContext, request: Request): Promise<void> {
   const { offsetBytes, lengthBytes, handle } = request;
   // The reply is read into a pooled buffer, returned to the pool once the socket has taken the reply.
   const pooled = ctx.readBuffers.acquire(lengthBytes);
-  let sent = false;
+  let inReply = false;
   try {
     const fragmentable = ctx.structuredReplies && (request.flags & c.NBD_CMD_FLAG_DF) === 0 && lengthBytes >= c.sparseReadBytesMin;
     // Large read: fetch the data and the hole map together; holes go out as OFFSET_HOLE chunks.
@@ -144,7 +144,7 @@ async function read(ctx: CommandContext, request: Request): Promise<void> {
     ]);
     const release = data.buffer === pooled.buffer ? () => ctx.readBuffers.release(pooled) : undefined;
     // An unaligned read comes back in a buffer of its own: the pooled one was not used.
-    sent = release !== undefined;
+    inReply = release !== undefined;
     if (!ctx.structuredReplies) {
       ctx.send(simpleReplyHeader(handle, 0));
       ctx.send(data, release);
@@ -163,7 +163,7 @@ async function read(ctx: CommandContext, request: Request): Promise<void> {
       }
     }
   } finally {
-    if (!sent) ctx.readBuffers.release(pooled);
+    if (!inReply) ctx.readBuffers.release(pooled);
   }
 }
 
