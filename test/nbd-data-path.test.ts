@@ -1,10 +1,14 @@
 // NBD data-path helpers. The busy-poll window: polling starts on a request, keeps the loop from
 // sleeping while requests keep coming, and stops once the window passes without one (or at once when
-// the server closes). The READ buffer pool: size classes, reuse, and its bound.
+// the server closes). The READ buffer pool: size classes, reuse, and its bound. Receive slabs: a slab
+// goes back to the pool only when the socket, the receive queue and every request are done with it,
+// and a real server's connections keep reusing the same few slabs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BusyPoller } from '../src/nbd/busy-poll.js';
+import { SlabPool, SlabReader, type Slab } from '../src/nbd/recv-slabs.js';
+import { RecvQueue } from '../src/nbd/recv-queue.js';
 
 test('busy poller polls for its window after the last kick, then lets the loop sleep', async () => {
   let now = 0;
@@ -72,4 +76,88 @@ print(json.dumps({"ok": True, "data": h.pread(4096, 0) == bytes([7]) * 4096}))
   assert.deepEqual(r, { ok: true, data: true });
   // [1 MiB - 512, 10 MiB) in 4 MiB steps, then the client's own 4 KiB read.
   assert.deepEqual(reads, [[MiB - 512, 4 * MiB], [5 * MiB - 512, 4 * MiB], [9 * MiB - 512, MiB + 512], [0, 4096]]);
+});
+
+/** Simulates socket reads of `bytes` into the reader's slabs, queued as the connection does. */
+function receive(reader: SlabReader, recv: RecvQueue, bytes: Buffer): void {
+  let at = 0;
+  while (at < bytes.length) {
+    const target = reader.nextBuffer();
+    const n = Math.min(target.length, bytes.length - at, 100_000);
+    bytes.copy(target, 0, at, at + n);
+    const { chunk, slab } = reader.filled(n);
+    recv.push(chunk, slab);
+    at += n;
+  }
+}
+
+test('receive slabs: payload views stay intact until released; slabs are reused only then', () => {
+  const pool = new SlabPool(256 * 1024, 4);
+  const reader = new SlabReader(pool);
+  const recv = new RecvQueue(32);
+  const first = Buffer.alloc(300 * 1024, 0xa1);
+  receive(reader, recv, first);
+  const pins: Slab[] = [];
+  const views = recv.takeViews(first.length, pins);
+  assert.equal(pins.length, 2, 'a payload spanning two slabs pins both');
+  assert.ok(Buffer.concat(views).equals(first));
+  // More traffic while the payload is held: no slab it sits in may be handed out again.
+  for (let i = 0; i < 10; i++) {
+    const other = Buffer.alloc(200 * 1024, i);
+    receive(reader, recv, other);
+    const otherPins: Slab[] = [];
+    assert.ok(Buffer.concat(recv.takeViews(other.length, otherPins)).equals(other));
+    for (const slab of otherPins) slab.unref();
+  }
+  assert.ok(Buffer.concat(views).equals(first), 'held payload unchanged by later reads');
+  const createdWhileHeld = pool.created;
+  for (const slab of pins) slab.unref();
+  for (let i = 0; i < 10; i++) {
+    const other = Buffer.alloc(200 * 1024, 0x50 + i);
+    receive(reader, recv, other);
+    const otherPins: Slab[] = [];
+    recv.takeViews(other.length, otherPins);
+    for (const slab of otherPins) slab.unref();
+  }
+  assert.equal(pool.created, createdWhileHeld, 'released slabs are reused instead of new ones made');
+  assert.ok(pool.created <= 6, `a few slabs serve all the traffic (made ${pool.created})`);
+});
+
+test('receive slabs: bytes still queued hold their slab; clear() and close() release everything', () => {
+  const pool = new SlabPool(128 * 1024, 8);
+  const reader = new SlabReader(pool);
+  const recv = new RecvQueue(32);
+  receive(reader, recv, Buffer.alloc(100 * 1024, 1));
+  receive(reader, recv, Buffer.alloc(100 * 1024, 2));
+  assert.equal(pool.idleCount, 0, 'queued bytes keep their slabs');
+  recv.skip(100 * 1024);
+  assert.equal(pool.idleCount, 1, 'the first slab is free once its bytes are consumed and the reader moved on');
+  recv.clear();
+  reader.close();
+  assert.equal(pool.idleCount, pool.created, 'every slab is back in the pool');
+  assert.equal(recv.length, 0);
+});
+
+test('a real client writing through the server: reads land in slabs and the data reads back intact', async (t) => {
+  const { startFixture, runPython, MiB } = await import('./nbd-harness.js');
+  const f = await startFixture(t);
+  await f.engine.createVolume('s', 64 * MiB);
+  // 48 MiB of distinct 1 MiB writes, many in flight: more than the slabs, so slabs are reused while
+  // earlier payloads may still be held by running writes.
+  const r = await runPython(`
+import nbd, sys, json
+h = nbd.NBD(); h.connect_uri(sys.argv[1])
+bufs = [nbd.Buffer.from_bytearray(bytearray([i % 251]) * (1024 * 1024)) for i in range(48)]
+for i, b in enumerate(bufs):
+    h.aio_pwrite(b, i * 1024 * 1024)
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+ok = all(h.pread(1024 * 1024, i * 1024 * 1024) == bytes([i % 251]) * (1024 * 1024) for i in range(48))
+print(json.dumps({"ok": ok}))
+`, [f.uri('s')]) as { ok: boolean };
+  assert.deepEqual(r, { ok: true });
+  const connected = f.events.find((e) => e.event === 'nbd_connected');
+  assert.equal(connected?.fields.recvSlabs, true, 'the connection reads into slabs');
+  const id = f.engine.resolve('s').id;
+  for (const i of [0, 17, 47]) assert.ok((await f.engine.read(id, i * MiB, MiB)).equals(Buffer.alloc(MiB, i % 251)));
 });

@@ -10,6 +10,7 @@ import {
 import { nbdErrnoOf, messageOf } from './errno.js';
 import { blockStatusDescriptors } from './block-status.js';
 import type { MetaContext } from './meta-context.js';
+import type { Slab } from './recv-slabs.js';
 
 export interface Request {
   type: number;
@@ -17,9 +18,10 @@ export interface Request {
   handle: Handle;
   offsetBytes: number;
   lengthBytes: number;
-  /** WRITE data; null for other commands. */
-  /** A WRITE's payload as views of the socket chunks it arrived in. */
+  /** A WRITE's payload as views of the socket chunks it arrived in; null for other commands. */
   payload: Buffer[] | null;
+  /** The receive slabs the payload sits in, released when the request is done. */
+  pins: Slab[];
   /** Bytes this request holds while in flight (payload or read length), for backpressure. */
   costBytes: number;
 }

@@ -12,6 +12,7 @@ import { Transmission } from './transmission.js';
 import type { TlsUpgrader } from './tls.js';
 import type { BusyPoller } from './busy-poll.js';
 import type { ReadBufferPool } from './read-buffers.js';
+import { SlabReader, socketReadingIntoSlabs, type Slab, type SlabPool } from './recv-slabs.js';
 
 export interface ConnectionContext {
   engine: Engine;
@@ -21,6 +22,8 @@ export interface ConnectionContext {
   log(event: string, fields: Record<string, unknown>): void;
   poller: BusyPoller;
   readBuffers: ReadBufferPool;
+  /** Where socket reads land (recv-slabs.ts); null keeps Node's per-read buffers. */
+  slabs: SlabPool | null;
 }
 
 /** Bytes buffered during the handshake before we stop reading (a GO with a maximal name fits). */
@@ -42,10 +45,12 @@ export class NbdConnection {
   /** Target id once in transmission (for engine events). */
   targetId: number | null = null;
   readonly peer: string;
+  /** Whether socket reads land in the server's slabs (false: Node's own buffers). */
+  private readonly recvSlabs: boolean;
 
-  private readonly onData = (chunk: Buffer): void => {
+  private readonly onData = (chunk: Buffer, slab: Slab | null = null): void => {
     if (this.ending) return;
-    this.recv.push(chunk);
+    this.recv.push(chunk, slab);
     if (this.transmission) { this.ctx.poller.kick(); this.transmission.pump(); return; }
     if (this.recv.length > handshakeBufferedBytesMax) this.socket.pause();
     if (this.waiter && this.recv.length >= this.waiter.bytes) {
@@ -61,7 +66,14 @@ export class NbdConnection {
   };
   private readonly onDrain = (): void => this.transmission?.onWritable();
 
-  constructor(raw: net.Socket, private readonly ctx: ConnectionContext) {
+  /** `accepted` comes paused (the server's pauseOnConnect), so no byte is read before the slabs are set up. */
+  constructor(accepted: net.Socket, private readonly ctx: ConnectionContext) {
+    const reader = ctx.slabs ? new SlabReader(ctx.slabs) : null;
+    const adopted = reader ? socketReadingIntoSlabs(accepted, reader, (chunk, slab) => this.onData(chunk, slab)) : null;
+    if (reader && !adopted) reader.close();
+    if (!adopted) accepted.resume();
+    const raw = adopted ?? accepted;
+    this.recvSlabs = adopted !== null;
     this.socket = raw;
     this.peer = raw.remoteAddress ? `${raw.remoteAddress}:${raw.remotePort}` : 'unix';
     this.writer = new ReplyWriter(raw);
@@ -76,7 +88,7 @@ export class NbdConnection {
       const negotiated = await negotiate(this.ctx.engine, this.handshakeIo());
       if (negotiated === null) { this.end(); return; }
       this.targetId = negotiated.target.id;
-      this.ctx.log('nbd_connected', { peer: this.peer, export: negotiated.target.name, tls: this.tlsActive,
+      this.ctx.log('nbd_connected', { peer: this.peer, export: negotiated.target.name, tls: this.tlsActive, recvSlabs: this.recvSlabs,
         structured: negotiated.structuredReplies, contexts: negotiated.metaContexts.map((m) => m.name) });
       this.transmission = new Transmission(this.transmissionIo(), this.ctx.engine, negotiated);
       this.transmission.pump();
@@ -122,6 +134,7 @@ export class NbdConnection {
     this.isClosed = true;
     this.ending = true;
     this.transmission?.stop();
+    this.recv.clear();
     if (this.waiter) { this.waiter.reject(new Error('connection closed')); this.waiter = null; }
     this.ctx.log('nbd_disconnected', { peer: this.peer });
     this.resolveClosed();

@@ -115,6 +115,9 @@ export const blockSizePreferredBytes = 4096;
 export const requestsInFlightMax = 128;
 /** Busy-poll window after each request (µs), see busy-poll.ts. */
 export const busyPollMicrosDefault = 200;
+/** Size of the slabs socket reads land in, and how many idle ones a server keeps (recv-slabs.ts). */
+export const recvSlabBytes = 4 * 1024 * 1024;
+export const recvSlabsIdleMax = 16;
 /** Bytes of READ reply buffers kept for reuse, per server (see read-buffers.ts). */
 export const readBuffersPooledBytesMax = 64 * 1024 * 1024;
 /** CACHE reads its range in steps of this size (see prefetch in commands.ts). */

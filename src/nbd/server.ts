@@ -9,6 +9,7 @@ import { NbdConnection } from './connection.js';
 import { TlsUpgrader, type TlsConfig } from './tls.js';
 import { BusyPoller } from './busy-poll.js';
 import { ReadBufferPool } from './read-buffers.js';
+import { SlabPool } from './recv-slabs.js';
 
 export interface NbdServerOptions {
   /** TCP listen address (default 127.0.0.1:10809; port 0 = ephemeral). */
@@ -42,7 +43,8 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
   let shuttingDown = false;
   const poller = new BusyPoller(opts.busyPollMicros ?? c.busyPollMicrosDefault);
   const readBuffers = new ReadBufferPool(c.readBuffersPooledBytesMax);
-  const ctx = { engine, tls, handshakeTimeoutMs, shuttingDown: () => shuttingDown, log, poller, readBuffers };
+  const slabs = new SlabPool(c.recvSlabBytes, c.recvSlabsIdleMax);
+  const ctx = { engine, tls, handshakeTimeoutMs, shuttingDown: () => shuttingDown, log, poller, readBuffers, slabs };
 
   const onSocket = (socket: net.Socket): void => {
     if (shuttingDown || live.size >= c.connectionsMax) {
@@ -65,14 +67,14 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
   const wantTcp = opts.socketPath === undefined || opts.port !== undefined || opts.host !== undefined;
   try {
     if (wantTcp) {
-      const server = net.createServer({ noDelay: true }, onSocket);
+      const server = net.createServer({ noDelay: true, pauseOnConnect: true }, onSocket);
       await listen(server, { host: opts.host ?? c.hostDefault, port: opts.port ?? c.portDefault });
       listeners.push(server);
       port = (server.address() as net.AddressInfo).port;
     }
     if (opts.socketPath !== undefined) {
       await removeStaleSocket(opts.socketPath);
-      const server = net.createServer(onSocket);
+      const server = net.createServer({ pauseOnConnect: true }, onSocket);
       await listen(server, { path: opts.socketPath });
       listeners.push(server);
     }

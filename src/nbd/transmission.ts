@@ -7,6 +7,7 @@ import type { RecvQueue } from './recv-queue.js';
 import type { Negotiated } from './handshake.js';
 import type { Engine } from '../engine/index.js';
 import type { ReadBufferPool } from './read-buffers.js';
+import type { Slab } from './recv-slabs.js';
 
 /** What the connection provides to the transmission loop. */
 export interface TransmissionIo {
@@ -90,6 +91,7 @@ export class Transmission {
       const offsetBytes = header.readUInt32BE(at + 16) * 0x100000000 + header.readUInt32BE(at + 20);
       const lengthBytes = header.readUInt32BE(at + 24);
       let payload: Buffer[] | null = null;
+      const pins: Slab[] = [];
       if (type === c.NBD_CMD_WRITE) {
         if (lengthBytes > c.requestBytesMax) {
           // Refused without allocating: the payload is dropped as it streams in (as nbdkit does).
@@ -100,7 +102,7 @@ export class Transmission {
         }
         if (recv.length < c.REQUEST_HEADER_BYTES + lengthBytes) break;
         recv.skip(c.REQUEST_HEADER_BYTES);
-        payload = recv.takeViews(lengthBytes);
+        payload = recv.takeViews(lengthBytes, pins);
       } else {
         recv.skip(c.REQUEST_HEADER_BYTES);
       }
@@ -112,7 +114,7 @@ export class Transmission {
         return;
       }
       const costBytes = type === c.NBD_CMD_READ ? Math.min(lengthBytes, c.requestBytesMax) : lengthBytes * Number(payload !== null);
-      const request: Request = { type, flags, handle, offsetBytes, lengthBytes, payload, costBytes };
+      const request: Request = { type, flags, handle, offsetBytes, lengthBytes, payload, costBytes, pins };
       this.requestsInFlight++;
       this.bytesInFlight += costBytes;
       void execute(this.ctx, request).then(() => this.completeBound(request));
@@ -125,6 +127,8 @@ export class Transmission {
   stop(): void { this.stopped = true; }
 
   private complete(request: Request): void {
+    // The engine is done with the payload (its device writes have all finished): its slabs may be reused.
+    for (const slab of request.pins) slab.unref();
     this.requestsInFlight--;
     this.bytesInFlight -= request.costBytes;
     if (this.isDraining) this.maybeEnd();
