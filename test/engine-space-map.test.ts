@@ -116,3 +116,33 @@ test('blocks freed in a commit are not reused by a write racing that commit', as
   const reopened = await openPool(image);
   assert.deepEqual(await reopened.read(reopened.resolve('a').id, 0, 64 * 4096), Buffer.alloc(64 * 4096, 1));
 });
+
+test('lock-free reservation spans loaded pages, skips used and held blocks, and gives up cleanly', async () => {
+  const device = new SimDevice(20000, new Prng(2));
+  const store = new MetaStore(device, 1, 1 << 20);
+  const space = new SpaceMap(store, 0, 20000, 100);
+  await space.init();
+  // Load (dirty) the first three count pages and use a few blocks near the first page's end.
+  const edge = REFCOUNTS_PER_PAGE - 10;
+  await space.addRange(0, 2, 1);
+  await space.addRange(edge, 3, 1);
+  await space.addRange(REFCOUNTS_PER_PAGE + 5, 1, 1);
+  await space.addRange(2 * REFCOUNTS_PER_PAGE + 5, 1, 1);
+  const first = await space.reserve(edge - 2, false); // fills the first page up to the used blocks
+  assert.equal(first.reduce((n, r) => n + r.lengthBlocks, 0), edge - 2);
+  const runs = space.tryReserveSync(20);
+  assert.ok(runs, 'the next pages are in memory: no lock needed');
+  const blocks = runs.flatMap((r) => Array.from({ length: r.lengthBlocks }, (_, i) => r.pba + i));
+  assert.equal(blocks.length, 20);
+  assert.deepEqual(blocks.slice(0, 7), [edge + 3, edge + 4, edge + 5, edge + 6, edge + 7, edge + 8, edge + 9], 'rest of page 0 first');
+  assert.ok(!blocks.includes(REFCOUNTS_PER_PAGE + 5), 'a used block is skipped');
+  assert.equal(new Set(blocks).size, 20, 'no block twice');
+  const again = space.tryReserveSync(5);
+  assert.ok(again && again.every((r) => blocks.every((b) => b < r.pba || b >= r.pba + r.lengthBlocks)), 'reserved blocks are not handed out again');
+  // A reservation reaching a page that is not in memory reserves nothing and leaves the cursor alone.
+  const availableBefore = space.availableBlocks;
+  assert.equal(space.tryReserveSync(4 * REFCOUNTS_PER_PAGE), null);
+  assert.equal(space.availableBlocks, availableBefore, 'nothing was reserved');
+  const next = space.tryReserveSync(1);
+  assert.ok(next && next[0]!.pba > blocks[blocks.length - 1]!, 'the cursor did not move on failure');
+});

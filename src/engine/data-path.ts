@@ -165,7 +165,9 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
   const nonZero: boolean[] = new Array<boolean>(blocks.length);
   let count = 0;
   for (let i = 0; i < blocks.length; i++) {
-    nonZero[i] = noHole || !blocks[i]!.equals(ZERO_BLOCK);
+    const b = blocks[i]!;
+    // Most data has a non-zero first or last byte; only the rest needs the full comparison.
+    nonZero[i] = noHole || b[0] !== 0 || b[BLOCK_SIZE_BYTES - 1] !== 0 || !b.equals(ZERO_BLOCK);
     if (nonZero[i]) count++;
   }
   const runs: Run[] = count > 0 ? await reserveData(core, count) : [];

@@ -10,6 +10,9 @@ import { HeldBlocks, PENDING_FREE, QUARANTINED, RESERVED } from './held-blocks.j
 
 export interface Run { pba: number; lengthBlocks: number }
 
+/** Count pages the lock-free reservation path may scan (a full page costs a pass over its counts). */
+const SYNC_RESERVE_PAGES_MAX = 4;
+
 /** Blocks freed by one transaction, reusable once it is durable and reads older than `readEpoch` end. */
 export interface FreedBlocks { readEpoch: number; blocks: number[] }
 
@@ -183,27 +186,29 @@ export class SpaceMap {
 
   /**
    * The common case of a data reservation without the metadata lock: every block comes from the
-   * cursor's page, which is in memory. Fully synchronous, so nothing can interleave; null otherwise.
+   * cursor's page and the few after it, all in memory. Fully synchronous, so nothing can interleave;
+   * null (having reserved nothing) otherwise.
    */
   tryReserveSync(wanted: number): Run[] | null {
     if (this.availableBlocks - wanted < this.reserveBlocks) return null;
-    const pageIndex = Math.floor(this.cursor / REFCOUNTS_PER_PAGE);
-    const pageFirst = pageIndex * REFCOUNTS_PER_PAGE;
-    if (pageFirst >= this.totalBlocks) return null;
-    const page = this.array.pageIfLoaded(pageIndex);
-    if (page === undefined) return null;
-    const pageEnd = Math.min(this.totalBlocks, pageFirst + REFCOUNTS_PER_PAGE);
     const runs: Run[] = [];
     let got = 0, block = Math.max(this.cursor, FIRST_FREE_BLOCK);
-    for (; block < pageEnd && got < wanted; block++) {
-      if (page && page.counts[block - pageFirst]! !== 0) continue;
-      if (!this.usable(block)) continue;
-      const last = runs[runs.length - 1];
-      if (last && last.pba + last.lengthBlocks === block) last.lengthBlocks++;
-      else runs.push({ pba: block, lengthBlocks: 1 });
-      got++;
+    for (let pages = 0; got < wanted; pages++) {
+      const pageIndex = Math.floor(block / REFCOUNTS_PER_PAGE);
+      const pageFirst = pageIndex * REFCOUNTS_PER_PAGE;
+      if (pages === SYNC_RESERVE_PAGES_MAX || pageFirst >= this.totalBlocks) return null;
+      const page = this.array.pageIfLoaded(pageIndex);
+      if (page === undefined) return null;
+      const pageEnd = Math.min(this.totalBlocks, pageFirst + REFCOUNTS_PER_PAGE);
+      for (; block < pageEnd && got < wanted; block++) {
+        if (page && page.counts[block - pageFirst]! !== 0) continue;
+        if (!this.usable(block)) continue;
+        const last = runs[runs.length - 1];
+        if (last && last.pba + last.lengthBlocks === block) last.lengthBlocks++;
+        else runs.push({ pba: block, lengthBlocks: 1 });
+        got++;
+      }
     }
-    if (got < wanted) return null;
     for (const r of runs) for (let b = r.pba; b < r.pba + r.lengthBlocks; b++) this.held.add(b, RESERVED);
     this.cursor = block;
     return runs;
