@@ -92,7 +92,7 @@ function receive(reader: SlabReader, recv: RecvQueue, bytes: Buffer): void {
 }
 
 test('receive slabs: payload views stay intact until released; slabs are reused only then', () => {
-  const pool = new SlabPool(256 * 1024, 4);
+  const pool = new SlabPool(256 * 1024, 4, 8);
   const reader = new SlabReader(pool);
   const recv = new RecvQueue(32);
   const first = Buffer.alloc(300 * 1024, 0xa1);
@@ -124,7 +124,7 @@ test('receive slabs: payload views stay intact until released; slabs are reused 
 });
 
 test('receive slabs: bytes still queued hold their slab; clear() and close() release everything', () => {
-  const pool = new SlabPool(128 * 1024, 8);
+  const pool = new SlabPool(128 * 1024, 8, 8);
   const reader = new SlabReader(pool);
   const recv = new RecvQueue(32);
   receive(reader, recv, Buffer.alloc(100 * 1024, 1));
@@ -136,6 +136,20 @@ test('receive slabs: bytes still queued hold their slab; clear() and close() rel
   reader.close();
   assert.equal(pool.idleCount, pool.created, 'every slab is back in the pool');
   assert.equal(recv.length, 0);
+});
+
+test('receive slabs: only readersMax connections read into slabs at once (each pins one slab)', () => {
+  const pool = new SlabPool(128 * 1024, 8, 2);
+  const a = pool.tryReader(), b = pool.tryReader();
+  assert.ok(a && b);
+  assert.equal(pool.tryReader(), null, 'a third connection keeps Node buffers');
+  a.close();
+  a.close(); // closing twice releases once
+  assert.equal(pool.readers, 1);
+  const c = pool.tryReader();
+  assert.ok(c, 'a closed reader frees its place');
+  b.close(); c.close();
+  assert.equal(pool.readers, 0);
 });
 
 test('a real client writing through the server: reads land in slabs and the data reads back intact', async (t) => {
@@ -160,4 +174,32 @@ print(json.dumps({"ok": ok}))
   assert.equal(connected?.fields.recvSlabs, true, 'the connection reads into slabs');
   const id = f.engine.resolve('s').id;
   for (const i of [0, 17, 47]) assert.ok((await f.engine.read(id, i * MiB, MiB)).equals(Buffer.alloc(MiB, i % 251)));
+});
+
+test('connections past the slab readers bound keep Node buffers and work the same', async (t) => {
+  const { startFixture, runPython, MiB } = await import('./nbd-harness.js');
+  const c = await import('../src/nbd/constants.js');
+  const f = await startFixture(t);
+  await f.engine.createVolume('many', 16 * MiB);
+  const count = c.recvSlabReadersMax + 2;
+  const r = await runPython(`
+import nbd, sys, json
+n = int(sys.argv[2])
+hs = []
+for i in range(n):
+    h = nbd.NBD(); h.connect_uri(sys.argv[1]); hs.append(h)
+for i, h in enumerate(hs):
+    h.pwrite(bytes([i % 256]) * 65536, i * 65536)
+for h in hs:
+    h.flush()
+ok = all(hs[0].pread(65536, i * 65536) == bytes([i % 256]) * 65536 for i in range(n))
+for h in hs:
+    h.shutdown()
+print(json.dumps({"ok": ok}))
+`, [f.uri('many'), String(count)]) as { ok: boolean };
+  assert.deepEqual(r, { ok: true });
+  const connected = f.events.filter((e) => e.event === 'nbd_connected');
+  assert.equal(connected.length, count);
+  assert.equal(connected.filter((e) => e.fields.recvSlabs === true).length, c.recvSlabReadersMax);
+  assert.equal(connected.filter((e) => e.fields.recvSlabs === false).length, 2);
 });

@@ -12,7 +12,7 @@ import { Transmission } from './transmission.js';
 import type { TlsUpgrader } from './tls.js';
 import type { BusyPoller } from './busy-poll.js';
 import type { ReadBufferPool } from './read-buffers.js';
-import { SlabReader, socketReadingIntoSlabs, type Slab, type SlabPool } from './recv-slabs.js';
+import { socketReadingIntoSlabs, type Slab, type SlabPool } from './recv-slabs.js';
 
 export interface ConnectionContext {
   engine: Engine;
@@ -68,7 +68,7 @@ export class NbdConnection {
 
   /** `accepted` comes paused (the server's pauseOnConnect), so no byte is read before the slabs are set up. */
   constructor(accepted: net.Socket, private readonly ctx: ConnectionContext) {
-    const reader = ctx.slabs ? new SlabReader(ctx.slabs) : null;
+    const reader = ctx.slabs?.tryReader() ?? null;
     const adopted = reader ? socketReadingIntoSlabs(accepted, reader, (chunk, slab) => this.onData(chunk, slab)) : null;
     if (reader && !adopted) reader.close();
     if (!adopted) accepted.resume();

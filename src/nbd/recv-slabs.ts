@@ -5,6 +5,9 @@
 // in a large slab right after the previous one, payloads are handed out as views of it (still no
 // copy), and a slab returns to the pool once nothing refers to it: not the socket (it has moved on to
 // another slab), not the receive queue (every byte consumed), and no request (every payload done).
+// A connection keeps the slab it reads into even while idle, so only a bounded number of connections
+// read into slabs (the rest keep Node's per-read buffers): pinned memory stays below
+// readersMax x slab size, plus the idle slabs kept for reuse.
 import net from 'node:net';
 import { assert } from '../engine/errors.js';
 
@@ -33,9 +36,17 @@ export class Slab {
 export class SlabPool {
   private readonly idle: Slab[] = [];
   created = 0;
+  /** Connections reading into slabs now. */
+  readers = 0;
 
-  constructor(readonly slabBytes: number, private readonly idleMax: number) {
+  constructor(readonly slabBytes: number, private readonly idleMax: number, private readonly readersMax: number) {
     assert(slabBytes > SLAB_FREE_BYTES_MIN, 'a slab holds more than one read');
+  }
+
+  /** A reader for one more connection, or null when readersMax connections already have one. */
+  tryReader(): SlabReader | null {
+    if (this.readers >= this.readersMax) return null;
+    return new SlabReader(this);
   }
 
   take(): Slab {
@@ -57,7 +68,10 @@ export class SlabPool {
 export class SlabReader {
   private current: Slab;
 
+  private closed = false;
+
   constructor(private readonly pool: SlabPool) {
+    pool.readers++;
     this.current = pool.take();
     this.current.ref();
   }
@@ -82,7 +96,12 @@ export class SlabReader {
   }
 
   /** The socket is gone: it no longer holds its slab. */
-  close(): void { this.current.unref(); }
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.readers--;
+    this.current.unref();
+  }
 }
 
 /**

@@ -43,7 +43,7 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
   let shuttingDown = false;
   const poller = new BusyPoller(opts.busyPollMicros ?? c.busyPollMicrosDefault);
   const readBuffers = new ReadBufferPool(c.readBuffersPooledBytesMax);
-  const slabs = new SlabPool(c.recvSlabBytes, c.recvSlabsIdleMax);
+  const slabs = new SlabPool(c.recvSlabBytes, c.recvSlabsIdleMax, c.recvSlabReadersMax);
   const ctx = { engine, tls, handshakeTimeoutMs, shuttingDown: () => shuttingDown, log, poller, readBuffers, slabs };
 
   const onSocket = (socket: net.Socket): void => {
