@@ -133,6 +133,29 @@ async function sequentialMiBps(engine: Engine, dir: string, bytes: number): Prom
 }
 
 /**
+ * 1 MiB writes, 8 in flight, cycling over a fresh 1 GiB volume for `seconds`, never flushed: the
+ * engine's share of the NBD "1M seq write" row, without the network and the client.
+ */
+async function sequentialOverwriteMiBps(engine: Engine, seconds: number): Promise<number> {
+  const bufs = Array.from({ length: 8 }, (_, i) => new Prng(100 + i).fill(Buffer.alloc(chunkBytes)));
+  await engine.createVolume('seqo', 1 * GiB);
+  const id = engine.resolve('seqo').id;
+  let cursor = 0, written = 0;
+  const started = Date.now(), end = started + seconds * 1000;
+  await Promise.all(bufs.map(async (buf) => {
+    while (Date.now() < end) {
+      const off = cursor;
+      cursor = (cursor + chunkBytes) % GiB;
+      await engine.write(id, off, buf);
+      written += chunkBytes;
+    }
+  }));
+  const mibps = written / MiB / ((Date.now() - started) / 1000);
+  await engine.deleteVolume('seqo');
+  return mibps;
+}
+
+/**
  * Overwrites `blocksPerRound` random blocks `rounds` times, taking a snapshot after each round when
  * `snapshot` is set: the same seed gives two volumes the same write history, with and without
  * snapshots, so a read comparison measures the snapshots and not a different fragmentation.
@@ -216,6 +239,8 @@ export async function runEngineBench(opts: EngineBenchOptions = {}): Promise<Eng
     const [engineSeq, rawSeq] = await sequentialMiBps(e, dir, dataBytes);
     add({ name: 'sequential write, raw file (fs, 1 MiB writes + fsync), best of 2', value: rawSeq, unit: 'MiB/s' });
     add({ name: 'sequential write, engine (1 MiB writes + flush), best of 2', value: engineSeq, unit: 'MiB/s', ratioTo: 'sequential write, raw file (fs, 1 MiB writes + fsync), best of 2' });
+    await settle(e);
+    add({ name: `sequential overwrite, engine (1 MiB writes, 8 in flight, 1 GiB volume, ${2 * seconds} s)`, value: await sequentialOverwriteMiBps(e, 2 * seconds), unit: 'MiB/s' });
   } finally {
     if (engine !== null) await engine.close().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
