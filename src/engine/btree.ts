@@ -69,11 +69,12 @@ export class Trees {
     return copy;
   }
 
+  /** Counts of everything `node` points to, +1 or -1; without awaiting where the count page is dirty already. */
   private async refChildren(node: TreeNode, delta: 1 | -1): Promise<void> {
     if (node.type === MetaType.Leaf) {
-      for (const e of node.entries) await this.space.addRange(e.pba, e.lengthBlocks, delta);
+      for (const e of node.entries) if (!this.space.tryAddRange(e.pba, e.lengthBlocks, delta)) await this.space.addRange(e.pba, e.lengthBlocks, delta);
     } else {
-      for (const c of node.children) await this.space.addRange(c, 1, delta);
+      for (const c of node.children) if (!this.space.tryAddRange(c, 1, delta)) await this.space.addRange(c, 1, delta);
     }
   }
 
