@@ -226,14 +226,8 @@ export class Trees {
 
   private async editLeaf(node: LeafNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
     const list = node.entries;
-    // Binary search for the first entry ending after `start`; only entries overlapping [start, end)
-    // are touched, and the result is spliced in place (a leaf holds up to ~170 entries).
-    let first = 0, hi = list.length;
-    while (first < hi) {
-      const mid = (first + hi) >> 1;
-      const e = list[mid]!;
-      if (e.lba + e.lengthBlocks <= start) first = mid + 1; else hi = mid;
-    }
+    // Only entries overlapping [start, end) are touched, and the result is spliced in place.
+    const first = firstEndingAfter(list, start);
     let last = first;
     const left: LeafEntry[] = [], right: LeafEntry[] = [];
     let bytes = node.bytes ?? leafBytes(list);
@@ -305,10 +299,26 @@ function* childRanges(node: BranchNode, start: number, end: number): Generator<[
   }
 }
 
+/**
+ * Index of the first entry of a sorted leaf list that ends after `lba` (list.length if none). A binary
+ * search: a leaf of single-block entries holds ~145 of them, and each is an object of its own (a
+ * scan from the start cost a cache miss per entry).
+ */
+function firstEndingAfter(list: LeafEntry[], lba: number): number {
+  let lo = 0, hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const e = list[mid]!;
+    if (e.lba + e.lengthBlocks <= lba) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
 /** Appends the entries of `leaf` overlapping [start, end), clipped, up to `limit` in all. */
 function collectEntries(leaf: LeafNode, start: number, end: number, out: LeafEntry[], limit: number): void {
-  for (const e of leaf.entries) {
-    if (e.lba + e.lengthBlocks <= start) continue;
+  const list = leaf.entries;
+  for (let i = firstEndingAfter(list, start); i < list.length; i++) {
+    const e = list[i]!;
     if (e.lba >= end || out.length >= limit) break;
     // Always a new object: callers own what lookup returns, the leaf's entries stay the tree's.
     out.push(sliceEntry(e, Math.max(e.lba, start), Math.min(e.lba + e.lengthBlocks, end)));
