@@ -4,15 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { createPoolFile } from '../src/engine/index.js';
-import type { Engine } from '../src/engine/index.js';
+import type { Engine, PoolOptions } from '../src/engine/index.js';
 import type { CairnEngine } from '../src/engine/engine.js';
 
 export const MiB = 1024 * 1024;
 
-export async function tempPool(sizeBytes = 256 * MiB): Promise<{ engine: CairnEngine; path: string; cleanup: () => Promise<void> }> {
+export async function tempPool(sizeBytes = 256 * MiB, opts: PoolOptions = {}): Promise<{ engine: CairnEngine; path: string; cleanup: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'cairn-test-'));
   const path = join(dir, 'pool');
-  const engine = (await createPoolFile(path, sizeBytes, { commitIntervalMs: 0 })) as CairnEngine;
+  const engine = (await createPoolFile(path, sizeBytes, { commitIntervalMs: 0, ...opts })) as CairnEngine;
   return {
     engine, path,
     cleanup: async () => { await engine.close().catch(() => undefined); rmSync(dir, { recursive: true, force: true }); },

@@ -285,3 +285,17 @@ test('overwrites on a nearly full pool reuse freed blocks instead of failing (fr
   assert.deepEqual(await engine.read(id, 7 * MiB, MiB), pattern(11 * 100 + 7, MiB));
   await assertClean(engine);
 });
+
+test('a snapshot group shares one timestamp even when the clock moves while it is taken', async (t) => {
+  let now = 1_000;
+  const { engine, cleanup } = await tempPool(256 * MiB, { nowMs: () => now++ });
+  t.after(cleanup);
+  for (const name of ['a', 'b', 'c']) {
+    await engine.createVolume(name, 8 * MiB);
+    await engine.write(engine.resolve(name).id, 0, pattern(1, 4 * K4));
+  }
+  const group = await engine.createSnapshots(['a@g', 'b@g', 'c@g']);
+  assert.equal(new Set(group.map((s) => s.createdMs)).size, 1, 'one instant for the whole group');
+  const later = await engine.createSnapshots(['a@h']);
+  assert.ok(later[0]!.createdMs > group[0]!.createdMs);
+});

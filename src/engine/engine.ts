@@ -235,13 +235,15 @@ export class CairnEngine implements Engine {
         return vol;
       });
       const out: CatalogRecord[] = [];
+      // One timestamp too: taken per snapshot, the awaits between them could let the clock tick.
+      const createdMs = this.core.nowMs();
       for (let i = 0; i < vols.length; i++) {
         const vol = vols[i]!;
         if (vol.root !== 0) await this.core.space.incref(vol.root);
         const id = this.newId();
         out.push(await this.catalog.add({
           kind: RecordKind.Snapshot, flags: 0, id, root: vol.root, sizeBytes: vol.sizeBytes, mappedBlocks: vol.mappedBlocks,
-          createdMs: this.core.nowMs(), parentId: vol.id, originSnapId: 0, flattenCursor: 0, seq: id, name: parsed[i]!.snapshot,
+          createdMs, parentId: vol.id, originSnapId: 0, flattenCursor: 0, seq: id, name: parsed[i]!.snapshot,
         }));
       }
       return out;
