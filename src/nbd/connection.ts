@@ -22,8 +22,8 @@ export interface ConnectionContext {
   log(event: string, fields: Record<string, unknown>): void;
   poller: BusyPoller;
   readBuffers: ReadBufferPool;
-  /** Where socket reads land (recv-slabs.ts); null keeps Node's per-read buffers. */
-  slabs: SlabPool | null;
+  /** Where socket reads land (recv-slabs.ts), for as many connections as it has readers. */
+  slabs: SlabPool;
 }
 
 /** Bytes buffered during the handshake before we stop reading (a GO with a maximal name fits). */
@@ -68,7 +68,7 @@ export class NbdConnection {
 
   /** `accepted` comes paused (the server's pauseOnConnect), so no byte is read before the slabs are set up. */
   constructor(accepted: net.Socket, private readonly ctx: ConnectionContext) {
-    const reader = ctx.slabs?.tryReader() ?? null;
+    const reader = ctx.slabs.tryReader();
     const adopted = reader ? socketReadingIntoSlabs(accepted, reader, (chunk, slab) => this.onData(chunk, slab)) : null;
     if (reader && !adopted) reader.close();
     if (!adopted) accepted.resume();

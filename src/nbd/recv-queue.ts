@@ -92,9 +92,6 @@ export class RecvQueue {
     return dropped;
   }
 
-  /** Removes and returns everything buffered (used to hand bytes back before a TLS upgrade). */
-  drain(): Buffer { return this.take(this.lengthBytes); }
-
   /** Drops everything buffered (the connection is gone), releasing the slabs it sat in. */
   clear(): void { this.skip(this.lengthBytes); }
 

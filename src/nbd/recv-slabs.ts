@@ -28,8 +28,6 @@ export class Slab {
     assert(this.refs > 0, 'slab reference count underflows');
     if (--this.refs === 0) this.pool.put(this);
   }
-
-  get references(): number { return this.refs; }
 }
 
 /** Idle slabs shared by a server's connections, at most `idleMax` of them kept. */
@@ -67,7 +65,6 @@ export class SlabPool {
 /** Where one socket's reads land: the unread tail of its current slab. */
 export class SlabReader {
   private current: Slab;
-
   private closed = false;
 
   constructor(private readonly pool: SlabPool) {
