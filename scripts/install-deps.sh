@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite and benchmarks drive as real clients and peers
 # (Debian): qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy/nbdsh, nbdfuse, nbdkit, fio, the libnbd
-# Python binding, filesystems and FUSE. Idempotent; needs root (or sudo).
+# Python binding, filesystems and FUSE; and a C compiler for the block-checksum kernel that
+# `npm run build` compiles (native/). Idempotent; needs root (or sudo).
 set -euo pipefail
-pkgs=(qemu-utils libnbd-bin nbdfuse nbdkit fio python3-libnbd e2fsprogs xfsprogs fuse3 util-linux openssl procps)
+pkgs=(qemu-utils libnbd-bin nbdfuse nbdkit fio python3-libnbd e2fsprogs xfsprogs fuse3 util-linux openssl procps gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -4,7 +4,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { openOrCreatePoolFile, type Engine, type PoolOptions } from '../engine/index.js';
+import { openOrCreatePoolFile, checksumKernel, type Engine, type PoolOptions } from '../engine/index.js';
 import { startNbdServer } from '../nbd/server.js';
 import { buildApi } from '../api/server.js';
 import { JobManager } from '../api/jobs.js';
@@ -88,7 +88,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const apiPort = typeof address === 'object' && address !== null ? address.port : config.api.port;
     const apiUrl = `http://${hostForUri(config.api.host)}:${apiPort}`;
     logger.info({ event: 'ready', api: apiUrl, nbd: nbdBaseUri, nbdSocket: nbd?.socketPath ?? null, pool: poolPath,
-      poolSizeBytes: engine.stats().sizeBytes }, 'cairn ready');
+      poolSizeBytes: engine.stats().sizeBytes, checksumKernel }, 'cairn ready');
     let closing: Promise<void> | null = null;
     const close = async (): Promise<void> => {
       logger.info({ event: 'shutdown_begin' }, 'shutting down');

@@ -5,7 +5,7 @@ import { BRANCH_FANOUT_MAX, EXTENT_BLOCKS_MAX, LEAF_ENTRY_FIXED_BYTES, META_PAYL
 import { MetaType, leafBytes, leafEntryBytes, type BranchNode, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import type { SpaceMap } from './space-map.js';
-import { assert } from './errors.js';
+import { assert, fail } from './errors.js';
 
 interface Part { key: number; node: TreeNode }
 
@@ -53,7 +53,7 @@ export class Trees {
   /** Makes `node` writable in this transaction (shadowing it if it is shared or already durable). */
   async writable(node: TreeNode): Promise<TreeNode> {
     const rc = await this.space.get(node.block);
-    assert(rc >= 1, `tree node ${node.block} is referenced`);
+    if (rc < 1) fail(`tree node ${node.block} is referenced`);
     // A node made in this transaction is changed in place only while nothing else references it: a
     // snapshot taken in the same transaction shares it, and then it must be shadowed like any other.
     if (rc === 1 && this.store.isDirty(node)) return node;
@@ -275,7 +275,7 @@ export class Trees {
   /** Drops one reference to a node; if that was the last, returns its children (to drop in turn). */
   async dropRef(block: number): Promise<number[]> {
     const rc = await this.space.get(block);
-    assert(rc >= 1, `dropping unreferenced node ${block}`);
+    if (rc < 1) fail(`dropping unreferenced node ${block}`);
     if (rc > 1) { await this.space.decref(block); return []; }
     const node = await this.load(block);
     let children: number[] = [];

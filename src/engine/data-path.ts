@@ -1,6 +1,5 @@
 // The data path: read, write (redirect-on-write to new blocks, checksummed), trim, write-zeroes and
 // block status. Data is written outside the metadata lock; the mapping is switched under it.
-import { crc32c } from '@node-rs/crc32';
 import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS, DEVICE_IO_BLOCKS_MAX } from './constants.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
@@ -9,6 +8,7 @@ import type { Run } from './space-map.js';
 import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, PoolFull, VolumeNotFound } from './errors.js';
 import type { Extent } from './types.js';
 import { blockViews, concatData, dataLength, joinViews, type WriteData } from './gather.js';
+import { blockChecksums } from './checksum.js';
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
 
@@ -81,14 +81,17 @@ function readError(pba: number, err: unknown): unknown {
   return err instanceof CairnError ? err : new IoError(`read of physical block ${pba} failed: ${(err as Error).message}`);
 }
 
+/** Checksums of a run being verified (a run is at most DEVICE_IO_BLOCKS_MAX blocks; verifying is synchronous). */
+const runCrcs = new Uint32Array(DEVICE_IO_BLOCKS_MAX);
+
 /** Checks every block of a run read into `target` against its crc32c. */
 function verifyRun(core: PoolCore, run: LeafEntry[], target: Buffer): void {
   const first = run[0]!;
+  blockChecksums(target, runCrcs, 0);
   for (const e of run) {
-    const base = (e.lba - first.lba) * BLOCK_SIZE_BYTES;
+    const base = e.lba - first.lba;
     for (let i = 0; i < e.lengthBlocks; i++) {
-      const block = target.subarray(base + i * BLOCK_SIZE_BYTES, base + (i + 1) * BLOCK_SIZE_BYTES);
-      if (crc32c(block) !== e.crcs[i]) {
+      if (runCrcs[base + i] !== e.crcs[i]) {
         core.checksumErrors++;
         core.log('checksum_error', { physicalBlock: e.pba + i, lba: e.lba + i });
         throw new ChecksumError(e.pba + i, 'data block');
@@ -218,7 +221,8 @@ async function writeData(core: PoolCore, blocks: Buffer[], startLba: number, non
     while (i + len < nonZero.length && nonZero[i + len] && runUsed + len < run.lengthBlocks && len < EXTENT_BLOCKS_MAX) len++;
     const pba = run.pba + runUsed;
     const crcs = new Uint32Array(len);
-    for (let k = 0; k < len; k++) crcs[k] = crc32c(blocks[i + k]!);
+    let at = 0;
+    for (const piece of joinViews(blocks, i, i + len)) { blockChecksums(piece, crcs, at); at += piece.length / BLOCK_SIZE_BYTES; }
     entries.push({ lba: startLba + i, pba, lengthBlocks: len, crcs });
     runUsed += len;
     if (runUsed === run.lengthBlocks) { runIdx++; runUsed = 0; }

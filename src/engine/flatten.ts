@@ -1,11 +1,11 @@
 // Flatten: make a clone share nothing with its origin by copying every shared data block to a new
 // one, a bounded chunk per step. The cursor is in the catalog record, so a crash resumes where it was.
-import { crc32c } from '@node-rs/crc32';
 import { BLOCK_SIZE_BYTES } from './constants.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
 import { ChecksumError, PoolFull, VolumeNotFound } from './errors.js';
+import { blockChecksum } from './checksum.js';
 
 const FLATTEN_CHUNK_BLOCKS = 256;
 
@@ -61,7 +61,7 @@ async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, e
     for (const c of copies) {
       const data = Buffer.alloc(BLOCK_SIZE_BYTES);
       await core.device.read(c.pba, data);
-      if (crc32c(data) !== c.crcs[0]) { core.checksumErrors++; throw new ChecksumError(c.pba, 'data block (flatten)'); }
+      if (blockChecksum(data) !== c.crcs[0]) { core.checksumErrors++; throw new ChecksumError(c.pba, 'data block (flatten)'); }
       const [run] = await core.space.reserve(1, false);
       try {
         await core.device.write(run!.pba, data);

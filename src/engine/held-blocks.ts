@@ -2,7 +2,7 @@
 // flight, freed in the open transaction, or freed in a commit that older reads may still see. Flags
 // live in small per-page byte arrays created on demand, so a 1 MiB write costs 256 array stores
 // instead of 256 hash-set operations, and memory follows the blocks in flux, not the pool size.
-import { assert } from './errors.js';
+import { fail } from './errors.js';
 
 export const RESERVED = 1;
 export const PENDING_FREE = 2;
@@ -42,7 +42,7 @@ export class HeldBlocks {
     const page = this.page(block, true)!;
     const i = block % this.blocksPerPage;
     const before = page.flags[i]!;
-    assert((before & flag) === 0, `block ${block} already has flag ${flag}`);
+    if ((before & flag) !== 0) fail(`block ${block} already has flag ${flag}`);
     if (before === 0) page.nonZero++;
     page.flags[i] = before | flag;
     this.count(flag, 1);

@@ -4,3 +4,4 @@ export * from './types.js';
 export * from './errors.js';
 export { createPoolFile, openPoolFile, openOrCreatePoolFile, checkPoolFile } from './pool-file.js';
 export { dataLength } from './gather.js';
+export { checksumKernel } from './checksum.js';

@@ -3,7 +3,7 @@
 import { BLOCK_SIZE_BYTES } from './constants.js';
 import type { Device } from './device/device.js';
 import { decodeMeta, encodeMeta, MetaType, type MetaObject } from './format.js';
-import { assert, CairnError, IoError } from './errors.js';
+import { assert, fail, CairnError, IoError } from './errors.js';
 
 export class MetaStore {
   /** Generation of the open (not yet committed) transaction. */
@@ -46,7 +46,7 @@ export class MetaStore {
   isDirty(obj: MetaObject): boolean { return obj.txn === this.txn && this.dirty.has(obj); }
 
   async load<T extends MetaObject>(block: number, type: MetaType): Promise<T> {
-    assert(block >= 2, `metadata load of block ${block}`);
+    if (block < 2) fail(`metadata load of block ${block}`);
     const hit = this.cache.get(block);
     if (hit) {
       hit.used = true; // second chance at eviction (a CLOCK approximation of LRU, cheaper per hit)

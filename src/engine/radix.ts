@@ -5,7 +5,7 @@
 import { RADIX_FANOUT } from './constants.js';
 import { MetaType, type RadixNode, type CountPage, type CatalogPage, type MetaObject } from './format.js';
 import type { MetaStore } from './meta-store.js';
-import { assert } from './errors.js';
+import { assert, fail } from './errors.js';
 
 export type Page = CountPage | CatalogPage;
 type Child = RadixNode | Page;
@@ -68,7 +68,7 @@ export class RadixArray<P extends Page> {
 
   /** The page holding `pageIndex`; with forWrite the whole path is dirty in this transaction. */
   async page(pageIndex: number, forWrite: boolean): Promise<P | null> {
-    assert(pageIndex >= 0 && pageIndex < this.pagesCapacity, `page index ${pageIndex} in range`);
+    if (!(pageIndex >= 0 && pageIndex < this.pagesCapacity)) fail(`page index ${pageIndex} in range`);
     let node = await this.loadRoot(forWrite);
     if (!node) return null;
     let firstPage = 0;

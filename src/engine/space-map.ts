@@ -5,7 +5,7 @@ import { REFCOUNTS_PER_PAGE, FIRST_FREE_BLOCK } from './constants.js';
 import { MetaType, type CountPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
-import { assert, PoolFull } from './errors.js';
+import { assert, fail, PoolFull } from './errors.js';
 import { HeldBlocks, PENDING_FREE, QUARANTINED, RESERVED } from './held-blocks.js';
 
 export interface Run { pba: number; lengthBlocks: number }
@@ -109,7 +109,7 @@ export class SpaceMap {
   private applyToPage(page: CountPage, pageIndex: number, from: number, to: number, delta: 1 | -1): void {
     let freeDelta = 0;
     for (let block = from; block < to; block++) {
-      assert(block >= 0 && block < this.totalBlocks, `block ${block} inside the pool`);
+      if (!(block >= 0 && block < this.totalBlocks)) fail(`block ${block} inside the pool`);
       const i = block % REFCOUNTS_PER_PAGE;
       const before = page.counts[i]!;
       if (delta > 0) {
@@ -118,12 +118,12 @@ export class SpaceMap {
           freeDelta--;
           // A reserved block gets its first reference; a block freed earlier in this transaction
           // is referenced again. A quarantined one is unreachable from any live tree.
-          assert((this.held.flags(block) & QUARANTINED) === 0, `quarantined block ${block} referenced again`);
+          if ((this.held.flags(block) & QUARANTINED) !== 0) fail(`quarantined block ${block} referenced again`);
           if (!this.held.remove(block, RESERVED)) this.held.remove(block, PENDING_FREE);
         }
         page.counts[i] = before + 1;
       } else {
-        assert(before > 0, `refcount of block ${block} underflows`);
+        if (!(before > 0)) fail(`refcount of block ${block} underflows`);
         page.counts[i] = before - 1;
         if (before === 1) { freeDelta++; this.held.add(block, PENDING_FREE); this.pendingList.push(block); }
       }

@@ -1,0 +1,46 @@
+// Data block checksums: crc32c of every 4 KiB block, computed for a whole run of blocks in one call.
+// The native kernel (native/block-checksums.c, built into dist/native by `npm run build`) is ~6x faster
+// per block than the crc32c library; where it was not built (no C compiler, not x86-64) or
+// CAIRN_CHECKSUM=library asks for it, the library computes the same values block by block.
+import { createRequire } from 'node:module';
+import { crc32c } from '@node-rs/crc32';
+import { BLOCK_SIZE_BYTES } from './types.js';
+import { assert } from './errors.js';
+
+type BlocksKernel = (data: Uint8Array, out: Uint32Array, at: number) => void;
+
+function libraryKernel(data: Uint8Array, out: Uint32Array, at: number): void {
+  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  for (let i = 0, o = 0; o < buf.length; i++, o += BLOCK_SIZE_BYTES) out[at + i] = crc32c(buf.subarray(o, o + BLOCK_SIZE_BYTES));
+}
+
+function loadNative(): BlocksKernel | null {
+  if (process.env.CAIRN_CHECKSUM === 'library') return null;
+  try {
+    // dist/src/engine/checksum.js -> dist/native/
+    const mod = createRequire(import.meta.url)('../../native/block-checksums.node') as { crc32cBlocks?: BlocksKernel };
+    return mod.crc32cBlocks ?? null;
+  } catch {
+    return null;
+  }
+}
+
+const native = loadNative();
+const kernel: BlocksKernel = native ?? libraryKernel;
+
+/** Which implementation computes block checksums ('native' or 'library'), for logs and tests. */
+export const checksumKernel: 'native' | 'library' = native ? 'native' : 'library';
+
+/** Writes the crc32c of each 4 KiB block of `data` to out[at], out[at + 1], ... */
+export function blockChecksums(data: Uint8Array, out: Uint32Array, at = 0): void {
+  assert(data.length % BLOCK_SIZE_BYTES === 0 && at + data.length / BLOCK_SIZE_BYTES <= out.length, 'checksummed data is whole blocks that fit the output');
+  kernel(data, out, at);
+}
+
+const single = new Uint32Array(1);
+
+/** The crc32c of one 4 KiB block. */
+export function blockChecksum(block: Uint8Array): number {
+  blockChecksums(block, single, 0);
+  return single[0]!;
+}
