@@ -1,12 +1,18 @@
 # Cairn image: the daemon (`cairn serve`), the CLI and the CSI driver (dist/src/csi/main.js).
 # Build: docker build -t cairn/cairn:0.1.0 .
 FROM node:20-bookworm-slim AS build
+# A C compiler for the block-checksum kernel (native/); without it the engine uses the crc32c library.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 RUN npm ci
 COPY src ./src
 COPY bin ./bin
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+COPY native ./native
+COPY scripts/build-native.sh ./scripts/build-native.sh
+RUN npx tsc -p tsconfig.json && bash scripts/build-native.sh && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
 # Node plugin tools: nbd-client (kernel NBD), nbdfuse + fuse3 + losetup (no nbd module),
