@@ -16,13 +16,17 @@ function libraryKernel(data: Uint8Array, out: Uint32Array, at: number): void {
 
 function loadNative(): BlocksKernel | null {
   if (process.env.CAIRN_CHECKSUM === 'library') return null;
-  try {
-    // dist/src/engine/checksum.js -> dist/native/
-    const mod = createRequire(import.meta.url)('../../native/block-checksums.node') as { crc32cBlocks?: BlocksKernel };
-    return mod.crc32cBlocks ?? null;
-  } catch {
-    return null;
+  const require = createRequire(import.meta.url);
+  // Built as dist/native/; compiled, this file is dist/src/engine/checksum.js, and run from source
+  // (tsx) it is src/engine/checksum.ts.
+  for (const path of ['../../native/block-checksums.node', '../../dist/native/block-checksums.node']) {
+    try {
+      return (require(path) as { crc32cBlocks?: BlocksKernel }).crc32cBlocks ?? null;
+    } catch {
+      // not built there
+    }
   }
+  return null;
 }
 
 const native = loadNative();
