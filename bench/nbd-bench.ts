@@ -1,6 +1,7 @@
 // NBD benchmark: fio's nbd engine against Cairn's NBD server, qemu-nbd (raw and qcow2) and nbdkit's
-// file plugin on the same machine, workloads interleaved across servers, then 4 KiB random writes
-// before/after a snapshot (qemu: a qcow2 overlay). Prints a table with ratios against qemu-nbd (raw).
+// file plugin on the same machine, workloads interleaved across servers; then, server by server, 4 KiB
+// random writes right before and right after a snapshot (qemu: a qcow2 overlay; nbdkit: none). Prints
+// a table with ratios against qemu-nbd (raw) and nbdkit, and the after/before ratio of each server.
 // Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--size-mib=1024] [--cpu-prof]
 // The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -31,10 +32,11 @@ const workloads: Workload[] = [
   { name: '4k randread QD32', rw: 'randread', bs: '4k', iodepth: 32, unit: 'iops' },
   { name: '4k randwrite QD32', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' },
   { name: '4k randwrite QD1 (lat)', rw: 'randwrite', bs: '4k', iodepth: 1, unit: 'us' },
-  // Right before the snapshot, so that the after/before ratio measures the snapshot and not the
-  // history in between (the random-write rate drifts down as a pool file fills, snapshot or not).
-  { name: '4k randwrite QD32 before snapshot', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' },
 ];
+// Run per server as one sequence, right before and right after its snapshot: interleaved with the
+// other servers, each side of the pair also measured their write-back (they write nothing to disk
+// until a flush, so the kernel writes their dirty pages back whenever it gets to them).
+const beforeSnapshotWorkload: Workload = { name: '4k randwrite QD32 before snapshot', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' };
 const snapshotWorkload: Workload = { name: '4k randwrite QD32 after snapshot', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' };
 
 interface Running { name: ServerName; uri: string; process: ChildProcess; snapshot(): Promise<void>; stop(): Promise<void> }
@@ -59,11 +61,16 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
         log(`${workload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(results[workload.name][server.name], workload.unit)}`);
       }
     }
-    for (const server of servers) await server.snapshot();
+    results[beforeSnapshotWorkload.name] = {};
     results[snapshotWorkload.name] = {};
     for (const server of servers) {
-      results[snapshotWorkload.name][server.name] = await fio(server.uri, snapshotWorkload, sizeBytes, runtimeSeconds);
-      log(`${snapshotWorkload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(results[snapshotWorkload.name][server.name], 'iops')}`);
+      // Every server's dirty pages go to disk first, so that no pair runs during another's write-back.
+      await runCapture('sync', []);
+      for (const workload of [beforeSnapshotWorkload, snapshotWorkload]) {
+        if (workload === snapshotWorkload) await server.snapshot();
+        results[workload.name][server.name] = await fio(server.uri, workload, sizeBytes, runtimeSeconds);
+        log(`${workload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(results[workload.name][server.name], 'iops')}`);
+      }
     }
   } finally {
     for (const server of servers) await server.stop();
@@ -74,7 +81,7 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
 }
 
 function unitOf(row: string): Workload['unit'] {
-  return [...workloads, snapshotWorkload].find((w) => w.name === row)?.unit ?? 'iops';
+  return [...workloads, beforeSnapshotWorkload, snapshotWorkload].find((w) => w.name === row)?.unit ?? 'iops';
 }
 
 function format(value: number, unit: Workload['unit']): string {
