@@ -5,7 +5,7 @@ import { CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NA
 import { MetaType, readU64, writeU64, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
-import { assert } from './errors.js';
+import { assert, fail } from './errors.js';
 
 export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
 export const FLAG_DELETED = 1;
@@ -129,8 +129,9 @@ export class Catalog {
 
   /** Persists a record (new or changed) into its page. */
   async save(rec: CatalogRecord): Promise<void> {
-    assert(rec.kind === RecordKind.Empty || rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec,
-      `saving catalog record #${rec.id} that is no longer in the catalog`);
+    if (!(rec.kind === RecordKind.Empty || rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec)) {
+      fail(`saving catalog record #${rec.id} that is no longer in the catalog`);
+    }
     const pageIndex = Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE);
     const page = this.array.pageIfDirty(pageIndex) ?? (await this.array.page(pageIndex, true))!;
     encodeRecord(rec, page.records, (rec.slot % CATALOG_RECORDS_PER_PAGE) * CATALOG_RECORD_BYTES);
