@@ -1,7 +1,8 @@
-// Data block checksums: crc32c of every 4 KiB block, computed for a whole run of blocks in one call.
-// The native kernel (native/block-checksums.c, built into dist/native by `npm run build`) is ~6x faster
-// per block than the crc32c library; where it was not built (no C compiler, not x86-64) or
-// CAIRN_CHECKSUM=library asks for it, the library computes the same values block by block.
+// Block checksums: crc32c of every 4 KiB block (data blocks, and metadata blocks with their crc field
+// zeroed), computed for a whole run of blocks in one call. The native kernel (native/block-checksums.c,
+// built into dist/native by `npm run build`) is ~6x faster per block than the crc32c library; where it
+// was not built (no C compiler, not x86-64) or CAIRN_CHECKSUM=library asks for it, the library computes
+// the same values block by block.
 import { createRequire } from 'node:module';
 import { crc32c } from '@node-rs/crc32';
 import { BLOCK_SIZE_BYTES } from './types.js';
