@@ -7,7 +7,7 @@ import { SimDevice } from '../src/engine/device/sim-device.js';
 import { Prng } from '../src/engine/device/prng.js';
 import { createPool, openPool, checkPool } from '../src/engine/pool.js';
 import { MetaStore } from '../src/engine/meta-store.js';
-import { SpaceMap } from '../src/engine/space-map.js';
+import { SpaceMap, LARGE_RUN_BLOCKS, type Run } from '../src/engine/space-map.js';
 import { REFCOUNTS_PER_PAGE } from '../src/engine/constants.js';
 
 test('space map: counts, free summary, reservation and deferred reuse', async () => {
@@ -118,9 +118,10 @@ test('blocks freed in a commit are not reused by a write racing that commit', as
 });
 
 test('lock-free reservation spans loaded pages, skips used and held blocks, and gives up cleanly', async () => {
-  const device = new SimDevice(20000, new Prng(2));
+  // 40 count pages: more than a large reservation may scan without the lock.
+  const device = new SimDevice(40000, new Prng(2));
   const store = new MetaStore(device, 1, 1 << 20);
-  const space = new SpaceMap(store, 0, 20000, 100);
+  const space = new SpaceMap(store, 0, 40000, 100);
   await space.init();
   // Load (dirty) the first three count pages and use a few blocks near the first page's end.
   const edge = REFCOUNTS_PER_PAGE - 10;
@@ -130,19 +131,53 @@ test('lock-free reservation spans loaded pages, skips used and held blocks, and 
   await space.addRange(2 * REFCOUNTS_PER_PAGE + 5, 1, 1);
   const first = await space.reserve(edge - 2, false); // fills the first page up to the used blocks
   assert.equal(first.reduce((n, r) => n + r.lengthBlocks, 0), edge - 2);
-  const runs = space.tryReserveSync(20);
+  const runs = space.tryReserveSync(15); // below LARGE_RUN_BLOCKS: first fit
   assert.ok(runs, 'the next pages are in memory: no lock needed');
   const blocks = runs.flatMap((r) => Array.from({ length: r.lengthBlocks }, (_, i) => r.pba + i));
-  assert.equal(blocks.length, 20);
+  assert.equal(blocks.length, 15);
   assert.deepEqual(blocks.slice(0, 7), [edge + 3, edge + 4, edge + 5, edge + 6, edge + 7, edge + 8, edge + 9], 'rest of page 0 first');
   assert.ok(!blocks.includes(REFCOUNTS_PER_PAGE + 5), 'a used block is skipped');
-  assert.equal(new Set(blocks).size, 20, 'no block twice');
+  assert.equal(new Set(blocks).size, 15, 'no block twice');
   const again = space.tryReserveSync(5);
   assert.ok(again && again.every((r) => blocks.every((b) => b < r.pba || b >= r.pba + r.lengthBlocks)), 'reserved blocks are not handed out again');
-  // A reservation reaching a page that is not in memory reserves nothing and leaves the cursor alone.
+  // A reservation reaching past the pages it may scan reserves nothing and leaves the cursor alone.
   const availableBefore = space.availableBlocks;
-  assert.equal(space.tryReserveSync(4 * REFCOUNTS_PER_PAGE), null);
+  assert.equal(space.tryReserveSync(35 * REFCOUNTS_PER_PAGE), null);
   assert.equal(space.availableBlocks, availableBefore, 'nothing was reserved');
   const next = space.tryReserveSync(1);
   assert.ok(next && next[0]!.pba > blocks[blocks.length - 1]!, 'the cursor did not move on failure');
+});
+
+test('a large reservation takes long free runs and leaves short holes to small writes, with first fit as fallback', async () => {
+  const device = new SimDevice(20000, new Prng(3));
+  const store = new MetaStore(device, 1, 1 << 20);
+  const space = new SpaceMap(store, 0, 20000, 100);
+  await space.init();
+  const blocksOf = (runs: Run[]): number[] => runs.flatMap((r) => Array.from({ length: r.lengthBlocks }, (_, i) => r.pba + i));
+  // Page 0 as random overwrites leave it: every other block used, up to 600; free from 600 on.
+  await space.addRange(0, 2, 1);
+  for (let b = 2; b < 600; b += 2) await space.addRange(b, 1, 1);
+  const large = space.tryReserveSync(64);
+  assert.ok(large, 'found without the lock');
+  assert.deepEqual(large, [{ pba: 599, lengthBlocks: 64 }], 'one run past the holes, not 64 single blocks');
+  const small = space.tryReserveSync(3);
+  assert.deepEqual(small && blocksOf(small), [3, 5, 7], 'small writes still fill the holes first');
+  const next = space.tryReserveSync(LARGE_RUN_BLOCKS);
+  assert.deepEqual(next, [{ pba: 663, lengthBlocks: LARGE_RUN_BLOCKS }], 'large writes continue where the last one ended');
+  // Free: 679..695 (17 blocks), 697..699 (3), then used 700..999. A run shorter than LARGE_RUN_BLOCKS
+  // is taken when it completes the request exactly.
+  await space.addRange(696, 1, 1);
+  await space.addRange(700, 300, 1);
+  const exact = space.tryReserveSync(20);
+  assert.deepEqual(exact, [{ pba: 679, lengthBlocks: 17 }, { pba: 697, lengthBlocks: 3 }]);
+  // Only short holes left anywhere: the large reservation falls back to first fit and still succeeds.
+  for (let b = 1000; b < 20000; b += 2) await space.addRange(b, 1, 1);
+  const held = space.availableBlocks;
+  const fallback = space.tryReserveSync(32);
+  assert.ok(fallback, 'first fit over the holes when no long run is in reach');
+  const got = blocksOf(fallback);
+  assert.equal(got.length, 32);
+  assert.ok(got.every((b) => b % 2 === 1 && b < 600 || b >= 1000), 'holes only');
+  assert.equal(new Set([...got, ...blocksOf(small!)]).size, 35, 'nothing handed out twice');
+  assert.equal(space.availableBlocks, held - 32);
 });
