@@ -200,44 +200,50 @@ export class RadixArray<P extends Page> {
   /** Dirty objects of this array that still need a location. */
   unlocated(): MetaObject[] {
     const out: MetaObject[] = [];
-    const visit = (node: DirtyRadix): void => {
-      if (!this.store.isDirty(node)) return;
-      if (node.block === 0) out.push(node);
-      for (const kid of node.kids ?? []) {
-        if (!kid || !this.store.isDirty(kid)) continue;
-        if (kid.type === MetaType.Radix) visit(kid as DirtyRadix);
-        else if (kid.block === 0) out.push(kid);
-      }
-    };
-    if (this.root) visit(this.root);
+    if (this.root) this.collectUnlocated(this.root, out);
     return out;
+  }
+
+  // Recursion through methods, not closures made per call: a closure created at every commit was
+  // compiled again by TurboFan at every commit (seen with --trace-opt).
+  private collectUnlocated(node: DirtyRadix, out: MetaObject[]): void {
+    if (!this.store.isDirty(node)) return;
+    if (node.block === 0) out.push(node);
+    for (const kid of node.kids ?? []) {
+      if (!kid || !this.store.isDirty(kid)) continue;
+      if (kid.type === MetaType.Radix) this.collectUnlocated(kid as DirtyRadix, out);
+      else if (kid.block === 0) out.push(kid);
+    }
   }
 
   /** After every dirty object has a location: write child locations into the parents. */
   fillPointers(): void {
-    const visit = (node: DirtyRadix): void => {
-      if (!this.store.isDirty(node)) return;
-      node.kids?.forEach((kid, i) => {
-        if (!kid) return;
-        assert(kid.block >= 2, 'located child');
-        node.ptrs[i] = kid.block;
-        if (kid.type === MetaType.Radix) visit(kid as DirtyRadix);
-      });
-    };
     if (this.root && this.store.isDirty(this.root)) {
-      visit(this.root);
+      this.fillPointersBelow(this.root);
       assert(this.root.block >= 2, 'located root');
       this.rootBlock = this.root.block;
     }
   }
 
+  private fillPointersBelow(node: DirtyRadix): void {
+    if (!this.store.isDirty(node) || !node.kids) return;
+    for (let i = 0; i < node.kids.length; i++) {
+      const kid = node.kids[i];
+      if (!kid) continue;
+      assert(kid.block >= 2, 'located child');
+      node.ptrs[i] = kid.block;
+      if (kid.type === MetaType.Radix) this.fillPointersBelow(kid as DirtyRadix);
+    }
+  }
+
   /** Drops in-memory child links once committed; children stay reachable through ptrs and the cache. */
   afterCommit(): void {
-    const visit = (node: DirtyRadix | undefined): void => {
-      if (!node || !node.kids) return;
-      for (const kid of node.kids) if (kid && kid.type === MetaType.Radix) visit(kid as DirtyRadix);
-      node.kids = undefined;
-    };
-    visit(this.root ?? undefined);
+    if (this.root) this.dropKids(this.root);
+  }
+
+  private dropKids(node: DirtyRadix): void {
+    if (!node.kids) return;
+    for (const kid of node.kids) if (kid && kid.type === MetaType.Radix) this.dropKids(kid as DirtyRadix);
+    node.kids = undefined;
   }
 }
