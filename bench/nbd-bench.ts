@@ -278,7 +278,7 @@ async function serve(poolPath: string, port: number, sizeBytes: number): Promise
   // Thin-pool headroom of 4x the volume: after the snapshot row the old data stays pinned while every
   // overwrite allocates anew (qemu's qcow2 overlay grows its file the same way, without a bound).
   // CAIRN_BENCH_EVENTS=1 prints the engine's events (commits with their durations) to stderr.
-  const log = process.env.CAIRN_BENCH_EVENTS === '1' ? (event: string, fields: Record<string, unknown>) => console.error(`${event} ${JSON.stringify(fields)}`) : undefined;
+  const log = process.env.CAIRN_BENCH_EVENTS === '1' ? (event: string, fields: Record<string, unknown>) => console.error(`${event} ${JSON.stringify({ t: Date.now(), ...fields })}`) : undefined;
   const engine = await createPoolFile(poolPath, sizeBytes * 4, log ? { log } : {});
   await engine.createVolume('bench', sizeBytes);
   const busy = process.env.CAIRN_BENCH_BUSY_POLL_US;
