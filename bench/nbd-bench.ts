@@ -1,7 +1,8 @@
 // NBD benchmark: fio's nbd engine against Cairn's NBD server, qemu-nbd (raw and qcow2) and nbdkit's
-// file plugin on the same machine, workloads interleaved across servers; then, server by server, 4 KiB
-// random writes right before and right after a snapshot (qemu: a qcow2 overlay; nbdkit: none). Prints
-// a table with ratios against qemu-nbd (raw) and nbdkit, and the after/before ratio of each server.
+// file plugin on the same machine: an unmeasured warm-up of each, workloads interleaved across servers;
+// then, server by server, 4 KiB random writes right before and right after a snapshot (qemu: a qcow2
+// overlay; nbdkit: none). Prints a table with ratios against qemu-nbd (raw) and nbdkit, and the
+// after/before ratio of each server.
 // Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--size-mib=1024] [--cpu-prof]
 // The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -277,7 +278,7 @@ async function serve(poolPath: string, port: number, sizeBytes: number): Promise
   const { startNbdServer } = await import('../src/nbd/server.js');
   // Thin-pool headroom of 4x the volume: after the snapshot row the old data stays pinned while every
   // overwrite allocates anew (qemu's qcow2 overlay grows its file the same way, without a bound).
-  // CAIRN_BENCH_EVENTS=1 prints the engine's events (commits with their durations) to stderr.
+  // CAIRN_BENCH_EVENTS=1 prints the engine's events (commits with their durations), timestamped, to stderr.
   const log = process.env.CAIRN_BENCH_EVENTS === '1' ? (event: string, fields: Record<string, unknown>) => console.error(`${event} ${JSON.stringify({ t: Date.now(), ...fields })}`) : undefined;
   const engine = await createPoolFile(poolPath, sizeBytes * 4, log ? { log } : {});
   await engine.createVolume('bench', sizeBytes);
