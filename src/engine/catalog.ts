@@ -2,7 +2,7 @@
 // paged array inside the pool, committed in the same transaction as the data they describe. The
 // whole catalog is also held in memory (small: tens of thousands of records are a few MB).
 import { CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NAME_BYTES_MAX } from './constants.js';
-import { MetaType, readU64, writeU64, type CatalogPage } from './format.js';
+import { MetaType, getU64, setU64, viewOf, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
 import { assert, fail } from './errors.js';
@@ -37,15 +37,16 @@ function encodeRecord(rec: CatalogRecord, buf: Buffer, off: number): void {
   buf.writeUInt8(rec.kind, off);
   buf.writeUInt8(rec.flags, off + 1);
   buf.writeUInt16LE(name.length, off + 2);
-  writeU64(buf, off + 8, rec.id);
-  writeU64(buf, off + 16, rec.root);
-  writeU64(buf, off + 24, rec.sizeBytes);
-  writeU64(buf, off + 32, rec.mappedBlocks);
-  writeU64(buf, off + 40, rec.createdMs);
-  writeU64(buf, off + 48, rec.parentId);
-  writeU64(buf, off + 56, rec.originSnapId);
-  writeU64(buf, off + 64, rec.flattenCursor);
-  writeU64(buf, off + 72, rec.seq);
+  const view = viewOf(buf);
+  setU64(view, off + 8, rec.id);
+  setU64(view, off + 16, rec.root);
+  setU64(view, off + 24, rec.sizeBytes);
+  setU64(view, off + 32, rec.mappedBlocks);
+  setU64(view, off + 40, rec.createdMs);
+  setU64(view, off + 48, rec.parentId);
+  setU64(view, off + 56, rec.originSnapId);
+  setU64(view, off + 64, rec.flattenCursor);
+  setU64(view, off + 72, rec.seq);
   name.copy(buf, off + 80);
 }
 
@@ -53,11 +54,12 @@ export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRec
   const kind = buf.readUInt8(off) as RecordKind;
   if (kind === RecordKind.Empty) return null;
   const nameLen = buf.readUInt16LE(off + 2);
+  const view = viewOf(buf);
   return {
     slot, kind, flags: buf.readUInt8(off + 1),
-    id: readU64(buf, off + 8), root: readU64(buf, off + 16), sizeBytes: readU64(buf, off + 24),
-    mappedBlocks: readU64(buf, off + 32), createdMs: readU64(buf, off + 40), parentId: readU64(buf, off + 48),
-    originSnapId: readU64(buf, off + 56), flattenCursor: readU64(buf, off + 64), seq: readU64(buf, off + 72),
+    id: getU64(view, off + 8), root: getU64(view, off + 16), sizeBytes: getU64(view, off + 24),
+    mappedBlocks: getU64(view, off + 32), createdMs: getU64(view, off + 40), parentId: getU64(view, off + 48),
+    originSnapId: getU64(view, off + 56), flattenCursor: getU64(view, off + 64), seq: getU64(view, off + 72),
     name: buf.toString('utf8', off + 80, off + 80 + nameLen),
   };
 }

@@ -8,11 +8,10 @@ import { crc32c } from '@node-rs/crc32';
 import { BLOCK_SIZE_BYTES } from './types.js';
 import { assert } from './errors.js';
 
-type BlocksKernel = (data: Uint8Array, out: Uint32Array, at: number) => void;
+type BlocksKernel = (data: Buffer, out: Uint32Array, at: number) => void;
 
-function libraryKernel(data: Uint8Array, out: Uint32Array, at: number): void {
-  const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  for (let i = 0, o = 0; o < buf.length; i++, o += BLOCK_SIZE_BYTES) out[at + i] = crc32c(buf.subarray(o, o + BLOCK_SIZE_BYTES));
+function libraryKernel(data: Buffer, out: Uint32Array, at: number): void {
+  for (let i = 0, o = 0; o < data.length; i++, o += BLOCK_SIZE_BYTES) out[at + i] = crc32c(data.subarray(o, o + BLOCK_SIZE_BYTES));
 }
 
 function loadNative(): BlocksKernel | null {
@@ -37,7 +36,7 @@ const kernel: BlocksKernel = native ?? libraryKernel;
 export const checksumKernel: 'native' | 'library' = native ? 'native' : 'library';
 
 /** Writes the crc32c of each 4 KiB block of `data` to out[at], out[at + 1], ... */
-export function blockChecksums(data: Uint8Array, out: Uint32Array, at = 0): void {
+export function blockChecksums(data: Buffer, out: Uint32Array, at = 0): void {
   assert(data.length % BLOCK_SIZE_BYTES === 0 && at + data.length / BLOCK_SIZE_BYTES <= out.length, 'checksummed data is whole blocks that fit the output');
   kernel(data, out, at);
 }
@@ -45,7 +44,7 @@ export function blockChecksums(data: Uint8Array, out: Uint32Array, at = 0): void
 const single = new Uint32Array(1);
 
 /** The crc32c of one 4 KiB block. */
-export function blockChecksum(block: Uint8Array): number {
+export function blockChecksum(block: Buffer): number {
   blockChecksums(block, single, 0);
   return single[0]!;
 }

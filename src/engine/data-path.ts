@@ -212,6 +212,8 @@ async function reserveData(core: PoolCore, count: number): Promise<Run[]> {
 async function writeData(core: PoolCore, blocks: Buffer[], startLba: number, nonZero: boolean[], runs: Run[]): Promise<LeafEntry[]> {
   const entries: LeafEntry[] = [];
   const writes: Promise<void>[] = [];
+  // One checksum array for the request; each extent keeps its slice (as leaf edits already do).
+  const crcs = new Uint32Array(blocks.length);
   let runIdx = 0, runUsed = 0;
   let i = 0;
   while (i < nonZero.length) {
@@ -219,18 +221,18 @@ async function writeData(core: PoolCore, blocks: Buffer[], startLba: number, non
     const run = runs[runIdx]!;
     let len = 0;
     while (i + len < nonZero.length && nonZero[i + len] && runUsed + len < run.lengthBlocks && len < EXTENT_BLOCKS_MAX) len++;
-    const pba = run.pba + runUsed;
-    const crcs = new Uint32Array(len);
-    let at = 0;
-    for (const piece of joinViews(blocks, i, i + len)) { blockChecksums(piece, crcs, at); at += piece.length / BLOCK_SIZE_BYTES; }
-    entries.push({ lba: startLba + i, pba, lengthBlocks: len, crcs });
+    entries.push({ lba: startLba + i, pba: run.pba + runUsed, lengthBlocks: len, crcs: crcs.subarray(i, i + len) });
     runUsed += len;
     if (runUsed === run.lengthBlocks) { runIdx++; runUsed = 0; }
     i += len;
   }
+  // The iovecs of each device write are also what gets checksummed: one pass over the views.
   for (const run of physicalRuns(entries)) {
     const first = run[0]!, last = run[run.length - 1]!;
-    writes.push(core.blockWriter.write(first.pba, joinViews(blocks, first.lba - startLba, last.lba + last.lengthBlocks - startLba)));
+    const pieces = joinViews(blocks, first.lba - startLba, last.lba + last.lengthBlocks - startLba);
+    let at = first.lba - startLba;
+    for (const piece of pieces) { blockChecksums(piece, crcs, at); at += piece.length / BLOCK_SIZE_BYTES; }
+    writes.push(core.blockWriter.write(first.pba, pieces));
   }
   // Every write must have finished before this returns, also when one failed: the caller then
   // unreserves the blocks, and a write still landing in one after another request got it would

@@ -31,25 +31,17 @@ export function leafBytes(entries: LeafEntry[]): number {
   return total;
 }
 
-function writeU64(buf: Buffer, off: number, value: number): void {
-  buf.writeUInt32LE(value % 0x100000000, off);
-  buf.writeUInt32LE(Math.floor(value / 0x100000000), off + 4);
-}
-function readU64(buf: Buffer, off: number): number {
-  return buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 0x100000000;
-}
-export { writeU64, readU64 };
-
-// Block payloads go through a DataView: Buffer's writeUInt32LE/readUInt32LE (range checks on every
-// call) made encoding a leaf of 145 entries cost ~25 µs, under the commit's lock for every dirty leaf.
-function setU64(view: DataView, off: number, value: number): void {
+// Little-endian u64 fields (below 2^53) through a DataView: Buffer's writeUInt32LE/readUInt32LE check
+// their arguments on every call, which made encoding a leaf of 145 entries cost ~25 µs, under the
+// commit's lock for every dirty leaf.
+export function setU64(view: DataView, off: number, value: number): void {
   view.setUint32(off, value % 0x100000000, true);
   view.setUint32(off + 4, Math.floor(value / 0x100000000), true);
 }
-function getU64(view: DataView, off: number): number {
+export function getU64(view: DataView, off: number): number {
   return view.getUint32(off, true) + view.getUint32(off + 4, true) * 0x100000000;
 }
-function viewOf(buf: Buffer): DataView { return new DataView(buf.buffer, buf.byteOffset, buf.length); }
+export function viewOf(buf: Buffer): DataView { return new DataView(buf.buffer, buf.byteOffset, buf.length); }
 
 function payloadCount(obj: MetaObject): number {
   switch (obj.type) {
@@ -66,8 +58,8 @@ export function encodeMeta(obj: MetaObject): Buffer {
   buf.writeUInt32LE(META_MAGIC, 0);
   buf.writeUInt8(obj.type, 4);
   buf.writeUInt16LE(payloadCount(obj), 6);
-  writeU64(buf, 16, obj.block);
-  writeU64(buf, 24, obj.txn);
+  setU64(view, 16, obj.block);
+  setU64(view, 24, obj.txn);
   let off = META_HEADER_BYTES;
   switch (obj.type) {
     case MetaType.Leaf: {
@@ -109,20 +101,20 @@ export function encodeMeta(obj: MetaObject): Buffer {
 
 /** Verifies header and checksum of a block read from `block`, then decodes it. */
 export function decodeMeta(buf: Buffer, block: number, expectType?: MetaType): MetaObject {
+  const view = viewOf(buf);
   const stored = buf.readUInt32LE(8);
   buf.writeUInt32LE(0, 8);
   const actual = blockChecksum(buf);
   buf.writeUInt32LE(stored, 8);
-  if (buf.readUInt32LE(0) !== META_MAGIC || stored !== actual || readU64(buf, 16) !== block) {
+  if (buf.readUInt32LE(0) !== META_MAGIC || stored !== actual || getU64(view, 16) !== block) {
     throw new ChecksumError(block, 'metadata block');
   }
   const type = buf.readUInt8(4) as MetaType;
   if (expectType !== undefined && type !== expectType && !(expectType === MetaType.Leaf && type === MetaType.Branch)) {
     throw new ChecksumError(block, `metadata block (type ${type}, expected ${expectType})`);
   }
-  const txn = readU64(buf, 24);
+  const txn = getU64(view, 24);
   const count = buf.readUInt16LE(6);
-  const view = viewOf(buf);
   let off = META_HEADER_BYTES;
   switch (type) {
     case MetaType.Leaf: {

@@ -2,7 +2,7 @@
 // state; a commit writes the slot the previous commit did not use, so a torn write loses nothing.
 import { crc32c } from '@node-rs/crc32';
 import { BLOCK_SIZE_BYTES, SUPERBLOCK_MAGIC, FORMAT_VERSION } from './constants.js';
-import { readU64, writeU64 } from './format.js';
+import { getU64, setU64, viewOf } from './format.js';
 import type { Device } from './device/device.js';
 import { IoError, PoolCorrupt } from './errors.js';
 
@@ -25,12 +25,13 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   buf.writeUInt32LE(SUPERBLOCK_MAGIC, 0);
   buf.writeUInt32LE(FORMAT_VERSION, 4);
   buf.writeUInt32LE(BLOCK_SIZE_BYTES, 12);
-  writeU64(buf, 16, sb.generation);
-  writeU64(buf, 24, sb.totalBlocks);
-  writeU64(buf, 32, sb.spaceRoot);
-  writeU64(buf, 40, sb.catalogRoot);
-  writeU64(buf, 48, sb.catalogSlots);
-  writeU64(buf, 56, sb.nextId);
+  const view = viewOf(buf);
+  setU64(view, 16, sb.generation);
+  setU64(view, 24, sb.totalBlocks);
+  setU64(view, 32, sb.spaceRoot);
+  setU64(view, 40, sb.catalogRoot);
+  setU64(view, 48, sb.catalogSlots);
+  setU64(view, 56, sb.nextId);
   Buffer.from(sb.poolUuid.replace(/-/g, ''), 'hex').copy(buf, 64);
   buf.writeUInt32LE(crc32c(buf.subarray(0, CRC_SPAN_BYTES)), 8);
   return buf;
@@ -44,13 +45,14 @@ export function decodeSuperblock(buf: Buffer): Superblock | null {
   if (crc32c(copy) !== stored) return null;
   if (buf.readUInt32LE(4) !== FORMAT_VERSION || buf.readUInt32LE(12) !== BLOCK_SIZE_BYTES) return null;
   const hex = buf.subarray(64, 80).toString('hex');
+  const view = viewOf(buf);
   return {
-    generation: readU64(buf, 16),
-    totalBlocks: readU64(buf, 24),
-    spaceRoot: readU64(buf, 32),
-    catalogRoot: readU64(buf, 40),
-    catalogSlots: readU64(buf, 48),
-    nextId: readU64(buf, 56),
+    generation: getU64(view, 16),
+    totalBlocks: getU64(view, 24),
+    spaceRoot: getU64(view, 32),
+    catalogRoot: getU64(view, 40),
+    catalogSlots: getU64(view, 48),
+    nextId: getU64(view, 56),
     poolUuid: `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`,
   };
 }
