@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Compiles native/ (one small N-API addon, see native/block-checksums.c) into dist/native/. Optional:
-# without a C compiler or Node's headers the engine falls back to the crc32c library, so a failure
-# here warns and does not stop the build.
+# Compiles native/ (one small N-API addon, see native/README.md) into dist/native/cairn-native.node.
+# Optional: without a C compiler or Node's headers the engine falls back to the crc32c library and the
+# kernel's own write-back timing, so a failure here warns and does not stop the build.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=dist/native
@@ -13,9 +13,10 @@ if [ ! -f "$include/node_api.h" ] || ! command -v "$cc" >/dev/null; then
   echo "build-native: no C compiler or Node headers (node_api.h); block checksums use the crc32c library" >&2
   exit 0
 fi
-if ! "$cc" -O2 -Wall -shared -fPIC -I"$include" -o "$out/block-checksums.node.tmp" native/block-checksums.c; then
+rm -f "$out/block-checksums.node" # the addon's name before it held more than checksums
+if ! "$cc" -O2 -Wall -shared -fPIC -I"$include" -o "$out/cairn-native.node.tmp" native/*.c; then
   echo "build-native: compile failed; block checksums use the crc32c library" >&2
-  rm -f "$out/block-checksums.node.tmp"
+  rm -f "$out/cairn-native.node.tmp"
   exit 0
 fi
-mv "$out/block-checksums.node.tmp" "$out/block-checksums.node"
+mv "$out/cairn-native.node.tmp" "$out/cairn-native.node"

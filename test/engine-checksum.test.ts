@@ -12,7 +12,7 @@ import { blockChecksums, blockChecksum, checksumKernel } from '../src/engine/che
 
 const BLOCK = 4096;
 type Kernel = (data: Uint8Array, out: Uint32Array, at: number) => void;
-const native = (createRequire(import.meta.url)('../native/block-checksums.node') as { crc32cBlocks?: Kernel }).crc32cBlocks;
+const native = (createRequire(import.meta.url)('../native/cairn-native.node') as { crc32cBlocks?: Kernel }).crc32cBlocks;
 
 function reference(data: Buffer): number[] {
   const out: number[] = [];
@@ -25,7 +25,7 @@ test('the native kernel is built and in use (npm run build compiles it; CAIRN_CH
     assert.equal(checksumKernel, 'library');
     return;
   }
-  assert.ok(native, 'dist/native/block-checksums.node exports crc32cBlocks (x86-64 with SSE4.2)');
+  assert.ok(native, 'dist/native/cairn-native.node exports crc32cBlocks (x86-64 with SSE4.2)');
   assert.equal(checksumKernel, 'native');
 });
 

@@ -1,12 +1,12 @@
 // Block checksums: crc32c of every 4 KiB block (data blocks, and metadata blocks with their crc field
 // zeroed), computed for a whole run of blocks in one call. The native kernel (native/block-checksums.c,
-// built into dist/native by `npm run build`) is ~6x faster per block than the crc32c library; where it
-// was not built (no C compiler, not x86-64) or CAIRN_CHECKSUM=library asks for it, the library computes
-// the same values block by block.
-import { createRequire } from 'node:module';
+// in the addon of native.ts) is ~6x faster per block than the crc32c library; where it was not built
+// (no C compiler, not x86-64) or CAIRN_CHECKSUM=library asks for it, the library computes the same
+// values block by block.
 import { crc32c } from '@node-rs/crc32';
 import { BLOCK_SIZE_BYTES } from './types.js';
 import { assert } from './errors.js';
+import { nativeAddon } from './native.js';
 
 type BlocksKernel = (data: Buffer, out: Uint32Array, at: number) => void;
 
@@ -14,22 +14,7 @@ function libraryKernel(data: Buffer, out: Uint32Array, at: number): void {
   for (let i = 0, o = 0; o < data.length; i++, o += BLOCK_SIZE_BYTES) out[at + i] = crc32c(data.subarray(o, o + BLOCK_SIZE_BYTES));
 }
 
-function loadNative(): BlocksKernel | null {
-  if (process.env.CAIRN_CHECKSUM === 'library') return null;
-  const require = createRequire(import.meta.url);
-  // Built as dist/native/; compiled, this file is dist/src/engine/checksum.js, and run from source
-  // (tsx) it is src/engine/checksum.ts.
-  for (const path of ['../../native/block-checksums.node', '../../dist/native/block-checksums.node']) {
-    try {
-      return (require(path) as { crc32cBlocks?: BlocksKernel }).crc32cBlocks ?? null;
-    } catch {
-      // not built there
-    }
-  }
-  return null;
-}
-
-const native = loadNative();
+const native = process.env.CAIRN_CHECKSUM === 'library' ? undefined : nativeAddon.crc32cBlocks;
 const kernel: BlocksKernel = native ?? libraryKernel;
 
 /** Which implementation computes block checksums ('native' or 'library'), for logs and tests. */

@@ -1,12 +1,22 @@
 // Device on a regular (sparse) file or a raw block device. Small I/O that the page cache serves runs
 // inline on the event loop; large I/O, and small I/O while the page cache is missing, goes through
-// libuv's thread pool (so checksums on the main thread overlap with disk work on the others).
+// libuv's thread pool (so checksums on the main thread overlap with disk work on the others). Every
+// WRITEBACK_START_BYTES written, the kernel is asked to start writing the file's dirty pages back
+// (native/writeback.c), so a commit's fdatasync does not meet hundreds of MiB at once.
 import { open, type FileHandle } from 'node:fs/promises';
 import { readSync, writeSync, writevSync } from 'node:fs';
 import { BLOCK_SIZE_BYTES } from '../types.js';
 import type { Device } from './device.js';
 import { IoError } from '../errors.js';
 import { InlineIoPolicy, READ_SLOW_FIXED_NS, WRITE_SLOW_FIXED_NS } from './inline-io.js';
+import { nativeAddon } from '../native.js';
+
+/**
+ * Written bytes after which write-back is started. Small enough that a commit's fdatasync finds at
+ * most a few of these left (a 1 MiB-write stream starts one every ~10 ms), large enough that the call,
+ * which walks the file's dirty pages, stays rare per write.
+ */
+export const WRITEBACK_START_BYTES = 16 * 1024 * 1024;
 
 /** The buffers left after the first `bytes` bytes were written. */
 function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
@@ -25,6 +35,10 @@ export class FileDevice implements Device {
   /** Reads and writes learn separately: a cold read and a throttled write are different stalls. */
   readonly inlineReads = new InlineIoPolicy(READ_SLOW_FIXED_NS);
   readonly inlineWrites = new InlineIoPolicy(WRITE_SLOW_FIXED_NS);
+  /** Write-back starts requested so far (0 without the native addon, which has the call). */
+  writebackStarts = 0;
+  private bytesSinceWriteback = 0;
+  private writebackRunning: Promise<void> | null = null;
   private constructor(private readonly handle: FileHandle, sizeBlocks: number, readonly path: string) {
     this.sizeBlocks = sizeBlocks;
   }
@@ -79,6 +93,7 @@ export class FileDevice implements Device {
   }
 
   async write(blockNumber: number, data: Buffer): Promise<void> {
+    this.wrote(data.length);
     if (this.inlineWrites.allows(data.length)) return this.inlineWrites.run(data.length, () => this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, [data]));
     let done = 0;
     while (done < data.length) {
@@ -100,6 +115,7 @@ export class FileDevice implements Device {
   /** Gathers several buffers into one positional write (pwritev). */
   async writev(blockNumber: number, buffers: Buffer[]): Promise<void> {
     const total = buffers.reduce((n, b) => n + b.length, 0);
+    this.wrote(total);
     if (this.inlineWrites.allows(total)) return this.inlineWrites.run(total, () => this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, buffers));
     let position = blockNumber * BLOCK_SIZE_BYTES;
     let rest = buffers;
@@ -110,6 +126,18 @@ export class FileDevice implements Device {
     }
   }
 
+  /** Starts write-back once enough was written; one request at a time, never awaited by a write. */
+  private wrote(bytes: number): void {
+    this.bytesSinceWriteback += bytes;
+    const start = nativeAddon.startWriteback;
+    if (this.bytesSinceWriteback < WRITEBACK_START_BYTES || this.writebackRunning || !start) return;
+    this.bytesSinceWriteback = 0;
+    this.writebackStarts++;
+    // A failed start loses nothing: the dirty pages stay, and the commit's fdatasync writes them and
+    // reports any I/O error.
+    this.writebackRunning = start(this.handle.fd).catch(() => undefined).finally(() => { this.writebackRunning = null; });
+  }
+
   async flush(): Promise<void> { await this.handle.datasync(); }
 
   async resize(sizeBlocks: number): Promise<void> {
@@ -117,5 +145,8 @@ export class FileDevice implements Device {
     this.sizeBlocks = sizeBlocks;
   }
 
-  async close(): Promise<void> { await this.handle.close(); }
+  async close(): Promise<void> {
+    await this.writebackRunning; // it holds the descriptor's number
+    await this.handle.close();
+  }
 }

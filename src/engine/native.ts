@@ -1,0 +1,26 @@
+// The optional native addon (native/, built into dist/native/cairn-native.node by `npm run build`).
+// Every function in it is an accelerator with a pure-Node fallback, so a missing addon (no C
+// compiler, another CPU or OS) costs speed, never correctness.
+import { createRequire } from 'node:module';
+
+export interface NativeAddon {
+  /** crc32c of each 4 KiB block of `data` into out[at], out[at + 1], ... (x86-64 with SSE4.2). */
+  crc32cBlocks?: (data: Buffer, out: Uint32Array, at: number) => void;
+  /** Starts write-back of every dirty page of the file, without waiting for it (Linux). */
+  startWriteback?: (fd: number) => Promise<void>;
+}
+
+function load(): NativeAddon {
+  const require = createRequire(import.meta.url);
+  // Compiled, this file is dist/src/engine/native.js; run from source (tsx), src/engine/native.ts.
+  for (const path of ['../../native/cairn-native.node', '../../dist/native/cairn-native.node']) {
+    try {
+      return require(path) as NativeAddon;
+    } catch {
+      // not built there
+    }
+  }
+  return {};
+}
+
+export const nativeAddon: NativeAddon = load();
