@@ -4,7 +4,7 @@ import {
   BLOCK_SIZE_BYTES, META_HEADER_BYTES, META_MAGIC, META_PAYLOAD_BYTES, LEAF_ENTRY_FIXED_BYTES,
   BRANCH_FANOUT_MAX, RADIX_FANOUT, REFCOUNTS_PER_PAGE, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES,
 } from './constants.js';
-import { assert, ChecksumError } from './errors.js';
+import { assert, fail, ChecksumError } from './errors.js';
 import { blockChecksum } from './checksum.js';
 
 export const enum MetaType { Leaf = 1, Branch = 2, Radix = 3, CountPage = 4, CatalogPage = 5 }
@@ -35,8 +35,9 @@ export function leafBytes(entries: LeafEntry[]): number {
 // their arguments on every call, which made encoding a leaf of 145 entries cost ~25 µs, under the
 // commit's lock for every dirty leaf.
 export function setU64(view: DataView, off: number, value: number): void {
-  view.setUint32(off, value % 0x100000000, true);
-  view.setUint32(off + 4, Math.floor(value / 0x100000000), true);
+  const low = value >>> 0; // ToUint32 is the value modulo 2^32, without a floating-point remainder
+  view.setUint32(off, low, true);
+  view.setUint32(off + 4, (value - low) / 0x100000000, true);
 }
 export function getU64(view: DataView, off: number): number {
   return view.getUint32(off, true) + view.getUint32(off + 4, true) * 0x100000000;
@@ -53,7 +54,13 @@ function payloadCount(obj: MetaObject): number {
 
 /** Serializes an object into a fresh block with header and checksum; asserts its invariants first. */
 export function encodeMeta(obj: MetaObject): Buffer {
-  const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
+  return encodeMetaInto(obj, Buffer.allocUnsafe(BLOCK_SIZE_BYTES));
+}
+
+/** encodeMeta into `buf` (one block, any previous content), so a commit can fill a run's buffer. */
+export function encodeMetaInto(obj: MetaObject, buf: Buffer): Buffer {
+  if (buf.length !== BLOCK_SIZE_BYTES) fail(`metadata encoded into ${buf.length} bytes`);
+  buf.fill(0);
   const view = viewOf(buf);
   buf.writeUInt32LE(META_MAGIC, 0);
   buf.writeUInt8(obj.type, 4);

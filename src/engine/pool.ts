@@ -3,11 +3,12 @@
 // catalog-ops.ts and the data path in data-path.ts; both run on the PoolCore state defined here.
 import { randomUUID } from 'node:crypto';
 import {
-  BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FREES_EARLY_COMMIT_BLOCKS, FREES_HELD_BLOCKS_MAX, FREES_PER_DIRTY_NODE_MIN, FIRST_FREE_BLOCK,
+  BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_ENCODE_YIELD_BLOCKS, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FREES_EARLY_COMMIT_BLOCKS, FREES_HELD_BLOCKS_MAX, FREES_PER_DIRTY_NODE_MIN, FIRST_FREE_BLOCK,
   dirtyObjectsMax, metaReserveBlocks,
 } from './constants.js';
 import type { Device } from './device/device.js';
-import { MetaStore } from './meta-store.js';
+import { MetaStore, type CommitBlock } from './meta-store.js';
+import { encodeMetaInto } from './format.js';
 import { SpaceMap, type FreedBlocks } from './space-map.js';
 import { Catalog, RecordKind, type CatalogRecord } from './catalog.js';
 import { Trees } from './btree.js';
@@ -204,7 +205,7 @@ export class PoolCore {
     if (this.poisoned) throw new IoError(`pool stopped after a failed commit (${this.poisoned.message}); reopen it`);
     const started = Date.now();
     const release = await this.mutex.lock();
-    let writes: { block: number; data: Buffer }[];
+    let writes: CommitBlock[];
     let freed: FreedBlocks;
     let sb: Superblock;
     try {
@@ -257,16 +258,31 @@ export class PoolCore {
     this.scheduleGc();
   }
 
-  private async writeCoalesced(writes: { block: number; data: Buffer }[]): Promise<void> {
-    let i = 0;
+  /**
+   * Writes the commit's blocks, contiguous ones as one write of up to 1 MiB, encoding the tree nodes
+   * the lock left unencoded straight into each run's buffer. Every COMMIT_ENCODE_YIELD_BLOCKS encoded
+   * it yields, so requests keep being served while a large commit is encoded.
+   */
+  private async writeCoalesced(writes: CommitBlock[]): Promise<void> {
+    let i = 0, encodedSinceYield = 0;
     const pending: Promise<void>[] = [];
     while (i < writes.length) {
       let j = i + 1;
       while (j < writes.length && writes[j]!.block === writes[j - 1]!.block + 1 && j - i < 256) j++;
-      const run = writes.slice(i, j);
-      pending.push(this.device.write(run[0]!.block, run.length === 1 ? run[0]!.data : Buffer.concat(run.map((w) => w.data))));
+      const run = Buffer.allocUnsafe((j - i) * BLOCK_SIZE_BYTES);
+      for (let k = i; k < j; k++) {
+        const { obj, encoded } = writes[k]!;
+        const at = run.subarray((k - i) * BLOCK_SIZE_BYTES, (k - i + 1) * BLOCK_SIZE_BYTES);
+        if (encoded) encoded.copy(at);
+        else { encodeMetaInto(obj, at); encodedSinceYield++; }
+      }
+      pending.push(this.device.write(writes[i]!.block, run));
       i = j;
       if (pending.length >= 16) await Promise.all(pending.splice(0));
+      if (encodedSinceYield >= COMMIT_ENCODE_YIELD_BLOCKS) {
+        encodedSinceYield = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     }
     await Promise.all(pending);
   }
