@@ -9,6 +9,7 @@ import { InlineIoPolicy, INLINE_IO_BYTES_MAX, READ_SLOW_FIXED_NS } from '../src/
 import { SimDevice } from '../src/engine/device/sim-device.js';
 import { Prng } from '../src/engine/device/prng.js';
 import { createPool } from '../src/engine/pool.js';
+import { openPoolFile } from '../src/engine/index.js';
 import { tempPool, assertClean, pattern, MiB } from './engine-helpers.js';
 
 const K4 = 4096;
@@ -164,4 +165,40 @@ test('a failed write returns only after its other device writes have finished (i
   await engine.write(id, 0, pattern(6, MiB));
   assert.deepEqual(await engine.read(id, 0, MiB), pattern(6, MiB));
   await engine.close();
+});
+
+test('writes and snapshots racing commits: every write lands intact (a commit encodes its tree nodes after the lock)', async (t) => {
+  const { engine, path, cleanup } = await tempPool(256 * MiB);
+  t.after(cleanup);
+  await engine.createVolume('r', 64 * MiB);
+  const id = engine.resolve('r').id;
+  const blocks = (64 * MiB) / K4;
+  const latest = new Map<number, number>(); // block -> seed of its last write
+  // Every other block written: single-block extents spread over ~100 leaves, so a round's random
+  // writes dirty enough nodes that a commit awaits (and yields) while it writes them.
+  for (let b = 0; b < blocks; b += 2) { await engine.write(id, b * K4, pattern(b, K4)); latest.set(b, b); }
+  await engine.flush();
+  const rng = new Prng(7);
+  for (let round = 0; round < 24; round++) {
+    // Distinct blocks per round: writes in flight together have no defined order.
+    const picked = new Set<number>();
+    while (picked.size < 96) picked.add(rng.int(0, blocks - 1));
+    const ops: Promise<unknown>[] = [];
+    let i = 0;
+    for (const block of picked) {
+      const seed = blocks + round * 1000 + i;
+      ops.push(engine.write(id, block * K4, pattern(seed, K4)).then(() => latest.set(block, seed)));
+      // Commits start while the round's other writes wait for the lock, then edit the tree
+      // while the commit writes (and encodes) the nodes it took.
+      if (++i % 32 === 0) ops.push(engine.flush());
+    }
+    if (round % 6 === 5) ops.push(engine.createSnapshots([`r@s${round}`]));
+    await Promise.all(ops);
+  }
+  await engine.close();
+  const again = await openPoolFile(path);
+  const rid = again.resolve('r').id;
+  for (const [block, seed] of latest) assert.deepEqual(await again.read(rid, block * K4, K4), pattern(seed, K4), `block ${block}`);
+  await assertClean(again);
+  await again.close();
 });

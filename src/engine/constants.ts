@@ -40,7 +40,7 @@ export const DELETE_NODES_PER_STEP = 512;
 export const CACHE_BYTES_DEFAULT = 256 * 1024 * 1024;
 export const COMMIT_INTERVAL_MS_DEFAULT = 5000;
 /** Tree nodes a commit encodes (~10 µs each) before it lets the event loop serve requests again. */
-export const COMMIT_ENCODE_YIELD_BLOCKS = 256;
+export const COMMIT_ENCODE_YIELD_BLOCKS = 64;
 /** Held frees (128 MiB) that trigger a commit when there are at least FREES_PER_DIRTY_NODE_MIN per dirty node. */
 export const FREES_EARLY_COMMIT_BLOCKS = 32768;
 export const FREES_PER_DIRTY_NODE_MIN = 64;

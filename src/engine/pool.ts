@@ -15,7 +15,7 @@ import { Trees } from './btree.js';
 import { Mutex } from './mutex.js';
 import { BlockWriter } from './block-writer.js';
 import { encodeSuperblock, readSuperblock, type Superblock } from './superblock.js';
-import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, assert } from './errors.js';
+import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, assert, fail } from './errors.js';
 import type { CheckReport, PoolOptions, TargetEvent } from './types.js';
 import { CairnEngine } from './engine.js';
 import { checkDevice } from './check.js';
@@ -239,7 +239,7 @@ export class PoolCore {
       release();
     }
     try {
-      await this.writeCoalesced(writes);
+      await this.writeCoalesced(writes, sb.generation);
       await this.device.flush();
       // engine.md: the superblock goes last, in the slot the previous commit did not use.
       await this.device.write(sb.generation % 2, encodeSuperblock(sb));
@@ -263,7 +263,7 @@ export class PoolCore {
    * the lock left unencoded straight into each run's buffer. Every COMMIT_ENCODE_YIELD_BLOCKS encoded
    * it yields, so requests keep being served while a large commit is encoded.
    */
-  private async writeCoalesced(writes: CommitBlock[]): Promise<void> {
+  private async writeCoalesced(writes: CommitBlock[], generation: number): Promise<void> {
     let i = 0, encodedSinceYield = 0;
     const pending: Promise<void>[] = [];
     while (i < writes.length) {
@@ -271,10 +271,13 @@ export class PoolCore {
       while (j < writes.length && writes[j]!.block === writes[j - 1]!.block + 1 && j - i < 256) j++;
       const run = Buffer.allocUnsafe((j - i) * BLOCK_SIZE_BYTES);
       for (let k = i; k < j; k++) {
-        const { obj, encoded } = writes[k]!;
+        const { block, obj, encoded } = writes[k]!;
         const at = run.subarray((k - i) * BLOCK_SIZE_BYTES, (k - i + 1) * BLOCK_SIZE_BYTES);
-        if (encoded) encoded.copy(at);
-        else { encodeMetaInto(obj, at); encodedSinceYield++; }
+        if (encoded) { encoded.copy(at); continue; }
+        // A node re-dirtied in place by a later transaction would carry that transaction's number.
+        if (obj.txn !== generation || obj.block !== block) fail(`metadata block ${block} changed after its commit took it`);
+        encodeMetaInto(obj, at);
+        encodedSinceYield++;
       }
       pending.push(this.device.write(writes[i]!.block, run));
       i = j;
