@@ -1,7 +1,8 @@
 # Cairn image: the daemon (`cairn serve`), the CLI and the CSI driver (dist/src/csi/main.js).
 # Build: docker build -t cairn/cairn:0.1.0 .
 FROM node:20-bookworm-slim AS build
-# A C compiler for the block-checksum kernel (native/); without it the engine uses the crc32c library.
+# A C compiler for the native addon (native/: block checksums, early write-back); without it the engine
+# uses the crc32c library and the kernel's write-back timing.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
