@@ -127,7 +127,7 @@ export class MetaStore {
   takeDirtyForCommit(): CommitBlock[] {
     const out: CommitBlock[] = [];
     for (const obj of this.dirty) {
-      if (obj.block < 2) fail(`dirty ${obj.type} object was given a location`);
+      if (obj.block < 2) fail(`dirty metadata object of type ${obj.type} has no location at commit`);
       const frozen = obj.type === MetaType.Leaf || obj.type === MetaType.Branch;
       out.push({ block: obj.block, obj, encoded: frozen ? null : encodeMeta(obj) });
       this.cacheSet(obj.block, obj); // re-estimate: it changed while dirty
