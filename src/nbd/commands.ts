@@ -71,8 +71,11 @@ function validate(ctx: CommandContext, request: Request): void {
     const errorNumber = type === c.NBD_CMD_WRITE || type === c.NBD_CMD_WRITE_ZEROES ? c.NBD_ENOSPC : c.NBD_EINVAL;
     throw new RequestError(errorNumber, `range ${offsetBytes}+${lengthBytes} past export end ${ctx.sizeBytes}`);
   }
-  if (type === c.NBD_CMD_READ && lengthBytes > c.requestBytesMax) {
-    throw new RequestError(c.NBD_EINVAL, `read over ${c.requestBytesMax} bytes`);
+  // proto.md: SHOULD be EINVAL past the advertised maximum block size (WRITE is refused before its
+  // payload is read, in transmission.ts). WRITE_ZEROES stays liberal: it carries no payload, a client
+  // may zero a whole hole in one request, and the engine zeroes in bounded steps (zeroRange).
+  if ((type === c.NBD_CMD_READ || type === c.NBD_CMD_CACHE) && lengthBytes > c.requestBytesMax) {
+    throw new RequestError(c.NBD_EINVAL, `${type === c.NBD_CMD_READ ? 'read' : 'cache'} over ${c.requestBytesMax} bytes`);
   }
   if (type === c.NBD_CMD_BLOCK_STATUS && (!ctx.structuredReplies || ctx.metaContexts.length === 0)) {
     throw new RequestError(c.NBD_EINVAL, 'no metadata context selected');
@@ -172,8 +175,8 @@ async function read(ctx: CommandContext, request: Request): Promise<void> {
 /**
  * CACHE (proto.md: the client plans to access the range; the server MAY prefetch): the range is read
  * and dropped, in steps of cachePrefetchStepBytes, which brings its tree nodes into the engine's cache
- * and its data into the page cache, where later reads find it without touching the disk. It is a
- * hint, so a failure here is not the client's error: a real read of the range reports it.
+ * and its data into the page cache, where later reads find it without touching the disk. A read that
+ * fails (a checksum mismatch, EIO) is the command's error: proto.md says the server MUST set it.
  */
 async function prefetch(ctx: CommandContext, offsetBytes: number, lengthBytes: number): Promise<void> {
   const end = offsetBytes + lengthBytes;
@@ -182,8 +185,6 @@ async function prefetch(ctx: CommandContext, offsetBytes: number, lengthBytes: n
     for (let at = offsetBytes; at < end; at += c.cachePrefetchStepBytes) {
       await ctx.engine.read(ctx.targetId, at, Math.min(c.cachePrefetchStepBytes, end - at), scratch);
     }
-  } catch {
-    // Logged by the engine where it matters (a checksum error is an event of its own).
   } finally {
     ctx.readBuffers.release(scratch);
   }

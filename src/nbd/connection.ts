@@ -30,6 +30,8 @@ export interface ConnectionContext {
 const handshakeBufferedBytesMax = 2 * c.optionBytesMax;
 /** After end(), how long the client gets to close its side before the socket is destroyed. */
 const endLingerMs = 2_000;
+/** At shutdown, how long a connection still in the handshake may go on hearing NBD_REP_ERR_SHUTDOWN. */
+const handshakeShutdownGraceMs = 1_000;
 
 export class NbdConnection {
   private socket: net.Socket;
@@ -116,8 +118,14 @@ export class NbdConnection {
 
   /** Server shutdown or export gone: finish in-flight requests, refuse new ones, then close. */
   drain(): void {
-    if (this.transmission) this.transmission.drain();
-    else this.hangUp('shutting down');
+    if (this.transmission) { this.transmission.drain(); return; }
+    // Still haggling: proto.md says further options SHOULD get NBD_REP_ERR_SHUTDOWN (the handshake
+    // answers them so, and ACKs an ABORT), after which the client disconnects itself. One that stays
+    // silent is hung up after a short grace, so shutdown does not wait on it.
+    setTimeout(() => {
+      if (this.transmission) this.transmission.drain(); // a GO that was already past its check
+      else this.hangUp('shutting down');
+    }, handshakeShutdownGraceMs).unref();
   }
 
   destroy(): void { this.socket.destroy(); }

@@ -67,9 +67,11 @@ export async function negotiate(engine: Engine, io: HandshakeIo): Promise<Negoti
     const option = header.readUInt32BE(8);
     const dataBytes = header.readUInt32BE(12);
     if (dataBytes > c.optionBytesMax) {
+      // Never buffered: skipped as it streams in, then answered as its option would be (ABORT, TLS
+      // required, unknown option), with TOO_BIG only where the option would have read the data.
       await io.discard(dataBytes);
-      if (option === c.NBD_OPT_EXPORT_NAME || !state.fixedNewstyle) throw new HangUp('export name too long');
-      io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `option data over ${c.optionBytesMax} bytes`));
+      const result = await handleOption(engine, io, state, option, null);
+      if (result !== undefined) return result;
       continue;
     }
     const data = await io.read(dataBytes);
@@ -79,8 +81,11 @@ export async function negotiate(engine: Engine, io: HandshakeIo): Promise<Negoti
   throw new HangUp('too many options');
 }
 
-/** Handles one option; returns the negotiated export (GO/EXPORT_NAME), null (ABORT), or undefined. */
-async function handleOption(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): Promise<Negotiated | null | undefined> {
+/**
+ * Handles one option; returns the negotiated export (GO/EXPORT_NAME), null (ABORT), or undefined.
+ * `data` null: the option's data was over optionBytesMax and has been skipped.
+ */
+async function handleOption(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer | null): Promise<Negotiated | null | undefined> {
   // Non-fixed newstyle knows no option replies: only EXPORT_NAME can be answered.
   if (!state.fixedNewstyle && option !== c.NBD_OPT_EXPORT_NAME) throw new HangUp('option without fixed newstyle');
   if (io.shuttingDown() && option !== c.NBD_OPT_ABORT) {
@@ -94,11 +99,14 @@ async function handleOption(engine: Engine, io: HandshakeIo, state: State, optio
     io.send(optionError(option, c.NBD_REP_ERR_TLS_REQD, 'this server requires TLS (NBD_OPT_STARTTLS)'));
     return undefined;
   }
+  if (option === c.NBD_OPT_ABORT) {
+    // proto.md: the server MUST reply ACK (and SHOULD ignore any data).
+    io.send(optionReply(option, c.NBD_REP_ACK));
+    return null;
+  }
+  if (data === null) return tooBig(io, state, option);
   switch (option) {
     case c.NBD_OPT_EXPORT_NAME: return exportName(engine, io, state, data);
-    case c.NBD_OPT_ABORT:
-      io.send(optionReply(option, c.NBD_REP_ACK));
-      return null;
     case c.NBD_OPT_LIST: listExports(engine, io, data); return undefined;
     case c.NBD_OPT_STARTTLS: await startTls(io, state, data); return undefined;
     case c.NBD_OPT_INFO:
@@ -114,6 +122,29 @@ async function handleOption(engine: Engine, io: HandshakeIo, state: State, optio
       io.send(optionError(option, c.NBD_REP_ERR_UNSUP, `option ${option} not supported`));
       return undefined;
   }
+}
+
+/** An option whose data was too large to read: what it had to answer without the data. */
+function tooBig(io: HandshakeIo, state: State, option: number): undefined {
+  if (option === c.NBD_OPT_EXPORT_NAME) throw new HangUp('export name too long');
+  if (!KNOWN_OPTIONS.has(option)) {
+    io.send(optionError(option, c.NBD_REP_ERR_UNSUP, `option ${option} not supported`));
+    return undefined;
+  }
+  // proto.md: a failed SET_META_CONTEXT still replaces the earlier selection.
+  if (option === c.NBD_OPT_SET_META_CONTEXT) clearMetaContexts(state);
+  io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `option data over ${c.optionBytesMax} bytes`));
+  return undefined;
+}
+
+const KNOWN_OPTIONS = new Set([
+  c.NBD_OPT_EXPORT_NAME, c.NBD_OPT_ABORT, c.NBD_OPT_LIST, c.NBD_OPT_STARTTLS, c.NBD_OPT_INFO, c.NBD_OPT_GO,
+  c.NBD_OPT_STRUCTURED_REPLY, c.NBD_OPT_LIST_META_CONTEXT, c.NBD_OPT_SET_META_CONTEXT,
+]);
+
+function clearMetaContexts(state: State): void {
+  state.metaExportName = null;
+  state.metaContexts = [];
 }
 
 function resolveExport(engine: Engine, name: string): Target | string {
@@ -159,8 +190,7 @@ async function startTls(io: HandshakeIo, state: State, data: Buffer): Promise<vo
   await io.startTls();
   // Nothing negotiated in plaintext survives the upgrade (it could have been tampered with).
   state.structuredReplies = false;
-  state.metaExportName = null;
-  state.metaContexts = [];
+  clearMetaContexts(state);
 }
 
 function infoOrGo(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): Negotiated | undefined {
@@ -195,6 +225,8 @@ function infoOrGo(engine: Engine, io: HandshakeIo, state: State, option: number,
 
 function metaContext(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): void {
   const forList = option === c.NBD_OPT_LIST_META_CONTEXT;
+  // proto.md: SET replaces every earlier selection, including when it fails.
+  if (!forList) clearMetaContexts(state);
   // proto.md: MUST NOT be requested before structured replies; the server SHOULD answer INVALID.
   if (!state.structuredReplies) { io.send(optionError(option, c.NBD_REP_ERR_INVALID, 'negotiate structured replies first')); return; }
   const reader = new OptionReader(data);

@@ -38,15 +38,19 @@ export function availableContextNames(engine: Engine, target: Target): string[] 
 
 /**
  * Contexts matched by the client's queries. No queries: LIST returns everything, SET selects nothing
- * (proto.md). A query is an exact name or a namespace prefix ending in ':' ("base:", "qemu:",
- * "qemu:dirty-bitmap:"); anything else matches nothing (not an error).
+ * (proto.md). A query is an exact name, or for LIST a namespace prefix ending in ':' ("base:",
+ * "qemu:", "qemu:dirty-bitmap:"); anything else matches nothing (not an error). proto.md: the server
+ * MUST ignore "base:" in SET, and an empty leaf name SHOULD NOT select anything there (qemu's server
+ * treats "qemu:" and "qemu:dirty-bitmap:" the same way).
  */
 export function matchQueries(available: string[], queries: string[], forList: boolean): string[] {
   if (queries.length === 0) return forList ? available.slice() : [];
   const out: string[] = [];
   for (const query of queries) {
+    const prefix = query.endsWith(':');
+    if (prefix && !forList) continue;
     for (const name of available) {
-      const hit = query.endsWith(':') ? name.startsWith(query) : name === query;
+      const hit = prefix ? name.startsWith(query) : name === query;
       if (hit && !out.includes(name)) out.push(name);
     }
   }
