@@ -203,7 +203,10 @@ export class Trees {
       if (s >= t) continue;
       const child = await this.writableChild(node.children[i]!);
       node.children[i] = child.block;
-      const parts = await this.editNode(child, s, t, clipEntries(entries, s, t), delta);
+      // The entries need clipping only where the edit spans several children.
+      const parts = await this.editNode(child, s, t, s === start && t === end ? entries : clipEntries(entries, s, t), delta);
+      // The usual edit leaves one part under the child's key: then no new arrays are needed.
+      if (parts.length === 1) { node.children[i] = parts[0]!.node.block; continue; }
       // Child 0 routes everything below keys[1], so its key is 0: a part split off it may start
       // below the old keys[0].
       const keys = parts.map((p, j) => (j === 0 ? (i === 0 ? 0 : node.keys[i]!) : p.key));
