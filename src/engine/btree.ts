@@ -9,6 +9,19 @@ import { assert, fail } from './errors.js';
 
 interface Part { key: number; node: TreeNode }
 
+/**
+ * What a leaf edit will do, worked out before anything changes: entries [first, last) of the leaf
+ * give way to `replacement`; `dropped` are the physical ranges that lose their reference.
+ */
+interface LeafPlan {
+  first: number;
+  last: number;
+  replacement: LeafEntry[];
+  dropped: { pba: number; lengthBlocks: number }[];
+  /** Payload bytes of the leaf after the splice, before neighbouring extents merge. */
+  bytes: number;
+}
+
 /** The part of `e` covering [from, to) (inside e). */
 export function sliceEntry(e: LeafEntry, from: number, to: number): LeafEntry {
   const skip = from - e.lba;
@@ -158,6 +171,8 @@ export class Trees {
    * their data blocks reserved and not yet counted). Returns the new root and the change in mapped blocks.
    */
   async edit(root: number, start: number, end: number, entries: LeafEntry[]): Promise<{ root: number; mappedDelta: number }> {
+    const now = this.editNow(root, start, end, entries);
+    if (now) return now;
     const delta = { mapped: 0 };
     // Load (and verify) every node the edit will touch before changing anything, so a damaged node
     // fails the edit cleanly instead of half-way through.
@@ -179,6 +194,41 @@ export class Trees {
       top = await this.load(childBlock);
     }
     return { root: top ? top.block : 0, mappedDelta: delta.mapped };
+  }
+
+  /**
+   * edit() without awaiting, for the common write: every node on the path in memory and writable in
+   * this transaction, one child per level, every touched count page dirty, and a leaf that neither
+   * splits nor empties. Then nothing is shadowed and the root stays. Returns undefined, having changed
+   * nothing, when any of that does not hold (edit() then takes the general path).
+   */
+  private editNow(root: number, start: number, end: number, entries: LeafEntry[]): { root: number; mappedDelta: number } | undefined {
+    if (root === 0 || start >= end) return undefined;
+    let node = this.cached(root);
+    // A branch with one child is collapsed by the general path.
+    if (node?.type === MetaType.Branch && node.children.length === 1) return undefined;
+    while (node && node.type === MetaType.Branch) {
+      if (!this.writableNow(node)) return undefined;
+      const i = childIndex(node, start);
+      if (i !== childIndex(node, end - 1)) return undefined;
+      node = this.cached(node.children[i]!);
+    }
+    if (!node || !this.writableNow(node)) return undefined;
+    const plan = planLeafEdit(node, start, end, entries);
+    if (plan.bytes > META_PAYLOAD_BYTES || (plan.replacement.length === 0 && plan.last - plan.first === node.entries.length)) return undefined;
+    for (const d of plan.dropped) if (!this.space.rangeDirtyNow(d.pba, d.lengthBlocks)) return undefined;
+    for (const e of entries) if (!this.space.rangeDirtyNow(e.pba, e.lengthBlocks)) return undefined;
+    const delta = { mapped: 0 };
+    for (const d of plan.dropped) {
+      if (!this.space.tryAddRange(d.pba, d.lengthBlocks, -1)) fail('a count page checked dirty is dirty');
+      delta.mapped -= d.lengthBlocks;
+    }
+    for (const e of entries) {
+      if (!this.space.tryAddRange(e.pba, e.lengthBlocks, 1)) fail('a count page checked dirty is dirty');
+      delta.mapped += e.lengthBlocks;
+    }
+    applyLeafPlan(node, plan);
+    return { root, mappedDelta: delta.mapped };
   }
 
   private async packBranches(parts: Part[]): Promise<Part[]> {
@@ -228,32 +278,16 @@ export class Trees {
   }
 
   private async editLeaf(node: LeafNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
-    const list = node.entries;
-    // Only entries overlapping [start, end) are touched, and the result is spliced in place.
-    const first = firstEndingAfter(list, start);
-    let last = first;
-    const left: LeafEntry[] = [], right: LeafEntry[] = [];
-    let bytes = node.bytes ?? leafBytes(list);
-    while (last < list.length && list[last]!.lba < end) {
-      const e = list[last]!;
-      bytes -= leafEntryBytes(e);
-      const eEnd = e.lba + e.lengthBlocks;
-      if (e.lba < start) left.push(sliceEntry(e, e.lba, start));
-      const rs = Math.max(e.lba, start), re = Math.min(eEnd, end);
-      if (!this.space.tryAddRange(e.pba + (rs - e.lba), re - rs, -1)) await this.space.addRange(e.pba + (rs - e.lba), re - rs, -1);
-      delta.mapped -= re - rs;
-      if (eEnd > end) right.push(sliceEntry(e, end, eEnd));
-      last++;
+    const plan = planLeafEdit(node, start, end, entries);
+    for (const d of plan.dropped) {
+      if (!this.space.tryAddRange(d.pba, d.lengthBlocks, -1)) await this.space.addRange(d.pba, d.lengthBlocks, -1);
+      delta.mapped -= d.lengthBlocks;
     }
     for (const e of entries) {
       if (!this.space.tryAddRange(e.pba, e.lengthBlocks, 1)) await this.space.addRange(e.pba, e.lengthBlocks, 1);
       delta.mapped += e.lengthBlocks;
     }
-    const replacement = [...left, ...entries, ...right];
-    for (const e of replacement) bytes += leafEntryBytes(e);
-    list.splice(first, last - first, ...replacement);
-    bytes -= LEAF_ENTRY_FIXED_BYTES * mergeAround(list, Math.max(0, first - 1), Math.min(list.length - 1, first + replacement.length));
-    node.bytes = bytes;
+    const bytes = applyLeafPlan(node, plan);
     if (node.entries.length === 0) { await this.discard(node); return []; }
     if (bytes <= META_PAYLOAD_BYTES) return [{ key: node.entries[0]!.lba, node }];
     const groups: LeafEntry[][] = [[]];
@@ -300,6 +334,39 @@ function* childRanges(node: BranchNode, start: number, end: number): Generator<[
     const hi = i + 1 < n ? node.keys[i + 1]! : Infinity;
     yield [node.children[i]!, Math.max(start, lo), Math.min(end, hi)];
   }
+}
+
+/** The leaf edit replacing [start, end) of `node` with `entries` (inside the range), without changing anything. */
+function planLeafEdit(node: LeafNode, start: number, end: number, entries: LeafEntry[]): LeafPlan {
+  const list = node.entries;
+  // Only entries overlapping [start, end) are touched, and the result is spliced in place.
+  const first = firstEndingAfter(list, start);
+  let last = first;
+  const left: LeafEntry[] = [], right: LeafEntry[] = [];
+  const dropped: LeafPlan['dropped'] = [];
+  let bytes = node.bytes ?? leafBytes(list);
+  while (last < list.length && list[last]!.lba < end) {
+    const e = list[last]!;
+    bytes -= leafEntryBytes(e);
+    const eEnd = e.lba + e.lengthBlocks;
+    if (e.lba < start) left.push(sliceEntry(e, e.lba, start));
+    const rs = Math.max(e.lba, start), re = Math.min(eEnd, end);
+    dropped.push({ pba: e.pba + (rs - e.lba), lengthBlocks: re - rs });
+    if (eEnd > end) right.push(sliceEntry(e, end, eEnd));
+    last++;
+  }
+  const replacement = left.length === 0 && right.length === 0 ? entries : [...left, ...entries, ...right];
+  for (const e of replacement) bytes += leafEntryBytes(e);
+  return { first, last, replacement, dropped, bytes };
+}
+
+/** Splices a planned edit into the leaf and merges the extents it joined; returns the leaf's new size. */
+function applyLeafPlan(node: LeafNode, plan: LeafPlan): number {
+  const list = node.entries;
+  list.splice(plan.first, plan.last - plan.first, ...plan.replacement);
+  const merged = mergeAround(list, Math.max(0, plan.first - 1), Math.min(list.length - 1, plan.first + plan.replacement.length));
+  node.bytes = plan.bytes - LEAF_ENTRY_FIXED_BYTES * merged;
+  return node.bytes;
 }
 
 /**

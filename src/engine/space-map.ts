@@ -94,6 +94,13 @@ export class SpaceMap {
     }
   }
 
+  /** Whether every count page of [pba, pba+length) is dirty in this transaction (tryAddRange would succeed). */
+  rangeDirtyNow(pba: number, lengthBlocks: number): boolean {
+    const lastPage = Math.floor((pba + lengthBlocks - 1) / REFCOUNTS_PER_PAGE);
+    for (let i = Math.floor(pba / REFCOUNTS_PER_PAGE); i <= lastPage; i++) if (this.array.pageIfDirty(i) === undefined) return false;
+    return true;
+  }
+
   /**
    * addRange without awaiting, when every page of the range is already dirty in this transaction
    * (the common case inside a write: hot pages). Returns false, having changed nothing, otherwise.
