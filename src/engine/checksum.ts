@@ -20,13 +20,24 @@ const kernel: BlocksKernel = native ?? libraryKernel;
 /** Which implementation computes block checksums ('native' or 'library'), for logs and tests. */
 export const checksumKernel: 'native' | 'library' = native ? 'native' : 'library';
 
+/**
+ * Typed arrays up to this many u32 live inside V8's heap (V8 keeps arrays of at most 64 bytes there).
+ * Native code, or a view of one, needs an off-heap buffer and V8 then gives the array one of its own:
+ * a malloc and two more objects for the GC to track, per write, for as long as a leaf keeps the
+ * array. Such outputs go through `scratch` instead.
+ */
+const ON_HEAP_U32_MAX = 16;
+const scratch = new Uint32Array(ON_HEAP_U32_MAX);
+const single = new Uint32Array(1);
+
 /** Writes the crc32c of each 4 KiB block of `data` to out[at], out[at + 1], ... */
 export function blockChecksums(data: Buffer, out: Uint32Array, at = 0): void {
-  assert(data.length % BLOCK_SIZE_BYTES === 0 && at + data.length / BLOCK_SIZE_BYTES <= out.length, 'checksummed data is whole blocks that fit the output');
-  kernel(data, out, at);
+  const blocks = data.length / BLOCK_SIZE_BYTES;
+  assert(data.length % BLOCK_SIZE_BYTES === 0 && at + blocks <= out.length, 'checksummed data is whole blocks that fit the output');
+  if (out.length > ON_HEAP_U32_MAX || out === single || out === scratch) { kernel(data, out, at); return; }
+  kernel(data, scratch, 0);
+  for (let i = 0; i < blocks; i++) out[at + i] = scratch[i]!;
 }
-
-const single = new Uint32Array(1);
 
 /** The crc32c of one 4 KiB block. */
 export function blockChecksum(block: Buffer): number {

@@ -221,7 +221,8 @@ async function writeData(core: PoolCore, blocks: Buffer[], startLba: number, non
     const run = runs[runIdx]!;
     let len = 0;
     while (i + len < nonZero.length && nonZero[i + len] && runUsed + len < run.lengthBlocks && len < EXTENT_BLOCKS_MAX) len++;
-    entries.push({ lba: startLba + i, pba: run.pba + runUsed, lengthBlocks: len, crcs: crcs.subarray(i, i + len) });
+    // The usual small write is one extent: it keeps the array itself (a view would move it off V8's heap, see checksum.ts).
+    entries.push({ lba: startLba + i, pba: run.pba + runUsed, lengthBlocks: len, crcs: len === blocks.length ? crcs : crcs.subarray(i, i + len) });
     runUsed += len;
     if (runUsed === run.lengthBlocks) { runIdx++; runUsed = 0; }
     i += len;
