@@ -128,6 +128,15 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     assert.ok(bytes.used >= 3 * MiB, `used ${bytes.used}`);
     assert.ok(inodes.total > 0 && inodes.used > 0);
     assert.equal(stats.volume_condition.abnormal, false);
+    // Calls naming another volume touch nothing of this one (CSI: unstage and unpublish undo only
+    // their own volume's work; stats of a volume not on that path are NOT_FOUND).
+    await expectCode(c.node.NodeGetVolumeStats!({ volume_id: 'other-vol', volume_path: target }), status.NOT_FOUND);
+    await expectCode(c.node.NodeGetVolumeStats!({ volume_id: 'other-vol', volume_path: stagingPath }), status.NOT_FOUND);
+    await c.node.NodeUnpublishVolume!({ volume_id: 'other-vol', target_path: target });
+    assert.equal(mountCount(target), 1, 'another volume\'s unpublish leaves this target mounted');
+    assert.equal(readFileSync(join(target, 'hello.txt'), 'utf8'), 'hello from a pod\n');
+    await c.node.NodeUnstageVolume!({ volume_id: 'other-vol', staging_target_path: stagingPath });
+    assert.equal(mountCount(stagingPath), 1, 'another volume\'s unstage leaves this staging mounted');
     await expectCode(c.node.NodeUnstageVolume!({ volume_id: id, staging_target_path: stagingPath }), status.FAILED_PRECONDITION);
     for (const tp of [target, roTarget]) {
       await c.node.NodeUnpublishVolume!({ volume_id: id, target_path: tp });

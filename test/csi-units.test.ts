@@ -134,3 +134,17 @@ test('csi.proto: services and the field numbers of the spec (v1.9.0) for the mes
     'NodeGetVolumeStats', 'NodeExpandVolume', 'NodeGetCapabilities', 'NodeGetInfo']) assert.ok(rpc in csi.Node.service, rpc);
   assert.equal(csi.Identity.service.GetPluginInfo.path, '/csi.v1.Identity/GetPluginInfo', 'the package is csi.v1');
 });
+
+test('the endpoint comes from CSI_ENDPOINT (the CSI spec has the CO set it) unless --endpoint is given', async () => {
+  const { csiCommand } = await import('../src/csi/main.js');
+  const saved = process.env.CSI_ENDPOINT;
+  try {
+    process.env.CSI_ENDPOINT = 'unix:///run/csi/from-env.sock';
+    assert.equal(csiCommand().exitOverride().parse([], { from: 'user' }).opts().endpoint, 'unix:///run/csi/from-env.sock');
+    assert.equal(csiCommand().exitOverride().parse(['--endpoint', 'unix:///x.sock'], { from: 'user' }).opts().endpoint, 'unix:///x.sock');
+    delete process.env.CSI_ENDPOINT;
+    assert.throws(() => csiCommand().exitOverride().configureOutput({ writeErr: () => undefined }).parse([], { from: 'user' }), /endpoint/);
+  } finally {
+    if (saved === undefined) delete process.env.CSI_ENDPOINT; else process.env.CSI_ENDPOINT = saved;
+  }
+});

@@ -46,7 +46,7 @@ export async function runCsi(opts: CsiOptions): Promise<CsiHandle> {
 export function csiCommand(): Command {
   return new Command('csi')
     .description('Kubernetes CSI driver for Cairn (gRPC on a unix socket)')
-    .requiredOption('--endpoint <endpoint>', 'unix:///PATH/csi.sock')
+    .requiredOption('--endpoint <endpoint>', 'unix:///PATH/csi.sock (env CSI_ENDPOINT, as the CSI spec has the CO set it)', process.env.CSI_ENDPOINT)
     .option('--api <url>', 'Cairn REST API', process.env.CAIRN_API ?? 'http://127.0.0.1:10880')
     .option('--node-id <name>', 'this node\'s name (NodeGetInfo)', process.env.NODE_NAME ?? '')
     .addOption(new Option('--mode <mode>', 'which services to serve').choices(['controller', 'node', 'all']).default('all'))

@@ -3,7 +3,7 @@
 // unpublish/unstage undo it. Every RPC is idempotent (CSI spec: a repeated call succeeds and
 // leaves one mount) and what is attached is recorded in the state file for restarts.
 import { existsSync, mkdirSync, rmSync, rmdirSync, statSync, writeFileSync, promises as fsp } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { attach, attachmentHealthy, detach, nbdUri } from './attach.js';
 import { checkCapabilityShape, fsTypeOf, isBlock, isReaderOnly, unsupportedReason } from './capabilities.js';
 import { nodeVolumesMax } from './constants.js';
@@ -140,8 +140,9 @@ export class NodeService {
       const att = this.state.get(volumeId);
       if (!att || att.stagingPath !== stagingPath) {
         // Not staged here (already unstaged, or staged at another path, which stays as it is):
-        // make sure nothing of ours is mounted at this path, and succeed.
-        if (!att) await step(`unmount ${stagingPath}`, () => unmountAll(stagingPath));
+        // clear a leftover mount at this path (a stage cut short before its state was saved), but
+        // never one that belongs to another volume (CSI: unstage undoes only this volume's stage).
+        if (!att && !this.usedByAnotherVolume(volumeId, stagingPath)) await step(`unmount ${stagingPath}`, () => unmountAll(stagingPath));
         return {};
       }
       const stillPublished = att.published.filter((p) => isMountPoint(p.targetPath));
@@ -199,6 +200,8 @@ export class NodeService {
     const volumeId = need(req.volume_id, 'NodeUnpublishVolume: volume_id');
     const targetPath = need(req.target_path, 'NodeUnpublishVolume: target_path');
     return this.locks.run([volumeId], async () => {
+      // Another volume's publish target is left alone: unpublish undoes only this volume's publish.
+      if (this.usedByAnotherVolume(volumeId, targetPath)) return {};
       await step(`unmount ${targetPath}`, () => unmountAll(targetPath));
       // CSI spec: the SP MUST delete the file or directory it created at target_path.
       removeTarget(targetPath);
@@ -209,6 +212,12 @@ export class NodeService {
       }
       return {};
     });
+  }
+
+  /** Whether `path` is the staging path or a publish target of a volume other than `volumeId`. */
+  private usedByAnotherVolume(volumeId: string, path: string): boolean {
+    const wanted = resolve(path);
+    return this.state.all().some((att) => att.volumeId !== volumeId && pathsOf(att).includes(wanted));
   }
 
   async NodeGetCapabilities(): Promise<unknown> {
@@ -235,8 +244,10 @@ export class NodeService {
     const volumeId = need(req.volume_id, 'NodeGetVolumeStats: volume_id');
     const volumePath = need(req.volume_path, 'NodeGetVolumeStats: volume_path');
     if (!existsSync(volumePath)) throw notFound(`volume path ${volumePath} does not exist`);
-    const condition = await this.conditionOf(volumeId);
     const att = this.state.get(volumeId);
+    // CSI: NOT_FOUND when the volume does not exist on volume_path (not another volume's usage).
+    if (!att || !pathsOf(att).includes(resolve(volumePath))) throw notFound(`volume ${volumeId} is not staged or published at ${volumePath}`);
+    const condition = await this.conditionOf(volumeId);
     const st = statSync(volumePath);
     if (st.isBlockDevice() || (att?.accessType === 'block' && !st.isDirectory())) {
       const total = await step('blockdev', () => deviceSizeBytes(volumePath));
@@ -336,4 +347,9 @@ export class NodeService {
       await step(`bind ${pub.targetPath}`, () => bindMount(this.bindSource(att), pub.targetPath, pub.readonly));
     }
   }
+}
+
+/** The staging path and publish targets of an attachment, resolved. */
+function pathsOf(att: Attachment): string[] {
+  return [resolve(att.stagingPath), ...att.published.map((p) => resolve(p.targetPath))];
 }
