@@ -11,13 +11,15 @@ interface Part { key: number; node: TreeNode }
 
 /**
  * What a leaf edit will do, worked out before anything changes: entries [first, last) of the leaf
- * give way to `replacement`; `dropped` are the physical ranges that lose their reference.
+ * give way to `replacement`; `counts` are the reference-count changes, in order (the ranges that lose
+ * their reference, then the new entries).
  */
 interface LeafPlan {
   first: number;
   last: number;
   replacement: LeafEntry[];
-  dropped: { pba: number; lengthBlocks: number }[];
+  counts: { pba: number; lengthBlocks: number; delta: 1 | -1 }[];
+  mappedDelta: number;
   /** Payload bytes of the leaf after the splice, before neighbouring extents merge. */
   bytes: number;
 }
@@ -216,19 +218,10 @@ export class Trees {
     if (!node || !this.writableNow(node)) return undefined;
     const plan = planLeafEdit(node, start, end, entries);
     if (plan.bytes > META_PAYLOAD_BYTES || (plan.replacement.length === 0 && plan.last - plan.first === node.entries.length)) return undefined;
-    for (const d of plan.dropped) if (!this.space.rangeDirtyNow(d.pba, d.lengthBlocks)) return undefined;
-    for (const e of entries) if (!this.space.rangeDirtyNow(e.pba, e.lengthBlocks)) return undefined;
-    const delta = { mapped: 0 };
-    for (const d of plan.dropped) {
-      if (!this.space.tryAddRange(d.pba, d.lengthBlocks, -1)) fail('a count page checked dirty is dirty');
-      delta.mapped -= d.lengthBlocks;
-    }
-    for (const e of entries) {
-      if (!this.space.tryAddRange(e.pba, e.lengthBlocks, 1)) fail('a count page checked dirty is dirty');
-      delta.mapped += e.lengthBlocks;
-    }
+    for (const r of plan.counts) if (!this.space.rangeDirtyNow(r.pba, r.lengthBlocks)) return undefined;
+    for (const r of plan.counts) if (!this.space.tryAddRange(r.pba, r.lengthBlocks, r.delta)) fail('a count page checked dirty is dirty');
     applyLeafPlan(node, plan);
-    return { root, mappedDelta: delta.mapped };
+    return { root, mappedDelta: plan.mappedDelta };
   }
 
   private async packBranches(parts: Part[]): Promise<Part[]> {
@@ -279,14 +272,8 @@ export class Trees {
 
   private async editLeaf(node: LeafNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
     const plan = planLeafEdit(node, start, end, entries);
-    for (const d of plan.dropped) {
-      if (!this.space.tryAddRange(d.pba, d.lengthBlocks, -1)) await this.space.addRange(d.pba, d.lengthBlocks, -1);
-      delta.mapped -= d.lengthBlocks;
-    }
-    for (const e of entries) {
-      if (!this.space.tryAddRange(e.pba, e.lengthBlocks, 1)) await this.space.addRange(e.pba, e.lengthBlocks, 1);
-      delta.mapped += e.lengthBlocks;
-    }
+    for (const r of plan.counts) if (!this.space.tryAddRange(r.pba, r.lengthBlocks, r.delta)) await this.space.addRange(r.pba, r.lengthBlocks, r.delta);
+    delta.mapped += plan.mappedDelta;
     const bytes = applyLeafPlan(node, plan);
     if (node.entries.length === 0) { await this.discard(node); return []; }
     if (bytes <= META_PAYLOAD_BYTES) return [{ key: node.entries[0]!.lba, node }];
@@ -343,7 +330,8 @@ function planLeafEdit(node: LeafNode, start: number, end: number, entries: LeafE
   const first = firstEndingAfter(list, start);
   let last = first;
   const left: LeafEntry[] = [], right: LeafEntry[] = [];
-  const dropped: LeafPlan['dropped'] = [];
+  const counts: LeafPlan['counts'] = [];
+  let mappedDelta = 0;
   let bytes = node.bytes ?? leafBytes(list);
   while (last < list.length && list[last]!.lba < end) {
     const e = list[last]!;
@@ -351,13 +339,18 @@ function planLeafEdit(node: LeafNode, start: number, end: number, entries: LeafE
     const eEnd = e.lba + e.lengthBlocks;
     if (e.lba < start) left.push(sliceEntry(e, e.lba, start));
     const rs = Math.max(e.lba, start), re = Math.min(eEnd, end);
-    dropped.push({ pba: e.pba + (rs - e.lba), lengthBlocks: re - rs });
+    counts.push({ pba: e.pba + (rs - e.lba), lengthBlocks: re - rs, delta: -1 });
+    mappedDelta -= re - rs;
     if (eEnd > end) right.push(sliceEntry(e, end, eEnd));
     last++;
   }
+  for (const e of entries) {
+    counts.push({ pba: e.pba, lengthBlocks: e.lengthBlocks, delta: 1 });
+    mappedDelta += e.lengthBlocks;
+  }
   const replacement = left.length === 0 && right.length === 0 ? entries : [...left, ...entries, ...right];
   for (const e of replacement) bytes += leafEntryBytes(e);
-  return { first, last, replacement, dropped, bytes };
+  return { first, last, replacement, counts, mappedDelta, bytes };
 }
 
 /** Splices a planned edit into the leaf and merges the extents it joined; returns the leaf's new size. */

@@ -28,19 +28,19 @@ export const checksumKernel: 'native' | 'library' = native ? 'native' : 'library
  */
 const ON_HEAP_U32_MAX = 16;
 const scratch = new Uint32Array(ON_HEAP_U32_MAX);
-const single = new Uint32Array(1);
 
 /** Writes the crc32c of each 4 KiB block of `data` to out[at], out[at + 1], ... */
 export function blockChecksums(data: Buffer, out: Uint32Array, at = 0): void {
   const blocks = data.length / BLOCK_SIZE_BYTES;
   assert(data.length % BLOCK_SIZE_BYTES === 0 && at + blocks <= out.length, 'checksummed data is whole blocks that fit the output');
-  if (out.length > ON_HEAP_U32_MAX || out === single || out === scratch) { kernel(data, out, at); return; }
+  if (out.length > ON_HEAP_U32_MAX) { kernel(data, out, at); return; }
   kernel(data, scratch, 0);
   for (let i = 0; i < blocks; i++) out[at + i] = scratch[i]!;
 }
 
 /** The crc32c of one 4 KiB block. */
 export function blockChecksum(block: Buffer): number {
-  blockChecksums(block, single, 0);
-  return single[0]!;
+  assert(block.length === BLOCK_SIZE_BYTES, 'one whole block');
+  kernel(block, scratch, 0);
+  return scratch[0]!;
 }

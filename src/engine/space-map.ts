@@ -106,18 +106,12 @@ export class SpaceMap {
    * (the common case inside a write: hot pages). Returns false, having changed nothing, otherwise.
    */
   tryAddRange(pba: number, lengthBlocks: number, delta: 1 | -1): boolean {
-    const end = pba + lengthBlocks;
-    const firstPage = Math.floor(pba / REFCOUNTS_PER_PAGE), lastPage = Math.floor((end - 1) / REFCOUNTS_PER_PAGE);
-    const pages: CountPage[] = [];
-    for (let i = firstPage; i <= lastPage; i++) {
-      const page = this.array.pageIfDirty(i);
-      if (page === undefined) return false;
-      pages.push(page);
-    }
+    if (!this.rangeDirtyNow(pba, lengthBlocks)) return false;
     this.store.changes++;
-    for (let i = firstPage, block = pba; i <= lastPage; i++) {
+    const end = pba + lengthBlocks;
+    for (let i = Math.floor(pba / REFCOUNTS_PER_PAGE), block = pba; block < end; i++) {
       const pageEnd = Math.min(end, (i + 1) * REFCOUNTS_PER_PAGE);
-      this.applyToPage(pages[i - firstPage]!, i, block, pageEnd, delta);
+      this.applyToPage(this.array.pageIfDirty(i)!, i, block, pageEnd, delta);
       block = pageEnd;
     }
     return true;

@@ -118,19 +118,19 @@ async function handleOption(engine: Engine, io: HandshakeIo, state: State, optio
       return undefined;
     case c.NBD_OPT_LIST_META_CONTEXT:
     case c.NBD_OPT_SET_META_CONTEXT: metaContext(engine, io, state, option, data); return undefined;
-    default:
-      io.send(optionError(option, c.NBD_REP_ERR_UNSUP, `option ${option} not supported`));
-      return undefined;
+    default: return unsupported(io, option);
   }
+}
+
+function unsupported(io: HandshakeIo, option: number): undefined {
+  io.send(optionError(option, c.NBD_REP_ERR_UNSUP, `option ${option} not supported`));
+  return undefined;
 }
 
 /** An option whose data was too large to read: what it had to answer without the data. */
 function tooBig(io: HandshakeIo, state: State, option: number): undefined {
   if (option === c.NBD_OPT_EXPORT_NAME) throw new HangUp('export name too long');
-  if (!KNOWN_OPTIONS.has(option)) {
-    io.send(optionError(option, c.NBD_REP_ERR_UNSUP, `option ${option} not supported`));
-    return undefined;
-  }
+  if (!KNOWN_OPTIONS.has(option)) return unsupported(io, option);
   // proto.md: a failed SET_META_CONTEXT still replaces the earlier selection.
   if (option === c.NBD_OPT_SET_META_CONTEXT) clearMetaContexts(state);
   io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `option data over ${c.optionBytesMax} bytes`));
