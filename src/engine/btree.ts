@@ -1,8 +1,9 @@
 // The copy-on-write B+tree mapping logical blocks to {physical block, crc32c} extents (Rodeh 2008,
 // dm-thin). Sharing is by reference count: a snapshot or clone is another reference to a root; a
 // change to a shared node shadows it (copy, children +1, original -1). Data is never copied.
-import { BRANCH_FANOUT_MAX, EXTENT_BLOCKS_MAX, LEAF_ENTRY_FIXED_BYTES, META_PAYLOAD_BYTES } from './constants.js';
-import { MetaType, leafBytes, leafEntryBytes, type BranchNode, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
+import { BRANCH_FANOUT_MAX, LEAF_ENTRY_FIXED_BYTES, META_PAYLOAD_BYTES } from './constants.js';
+import { MetaType, leafEntryBytes, type BranchNode, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
+import { LeafExtents } from './leaf-extents.js';
 import type { MetaStore } from './meta-store.js';
 import type { SpaceMap } from './space-map.js';
 import { assert, fail } from './errors.js';
@@ -74,7 +75,7 @@ export class Trees {
     if (rc === 1 && this.store.isDirty(node)) return node;
     const block = await this.space.allocMeta();
     const copy: TreeNode = node.type === MetaType.Leaf
-      ? { type: MetaType.Leaf, block, txn: 0, entries: node.entries.slice(), bytes: node.bytes }
+      ? { type: MetaType.Leaf, block, txn: 0, ext: node.ext.copyRange() }
       : { type: MetaType.Branch, block, txn: 0, keys: node.keys.slice(), children: node.children.slice() };
     this.store.markDirty(copy);
     this.store.put(copy);
@@ -87,7 +88,8 @@ export class Trees {
   /** Counts of everything `node` points to, +1 or -1; without awaiting where the count page is dirty already. */
   private async refChildren(node: TreeNode, delta: 1 | -1): Promise<void> {
     if (node.type === MetaType.Leaf) {
-      for (const e of node.entries) if (!this.space.tryAddRange(e.pba, e.lengthBlocks, delta)) await this.space.addRange(e.pba, e.lengthBlocks, delta);
+      const x = node.ext;
+      for (let i = 0; i < x.count; i++) if (!this.space.tryAddRange(x.pbas[i]!, x.lens[i]!, delta)) await this.space.addRange(x.pbas[i]!, x.lens[i]!, delta);
     } else {
       for (const c of node.children) if (!this.space.tryAddRange(c, 1, delta)) await this.space.addRange(c, 1, delta);
     }
@@ -125,7 +127,7 @@ export class Trees {
     const node = this.cached(root);
     if (!node) return false;
     if (node.type === MetaType.Leaf) {
-      collectEntries(node, start, end, out, limit);
+      node.ext.collect(start, end, out, limit);
       return true;
     }
     for (const [child, from, to] of childRanges(node, start, end)) {
@@ -140,7 +142,7 @@ export class Trees {
     if (root === 0 || start >= end || out.length >= limit) return out;
     const node = await this.load(root);
     if (node.type === MetaType.Leaf) {
-      collectEntries(node, start, end, out, limit);
+      node.ext.collect(start, end, out, limit);
       return out;
     }
     for (const [child, from, to] of childRanges(node, start, end)) {
@@ -182,7 +184,7 @@ export class Trees {
     let parts: Part[];
     if (root === 0) {
       if (entries.length === 0) return { root: 0, mappedDelta: 0 };
-      const leaf = await this.newNode({ type: MetaType.Leaf, entries: [] });
+      const leaf = await this.newNode({ type: MetaType.Leaf, ext: new LeafExtents() });
       parts = await this.editNode(leaf, start, end, entries, delta);
     } else {
       parts = await this.editNode(await this.writableChild(root), start, end, entries, delta);
@@ -217,7 +219,7 @@ export class Trees {
     }
     if (!node || !this.writableNow(node)) return undefined;
     const plan = planLeafEdit(node, start, end, entries);
-    if (plan.bytes > META_PAYLOAD_BYTES || (plan.replacement.length === 0 && plan.last - plan.first === node.entries.length)) return undefined;
+    if (plan.bytes > META_PAYLOAD_BYTES || (plan.replacement.length === 0 && plan.last - plan.first === node.ext.count)) return undefined;
     for (const r of plan.counts) if (!this.space.rangeDirtyNow(r.pba, r.lengthBlocks)) return undefined;
     for (const r of plan.counts) if (!this.space.tryAddRange(r.pba, r.lengthBlocks, r.delta)) fail('a count page checked dirty is dirty');
     applyLeafPlan(node, plan);
@@ -275,24 +277,25 @@ export class Trees {
     for (const r of plan.counts) if (!this.space.tryAddRange(r.pba, r.lengthBlocks, r.delta)) await this.space.addRange(r.pba, r.lengthBlocks, r.delta);
     delta.mapped += plan.mappedDelta;
     const bytes = applyLeafPlan(node, plan);
-    if (node.entries.length === 0) { await this.discard(node); return []; }
-    if (bytes <= META_PAYLOAD_BYTES) return [{ key: node.entries[0]!.lba, node }];
-    const groups: LeafEntry[][] = [[]];
-    let groupBytes = 0;
+    const x = node.ext;
+    if (x.count === 0) { await this.discard(node); return []; }
+    if (bytes <= META_PAYLOAD_BYTES) return [{ key: x.lbas[0]!, node }];
     // An append (the edit is past every old entry) fills the left leaf completely, so sequential
     // data packs leaves full; a split in the middle halves, leaving room on both sides.
-    const lastLba = node.entries[node.entries.length - 1]!.lba;
-    const fill = entries.length > 0 && entries[entries.length - 1]!.lba === lastLba ? META_PAYLOAD_BYTES : META_PAYLOAD_BYTES / 2;
-    for (const e of node.entries) {
-      const b = leafEntryBytes(e);
-      if (groupBytes + b > fill && groups[groups.length - 1]!.length > 0) { groups.push([]); groupBytes = 0; }
-      groups[groups.length - 1]!.push(e);
+    const fill = entries.length > 0 && entries[entries.length - 1]!.lba === x.lbas[x.count - 1]! ? META_PAYLOAD_BYTES : META_PAYLOAD_BYTES / 2;
+    const cuts = [0];
+    let groupBytes = 0;
+    for (let i = 0; i < x.count; i++) {
+      const b = LEAF_ENTRY_FIXED_BYTES + 4 * x.lens[i]!;
+      if (groupBytes + b > fill && i > cuts[cuts.length - 1]!) { cuts.push(i); groupBytes = 0; }
       groupBytes += b;
     }
-    node.entries = groups[0]!;
-    node.bytes = leafBytes(node.entries);
-    const out: Part[] = [{ key: node.entries[0]!.lba, node }];
-    for (const g of groups.slice(1)) out.push({ key: g[0]!.lba, node: await this.newNode({ type: MetaType.Leaf, entries: g, bytes: leafBytes(g) }) });
+    cuts.push(x.count);
+    const pieces: LeafExtents[] = [];
+    for (let k = 1; k + 1 < cuts.length; k++) pieces.push(x.copyRange(cuts[k]!, cuts[k + 1]!));
+    x.truncate(cuts[1]!);
+    const out: Part[] = [{ key: x.lbas[0]!, node }];
+    for (const piece of pieces) out.push({ key: piece.lbas[0]!, node: await this.newNode({ type: MetaType.Leaf, ext: piece }) });
     return out;
   }
 
@@ -325,67 +328,47 @@ function* childRanges(node: BranchNode, start: number, end: number): Generator<[
 
 /** The leaf edit replacing [start, end) of `node` with `entries` (inside the range), without changing anything. */
 function planLeafEdit(node: LeafNode, start: number, end: number, entries: LeafEntry[]): LeafPlan {
-  const list = node.entries;
-  // Only entries overlapping [start, end) are touched, and the result is spliced in place.
-  const first = firstEndingAfter(list, start);
+  const x = node.ext;
+  // Only extents overlapping [start, end) are touched: the first may keep a part on the left, the
+  // last a part on the right; the result is spliced in place.
+  const first = x.firstEndingAfter(start);
   let last = first;
-  const left: LeafEntry[] = [], right: LeafEntry[] = [];
+  let left: LeafEntry | undefined, right: LeafEntry | undefined;
   const counts: LeafPlan['counts'] = [];
   let mappedDelta = 0;
-  let bytes = node.bytes ?? leafBytes(list);
-  while (last < list.length && list[last]!.lba < end) {
-    const e = list[last]!;
-    bytes -= leafEntryBytes(e);
-    const eEnd = e.lba + e.lengthBlocks;
-    if (e.lba < start) left.push(sliceEntry(e, e.lba, start));
-    const rs = Math.max(e.lba, start), re = Math.min(eEnd, end);
-    counts.push({ pba: e.pba + (rs - e.lba), lengthBlocks: re - rs, delta: -1 });
+  let bytes = x.bytes;
+  while (last < x.count && x.lbas[last]! < end) {
+    const lba = x.lbas[last]!, eEnd = lba + x.lens[last]!;
+    bytes -= LEAF_ENTRY_FIXED_BYTES + 4 * x.lens[last]!;
+    if (lba < start) left = x.entry(last, lba, start);
+    const rs = Math.max(lba, start), re = Math.min(eEnd, end);
+    counts.push({ pba: x.pbas[last]! + (rs - lba), lengthBlocks: re - rs, delta: -1 });
     mappedDelta -= re - rs;
-    if (eEnd > end) right.push(sliceEntry(e, end, eEnd));
+    if (eEnd > end) right = x.entry(last, end, eEnd);
     last++;
   }
   for (const e of entries) {
     counts.push({ pba: e.pba, lengthBlocks: e.lengthBlocks, delta: 1 });
     mappedDelta += e.lengthBlocks;
   }
-  const replacement = left.length === 0 && right.length === 0 ? entries : [...left, ...entries, ...right];
+  const replacement = !left && !right ? entries : [...(left ? [left] : []), ...entries, ...(right ? [right] : [])];
   for (const e of replacement) bytes += leafEntryBytes(e);
   return { first, last, replacement, counts, mappedDelta, bytes };
 }
 
 /** Splices a planned edit into the leaf and merges the extents it joined; returns the leaf's new size. */
 function applyLeafPlan(node: LeafNode, plan: LeafPlan): number {
-  const list = node.entries;
-  list.splice(plan.first, plan.last - plan.first, ...plan.replacement);
-  const merged = mergeAround(list, Math.max(0, plan.first - 1), Math.min(list.length - 1, plan.first + plan.replacement.length));
-  node.bytes = plan.bytes - LEAF_ENTRY_FIXED_BYTES * merged;
-  return node.bytes;
+  const x = node.ext;
+  x.splice(plan.first, plan.last, plan.replacement);
+  x.mergeAround(plan.first - 1, Math.min(x.count - 1, plan.first + plan.replacement.length));
+  return x.bytes;
 }
 
-/**
- * Index of the first entry of a sorted leaf list that ends after `lba` (list.length if none). A binary
- * search: a leaf of single-block entries holds ~145 of them, and each is an object of its own (a
- * scan from the start cost a cache miss per entry).
- */
-function firstEndingAfter(list: LeafEntry[], lba: number): number {
-  let lo = 0, hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    const e = list[mid]!;
-    if (e.lba + e.lengthBlocks <= lba) lo = mid + 1; else hi = mid;
-  }
-  return lo;
-}
-
-/** Appends the entries of `leaf` overlapping [start, end), clipped, up to `limit` in all. */
-function collectEntries(leaf: LeafNode, start: number, end: number, out: LeafEntry[], limit: number): void {
-  const list = leaf.entries;
-  for (let i = firstEndingAfter(list, start); i < list.length; i++) {
-    const e = list[i]!;
-    if (e.lba >= end || out.length >= limit) break;
-    // Always a new object: callers own what lookup returns, the leaf's entries stay the tree's.
-    out.push(sliceEntry(e, Math.max(e.lba, start), Math.min(e.lba + e.lengthBlocks, end)));
-  }
+/** Copies of the extents of a leaf overlapping [start, end), clipped. */
+export function leafEntriesIn(node: LeafNode, start: number, end: number): LeafEntry[] {
+  const out: LeafEntry[] = [];
+  node.ext.collect(start, end, out);
+  return out;
 }
 
 /** Index of the child whose range holds `lba`. */
@@ -396,24 +379,4 @@ export function childIndex(node: BranchNode, lba: number): number {
     if (node.keys[mid]! <= lba) lo = mid; else hi = mid - 1;
   }
   return lo;
-}
-
-/** Merges logically and physically contiguous neighbours among list[from..to] (inclusive), in place; returns the merges. */
-function mergeAround(list: LeafEntry[], from: number, to: number): number {
-  let merges = 0;
-  let i = from;
-  while (i < to && i + 1 < list.length) {
-    const prev = list[i]!, e = list[i + 1]!;
-    assert(prev.lba + prev.lengthBlocks <= e.lba, 'leaf entries do not overlap');
-    if (prev.lba + prev.lengthBlocks === e.lba && prev.pba + prev.lengthBlocks === e.pba && prev.lengthBlocks + e.lengthBlocks <= EXTENT_BLOCKS_MAX) {
-      const crcs = new Uint32Array(prev.lengthBlocks + e.lengthBlocks);
-      crcs.set(prev.crcs, 0); crcs.set(e.crcs, prev.lengthBlocks);
-      list.splice(i, 2, { lba: prev.lba, pba: prev.pba, lengthBlocks: prev.lengthBlocks + e.lengthBlocks, crcs });
-      to--;
-      merges++;
-    } else {
-      i++;
-    }
-  }
-  return merges;
 }

@@ -90,7 +90,10 @@ class Checker {
       const node = (await this.readMeta(block, MetaType.Leaf, `tree node of ${owner}`)) as TreeNode | null;
       if (!node) continue;
       if (node.type === MetaType.Branch) { stack.push(...node.children); continue; }
-      for (const e of node.entries) await this.checkExtent(e.pba, e.lengthBlocks, e.crcs, owner);
+      for (let i = 0; i < node.ext.count; i++) {
+        const e = node.ext.entry(i);
+        await this.checkExtent(e.pba, e.lengthBlocks, e.crcs, owner);
+      }
     }
   }
 

@@ -1,8 +1,8 @@
 // Diff of two trees: walk both together and skip every subtree they share (same node block), so the
 // cost is proportional to what changed, not to the volume size (engine.md, "Diff").
-import { MetaType, type LeafEntry, type TreeNode } from './format.js';
+import { MetaType, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
 import type { Trees } from './btree.js';
-import { childIndex, clipEntries } from './btree.js';
+import { childIndex, leafEntriesIn } from './btree.js';
 
 export interface LbaRange { startLba: number; endLba: number }
 
@@ -51,8 +51,8 @@ async function diffNodes(trees: Trees, a: number, b: number, lo: number, hi: num
     }
     return;
   }
-  const ea = na ? clipEntries((na as { entries: LeafEntry[] }).entries, lo, hi) : [];
-  const eb = nb ? clipEntries((nb as { entries: LeafEntry[] }).entries, lo, hi) : [];
+  const ea = na ? leafEntriesIn(na as LeafNode, lo, hi) : [];
+  const eb = nb ? leafEntriesIn(nb as LeafNode, lo, hi) : [];
   diffLeaves(ea, eb, lo, hi, out);
 }
 

@@ -1,22 +1,19 @@
 // Encoding and decoding of every metadata block: the common header (magic, type, crc32c, own block
 // number, generation) and the payload of each type. Checked right before a write and right after a read.
 import {
-  BLOCK_SIZE_BYTES, META_HEADER_BYTES, META_MAGIC, META_PAYLOAD_BYTES, LEAF_ENTRY_FIXED_BYTES,
+  BLOCK_SIZE_BYTES, META_HEADER_BYTES, META_MAGIC, META_PAYLOAD_BYTES, LEAF_ENTRY_FIXED_BYTES, EXTENT_BLOCKS_MAX,
   BRANCH_FANOUT_MAX, RADIX_FANOUT, REFCOUNTS_PER_PAGE, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES,
 } from './constants.js';
 import { assert, fail, ChecksumError } from './errors.js';
 import { blockChecksum } from './checksum.js';
+import { LeafExtents } from './leaf-extents.js';
 
 export const enum MetaType { Leaf = 1, Branch = 2, Radix = 3, CountPage = 4, CatalogPage = 5 }
 
 /** One mapping: `lengthBlocks` logical blocks from `lba` live at physical blocks from `pba`. */
 export interface LeafEntry { lba: number; pba: number; lengthBlocks: number; crcs: Uint32Array }
 
-export interface LeafNode {
-  type: MetaType.Leaf; block: number; txn: number; entries: LeafEntry[];
-  /** leafBytes(entries) when known (kept by edits; not stored): summing it walks every entry. */
-  bytes?: number;
-}
+export interface LeafNode { type: MetaType.Leaf; block: number; txn: number; ext: LeafExtents }
 export interface BranchNode { type: MetaType.Branch; block: number; txn: number; keys: number[]; children: number[] }
 export interface RadixNode { type: MetaType.Radix; block: number; txn: number; ptrs: Float64Array; free: Float64Array }
 export interface CountPage { type: MetaType.CountPage; block: number; txn: number; counts: Uint32Array }
@@ -25,11 +22,6 @@ export type TreeNode = LeafNode | BranchNode;
 export type MetaObject = (TreeNode | RadixNode | CountPage | CatalogPage) & { used?: boolean };
 
 export function leafEntryBytes(entry: LeafEntry): number { return LEAF_ENTRY_FIXED_BYTES + 4 * entry.lengthBlocks; }
-export function leafBytes(entries: LeafEntry[]): number {
-  let total = 0;
-  for (const e of entries) total += leafEntryBytes(e);
-  return total;
-}
 
 // Little-endian u64 fields (below 2^53) through a DataView: Buffer's writeUInt32LE/readUInt32LE check
 // their arguments on every call, which made encoding a leaf of 145 entries cost ~25 µs, under the
@@ -46,7 +38,7 @@ export function viewOf(buf: Buffer): DataView { return new DataView(buf.buffer, 
 
 function payloadCount(obj: MetaObject): number {
   switch (obj.type) {
-    case MetaType.Leaf: return obj.entries.length;
+    case MetaType.Leaf: return obj.ext.count;
     case MetaType.Branch: return obj.children.length;
     default: return 0;
   }
@@ -70,17 +62,18 @@ export function encodeMetaInto(obj: MetaObject, buf: Buffer): Buffer {
   let off = META_HEADER_BYTES;
   switch (obj.type) {
     case MetaType.Leaf: {
-      const bytes = leafBytes(obj.entries);
-      assert(bytes <= META_PAYLOAD_BYTES, 'leaf overflows its block');
-      assert(obj.bytes === undefined || obj.bytes === bytes, 'cached leaf size is exact');
-      let prevEnd = -1;
-      for (const e of obj.entries) {
-        assert(e.lba >= prevEnd && e.lengthBlocks > 0 && e.crcs.length === e.lengthBlocks, 'leaf entries sorted, non-overlapping');
-        prevEnd = e.lba + e.lengthBlocks;
-        setU64(view, off, e.lba); setU64(view, off + 8, e.pba); view.setUint32(off + 16, e.lengthBlocks, true);
+      const x = obj.ext;
+      assert(x.bytes <= META_PAYLOAD_BYTES, 'leaf overflows its block');
+      let prevEnd = -1, c = 0;
+      for (let i = 0; i < x.count; i++) {
+        const lba = x.lbas[i]!, len = x.lens[i]!;
+        assert(lba >= prevEnd && len > 0 && x.crcAt[i] === c, 'leaf extents sorted, non-overlapping, checksums in order');
+        prevEnd = lba + len;
+        setU64(view, off, lba); setU64(view, off + 8, x.pbas[i]!); view.setUint32(off + 16, len, true);
         off += LEAF_ENTRY_FIXED_BYTES;
-        for (let i = 0; i < e.lengthBlocks; i++, off += 4) view.setUint32(off, e.crcs[i]!, true);
+        for (let j = 0; j < len; j++, off += 4) view.setUint32(off, x.crcs[c++]!, true);
       }
+      assert(c === x.crcUsed, 'leaf checksum count');
       break;
     }
     case MetaType.Branch: {
@@ -125,15 +118,24 @@ export function decodeMeta(buf: Buffer, block: number, expectType?: MetaType): M
   let off = META_HEADER_BYTES;
   switch (type) {
     case MetaType.Leaf: {
-      const entries: LeafEntry[] = [];
+      const x = new LeafExtents();
+      let c = 0, prevEnd = -1;
+      if (count > x.lbas.length) throw new ChecksumError(block, `leaf of ${count} extents`);
       for (let i = 0; i < count; i++) {
-        const lba = getU64(view, off), pba = getU64(view, off + 8), lengthBlocks = view.getUint32(off + 16, true);
+        const lba = getU64(view, off), len = view.getUint32(off + 16, true);
+        // A block whose checksum matches can still hold nonsense (a bug that wrote it, or another
+        // format): refuse it here rather than let the tree index past its arrays.
+        if (len < 1 || len > EXTENT_BLOCKS_MAX || lba < prevEnd || off + LEAF_ENTRY_FIXED_BYTES + 4 * len > META_HEADER_BYTES + META_PAYLOAD_BYTES) {
+          throw new ChecksumError(block, 'leaf extent out of bounds');
+        }
+        x.lbas[i] = lba; x.pbas[i] = getU64(view, off + 8); x.lens[i] = len; x.crcAt[i] = c;
+        prevEnd = lba + len;
         off += LEAF_ENTRY_FIXED_BYTES;
-        const crcs = new Uint32Array(lengthBlocks);
-        for (let j = 0; j < lengthBlocks; j++, off += 4) crcs[j] = view.getUint32(off, true);
-        entries.push({ lba, pba, lengthBlocks, crcs });
+        for (let j = 0; j < len; j++, off += 4) x.crcs[c++] = view.getUint32(off, true);
       }
-      return { type, block, txn, entries };
+      x.count = count;
+      x.crcUsed = c;
+      return { type, block, txn, ext: x };
     }
     case MetaType.Branch: {
       const keys: number[] = [], children: number[] = [];

@@ -149,11 +149,7 @@ export class MetaStore {
 /** Rough V8 heap size of a decoded block (objects, arrays and typed-array headers included). */
 function heapBytes(obj: MetaObject): number {
   switch (obj.type) {
-    case MetaType.Leaf: {
-      let bytes = 128;
-      for (const e of obj.entries) bytes += 160 + 4 * e.lengthBlocks;
-      return bytes;
-    }
+    case MetaType.Leaf: return obj.ext.heapBytes;
     case MetaType.Branch: return 128 + 24 * obj.children.length;
     default: return BLOCK_SIZE_BYTES + 512;
   }

@@ -12,8 +12,10 @@ export async function exclusiveBlocks(core: PoolCore, root: number): Promise<num
     for (const child of node.children) total += await exclusiveBlocks(core, child);
     return total;
   }
-  for (const e of node.entries) {
-    for (let i = 0; i < e.lengthBlocks; i++) if ((await core.space.get(e.pba + i)) === 1) total++;
+  const x = node.ext;
+  for (let i = 0; i < x.count; i++) {
+    const pba = x.pbas[i]!, len = x.lens[i]!;
+    for (let j = 0; j < len; j++) if ((await core.space.get(pba + j)) === 1) total++;
   }
   return total;
 }

@@ -1,0 +1,179 @@
+// A leaf's extents as parallel typed arrays, edited in place. As one object (and one checksum array)
+// per extent, a cached leaf of ~165 single-block extents was ~330 heap objects and ~26 KiB: the
+// garbage collector marked and moved all of them, a commit serialized them field by field, and the
+// metadata cache held a quarter as many leaves as it could. Here a leaf is five arrays of fixed
+// capacity (~7.5 KiB), and an extent's checksums sit right after the previous extent's, in order.
+import { EXTENT_BLOCKS_MAX, LEAF_ENTRY_FIXED_BYTES, META_PAYLOAD_BYTES } from './constants.js';
+import { assert } from './errors.js';
+import type { LeafEntry } from './format.js';
+
+/** Extents a full leaf block can hold (each has at least one checksum). */
+export const LEAF_EXTENTS_MAX = Math.floor(META_PAYLOAD_BYTES / (LEAF_ENTRY_FIXED_BYTES + 4));
+/** Checksums a full leaf block can hold. */
+const LEAF_CRCS_MAX = Math.floor((META_PAYLOAD_BYTES - LEAF_ENTRY_FIXED_BYTES) / 4);
+
+export class LeafExtents {
+  /** Number of extents. */
+  count = 0;
+  /** Checksums in use: crcs[0, crcUsed). */
+  crcUsed = 0;
+  lbas: Float64Array;
+  pbas: Float64Array;
+  lens: Uint8Array;
+  /** Index into `crcs` of each extent's first checksum: the sum of the lengths before it. */
+  crcAt: Uint32Array;
+  crcs: Uint32Array;
+
+  constructor(extents = LEAF_EXTENTS_MAX, crcs = LEAF_CRCS_MAX) {
+    this.lbas = new Float64Array(extents);
+    this.pbas = new Float64Array(extents);
+    this.lens = new Uint8Array(extents);
+    this.crcAt = new Uint32Array(extents);
+    this.crcs = new Uint32Array(crcs);
+  }
+
+  static of(entries: readonly LeafEntry[]): LeafExtents {
+    const leaf = new LeafExtents();
+    leaf.splice(0, 0, entries);
+    return leaf;
+  }
+
+  /** Payload bytes of the leaf as stored on disk. */
+  get bytes(): number { return this.count * LEAF_ENTRY_FIXED_BYTES + this.crcUsed * 4; }
+
+  end(i: number): number { return this.lbas[i]! + this.lens[i]!; }
+
+  /** A copy of extent i's part [from, to) (inside it) as an entry of its own. */
+  entry(i: number, from = this.lbas[i]!, to = this.end(i)): LeafEntry {
+    const skip = from - this.lbas[i]!;
+    const c = this.crcAt[i]! + skip;
+    return { lba: from, pba: this.pbas[i]! + skip, lengthBlocks: to - from, crcs: this.crcs.slice(c, c + to - from) };
+  }
+
+  /** Index of the first extent that ends after `lba` (count if none): a binary search. */
+  firstEndingAfter(lba: number): number {
+    let lo = 0, hi = this.count;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.lbas[mid]! + this.lens[mid]! <= lba) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Copies of the extents overlapping [start, end), clipped, appended to `out` up to `limit` in all. */
+  collect(start: number, end: number, out: LeafEntry[], limit = Infinity): void {
+    for (let i = this.firstEndingAfter(start); i < this.count; i++) {
+      const lba = this.lbas[i]!;
+      if (lba >= end || out.length >= limit) break;
+      out.push(this.entry(i, Math.max(lba, start), Math.min(this.end(i), end)));
+    }
+  }
+
+  /** Replaces extents [first, last) with `entries` (sorted, and fitting between their neighbours). */
+  splice(first: number, last: number, entries: readonly LeafEntry[]): void {
+    assert(first >= 0 && first <= last && last <= this.count, 'leaf splice inside the leaf');
+    const crcFrom = first < this.count ? this.crcAt[first]! : this.crcUsed;
+    const crcTo = last < this.count ? this.crcAt[last]! : this.crcUsed;
+    let added = 0;
+    for (const e of entries) added += e.lengthBlocks;
+    const count = this.count + entries.length - (last - first);
+    const crcUsed = this.crcUsed + added - (crcTo - crcFrom);
+    this.reserve(count, crcUsed);
+    const shift = entries.length - (last - first), crcShift = added - (crcTo - crcFrom);
+    if (shift !== 0 && last < this.count) {
+      const to = first + entries.length;
+      this.lbas.copyWithin(to, last, this.count);
+      this.pbas.copyWithin(to, last, this.count);
+      this.lens.copyWithin(to, last, this.count);
+      this.crcAt.copyWithin(to, last, this.count);
+    }
+    if (crcShift !== 0 && crcTo < this.crcUsed) this.crcs.copyWithin(crcFrom + added, crcTo, this.crcUsed);
+    if (crcShift !== 0) for (let i = first + entries.length; i < count; i++) this.crcAt[i] = this.crcAt[i]! + crcShift;
+    let i = first, c = crcFrom;
+    for (const e of entries) {
+      assert(e.lengthBlocks > 0 && e.lengthBlocks <= EXTENT_BLOCKS_MAX && e.crcs.length === e.lengthBlocks, 'leaf extent length');
+      this.lbas[i] = e.lba; this.pbas[i] = e.pba; this.lens[i] = e.lengthBlocks; this.crcAt[i] = c;
+      this.crcs.set(e.crcs, c);
+      i++; c += e.lengthBlocks;
+    }
+    this.count = count;
+    this.crcUsed = crcUsed;
+  }
+
+  /**
+   * Merges logically and physically contiguous neighbours among extents [from, to] (inclusive);
+   * returns the number of merges. Their checksums are adjacent already, so only the index moves.
+   */
+  mergeAround(from: number, to: number): number {
+    let merges = 0;
+    let i = Math.max(0, from);
+    while (i < to && i + 1 < this.count) {
+      const end = this.end(i);
+      assert(end <= this.lbas[i + 1]!, 'leaf extents do not overlap');
+      const len = this.lens[i]! + this.lens[i + 1]!;
+      if (end === this.lbas[i + 1]! && this.pbas[i]! + this.lens[i]! === this.pbas[i + 1]! && len <= EXTENT_BLOCKS_MAX) {
+        this.lens[i] = len;
+        this.lbas.copyWithin(i + 1, i + 2, this.count);
+        this.pbas.copyWithin(i + 1, i + 2, this.count);
+        this.lens.copyWithin(i + 1, i + 2, this.count);
+        this.crcAt.copyWithin(i + 1, i + 2, this.count);
+        this.count--;
+        to--;
+        merges++;
+      } else {
+        i++;
+      }
+    }
+    return merges;
+  }
+
+  /** A copy of extents [from, to) as a leaf of its own (capacity for a full block). */
+  copyRange(from = 0, to = this.count): LeafExtents {
+    const out = new LeafExtents(Math.max(LEAF_EXTENTS_MAX, to - from), Math.max(LEAF_CRCS_MAX, this.crcEnd(to) - this.crcEnd(from)));
+    const c0 = this.crcEnd(from), c1 = this.crcEnd(to);
+    out.lbas.set(this.lbas.subarray(from, to));
+    out.pbas.set(this.pbas.subarray(from, to));
+    out.lens.set(this.lens.subarray(from, to));
+    for (let i = from; i < to; i++) out.crcAt[i - from] = this.crcAt[i]! - c0;
+    out.crcs.set(this.crcs.subarray(c0, c1));
+    out.count = to - from;
+    out.crcUsed = c1 - c0;
+    return out;
+  }
+
+  /** Where extent i's checksums start (crcUsed for i = count). */
+  crcEnd(i: number): number { return i < this.count ? this.crcAt[i]! : this.crcUsed; }
+
+  /** Keeps extents [0, n), back in arrays of a block's capacity if an edit grew them. */
+  truncate(n: number): void {
+    assert(n >= 0 && n <= this.count, 'leaf truncated inside the leaf');
+    this.crcUsed = this.crcEnd(n);
+    this.count = n;
+    if (this.lbas.length > LEAF_EXTENTS_MAX || this.crcs.length > LEAF_CRCS_MAX) {
+      const small = this.copyRange(0, n);
+      this.lbas = small.lbas; this.pbas = small.pbas; this.lens = small.lens; this.crcAt = small.crcAt; this.crcs = small.crcs;
+    }
+  }
+
+  /** Grows the arrays (past a block's capacity) for an edit that overfills the leaf before it splits. */
+  private reserve(count: number, crcUsed: number): void {
+    if (count > this.lbas.length) {
+      const n = Math.max(count, 2 * this.lbas.length);
+      this.lbas = grown(this.lbas, new Float64Array(n));
+      this.pbas = grown(this.pbas, new Float64Array(n));
+      this.lens = grown(this.lens, new Uint8Array(n));
+      this.crcAt = grown(this.crcAt, new Uint32Array(n));
+    }
+    if (crcUsed > this.crcs.length) this.crcs = grown(this.crcs, new Uint32Array(Math.max(crcUsed, 2 * this.crcs.length)));
+  }
+
+  /** Heap bytes held (for the cache's budget). */
+  get heapBytes(): number {
+    return 400 + this.lbas.byteLength + this.pbas.byteLength + this.lens.byteLength + this.crcAt.byteLength + this.crcs.byteLength;
+  }
+}
+
+function grown<T extends { set(from: ArrayLike<number>): void }>(from: ArrayLike<number>, to: T): T {
+  to.set(from);
+  return to;
+}
