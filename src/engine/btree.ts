@@ -97,7 +97,7 @@ export class Trees {
 
   /** Frees a dirty node this transaction made and no longer needs (its children stay referenced). */
   private async discard(node: TreeNode): Promise<void> {
-    this.store.dirty.delete(node);
+    this.store.undirty(node);
     this.store.forget(node.block);
     await this.space.decref(node.block);
   }
@@ -308,7 +308,7 @@ export class Trees {
     let children: number[] = [];
     if (node.type === MetaType.Leaf) await this.refChildren(node, -1);
     else children = node.children.slice();
-    this.store.dirty.delete(node);
+    this.store.undirty(node);
     this.store.forget(block);
     await this.space.decref(block);
     return children;

@@ -19,7 +19,11 @@ export interface RadixNode { type: MetaType.Radix; block: number; txn: number; p
 export interface CountPage { type: MetaType.CountPage; block: number; txn: number; counts: Uint32Array }
 export interface CatalogPage { type: MetaType.CatalogPage; block: number; txn: number; records: Buffer }
 export type TreeNode = LeafNode | BranchNode;
-export type MetaObject = (TreeNode | RadixNode | CountPage | CatalogPage) & { used?: boolean };
+/**
+ * `used`: touched since the cache's clock hand passed (second chance at eviction). `dirty`: in the
+ * open transaction's dirty set (a flag, as a Set lookup per tree level and write showed in profiles).
+ */
+export type MetaObject = (TreeNode | RadixNode | CountPage | CatalogPage) & { used?: boolean; dirty?: boolean };
 
 export function leafEntryBytes(entry: LeafEntry): number { return LEAF_ENTRY_FIXED_BYTES + 4 * entry.lengthBlocks; }
 

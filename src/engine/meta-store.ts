@@ -46,7 +46,7 @@ export class MetaStore {
     this.cacheBytes -= bytes;
   }
 
-  isDirty(obj: MetaObject): boolean { return obj.txn === this.txn && this.dirty.has(obj); }
+  isDirty(obj: MetaObject): boolean { return obj.dirty === true && obj.txn === this.txn; }
 
   async load<T extends MetaObject>(block: number, type: MetaType): Promise<T> {
     if (block < 2) fail(`metadata load of block ${block}`);
@@ -97,7 +97,14 @@ export class MetaStore {
   markDirty(obj: MetaObject): void {
     this.changes++;
     obj.txn = this.txn;
+    obj.dirty = true;
     this.dirty.add(obj);
+  }
+
+  /** Takes an object this transaction made back out of the dirty set (it is being freed). */
+  undirty(obj: MetaObject): void {
+    obj.dirty = false;
+    this.dirty.delete(obj);
   }
 
   /** Drops least-recently-used clean objects above the bound. Called only between mutations. */
@@ -107,7 +114,7 @@ export class MetaStore {
     const size = this.cache.size;
     for (const [block, obj] of this.cache) {
       if (this.cacheBytes <= this.cacheBytesMax || visited++ > 2 * size) break;
-      if (this.dirty.has(obj)) continue;
+      if (obj.dirty) continue;
       if (obj.used) {
         obj.used = false;
         this.cache.delete(block); this.cache.set(block, obj); // to the back of the clock
@@ -132,6 +139,7 @@ export class MetaStore {
       out.push({ block: obj.block, obj, encoded: frozen ? null : encodeMeta(obj) });
       this.cacheSet(obj.block, obj); // re-estimate: it changed while dirty
       this.committing.set(obj.block, obj);
+      obj.dirty = false;
     }
     this.dirty.clear();
     this.txn++;
