@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tempPool, assertClean, MiB } from './engine-helpers.js';
+import type { Engine } from '../src/engine/index.js';
 
 function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;
@@ -89,4 +90,48 @@ test('a tiny metadata cache evicts without losing nodes of a commit in flight', 
   }));
   for (const [lba, tag] of model) assert.equal((await engine.read(id, lba * 4096, 4096))[100], tag, `lba ${lba}`);
   await assertClean(engine);
+});
+
+test('32 MiB writes over scattered blocks and past them split leaves, and reopen intact', async (t) => {
+  const { engine, path, cleanup } = await tempPool(512 * MiB);
+  t.after(cleanup);
+  await engine.createVolume('v', 128 * MiB);
+  const id = engine.resolve('v').id;
+  // Every third block written on its own: leaves of single-block extents (nothing merges).
+  for (let lba = 0; lba < 12288; lba += 3) await engine.write(id, lba * 4096, Buffer.alloc(4096, 1 + (lba % 251)));
+  await engine.createSnapshots(['v@before']);
+  // One write, 8192 blocks in 128 extents: the edit overfills a leaf many times over before it splits.
+  const big = Buffer.alloc(32 * MiB);
+  for (let i = 0; i < 8192; i++) big.fill(1 + ((i * 7) % 253), i * 4096, (i + 1) * 4096);
+  await engine.write(id, 1000 * 4096, big);
+  // Past every mapping: all 128 extents land in the rightmost leaf at once (its arrays grow, then split).
+  await engine.write(id, 20000 * 4096, big);
+  const readAll = async (e: Engine, name: string): Promise<Buffer> => {
+    const parts: Buffer[] = [];
+    for (let lba = 0; lba < 12288; lba += 2048) parts.push(await e.read(e.resolve(name).id, lba * 4096, 2048 * 4096));
+    return Buffer.concat(parts);
+  };
+  const check = async (e: Engine): Promise<void> => {
+    const got = await readAll(e, 'v');
+    for (let lba = 0; lba < 12288; lba++) {
+      const inBig = lba >= 1000 && lba < 9192;
+      const want = inBig ? 1 + (((lba - 1000) * 7) % 253) : lba % 3 === 0 ? 1 + (lba % 251) : 0;
+      if (got[lba * 4096] !== want || got[lba * 4096 + 4095] !== want) assert.fail(`lba ${lba}: want ${want}, got ${got[lba * 4096]}`);
+    }
+    const tail = await e.read(e.resolve('v').id, 20000 * 4096, 32 * MiB);
+    assert.ok(tail.equals(big), 'the appended 32 MiB reads back');
+    const old = await readAll(e, 'v@before');
+    for (let lba = 0; lba < 12288; lba++) {
+      const want = lba % 3 === 0 ? 1 + (lba % 251) : 0;
+      if (old[lba * 4096] !== want) assert.fail(`snapshot lba ${lba}: want ${want}, got ${old[lba * 4096]}`);
+    }
+  };
+  await check(engine);
+  await assertClean(engine);
+  await engine.close();
+  const { openPoolFile } = await import('../src/engine/index.js');
+  const reopened = await openPoolFile(path);
+  t.after(() => reopened.close().catch(() => undefined));
+  await check(reopened);
+  await assertClean(reopened);
 });
