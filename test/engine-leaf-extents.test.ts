@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LeafExtents, LEAF_EXTENTS_MAX } from '../src/engine/leaf-extents.js';
-import { decodeMeta, encodeMeta, MetaType, type LeafEntry, type LeafNode } from '../src/engine/format.js';
+import { decodeMeta, encodeMeta, leafOf, MetaType, type LeafEntry, type LeafNode } from '../src/engine/format.js';
 import { blockChecksum } from '../src/engine/checksum.js';
 import { EXTENT_BLOCKS_MAX } from '../src/engine/constants.js';
 import { ChecksumError } from '../src/engine/errors.js';
@@ -108,7 +108,7 @@ test('a full leaf encodes and decodes to the same extents', () => {
   const entries = randomEntries(rand, 0, 1e9, 2000).filter((e) => e.lengthBlocks <= 2);
   const x = new LeafExtents();
   for (const e of entries) if (x.bytes + 20 + 4 * e.lengthBlocks <= 4064) x.splice(x.count, x.count, [e]);
-  const node: LeafNode = { type: MetaType.Leaf, block: 77, txn: 5, ext: x };
+  const node = leafOf(77, 5, x);
   const back = decodeMeta(encodeMeta(node), 77, MetaType.Leaf) as LeafNode;
   assert.ok(x.count > 100);
   assert.deepEqual(plain(entriesOf(back.ext)), plain(entriesOf(x)));
@@ -116,7 +116,7 @@ test('a full leaf encodes and decodes to the same extents', () => {
 
 test('a leaf block with a valid checksum but an extent past the block is refused, not indexed', () => {
   const x = LeafExtents.of([{ lba: 0, pba: 100, lengthBlocks: 1, crcs: Uint32Array.of(1) }]);
-  const buf = encodeMeta({ type: MetaType.Leaf, block: 9, txn: 1, ext: x });
+  const buf = encodeMeta(leafOf(9, 1, x));
   buf.writeUInt32LE(200, 32 + 16); // extent length 200: more than an extent may hold
   buf.writeUInt32LE(0, 8);
   buf.writeUInt32LE(blockChecksum(buf), 8);

@@ -2,7 +2,7 @@
 // paged array inside the pool, committed in the same transaction as the data they describe. The
 // whole catalog is also held in memory (small: tens of thousands of records are a few MB).
 import { CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NAME_BYTES_MAX } from './constants.js';
-import { MetaType, getU64, setU64, viewOf, type CatalogPage } from './format.js';
+import { MetaType, catalogPageOf, getU64, setU64, viewOf, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
 import { assert, fail } from './errors.js';
@@ -78,7 +78,7 @@ export class Catalog {
     this.slotsUsed = slotsUsed;
     this.array = new RadixArray<CatalogPage>(
       store, rootBlock, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, MetaType.CatalogPage,
-      () => ({ type: MetaType.CatalogPage, block: 0, txn: 0, records: Buffer.alloc(CATALOG_RECORDS_PER_PAGE * CATALOG_RECORD_BYTES) }),
+      () => catalogPageOf(0, 0, Buffer.alloc(CATALOG_RECORDS_PER_PAGE * CATALOG_RECORD_BYTES)),
       releaseOld,
     );
   }

@@ -72,9 +72,12 @@ async function readBlocks(core: PoolCore, root: number, startLba: number, endLba
       break;
     }
   }
-  const settled = await Promise.allSettled(pending);
+  // Served from the page cache, the usual 4 KiB read has nothing pending: no promise to wait for.
+  if (pending.length > 0) {
+    const settled = await Promise.allSettled(pending);
+    if (failure === null) for (const s of settled) if (s.status === 'rejected') throw s.reason;
+  }
   if (failure !== null) throw failure;
-  for (const s of settled) if (s.status === 'rejected') throw s.reason;
 }
 
 function readError(pba: number, err: unknown): unknown {

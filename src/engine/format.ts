@@ -13,17 +13,37 @@ export const enum MetaType { Leaf = 1, Branch = 2, Radix = 3, CountPage = 4, Cat
 /** One mapping: `lengthBlocks` logical blocks from `lba` live at physical blocks from `pba`. */
 export interface LeafEntry { lba: number; pba: number; lengthBlocks: number; crcs: Uint32Array }
 
-export interface LeafNode { type: MetaType.Leaf; block: number; txn: number; ext: LeafExtents }
-export interface BranchNode { type: MetaType.Branch; block: number; txn: number; keys: number[]; children: number[] }
-export interface RadixNode { type: MetaType.Radix; block: number; txn: number; ptrs: Float64Array; free: Float64Array }
-export interface CountPage { type: MetaType.CountPage; block: number; txn: number; counts: Uint32Array }
-export interface CatalogPage { type: MetaType.CatalogPage; block: number; txn: number; records: Buffer }
-export type TreeNode = LeafNode | BranchNode;
 /**
- * `used`: touched since the cache's clock hand passed (second chance at eviction). `dirty`: in the
- * open transaction's dirty set (a flag, as a Set lookup per tree level and write showed in profiles).
+ * What every metadata object carries. `used`: touched since the cache's clock hand passed (second
+ * chance at eviction). `dirty`: in the open transaction's dirty set (a flag: a Set lookup per tree
+ * level and write showed in profiles). Objects are made with every field, in the order of the
+ * `...Of` functions below, so each type keeps one hidden class: fields added later, or in another
+ * order, gave tree nodes half a dozen shapes and every access to them V8's slow, megamorphic path.
  */
-export type MetaObject = (TreeNode | RadixNode | CountPage | CatalogPage) & { used?: boolean; dirty?: boolean };
+interface MetaCommon { block: number; txn: number; used: boolean; dirty: boolean }
+export interface LeafNode extends MetaCommon { type: MetaType.Leaf; ext: LeafExtents }
+export interface BranchNode extends MetaCommon { type: MetaType.Branch; keys: number[]; children: number[] }
+export interface RadixNode extends MetaCommon { type: MetaType.Radix; ptrs: Float64Array; free: Float64Array }
+export interface CountPage extends MetaCommon { type: MetaType.CountPage; counts: Uint32Array }
+export interface CatalogPage extends MetaCommon { type: MetaType.CatalogPage; records: Buffer }
+export type TreeNode = LeafNode | BranchNode;
+export type MetaObject = TreeNode | RadixNode | CountPage | CatalogPage;
+
+export function leafOf(block: number, txn: number, ext: LeafExtents): LeafNode {
+  return { type: MetaType.Leaf, block, txn, used: false, dirty: false, ext };
+}
+export function branchOf(block: number, txn: number, keys: number[], children: number[]): BranchNode {
+  return { type: MetaType.Branch, block, txn, used: false, dirty: false, keys, children };
+}
+export function radixOf(block: number, txn: number, ptrs: Float64Array, free: Float64Array): RadixNode {
+  return { type: MetaType.Radix, block, txn, used: false, dirty: false, ptrs, free };
+}
+export function countPageOf(block: number, txn: number, counts: Uint32Array): CountPage {
+  return { type: MetaType.CountPage, block, txn, used: false, dirty: false, counts };
+}
+export function catalogPageOf(block: number, txn: number, records: Buffer): CatalogPage {
+  return { type: MetaType.CatalogPage, block, txn, used: false, dirty: false, records };
+}
 
 export function leafEntryBytes(entry: LeafEntry): number { return LEAF_ENTRY_FIXED_BYTES + 4 * entry.lengthBlocks; }
 
@@ -139,27 +159,27 @@ export function decodeMeta(buf: Buffer, block: number, expectType?: MetaType): M
       }
       x.count = count;
       x.crcUsed = c;
-      return { type, block, txn, ext: x };
+      return leafOf(block, txn, x);
     }
     case MetaType.Branch: {
       const keys: number[] = [], children: number[] = [];
       for (let i = 0; i < count; i++, off += 16) { keys.push(getU64(view, off)); children.push(getU64(view, off + 8)); }
-      return { type, block, txn, keys, children };
+      return branchOf(block, txn, keys, children);
     }
     case MetaType.Radix: {
       const ptrs = new Float64Array(RADIX_FANOUT), free = new Float64Array(RADIX_FANOUT);
       for (let i = 0; i < RADIX_FANOUT; i++, off += 16) { ptrs[i] = getU64(view, off); free[i] = getU64(view, off + 8); }
-      return { type, block, txn, ptrs, free };
+      return radixOf(block, txn, ptrs, free);
     }
     case MetaType.CountPage: {
       const counts = new Uint32Array(REFCOUNTS_PER_PAGE);
       for (let i = 0; i < REFCOUNTS_PER_PAGE; i++, off += 4) counts[i] = view.getUint32(off, true);
-      return { type, block, txn, counts };
+      return countPageOf(block, txn, counts);
     }
     case MetaType.CatalogPage: {
       const records = Buffer.alloc(CATALOG_RECORDS_PER_PAGE * CATALOG_RECORD_BYTES);
       buf.copy(records, 0, off, off + records.length);
-      return { type, block, txn, records };
+      return catalogPageOf(block, txn, records);
     }
     default:
       throw new ChecksumError(block, `metadata block of unknown type ${type}`);

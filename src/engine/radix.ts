@@ -3,7 +3,7 @@
 // Used for the space map (reference counts) and the catalog. Pages and radix nodes are never shared;
 // a dirtied one gets a new location at commit (assignLocations), so nothing durable is overwritten.
 import { RADIX_FANOUT } from './constants.js';
-import { MetaType, type RadixNode, type CountPage, type CatalogPage, type MetaObject } from './format.js';
+import { MetaType, radixOf, type RadixNode, type CountPage, type CatalogPage, type MetaObject } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { assert, fail } from './errors.js';
 
@@ -43,7 +43,7 @@ export class RadixArray<P extends Page> {
   private emptyRadix(level: number, firstPage: number): DirtyRadix {
     const ptrs = new Float64Array(RADIX_FANOUT), free = new Float64Array(RADIX_FANOUT);
     for (let i = 0; i < RADIX_FANOUT; i++) free[i] = this.childRecords(level, firstPage, i);
-    return { type: MetaType.Radix, block: 0, txn: 0, ptrs, free };
+    return radixOf(0, 0, ptrs, free);
   }
 
   private async loadRoot(forWrite: boolean): Promise<DirtyRadix | null> {

@@ -2,7 +2,7 @@
 // the allocator. A block whose count drops to 0 is "pending free" until the commit that freed it is
 // durable and no read that might still use it is in flight; only then can it be handed out again.
 import { REFCOUNTS_PER_PAGE, FIRST_FREE_BLOCK } from './constants.js';
-import { MetaType, type CountPage } from './format.js';
+import { MetaType, countPageOf, type CountPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
 import { assert, fail, PoolFull } from './errors.js';
@@ -43,7 +43,7 @@ export class SpaceMap {
   constructor(private readonly store: MetaStore, rootBlock: number, readonly totalBlocks: number, readonly reserveBlocks: number) {
     this.array = new RadixArray<CountPage>(
       store, rootBlock, totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage,
-      () => ({ type: MetaType.CountPage, block: 0, txn: 0, counts: new Uint32Array(REFCOUNTS_PER_PAGE) }),
+      () => countPageOf(0, 0, new Uint32Array(REFCOUNTS_PER_PAGE)),
       (old) => this.decref(old).then(() => undefined),
     );
   }
