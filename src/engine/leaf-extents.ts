@@ -76,10 +76,9 @@ export class LeafExtents {
     const crcTo = last < this.count ? this.crcAt[last]! : this.crcUsed;
     let added = 0;
     for (const e of entries) added += e.lengthBlocks;
-    const count = this.count + entries.length - (last - first);
-    const crcUsed = this.crcUsed + added - (crcTo - crcFrom);
-    this.reserve(count, crcUsed);
     const shift = entries.length - (last - first), crcShift = added - (crcTo - crcFrom);
+    const count = this.count + shift, crcUsed = this.crcUsed + crcShift;
+    this.reserve(count, crcUsed);
     if (shift !== 0 && last < this.count) {
       const to = first + entries.length;
       this.lbas.copyWithin(to, last, this.count);
@@ -129,8 +128,8 @@ export class LeafExtents {
 
   /** A copy of extents [from, to) as a leaf of its own (capacity for a full block). */
   copyRange(from = 0, to = this.count): LeafExtents {
-    const out = new LeafExtents(Math.max(LEAF_EXTENTS_MAX, to - from), Math.max(LEAF_CRCS_MAX, this.crcEnd(to) - this.crcEnd(from)));
     const c0 = this.crcEnd(from), c1 = this.crcEnd(to);
+    const out = new LeafExtents(Math.max(LEAF_EXTENTS_MAX, to - from), Math.max(LEAF_CRCS_MAX, c1 - c0));
     out.lbas.set(this.lbas.subarray(from, to));
     out.pbas.set(this.pbas.subarray(from, to));
     out.lens.set(this.lens.subarray(from, to));

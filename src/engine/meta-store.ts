@@ -46,7 +46,7 @@ export class MetaStore {
     this.cacheBytes -= bytes;
   }
 
-  isDirty(obj: MetaObject): boolean { return obj.dirty === true && obj.txn === this.txn; }
+  isDirty(obj: MetaObject): boolean { return obj.dirty && obj.txn === this.txn; }
 
   async load<T extends MetaObject>(block: number, type: MetaType): Promise<T> {
     if (block < 2) fail(`metadata load of block ${block}`);
