@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
-import { blockViews, joinViews, dataLength, concatData } from '../src/engine/gather.js';
+import { PayloadBlocks, dataLength, concatData } from '../src/engine/gather.js';
 import { InlineIoPolicy, INLINE_IO_BYTES_MAX, READ_SLOW_FIXED_NS } from '../src/engine/device/inline-io.js';
 import { SimDevice } from '../src/engine/device/sim-device.js';
 import { Prng } from '../src/engine/device/prng.js';
@@ -22,27 +22,36 @@ function cut(buf: Buffer, points: number[]): Buffer[] {
   return out;
 }
 
-test('blockViews: one view per block; only a block straddling chunks is copied', () => {
+test('PayloadBlocks: every block located in its chunk; only a block straddling chunks is copied', () => {
   const data = pattern(7, 4 * K4);
-  const chunks = cut(data, [100, K4 + 100, 3 * K4]);
-  const views = blockViews(chunks);
-  assert.equal(views.length, 4);
-  views.forEach((v, i) => assert.deepEqual(v, data.subarray(i * K4, (i + 1) * K4), `block ${i}`));
-  // Block 3 lies wholly inside the last chunk: a view, not a copy.
-  assert.equal(views[3]!.buffer, chunks[3]!.buffer);
+  const chunks = cut(data, [100, K4 + 100, 3 * K4]).map((c) => Buffer.from(c)); // separate buffers
+  const blocks = new PayloadBlocks(chunks);
+  assert.equal(blocks.count, 4);
+  for (let i = 0; i < 4; i++) assert.deepEqual(blocks.block(i), data.subarray(i * K4, (i + 1) * K4), `block ${i}`);
+  // Block 3 lies wholly inside the last chunk: a view of it, not a copy.
+  assert.equal(blocks.block(3).buffer, chunks[3]!.buffer);
+  assert.equal(blocks.pieces(3, 4)[0], chunks[3]);
   assert.equal(dataLength(chunks), data.length);
   assert.deepEqual(concatData(chunks), data);
-  assert.throws(() => blockViews([Buffer.alloc(K4 + 1)]), /whole blocks/);
+  assert.throws(() => new PayloadBlocks([Buffer.alloc(K4 + 1)]), /whole blocks/);
+  const zeros = new PayloadBlocks([Buffer.alloc(K4), Buffer.concat([Buffer.alloc(100), Buffer.from([1]), Buffer.alloc(K4 - 101)])]);
+  assert.deepEqual([zeros.isZero(0), zeros.isZero(1)], [true, false]);
 });
 
-test('joinViews: neighbouring views in one buffer become one iovec', () => {
+test('PayloadBlocks: blocks side by side in memory go out as one iovec, also across chunks', () => {
   const a = Buffer.alloc(3 * K4, 1), b = Buffer.alloc(K4, 2);
-  const views = [...blockViews(a), ...blockViews(b)];
-  const joined = joinViews(views, 0, views.length);
+  const blocks = new PayloadBlocks([a, b]);
+  const joined = blocks.pieces(0, 4);
   assert.equal(joined.length, 2);
   assert.equal(joined[0]!.length, 3 * K4);
   assert.deepEqual(Buffer.concat(joined), Buffer.concat([a, b]));
-  assert.deepEqual(joinViews(views, 1, 3).map((v) => v.length), [2 * K4]);
+  assert.deepEqual(blocks.pieces(1, 3).map((v) => v.length), [2 * K4]);
+  // Chunks that are neighbours in one buffer (successive socket reads into a slab) are one stretch,
+  // even where a chunk boundary falls inside a block: nothing is copied then.
+  const slab = pattern(9, 4 * K4);
+  const adjacent = new PayloadBlocks(cut(slab, [100, 2 * K4 + 7]));
+  assert.deepEqual(adjacent.pieces(0, 4).map((v) => v.length), [4 * K4]);
+  assert.equal(adjacent.pieces(0, 4)[0]!.buffer, slab.buffer);
 });
 
 test('engine.write takes a gather list at any chunking and reads back the same bytes', async (t) => {

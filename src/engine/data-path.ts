@@ -7,10 +7,9 @@ import type { LeafEntry } from './format.js';
 import type { Run } from './space-map.js';
 import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, PoolFull, VolumeNotFound } from './errors.js';
 import type { Extent } from './types.js';
-import { blockViews, concatData, dataLength, joinViews, type WriteData } from './gather.js';
+import { concatData, dataLength, PayloadBlocks, type WriteData } from './gather.js';
 import { blockChecksums } from './checksum.js';
 
-const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
 
 /** A volume deleted (or a clone flattened away) while a write was in flight must not be touched. */
 function assertLive(core: PoolCore, rec: CatalogRecord): void {
@@ -151,7 +150,7 @@ export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes
   const endLba = Math.ceil((offsetBytes + length) / BLOCK_SIZE_BYTES);
   const head = offsetBytes % BLOCK_SIZE_BYTES;
   const aligned = head === 0 && length % BLOCK_SIZE_BYTES === 0;
-  if (aligned) return writeBlocks(core, rec, startLba, blockViews(data), noHole);
+  if (aligned) return writeBlocks(core, rec, startLba, new PayloadBlocks(data), noHole);
   const edges = endLba - 1 > startLba ? [startLba, endLba - 1] : [startLba];
   await withBlockLocks(rec, edges, async () => {
     const buf = Buffer.alloc((endLba - startLba) * BLOCK_SIZE_BYTES);
@@ -162,18 +161,16 @@ export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes
       }
     } finally { core.endRead(epoch); }
     concatData(data).copy(buf, head);
-    await writeBlocks(core, rec, startLba, blockViews(buf), noHole);
+    await writeBlocks(core, rec, startLba, new PayloadBlocks(buf), noHole);
   });
 }
 
-/** Aligned write of whole blocks (one view each) starting at `startLba`. All-zero blocks become holes unless noHole. */
-async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, blocks: Buffer[], noHole: boolean): Promise<void> {
-  const nonZero: boolean[] = new Array<boolean>(blocks.length);
+/** Aligned write of whole blocks starting at `startLba`. All-zero blocks become holes unless noHole. */
+async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, blocks: PayloadBlocks, noHole: boolean): Promise<void> {
+  const nonZero: boolean[] = new Array<boolean>(blocks.count);
   let count = 0;
-  for (let i = 0; i < blocks.length; i++) {
-    const b = blocks[i]!;
-    // Most data has a non-zero first or last byte; only the rest needs the full comparison.
-    nonZero[i] = noHole || b[0] !== 0 || b[BLOCK_SIZE_BYTES - 1] !== 0 || !b.equals(ZERO_BLOCK);
+  for (let i = 0; i < blocks.count; i++) {
+    nonZero[i] = noHole || !blocks.isZero(i);
     if (nonZero[i]) count++;
   }
   const runs: Run[] = count > 0 ? await reserveData(core, count) : [];
@@ -182,7 +179,7 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
     const entries = await writeData(core, blocks, startLba, nonZero, runs);
     await core.mutate(async () => {
       assertLive(core, rec);
-      const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, startLba + blocks.length, entries);
+      const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, startLba + blocks.count, entries);
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
       await core.catalog.save(rec);
@@ -212,11 +209,11 @@ async function reserveData(core: PoolCore, count: number): Promise<Run[]> {
 }
 
 /** Writes the non-zero blocks into the reserved runs (one device write per physical run). */
-async function writeData(core: PoolCore, blocks: Buffer[], startLba: number, nonZero: boolean[], runs: Run[]): Promise<LeafEntry[]> {
+async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number, nonZero: boolean[], runs: Run[]): Promise<LeafEntry[]> {
   const entries: LeafEntry[] = [];
   const writes: Promise<void>[] = [];
   // One checksum array for the request; each extent keeps its slice (as leaf edits already do).
-  const crcs = new Uint32Array(blocks.length);
+  const crcs = new Uint32Array(blocks.count);
   let runIdx = 0, runUsed = 0;
   let i = 0;
   while (i < nonZero.length) {
@@ -225,7 +222,7 @@ async function writeData(core: PoolCore, blocks: Buffer[], startLba: number, non
     let len = 0;
     while (i + len < nonZero.length && nonZero[i + len] && runUsed + len < run.lengthBlocks && len < EXTENT_BLOCKS_MAX) len++;
     // The usual small write is one extent: it keeps the array itself (a view would move it off V8's heap, see checksum.ts).
-    entries.push({ lba: startLba + i, pba: run.pba + runUsed, lengthBlocks: len, crcs: len === blocks.length ? crcs : crcs.subarray(i, i + len) });
+    entries.push({ lba: startLba + i, pba: run.pba + runUsed, lengthBlocks: len, crcs: len === blocks.count ? crcs : crcs.subarray(i, i + len) });
     runUsed += len;
     if (runUsed === run.lengthBlocks) { runIdx++; runUsed = 0; }
     i += len;
@@ -233,7 +230,7 @@ async function writeData(core: PoolCore, blocks: Buffer[], startLba: number, non
   // The iovecs of each device write are also what gets checksummed: one pass over the views.
   for (const run of physicalRuns(entries)) {
     const first = run[0]!, last = run[run.length - 1]!;
-    const pieces = joinViews(blocks, first.lba - startLba, last.lba + last.lengthBlocks - startLba);
+    const pieces = blocks.pieces(first.lba - startLba, last.lba + last.lengthBlocks - startLba);
     let at = first.lba - startLba;
     for (const piece of pieces) { blockChecksums(piece, crcs, at); at += piece.length / BLOCK_SIZE_BYTES; }
     writes.push(core.blockWriter.write(first.pba, pieces));
@@ -288,7 +285,7 @@ export async function zeroRange(core: PoolCore, rec: CatalogRecord, offsetBytes:
   if (noHole) {
     for (let lba = firstFull; lba < endFull; lba += IO_BYTES_MAX / BLOCK_SIZE_BYTES) {
       const n = Math.min(endFull - lba, IO_BYTES_MAX / BLOCK_SIZE_BYTES);
-      await writeBlocks(core, rec, lba, blockViews(Buffer.alloc(n * BLOCK_SIZE_BYTES)), true);
+      await writeBlocks(core, rec, lba, new PayloadBlocks(Buffer.alloc(n * BLOCK_SIZE_BYTES)), true);
     }
   } else {
     await unmapBlocks(core, rec, firstFull, endFull);
