@@ -25,11 +25,15 @@ export class LeafExtents {
   crcs: Uint32Array;
 
   constructor(extents = LEAF_EXTENTS_MAX, crcs = LEAF_CRCS_MAX) {
-    this.lbas = new Float64Array(extents);
-    this.pbas = new Float64Array(extents);
-    this.lens = new Uint8Array(extents);
-    this.crcAt = new Uint32Array(extents);
-    this.crcs = new Uint32Array(crcs);
+    // One backing store for the five arrays (widest elements first, for alignment): each store of
+    // its own is a malloc and an object V8's collector tracks, five per cached leaf.
+    const store = new ArrayBuffer(16 * extents + 4 * extents + 4 * crcs + extents);
+    let at = 0;
+    this.lbas = new Float64Array(store, at, extents); at += 8 * extents;
+    this.pbas = new Float64Array(store, at, extents); at += 8 * extents;
+    this.crcAt = new Uint32Array(store, at, extents); at += 4 * extents;
+    this.crcs = new Uint32Array(store, at, crcs); at += 4 * crcs;
+    this.lens = new Uint8Array(store, at, extents);
   }
 
   static of(entries: readonly LeafEntry[]): LeafExtents {
@@ -149,30 +153,25 @@ export class LeafExtents {
     this.crcUsed = this.crcEnd(n);
     this.count = n;
     if (this.lbas.length > LEAF_EXTENTS_MAX || this.crcs.length > LEAF_CRCS_MAX) {
-      const small = this.copyRange(0, n);
-      this.lbas = small.lbas; this.pbas = small.pbas; this.lens = small.lens; this.crcAt = small.crcAt; this.crcs = small.crcs;
+      this.adopt(this.copyRange(0, n));
     }
   }
 
   /** Grows the arrays (past a block's capacity) for an edit that overfills the leaf before it splits. */
   private reserve(count: number, crcUsed: number): void {
-    if (count > this.lbas.length) {
-      const n = Math.max(count, 2 * this.lbas.length);
-      this.lbas = grown(this.lbas, new Float64Array(n));
-      this.pbas = grown(this.pbas, new Float64Array(n));
-      this.lens = grown(this.lens, new Uint8Array(n));
-      this.crcAt = grown(this.crcAt, new Uint32Array(n));
-    }
-    if (crcUsed > this.crcs.length) this.crcs = grown(this.crcs, new Uint32Array(Math.max(crcUsed, 2 * this.crcs.length)));
+    if (count <= this.lbas.length && crcUsed <= this.crcs.length) return;
+    const extents = count > this.lbas.length ? Math.max(count, 2 * this.lbas.length) : this.lbas.length;
+    const crcs = crcUsed > this.crcs.length ? Math.max(crcUsed, 2 * this.crcs.length) : this.crcs.length;
+    const big = new LeafExtents(extents, crcs);
+    big.lbas.set(this.lbas); big.pbas.set(this.pbas); big.lens.set(this.lens); big.crcAt.set(this.crcAt); big.crcs.set(this.crcs);
+    this.adopt(big);
+  }
+
+  /** Takes over the arrays of `other` (a copy of this leaf's extents in arrays of another size). */
+  private adopt(other: LeafExtents): void {
+    this.lbas = other.lbas; this.pbas = other.pbas; this.lens = other.lens; this.crcAt = other.crcAt; this.crcs = other.crcs;
   }
 
   /** Heap bytes held (for the cache's budget). */
-  get heapBytes(): number {
-    return 400 + this.lbas.byteLength + this.pbas.byteLength + this.lens.byteLength + this.crcAt.byteLength + this.crcs.byteLength;
-  }
-}
-
-function grown<T extends { set(from: ArrayLike<number>): void }>(from: ArrayLike<number>, to: T): T {
-  to.set(from);
-  return to;
+  get heapBytes(): number { return 400 + this.lbas.buffer.byteLength; }
 }
