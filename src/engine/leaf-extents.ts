@@ -1,8 +1,8 @@
 // A leaf's extents as parallel typed arrays, edited in place. As one object (and one checksum array)
-// per extent, a cached leaf of ~165 single-block extents was ~330 heap objects and ~26 KiB: the
-// garbage collector marked and moved all of them, a commit serialized them field by field, and the
-// metadata cache held a quarter as many leaves as it could. Here a leaf is five arrays of fixed
-// capacity (~7.5 KiB), and an extent's checksums sit right after the previous extent's, in order.
+// per extent, a cached leaf of ~165 single-block extents was ~330 heap objects and ~51 KB: the
+// garbage collector marked and moved all of them, and the metadata cache, which counted ~27 KB per
+// leaf, held twice its budget. Here a leaf is five arrays of fixed capacity over one 7.6 KB buffer,
+// and an extent's checksums sit right after the previous extent's, in order.
 import { EXTENT_BLOCKS_MAX, LEAF_ENTRY_FIXED_BYTES, META_PAYLOAD_BYTES } from './constants.js';
 import { assert } from './errors.js';
 import type { LeafEntry } from './format.js';
