@@ -10,7 +10,6 @@ import type { Extent } from './types.js';
 import { concatData, dataLength, PayloadBlocks, type WriteData } from './gather.js';
 import { blockChecksums } from './checksum.js';
 
-
 /** A volume deleted (or a clone flattened away) while a write was in flight must not be touched. */
 function assertLive(core: PoolCore, rec: CatalogRecord): void {
   if (core.catalog.byId.get(rec.id) !== rec || (rec.flags & FLAG_DELETED) !== 0) throw new VolumeNotFound(rec.name);
@@ -227,7 +226,7 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
     if (runUsed === run.lengthBlocks) { runIdx++; runUsed = 0; }
     i += len;
   }
-  // The iovecs of each device write are also what gets checksummed: one pass over the views.
+  // The iovecs of each device write are also what gets checksummed: one pass over the pieces.
   for (const run of physicalRuns(entries)) {
     const first = run[0]!, last = run[run.length - 1]!;
     const pieces = blocks.pieces(first.lba - startLba, last.lba + last.lengthBlocks - startLba);
