@@ -26,12 +26,12 @@ interface LeafPlan {
 }
 
 /** The part of `e` covering [from, to) (inside e). */
-export function sliceEntry(e: LeafEntry, from: number, to: number): LeafEntry {
+function sliceEntry(e: LeafEntry, from: number, to: number): LeafEntry {
   const skip = from - e.lba;
   return { lba: from, pba: e.pba + skip, lengthBlocks: to - from, crcs: e.crcs.subarray(skip, skip + to - from) };
 }
 
-export function clipEntries(entries: LeafEntry[], from: number, to: number): LeafEntry[] {
+function clipEntries(entries: LeafEntry[], from: number, to: number): LeafEntry[] {
   const out: LeafEntry[] = [];
   for (const e of entries) {
     const s = Math.max(from, e.lba), t = Math.min(to, e.lba + e.lengthBlocks);

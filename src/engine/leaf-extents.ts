@@ -130,10 +130,10 @@ export class LeafExtents {
     return merges;
   }
 
-  /** A copy of extents [from, to) as a leaf of its own (capacity for a full block). */
-  copyRange(from = 0, to = this.count): LeafExtents {
+  /** A copy of extents [from, to) as a leaf of its own, with capacity for a full block or the one asked. */
+  copyRange(from = 0, to = this.count, extents = LEAF_EXTENTS_MAX, crcs = LEAF_CRCS_MAX): LeafExtents {
     const c0 = this.crcEnd(from), c1 = this.crcEnd(to);
-    const out = new LeafExtents(Math.max(LEAF_EXTENTS_MAX, to - from), Math.max(LEAF_CRCS_MAX, c1 - c0));
+    const out = new LeafExtents(Math.max(extents, to - from), Math.max(crcs, c1 - c0));
     out.lbas.set(this.lbas.subarray(from, to));
     out.pbas.set(this.pbas.subarray(from, to));
     out.lens.set(this.lens.subarray(from, to));
@@ -162,9 +162,7 @@ export class LeafExtents {
     if (count <= this.lbas.length && crcUsed <= this.crcs.length) return;
     const extents = count > this.lbas.length ? Math.max(count, 2 * this.lbas.length) : this.lbas.length;
     const crcs = crcUsed > this.crcs.length ? Math.max(crcUsed, 2 * this.crcs.length) : this.crcs.length;
-    const big = new LeafExtents(extents, crcs);
-    big.lbas.set(this.lbas); big.pbas.set(this.pbas); big.lens.set(this.lens); big.crcAt.set(this.crcAt); big.crcs.set(this.crcs);
-    this.adopt(big);
+    this.adopt(this.copyRange(0, this.count, extents, crcs));
   }
 
   /** Takes over the arrays of `other` (a copy of this leaf's extents in arrays of another size). */
