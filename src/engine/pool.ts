@@ -254,7 +254,7 @@ export class PoolCore {
     this.readEpoch++;
     this.space.committed(freed, this.readEpoch);
     this.space.releaseQuarantine(this.oldestReadEpoch());
-    this.log('commit', { generation: sb.generation, metaBlocks: writes.length, freedBlocks: freed.blocks.length, durationMs: Date.now() - started });
+    this.log('commit', { generation: sb.generation, metaBlocks: writes.length, freedBlocks: freed.blocks, durationMs: Date.now() - started });
     this.scheduleGc();
   }
 

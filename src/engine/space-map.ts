@@ -6,7 +6,7 @@ import { MetaType, countPageOf, type CountPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
 import { assert, fail, PoolFull } from './errors.js';
-import { HeldBlocks, PENDING_FREE, QUARANTINED, RESERVED } from './held-blocks.js';
+import { HeldBlocks, PENDING_FREE, QUARANTINED, RESERVED, pushRun } from './held-blocks.js';
 
 export interface Run { pba: number; lengthBlocks: number }
 
@@ -21,8 +21,11 @@ export const LARGE_RUN_BLOCKS = 16;
 /** Count pages the search for long runs may scan before large writes settle for first fit. */
 const LARGE_SCAN_PAGES_MAX = 32;
 
-/** Blocks freed by one transaction, reusable once it is durable and reads older than `readEpoch` end. */
-export interface FreedBlocks { readEpoch: number; blocks: number[] }
+/**
+ * Blocks freed by one transaction, reusable once it is durable and reads older than `readEpoch` end:
+ * runs as flat (first block, length) pairs, `blocks` in all.
+ */
+export interface FreedBlocks { readEpoch: number; runs: number[]; blocks: number }
 
 export class SpaceMap {
   readonly array: RadixArray<CountPage>;
@@ -32,8 +35,11 @@ export class SpaceMap {
    * for reads begun before the commit.
    */
   private readonly held = new HeldBlocks(REFCOUNTS_PER_PAGE);
-  /** Blocks freed in the open transaction (an entry whose flag was cleared again is skipped). */
-  private pendingList: number[] = [];
+  /**
+   * Blocks freed in the open transaction, as flat (first block, length) pairs; a block whose flag was
+   * cleared again (referenced anew) is skipped when they are sealed.
+   */
+  private pendingRuns: number[] = [];
   private readonly quarantine: FreedBlocks[] = [];
   private cursor = FIRST_FREE_BLOCK;
   /** Where large reservations look for long runs; rewound with `cursor`, never behind it for long. */
@@ -117,35 +123,47 @@ export class SpaceMap {
     return true;
   }
 
+  /**
+   * Counts of [from, to), all on `page`. Blocks crossing 0 change their hold as runs: on the way up
+   * (a reserved block gets its data, a pending free a reference again), on the way down (pending
+   * free until the commit).
+   */
   private applyToPage(page: CountPage, pageIndex: number, from: number, to: number, delta: 1 | -1): void {
-    let freeDelta = 0;
-    for (let block = from; block < to; block++) {
-      if (!(block >= 0 && block < this.totalBlocks)) fail(`block ${block} inside the pool`);
-      const i = block % REFCOUNTS_PER_PAGE;
-      const before = page.counts[i]!;
-      if (delta > 0) {
-        assert(before < 0xffffffff, 'refcount overflow');
-        if (before === 0) {
-          freeDelta--;
-          // A reserved block gets its first reference; a block freed earlier in this transaction
-          // is referenced again. A quarantined one is unreachable from any live tree.
-          if ((this.held.flags(block) & QUARANTINED) !== 0) fail(`quarantined block ${block} referenced again`);
-          if (!this.held.remove(block, RESERVED)) this.held.remove(block, PENDING_FREE);
-        }
-        page.counts[i] = before + 1;
-      } else {
-        if (!(before > 0)) fail(`refcount of block ${block} underflows`);
-        page.counts[i] = before - 1;
-        if (before === 1) { freeDelta++; this.held.add(block, PENDING_FREE); this.pendingList.push(block); }
+    if (!(from >= 0 && to <= this.totalBlocks && from < to)) fail(`blocks [${from}, ${to}) inside the pool`);
+    const counts = page.counts;
+    const base = pageIndex * REFCOUNTS_PER_PAGE;
+    let crossed = 0, runStart = -1;
+    for (let i = from - base; i < to - base; i++) {
+      const before = counts[i]!;
+      // A run of blocks crossing 0 is closed by the first block that does not.
+      const crosses = delta > 0 ? before === 0 : before === 1;
+      if (crosses) {
+        if (runStart < 0) runStart = i;
+        crossed++;
+      } else if (runStart >= 0) {
+        this.crossZero(base + runStart, base + i, delta);
+        runStart = -1;
       }
+      if (delta > 0) assert(before < 0xffffffff, 'refcount overflow');
+      else if (!(before > 0)) fail(`refcount of block ${base + i} underflows`);
+      counts[i] = before + delta;
     }
-    if (freeDelta !== 0) { this.array.adjustFree(pageIndex, freeDelta); this.freeCount += freeDelta; }
+    if (runStart >= 0) this.crossZero(base + runStart, to, delta);
+    if (crossed !== 0) {
+      const freeDelta = delta > 0 ? -crossed : crossed;
+      this.array.adjustFree(pageIndex, freeDelta);
+      this.freeCount += freeDelta;
+    }
+  }
+
+  private crossZero(from: number, to: number, delta: 1 | -1): void {
+    if (delta > 0) { this.held.claimRange(from, to); return; }
+    this.held.addRange(from, to, PENDING_FREE);
+    pushRun(this.pendingRuns, from, to - from);
   }
 
   async incref(block: number): Promise<void> { await this.addRange(block, 1, 1); }
   async decref(block: number): Promise<void> { await this.addRange(block, 1, -1); }
-
-  private usable(block: number): boolean { return this.held.flags(block) === 0; }
 
   /**
    * Finds up to `wanted` free blocks as runs, marking them reserved (count untouched). `forMeta`
@@ -169,15 +187,23 @@ export class SpaceMap {
       const page = await this.array.page(pageIndex, false);
       const pageFirst = pageIndex * REFCOUNTS_PER_PAGE;
       const pageEnd = Math.min(this.totalBlocks, pageFirst + REFCOUNTS_PER_PAGE);
+      const flags = this.held.pageFlags(pageIndex);
+      const found: Run[] = [];
       for (let block = Math.max(this.cursor, pageFirst, FIRST_FREE_BLOCK); block < pageEnd && got < wanted; block++) {
-        if (page && page.counts[block - pageFirst]! !== 0) continue;
-        if (!this.usable(block)) continue;
-        this.held.add(block, RESERVED);
-        const last = runs[runs.length - 1];
+        const i = block - pageFirst;
+        if ((page && page.counts[i]! !== 0) || (flags && flags[i]! !== 0)) continue;
+        const last = found[found.length - 1];
         if (last && last.pba + last.lengthBlocks === block) last.lengthBlocks++;
-        else runs.push({ pba: block, lengthBlocks: 1 });
+        else found.push({ pba: block, lengthBlocks: 1 });
         got++;
         this.cursor = block + 1;
+      }
+      // Marked after the page's scan: the flags read above stay valid while it runs.
+      this.markReserved(found);
+      for (const r of found) {
+        const last = runs[runs.length - 1];
+        if (last && last.pba + last.lengthBlocks === r.pba) last.lengthBlocks += r.lengthBlocks;
+        else runs.push(r);
       }
       if (got < wanted) {
         pageIndex++;
@@ -244,8 +270,11 @@ export class SpaceMap {
       const page = this.array.pageIfLoaded(pageIndex);
       if (page === undefined) break;
       const pageEnd = Math.min(this.totalBlocks, pageFirst + REFCOUNTS_PER_PAGE);
+      const counts = page ? page.counts : null;
+      const flags = this.held.pageFlags(pageIndex);
       for (; block < pageEnd; block++) {
-        if ((page && page.counts[block - pageFirst]! !== 0) || !this.usable(block)) { close(block); continue; }
+        const i = block - pageFirst;
+        if ((counts && counts[i]! !== 0) || (flags && flags[i]! !== 0)) { close(block); continue; }
         if (runStart < 0) runStart = block;
         if (block + 1 - runStart === wanted - got) { close(block + 1); block++; break; }
       }
@@ -255,11 +284,12 @@ export class SpaceMap {
   }
 
   private markReserved(runs: Run[]): void {
-    for (const r of runs) for (let b = r.pba; b < r.pba + r.lengthBlocks; b++) this.held.add(b, RESERVED);
+    for (const r of runs) this.held.addRange(r.pba, r.pba + r.lengthBlocks, RESERVED);
   }
 
+  /** Releases what is left of reservations (blocks that got their data are no longer reserved). */
   unreserve(runs: Run[]): void {
-    for (const r of runs) for (let b = r.pba; b < r.pba + r.lengthBlocks; b++) this.held.remove(b, RESERVED);
+    for (const r of runs) this.held.removeRange(r.pba, r.pba + r.lengthBlocks, RESERVED);
   }
 
   /** One metadata block, counted at once. */
@@ -275,15 +305,13 @@ export class SpaceMap {
    * them, so handing one out to a write racing the commit would overwrite the last durable state.
    */
   sealPendingFrees(): FreedBlocks {
-    const blocks: number[] = [];
-    for (const block of this.pendingList) {
-      if (!this.held.remove(block, PENDING_FREE)) continue;
-      this.held.add(block, QUARANTINED);
-      blocks.push(block);
-    }
-    this.pendingList = [];
+    const runs: number[] = [];
+    const pending = this.pendingRuns;
+    const before = this.held.quarantined;
+    for (let i = 0; i < pending.length; i += 2) this.held.moveRange(pending[i]!, pending[i]! + pending[i + 1]!, PENDING_FREE, QUARANTINED, runs);
+    this.pendingRuns = [];
     assert(this.held.pendingFree === 0, 'every pending free is sealed');
-    const entry = { readEpoch: Infinity, blocks };
+    const entry = { readEpoch: Infinity, runs, blocks: this.held.quarantined - before };
     this.quarantine.push(entry);
     return entry;
   }
@@ -297,9 +325,11 @@ export class SpaceMap {
   releaseQuarantine(oldestActiveReadEpoch: number): void {
     // In commit order: an entry whose commit is not durable yet (epoch Infinity) holds back later ones.
     while (this.quarantine.length > 0 && this.quarantine[0]!.readEpoch !== Infinity && this.quarantine[0]!.readEpoch <= oldestActiveReadEpoch) {
-      const { blocks } = this.quarantine.shift()!;
-      for (const block of blocks) this.held.remove(block, QUARANTINED);
-      this.rewindTo(blocks);
+      const { runs, blocks } = this.quarantine.shift()!;
+      let released = 0;
+      for (let i = 0; i < runs.length; i += 2) released += this.held.removeRange(runs[i]!, runs[i]! + runs[i + 1]!, QUARANTINED);
+      assert(released === blocks, 'a sealed commit releases exactly the blocks it quarantined');
+      this.rewindTo(runs);
     }
   }
 
@@ -309,9 +339,9 @@ export class SpaceMap {
    * blocks the file system has allocated and the page cache holds: on ext4 a 1 MiB write into a
    * never-written part of a sparse file costs ~1 ms against ~0.1 ms into a written, cached one.
    */
-  private rewindTo(released: number[]): void {
+  private rewindTo(releasedRuns: number[]): void {
     let lowest = this.cursor;
-    for (const block of released) if (block < lowest) lowest = block;
+    for (let i = 0; i < releasedRuns.length; i += 2) if (releasedRuns[i]! < lowest) lowest = releasedRuns[i]!;
     this.cursor = lowest;
     this.largeCursor = Math.min(this.largeCursor, lowest);
   }
