@@ -276,12 +276,14 @@ const profiler = {
 async function serve(poolPath: string, port: number, sizeBytes: number): Promise<void> {
   const { createPoolFile } = await import('../src/engine/index.js');
   const { startNbdServer } = await import('../src/nbd/server.js');
+  const { batchHelperThreads } = await import('../src/daemon/thread-policy.js');
   // Thin-pool headroom of 4x the volume: after the snapshot row the old data stays pinned while every
   // overwrite allocates anew (qemu's qcow2 overlay grows its file the same way, without a bound).
   // CAIRN_BENCH_EVENTS=1 prints the engine's events (commits with their durations), timestamped, to stderr.
   const log = process.env.CAIRN_BENCH_EVENTS === '1' ? (event: string, fields: Record<string, unknown>) => console.error(`${event} ${JSON.stringify({ t: Date.now(), ...fields })}`) : undefined;
   const engine = await createPoolFile(poolPath, sizeBytes * 4, log ? { log } : {});
   await engine.createVolume('bench', sizeBytes);
+  batchHelperThreads(); // as the daemon does once its pool is open
   const busy = process.env.CAIRN_BENCH_BUSY_POLL_US;
   const server = await startNbdServer(engine, { host: '127.0.0.1', port, ...(busy !== undefined ? { busyPollMicros: Number(busy) } : {}) });
   const stop = async (): Promise<void> => {

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { assertBuilt, cairn, cairnBin, cairnJson, python, run, startServe, tempDir } from './cli-helpers.js';
 
 const MiB = 1024 * 1024;
@@ -91,6 +91,24 @@ test('daemon lifecycle', { timeout: 115_000 }, async (t) => {
     await writeFile(`${pool}.lock`, `${dead.pid}\n`);
     const d3 = await startServe(t, pool);
     assert.equal(await d3.stop(), 0);
+  });
+
+  await t.test('threads: a thread pool of 16, and every thread but the event loop in SCHED_BATCH', async (t) => {
+    const d = await startServe(t, join(dir, 'threads.pool'), ['--pool-size', '64M']);
+    const pid = d.child.pid!;
+    const policyOf = async (tid: string): Promise<number> => {
+      const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      // Fields after the command name (which may hold spaces); policy is field 41 of stat(5).
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3]);
+    };
+    const tids = (await readdir(`/proc/${pid}/task`)).filter((tid) => tid !== String(pid));
+    const policies = await Promise.all(tids.map(policyOf));
+    assert.equal(await policyOf(String(pid)), 0, 'the event loop stays SCHED_OTHER');
+    const batched = policies.filter((p) => p === 3).length;
+    assert.ok(tids.length >= 16, `UV_THREADPOOL_SIZE=16 took effect before the pool started (${tids.length} threads besides the loop)`);
+    assert.ok(batched >= 16, `thread-pool threads are SCHED_BATCH (${batched} of ${tids.length})`);
+    const ready = d.logs.map((l) => JSON.parse(l) as { event?: string; helperThreadsBatched?: number }).find((e) => e.event === 'ready')!;
+    assert.ok((ready.helperThreadsBatched ?? 0) >= 16, 'the ready line reports the count');
   });
 
   await t.test('SIGTERM with NBD writes in flight loses no flushed write', async (t) => {

@@ -15,6 +15,7 @@ import { lockPool } from './lock.js';
 import { Metrics } from './metrics.js';
 import { InstrumentedEngine } from './instrumented-engine.js';
 import { eventLogger } from './logger.js';
+import { batchHelperThreads } from './thread-policy.js';
 
 /** How long shutdown waits for running jobs (flatten resumes after restart, so it need not finish). */
 export const shutdownJobsWaitMs = 5000;
@@ -62,6 +63,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     await lock.release();
     throw err;
   }
+  const helperThreadsBatched = batchHelperThreads();
   const engine = new InstrumentedEngine(raw, metrics);
   metrics.attach(engine);
   const cleanup: Array<() => Promise<void>> = [];
@@ -88,7 +90,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const apiPort = typeof address === 'object' && address !== null ? address.port : config.api.port;
     const apiUrl = `http://${hostForUri(config.api.host)}:${apiPort}`;
     logger.info({ event: 'ready', api: apiUrl, nbd: nbdBaseUri, nbdSocket: nbd?.socketPath ?? null, pool: poolPath,
-      poolSizeBytes: engine.stats().sizeBytes, checksumKernel }, 'cairn ready');
+      poolSizeBytes: engine.stats().sizeBytes, checksumKernel, helperThreadsBatched }, 'cairn ready');
     let closing: Promise<void> | null = null;
     const close = async (): Promise<void> => {
       logger.info({ event: 'shutdown_begin' }, 'shutting down');
