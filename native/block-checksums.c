@@ -3,7 +3,7 @@
 // Why not only the crc32c library (@node-rs/crc32, still used for everything else and as the
 // fallback): measured here it runs at ~4.3 GiB/s per 4 KiB block, its hardware loop calls out of line
 // for every 8 bytes, and one call per block adds ~0.2 us of N-API overhead. On 1 MiB writes that came
-// to ~15 % of the server's CPU. Here three blocks are summed side by side, three independent crc32
+// to ~15 % of the server's CPU. Here six (or three) blocks are summed side by side, independent crc32
 // instruction chains that hide the instruction's latency, with one call per run of blocks: ~25 GiB/s.
 //
 // crc32cBlocks(data: Uint8Array, out: Uint32Array, at: number): data.length is a multiple of 4096;
@@ -27,6 +27,27 @@ static inline uint64_t load64(const uint8_t *p) {
 __attribute__((target("sse4.2")))
 static void crc_blocks(const uint8_t *p, size_t blocks, uint32_t *out) {
   size_t i = 0;
+  // Six chains where six blocks remain: the instruction's latency is hidden by three already, but six
+  // streams of loads reach memory in parallel. Data not in cache (a payload the kernel copied a while
+  // ago) is summed ~40 % faster (measured: 11-12 → 15-16 GB/s over 64 MiB; the same ~26 GB/s in cache).
+  for (; i + 6 <= blocks; i += 6) {
+    const uint8_t *a = p + i * BLOCK_BYTES;
+    uint64_t c0 = 0xffffffffu, c1 = 0xffffffffu, c2 = 0xffffffffu, c3 = 0xffffffffu, c4 = 0xffffffffu, c5 = 0xffffffffu;
+    for (size_t k = 0; k < BLOCK_BYTES; k += 8) {
+      c0 = _mm_crc32_u64(c0, load64(a + k));
+      c1 = _mm_crc32_u64(c1, load64(a + BLOCK_BYTES + k));
+      c2 = _mm_crc32_u64(c2, load64(a + 2 * BLOCK_BYTES + k));
+      c3 = _mm_crc32_u64(c3, load64(a + 3 * BLOCK_BYTES + k));
+      c4 = _mm_crc32_u64(c4, load64(a + 4 * BLOCK_BYTES + k));
+      c5 = _mm_crc32_u64(c5, load64(a + 5 * BLOCK_BYTES + k));
+    }
+    out[i] = (uint32_t)~c0;
+    out[i + 1] = (uint32_t)~c1;
+    out[i + 2] = (uint32_t)~c2;
+    out[i + 3] = (uint32_t)~c3;
+    out[i + 4] = (uint32_t)~c4;
+    out[i + 5] = (uint32_t)~c5;
+  }
   for (; i + 3 <= blocks; i += 3) {
     const uint8_t *a = p + i * BLOCK_BYTES, *b = a + BLOCK_BYTES, *c = b + BLOCK_BYTES;
     uint64_t ca = 0xffffffffu, cb = 0xffffffffu, cc = 0xffffffffu;

@@ -31,8 +31,8 @@ test('the native kernel is built and in use (npm run build compiles it; CAIRN_CH
 
 test('block checksums equal the crc32c library for every run length, offset and alignment', () => {
   const pool = randomBytes(260 * BLOCK + 16);
-  // Runs of 1..8 blocks cover each remainder of the three-way interleave; 64 and 256 are an extent and a 1 MiB write.
-  for (const blocks of [0, 1, 2, 3, 4, 5, 6, 7, 8, 64, 256]) {
+  // Runs of 1..13 blocks cover each remainder of the six- and three-way interleaves; 64 and 256 are an extent and a 1 MiB write.
+  for (const blocks of [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 64, 256]) {
     for (const misalign of [0, 1, 7]) {
       const data = pool.subarray(misalign, misalign + blocks * BLOCK);
       const expected = reference(data);
