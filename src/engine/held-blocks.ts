@@ -33,51 +33,38 @@ export class HeldBlocks {
 
   /** Sets `flag` on every block of [from, to); a block that already has it is a broken invariant. */
   addRange(from: number, to: number, flag: number): void {
-    for (let block = from; block < to;) {
-      const index = Math.floor(block / this.blocksPerPage);
-      const base = index * this.blocksPerPage;
-      const end = Math.min(to, base + this.blocksPerPage);
-      let page = this.pages.get(index);
-      if (!page) { page = { flags: new Uint8Array(this.blocksPerPage), nonZero: 0 }; this.pages.set(index, page); }
+    this.eachPage(from, to, true, (page, lo, hi, base) => {
       const flags = page.flags;
       let nonZero = page.nonZero;
-      for (let i = block - base; i < end - base; i++) {
+      for (let i = lo; i < hi; i++) {
         const before = flags[i]!;
         if ((before & flag) !== 0) fail(`block ${base + i} already has flag ${flag}`);
         if (before === 0) nonZero++;
         flags[i] = before | flag;
       }
       page.nonZero = nonZero;
-      this.count(flag, end - block);
-      block = end;
-    }
+      this.count(flag, hi - lo);
+    });
   }
 
   /** Clears `flag` on the blocks of [from, to) that have it; returns how many did. */
   removeRange(from: number, to: number, flag: number): number {
     let removed = 0;
-    for (let block = from; block < to;) {
-      const index = Math.floor(block / this.blocksPerPage);
-      const base = index * this.blocksPerPage;
-      const end = Math.min(to, base + this.blocksPerPage);
-      const page = this.pages.get(index);
-      if (page) {
-        const flags = page.flags;
-        let cleared = 0, emptied = 0;
-        for (let i = block - base; i < end - base; i++) {
-          const before = flags[i]!;
-          if ((before & flag) === 0) continue;
-          const after = before & ~flag;
-          flags[i] = after;
-          cleared++;
-          if (after === 0) emptied++;
-        }
-        this.settle(index, page, emptied);
-        this.count(flag, -cleared);
-        removed += cleared;
+    this.eachPage(from, to, false, (page, lo, hi, _base, index) => {
+      const flags = page.flags;
+      let cleared = 0, emptied = 0;
+      for (let i = lo; i < hi; i++) {
+        const before = flags[i]!;
+        if ((before & flag) === 0) continue;
+        const after = before & ~flag;
+        flags[i] = after;
+        cleared++;
+        if (after === 0) emptied++;
       }
-      block = end;
-    }
+      this.settle(index, page, emptied);
+      this.count(flag, -cleared);
+      removed += cleared;
+    });
     return removed;
   }
 
@@ -87,31 +74,24 @@ export class HeldBlocks {
    * block of the range that left `oldFlag` earlier and was flagged again by someone else.
    */
   moveRange(from: number, to: number, oldFlag: number, newFlag: number, out: number[]): void {
-    for (let block = from; block < to;) {
-      const index = Math.floor(block / this.blocksPerPage);
-      const base = index * this.blocksPerPage;
-      const end = Math.min(to, base + this.blocksPerPage);
-      const page = this.pages.get(index);
-      if (page) {
-        const flags = page.flags;
-        let moved = 0, runStart = -1;
-        for (let i = block - base; i < end - base; i++) {
-          const before = flags[i]!;
-          if ((before & oldFlag) === 0) {
-            if (runStart >= 0) { pushRun(out, base + runStart, i - runStart); runStart = -1; }
-            continue;
-          }
-          if ((before & newFlag) !== 0) fail(`block ${base + i} already has flag ${newFlag}`);
-          flags[i] = (before & ~oldFlag) | newFlag;
-          moved++;
-          if (runStart < 0) runStart = i;
+    this.eachPage(from, to, false, (page, lo, hi, base) => {
+      const flags = page.flags;
+      let moved = 0, runStart = -1;
+      for (let i = lo; i < hi; i++) {
+        const before = flags[i]!;
+        if ((before & oldFlag) === 0) {
+          if (runStart >= 0) { pushRun(out, base + runStart, i - runStart); runStart = -1; }
+          continue;
         }
-        if (runStart >= 0) pushRun(out, base + runStart, end - base - runStart);
-        this.count(oldFlag, -moved);
-        this.count(newFlag, moved);
+        if ((before & newFlag) !== 0) fail(`block ${base + i} already has flag ${newFlag}`);
+        flags[i] = (before & ~oldFlag) | newFlag;
+        moved++;
+        if (runStart < 0) runStart = i;
       }
-      block = end;
-    }
+      if (runStart >= 0) pushRun(out, base + runStart, hi - runStart);
+      this.count(oldFlag, -moved);
+      this.count(newFlag, moved);
+    });
   }
 
   /**
@@ -120,28 +100,41 @@ export class HeldBlocks {
    * live tree, so a reference to it is a broken invariant.
    */
   claimRange(from: number, to: number): void {
+    this.eachPage(from, to, false, (page, lo, hi, base, index) => {
+      const flags = page.flags;
+      let reserved = 0, pending = 0, emptied = 0;
+      for (let i = lo; i < hi; i++) {
+        const before = flags[i]!;
+        if (before === 0) continue;
+        if ((before & QUARANTINED) !== 0) fail(`quarantined block ${base + i} referenced again`);
+        const after = (before & RESERVED) !== 0 ? before & ~RESERVED : before & ~PENDING_FREE;
+        if (after === before) continue;
+        if ((before & RESERVED) !== 0) reserved++; else pending++;
+        flags[i] = after;
+        if (after === 0) emptied++;
+      }
+      this.settle(index, page, emptied);
+      this.reserved -= reserved;
+      this.pendingFree -= pending;
+    });
+  }
+
+  /**
+   * Calls `visit` once per flag page that [from, to) touches (creating missing pages if `create`,
+   * skipping them otherwise) with the range's indices [lo, hi) inside the page and its first block.
+   */
+  private eachPage(from: number, to: number, create: boolean,
+    visit: (page: FlagPage, lo: number, hi: number, base: number, index: number) => void): void {
     for (let block = from; block < to;) {
       const index = Math.floor(block / this.blocksPerPage);
       const base = index * this.blocksPerPage;
       const end = Math.min(to, base + this.blocksPerPage);
-      const page = this.pages.get(index);
-      if (page) {
-        const flags = page.flags;
-        let reserved = 0, pending = 0, emptied = 0;
-        for (let i = block - base; i < end - base; i++) {
-          const before = flags[i]!;
-          if (before === 0) continue;
-          if ((before & QUARANTINED) !== 0) fail(`quarantined block ${base + i} referenced again`);
-          const after = (before & RESERVED) !== 0 ? before & ~RESERVED : before & ~PENDING_FREE;
-          if (after === before) continue;
-          if ((before & RESERVED) !== 0) reserved++; else pending++;
-          flags[i] = after;
-          if (after === 0) emptied++;
-        }
-        this.settle(index, page, emptied);
-        this.reserved -= reserved;
-        this.pendingFree -= pending;
+      let page = this.pages.get(index);
+      if (!page && create) {
+        page = { flags: new Uint8Array(this.blocksPerPage), nonZero: 0 };
+        this.pages.set(index, page);
       }
+      if (page) visit(page, block - base, end - base, base, index);
       block = end;
     }
   }
