@@ -1,9 +1,10 @@
 // NBD benchmark: fio's nbd engine against Cairn's NBD server, qemu-nbd (raw and qcow2) and nbdkit's
-// file plugin on the same machine: an unmeasured warm-up of each, workloads interleaved across servers;
+// file plugin on the same machine: an unmeasured warm-up of each, workloads interleaved across servers
+// (each row in rounds that alternate the servers, so a stretch of host noise falls on all of them);
 // then, server by server, 4 KiB random writes right before and right after a snapshot (qemu: a qcow2
 // overlay; nbdkit: none). Prints a table with ratios against qemu-nbd (raw) and nbdkit, and the
 // after/before ratio of each server.
-// Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--size-mib=1024] [--cpu-prof]
+// Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--rounds=2] [--size-mib=1024] [--cpu-prof]
 // The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
@@ -14,7 +15,15 @@ import os from 'node:os';
 import path from 'node:path';
 
 export interface NbdBenchOptions {
+  /** Measured seconds per server and row, split over `rounds`. */
   runtimeSeconds?: number;
+  /**
+   * Rounds per row: each runs every server for runtimeSeconds / rounds, in turn, and a row reports the
+   * mean. On a shared host noise comes in stretches of seconds; with one long run per server a stretch
+   * lands on one server only (with one 10 s run per server, Cairn/qemu-nbd on 1 MiB writes moved
+   * between 0.87 and 1.12 across three runs of the same code).
+   */
+  rounds?: number;
   sizeBytes?: number;
   /** Write a V8 CPU profile of the Cairn server into this directory. */
   cpuProfileDir?: string;
@@ -52,6 +61,8 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
   // A server child must never start a bench of its own (that would spawn servers without end).
   if (process.env[childEnv] === '1') throw new Error('runNbdBench called inside a bench server child');
   const runtimeSeconds = opts.runtimeSeconds ?? 10;
+  const rounds = Math.max(1, Math.floor(opts.rounds ?? 2));
+  const roundSeconds = Math.max(2, Math.round(runtimeSeconds / rounds));
   const sizeBytes = opts.sizeBytes ?? 1024 * 1024 * 1024;
   const log = opts.log ?? ((line: string) => console.log(line));
   const names = opts.servers ?? allServers;
@@ -64,14 +75,23 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
     // first row measured Cairn's JIT compiling its hot paths (--trace-opt: ~1.3 s of TurboFan work in
     // the first seconds) and every server's first pass over a never-written file.
     for (const server of servers) for (const workload of warmups) await fio(server.uri, workload, sizeBytes, warmupSeconds);
-    log(`warm-up done (${warmups.length} x ${warmupSeconds} s per server, not measured)`);
-    const rows = [...workloads];
-    for (const workload of rows) {
-      results[workload.name] = {};
-      for (const server of servers) {
-        results[workload.name][server.name] = await fio(server.uri, workload, sizeBytes, runtimeSeconds);
-        log(`${workload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(results[workload.name][server.name], workload.unit)}`);
+    log(`warm-up done (${warmups.length} x ${warmupSeconds} s per server, not measured); each row: ${rounds} round(s) of ${roundSeconds} s per server, servers alternating`);
+    for (const workload of workloads) {
+      const samples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
+      for (let round = 1; round <= rounds; round++) {
+        for (const server of servers) {
+          // The page cache's dirty data goes to disk between measurements, as before the snapshot
+          // pairs: the servers that write nothing until a flush leave GiBs of it after a write row,
+          // and the kernel's write-back of it then throttled whichever server ran next (Cairn's first
+          // round of 1 MiB writes after the warm-up: 914 MB/s against 1428 in the second).
+          await runCapture('sync', []);
+          const value = await fio(server.uri, workload, sizeBytes, roundSeconds);
+          samples.get(server.name)!.push(value);
+          log(`${workload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(value, workload.unit)}${rounds > 1 ? `  (round ${round}/${rounds})` : ''}`);
+        }
       }
+      // Rounds of equal length: the mean of their rates (or mean latencies) is the row's.
+      results[workload.name] = Object.fromEntries([...samples].map(([name, values]) => [name, values.reduce((a, b) => a + b, 0) / values.length]));
     }
     results[beforeSnapshotWorkload.name] = {};
     results[snapshotWorkload.name] = {};
@@ -313,6 +333,7 @@ if (isMain) {
     const serversFlag = flag('servers');
     await runNbdBench({
       runtimeSeconds: Number(flag('runtime-s') ?? 10),
+      rounds: Number(flag('rounds') ?? 2),
       sizeBytes: Number(flag('size-mib') ?? 1024) * 1024 * 1024,
       cpuProfileDir: args.includes('--cpu-prof') ? path.resolve('nbd-bench-profiles') : undefined,
       servers: serversFlag ? (serversFlag.split(',') as ServerName[]) : undefined,
