@@ -225,7 +225,7 @@ export class Trees {
     const plan = planLeafEdit(node, start, end, entries);
     if (plan.bytes > META_PAYLOAD_BYTES || (plan.replacement.length === 0 && plan.last - plan.first === node.ext.count)) return undefined;
     for (const r of plan.counts) if (!this.space.rangeDirtyNow(r.pba, r.lengthBlocks)) return undefined;
-    for (const r of plan.counts) if (!this.space.tryAddRange(r.pba, r.lengthBlocks, r.delta)) fail('a count page checked dirty is dirty');
+    for (const r of plan.counts) this.space.addRangeDirty(r.pba, r.lengthBlocks, r.delta);
     applyLeafPlan(node, plan);
     return { root, mappedDelta: plan.mappedDelta };
   }

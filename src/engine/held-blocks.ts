@@ -33,6 +33,8 @@ export class HeldBlocks {
 
   /** Sets `flag` on every block of [from, to); a block that already has it is a broken invariant. */
   addRange(from: number, to: number, flag: number): void {
+    // One block (a free of one extent block after random writes): no page walk.
+    if (to === from + 1) { this.addOne(from, flag); return; }
     this.eachPage(from, to, true, (page, lo, hi, base) => {
       const flags = page.flags;
       let nonZero = page.nonZero;
@@ -45,6 +47,17 @@ export class HeldBlocks {
       page.nonZero = nonZero;
       this.count(flag, hi - lo);
     });
+  }
+
+  private addOne(block: number, flag: number): void {
+    const index = Math.floor(block / this.blocksPerPage);
+    const page = this.pages.get(index) ?? this.newPage(index);
+    const i = block - index * this.blocksPerPage;
+    const before = page.flags[i]!;
+    if ((before & flag) !== 0) fail(`block ${block} already has flag ${flag}`);
+    if (before === 0) page.nonZero++;
+    page.flags[i] = before | flag;
+    this.count(flag, 1);
   }
 
   /** Clears `flag` on the blocks of [from, to) that have it; returns how many did. */
@@ -129,14 +142,16 @@ export class HeldBlocks {
       const index = Math.floor(block / this.blocksPerPage);
       const base = index * this.blocksPerPage;
       const end = Math.min(to, base + this.blocksPerPage);
-      let page = this.pages.get(index);
-      if (!page && create) {
-        page = { flags: new Uint8Array(this.blocksPerPage), nonZero: 0 };
-        this.pages.set(index, page);
-      }
+      const page = this.pages.get(index) ?? (create ? this.newPage(index) : undefined);
       if (page) visit(page, block - base, end - base, base, index);
       block = end;
     }
+  }
+
+  private newPage(index: number): FlagPage {
+    const page = { flags: new Uint8Array(this.blocksPerPage), nonZero: 0 };
+    this.pages.set(index, page);
+    return page;
   }
 
   /** Drops a page once none of its blocks is held. */

@@ -113,13 +113,7 @@ export class SpaceMap {
    */
   tryAddRange(pba: number, lengthBlocks: number, delta: 1 | -1): boolean {
     if (!this.rangeDirtyNow(pba, lengthBlocks)) return false;
-    this.store.changes++;
-    const end = pba + lengthBlocks;
-    for (let i = Math.floor(pba / REFCOUNTS_PER_PAGE), block = pba; block < end; i++) {
-      const pageEnd = Math.min(end, (i + 1) * REFCOUNTS_PER_PAGE);
-      this.applyToPage(this.array.pageIfDirty(i)!, i, block, pageEnd, delta);
-      block = pageEnd;
-    }
+    this.addRangeDirty(pba, lengthBlocks, delta);
     return true;
   }
 
@@ -128,6 +122,19 @@ export class SpaceMap {
    * (a reserved block gets its data, a pending free a reference again), on the way down (pending
    * free until the commit).
    */
+  /** tryAddRange for a range the caller found dirty with rangeDirtyNow, in the same synchronous step. */
+  addRangeDirty(pba: number, lengthBlocks: number, delta: 1 | -1): void {
+    this.store.changes++;
+    const end = pba + lengthBlocks;
+    for (let i = Math.floor(pba / REFCOUNTS_PER_PAGE), block = pba; block < end; i++) {
+      const page = this.array.pageIfDirty(i);
+      if (page === undefined) fail(`count page ${i} checked dirty is dirty`);
+      const pageEnd = Math.min(end, (i + 1) * REFCOUNTS_PER_PAGE);
+      this.applyToPage(page, i, block, pageEnd, delta);
+      block = pageEnd;
+    }
+  }
+
   private applyToPage(page: CountPage, pageIndex: number, from: number, to: number, delta: 1 | -1): void {
     if (!(from >= 0 && to <= this.totalBlocks && from < to)) fail(`blocks [${from}, ${to}) inside the pool`);
     const counts = page.counts;
