@@ -81,9 +81,8 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
       for (let round = 1; round <= rounds; round++) {
         for (const server of servers) {
           // The page cache's dirty data goes to disk between measurements, as before the snapshot
-          // pairs: the servers that write nothing until a flush leave GiBs of it after a write row,
-          // and the kernel's write-back of it then throttled whichever server ran next (Cairn's first
-          // round of 1 MiB writes after the warm-up: 914 MB/s against 1428 in the second).
+          // pairs: qemu-nbd and nbdkit write nothing until a flush and leave GiBs of it after a write
+          // row, and the kernel's write-back of it must not fall on the next server's measurement.
           await runCapture('sync', []);
           const value = await fio(server.uri, workload, sizeBytes, roundSeconds);
           samples.get(server.name)!.push(value);
