@@ -20,6 +20,12 @@ const SYNC_RESERVE_PAGES_MAX = 4;
 export const LARGE_RUN_BLOCKS = 16;
 /** Count pages the search for long runs may scan before large writes settle for first fit. */
 const LARGE_SCAN_PAGES_MAX = 32;
+/**
+ * Metadata blocks are handed out from a reserved run of this many (1 MiB), so a commit's blocks sit
+ * side by side and go out in a few large writes. Taken one by one from the cursor, they lay between
+ * data blocks: a commit of ~3,000 blocks after random writes took 300-2,800 device writes (measured).
+ */
+export const META_ARENA_BLOCKS = 256;
 
 /**
  * Blocks freed by one transaction, reusable once it is durable and reads older than `readEpoch` end:
@@ -45,6 +51,10 @@ export class SpaceMap {
   /** Where large reservations look for long runs; rewound with `cursor`, never behind it for long. */
   private largeCursor = FIRST_FREE_BLOCK;
   private freeCount = 0;
+  /** The rest of the metadata run: blocks [pba, pba + left), reserved (count 0) until handed out. */
+  private metaArena = { pba: 0, left: 0 };
+  /** Metadata blocks still to take one at a time after a search for a run failed (a scan is not free). */
+  private metaArenaSkip = 0;
 
   constructor(private readonly store: MetaStore, rootBlock: number, readonly totalBlocks: number, readonly reserveBlocks: number) {
     this.array = new RadixArray<CountPage>(
@@ -299,11 +309,40 @@ export class SpaceMap {
     for (const r of runs) this.held.removeRange(r.pba, r.pba + r.lengthBlocks, RESERVED);
   }
 
-  /** One metadata block, counted at once. */
+  /** One metadata block, counted at once: the next of the metadata run, or any free block. */
   async allocMeta(): Promise<number> {
-    const [run] = await this.reserve(1, true);
-    await this.incref(run!.pba);
-    return run!.pba;
+    if (this.metaArena.left === 0) {
+      if (this.metaArenaSkip > 0) this.metaArenaSkip--;
+      else this.refillMetaArena();
+    }
+    let block: number;
+    if (this.metaArena.left > 0) {
+      block = this.metaArena.pba++;
+      this.metaArena.left--;
+    } else {
+      block = (await this.reserve(1, true))[0]!.pba;
+    }
+    await this.incref(block);
+    return block;
+  }
+
+  /**
+   * Reserves the next metadata run: a free run of META_ARENA_BLOCKS among the count pages in memory,
+   * searched like a large write's. Only while space is plentiful (the run is held from data); when
+   * none is found, metadata blocks come one at a time.
+   */
+  private refillMetaArena(): void {
+    if (this.availableBlocks < this.reserveBlocks + 4 * META_ARENA_BLOCKS) return;
+    const found = this.scanRuns(Math.max(this.largeCursor, this.cursor, FIRST_FREE_BLOCK), META_ARENA_BLOCKS, META_ARENA_BLOCKS, LARGE_SCAN_PAGES_MAX);
+    if (!found.runs) {
+      // As for large writes: the next search resumes past this fragmented stretch.
+      this.largeCursor = found.end < this.totalBlocks ? found.end : this.cursor;
+      this.metaArenaSkip = META_ARENA_BLOCKS;
+      return;
+    }
+    this.markReserved(found.runs);
+    this.largeCursor = found.end;
+    this.metaArena = { pba: found.runs[0]!.pba, left: found.runs[0]!.lengthBlocks };
   }
 
   /**
