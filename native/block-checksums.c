@@ -103,9 +103,7 @@ void register_block_checksums(napi_env env, napi_value exports) {
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("sse4.2")) {
-    napi_value fn;
-    napi_create_function(env, "crc32cBlocks", NAPI_AUTO_LENGTH, crc32c_blocks, NULL, &fn);
-    napi_set_named_property(env, exports, "crc32cBlocks", fn);
+    export_function(env, exports, "crc32cBlocks", crc32c_blocks);
   }
 #else
   (void)env; (void)exports;

@@ -3,6 +3,13 @@
 #define CAIRN_NATIVE_H
 #include <node_api.h>
 
+/** Adds the native function `fn` to `exports` under `name`. */
+static inline void export_function(napi_env env, napi_value exports, const char *name, napi_callback fn) {
+  napi_value value;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &value);
+  napi_set_named_property(env, exports, name, value);
+}
+
 void register_block_checksums(napi_env env, napi_value exports);
 void register_writeback(napi_env env, napi_value exports);
 void register_thread_policy(napi_env env, napi_value exports);

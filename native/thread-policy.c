@@ -43,9 +43,7 @@ static napi_value batch_other_threads(napi_env env, napi_callback_info info) {
 }
 
 void register_thread_policy(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_create_function(env, "batchOtherThreads", NAPI_AUTO_LENGTH, batch_other_threads, NULL, &fn);
-  napi_set_named_property(env, exports, "batchOtherThreads", fn);
+  export_function(env, exports, "batchOtherThreads", batch_other_threads);
 }
 #else
 void register_thread_policy(napi_env env, napi_value exports) { (void)env; (void)exports; }

@@ -70,9 +70,7 @@ static napi_value start_writeback(napi_env env, napi_callback_info info) {
 }
 
 void register_writeback(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_create_function(env, "startWriteback", NAPI_AUTO_LENGTH, start_writeback, NULL, &fn);
-  napi_set_named_property(env, exports, "startWriteback", fn);
+  export_function(env, exports, "startWriteback", start_writeback);
 }
 #else
 void register_writeback(napi_env env, napi_value exports) { (void)env; (void)exports; }

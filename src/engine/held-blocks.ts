@@ -33,31 +33,28 @@ export class HeldBlocks {
 
   /** Sets `flag` on every block of [from, to); a block that already has it is a broken invariant. */
   addRange(from: number, to: number, flag: number): void {
-    // One block (a free of one extent block after random writes): no page walk.
-    if (to === from + 1) { this.addOne(from, flag); return; }
-    this.eachPage(from, to, true, (page, lo, hi, base) => {
-      const flags = page.flags;
-      let nonZero = page.nonZero;
-      for (let i = lo; i < hi; i++) {
-        const before = flags[i]!;
-        if ((before & flag) !== 0) fail(`block ${base + i} already has flag ${flag}`);
-        if (before === 0) nonZero++;
-        flags[i] = before | flag;
-      }
-      page.nonZero = nonZero;
-      this.count(flag, hi - lo);
-    });
+    // One block (a free of one extent block after random writes): no page walk and no closure.
+    if (to === from + 1) {
+      const index = Math.floor(from / this.blocksPerPage);
+      const base = index * this.blocksPerPage;
+      this.setIn(this.pages.get(index) ?? this.newPage(index), from - base, from - base + 1, base, flag);
+      return;
+    }
+    this.eachPage(from, to, true, (page, lo, hi, base) => this.setIn(page, lo, hi, base, flag));
   }
 
-  private addOne(block: number, flag: number): void {
-    const index = Math.floor(block / this.blocksPerPage);
-    const page = this.pages.get(index) ?? this.newPage(index);
-    const i = block - index * this.blocksPerPage;
-    const before = page.flags[i]!;
-    if ((before & flag) !== 0) fail(`block ${block} already has flag ${flag}`);
-    if (before === 0) page.nonZero++;
-    page.flags[i] = before | flag;
-    this.count(flag, 1);
+  /** Sets `flag` on blocks [lo, hi) of `page` (whose first block is `base`). */
+  private setIn(page: FlagPage, lo: number, hi: number, base: number, flag: number): void {
+    const flags = page.flags;
+    let nonZero = page.nonZero;
+    for (let i = lo; i < hi; i++) {
+      const before = flags[i]!;
+      if ((before & flag) !== 0) fail(`block ${base + i} already has flag ${flag}`);
+      if (before === 0) nonZero++;
+      flags[i] = before | flag;
+    }
+    page.nonZero = nonZero;
+    this.count(flag, hi - lo);
   }
 
   /** Clears `flag` on the blocks of [from, to) that have it; returns how many did. */

@@ -127,11 +127,6 @@ export class SpaceMap {
     return true;
   }
 
-  /**
-   * Counts of [from, to), all on `page`. Blocks crossing 0 change their hold as runs: on the way up
-   * (a reserved block gets its data, a pending free a reference again), on the way down (pending
-   * free until the commit).
-   */
   /** tryAddRange for a range the caller found dirty with rangeDirtyNow, in the same synchronous step. */
   addRangeDirty(pba: number, lengthBlocks: number, delta: 1 | -1): void {
     this.store.changes++;
@@ -145,6 +140,11 @@ export class SpaceMap {
     }
   }
 
+  /**
+   * Counts of [from, to), all on `page`. Blocks crossing 0 change their hold as runs: on the way up
+   * (a reserved block gets its data, a pending free a reference again), on the way down (pending
+   * free until the commit).
+   */
   private applyToPage(page: CountPage, pageIndex: number, from: number, to: number, delta: 1 | -1): void {
     if (!(from >= 0 && to <= this.totalBlocks && from < to)) fail(`blocks [${from}, ${to}) inside the pool`);
     const counts = page.counts;
@@ -205,22 +205,16 @@ export class SpaceMap {
       const pageFirst = pageIndex * REFCOUNTS_PER_PAGE;
       const pageEnd = Math.min(this.totalBlocks, pageFirst + REFCOUNTS_PER_PAGE);
       const flags = this.held.pageFlags(pageIndex);
-      const found: Run[] = [];
       for (let block = Math.max(this.cursor, pageFirst, FIRST_FREE_BLOCK); block < pageEnd && got < wanted; block++) {
         const i = block - pageFirst;
         if ((page && page.counts[i]! !== 0) || (flags && flags[i]! !== 0)) continue;
-        const last = found[found.length - 1];
+        // The scan only moves forward, so `flags` (possibly created by this mark) need not show it.
+        this.held.addRange(block, block + 1, RESERVED);
+        const last = runs[runs.length - 1];
         if (last && last.pba + last.lengthBlocks === block) last.lengthBlocks++;
-        else found.push({ pba: block, lengthBlocks: 1 });
+        else runs.push({ pba: block, lengthBlocks: 1 });
         got++;
         this.cursor = block + 1;
-      }
-      // Marked after the page's scan: the flags read above stay valid while it runs.
-      this.markReserved(found);
-      for (const r of found) {
-        const last = runs[runs.length - 1];
-        if (last && last.pba + last.lengthBlocks === r.pba) last.lengthBlocks += r.lengthBlocks;
-        else runs.push(r);
       }
       if (got < wanted) {
         pageIndex++;
@@ -247,21 +241,30 @@ export class SpaceMap {
   tryReserveSync(wanted: number): Run[] | null {
     if (this.availableBlocks - wanted < this.reserveBlocks) return null;
     if (wanted >= LARGE_RUN_BLOCKS) {
-      const from = Math.max(this.largeCursor, this.cursor, FIRST_FREE_BLOCK);
-      const large = this.scanRuns(from, wanted, LARGE_RUN_BLOCKS, LARGE_SCAN_PAGES_MAX);
-      if (large.runs) {
-        this.markReserved(large.runs);
-        this.largeCursor = large.end;
-        return large.runs;
-      }
-      // The next large write resumes past this fragmented stretch instead of scanning it again.
-      this.largeCursor = large.end < this.totalBlocks ? large.end : this.cursor;
+      const large = this.reserveLongRuns(wanted, LARGE_RUN_BLOCKS);
+      if (large) return large;
     }
     const firstFit = this.scanRuns(Math.max(this.cursor, FIRST_FREE_BLOCK), wanted, 1, SYNC_RESERVE_PAGES_MAX);
     if (!firstFit.runs) return null;
     this.markReserved(firstFit.runs);
     this.cursor = firstFit.end;
     return firstFit.runs;
+  }
+
+  /**
+   * Reserves `wanted` blocks in free runs of at least `minRun` from the large-write cursor, through
+   * the count pages in memory; null, having reserved nothing, when they hold too few. Either way the
+   * next search resumes where this one stopped, past a fragmented stretch instead of scanning it again.
+   */
+  private reserveLongRuns(wanted: number, minRun: number): Run[] | null {
+    const found = this.scanRuns(Math.max(this.largeCursor, this.cursor, FIRST_FREE_BLOCK), wanted, minRun, LARGE_SCAN_PAGES_MAX);
+    if (!found.runs) {
+      this.largeCursor = found.end < this.totalBlocks ? found.end : this.cursor;
+      return null;
+    }
+    this.markReserved(found.runs);
+    this.largeCursor = found.end;
+    return found.runs;
   }
 
   /**
@@ -333,16 +336,9 @@ export class SpaceMap {
    */
   private refillMetaArena(): void {
     if (this.availableBlocks < this.reserveBlocks + 4 * META_ARENA_BLOCKS) return;
-    const found = this.scanRuns(Math.max(this.largeCursor, this.cursor, FIRST_FREE_BLOCK), META_ARENA_BLOCKS, META_ARENA_BLOCKS, LARGE_SCAN_PAGES_MAX);
-    if (!found.runs) {
-      // As for large writes: the next search resumes past this fragmented stretch.
-      this.largeCursor = found.end < this.totalBlocks ? found.end : this.cursor;
-      this.metaArenaSkip = META_ARENA_BLOCKS;
-      return;
-    }
-    this.markReserved(found.runs);
-    this.largeCursor = found.end;
-    this.metaArena = { pba: found.runs[0]!.pba, left: found.runs[0]!.lengthBlocks };
+    const run = this.reserveLongRuns(META_ARENA_BLOCKS, META_ARENA_BLOCKS)?.[0];
+    if (run) this.metaArena = { pba: run.pba, left: run.lengthBlocks };
+    else this.metaArenaSkip = META_ARENA_BLOCKS;
   }
 
   /**
