@@ -4,7 +4,7 @@
 // then, server by server, 4 KiB random writes right before and right after a snapshot (qemu: a qcow2
 // overlay; nbdkit: none). Prints a table with ratios against qemu-nbd (raw) and nbdkit, and the
 // after/before ratio of each server.
-// Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--rounds=2] [--size-mib=1024] [--cpu-prof]
+// Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--rounds=2] [--size-mib=1024] [--cpu-prof] [--sparse]
 // The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import type { Preallocation } from '../src/engine/index.js';
 
 export interface NbdBenchOptions {
   /** Measured seconds per server and row, split over `rounds`. */
@@ -29,6 +30,15 @@ export interface NbdBenchOptions {
   cpuProfileDir?: string;
   /** Subset of servers to run (default all). */
   servers?: ServerName[];
+  /**
+   * Lay every server's file down in full before the warm-up (default true): Cairn's pool with
+   * `preallocate: 'full'`, the raw files with qemu-img's preallocation=full (qcow2 grows as it does).
+   * Sparse, Cairn's first 1 MiB write pass after the warm-up is its first write into most of its pool
+   * (it writes to new blocks, over 4x the volume), while qemu-nbd and nbdkit overwrite pages the
+   * warm-up already wrote; on this kind of VM a page the kernel newly allocates for the page cache
+   * costs several times the copy into it (ARCHITECTURE.md, "Pool files").
+   */
+  preallocate?: boolean;
   log?: (line: string) => void;
 }
 
@@ -66,11 +76,13 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
   const sizeBytes = opts.sizeBytes ?? 1024 * 1024 * 1024;
   const log = opts.log ?? ((line: string) => console.log(line));
   const names = opts.servers ?? allServers;
+  const preallocate = opts.preallocate ?? true;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cairn-nbd-bench-'));
   const servers: Running[] = [];
   const results: Record<string, Record<string, number>> = {};
   try {
-    for (const name of names) servers.push(await startServer(name, dir, sizeBytes, opts.cpuProfileDir));
+    for (const name of names) servers.push(await startServer(name, dir, sizeBytes, preallocate, opts.cpuProfileDir));
+    log(preallocate ? 'files laid down in full first (Cairn pool: preallocate=full; raw files: preallocation=full; qcow2: as it grows)' : 'files sparse (--sparse)');
     // An unmeasured warm-up of every server, as benchmarks of long-running servers do: without it the
     // first row measured Cairn's JIT compiling its hot paths (--trace-opt: ~1.3 s of TurboFan work in
     // the first seconds) and every server's first pass over a never-written file.
@@ -191,13 +203,18 @@ function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): P
   return new Promise((resolve) => { child.once('exit', () => resolve()); child.kill(signal); });
 }
 
-async function startServer(name: ServerName, dir: string, sizeBytes: number, cpuProfileDir?: string): Promise<Running> {
+/** A raw file of `sizeBytes`, sparse or written in full. */
+async function rawFile(file: string, sizeBytes: number, preallocate: boolean): Promise<void> {
+  await runCapture('qemu-img', ['create', '-q', '-f', 'raw', '-o', `preallocation=${preallocate ? 'full' : 'off'}`, file, String(sizeBytes)]);
+}
+
+async function startServer(name: ServerName, dir: string, sizeBytes: number, preallocate: boolean, cpuProfileDir?: string): Promise<Running> {
   const port = await freePort();
   const uri = `nbd://127.0.0.1:${port}/bench`;
-  if (name === 'cairn') return startCairn(dir, port, sizeBytes, cpuProfileDir);
+  if (name === 'cairn') return startCairn(dir, port, sizeBytes, preallocate, cpuProfileDir);
   if (name === 'nbdkit') {
     const file = path.join(dir, 'nbdkit.raw');
-    await runCapture('truncate', ['-s', String(sizeBytes), file]);
+    await rawFile(file, sizeBytes, preallocate);
     const child = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), '-e', 'bench', 'file', file], { stdio: 'ignore' });
     await waitForPort(port);
     // nbdkit's file plugin has no snapshots: the "after snapshot" row shows the same file again.
@@ -206,7 +223,7 @@ async function startServer(name: ServerName, dir: string, sizeBytes: number, cpu
   const qcow2 = name === 'qemu-qcow2';
   const base = path.join(dir, `${name}.${qcow2 ? 'qcow2' : 'raw'}`);
   if (qcow2) await runCapture('qemu-img', ['create', '-q', '-f', 'qcow2', base, String(sizeBytes)]);
-  else await runCapture('truncate', ['-s', String(sizeBytes), base]);
+  else await rawFile(base, sizeBytes, preallocate);
   const launch = (file: string, format: string): ChildProcess =>
     spawn('qemu-nbd', ['-t', '-b', '127.0.0.1', '-p', String(port), '-x', 'bench', '-f', format, file], { stdio: 'ignore' });
   let child = launch(base, qcow2 ? 'qcow2' : 'raw');
@@ -244,14 +261,14 @@ function childExecArgv(): string[] {
   return kept;
 }
 
-async function startCairn(dir: string, port: number, sizeBytes: number, cpuProfileDir?: string): Promise<Running> {
+async function startCairn(dir: string, port: number, sizeBytes: number, preallocate: boolean, cpuProfileDir?: string): Promise<Running> {
   const self = fileURLToPath(import.meta.url);
   const execArgv = childExecArgv();
   if (cpuProfileDir) {
     await mkdir(cpuProfileDir, { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`);
   }
-  const child = spawn(process.execPath, [...execArgv, self, '--serve', path.join(dir, 'pool.cairn'), String(port), String(sizeBytes)],
+  const child = spawn(process.execPath, [...execArgv, self, '--serve', path.join(dir, 'pool.cairn'), String(port), String(sizeBytes), preallocate ? 'full' : 'off'],
     { stdio: ['pipe', 'pipe', 'inherit'], env: { UV_THREADPOOL_SIZE: '16', ...process.env, [childEnv]: '1' } }); // as bin/cairn.js sets it
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   const replies: string[] = [];
@@ -292,7 +309,7 @@ const profiler = {
 };
 
 /** Child mode: serve one volume "bench" from a new pool; "snapshot" on stdin takes bench@snap. */
-async function serve(poolPath: string, port: number, sizeBytes: number): Promise<void> {
+async function serve(poolPath: string, port: number, sizeBytes: number, preallocate: Preallocation): Promise<void> {
   const { createPoolFile } = await import('../src/engine/index.js');
   const { startNbdServer } = await import('../src/nbd/server.js');
   const { batchHelperThreads } = await import('../src/daemon/thread-policy.js');
@@ -300,7 +317,7 @@ async function serve(poolPath: string, port: number, sizeBytes: number): Promise
   // overwrite allocates anew (qemu's qcow2 overlay grows its file the same way, without a bound).
   // CAIRN_BENCH_EVENTS=1 prints the engine's events (commits with their durations), timestamped, to stderr.
   const log = process.env.CAIRN_BENCH_EVENTS === '1' ? (event: string, fields: Record<string, unknown>) => console.error(`${event} ${JSON.stringify({ t: Date.now(), ...fields })}`) : undefined;
-  const engine = await createPoolFile(poolPath, sizeBytes * 4, log ? { log } : {});
+  const engine = await createPoolFile(poolPath, sizeBytes * 4, { preallocate, ...(log ? { log } : {}) });
   await engine.createVolume('bench', sizeBytes);
   batchHelperThreads(); // as the daemon does once its pool is open
   const busy = process.env.CAIRN_BENCH_BUSY_POLL_US;
@@ -326,7 +343,7 @@ const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) ==
 if (isMain) {
   const args = process.argv.slice(2);
   if (args[0] === '--serve' && process.env[childEnv] === '1') {
-    await serve(args[1], Number(args[2]), Number(args[3]));
+    await serve(args[1], Number(args[2]), Number(args[3]), args[4] === 'full' ? 'full' : 'off');
   } else if (process.env[childEnv] !== '1') {
     const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
     const serversFlag = flag('servers');
@@ -336,6 +353,7 @@ if (isMain) {
       sizeBytes: Number(flag('size-mib') ?? 1024) * 1024 * 1024,
       cpuProfileDir: args.includes('--cpu-prof') ? path.resolve('nbd-bench-profiles') : undefined,
       servers: serversFlag ? (serversFlag.split(',') as ServerName[]) : undefined,
+      preallocate: !args.includes('--sparse'),
     });
   }
 }

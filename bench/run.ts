@@ -1,13 +1,13 @@
 // `npm run bench`: the engine benchmark (engine API on a real file, against plain fs writes), then the
 // NBD benchmark (fio against Cairn, qemu-nbd raw/qcow2 and nbdkit in one run). Ratios are printed;
 // absolute figures drift between runs, ratios within one run do not. Nothing here is asserted.
-// Flags: --only=engine|nbd, --runtime-s=N (NBD per-row seconds).
+// Flags: --only=engine|nbd, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first).
 import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine-bench.js';
 import { runNbdBench } from './nbd-bench.js';
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' } }, strict: false });
+  const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' }, sparse: { type: 'boolean' } }, strict: false });
   const only = typeof values.only === 'string' ? values.only : undefined;
   const runtime = typeof values['runtime-s'] === 'string' ? Number(values['runtime-s']) : undefined;
   if (only === undefined || only === 'engine') {
@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   }
   if (only === undefined || only === 'nbd') {
     console.log('\n== NBD (fio --ioengine=nbd; Cairn vs qemu-nbd vs nbdkit) ==');
-    await runNbdBench(runtime === undefined ? {} : { runtimeSeconds: runtime });
+    await runNbdBench({ ...(runtime === undefined ? {} : { runtimeSeconds: runtime }), preallocate: values.sparse !== true });
   }
 }
 

@@ -38,6 +38,9 @@ test('config precedence: defaults < file < env < flags', async (t) => {
   assert.equal(fromJson.nbdBusyPollMicros, null, 'busy polling: server default unless set');
   assert.equal(loadConfig({ nbdBusyPollMicros: '0' }, { CAIRN_NBD_BUSY_POLL_US: '50' }, undefined).nbdBusyPollMicros, 0);
   assert.equal(loadConfig({}, { CAIRN_NBD_BUSY_POLL_US: '50' }, undefined).nbdBusyPollMicros, 50);
+  assert.equal(fromJson.poolPreallocate, 'off', 'a new pool file is sparse unless asked');
+  assert.equal(loadConfig({}, { CAIRN_POOL_PREALLOCATE: 'full' }, undefined).poolPreallocate, 'full');
+  assert.equal(loadConfig({ poolPreallocate: 'off' }, { CAIRN_POOL_PREALLOCATE: 'full' }, undefined).poolPreallocate, 'off');
 });
 
 test('config errors are one clear line', async (t) => {
@@ -48,6 +51,7 @@ test('config errors are one clear line', async (t) => {
   bad(() => loadConfig({}, { CAIRN_NBD: 'host:99999' }, undefined), /invalid nbd \(environment\) address "host:99999"/);
   bad(() => loadConfig({ api: 'off' }, {}, undefined), /the API cannot be off/);
   bad(() => loadConfig({ logLevel: 'loud' }, {}, undefined), /invalid logLevel \(command line\): loud/);
+  bad(() => loadConfig({}, { CAIRN_POOL_PREALLOCATE: 'thick' }, undefined), /^invalid poolPreallocate \(environment\): thick \(off or full\)$/);
   bad(() => loadConfig({}, {}, join(dir, 'missing.yaml')), /^cannot read config file /);
   await writeFile(join(dir, 'list.yaml'), '- a\n- b\n');
   bad(() => loadConfig({}, {}, join(dir, 'list.yaml')), /is not a mapping/);

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { assertBuilt, cairn, cairnBin, cairnJson, python, run, startServe, tempDir } from './cli-helpers.js';
 
 const MiB = 1024 * 1024;
@@ -91,6 +91,18 @@ test('daemon lifecycle', { timeout: 115_000 }, async (t) => {
     await writeFile(`${pool}.lock`, `${dead.pid}\n`);
     const d3 = await startServe(t, pool);
     assert.equal(await d3.stop(), 0);
+  });
+
+  await t.test('--pool-preallocate full writes a new pool file end to end', async (t) => {
+    const path = join(dir, 'thick.pool');
+    const d = await startServe(t, path, ['--pool-size', '64M', '--pool-preallocate', 'full']);
+    assert.ok((await stat(path)).blocks * 512 >= 64 * MiB, 'every byte of the pool file is on disk');
+    assert.ok(d.logs.some((l) => (JSON.parse(l) as { event?: string }).event === 'pool_preallocate'), 'the slow step is logged before it starts');
+    await cairnJson(d.api, ['volume', 'create', 'thick', '--size', '8M']);
+    const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 0 4M', '-c', 'read -P 0x3c 0 4M', `${d.nbd}/thick`]);
+    assert.equal(w.code, 0, w.stderr);
+    assert.doesNotMatch(w.stdout, /verification failed/i);
+    assert.equal(await d.stop(), 0);
   });
 
   await t.test('threads: a thread pool of 16, and every thread but the event loop in SCHED_BATCH', async (t) => {

@@ -2,10 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, truncateSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createPoolFile, openPoolFile, checkPoolFile } from '../src/engine/index.js';
+import { createPoolFile, openPoolFile, checkPoolFile, IoError } from '../src/engine/index.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -25,4 +25,40 @@ test('a pool on a raw block device survives reopen and checks clean', { skip: is
   assert.deepEqual(await again.read(again.resolve('v').id, 8192, 4096), Buffer.alloc(4096, 0x5a));
   await again.close();
   assert.equal((await checkPoolFile(loop)).ok, true);
+});
+
+test('a pool file preallocated in full has every byte on disk; a sparse one does not; both serve and check clean', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-prealloc-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const size = 48 * 1024 * 1024;
+  for (const preallocate of ['full', 'off'] as const) {
+    const path = join(dir, `pool-${preallocate}`);
+    const engine = await createPoolFile(path, size, { preallocate, commitIntervalMs: 0 });
+    const onDisk = statSync(path).blocks * 512;
+    if (preallocate === 'full') assert.ok(onDisk >= size, `preallocated: ${onDisk} bytes on disk of ${size}`);
+    else assert.ok(onDisk < size / 2, `sparse: ${onDisk} bytes on disk of ${size}`);
+    await engine.createVolume('v', 16 * 1024 * 1024);
+    await engine.write(engine.resolve('v').id, 1 << 20, Buffer.alloc(65536, 0x6b), { fua: true });
+    await engine.close();
+    const again = await openPoolFile(path);
+    assert.deepEqual(await again.read(again.resolve('v').id, 1 << 20, 65536), Buffer.alloc(65536, 0x6b));
+    assert.deepEqual(await again.read(again.resolve('v').id, 0, 65536), Buffer.alloc(65536), 'unwritten blocks read as zeros');
+    await again.close();
+    assert.equal((await checkPoolFile(path)).ok, true);
+  }
+});
+
+test('preallocating on a filesystem without the space fails clearly and leaves no file behind', { skip: isRoot ? false : 'needs root to mount a small tmpfs' }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-prealloc-full-'));
+  const mnt = join(dir, 'mnt');
+  mkdirSync(mnt);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]);
+  t.after(() => { execFileSync('umount', [mnt]); rmSync(dir, { recursive: true, force: true }); });
+  const path = join(mnt, 'pool');
+  await assert.rejects(createPoolFile(path, 32 * 1024 * 1024, { preallocate: 'full' }),
+    (e: unknown) => e instanceof IoError && /cannot lay down the pool file .*preallocated.*ENOSPC/.test(e.message));
+  assert.equal(existsSync(path), false, 'the half-written file was removed');
+  // The same size sparse fits (only what is written takes space).
+  const engine = await createPoolFile(path, 32 * 1024 * 1024, { commitIntervalMs: 0 });
+  await engine.close();
 });

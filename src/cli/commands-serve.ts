@@ -9,7 +9,7 @@ import { print, printJson, table } from './output.js';
 import type { CliContext } from './context.js';
 
 interface ServeFlags {
-  config?: string; pool?: string; stateDir?: string; poolSize?: string; api?: string; nbd?: string; nbdSocket?: string;
+  config?: string; pool?: string; stateDir?: string; poolSize?: string; poolPreallocate?: string; api?: string; nbd?: string; nbdSocket?: string;
   logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string;
   nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean;
 }
@@ -21,7 +21,7 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
   const { createLogger } = await import('../daemon/logger.js');
   const { startDaemon } = await import('../daemon/serve.js');
   const layer: ConfigLayer = {
-    pool: flags.pool, stateDir: flags.stateDir, poolSize: flags.poolSize, api: flags.api ?? apiFromGlobal, nbd: flags.nbd,
+    pool: flags.pool, stateDir: flags.stateDir, poolSize: flags.poolSize, poolPreallocate: flags.poolPreallocate, api: flags.api ?? apiFromGlobal, nbd: flags.nbd,
     nbdSocketPath: flags.nbdSocket, logLevel: flags.logLevel, logFormat: flags.logFormat,
     cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs, nbdBusyPollMicros: flags.nbdBusyPollUs,
     nbdTls: flags.nbdTlsCert === undefined && flags.nbdTlsPsk === undefined ? undefined : {
@@ -83,6 +83,7 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--pool <path>', 'pool file, created sparse when missing (default ./data/cairn.pool); env CAIRN_POOL')
     .option('--state-dir <dir>', 'stream identities and import spool (default: the pool\'s directory); env CAIRN_STATE_DIR')
     .option('--pool-size <size>', 'size of a new pool (default 64G); env CAIRN_POOL_SIZE')
+    .option('--pool-preallocate <mode>', 'a new pool file: off (sparse, default) or full (written with zeros first); env CAIRN_POOL_PREALLOCATE')
     .option('--nbd <host:port>', 'NBD listen address, or "off" (default 127.0.0.1:10809); env CAIRN_NBD')
     .option('--nbd-socket <path>', 'also serve NBD on a Unix socket; env CAIRN_NBD_SOCKET')
     .option('--nbd-tls-cert <file>', 'NBD TLS certificate (PEM; with --nbd-tls-key); env CAIRN_NBD_TLS_CERT')

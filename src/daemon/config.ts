@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { parseSize } from '../cli/sizes.js';
+import type { Preallocation } from '../engine/index.js';
 
 export interface ListenAddress { host: string; port: number }
 
@@ -13,8 +14,10 @@ export interface DaemonConfig {
   /** Where stream identities (POOL.streams.json) and import spool files live; null = the pool's
    *  directory (set it when the pool is a raw block device). */
   stateDir: string | null;
-  /** Size of a pool created because it was missing (sparse). */
+  /** Size of a pool created because it was missing. */
   poolSizeBytes: number;
+  /** How a pool file created because it was missing is laid down: sparse ('off') or written end to end ('full'). */
+  poolPreallocate: Preallocation;
   api: ListenAddress;
   /** null: no TCP NBD listener. */
   nbd: ListenAddress | null;
@@ -37,6 +40,7 @@ export const defaultConfig: DaemonConfig = {
   poolPath: './data/cairn.pool',
   stateDir: null,
   poolSizeBytes: 64 * 2 ** 30,
+  poolPreallocate: 'off',
   api: { host: '127.0.0.1', port: 10880 },
   nbd: { host: '127.0.0.1', port: 10809 },
   nbdSocketPath: null,
@@ -103,7 +107,7 @@ function tlsOf(value: unknown, what: string, current: NbdTlsConfig | null): NbdT
 /** Applies one layer on top of `config`, validating each value it sets. */
 export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: string): DaemonConfig {
   const out = { ...config };
-  const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'api', 'nbd', 'nbdSocketPath', 'nbdTls',
+  const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'poolPreallocate', 'api', 'nbd', 'nbdSocketPath', 'nbdTls',
     'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros']);
   for (const [key, value] of Object.entries(layer)) {
     if (value === undefined) continue;
@@ -113,6 +117,12 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
       case 'pool': case 'poolPath': out.poolPath = String(value); break;
       case 'stateDir': out.stateDir = value === null || value === '' ? null : String(value); break;
       case 'poolSize': case 'poolSizeBytes': out.poolSizeBytes = sizeOf(value, what); break;
+      case 'poolPreallocate': {
+        const mode = String(value);
+        if (mode !== 'off' && mode !== 'full') throw new ConfigError(`invalid ${what}: ${mode} (off or full)`);
+        out.poolPreallocate = mode;
+        break;
+      }
       case 'api': {
         const api = listenOf(value, what);
         if (api === null) throw new ConfigError(`the API cannot be off (${source})`);
@@ -156,11 +166,12 @@ export function readConfigFile(path: string): ConfigLayer {
   return parsed as ConfigLayer;
 }
 
-/** CAIRN_POOL, CAIRN_STATE_DIR, CAIRN_POOL_SIZE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
+/** CAIRN_POOL, CAIRN_STATE_DIR, CAIRN_POOL_SIZE, CAIRN_POOL_PREALLOCATE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
  *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED}. */
 export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
   return {
-    pool: env.CAIRN_POOL, stateDir: env.CAIRN_STATE_DIR, poolSize: env.CAIRN_POOL_SIZE, api: env.CAIRN_API, nbd: env.CAIRN_NBD,
+    pool: env.CAIRN_POOL, stateDir: env.CAIRN_STATE_DIR, poolSize: env.CAIRN_POOL_SIZE, poolPreallocate: env.CAIRN_POOL_PREALLOCATE,
+    api: env.CAIRN_API, nbd: env.CAIRN_NBD,
     nbdSocketPath: env.CAIRN_NBD_SOCKET, logLevel: env.CAIRN_LOG_LEVEL, logFormat: env.CAIRN_LOG_FORMAT,
     cacheBytesMax: env.CAIRN_CACHE_BYTES_MAX, commitIntervalMs: env.CAIRN_COMMIT_INTERVAL_MS,
     nbdBusyPollMicros: env.CAIRN_NBD_BUSY_POLL_US,

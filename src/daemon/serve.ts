@@ -1,10 +1,10 @@
 // The daemon's lifecycle: lock the pool, open (or create) it, wire the instrumented engine into the
 // NBD server and the REST API, report the bound addresses, and on shutdown stop accepting, let the
 // NBD server finish in-flight I/O, flush, close the engine and release the lock.
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { openOrCreatePoolFile, checksumKernel, type Engine, type PoolOptions } from '../engine/index.js';
+import { openOrCreatePoolFile, checksumKernel, type Engine, type PoolFileOptions } from '../engine/index.js';
 import { startNbdServer } from '../nbd/server.js';
 import { buildApi } from '../api/server.js';
 import { JobManager } from '../api/jobs.js';
@@ -51,11 +51,15 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   const lock = await lockPool(poolPath);
   const metrics = new Metrics();
   const engineLog = eventLogger(logger, 'engine');
-  const poolOptions: PoolOptions = {
+  const poolOptions: PoolFileOptions = {
+    preallocate: config.poolPreallocate,
     log: (event, fields) => { metrics.onEngineEvent(event, fields); engineLog(event, fields); },
   };
   if (config.cacheBytesMax !== null) poolOptions.cacheBytesMax = config.cacheBytesMax;
   if (config.commitIntervalMs !== null) poolOptions.commitIntervalMs = config.commitIntervalMs;
+  if (config.poolPreallocate === 'full' && !existsSync(poolPath)) {
+    logger.info({ event: 'pool_preallocate', pool: poolPath, bytes: config.poolSizeBytes }, 'writing the new pool file end to end (preallocate=full)');
+  }
   let raw: Engine;
   try {
     raw = await openOrCreatePoolFile(poolPath, config.poolSizeBytes, poolOptions);

@@ -2,6 +2,6 @@
 // Engine interface that everything above the engine uses.
 export * from './types.js';
 export * from './errors.js';
-export { createPoolFile, openPoolFile, openOrCreatePoolFile, checkPoolFile } from './pool-file.js';
+export { createPoolFile, openPoolFile, openOrCreatePoolFile, checkPoolFile, type Preallocation, type PoolFileOptions } from './pool-file.js';
 export { dataLength } from './gather.js';
 export { checksumKernel } from './checksum.js';

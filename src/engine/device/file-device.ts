@@ -3,7 +3,7 @@
 // libuv's thread pool (so checksums on the main thread overlap with disk work on the others). Every
 // WRITEBACK_START_BYTES written, the kernel is asked to start writing the file's dirty pages back
 // (native/writeback.c), so a commit's fdatasync does not meet hundreds of MiB at once.
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { readSync, writeSync, writevSync } from 'node:fs';
 import { BLOCK_SIZE_BYTES } from '../types.js';
 import type { Device } from './device.js';
@@ -30,6 +30,27 @@ function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
   return out;
 }
 
+/** Bytes of zeros per write while preallocating, and writes kept in flight. */
+const ZERO_CHUNK_BYTES = 8 * 1024 * 1024;
+const ZERO_WRITES_IN_FLIGHT = 4;
+
+/** Writes zeros over [0, sizeBytes) of the file and flushes them. */
+async function writeZeros(handle: FileHandle, sizeBytes: number): Promise<void> {
+  const zeros = Buffer.alloc(Math.min(ZERO_CHUNK_BYTES, sizeBytes));
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < sizeBytes) {
+      const at = next;
+      const length = Math.min(zeros.length, sizeBytes - at);
+      next += length;
+      let done = 0;
+      while (done < length) done += (await handle.write(zeros, done, length - done, at + done)).bytesWritten;
+    }
+  };
+  await Promise.all(Array.from({ length: ZERO_WRITES_IN_FLIGHT }, worker));
+  await handle.datasync();
+}
+
 export class FileDevice implements Device {
   sizeBlocks: number;
   /** Reads and writes learn separately: a cold read and a throttled write are different stalls. */
@@ -43,9 +64,22 @@ export class FileDevice implements Device {
     this.sizeBlocks = sizeBlocks;
   }
 
-  static async create(path: string, sizeBlocks: number): Promise<FileDevice> {
+  /**
+   * A new file of `sizeBlocks`: sparse, or with `preallocate` every byte written (zeros) before the
+   * pool is formatted on it, so the filesystem has allocated all of it (no ENOSPC from the host later)
+   * and no data write is the first into its part of the file (see ARCHITECTURE.md, "Pool files").
+   */
+  static async create(path: string, sizeBlocks: number, preallocate = false): Promise<FileDevice> {
     const handle = await open(path, 'wx+');
-    await handle.truncate(sizeBlocks * BLOCK_SIZE_BYTES);
+    try {
+      await handle.truncate(sizeBlocks * BLOCK_SIZE_BYTES);
+      if (preallocate) await writeZeros(handle, sizeBlocks * BLOCK_SIZE_BYTES);
+    } catch (err) {
+      // A half-written new file is no pool: remove it, so that a retry does not open it as one.
+      await handle.close();
+      await unlink(path).catch(() => undefined);
+      throw new IoError(`cannot lay down the pool file ${path} (${sizeBlocks * BLOCK_SIZE_BYTES} bytes${preallocate ? ', preallocated' : ''}): ${(err as Error).message}`);
+    }
     return new FileDevice(handle, sizeBlocks, path);
   }
 
