@@ -181,7 +181,7 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
       const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, startLba + blocks.count, entries);
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
-      await core.catalog.save(rec);
+      await core.catalog.saveMapping(rec);
     });
   } finally {
     core.writersActive--;
@@ -261,7 +261,7 @@ export async function unmapBlocks(core: PoolCore, rec: CatalogRecord, startLba: 
       const { root, mappedDelta } = await core.trees.edit(rec.root, from, to, []);
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
-      await core.catalog.save(rec);
+      await core.catalog.saveMapping(rec);
       return to;
     });
   }
