@@ -54,14 +54,21 @@ export class LeafExtents {
     return { lba: from, pba: this.pbas[i]! + skip, lengthBlocks: to - from, crcs: this.crcs.slice(c, c + to - from) };
   }
 
-  /** Index of the first extent that ends after `lba` (count if none): a binary search. */
+  /**
+   * Index of the first extent that ends after `lba` (count if none). The binary search reads only
+   * `lbas` (extents are sorted and do not overlap, so only the last one starting at or before `lba`
+   * can still cover it): under random I/O the leaf is cold in the CPU cache, and a probe that read
+   * `lens` too cost a second cache miss.
+   */
   firstEndingAfter(lba: number): number {
+    const lbas = this.lbas;
     let lo = 0, hi = this.count;
+    // lo ends as the number of extents starting at or before lba.
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (this.lbas[mid]! + this.lens[mid]! <= lba) lo = mid + 1; else hi = mid;
+      if (lbas[mid]! <= lba) lo = mid + 1; else hi = mid;
     }
-    return lo;
+    return lo > 0 && lbas[lo - 1]! + this.lens[lo - 1]! > lba ? lo - 1 : lo;
   }
 
   /** Copies of the extents overlapping [start, end), clipped, appended to `out` up to `limit` in all. */
