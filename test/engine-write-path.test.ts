@@ -211,3 +211,29 @@ test('writes and snapshots racing commits: every write lands intact (a commit en
   await assertClean(again);
   await again.close();
 });
+
+test('commits asked for while one waits for the lock join it: a burst of writes past the dirty bound makes one commit, not two', async (t) => {
+  const events: string[] = [];
+  const { engine, cleanup } = await tempPool(64 * MiB, { log: (event) => { events.push(event); } });
+  t.after(cleanup);
+  await engine.createVolume('v', 8 * MiB);
+  const id = engine.resolve('v').id;
+  await engine.write(id, 0, pattern(1, K4));
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => { open = resolve; });
+  const held = engine.core.mutate(() => gate); // a mutation still running, as writes are when one crosses the bound
+  const before = events.filter((e) => e === 'commit').length;
+  const first = engine.core.commit();
+  await new Promise((resolve) => setImmediate(resolve)); // the commit now waits for the lock
+  const second = engine.core.commit();
+  assert.equal(second, first, 'the second request joins the commit that has not taken the dirty set yet');
+  open();
+  await held;
+  await Promise.all([first, second]);
+  assert.equal(events.filter((e) => e === 'commit').length - before, 1);
+  // Once a commit has taken the dirty set, a new request queues a commit of its own.
+  await engine.write(id, K4, pattern(2, K4));
+  await engine.core.commit();
+  assert.equal(events.filter((e) => e === 'commit').length - before, 2);
+  assert.deepEqual(await engine.read(id, K4, K4), pattern(2, K4));
+});
