@@ -38,16 +38,23 @@ const ZERO_WRITES_IN_FLIGHT = 4;
 async function writeZeros(handle: FileHandle, sizeBytes: number): Promise<void> {
   const zeros = Buffer.alloc(Math.min(ZERO_CHUNK_BYTES, sizeBytes));
   let next = 0;
+  let failed = false;
   const worker = async (): Promise<void> => {
-    while (next < sizeBytes) {
-      const at = next;
-      const length = Math.min(zeros.length, sizeBytes - at);
-      next += length;
-      let done = 0;
-      while (done < length) done += (await handle.write(zeros, done, length - done, at + done)).bytesWritten;
+    try {
+      while (next < sizeBytes && !failed) {
+        const at = next;
+        const length = Math.min(zeros.length, sizeBytes - at);
+        next += length;
+        let done = 0;
+        while (done < length) done += (await handle.write(zeros, done, length - done, at + done)).bytesWritten;
+      }
+    } catch (err) {
+      failed = true; // the other writers stop too: the caller closes the file only once all have
+      throw err;
     }
   };
-  await Promise.all(Array.from({ length: ZERO_WRITES_IN_FLIGHT }, worker));
+  const settled = await Promise.allSettled(Array.from({ length: ZERO_WRITES_IN_FLIGHT }, worker));
+  for (const s of settled) if (s.status === 'rejected') throw s.reason;
   await handle.datasync();
 }
 
