@@ -57,8 +57,26 @@ test('preallocating on a filesystem without the space fails clearly and leaves n
   const path = join(mnt, 'pool');
   await assert.rejects(createPoolFile(path, 32 * 1024 * 1024, { preallocate: 'full' }),
     (e: unknown) => e instanceof IoError && /cannot lay down the pool file .*preallocated.*ENOSPC/.test(e.message));
-  assert.equal(existsSync(path), false, 'the half-written file was removed');
+  assert.equal(existsSync(path), false, 'no pool file was left');
+  assert.equal(existsSync(`${path}.preallocating`), false, 'the half-written file was removed');
   // The same size sparse fits (only what is written takes space).
   const engine = await createPoolFile(path, 32 * 1024 * 1024, { commitIntervalMs: 0 });
   await engine.close();
+});
+
+test('a preallocated pool is laid down under a temporary name: a stale one from a killed run is replaced, and an existing pool is never overwritten', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-prealloc-tmp-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'pool');
+  writeFileSync(`${path}.preallocating`, 'left by a process killed while preallocating');
+  const engine = await createPoolFile(path, 16 * 1024 * 1024, { preallocate: 'full', commitIntervalMs: 0 });
+  assert.equal(existsSync(`${path}.preallocating`), false);
+  await engine.createVolume('v', 4 * 1024 * 1024);
+  await engine.write(engine.resolve('v').id, 0, Buffer.alloc(4096, 0x21), { fua: true });
+  await engine.close();
+  await assert.rejects(createPoolFile(path, 16 * 1024 * 1024, { preallocate: 'full' }), /EEXIST/);
+  assert.equal(existsSync(`${path}.preallocating`), false, 'the refused attempt cleaned up after itself');
+  const again = await openPoolFile(path);
+  assert.deepEqual(await again.read(again.resolve('v').id, 0, 4096), Buffer.alloc(4096, 0x21), 'the existing pool is untouched');
+  await again.close();
 });

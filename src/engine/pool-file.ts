@@ -1,9 +1,10 @@
 // Pools on files (sparse) or raw block devices: the production entry points.
-import { access, stat } from 'node:fs/promises';
+import { access, link, open, stat, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { BLOCK_SIZE_BYTES } from './constants.js';
 import { FileDevice } from './device/file-device.js';
 import { createPool, openPool, checkPool } from './pool.js';
-import { InvalidSize } from './errors.js';
+import { InvalidArgument, InvalidSize } from './errors.js';
 import type { CheckReport, Engine, PoolOptions } from './types.js';
 
 /**
@@ -25,13 +26,41 @@ export async function createPoolFile(path: string, sizeBytes: number, opts: Pool
   const isDevice = await stat(path).then((s) => s.isBlockDevice(), () => false);
   if (!isDevice && (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1024 * 1024)) throw new InvalidSize(`pool size must be at least 1 MiB, got ${sizeBytes}`);
   const { preallocate = 'off', ...poolOpts } = opts;
-  const device = isDevice ? await FileDevice.open(path) : await FileDevice.create(path, Math.floor(sizeBytes / BLOCK_SIZE_BYTES), preallocate === 'full');
+  if (isDevice) return formatOn(await FileDevice.open(path), poolOpts);
+  const sizeBlocks = Math.floor(sizeBytes / BLOCK_SIZE_BYTES);
+  if (preallocate === 'off') return formatOn(await FileDevice.create(path, sizeBlocks), poolOpts);
+  // Writing a large file end to end takes minutes: it is laid down and formatted under a temporary
+  // name and linked to `path` only when complete, so a process killed half-way leaves no file at
+  // `path` that the next start would take for a damaged pool (a stale temporary is ours to replace).
+  if (await access(path).then(() => true, () => false)) throw new InvalidArgument(`${path} exists already (EEXIST): no new pool goes over it`);
+  const temporary = `${path}.preallocating`;
+  await unlink(temporary).catch(() => undefined);
+  const engine = await formatOn(await FileDevice.create(temporary, sizeBlocks, true), poolOpts);
   try {
-    return await createPool(device, poolOpts);
+    await link(temporary, path); // fails, rather than replacing it, if a pool appeared at `path` meanwhile
+    await unlink(temporary);
+    await syncDirectory(dirname(path));
+  } catch (err) {
+    await engine.close();
+    await unlink(temporary).catch(() => undefined);
+    throw err;
+  }
+  return engine;
+}
+
+async function formatOn(device: FileDevice, opts: PoolOptions): Promise<Engine> {
+  try {
+    return await createPool(device, opts);
   } catch (err) {
     await device.close();
     throw err;
   }
+}
+
+/** Makes a directory's entries (a new name) durable. */
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try { await handle.sync(); } finally { await handle.close(); }
 }
 
 export async function openPoolFile(path: string, opts: PoolOptions = {}): Promise<Engine> {
