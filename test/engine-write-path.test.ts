@@ -226,8 +226,8 @@ test('commits asked for while one waits for the lock join it: a burst of writes 
   const first = engine.core.commit();
   await new Promise((resolve) => setImmediate(resolve)); // the commit now waits for the lock
   const second = engine.core.commit();
+  open(); // before asserting: a failed assertion must not leave the lock held (cleanup closes the pool)
   assert.equal(second, first, 'the second request joins the commit that has not taken the dirty set yet');
-  open();
   await held;
   await Promise.all([first, second]);
   assert.equal(events.filter((e) => e === 'commit').length - before, 1);
