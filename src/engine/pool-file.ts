@@ -25,17 +25,16 @@ export interface PoolFileOptions extends PoolOptions {
 export async function createPoolFile(path: string, sizeBytes: number, opts: PoolFileOptions = {}): Promise<Engine> {
   const isDevice = await stat(path).then((s) => s.isBlockDevice(), () => false);
   if (!isDevice && (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1024 * 1024)) throw new InvalidSize(`pool size must be at least 1 MiB, got ${sizeBytes}`);
-  const { preallocate = 'off', ...poolOpts } = opts;
-  if (isDevice) return formatOn(await FileDevice.open(path), poolOpts);
+  if (isDevice) return engineOn(await FileDevice.open(path), (device) => createPool(device, opts));
   const sizeBlocks = Math.floor(sizeBytes / BLOCK_SIZE_BYTES);
-  if (preallocate === 'off') return formatOn(await FileDevice.create(path, sizeBlocks), poolOpts);
+  if (opts.preallocate !== 'full') return engineOn(await FileDevice.create(path, sizeBlocks), (device) => createPool(device, opts));
   // Writing a large file end to end takes minutes: it is laid down and formatted under a temporary
   // name and linked to `path` only when complete, so a process killed half-way leaves no file at
   // `path` that the next start would take for a damaged pool (a stale temporary is ours to replace).
-  if (await access(path).then(() => true, () => false)) throw new InvalidArgument(`${path} exists already (EEXIST): no new pool goes over it`);
+  if (await exists(path)) throw new InvalidArgument(`${path} exists already (EEXIST): no new pool goes over it`);
   const temporary = `${path}.preallocating`;
   await unlink(temporary).catch(() => undefined);
-  const engine = await formatOn(await FileDevice.create(temporary, sizeBlocks, true), poolOpts);
+  const engine = await engineOn(await FileDevice.create(temporary, sizeBlocks, true), (device) => createPool(device, opts));
   try {
     await link(temporary, path); // fails, rather than replacing it, if a pool appeared at `path` meanwhile
     await unlink(temporary);
@@ -48,13 +47,18 @@ export async function createPoolFile(path: string, sizeBytes: number, opts: Pool
   return engine;
 }
 
-async function formatOn(device: FileDevice, opts: PoolOptions): Promise<Engine> {
+/** The engine `start` makes on `device`; the device is closed if that fails. */
+async function engineOn(device: FileDevice, start: (device: FileDevice) => Promise<Engine>): Promise<Engine> {
   try {
-    return await createPool(device, opts);
+    return await start(device);
   } catch (err) {
     await device.close();
     throw err;
   }
+}
+
+function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
 }
 
 /** Makes a directory's entries (a new name) durable. */
@@ -64,21 +68,12 @@ async function syncDirectory(dir: string): Promise<void> {
 }
 
 export async function openPoolFile(path: string, opts: PoolOptions = {}): Promise<Engine> {
-  const device = await FileDevice.open(path);
-  try {
-    return await openPool(device, opts);
-  } catch (err) {
-    await device.close();
-    throw err;
-  }
+  return engineOn(await FileDevice.open(path), (device) => openPool(device, opts));
 }
 
 /** Opens the pool at `path`, or creates it (with `opts.preallocate`) when there is none. */
 export async function openOrCreatePoolFile(path: string, sizeBytes: number, opts: PoolFileOptions = {}): Promise<Engine> {
-  const exists = await access(path).then(() => true, () => false);
-  if (!exists) return createPoolFile(path, sizeBytes, opts);
-  const { preallocate: _ignored, ...poolOpts } = opts;
-  return openPoolFile(path, poolOpts);
+  return await exists(path) ? openPoolFile(path, opts) : createPoolFile(path, sizeBytes, opts);
 }
 
 export async function checkPoolFile(path: string): Promise<CheckReport> {
