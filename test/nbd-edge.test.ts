@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { startFixture, runPython, defer, MiB } from './nbd-harness.js';
 
 const script = `
@@ -130,33 +131,73 @@ test('libnbd: structured replies, block status, errors, zeroing, listing', async
   assert.equal(r.multi_conn_seen, true);
 });
 
-/** Minimal raw-socket handshake (fixed newstyle, NO_ZEROES, EXPORT_NAME) to reach transmission. */
-async function rawTransmission(port: number, exportName: string): Promise<{ socket: net.Socket; next(n: number): Promise<Buffer> }> {
+/**
+ * Minimal raw-socket handshake to reach transmission: fixed newstyle with NO_ZEROES, then EXPORT_NAME
+ * (no block sizes agreed), or GO asking for NBD_INFO_BLOCK_SIZE (the client is held to the maximum).
+ */
+async function rawTransmission(port: number, exportName: string, agreeBlockSizes = false): Promise<{ socket: net.Socket; next(n: number): Promise<Buffer> }> {
   const socket = net.connect(port, '127.0.0.1');
-  let buffered = Buffer.alloc(0);
+  // Chunks are joined only once a read has them all (a 40 MiB reply arrives in thousands).
+  const chunks: Buffer[] = [];
+  let bufferedBytes = 0;
   let wake: (() => void) | null = null;
-  socket.on('data', (d: Buffer) => { buffered = Buffer.concat([buffered, d]); wake?.(); });
+  let fail: ((error: Error) => void) | null = null;
+  socket.on('data', (d: Buffer) => { chunks.push(d); bufferedBytes += d.length; wake?.(); });
+  socket.on('close', () => fail?.(new Error('closed')));
   const next = async (n: number): Promise<Buffer> => {
-    while (buffered.length < n) await new Promise<void>((resolve, reject) => { wake = resolve; socket.once('close', () => reject(new Error('closed'))); });
+    while (bufferedBytes < n) await new Promise<void>((resolve, reject) => { wake = resolve; fail = reject; });
+    const buffered = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     const out = buffered.subarray(0, n);
-    buffered = buffered.subarray(n);
+    chunks.length = 0;
+    if (buffered.length > n) chunks.push(buffered.subarray(n));
+    bufferedBytes -= n;
     return out;
   };
   await next(18);
   const name = Buffer.from(exportName);
   const option = Buffer.alloc(16);
   option.writeBigUInt64BE(0x49484156454f5054n, 0);
-  option.writeUInt32BE(1, 8);
-  option.writeUInt32BE(name.length, 12);
-  socket.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), option, name]));
-  await next(10);
-  return { socket, next };
+  if (!agreeBlockSizes) {
+    option.writeUInt32BE(1, 8); // NBD_OPT_EXPORT_NAME
+    option.writeUInt32BE(name.length, 12);
+    socket.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), option, name]));
+    await next(10);
+    return { socket, next };
+  }
+  const data = Buffer.alloc(4 + name.length + 2 + 2);
+  data.writeUInt32BE(name.length, 0);
+  name.copy(data, 4);
+  data.writeUInt16BE(1, 4 + name.length);
+  data.writeUInt16BE(3, 6 + name.length); // NBD_INFO_BLOCK_SIZE
+  option.writeUInt32BE(7, 8); // NBD_OPT_GO
+  option.writeUInt32BE(data.length, 12);
+  socket.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), option, data]));
+  for (;;) {
+    const reply = await next(20);
+    const length = reply.readUInt32BE(16);
+    const body = await next(length);
+    if (reply.readUInt32BE(12) === 3 && body.readUInt16BE(0) === 3) assert.equal(body.readUInt32BE(10), 32 * MiB, 'GO with the request advertises 32 MiB');
+    if (reply.readUInt32BE(12) === 1) return { socket, next }; // NBD_REP_ACK
+    assert.equal(reply.readUInt32BE(12), 3, 'only NBD_REP_INFO before the ACK');
+  }
 }
 
-test('a write larger than the maximum is refused at once, without waiting for (or buffering) its payload', async (t) => {
+/** A raw transmission request header. */
+function requestHeader(type: number, handle: number, offsetBytes: number, lengthBytes: number, flags = 0): Buffer {
+  const header = Buffer.alloc(28);
+  header.writeUInt32BE(0x25609513, 0);
+  header.writeUInt16BE(flags, 4);
+  header.writeUInt16BE(type, 6);
+  header.writeUInt32BE(handle, 12);
+  header.writeBigUInt64BE(BigInt(offsetBytes), 16);
+  header.writeUInt32BE(lengthBytes, 24);
+  return header;
+}
+
+test('a write larger than the agreed maximum is refused at once, without waiting for (or buffering) its payload', async (t) => {
   const f = await startFixture(t);
   await f.engine.createVolume('big', 64 * MiB);
-  const { socket, next } = await rawTransmission(f.server.port as number, 'big');
+  const { socket, next } = await rawTransmission(f.server.port as number, 'big', true);
   defer(t, () => socket.destroy());
   const header = Buffer.alloc(28);
   header.writeUInt32BE(0x25609513, 0);
@@ -180,4 +221,91 @@ test('a write larger than the maximum is refused at once, without waiting for (o
   assert.equal(readReply.readUInt32BE(4), 0);
   assert.equal(readReply.readUInt32BE(12), 0xbeef);
   assert.ok(readReply.subarray(16).equals(Buffer.alloc(4096)), 'nothing of the refused payload was written');
+});
+
+test('a client that agreed on no block sizes may write and read past 32 MiB: served in pieces (proto.md default maximum)', async (t) => {
+  const f = await startFixture(t);
+  const sizeBytes = 128 * MiB;
+  await f.engine.createVolume('huge', sizeBytes);
+  const { socket, next } = await rawTransmission(f.server.port as number, 'huge');
+  defer(t, () => socket.destroy());
+  // Unaligned at both ends, FUA, 40 MiB and a bit: the payload streams in 1 MiB socket writes.
+  const offsetBytes = 3 * MiB + 12345, lengthBytes = 40 * MiB + 777;
+  const payload = randomBytes(lengthBytes);
+  socket.write(requestHeader(1, 0xa1, offsetBytes, lengthBytes, 1)); // WRITE + FUA
+  for (let sent = 0; sent < lengthBytes; sent += MiB) socket.write(payload.subarray(sent, Math.min(sent + MiB, lengthBytes)));
+  const writeReply = await next(16);
+  assert.equal(writeReply.readUInt32BE(4), 0, 'the large write succeeds');
+  assert.equal(writeReply.readUInt32BE(12), 0xa1);
+  // Read it back with one simple-reply READ covering a little more on each side. Small READs sent
+  // once its header is here complete while it is still being read: their replies must wait until
+  // its data is out, never land inside it.
+  socket.write(requestHeader(0, 0xa2, offsetBytes - 100, lengthBytes + 200));
+  const header = await next(16);
+  assert.equal(header.readUInt32BE(4), 0);
+  assert.equal(header.readUInt32BE(12), 0xa2);
+  socket.write(Buffer.concat([requestHeader(0, 0xb1, offsetBytes, 4096), requestHeader(0, 0xb2, offsetBytes + 20 * MiB, 4096)]));
+  const data = await next(lengthBytes + 200);
+  for (let replies = 0; replies < 2; replies++) {
+    const small = await next(16 + 4096);
+    assert.equal(small.readUInt32BE(0), 0x67446698, 'a simple reply header where one must be');
+    const handle = small.readUInt32BE(12);
+    const at = handle === 0xb1 ? 0 : 20 * MiB;
+    assert.ok(small.subarray(16).equals(payload.subarray(at, at + 4096)), `small read ${handle.toString(16)}`);
+  }
+  assert.ok(data.subarray(0, 100).equals(Buffer.alloc(100)), 'zeros before the write');
+  assert.ok(data.subarray(100, 100 + lengthBytes).equals(payload), 'the large write reads back exactly');
+  assert.ok(data.subarray(100 + lengthBytes).equals(Buffer.alloc(100)), 'zeros after the write');
+  // A large write past the end is refused (ENOSPC) and its payload dropped; the stream stays in sync.
+  const pastBytes = 33 * MiB;
+  socket.write(requestHeader(1, 0xa3, sizeBytes - MiB, pastBytes));
+  for (let sent = 0; sent < pastBytes; sent += MiB) socket.write(Buffer.alloc(MiB, 0x66));
+  const pastReply = await next(16);
+  assert.equal(pastReply.readUInt32BE(4), 28);
+  assert.equal(pastReply.readUInt32BE(12), 0xa3);
+  socket.write(requestHeader(0, 0xa4, sizeBytes - MiB, 4096));
+  const tail = await next(16 + 4096);
+  assert.equal(tail.readUInt32BE(4), 0);
+  assert.ok(tail.subarray(16).equals(Buffer.alloc(4096)), 'nothing of the refused write landed');
+  // The data survived in the engine, not only in what the connection saw.
+  const id = f.engine.resolve('huge').id, half = 20 * MiB;
+  const back = Buffer.concat([await f.engine.read(id, offsetBytes, half), await f.engine.read(id, offsetBytes + half, lengthBytes - half)]);
+  assert.ok(back.equals(payload));
+});
+
+const unagreedScript = `
+import nbd, sys, json
+uri = sys.argv[1]
+r = {}
+h = nbd.NBD()
+h.set_request_block_size(False)
+h.set_strict_mode(0)
+h.add_meta_context("base:allocation")
+h.connect_uri(uri)
+r["max"] = h.get_block_size(nbd.SIZE_MAXIMUM)
+h.pwrite(b"\\x5a" * 65536, 40 << 20)
+chunks = []
+buf = h.pread_structured(48 << 20, 1 << 20, lambda sub, off, status, e: chunks.append([off, len(sub), status]) or 0)
+r["covered"] = sorted(chunks) == chunks and chunks[0][0] == 1 << 20 and all(a[0] + a[1] == b[0] for a, b in zip(chunks, chunks[1:])) and chunks[-1][0] + chunks[-1][1] == 49 << 20
+r["holes"] = sum(c[1] for c in chunks if c[2] == 2)
+r["data_ok"] = buf[(39 << 20):(39 << 20) + 65536] == b"\\x5a" * 65536 and buf[:1 << 20] == bytes(1 << 20)
+def err(fn):
+    try: fn(); return 0
+    except nbd.Error as e: return e.errnum
+r["df_large"] = err(lambda: h.pread_structured(48 << 20, 0, lambda *a: 0, nbd.CMD_FLAG_DF))
+r["after_ok"] = h.pread(4, 40 << 20) == b"\\x5a" * 4
+h.shutdown()
+print(json.dumps(r))
+`;
+
+test('libnbd without block sizes agreed: maximum 0xffffffff, a 48 MiB structured read in pieces with holes, DF past one piece gets EOVERFLOW', async (t) => {
+  const f = await startFixture(t);
+  await f.engine.createVolume('wide', 128 * MiB);
+  const r = await runPython(unagreedScript, [f.uri('wide')]) as Record<string, unknown>;
+  assert.equal(r.max, 0xffffffff);
+  assert.equal(r.covered, true, 'the chunks cover the 48 MiB exactly, in order');
+  assert.equal(r.holes, 48 * MiB - 65536, 'everything but the written 64 KiB came as holes');
+  assert.equal(r.data_ok, true);
+  assert.equal(r.df_large, 75);
+  assert.equal(r.after_ok, true);
 });

@@ -99,8 +99,12 @@ class RawClient {
     return { names, final: all[all.length - 1]!.type };
   }
 
-  async go(exportName: string): Promise<number> {
-    this.option(OPT.GO, Buffer.concat([u32(Buffer.byteLength(exportName)), Buffer.from(exportName), Buffer.alloc(2)]));
+  /** GO asking for the information items `infos` (3 = NBD_INFO_BLOCK_SIZE: the client is then held to the maximum). */
+  async go(exportName: string, infos: number[] = []): Promise<number> {
+    const requests = Buffer.alloc(2 + 2 * infos.length);
+    requests.writeUInt16BE(infos.length, 0);
+    infos.forEach((info, i) => requests.writeUInt16BE(info, 2 + 2 * i));
+    this.option(OPT.GO, Buffer.concat([u32(Buffer.byteLength(exportName)), Buffer.from(exportName), requests]));
     const all = await this.replies();
     return all[all.length - 1]!.type;
   }
@@ -230,11 +234,18 @@ test('CACHE reports a failed read, and refuses a length past the maximum block s
   const big = await RawClient.connect(f.server.port as number);
   defer(t, () => big.close());
   await big.structured();
-  assert.equal(await big.go('big'), REP.ACK);
+  assert.equal(await big.go('big', [3]), REP.ACK);
   big.request(CMD.CACHE, 0, 32 * MiB + 4096, 4);
   assert.equal(await big.replyError(), EINVAL, 'CACHE past the advertised maximum block size');
   big.request(CMD.CACHE, 0, 32 * MiB, 5);
   assert.equal(await big.replyError(), 0, 'CACHE of exactly the maximum');
+  // A client that did not ask for block sizes has proto.md's default maximum: no limit.
+  const free = await RawClient.connect(f.server.port as number);
+  defer(t, () => free.close());
+  await free.structured();
+  assert.equal(await free.go('big'), REP.ACK);
+  free.request(CMD.CACHE, 0, 32 * MiB + 4096, 6);
+  assert.equal(await free.replyError(), 0, 'CACHE past 32 MiB without agreed block sizes');
 });
 
 test('at shutdown, a client still haggling hears NBD_REP_ERR_SHUTDOWN and may ABORT', async (t) => {

@@ -26,6 +26,9 @@ export interface Request {
   costBytes: number;
 }
 
+/** Queues a reply part; `onSent` runs once the socket has taken it (and every part before it). */
+export type Send = (data: Buffer, onSent?: () => void) => void;
+
 export interface CommandContext {
   engine: Engine;
   targetId: number;
@@ -33,10 +36,18 @@ export interface CommandContext {
   sizeBytes: number;
   readOnly: boolean;
   structuredReplies: boolean;
+  /** Longest READ/WRITE/CACHE accepted: requestBytesMax if the client agreed on block sizes, else unlimited. */
+  payloadBytesMax: number;
   metaContexts: MetaContext[];
-  /** Queues a reply part; `onSent` runs once the socket has taken it (and every part before it). */
-  send(data: Buffer, onSent?: () => void): void;
+  send: Send;
+  /**
+   * The reply stream to oneself until `release`: other replies are held back meanwhile. A simple READ
+   * reply sent in pieces needs it, as nothing may come between its header and the end of its data.
+   */
+  claimReplies(): Promise<{ send: Send; release(): void }>;
   readBuffers: ReadBufferPool;
+  /** Hard disconnect: a simple READ reply that fails after its first piece went out cannot carry the error. */
+  hangUp(reason: string): void;
   /** Set once the export is going away (deleted, reverted, server shutdown): new requests get ESHUTDOWN. */
   draining(): boolean;
 }
@@ -55,7 +66,8 @@ class RequestError extends Error {
   constructor(readonly errorNumber: number, message: string) { super(message); }
 }
 
-function validate(ctx: CommandContext, request: Request): void {
+/** Throws the RequestError a request gets before it runs, if any (also for WRITEs served in pieces). */
+export function validate(ctx: CommandContext, request: Request): void {
   const { type, flags, offsetBytes, lengthBytes } = request;
   if (ctx.draining()) throw new RequestError(c.NBD_ESHUTDOWN, 'export is going away (deleted, reverted or server shutting down)');
   if (type > c.NBD_CMD_BLOCK_STATUS || type === c.NBD_CMD_DISC) throw new RequestError(c.NBD_EINVAL, `unknown command ${type}`);
@@ -74,8 +86,13 @@ function validate(ctx: CommandContext, request: Request): void {
   // proto.md: SHOULD be EINVAL past the advertised maximum block size (WRITE is refused before its
   // payload is read, in transmission.ts). WRITE_ZEROES stays liberal: it carries no payload, a client
   // may zero a whole hole in one request, and the engine zeroes in bounded steps (zeroRange).
-  if ((type === c.NBD_CMD_READ || type === c.NBD_CMD_CACHE) && lengthBytes > c.requestBytesMax) {
-    throw new RequestError(c.NBD_EINVAL, `${type === c.NBD_CMD_READ ? 'read' : 'cache'} over ${c.requestBytesMax} bytes`);
+  if ((type === c.NBD_CMD_READ || type === c.NBD_CMD_CACHE) && lengthBytes > ctx.payloadBytesMax) {
+    throw new RequestError(c.NBD_EINVAL, `${type === c.NBD_CMD_READ ? 'read' : 'cache'} over ${ctx.payloadBytesMax} bytes`);
+  }
+  // proto.md: a DF read is one data chunk, which could not carry an error found after it started; past
+  // one piece the server may answer EOVERFLOW.
+  if (type === c.NBD_CMD_READ && (flags & c.NBD_CMD_FLAG_DF) !== 0 && lengthBytes > c.requestBytesMax) {
+    throw new RequestError(c.NBD_EOVERFLOW, `a DF read over ${c.requestBytesMax} bytes cannot be one chunk`);
   }
   if (type === c.NBD_CMD_BLOCK_STATUS && (!ctx.structuredReplies || ctx.metaContexts.length === 0)) {
     throw new RequestError(c.NBD_EINVAL, 'no metadata context selected');
@@ -91,10 +108,15 @@ export async function execute(ctx: CommandContext, request: Request): Promise<vo
     validate(ctx, request);
     await run(ctx, request);
   } catch (error) {
-    const errorNumber = error instanceof RequestError ? error.errorNumber : nbdErrnoOf(error);
-    const message = error instanceof RequestError ? error.message : messageOf(error);
-    replyError(ctx, request.handle, errorNumber, message);
+    replyFailure(ctx, request.handle, error);
   }
+}
+
+/** The error reply for a refused request (RequestError) or a failed engine call. */
+export function replyFailure(ctx: Pick<CommandContext, 'structuredReplies' | 'send'>, handle: Handle, error: unknown): void {
+  const errorNumber = error instanceof RequestError ? error.errorNumber : nbdErrnoOf(error);
+  const message = error instanceof RequestError ? error.message : messageOf(error);
+  replyError(ctx, handle, errorNumber, message);
 }
 
 export function replyError(ctx: Pick<CommandContext, 'structuredReplies' | 'send'>, handle: Handle, errorNumber: number, message: string): void {
@@ -135,8 +157,60 @@ async function run(ctx: CommandContext, request: Request): Promise<void> {
 }
 
 async function read(ctx: CommandContext, request: Request): Promise<void> {
+  const { offsetBytes, lengthBytes } = request;
+  if (lengthBytes <= c.requestBytesMax) {
+    await readPart(ctx, ctx.send, request, offsetBytes, lengthBytes, true, true);
+    return;
+  }
+  // Longer than one piece (a client that did not agree on block sizes): read and sent piece by piece.
+  // Structured chunks of other replies may come in between (proto.md); a simple reply's data may not.
+  if (ctx.structuredReplies) { await readInPieces(ctx, ctx.send, request); return; }
+  const claim = await ctx.claimReplies();
+  try {
+    await readInPieces(ctx, claim.send, request);
+  } finally {
+    claim.release();
+  }
+}
+
+/** Each piece is read once the piece before the last has left, so at most two are held. */
+async function readInPieces(ctx: CommandContext, send: Send, request: Request): Promise<void> {
+  const { offsetBytes, lengthBytes } = request;
+  const end = offsetBytes + lengthBytes;
+  let previousSent: Promise<void> = Promise.resolve();
+  for (let at = offsetBytes; at < end;) {
+    const pieceEnd = pieceEndBytes(at, end);
+    const first = at === offsetBytes;
+    let onSent!: () => void;
+    const sent = new Promise<void>((resolve) => { onSent = resolve; });
+    try {
+      await readPart(ctx, send, request, at, pieceEnd - at, first, pieceEnd === end, onSent);
+    } catch (error) {
+      // A simple reply's header and first pieces are gone: the error cannot follow them (proto.md).
+      if (!first && !ctx.structuredReplies) { ctx.hangUp(`read failed after its reply began: ${messageOf(error)}`); return; }
+      throw error;
+    }
+    await previousSent;
+    previousSent = sent;
+    at = pieceEnd;
+  }
+  await previousSent;
+}
+
+/** End of the piece starting at `at`: largeRequestPieceBytes on, rounded down to a 4 KiB boundary of the export. */
+export function pieceEndBytes(at: number, end: number): number {
+  const unit = c.blockSizePreferredBytes;
+  return Math.min(end, Math.floor((at + c.largeRequestPieceBytes) / unit) * unit);
+}
+
+/**
+ * Reads [offsetBytes, +lengthBytes) of the request and queues its reply part: with a simple reply the
+ * header goes before the first part; with structured replies the last part carries DONE. `onSent`
+ * runs once the socket has taken the part.
+ */
+async function readPart(ctx: CommandContext, send: Send, request: Request, offsetBytes: number, lengthBytes: number, first: boolean, last: boolean, onSent?: () => void): Promise<void> {
   const { engine, targetId } = ctx;
-  const { offsetBytes, lengthBytes, handle } = request;
+  const { handle } = request;
   // The reply is read into a pooled buffer, returned to the pool once the socket has taken the reply.
   const pooled = ctx.readBuffers.acquire(lengthBytes);
   let inReply = false;
@@ -147,24 +221,25 @@ async function read(ctx: CommandContext, request: Request): Promise<void> {
     const extentsPending = fragmentable ? engine.extents(targetId, offsetBytes, lengthBytes).catch(() => null) : null;
     const data = await engine.read(targetId, offsetBytes, lengthBytes, pooled);
     const extents = extentsPending === null ? null : await extentsPending;
-    const release = data.buffer === pooled.buffer ? () => ctx.readBuffers.release(pooled) : undefined;
     // An unaligned read comes back in a buffer of its own: the pooled one was not used.
-    inReply = release !== undefined;
+    inReply = data.buffer === pooled.buffer;
+    const release = inReply ? () => { ctx.readBuffers.release(pooled); onSent?.(); } : onSent;
     if (!ctx.structuredReplies) {
-      ctx.send(simpleReplyHeader(handle, 0));
-      ctx.send(data, release);
+      if (first) send(simpleReplyHeader(handle, 0));
+      send(data, release);
       return;
     }
     const pieces = fragmentable ? readPieces(offsetBytes, lengthBytes, extents) : [{ offsetBytes, lengthBytes, hole: false }];
     for (let i = 0; i < pieces.length; i++) {
       const piece = pieces[i];
-      const done = i === pieces.length - 1;
+      const final = i === pieces.length - 1;
+      const done = last && final;
       // Socket writes complete in order: the last part's callback means the whole reply was taken.
-      if (piece.hole) ctx.send(chunkHole(handle, done, piece.offsetBytes, piece.lengthBytes), done ? release : undefined);
+      if (piece.hole) send(chunkHole(handle, done, piece.offsetBytes, piece.lengthBytes), final ? release : undefined);
       else {
         const start = piece.offsetBytes - offsetBytes;
-        ctx.send(chunkDataHeader(handle, done, piece.offsetBytes, piece.lengthBytes));
-        ctx.send(data.subarray(start, start + piece.lengthBytes), done ? release : undefined);
+        send(chunkDataHeader(handle, done, piece.offsetBytes, piece.lengthBytes));
+        send(data.subarray(start, start + piece.lengthBytes), final ? release : undefined);
       }
     }
   } finally {

@@ -108,6 +108,14 @@ export const portDefault = 10809;
 export const hostDefault = '127.0.0.1';
 /** Largest READ/WRITE payload; advertised as the maximum block size (proto.md: clients assume 32 MiB). */
 export const requestBytesMax = 32 * 1024 * 1024;
+/**
+ * The maximum for clients that did not ask for block size constraints (proto.md: the default maximum
+ * is "effectively unlimited", 0xffffffff). Such requests are served in pieces of requestBytesMax, so
+ * memory stays bounded by requestBytesInFlightMax however long they are.
+ */
+export const payloadBytesUnlimited = 0xffffffff;
+/** READs and WRITEs longer than requestBytesMax are served in pieces of this size (4 KiB aligned). */
+export const largeRequestPieceBytes = 4 * 1024 * 1024;
 /** Advertised minimum and preferred block size: the engine accepts any byte offset (read-modify-write). */
 export const blockSizeMinBytes = 1;
 export const blockSizePreferredBytes = 4096;
@@ -157,4 +165,5 @@ assert(replyBytesQueuedMax >= requestBytesMax, 'one maximal read reply must fit 
 assert(optionBytesMax >= 4 + stringBytesMax + 2 + 2 * 16, 'a GO with a maximal name must fit');
 assert((blockSizePreferredBytes & (blockSizePreferredBytes - 1)) === 0, 'preferred block size: power of 2');
 assert(requestBytesMax % blockSizePreferredBytes === 0, 'max payload: multiple of preferred size');
+assert(largeRequestPieceBytes <= requestBytesMax && largeRequestPieceBytes % blockSizePreferredBytes === 0, 'pieces: aligned, within one request');
 assert(sparseReadBytesMin <= requestBytesMax, 'sparse read threshold within payload bound');

@@ -32,6 +32,12 @@ export interface Negotiated {
   sizeBytes: number;
   structuredReplies: boolean;
   metaContexts: MetaContext[];
+  /**
+   * Whether the client asked for NBD_INFO_BLOCK_SIZE in its GO and so MUST keep to the advertised
+   * maximum. Otherwise (EXPORT_NAME, or GO without the request) proto.md's default applies: a maximum
+   * that is "effectively unlimited", which transmission.ts and commands.ts serve in pieces.
+   */
+  blockSizesAgreed: boolean;
 }
 
 interface State {
@@ -163,13 +169,13 @@ function exportName(engine: Engine, io: HandshakeIo, state: State, data: Buffer)
   if (typeof target === 'string') throw new HangUp(`EXPORT_NAME: ${target}`);
   const sizeBytes = engine.targetSizeBytes(target.id);
   io.send(exportNameReply(sizeBytes, transmissionFlags(target.readOnly, state.structuredReplies), state.noZeroes));
-  return finish(state, target, sizeBytes);
+  return finish(state, target, sizeBytes, false);
 }
 
-function finish(state: State, target: Target, sizeBytes: number): Negotiated {
+function finish(state: State, target: Target, sizeBytes: number, blockSizesAgreed: boolean): Negotiated {
   // Contexts selected for another export do not apply to this one.
   const metaContexts = state.metaExportName === target.name ? state.metaContexts : [];
-  return { target, sizeBytes, structuredReplies: state.structuredReplies, metaContexts };
+  return { target, sizeBytes, structuredReplies: state.structuredReplies, metaContexts, blockSizesAgreed };
 }
 
 function listExports(engine: Engine, io: HandshakeIo, data: Buffer): void {
@@ -217,10 +223,14 @@ function infoOrGo(engine: Engine, io: HandshakeIo, state: State, option: number,
     const text = target.readOnly ? `Cairn snapshot ${target.name} (read-only)` : `Cairn volume ${target.name}`;
     io.send(optionReply(option, c.NBD_REP_INFO, infoString(c.NBD_INFO_DESCRIPTION, text)));
   }
-  // Always sent: any offset is accepted (minimum 1), 4 KiB preferred, payloads up to requestBytesMax.
-  io.send(optionReply(option, c.NBD_REP_INFO, infoBlockSize(c.blockSizeMinBytes, c.blockSizePreferredBytes, c.requestBytesMax)));
+  // Always sent: any offset is accepted (minimum 1) and 4 KiB is preferred. A client that asked for
+  // the constraints is held to requestBytesMax per payload; one that did not gets proto.md's default,
+  // no limit (0xffffffff), which is what the server then accepts from it.
+  const blockSizesAgreed = infos.includes(c.NBD_INFO_BLOCK_SIZE);
+  const maxBytes = blockSizesAgreed ? c.requestBytesMax : c.payloadBytesUnlimited;
+  io.send(optionReply(option, c.NBD_REP_INFO, infoBlockSize(c.blockSizeMinBytes, c.blockSizePreferredBytes, maxBytes)));
   io.send(optionReply(option, c.NBD_REP_ACK));
-  return option === c.NBD_OPT_GO ? finish(state, target, sizeBytes) : undefined;
+  return option === c.NBD_OPT_GO ? finish(state, target, sizeBytes, blockSizesAgreed) : undefined;
 }
 
 function metaContext(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): void {

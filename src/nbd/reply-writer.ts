@@ -16,7 +16,8 @@ export class ReplyWriter {
 
   /** Queues `data`; `onSent` runs once the socket has handed it to the kernel. */
   send(data: Buffer, onSent?: () => void): void {
-    if (this.socket.destroyed) return;
+    // Nothing will be sent: the data is free at once (a reader waiting for it must not wait forever).
+    if (this.socket.destroyed) { onSent?.(); return; }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();

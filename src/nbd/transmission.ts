@@ -2,12 +2,13 @@
 // run concurrently (replies may go out of order, proto.md "Transmission"), bounded by requests and bytes
 // in flight and by queued reply bytes; past a bound the socket is paused until requests complete.
 import * as c from './constants.js';
-import { execute, replyError, type CommandContext, type Request } from './commands.js';
+import { execute, replyError, replyFailure, validate, pieceEndBytes, type CommandContext, type Request } from './commands.js';
 import type { RecvQueue } from './recv-queue.js';
 import type { Negotiated } from './handshake.js';
 import type { Engine } from '../engine/index.js';
 import type { ReadBufferPool } from './read-buffers.js';
 import type { Slab } from './recv-slabs.js';
+import { simpleReplyHeader } from './replies.js';
 
 /** What the connection provides to the transmission loop. */
 export interface TransmissionIo {
@@ -24,11 +25,32 @@ export interface TransmissionIo {
   readBuffers: ReadBufferPool;
 }
 
+/**
+ * A WRITE longer than requestBytesMax, from a client that did not agree on block sizes: its payload is
+ * written in pieces as it arrives, so it never sits in memory whole.
+ */
+interface LargeWrite {
+  request: Request;
+  /** Where the next piece starts, and where the payload ends (export bytes). */
+  nextBytes: number;
+  endBytes: number;
+  piecesRunning: number;
+  /** The first piece's failure, which becomes the reply. */
+  error: unknown;
+}
+
 export class Transmission {
   private requestsInFlight = 0;
   private bytesInFlight = 0;
   /** Bytes of an oversized WRITE payload still to be dropped. */
   private discardBytesRemaining = 0;
+  /** The WRITE whose payload is being taken in pieces; no other request is parsed meanwhile. */
+  private largeWrite: LargeWrite | null = null;
+  /** A simple READ reply in pieces holds the reply stream (commands.ts claimReplies); others wait here. */
+  private repliesClaimed = false;
+  private readonly claimWaiters: (() => void)[] = [];
+  private held: { data: Buffer; onSent?: () => void }[] = [];
+  private heldBytes = 0;
   /** No more requests are parsed (DISC received or the connection is ending). */
   private stopped = false;
   private isDraining = false;
@@ -44,7 +66,14 @@ export class Transmission {
       readOnly: negotiated.target.readOnly,
       structuredReplies: negotiated.structuredReplies,
       metaContexts: negotiated.metaContexts,
-      send: (data, onSent) => io.send(data, onSent),
+      payloadBytesMax: negotiated.blockSizesAgreed ? c.requestBytesMax : c.payloadBytesUnlimited,
+      send: (data, onSent) => {
+        if (!this.repliesClaimed) { io.send(data, onSent); return; }
+        this.held.push({ data, onSent });
+        this.heldBytes += data.length;
+      },
+      claimReplies: () => this.claimReplies(),
+      hangUp: (reason) => { this.stopped = true; io.hangUp(reason); },
       readBuffers: io.readBuffers,
       draining: () => this.isDraining,
     };
@@ -72,10 +101,14 @@ export class Transmission {
         continue;
       }
       if (this.requestsInFlight >= c.requestsInFlightMax || this.bytesInFlight >= c.requestBytesInFlightMax ||
-        this.io.queuedReplyBytes() > c.replyBytesQueuedMax) {
+        this.io.queuedReplyBytes() + this.heldBytes > c.replyBytesQueuedMax) {
         this.pausedForBounds = true;
         this.io.pauseReading();
         return;
+      }
+      if (this.largeWrite) {
+        if (!this.takeLargeWritePiece(this.largeWrite)) break;
+        continue;
       }
       if (recv.length < c.REQUEST_HEADER_BYTES) break;
       const [header, at] = recv.peek(c.REQUEST_HEADER_BYTES);
@@ -93,11 +126,16 @@ export class Transmission {
       let payload: Buffer[] | null = null;
       const pins: Slab[] = [];
       if (type === c.NBD_CMD_WRITE) {
-        if (lengthBytes > c.requestBytesMax) {
+        if (lengthBytes > this.ctx.payloadBytesMax) {
           // Refused without allocating: the payload is dropped as it streams in (as nbdkit does).
           recv.skip(c.REQUEST_HEADER_BYTES);
           this.discardBytesRemaining = lengthBytes;
-          replyError(this.ctx, handle, c.NBD_EINVAL, `write over ${c.requestBytesMax} bytes`);
+          replyError(this.ctx, handle, c.NBD_EINVAL, `write over ${this.ctx.payloadBytesMax} bytes`);
+          continue;
+        }
+        if (lengthBytes > c.requestBytesMax) {
+          recv.skip(c.REQUEST_HEADER_BYTES);
+          this.startLargeWrite({ type, flags, handle, offsetBytes, lengthBytes, payload: null, costBytes: 0, pins: [] });
           continue;
         }
         if (recv.length < c.REQUEST_HEADER_BYTES + lengthBytes) break;
@@ -121,6 +159,79 @@ export class Transmission {
     }
     this.pausedForBounds = false;
     this.io.resumeReading();
+  }
+
+  private async claimReplies(): Promise<{ send: CommandContext['send']; release(): void }> {
+    while (this.repliesClaimed) await new Promise<void>((resolve) => this.claimWaiters.push(resolve));
+    this.repliesClaimed = true;
+    let released = false;
+    return {
+      send: (data, onSent) => this.io.send(data, onSent),
+      release: () => {
+        if (released) return;
+        released = true;
+        this.repliesClaimed = false;
+        const held = this.held;
+        this.held = [];
+        this.heldBytes = 0;
+        for (const part of held) this.io.send(part.data, part.onSent);
+        this.claimWaiters.shift()?.();
+        if (this.pausedForBounds && !this.stopped) this.pump();
+      },
+    };
+  }
+
+  private startLargeWrite(request: Request): void {
+    try {
+      validate(this.ctx, request);
+    } catch (error) {
+      replyFailure(this.ctx, request.handle, error);
+      this.discardBytesRemaining = request.lengthBytes;
+      return;
+    }
+    this.requestsInFlight++;
+    const endBytes = request.offsetBytes + request.lengthBytes;
+    this.largeWrite = { request, nextBytes: request.offsetBytes, endBytes, piecesRunning: 0, error: null };
+  }
+
+  /**
+   * Starts the large write's next piece once its payload is all here; false while it is not. Pieces
+   * end on 4 KiB boundaries of the export, so two of them never read-modify-write the same block.
+   */
+  private takeLargeWritePiece(write: LargeWrite): boolean {
+    const pieceEnd = pieceEndBytes(write.nextBytes, write.endBytes);
+    const lengthBytes = pieceEnd - write.nextBytes;
+    if (this.io.recv.length < lengthBytes) return false;
+    const pins: Slab[] = [];
+    const payload = this.io.recv.takeViews(lengthBytes, pins);
+    const at = write.nextBytes;
+    write.nextBytes = pieceEnd;
+    if (pieceEnd === write.endBytes) this.largeWrite = null;
+    write.piecesRunning++;
+    this.bytesInFlight += lengthBytes;
+    this.ctx.engine.write(this.ctx.targetId, at, payload)
+      .catch((error: unknown) => { write.error ??= error; })
+      .then(() => {
+        for (const slab of pins) slab.unref();
+        this.bytesInFlight -= lengthBytes;
+        write.piecesRunning--;
+        if (write.piecesRunning === 0 && write.nextBytes === write.endBytes) void this.finishLargeWrite(write);
+        else if (this.pausedForBounds && !this.stopped) this.pump();
+      });
+    return true;
+  }
+
+  /** Every piece has been written: FUA makes them all durable, then the one reply. */
+  private async finishLargeWrite(write: LargeWrite): Promise<void> {
+    const { handle, flags } = write.request;
+    try {
+      if (write.error !== null) throw write.error;
+      if ((flags & c.NBD_CMD_FLAG_FUA) !== 0) await this.ctx.engine.flush();
+      this.ctx.send(simpleReplyHeader(handle, 0));
+    } catch (error) {
+      replyFailure(this.ctx, handle, error);
+    }
+    this.complete(write.request);
   }
 
   /** The connection closed: nothing more will be read; running requests finish and are dropped. */
