@@ -63,7 +63,11 @@ export class NbdConnection {
   };
   private readonly onClose = (): void => this.closedNow();
   private readonly onError = (error: Error): void => {
-    this.ctx.log('nbd_socket_error', { peer: this.peer, error: error.message });
+    // A client that closes without waiting for our last reply (proto.md lets one do so after ABORT)
+    // is routine, not a warning.
+    const code = (error as NodeJS.ErrnoException).code;
+    const routine = code === 'ECONNRESET' || code === 'EPIPE';
+    this.ctx.log(routine ? 'nbd_peer_reset' : 'nbd_socket_error', { peer: this.peer, error: error.message });
     this.socket.destroy();
   };
   private readonly onDrain = (): void => this.transmission?.onWritable();
