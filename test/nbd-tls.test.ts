@@ -46,6 +46,8 @@ test('X.509 TLS: required mode serves TLS clients and refuses plaintext', async 
   const tlsUri = `nbds://localhost:${f.server.port}/secret?tls-certificates=${pki.clientDir}`;
   const info = await runOk('nbdinfo', [tlsUri]);
   assert.match(info, /with TLS/);
+  const connected = f.events.find((e) => e.event === 'nbd_connected');
+  assert.deepEqual([connected?.fields.tls, connected?.fields.recvSlabs], [true, false], 'a TLS session is logged as reading through the TLS layer');
   await runOk('qemu-io', ['--object', `tls-creds-x509,id=tls0,endpoint=client,dir=${pki.clientDir}`,
     '--image-opts', `driver=nbd,host=localhost,port=${f.server.port},export=secret,tls-creds=tls0`,
     '-c', 'write -P 0x3c 0 1M', '-c', 'read -P 0x3c 0 1M']);

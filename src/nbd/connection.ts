@@ -94,7 +94,7 @@ export class NbdConnection {
       const negotiated = await negotiate(this.ctx.engine, this.handshakeIo());
       if (negotiated === null) { this.end(); return; }
       this.targetId = negotiated.target.id;
-      this.ctx.log('nbd_connected', { peer: this.peer, export: negotiated.target.name, tls: this.tlsActive, recvSlabs: this.recvSlabs,
+      this.ctx.log('nbd_connected', { peer: this.peer, export: negotiated.target.name, tls: this.tlsActive, recvSlabs: this.recvSlabs && !this.tlsActive,
         structured: negotiated.structuredReplies, contexts: negotiated.metaContexts.map((m) => m.name) });
       this.transmission = new Transmission(this.transmissionIo(), this.ctx.engine, negotiated);
       this.transmission.pump();
