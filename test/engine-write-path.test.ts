@@ -237,3 +237,25 @@ test('commits asked for while one waits for the lock join it: a burst of writes 
   assert.equal(events.filter((e) => e === 'commit').length - before, 2);
   assert.deepEqual(await engine.read(id, K4, K4), pattern(2, K4));
 });
+
+test('the commit interval counts from the last commit: a timer armed before a commit does not fire a second one right after it', async (t) => {
+  const events: string[] = [];
+  const intervalMs = 1000;
+  const { engine, cleanup } = await tempPool(64 * MiB, { log: (event) => { events.push(event); }, commitIntervalMs: intervalMs });
+  t.after(cleanup);
+  await engine.createVolume('v', 8 * MiB);
+  const id = engine.resolve('v').id;
+  await engine.flush();
+  const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+  const started = performance.now();
+  await engine.write(id, 0, pattern(1, K4)); // dirty: the interval timer is armed now
+  await sleep(intervalMs * 0.7);
+  await engine.flush(); // a commit before the timer is due takes everything dirty
+  await engine.write(id, K4, pattern(2, K4)); // dirty again: a new timer, due a whole interval later
+  const commits = events.filter((e) => e === 'commit').length;
+  await sleep(Math.max(0, started + intervalMs * 1.3 - performance.now()));
+  // Only the old timer could have fired by now (it was due at 1.0 intervals; the new one is due at
+  // 1.7 or later, and timers never fire early).
+  assert.equal(events.filter((e) => e === 'commit').length, commits, 'no commit from the timer armed before the flush');
+  assert.deepEqual(await engine.read(id, K4, K4), pattern(2, K4));
+});
