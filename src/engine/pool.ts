@@ -232,8 +232,8 @@ export class PoolCore {
       writes = this.store.takeDirtyForCommit();
       // The interval bounds the age of dirty metadata: this commit takes all of it, so the next
       // timer starts with the next dirty object. A timer left running from before fired within
-      // moments of a commit the dirty bound had started and queued a second one for the few hundred
-      // nodes dirtied meanwhile (two more fdatasyncs, and those nodes shadowed again).
+      // moments of a commit the dirty bound had started and queued a second one for the ~2,000 nodes
+      // dirtied meanwhile (two more fdatasyncs, and those nodes shadowed again).
       if (this.commitTimer) { clearTimeout(this.commitTimer); this.commitTimer = null; }
       this.space.array.afterCommit();
       this.catalog.array.afterCommit();

@@ -110,8 +110,8 @@ export const hostDefault = '127.0.0.1';
 export const requestBytesMax = 32 * 1024 * 1024;
 /**
  * The maximum for clients that did not ask for block size constraints (proto.md: the default maximum
- * is "effectively unlimited", 0xffffffff). Such requests are served in pieces of requestBytesMax, so
- * memory stays bounded by requestBytesInFlightMax however long they are.
+ * is "effectively unlimited", 0xffffffff). Such requests are served in pieces of
+ * largeRequestPieceBytes, so memory stays bounded by requestBytesInFlightMax however long they are.
  */
 export const payloadBytesUnlimited = 0xffffffff;
 /** READs and WRITEs longer than requestBytesMax are served in pieces of this size (4 KiB aligned). */
