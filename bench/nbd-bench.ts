@@ -88,13 +88,14 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
     // the first seconds) and every server's first pass over a never-written file.
     for (const server of servers) for (const workload of warmups) await fio(server.uri, workload, sizeBytes, warmupSeconds);
     log(`warm-up done (${warmups.length} x ${warmupSeconds} s per server, not measured); each row: ${rounds} round(s) of ${roundSeconds} s per server, servers alternating`);
-    for (const workload of workloads) {
+    // One row: every server in turn, in rounds, and the mean of its rounds.
+    const measureRow = async (workload: Workload): Promise<void> => {
       const samples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
       for (let round = 1; round <= rounds; round++) {
         for (const server of servers) {
-          // The page cache's dirty data goes to disk between measurements, as before the snapshot
-          // pairs: qemu-nbd and nbdkit write nothing until a flush and leave GiBs of it after a write
-          // row, and the kernel's write-back of it must not fall on the next server's measurement.
+          // The page cache's dirty data goes to disk between measurements: qemu-nbd and nbdkit write
+          // nothing until a flush and leave GiBs of it after a write row, and the kernel's write-back
+          // of it must not fall on the next server's measurement.
           await runCapture('sync', []);
           const value = await fio(server.uri, workload, sizeBytes, roundSeconds);
           samples.get(server.name)!.push(value);
@@ -103,18 +104,14 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
       }
       // Rounds of equal length: the mean of their rates (or mean latencies) is the row's.
       results[workload.name] = Object.fromEntries([...samples].map(([name, values]) => [name, values.reduce((a, b) => a + b, 0) / values.length]));
-    }
-    results[beforeSnapshotWorkload.name] = {};
-    results[snapshotWorkload.name] = {};
-    for (const server of servers) {
-      // Every server's dirty pages go to disk first, so that no pair runs during another's write-back.
-      await runCapture('sync', []);
-      for (const workload of [beforeSnapshotWorkload, snapshotWorkload]) {
-        if (workload === snapshotWorkload) await server.snapshot();
-        results[workload.name][server.name] = await fio(server.uri, workload, sizeBytes, runtimeSeconds);
-        log(`${workload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(results[workload.name][server.name], 'iops')}`);
-      }
-    }
+    };
+    for (const workload of workloads) await measureRow(workload);
+    // The snapshot pair in rounds too (it was one run per server, and a stretch of host noise on one
+    // server's run moved Cairn/qemu-raw on the row before the snapshot between 0.97 and 1.20 across
+    // runs): every server's row before, then every server's snapshot, then every server's row after.
+    await measureRow(beforeSnapshotWorkload);
+    for (const server of servers) await server.snapshot();
+    await measureRow(snapshotWorkload);
   } finally {
     for (const server of servers) await server.stop();
     await rm(dir, { recursive: true, force: true });
