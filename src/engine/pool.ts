@@ -98,8 +98,7 @@ export class PoolCore {
     if (!this.poisoned) await this.flush();
     await this.mutex.run(async () => {
       this.closed = true;
-      if (this.commitTimer) clearTimeout(this.commitTimer);
-      this.commitTimer = null;
+      this.cancelCommitTimer();
     });
     await this.commitChain;
     await this.device.close();
@@ -184,6 +183,11 @@ export class PoolCore {
     }
   }
 
+  private cancelCommitTimer(): void {
+    if (this.commitTimer) clearTimeout(this.commitTimer);
+    this.commitTimer = null;
+  }
+
   /** Every write completed before this call is durable when it resolves (group commit). */
   flush(): Promise<void> {
     this.ensureUsable();
@@ -234,7 +238,7 @@ export class PoolCore {
       // timer starts with the next dirty object. A timer left running from before fired within
       // moments of a commit the dirty bound had started and queued a second one for the ~2,000 nodes
       // dirtied meanwhile (two more fdatasyncs, and those nodes shadowed again).
-      if (this.commitTimer) { clearTimeout(this.commitTimer); this.commitTimer = null; }
+      this.cancelCommitTimer();
       this.space.array.afterCommit();
       this.catalog.array.afterCommit();
       freed = this.space.sealPendingFrees();

@@ -126,16 +126,16 @@ export class Transmission {
       let payload: Buffer[] | null = null;
       const pins: Slab[] = [];
       if (type === c.NBD_CMD_WRITE) {
-        if (lengthBytes > this.ctx.payloadBytesMax) {
-          // Refused without allocating: the payload is dropped as it streams in (as nbdkit does).
-          recv.skip(c.REQUEST_HEADER_BYTES);
-          this.discardBytesRemaining = lengthBytes;
-          replyError(this.ctx, handle, c.NBD_EINVAL, `write over ${this.ctx.payloadBytesMax} bytes`);
-          continue;
-        }
         if (lengthBytes > c.requestBytesMax) {
+          // Never buffered whole: past the client's maximum it is refused and its payload dropped as
+          // it streams in (as nbdkit does); otherwise it is written in pieces as it arrives.
           recv.skip(c.REQUEST_HEADER_BYTES);
-          this.startLargeWrite({ type, flags, handle, offsetBytes, lengthBytes, payload: null, costBytes: 0, pins: [] });
+          if (lengthBytes > this.ctx.payloadBytesMax) {
+            this.discardBytesRemaining = lengthBytes;
+            replyError(this.ctx, handle, c.NBD_EINVAL, `write over ${this.ctx.payloadBytesMax} bytes`);
+          } else {
+            this.startLargeWrite({ type, flags, handle, offsetBytes, lengthBytes, payload: null, costBytes: 0, pins: [] });
+          }
           continue;
         }
         if (recv.length < c.REQUEST_HEADER_BYTES + lengthBytes) break;
