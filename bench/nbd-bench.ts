@@ -3,11 +3,13 @@
 // (each row in rounds that alternate the servers, so a stretch of host noise falls on all of them);
 // then, server by server, 4 KiB random writes right before and right after a snapshot (qemu: a qcow2
 // overlay; nbdkit: none). Prints a table with ratios against qemu-nbd (raw) and nbdkit, and the
-// after/before ratio of each server.
+// after/before ratio of each server. A second table gives each server's own CPU time per operation
+// (all its threads, from /proc): on a machine whose cores are all busy, throughput follows it.
 // Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--rounds=2] [--size-mib=1024] [--cpu-prof] [--sparse]
 // The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
@@ -67,7 +69,14 @@ const snapshotWorkload: Workload = { name: '4k randwrite QD32 after snapshot', r
 
 interface Running { name: ServerName; uri: string; process: ChildProcess; snapshot(): Promise<void>; stop(): Promise<void> }
 
-export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<string, Record<string, number>>> {
+/** A row's figures per server: the workload's measure, and the server's CPU time per operation. */
+export interface NbdBenchResults {
+  values: Record<string, Record<string, number>>;
+  /** µs of server CPU per I/O (4 KiB rows), ms per GiB (1 MiB rows). */
+  cpu: Record<string, Record<string, number>>;
+}
+
+export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchResults> {
   // A server child must never start a bench of its own (that would spawn servers without end).
   if (process.env[childEnv] === '1') throw new Error('runNbdBench called inside a bench server child');
   const runtimeSeconds = opts.runtimeSeconds ?? 10;
@@ -80,6 +89,8 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cairn-nbd-bench-'));
   const servers: Running[] = [];
   const results: Record<string, Record<string, number>> = {};
+  const cpuResults: Record<string, Record<string, number>> = {};
+  const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
   try {
     for (const name of names) servers.push(await startServer(name, dir, sizeBytes, preallocate, opts.cpuProfileDir));
     log(preallocate ? 'files laid down in full first (Cairn pool: preallocate=full; raw files: preallocation=full; qcow2: as it grows)' : 'files sparse (--sparse)');
@@ -91,19 +102,22 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
     // One row: every server in turn, in rounds, and the mean of its rounds.
     const measureRow = async (workload: Workload): Promise<void> => {
       const samples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
+      const cpuSamples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
       for (let round = 1; round <= rounds; round++) {
         for (const server of servers) {
           // The page cache's dirty data goes to disk between measurements: qemu-nbd and nbdkit write
           // nothing until a flush and leave GiBs of it after a write row, and the kernel's write-back
           // of it must not fall on the next server's measurement.
           await runCapture('sync', []);
-          const value = await fio(server.uri, workload, sizeBytes, roundSeconds);
+          const { value, cpuPerOp } = await fio(server.uri, workload, sizeBytes, roundSeconds, { pid: server.process.pid, ticksPerSecond });
           samples.get(server.name)!.push(value);
+          if (cpuPerOp !== null) cpuSamples.get(server.name)!.push(cpuPerOp);
           log(`${workload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(value, workload.unit)}${rounds > 1 ? `  (round ${round}/${rounds})` : ''}`);
         }
       }
       // Rounds of equal length: the mean of their rates (or mean latencies) is the row's.
-      results[workload.name] = Object.fromEntries([...samples].map(([name, values]) => [name, values.reduce((a, b) => a + b, 0) / values.length]));
+      results[workload.name] = meanOf(samples);
+      cpuResults[workload.name] = meanOf(cpuSamples);
     };
     for (const workload of workloads) await measureRow(workload);
     // The snapshot pair in rounds too (it was one run per server, and a stretch of host noise on one
@@ -117,7 +131,14 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<Record<st
     await rm(dir, { recursive: true, force: true });
   }
   printTable(log, names, results);
-  return results;
+  printCpuTable(log, names, cpuResults, os.cpus().length);
+  return { values: results, cpu: cpuResults };
+}
+
+function meanOf(samples: Map<ServerName, number[]>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, values] of samples) if (values.length > 0) out[name] = values.reduce((a, b) => a + b, 0) / values.length;
+  return out;
 }
 
 function unitOf(row: string): Workload['unit'] {
@@ -147,16 +168,74 @@ function printTable(log: (line: string) => void, names: ServerName[], results: R
   }
 }
 
-async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSeconds: number): Promise<number> {
+/** Seconds fio runs before it measures (--ramp_time). */
+const rampSeconds = 1;
+
+/**
+ * One fio run: the workload's measure and, given the server's pid, the server's CPU time per
+ * operation over the measured part (from just after the ramp to fio's exit, at fio's measured rate).
+ */
+/** Server CPU per operation: µs per I/O or ms per GiB; the ratios are other/cairn (> 1: Cairn needs less). */
+function printCpuTable(log: (line: string) => void, names: ServerName[], cpu: Record<string, Record<string, number>>, cores: number): void {
+  log('');
+  log(`server CPU per operation (user + system, every thread of the server process, while fio measured; ${cores} cores here)`);
+  log(['workload'.padEnd(34), ...names.map((n) => n.padStart(13)), 'qemu-raw/cairn'.padStart(15), 'nbdkit/cairn'.padStart(13)].join(' '));
+  for (const [row, values] of Object.entries(cpu)) {
+    const perGiB = row.startsWith('1M');
+    const show = (v: number | undefined): string => (v === undefined ? '-' : perGiB ? `${v.toFixed(0)} ms/GiB` : `${v.toFixed(1)} us/io`);
+    const ratio = (other: ServerName): string => (values.cairn && values[other] !== undefined ? (values[other] / values.cairn).toFixed(2) : '-');
+    log([row.padEnd(34), ...names.map((n) => show(values[n]).padStart(13)), ratio('qemu-raw').padStart(15), ratio('nbdkit').padStart(13)].join(' '));
+  }
+  log('(lower is better; ratios > 1: Cairn needs less CPU. Cairn busy-polls for a short window after each request, which counts here, most at QD1)');
+}
+
+async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSeconds: number,
+  server?: { pid: number | undefined; ticksPerSecond: number }): Promise<{ value: number; cpuPerOp: number | null }> {
   const args = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${workload.rw}`, `--bs=${workload.bs}`,
     `--iodepth=${workload.iodepth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${runtimeSeconds}`,
-    '--ramp_time=1', '--randrepeat=0', '--output-format=json'];
+    `--ramp_time=${rampSeconds}`, '--randrepeat=0', '--output-format=json'];
+  const window = server?.pid !== undefined ? new CpuWindow(server.pid, server.ticksPerSecond, rampSeconds * 1000 + 200) : null;
   const out = await runCapture('fio', args);
+  const used = window?.end() ?? null;
   const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs[0];
   const side = workload.rw.includes('read') ? job.read : job.write;
-  if (workload.unit === 'us') return side.clat_ns.mean / 1000;
-  if (workload.unit === 'MB/s') return side.bw_bytes / 1e6;
-  return side.iops;
+  const value = workload.unit === 'us' ? side.clat_ns.mean / 1000 : workload.unit === 'MB/s' ? side.bw_bytes / 1e6 : side.iops;
+  let cpuPerOp: number | null = null;
+  if (used !== null && used.wallMs > 0) {
+    const seconds = used.wallMs / 1000;
+    // 1 MiB rows: ms per GiB moved; 4 KiB rows: µs per I/O.
+    cpuPerOp = workload.bs === '1M' ? used.cpuMs / (side.bw_bytes * seconds / 2 ** 30) : (used.cpuMs * 1000) / (side.iops * seconds);
+  }
+  return { value, cpuPerOp };
+}
+
+/** A process's CPU time (user + system, all threads) in ms, from /proc/PID/stat; null once it is gone. */
+function processCpuMs(pid: number, ticksPerSecond: number): number | null {
+  let stat: string;
+  try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return null; }
+  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
+}
+
+/** CPU a process uses from `delayMs` after construction until end(). */
+class CpuWindow {
+  private start: { cpuMs: number; atMs: number } | null = null;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly pid: number, private readonly ticksPerSecond: number, delayMs: number) {
+    this.timer = setTimeout(() => {
+      const cpuMs = processCpuMs(pid, ticksPerSecond);
+      if (cpuMs !== null) this.start = { cpuMs, atMs: performance.now() };
+    }, delayMs);
+  }
+
+  end(): { cpuMs: number; wallMs: number } | null {
+    clearTimeout(this.timer);
+    const cpuMs = processCpuMs(this.pid, this.ticksPerSecond);
+    if (this.start === null || cpuMs === null) return null;
+    return { cpuMs: cpuMs - this.start.cpuMs, wallMs: performance.now() - this.start.atMs };
+  }
 }
 
 interface FioSide { iops: number; bw_bytes: number; clat_ns: { mean: number } }
