@@ -210,7 +210,7 @@ export class Trees {
    * splits nor empties. Then nothing is shadowed and the root stays. Returns undefined, having changed
    * nothing, when any of that does not hold (edit() then takes the general path).
    */
-  private editNow(root: number, start: number, end: number, entries: LeafEntry[]): { root: number; mappedDelta: number } | undefined {
+  editNow(root: number, start: number, end: number, entries: LeafEntry[]): { root: number; mappedDelta: number } | undefined {
     if (root === 0 || start >= end) return undefined;
     let node = this.cached(root);
     // A branch with one child is collapsed by the general path.

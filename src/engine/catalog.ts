@@ -136,13 +136,24 @@ export class Catalog {
    * Re-encoding the whole record (name included) was ~5 % of the event loop under 4 KiB writes.
    */
   async saveMapping(rec: CatalogRecord): Promise<void> {
+    if (!this.saveMappingNow(rec)) await this.save(rec);
+  }
+
+  /** Whether saveMappingNow(rec) will succeed (the record's page is loaded and dirty). */
+  canSaveMappingNow(rec: CatalogRecord): boolean {
+    return this.byId.get(rec.id) === rec && this.array.pageIfDirty(Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE)) !== undefined;
+  }
+
+  /** saveMapping() without awaiting; false, having written nothing, when the page is not dirty yet. */
+  saveMappingNow(rec: CatalogRecord): boolean {
     const page = this.array.pageIfDirty(Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE));
-    if (page === undefined || this.byId.get(rec.id) !== rec) return this.save(rec);
+    if (page === undefined || this.byId.get(rec.id) !== rec) return false;
     const off = (rec.slot % CATALOG_RECORDS_PER_PAGE) * CATALOG_RECORD_BYTES;
     const view = viewOf(page.records);
     assert(getU64(view, off + 8) === rec.id, 'a record\'s page slot holds it');
     setU64(view, off + 16, rec.root);
     setU64(view, off + 32, rec.mappedBlocks);
+    return true;
   }
 
   /** Persists a record (new or changed) into its page. */

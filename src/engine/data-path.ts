@@ -176,9 +176,19 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
   core.writersActive++;
   try {
     const entries = await writeData(core, blocks, startLba, nonZero, runs);
-    await core.mutate(async () => {
+    const endLba = startLba + blocks.count;
+    const switched = core.mutateNow(() => {
       assertLive(core, rec);
-      const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, startLba + blocks.count, entries);
+      if (!core.catalog.canSaveMappingNow(rec)) return undefined;
+      const edited = core.trees.editNow(rec.root, startLba, endLba, entries);
+      if (edited === undefined) return undefined;
+      rec.root = edited.root;
+      rec.mappedBlocks += edited.mappedDelta;
+      return core.catalog.saveMappingNow(rec);
+    });
+    if (switched === undefined) await core.mutate(async () => {
+      assertLive(core, rec);
+      const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, endLba, entries);
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
       await core.catalog.saveMapping(rec);

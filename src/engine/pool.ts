@@ -147,18 +147,47 @@ export class PoolCore {
       this.ensureUsable();
       return await fn();
     } catch (err) {
-      // A failure after the mutation began changing metadata (a bad metadata block met half-way, an
-      // I/O error, an engine bug) leaves the in-memory state half-done: stop before it is committed.
-      // The durable state is intact; reopening the pool recovers it.
-      if (err instanceof AssertionError || this.store.changes !== changesBefore) {
-        this.poisoned = err instanceof Error ? err : new Error(String(err));
-        this.log('engine_stopped', { message: this.poisoned.message });
-      }
+      this.poisonIfChanged(err, changesBefore);
       throw err;
     } finally {
       this.store.trim();
       release();
       this.afterMutation();
+    }
+  }
+
+  /**
+   * mutate() for a change made without awaiting, when the lock is free: it runs at once, without the
+   * lock's promise round trips (each write's mapping switch, ~15 % of its event-loop time in them).
+   * `fn` returns undefined, having changed nothing, when it cannot finish synchronously; so does this
+   * when the lock is held or awaited. The caller then takes mutate().
+   */
+  mutateNow<T>(fn: () => T | undefined): T | undefined {
+    this.ensureUsable();
+    if (!this.mutex.idle) return undefined;
+    const changesBefore = this.store.changes;
+    let result: T | undefined;
+    try {
+      result = fn();
+    } catch (err) {
+      this.poisonIfChanged(err, changesBefore);
+      throw err;
+    } finally {
+      this.store.trim();
+      this.afterMutation();
+    }
+    return result;
+  }
+
+  /**
+   * A failure after a mutation began changing metadata (a bad metadata block met half-way, an I/O
+   * error, an engine bug) leaves the in-memory state half-done: stop before it is committed. The
+   * durable state is intact; reopening the pool recovers it.
+   */
+  private poisonIfChanged(err: unknown, changesBefore: number): void {
+    if (err instanceof AssertionError || this.store.changes !== changesBefore) {
+      this.poisoned = err instanceof Error ? err : new Error(String(err));
+      this.log('engine_stopped', { message: this.poisoned.message });
     }
   }
 
