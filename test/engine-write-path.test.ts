@@ -10,6 +10,7 @@ import { SimDevice } from '../src/engine/device/sim-device.js';
 import { Prng } from '../src/engine/device/prng.js';
 import { createPool } from '../src/engine/pool.js';
 import { openPoolFile } from '../src/engine/index.js';
+import { AssertionError } from '../src/engine/errors.js';
 import { tempPool, assertClean, pattern, MiB } from './engine-helpers.js';
 
 const K4 = 4096;
@@ -258,4 +259,39 @@ test('the commit interval counts from the last commit: a timer armed before a co
   // 1.7 or later, and timers never fire early).
   assert.equal(events.filter((e) => e === 'commit').length, commits, 'no commit from the timer armed before the flush');
   assert.deepEqual(await engine.read(id, K4, K4), pattern(2, K4));
+});
+
+test('a write switches its mapping at once only while the metadata lock is free; with the lock held it waits for it', async (t) => {
+  const { engine, cleanup } = await tempPool(64 * MiB);
+  t.after(cleanup);
+  await engine.createVolume('v', 8 * MiB);
+  const id = engine.resolve('v').id;
+  await engine.write(id, 0, pattern(1, K4)); // the path to block 1 is now in memory and writable
+  const core = engine.core;
+  // mutateNow itself: refused (fn not run) while the lock is held, run at once when it is free.
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => { open = resolve; });
+  const held = core.mutate(() => gate);
+  let ran = false;
+  assert.equal(core.mutateNow(() => { ran = true; return 1; }), undefined);
+  assert.equal(ran, false, 'nothing runs beside a holder');
+  // A write meanwhile: its data goes out, but its mapping waits for the lock.
+  let written = false;
+  const write = engine.write(id, K4, pattern(2, K4)).then(() => { written = true; });
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(written, false, 'the write waits for the lock');
+  assert.deepEqual(await engine.read(id, K4, K4), Buffer.alloc(K4), 'its mapping is not switched yet');
+  open();
+  await held;
+  await write;
+  assert.deepEqual(await engine.read(id, K4, K4), pattern(2, K4));
+  assert.equal(core.mutateNow(() => 2), 2);
+  // With the lock free a write completes without waiting for it, and a failed invariant inside
+  // mutateNow stops the pool as one inside mutate does.
+  await engine.write(id, 2 * K4, pattern(3, K4));
+  assert.deepEqual(await engine.read(id, 2 * K4, K4), pattern(3, K4));
+  await engine.flush();
+  await assertClean(engine);
+  assert.throws(() => core.mutateNow(() => { throw new AssertionError('invariant broken on purpose'); }), AssertionError);
+  await assert.rejects(engine.write(id, 3 * K4, pattern(4, K4)), /pool stopped/);
 });
