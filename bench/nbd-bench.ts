@@ -168,13 +168,6 @@ function printTable(log: (line: string) => void, names: ServerName[], results: R
   }
 }
 
-/** Seconds fio runs before it measures (--ramp_time). */
-const rampSeconds = 1;
-
-/**
- * One fio run: the workload's measure and, given the server's pid, the server's CPU time per
- * operation over the measured part (from just after the ramp to fio's exit, at fio's measured rate).
- */
 /** Server CPU per operation: µs per I/O or ms per GiB; the ratios are other/cairn (> 1: Cairn needs less). */
 function printCpuTable(log: (line: string) => void, names: ServerName[], cpu: Record<string, Record<string, number>>, cores: number): void {
   log('');
@@ -189,6 +182,13 @@ function printCpuTable(log: (line: string) => void, names: ServerName[], cpu: Re
   log('(lower is better; ratios > 1: Cairn needs less CPU. Cairn busy-polls for a short window after each request, which counts here, most at QD1)');
 }
 
+/** Seconds fio runs before it measures (--ramp_time). */
+const rampSeconds = 1;
+
+/**
+ * One fio run: the workload's measure and, given the server's pid, the server's CPU time per
+ * operation over the measured part (from just after the ramp to fio's exit, at fio's measured rate).
+ */
 async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSeconds: number,
   server?: { pid: number | undefined; ticksPerSecond: number }): Promise<{ value: number; cpuPerOp: number | null }> {
   const args = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${workload.rw}`, `--bs=${workload.bs}`,
@@ -209,13 +209,20 @@ async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSe
   return { value, cpuPerOp };
 }
 
-/** A process's CPU time (user + system, all threads) in ms, from /proc/PID/stat; null once it is gone. */
-function processCpuMs(pid: number, ticksPerSecond: number): number | null {
+/** User + system clock ticks of a /proc/PID/stat line (every thread of the process). */
+export function cpuTicksOfStat(stat: string): number {
+  // Fields after the command name (which may hold spaces and parentheses): state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  if (!Number.isFinite(ticks)) throw new Error(`not a /proc/PID/stat line: ${stat.slice(0, 80)}`);
+  return ticks;
+}
+
+/** A process's CPU time (user + system, all threads) in ms; null once it is gone. */
+export function processCpuMs(pid: number, ticksPerSecond: number): number | null {
   let stat: string;
   try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return null; }
-  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticksPerSecond;
+  return (cpuTicksOfStat(stat) * 1000) / ticksPerSecond;
 }
 
 /** CPU a process uses from `delayMs` after construction until end(). */
