@@ -149,9 +149,14 @@ function format(value: number, unit: Workload['unit']): string {
   return unit === 'us' ? `${value.toFixed(0)} us` : unit === 'MB/s' ? `${value.toFixed(0)} MB/s` : `${(value / 1000).toFixed(1)}k iops`;
 }
 
+/** One line of a results table: the row's name, a cell per server, the two ratio columns. */
+function tableLine(first: string, cells: string[], ratios: [string, string]): string {
+  return [first.padEnd(34), ...cells.map((cell) => cell.padStart(13)), ratios[0].padStart(15), ratios[1].padStart(13)].join(' ');
+}
+
 function printTable(log: (line: string) => void, names: ServerName[], results: Record<string, Record<string, number>>): void {
   log('');
-  log(['workload'.padEnd(34), ...names.map((n) => n.padStart(13)), 'cairn/qemu-raw'.padStart(15), 'cairn/nbdkit'.padStart(13)].join(' '));
+  log(tableLine('workload', names, ['cairn/qemu-raw', 'cairn/nbdkit']));
   for (const [row, values] of Object.entries(results)) {
     const unit = unitOf(row);
     // For latency lower is better: report qemu/cairn so that > 1 always means Cairn is better.
@@ -159,7 +164,7 @@ function printTable(log: (line: string) => void, names: ServerName[], results: R
       if (values.cairn === undefined || values[other] === undefined) return '-';
       return (unit === 'us' ? values[other] / values.cairn : values.cairn / values[other]).toFixed(2);
     };
-    log([row.padEnd(34), ...names.map((n) => format(values[n] ?? 0, unit).padStart(13)), ratio('qemu-raw').padStart(15), ratio('nbdkit').padStart(13)].join(' '));
+    log(tableLine(row, names.map((n) => format(values[n] ?? 0, unit)), [ratio('qemu-raw'), ratio('nbdkit')]));
   }
   log('(ratios > 1: Cairn better; latency ratio = other/cairn)');
   const before = results['4k randwrite QD32 before snapshot'], after = results[snapshotWorkload.name];
@@ -172,12 +177,12 @@ function printTable(log: (line: string) => void, names: ServerName[], results: R
 function printCpuTable(log: (line: string) => void, names: ServerName[], cpu: Record<string, Record<string, number>>, cores: number): void {
   log('');
   log(`server CPU per operation (user + system, every thread of the server process, while fio measured; ${cores} cores here)`);
-  log(['workload'.padEnd(34), ...names.map((n) => n.padStart(13)), 'qemu-raw/cairn'.padStart(15), 'nbdkit/cairn'.padStart(13)].join(' '));
+  log(tableLine('workload', names, ['qemu-raw/cairn', 'nbdkit/cairn']));
   for (const [row, values] of Object.entries(cpu)) {
     const perGiB = row.startsWith('1M');
     const show = (v: number | undefined): string => (v === undefined ? '-' : perGiB ? `${v.toFixed(0)} ms/GiB` : `${v.toFixed(1)} us/io`);
     const ratio = (other: ServerName): string => (values.cairn && values[other] !== undefined ? (values[other] / values.cairn).toFixed(2) : '-');
-    log([row.padEnd(34), ...names.map((n) => show(values[n]).padStart(13)), ratio('qemu-raw').padStart(15), ratio('nbdkit').padStart(13)].join(' '));
+    log(tableLine(row, names.map((n) => show(values[n])), [ratio('qemu-raw'), ratio('nbdkit')]));
   }
   log('(lower is better; ratios > 1: Cairn needs less CPU. Cairn busy-polls for a short window after each request, which counts here, most at QD1)');
 }

@@ -1,6 +1,7 @@
-// The NBD bench's CPU accounting: /proc/PID/stat parsing and a process's CPU time as it works.
+// The NBD bench's CPU accounting: /proc/PID/stat parsing, and a process's CPU time in ms.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { cpuTicksOfStat, processCpuMs } from '../bench/nbd-bench.js';
 
 test('cpuTicksOfStat: utime + stime, also when the command name holds spaces and parentheses', () => {
@@ -10,14 +11,15 @@ test('cpuTicksOfStat: utime + stime, also when the command name holds spaces and
   assert.throws(() => cpuTicksOfStat('garbage'), /not a \/proc\/PID\/stat line/);
 });
 
-test('processCpuMs: grows while this process computes; null for a process that is gone', () => {
-  const before = processCpuMs(process.pid, 100);
-  assert.notEqual(before, null);
-  const until = performance.now() + 150;
-  let x = 0;
-  while (performance.now() < until) x += Math.sqrt(x + 1);
-  assert.ok(x > 0);
-  const after = processCpuMs(process.pid, 100)!;
-  assert.ok(after - before! >= 50, `CPU time grew by ${after - before!} ms over 150 ms of computing`);
-  assert.equal(processCpuMs(2 ** 22 + 7, 100), null);
+test('processCpuMs: the CPU time the kernel reports for the process, in ms; null for a process that is gone', () => {
+  const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  const tickMs = 1000 / ticksPerSecond;
+  // The same kernel count as getrusage (process.cpuUsage, every thread), cut down to whole clock ticks.
+  const usageMs = (): number => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
+  const lowMs = usageMs();
+  const ms = processCpuMs(process.pid, ticksPerSecond);
+  const highMs = usageMs();
+  assert.notEqual(ms, null);
+  assert.ok(ms! >= lowMs - tickMs && ms! <= highMs, `${ms} ms against getrusage's ${lowMs}-${highMs} ms (one tick ${tickMs} ms)`);
+  assert.equal(processCpuMs(2 ** 22 + 7, ticksPerSecond), null);
 });

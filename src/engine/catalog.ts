@@ -140,20 +140,24 @@ export class Catalog {
   }
 
   /** Whether saveMappingNow(rec) will succeed (the record's page is loaded and dirty). */
-  canSaveMappingNow(rec: CatalogRecord): boolean {
-    return this.byId.get(rec.id) === rec && this.array.pageIfDirty(Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE)) !== undefined;
-  }
+  canSaveMappingNow(rec: CatalogRecord): boolean { return this.mappingPage(rec) !== undefined; }
 
   /** saveMapping() without awaiting; false, having written nothing, when the page is not dirty yet. */
   saveMappingNow(rec: CatalogRecord): boolean {
-    const page = this.array.pageIfDirty(Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE));
-    if (page === undefined || this.byId.get(rec.id) !== rec) return false;
+    const page = this.mappingPage(rec);
+    if (page === undefined) return false;
     const off = (rec.slot % CATALOG_RECORDS_PER_PAGE) * CATALOG_RECORD_BYTES;
     const view = viewOf(page.records);
     assert(getU64(view, off + 8) === rec.id, 'a record\'s page slot holds it');
     setU64(view, off + 16, rec.root);
     setU64(view, off + 32, rec.mappedBlocks);
     return true;
+  }
+
+  /** The record's page when saveMappingNow may write into it: the record is current and its page dirty. */
+  private mappingPage(rec: CatalogRecord): CatalogPage | undefined {
+    if (this.byId.get(rec.id) !== rec) return undefined;
+    return this.array.pageIfDirty(Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE));
   }
 
   /** Persists a record (new or changed) into its page. */
