@@ -38,7 +38,7 @@ export interface NbdBenchOptions {
    * Sparse, Cairn's first 1 MiB write pass after the warm-up is its first write into most of its pool
    * (it writes to new blocks, over 4x the volume), while qemu-nbd and nbdkit overwrite pages the
    * warm-up already wrote; on this kind of VM a page the kernel newly allocates for the page cache
-   * costs several times the copy into it (ARCHITECTURE.md, "Pool files").
+   * costs several times the copy into it (docs/performance.md, "Pool files and first writes").
    */
   preallocate?: boolean;
   log?: (line: string) => void;

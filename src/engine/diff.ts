@@ -1,5 +1,5 @@
 // Diff of two trees: walk both together and skip every subtree they share (same node block), so the
-// cost is proportional to what changed, not to the volume size (engine.md, "Diff").
+// cost is proportional to what changed, not to the volume size (docs/design/engine.md, "Diff").
 import { MetaType, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
 import type { Trees } from './btree.js';
 import { childIndex, leafEntriesIn } from './btree.js';

@@ -285,7 +285,7 @@ export class PoolCore {
     try {
       await this.writeCoalesced(writes, sb.generation);
       await this.device.flush();
-      // engine.md: the superblock goes last, in the slot the previous commit did not use.
+      // docs/design/engine.md: the superblock goes last, in the slot the previous commit did not use.
       await this.device.write(sb.generation % 2, encodeSuperblock(sb));
       await this.device.flush();
       this.store.committed();

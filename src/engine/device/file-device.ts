@@ -74,7 +74,7 @@ export class FileDevice implements Device {
   /**
    * A new file of `sizeBlocks`: sparse, or with `preallocate` every byte written (zeros) before the
    * pool is formatted on it, so the filesystem has allocated all of it (no ENOSPC from the host later)
-   * and no data write is the first into its part of the file (see ARCHITECTURE.md, "Pool files").
+   * and no data write is the first into its part of the file (see docs/performance.md, "Pool files and first writes").
    */
   static async create(path: string, sizeBlocks: number, preallocate = false): Promise<FileDevice> {
     const handle = await open(path, 'wx+');
