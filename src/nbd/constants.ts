@@ -1,7 +1,7 @@
 // NBD protocol numbers (NetworkBlockDevice/nbd doc/proto.md) and Cairn's bounds for the NBD server.
 // Every bound is a named constant with its unit; the relations between them are asserted once at load
 // (TigerBeetle style) so that a bad edit fails at start-up, not under load.
-import { assert } from '../engine/errors.js';
+import { assert } from '../engine/index.js';
 
 // Handshake magics (proto.md "Newstyle negotiation").
 export const NBDMAGIC = 0x4e42444d41474943n;

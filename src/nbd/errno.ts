@@ -1,6 +1,6 @@
 // Maps engine errors to the NBD error numbers a reply may carry (proto.md "Error values": only
 // EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN are defined).
-import { CairnError } from '../engine/errors.js';
+import { CairnError } from '../engine/index.js';
 import { NBD_EIO, NBD_EINVAL, NBD_ENOSPC, NBD_EPERM, NBD_ESHUTDOWN } from './constants.js';
 
 export function nbdErrnoOf(error: unknown): number {

@@ -3,7 +3,7 @@
 // out as views of the chunks they arrived in (a gather list for the engine), so nothing is copied.
 // A chunk read into a slab (recv-slabs.ts) holds a reference on it until every byte is consumed, and
 // a payload taken from it holds another until its request is done.
-import { assert } from '../engine/errors.js';
+import { assert } from '../engine/index.js';
 import type { Slab } from './recv-slabs.js';
 
 export class RecvQueue {

@@ -9,7 +9,7 @@
 // read into slabs (the rest keep Node's per-read buffers): pinned memory stays below
 // readersMax x slab size, plus the idle slabs kept for reuse.
 import net from 'node:net';
-import { assert } from '../engine/errors.js';
+import { assert } from '../engine/index.js';
 
 /** A slab is left for the next one when less than this is free (a read smaller than it is wasteful). */
 const SLAB_FREE_BYTES_MIN = 64 * 1024;

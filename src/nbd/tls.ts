@@ -4,7 +4,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import { InvalidArgument } from '../engine/errors.js';
+import { InvalidArgument } from '../engine/index.js';
 
 export interface TlsConfig {
   certFile?: string; keyFile?: string; caFile?: string; pskFile?: string; required?: boolean;

@@ -1,0 +1,170 @@
+// The house rules, checked by a program (TigerBeetle's tidy.zig): layering, no silent catch, docs and
+// comments that name only what exists, the engine's assertion density, and the naming of bounds.
+// It reads the source tree as text; it runs nothing. A failure names the file and line to mend.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+// Compiled to dist/test/ by `npm test`, or run from test/ with tsx: the repository root is where package.json is.
+const root = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
+
+function walk(dir: string, keep: (path: string) => boolean): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(join(root, dir))) {
+    const rel = join(dir, name);
+    if (name === 'node_modules' || name === 'dist' || name.startsWith('.')) continue;
+    if (statSync(join(root, rel)).isDirectory()) out.push(...walk(rel, keep));
+    else if (keep(rel)) out.push(rel);
+  }
+  return out.sort();
+}
+
+const tsFiles = ['src', 'sim', 'bench', 'test'].flatMap((d) => walk(d, (p) => p.endsWith('.ts')));
+const read = (rel: string): string => readFileSync(join(root, rel), 'utf8');
+const lineOf = (text: string, index: number): number => text.slice(0, index).split('\n').length;
+
+test('layering: outside the engine, src/ imports the engine only through src/engine/index.ts', () => {
+  const bad: string[] = [];
+  for (const file of tsFiles.filter((f) => f.startsWith('src/') && !f.startsWith('src/engine/'))) {
+    const text = read(file);
+    for (const m of text.matchAll(/(?:import|export)[^'"]*from\s+'([^']+)'/g)) {
+      const spec = m[1]!;
+      if (!spec.startsWith('.')) continue;
+      const target = relative(root, resolve(root, dirname(file), spec));
+      if (target.startsWith('src/engine/') && target !== 'src/engine/index.js') {
+        bad.push(`${file}:${lineOf(text, m.index)} imports ${spec}`);
+      }
+    }
+  }
+  assert.ok(bad.length === 0, `import what you need from src/engine/index.ts instead:\n${bad.join('\n')}`);
+});
+
+test('the engine imports nothing above it', () => {
+  const bad: string[] = [];
+  for (const file of tsFiles.filter((f) => f.startsWith('src/engine/'))) {
+    const text = read(file);
+    for (const m of text.matchAll(/from\s+'([^']+)'/g)) {
+      const spec = m[1]!;
+      if (!spec.startsWith('.')) continue;
+      const target = relative(root, resolve(root, dirname(file), spec));
+      if (!target.startsWith('src/engine/')) bad.push(`${file}:${lineOf(text, m.index)} imports ${spec}`);
+    }
+    if (/from\s+'node:(net|http|https|tls|dgram)'/.test(text)) bad.push(`${file}: network module in the engine`);
+  }
+  assert.deepEqual(bad, []);
+});
+
+/**
+ * A catch that drops its error must say why on the line before or on its own line: an error that
+ * vanishes without a word is how a failed rollback or a failed background commit goes unnoticed.
+ */
+test('no catch swallows an error without a comment saying why', () => {
+  const bad: string[] = [];
+  const swallow = /catch\s*(\([^)]*\))?\s*\{\s*\}|\.catch\(\s*\(\)\s*=>\s*(undefined|\{\s*\}|null|void 0)\s*\)/g;
+  for (const file of tsFiles.filter((f) => !f.startsWith('test/'))) {
+    const lines = read(file).split('\n');
+    lines.forEach((line, i) => {
+      if (!swallow.test(line)) return;
+      swallow.lastIndex = 0;
+      const prev = lines[i - 1] ?? '';
+      if (line.includes('//') || /^\s*(\/\/|\*)/.test(prev)) return;
+      bad.push(`${file}:${i + 1}: ${line.trim()}`);
+    });
+    swallow.lastIndex = 0;
+  }
+  assert.ok(bad.length === 0, `handle the error, log it with context, or say in a comment why ignoring it is right:\n${bad.join('\n')}`);
+});
+
+// ---- docs and comments name only what exists ----
+
+const docFiles = ['README.md', 'ARCHITECTURE.md', ...walk('docs', (p) => p.endsWith('.md')),
+  ...walk('native', (p) => p.endsWith('.md')), ...walk('src', (p) => p.endsWith('.md'))];
+const repoFiles = new Set([...walk('.', () => true)].map((p) => p.replace(/^\.\//, '')));
+const baseNames = new Set([...repoFiles].map((p) => p.split('/').pop()!));
+const pathPattern = /\b((?:src|test|sim|bench|docs|scripts|native|deploy|\.ci)\/[\w./-]*[\w-]\.(?:ts|js|md|sh|c|h|ya?ml|proto|json))\b/g;
+const bareFilePattern = /`([\w-]+\.(?:ts|md|sh|c|proto))`/g;
+
+/** A path as written in prose: a compiled .js under test/ or sim/ stands for its .ts source. */
+function pathExists(path: string): boolean {
+  if (repoFiles.has(path)) return true;
+  if (path.endsWith('.js') && repoFiles.has(path.replace(/\.js$/, '.ts'))) return true;
+  return false;
+}
+
+function commentsOf(text: string): string {
+  const parts: string[] = [];
+  for (const m of text.matchAll(/\/\/[^\n]*|\/\*[\s\S]*?\*\//g)) parts.push(m[0]);
+  return parts.join('\n');
+}
+
+test('every file named in the docs or in a comment exists', () => {
+  const bad: string[] = [];
+  const sources: Array<[string, string]> = [
+    ...docFiles.map((f): [string, string] => [f, read(f)]),
+    ...tsFiles.map((f): [string, string] => [f, commentsOf(read(f))]),
+  ];
+  for (const [file, text] of sources) {
+    for (const m of text.matchAll(pathPattern)) {
+      const path = m[1]!;
+      if (path.includes('*') || path.startsWith('dist/')) continue;
+      if (!pathExists(path)) bad.push(`${file}: ${path}`);
+    }
+    for (const m of text.matchAll(bareFilePattern)) {
+      if (!baseNames.has(m[1]!) && !baseNames.has(m[1]!.replace(/\.js$/, '.ts'))) bad.push(`${file}: ${m[1]}`);
+    }
+  }
+  assert.ok(bad.length === 0, `named but missing:\n${[...new Set(bad)].join('\n')}`);
+});
+
+test('every code symbol the docs name (`Class.member`, `name()`) exists in the source', () => {
+  const source = tsFiles.map(read).join('\n');
+  const identifiers = new Set(source.match(/[A-Za-z_$][\w$]*/g) ?? []);
+  const bad: string[] = [];
+  for (const file of docFiles) {
+    const text = read(file);
+    for (const m of text.matchAll(/`([A-Z][A-Za-z0-9]+)\.([a-z][A-Za-z0-9]+)(?:\(\))?`/g)) {
+      if (m[1]! in globalThis) continue; // a JavaScript built-in (Atomics.wait), not ours
+      if (!identifiers.has(m[1]!) || !identifiers.has(m[2]!)) bad.push(`${file}:${lineOf(text, m.index)}: ${m[0]}`);
+    }
+    for (const m of text.matchAll(/`([a-z][A-Za-z0-9]+)\(\)`/g)) {
+      if (!identifiers.has(m[1]!)) bad.push(`${file}:${lineOf(text, m.index)}: ${m[0]}`);
+    }
+  }
+  assert.ok(bad.length === 0, `named but missing:\n${bad.join('\n')}`);
+});
+
+// ---- the engine's assertions ----
+
+/** assert(...) and fail(...) calls: the engine's checks of what must always hold. */
+function assertionCount(text: string): number {
+  return (text.match(/\b(assert|fail|assertHeld|assertLocked)\s*\(/g) ?? []).length;
+}
+
+function functionCount(text: string): number {
+  const decls = text.match(/^\s*(export\s+)?(async\s+)?function\s+\w+/gm) ?? [];
+  const methods = text.match(/^\s+(private\s+|public\s+|protected\s+|static\s+|readonly\s+|async\s+|get\s+|set\s+)*[a-zA-Z_]\w*\s*(<[^>]*>)?\([^)]*\)[^;{=]*\{\s*$/gm) ?? [];
+  return decls.length + methods.filter((m) => !/^\s*(if|for|while|switch|catch|return|else)\b/.test(m)).length;
+}
+
+test('the engine keeps at least one assertion per function on average', () => {
+  const engine = tsFiles.filter((f) => f.startsWith('src/engine/') && !f.includes('/device/prng'));
+  let asserts = 0, functions = 0;
+  for (const f of engine) { const t = read(f); asserts += assertionCount(t); functions += functionCount(t); }
+  assert.ok(functions > 100, `counted ${functions} functions: the counter is broken`);
+  assert.ok(asserts >= functions, `the engine has ${asserts} assertions for ${functions} functions`);
+});
+
+// ---- bounds ----
+
+test('engine bounds are SCREAMING_SNAKE_CASE and say their unit or kind', () => {
+  const text = read('src/engine/constants.ts');
+  const bad: string[] = [];
+  for (const m of text.matchAll(/^export const (\w+)\s*=/gm)) {
+    const name = m[1]!;
+    if (!/^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$/.test(name)) bad.push(`${name}: not SCREAMING_SNAKE_CASE`);
+  }
+  assert.deepEqual(bad, []);
+});
