@@ -202,7 +202,7 @@ async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSe
   const window = server?.pid !== undefined ? new CpuWindow(server.pid, server.ticksPerSecond, rampSeconds * 1000 + 200) : null;
   const out = await runCapture('fio', args);
   const used = window?.end() ?? null;
-  const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs[0];
+  const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs[0]!;
   const side = workload.rw.includes('read') ? job.read : job.write;
   const value = workload.unit === 'us' ? side.clat_ns.mean / 1000 : workload.unit === 'MB/s' ? side.bw_bytes / 1e6 : side.iops;
   let cpuPerOp: number | null = null;
@@ -342,8 +342,8 @@ function childExecArgv(): string[] {
   const kept: string[] = [];
   const argv = process.execArgv;
   for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if ((arg === '--import' || arg === '--loader' || arg === '--experimental-loader') && i + 1 < argv.length) kept.push(arg, argv[++i]);
+    const arg = argv[i]!;
+    if ((arg === '--import' || arg === '--loader' || arg === '--experimental-loader') && i + 1 < argv.length) kept.push(arg, argv[++i]!);
     else if (/^--(import|loader|experimental-loader)=/.test(arg)) kept.push(arg);
   }
   return kept;
@@ -431,7 +431,7 @@ const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) ==
 if (isMain) {
   const args = process.argv.slice(2);
   if (args[0] === '--serve' && process.env[childEnv] === '1') {
-    await serve(args[1], Number(args[2]), Number(args[3]), args[4] === 'full' ? 'full' : 'off');
+    await serve(args[1]!, Number(args[2]), Number(args[3]), args[4] === 'full' ? 'full' : 'off');
   } else if (process.env[childEnv] !== '1') {
     const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
     const serversFlag = flag('servers');

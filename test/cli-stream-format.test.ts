@@ -63,7 +63,7 @@ test('stream format: every bit flip and every truncation is rejected', { timeout
     };
     for (let at = 0; at < bytes.length; at += 1) {
       const damaged = Buffer.from(bytes);
-      damaged[at] ^= 1 << (at % 8);
+      damaged[at]! ^= 1 << (at % 8);
       await rejects(damaged, `bit flip at byte ${at}`);
     }
     for (let length = 0; length < bytes.length; length += 1) await rejects(bytes.subarray(0, length), `truncated to ${length}`);

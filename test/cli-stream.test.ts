@@ -97,7 +97,7 @@ test('export/import streams between two daemons', { timeout: 110_000 }, async (t
       ['flipped data byte', Buffer.from(bytes)],
       ['not a stream', Buffer.from('hello, not a cairn stream at all')],
     ];
-    broken[2]![1][Math.floor(bytes.length / 2)] ^= 0x40;
+    broken[2]![1][Math.floor(bytes.length / 2)]! ^= 0x40;
     for (const [what, content] of broken) {
       const path = join(dir, `broken-${what.replace(/ /g, '-')}`);
       await writeFile(path, content);

@@ -132,7 +132,7 @@ test('csi.proto: services and the field numbers of the spec (v1.9.0) for the mes
     'ControllerGetVolume', 'ControllerModifyVolume']) assert.ok(rpc in csi.Controller.service, rpc);
   for (const rpc of ['NodeStageVolume', 'NodeUnstageVolume', 'NodePublishVolume', 'NodeUnpublishVolume',
     'NodeGetVolumeStats', 'NodeExpandVolume', 'NodeGetCapabilities', 'NodeGetInfo']) assert.ok(rpc in csi.Node.service, rpc);
-  assert.equal(csi.Identity.service.GetPluginInfo.path, '/csi.v1.Identity/GetPluginInfo', 'the package is csi.v1');
+  assert.equal(csi.Identity.service.GetPluginInfo!.path, '/csi.v1.Identity/GetPluginInfo', 'the package is csi.v1');
 });
 
 test('the endpoint comes from CSI_ENDPOINT (the CSI spec has the CO set it) unless --endpoint is given', async () => {

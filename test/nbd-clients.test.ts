@@ -70,8 +70,8 @@ test('nbdinfo lists exports and maps holes of a sparse volume', async (t) => {
     [0, 1 * MiB, 3], [1 * MiB, 1 * MiB, 0], [2 * MiB, 6 * MiB, 3], [8 * MiB, 64 * 1024, 0], [8 * MiB + 64 * 1024, 8 * MiB - 64 * 1024, 3],
   ]);
   const info = JSON.parse(await runOk('nbdinfo', ['--json', f.uri('sparse@s1')])) as { exports: Record<string, unknown>[] };
-  assert.equal(info.exports[0]['is_read_only'], true);
-  assert.equal(info.exports[0]['export-size'], 16 * MiB);
+  assert.equal(info.exports[0]!['is_read_only'], true);
+  assert.equal(info.exports[0]!['export-size'], 16 * MiB);
 });
 
 test('fio nbd engine: random writes verified with crc32c', async (t) => {
@@ -79,7 +79,7 @@ test('fio nbd engine: random writes verified with crc32c', async (t) => {
   await f.engine.createVolume('fio', 64 * MiB);
   const out = await runOk('fio', ['--name=verify', '--ioengine=nbd', `--uri=${f.uri('fio')}`, '--rw=randwrite', '--bs=4k',
     '--size=32M', '--iodepth=16', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json'], { timeoutMs: 90_000 });
-  const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number } }[] }).jobs[0];
+  const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number } }[] }).jobs[0]!;
   assert.equal(job.error, 0);
   assert.equal(job.write.io_bytes, 32 * MiB);
 });
@@ -90,7 +90,7 @@ test('fio nbd engine: 4 KiB to 1 MiB writes at QD 32, read back and verified (ga
   const out = await runOk('fio', ['--name=verify-mixed', '--ioengine=nbd', `--uri=${f.uri('fio-mixed')}`, '--rw=randwrite',
     '--bsrange=4k-1m', '--size=96M', '--iodepth=32', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1',
     '--verify_state_save=0', '--output-format=json'], { timeoutMs: 120_000 });
-  const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[] }).jobs[0];
+  const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[] }).jobs[0]!;
   assert.equal(job.error, 0);
   assert.equal(job.write.io_bytes, 96 * MiB);
   assert.ok(job.read.io_bytes > 0, 'the verify phase read the data back');

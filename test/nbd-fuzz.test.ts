@@ -56,7 +56,7 @@ function validOptions(rng: Rng, exportName: string): Buffer {
     () => option(5, Buffer.alloc(0)),
   ];
   const parts: Buffer[] = [Buffer.from([0, 0, 0, int(rng, 4)])];
-  for (let i = int(rng, 6); i > 0; i--) parts.push(choices[int(rng, choices.length)]());
+  for (let i = int(rng, 6); i > 0; i--) parts.push(choices[int(rng, choices.length)]!());
   parts.push(option(7, nameData(exportName, Buffer.from([0, 0]))));
   return Buffer.concat(parts);
 }
@@ -86,7 +86,7 @@ function mutate(rng: Rng, data: Buffer): Buffer {
   const out = Buffer.from(data);
   const kind = int(rng, 4);
   if (kind === 0) return out; // valid: exercises the normal paths in the fuzz mix
-  if (kind === 1) { for (let i = 1 + int(rng, 8); i > 0 && out.length > 0; i--) out[int(rng, out.length)] ^= 1 << int(rng, 8); return out; }
+  if (kind === 1) { for (let i = 1 + int(rng, 8); i > 0 && out.length > 0; i--) out[int(rng, out.length)]! ^= 1 << int(rng, 8); return out; }
   if (kind === 2) return out.subarray(0, int(rng, out.length + 1));
   return Buffer.concat([out.subarray(0, int(rng, out.length + 1)), bytes(rng, int(rng, 64))]);
 }

@@ -94,6 +94,7 @@ export async function runPython(script: string, args: string[], timeoutMs = 60_0
 export function parseMap(text: string): [number, number, number][] {
   return text.trim().split('\n').filter((l) => l.trim() !== '').map((line) => {
     const [offset, length, flags] = line.trim().split(/\s+/).map(Number);
+    if (offset === undefined || length === undefined || flags === undefined) throw new Error(`bad nbdinfo --map line: ${line}`);
     return [offset, length, flags];
   });
 }

@@ -52,6 +52,6 @@ function addRange(out: Descriptors, position: number, end: number, start: number
 
 function append(out: Descriptors, lengthBytes: number, flags: number): void {
   const last = out.lengths.length - 1;
-  if (last >= 0 && out.flags[last] === flags) out.lengths[last] += lengthBytes;
+  if (last >= 0 && out.flags[last] === flags) out.lengths[last]! += lengthBytes;
   else { out.lengths.push(lengthBytes); out.flags.push(flags); }
 }

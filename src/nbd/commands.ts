@@ -231,7 +231,7 @@ async function readPart(ctx: CommandContext, send: Send, request: Request, offse
     }
     const pieces = fragmentable ? readPieces(offsetBytes, lengthBytes, extents) : [{ offsetBytes, lengthBytes, hole: false }];
     for (let i = 0; i < pieces.length; i++) {
-      const piece = pieces[i];
+      const piece = pieces[i]!;
       const final = i === pieces.length - 1;
       const done = last && final;
       // Socket writes complete in order: the last part's callback means the whole reply was taken.
@@ -297,6 +297,6 @@ async function blockStatus(ctx: CommandContext, request: Request): Promise<void>
   // proto.md: exactly one BLOCK_STATUS chunk per selected context; the last one carries DONE.
   for (let i = 0; i < results.length; i++) {
     const done = i === results.length - 1;
-    ctx.send(chunkBlockStatus(request.handle, done, ctx.metaContexts[i].id, results[i].lengths, results[i].flags));
+    ctx.send(chunkBlockStatus(request.handle, done, ctx.metaContexts[i]!.id, results[i]!.lengths, results[i]!.flags));
   }
 }

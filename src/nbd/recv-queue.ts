@@ -35,7 +35,7 @@ export class RecvQueue {
    */
   peek(n: number): [Buffer, number] {
     assert(n <= this.lengthBytes && n <= this.scratch.length, 'peek within buffered bytes and scratch');
-    const first = this.chunks[0];
+    const first = this.chunks[0]!;
     if (first.length - this.headOffsetBytes >= n) return [first, this.headOffsetBytes];
     this.copyOut(this.scratch, n);
     return [this.scratch, 0];
@@ -60,7 +60,7 @@ export class RecvQueue {
     const views: Buffer[] = [];
     let remaining = n;
     while (remaining > 0) {
-      const first = this.chunks[0];
+      const first = this.chunks[0]!;
       const owner = this.owners[0];
       const count = Math.min(first.length - this.headOffsetBytes, remaining);
       views.push(first.subarray(this.headOffsetBytes, this.headOffsetBytes + count));
@@ -76,7 +76,7 @@ export class RecvQueue {
     let remaining = Math.min(n, this.lengthBytes);
     const dropped = remaining;
     while (remaining > 0) {
-      const first = this.chunks[0];
+      const first = this.chunks[0]!;
       const available = first.length - this.headOffsetBytes;
       if (available > remaining) {
         this.headOffsetBytes += remaining;

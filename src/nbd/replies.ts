@@ -136,8 +136,8 @@ export function chunkBlockStatus(handle: Handle, done: boolean, contextId: numbe
   out.writeUInt32BE(contextId, STRUCTURED_REPLY_HEADER_BYTES);
   let position = STRUCTURED_REPLY_HEADER_BYTES + 4;
   for (let i = 0; i < lengths.length; i++) {
-    out.writeUInt32BE(lengths[i], position);
-    out.writeUInt32BE(flags[i], position + 4);
+    out.writeUInt32BE(lengths[i]!, position);
+    out.writeUInt32BE(flags[i]!, position + 4);
     position += 8;
   }
   return out;
@@ -152,7 +152,7 @@ function writeU64(out: Buffer, position: number, value: number): void {
 export function truncateUtf8(text: string, maxBytes: number): string {
   if (Buffer.byteLength(text) <= maxBytes) return text;
   let bytes = Buffer.from(text).subarray(0, maxBytes);
-  while (bytes.length > 0 && (bytes[bytes.length - 1] & 0xc0) === 0x80) bytes = bytes.subarray(0, bytes.length - 1);
-  if (bytes.length > 0 && bytes[bytes.length - 1] >= 0xc0) bytes = bytes.subarray(0, bytes.length - 1);
+  while (bytes.length > 0 && (bytes[bytes.length - 1]! & 0xc0) === 0x80) bytes = bytes.subarray(0, bytes.length - 1);
+  if (bytes.length > 0 && bytes[bytes.length - 1]! >= 0xc0) bytes = bytes.subarray(0, bytes.length - 1);
   return bytes.toString();
 }
