@@ -94,10 +94,14 @@ function pathExists(path: string): boolean {
   return false;
 }
 
+/** The comments of a source file, in place: code is blanked but its line breaks stay, so line numbers hold. */
 function commentsOf(text: string): string {
-  const parts: string[] = [];
-  for (const m of text.matchAll(/\/\/[^\n]*|\/\*[\s\S]*?\*\//g)) parts.push(m[0]);
-  return parts.join('\n');
+  let out = '', at = 0;
+  for (const m of text.matchAll(/\/\/[^\n]*|\/\*[\s\S]*?\*\//g)) {
+    out += text.slice(at, m.index).replace(/[^\n]/g, ' ') + m[0];
+    at = m.index + m[0].length;
+  }
+  return out + text.slice(at).replace(/[^\n]/g, ' ');
 }
 
 test('every file named in the docs or in a comment exists', () => {
@@ -119,12 +123,15 @@ test('every file named in the docs or in a comment exists', () => {
   assert.ok(bad.length === 0, `named but missing:\n${[...new Set(bad)].join('\n')}`);
 });
 
-test('every code symbol the docs name (`Class.member`, `name()`) exists in the source', () => {
+test('every code symbol the docs or a comment name (`Class.member`, `name()`) exists in the source', () => {
   const source = tsFiles.map(read).join('\n');
   const identifiers = new Set(source.match(/[A-Za-z_$][\w$]*/g) ?? []);
   const bad: string[] = [];
-  for (const file of docFiles) {
-    const text = read(file);
+  const sources: Array<[string, string]> = [
+    ...docFiles.map((f): [string, string] => [f, read(f)]),
+    ...tsFiles.map((f): [string, string] => [f, commentsOf(read(f))]),
+  ];
+  for (const [file, text] of sources) {
     for (const m of text.matchAll(/`([A-Z][A-Za-z0-9]+)\.([a-z][A-Za-z0-9]+)(?:\(\))?`/g)) {
       if (m[1]! in globalThis) continue; // a JavaScript built-in (Atomics.wait), not ours
       if (!identifiers.has(m[1]!) || !identifiers.has(m[2]!)) bad.push(`${file}:${lineOf(text, m.index)}: ${m[0]}`);
