@@ -47,13 +47,19 @@ export interface NbdBenchOptions {
 type ServerName = 'cairn' | 'qemu-raw' | 'qemu-qcow2' | 'nbdkit';
 const allServers: ServerName[] = ['cairn', 'qemu-raw', 'qemu-qcow2', 'nbdkit'];
 
-interface Workload { name: string; rw: string; bs: string; iodepth: number; unit: 'iops' | 'MB/s' | 'us' }
+/** `fsyncEvery`: fio's --fsync, a FLUSH after every that many writes (what databases and journals do). */
+interface Workload { name: string; rw: string; bs: string; iodepth: number; unit: 'iops' | 'MB/s' | 'us'; fsyncEvery?: number }
 const workloads: Workload[] = [
   { name: '1M seq write', rw: 'write', bs: '1M', iodepth: 8, unit: 'MB/s' },
   { name: '1M seq read', rw: 'read', bs: '1M', iodepth: 8, unit: 'MB/s' },
   { name: '4k randread QD32', rw: 'randread', bs: '4k', iodepth: 32, unit: 'iops' },
   { name: '4k randwrite QD32', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' },
   { name: '4k randwrite QD1 (lat)', rw: 'randwrite', bs: '4k', iodepth: 1, unit: 'us' },
+  { name: '4k randwrite QD32 fsync=32', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops', fsyncEvery: 32 },
+  { name: '4k randwrite QD1 fsync=1', rw: 'randwrite', bs: '4k', iodepth: 1, unit: 'iops', fsyncEvery: 1 },
+  // After the random-write rows every server's file has been overwritten at random: Cairn's free space
+  // is scattered (redirect-on-write), the others overwrite in place. Users' volumes look like this.
+  { name: '1M seq write, aged volume', rw: 'write', bs: '1M', iodepth: 8, unit: 'MB/s' },
 ];
 const warmups: Workload[] = [
   { name: 'warm-up 1M write', rw: 'write', bs: '1M', iodepth: 8, unit: 'MB/s' },
@@ -199,6 +205,7 @@ async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSe
   const args = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${workload.rw}`, `--bs=${workload.bs}`,
     `--iodepth=${workload.iodepth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${runtimeSeconds}`,
     `--ramp_time=${rampSeconds}`, '--randrepeat=0', '--output-format=json'];
+  if (workload.fsyncEvery !== undefined) args.push(`--fsync=${workload.fsyncEvery}`);
   const window = server?.pid !== undefined ? new CpuWindow(server.pid, server.ticksPerSecond, rampSeconds * 1000 + 200) : null;
   const out = await runCapture('fio', args);
   const used = window?.end() ?? null;
