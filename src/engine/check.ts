@@ -11,6 +11,7 @@ import { recoverSuperblock } from './superblock-recovery.js';
 import { blockChecksums } from './checksum.js';
 import { decodeRecord, RecordKind, type CatalogRecord } from './catalog.js';
 import type { CheckProblem, CheckReport } from './types.js';
+import { PoolCorrupt } from './errors.js';
 
 const PROBLEMS_MAX = 200;
 
@@ -134,6 +135,7 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     else notes.push(f.message);
   }
   const sb = recovery.sb;
+  if (recovery.copies.every((copy) => copy.decoded.state === 'empty')) throw new PoolCorrupt('no superblock: not a Cairn pool (all four superblock slots are zero)');
   // No valid copy: nothing to walk; the copies are what there is to report.
   if (sb === null) return { ok: false, problems: sbProblems, notes, blocksChecked: 0, nodesChecked: 0 };
   // A lost generation: what follows checks the generation a rewind would open.
