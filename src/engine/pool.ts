@@ -83,6 +83,10 @@ export class PoolCore {
       await core.catalog.array.page(0, true); // materialize an (empty) catalog so the root exists
     });
     await core.commit();
+    // Generation 2 as well, so both parities hold a generation from the start: from then on two empty
+    // slots of a parity are never "not yet used" but damage, and recovery can say a generation is lost.
+    core.superblockRepair = true;
+    await core.commit();
     return core;
   }
 
