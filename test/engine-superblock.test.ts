@@ -174,7 +174,7 @@ test('a torn primary of a commit never acknowledged is passed over automatically
   await e2.close();
 });
 
-test('power cut at every device write and flush of a commit (clean, some, torn, and a sub-sector tear): reopen is automatic and loses nothing acknowledged', async () => {
+test('power cut at every device write and flush of a commit (clean, some, torn, and a sub-sector tear): reopen is automatic and loses nothing acknowledged', async (t) => {
   const modes: (CrashMode | 'byte-tear')[] = ['clean', 'some', 'torn', 'byte-tear'];
   let cases = 0, sawNew = 0, sawOld = 0;
   for (const mode of modes) {
@@ -220,6 +220,7 @@ test('power cut at every device write and flush of a commit (clean, some, torn, 
       await e2.close();
     }
   }
+  t.diagnostic(`${cases} power cuts: ${sawNew} opened the new generation, ${sawOld} the acknowledged one`);
   assert.ok(cases >= 4 * 5, `every op of the commit was cut (${cases} cases)`);
   assert.ok(sawNew > 0 && sawOld > 0, `both outcomes seen (${sawNew} new, ${sawOld} old)`);
 });
