@@ -33,6 +33,7 @@ const statusByCode: Record<string, number> = {
   checksum_error: 500,
   io_error: 500,
   pool_corrupt: 500,
+  superblock_lost: 500,
   internal_error: 500,
   pool_closed: 503,
   unsupported_media_type: 415,

@@ -11,7 +11,7 @@ import type { CliContext } from './context.js';
 interface ServeFlags {
   config?: string; pool?: string; stateDir?: string; poolSize?: string; poolPreallocate?: string; api?: string; nbd?: string; nbdSocket?: string;
   logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string;
-  nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean;
+  nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean; rewind?: boolean;
 }
 
 // The daemon and the engine are imported only by the commands that need them, so the client
@@ -24,6 +24,7 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
     pool: flags.pool, stateDir: flags.stateDir, poolSize: flags.poolSize, poolPreallocate: flags.poolPreallocate, api: flags.api ?? apiFromGlobal, nbd: flags.nbd,
     nbdSocketPath: flags.nbdSocket, logLevel: flags.logLevel, logFormat: flags.logFormat,
     cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs, nbdBusyPollMicros: flags.nbdBusyPollUs,
+    rewind: flags.rewind === true ? true : undefined,
     nbdTls: flags.nbdTlsCert === undefined && flags.nbdTlsPsk === undefined ? undefined : {
       certFile: flags.nbdTlsCert, keyFile: flags.nbdTlsKey, caFile: flags.nbdTlsCa, pskFile: flags.nbdTlsPsk,
       required: flags.nbdTlsRequired === true,
@@ -69,6 +70,7 @@ async function check(poolPath: string, ctx: CliContext): Promise<void> {
           { header: 'PROBLEM', value: (p) => p.message },
         ]));
       }
+      for (const note of report.notes) print(`note: ${note}`);
       print(`${report.ok ? 'ok' : 'FAILED'}: ${report.problems.length} problems, ${report.nodesChecked} nodes and ${report.blocksChecked} blocks checked`);
     }
     if (!report.ok || report.problems.length > 0) process.exitCode = 1;
@@ -95,6 +97,7 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--log-format <format>', 'json|pretty|auto (default auto: pretty on a terminal); env CAIRN_LOG_FORMAT')
     .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')
     .option('--commit-interval-ms <ms>', 'commit at least this often; env CAIRN_COMMIT_INTERVAL_MS')
+    .option('--rewind', 'if the newest generation of the pool was lost (both superblock copies damaged), open the newest valid older one, discarding the lost one (logged); without it such a pool is refused')
     .option('--nbd-busy-poll-us <us>', 'after an NBD request, poll instead of sleeping this long (default 200, 0 = off); env CAIRN_NBD_BUSY_POLL_US')
     .addHelpText('after', '\nThe API listen address is the global --api HOST:PORT (default 127.0.0.1:10880; env CAIRN_API).')
     .action((flags: ServeFlags, cmd: Command) => serve(flags, (cmd.optsWithGlobals() as { api?: string }).api));

@@ -31,6 +31,8 @@ export interface DaemonConfig {
   commitIntervalMs: number | null;
   /** NBD busy-poll window after each request, µs (0 = off); null = the server's default. */
   nbdBusyPollMicros: number | null;
+  /** Open a pool whose newest generation was lost at its newest valid older one (PoolOptions.rewind); only from the command line. */
+  rewind: boolean;
 }
 
 /** The raw, unvalidated layer a source contributes (all strings or plain values). */
@@ -50,6 +52,7 @@ export const defaultConfig: DaemonConfig = {
   cacheBytesMax: null,
   commitIntervalMs: null,
   nbdBusyPollMicros: null,
+  rewind: false,
 };
 
 export class ConfigError extends Error {
@@ -108,7 +111,7 @@ function tlsOf(value: unknown, what: string, current: NbdTlsConfig | null): NbdT
 export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: string): DaemonConfig {
   const out = { ...config };
   const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'poolPreallocate', 'api', 'nbd', 'nbdSocketPath', 'nbdTls',
-    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros']);
+    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'rewind']);
   for (const [key, value] of Object.entries(layer)) {
     if (value === undefined) continue;
     if (!known.has(key)) throw new ConfigError(`unknown setting "${key}" in ${source}`);
@@ -147,6 +150,11 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
       case 'cacheBytesMax': out.cacheBytesMax = sizeOf(value, what); break;
       case 'commitIntervalMs': out.commitIntervalMs = intOf(value, what); break;
       case 'nbdBusyPollMicros': out.nbdBusyPollMicros = intOf(value, what); break;
+      case 'rewind':
+        // A rewind discards a generation: asked for on the command line each time, never left in a file.
+        if (source !== 'command line') throw new ConfigError(`rewind is a command-line flag only (cairn serve --rewind), not a setting (${source})`);
+        out.rewind = value === true;
+        break;
     }
   }
   return out;

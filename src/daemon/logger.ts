@@ -15,7 +15,7 @@ export function createLogger(config: Pick<DaemonConfig, 'logLevel' | 'logFormat'
 /** An (event, fields) callback as the engine and NBD server take, logging at info (warn for errors). */
 export function eventLogger(logger: Logger, component: string): (event: string, fields: Record<string, unknown>) => void {
   return (event, fields) => {
-    const level = /error|fail|corrupt/.test(event) ? 'warn' : event === 'commit' ? 'debug' : 'info';
+    const level = /error|fail|corrupt|rewind|warning/.test(event) ? 'warn' : event === 'commit' ? 'debug' : 'info';
     logger[level]({ component, event, ...fields }, event);
   };
 }

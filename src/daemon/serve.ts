@@ -57,6 +57,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   };
   if (config.cacheBytesMax !== null) poolOptions.cacheBytesMax = config.cacheBytesMax;
   if (config.commitIntervalMs !== null) poolOptions.commitIntervalMs = config.commitIntervalMs;
+  if (config.rewind) poolOptions.rewind = true;
   if (config.poolPreallocate === 'full' && !existsSync(poolPath)) {
     logger.info({ event: 'pool_preallocate', pool: poolPath, bytes: config.poolSizeBytes }, 'writing the new pool file end to end (preallocate=full)');
   }

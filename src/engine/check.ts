@@ -2,15 +2,16 @@
 // cache), walks every tree, recomputes every reference count and verifies every checksum, then
 // compares with the space map. Reports leaks, double ownership and corruption with block numbers.
 import {
-  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, RADIX_FANOUT,
-  REFCOUNTS_PER_PAGE,
+  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, FORMAT_VERSION,
+  FORMAT_VERSION_UNMIRRORED, RADIX_FANOUT, REFCOUNTS_PER_PAGE, SUPERBLOCK_MIRROR_SLOTS,
 } from './constants.js';
 import type { Device } from './device/device.js';
 import { decodeMeta, MetaType, type MetaObject, type RadixNode, type CountPage, type CatalogPage, type TreeNode } from './format.js';
-import { readSuperblock } from './superblock.js';
+import { recoverSuperblock } from './superblock-recovery.js';
 import { blockChecksums } from './checksum.js';
 import { decodeRecord, RecordKind, type CatalogRecord } from './catalog.js';
 import type { CheckProblem, CheckReport } from './types.js';
+import { PoolCorrupt } from './errors.js';
 
 const PROBLEMS_MAX = 200;
 
@@ -20,14 +21,22 @@ class Checker {
   nodesChecked = 0;
   blocksChecked = 0;
 
-  constructor(readonly device: Device, readonly totalBlocks: number) {
+  /** Blocks that hold superblock copies: counted as used, never pointed at. */
+  readonly reserved: ReadonlySet<number>;
+
+  constructor(readonly device: Device, readonly totalBlocks: number, mirrored: boolean) {
     this.expected = new Uint32Array(totalBlocks);
+    this.reserved = new Set(mirrored ? SUPERBLOCK_MIRROR_SLOTS : []);
   }
 
   problem(p: CheckProblem): void { if (this.problems.length < PROBLEMS_MAX) this.problems.push(p); }
 
   inRange(block: number, what: string): boolean {
-    if (block >= FIRST_FREE_BLOCK && block < this.totalBlocks) return true;
+    if (block >= FIRST_FREE_BLOCK && block < this.totalBlocks && !this.reserved.has(block)) return true;
+    if (this.reserved.has(block)) {
+      this.problem({ kind: 'dangling', physicalBlock: block, message: `${what} points at a superblock mirror slot (block ${block})` });
+      return false;
+    }
     this.problem({ kind: 'dangling', physicalBlock: block, message: `${what} points outside the pool (block ${block})` });
     return false;
   }
@@ -118,9 +127,23 @@ class Checker {
 }
 
 export async function checkDevice(device: Device): Promise<CheckReport> {
-  const sb = await readSuperblock(device);
-  const c = new Checker(device, sb.totalBlocks);
+  const recovery = await recoverSuperblock(device);
+  const sbProblems: CheckProblem[] = [];
+  const notes: string[] = [];
+  for (const f of recovery.findings) {
+    if (f.problem) sbProblems.push({ kind: 'superblock', physicalBlock: f.blockNumber, message: f.message });
+    else notes.push(f.message);
+  }
+  const sb = recovery.sb;
+  if (recovery.copies.every((copy) => copy.decoded.state === 'empty')) throw new PoolCorrupt('no superblock: not a Cairn pool (all four superblock slots are zero)');
+  // No valid copy: nothing to walk; the copies are what there is to report.
+  if (sb === null) return { ok: false, problems: sbProblems, notes, blocksChecked: 0, nodesChecked: 0 };
+  // A lost generation: what follows checks the generation a rewind would open.
+  const mirrored = sb.formatVersion === FORMAT_VERSION;
+  const c = new Checker(device, sb.totalBlocks, mirrored);
+  for (const p of sbProblems) c.problem(p);
   for (let b = 0; b < FIRST_FREE_BLOCK; b++) c.expected[b] = 1;
+  for (const b of c.reserved) c.expected[b] = 1;
   const actual = new Uint32Array(sb.totalBlocks);
   await c.walkRadix(sb.spaceRoot, sb.totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage, 'space map', (index, page) => {
     if (!page) return;
@@ -153,6 +176,11 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     const owner = rec.kind === RecordKind.DeadNode ? `dropped node ${rec.root}` : `${rec.kind === RecordKind.Volume ? 'volume' : 'snapshot'} ${rec.name} (#${rec.id})`;
     await c.walkTree(rec.root, owner);
   }
+  if (sb.formatVersion === FORMAT_VERSION_UNMIRRORED) {
+    const free = SUPERBLOCK_MIRROR_SLOTS.every((b) => actual[b] === 0);
+    notes.push(`format ${FORMAT_VERSION_UNMIRRORED} pool: one superblock copy per generation; ` +
+      (free ? `opening it upgrades it to format ${FORMAT_VERSION} (mirrored)` : `blocks ${SUPERBLOCK_MIRROR_SLOTS.join(' and ')} are in use, so it stays unmirrored`));
+  }
   for (let b = 0; b < sb.totalBlocks; b++) {
     const want = c.expected[b]!, have = actual[b]!;
     if (want === have) continue;
@@ -160,7 +188,7 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     else if (have < want) c.problem({ kind: 'double_owner', physicalBlock: b, message: `block ${b} is referenced ${want} times but counted ${have}: it could be handed out twice` });
     else c.problem({ kind: 'refcount_mismatch', physicalBlock: b, message: `block ${b} is referenced ${want} times but counted ${have}` });
   }
-  return { ok: c.problems.length === 0, problems: c.problems, blocksChecked: c.blocksChecked, nodesChecked: c.nodesChecked };
+  return { ok: c.problems.length === 0, problems: c.problems, notes, blocksChecked: c.blocksChecked, nodesChecked: c.nodesChecked };
 }
 
 function checkCatalog(c: Checker, records: CatalogRecord[]): void {

@@ -4,14 +4,29 @@ import { assert } from './errors.js';
 import { BLOCK_SIZE_BYTES } from './types.js';
 
 export { BLOCK_SIZE_BYTES };
-export const FORMAT_VERSION = 1;
+/**
+ * On-disk format. 2: every commit writes its superblock twice (primary, then mirror, a flush between)
+ * with a crc32c over the whole block. 1: one copy per commit, crc32c over its first 512 bytes; still
+ * opened, and upgraded in place when the mirror slots are free (ARCHITECTURE.md, "Superblock").
+ */
+export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION_UNMIRRORED = 1;
 
 /** Every metadata block starts with this header (see ARCHITECTURE.md, "On-disk format"). */
 export const META_HEADER_BYTES = 32;
 export const META_MAGIC = 0x434e5231; // "CNR1"
 export const SUPERBLOCK_MAGIC = 0x43524e53; // "CRNS"
+/** Primary superblock copy of generation g: block SUPERBLOCK_SLOTS[g % 2]. */
 export const SUPERBLOCK_SLOTS = [0, 1] as const;
+/**
+ * Mirror copy of generation g: block SUPERBLOCK_MIRROR_SLOTS[g % 2]. Half a MiB from the primaries
+ * (damage to a run of blocks rarely takes both copies), inside the smallest pool (POOL_BLOCKS_MIN) and
+ * at a fixed place near the start, so growing the device never moves them.
+ */
+export const SUPERBLOCK_MIRROR_SLOTS = [128, 129] as const;
 export const FIRST_FREE_BLOCK = 2;
+/** The smallest pool: 1 MiB. */
+export const POOL_BLOCKS_MIN = 256;
 
 export const META_PAYLOAD_BYTES = BLOCK_SIZE_BYTES - META_HEADER_BYTES;
 /** Leaf entry: lba u64, pba u64, length u32, then one crc32c u32 per block. */
@@ -57,6 +72,7 @@ export function dirtyObjectsMax(totalBlocks: number): number {
 }
 
 assert(LEAF_ENTRY_FIXED_BYTES + 4 * EXTENT_BLOCKS_MAX <= META_PAYLOAD_BYTES / 4, 'a leaf holds at least 4 full extents');
+assert(SUPERBLOCK_MIRROR_SLOTS.every((b) => b >= FIRST_FREE_BLOCK + 2 && b < POOL_BLOCKS_MIN), 'mirror slots lie inside every pool, not next to the primaries');
 assert(BRANCH_FANOUT_MAX >= 16, 'branch fanout');
 assert(CATALOG_RECORDS_PER_PAGE >= 8, 'catalog page fill');
 assert(VOLUME_BYTES_MAX / BLOCK_SIZE_BYTES < Number.MAX_SAFE_INTEGER / 1024, 'lba math stays exact');

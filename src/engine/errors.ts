@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'checksum_error'
   | 'io_error'
   | 'pool_corrupt'
+  | 'superblock_lost'
   | 'pool_closed'
   | 'shrink_refused'
   | 'internal_error';
@@ -72,6 +73,16 @@ export class IoError extends CairnError {
 }
 export class PoolCorrupt extends CairnError {
   constructor(message: string) { super('pool_corrupt', message, 'EIO'); }
+}
+/**
+ * The newest acknowledged generation has no valid superblock copy left: opening the newest valid one
+ * would silently lose it, so the pool opens only when told to rewind (PoolOptions.rewind).
+ */
+export class SuperblockLost extends CairnError {
+  constructor(readonly lostGeneration: number, readonly newestValidGeneration: number, detail: string) {
+    super('superblock_lost', `generation ${lostGeneration} of the pool is lost: ${detail}; the newest valid generation is ${newestValidGeneration}. ` +
+      `Open with rewind (cairn serve --rewind) to roll the pool back to it, discarding what generation ${lostGeneration} committed`, 'EIO');
+  }
 }
 export class PoolClosed extends CairnError {
   constructor() { super('pool_closed', 'pool is closed', 'ESHUTDOWN'); }

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_ENCODE_YIELD_BLOCKS, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FREES_EARLY_COMMIT_BLOCKS, FREES_HELD_BLOCKS_MAX, FREES_PER_DIRTY_NODE_MIN, FIRST_FREE_BLOCK,
-  dirtyObjectsMax, metaReserveBlocks,
+  FORMAT_VERSION, FORMAT_VERSION_UNMIRRORED, POOL_BLOCKS_MIN, SUPERBLOCK_MIRROR_SLOTS, dirtyObjectsMax, metaReserveBlocks,
 } from './constants.js';
 import type { Device } from './device/device.js';
 import { MetaStore, type CommitBlock } from './meta-store.js';
@@ -14,8 +14,9 @@ import { Catalog, RecordKind, type CatalogRecord } from './catalog.js';
 import { Trees } from './btree.js';
 import { Mutex } from './mutex.js';
 import { BlockWriter } from './block-writer.js';
-import { encodeSuperblock, readSuperblock, type Superblock } from './superblock.js';
-import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, assert, fail } from './errors.js';
+import { copyBlock, encodeSuperblock, type Superblock } from './superblock.js';
+import { recoverSuperblock, type SuperblockRecovery } from './superblock-recovery.js';
+import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, SuperblockLost, assert, fail } from './errors.js';
 import type { CheckReport, PoolOptions, TargetEvent } from './types.js';
 import { CairnEngine } from './engine.js';
 import { checkDevice } from './check.js';
@@ -37,6 +38,8 @@ export class PoolCore {
   private readEpoch = 0;
   private readonly activeReads = new Map<number, number>();
   durableGeneration: number;
+  /** A copy of the newest superblock is missing or damaged, or a rewind is not yet durable: the next commit runs even with nothing dirty, and rewrites both copies. */
+  superblockRepair = false;
   checksumErrors = 0;
   poisoned: Error | null = null;
   closed = false;
@@ -64,25 +67,86 @@ export class PoolCore {
 
   static async create(device: Device, opts: PoolOptions = {}): Promise<PoolCore> {
     const totalBlocks = device.sizeBlocks;
-    if (totalBlocks < 256) throw new CairnError('invalid_size', `pool needs at least 1 MiB, device has ${totalBlocks} blocks`);
+    if (totalBlocks < POOL_BLOCKS_MIN) throw new CairnError('invalid_size', `pool needs at least 1 MiB, device has ${totalBlocks} blocks`);
+    // Every slot zeroed (made durable by the commit's first flush): a device that held another pool
+    // must not leave a copy of it behind for recovery to find.
     await device.write(0, Buffer.alloc(BLOCK_SIZE_BYTES * FIRST_FREE_BLOCK));
-    const sb: Superblock = { generation: 0, totalBlocks, spaceRoot: 0, catalogRoot: 0, catalogSlots: 0, nextId: 1, poolUuid: randomUUID() };
+    await PoolCore.zeroMirrorSlots(device);
+    const sb: Superblock = {
+      formatVersion: FORMAT_VERSION, generation: 0, totalBlocks, spaceRoot: 0, catalogRoot: 0, catalogSlots: 0, nextId: 1,
+      poolUuid: randomUUID(), firstMirroredGeneration: 1,
+    };
     const core = await PoolCore.assemble(device, sb, opts);
     await core.mutex.run(async () => {
       for (let b = 0; b < FIRST_FREE_BLOCK; b++) await core.space.incref(b);
+      for (const b of SUPERBLOCK_MIRROR_SLOTS) await core.space.incref(b);
       await core.catalog.array.page(0, true); // materialize an (empty) catalog so the root exists
     });
+    await core.commit();
+    // Generation 2 as well, so both parities hold a generation from the start: from then on two empty
+    // slots of a parity are never "not yet used" but damage, and recovery can say a generation is lost.
+    core.superblockRepair = true;
     await core.commit();
     return core;
   }
 
   static async open(device: Device, opts: PoolOptions = {}): Promise<PoolCore> {
-    const sb = await readSuperblock(device);
+    const log = opts.log ?? (() => undefined);
+    const recovery = await recoverSuperblock(device);
+    const sb = PoolCore.chooseSuperblock(recovery, opts.rewind === true, log);
     if (sb.totalBlocks > device.sizeBlocks) throw new PoolCorrupt(`pool claims ${sb.totalBlocks} blocks, device has ${device.sizeBlocks}`);
     const core = await PoolCore.assemble(device, sb, opts);
     await core.catalog.load();
+    core.superblockRepair = recovery.repairNeeded || recovery.lostGeneration !== null;
+    if (sb.formatVersion === FORMAT_VERSION_UNMIRRORED) await core.upgradeToMirrored();
+    // A rewind is made durable at once: the next open must not need to be told again.
+    if (recovery.lostGeneration !== null) await core.commit();
     core.scheduleGc();
     return core;
+  }
+
+  /** The superblock to open, refusing (SuperblockLost) one that would silently drop a generation. */
+  private static chooseSuperblock(recovery: SuperblockRecovery, rewind: boolean, log: PoolCore['log']): Superblock {
+    const { sb, lostGeneration, findings } = recovery;
+    if (sb === null) throw new PoolCorrupt(`no valid superblock: not a Cairn pool, or every copy is damaged (${findings.map((f) => f.message).join('; ')})`);
+    for (const f of findings) log(f.problem ? 'superblock_copy_corrupt' : 'superblock_copy_torn', { block: f.blockNumber, message: f.message });
+    if (lostGeneration === null) return sb;
+    if (!rewind) {
+      const blocks = [copyBlock('primary', lostGeneration), copyBlock('mirror', lostGeneration)];
+      throw new SuperblockLost(lostGeneration, sb.generation, `neither copy of its superblock (blocks ${blocks.join(' and ')}) is valid`);
+    }
+    log('pool_rewind', {
+      lostGeneration, generation: sb.generation,
+      message: `rewinding to generation ${sb.generation}: generation ${lostGeneration} is discarded, with every write and change it committed (those acknowledged after generation ${sb.generation} was durable)`,
+    });
+    return sb;
+  }
+
+  /**
+   * A format-1 pool becomes format 2 when its mirror slots are free: they are taken in the space map
+   * and zeroed, and the next commit (run now) writes both copies. Otherwise it stays format 1 (one copy
+   * per generation), which is logged; moving the blocks that hold the slots is not worth its risk.
+   */
+  private async upgradeToMirrored(): Promise<void> {
+    const upgraded = await this.mutate(async () => {
+      for (const b of SUPERBLOCK_MIRROR_SLOTS) if (await this.space.get(b) !== 0) return false;
+      for (const b of SUPERBLOCK_MIRROR_SLOTS) await this.space.incref(b);
+      await PoolCore.zeroMirrorSlots(this.device);
+      this.sb = { ...this.sb, formatVersion: FORMAT_VERSION, firstMirroredGeneration: this.store.txn };
+      return true;
+    });
+    if (!upgraded) {
+      this.log('superblock_unmirrored_warning', {
+        message: `format ${FORMAT_VERSION_UNMIRRORED} pool kept as it is: blocks ${SUPERBLOCK_MIRROR_SLOTS.join(' and ')} are in use, so each generation keeps one superblock copy and damage to the newest cannot be told from a torn write`,
+      });
+      return;
+    }
+    await this.commit();
+    this.log('pool_format_upgraded', { from: FORMAT_VERSION_UNMIRRORED, to: FORMAT_VERSION, generation: this.durableGeneration });
+  }
+
+  private static async zeroMirrorSlots(device: Device): Promise<void> {
+    for (const b of SUPERBLOCK_MIRROR_SLOTS) await device.write(b, Buffer.alloc(BLOCK_SIZE_BYTES));
   }
 
   private static async assemble(device: Device, sb: Superblock, opts: PoolOptions): Promise<PoolCore> {
@@ -248,7 +312,7 @@ export class PoolCore {
     let freed: FreedBlocks;
     let sb: Superblock;
     try {
-      if (this.store.dirty.size === 0 && this.space.pendingFreeBlocks === 0) return;
+      if (this.store.dirty.size === 0 && this.space.pendingFreeBlocks === 0 && !this.superblockRepair) return;
       // Pages of the space map and catalog get their new locations now; allocating one may dirty
       // another page, so repeat until every dirty object has a place.
       for (;;) {
@@ -285,10 +349,9 @@ export class PoolCore {
     try {
       await this.writeCoalesced(writes, sb.generation);
       await this.device.flush();
-      // docs/design/engine.md: the superblock goes last, in the slot the previous commit did not use.
-      await this.device.write(sb.generation % 2, encodeSuperblock(sb));
-      await this.device.flush();
+      await this.writeSuperblockCopies(sb);
       this.store.committed();
+      this.superblockRepair = false;
     } catch (err) {
       this.poisoned = err instanceof Error ? err : new Error(String(err));
       this.log('commit_failed', { generation: sb.generation, error: this.poisoned.message });
@@ -300,6 +363,22 @@ export class PoolCore {
     this.space.releaseQuarantine(this.oldestReadEpoch());
     this.log('commit', { generation: sb.generation, metaBlocks: writes.length, freedBlocks: freed.blocks, durationMs: Date.now() - started });
     this.scheduleGc();
+  }
+
+  /**
+   * engine.md: the superblock goes last, in the slots the previous commit did not use: the primary,
+   * a flush, then the mirror and a flush. The order is what recovery reasons with: a mirror of g
+   * proves the primary of g was durable, so a generation whose copies are both bad was complete (and
+   * is reported lost), while a torn primary with an older mirror is a commit never acknowledged.
+   */
+  private async writeSuperblockCopies(sb: Superblock): Promise<void> {
+    const primary = copyBlock('primary', sb.generation);
+    await this.device.write(primary, encodeSuperblock(sb, primary));
+    await this.device.flush();
+    if (sb.formatVersion === FORMAT_VERSION_UNMIRRORED) return;
+    const mirror = copyBlock('mirror', sb.generation);
+    await this.device.write(mirror, encodeSuperblock(sb, mirror));
+    await this.device.flush();
   }
 
   /**

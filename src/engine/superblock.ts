@@ -1,12 +1,17 @@
-// The two superblock slots (blocks 0 and 1). The valid slot with the highest generation is the pool's
-// state; a commit writes the slot the previous commit did not use, so a torn write loses nothing.
+// The superblock and its on-disk copies. Format 2: generation g is written twice, the primary at block
+// SUPERBLOCK_SLOTS[g % 2], then (after a flush) the mirror at SUPERBLOCK_MIRROR_SLOTS[g % 2], each with
+// a crc32c over the whole block and the number of the block it belongs at. Format 1 (older pools): the
+// primary only, crc32c over its first 512 bytes. Which copy to open is decided in superblock-recovery.ts.
 import { crc32c } from '@node-rs/crc32';
-import { BLOCK_SIZE_BYTES, SUPERBLOCK_MAGIC, FORMAT_VERSION } from './constants.js';
+import {
+  BLOCK_SIZE_BYTES, FORMAT_VERSION, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MAGIC, SUPERBLOCK_MIRROR_SLOTS, SUPERBLOCK_SLOTS,
+} from './constants.js';
 import { getU64, setU64, viewOf } from './format.js';
-import type { Device } from './device/device.js';
-import { IoError, PoolCorrupt } from './errors.js';
+import { assert } from './errors.js';
 
 export interface Superblock {
+  /** FORMAT_VERSION (mirrored) or FORMAT_VERSION_UNMIRRORED (a format-1 pool not yet upgraded). */
+  formatVersion: number;
   generation: number;
   totalBlocks: number;
   spaceRoot: number;
@@ -16,15 +21,36 @@ export interface Superblock {
   nextId: number;
   /** Random identity of the pool, fixed at create. */
   poolUuid: string;
+  /**
+   * The first generation written with a mirror (1 for a pool created in format 2, the upgrade's
+   * generation for an upgraded one): a mirror slot of a parity no mirrored commit used yet is empty
+   * by design, not damaged. 0 in format 1.
+   */
+  firstMirroredGeneration: number;
 }
 
-const CRC_SPAN_BYTES = 512;
+/** Format 1 covered only the head of the block by its checksum. */
+const CRC_SPAN_V1_BYTES = 512;
+const OFFSET_MAGIC = 0, OFFSET_VERSION = 4, OFFSET_CRC = 8, OFFSET_BLOCK_SIZE = 12;
+const OFFSET_UUID = 64, OFFSET_HOME_BLOCK = 80, OFFSET_FIRST_MIRRORED = 88;
 
-export function encodeSuperblock(sb: Superblock): Buffer {
+export type CopyRole = 'primary' | 'mirror';
+
+/** The block a copy of `generation` belongs at. */
+export function copyBlock(role: CopyRole, generation: number): number {
+  const parity = generation % 2;
+  return role === 'primary' ? SUPERBLOCK_SLOTS[parity === 0 ? 0 : 1] : SUPERBLOCK_MIRROR_SLOTS[parity === 0 ? 0 : 1];
+}
+
+/** The superblock as written at `homeBlock` (the checksum and the home block tie it to that place). */
+export function encodeSuperblock(sb: Superblock, homeBlock: number): Buffer {
+  const v1 = sb.formatVersion === FORMAT_VERSION_UNMIRRORED;
+  assert(v1 || sb.formatVersion === FORMAT_VERSION, 'known superblock format');
+  assert(homeBlock === copyBlock('primary', sb.generation) || (!v1 && homeBlock === copyBlock('mirror', sb.generation)), 'superblock copy in its slot');
   const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
-  buf.writeUInt32LE(SUPERBLOCK_MAGIC, 0);
-  buf.writeUInt32LE(FORMAT_VERSION, 4);
-  buf.writeUInt32LE(BLOCK_SIZE_BYTES, 12);
+  buf.writeUInt32LE(SUPERBLOCK_MAGIC, OFFSET_MAGIC);
+  buf.writeUInt32LE(sb.formatVersion, OFFSET_VERSION);
+  buf.writeUInt32LE(BLOCK_SIZE_BYTES, OFFSET_BLOCK_SIZE);
   const view = viewOf(buf);
   setU64(view, 16, sb.generation);
   setU64(view, 24, sb.totalBlocks);
@@ -32,21 +58,41 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   setU64(view, 40, sb.catalogRoot);
   setU64(view, 48, sb.catalogSlots);
   setU64(view, 56, sb.nextId);
-  Buffer.from(sb.poolUuid.replace(/-/g, ''), 'hex').copy(buf, 64);
-  buf.writeUInt32LE(crc32c(buf.subarray(0, CRC_SPAN_BYTES)), 8);
+  Buffer.from(sb.poolUuid.replace(/-/g, ''), 'hex').copy(buf, OFFSET_UUID);
+  if (!v1) {
+    setU64(view, OFFSET_HOME_BLOCK, homeBlock);
+    setU64(view, OFFSET_FIRST_MIRRORED, sb.firstMirroredGeneration);
+  }
+  buf.writeUInt32LE(crc32c(v1 ? buf.subarray(0, CRC_SPAN_V1_BYTES) : buf), OFFSET_CRC);
   return buf;
 }
 
-export function decodeSuperblock(buf: Buffer): Superblock | null {
-  if (buf.readUInt32LE(0) !== SUPERBLOCK_MAGIC) return null;
-  const stored = buf.readUInt32LE(8);
-  const copy = Buffer.from(buf.subarray(0, CRC_SPAN_BYTES));
-  copy.writeUInt32LE(0, 8);
-  if (crc32c(copy) !== stored) return null;
-  if (buf.readUInt32LE(4) !== FORMAT_VERSION || buf.readUInt32LE(12) !== BLOCK_SIZE_BYTES) return null;
-  const hex = buf.subarray(64, 80).toString('hex');
+/** What one superblock slot holds. */
+export type DecodedCopy =
+  | { state: 'valid'; sb: Superblock }
+  | { state: 'empty' }
+  | { state: 'damaged'; cause: string };
+
+/** Decodes the copy read from `blockNumber`; anything but a whole, valid copy at its home is damaged. */
+export function decodeSuperblock(buf: Buffer, blockNumber: number): DecodedCopy {
+  assert(buf.length === BLOCK_SIZE_BYTES, 'one whole block');
+  if (buf.every((byte) => byte === 0)) return { state: 'empty' };
+  const magic = buf.readUInt32LE(OFFSET_MAGIC);
+  if (magic !== SUPERBLOCK_MAGIC) return { state: 'damaged', cause: `bad magic 0x${magic.toString(16)} (want 0x${SUPERBLOCK_MAGIC.toString(16)})` };
+  const version = buf.readUInt32LE(OFFSET_VERSION);
+  const v1 = version === FORMAT_VERSION_UNMIRRORED;
+  const span = v1 ? buf.subarray(0, CRC_SPAN_V1_BYTES) : buf;
+  const copy = Buffer.from(span);
+  copy.writeUInt32LE(0, OFFSET_CRC);
+  const stored = buf.readUInt32LE(OFFSET_CRC), actual = crc32c(copy);
+  if (version !== FORMAT_VERSION && !v1) return { state: 'damaged', cause: `unknown format version ${version}` };
+  if (actual !== stored) return { state: 'damaged', cause: `bad checksum 0x${stored.toString(16)} (block has 0x${actual.toString(16)})` };
+  const blockSize = buf.readUInt32LE(OFFSET_BLOCK_SIZE);
+  if (blockSize !== BLOCK_SIZE_BYTES) return { state: 'damaged', cause: `block size ${blockSize} (want ${BLOCK_SIZE_BYTES})` };
   const view = viewOf(buf);
-  return {
+  const hex = buf.subarray(OFFSET_UUID, OFFSET_UUID + 16).toString('hex');
+  const sb: Superblock = {
+    formatVersion: version,
     generation: getU64(view, 16),
     totalBlocks: getU64(view, 24),
     spaceRoot: getU64(view, 32),
@@ -54,21 +100,13 @@ export function decodeSuperblock(buf: Buffer): Superblock | null {
     catalogSlots: getU64(view, 48),
     nextId: getU64(view, 56),
     poolUuid: `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`,
+    firstMirroredGeneration: v1 ? 0 : getU64(view, OFFSET_FIRST_MIRRORED),
   };
-}
-
-/** Reads both slots; returns the valid one with the highest generation. */
-export async function readSuperblock(device: Device): Promise<Superblock> {
-  let best: Superblock | null = null;
-  let readError: Error | null = null;
-  for (const slot of [0, 1]) {
-    const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
-    try { await device.read(slot, buf); } catch (err) { readError = err as Error; continue; }
-    const sb = decodeSuperblock(buf);
-    if (sb && (!best || sb.generation > best.generation)) best = sb;
+  // A valid block at the wrong place (a misdirected write, blocks swapped) is not this slot's copy.
+  const home = v1 ? copyBlock('primary', sb.generation) : getU64(view, OFFSET_HOME_BLOCK);
+  if (home !== blockNumber) return { state: 'damaged', cause: `a copy of generation ${sb.generation} written for block ${home}` };
+  if (home !== copyBlock('primary', sb.generation) && home !== copyBlock('mirror', sb.generation)) {
+    return { state: 'damaged', cause: `generation ${sb.generation} does not belong in block ${home}` };
   }
-  // A slot we could not read may hold the newest state: never open an older one in its place.
-  if (readError) throw new IoError(`cannot read the superblocks: ${readError.message}`);
-  if (!best) throw new PoolCorrupt('no valid superblock: not a Cairn pool, or both superblocks are damaged');
-  return best;
+  return { state: 'valid', sb };
 }

@@ -65,7 +65,7 @@ export interface ByteRange { offsetBytes: number; lengthBytes: number }
 export interface Extent { offsetBytes: number; lengthBytes: number; hole: boolean }
 
 export interface CheckProblem {
-  kind: 'leak' | 'refcount_mismatch' | 'double_owner' | 'corrupt' | 'dangling' | 'catalog';
+  kind: 'leak' | 'refcount_mismatch' | 'double_owner' | 'corrupt' | 'dangling' | 'catalog' | 'superblock';
   physicalBlock: number;
   message: string;
 }
@@ -73,6 +73,8 @@ export interface CheckProblem {
 export interface CheckReport {
   ok: boolean;
   problems: CheckProblem[];
+  /** What is worth knowing but not a problem (a superblock copy torn by a crash, an unmirrored format-1 pool). */
+  notes: string[];
   blocksChecked: number;
   nodesChecked: number;
 }
@@ -169,4 +171,10 @@ export interface PoolOptions {
   nowMs?: () => number;
   /** Called with structured events (checksum errors, commits) for logging/metrics. */
   log?: (event: string, fields: Record<string, unknown>) => void;
+  /**
+   * When the newest acknowledged generation has no valid superblock copy left (SuperblockLost), open
+   * the newest valid older one instead and make that durable, logging what is discarded (ZFS's
+   * `import -F`). Without it such a pool is refused. No effect on a pool that lost nothing.
+   */
+  rewind?: boolean;
 }
