@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import { createPoolFile, PoolFull, type Engine } from '../src/engine/index.js';
 import { buildApi } from '../src/api/server.js';
 import { JobManager } from '../src/api/jobs.js';
-import { IdentityRegistry } from '../src/stream/identity.js';
 import { CreateVolumeBody } from '../src/api/schemas.js';
 import type { ApiContext } from '../src/api/context.js';
 
@@ -24,7 +23,7 @@ async function startApi(t: { after(fn: () => Promise<void>): void }, poolBytes: 
   const engine: Engine = await createPoolFile(poolPath, poolBytes);
   const registered: Array<{ method: string; url: string }> = [];
   const ctx: ApiContext = {
-    engine, jobs: new JobManager(), identities: await IdentityRegistry.open(poolPath), poolPath, spoolDir: dir,
+    engine, jobs: new JobManager(), poolPath, spoolDir: dir,
     nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
   };
   const { app } = buildApi(ctx, {

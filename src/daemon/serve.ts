@@ -9,7 +9,7 @@ import { startNbdServer } from '../nbd/server.js';
 import { buildApi } from '../api/server.js';
 import { JobManager } from '../api/jobs.js';
 import type { ApiContext } from '../api/context.js';
-import { IdentityRegistry } from '../stream/identity.js';
+import { migrateSideFile, sideFilePath } from '../stream/identity.js';
 import type { DaemonConfig } from './config.js';
 import { lockPool } from './lock.js';
 import { Metrics } from './metrics.js';
@@ -72,7 +72,11 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   metrics.attach(engine);
   const cleanup: Array<() => Promise<void>> = [];
   try {
-    const identities = await IdentityRegistry.open(poolPath, stateDir);
+    const sideFile = sideFilePath(poolPath, stateDir);
+    const migrated = await migrateSideFile(engine, sideFile);
+    if (migrated !== null) {
+      logger.info({ event: 'stream_identities_migrated', from: sideFile, snapshots: migrated }, 'stream identities moved into the catalog; side file removed');
+    }
     const nbd = config.nbd === null && config.nbdSocketPath === null ? null : await startNbdServer(engine, {
       ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
       ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
@@ -85,7 +89,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       ? `nbd://${hostForUri(config.nbd.host)}:${nbd.port}` : null;
     const jobs = new JobManager();
     const ctx: ApiContext = {
-      engine, jobs, identities, poolPath, spoolDir: stateDir, nbdBaseUri,
+      engine, jobs, poolPath, spoolDir: stateDir, nbdBaseUri,
       nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
     };
     const { app } = buildApi(ctx, { logger: logger.child({ component: 'api' }), metrics: () => metrics.render() });
