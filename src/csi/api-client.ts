@@ -14,6 +14,8 @@ export interface ApiVolume {
   createdMs: number;
   origin: { volume: string; snapshot: string | null } | null;
   snapshots: string[];
+  /** "nbd://HOST:PORT/NAME" as the daemon names the export; null when it serves no NBD over TCP. */
+  nbdUri: string | null;
 }
 
 export interface ApiSnapshot {
@@ -78,6 +80,7 @@ export function parseVolume(obj: Json): ApiVolume {
     createdMs: num(obj, 'createdMs'),
     origin: parseOrigin(obj.origin),
     snapshots: snapshots.map((s) => (s.includes('@') ? s.slice(s.indexOf('@') + 1) : s)),
+    nbdUri: typeof obj.nbdUri === 'string' ? obj.nbdUri : null,
   };
 }
 
