@@ -36,6 +36,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
         jobProgress = setProgress;
         await finished;
       });
+      await job.recorded; // the id in X-Cairn-Job must outlive a restart
       async function* guarded(): AsyncGenerator<Buffer> {
         let complete = false;
         try {

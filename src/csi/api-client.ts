@@ -207,7 +207,7 @@ export class CairnApi {
     const deadline = Date.now() + jobWaitMsMax;
     while (Date.now() < deadline) {
       const job = (await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`)) as Json;
-      if (job.state === 'failed') {
+      if (job.state === 'failed' || job.state === 'interrupted') { // interrupted: a daemon restart ended it
         const error = (job.error ?? {}) as Json;
         throw new ApiProblem(500, str(error, 'code') || 'internal_error', str(error, 'message') || 'job failed');
       }
