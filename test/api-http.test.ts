@@ -8,10 +8,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPoolFile, PoolFull, type Engine } from '../src/engine/index.js';
-import { buildApi } from '../src/api/server.js';
+import { apiDocsPath, buildApi } from '../src/api/server.js';
 import { JobManager } from '../src/api/jobs.js';
-import { IdentityRegistry } from '../src/stream/identity.js';
-import { CreateVolumeBody } from '../src/api/schemas.js';
+import { CreateVolumeBody, Volume } from '../src/api/schemas.js';
+import { Validator } from '@seriousme/openapi-schema-validator';
 import type { ApiContext } from '../src/api/context.js';
 
 const MiB = 1024 * 1024;
@@ -24,7 +24,7 @@ async function startApi(t: { after(fn: () => Promise<void>): void }, poolBytes: 
   const engine: Engine = await createPoolFile(poolPath, poolBytes);
   const registered: Array<{ method: string; url: string }> = [];
   const ctx: ApiContext = {
-    engine, jobs: new JobManager(), identities: await IdentityRegistry.open(poolPath), poolPath, spoolDir: dir,
+    engine, jobs: new JobManager(), poolPath, spoolDir: dir,
     nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
   };
   const { app } = buildApi(ctx, {
@@ -65,7 +65,7 @@ function assertProblem(r: { status: number; type: string; body: unknown }, statu
 }
 
 test('REST API: validation, problem+json, idempotency, openapi', { timeout: 100_000 }, async (t) => {
-  const { call, registered, engine } = await startApi(t, 1024 * MiB);
+  const { call, registered, engine, base } = await startApi(t, 1024 * MiB);
 
   await t.test('request validation gives 400 problem+json', async () => {
     assertProblem(await call('POST', '/v1/volumes', {}), 400, 'invalid_request');
@@ -163,10 +163,13 @@ test('REST API: validation, problem+json, idempotency, openapi', { timeout: 100_
     const r = await call('GET', '/v1/openapi.json');
     assert.equal(r.status, 200);
     const doc = r.body as { openapi: string; paths: Record<string, Record<string, {
-      parameters: Array<{ name: string; in: string }>; requestBody?: { content: Record<string, { schema: unknown }> };
+      parameters?: Array<{ name: string; in: string }>; requestBody?: { content: Record<string, { schema: unknown }> };
       responses: Record<string, unknown>; }>> };
     assert.match(doc.openapi, /^3\./);
-    const real = registered.filter((x) => x.method !== 'HEAD')
+    const validation = await new Validator().validate(r.body as Record<string, unknown>);
+    assert.equal(validation.valid, true, `a valid OpenAPI 3 document: ${JSON.stringify(validation.errors)}`);
+    // The reference UI's own routes (HTML, scripts, its copy of this document) are not API routes.
+    const real = registered.filter((x) => x.method !== 'HEAD' && !x.url.startsWith(apiDocsPath))
       .map((x) => `${x.method.toLowerCase()} ${x.url.replace(/:([A-Za-z0-9_]+)/g, '{$1}')}`).sort();
     const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m} ${path}`)).sort();
     assert.deepEqual(documented, real);
@@ -179,12 +182,28 @@ test('REST API: validation, problem+json, idempotency, openapi', { timeout: 100_
     for (const [path, ops] of Object.entries(doc.paths)) {
       const params = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]);
       for (const [method, op] of Object.entries(ops)) {
-        assert.deepEqual(op.parameters.filter((p) => p.in === 'path').map((p) => p.name), params, `${method} ${path}`);
+        assert.deepEqual((op.parameters ?? []).filter((p) => p.in === 'path').map((p) => p.name), params, `${method} ${path}`);
         assert.ok('default' in op.responses, `${method} ${path} documents its problem+json errors`);
       }
     }
     const body = doc.paths['/v1/volumes']!.post!.requestBody!.content['application/json']!.schema;
     assert.deepEqual(body, JSON.parse(JSON.stringify(CreateVolumeBody)), 'the same schema validates and documents');
+    // Response schemas as OpenAPI 3.0 writes them (a TypeBox `T | null` becomes `nullable: true`).
+    const created = doc.paths['/v1/volumes']!.post!.responses['201'] as { content: Record<string, { schema: { properties: object; required: string[] } }> };
+    const volumeDoc = created.content['application/json']!.schema;
+    assert.deepEqual(Object.keys(volumeDoc.properties).sort(), Object.keys(Volume.properties).sort(), 'responses carry their schemas');
+    assert.deepEqual(volumeDoc.required, Volume.required);
+    const imported = doc.paths['/v1/volumes/{name}/import']!.post!.requestBody!.content;
+    assert.deepEqual(Object.keys(imported), ['application/octet-stream'], 'a stream body is documented under its media type');
+  });
+
+  await t.test('the browsable reference answers with HTML', async () => {
+    const page = await fetch(`${base}${apiDocsPath}`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-type') ?? '', /^text\/html/);
+    assert.match(await page.text(), /swagger-ui/i);
+    const init = await fetch(`${base}${apiDocsPath}/static/swagger-initializer.js`);
+    assert.equal(init.status, 200, 'its scripts are served');
   });
 });
 

@@ -11,7 +11,7 @@ import { coalesce, planExport } from '../src/stream/writer.js';
 import { readStream } from '../src/stream/reader.js';
 import { StreamCorrupt, encodeHeader, encodeRecordHeader, encodeTrailer } from '../src/stream/format.js';
 import { crc32c } from '@node-rs/crc32';
-import { IdentityRegistry } from '../src/stream/identity.js';
+import { identify as identifyIn } from '../src/stream/identity.js';
 
 async function parseAll(bytes: Buffer, chunkBytes: number) {
   async function* chunks() { for (let at = 0; at < bytes.length; at += chunkBytes) yield bytes.subarray(at, at + chunkBytes); }
@@ -25,7 +25,6 @@ test('stream format: every bit flip and every truncation is rejected', { timeout
   t.after(() => rm(dir, { recursive: true, force: true }));
   const engine = await createPoolFile(join(dir, 'pool'), 256 * 1024 * 1024);
   t.after(() => engine.close());
-  const identities = await IdentityRegistry.open(join(dir, 'pool'));
   await engine.createVolume('v', 4 * 1024 * 1024);
   const id = engine.resolve('v').id;
   await engine.write(id, 0, Buffer.alloc(4096, 1));
@@ -34,7 +33,7 @@ test('stream format: every bit flip and every truncation is rejected', { timeout
   await engine.write(id, 3 * 1024 * 1024, Buffer.alloc(4096, 3));
   await engine.trim(id, 1024 * 1024, 8192);
   await engine.createSnapshots(['v@b']);
-  const identify = (n: string) => identities.identify(engine, n);
+  const identify = (n: string) => identifyIn(engine, n);
 
   for (const [label, base] of [['full', null], ['incremental', 'v@a']] as const) {
     const plan = await planExport(engine, 'v@b', base, identify);

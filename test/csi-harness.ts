@@ -80,11 +80,13 @@ async function waitExit(child: ChildProcess, ms: number): Promise<void> {
 }
 
 /** Starts `main.ts --endpoint unix://... ` as a child process and waits for its socket. */
-export async function startPlugin(opts: { dir: string; api: string; nbd?: string; mode?: string; nodeId?: string; stateDir?: string }): Promise<Plugin> {
+/** `nbd: null` starts the plugin without --nbd (it then asks the API for each volume's address). */
+export async function startPlugin(opts: { dir: string; api: string; nbd?: string | null; mode?: string; nodeId?: string; stateDir?: string }): Promise<Plugin> {
   const socketPath = join(opts.dir, 'csi.sock');
+  const nbd = opts.nbd === undefined ? '127.0.0.1:1' : opts.nbd;
   const args = [...nodeArgsFor('src/csi/main.ts'), '--endpoint', `unix://${socketPath}`, '--api', opts.api,
     '--node-id', opts.nodeId ?? 'node-1', '--mode', opts.mode ?? 'all',
-    '--state-dir', opts.stateDir ?? join(opts.dir, 'state'), '--nbd', opts.nbd ?? '127.0.0.1:1'];
+    '--state-dir', opts.stateDir ?? join(opts.dir, 'state'), ...(nbd === null ? [] : ['--nbd', nbd])];
   const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { output += d; });

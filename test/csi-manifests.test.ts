@@ -88,6 +88,8 @@ test('deploy/kubernetes manifests parse and agree with the code', () => {
   assert.equal(nodeOpts.mode, 'node');
   assert.equal(nodeOpts.driverName, driverName);
   assert.equal(nodeOpts.stateDir, stateDirDefault);
+  assert.equal(nodeOpts.api, opts.api, 'the node asks the same API as the controller');
+  assert.equal(nodeOpts.nbd, undefined, 'the node takes each volume\'s NBD address from the API');
   const inPodSocket = nodeOpts.endpoint!.replace('unix://', '');
   assert.equal(node.securityContext.privileged, true);
   const kubelet = node.volumeMounts.find((m: Doc) => m.name === 'kubelet-dir');

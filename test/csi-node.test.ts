@@ -290,7 +290,9 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     c.close();
     await plugin.kill('SIGKILL');
     assert.equal(readFileSync(join(stagingPath, 'k.txt'), 'utf8'), 'survives\n', 'the mount outlives the plugin');
-    plugin = await startPlugin({ dir, api: daemon.apiUrl, nbd: daemon.nbdAddress, stateDir });
+    // From here on the plugin runs without --nbd: it attaches from the nbdUri the API reports.
+    plugin = await startPlugin({ dir, api: daemon.apiUrl, nbd: null, stateDir });
+    assert.match(plugin.logs(), /"nbd":"from the API"/);
     c = csiClients(plugin.socketPath);
     await c.node.NodeStageVolume!({ volume_id: 'vol-k', staging_target_path: stagingPath, volume_capability: ext4 });
     assert.equal(mountCount(stagingPath), 1);
@@ -303,7 +305,9 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
 
   await t.test('a dead nbdfuse shows as an abnormal condition; staging again rebuilds the attachment', async () => {
     const stagingPath = stagingOf('vol-k');
-    await stage('vol-k', ext4);
+    await stage('vol-k', ext4); // a fresh attach: its address comes from the API
+    const attached = JSON.parse(readFileSync(join(stateDir, 'attachments.json'), 'utf8')) as { attachments: Array<{ volumeId: string; uri: string }> };
+    assert.equal(attached.attachments.find((a) => a.volumeId === 'vol-k')!.uri, `nbd://${daemon.nbdAddress}/vol-k`);
     const state = JSON.parse(readFileSync(join(stateDir, 'attachments.json'), 'utf8')) as { attachments: Array<{ volumeId: string; nbdfusePid: number }> };
     const pid = state.attachments.find((a) => a.volumeId === 'vol-k')!.nbdfusePid;
     process.kill(pid, 'SIGKILL');

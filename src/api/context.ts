@@ -1,13 +1,11 @@
 // What the API handlers share: the engine (the instrumented one the daemon wires up), the job
-// manager, the stream identity registry and how to name a volume's NBD export.
+// manager and how to name a volume's NBD export.
 import type { Engine } from '../engine/index.js';
-import type { IdentityRegistry } from '../stream/identity.js';
 import type { JobManager } from './jobs.js';
 
 export interface ApiContext {
   engine: Engine;
   jobs: JobManager;
-  identities: IdentityRegistry;
   poolPath: string;
   /** Where import spools a stream while verifying it (a directory on the pool's file system). */
   spoolDir: string;

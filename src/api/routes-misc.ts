@@ -1,7 +1,7 @@
-// Pool status, jobs and the OpenAPI document.
+// Pool status, jobs and the OpenAPI document (built by @fastify/swagger, server.ts).
 import { Type } from '@sinclair/typebox';
 import type { ApiContext } from './context.js';
-import { openApiDocument, type RouteTable } from './routes.js';
+import type { RouteTable } from './routes.js';
 import { ApiError } from './problem.js';
 import { Job, JobParams, Pool } from './schemas.js';
 
@@ -38,6 +38,6 @@ export function registerMiscRoutes(routes: RouteTable, ctx: ApiContext): void {
   routes.add({
     method: 'GET', url: '/v1/openapi.json', tag: 'meta', summary: 'This OpenAPI 3 document',
     responses: { 200: { description: 'OpenAPI document', schema: Type.Object({}, { additionalProperties: true }) } },
-    handler: async () => openApiDocument(routes.specs, apiVersion),
+    handler: async () => routes.openApi(),
   });
 }

@@ -10,6 +10,7 @@ import { ExportQuery, ImportResult, NameParams, SnapshotParams } from './schemas
 import { snapshotView } from './views.js';
 import { planExport } from '../stream/writer.js';
 import { importStream } from '../stream/import.js';
+import { identify } from '../stream/identity.js';
 
 const tag = 'streams';
 const octet = 'application/octet-stream';
@@ -27,7 +28,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
       const since = (req.query as ExportQuery).since;
       const base = since === undefined ? null : since.includes('@') ? since : `${p.name}@${since}`;
       const full = `${p.name}@${p.snapshot}`;
-      const plan = await planExport(ctx.engine, full, base, (n) => ctx.identities.identify(ctx.engine, n));
+      const plan = await planExport(ctx.engine, full, base, (n) => identify(ctx.engine, n));
       let finish: (err?: unknown) => void = () => {};
       const finished = new Promise<void>((resolve, reject) => { finish = (err) => (err === undefined ? resolve() : reject(err)); });
       let jobProgress: (f: number) => void = () => {};
@@ -35,6 +36,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
         jobProgress = setProgress;
         await finished;
       });
+      await job.recorded; // the id in X-Cairn-Job must outlive a restart
       async function* guarded(): AsyncGenerator<Buffer> {
         let complete = false;
         try {
@@ -67,7 +69,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
       importing.add(volume);
       let result: Awaited<ReturnType<typeof importStream>> | null = null;
       const job = ctx.jobs.start('import', volume, async (setProgress) => {
-        result = await importStream(ctx.engine, ctx.identities, volume, body, ctx.spoolDir, setProgress);
+        result = await importStream(ctx.engine, volume, body, ctx.spoolDir, setProgress);
       });
       await job.done.finally(() => importing.delete(volume));
       if (job.view.state === 'failed' || result === null) {

@@ -58,6 +58,7 @@ async function deleteVolume(ctx: ApiContext, name: string, reply: FastifyReply):
     if (job.view.state === 'failed') throw new ApiError(job.view.error!.code, job.view.error!.message);
     return reply.code(204).send();
   }
+  await job.recorded; // the id handed out must outlive a restart
   return reply.code(202).header('location', `/v1/jobs/${job.view.id}`).send(job.view);
 }
 
@@ -117,6 +118,7 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
       const job = ctx.jobs.start('flatten', name, async (setProgress) => {
         await ctx.engine.flattenVolume(name, setProgress);
       });
+      await job.recorded; // the id handed out must outlive a restart
       return reply.code(202).header('location', `/v1/jobs/${job.view.id}`).send(job.view);
     },
   });

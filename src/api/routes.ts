@@ -1,7 +1,8 @@
-// Route registration that keeps a record of every route with its schemas, so /v1/openapi.json is
-// generated from exactly the schemas fastify validates with (and a test can compare it with the
-// routes fastify actually registered).
-import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
+// Route registration: every route goes to fastify with the schemas it validates with, and to
+// @fastify/swagger (through the route's swaggerTransform) with those same TypeBox objects plus its
+// summary, responses and problem+json errors, so /v1/openapi.json cannot drift from what the server
+// checks (and a test compares it with the routes fastify actually registered).
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, HTTPMethods } from 'fastify';
 import type { TSchema } from '@sinclair/typebox';
 import { ProblemSchema } from './schemas.js';
 
@@ -24,7 +25,10 @@ export interface RouteSpec {
 
 export class RouteTable {
   readonly specs: RouteSpec[] = [];
-  constructor(private readonly app: FastifyInstance) {}
+  constructor(private app: FastifyInstance) {}
+
+  /** Registers further routes in `scope` (the plugin context that loads after @fastify/swagger). */
+  attach(scope: FastifyInstance): void { this.app = scope; }
 
   add(spec: RouteSpec): void {
     this.specs.push(spec);
@@ -32,52 +36,41 @@ export class RouteTable {
     if (spec.params) schema.params = spec.params;
     if (spec.querystring) schema.querystring = spec.querystring;
     if (spec.body && spec.bodyContentType === undefined) schema.body = spec.body;
-    this.app.route({ method: spec.method, url: spec.url, schema, handler: spec.handler });
+    const docs = documentedSchema(spec);
+    this.app.route({
+      method: spec.method, url: spec.url, schema, handler: spec.handler,
+      config: { swaggerTransform: ({ url }) => ({ schema: docs, url }) },
+    });
   }
+
+  /** The OpenAPI document @fastify/swagger built from the registered routes (after ready). */
+  openApi(): object { return this.app.swagger(); }
 }
 
+/** fastify's `:param` path syntax as OpenAPI's `{param}` (operation ids are built from it). */
 function openApiPath(url: string): string { return url.replace(/:([A-Za-z0-9_]+)/g, '{$1}'); }
 
-interface ObjectSchema { properties?: Record<string, TSchema>; required?: string[] }
-
-function parameters(schema: TSchema | undefined, where: 'path' | 'query'): object[] {
-  if (schema === undefined) return [];
-  const s = schema as unknown as ObjectSchema;
-  return Object.entries(s.properties ?? {}).map(([name, prop]) => ({
-    name, in: where, required: where === 'path' || (s.required ?? []).includes(name),
-    schema: strip(prop), description: (prop as { description?: string }).description,
-  }));
-}
-
-/** A plain JSON copy (TypeBox adds symbol keys that JSON drops anyway). */
-function strip(schema: TSchema): unknown { return JSON.parse(JSON.stringify(schema)); }
-
-export function openApiDocument(specs: RouteSpec[], version: string): object {
-  const paths: Record<string, Record<string, object>> = {};
-  for (const spec of specs) {
-    const path = openApiPath(spec.url);
-    const responses: Record<string, object> = {};
-    for (const [status, r] of Object.entries(spec.responses)) {
-      responses[status] = r.schema === undefined && r.contentType === undefined
-        ? { description: r.description }
-        : { description: r.description, content: { [r.contentType ?? 'application/json']: { schema: r.schema ? strip(r.schema) : { type: 'string', format: 'binary' } } } };
-    }
-    responses.default = { description: 'error', content: { 'application/problem+json': { schema: strip(ProblemSchema) } } };
-    const operation: Record<string, unknown> = {
-      summary: spec.summary, tags: [spec.tag],
-      operationId: `${spec.method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
-      parameters: [...parameters(spec.params, 'path'), ...parameters(spec.querystring, 'query')],
-      responses,
-    };
-    if (spec.body !== undefined) {
-      const contentType = spec.bodyContentType ?? 'application/json';
-      operation.requestBody = { required: true, content: { [contentType]: { schema: strip(spec.body) } } };
-    }
-    paths[path] = { ...(paths[path] ?? {}), [spec.method.toLowerCase()]: operation };
+/**
+ * What @fastify/swagger documents for a route: the validating schemas as they are, the body under
+ * its media type, each response (no content when it has no body), and every error as problem+json.
+ * Documentation only: fastify validates with `schema` above and serializes replies itself.
+ */
+function documentedSchema(spec: RouteSpec): FastifySchema {
+  const response: Record<string, unknown> = {};
+  for (const [status, r] of Object.entries(spec.responses)) {
+    response[status] = r.schema === undefined && r.contentType === undefined
+      ? { description: r.description, type: 'null' }
+      : { description: r.description, content: { [r.contentType ?? 'application/json']: { schema: r.schema ?? { type: 'string', format: 'binary' } } } };
   }
-  return {
-    openapi: '3.0.3',
-    info: { title: 'Cairn REST API', version, description: 'Volumes, snapshots, clones, jobs and streams of a Cairn pool. Sizes are bytes. Errors are application/problem+json with a stable `code`.' },
-    paths,
+  response.default = { description: 'error', content: { 'application/problem+json': { schema: ProblemSchema } } };
+  const path = openApiPath(spec.url);
+  const docs: Record<string, unknown> = {
+    summary: spec.summary, tags: [spec.tag], response,
+    operationId: `${spec.method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
   };
+  if (spec.params) docs.params = spec.params;
+  if (spec.querystring) docs.querystring = spec.querystring;
+  if (spec.body) docs.body = spec.bodyContentType === undefined ? spec.body : { content: { [spec.bodyContentType]: { schema: spec.body } } };
+  return docs as FastifySchema;
 }
+

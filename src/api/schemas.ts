@@ -78,10 +78,14 @@ export const Pool = Type.Object({
 });
 export const Job = Type.Object({
   id: Type.String(), kind: Type.String({ description: 'flatten | delete | export | import' }),
-  target: Type.String(), state: Type.Union([Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed')]),
+  target: Type.String(),
+  state: Type.Union([Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed'), Type.Literal('interrupted')], {
+    description: 'interrupted: the daemon restarted while the job ran and the operation did not go on; error.message says what to redo',
+  }),
   progress: Type.Number({ minimum: 0, maximum: 1 }),
   error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
   createdAt: Type.String(), finishedAt: Type.Union([Type.String(), Type.Null()]),
+  resumed: Type.Boolean({ description: 'the job was running at a daemon restart and its operation went on by itself (flatten)' }),
 });
 export const Diff = Type.Object({
   from: Type.String(), to: Type.String(), changedBytes: Bytes(''),

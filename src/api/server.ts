@@ -1,18 +1,23 @@
 // Builds the REST API: a fastify instance with every /v1 route registered through one RouteTable
-// (so /v1/openapi.json lists them all), problem+json errors, and a raw-stream body for imports.
+// (so /v1/openapi.json, built by @fastify/swagger, lists them all), a browsable reference at /v1/docs
+// (@fastify/swagger-ui), problem+json errors, and a raw-stream body for imports.
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { ApiContext } from './context.js';
 import { RouteTable } from './routes.js';
 import { errorHandler, problemFor, sendProblem } from './problem.js';
 import { registerVolumeRoutes } from './routes-volumes.js';
 import { registerSnapshotRoutes } from './routes-snapshots.js';
-import { registerMiscRoutes } from './routes-misc.js';
+import { apiVersion, registerMiscRoutes } from './routes-misc.js';
 import { registerStreamRoutes } from './routes-stream.js';
 
 /** Largest JSON request body (requests are small objects; streams are not JSON). */
 export const jsonBodyBytesMax = 1024 * 1024;
 /** HTTP connections the API serves at once. */
 export const apiConnectionsMax = 256;
+/** Where @fastify/swagger-ui serves the browsable API reference. */
+export const apiDocsPath = '/v1/docs';
 
 export interface ApiOptions {
   logger?: FastifyBaseLogger | boolean;
@@ -22,6 +27,7 @@ export interface ApiOptions {
   onRoute?: (method: string, url: string) => void;
 }
 
+/** `routes` fills in when the app loads its plugins (app.ready(), listen() or inject()). */
 export interface Api { app: FastifyInstance; routes: RouteTable }
 
 export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
@@ -45,7 +51,23 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
       for (const method of [route.method].flat()) onRoute(method, route.url);
     });
   }
+  // @fastify/swagger collects routes from an onRoute hook, so it loads before the plugin that adds them.
+  void app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'Cairn REST API', version: apiVersion, description: 'Volumes, snapshots, clones, jobs and streams of a Cairn pool. Sizes are bytes. Errors are application/problem+json with a stable `code`.' },
+    },
+  });
+  void app.register(fastifySwaggerUi, { routePrefix: apiDocsPath });
   const routes = new RouteTable(app);
+  void app.register(async (scope) => {
+    routes.attach(scope);
+    registerRoutes(routes, ctx, opts);
+  });
+  return { app, routes };
+}
+
+function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): void {
   registerMiscRoutes(routes, ctx);
   registerVolumeRoutes(routes, ctx);
   registerSnapshotRoutes(routes, ctx);
@@ -61,5 +83,4 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
       },
     });
   }
-  return { app, routes };
 }

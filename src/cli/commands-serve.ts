@@ -83,7 +83,7 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
   program.command('serve').description('run the daemon: REST API + NBD server on one pool (until SIGTERM/SIGINT)')
     .option('--config <file>', 'config file (YAML or JSON); env CAIRN_CONFIG')
     .option('--pool <path>', 'pool file, created sparse when missing (default ./data/cairn.pool); env CAIRN_POOL')
-    .option('--state-dir <dir>', 'stream identities and import spool (default: the pool\'s directory); env CAIRN_STATE_DIR')
+    .option('--state-dir <dir>', 'job records and import spool (default: the pool\'s directory); env CAIRN_STATE_DIR')
     .option('--pool-size <size>', 'size of a new pool (default 64G); env CAIRN_POOL_SIZE')
     .option('--pool-preallocate <mode>', 'a new pool file: off (sparse, default) or full (written with zeros first); env CAIRN_POOL_PREALLOCATE')
     .option('--nbd <host:port>', 'NBD listen address, or "off" (default 127.0.0.1:10809); env CAIRN_NBD')

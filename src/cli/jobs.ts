@@ -4,7 +4,7 @@ import { CliError } from './client.js';
 import { progressBar } from './progress.js';
 
 export interface JobView {
-  id: string; kind: string; target: string; state: 'running' | 'succeeded' | 'failed'; progress: number;
+  id: string; kind: string; target: string; state: 'running' | 'succeeded' | 'failed' | 'interrupted'; progress: number;
   error: { code: string; message: string } | null;
 }
 
@@ -24,8 +24,8 @@ export async function waitForJob(client: ApiClient, job: JobView, label: string,
   } finally {
     bar.stop();
   }
-  if (current.state === 'failed') {
-    throw new CliError(`${current.kind} of ${current.target} failed: ${current.error?.message ?? 'unknown'} (${current.error?.code ?? 'error'})`,
+  if (current.state === 'failed' || current.state === 'interrupted') {
+    throw new CliError(`${current.kind} of ${current.target} ${current.state}: ${current.error?.message ?? 'unknown'} (${current.error?.code ?? 'error'})`,
       current.error?.code ?? 'error');
   }
   return current;

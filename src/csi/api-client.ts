@@ -14,6 +14,8 @@ export interface ApiVolume {
   createdMs: number;
   origin: { volume: string; snapshot: string | null } | null;
   snapshots: string[];
+  /** "nbd://HOST:PORT/NAME" as the daemon names the export; null when it serves no NBD over TCP. */
+  nbdUri: string | null;
 }
 
 export interface ApiSnapshot {
@@ -78,6 +80,7 @@ export function parseVolume(obj: Json): ApiVolume {
     createdMs: num(obj, 'createdMs'),
     origin: parseOrigin(obj.origin),
     snapshots: snapshots.map((s) => (s.includes('@') ? s.slice(s.indexOf('@') + 1) : s)),
+    nbdUri: typeof obj.nbdUri === 'string' ? obj.nbdUri : null,
   };
 }
 
@@ -204,7 +207,7 @@ export class CairnApi {
     const deadline = Date.now() + jobWaitMsMax;
     while (Date.now() < deadline) {
       const job = (await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`)) as Json;
-      if (job.state === 'failed') {
+      if (job.state === 'failed' || job.state === 'interrupted') { // interrupted: a daemon restart ended it
         const error = (job.error ?? {}) as Json;
         throw new ApiProblem(500, str(error, 'code') || 'internal_error', str(error, 'message') || 'job failed');
       }

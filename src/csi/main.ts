@@ -11,6 +11,7 @@ import { ControllerService } from './controller.js';
 import { IdentityService, type CsiMode } from './identity.js';
 import { OperationLocks } from './locks.js';
 import { NodeService } from './node.js';
+import { nbdSource } from './nbd-address.js';
 import { startServer } from './server.js';
 
 export interface CsiOptions {
@@ -19,7 +20,8 @@ export interface CsiOptions {
   nodeId: string;
   mode: CsiMode;
   stateDir: string;
-  nbd: string;
+  /** HOST:PORT of the NBD server to attach from; absent: each volume's nbdUri from the API. */
+  nbd?: string | null;
   driverName?: string;
   logger?: Logger;
 }
@@ -35,10 +37,11 @@ export async function runCsi(opts: CsiOptions): Promise<CsiHandle> {
   const locks = new OperationLocks();
   const api = new CairnApi(opts.api);
   const controller = opts.mode === 'node' ? undefined : new ControllerService(api, locks);
-  const node = opts.mode === 'controller' ? undefined : new NodeService(opts.nodeId, opts.stateDir, opts.nbd, locks);
+  const nbd = nbdSource(opts.nbd, api, opts.api);
+  const node = opts.mode === 'controller' ? undefined : new NodeService(opts.nodeId, opts.stateDir, nbd, locks);
   const identity = new IdentityService(opts.mode, opts.driverName ?? driverName);
   const server = await startServer(opts.endpoint, log, { identity, controller, node });
-  log.info({ endpoint: opts.endpoint, api: opts.api, nbd: opts.nbd, nodeId: opts.nodeId }, 'csi plugin listening');
+  log.info({ endpoint: opts.endpoint, api: opts.api, nbd: nbd.kind === 'fixed' ? nbd.address : 'from the API', nodeId: opts.nodeId }, 'csi plugin listening');
   return server;
 }
 
@@ -51,11 +54,11 @@ export function csiCommand(): Command {
     .option('--node-id <name>', 'this node\'s name (NodeGetInfo)', process.env.NODE_NAME ?? '')
     .addOption(new Option('--mode <mode>', 'which services to serve').choices(['controller', 'node', 'all']).default('all'))
     .option('--state-dir <dir>', 'where the node keeps its attachment state', stateDirDefault)
-    .option('--nbd <host:port>', 'Cairn NBD server the node attaches from', '127.0.0.1:10809')
+    .option('--nbd <host:port>', 'Cairn NBD server the node attaches from (default: the address the daemon reports for each volume)')
     .option('--driver-name <name>', 'CSI driver name', driverName);
 }
 
-type CsiFlags = { endpoint: string; api: string; nodeId: string; mode: CsiMode; stateDir: string; nbd: string; driverName: string };
+type CsiFlags = { endpoint: string; api: string; nodeId: string; mode: CsiMode; stateDir: string; nbd?: string; driverName: string };
 
 /** Runs the plugin until SIGTERM/SIGINT, then closes the socket and exits 0. */
 async function serveUntilSignal(flags: CsiFlags): Promise<void> {

@@ -4,7 +4,8 @@
 // leaves one mount) and what is attached is recorded in the state file for restarts.
 import { existsSync, mkdirSync, rmSync, rmdirSync, statSync, writeFileSync, promises as fsp } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { attach, attachmentHealthy, detach, nbdUri } from './attach.js';
+import { attach, attachmentHealthy, detach } from './attach.js';
+import { exportUriOf, type NbdSource } from './nbd-address.js';
 import { checkCapabilityShape, fsTypeOf, isBlock, isReaderOnly, unsupportedReason } from './capabilities.js';
 import { nodeVolumesMax } from './constants.js';
 import {
@@ -44,7 +45,7 @@ function removeTarget(targetPath: string): void {
 export class NodeService {
   readonly state: AttachmentState;
 
-  constructor(private readonly nodeId: string, stateDir: string, private readonly nbdAddress: string,
+  constructor(private readonly nodeId: string, stateDir: string, private readonly nbd: NbdSource,
     private readonly locks: OperationLocks) {
     this.state = new AttachmentState(stateDir);
   }
@@ -87,15 +88,16 @@ export class NodeService {
         await this.teardown(existing);
       }
       if (this.state.all().length >= nodeVolumesMax) throw resourceExhausted(`node has ${nodeVolumesMax} volumes staged`);
-      const uri = nbdUri(this.nbdAddress, volumeId);
+      const uri = await exportUriOf(this.nbd, volumeId);
+      const server = new URL(uri).host;
       const fuseDir = this.fuseDirFor(volumeId);
       const readOnly = isReaderOnly(cap);
       const dev = await step(`attach ${uri}`, () => attach(uri, fuseDir, readOnly)).catch((err: CsiError) => {
         if (/no export named|unknown export|No such export/i.test(err.message)) {
-          throw notFound(`volume ${volumeId} is not exported by ${this.nbdAddress}: ${err.message}`);
+          throw notFound(`volume ${volumeId} is not exported by ${server}: ${err.message}`);
         }
         if (/Connection refused|Network is unreachable|No route to host/i.test(err.message)) {
-          throw unavailable(`the Cairn NBD server at ${this.nbdAddress} is not reachable: ${err.message}`);
+          throw unavailable(`the Cairn NBD server at ${server} is not reachable: ${err.message}`);
         }
         throw err;
       });

@@ -11,8 +11,8 @@ export interface NbdTlsConfig { certFile?: string; keyFile?: string; caFile?: st
 
 export interface DaemonConfig {
   poolPath: string;
-  /** Where stream identities (POOL.streams.json) and import spool files live; null = the pool's
-   *  directory (set it when the pool is a raw block device). */
+  /** Where job records (POOL.jobs.json) and import spool files live, and an old POOL.streams.json
+   *  is looked for (to migrate it); null = the pool's directory (set it for a raw block device). */
   stateDir: string | null;
   /** Size of a pool created because it was missing. */
   poolSizeBytes: number;

@@ -2,7 +2,7 @@
 // extents, changedSince) per volume into Metrics. It implements the whole Engine interface, so the
 // NBD server and the API receive it in place of the engine and cannot tell the difference.
 import type {
-  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotInfo, SpaceUsage, Target, TargetEvent,
+  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SpaceUsage, Target, TargetEvent,
   VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from '../engine/index.js';
 import { dataLength } from '../engine/index.js';
@@ -81,9 +81,11 @@ export class InstrumentedEngine implements Engine {
   flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo> {
     return this.inner.flattenVolume(name, onProgress);
   }
-  createSnapshots(fullNames: string[]): Promise<SnapshotInfo[]> { return this.inner.createSnapshots(fullNames); }
+  createSnapshots(fullNames: string[], opts?: SnapshotCreateOptions): Promise<SnapshotInfo[]> { return this.inner.createSnapshots(fullNames, opts); }
   listSnapshots(volume?: string): SnapshotInfo[] { return this.inner.listSnapshots(volume); }
   getSnapshot(fullName: string): SnapshotInfo { return this.inner.getSnapshot(fullName); }
+  snapshotStreamGuid(fullName: string): string { return this.inner.snapshotStreamGuid(fullName); }
+  adoptStreamGuids(guids: ReadonlyMap<number, string>): Promise<number> { return this.inner.adoptStreamGuids(guids); }
   deleteSnapshot(fullName: string): Promise<void> { return this.inner.deleteSnapshot(fullName); }
   diff(from: string, to: string): Promise<ByteRange[]> { return this.inner.diff(from, to); }
   spaceUsage(name: string): Promise<SpaceUsage> { return this.inner.spaceUsage(name); }

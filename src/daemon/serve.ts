@@ -8,8 +8,9 @@ import { openOrCreatePoolFile, checksumKernel, type Engine, type PoolFileOptions
 import { startNbdServer } from '../nbd/server.js';
 import { buildApi } from '../api/server.js';
 import { JobManager } from '../api/jobs.js';
+import { JobStore, jobFilePath, restoreJobs } from '../api/job-store.js';
 import type { ApiContext } from '../api/context.js';
-import { IdentityRegistry } from '../stream/identity.js';
+import { migrateSideFile, sideFilePath } from '../stream/identity.js';
 import type { DaemonConfig } from './config.js';
 import { lockPool } from './lock.js';
 import { Metrics } from './metrics.js';
@@ -73,7 +74,11 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   metrics.attach(engine);
   const cleanup: Array<() => Promise<void>> = [];
   try {
-    const identities = await IdentityRegistry.open(poolPath, stateDir);
+    const sideFile = sideFilePath(poolPath, stateDir);
+    const migrated = await migrateSideFile(engine, sideFile);
+    if (migrated !== null) {
+      logger.info({ event: 'stream_identities_migrated', from: sideFile, snapshots: migrated }, 'stream identities moved into the catalog; side file removed');
+    }
     const nbd = config.nbd === null && config.nbdSocketPath === null ? null : await startNbdServer(engine, {
       ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
       ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
@@ -84,9 +89,12 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (nbd !== null) cleanup.push(() => nbd.close());
     const nbdBaseUri = nbd !== null && nbd.port !== null && config.nbd !== null
       ? `nbd://${hostForUri(config.nbd.host)}:${nbd.port}` : null;
-    const jobs = new JobManager();
+    const jobStore = new JobStore(jobFilePath(poolPath, stateDir));
+    const jobLog = eventLogger(logger, 'jobs');
+    const jobs = new JobManager(jobStore, jobLog);
+    await restoreJobs(jobs, jobStore, engine, jobLog);
     const ctx: ApiContext = {
-      engine, jobs, identities, poolPath, spoolDir: stateDir, nbdBaseUri,
+      engine, jobs, poolPath, spoolDir: stateDir, nbdBaseUri,
       nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
     };
     const { app } = buildApi(ctx, { logger: logger.child({ component: 'api' }), metrics: () => metrics.render() });
@@ -106,6 +114,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       if (nbd !== null) await nbd.close();
       // 3. Jobs: a flatten resumes after restart, so waiting is bounded.
       await withTimeout(jobs.drain(), shutdownJobsWaitMs);
+      // Jobs still running stay `running` in the file; the next start settles them (job-store.ts).
+      await jobs.close().catch((err: unknown) => jobLog('jobs_save_failed', { error: err instanceof Error ? err.message : String(err) }));
       // 4. Everything acknowledged becomes durable, then the pool closes cleanly.
       await engine.flush();
       await engine.close();

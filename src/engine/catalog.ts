@@ -10,6 +10,13 @@ import { assert, fail } from './errors.js';
 export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
 export const FLAG_DELETED = 1;
 
+/** Where a record's name starts; it runs for at most NAME_BYTES_MAX bytes. */
+const RECORD_NAME_OFFSET_BYTES = 80;
+/** A snapshot's stream guid (16 bytes; all zero = none stored): the bytes after the longest name. */
+const RECORD_STREAM_GUID_OFFSET_BYTES = RECORD_NAME_OFFSET_BYTES + NAME_BYTES_MAX;
+const RECORD_STREAM_GUID_BYTES = 16;
+assert(RECORD_STREAM_GUID_OFFSET_BYTES + RECORD_STREAM_GUID_BYTES <= CATALOG_RECORD_BYTES, 'the stream guid fits in a catalog record');
+
 export interface CatalogRecord {
   slot: number;
   kind: RecordKind;
@@ -27,6 +34,11 @@ export interface CatalogRecord {
   flattenCursor: number;
   seq: number;
   name: string;
+  /**
+   * Snapshot: its identity in export streams (32 hex chars, docs/cli.md "Snapshot identity"); absent
+   * in records written before it was stored (the engine derives one from the pool uuid).
+   */
+  streamGuid?: string;
 }
 
 function encodeRecord(rec: CatalogRecord, buf: Buffer, off: number): void {
@@ -47,7 +59,17 @@ function encodeRecord(rec: CatalogRecord, buf: Buffer, off: number): void {
   setU64(view, off + 56, rec.originSnapId);
   setU64(view, off + 64, rec.flattenCursor);
   setU64(view, off + 72, rec.seq);
-  name.copy(buf, off + 80);
+  name.copy(buf, off + RECORD_NAME_OFFSET_BYTES);
+  if (rec.streamGuid !== undefined) {
+    assert(/^[0-9a-f]{32}$/.test(rec.streamGuid), 'stream guid checked before the catalog');
+    buf.write(rec.streamGuid, off + RECORD_STREAM_GUID_OFFSET_BYTES, RECORD_STREAM_GUID_BYTES, 'hex');
+  }
+}
+
+function decodeStreamGuid(buf: Buffer, off: number): string | undefined {
+  const start = off + RECORD_STREAM_GUID_OFFSET_BYTES;
+  const bytes = buf.subarray(start, start + RECORD_STREAM_GUID_BYTES);
+  return bytes.every((b) => b === 0) ? undefined : bytes.toString('hex');
 }
 
 export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRecord | null {
@@ -55,13 +77,16 @@ export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRec
   if (kind === RecordKind.Empty) return null;
   const nameLen = buf.readUInt16LE(off + 2);
   const view = viewOf(buf);
-  return {
+  const rec: CatalogRecord = {
     slot, kind, flags: buf.readUInt8(off + 1),
     id: getU64(view, off + 8), root: getU64(view, off + 16), sizeBytes: getU64(view, off + 24),
     mappedBlocks: getU64(view, off + 32), createdMs: getU64(view, off + 40), parentId: getU64(view, off + 48),
     originSnapId: getU64(view, off + 56), flattenCursor: getU64(view, off + 64), seq: getU64(view, off + 72),
-    name: buf.toString('utf8', off + 80, off + 80 + nameLen),
+    name: buf.toString('utf8', off + RECORD_NAME_OFFSET_BYTES, off + RECORD_NAME_OFFSET_BYTES + nameLen),
   };
+  const streamGuid = kind === RecordKind.Snapshot ? decodeStreamGuid(buf, off) : undefined;
+  if (streamGuid !== undefined) rec.streamGuid = streamGuid;
+  return rec;
 }
 
 export class Catalog {

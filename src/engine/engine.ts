@@ -1,6 +1,7 @@
 // CairnEngine: the Engine interface (types.ts) over a PoolCore. Resolves names, enforces the rules
 // (read-only snapshots, name uniqueness, sizes), and makes every catalog change durable before it
 // returns. Catalog records are the single source of truth for roots, sizes and lineage.
+import { createHash } from 'node:crypto';
 import { BLOCK_SIZE_BYTES } from './constants.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, RecordKind, type CatalogRecord } from './catalog.js';
@@ -14,9 +15,14 @@ import {
   InvalidArgument, NameTaken, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound,
 } from './errors.js';
 import type {
-  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotInfo, SpaceUsage, Target, TargetEvent, VolumeInfo,
-  WriteData, WriteOptions, ZeroOptions,
+  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SpaceUsage, Target, TargetEvent,
+  VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from './types.js';
+
+/** 32 lowercase hex chars, not all zero (a zero guid field in a record means "none stored"). */
+function validateStreamGuid(guid: string): void {
+  if (!/^[0-9a-f]{32}$/.test(guid) || /^0+$/.test(guid)) throw new InvalidArgument(`bad stream guid ${JSON.stringify(guid)}: expected 32 hex chars, not all zero`);
+}
 
 export class CairnEngine implements Engine {
   constructor(readonly core: PoolCore) {}
@@ -75,6 +81,12 @@ export class CairnEngine implements Engine {
   }
 
   private newId(): number { return this.core.sb.nextId++; }
+
+  /** A snapshot's stream guid: the stored one, or (records from before it was stored) derived. */
+  private streamGuidOf(rec: CatalogRecord): string {
+    return rec.streamGuid ?? createHash('sha256')
+      .update(`${this.core.sb.poolUuid}:${rec.id}:${rec.createdMs}`).digest('hex').slice(0, 32);
+  }
 
   private async durable<T>(fn: () => Promise<T>): Promise<T> {
     const result = await this.core.mutate(fn);
@@ -213,8 +225,13 @@ export class CairnEngine implements Engine {
 
   // ---- snapshots ----
 
-  async createSnapshots(fullNames: string[]): Promise<SnapshotInfo[]> {
+  async createSnapshots(fullNames: string[], opts: SnapshotCreateOptions = {}): Promise<SnapshotInfo[]> {
     if (!Array.isArray(fullNames) || fullNames.length === 0) throw new InvalidArgument('no snapshots named');
+    const receivedGuid = opts.streamGuid;
+    if (receivedGuid !== undefined) {
+      validateStreamGuid(receivedGuid);
+      if (fullNames.length !== 1) throw new InvalidArgument('a stream guid names exactly one snapshot');
+    }
     const parsed = fullNames.map((f) => {
       const { volume, snapshot } = parseRef(f);
       if (snapshot === null) throw new InvalidArgument(`expected VOLUME@SNAPSHOT, got ${f}`);
@@ -241,10 +258,13 @@ export class CairnEngine implements Engine {
         const vol = vols[i]!;
         if (vol.root !== 0) await this.core.space.incref(vol.root);
         const id = this.newId();
-        out.push(await this.catalog.add({
+        const rec: Omit<CatalogRecord, 'slot'> = {
           kind: RecordKind.Snapshot, flags: 0, id, root: vol.root, sizeBytes: vol.sizeBytes, mappedBlocks: vol.mappedBlocks,
           createdMs, parentId: vol.id, originSnapId: 0, flattenCursor: 0, seq: id, name: parsed[i]!.snapshot,
-        }));
+        };
+        // Stored with the snapshot, in its commit: a received snapshot keeps its sender's guid.
+        rec.streamGuid = receivedGuid ?? this.streamGuidOf({ ...rec, slot: -1 });
+        out.push(await this.catalog.add(rec));
       }
       return out;
     });
@@ -264,6 +284,23 @@ export class CairnEngine implements Engine {
   }
 
   getSnapshot(fullName: string): SnapshotInfo { return this.snapshotInfo(this.snapshotRec(fullName)); }
+
+  snapshotStreamGuid(fullName: string): string { return this.streamGuidOf(this.snapshotRec(fullName)); }
+
+  async adoptStreamGuids(guids: ReadonlyMap<number, string>): Promise<number> {
+    for (const guid of guids.values()) validateStreamGuid(guid);
+    return this.durable(async () => {
+      let adopted = 0;
+      for (const [id, guid] of guids) {
+        const rec = this.catalog.byId.get(id);
+        if (rec === undefined || rec.kind !== RecordKind.Snapshot) continue;
+        rec.streamGuid = guid;
+        await this.catalog.save(rec);
+        adopted += 1;
+      }
+      return adopted;
+    });
+  }
 
   async deleteSnapshot(fullName: string): Promise<void> {
     const id = await this.durable(async () => {

@@ -37,6 +37,11 @@ export interface SnapshotInfo {
   createdMs: number;
 }
 
+export interface SnapshotCreateOptions {
+  /** Stream guid of a snapshot received by import (only with one snapshot): stored in the same commit. */
+  streamGuid?: string;
+}
+
 export interface PoolStats {
   sizeBytes: number;
   allocatedBytes: number;
@@ -129,9 +134,19 @@ export interface Engine {
   flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo>;
 
   /** Snapshots one or more volumes at one instant. Names are "VOL@SNAP". */
-  createSnapshots(fullNames: string[]): Promise<SnapshotInfo[]>;
+  createSnapshots(fullNames: string[], opts?: SnapshotCreateOptions): Promise<SnapshotInfo[]>;
   listSnapshots(volume?: string): SnapshotInfo[];
   getSnapshot(fullName: string): SnapshotInfo;
+  /**
+   * The snapshot's identity in export streams (32 hex chars), kept in its catalog record: derived at
+   * create from the pool uuid, or the sender's guid for a snapshot received by import.
+   */
+  snapshotStreamGuid(fullName: string): string;
+  /**
+   * Stores stream guids for existing snapshots by id (migration from the old side file); ids that are
+   * not snapshots are skipped. Durable when it resolves; returns how many were stored.
+   */
+  adoptStreamGuids(guids: ReadonlyMap<number, string>): Promise<number>;
   deleteSnapshot(fullName: string): Promise<void>;
 
   /** Changed ranges between `from` ("VOL@A") and `to` ("VOL@B" or "VOL"), cost ∝ changes. */

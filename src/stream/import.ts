@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Engine, SnapshotInfo } from '../engine/index.js';
 import { asBuffer, readStream } from './reader.js';
 import { StreamCorrupt, type StreamHeader } from './format.js';
-import type { IdentityRegistry } from './identity.js';
+import { identify } from './identity.js';
 
 export class StreamRefused extends Error {
   constructor(readonly code: 'stream_base_mismatch' | 'target_modified' | 'name_taken' | 'volume_not_found',
@@ -43,7 +43,7 @@ async function spoolAndVerify(source: AsyncIterable<Buffer | Uint8Array | string
 }
 
 /** Checks the target against the header; returns the base snapshot name for an incremental stream. */
-function checkTarget(engine: Engine, registry: IdentityRegistry, volume: string, header: StreamHeader): string | null {
+function checkTarget(engine: Engine, volume: string, header: StreamHeader): string | null {
   const snapName = header.snapshot.fullName.split('@')[1] ?? 'imported';
   const exists = engine.listVolumes().some((v) => v.name === volume);
   if (header.base === null) {
@@ -53,7 +53,7 @@ function checkTarget(engine: Engine, registry: IdentityRegistry, volume: string,
   if (!exists) throw new StreamRefused('volume_not_found', `volume not found: ${volume} (an incremental stream needs it)`);
   const info = engine.getVolume(volume);
   const latest = info.snapshots[info.snapshots.length - 1];
-  if (latest === undefined || registry.identify(engine, `${volume}@${latest}`).guid !== header.base.guid) {
+  if (latest === undefined || identify(engine, `${volume}@${latest}`).guid !== header.base.guid) {
     throw new StreamRefused('stream_base_mismatch',
       `the latest snapshot of ${volume} is not the stream's base ${header.base.fullName}`);
   }
@@ -90,17 +90,17 @@ async function applyRecords(engine: Engine, id: number, spoolPath: string,
   return dataBytes;
 }
 
-export async function importStream(engine: Engine, registry: IdentityRegistry, volume: string,
+export async function importStream(engine: Engine, volume: string,
   source: AsyncIterable<Buffer | Uint8Array | string>, spoolDir: string,
   onProgress: (fraction: number) => void = () => {}): Promise<ImportResult> {
   const spoolPath = join(spoolDir, `.cairn-import-${process.pid}-${randomBytes(6).toString('hex')}`);
   try {
     let header: StreamHeader | null = null;
     // Fail fast on a wrong target; the check is repeated below, just before anything changes.
-    await spoolAndVerify(source, spoolPath, (h) => { header = h; checkTarget(engine, registry, volume, h); });
+    await spoolAndVerify(source, spoolPath, (h) => { header = h; checkTarget(engine, volume, h); });
     if (header === null) throw new StreamCorrupt('no header');
     const h: StreamHeader = header;
-    const base = checkTarget(engine, registry, volume, h);
+    const base = checkTarget(engine, volume, h);
     const snapName = h.snapshot.fullName.split('@')[1] ?? 'imported';
     const totalBytes = (await fsp.stat(spoolPath)).size;
     let dataBytes: number;
@@ -131,9 +131,9 @@ export async function importStream(engine: Engine, registry: IdentityRegistry, v
         throw err;
       }
     }
-    const [snapshot] = await engine.createSnapshots([`${volume}@${snapName}`]);
+    // The sender's guid goes into the snapshot's catalog record, in the snapshot's own commit.
+    const [snapshot] = await engine.createSnapshots([`${volume}@${snapName}`], { streamGuid: h.snapshot.guid });
     if (snapshot === undefined) throw new Error('createSnapshots returned nothing');
-    await registry.recordReceived(engine, snapshot.id, h.snapshot.guid);
     return { volume, snapshot, incremental: base !== null, dataBytes };
   } finally {
     await fsp.rm(spoolPath, { force: true });
