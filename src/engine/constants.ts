@@ -47,6 +47,12 @@ export const FREES_PER_DIRTY_NODE_MIN = 64;
 /** Held frees (16 GiB of blocks) that trigger a commit whatever the pool size: bounds their list's RAM. */
 export const FREES_HELD_BLOCKS_MAX = 1 << 22;
 
+/**
+ * Largest pool (2^40 blocks, 4 PiB) a grow accepts: every byte offset (block × 4096 < 2^52) stays an
+ * exact double, and so do the radix arrays' free summaries.
+ */
+export const POOL_BLOCKS_MAX = 2 ** 40;
+
 /** Free blocks held back from user data so that metadata of a commit can always be written. */
 export function metaReserveBlocks(totalBlocks: number): number {
   return Math.min(65536, Math.max(Math.min(512, Math.floor(totalBlocks / 8)), Math.floor(totalBlocks / 64)));
@@ -61,3 +67,4 @@ assert(BRANCH_FANOUT_MAX >= 16, 'branch fanout');
 assert(CATALOG_RECORDS_PER_PAGE >= 8, 'catalog page fill');
 assert(VOLUME_BYTES_MAX / BLOCK_SIZE_BYTES < Number.MAX_SAFE_INTEGER / 1024, 'lba math stays exact');
 assert(IO_BYTES_MAX % BLOCK_SIZE_BYTES === 0, 'io bound is block aligned');
+assert(POOL_BLOCKS_MAX * BLOCK_SIZE_BYTES <= Number.MAX_SAFE_INTEGER, 'pool byte offsets stay exact');
