@@ -356,13 +356,18 @@ export class Trees {
     if (x.count === 0) { await this.discard(node); return []; }
     if (bytes <= META_PAYLOAD_BYTES) return [{ key: x.lbas[0]!, node }];
     // An append (the edit is past every old entry) fills the left leaf completely, so sequential
-    // data packs leaves full; a split in the middle halves, leaving room on both sides.
-    const fill = entries.length > 0 && entries[entries.length - 1]!.lba === x.lbas[x.count - 1]! ? META_PAYLOAD_BYTES : META_PAYLOAD_BYTES / 2;
+    // data packs leaves full; a split in the middle cuts pieces of even size, about half full, leaving
+    // room on both sides (a leaf just over full halves; cutting at half full each left a small last
+    // piece, under-full at once).
+    const append = entries.length > 0 && entries[entries.length - 1]!.lba === x.lbas[x.count - 1]!;
+    const pieceBytes = append ? META_PAYLOAD_BYTES : bytes / Math.max(2, Math.round(bytes / (META_PAYLOAD_BYTES / 2)));
     const cuts = [0];
     let groupBytes = 0;
     for (let i = 0; i < x.count; i++) {
       const b = LEAF_ENTRY_FIXED_BYTES + 4 * x.lens[i]!;
-      if (groupBytes + b > fill && i > cuts[cuts.length - 1]!) { cuts.push(i); groupBytes = 0; }
+      // A middle piece ends once it reaches its share: below it before its last entry, so it fits.
+      const full = append ? groupBytes + b > pieceBytes : groupBytes >= pieceBytes;
+      if (full && i > cuts[cuts.length - 1]!) { cuts.push(i); groupBytes = 0; }
       groupBytes += b;
     }
     cuts.push(x.count);
