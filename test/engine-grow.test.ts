@@ -189,3 +189,32 @@ test('growing a pool file enlarges the file; a file enlarged from outside is tak
   await assertFilled(reopened, 'v', 40 * MiB, 40 * MiB, 10);
   await assertClean(reopened);
 });
+
+test('a raw device enlarged with its own tools is grown without a size; a size is refused there', { skip: process.getuid?.() === 0 ? false : 'needs root for losetup' }, async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { createPoolFile, checkPoolFile } = await import('../src/engine/index.js');
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-grow-dev-'));
+  const backing = join(dir, 'disk');
+  writeFileSync(backing, '');
+  truncateSync(backing, 32 * MiB);
+  const loop = execFileSync('losetup', ['-f', '--show', backing]).toString().trim();
+  t.after(() => { execFileSync('losetup', ['-d', loop]); rmSync(dir, { recursive: true, force: true }); });
+  const engine = await createPoolFile(loop, 0, { commitIntervalMs: 0 });
+  await engine.createVolume('v', 64 * MiB);
+  await fill(engine, 'v', 0, 8 * MiB, 11);
+  await assert.rejects(engine.growPool(64 * MiB), { code: 'invalid_argument', message: /block device.*lvextend/ });
+  truncateSync(backing, 96 * MiB);
+  execFileSync('losetup', ['-c', loop]); // the loop device takes its backing file's new size
+  assert.equal((await engine.growPool()).sizeBytes, 96 * MiB);
+  await fill(engine, 'v', 8 * MiB, 48 * MiB, 12);
+  await assertClean(engine);
+  await engine.close();
+  assert.equal((await checkPoolFile(loop)).ok, true);
+  const reopened = await openPoolFile(loop);
+  assert.equal(reopened.stats().sizeBytes, 96 * MiB);
+  await assertFilled(reopened, 'v', 8 * MiB, 48 * MiB, 12);
+  await reopened.close();
+});
