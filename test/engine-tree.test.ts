@@ -172,14 +172,24 @@ test('trims that empty most of every leaf merge leaves and branches back to near
   await engine.createSnapshots(['v@full']);
   const full = await treeShape(engine, 'v');
   assert.ok(full.height >= 3, `two levels of branches (height ${full.height})`);
-  // Keep one block in 64: each trim empties 31 of 32 extents of its stretch, in random order.
-  const stretches = Array.from({ length: lbaEnd / 64 }, (_, k) => k);
+  // Keep one block in 64: each trim empties 31 of 32 extents of its stretch, in random order; half
+  // the stretches first, then a second snapshot, then the rest: the merges then meet neighbours the
+  // new snapshot shares (kept for it, their children counted once more) and neighbours that are not
+  // writable in this transaction on the left (the merged node is then the right one).
   const rand = rng(21);
-  for (let i = stretches.length - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [stretches[i], stretches[j]] = [stretches[j]!, stretches[i]!]; }
-  for (const k of stretches) await engine.trim(id, (k * 64 + 1) * 4096, 63 * 4096);
+  const shuffled = (ks: number[]): number[] => {
+    for (let i = ks.length - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [ks[i], ks[j]] = [ks[j]!, ks[i]!]; }
+    return ks;
+  };
+  const stretches = Array.from({ length: lbaEnd / 64 }, (_, k) => k);
+  for (const k of shuffled(stretches.filter((k) => k % 3 === 0))) await engine.trim(id, (k * 64 + 1) * 4096, 63 * 4096);
+  await engine.flush();
+  await engine.createSnapshots(['v@third']);
+  for (const k of shuffled(stretches.filter((k) => k % 3 !== 0))) await engine.trim(id, (k * 64 + 1) * 4096, 63 * 4096);
   const trimmed = await treeShape(engine, 'v');
   const leavesMin = Math.ceil(trimmed.leafBytes / META_PAYLOAD_BYTES);
-  assert.ok(trimmed.leaves <= 2 * leavesMin + 1, `${trimmed.leaves} leaves hold what ${leavesMin} could (${full.leaves} before the trims)`);
+  // Under-full nodes whose neighbours have no room for them can stay: about half full on average.
+  assert.ok(trimmed.leaves <= 2 * leavesMin + 2, `${trimmed.leaves} leaves hold what ${leavesMin} could (${full.leaves} before the trims)`);
   assert.ok(trimmed.nodes <= trimmed.leaves + 2, `${trimmed.nodes} nodes for ${trimmed.leaves} leaves: the branches merged too`);
   assert.ok(trimmed.height < full.height, `the root collapsed (height ${full.height} -> ${trimmed.height})`);
   // The snapshot still holds the full tree; both read as the model says.
@@ -195,13 +205,15 @@ test('trims that empty most of every leaf merge leaves and branches back to near
   };
   await verify('v', (lba) => lba % 64 === 0);
   await verify('v@full', (lba) => lba % 2 === 0);
+  await verify('v@third', (lba) => lba % 2 === 0 && (Math.floor(lba / 64) % 3 !== 0 || lba % 64 === 0));
   await assertClean(engine);
   // Writes between the kept blocks split the merged leaves again, and trims merge them back.
   for (let base = 0; base < lbaEnd; base += 4096) await engine.write(id, (base + 2) * 4096, Buffer.alloc(4096, 7));
   await engine.deleteSnapshot('v@full');
+  await engine.deleteSnapshot('v@third');
   await engine.drainDeletes();
   for (let base = 0; base < lbaEnd; base += 4096) await engine.trim(id, (base + 2) * 4096, 4096);
   await verify('v', (lba) => lba % 64 === 0);
-  assert.ok((await treeShape(engine, 'v')).leaves <= 2 * leavesMin + 1);
+  assert.ok((await treeShape(engine, 'v')).leaves <= 2 * leavesMin + 2);
   await assertClean(engine);
 });
