@@ -11,7 +11,7 @@ import { BLOCK_SIZE_BYTES, type CheckReport, type Engine, type PoolOptions, type
 import { Model, type ModelTarget } from './model.js';
 import { chooseParams, type OpKind, type SimParams } from './params.js';
 import { runOp } from './ops.js';
-import { verifyCatalog, verifyTarget, resolvePending } from './verify.js';
+import { blocksBesideMetadata, verifyCatalog, verifyEverythingReturns, verifyTarget, resolvePending } from './verify.js';
 import { paranoidCheck } from './ops-query.js';
 
 export interface SimulationOptions {
@@ -73,6 +73,8 @@ export class Simulator {
   private readonly paranoid: boolean;
   private readonly engineLog: SimulationOptions['engineLog'];
   private readonly paranoidFromOp: number;
+  /** Blocks in use beside tree and radix blocks in the new pool (verify.ts blocksBesideMetadata). */
+  private emptyBesideMetadata = 0;
 
   constructor(opts: SimulationOptions) {
     this.seed = opts.seed;
@@ -262,12 +264,14 @@ export class Simulator {
     this.note(`params ${JSON.stringify({ ...this.params, weights: undefined })} cacheBytesMax=${this.cacheBytesMax}`);
     this.engine = this.must(await this.attempt(() => createPool(this.device, this.poolOptions())), 'createPool');
     this.listen();
-    this.checkReport(await this.e.check(), 'check of a new pool');
+    const report = await this.e.check();
+    this.checkReport(report, 'check of a new pool');
+    this.emptyBesideMetadata = blocksBesideMetadata(this.e.stats(), report);
   }
 
   async finish(): Promise<void> {
     this.opIndex = -2;
-    this.note('final: flush, verify every target, check, close, reopen, check');
+    this.note('final: flush, verify every target, check, close, reopen, check, delete everything, check that every block returns');
     this.must(await this.attempt(() => this.e.flush()), 'final flush');
     this.model.durablePoint();
     verifyCatalog(this, 'at the end');
@@ -275,6 +279,7 @@ export class Simulator {
     this.checkReport(this.must(await this.attempt(() => this.e.check()), 'final check'), 'final check');
     await this.closeAndReopen();
     for (const t of this.model.targets.values()) await verifyTarget(this, t, 'sample');
+    await verifyEverythingReturns(this, this.emptyBesideMetadata);
     this.must(await this.attempt(() => this.e.close()), 'final close');
     this.engine = null;
   }

@@ -204,7 +204,8 @@ test('metadata blocks come from a reserved run: a commit after scattered writes 
   await engine.flush();
   const commitWrites = device.counters.writes - writesBefore;
   const metaBlocks = commits.slice(committed).reduce((n, c) => n + c.metaBlocks, 0);
-  assert.ok(metaBlocks > 40, `the commit wrote a good number of metadata blocks (${metaBlocks})`);
+  // (35 since a leaf just over full splits in halves; 41+ when it split into two halves and a sliver.)
+  assert.ok(metaBlocks > 30, `the commit wrote a good number of metadata blocks (${metaBlocks})`);
   // One write per run of up to 256 blocks, plus the superblock; taken one by one between the data
   // blocks, each metadata block was its own run.
   assert.ok(commitWrites <= Math.ceil(metaBlocks / 256) + 4, `${metaBlocks} metadata blocks in ${commitWrites} device writes`);

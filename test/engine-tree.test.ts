@@ -1,9 +1,13 @@
 // The mapping tree under random edits (splits, shadowing under snapshots, trims that empty leaves and
-// collapse the root), compared block by block with a plain map, then checked.
+// collapse the root), compared block by block with a plain map, then checked; trims that leave nodes
+// under-full merge them with their neighbours, so the tree shrinks back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { tempPool, assertClean, MiB } from './engine-helpers.js';
 import type { Engine } from '../src/engine/index.js';
+import type { CairnEngine } from '../src/engine/engine.js';
+import { MetaType } from '../src/engine/format.js';
+import { META_PAYLOAD_BYTES } from '../src/engine/constants.js';
 
 function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;
@@ -134,4 +138,82 @@ test('32 MiB writes over scattered blocks and past them split leaves, and reopen
   t.after(() => reopened.close().catch(() => undefined));
   await check(reopened);
   await assertClean(reopened);
+});
+
+/** Nodes, leaves, height and leaf payload bytes of the tree of `name` ("VOL" or "VOL@SNAP"). */
+async function treeShape(engine: CairnEngine, name: string): Promise<{ nodes: number; leaves: number; height: number; leafBytes: number }> {
+  const root = engine.core.catalog.byId.get(engine.resolve(name).id)!.root;
+  const shape = { nodes: 0, leaves: 0, height: 0, leafBytes: 0 };
+  const walk = async (block: number, depth: number): Promise<void> => {
+    const node = await engine.core.trees.load(block);
+    shape.nodes++;
+    shape.height = Math.max(shape.height, depth);
+    if (node.type === MetaType.Leaf) { shape.leaves++; shape.leafBytes += node.ext.bytes; return; }
+    for (const child of node.children) await walk(child, depth + 1);
+  };
+  if (root !== 0) await walk(root, 1);
+  return shape;
+}
+
+test('trims that empty most of every leaf merge leaves and branches back to near the fewest nodes, under a snapshot sharing them', async (t) => {
+  const { engine, cleanup } = await tempPool(1024 * MiB);
+  t.after(cleanup);
+  const lbaEnd = 92160; // 46,080 single-block extents: leaves under two levels of branches
+  await engine.createVolume('v', 512 * MiB);
+  const id = engine.resolve('v').id;
+  const tagOf = (lba: number): number => 1 + ((lba >> 1) % 250);
+  // Every other block written, the others all zero (holes): 1 MiB writes of 128 extents, in order,
+  // so appends pack the leaves full.
+  for (let base = 0; base < lbaEnd; base += 256) {
+    const buf = Buffer.alloc(MiB);
+    for (let i = 0; i < 256; i += 2) buf.fill(tagOf(base + i), i * 4096, (i + 1) * 4096);
+    await engine.write(id, base * 4096, buf);
+  }
+  await engine.createSnapshots(['v@full']);
+  const full = await treeShape(engine, 'v');
+  assert.ok(full.height >= 3, `two levels of branches (height ${full.height})`);
+  // Keep one block in 64: each trim empties 31 of 32 extents of its stretch, in random order; half
+  // the stretches first, then a second snapshot, then the rest: the merges then meet neighbours the
+  // new snapshot shares (kept for it, their children counted once more) and neighbours that are not
+  // writable in this transaction on the left (the merged node is then the right one).
+  const rand = rng(21);
+  const shuffled = (ks: number[]): number[] => {
+    for (let i = ks.length - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [ks[i], ks[j]] = [ks[j]!, ks[i]!]; }
+    return ks;
+  };
+  const stretches = Array.from({ length: lbaEnd / 64 }, (_, k) => k);
+  for (const k of shuffled(stretches.filter((k) => k % 3 === 0))) await engine.trim(id, (k * 64 + 1) * 4096, 63 * 4096);
+  await engine.flush();
+  await engine.createSnapshots(['v@third']);
+  for (const k of shuffled(stretches.filter((k) => k % 3 !== 0))) await engine.trim(id, (k * 64 + 1) * 4096, 63 * 4096);
+  const trimmed = await treeShape(engine, 'v');
+  const leavesMin = Math.ceil(trimmed.leafBytes / META_PAYLOAD_BYTES);
+  // Under-full nodes whose neighbours have no room for them can stay: about half full on average.
+  assert.ok(trimmed.leaves <= 2 * leavesMin + 2, `${trimmed.leaves} leaves hold what ${leavesMin} could (${full.leaves} before the trims)`);
+  assert.ok(trimmed.nodes <= trimmed.leaves + 2, `${trimmed.nodes} nodes for ${trimmed.leaves} leaves: the branches merged too`);
+  assert.ok(trimmed.height < full.height, `the root collapsed (height ${full.height} -> ${trimmed.height})`);
+  // The snapshot still holds the full tree; both read as the model says.
+  assert.deepEqual(await treeShape(engine, 'v@full'), full);
+  const verify = async (name: string, kept: (lba: number) => boolean): Promise<void> => {
+    for (let base = 0; base < lbaEnd; base += 2048) {
+      const got = await engine.read(engine.resolve(name).id, base * 4096, 2048 * 4096);
+      for (let i = 0; i < 2048; i++) {
+        const lba = base + i, want = kept(lba) ? tagOf(lba) : 0;
+        if (got[i * 4096] !== want || got[i * 4096 + 4095] !== want) assert.fail(`${name} lba ${lba}: want ${want}, got ${got[i * 4096]}`);
+      }
+    }
+  };
+  await verify('v', (lba) => lba % 64 === 0);
+  await verify('v@full', (lba) => lba % 2 === 0);
+  await verify('v@third', (lba) => lba % 2 === 0 && (Math.floor(lba / 64) % 3 !== 0 || lba % 64 === 0));
+  await assertClean(engine);
+  // Writes between the kept blocks split the merged leaves again, and trims merge them back.
+  for (let base = 0; base < lbaEnd; base += 4096) await engine.write(id, (base + 2) * 4096, Buffer.alloc(4096, 7));
+  await engine.deleteSnapshot('v@full');
+  await engine.deleteSnapshot('v@third');
+  await engine.drainDeletes();
+  for (let base = 0; base < lbaEnd; base += 4096) await engine.trim(id, (base + 2) * 4096, 4096);
+  await verify('v', (lba) => lba % 64 === 0);
+  assert.ok((await treeShape(engine, 'v')).leaves <= 2 * leavesMin + 2);
+  await assertClean(engine);
 });

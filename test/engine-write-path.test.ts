@@ -140,6 +140,7 @@ async function poolFailingFirst(kind: 'read' | 'write', seed: number) {
     write: (block: number, data: Buffer) => (kind === 'write' ? faulty(() => sim.write(block, data)) : sim.write(block, data)),
     flush: () => sim.flush(),
     resize: (n: number) => sim.resize(n),
+    refreshSize: () => sim.refreshSize(),
     close: () => sim.close(),
   };
   return { engine: await createPool(device, { commitIntervalMs: 0 }), state };

@@ -1,9 +1,18 @@
-// Pool status, jobs and the OpenAPI document (built by @fastify/swagger, server.ts).
-import { Type } from '@sinclair/typebox';
+// Pool status and growth, jobs and the OpenAPI document (built by @fastify/swagger, server.ts).
+import { Type, type Static } from '@sinclair/typebox';
 import type { ApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { ApiError } from './problem.js';
-import { Job, JobParams, Pool } from './schemas.js';
+import { GrowPoolBody, Job, JobParams, Pool } from './schemas.js';
+import type { PoolStats } from '../engine/index.js';
+
+function poolView(s: PoolStats, ctx: ApiContext): Static<typeof Pool> {
+  return {
+    path: ctx.poolPath, size: s.sizeBytes, allocatedBytes: s.allocatedBytes, freeBytes: s.freeBytes,
+    blockSize: s.blockSizeBytes, volumes: s.volumes, snapshots: s.snapshots, generation: s.generation,
+    checksumErrors: s.checksumErrors, pendingDeleteNodes: s.pendingDeleteNodes, nbd: ctx.nbdBaseUri,
+  };
+}
 
 export const apiVersion = '1.0.0';
 
@@ -11,14 +20,13 @@ export function registerMiscRoutes(routes: RouteTable, ctx: ApiContext): void {
   routes.add({
     method: 'GET', url: '/v1/pool', tag: 'pool', summary: 'Pool status: size, allocation, counts, NBD address',
     responses: { 200: { description: 'the pool', schema: Pool } },
-    handler: async () => {
-      const s = ctx.engine.stats();
-      return {
-        path: ctx.poolPath, size: s.sizeBytes, allocatedBytes: s.allocatedBytes, freeBytes: s.freeBytes,
-        blockSize: s.blockSizeBytes, volumes: s.volumes, snapshots: s.snapshots, generation: s.generation,
-        checksumErrors: s.checksumErrors, pendingDeleteNodes: s.pendingDeleteNodes, nbd: ctx.nbdBaseUri,
-      };
-    },
+    handler: async () => poolView(ctx.engine.stats(), ctx),
+  });
+  routes.add({
+    method: 'POST', url: '/v1/pool/grow', tag: 'pool',
+    summary: 'Grow the pool in place, online {size?}: a pool file is enlarged to size; without it, the file or raw device\'s current size is taken. A size below the pool\'s is refused (409 shrink_refused)',
+    body: GrowPoolBody, responses: { 200: { description: 'the grown pool', schema: Pool } },
+    handler: async (req) => poolView(await ctx.engine.growPool((req.body as GrowPoolBody | undefined)?.size), ctx),
   });
   routes.add({
     method: 'GET', url: '/v1/jobs', tag: 'jobs', summary: 'List running and recently finished jobs',

@@ -23,6 +23,11 @@ export const ResizeVolumeBody = Type.Object({
 }, { additionalProperties: false });
 export type ResizeVolumeBody = Static<typeof ResizeVolumeBody>;
 
+export const GrowPoolBody = Type.Object({
+  size: Type.Optional(Bytes('new pool size in bytes, a multiple of 4096, not below the current size (a pool file is enlarged to it); without it the pool grows to its file\'s or raw device\'s current size')),
+}, { additionalProperties: false });
+export type GrowPoolBody = Static<typeof GrowPoolBody>;
+
 export const CreateSnapshotBody = Type.Object({ name: Name('snapshot name') }, { additionalProperties: false });
 export type CreateSnapshotBody = Static<typeof CreateSnapshotBody>;
 

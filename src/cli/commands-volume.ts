@@ -1,4 +1,4 @@
-// `cairn volume ...` and `cairn pool status`: create (empty or clone), list, show, resize, delete,
+// `cairn volume ...`, `cairn pool status` and `cairn pool grow`: create (empty or clone), list, show, resize, delete,
 // revert, flatten (progress bar), tree (lineage with space).
 import type { Command } from 'commander';
 import { seg, type ApiClient } from './client.js';
@@ -12,6 +12,19 @@ export interface VolumeView {
   createdAt: string; origin: string | null; snapshots: string[]; flattenProgress: number | null; nbdUri: string | null;
 }
 interface TreeNode { name: string; kind: string; size: number; mappedBytes: number; exclusiveBytes: number | null; current: boolean; children: TreeNode[] }
+
+interface PoolView {
+  path: string; size: number; allocatedBytes: number; freeBytes: number; volumes: number; snapshots: number;
+  generation: number; checksumErrors: number; nbd: string | null;
+}
+
+function poolDetails(p: PoolView): string {
+  return keyValues([
+    ['pool', p.path], ['size', formatSize(p.size)], ['allocated', formatSize(p.allocatedBytes)],
+    ['free', formatSize(p.freeBytes)], ['volumes', String(p.volumes)], ['snapshots', String(p.snapshots)],
+    ['generation', String(p.generation)], ['checksum errors', String(p.checksumErrors)], ['nbd', p.nbd ?? '-'],
+  ]);
+}
 
 function volumeTable(rows: VolumeView[]): string {
   return table(rows, [
@@ -49,15 +62,19 @@ async function show(client: ApiClient, name: string, ctx: CliContext): Promise<v
 }
 
 export function registerVolumeCommands(program: Command, ctx: CliContext): void {
-  program.command('pool').description('pool commands').command('status').description('pool size, allocation and counts')
+  const pool = program.command('pool').description('pool commands: status, grow');
+  pool.command('status').description('pool size, allocation and counts')
     .action(async () => {
-      const p = await ctx.client().get<Record<string, number | string | null>>('/v1/pool');
+      const p = await ctx.client().get<PoolView>('/v1/pool');
       if (ctx.json()) return printJson(p);
-      print(keyValues([
-        ['pool', String(p.path)], ['size', formatSize(p.size as number)], ['allocated', formatSize(p.allocatedBytes as number)],
-        ['free', formatSize(p.freeBytes as number)], ['volumes', String(p.volumes)], ['snapshots', String(p.snapshots)],
-        ['generation', String(p.generation)], ['checksum errors', String(p.checksumErrors)], ['nbd', String(p.nbd ?? '-')],
-      ]));
+      print(poolDetails(p));
+    });
+  pool.command('grow').description('grow the pool in place, online: to --size (a pool file is enlarged first), or to its file\'s or raw device\'s current size')
+    .option('--size <size>', 'new pool size: bytes or K/M/G/T (1024-based), a multiple of 4096, not below the current size', ctx.sizeArg)
+    .action(async (opts: { size?: number }) => {
+      const { body: p } = await ctx.client().request<PoolView>('POST', '/v1/pool/grow', opts.size === undefined ? {} : { size: opts.size });
+      if (ctx.json()) return printJson(p);
+      print(poolDetails(p));
     });
   const volume = program.command('volume').description('volumes: create, clone, list, show, resize, delete, revert, flatten, tree');
   volume.command('create <name>').description('create a volume (--size) or a zero-copy clone (--from VOL@SNAP | VOL)')

@@ -68,6 +68,7 @@ export class InstrumentedEngine implements Engine {
   // Control path: delegated as is.
   stats(): PoolStats { return this.inner.stats(); }
   check(): Promise<CheckReport> { return this.inner.check(); }
+  growPool(sizeBytes?: number): Promise<PoolStats> { return this.inner.growPool(sizeBytes); }
   close(): Promise<void> { return this.inner.close(); }
   listVolumes(): VolumeInfo[] { return this.inner.listVolumes(); }
   getVolume(name: string): VolumeInfo { return this.inner.getVolume(name); }

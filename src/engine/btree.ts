@@ -1,7 +1,7 @@
 // The copy-on-write B+tree mapping logical blocks to {physical block, crc32c} extents (Rodeh 2008,
 // dm-thin). Sharing is by reference count: a snapshot or clone is another reference to a root; a
 // change to a shared node shadows it (copy, children +1, original -1). Data is never copied.
-import { BRANCH_FANOUT_MAX, LEAF_ENTRY_FIXED_BYTES, META_PAYLOAD_BYTES } from './constants.js';
+import { BRANCH_FANOUT_MAX, BRANCH_MERGE_BELOW_CHILDREN, LEAF_ENTRY_FIXED_BYTES, LEAF_MERGE_BELOW_BYTES, META_PAYLOAD_BYTES } from './constants.js';
 import { MetaType, branchOf, leafEntryBytes, leafOf, type BranchNode, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
 import { LeafExtents } from './leaf-extents.js';
 import type { MetaStore } from './meta-store.js';
@@ -215,6 +215,7 @@ export class Trees {
     let node = this.cached(root);
     // A branch with one child is collapsed by the general path.
     if (node?.type === MetaType.Branch && node.children.length === 1) return undefined;
+    const hasParent = node?.type === MetaType.Branch;
     while (node && node.type === MetaType.Branch) {
       if (!this.writableNow(node)) return undefined;
       const i = childIndex(node, start);
@@ -224,6 +225,8 @@ export class Trees {
     if (!node || !this.writableNow(node)) return undefined;
     const plan = planLeafEdit(node, start, end, entries);
     if (plan.bytes > META_PAYLOAD_BYTES || (plan.replacement.length === 0 && plan.last - plan.first === node.ext.count)) return undefined;
+    // A leaf shrinking below the merge threshold goes the general path, which merges it with a neighbour.
+    if (hasParent && plan.bytes < LEAF_MERGE_BELOW_BYTES && plan.bytes < node.ext.bytes) return undefined;
     for (const r of plan.counts) if (!this.space.rangeDirtyNow(r.pba, r.lengthBlocks)) return undefined;
     for (const r of plan.counts) this.space.addRangeDirty(r.pba, r.lengthBlocks, r.delta);
     applyLeafPlan(node, plan);
@@ -244,6 +247,7 @@ export class Trees {
   private async editNode(node: TreeNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
     if (node.type === MetaType.Leaf) return this.editLeaf(node, start, end, entries, delta);
     const first = childIndex(node, start), last = childIndex(node, end - 1);
+    const untouchedAfter = node.children.length - 1 - last;
     for (let i = last; i >= first; i--) {
       const s = Math.max(start, childStart(node, i)), t = Math.min(end, childEnd(node, i));
       if (s >= t) continue;
@@ -259,6 +263,7 @@ export class Trees {
       node.keys.splice(i, 1, ...keys);
       node.children.splice(i, 1, ...parts.map((p) => p.node.block));
     }
+    await this.mergeUnderfull(node, first, node.children.length - untouchedAfter);
     if (node.children.length === 0) { await this.discard(node); return []; }
     if (node.children.length <= BRANCH_FANOUT_MAX) return [{ key: node.keys[0]!, node }];
     // Split: the first part stays in this node, the rest go to new nodes.
@@ -273,6 +278,75 @@ export class Trees {
     return out;
   }
 
+  /**
+   * Merges each under-full child among positions [from, to) of `node` (those an edit changed) with
+   * its right or else its left neighbour, when the two fit in one node. Repeats on the merged node,
+   * which may still be under-full.
+   */
+  private async mergeUnderfull(node: BranchNode, from: number, to: number): Promise<void> {
+    let i = Math.max(0, from);
+    while (i < to && i < node.children.length && node.children.length > 1) {
+      const child = this.cached(node.children[i]!) ?? await this.load(node.children[i]!);
+      if (!isUnderfull(child)) { i++; continue; }
+      if (i + 1 < node.children.length && await this.mergePair(node, i)) { to--; continue; }
+      if (i > 0 && await this.mergePair(node, i - 1)) { to--; i--; continue; }
+      i++;
+    }
+  }
+
+  /**
+   * Children i and i + 1 of `node` become one node when they fit in one; false (nothing changed)
+   * otherwise. The node kept is one already writable in this transaction when there is one (the one
+   * the edit changed), else the left one, shadowed; the other gives up its entries and the parent's
+   * reference to it, under the same rules as shadowing (`absorb`). Counts stay exact: check() agrees.
+   */
+  private async mergePair(node: BranchNode, i: number): Promise<boolean> {
+    const left = this.cached(node.children[i]!) ?? await this.load(node.children[i]!);
+    const right = this.cached(node.children[i + 1]!) ?? await this.load(node.children[i + 1]!);
+    if (left.type !== right.type) fail(`siblings ${left.block} and ${right.block} of branch ${node.block} are at one height`);
+    if (!fitTogether(left, right)) return false;
+    const keepLeft = this.writableNow(left) !== undefined || this.writableNow(right) === undefined;
+    const keep = keepLeft ? this.writableNow(left) ?? await this.writable(left) : right;
+    const gone = keepLeft ? right : left;
+    // Child i + 1 is routed from keys[i + 1]: in the merged branch, that is the key of its first child.
+    const routeKey = node.keys[i + 1]!;
+    if (keep.type === MetaType.Leaf) {
+      const moved: LeafEntry[] = [];
+      (gone as LeafNode).ext.collect(0, Infinity, moved);
+      const at = keepLeft ? keep.ext.count : 0;
+      keep.ext.splice(at, at, moved);
+      keep.ext.mergeAround(at - 1 + (keepLeft ? 0 : moved.length), at + (keepLeft ? 1 : moved.length + 1));
+    } else {
+      const g = gone as BranchNode;
+      if (keepLeft) {
+        keep.keys.push(routeKey, ...g.keys.slice(1));
+        keep.children.push(...g.children);
+      } else {
+        keep.keys.splice(0, 1, ...g.keys, routeKey);
+        keep.children.unshift(...g.children);
+      }
+      assert(keep.children.length <= BRANCH_FANOUT_MAX, 'a merged branch fits its block');
+    }
+    await this.absorb(gone);
+    node.children[i] = keep.block;
+    node.keys.splice(i + 1, 1);
+    node.children.splice(i + 1, 1);
+    return true;
+  }
+
+  /**
+   * The parent's reference to `gone` ends, its entries having moved to a merged node: when `gone` is
+   * shared, it stays for its other parents and what it points to gains the merged node's reference;
+   * when it was ours alone, those references simply move and it is freed.
+   */
+  private async absorb(gone: TreeNode): Promise<void> {
+    const rc = await this.space.get(gone.block);
+    if (rc < 1) fail(`merged tree node ${gone.block} is referenced`);
+    if (rc > 1) await this.refChildren(gone, 1);
+    else { this.store.undirty(gone); this.store.forget(gone.block); }
+    await this.space.decref(gone.block);
+  }
+
   private async editLeaf(node: LeafNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
     const plan = planLeafEdit(node, start, end, entries);
     for (const r of plan.counts) if (!this.space.tryAddRange(r.pba, r.lengthBlocks, r.delta)) await this.space.addRange(r.pba, r.lengthBlocks, r.delta);
@@ -282,13 +356,18 @@ export class Trees {
     if (x.count === 0) { await this.discard(node); return []; }
     if (bytes <= META_PAYLOAD_BYTES) return [{ key: x.lbas[0]!, node }];
     // An append (the edit is past every old entry) fills the left leaf completely, so sequential
-    // data packs leaves full; a split in the middle halves, leaving room on both sides.
-    const fill = entries.length > 0 && entries[entries.length - 1]!.lba === x.lbas[x.count - 1]! ? META_PAYLOAD_BYTES : META_PAYLOAD_BYTES / 2;
+    // data packs leaves full; a split in the middle cuts pieces of even size, about half full, leaving
+    // room on both sides (a leaf just over full halves; cutting at half full each left a small last
+    // piece, under-full at once).
+    const append = entries.length > 0 && entries[entries.length - 1]!.lba === x.lbas[x.count - 1]!;
+    const pieceBytes = append ? META_PAYLOAD_BYTES : bytes / Math.max(2, Math.round(bytes / (META_PAYLOAD_BYTES / 2)));
     const cuts = [0];
     let groupBytes = 0;
     for (let i = 0; i < x.count; i++) {
       const b = LEAF_ENTRY_FIXED_BYTES + 4 * x.lens[i]!;
-      if (groupBytes + b > fill && i > cuts[cuts.length - 1]!) { cuts.push(i); groupBytes = 0; }
+      // A middle piece ends once it reaches its share: below it before its last entry, so it fits.
+      const full = append ? groupBytes + b > pieceBytes : groupBytes >= pieceBytes;
+      if (full && i > cuts[cuts.length - 1]!) { cuts.push(i); groupBytes = 0; }
       groupBytes += b;
     }
     cuts.push(x.count);
@@ -358,6 +437,18 @@ function applyLeafPlan(node: LeafNode, plan: LeafPlan): number {
   x.splice(plan.first, plan.last, plan.replacement);
   x.mergeAround(plan.first - 1, Math.min(x.count - 1, plan.first + plan.replacement.length));
   return x.bytes;
+}
+
+/** Whether a node (not a root) is below the fill at which it is offered to a neighbour. */
+function isUnderfull(node: TreeNode): boolean {
+  return node.type === MetaType.Leaf ? node.ext.bytes < LEAF_MERGE_BELOW_BYTES : node.children.length < BRANCH_MERGE_BELOW_CHILDREN;
+}
+
+/** Whether two sibling nodes' entries fit in one block. */
+function fitTogether(a: TreeNode, b: TreeNode): boolean {
+  if (a.type === MetaType.Leaf && b.type === MetaType.Leaf) return a.ext.bytes + b.ext.bytes <= META_PAYLOAD_BYTES;
+  if (a.type === MetaType.Branch && b.type === MetaType.Branch) return a.children.length + b.children.length <= BRANCH_FANOUT_MAX;
+  return false;
 }
 
 /** Copies of the extents of a leaf overlapping [start, end), clipped. */

@@ -60,33 +60,41 @@ class Checker {
     let depth = 1;
     while (RADIX_FANOUT ** depth < pages) depth++;
     if (rootBlock === 0) { for (let p = 0; p < pages; p++) onPage(p, null); return; }
-    const visit = async (block: number, level: number, firstPage: number): Promise<void> => {
-      if (!this.inRange(block, what)) return;
+    // Returns the free records of the subtree (null when the array keeps no summaries or a node is unreadable).
+    const visit = async (block: number, level: number, firstPage: number): Promise<number | null> => {
+      if (!this.inRange(block, what)) return null;
       this.expected[block]! += 1;
       const node = (await this.readMeta(block, MetaType.Radix, `${what} radix node`)) as RadixNode | null;
-      if (!node) return;
+      if (!node) return null;
       const span = RADIX_FANOUT ** (level - 1);
+      let subtreeFree: number | null = 0;
       for (let i = 0; i < RADIX_FANOUT; i++) {
         const childFirst = firstPage + i * span;
         if (childFirst >= pages) break;
         const ptr = node.ptrs[i]!;
+        let free: number | null;
         if (level > 1) {
-          if (ptr !== 0) await visit(ptr, level - 1, childFirst);
-          continue;
+          // An absent subtree is all free: every record it spans inside the array.
+          free = ptr !== 0 ? await visit(ptr, level - 1, childFirst)
+            : freeOf(null, childFirst) === null ? null : Math.min(span * perPage, totalRecords - childFirst * perPage);
+        } else {
+          let page: MetaObject | null = null;
+          if (ptr !== 0 && this.inRange(ptr, what)) {
+            this.expected[ptr]! += 1;
+            page = await this.readMeta(ptr, pageType, `${what} page ${childFirst}`);
+          }
+          onPage(childFirst, page);
+          free = freeOf(page, childFirst);
         }
-        let page: MetaObject | null = null;
-        if (ptr !== 0 && this.inRange(ptr, what)) {
-          this.expected[ptr]! += 1;
-          page = await this.readMeta(ptr, pageType, `${what} page ${childFirst}`);
-        }
-        onPage(childFirst, page);
-        const free = freeOf(page, childFirst);
         if (free !== null && free !== node.free[i]) {
-          this.problem({ kind: 'corrupt', physicalBlock: block, message: `${what} free summary of page ${childFirst} says ${node.free[i]}, page has ${free}` });
+          this.problem({ kind: 'corrupt', physicalBlock: block, message: `${what} free summary of ${level > 1 ? `the subtree from page ${childFirst}` : `page ${childFirst}`} says ${node.free[i]}, it has ${free}` });
         }
+        subtreeFree = free === null || subtreeFree === null ? null : subtreeFree + free;
       }
+      return subtreeFree;
     };
     await visit(rootBlock, depth, 0);
+
   }
 
   async walkTree(root: number, owner: string): Promise<void> {

@@ -48,6 +48,18 @@ export const IO_BYTES_MAX = 32 * 1024 * 1024;
 export const DEVICE_IO_BLOCKS_MAX = 1024;
 /** Blocks edited in one tree mutation before the engine yields and checks its budget. */
 export const EDIT_CHUNK_BLOCKS = 2048;
+/**
+ * A tree node left below this share of its capacity by a range edit (a leaf's payload bytes, a
+ * branch's children) is merged with a neighbour when the two fit in one node: trims and deletes
+ * otherwise leave metadata that never shrinks. A quarter, below the half a split leaves on each
+ * side, so a node just split is never merged back (no split/merge thrash on an edit that goes back
+ * and forth), and merging costs a neighbour's load only once a node is mostly empty.
+ */
+export const TREE_NODE_MERGE_FILL_FRACTION = 1 / 4;
+/** A leaf (not the root) with fewer payload bytes than this is merged with a neighbour when they fit. */
+export const LEAF_MERGE_BELOW_BYTES = Math.floor(META_PAYLOAD_BYTES * TREE_NODE_MERGE_FILL_FRACTION);
+/** A branch (not the root) with fewer children than this is merged with a neighbour when they fit. */
+export const BRANCH_MERGE_BELOW_CHILDREN = Math.floor(BRANCH_FANOUT_MAX * TREE_NODE_MERGE_FILL_FRACTION);
 /** Volume size limit: 2^46 bytes = 64 TiB... times 4 keeps lba math inside 2^53. */
 export const VOLUME_BYTES_MAX = 256 * 1024 ** 4;
 /** Dead tree nodes freed per background step (bounded work per commit). */
@@ -62,6 +74,12 @@ export const FREES_PER_DIRTY_NODE_MIN = 64;
 /** Held frees (16 GiB of blocks) that trigger a commit whatever the pool size: bounds their list's RAM. */
 export const FREES_HELD_BLOCKS_MAX = 1 << 22;
 
+/**
+ * Largest pool (2^40 blocks, 4 PiB) a grow accepts: every byte offset (block × 4096 < 2^52) stays an
+ * exact double, and so do the radix arrays' free summaries.
+ */
+export const POOL_BLOCKS_MAX = 2 ** 40;
+
 /** Free blocks held back from user data so that metadata of a commit can always be written. */
 export function metaReserveBlocks(totalBlocks: number): number {
   return Math.min(65536, Math.max(Math.min(512, Math.floor(totalBlocks / 8)), Math.floor(totalBlocks / 64)));
@@ -74,6 +92,8 @@ export function dirtyObjectsMax(totalBlocks: number): number {
 assert(LEAF_ENTRY_FIXED_BYTES + 4 * EXTENT_BLOCKS_MAX <= META_PAYLOAD_BYTES / 4, 'a leaf holds at least 4 full extents');
 assert(SUPERBLOCK_MIRROR_SLOTS.every((b) => b >= FIRST_FREE_BLOCK + 2 && b < POOL_BLOCKS_MIN), 'mirror slots lie inside every pool, not next to the primaries');
 assert(BRANCH_FANOUT_MAX >= 16, 'branch fanout');
+assert(TREE_NODE_MERGE_FILL_FRACTION < 1 / 2 && BRANCH_MERGE_BELOW_CHILDREN >= 2, 'a split node (half full) is never merged back');
 assert(CATALOG_RECORDS_PER_PAGE >= 8, 'catalog page fill');
 assert(VOLUME_BYTES_MAX / BLOCK_SIZE_BYTES < Number.MAX_SAFE_INTEGER / 1024, 'lba math stays exact');
 assert(IO_BYTES_MAX % BLOCK_SIZE_BYTES === 0, 'io bound is block aligned');
+assert(POOL_BLOCKS_MAX * BLOCK_SIZE_BYTES <= Number.MAX_SAFE_INTEGER, 'pool byte offsets stay exact');

@@ -2,7 +2,7 @@
 // (read-only snapshots, name uniqueness, sizes), and makes every catalog change durable before it
 // returns. Catalog records are the single source of truth for roots, sizes and lineage.
 import { createHash } from 'node:crypto';
-import { BLOCK_SIZE_BYTES } from './constants.js';
+import { BLOCK_SIZE_BYTES, POOL_BLOCKS_MAX } from './constants.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, RecordKind, type CatalogRecord } from './catalog.js';
 import { diffTrees } from './diff.js';
@@ -12,7 +12,7 @@ import { exclusiveBlocks } from './space-usage.js';
 import { checkDevice } from './check.js';
 import { parseRef, validateName, validateSize } from './names.js';
 import {
-  InvalidArgument, NameTaken, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound,
+  InvalidArgument, InvalidSize, NameTaken, PoolCorrupt, PoolShrinkRefused, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound,
 } from './errors.js';
 import type {
   ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SpaceUsage, Target, TargetEvent,
@@ -25,6 +25,7 @@ function validateStreamGuid(guid: string): void {
 }
 
 export class CairnEngine implements Engine {
+  private growChain: Promise<void> = Promise.resolve();
   constructor(readonly core: PoolCore) {}
 
   private get catalog() { return this.core.catalog; }
@@ -120,6 +121,38 @@ export class CairnEngine implements Engine {
   }
 
   close(): Promise<void> { return this.core.close(); }
+
+  async growPool(sizeBytes?: number): Promise<PoolStats> {
+    // One grow at a time: two racing ones could otherwise size the file down under each other.
+    const run = this.growChain.then(() => this.growPoolNow(sizeBytes));
+    this.growChain = run.catch(() => undefined);
+    await run;
+    return this.stats();
+  }
+
+  private async growPoolNow(sizeBytes: number | undefined): Promise<void> {
+    this.core.ensureUsable();
+    const device = this.core.device;
+    const currentBytes = this.core.sb.totalBlocks * BLOCK_SIZE_BYTES;
+    let blocks: number;
+    if (sizeBytes === undefined) {
+      blocks = await device.refreshSize();
+      if (blocks < this.core.sb.totalBlocks) throw new PoolCorrupt(`the device (${blocks * BLOCK_SIZE_BYTES} bytes) is smaller than the pool on it (${currentBytes} bytes)`);
+    } else {
+      if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new InvalidSize(`pool size must be a positive integer number of bytes, got ${sizeBytes}`);
+      if (sizeBytes % BLOCK_SIZE_BYTES !== 0) throw new InvalidSize(`pool size must be a multiple of ${BLOCK_SIZE_BYTES} bytes, got ${sizeBytes}`);
+      if (sizeBytes > POOL_BLOCKS_MAX * BLOCK_SIZE_BYTES) throw new InvalidSize(`pool size ${sizeBytes} exceeds the maximum of ${POOL_BLOCKS_MAX * BLOCK_SIZE_BYTES} bytes`);
+      if (sizeBytes < currentBytes) throw new PoolShrinkRefused(currentBytes, sizeBytes);
+      blocks = sizeBytes / BLOCK_SIZE_BYTES;
+      if (blocks > await device.refreshSize()) {
+        await device.resize(blocks);
+        // The new size must be durable before a superblock counts on it (fdatasync covers a file's size).
+        await device.flush();
+      }
+    }
+    if (blocks > POOL_BLOCKS_MAX) blocks = POOL_BLOCKS_MAX; // a larger device is used up to the limit
+    await this.core.grow(blocks);
+  }
 
   onTargetEvent(listener: (event: TargetEvent) => void): () => void { return this.core.onTargetEvent(listener); }
 

@@ -91,6 +91,12 @@ export class ShrinkRefused extends CairnError {
   constructor(name: string) { super('shrink_refused', `refusing to shrink ${name}: pass allowShrink to discard data past the new end`); }
 }
 
+export class PoolShrinkRefused extends CairnError {
+  constructor(currentBytes: number, askedBytes: number) {
+    super('shrink_refused', `refusing to shrink the pool from ${currentBytes} to ${askedBytes} bytes: a pool only grows`);
+  }
+}
+
 export class AssertionError extends Error {
   constructor(message: string) { super(`assertion failed: ${message}`); this.name = 'AssertionError'; }
 }

@@ -16,7 +16,7 @@ import { Mutex } from './mutex.js';
 import { BlockWriter } from './block-writer.js';
 import { copyBlock, encodeSuperblock, type Superblock } from './superblock.js';
 import { recoverSuperblock, type SuperblockRecovery } from './superblock-recovery.js';
-import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, SuperblockLost, assert, fail } from './errors.js';
+import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, PoolShrinkRefused, SuperblockLost, assert, fail } from './errors.js';
 import type { CheckReport, PoolOptions, TargetEvent } from './types.js';
 import { CairnEngine } from './engine.js';
 import { checkDevice } from './check.js';
@@ -43,7 +43,8 @@ export class PoolCore {
   checksumErrors = 0;
   poisoned: Error | null = null;
   closed = false;
-  readonly dirtyMax: number;
+  /** Dirty objects that trigger a commit; follows the pool's size (grow). */
+  dirtyMax: number;
   readonly commitIntervalMs: number;
 
   constructor(
@@ -411,6 +412,28 @@ export class PoolCore {
       }
     }
     await Promise.all(pending);
+  }
+
+  // ---- growing ----
+
+  /**
+   * Grows the pool to `totalBlocks` (the device holds them already, durably): the space map's new
+   * blocks, its summaries, the metadata reserve and the superblock's size all change in one
+   * transaction, committed before this resolves. A power cut at any point leaves the old size or the
+   * new one, each consistent: until the superblock is written nothing durable points past the old end.
+   */
+  async grow(totalBlocks: number): Promise<void> {
+    await this.mutate(async () => {
+      const current = this.sb.totalBlocks;
+      if (totalBlocks < current) throw new PoolShrinkRefused(current * BLOCK_SIZE_BYTES, totalBlocks * BLOCK_SIZE_BYTES);
+      if (totalBlocks > this.device.sizeBlocks) fail(`pool of ${totalBlocks} blocks fits its device of ${this.device.sizeBlocks}`);
+      if (totalBlocks === current) return;
+      await this.space.grow(totalBlocks, metaReserveBlocks(totalBlocks));
+      this.sb = { ...this.sb, totalBlocks };
+      this.dirtyMax = dirtyObjectsMax(totalBlocks);
+      this.log('pool_grown', { fromBlocks: current, toBlocks: totalBlocks });
+    });
+    await this.commit();
   }
 
   // ---- dropping trees ----

@@ -14,13 +14,14 @@ interface DirtyRadix extends RadixNode { kids?: (Child | undefined)[] }
 
 export class RadixArray<P extends Page> {
   private root: DirtyRadix | null = null;
-  readonly depth: number;
-  readonly pagesCapacity: number;
+  /** Geometry; changes only when the array grows (grow()). */
+  depth: number;
+  pagesCapacity: number;
 
   constructor(
     private readonly store: MetaStore,
     public rootBlock: number,
-    readonly totalRecords: number,
+    public totalRecords: number,
     readonly recordsPerPage: number,
     private readonly pageType: MetaType.CountPage | MetaType.CatalogPage,
     private readonly newPage: () => P,
@@ -28,16 +29,58 @@ export class RadixArray<P extends Page> {
     private readonly releaseOld: (block: number) => Promise<void>,
   ) {
     this.pagesCapacity = Math.ceil(totalRecords / recordsPerPage);
-    let depth = 1;
-    while (RADIX_FANOUT ** depth < this.pagesCapacity) depth++;
-    this.depth = depth;
+    this.depth = radixDepth(this.pagesCapacity);
   }
 
-  /** Records covered by child `i` of a node at `level` whose first page is `firstPage`. */
-  private childRecords(level: number, firstPage: number, i: number): number {
+  /** Records covered by child `i` of a node at `level` whose first page is `firstPage` (in an array of `totalRecords`). */
+  private childRecords(level: number, firstPage: number, i: number, totalRecords = this.totalRecords): number {
     const spanPages = RADIX_FANOUT ** (level - 1);
     const firstRecord = (firstPage + i * spanPages) * this.recordsPerPage;
-    return Math.max(0, Math.min(spanPages * this.recordsPerPage, this.totalRecords - firstRecord));
+    return Math.max(0, Math.min(spanPages * this.recordsPerPage, totalRecords - firstRecord));
+  }
+
+  /**
+   * Grows the array to `totalRecords`, the new records free, in the open transaction (call under the
+   * lock): the path to the old last page is made dirty, new levels go on top while the root's span is
+   * too small (the old root becomes child 0), and the free summaries along that right edge gain the
+   * records now covered. Everything past the old end was absent, so nothing else changes; a crash
+   * before the commit leaves the old array, which never pointed past its end.
+   */
+  async grow(totalRecords: number): Promise<void> {
+    const oldTotal = this.totalRecords, oldPages = this.pagesCapacity, oldDepth = this.depth;
+    assert(totalRecords >= oldTotal, 'a radix array only grows');
+    if (totalRecords === oldTotal) return;
+    const exists = this.root !== null || this.rootBlock !== 0;
+    if (exists) await this.page(oldPages - 1, true);
+    this.totalRecords = totalRecords;
+    this.pagesCapacity = Math.ceil(totalRecords / this.recordsPerPage);
+    this.depth = radixDepth(this.pagesCapacity);
+    if (!exists) return; // an absent array is all free, whatever its size
+    for (let level = oldDepth + 1; level <= this.depth; level++) {
+      const old = this.root!;
+      const top: DirtyRadix = radixOf(0, 0, new Float64Array(RADIX_FANOUT), new Float64Array(RADIX_FANOUT));
+      top.free[0] = sumOf(old.free);
+      top.kids = new Array<Child | undefined>(RADIX_FANOUT);
+      top.kids[0] = old;
+      this.store.markDirty(top);
+      this.root = top;
+    }
+    let node = this.root!;
+    let firstPage = 0;
+    for (let level = this.depth; level >= 1; level--) {
+      assert(this.store.isDirty(node), 'the grown edge is dirty');
+      const spanPages = RADIX_FANOUT ** (level - 1);
+      const edge = Math.floor((oldPages - 1 - firstPage) / spanPages);
+      for (let i = edge; i < RADIX_FANOUT; i++) {
+        if (i > edge && (node.ptrs[i]! !== 0 || node.kids?.[i] !== undefined)) fail(`radix child ${i} at level ${level} past the old end is absent`);
+        node.free[i] = node.free[i]! + this.childRecords(level, firstPage, i) - this.childRecords(level, firstPage, i, oldTotal);
+      }
+      if (level === 1) break;
+      const child = node.kids?.[edge];
+      assert(child !== undefined && child.type === MetaType.Radix, 'dirty path to the old last page');
+      node = child as DirtyRadix;
+      firstPage += edge * spanPages;
+    }
   }
 
   private emptyRadix(level: number, firstPage: number): DirtyRadix {
@@ -165,9 +208,7 @@ export class RadixArray<P extends Page> {
   async freeTotal(): Promise<number> {
     const root = await this.loadRoot(false);
     if (!root) return this.totalRecords;
-    let sum = 0;
-    for (let i = 0; i < RADIX_FANOUT; i++) sum += root.free[i]!;
-    return sum;
+    return sumOf(root.free);
   }
 
   /**
@@ -246,4 +287,17 @@ export class RadixArray<P extends Page> {
     for (const kid of node.kids) if (kid && kid.type === MetaType.Radix) this.dropKids(kid as DirtyRadix);
     node.kids = undefined;
   }
+}
+
+/** Levels of a radix over `pages` pages: the fewest whose span holds them all (at least 1). */
+function radixDepth(pages: number): number {
+  let depth = 1;
+  while (RADIX_FANOUT ** depth < pages) depth++;
+  return depth;
+}
+
+function sumOf(values: Float64Array): number {
+  let sum = 0;
+  for (let i = 0; i < values.length; i++) sum += values[i]!;
+  return sum;
 }

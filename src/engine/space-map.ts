@@ -56,7 +56,7 @@ export class SpaceMap {
   /** Metadata blocks still to take one at a time after a search for a run failed (a scan is not free). */
   private metaArenaSkip = 0;
 
-  constructor(private readonly store: MetaStore, rootBlock: number, readonly totalBlocks: number, readonly reserveBlocks: number) {
+  constructor(private readonly store: MetaStore, rootBlock: number, public totalBlocks: number, public reserveBlocks: number) {
     this.array = new RadixArray<CountPage>(
       store, rootBlock, totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage,
       () => countPageOf(0, 0, new Uint32Array(REFCOUNTS_PER_PAGE)),
@@ -65,6 +65,21 @@ export class SpaceMap {
   }
 
   async init(): Promise<void> { this.freeCount = await this.array.freeTotal(); }
+
+  /**
+   * The pool grew to `totalBlocks` (the device holds them already): the new blocks are free and can
+   * be handed out at once; counts and summaries change in the open transaction, so the commit that
+   * writes the new size writes them too. Call under the lock.
+   */
+  async grow(totalBlocks: number, reserveBlocks: number): Promise<void> {
+    assert(totalBlocks >= this.totalBlocks, 'the space map only grows');
+    const added = totalBlocks - this.totalBlocks;
+    this.store.changes++;
+    await this.array.grow(totalBlocks);
+    this.totalBlocks = totalBlocks;
+    this.reserveBlocks = reserveBlocks;
+    this.freeCount += added;
+  }
 
   /** Free blocks on the map (includes pending and quarantined ones). */
   get freeBlocks(): number { return this.freeCount; }

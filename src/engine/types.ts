@@ -119,6 +119,12 @@ export type TargetEvent =
 export interface Engine {
   stats(): PoolStats;
   check(): Promise<CheckReport>;
+  /**
+   * Grows the pool in place, online, to `sizeBytes` (a file is enlarged first), or without it to its
+   * device's current size (a raw device enlarged from outside); the new space is usable at once and
+   * the new size is durable when it resolves. A size below the pool's is refused (`shrink_refused`).
+   */
+  growPool(sizeBytes?: number): Promise<PoolStats>;
   close(): Promise<void>;
 
   listVolumes(): VolumeInfo[];

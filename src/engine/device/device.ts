@@ -18,5 +18,10 @@ export interface Device {
   flush(): Promise<void>;
   /** Grows the device (files only); a raw device refuses. */
   resize(sizeBlocks: number): Promise<void>;
+  /**
+   * Learns the device's size anew (a file or raw device may have been enlarged from outside, e.g.
+   * `truncate` or `lvextend`), updates `sizeBlocks` and returns it.
+   */
+  refreshSize(): Promise<number>;
   close(): Promise<void>;
 }

@@ -7,7 +7,7 @@ import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { readSync, writeSync, writevSync } from 'node:fs';
 import { BLOCK_SIZE_BYTES } from '../types.js';
 import type { Device } from './device.js';
-import { IoError } from '../errors.js';
+import { InvalidArgument, IoError } from '../errors.js';
 import { InlineIoPolicy, READ_SLOW_FIXED_NS, WRITE_SLOW_FIXED_NS } from './inline-io.js';
 import { nativeAddon } from '../native.js';
 
@@ -58,6 +58,21 @@ async function writeZeros(handle: FileHandle, sizeBytes: number): Promise<void> 
   await handle.datasync();
 }
 
+/** Size of an open file or raw device in bytes. */
+async function sizeOf(handle: FileHandle): Promise<{ sizeBytes: number; isBlockDevice: boolean }> {
+  const stat = await handle.stat();
+  if (!stat.isBlockDevice()) return { sizeBytes: stat.size, isBlockDevice: false };
+  // A raw device reports size 0 through stat; its end is found by seeking.
+  const probe = Buffer.alloc(1);
+  let lo = 0, hi = 2 ** 50;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi + 1) / 2);
+    const { bytesRead } = await handle.read(probe, 0, 1, mid - 1);
+    if (bytesRead === 1) lo = mid; else hi = mid - 1;
+  }
+  return { sizeBytes: lo, isBlockDevice: true };
+}
+
 export class FileDevice implements Device {
   sizeBlocks: number;
   /** Reads and writes learn separately: a cold read and a throttled write are different stalls. */
@@ -67,7 +82,7 @@ export class FileDevice implements Device {
   writebackStarts = 0;
   private bytesSinceWriteback = 0;
   private writebackRunning: Promise<void> | null = null;
-  private constructor(private readonly handle: FileHandle, sizeBlocks: number, readonly path: string) {
+  private constructor(private readonly handle: FileHandle, sizeBlocks: number, readonly path: string, readonly isBlockDevice = false) {
     this.sizeBlocks = sizeBlocks;
   }
 
@@ -92,20 +107,13 @@ export class FileDevice implements Device {
 
   static async open(path: string): Promise<FileDevice> {
     const handle = await open(path, 'r+');
-    const stat = await handle.stat();
-    let sizeBytes = stat.size;
-    if (stat.isBlockDevice()) {
-      // A raw device reports size 0 through stat; its end is found by seeking.
-      const probe = Buffer.alloc(1);
-      let lo = 0, hi = 2 ** 50;
-      while (lo < hi) {
-        const mid = Math.floor((lo + hi + 1) / 2);
-        const { bytesRead } = await handle.read(probe, 0, 1, mid - 1);
-        if (bytesRead === 1) lo = mid; else hi = mid - 1;
-      }
-      sizeBytes = lo;
-    }
-    return new FileDevice(handle, Math.floor(sizeBytes / BLOCK_SIZE_BYTES), path);
+    const { sizeBytes, isBlockDevice } = await sizeOf(handle);
+    return new FileDevice(handle, Math.floor(sizeBytes / BLOCK_SIZE_BYTES), path, isBlockDevice);
+  }
+
+  async refreshSize(): Promise<number> {
+    this.sizeBlocks = Math.floor((await sizeOf(this.handle)).sizeBytes / BLOCK_SIZE_BYTES);
+    return this.sizeBlocks;
   }
 
   readIfCheap(blockNumber: number, into: Buffer): boolean {
@@ -182,6 +190,8 @@ export class FileDevice implements Device {
   async flush(): Promise<void> { await this.handle.datasync(); }
 
   async resize(sizeBlocks: number): Promise<void> {
+    // A raw device's size belongs to its owner (LVM, the partition table): enlarge it there.
+    if (this.isBlockDevice) throw new InvalidArgument(`${this.path} is a block device: enlarge it with its own tools (e.g. lvextend), then grow without a size`);
     await this.handle.truncate(sizeBlocks * BLOCK_SIZE_BYTES);
     this.sizeBlocks = sizeBlocks;
   }

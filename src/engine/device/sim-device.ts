@@ -147,6 +147,13 @@ export class SimDevice implements Device {
     this.sizeBlocksNow = sizeBlocks;
   }
 
+  /** The size set by resize() (a test's stand-in for a device enlarged from outside). */
+  async refreshSize(): Promise<number> {
+    await Promise.resolve();
+    this.checkOpen();
+    return this.sizeBlocksNow;
+  }
+
   async close(): Promise<void> {
     await Promise.resolve();
     this.closed = true;
