@@ -5,7 +5,7 @@ import { CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NA
 import { MetaType, catalogPageOf, getU64, setU64, viewOf, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
-import { assert, fail } from './errors.js';
+import { assert, fail, PoolCorrupt } from './errors.js';
 
 export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
 export const FLAG_DELETED = 1;
@@ -74,7 +74,7 @@ export class Catalog {
   private readonly freeSlots: number[] = [];
   slotsUsed: number;
 
-  constructor(store: MetaStore, rootBlock: number, slotsUsed: number, releaseOld: (block: number) => Promise<void>) {
+  constructor(private readonly store: MetaStore, rootBlock: number, slotsUsed: number, releaseOld: (block: number) => Promise<void>) {
     this.slotsUsed = slotsUsed;
     this.array = new RadixArray<CatalogPage>(
       store, rootBlock, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, MetaType.CatalogPage,
@@ -85,6 +85,8 @@ export class Catalog {
 
   /** Reads every catalog page (no data blocks) and builds the in-memory indexes. */
   async load(): Promise<void> {
+    // The slot count comes from the superblock: past the catalog's capacity it is damage, not a bug.
+    if (!(this.slotsUsed >= 0 && this.slotsUsed <= CATALOG_RECORDS_MAX)) throw new PoolCorrupt(`superblock claims ${this.slotsUsed} catalog slots, more than ${CATALOG_RECORDS_MAX}`);
     const pages = Math.ceil(this.slotsUsed / CATALOG_RECORDS_PER_PAGE);
     for (let p = 0; p < pages; p++) {
       const page = await this.array.page(p, false);
@@ -144,6 +146,7 @@ export class Catalog {
 
   /** saveMapping() without awaiting; false, having written nothing, when the page is not dirty yet. */
   saveMappingNow(rec: CatalogRecord): boolean {
+    this.store.assertHeld();
     const page = this.mappingPage(rec);
     if (page === undefined) return false;
     const off = (rec.slot % CATALOG_RECORDS_PER_PAGE) * CATALOG_RECORD_BYTES;
@@ -162,6 +165,7 @@ export class Catalog {
 
   /** Persists a record (new or changed) into its page. */
   async save(rec: CatalogRecord): Promise<void> {
+    this.store.assertHeld();
     if (!(rec.kind === RecordKind.Empty || rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec)) {
       fail(`saving catalog record #${rec.id} that is no longer in the catalog`);
     }
@@ -171,6 +175,8 @@ export class Catalog {
   }
 
   async add(fields: Omit<CatalogRecord, 'slot'>): Promise<CatalogRecord> {
+    this.store.assertHeld();
+    assert(fields.kind !== RecordKind.Empty, 'an added record has a kind');
     const slot = this.freeSlots.pop() ?? this.slotsUsed++;
     assert(slot < CATALOG_RECORDS_MAX, 'catalog capacity');
     const rec: CatalogRecord = { ...fields, slot };
@@ -180,6 +186,8 @@ export class Catalog {
   }
 
   async remove(rec: CatalogRecord): Promise<void> {
+    this.store.assertHeld();
+    assert(rec.slot < this.slotsUsed, 'a removed record has a slot');
     this.unindex(rec);
     const empty: CatalogRecord = { ...rec, kind: RecordKind.Empty };
     await this.save(empty);

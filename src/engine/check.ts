@@ -2,17 +2,16 @@
 // cache), walks every tree, recomputes every reference count and verifies every checksum, then
 // compares with the space map. Reports leaks, double ownership and corruption with block numbers.
 import {
-  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, RADIX_FANOUT,
-  REFCOUNTS_PER_PAGE,
+  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CHECK_PROBLEMS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, RADIX_FANOUT,
+  REFCOUNTS_PER_PAGE, TREE_DEPTH_MAX, RADIX_DEPTH_MAX, radixDepth,
 } from './constants.js';
 import type { Device } from './device/device.js';
-import { decodeMeta, MetaType, type MetaObject, type RadixNode, type CountPage, type CatalogPage, type TreeNode } from './format.js';
+import { decodeMeta, MetaType, type MetaLimits, type MetaObject, type RadixNode, type CountPage, type CatalogPage, type TreeNode } from './format.js';
 import { readSuperblock } from './superblock.js';
 import { blockChecksums } from './checksum.js';
 import { decodeRecord, RecordKind, type CatalogRecord } from './catalog.js';
 import type { CheckProblem, CheckReport } from './types.js';
-
-const PROBLEMS_MAX = 200;
+import { CairnError } from './errors.js';
 
 class Checker {
   readonly problems: CheckProblem[] = [];
@@ -20,11 +19,14 @@ class Checker {
   nodesChecked = 0;
   blocksChecked = 0;
 
-  constructor(readonly device: Device, readonly totalBlocks: number) {
+  readonly limits: MetaLimits;
+
+  constructor(readonly device: Device, readonly totalBlocks: number, generation: number) {
     this.expected = new Uint32Array(totalBlocks);
+    this.limits = { totalBlocks, generationMax: generation };
   }
 
-  problem(p: CheckProblem): void { if (this.problems.length < PROBLEMS_MAX) this.problems.push(p); }
+  problem(p: CheckProblem): void { if (this.problems.length < CHECK_PROBLEMS_MAX) this.problems.push(p); }
 
   inRange(block: number, what: string): boolean {
     if (block >= FIRST_FREE_BLOCK && block < this.totalBlocks) return true;
@@ -37,9 +39,11 @@ class Checker {
     try {
       await this.device.read(block, buf);
       this.nodesChecked++;
-      return decodeMeta(buf, block, type);
+      return decodeMeta(buf, block, type, this.limits);
     } catch (err) {
-      this.problem({ kind: 'corrupt', physicalBlock: block, message: `${what}: ${(err as Error).message}` });
+      // The error's code names the cause (meta_bad_checksum, meta_wrong_location, ...).
+      const code = err instanceof CairnError ? ` (${err.code})` : '';
+      this.problem({ kind: 'corrupt', physicalBlock: block, message: `${what}: ${(err as Error).message}${code}` });
       return null;
     }
   }
@@ -48,8 +52,9 @@ class Checker {
   async walkRadix(rootBlock: number, totalRecords: number, perPage: number, pageType: MetaType, what: string,
     onPage: (index: number, page: MetaObject | null) => void, freeOf: (page: MetaObject | null, index: number) => number | null): Promise<void> {
     const pages = Math.ceil(totalRecords / perPage);
-    let depth = 1;
-    while (RADIX_FANOUT ** depth < pages) depth++;
+    const depth = radixDepth(pages);
+    // The walk below descends exactly `depth` levels; the bound says no array can need more.
+    if (depth > RADIX_DEPTH_MAX) throw new Error(`${what} needs ${depth} radix levels, more than ${RADIX_DEPTH_MAX}`);
     if (rootBlock === 0) { for (let p = 0; p < pages; p++) onPage(p, null); return; }
     const visit = async (block: number, level: number, firstPage: number): Promise<void> => {
       if (!this.inRange(block, what)) return;
@@ -81,15 +86,20 @@ class Checker {
   }
 
   async walkTree(root: number, owner: string): Promise<void> {
-    const stack: number[] = [root];
+    // (block, level) pairs: every descent counts its levels (a cycle also stops at a shared block).
+    const stack: number[] = [root, 1];
     while (stack.length > 0) {
-      const block = stack.pop()!;
+      const level = stack.pop()!, block = stack.pop()!;
       if (!this.inRange(block, `tree of ${owner}`)) continue;
+      if (level > TREE_DEPTH_MAX) {
+        this.problem({ kind: 'corrupt', physicalBlock: block, message: `tree of ${owner} descends past ${TREE_DEPTH_MAX} levels at block ${block} (meta_too_deep)` });
+        continue;
+      }
       this.expected[block]! += 1;
       if (this.expected[block]! > 1) continue; // shared subtree: its children were counted once already
       const node = (await this.readMeta(block, MetaType.Leaf, `tree node of ${owner}`)) as TreeNode | null;
       if (!node) continue;
-      if (node.type === MetaType.Branch) { stack.push(...node.children); continue; }
+      if (node.type === MetaType.Branch) { for (const child of node.children) stack.push(child, level + 1); continue; }
       for (let i = 0; i < node.ext.count; i++) {
         const e = node.ext.entry(i);
         await this.checkExtent(e.pba, e.lengthBlocks, e.crcs, owner);
@@ -119,7 +129,7 @@ class Checker {
 
 export async function checkDevice(device: Device): Promise<CheckReport> {
   const sb = await readSuperblock(device);
-  const c = new Checker(device, sb.totalBlocks);
+  const c = new Checker(device, sb.totalBlocks, sb.generation);
   for (let b = 0; b < FIRST_FREE_BLOCK; b++) c.expected[b] = 1;
   const actual = new Uint32Array(sb.totalBlocks);
   await c.walkRadix(sb.spaceRoot, sb.totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage, 'space map', (index, page) => {

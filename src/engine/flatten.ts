@@ -1,13 +1,11 @@
 // Flatten: make a clone share nothing with its origin by copying every shared data block to a new
 // one, a bounded chunk per step. The cursor is in the catalog record, so a crash resumes where it was.
-import { BLOCK_SIZE_BYTES } from './constants.js';
+import { BLOCK_SIZE_BYTES, FLATTEN_CHUNK_BLOCKS } from './constants.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
 import { ChecksumError, PoolFull, VolumeNotFound } from './errors.js';
 import { blockChecksum } from './checksum.js';
-
-const FLATTEN_CHUNK_BLOCKS = 256;
 
 export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgress?: (fraction: number) => void): Promise<void> {
   if (rec.flattenCursor === 0) {

@@ -4,7 +4,8 @@
 import { randomUUID } from 'node:crypto';
 import {
   BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_ENCODE_YIELD_BLOCKS, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FREES_EARLY_COMMIT_BLOCKS, FREES_HELD_BLOCKS_MAX, FREES_PER_DIRTY_NODE_MIN, FIRST_FREE_BLOCK,
-  dirtyObjectsMax, metaReserveBlocks,
+  dirtyObjectsMax, metaReserveBlocks, POOL_BLOCKS_MIN, POOL_BLOCKS_MAX, COMMIT_RUN_BLOCKS_MAX, COMMIT_WRITES_IN_FLIGHT_MAX,
+  FREES_EARLY_COMMIT_BLOCKS_MIN, FREES_AVAILABLE_DIVISOR,
 } from './constants.js';
 import type { Device } from './device/device.js';
 import { MetaStore, type CommitBlock } from './meta-store.js';
@@ -21,7 +22,8 @@ import { CairnEngine } from './engine.js';
 import { checkDevice } from './check.js';
 
 export class PoolCore {
-  readonly mutex = new Mutex();
+  /** The metadata lock (the store's, so every module that changes metadata can assert it). */
+  readonly mutex: Mutex;
   readonly trees: Trees;
   readonly blockWriter: BlockWriter;
   /** Data writes between their start and the switch of their mapping (for write batching). */
@@ -51,6 +53,8 @@ export class PoolCore {
     public sb: Superblock,
     opts: PoolOptions,
   ) {
+    assert(store.totalBlocks === sb.totalBlocks && space.totalBlocks === sb.totalBlocks, 'store, space map and superblock agree on the pool size');
+    this.mutex = store.mutex;
     this.trees = new Trees(store, space);
     this.blockWriter = new BlockWriter(device, () => this.writersActive);
     this.nowMs = opts.nowMs ?? Date.now;
@@ -64,7 +68,8 @@ export class PoolCore {
 
   static async create(device: Device, opts: PoolOptions = {}): Promise<PoolCore> {
     const totalBlocks = device.sizeBlocks;
-    if (totalBlocks < 256) throw new CairnError('invalid_size', `pool needs at least 1 MiB, device has ${totalBlocks} blocks`);
+    if (totalBlocks < POOL_BLOCKS_MIN) throw new CairnError('invalid_size', `pool needs at least ${POOL_BLOCKS_MIN} blocks (1 MiB), device has ${totalBlocks} blocks`);
+    if (totalBlocks > POOL_BLOCKS_MAX) throw new CairnError('invalid_size', `pool may have at most ${POOL_BLOCKS_MAX} blocks, device has ${totalBlocks} blocks`);
     await device.write(0, Buffer.alloc(BLOCK_SIZE_BYTES * FIRST_FREE_BLOCK));
     const sb: Superblock = { generation: 0, totalBlocks, spaceRoot: 0, catalogRoot: 0, catalogSlots: 0, nextId: 1, poolUuid: randomUUID() };
     const core = await PoolCore.assemble(device, sb, opts);
@@ -86,7 +91,11 @@ export class PoolCore {
   }
 
   private static async assemble(device: Device, sb: Superblock, opts: PoolOptions): Promise<PoolCore> {
+    if (!(sb.totalBlocks >= POOL_BLOCKS_MIN && sb.totalBlocks <= POOL_BLOCKS_MAX)) {
+      throw new PoolCorrupt(`superblock claims ${sb.totalBlocks} blocks, outside [${POOL_BLOCKS_MIN}, ${POOL_BLOCKS_MAX}]`);
+    }
     const store = new MetaStore(device, sb.generation + 1, opts.cacheBytesMax ?? CACHE_BYTES_DEFAULT);
+    store.totalBlocks = sb.totalBlocks;
     const space = new SpaceMap(store, sb.spaceRoot, sb.totalBlocks, metaReserveBlocks(sb.totalBlocks));
     await space.init();
     const catalog = new Catalog(store, sb.catalogRoot, sb.catalogSlots, (old) => space.decref(old));
@@ -168,7 +177,8 @@ export class PoolCore {
     const changesBefore = this.store.changes;
     let result: T | undefined;
     try {
-      result = fn();
+      // Held for fn's synchronous run: nothing can interleave, and the modules' assertHeld() pass.
+      result = this.mutex.runNow(fn);
     } catch (err) {
       this.poisonIfChanged(err, changesBefore);
       throw err;
@@ -200,7 +210,7 @@ export class PoolCore {
     // rewrote so many leaves that IOPS fell by a quarter (measured), so they wait for the quarter.
     const frees = this.space.pendingFreeBlocks;
     // The absolute bound keeps the list of held frees (8 bytes each) small in a huge pool.
-    const freesHeld = frees > Math.max(64, Math.min(FREES_HELD_BLOCKS_MAX, this.space.availableBlocks / 4)) ||
+    const freesHeld = frees > Math.max(FREES_EARLY_COMMIT_BLOCKS_MIN, Math.min(FREES_HELD_BLOCKS_MAX, this.space.availableBlocks / FREES_AVAILABLE_DIVISOR)) ||
       (frees >= FREES_EARLY_COMMIT_BLOCKS && frees >= FREES_PER_DIRTY_NODE_MIN * this.store.dirty.size);
     if (this.store.dirty.size >= this.dirtyMax || freesHeld) void this.commit().catch(() => undefined);
     else if (this.commitIntervalMs > 0 && !this.commitTimer && this.store.dirty.size > 0 && !this.closed) {
@@ -238,6 +248,7 @@ export class PoolCore {
     }
     const started = Date.now();
     const release = await this.mutex.lock();
+    this.assertHeld();
     // Until now this commit would still take every write completed so far, so commit() callers
     // joined it. While it waited for the lock, the writes that had raced past the dirty bound in the
     // same tick each asked for a commit: when the queue was released before the wait, the second of
@@ -310,9 +321,10 @@ export class PoolCore {
   private async writeCoalesced(writes: CommitBlock[], generation: number): Promise<void> {
     let i = 0, encodedSinceYield = 0;
     const pending: Promise<void>[] = [];
+    const limits = this.store.writeLimits();
     while (i < writes.length) {
       let j = i + 1;
-      while (j < writes.length && writes[j]!.block === writes[j - 1]!.block + 1 && j - i < 256) j++;
+      while (j < writes.length && writes[j]!.block === writes[j - 1]!.block + 1 && j - i < COMMIT_RUN_BLOCKS_MAX) j++;
       const run = Buffer.allocUnsafe((j - i) * BLOCK_SIZE_BYTES);
       for (let k = i; k < j; k++) {
         const { block, obj, encoded } = writes[k]!;
@@ -320,12 +332,12 @@ export class PoolCore {
         if (encoded) { encoded.copy(at); continue; }
         // A node re-dirtied in place by a later transaction would carry that transaction's number.
         if (obj.txn !== generation || obj.block !== block) fail(`metadata block ${block} changed after its commit took it`);
-        encodeMetaInto(obj, at);
+        encodeMetaInto(obj, at, limits);
         encodedSinceYield++;
       }
       pending.push(this.device.write(writes[i]!.block, run));
       i = j;
-      if (pending.length >= 16) await Promise.all(pending.splice(0));
+      if (pending.length >= COMMIT_WRITES_IN_FLIGHT_MAX) await Promise.all(pending.splice(0));
       if (encodedSinceYield >= COMMIT_ENCODE_YIELD_BLOCKS) {
         encodedSinceYield = 0;
         await new Promise((resolve) => setImmediate(resolve));
@@ -338,7 +350,10 @@ export class PoolCore {
 
   /** Queues one reference to a tree root for freeing (in the catalog, so it survives a crash). */
   async dropTree(root: number): Promise<void> {
+    this.assertHeld();
     if (root === 0) return;
+    // A root is a tree node: inside the pool, past the superblocks (a catalog record passed its validator).
+    if (!(root >= FIRST_FREE_BLOCK && root < this.sb.totalBlocks)) fail(`dropping tree root ${root} outside the pool`);
     await this.catalog.add({
       kind: RecordKind.DeadNode, flags: 0, id: 0, root, sizeBytes: 0, mappedBlocks: 0, createdMs: 0,
       parentId: 0, originSnapId: 0, flattenCursor: 0, seq: 0, name: '',
@@ -347,6 +362,8 @@ export class PoolCore {
 
   /** Frees up to `nodesMax` queued nodes; returns how many remain. Call under the lock. */
   async freeSomeNodes(nodesMax: number): Promise<number> {
+    this.assertHeld();
+    assert(nodesMax > 0, 'a delete step frees at least one node');
     let done = 0;
     while (done < nodesMax && this.catalog.deadNodes.length > 0) {
       const rec: CatalogRecord = this.catalog.deadNodes[this.catalog.deadNodes.length - 1]!;
@@ -378,7 +395,8 @@ export class PoolCore {
     }
   }
 
-  assertLocked(): void { assert(!this.closed, 'pool open'); }
+  /** Fails unless the metadata lock is held (by a mutation, a commit's first phase, or mutateNow). */
+  assertHeld(): void { this.mutex.assertHeld(); }
 }
 
 // ---- device-level entry points (files: pool-file.ts) ----
