@@ -212,14 +212,24 @@ export class PoolCore {
     // The absolute bound keeps the list of held frees (8 bytes each) small in a huge pool.
     const freesHeld = frees > Math.max(FREES_EARLY_COMMIT_BLOCKS_MIN, Math.min(FREES_HELD_BLOCKS_MAX, this.space.availableBlocks / FREES_AVAILABLE_DIVISOR)) ||
       (frees >= FREES_EARLY_COMMIT_BLOCKS && frees >= FREES_PER_DIRTY_NODE_MIN * this.store.dirty.size);
-    if (this.store.dirty.size >= this.dirtyMax || freesHeld) void this.commit().catch(() => undefined);
+    if (this.store.dirty.size >= this.dirtyMax || freesHeld) this.commitInBackground();
     else if (this.commitIntervalMs > 0 && !this.commitTimer && this.store.dirty.size > 0 && !this.closed) {
       this.commitTimer = setTimeout(() => {
         this.commitTimer = null;
-        void this.commit().catch(() => undefined);
+        this.commitInBackground();
       }, this.commitIntervalMs);
       this.commitTimer.unref();
     }
+  }
+
+  /**
+   * A commit nobody awaits. commitNow logs every failure of a commit it started ('commit_failed') and
+   * stops the pool, so the next request fails with the cause; a commit refused because the pool had
+   * already stopped was logged when it stopped ('engine_stopped' or 'commit_failed'). Logging here too
+   * would say the same thing twice.
+   */
+  private commitInBackground(): void {
+    void this.commit().catch(() => undefined);
   }
 
   private cancelCommitTimer(): void {
@@ -237,6 +247,8 @@ export class PoolCore {
     if (this.queuedCommit) return this.queuedCommit;
     const run = this.commitChain.then(() => this.commitNow());
     this.queuedCommit = run;
+    // The chain only orders commits: this one's failure reaches its callers through `run`, and was
+    // logged by commitNow; the next commit must still wait for it, whatever its outcome.
     this.commitChain = run.catch(() => undefined);
     return run;
   }
@@ -289,6 +301,7 @@ export class PoolCore {
       this.sb = sb;
     } catch (err) {
       this.poisoned = err instanceof Error ? err : new Error(String(err));
+      this.log('commit_failed', { generation: this.store.txn, phase: 'prepare', error: this.poisoned.message });
       throw err;
     } finally {
       release();

@@ -84,6 +84,8 @@ export class FileDevice implements Device {
     } catch (err) {
       // A half-written new file is no pool: remove it, so that a retry does not open it as one.
       await handle.close();
+      // Best effort: the IoError below names the cause; a file that cannot be removed either is the
+      // same failure of the host filesystem, and a retry reports it again.
       await unlink(path).catch(() => undefined);
       throw new IoError(`cannot lay down the pool file ${path} (${sizeBlocks * BLOCK_SIZE_BYTES} bytes${preallocate ? ', preallocated' : ''}): ${(err as Error).message}`);
     }
