@@ -6,6 +6,7 @@
 // while writes that wait meanwhile merge into larger ones.
 import { DEVICE_IO_BLOCKS_MAX, BLOCK_SIZE_BYTES } from './constants.js';
 import type { Device } from './device/device.js';
+import { assert, fail } from './errors.js';
 
 const WRITES_IN_FLIGHT_MAX = 2;
 
@@ -21,6 +22,8 @@ export class BlockWriter {
 
   /** Writes the concatenation of `buffers` (whole blocks) at `pba`. */
   write(pba: number, buffers: Buffer[]): Promise<void> {
+    // Data goes only past the superblocks, as whole blocks (gather.ts cuts payloads at block bounds).
+    if (!(pba >= 2 && buffers.length > 0)) fail(`data write of ${buffers.length} buffers at block ${pba}`);
     if (this.inFlight === 0 && !this.scheduled && this.writersActive() <= 1) return this.issue(pba, buffers);
     let bytes = 0;
     for (const b of buffers) bytes += b.length;
@@ -34,6 +37,7 @@ export class BlockWriter {
   }
 
   private async issue(pba: number, buffers: Buffer[]): Promise<void> {
+    assert(buffers.length > 0 && this.inFlight >= 0, 'a device write of some buffers, in-flight writes counted');
     this.inFlight++;
     try {
       const device = this.device as Device & { writev?: (block: number, bufs: Buffer[]) => Promise<void> };
@@ -47,6 +51,7 @@ export class BlockWriter {
   }
 
   private flushBatch(): void {
+    assert(this.inFlight >= 0, 'writes in flight are counted');
     this.scheduled = false;
     const batch = this.pending;
     this.pending = [];
@@ -58,6 +63,7 @@ export class BlockWriter {
         this.pending = batch.slice(i).concat(this.pending);
         return;
       }
+      if (batch[i]!.blocks % 1 !== 0) fail(`a batched write of ${batch[i]!.blocks} blocks is not whole blocks`);
       const group = [batch[i]!];
       let blocks = batch[i]!.blocks;
       let j = i + 1;

@@ -3,7 +3,7 @@
 // compares with the space map. Reports leaks, double ownership and corruption with block numbers.
 import {
   BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CHECK_PROBLEMS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, RADIX_FANOUT,
-  REFCOUNTS_PER_PAGE, TREE_DEPTH_MAX, RADIX_DEPTH_MAX, radixDepth,
+  REFCOUNTS_PER_PAGE, TREE_DEPTH_MAX, RADIX_DEPTH_MAX, radixDepth, EXTENT_BLOCKS_MAX, POOL_BLOCKS_MIN, POOL_BLOCKS_MAX,
 } from './constants.js';
 import type { Device } from './device/device.js';
 import { decodeMeta, MetaType, type MetaLimits, type MetaObject, type RadixNode, type CountPage, type CatalogPage, type TreeNode } from './format.js';
@@ -11,7 +11,7 @@ import { readSuperblock } from './superblock.js';
 import { blockChecksums } from './checksum.js';
 import { decodeRecord, RecordKind, type CatalogRecord } from './catalog.js';
 import type { CheckProblem, CheckReport } from './types.js';
-import { CairnError } from './errors.js';
+import { CairnError, PoolCorrupt, assert, fail } from './errors.js';
 
 class Checker {
   readonly problems: CheckProblem[] = [];
@@ -26,7 +26,10 @@ class Checker {
     this.limits = { totalBlocks, generationMax: generation };
   }
 
-  problem(p: CheckProblem): void { if (this.problems.length < CHECK_PROBLEMS_MAX) this.problems.push(p); }
+  problem(p: CheckProblem): void {
+    assert(p.message.length > 0, 'a problem says what is wrong');
+    p.message = p.message.replace(/\s*\n\s*/g, ' '); // `cairn check` prints one line per problem
+    if (this.problems.length < CHECK_PROBLEMS_MAX) this.problems.push(p); }
 
   inRange(block: number, what: string): boolean {
     if (block >= FIRST_FREE_BLOCK && block < this.totalBlocks) return true;
@@ -35,6 +38,7 @@ class Checker {
   }
 
   async readMeta(block: number, type: MetaType, what: string): Promise<MetaObject | null> {
+    assert(block >= FIRST_FREE_BLOCK && block < this.totalBlocks, 'metadata is read from inside the pool (inRange first)');
     const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
     try {
       await this.device.read(block, buf);
@@ -54,7 +58,7 @@ class Checker {
     const pages = Math.ceil(totalRecords / perPage);
     const depth = radixDepth(pages);
     // The walk below descends exactly `depth` levels; the bound says no array can need more.
-    if (depth > RADIX_DEPTH_MAX) throw new Error(`${what} needs ${depth} radix levels, more than ${RADIX_DEPTH_MAX}`);
+    if (depth > RADIX_DEPTH_MAX) fail(`${what} needs ${depth} radix levels, more than ${RADIX_DEPTH_MAX}`);
     if (rootBlock === 0) { for (let p = 0; p < pages; p++) onPage(p, null); return; }
     const visit = async (block: number, level: number, firstPage: number): Promise<void> => {
       if (!this.inRange(block, what)) return;
@@ -86,6 +90,7 @@ class Checker {
   }
 
   async walkTree(root: number, owner: string): Promise<void> {
+    assert(root !== 0, 'an empty tree is not walked');
     // (block, level) pairs: every descent counts its levels (a cycle also stops at a shared block).
     const stack: number[] = [root, 1];
     while (stack.length > 0) {
@@ -108,6 +113,8 @@ class Checker {
   }
 
   async checkExtent(pba: number, lengthBlocks: number, crcs: Uint32Array, owner: string): Promise<void> {
+    // The leaf passed its validator: extents are short and carry a checksum per block.
+    assert(lengthBlocks >= 1 && lengthBlocks <= EXTENT_BLOCKS_MAX && crcs.length >= lengthBlocks, 'a validated extent');
     if (!this.inRange(pba, `extent of ${owner}`) || pba + lengthBlocks > this.totalBlocks) return;
     const data = Buffer.alloc(lengthBlocks * BLOCK_SIZE_BYTES);
     let readOk = true;
@@ -129,6 +136,10 @@ class Checker {
 
 export async function checkDevice(device: Device): Promise<CheckReport> {
   const sb = await readSuperblock(device);
+  // The checker keeps a count per block in memory: a size from a damaged superblock must not decide it.
+  if (!(sb.totalBlocks >= POOL_BLOCKS_MIN && sb.totalBlocks <= Math.min(POOL_BLOCKS_MAX, device.sizeBlocks))) {
+    throw new PoolCorrupt(`superblock claims ${sb.totalBlocks} blocks, the device has ${device.sizeBlocks}`);
+  }
   const c = new Checker(device, sb.totalBlocks, sb.generation);
   for (let b = 0; b < FIRST_FREE_BLOCK; b++) c.expected[b] = 1;
   const actual = new Uint32Array(sb.totalBlocks);
@@ -174,6 +185,7 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
 }
 
 function checkCatalog(c: Checker, records: CatalogRecord[]): void {
+  assert(records.every((r) => r.kind !== RecordKind.Empty), 'empty slots are not records');
   const ids = new Map<number, CatalogRecord>();
   const names = new Set<string>();
   for (const r of records) {

@@ -33,18 +33,23 @@ export type TreeNode = LeafNode | BranchNode;
 export type MetaObject = TreeNode | RadixNode | CountPage | CatalogPage;
 
 export function leafOf(block: number, txn: number, ext: LeafExtents): LeafNode {
+  assert(txn >= 0 && ext.count >= 0, 'a leaf of a generation');
   return { type: MetaType.Leaf, block, txn, used: false, dirty: false, ext };
 }
 export function branchOf(block: number, txn: number, keys: number[], children: number[]): BranchNode {
+  assert(keys.length === children.length, 'a key per child');
   return { type: MetaType.Branch, block, txn, used: false, dirty: false, keys, children };
 }
 export function radixOf(block: number, txn: number, ptrs: Float64Array, free: Float64Array): RadixNode {
+  assert(ptrs.length === RADIX_FANOUT && free.length === RADIX_FANOUT, 'a radix node of RADIX_FANOUT entries');
   return { type: MetaType.Radix, block, txn, used: false, dirty: false, ptrs, free };
 }
 export function countPageOf(block: number, txn: number, counts: Uint32Array): CountPage {
+  assert(counts.length === REFCOUNTS_PER_PAGE, 'a count page of REFCOUNTS_PER_PAGE counts');
   return { type: MetaType.CountPage, block, txn, used: false, dirty: false, counts };
 }
 export function catalogPageOf(block: number, txn: number, records: Buffer): CatalogPage {
+  assert(records.length === CATALOG_RECORDS_PER_PAGE * CATALOG_RECORD_BYTES, 'a catalog page of whole records');
   return { type: MetaType.CatalogPage, block, txn, used: false, dirty: false, records };
 }
 
@@ -54,6 +59,8 @@ export function leafEntryBytes(entry: LeafEntry): number { return LEAF_ENTRY_FIX
 // their arguments on every call, which made encoding a leaf of 145 entries cost ~25 µs, under the
 // commit's lock for every dirty leaf.
 export function setU64(view: DataView, off: number, value: number): void {
+  // Only exact, non-negative integers survive the split into two u32 (block numbers, lbas, sizes, ids).
+  if (!(value >= 0 && value <= Number.MAX_SAFE_INTEGER)) fail(`u64 field at ${off} set to ${value}`);
   const low = value >>> 0; // ToUint32 is the value modulo 2^32, without a floating-point remainder
   view.setUint32(off, low, true);
   view.setUint32(off + 4, (value - low) / 0x100000000, true);
@@ -64,11 +71,9 @@ export function getU64(view: DataView, off: number): number {
 export function viewOf(buf: Buffer): DataView { return new DataView(buf.buffer, buf.byteOffset, buf.length); }
 
 function payloadCount(obj: MetaObject): number {
-  switch (obj.type) {
-    case MetaType.Leaf: return obj.ext.count;
-    case MetaType.Branch: return obj.children.length;
-    default: return 0;
-  }
+  const count = obj.type === MetaType.Leaf ? obj.ext.count : obj.type === MetaType.Branch ? obj.children.length : 0;
+  assert(count <= 0xffff, 'the entry count fits its u16 header field');
+  return count;
 }
 
 /**

@@ -52,6 +52,7 @@ export class MetaStore {
   writeLimits(): MetaLimits { return { totalBlocks: this.totalBlocks, generationMax: this.txn }; }
 
   private cacheSet(block: number, obj: MetaObject): void {
+    assert(block >= 2 && obj.block === block, 'an object is cached under its own block');
     this.cacheDelete(block);
     const bytes = heapBytes(obj);
     this.cache.set(block, obj);
@@ -62,12 +63,15 @@ export class MetaStore {
   private cacheDelete(block: number): void {
     const bytes = this.sizes.get(block);
     if (bytes === undefined) return;
+    assert(this.cacheBytes >= bytes, 'the cache\'s byte count covers its objects');
     this.cache.delete(block);
     this.sizes.delete(block);
     this.cacheBytes -= bytes;
   }
 
   isDirty(obj: MetaObject): boolean { return obj.dirty && obj.txn === this.txn; }
+
+  /** The object at `block` from the device, verified (a failed read is an IoError naming the block). */
 
   async load<T extends MetaObject>(block: number, type: MetaType): Promise<T> {
     // Callers pass pointers that passed their block's validator: one outside the pool is a bug here.
@@ -92,6 +96,7 @@ export class MetaStore {
   }
 
   private async readFromDevice(block: number, type: MetaType): Promise<MetaObject> {
+    assert(!this.cache.has(block) || this.loading.has(block), 'a cached block is not read again');
     const buf = Buffer.allocUnsafe(BLOCK_SIZE_BYTES);
     try {
       await this.device.read(block, buf);
@@ -106,15 +111,22 @@ export class MetaStore {
 
   /** The cached object at `block`, without I/O (undefined if it would need a read). */
   peek(block: number): MetaObject | undefined {
+    // No assertion here: the hot read path peeks at every level. Callers pass validated pointers.
     return this.cache.get(block) ?? this.committing.get(block);
   }
 
   /** Registers a (new or relocated) object under its block. */
   put(obj: MetaObject): void {
+    assert(obj.block === 0 || obj.block >= 2, 'an object lives past the superblocks');
     if (obj.block !== 0) this.cacheSet(obj.block, obj);
   }
 
-  forget(block: number): void { this.cacheDelete(block); }
+  forget(block: number): void {
+    // A dirty object stays pinned until its commit: forgetting it would lose the transaction's change.
+    const obj = this.cache.get(block);
+    if (obj !== undefined && obj.block === block && this.isDirty(obj) && this.dirty.has(obj)) fail(`forgetting dirty metadata block ${block}`);
+    this.cacheDelete(block);
+  }
 
   markDirty(obj: MetaObject): void {
     this.assertHeld();
@@ -134,6 +146,7 @@ export class MetaStore {
 
   /** Drops least-recently-used clean objects above the bound. Called only between mutations. */
   trim(): void {
+    assert(this.cacheBytes >= 0, 'the cache\'s byte count');
     if (this.cacheBytes <= this.cacheBytesMax) return;
     let visited = 0;
     const size = this.cache.size;
@@ -176,7 +189,11 @@ export class MetaStore {
   }
 
   /** The commit's blocks are durable on disk: loads may read them from the device again. */
-  committed(): void { this.committing.clear(); }
+  committed(): void {
+    // Nothing commits twice: every object handed to the commit is clean in the open transaction.
+    for (const obj of this.committing.values()) if (obj.dirty && obj.txn !== this.txn) fail(`committed block ${obj.block} still dirty from ${obj.txn}`);
+    this.committing.clear();
+  }
 
   cachedObjects(): number { return this.cache.size; }
   cachedBytes(): number { return this.cacheBytes; }

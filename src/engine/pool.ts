@@ -83,6 +83,9 @@ export class PoolCore {
 
   static async open(device: Device, opts: PoolOptions = {}): Promise<PoolCore> {
     const sb = await readSuperblock(device);
+    // The superblock passed its checksum: the pool it describes starts past the superblocks.
+    if (!(sb.spaceRoot === 0 || (sb.spaceRoot >= FIRST_FREE_BLOCK && sb.spaceRoot < sb.totalBlocks))) throw new PoolCorrupt(`superblock names space map root ${sb.spaceRoot} outside the pool`);
+    if (!(sb.catalogRoot === 0 || (sb.catalogRoot >= FIRST_FREE_BLOCK && sb.catalogRoot < sb.totalBlocks))) throw new PoolCorrupt(`superblock names catalog root ${sb.catalogRoot} outside the pool`);
     if (sb.totalBlocks > device.sizeBlocks) throw new PoolCorrupt(`pool claims ${sb.totalBlocks} blocks, device has ${device.sizeBlocks}`);
     const core = await PoolCore.assemble(device, sb, opts);
     await core.catalog.load();
@@ -106,6 +109,7 @@ export class PoolCore {
     if (this.closed) return;
     if (!this.poisoned) await this.flush();
     await this.mutex.run(async () => {
+      this.assertHeld();
       this.closed = true;
       this.cancelCommitTimer();
     });
@@ -124,21 +128,30 @@ export class PoolCore {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
-  emit(event: TargetEvent): void { for (const l of this.listeners) l(event); }
+  emit(event: TargetEvent): void {
+    assert(event.id > 0, 'an event names its target');
+    for (const l of this.listeners) l(event);
+  }
 
   beginRead(): number {
     const epoch = this.readEpoch;
+    assert(Number.isSafeInteger(epoch) && epoch >= 0, 'read epochs count commits');
     this.activeReads.set(epoch, (this.activeReads.get(epoch) ?? 0) + 1);
     return epoch;
   }
   endRead(epoch: number): void {
-    const n = this.activeReads.get(epoch)! - 1;
+    const count = this.activeReads.get(epoch);
+    // Each beginRead has one endRead: an unmatched one would release blocks a read still uses.
+    if (count === undefined || count < 1) fail(`read of epoch ${epoch} ended without beginning`);
+    const n = count - 1;
     if (n === 0) this.activeReads.delete(epoch); else this.activeReads.set(epoch, n);
     this.space.releaseQuarantine(this.oldestReadEpoch());
   }
   private oldestReadEpoch(): number {
     let oldest = Infinity;
     for (const e of this.activeReads.keys()) oldest = Math.min(oldest, e);
+    // A read begun at a later epoch than the current one would release frees before their commit.
+    if (oldest !== Infinity && oldest > this.readEpoch) fail(`a read of epoch ${oldest} is ahead of epoch ${this.readEpoch}`);
     return oldest;
   }
 
@@ -195,6 +208,7 @@ export class PoolCore {
    * durable state is intact; reopening the pool recovers it.
    */
   private poisonIfChanged(err: unknown, changesBefore: number): void {
+    assert(this.store.changes >= changesBefore, 'the change counter only grows');
     if (err instanceof AssertionError || this.store.changes !== changesBefore) {
       this.poisoned = err instanceof Error ? err : new Error(String(err));
       this.log('engine_stopped', { message: this.poisoned.message });
@@ -202,6 +216,8 @@ export class PoolCore {
   }
 
   private afterMutation(): void {
+    // Runs after the lock is released (mutate) or after the synchronous run (mutateNow).
+    assert(!this.mutex.held, 'after a mutation the lock is released');
     // Commit early when dirty metadata passes its bound, or when blocks freed by overwrites (reusable
     // only after a commit) grow past a quarter of what is still free, or past 128 MiB when they are
     // cheap to release: many frees per dirty node means large overwrites, and releasing their blocks
@@ -240,11 +256,13 @@ export class PoolCore {
   /** Every write completed before this call is durable when it resolves (group commit). */
   flush(): Promise<void> {
     this.ensureUsable();
+    assert(this.durableGeneration <= this.store.txn, 'the durable generation is not ahead of the open one');
     return this.commit();
   }
 
   commit(): Promise<void> {
     if (this.queuedCommit) return this.queuedCommit;
+    assert(this.durableGeneration < this.store.txn, 'the open transaction follows the last durable one');
     const run = this.commitChain.then(() => this.commitNow());
     this.queuedCommit = run;
     // The chain only orders commits: this one's failure reaches its callers through `run`, and was
@@ -402,6 +420,7 @@ export class PoolCore {
 
   /** Frees every queued node now (tests, close). */
   async drainDeletes(): Promise<void> {
+    this.ensureUsable();
     while (this.catalog.deadNodes.length > 0) {
       await this.mutate(() => this.freeSomeNodes(DELETE_NODES_PER_STEP));
       await this.commit();
