@@ -35,11 +35,13 @@ interface LeafPlan {
 
 /** The part of `e` covering [from, to) (inside e). */
 function sliceEntry(e: LeafEntry, from: number, to: number): LeafEntry {
+  assert(from >= e.lba && from < to && to <= e.lba + e.lengthBlocks, 'a slice inside its extent');
   const skip = from - e.lba;
   return { lba: from, pba: e.pba + skip, lengthBlocks: to - from, crcs: e.crcs.subarray(skip, skip + to - from) };
 }
 
 function clipEntries(entries: LeafEntry[], from: number, to: number): LeafEntry[] {
+  assert(from < to, 'entries clipped to a range');
   const out: LeafEntry[] = [];
   for (const e of entries) {
     const s = Math.max(from, e.lba), t = Math.min(to, e.lba + e.lengthBlocks);
@@ -70,6 +72,7 @@ export class Trees {
   }
 
   private async writableChild(block: number): Promise<TreeNode> {
+    this.store.assertHeld();
     const node = this.cached(block) ?? await this.load(block);
     return this.writableNow(node) ?? await this.writable(node);
   }
@@ -96,6 +99,7 @@ export class Trees {
 
   /** Counts of everything `node` points to, +1 or -1; without awaiting where the count page is dirty already. */
   private async refChildren(node: TreeNode, delta: 1 | -1): Promise<void> {
+    this.store.assertHeld();
     if (node.type === MetaType.Leaf) {
       const x = node.ext;
       for (let i = 0; i < x.count; i++) if (!this.space.tryAddRange(x.pbas[i]!, x.lens[i]!, delta)) await this.space.addRange(x.pbas[i]!, x.lens[i]!, delta);
@@ -355,6 +359,7 @@ function childEnd(node: BranchNode, i: number): number { return i + 1 < node.chi
 
 /** The leaf edit replacing [start, end) of `node` with `entries` (inside the range), without changing anything. */
 function planLeafEdit(node: LeafNode, start: number, end: number, entries: LeafEntry[]): LeafPlan {
+  assert(start < end, 'a leaf edit of a range');
   const x = node.ext;
   // Only extents overlapping [start, end) are touched: the first may keep a part on the left, the
   // last a part on the right; the result is spliced in place.
@@ -385,6 +390,7 @@ function planLeafEdit(node: LeafNode, start: number, end: number, entries: LeafE
 
 /** Splices a planned edit into the leaf and merges the extents it joined; returns the leaf's new size. */
 function applyLeafPlan(node: LeafNode, plan: LeafPlan): number {
+  assert(plan.first <= plan.last && plan.last <= node.ext.count, 'a planned splice inside the leaf');
   const x = node.ext;
   x.splice(plan.first, plan.last, plan.replacement);
   x.mergeAround(plan.first - 1, Math.min(x.count - 1, plan.first + plan.replacement.length));

@@ -94,6 +94,10 @@ export class Catalog {
         const slot = p * CATALOG_RECORDS_PER_PAGE + i;
         if (slot >= this.slotsUsed) break;
         const rec = page ? decodeRecord(page.records, i * CATALOG_RECORD_BYTES, slot) : null;
+        // Two records of one id or volume name on disk (each page checked out alone): the catalog
+        // cannot tell which is meant, so the pool is refused rather than one of them silently lost.
+        if (rec && rec.kind !== RecordKind.DeadNode && this.byId.has(rec.id)) throw new PoolCorrupt(`catalog id ${rec.id} used twice (slot ${slot})`);
+        if (rec && rec.kind === RecordKind.Volume && this.volumesByName.has(rec.name)) throw new PoolCorrupt(`volume name ${rec.name} used twice (slot ${slot})`);
         if (rec) this.index(rec); else this.freeSlots.push(slot);
       }
     }
@@ -102,6 +106,7 @@ export class Catalog {
   }
 
   private index(rec: CatalogRecord): void {
+    assert(rec.kind !== RecordKind.Empty, 'an indexed record has a kind');
     if (rec.kind === RecordKind.DeadNode) { this.deadNodes.push(rec); return; }
     this.byId.set(rec.id, rec);
     if (rec.kind === RecordKind.Volume) this.volumesByName.set(rec.name, rec);
@@ -113,6 +118,7 @@ export class Catalog {
   }
 
   private unindex(rec: CatalogRecord): void {
+    assert(rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec, 'an unindexed record was indexed');
     if (rec.kind === RecordKind.DeadNode) {
       const i = this.deadNodes.indexOf(rec);
       if (i >= 0) this.deadNodes.splice(i, 1);
@@ -142,7 +148,10 @@ export class Catalog {
   }
 
   /** Whether saveMappingNow(rec) will succeed (the record's page is loaded and dirty). */
-  canSaveMappingNow(rec: CatalogRecord): boolean { return this.mappingPage(rec) !== undefined; }
+  canSaveMappingNow(rec: CatalogRecord): boolean {
+    assert(rec.kind === RecordKind.Volume, 'only a volume\'s mapping changes');
+    return this.mappingPage(rec) !== undefined;
+  }
 
   /** saveMapping() without awaiting; false, having written nothing, when the page is not dirty yet. */
   saveMappingNow(rec: CatalogRecord): boolean {
@@ -194,5 +203,8 @@ export class Catalog {
     this.freeSlots.push(rec.slot);
   }
 
-  snapshotsOf(volumeId: number): CatalogRecord[] { return this.snapshotsByVolume.get(volumeId) ?? []; }
+  snapshotsOf(volumeId: number): CatalogRecord[] {
+    assert(volumeId > 0, 'snapshots of a volume id');
+    return this.snapshotsByVolume.get(volumeId) ?? [];
+  }
 }

@@ -133,11 +133,16 @@ export class CairnEngine implements Engine {
   // ---- volumes ----
 
   listVolumes(): VolumeInfo[] {
+    assert(this.catalog.volumesByName.size <= this.catalog.byId.size, 'every named volume has an id');
     return [...this.catalog.volumesByName.values()].filter((r) => (r.flags & FLAG_DELETED) === 0)
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((r) => this.volumeInfo(r));
   }
 
-  getVolume(name: string): VolumeInfo { return this.volumeInfo(this.liveVolume(name)); }
+  getVolume(name: string): VolumeInfo {
+    const info = this.volumeInfo(this.liveVolume(name));
+    assert(info.name === name, 'a volume found under its own name');
+    return info;
+  }
 
   private assertNameFree(name: string): void {
     const existing = this.catalog.volumesByName.get(name);
@@ -233,6 +238,8 @@ export class CairnEngine implements Engine {
   async flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo> {
     const rec = this.liveVolume(name);
     await flattenVolume(this.core, rec, onProgress);
+    // Flattened: nothing of its origin is shared any more, and no cursor is left to resume.
+    assert(rec.flattenCursor === 0 && rec.parentId === 0 && rec.originSnapId === 0, 'a flattened volume has no origin');
     return this.volumeInfo(rec);
   }
 
@@ -290,7 +297,11 @@ export class CairnEngine implements Engine {
     return out;
   }
 
-  getSnapshot(fullName: string): SnapshotInfo { return this.snapshotInfo(this.snapshotRec(fullName)); }
+  getSnapshot(fullName: string): SnapshotInfo {
+    const info = this.snapshotInfo(this.snapshotRec(fullName));
+    assert(info.fullName === fullName, 'a snapshot found under its own name');
+    return info;
+  }
 
   async deleteSnapshot(fullName: string): Promise<void> {
     const id = await this.durable(async () => {
@@ -309,6 +320,7 @@ export class CairnEngine implements Engine {
 
   async diff(from: string, to: string): Promise<ByteRange[]> {
     const a = this.refRec(from), b = this.refRec(to);
+    assert(a.kind !== RecordKind.DeadNode && b.kind !== RecordKind.DeadNode, 'a diff of volumes and snapshots');
     return this.diffRecs(a, b, 0, Math.max(a.sizeBytes, b.sizeBytes));
   }
 
@@ -341,7 +353,11 @@ export class CairnEngine implements Engine {
     return { id: rec.id, name, readOnly: rec.kind === RecordKind.Snapshot, sizeBytes: rec.sizeBytes };
   }
 
-  targetSizeBytes(id: number): number { return this.byId(id).sizeBytes; }
+  targetSizeBytes(id: number): number {
+    const sizeBytes = this.byId(id).sizeBytes;
+    assert(sizeBytes % BLOCK_SIZE_BYTES === 0, 'a target is whole blocks');
+    return sizeBytes;
+  }
 
   private writableById(id: number): CatalogRecord {
     const rec = this.byId(id);
@@ -360,7 +376,10 @@ export class CairnEngine implements Engine {
 
   async write(id: number, offsetBytes: number, data: WriteData, opts: WriteOptions = {}): Promise<void> {
     this.core.ensureUsable();
-    await writeRange(this.core, this.writableById(id), offsetBytes, data);
+    const rec = this.writableById(id);
+    await writeRange(this.core, rec, offsetBytes, data);
+    // A write completed before the lock was free never left its mutation holding it.
+    assert(!this.core.mutex.held || !this.core.mutex.idle, 'a holder of the lock is counted among its users');
     if (opts.fua) await this.core.flush();
   }
 

@@ -93,6 +93,8 @@ export class MetaCorrupt extends CairnError {
   readonly found: string;
   constructor(code: MetaCorruptCode, physicalBlock: number, what: string, expected: string | number, found: string | number) {
     super(code, `${what} at block ${physicalBlock}: expected ${expected}, found ${found}`, 'EIO');
+    // The block number is what a reader of the log or of `cairn check` looks for: always a real one.
+    assert(Number.isSafeInteger(physicalBlock) && physicalBlock >= 0, 'a corruption error names a block');
     this.name = 'MetaCorrupt';
     this.physicalBlock = physicalBlock;
     this.expected = String(expected);

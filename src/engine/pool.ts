@@ -94,6 +94,7 @@ export class PoolCore {
   }
 
   private static async assemble(device: Device, sb: Superblock, opts: PoolOptions): Promise<PoolCore> {
+    assert(sb.totalBlocks <= device.sizeBlocks, 'the pool fits its device (checked by create and open)');
     if (!(sb.totalBlocks >= POOL_BLOCKS_MIN && sb.totalBlocks <= POOL_BLOCKS_MAX)) {
       throw new PoolCorrupt(`superblock claims ${sb.totalBlocks} blocks, outside [${POOL_BLOCKS_MIN}, ${POOL_BLOCKS_MAX}]`);
     }
@@ -249,6 +250,7 @@ export class PoolCore {
   }
 
   private cancelCommitTimer(): void {
+    assert(this.commitIntervalMs >= 0, 'a commit interval');
     if (this.commitTimer) clearTimeout(this.commitTimer);
     this.commitTimer = null;
   }

@@ -36,12 +36,14 @@ export class RadixArray<P extends Page> {
 
   /** Records covered by child `i` of a node at `level` whose first page is `firstPage`. */
   private childRecords(level: number, firstPage: number, i: number): number {
+    assert(level >= 1 && i >= 0 && i < RADIX_FANOUT, 'a child of a radix level');
     const spanPages = RADIX_FANOUT ** (level - 1);
     const firstRecord = (firstPage + i * spanPages) * this.recordsPerPage;
     return Math.max(0, Math.min(spanPages * this.recordsPerPage, this.totalRecords - firstRecord));
   }
 
   private emptyRadix(level: number, firstPage: number): DirtyRadix {
+    assert(level >= 1 && level <= this.depth && firstPage < this.pagesCapacity, 'an empty radix node inside the array');
     const ptrs = new Float64Array(RADIX_FANOUT), free = new Float64Array(RADIX_FANOUT);
     for (let i = 0; i < RADIX_FANOUT; i++) free[i] = this.childRecords(level, firstPage, i);
     return radixOf(0, 0, ptrs, free);
@@ -173,6 +175,7 @@ export class RadixArray<P extends Page> {
     if (!root) return this.totalRecords;
     let sum = 0;
     for (let i = 0; i < RADIX_FANOUT; i++) sum += root.free[i]!;
+    assert(Number.isSafeInteger(sum), 'free records are a count');
     return sum;
   }
 
@@ -181,6 +184,7 @@ export class RadixArray<P extends Page> {
    * wholly free. Walks the summaries only.
    */
   async nextPageWithFree(fromPage: number): Promise<number> {
+    assert(fromPage >= 0, 'a search from a page');
     const root = await this.loadRoot(false);
     if (!root) return fromPage < this.pagesCapacity ? fromPage : -1;
     return this.searchFree(root, this.depth, 0, fromPage);
@@ -215,6 +219,7 @@ export class RadixArray<P extends Page> {
   // Recursion through methods, not closures made per call: a closure created at every commit was
   // compiled again by TurboFan at every commit (seen with --trace-opt).
   private collectUnlocated(node: DirtyRadix, out: MetaObject[]): void {
+    assert(node.type === MetaType.Radix, 'the walk descends radix nodes');
     if (!this.store.isDirty(node)) return;
     if (node.block === 0) out.push(node);
     for (const kid of node.kids ?? []) {
@@ -252,6 +257,7 @@ export class RadixArray<P extends Page> {
   }
 
   private dropKids(node: DirtyRadix): void {
+    assert(node.type === MetaType.Radix, 'the walk descends radix nodes');
     if (!node.kids) return;
     for (const kid of node.kids) if (kid && kid.type === MetaType.Radix) this.dropKids(kid as DirtyRadix);
     node.kids = undefined;

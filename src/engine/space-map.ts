@@ -81,6 +81,7 @@ export class SpaceMap {
   isPendingFree(block: number): boolean { return (this.held.flags(block) & PENDING_FREE) !== 0; }
 
   async get(block: number): Promise<number> {
+    if (!(block >= 0 && block < this.totalBlocks)) fail(`count of block ${block} outside the pool`);
     const page = await this.array.page(Math.floor(block / REFCOUNTS_PER_PAGE), false);
     return page ? page.counts[block % REFCOUNTS_PER_PAGE]! : 0;
   }
@@ -263,6 +264,7 @@ export class SpaceMap {
    * next search resumes where this one stopped, past a fragmented stretch instead of scanning it again.
    */
   private reserveLongRuns(wanted: number, minRun: number): Run[] | null {
+    assert(minRun >= 1 && minRun <= wanted, 'long runs no longer than the request');
     const found = this.scanRuns(Math.max(this.largeCursor, this.cursor, FIRST_FREE_BLOCK), wanted, minRun, LARGE_SCAN_PAGES_MAX);
     if (!found.runs) {
       this.largeCursor = found.end < this.totalBlocks ? found.end : this.cursor;
@@ -279,6 +281,7 @@ export class SpaceMap {
    * they hold fewer than `wanted` such blocks; `end` is where the scan stopped. Reserves nothing.
    */
   private scanRuns(from: number, wanted: number, minRun: number, pagesMax: number): { runs: Run[] | null; end: number } {
+    assert(from >= FIRST_FREE_BLOCK && wanted > 0 && pagesMax > 0, 'a bounded scan past the superblocks');
     const runs: Run[] = [];
     let got = 0, runStart = -1, block = from;
     // A run ends at a used or held block, at the last page scanned, or once it completes the request.
@@ -316,6 +319,8 @@ export class SpaceMap {
 
   /** Releases what is left of reservations (blocks that got their data are no longer reserved). */
   unreserve(runs: Run[]): void {
+    // Without the lock: synchronous (see held-blocks.ts); only blocks inside the pool were reserved.
+    for (const r of runs) if (!(r.lengthBlocks > 0 && r.pba + r.lengthBlocks <= this.totalBlocks)) fail(`unreserving [${r.pba}, ${r.pba + r.lengthBlocks})`);
     for (const r of runs) this.held.removeRange(r.pba, r.pba + r.lengthBlocks, RESERVED);
   }
 
