@@ -4,11 +4,9 @@
 // WRITES_IN_FLIGHT_MAX device writes run at a time: a buffered write holds the file's inode lock, so
 // more of them in the thread pool only spin on it (perf showed 8 % of the process in rwsem spinning),
 // while writes that wait meanwhile merge into larger ones.
-import { DEVICE_IO_BLOCKS_MAX, BLOCK_SIZE_BYTES } from './constants.js';
+import { DEVICE_IO_BLOCKS_MAX, BLOCK_SIZE_BYTES, DATA_WRITES_IN_FLIGHT_MAX as WRITES_IN_FLIGHT_MAX } from './constants.js';
 import type { Device } from './device/device.js';
 import { assert, fail } from './errors.js';
-
-const WRITES_IN_FLIGHT_MAX = 2;
 
 interface Pending { pba: number; buffers: Buffer[]; blocks: number; resolve: () => void; reject: (err: unknown) => void }
 

@@ -4,27 +4,44 @@ import { assert } from './errors.js';
 import { BLOCK_SIZE_BYTES } from './types.js';
 
 export { BLOCK_SIZE_BYTES };
+/** On-disk format version in the superblock: a pool of another version is refused, never guessed at. */
 export const FORMAT_VERSION = 1;
 
 /** Every metadata block starts with this header (see ARCHITECTURE.md, "On-disk format"). */
 export const META_HEADER_BYTES = 32;
 export const META_MAGIC = 0x434e5231; // "CNR1"
 export const SUPERBLOCK_MAGIC = 0x43524e53; // "CRNS"
+/** The superblock slots a commit alternates between (engine.md, "Transactions"). */
 export const SUPERBLOCK_SLOTS = [0, 1] as const;
+/** The first block anything else may use: the blocks before it are the superblock slots. */
 export const FIRST_FREE_BLOCK = 2;
 
+/** What a metadata block holds after its header. */
 export const META_PAYLOAD_BYTES = BLOCK_SIZE_BYTES - META_HEADER_BYTES;
 /** Leaf entry: lba u64, pba u64, length u32, then one crc32c u32 per block. */
 export const LEAF_ENTRY_FIXED_BYTES = 20;
+/**
+ * Blocks of one extent (256 KiB): its checksums (4 bytes each) sit in the leaf, so a leaf holds at
+ * least 4 full extents (asserted below), and one extent is one device call at most.
+ */
 export const EXTENT_BLOCKS_MAX = 64;
+/** Branch entry: first lba u64, child block u64. */
 export const BRANCH_ENTRY_BYTES = 16;
+/** Children of a branch: as many entries as its payload holds (254). */
 export const BRANCH_FANOUT_MAX = Math.floor(META_PAYLOAD_BYTES / BRANCH_ENTRY_BYTES);
+/** Radix entry: child block u64, free records below it u64. */
 export const RADIX_ENTRY_BYTES = 16;
+/** Children of a radix node: as many entries as its payload holds (254). */
 export const RADIX_FANOUT = Math.floor(META_PAYLOAD_BYTES / RADIX_ENTRY_BYTES);
+/** u32 reference counts in one count page (1016): a count never needs more than 32 bits. */
 export const REFCOUNTS_PER_PAGE = Math.floor(META_PAYLOAD_BYTES / 4);
+/** A catalog record: the fixed fields (80 bytes) and a name of up to NAME_BYTES_MAX bytes. */
 export const CATALOG_RECORD_BYTES = 256;
+/** Records in one catalog page (15). */
 export const CATALOG_RECORDS_PER_PAGE = Math.floor(META_PAYLOAD_BYTES / CATALOG_RECORD_BYTES);
+/** Catalog slots (16 Mi): volumes, snapshots and queued dropped nodes together; bounds the radix depth. */
 export const CATALOG_RECORDS_MAX = 1 << 24;
+/** Longest volume or snapshot name in UTF-8 bytes: what a record has room for after its fixed fields. */
 export const NAME_BYTES_MAX = 160;
 
 /** Largest single read/write the engine accepts in one call. */
@@ -46,12 +63,15 @@ export const POOL_BLOCKS_MAX = 2 ** 40;
 export const POOL_BLOCKS_MIN = 256;
 /** Dead tree nodes freed per background step (bounded work per commit). */
 export const DELETE_NODES_PER_STEP = 512;
+/** Metadata cache bound unless configured (`--cache-bytes-max`): decoded blocks kept, in estimated heap bytes. */
 export const CACHE_BYTES_DEFAULT = 256 * 1024 * 1024;
+/** Dirty metadata is committed at least this often (also the longest a write without FLUSH may wait). */
 export const COMMIT_INTERVAL_MS_DEFAULT = 5000;
 /** Tree nodes a commit encodes (~10 µs each) before it lets the event loop serve requests again. */
 export const COMMIT_ENCODE_YIELD_BLOCKS = 64;
 /** Held frees (128 MiB) that trigger a commit when there are at least FREES_PER_DIRTY_NODE_MIN per dirty node. */
 export const FREES_EARLY_COMMIT_BLOCKS = 32768;
+/** ... and only when at least this many frees come per dirty node: large overwrites, cheap to release. */
 export const FREES_PER_DIRTY_NODE_MIN = 64;
 /** Held frees (16 GiB of blocks) that trigger a commit whatever the pool size: bounds their list's RAM. */
 export const FREES_HELD_BLOCKS_MAX = 1 << 22;
@@ -82,6 +102,18 @@ export function radixDepth(pages: number): number {
   while (RADIX_FANOUT ** depth < pages) depth++;
   return depth;
 }
+
+// ---- device I/O ----
+
+/**
+ * Data writes in flight at once (block-writer.ts): a buffered write holds the file's inode lock, so
+ * more only spin on it (3, 4 or 8 measured within noise of 2; ARCHITECTURE.md, third session).
+ */
+export const DATA_WRITES_IN_FLIGHT_MAX = 2;
+/** Bytes of zeros per write while a pool file is preallocated (8 MiB: few calls, bounded memory). */
+export const PREALLOCATE_CHUNK_BYTES = 8 * 1024 * 1024;
+/** Preallocation writes kept in flight: enough to keep a disk busy, few enough to bound memory (32 MiB). */
+export const PREALLOCATE_WRITES_IN_FLIGHT_MAX = 4;
 
 // ---- commits ----
 
@@ -145,6 +177,7 @@ export const META_ARENA_HEADROOM_RUNS = 4;
 assert(LEAF_ENTRY_FIXED_BYTES + 4 * EXTENT_BLOCKS_MAX <= META_PAYLOAD_BYTES / 4, 'a leaf holds at least 4 full extents');
 assert(BRANCH_FANOUT_MAX >= 16, 'branch fanout');
 assert(CATALOG_RECORDS_PER_PAGE >= 8, 'catalog page fill');
+assert(80 + NAME_BYTES_MAX <= CATALOG_RECORD_BYTES, 'a record holds its fixed fields and the longest name');
 assert(VOLUME_BYTES_MAX / BLOCK_SIZE_BYTES < Number.MAX_SAFE_INTEGER / 1024, 'lba math stays exact');
 assert(IO_BYTES_MAX % BLOCK_SIZE_BYTES === 0, 'io bound is block aligned');
 assert(POOL_BLOCKS_MIN * BLOCK_SIZE_BYTES === 1024 * 1024, 'the smallest pool is 1 MiB');
@@ -152,6 +185,7 @@ assert(POOL_BLOCKS_MIN > FIRST_FREE_BLOCK + DIRTY_OBJECTS_MIN, 'a smallest pool 
 assert(POOL_BLOCKS_MAX < Number.MAX_SAFE_INTEGER / 1024, 'block numbers stay exact');
 assert(TREE_DEPTH_MAX >= 2 && TREE_DEPTH_MAX <= 64, 'tree depth bound is small and allows a branch');
 assert(RADIX_DEPTH_MAX >= radixDepth(Math.ceil(CATALOG_RECORDS_MAX / CATALOG_RECORDS_PER_PAGE)), 'the catalog fits the radix depth bound');
+assert(PREALLOCATE_CHUNK_BYTES % BLOCK_SIZE_BYTES === 0, 'preallocation writes whole blocks');
 assert(COMMIT_RUN_BLOCKS_MAX <= DEVICE_IO_BLOCKS_MAX, 'a commit write is no larger than a data write');
 assert(LARGE_RUN_BLOCKS <= EXTENT_BLOCKS_MAX, 'a long run fills at most one extent');
 assert(META_ARENA_BLOCKS <= COMMIT_RUN_BLOCKS_MAX, 'a metadata run goes out in one commit write');

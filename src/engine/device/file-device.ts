@@ -5,7 +5,7 @@
 // (native/writeback.c), so a commit's fdatasync does not meet hundreds of MiB at once.
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { readSync, writeSync, writevSync } from 'node:fs';
-import { BLOCK_SIZE_BYTES } from '../types.js';
+import { BLOCK_SIZE_BYTES, PREALLOCATE_CHUNK_BYTES as ZERO_CHUNK_BYTES, PREALLOCATE_WRITES_IN_FLIGHT_MAX as ZERO_WRITES_IN_FLIGHT } from '../constants.js';
 import type { Device } from './device.js';
 import { IoError, assert, fail } from '../errors.js';
 import { InlineIoPolicy, READ_SLOW_FIXED_NS, WRITE_SLOW_FIXED_NS } from './inline-io.js';
@@ -31,9 +31,6 @@ function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
   return out;
 }
 
-/** Bytes of zeros per write while preallocating, and writes kept in flight. */
-const ZERO_CHUNK_BYTES = 8 * 1024 * 1024;
-const ZERO_WRITES_IN_FLIGHT = 4;
 
 /** Writes zeros over [0, sizeBytes) of the file and flushes them. */
 async function writeZeros(handle: FileHandle, sizeBytes: number): Promise<void> {

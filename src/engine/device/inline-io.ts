@@ -7,9 +7,9 @@
 // an inline call slower than a page-cache copy could be sends that kind of I/O to the thread pool for
 // a backoff period, which doubles while inline calls keep being slow and resets once they are fast.
 
-/** Inline calls are allowed up to this size. */
 import { assert } from '../errors.js';
 
+/** Inline calls are allowed up to this size. */
 export const INLINE_IO_BYTES_MAX = 256 * 1024;
 /**
  * "Too slow for the page cache": a fixed part plus a per-byte part (a copy at ≥ 2 GB/s). Reads use a
