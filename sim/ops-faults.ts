@@ -6,6 +6,7 @@ import type { CrashMode } from '../src/engine/device/sim-device.js';
 import { BLOCK_SIZE_BYTES } from '../src/engine/types.js';
 import { checkPool, openPool, type PoolCore } from '../src/engine/pool.js';
 import { copyBlock } from '../src/engine/superblock.js';
+import { META_CORRUPT_CODES } from '../src/engine/errors.js';
 import { commitPlan, planWrite, type Plan } from './apply.js';
 import { blockOf, fingerprint, isZero, matchRead, type ModelTarget } from './model.js';
 import { makeData, pickRange } from './ops-data.js';
@@ -136,7 +137,7 @@ async function flipMetadataBlock(sim: Simulator): Promise<void> {
   sim.note(`bit flip in metadata(?) block ${flip.blockNumber} bit ${flip.bitIndex}, cold reopen`);
   sim.engine = null;
   sim.device = image;
-  const tolerated = ['checksum_error', 'pool_corrupt', 'io_error'] as const;
+  const tolerated = ['checksum_error', 'pool_corrupt', 'io_error', ...META_CORRUPT_CODES] as const;
   const opened = await sim.attempt(() => openPool(image, sim.poolOptions()));
   if (opened.ok) {
     sim.engine = opened.value;

@@ -7,7 +7,7 @@ import { LeafExtents, LEAF_EXTENTS_MAX } from '../src/engine/leaf-extents.js';
 import { decodeMeta, encodeMeta, leafOf, MetaType, type LeafEntry, type LeafNode } from '../src/engine/format.js';
 import { blockChecksum } from '../src/engine/checksum.js';
 import { EXTENT_BLOCKS_MAX } from '../src/engine/constants.js';
-import { ChecksumError } from '../src/engine/errors.js';
+import { MetaBadStructure } from '../src/engine/errors.js';
 
 function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;
@@ -120,5 +120,5 @@ test('a leaf block with a valid checksum but an extent past the block is refused
   buf.writeUInt32LE(200, 32 + 16); // extent length 200: more than an extent may hold
   buf.writeUInt32LE(0, 8);
   buf.writeUInt32LE(blockChecksum(buf), 8);
-  assert.throws(() => decodeMeta(buf, 9, MetaType.Leaf), ChecksumError);
+  assert.throws(() => decodeMeta(buf, 9, MetaType.Leaf), (err: unknown) => err instanceof MetaBadStructure && err.code === 'meta_bad_structure' && err.physicalBlock === 9 && err.found === '200');
 });

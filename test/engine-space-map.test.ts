@@ -13,6 +13,7 @@ import { REFCOUNTS_PER_PAGE } from '../src/engine/constants.js';
 test('space map: counts, free summary, reservation and deferred reuse', async () => {
   const device = new SimDevice(20000, new Prng(1));
   const store = new MetaStore(device, 1, 1 << 20);
+  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
   const space = new SpaceMap(store, 0, 20000, 100);
   await space.init();
   assert.equal(space.freeBlocks, 20000);
@@ -124,6 +125,7 @@ test('lock-free reservation spans loaded pages, skips used and held blocks, and 
   // 40 count pages: more than a large reservation may scan without the lock.
   const device = new SimDevice(40000, new Prng(2));
   const store = new MetaStore(device, 1, 1 << 20);
+  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
   const space = new SpaceMap(store, 0, 40000, 100);
   await space.init();
   // Load (dirty) the first three count pages and use a few blocks near the first page's end.
@@ -154,6 +156,7 @@ test('lock-free reservation spans loaded pages, skips used and held blocks, and 
 test('a large reservation takes long free runs and leaves short holes to small writes, with first fit as fallback', async () => {
   const device = new SimDevice(20000, new Prng(3));
   const store = new MetaStore(device, 1, 1 << 20);
+  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
   const space = new SpaceMap(store, 0, 20000, 100);
   await space.init();
   const blocksOf = (runs: Run[]): number[] => runs.flatMap((r) => Array.from({ length: r.lengthBlocks }, (_, i) => r.pba + i));

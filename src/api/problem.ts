@@ -2,17 +2,26 @@
 // `code` of the engine error (src/engine/errors.ts) or of the API itself. This file owns the one
 // table from code to HTTP status, so the same code always gets the same status.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { AssertionError } from '../engine/index.js';
+import { AssertionError, type ErrorCode } from '../engine/index.js';
+
+/** Codes of the API's own errors, of the stream layer's, and of requests refused before a handler. */
+export type ApiErrorCode =
+  | 'job_not_found' | 'route_not_found' | 'stream_base_mismatch' | 'target_modified' | 'target_busy'
+  | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large';
 
 /** An error raised by the API layer itself (not the engine). */
 export class ApiError extends Error {
-  constructor(readonly code: string, message: string, readonly status?: number) {
+  constructor(readonly code: ErrorCode | ApiErrorCode, message: string, readonly status?: number) {
     super(message);
     this.name = 'ApiError';
   }
 }
 
-const statusByCode: Record<string, number> = {
+/**
+ * Keyed by every engine code (errors.ts ErrorCode) and every API code: a new code without a status
+ * does not compile.
+ */
+const statusByCode: Record<ErrorCode | ApiErrorCode, number> = {
   volume_not_found: 404,
   snapshot_not_found: 404,
   job_not_found: 404,
@@ -34,6 +43,13 @@ const statusByCode: Record<string, number> = {
   io_error: 500,
   pool_corrupt: 500,
   superblock_lost: 500,
+  // Damaged metadata: the server could not produce the answer (the pool needs repair or a restore).
+  meta_bad_magic: 500,
+  meta_bad_checksum: 500,
+  meta_wrong_location: 500,
+  meta_wrong_type: 500,
+  meta_bad_structure: 500,
+  meta_too_deep: 500,
   internal_error: 500,
   pool_closed: 503,
   unsupported_media_type: 415,
@@ -48,7 +64,14 @@ const titleByStatus: Record<number, string> = {
 
 export interface Problem { type: string; title: string; status: number; detail: string; code: string }
 
-export function statusForCode(code: string): number { return statusByCode[code] ?? 500; }
+function isKnownCode(code: string): code is ErrorCode | ApiErrorCode { return Object.hasOwn(statusByCode, code); }
+
+/** A code carried as a string (a job's recorded error): itself when known, else internal_error. */
+export function knownCode(code: string | undefined): ErrorCode | ApiErrorCode {
+  return code !== undefined && isKnownCode(code) ? code : 'internal_error';
+}
+
+export function statusForCode(code: string): number { return isKnownCode(code) ? statusByCode[code] : 500; }
 
 export function problemFor(code: string, detail: string, status = statusForCode(code)): Problem {
   return { type: `https://cairn.dev/problems/${code}`, title: titleByStatus[status] ?? 'Error', status, detail, code };
@@ -62,7 +85,7 @@ export function toProblem(err: unknown): Problem {
     const where = e.validationContext ?? 'request';
     return problemFor('invalid_request', `${where}: ${e.message ?? 'invalid'}`.replace(/^(\w+): \1\//, '$1/'));
   }
-  if (typeof e.code === 'string' && e.code in statusByCode) {
+  if (typeof e.code === 'string' && isKnownCode(e.code)) {
     return problemFor(e.code, e.message ?? e.code, e.status ?? statusForCode(e.code));
   }
   if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return problemFor('unsupported_media_type', e.message ?? '');

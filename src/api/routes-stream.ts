@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import type { ApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
-import { ApiError } from './problem.js';
+import { ApiError, knownCode } from './problem.js';
 import { ExportQuery, ImportResult, NameParams, SnapshotParams } from './schemas.js';
 import { snapshotView } from './views.js';
 import { planExport } from '../stream/writer.js';
@@ -74,7 +74,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
       await job.done.finally(() => importing.delete(volume));
       if (job.view.state === 'failed' || result === null) {
         body.resume(); // drain what the client still sends so it reads our answer
-        throw new ApiError(job.view.error?.code ?? 'internal_error', job.view.error?.message ?? 'import failed');
+        throw new ApiError(knownCode(job.view.error?.code), job.view.error?.message ?? 'import failed');
       }
       const r: Awaited<ReturnType<typeof importStream>> = result;
       return reply.code(201).send({ volume: r.volume, snapshot: snapshotView(r.snapshot, ctx), incremental: r.incremental, dataBytes: r.dataBytes });

@@ -4,7 +4,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { deleteWaitMs, type ApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
-import { ApiError } from './problem.js';
+import { ApiError, knownCode } from './problem.js';
 import {
   CreateVolumeBody, Job, NameParams, ResizeVolumeBody, RevertBody, Space, TreeNode, Volume,
 } from './schemas.js';
@@ -55,7 +55,7 @@ async function deleteVolume(ctx: ApiContext, name: string, reply: FastifyReply):
   const job = ctx.jobs.start('delete', name, async () => { await ctx.engine.deleteVolume(name); });
   const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), deleteWaitMs).unref());
   if ((await Promise.race([job.done.then(() => 'done' as const), timeout])) === 'done') {
-    if (job.view.state === 'failed') throw new ApiError(job.view.error!.code, job.view.error!.message);
+    if (job.view.state === 'failed') throw new ApiError(knownCode(job.view.error!.code), job.view.error!.message);
     return reply.code(204).send();
   }
   await job.recorded; // the id handed out must outlive a restart

@@ -44,7 +44,13 @@ export async function lineageTree(engine: Engine, name: string): Promise<TreeNod
   }
   let nodes = 0;
   const exclusive = async (n: string): Promise<number | null> => {
-    try { return (await engine.spaceUsage(n)).exclusiveBytes; } catch { return null; }
+    try { return (await engine.spaceUsage(n)).exclusiveBytes; } catch (err) {
+      // Deleted while the tree was being built: it is simply not in the answer's figures. Anything
+      // else (a damaged pool, a stopped engine) fails the request instead of showing a blank.
+      const code = (err as { code?: unknown }).code;
+      if (code === 'volume_not_found' || code === 'snapshot_not_found') return null;
+      throw err;
+    }
   };
   const clonesOf = (volume: string, snapshot: string | null) => volumes.filter((v) =>
     v.origin !== null && v.origin.volume === volume && v.origin.snapshot === snapshot);

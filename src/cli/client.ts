@@ -64,7 +64,7 @@ export class ApiClient {
 }
 
 async function problemError(response: Response): Promise<CliError> {
-  const text = await response.text().catch(() => '');
+  const text = await response.text().catch(() => ''); // no body: the status line below still says what failed
   try {
     const p = JSON.parse(text) as { detail?: string; code?: string };
     return new CliError(`${p.detail ?? response.statusText} (${p.code ?? response.status})`, p.code ?? 'error');

@@ -49,7 +49,7 @@ async function exportCommand(ctx: CliContext, snapshot: string, opts: { since?: 
     await verified;
   } catch (err) {
     tap.destroy();
-    await verified.catch(() => {});
+    await verified.catch(() => {}); // destroyed above: its error follows from `err`, which is reported
     if (!toStdout) await fsp.rm(opts.output, { force: true });
     throw new CliError(`export of ${snapshot} failed: ${(err as Error).message}`);
   } finally {

@@ -38,7 +38,8 @@ export async function runCsi(opts: CsiOptions): Promise<CsiHandle> {
   const api = new CairnApi(opts.api);
   const controller = opts.mode === 'node' ? undefined : new ControllerService(api, locks);
   const nbd = nbdSource(opts.nbd, api, opts.api);
-  const node = opts.mode === 'controller' ? undefined : new NodeService(opts.nodeId, opts.stateDir, nbd, locks);
+  const node = opts.mode === 'controller' ? undefined : new NodeService(opts.nodeId, opts.stateDir, nbd, locks,
+    (fields, message) => log.warn(fields, message));
   const identity = new IdentityService(opts.mode, opts.driverName ?? driverName);
   const server = await startServer(opts.endpoint, log, { identity, controller, node });
   log.info({ endpoint: opts.endpoint, api: opts.api, nbd: nbd.kind === 'fixed' ? nbd.address : 'from the API', nodeId: opts.nodeId }, 'csi plugin listening');

@@ -46,7 +46,9 @@ export class NodeService {
   readonly state: AttachmentState;
 
   constructor(private readonly nodeId: string, stateDir: string, private readonly nbd: NbdSource,
-    private readonly locks: OperationLocks) {
+    private readonly locks: OperationLocks,
+    /** Where a failure that cannot be returned (a cleanup after another failure) is reported. */
+    private readonly warn: (fields: Record<string, unknown>, message: string) => void = () => undefined) {
     this.state = new AttachmentState(stateDir);
   }
 
@@ -113,7 +115,11 @@ export class NodeService {
           this.state.put(att);
           await this.mountStaging(att);
         } catch (err) {
-          await this.teardown(att).catch(() => undefined);
+          // The stage's own error goes to the CO; a failed detach after it leaves a device behind,
+          // which the next NodeStageVolume or NodeUnstageVolume retries: say so in the log.
+          await this.teardown(att).catch((teardownErr: unknown) => this.warn(
+            { event: 'stage_rollback_failed', volumeId, device: att.device, error: teardownErr instanceof Error ? teardownErr.message : String(teardownErr) },
+            'detaching after a failed stage failed'));
           throw err;
         }
       }
@@ -310,7 +316,11 @@ export class NodeService {
   private async quiesce(att: Attachment): Promise<void> {
     const undone: PublishRecord[] = [];
     const restore = async (): Promise<void> => {
-      for (const pub of undone) await bindMount(this.bindSource(att), pub.targetPath, pub.readonly).catch(() => undefined);
+      for (const pub of undone) {
+        await bindMount(this.bindSource(att), pub.targetPath, pub.readonly).catch((err: unknown) => this.warn(
+          { event: 'publish_restore_failed', volumeId: att.volumeId, targetPath: pub.targetPath, error: err instanceof Error ? err.message : String(err) },
+          'putting a publish mount back failed'));
+      }
     };
     for (const pub of att.published) {
       if (!isMountPoint(pub.targetPath)) continue;

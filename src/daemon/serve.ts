@@ -124,8 +124,11 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     };
     return { apiUrl, nbdUri: nbdBaseUri, engine, close: () => (closing ??= close()) };
   } catch (err) {
-    for (const step of cleanup.reverse()) await step().catch(() => {});
-    await engine.close().catch(() => {});
+    // The start failed with `err`, which the caller reports; a failure to undo a step is logged, not
+    // thrown over it.
+    const undo = (what: string) => (undoErr: unknown): void => logger.warn({ event: 'start_cleanup_failed', what, err: undoErr }, `undoing a failed start: ${what} failed`);
+    for (const step of cleanup.reverse()) await step().catch(undo('a started service'));
+    await engine.close().catch(undo('closing the pool'));
     await lock.release();
     throw err;
   }

@@ -14,6 +14,6 @@ export function batchHelperThreads(): number | null {
   try {
     return nativeAddon.batchOtherThreads();
   } catch {
-    return null;
+    return null; // the OS refused (e.g. no permission): threads keep their policy, only speed differs
   }
 }

@@ -4,10 +4,9 @@
 // WRITES_IN_FLIGHT_MAX device writes run at a time: a buffered write holds the file's inode lock, so
 // more of them in the thread pool only spin on it (perf showed 8 % of the process in rwsem spinning),
 // while writes that wait meanwhile merge into larger ones.
-import { DEVICE_IO_BLOCKS_MAX, BLOCK_SIZE_BYTES } from './constants.js';
+import { DEVICE_IO_BLOCKS_MAX, BLOCK_SIZE_BYTES, DATA_WRITES_IN_FLIGHT_MAX as WRITES_IN_FLIGHT_MAX } from './constants.js';
 import type { Device } from './device/device.js';
-
-const WRITES_IN_FLIGHT_MAX = 2;
+import { assert, fail } from './errors.js';
 
 interface Pending { pba: number; buffers: Buffer[]; blocks: number; resolve: () => void; reject: (err: unknown) => void }
 
@@ -21,6 +20,8 @@ export class BlockWriter {
 
   /** Writes the concatenation of `buffers` (whole blocks) at `pba`. */
   write(pba: number, buffers: Buffer[]): Promise<void> {
+    // Data goes only past the superblocks, as whole blocks (gather.ts cuts payloads at block bounds).
+    if (!(pba >= 2 && buffers.length > 0)) fail(`data write of ${buffers.length} buffers at block ${pba}`);
     if (this.inFlight === 0 && !this.scheduled && this.writersActive() <= 1) return this.issue(pba, buffers);
     let bytes = 0;
     for (const b of buffers) bytes += b.length;
@@ -34,6 +35,7 @@ export class BlockWriter {
   }
 
   private async issue(pba: number, buffers: Buffer[]): Promise<void> {
+    assert(buffers.length > 0 && this.inFlight >= 0, 'a device write of some buffers, in-flight writes counted');
     this.inFlight++;
     try {
       const device = this.device as Device & { writev?: (block: number, bufs: Buffer[]) => Promise<void> };
@@ -47,6 +49,7 @@ export class BlockWriter {
   }
 
   private flushBatch(): void {
+    assert(this.inFlight >= 0, 'writes in flight are counted');
     this.scheduled = false;
     const batch = this.pending;
     this.pending = [];
@@ -58,6 +61,7 @@ export class BlockWriter {
         this.pending = batch.slice(i).concat(this.pending);
         return;
       }
+      if (batch[i]!.blocks % 1 !== 0) fail(`a batched write of ${batch[i]!.blocks} blocks is not whole blocks`);
       const group = [batch[i]!];
       let blocks = batch[i]!.blocks;
       let j = i + 1;

@@ -1,14 +1,22 @@
 // The copy-on-write B+tree mapping logical blocks to {physical block, crc32c} extents (Rodeh 2008,
 // dm-thin). Sharing is by reference count: a snapshot or clone is another reference to a root; a
 // change to a shared node shadows it (copy, children +1, original -1). Data is never copied.
-import { BRANCH_FANOUT_MAX, BRANCH_MERGE_BELOW_CHILDREN, LEAF_ENTRY_FIXED_BYTES, LEAF_MERGE_BELOW_BYTES, META_PAYLOAD_BYTES } from './constants.js';
+import { BRANCH_FANOUT_MAX, BRANCH_MERGE_BELOW_CHILDREN, LEAF_ENTRY_FIXED_BYTES, LEAF_MERGE_BELOW_BYTES, META_PAYLOAD_BYTES, TREE_DEPTH_MAX } from './constants.js';
 import { MetaType, branchOf, leafEntryBytes, leafOf, type BranchNode, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
 import { LeafExtents } from './leaf-extents.js';
 import type { MetaStore } from './meta-store.js';
 import type { SpaceMap } from './space-map.js';
-import { assert, fail } from './errors.js';
+import { assert, fail, MetaTooDeep } from './errors.js';
 
 interface Part { key: number; node: TreeNode }
+
+/**
+ * Every descent counts its levels: a walk that passes TREE_DEPTH_MAX is on a damaged pool (a branch
+ * pointing at itself or an ancestor) and fails with a corruption error instead of never ending.
+ */
+function checkDepth(depth: number, block: number): void {
+  if (depth > TREE_DEPTH_MAX) throw new MetaTooDeep(block, 'mapping tree', TREE_DEPTH_MAX);
+}
 
 /**
  * What a leaf edit will do, worked out before anything changes: entries [first, last) of the leaf
@@ -27,11 +35,13 @@ interface LeafPlan {
 
 /** The part of `e` covering [from, to) (inside e). */
 function sliceEntry(e: LeafEntry, from: number, to: number): LeafEntry {
+  assert(from >= e.lba && from < to && to <= e.lba + e.lengthBlocks, 'a slice inside its extent');
   const skip = from - e.lba;
   return { lba: from, pba: e.pba + skip, lengthBlocks: to - from, crcs: e.crcs.subarray(skip, skip + to - from) };
 }
 
 function clipEntries(entries: LeafEntry[], from: number, to: number): LeafEntry[] {
+  assert(from < to, 'entries clipped to a range');
   const out: LeafEntry[] = [];
   for (const e of entries) {
     const s = Math.max(from, e.lba), t = Math.min(to, e.lba + e.lengthBlocks);
@@ -62,12 +72,14 @@ export class Trees {
   }
 
   private async writableChild(block: number): Promise<TreeNode> {
+    this.store.assertHeld();
     const node = this.cached(block) ?? await this.load(block);
     return this.writableNow(node) ?? await this.writable(node);
   }
 
   /** Makes `node` writable in this transaction (shadowing it if it is shared or already durable). */
   async writable(node: TreeNode): Promise<TreeNode> {
+    this.store.assertHeld();
     const rc = await this.space.get(node.block);
     if (rc < 1) fail(`tree node ${node.block} is referenced`);
     // A node made in this transaction is changed in place only while nothing else references it: a
@@ -87,6 +99,7 @@ export class Trees {
 
   /** Counts of everything `node` points to, +1 or -1; without awaiting where the count page is dirty already. */
   private async refChildren(node: TreeNode, delta: 1 | -1): Promise<void> {
+    this.store.assertHeld();
     if (node.type === MetaType.Leaf) {
       const x = node.ext;
       for (let i = 0; i < x.count; i++) if (!this.space.tryAddRange(x.pbas[i]!, x.lens[i]!, delta)) await this.space.addRange(x.pbas[i]!, x.lens[i]!, delta);
@@ -97,6 +110,8 @@ export class Trees {
 
   /** Frees a dirty node this transaction made and no longer needs (its children stay referenced). */
   private async discard(node: TreeNode): Promise<void> {
+    this.store.assertHeld();
+    if (!this.store.isDirty(node)) fail(`discarding tree node ${node.block} this transaction did not make`);
     this.store.undirty(node);
     this.store.forget(node.block);
     await this.space.decref(node.block);
@@ -104,6 +119,7 @@ export class Trees {
 
   /** A new node at a newly allocated block: `make` builds it there. */
   private async newNode<T extends TreeNode>(make: (block: number) => T): Promise<T> {
+    this.store.assertHeld();
     const node = make(await this.space.allocMeta());
     this.store.markDirty(node);
     this.store.put(node);
@@ -118,12 +134,13 @@ export class Trees {
   /** lookup() when every node it needs is in memory, without awaiting; undefined otherwise. */
   lookupCached(root: number, start: number, end: number, limit = Infinity): LeafEntry[] | undefined {
     const out: LeafEntry[] = [];
-    return this.lookupNow(root, start, end, out, limit) ? out : undefined;
+    return this.lookupNow(root, start, end, out, limit, 1) ? out : undefined;
   }
 
   /** lookup() over cached nodes only; false (with `out` partly filled) when a node needs a read. */
-  private lookupNow(root: number, start: number, end: number, out: LeafEntry[], limit: number): boolean {
+  private lookupNow(root: number, start: number, end: number, out: LeafEntry[], limit: number, depth: number): boolean {
     if (root === 0 || start >= end || out.length >= limit) return true;
+    checkDepth(depth, root);
     const node = this.cached(root);
     if (!node) return false;
     if (node.type === MetaType.Leaf) {
@@ -132,14 +149,15 @@ export class Trees {
     }
     for (let i = childIndex(node, start); i < node.children.length && childStart(node, i) < end; i++) {
       if (out.length >= limit) break;
-      if (!this.lookupNow(node.children[i]!, Math.max(start, childStart(node, i)), Math.min(end, childEnd(node, i)), out, limit)) return false;
+      if (!this.lookupNow(node.children[i]!, Math.max(start, childStart(node, i)), Math.min(end, childEnd(node, i)), out, limit, depth + 1)) return false;
     }
     return true;
   }
 
   /** lookup() that loads the nodes it needs (for a caller that tried lookupCached already). */
-  async lookupLoading(root: number, start: number, end: number, out: LeafEntry[] = [], limit = Infinity): Promise<LeafEntry[]> {
+  async lookupLoading(root: number, start: number, end: number, out: LeafEntry[] = [], limit = Infinity, depth = 1): Promise<LeafEntry[]> {
     if (root === 0 || start >= end || out.length >= limit) return out;
+    checkDepth(depth, root);
     const node = await this.load(root);
     if (node.type === MetaType.Leaf) {
       node.ext.collect(start, end, out, limit);
@@ -147,30 +165,32 @@ export class Trees {
     }
     for (let i = childIndex(node, start); i < node.children.length && childStart(node, i) < end; i++) {
       if (out.length >= limit) break;
-      await this.lookupLoading(node.children[i]!, Math.max(start, childStart(node, i)), Math.min(end, childEnd(node, i)), out, limit);
+      await this.lookupLoading(node.children[i]!, Math.max(start, childStart(node, i)), Math.min(end, childEnd(node, i)), out, limit, depth + 1);
     }
     return out;
   }
 
   /** Whether every node covering [start, end) is in memory already. */
-  private loadedNow(root: number, start: number, end: number): boolean {
+  private loadedNow(root: number, start: number, end: number, depth = 1): boolean {
     if (root === 0 || start >= end) return true;
+    checkDepth(depth, root);
     const node = this.cached(root);
     if (!node) return false;
     if (node.type === MetaType.Leaf) return true;
     for (let i = childIndex(node, start); i < node.children.length && childStart(node, i) < end; i++) {
-      if (!this.loadedNow(node.children[i]!, Math.max(start, childStart(node, i)), Math.min(end, childEnd(node, i)))) return false;
+      if (!this.loadedNow(node.children[i]!, Math.max(start, childStart(node, i)), Math.min(end, childEnd(node, i)), depth + 1)) return false;
     }
     return true;
   }
 
   /** Loads every node covering [start, end) (leaves included) without collecting entries. */
-  private async preload(root: number, start: number, end: number): Promise<void> {
+  private async preload(root: number, start: number, end: number, depth = 1): Promise<void> {
     if (root === 0 || start >= end) return;
+    checkDepth(depth, root);
     const node = await this.load(root);
     if (node.type === MetaType.Leaf) return;
     for (let i = childIndex(node, start); i < node.children.length && childStart(node, i) < end; i++) {
-      await this.preload(node.children[i]!, Math.max(start, childStart(node, i)), Math.min(end, childEnd(node, i)));
+      await this.preload(node.children[i]!, Math.max(start, childStart(node, i)), Math.min(end, childEnd(node, i)), depth + 1);
     }
   }
 
@@ -179,6 +199,8 @@ export class Trees {
    * their data blocks reserved and not yet counted). Returns the new root and the change in mapped blocks.
    */
   async edit(root: number, start: number, end: number, entries: LeafEntry[]): Promise<{ root: number; mappedDelta: number }> {
+    this.store.assertHeld();
+    if (!(start >= 0 && start <= end)) fail(`tree edit of [${start}, ${end})`);
     const now = this.editNow(root, start, end, entries);
     if (now) return now;
     const delta = { mapped: 0 };
@@ -189,14 +211,19 @@ export class Trees {
     if (root === 0) {
       if (entries.length === 0) return { root: 0, mappedDelta: 0 };
       const leaf = await this.newNode((block) => leafOf(block, 0, new LeafExtents()));
-      parts = await this.editNode(leaf, start, end, entries, delta);
+      parts = await this.editNode(leaf, start, end, entries, delta, 1);
     } else {
-      parts = await this.editNode(await this.writableChild(root), start, end, entries, delta);
+      parts = await this.editNode(await this.writableChild(root), start, end, entries, delta, 1);
     }
-    while (parts.length > 1) parts = await this.packBranches(parts);
+    for (let levels = 0; parts.length > 1; levels++) {
+      // Each pass packs up to BRANCH_FANOUT_MAX parts into one branch: a few passes at most.
+      checkDepth(levels, parts[0]!.node.block);
+      parts = await this.packBranches(parts);
+    }
     let top = parts[0]?.node ?? null;
     // Collapse a root with one child so the height shrinks again after large trims.
-    while (top && top.type === MetaType.Branch && top.children.length === 1 && this.store.isDirty(top)) {
+    for (let levels = 1; top && top.type === MetaType.Branch && top.children.length === 1 && this.store.isDirty(top); levels++) {
+      checkDepth(levels, top.block);
       const childBlock = top.children[0]!;
       await this.discard(top); // its reference to the child passes to the root holder
       top = await this.load(childBlock);
@@ -211,12 +238,14 @@ export class Trees {
    * nothing, when any of that does not hold (edit() then takes the general path).
    */
   editNow(root: number, start: number, end: number, entries: LeafEntry[]): { root: number; mappedDelta: number } | undefined {
+    this.store.assertHeld();
     if (root === 0 || start >= end) return undefined;
     let node = this.cached(root);
     // A branch with one child is collapsed by the general path.
     if (node?.type === MetaType.Branch && node.children.length === 1) return undefined;
     const hasParent = node?.type === MetaType.Branch;
-    while (node && node.type === MetaType.Branch) {
+    for (let depth = 1; node && node.type === MetaType.Branch; depth++) {
+      checkDepth(depth, node.block);
       if (!this.writableNow(node)) return undefined;
       const i = childIndex(node, start);
       if (i !== childIndex(node, end - 1)) return undefined;
@@ -234,6 +263,7 @@ export class Trees {
   }
 
   private async packBranches(parts: Part[]): Promise<Part[]> {
+    assert(parts.length > 1, 'packing more than one part into branches');
     const out: Part[] = [];
     const per = Math.ceil(parts.length / Math.ceil(parts.length / BRANCH_FANOUT_MAX));
     for (let i = 0; i < parts.length; i += per) {
@@ -244,7 +274,10 @@ export class Trees {
     return out;
   }
 
-  private async editNode(node: TreeNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
+  private async editNode(node: TreeNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }, depth: number): Promise<Part[]> {
+    checkDepth(depth, node.block);
+    // writable() made the node ours in this transaction: changing it in place is safe.
+    if (!this.store.isDirty(node)) fail(`editing tree node ${node.block} that is not writable in this transaction`);
     if (node.type === MetaType.Leaf) return this.editLeaf(node, start, end, entries, delta);
     const first = childIndex(node, start), last = childIndex(node, end - 1);
     const untouchedAfter = node.children.length - 1 - last;
@@ -254,7 +287,7 @@ export class Trees {
       const child = await this.writableChild(node.children[i]!);
       node.children[i] = child.block;
       // The entries need clipping only where the edit spans several children.
-      const parts = await this.editNode(child, s, t, s === start && t === end ? entries : clipEntries(entries, s, t), delta);
+      const parts = await this.editNode(child, s, t, s === start && t === end ? entries : clipEntries(entries, s, t), delta, depth + 1);
       // The usual edit leaves one part under the child's key: then no new arrays are needed.
       if (parts.length === 1) { node.children[i] = parts[0]!.node.block; continue; }
       // Child 0 routes everything below keys[1], so its key is 0: a part split off it may start
@@ -348,6 +381,7 @@ export class Trees {
   }
 
   private async editLeaf(node: LeafNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
+    assert(entries.every((e) => e.lba >= start && e.lba + e.lengthBlocks <= end), 'a leaf edit\'s entries lie inside its range');
     const plan = planLeafEdit(node, start, end, entries);
     for (const r of plan.counts) if (!this.space.tryAddRange(r.pba, r.lengthBlocks, r.delta)) await this.space.addRange(r.pba, r.lengthBlocks, r.delta);
     delta.mapped += plan.mappedDelta;
@@ -381,6 +415,7 @@ export class Trees {
 
   /** Drops one reference to a node; if that was the last, returns its children (to drop in turn). */
   async dropRef(block: number): Promise<number[]> {
+    this.store.assertHeld();
     const rc = await this.space.get(block);
     if (rc < 1) fail(`dropping unreferenced node ${block}`);
     if (rc > 1) { await this.space.decref(block); return []; }
@@ -403,6 +438,7 @@ function childEnd(node: BranchNode, i: number): number { return i + 1 < node.chi
 
 /** The leaf edit replacing [start, end) of `node` with `entries` (inside the range), without changing anything. */
 function planLeafEdit(node: LeafNode, start: number, end: number, entries: LeafEntry[]): LeafPlan {
+  assert(start < end, 'a leaf edit of a range');
   const x = node.ext;
   // Only extents overlapping [start, end) are touched: the first may keep a part on the left, the
   // last a part on the right; the result is spliced in place.
@@ -433,6 +469,7 @@ function planLeafEdit(node: LeafNode, start: number, end: number, entries: LeafE
 
 /** Splices a planned edit into the leaf and merges the extents it joined; returns the leaf's new size. */
 function applyLeafPlan(node: LeafNode, plan: LeafPlan): number {
+  assert(plan.first <= plan.last && plan.last <= node.ext.count, 'a planned splice inside the leaf');
   const x = node.ext;
   x.splice(plan.first, plan.last, plan.replacement);
   x.mergeAround(plan.first - 1, Math.min(x.count - 1, plan.first + plan.replacement.length));

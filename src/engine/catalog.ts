@@ -5,7 +5,7 @@ import { CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NA
 import { MetaType, catalogPageOf, getU64, setU64, viewOf, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
-import { assert, fail } from './errors.js';
+import { assert, fail, PoolCorrupt } from './errors.js';
 
 export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
 export const FLAG_DELETED = 1;
@@ -99,7 +99,7 @@ export class Catalog {
   private readonly freeSlots: number[] = [];
   slotsUsed: number;
 
-  constructor(store: MetaStore, rootBlock: number, slotsUsed: number, releaseOld: (block: number) => Promise<void>) {
+  constructor(private readonly store: MetaStore, rootBlock: number, slotsUsed: number, releaseOld: (block: number) => Promise<void>) {
     this.slotsUsed = slotsUsed;
     this.array = new RadixArray<CatalogPage>(
       store, rootBlock, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, MetaType.CatalogPage,
@@ -110,6 +110,8 @@ export class Catalog {
 
   /** Reads every catalog page (no data blocks) and builds the in-memory indexes. */
   async load(): Promise<void> {
+    // The slot count comes from the superblock: past the catalog's capacity it is damage, not a bug.
+    if (!(this.slotsUsed >= 0 && this.slotsUsed <= CATALOG_RECORDS_MAX)) throw new PoolCorrupt(`superblock claims ${this.slotsUsed} catalog slots, more than ${CATALOG_RECORDS_MAX}`);
     const pages = Math.ceil(this.slotsUsed / CATALOG_RECORDS_PER_PAGE);
     for (let p = 0; p < pages; p++) {
       const page = await this.array.page(p, false);
@@ -117,6 +119,10 @@ export class Catalog {
         const slot = p * CATALOG_RECORDS_PER_PAGE + i;
         if (slot >= this.slotsUsed) break;
         const rec = page ? decodeRecord(page.records, i * CATALOG_RECORD_BYTES, slot) : null;
+        // Two records of one id or volume name on disk (each page checked out alone): the catalog
+        // cannot tell which is meant, so the pool is refused rather than one of them silently lost.
+        if (rec && rec.kind !== RecordKind.DeadNode && this.byId.has(rec.id)) throw new PoolCorrupt(`catalog id ${rec.id} used twice (slot ${slot})`);
+        if (rec && rec.kind === RecordKind.Volume && this.volumesByName.has(rec.name)) throw new PoolCorrupt(`volume name ${rec.name} used twice (slot ${slot})`);
         if (rec) this.index(rec); else this.freeSlots.push(slot);
       }
     }
@@ -125,6 +131,7 @@ export class Catalog {
   }
 
   private index(rec: CatalogRecord): void {
+    assert(rec.kind !== RecordKind.Empty, 'an indexed record has a kind');
     if (rec.kind === RecordKind.DeadNode) { this.deadNodes.push(rec); return; }
     this.byId.set(rec.id, rec);
     if (rec.kind === RecordKind.Volume) this.volumesByName.set(rec.name, rec);
@@ -136,6 +143,7 @@ export class Catalog {
   }
 
   private unindex(rec: CatalogRecord): void {
+    assert(rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec, 'an unindexed record was indexed');
     if (rec.kind === RecordKind.DeadNode) {
       const i = this.deadNodes.indexOf(rec);
       if (i >= 0) this.deadNodes.splice(i, 1);
@@ -165,10 +173,14 @@ export class Catalog {
   }
 
   /** Whether saveMappingNow(rec) will succeed (the record's page is loaded and dirty). */
-  canSaveMappingNow(rec: CatalogRecord): boolean { return this.mappingPage(rec) !== undefined; }
+  canSaveMappingNow(rec: CatalogRecord): boolean {
+    assert(rec.kind === RecordKind.Volume, 'only a volume\'s mapping changes');
+    return this.mappingPage(rec) !== undefined;
+  }
 
   /** saveMapping() without awaiting; false, having written nothing, when the page is not dirty yet. */
   saveMappingNow(rec: CatalogRecord): boolean {
+    this.store.assertHeld();
     const page = this.mappingPage(rec);
     if (page === undefined) return false;
     const off = (rec.slot % CATALOG_RECORDS_PER_PAGE) * CATALOG_RECORD_BYTES;
@@ -187,6 +199,7 @@ export class Catalog {
 
   /** Persists a record (new or changed) into its page. */
   async save(rec: CatalogRecord): Promise<void> {
+    this.store.assertHeld();
     if (!(rec.kind === RecordKind.Empty || rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec)) {
       fail(`saving catalog record #${rec.id} that is no longer in the catalog`);
     }
@@ -196,6 +209,8 @@ export class Catalog {
   }
 
   async add(fields: Omit<CatalogRecord, 'slot'>): Promise<CatalogRecord> {
+    this.store.assertHeld();
+    assert(fields.kind !== RecordKind.Empty, 'an added record has a kind');
     const slot = this.freeSlots.pop() ?? this.slotsUsed++;
     assert(slot < CATALOG_RECORDS_MAX, 'catalog capacity');
     const rec: CatalogRecord = { ...fields, slot };
@@ -205,11 +220,16 @@ export class Catalog {
   }
 
   async remove(rec: CatalogRecord): Promise<void> {
+    this.store.assertHeld();
+    assert(rec.slot < this.slotsUsed, 'a removed record has a slot');
     this.unindex(rec);
     const empty: CatalogRecord = { ...rec, kind: RecordKind.Empty };
     await this.save(empty);
     this.freeSlots.push(rec.slot);
   }
 
-  snapshotsOf(volumeId: number): CatalogRecord[] { return this.snapshotsByVolume.get(volumeId) ?? []; }
+  snapshotsOf(volumeId: number): CatalogRecord[] {
+    assert(volumeId > 0, 'snapshots of a volume id');
+    return this.snapshotsByVolume.get(volumeId) ?? [];
+  }
 }

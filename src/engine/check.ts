@@ -2,18 +2,17 @@
 // cache), walks every tree, recomputes every reference count and verifies every checksum, then
 // compares with the space map. Reports leaks, double ownership and corruption with block numbers.
 import {
-  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, FORMAT_VERSION,
-  FORMAT_VERSION_UNMIRRORED, RADIX_FANOUT, REFCOUNTS_PER_PAGE, SUPERBLOCK_MIRROR_SLOTS,
+  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CHECK_PROBLEMS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, FORMAT_VERSION,
+  FORMAT_VERSION_UNMIRRORED, RADIX_FANOUT, REFCOUNTS_PER_PAGE, SUPERBLOCK_MIRROR_SLOTS, TREE_DEPTH_MAX, RADIX_DEPTH_MAX, radixDepth, EXTENT_BLOCKS_MAX,
+  POOL_BLOCKS_MIN, POOL_BLOCKS_MAX,
 } from './constants.js';
 import type { Device } from './device/device.js';
-import { decodeMeta, MetaType, type MetaObject, type RadixNode, type CountPage, type CatalogPage, type TreeNode } from './format.js';
+import { decodeMeta, MetaType, type MetaLimits, type MetaObject, type RadixNode, type CountPage, type CatalogPage, type TreeNode } from './format.js';
 import { recoverSuperblock } from './superblock-recovery.js';
 import { blockChecksums } from './checksum.js';
 import { decodeRecord, RecordKind, type CatalogRecord } from './catalog.js';
 import type { CheckProblem, CheckReport } from './types.js';
-import { PoolCorrupt } from './errors.js';
-
-const PROBLEMS_MAX = 200;
+import { CairnError, PoolCorrupt, assert, fail } from './errors.js';
 
 class Checker {
   readonly problems: CheckProblem[] = [];
@@ -23,13 +22,18 @@ class Checker {
 
   /** Blocks that hold superblock copies: counted as used, never pointed at. */
   readonly reserved: ReadonlySet<number>;
+  readonly limits: MetaLimits;
 
-  constructor(readonly device: Device, readonly totalBlocks: number, mirrored: boolean) {
+  constructor(readonly device: Device, readonly totalBlocks: number, mirrored: boolean, generation: number) {
     this.expected = new Uint32Array(totalBlocks);
     this.reserved = new Set(mirrored ? SUPERBLOCK_MIRROR_SLOTS : []);
+    this.limits = { totalBlocks, generationMax: generation };
   }
 
-  problem(p: CheckProblem): void { if (this.problems.length < PROBLEMS_MAX) this.problems.push(p); }
+  problem(p: CheckProblem): void {
+    assert(p.message.length > 0, 'a problem says what is wrong');
+    p.message = p.message.replace(/\s*\n\s*/g, ' '); // `cairn check` prints one line per problem
+    if (this.problems.length < CHECK_PROBLEMS_MAX) this.problems.push(p); }
 
   inRange(block: number, what: string): boolean {
     if (block >= FIRST_FREE_BLOCK && block < this.totalBlocks && !this.reserved.has(block)) return true;
@@ -42,13 +46,16 @@ class Checker {
   }
 
   async readMeta(block: number, type: MetaType, what: string): Promise<MetaObject | null> {
+    assert(block >= FIRST_FREE_BLOCK && block < this.totalBlocks, 'metadata is read from inside the pool (inRange first)');
     const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
     try {
       await this.device.read(block, buf);
       this.nodesChecked++;
-      return decodeMeta(buf, block, type);
+      return decodeMeta(buf, block, type, this.limits);
     } catch (err) {
-      this.problem({ kind: 'corrupt', physicalBlock: block, message: `${what}: ${(err as Error).message}` });
+      // The error's code names the cause (meta_bad_checksum, meta_wrong_location, ...).
+      const code = err instanceof CairnError ? ` (${err.code})` : '';
+      this.problem({ kind: 'corrupt', physicalBlock: block, message: `${what}: ${(err as Error).message}${code}` });
       return null;
     }
   }
@@ -57,8 +64,9 @@ class Checker {
   async walkRadix(rootBlock: number, totalRecords: number, perPage: number, pageType: MetaType, what: string,
     onPage: (index: number, page: MetaObject | null) => void, freeOf: (page: MetaObject | null, index: number) => number | null): Promise<void> {
     const pages = Math.ceil(totalRecords / perPage);
-    let depth = 1;
-    while (RADIX_FANOUT ** depth < pages) depth++;
+    const depth = radixDepth(pages);
+    // The walk below descends exactly `depth` levels; the bound says no array can need more.
+    if (depth > RADIX_DEPTH_MAX) fail(`${what} needs ${depth} radix levels, more than ${RADIX_DEPTH_MAX}`);
     if (rootBlock === 0) { for (let p = 0; p < pages; p++) onPage(p, null); return; }
     // Returns the free records of the subtree (null when the array keeps no summaries or a node is unreadable).
     const visit = async (block: number, level: number, firstPage: number): Promise<number | null> => {
@@ -98,15 +106,21 @@ class Checker {
   }
 
   async walkTree(root: number, owner: string): Promise<void> {
-    const stack: number[] = [root];
+    assert(root !== 0, 'an empty tree is not walked');
+    // (block, level) pairs: every descent counts its levels (a cycle also stops at a shared block).
+    const stack: number[] = [root, 1];
     while (stack.length > 0) {
-      const block = stack.pop()!;
+      const level = stack.pop()!, block = stack.pop()!;
       if (!this.inRange(block, `tree of ${owner}`)) continue;
+      if (level > TREE_DEPTH_MAX) {
+        this.problem({ kind: 'corrupt', physicalBlock: block, message: `tree of ${owner} descends past ${TREE_DEPTH_MAX} levels at block ${block} (meta_too_deep)` });
+        continue;
+      }
       this.expected[block]! += 1;
       if (this.expected[block]! > 1) continue; // shared subtree: its children were counted once already
       const node = (await this.readMeta(block, MetaType.Leaf, `tree node of ${owner}`)) as TreeNode | null;
       if (!node) continue;
-      if (node.type === MetaType.Branch) { stack.push(...node.children); continue; }
+      if (node.type === MetaType.Branch) { for (const child of node.children) stack.push(child, level + 1); continue; }
       for (let i = 0; i < node.ext.count; i++) {
         const e = node.ext.entry(i);
         await this.checkExtent(e.pba, e.lengthBlocks, e.crcs, owner);
@@ -115,6 +129,8 @@ class Checker {
   }
 
   async checkExtent(pba: number, lengthBlocks: number, crcs: Uint32Array, owner: string): Promise<void> {
+    // The leaf passed its validator: extents are short and carry a checksum per block.
+    assert(lengthBlocks >= 1 && lengthBlocks <= EXTENT_BLOCKS_MAX && crcs.length >= lengthBlocks, 'a validated extent');
     if (!this.inRange(pba, `extent of ${owner}`) || pba + lengthBlocks > this.totalBlocks) return;
     const data = Buffer.alloc(lengthBlocks * BLOCK_SIZE_BYTES);
     let readOk = true;
@@ -146,9 +162,13 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
   if (recovery.copies.every((copy) => copy.decoded.state === 'empty')) throw new PoolCorrupt('no superblock: not a Cairn pool (all four superblock slots are zero)');
   // No valid copy: nothing to walk; the copies are what there is to report.
   if (sb === null) return { ok: false, problems: sbProblems, notes, blocksChecked: 0, nodesChecked: 0 };
+  // The checker keeps a count per block in memory: a size from a damaged superblock must not decide it.
+  if (!(sb.totalBlocks >= POOL_BLOCKS_MIN && sb.totalBlocks <= Math.min(POOL_BLOCKS_MAX, device.sizeBlocks))) {
+    throw new PoolCorrupt(`superblock claims ${sb.totalBlocks} blocks, the device has ${device.sizeBlocks}`);
+  }
   // A lost generation: what follows checks the generation a rewind would open.
   const mirrored = sb.formatVersion === FORMAT_VERSION;
-  const c = new Checker(device, sb.totalBlocks, mirrored);
+  const c = new Checker(device, sb.totalBlocks, mirrored, sb.generation);
   for (const p of sbProblems) c.problem(p);
   for (let b = 0; b < FIRST_FREE_BLOCK; b++) c.expected[b] = 1;
   for (const b of c.reserved) c.expected[b] = 1;
@@ -200,6 +220,7 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
 }
 
 function checkCatalog(c: Checker, records: CatalogRecord[]): void {
+  assert(records.every((r) => r.kind !== RecordKind.Empty), 'empty slots are not records');
   const ids = new Map<number, CatalogRecord>();
   const names = new Set<string>();
   for (const r of records) {

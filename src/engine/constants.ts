@@ -24,22 +24,35 @@ export const SUPERBLOCK_SLOTS = [0, 1] as const;
  * at a fixed place near the start, so growing the device never moves them.
  */
 export const SUPERBLOCK_MIRROR_SLOTS = [128, 129] as const;
+/** The first block anything else may use: the blocks before it are the primary superblock slots (the mirror slots are counted as used from create). */
 export const FIRST_FREE_BLOCK = 2;
-/** The smallest pool: 1 MiB. */
-export const POOL_BLOCKS_MIN = 256;
 
+/** What a metadata block holds after its header. */
 export const META_PAYLOAD_BYTES = BLOCK_SIZE_BYTES - META_HEADER_BYTES;
 /** Leaf entry: lba u64, pba u64, length u32, then one crc32c u32 per block. */
 export const LEAF_ENTRY_FIXED_BYTES = 20;
+/**
+ * Blocks of one extent (256 KiB): its checksums (4 bytes each) sit in the leaf, so a leaf holds at
+ * least 4 full extents (asserted below), and one extent is one device call at most.
+ */
 export const EXTENT_BLOCKS_MAX = 64;
+/** Branch entry: first lba u64, child block u64. */
 export const BRANCH_ENTRY_BYTES = 16;
+/** Children of a branch: as many entries as its payload holds (254). */
 export const BRANCH_FANOUT_MAX = Math.floor(META_PAYLOAD_BYTES / BRANCH_ENTRY_BYTES);
+/** Radix entry: child block u64, free records below it u64. */
 export const RADIX_ENTRY_BYTES = 16;
+/** Children of a radix node: as many entries as its payload holds (254). */
 export const RADIX_FANOUT = Math.floor(META_PAYLOAD_BYTES / RADIX_ENTRY_BYTES);
+/** u32 reference counts in one count page (1016): a count never needs more than 32 bits. */
 export const REFCOUNTS_PER_PAGE = Math.floor(META_PAYLOAD_BYTES / 4);
+/** A catalog record: the fixed fields (80 bytes) and a name of up to NAME_BYTES_MAX bytes. */
 export const CATALOG_RECORD_BYTES = 256;
+/** Records in one catalog page (15). */
 export const CATALOG_RECORDS_PER_PAGE = Math.floor(META_PAYLOAD_BYTES / CATALOG_RECORD_BYTES);
+/** Catalog slots (16 Mi): volumes, snapshots and queued dropped nodes together; bounds the radix depth. */
 export const CATALOG_RECORDS_MAX = 1 << 24;
+/** Longest volume or snapshot name in UTF-8 bytes: what a record has room for after its fixed fields. */
 export const NAME_BYTES_MAX = 160;
 
 /** Largest single read/write the engine accepts in one call. */
@@ -60,40 +73,146 @@ export const TREE_NODE_MERGE_FILL_FRACTION = 1 / 4;
 export const LEAF_MERGE_BELOW_BYTES = Math.floor(META_PAYLOAD_BYTES * TREE_NODE_MERGE_FILL_FRACTION);
 /** A branch (not the root) with fewer children than this is merged with a neighbour when they fit. */
 export const BRANCH_MERGE_BELOW_CHILDREN = Math.floor(BRANCH_FANOUT_MAX * TREE_NODE_MERGE_FILL_FRACTION);
-/** Volume size limit: 2^46 bytes = 64 TiB... times 4 keeps lba math inside 2^53. */
+/** Volume size limit: 2^48 bytes (256 TiB, the issue asked for 64 TiB); its lba math stays far inside 2^53. */
 export const VOLUME_BYTES_MAX = 256 * 1024 ** 4;
+/** The same limit in blocks (2^36): the most leaves' worth of logical blocks one tree can map. */
+export const VOLUME_BLOCKS_MAX = VOLUME_BYTES_MAX / BLOCK_SIZE_BYTES;
+/**
+ * Largest pool: 2^40 blocks (4 PiB). Bounds the depth of the space map's radix array, and keeps every
+ * block number (u64 on disk) an exact JavaScript number with room to add lengths.
+ */
+export const POOL_BLOCKS_MAX = 2 ** 40;
+/** Smallest pool: 256 blocks (1 MiB), room for the superblocks, a metadata reserve and some data. */
+export const POOL_BLOCKS_MIN = 256;
 /** Dead tree nodes freed per background step (bounded work per commit). */
 export const DELETE_NODES_PER_STEP = 512;
+/** Metadata cache bound unless configured (`--cache-bytes-max`): decoded blocks kept, in estimated heap bytes. */
 export const CACHE_BYTES_DEFAULT = 256 * 1024 * 1024;
+/** Dirty metadata is committed at least this often (also the longest a write without FLUSH may wait). */
 export const COMMIT_INTERVAL_MS_DEFAULT = 5000;
 /** Tree nodes a commit encodes (~10 µs each) before it lets the event loop serve requests again. */
 export const COMMIT_ENCODE_YIELD_BLOCKS = 64;
 /** Held frees (128 MiB) that trigger a commit when there are at least FREES_PER_DIRTY_NODE_MIN per dirty node. */
 export const FREES_EARLY_COMMIT_BLOCKS = 32768;
+/** ... and only when at least this many frees come per dirty node: large overwrites, cheap to release. */
 export const FREES_PER_DIRTY_NODE_MIN = 64;
 /** Held frees (16 GiB of blocks) that trigger a commit whatever the pool size: bounds their list's RAM. */
 export const FREES_HELD_BLOCKS_MAX = 1 << 22;
 
-/**
- * Largest pool (2^40 blocks, 4 PiB) a grow accepts: every byte offset (block × 4096 < 2^52) stays an
- * exact double, and so do the radix arrays' free summaries.
- */
-export const POOL_BLOCKS_MAX = 2 ** 40;
+/** Flatten copies a clone's shared blocks in steps of this many logical blocks, one lock hold each. */
+export const FLATTEN_CHUNK_BLOCKS = 256;
+/** `check` keeps at most this many problems: a badly damaged pool would otherwise report millions. */
+export const CHECK_PROBLEMS_MAX = 200;
 
-/** Free blocks held back from user data so that metadata of a commit can always be written. */
+// ---- the bounds of every descent (a damaged pool must fail a walk, never loop or recurse forever) ----
+
+/**
+ * Levels of a mapping tree, leaf included. A branch splits only past BRANCH_FANOUT_MAX children, so a
+ * tree grows a level only when its root overflows; even if every branch then kept only 2 children, a
+ * tree mapping VOLUME_BLOCKS_MAX blocks (one per leaf at worst) has log2(2^36) + 1 = 37 levels. A
+ * half-full tree has 6 (log127(2^36) + 1 rounded up): so a walk past this bound is a cycle or damage.
+ */
+export const TREE_DEPTH_MAX = Math.ceil(Math.log2(VOLUME_BLOCKS_MAX)) + 1;
+/**
+ * Levels of a radix array (space map, catalog) above its pages: the most the largest array needs,
+ * log254(POOL_BLOCKS_MAX / REFCOUNTS_PER_PAGE) rounded up (4 for 2^40 blocks; the catalog needs 3).
+ */
+export const RADIX_DEPTH_MAX = radixDepth(Math.ceil(POOL_BLOCKS_MAX / REFCOUNTS_PER_PAGE));
+
+/** Radix levels above the pages of an array of `pages` pages (each level multiplies by RADIX_FANOUT). */
+export function radixDepth(pages: number): number {
+  let depth = 1;
+  while (RADIX_FANOUT ** depth < pages) depth++;
+  return depth;
+}
+
+// ---- device I/O ----
+
+/**
+ * Data writes in flight at once (block-writer.ts): a buffered write holds the file's inode lock, so
+ * more only spin on it (3, 4 or 8 measured within noise of 2; ARCHITECTURE.md, third session).
+ */
+export const DATA_WRITES_IN_FLIGHT_MAX = 2;
+/** Bytes of zeros per write while a pool file is preallocated (8 MiB: few calls, bounded memory). */
+export const PREALLOCATE_CHUNK_BYTES = 8 * 1024 * 1024;
+/** Preallocation writes kept in flight: enough to keep a disk busy, few enough to bound memory (32 MiB). */
+export const PREALLOCATE_WRITES_IN_FLIGHT_MAX = 4;
+
+// ---- commits ----
+
+/** Contiguous metadata blocks a commit writes with one device write (1 MiB). */
+export const COMMIT_RUN_BLOCKS_MAX = 256;
+/** Device writes a commit keeps in flight before it waits for them (more only queue in the kernel). */
+export const COMMIT_WRITES_IN_FLIGHT_MAX = 16;
+/**
+ * Held frees below this many blocks never trigger an early commit on their own: in a tiny pool a
+ * quarter of the free space is a handful of blocks, and a commit per write would follow.
+ */
+export const FREES_EARLY_COMMIT_BLOCKS_MIN = 64;
+/** Held frees that trigger a commit: this fraction (1/4) of the blocks still available. */
+export const FREES_AVAILABLE_DIVISOR = 4;
+
+// ---- the metadata reserve ----
+
+/**
+ * Free blocks held back from user data so that the metadata of a commit can always be written: 1/64
+ * of the pool (METADATA_RESERVE_DIVISOR), at least 512 blocks or 1/8 of a small pool, at most 65536
+ * blocks (256 MiB; a commit never dirties that much metadata: it is bounded by dirtyObjectsMax).
+ */
+export const METADATA_RESERVE_DIVISOR = 64;
+export const METADATA_RESERVE_BLOCKS_MIN = 512;
+export const METADATA_RESERVE_SMALL_POOL_DIVISOR = 8;
+export const METADATA_RESERVE_BLOCKS_MAX = 65536;
+/** Dirty metadata objects that trigger a commit: a quarter (1/DIRTY_OBJECTS_RESERVE_DIVISOR) of the reserve, at least 16. */
+export const DIRTY_OBJECTS_RESERVE_DIVISOR = 4;
+export const DIRTY_OBJECTS_MIN = 16;
+
 export function metaReserveBlocks(totalBlocks: number): number {
-  return Math.min(65536, Math.max(Math.min(512, Math.floor(totalBlocks / 8)), Math.floor(totalBlocks / 64)));
+  return Math.min(METADATA_RESERVE_BLOCKS_MAX, Math.max(
+    Math.min(METADATA_RESERVE_BLOCKS_MIN, Math.floor(totalBlocks / METADATA_RESERVE_SMALL_POOL_DIVISOR)),
+    Math.floor(totalBlocks / METADATA_RESERVE_DIVISOR)));
 }
-/** Dirty metadata objects that trigger a commit: a quarter of the reserve. */
 export function dirtyObjectsMax(totalBlocks: number): number {
-  return Math.max(16, Math.floor(metaReserveBlocks(totalBlocks) / 4));
+  return Math.max(DIRTY_OBJECTS_MIN, Math.floor(metaReserveBlocks(totalBlocks) / DIRTY_OBJECTS_RESERVE_DIVISOR));
 }
+
+// ---- the allocator (space-map.ts) ----
+
+/** Count pages the lock-free reservation path may scan (a full page costs a pass over its counts). */
+export const SYNC_RESERVE_PAGES_MAX = 4;
+/**
+ * A reservation of at least this many blocks (64 KiB) takes only free runs at least this long while
+ * it finds them: after random overwrites, first fit handed a 1 MiB write ~75 runs of a few blocks, so
+ * ~75 extents and ~75 device writes, and the next sequential pass ran at half speed (measured).
+ */
+export const LARGE_RUN_BLOCKS = 16;
+/** Count pages the search for long runs may scan before large writes settle for first fit. */
+export const LARGE_SCAN_PAGES_MAX = 32;
+/**
+ * Metadata blocks are handed out from a reserved run of this many (1 MiB), so a commit's blocks sit
+ * side by side and go out in a few large writes. Taken one by one from the cursor, they lay between
+ * data blocks: a commit of ~3,000 blocks after random writes took 300-2,800 device writes (measured).
+ */
+export const META_ARENA_BLOCKS = 256;
+/** A metadata run is reserved only while this many runs' worth of blocks is available beyond the reserve. */
+export const META_ARENA_HEADROOM_RUNS = 4;
 
 assert(LEAF_ENTRY_FIXED_BYTES + 4 * EXTENT_BLOCKS_MAX <= META_PAYLOAD_BYTES / 4, 'a leaf holds at least 4 full extents');
 assert(SUPERBLOCK_MIRROR_SLOTS.every((b) => b >= FIRST_FREE_BLOCK + 2 && b < POOL_BLOCKS_MIN), 'mirror slots lie inside every pool, not next to the primaries');
 assert(BRANCH_FANOUT_MAX >= 16, 'branch fanout');
 assert(TREE_NODE_MERGE_FILL_FRACTION < 1 / 2 && BRANCH_MERGE_BELOW_CHILDREN >= 2, 'a split node (half full) is never merged back');
 assert(CATALOG_RECORDS_PER_PAGE >= 8, 'catalog page fill');
+assert(80 + NAME_BYTES_MAX <= CATALOG_RECORD_BYTES, 'a record holds its fixed fields and the longest name');
 assert(VOLUME_BYTES_MAX / BLOCK_SIZE_BYTES < Number.MAX_SAFE_INTEGER / 1024, 'lba math stays exact');
 assert(IO_BYTES_MAX % BLOCK_SIZE_BYTES === 0, 'io bound is block aligned');
 assert(POOL_BLOCKS_MAX * BLOCK_SIZE_BYTES <= Number.MAX_SAFE_INTEGER, 'pool byte offsets stay exact');
+assert(POOL_BLOCKS_MIN * BLOCK_SIZE_BYTES === 1024 * 1024, 'the smallest pool is 1 MiB');
+assert(POOL_BLOCKS_MIN > FIRST_FREE_BLOCK + DIRTY_OBJECTS_MIN, 'a smallest pool holds a commit beside its superblocks');
+assert(POOL_BLOCKS_MAX < Number.MAX_SAFE_INTEGER / 1024, 'block numbers stay exact');
+assert(TREE_DEPTH_MAX >= 2 && TREE_DEPTH_MAX <= 64, 'tree depth bound is small and allows a branch');
+assert(RADIX_DEPTH_MAX >= radixDepth(Math.ceil(CATALOG_RECORDS_MAX / CATALOG_RECORDS_PER_PAGE)), 'the catalog fits the radix depth bound');
+assert(PREALLOCATE_CHUNK_BYTES % BLOCK_SIZE_BYTES === 0, 'preallocation writes whole blocks');
+assert(COMMIT_RUN_BLOCKS_MAX <= DEVICE_IO_BLOCKS_MAX, 'a commit write is no larger than a data write');
+assert(LARGE_RUN_BLOCKS <= EXTENT_BLOCKS_MAX, 'a long run fills at most one extent');
+assert(META_ARENA_BLOCKS <= COMMIT_RUN_BLOCKS_MAX, 'a metadata run goes out in one commit write');
+assert(metaReserveBlocks(POOL_BLOCKS_MIN) >= DIRTY_OBJECTS_MIN, 'the reserve of the smallest pool holds a commit');

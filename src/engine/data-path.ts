@@ -5,17 +5,22 @@ import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
 import type { Run } from './space-map.js';
-import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, PoolFull, VolumeNotFound } from './errors.js';
+import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, PoolFull, VolumeNotFound, assert, fail } from './errors.js';
 import type { Extent } from './types.js';
 import { concatData, dataLength, PayloadBlocks, type WriteData } from './gather.js';
 import { blockChecksums } from './checksum.js';
 
 /** A volume deleted (or a clone flattened away) while a write was in flight must not be touched. */
 function assertLive(core: PoolCore, rec: CatalogRecord): void {
+  // Under the lock (the mapping switch): a check without it could be overtaken by a delete.
+  core.assertHeld();
   if (core.catalog.byId.get(rec.id) !== rec || (rec.flags & FLAG_DELETED) !== 0) throw new VolumeNotFound(rec.name);
 }
 
 export function checkRange(rec: CatalogRecord, offsetBytes: number, lengthBytes: number): void {
+  // The catalog keeps sizes in whole blocks (validateSize, the catalog page validator): the range
+  // check below is in bytes, the lba math after it in blocks.
+  if (rec.sizeBytes % BLOCK_SIZE_BYTES !== 0) fail(`${rec.name} has a size of ${rec.sizeBytes} bytes, not whole blocks`);
   if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0) {
     throw new InvalidArgument(`invalid range offset=${offsetBytes} length=${lengthBytes}`);
   }
@@ -27,6 +32,8 @@ export function checkRange(rec: CatalogRecord, offsetBytes: number, lengthBytes:
 
 /** Extents that are adjacent both logically and physically, read or written with one device call. */
 function physicalRuns(entries: LeafEntry[]): LeafEntry[][] {
+  // Extents are at most EXTENT_BLOCKS_MAX long, so a run never exceeds the device I/O bound below.
+  assert(EXTENT_BLOCKS_MAX <= DEVICE_IO_BLOCKS_MAX, 'an extent fits one device call');
   const runs: LeafEntry[][] = [];
   let blocks = 0;
   for (const e of entries) {
@@ -50,9 +57,16 @@ function physicalRuns(entries: LeafEntry[]): LeafEntry[][] {
  * this settles, also on failure: the caller may reuse `out` at once.
  */
 async function readBlocks(core: PoolCore, root: number, startLba: number, endLba: number, out: Buffer): Promise<void> {
+  // Layer boundary (tree → data): `out` is exactly the range, and the extents the tree hands out are
+  // sorted, disjoint and inside it. A broken promise here would place data at the wrong offset, which
+  // is wrong data returned, so it stops the request instead.
+  if (out.length !== (endLba - startLba) * BLOCK_SIZE_BYTES) fail(`read buffer of ${out.length} bytes for ${endLba - startLba} blocks`);
   const entries = core.trees.lookupCached(root, startLba, endLba) ?? await core.trees.lookupLoading(root, startLba, endLba);
   let cursor = startLba;
   for (const e of entries) {
+    if (!(e.lba >= cursor && e.lengthBlocks > 0 && e.lba + e.lengthBlocks <= endLba && e.crcs.length >= e.lengthBlocks)) {
+      fail(`lookup of [${startLba}, ${endLba}) returned extent [${e.lba}, ${e.lba + e.lengthBlocks}) after ${cursor}`);
+    }
     if (e.lba > cursor) out.fill(0, (cursor - startLba) * BLOCK_SIZE_BYTES, (e.lba - startLba) * BLOCK_SIZE_BYTES);
     cursor = e.lba + e.lengthBlocks;
   }
@@ -79,6 +93,7 @@ async function readBlocks(core: PoolCore, root: number, startLba: number, endLba
 }
 
 function readError(pba: number, err: unknown): unknown {
+  assert(pba >= 0, 'a read error names a physical block');
   return err instanceof CairnError ? err : new IoError(`read of physical block ${pba} failed: ${(err as Error).message}`);
 }
 
@@ -88,6 +103,8 @@ const runCrcs = new Uint32Array(DEVICE_IO_BLOCKS_MAX);
 /** Checks every block of a run read into `target` against its crc32c. */
 function verifyRun(core: PoolCore, run: LeafEntry[], target: Buffer): void {
   const first = run[0]!;
+  // Every block of the target is checked against its own checksum: lengths must agree exactly.
+  if (target.length > runCrcs.length * BLOCK_SIZE_BYTES) fail(`a run of ${target.length} bytes exceeds the verify buffer`);
   blockChecksums(target, runCrcs, 0);
   for (const e of run) {
     const base = e.lba - first.lba;
@@ -103,6 +120,8 @@ function verifyRun(core: PoolCore, run: LeafEntry[], target: Buffer): void {
 
 export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
   checkRange(rec, offsetBytes, lengthBytes);
+  // A root is 0 (nothing mapped) or a tree node inside the pool (the catalog page validator checked it).
+  if (!(rec.root === 0 || (rec.root >= 2 && rec.root < core.sb.totalBlocks))) fail(`${rec.name} has root ${rec.root} outside the pool`);
   const epoch = core.beginRead();
   try {
     const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES);
@@ -112,6 +131,7 @@ export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes:
     const buf = aligned && into !== undefined && into.length >= bytes ? into.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
     await readBlocks(core, rec.root, startLba, endLba, buf);
     if (aligned) return buf;
+    assert(buf.length >= lengthBytes + (offsetBytes - startLba * BLOCK_SIZE_BYTES), 'the unaligned read lies inside its blocks');
     const skip = offsetBytes - startLba * BLOCK_SIZE_BYTES;
     return buf.subarray(skip, skip + lengthBytes);
   } finally {
@@ -123,6 +143,7 @@ export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes:
 const rmwLocks = new WeakMap<CatalogRecord, Map<number, Promise<void>>>();
 
 async function withBlockLocks<T>(rec: CatalogRecord, lbas: number[], fn: () => Promise<T>): Promise<T> {
+  assert(lbas.length > 0 && lbas.length <= 2, 'an unaligned write locks its one or two edge blocks');
   let locks = rmwLocks.get(rec);
   if (!locks) rmwLocks.set(rec, (locks = new Map()));
   const waits: Promise<void>[] = [];
@@ -149,6 +170,7 @@ export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes
   const endLba = Math.ceil((offsetBytes + length) / BLOCK_SIZE_BYTES);
   const head = offsetBytes % BLOCK_SIZE_BYTES;
   const aligned = head === 0 && length % BLOCK_SIZE_BYTES === 0;
+  assert(endLba > startLba, 'a non-empty write covers a block');
   if (aligned) return writeBlocks(core, rec, startLba, new PayloadBlocks(data), noHole);
   const edges = endLba - 1 > startLba ? [startLba, endLba - 1] : [startLba];
   await withBlockLocks(rec, edges, async () => {
@@ -166,6 +188,10 @@ export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes
 
 /** Aligned write of whole blocks starting at `startLba`. All-zero blocks become holes unless noHole. */
 async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, blocks: PayloadBlocks, noHole: boolean): Promise<void> {
+  // Layer boundary (engine → tree): the blocks lie inside the volume (checkRange ran on the bytes).
+  if (!(startLba >= 0 && blocks.count > 0 && (startLba + blocks.count) * BLOCK_SIZE_BYTES <= rec.sizeBytes)) {
+    fail(`write of blocks [${startLba}, ${startLba + blocks.count}) to ${rec.name} of ${rec.sizeBytes} bytes`);
+  }
   const nonZero: boolean[] = new Array<boolean>(blocks.count);
   let count = 0;
   for (let i = 0; i < blocks.count; i++) {
@@ -177,6 +203,7 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
   try {
     const entries = await writeData(core, blocks, startLba, nonZero, runs);
     const endLba = startLba + blocks.count;
+    if (entries.length > 0 && entries[entries.length - 1]!.lba + entries[entries.length - 1]!.lengthBlocks > endLba) fail('written extents lie inside the write');
     const switched = core.mutateNow(() => {
       assertLive(core, rec);
       if (!core.catalog.canSaveMappingNow(rec)) return undefined;
@@ -205,6 +232,7 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
  */
 async function reserveData(core: PoolCore, count: number): Promise<Run[]> {
   core.ensureUsable();
+  assert(count > 0 && count <= IO_BYTES_MAX / BLOCK_SIZE_BYTES, 'a reservation for one request');
   const fast = core.space.tryReserveSync(count);
   if (fast) return fast;
   for (let attempt = 0; ; attempt++) {
@@ -221,6 +249,7 @@ async function reserveData(core: PoolCore, count: number): Promise<Run[]> {
 async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number, nonZero: boolean[], runs: Run[]): Promise<LeafEntry[]> {
   const entries: LeafEntry[] = [];
   const writes: Promise<void>[] = [];
+  assert(nonZero.length === blocks.count, 'a flag per block');
   // One checksum array for the request; each extent keeps its slice (as leaf edits already do).
   const crcs = new Uint32Array(blocks.count);
   let runIdx = 0, runUsed = 0;
@@ -244,6 +273,8 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
     for (const piece of pieces) { blockChecksums(piece, crcs, at); at += piece.length / BLOCK_SIZE_BYTES; }
     writes.push(core.blockWriter.write(first.pba, pieces));
   }
+  // Every non-zero block got a place: the reservation was exactly their count.
+  if (runIdx !== runs.length) fail(`a write used ${runIdx} of its ${runs.length} reserved runs`);
   // Every write must have finished before this returns, also when one failed: the caller then
   // unreserves the blocks, and a write still landing in one after another request got it would
   // overwrite that request's data.
@@ -258,6 +289,7 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
 
 /** Unmaps whole blocks [startLba, endLba) in bounded steps (a trim of a huge volume stays cheap). */
 export async function unmapBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, endLba: number): Promise<void> {
+  assert(startLba >= 0 && startLba <= endLba, 'an unmap of a forward range');
   let cursor = startLba;
   while (cursor < endLba) {
     // Each step removes at most EDIT_CHUNK_BLOCKS blocks of mapped data and jumps over holes, so a
@@ -268,6 +300,8 @@ export async function unmapBlocks(core: PoolCore, rec: CatalogRecord, startLba: 
       if (next.length === 0) return endLba;
       const from = next[0]!.lba;
       const to = Math.min(endLba, from + EDIT_CHUNK_BLOCKS);
+      // Progress: each step moves the cursor forward, so the loop ends.
+      if (!(from >= cursor && to > from)) fail(`unmap step [${from}, ${to}) from cursor ${cursor}`);
       const { root, mappedDelta } = await core.trees.edit(rec.root, from, to, []);
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
@@ -286,6 +320,7 @@ export async function zeroRange(core: PoolCore, rec: CatalogRecord, offsetBytes:
   if (lengthBytes === 0) return;
   const firstFull = Math.ceil(offsetBytes / BLOCK_SIZE_BYTES);
   const endFull = Math.floor((offsetBytes + lengthBytes) / BLOCK_SIZE_BYTES);
+  assert(rec.sizeBytes % BLOCK_SIZE_BYTES === 0, 'volume sizes are whole blocks');
   if (firstFull >= endFull) {
     await writeRange(core, rec, offsetBytes, Buffer.alloc(lengthBytes), noHole);
     return;
@@ -311,6 +346,8 @@ export async function extentsOf(core: PoolCore, rec: CatalogRecord, offsetBytes:
   const end = offsetBytes + lengthBytes;
   const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES), endLba = Math.ceil(end / BLOCK_SIZE_BYTES);
   const entries = await core.trees.lookup(rec.root, startLba, endLba);
+  // The map must cover the range exactly: sorted, disjoint extents (the hole filling below relies on it).
+  for (let i = 1; i < entries.length; i++) if (entries[i]!.lba < entries[i - 1]!.lba + entries[i - 1]!.lengthBlocks) fail('extents sorted and disjoint');
   const out: Extent[] = [];
   const push = (from: number, to: number, hole: boolean): void => {
     const s = Math.max(from, offsetBytes), t = Math.min(to, end);

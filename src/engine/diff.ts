@@ -3,16 +3,20 @@
 import { MetaType, type LeafEntry, type LeafNode, type TreeNode } from './format.js';
 import type { Trees } from './btree.js';
 import { childIndex, leafEntriesIn } from './btree.js';
+import { TREE_DEPTH_MAX } from './constants.js';
+import { assert, MetaTooDeep } from './errors.js';
 
 export interface LbaRange { startLba: number; endLba: number }
 
 export async function diffTrees(trees: Trees, a: number, b: number, startLba: number, endLba: number): Promise<LbaRange[]> {
+  assert(startLba >= 0 && startLba <= endLba, 'a diff of a forward range');
   const out: LbaRange[] = [];
-  await diffNodes(trees, a, b, startLba, endLba, out);
+  await diffNodes(trees, a, b, startLba, endLba, out, 1);
   return out;
 }
 
 function pushRange(out: LbaRange[], s: number, e: number): void {
+  assert(s < e, 'a changed range is not empty');
   const last = out[out.length - 1];
   if (last && last.endLba === s) last.endLba = e;
   else out.push({ startLba: s, endLba: e });
@@ -20,6 +24,7 @@ function pushRange(out: LbaRange[], s: number, e: number): void {
 
 /** Children of a branch within [lo, hi) as (range, child block) pairs. */
 function branchSlices(node: TreeNode & { type: MetaType.Branch }, lo: number, hi: number): { s: number; e: number; child: number }[] {
+  assert(node.children.length > 0, 'a branch has children (its validator checked)');
   const out: { s: number; e: number; child: number }[] = [];
   const n = node.children.length;
   for (let i = childIndex(node, lo); i < n; i++) {
@@ -31,8 +36,10 @@ function branchSlices(node: TreeNode & { type: MetaType.Branch }, lo: number, hi
   return out;
 }
 
-async function diffNodes(trees: Trees, a: number, b: number, lo: number, hi: number, out: LbaRange[]): Promise<void> {
+async function diffNodes(trees: Trees, a: number, b: number, lo: number, hi: number, out: LbaRange[], depth: number): Promise<void> {
   if (a === b || lo >= hi) return;
+  // Both trees are walked in step: a level past the bound on either side is a damaged pool.
+  if (depth > TREE_DEPTH_MAX) throw new MetaTooDeep(a || b, 'mapping tree (diff)', TREE_DEPTH_MAX);
   const na = a ? await trees.load(a) : null;
   const nb = b ? await trees.load(b) : null;
   if (na?.type === MetaType.Branch || nb?.type === MetaType.Branch) {
@@ -47,7 +54,7 @@ async function diffNodes(trees: Trees, a: number, b: number, lo: number, hi: num
       const s = points[i]!, e = points[i + 1]!;
       const ca = sa ? sa.find((x) => x.s <= s && s < x.e)?.child ?? 0 : a;
       const cb = sb ? sb.find((x) => x.s <= s && s < x.e)?.child ?? 0 : b;
-      await diffNodes(trees, ca, cb, s, e, out);
+      await diffNodes(trees, ca, cb, s, e, out, depth + 1);
     }
     return;
   }
@@ -57,12 +64,14 @@ async function diffNodes(trees: Trees, a: number, b: number, lo: number, hi: num
 }
 
 function pbaAt(entries: LeafEntry[], idx: { i: number }, lba: number): number {
+  assert(idx.i >= 0, 'the cursor of a leaf walk');
   while (idx.i < entries.length && entries[idx.i]!.lba + entries[idx.i]!.lengthBlocks <= lba) idx.i++;
   const e = entries[idx.i];
   return e && e.lba <= lba ? e.pba + (lba - e.lba) : -1;
 }
 
 function diffLeaves(ea: LeafEntry[], eb: LeafEntry[], lo: number, hi: number, out: LbaRange[]): void {
+  assert(lo < hi, 'leaves are compared over a range');
   const cuts = new Set<number>([lo, hi]);
   for (const e of [...ea, ...eb]) { cuts.add(e.lba); cuts.add(e.lba + e.lengthBlocks); }
   const points = [...cuts].filter((p) => p >= lo && p <= hi).sort((x, y) => x - y);

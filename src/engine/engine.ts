@@ -1,6 +1,9 @@
 // CairnEngine: the Engine interface (types.ts) over a PoolCore. Resolves names, enforces the rules
 // (read-only snapshots, name uniqueness, sizes), and makes every catalog change durable before it
 // returns. Catalog records are the single source of truth for roots, sizes and lineage.
+// This is the engine's layer boundary: a caller's mistake gets a typed error; what the engine itself
+// must guarantee (a record of the kind asked for, a mutation that did what it says) is asserted, and a
+// failed assertion stops the pool rather than answer from a state that can no longer be trusted.
 import { createHash } from 'node:crypto';
 import { BLOCK_SIZE_BYTES, POOL_BLOCKS_MAX } from './constants.js';
 import type { PoolCore } from './pool.js';
@@ -12,7 +15,7 @@ import { exclusiveBlocks } from './space-usage.js';
 import { checkDevice } from './check.js';
 import { parseRef, validateName, validateSize } from './names.js';
 import {
-  InvalidArgument, InvalidSize, NameTaken, PoolCorrupt, PoolShrinkRefused, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound,
+  InvalidArgument, InvalidSize, NameTaken, PoolCorrupt, PoolShrinkRefused, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound, assert, fail,
 } from './errors.js';
 import type {
   ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SpaceUsage, Target, TargetEvent,
@@ -35,6 +38,8 @@ export class CairnEngine implements Engine {
   private liveVolume(name: string): CatalogRecord {
     const rec = this.catalog.volumesByName.get(name);
     if (!rec || (rec.flags & FLAG_DELETED) !== 0) throw new VolumeNotFound(name);
+    // The name index holds volumes only: a snapshot there would take writes.
+    if (rec.kind !== RecordKind.Volume) fail(`name index entry ${name} is a record of kind ${rec.kind}`);
     return rec;
   }
 
@@ -45,6 +50,8 @@ export class CairnEngine implements Engine {
     if (!vol) throw new VolumeNotFound(volume);
     const snap = this.catalog.snapshotsOf(vol.id).find((s) => s.name === snapshot);
     if (!snap) throw new SnapshotNotFound(fullName);
+    // Indexed under its volume: a record of another kind or volume there would be read as this snapshot.
+    if (snap.kind !== RecordKind.Snapshot || snap.parentId !== vol.id) fail(`snapshot index of ${volume} holds record #${snap.id}`);
     return snap;
   }
 
@@ -55,10 +62,13 @@ export class CairnEngine implements Engine {
   private byId(id: number): CatalogRecord {
     const rec = this.catalog.byId.get(id);
     if (!rec || (rec.flags & FLAG_DELETED) !== 0) throw new VolumeNotFound(`#${id}`);
+    // Dropped-node records have no id of their own: the id index never holds one.
+    if (rec.id !== id || rec.kind === RecordKind.DeadNode) fail(`id index entry #${id} is record #${rec.id} of kind ${rec.kind}`);
     return rec;
   }
 
   private volumeInfo(rec: CatalogRecord): VolumeInfo {
+    assert(rec.kind === RecordKind.Volume, 'volume info of a volume record');
     let origin: VolumeInfo['origin'] = null;
     if (rec.parentId !== 0) {
       const ov = this.catalog.byId.get(rec.parentId);
@@ -74,14 +84,20 @@ export class CairnEngine implements Engine {
   }
 
   private snapshotInfo(rec: CatalogRecord): SnapshotInfo {
-    const vol = this.catalog.byId.get(rec.parentId)!;
+    const vol = this.catalog.byId.get(rec.parentId);
+    // A volume's record stays (hidden when deleted) while it has snapshots.
+    if (vol === undefined || rec.kind !== RecordKind.Snapshot) fail(`snapshot #${rec.id} without its volume #${rec.parentId}`);
     return {
       kind: 'snapshot', id: rec.id, volume: vol.name, name: rec.name, fullName: `${vol.name}@${rec.name}`,
       sizeBytes: rec.sizeBytes, mappedBytes: rec.mappedBlocks * BLOCK_SIZE_BYTES, createdMs: rec.createdMs,
     };
   }
 
-  private newId(): number { return this.core.sb.nextId++; }
+  private newId(): number {
+    // Ids are never reused: a connection holding an old id must not reach a new volume.
+    assert(Number.isSafeInteger(this.core.sb.nextId) && this.core.sb.nextId >= 1 && !this.catalog.byId.has(this.core.sb.nextId), 'the next id is unused');
+    return this.core.sb.nextId++;
+  }
 
   /** A snapshot's stream guid: the stored one, or (records from before it was stored) derived. */
   private streamGuidOf(rec: CatalogRecord): string {
@@ -106,6 +122,7 @@ export class CairnEngine implements Engine {
       if (rec.kind === RecordKind.Snapshot) snapshots++;
     }
     const total = this.core.sb.totalBlocks;
+    assert(this.core.space.freeBlocks >= 0 && this.core.space.freeBlocks <= total, 'free blocks within the pool');
     return {
       sizeBytes: total * BLOCK_SIZE_BYTES, freeBytes: this.core.space.freeBlocks * BLOCK_SIZE_BYTES,
       allocatedBytes: (total - this.core.space.freeBlocks) * BLOCK_SIZE_BYTES, blockSizeBytes: BLOCK_SIZE_BYTES,
@@ -117,6 +134,8 @@ export class CairnEngine implements Engine {
   async check(): Promise<CheckReport> {
     await this.core.flush();
     const release = await this.core.mutex.lock();
+    // Held for the whole walk: the checker reads the durable state, which no commit may change under it.
+    this.core.assertHeld();
     try { return await checkDevice(this.core.device); } finally { release(); }
   }
 
@@ -159,11 +178,16 @@ export class CairnEngine implements Engine {
   // ---- volumes ----
 
   listVolumes(): VolumeInfo[] {
+    assert(this.catalog.volumesByName.size <= this.catalog.byId.size, 'every named volume has an id');
     return [...this.catalog.volumesByName.values()].filter((r) => (r.flags & FLAG_DELETED) === 0)
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((r) => this.volumeInfo(r));
   }
 
-  getVolume(name: string): VolumeInfo { return this.volumeInfo(this.liveVolume(name)); }
+  getVolume(name: string): VolumeInfo {
+    const info = this.volumeInfo(this.liveVolume(name));
+    assert(info.name === name, 'a volume found under its own name');
+    return info;
+  }
 
   private assertNameFree(name: string): void {
     const existing = this.catalog.volumesByName.get(name);
@@ -182,6 +206,7 @@ export class CairnEngine implements Engine {
         parentId: 0, originSnapId: 0, flattenCursor: 0, seq: 0, name,
       });
     });
+    assert(rec.root === 0 && rec.sizeBytes === sizeBytes && this.catalog.volumesByName.get(name) === rec, 'a new volume is empty and indexed');
     return this.volumeInfo(rec);
   }
 
@@ -192,6 +217,8 @@ export class CairnEngine implements Engine {
       const src = this.refRec(source);
       const isSnap = src.kind === RecordKind.Snapshot;
       if (src.root !== 0) await this.core.space.incref(src.root);
+      // The clone shares the source's tree: its root counts one more reference (O(1), nothing copied).
+      assert(src.root === 0 || (await this.core.space.get(src.root)) >= 2, 'a shared root is counted by both');
       return this.catalog.add({
         kind: RecordKind.Volume, flags: 0, id: this.newId(), root: src.root, sizeBytes: src.sizeBytes, mappedBlocks: src.mappedBlocks,
         createdMs: this.core.nowMs(), parentId: isSnap ? src.parentId : src.id, originSnapId: isSnap ? src.id : 0,
@@ -209,10 +236,11 @@ export class CairnEngine implements Engine {
       await unmapBlocks(this.core, rec, sizeBytes / BLOCK_SIZE_BYTES, rec.sizeBytes / BLOCK_SIZE_BYTES);
     }
     await this.durable(async () => {
-      this.liveVolume(name);
+      if (this.liveVolume(name) !== rec) throw new VolumeNotFound(name); // replaced while it was being shrunk
       rec.sizeBytes = sizeBytes;
       await this.catalog.save(rec);
     });
+    assert(rec.sizeBytes === sizeBytes, 'the resize took effect');
     this.emit({ type: 'resized', id: rec.id, sizeBytes });
     return this.volumeInfo(rec);
   }
@@ -223,6 +251,7 @@ export class CairnEngine implements Engine {
       await this.core.dropTree(rec.root);
       rec.root = 0;
       rec.mappedBlocks = 0;
+      assert(rec.kind === RecordKind.Volume, 'deleting a volume record');
       if (this.catalog.snapshotsOf(rec.id).length > 0) {
         rec.flags |= FLAG_DELETED;
         await this.catalog.save(rec);
@@ -243,6 +272,7 @@ export class CairnEngine implements Engine {
       vol.root = snap.root;
       vol.sizeBytes = snap.sizeBytes;
       vol.mappedBlocks = snap.mappedBlocks;
+      assert(snap.parentId === vol.id, 'a volume reverts to its own snapshot');
       await this.catalog.save(vol);
       return vol;
     });
@@ -253,6 +283,8 @@ export class CairnEngine implements Engine {
   async flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo> {
     const rec = this.liveVolume(name);
     await flattenVolume(this.core, rec, onProgress);
+    // Flattened: nothing of its origin is shared any more, and no cursor is left to resume.
+    assert(rec.flattenCursor === 0 && rec.parentId === 0 && rec.originSnapId === 0, 'a flattened volume has no origin');
     return this.volumeInfo(rec);
   }
 
@@ -301,6 +333,8 @@ export class CairnEngine implements Engine {
       }
       return out;
     });
+    // One snapshot per name asked for, in order: the caller matches them by position.
+    assert(recs.length === parsed.length, 'a snapshot per name');
     return recs.map((r) => this.snapshotInfo(r));
   }
 
@@ -316,7 +350,11 @@ export class CairnEngine implements Engine {
     return out;
   }
 
-  getSnapshot(fullName: string): SnapshotInfo { return this.snapshotInfo(this.snapshotRec(fullName)); }
+  getSnapshot(fullName: string): SnapshotInfo {
+    const info = this.snapshotInfo(this.snapshotRec(fullName));
+    assert(info.fullName === fullName, 'a snapshot found under its own name');
+    return info;
+  }
 
   snapshotStreamGuid(fullName: string): string { return this.streamGuidOf(this.snapshotRec(fullName)); }
 
@@ -338,6 +376,7 @@ export class CairnEngine implements Engine {
   async deleteSnapshot(fullName: string): Promise<void> {
     const id = await this.durable(async () => {
       const snap = this.snapshotRec(fullName);
+      assert(snap.kind === RecordKind.Snapshot, 'deleting a snapshot record');
       await this.core.dropTree(snap.root);
       await this.catalog.remove(snap);
       const vol = this.catalog.byId.get(snap.parentId);
@@ -351,12 +390,14 @@ export class CairnEngine implements Engine {
 
   async diff(from: string, to: string): Promise<ByteRange[]> {
     const a = this.refRec(from), b = this.refRec(to);
+    assert(a.kind !== RecordKind.DeadNode && b.kind !== RecordKind.DeadNode, 'a diff of volumes and snapshots');
     return this.diffRecs(a, b, 0, Math.max(a.sizeBytes, b.sizeBytes));
   }
 
   private async diffRecs(a: CatalogRecord, b: CatalogRecord, offsetBytes: number, lengthBytes: number): Promise<ByteRange[]> {
     const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES);
     const endLba = Math.ceil((offsetBytes + lengthBytes) / BLOCK_SIZE_BYTES);
+    assert(startLba >= 0 && startLba <= endLba, 'a diff of a forward range');
     const epoch = this.core.beginRead();
     try {
       const ranges = await diffTrees(this.core.trees, a.root, b.root, startLba, endLba);
@@ -369,6 +410,7 @@ export class CairnEngine implements Engine {
   async spaceUsage(name: string): Promise<SpaceUsage> {
     const rec = this.refRec(name);
     const exclusive = await this.core.mutate(() => exclusiveBlocks(this.core, rec.root));
+    assert(Number.isSafeInteger(exclusive) && exclusive >= 0, 'exclusive blocks are a count');
     return { provisionedBytes: rec.sizeBytes, mappedBytes: rec.mappedBlocks * BLOCK_SIZE_BYTES, exclusiveBytes: exclusive * BLOCK_SIZE_BYTES };
   }
 
@@ -376,25 +418,38 @@ export class CairnEngine implements Engine {
 
   resolve(name: string): Target {
     const rec = this.refRec(name);
+    // Protocols size their exports from this: whole blocks (validateSize, the catalog page validator).
+    assert(rec.sizeBytes % BLOCK_SIZE_BYTES === 0, 'a target is whole blocks');
     return { id: rec.id, name, readOnly: rec.kind === RecordKind.Snapshot, sizeBytes: rec.sizeBytes };
   }
 
-  targetSizeBytes(id: number): number { return this.byId(id).sizeBytes; }
+  targetSizeBytes(id: number): number {
+    const sizeBytes = this.byId(id).sizeBytes;
+    assert(sizeBytes % BLOCK_SIZE_BYTES === 0, 'a target is whole blocks');
+    return sizeBytes;
+  }
 
   private writableById(id: number): CatalogRecord {
     const rec = this.byId(id);
     if (rec.kind === RecordKind.Snapshot) throw new ReadOnly(this.snapshotInfo(rec).fullName);
+    assert(rec.kind === RecordKind.Volume, 'only a volume takes writes');
     return rec;
   }
 
   async read(id: number, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     this.core.ensureUsable();
-    return readRange(this.core, this.byId(id), offsetBytes, lengthBytes, into);
+    const out = await readRange(this.core, this.byId(id), offsetBytes, lengthBytes, into);
+    // The protocol sends exactly what was asked for: a short or long buffer would shift its stream.
+    if (out.length !== lengthBytes) fail(`read of ${lengthBytes} bytes returned ${out.length}`);
+    return out;
   }
 
   async write(id: number, offsetBytes: number, data: WriteData, opts: WriteOptions = {}): Promise<void> {
     this.core.ensureUsable();
-    await writeRange(this.core, this.writableById(id), offsetBytes, data);
+    const rec = this.writableById(id);
+    await writeRange(this.core, rec, offsetBytes, data);
+    // A write completed before the lock was free never left its mutation holding it.
+    assert(!this.core.mutex.held || !this.core.mutex.idle, 'a holder of the lock is counted among its users');
     if (opts.fua) await this.core.flush();
   }
 
@@ -419,6 +474,7 @@ export class CairnEngine implements Engine {
   async changedSince(id: number, sinceFullName: string, offsetBytes: number, lengthBytes: number): Promise<ByteRange[]> {
     const rec = this.byId(id);
     const since = this.snapshotRec(sinceFullName);
+    assert(since.kind === RecordKind.Snapshot, 'changes are counted since a snapshot');
     return this.diffRecs(since, rec, offsetBytes, lengthBytes).then((ranges) => ranges
       .map((r) => {
         const s = Math.max(r.offsetBytes, offsetBytes), e = Math.min(r.offsetBytes + r.lengthBytes, offsetBytes + lengthBytes);

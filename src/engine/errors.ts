@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'io_error'
   | 'pool_corrupt'
   | 'superblock_lost'
+  | MetaCorruptCode
   | 'pool_closed'
   | 'shrink_refused'
   | 'internal_error';
@@ -68,6 +69,73 @@ export class ChecksumError extends CairnError {
     this.physicalBlock = physicalBlock;
   }
 }
+/**
+ * Why a metadata block read from the pool was refused (dm-thin's block validators, thin-provisioning-
+ * tools' typed node errors): each cause is its own code, so a log line, an HTTP problem or a `cairn
+ * check` line says what was wrong, not only that something was.
+ */
+export const META_CORRUPT_CODES = [
+  'meta_bad_magic', // not a metadata block at all (zeroed, data, or another format)
+  'meta_bad_checksum', // the bytes changed after the block was written (bit flip, torn write)
+  'meta_wrong_location', // a valid block, but written for another block number (misdirected or swapped)
+  'meta_wrong_type', // a valid block of another type than the pointer to it expects
+  'meta_bad_structure', // checksum-valid but breaks a rule of its type (keys out of order, child outside the pool, ...)
+  'meta_too_deep', // a descent went past the depth any valid tree can have (a cycle, or a damaged branch)
+] as const;
+export type MetaCorruptCode = typeof META_CORRUPT_CODES[number];
+
+/**
+ * A metadata block that fails its validator after a read. Carries the block number and what was
+ * expected and found; errno EIO (a block protocol reports the read as failed, never as data).
+ */
+export class MetaCorrupt extends CairnError {
+  readonly physicalBlock: number;
+  readonly expected: string;
+  readonly found: string;
+  constructor(code: MetaCorruptCode, physicalBlock: number, what: string, expected: string | number, found: string | number) {
+    super(code, `${what} at block ${physicalBlock}: expected ${expected}, found ${found}`, 'EIO');
+    // The block number is what a reader of the log or of `cairn check` looks for: always a real one.
+    assert(Number.isSafeInteger(physicalBlock) && physicalBlock >= 0, 'a corruption error names a block');
+    this.name = 'MetaCorrupt';
+    this.physicalBlock = physicalBlock;
+    this.expected = String(expected);
+    this.found = String(found);
+  }
+}
+export class MetaBadMagic extends MetaCorrupt {
+  constructor(block: number, expected: number, found: number) {
+    super('meta_bad_magic', block, 'bad magic in metadata block', `0x${expected.toString(16)}`, `0x${found.toString(16)}`);
+  }
+}
+export class MetaBadChecksum extends MetaCorrupt {
+  constructor(block: number, expected: number, found: number) {
+    super('meta_bad_checksum', block, 'bad checksum of metadata block', `crc32c 0x${expected.toString(16)}`, `0x${found.toString(16)}`);
+  }
+}
+export class MetaWrongLocation extends MetaCorrupt {
+  constructor(block: number, found: number) {
+    super('meta_wrong_location', block, 'metadata block written for another location', `block number ${block}`, `block number ${found}`);
+  }
+}
+export class MetaWrongType extends MetaCorrupt {
+  constructor(block: number, expected: string, found: number) {
+    super('meta_wrong_type', block, 'metadata block of the wrong type', expected, `type ${found}`);
+  }
+}
+export class MetaBadStructure extends MetaCorrupt {
+  /** The rule of the block type that the block breaks. */
+  readonly rule: string;
+  constructor(block: number, rule: string, expected: string | number, found: string | number) {
+    super('meta_bad_structure', block, `malformed metadata block (${rule})`, expected, found);
+    this.rule = rule;
+  }
+}
+export class MetaTooDeep extends MetaCorrupt {
+  constructor(block: number, what: string, levelsMax: number) {
+    super('meta_too_deep', block, `${what} descends too deep`, `at most ${levelsMax} levels`, `more at block ${block}`);
+  }
+}
+
 export class IoError extends CairnError {
   constructor(message: string) { super('io_error', message, 'EIO'); }
 }

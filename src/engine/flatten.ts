@@ -1,15 +1,14 @@
 // Flatten: make a clone share nothing with its origin by copying every shared data block to a new
 // one, a bounded chunk per step. The cursor is in the catalog record, so a crash resumes where it was.
-import { BLOCK_SIZE_BYTES } from './constants.js';
+import { BLOCK_SIZE_BYTES, FLATTEN_CHUNK_BLOCKS } from './constants.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
-import { ChecksumError, PoolFull, VolumeNotFound } from './errors.js';
+import { ChecksumError, PoolFull, VolumeNotFound, assert, fail } from './errors.js';
 import { blockChecksum } from './checksum.js';
 
-const FLATTEN_CHUNK_BLOCKS = 256;
-
 export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgress?: (fraction: number) => void): Promise<void> {
+  assert(rec.sizeBytes % BLOCK_SIZE_BYTES === 0, 'a volume of whole blocks');
   if (rec.flattenCursor === 0) {
     await core.mutate(async () => { assertFlattenable(core, rec); rec.flattenCursor = 1; await core.catalog.save(rec); });
     await core.commit();
@@ -19,6 +18,8 @@ export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgre
     const cursor = rec.flattenCursor - 1;
     if (cursor >= totalBlocks) break;
     const end = Math.min(totalBlocks, cursor + FLATTEN_CHUNK_BLOCKS);
+    // The cursor only moves forward, so the loop ends (a resumed flatten starts where it stopped).
+    if (!(cursor >= 0 && end > cursor)) fail(`flatten step [${cursor}, ${end}) of ${rec.name}`);
     await core.mutate(() => { assertFlattenable(core, rec); return flattenChunk(core, rec, cursor, end); });
     onProgress?.(end / totalBlocks);
   }
@@ -35,11 +36,13 @@ export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgre
 
 /** A flatten (possibly resumed in the background) stops when its volume is deleted meanwhile. */
 function assertFlattenable(core: PoolCore, rec: CatalogRecord): void {
+  core.assertHeld(); // checked and acted on in one lock hold
   if (core.catalog.byId.get(rec.id) !== rec || (rec.flags & FLAG_DELETED) !== 0) throw new VolumeNotFound(rec.name);
 }
 
 /** Under the lock: unshare the path (identity edit), then copy every block still counted twice. */
 async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, end: number): Promise<void> {
+  core.assertHeld();
   const entries = await core.trees.lookup(rec.root, start, end);
   // At most every mapped block of the chunk is copied: make sure they fit before changing anything,
   // so a full pool fails the flatten cleanly (it resumes from the cursor later).
@@ -72,6 +75,8 @@ async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, e
       }
     }
   }
+  // (No assertion that the cursor is still start + 1: a second flatten of the same volume, one resumed
+  // at open and one asked for, may have done this step already; redoing it changes nothing.)
   rec.flattenCursor = end + 1;
   await core.catalog.save(rec);
 }

@@ -3,7 +3,7 @@
 // The engine locates each 4 KiB block in the list and hands the device iovecs, one per stretch of
 // blocks that is contiguous in memory.
 import { BLOCK_SIZE_BYTES } from './constants.js';
-import { assert } from './errors.js';
+import { assert, fail } from './errors.js';
 
 /** One buffer, or buffers whose concatenation is the payload. */
 export type WriteData = Buffer | readonly Buffer[];
@@ -59,7 +59,9 @@ export class PayloadBlocks {
   get count(): number { return this.bufs.length; }
 
   /** Block i as a view (for tests and rare paths). */
-  block(i: number): Buffer { return this.bufs[i]!.subarray(this.offs[i]!, this.offs[i]! + BLOCK_SIZE_BYTES); }
+  block(i: number): Buffer {
+    if (!(i >= 0 && i < this.bufs.length)) fail(`payload block ${i} of ${this.bufs.length}`);
+    return this.bufs[i]!.subarray(this.offs[i]!, this.offs[i]! + BLOCK_SIZE_BYTES); }
 
   /** Whether block i is all zeros. Most data has a non-zero first or last byte: only the rest is compared whole. */
   isZero(i: number): boolean {
@@ -69,6 +71,7 @@ export class PayloadBlocks {
 
   /** Blocks [from, to) as few buffers as possible (an iovec per stretch that is contiguous in memory). */
   pieces(from: number, to: number): Buffer[] {
+    assert(from >= 0 && from < to && to <= this.bufs.length, 'pieces of the payload\'s blocks');
     const out: Buffer[] = [];
     let i = from;
     while (i < to) {

@@ -4,7 +4,11 @@
 // pool size. Every change takes a range of blocks: a 1 MiB write's blocks pass through four flag
 // changes, and one tight loop per page costs a fraction of 256 calls that each find their page
 // (with per-block calls the space map was ~11 % of the event loop under 1 MiB writes, now ~3 %; perf).
-import { fail } from './errors.js';
+import { assert, fail } from './errors.js';
+
+// Flags change from both locked and lock-free code (tryReserveSync, unreserve after a write,
+// releaseQuarantine when a read ends): each change runs to completion without awaiting, so no other
+// change can interleave; these methods therefore assert their ranges, not the metadata lock.
 
 export const RESERVED = 1;
 export const PENDING_FREE = 2;
@@ -19,7 +23,9 @@ export class HeldBlocks {
   pendingFree = 0;
   quarantined = 0;
 
-  constructor(private readonly blocksPerPage: number) {}
+  constructor(private readonly blocksPerPage: number) {
+    assert(Number.isSafeInteger(blocksPerPage) && blocksPerPage > 0, 'flag pages of some blocks');
+  }
 
   flags(block: number): number {
     const page = this.pages.get(Math.floor(block / this.blocksPerPage));
@@ -33,6 +39,7 @@ export class HeldBlocks {
 
   /** Sets `flag` on every block of [from, to); a block that already has it is a broken invariant. */
   addRange(from: number, to: number, flag: number): void {
+    if (!(from >= 0 && from < to)) fail(`flag ${flag} set on blocks [${from}, ${to})`);
     // One block (a free of one extent block after random writes): no page walk and no closure.
     if (to === from + 1) {
       const index = Math.floor(from / this.blocksPerPage);
@@ -45,6 +52,7 @@ export class HeldBlocks {
 
   /** Sets `flag` on blocks [lo, hi) of `page` (whose first block is `base`). */
   private setIn(page: FlagPage, lo: number, hi: number, base: number, flag: number): void {
+    assert(lo < hi && hi <= this.blocksPerPage, 'a flag range inside its page');
     const flags = page.flags;
     let nonZero = page.nonZero;
     for (let i = lo; i < hi; i++) {
@@ -59,6 +67,7 @@ export class HeldBlocks {
 
   /** Clears `flag` on the blocks of [from, to) that have it; returns how many did. */
   removeRange(from: number, to: number, flag: number): number {
+    assert(from >= 0 && from <= to, 'flags cleared over a forward range');
     let removed = 0;
     this.eachPage(from, to, false, (page, lo, hi, _base, index) => {
       const flags = page.flags;
@@ -84,6 +93,7 @@ export class HeldBlocks {
    * block of the range that left `oldFlag` earlier and was flagged again by someone else.
    */
   moveRange(from: number, to: number, oldFlag: number, newFlag: number, out: number[]): void {
+    assert(oldFlag !== newFlag && from <= to, 'a move between two flags over a forward range');
     this.eachPage(from, to, false, (page, lo, hi, base) => {
       const flags = page.flags;
       let moved = 0, runStart = -1;
@@ -110,6 +120,7 @@ export class HeldBlocks {
    * live tree, so a reference to it is a broken invariant.
    */
   claimRange(from: number, to: number): void {
+    assert(from >= 0 && from < to, 'a claimed range of blocks');
     this.eachPage(from, to, false, (page, lo, hi, base, index) => {
       const flags = page.flags;
       let reserved = 0, pending = 0, emptied = 0;
@@ -135,6 +146,7 @@ export class HeldBlocks {
    */
   private eachPage(from: number, to: number, create: boolean,
     visit: (page: FlagPage, lo: number, hi: number, base: number, index: number) => void): void {
+    assert(from <= to, 'a page walk over a forward range');
     for (let block = from; block < to;) {
       const index = Math.floor(block / this.blocksPerPage);
       const base = index * this.blocksPerPage;
@@ -146,6 +158,7 @@ export class HeldBlocks {
   }
 
   private newPage(index: number): FlagPage {
+    assert(!this.pages.has(index), 'a flag page is made once');
     const page = { flags: new Uint8Array(this.blocksPerPage), nonZero: 0 };
     this.pages.set(index, page);
     return page;
@@ -153,6 +166,7 @@ export class HeldBlocks {
 
   /** Drops a page once none of its blocks is held. */
   private settle(index: number, page: FlagPage, emptied: number): void {
+    assert(emptied >= 0 && emptied <= page.nonZero, 'a page empties only blocks it counted');
     page.nonZero -= emptied;
     if (page.nonZero === 0) this.pages.delete(index);
   }
@@ -161,11 +175,14 @@ export class HeldBlocks {
     if (flag === RESERVED) this.reserved += delta;
     else if (flag === PENDING_FREE) this.pendingFree += delta;
     else this.quarantined += delta;
+    // The totals feed availableBlocks: one below zero would hand out blocks that are not free.
+    if (this.reserved < 0 || this.pendingFree < 0 || this.quarantined < 0) fail(`held block totals ${this.reserved}/${this.pendingFree}/${this.quarantined}`);
   }
 }
 
 /** Appends the run (first, length) to flat pairs, extending the last run when it ends at `first`. */
 export function pushRun(runs: number[], first: number, length: number): void {
+  assert(length > 0 && first >= 0, 'a run of blocks');
   const n = runs.length;
   if (n > 0 && runs[n - 2]! + runs[n - 1]! === first) runs[n - 1] = runs[n - 1]! + length;
   else runs.push(first, length);

@@ -4,7 +4,7 @@
 // leaf, held twice its budget. Here a leaf is five arrays of fixed capacity over one 7.6 KB buffer,
 // and an extent's checksums sit right after the previous extent's, in order.
 import { EXTENT_BLOCKS_MAX, LEAF_ENTRY_FIXED_BYTES, META_PAYLOAD_BYTES } from './constants.js';
-import { assert } from './errors.js';
+import { assert, fail } from './errors.js';
 import type { LeafEntry } from './format.js';
 
 /** Extents a full leaf block can hold (each has at least one checksum). */
@@ -25,6 +25,7 @@ export class LeafExtents {
   crcs: Uint32Array;
 
   constructor(extents = LEAF_EXTENTS_MAX, crcs = LEAF_CRCS_MAX) {
+    assert(extents > 0 && crcs >= extents, 'a leaf has room for an extent and its checksums');
     // One backing store for the five arrays (widest elements first, for alignment): each store of
     // its own is a malloc and an object V8's collector tracks, five per cached leaf.
     const store = new ArrayBuffer(16 * extents + 4 * extents + 4 * crcs + extents);
@@ -49,6 +50,8 @@ export class LeafExtents {
 
   /** A copy of extent i's part [from, to) (inside it) as an entry of its own. */
   entry(i: number, from = this.lbas[i]!, to = this.end(i)): LeafEntry {
+    // A part of extent i: asked outside it, the checksums below would be another extent's.
+    if (!(i < this.count && from >= this.lbas[i]! && from < to && to <= this.end(i))) fail(`part [${from}, ${to}) of leaf extent ${i}`);
     const skip = from - this.lbas[i]!;
     const c = this.crcAt[i]! + skip;
     return { lba: from, pba: this.pbas[i]! + skip, lengthBlocks: to - from, crcs: this.crcs.slice(c, c + to - from) };
@@ -73,6 +76,7 @@ export class LeafExtents {
 
   /** Copies of the extents overlapping [start, end), clipped, appended to `out` up to `limit` in all. */
   collect(start: number, end: number, out: LeafEntry[], limit = Infinity): void {
+    assert(start < end, 'extents collected over a range');
     for (let i = this.firstEndingAfter(start); i < this.count; i++) {
       const lba = this.lbas[i]!;
       if (lba >= end || out.length >= limit) break;
@@ -115,6 +119,7 @@ export class LeafExtents {
    * returns the number of merges. Their checksums are adjacent already, so only the index moves.
    */
   mergeAround(from: number, to: number): number {
+    assert(to < this.count + 1 && from >= -1, 'merge window around an edit of this leaf');
     let merges = 0;
     let i = Math.max(0, from);
     while (i < to && i + 1 < this.count) {
@@ -139,6 +144,7 @@ export class LeafExtents {
 
   /** A copy of extents [from, to) as a leaf of its own, with capacity for a full block or the one asked. */
   copyRange(from = 0, to = this.count, extents = LEAF_EXTENTS_MAX, crcs = LEAF_CRCS_MAX): LeafExtents {
+    assert(from >= 0 && from <= to && to <= this.count, 'a copy of extents inside the leaf');
     const c0 = this.crcEnd(from), c1 = this.crcEnd(to);
     const out = new LeafExtents(Math.max(extents, to - from), Math.max(crcs, c1 - c0));
     out.lbas.set(this.lbas.subarray(from, to));
@@ -166,6 +172,7 @@ export class LeafExtents {
 
   /** Grows the arrays (past a block's capacity) for an edit that overfills the leaf before it splits. */
   private reserve(count: number, crcUsed: number): void {
+    assert(count >= 0 && crcUsed >= count, 'a leaf of extents with a checksum each at least');
     if (count <= this.lbas.length && crcUsed <= this.crcs.length) return;
     const extents = count > this.lbas.length ? Math.max(count, 2 * this.lbas.length) : this.lbas.length;
     const crcs = crcUsed > this.crcs.length ? Math.max(crcUsed, 2 * this.crcs.length) : this.crcs.length;
@@ -174,6 +181,7 @@ export class LeafExtents {
 
   /** Takes over the arrays of `other` (a copy of this leaf's extents in arrays of another size). */
   private adopt(other: LeafExtents): void {
+    assert(other.count === this.count && other.crcUsed === this.crcUsed, 'adopting a copy of the same extents');
     this.lbas = other.lbas; this.pbas = other.pbas; this.lens = other.lens; this.crcAt = other.crcAt; this.crcs = other.crcs;
   }
 

@@ -1,6 +1,6 @@
 // Name rules for volumes and snapshots, and parsing of "VOL@SNAP" references.
 import { NAME_BYTES_MAX } from './constants.js';
-import { InvalidName, InvalidSize } from './errors.js';
+import { InvalidName, InvalidSize, assert } from './errors.js';
 import { BLOCK_SIZE_BYTES } from './types.js';
 import { VOLUME_BYTES_MAX } from './constants.js';
 
@@ -10,12 +10,15 @@ export function validateName(name: string, what: string): void {
   if (typeof name !== 'string' || name.length === 0) throw new InvalidName(String(name), `${what} name is empty`);
   if (Buffer.byteLength(name) > NAME_BYTES_MAX) throw new InvalidName(name, `${what} name longer than ${NAME_BYTES_MAX} bytes`);
   if (!NAME_RE.test(name)) throw new InvalidName(name, `${what} name must start with a letter or digit and hold only letters, digits and . _ : + -`);
+  // The catalog splits VOLUME@SNAPSHOT at the first '@': a valid name never holds one.
+  assert(!name.includes('@'), 'a valid name holds no @');
 }
 
 export function parseRef(ref: string): { volume: string; snapshot: string | null } {
   if (typeof ref !== 'string') throw new InvalidName(String(ref), 'not a string');
   const at = ref.indexOf('@');
   if (at < 0) return { volume: ref, snapshot: null };
+  assert(at < ref.length, 'the @ is inside the reference');
   return { volume: ref.slice(0, at), snapshot: ref.slice(at + 1) };
 }
 
@@ -23,4 +26,5 @@ export function validateSize(sizeBytes: number): void {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new InvalidSize(`size must be a positive integer number of bytes, got ${sizeBytes}`);
   if (sizeBytes % BLOCK_SIZE_BYTES !== 0) throw new InvalidSize(`size must be a multiple of ${BLOCK_SIZE_BYTES} bytes, got ${sizeBytes}`);
   if (sizeBytes > VOLUME_BYTES_MAX) throw new InvalidSize(`size ${sizeBytes} exceeds the maximum volume size of ${VOLUME_BYTES_MAX} bytes`);
+  assert(sizeBytes / BLOCK_SIZE_BYTES <= VOLUME_BYTES_MAX / BLOCK_SIZE_BYTES, 'a valid size is at most the volume bound in blocks');
 }

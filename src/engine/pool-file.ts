@@ -33,7 +33,7 @@ export async function createPoolFile(path: string, sizeBytes: number, opts: Pool
   // `path` that the next start would take for a damaged pool (a stale temporary is ours to replace).
   if (await exists(path)) throw new InvalidArgument(`${path} exists already (EEXIST): no new pool goes over it`);
   const temporary = `${path}.preallocating`;
-  await unlink(temporary).catch(() => undefined);
+  await unlink(temporary).catch(() => undefined); // absent, the usual case; otherwise create() below reports the cause
   const engine = await engineOn(await FileDevice.create(temporary, sizeBlocks, true), (device) => createPool(device, opts));
   try {
     await link(temporary, path); // fails, rather than replacing it, if a pool appeared at `path` meanwhile
@@ -41,7 +41,7 @@ export async function createPoolFile(path: string, sizeBytes: number, opts: Pool
     await syncDirectory(dirname(path));
   } catch (err) {
     await engine.close();
-    await unlink(temporary).catch(() => undefined);
+    await unlink(temporary).catch(() => undefined); // the error thrown is the cause; the next create removes a stale temporary
     throw err;
   }
   return engine;

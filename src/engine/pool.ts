@@ -4,7 +4,8 @@
 import { randomUUID } from 'node:crypto';
 import {
   BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_ENCODE_YIELD_BLOCKS, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FREES_EARLY_COMMIT_BLOCKS, FREES_HELD_BLOCKS_MAX, FREES_PER_DIRTY_NODE_MIN, FIRST_FREE_BLOCK,
-  FORMAT_VERSION, FORMAT_VERSION_UNMIRRORED, POOL_BLOCKS_MIN, SUPERBLOCK_MIRROR_SLOTS, dirtyObjectsMax, metaReserveBlocks,
+  FORMAT_VERSION, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MIRROR_SLOTS, dirtyObjectsMax, metaReserveBlocks, POOL_BLOCKS_MIN, POOL_BLOCKS_MAX,
+  COMMIT_RUN_BLOCKS_MAX, COMMIT_WRITES_IN_FLIGHT_MAX, FREES_EARLY_COMMIT_BLOCKS_MIN, FREES_AVAILABLE_DIVISOR,
 } from './constants.js';
 import type { Device } from './device/device.js';
 import { MetaStore, type CommitBlock } from './meta-store.js';
@@ -22,7 +23,8 @@ import { CairnEngine } from './engine.js';
 import { checkDevice } from './check.js';
 
 export class PoolCore {
-  readonly mutex = new Mutex();
+  /** The metadata lock (the store's, so every module that changes metadata can assert it). */
+  readonly mutex: Mutex;
   readonly trees: Trees;
   readonly blockWriter: BlockWriter;
   /** Data writes between their start and the switch of their mapping (for write batching). */
@@ -55,6 +57,8 @@ export class PoolCore {
     public sb: Superblock,
     opts: PoolOptions,
   ) {
+    assert(store.totalBlocks === sb.totalBlocks && space.totalBlocks === sb.totalBlocks, 'store, space map and superblock agree on the pool size');
+    this.mutex = store.mutex;
     this.trees = new Trees(store, space);
     this.blockWriter = new BlockWriter(device, () => this.writersActive);
     this.nowMs = opts.nowMs ?? Date.now;
@@ -68,7 +72,8 @@ export class PoolCore {
 
   static async create(device: Device, opts: PoolOptions = {}): Promise<PoolCore> {
     const totalBlocks = device.sizeBlocks;
-    if (totalBlocks < POOL_BLOCKS_MIN) throw new CairnError('invalid_size', `pool needs at least 1 MiB, device has ${totalBlocks} blocks`);
+    if (totalBlocks < POOL_BLOCKS_MIN) throw new CairnError('invalid_size', `pool needs at least ${POOL_BLOCKS_MIN} blocks (1 MiB), device has ${totalBlocks} blocks`);
+    if (totalBlocks > POOL_BLOCKS_MAX) throw new CairnError('invalid_size', `pool may have at most ${POOL_BLOCKS_MAX} blocks, device has ${totalBlocks} blocks`);
     // Every slot zeroed (made durable by the commit's first flush): a device that held another pool
     // must not leave a copy of it behind for recovery to find.
     await device.write(0, Buffer.alloc(BLOCK_SIZE_BYTES * FIRST_FREE_BLOCK));
@@ -95,6 +100,9 @@ export class PoolCore {
     const log = opts.log ?? (() => undefined);
     const recovery = await recoverSuperblock(device);
     const sb = PoolCore.chooseSuperblock(recovery, opts.rewind === true, log);
+    // The superblock passed its checksum: the pool it describes starts past the superblocks.
+    if (!(sb.spaceRoot === 0 || (sb.spaceRoot >= FIRST_FREE_BLOCK && sb.spaceRoot < sb.totalBlocks))) throw new PoolCorrupt(`superblock names space map root ${sb.spaceRoot} outside the pool`);
+    if (!(sb.catalogRoot === 0 || (sb.catalogRoot >= FIRST_FREE_BLOCK && sb.catalogRoot < sb.totalBlocks))) throw new PoolCorrupt(`superblock names catalog root ${sb.catalogRoot} outside the pool`);
     if (sb.totalBlocks > device.sizeBlocks) throw new PoolCorrupt(`pool claims ${sb.totalBlocks} blocks, device has ${device.sizeBlocks}`);
     const core = await PoolCore.assemble(device, sb, opts);
     await core.catalog.load();
@@ -151,7 +159,12 @@ export class PoolCore {
   }
 
   private static async assemble(device: Device, sb: Superblock, opts: PoolOptions): Promise<PoolCore> {
+    assert(sb.totalBlocks <= device.sizeBlocks, 'the pool fits its device (checked by create and open)');
+    if (!(sb.totalBlocks >= POOL_BLOCKS_MIN && sb.totalBlocks <= POOL_BLOCKS_MAX)) {
+      throw new PoolCorrupt(`superblock claims ${sb.totalBlocks} blocks, outside [${POOL_BLOCKS_MIN}, ${POOL_BLOCKS_MAX}]`);
+    }
     const store = new MetaStore(device, sb.generation + 1, opts.cacheBytesMax ?? CACHE_BYTES_DEFAULT);
+    store.totalBlocks = sb.totalBlocks;
     const space = new SpaceMap(store, sb.spaceRoot, sb.totalBlocks, metaReserveBlocks(sb.totalBlocks));
     await space.init();
     const catalog = new Catalog(store, sb.catalogRoot, sb.catalogSlots, (old) => space.decref(old));
@@ -162,6 +175,7 @@ export class PoolCore {
     if (this.closed) return;
     if (!this.poisoned) await this.flush();
     await this.mutex.run(async () => {
+      this.assertHeld();
       this.closed = true;
       this.cancelCommitTimer();
     });
@@ -180,21 +194,30 @@ export class PoolCore {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
-  emit(event: TargetEvent): void { for (const l of this.listeners) l(event); }
+  emit(event: TargetEvent): void {
+    assert(event.id > 0, 'an event names its target');
+    for (const l of this.listeners) l(event);
+  }
 
   beginRead(): number {
     const epoch = this.readEpoch;
+    assert(Number.isSafeInteger(epoch) && epoch >= 0, 'read epochs count commits');
     this.activeReads.set(epoch, (this.activeReads.get(epoch) ?? 0) + 1);
     return epoch;
   }
   endRead(epoch: number): void {
-    const n = this.activeReads.get(epoch)! - 1;
+    const count = this.activeReads.get(epoch);
+    // Each beginRead has one endRead: an unmatched one would release blocks a read still uses.
+    if (count === undefined || count < 1) fail(`read of epoch ${epoch} ended without beginning`);
+    const n = count - 1;
     if (n === 0) this.activeReads.delete(epoch); else this.activeReads.set(epoch, n);
     this.space.releaseQuarantine(this.oldestReadEpoch());
   }
   private oldestReadEpoch(): number {
     let oldest = Infinity;
     for (const e of this.activeReads.keys()) oldest = Math.min(oldest, e);
+    // A read begun at a later epoch than the current one would release frees before their commit.
+    if (oldest !== Infinity && oldest > this.readEpoch) fail(`a read of epoch ${oldest} is ahead of epoch ${this.readEpoch}`);
     return oldest;
   }
 
@@ -233,7 +256,8 @@ export class PoolCore {
     const changesBefore = this.store.changes;
     let result: T | undefined;
     try {
-      result = fn();
+      // Held for fn's synchronous run: nothing can interleave, and the modules' assertHeld() pass.
+      result = this.mutex.runNow(fn);
     } catch (err) {
       this.poisonIfChanged(err, changesBefore);
       throw err;
@@ -250,6 +274,7 @@ export class PoolCore {
    * durable state is intact; reopening the pool recovers it.
    */
   private poisonIfChanged(err: unknown, changesBefore: number): void {
+    assert(this.store.changes >= changesBefore, 'the change counter only grows');
     if (err instanceof AssertionError || this.store.changes !== changesBefore) {
       this.poisoned = err instanceof Error ? err : new Error(String(err));
       this.log('engine_stopped', { message: this.poisoned.message });
@@ -257,6 +282,8 @@ export class PoolCore {
   }
 
   private afterMutation(): void {
+    // Runs after the lock is released (mutate) or after the synchronous run (mutateNow).
+    assert(!this.mutex.held, 'after a mutation the lock is released');
     // Commit early when dirty metadata passes its bound, or when blocks freed by overwrites (reusable
     // only after a commit) grow past a quarter of what is still free, or past 128 MiB when they are
     // cheap to release: many frees per dirty node means large overwrites, and releasing their blocks
@@ -265,19 +292,30 @@ export class PoolCore {
     // rewrote so many leaves that IOPS fell by a quarter (measured), so they wait for the quarter.
     const frees = this.space.pendingFreeBlocks;
     // The absolute bound keeps the list of held frees (8 bytes each) small in a huge pool.
-    const freesHeld = frees > Math.max(64, Math.min(FREES_HELD_BLOCKS_MAX, this.space.availableBlocks / 4)) ||
+    const freesHeld = frees > Math.max(FREES_EARLY_COMMIT_BLOCKS_MIN, Math.min(FREES_HELD_BLOCKS_MAX, this.space.availableBlocks / FREES_AVAILABLE_DIVISOR)) ||
       (frees >= FREES_EARLY_COMMIT_BLOCKS && frees >= FREES_PER_DIRTY_NODE_MIN * this.store.dirty.size);
-    if (this.store.dirty.size >= this.dirtyMax || freesHeld) void this.commit().catch(() => undefined);
+    if (this.store.dirty.size >= this.dirtyMax || freesHeld) this.commitInBackground();
     else if (this.commitIntervalMs > 0 && !this.commitTimer && this.store.dirty.size > 0 && !this.closed) {
       this.commitTimer = setTimeout(() => {
         this.commitTimer = null;
-        void this.commit().catch(() => undefined);
+        this.commitInBackground();
       }, this.commitIntervalMs);
       this.commitTimer.unref();
     }
   }
 
+  /**
+   * A commit nobody awaits. commitNow logs every failure of a commit it started ('commit_failed') and
+   * stops the pool, so the next request fails with the cause; a commit refused because the pool had
+   * already stopped was logged when it stopped ('engine_stopped' or 'commit_failed'). Logging here too
+   * would say the same thing twice.
+   */
+  private commitInBackground(): void {
+    void this.commit().catch(() => undefined);
+  }
+
   private cancelCommitTimer(): void {
+    assert(this.commitIntervalMs >= 0, 'a commit interval');
     if (this.commitTimer) clearTimeout(this.commitTimer);
     this.commitTimer = null;
   }
@@ -285,13 +323,17 @@ export class PoolCore {
   /** Every write completed before this call is durable when it resolves (group commit). */
   flush(): Promise<void> {
     this.ensureUsable();
+    assert(this.durableGeneration <= this.store.txn, 'the durable generation is not ahead of the open one');
     return this.commit();
   }
 
   commit(): Promise<void> {
     if (this.queuedCommit) return this.queuedCommit;
+    assert(this.durableGeneration < this.store.txn, 'the open transaction follows the last durable one');
     const run = this.commitChain.then(() => this.commitNow());
     this.queuedCommit = run;
+    // The chain only orders commits: this one's failure reaches its callers through `run`, and was
+    // logged by commitNow; the next commit must still wait for it, whatever its outcome.
     this.commitChain = run.catch(() => undefined);
     return run;
   }
@@ -303,6 +345,7 @@ export class PoolCore {
     }
     const started = Date.now();
     const release = await this.mutex.lock();
+    this.assertHeld();
     // Until now this commit would still take every write completed so far, so commit() callers
     // joined it. While it waited for the lock, the writes that had raced past the dirty bound in the
     // same tick each asked for a commit: when the queue was released before the wait, the second of
@@ -343,6 +386,7 @@ export class PoolCore {
       this.sb = sb;
     } catch (err) {
       this.poisoned = err instanceof Error ? err : new Error(String(err));
+      this.log('commit_failed', { generation: this.store.txn, phase: 'prepare', error: this.poisoned.message });
       throw err;
     } finally {
       release();
@@ -390,9 +434,10 @@ export class PoolCore {
   private async writeCoalesced(writes: CommitBlock[], generation: number): Promise<void> {
     let i = 0, encodedSinceYield = 0;
     const pending: Promise<void>[] = [];
+    const limits = this.store.writeLimits();
     while (i < writes.length) {
       let j = i + 1;
-      while (j < writes.length && writes[j]!.block === writes[j - 1]!.block + 1 && j - i < 256) j++;
+      while (j < writes.length && writes[j]!.block === writes[j - 1]!.block + 1 && j - i < COMMIT_RUN_BLOCKS_MAX) j++;
       const run = Buffer.allocUnsafe((j - i) * BLOCK_SIZE_BYTES);
       for (let k = i; k < j; k++) {
         const { block, obj, encoded } = writes[k]!;
@@ -400,12 +445,12 @@ export class PoolCore {
         if (encoded) { encoded.copy(at); continue; }
         // A node re-dirtied in place by a later transaction would carry that transaction's number.
         if (obj.txn !== generation || obj.block !== block) fail(`metadata block ${block} changed after its commit took it`);
-        encodeMetaInto(obj, at);
+        encodeMetaInto(obj, at, limits);
         encodedSinceYield++;
       }
       pending.push(this.device.write(writes[i]!.block, run));
       i = j;
-      if (pending.length >= 16) await Promise.all(pending.splice(0));
+      if (pending.length >= COMMIT_WRITES_IN_FLIGHT_MAX) await Promise.all(pending.splice(0));
       if (encodedSinceYield >= COMMIT_ENCODE_YIELD_BLOCKS) {
         encodedSinceYield = 0;
         await new Promise((resolve) => setImmediate(resolve));
@@ -430,6 +475,8 @@ export class PoolCore {
       if (totalBlocks === current) return;
       await this.space.grow(totalBlocks, metaReserveBlocks(totalBlocks));
       this.sb = { ...this.sb, totalBlocks };
+      // Reads validate every block number against the pool's size: the new blocks are now inside it.
+      this.store.totalBlocks = totalBlocks;
       this.dirtyMax = dirtyObjectsMax(totalBlocks);
       this.log('pool_grown', { fromBlocks: current, toBlocks: totalBlocks });
     });
@@ -440,7 +487,10 @@ export class PoolCore {
 
   /** Queues one reference to a tree root for freeing (in the catalog, so it survives a crash). */
   async dropTree(root: number): Promise<void> {
+    this.assertHeld();
     if (root === 0) return;
+    // A root is a tree node: inside the pool, past the superblocks (a catalog record passed its validator).
+    if (!(root >= FIRST_FREE_BLOCK && root < this.sb.totalBlocks)) fail(`dropping tree root ${root} outside the pool`);
     await this.catalog.add({
       kind: RecordKind.DeadNode, flags: 0, id: 0, root, sizeBytes: 0, mappedBlocks: 0, createdMs: 0,
       parentId: 0, originSnapId: 0, flattenCursor: 0, seq: 0, name: '',
@@ -449,6 +499,8 @@ export class PoolCore {
 
   /** Frees up to `nodesMax` queued nodes; returns how many remain. Call under the lock. */
   async freeSomeNodes(nodesMax: number): Promise<number> {
+    this.assertHeld();
+    assert(nodesMax > 0, 'a delete step frees at least one node');
     let done = 0;
     while (done < nodesMax && this.catalog.deadNodes.length > 0) {
       const rec: CatalogRecord = this.catalog.deadNodes[this.catalog.deadNodes.length - 1]!;
@@ -474,13 +526,15 @@ export class PoolCore {
 
   /** Frees every queued node now (tests, close). */
   async drainDeletes(): Promise<void> {
+    this.ensureUsable();
     while (this.catalog.deadNodes.length > 0) {
       await this.mutate(() => this.freeSomeNodes(DELETE_NODES_PER_STEP));
       await this.commit();
     }
   }
 
-  assertLocked(): void { assert(!this.closed, 'pool open'); }
+  /** Fails unless the metadata lock is held (by a mutation, a commit's first phase, or mutateNow). */
+  assertHeld(): void { this.mutex.assertHeld(); }
 }
 
 // ---- device-level entry points (files: pool-file.ts) ----

@@ -2,7 +2,7 @@
 // entries also carry a per-subtree free-record count (so free space is found without scanning).
 // Used for the space map (reference counts) and the catalog. Pages and radix nodes are never shared;
 // a dirtied one gets a new location at commit (assignLocations), so nothing durable is overwritten.
-import { RADIX_FANOUT } from './constants.js';
+import { RADIX_DEPTH_MAX, RADIX_FANOUT, radixDepth } from './constants.js';
 import { MetaType, radixOf, type RadixNode, type CountPage, type CatalogPage, type MetaObject } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { assert, fail } from './errors.js';
@@ -28,12 +28,16 @@ export class RadixArray<P extends Page> {
     /** Called when an existing object's old location stops being referenced (space-map decref). */
     private readonly releaseOld: (block: number) => Promise<void>,
   ) {
+    assert(Number.isSafeInteger(totalRecords) && totalRecords > 0 && recordsPerPage > 0, 'a radix array holds records');
     this.pagesCapacity = Math.ceil(totalRecords / recordsPerPage);
     this.depth = radixDepth(this.pagesCapacity);
+    // Every descent below walks exactly `depth` levels; the bound keeps them few whatever the pool.
+    assert(this.depth <= RADIX_DEPTH_MAX, 'radix depth within RADIX_DEPTH_MAX');
   }
 
   /** Records covered by child `i` of a node at `level` whose first page is `firstPage` (in an array of `totalRecords`). */
   private childRecords(level: number, firstPage: number, i: number, totalRecords = this.totalRecords): number {
+    assert(level >= 1 && i >= 0 && i < RADIX_FANOUT, 'a child of a radix level');
     const spanPages = RADIX_FANOUT ** (level - 1);
     const firstRecord = (firstPage + i * spanPages) * this.recordsPerPage;
     return Math.max(0, Math.min(spanPages * this.recordsPerPage, totalRecords - firstRecord));
@@ -84,12 +88,14 @@ export class RadixArray<P extends Page> {
   }
 
   private emptyRadix(level: number, firstPage: number): DirtyRadix {
+    assert(level >= 1 && level <= this.depth && firstPage < this.pagesCapacity, 'an empty radix node inside the array');
     const ptrs = new Float64Array(RADIX_FANOUT), free = new Float64Array(RADIX_FANOUT);
     for (let i = 0; i < RADIX_FANOUT; i++) free[i] = this.childRecords(level, firstPage, i);
     return radixOf(0, 0, ptrs, free);
   }
 
   private async loadRoot(forWrite: boolean): Promise<DirtyRadix | null> {
+    if (forWrite) this.store.assertHeld();
     if (this.root && (this.store.isDirty(this.root) || !forWrite)) return this.root;
     let node: DirtyRadix | null = this.root;
     if (!node && this.rootBlock !== 0) node = await this.store.load<RadixNode>(this.rootBlock, MetaType.Radix);
@@ -112,6 +118,7 @@ export class RadixArray<P extends Page> {
   /** The page holding `pageIndex`; with forWrite the whole path is dirty in this transaction. */
   async page(pageIndex: number, forWrite: boolean): Promise<P | null> {
     if (!(pageIndex >= 0 && pageIndex < this.pagesCapacity)) fail(`page index ${pageIndex} in range`);
+    if (forWrite) this.store.assertHeld();
     let node = await this.loadRoot(forWrite);
     if (!node) return null;
     let firstPage = 0;
@@ -141,7 +148,7 @@ export class RadixArray<P extends Page> {
       node = child as DirtyRadix;
       firstPage = childFirst;
     }
-    throw new Error('unreachable');
+    return fail('a radix descent ends at level 1');
   }
 
   /**
@@ -149,6 +156,7 @@ export class RadixArray<P extends Page> {
    * (all records free), undefined when finding out would need a read.
    */
   pageIfLoaded(pageIndex: number): P | null | undefined {
+    if (!(pageIndex >= 0 && pageIndex < this.pagesCapacity)) fail(`page index ${pageIndex} in range`);
     let node: DirtyRadix | null | undefined = this.root ?? (this.rootBlock === 0 ? null : this.store.peek(this.rootBlock) as DirtyRadix | undefined);
     if (node === null) return null;
     if (node === undefined) return undefined;
@@ -171,6 +179,7 @@ export class RadixArray<P extends Page> {
    * change needs no load and no shadowing): the synchronous fast path of page(i, true).
    */
   pageIfDirty(pageIndex: number): P | undefined {
+    if (!(pageIndex >= 0 && pageIndex < this.pagesCapacity)) fail(`page index ${pageIndex} in range`);
     let node: DirtyRadix | null = this.root;
     if (node === null || !this.store.isDirty(node)) return undefined;
     let firstPage = 0;
@@ -188,6 +197,7 @@ export class RadixArray<P extends Page> {
 
   /** Adjusts the free-record summary on the (dirty) path to `pageIndex`. */
   adjustFree(pageIndex: number, delta: number): void {
+    this.store.assertHeld();
     let node = this.root;
     assert(node !== null && this.store.isDirty(node), 'free summary adjusted on a dirty path');
     let firstPage = 0;
@@ -216,12 +226,14 @@ export class RadixArray<P extends Page> {
    * wholly free. Walks the summaries only.
    */
   async nextPageWithFree(fromPage: number): Promise<number> {
+    assert(fromPage >= 0, 'a search from a page');
     const root = await this.loadRoot(false);
     if (!root) return fromPage < this.pagesCapacity ? fromPage : -1;
     return this.searchFree(root, this.depth, 0, fromPage);
   }
 
   private async searchFree(node: DirtyRadix, level: number, firstPage: number, fromPage: number): Promise<number> {
+    assert(level >= 1 && level <= this.depth, 'a free-space search stays inside the array\'s levels');
     const spanPages = RADIX_FANOUT ** (level - 1);
     const start = Math.max(0, Math.floor((fromPage - firstPage) / spanPages));
     for (let i = start; i < RADIX_FANOUT; i++) {
@@ -240,6 +252,7 @@ export class RadixArray<P extends Page> {
 
   /** Dirty objects of this array that still need a location. */
   unlocated(): MetaObject[] {
+    this.store.assertHeld();
     const out: MetaObject[] = [];
     if (this.root) this.collectUnlocated(this.root, out);
     return out;
@@ -248,6 +261,7 @@ export class RadixArray<P extends Page> {
   // Recursion through methods, not closures made per call: a closure created at every commit was
   // compiled again by TurboFan at every commit (seen with --trace-opt).
   private collectUnlocated(node: DirtyRadix, out: MetaObject[]): void {
+    assert(node.type === MetaType.Radix, 'the walk descends radix nodes');
     if (!this.store.isDirty(node)) return;
     if (node.block === 0) out.push(node);
     for (const kid of node.kids ?? []) {
@@ -259,6 +273,7 @@ export class RadixArray<P extends Page> {
 
   /** After every dirty object has a location: write child locations into the parents. */
   fillPointers(): void {
+    this.store.assertHeld();
     if (this.root && this.store.isDirty(this.root)) {
       this.fillPointersBelow(this.root);
       assert(this.root.block >= 2, 'located root');
@@ -279,10 +294,12 @@ export class RadixArray<P extends Page> {
 
   /** Drops in-memory child links once committed; children stay reachable through ptrs and the cache. */
   afterCommit(): void {
+    this.store.assertHeld();
     if (this.root) this.dropKids(this.root);
   }
 
   private dropKids(node: DirtyRadix): void {
+    assert(node.type === MetaType.Radix, 'the walk descends radix nodes');
     if (!node.kids) return;
     for (const kid of node.kids) if (kid && kid.type === MetaType.Radix) this.dropKids(kid as DirtyRadix);
     node.kids = undefined;
@@ -290,12 +307,6 @@ export class RadixArray<P extends Page> {
 }
 
 /** Levels of a radix over `pages` pages: the fewest whose span holds them all (at least 1). */
-function radixDepth(pages: number): number {
-  let depth = 1;
-  while (RADIX_FANOUT ** depth < pages) depth++;
-  return depth;
-}
-
 function sumOf(values: Float64Array): number {
   let sum = 0;
   for (let i = 0; i < values.length; i++) sum += values[i]!;

@@ -1,31 +1,21 @@
 // The space map: a reference count per physical block (u32, paged through the metadata cache) and
 // the allocator. A block whose count drops to 0 is "pending free" until the commit that freed it is
 // durable and no read that might still use it is in flight; only then can it be handed out again.
-import { REFCOUNTS_PER_PAGE, FIRST_FREE_BLOCK } from './constants.js';
+import {
+  REFCOUNTS_PER_PAGE, FIRST_FREE_BLOCK, SYNC_RESERVE_PAGES_MAX, LARGE_RUN_BLOCKS, LARGE_SCAN_PAGES_MAX, META_ARENA_BLOCKS,
+  META_ARENA_HEADROOM_RUNS,
+} from './constants.js';
 import { MetaType, countPageOf, type CountPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
-import { assert, fail, PoolFull } from './errors.js';
+import { assert, fail, MetaBadStructure, PoolFull } from './errors.js';
 import { HeldBlocks, PENDING_FREE, QUARANTINED, RESERVED, pushRun } from './held-blocks.js';
 
 export interface Run { pba: number; lengthBlocks: number }
 
-/** Count pages the lock-free reservation path may scan (a full page costs a pass over its counts). */
-const SYNC_RESERVE_PAGES_MAX = 4;
-/**
- * A reservation of at least this many blocks (64 KiB) takes only free runs at least this long while
- * it finds them: after random overwrites, first fit handed a 1 MiB write ~75 runs of a few blocks, so
- * ~75 extents and ~75 device writes, and the next sequential pass ran at half speed (measured).
- */
-export const LARGE_RUN_BLOCKS = 16;
-/** Count pages the search for long runs may scan before large writes settle for first fit. */
-const LARGE_SCAN_PAGES_MAX = 32;
-/**
- * Metadata blocks are handed out from a reserved run of this many (1 MiB), so a commit's blocks sit
- * side by side and go out in a few large writes. Taken one by one from the cursor, they lay between
- * data blocks: a commit of ~3,000 blocks after random writes took 300-2,800 device writes (measured).
- */
-export const META_ARENA_BLOCKS = 256;
+// The allocator's bounds (SYNC_RESERVE_PAGES_MAX, LARGE_RUN_BLOCKS, LARGE_SCAN_PAGES_MAX,
+// META_ARENA_BLOCKS) live in constants.ts with their reasons; re-exported for the tests that use them.
+export { LARGE_RUN_BLOCKS, META_ARENA_BLOCKS };
 
 /**
  * Blocks freed by one transaction, reusable once it is durable and reads older than `readEpoch` end:
@@ -64,7 +54,14 @@ export class SpaceMap {
     );
   }
 
-  async init(): Promise<void> { this.freeCount = await this.array.freeTotal(); }
+  async init(): Promise<void> {
+    this.freeCount = await this.array.freeTotal();
+    // The summary is read from disk: a count above the pool is damage (its radix node's validator
+    // bounds each entry, not their sum).
+    if (!(this.freeCount >= 0 && this.freeCount <= this.totalBlocks)) {
+      throw new MetaBadStructure(this.array.rootBlock, 'space map: free blocks of the pool', `0..${this.totalBlocks}`, this.freeCount);
+    }
+  }
 
   /**
    * The pool grew to `totalBlocks` (the device holds them already): the new blocks are free and can
@@ -99,6 +96,7 @@ export class SpaceMap {
   isPendingFree(block: number): boolean { return (this.held.flags(block) & PENDING_FREE) !== 0; }
 
   async get(block: number): Promise<number> {
+    if (!(block >= 0 && block < this.totalBlocks)) fail(`count of block ${block} outside the pool`);
     const page = await this.array.page(Math.floor(block / REFCOUNTS_PER_PAGE), false);
     return page ? page.counts[block % REFCOUNTS_PER_PAGE]! : 0;
   }
@@ -112,6 +110,7 @@ export class SpaceMap {
 
   /** Adds `delta` to the counts of blocks [pba, pba+length). */
   async addRange(pba: number, lengthBlocks: number, delta: 1 | -1): Promise<void> {
+    this.store.assertHeld();
     if (this.tryAddRange(pba, lengthBlocks, delta)) return;
     let block = pba;
     const end = pba + lengthBlocks;
@@ -127,6 +126,7 @@ export class SpaceMap {
 
   /** Whether every count page of [pba, pba+length) is dirty in this transaction (tryAddRange would succeed). */
   rangeDirtyNow(pba: number, lengthBlocks: number): boolean {
+    if (!(lengthBlocks > 0 && pba >= 0 && pba + lengthBlocks <= this.totalBlocks)) fail(`count range [${pba}, ${pba + lengthBlocks}) inside the pool`);
     const lastPage = Math.floor((pba + lengthBlocks - 1) / REFCOUNTS_PER_PAGE);
     for (let i = Math.floor(pba / REFCOUNTS_PER_PAGE); i <= lastPage; i++) if (this.array.pageIfDirty(i) === undefined) return false;
     return true;
@@ -137,6 +137,7 @@ export class SpaceMap {
    * (the common case inside a write: hot pages). Returns false, having changed nothing, otherwise.
    */
   tryAddRange(pba: number, lengthBlocks: number, delta: 1 | -1): boolean {
+    this.store.assertHeld();
     if (!this.rangeDirtyNow(pba, lengthBlocks)) return false;
     this.addRangeDirty(pba, lengthBlocks, delta);
     return true;
@@ -144,6 +145,7 @@ export class SpaceMap {
 
   /** tryAddRange for a range the caller found dirty with rangeDirtyNow, in the same synchronous step. */
   addRangeDirty(pba: number, lengthBlocks: number, delta: 1 | -1): void {
+    this.store.assertHeld();
     this.store.changes++;
     const end = pba + lengthBlocks;
     for (let i = Math.floor(pba / REFCOUNTS_PER_PAGE), block = pba; block < end; i++) {
@@ -189,6 +191,7 @@ export class SpaceMap {
   }
 
   private crossZero(from: number, to: number, delta: 1 | -1): void {
+    assert(from < to, 'a run crossing zero is not empty');
     if (delta > 0) { this.held.claimRange(from, to); return; }
     this.held.addRange(from, to, PENDING_FREE);
     pushRun(this.pendingRuns, from, to - from);
@@ -202,6 +205,8 @@ export class SpaceMap {
    * may dip into the reserve kept for metadata; data may not.
    */
   async reserve(wanted: number, forMeta: boolean): Promise<Run[]> {
+    this.store.assertHeld();
+    assert(Number.isSafeInteger(wanted) && wanted > 0, 'a reservation of whole blocks');
     const floor = forMeta ? 0 : this.reserveBlocks;
     if (this.availableBlocks - wanted < floor) throw new PoolFull();
     const runs: Run[] = [];
@@ -254,6 +259,8 @@ export class SpaceMap {
    * from its own cursor, and falls back to first fit when the pages it may scan have none.
    */
   tryReserveSync(wanted: number): Run[] | null {
+    // No lock: this runs without awaiting, so nothing interleaves with it (see the comment above).
+    assert(Number.isSafeInteger(wanted) && wanted > 0, 'a reservation of whole blocks');
     if (this.availableBlocks - wanted < this.reserveBlocks) return null;
     if (wanted >= LARGE_RUN_BLOCKS) {
       const large = this.reserveLongRuns(wanted, LARGE_RUN_BLOCKS);
@@ -272,6 +279,7 @@ export class SpaceMap {
    * next search resumes where this one stopped, past a fragmented stretch instead of scanning it again.
    */
   private reserveLongRuns(wanted: number, minRun: number): Run[] | null {
+    assert(minRun >= 1 && minRun <= wanted, 'long runs no longer than the request');
     const found = this.scanRuns(Math.max(this.largeCursor, this.cursor, FIRST_FREE_BLOCK), wanted, minRun, LARGE_SCAN_PAGES_MAX);
     if (!found.runs) {
       this.largeCursor = found.end < this.totalBlocks ? found.end : this.cursor;
@@ -288,6 +296,7 @@ export class SpaceMap {
    * they hold fewer than `wanted` such blocks; `end` is where the scan stopped. Reserves nothing.
    */
   private scanRuns(from: number, wanted: number, minRun: number, pagesMax: number): { runs: Run[] | null; end: number } {
+    assert(from >= FIRST_FREE_BLOCK && wanted > 0 && pagesMax > 0, 'a bounded scan past the superblocks');
     const runs: Run[] = [];
     let got = 0, runStart = -1, block = from;
     // A run ends at a used or held block, at the last page scanned, or once it completes the request.
@@ -319,16 +328,20 @@ export class SpaceMap {
   }
 
   private markReserved(runs: Run[]): void {
+    assert(runs.length > 0, 'a reservation found blocks');
     for (const r of runs) this.held.addRange(r.pba, r.pba + r.lengthBlocks, RESERVED);
   }
 
   /** Releases what is left of reservations (blocks that got their data are no longer reserved). */
   unreserve(runs: Run[]): void {
+    // Without the lock: synchronous (see held-blocks.ts); only blocks inside the pool were reserved.
+    for (const r of runs) if (!(r.lengthBlocks > 0 && r.pba + r.lengthBlocks <= this.totalBlocks)) fail(`unreserving [${r.pba}, ${r.pba + r.lengthBlocks})`);
     for (const r of runs) this.held.removeRange(r.pba, r.pba + r.lengthBlocks, RESERVED);
   }
 
   /** One metadata block, counted at once: the next of the metadata run, or any free block. */
   async allocMeta(): Promise<number> {
+    this.store.assertHeld();
     if (this.metaArena.left === 0) {
       if (this.metaArenaSkip > 0) this.metaArenaSkip--;
       else this.refillMetaArena();
@@ -350,7 +363,8 @@ export class SpaceMap {
    * none is found, metadata blocks come one at a time.
    */
   private refillMetaArena(): void {
-    if (this.availableBlocks < this.reserveBlocks + 4 * META_ARENA_BLOCKS) return;
+    assert(this.metaArena.left === 0, 'the metadata run is used up before the next');
+    if (this.availableBlocks < this.reserveBlocks + META_ARENA_HEADROOM_RUNS * META_ARENA_BLOCKS) return;
     const run = this.reserveLongRuns(META_ARENA_BLOCKS, META_ARENA_BLOCKS)?.[0];
     if (run) this.metaArena = { pba: run.pba, left: run.lengthBlocks };
     else this.metaArenaSkip = META_ARENA_BLOCKS;
@@ -362,6 +376,7 @@ export class SpaceMap {
    * them, so handing one out to a write racing the commit would overwrite the last durable state.
    */
   sealPendingFrees(): FreedBlocks {
+    this.store.assertHeld();
     const runs: number[] = [];
     const pending = this.pendingRuns;
     const before = this.held.quarantined;
@@ -375,6 +390,7 @@ export class SpaceMap {
 
   /** The commit is durable: its frees now wait only for reads begun before it. */
   committed(entry: FreedBlocks, readEpoch: number): void {
+    assert(entry.readEpoch === Infinity && readEpoch > 0, 'a commit\'s frees are released once, after it');
     entry.readEpoch = readEpoch;
   }
 
@@ -397,6 +413,7 @@ export class SpaceMap {
    * never-written part of a sparse file costs ~1 ms against ~0.1 ms into a written, cached one.
    */
   private rewindTo(releasedRuns: number[]): void {
+    assert(releasedRuns.length % 2 === 0, 'runs are (first, length) pairs');
     let lowest = this.cursor;
     for (let i = 0; i < releasedRuns.length; i += 2) if (releasedRuns[i]! < lowest) lowest = releasedRuns[i]!;
     this.cursor = lowest;

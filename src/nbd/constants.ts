@@ -158,6 +158,13 @@ export const metaContextsSelectedMax = 64;
 export const sparseReadBytesMin = 64 * 1024;
 /** Export names listed by NBD_OPT_LIST. */
 export const exportsListedMax = 100_000;
+/** Smallest size class of pooled READ reply buffers (read-buffers.ts): one engine block. */
+export const readBufferClassBytesMin = 4096;
+/**
+ * A receive slab (recv-slabs.ts) is left for the next one when less than this is free: a socket read
+ * into less room than this costs more system calls than the slab saves.
+ */
+export const slabFreeBytesMin = 64 * 1024;
 
 assert(requestBytesMax >= 32 * 1024 * 1024, 'max payload must be at least 32 MiB (clients assume it)');
 assert(requestBytesInFlightMax >= requestBytesMax, 'one maximal request must fit in flight');
@@ -167,3 +174,5 @@ assert((blockSizePreferredBytes & (blockSizePreferredBytes - 1)) === 0, 'preferr
 assert(requestBytesMax % blockSizePreferredBytes === 0, 'max payload: multiple of preferred size');
 assert(largeRequestPieceBytes <= requestBytesMax && largeRequestPieceBytes % blockSizePreferredBytes === 0, 'pieces: aligned, within one request');
 assert(sparseReadBytesMin <= requestBytesMax, 'sparse read threshold within payload bound');
+assert((readBufferClassBytesMin & (readBufferClassBytesMin - 1)) === 0, 'reply buffer classes are powers of 2');
+assert(slabFreeBytesMin <= requestBytesMax, 'a slab takes at least one read of a payload piece');

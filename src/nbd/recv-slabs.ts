@@ -10,9 +10,8 @@
 // readersMax x slab size, plus the idle slabs kept for reuse.
 import net from 'node:net';
 import { assert } from '../engine/index.js';
+import { slabFreeBytesMin as SLAB_FREE_BYTES_MIN } from './constants.js';
 
-/** A slab is left for the next one when less than this is free (a read smaller than it is wasteful). */
-const SLAB_FREE_BYTES_MIN = 64 * 1024;
 
 export class Slab {
   /** Bytes filled by reads so far. */

@@ -102,6 +102,7 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
         clearTimeout(timer);
         await Promise.all(stopped);
         unsubscribe();
+        // Already gone is fine; a stale socket file is replaced at the next start (see below).
         if (opts.socketPath !== undefined) await unlink(opts.socketPath).catch(() => undefined);
         log('nbd_closed', {});
       })();

@@ -90,6 +90,16 @@ async function applyRecords(engine: Engine, id: number, spoolPath: string,
   return dataBytes;
 }
 
+/**
+ * A rollback after a failed import that itself fails must not vanish: the import's error (the one the
+ * caller sees, logged by the API) gains a sentence saying what could not be undone and why, so the
+ * operator knows the target was left changed.
+ */
+function noteRollbackFailure(err: unknown, what: string, rollbackErr: unknown): void {
+  const why = rollbackErr instanceof Error ? rollbackErr.message : String(rollbackErr);
+  if (err instanceof Error) err.message = `${err.message}; rolling back failed too (${what}: ${why})`;
+}
+
 export async function importStream(engine: Engine, volume: string,
   source: AsyncIterable<Buffer | Uint8Array | string>, spoolDir: string,
   onProgress: (fraction: number) => void = () => {}): Promise<ImportResult> {
@@ -110,7 +120,7 @@ export async function importStream(engine: Engine, volume: string,
         dataBytes = await applyRecords(engine, engine.resolve(volume).id, spoolPath, onProgress, totalBytes);
         await engine.flush();
       } catch (err) {
-        await engine.deleteVolume(volume).catch(() => {});
+        await engine.deleteVolume(volume).catch((rollbackErr: unknown) => noteRollbackFailure(err, `deleting the new volume ${volume}`, rollbackErr));
         throw err;
       }
     } else {
@@ -124,9 +134,10 @@ export async function importStream(engine: Engine, volume: string,
         await engine.flush();
       } catch (err) {
         // Roll the target back to exactly what it was: it equalled its latest snapshot (checked above).
-        await engine.revertVolume(volume, base).catch(() => {});
+        await engine.revertVolume(volume, base).catch((rollbackErr: unknown) => noteRollbackFailure(err, `reverting ${volume} to @${base}`, rollbackErr));
         if (engine.getVolume(volume).sizeBytes !== before.sizeBytes) {
-          await engine.resizeVolume(volume, before.sizeBytes, { allowShrink: true }).catch(() => {});
+          await engine.resizeVolume(volume, before.sizeBytes, { allowShrink: true })
+            .catch((rollbackErr: unknown) => noteRollbackFailure(err, `resizing ${volume} back to ${before.sizeBytes} bytes`, rollbackErr));
         }
         throw err;
       }

@@ -5,9 +5,9 @@
 // (native/writeback.c), so a commit's fdatasync does not meet hundreds of MiB at once.
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { readSync, writeSync, writevSync } from 'node:fs';
-import { BLOCK_SIZE_BYTES } from '../types.js';
+import { BLOCK_SIZE_BYTES, PREALLOCATE_CHUNK_BYTES as ZERO_CHUNK_BYTES, PREALLOCATE_WRITES_IN_FLIGHT_MAX as ZERO_WRITES_IN_FLIGHT } from '../constants.js';
 import type { Device } from './device.js';
-import { InvalidArgument, IoError } from '../errors.js';
+import { InvalidArgument, IoError, assert, fail } from '../errors.js';
 import { InlineIoPolicy, READ_SLOW_FIXED_NS, WRITE_SLOW_FIXED_NS } from './inline-io.js';
 import { nativeAddon } from '../native.js';
 
@@ -20,6 +20,7 @@ export const WRITEBACK_START_BYTES = 16 * 1024 * 1024;
 
 /** The buffers left after the first `bytes` bytes were written. */
 function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
+  assert(bytes > 0, 'a write made progress'); // a zero-byte write would loop forever
   const out: Buffer[] = [];
   let skip = bytes;
   for (const b of buffers) {
@@ -30,12 +31,10 @@ function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {
   return out;
 }
 
-/** Bytes of zeros per write while preallocating, and writes kept in flight. */
-const ZERO_CHUNK_BYTES = 8 * 1024 * 1024;
-const ZERO_WRITES_IN_FLIGHT = 4;
 
 /** Writes zeros over [0, sizeBytes) of the file and flushes them. */
 async function writeZeros(handle: FileHandle, sizeBytes: number): Promise<void> {
+  assert(sizeBytes > 0 && sizeBytes % BLOCK_SIZE_BYTES === 0, 'a pool file of whole blocks');
   const zeros = Buffer.alloc(Math.min(ZERO_CHUNK_BYTES, sizeBytes));
   let next = 0;
   let failed = false;
@@ -83,6 +82,7 @@ export class FileDevice implements Device {
   private bytesSinceWriteback = 0;
   private writebackRunning: Promise<void> | null = null;
   private constructor(private readonly handle: FileHandle, sizeBlocks: number, readonly path: string, readonly isBlockDevice = false) {
+    assert(Number.isSafeInteger(sizeBlocks) && sizeBlocks >= 0, 'a device of whole blocks');
     this.sizeBlocks = sizeBlocks;
   }
 
@@ -92,6 +92,7 @@ export class FileDevice implements Device {
    * and no data write is the first into its part of the file (see docs/performance.md, "Pool files and first writes").
    */
   static async create(path: string, sizeBlocks: number, preallocate = false): Promise<FileDevice> {
+    assert(Number.isSafeInteger(sizeBlocks) && sizeBlocks > 0, 'a new pool file has blocks');
     const handle = await open(path, 'wx+');
     try {
       await handle.truncate(sizeBlocks * BLOCK_SIZE_BYTES);
@@ -99,6 +100,8 @@ export class FileDevice implements Device {
     } catch (err) {
       // A half-written new file is no pool: remove it, so that a retry does not open it as one.
       await handle.close();
+      // Best effort: the IoError below names the cause; a file that cannot be removed either is the
+      // same failure of the host filesystem, and a retry reports it again.
       await unlink(path).catch(() => undefined);
       throw new IoError(`cannot lay down the pool file ${path} (${sizeBlocks * BLOCK_SIZE_BYTES} bytes${preallocate ? ', preallocated' : ''}): ${(err as Error).message}`);
     }
@@ -116,13 +119,25 @@ export class FileDevice implements Device {
     return this.sizeBlocks;
   }
 
+  /**
+   * The device boundary: the engine reads and writes whole blocks inside the device, never past its
+   * end (a write there would grow a pool file silently; a read would come back short).
+   */
+  private assertSpan(blockNumber: number, bytes: number): void {
+    if (!(blockNumber >= 0 && bytes % BLOCK_SIZE_BYTES === 0 && blockNumber + bytes / BLOCK_SIZE_BYTES <= this.sizeBlocks)) {
+      fail(`device I/O of ${bytes} bytes at block ${blockNumber} outside the device's ${this.sizeBlocks} blocks`);
+    }
+  }
+
   readIfCheap(blockNumber: number, into: Buffer): boolean {
+    this.assertSpan(blockNumber, into.length);
     if (!this.inlineReads.allows(into.length)) return false;
     this.inlineReads.run(into.length, () => this.readSyncAll(blockNumber, into));
     return true;
   }
 
   async read(blockNumber: number, into: Buffer): Promise<void> {
+    this.assertSpan(blockNumber, into.length);
     if (this.readIfCheap(blockNumber, into)) return;
     let done = 0;
     while (done < into.length) {
@@ -133,6 +148,7 @@ export class FileDevice implements Device {
   }
 
   private readSyncAll(blockNumber: number, into: Buffer): void {
+    assert(into.length > 0, 'a read of some bytes');
     let done = 0;
     while (done < into.length) {
       const n = readSync(this.handle.fd, into, done, into.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
@@ -142,6 +158,7 @@ export class FileDevice implements Device {
   }
 
   async write(blockNumber: number, data: Buffer): Promise<void> {
+    this.assertSpan(blockNumber, data.length);
     this.wrote(data.length);
     if (this.inlineWrites.allows(data.length)) return this.inlineWrites.run(data.length, () => this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, [data]));
     let done = 0;
@@ -153,6 +170,7 @@ export class FileDevice implements Device {
 
   /** Positional write on the event loop thread (see inline-io.ts). Durability comes only from flush(). */
   private writeSyncAll(position: number, buffers: Buffer[]): void {
+    assert(position >= 0 && buffers.length > 0, 'a positional write of some buffers');
     let rest = buffers;
     while (rest.length > 0) {
       const written = rest.length === 1 ? writeSync(this.handle.fd, rest[0]!, 0, rest[0]!.length, position) : writevSync(this.handle.fd, rest, position);
@@ -164,6 +182,7 @@ export class FileDevice implements Device {
   /** Gathers several buffers into one positional write (pwritev). */
   async writev(blockNumber: number, buffers: Buffer[]): Promise<void> {
     const total = buffers.reduce((n, b) => n + b.length, 0);
+    this.assertSpan(blockNumber, total);
     this.wrote(total);
     if (this.inlineWrites.allows(total)) return this.inlineWrites.run(total, () => this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, buffers));
     let position = blockNumber * BLOCK_SIZE_BYTES;
@@ -177,6 +196,7 @@ export class FileDevice implements Device {
 
   /** Starts write-back once enough was written; one request at a time, never awaited by a write. */
   private wrote(bytes: number): void {
+    assert(bytes > 0, 'a write of some bytes');
     this.bytesSinceWriteback += bytes;
     const start = nativeAddon.startWriteback;
     if (this.bytesSinceWriteback < WRITEBACK_START_BYTES || this.writebackRunning || !start) return;
@@ -190,6 +210,7 @@ export class FileDevice implements Device {
   async flush(): Promise<void> { await this.handle.datasync(); }
 
   async resize(sizeBlocks: number): Promise<void> {
+    assert(Number.isSafeInteger(sizeBlocks) && sizeBlocks > 0, 'a device of whole blocks');
     // A raw device's size belongs to its owner (LVM, the partition table): enlarge it there.
     if (this.isBlockDevice) throw new InvalidArgument(`${this.path} is a block device: enlarge it with its own tools (e.g. lvextend), then grow without a size`);
     await this.handle.truncate(sizeBlocks * BLOCK_SIZE_BYTES);
@@ -197,6 +218,7 @@ export class FileDevice implements Device {
   }
 
   async close(): Promise<void> {
+    assert(this.bytesSinceWriteback >= 0, 'write-back bytes are counted');
     await this.writebackRunning; // it holds the descriptor's number
     await this.handle.close();
   }

@@ -7,6 +7,8 @@
 // an inline call slower than a page-cache copy could be sends that kind of I/O to the thread pool for
 // a backoff period, which doubles while inline calls keep being slow and resets once they are fast.
 
+import { assert } from '../errors.js';
+
 /** Inline calls are allowed up to this size. */
 export const INLINE_IO_BYTES_MAX = 256 * 1024;
 /**
@@ -28,15 +30,19 @@ export class InlineIoPolicy {
   /** Inline calls found slow (a cache miss or throttling), for stats and tests. */
   slowCalls = 0;
 
-  constructor(private readonly slowFixedNs: number, private readonly nowMs: () => number = () => performance.now()) {}
+  constructor(private readonly slowFixedNs: number, private readonly nowMs: () => number = () => performance.now()) {
+    assert(slowFixedNs > 0, 'a slow-call threshold');
+  }
 
   /** Whether an operation of `bytes` may run inline now. */
   allows(bytes: number): boolean {
+    assert(bytes >= 0, 'an I/O of some bytes');
     return bytes <= INLINE_IO_BYTES_MAX && this.nowMs() >= this.inlineAgainAtMs;
   }
 
   /** Runs `op` inline and learns from how long it took. */
   run<T>(bytes: number, op: () => T): T {
+    assert(this.backoffMs >= BACKOFF_MS_MIN && this.backoffMs <= BACKOFF_MS_MAX, 'the back-off stays within its bounds');
     const started = this.nowMs();
     const result = op();
     const elapsedNs = (this.nowMs() - started) * 1e6;
