@@ -1,4 +1,4 @@
-// The simulator's command line: `npm run sim -- --seed N --ops M [--seeds K] [--verbose] [--skip op,op] [--paranoid [--paranoid-from N]] [--engine-log]`.
+// The simulator's command line: `npm run sim -- --seed N --ops M [--seeds K] [--verbose] [--skip op,op] [--paranoid [--paranoid-from N]] [--engine-log] [--no-fast-paths]`.
 // Runs seeds N..N+K-1 (N random if omitted, and printed), prints every failure with its seed,
 // and exits 1 if any seed failed. A failing seed replays exactly with `--seed N --ops M`.
 
@@ -28,12 +28,14 @@ async function main(): Promise<number> {
       paranoid: { type: 'boolean', default: false },
       'engine-log': { type: 'boolean', default: false },
       'paranoid-from': { type: 'string' },
+      'no-fast-paths': { type: 'boolean', default: false },
     },
   });
   const seedFirst = parseCount(values.seed, Math.floor(Math.random() * 0xffffffff), 0xffffffff, 'seed');
   const ops = parseCount(values.ops, 200, opsMax, 'ops');
   const seeds = parseCount(values.seeds, 1, seedsMax, 'seeds');
   const failed: number[] = [];
+  let opsEffective = 0;
   const startedMs = Date.now();
   for (let i = 0; i < seeds; i++) {
     const seed = (seedFirst + i) >>> 0;
@@ -41,23 +43,26 @@ async function main(): Promise<number> {
       seed,
       ops,
       paranoid: values.paranoid,
+      fastPaths: !values['no-fast-paths'],
       engineLog: values['engine-log'] ? (event, fields) => process.stdout.write(`  engine ${event} ${JSON.stringify(fields)}\n`) : undefined,
       paranoidFromOp: parseCount(values['paranoid-from'], 0, opsMax, 'paranoid-from'),
       skipOps: (values.skip ?? '').split(',').filter((k) => k !== '') as OpKind[],
       trace: values.verbose ? (line) => process.stdout.write(`${line}\n`) : undefined,
     });
+    opsEffective += result.opsEffective;
     if (!result.ok) {
       failed.push(seed);
       process.stdout.write(`FAIL ${result.failure ?? ''}\n  replay: npm run sim -- --seed ${seed} --ops ${ops}\n`);
     } else if (seeds === 1 || values.verbose) {
-      process.stdout.write(`ok SEED=${seed} ops=${result.opsRun} ${JSON.stringify(result.opCounts)}\n`);
+      process.stdout.write(`ok SEED=${seed} ops=${result.opsEffective} (of ${result.opsRun} drawn; the rest found nothing to act on) ${JSON.stringify(result.opCounts)}\n`);
     }
     // The simulated device answers in microtasks, so a seed never yields to the event loop; engines
     // it abandoned at crashes keep background steps (setImmediate) queued. Let them run and be freed.
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   const seconds = ((Date.now() - startedMs) / 1000).toFixed(1);
-  process.stdout.write(`${seeds - failed.length}/${seeds} seeds passed (seeds ${seedFirst}..${seedFirst + seeds - 1}, ${ops} ops each, ${seconds} s)` +
+  process.stdout.write(`${seeds - failed.length}/${seeds} seeds passed (seeds ${seedFirst}..${seedFirst + seeds - 1}, ${ops} ops each, ${opsEffective} ops run in all` +
+    `${values['no-fast-paths'] ? ', fast paths off' : ''}, ${seconds} s)` +
     `${failed.length > 0 ? `; failing seeds: ${failed.join(' ')}` : ''}\n`);
   return failed.length > 0 ? 1 : 0;
 }

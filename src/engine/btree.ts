@@ -41,6 +41,9 @@ function clipEntries(entries: LeafEntry[], from: number, to: number): LeafEntry[
 }
 
 export class Trees {
+  /** PoolOptions.fastPaths: false makes lookupCached and editNow decline (the awaited paths run). */
+  fastPaths = true;
+
   constructor(private readonly store: MetaStore, private readonly space: SpaceMap) {}
 
   load(block: number): Promise<TreeNode> { return this.store.load<TreeNode>(block, MetaType.Leaf); }
@@ -117,6 +120,7 @@ export class Trees {
 
   /** lookup() when every node it needs is in memory, without awaiting; undefined otherwise. */
   lookupCached(root: number, start: number, end: number, limit = Infinity): LeafEntry[] | undefined {
+    if (!this.fastPaths) return undefined;
     const out: LeafEntry[] = [];
     return this.lookupNow(root, start, end, out, limit) ? out : undefined;
   }
@@ -211,7 +215,7 @@ export class Trees {
    * nothing, when any of that does not hold (edit() then takes the general path).
    */
   editNow(root: number, start: number, end: number, entries: LeafEntry[]): { root: number; mappedDelta: number } | undefined {
-    if (root === 0 || start >= end) return undefined;
+    if (!this.fastPaths || root === 0 || start >= end) return undefined;
     let node = this.cached(root);
     // A branch with one child is collapsed by the general path.
     if (node?.type === MetaType.Branch && node.children.length === 1) return undefined;

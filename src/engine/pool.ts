@@ -42,6 +42,8 @@ export class PoolCore {
   closed = false;
   readonly dirtyMax: number;
   readonly commitIntervalMs: number;
+  /** PoolOptions.fastPaths: false makes mutateNow (and every other `...Now`) decline. */
+  readonly fastPaths: boolean;
 
   constructor(
     readonly device: Device,
@@ -52,6 +54,10 @@ export class PoolCore {
     opts: PoolOptions,
   ) {
     this.trees = new Trees(store, space);
+    this.fastPaths = opts.fastPaths ?? true;
+    this.trees.fastPaths = this.fastPaths;
+    space.fastPaths = this.fastPaths;
+    catalog.fastPaths = this.fastPaths;
     this.blockWriter = new BlockWriter(device, () => this.writersActive);
     this.nowMs = opts.nowMs ?? Date.now;
     this.log = opts.log ?? (() => undefined);
@@ -164,7 +170,7 @@ export class PoolCore {
    */
   mutateNow<T>(fn: () => T | undefined): T | undefined {
     this.ensureUsable();
-    if (!this.mutex.idle) return undefined;
+    if (!this.fastPaths || !this.mutex.idle) return undefined;
     const changesBefore = this.store.changes;
     let result: T | undefined;
     try {

@@ -34,6 +34,8 @@ export const META_ARENA_BLOCKS = 256;
 export interface FreedBlocks { readEpoch: number; runs: number[]; blocks: number }
 
 export class SpaceMap {
+  /** PoolOptions.fastPaths: false makes tryAddRange and tryReserveSync decline (the awaited paths run). */
+  fastPaths = true;
   readonly array: RadixArray<CountPage>;
   /**
    * Free blocks that cannot be handed out: reserved for data being written (count still 0), freed in
@@ -122,7 +124,7 @@ export class SpaceMap {
    * (the common case inside a write: hot pages). Returns false, having changed nothing, otherwise.
    */
   tryAddRange(pba: number, lengthBlocks: number, delta: 1 | -1): boolean {
-    if (!this.rangeDirtyNow(pba, lengthBlocks)) return false;
+    if (!this.fastPaths || !this.rangeDirtyNow(pba, lengthBlocks)) return false;
     this.addRangeDirty(pba, lengthBlocks, delta);
     return true;
   }
@@ -239,7 +241,7 @@ export class SpaceMap {
    * from its own cursor, and falls back to first fit when the pages it may scan have none.
    */
   tryReserveSync(wanted: number): Run[] | null {
-    if (this.availableBlocks - wanted < this.reserveBlocks) return null;
+    if (!this.fastPaths || this.availableBlocks - wanted < this.reserveBlocks) return null;
     if (wanted >= LARGE_RUN_BLOCKS) {
       const large = this.reserveLongRuns(wanted, LARGE_RUN_BLOCKS);
       if (large) return large;

@@ -169,4 +169,10 @@ export interface PoolOptions {
   nowMs?: () => number;
   /** Called with structured events (checksum errors, commits) for logging/metrics. */
   log?: (event: string, fields: Record<string, unknown>) => void;
+  /**
+   * false turns off every synchronous `...Now` fast path (mutateNow, editNow, lookupCached,
+   * tryAddRange, tryReserveSync, saveMappingNow), so the awaited path always runs: the simulator and
+   * the fault sweep run both ways, since each path must give the same result. Default true.
+   */
+  fastPaths?: boolean;
 }
