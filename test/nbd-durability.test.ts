@@ -75,5 +75,5 @@ for line in sys.stdin:
   assert.equal(f.server.connections(), 0);
   const after = await session.call('read');
   assert.notEqual(after.err, 0, 'no request is served after close()');
-  await waitUntil(() => f.events.some((e) => e.event === 'nbd_closed'), 2_000, 'nbd_closed event');
+  await waitUntil(() => f.events.some((e) => e.event === 'nbd_closed'), 'nbd_closed event');
 });

@@ -28,7 +28,7 @@ async function attach(t: TestContext, dir: string, uri: string, name: string, fo
     }
   });
   const file = path.join(fuseDir, 'nbd');
-  await waitUntil(() => access(file).then(() => true, () => false), 10_000, `nbdfuse ${fuseErr}`);
+  await waitUntil(() => access(file).then(() => true, () => false), `nbdfuse ${fuseErr}`);
   const loop = (await runOk('losetup', ['-f', '--show', file])).trim();
   defer(t, async () => { await run('losetup', ['-d', loop]); });
   if (format) await runOk('mkfs.ext4', ['-q', '-F', loop]);
