@@ -5,6 +5,8 @@
 import { parseArgs } from 'node:util';
 import { runSimulation } from './simulator.js';
 import type { OpKind } from './params.js';
+import { crashModes, faultKinds, runSweep, type FaultKind, type SweepStart } from './sweep.js';
+import type { CrashMode } from '../src/engine/device/sim-device.js';
 
 /** Bounds on a single invocation, so a typo cannot run for a day. */
 const seedsMax = 1_000_000;
@@ -29,8 +31,16 @@ async function main(): Promise<number> {
       'engine-log': { type: 'boolean', default: false },
       'paranoid-from': { type: 'string' },
       'no-fast-paths': { type: 'boolean', default: false },
+      sweep: { type: 'boolean', default: false },
+      'sweep-op': { type: 'string' },
+      'sweep-start': { type: 'string' },
+      'sweep-fault': { type: 'string' },
+      'sweep-mode': { type: 'string' },
+      'sweep-n': { type: 'string' },
+      'sweep-stride': { type: 'string' },
     },
   });
+  if (values.sweep) return sweep(values);
   const seedFirst = parseCount(values.seed, Math.floor(Math.random() * 0xffffffff), 0xffffffff, 'seed');
   const ops = parseCount(values.ops, 200, opsMax, 'ops');
   const seeds = parseCount(values.seeds, 1, seedsMax, 'seeds');
@@ -65,6 +75,27 @@ async function main(): Promise<number> {
     `${values['no-fast-paths'] ? ', fast paths off' : ''}, ${seconds} s)` +
     `${failed.length > 0 ? `; failing seeds: ${failed.join(' ')}` : ''}\n`);
   return failed.length > 0 ? 1 : 0;
+}
+
+/** `--sweep`: the deterministic fault sweep (sweep.ts); the filters replay one case or a subset. */
+async function sweep(values: Record<string, string | boolean | undefined>): Promise<number> {
+  const list = (v: string | boolean | undefined): string[] | undefined => (typeof v === 'string' ? v.split(',') : undefined);
+  const kinds = list(values['sweep-fault']) as FaultKind[] | undefined;
+  for (const k of kinds ?? []) if (!faultKinds.includes(k)) throw new Error(`--sweep-fault must be among ${faultKinds.join(',')}, got ${k}`);
+  const modes = list(values['sweep-mode']) as CrashMode[] | undefined;
+  for (const m of modes ?? []) if (!crashModes.includes(m)) throw new Error(`--sweep-mode must be among ${crashModes.join(',')}, got ${m}`);
+  const n = typeof values['sweep-n'] === 'string' ? parseCount(values['sweep-n'], 1, opsMax, 'sweep-n') : undefined;
+  const startedMs = Date.now();
+  const result = await runSweep({
+    ops: list(values['sweep-op']), starts: list(values['sweep-start']) as SweepStart[] | undefined, kinds, modes, n, fastPaths: values['no-fast-paths'] !== true,
+    nStride: parseCount(typeof values['sweep-stride'] === 'string' ? values['sweep-stride'] : undefined, 1, opsMax, 'sweep-stride') || 1,
+    onFailure: (failure) => process.stdout.write(`FAIL ${failure}\n`),
+  });
+  for (const [key, count] of Object.entries(result.counts)) process.stdout.write(`  ${key}: ${count} cases\n`);
+  const seconds = ((Date.now() - startedMs) / 1000).toFixed(1);
+  process.stdout.write(`sweep: ${result.cases} cases, ${result.failures.length} failed` +
+    `${values['no-fast-paths'] === true ? ' (fast paths off)' : ''}, ${seconds} s\n`);
+  return result.failures.length > 0 ? 1 : 0;
 }
 
 main().then((code) => { process.exitCode = code; }, (err: unknown) => {
