@@ -18,10 +18,13 @@ export class FaultDevice implements Device {
   private counted = 0;
   /** Whether the armed fault fired (false: the operation finished before its N-th call). */
   reached = false;
-  /** The image captured by a crash fault. */
-  image: SimDevice | null = null;
+  /**
+   * The images captured by a crash fault: for 'some' and 'torn' several draws of what the disk kept
+   * (one random draw rarely hits the one write order that exposes a missing flush).
+   */
+  images: SimDevice[] = [];
 
-  constructor(readonly inner: SimDevice) {}
+  constructor(readonly inner: SimDevice, private readonly imagesPerCut = 1) {}
 
   get sizeBlocks(): number { return this.inner.sizeBlocks; }
 
@@ -29,7 +32,7 @@ export class FaultDevice implements Device {
     this.fault = fault;
     this.counted = 0;
     this.reached = false;
-    this.image = null;
+    this.images = [];
   }
 
   disarm(): void { this.fault = null; }
@@ -65,6 +68,7 @@ export class FaultDevice implements Device {
     if (f.kind === 'eio') throw new SimError('EIO', `sweep: EIO on device call ${f.n} (${call})`);
     // The power cut lands just before this call: what the device keeps is the image; the live
     // device goes on (the engine that used it is abandoned, like a dead process).
-    this.image = this.inner.crash(f.mode);
+    const draws = f.mode === 'clean' ? 1 : this.imagesPerCut;
+    for (let i = 0; i < draws; i++) this.images.push(this.inner.crash(f.mode));
   }
 }

@@ -15,16 +15,28 @@ const MiB = 1024 * 1024;
 
 /** Deterministic, distinct content for a tag (no randomness: every case starts from the same bytes). */
 export function patternBytes(tag: number, lengthBytes: number): Buffer {
-  const buf = Buffer.alloc(lengthBytes);
-  for (let i = 0; i < lengthBytes; i++) buf[i] = (tag * 131 + i * 7 + (i >>> 12) * 13) & 0xff || 1;
+  return memo(`p${tag}:${lengthBytes}`, () => {
+    const buf = Buffer.alloc(lengthBytes);
+    for (let i = 0; i < lengthBytes; i++) buf[i] = (tag * 131 + i * 7 + (i >>> 12) * 13) & 0xff || 1;
+    return buf;
+  });
+}
+
+/** Every case writes the same bytes: made once (nothing writes into a payload; the model copies). */
+const payloads = new Map<string, Buffer>();
+function memo(key: string, make: () => Buffer): Buffer {
+  let buf = payloads.get(key);
+  if (buf === undefined) payloads.set(key, buf = make());
   return buf;
 }
 
 /** Data on even blocks, zeroes (holes) on odd ones: one request, as many one-block extents as data blocks. */
 function everyOtherBlock(tag: number, blocks: number): Buffer {
-  const buf = Buffer.alloc(blocks * B);
-  for (let b = 0; b < blocks; b += 2) patternBytes(tag * 1000 + b, B).copy(buf, b * B);
-  return buf;
+  return memo(`e${tag}:${blocks}`, () => {
+    const buf = Buffer.alloc(blocks * B);
+    for (let b = 0; b < blocks; b += 2) patternBytes(tag * 1000 + b, B).copy(buf, b * B);
+    return buf;
+  });
 }
 
 /** Runs a data op and records its effect in the model (the setup's ops must succeed). */

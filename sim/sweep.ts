@@ -26,6 +26,8 @@ const sweepSeed = 17;
 const poolBlocks = 4096; // 16 MiB
 /** A small metadata cache, so operations read nodes back from the device (and those reads can fail). */
 const cacheBytesSweep = 64 * 1024;
+/** Crash images drawn per power cut in 'some' and 'torn' mode (each kept a different set of writes). */
+const imagesPerCut = 4;
 /** No operation of the sweep makes this many device calls: past it the loop is stuck. */
 const callsPerOpMax = 20_000;
 
@@ -161,7 +163,7 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
   if (op === undefined) throw new Error(`unknown sweep op ${c.op} (ops: ${sweepOps.map((o) => o.name).join(', ')})`);
   const sim = new SweepSimulator({ seed: sweepSeed, ops: 0, fastPaths: c.fastPaths });
   let inner = new SimDevice(poolBlocks, new Prng(sweepSeed));
-  let device = new FaultDevice(inner);
+  let device = new FaultDevice(inner, imagesPerCut);
   sim.device = inner;
   try {
     sim.engine = sim.must(await sim.attempt(() => createPool(device, sim.poolOptions())), 'createPool');
@@ -171,7 +173,7 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
       sim.model.durablePoint();
       sim.engine = null;
       inner = inner.crash('clean');
-      device = new FaultDevice(inner);
+      device = new FaultDevice(inner, imagesPerCut);
       sim.device = inner;
       sim.engine = sim.must(await sim.attempt(() => openPool(device, sim.poolOptions())), 'open for the cold start');
     }
@@ -185,8 +187,10 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
     } else {
       // The power went just before the N-th write or flush: the op never finished as far as any
       // caller knows, whatever the live device did after.
-      const image = device.image as SimDevice;
-      await reopenMatching(sim, image, [pre, modelAfter(sim, op, pre, false)], `reopen after a power cut (${c.fault.mode}) in ${op.name}`);
+      const candidates = [pre, modelAfter(sim, op, pre, false)];
+      for (const [i, image] of device.images.entries()) {
+        await reopenMatching(sim, image, candidates, `reopen after a power cut (${c.fault.mode}, image ${i + 1} of ${device.images.length}: ${JSON.stringify(image.lastCrash)}) in ${op.name}`);
+      }
     }
     return { reached, failure: null };
   } catch (err) {
