@@ -157,6 +157,23 @@ async function checkAfterEio(sim: Simulator, op: SweepOp, pre: Model, o: Outcome
 
 export interface CaseResult { reached: boolean; failure: string | null }
 
+let coldBaseMade: Promise<{ image: SimDevice; model: Model }> | null = null;
+
+/** The history, flushed: the device image and the model every cold case starts from. */
+function coldBase(): Promise<{ image: SimDevice; model: Model }> {
+  coldBaseMade ??= (async () => {
+    const sim = new SweepSimulator({ seed: sweepSeed, ops: 0 });
+    const inner = new SimDevice(poolBlocks, new Prng(sweepSeed));
+    sim.device = inner;
+    sim.engine = sim.must(await sim.attempt(() => createPool(inner, sim.poolOptions())), 'createPool');
+    await setupHistory(sim);
+    sim.must(await sim.attempt(() => sim.e.flush()), 'flush before the cold start');
+    sim.model.durablePoint();
+    return { image: inner.crash('clean'), model: sim.model };
+  })();
+  return coldBaseMade;
+}
+
 /** Runs one case from a fresh pool; `reached` false: the op finished before its N-th call. */
 export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
   const op = sweepOps.find((o) => o.name === c.op);
@@ -166,16 +183,17 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
   let device = new FaultDevice(inner, imagesPerCut);
   sim.device = inner;
   try {
-    sim.engine = sim.must(await sim.attempt(() => createPool(device, sim.poolOptions())), 'createPool');
-    await setupHistory(sim);
     if (c.start === 'cold') {
-      sim.must(await sim.attempt(() => sim.e.flush()), 'flush before the cold start');
-      sim.model.durablePoint();
-      sim.engine = null;
-      inner = inner.crash('clean');
+      // The flushed history is the same for every cold case: made once, copied per case.
+      const base = await coldBase();
+      inner = base.image.crash('clean');
       device = new FaultDevice(inner, imagesPerCut);
       sim.device = inner;
+      sim.model = base.model.clone();
       sim.engine = sim.must(await sim.attempt(() => openPool(device, sim.poolOptions())), 'open for the cold start');
+    } else {
+      sim.engine = sim.must(await sim.attempt(() => createPool(device, sim.poolOptions())), 'createPool');
+      await setupHistory(sim);
     }
     await setupUnflushed(sim);
     const pre = sim.model.clone();
