@@ -125,7 +125,7 @@ export class PythonSession {
   }
 
   /** Sends one command line and returns the parsed JSON reply line. */
-  async call(command: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+  async call(command: string, timeoutMs = HANG_BOUND_MS): Promise<Record<string, unknown>> {
     this.child.stdin.write(`${command}\n`);
     const line = this.lines.shift() ?? await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`python did not answer ${command}: ${this.stderr}`)), timeoutMs);
