@@ -157,10 +157,12 @@ async function checkAfterEio(sim: Simulator, op: SweepOp, pre: Model, o: Outcome
 
 export interface CaseResult { reached: boolean; failure: string | null }
 
-let coldBaseMade: Promise<{ image: SimDevice; model: Model }> | null = null;
+/** The flushed history: the content of each stored block, and the model. */
+interface ColdBase { blocks: Map<number, Buffer>; model: Model }
+let coldBaseMade: Promise<ColdBase> | null = null;
 
-/** The history, flushed: the device image and the model every cold case starts from. */
-function coldBase(): Promise<{ image: SimDevice; model: Model }> {
+/** The history, flushed: the device content and the model every cold case starts from. */
+function coldBase(): Promise<ColdBase> {
   coldBaseMade ??= (async () => {
     const sim = new SweepSimulator({ seed: sweepSeed, ops: 0 });
     const inner = new SimDevice(poolBlocks, new Prng(sweepSeed));
@@ -169,7 +171,8 @@ function coldBase(): Promise<{ image: SimDevice; model: Model }> {
     await setupHistory(sim);
     sim.must(await sim.attempt(() => sim.e.flush()), 'flush before the cold start');
     sim.model.durablePoint();
-    return { image: inner.crash('clean'), model: sim.model };
+    const blocks = new Map(inner.storedBlocks().map((b) => [b, inner.peekDurable(b)]));
+    return { blocks, model: sim.model };
   })();
   return coldBaseMade;
 }
@@ -179,16 +182,16 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
   const op = sweepOps.find((o) => o.name === c.op);
   if (op === undefined) throw new Error(`unknown sweep op ${c.op} (ops: ${sweepOps.map((o) => o.name).join(', ')})`);
   const sim = new SweepSimulator({ seed: sweepSeed, ops: 0, fastPaths: c.fastPaths });
-  let inner = new SimDevice(poolBlocks, new Prng(sweepSeed));
-  let device = new FaultDevice(inner, imagesPerCut);
+  const inner = new SimDevice(poolBlocks, new Prng(sweepSeed));
+  const device = new FaultDevice(inner, imagesPerCut);
   sim.device = inner;
   try {
     if (c.start === 'cold') {
       // The flushed history is the same for every cold case: made once, copied per case.
+      // Copied onto this case's own device (seeded alike for every case, so a case replays alone).
       const base = await coldBase();
-      inner = base.image.crash('clean');
-      device = new FaultDevice(inner, imagesPerCut);
-      sim.device = inner;
+      for (const [blockNumber, content] of base.blocks) await inner.write(blockNumber, content);
+      await inner.flush();
       sim.model = base.model.clone();
       sim.engine = sim.must(await sim.attempt(() => openPool(device, sim.poolOptions())), 'open for the cold start');
     } else {
