@@ -64,7 +64,7 @@ function assertProblem(r: { status: number; type: string; body: unknown }, statu
   assert.equal(p.type, `https://cairn.dev/problems/${code}`);
 }
 
-test('REST API: validation, problem+json, idempotency, openapi', { timeout: 100_000 }, async (t) => {
+test('REST API: validation, problem+json, idempotency, openapi', { timeout: 600_000 }, async (t) => {
   const { call, registered, engine } = await startApi(t, 1024 * MiB);
 
   await t.test('request validation gives 400 problem+json', async () => {
@@ -189,7 +189,7 @@ test('REST API: validation, problem+json, idempotency, openapi', { timeout: 100_
   });
 });
 
-test('REST API: a full pool is 507 pool_full', { timeout: 60_000 }, async (t) => {
+test('REST API: a full pool is 507 pool_full', { timeout: 600_000 }, async (t) => {
   const { call, engine, base } = await startApi(t, 48 * MiB);
   assert.equal((await call('POST', '/v1/volumes', { name: 'big', size: 256 * MiB })).status, 201);
   const id = engine.resolve('big').id;

@@ -37,7 +37,7 @@ async function qemuVerify(uri: string, pattern: number, offset: number, length: 
   return r.code === 0 && !/Pattern verification failed|failed/i.test(r.stdout + r.stderr);
 }
 
-test('cairn CLI against a real daemon', { timeout: 110_000 }, async (t) => {
+test('cairn CLI against a real daemon', { timeout: 600_000 }, async (t) => {
   assertBuilt();
   const dir = await tempDir(t);
   const d = await startServe(t, join(dir, 'pool'), ['--pool-size', '1G']);

@@ -76,7 +76,7 @@ function expectation(baseline: Buffer, seed: number, lastDurable: number): { wan
   return { want, maybe };
 }
 
-test('kill -9 while writing and flushing: every flushed batch survives and check passes', { timeout: 180_000 }, async (t) => {
+test('kill -9 while writing and flushing: every flushed batch survives and check passes', { timeout: 600_000 }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'cairn-crash-'));
   const children = new Set<ChildProcess>();
   t.after(async () => {

@@ -234,7 +234,7 @@ test('controller service against a real cairn serve', async (t) => {
   });
 });
 
-test('a full pool is RESOURCE_EXHAUSTED for new volumes and snapshots, and recovers', { timeout: 120_000 }, async (t) => {
+test('a full pool is RESOURCE_EXHAUSTED for new volumes and snapshots, and recovers', { timeout: 600_000 }, async (t) => {
   const dir = tempDir('cairn-csi-full-');
   const daemon = await startDaemon(dir, '64M');
   const plugin = await startPlugin({ dir, api: daemon.apiUrl, nbd: daemon.nbdAddress, mode: 'controller' });

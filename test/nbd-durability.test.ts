@@ -29,7 +29,7 @@ async function startChild(poolPath: string): Promise<{ port: number; kill(): Pro
   return { port, kill };
 }
 
-test('flushed and FUA writes survive kill -9 of the server; the pool reopens clean', { timeout: 60_000 }, async (t) => {
+test('flushed and FUA writes survive kill -9 of the server; the pool reopens clean', { timeout: 600_000 }, async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'cairn-nbd-durable-'));
   defer(t, () => rm(dir, { recursive: true, force: true }));
   const poolPath = path.join(dir, 'pool.cairn');

@@ -108,7 +108,7 @@ async function throwBytes(rng: Rng, port: number, data: Buffer, afterHandshake: 
   if (rng() < 0.5) socket.end(); else socket.destroy();
 }
 
-test(`fuzz: random and mutated handshakes and requests (seed ${seed})`, { timeout: 100_000 }, async (t) => {
+test(`fuzz: random and mutated handshakes and requests (seed ${seed})`, { timeout: 600_000 }, async (t) => {
   const f = await startFixture(t, { handshakeTimeoutMs: 2_000 });
   const sizeBytes = 16 * MiB;
   await f.engine.createVolume('fuzz', sizeBytes);
