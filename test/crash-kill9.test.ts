@@ -19,7 +19,8 @@ import { batchWrites, crashVolumeBytes, crashVolumeName, writeData } from '../si
 
 const B = BLOCK_SIZE_BYTES;
 const rounds = 6;
-const readyTimeoutMs = 30_000;
+/** A hang bound, not a speed: a child on a busy machine may take long to open the pool. */
+const readyTimeoutMs = 120_000;
 
 /** The child entry point: compiled JS next to this compiled test, or the TS source under tsx. */
 function childCommand(): { args: string[]; cwd: string } {
