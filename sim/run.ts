@@ -1,11 +1,13 @@
 // The simulator's command line: `npm run sim -- --seed N --ops M [--seeds K] [--verbose] [--skip op,op] [--paranoid [--paranoid-from N]] [--engine-log] [--no-fast-paths]`.
 // Runs seeds N..N+K-1 (N random if omitted, and printed), prints every failure with its seed,
 // and exits 1 if any seed failed. A failing seed replays exactly with `--seed N --ops M`.
+// `--sweep [--sweep-op a,b] [--sweep-start warm|cold] [--sweep-fault eio|crashWrite|crashFlush]
+// [--sweep-mode clean|some|torn] [--sweep-n N] [--sweep-stride K] [--no-fast-paths]`: the fault sweep (sweep.ts).
 
 import { parseArgs } from 'node:util';
 import { runSimulation } from './simulator.js';
 import type { OpKind } from './params.js';
-import { crashModes, faultKinds, runSweep, type FaultKind, type SweepStart } from './sweep.js';
+import { crashModes, faultKinds, runSweep, sweepStarts, type FaultKind, type SweepStart } from './sweep.js';
 import type { CrashMode } from '../src/engine/device/sim-device.js';
 
 /** Bounds on a single invocation, so a typo cannot run for a day. */
@@ -62,7 +64,7 @@ async function main(): Promise<number> {
     opsEffective += result.opsEffective;
     if (!result.ok) {
       failed.push(seed);
-      process.stdout.write(`FAIL ${result.failure ?? ''}\n  replay: npm run sim -- --seed ${seed} --ops ${ops}\n`);
+      process.stdout.write(`FAIL ${result.failure ?? ''}\n  replay: npm run sim -- --seed ${seed} --ops ${ops}${values['no-fast-paths'] ? ' --no-fast-paths' : ''}\n`);
     } else if (seeds === 1 || values.verbose) {
       process.stdout.write(`ok SEED=${seed} ops=${result.opsEffective} (of ${result.opsRun} drawn; the rest found nothing to act on) ${JSON.stringify(result.opCounts)}\n`);
     }
@@ -84,10 +86,12 @@ async function sweep(values: Record<string, string | boolean | undefined>): Prom
   for (const k of kinds ?? []) if (!faultKinds.includes(k)) throw new Error(`--sweep-fault must be among ${faultKinds.join(',')}, got ${k}`);
   const modes = list(values['sweep-mode']) as CrashMode[] | undefined;
   for (const m of modes ?? []) if (!crashModes.includes(m)) throw new Error(`--sweep-mode must be among ${crashModes.join(',')}, got ${m}`);
+  const starts = list(values['sweep-start']) as SweepStart[] | undefined;
+  for (const st of starts ?? []) if (!sweepStarts.includes(st)) throw new Error(`--sweep-start must be among ${sweepStarts.join(',')}, got ${st}`);
   const n = typeof values['sweep-n'] === 'string' ? parseCount(values['sweep-n'], 1, opsMax, 'sweep-n') : undefined;
   const startedMs = Date.now();
   const result = await runSweep({
-    ops: list(values['sweep-op']), starts: list(values['sweep-start']) as SweepStart[] | undefined, kinds, modes, n, fastPaths: values['no-fast-paths'] !== true,
+    ops: list(values['sweep-op']), starts, kinds, modes, n, fastPaths: values['no-fast-paths'] !== true,
     nStride: parseCount(typeof values['sweep-stride'] === 'string' ? values['sweep-stride'] : undefined, 1, opsMax, 'sweep-stride') || 1,
     onFailure: (failure) => process.stdout.write(`FAIL ${failure}\n`),
   });
