@@ -18,7 +18,7 @@ import { setupHistory, setupUnflushed, sweepOps, type SweepOp } from './sweep-op
 import { resolvePending, verifyCatalog, verifyTarget } from './verify.js';
 
 export type FaultKind = Fault['kind'];
-export const faultKinds: FaultKind[] = ['eio', 'crashWrite', 'crashFlush'];
+export const faultKinds: FaultKind[] = ['eio', 'eioPersistent', 'crashWrite', 'crashFlush'];
 export const crashModes: CrashMode[] = ['clean', 'some', 'torn'];
 
 /** The seed of the sweep's device (crash images of 'some' and 'torn' draw from it) and of its checks. */
@@ -27,7 +27,7 @@ const poolBlocks = 4096; // 16 MiB
 /** A small metadata cache, so operations read nodes back from the device (and those reads can fail). */
 const cacheBytesSweep = 64 * 1024;
 /** Crash images drawn per power cut in 'some' and 'torn' mode (each kept a different set of writes). */
-const imagesPerCut = 4;
+export const imagesPerCut = 4;
 /** No operation of the sweep makes this many device calls: past it the loop is stuck. */
 const callsPerOpMax = 20_000;
 
@@ -39,11 +39,18 @@ const callsPerOpMax = 20_000;
 export type SweepStart = 'warm' | 'cold';
 export const sweepStarts: SweepStart[] = ['warm', 'cold'];
 
-export interface SweepCase { op: string; start: SweepStart; fault: Fault; fastPaths: boolean }
+export interface SweepCase {
+  op: string;
+  start: SweepStart;
+  fault: Fault;
+  fastPaths: boolean;
+  /** Crash images per power cut in 'some' and 'torn' mode (default imagesPerCut). */
+  images?: number;
+}
 
 export function describeCase(c: SweepCase): string {
   const f = c.fault;
-  const mode = f.kind === 'eio' ? '' : ` --sweep-mode ${f.mode}`;
+  const mode = f.kind === 'eio' || f.kind === 'eioPersistent' ? '' : ` --sweep-mode ${f.mode}`;
   return `--sweep-op ${c.op} --sweep-start ${c.start} --sweep-fault ${f.kind} --sweep-n ${f.n}${mode}${c.fastPaths ? '' : ' --no-fast-paths'}`;
 }
 
@@ -183,7 +190,7 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
   if (op === undefined) throw new Error(`unknown sweep op ${c.op} (ops: ${sweepOps.map((o) => o.name).join(', ')})`);
   const sim = new SweepSimulator({ seed: sweepSeed, ops: 0, fastPaths: c.fastPaths });
   const inner = new SimDevice(poolBlocks, new Prng(sweepSeed));
-  const device = new FaultDevice(inner, imagesPerCut);
+  const device = new FaultDevice(inner, c.images ?? imagesPerCut);
   sim.device = inner;
   try {
     if (c.start === 'cold') {
@@ -203,7 +210,7 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
     device.arm(c.fault);
     const o = await sim.attempt(() => op.run(sim)).finally(() => device.disarm());
     const reached = device.reached;
-    if (c.fault.kind === 'eio' || !reached) {
+    if (c.fault.kind === 'eio' || c.fault.kind === 'eioPersistent' || !reached) {
       await checkAfterEio(sim, op, pre, o, inner);
     } else {
       // The power went just before the N-th write or flush: the op never finished as far as any
@@ -217,7 +224,8 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
   } catch (err) {
     const what = err instanceof SimFailure ? err.message : `unexpected ${err instanceof Error ? err.stack ?? err.message : String(err)}`;
     // An op that failed on its fault reached it: the sweep goes on to the next N.
-    return { reached: device.reached, failure: `${c.op} ${c.start} ${c.fault.kind} n=${c.fault.n}${c.fault.kind === 'eio' ? '' : ` ${c.fault.mode}`} ` +
+    const mode = c.fault.kind === 'crashWrite' || c.fault.kind === 'crashFlush' ? ` ${c.fault.mode}` : '';
+    return { reached: device.reached, failure: `${c.op} ${c.start} ${c.fault.kind} n=${c.fault.n}${mode} ` +
       `fast paths ${c.fastPaths ? 'on' : 'off'}: ${what}\n  replay: npm run sim -- --sweep ${describeCase(c)}` };
   }
 }
@@ -230,6 +238,8 @@ export interface SweepOptions {
   fastPaths?: boolean;
   /** Only this N (replay of one case). */
   n?: number;
+  /** Crash images per power cut in 'some' and 'torn' mode (default imagesPerCut). */
+  images?: number;
   /** Every stride-th N from 1 (a bounded subset); it still ends with a case the op completes. */
   nStride?: number;
   onFailure?: (failure: string) => void;
@@ -257,11 +267,12 @@ async function sweepOp(op: string, start: SweepStart, opts: SweepOptions, result
   const fastPaths = opts.fastPaths ?? true;
   const stride = opts.nStride ?? 1;
   for (const kind of opts.kinds ?? faultKinds) {
-    for (const mode of kind === 'eio' ? ['clean' as const] : opts.modes ?? crashModes) {
-      const key = `${op} ${start} ${kind}${kind === 'eio' ? '' : `/${mode}`}`;
+    const crash = kind === 'crashWrite' || kind === 'crashFlush';
+    for (const mode of crash ? opts.modes ?? crashModes : ['clean' as const]) {
+      const key = `${op} ${start} ${kind}${crash ? `/${mode}` : ''}`;
       for (let n = opts.n ?? 1; ; n += stride) {
-        const fault: Fault = kind === 'eio' ? { kind, n } : { kind, n, mode };
-        const r = await runSweepCase({ op, start, fault, fastPaths });
+        const fault: Fault = crash ? { kind, n, mode } : { kind, n };
+        const r = await runSweepCase({ op, start, fault, fastPaths, ...(opts.images === undefined ? {} : { images: opts.images }) });
         result.cases++;
         result.counts[key] = (result.counts[key] ?? 0) + 1;
         if (r.failure !== null) {

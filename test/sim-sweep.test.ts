@@ -7,15 +7,17 @@ import assert from 'node:assert/strict';
 import { runSweep, runSweepCase, type SweepCase } from '../sim/sweep.js';
 import { sweepOps } from '../sim/sweep-ops.js';
 
-/** Every other N: half the cases of each op, fault kind and start, still ending where the op completes. */
+/** Every 3rd N: a third of the cases of each op, fault kind and start, still ending where the op completes. */
 const nStride = 3;
+/** Crash images per power cut (the full sweep draws 4). */
+const images = 2;
 
 for (const [fastPaths, start, mode] of [[true, 'warm', 'torn'], [false, 'cold', 'some']] as const) {
   test(`fault sweep: every op, EIO and power cuts (${mode}) at every ${nStride}rd device call, ${start} start, fast paths ${fastPaths ? 'on' : 'off'}`, { timeout: 10 * 60 * 1000 }, async (t) => {
-    const result = await runSweep({ fastPaths, starts: [start], modes: [mode], nStride });
+    const result = await runSweep({ fastPaths, starts: [start], modes: [mode], nStride, images });
     t.diagnostic(`${result.cases} cases: ${JSON.stringify(result.counts)}`);
     for (const op of sweepOps) {
-      for (const kind of ['eio', `crashWrite/${mode}`, `crashFlush/${mode}`]) {
+      for (const kind of ['eio', 'eioPersistent', `crashWrite/${mode}`, `crashFlush/${mode}`]) {
         assert.ok((result.counts[`${op.name} ${start} ${kind}`] ?? 0) > 0, `${op.name} ${kind} never ran`);
       }
     }
