@@ -15,7 +15,13 @@ function randomSizeBytes(sim: Simulator): number {
 }
 
 export async function opCreateVolume(sim: Simulator): Promise<void> {
-  if (sim.model.targets.size >= sim.params.targetsMax) return;
+  // With no live volume left (snapshots of deleted volumes fill the bound; a group snapshot may pass
+  // it), every later op would find nothing to act on and the seed would stall: make room by deleting
+  // snapshots. Each pass deletes one, so the loop ends.
+  while (sim.model.targets.size >= sim.params.targetsMax) {
+    if (sim.model.volumes().length > 0 || sim.model.snapshots().length === 0) return;
+    await opDeleteSnapshot(sim);
+  }
   const name = sim.newName('v');
   const sizeBytes = randomSizeBytes(sim);
   sim.note(`createVolume ${name} ${sizeBytes}`);

@@ -27,13 +27,18 @@ export interface SimulationOptions {
   engineLog?: (event: string, fields: Record<string, unknown>) => void;
   /** Called with each op line as it runs (for --verbose). */
   trace?: (line: string) => void;
+  /** false: the engine's synchronous `...Now` fast paths are off, so every awaited path runs (PoolOptions.fastPaths). */
+  fastPaths?: boolean;
 }
 
 export interface SimulationResult {
   ok: boolean;
   seed: number;
   failure?: string;
+  /** Ops drawn from the seed (the `ops` asked for, or fewer after a failure). */
   opsRun: number;
+  /** Ops among them that called the engine at all; the others (no target to act on) did nothing. */
+  opsEffective: number;
   /** How often each op kind ran (skipped ones not counted). */
   opCounts: Record<string, number>;
 }
@@ -51,6 +56,11 @@ export type Outcome<T> = { ok: true; value: T } | { ok: false; code: ErrorCode; 
 /** Recent op lines kept for a failure message. */
 const historyLinesMax = 40;
 const clockStepMs = 1000;
+/**
+ * Consecutive ops that may find nothing to act on before the run counts as stalled (a failure): a
+ * seed whose op mix picks, say, revert with no snapshot around idles for a few ops, never for this many.
+ */
+const idleOpsMax = 200;
 
 export class Simulator {
   readonly seed: number;
@@ -62,6 +72,8 @@ export class Simulator {
   opIndex = -1;
   clockMs = 1_700_000_000_000;
   readonly opCounts: Record<string, number> = {};
+  /** Accesses to the engine (`e`); an op that made none did nothing and is not counted as run. */
+  engineCalls = 0;
   /** Times relieveSpace ran (a mid-op crash across it is not judged: several ops ran). */
   relieved = 0;
   /** Target events the open engine emitted since the last `takeEvents()`. */
@@ -75,6 +87,7 @@ export class Simulator {
   private readonly paranoidFromOp: number;
   /** Blocks in use beside tree and radix blocks in the new pool (verify.ts blocksBesideMetadata). */
   private emptyBesideMetadata = 0;
+  private readonly fastPaths: boolean;
 
   constructor(opts: SimulationOptions) {
     this.seed = opts.seed;
@@ -82,6 +95,7 @@ export class Simulator {
     this.paranoid = opts.paranoid ?? false;
     this.engineLog = opts.engineLog;
     this.paranoidFromOp = opts.paranoidFromOp ?? 0;
+    this.fastPaths = opts.fastPaths ?? true;
     this.prng = new Prng(opts.seed);
     this.params = chooseParams(this.prng);
     for (const kind of opts.skipOps ?? []) this.params.weights[kind] = 0;
@@ -92,13 +106,14 @@ export class Simulator {
 
   get e(): Engine {
     if (this.engine === null) throw new SimFailure('engine is not open');
+    this.engineCalls++;
     return this.engine;
   }
 
   poolOptions(): PoolOptions {
     const log = this.engineLog;
     return {
-      nowMs: () => this.clockMs, commitIntervalMs: 0, cacheBytesMax: this.cacheBytesMax,
+      nowMs: () => this.clockMs, commitIntervalMs: 0, cacheBytesMax: this.cacheBytesMax, fastPaths: this.fastPaths,
       ...(log ? { log: (event: string, fields: Record<string, unknown>) => log(`#${this.opIndex} ${event}`, fields) } : {}),
     };
   }
@@ -207,7 +222,7 @@ export class Simulator {
    */
   async verifyDurableCatalog(what: string): Promise<void> {
     const image = this.device.crash('clean');
-    const opened = await this.attempt(() => openPool(image, { nowMs: () => this.clockMs, commitIntervalMs: 0 }));
+    const opened = await this.attempt(() => openPool(image, { nowMs: () => this.clockMs, commitIntervalMs: 0, fastPaths: this.fastPaths }));
     const durable = this.must(opened, `open of the durable image after ${what}`);
     const got = [...durable.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`), ...durable.listSnapshots().map((s) => `${s.fullName}:${s.sizeBytes}`)].sort();
     const want = [...this.model.targets.values()].map((t) => `${t.name}:${t.sizeBytes}`).sort();
@@ -286,21 +301,32 @@ export class Simulator {
 
   async run(ops: number): Promise<SimulationResult> {
     let opsRun = 0;
+    let opsEffective = 0;
+    let idleOps = 0;
     try {
       await this.setup();
       for (this.opIndex = 0; this.opIndex < ops; this.opIndex++) {
         this.clockMs += clockStepMs;
         const kind: OpKind = this.prng.weighted(this.params.weights);
+        const callsBefore = this.engineCalls;
         await runOp(this, kind);
+        const acted = this.engineCalls > callsBefore;
         if (this.paranoid && this.opIndex >= this.paranoidFromOp) await paranoidCheck(this);
         opsRun++;
+        if (acted) {
+          opsEffective++;
+          idleOps = 0;
+        } else if (++idleOps >= idleOpsMax) {
+          this.fail(`stalled: the last ${idleOps} ops found nothing to act on (${this.model.volumes().length} volumes, ` +
+            `${this.model.snapshots().length} snapshots, targetsMax ${this.params.targetsMax})`);
+        }
       }
       await this.finish();
-      return { ok: true, seed: this.seed, opsRun, opCounts: this.opCounts };
+      return { ok: true, seed: this.seed, opsRun, opsEffective, opCounts: this.opCounts };
     } catch (err) {
       const what = err instanceof SimFailure ? err.message : `unexpected ${err instanceof Error ? err.stack ?? err.message : String(err)}`;
       const failure = `SEED=${this.seed} op #${this.opIndex}: ${what}\n  recent ops:\n    ${this.history.join('\n    ')}`;
-      return { ok: false, seed: this.seed, failure, opsRun, opCounts: this.opCounts };
+      return { ok: false, seed: this.seed, failure, opsRun, opsEffective, opCounts: this.opCounts };
     }
   }
 }

@@ -64,7 +64,7 @@ function assertProblem(r: { status: number; type: string; body: unknown }, statu
   assert.equal(p.type, `https://cairn.dev/problems/${code}`);
 }
 
-test('REST API: validation, problem+json, idempotency, openapi', { timeout: 100_000 }, async (t) => {
+test('REST API: validation, problem+json, idempotency, openapi', { timeout: 600_000 }, async (t) => {
   const { call, registered, engine, base } = await startApi(t, 1024 * MiB);
 
   await t.test('request validation gives 400 problem+json', async () => {
@@ -145,7 +145,8 @@ test('REST API: validation, problem+json, idempotency, openapi', { timeout: 100_
     const job = started.body as { id: string; kind: string; state: string; progress: number; error: unknown };
     assert.equal(job.kind, 'flatten');
     let polled = job;
-    for (let i = 0; i < 100 && polled.state === 'running'; i += 1) {
+    // Until the job ends, however long a busy machine takes (the test's timeout bounds a hang).
+    while (polled.state === 'running') {
       await new Promise((r) => setTimeout(r, 50));
       polled = (await call('GET', `/v1/jobs/${job.id}`)).body as typeof job;
     }
@@ -207,7 +208,7 @@ test('REST API: validation, problem+json, idempotency, openapi', { timeout: 100_
   });
 });
 
-test('REST API: a full pool is 507 pool_full', { timeout: 60_000 }, async (t) => {
+test('REST API: a full pool is 507 pool_full', { timeout: 600_000 }, async (t) => {
   const { call, engine, base } = await startApi(t, 48 * MiB);
   assert.equal((await call('POST', '/v1/volumes', { name: 'big', size: 256 * MiB })).status, 201);
   const id = engine.resolve('big').id;

@@ -105,7 +105,7 @@ export async function startServe(t: TestContext, pool: string, extra: string[] =
   child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
   const ready = await new Promise<{ api: string; nbd: string }>((resolve, reject) => {
     let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`cairn serve did not become ready: ${stderr}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`cairn serve did not become ready: ${stderr}`)), 120_000); // a hang bound, not a speed: a busy machine starts slowly
     child.stdout!.on('data', (b: Buffer) => {
       buffered += b.toString();
       let nl: number;

@@ -46,7 +46,7 @@ for i in range(max(0, last - blocks + 5), last + 1):
 print(bad)
 `;
 
-test('daemon lifecycle', { timeout: 115_000 }, async (t) => {
+test('daemon lifecycle', { timeout: 600_000 }, async (t) => {
   assertBuilt();
   const dir = await tempDir(t, 'cairn-life-');
   const pool = join(dir, 'pool');

@@ -26,7 +26,7 @@ async function hashOf(uri: string): Promise<string> {
   return r.stdout.trim();
 }
 
-test('export/import streams between two daemons', { timeout: 110_000 }, async (t) => {
+test('export/import streams between two daemons', { timeout: 600_000 }, async (t) => {
   assertBuilt();
   const dir = await tempDir(t, 'cairn-stream-');
   const a = await startServe(t, join(dir, 'a.pool'), ['--pool-size', '1G']);

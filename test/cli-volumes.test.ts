@@ -37,7 +37,7 @@ async function qemuVerify(uri: string, pattern: number, offset: number, length: 
   return r.code === 0 && !/Pattern verification failed|failed/i.test(r.stdout + r.stderr);
 }
 
-test('cairn CLI against a real daemon', { timeout: 110_000 }, async (t) => {
+test('cairn CLI against a real daemon', { timeout: 600_000 }, async (t) => {
   assertBuilt();
   const dir = await tempDir(t);
   const d = await startServe(t, join(dir, 'pool'), ['--pool-size', '1G']);
@@ -54,6 +54,7 @@ test('cairn CLI against a real daemon', { timeout: 110_000 }, async (t) => {
   });
 
   await t.test('volume create, idempotent repeat, show --json shape, list table', async () => {
+    const createStartedMs = Date.now();
     const v = await cairnJson<Volume>(api, ['volume', 'create', 'db', '--size', '64M']);
     assert.equal(v.name, 'db');
     assert.equal(v.size, 64 * MiB);
@@ -67,7 +68,7 @@ test('cairn CLI against a real daemon', { timeout: 110_000 }, async (t) => {
     assert.equal(shown.mappedBytes, MiB);
     assert.equal(shown.exclusiveBytes, MiB);
     assert.equal(shown.nbdUri, `${d.nbd}/db`);
-    assert.ok(Math.abs(shown.createdMs - Date.now()) < 120_000);
+    assert.ok(shown.createdMs >= createStartedMs && shown.createdMs <= Date.now(), `createdMs ${shown.createdMs} outside the create call`);
     const list = await cairn(api, ['volume', 'list']);
     assert.equal(list.code, 0);
     const lines = list.stdout.trim().split('\n');

@@ -234,7 +234,7 @@ test('controller service against a real cairn serve', async (t) => {
   });
 });
 
-test('a full pool is RESOURCE_EXHAUSTED for new volumes and snapshots, and recovers', { timeout: 120_000 }, async (t) => {
+test('a full pool is RESOURCE_EXHAUSTED for new volumes and snapshots, and recovers', { timeout: 600_000 }, async (t) => {
   const dir = tempDir('cairn-csi-full-');
   const daemon = await startDaemon(dir, '64M');
   const plugin = await startPlugin({ dir, api: daemon.apiUrl, nbd: daemon.nbdAddress, mode: 'controller' });
@@ -255,9 +255,9 @@ test('a full pool is RESOURCE_EXHAUSTED for new volumes and snapshots, and recov
   assert.equal((await c.controller.CreateVolume!(big)).volume.volume_id, 'pvc-big', 'an existing volume is still returned');
   assert.ok((await c.controller.GetCapacity!({})).available_capacity < 16 * MiB);
   await c.controller.DeleteVolume!({ volume_id: 'pvc-big' });
-  // Freed blocks return in the background; wait (bounded) for the space to come back.
-  const deadline = Date.now() + 30_000;
-  while ((await c.controller.GetCapacity!({})).available_capacity < 32 * MiB && Date.now() < deadline) {
+  // Freed blocks return in the background; wait for the space to come back, however long a busy
+  // machine takes (the test's timeout bounds a hang).
+  while ((await c.controller.GetCapacity!({})).available_capacity < 32 * MiB) {
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   assert.equal((await c.controller.CreateVolume!({ name: 'pvc-new', volume_capabilities: [blockCap] })).volume.volume_id, 'pvc-new');

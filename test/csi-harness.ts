@@ -91,7 +91,7 @@ export async function startPlugin(opts: { dir: string; api: string; nbd?: string
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { output += d; });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { output += d; });
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 120_000; // a hang bound, not a speed: a busy machine starts slowly
   while (!output.includes('csi plugin listening')) {
     if (child.exitCode !== null) throw new Error(`csi plugin exited ${child.exitCode}: ${output}`);
     if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`csi plugin did not start: ${output}`); }
@@ -124,7 +124,7 @@ export async function startDaemon(dir: string, poolSize = '4G'): Promise<Daemon>
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { output += d; });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { output += d; });
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + 120_000; // a hang bound, not a speed
   let apiUrl = '';
   let nbdAddress = '';
   while (apiUrl === '' || nbdAddress === '') {

@@ -28,7 +28,7 @@ async function attach(t: TestContext, dir: string, uri: string, name: string, fo
     }
   });
   const file = path.join(fuseDir, 'nbd');
-  await waitUntil(() => access(file).then(() => true, () => false), 10_000, `nbdfuse ${fuseErr}`);
+  await waitUntil(() => access(file).then(() => true, () => false), `nbdfuse ${fuseErr}`);
   const loop = (await runOk('losetup', ['-f', '--show', file])).trim();
   defer(t, async () => { await run('losetup', ['-d', loop]); });
   if (format) await runOk('mkfs.ext4', ['-q', '-F', loop]);
@@ -37,7 +37,7 @@ async function attach(t: TestContext, dir: string, uri: string, name: string, fo
   return { loop, mountPoint };
 }
 
-test('ext4 on a volume via nbdfuse + loop; snapshot, clone, mount the clone, find the files', { timeout: 110_000 }, async (t) => {
+test('ext4 on a volume via nbdfuse + loop; snapshot, clone, mount the clone, find the files', { timeout: 600_000 }, async (t) => {
   const f = await startFixture(t);
   await f.engine.createVolume('fs', 128 * MiB);
   const files = new Map<string, Buffer>([['a.bin', randomBytes(3 * MiB)], ['b.txt', Buffer.from('cairn keeps this\n')]]);

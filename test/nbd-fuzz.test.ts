@@ -108,7 +108,7 @@ async function throwBytes(rng: Rng, port: number, data: Buffer, afterHandshake: 
   if (rng() < 0.5) socket.end(); else socket.destroy();
 }
 
-test(`fuzz: random and mutated handshakes and requests (seed ${seed})`, { timeout: 100_000 }, async (t) => {
+test(`fuzz: random and mutated handshakes and requests (seed ${seed})`, { timeout: 600_000 }, async (t) => {
   const f = await startFixture(t, { handshakeTimeoutMs: 2_000 });
   const sizeBytes = 16 * MiB;
   await f.engine.createVolume('fuzz', sizeBytes);
@@ -135,7 +135,7 @@ test(`fuzz: random and mutated handshakes and requests (seed ${seed})`, { timeou
     }
     await Promise.all(batch);
   }
-  await waitUntil(() => f.server.connections() === 0, 15_000, 'all fuzz connections to close');
+  await waitUntil(() => f.server.connections() === 0, 'all fuzz connections to close');
   // The mix must reach both phases and both outcomes, or it tests nothing.
   const count = (event: string): number => f.events.filter((e) => e.event === event).length;
   assert.ok(count('nbd_connected') > rounds / 10, `transmission reached ${count('nbd_connected')} times`);
@@ -167,8 +167,12 @@ test('a client that stalls in the handshake is disconnected; one stalled mid-req
   stalled.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), option(1, name), header, Buffer.alloc(MiB / 2)]));
   await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x21 0 1M', '-c', 'read -P 0x21 0 1M', f.uri('v')]);
   const elapsedMs = (await closedAt) - startedAt;
-  assert.ok(elapsedMs >= 400 && elapsedMs < 5_000, `handshake timeout closed the silent client after ${elapsedMs} ms`);
+  // What is guaranteed: the timer never fires early (its 500 ms start after the connect began), and
+  // it was the handshake timer that hung up. How late it fires depends on the machine's load.
+  assert.ok(elapsedMs >= 400, `the silent client was closed after ${elapsedMs} ms, before its handshake timeout`);
+  assert.ok(f.events.some((e) => e.event === 'nbd_hang_up' && e.fields['reason'] === 'handshake timeout'),
+    'the server hung up on the silent client for its handshake timeout');
   // qemu-io's connection is gone; the mid-request client stays connected (it may still resume).
-  await waitUntil(() => f.server.connections() === 1, 5_000, 'only the stalled client to remain');
+  await waitUntil(() => f.server.connections() === 1, 'only the stalled client to remain');
   assert.equal(stalled.destroyed, false);
 });

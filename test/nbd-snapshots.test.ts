@@ -103,7 +103,7 @@ test('deleting an exported volume: requests fail, the connection ends, others ke
   await f.engine.deleteVolume('doomed');
   const after = await session.call('read 0 4096');
   assert.notEqual(after.err, 0, 'I/O to a deleted volume fails');
-  await waitUntil(() => f.server.connections() === 0, 10_000, 'connection to the deleted volume to end');
+  await waitUntil(() => f.server.connections() === 0, 'connection to the deleted volume to end');
   await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 9 0 64k', '-c', 'read -P 9 0 64k', f.uri('other')]);
   assert.ok(f.events.some((e) => e.event === 'nbd_target_gone'));
 });
@@ -129,6 +129,6 @@ test('reverting an exported volume ends its connections; a new connection sees t
   const session = new PythonSession(t, sessionScript, [f.uri('rv')]);
   assert.deepEqual(await session.call('write 0 4096'), { err: 0 });
   await f.engine.revertVolume('rv', 'before');
-  await waitUntil(() => f.server.connections() === 0, 10_000, 'connection to the reverted volume to end');
+  await waitUntil(() => f.server.connections() === 0, 'connection to the reverted volume to end');
   await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x61 0 4k', f.uri('rv')]);
 });

@@ -37,3 +37,15 @@ test(`simulator: ${seedCount()} seeds x ${opsPerSeed} ops`, { timeout: 15 * 60 *
   }
   assert.equal(failures.length, 0, `failing seeds:\n${failures.map((f) => f.split('\n').slice(0, 12).join('\n')).join('\n\n')}`);
 });
+
+// Issue 17: once every live volume was deleted while snapshots held the targets at targetsMax, every
+// later op did nothing, yet the run reported all its ops (seed 1051 stopped after 68 of 600). The
+// simulator now makes room, counts only the ops that reached the engine, and fails a run that stalls.
+for (const fastPaths of [true, false]) {
+  test(`simulator: seed 1051 x 600 ops keeps exercising the engine (fast paths ${fastPaths ? 'on' : 'off'})`, async () => {
+    const result = await runSimulation({ seed: 1051, ops: 600, fastPaths });
+    assert.ok(result.ok, result.failure);
+    assert.equal(result.opsRun, 600);
+    assert.ok(result.opsEffective >= 500, `only ${result.opsEffective} of 600 ops reached the engine`);
+  });
+}

@@ -51,6 +51,9 @@ function clipEntries(entries: LeafEntry[], from: number, to: number): LeafEntry[
 }
 
 export class Trees {
+  /** PoolOptions.fastPaths: false makes lookupCached and editNow decline (the awaited paths run). */
+  fastPaths = true;
+
   constructor(private readonly store: MetaStore, private readonly space: SpaceMap) {}
 
   load(block: number): Promise<TreeNode> { return this.store.load<TreeNode>(block, MetaType.Leaf); }
@@ -133,6 +136,7 @@ export class Trees {
 
   /** lookup() when every node it needs is in memory, without awaiting; undefined otherwise. */
   lookupCached(root: number, start: number, end: number, limit = Infinity): LeafEntry[] | undefined {
+    if (!this.fastPaths) return undefined;
     const out: LeafEntry[] = [];
     return this.lookupNow(root, start, end, out, limit, 1) ? out : undefined;
   }
@@ -239,7 +243,7 @@ export class Trees {
    */
   editNow(root: number, start: number, end: number, entries: LeafEntry[]): { root: number; mappedDelta: number } | undefined {
     this.store.assertHeld();
-    if (root === 0 || start >= end) return undefined;
+    if (!this.fastPaths || root === 0 || start >= end) return undefined;
     let node = this.cached(root);
     // A branch with one child is collapsed by the general path.
     if (node?.type === MetaType.Branch && node.children.length === 1) return undefined;

@@ -90,6 +90,8 @@ export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRec
 }
 
 export class Catalog {
+  /** PoolOptions.fastPaths: false makes saveMappingNow decline (save() runs). */
+  fastPaths = true;
   readonly array: RadixArray<CatalogPage>;
   readonly byId = new Map<number, CatalogRecord>();
   /** Live (not deleted) volumes by name, plus deleted ones kept while their snapshots exist. */
@@ -181,7 +183,7 @@ export class Catalog {
   /** saveMapping() without awaiting; false, having written nothing, when the page is not dirty yet. */
   saveMappingNow(rec: CatalogRecord): boolean {
     this.store.assertHeld();
-    const page = this.mappingPage(rec);
+    const page = this.fastPaths ? this.mappingPage(rec) : undefined;
     if (page === undefined) return false;
     const off = (rec.slot % CATALOG_RECORDS_PER_PAGE) * CATALOG_RECORD_BYTES;
     const view = viewOf(page.records);

@@ -48,6 +48,8 @@ export class PoolCore {
   /** Dirty objects that trigger a commit; follows the pool's size (grow). */
   dirtyMax: number;
   readonly commitIntervalMs: number;
+  /** PoolOptions.fastPaths: false makes mutateNow (and every other `...Now`) decline. */
+  readonly fastPaths: boolean;
 
   constructor(
     readonly device: Device,
@@ -60,6 +62,10 @@ export class PoolCore {
     assert(store.totalBlocks === sb.totalBlocks && space.totalBlocks === sb.totalBlocks, 'store, space map and superblock agree on the pool size');
     this.mutex = store.mutex;
     this.trees = new Trees(store, space);
+    this.fastPaths = opts.fastPaths ?? true;
+    this.trees.fastPaths = this.fastPaths;
+    space.fastPaths = this.fastPaths;
+    catalog.fastPaths = this.fastPaths;
     this.blockWriter = new BlockWriter(device, () => this.writersActive);
     this.nowMs = opts.nowMs ?? Date.now;
     this.log = opts.log ?? (() => undefined);
@@ -252,7 +258,7 @@ export class PoolCore {
    */
   mutateNow<T>(fn: () => T | undefined): T | undefined {
     this.ensureUsable();
-    if (!this.mutex.idle) return undefined;
+    if (!this.fastPaths || !this.mutex.idle) return undefined;
     const changesBefore = this.store.changes;
     let result: T | undefined;
     try {

@@ -24,6 +24,8 @@ export { LARGE_RUN_BLOCKS, META_ARENA_BLOCKS };
 export interface FreedBlocks { readEpoch: number; runs: number[]; blocks: number }
 
 export class SpaceMap {
+  /** PoolOptions.fastPaths: false makes tryAddRange and tryReserveSync decline (the awaited paths run). */
+  fastPaths = true;
   readonly array: RadixArray<CountPage>;
   /**
    * Free blocks that cannot be handed out: reserved for data being written (count still 0), freed in
@@ -138,7 +140,7 @@ export class SpaceMap {
    */
   tryAddRange(pba: number, lengthBlocks: number, delta: 1 | -1): boolean {
     this.store.assertHeld();
-    if (!this.rangeDirtyNow(pba, lengthBlocks)) return false;
+    if (!this.fastPaths || !this.rangeDirtyNow(pba, lengthBlocks)) return false;
     this.addRangeDirty(pba, lengthBlocks, delta);
     return true;
   }
@@ -261,7 +263,7 @@ export class SpaceMap {
   tryReserveSync(wanted: number): Run[] | null {
     // No lock: this runs without awaiting, so nothing interleaves with it (see the comment above).
     assert(Number.isSafeInteger(wanted) && wanted > 0, 'a reservation of whole blocks');
-    if (this.availableBlocks - wanted < this.reserveBlocks) return null;
+    if (!this.fastPaths || this.availableBlocks - wanted < this.reserveBlocks) return null;
     if (wanted >= LARGE_RUN_BLOCKS) {
       const large = this.reserveLongRuns(wanted, LARGE_RUN_BLOCKS);
       if (large) return large;

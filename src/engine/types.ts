@@ -198,4 +198,10 @@ export interface PoolOptions {
    * `import -F`). Without it such a pool is refused. No effect on a pool that lost nothing.
    */
   rewind?: boolean;
+  /**
+   * false turns off every synchronous `...Now` fast path (mutateNow, editNow, lookupCached,
+   * tryAddRange, tryReserveSync, saveMappingNow), so the awaited path always runs: the simulator and
+   * the fault sweep run both ways, since each path must give the same result. Default true.
+   */
+  fastPaths?: boolean;
 }
