@@ -175,6 +175,9 @@ export const sweepOps: SweepOp[] = [
     v.sizeBytes = s.sizeBytes;
   }),
   catalogOp('grow', (sim) => sim.e.resizeVolume('v2', 3 * MiB), (m) => { m.get('v2').sizeBytes = 3 * MiB; }),
+  // Pool growth (not a volume's): doubling stays in the space map's radix levels; 2 GiB adds a level on top.
+  catalogOp('poolGrow', (sim) => sim.e.growPool(sim.e.stats().sizeBytes * 2), () => undefined),
+  catalogOp('poolGrowLevel', (sim) => sim.e.growPool(2048 * MiB), () => undefined),
   catalogOp('shrink', (sim) => sim.e.resizeVolume('v1', MiB, { allowShrink: true }), (m) => { m.truncate(m.get('v1'), MiB); }),
   // c1 is 2 MiB: two flatten steps of 256 blocks, each a commit; content does not change.
   catalogOp('flatten', (sim) => sim.e.flattenVolume('c1'), (m) => { m.markCopied(m.get('c1')); }),

@@ -32,6 +32,9 @@ const regressions: SweepCase[] = [
   // flatten's copy read a data block straight from the device: its EIO escaped as a raw Error, not io_error.
   { op: 'flatten', start: 'warm', fault: { kind: 'eio', n: 5 }, fastPaths: true },
   { op: 'flatten', start: 'cold', fault: { kind: 'eio', n: 5 }, fastPaths: false },
+  // pool grow's enlarging of the device (its size made durable by a flush) let a raw EIO out.
+  { op: 'poolGrow', start: 'warm', fault: { kind: 'eio', n: 1 }, fastPaths: true },
+  { op: 'poolGrowLevel', start: 'cold', fault: { kind: 'eioPersistent', n: 1 }, fastPaths: false },
 ];
 
 test('fault sweep: cases that once failed pass', async () => {

@@ -5,7 +5,7 @@ import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
 import type { Run } from './space-map.js';
-import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, PoolFull, VolumeNotFound, assert, fail } from './errors.js';
+import { ChecksumError, InvalidArgument, IoError, OutOfRange, CairnError, PoolFull, VolumeNotFound, asIoError, assert, fail } from './errors.js';
 import type { Extent } from './types.js';
 import { concatData, dataLength, PayloadBlocks, type WriteData } from './gather.js';
 import { blockChecksums } from './checksum.js';
@@ -94,7 +94,7 @@ async function readBlocks(core: PoolCore, root: number, startLba: number, endLba
 
 function readError(pba: number, err: unknown): unknown {
   assert(pba >= 0, 'a read error names a physical block');
-  return err instanceof CairnError ? err : new IoError(`read of physical block ${pba} failed: ${(err as Error).message}`);
+  return asIoError(err, `read of physical block ${pba} failed`);
 }
 
 /** Checksums of a run being verified (a run is at most DEVICE_IO_BLOCKS_MAX blocks; verifying is synchronous). */
@@ -281,7 +281,7 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
   for (const s of await Promise.allSettled(writes)) {
     if (s.status === 'rejected') {
       const err: unknown = s.reason;
-      throw err instanceof CairnError ? err : new IoError(`data write failed: ${(err as Error).message}`);
+      throw asIoError(err, 'data write failed');
     }
   }
   return entries;

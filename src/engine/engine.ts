@@ -15,7 +15,7 @@ import { exclusiveBlocks } from './space-usage.js';
 import { checkDevice } from './check.js';
 import { parseRef, validateName, validateSize } from './names.js';
 import {
-  InvalidArgument, InvalidSize, NameTaken, PoolCorrupt, PoolShrinkRefused, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound, assert, fail,
+  InvalidArgument, InvalidSize, NameTaken, PoolCorrupt, PoolShrinkRefused, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound, asIoError, assert, fail,
 } from './errors.js';
 import type {
   ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SpaceUsage, Target, TargetEvent,
@@ -153,9 +153,10 @@ export class CairnEngine implements Engine {
     this.core.ensureUsable();
     const device = this.core.device;
     const currentBytes = this.core.sb.totalBlocks * BLOCK_SIZE_BYTES;
+    const deviceBlocks = (): Promise<number> => device.refreshSize().catch((err: unknown) => { throw asIoError(err, 'reading the device size failed'); });
     let blocks: number;
     if (sizeBytes === undefined) {
-      blocks = await device.refreshSize();
+      blocks = await deviceBlocks();
       if (blocks < this.core.sb.totalBlocks) throw new PoolCorrupt(`the device (${blocks * BLOCK_SIZE_BYTES} bytes) is smaller than the pool on it (${currentBytes} bytes)`);
     } else {
       if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new InvalidSize(`pool size must be a positive integer number of bytes, got ${sizeBytes}`);
@@ -163,10 +164,14 @@ export class CairnEngine implements Engine {
       if (sizeBytes > POOL_BLOCKS_MAX * BLOCK_SIZE_BYTES) throw new InvalidSize(`pool size ${sizeBytes} exceeds the maximum of ${POOL_BLOCKS_MAX * BLOCK_SIZE_BYTES} bytes`);
       if (sizeBytes < currentBytes) throw new PoolShrinkRefused(currentBytes, sizeBytes);
       blocks = sizeBytes / BLOCK_SIZE_BYTES;
-      if (blocks > await device.refreshSize()) {
-        await device.resize(blocks);
-        // The new size must be durable before a superblock counts on it (fdatasync covers a file's size).
-        await device.flush();
+      if (blocks > await deviceBlocks()) {
+        try {
+          await device.resize(blocks);
+          // The new size must be durable before a superblock counts on it (fdatasync covers a file's size).
+          await device.flush();
+        } catch (err) {
+          throw asIoError(err, `enlarging the pool's device to ${sizeBytes} bytes failed`);
+        }
       }
     }
     if (blocks > POOL_BLOCKS_MAX) blocks = POOL_BLOCKS_MAX; // a larger device is used up to the limit

@@ -139,6 +139,13 @@ export class MetaTooDeep extends MetaCorrupt {
 export class IoError extends CairnError {
   constructor(message: string) { super('io_error', message, 'EIO'); }
 }
+/**
+ * A device failure as the engine's typed error, saying what was being done: raw errors (EIO from the
+ * file system) never leave the engine (the fault sweep found them escaping flatten and pool grow).
+ */
+export function asIoError(err: unknown, what: string): CairnError {
+  return err instanceof CairnError ? err : new IoError(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+}
 export class PoolCorrupt extends CairnError {
   constructor(message: string) { super('pool_corrupt', message, 'EIO'); }
 }

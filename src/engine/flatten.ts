@@ -4,7 +4,7 @@ import { BLOCK_SIZE_BYTES, FLATTEN_CHUNK_BLOCKS } from './constants.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
-import { CairnError, ChecksumError, IoError, PoolFull, VolumeNotFound, assert, fail } from './errors.js';
+import { ChecksumError, PoolFull, VolumeNotFound, asIoError, assert, fail } from './errors.js';
 import { blockChecksum } from './checksum.js';
 
 export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgress?: (fraction: number) => void): Promise<void> {
@@ -63,11 +63,11 @@ async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, e
     }
     for (const c of copies) {
       const data = Buffer.alloc(BLOCK_SIZE_BYTES);
-      await core.device.read(c.pba, data).catch((err: unknown) => { throw ioError(err, `flatten: read of physical block ${c.pba} failed`); });
+      await core.device.read(c.pba, data).catch((err: unknown) => { throw asIoError(err, `flatten: read of physical block ${c.pba} failed`); });
       if (blockChecksum(data) !== c.crcs[0]) { core.checksumErrors++; throw new ChecksumError(c.pba, 'data block (flatten)'); }
       const [run] = await core.space.reserve(1, false);
       try {
-        await core.device.write(run!.pba, data).catch((err: unknown) => { throw ioError(err, `flatten: write of physical block ${run!.pba} failed`); });
+        await core.device.write(run!.pba, data).catch((err: unknown) => { throw asIoError(err, `flatten: write of physical block ${run!.pba} failed`); });
         const r = await core.trees.edit(rec.root, c.lba, c.lba + 1, [{ lba: c.lba, pba: run!.pba, lengthBlocks: 1, crcs: Uint32Array.of(c.crcs[0]!) }]);
         rec.root = r.root;
       } finally {
@@ -81,7 +81,3 @@ async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, e
   await core.catalog.save(rec);
 }
 
-/** A device failure as the engine's typed error (the fault sweep found raw EIOs escaping flatten). */
-function ioError(err: unknown, what: string): CairnError {
-  return err instanceof CairnError ? err : new IoError(`${what}: ${err instanceof Error ? err.message : String(err)}`);
-}
