@@ -2,8 +2,8 @@
 // extents, changedSince) per volume into Metrics. It implements the whole Engine interface, so the
 // NBD server and the API receive it in place of the engine and cannot tell the difference.
 import type {
-  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotInfo, SpaceUsage, Target, TargetEvent,
-  VolumeInfo, WriteData, WriteOptions, ZeroOptions,
+  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
+  TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from '../engine/index.js';
 import { dataLength } from '../engine/index.js';
 import type { Metrics } from './metrics.js';
@@ -84,6 +84,8 @@ export class InstrumentedEngine implements Engine {
   createSnapshots(fullNames: string[]): Promise<SnapshotInfo[]> { return this.inner.createSnapshots(fullNames); }
   listSnapshots(volume?: string): SnapshotInfo[] { return this.inner.listSnapshots(volume); }
   getSnapshot(fullName: string): SnapshotInfo { return this.inner.getSnapshot(fullName); }
+  findSnapshot(fullName: string): SnapshotInfo | null { return this.inner.findSnapshot(fullName); }
+  listSnapshotsPage(request: SnapshotPageRequest): SnapshotPage { return this.inner.listSnapshotsPage(request); }
   deleteSnapshot(fullName: string): Promise<void> { return this.inner.deleteSnapshot(fullName); }
   diff(from: string, to: string): Promise<ByteRange[]> { return this.inner.diff(from, to); }
   spaceUsage(name: string): Promise<SpaceUsage> { return this.inner.spaceUsage(name); }

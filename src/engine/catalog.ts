@@ -5,6 +5,7 @@ import { CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NA
 import { MetaType, catalogPageOf, getU64, setU64, viewOf, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
+import { KeyOrder } from './key-order.js';
 import { assert, fail } from './errors.js';
 
 export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
@@ -64,12 +65,21 @@ export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRec
   };
 }
 
+/** One volume's snapshots: by name (lookups) and oldest first by `seq` (lists, pages). */
+export interface VolumeSnapshots {
+  byName: Map<string, CatalogRecord>;
+  bySeq: KeyOrder<CatalogRecord>;
+}
+
 export class Catalog {
   readonly array: RadixArray<CatalogPage>;
   readonly byId = new Map<number, CatalogRecord>();
   /** Live (not deleted) volumes by name, plus deleted ones kept while their snapshots exist. */
   readonly volumesByName = new Map<string, CatalogRecord>();
-  readonly snapshotsByVolume = new Map<number, CatalogRecord[]>();
+  /** Indexed so that no operation on one snapshot scans the others (100 000 per volume are expected). */
+  readonly snapshotsByVolume = new Map<number, VolumeSnapshots>();
+  /** Every snapshot of the pool by id (ids only grow, so a new snapshot is appended): the paged list. */
+  readonly snapshotsById = new KeyOrder<CatalogRecord>((rec) => rec.id);
   readonly deadNodes: CatalogRecord[] = [];
   private readonly freeSlots: number[] = [];
   slotsUsed: number;
@@ -86,33 +96,39 @@ export class Catalog {
   /** Reads every catalog page (no data blocks) and builds the in-memory indexes. */
   async load(): Promise<void> {
     const pages = Math.ceil(this.slotsUsed / CATALOG_RECORDS_PER_PAGE);
+    const snapshots: CatalogRecord[] = [];
     for (let p = 0; p < pages; p++) {
       const page = await this.array.page(p, false);
       for (let i = 0; i < CATALOG_RECORDS_PER_PAGE; i++) {
         const slot = p * CATALOG_RECORDS_PER_PAGE + i;
         if (slot >= this.slotsUsed) break;
         const rec = page ? decodeRecord(page.records, i * CATALOG_RECORD_BYTES, slot) : null;
-        if (rec) this.index(rec); else this.freeSlots.push(slot);
+        if (!rec) this.freeSlots.push(slot);
+        else if (rec.kind === RecordKind.Snapshot) snapshots.push(rec);
+        else this.index(rec);
       }
     }
+    // Slots are reused, so slot order is not age order: indexed oldest first, every add is an append.
+    snapshots.sort((a, b) => a.id - b.id);
+    for (const rec of snapshots) this.index(rec);
     this.freeSlots.reverse();
-    for (const list of this.snapshotsByVolume.values()) list.sort((a, b) => a.seq - b.seq);
   }
 
   private index(rec: CatalogRecord): void {
     if (rec.kind === RecordKind.DeadNode) { this.deadNodes.push(rec); return; }
     this.byId.set(rec.id, rec);
-    if (rec.kind === RecordKind.Volume) this.volumesByName.set(rec.name, rec);
-    else {
-      let list = this.snapshotsByVolume.get(rec.parentId);
-      if (!list) this.snapshotsByVolume.set(rec.parentId, (list = []));
-      list.push(rec);
-    }
+    if (rec.kind === RecordKind.Volume) { this.volumesByName.set(rec.name, rec); return; }
+    let snaps = this.snapshotsByVolume.get(rec.parentId);
+    if (!snaps) this.snapshotsByVolume.set(rec.parentId, (snaps = { byName: new Map(), bySeq: new KeyOrder((r) => r.seq) }));
+    snaps.byName.set(rec.name, rec);
+    snaps.bySeq.add(rec);
+    this.snapshotsById.add(rec);
   }
 
   private unindex(rec: CatalogRecord): void {
     if (rec.kind === RecordKind.DeadNode) {
-      const i = this.deadNodes.indexOf(rec);
+      // The background free takes the queue's last record: searched from the end, that is O(1).
+      const i = this.deadNodes.lastIndexOf(rec);
       if (i >= 0) this.deadNodes.splice(i, 1);
       return;
     }
@@ -120,12 +136,13 @@ export class Catalog {
     if (rec.kind === RecordKind.Volume) {
       if (this.volumesByName.get(rec.name) === rec) this.volumesByName.delete(rec.name);
     } else {
-      const list = this.snapshotsByVolume.get(rec.parentId);
-      if (list) {
-        const i = list.indexOf(rec);
-        if (i >= 0) list.splice(i, 1);
-        if (list.length === 0) this.snapshotsByVolume.delete(rec.parentId);
-      }
+      const snaps = this.snapshotsByVolume.get(rec.parentId);
+      assert(snaps !== undefined, 'an indexed snapshot has its volume\'s index');
+      // A damaged catalog may repeat a name (check reports it); the name then maps to one of them.
+      if (snaps.byName.get(rec.name) === rec) snaps.byName.delete(rec.name);
+      snaps.bySeq.remove(rec);
+      this.snapshotsById.remove(rec);
+      if (snaps.bySeq.size === 0) this.snapshotsByVolume.delete(rec.parentId);
     }
   }
 
@@ -186,5 +203,20 @@ export class Catalog {
     this.freeSlots.push(rec.slot);
   }
 
-  snapshotsOf(volumeId: number): CatalogRecord[] { return this.snapshotsByVolume.get(volumeId) ?? []; }
+  /** A volume's snapshots, oldest first: O(its snapshots), for lists only. */
+  snapshotsOf(volumeId: number): CatalogRecord[] { return this.snapshotsByVolume.get(volumeId)?.bySeq.values() ?? []; }
+
+  snapshotCountOf(volumeId: number): number { return this.snapshotsByVolume.get(volumeId)?.bySeq.size ?? 0; }
+
+  /** O(1): the snapshot `name` of the volume `volumeId`, if any. */
+  snapshotNamed(volumeId: number, name: string): CatalogRecord | undefined {
+    return this.snapshotsByVolume.get(volumeId)?.byName.get(name);
+  }
+
+  /** Live volumes (not deleted ones kept for their snapshots): O(volumes), never O(snapshots). */
+  liveVolumeCount(): number {
+    let count = 0;
+    for (const rec of this.volumesByName.values()) if ((rec.flags & FLAG_DELETED) === 0) count++;
+    return count;
+  }
 }
