@@ -109,7 +109,7 @@ async function throwBytes(rng: Rng, port: number, data: Buffer, afterHandshake: 
 }
 
 test(`fuzz: random and mutated handshakes and requests (seed ${seed})`, { timeout: 100_000 }, async (t) => {
-  const f = await startFixture(t, { handshakeTimeoutMs: 2_000 });
+  const f = await startFixture(t, { handshakeIdleMs: 2_000 });
   const sizeBytes = 16 * MiB;
   await f.engine.createVolume('fuzz', sizeBytes);
   await f.engine.createVolume('witness', 4 * MiB);
@@ -147,7 +147,7 @@ test(`fuzz: random and mutated handshakes and requests (seed ${seed})`, { timeou
 });
 
 test('a client that stalls in the handshake is disconnected; one stalled mid-request blocks nobody', async (t) => {
-  const f = await startFixture(t, { handshakeTimeoutMs: 500 });
+  const f = await startFixture(t, { handshakeIdleMs: 500 });
   await f.engine.createVolume('v', 8 * MiB);
   // Stalled in the handshake: connects, reads the greeting, never answers.
   const silent = net.connect(f.server.port as number, '127.0.0.1');
