@@ -8,6 +8,9 @@ import { RadixArray } from './radix.js';
 import { KeyOrder } from './key-order.js';
 import { assert, fail } from './errors.js';
 
+/** Catalog pages read at once while a pool opens (bounded: each holds a 4 KiB buffer until decoded). */
+const CATALOG_LOAD_PAGES_IN_FLIGHT = 64;
+
 export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
 export const FLAG_DELETED = 1;
 
@@ -97,8 +100,19 @@ export class Catalog {
   async load(): Promise<void> {
     const pages = Math.ceil(this.slotsUsed / CATALOG_RECORDS_PER_PAGE);
     const snapshots: CatalogRecord[] = [];
+    // Pages are read a window at a time: one await per page made opening a pool with 100 000
+    // snapshots (7 000 pages) take seconds of device round trips. The store shares in-flight reads.
+    const window: Promise<CatalogPage | null>[] = [];
     for (let p = 0; p < pages; p++) {
-      const page = await this.array.page(p, false);
+      if (p % CATALOG_LOAD_PAGES_IN_FLIGHT === 0) {
+        window.length = 0;
+        for (let q = p; q < Math.min(pages, p + CATALOG_LOAD_PAGES_IN_FLIGHT); q++) {
+          const read = this.array.page(q, false);
+          read.catch(() => undefined); // awaited below, in order: a failure is thrown there, not lost
+          window.push(read);
+        }
+      }
+      const page = await window[p % CATALOG_LOAD_PAGES_IN_FLIGHT]!;
       for (let i = 0; i < CATALOG_RECORDS_PER_PAGE; i++) {
         const slot = p * CATALOG_RECORDS_PER_PAGE + i;
         if (slot >= this.slotsUsed) break;
