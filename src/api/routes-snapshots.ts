@@ -86,7 +86,7 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     querystring: SnapshotListQuery, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
     handler: async (req, reply) => {
       const query = req.query as SnapshotListQuery;
-      if (query.volume !== undefined) ctx.engine.getVolume(query.volume);
+      // No live-volume check: a deleted volume's snapshots live on and are listed under its name.
       return snapshotPage(ctx, reply, query.volume, query);
     },
   });
