@@ -181,6 +181,14 @@ test('API: paged lists return every item once, bad tokens are a 400, snapshot cr
   assert.equal(partial.status, 409);
   assert.equal(engine.findSnapshot('v4@new'), null, 'a refused group creates nothing');
   assert.equal((await call('POST', '/v1/volumes/nope/snapshots', { name: 'x' })).status, 404);
+  // ?name= finds a snapshot name on any volume (a lookup; CSI's create uses it).
+  await engine.createSnapshots(['v5@x']);
+  const named = await call('GET', '/v1/snapshots?name=x');
+  assert.deepEqual((named.body as Array<{ name: string }>).map((s) => s.name).sort(), ['v3@x', 'v5@x']);
+  assert.deepEqual(((await call('GET', '/v1/snapshots?name=x&volume=v5')).body as Array<{ name: string }>).map((s) => s.name), ['v5@x']);
+  assert.deepEqual((await call('GET', '/v1/snapshots?name=none')).body, []);
+  await engine.deleteSnapshot('v5@x');
+  assert.deepEqual(((await call('GET', '/v1/snapshots?name=x')).body as Array<{ name: string }>).map((s) => s.name), ['v3@x']);
   // The volume view counts snapshots.
   assert.equal(((await call('GET', '/v1/volumes/v1')).body as { snapshotCount: number }).snapshotCount, want.filter((n) => n.startsWith('v1@')).length);
 

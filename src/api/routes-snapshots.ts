@@ -82,10 +82,15 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     },
   });
   routes.add({
-    method: 'GET', url: '/v1/snapshots', tag, summary: 'List all snapshots by id (or ?volume=NAME); paged',
+    method: 'GET', url: '/v1/snapshots', tag, summary: 'List all snapshots by id (or ?volume=NAME); paged; ?name=SNAP finds a name on any volume',
     querystring: SnapshotListQuery, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
     handler: async (req, reply) => {
       const query = req.query as SnapshotListQuery;
+      if (query.name !== undefined) {
+        // A lookup, not a list: CSI snapshot names are pool-wide, and its create checks one this way.
+        return ctx.engine.findSnapshotsNamed(query.name).filter((s) => query.volume === undefined || s.volume === query.volume)
+          .map((s) => snapshotView(s, ctx));
+      }
       // No live-volume check: a deleted volume's snapshots live on and are listed under its name.
       return snapshotPage(ctx, reply, query.volume, query);
     },

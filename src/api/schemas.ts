@@ -47,7 +47,11 @@ export const ExportQuery = Type.Object({
 }, { additionalProperties: false });
 export type ExportQuery = Static<typeof ExportQuery>;
 
-export const SnapshotListQuery = Type.Object({ volume: Type.Optional(Name('only this volume\'s snapshots')), ...PageQuery },
+export const SnapshotListQuery = Type.Object({
+  volume: Type.Optional(Name('only this volume\'s snapshots')),
+  name: Type.Optional(Name('only snapshots of this name (after "@"), on any volume; not paged')),
+  ...PageQuery,
+},
   { additionalProperties: false });
 export type SnapshotListQuery = Static<typeof SnapshotListQuery>;
 export const ListQuery = Type.Object({ ...PageQuery }, { additionalProperties: false });

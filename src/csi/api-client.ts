@@ -190,6 +190,12 @@ export class CairnApi {
     return this.page(path, parseSnapshot, limit, pageToken);
   }
 
+  /** The snapshots called `name` on any volume (one lookup in the daemon). */
+  async snapshotsNamed(name: string): Promise<ApiSnapshot[]> {
+    const res = await this.request('GET', `/v1/snapshots?name=${encodeURIComponent(name)}`);
+    return (Array.isArray(res) ? (res as Json[]) : []).map(parseSnapshot);
+  }
+
   /** "VOL@SNAP", or null when it does not exist. */
   async getSnapshot(volume: string, name: string): Promise<ApiSnapshot | null> {
     try {

@@ -155,9 +155,9 @@ export class ControllerService {
       if (!vol) throw notFound(`source volume ${source.from} does not exist`);
       return vol.sizeBytes;
     }
-    // The list of all snapshots: those of a deleted volume live on (and can still be cloned).
-    const snaps = await this.call(() => this.api.listSnapshots(), 'list snapshots');
-    const snap = snaps.find((s) => s.fullName === source.from);
+    // One lookup; a deleted volume's snapshots live on and are found too (and can still be cloned).
+    const id = parseSnapshotId(source.from);
+    const snap = id === null ? null : await this.call(() => this.api.getSnapshot(id.volume, id.snapshot), `get snapshot ${source.from}`);
     if (!snap) throw notFound(`source snapshot ${source.from} does not exist`);
     return snap.sizeBytes;
   }
@@ -264,8 +264,9 @@ export class ControllerService {
     checkParameters(req.parameters, 'CreateSnapshot');
     const id = `${req.source_volume_id}@${snapName}`;
     return this.locks.run([id, req.source_volume_id], async () => {
-      const all = await this.call(() => this.api.listSnapshots(), 'list snapshots');
-      const same = all.find((s) => s.name === snapName);
+      // One lookup by name (CSI snapshot names are pool-wide), not a list of every snapshot.
+      const named = await this.call(() => this.api.snapshotsNamed(snapName), `find snapshot ${snapName}`);
+      const same = named.find((s) => s.volume === req.source_volume_id) ?? named[0];
       if (same && same.volume !== req.source_volume_id) {
         throw alreadyExists(`snapshot name ${req.name} is taken by ${same.fullName}`);
       }

@@ -85,6 +85,7 @@ export class InstrumentedEngine implements Engine {
   listSnapshots(volume?: string): SnapshotInfo[] { return this.inner.listSnapshots(volume); }
   getSnapshot(fullName: string): SnapshotInfo { return this.inner.getSnapshot(fullName); }
   findSnapshot(fullName: string): SnapshotInfo | null { return this.inner.findSnapshot(fullName); }
+  findSnapshotsNamed(name: string): SnapshotInfo[] { return this.inner.findSnapshotsNamed(name); }
   listSnapshotsPage(request: SnapshotPageRequest): SnapshotPage { return this.inner.listSnapshotsPage(request); }
   deleteSnapshot(fullName: string): Promise<void> { return this.inner.deleteSnapshot(fullName); }
   diff(from: string, to: string): Promise<ByteRange[]> { return this.inner.diff(from, to); }

@@ -83,6 +83,8 @@ export class Catalog {
   readonly snapshotsByVolume = new Map<number, VolumeSnapshots>();
   /** Every snapshot of the pool by id (ids only grow, so a new snapshot is appended): the paged list. */
   readonly snapshotsById = new KeyOrder<CatalogRecord>((rec) => rec.id);
+  /** Snapshots by their own name across volumes (CSI names are pool-wide): usually one each. */
+  private readonly snapshotsByOwnName = new Map<string, CatalogRecord[]>();
   readonly deadNodes: CatalogRecord[] = [];
   private readonly freeSlots: number[] = [];
   slotsUsed: number;
@@ -137,6 +139,8 @@ export class Catalog {
     snaps.byName.set(rec.name, rec);
     snaps.bySeq.add(rec);
     this.snapshotsById.add(rec);
+    const named = this.snapshotsByOwnName.get(rec.name);
+    if (named) named.push(rec); else this.snapshotsByOwnName.set(rec.name, [rec]);
   }
 
   private unindex(rec: CatalogRecord): void {
@@ -156,6 +160,11 @@ export class Catalog {
       if (snaps.byName.get(rec.name) === rec) snaps.byName.delete(rec.name);
       snaps.bySeq.remove(rec);
       this.snapshotsById.remove(rec);
+      const named = this.snapshotsByOwnName.get(rec.name);
+      const at = named ? named.indexOf(rec) : -1;
+      assert(named !== undefined && at >= 0, 'an indexed snapshot is in the by-name index');
+      named.splice(at, 1); // a handful at most: the same snapshot name on several volumes
+      if (named.length === 0) this.snapshotsByOwnName.delete(rec.name);
       if (snaps.bySeq.size === 0) this.snapshotsByVolume.delete(rec.parentId);
     }
   }
@@ -219,6 +228,9 @@ export class Catalog {
 
   /** A volume's snapshots, oldest first: O(its snapshots), for lists only. */
   snapshotsOf(volumeId: number): CatalogRecord[] { return this.snapshotsByVolume.get(volumeId)?.bySeq.values() ?? []; }
+
+  /** The snapshots called `name` (the part after "@") on any volume. */
+  snapshotsNamed(name: string): readonly CatalogRecord[] { return this.snapshotsByOwnName.get(name) ?? []; }
 
   snapshotCountOf(volumeId: number): number { return this.snapshotsByVolume.get(volumeId)?.bySeq.size ?? 0; }
 

@@ -278,6 +278,10 @@ export class CairnEngine implements Engine {
     return snap === undefined ? null : this.snapshotInfo(snap);
   }
 
+  findSnapshotsNamed(name: string): SnapshotInfo[] {
+    return this.catalog.snapshotsNamed(name).map((r) => this.snapshotInfo(r));
+  }
+
   listSnapshotsPage(request: SnapshotPageRequest): SnapshotPage {
     if (!Number.isSafeInteger(request.limit) || request.limit < 1) throw new InvalidArgument(`page limit must be a positive integer, got ${request.limit}`);
     const afterId = request.afterId ?? 0;

@@ -151,6 +151,8 @@ export interface Engine {
   getSnapshot(fullName: string): SnapshotInfo;
   /** "VOL@SNAP", or null when it does not exist: one index lookup, whatever the snapshot count. */
   findSnapshot(fullName: string): SnapshotInfo | null;
+  /** Snapshots whose own name (after "@") is `name`, on any volume: one index lookup. */
+  findSnapshotsNamed(name: string): SnapshotInfo[];
   /** A page of snapshots by id: O(page + log count), so listing 100 000 snapshots costs no more per item. */
   listSnapshotsPage(request: SnapshotPageRequest): SnapshotPage;
   deleteSnapshot(fullName: string): Promise<void>;
