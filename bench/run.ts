@@ -1,10 +1,12 @@
 // `npm run bench`: the engine benchmark (engine API on a real file, against plain fs writes), then the
 // NBD benchmark (fio against Cairn, qemu-nbd raw/qcow2 and nbdkit in one run). Ratios are printed;
 // absolute figures drift between runs, ratios within one run do not. Nothing here is asserted.
-// Flags: --only=engine|nbd, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first).
+// Then the snapshot-scale table (create/delete latency, open time and RSS at 1 000 to 100 000 snapshots).
+// Flags: --only=engine|nbd|snapshots, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first).
 import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine-bench.js';
 import { runNbdBench } from './nbd-bench.js';
+import { runSnapshotScaleBench } from './snapshot-scale.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' }, sparse: { type: 'boolean' } }, strict: false });
@@ -17,6 +19,10 @@ async function main(): Promise<void> {
   if (only === undefined || only === 'nbd') {
     console.log('\n== NBD (fio --ioengine=nbd; Cairn vs qemu-nbd vs nbdkit) ==');
     await runNbdBench({ ...(runtime === undefined ? {} : { runtimeSeconds: runtime }), preallocate: values.sparse !== true });
+  }
+  if (only === undefined || only === 'snapshots') {
+    console.log('\n== snapshot scale (one volume, through the Engine API) ==');
+    await runSnapshotScaleBench();
   }
 }
 

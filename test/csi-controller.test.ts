@@ -2,6 +2,7 @@
 // to a real `cairn serve` (temporary pool) over REST. Success paths, idempotency by name,
 // ALREADY_EXISTS on different arguments, clones from snapshot and volume, paging and filters,
 // expansion, capacity, volume condition, and the error codes the CSI spec gives.
+import { encodeApiPageToken } from '../src/csi/names.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -154,6 +155,10 @@ test('controller service against a real cairn serve', async (t) => {
     assert.equal((await c.controller.ListSnapshots!({ snapshot_id: 'not an id' })).entries.length, 0);
     assert.equal((await c.controller.ListSnapshots!({ source_volume_id: 'missing' })).entries.length, 0);
     await expectCode(c.controller.ListSnapshots!({ starting_token: 'xyz' }), status.ABORTED);
+    // Well-formed for the CSI layer but not a position the daemon knows (a volume list's token here).
+    const volumeToken = (await c.controller.ListVolumes!({ max_entries: 1 })).next_token;
+    await expectCode(c.controller.ListSnapshots!({ starting_token: volumeToken }), status.ABORTED);
+    await expectCode(c.controller.ListSnapshots!({ starting_token: encodeApiPageToken('bogus') }), status.ABORTED);
   });
 
   await t.test('ValidateVolumeCapabilities confirms what Cairn serves', async () => {

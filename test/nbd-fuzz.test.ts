@@ -2,9 +2,13 @@
 // transmission phase, many connections at once. Afterwards: no connection is left behind, a real
 // client (qemu-io) still works, and the pool passes its consistency check. Replay a failure with
 // CAIRN_FUZZ_SEED=<seed printed in the test name>. Also: stalled clients are cut off or harmless.
+// Before the random part, every input kept in test/corpus/nbd/ (format: docs/testing.md) is replayed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startFixture, runOk, waitUntil, defer, MiB } from './nbd-harness.js';
 
 const seed = Number(process.env.CAIRN_FUZZ_SEED ?? 0x5eed1234);
@@ -108,15 +112,81 @@ async function throwBytes(rng: Rng, port: number, data: Buffer, afterHandshake: 
   if (rng() < 0.5) socket.end(); else socket.destroy();
 }
 
+/** test/corpus/nbd, from the source tree (the compiled test runs from dist/test). */
+function corpusDir(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const up of ['..', '../..']) {
+    const dir = path.resolve(here, up, 'test', 'corpus', 'nbd');
+    try { if (readdirSync(dir).length > 0) return dir; } catch { /* not this layout: try the next */ }
+  }
+  throw new Error(`test/corpus/nbd not found from ${here}`);
+}
+
+export interface CorpusCase { name: string; phase: 'handshake' | 'transmission'; data: Buffer }
+
+/** A corpus file: `#` comment lines (one `# phase: handshake|transmission`), hex bytes, `*COUNT:BYTE` runs. */
+export function parseCorpusCase(name: string, text: string): CorpusCase {
+  let phase: CorpusCase['phase'] | null = null;
+  const parts: Buffer[] = [];
+  for (const line of text.split('\n')) {
+    const trimmed = line.trim();
+    if (trimmed === '') continue;
+    if (trimmed.startsWith('#')) {
+      const m = /^#\s*phase:\s*(handshake|transmission)\s*$/.exec(trimmed);
+      if (m) phase = m[1] as CorpusCase['phase'];
+      continue;
+    }
+    for (const token of trimmed.split(/\s+/)) {
+      const run = /^\*([0-9]+):([0-9a-f]{2})$/i.exec(token);
+      if (run) { parts.push(Buffer.alloc(Number(run[1]), parseInt(run[2]!, 16))); continue; }
+      assert.match(token, /^([0-9a-f]{2})+$/i, `${name}: bad token ${token}`);
+      parts.push(Buffer.from(token, 'hex'));
+    }
+  }
+  assert.ok(phase !== null, `${name}: no "# phase:" line`);
+  return { name, phase, data: Buffer.concat(parts) };
+}
+
+/** The clean handshake that transmission-phase corpus inputs follow: fixed newstyle, structured replies, GO "fuzz". */
+function cleanHandshake(): Buffer {
+  return Buffer.concat([Buffer.from([0, 0, 0, 3]), option(8, Buffer.alloc(0)), option(7, nameData('fuzz', Buffer.from([0, 0])))]);
+}
+
+/** Sends one corpus input in one piece; resolves with what came back once the server closed or went quiet. */
+async function replay(port: number, c: CorpusCase): Promise<Buffer> {
+  const socket = net.connect(port, '127.0.0.1');
+  const chunks: Buffer[] = [];
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  socket.on('error', () => undefined);
+  await new Promise<void>((resolve) => { socket.once('connect', resolve); socket.once('close', resolve); });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.write(c.phase === 'transmission' ? Buffer.concat([cleanHandshake(), c.data]) : c.data);
+  await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 300))]);
+  socket.destroy();
+  return Buffer.concat(chunks);
+}
+
 test(`fuzz: random and mutated handshakes and requests (seed ${seed})`, { timeout: 600_000 }, async (t) => {
-  const f = await startFixture(t, { handshakeTimeoutMs: 2_000 });
+  const f = await startFixture(t, { handshakeIdleMs: 2_000 });
   const sizeBytes = 16 * MiB;
   await f.engine.createVolume('fuzz', sizeBytes);
   await f.engine.createVolume('witness', 4 * MiB);
   await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x6b 0 1M', f.uri('witness')]);
   await f.engine.createSnapshots(['fuzz@s']);
-  const rng = prng(seed);
   const port = f.server.port as number;
+  // The corpus first: each kept input, alone, then a check that the server still serves.
+  const dir = corpusDir();
+  const files = readdirSync(dir).filter((n) => n.endsWith('.hex')).sort();
+  assert.ok(files.length >= 30, `corpus has ${files.length} inputs`);
+  for (const file of files) {
+    const c = parseCorpusCase(file, readFileSync(path.join(dir, file), 'utf8'));
+    const answer = await replay(port, c);
+    // Every connection is greeted (18 bytes) before the server reads a byte.
+    assert.ok(answer.length >= 18, `${file}: no greeting (${answer.length} bytes)`);
+  }
+  await waitUntil(() => f.server.connections() === 0, 'all corpus connections to close');
+  await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x6b 0 1M', f.uri('witness')]);
+  const rng = prng(seed);
   const rounds = 1200;
   const parallel = 8;
   for (let round = 0; round < rounds; round += parallel) {
@@ -147,7 +217,7 @@ test(`fuzz: random and mutated handshakes and requests (seed ${seed})`, { timeou
 });
 
 test('a client that stalls in the handshake is disconnected; one stalled mid-request blocks nobody', async (t) => {
-  const f = await startFixture(t, { handshakeTimeoutMs: 500 });
+  const f = await startFixture(t, { handshakeIdleMs: 500 });
   await f.engine.createVolume('v', 8 * MiB);
   // Stalled in the handshake: connects, reads the greeting, never answers.
   const silent = net.connect(f.server.port as number, '127.0.0.1');

@@ -1,26 +1,35 @@
 // Snapshots: per volume (create idempotent, list, show, delete), atomic groups across volumes, the
 // pool-wide list, and diff between two points of one lineage.
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type TSchema } from '@sinclair/typebox';
 import type { SnapshotInfo } from '../engine/index.js';
 import type { ApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { ApiError } from './problem.js';
 import {
-  CreateSnapshotBody, Diff, DiffQuery, GroupSnapshotBody, NameParams, Snapshot, SnapshotListQuery, SnapshotParams,
+  CreateSnapshotBody, Diff, DiffQuery, GroupSnapshotBody, ListQuery, NameParams, Snapshot, SnapshotListQuery, SnapshotParams,
 } from './schemas.js';
 import { snapshotView } from './views.js';
+import { pageItemsMax, setNextPageToken, snapshotPageStart, type PageQuery } from './paging.js';
 
 const tag = 'snapshots';
 const list = <T extends TSchema>(schema: T) => Type.Array(schema);
+
+/** One page of snapshots (of `volume`, or of the pool), ordered by id; the next page's token in a header. */
+function snapshotPage(ctx: ApiContext, reply: FastifyReply, volume: string | undefined, query: PageQuery) {
+  const page = ctx.engine.listSnapshotsPage({ volume, afterId: snapshotPageStart(query.pageToken), limit: query.limit ?? pageItemsMax });
+  const last = page.snapshots[page.snapshots.length - 1];
+  setNextPageToken(reply, 'snapshot', page.more && last !== undefined ? String(last.id) : null);
+  return page.snapshots.map((s) => snapshotView(s, ctx));
+}
 
 /** Creates the snapshots unless all already exist (200, idempotent); a partial overlap is 409. */
 async function createGroup(ctx: ApiContext, fullNames: string[]): Promise<{ status: 200 | 201; snapshots: SnapshotInfo[] }> {
   for (const n of fullNames) {
     if (!/^[^@]+@[^@]+$/.test(n)) throw new ApiError('invalid_name', `expected VOLUME@SNAPSHOT, got ${JSON.stringify(n)}`);
   }
-  const existing = new Set(ctx.engine.listSnapshots().map((s) => s.fullName));
-  const present = fullNames.filter((n) => existing.has(n));
+  // One index lookup per name: listing the pool here made the Nth create cost O(N).
+  const present = fullNames.filter((n) => ctx.engine.findSnapshot(n) !== null);
   if (present.length === fullNames.length) {
     return { status: 200, snapshots: fullNames.map((n) => ctx.engine.getSnapshot(n)) };
   }
@@ -43,11 +52,11 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     },
   });
   routes.add({
-    method: 'GET', url: '/v1/volumes/:name/snapshots', tag, summary: 'List the snapshots of a volume, oldest first',
-    params: NameParams, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
-    handler: async (req) => {
+    method: 'GET', url: '/v1/volumes/:name/snapshots', tag, summary: 'List the snapshots of a volume, oldest first; paged',
+    params: NameParams, querystring: ListQuery, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
+    handler: async (req, reply) => {
       ctx.engine.getVolume(params(req).name);
-      return ctx.engine.listSnapshots(params(req).name).map((s) => snapshotView(s, ctx));
+      return snapshotPage(ctx, reply, params(req).name, req.query as ListQuery);
     },
   });
   routes.add({
@@ -73,12 +82,17 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     },
   });
   routes.add({
-    method: 'GET', url: '/v1/snapshots', tag, summary: 'List all snapshots (or ?volume=NAME)',
+    method: 'GET', url: '/v1/snapshots', tag, summary: 'List all snapshots by id (or ?volume=NAME); paged; ?name=SNAP finds a name on any volume',
     querystring: SnapshotListQuery, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
-    handler: async (req) => {
-      const volume = (req.query as SnapshotListQuery).volume;
-      if (volume !== undefined) ctx.engine.getVolume(volume);
-      return ctx.engine.listSnapshots(volume).map((s) => snapshotView(s, ctx));
+    handler: async (req, reply) => {
+      const query = req.query as SnapshotListQuery;
+      if (query.name !== undefined) {
+        // A lookup, not a list: CSI snapshot names are pool-wide, and its create checks one this way.
+        return ctx.engine.findSnapshotsNamed(query.name).filter((s) => query.volume === undefined || s.volume === query.volume)
+          .map((s) => snapshotView(s, ctx));
+      }
+      // No live-volume check: a deleted volume's snapshots live on and are listed under its name.
+      return snapshotPage(ctx, reply, query.volume, query);
     },
   });
   routes.add({

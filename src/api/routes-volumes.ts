@@ -6,9 +6,10 @@ import { deleteWaitMs, type ApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { ApiError, knownCode } from './problem.js';
 import {
-  CreateVolumeBody, Job, NameParams, ResizeVolumeBody, RevertBody, Space, TreeNode, Volume,
+  CreateVolumeBody, Job, ListQuery, NameParams, ResizeVolumeBody, RevertBody, Space, TreeNode, Volume,
 } from './schemas.js';
 import { lineageTree, volumeView } from './views.js';
+import { decodePageToken, pageItemsMax, setNextPageToken } from './paging.js';
 import type { VolumeInfo } from '../engine/index.js';
 
 const tag = 'volumes';
@@ -29,7 +30,13 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
   if ((body.size === undefined) === (body.from === undefined)) {
     throw new ApiError('invalid_argument', 'give exactly one of "size" (a new volume) and "from" (a clone)');
   }
-  const existing = (): VolumeInfo | undefined => ctx.engine.listVolumes().find((v) => v.name === body.name);
+  const existing = (): VolumeInfo | undefined => {
+    try { return ctx.engine.getVolume(body.name); } catch (err) {
+      // Only "no such volume" means absent; anything else is the request's error.
+      if ((err as { code?: string }).code === 'volume_not_found') return undefined;
+      throw err;
+    }
+  };
   const before = existing();
   if (before !== undefined) {
     if (sameCreate(before, body)) return reply.code(200).send(volumeView(before, ctx));
@@ -48,6 +55,25 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
     }
     throw err;
   }
+}
+
+/** One page of volumes in name order, after the name in the token (a seek: a name is unique). */
+function volumePage(ctx: ApiContext, reply: FastifyReply, query: ListQuery) {
+  const after = query.pageToken === undefined ? null : decodePageToken('volume', query.pageToken);
+  const all = ctx.engine.listVolumes(); // sorted by name (engine contract)
+  let start = 0;
+  if (after !== null) {
+    let hi = all.length;
+    while (start < hi) {
+      const mid = (start + hi) >>> 1;
+      if (all[mid]!.name <= after) start = mid + 1; else hi = mid;
+    }
+  }
+  const limit = query.limit ?? pageItemsMax;
+  const page = all.slice(start, start + limit);
+  const more = start + limit < all.length;
+  setNextPageToken(reply, 'volume', more ? page[page.length - 1]!.name : null);
+  return page.map((v) => volumeView(v, ctx));
 }
 
 async function deleteVolume(ctx: ApiContext, name: string, reply: FastifyReply): Promise<unknown> {
@@ -71,9 +97,9 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
     handler: (req, reply) => createVolume(ctx, req, reply),
   });
   routes.add({
-    method: 'GET', url: '/v1/volumes', tag, summary: 'List volumes',
-    responses: { 200: { description: 'volumes', schema: Type.Array(Volume) } },
-    handler: async () => ctx.engine.listVolumes().map((v) => volumeView(v, ctx)),
+    method: 'GET', url: '/v1/volumes', tag, summary: 'List volumes by name; paged',
+    querystring: ListQuery, responses: { 200: { description: 'volumes', schema: Type.Array(Volume) } },
+    handler: async (req, reply) => volumePage(ctx, reply, req.query as ListQuery),
   });
   routes.add({
     method: 'GET', url: '/v1/volumes/:name', tag, summary: 'Show a volume (with exclusive bytes)',

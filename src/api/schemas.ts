@@ -2,6 +2,7 @@
 // written into /v1/openapi.json, so the document cannot drift from what the server checks.
 // All sizes and offsets are integers in bytes.
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { PageQuery } from './paging.js';
 
 const Bytes = (description: string) => Type.Integer({ minimum: 0, description });
 const Name = (description: string) => Type.String({ minLength: 1, maxLength: 255, description });
@@ -51,9 +52,15 @@ export const ExportQuery = Type.Object({
 }, { additionalProperties: false });
 export type ExportQuery = Static<typeof ExportQuery>;
 
-export const SnapshotListQuery = Type.Object({ volume: Type.Optional(Name('only this volume\'s snapshots')) },
+export const SnapshotListQuery = Type.Object({
+  volume: Type.Optional(Name('only this volume\'s snapshots')),
+  name: Type.Optional(Name('only snapshots of this name (after "@"), on any volume; not paged')),
+  ...PageQuery,
+},
   { additionalProperties: false });
 export type SnapshotListQuery = Static<typeof SnapshotListQuery>;
+export const ListQuery = Type.Object({ ...PageQuery }, { additionalProperties: false });
+export type ListQuery = Static<typeof ListQuery>;
 
 // Response objects (documented in openapi.json; handlers build them in views.ts).
 export const Volume = Type.Object({
@@ -62,7 +69,8 @@ export const Volume = Type.Object({
   exclusiveBytes: Type.Union([Bytes('bytes only this volume holds'), Type.Null()]),
   createdMs: Type.Integer(), createdAt: Type.String({ format: 'date-time' }),
   origin: Type.Union([Type.String({ description: '"VOL@SNAP" or "VOL" it was cloned from' }), Type.Null()]),
-  snapshots: Type.Array(Type.String()),
+  snapshots: Type.Array(Type.String(), { description: 'names, oldest first (all of them: page through /v1/volumes/{name}/snapshots instead when there are many)' }),
+  snapshotCount: Type.Integer({ minimum: 0 }),
   flattenProgress: Type.Union([Type.Number(), Type.Null()]),
   nbdUri: Type.Union([Type.String(), Type.Null()]),
 });

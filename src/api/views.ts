@@ -9,7 +9,7 @@ export function volumeView(v: VolumeInfo, ctx: ApiContextViews, exclusiveBytes: 
     name: v.name, id: v.id, size: v.sizeBytes, mappedBytes: v.mappedBytes, exclusiveBytes,
     createdMs: v.createdMs, createdAt: new Date(v.createdMs).toISOString(),
     origin: v.origin === null ? null : v.origin.snapshot === null ? v.origin.volume : `${v.origin.volume}@${v.origin.snapshot}`,
-    snapshots: v.snapshots, flattenProgress: v.flattenProgress, nbdUri: ctx.nbdUri(v.name),
+    snapshots: v.snapshots, snapshotCount: v.snapshotCount, flattenProgress: v.flattenProgress, nbdUri: ctx.nbdUri(v.name),
   };
 }
 

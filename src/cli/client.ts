@@ -23,6 +23,10 @@ function reachError(baseUrl: string, err: unknown): CliError {
   return new CliError(`cannot reach cairn daemon at ${baseUrl}: ${reason}`, 'unreachable');
 }
 
+/** The response header that carries a paged list's next token (src/api/paging.ts). */
+export const nextPageTokenHeader = 'cairn-next-page-token';
+export interface ListPaging { limit?: number; pageToken?: string }
+
 export interface ApiResponse<T> { status: number; body: T; headers: Headers }
 
 export class ApiClient {
@@ -52,6 +56,26 @@ export class ApiClient {
   }
 
   get<T>(path: string): Promise<T> { return this.request<T>('GET', path).then((r) => r.body); }
+
+  /**
+   * A paged list (volumes, snapshots): every page when `paging` names neither a limit nor a token;
+   * otherwise one page of `limit` items from `pageToken`, with the token of the next (null: the end).
+   */
+  async list<T>(path: string, paging: ListPaging = {}): Promise<{ items: T[]; nextPageToken: string | null }> {
+    const items: T[] = [];
+    const onePage = paging.limit !== undefined || paging.pageToken !== undefined;
+    let token = paging.pageToken ?? null;
+    for (;;) {
+      const query = new URLSearchParams();
+      if (paging.limit !== undefined) query.set('limit', String(paging.limit));
+      if (token !== null) query.set('pageToken', token);
+      const sep = path.includes('?') ? '&' : '?';
+      const r = await this.request<T[]>('GET', query.toString() === '' ? path : `${path}${sep}${query.toString()}`);
+      items.push(...r.body);
+      token = r.headers.get(nextPageTokenHeader);
+      if (onePage || token === null) return { items, nextPageToken: token };
+    }
+  }
 
   /** POSTs a byte stream (import). */
   async upload<T>(path: string, stream: Readable): Promise<ApiResponse<T>> {

@@ -1,6 +1,7 @@
 // `cairn snapshot create|list|delete` and `cairn diff`.
 import type { Command } from 'commander';
-import { seg } from './client.js';
+import { seg, type ListPaging } from './client.js';
+import { fetchList, withPagingOptions } from './paging.js';
 import { print, printJson, table, when } from './output.js';
 import { formatSize } from './sizes.js';
 import type { CliContext } from './context.js';
@@ -25,9 +26,10 @@ export function registerSnapshotCommands(program: Command, ctx: CliContext): voi
       const r = await ctx.client().request<SnapshotView[]>('POST', '/v1/snapshots', { snapshots: names });
       if (ctx.json()) printJson(r.body); else print(snapshotTable(r.body));
     });
-  snapshot.command('list [volume]').description('list snapshots (of one volume, or all)')
-    .action(async (volume: string | undefined) => {
-      const rows = await ctx.client().get<SnapshotView[]>(volume === undefined ? '/v1/snapshots' : `/v1/volumes/${seg(volume)}/snapshots`);
+  withPagingOptions(snapshot.command('list [volume]').description('list snapshots (of one volume, oldest first, or all by id)'))
+    .action(async (volume: string | undefined, opts: ListPaging) => {
+      const path = volume === undefined ? '/v1/snapshots' : `/v1/volumes/${seg(volume)}/snapshots`;
+      const rows = await fetchList<SnapshotView>(ctx.client(), path, opts);
       if (ctx.json()) printJson(rows); else print(snapshotTable(rows));
     });
   snapshot.command('delete <name>').description('delete VOLUME@SNAPSHOT')

@@ -1,7 +1,8 @@
 // `cairn volume ...`, `cairn pool status` and `cairn pool grow`: create (empty or clone), list, show, resize, delete,
 // revert, flatten (progress bar), tree (lineage with space).
 import type { Command } from 'commander';
-import { seg, type ApiClient } from './client.js';
+import { seg, type ApiClient, type ListPaging } from './client.js';
+import { fetchList, withPagingOptions } from './paging.js';
 import { keyValues, print, printJson, table, when } from './output.js';
 import { formatSize } from './sizes.js';
 import { waitForJob, type JobView } from './jobs.js';
@@ -9,7 +10,7 @@ import type { CliContext } from './context.js';
 
 export interface VolumeView {
   name: string; id: number; size: number; mappedBytes: number; exclusiveBytes: number | null; createdMs: number;
-  createdAt: string; origin: string | null; snapshots: string[]; flattenProgress: number | null; nbdUri: string | null;
+  createdAt: string; origin: string | null; snapshots: string[]; snapshotCount?: number; flattenProgress: number | null; nbdUri: string | null;
 }
 interface TreeNode { name: string; kind: string; size: number; mappedBytes: number; exclusiveBytes: number | null; current: boolean; children: TreeNode[] }
 
@@ -31,7 +32,7 @@ function volumeTable(rows: VolumeView[]): string {
     { header: 'NAME', value: (v) => v.name },
     { header: 'SIZE', value: (v) => formatSize(v.size), right: true },
     { header: 'MAPPED', value: (v) => formatSize(v.mappedBytes), right: true },
-    { header: 'SNAPSHOTS', value: (v) => String(v.snapshots.length), right: true },
+    { header: 'SNAPSHOTS', value: (v) => String(v.snapshotCount ?? v.snapshots.length), right: true },
     { header: 'ORIGIN', value: (v) => v.origin ?? '-' },
     { header: 'CREATED', value: (v) => when(v.createdMs) },
   ]);
@@ -86,8 +87,8 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
       const r = await ctx.client().request<VolumeView>('POST', '/v1/volumes', body);
       if (ctx.json()) printJson(r.body); else print(volumeTable([r.body]));
     });
-  volume.command('list').description('list volumes').action(async () => {
-    const rows = await ctx.client().get<VolumeView[]>('/v1/volumes');
+  withPagingOptions(volume.command('list').description('list volumes')).action(async (opts: ListPaging) => {
+    const rows = await fetchList<VolumeView>(ctx.client(), '/v1/volumes', opts);
     if (ctx.json()) printJson(rows); else print(volumeTable(rows));
   });
   volume.command('show <name>').description('details of a volume').action((name: string) => show(ctx.client(), name, ctx));

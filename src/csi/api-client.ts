@@ -44,6 +44,11 @@ export class ApiProblem extends Error {
 type Json = Record<string, unknown>;
 
 /** Not there: unknown, or a name the daemon refuses (so no such volume can exist). */
+/** The API's largest page and its next-page header (src/api/paging.ts). */
+export const apiPageItemsMax = 1000;
+const nextPageTokenHeader = 'cairn-next-page-token';
+export interface ApiPage<T> { items: T[]; next: string | null }
+
 const isAbsent = (err: unknown): boolean => err instanceof ApiProblem
   && (err.httpStatus === 404 || err.code === 'volume_not_found' || err.code === 'invalid_name'
     || err.code === 'invalid_request');
@@ -124,6 +129,11 @@ export class CairnApi {
   }
 
   private async request(method: string, path: string, body?: unknown): Promise<unknown> {
+    return (await this.requestWithNext(method, path, body)).body;
+  }
+
+  /** The API's paged lists give the next page's token in a header (src/api/paging.ts). */
+  private async requestWithNext(method: string, path: string, body?: unknown): Promise<{ body: unknown; next: string | null }> {
     let res: Response;
     try {
       res = await fetch(this.base + path, {
@@ -147,7 +157,56 @@ export class CairnApi {
       const detail = str(problem, 'detail', 'title', 'message') || text.slice(0, 200);
       throw new ApiProblem(res.status, code, detail);
     }
-    return parsed;
+    return { body: parsed, next: res.headers.get(nextPageTokenHeader) };
+  }
+
+  /** One page of a list: at most `limit` items after the API token `pageToken` (null: the first page). */
+  private async page<T>(path: string, parse: (item: Json) => T, limit: number, pageToken: string | null): Promise<ApiPage<T>> {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (pageToken !== null) query.set('pageToken', pageToken);
+    const res = await this.requestWithNext('GET', `${path}${path.includes('?') ? '&' : '?'}${query.toString()}`);
+    const items = Array.isArray(res.body) ? (res.body as Json[]) : [];
+    return { items: items.map(parse), next: res.next };
+  }
+
+  /** Every page of a list (a listing: O(items)). */
+  private async all<T>(path: string, parse: (item: Json) => T): Promise<T[]> {
+    const out: T[] = [];
+    let token: string | null = null;
+    do {
+      const page: ApiPage<T> = await this.page(path, parse, apiPageItemsMax, token);
+      out.push(...page.items);
+      token = page.next;
+    } while (token !== null);
+    return out;
+  }
+
+  /** Volumes by name, one page. */
+  listVolumesPage(limit: number, pageToken: string | null): Promise<ApiPage<ApiVolume>> {
+    return this.page('/v1/volumes', parseVolume, limit, pageToken);
+  }
+
+  /** Snapshots by id (of one volume, or of the pool), one page. */
+  listSnapshotsPage(volume: string | null, limit: number, pageToken: string | null): Promise<ApiPage<ApiSnapshot>> {
+    // ?volume= rather than /v1/volumes/VOL/snapshots: it also lists the snapshots of a deleted volume.
+    const path = volume === null ? '/v1/snapshots' : `/v1/snapshots?volume=${encodeURIComponent(volume)}`;
+    return this.page(path, parseSnapshot, limit, pageToken);
+  }
+
+  /** The snapshots called `name` on any volume (one lookup in the daemon). */
+  async snapshotsNamed(name: string): Promise<ApiSnapshot[]> {
+    const res = await this.request('GET', `/v1/snapshots?name=${encodeURIComponent(name)}`);
+    return (Array.isArray(res) ? (res as Json[]) : []).map(parseSnapshot);
+  }
+
+  /** "VOL@SNAP", or null when it does not exist. */
+  async getSnapshot(volume: string, name: string): Promise<ApiSnapshot | null> {
+    try {
+      return parseSnapshot((await this.request('GET', `/v1/volumes/${encodeURIComponent(volume)}/snapshots/${encodeURIComponent(name)}`)) as Json);
+    } catch (err) {
+      if (isAbsent(err)) return null;
+      throw err;
+    }
   }
 
   async pool(): Promise<ApiPool> {
@@ -159,11 +218,7 @@ export class CairnApi {
     };
   }
 
-  async listVolumes(): Promise<ApiVolume[]> {
-    const res = await this.request('GET', '/v1/volumes');
-    const items = Array.isArray(res) ? res : ((res as Json).volumes as Json[] | undefined) ?? [];
-    return (items as Json[]).map(parseVolume);
-  }
+  async listVolumes(): Promise<ApiVolume[]> { return this.all('/v1/volumes', parseVolume); }
 
   /** The volume, or null when it does not exist. */
   async getVolume(name: string): Promise<ApiVolume | null> {
@@ -218,10 +273,7 @@ export class CairnApi {
   }
 
   async listSnapshots(volume?: string): Promise<ApiSnapshot[]> {
-    const path = volume === undefined ? '/v1/snapshots' : `/v1/volumes/${encodeURIComponent(volume)}/snapshots`;
-    const res = await this.request('GET', path);
-    const items = Array.isArray(res) ? res : ((res as Json).snapshots as Json[] | undefined) ?? [];
-    return (items as Json[]).map(parseSnapshot);
+    return this.all(volume === undefined ? '/v1/snapshots' : `/v1/volumes/${encodeURIComponent(volume)}/snapshots`, parseSnapshot);
   }
 
   async createSnapshot(volume: string, name: string): Promise<ApiSnapshot> {

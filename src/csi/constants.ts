@@ -30,8 +30,6 @@ export const poolFreeBytesMin = 16 * 1024 ** 2;
 export const nameBytesMax = 128;
 /** Cairn volume and snapshot names we generate stay within this. */
 export const cairnNameLengthMax = 63;
-/** Largest page a List call returns when max_entries is 0 (unbounded per spec; bounded here). */
-export const listEntriesMax = 10_000;
 /** REST calls to the daemon give up after this long (then UNAVAILABLE). */
 export const apiRequestTimeoutMs = 30_000;
 /** A long delete (an API job) is polled this often, for at most jobWaitMsMax. */

@@ -2,14 +2,14 @@
 // REST API only. Volume id = Cairn volume name; snapshot id = "VOL@SNAP". Every create is
 // idempotent by name (CSI spec, CreateVolume/CreateSnapshot: same name and arguments → the same
 // object; same name with other arguments → ALREADY_EXISTS).
-import { CairnApi, problemToCsi, type ApiSnapshot, type ApiVolume } from './api-client.js';
+import { ApiProblem, CairnApi, problemToCsi, type ApiPage, type ApiSnapshot, type ApiVolume, apiPageItemsMax } from './api-client.js';
 import { checkCapabilityShape, unsupportedReason } from './capabilities.js';
-import { blockSizeBytes, listEntriesMax, poolFreeBytesMin, volumeSizeBytesDefault } from './constants.js';
-import { alreadyExists, invalidArgument, notFound, outOfRange, resourceExhausted, unimplemented } from './errors.js';
+import { blockSizeBytes, poolFreeBytesMin, volumeSizeBytesDefault } from './constants.js';
+import { aborted, alreadyExists, CsiError, Status, invalidArgument, notFound, outOfRange, resourceExhausted, unimplemented } from './errors.js';
 import type {
   CapacityRange, CreateVolumeRequest, StringMap, Snapshot, Volume, VolumeCapability, VolumeCondition, VolumeContentSource,
 } from './messages.js';
-import { cairnNameFor, decodePageToken, pageOf, parseSnapshotId } from './names.js';
+import { cairnNameFor, decodeApiPageToken, encodeApiPageToken, parseSnapshotId } from './names.js';
 import { OperationLocks } from './locks.js';
 import { checkParameters } from './parameters.js';
 
@@ -95,6 +95,16 @@ function requestedSource(src: VolumeContentSource | null | undefined): { from: s
 const originKey = (vol: ApiVolume): string | null =>
   vol.origin === null ? null : vol.origin.snapshot === null ? vol.origin.volume : `${vol.origin.volume}@${vol.origin.snapshot}`;
 
+/**
+ * CSI paging (spec, ListVolumes/ListSnapshots): max_entries 0 lets the plugin choose (here the API's
+ * largest page), otherwise at most max_entries (capped at that page); next_token whenever more remain.
+ */
+function listPaging(req: { max_entries: number; starting_token: string }): { limit: number; apiToken: string | null } {
+  if (!Number.isInteger(req.max_entries) || req.max_entries < 0) throw invalidArgument('max_entries must not be negative');
+  const apiToken = decodeApiPageToken(req.starting_token); // ABORTED for a bad token, before asking the daemon
+  return { limit: req.max_entries === 0 ? apiPageItemsMax : Math.min(req.max_entries, apiPageItemsMax), apiToken };
+}
+
 export class ControllerService {
   constructor(private readonly api: CairnApi, private readonly locks: OperationLocks) {}
 
@@ -145,9 +155,9 @@ export class ControllerService {
       if (!vol) throw notFound(`source volume ${source.from} does not exist`);
       return vol.sizeBytes;
     }
-    // The list of all snapshots: those of a deleted volume live on (and can still be cloned).
-    const snaps = await this.call(() => this.api.listSnapshots(), 'list snapshots');
-    const snap = snaps.find((s) => s.fullName === source.from);
+    // One lookup; a deleted volume's snapshots live on and are found too (and can still be cloned).
+    const id = parseSnapshotId(source.from);
+    const snap = id === null ? null : await this.call(() => this.api.getSnapshot(id.volume, id.snapshot), `get snapshot ${source.from}`);
     if (!snap) throw notFound(`source snapshot ${source.from} does not exist`);
     return snap.sizeBytes;
   }
@@ -193,19 +203,26 @@ export class ControllerService {
   }
 
   async ListVolumes(req: { max_entries: number; starting_token: string }): Promise<unknown> {
-    if (req.max_entries < 0) throw invalidArgument('max_entries must not be negative');
-    decodePageToken(req.starting_token); // ABORTED for a bad token, before asking the daemon
-    const vols = await this.call(() => this.api.listVolumes(), 'list volumes');
-    const max = req.max_entries === 0 ? listEntriesMax : Math.min(req.max_entries, listEntriesMax);
-    const { page, nextToken } = pageOf(vols, (v) => v.name, max, req.starting_token);
+    const { limit, apiToken } = listPaging(req);
+    const page = await this.listCall(() => this.api.listVolumesPage(limit, apiToken), 'list volumes');
     const condition = await this.poolCondition();
     return {
-      entries: page.map((vol) => ({
+      entries: page.items.map((vol) => ({
         volume: toCsiVolume(vol),
         status: { published_node_ids: [], volume_condition: condition },
       })),
-      next_token: nextToken,
+      next_token: page.next === null ? '' : encodeApiPageToken(page.next),
     };
+  }
+
+  /** A list call: the API refusing its page token (400) is the spec's ABORTED for a bad starting_token. */
+  private async listCall<T>(fn: () => Promise<ApiPage<T>>, context: string): Promise<ApiPage<T>> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof ApiProblem && err.httpStatus === 400) throw aborted(`${context}: starting_token is not valid (${err.message})`);
+      throw problemToCsi(err, context);
+    }
   }
 
   async ControllerGetVolume(req: { volume_id: string }): Promise<unknown> {
@@ -247,8 +264,9 @@ export class ControllerService {
     checkParameters(req.parameters, 'CreateSnapshot');
     const id = `${req.source_volume_id}@${snapName}`;
     return this.locks.run([id, req.source_volume_id], async () => {
-      const all = await this.call(() => this.api.listSnapshots(), 'list snapshots');
-      const same = all.find((s) => s.name === snapName);
+      // One lookup by name (CSI snapshot names are pool-wide), not a list of every snapshot.
+      const named = await this.call(() => this.api.snapshotsNamed(snapName), `find snapshot ${snapName}`);
+      const same = named.find((s) => s.volume === req.source_volume_id) ?? named[0];
       if (same && same.volume !== req.source_volume_id) {
         throw alreadyExists(`snapshot name ${req.name} is taken by ${same.fullName}`);
       }
@@ -273,15 +291,26 @@ export class ControllerService {
   async ListSnapshots(req: {
     max_entries: number; starting_token: string; source_volume_id: string; snapshot_id: string;
   }): Promise<unknown> {
-    if (req.max_entries < 0) throw invalidArgument('max_entries must not be negative');
-    decodePageToken(req.starting_token);
-    let snaps = await this.call(() => this.api.listSnapshots(), 'list snapshots');
+    const { limit, apiToken } = listPaging(req);
     // CSI spec, ListSnapshots: a filter naming something that does not exist gives an empty list.
-    if (req.snapshot_id !== '') snaps = snaps.filter((s) => s.fullName === req.snapshot_id);
-    if (req.source_volume_id !== '') snaps = snaps.filter((s) => s.volume === req.source_volume_id);
-    const max = req.max_entries === 0 ? listEntriesMax : Math.min(req.max_entries, listEntriesMax);
-    const { page, nextToken } = pageOf(snaps, (s) => s.fullName, max, req.starting_token);
-    return { entries: page.map((snap) => ({ snapshot: toCsiSnapshot(snap) })), next_token: nextToken };
+    if (req.snapshot_id !== '') {
+      const id = parseSnapshotId(req.snapshot_id);
+      const snap = id === null ? null : await this.call(() => this.api.getSnapshot(id.volume, id.snapshot), `get snapshot ${req.snapshot_id}`);
+      const match = snap !== null && (req.source_volume_id === '' || snap.volume === req.source_volume_id);
+      return { entries: match ? [{ snapshot: toCsiSnapshot(snap) }] : [], next_token: '' };
+    }
+    const volume = req.source_volume_id === '' ? null : req.source_volume_id;
+    let page: ApiPage<ApiSnapshot>;
+    try {
+      page = await this.listCall(() => this.api.listSnapshotsPage(volume, limit, apiToken), 'list snapshots');
+    } catch (err) {
+      if (err instanceof CsiError && err.code === Status.NOT_FOUND) return { entries: [], next_token: '' };
+      throw err;
+    }
+    return {
+      entries: page.items.map((snap) => ({ snapshot: toCsiSnapshot(snap) })),
+      next_token: page.next === null ? '' : encodeApiPageToken(page.next),
+    };
   }
 
   async ControllerExpandVolume(req: {

@@ -35,31 +35,23 @@ export function parseSnapshotId(id: string): SnapshotId | null {
   return { volume, snapshot };
 }
 
-/** Paging token: opaque to the CO; holds the last id returned, so pages survive deletes. */
-export function encodePageToken(lastId: string): string {
-  return Buffer.from(JSON.stringify({ v: 1, after: lastId })).toString('base64url');
+/**
+ * A CSI token that carries the daemon API's own page token (src/api/paging.ts), so a page is one
+ * API call (a seek in the engine's index), not a fetch of the whole list.
+ */
+export function encodeApiPageToken(apiToken: string): string {
+  return Buffer.from(JSON.stringify({ v: 2, api: apiToken })).toString('base64url');
 }
 
-/** CSI spec, ListVolumes errors: a starting_token that is not valid is ABORTED. */
-export function decodePageToken(token: string): string | null {
+/** null for the first page; CSI spec: a starting_token that is not valid is ABORTED. */
+export function decodeApiPageToken(token: string): string | null {
   if (token === '') return null;
   try {
-    const decoded = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { v?: unknown; after?: unknown };
-    if (decoded.v === 1 && typeof decoded.after === 'string' && decoded.after !== '') return decoded.after;
+    const decoded = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { v?: unknown; api?: unknown };
+    if (decoded.v === 2 && typeof decoded.api === 'string' && decoded.api !== '') return decoded.api;
   } catch {
-    // fall through
+    // not JSON: fall through to ABORTED
   }
   throw new CsiError(Status.ABORTED, `starting_token ${JSON.stringify(token)} is not valid`);
 }
 
-/** One page of `ids` (sorted) after the token, at most maxEntries (0: all). */
-export function pageOf<T>(items: T[], idOf: (item: T) => string, maxEntries: number, startingToken: string):
-  { page: T[]; nextToken: string } {
-  if (!Number.isInteger(maxEntries) || maxEntries < 0) throw invalidArgument('max_entries must not be negative');
-  const after = decodePageToken(startingToken);
-  const sorted = [...items].sort((a, b) => (idOf(a) < idOf(b) ? -1 : idOf(a) > idOf(b) ? 1 : 0));
-  const rest = after === null ? sorted : sorted.filter((item) => idOf(item) > after);
-  if (maxEntries === 0 || rest.length <= maxEntries) return { page: rest, nextToken: '' };
-  const page = rest.slice(0, maxEntries);
-  return { page, nextToken: encodePageToken(idOf(page[page.length - 1]!)) };
-}

@@ -2,8 +2,8 @@
 // extents, changedSince) per volume into Metrics. It implements the whole Engine interface, so the
 // NBD server and the API receive it in place of the engine and cannot tell the difference.
 import type {
-  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SpaceUsage, Target, TargetEvent,
-  VolumeInfo, WriteData, WriteOptions, ZeroOptions,
+  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
+  TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from '../engine/index.js';
 import { dataLength } from '../engine/index.js';
 import type { Metrics } from './metrics.js';
@@ -87,6 +87,9 @@ export class InstrumentedEngine implements Engine {
   getSnapshot(fullName: string): SnapshotInfo { return this.inner.getSnapshot(fullName); }
   snapshotStreamGuid(fullName: string): string { return this.inner.snapshotStreamGuid(fullName); }
   adoptStreamGuids(guids: ReadonlyMap<number, string>): Promise<number> { return this.inner.adoptStreamGuids(guids); }
+  findSnapshot(fullName: string): SnapshotInfo | null { return this.inner.findSnapshot(fullName); }
+  findSnapshotsNamed(name: string): SnapshotInfo[] { return this.inner.findSnapshotsNamed(name); }
+  listSnapshotsPage(request: SnapshotPageRequest): SnapshotPage { return this.inner.listSnapshotsPage(request); }
   deleteSnapshot(fullName: string): Promise<void> { return this.inner.deleteSnapshot(fullName); }
   diff(from: string, to: string): Promise<ByteRange[]> { return this.inner.diff(from, to); }
   spaceUsage(name: string): Promise<SpaceUsage> { return this.inner.spaceUsage(name); }

@@ -5,7 +5,11 @@ import { CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NA
 import { MetaType, catalogPageOf, getU64, setU64, viewOf, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
+import { KeyOrder } from './key-order.js';
 import { assert, fail, PoolCorrupt } from './errors.js';
+
+/** Catalog pages read at once while a pool opens (bounded: each holds a 4 KiB buffer until decoded). */
+const CATALOG_LOAD_PAGES_IN_FLIGHT = 64;
 
 export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
 export const FLAG_DELETED = 1;
@@ -89,6 +93,12 @@ export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRec
   return rec;
 }
 
+/** One volume's snapshots: by name (lookups) and oldest first by `seq` (lists, pages). */
+export interface VolumeSnapshots {
+  byName: Map<string, CatalogRecord>;
+  bySeq: KeyOrder<CatalogRecord>;
+}
+
 export class Catalog {
   /** PoolOptions.fastPaths: false makes saveMappingNow decline (save() runs). */
   fastPaths = true;
@@ -96,7 +106,12 @@ export class Catalog {
   readonly byId = new Map<number, CatalogRecord>();
   /** Live (not deleted) volumes by name, plus deleted ones kept while their snapshots exist. */
   readonly volumesByName = new Map<string, CatalogRecord>();
-  readonly snapshotsByVolume = new Map<number, CatalogRecord[]>();
+  /** Indexed so that no operation on one snapshot scans the others (100 000 per volume are expected). */
+  readonly snapshotsByVolume = new Map<number, VolumeSnapshots>();
+  /** Every snapshot of the pool by id (ids only grow, so a new snapshot is appended): the paged list. */
+  readonly snapshotsById = new KeyOrder<CatalogRecord>((rec) => rec.id);
+  /** Snapshots by their own name across volumes (CSI names are pool-wide): usually one each. */
+  private readonly snapshotsByOwnName = new Map<string, CatalogRecord[]>();
   readonly deadNodes: CatalogRecord[] = [];
   private readonly freeSlots: number[] = [];
   slotsUsed: number;
@@ -115,39 +130,62 @@ export class Catalog {
     // The slot count comes from the superblock: past the catalog's capacity it is damage, not a bug.
     if (!(this.slotsUsed >= 0 && this.slotsUsed <= CATALOG_RECORDS_MAX)) throw new PoolCorrupt(`superblock claims ${this.slotsUsed} catalog slots, more than ${CATALOG_RECORDS_MAX}`);
     const pages = Math.ceil(this.slotsUsed / CATALOG_RECORDS_PER_PAGE);
+    const snapshots: CatalogRecord[] = [];
+    const idsSeen = new Set<number>();
+    // Pages are read a window at a time: one await per page made opening a pool with 100 000
+    // snapshots (7 000 pages) take seconds of device round trips. The store shares in-flight reads.
+    const window: Promise<CatalogPage | null>[] = [];
     for (let p = 0; p < pages; p++) {
-      const page = await this.array.page(p, false);
+      if (p % CATALOG_LOAD_PAGES_IN_FLIGHT === 0) {
+        window.length = 0;
+        for (let q = p; q < Math.min(pages, p + CATALOG_LOAD_PAGES_IN_FLIGHT); q++) {
+          const read = this.array.page(q, false);
+          read.catch(() => undefined); // awaited below, in order: a failure is thrown there, not lost
+          window.push(read);
+        }
+      }
+      const page = await window[p % CATALOG_LOAD_PAGES_IN_FLIGHT]!;
       for (let i = 0; i < CATALOG_RECORDS_PER_PAGE; i++) {
         const slot = p * CATALOG_RECORDS_PER_PAGE + i;
         if (slot >= this.slotsUsed) break;
         const rec = page ? decodeRecord(page.records, i * CATALOG_RECORD_BYTES, slot) : null;
         // Two records of one id or volume name on disk (each page checked out alone): the catalog
         // cannot tell which is meant, so the pool is refused rather than one of them silently lost.
-        if (rec && rec.kind !== RecordKind.DeadNode && this.byId.has(rec.id)) throw new PoolCorrupt(`catalog id ${rec.id} used twice (slot ${slot})`);
+        if (rec && rec.kind !== RecordKind.DeadNode) {
+          if (idsSeen.has(rec.id)) throw new PoolCorrupt(`catalog id ${rec.id} used twice (slot ${slot})`);
+          idsSeen.add(rec.id);
+        }
         if (rec && rec.kind === RecordKind.Volume && this.volumesByName.has(rec.name)) throw new PoolCorrupt(`volume name ${rec.name} used twice (slot ${slot})`);
-        if (rec) this.index(rec); else this.freeSlots.push(slot);
+        if (!rec) this.freeSlots.push(slot);
+        else if (rec.kind === RecordKind.Snapshot) snapshots.push(rec);
+        else this.index(rec);
       }
     }
+    // Slots are reused, so slot order is not age order: indexed oldest first, every add is an append.
+    snapshots.sort((a, b) => a.id - b.id);
+    for (const rec of snapshots) this.index(rec);
     this.freeSlots.reverse();
-    for (const list of this.snapshotsByVolume.values()) list.sort((a, b) => a.seq - b.seq);
   }
 
   private index(rec: CatalogRecord): void {
     assert(rec.kind !== RecordKind.Empty, 'an indexed record has a kind');
     if (rec.kind === RecordKind.DeadNode) { this.deadNodes.push(rec); return; }
     this.byId.set(rec.id, rec);
-    if (rec.kind === RecordKind.Volume) this.volumesByName.set(rec.name, rec);
-    else {
-      let list = this.snapshotsByVolume.get(rec.parentId);
-      if (!list) this.snapshotsByVolume.set(rec.parentId, (list = []));
-      list.push(rec);
-    }
+    if (rec.kind === RecordKind.Volume) { this.volumesByName.set(rec.name, rec); return; }
+    let snaps = this.snapshotsByVolume.get(rec.parentId);
+    if (!snaps) this.snapshotsByVolume.set(rec.parentId, (snaps = { byName: new Map(), bySeq: new KeyOrder((r) => r.seq) }));
+    snaps.byName.set(rec.name, rec);
+    snaps.bySeq.add(rec);
+    this.snapshotsById.add(rec);
+    const named = this.snapshotsByOwnName.get(rec.name);
+    if (named) named.push(rec); else this.snapshotsByOwnName.set(rec.name, [rec]);
   }
 
   private unindex(rec: CatalogRecord): void {
     assert(rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec, 'an unindexed record was indexed');
     if (rec.kind === RecordKind.DeadNode) {
-      const i = this.deadNodes.indexOf(rec);
+      // The background free takes the queue's last record: searched from the end, that is O(1).
+      const i = this.deadNodes.lastIndexOf(rec);
       if (i >= 0) this.deadNodes.splice(i, 1);
       return;
     }
@@ -155,12 +193,18 @@ export class Catalog {
     if (rec.kind === RecordKind.Volume) {
       if (this.volumesByName.get(rec.name) === rec) this.volumesByName.delete(rec.name);
     } else {
-      const list = this.snapshotsByVolume.get(rec.parentId);
-      if (list) {
-        const i = list.indexOf(rec);
-        if (i >= 0) list.splice(i, 1);
-        if (list.length === 0) this.snapshotsByVolume.delete(rec.parentId);
-      }
+      const snaps = this.snapshotsByVolume.get(rec.parentId);
+      assert(snaps !== undefined, 'an indexed snapshot has its volume\'s index');
+      // A damaged catalog may repeat a name (check reports it); the name then maps to one of them.
+      if (snaps.byName.get(rec.name) === rec) snaps.byName.delete(rec.name);
+      snaps.bySeq.remove(rec);
+      this.snapshotsById.remove(rec);
+      const named = this.snapshotsByOwnName.get(rec.name);
+      const at = named ? named.indexOf(rec) : -1;
+      assert(named !== undefined && at >= 0, 'an indexed snapshot is in the by-name index');
+      named.splice(at, 1); // a handful at most: the same snapshot name on several volumes
+      if (named.length === 0) this.snapshotsByOwnName.delete(rec.name);
+      if (snaps.bySeq.size === 0) this.snapshotsByVolume.delete(rec.parentId);
     }
   }
 
@@ -230,8 +274,26 @@ export class Catalog {
     this.freeSlots.push(rec.slot);
   }
 
+  /** A volume's snapshots, oldest first: O(its snapshots), for lists only. */
   snapshotsOf(volumeId: number): CatalogRecord[] {
     assert(volumeId > 0, 'snapshots of a volume id');
-    return this.snapshotsByVolume.get(volumeId) ?? [];
+    return this.snapshotsByVolume.get(volumeId)?.bySeq.values() ?? [];
+  }
+
+  /** The snapshots called `name` (the part after "@") on any volume. */
+  snapshotsNamed(name: string): readonly CatalogRecord[] { return this.snapshotsByOwnName.get(name) ?? []; }
+
+  snapshotCountOf(volumeId: number): number { return this.snapshotsByVolume.get(volumeId)?.bySeq.size ?? 0; }
+
+  /** O(1): the snapshot `name` of the volume `volumeId`, if any. */
+  snapshotNamed(volumeId: number, name: string): CatalogRecord | undefined {
+    return this.snapshotsByVolume.get(volumeId)?.byName.get(name);
+  }
+
+  /** Live volumes (not deleted ones kept for their snapshots): O(volumes), never O(snapshots). */
+  liveVolumeCount(): number {
+    let count = 0;
+    for (const rec of this.volumesByName.values()) if ((rec.flags & FLAG_DELETED) === 0) count++;
+    return count;
   }
 }

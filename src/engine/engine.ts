@@ -18,8 +18,8 @@ import {
   InvalidArgument, InvalidSize, NameTaken, PoolCorrupt, PoolShrinkRefused, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound, asIoError, assert, fail,
 } from './errors.js';
 import type {
-  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SpaceUsage, Target, TargetEvent,
-  VolumeInfo, WriteData, WriteOptions, ZeroOptions,
+  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
+  TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from './types.js';
 
 /** 32 lowercase hex chars, not all zero (a zero guid field in a record means "none stored"). */
@@ -48,7 +48,7 @@ export class CairnEngine implements Engine {
     if (snapshot === null) throw new InvalidArgument(`expected VOLUME@SNAPSHOT, got ${fullName}`);
     const vol = this.catalog.volumesByName.get(volume);
     if (!vol) throw new VolumeNotFound(volume);
-    const snap = this.catalog.snapshotsOf(vol.id).find((s) => s.name === snapshot);
+    const snap = this.catalog.snapshotNamed(vol.id, snapshot);
     if (!snap) throw new SnapshotNotFound(fullName);
     // Indexed under its volume: a record of another kind or volume there would be read as this snapshot.
     if (snap.kind !== RecordKind.Snapshot || snap.parentId !== vol.id) fail(`snapshot index of ${volume} holds record #${snap.id}`);
@@ -76,9 +76,17 @@ export class CairnEngine implements Engine {
       origin = { volume: ov ? ov.name : `(deleted #${rec.parentId})`, snapshot: rec.originSnapId ? (os ? os.name : `(deleted #${rec.originSnapId})`) : null };
     }
     const size = rec.sizeBytes;
+    const catalog = this.catalog;
+    let snapshotNames: string[] | null = null;
     return {
       kind: 'volume', id: rec.id, name: rec.name, sizeBytes: size, mappedBytes: rec.mappedBlocks * BLOCK_SIZE_BYTES,
-      createdMs: rec.createdMs, origin, snapshots: this.catalog.snapshotsOf(rec.id).map((s) => s.name),
+      createdMs: rec.createdMs, origin, snapshotCount: catalog.snapshotCountOf(rec.id),
+      // Built on first read: a volume may have 100 000 snapshots, and most callers (an existence
+      // check before a create, the data path) never look at their names.
+      get snapshots(): string[] {
+        snapshotNames ??= catalog.snapshotsOf(rec.id).map((s) => s.name);
+        return snapshotNames;
+      },
       flattenProgress: rec.flattenCursor > 0 ? Math.min(1, (rec.flattenCursor - 1) / Math.max(1, size / BLOCK_SIZE_BYTES)) : null,
     };
   }
@@ -116,11 +124,8 @@ export class CairnEngine implements Engine {
   // ---- pool ----
 
   stats(): PoolStats {
-    let volumes = 0, snapshots = 0;
-    for (const rec of this.catalog.byId.values()) {
-      if (rec.kind === RecordKind.Volume && (rec.flags & FLAG_DELETED) === 0) volumes++;
-      if (rec.kind === RecordKind.Snapshot) snapshots++;
-    }
+    // Counted from the indexes, not by a walk of every record (metrics read this on each scrape).
+    const volumes = this.catalog.liveVolumeCount(), snapshots = this.catalog.snapshotsById.size;
     const total = this.core.sb.totalBlocks;
     assert(this.core.space.freeBlocks >= 0 && this.core.space.freeBlocks <= total, 'free blocks within the pool');
     return {
@@ -257,7 +262,7 @@ export class CairnEngine implements Engine {
       rec.root = 0;
       rec.mappedBlocks = 0;
       assert(rec.kind === RecordKind.Volume, 'deleting a volume record');
-      if (this.catalog.snapshotsOf(rec.id).length > 0) {
+      if (this.catalog.snapshotCountOf(rec.id) > 0) {
         rec.flags |= FLAG_DELETED;
         await this.catalog.save(rec);
       } else {
@@ -318,7 +323,7 @@ export class CairnEngine implements Engine {
     const recs = await this.durable(async () => {
       const vols = parsed.map((p) => {
         const vol = this.liveVolume(p.volume);
-        if (this.catalog.snapshotsOf(vol.id).some((s) => s.name === p.snapshot)) throw new NameTaken(`${p.volume}@${p.snapshot}`);
+        if (this.catalog.snapshotNamed(vol.id, p.snapshot) !== undefined) throw new NameTaken(`${p.volume}@${p.snapshot}`);
         return vol;
       });
       const out: CatalogRecord[] = [];
@@ -378,6 +383,35 @@ export class CairnEngine implements Engine {
     });
   }
 
+  findSnapshot(fullName: string): SnapshotInfo | null {
+    const { volume, snapshot } = parseRef(fullName);
+    if (snapshot === null) throw new InvalidArgument(`expected VOLUME@SNAPSHOT, got ${fullName}`);
+    const vol = this.catalog.volumesByName.get(volume);
+    const snap = vol === undefined ? undefined : this.catalog.snapshotNamed(vol.id, snapshot);
+    return snap === undefined ? null : this.snapshotInfo(snap);
+  }
+
+  findSnapshotsNamed(name: string): SnapshotInfo[] {
+    return this.catalog.snapshotsNamed(name).map((r) => this.snapshotInfo(r));
+  }
+
+  listSnapshotsPage(request: SnapshotPageRequest): SnapshotPage {
+    if (!Number.isSafeInteger(request.limit) || request.limit < 1) throw new InvalidArgument(`page limit must be a positive integer, got ${request.limit}`);
+    const afterId = request.afterId ?? 0;
+    if (!Number.isSafeInteger(afterId) || afterId < 0) throw new InvalidArgument(`page start must be a snapshot id, got ${afterId}`);
+    let order = this.catalog.snapshotsById;
+    if (request.volume !== undefined) {
+      const vol = this.catalog.volumesByName.get(request.volume);
+      if (!vol) throw new VolumeNotFound(request.volume);
+      const snaps = this.catalog.snapshotsByVolume.get(vol.id);
+      if (!snaps) return { snapshots: [], more: false };
+      order = snaps.bySeq;
+    }
+    // A volume's snapshots are ordered by seq, which is their id (createSnapshots): one key for both.
+    const { items, more } = order.page(afterId, request.limit);
+    return { snapshots: items.map((r) => this.snapshotInfo(r)), more };
+  }
+
   async deleteSnapshot(fullName: string): Promise<void> {
     const id = await this.durable(async () => {
       const snap = this.snapshotRec(fullName);
@@ -385,7 +419,7 @@ export class CairnEngine implements Engine {
       await this.core.dropTree(snap.root);
       await this.catalog.remove(snap);
       const vol = this.catalog.byId.get(snap.parentId);
-      if (vol && (vol.flags & FLAG_DELETED) !== 0 && this.catalog.snapshotsOf(vol.id).length === 0) await this.catalog.remove(vol);
+      if (vol && (vol.flags & FLAG_DELETED) !== 0 && this.catalog.snapshotCountOf(vol.id) === 0) await this.catalog.remove(vol);
       return snap.id;
     });
     this.emit({ type: 'deleted', id });

@@ -18,8 +18,13 @@ export interface VolumeInfo {
   createdMs: number;
   /** What this volume was cloned from, or null. `snapshot` is null for a clone of a live volume. */
   origin: { volume: string; snapshot: string | null } | null;
-  /** Names of this volume's snapshots, oldest first. */
-  snapshots: string[];
+  /** How many snapshots the volume has (O(1)). */
+  snapshotCount: number;
+  /**
+   * Names of this volume's snapshots, oldest first: built when first read (O(snapshots)), so a
+   * caller that does not read it pays nothing. Use listSnapshotsPage for large counts.
+   */
+  readonly snapshots: string[];
   /** Set while a flatten is under way (resumable after a crash). 0..1 */
   flattenProgress: number | null;
 }
@@ -40,6 +45,20 @@ export interface SnapshotInfo {
 export interface SnapshotCreateOptions {
   /** Stream guid of a snapshot received by import (only with one snapshot): stored in the same commit. */
   streamGuid?: string;
+}
+
+/** One page of a snapshot list: by id, after `afterId` (0: from the start), at most `limit`. */
+export interface SnapshotPageRequest {
+  /** A volume's snapshots only (its deleted-but-kept volume too); all of the pool's otherwise. */
+  volume?: string;
+  afterId?: number;
+  limit: number;
+}
+
+export interface SnapshotPage {
+  snapshots: SnapshotInfo[];
+  /** Whether snapshots follow the last one of this page (ask again with its id as `afterId`). */
+  more: boolean;
 }
 
 export interface PoolStats {
@@ -153,6 +172,12 @@ export interface Engine {
    * not snapshots are skipped. Durable when it resolves; returns how many were stored.
    */
   adoptStreamGuids(guids: ReadonlyMap<number, string>): Promise<number>;
+  /** "VOL@SNAP", or null when it does not exist: one index lookup, whatever the snapshot count. */
+  findSnapshot(fullName: string): SnapshotInfo | null;
+  /** Snapshots whose own name (after "@") is `name`, on any volume: one index lookup. */
+  findSnapshotsNamed(name: string): SnapshotInfo[];
+  /** A page of snapshots by id: O(page + log count), so listing 100 000 snapshots costs no more per item. */
+  listSnapshotsPage(request: SnapshotPageRequest): SnapshotPage;
   deleteSnapshot(fullName: string): Promise<void>;
 
   /** Changed ranges between `from` ("VOL@A") and `to` ("VOL@B" or "VOL"), cost ∝ changes. */

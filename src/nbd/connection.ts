@@ -17,7 +17,7 @@ import { socketReadingIntoSlabs, type Slab, type SlabPool } from './recv-slabs.j
 export interface ConnectionContext {
   engine: Engine;
   tls: TlsUpgrader | null;
-  handshakeTimeoutMs: number;
+  handshakeIdleMs: number;
   shuttingDown(): boolean;
   log(event: string, fields: Record<string, unknown>): void;
   poller: BusyPoller;
@@ -39,6 +39,10 @@ export class NbdConnection {
   private readonly writer: ReplyWriter;
   private transmission: Transmission | null = null;
   private waiter: { bytes: number; resolve: () => void; reject: (error: Error) => void } | null = null;
+  /** A handshake waiting for the client to read queued replies (a streamed LIST). */
+  private drainWaiter: { resolve: () => void; reject: (error: Error) => void } | null = null;
+  /** Armed while the handshake waits on the client (handshakeIdleMs). */
+  private idleTimer: NodeJS.Timeout | null = null;
   private tlsActive = false;
   private ending = false;
   private isClosed = false;
@@ -70,7 +74,15 @@ export class NbdConnection {
     this.ctx.log(routine ? 'nbd_peer_reset' : 'nbd_socket_error', { peer: this.peer, error: error.message });
     this.socket.destroy();
   };
-  private readonly onDrain = (): void => this.transmission?.onWritable();
+  private readonly onDrain = (): void => {
+    if (this.drainWaiter) {
+      const waiter = this.drainWaiter;
+      this.drainWaiter = null;
+      this.stopIdleTimer();
+      waiter.resolve();
+    }
+    this.transmission?.onWritable();
+  };
 
   /** `accepted` comes paused (the server's pauseOnConnect), so no byte is read before the slabs are set up. */
   constructor(accepted: net.Socket, private readonly ctx: ConnectionContext) {
@@ -88,8 +100,8 @@ export class NbdConnection {
   }
 
   async run(): Promise<void> {
-    const timer = setTimeout(() => this.hangUp('handshake timeout'), this.ctx.handshakeTimeoutMs);
-    timer.unref();
+    // The handshake's bounds: the idle timer (armed in waitFor/waitWritable) ends a client that
+    // pauses too long on any one option; optionsPerHandshakeMax (handshake.ts) ends one that never stops.
     try {
       const negotiated = await negotiate(this.ctx.engine, this.handshakeIo());
       if (negotiated === null) { this.end(); return; }
@@ -104,8 +116,18 @@ export class NbdConnection {
         this.hangUp(error instanceof HangUp ? error.message : 'handshake failed');
       }
     } finally {
-      clearTimeout(timer);
+      this.stopIdleTimer();
     }
+  }
+
+  private startIdleTimer(): void {
+    this.stopIdleTimer();
+    this.idleTimer = setTimeout(() => this.hangUp('handshake idle'), this.ctx.handshakeIdleMs);
+    this.idleTimer.unref();
+  }
+
+  private stopIdleTimer(): void {
+    if (this.idleTimer !== null) { clearTimeout(this.idleTimer); this.idleTimer = null; }
   }
 
   /** The engine reports a change to the exported target (types.ts TargetEvent). */
@@ -148,6 +170,8 @@ export class NbdConnection {
     this.transmission?.stop();
     this.recv.clear();
     if (this.waiter) { this.waiter.reject(new Error('connection closed')); this.waiter = null; }
+    if (this.drainWaiter) { this.drainWaiter.reject(new Error('connection closed')); this.drainWaiter = null; }
+    this.stopIdleTimer();
     this.ctx.log('nbd_disconnected', { peer: this.peer });
     this.resolveClosed();
   }
@@ -168,13 +192,34 @@ export class NbdConnection {
     this.transmission?.stop();
     this.end();
     if (this.waiter) { this.waiter.reject(new HangUp(reason)); this.waiter = null; }
+    if (this.drainWaiter) { this.drainWaiter.reject(new HangUp(reason)); this.drainWaiter = null; }
   }
 
   private waitFor(bytes: number): Promise<void> {
     if (this.recv.length >= bytes) return Promise.resolve();
     if (this.isClosed || this.ending) return Promise.reject(new Error('connection closed'));
     this.socket.resume();
-    return new Promise((resolve, reject) => { this.waiter = { bytes, resolve, reject }; });
+    this.startIdleTimer();
+    return new Promise((resolve, reject) => {
+      this.waiter = {
+        bytes,
+        resolve: () => { this.stopIdleTimer(); resolve(); },
+        reject: (error) => { this.stopIdleTimer(); reject(error); },
+      };
+    });
+  }
+
+  /**
+   * Sends what is queued; if the client has not read more than handshakeReplyBytesQueuedMax yet,
+   * waits (idle-timed) for it to, else yields one turn of the event loop so a long list does not
+   * hold up other connections.
+   */
+  private waitWritable(): Promise<void> {
+    this.writer.flush();
+    if (this.isClosed || this.ending) return Promise.reject(new Error('connection closed'));
+    if (this.writer.queuedBytes() <= c.handshakeReplyBytesQueuedMax) return new Promise((resolve) => setImmediate(resolve));
+    this.startIdleTimer();
+    return new Promise((resolve, reject) => { this.drainWaiter = { resolve, reject }; });
   }
 
   private handshakeIo(): HandshakeIo {
@@ -191,6 +236,7 @@ export class NbdConnection {
         }
       },
       send: (data) => this.writer.send(data),
+      writable: () => this.waitWritable(),
       tlsRequired: () => (this.ctx.tls ? this.ctx.tls.required : null),
       tlsActive: () => this.tlsActive,
       startTls: () => this.startTls(),

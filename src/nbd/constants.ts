@@ -141,23 +141,40 @@ export const requestBytesInFlightMax = 128 * 1024 * 1024;
 export const replyBytesQueuedMax = 64 * 1024 * 1024;
 /** Option data we buffer; longer options are skipped and answered NBD_REP_ERR_TOO_BIG. */
 export const optionBytesMax = 64 * 1024;
-/** Options one handshake may send before we treat it as denial of service and hang up. */
-export const optionsPerHandshakeMax = 16384;
+/** Export names listed by NBD_OPT_LIST (the catalog holds at most 2^24 records; a list is streamed). */
+export const exportsListedMax = 1_000_000;
+/**
+ * Options one handshake may send before we treat it as denial of service and hang up: enough for a
+ * client that asks about every listed export (`nbdinfo --list` sends INFO and LIST_META_CONTEXT per
+ * export), plus the options around them.
+ */
+export const optionsPerHandshakeMax = 4 * exportsListedMax + 1024;
 /** Export names and strings (proto.md: MUST be no longer than 4096 bytes). */
 export const stringBytesMax = 4096;
-/** A client that has not reached transmission after this long is disconnected. */
-export const handshakeTimeoutMsDefault = 30_000;
+/**
+ * A client in the handshake that leaves us waiting this long (for its next option, the rest of one,
+ * or for it to read our replies) is disconnected. Per option, not for the whole negotiation: a
+ * client walking 100 000 exports keeps talking far longer than any one pause (libnbd 1.14 holds each
+ * LIST_META_CONTEXT ~200 ms in its socket with MSG_MORE over TCP: `nbdinfo --list` then spends ~6
+ * hours on 100 000 exports). The whole negotiation is bounded by optionsPerHandshakeMax instead of
+ * a clock; what it holds meanwhile is one of connectionsMax slots, as an idle transmission does.
+ */
+export const handshakeIdleMsDefault = 30_000;
+/** NBD_OPT_LIST sends this many names, then lets the event loop run and the socket drain. */
+export const exportsListedPerBatch = 512;
+/** Reply bytes queued during the handshake past which a streamed list waits for the client to read. */
+export const handshakeReplyBytesQueuedMax = 4 * 1024 * 1024;
 /** On close(), how long open connections get to finish in-flight requests. */
 export const closeDrainMsMax = 5_000;
 export const connectionsMax = 1024;
 /** Block-status descriptors per context per reply (proto.md allows returning fewer than the range). */
 export const blockStatusDescriptorsMax = 64 * 1024;
+/** `qemu:dirty-bitmap:since:SNAP` contexts LIST names one by one; past it, one namespace record (meta-context.ts). */
+export const metaContextsListedMax = 256;
 /** Metadata contexts one connection may select. */
 export const metaContextsSelectedMax = 64;
 /** Reads at least this long with structured replies are split into data and hole chunks. */
 export const sparseReadBytesMin = 64 * 1024;
-/** Export names listed by NBD_OPT_LIST. */
-export const exportsListedMax = 100_000;
 /** Smallest size class of pooled READ reply buffers (read-buffers.ts): one engine block. */
 export const readBufferClassBytesMin = 4096;
 /**
@@ -176,3 +193,5 @@ assert(largeRequestPieceBytes <= requestBytesMax && largeRequestPieceBytes % blo
 assert(sparseReadBytesMin <= requestBytesMax, 'sparse read threshold within payload bound');
 assert((readBufferClassBytesMin & (readBufferClassBytesMin - 1)) === 0, 'reply buffer classes are powers of 2');
 assert(slabFreeBytesMin <= requestBytesMax, 'a slab takes at least one read of a payload piece');
+assert(optionsPerHandshakeMax > exportsListedMax, 'a client may ask about every listed export');
+assert(handshakeReplyBytesQueuedMax >= exportsListedPerBatch * (20 + 4 + stringBytesMax), 'one batch of LIST replies fits the queue bound');

@@ -8,7 +8,7 @@ import {
   exportNameReply,
 } from './replies.js';
 import { transmissionFlags } from './export-flags.js';
-import { availableContextNames, matchQueries, contextFromName, splitExportName, type MetaContext } from './meta-context.js';
+import { matchQueries, contextFromName, splitExportName, type MetaContext } from './meta-context.js';
 import { OptionReader } from './option-reader.js';
 
 /** What the connection object provides to the handshake. */
@@ -18,6 +18,8 @@ export interface HandshakeIo {
   /** Reads and drops n bytes without buffering them. */
   discard(n: number): Promise<void>;
   send(data: Buffer): void;
+  /** Resolves once the client has read enough of what was sent (or at once, after one event-loop turn). */
+  writable(): Promise<void>;
   /** null when TLS is not configured. */
   tlsRequired(): boolean | null;
   tlsActive(): boolean;
@@ -113,7 +115,7 @@ async function handleOption(engine: Engine, io: HandshakeIo, state: State, optio
   if (data === null) return tooBig(io, state, option);
   switch (option) {
     case c.NBD_OPT_EXPORT_NAME: return exportName(engine, io, state, data);
-    case c.NBD_OPT_LIST: listExports(engine, io, data); return undefined;
+    case c.NBD_OPT_LIST: await listExports(engine, io, data); return undefined;
     case c.NBD_OPT_STARTTLS: await startTls(io, state, data); return undefined;
     case c.NBD_OPT_INFO:
     case c.NBD_OPT_GO: return infoOrGo(engine, io, state, option, data);
@@ -123,7 +125,7 @@ async function handleOption(engine: Engine, io: HandshakeIo, state: State, optio
       io.send(optionReply(option, c.NBD_REP_ACK));
       return undefined;
     case c.NBD_OPT_LIST_META_CONTEXT:
-    case c.NBD_OPT_SET_META_CONTEXT: metaContext(engine, io, state, option, data); return undefined;
+    case c.NBD_OPT_SET_META_CONTEXT: await metaContext(engine, io, state, option, data); return undefined;
     default: return unsupported(io, option);
   }
 }
@@ -178,13 +180,31 @@ function finish(state: State, target: Target, sizeBytes: number, blockSizesAgree
   return { target, sizeBytes, structuredReplies: state.structuredReplies, metaContexts, blockSizesAgreed };
 }
 
-function listExports(engine: Engine, io: HandshakeIo, data: Buffer): void {
-  if (data.length !== 0) { io.send(optionError(c.NBD_OPT_LIST, c.NBD_REP_ERR_INVALID, 'LIST takes no data')); return; }
-  const names: string[] = [];
-  for (const volume of engine.listVolumes()) names.push(volume.name);
-  for (const snapshot of engine.listSnapshots()) names.push(snapshot.fullName);
-  for (const name of names.slice(0, c.exportsListedMax)) io.send(optionReply(c.NBD_OPT_LIST, c.NBD_REP_SERVER, serverReplyData(name)));
-  io.send(optionReply(c.NBD_OPT_LIST, c.NBD_REP_ACK));
+/**
+ * Volumes, then snapshots by id, streamed: proto.md's LIST has no paging, so with 100 000 snapshots
+ * the replies go out a batch at a time, each batch read from the engine as a page, with a pause for
+ * the client to read and for the event loop to serve other connections between batches.
+ */
+async function listExports(engine: Engine, io: HandshakeIo, data: Buffer): Promise<void> {
+  const option = c.NBD_OPT_LIST;
+  if (data.length !== 0) { io.send(optionError(option, c.NBD_REP_ERR_INVALID, 'LIST takes no data')); return; }
+  let listed = 0;
+  const send = (name: string) => { io.send(optionReply(option, c.NBD_REP_SERVER, serverReplyData(name))); listed++; };
+  for (const volume of engine.listVolumes()) {
+    if (listed === c.exportsListedMax) break;
+    send(volume.name);
+    if (listed % c.exportsListedPerBatch === 0) await io.writable();
+  }
+  let afterId = 0;
+  while (listed < c.exportsListedMax) {
+    const page = engine.listSnapshotsPage({ afterId, limit: Math.min(c.exportsListedPerBatch, c.exportsListedMax - listed) });
+    for (const snapshot of page.snapshots) send(snapshot.fullName);
+    const last = page.snapshots[page.snapshots.length - 1];
+    if (!page.more || last === undefined) break;
+    afterId = last.id;
+    await io.writable();
+  }
+  io.send(optionReply(option, c.NBD_REP_ACK));
 }
 
 async function startTls(io: HandshakeIo, state: State, data: Buffer): Promise<void> {
@@ -233,7 +253,7 @@ function infoOrGo(engine: Engine, io: HandshakeIo, state: State, option: number,
   return option === c.NBD_OPT_GO ? finish(state, target, sizeBytes, blockSizesAgreed) : undefined;
 }
 
-function metaContext(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): void {
+async function metaContext(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): Promise<void> {
   const forList = option === c.NBD_OPT_LIST_META_CONTEXT;
   // proto.md: SET replaces every earlier selection, including when it fails.
   if (!forList) clearMetaContexts(state);
@@ -253,16 +273,19 @@ function metaContext(engine: Engine, io: HandshakeIo, state: State, option: numb
   }
   const target = resolveExport(engine, name);
   if (typeof target === 'string') { io.send(optionError(option, c.NBD_REP_ERR_UNKNOWN, target)); return; }
-  const names = matchQueries(availableContextNames(engine, target), queries, forList);
+  const names = matchQueries(engine, target, queries, forList);
   if (!forList && names.length > c.metaContextsSelectedMax) {
     io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `at most ${c.metaContextsSelectedMax} contexts`));
     return;
   }
   const [volume] = splitExportName(target.name);
   const selected = names.map((contextName, i) => contextFromName(i + 1, contextName, volume));
-  for (const context of selected) {
+  for (let i = 0; i < selected.length; i++) {
+    const context = selected[i]!;
     // proto.md: the context id in LIST replies is reserved and SHOULD be 0.
     io.send(optionReply(option, c.NBD_REP_META_CONTEXT, metaContextReplyData(forList ? 0 : context.id, context.name)));
+    // A volume with 100 000 snapshots offers as many contexts: streamed like LIST.
+    if ((i + 1) % c.exportsListedPerBatch === 0) await io.writable();
   }
   if (!forList) {
     state.metaExportName = target.name;

@@ -18,8 +18,8 @@ export interface NbdServerOptions {
   /** Also (with host/port) or instead (alone) listen on a unix socket. */
   socketPath?: string;
   tls?: TlsConfig;
-  /** Clients that do not finish the handshake in time are disconnected (default 30 s). */
-  handshakeTimeoutMs?: number;
+  /** Longest wait on a client in the handshake: its next option, or reading our replies (default 30 s). */
+  handshakeIdleMs?: number;
   log?: (event: string, fields: Record<string, unknown>) => void;
   /**
    * After a request arrives, keep the event loop polling (not sleeping) this long for the next one
@@ -37,14 +37,14 @@ export interface NbdServer {
 
 export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Promise<NbdServer> {
   const log = opts.log ?? ((): void => {});
-  const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? c.handshakeTimeoutMsDefault;
-  const tls = opts.tls ? new TlsUpgrader(opts.tls, handshakeTimeoutMs) : null;
+  const handshakeIdleMs = opts.handshakeIdleMs ?? c.handshakeIdleMsDefault;
+  const tls = opts.tls ? new TlsUpgrader(opts.tls, handshakeIdleMs) : null;
   const live = new Set<NbdConnection>();
   let shuttingDown = false;
   const poller = new BusyPoller(opts.busyPollMicros ?? c.busyPollMicrosDefault);
   const readBuffers = new ReadBufferPool(c.readBuffersPooledBytesMax);
   const slabs = new SlabPool(c.recvSlabBytes, c.recvSlabsIdleMax, c.recvSlabReadersMax);
-  const ctx = { engine, tls, handshakeTimeoutMs, shuttingDown: () => shuttingDown, log, poller, readBuffers, slabs };
+  const ctx = { engine, tls, handshakeIdleMs, shuttingDown: () => shuttingDown, log, poller, readBuffers, slabs };
 
   const onSocket = (socket: net.Socket): void => {
     if (shuttingDown || live.size >= c.connectionsMax) {
