@@ -247,6 +247,7 @@ export async function runEngineBench(opts: EngineBenchOptions = {}): Promise<Eng
     await settle(e);
     add({ name: `sequential overwrite, engine (1 MiB writes, 8 in flight, 1 GiB volume, ${2 * seconds} s)`, value: await sequentialOverwriteMiBps(e, 2 * seconds), unit: 'MiB/s' });
   } finally {
+    // A close failing after a failed run would hide the run's own error, which is the one to see.
     if (engine !== null) await engine.close().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }

@@ -103,6 +103,7 @@ export async function runSnapshotScaleBench(opts: SnapshotScaleOptions = {}): Pr
       log(`  ${count} snapshots reached (fill ${(fillMs / 1000).toFixed(1)} s)`);
     }
   } finally {
+    // A close failing after a failed run would hide the run's own error, which is the one to see.
     if (engine !== null) await (engine as Engine).close().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }

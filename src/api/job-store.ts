@@ -49,6 +49,7 @@ export class JobStore {
   save(views: JobView[]): Promise<void> {
     this.latest = views;
     if (this.queued !== null) return this.queued;
+    // The previous save's failure was logged by that save; this one writes the latest views regardless.
     const next = this.tail.catch(() => {}).then(() => {
       this.queued = null;
       return this.write(this.latest);

@@ -1,15 +1,13 @@
 // The catalog: volumes, snapshots and the queue of dropped tree nodes, as fixed 256-byte records in a
 // paged array inside the pool, committed in the same transaction as the data they describe. The
 // whole catalog is also held in memory (small: tens of thousands of records are a few MB).
-import { CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NAME_BYTES_MAX } from './constants.js';
+import { CATALOG_LOAD_PAGES_IN_FLIGHT, CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NAME_BYTES_MAX } from './constants.js';
 import { MetaType, catalogPageOf, getU64, setU64, viewOf, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
 import { KeyOrder } from './key-order.js';
 import { assert, fail, PoolCorrupt } from './errors.js';
 
-/** Catalog pages read at once while a pool opens (bounded: each holds a 4 KiB buffer until decoded). */
-const CATALOG_LOAD_PAGES_IN_FLIGHT = 64;
 
 export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
 export const FLAG_DELETED = 1;

@@ -52,6 +52,11 @@ export const CATALOG_RECORD_BYTES = 256;
 export const CATALOG_RECORDS_PER_PAGE = Math.floor(META_PAYLOAD_BYTES / CATALOG_RECORD_BYTES);
 /** Catalog slots (16 Mi): volumes, snapshots and queued dropped nodes together; bounds the radix depth. */
 export const CATALOG_RECORDS_MAX = 1 << 24;
+/**
+ * Catalog pages read at once while a pool opens: one await per page made opening a pool with 100 000
+ * snapshots (7 000 pages) take seconds of device round trips; bounded, as each holds a 4 KiB buffer.
+ */
+export const CATALOG_LOAD_PAGES_IN_FLIGHT = 64;
 /** Longest volume or snapshot name in UTF-8 bytes: what a record has room for after its fixed fields. */
 export const NAME_BYTES_MAX = 160;
 

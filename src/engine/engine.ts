@@ -149,6 +149,7 @@ export class CairnEngine implements Engine {
   async growPool(sizeBytes?: number): Promise<PoolStats> {
     // One grow at a time: two racing ones could otherwise size the file down under each other.
     const run = this.growChain.then(() => this.growPoolNow(sizeBytes));
+    // The chain only orders grows; this grow's failure reaches its caller through `run`.
     this.growChain = run.catch(() => undefined);
     await run;
     return this.stats();

@@ -120,6 +120,7 @@ function listen(server: net.Server, options: net.ListenOptions): Promise<void> {
 
 /** A socket file left by a previous run would make listen fail with EADDRINUSE; regular files are kept. */
 async function removeStaleSocket(path: string): Promise<void> {
+  // Nothing at the path (ENOENT) is the usual case; anything else shows again when listen fails.
   const stat = await lstat(path).catch(() => null);
   if (stat?.isSocket()) await unlink(path);
 }
