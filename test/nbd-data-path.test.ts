@@ -181,7 +181,7 @@ test('connections past the slab readers bound keep Node buffers and work the sam
   const c = await import('../src/nbd/constants.js');
   const f = await startFixture(t);
   await f.engine.createVolume('many', 16 * MiB);
-  const count = c.recvSlabReadersMax + 2;
+  const count = c.RECV_SLAB_READERS_MAX + 2;
   const r = await runPython(`
 import nbd, sys, json
 n = int(sys.argv[2])
@@ -200,6 +200,6 @@ print(json.dumps({"ok": ok}))
   assert.deepEqual(r, { ok: true });
   const connected = f.events.filter((e) => e.event === 'nbd_connected');
   assert.equal(connected.length, count);
-  assert.equal(connected.filter((e) => e.fields.recvSlabs === true).length, c.recvSlabReadersMax);
+  assert.equal(connected.filter((e) => e.fields.recvSlabs === true).length, c.RECV_SLAB_READERS_MAX);
   assert.equal(connected.filter((e) => e.fields.recvSlabs === false).length, 2);
 });

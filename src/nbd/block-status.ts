@@ -3,7 +3,7 @@
 // (changed = 1, unchanged = 0). Adjacent equal statuses are merged (proto.md: SHOULD use different
 // status values between consecutive descriptors).
 import type { Engine } from '../engine/index.js';
-import { NBD_STATE_HOLE, NBD_STATE_ZERO, NBD_STATE_DIRTY, blockStatusDescriptorsMax } from './constants.js';
+import { NBD_STATE_HOLE, NBD_STATE_ZERO, NBD_STATE_DIRTY, BLOCK_STATUS_DESCRIPTORS_MAX } from './constants.js';
 import type { MetaContext } from './meta-context.js';
 
 export interface Descriptors { lengths: number[]; flags: number[] }
@@ -12,7 +12,7 @@ export async function blockStatusDescriptors(
   engine: Engine, targetId: number, context: MetaContext, offsetBytes: number, lengthBytes: number, onlyOne: boolean,
 ): Promise<Descriptors> {
   const out: Descriptors = { lengths: [], flags: [] };
-  const limit = onlyOne ? 1 : blockStatusDescriptorsMax;
+  const limit = onlyOne ? 1 : BLOCK_STATUS_DESCRIPTORS_MAX;
   if (context.kind === 'allocation') {
     const extents = await engine.extents(targetId, offsetBytes, lengthBytes);
     let position = offsetBytes;

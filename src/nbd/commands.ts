@@ -36,7 +36,7 @@ export interface CommandContext {
   sizeBytes: number;
   readOnly: boolean;
   structuredReplies: boolean;
-  /** Longest READ/WRITE/CACHE accepted: requestBytesMax if the client agreed on block sizes, else unlimited. */
+  /** Longest READ/WRITE/CACHE accepted: REQUEST_BYTES_MAX if the client agreed on block sizes, else unlimited. */
   payloadBytesMax: number;
   metaContexts: MetaContext[];
   send: Send;
@@ -91,8 +91,8 @@ export function validate(ctx: CommandContext, request: Request): void {
   }
   // proto.md: a DF read is one data chunk, which could not carry an error found after it started; past
   // one piece the server may answer EOVERFLOW.
-  if (type === c.NBD_CMD_READ && (flags & c.NBD_CMD_FLAG_DF) !== 0 && lengthBytes > c.requestBytesMax) {
-    throw new RequestError(c.NBD_EOVERFLOW, `a DF read over ${c.requestBytesMax} bytes cannot be one chunk`);
+  if (type === c.NBD_CMD_READ && (flags & c.NBD_CMD_FLAG_DF) !== 0 && lengthBytes > c.REQUEST_BYTES_MAX) {
+    throw new RequestError(c.NBD_EOVERFLOW, `a DF read over ${c.REQUEST_BYTES_MAX} bytes cannot be one chunk`);
   }
   if (type === c.NBD_CMD_BLOCK_STATUS && (!ctx.structuredReplies || ctx.metaContexts.length === 0)) {
     throw new RequestError(c.NBD_EINVAL, 'no metadata context selected');
@@ -158,7 +158,7 @@ async function run(ctx: CommandContext, request: Request): Promise<void> {
 
 async function read(ctx: CommandContext, request: Request): Promise<void> {
   const { offsetBytes, lengthBytes } = request;
-  if (lengthBytes <= c.requestBytesMax) {
+  if (lengthBytes <= c.REQUEST_BYTES_MAX) {
     await readPart(ctx, ctx.send, request, offsetBytes, lengthBytes, true, true);
     return;
   }
@@ -197,10 +197,10 @@ async function readInPieces(ctx: CommandContext, send: Send, request: Request): 
   await previousSent;
 }
 
-/** End of the piece starting at `at`: largeRequestPieceBytes on, rounded down to a 4 KiB boundary of the export. */
+/** End of the piece starting at `at`: LARGE_REQUEST_PIECE_BYTES on, rounded down to a 4 KiB boundary of the export. */
 export function pieceEndBytes(at: number, end: number): number {
-  const unit = c.blockSizePreferredBytes;
-  return Math.min(end, Math.floor((at + c.largeRequestPieceBytes) / unit) * unit);
+  const unit = c.BLOCK_SIZE_PREFERRED_BYTES;
+  return Math.min(end, Math.floor((at + c.LARGE_REQUEST_PIECE_BYTES) / unit) * unit);
 }
 
 /**
@@ -215,7 +215,7 @@ async function readPart(ctx: CommandContext, send: Send, request: Request, offse
   const pooled = ctx.readBuffers.acquire(lengthBytes);
   let inReply = false;
   try {
-    const fragmentable = ctx.structuredReplies && (request.flags & c.NBD_CMD_FLAG_DF) === 0 && lengthBytes >= c.sparseReadBytesMin;
+    const fragmentable = ctx.structuredReplies && (request.flags & c.NBD_CMD_FLAG_DF) === 0 && lengthBytes >= c.SPARSE_READ_BYTES_MIN;
     // Large read: fetch the data and the hole map together; holes go out as OFFSET_HOLE chunks. (Not
     // with Promise.all: its generic lookups showed in the profile of 4 KiB reads, which need no map.)
     const extentsPending = fragmentable ? engine.extents(targetId, offsetBytes, lengthBytes).catch(() => null) : null;
@@ -249,16 +249,16 @@ async function readPart(ctx: CommandContext, send: Send, request: Request, offse
 
 /**
  * CACHE (proto.md: the client plans to access the range; the server MAY prefetch): the range is read
- * and dropped, in steps of cachePrefetchStepBytes, which brings its tree nodes into the engine's cache
+ * and dropped, in steps of CACHE_PREFETCH_STEP_BYTES, which brings its tree nodes into the engine's cache
  * and its data into the page cache, where later reads find it without touching the disk. A read that
  * fails (a checksum mismatch, EIO) is the command's error: proto.md says the server MUST set it.
  */
 async function prefetch(ctx: CommandContext, offsetBytes: number, lengthBytes: number): Promise<void> {
   const end = offsetBytes + lengthBytes;
-  const scratch = ctx.readBuffers.acquire(Math.min(lengthBytes, c.cachePrefetchStepBytes));
+  const scratch = ctx.readBuffers.acquire(Math.min(lengthBytes, c.CACHE_PREFETCH_STEP_BYTES));
   try {
-    for (let at = offsetBytes; at < end; at += c.cachePrefetchStepBytes) {
-      await ctx.engine.read(ctx.targetId, at, Math.min(c.cachePrefetchStepBytes, end - at), scratch);
+    for (let at = offsetBytes; at < end; at += c.CACHE_PREFETCH_STEP_BYTES) {
+      await ctx.engine.read(ctx.targetId, at, Math.min(c.CACHE_PREFETCH_STEP_BYTES, end - at), scratch);
     }
   } finally {
     ctx.readBuffers.release(scratch);

@@ -27,7 +27,7 @@ export interface ConnectionContext {
 }
 
 /** Bytes buffered during the handshake before we stop reading (a GO with a maximal name fits). */
-const handshakeBufferedBytesMax = 2 * c.optionBytesMax;
+const handshakeBufferedBytesMax = 2 * c.OPTION_BYTES_MAX;
 /** After end(), how long the client gets to close its side before the socket is destroyed. */
 const endLingerMs = 2_000;
 /** At shutdown, how long a connection still in the handshake may go on hearing NBD_REP_ERR_SHUTDOWN. */
@@ -101,7 +101,7 @@ export class NbdConnection {
 
   async run(): Promise<void> {
     // The handshake's bounds: the idle timer (armed in waitFor/waitWritable) ends a client that
-    // pauses too long on any one option; optionsPerHandshakeMax (handshake.ts) ends one that never stops.
+    // pauses too long on any one option; OPTIONS_PER_HANDSHAKE_MAX (handshake.ts) ends one that never stops.
     try {
       const negotiated = await negotiate(this.ctx.engine, this.handshakeIo());
       if (negotiated === null) { this.end(); return; }
@@ -210,14 +210,14 @@ export class NbdConnection {
   }
 
   /**
-   * Sends what is queued; if the client has not read more than handshakeReplyBytesQueuedMax yet,
+   * Sends what is queued; if the client has not read more than HANDSHAKE_REPLY_BYTES_QUEUED_MAX yet,
    * waits (idle-timed) for it to, else yields one turn of the event loop so a long list does not
    * hold up other connections.
    */
   private waitWritable(): Promise<void> {
     this.writer.flush();
     if (this.isClosed || this.ending) return Promise.reject(new Error('connection closed'));
-    if (this.writer.queuedBytes() <= c.handshakeReplyBytesQueuedMax) return new Promise((resolve) => setImmediate(resolve));
+    if (this.writer.queuedBytes() <= c.HANDSHAKE_REPLY_BYTES_QUEUED_MAX) return new Promise((resolve) => setImmediate(resolve));
     this.startIdleTimer();
     return new Promise((resolve, reject) => { this.drainWaiter = { resolve, reject }; });
   }

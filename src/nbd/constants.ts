@@ -104,94 +104,94 @@ export const NBD_ENOTSUP = 95;
 export const NBD_ESHUTDOWN = 108;
 
 // ---- Bounds ----
-export const portDefault = 10809;
-export const hostDefault = '127.0.0.1';
+export const PORT_DEFAULT = 10809;
+export const HOST_DEFAULT = '127.0.0.1';
 /** Largest READ/WRITE payload; advertised as the maximum block size (proto.md: clients assume 32 MiB). */
-export const requestBytesMax = 32 * 1024 * 1024;
+export const REQUEST_BYTES_MAX = 32 * 1024 * 1024;
 /**
  * The maximum for clients that did not ask for block size constraints (proto.md: the default maximum
  * is "effectively unlimited", 0xffffffff). Such requests are served in pieces of
- * largeRequestPieceBytes, so memory stays bounded by requestBytesInFlightMax however long they are.
+ * LARGE_REQUEST_PIECE_BYTES, so memory stays bounded by REQUEST_BYTES_IN_FLIGHT_MAX however long they are.
  */
-export const payloadBytesUnlimited = 0xffffffff;
-/** READs and WRITEs longer than requestBytesMax are served in pieces of this size (4 KiB aligned). */
-export const largeRequestPieceBytes = 4 * 1024 * 1024;
+export const PAYLOAD_BYTES_UNLIMITED = 0xffffffff;
+/** READs and WRITEs longer than REQUEST_BYTES_MAX are served in pieces of this size (4 KiB aligned). */
+export const LARGE_REQUEST_PIECE_BYTES = 4 * 1024 * 1024;
 /** Advertised minimum and preferred block size: the engine accepts any byte offset (read-modify-write). */
-export const blockSizeMinBytes = 1;
-export const blockSizePreferredBytes = 4096;
+export const BLOCK_SIZE_BYTES_MIN = 1;
+export const BLOCK_SIZE_PREFERRED_BYTES = 4096;
 /** Requests of one connection processed concurrently; past it the socket is paused (backpressure). */
-export const requestsInFlightMax = 128;
+export const REQUESTS_IN_FLIGHT_MAX = 128;
 /** Busy-poll window after each request (µs), see busy-poll.ts. */
-export const busyPollMicrosDefault = 200;
+export const BUSY_POLL_MICROS_DEFAULT = 200;
 /**
  * Receive slabs (recv-slabs.ts): their size (on 1 MiB writes 2 and 4 MiB measured alike, 1 MiB ~10 %
  * and 256 KiB ~15 % slower), how many idle ones a server keeps, and how many connections read into
  * them at once (each pins one: at most 64 MiB).
  */
-export const recvSlabBytes = 2 * 1024 * 1024;
-export const recvSlabsIdleMax = 16;
-export const recvSlabReadersMax = 32;
+export const RECV_SLAB_BYTES = 2 * 1024 * 1024;
+export const RECV_SLABS_IDLE_MAX = 16;
+export const RECV_SLAB_READERS_MAX = 32;
 /** Bytes of READ reply buffers kept for reuse, per server (see read-buffers.ts). */
-export const readBuffersPooledBytesMax = 64 * 1024 * 1024;
+export const READ_BUFFERS_POOLED_BYTES_MAX = 64 * 1024 * 1024;
 /** CACHE reads its range in steps of this size (see prefetch in commands.ts). */
-export const cachePrefetchStepBytes = 4 * 1024 * 1024;
+export const CACHE_PREFETCH_STEP_BYTES = 4 * 1024 * 1024;
 /** Payload and read bytes of one connection's in-flight requests. */
-export const requestBytesInFlightMax = 128 * 1024 * 1024;
+export const REQUEST_BYTES_IN_FLIGHT_MAX = 128 * 1024 * 1024;
 /** Reply bytes queued on a socket the client is not reading; past it we stop reading requests. */
-export const replyBytesQueuedMax = 64 * 1024 * 1024;
+export const REPLY_BYTES_QUEUED_MAX = 64 * 1024 * 1024;
 /** Option data we buffer; longer options are skipped and answered NBD_REP_ERR_TOO_BIG. */
-export const optionBytesMax = 64 * 1024;
+export const OPTION_BYTES_MAX = 64 * 1024;
 /** Export names listed by NBD_OPT_LIST (the catalog holds at most 2^24 records; a list is streamed). */
-export const exportsListedMax = 1_000_000;
+export const EXPORTS_LISTED_MAX = 1_000_000;
 /**
  * Options one handshake may send before we treat it as denial of service and hang up: enough for a
  * client that asks about every listed export (`nbdinfo --list` sends INFO and LIST_META_CONTEXT per
  * export), plus the options around them.
  */
-export const optionsPerHandshakeMax = 4 * exportsListedMax + 1024;
+export const OPTIONS_PER_HANDSHAKE_MAX = 4 * EXPORTS_LISTED_MAX + 1024;
 /** Export names and strings (proto.md: MUST be no longer than 4096 bytes). */
-export const stringBytesMax = 4096;
+export const STRING_BYTES_MAX = 4096;
 /**
  * A client in the handshake that leaves us waiting this long (for its next option, the rest of one,
  * or for it to read our replies) is disconnected. Per option, not for the whole negotiation: a
  * client walking 100 000 exports keeps talking far longer than any one pause (libnbd 1.14 holds each
  * LIST_META_CONTEXT ~200 ms in its socket with MSG_MORE over TCP: `nbdinfo --list` then spends ~6
- * hours on 100 000 exports). The whole negotiation is bounded by optionsPerHandshakeMax instead of
- * a clock; what it holds meanwhile is one of connectionsMax slots, as an idle transmission does.
+ * hours on 100 000 exports). The whole negotiation is bounded by OPTIONS_PER_HANDSHAKE_MAX instead of
+ * a clock; what it holds meanwhile is one of CONNECTIONS_MAX slots, as an idle transmission does.
  */
-export const handshakeIdleMsDefault = 30_000;
+export const HANDSHAKE_IDLE_MS_DEFAULT = 30_000;
 /** NBD_OPT_LIST sends this many names, then lets the event loop run and the socket drain. */
-export const exportsListedPerBatch = 512;
+export const EXPORTS_LISTED_PER_BATCH = 512;
 /** Reply bytes queued during the handshake past which a streamed list waits for the client to read. */
-export const handshakeReplyBytesQueuedMax = 4 * 1024 * 1024;
+export const HANDSHAKE_REPLY_BYTES_QUEUED_MAX = 4 * 1024 * 1024;
 /** On close(), how long open connections get to finish in-flight requests. */
-export const closeDrainMsMax = 5_000;
-export const connectionsMax = 1024;
+export const CLOSE_DRAIN_MS_MAX = 5_000;
+export const CONNECTIONS_MAX = 1024;
 /** Block-status descriptors per context per reply (proto.md allows returning fewer than the range). */
-export const blockStatusDescriptorsMax = 64 * 1024;
+export const BLOCK_STATUS_DESCRIPTORS_MAX = 64 * 1024;
 /** `qemu:dirty-bitmap:since:SNAP` contexts LIST names one by one; past it, one namespace record (meta-context.ts). */
-export const metaContextsListedMax = 256;
+export const META_CONTEXTS_LISTED_MAX = 256;
 /** Metadata contexts one connection may select. */
-export const metaContextsSelectedMax = 64;
+export const META_CONTEXTS_SELECTED_MAX = 64;
 /** Reads at least this long with structured replies are split into data and hole chunks. */
-export const sparseReadBytesMin = 64 * 1024;
+export const SPARSE_READ_BYTES_MIN = 64 * 1024;
 /** Smallest size class of pooled READ reply buffers (read-buffers.ts): one engine block. */
-export const readBufferClassBytesMin = 4096;
+export const READ_BUFFER_CLASS_BYTES_MIN = 4096;
 /**
  * A receive slab (recv-slabs.ts) is left for the next one when less than this is free: a socket read
  * into less room than this costs more system calls than the slab saves.
  */
-export const slabFreeBytesMin = 64 * 1024;
+export const SLAB_FREE_BYTES_MIN = 64 * 1024;
 
-assert(requestBytesMax >= 32 * 1024 * 1024, 'max payload must be at least 32 MiB (clients assume it)');
-assert(requestBytesInFlightMax >= requestBytesMax, 'one maximal request must fit in flight');
-assert(replyBytesQueuedMax >= requestBytesMax, 'one maximal read reply must fit in the queue');
-assert(optionBytesMax >= 4 + stringBytesMax + 2 + 2 * 16, 'a GO with a maximal name must fit');
-assert((blockSizePreferredBytes & (blockSizePreferredBytes - 1)) === 0, 'preferred block size: power of 2');
-assert(requestBytesMax % blockSizePreferredBytes === 0, 'max payload: multiple of preferred size');
-assert(largeRequestPieceBytes <= requestBytesMax && largeRequestPieceBytes % blockSizePreferredBytes === 0, 'pieces: aligned, within one request');
-assert(sparseReadBytesMin <= requestBytesMax, 'sparse read threshold within payload bound');
-assert((readBufferClassBytesMin & (readBufferClassBytesMin - 1)) === 0, 'reply buffer classes are powers of 2');
-assert(slabFreeBytesMin <= requestBytesMax, 'a slab takes at least one read of a payload piece');
-assert(optionsPerHandshakeMax > exportsListedMax, 'a client may ask about every listed export');
-assert(handshakeReplyBytesQueuedMax >= exportsListedPerBatch * (20 + 4 + stringBytesMax), 'one batch of LIST replies fits the queue bound');
+assert(REQUEST_BYTES_MAX >= 32 * 1024 * 1024, 'max payload must be at least 32 MiB (clients assume it)');
+assert(REQUEST_BYTES_IN_FLIGHT_MAX >= REQUEST_BYTES_MAX, 'one maximal request must fit in flight');
+assert(REPLY_BYTES_QUEUED_MAX >= REQUEST_BYTES_MAX, 'one maximal read reply must fit in the queue');
+assert(OPTION_BYTES_MAX >= 4 + STRING_BYTES_MAX + 2 + 2 * 16, 'a GO with a maximal name must fit');
+assert((BLOCK_SIZE_PREFERRED_BYTES & (BLOCK_SIZE_PREFERRED_BYTES - 1)) === 0, 'preferred block size: power of 2');
+assert(REQUEST_BYTES_MAX % BLOCK_SIZE_PREFERRED_BYTES === 0, 'max payload: multiple of preferred size');
+assert(LARGE_REQUEST_PIECE_BYTES <= REQUEST_BYTES_MAX && LARGE_REQUEST_PIECE_BYTES % BLOCK_SIZE_PREFERRED_BYTES === 0, 'pieces: aligned, within one request');
+assert(SPARSE_READ_BYTES_MIN <= REQUEST_BYTES_MAX, 'sparse read threshold within payload bound');
+assert((READ_BUFFER_CLASS_BYTES_MIN & (READ_BUFFER_CLASS_BYTES_MIN - 1)) === 0, 'reply buffer classes are powers of 2');
+assert(SLAB_FREE_BYTES_MIN <= REQUEST_BYTES_MAX, 'a slab takes at least one read of a payload piece');
+assert(OPTIONS_PER_HANDSHAKE_MAX > EXPORTS_LISTED_MAX, 'a client may ask about every listed export');
+assert(HANDSHAKE_REPLY_BYTES_QUEUED_MAX >= EXPORTS_LISTED_PER_BATCH * (20 + 4 + STRING_BYTES_MAX), 'one batch of LIST replies fits the queue bound');

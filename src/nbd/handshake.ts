@@ -69,12 +69,12 @@ export async function negotiate(engine: Engine, io: HandshakeIo): Promise<Negoti
     noZeroes: (clientFlags & c.NBD_FLAG_C_NO_ZEROES) !== 0,
     structuredReplies: false, metaExportName: null, metaContexts: [],
   };
-  for (let count = 0; count < c.optionsPerHandshakeMax; count++) {
+  for (let count = 0; count < c.OPTIONS_PER_HANDSHAKE_MAX; count++) {
     const header = await io.read(16);
     if (header.readBigUInt64BE(0) !== c.IHAVEOPT) throw new HangUp('bad option magic');
     const option = header.readUInt32BE(8);
     const dataBytes = header.readUInt32BE(12);
-    if (dataBytes > c.optionBytesMax) {
+    if (dataBytes > c.OPTION_BYTES_MAX) {
       // Never buffered: skipped as it streams in, then answered as its option would be (ABORT, TLS
       // required, unknown option), with TOO_BIG only where the option would have read the data.
       await io.discard(dataBytes);
@@ -91,7 +91,7 @@ export async function negotiate(engine: Engine, io: HandshakeIo): Promise<Negoti
 
 /**
  * Handles one option; returns the negotiated export (GO/EXPORT_NAME), null (ABORT), or undefined.
- * `data` null: the option's data was over optionBytesMax and has been skipped.
+ * `data` null: the option's data was over OPTION_BYTES_MAX and has been skipped.
  */
 async function handleOption(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer | null): Promise<Negotiated | null | undefined> {
   // Non-fixed newstyle knows no option replies: only EXPORT_NAME can be answered.
@@ -141,7 +141,7 @@ function tooBig(io: HandshakeIo, state: State, option: number): undefined {
   if (!KNOWN_OPTIONS.has(option)) return unsupported(io, option);
   // proto.md: a failed SET_META_CONTEXT still replaces the earlier selection.
   if (option === c.NBD_OPT_SET_META_CONTEXT) clearMetaContexts(state);
-  io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `option data over ${c.optionBytesMax} bytes`));
+  io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `option data over ${c.OPTION_BYTES_MAX} bytes`));
   return undefined;
 }
 
@@ -191,13 +191,13 @@ async function listExports(engine: Engine, io: HandshakeIo, data: Buffer): Promi
   let listed = 0;
   const send = (name: string) => { io.send(optionReply(option, c.NBD_REP_SERVER, serverReplyData(name))); listed++; };
   for (const volume of engine.listVolumes()) {
-    if (listed === c.exportsListedMax) break;
+    if (listed === c.EXPORTS_LISTED_MAX) break;
     send(volume.name);
-    if (listed % c.exportsListedPerBatch === 0) await io.writable();
+    if (listed % c.EXPORTS_LISTED_PER_BATCH === 0) await io.writable();
   }
   let afterId = 0;
-  while (listed < c.exportsListedMax) {
-    const page = engine.listSnapshotsPage({ afterId, limit: Math.min(c.exportsListedPerBatch, c.exportsListedMax - listed) });
+  while (listed < c.EXPORTS_LISTED_MAX) {
+    const page = engine.listSnapshotsPage({ afterId, limit: Math.min(c.EXPORTS_LISTED_PER_BATCH, c.EXPORTS_LISTED_MAX - listed) });
     for (const snapshot of page.snapshots) send(snapshot.fullName);
     const last = page.snapshots[page.snapshots.length - 1];
     if (!page.more || last === undefined) break;
@@ -244,11 +244,11 @@ function infoOrGo(engine: Engine, io: HandshakeIo, state: State, option: number,
     io.send(optionReply(option, c.NBD_REP_INFO, infoString(c.NBD_INFO_DESCRIPTION, text)));
   }
   // Always sent: any offset is accepted (minimum 1) and 4 KiB is preferred. A client that asked for
-  // the constraints is held to requestBytesMax per payload; one that did not gets proto.md's default,
+  // the constraints is held to REQUEST_BYTES_MAX per payload; one that did not gets proto.md's default,
   // no limit (0xffffffff), which is what the server then accepts from it.
   const blockSizesAgreed = infos.includes(c.NBD_INFO_BLOCK_SIZE);
-  const maxBytes = blockSizesAgreed ? c.requestBytesMax : c.payloadBytesUnlimited;
-  io.send(optionReply(option, c.NBD_REP_INFO, infoBlockSize(c.blockSizeMinBytes, c.blockSizePreferredBytes, maxBytes)));
+  const maxBytes = blockSizesAgreed ? c.REQUEST_BYTES_MAX : c.PAYLOAD_BYTES_UNLIMITED;
+  io.send(optionReply(option, c.NBD_REP_INFO, infoBlockSize(c.BLOCK_SIZE_BYTES_MIN, c.BLOCK_SIZE_PREFERRED_BYTES, maxBytes)));
   io.send(optionReply(option, c.NBD_REP_ACK));
   return option === c.NBD_OPT_GO ? finish(state, target, sizeBytes, blockSizesAgreed) : undefined;
 }
@@ -274,8 +274,8 @@ async function metaContext(engine: Engine, io: HandshakeIo, state: State, option
   const target = resolveExport(engine, name);
   if (typeof target === 'string') { io.send(optionError(option, c.NBD_REP_ERR_UNKNOWN, target)); return; }
   const names = matchQueries(engine, target, queries, forList);
-  if (!forList && names.length > c.metaContextsSelectedMax) {
-    io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `at most ${c.metaContextsSelectedMax} contexts`));
+  if (!forList && names.length > c.META_CONTEXTS_SELECTED_MAX) {
+    io.send(optionError(option, c.NBD_REP_ERR_TOO_BIG, `at most ${c.META_CONTEXTS_SELECTED_MAX} contexts`));
     return;
   }
   const [volume] = splitExportName(target.name);
@@ -285,7 +285,7 @@ async function metaContext(engine: Engine, io: HandshakeIo, state: State, option
     // proto.md: the context id in LIST replies is reserved and SHOULD be 0.
     io.send(optionReply(option, c.NBD_REP_META_CONTEXT, metaContextReplyData(forList ? 0 : context.id, context.name)));
     // A volume with 100 000 snapshots offers as many contexts: streamed like LIST.
-    if ((i + 1) % c.exportsListedPerBatch === 0) await io.writable();
+    if ((i + 1) % c.EXPORTS_LISTED_PER_BATCH === 0) await io.writable();
   }
   if (!forList) {
     state.metaExportName = target.name;

@@ -2,7 +2,7 @@
 // Contexts: `base:allocation` (proto.md) and, per earlier snapshot SNAP of the same volume,
 // `qemu:dirty-bitmap:since:SNAP` (flag 1 = changed since SNAP), the name form qemu's backup tools read.
 import type { Engine, SnapshotInfo, Target } from '../engine/index.js';
-import { metaContextsListedMax } from './constants.js';
+import { META_CONTEXTS_LISTED_MAX } from './constants.js';
 
 export const BASE_ALLOCATION = 'base:allocation';
 export const DIRTY_BITMAP_PREFIX = 'qemu:dirty-bitmap:';
@@ -22,7 +22,7 @@ export function splitExportName(name: string): [string, string | null] {
 /**
  * Names of the contexts an export offers, as LIST (no query, or a namespace query) reports them. For
  * a volume: one per snapshot of it. For a snapshot VOL@S: the snapshots of VOL taken before S (a diff
- * needs an earlier point of the same lineage). Past metaContextsListedMax of them, the one record
+ * needs an earlier point of the same lineage). Past META_CONTEXTS_LISTED_MAX of them, the one record
  * `qemu:dirty-bitmap:since:` stands for them all: proto.md lets a server, "instead of exhaustively
  * listing every matching context", send records that let a client who knows the namespace select any
  * context. Otherwise `nbdinfo --list` over a volume with N snapshots would receive N²/2 records.
@@ -32,13 +32,13 @@ export function availableContextNames(engine: Engine, target: Target): string[] 
   const [volume, snapshot] = splitExportName(target.name);
   let page: SnapshotInfo[];
   try {
-    page = engine.listSnapshotsPage({ volume, limit: metaContextsListedMax + 1 }).snapshots;
+    page = engine.listSnapshotsPage({ volume, limit: META_CONTEXTS_LISTED_MAX + 1 }).snapshots;
   } catch {
     return names; // Volume gone: only allocation remains meaningful.
   }
   // Oldest first: for a snapshot export, those from the export itself on are not earlier.
   const earlier = snapshot === null ? page : page.filter((s) => s.id < target.id);
-  if (earlier.length > metaContextsListedMax) names.push(SINCE_PREFIX);
+  if (earlier.length > META_CONTEXTS_LISTED_MAX) names.push(SINCE_PREFIX);
   else for (const s of earlier) names.push(`${SINCE_PREFIX}${s.name}`);
   return names;
 }

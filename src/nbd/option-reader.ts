@@ -1,6 +1,6 @@
 // Bounds-checked reading of option data: every field read past the end marks the reader not ok
 // instead of throwing, so malformed options get NBD_REP_ERR_INVALID and the session continues.
-import { stringBytesMax } from './constants.js';
+import { STRING_BYTES_MAX } from './constants.js';
 
 export class OptionReader {
   private positionBytes = 0;
@@ -22,11 +22,11 @@ export class OptionReader {
     return value;
   }
 
-  /** A string preceded by its 32-bit length; at most stringBytesMax bytes, no NUL (proto.md). */
+  /** A string preceded by its 32-bit length; at most STRING_BYTES_MAX bytes, no NUL (proto.md). */
   string32(): string | null {
     const lengthBytes = this.u32();
     if (lengthBytes === null) return null;
-    if (lengthBytes > stringBytesMax || !this.has(lengthBytes)) { this.ok = false; return null; }
+    if (lengthBytes > STRING_BYTES_MAX || !this.has(lengthBytes)) { this.ok = false; return null; }
     const bytes = this.data.subarray(this.positionBytes, this.positionBytes + lengthBytes);
     this.positionBytes += lengthBytes;
     if (bytes.includes(0)) { this.ok = false; return null; }

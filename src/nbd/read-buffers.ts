@@ -3,7 +3,7 @@
 // that was filled and sent before is warm. Sizes are powers of two from 4 KiB, and the pool keeps at
 // most `pooledBytesMax` bytes: beyond that, released buffers are left to the garbage collector.
 
-import { readBufferClassBytesMin as CLASS_BYTES_MIN } from './constants.js';
+import { READ_BUFFER_CLASS_BYTES_MIN as CLASS_BYTES_MIN } from './constants.js';
 
 export class ReadBufferPool {
   private readonly free = new Map<number, Buffer[]>();

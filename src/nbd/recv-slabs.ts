@@ -10,7 +10,7 @@
 // readersMax x slab size, plus the idle slabs kept for reuse.
 import net from 'node:net';
 import { assert } from '../engine/index.js';
-import { slabFreeBytesMin as SLAB_FREE_BYTES_MIN } from './constants.js';
+import { SLAB_FREE_BYTES_MIN } from './constants.js';
 
 
 export class Slab {

@@ -5,7 +5,7 @@ import {
   OPTION_REPLY_MAGIC, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC, SIMPLE_REPLY_HEADER_BYTES,
   STRUCTURED_REPLY_HEADER_BYTES, NBD_REPLY_TYPE_ERROR, NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_TYPE_OFFSET_HOLE,
   NBD_REPLY_TYPE_BLOCK_STATUS, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, NBD_INFO_EXPORT, NBD_INFO_BLOCK_SIZE,
-  NBD_INFO_NAME, NBD_INFO_DESCRIPTION, stringBytesMax,
+  NBD_INFO_NAME, NBD_INFO_DESCRIPTION, STRING_BYTES_MAX,
 } from './constants.js';
 
 /** The 64-bit client handle, kept as two 32-bit halves so no BigInt is made per request. */
@@ -24,7 +24,7 @@ export function optionReply(option: number, replyType: number, data?: Buffer): B
 
 /** An error reply carrying a human-readable message (proto.md: error replies MAY carry a string). */
 export function optionError(option: number, errorType: number, message: string): Buffer {
-  return optionReply(option, errorType, Buffer.from(truncateUtf8(message, stringBytesMax)));
+  return optionReply(option, errorType, Buffer.from(truncateUtf8(message, STRING_BYTES_MAX)));
 }
 
 export function serverReplyData(name: string): Buffer {
@@ -61,7 +61,7 @@ export function infoBlockSize(minBytes: number, preferredBytes: number, maxBytes
 }
 
 export function infoString(infoType: typeof NBD_INFO_NAME | typeof NBD_INFO_DESCRIPTION, text: string): Buffer {
-  const bytes = Buffer.from(truncateUtf8(text, stringBytesMax));
+  const bytes = Buffer.from(truncateUtf8(text, STRING_BYTES_MAX));
   const out = Buffer.allocUnsafe(2 + bytes.length);
   out.writeUInt16BE(infoType, 0);
   bytes.copy(out, 2);
@@ -119,7 +119,7 @@ export function chunkHole(handle: Handle, done: boolean, offsetBytes: number, ho
 
 /** NBD_REPLY_TYPE_ERROR with DONE and a message for the human at the client. */
 export function chunkError(handle: Handle, errorNumber: number, message: string): Buffer {
-  const text = Buffer.from(truncateUtf8(message, stringBytesMax));
+  const text = Buffer.from(truncateUtf8(message, STRING_BYTES_MAX));
   const out = Buffer.allocUnsafe(STRUCTURED_REPLY_HEADER_BYTES + 6 + text.length);
   writeChunkHeader(out, handle, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, 6 + text.length);
   out.writeUInt32BE(errorNumber, STRUCTURED_REPLY_HEADER_BYTES);

@@ -1,6 +1,6 @@
 // The NBD server: listens on TCP and/or a unix socket, runs one NbdConnection per client, routes
 // engine target events (deleted / reverted / resized) to the connections of that target, and closes
-// gracefully (in-flight requests finish, new ones get ESHUTDOWN, bounded by closeDrainMsMax).
+// gracefully (in-flight requests finish, new ones get ESHUTDOWN, bounded by CLOSE_DRAIN_MS_MAX).
 import net from 'node:net';
 import { lstat, unlink } from 'node:fs/promises';
 import type { Engine } from '../engine/index.js';
@@ -23,7 +23,7 @@ export interface NbdServerOptions {
   log?: (event: string, fields: Record<string, unknown>) => void;
   /**
    * After a request arrives, keep the event loop polling (not sleeping) this long for the next one
-   * (default busyPollMicrosDefault; 0 turns it off). Lowers latency at low queue depth for CPU.
+   * (default BUSY_POLL_MICROS_DEFAULT; 0 turns it off). Lowers latency at low queue depth for CPU.
    */
   busyPollMicros?: number;
 }
@@ -37,17 +37,17 @@ export interface NbdServer {
 
 export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Promise<NbdServer> {
   const log = opts.log ?? ((): void => {});
-  const handshakeIdleMs = opts.handshakeIdleMs ?? c.handshakeIdleMsDefault;
+  const handshakeIdleMs = opts.handshakeIdleMs ?? c.HANDSHAKE_IDLE_MS_DEFAULT;
   const tls = opts.tls ? new TlsUpgrader(opts.tls, handshakeIdleMs) : null;
   const live = new Set<NbdConnection>();
   let shuttingDown = false;
-  const poller = new BusyPoller(opts.busyPollMicros ?? c.busyPollMicrosDefault);
-  const readBuffers = new ReadBufferPool(c.readBuffersPooledBytesMax);
-  const slabs = new SlabPool(c.recvSlabBytes, c.recvSlabsIdleMax, c.recvSlabReadersMax);
+  const poller = new BusyPoller(opts.busyPollMicros ?? c.BUSY_POLL_MICROS_DEFAULT);
+  const readBuffers = new ReadBufferPool(c.READ_BUFFERS_POOLED_BYTES_MAX);
+  const slabs = new SlabPool(c.RECV_SLAB_BYTES, c.RECV_SLABS_IDLE_MAX, c.RECV_SLAB_READERS_MAX);
   const ctx = { engine, tls, handshakeIdleMs, shuttingDown: () => shuttingDown, log, poller, readBuffers, slabs };
 
   const onSocket = (socket: net.Socket): void => {
-    if (shuttingDown || live.size >= c.connectionsMax) {
+    if (shuttingDown || live.size >= c.CONNECTIONS_MAX) {
       log('nbd_connection_refused', { reason: shuttingDown ? 'shutting down' : 'too many connections' });
       socket.destroy();
       return;
@@ -68,7 +68,7 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
   try {
     if (wantTcp) {
       const server = net.createServer({ noDelay: true, pauseOnConnect: true }, onSocket);
-      await listen(server, { host: opts.host ?? c.hostDefault, port: opts.port ?? c.portDefault });
+      await listen(server, { host: opts.host ?? c.HOST_DEFAULT, port: opts.port ?? c.PORT_DEFAULT });
       listeners.push(server);
       port = (server.address() as net.AddressInfo).port;
     }
@@ -97,7 +97,7 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
         const stopped = listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
         for (const connection of live) connection.drain();
         const all = Promise.all([...live].map((connection) => connection.closed));
-        const timer = setTimeout(() => { for (const connection of live) connection.destroy(); }, c.closeDrainMsMax);
+        const timer = setTimeout(() => { for (const connection of live) connection.destroy(); }, c.CLOSE_DRAIN_MS_MAX);
         await all;
         clearTimeout(timer);
         await Promise.all(stopped);

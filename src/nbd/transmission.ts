@@ -26,7 +26,7 @@ export interface TransmissionIo {
 }
 
 /**
- * A WRITE longer than requestBytesMax, from a client that did not agree on block sizes: its payload is
+ * A WRITE longer than REQUEST_BYTES_MAX, from a client that did not agree on block sizes: its payload is
  * written in pieces as it arrives, so it never sits in memory whole.
  */
 interface LargeWrite {
@@ -66,7 +66,7 @@ export class Transmission {
       readOnly: negotiated.target.readOnly,
       structuredReplies: negotiated.structuredReplies,
       metaContexts: negotiated.metaContexts,
-      payloadBytesMax: negotiated.blockSizesAgreed ? c.requestBytesMax : c.payloadBytesUnlimited,
+      payloadBytesMax: negotiated.blockSizesAgreed ? c.REQUEST_BYTES_MAX : c.PAYLOAD_BYTES_UNLIMITED,
       send: (data, onSent) => {
         if (!this.repliesClaimed) { io.send(data, onSent); return; }
         this.held.push({ data, onSent });
@@ -100,8 +100,8 @@ export class Transmission {
         if (this.discardBytesRemaining > 0) break;
         continue;
       }
-      if (this.requestsInFlight >= c.requestsInFlightMax || this.bytesInFlight >= c.requestBytesInFlightMax ||
-        this.io.queuedReplyBytes() + this.heldBytes > c.replyBytesQueuedMax) {
+      if (this.requestsInFlight >= c.REQUESTS_IN_FLIGHT_MAX || this.bytesInFlight >= c.REQUEST_BYTES_IN_FLIGHT_MAX ||
+        this.io.queuedReplyBytes() + this.heldBytes > c.REPLY_BYTES_QUEUED_MAX) {
         this.pausedForBounds = true;
         this.io.pauseReading();
         return;
@@ -126,7 +126,7 @@ export class Transmission {
       let payload: Buffer[] | null = null;
       const pins: Slab[] = [];
       if (type === c.NBD_CMD_WRITE) {
-        if (lengthBytes > c.requestBytesMax) {
+        if (lengthBytes > c.REQUEST_BYTES_MAX) {
           // Never buffered whole: past the client's maximum it is refused and its payload dropped as
           // it streams in (as nbdkit does); otherwise it is written in pieces as it arrives.
           recv.skip(c.REQUEST_HEADER_BYTES);
@@ -151,7 +151,7 @@ export class Transmission {
         this.maybeEnd();
         return;
       }
-      const costBytes = type === c.NBD_CMD_READ ? Math.min(lengthBytes, c.requestBytesMax) : lengthBytes * Number(payload !== null);
+      const costBytes = type === c.NBD_CMD_READ ? Math.min(lengthBytes, c.REQUEST_BYTES_MAX) : lengthBytes * Number(payload !== null);
       const request: Request = { type, flags, handle, offsetBytes, lengthBytes, payload, costBytes, pins };
       this.requestsInFlight++;
       this.bytesInFlight += costBytes;
