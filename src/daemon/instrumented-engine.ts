@@ -16,7 +16,10 @@ export class InstrumentedEngine implements Engine {
     const known = this.names.get(id);
     if (known !== undefined) return known;
     const v = this.inner.listVolumes().find((x) => x.id === id);
-    const s = v === undefined ? this.inner.listSnapshots().find((x) => x.id === id) : undefined;
+    // A snapshot by id through the paged list (O(log count)): listing every snapshot here cost O(count)
+    // on the first I/O of each of 100 000 snapshots.
+    const page = v === undefined ? this.inner.listSnapshotsPage({ afterId: id - 1, limit: 1 }).snapshots : [];
+    const s = page[0]?.id === id ? page[0] : undefined;
     const name = this.metrics.label(v?.name ?? s?.fullName ?? `id-${id}`);
     this.names.set(id, name);
     return name;
