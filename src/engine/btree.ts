@@ -15,6 +15,7 @@ interface Part { key: number; node: TreeNode }
  * pointing at itself or an ancestor) and fails with a corruption error instead of never ending.
  */
 function checkDepth(depth: number, block: number): void {
+  assert(depth >= 0, 'a descent counts levels from the root');
   if (depth > TREE_DEPTH_MAX) throw new MetaTooDeep(block, 'mapping tree', TREE_DEPTH_MAX);
 }
 
@@ -131,6 +132,7 @@ export class Trees {
 
   /** Extents of [start, end) mapped under `root`, clipped and sorted (at most `limit` of them). */
   async lookup(root: number, start: number, end: number, limit = Infinity): Promise<LeafEntry[]> {
+    assert(limit > 0, 'a lookup returns at least one extent');
     return this.lookupCached(root, start, end, limit) ?? this.lookupLoading(root, start, end, [], limit);
   }
 
@@ -321,6 +323,7 @@ export class Trees {
    * which may still be under-full.
    */
   private async mergeUnderfull(node: BranchNode, from: number, to: number): Promise<void> {
+    assert(node.type === MetaType.Branch, 'children are merged under a branch');
     let i = Math.max(0, from);
     while (i < to && i < node.children.length && node.children.length > 1) {
       const child = this.cached(node.children[i]!) ?? await this.load(node.children[i]!);
@@ -438,7 +441,10 @@ export class Trees {
 // with these rather than a generator of [child, from, to] tuples: a 4 KiB read walks 3-4 levels, and
 // the generator's resumptions and tuples were a visible part of a random read's event-loop time.
 function childStart(node: BranchNode, i: number): number { return i === 0 ? 0 : node.keys[i]!; }
-function childEnd(node: BranchNode, i: number): number { return i + 1 < node.children.length ? node.keys[i + 1]! : Infinity; }
+function childEnd(node: BranchNode, i: number): number {
+  if (!(i >= 0 && i < node.children.length)) fail(`child ${i} of a branch of ${node.children.length}`);
+  return i + 1 < node.children.length ? node.keys[i + 1]! : Infinity;
+}
 
 /** The leaf edit replacing [start, end) of `node` with `entries` (inside the range), without changing anything. */
 function planLeafEdit(node: LeafNode, start: number, end: number, entries: LeafEntry[]): LeafPlan {
@@ -496,6 +502,7 @@ function fitTogether(a: TreeNode, b: TreeNode): boolean {
 export function leafEntriesIn(node: LeafNode, start: number, end: number): LeafEntry[] {
   const out: LeafEntry[] = [];
   node.ext.collect(start, end, out);
+  assert(out.length <= node.ext.count, 'at most one entry per extent');
   return out;
 }
 
@@ -506,5 +513,6 @@ export function childIndex(node: BranchNode, lba: number): number {
     const mid = (lo + hi + 1) >> 1;
     if (node.keys[mid]! <= lba) lo = mid; else hi = mid - 1;
   }
+  if (!(lo >= 0 && lo < node.children.length)) fail(`child index ${lo} of a branch of ${node.children.length}`);
   return lo;
 }

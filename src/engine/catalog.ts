@@ -71,10 +71,12 @@ function encodeRecord(rec: CatalogRecord, buf: Buffer, off: number): void {
 function decodeStreamGuid(buf: Buffer, off: number): string | undefined {
   const start = off + RECORD_STREAM_GUID_OFFSET_BYTES;
   const bytes = buf.subarray(start, start + RECORD_STREAM_GUID_BYTES);
+  assert(bytes.length === RECORD_STREAM_GUID_BYTES, 'the guid field lies inside the page');
   return bytes.every((b) => b === 0) ? undefined : bytes.toString('hex');
 }
 
 export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRecord | null {
+  assert(off % CATALOG_RECORD_BYTES === 0 && off + CATALOG_RECORD_BYTES <= buf.length, 'a record slot inside its page');
   const kind = buf.readUInt8(off) as RecordKind;
   if (kind === RecordKind.Empty) return null;
   const nameLen = buf.readUInt16LE(off + 2);
@@ -115,6 +117,7 @@ export class Catalog {
   slotsUsed: number;
 
   constructor(private readonly store: MetaStore, rootBlock: number, slotsUsed: number, releaseOld: (block: number) => Promise<void>) {
+    assert(Number.isSafeInteger(slotsUsed) && slotsUsed >= 0, 'used slots are a count');
     this.slotsUsed = slotsUsed;
     this.array = new RadixArray<CatalogPage>(
       store, rootBlock, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, MetaType.CatalogPage,
@@ -213,6 +216,7 @@ export class Catalog {
    * Re-encoding the whole record (name included) was ~5 % of the event loop under 4 KiB writes.
    */
   async saveMapping(rec: CatalogRecord): Promise<void> {
+    assert(rec.kind === RecordKind.Volume, 'only a volume\'s mapping changes');
     if (!this.saveMappingNow(rec)) await this.save(rec);
   }
 
@@ -237,6 +241,7 @@ export class Catalog {
 
   /** The record's page when saveMappingNow may write into it: the record is current and its page dirty. */
   private mappingPage(rec: CatalogRecord): CatalogPage | undefined {
+    assert(rec.slot >= 0, 'a saved record has a slot');
     if (this.byId.get(rec.id) !== rec) return undefined;
     return this.array.pageIfDirty(Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE));
   }
@@ -281,10 +286,14 @@ export class Catalog {
   /** The snapshots called `name` (the part after "@") on any volume. */
   snapshotsNamed(name: string): readonly CatalogRecord[] { return this.snapshotsByOwnName.get(name) ?? []; }
 
-  snapshotCountOf(volumeId: number): number { return this.snapshotsByVolume.get(volumeId)?.bySeq.size ?? 0; }
+  snapshotCountOf(volumeId: number): number {
+    assert(volumeId > 0, 'snapshots are counted per volume id');
+    return this.snapshotsByVolume.get(volumeId)?.bySeq.size ?? 0;
+  }
 
   /** O(1): the snapshot `name` of the volume `volumeId`, if any. */
   snapshotNamed(volumeId: number, name: string): CatalogRecord | undefined {
+    assert(volumeId > 0, 'snapshots are looked up per volume id');
     return this.snapshotsByVolume.get(volumeId)?.byName.get(name);
   }
 
@@ -292,6 +301,7 @@ export class Catalog {
   liveVolumeCount(): number {
     let count = 0;
     for (const rec of this.volumesByName.values()) if ((rec.flags & FLAG_DELETED) === 0) count++;
+    assert(count <= this.byId.size, 'every live volume has an id');
     return count;
   }
 }

@@ -25,6 +25,8 @@ class Checker {
   readonly limits: MetaLimits;
 
   constructor(readonly device: Device, readonly totalBlocks: number, mirrored: boolean, generation: number) {
+    // checkDevice bounds the size first: a damaged superblock must not size this array.
+    assert(totalBlocks >= POOL_BLOCKS_MIN && totalBlocks <= POOL_BLOCKS_MAX, 'a checked pool of a valid size');
     this.expected = new Uint32Array(totalBlocks);
     this.reserved = new Set(mirrored ? SUPERBLOCK_MIRROR_SLOTS : []);
     this.limits = { totalBlocks, generationMax: generation };
@@ -209,6 +211,7 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     notes.push(`format ${FORMAT_VERSION_UNMIRRORED} pool: one superblock copy per generation; ` +
       (free ? `opening it upgrades it to format ${FORMAT_VERSION} (mirrored)` : `blocks ${SUPERBLOCK_MIRROR_SLOTS.join(' and ')} are in use, so it stays unmirrored`));
   }
+  assert(actual.length === c.expected.length, 'a count and a reference count per block');
   for (let b = 0; b < sb.totalBlocks; b++) {
     const want = c.expected[b]!, have = actual[b]!;
     if (want === have) continue;

@@ -11,6 +11,7 @@ import { nativeAddon } from './native.js';
 type BlocksKernel = (data: Buffer, out: Uint32Array, at: number) => void;
 
 function libraryKernel(data: Buffer, out: Uint32Array, at: number): void {
+  assert(data.length % BLOCK_SIZE_BYTES === 0, 'checksummed data is whole blocks');
   for (let i = 0, o = 0; o < data.length; i++, o += BLOCK_SIZE_BYTES) out[at + i] = crc32c(data.subarray(o, o + BLOCK_SIZE_BYTES));
 }
 

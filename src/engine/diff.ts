@@ -38,6 +38,7 @@ function branchSlices(node: TreeNode & { type: MetaType.Branch }, lo: number, hi
 
 async function diffNodes(trees: Trees, a: number, b: number, lo: number, hi: number, out: LbaRange[], depth: number): Promise<void> {
   if (a === b || lo >= hi) return;
+  assert(a >= 0 && b >= 0 && lo >= 0, 'tree roots are block numbers (0: empty), over block addresses');
   // Both trees are walked in step: a level past the bound on either side is a damaged pool.
   if (depth > TREE_DEPTH_MAX) throw new MetaTooDeep(a || b, 'mapping tree (diff)', TREE_DEPTH_MAX);
   const na = a ? await trees.load(a) : null;

@@ -29,7 +29,10 @@ function validateStreamGuid(guid: string): void {
 
 export class CairnEngine implements Engine {
   private growChain: Promise<void> = Promise.resolve();
-  constructor(readonly core: PoolCore) {}
+  constructor(readonly core: PoolCore) {
+    // Built by createPool/openPool over an assembled pool: its superblock and catalog are loaded.
+    assert(core.sb.totalBlocks > 0 && core.durableGeneration >= 1, 'an engine over an opened pool');
+  }
 
   private get catalog() { return this.core.catalog; }
 
@@ -56,7 +59,9 @@ export class CairnEngine implements Engine {
   }
 
   private refRec(ref: string): CatalogRecord {
-    return parseRef(ref).snapshot === null ? this.liveVolume(ref) : this.snapshotRec(ref);
+    const rec = parseRef(ref).snapshot === null ? this.liveVolume(ref) : this.snapshotRec(ref);
+    assert(rec.id > 0, 'a volume or snapshot has an id');
+    return rec;
   }
 
   private byId(id: number): CatalogRecord {
@@ -109,13 +114,16 @@ export class CairnEngine implements Engine {
 
   /** A snapshot's stream guid: the stored one, or (records from before it was stored) derived. */
   private streamGuidOf(rec: CatalogRecord): string {
+    assert(rec.kind === RecordKind.Snapshot, 'a stream guid is a snapshot\'s');
     return rec.streamGuid ?? createHash('sha256')
       .update(`${this.core.sb.poolUuid}:${rec.id}:${rec.createdMs}`).digest('hex').slice(0, 32);
   }
 
   private async durable<T>(fn: () => Promise<T>): Promise<T> {
+    const generationBefore = this.core.durableGeneration;
     const result = await this.core.mutate(fn);
     await this.core.commit();
+    assert(this.core.durableGeneration >= generationBefore, 'the durable generation never moves back');
     return result;
   }
 
@@ -181,6 +189,8 @@ export class CairnEngine implements Engine {
       }
     }
     if (blocks > POOL_BLOCKS_MAX) blocks = POOL_BLOCKS_MAX; // a larger device is used up to the limit
+    // Grows run one at a time (growChain), so the pool's size cannot have changed since it was compared.
+    assert(Number.isSafeInteger(blocks) && blocks >= this.core.sb.totalBlocks, 'a grow never shrinks the pool');
     await this.core.grow(blocks);
   }
 
@@ -203,6 +213,7 @@ export class CairnEngine implements Engine {
   private assertNameFree(name: string): void {
     const existing = this.catalog.volumesByName.get(name);
     if (!existing) return;
+    assert(existing.kind === RecordKind.Volume, 'the name index holds volumes');
     if ((existing.flags & FLAG_DELETED) !== 0) throw new NameTaken(name, 'a deleted volume of this name still has snapshots');
     throw new NameTaken(name);
   }
@@ -353,6 +364,7 @@ export class CairnEngine implements Engine {
     if (volume !== undefined) {
       const vol = this.catalog.volumesByName.get(volume);
       if (!vol) throw new VolumeNotFound(volume);
+      assert(vol.kind === RecordKind.Volume, 'the name index holds volumes');
       return this.catalog.snapshotsOf(vol.id).map((s) => this.snapshotInfo(s));
     }
     const out: SnapshotInfo[] = [];
@@ -380,6 +392,7 @@ export class CairnEngine implements Engine {
         await this.catalog.save(rec);
         adopted += 1;
       }
+      assert(adopted <= guids.size, 'each guid is adopted at most once');
       return adopted;
     });
   }
@@ -389,6 +402,7 @@ export class CairnEngine implements Engine {
     if (snapshot === null) throw new InvalidArgument(`expected VOLUME@SNAPSHOT, got ${fullName}`);
     const vol = this.catalog.volumesByName.get(volume);
     const snap = vol === undefined ? undefined : this.catalog.snapshotNamed(vol.id, snapshot);
+    if (snap !== undefined && snap.parentId !== vol?.id) fail(`snapshot index of ${volume} holds record #${snap.id}`);
     return snap === undefined ? null : this.snapshotInfo(snap);
   }
 
@@ -410,6 +424,7 @@ export class CairnEngine implements Engine {
     }
     // A volume's snapshots are ordered by seq, which is their id (createSnapshots): one key for both.
     const { items, more } = order.page(afterId, request.limit);
+    assert(items.length <= request.limit, 'a page holds at most its limit');
     return { snapshots: items.map((r) => this.snapshotInfo(r)), more };
   }
 
@@ -496,12 +511,14 @@ export class CairnEngine implements Engine {
   async trim(id: number, offsetBytes: number, lengthBytes: number, opts: WriteOptions = {}): Promise<void> {
     this.core.ensureUsable();
     await zeroRange(this.core, this.writableById(id), offsetBytes, lengthBytes, false);
+    assert(!this.core.mutex.held || !this.core.mutex.idle, 'a holder of the lock is counted among its users');
     if (opts.fua) await this.core.flush();
   }
 
   async writeZeroes(id: number, offsetBytes: number, lengthBytes: number, opts: ZeroOptions = {}): Promise<void> {
     this.core.ensureUsable();
     await zeroRange(this.core, this.writableById(id), offsetBytes, lengthBytes, opts.noHole ?? false);
+    assert(!this.core.mutex.held || !this.core.mutex.idle, 'a holder of the lock is counted among its users');
     if (opts.fua) await this.core.flush();
   }
 

@@ -66,6 +66,7 @@ export class ChecksumError extends CairnError {
   readonly physicalBlock: number;
   constructor(physicalBlock: number, what: string) {
     super('checksum_error', `checksum mismatch in ${what} at physical block ${physicalBlock}`, 'EIO');
+    assert(Number.isSafeInteger(physicalBlock) && physicalBlock >= 0, 'a checksum error names a block');
     this.physicalBlock = physicalBlock;
   }
 }
@@ -110,11 +111,13 @@ export class MetaBadMagic extends MetaCorrupt {
 export class MetaBadChecksum extends MetaCorrupt {
   constructor(block: number, expected: number, found: number) {
     super('meta_bad_checksum', block, 'bad checksum of metadata block', `crc32c 0x${expected.toString(16)}`, `0x${found.toString(16)}`);
+    assert(expected !== found, 'a checksum mismatch has two different checksums');
   }
 }
 export class MetaWrongLocation extends MetaCorrupt {
   constructor(block: number, found: number) {
     super('meta_wrong_location', block, 'metadata block written for another location', `block number ${block}`, `block number ${found}`);
+    assert(found !== block, 'a block found written for another location');
   }
 }
 export class MetaWrongType extends MetaCorrupt {
@@ -127,12 +130,14 @@ export class MetaBadStructure extends MetaCorrupt {
   readonly rule: string;
   constructor(block: number, rule: string, expected: string | number, found: string | number) {
     super('meta_bad_structure', block, `malformed metadata block (${rule})`, expected, found);
+    assert(rule.length > 0, 'a structure error names the rule broken');
     this.rule = rule;
   }
 }
 export class MetaTooDeep extends MetaCorrupt {
   constructor(block: number, what: string, levelsMax: number) {
     super('meta_too_deep', block, `${what} descends too deep`, `at most ${levelsMax} levels`, `more at block ${block}`);
+    assert(levelsMax > 0, 'a depth bound of some levels');
   }
 }
 
@@ -157,6 +162,7 @@ export class SuperblockLost extends CairnError {
   constructor(readonly lostGeneration: number, readonly newestValidGeneration: number, detail: string) {
     super('superblock_lost', `generation ${lostGeneration} of the pool is lost: ${detail}; the newest valid generation is ${newestValidGeneration}. ` +
       `Open with rewind (cairn serve --rewind) to roll the pool back to it, discarding what generation ${lostGeneration} committed`, 'EIO');
+    assert(lostGeneration > newestValidGeneration, 'the lost generation is newer than the newest valid one');
   }
 }
 export class PoolClosed extends CairnError {
@@ -169,6 +175,7 @@ export class ShrinkRefused extends CairnError {
 export class PoolShrinkRefused extends CairnError {
   constructor(currentBytes: number, askedBytes: number) {
     super('shrink_refused', `refusing to shrink the pool from ${currentBytes} to ${askedBytes} bytes: a pool only grows`);
+    assert(askedBytes < currentBytes, 'a refused shrink asks for less');
   }
 }
 

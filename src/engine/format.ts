@@ -53,7 +53,10 @@ export function catalogPageOf(block: number, txn: number, records: Buffer): Cata
   return { type: MetaType.CatalogPage, block, txn, used: false, dirty: false, records };
 }
 
-export function leafEntryBytes(entry: LeafEntry): number { return LEAF_ENTRY_FIXED_BYTES + 4 * entry.lengthBlocks; }
+export function leafEntryBytes(entry: LeafEntry): number {
+  if (!(entry.lengthBlocks > 0)) fail(`leaf entry of ${entry.lengthBlocks} blocks`);
+  return LEAF_ENTRY_FIXED_BYTES + 4 * entry.lengthBlocks;
+}
 
 // Little-endian u64 fields (below 2^53) through a DataView: Buffer's writeUInt32LE/readUInt32LE check
 // their arguments on every call, which made encoding a leaf of 145 entries cost ~25 µs, under the
@@ -250,6 +253,7 @@ function typeName(type: MetaType): string { return TYPE_NAMES[type] ?? `type ${t
  * (a tree pointer may lead to either).
  */
 export function decodeMeta(buf: Buffer, block: number, expectType?: MetaType, limits: MetaLimits = LIMITS_NONE): MetaObject {
+  if (buf.length !== BLOCK_SIZE_BYTES) fail(`metadata decoded from ${buf.length} bytes`);
   const view = viewOf(buf);
   const magic = buf.readUInt32LE(0);
   if (magic !== META_MAGIC) throw new MetaBadMagic(block, META_MAGIC, magic);
@@ -275,6 +279,7 @@ export function decodeMeta(buf: Buffer, block: number, expectType?: MetaType, li
 
 /** The payload of a block whose header checked out; refuses what would index past its arrays. */
 function decodePayload(buf: Buffer, view: DataView, block: number, type: MetaType): MetaObject {
+  assert(type >= MetaType.Leaf && type <= MetaType.CatalogPage, 'a payload of a known type (the header was checked)');
   const txn = getU64(view, 24);
   const count = buf.readUInt16LE(6);
   let off = META_HEADER_BYTES;

@@ -56,7 +56,10 @@ export class PayloadBlocks {
     assert(partial === null, 'payload is whole blocks');
   }
 
-  get count(): number { return this.bufs.length; }
+  get count(): number {
+    assert(this.bufs.length === this.offs.length, 'an offset per block');
+    return this.bufs.length;
+  }
 
   /** Block i as a view (for tests and rare paths). */
   block(i: number): Buffer {
@@ -65,6 +68,7 @@ export class PayloadBlocks {
 
   /** Whether block i is all zeros. Most data has a non-zero first or last byte: only the rest is compared whole. */
   isZero(i: number): boolean {
+    if (!(i >= 0 && i < this.bufs.length)) fail(`payload block ${i} of ${this.bufs.length}`);
     const b = this.bufs[i]!, o = this.offs[i]!;
     return b[o] === 0 && b[o + BLOCK_SIZE_BYTES - 1] === 0 && this.block(i).equals(ZERO_BLOCK);
   }
@@ -81,6 +85,7 @@ export class PayloadBlocks {
       out.push(off === 0 && j - i === buf.length / BLOCK_SIZE_BYTES ? buf : buf.subarray(off, off + (j - i) * BLOCK_SIZE_BYTES));
       i = j;
     }
+    assert(out.length > 0 && out.length <= to - from, 'at most one piece per block');
     return out;
   }
 }
@@ -96,5 +101,6 @@ function mergeAdjacent(parts: readonly Buffer[]): Buffer[] {
       out.push(part);
     }
   }
+  assert(out.length <= parts.length, 'merging never adds chunks');
   return out;
 }

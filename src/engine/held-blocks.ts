@@ -28,12 +28,14 @@ export class HeldBlocks {
   }
 
   flags(block: number): number {
+    if (!(block >= 0)) fail(`flags of block ${block}`);
     const page = this.pages.get(Math.floor(block / this.blocksPerPage));
     return page ? page.flags[block % this.blocksPerPage]! : 0;
   }
 
   /** The flags of page `index` to read (undefined: no block of it is held). Valid until the next change. */
   pageFlags(index: number): Uint8Array | undefined {
+    if (!(index >= 0)) fail(`flags of page ${index}`);
     return this.pages.get(index)?.flags;
   }
 

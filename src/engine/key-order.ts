@@ -14,7 +14,10 @@ export class KeyOrder<T> {
 
   constructor(private readonly keyOf: (item: T) => number) {}
 
-  get size(): number { return this.items.length - this.tombstones; }
+  get size(): number {
+    assert(this.tombstones <= this.items.length && this.keys.length === this.items.length, 'a key per item, tombstones among them');
+    return this.items.length - this.tombstones;
+  }
 
   /** Adds an item; O(1) when its key is the largest (every new snapshot), else O(n) (only at load). */
   add(item: T): void {
@@ -54,6 +57,7 @@ export class KeyOrder<T> {
       if (out.length === limit) return { items: out, more: true };
       out.push(item);
     }
+    assert(out.length <= limit, 'a page holds at most its limit');
     return { items: out, more: false };
   }
 
@@ -71,6 +75,7 @@ export class KeyOrder<T> {
       const mid = (lo + hi) >>> 1;
       if (this.keys[mid]! < key) lo = mid + 1; else hi = mid;
     }
+    assert(lo <= this.keys.length, 'a lower bound inside or just past the keys');
     return lo;
   }
 
@@ -82,6 +87,7 @@ export class KeyOrder<T> {
       keys.push(this.keys[i]!);
       items.push(item);
     }
+    assert(items.length === this.items.length - this.tombstones, 'compaction drops exactly the tombstones');
     this.keys = keys;
     this.items = items;
     this.tombstones = 0;

@@ -40,11 +40,15 @@ export class LeafExtents {
   static of(entries: readonly LeafEntry[]): LeafExtents {
     const leaf = new LeafExtents();
     leaf.splice(0, 0, entries);
+    assert(leaf.count <= entries.length, 'an extent per entry at most');
     return leaf;
   }
 
   /** Payload bytes of the leaf as stored on disk. */
-  get bytes(): number { return this.count * LEAF_ENTRY_FIXED_BYTES + this.crcUsed * 4; }
+  get bytes(): number {
+    assert(this.crcUsed >= this.count, 'a checksum per block, so at least one per extent');
+    return this.count * LEAF_ENTRY_FIXED_BYTES + this.crcUsed * 4;
+  }
 
   end(i: number): number { return this.lbas[i]! + this.lens[i]!; }
 
@@ -71,6 +75,7 @@ export class LeafExtents {
       const mid = (lo + hi) >> 1;
       if (lbas[mid]! <= lba) lo = mid + 1; else hi = mid;
     }
+    if (lo > this.count) fail(`search ended at ${lo} of ${this.count} extents`);
     return lo > 0 && lbas[lo - 1]! + this.lens[lo - 1]! > lba ? lo - 1 : lo;
   }
 
@@ -158,7 +163,10 @@ export class LeafExtents {
   }
 
   /** Where extent i's checksums start (crcUsed for i = count). */
-  crcEnd(i: number): number { return i < this.count ? this.crcAt[i]! : this.crcUsed; }
+  crcEnd(i: number): number {
+    if (!(i >= 0 && i <= this.count)) fail(`checksums of extent ${i} of ${this.count}`);
+    return i < this.count ? this.crcAt[i]! : this.crcUsed;
+  }
 
   /** Keeps extents [0, n), back in arrays of a block's capacity if an edit grew them. */
   truncate(n: number): void {

@@ -47,9 +47,15 @@ export class MetaStore {
    * What a block read from the device may refer to: the pool's blocks, and generations up to the
    * last commit (a durable block from the open transaction's future is damage or another pool's).
    */
-  readLimits(): MetaLimits { return { totalBlocks: this.totalBlocks, generationMax: this.txn - 1 }; }
+  readLimits(): MetaLimits {
+    assert(this.txn >= 1, 'the open transaction follows a commit');
+    return { totalBlocks: this.totalBlocks, generationMax: this.txn - 1 };
+  }
   /** What a block about to be written may refer to: the pool's blocks, generations up to the open one. */
-  writeLimits(): MetaLimits { return { totalBlocks: this.totalBlocks, generationMax: this.txn }; }
+  writeLimits(): MetaLimits {
+    assert(this.totalBlocks > 0, 'blocks are written inside a pool of some size');
+    return { totalBlocks: this.totalBlocks, generationMax: this.txn };
+  }
 
   private cacheSet(block: number, obj: MetaObject): void {
     assert(block >= 2 && obj.block === block, 'an object is cached under its own block');
@@ -195,8 +201,14 @@ export class MetaStore {
     this.committing.clear();
   }
 
-  cachedObjects(): number { return this.cache.size; }
-  cachedBytes(): number { return this.cacheBytes; }
+  cachedObjects(): number {
+    assert(this.cache.size === this.sizes.size, 'every cached object has its size counted');
+    return this.cache.size;
+  }
+  cachedBytes(): number {
+    assert(this.cacheBytes >= 0, 'the cache\'s byte count is non-negative');
+    return this.cacheBytes;
+  }
 }
 
 /** Rough V8 heap size of a decoded block (objects, arrays and typed-array headers included). */

@@ -4,7 +4,7 @@ import { dirname } from 'node:path';
 import { BLOCK_SIZE_BYTES } from './constants.js';
 import { FileDevice } from './device/file-device.js';
 import { createPool, openPool, checkPool } from './pool.js';
-import { InvalidArgument, InvalidSize } from './errors.js';
+import { InvalidArgument, InvalidSize, assert } from './errors.js';
 import type { CheckReport, Engine, PoolOptions } from './types.js';
 
 /**
@@ -27,6 +27,7 @@ export async function createPoolFile(path: string, sizeBytes: number, opts: Pool
   if (!isDevice && (!Number.isSafeInteger(sizeBytes) || sizeBytes < 1024 * 1024)) throw new InvalidSize(`pool size must be at least 1 MiB, got ${sizeBytes}`);
   if (isDevice) return engineOn(await FileDevice.open(path), (device) => createPool(device, opts));
   const sizeBlocks = Math.floor(sizeBytes / BLOCK_SIZE_BYTES);
+  assert(sizeBlocks > 0 && sizeBlocks * BLOCK_SIZE_BYTES <= sizeBytes, 'a pool file of whole blocks (at least 1 MiB, checked above)');
   if (opts.preallocate !== 'full') return engineOn(await FileDevice.create(path, sizeBlocks), (device) => createPool(device, opts));
   // Writing a large file end to end takes minutes: it is laid down and formatted under a temporary
   // name and linked to `path` only when complete, so a process killed half-way leaves no file at

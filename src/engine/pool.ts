@@ -99,6 +99,7 @@ export class PoolCore {
     // slots of a parity are never "not yet used" but damage, and recovery can say a generation is lost.
     core.superblockRepair = true;
     await core.commit();
+    assert(core.durableGeneration === 2, 'a new pool holds generations 1 and 2');
     return core;
   }
 
@@ -116,6 +117,7 @@ export class PoolCore {
     if (sb.formatVersion === FORMAT_VERSION_UNMIRRORED) await core.upgradeToMirrored();
     // A rewind is made durable at once: the next open must not need to be told again.
     if (recovery.lostGeneration !== null) await core.commit();
+    assert(core.durableGeneration >= sb.generation, 'an opened pool is at least at the generation it opened');
     core.scheduleGc();
     return core;
   }
@@ -124,6 +126,8 @@ export class PoolCore {
   private static chooseSuperblock(recovery: SuperblockRecovery, rewind: boolean, log: PoolCore['log']): Superblock {
     const { sb, lostGeneration, findings } = recovery;
     if (sb === null) throw new PoolCorrupt(`no valid superblock: not a Cairn pool, or every copy is damaged (${findings.map((f) => f.message).join('; ')})`);
+    // Recovery reports as lost only the generation after the newest valid one.
+    assert(lostGeneration === null || lostGeneration === sb.generation + 1, 'a lost generation follows the newest valid one');
     for (const f of findings) log(f.problem ? 'superblock_copy_corrupt' : 'superblock_copy_torn', { block: f.blockNumber, message: f.message });
     if (lostGeneration === null) return sb;
     if (!rewind) {
@@ -143,6 +147,7 @@ export class PoolCore {
    * per generation), which is logged; moving the blocks that hold the slots is not worth its risk.
    */
   private async upgradeToMirrored(): Promise<void> {
+    assert(this.sb.formatVersion === FORMAT_VERSION_UNMIRRORED, 'only a format-1 pool is upgraded');
     const upgraded = await this.mutate(async () => {
       for (const b of SUPERBLOCK_MIRROR_SLOTS) if (await this.space.get(b) !== 0) return false;
       for (const b of SUPERBLOCK_MIRROR_SLOTS) await this.space.incref(b);
@@ -161,6 +166,8 @@ export class PoolCore {
   }
 
   private static async zeroMirrorSlots(device: Device): Promise<void> {
+    // Called once the device's size was checked against POOL_BLOCKS_MIN, which holds the slots.
+    assert(device.sizeBlocks >= POOL_BLOCKS_MIN, 'the mirror slots lie inside the device');
     for (const b of SUPERBLOCK_MIRROR_SLOTS) await device.write(b, Buffer.alloc(BLOCK_SIZE_BYTES));
   }
 
@@ -236,6 +243,7 @@ export class PoolCore {
   async mutate<T>(fn: () => Promise<T>): Promise<T> {
     this.ensureUsable();
     const release = await this.mutex.lock();
+    this.assertHeld();
     const changesBefore = this.store.changes;
     try {
       this.ensureUsable();
@@ -376,6 +384,8 @@ export class PoolCore {
       this.space.array.fillPointers();
       this.catalog.array.fillPointers();
       const generation = this.store.txn;
+      // A failed commit stops the pool (poisoned, checked above): commits are never skipped.
+      assert(generation === this.durableGeneration + 1, 'a commit writes the generation after the durable one');
       writes = this.store.takeDirtyForCommit();
       // The interval bounds the age of dirty metadata: this commit takes all of it, so the next
       // timer starts with the next dirty object. A timer left running from before fired within
@@ -423,6 +433,7 @@ export class PoolCore {
    * is reported lost), while a torn primary with an older mirror is a commit never acknowledged.
    */
   private async writeSuperblockCopies(sb: Superblock): Promise<void> {
+    assert(sb.generation > this.durableGeneration, 'a superblock is written for a new generation');
     const primary = copyBlock('primary', sb.generation);
     await this.device.write(primary, encodeSuperblock(sb, primary));
     await this.device.flush();
@@ -444,6 +455,7 @@ export class PoolCore {
     while (i < writes.length) {
       let j = i + 1;
       while (j < writes.length && writes[j]!.block === writes[j - 1]!.block + 1 && j - i < COMMIT_RUN_BLOCKS_MAX) j++;
+      assert(j - i <= COMMIT_RUN_BLOCKS_MAX, 'a commit write is at most one run');
       const run = Buffer.allocUnsafe((j - i) * BLOCK_SIZE_BYTES);
       for (let k = i; k < j; k++) {
         const { block, obj, encoded } = writes[k]!;
@@ -486,6 +498,8 @@ export class PoolCore {
       this.dirtyMax = dirtyObjectsMax(totalBlocks);
       this.log('pool_grown', { fromBlocks: current, toBlocks: totalBlocks });
     });
+    // Grows run one at a time (the engine's growChain): no other grow moved the size meanwhile.
+    assert(this.sb.totalBlocks === totalBlocks, 'the pool has its new size');
     await this.commit();
   }
 
@@ -510,6 +524,7 @@ export class PoolCore {
     let done = 0;
     while (done < nodesMax && this.catalog.deadNodes.length > 0) {
       const rec: CatalogRecord = this.catalog.deadNodes[this.catalog.deadNodes.length - 1]!;
+      assert(rec.kind === RecordKind.DeadNode, 'the dead-node queue holds dead nodes');
       const children = await this.trees.dropRef(rec.root);
       await this.catalog.remove(rec);
       for (const c of children) await this.dropTree(c);
@@ -563,6 +578,7 @@ export function checkPool(device: Device): Promise<CheckReport> { return checkDe
 function resumeFlattens(engine: CairnEngine): void {
   for (const v of engine.listVolumes()) {
     if (v.flattenProgress !== null) {
+      assert(v.flattenProgress >= 0 && v.flattenProgress <= 1, 'flatten progress is a fraction');
       void engine.flattenVolume(v.name).catch((err: unknown) =>
         engine.core.log('flatten_resume_failed', { volume: v.name, error: err instanceof Error ? err.message : String(err) }));
     }

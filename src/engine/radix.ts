@@ -218,7 +218,10 @@ export class RadixArray<P extends Page> {
   async freeTotal(): Promise<number> {
     const root = await this.loadRoot(false);
     if (!root) return this.totalRecords;
-    return sumOf(root.free);
+    const total = sumOf(root.free);
+    // Each summary entry passed its node's validator (0..span): the sum is a count.
+    assert(total >= 0, 'free records are a count');
+    return total;
   }
 
   /**
@@ -308,6 +311,7 @@ export class RadixArray<P extends Page> {
 
 /** Levels of a radix over `pages` pages: the fewest whose span holds them all (at least 1). */
 function sumOf(values: Float64Array): number {
+  assert(values.length > 0, 'a summary of some entries');
   let sum = 0;
   for (let i = 0; i < values.length; i++) sum += values[i]!;
   return sum;

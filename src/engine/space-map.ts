@@ -49,6 +49,7 @@ export class SpaceMap {
   private metaArenaSkip = 0;
 
   constructor(private readonly store: MetaStore, rootBlock: number, public totalBlocks: number, public reserveBlocks: number) {
+    assert(Number.isSafeInteger(totalBlocks) && totalBlocks > 0 && reserveBlocks >= 0, 'a space map of the pool\'s blocks');
     this.array = new RadixArray<CountPage>(
       store, rootBlock, totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage,
       () => countPageOf(0, 0, new Uint32Array(REFCOUNTS_PER_PAGE)),
@@ -81,7 +82,10 @@ export class SpaceMap {
   }
 
   /** Free blocks on the map (includes pending and quarantined ones). */
-  get freeBlocks(): number { return this.freeCount; }
+  get freeBlocks(): number {
+    assert(this.freeCount >= 0, 'free blocks are a count');
+    return this.freeCount;
+  }
   /** Blocks an allocation can actually take now. */
   get availableBlocks(): number {
     return this.freeCount - this.held.reserved - this.held.pendingFree - this.held.quarantined;
@@ -89,13 +93,20 @@ export class SpaceMap {
 
   /** Whether some free blocks are only waiting for a commit (or for older reads) to be reusable. */
   hasHeldFrees(): boolean {
+    assert(this.held.pendingFree >= 0, 'pending frees are a count');
     return this.held.pendingFree > 0 || this.quarantine.length > 0;
   }
 
   /** Free blocks waiting for the open transaction's commit. */
-  get pendingFreeBlocks(): number { return this.held.pendingFree; }
+  get pendingFreeBlocks(): number {
+    assert(this.held.pendingFree >= 0, 'pending frees are a count');
+    return this.held.pendingFree;
+  }
 
-  isPendingFree(block: number): boolean { return (this.held.flags(block) & PENDING_FREE) !== 0; }
+  isPendingFree(block: number): boolean {
+    if (!(block >= 0 && block < this.totalBlocks)) fail(`block ${block} outside the pool`);
+    return (this.held.flags(block) & PENDING_FREE) !== 0;
+  }
 
   async get(block: number): Promise<number> {
     if (!(block >= 0 && block < this.totalBlocks)) fail(`count of block ${block} outside the pool`);
@@ -105,6 +116,7 @@ export class SpaceMap {
 
   /** The count of `block` if its page is in memory (0 for a page never written), else undefined. */
   getIfLoaded(block: number): number | undefined {
+    if (!(block >= 0 && block < this.totalBlocks)) fail(`count of block ${block} outside the pool`);
     const page = this.array.pageIfLoaded(Math.floor(block / REFCOUNTS_PER_PAGE));
     if (page === undefined) return undefined;
     return page === null ? 0 : page.counts[block % REFCOUNTS_PER_PAGE]!;
@@ -199,8 +211,14 @@ export class SpaceMap {
     pushRun(this.pendingRuns, from, to - from);
   }
 
-  async incref(block: number): Promise<void> { await this.addRange(block, 1, 1); }
-  async decref(block: number): Promise<void> { await this.addRange(block, 1, -1); }
+  async incref(block: number): Promise<void> {
+    if (!(block >= 0 && block < this.totalBlocks)) fail(`incref of block ${block} outside the pool`);
+    await this.addRange(block, 1, 1);
+  }
+  async decref(block: number): Promise<void> {
+    if (!(block >= 0 && block < this.totalBlocks)) fail(`decref of block ${block} outside the pool`);
+    await this.addRange(block, 1, -1);
+  }
 
   /**
    * Finds up to `wanted` free blocks as runs, marking them reserved (count untouched). `forMeta`

@@ -42,6 +42,7 @@ export async function readSuperblockCopies(device: Device): Promise<SuperblockCo
       copies.push({ role, parity, blockNumber, decoded: decodeSuperblock(buf, blockNumber) });
     }
   }
+  assert(copies.length === 4, 'four superblock copies');
   return copies;
 }
 
@@ -81,6 +82,7 @@ export function classifyCopies(copies: SuperblockCopy[]): SuperblockRecovery {
 
   // The newest generation's own copies.
   const primary = slot('primary', p), mirror = slot('mirror', p);
+  assert(primary.blockNumber !== mirror.blockNumber && primary.parity === mirror.parity, 'a generation\'s two copies');
   if (generationOf(primary) !== newest) {
     repairNeeded = true;
     findings.push({ blockNumber: primary.blockNumber, problem: true,
@@ -99,6 +101,7 @@ export function classifyCopies(copies: SuperblockCopy[]): SuperblockRecovery {
 
   // The other parity: generation newest - 1, or what a newer commit left half-written there.
   const otherPrimary = slot('primary', q), otherMirror = slot('mirror', q);
+  assert(otherPrimary.parity !== primary.parity, 'the other parity');
   const pState = otherPrimary.decoded.state, mState = otherMirror.decoded.state;
   const nextGeneration = newest + 1;
   let lostGeneration: number | null = null;

@@ -38,6 +38,7 @@ export type CopyRole = 'primary' | 'mirror';
 
 /** The block a copy of `generation` belongs at. */
 export function copyBlock(role: CopyRole, generation: number): number {
+  assert(Number.isSafeInteger(generation) && generation >= 0, 'a generation number');
   const parity = generation % 2;
   return role === 'primary' ? SUPERBLOCK_SLOTS[parity === 0 ? 0 : 1] : SUPERBLOCK_MIRROR_SLOTS[parity === 0 ? 0 : 1];
 }

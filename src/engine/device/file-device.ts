@@ -60,6 +60,7 @@ async function writeZeros(handle: FileHandle, sizeBytes: number): Promise<void> 
 /** Size of an open file or raw device in bytes. */
 async function sizeOf(handle: FileHandle): Promise<{ sizeBytes: number; isBlockDevice: boolean }> {
   const stat = await handle.stat();
+  assert(stat.size >= 0, 'a file size is non-negative');
   if (!stat.isBlockDevice()) return { sizeBytes: stat.size, isBlockDevice: false };
   // A raw device reports size 0 through stat; its end is found by seeking.
   const probe = Buffer.alloc(1);
@@ -111,11 +112,13 @@ export class FileDevice implements Device {
   static async open(path: string): Promise<FileDevice> {
     const handle = await open(path, 'r+');
     const { sizeBytes, isBlockDevice } = await sizeOf(handle);
+    assert(Number.isSafeInteger(sizeBytes) && sizeBytes >= 0, 'a device size in bytes');
     return new FileDevice(handle, Math.floor(sizeBytes / BLOCK_SIZE_BYTES), path, isBlockDevice);
   }
 
   async refreshSize(): Promise<number> {
     this.sizeBlocks = Math.floor((await sizeOf(this.handle)).sizeBytes / BLOCK_SIZE_BYTES);
+    assert(Number.isSafeInteger(this.sizeBlocks) && this.sizeBlocks >= 0, 'a device of whole blocks');
     return this.sizeBlocks;
   }
 
@@ -145,6 +148,7 @@ export class FileDevice implements Device {
       if (bytesRead === 0) throw new IoError(`short read at block ${blockNumber} (device ends)`);
       done += bytesRead;
     }
+    assert(done === into.length, 'a read fills its buffer, no more');
   }
 
   private readSyncAll(blockNumber: number, into: Buffer): void {
@@ -166,6 +170,7 @@ export class FileDevice implements Device {
       const { bytesWritten } = await this.handle.write(data, done, data.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
       done += bytesWritten;
     }
+    assert(done === data.length, 'a write writes its buffer, no more');
   }
 
   /** Positional write on the event loop thread (see inline-io.ts). Durability comes only from flush(). */
@@ -192,6 +197,7 @@ export class FileDevice implements Device {
       position += bytesWritten;
       rest = dropBytes(rest, bytesWritten);
     }
+    assert(position === (blockNumber * BLOCK_SIZE_BYTES) + total, 'a gathered write writes its buffers, no more');
   }
 
   /** Starts write-back once enough was written; one request at a time, never awaited by a write. */

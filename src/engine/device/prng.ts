@@ -1,6 +1,8 @@
 // A tiny seeded PRNG (sfc32) for the simulator and the simulated device. One seed picks every
 // random choice, so any run replays exactly (TigerBeetle VOPR style). Not for cryptography.
 
+import { assert } from '../errors.js';
+
 const u32Range = 0x1_0000_0000;
 
 /** sfc32 ("Small Fast Counting"), by Chris Doty-Humphrey (PractRand); 128 bits of state. */
@@ -26,6 +28,7 @@ export class Prng {
     this.c = split();
     this.d = 1;
     for (let i = 0; i < 15; i++) this.nextU32();
+    assert(this.d === 16, 'the state is warmed up by 15 draws');
   }
 
   nextU32(): number {
@@ -40,7 +43,9 @@ export class Prng {
 
   /** Uniform in [0, 1). */
   float(): number {
-    return this.nextU32() / u32Range;
+    const x = this.nextU32() / u32Range;
+    assert(x >= 0 && x < 1, 'a float in [0, 1)');
+    return x;
   }
 
   /** Uniform integer in [lo, hi] (both inclusive). */
@@ -49,10 +54,10 @@ export class Prng {
       throw new RangeError(`Prng.int: bad range [${lo}, ${hi}]`);
     }
     const span = hi - lo + 1;
-    if (span <= u32Range) return lo + Math.floor(this.float() * span);
     // Wider than 32 bits: combine two draws (53 bits are enough for byte offsets).
-    const wide = this.nextU32() * u32Range + this.nextU32();
-    return lo + (wide % span);
+    const x = span <= u32Range ? lo + Math.floor(this.float() * span) : lo + ((this.nextU32() * u32Range + this.nextU32()) % span);
+    assert(x >= lo && x <= hi, 'a draw inside its range');
+    return x;
   }
 
   /** True with probability p. */
@@ -70,6 +75,7 @@ export class Prng {
     const keys = Object.keys(weights) as K[];
     let total = 0;
     for (const key of keys) total += Math.max(0, weights[key]);
+    assert(total >= 0, 'weights sum to a non-negative total');
     let x = this.float() * total;
     for (const key of keys) {
       x -= Math.max(0, weights[key]);
@@ -83,6 +89,7 @@ export class Prng {
     let i = 0;
     for (; i + 4 <= buf.length; i += 4) buf.writeUInt32LE(this.nextU32(), i);
     for (; i < buf.length; i++) buf[i] = this.nextU32() & 0xff;
+    assert(i === buf.length, 'every byte filled');
     return buf;
   }
 

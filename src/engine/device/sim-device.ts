@@ -4,6 +4,7 @@
 // Stored buffers are never mutated in place (a bit flip stores a new copy), so crash images share them.
 
 import { BLOCK_SIZE_BYTES } from '../types.js';
+import { assert, fail } from '../errors.js';
 import type { Device } from './device.js';
 import { Prng } from './prng.js';
 
@@ -44,6 +45,7 @@ export class SimError extends Error {
   constructor(code: string, message: string) {
     super(message);
     this.name = 'SimError';
+    assert(code.startsWith('E'), 'a simulated error has an errno-style code');
     this.code = code;
   }
 }
@@ -78,9 +80,11 @@ export class SimDevice implements Device {
     if (!Number.isInteger(sizeBlocks) || sizeBlocks < 0) throw new RangeError(`bad sizeBlocks ${sizeBlocks}`);
     this.sizeBlocksNow = sizeBlocks;
     this.prng = prng;
+    assert(this.durable.size === 0 && this.pending.length === 0, 'a new device holds nothing');
   }
 
   get sizeBlocks(): number {
+    assert(this.sizeBlocksNow >= 0, 'device size is non-negative');
     return this.sizeBlocksNow;
   }
 
@@ -98,6 +102,7 @@ export class SimDevice implements Device {
     }
     this.counters.reads++;
     this.counters.bytesRead += into.length;
+    assert(countBlocks * BLOCK_SIZE_BYTES === into.length, 'a read covers whole blocks');
   }
 
   async write(blockNumber: number, data: Buffer): Promise<void> {
@@ -117,6 +122,7 @@ export class SimDevice implements Device {
     }
     this.counters.writes++;
     this.counters.bytesWritten += data.length;
+    assert(copy.length === countBlocks * BLOCK_SIZE_BYTES, 'a pending write is whole blocks');
   }
 
   async flush(): Promise<void> {
@@ -128,7 +134,10 @@ export class SimDevice implements Device {
       this.counters.failedFlushes++;
       throw new SimError('EIO', 'simulated EIO on flush');
     }
-    for (const [blockNumber, content] of this.volatile) this.durable.set(blockNumber, content);
+    for (const [blockNumber, content] of this.volatile) {
+      if (content.length !== BLOCK_SIZE_BYTES) fail(`volatile block ${blockNumber} is ${content.length} bytes`);
+      this.durable.set(blockNumber, content);
+    }
     this.volatile.clear();
     this.pending = [];
     this.counters.flushes++;
@@ -145,18 +154,21 @@ export class SimDevice implements Device {
       this.pending = this.pending.filter((w) => w.blockNumber < sizeBlocks);
     }
     this.sizeBlocksNow = sizeBlocks;
+    assert(this.pending.length <= this.counters.writes, 'every pending write was counted');
   }
 
   /** The size set by resize() (a test's stand-in for a device enlarged from outside). */
   async refreshSize(): Promise<number> {
     await Promise.resolve();
     this.checkOpen();
+    assert(this.sizeBlocksNow >= 0, 'device size is non-negative');
     return this.sizeBlocksNow;
   }
 
   async close(): Promise<void> {
     await Promise.resolve();
     this.closed = true;
+    assert(this.counters.reads >= 0 && this.counters.writes >= 0 && this.counters.flushes >= 0, 'counters are non-negative');
   }
 
   /**
@@ -188,6 +200,8 @@ export class SimDevice implements Device {
         report.tornBlock = this.tearOneBlock(next);
       }
     }
+    assert(next.sizeBlocksNow === this.sizeBlocksNow, 'a crash image is the same size as the device');
+    assert(report.appliedWrites <= report.pendingWrites, 'a crash applies only pending writes');
     next.lastCrash = report;
     return next;
   }
@@ -198,6 +212,7 @@ export class SimDevice implements Device {
    * so the operation completes and the caller then switches to `takeArmedImage()`.
    */
   armCrash(afterOps: number, mode: CrashMode): void {
+    assert(Number.isInteger(afterOps), 'a crash is armed after a whole number of operations');
     this.crashCountdown = afterOps;
     this.crashModeArmed = mode;
     this.armedImage = null;
@@ -208,6 +223,7 @@ export class SimDevice implements Device {
     const image = this.armedImage;
     this.armedImage = null;
     this.crashCountdown = -1;
+    assert(image === null || image.lastCrash !== null, 'an armed image is a crash image');
     return image;
   }
 
@@ -215,6 +231,7 @@ export class SimDevice implements Device {
     if (this.crashCountdown < 0) return;
     if (this.crashCountdown === 0) this.armedImage = this.crash(this.crashModeArmed);
     this.crashCountdown--;
+    assert(this.crashCountdown >= -1, 'the crash countdown stops at -1');
   }
 
   /** Flips one bit of a stored block (both durable and volatile copies). Returns null if none stored. */
@@ -225,6 +242,7 @@ export class SimDevice implements Device {
       blockNumber = this.prng.pick(stored);
     }
     const bit = bitIndex ?? this.prng.int(0, BLOCK_SIZE_BYTES * 8 - 1);
+    assert(bit >= 0 && bit < BLOCK_SIZE_BYTES * 8, 'a flipped bit lies inside the block');
     const flip = (content: Buffer): Buffer => {
       const copy = Buffer.from(content);
       copy[bit >>> 3] = (copy[bit >>> 3] ?? 0) ^ (1 << (bit & 7));
@@ -269,6 +287,7 @@ export class SimDevice implements Device {
   /** Blocks whose latest content equals `content` (one block); used to aim bit flips at data. */
   findBlocks(content: Buffer): number[] {
     const found: number[] = [];
+    assert(content.length > 0, 'blocks are looked up by content');
     for (const blockNumber of this.storedBlocks()) {
       if (this.latest(blockNumber).equals(content)) found.push(blockNumber);
     }
@@ -276,15 +295,19 @@ export class SimDevice implements Device {
   }
 
   get unflushedWrites(): number {
+    assert(this.pending.length <= this.counters.writes, 'every pending write was counted');
     return this.pending.length;
   }
 
   private latest(blockNumber: number): Buffer {
-    return this.volatile.get(blockNumber) ?? this.durable.get(blockNumber) ?? zeroBlock;
+    const content = this.volatile.get(blockNumber) ?? this.durable.get(blockNumber) ?? zeroBlock;
+    if (content.length !== BLOCK_SIZE_BYTES) fail(`stored block ${blockNumber} is ${content.length} bytes`);
+    return content;
   }
 
   private applyBlocks(w: PendingWrite, keep: (i: number) => boolean): void {
     const countBlocks = w.data.length / BLOCK_SIZE_BYTES;
+    assert(Number.isInteger(countBlocks), 'a pending write is whole blocks');
     for (let i = 0; i < countBlocks; i++) {
       if (keep(i)) this.durable.set(w.blockNumber + i, w.data.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES));
     }
@@ -293,6 +316,7 @@ export class SimDevice implements Device {
   /** A random prefix of the pending writes (in-order disk) or a random subset (reordering disk). */
   private chooseApplied(): boolean[] {
     const n = this.pending.length;
+    assert(n > 0, 'a crash chooses among pending writes');
     if (this.prng.chance(0.5)) {
       const prefix = this.prng.int(0, n);
       return this.pending.map((_, i) => i < prefix);
@@ -302,6 +326,7 @@ export class SimDevice implements Device {
   }
 
   private chooseTornWrite(applied: boolean[]): number | null {
+    assert(applied.length === this.pending.length, 'one choice per pending write');
     const candidates: number[] = [];
     this.pending.forEach((w, i) => {
       if (!applied[i] && w.data.length > BLOCK_SIZE_BYTES) candidates.push(i);
@@ -319,12 +344,14 @@ export class SimDevice implements Device {
     const cutBytes = tornSectorBytes * this.prng.int(1, BLOCK_SIZE_BYTES / tornSectorBytes - 1);
     const [head, tail] = this.prng.chance(0.5) ? [newer, older] : [older, newer];
     const mixed = Buffer.concat([head.subarray(0, cutBytes), tail.subarray(cutBytes)]);
+    assert(mixed.length === BLOCK_SIZE_BYTES, 'a torn block is one block');
     next.durable.set(blockNumber, mixed);
     return blockNumber;
   }
 
   private async jitter(): Promise<void> {
     const ticks = this.jitterTicksMax > 0 ? this.prng.int(0, this.jitterTicksMax) : 0;
+    assert(ticks >= 0, 'jitter waits a non-negative number of turns');
     for (let i = 0; i <= ticks; i++) await Promise.resolve();
   }
 
@@ -333,6 +360,7 @@ export class SimDevice implements Device {
     if (op === 'write' && this.failWritesLeft > 0) { this.failWritesLeft--; return true; }
     if (op === 'flush' && this.failFlushesLeft > 0) { this.failFlushesLeft--; return true; }
     const p = this.faultProbability[op];
+    assert(this.counters.failedReads >= 0 && this.counters.failedWrites >= 0 && this.counters.failedFlushes >= 0, 'fault counters are non-negative');
     return p > 0 && this.prng.chance(p);
   }
 
@@ -349,6 +377,7 @@ export class SimDevice implements Device {
       throw new SimError('EINVAL', `length ${lengthBytes} is not a multiple of ${BLOCK_SIZE_BYTES}`);
     }
     const countBlocks = lengthBytes / BLOCK_SIZE_BYTES;
+    assert(Number.isInteger(countBlocks) && countBlocks >= 0, 'a checked range is whole blocks');
     if (blockNumber + countBlocks > this.sizeBlocksNow) {
       throw new SimError('EINVAL', `blocks [${blockNumber}, ${blockNumber + countBlocks}) past device end ${this.sizeBlocksNow}`);
     }
