@@ -181,6 +181,39 @@ export function dirtyObjectsMax(totalBlocks: number): number {
   return Math.max(DIRTY_OBJECTS_MIN, Math.floor(metaReserveBlocks(totalBlocks) / DIRTY_OBJECTS_RESERVE_DIVISOR));
 }
 
+// ---- device I/O on the event loop or the thread pool (device/inline-io.ts, device/file-device.ts) ----
+
+/** Device I/O up to this size may run inline on the event loop (device/inline-io.ts). */
+export const INLINE_IO_BYTES_MAX = 256 * 1024;
+/**
+ * "Too slow for the page cache": a fixed part plus a per-byte part (a copy at ≥ 2 GB/s). Reads use a
+ * tight bound, since a read from disk (≥ 80 µs on NVMe) is exactly what must not block the loop.
+ * Writes use a loose one: a write into a page the commit's fdatasync is writing back may wait a few
+ * hundred µs, which costs less than sending every write through the thread pool; what must be
+ * avoided is dirty-page throttling, which sleeps for milliseconds.
+ */
+export const READ_SLOW_FIXED_NS = 60_000;
+export const WRITE_SLOW_FIXED_NS = 2_000_000;
+/** The per-byte part of "too slow": a copy at 2 GB/s. */
+export const INLINE_IO_SLOW_NS_PER_BYTE = 0.5;
+/**
+ * After a slow inline call, I/O goes to the thread pool for this long, doubling per slow call up to the
+ * maximum: long enough that a cache miss storm is not retried inline call after call, short enough
+ * that a cache warm again is used within a second.
+ */
+export const INLINE_IO_BACKOFF_MS_MIN = 50;
+export const INLINE_IO_BACKOFF_MS_MAX = 1_000;
+
+/**
+ * Written bytes after which the file device starts write-back (sync_file_range). Small enough that a commit's fdatasync finds at
+ * most a few of these left (a 1 MiB-write stream starts one every ~10 ms), large enough that the call,
+ * which walks the file's dirty pages, stays rare per write.
+ */
+export const WRITEBACK_START_BYTES = 16 * 1024 * 1024;
+
+/** Removed items a paged list (key-order.ts) keeps as tombstones before it compacts, at most half its length. */
+export const KEY_ORDER_TOMBSTONES_COMPACT_MIN = 64;
+
 // ---- the allocator (space-map.ts) ----
 
 /** Count pages the lock-free reservation path may scan (a full page costs a pass over its counts). */

@@ -2,10 +2,10 @@
 // lists that are paged: seeking to "after key K" is a binary search, appending a larger key is O(1),
 // and a removal leaves a tombstone that compaction clears once tombstones are half the array, so a
 // removal is amortised O(1). With 100 000 snapshots a splice per delete would move ~800 KB each time.
+import { KEY_ORDER_TOMBSTONES_COMPACT_MIN } from './constants.js';
 import { assert } from './errors.js';
 
 /** Tombstones tolerated before a compaction is considered (small arrays are not worth compacting). */
-const TOMBSTONES_COMPACT_MIN = 64;
 
 export class KeyOrder<T> {
   private keys: number[] = [];
@@ -43,7 +43,7 @@ export class KeyOrder<T> {
     assert(at < this.keys.length && this.items[at] === item, 'removing an item that is in the key order');
     this.items[at] = null;
     this.tombstones++;
-    if (this.tombstones >= TOMBSTONES_COMPACT_MIN && this.tombstones * 2 >= this.items.length) this.compact();
+    if (this.tombstones >= KEY_ORDER_TOMBSTONES_COMPACT_MIN && this.tombstones * 2 >= this.items.length) this.compact();
   }
 
   /** Up to `limit` items with a key greater than `afterKey`, in order, and whether more follow. */

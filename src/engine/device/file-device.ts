@@ -5,18 +5,16 @@
 // (native/writeback.c), so a commit's fdatasync does not meet hundreds of MiB at once.
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { readSync, writeSync, writevSync } from 'node:fs';
-import { BLOCK_SIZE_BYTES, PREALLOCATE_CHUNK_BYTES as ZERO_CHUNK_BYTES, PREALLOCATE_WRITES_IN_FLIGHT_MAX as ZERO_WRITES_IN_FLIGHT } from '../constants.js';
+import {
+  BLOCK_SIZE_BYTES, PREALLOCATE_CHUNK_BYTES as ZERO_CHUNK_BYTES, PREALLOCATE_WRITES_IN_FLIGHT_MAX as ZERO_WRITES_IN_FLIGHT, READ_SLOW_FIXED_NS,
+  WRITE_SLOW_FIXED_NS, WRITEBACK_START_BYTES,
+} from '../constants.js';
 import type { Device } from './device.js';
 import { InvalidArgument, IoError, assert, fail } from '../errors.js';
-import { InlineIoPolicy, READ_SLOW_FIXED_NS, WRITE_SLOW_FIXED_NS } from './inline-io.js';
+import { InlineIoPolicy } from './inline-io.js';
 import { nativeAddon } from '../native.js';
 
-/**
- * Written bytes after which write-back is started. Small enough that a commit's fdatasync finds at
- * most a few of these left (a 1 MiB-write stream starts one every ~10 ms), large enough that the call,
- * which walks the file's dirty pages, stays rare per write.
- */
-export const WRITEBACK_START_BYTES = 16 * 1024 * 1024;
+export { WRITEBACK_START_BYTES };
 
 /** The buffers left after the first `bytes` bytes were written. */
 function dropBytes(buffers: Buffer[], bytes: number): Buffer[] {

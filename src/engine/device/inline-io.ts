@@ -8,25 +8,15 @@
 // a backoff period, which doubles while inline calls keep being slow and resets once they are fast.
 
 import { assert } from '../errors.js';
+import {
+  INLINE_IO_BACKOFF_MS_MAX, INLINE_IO_BACKOFF_MS_MIN, INLINE_IO_BYTES_MAX, INLINE_IO_SLOW_NS_PER_BYTE, READ_SLOW_FIXED_NS,
+} from '../constants.js';
 
-/** Inline calls are allowed up to this size. */
-export const INLINE_IO_BYTES_MAX = 256 * 1024;
-/**
- * "Too slow for the page cache": a fixed part plus a per-byte part (a copy at ≥ 2 GB/s). Reads use a
- * tight bound, since a read from disk (≥ 80 µs on NVMe) is exactly what must not block the loop.
- * Writes use a loose one: a write into a page the commit's fdatasync is writing back may wait a few
- * hundred µs, which costs less than sending every write through the thread pool; what must be
- * avoided is dirty-page throttling, which sleeps for milliseconds.
- */
-export const READ_SLOW_FIXED_NS = 60_000;
-export const WRITE_SLOW_FIXED_NS = 2_000_000;
-const SLOW_NS_PER_BYTE = 0.5;
-const BACKOFF_MS_MIN = 50;
-const BACKOFF_MS_MAX = 1_000;
+export { INLINE_IO_BYTES_MAX, READ_SLOW_FIXED_NS };
 
 export class InlineIoPolicy {
   private inlineAgainAtMs = 0;
-  private backoffMs = BACKOFF_MS_MIN;
+  private backoffMs = INLINE_IO_BACKOFF_MS_MIN;
   /** Inline calls found slow (a cache miss or throttling), for stats and tests. */
   slowCalls = 0;
 
@@ -42,16 +32,16 @@ export class InlineIoPolicy {
 
   /** Runs `op` inline and learns from how long it took. */
   run<T>(bytes: number, op: () => T): T {
-    assert(this.backoffMs >= BACKOFF_MS_MIN && this.backoffMs <= BACKOFF_MS_MAX, 'the back-off stays within its bounds');
+    assert(this.backoffMs >= INLINE_IO_BACKOFF_MS_MIN && this.backoffMs <= INLINE_IO_BACKOFF_MS_MAX, 'the back-off stays within its bounds');
     const started = this.nowMs();
     const result = op();
     const elapsedNs = (this.nowMs() - started) * 1e6;
-    if (elapsedNs > this.slowFixedNs + bytes * SLOW_NS_PER_BYTE) {
+    if (elapsedNs > this.slowFixedNs + bytes * INLINE_IO_SLOW_NS_PER_BYTE) {
       this.slowCalls++;
       this.inlineAgainAtMs = this.nowMs() + this.backoffMs;
-      this.backoffMs = Math.min(BACKOFF_MS_MAX, this.backoffMs * 2);
+      this.backoffMs = Math.min(INLINE_IO_BACKOFF_MS_MAX, this.backoffMs * 2);
     } else {
-      this.backoffMs = BACKOFF_MS_MIN;
+      this.backoffMs = INLINE_IO_BACKOFF_MS_MIN;
     }
     return result;
   }
