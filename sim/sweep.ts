@@ -9,7 +9,8 @@
 
 import { Prng } from '../src/engine/device/prng.js';
 import { SimDevice, type CrashMode } from '../src/engine/device/sim-device.js';
-import { createPool, openPool } from '../src/engine/pool.js';
+import { checkPool, createPool, openPool } from '../src/engine/pool.js';
+import { readSuperblockCopies } from '../src/engine/superblock-recovery.js';
 import type { PoolOptions } from '../src/engine/types.js';
 import type { Model } from './model.js';
 import { SimFailure, Simulator, type Outcome } from './simulator.js';
@@ -132,6 +133,34 @@ async function reopenMatching(sim: Simulator, image: SimDevice, candidates: Mode
   sim.fail(`${what}: the data fit neither the state before the op nor after it: ${misses.join(' | ')}`);
 }
 
+/**
+ * A copy of `image` with one bit flipped in the primary superblock of its newest generation, when that
+ * generation's mirror is whole too (damage to one of two copies must cost nothing; a crash between
+ * the two copies leaves one, and damaging that is the double fault, left to the simulator): `check`
+ * must name exactly that block, and an open and close must repair it. Returns the repaired device,
+ * whose content the caller compares with the model; null when the image has no such pair.
+ */
+async function withNewestPrimaryDamaged(sim: Simulator, image: SimDevice, what: string): Promise<SimDevice | null> {
+  const copies = await readSuperblockCopies(image);
+  const generations = copies.map((c) => (c.decoded.state === 'valid' ? c.decoded.sb.generation : -1));
+  const newest = Math.max(...generations);
+  const primary = copies.find((c, i) => c.role === 'primary' && generations[i] === newest);
+  const mirror = copies.find((c, i) => c.role === 'mirror' && generations[i] === newest);
+  if (newest < 0 || primary === undefined || mirror === undefined) return null;
+  const copy = image.crash('clean');
+  copy.injectBitFlip(primary.blockNumber, 8 * 100 + 3);
+  const report = await checkPool(copy);
+  const named = report.problems.map((p) => `${p.kind}@${p.physicalBlock}`);
+  if (JSON.stringify(named) !== JSON.stringify([`superblock@${primary.blockNumber}`])) {
+    sim.fail(`${what}: with the newest primary superblock damaged, check found [${named.join(', ')}], want exactly superblock@${primary.blockNumber}`);
+  }
+  const opened = await sim.attempt(() => openPool(copy, sim.poolOptions()));
+  const engine = sim.must(opened, `${what}: open with the newest primary superblock damaged`);
+  await engine.close();
+  // close() closed the device: what it left on disk, as a device to open again.
+  return copy.crash('clean');
+}
+
 /** After an EIO case: the op succeeded, or failed cleanly, or stopped the pool; then the power goes. */
 async function checkAfterEio(sim: Simulator, op: SweepOp, pre: Model, o: Outcome<unknown>, inner: SimDevice): Promise<void> {
   let candidates: Model[];
@@ -217,7 +246,11 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
       // caller knows, whatever the live device did after.
       const candidates = [pre, modelAfter(sim, op, pre, false)];
       for (const [i, image] of device.images.entries()) {
-        await reopenMatching(sim, image, candidates, `reopen after a power cut (${c.fault.mode}, image ${i + 1} of ${device.images.length}: ${JSON.stringify(image.lastCrash)}) in ${op.name}`);
+        const what = `reopen after a power cut (${c.fault.mode}, image ${i + 1} of ${device.images.length}: ${JSON.stringify(image.lastCrash)}) in ${op.name}`;
+        // The same image with one copy of its newest superblock damaged as well: nothing may be lost.
+        const damaged = await withNewestPrimaryDamaged(sim, image, what);
+        if (damaged !== null) await reopenMatching(sim, damaged, candidates, `${what}, its newest primary superblock then damaged and repaired`);
+        await reopenMatching(sim, image, candidates, what);
       }
     }
     return { reached, failure: null };
