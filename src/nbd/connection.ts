@@ -26,12 +26,6 @@ export interface ConnectionContext {
   slabs: SlabPool;
 }
 
-/** Bytes buffered during the handshake before we stop reading (a GO with a maximal name fits). */
-const handshakeBufferedBytesMax = 2 * c.OPTION_BYTES_MAX;
-/** After end(), how long the client gets to close its side before the socket is destroyed. */
-const endLingerMs = 2_000;
-/** At shutdown, how long a connection still in the handshake may go on hearing NBD_REP_ERR_SHUTDOWN. */
-const handshakeShutdownGraceMs = 1_000;
 
 export class NbdConnection {
   private socket: net.Socket;
@@ -58,7 +52,7 @@ export class NbdConnection {
     if (this.ending) return;
     this.recv.push(chunk, slab);
     if (this.transmission) { this.ctx.poller.kick(); this.transmission.pump(); return; }
-    if (this.recv.length > handshakeBufferedBytesMax) this.socket.pause();
+    if (this.recv.length > c.HANDSHAKE_BUFFERED_BYTES_MAX) this.socket.pause();
     if (this.waiter && this.recv.length >= this.waiter.bytes) {
       const waiter = this.waiter;
       this.waiter = null;
@@ -151,7 +145,7 @@ export class NbdConnection {
     setTimeout(() => {
       if (this.transmission) this.transmission.drain(); // a GO that was already past its check
       else this.hangUp('shutting down');
-    }, handshakeShutdownGraceMs).unref();
+    }, c.HANDSHAKE_SHUTDOWN_GRACE_MS).unref();
   }
 
   destroy(): void { this.socket.destroy(); }
@@ -182,7 +176,7 @@ export class NbdConnection {
     this.ending = true;
     this.writer.flush();
     this.socket.end();
-    setTimeout(() => this.socket.destroy(), endLingerMs).unref();
+    setTimeout(() => this.socket.destroy(), c.END_LINGER_MS).unref();
   }
 
   /** Hard disconnect after a protocol violation (proto.md allows it on a broken MUST). */

@@ -183,6 +183,13 @@ export const READ_BUFFER_CLASS_BYTES_MIN = 4096;
  */
 export const SLAB_FREE_BYTES_MIN = 64 * 1024;
 
+/** Bytes buffered during the handshake before the server stops reading (a GO with a maximal name fits). */
+export const HANDSHAKE_BUFFERED_BYTES_MAX = 2 * OPTION_BYTES_MAX;
+/** After the server ends a connection, how long the client gets to close its side before the socket is destroyed. */
+export const END_LINGER_MS = 2_000;
+/** At shutdown, how long a connection still in the handshake may go on hearing NBD_REP_ERR_SHUTDOWN. */
+export const HANDSHAKE_SHUTDOWN_GRACE_MS = 1_000;
+
 assert(REQUEST_BYTES_MAX >= 32 * 1024 * 1024, 'max payload must be at least 32 MiB (clients assume it)');
 assert(REQUEST_BYTES_IN_FLIGHT_MAX >= REQUEST_BYTES_MAX, 'one maximal request must fit in flight');
 assert(REPLY_BYTES_QUEUED_MAX >= REQUEST_BYTES_MAX, 'one maximal read reply must fit in the queue');
