@@ -4,54 +4,15 @@
 // route fastify registered (and nothing it did not), with the request schemas it validates with.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createPoolFile, PoolFull, type Engine } from '../src/engine/index.js';
-import { apiDocsPath, buildApi } from '../src/api/server.js';
-import { JobManager } from '../src/api/jobs.js';
+import { PoolFull } from '../src/engine/index.js';
+import { apiDocsPath } from '../src/api/server.js';
 import { CreateVolumeBody, Volume } from '../src/api/schemas.js';
 import { Validator } from '@seriousme/openapi-schema-validator';
-import type { ApiContext } from '../src/api/context.js';
+import { startApi } from './api-harness.js';
 
 const MiB = 1024 * 1024;
 
 interface Problem { type: string; title: string; status: number; detail: string; code: string }
-
-async function startApi(t: { after(fn: () => Promise<void>): void }, poolBytes: number) {
-  const dir = await mkdtemp(join(tmpdir(), 'cairn-api-'));
-  const poolPath = join(dir, 'pool');
-  const engine: Engine = await createPoolFile(poolPath, poolBytes);
-  const registered: Array<{ method: string; url: string }> = [];
-  const ctx: ApiContext = {
-    engine, jobs: new JobManager(), poolPath, spoolDir: dir,
-    nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
-  };
-  const { app } = buildApi(ctx, {
-    metrics: async () => ({ contentType: 'text/plain', body: '' }),
-    onRoute: (method, url) => registered.push({ method, url }),
-  });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const address = app.server.address();
-  const base = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`;
-  t.after(async () => {
-    await app.close();
-    await ctx.jobs.drain();
-    await engine.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  const call = async (method: string, path: string, body?: unknown, raw?: string) => {
-    const init: RequestInit = { method };
-    if (body !== undefined || raw !== undefined) {
-      init.body = raw ?? JSON.stringify(body);
-      init.headers = { 'content-type': 'application/json' };
-    }
-    const r = await fetch(`${base}${path}`, init);
-    const text = await r.text();
-    return { status: r.status, type: r.headers.get('content-type') ?? '', body: text === '' ? null : JSON.parse(text) as unknown };
-  };
-  return { engine, call, registered, base };
-}
 
 function assertProblem(r: { status: number; type: string; body: unknown }, status: number, code: string): void {
   assert.equal(r.status, status, JSON.stringify(r.body));

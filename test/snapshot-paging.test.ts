@@ -8,9 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPoolFile, openPoolFile, type Engine, type SnapshotInfo } from '../src/engine/index.js';
-import { buildApi } from '../src/api/server.js';
-import { JobManager } from '../src/api/jobs.js';
-import type { ApiContext } from '../src/api/context.js';
+import { startApi } from './api-harness.js';
 import { ApiClient } from '../src/cli/client.js';
 
 const MiB = 1024 * 1024;
@@ -81,34 +79,6 @@ test('engine: snapshot lookups and pages stay exact through creates, deletes and
   await engine.close();
 });
 
-async function startApi(t: { after(fn: () => Promise<void>): void }) {
-  const dir = await mkdtemp(join(tmpdir(), 'cairn-api-paging-'));
-  const poolPath = join(dir, 'pool');
-  const engine: Engine = await createPoolFile(poolPath, 256 * MiB);
-  const ctx: ApiContext = {
-    engine, jobs: new JobManager(), poolPath, spoolDir: dir,
-    nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
-  };
-  const { app } = buildApi(ctx, { metrics: async () => ({ contentType: 'text/plain', body: '' }) });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const address = app.server.address();
-  const base = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`;
-  t.after(async () => {
-    await app.close();
-    await ctx.jobs.drain();
-    await engine.close();
-    await rm(dir, { recursive: true, force: true });
-  });
-  const call = async (method: string, path: string, body?: unknown) => {
-    const init: RequestInit = { method };
-    if (body !== undefined) { init.body = JSON.stringify(body); init.headers = { 'content-type': 'application/json' }; }
-    const r = await fetch(`${base}${path}`, init);
-    const text = await r.text();
-    return { status: r.status, next: r.headers.get('cairn-next-page-token'), body: text === '' ? null : JSON.parse(text) as unknown };
-  };
-  return { engine, call, base };
-}
-
 /** Follows the API's next-page header from the first page; returns every item's `name`. */
 async function walk(call: Awaited<ReturnType<typeof startApi>>['call'], path: string, limit: number, from: string | null = null): Promise<string[]> {
   const names: string[] = [];
@@ -127,7 +97,7 @@ async function walk(call: Awaited<ReturnType<typeof startApi>>['call'], path: st
 }
 
 test('API: paged lists return every item once, bad tokens are a 400, snapshot create stays idempotent', async (t) => {
-  const { engine, call, base } = await startApi(t);
+  const { engine, call, base } = await startApi(t, 256 * MiB, 'cairn-api-paging-');
   for (const v of ['v3', 'v1', 'v2', 'v4', 'v5']) await engine.createVolume(v, MiB);
   const want: string[] = [];
   for (let i = 0; i < 6; i++) {
