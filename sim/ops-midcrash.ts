@@ -27,13 +27,13 @@ const victims = {
 const cutOpsMax = 40;
 
 /** Names and sizes of the catalog as the engine lists it, and as a model has it. */
-function engineCatalog(sim: Simulator): string {
+export function engineCatalog(sim: Simulator): string {
   const vols = sim.e.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`);
   const snaps = sim.e.listSnapshots().map((s) => `${s.fullName}:${s.sizeBytes}`);
   return [...vols, ...snaps].sort().join(',');
 }
 
-function modelCatalog(model: Model): string {
+export function modelCatalog(model: Model): string {
   return [...model.targets.values()].map((t) => `${t.name}:${t.sizeBytes}`).sort().join(',');
 }
 

@@ -17,6 +17,7 @@ import { SimFailure, Simulator, type Outcome } from './simulator.js';
 import { FaultDevice, type Fault } from './sweep-device.js';
 import { setupHistory, setupUnflushed, sweepOps, type SweepOp } from './sweep-ops.js';
 import { resolvePending, verifyCatalog, verifyTarget } from './verify.js';
+import { engineCatalog, modelCatalog } from './ops-midcrash.js';
 
 export type FaultKind = Fault['kind'];
 export const faultKinds: FaultKind[] = ['eio', 'eioPersistent', 'crashWrite', 'crashFlush'];
@@ -61,16 +62,6 @@ class SweepSimulator extends Simulator {
   }
 }
 
-function catalogOfEngine(sim: Simulator): string {
-  const vols = sim.e.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`);
-  const snaps = sim.e.listSnapshots().map((s) => `${s.fullName}:${s.sizeBytes}`);
-  return [...vols, ...snaps].sort().join(',');
-}
-
-function catalogOfModel(model: Model): string {
-  return [...model.targets.values()].map((t) => `${t.name}:${t.sizeBytes}`).sort().join(',');
-}
-
 /** Targets the op created have no id in the model until the engine lists them. */
 function fillIds(sim: Simulator): void {
   for (const t of sim.model.targets.values()) {
@@ -109,10 +100,10 @@ async function reopenMatching(sim: Simulator, image: SimDevice, candidates: Mode
   sim.device = image;
   let matching: Model[] = [];
   await sim.openChecked(what, () => {
-    const got = catalogOfEngine(sim);
-    matching = candidates.filter((m) => catalogOfModel(m) === got);
+    const got = engineCatalog(sim);
+    matching = candidates.filter((m) => modelCatalog(m) === got);
     if (matching.length === 0) {
-      sim.fail(`${what}: the catalog is [${got}], allowed only ${candidates.map((m) => `[${catalogOfModel(m)}]`).join(' or ')}`);
+      sim.fail(`${what}: the catalog is [${got}], allowed only ${candidates.map((m) => `[${modelCatalog(m)}]`).join(' or ')}`);
     }
     sim.model = (matching[0] as Model).clone();
     fillIds(sim);
