@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { open } from 'node:fs/promises';
-import { createPoolFile } from '../src/engine/index.js';
+import { createPoolFile, openPoolFile } from '../src/engine/index.js';
 import { SUPERBLOCK_MIRROR_SLOTS, SUPERBLOCK_SLOTS } from '../src/engine/constants.js';
 import { assertBuilt, cairn, cairnBin, cairnJson, run, startServe, tempDir } from './cli-helpers.js';
 
@@ -35,10 +35,10 @@ test('a damaged newest superblock: check reports it, serve keeps the last flushe
   await engine.createVolume('v', 4 * 1024 * 1024);
   const id = engine.resolve('v').id;
   await engine.write(id, 0, Buffer.alloc(K64, 0xa1));
-  await engine.flush();
+  await engine.checkpoint();
   await engine.createSnapshots(['v@s']);
   await engine.write(id, 0, Buffer.alloc(K64, 0xb2));
-  await engine.flush();
+  await engine.checkpoint();
   const generation = engine.stats().generation;
   await engine.close();
 
@@ -63,8 +63,11 @@ test('a damaged newest superblock: check reports it, serve keeps the last flushe
     const d = await startServe(t, pool);
     const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xc3 0 64k', '-c', 'flush', `${d.nbd}/v`]);
     assert.equal(w.code, 0, w.stderr);
-    const newest = (await cairnJson<{ generation: number }>(d.api, ['pool', 'status'])).generation;
     assert.equal(await d.stop(), 0);
+    // The flush went to the intent log; the stop's commit made the newest generation.
+    const reopened = await openPoolFile(pool, { commitIntervalMs: 0 });
+    const newest = reopened.stats().generation;
+    await reopened.close();
     await damageBlock(pool, primaryOf(newest));
     await damageBlock(pool, mirrorOf(newest));
 

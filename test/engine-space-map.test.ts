@@ -93,7 +93,7 @@ test('blocks freed in a commit are not reused by a write racing that commit', as
   await engine.createVolume('b', 4 << 20);
   const a = engine.resolve('a').id, b = engine.resolve('b').id;
   await engine.write(a, 0, Buffer.alloc(64 * 4096, 1));
-  await engine.flush();
+  await engine.checkpoint();
   await engine.write(a, 0, Buffer.alloc(64 * 4096, 2)); // frees the 64 blocks of the first write
   // Hold the commit between writing its metadata and its superblock.
   const realFlush = device.flush.bind(device);
@@ -106,7 +106,7 @@ test('blocks freed in a commit are not reused by a write racing that commit', as
     if (armed) { armed = false; entered(); await gate; }
     return realFlush();
   };
-  const commit = engine.flush();
+  const commit = engine.checkpoint();
   await inCommit;
   // Point the allocator back at the start of the pool, where the freed blocks are.
   (engine.core.space as unknown as { cursor: number }).cursor = 2;
@@ -197,14 +197,14 @@ test('metadata blocks come from a reserved run: a commit after scattered writes 
   });
   await engine.createVolume('v', 64 * 1024 * 1024);
   const id = engine.resolve('v').id;
-  await engine.flush();
+  await engine.checkpoint();
   // Scattered 4 KiB writes: each reserves a data block, and many shadow or split a tree node, so data
   // and metadata allocations interleave.
   const prng = new Prng(7);
   for (let i = 0; i < 3000; i++) await engine.write(id, prng.int(0, 16383) * 4096, Buffer.alloc(4096, 1 + (i % 250)));
   const writesBefore = device.counters.writes;
   const committed = commits.length;
-  await engine.flush();
+  await engine.checkpoint();
   const commitWrites = device.counters.writes - writesBefore;
   const metaBlocks = commits.slice(committed).reduce((n, c) => n + c.metaBlocks, 0);
   // (35 since a leaf just over full splits in halves; 41+ when it split into two halves and a sliver.)

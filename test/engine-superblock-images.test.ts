@@ -26,9 +26,9 @@ async function image(): Promise<Image> {
   await engine.createVolume('v', 4 * MiB);
   const id = engine.resolve('v').id;
   await engine.write(id, 0, pattern(1, 4 * B));
-  await engine.flush();
+  await engine.checkpoint();
   await engine.write(id, 0, pattern(2, 4 * B));
-  await engine.flush();
+  await engine.checkpoint();
   const newest = engine.stats().generation;
   const treeBlock = engine.core.catalog.volumesByName.get('v')?.root ?? assert.fail('volume root');
   await engine.close();

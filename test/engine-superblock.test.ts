@@ -33,10 +33,10 @@ async function poolWithHistory(): Promise<{ device: SimDevice; generation: numbe
   await engine.createVolume('v', 4 * MiB);
   const id = engine.resolve('v').id;
   await engine.write(id, 0, pattern(1, 8 * B));
-  await engine.flush();
+  await engine.checkpoint();
   await engine.createSnapshots(['v@s']);
   await engine.write(id, 0, pattern(2, 8 * B));
-  await engine.flush();
+  await engine.checkpoint();
   const generation = engine.stats().generation;
   await engine.close();
   return { device: device.crash('clean'), generation };
@@ -66,7 +66,7 @@ test('a commit writes metadata, flush, primary, flush, mirror, flush; both copie
   device.write = (b, data) => { ops.push(`w${b}`); return write(b, data); };
   device.flush = () => { ops.push('f'); return flush(); };
   await engine.write(engine.resolve('v').id, 0, pattern(3, B));
-  await engine.flush();
+  await engine.checkpoint();
   const g = engine.stats().generation;
   assert.deepEqual(ops.slice(-5), ['f', `w${primaryOf(g)}`, 'f', `w${mirrorOf(g)}`, 'f'], ops.join(' '));
   assert.ok(ops.slice(0, -5).every((op) => op === 'f' || !['w0', 'w1', 'w128', 'w129'].includes(op)), 'metadata first, superblocks last');
@@ -82,7 +82,7 @@ test('a commit writes metadata, flush, primary, flush, mirror, flush; both copie
 });
 
 test('a checksum failure anywhere in the block (not only its head) makes a copy damaged', () => {
-  const sb: Superblock = { formatVersion: 2, generation: 7, totalBlocks: 4096, spaceRoot: 9, catalogRoot: 10, catalogSlots: 3, nextId: 4, poolUuid: '00112233-4455-6677-8899-aabbccddeeff', firstMirroredGeneration: 1 };
+  const sb: Superblock = { formatVersion: 2, generation: 7, totalBlocks: 4096, spaceRoot: 9, catalogRoot: 10, catalogSlots: 3, nextId: 4, poolUuid: '00112233-4455-6677-8899-aabbccddeeff', firstMirroredGeneration: 1, logStartBlock: 0, logBlocks: 0, logTailSeq: 0 };
   return import('../src/engine/superblock.js').then(({ encodeSuperblock }) => {
     const buf = encodeSuperblock(sb, 1);
     assert.equal(decodeSuperblock(buf, 1).state, 'valid');
@@ -109,7 +109,7 @@ test('the issue: damage to the newest primary copy loses nothing; check reports 
   assert.deepEqual(await readV(e2), pattern(2, 8 * B), 'the last flushed write is there');
   assert.deepEqual(await readV(e2, 'v@s'), pattern(1, 8 * B));
   assert.ok(entries.some((e) => e.event === 'superblock_copy_corrupt' && e.fields.block === primaryOf(generation)), 'logged');
-  await e2.flush(); // nothing dirty: the repair alone makes this commit
+  await e2.checkpoint(); // nothing dirty: the repair alone makes this commit
   assert.equal(e2.stats().generation, generation + 1);
   await e2.close();
   assert.deepEqual((await checkPool(after(device))).problems, []);
@@ -184,7 +184,7 @@ test('power cut at every device write and flush of a commit (clean, some, torn, 
       await engine.createVolume('v', 4 * MiB);
       const id = engine.resolve('v').id;
       await engine.write(id, 0, pattern(1, 8 * B));
-      await engine.flush();
+      await engine.checkpoint();
       const acked = engine.stats().generation;
       await engine.write(id, 0, pattern(2, 8 * B));
       await engine.write(id, 64 * B, pattern(3, 300 * B)); // enough for several metadata writes
@@ -192,7 +192,7 @@ test('power cut at every device write and flush of a commit (clean, some, torn, 
       const write = device.write.bind(device);
       device.write = (b, data) => { written.push({ block: b, data: Buffer.from(data) }); return write(b, data); };
       device.armCrash(k, mode === 'byte-tear' ? 'clean' : mode);
-      await engine.flush();
+      await engine.checkpoint();
       let image = device.takeArmedImage();
       await engine.close();
       if (image === null) break; // k is past the commit
@@ -250,12 +250,15 @@ async function formatOnePool(fillMirrorSlots: boolean): Promise<{ device: SimDev
   const engine = await createPool(built, { commitIntervalMs: 0 });
   await engine.core.mutate(async () => {
     for (const b of SUPERBLOCK_MIRROR_SLOTS) await engine.core.space.decref(b);
-    engine.core.sb = { ...engine.core.sb, formatVersion: 1, firstMirroredGeneration: 0 };
+    // Format 1 had no intent log either: its region goes back to the allocator too.
+    await engine.core.space.addRange(engine.core.sb.logStartBlock, engine.core.sb.logBlocks, -1);
+    engine.core.sb = { ...engine.core.sb, formatVersion: 1, firstMirroredGeneration: 0, logStartBlock: 0, logBlocks: 0, logTailSeq: 0 };
+    engine.core.intentLog = null;
   });
-  await engine.flush();
+  await engine.checkpoint();
   await engine.createVolume('old', 4 * MiB);
   await engine.write(engine.resolve('old').id, 0, pattern(7, (fillMirrorSlots ? 200 : 8) * B));
-  await engine.flush();
+  await engine.checkpoint();
   const sb = engine.core.sb;
   if (fillMirrorSlots) for (const b of SUPERBLOCK_MIRROR_SLOTS) assert.notEqual(await engine.core.space.get(b), 0, `data on block ${b}`);
   await engine.close();
@@ -278,7 +281,7 @@ test('a format-1 pool whose mirror slots are in use opens, keeps its data, stays
   assert.ok(entries.some((e) => e.event === 'superblock_unmirrored_warning'));
   assert.deepEqual(await e2.read(e2.resolve('old').id, 0, 200 * B), pattern(7, 200 * B));
   await e2.write(e2.resolve('old').id, 0, pattern(8, B));
-  await e2.flush();
+  await e2.checkpoint();
   assert.equal(e2.stats().generation, sb.generation + 1);
   await e2.close();
   assert.equal(decodeSuperblock(device.peek(primaryOf(sb.generation + 1)), primaryOf(sb.generation + 1)).state, 'valid');
@@ -289,7 +292,7 @@ test('a format-1 pool whose mirror slots are in use opens, keeps its data, stays
   await e3.close();
 });
 
-test('a format-1 pool with free mirror slots is upgraded in place to format 2 on open', async () => {
+test('a format-1 pool with free mirror slots is upgraded in place to format 3 (mirrored, with an intent log) on open', async () => {
   const { device, sb } = await formatOnePool(false);
   assert.ok((await checkPool(device)).notes.some((n) => /opening it upgrades it/.test(n)));
   const { entries, log } = logger();
@@ -303,7 +306,8 @@ test('a format-1 pool with free mirror slots is upgraded in place to format 2 on
   for (const block of [primaryOf(g), mirrorOf(g)]) {
     const copy = decodeSuperblock(upgraded.peek(block), block);
     assert.equal(copy.state, 'valid');
-    assert.equal((copy as { sb: Superblock }).sb.formatVersion, 2);
+    assert.equal((copy as { sb: Superblock }).sb.formatVersion, 3);
+    assert.ok((copy as { sb: Superblock }).sb.logBlocks > 0, 'the upgrade gave the pool an intent log');
   }
   const report = await checkPool(upgraded);
   assert.deepEqual(report.problems, []);

@@ -166,7 +166,7 @@ test('flatten unshares a clone; exclusive space and freeing on delete', async (t
   await engine.deleteVolume('base');
   await engine.deleteSnapshot('base@gold');
   await engine.drainDeletes();
-  await engine.flush();
+  await engine.checkpoint();
   assert.ok(engine.stats().freeBytes >= free0 + 512 * K4, 'deleting the origin returns its blocks');
   assert.deepEqual(await engine.read(clone, 20 * K4, K4), pattern(20, 512 * K4).subarray(20 * K4, 21 * K4));
   await assertClean(engine);
@@ -193,8 +193,8 @@ test('a full pool reports pool_full, loses nothing, and works again after freein
   assert.deepEqual(await engine.read(a, (written - 1) * 16 * K4, 16 * K4), pattern(31 + written - 1, 16 * K4));
   await assertClean(engine);
   await engine.trim(a, 0, 64 * MiB);
-  await engine.flush();
-  await engine.flush();
+  await engine.checkpoint();
+  await engine.checkpoint();
   await engine.write(a, 0, pattern(99, 16 * K4));
   assert.deepEqual(await engine.read(a, 0, 16 * K4), pattern(99, 16 * K4));
   await assertClean(engine);

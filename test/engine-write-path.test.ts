@@ -110,7 +110,7 @@ test('overwrites reuse freed blocks from the pool start: the pool file stays nea
   const id = engine.resolve('o').id;
   for (let pass = 0; pass < 8; pass++) {
     for (let off = 0; off < 16 * MiB; off += MiB) await engine.write(id, off, pattern(pass * 100 + off / MiB, MiB));
-    await engine.flush();
+    await engine.checkpoint();
   }
   for (let off = 0; off < 16 * MiB; off += MiB) assert.deepEqual(await engine.read(id, off, MiB), pattern(700 + off / MiB, MiB));
   // 8 passes wrote 128 MiB; with a rotating cursor the sparse file would have grown to ~128 MiB.
@@ -247,12 +247,12 @@ test('the commit interval counts from the last commit: a timer armed before a co
   t.after(cleanup);
   await engine.createVolume('v', 8 * MiB);
   const id = engine.resolve('v').id;
-  await engine.flush();
+  await engine.checkpoint();
   const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
   const started = performance.now();
   await engine.write(id, 0, pattern(1, K4)); // dirty: the interval timer is armed now
   await sleep(intervalMs * 0.7);
-  await engine.flush(); // a commit before the timer is due takes everything dirty
+  await engine.checkpoint(); // a commit before the timer is due takes everything dirty
   await engine.write(id, K4, pattern(2, K4)); // dirty again: a new timer, due a whole interval later
   const commits = events.filter((e) => e === 'commit').length;
   await sleep(Math.max(0, started + intervalMs * 1.3 - performance.now()));

@@ -43,6 +43,7 @@ const statusByCode: Record<ErrorCode | ApiErrorCode, number> = {
   io_error: 500,
   pool_corrupt: 500,
   superblock_lost: 500,
+  log_damaged: 500,
   // Damaged metadata: the server could not produce the answer (the pool needs repair or a restore).
   meta_bad_magic: 500,
   meta_bad_checksum: 500,

@@ -56,6 +56,7 @@ export class InstrumentedEngine implements Engine {
     return this.timed('write_zeroes', id, lengthBytes, () => this.inner.writeZeroes(id, offsetBytes, lengthBytes, opts));
   }
   flush(): Promise<void> { return this.timed('flush', null, 0, () => this.inner.flush()); }
+  checkpoint(): Promise<void> { return this.inner.checkpoint(); }
   extents(id: number, offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
     return this.timed('extents', id, 0, () => this.inner.extents(id, offsetBytes, lengthBytes));
   }

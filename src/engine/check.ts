@@ -169,11 +169,20 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     throw new PoolCorrupt(`superblock claims ${sb.totalBlocks} blocks, the device has ${device.sizeBlocks}`);
   }
   // A lost generation: what follows checks the generation a rewind would open.
-  const mirrored = sb.formatVersion === FORMAT_VERSION;
+  const mirrored = sb.formatVersion !== FORMAT_VERSION_UNMIRRORED;
   const c = new Checker(device, sb.totalBlocks, mirrored, sb.generation);
   for (const p of sbProblems) c.problem(p);
   for (let b = 0; b < FIRST_FREE_BLOCK; b++) c.expected[b] = 1;
   for (const b of c.reserved) c.expected[b] = 1;
+  // The intent log's region is the superblock's, like its slots (its records are replayed at open;
+  // the checker checks the committed state they apply to).
+  if (sb.logBlocks > 0) {
+    if (!(sb.logStartBlock >= FIRST_FREE_BLOCK && sb.logStartBlock + sb.logBlocks <= sb.totalBlocks)) {
+      c.problem({ kind: 'superblock', physicalBlock: sb.logStartBlock, message: `intent log region [${sb.logStartBlock}, ${sb.logStartBlock + sb.logBlocks}) lies outside the pool` });
+    } else {
+      for (let b = sb.logStartBlock; b < sb.logStartBlock + sb.logBlocks; b++) c.expected[b] = (c.expected[b] ?? 0) + 1;
+    }
+  }
   const actual = new Uint32Array(sb.totalBlocks);
   await c.walkRadix(sb.spaceRoot, sb.totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage, 'space map', (index, page) => {
     if (!page) return;

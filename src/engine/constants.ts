@@ -5,11 +5,14 @@ import { BLOCK_SIZE_BYTES } from './types.js';
 
 export { BLOCK_SIZE_BYTES };
 /**
- * On-disk format. 2: every commit writes its superblock twice (primary, then mirror, a flush between)
- * with a crc32c over the whole block. 1: one copy per commit, crc32c over its first 512 bytes; still
- * opened, and upgraded in place when the mirror slots are free (ARCHITECTURE.md, "Superblock").
+ * On-disk format. 3: format 2 plus an intent log region named by the superblock (a flush writes the
+ * mapping changes since the last commit there instead of committing). 2: every commit writes its
+ * superblock twice (primary, then mirror, a flush between) with a crc32c over the whole block. 1: one
+ * copy per commit, crc32c over its first 512 bytes. Older formats are still opened and upgraded in
+ * place where their blocks allow it (ARCHITECTURE.md, "Superblock" and "Intent log").
  */
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION_MIRRORED = 2;
 export const FORMAT_VERSION_UNMIRRORED = 1;
 
 /** Every metadata block starts with this header (see ARCHITECTURE.md, "On-disk format"). */
@@ -254,3 +257,40 @@ assert(COMMIT_RUN_BLOCKS_MAX <= DEVICE_IO_BLOCKS_MAX, 'a commit write is no larg
 assert(LARGE_RUN_BLOCKS <= EXTENT_BLOCKS_MAX, 'a long run fills at most one extent');
 assert(META_ARENA_BLOCKS <= COMMIT_RUN_BLOCKS_MAX, 'a metadata run goes out in one commit write');
 assert(metaReserveBlocks(POOL_BLOCKS_MIN) >= DIRTY_OBJECTS_MIN, 'the reserve of the smallest pool holds a commit');
+
+// ---- the intent log (intent-log*.ts) ----
+/** Every intent-log block starts with this magic ("CLOG"). */
+export const LOG_MAGIC = 0x434c4f47;
+/** Header of an intent-log block (ARCHITECTURE.md, "Intent log"). */
+export const LOG_HEADER_BYTES = 64;
+/** Fixed part of a log record: volume id, transaction, first and end lba (u64 each), entry count u16, pad u16. */
+export const LOG_RECORD_FIXED_BYTES = 36;
+/** Fixed part of a record's extent: lba u64, pba u64, length u16, pad u16; then length x crc32c u32. */
+export const LOG_ENTRY_FIXED_BYTES = 20;
+/**
+ * The log region: 1/64 of the pool, at least LOG_BLOCKS_MIN and at most LOG_BLOCKS_MAX (16 MiB). A
+ * flush takes one block or more; a commit starts in the background when the region is half used, so
+ * a full region means a commit is due anyway.
+ */
+export const LOG_BLOCKS_MAX = 4096;
+export const LOG_BLOCKS_MIN = 16;
+export const LOG_POOL_DIVISOR = 64;
+/** Blocks of the log region of a new pool of `totalBlocks`. */
+export function logBlocksFor(totalBlocks: number): number {
+  assert(Number.isSafeInteger(totalBlocks) && totalBlocks >= POOL_BLOCKS_MIN, 'a pool size in blocks');
+  return Math.min(LOG_BLOCKS_MAX, Math.max(LOG_BLOCKS_MIN, Math.floor(totalBlocks / LOG_POOL_DIVISOR)));
+}
+/** A commit starts in the background once this share of the region holds blocks it has not retired. */
+export const LOG_COMMIT_FILL_FRACTION = 0.5;
+/**
+ * Log blocks one flush may write (1 MiB of records): past it, or when the records waiting for a flush
+ * grow past it, the flush commits instead. Bounds the memory records take and the data replay verifies.
+ */
+export const LOG_ROUND_BLOCKS_MAX = 256;
+/** Count pages searched for a free run to hold the log when an older pool is upgraded (~16 GiB of blocks). */
+export const LOG_REGION_SCAN_PAGES_MAX = 4096;
+
+assert(LOG_HEADER_BYTES + LOG_RECORD_FIXED_BYTES + LOG_ENTRY_FIXED_BYTES + 4 * EXTENT_BLOCKS_MAX <= BLOCK_SIZE_BYTES, 'a log block holds a record of one longest extent');
+assert(LOG_BLOCKS_MIN >= 4 && LOG_BLOCKS_MIN <= POOL_BLOCKS_MIN / 8, 'the smallest pool holds a log and room beside it');
+assert(LOG_ROUND_BLOCKS_MAX <= DEVICE_IO_BLOCKS_MAX && LOG_ROUND_BLOCKS_MAX < LOG_BLOCKS_MAX, 'a flush writes its log blocks in one device write per wrap');
+assert(LOG_COMMIT_FILL_FRACTION > 0 && LOG_COMMIT_FILL_FRACTION < 1, 'a commit starts before the region is full');

@@ -211,7 +211,9 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
       if (edited === undefined) return undefined;
       rec.root = edited.root;
       rec.mappedBlocks += edited.mappedDelta;
-      return core.catalog.saveMappingNow(rec);
+      const saved = core.catalog.saveMappingNow(rec);
+      core.intentLog?.append(rec.id, core.store.txn, startLba, endLba, entries);
+      return saved;
     });
     if (switched === undefined) await core.mutate(async () => {
       assertLive(core, rec);
@@ -219,6 +221,8 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
       await core.catalog.saveMapping(rec);
+      // In the mutation that made the switch: the log's records keep the switches' order.
+      core.intentLog?.append(rec.id, core.store.txn, startLba, endLba, entries);
     });
   } finally {
     core.writersActive--;
@@ -306,6 +310,7 @@ export async function unmapBlocks(core: PoolCore, rec: CatalogRecord, startLba: 
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
       await core.catalog.saveMapping(rec);
+      core.intentLog?.append(rec.id, core.store.txn, from, to, []);
       return to;
     });
   }

@@ -145,7 +145,8 @@ export class CairnEngine implements Engine {
   }
 
   async check(): Promise<CheckReport> {
-    await this.core.flush();
+    // The checker reads the committed state: everything, not only what the log holds, goes into it.
+    await this.checkpoint();
     const release = await this.core.mutex.lock();
     // Held for the whole walk: the checker reads the durable state, which no commit may change under it.
     this.core.assertHeld();
@@ -523,6 +524,10 @@ export class CairnEngine implements Engine {
   }
 
   async flush(): Promise<void> { return this.core.flush(); }
+  async checkpoint(): Promise<void> {
+    this.core.ensureUsable();
+    return this.core.commit();
+  }
 
   async extents(id: number, offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
     return extentsOf(this.core, this.byId(id), offsetBytes, lengthBytes);

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'io_error'
   | 'pool_corrupt'
   | 'superblock_lost'
+  | 'log_damaged'
   | MetaCorruptCode
   | 'pool_closed'
   | 'shrink_refused'
@@ -163,6 +164,18 @@ export class SuperblockLost extends CairnError {
     super('superblock_lost', `generation ${lostGeneration} of the pool is lost: ${detail}; the newest valid generation is ${newestValidGeneration}. ` +
       `Open with rewind (cairn serve --rewind) to roll the pool back to it, discarding what generation ${lostGeneration} committed`, 'EIO');
     assert(lostGeneration > newestValidGeneration, 'the lost generation is newer than the newest valid one');
+  }
+}
+/**
+ * A block of the intent log is damaged while a later flush's blocks are whole: the damaged flush was
+ * complete (flushes are written one after another), so its acknowledged writes would be lost. The
+ * pool opens only when told to rewind, replaying the log up to the damage.
+ */
+export class LogDamaged extends CairnError {
+  constructor(readonly damagedSeq: number, readonly laterSeq: number) {
+    super('log_damaged', `intent log block ${damagedSeq} is damaged but block ${laterSeq} of a later flush is whole: writes acknowledged by the damaged flush would be lost. ` +
+      `Open with rewind (cairn serve --rewind) to replay the log up to the damage and discard the rest`, 'EIO');
+    assert(laterSeq > damagedSeq, 'the later flush follows the damage');
   }
 }
 export class PoolClosed extends CairnError {

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_ENCODE_YIELD_BLOCKS, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FREES_EARLY_COMMIT_BLOCKS, FREES_HELD_BLOCKS_MAX, FREES_PER_DIRTY_NODE_MIN, FIRST_FREE_BLOCK,
-  FORMAT_VERSION, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MIRROR_SLOTS, dirtyObjectsMax, metaReserveBlocks, POOL_BLOCKS_MIN, POOL_BLOCKS_MAX,
+  FORMAT_VERSION, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MIRROR_SLOTS, DEVICE_IO_BLOCKS_MAX, LOG_REGION_SCAN_PAGES_MAX, logBlocksFor, dirtyObjectsMax, metaReserveBlocks, POOL_BLOCKS_MIN, POOL_BLOCKS_MAX,
   COMMIT_RUN_BLOCKS_MAX, COMMIT_WRITES_IN_FLIGHT_MAX, FREES_EARLY_COMMIT_BLOCKS_MIN, FREES_AVAILABLE_DIVISOR,
 } from './constants.js';
 import type { Device } from './device/device.js';
@@ -21,8 +21,10 @@ import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, PoolShrin
 import type { CheckReport, PoolOptions, TargetEvent } from './types.js';
 import { CairnEngine } from './engine.js';
 import { checkDevice } from './check.js';
+import { IntentLog, type LogCut, type LogHost } from './intent-log.js';
+import { applyIntentLog, scanIntentLog } from './intent-log-replay.js';
 
-export class PoolCore {
+export class PoolCore implements LogHost {
   /** The metadata lock (the store's, so every module that changes metadata can assert it). */
   readonly mutex: Mutex;
   readonly trees: Trees;
@@ -50,6 +52,8 @@ export class PoolCore {
   readonly commitIntervalMs: number;
   /** PoolOptions.fastPaths: false makes mutateNow (and every other `...Now`) decline. */
   readonly fastPaths: boolean;
+  /** The intent log (format 3); null in a pool that has none (no room for it), where a flush commits. */
+  intentLog: IntentLog | null = null;
 
   constructor(
     readonly device: Device,
@@ -85,8 +89,8 @@ export class PoolCore {
     await device.write(0, Buffer.alloc(BLOCK_SIZE_BYTES * FIRST_FREE_BLOCK));
     await PoolCore.zeroMirrorSlots(device);
     const sb: Superblock = {
-      formatVersion: FORMAT_VERSION, generation: 0, totalBlocks, spaceRoot: 0, catalogRoot: 0, catalogSlots: 0, nextId: 1,
-      poolUuid: randomUUID(), firstMirroredGeneration: 1,
+      formatVersion: FORMAT_VERSION_MIRRORED, generation: 0, totalBlocks, spaceRoot: 0, catalogRoot: 0, catalogSlots: 0, nextId: 1,
+      poolUuid: randomUUID(), firstMirroredGeneration: 1, logStartBlock: 0, logBlocks: 0, logTailSeq: 0,
     };
     const core = await PoolCore.assemble(device, sb, opts);
     await core.mutex.run(async () => {
@@ -94,6 +98,7 @@ export class PoolCore {
       for (const b of SUPERBLOCK_MIRROR_SLOTS) await core.space.incref(b);
       await core.catalog.array.page(0, true); // materialize an (empty) catalog so the root exists
     });
+    assert(await core.attachNewLog(), 'a new pool has room for its log');
     await core.commit();
     // Generation 2 as well, so both parities hold a generation from the start: from then on two empty
     // slots of a parity are never "not yet used" but damage, and recovery can say a generation is lost.
@@ -114,7 +119,17 @@ export class PoolCore {
     const core = await PoolCore.assemble(device, sb, opts);
     await core.catalog.load();
     core.superblockRepair = recovery.repairNeeded || recovery.lostGeneration !== null;
-    if (sb.formatVersion === FORMAT_VERSION_UNMIRRORED) await core.upgradeToMirrored();
+    // Replay first, against the generation that opened: the records past its tail were made after it.
+    if (sb.formatVersion === FORMAT_VERSION) await core.replayLog(opts.rewind === true);
+    // Older formats are upgraded in place as far as their blocks allow, in one commit.
+    const from = core.sb.formatVersion;
+    const mirrored = from !== FORMAT_VERSION_UNMIRRORED || await core.upgradeToMirrored();
+    const logged = mirrored && (from === FORMAT_VERSION || await core.upgradeToLogged());
+    if (core.sb.formatVersion !== from) {
+      assert(mirrored && core.sb.formatVersion > from, 'an upgrade moves the format forward');
+      await core.commit();
+      core.log('pool_format_upgraded', { from, to: core.sb.formatVersion, generation: core.durableGeneration, intentLog: logged });
+    }
     // A rewind is made durable at once: the next open must not need to be told again.
     if (recovery.lostGeneration !== null) await core.commit();
     assert(core.durableGeneration >= sb.generation, 'an opened pool is at least at the generation it opened');
@@ -143,26 +158,78 @@ export class PoolCore {
 
   /**
    * A format-1 pool becomes format 2 when its mirror slots are free: they are taken in the space map
-   * and zeroed, and the next commit (run now) writes both copies. Otherwise it stays format 1 (one copy
-   * per generation), which is logged; moving the blocks that hold the slots is not worth its risk.
+   * and zeroed, and the next commit (open runs it) writes both copies. Otherwise it stays format 1 (one
+   * copy per generation), which is logged; moving the blocks that hold the slots is not worth its risk.
    */
-  private async upgradeToMirrored(): Promise<void> {
+  private async upgradeToMirrored(): Promise<boolean> {
     assert(this.sb.formatVersion === FORMAT_VERSION_UNMIRRORED, 'only a format-1 pool is upgraded');
     const upgraded = await this.mutate(async () => {
       for (const b of SUPERBLOCK_MIRROR_SLOTS) if (await this.space.get(b) !== 0) return false;
       for (const b of SUPERBLOCK_MIRROR_SLOTS) await this.space.incref(b);
       await PoolCore.zeroMirrorSlots(this.device);
-      this.sb = { ...this.sb, formatVersion: FORMAT_VERSION, firstMirroredGeneration: this.store.txn };
+      this.sb = { ...this.sb, formatVersion: FORMAT_VERSION_MIRRORED, firstMirroredGeneration: this.store.txn };
       return true;
     });
     if (!upgraded) {
       this.log('superblock_unmirrored_warning', {
         message: `format ${FORMAT_VERSION_UNMIRRORED} pool kept as it is: blocks ${SUPERBLOCK_MIRROR_SLOTS.join(' and ')} are in use, so each generation keeps one superblock copy and damage to the newest cannot be told from a torn write`,
       });
-      return;
     }
+    return upgraded;
+  }
+
+  /**
+   * A format-2 pool gets an intent log when a free run of blocks can hold it: taken, zeroed, and named
+   * by the next superblock (format 3; open commits it). Otherwise it stays format 2 and every flush
+   * commits, which is logged.
+   */
+  private async upgradeToLogged(): Promise<boolean> {
+    assert(this.sb.formatVersion === FORMAT_VERSION_MIRRORED && this.intentLog === null, 'only a format-2 pool gets a log');
+    if (await this.attachNewLog()) return true;
+    this.log('intent_log_unavailable_warning', {
+      message: `no free run of ${logBlocksFor(this.sb.totalBlocks)} blocks for an intent log: the pool stays format ${FORMAT_VERSION_MIRRORED} and every flush commits`,
+    });
+    return false;
+  }
+
+  /**
+   * Takes a free run for the log region (counted as used, like the superblock slots), zeroes it so
+   * nothing left in those blocks can pass for a log block, and starts the log; the next commit's
+   * superblock names it (its first flush makes the zeroes durable before that). False when no run is free.
+   */
+  private async attachNewLog(): Promise<boolean> {
+    const blocks = logBlocksFor(this.sb.totalBlocks);
+    const start = await this.mutate(async () => {
+      const at = await this.space.findFreeRun(blocks, LOG_REGION_SCAN_PAGES_MAX);
+      if (at === null) return null;
+      await this.space.addRange(at, blocks, 1);
+      return at;
+    });
+    if (start === null) return false;
+    for (let at = 0; at < blocks; at += DEVICE_IO_BLOCKS_MAX) {
+      await this.device.write(start + at, Buffer.alloc(Math.min(DEVICE_IO_BLOCKS_MAX, blocks - at) * BLOCK_SIZE_BYTES));
+    }
+    this.sb = { ...this.sb, formatVersion: FORMAT_VERSION, logStartBlock: start, logBlocks: blocks, logTailSeq: 0 };
+    this.intentLog = new IntentLog(this, { startBlock: start, blocks }, this.sb.poolUuid, 0, 0);
+    return true;
+  }
+
+  /**
+   * Replays the intent log (intent-log-replay.ts) and commits what it applied or discarded, so the
+   * region's blocks past the old tail are retired before any new flush writes after them.
+   */
+  private async replayLog(rewind: boolean): Promise<void> {
+    assert(this.sb.formatVersion === FORMAT_VERSION && this.intentLog === null, 'a format-3 pool replays its log once, at open');
+    const started = Date.now();
+    const scan = await scanIntentLog(this, rewind);
+    // Attached before the records are applied: any commit from here on names the log's new head as its tail.
+    this.intentLog = new IntentLog(this, { startBlock: this.sb.logStartBlock, blocks: this.sb.logBlocks }, this.sb.poolUuid, scan.nextSeq, this.sb.logTailSeq);
+    const result = await applyIntentLog(this, scan);
+    if (scan.discarded !== null) this.log('log_flush_discarded', { reason: scan.discarded });
+    if (!scan.foundPastTail) return;
+    this.superblockRepair = true; // commit even when only discarded blocks moved the tail
     await this.commit();
-    this.log('pool_format_upgraded', { from: FORMAT_VERSION_UNMIRRORED, to: FORMAT_VERSION, generation: this.durableGeneration });
+    this.log('log_replayed', { ...result, generation: this.durableGeneration, durationMs: Date.now() - started });
   }
 
   private static async zeroMirrorSlots(device: Device): Promise<void> {
@@ -186,7 +253,8 @@ export class PoolCore {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    if (!this.poisoned) await this.flush();
+    // A full commit, not a log flush: a closed pool opens without replay.
+    if (!this.poisoned) await this.commit();
     await this.mutex.run(async () => {
       this.assertHeld();
       this.closed = true;
@@ -324,7 +392,7 @@ export class PoolCore {
    * already stopped was logged when it stopped ('engine_stopped' or 'commit_failed'). Logging here too
    * would say the same thing twice.
    */
-  private commitInBackground(): void {
+  commitInBackground(): void {
     void this.commit().catch(() => undefined);
   }
 
@@ -334,11 +402,22 @@ export class PoolCore {
     this.commitTimer = null;
   }
 
-  /** Every write completed before this call is durable when it resolves (group commit). */
+  /**
+   * Every write completed before this call is durable when it resolves: through the intent log (one
+   * device sync for the data and the records), or a commit in a pool without one. Concurrent flushes
+   * share a round (group commit).
+   */
   flush(): Promise<void> {
     this.ensureUsable();
     assert(this.durableGeneration <= this.store.txn, 'the durable generation is not ahead of the open one');
-    return this.commit();
+    return this.intentLog ? this.intentLog.flush() : this.commit();
+  }
+
+  /** LogHost: a failed log write stops the pool like a failed commit. */
+  stop(err: Error, event: string, fields: Record<string, unknown>): void {
+    assert(event.length > 0, 'a stop names its cause');
+    if (this.poisoned === null) this.poisoned = err;
+    this.log(event, { ...fields, error: err.message });
   }
 
   commit(): Promise<void> {
@@ -369,8 +448,11 @@ export class PoolCore {
     let writes: CommitBlock[];
     let freed: FreedBlocks;
     let sb: Superblock;
+    let cut: LogCut | null = null;
     try {
       if (this.store.dirty.size === 0 && this.space.pendingFreeBlocks === 0 && !this.superblockRepair) return;
+      // The log's records so far are this commit's: its superblock's tail is the log's next block.
+      cut = this.intentLog?.commitPrepared() ?? null;
       // Pages of the space map and catalog get their new locations now; allocating one may dirty
       // another page, so repeat until every dirty object has a place.
       for (;;) {
@@ -397,12 +479,13 @@ export class PoolCore {
       freed = this.space.sealPendingFrees();
       sb = {
         ...this.sb, generation, spaceRoot: this.space.array.rootBlock, catalogRoot: this.catalog.array.rootBlock,
-        catalogSlots: this.catalog.slotsUsed,
+        catalogSlots: this.catalog.slotsUsed, logTailSeq: cut?.tailSeq ?? this.sb.logTailSeq,
       };
       this.sb = sb;
     } catch (err) {
       this.poisoned = err instanceof Error ? err : new Error(String(err));
       this.log('commit_failed', { generation: this.store.txn, phase: 'prepare', error: this.poisoned.message });
+      if (cut) this.intentLog!.commitSettled(cut, this.poisoned);
       throw err;
     } finally {
       release();
@@ -416,8 +499,10 @@ export class PoolCore {
     } catch (err) {
       this.poisoned = err instanceof Error ? err : new Error(String(err));
       this.log('commit_failed', { generation: sb.generation, error: this.poisoned.message });
+      if (cut) this.intentLog!.commitSettled(cut, this.poisoned);
       throw new IoError(`commit failed: ${this.poisoned.message}`);
     }
+    if (cut) this.intentLog!.commitSettled(cut, null);
     this.durableGeneration = sb.generation;
     this.readEpoch++;
     this.space.committed(freed, this.readEpoch);

@@ -359,6 +359,38 @@ export class SpaceMap {
     for (const r of runs) this.held.removeRange(r.pba, r.pba + r.lengthBlocks, RESERVED);
   }
 
+  /**
+   * Reserves exactly [pba, pba + length) when every block of it is free and not held (log replay: the
+   * blocks a logged change names must be ones no durable state uses); false, reserving nothing, else.
+   */
+  async reserveExact(pba: number, length: number): Promise<boolean> {
+    this.store.assertHeld();
+    if (!(length > 0 && pba >= FIRST_FREE_BLOCK && pba + length <= this.totalBlocks)) return false;
+    for (let b = pba; b < pba + length; b++) if (this.held.flags(b) !== 0 || await this.get(b) !== 0) return false;
+    this.held.addRange(pba, pba + length, RESERVED);
+    return true;
+  }
+
+  /**
+   * The first block of a free, unheld run of `length` blocks, searching count pages from the start of
+   * the pool and at most `pagesMax` of them; null when none was found. Reserves nothing.
+   */
+  async findFreeRun(length: number, pagesMax: number): Promise<number | null> {
+    this.store.assertHeld();
+    assert(length > 0 && pagesMax > 0, 'a search for a run within a bound');
+    let start = FIRST_FREE_BLOCK, pages = 0;
+    for (let pageIndex = 0; pageIndex * REFCOUNTS_PER_PAGE < this.totalBlocks && pages < pagesMax; pageIndex++, pages++) {
+      const page = await this.array.page(pageIndex, false);
+      const first = pageIndex * REFCOUNTS_PER_PAGE;
+      const end = Math.min(this.totalBlocks, first + REFCOUNTS_PER_PAGE);
+      for (let b = Math.max(first, FIRST_FREE_BLOCK); b < end; b++) {
+        if ((page && page.counts[b - first]! !== 0) || this.held.flags(b) !== 0) { start = b + 1; continue; }
+        if (b + 1 - start >= length) return start;
+      }
+    }
+    return null;
+  }
+
   /** One metadata block, counted at once: the next of the metadata run, or any free block. */
   async allocMeta(): Promise<number> {
     this.store.assertHeld();

@@ -4,7 +4,7 @@
 // primary only, crc32c over its first 512 bytes. Which copy to open is decided in superblock-recovery.ts.
 import { crc32c } from '@node-rs/crc32';
 import {
-  BLOCK_SIZE_BYTES, FORMAT_VERSION, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MAGIC, SUPERBLOCK_MIRROR_SLOTS, SUPERBLOCK_SLOTS,
+  BLOCK_SIZE_BYTES, FORMAT_VERSION, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MAGIC, SUPERBLOCK_MIRROR_SLOTS, SUPERBLOCK_SLOTS,
 } from './constants.js';
 import { getU64, setU64, viewOf } from './format.js';
 import { assert } from './errors.js';
@@ -27,12 +27,21 @@ export interface Superblock {
    * by design, not damaged. 0 in format 1.
    */
   firstMirroredGeneration: number;
+  /**
+   * Format 3: the intent log region [logStartBlock, logStartBlock + logBlocks) and the sequence number
+   * of the first log block this generation does not contain (replay starts there). 0 in formats 1, 2.
+   */
+  logStartBlock: number;
+  logBlocks: number;
+  logTailSeq: number;
 }
 
 /** Format 1 covered only the head of the block by its checksum. */
 const CRC_SPAN_V1_BYTES = 512;
 const OFFSET_MAGIC = 0, OFFSET_VERSION = 4, OFFSET_CRC = 8, OFFSET_BLOCK_SIZE = 12;
 const OFFSET_UUID = 64, OFFSET_HOME_BLOCK = 80, OFFSET_FIRST_MIRRORED = 88;
+const OFFSET_LOG_START = 96, OFFSET_LOG_BLOCKS = 104, OFFSET_LOG_TAIL_SEQ = 112;
+const KNOWN_VERSIONS: readonly number[] = [FORMAT_VERSION_UNMIRRORED, FORMAT_VERSION_MIRRORED, FORMAT_VERSION];
 
 export type CopyRole = 'primary' | 'mirror';
 
@@ -46,7 +55,8 @@ export function copyBlock(role: CopyRole, generation: number): number {
 /** The superblock as written at `homeBlock` (the checksum and the home block tie it to that place). */
 export function encodeSuperblock(sb: Superblock, homeBlock: number): Buffer {
   const v1 = sb.formatVersion === FORMAT_VERSION_UNMIRRORED;
-  assert(v1 || sb.formatVersion === FORMAT_VERSION, 'known superblock format');
+  assert(KNOWN_VERSIONS.includes(sb.formatVersion), 'known superblock format');
+  assert(sb.formatVersion === FORMAT_VERSION ? sb.logBlocks > 0 : sb.logBlocks === 0 && sb.logStartBlock === 0 && sb.logTailSeq === 0, 'format 3, and only it, has a log');
   assert(homeBlock === copyBlock('primary', sb.generation) || (!v1 && homeBlock === copyBlock('mirror', sb.generation)), 'superblock copy in its slot');
   const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
   buf.writeUInt32LE(SUPERBLOCK_MAGIC, OFFSET_MAGIC);
@@ -63,6 +73,11 @@ export function encodeSuperblock(sb: Superblock, homeBlock: number): Buffer {
   if (!v1) {
     setU64(view, OFFSET_HOME_BLOCK, homeBlock);
     setU64(view, OFFSET_FIRST_MIRRORED, sb.firstMirroredGeneration);
+  }
+  if (sb.formatVersion === FORMAT_VERSION) {
+    setU64(view, OFFSET_LOG_START, sb.logStartBlock);
+    setU64(view, OFFSET_LOG_BLOCKS, sb.logBlocks);
+    setU64(view, OFFSET_LOG_TAIL_SEQ, sb.logTailSeq);
   }
   buf.writeUInt32LE(crc32c(v1 ? buf.subarray(0, CRC_SPAN_V1_BYTES) : buf), OFFSET_CRC);
   return buf;
@@ -86,7 +101,7 @@ export function decodeSuperblock(buf: Buffer, blockNumber: number): DecodedCopy 
   const copy = Buffer.from(span);
   copy.writeUInt32LE(0, OFFSET_CRC);
   const stored = buf.readUInt32LE(OFFSET_CRC), actual = crc32c(copy);
-  if (version !== FORMAT_VERSION && !v1) return { state: 'damaged', cause: `unknown format version ${version}` };
+  if (!KNOWN_VERSIONS.includes(version)) return { state: 'damaged', cause: `unknown format version ${version}` };
   if (actual !== stored) return { state: 'damaged', cause: `bad checksum 0x${stored.toString(16)} (block has 0x${actual.toString(16)})` };
   const blockSize = buf.readUInt32LE(OFFSET_BLOCK_SIZE);
   if (blockSize !== BLOCK_SIZE_BYTES) return { state: 'damaged', cause: `block size ${blockSize} (want ${BLOCK_SIZE_BYTES})` };
@@ -102,6 +117,9 @@ export function decodeSuperblock(buf: Buffer, blockNumber: number): DecodedCopy 
     nextId: getU64(view, 56),
     poolUuid: `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`,
     firstMirroredGeneration: v1 ? 0 : getU64(view, OFFSET_FIRST_MIRRORED),
+    logStartBlock: version === FORMAT_VERSION ? getU64(view, OFFSET_LOG_START) : 0,
+    logBlocks: version === FORMAT_VERSION ? getU64(view, OFFSET_LOG_BLOCKS) : 0,
+    logTailSeq: version === FORMAT_VERSION ? getU64(view, OFFSET_LOG_TAIL_SEQ) : 0,
   };
   // A valid block at the wrong place (a misdirected write, blocks swapped) is not this slot's copy.
   const home = v1 ? copyBlock('primary', sb.generation) : getU64(view, OFFSET_HOME_BLOCK);

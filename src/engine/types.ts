@@ -198,8 +198,17 @@ export interface Engine {
   write(id: number, offsetBytes: number, data: WriteData, opts?: WriteOptions): Promise<void>;
   trim(id: number, offsetBytes: number, lengthBytes: number, opts?: WriteOptions): Promise<void>;
   writeZeroes(id: number, offsetBytes: number, lengthBytes: number, opts?: ZeroOptions): Promise<void>;
-  /** Every write completed before the call is durable when it resolves. */
+  /**
+   * Every write completed before the call is durable when it resolves: its data and the intent log's
+   * records of its mapping change share one device sync (a pool without a log commits).
+   */
   flush(): Promise<void>;
+  /**
+   * Every change made before the call is in a committed generation when it resolves: the tree commit
+   * a flush leaves to the background runs now and retires the intent log (a pool then opens without
+   * replay). Nothing to commit: resolves at once.
+   */
+  checkpoint(): Promise<void>;
   /** Data/hole map of [offset, offset+length) (NBD base:allocation). */
   extents(id: number, offsetBytes: number, lengthBytes: number): Promise<Extent[]>;
   /** Ranges of target `id` changed since snapshot "VOL@SNAP" (NBD qemu:dirty-bitmap:since:SNAP). */

@@ -1,0 +1,234 @@
+// The intent log at run time (ZFS's ZIL, Btrfs's log tree): every mapping switch appends a record of
+// the change to an open block in memory; a flush writes the blocks gathered since the last one to the
+// log region and syncs the device once, which makes both the data written before the switches and the
+// records durable. The tree commit runs later (interval, dirty bound, catalog operations, a half-full
+// region) and retires the log up to the sequence number its superblock names.
+//
+// Switches are numbered in the order they were made; a flush waits until every switch made before it
+// is durable, through whichever of three things holds it: a commit that took it (the commit in flight,
+// when it cleared records a flush would otherwise have written), the flush round in flight, or the next
+// round, which takes every record waiting when it starts. Rounds run one at a time, so only the newest
+// round can be torn by a power cut (replay relies on it: intent-log-replay.ts).
+import { BLOCK_SIZE_BYTES, LOG_COMMIT_FILL_FRACTION, LOG_HEADER_BYTES, LOG_RECORD_FIXED_BYTES, LOG_ROUND_BLOCKS_MAX } from './constants.js';
+import type { Device } from './device/device.js';
+import type { LeafEntry } from './format.js';
+import { OpenLogBlock, entryBytes, uuidBytes } from './intent-log-format.js';
+import { IoError, assert, fail } from './errors.js';
+
+/** What the log needs of its pool. */
+export interface LogHost {
+  readonly device: Device;
+  ensureUsable(): void;
+  /** A full commit (covers every switch made before it prepares). */
+  commit(): Promise<void>;
+  commitInBackground(): void;
+  /** Stops the pool after a failed log write: the page cache can no longer be trusted. */
+  stop(err: Error, event: string, fields: Record<string, unknown>): void;
+}
+
+export interface LogRegion { startBlock: number; blocks: number }
+
+/** What a commit took from the log when it prepared; settled when the commit is durable or failed. */
+export interface LogCut {
+  /** The superblock's tail: the first block the commit does not contain. */
+  tailSeq: number;
+  /** Switches [clearedFrom, clearedTo) were waiting for a flush and now wait for this commit instead. */
+  clearedFrom: number;
+  clearedTo: number;
+  done: Promise<void>;
+  settle(err: Error | null): void;
+}
+
+interface Round { from: number; to: number; started: boolean; promise: Promise<void> }
+
+export class IntentLog {
+  private readonly uuid: Buffer;
+  /** Switches made (each appended a record, or would have, had the records not overflowed). */
+  private appended = 0;
+  /** The first switch whose record waits in `pending`; earlier ones are in a round or a commit. */
+  private pendingFrom = 0;
+  private pending: OpenLogBlock[] = [];
+  /** Records outgrew LOG_ROUND_BLOCKS_MAX: the next flush commits instead of writing them. */
+  private overflowed = false;
+  /** Every switch before this is in a durable commit. */
+  private committedThrough = 0;
+  private commitInFlight: LogCut | null = null;
+  private roundInFlight: Round | null = null;
+  private nextRound: Round | null = null;
+  /** Rounds that wrote the log and synced it (for stats and tests). */
+  rounds = 0;
+  /** Flushes that committed instead (records overflowed, or the region had no room). */
+  roundsCommitted = 0;
+
+  constructor(
+    private readonly host: LogHost,
+    readonly region: LogRegion,
+    poolUuid: string,
+    /** Sequence number of the next block to write. */
+    private nextSeq: number,
+    /** The durable superblock's tail: positions of blocks before it may be written over. */
+    private durableTailSeq: number,
+  ) {
+    assert(region.blocks > 0 && region.startBlock > 0 && nextSeq >= durableTailSeq, 'a log region and its sequence');
+    this.uuid = uuidBytes(poolUuid);
+  }
+
+  /** Blocks written and not yet retired by a durable commit. */
+  get blocksInUse(): number {
+    assert(this.nextSeq >= this.durableTailSeq, 'the log\'s head is not behind its tail');
+    return this.nextSeq - this.durableTailSeq;
+  }
+
+  /**
+   * Records the switch of [startLba, endLba) of volume `volumeId` to `entries` in transaction `txn`.
+   * Called inside the mutation that made it, so records keep the order of the switches.
+   */
+  append(volumeId: number, txn: number, startLba: number, endLba: number, entries: readonly LeafEntry[]): void {
+    assert(volumeId > 0 && startLba < endLba, 'a switch of a volume\'s range');
+    this.appended++;
+    if (this.overflowed) return;
+    let from = 0, cursor = startLba;
+    // A record lies whole in one block: a switch with more extents than a block holds is cut at an
+    // extent boundary into records of consecutive ranges, all in the same flush.
+    while (from < entries.length || cursor === startLba) {
+      let block = this.pending[this.pending.length - 1];
+      if (block === undefined || !block.fits(LOG_RECORD_FIXED_BYTES + (from < entries.length ? entryBytes(entries[from]!) : 0))) {
+        if (this.pending.length >= LOG_ROUND_BLOCKS_MAX) { this.overflow(); return; }
+        block = new OpenLogBlock();
+        this.pending.push(block);
+      }
+      let to = from, bytes = LOG_RECORD_FIXED_BYTES;
+      while (to < entries.length && block.fits(bytes + entryBytes(entries[to]!))) bytes += entryBytes(entries[to++]!);
+      const end = to < entries.length ? entries[to]!.lba : endLba;
+      if (end <= cursor) fail(`a log record of [${cursor}, ${end}) makes no progress`);
+      block.append(volumeId, txn, cursor, end, entries, from, to);
+      cursor = end;
+      from = to;
+      if (cursor >= endLba) break;
+    }
+  }
+
+  private overflow(): void {
+    assert(!this.overflowed, 'records overflow once per commit');
+    this.overflowed = true;
+    this.pending = [];
+  }
+
+  /** Resolves when every switch made before the call is durable. */
+  async flush(): Promise<void> {
+    this.host.ensureUsable();
+    const target = this.appended;
+    if (target <= this.committedThrough) return;
+    const waits: Promise<void>[] = [];
+    const c = this.commitInFlight;
+    if (c && c.clearedTo > c.clearedFrom && target > c.clearedFrom) waits.push(c.done);
+    const r = this.roundInFlight;
+    if (r && target > r.from) waits.push(r.promise);
+    if (target > this.pendingFrom) waits.push(this.queueRound());
+    await Promise.all(waits);
+  }
+
+  private queueRound(): Promise<void> {
+    if (this.nextRound) return this.nextRound.promise;
+    const before = this.roundInFlight?.promise ?? Promise.resolve();
+    const round: Round = { from: -1, to: -1, started: false, promise: Promise.resolve() };
+    // A failed round stopped the pool: the next one then fails at ensureUsable with the cause.
+    round.promise = before.catch(() => undefined).then(() => this.runRound(round));
+    this.nextRound = round;
+    return round.promise;
+  }
+
+  private async runRound(round: Round): Promise<void> {
+    assert(this.nextRound === round && !round.started, 'rounds run in the order they were queued');
+    this.nextRound = null;
+    round.started = true;
+    this.host.ensureUsable();
+    // A commit that prepared after this round was queued may have taken records its waiters need.
+    const c = this.commitInFlight;
+    const commitWait = c && c.clearedTo > c.clearedFrom ? c.done : null;
+    if (this.overflowed) {
+      this.roundsCommitted++;
+      await this.host.commit();
+      return;
+    }
+    const blocks = this.pending;
+    round.from = this.pendingFrom;
+    round.to = this.appended;
+    if (round.from === round.to) {
+      if (commitWait) await commitWait;
+      return;
+    }
+    assert(blocks.length > 0 && blocks.length <= LOG_ROUND_BLOCKS_MAX, 'a round writes its records');
+    if (this.blocksInUse + blocks.length > this.region.blocks) {
+      // No room until a commit retires the log: that commit covers these records as well.
+      this.roundsCommitted++;
+      await this.host.commit();
+      return;
+    }
+    this.pending = [];
+    this.pendingFrom = round.to;
+    const firstSeq = this.nextSeq;
+    this.nextSeq += blocks.length;
+    this.roundInFlight = round;
+    try {
+      await this.writeBlocks(blocks, firstSeq);
+      await this.host.device.flush();
+    } catch (err) {
+      const cause = err instanceof Error ? err : new Error(String(err));
+      this.host.stop(cause, 'log_write_failed', { firstSeq, blocks: blocks.length });
+      throw new IoError(`intent log write failed: ${cause.message}`);
+    } finally {
+      if (this.roundInFlight === round) this.roundInFlight = null;
+    }
+    this.rounds++;
+    if (commitWait) await commitWait;
+    if (this.blocksInUse > this.region.blocks * LOG_COMMIT_FILL_FRACTION) this.host.commitInBackground();
+  }
+
+  /** Seals the round's blocks and writes them at their positions: one write, two where the region wraps. */
+  private async writeBlocks(blocks: OpenLogBlock[], firstSeq: number): Promise<void> {
+    const n = blocks.length, size = this.region.blocks;
+    assert(n > 0 && n <= size, 'a round fits the region');
+    const buf = Buffer.allocUnsafe(n * BLOCK_SIZE_BYTES);
+    for (let i = 0; i < n; i++) {
+      const block = blocks[i]!;
+      assert(block.used >= LOG_HEADER_BYTES, 'a sealed block has its header');
+      block.seal(firstSeq + i, firstSeq, i === n - 1, this.uuid).copy(buf, i * BLOCK_SIZE_BYTES);
+    }
+    const position = firstSeq % size;
+    const first = Math.min(n, size - position);
+    const writes = [this.host.device.write(this.region.startBlock + position, buf.subarray(0, first * BLOCK_SIZE_BYTES))];
+    if (first < n) writes.push(this.host.device.write(this.region.startBlock, buf.subarray(first * BLOCK_SIZE_BYTES)));
+    for (const s of await Promise.allSettled(writes)) if (s.status === 'rejected') throw s.reason;
+  }
+
+  /**
+   * A commit prepares (under the metadata lock): it contains every switch made so far, so the records
+   * waiting for a flush are dropped, and its superblock's tail is the next block to be written.
+   */
+  commitPrepared(): LogCut {
+    assert(this.commitInFlight === null, 'commits prepare one at a time');
+    let settle!: (err: Error | null) => void;
+    const done = new Promise<void>((resolve, reject) => { settle = (err) => (err ? reject(err) : resolve()); });
+    // Its failure reaches the flushes waiting on it; nobody else need listen.
+    done.catch(() => undefined);
+    const cut: LogCut = { tailSeq: this.nextSeq, clearedFrom: this.pendingFrom, clearedTo: this.appended, done, settle };
+    this.pending = [];
+    this.overflowed = false;
+    this.pendingFrom = this.appended;
+    this.commitInFlight = cut;
+    return cut;
+  }
+
+  /** The commit of `cut` is durable (err null) or failed: its records are retired, or the pool stops. */
+  commitSettled(cut: LogCut, err: Error | null): void {
+    assert(this.commitInFlight === cut, 'the commit that prepared settles');
+    this.commitInFlight = null;
+    if (err === null) {
+      assert(cut.tailSeq >= this.durableTailSeq && cut.clearedTo >= this.committedThrough, 'commits move the log forward');
+      this.durableTailSeq = cut.tailSeq;
+      this.committedThrough = cut.clearedTo;
+    }
+    cut.settle(err);
+  }
+}
