@@ -29,8 +29,12 @@ export interface LogScan {
   discarded: string | null;
 }
 
-/** Reads and decodes the region, and decides which flushes to apply (no change to the pool). */
-export async function scanIntentLog(core: PoolCore, rewind: boolean): Promise<LogScan> {
+/**
+ * Reads and decodes the region, and decides which flushes to apply (no change to the pool). `txnMax`:
+ * after a superblock rewind, the generation that was lost; changes made after its commit prepared may
+ * name blocks it freed, which the older generation that opened still uses, so they are not applied.
+ */
+export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: number): Promise<LogScan> {
   const { logStartBlock: start, logBlocks: size, logTailSeq: tail } = core.sb;
   assert(size > 0 && start >= FIRST_FREE_BLOCK && start + size <= core.sb.totalBlocks, 'the superblock names a log region inside the pool');
   const uuid = uuidBytes(core.sb.poolUuid);
@@ -68,6 +72,12 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean): Promise<Lo
     discarded = `log damaged at block ${end}; rewound: flushes from there on discarded`;
     core.log('log_rewind', { damagedSeq: end, laterSeq: b.seq });
     break;
+  }
+  // Each flush holds the changes of one transaction (a commit's prepare empties what waits for a flush).
+  const past = flushes.findIndex((f) => f.blocks.some((b) => b.records.some((r) => r.txn > txnMax)));
+  if (past >= 0) {
+    discarded = `flushes from log block ${flushes[past]!.firstSeq} on were made after generation ${txnMax}, which the rewind discards`;
+    flushes.length = past;
   }
   const last = flushes[flushes.length - 1];
   if (last && discarded === null) {

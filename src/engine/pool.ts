@@ -120,7 +120,7 @@ export class PoolCore implements LogHost {
     await core.catalog.load();
     core.superblockRepair = recovery.repairNeeded || recovery.lostGeneration !== null;
     // Replay first, against the generation that opened: the records past its tail were made after it.
-    if (sb.formatVersion === FORMAT_VERSION) await core.replayLog(opts.rewind === true);
+    if (sb.formatVersion === FORMAT_VERSION) await core.replayLog(opts.rewind === true, recovery.lostGeneration ?? Infinity);
     // Older formats are upgraded in place as far as their blocks allow, in one commit.
     const from = core.sb.formatVersion;
     const mirrored = from !== FORMAT_VERSION_UNMIRRORED || await core.upgradeToMirrored();
@@ -218,10 +218,10 @@ export class PoolCore implements LogHost {
    * Replays the intent log (intent-log-replay.ts) and commits what it applied or discarded, so the
    * region's blocks past the old tail are retired before any new flush writes after them.
    */
-  private async replayLog(rewind: boolean): Promise<void> {
+  private async replayLog(rewind: boolean, txnMax: number): Promise<void> {
     assert(this.sb.formatVersion === FORMAT_VERSION && this.intentLog === null, 'a format-3 pool replays its log once, at open');
     const started = Date.now();
-    const scan = await scanIntentLog(this, rewind);
+    const scan = await scanIntentLog(this, rewind, txnMax);
     // Attached before the records are applied: any commit from here on names the log's new head as its tail.
     this.intentLog = new IntentLog(this, { startBlock: this.sb.logStartBlock, blocks: this.sb.logBlocks }, this.sb.poolUuid, scan.nextSeq, this.sb.logTailSeq);
     const result = await applyIntentLog(this, scan);
