@@ -47,9 +47,12 @@ export async function opBitFlip(sim: Simulator): Promise<void> {
  */
 async function damageSuperblock(sim: Simulator): Promise<void> {
   const both = sim.prng.chance(0.4);
+  // Everything into a commit first: the damaged generation is then the newest state, with nothing
+  // past it in the intent log (replaying the log would open a generation after it).
+  sim.must(await sim.attempt(() => sim.e.checkpoint()), 'checkpoint before damaging superblocks');
   if (both) {
     (sim.e as unknown as { core: PoolCore }).core.superblockRepair = true;
-    sim.must(await sim.attempt(() => sim.e.flush()), 'flush of an empty commit before damaging its superblocks');
+    sim.must(await sim.attempt(() => sim.e.checkpoint()), 'an empty commit before damaging its superblocks');
   }
   const generation = sim.e.stats().generation;
   const copies = [copyBlock('primary', generation), copyBlock('mirror', generation)];
