@@ -4,6 +4,7 @@
 // operation says how it changes the reference model when it completes (its "post" model).
 
 import { DELETE_NODES_PER_STEP } from '../src/engine/constants.js';
+import { openPool } from '../src/engine/pool.js';
 import type { CairnEngine } from '../src/engine/engine.js';
 import { BLOCK_SIZE_BYTES } from '../src/engine/types.js';
 import { commitPlan, planWrite, planZero, type Plan } from './apply.js';
@@ -108,6 +109,8 @@ export interface SweepOp {
   kind: 'data' | 'catalog';
   /** Calls the engine (through `sim.e`). */
   run(sim: Simulator): Promise<unknown>;
+  /** Runs before the faults are armed and the model is taken as the state before the op. */
+  prepare?(sim: Simulator): Promise<void>;
   /**
    * Changes `sim.model` (a copy of the model before the op) into the model after the op. `durable`:
    * the op completed and was acknowledged, so a FUA write is durable; otherwise it is only allowed.
@@ -188,4 +191,18 @@ export const sweepOps: SweepOp[] = [
     await core.commit();
   }, () => undefined),
   catalogOp('flush', (sim) => sim.e.flush(), () => undefined),
+  // The commit that retires the intent log (what the interval, the dirty bound or a full log start).
+  catalogOp('checkpoint', (sim) => sim.e.checkpoint(), () => undefined),
+  {
+    // The unflushed writes are flushed (to the intent log), then the engine is dropped without a
+    // commit, as by a power cut that kept every write, and the pool is opened: the op is the replay
+    // and the commit that makes it durable. A cut during it must lose none of the flushed writes.
+    ...catalogOp('replay', async (sim) => {
+      const core = (sim.e as CairnEngine).core;
+      // Abandoned: nothing of it runs again, and a call to it fails as a stopped pool's would (io_error).
+      core.poisoned = new Error('engine abandoned for the replay sweep');
+      sim.engine = await openPool(core.device, sim.poolOptions());
+    }, () => undefined),
+    prepare: async (sim) => { await flush(sim); },
+  },
 ];

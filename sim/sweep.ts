@@ -226,6 +226,7 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
       await setupHistory(sim);
     }
     await setupUnflushed(sim);
+    await op.prepare?.(sim);
     const pre = sim.model.clone();
     device.arm(c.fault);
     const o = await sim.attempt(() => op.run(sim)).finally(() => device.disarm());
