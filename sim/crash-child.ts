@@ -1,6 +1,7 @@
 // The child process of the kill -9 crash test (test/crash-kill9.test.ts): opens or creates a pool
-// file, then writes batches of disjoint blocks (sim/crash-schedule.ts) concurrently, flushes after
-// each, and prints "durable <batch>" once the flush resolved. It runs until it is killed.
+// file, then writes batches of disjoint blocks (sim/crash-schedule.ts) concurrently, makes each durable
+// (a flush after it, FUA writes, or a flush after every write), and prints "durable <batch>" once that
+// resolved. It runs until it is killed.
 // Usage: node crash-child.js <pool-file> <seed>
 
 import { openOrCreatePoolFile, CairnError, type Engine } from '../src/engine/index.js';
@@ -36,8 +37,14 @@ async function main(): Promise<void> {
   process.stdout.write('ready\n');
   for (let batch = 0; ; batch++) {
     const writes = batchWrites(seed, batch);
-    await Promise.all(writes.map((w) => engine.write(id, w.blockNumber * 4096, writeData(seed, batch, w))));
-    await engine.flush();
+    // Three ways to make a batch durable, in turn: one flush after it, a FUA write each, and a flush
+    // after each write (what a database does per commit), all through the intent log.
+    const way = batch % 3;
+    await Promise.all(writes.map(async (w) => {
+      await engine.write(id, w.blockNumber * 4096, writeData(seed, batch, w), { fua: way === 1 });
+      if (way === 2) await engine.flush();
+    }));
+    if (way === 0) await engine.flush();
     // stdout to a pipe is synchronous on Linux: once this returns the parent can read the line.
     process.stdout.write(`durable ${batch}\n`);
     if (batch % crashSnapshotEveryBatches === crashSnapshotEveryBatches - 1) await snapshotTurn(engine, seed, batch);
