@@ -2,11 +2,12 @@
 // NBD benchmark (fio against Cairn, qemu-nbd raw/qcow2 and nbdkit in one run). Ratios are printed;
 // absolute figures drift between runs, ratios within one run do not. Nothing here is asserted.
 // Then the snapshot-scale table (create/delete latency, open time and RSS at 1 000 to 100 000 snapshots).
-// Flags: --only=engine|nbd|snapshots, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first).
+// Then the replay time of a full intent log. Flags: --only=engine|log|nbd|snapshots, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first).
 import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine-bench.js';
 import { runNbdBench } from './nbd-bench.js';
 import { runSnapshotScaleBench } from './snapshot-scale.js';
+import { runLogReplayBench } from './log-replay.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' }, sparse: { type: 'boolean' } }, strict: false });
@@ -15,6 +16,11 @@ async function main(): Promise<void> {
   if (only === undefined || only === 'engine') {
     console.log('== engine (through the Engine API on a pool file) ==');
     await runEngineBench();
+  }
+  if (only === undefined || only === 'engine' || only === 'log') {
+    console.log('\n== intent log replay (open after a power cut with a full log) ==');
+    const r = await runLogReplayBench();
+    console.log(`full intent log: ${r.logBlocks} blocks, ${r.records} records of random 4 KiB writes; open with replay ${r.openMs.toFixed(0)} ms`);
   }
   if (only === undefined || only === 'nbd') {
     console.log('\n== NBD (fio --ioengine=nbd; Cairn vs qemu-nbd vs nbdkit) ==');
