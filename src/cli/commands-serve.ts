@@ -97,7 +97,7 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--log-format <format>', 'json|pretty|auto (default auto: pretty on a terminal); env CAIRN_LOG_FORMAT')
     .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')
     .option('--commit-interval-ms <ms>', 'commit at least this often; env CAIRN_COMMIT_INTERVAL_MS')
-    .option('--rewind', 'if the newest generation of the pool was lost (both superblock copies damaged), open the newest valid older one, discarding the lost one (logged); without it such a pool is refused')
+    .option('--rewind', 'if the newest generation of the pool was lost (both superblock copies damaged), open the newest valid older one, discarding the lost one; if an intent log block is damaged before a later flush, replay the log up to the damage (both logged); without it such a pool is refused')
     .option('--nbd-busy-poll-us <us>', 'after an NBD request, poll instead of sleeping this long (default 200, 0 = off); env CAIRN_NBD_BUSY_POLL_US')
     .addHelpText('after', '\nThe API listen address is the global --api HOST:PORT (default 127.0.0.1:10880; env CAIRN_API).')
     .action((flags: ServeFlags, cmd: Command) => serve(flags, (cmd.optsWithGlobals() as { api?: string }).api));

@@ -229,7 +229,8 @@ export interface PoolOptions {
   /**
    * When the newest acknowledged generation has no valid superblock copy left (SuperblockLost), open
    * the newest valid older one instead and make that durable, logging what is discarded (ZFS's
-   * `import -F`). Without it such a pool is refused. No effect on a pool that lost nothing.
+   * `import -F`); when an intent log block is damaged before a later whole flush (LogDamaged), replay
+   * the log up to the damage. Without it such a pool is refused. No effect on a pool that lost nothing.
    */
   rewind?: boolean;
   /**
