@@ -2,10 +2,13 @@
 // file plugin on the same machine: an unmeasured warm-up of each, workloads interleaved across servers
 // (each row in rounds that alternate the servers, so a stretch of host noise falls on all of them);
 // then, server by server, 4 KiB random writes right before and right after a snapshot (qemu: a qcow2
-// overlay; nbdkit: none). Prints a table with ratios against qemu-nbd (raw) and nbdkit, and the
+// overlay; nbdkit: none). Then, Cairn alone, 4 KiB random writes with and without a snapshot taken
+// every second (and every half second) while they run: IOPS and p99 completion latency, and the ratios
+// of the two. Prints a table with ratios against qemu-nbd (raw) and nbdkit, and the
 // after/before ratio of each server. A second table gives each server's own CPU time per operation
 // (all its threads, from /proc): on a machine whose cores are all busy, throughput follows it.
 // Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--rounds=2] [--size-mib=1024] [--cpu-prof] [--sparse]
+//   [--servers=cairn,...] [--periodic-snapshots-only]
 // The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
@@ -41,6 +44,8 @@ export interface NbdBenchOptions {
    * costs several times the copy into it (docs/performance.md, "Pool files and first writes").
    */
   preallocate?: boolean;
+  /** Only Cairn's periodic-snapshot rows (after the warm-up): for working on snapshots. */
+  periodicSnapshotsOnly?: boolean;
   log?: (line: string) => void;
 }
 
@@ -73,13 +78,36 @@ const warmupSeconds = 3;
 const beforeSnapshotWorkload: Workload = { name: '4k randwrite QD32 before snapshot', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' };
 const snapshotWorkload: Workload = { name: '4k randwrite QD32 after snapshot', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' };
 
-interface Running { name: ServerName; uri: string; process: ChildProcess; snapshot(): Promise<void>; stop(): Promise<void> }
+interface Running {
+  name: ServerName; uri: string; process: ChildProcess; snapshot(name?: string): Promise<void>; stop(): Promise<void>;
+  /** Cairn: deletes the volume's snapshots whose names start with `prefix` and frees their trees. */
+  deleteSnapshots?(prefix: string): Promise<void>;
+  /** Cairn: starts, or stops into FILE.cpuprofile, a V8 CPU profile of the server (profiler.ts below). */
+  profile?(command: 'start' | `stop ${string}`): void;
+}
+
+/**
+ * Cairn's periodic-snapshot rows: the same 4 KiB random writes without snapshots and with one taken
+ * every `periodMs` through the server's own snapshot path (a platform snapshotting every volume every
+ * few minutes takes several a second pool-wide). Rounds alternate the variants, as the other rows do.
+ */
+const periodicWorkload: Workload = { name: '4k randwrite QD32', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' };
+const periodicVariants: { name: string; periodMs: number | null }[] = [
+  { name: '4k randwrite QD32, no snapshots', periodMs: null },
+  { name: '4k randwrite QD32, 1 snapshot/s', periodMs: 1000 },
+  { name: '4k randwrite QD32, 2 snapshots/s', periodMs: 500 },
+];
+
+/** A periodic-snapshot row of Cairn's: IOPS, p99 completion latency, snapshots taken and their mean time. */
+export interface PeriodicSnapshotRow { name: string; iops: number; p99Ms: number; snapshots: number; snapshotMeanMs: number }
 
 /** A row's figures per server: the workload's measure, and the server's CPU time per operation. */
 export interface NbdBenchResults {
   values: Record<string, Record<string, number>>;
   /** µs of server CPU per I/O (4 KiB rows), ms per GiB (1 MiB rows). */
   cpu: Record<string, Record<string, number>>;
+  /** Cairn's rows with snapshots taken while it writes (empty when Cairn is not among the servers). */
+  periodicSnapshots: PeriodicSnapshotRow[];
 }
 
 export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchResults> {
@@ -96,6 +124,7 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
   const servers: Running[] = [];
   const results: Record<string, Record<string, number>> = {};
   const cpuResults: Record<string, Record<string, number>> = {};
+  const periodic: PeriodicSnapshotRow[] = [];
   const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
   try {
     for (const name of names) servers.push(await startServer(name, dir, sizeBytes, preallocate, opts.cpuProfileDir));
@@ -125,21 +154,97 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
       results[workload.name] = meanOf(samples);
       cpuResults[workload.name] = meanOf(cpuSamples);
     };
-    for (const workload of workloads) await measureRow(workload);
-    // The snapshot pair in rounds too (it was one run per server, and a stretch of host noise on one
-    // server's run moved Cairn/qemu-raw on the row before the snapshot between 0.97 and 1.20 across
-    // runs): every server's row before, then every server's snapshot, then every server's row after.
-    await measureRow(beforeSnapshotWorkload);
-    for (const server of servers) await server.snapshot();
-    await measureRow(snapshotWorkload);
+    if (opts.periodicSnapshotsOnly !== true) {
+      for (const workload of workloads) await measureRow(workload);
+      // The snapshot pair in rounds too (it was one run per server, and a stretch of host noise on one
+      // server's run moved Cairn/qemu-raw on the row before the snapshot between 0.97 and 1.20 across
+      // runs): every server's row before, then every server's snapshot, then every server's row after.
+      await measureRow(beforeSnapshotWorkload);
+      for (const server of servers) await server.snapshot();
+      await measureRow(snapshotWorkload);
+    }
+    const cairn = servers.find((server) => server.name === 'cairn');
+    if (cairn) periodic.push(...await measurePeriodicSnapshots(cairn, sizeBytes, rounds, roundSeconds, log, opts.cpuProfileDir));
   } finally {
     for (const server of servers) await server.stop();
     await rm(dir, { recursive: true, force: true });
   }
-  printTable(log, names, results);
-  printCpuTable(log, names, cpuResults, os.cpus().length);
-  return { values: results, cpu: cpuResults };
+  if (Object.keys(results).length > 0) {
+    printTable(log, names, results);
+    printCpuTable(log, names, cpuResults, os.cpus().length);
+  }
+  printPeriodicTable(log, periodic);
+  return { values: results, cpu: cpuResults, periodicSnapshots: periodic };
+
 }
+
+/**
+ * Cairn's periodic-snapshot rows, in rounds alternating the variants. While fio runs, snapshots
+ * named bench@pN are taken one after another, each started `periodMs` after the previous one started
+ * (or at once when it took longer), so at most one is in flight; they are deleted after the run.
+ */
+async function measurePeriodicSnapshots(server: Running, sizeBytes: number, rounds: number, roundSeconds: number,
+  log: (line: string) => void, cpuProfileDir?: string): Promise<PeriodicSnapshotRow[]> {
+  const samples = new Map(periodicVariants.map((v) => [v.name, { iops: [] as number[], p99: [] as number[], snapMs: [] as number[] }]));
+  let taken = 0;
+  for (let round = 1; round <= rounds; round++) {
+    for (const variant of periodicVariants) {
+      await runCapture('sync', []);
+      let running = true;
+      const snapMs: number[] = [];
+      const snapshots = (async (): Promise<void> => {
+        if (variant.periodMs === null) return;
+        // The first one after fio's ramp has begun: the measured part is all under snapshots.
+        await sleep(rampSeconds * 500);
+        while (running) {
+          const started = performance.now();
+          await server.snapshot(`bench@p${taken++}`);
+          const ms = performance.now() - started;
+          snapMs.push(ms);
+          await sleep(Math.max(0, variant.periodMs - ms));
+        }
+      })();
+      let result: Awaited<ReturnType<typeof fio>>;
+      // With --cpu-prof, a profile of each run as well (named after the variant and round).
+      if (cpuProfileDir !== undefined) server.profile?.('start');
+      try {
+        result = await fio(server.uri, periodicWorkload, sizeBytes, roundSeconds);
+      } finally {
+        running = false;
+        await snapshots;
+        if (cpuProfileDir !== undefined) server.profile?.(`stop ${path.join(cpuProfileDir, `periodic-${variant.periodMs ?? 0}ms-r${round}`)}`);
+      }
+      // Deleted and freed after each run, unmeasured (a platform rotates its snapshots): kept, a run's
+      // overwrites stay pinned and the 4x pool fills within a few runs.
+      if (snapMs.length > 0) await server.deleteSnapshots?.('p');
+      const sample = samples.get(variant.name)!;
+      sample.iops.push(result.value);
+      sample.p99.push(result.p99Ms);
+      sample.snapMs.push(...snapMs);
+      log(`${variant.name.padEnd(34)} cairn       ${format(result.value, 'iops')}, p99 ${result.p99Ms.toFixed(2)} ms` +
+        `${snapMs.length > 0 ? `, ${snapMs.length} snapshots of ${mean(snapMs).toFixed(0)} ms mean` : ''}${rounds > 1 ? `  (round ${round}/${rounds})` : ''}`);
+    }
+  }
+  return periodicVariants.map((v) => {
+    const s = samples.get(v.name)!;
+    return { name: v.name, iops: mean(s.iops), p99Ms: mean(s.p99), snapshots: s.snapMs.length, snapshotMeanMs: s.snapMs.length > 0 ? mean(s.snapMs) : 0 };
+  });
+}
+
+function printPeriodicTable(log: (line: string) => void, rows: PeriodicSnapshotRow[]): void {
+  if (rows.length === 0) return;
+  const base = rows[0]!;
+  log('');
+  log('Cairn, snapshots taken while 4 KiB random writes run (target at 1/s: IOPS ratio >= 0.90, p99 ratio <= 2)');
+  log(`${'workload'.padEnd(34)} ${'IOPS'.padStart(12)} ${'p99'.padStart(10)} ${'IOPS/none'.padStart(10)} ${'p99/none'.padStart(9)} ${'snapshots'.padStart(10)} ${'mean'.padStart(9)}`);
+  for (const r of rows) {
+    log(`${r.name.padEnd(34)} ${format(r.iops, 'iops').padStart(12)} ${`${r.p99Ms.toFixed(2)} ms`.padStart(10)} ${(r.iops / base.iops).toFixed(2).padStart(10)} ` +
+      `${(r.p99Ms / base.p99Ms).toFixed(2).padStart(9)} ${String(r.snapshots).padStart(10)} ${r.snapshots > 0 ? `${r.snapshotMeanMs.toFixed(0)} ms`.padStart(9) : '-'.padStart(9)}`);
+  }
+}
+
+function mean(values: number[]): number { return values.reduce((a, b) => a + b, 0) / Math.max(1, values.length); }
+function sleep(ms: number): Promise<void> { return new Promise((resolve) => setTimeout(resolve, ms)); }
 
 function meanOf(samples: Map<ServerName, number[]>): Record<string, number> {
   const out: Record<string, number> = {};
@@ -201,7 +306,7 @@ const rampSeconds = 1;
  * operation over the measured part (from just after the ramp to fio's exit, at fio's measured rate).
  */
 async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSeconds: number,
-  server?: { pid: number | undefined; ticksPerSecond: number }): Promise<{ value: number; cpuPerOp: number | null }> {
+  server?: { pid: number | undefined; ticksPerSecond: number }): Promise<{ value: number; cpuPerOp: number | null; p99Ms: number }> {
   const args = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${workload.rw}`, `--bs=${workload.bs}`,
     `--iodepth=${workload.iodepth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${runtimeSeconds}`,
     `--ramp_time=${rampSeconds}`, '--randrepeat=0', '--output-format=json'];
@@ -218,7 +323,9 @@ async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSe
     // 1 MiB rows: ms per GiB moved; 4 KiB rows: µs per I/O.
     cpuPerOp = workload.bs === '1M' ? used.cpuMs / (side.bw_bytes * seconds / 2 ** 30) : (used.cpuMs * 1000) / (side.iops * seconds);
   }
-  return { value, cpuPerOp };
+  // fio's default percentile list holds 99.000000; a side with no I/O has none.
+  const p99Ms = (side.clat_ns.percentile?.['99.000000'] ?? 0) / 1e6;
+  return { value, cpuPerOp, p99Ms };
 }
 
 /** User + system clock ticks of a /proc/PID/stat line (every thread of the process). */
@@ -257,7 +364,7 @@ class CpuWindow {
   }
 }
 
-interface FioSide { iops: number; bw_bytes: number; clat_ns: { mean: number } }
+interface FioSide { iops: number; bw_bytes: number; clat_ns: { mean: number; percentile?: Record<string, number> } }
 interface FioJob { read: FioSide; write: FioSide }
 
 function runCapture(command: string, args: string[]): Promise<string> {
@@ -373,7 +480,17 @@ async function startCairn(dir: string, port: number, sizeBytes: number, prealloc
   if ((await next()) !== 'ready') throw new Error('cairn server did not start');
   return {
     name: 'cairn', uri: `nbd://127.0.0.1:${port}/bench`, process: child,
-    snapshot: async () => { child.stdin?.write('snapshot\n'); if ((await next()) !== 'ok') throw new Error('snapshot failed'); },
+    snapshot: async (name = 'bench@snap') => {
+      child.stdin?.write(`snapshot ${name}\n`);
+      const reply = await next();
+      if (reply !== 'ok') throw new Error(`snapshot ${name} failed: ${reply}`);
+    },
+    profile: (command) => { child.stdin?.write(`profile-${command}\n`); },
+    deleteSnapshots: async (prefix) => {
+      child.stdin?.write(`delete-snapshots ${prefix}\n`);
+      const reply = await next();
+      if (reply !== 'ok') throw new Error(`deleting snapshots failed: ${reply}`);
+    },
     // SIGINT lets the child close the pool and write its CPU profile.
     stop: () => stopProcess(child, 'SIGINT'),
   };
@@ -403,7 +520,10 @@ const profiler = {
   },
 };
 
-/** Child mode: serve one volume "bench" from a new pool; "snapshot" on stdin takes bench@snap. */
+/**
+ * Child mode: serve one volume "bench" from a new pool; on stdin "snapshot VOLUME@NAME" takes that snapshot,
+ * "delete-snapshots PREFIX" deletes bench's snapshots named PREFIX... and frees them.
+ */
 async function serve(poolPath: string, port: number, sizeBytes: number, preallocate: Preallocation): Promise<void> {
   const { createPoolFile } = await import('../src/engine/index.js');
   const { startNbdServer } = await import('../src/nbd/server.js');
@@ -426,7 +546,16 @@ async function serve(poolPath: string, port: number, sizeBytes: number, prealloc
   process.on('SIGINT', () => void stop());
   process.on('SIGTERM', () => void stop());
   createInterface({ input: process.stdin }).on('line', (line) => {
-    if (line === 'snapshot') void engine.createSnapshots(['bench@snap']).then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
+    if (line.startsWith('snapshot ')) void engine.createSnapshots([line.slice('snapshot '.length)]).then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
+    else if (line.startsWith('delete-snapshots ')) {
+      const prefix = line.slice('delete-snapshots '.length);
+      void (async () => {
+        for (const s of engine.listSnapshots('bench')) if (s.name.startsWith(prefix)) await engine.deleteSnapshot(s.fullName);
+        // Freed in the background, a step per commit: waited for, so it does not fall on the next run.
+        while (engine.stats().pendingDeleteNodes > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+        await engine.flush();
+      })().then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
+    }
     // "profile-start" / "profile-stop NAME": a V8 CPU profile of just that stretch, into NAME.cpuprofile.
     else if (line === 'profile-start') void profiler.start();
     else if (line.startsWith('profile-stop ')) void profiler.stop(`${line.slice('profile-stop '.length)}.cpuprofile`);
@@ -449,6 +578,7 @@ if (isMain) {
       cpuProfileDir: args.includes('--cpu-prof') ? path.resolve('nbd-bench-profiles') : undefined,
       servers: serversFlag ? (serversFlag.split(',') as ServerName[]) : undefined,
       preallocate: !args.includes('--sparse'),
+      periodicSnapshotsOnly: args.includes('--periodic-snapshots-only'),
     });
   }
 }

@@ -215,3 +215,29 @@ test('metadata blocks come from a reserved run: a commit after scattered writes 
   const check = await checkPool(device.crash('clean'));
   assert.deepEqual(check.problems, []);
 });
+
+test('a referenced range on a dirty count page gains a reference without awaiting; otherwise nothing changes', async () => {
+  const device = new SimDevice(20000, new Prng(3));
+  const store = new MetaStore(device, 1, 1 << 20);
+  await store.mutex.lock(); // changed directly, as a mutation would: under the lock
+  const space = new SpaceMap(store, 0, 20000, 100);
+  await space.init();
+  const page = REFCOUNTS_PER_PAGE * 2;
+  await space.addRange(page + 10, 5, 1);
+  const free = space.freeBlocks;
+  assert.equal(space.tryIncrefReferenced(page + 10, 5), true, 'one dirty page, every block referenced');
+  for (let b = page + 10; b < page + 15; b++) assert.equal(await space.get(b), 2);
+  assert.equal(space.freeBlocks, free, 'no count crossed 0: the free total stays');
+  // A range reaching onto a page never written (not dirty) is declined, unchanged.
+  const edge = REFCOUNTS_PER_PAGE * 4 - 2;
+  await space.addRange(edge, 2, 1);
+  assert.equal(space.tryIncrefReferenced(edge, 4), false, 'a range across pages takes addRange');
+  assert.equal(await space.get(edge), 1);
+  assert.equal(space.tryIncrefReferenced(REFCOUNTS_PER_PAGE * 9, 1), false, 'a page not dirty takes addRange');
+  space.fastPaths = false;
+  assert.equal(space.tryIncrefReferenced(page + 10, 5), false, 'fastPaths off');
+  assert.equal(await space.get(page + 10), 2);
+  space.fastPaths = true;
+  // A block no node references has count 0: counting it "again" is an accounting bug, not a claim.
+  assert.throws(() => space.tryIncrefReferenced(page + 20, 1), /has count 0/);
+});

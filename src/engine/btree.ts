@@ -106,9 +106,15 @@ export class Trees {
     this.store.assertHeld();
     if (node.type === MetaType.Leaf) {
       const x = node.ext;
-      for (let i = 0; i < x.count; i++) if (!this.space.tryAddRange(x.pbas[i]!, x.lens[i]!, delta)) await this.space.addRange(x.pbas[i]!, x.lens[i]!, delta);
+      // Children gaining a reference (their node shadowed or merged while shared) are referenced by
+      // it already: the cheaper increment serves them.
+      for (let i = 0; i < x.count; i++) {
+        const pba = x.pbas[i]!, len = x.lens[i]!;
+        if (delta > 0 ? this.space.tryIncrefReferenced(pba, len) : this.space.tryAddRange(pba, len, delta)) continue;
+        await this.space.addRange(pba, len, delta);
+      }
     } else {
-      for (const c of node.children) if (!this.space.tryAddRange(c, 1, delta)) await this.space.addRange(c, 1, delta);
+      for (const c of node.children) if (!(delta > 0 ? this.space.tryIncrefReferenced(c, 1) : this.space.tryAddRange(c, 1, delta))) await this.space.addRange(c, 1, delta);
     }
   }
 

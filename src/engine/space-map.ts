@@ -172,6 +172,35 @@ export class SpaceMap {
   }
 
   /**
+   * +1 on [pba, pba+length), blocks a node being shadowed points to (so each counts 1 or more), without
+   * awaiting, when the range lies on one count page that is dirty already: no count crosses 0, so no
+   * hold and no free total changes, and one page lookup serves the extent (tryAddRange looks the page
+   * up twice and tracks zero crossings block by block). After a snapshot every leaf is shared, and the
+   * first write to each one counts all of its ~170 extents this way. False, having changed nothing,
+   * otherwise (the caller takes addRange).
+   */
+  tryIncrefReferenced(pba: number, lengthBlocks: number): boolean {
+    this.store.assertHeld();
+    const end = pba + lengthBlocks;
+    if (!(lengthBlocks > 0 && pba >= 0 && end <= this.totalBlocks)) fail(`count range [${pba}, ${end}) inside the pool`);
+    if (!this.fastPaths) return false;
+    const pageIndex = Math.floor(pba / REFCOUNTS_PER_PAGE);
+    if (Math.floor((end - 1) / REFCOUNTS_PER_PAGE) !== pageIndex) return false;
+    const page = this.array.pageIfDirty(pageIndex);
+    if (page === undefined) return false;
+    const counts = page.counts;
+    const base = pageIndex * REFCOUNTS_PER_PAGE;
+    this.store.changes++;
+    for (let i = pba - base; i < end - base; i++) {
+      const before = counts[i]!;
+      // A referenced block: 0 here is a count lost somewhere (the pool stops), never a block to claim.
+      if (before === 0 || before === 0xffffffff) fail(`block ${base + i} referenced by a shadowed node has count ${before}`);
+      counts[i] = before + 1;
+    }
+    return true;
+  }
+
+  /**
    * Counts of [from, to), all on `page`. Blocks crossing 0 change their hold as runs: on the way up
    * (a reserved block gets its data, a pending free a reference again), on the way down (pending
    * free until the commit).
