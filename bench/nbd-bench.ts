@@ -41,10 +41,13 @@ export interface NbdBenchOptions {
    * costs several times the copy into it (docs/performance.md, "Pool files and first writes").
    */
   preallocate?: boolean;
+  /** Only the rows whose name contains one of these (default all; the warm-up always runs). */
+  rows?: string[];
   log?: (line: string) => void;
 }
 
-type ServerName = 'cairn' | 'qemu-raw' | 'qemu-qcow2' | 'nbdkit';
+/** `cairn-nopoll`: Cairn with busy polling off, run only when asked for (--servers), to show what polling costs and gains. */
+type ServerName = 'cairn' | 'cairn-nopoll' | 'qemu-raw' | 'qemu-qcow2' | 'nbdkit';
 const allServers: ServerName[] = ['cairn', 'qemu-raw', 'qemu-qcow2', 'nbdkit'];
 
 /** `fsyncEvery`: fio's --fsync, a FLUSH after every that many writes (what databases and journals do). */
@@ -73,13 +76,30 @@ const warmupSeconds = 3;
 const beforeSnapshotWorkload: Workload = { name: '4k randwrite QD32 before snapshot', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' };
 const snapshotWorkload: Workload = { name: '4k randwrite QD32 after snapshot', rw: 'randwrite', bs: '4k', iodepth: 32, unit: 'iops' };
 
-interface Running { name: ServerName; uri: string; process: ChildProcess; snapshot(): Promise<void>; stop(): Promise<void> }
+interface Running {
+  name: ServerName; uri: string; process: ChildProcess; snapshot(): Promise<void>; stop(): Promise<void>;
+  /** Cairn only: its counters (device I/O inline or on the thread pool, busy polling) so far. */
+  counters?(): Promise<CairnCounters>;
+}
+
+/** The Cairn child's counters: where device I/O ran (engine stats) and what the busy poller did. */
+export interface CairnCounters {
+  inlineReads: number; pooledReads: number; slowInlineReads: number;
+  inlineWrites: number; pooledWrites: number; slowInlineWrites: number;
+  kicks: number; turns: number; idleTurns: number; idleMs: number;
+  /** Filled in by the bench: wall time over which the counters grew. */
+  wallMs: number;
+}
 
 /** A row's figures per server: the workload's measure, and the server's CPU time per operation. */
 export interface NbdBenchResults {
   values: Record<string, Record<string, number>>;
   /** µs of server CPU per I/O (4 KiB rows), ms per GiB (1 MiB rows). */
   cpu: Record<string, Record<string, number>>;
+  /** The same for the server's main thread alone (Cairn's event loop). */
+  mainThreadCpu: Record<string, Record<string, number>>;
+  /** Per row and Cairn server, its counters over its measured runs (summed over rounds, ramp included). */
+  cairnCounters: Record<string, Record<string, CairnCounters>>;
 }
 
 export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchResults> {
@@ -96,6 +116,8 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
   const servers: Running[] = [];
   const results: Record<string, Record<string, number>> = {};
   const cpuResults: Record<string, Record<string, number>> = {};
+  const mainCpuResults: Record<string, Record<string, number>> = {};
+  const counterResults: Record<string, Record<string, CairnCounters>> = {};
   const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
   try {
     for (const name of names) servers.push(await startServer(name, dir, sizeBytes, preallocate, opts.cpuProfileDir));
@@ -109,36 +131,48 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
     const measureRow = async (workload: Workload): Promise<void> => {
       const samples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
       const cpuSamples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
+      const mainCpuSamples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
+      const counters: Record<string, CairnCounters> = {};
       for (let round = 1; round <= rounds; round++) {
         for (const server of servers) {
           // The page cache's dirty data goes to disk between measurements: qemu-nbd and nbdkit write
           // nothing until a flush and leave GiBs of it after a write row, and the kernel's write-back
           // of it must not fall on the next server's measurement.
           await runCapture('sync', []);
-          const { value, cpuPerOp } = await fio(server.uri, workload, sizeBytes, roundSeconds, { pid: server.process.pid, ticksPerSecond });
+          const before = await server.counters?.();
+          const { value, cpuPerOp, mainCpuPerOp } = await fio(server.uri, workload, sizeBytes, roundSeconds, { pid: server.process.pid, ticksPerSecond });
+          const after = await server.counters?.();
+          if (before && after) counters[server.name] = addCounters(counters[server.name] ?? null, before, after);
           samples.get(server.name)!.push(value);
           if (cpuPerOp !== null) cpuSamples.get(server.name)!.push(cpuPerOp);
+          if (mainCpuPerOp !== null) mainCpuSamples.get(server.name)!.push(mainCpuPerOp);
           log(`${workload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(value, workload.unit)}${rounds > 1 ? `  (round ${round}/${rounds})` : ''}`);
         }
       }
       // Rounds of equal length: the mean of their rates (or mean latencies) is the row's.
       results[workload.name] = meanOf(samples);
       cpuResults[workload.name] = meanOf(cpuSamples);
+      mainCpuResults[workload.name] = meanOf(mainCpuSamples);
+      counterResults[workload.name] = counters;
     };
-    for (const workload of workloads) await measureRow(workload);
+    const wanted = (workload: Workload): boolean => opts.rows === undefined || opts.rows.some((r) => workload.name.includes(r));
+    for (const workload of workloads) if (wanted(workload)) await measureRow(workload);
     // The snapshot pair in rounds too (it was one run per server, and a stretch of host noise on one
     // server's run moved Cairn/qemu-raw on the row before the snapshot between 0.97 and 1.20 across
     // runs): every server's row before, then every server's snapshot, then every server's row after.
-    await measureRow(beforeSnapshotWorkload);
-    for (const server of servers) await server.snapshot();
-    await measureRow(snapshotWorkload);
+    if (wanted(beforeSnapshotWorkload) || wanted(snapshotWorkload)) {
+      await measureRow(beforeSnapshotWorkload);
+      for (const server of servers) await server.snapshot();
+      await measureRow(snapshotWorkload);
+    }
   } finally {
     for (const server of servers) await server.stop();
     await rm(dir, { recursive: true, force: true });
   }
   printTable(log, names, results);
   printCpuTable(log, names, cpuResults, os.cpus().length);
-  return { values: results, cpu: cpuResults };
+  printCairnDiagnostics(log, cpuResults, mainCpuResults, counterResults);
+  return { values: results, cpu: cpuResults, mainThreadCpu: mainCpuResults, cairnCounters: counterResults };
 }
 
 function meanOf(samples: Map<ServerName, number[]>): Record<string, number> {
@@ -193,6 +227,40 @@ function printCpuTable(log: (line: string) => void, names: ServerName[], cpu: Re
   log('(lower is better; ratios > 1: Cairn needs less CPU. Cairn busy-polls for a short window after each request, which counts here, most at QD1)');
 }
 
+/** `sum` plus what the counters grew by from `before` to `after`. */
+function addCounters(sum: CairnCounters | null, before: CairnCounters, after: CairnCounters): CairnCounters {
+  const out = { ...(sum ?? { inlineReads: 0, pooledReads: 0, slowInlineReads: 0, inlineWrites: 0, pooledWrites: 0, slowInlineWrites: 0, kicks: 0, turns: 0, idleTurns: 0, idleMs: 0, wallMs: 0 }) };
+  for (const key of Object.keys(out) as (keyof CairnCounters)[]) out[key] += after[key] - before[key];
+  return out;
+}
+
+/**
+ * Where Cairn's CPU per operation goes, row by row: its event loop (the main thread) against its other
+ * threads (libuv's pool, V8's helpers); the share of device reads and writes done inline on the loop
+ * (the rest went through the thread pool, at ~10 µs of loop time each plus a thread's wake-up) and the
+ * inline calls found slow, each of which sends that kind of I/O to the pool for 50 ms to 1 s
+ * (device/inline-io.ts); and the share of wall time the busy poller kept the loop spinning with no
+ * request arriving (pure polling: CPU that fio, on the same 2 cores, does not get).
+ */
+function printCairnDiagnostics(log: (line: string) => void, cpu: Record<string, Record<string, number>>, mainCpu: Record<string, Record<string, number>>,
+  countersByRow: Record<string, Record<string, CairnCounters>>): void {
+  if (Object.values(countersByRow).every((byServer) => Object.keys(byServer).length === 0)) return;
+  log('');
+  log('Cairn per row: CPU per op on its event loop / other threads; device I/O inline on the loop (rest: thread pool), inline calls found slow; share of wall time the loop busy-polled with nothing arriving');
+  log(['workload'.padEnd(34), 'loop CPU'.padStart(13), 'other CPU'.padStart(13), 'reads inline'.padStart(13), 'writes inline'.padStart(14),
+    'slow r/w'.padStart(10), 'idle polling'.padStart(13)].join(' '));
+  for (const [row, byServer] of Object.entries(countersByRow)) for (const [name, c] of Object.entries(byServer)) {
+    const perGiB = row.startsWith('1M');
+    const show = (v: number | undefined): string => (v === undefined ? '-' : perGiB ? `${v.toFixed(0)} ms/GiB` : `${v.toFixed(1)} us/io`);
+    const total = cpu[row]?.[name], main = mainCpu[row]?.[name];
+    const share = (inline: number, pooled: number): string => (inline + pooled === 0 ? '-' : `${((100 * inline) / (inline + pooled)).toFixed(1)} %`);
+    const polling = c.wallMs > 0 ? `${((100 * c.idleMs) / c.wallMs).toFixed(1)} %` : '-';
+    log([(name === 'cairn' ? row : `${row} (${name})`).padEnd(34), show(main).padStart(13), show(total !== undefined && main !== undefined ? total - main : undefined).padStart(13),
+      share(c.inlineReads, c.pooledReads).padStart(13), share(c.inlineWrites, c.pooledWrites).padStart(14),
+      `${c.slowInlineReads}/${c.slowInlineWrites}`.padStart(10), polling.padStart(13)].join(' '));
+  }
+}
+
 /** Seconds fio runs before it measures (--ramp_time). */
 const rampSeconds = 1;
 
@@ -201,7 +269,7 @@ const rampSeconds = 1;
  * operation over the measured part (from just after the ramp to fio's exit, at fio's measured rate).
  */
 async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSeconds: number,
-  server?: { pid: number | undefined; ticksPerSecond: number }): Promise<{ value: number; cpuPerOp: number | null }> {
+  server?: { pid: number | undefined; ticksPerSecond: number }): Promise<{ value: number; cpuPerOp: number | null; mainCpuPerOp: number | null }> {
   const args = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${workload.rw}`, `--bs=${workload.bs}`,
     `--iodepth=${workload.iodepth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${runtimeSeconds}`,
     `--ramp_time=${rampSeconds}`, '--randrepeat=0', '--output-format=json'];
@@ -212,13 +280,15 @@ async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSe
   const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs[0]!;
   const side = workload.rw.includes('read') ? job.read : job.write;
   const value = workload.unit === 'us' ? side.clat_ns.mean / 1000 : workload.unit === 'MB/s' ? side.bw_bytes / 1e6 : side.iops;
-  let cpuPerOp: number | null = null;
+  let cpuPerOp: number | null = null, mainCpuPerOp: number | null = null;
   if (used !== null && used.wallMs > 0) {
     const seconds = used.wallMs / 1000;
     // 1 MiB rows: ms per GiB moved; 4 KiB rows: µs per I/O.
-    cpuPerOp = workload.bs === '1M' ? used.cpuMs / (side.bw_bytes * seconds / 2 ** 30) : (used.cpuMs * 1000) / (side.iops * seconds);
+    const perOp = (cpuMs: number): number => (workload.bs === '1M' ? cpuMs / (side.bw_bytes * seconds / 2 ** 30) : (cpuMs * 1000) / (side.iops * seconds));
+    cpuPerOp = perOp(used.cpuMs);
+    mainCpuPerOp = used.mainCpuMs === null ? null : perOp(used.mainCpuMs);
   }
-  return { value, cpuPerOp };
+  return { value, cpuPerOp, mainCpuPerOp };
 }
 
 /** User + system clock ticks of a /proc/PID/stat line (every thread of the process). */
@@ -230,30 +300,32 @@ export function cpuTicksOfStat(stat: string): number {
   return ticks;
 }
 
-/** A process's CPU time (user + system, all threads) in ms; null once it is gone. */
-export function processCpuMs(pid: number, ticksPerSecond: number): number | null {
+/** A process's CPU time (user + system, all threads; or thread `tid` alone) in ms; null once it is gone. */
+export function processCpuMs(pid: number, ticksPerSecond: number, tid?: number): number | null {
   let stat: string;
-  try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return null; }
+  try { stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8'); } catch { return null; }
   return (cpuTicksOfStat(stat) * 1000) / ticksPerSecond;
 }
 
-/** CPU a process uses from `delayMs` after construction until end(). */
+/** CPU a process (and its main thread, the event loop of a Node server) uses from `delayMs` after construction until end(). */
 class CpuWindow {
-  private start: { cpuMs: number; atMs: number } | null = null;
+  private start: { cpuMs: number; mainCpuMs: number | null; atMs: number } | null = null;
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly pid: number, private readonly ticksPerSecond: number, delayMs: number) {
     this.timer = setTimeout(() => {
       const cpuMs = processCpuMs(pid, ticksPerSecond);
-      if (cpuMs !== null) this.start = { cpuMs, atMs: performance.now() };
+      if (cpuMs !== null) this.start = { cpuMs, mainCpuMs: processCpuMs(pid, ticksPerSecond, pid), atMs: performance.now() };
     }, delayMs);
   }
 
-  end(): { cpuMs: number; wallMs: number } | null {
+  end(): { cpuMs: number; mainCpuMs: number | null; wallMs: number } | null {
     clearTimeout(this.timer);
     const cpuMs = processCpuMs(this.pid, this.ticksPerSecond);
+    const mainCpuMs = processCpuMs(this.pid, this.ticksPerSecond, this.pid);
     if (this.start === null || cpuMs === null) return null;
-    return { cpuMs: cpuMs - this.start.cpuMs, wallMs: performance.now() - this.start.atMs };
+    const mainUsed = mainCpuMs === null || this.start.mainCpuMs === null ? null : mainCpuMs - this.start.mainCpuMs;
+    return { cpuMs: cpuMs - this.start.cpuMs, mainCpuMs: mainUsed, wallMs: performance.now() - this.start.atMs };
   }
 }
 
@@ -306,7 +378,7 @@ async function rawFile(file: string, sizeBytes: number, preallocate: boolean): P
 async function startServer(name: ServerName, dir: string, sizeBytes: number, preallocate: boolean, cpuProfileDir?: string): Promise<Running> {
   const port = await freePort();
   const uri = `nbd://127.0.0.1:${port}/bench`;
-  if (name === 'cairn') return startCairn(dir, port, sizeBytes, preallocate, cpuProfileDir);
+  if (name === 'cairn' || name === 'cairn-nopoll') return startCairn(name, dir, port, sizeBytes, preallocate, name === 'cairn' ? cpuProfileDir : undefined);
   if (name === 'nbdkit') {
     const file = path.join(dir, 'nbdkit.raw');
     await rawFile(file, sizeBytes, preallocate);
@@ -356,15 +428,16 @@ function childExecArgv(): string[] {
   return kept;
 }
 
-async function startCairn(dir: string, port: number, sizeBytes: number, preallocate: boolean, cpuProfileDir?: string): Promise<Running> {
+async function startCairn(name: 'cairn' | 'cairn-nopoll', dir: string, port: number, sizeBytes: number, preallocate: boolean, cpuProfileDir?: string): Promise<Running> {
   const self = fileURLToPath(import.meta.url);
   const execArgv = childExecArgv();
   if (cpuProfileDir) {
     await mkdir(cpuProfileDir, { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`);
   }
-  const child = spawn(process.execPath, [...execArgv, self, '--serve', path.join(dir, 'pool.cairn'), String(port), String(sizeBytes), preallocate ? 'full' : 'off'],
-    { stdio: ['pipe', 'pipe', 'inherit'], env: { UV_THREADPOOL_SIZE: '16', ...process.env, [childEnv]: '1' } }); // as bin/cairn.js sets it
+  const busyPoll = name === 'cairn-nopoll' ? { CAIRN_BENCH_BUSY_POLL_US: '0' } : {};
+  const child = spawn(process.execPath, [...execArgv, self, '--serve', path.join(dir, `${name}.pool`), String(port), String(sizeBytes), preallocate ? 'full' : 'off'],
+    { stdio: ['pipe', 'pipe', 'inherit'], env: { UV_THREADPOOL_SIZE: '16', ...process.env, ...busyPoll, [childEnv]: '1' } }); // as bin/cairn.js sets it
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   const replies: string[] = [];
   let waiter: ((line: string) => void) | null = null;
@@ -372,8 +445,9 @@ async function startCairn(dir: string, port: number, sizeBytes: number, prealloc
   const next = (): Promise<string> => new Promise((resolve) => { const l = replies.shift(); if (l !== undefined) resolve(l); else waiter = resolve; });
   if ((await next()) !== 'ready') throw new Error('cairn server did not start');
   return {
-    name: 'cairn', uri: `nbd://127.0.0.1:${port}/bench`, process: child,
+    name, uri: `nbd://127.0.0.1:${port}/bench`, process: child,
     snapshot: async () => { child.stdin?.write('snapshot\n'); if ((await next()) !== 'ok') throw new Error('snapshot failed'); },
+    counters: async () => { child.stdin?.write('counters\n'); return JSON.parse(await next()) as CairnCounters; },
     // SIGINT lets the child close the pool and write its CPU profile.
     stop: () => stopProcess(child, 'SIGINT'),
   };
@@ -426,7 +500,12 @@ async function serve(poolPath: string, port: number, sizeBytes: number, prealloc
   process.on('SIGINT', () => void stop());
   process.on('SIGTERM', () => void stop());
   createInterface({ input: process.stdin }).on('line', (line) => {
-    if (line === 'snapshot') void engine.createSnapshots(['bench@snap']).then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
+    if (line === 'counters') {
+      const io = engine.stats().deviceIo;
+      const none = { inlineReads: 0, pooledReads: 0, slowInlineReads: 0, inlineWrites: 0, pooledWrites: 0, slowInlineWrites: 0 };
+      const counters: CairnCounters = { ...(io ?? none), ...server.pollStats(), wallMs: performance.now() };
+      console.log(JSON.stringify(counters));
+    } else if (line === 'snapshot') void engine.createSnapshots(['bench@snap']).then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
     // "profile-start" / "profile-stop NAME": a V8 CPU profile of just that stretch, into NAME.cpuprofile.
     else if (line === 'profile-start') void profiler.start();
     else if (line.startsWith('profile-stop ')) void profiler.stop(`${line.slice('profile-stop '.length)}.cpuprofile`);
@@ -449,6 +528,7 @@ if (isMain) {
       cpuProfileDir: args.includes('--cpu-prof') ? path.resolve('nbd-bench-profiles') : undefined,
       servers: serversFlag ? (serversFlag.split(',') as ServerName[]) : undefined,
       preallocate: !args.includes('--sparse'),
+      ...(flag('rows') ? { rows: flag('rows')!.split(',') } : {}),
     });
   }
 }
