@@ -4,8 +4,11 @@
 // then, server by server, 4 KiB random writes right before and right after a snapshot (qemu: a qcow2
 // overlay; nbdkit: none). Prints a table with ratios against qemu-nbd (raw) and nbdkit, and the
 // after/before ratio of each server. A second table gives each server's own CPU time per operation
-// (all its threads, from /proc): on a machine whose cores are all busy, throughput follows it.
+// (all its threads, from /proc): on a machine whose cores are all busy, throughput follows it. A third
+// shows, for Cairn, where that CPU goes (event loop or other threads), how much device I/O ran inline,
+// and how much of the time the loop busy-polled idly (printCairnDiagnostics).
 // Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--rounds=2] [--size-mib=1024] [--cpu-prof] [--sparse]
+//   [--rows=randread,QD1] [--servers=cairn,cairn-nopoll,nbdkit]
 // The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
