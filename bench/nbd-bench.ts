@@ -6,9 +6,11 @@
 // every second (and every half second) while they run: IOPS and p99 completion latency, and the ratios
 // of the two. Prints a table with ratios against qemu-nbd (raw) and nbdkit, and the
 // after/before ratio of each server. A second table gives each server's own CPU time per operation
-// (all its threads, from /proc): on a machine whose cores are all busy, throughput follows it.
+// (all its threads, from /proc): on a machine whose cores are all busy, throughput follows it. A third
+// shows, for Cairn, where that CPU goes (event loop or other threads), how much device I/O ran inline,
+// and how much of the time the loop busy-polled idly (printCairnDiagnostics).
 // Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--rounds=2] [--size-mib=1024] [--cpu-prof] [--sparse]
-//   [--servers=cairn,...] [--periodic-snapshots-only]
+//   [--servers=cairn,cairn-nopoll,...] [--rows=randread,QD1] [--periodic-snapshots-only]
 // The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
@@ -46,10 +48,13 @@ export interface NbdBenchOptions {
   preallocate?: boolean;
   /** Only Cairn's periodic-snapshot rows (after the warm-up): for working on snapshots. */
   periodicSnapshotsOnly?: boolean;
+  /** Only the rows whose name contains one of these (default all; the warm-up always runs). */
+  rows?: string[];
   log?: (line: string) => void;
 }
 
-type ServerName = 'cairn' | 'qemu-raw' | 'qemu-qcow2' | 'nbdkit';
+/** `cairn-nopoll`: Cairn with busy polling off, run only when asked for (--servers), to show what polling costs and gains. */
+type ServerName = 'cairn' | 'cairn-nopoll' | 'qemu-raw' | 'qemu-qcow2' | 'nbdkit';
 const allServers: ServerName[] = ['cairn', 'qemu-raw', 'qemu-qcow2', 'nbdkit'];
 
 /** `fsyncEvery`: fio's --fsync, a FLUSH after every that many writes (what databases and journals do). */
@@ -84,6 +89,8 @@ interface Running {
   deleteSnapshots?(prefix: string): Promise<void>;
   /** Cairn: starts, or stops into FILE.cpuprofile, a V8 CPU profile of the server (profiler.ts below). */
   profile?(command: 'start' | `stop ${string}`): void;
+  /** Cairn only: its counters (device I/O inline or on the thread pool, busy polling) so far. */
+  counters?(): Promise<CairnCounters>;
 }
 
 /**
@@ -101,6 +108,15 @@ const periodicVariants: { name: string; periodMs: number | null }[] = [
 /** A periodic-snapshot row of Cairn's: IOPS, p99 completion latency, snapshots taken and their mean time. */
 export interface PeriodicSnapshotRow { name: string; iops: number; p99Ms: number; snapshots: number; snapshotMeanMs: number }
 
+/** The Cairn child's counters: where device I/O ran (engine stats) and what the busy poller did. */
+export interface CairnCounters {
+  inlineReads: number; pooledReads: number; slowInlineReads: number;
+  inlineWrites: number; pooledWrites: number; slowInlineWrites: number;
+  kicks: number; turns: number; idleTurns: number; idleMs: number;
+  /** Filled in by the bench: wall time over which the counters grew. */
+  wallMs: number;
+}
+
 /** A row's figures per server: the workload's measure, and the server's CPU time per operation. */
 export interface NbdBenchResults {
   values: Record<string, Record<string, number>>;
@@ -108,6 +124,10 @@ export interface NbdBenchResults {
   cpu: Record<string, Record<string, number>>;
   /** Cairn's rows with snapshots taken while it writes (empty when Cairn is not among the servers). */
   periodicSnapshots: PeriodicSnapshotRow[];
+  /** The same for the server's main thread alone (Cairn's event loop). */
+  mainThreadCpu: Record<string, Record<string, number>>;
+  /** Per row and Cairn server, its counters over its measured runs (summed over rounds, ramp included). */
+  cairnCounters: Record<string, Record<string, CairnCounters>>;
 }
 
 export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchResults> {
@@ -125,6 +145,8 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
   const results: Record<string, Record<string, number>> = {};
   const cpuResults: Record<string, Record<string, number>> = {};
   const periodic: PeriodicSnapshotRow[] = [];
+  const mainCpuResults: Record<string, Record<string, number>> = {};
+  const counterResults: Record<string, Record<string, CairnCounters>> = {};
   const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
   try {
     for (const name of names) servers.push(await startServer(name, dir, sizeBytes, preallocate, opts.cpuProfileDir));
@@ -138,33 +160,45 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
     const measureRow = async (workload: Workload): Promise<void> => {
       const samples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
       const cpuSamples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
+      const mainCpuSamples = new Map<ServerName, number[]>(servers.map((server) => [server.name, []]));
+      const counters: Record<string, CairnCounters> = {};
       for (let round = 1; round <= rounds; round++) {
         for (const server of servers) {
           // The page cache's dirty data goes to disk between measurements: qemu-nbd and nbdkit write
           // nothing until a flush and leave GiBs of it after a write row, and the kernel's write-back
           // of it must not fall on the next server's measurement.
           await runCapture('sync', []);
-          const { value, cpuPerOp } = await fio(server.uri, workload, sizeBytes, roundSeconds, { pid: server.process.pid, ticksPerSecond });
+          const before = await server.counters?.();
+          const { value, cpuPerOp, mainCpuPerOp } = await fio(server.uri, workload, sizeBytes, roundSeconds, { pid: server.process.pid, ticksPerSecond });
+          const after = await server.counters?.();
+          if (before && after) counters[server.name] = addCounters(counters[server.name] ?? null, before, after);
           samples.get(server.name)!.push(value);
           if (cpuPerOp !== null) cpuSamples.get(server.name)!.push(cpuPerOp);
+          if (mainCpuPerOp !== null) mainCpuSamples.get(server.name)!.push(mainCpuPerOp);
           log(`${workload.name.padEnd(34)} ${server.name.padEnd(11)} ${format(value, workload.unit)}${rounds > 1 ? `  (round ${round}/${rounds})` : ''}`);
         }
       }
       // Rounds of equal length: the mean of their rates (or mean latencies) is the row's.
       results[workload.name] = meanOf(samples);
       cpuResults[workload.name] = meanOf(cpuSamples);
+      mainCpuResults[workload.name] = meanOf(mainCpuSamples);
+      counterResults[workload.name] = counters;
     };
+    const wanted = (workload: Workload): boolean => opts.rows === undefined || opts.rows.some((r) => workload.name.includes(r));
     if (opts.periodicSnapshotsOnly !== true) {
-      for (const workload of workloads) await measureRow(workload);
+      for (const workload of workloads) if (wanted(workload)) await measureRow(workload);
       // The snapshot pair in rounds too (it was one run per server, and a stretch of host noise on one
       // server's run moved Cairn/qemu-raw on the row before the snapshot between 0.97 and 1.20 across
       // runs): every server's row before, then every server's snapshot, then every server's row after.
+    }
+    if (opts.periodicSnapshotsOnly !== true && (wanted(beforeSnapshotWorkload) || wanted(snapshotWorkload))) {
       await measureRow(beforeSnapshotWorkload);
       for (const server of servers) await server.snapshot();
       await measureRow(snapshotWorkload);
     }
     const cairn = servers.find((server) => server.name === 'cairn');
-    if (cairn) periodic.push(...await measurePeriodicSnapshots(cairn, sizeBytes, rounds, roundSeconds, log, opts.cpuProfileDir));
+    const periodicWanted = opts.periodicSnapshotsOnly === true || periodicVariants.some((v) => wanted({ ...periodicWorkload, name: v.name }));
+    if (cairn && periodicWanted) periodic.push(...await measurePeriodicSnapshots(cairn, sizeBytes, rounds, roundSeconds, log, opts.cpuProfileDir));
   } finally {
     for (const server of servers) await server.stop();
     await rm(dir, { recursive: true, force: true });
@@ -172,9 +206,10 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
   if (Object.keys(results).length > 0) {
     printTable(log, names, results);
     printCpuTable(log, names, cpuResults, os.cpus().length);
+    printCairnDiagnostics(log, cpuResults, mainCpuResults, counterResults);
   }
   printPeriodicTable(log, periodic);
-  return { values: results, cpu: cpuResults, periodicSnapshots: periodic };
+  return { values: results, cpu: cpuResults, mainThreadCpu: mainCpuResults, cairnCounters: counterResults, periodicSnapshots: periodic };
 
 }
 
@@ -298,6 +333,40 @@ function printCpuTable(log: (line: string) => void, names: ServerName[], cpu: Re
   log('(lower is better; ratios > 1: Cairn needs less CPU. Cairn busy-polls for a short window after each request, which counts here, most at QD1)');
 }
 
+/** `sum` plus what the counters grew by from `before` to `after`. */
+function addCounters(sum: CairnCounters | null, before: CairnCounters, after: CairnCounters): CairnCounters {
+  const out = { ...(sum ?? { inlineReads: 0, pooledReads: 0, slowInlineReads: 0, inlineWrites: 0, pooledWrites: 0, slowInlineWrites: 0, kicks: 0, turns: 0, idleTurns: 0, idleMs: 0, wallMs: 0 }) };
+  for (const key of Object.keys(out) as (keyof CairnCounters)[]) out[key] += after[key] - before[key];
+  return out;
+}
+
+/**
+ * Where Cairn's CPU per operation goes, row by row: its event loop (the main thread) against its other
+ * threads (libuv's pool, V8's helpers); the share of device reads and writes done inline on the loop
+ * (the rest went through the thread pool, at ~10 µs of loop time each plus a thread's wake-up) and the
+ * inline calls found slow, each of which sends that kind of I/O to the pool for 50 ms to 1 s
+ * (device/inline-io.ts); and the share of wall time the busy poller kept the loop spinning with no
+ * request arriving (pure polling: CPU that fio, on the same 2 cores, does not get).
+ */
+function printCairnDiagnostics(log: (line: string) => void, cpu: Record<string, Record<string, number>>, mainCpu: Record<string, Record<string, number>>,
+  countersByRow: Record<string, Record<string, CairnCounters>>): void {
+  if (Object.values(countersByRow).every((byServer) => Object.keys(byServer).length === 0)) return;
+  log('');
+  log('Cairn per row: CPU per op on its event loop / other threads; device I/O inline on the loop (rest: thread pool), inline calls found slow; share of wall time the loop busy-polled with nothing arriving');
+  log(['workload'.padEnd(34), 'loop CPU'.padStart(13), 'other CPU'.padStart(13), 'reads inline'.padStart(13), 'writes inline'.padStart(14),
+    'slow r/w'.padStart(10), 'idle polling'.padStart(13)].join(' '));
+  for (const [row, byServer] of Object.entries(countersByRow)) for (const [name, c] of Object.entries(byServer)) {
+    const perGiB = row.startsWith('1M');
+    const show = (v: number | undefined): string => (v === undefined ? '-' : perGiB ? `${v.toFixed(0)} ms/GiB` : `${v.toFixed(1)} us/io`);
+    const total = cpu[row]?.[name], main = mainCpu[row]?.[name];
+    const share = (inline: number, pooled: number): string => (inline + pooled === 0 ? '-' : `${((100 * inline) / (inline + pooled)).toFixed(1)} %`);
+    const polling = c.wallMs > 0 ? `${((100 * c.idleMs) / c.wallMs).toFixed(1)} %` : '-';
+    log([(name === 'cairn' ? row : `${row} (${name})`).padEnd(34), show(main).padStart(13), show(total !== undefined && main !== undefined ? total - main : undefined).padStart(13),
+      share(c.inlineReads, c.pooledReads).padStart(13), share(c.inlineWrites, c.pooledWrites).padStart(14),
+      `${c.slowInlineReads}/${c.slowInlineWrites}`.padStart(10), polling.padStart(13)].join(' '));
+  }
+}
+
 /** Seconds fio runs before it measures (--ramp_time). */
 const rampSeconds = 1;
 
@@ -306,7 +375,7 @@ const rampSeconds = 1;
  * operation over the measured part (from just after the ramp to fio's exit, at fio's measured rate).
  */
 async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSeconds: number,
-  server?: { pid: number | undefined; ticksPerSecond: number }): Promise<{ value: number; cpuPerOp: number | null; p99Ms: number }> {
+  server?: { pid: number | undefined; ticksPerSecond: number }): Promise<{ value: number; cpuPerOp: number | null; mainCpuPerOp: number | null; p99Ms: number }> {
   const args = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${workload.rw}`, `--bs=${workload.bs}`,
     `--iodepth=${workload.iodepth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${runtimeSeconds}`,
     `--ramp_time=${rampSeconds}`, '--randrepeat=0', '--output-format=json'];
@@ -317,15 +386,17 @@ async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSe
   const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: FioJob[] }).jobs[0]!;
   const side = workload.rw.includes('read') ? job.read : job.write;
   const value = workload.unit === 'us' ? side.clat_ns.mean / 1000 : workload.unit === 'MB/s' ? side.bw_bytes / 1e6 : side.iops;
-  let cpuPerOp: number | null = null;
+  let cpuPerOp: number | null = null, mainCpuPerOp: number | null = null;
   if (used !== null && used.wallMs > 0) {
     const seconds = used.wallMs / 1000;
     // 1 MiB rows: ms per GiB moved; 4 KiB rows: µs per I/O.
-    cpuPerOp = workload.bs === '1M' ? used.cpuMs / (side.bw_bytes * seconds / 2 ** 30) : (used.cpuMs * 1000) / (side.iops * seconds);
+    const perOp = (cpuMs: number): number => (workload.bs === '1M' ? cpuMs / (side.bw_bytes * seconds / 2 ** 30) : (cpuMs * 1000) / (side.iops * seconds));
+    cpuPerOp = perOp(used.cpuMs);
+    mainCpuPerOp = used.mainCpuMs === null ? null : perOp(used.mainCpuMs);
   }
   // fio's default percentile list holds 99.000000; a side with no I/O has none.
   const p99Ms = (side.clat_ns.percentile?.['99.000000'] ?? 0) / 1e6;
-  return { value, cpuPerOp, p99Ms };
+  return { value, cpuPerOp, mainCpuPerOp, p99Ms };
 }
 
 /** User + system clock ticks of a /proc/PID/stat line (every thread of the process). */
@@ -337,30 +408,32 @@ export function cpuTicksOfStat(stat: string): number {
   return ticks;
 }
 
-/** A process's CPU time (user + system, all threads) in ms; null once it is gone. */
-export function processCpuMs(pid: number, ticksPerSecond: number): number | null {
+/** A process's CPU time (user + system, all threads; or thread `tid` alone) in ms; null once it is gone. */
+export function processCpuMs(pid: number, ticksPerSecond: number, tid?: number): number | null {
   let stat: string;
-  try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return null; }
+  try { stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8'); } catch { return null; }
   return (cpuTicksOfStat(stat) * 1000) / ticksPerSecond;
 }
 
-/** CPU a process uses from `delayMs` after construction until end(). */
+/** CPU a process (and its main thread, the event loop of a Node server) uses from `delayMs` after construction until end(). */
 class CpuWindow {
-  private start: { cpuMs: number; atMs: number } | null = null;
+  private start: { cpuMs: number; mainCpuMs: number | null; atMs: number } | null = null;
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly pid: number, private readonly ticksPerSecond: number, delayMs: number) {
     this.timer = setTimeout(() => {
       const cpuMs = processCpuMs(pid, ticksPerSecond);
-      if (cpuMs !== null) this.start = { cpuMs, atMs: performance.now() };
+      if (cpuMs !== null) this.start = { cpuMs, mainCpuMs: processCpuMs(pid, ticksPerSecond, pid), atMs: performance.now() };
     }, delayMs);
   }
 
-  end(): { cpuMs: number; wallMs: number } | null {
+  end(): { cpuMs: number; mainCpuMs: number | null; wallMs: number } | null {
     clearTimeout(this.timer);
     const cpuMs = processCpuMs(this.pid, this.ticksPerSecond);
+    const mainCpuMs = processCpuMs(this.pid, this.ticksPerSecond, this.pid);
     if (this.start === null || cpuMs === null) return null;
-    return { cpuMs: cpuMs - this.start.cpuMs, wallMs: performance.now() - this.start.atMs };
+    const mainUsed = mainCpuMs === null || this.start.mainCpuMs === null ? null : mainCpuMs - this.start.mainCpuMs;
+    return { cpuMs: cpuMs - this.start.cpuMs, mainCpuMs: mainUsed, wallMs: performance.now() - this.start.atMs };
   }
 }
 
@@ -413,7 +486,7 @@ async function rawFile(file: string, sizeBytes: number, preallocate: boolean): P
 async function startServer(name: ServerName, dir: string, sizeBytes: number, preallocate: boolean, cpuProfileDir?: string): Promise<Running> {
   const port = await freePort();
   const uri = `nbd://127.0.0.1:${port}/bench`;
-  if (name === 'cairn') return startCairn(dir, port, sizeBytes, preallocate, cpuProfileDir);
+  if (name === 'cairn' || name === 'cairn-nopoll') return startCairn(name, dir, port, sizeBytes, preallocate, name === 'cairn' ? cpuProfileDir : undefined);
   if (name === 'nbdkit') {
     const file = path.join(dir, 'nbdkit.raw');
     await rawFile(file, sizeBytes, preallocate);
@@ -463,15 +536,16 @@ function childExecArgv(): string[] {
   return kept;
 }
 
-async function startCairn(dir: string, port: number, sizeBytes: number, preallocate: boolean, cpuProfileDir?: string): Promise<Running> {
+async function startCairn(name: 'cairn' | 'cairn-nopoll', dir: string, port: number, sizeBytes: number, preallocate: boolean, cpuProfileDir?: string): Promise<Running> {
   const self = fileURLToPath(import.meta.url);
   const execArgv = childExecArgv();
   if (cpuProfileDir) {
     await mkdir(cpuProfileDir, { recursive: true });
     execArgv.push('--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`);
   }
-  const child = spawn(process.execPath, [...execArgv, self, '--serve', path.join(dir, 'pool.cairn'), String(port), String(sizeBytes), preallocate ? 'full' : 'off'],
-    { stdio: ['pipe', 'pipe', 'inherit'], env: { UV_THREADPOOL_SIZE: '16', ...process.env, [childEnv]: '1' } }); // as bin/cairn.js sets it
+  const busyPoll = name === 'cairn-nopoll' ? { CAIRN_BENCH_BUSY_POLL_US: '0' } : {};
+  const child = spawn(process.execPath, [...execArgv, self, '--serve', path.join(dir, `${name}.pool`), String(port), String(sizeBytes), preallocate ? 'full' : 'off'],
+    { stdio: ['pipe', 'pipe', 'inherit'], env: { UV_THREADPOOL_SIZE: '16', ...process.env, ...busyPoll, [childEnv]: '1' } }); // as bin/cairn.js sets it
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   const replies: string[] = [];
   let waiter: ((line: string) => void) | null = null;
@@ -479,11 +553,11 @@ async function startCairn(dir: string, port: number, sizeBytes: number, prealloc
   const next = (): Promise<string> => new Promise((resolve) => { const l = replies.shift(); if (l !== undefined) resolve(l); else waiter = resolve; });
   if ((await next()) !== 'ready') throw new Error('cairn server did not start');
   return {
-    name: 'cairn', uri: `nbd://127.0.0.1:${port}/bench`, process: child,
-    snapshot: async (name = 'bench@snap') => {
-      child.stdin?.write(`snapshot ${name}\n`);
+    name, uri: `nbd://127.0.0.1:${port}/bench`, process: child,
+    snapshot: async (snapshotName = 'bench@snap') => {
+      child.stdin?.write(`snapshot ${snapshotName}\n`);
       const reply = await next();
-      if (reply !== 'ok') throw new Error(`snapshot ${name} failed: ${reply}`);
+      if (reply !== 'ok') throw new Error(`snapshot ${snapshotName} failed: ${reply}`);
     },
     profile: (command) => { child.stdin?.write(`profile-${command}\n`); },
     deleteSnapshots: async (prefix) => {
@@ -491,6 +565,7 @@ async function startCairn(dir: string, port: number, sizeBytes: number, prealloc
       const reply = await next();
       if (reply !== 'ok') throw new Error(`deleting snapshots failed: ${reply}`);
     },
+    counters: async () => { child.stdin?.write('counters\n'); return JSON.parse(await next()) as CairnCounters; },
     // SIGINT lets the child close the pool and write its CPU profile.
     stop: () => stopProcess(child, 'SIGINT'),
   };
@@ -546,14 +621,19 @@ async function serve(poolPath: string, port: number, sizeBytes: number, prealloc
   process.on('SIGINT', () => void stop());
   process.on('SIGTERM', () => void stop());
   createInterface({ input: process.stdin }).on('line', (line) => {
-    if (line.startsWith('snapshot ')) void engine.createSnapshots([line.slice('snapshot '.length)]).then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
+    if (line === 'counters') {
+      const io = engine.stats().deviceIo;
+      const none = { inlineReads: 0, pooledReads: 0, slowInlineReads: 0, inlineWrites: 0, pooledWrites: 0, slowInlineWrites: 0 };
+      const counters: CairnCounters = { ...(io ?? none), ...server.pollStats(), wallMs: performance.now() };
+      console.log(JSON.stringify(counters));
+    } else if (line.startsWith('snapshot ')) void engine.createSnapshots([line.slice('snapshot '.length)]).then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
     else if (line.startsWith('delete-snapshots ')) {
       const prefix = line.slice('delete-snapshots '.length);
       void (async () => {
         for (const s of engine.listSnapshots('bench')) if (s.name.startsWith(prefix)) await engine.deleteSnapshot(s.fullName);
         // Freed in the background, a step per commit: waited for, so it does not fall on the next run.
         while (engine.stats().pendingDeleteNodes > 0) await new Promise((resolve) => setTimeout(resolve, 20));
-        await engine.flush();
+        await engine.checkpoint();
       })().then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
     }
     // "profile-start" / "profile-stop NAME": a V8 CPU profile of just that stretch, into NAME.cpuprofile.
@@ -579,6 +659,7 @@ if (isMain) {
       servers: serversFlag ? (serversFlag.split(',') as ServerName[]) : undefined,
       preallocate: !args.includes('--sparse'),
       periodicSnapshotsOnly: args.includes('--periodic-snapshots-only'),
+      ...(flag('rows') ? { rows: flag('rows')!.split(',') } : {}),
     });
   }
 }

@@ -2,15 +2,16 @@
 // NBD benchmark (fio against Cairn, qemu-nbd raw/qcow2 and nbdkit in one run). Ratios are printed;
 // absolute figures drift between runs, ratios within one run do not. Nothing here is asserted.
 // Then the snapshot-scale table (create/delete latency, open time and RSS at 1 000 to 100 000 snapshots).
-// Then the replay time of a full intent log. Flags: --only=engine|log|nbd|snapshots, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first).
+// Then the replay time of a full intent log. Flags: --only=engine|log|nbd|snapshots, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first),
+// --rows=a,b (NBD: only rows whose name contains one of these), --servers=cairn,nbdkit (NBD: only these servers).
 import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine-bench.js';
-import { runNbdBench } from './nbd-bench.js';
+import { runNbdBench, type NbdBenchOptions } from './nbd-bench.js';
 import { runSnapshotScaleBench } from './snapshot-scale.js';
 import { runLogReplayBench } from './log-replay.js';
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' }, sparse: { type: 'boolean' } }, strict: false });
+  const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' }, sparse: { type: 'boolean' }, rows: { type: 'string' }, servers: { type: 'string' } }, strict: false });
   const only = typeof values.only === 'string' ? values.only : undefined;
   const runtime = typeof values['runtime-s'] === 'string' ? Number(values['runtime-s']) : undefined;
   if (only === undefined || only === 'engine') {
@@ -24,7 +25,11 @@ async function main(): Promise<void> {
   }
   if (only === undefined || only === 'nbd') {
     console.log('\n== NBD (fio --ioengine=nbd; Cairn vs qemu-nbd vs nbdkit) ==');
-    await runNbdBench({ ...(runtime === undefined ? {} : { runtimeSeconds: runtime }), preallocate: values.sparse !== true });
+    await runNbdBench({
+      ...(runtime === undefined ? {} : { runtimeSeconds: runtime }), preallocate: values.sparse !== true,
+      ...(typeof values.rows === 'string' ? { rows: values.rows.split(',') } : {}),
+      ...(typeof values.servers === 'string' ? { servers: values.servers.split(',') as NonNullable<NbdBenchOptions['servers']> } : {}),
+    });
   }
   if (only === undefined || only === 'snapshots') {
     console.log('\n== snapshot scale (one volume, through the Engine API) ==');

@@ -13,5 +13,6 @@ static inline void export_function(napi_env env, napi_value exports, const char 
 void register_block_checksums(napi_env env, napi_value exports);
 void register_writeback(napi_env env, napi_value exports);
 void register_thread_policy(napi_env env, napi_value exports);
+void register_nowait_read(napi_env env, napi_value exports);
 
 #endif

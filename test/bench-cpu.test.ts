@@ -49,3 +49,13 @@ test('processCpuMs: the CPU time the kernel reports for the process, in ms; null
     `${ms} ms against getrusage's ${lowMs}-${highMs} ms (utime and stime each truncated to a tick of ${tickMs} ms)`);
   assert.equal(processCpuMs(2 ** 22 + 7, ticksPerSecond), null);
 });
+
+test('processCpuMs of one thread: the main thread\'s share, at most the whole process\'s', () => {
+  const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  burnCpu(4 * (1000 / ticksPerSecond), 0);
+  const main = processCpuMs(process.pid, ticksPerSecond, process.pid);
+  const whole = processCpuMs(process.pid, ticksPerSecond);
+  assert.notEqual(main, null);
+  assert.ok(main! > 0 && main! <= whole!, `main thread ${main} ms within the process's ${whole} ms`);
+  assert.equal(processCpuMs(process.pid, ticksPerSecond, 2 ** 22 + 7), null, 'no such thread');
+});

@@ -28,6 +28,30 @@ test('busy poller polls for its window after the last kick, then lets the loop s
   assert.equal(poller.active, false, 'polling ends once the window passed without a kick');
 });
 
+test('busy poller counts its kicks, its loop turns and the idle ones with their time', async () => {
+  let now = 0;
+  const poller = new BusyPoller(10_000, () => now);
+  const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+  poller.kick();
+  now = 1;
+  await turn(); // the turn after the kick found it: not idle
+  now = 3;
+  await turn(); // nothing arrived since: idle, 2 ms
+  poller.kick();
+  now = 4;
+  await turn();
+  now = 20; // past the window: this turn ends polling
+  await turn();
+  const stats = poller.stats;
+  assert.equal(stats.kicks, 2);
+  assert.equal(stats.turns, 4);
+  assert.equal(stats.idleTurns, 2);
+  assert.equal(stats.idleMs, 2 + 16);
+  assert.equal(poller.active, false);
+  await turn();
+  assert.deepEqual(poller.stats, stats, 'no turns once polling ended');
+});
+
 test('busy poller off (window 0) never polls; stop() ends polling', async () => {
   const off = new BusyPoller(0);
   off.kick();

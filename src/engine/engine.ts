@@ -141,6 +141,7 @@ export class CairnEngine implements Engine {
       allocatedBytes: (total - this.core.space.freeBlocks) * BLOCK_SIZE_BYTES, blockSizeBytes: BLOCK_SIZE_BYTES,
       volumes, snapshots, generation: this.core.durableGeneration, checksumErrors: this.core.checksumErrors,
       pendingDeleteNodes: this.catalog.deadNodes.length,
+      ...(this.core.device.ioCounts ? { deviceIo: this.core.device.ioCounts() } : {}),
     };
   }
 

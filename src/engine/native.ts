@@ -10,6 +10,11 @@ export interface NativeAddon {
   startWriteback?: (fd: number) => Promise<void>;
   /** Puts every other thread of the process in SCHED_BATCH; returns how many it changed (Linux). */
   batchOtherThreads?: () => number;
+  /**
+   * Positional read from the page cache only (preadv2 RWF_NOWAIT, Linux): the bytes read, -1 when
+   * the data is not all cached (nothing to rely on was read), -2 when the file refuses the flag.
+   */
+  preadNowait?: (fd: number, into: Buffer, position: number) => number;
 }
 
 function load(): NativeAddon {

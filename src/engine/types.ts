@@ -2,7 +2,8 @@
 // the CLI (through the API) and the CSI driver call. Nothing above the engine reaches past it.
 
 import type { WriteData } from './gather.js';
-export type { WriteData };
+import type { DeviceIoCounts } from './device/device.js';
+export type { WriteData, DeviceIoCounts };
 
 export const BLOCK_SIZE_BYTES = 4096;
 
@@ -73,6 +74,11 @@ export interface PoolStats {
   checksumErrors: number;
   /** Bytes of dropped trees still waiting to be freed in the background. */
   pendingDeleteNodes: number;
+  /**
+   * Where the device's reads and writes ran so far: inline on the event loop or on the thread pool
+   * (device/inline-io.ts); absent for a device that does not count them.
+   */
+  deviceIo?: DeviceIoCounts;
 }
 
 export interface SpaceUsage {

@@ -7,7 +7,7 @@ import type { Engine } from '../engine/index.js';
 import * as c from './constants.js';
 import { NbdConnection } from './connection.js';
 import { TlsUpgrader, type TlsConfig } from './tls.js';
-import { BusyPoller } from './busy-poll.js';
+import { BusyPoller, type BusyPollStats } from './busy-poll.js';
 import { ReadBufferPool } from './read-buffers.js';
 import { SlabPool } from './recv-slabs.js';
 
@@ -32,6 +32,8 @@ export interface NbdServer {
   readonly port: number | null;
   readonly socketPath: string | null;
   connections(): number;
+  /** What the busy poller did so far (busy-poll.ts). */
+  pollStats(): BusyPollStats;
   close(): Promise<void>;
 }
 
@@ -90,6 +92,7 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
     port,
     socketPath: opts.socketPath ?? null,
     connections: () => live.size,
+    pollStats: () => poller.stats,
     close: () => {
       closing ??= (async () => {
         shuttingDown = true;

@@ -2,6 +2,17 @@
 // production uses a file or raw block device, tests a simulated device that injects faults.
 // Offsets are in blocks of BLOCK_SIZE_BYTES; buffers are whole blocks.
 
+/** Where a device's reads and writes ran: inline on the event loop, or on the thread pool (file-device.ts). */
+export interface DeviceIoCounts {
+  inlineReads: number;
+  pooledReads: number;
+  /** Inline reads that took longer than a page-cache copy could, each sending reads to the pool for a while. */
+  slowInlineReads: number;
+  inlineWrites: number;
+  pooledWrites: number;
+  slowInlineWrites: number;
+}
+
 export interface Device {
   /** Size of the device in blocks. */
   readonly sizeBlocks: number;
@@ -24,4 +35,6 @@ export interface Device {
    */
   refreshSize(): Promise<number>;
   close(): Promise<void>;
+  /** Optional: counts of where I/O ran so far (engine stats, the bench's diagnostics). */
+  ioCounts?(): DeviceIoCounts;
 }

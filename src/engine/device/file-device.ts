@@ -6,10 +6,10 @@
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { readSync, writeSync, writevSync } from 'node:fs';
 import {
-  BLOCK_SIZE_BYTES, PREALLOCATE_CHUNK_BYTES as ZERO_CHUNK_BYTES, PREALLOCATE_WRITES_IN_FLIGHT_MAX as ZERO_WRITES_IN_FLIGHT, READ_SLOW_FIXED_NS,
+  BLOCK_SIZE_BYTES, INLINE_IO_BYTES_MAX, PREALLOCATE_CHUNK_BYTES as ZERO_CHUNK_BYTES, PREALLOCATE_WRITES_IN_FLIGHT_MAX as ZERO_WRITES_IN_FLIGHT, READ_SLOW_FIXED_NS,
   WRITE_SLOW_FIXED_NS, WRITEBACK_START_BYTES,
 } from '../constants.js';
-import type { Device } from './device.js';
+import type { Device, DeviceIoCounts } from './device.js';
 import { InvalidArgument, IoError, assert, fail } from '../errors.js';
 import { InlineIoPolicy } from './inline-io.js';
 import { nativeAddon } from '../native.js';
@@ -78,6 +78,12 @@ export class FileDevice implements Device {
   readonly inlineWrites = new InlineIoPolicy(WRITE_SLOW_FIXED_NS);
   /** Write-back starts requested so far (0 without the native addon, which has the call). */
   writebackStarts = 0;
+  /** Reads and writes sent to libuv's thread pool (the inline ones are counted by their policies). */
+  private pooledReads = 0;
+  private pooledWrites = 0;
+  /** Reads served by readCachedAll, which is used while the addon has it and the file accepts it. */
+  private cachedReads = 0;
+  private cachedOnlyReads = nativeAddon.preadNowait !== undefined;
   private bytesSinceWriteback = 0;
   private writebackRunning: Promise<void> | null = null;
   private constructor(private readonly handle: FileHandle, sizeBlocks: number, readonly path: string, readonly isBlockDevice = false) {
@@ -132,14 +138,41 @@ export class FileDevice implements Device {
 
   readIfCheap(blockNumber: number, into: Buffer): boolean {
     this.assertSpan(blockNumber, into.length);
+    if (this.cachedOnlyReads && into.length <= INLINE_IO_BYTES_MAX) {
+      const cached = this.readCachedAll(blockNumber, into);
+      if (cached !== null) return cached;
+    }
     if (!this.inlineReads.allows(into.length)) return false;
     this.inlineReads.run(into.length, () => this.readSyncAll(blockNumber, into));
+    return true;
+  }
+
+  /**
+   * Reads `into` from the page cache alone (native/nowait-read.c): true when it did, false when some
+   * of it is not cached (the caller reads it through the thread pool), null when the file refuses
+   * such reads (from then on reads are timed instead). No timing: a read the scheduler preempted is
+   * still a cached one.
+   */
+  private readCachedAll(blockNumber: number, into: Buffer): boolean | null {
+    const preadNowait = nativeAddon.preadNowait;
+    assert(preadNowait !== undefined && into.length > 0, 'a cached-only read of some bytes, with the addon');
+    const position = blockNumber * BLOCK_SIZE_BYTES;
+    let done = 0;
+    while (done < into.length) {
+      const n = preadNowait(this.handle.fd, done === 0 ? into : into.subarray(done), position + done);
+      if (n === -2) { this.cachedOnlyReads = false; return null; }
+      if (n === -1) return false;
+      if (n === 0) throw new IoError(`short read at block ${blockNumber} (device ends)`);
+      done += n;
+    }
+    this.cachedReads++;
     return true;
   }
 
   async read(blockNumber: number, into: Buffer): Promise<void> {
     this.assertSpan(blockNumber, into.length);
     if (this.readIfCheap(blockNumber, into)) return;
+    this.pooledReads++;
     let done = 0;
     while (done < into.length) {
       const { bytesRead } = await this.handle.read(into, done, into.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
@@ -163,6 +196,7 @@ export class FileDevice implements Device {
     this.assertSpan(blockNumber, data.length);
     this.wrote(data.length);
     if (this.inlineWrites.allows(data.length)) return this.inlineWrites.run(data.length, () => this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, [data]));
+    this.pooledWrites++;
     let done = 0;
     while (done < data.length) {
       const { bytesWritten } = await this.handle.write(data, done, data.length - done, blockNumber * BLOCK_SIZE_BYTES + done);
@@ -188,6 +222,7 @@ export class FileDevice implements Device {
     this.assertSpan(blockNumber, total);
     this.wrote(total);
     if (this.inlineWrites.allows(total)) return this.inlineWrites.run(total, () => this.writeSyncAll(blockNumber * BLOCK_SIZE_BYTES, buffers));
+    this.pooledWrites++;
     let position = blockNumber * BLOCK_SIZE_BYTES;
     let rest = buffers;
     while (rest.length > 0) {
@@ -209,6 +244,14 @@ export class FileDevice implements Device {
     // A failed start loses nothing: the dirty pages stay, and the commit's fdatasync writes them and
     // reports any I/O error.
     this.writebackRunning = start(this.handle.fd).catch(() => undefined).finally(() => { this.writebackRunning = null; });
+  }
+
+  ioCounts(): DeviceIoCounts {
+    assert(this.pooledReads >= 0 && this.pooledWrites >= 0, 'I/O counts only grow');
+    return {
+      inlineReads: this.inlineReads.calls + this.cachedReads, pooledReads: this.pooledReads, slowInlineReads: this.inlineReads.slowCalls,
+      inlineWrites: this.inlineWrites.calls, pooledWrites: this.pooledWrites, slowInlineWrites: this.inlineWrites.slowCalls,
+    };
   }
 
   async flush(): Promise<void> { await this.handle.datasync(); }

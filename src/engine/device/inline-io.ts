@@ -17,7 +17,8 @@ export { INLINE_IO_BYTES_MAX, READ_SLOW_FIXED_NS };
 export class InlineIoPolicy {
   private inlineAgainAtMs = 0;
   private backoffMs = INLINE_IO_BACKOFF_MS_MIN;
-  /** Inline calls found slow (a cache miss or throttling), for stats and tests. */
+  /** Inline calls run, and those of them found slow (a cache miss or throttling), for stats and tests. */
+  calls = 0;
   slowCalls = 0;
 
   constructor(private readonly slowFixedNs: number, private readonly nowMs: () => number = () => performance.now()) {
@@ -33,6 +34,7 @@ export class InlineIoPolicy {
   /** Runs `op` inline and learns from how long it took. */
   run<T>(bytes: number, op: () => T): T {
     assert(this.backoffMs >= INLINE_IO_BACKOFF_MS_MIN && this.backoffMs <= INLINE_IO_BACKOFF_MS_MAX, 'the back-off stays within its bounds');
+    this.calls++;
     const started = this.nowMs();
     const result = op();
     const elapsedNs = (this.nowMs() - started) * 1e6;
