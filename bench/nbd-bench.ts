@@ -187,10 +187,10 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
     const wanted = (workload: Workload): boolean => opts.rows === undefined || opts.rows.some((r) => workload.name.includes(r));
     if (opts.periodicSnapshotsOnly !== true) {
       for (const workload of workloads) if (wanted(workload)) await measureRow(workload);
-      // The snapshot pair in rounds too (it was one run per server, and a stretch of host noise on one
-      // server's run moved Cairn/qemu-raw on the row before the snapshot between 0.97 and 1.20 across
-      // runs): every server's row before, then every server's snapshot, then every server's row after.
     }
+    // The snapshot pair in rounds too (it was one run per server, and a stretch of host noise on one
+    // server's run moved Cairn/qemu-raw on the row before the snapshot between 0.97 and 1.20 across
+    // runs): every server's row before, then every server's snapshot, then every server's row after.
     if (opts.periodicSnapshotsOnly !== true && (wanted(beforeSnapshotWorkload) || wanted(snapshotWorkload))) {
       await measureRow(beforeSnapshotWorkload);
       for (const server of servers) await server.snapshot();
