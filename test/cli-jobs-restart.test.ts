@@ -72,7 +72,9 @@ test('jobs survive a daemon restart or say plainly that it ended them', { timeou
   const flattenId = ((await started.json()) as Job).id;
   await until('the flatten to be under way', async () => {
     const v = (await get<Volume>(d.api, '/v1/volumes/clone')).body;
-    return v.flattenProgress !== null && v.flattenProgress < 0.5 ? true : null; // well before its end
+    // Past its first step (so the commit that put its cursor in the catalog is durable: the cursor shows
+    // in memory before that commit ends) and well before its end.
+    return v.flattenProgress !== null && v.flattenProgress > 0 && v.flattenProgress < 0.5 ? true : null;
   });
   await kill(d);
   cut.body?.cancel().catch(() => {});
