@@ -254,3 +254,25 @@ assert(COMMIT_RUN_BLOCKS_MAX <= DEVICE_IO_BLOCKS_MAX, 'a commit write is no larg
 assert(LARGE_RUN_BLOCKS <= EXTENT_BLOCKS_MAX, 'a long run fills at most one extent');
 assert(META_ARENA_BLOCKS <= COMMIT_RUN_BLOCKS_MAX, 'a metadata run goes out in one commit write');
 assert(metaReserveBlocks(POOL_BLOCKS_MIN) >= DIRTY_OBJECTS_MIN, 'the reserve of the smallest pool holds a commit');
+
+// ---- large writes on fragmented free space (space-map.ts, after the allocator's block above) ----
+
+/**
+ * A reservation of at least this many blocks (256 KiB) first looks for whole runs: one for the
+ * request, or one per WHOLE_RUN_BLOCKS_MAX of it. After random overwrites, runs of LARGE_RUN_BLOCKS
+ * still cut a 1 MiB write into ~11 extents and device writes of tens of KiB, each below the inline
+ * I/O bound, so the copy into the page cache ran on the event loop (measured).
+ */
+export const WHOLE_RUN_WANTED_BLOCKS_MIN = 64;
+/** ... and at most one request's blocks (32 MiB): the wide search is for a request, not a bulk reservation. */
+export const WHOLE_RUN_WANTED_BLOCKS_MAX = IO_BYTES_MAX / BLOCK_SIZE_BYTES;
+/** The longest whole run a large request asks for (1 MiB): longer requests take several. */
+export const WHOLE_RUN_BLOCKS_MAX = 256;
+/**
+ * Count pages (~1 GiB of pool) the search for whole runs may scan per request. Each failed search
+ * moves its cursor past what it scanned, so a commit's rewind costs about one pass over the pool.
+ */
+export const WHOLE_SCAN_PAGES_MAX = 256;
+
+assert(WHOLE_RUN_WANTED_BLOCKS_MIN >= LARGE_RUN_BLOCKS && WHOLE_RUN_WANTED_BLOCKS_MIN <= WHOLE_RUN_BLOCKS_MAX && WHOLE_RUN_BLOCKS_MAX <= WHOLE_RUN_WANTED_BLOCKS_MAX, 'whole runs are longer than long runs');
+assert(WHOLE_RUN_BLOCKS_MAX * BLOCK_SIZE_BYTES > INLINE_IO_BYTES_MAX, 'a whole run goes to the thread pool');
