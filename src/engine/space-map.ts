@@ -376,7 +376,8 @@ export class SpaceMap {
       const flags = this.held.pageFlags(pageIndex);
       for (; block < pageEnd; block++) {
         const i = block - pageFirst;
-        if ((counts && counts[i]! !== 0) || (flags && flags[i]! !== 0)) { close(block); continue; }
+        // Only an open run needs closing: a page of used blocks then costs no call per block.
+        if ((counts && counts[i]! !== 0) || (flags && flags[i]! !== 0)) { if (runStart >= 0) close(block); continue; }
         if (runStart < 0) runStart = block;
         if (block + 1 - runStart === wanted - got) { close(block + 1); block++; break; }
       }
