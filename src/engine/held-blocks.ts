@@ -49,13 +49,7 @@ export class HeldBlocks {
       this.setIn(this.pages.get(index) ?? this.newPage(index), from - base, from - base + 1, base, flag);
       return;
     }
-    for (let block = from; block < to;) {
-      const index = Math.floor(block / this.blocksPerPage);
-      const base = index * this.blocksPerPage;
-      const end = Math.min(to, base + this.blocksPerPage);
-      this.setIn(this.pages.get(index) ?? this.newPage(index), block - base, end - base, base, flag);
-      block = end;
-    }
+    this.eachPage(from, to, true, (page, lo, hi, base) => this.setIn(page, lo, hi, base, flag));
   }
 
   /** Sets `flag` on blocks [lo, hi) of `page` (whose first block is `base`). */
@@ -77,35 +71,22 @@ export class HeldBlocks {
   removeRange(from: number, to: number, flag: number): number {
     assert(from >= 0 && from <= to, 'flags cleared over a forward range');
     let removed = 0;
-    // Page by page without a callback: a release after random overwrites clears ~256 single-block
-    // runs per 1 MiB overwritten, and a closure per call was a visible part of it.
-    for (let block = from; block < to;) {
-      const index = Math.floor(block / this.blocksPerPage);
-      const base = index * this.blocksPerPage;
-      const end = Math.min(to, base + this.blocksPerPage);
-      const page = this.pages.get(index);
-      if (page) removed += this.clearIn(page, index, block - base, end - base, flag);
-      block = end;
-    }
+    this.eachPage(from, to, false, (page, lo, hi, _base, index) => {
+      const flags = page.flags;
+      let cleared = 0, emptied = 0;
+      for (let i = lo; i < hi; i++) {
+        const before = flags[i]!;
+        if ((before & flag) === 0) continue;
+        const after = before & ~flag;
+        flags[i] = after;
+        cleared++;
+        if (after === 0) emptied++;
+      }
+      this.settle(index, page, emptied);
+      this.count(flag, -cleared);
+      removed += cleared;
+    });
     return removed;
-  }
-
-  /** Clears `flag` on blocks [lo, hi) of page `index`; returns how many had it. */
-  private clearIn(page: FlagPage, index: number, lo: number, hi: number, flag: number): number {
-    assert(lo < hi && hi <= this.blocksPerPage, 'a flag range inside its page');
-    const flags = page.flags;
-    let cleared = 0, emptied = 0;
-    for (let i = lo; i < hi; i++) {
-      const before = flags[i]!;
-      if ((before & flag) === 0) continue;
-      const after = before & ~flag;
-      flags[i] = after;
-      cleared++;
-      if (after === 0) emptied++;
-    }
-    this.settle(index, page, emptied);
-    this.count(flag, -cleared);
-    return cleared;
   }
 
   /**
@@ -115,35 +96,24 @@ export class HeldBlocks {
    */
   moveRange(from: number, to: number, oldFlag: number, newFlag: number, out: number[]): void {
     assert(oldFlag !== newFlag && from <= to, 'a move between two flags over a forward range');
-    for (let block = from; block < to;) {
-      const index = Math.floor(block / this.blocksPerPage);
-      const base = index * this.blocksPerPage;
-      const end = Math.min(to, base + this.blocksPerPage);
-      const page = this.pages.get(index);
-      if (page) this.moveIn(page, base, block - base, end - base, oldFlag, newFlag, out);
-      block = end;
-    }
-  }
-
-  /** moveRange over blocks [lo, hi) of `page` (whose first block is `base`). */
-  private moveIn(page: FlagPage, base: number, lo: number, hi: number, oldFlag: number, newFlag: number, out: number[]): void {
-    assert(lo < hi && hi <= this.blocksPerPage, 'a flag range inside its page');
-    const flags = page.flags;
-    let moved = 0, runStart = -1;
-    for (let i = lo; i < hi; i++) {
-      const before = flags[i]!;
-      if ((before & oldFlag) === 0) {
-        if (runStart >= 0) { pushRun(out, base + runStart, i - runStart); runStart = -1; }
-        continue;
+    this.eachPage(from, to, false, (page, lo, hi, base) => {
+      const flags = page.flags;
+      let moved = 0, runStart = -1;
+      for (let i = lo; i < hi; i++) {
+        const before = flags[i]!;
+        if ((before & oldFlag) === 0) {
+          if (runStart >= 0) { pushRun(out, base + runStart, i - runStart); runStart = -1; }
+          continue;
+        }
+        if ((before & newFlag) !== 0) fail(`block ${base + i} already has flag ${newFlag}`);
+        flags[i] = (before & ~oldFlag) | newFlag;
+        moved++;
+        if (runStart < 0) runStart = i;
       }
-      if ((before & newFlag) !== 0) fail(`block ${base + i} already has flag ${newFlag}`);
-      flags[i] = (before & ~oldFlag) | newFlag;
-      moved++;
-      if (runStart < 0) runStart = i;
-    }
-    if (runStart >= 0) pushRun(out, base + runStart, hi - runStart);
-    this.count(oldFlag, -moved);
-    this.count(newFlag, moved);
+      if (runStart >= 0) pushRun(out, base + runStart, hi - runStart);
+      this.count(oldFlag, -moved);
+      this.count(newFlag, moved);
+    });
   }
 
   /**
@@ -153,34 +123,40 @@ export class HeldBlocks {
    */
   claimRange(from: number, to: number): void {
     assert(from >= 0 && from < to, 'a claimed range of blocks');
+    this.eachPage(from, to, false, (page, lo, hi, base, index) => {
+      const flags = page.flags;
+      let reserved = 0, pending = 0, emptied = 0;
+      for (let i = lo; i < hi; i++) {
+        const before = flags[i]!;
+        if (before === 0) continue;
+        if ((before & QUARANTINED) !== 0) fail(`quarantined block ${base + i} referenced again`);
+        const after = (before & RESERVED) !== 0 ? before & ~RESERVED : before & ~PENDING_FREE;
+        if (after === before) continue;
+        if ((before & RESERVED) !== 0) reserved++; else pending++;
+        flags[i] = after;
+        if (after === 0) emptied++;
+      }
+      this.settle(index, page, emptied);
+      this.reserved -= reserved;
+      this.pendingFree -= pending;
+    });
+  }
+
+  /**
+   * Calls `visit` once per flag page that [from, to) touches (creating missing pages if `create`,
+   * skipping them otherwise) with the range's indices [lo, hi) inside the page and its first block.
+   */
+  private eachPage(from: number, to: number, create: boolean,
+    visit: (page: FlagPage, lo: number, hi: number, base: number, index: number) => void): void {
+    assert(from <= to, 'a page walk over a forward range');
     for (let block = from; block < to;) {
       const index = Math.floor(block / this.blocksPerPage);
       const base = index * this.blocksPerPage;
       const end = Math.min(to, base + this.blocksPerPage);
-      const page = this.pages.get(index);
-      if (page) this.claimIn(page, index, base, block - base, end - base);
+      const page = this.pages.get(index) ?? (create ? this.newPage(index) : undefined);
+      if (page) visit(page, block - base, end - base, base, index);
       block = end;
     }
-  }
-
-  /** claimRange over blocks [lo, hi) of page `index` (whose first block is `base`). */
-  private claimIn(page: FlagPage, index: number, base: number, lo: number, hi: number): void {
-    assert(lo < hi && hi <= this.blocksPerPage, 'a claimed range inside its page');
-    const flags = page.flags;
-    let reserved = 0, pending = 0, emptied = 0;
-    for (let i = lo; i < hi; i++) {
-      const before = flags[i]!;
-      if (before === 0) continue;
-      if ((before & QUARANTINED) !== 0) fail(`quarantined block ${base + i} referenced again`);
-      const after = (before & RESERVED) !== 0 ? before & ~RESERVED : before & ~PENDING_FREE;
-      if (after === before) continue;
-      if ((before & RESERVED) !== 0) reserved++; else pending++;
-      flags[i] = after;
-      if (after === 0) emptied++;
-    }
-    this.settle(index, page, emptied);
-    this.reserved -= reserved;
-    this.pendingFree -= pending;
   }
 
   private newPage(index: number): FlagPage {
