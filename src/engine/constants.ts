@@ -258,15 +258,15 @@ assert(metaReserveBlocks(POOL_BLOCKS_MIN) >= DIRTY_OBJECTS_MIN, 'the reserve of 
 // ---- large writes on fragmented free space (space-map.ts, after the allocator's block above) ----
 
 /**
- * A reservation of at least this many blocks (256 KiB) first looks for whole runs: one for the
- * request, or one per WHOLE_RUN_BLOCKS_MAX of it. After random overwrites, runs of LARGE_RUN_BLOCKS
+ * A reservation of at least this many blocks (256 KiB) first looks for whole runs: one free run for
+ * the request, or runs of at least WHOLE_RUN_BLOCKS_MAX for a longer one. After random overwrites, runs of LARGE_RUN_BLOCKS
  * still cut a 1 MiB write into ~11 extents and device writes of tens of KiB, each below the inline
  * I/O bound, so the copy into the page cache ran on the event loop (measured).
  */
 export const WHOLE_RUN_WANTED_BLOCKS_MIN = 64;
 /** ... and at most one request's blocks (32 MiB): the wide search is for a request, not a bulk reservation. */
 export const WHOLE_RUN_WANTED_BLOCKS_MAX = IO_BYTES_MAX / BLOCK_SIZE_BYTES;
-/** The longest whole run a large request asks for (1 MiB): longer requests take several. */
+/** The longest run a large request insists on (1 MiB): a longer request takes runs at least this long. */
 export const WHOLE_RUN_BLOCKS_MAX = 256;
 /**
  * Count pages (~1 GiB of pool) the search for whole runs may scan per request. Each failed search
