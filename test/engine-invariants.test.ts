@@ -214,6 +214,10 @@ test('the figures ARCHITECTURE.md quotes match the constants', () => {
   assert.deepEqual(figure(/`cacheBytesMax` \(default (\d+) MiB\)/, 'the cache bound'), [C.CACHE_BYTES_DEFAULT / MiB]);
   assert.deepEqual(figure(/yielding to the event loop every (\d+) blocks/, 'the commit encode slice'), [C.COMMIT_ENCODE_YIELD_BLOCKS]);
   assert.deepEqual(figure(/a reserved run of (\d+) blocks/, 'the metadata run'), [C.META_ARENA_BLOCKS]);
+  assert.deepEqual(figure(/A reservation of (\d+) blocks or more first takes whole runs: one free run for the request, or runs of at least (\d+) blocks for a longer one \(from a cursor of its own, (\d+) in-memory count pages at most/, 'the whole-run search'),
+    [C.WHOLE_RUN_WANTED_BLOCKS_MIN, C.WHOLE_RUN_BLOCKS_MAX, C.WHOLE_SCAN_PAGES_MAX]);
+  assert.deepEqual(figure(/a reservation of (\d+) blocks or more takes only free runs of \d+\+ blocks while it finds them \(from another cursor, (\d+) in-memory count pages at most/, 'the long-run search'),
+    [C.LARGE_RUN_BLOCKS, C.LARGE_SCAN_PAGES_MAX]);
   assert.deepEqual(figure(/walks the clone in (\d+)-block steps/, 'the flatten step'), [C.FLATTEN_CHUNK_BLOCKS]);
   assert.deepEqual(figure(/name \(UTF-8, ≤ (\d+) bytes\)/, 'the name bound'), [C.NAME_BYTES_MAX]);
   assert.deepEqual(figure(/Volume size ≤ (\d+) TiB/, 'the volume bound'), [C.VOLUME_BYTES_MAX / 1024 ** 4]);

@@ -7,7 +7,7 @@ import { SimDevice } from '../src/engine/device/sim-device.js';
 import { Prng } from '../src/engine/device/prng.js';
 import { createPool, openPool, checkPool } from '../src/engine/pool.js';
 import { MetaStore } from '../src/engine/meta-store.js';
-import { SpaceMap, LARGE_RUN_BLOCKS, type Run } from '../src/engine/space-map.js';
+import { SpaceMap, LARGE_RUN_BLOCKS, WHOLE_RUN_BLOCKS_MAX, WHOLE_RUN_WANTED_BLOCKS_MIN, type Run } from '../src/engine/space-map.js';
 import { REFCOUNTS_PER_PAGE } from '../src/engine/constants.js';
 
 test('space map: counts, free summary, reservation and deferred reuse', async () => {
@@ -186,6 +186,71 @@ test('a large reservation takes long free runs and leaves short holes to small w
   assert.ok(got.every((b) => b % 2 === 1 && b < 600 || b >= 1000), 'holes only');
   assert.equal(new Set([...got, ...blocksOf(small!)]).size, 35, 'nothing handed out twice');
   assert.equal(space.availableBlocks, held - 32);
+});
+
+test('a large reservation takes whole runs past free space cut into long runs, and long runs when no whole run is in reach', async () => {
+  const pages = 30;
+  const total = pages * REFCOUNTS_PER_PAGE;
+  const device = new SimDevice(total, new Prng(4));
+  const store = new MetaStore(device, 1, 1 << 20);
+  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
+  const space = new SpaceMap(store, 0, total, 100);
+  await space.init();
+  // The first 10 pages as random overwrites leave them after some frees: one block in 20 used, free
+  // runs of 19 (long runs, no whole one); free from the last of them on.
+  await space.addRange(0, 2, 1);
+  let lastUsed = 0;
+  for (let b = 2; b < 10 * REFCOUNTS_PER_PAGE; b += 20) { await space.addRange(b, 1, 1); lastUsed = b; }
+  const free = lastUsed + 1;
+  const whole = space.tryReserveSync(WHOLE_RUN_BLOCKS_MAX);
+  assert.deepEqual(whole, [{ pba: free, lengthBlocks: WHOLE_RUN_BLOCKS_MAX }], 'one run for a 1 MiB request, not 14 runs of 19 blocks');
+  const next = space.tryReserveSync(WHOLE_RUN_WANTED_BLOCKS_MIN);
+  assert.deepEqual(next, [{ pba: free + WHOLE_RUN_BLOCKS_MAX, lengthBlocks: WHOLE_RUN_WANTED_BLOCKS_MIN }], 'whole runs continue where the last one ended');
+  const longer = space.tryReserveSync(3 * WHOLE_RUN_BLOCKS_MAX);
+  assert.deepEqual(longer, [{ pba: free + WHOLE_RUN_BLOCKS_MAX + WHOLE_RUN_WANTED_BLOCKS_MIN, lengthBlocks: 3 * WHOLE_RUN_BLOCKS_MAX }], 'a longer request is one run too where one is free');
+  // Below the whole-run size, a request still takes the long runs among the used blocks.
+  const belowWhole = space.tryReserveSync(WHOLE_RUN_WANTED_BLOCKS_MIN - 1);
+  assert.ok(belowWhole && belowWhole[0]!.pba < free && belowWhole.every((r, i) => r.lengthBlocks >= LARGE_RUN_BLOCKS || i === belowWhole.length - 1));
+  // No whole run left anywhere: one block in 20 used up to the pool's end.
+  for (let b = free + 4 * WHOLE_RUN_BLOCKS_MAX + WHOLE_RUN_WANTED_BLOCKS_MIN; b < total; b += 20) await space.addRange(b, 1, 1);
+  const available = space.availableBlocks;
+  const fallback = space.tryReserveSync(WHOLE_RUN_BLOCKS_MAX);
+  assert.ok(fallback, 'long runs when no whole run is in reach');
+  assert.equal(fallback.reduce((n, r) => n + r.lengthBlocks, 0), WHOLE_RUN_BLOCKS_MAX);
+  assert.ok(fallback.every((r, i) => r.lengthBlocks >= LARGE_RUN_BLOCKS || i === fallback.length - 1), 'runs of at least LARGE_RUN_BLOCKS but the last');
+  assert.equal(space.availableBlocks, available - WHOLE_RUN_BLOCKS_MAX);
+  const reserved = [...whole!, ...next!, ...longer!, ...belowWhole, ...fallback];
+  const blocks = reserved.flatMap((r) => Array.from({ length: r.lengthBlocks }, (_, i) => r.pba + i));
+  assert.equal(new Set(blocks).size, blocks.length, 'nothing handed out twice');
+  for (const r of reserved) for (let b = r.pba; b < r.pba + r.lengthBlocks; b++) assert.equal(await space.get(b), 0, `block ${b} was free`);
+});
+
+test('whole runs freed by a commit are found again once released, also after a search found none to the pool end', async () => {
+  const pages = 12;
+  const total = pages * REFCOUNTS_PER_PAGE;
+  const device = new SimDevice(total, new Prng(8));
+  const store = new MetaStore(device, 1, 1 << 20);
+  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
+  const space = new SpaceMap(store, 0, total, 100);
+  await space.init();
+  // Every block used but one in 20: no whole run anywhere.
+  await space.addRange(0, 2, 1);
+  for (let b = 2; b < total; b++) if (b % 20 !== 0) await space.addRange(b, 1, 1);
+  const cut = space.tryReserveSync(WHOLE_RUN_WANTED_BLOCKS_MIN);
+  assert.ok(cut === null || cut.length > 1, 'no whole run: holes or nothing');
+  if (cut) space.unreserve(cut);
+  // An overwrite frees a whole run low in the pool: unusable while its transaction is open.
+  const freed = 5 * REFCOUNTS_PER_PAGE;
+  for (let b = freed; b < freed + WHOLE_RUN_BLOCKS_MAX; b++) if (b % 20 === 0) await space.addRange(b, 1, 1);
+  await space.addRange(freed, WHOLE_RUN_BLOCKS_MAX, -1);
+  const early = space.tryReserveSync(WHOLE_RUN_BLOCKS_MAX);
+  assert.ok(early === null || early.every((r) => r.pba + r.lengthBlocks <= freed || r.pba >= freed + WHOLE_RUN_BLOCKS_MAX), 'a pending free is not handed out');
+  if (early) space.unreserve(early);
+  // Its commit is durable and no older read runs: the run is released and found again.
+  const entry = space.sealPendingFrees();
+  space.committed(entry, 1);
+  space.releaseQuarantine(1);
+  assert.deepEqual(space.tryReserveSync(WHOLE_RUN_BLOCKS_MAX), [{ pba: freed, lengthBlocks: WHOLE_RUN_BLOCKS_MAX }]);
 });
 
 test('metadata blocks come from a reserved run: a commit after scattered writes is a few device writes', async () => {

@@ -257,7 +257,10 @@ async function formatOnePool(fillMirrorSlots: boolean): Promise<{ device: SimDev
   });
   await engine.checkpoint();
   await engine.createVolume('old', 4 * MiB);
-  await engine.write(engine.resolve('old').id, 0, pattern(7, (fillMirrorSlots ? 200 : 8) * B));
+  // In pieces below WHOLE_RUN_WANTED_BLOCKS_MIN: a larger write takes one whole free run, which would
+  // pass over the two freed slots between the metadata blocks instead of filling them.
+  const data = pattern(7, (fillMirrorSlots ? 200 : 8) * B);
+  for (let at = 0; at < data.length; at += 50 * B) await engine.write(engine.resolve('old').id, at, data.subarray(at, at + 50 * B));
   await engine.checkpoint();
   const sb = engine.core.sb;
   if (fillMirrorSlots) for (const b of SUPERBLOCK_MIRROR_SLOTS) assert.notEqual(await engine.core.space.get(b), 0, `data on block ${b}`);

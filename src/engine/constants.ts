@@ -294,3 +294,25 @@ assert(LOG_HEADER_BYTES + LOG_RECORD_FIXED_BYTES + LOG_ENTRY_FIXED_BYTES + 4 * E
 assert(LOG_BLOCKS_MIN >= 4 && LOG_BLOCKS_MIN <= POOL_BLOCKS_MIN / 8, 'the smallest pool holds a log and room beside it');
 assert(LOG_ROUND_BLOCKS_MAX <= DEVICE_IO_BLOCKS_MAX && LOG_ROUND_BLOCKS_MAX < LOG_BLOCKS_MAX, 'a flush writes its log blocks in one device write per wrap');
 assert(LOG_COMMIT_FILL_FRACTION > 0 && LOG_COMMIT_FILL_FRACTION < 1, 'a commit starts before the region is full');
+
+// ---- large writes on fragmented free space (space-map.ts, after the allocator's block above) ----
+
+/**
+ * A reservation of at least this many blocks (256 KiB) first looks for whole runs: one free run for
+ * the request, or runs of at least WHOLE_RUN_BLOCKS_MAX for a longer one. After random overwrites, runs of LARGE_RUN_BLOCKS
+ * still cut a 1 MiB write into ~11 extents and device writes of tens of KiB, each below the inline
+ * I/O bound, so the copy into the page cache ran on the event loop (measured).
+ */
+export const WHOLE_RUN_WANTED_BLOCKS_MIN = 64;
+/** ... and at most one request's blocks (32 MiB): the wide search is for a request, not a bulk reservation. */
+export const WHOLE_RUN_WANTED_BLOCKS_MAX = IO_BYTES_MAX / BLOCK_SIZE_BYTES;
+/** The longest run a large request insists on (1 MiB): a longer request takes runs at least this long. */
+export const WHOLE_RUN_BLOCKS_MAX = 256;
+/**
+ * Count pages (~1 GiB of pool) the search for whole runs may scan per request. Each failed search
+ * moves its cursor past what it scanned, so a commit's rewind costs about one pass over the pool.
+ */
+export const WHOLE_SCAN_PAGES_MAX = 256;
+
+assert(WHOLE_RUN_WANTED_BLOCKS_MIN >= LARGE_RUN_BLOCKS && WHOLE_RUN_WANTED_BLOCKS_MIN <= WHOLE_RUN_BLOCKS_MAX && WHOLE_RUN_BLOCKS_MAX <= WHOLE_RUN_WANTED_BLOCKS_MAX, 'whole runs are longer than long runs');
+assert(WHOLE_RUN_BLOCKS_MAX * BLOCK_SIZE_BYTES > INLINE_IO_BYTES_MAX, 'a whole run goes to the thread pool');

@@ -3,7 +3,7 @@
 // durable and no read that might still use it is in flight; only then can it be handed out again.
 import {
   REFCOUNTS_PER_PAGE, FIRST_FREE_BLOCK, SYNC_RESERVE_PAGES_MAX, LARGE_RUN_BLOCKS, LARGE_SCAN_PAGES_MAX, META_ARENA_BLOCKS,
-  META_ARENA_HEADROOM_RUNS,
+  META_ARENA_HEADROOM_RUNS, WHOLE_RUN_WANTED_BLOCKS_MIN, WHOLE_RUN_WANTED_BLOCKS_MAX, WHOLE_RUN_BLOCKS_MAX, WHOLE_SCAN_PAGES_MAX,
 } from './constants.js';
 import { MetaType, countPageOf, type CountPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
@@ -14,8 +14,8 @@ import { HeldBlocks, PENDING_FREE, QUARANTINED, RESERVED, pushRun } from './held
 export interface Run { pba: number; lengthBlocks: number }
 
 // The allocator's bounds (SYNC_RESERVE_PAGES_MAX, LARGE_RUN_BLOCKS, LARGE_SCAN_PAGES_MAX,
-// META_ARENA_BLOCKS) live in constants.ts with their reasons; re-exported for the tests that use them.
-export { LARGE_RUN_BLOCKS, META_ARENA_BLOCKS };
+// META_ARENA_BLOCKS, WHOLE_RUN_*, WHOLE_SCAN_PAGES_MAX) live in constants.ts with their reasons; re-exported for the tests that use them.
+export { LARGE_RUN_BLOCKS, META_ARENA_BLOCKS, WHOLE_RUN_WANTED_BLOCKS_MIN, WHOLE_RUN_BLOCKS_MAX };
 
 /**
  * Blocks freed by one transaction, reusable once it is durable and reads older than `readEpoch` end:
@@ -42,6 +42,8 @@ export class SpaceMap {
   private cursor = FIRST_FREE_BLOCK;
   /** Where large reservations look for long runs; rewound with `cursor`, never behind it for long. */
   private largeCursor = FIRST_FREE_BLOCK;
+  /** Where large reservations look for whole runs (reserveWholeRuns); rewound likewise, parked at the pool's end when none is left. */
+  private wholeCursor = FIRST_FREE_BLOCK;
   private freeCount = 0;
   /** The rest of the metadata run: blocks [pba, pba + left), reserved (count 0) until handed out. */
   private metaArena = { pba: 0, left: 0 };
@@ -76,6 +78,8 @@ export class SpaceMap {
     const added = totalBlocks - this.totalBlocks;
     this.store.changes++;
     await this.array.grow(totalBlocks);
+    // A whole-run search parked at the old end resumes there: the new blocks are one long run.
+    this.wholeCursor = Math.min(this.wholeCursor, this.totalBlocks);
     this.totalBlocks = totalBlocks;
     this.reserveBlocks = reserveBlocks;
     this.freeCount += added;
@@ -152,7 +156,18 @@ export class SpaceMap {
    */
   tryAddRange(pba: number, lengthBlocks: number, delta: 1 | -1): boolean {
     this.store.assertHeld();
-    if (!this.fastPaths || !this.rangeDirtyNow(pba, lengthBlocks)) return false;
+    if (!this.fastPaths) return false;
+    const pageIndex = Math.floor(pba / REFCOUNTS_PER_PAGE);
+    if (lengthBlocks > 0 && pba >= 0 && pba + lengthBlocks <= Math.min(this.totalBlocks, (pageIndex + 1) * REFCOUNTS_PER_PAGE)) {
+      // The usual range lies in one page (an overwrite after random writes frees ~256 single blocks
+      // per 1 MiB): one walk to the page, not one to check it and one to change it.
+      const page = this.array.pageIfDirty(pageIndex);
+      if (page === undefined) return false;
+      this.store.changes++;
+      this.applyToPage(page, pageIndex, pba, pba + lengthBlocks, delta);
+      return true;
+    }
+    if (!this.rangeDirtyNow(pba, lengthBlocks)) return false;
     this.addRangeDirty(pba, lengthBlocks, delta);
     return true;
   }
@@ -304,13 +319,18 @@ export class SpaceMap {
   /**
    * The common case of a data reservation without the metadata lock: every block comes from the
    * cursor's page and the few after it, all in memory. Fully synchronous, so nothing can interleave;
-   * null (having reserved nothing) otherwise. A large reservation first looks for long free runs
-   * from its own cursor, and falls back to first fit when the pages it may scan have none.
+   * null (having reserved nothing) otherwise. A large reservation first looks for whole runs, then for
+   * long free runs, each from a cursor of its own, and falls back to first fit when the pages it may
+   * scan have none.
    */
   tryReserveSync(wanted: number): Run[] | null {
     // No lock: this runs without awaiting, so nothing interleaves with it (see the comment above).
     assert(Number.isSafeInteger(wanted) && wanted > 0, 'a reservation of whole blocks');
     if (!this.fastPaths || this.availableBlocks - wanted < this.reserveBlocks) return null;
+    if (wanted >= WHOLE_RUN_WANTED_BLOCKS_MIN && wanted <= WHOLE_RUN_WANTED_BLOCKS_MAX) {
+      const whole = this.reserveWholeRuns(wanted);
+      if (whole) return whole;
+    }
     if (wanted >= LARGE_RUN_BLOCKS) {
       const large = this.reserveLongRuns(wanted, LARGE_RUN_BLOCKS);
       if (large) return large;
@@ -336,6 +356,24 @@ export class SpaceMap {
     }
     this.markReserved(found.runs);
     this.largeCursor = found.end;
+    return found.runs;
+  }
+
+  /**
+   * Reserves `wanted` blocks in free runs of at least min(wanted, WHOLE_RUN_BLOCKS_MAX), from a
+   * cursor of its own through the count pages in memory: a 1 MiB write then becomes one extent run
+   * and one device write. Null, having reserved nothing, when the pages it may scan hold too few. A
+   * search that reaches the pool's end parks the cursor there: no whole run is searched for again
+   * until freed blocks are released (rewindTo) or the pool grows.
+   */
+  private reserveWholeRuns(wanted: number): Run[] | null {
+    assert(wanted >= WHOLE_RUN_WANTED_BLOCKS_MIN && wanted <= WHOLE_RUN_WANTED_BLOCKS_MAX, 'whole runs for one large request');
+    const from = Math.max(this.wholeCursor, this.cursor, FIRST_FREE_BLOCK);
+    if (from >= this.totalBlocks) return null;
+    const found = this.scanRuns(from, wanted, Math.min(wanted, WHOLE_RUN_BLOCKS_MAX), WHOLE_SCAN_PAGES_MAX);
+    this.wholeCursor = found.runs || found.end < this.totalBlocks ? found.end : this.totalBlocks;
+    if (!found.runs) return null;
+    this.markReserved(found.runs);
     return found.runs;
   }
 
@@ -367,7 +405,8 @@ export class SpaceMap {
       const flags = this.held.pageFlags(pageIndex);
       for (; block < pageEnd; block++) {
         const i = block - pageFirst;
-        if ((counts && counts[i]! !== 0) || (flags && flags[i]! !== 0)) { close(block); continue; }
+        // Only an open run needs closing: a page of used blocks then costs no call per block.
+        if ((counts && counts[i]! !== 0) || (flags && flags[i]! !== 0)) { if (runStart >= 0) close(block); continue; }
         if (runStart < 0) runStart = block;
         if (block + 1 - runStart === wanted - got) { close(block + 1); block++; break; }
       }
@@ -499,5 +538,6 @@ export class SpaceMap {
     for (let i = 0; i < releasedRuns.length; i += 2) if (releasedRuns[i]! < lowest) lowest = releasedRuns[i]!;
     this.cursor = lowest;
     this.largeCursor = Math.min(this.largeCursor, lowest);
+    this.wholeCursor = Math.min(this.wholeCursor, lowest);
   }
 }
