@@ -10,12 +10,21 @@ import { MetaStore } from '../src/engine/meta-store.js';
 import { SpaceMap, LARGE_RUN_BLOCKS, WHOLE_RUN_BLOCKS_MAX, WHOLE_RUN_WANTED_BLOCKS_MIN, type Run } from '../src/engine/space-map.js';
 import { REFCOUNTS_PER_PAGE } from '../src/engine/constants.js';
 
-test('space map: counts, free summary, reservation and deferred reuse', async () => {
-  const device = new SimDevice(20000, new Prng(1));
-  const store = new MetaStore(device, 1, 1 << 20);
-  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
-  const space = new SpaceMap(store, 0, 20000, 100);
+
+/**
+ * A space map of `totalBlocks` on a fresh simulated device, its metadata lock held: these tests change
+ * the space map directly, as a mutation would, under the lock.
+ */
+async function lockedSpaceMap(totalBlocks: number, seed: number): Promise<{ store: MetaStore; space: SpaceMap }> {
+  const store = new MetaStore(new SimDevice(totalBlocks, new Prng(seed)), 1, 1 << 20);
+  await store.mutex.lock();
+  const space = new SpaceMap(store, 0, totalBlocks, 100);
   await space.init();
+  return { store, space };
+}
+
+test('space map: counts, free summary, reservation and deferred reuse', async () => {
+  const { store, space } = await lockedSpaceMap(20000, 1);
   assert.equal(space.freeBlocks, 20000);
   await space.incref(0);
   await space.incref(1);
@@ -123,11 +132,7 @@ test('blocks freed in a commit are not reused by a write racing that commit', as
 
 test('lock-free reservation spans loaded pages, skips used and held blocks, and gives up cleanly', async () => {
   // 40 count pages: more than a large reservation may scan without the lock.
-  const device = new SimDevice(40000, new Prng(2));
-  const store = new MetaStore(device, 1, 1 << 20);
-  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
-  const space = new SpaceMap(store, 0, 40000, 100);
-  await space.init();
+  const { store, space } = await lockedSpaceMap(40000, 2);
   // Load (dirty) the first three count pages and use a few blocks near the first page's end.
   const edge = REFCOUNTS_PER_PAGE - 10;
   await space.addRange(0, 2, 1);
@@ -154,11 +159,7 @@ test('lock-free reservation spans loaded pages, skips used and held blocks, and 
 });
 
 test('a large reservation takes long free runs and leaves short holes to small writes, with first fit as fallback', async () => {
-  const device = new SimDevice(20000, new Prng(3));
-  const store = new MetaStore(device, 1, 1 << 20);
-  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
-  const space = new SpaceMap(store, 0, 20000, 100);
-  await space.init();
+  const { store, space } = await lockedSpaceMap(20000, 3);
   const blocksOf = (runs: Run[]): number[] => runs.flatMap((r) => Array.from({ length: r.lengthBlocks }, (_, i) => r.pba + i));
   // Page 0 as random overwrites leave it: every other block used, up to 600; free from 600 on.
   await space.addRange(0, 2, 1);
@@ -191,11 +192,7 @@ test('a large reservation takes long free runs and leaves short holes to small w
 test('a large reservation takes whole runs past free space cut into long runs, and long runs when no whole run is in reach', async () => {
   const pages = 30;
   const total = pages * REFCOUNTS_PER_PAGE;
-  const device = new SimDevice(total, new Prng(4));
-  const store = new MetaStore(device, 1, 1 << 20);
-  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
-  const space = new SpaceMap(store, 0, total, 100);
-  await space.init();
+  const { store, space } = await lockedSpaceMap(total, 4);
   // The first 10 pages as random overwrites leave them after some frees: one block in 20 used, free
   // runs of 19 (long runs, no whole one); free from the last of them on.
   await space.addRange(0, 2, 1);
@@ -228,11 +225,7 @@ test('a large reservation takes whole runs past free space cut into long runs, a
 test('whole runs freed by a commit are found again once released, also after a search found none to the pool end', async () => {
   const pages = 12;
   const total = pages * REFCOUNTS_PER_PAGE;
-  const device = new SimDevice(total, new Prng(8));
-  const store = new MetaStore(device, 1, 1 << 20);
-  await store.mutex.lock(); // these tests change the space map directly, as a mutation would: under the lock
-  const space = new SpaceMap(store, 0, total, 100);
-  await space.init();
+  const { store, space } = await lockedSpaceMap(total, 8);
   // Every block used but one in 20: no whole run anywhere.
   await space.addRange(0, 2, 1);
   for (let b = 2; b < total; b++) if (b % 20 !== 0) await space.addRange(b, 1, 1);
@@ -282,11 +275,7 @@ test('metadata blocks come from a reserved run: a commit after scattered writes 
 });
 
 test('a referenced range on a dirty count page gains a reference without awaiting; otherwise nothing changes', async () => {
-  const device = new SimDevice(20000, new Prng(3));
-  const store = new MetaStore(device, 1, 1 << 20);
-  await store.mutex.lock(); // changed directly, as a mutation would: under the lock
-  const space = new SpaceMap(store, 0, 20000, 100);
-  await space.init();
+  const { store, space } = await lockedSpaceMap(20000, 3);
   const page = REFCOUNTS_PER_PAGE * 2;
   await space.addRange(page + 10, 5, 1);
   const free = space.freeBlocks;

@@ -53,6 +53,8 @@ export function entryBytes(entry: LeafEntry): number {
  */
 export class OpenLogBlock {
   readonly buf = Buffer.alloc(BLOCK_SIZE_BYTES);
+  /** One view for the block's life: appends run on every write's mapping switch. */
+  private readonly view = viewOf(this.buf);
   used = LOG_HEADER_BYTES;
   records = 0;
 
@@ -65,7 +67,7 @@ export class OpenLogBlock {
   /** Appends the record of [startLba, endLba) -> entries[from, to); the caller checked it fits. */
   append(volumeId: number, txn: number, startLba: number, endLba: number, entries: readonly LeafEntry[], from: number, to: number): void {
     assert(startLba >= 0 && startLba < endLba && from <= to && to - from <= 0xffff, 'a record of a forward range');
-    const view = viewOf(this.buf);
+    const view = this.view;
     let at = this.used;
     setU64(view, at, volumeId); setU64(view, at + 8, txn); setU64(view, at + 16, startLba); setU64(view, at + 24, endLba);
     view.setUint16(at + 32, to - from, true);
@@ -86,7 +88,7 @@ export class OpenLogBlock {
   /** Writes the header: the block is `seq` of a flush that began at `firstSeq`. */
   seal(seq: number, firstSeq: number, flushEnd: boolean, uuid: Buffer): Buffer {
     assert(firstSeq <= seq && this.records <= 0xffff && uuid.length === 16, 'a sealed block of its flush');
-    const buf = this.buf, view = viewOf(buf);
+    const buf = this.buf, view = this.view;
     buf.writeUInt32LE(LOG_MAGIC, OFFSET_MAGIC);
     buf.writeUInt16LE(LOG_FORMAT, OFFSET_FORMAT);
     buf.writeUInt16LE(flushEnd ? FLAG_FLUSH_END : 0, OFFSET_FLAGS);
