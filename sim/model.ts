@@ -75,6 +75,8 @@ export function matchRead(candidates: BlockState[], got: Buffer): BlockState | n
 
 export class Model {
   readonly targets = new Map<string, ModelTarget>();
+  /** Settings (key to value as latin1 text): committed when set, so always exactly what the pool holds. */
+  readonly settings = new Map<string, string>();
   private identityNext = 1;
 
   freshIdentity(): number {
@@ -85,6 +87,7 @@ export class Model {
   clone(): Model {
     const copy = new Model();
     copy.identityNext = this.identityNext + 1_000_000_000;
+    for (const [key, value] of this.settings) copy.settings.set(key, value);
     for (const [name, t] of this.targets) {
       copy.targets.set(name, {
         ...t,

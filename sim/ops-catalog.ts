@@ -2,7 +2,8 @@
 // clones (of snapshots and live volumes), revert and flatten. Each successful one is durable when
 // it resolves (types.ts: "mutations of the catalog are durable when their promise resolves").
 
-import { BLOCK_SIZE_BYTES } from '../src/engine/types.js';
+import { BLOCK_SIZE_BYTES, type SettingChange } from '../src/engine/types.js';
+import { SETTING_BYTES_MAX } from '../src/engine/constants.js';
 import type { ModelTarget } from './model.js';
 import type { Simulator } from './simulator.js';
 
@@ -233,4 +234,32 @@ export async function relieveSpace(sim: Simulator): Promise<void> {
   for (let i = 0; i < 3; i++) sim.must(await sim.attempt(() => sim.e.flush()), 'flush to free space');
   sim.model.durablePoint();
   sim.drainEvents();
+}
+
+/** Settings in a small key space (so changes replace and remove): one batch of 1-4, all or nothing. */
+export async function opSettings(sim: Simulator): Promise<void> {
+  const changes: SettingChange[] = [];
+  const keys = new Set<string>();
+  for (let n = sim.prng.int(1, 4); n > 0; n--) {
+    const key = `${sim.prng.pick(['tenant', 'token', 'qos'])}/${sim.prng.int(0, 5)}`;
+    if (keys.has(key)) continue;
+    keys.add(key);
+    const length = sim.prng.chance(0.2) ? SETTING_BYTES_MAX - key.length : sim.prng.int(0, 60);
+    const value = sim.prng.chance(0.3) ? null : Buffer.from(Array.from({ length }, () => sim.prng.int(0, 255)));
+    changes.push({ key, value });
+  }
+  sim.note(`putSettings ${changes.map((c) => `${c.key}${c.value === null ? '-' : `=${c.value.length}B`}`).join(' ')}`);
+  const o = await sim.attempt(() => sim.e.putSettings(changes));
+  if (!o.ok) {
+    sim.expectError(o, ['pool_full'], 'putSettings');
+    await relieveSpace(sim);
+    return;
+  }
+  sim.model.durablePoint();
+  for (const { key, value } of changes) {
+    if (value === null) sim.model.settings.delete(key);
+    else sim.model.settings.set(key, value.toString('latin1'));
+  }
+  await sim.verifyDurableCatalog(`putSettings ${[...keys].join(',')}`);
+  sim.count('settings');
 }

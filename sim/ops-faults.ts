@@ -140,7 +140,7 @@ async function flipMetadataBlock(sim: Simulator): Promise<void> {
   sim.note(`bit flip in metadata(?) block ${flip.blockNumber} bit ${flip.bitIndex}, cold reopen`);
   sim.engine = null;
   sim.device = image;
-  const tolerated = ['checksum_error', 'pool_corrupt', 'io_error', ...META_CORRUPT_CODES] as const;
+  const tolerated = ['checksum_error', 'pool_corrupt', 'io_error', 'log_damaged', ...META_CORRUPT_CODES] as const;
   const opened = await sim.attempt(() => openPool(image, sim.poolOptions()));
   if (opened.ok) {
     sim.engine = opened.value;

@@ -10,7 +10,7 @@ import { opFlush } from './ops-data.js';
 import {
   opClone, opCreateVolume, opDeleteSnapshot, opDeleteVolume, opFlatten, opResizeVolume, opSnapshot,
 } from './ops-catalog.js';
-import { resolvePending, verifyTarget } from './verify.js';
+import { describeModelSettings, describeSettings, resolvePending, verifyTarget } from './verify.js';
 
 const victims = {
   snapshot: opSnapshot,
@@ -30,11 +30,11 @@ const cutOpsMax = 40;
 export function engineCatalog(sim: Simulator): string {
   const vols = sim.e.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`);
   const snaps = sim.e.listSnapshots().map((s) => `${s.fullName}:${s.sizeBytes}`);
-  return [...vols, ...snaps].sort().join(',');
+  return `${[...vols, ...snaps].sort().join(',')} settings:${describeSettings(sim.e.listSettings(''))}`;
 }
 
 export function modelCatalog(model: Model): string {
-  return [...model.targets.values()].map((t) => `${t.name}:${t.sizeBytes}`).sort().join(',');
+  return `${[...model.targets.values()].map((t) => `${t.name}:${t.sizeBytes}`).sort().join(',')} settings:${describeModelSettings(model)}`;
 }
 
 export async function opMidCrash(sim: Simulator): Promise<void> {

@@ -4,7 +4,7 @@ import type { OpKind } from './params.js';
 import type { Simulator } from './simulator.js';
 import { opConcurrentWrites, opFlush, opRead, opWrite, opZero } from './ops-data.js';
 import {
-  opClone, opCreateVolume, opDeleteSnapshot, opDeleteVolume, opFlatten, opResizeVolume, opRevert, opSnapshot,
+  opClone, opCreateVolume, opDeleteSnapshot, opDeleteVolume, opFlatten, opResizeVolume, opRevert, opSettings, opSnapshot,
 } from './ops-catalog.js';
 import { opCatalog, opChangedSince, opDiff, opExtents, opSpaceUsage } from './ops-query.js';
 import { opBitFlip, opCrash, opEio, opReopen } from './ops-faults.js';
@@ -39,6 +39,7 @@ const table: Record<OpKind, (sim: Simulator) => Promise<void> | void> = {
   badRequest: opBadRequest,
   midCrash: opMidCrash,
   concurrentMixed: opConcurrentMixed,
+  settings: opSettings,
 };
 
 export async function runOp(sim: Simulator, kind: OpKind): Promise<void> {

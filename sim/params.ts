@@ -7,7 +7,7 @@ export type OpKind =
   | 'createVolume' | 'deleteVolume' | 'resizeVolume' | 'write' | 'read' | 'trim' | 'writeZeroes'
   | 'flush' | 'snapshot' | 'deleteSnapshot' | 'clone' | 'revert' | 'flatten' | 'diff'
   | 'changedSince' | 'extents' | 'spaceUsage' | 'catalog' | 'crash' | 'reopen' | 'bitFlip' | 'eio'
-  | 'concurrentWrites' | 'badRequest' | 'midCrash' | 'concurrentMixed';
+  | 'concurrentWrites' | 'badRequest' | 'midCrash' | 'concurrentMixed' | 'settings';
 
 export interface SimParams {
   poolSizeBytes: number;
@@ -28,7 +28,7 @@ const baseWeights: Record<OpKind, number> = {
   createVolume: 4, deleteVolume: 1.5, resizeVolume: 2, write: 30, read: 15, trim: 4, writeZeroes: 4,
   flush: 6, snapshot: 5, deleteSnapshot: 2.5, clone: 3, revert: 1.5, flatten: 1, diff: 3,
   changedSince: 1.5, extents: 3, spaceUsage: 2, catalog: 1, crash: 2.5, reopen: 0.7, bitFlip: 1,
-  eio: 1.5, concurrentWrites: 3, badRequest: 2, midCrash: 3, concurrentMixed: 2,
+  eio: 1.5, concurrentWrites: 3, badRequest: 2, midCrash: 3, concurrentMixed: 2, settings: 1.5,
 };
 
 export function chooseParams(prng: Prng): SimParams {

@@ -11,7 +11,7 @@ import { BLOCK_SIZE_BYTES, type CheckReport, type Engine, type PoolOptions, type
 import { Model, type ModelTarget } from './model.js';
 import { chooseParams, type OpKind, type SimParams } from './params.js';
 import { runOp } from './ops.js';
-import { blocksBesideMetadata, verifyCatalog, verifyEverythingReturns, verifyTarget, resolvePending } from './verify.js';
+import { blocksBesideMetadata, describeModelSettings, describeSettings, verifyCatalog, verifyEverythingReturns, verifyTarget, resolvePending } from './verify.js';
 import { paranoidCheck } from './ops-query.js';
 
 export interface SimulationOptions {
@@ -226,6 +226,8 @@ export class Simulator {
     const durable = this.must(opened, `open of the durable image after ${what}`);
     const got = [...durable.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`), ...durable.listSnapshots().map((s) => `${s.fullName}:${s.sizeBytes}`)].sort();
     const want = [...this.model.targets.values()].map((t) => `${t.name}:${t.sizeBytes}`).sort();
+    const settings = describeSettings(durable.listSettings(''));
+    if (settings !== describeModelSettings(this.model)) this.fail(`${what} resolved, but the durable image holds settings [${settings}], the model [${describeModelSettings(this.model)}]`);
     if (got.join(',') !== want.join(',')) {
       this.fail(`${what} resolved, but the durable image (generation ${durable.stats().generation}) lists [${got.join(',')}], ` +
         `the model [${want.join(',')}] (in memory generation ${this.e.stats().generation})`);

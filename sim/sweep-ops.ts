@@ -76,6 +76,9 @@ export async function setupHistory(sim: Simulator): Promise<void> {
   // ~160 such extents), so operations walk, shadow and free more than one node.
   await write(sim, 'v3', 0, everyOtherBlock(3, 512));
   await flush(sim);
+  sim.must(await sim.attempt(() => sim.e.putSettings([{ key: 'tenant/a', value: Buffer.from('old') }, { key: 'tenant/b', value: Buffer.from('old') }])), 'setup settings');
+  sim.model.settings.set('tenant/a', 'old');
+  sim.model.settings.set('tenant/b', 'old');
   await snapshot(sim, ['v1@s1', 'v2@s1']);
   await write(sim, 'v1', 32 * B, everyOtherBlock(9, 480));
   await write(sim, 'v1', 4 * B, patternBytes(4, 4 * B));
@@ -191,6 +194,12 @@ export const sweepOps: SweepOp[] = [
     await core.commit();
   }, () => undefined),
   catalogOp('flush', (sim) => sim.e.flush(), () => undefined),
+  // A batch that adds, replaces and removes settings: all or nothing at every cut.
+  catalogOp('settings', (sim) => sim.e.putSettings([{ key: 'tenant/a', value: Buffer.from('new') }, { key: 'tenant/b', value: null }, { key: 'token/c', value: Buffer.alloc(200, 7) }]), (m) => {
+    m.settings.set('tenant/a', 'new');
+    m.settings.delete('tenant/b');
+    m.settings.set('token/c', Buffer.alloc(200, 7).toString('latin1'));
+  }),
   // The commit that retires the intent log (what the interval, the dirty bound or a full log start).
   catalogOp('checkpoint', (sim) => sim.e.checkpoint(), () => undefined),
   {

@@ -1,8 +1,8 @@
 // Comparing the engine with the reference model: reads block by block, the catalog, and, after a
 // crash, resolving each uncertain block to one of the states the model allows (then adopting it).
 
-import { BLOCK_SIZE_BYTES, type CheckReport, type PoolStats } from '../src/engine/types.js';
-import { blockOf, fingerprint, merge, sameContent, type ModelTarget } from './model.js';
+import { BLOCK_SIZE_BYTES, type CheckReport, type PoolStats, type Setting } from '../src/engine/types.js';
+import { blockOf, fingerprint, merge, sameContent, type Model, type ModelTarget } from './model.js';
 import type { Simulator } from './simulator.js';
 
 const B = BLOCK_SIZE_BYTES;
@@ -74,6 +74,15 @@ export async function verifyTarget(sim: Simulator, t: ModelTarget, mode: 'full' 
   }
 }
 
+/** Settings as one comparable line (listSettings is sorted by key). */
+export function describeSettings(settings: Setting[]): string {
+  return settings.map((s) => `${s.key}=${s.value.toString('hex')}`).join(',');
+}
+
+export function describeModelSettings(model: Model): string {
+  return [...model.settings].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => `${k}=${Buffer.from(v, 'latin1').toString('hex')}`).join(',');
+}
+
 /** The catalog the engine lists must be the model's: names, sizes, ids, counts. */
 export function verifyCatalog(sim: Simulator, what: string): void {
   const e = sim.e;
@@ -100,6 +109,8 @@ export function verifyCatalog(sim: Simulator, what: string): void {
     if (s.id !== t.id) sim.fail(`catalog ${what}: ${s.fullName} id ${s.id}, model ${t.id}`);
     if (s.volume !== t.volume) sim.fail(`catalog ${what}: ${s.fullName} volume ${s.volume}, model ${t.volume}`);
   }
+  const settings = describeSettings(e.listSettings(''));
+  if (settings !== describeModelSettings(sim.model)) sim.fail(`settings ${what}: engine has [${settings}], model [${describeModelSettings(sim.model)}]`);
   const stats = e.stats();
   if (stats.volumes !== volumes.length || stats.snapshots !== snapshots.length) {
     sim.fail(`stats ${what}: ${stats.volumes} volumes/${stats.snapshots} snapshots, lists have ${volumes.length}/${snapshots.length}`);

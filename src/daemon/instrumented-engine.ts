@@ -2,7 +2,7 @@
 // extents, changedSince) per volume into Metrics. It implements the whole Engine interface, so the
 // NBD server and the API receive it in place of the engine and cannot tell the difference.
 import type {
-  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
+  ByteRange, CheckReport, Engine, Extent, PoolStats, Setting, SettingChange, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
   TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from '../engine/index.js';
 import { dataLength } from '../engine/index.js';
@@ -74,6 +74,9 @@ export class InstrumentedEngine implements Engine {
   check(): Promise<CheckReport> { return this.inner.check(); }
   growPool(sizeBytes?: number): Promise<PoolStats> { return this.inner.growPool(sizeBytes); }
   close(): Promise<void> { return this.inner.close(); }
+  getSetting(key: string): Buffer | null { return this.inner.getSetting(key); }
+  listSettings(prefix: string): Setting[] { return this.inner.listSettings(prefix); }
+  putSettings(changes: SettingChange[]): Promise<void> { return this.inner.putSettings(changes); }
   listVolumes(): VolumeInfo[] { return this.inner.listVolumes(); }
   getVolume(name: string): VolumeInfo { return this.inner.getVolume(name); }
   createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> { return this.inner.createVolume(name, sizeBytes); }

@@ -1,7 +1,7 @@
-// The catalog: volumes, snapshots and the queue of dropped tree nodes, as fixed 256-byte records in a
+// The catalog: volumes, snapshots, settings and the queue of dropped tree nodes, as fixed 256-byte records in a
 // paged array inside the pool, committed in the same transaction as the data they describe. The
 // whole catalog is also held in memory (small: tens of thousands of records are a few MB).
-import { CATALOG_LOAD_PAGES_IN_FLIGHT, CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NAME_BYTES_MAX } from './constants.js';
+import { CATALOG_LOAD_PAGES_IN_FLIGHT, CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NAME_BYTES_MAX, SETTING_BYTES_MAX } from './constants.js';
 import { MetaType, catalogPageOf, getU64, setU64, viewOf, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
@@ -9,7 +9,11 @@ import { KeyOrder } from './key-order.js';
 import { assert, fail, PoolCorrupt } from './errors.js';
 
 
-export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3 }
+/** Setting (format 4): a small named value (`name` is its key) that layers above keep in the pool. */
+export const enum RecordKind { Empty = 0, Volume = 1, Snapshot = 2, DeadNode = 3, Setting = 4 }
+/** A setting's key and value start after its kind, flags and two 16-bit lengths. */
+const SETTING_HEAD_BYTES = 8;
+assert(SETTING_HEAD_BYTES + SETTING_BYTES_MAX <= CATALOG_RECORD_BYTES, 'a setting fits in a catalog record');
 export const FLAG_DELETED = 1;
 
 /** Where a record's name starts; it runs for at most NAME_BYTES_MAX bytes. */
@@ -41,11 +45,14 @@ export interface CatalogRecord {
    * in records written before it was stored (the engine derives one from the pool uuid).
    */
   streamGuid?: string;
+  /** Setting: its value (the key is `name`). */
+  value?: Buffer;
 }
 
 function encodeRecord(rec: CatalogRecord, buf: Buffer, off: number): void {
   buf.fill(0, off, off + CATALOG_RECORD_BYTES);
   if (rec.kind === RecordKind.Empty) return;
+  if (rec.kind === RecordKind.Setting) { encodeSetting(rec, buf, off); return; }
   const name = Buffer.from(rec.name, 'utf8');
   assert(name.length <= NAME_BYTES_MAX, 'name length checked before the catalog');
   buf.writeUInt8(rec.kind, off);
@@ -68,6 +75,27 @@ function encodeRecord(rec: CatalogRecord, buf: Buffer, off: number): void {
   }
 }
 
+function encodeSetting(rec: CatalogRecord, buf: Buffer, off: number): void {
+  const key = Buffer.from(rec.name, 'utf8'), value = rec.value;
+  assert(value !== undefined && key.length + value.length <= SETTING_BYTES_MAX, 'setting size checked before the catalog');
+  buf.writeUInt8(rec.kind, off);
+  buf.writeUInt16LE(key.length, off + 2);
+  buf.writeUInt16LE(value.length, off + 4);
+  key.copy(buf, off + SETTING_HEAD_BYTES);
+  value.copy(buf, off + SETTING_HEAD_BYTES + key.length);
+}
+
+function decodeSetting(buf: Buffer, off: number, slot: number): CatalogRecord {
+  const keyLen = buf.readUInt16LE(off + 2), valueLen = buf.readUInt16LE(off + 4);
+  if (keyLen === 0 || keyLen + valueLen > SETTING_BYTES_MAX) throw new PoolCorrupt(`catalog slot ${slot}: setting of ${keyLen}+${valueLen} bytes (at most ${SETTING_BYTES_MAX})`);
+  const start = off + SETTING_HEAD_BYTES;
+  return {
+    slot, kind: RecordKind.Setting, flags: 0, id: 0, root: 0, sizeBytes: 0, mappedBlocks: 0, createdMs: 0, parentId: 0,
+    originSnapId: 0, flattenCursor: 0, seq: 0, name: buf.toString('utf8', start, start + keyLen),
+    value: Buffer.from(buf.subarray(start + keyLen, start + keyLen + valueLen)),
+  };
+}
+
 function decodeStreamGuid(buf: Buffer, off: number): string | undefined {
   const start = off + RECORD_STREAM_GUID_OFFSET_BYTES;
   const bytes = buf.subarray(start, start + RECORD_STREAM_GUID_BYTES);
@@ -79,6 +107,8 @@ export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRec
   assert(off % CATALOG_RECORD_BYTES === 0 && off + CATALOG_RECORD_BYTES <= buf.length, 'a record slot inside its page');
   const kind = buf.readUInt8(off) as RecordKind;
   if (kind === RecordKind.Empty) return null;
+  if (kind > RecordKind.Setting) throw new PoolCorrupt(`catalog slot ${slot}: unknown record kind ${kind}`);
+  if (kind === RecordKind.Setting) return decodeSetting(buf, off, slot);
   const nameLen = buf.readUInt16LE(off + 2);
   const view = viewOf(buf);
   const rec: CatalogRecord = {
@@ -113,6 +143,8 @@ export class Catalog {
   /** Snapshots by their own name across volumes (CSI names are pool-wide): usually one each. */
   private readonly snapshotsByOwnName = new Map<string, CatalogRecord[]>();
   readonly deadNodes: CatalogRecord[] = [];
+  /** Setting records by key. */
+  readonly settings = new Map<string, CatalogRecord>();
   private readonly freeSlots: number[] = [];
   slotsUsed: number;
 
@@ -152,7 +184,8 @@ export class Catalog {
         const rec = page ? decodeRecord(page.records, i * CATALOG_RECORD_BYTES, slot) : null;
         // Two records of one id or volume name on disk (each page checked out alone): the catalog
         // cannot tell which is meant, so the pool is refused rather than one of them silently lost.
-        if (rec && rec.kind !== RecordKind.DeadNode) {
+        if (rec && rec.kind === RecordKind.Setting && this.settings.has(rec.name)) throw new PoolCorrupt(`setting ${rec.name} stored twice (slot ${slot})`);
+        if (rec && rec.kind !== RecordKind.DeadNode && rec.kind !== RecordKind.Setting) {
           if (idsSeen.has(rec.id)) throw new PoolCorrupt(`catalog id ${rec.id} used twice (slot ${slot})`);
           idsSeen.add(rec.id);
         }
@@ -171,6 +204,7 @@ export class Catalog {
   private index(rec: CatalogRecord): void {
     assert(rec.kind !== RecordKind.Empty, 'an indexed record has a kind');
     if (rec.kind === RecordKind.DeadNode) { this.deadNodes.push(rec); return; }
+    if (rec.kind === RecordKind.Setting) { this.settings.set(rec.name, rec); return; }
     this.byId.set(rec.id, rec);
     if (rec.kind === RecordKind.Volume) { this.volumesByName.set(rec.name, rec); return; }
     let snaps = this.snapshotsByVolume.get(rec.parentId);
@@ -183,7 +217,12 @@ export class Catalog {
   }
 
   private unindex(rec: CatalogRecord): void {
-    assert(rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec, 'an unindexed record was indexed');
+    assert(rec.kind === RecordKind.DeadNode || rec.kind === RecordKind.Setting || this.byId.get(rec.id) === rec, 'an unindexed record was indexed');
+    if (rec.kind === RecordKind.Setting) {
+      assert(this.settings.get(rec.name) === rec, 'an unindexed setting was indexed');
+      this.settings.delete(rec.name);
+      return;
+    }
     if (rec.kind === RecordKind.DeadNode) {
       // The background free takes the queue's last record: searched from the end, that is O(1).
       const i = this.deadNodes.lastIndexOf(rec);
@@ -249,7 +288,7 @@ export class Catalog {
   /** Persists a record (new or changed) into its page. */
   async save(rec: CatalogRecord): Promise<void> {
     this.store.assertHeld();
-    if (!(rec.kind === RecordKind.Empty || rec.kind === RecordKind.DeadNode || this.byId.get(rec.id) === rec)) {
+    if (!(rec.kind === RecordKind.Empty || rec.kind === RecordKind.DeadNode || (rec.kind === RecordKind.Setting && this.settings.get(rec.name) === rec) || this.byId.get(rec.id) === rec)) {
       fail(`saving catalog record #${rec.id} that is no longer in the catalog`);
     }
     const pageIndex = Math.floor(rec.slot / CATALOG_RECORDS_PER_PAGE);
@@ -275,6 +314,18 @@ export class Catalog {
     const empty: CatalogRecord = { ...rec, kind: RecordKind.Empty };
     await this.save(empty);
     this.freeSlots.push(rec.slot);
+  }
+
+  /** Stores (value) or removes (null) the setting `key`; the caller checked its size. */
+  async putSetting(key: string, value: Buffer | null): Promise<void> {
+    this.store.assertHeld();
+    const old = this.settings.get(key);
+    if (value === null) { if (old !== undefined) await this.remove(old); return; }
+    if (old !== undefined) { old.value = Buffer.from(value); await this.save(old); return; }
+    await this.add({
+      kind: RecordKind.Setting, flags: 0, id: 0, root: 0, sizeBytes: 0, mappedBlocks: 0, createdMs: 0, parentId: 0,
+      originSnapId: 0, flattenCursor: 0, seq: 0, name: key, value: Buffer.from(value),
+    });
   }
 
   /** A volume's snapshots, oldest first: O(its snapshots), for lists only. */

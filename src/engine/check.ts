@@ -2,7 +2,7 @@
 // cache), walks every tree, recomputes every reference count and verifies every checksum, then
 // compares with the space map. Reports leaks, double ownership and corruption with block numbers.
 import {
-  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CHECK_PROBLEMS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, FORMAT_VERSION,
+  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CHECK_PROBLEMS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, FORMAT_VERSION, FORMAT_VERSION_LOGGED,
   FORMAT_VERSION_UNMIRRORED, RADIX_FANOUT, REFCOUNTS_PER_PAGE, SUPERBLOCK_MIRROR_SLOTS, TREE_DEPTH_MAX, RADIX_DEPTH_MAX, radixDepth, EXTENT_BLOCKS_MAX,
   POOL_BLOCKS_MIN, POOL_BLOCKS_MAX,
 } from './constants.js';
@@ -202,7 +202,14 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     if (!page) return;
     for (let i = 0; i < CATALOG_RECORDS_PER_PAGE; i++) {
       const slot = index * CATALOG_RECORDS_PER_PAGE + i;
-      const rec = decodeRecord((page as CatalogPage).records, i * CATALOG_RECORD_BYTES, slot);
+      let rec: CatalogRecord | null;
+      try {
+        rec = decodeRecord((page as CatalogPage).records, i * CATALOG_RECORD_BYTES, slot);
+      } catch (e) {
+        if (!(e instanceof PoolCorrupt)) throw e;
+        c.problem({ kind: 'catalog', physicalBlock: page.block, message: e.message });
+        continue;
+      }
       if (rec) {
         if (slot >= sb.catalogSlots) c.problem({ kind: 'catalog', physicalBlock: page.block, message: `record in slot ${slot} past the used slots (${sb.catalogSlots})` });
         records.push(rec);
@@ -210,6 +217,9 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     }
   }, () => null); // the catalog keeps its free slots in memory, not in the summary
   checkCatalog(c, records);
+  if (sb.formatVersion < FORMAT_VERSION && records.some((r) => r.kind === RecordKind.Setting)) {
+    c.problem({ kind: 'catalog', physicalBlock: 0, message: `format ${sb.formatVersion} pool holds setting records (format ${FORMAT_VERSION} and later only)` });
+  }
   for (const rec of records) {
     if (rec.root === 0) continue;
     const owner = rec.kind === RecordKind.DeadNode ? `dropped node ${rec.root}` : `${rec.kind === RecordKind.Volume ? 'volume' : 'snapshot'} ${rec.name} (#${rec.id})`;
@@ -218,7 +228,7 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
   if (sb.formatVersion === FORMAT_VERSION_UNMIRRORED) {
     const free = SUPERBLOCK_MIRROR_SLOTS.every((b) => actual[b] === 0);
     notes.push(`format ${FORMAT_VERSION_UNMIRRORED} pool: one superblock copy per generation; ` +
-      (free ? `opening it upgrades it to format ${FORMAT_VERSION} (mirrored)` : `blocks ${SUPERBLOCK_MIRROR_SLOTS.join(' and ')} are in use, so it stays unmirrored`));
+      (free ? `opening it upgrades it to format ${FORMAT_VERSION_LOGGED} (mirrored, with an intent log)` : `blocks ${SUPERBLOCK_MIRROR_SLOTS.join(' and ')} are in use, so it stays unmirrored`));
   }
   assert(actual.length === c.expected.length, 'a count and a reference count per block');
   for (let b = 0; b < sb.totalBlocks; b++) {
@@ -235,8 +245,14 @@ function checkCatalog(c: Checker, records: CatalogRecord[]): void {
   assert(records.every((r) => r.kind !== RecordKind.Empty), 'empty slots are not records');
   const ids = new Map<number, CatalogRecord>();
   const names = new Set<string>();
+  const settingKeys = new Set<string>();
   for (const r of records) {
     if (r.kind === RecordKind.DeadNode) continue;
+    if (r.kind === RecordKind.Setting) {
+      if (settingKeys.has(r.name)) c.problem({ kind: 'catalog', physicalBlock: 0, message: `setting ${r.name} stored twice` });
+      settingKeys.add(r.name);
+      continue;
+    }
     if (ids.has(r.id)) c.problem({ kind: 'catalog', physicalBlock: 0, message: `catalog id ${r.id} used twice` });
     ids.set(r.id, r);
     if (r.kind === RecordKind.Volume) {

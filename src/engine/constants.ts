@@ -5,13 +5,16 @@ import { BLOCK_SIZE_BYTES } from './types.js';
 
 export { BLOCK_SIZE_BYTES };
 /**
- * On-disk format. 3: format 2 plus an intent log region named by the superblock (a flush writes the
+ * On-disk format. 4: format 3 whose catalog may hold setting records (small named values: tenants,
+ * tokens, keys, QoS limits); a format-3 pool becomes format 4 in the commit that stores its first
+ * setting, so a pool that never stores one still opens with the previous release. 3: format 2 plus an intent log region named by the superblock (a flush writes the
  * mapping changes since the last commit there instead of committing). 2: every commit writes its
  * superblock twice (primary, then mirror, a flush between) with a crc32c over the whole block. 1: one
  * copy per commit, crc32c over its first 512 bytes. Older formats are still opened and upgraded in
  * place where their blocks allow it (ARCHITECTURE.md, "Superblock" and "Intent log").
  */
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
+export const FORMAT_VERSION_LOGGED = 3;
 export const FORMAT_VERSION_MIRRORED = 2;
 export const FORMAT_VERSION_UNMIRRORED = 1;
 
@@ -62,6 +65,10 @@ export const CATALOG_RECORDS_MAX = 1 << 24;
 export const CATALOG_LOAD_PAGES_IN_FLIGHT = 64;
 /** Longest volume or snapshot name in UTF-8 bytes: what a record has room for after its fixed fields. */
 export const NAME_BYTES_MAX = 160;
+/** A setting record's key: printable ASCII, at most this long. */
+export const SETTING_KEY_BYTES_MAX = 120;
+/** A setting record's key and value together (the record's bytes after its 8-byte head). */
+export const SETTING_BYTES_MAX = 248;
 
 /** Largest single read/write the engine accepts in one call. */
 export const IO_BYTES_MAX = 32 * 1024 * 1024;

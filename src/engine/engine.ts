@@ -5,7 +5,8 @@
 // must guarantee (a record of the kind asked for, a mutation that did what it says) is asserted, and a
 // failed assertion stops the pool rather than answer from a state that can no longer be trusted.
 import { createHash } from 'node:crypto';
-import { BLOCK_SIZE_BYTES, POOL_BLOCKS_MAX } from './constants.js';
+import { BLOCK_SIZE_BYTES, FORMAT_VERSION, POOL_BLOCKS_MAX, SETTING_BYTES_MAX } from './constants.js';
+import { hasIntentLog } from './superblock.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, RecordKind, type CatalogRecord } from './catalog.js';
 import { diffTrees } from './diff.js';
@@ -13,12 +14,12 @@ import { extentsOf, readRange, unmapBlocks, writeRange, zeroRange } from './data
 import { flattenVolume } from './flatten.js';
 import { exclusiveBlocks } from './space-usage.js';
 import { checkDevice } from './check.js';
-import { parseRef, validateName, validateSize } from './names.js';
+import { parseRef, validateName, validateSettingKey, validateSize, validateVolumeName } from './names.js';
 import {
   InvalidArgument, InvalidSize, NameTaken, PoolCorrupt, PoolShrinkRefused, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound, asIoError, assert, fail,
 } from './errors.js';
 import type {
-  ByteRange, CheckReport, Engine, Extent, PoolStats, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
+  ByteRange, CheckReport, Engine, Extent, PoolStats, Setting, SettingChange, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
   TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from './types.js';
 
@@ -221,7 +222,7 @@ export class CairnEngine implements Engine {
   }
 
   async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
-    validateName(name, 'volume');
+    validateVolumeName(name);
     validateSize(sizeBytes);
     const rec = await this.durable(async () => {
       this.assertNameFree(name);
@@ -235,7 +236,7 @@ export class CairnEngine implements Engine {
   }
 
   async cloneVolume(name: string, source: string): Promise<VolumeInfo> {
-    validateName(name, 'volume');
+    validateVolumeName(name);
     const rec = await this.durable(async () => {
       this.assertNameFree(name);
       const src = this.refRec(source);
@@ -310,6 +311,37 @@ export class CairnEngine implements Engine {
     // Flattened: nothing of its origin is shared any more, and no cursor is left to resume.
     assert(rec.flattenCursor === 0 && rec.parentId === 0 && rec.originSnapId === 0, 'a flattened volume has no origin');
     return this.volumeInfo(rec);
+  }
+
+  // ---- settings ----
+
+  getSetting(key: string): Buffer | null {
+    const rec = this.catalog.settings.get(key);
+    assert(rec === undefined || rec.value !== undefined, 'a setting has a value');
+    return rec === undefined ? null : Buffer.from(rec.value!);
+  }
+
+  listSettings(prefix: string): Setting[] {
+    const out: Setting[] = [];
+    for (const [key, rec] of this.catalog.settings) if (key.startsWith(prefix)) out.push({ key, value: Buffer.from(rec.value!) });
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async putSettings(changes: SettingChange[]): Promise<void> {
+    for (const { key, value } of changes) {
+      validateSettingKey(key);
+      if (value !== null && Buffer.byteLength(key) + value.length > SETTING_BYTES_MAX) {
+        throw new InvalidArgument(`setting ${key}: key and value hold ${Buffer.byteLength(key) + value.length} bytes, at most ${SETTING_BYTES_MAX}`);
+      }
+    }
+    if (!hasIntentLog(this.core.sb.formatVersion)) {
+      throw new InvalidArgument(`this pool is format ${this.core.sb.formatVersion} (no room was free for an intent log when it was upgraded): it cannot store settings until space is freed and it is reopened`);
+    }
+    await this.durable(async () => {
+      // Older binaries read format 3; the version moves only once the catalog holds what they cannot read.
+      if (this.core.sb.formatVersion < FORMAT_VERSION && changes.some((c) => c.value !== null)) this.core.sb = { ...this.core.sb, formatVersion: FORMAT_VERSION };
+      for (const { key, value } of changes) await this.catalog.putSetting(key, value);
+    });
   }
 
   // ---- snapshots ----

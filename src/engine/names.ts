@@ -1,6 +1,6 @@
 // Name rules for volumes and snapshots, and parsing of "VOL@SNAP" references.
-import { NAME_BYTES_MAX } from './constants.js';
-import { InvalidName, InvalidSize, assert } from './errors.js';
+import { NAME_BYTES_MAX, SETTING_KEY_BYTES_MAX } from './constants.js';
+import { InvalidArgument, InvalidName, InvalidSize, assert } from './errors.js';
 import { BLOCK_SIZE_BYTES } from './types.js';
 import { VOLUME_BYTES_MAX } from './constants.js';
 
@@ -12,6 +12,27 @@ export function validateName(name: string, what: string): void {
   if (!NAME_RE.test(name)) throw new InvalidName(name, `${what} name must start with a letter or digit and hold only letters, digits and . _ : + -`);
   // The catalog splits VOLUME@SNAPSHOT at the first '@': a valid name never holds one.
   assert(!name.includes('@'), 'a valid name holds no @');
+}
+
+/**
+ * A volume's name: NAME, or TENANT/NAME for a volume owned by a tenant other than the default one
+ * (the layer above the engine keeps tenants; to the engine the prefix is part of the name, so names
+ * are unique within a tenant and a pool without tenants reads as before).
+ */
+export function validateVolumeName(name: string): void {
+  if (typeof name !== 'string') throw new InvalidName(String(name), 'volume name is not a string');
+  const slash = name.indexOf('/');
+  if (slash < 0) { validateName(name, 'volume'); return; }
+  if (name.indexOf('/', slash + 1) >= 0) throw new InvalidName(name, 'volume name holds more than one /');
+  validateName(name.slice(0, slash), 'tenant');
+  validateName(name.slice(slash + 1), 'volume');
+  if (Buffer.byteLength(name) > NAME_BYTES_MAX) throw new InvalidName(name, `tenant and volume name longer than ${NAME_BYTES_MAX} bytes together`);
+}
+
+/** A setting's key: printable ASCII without spaces, at most SETTING_KEY_BYTES_MAX bytes. */
+export function validateSettingKey(key: string): void {
+  if (typeof key !== 'string' || !/^[\x21-\x7e]+$/.test(key)) throw new InvalidArgument(`setting key ${JSON.stringify(key)} must be printable ASCII without spaces`);
+  if (key.length > SETTING_KEY_BYTES_MAX) throw new InvalidArgument(`setting key ${key} is longer than ${SETTING_KEY_BYTES_MAX} bytes`);
 }
 
 export function parseRef(ref: string): { volume: string; snapshot: string | null } {

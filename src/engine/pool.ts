@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   BLOCK_SIZE_BYTES, CACHE_BYTES_DEFAULT, COMMIT_ENCODE_YIELD_BLOCKS, COMMIT_INTERVAL_MS_DEFAULT, DELETE_NODES_PER_STEP, FREES_EARLY_COMMIT_BLOCKS, FREES_HELD_BLOCKS_MAX, FREES_PER_DIRTY_NODE_MIN, FIRST_FREE_BLOCK,
-  FORMAT_VERSION, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MIRROR_SLOTS, DEVICE_IO_BLOCKS_MAX, LOG_REGION_SCAN_PAGES_MAX, logBlocksFor, dirtyObjectsMax, metaReserveBlocks, POOL_BLOCKS_MIN, POOL_BLOCKS_MAX,
+  FORMAT_VERSION, FORMAT_VERSION_LOGGED, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MIRROR_SLOTS, DEVICE_IO_BLOCKS_MAX, LOG_REGION_SCAN_PAGES_MAX, logBlocksFor, dirtyObjectsMax, metaReserveBlocks, POOL_BLOCKS_MIN, POOL_BLOCKS_MAX,
   COMMIT_RUN_BLOCKS_MAX, COMMIT_WRITES_IN_FLIGHT_MAX, FREES_EARLY_COMMIT_BLOCKS_MIN, FREES_AVAILABLE_DIVISOR,
 } from './constants.js';
 import type { Device } from './device/device.js';
@@ -15,7 +15,7 @@ import { Catalog, RecordKind, type CatalogRecord } from './catalog.js';
 import { Trees } from './btree.js';
 import { Mutex } from './mutex.js';
 import { BlockWriter } from './block-writer.js';
-import { copyBlock, encodeSuperblock, type Superblock } from './superblock.js';
+import { copyBlock, encodeSuperblock, hasIntentLog, type Superblock } from './superblock.js';
 import { recoverSuperblock, type SuperblockRecovery } from './superblock-recovery.js';
 import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, PoolShrinkRefused, SuperblockLost, assert, fail } from './errors.js';
 import type { CheckReport, PoolOptions, TargetEvent } from './types.js';
@@ -120,11 +120,11 @@ export class PoolCore implements LogHost {
     await core.catalog.load();
     core.superblockRepair = recovery.repairNeeded || recovery.lostGeneration !== null;
     // Replay first, against the generation that opened: the records past its tail were made after it.
-    if (sb.formatVersion === FORMAT_VERSION) await core.replayLog(opts.rewind === true, recovery.lostGeneration ?? Infinity);
+    if (hasIntentLog(sb.formatVersion)) await core.replayLog(opts.rewind === true, recovery.lostGeneration ?? Infinity);
     // Older formats are upgraded in place as far as their blocks allow, in one commit.
     const from = core.sb.formatVersion;
     const mirrored = from !== FORMAT_VERSION_UNMIRRORED || await core.upgradeToMirrored();
-    const logged = mirrored && (from === FORMAT_VERSION || await core.upgradeToLogged());
+    const logged = mirrored && (hasIntentLog(from) || await core.upgradeToLogged());
     if (core.sb.formatVersion !== from) {
       assert(mirrored && core.sb.formatVersion > from, 'an upgrade moves the format forward');
       await core.commit();
@@ -209,7 +209,7 @@ export class PoolCore implements LogHost {
     for (let at = 0; at < blocks; at += DEVICE_IO_BLOCKS_MAX) {
       await this.device.write(start + at, Buffer.alloc(Math.min(DEVICE_IO_BLOCKS_MAX, blocks - at) * BLOCK_SIZE_BYTES));
     }
-    this.sb = { ...this.sb, formatVersion: FORMAT_VERSION, logStartBlock: start, logBlocks: blocks, logTailSeq: 0 };
+    this.sb = { ...this.sb, formatVersion: FORMAT_VERSION_LOGGED, logStartBlock: start, logBlocks: blocks, logTailSeq: 0 };
     this.intentLog = new IntentLog(this, { startBlock: start, blocks }, this.sb.poolUuid, 0, 0);
     return true;
   }
@@ -219,7 +219,7 @@ export class PoolCore implements LogHost {
    * region's blocks past the old tail are retired before any new flush writes after them.
    */
   private async replayLog(rewind: boolean, txnMax: number): Promise<void> {
-    assert(this.sb.formatVersion === FORMAT_VERSION && this.intentLog === null, 'a format-3 pool replays its log once, at open');
+    assert(hasIntentLog(this.sb.formatVersion) && this.intentLog === null, 'a format-3 or later pool replays its log once, at open');
     const started = Date.now();
     const scan = await scanIntentLog(this, rewind, txnMax);
     // Attached before the records are applied: any commit from here on names the log's new head as its tail.

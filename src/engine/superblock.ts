@@ -4,7 +4,7 @@
 // primary only, crc32c over its first 512 bytes. Which copy to open is decided in superblock-recovery.ts.
 import { crc32c } from '@node-rs/crc32';
 import {
-  BLOCK_SIZE_BYTES, FORMAT_VERSION, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MAGIC, SUPERBLOCK_MIRROR_SLOTS, SUPERBLOCK_SLOTS,
+  BLOCK_SIZE_BYTES, FORMAT_VERSION, FORMAT_VERSION_LOGGED, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MAGIC, SUPERBLOCK_MIRROR_SLOTS, SUPERBLOCK_SLOTS,
 } from './constants.js';
 import { getU64, setU64, viewOf } from './format.js';
 import { assert } from './errors.js';
@@ -41,7 +41,10 @@ const CRC_SPAN_V1_BYTES = 512;
 const OFFSET_MAGIC = 0, OFFSET_VERSION = 4, OFFSET_CRC = 8, OFFSET_BLOCK_SIZE = 12;
 const OFFSET_UUID = 64, OFFSET_HOME_BLOCK = 80, OFFSET_FIRST_MIRRORED = 88;
 const OFFSET_LOG_START = 96, OFFSET_LOG_BLOCKS = 104, OFFSET_LOG_TAIL_SEQ = 112;
-const KNOWN_VERSIONS: readonly number[] = [FORMAT_VERSION_UNMIRRORED, FORMAT_VERSION_MIRRORED, FORMAT_VERSION];
+const KNOWN_VERSIONS: readonly number[] = [FORMAT_VERSION_UNMIRRORED, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_LOGGED, FORMAT_VERSION];
+
+/** Formats 3 and later have an intent log. */
+export function hasIntentLog(formatVersion: number): boolean { return formatVersion >= FORMAT_VERSION_LOGGED; }
 
 export type CopyRole = 'primary' | 'mirror';
 
@@ -56,7 +59,7 @@ export function copyBlock(role: CopyRole, generation: number): number {
 export function encodeSuperblock(sb: Superblock, homeBlock: number): Buffer {
   const v1 = sb.formatVersion === FORMAT_VERSION_UNMIRRORED;
   assert(KNOWN_VERSIONS.includes(sb.formatVersion), 'known superblock format');
-  assert(sb.formatVersion === FORMAT_VERSION ? sb.logBlocks > 0 : sb.logBlocks === 0 && sb.logStartBlock === 0 && sb.logTailSeq === 0, 'format 3, and only it, has a log');
+  assert(hasIntentLog(sb.formatVersion) ? sb.logBlocks > 0 : sb.logBlocks === 0 && sb.logStartBlock === 0 && sb.logTailSeq === 0, 'formats 3 and later, and only they, have a log');
   assert(homeBlock === copyBlock('primary', sb.generation) || (!v1 && homeBlock === copyBlock('mirror', sb.generation)), 'superblock copy in its slot');
   const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
   buf.writeUInt32LE(SUPERBLOCK_MAGIC, OFFSET_MAGIC);
@@ -74,7 +77,7 @@ export function encodeSuperblock(sb: Superblock, homeBlock: number): Buffer {
     setU64(view, OFFSET_HOME_BLOCK, homeBlock);
     setU64(view, OFFSET_FIRST_MIRRORED, sb.firstMirroredGeneration);
   }
-  if (sb.formatVersion === FORMAT_VERSION) {
+  if (hasIntentLog(sb.formatVersion)) {
     setU64(view, OFFSET_LOG_START, sb.logStartBlock);
     setU64(view, OFFSET_LOG_BLOCKS, sb.logBlocks);
     setU64(view, OFFSET_LOG_TAIL_SEQ, sb.logTailSeq);
@@ -117,9 +120,9 @@ export function decodeSuperblock(buf: Buffer, blockNumber: number): DecodedCopy 
     nextId: getU64(view, 56),
     poolUuid: `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`,
     firstMirroredGeneration: v1 ? 0 : getU64(view, OFFSET_FIRST_MIRRORED),
-    logStartBlock: version === FORMAT_VERSION ? getU64(view, OFFSET_LOG_START) : 0,
-    logBlocks: version === FORMAT_VERSION ? getU64(view, OFFSET_LOG_BLOCKS) : 0,
-    logTailSeq: version === FORMAT_VERSION ? getU64(view, OFFSET_LOG_TAIL_SEQ) : 0,
+    logStartBlock: hasIntentLog(version) ? getU64(view, OFFSET_LOG_START) : 0,
+    logBlocks: hasIntentLog(version) ? getU64(view, OFFSET_LOG_BLOCKS) : 0,
+    logTailSeq: hasIntentLog(version) ? getU64(view, OFFSET_LOG_TAIL_SEQ) : 0,
   };
   // A valid block at the wrong place (a misdirected write, blocks swapped) is not this slot's copy.
   const home = v1 ? copyBlock('primary', sb.generation) : getU64(view, OFFSET_HOME_BLOCK);

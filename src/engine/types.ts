@@ -131,6 +131,11 @@ export interface ZeroOptions extends WriteOptions {
   noHole?: boolean;
 }
 
+/** A small named value kept in the pool's catalog (tenants, tokens, keys and limits live in these). */
+export interface Setting { key: string; value: Buffer }
+/** A setting to store, or to remove (value null). */
+export interface SettingChange { key: string; value: Buffer | null }
+
 /** Events an exporter subscribes to so that open connections have defined behaviour. */
 export type TargetEvent =
   | { type: 'deleted'; id: number }
@@ -152,8 +157,19 @@ export interface Engine {
   growPool(sizeBytes?: number): Promise<PoolStats>;
   close(): Promise<void>;
 
+  /**
+   * Settings: small values (a key of at most 120 printable ASCII bytes, key and value together at
+   * most 248 bytes) that the layers above keep in the catalog, committed like everything else.
+   */
+  getSetting(key: string): Buffer | null;
+  /** Settings whose key starts with `prefix`, by key. O(settings). */
+  listSettings(prefix: string): Setting[];
+  /** Stores (or removes, value null) every change in one commit: durable, all or none, when it resolves. */
+  putSettings(changes: SettingChange[]): Promise<void>;
+
   listVolumes(): VolumeInfo[];
   getVolume(name: string): VolumeInfo;
+  /** `name` is NAME, or TENANT/NAME for a volume of a tenant other than the default one. */
   createVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
   /** O(1) writable clone of "VOL@SNAP" or of the live volume "VOL". */
   cloneVolume(name: string, source: string): Promise<VolumeInfo>;
