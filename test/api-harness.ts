@@ -6,18 +6,24 @@ import { join } from 'node:path';
 import { createPoolFile, type Engine } from '../src/engine/index.js';
 import { buildApi } from '../src/api/server.js';
 import { JobManager } from '../src/api/jobs.js';
-import type { ApiContext } from '../src/api/context.js';
+import { apiContext } from '../src/api/context.js';
+import { TenantStore } from '../src/tenancy/store.js';
 
 /** One answer: the status, the content type, the paging header and the parsed JSON body (null when empty). */
 export interface ApiAnswer { status: number; type: string; next: string | null; body: unknown }
 
 export interface ApiFixture {
   engine: Engine;
+  tenancy: TenantStore;
+  /** An admin token: `call` sends it. */
+  adminToken: string;
   base: string;
   /** Every route fastify registered, as it registered it. */
   registered: Array<{ method: string; url: string }>;
   /** `raw` is sent as the body as it is (malformed JSON tests); `body` is sent as JSON. */
   call(method: string, path: string, body?: unknown, raw?: string): Promise<ApiAnswer>;
+  /** `call` with another token (null: none). */
+  as(token: string | null): (method: string, path: string, body?: unknown, raw?: string) => Promise<ApiAnswer>;
 }
 
 export async function startApi(t: { after(fn: () => Promise<void>): void }, poolBytes: number, prefix = 'cairn-api-'): Promise<ApiFixture> {
@@ -25,10 +31,12 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
   const poolPath = join(dir, 'pool');
   const engine: Engine = await createPoolFile(poolPath, poolBytes);
   const registered: Array<{ method: string; url: string }> = [];
-  const ctx: ApiContext = {
-    engine, jobs: new JobManager(), poolPath, spoolDir: dir,
+  const tenancy = new TenantStore(engine);
+  const adminToken = (await tenancy.createToken({ role: 'admin', name: 'test-admin' })).token;
+  const ctx = apiContext({
+    rootEngine: engine, jobManager: new JobManager(), tenancy, poolPath, spoolDir: dir,
     nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
-  };
+  });
   const { app } = buildApi(ctx, {
     metrics: async () => ({ contentType: 'text/plain', body: '' }),
     onRoute: (method, url) => registered.push({ method, url }),
@@ -38,16 +46,18 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
   const base = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`;
   t.after(async () => {
     await app.close();
-    await ctx.jobs.drain();
+    await ctx.jobManager.drain();
     await engine.close();
     await rm(dir, { recursive: true, force: true });
   });
-  const call = async (method: string, path: string, body?: unknown, raw?: string): Promise<ApiAnswer> => {
+  const as = (token: string | null) => async (method: string, path: string, body?: unknown, raw?: string): Promise<ApiAnswer> => {
     const init: RequestInit = { method };
+    const headers: Record<string, string> = token === null ? {} : { authorization: `Bearer ${token}` };
     if (body !== undefined || raw !== undefined) {
       init.body = raw ?? JSON.stringify(body);
-      init.headers = { 'content-type': 'application/json' };
+      headers['content-type'] = 'application/json';
     }
+    init.headers = headers;
     const r = await fetch(`${base}${path}`, init);
     const text = await r.text();
     return {
@@ -55,5 +65,5 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
       body: text === '' ? null : JSON.parse(text) as unknown,
     };
   };
-  return { engine, base, registered, call };
+  return { engine, tenancy, adminToken, base, registered, call: as(adminToken), as };
 }

@@ -170,7 +170,8 @@ test('REST API: validation, problem+json, idempotency, openapi', { timeout: 600_
 });
 
 test('REST API: a full pool is 507 pool_full', { timeout: 600_000 }, async (t) => {
-  const { call, engine, base } = await startApi(t, 48 * MiB);
+  const { call, engine, base, adminToken } = await startApi(t, 48 * MiB);
+  const auth = { authorization: `Bearer ${adminToken}` };
   assert.equal((await call('POST', '/v1/volumes', { name: 'big', size: 256 * MiB })).status, 201);
   const id = engine.resolve('big').id;
   const chunk = Buffer.alloc(MiB, 0x5c);
@@ -183,11 +184,11 @@ test('REST API: a full pool is 507 pool_full', { timeout: 600_000 }, async (t) =
   }
   assert.ok(full, 'the pool filled up');
   assert.equal((await call('POST', '/v1/volumes/big/snapshots', { name: 's' })).status, 201);
-  const stream = await fetch(`${base}/v1/volumes/big/snapshots/s/export`);
+  const stream = await fetch(`${base}/v1/volumes/big/snapshots/s/export`, { headers: auth });
   assert.equal(stream.status, 200);
   const bytes = Buffer.from(await stream.arrayBuffer());
   assert.equal(bytes.length, Number(stream.headers.get('content-length')));
-  const r = await fetch(`${base}/v1/volumes/again/import`, { method: 'POST', body: bytes, headers: { 'content-type': 'application/octet-stream' } });
+  const r = await fetch(`${base}/v1/volumes/again/import`, { method: 'POST', body: bytes, headers: { ...auth, 'content-type': 'application/octet-stream' } });
   assert.equal(r.status, 507);
   assert.match(r.headers.get('content-type') ?? '', /^application\/problem\+json/);
   assert.equal(((await r.json()) as Problem).code, 'pool_full');
@@ -199,6 +200,6 @@ test('REST API: a full pool is 507 pool_full', { timeout: 600_000 }, async (t) =
   const importJob = jobs.find((j) => j.kind === 'import');
   assert.equal(importJob?.state, 'failed');
   assert.equal(importJob?.error?.code, 'pool_full');
-  const wrongType = await fetch(`${base}/v1/volumes/x/import`, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' } });
+  const wrongType = await fetch(`${base}/v1/volumes/x/import`, { method: 'POST', body: '{}', headers: { ...auth, 'content-type': 'application/json' } });
   assert.equal(wrongType.status, 415);
 });

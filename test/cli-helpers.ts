@@ -2,10 +2,10 @@
 // a real `cairn serve` child on a temp pool with ephemeral ports, and run the real `cairn` binary.
 // Every process and temp dir is cleaned up through t.after, also when a test fails.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 
@@ -71,9 +71,29 @@ export function run(cmd: string, args: string[], opts: { input?: Buffer | string
   });
 }
 
-/** Runs `cairn ARGS` against `api`. */
+/** The bootstrap admin token file of each daemon startServe started, by API URL. */
+const tokenFiles = new Map<string, string>();
+
+/** The admin token of the daemon at `api` (started by startServe). */
+export function adminToken(api: string): string {
+  const file = tokenFiles.get(api);
+  if (file === undefined) throw new Error(`no daemon started at ${api}`);
+  return readFileSync(file, 'utf8').trim();
+}
+
+/** Headers that authenticate a raw fetch to the daemon at `api` as its admin. */
+export function authHeaders(api: string): Record<string, string> {
+  return { authorization: `Bearer ${adminToken(api)}` };
+}
+
+/**
+ * Runs `cairn ARGS` against `api`, as the daemon's admin (the CLI reads the token file named by
+ * CAIRN_TOKEN_FILE, as a user who started the daemon would) unless the caller's env says otherwise.
+ */
 export function cairn(api: string | null, args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
-  return run(process.execPath, [cairnBin, ...(api === null ? [] : ['--api', api]), ...args], opts);
+  const file = api === null ? undefined : tokenFiles.get(api);
+  const env = file === undefined ? opts.env : { CAIRN_TOKEN_FILE: file, ...opts.env };
+  return run(process.execPath, [cairnBin, ...(api === null ? [] : ['--api', api]), ...args], { ...opts, ...(env === undefined ? {} : { env }) });
 }
 
 /** `cairn --json ...`, expecting success; returns the parsed JSON. */
@@ -121,6 +141,8 @@ export async function startServe(t: TestContext, pool: string, extra: string[] =
     });
     void exited.then((code) => { clearTimeout(timer); reject(new Error(`cairn serve exited ${code} before ready: ${stderr}`)); });
   });
+  const stateAt = extra.indexOf('--state-dir');
+  tokenFiles.set(ready.api, join(stateAt >= 0 ? extra[stateAt + 1]! : dirname(pool), `${basename(pool)}.admin-token`));
   return {
     ...ready, pool, child, logs,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {

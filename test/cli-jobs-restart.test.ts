@@ -8,13 +8,13 @@ import { request } from 'node:http';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertBuilt, cairnJson, run, startServe, tempDir, type DaemonProcess } from './cli-helpers.js';
+import { assertBuilt, authHeaders, cairnJson, run, startServe, tempDir, type DaemonProcess } from './cli-helpers.js';
 
 interface Job { id: string; kind: string; target: string; state: string; progress: number; resumed: boolean; error: { code: string; message: string } | null }
 interface Volume { flattenProgress: number | null; origin: unknown }
 
 async function get<T>(api: string, path: string): Promise<{ status: number; body: T }> {
-  const r = await fetch(`${api}${path}`);
+  const r = await fetch(`${api}${path}`, { headers: authHeaders(api) });
   return { status: r.status, body: (await r.json()) as T };
 }
 
@@ -49,25 +49,25 @@ test('jobs survive a daemon restart or say plainly that it ended them', { timeou
   // A job that finished before the restart.
   await cairnJson(d.api, ['volume', 'create', 'small', '--size', '4M']);
   await cairnJson(d.api, ['snapshot', 'create', 'small@s']);
-  const exp = await fetch(`${d.api}/v1/volumes/small/snapshots/s/export`);
+  const exp = await fetch(`${d.api}/v1/volumes/small/snapshots/s/export`, { headers: authHeaders(d.api) });
   const finishedId = exp.headers.get('x-cairn-job')!;
   await exp.arrayBuffer();
   await until('the export job to finish', async () => ((await get<Job>(d.api, `/v1/jobs/${finishedId}`)).body.state === 'succeeded' ? true : null));
 
   // An export cut by the restart: its stream is open, not read to the end.
-  const cut = await fetch(`${d.api}/v1/volumes/src/snapshots/base/export`);
+  const cut = await fetch(`${d.api}/v1/volumes/src/snapshots/base/export`, { headers: authHeaders(d.api) });
   const exportId = cut.headers.get('x-cairn-job')!;
 
   // An import cut by the restart: half a stream sent, the rest never comes.
-  const stream = Buffer.from(await (await fetch(`${d.api}/v1/volumes/small/snapshots/s/export`)).arrayBuffer());
-  const post = request(`${d.api}/v1/volumes/incoming/import`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' } });
+  const stream = Buffer.from(await (await fetch(`${d.api}/v1/volumes/small/snapshots/s/export`, { headers: authHeaders(d.api) })).arrayBuffer());
+  const post = request(`${d.api}/v1/volumes/incoming/import`, { method: 'POST', headers: { ...authHeaders(d.api), 'content-type': 'application/octet-stream' } });
   post.on('error', () => {}); // the daemon dies under it
   post.write(stream.subarray(0, stream.length >> 1));
   const importJob = await until('the import job', async () =>
     (await get<Job[]>(d.api, '/v1/jobs')).body.find((j) => j.kind === 'import' && j.target === 'incoming') ?? null);
 
   // A flatten cut by the restart once its cursor is in the catalog.
-  const started = await fetch(`${d.api}/v1/volumes/clone/flatten`, { method: 'POST' });
+  const started = await fetch(`${d.api}/v1/volumes/clone/flatten`, { method: 'POST', headers: authHeaders(d.api) });
   assert.equal(started.status, 202);
   const flattenId = ((await started.json()) as Job).id;
   await until('the flatten to be under way', async () => {

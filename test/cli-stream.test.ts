@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertBuilt, cairn, cairnBin, cairnJson, hashExportPy, python, run, startServe, tempDir } from './cli-helpers.js';
+import { adminToken, assertBuilt, cairn, cairnBin, cairnJson, hashExportPy, python, run, startServe, tempDir } from './cli-helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -132,8 +132,8 @@ test('export/import streams between two daemons', { timeout: 600_000 }, async (t
   });
 
   await t.test('export to stdout, import from stdin', async () => {
-    const raw = await run('sh', ['-c', 'node "$0" --api "$1" export vol@s4 -o - | node "$0" --api "$2" --json import - piped',
-      cairnBin, a.api, b.api]);
+    const raw = await run('sh', ['-c', 'node "$0" --api "$1" --token "$3" export vol@s4 -o - | node "$0" --api "$2" --token "$4" --json import - piped',
+      cairnBin, a.api, b.api, adminToken(a.api), adminToken(b.api)]);
     assert.equal(raw.code, 0, raw.stderr);
     assert.equal((JSON.parse(raw.stdout) as { snapshot: { name: string } }).snapshot.name, 'piped@s4');
     await compare(`${a.nbd}/vol@s4`, `${b.nbd}/piped`);

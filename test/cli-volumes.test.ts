@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
-import { assertBuilt, cairn, cairnJson, run, startServe, tempDir } from './cli-helpers.js';
+import { assertBuilt, authHeaders, cairn, cairnJson, run, startServe, tempDir } from './cli-helpers.js';
 
 interface Volume {
   name: string; id: number; size: number; mappedBytes: number; exclusiveBytes: number | null; createdMs: number;
@@ -207,7 +207,7 @@ test('cairn CLI against a real daemon', { timeout: 600_000 }, async (t) => {
   });
 
   await t.test('metrics count per-volume I/O', async () => {
-    const r = await fetch(`${api}/metrics`);
+    const r = await fetch(`${api}/metrics`, { headers: authHeaders(api) });
     const text = await r.text();
     assert.match(text, /cairn_io_operations_total\{volume="db",op="write"\} [1-9]/);
     assert.match(text, /cairn_io_bytes_total\{volume="db",op="write"\} [1-9]/);

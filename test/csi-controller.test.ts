@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { csiClients, expectCode, removeDir, startDaemon, startPlugin, tempDir } from './csi-harness.js';
@@ -23,7 +23,8 @@ test('controller service against a real cairn serve', async (t) => {
   const plugin = await startPlugin({ dir, api: daemon.apiUrl, nbd: daemon.nbdAddress, mode: 'controller' });
   const c = csiClients(plugin.socketPath);
   t.after(async () => { c.close(); await plugin.kill(); await daemon.stop(); removeDir(dir); });
-  const api = async (path: string): Promise<any> => (await fetch(daemon.apiUrl + path)).json();
+  const auth = { authorization: `Bearer ${readFileSync(join(dir, 'cairn.pool.admin-token'), 'utf8').trim()}` };
+  const api = async (path: string): Promise<any> => (await fetch(daemon.apiUrl + path, { headers: auth })).json();
 
   await t.test('CreateVolume rounds the capacity up to 4 KiB and is idempotent by name', async () => {
     const req = { name: 'pvc-a', capacity_range: { required_bytes: 10 * MiB + 1 }, volume_capabilities: [mountCap] };
@@ -206,7 +207,7 @@ test('controller service against a real cairn serve', async (t) => {
 
   await t.test('DeleteVolume works while the volume has snapshots and clones; unknown ids succeed', async () => {
     await c.controller.DeleteVolume!({ volume_id: 'pvc-a' });
-    assert.equal((await fetch(`${daemon.apiUrl}/v1/volumes/pvc-a`)).status, 404);
+    assert.equal((await fetch(`${daemon.apiUrl}/v1/volumes/pvc-a`, { headers: auth })).status, 404);
     // Its snapshot and the clones still work.
     const snaps = (await c.controller.ListSnapshots!({ snapshot_id: 'pvc-a@snapshot-1' })).entries;
     assert.equal(snaps.length, 1);

@@ -87,6 +87,9 @@ export async function startPlugin(opts: { dir: string; api: string; nbd?: string
   const args = [...nodeArgsFor('src/csi/main.ts'), '--endpoint', `unix://${socketPath}`, '--api', opts.api,
     '--node-id', opts.nodeId ?? 'node-1', '--mode', opts.mode ?? 'all',
     '--state-dir', opts.stateDir ?? join(opts.dir, 'state'), ...(nbd === null ? [] : ['--nbd', nbd])];
+  // The daemon of these tests keeps its pool (and so its admin token file) in the same directory.
+  const tokenFile = join(opts.dir, 'cairn.pool.admin-token');
+  if (existsSync(tokenFile)) args.push('--token-file', tokenFile);
   const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { output += d; });

@@ -97,7 +97,7 @@ async function walk(call: Awaited<ReturnType<typeof startApi>>['call'], path: st
 }
 
 test('API: paged lists return every item once, bad tokens are a 400, snapshot create stays idempotent', async (t) => {
-  const { engine, call, base } = await startApi(t, 256 * MiB, 'cairn-api-paging-');
+  const { engine, call, base, adminToken } = await startApi(t, 256 * MiB, 'cairn-api-paging-');
   for (const v of ['v3', 'v1', 'v2', 'v4', 'v5']) await engine.createVolume(v, MiB);
   const want: string[] = [];
   for (let i = 0; i < 6; i++) {
@@ -162,7 +162,7 @@ test('API: paged lists return every item once, bad tokens are a 400, snapshot cr
   assert.equal(((await call('GET', '/v1/volumes/v1')).body as { snapshotCount: number }).snapshotCount, want.filter((n) => n.startsWith('v1@')).length);
 
   // The CLI's client walks every page by default, or one page with --limit.
-  const client = new ApiClient(base);
+  const client = new ApiClient(base, { token: adminToken });
   const everything = await client.list<{ name: string }>('/v1/snapshots');
   assert.deepEqual(everything.items.map((s) => s.name), [...want, 'v3@x']);
   assert.equal(everything.nextPageToken, null);

@@ -1,17 +1,45 @@
-// What the API handlers share: the engine (the instrumented one the daemon wires up), the job
-// manager and how to name a volume's NBD export.
+// What the API handlers share: the engine and jobs as the current request may see them (its tenant's
+// view, from request-scope.ts), the tenancy store, and how to name a volume's NBD export.
 import type { Engine } from '../engine/index.js';
 import type { JobManager } from './jobs.js';
+import type { Principal, TenantStore } from '../tenancy/store.js';
+import { assert } from '../engine/errors.js';
+import { requestScope, type JobsView } from './request-scope.js';
 
 export interface ApiContext {
-  engine: Engine;
-  jobs: JobManager;
+  /** The current request's engine: the root engine for an admin, its tenant's view otherwise. */
+  readonly engine: Engine;
+  /** The current request's jobs (a tenant sees and starts only its own). */
+  readonly jobs: JobsView;
+  /** Who the current request acts as (null on a public route). */
+  principal(): Principal | null;
+  /** The engine itself, for daemon-level work outside requests. */
+  rootEngine: Engine;
+  jobManager: JobManager;
+  tenancy: TenantStore;
   poolPath: string;
   /** Where import spools a stream while verifying it (a directory on the pool's file system). */
   spoolDir: string;
   /** "nbd://HOST:PORT" of the NBD server, or null when NBD is off. */
   nbdBaseUri: string | null;
   nbdUri(name: string): string | null;
+}
+
+export type ApiContextInit = Omit<ApiContext, 'engine' | 'jobs' | 'principal'>;
+
+function scope() {
+  const s = requestScope.getStore();
+  assert(s !== undefined, 'ctx.engine and ctx.jobs are used inside a request (daemon code uses rootEngine/jobManager)');
+  return s;
+}
+
+export function apiContext(init: ApiContextInit): ApiContext {
+  return {
+    ...init,
+    get engine() { return scope().engine; },
+    get jobs() { return scope().jobs; },
+    principal: () => scope().principal,
+  };
 }
 
 /** How long DELETE waits for a delete before answering 202 with a job instead. */

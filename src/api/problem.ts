@@ -3,11 +3,12 @@
 // table from code to HTTP status, so the same code always gets the same status.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AssertionError, type ErrorCode } from '../engine/index.js';
+import type { TenancyErrorCode } from '../tenancy/errors.js';
 
 /** Codes of the API's own errors, of the stream layer's, and of requests refused before a handler. */
 export type ApiErrorCode =
   | 'job_not_found' | 'route_not_found' | 'stream_base_mismatch' | 'target_modified' | 'target_busy'
-  | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large';
+  | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large' | TenancyErrorCode;
 
 /** An error raised by the API layer itself (not the engine). */
 export class ApiError extends Error {
@@ -55,10 +56,17 @@ const statusByCode: Record<ErrorCode | ApiErrorCode, number> = {
   pool_closed: 503,
   unsupported_media_type: 415,
   payload_too_large: 413,
+  unauthorized: 401,
+  forbidden: 403,
+  tenant_not_found: 404,
+  token_not_found: 404,
+  nbd_key_not_found: 404,
+  tenant_not_empty: 409,
+  too_many_requests: 429,
 };
 
 const titleByStatus: Record<number, string> = {
-  400: 'Bad Request', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large',
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 409: 'Conflict', 413: 'Payload Too Large',
   415: 'Unsupported Media Type', 416: 'Range Not Satisfiable', 500: 'Internal Server Error',
   503: 'Service Unavailable', 507: 'Insufficient Storage',
 };
@@ -97,7 +105,12 @@ export function toProblem(err: unknown): Problem {
   return problemFor('internal_error', e.message ?? String(err));
 }
 
+/** The problem code each error reply carried (the audit log reads it). */
+export const replyCodes = new WeakMap<FastifyReply, string>();
+
 export function sendProblem(reply: FastifyReply, problem: Problem): FastifyReply {
+  replyCodes.set(reply, problem.code);
+  if (problem.status === 401) void reply.header('www-authenticate', 'Bearer realm="cairn"');
   return reply.code(problem.status).type('application/problem+json').send(problem);
 }
 

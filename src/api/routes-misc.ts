@@ -18,23 +18,23 @@ export const apiVersion = '1.0.0';
 
 export function registerMiscRoutes(routes: RouteTable, ctx: ApiContext): void {
   routes.add({
-    method: 'GET', url: '/v1/pool', tag: 'pool', summary: 'Pool status: size, allocation, counts, NBD address',
+    method: 'GET', url: '/v1/pool', access: 'read', tag: 'pool', summary: 'Pool status: size, allocation, counts, NBD address',
     responses: { 200: { description: 'the pool', schema: Pool } },
     handler: async () => poolView(ctx.engine.stats(), ctx),
   });
   routes.add({
-    method: 'POST', url: '/v1/pool/grow', tag: 'pool',
+    method: 'POST', url: '/v1/pool/grow', access: 'admin', tag: 'pool',
     summary: 'Grow the pool in place, online {size?}: a pool file is enlarged to size; without it, the file or raw device\'s current size is taken. A size below the pool\'s is refused (409 shrink_refused)',
     body: GrowPoolBody, responses: { 200: { description: 'the grown pool', schema: Pool } },
     handler: async (req) => poolView(await ctx.engine.growPool((req.body as GrowPoolBody | undefined)?.size), ctx),
   });
   routes.add({
-    method: 'GET', url: '/v1/jobs', tag: 'jobs', summary: 'List running and recently finished jobs',
+    method: 'GET', url: '/v1/jobs', access: 'read', tag: 'jobs', summary: 'List running and recently finished jobs',
     responses: { 200: { description: 'jobs', schema: Type.Array(Job) } },
     handler: async () => ctx.jobs.list(),
   });
   routes.add({
-    method: 'GET', url: '/v1/jobs/:id', tag: 'jobs', summary: 'A job: state, progress 0..1, error',
+    method: 'GET', url: '/v1/jobs/:id', access: 'read', tag: 'jobs', summary: 'A job: state, progress 0..1, error',
     params: JobParams, responses: { 200: { description: 'the job', schema: Job } },
     handler: async (req) => {
       const id = (req.params as { id: string }).id;
@@ -44,7 +44,7 @@ export function registerMiscRoutes(routes: RouteTable, ctx: ApiContext): void {
     },
   });
   routes.add({
-    method: 'GET', url: '/v1/openapi.json', tag: 'meta', summary: 'This OpenAPI 3 document',
+    method: 'GET', url: '/v1/openapi.json', access: 'public', tag: 'meta', summary: 'This OpenAPI 3 document',
     responses: { 200: { description: 'OpenAPI document', schema: Type.Object({}, { additionalProperties: true }) } },
     handler: async () => routes.openApi(),
   });

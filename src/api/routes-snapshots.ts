@@ -40,7 +40,7 @@ async function createGroup(ctx: ApiContext, fullNames: string[]): Promise<{ stat
 export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): void {
   const params = (r: FastifyRequest) => r.params as { name: string; snapshot: string };
   routes.add({
-    method: 'POST', url: '/v1/volumes/:name/snapshots', tag, summary: 'Snapshot a volume {name}; idempotent',
+    method: 'POST', url: '/v1/volumes/:name/snapshots', access: 'write', tag, summary: 'Snapshot a volume {name}; idempotent',
     params: NameParams, body: CreateSnapshotBody,
     responses: { 201: { description: 'created', schema: Snapshot }, 200: { description: 'already existed', schema: Snapshot } },
     handler: async (req, reply) => {
@@ -52,7 +52,7 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     },
   });
   routes.add({
-    method: 'GET', url: '/v1/volumes/:name/snapshots', tag, summary: 'List the snapshots of a volume, oldest first; paged',
+    method: 'GET', url: '/v1/volumes/:name/snapshots', access: 'read', tag, summary: 'List the snapshots of a volume, oldest first; paged',
     params: NameParams, querystring: ListQuery, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
     handler: async (req, reply) => {
       ctx.engine.getVolume(params(req).name);
@@ -60,12 +60,12 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     },
   });
   routes.add({
-    method: 'GET', url: '/v1/volumes/:name/snapshots/:snapshot', tag, summary: 'Show a snapshot',
+    method: 'GET', url: '/v1/volumes/:name/snapshots/:snapshot', access: 'read', tag, summary: 'Show a snapshot',
     params: SnapshotParams, responses: { 200: { description: 'the snapshot', schema: Snapshot } },
     handler: async (req) => snapshotView(ctx.engine.getSnapshot(`${params(req).name}@${params(req).snapshot}`), ctx),
   });
   routes.add({
-    method: 'DELETE', url: '/v1/volumes/:name/snapshots/:snapshot', tag, summary: 'Delete a snapshot',
+    method: 'DELETE', url: '/v1/volumes/:name/snapshots/:snapshot', access: 'write', tag, summary: 'Delete a snapshot',
     params: SnapshotParams, responses: { 204: { description: 'deleted' } },
     handler: async (req, reply) => {
       await ctx.engine.deleteSnapshot(`${params(req).name}@${params(req).snapshot}`);
@@ -73,7 +73,7 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     },
   });
   routes.add({
-    method: 'POST', url: '/v1/snapshots', tag, summary: 'Snapshot several volumes at one instant {snapshots:[VOL@SNAP...]}',
+    method: 'POST', url: '/v1/snapshots', access: 'write', tag, summary: 'Snapshot several volumes at one instant {snapshots:[VOL@SNAP...]}',
     body: GroupSnapshotBody,
     responses: { 201: { description: 'created', schema: list(Snapshot) }, 200: { description: 'all already existed', schema: list(Snapshot) } },
     handler: async (req, reply) => {
@@ -82,7 +82,7 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     },
   });
   routes.add({
-    method: 'GET', url: '/v1/snapshots', tag, summary: 'List all snapshots by id (or ?volume=NAME); paged; ?name=SNAP finds a name on any volume',
+    method: 'GET', url: '/v1/snapshots', access: 'read', tag, summary: 'List all snapshots by id (or ?volume=NAME); paged; ?name=SNAP finds a name on any volume',
     querystring: SnapshotListQuery, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
     handler: async (req, reply) => {
       const query = req.query as SnapshotListQuery;
@@ -96,7 +96,7 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     },
   });
   routes.add({
-    method: 'GET', url: '/v1/diff', tag, summary: 'Changed byte ranges between VOL@A and VOL@B (or the live VOL)',
+    method: 'GET', url: '/v1/diff', access: 'read', tag, summary: 'Changed byte ranges between VOL@A and VOL@B (or the live VOL)',
     querystring: DiffQuery, responses: { 200: { description: 'changed ranges', schema: Diff } },
     handler: async (req) => {
       const q = req.query as DiffQuery;

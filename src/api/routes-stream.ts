@@ -19,7 +19,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
   // One import per volume at a time: two would both pass the base check before either applies.
   const importing = new Set<string>();
   routes.add({
-    method: 'GET', url: '/v1/volumes/:name/snapshots/:snapshot/export', tag,
+    method: 'GET', url: '/v1/volumes/:name/snapshots/:snapshot/export', access: 'read', tag,
     summary: 'Export a snapshot as a Cairn stream (incremental from ?since=SNAP)',
     params: SnapshotParams, querystring: ExportQuery,
     responses: { 200: { description: 'the stream (Content-Length exact; X-Cairn-Job names the job)', contentType: octet } },
@@ -54,7 +54,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
     },
   });
   routes.add({
-    method: 'POST', url: '/v1/volumes/:name/import', tag,
+    method: 'POST', url: '/v1/volumes/:name/import', access: 'write', tag,
     summary: 'Import a Cairn stream: a full one creates the volume, an incremental one advances it',
     params: NameParams, body: Type.String({ format: 'binary', description: 'a Cairn stream (docs/cli.md)' }), bodyContentType: octet,
     responses: { 201: { description: 'imported; the new snapshot', schema: ImportResult } },

@@ -91,18 +91,18 @@ async function deleteVolume(ctx: ApiContext, name: string, reply: FastifyReply):
 export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void {
   const nameOf = (r: FastifyRequest) => (r.params as { name: string }).name;
   routes.add({
-    method: 'POST', url: '/v1/volumes', tag, summary: 'Create a volume {name,size} or a clone {name,from}; idempotent',
+    method: 'POST', url: '/v1/volumes', access: 'write', tag, summary: 'Create a volume {name,size} or a clone {name,from}; idempotent',
     body: CreateVolumeBody,
     responses: { 201: { description: 'created', schema: Volume }, 200: { description: 'already existed with the same arguments', schema: Volume } },
     handler: (req, reply) => createVolume(ctx, req, reply),
   });
   routes.add({
-    method: 'GET', url: '/v1/volumes', tag, summary: 'List volumes by name; paged',
+    method: 'GET', url: '/v1/volumes', access: 'read', tag, summary: 'List volumes by name; paged',
     querystring: ListQuery, responses: { 200: { description: 'volumes', schema: Type.Array(Volume) } },
     handler: async (req, reply) => volumePage(ctx, reply, req.query as ListQuery),
   });
   routes.add({
-    method: 'GET', url: '/v1/volumes/:name', tag, summary: 'Show a volume (with exclusive bytes)',
+    method: 'GET', url: '/v1/volumes/:name', access: 'read', tag, summary: 'Show a volume (with exclusive bytes)',
     params: NameParams, responses: { 200: { description: 'the volume', schema: Volume } },
     handler: async (req) => {
       const v = ctx.engine.getVolume(nameOf(req));
@@ -111,7 +111,7 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
     },
   });
   routes.add({
-    method: 'PATCH', url: '/v1/volumes/:name', tag, summary: 'Resize a volume {size, allowShrink?}',
+    method: 'PATCH', url: '/v1/volumes/:name', access: 'write', tag, summary: 'Resize a volume {size, allowShrink?}',
     params: NameParams, body: ResizeVolumeBody, responses: { 200: { description: 'resized', schema: Volume } },
     handler: async (req) => {
       const body = req.body as ResizeVolumeBody;
@@ -119,13 +119,13 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
     },
   });
   routes.add({
-    method: 'DELETE', url: '/v1/volumes/:name', tag, summary: 'Delete a volume (202 + job when it takes long)',
+    method: 'DELETE', url: '/v1/volumes/:name', access: 'write', tag, summary: 'Delete a volume (202 + job when it takes long)',
     params: NameParams,
     responses: { 204: { description: 'deleted' }, 202: { description: 'deleting; poll the job', schema: Job } },
     handler: (req, reply) => deleteVolume(ctx, nameOf(req), reply),
   });
   routes.add({
-    method: 'POST', url: '/v1/volumes/:name/revert', tag, summary: 'Revert a volume to one of its snapshots {snapshot}',
+    method: 'POST', url: '/v1/volumes/:name/revert', access: 'write', tag, summary: 'Revert a volume to one of its snapshots {snapshot}',
     params: NameParams, body: RevertBody, responses: { 200: { description: 'reverted', schema: Volume } },
     handler: async (req) => {
       const name = nameOf(req);
@@ -136,7 +136,7 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
     },
   });
   routes.add({
-    method: 'POST', url: '/v1/volumes/:name/flatten', tag, summary: 'Flatten a clone (a job)',
+    method: 'POST', url: '/v1/volumes/:name/flatten', access: 'write', tag, summary: 'Flatten a clone (a job)',
     params: NameParams, responses: { 202: { description: 'started; poll the job', schema: Job } },
     handler: async (req, reply) => {
       const name = nameOf(req);
@@ -149,12 +149,12 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
     },
   });
   routes.add({
-    method: 'GET', url: '/v1/volumes/:name/space', tag, summary: 'Space of a volume: provisioned, mapped, exclusive',
+    method: 'GET', url: '/v1/volumes/:name/space', access: 'read', tag, summary: 'Space of a volume: provisioned, mapped, exclusive',
     params: NameParams, responses: { 200: { description: 'space', schema: Space } },
     handler: async (req) => ({ name: nameOf(req), ...(await ctx.engine.spaceUsage(nameOf(req))) }),
   });
   routes.add({
-    method: 'GET', url: '/v1/volumes/:name/tree', tag, summary: 'Lineage tree: snapshots and clones with space',
+    method: 'GET', url: '/v1/volumes/:name/tree', access: 'read', tag, summary: 'Lineage tree: snapshots and clones with space',
     params: NameParams, responses: { 200: { description: 'tree', schema: TreeNode } },
     handler: async (req) => lineageTree(ctx.engine, nameOf(req)),
   });

@@ -5,6 +5,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, HTTPMethods } from 'fastify';
 import type { TSchema } from '@sinclair/typebox';
 import { ProblemSchema } from './schemas.js';
+import type { Access } from './auth.js';
+import type { Principal } from '../tenancy/store.js';
+import { requestScope, type RequestScope } from './request-scope.js';
+
+/** Decides who may call a route and builds the request's scope (auth.ts, server.ts). */
+export type RouteGuard = (access: Access, request: FastifyRequest) => Promise<RequestScope>;
 
 export interface ResponseSpec { description: string; schema?: TSchema; contentType?: string }
 
@@ -14,6 +20,8 @@ export interface RouteSpec {
   url: string;
   summary: string;
   tag: string;
+  /** Who may call it (auth.ts): required, so no route is added without a rule. */
+  access: Access;
   params?: TSchema;
   querystring?: TSchema;
   body?: TSchema;
@@ -25,7 +33,11 @@ export interface RouteSpec {
 
 export class RouteTable {
   readonly specs: RouteSpec[] = [];
-  constructor(private app: FastifyInstance) {}
+  private readonly scopes = new WeakMap<FastifyRequest, RequestScope>();
+  constructor(private app: FastifyInstance, private readonly guard: RouteGuard) {}
+
+  /** Who the request acted as, once its guard admitted it (null: public or refused). */
+  principalOf(request: FastifyRequest): Principal | null { return this.scopes.get(request)?.principal ?? null; }
 
   /** Registers further routes in `scope` (the plugin context that loads after @fastify/swagger). */
   attach(scope: FastifyInstance): void { this.app = scope; }
@@ -37,8 +49,16 @@ export class RouteTable {
     if (spec.querystring) schema.querystring = spec.querystring;
     if (spec.body && spec.bodyContentType === undefined) schema.body = spec.body;
     const docs = documentedSchema(spec);
+    const handler = spec.handler;
     this.app.route({
-      method: spec.method, url: spec.url, schema, handler: spec.handler,
+      method: spec.method, url: spec.url, schema,
+      // Before the body is read or validated: an unauthenticated caller learns nothing and costs little.
+      onRequest: async (request) => { this.scopes.set(request, await this.guard(spec.access, request)); },
+      handler: (request, reply) => {
+        const scope = this.scopes.get(request);
+        if (scope === undefined) throw new Error('route reached without its onRequest guard');
+        return requestScope.run(scope, () => handler(request, reply));
+      },
       config: { swaggerTransform: ({ url }) => ({ schema: docs, url }) },
     });
   }
@@ -66,6 +86,7 @@ function documentedSchema(spec: RouteSpec): FastifySchema {
   const path = openApiPath(spec.url);
   const docs: Record<string, unknown> = {
     summary: spec.summary, tags: [spec.tag], response,
+    security: spec.access === 'public' ? [] : [{ bearer: [] }],
     operationId: `${spec.method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
   };
   if (spec.params) docs.params = spec.params;

@@ -119,3 +119,30 @@ export const ProblemSchema = Type.Object({
 });
 
 export type AnySchema = TSchema;
+
+export const TenantParams = Type.Object({ tenant: Type.String({ minLength: 1, maxLength: 32, description: 'tenant name' }) });
+export const TenantDeleteQuery = Type.Object({
+  force: Type.Optional(Type.Boolean({ description: 'delete the tenant\'s volumes and snapshots too (default false: refused while it owns volumes)' })),
+}, { additionalProperties: false });
+export type TenantDeleteQuery = Static<typeof TenantDeleteQuery>;
+export const CreateTenantBody = Type.Object({ name: Type.String({ minLength: 1, maxLength: 32, description: 'tenant name: a-z, 0-9 and -' }) }, { additionalProperties: false });
+export type CreateTenantBody = Static<typeof CreateTenantBody>;
+export const Tenant = Type.Object({
+  name: Type.String(), createdAt: Type.Union([Type.String(), Type.Null()], { description: 'null for the built-in default tenant' }),
+  volumes: Type.Integer({ minimum: 0, description: 'live volumes it owns' }),
+});
+
+const Role = Type.Union([Type.Literal('admin'), Type.Literal('tenant'), Type.Literal('reader')]);
+export const CreateTokenBody = Type.Object({
+  role: Role,
+  tenant: Type.Optional(Type.String({ minLength: 1, maxLength: 32, description: 'the tenant of a tenant or reader token (none for admin)' })),
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 32, description: 'a name to list and revoke it by (default token-ID)' })),
+  expiresInSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 10 * 365 * 86400, description: 'lifetime (default: no expiry)' })),
+}, { additionalProperties: false });
+export type CreateTokenBody = Static<typeof CreateTokenBody>;
+export const Token = Type.Object({
+  id: Type.String(), name: Type.String(), role: Role, tenant: Type.Union([Type.String(), Type.Null()]),
+  createdAt: Type.String(), expiresAt: Type.Union([Type.String(), Type.Null()]),
+});
+export const CreatedToken = Type.Intersect([Token, Type.Object({ token: Type.String({ description: 'the secret: shown only in this answer' }) })]);
+export const TokenParams = Type.Object({ token: Type.String({ minLength: 1, maxLength: 64, description: 'token id or name' }) });

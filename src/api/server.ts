@@ -6,11 +6,14 @@ import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { ApiContext } from './context.js';
 import { RouteTable } from './routes.js';
-import { errorHandler, problemFor, sendProblem } from './problem.js';
+import { errorHandler, problemFor, replyCodes, sendProblem } from './problem.js';
 import { registerVolumeRoutes } from './routes-volumes.js';
 import { registerSnapshotRoutes } from './routes-snapshots.js';
 import { apiVersion, registerMiscRoutes } from './routes-misc.js';
 import { registerStreamRoutes } from './routes-stream.js';
+import { registerTenantRoutes } from './routes-tenants.js';
+import { Authenticator, authorize, type AuthFailureReason } from './auth.js';
+import { scopeFor } from './request-scope.js';
 
 /** Largest JSON request body (requests are small objects; streams are not JSON). */
 export const jsonBodyBytesMax = 1024 * 1024;
@@ -25,6 +28,17 @@ export interface ApiOptions {
   metrics?: () => Promise<{ contentType: string; body: string }>;
   /** Told of every route fastify registers (tests compare them with openapi.json). */
   onRoute?: (method: string, url: string) => void;
+  /** Told of every failed authentication (metrics). */
+  onAuthFailure?: (reason: AuthFailureReason) => void;
+  /** Receives one audit event per mutating request (who, what, outcome); default: the request logger. */
+  audit?: (event: AuditEvent) => void;
+  /** HTTPS: PEM certificate and key, and a CA whose client certificates are required (mutual TLS). */
+  https?: { cert: Buffer; key: Buffer; clientCa?: Buffer };
+}
+
+export interface AuditEvent {
+  tokenName: string | null; role: string | null; tenant: string | null;
+  method: string; route: string; params: unknown; status: number; code: string | null; ip: string;
 }
 
 /** `routes` fills in when the app loads its plugins (app.ready(), listen() or inject()). */
@@ -37,9 +51,15 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
     // Unknown fields are errors (400), not silently dropped.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' as const, allErrors: false } },
   };
-  const app: FastifyInstance = typeof opts.logger === 'object'
-    ? Fastify({ ...base, loggerInstance: opts.logger })
-    : Fastify({ ...base, logger: opts.logger ?? false });
+  const https = opts.https === undefined ? {} : {
+    https: {
+      cert: opts.https.cert, key: opts.https.key, minVersion: 'TLSv1.2' as const,
+      ...(opts.https.clientCa !== undefined ? { ca: opts.https.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+    },
+  };
+  const app: FastifyInstance = (typeof opts.logger === 'object'
+    ? Fastify({ ...base, ...https, loggerInstance: opts.logger })
+    : Fastify({ ...base, ...https, logger: opts.logger ?? false })) as unknown as FastifyInstance;
   app.server.maxConnections = apiConnectionsMax;
   // Import bodies are streamed straight to the spool file, never buffered.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
@@ -55,11 +75,28 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
   void app.register(fastifySwagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'Cairn REST API', version: apiVersion, description: 'Volumes, snapshots, clones, jobs and streams of a Cairn pool. Sizes are bytes. Errors are application/problem+json with a stable `code`.' },
+      info: { title: 'Cairn REST API', version: apiVersion, description: 'Volumes, snapshots, clones, jobs, streams, tenants and tokens of a Cairn pool. Sizes are bytes. Errors are application/problem+json with a stable `code`. Every route but this document needs `Authorization: Bearer TOKEN`.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },
   });
   void app.register(fastifySwaggerUi, { routePrefix: apiDocsPath });
-  const routes = new RouteTable(app);
+  const auth = new Authenticator(ctx.tenancy, opts.onAuthFailure);
+  const routes = new RouteTable(app, async (access, request) => {
+    if (access === 'public') return scopeFor(null, ctx.rootEngine, ctx.jobManager);
+    const principal = await auth.authenticate(request);
+    authorize(access, principal);
+    return scopeFor(principal, ctx.rootEngine, ctx.jobManager);
+  });
+  const audit = opts.audit ?? ((e: AuditEvent) => app.log.info({ event: 'audit', ...e }, 'audit'));
+  app.addHook('onResponse', async (request, reply) => {
+    if (request.method === 'GET' || request.method === 'HEAD' || request.routeOptions.url === undefined) return;
+    const principal = routes.principalOf(request);
+    audit({
+      tokenName: principal?.tokenName ?? null, role: principal?.role ?? null, tenant: principal === null ? null : principal.tenant ?? '*',
+      method: request.method, route: request.routeOptions.url, params: request.params, status: reply.statusCode,
+      code: replyCodes.get(reply) ?? null, ip: request.ip,
+    });
+  });
   void app.register(async (scope) => {
     routes.attach(scope);
     registerRoutes(routes, ctx, opts);
@@ -72,10 +109,11 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerVolumeRoutes(routes, ctx);
   registerSnapshotRoutes(routes, ctx);
   registerStreamRoutes(routes, ctx);
+  registerTenantRoutes(routes, ctx);
   if (opts.metrics !== undefined) {
     const metrics = opts.metrics;
     routes.add({
-      method: 'GET', url: '/metrics', tag: 'meta', summary: 'Prometheus metrics (text exposition format)',
+      method: 'GET', url: '/metrics', tag: 'meta', summary: 'Prometheus metrics (text exposition format); an admin token', access: 'admin',
       responses: { 200: { description: 'metrics', contentType: 'text/plain' } },
       handler: async (_req, reply) => {
         const m = await metrics();

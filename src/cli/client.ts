@@ -1,6 +1,7 @@
 // The CLI's HTTP client for the daemon's REST API (fetch). Every failure becomes a CliError with one
 // line for the user: the problem+json detail and code, or "cannot reach cairn daemon at URL: ...".
 import type { Readable } from 'node:stream';
+import { Agent, fetch as undiciFetch } from 'undici';
 
 export const defaultApiUrl = 'http://127.0.0.1:10880';
 /** A request that gets no answer in this time fails (long work runs as jobs, which are polled). */
@@ -29,19 +30,47 @@ export interface ListPaging { limit?: number; pageToken?: string }
 
 export interface ApiResponse<T> { status: number; body: T; headers: Headers }
 
+export interface ClientAuth {
+  /** Sent as `Authorization: Bearer`; null sends none (the daemon then answers 401). */
+  token: string | null;
+  /** Where the token came from, for the hint when the daemon refuses it. */
+  tokenSource?: string | null;
+  /** PEM CA certificate(s) that verify an HTTPS daemon. */
+  ca?: Buffer | null;
+}
+
 export class ApiClient {
   readonly baseUrl: string;
-  constructor(baseUrl: string) { this.baseUrl = baseUrl.replace(/\/+$/, ''); }
+  private readonly fetchImpl: typeof fetch;
+  constructor(baseUrl: string, private readonly auth: ClientAuth = { token: null }) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+    // A private CA needs undici's own fetch with an agent that trusts it (global fetch takes no CA).
+    if (auth.ca != null) {
+      const dispatcher = new Agent({ connect: { ca: auth.ca } });
+      this.fetchImpl = ((url: string, init?: RequestInit) => undiciFetch(url, { ...(init as object), dispatcher } as Parameters<typeof undiciFetch>[1])) as unknown as typeof fetch;
+    } else {
+      this.fetchImpl = fetch;
+    }
+  }
 
   /** The raw fetch with error translation; `init.body` may be a stream (duplex half). */
   async fetch(path: string, init: RequestInit & { duplex?: 'half' } = {}): Promise<Response> {
     let response: Response;
     try {
-      response = await fetch(`${this.baseUrl}${path}`, { signal: AbortSignal.timeout(requestTimeoutMs), ...init });
+      const headers = new Headers(init.headers);
+      if (this.auth.token !== null) headers.set('authorization', `Bearer ${this.auth.token}`);
+      response = await this.fetchImpl(`${this.baseUrl}${path}`, { signal: AbortSignal.timeout(requestTimeoutMs), ...init, headers });
     } catch (err) {
       if ((err as Error).name === 'CliError') throw err;
       if ((err as { cause?: unknown }).cause !== undefined || (err as Error).name === 'TypeError') throw reachError(this.baseUrl, err);
       throw new CliError(`request to ${this.baseUrl}${path} failed: ${(err as Error).message}`);
+    }
+    if (response.status === 401) {
+      const err = await problemError(response);
+      const hint = this.auth.token === null
+        ? 'no token: pass --token, set CAIRN_TOKEN or CAIRN_TOKEN_FILE (the daemon writes its admin token to STATE_DIR/POOL.admin-token)'
+        : `the token from ${this.auth.tokenSource ?? 'the command line'} was refused`;
+      throw new CliError(`${err.message}; ${hint}`, err.code);
     }
     if (response.status >= 400) throw await problemError(response);
     return response;

@@ -11,6 +11,7 @@ import type { CliContext } from './context.js';
 interface ServeFlags {
   config?: string; pool?: string; stateDir?: string; poolSize?: string; poolPreallocate?: string; api?: string; nbd?: string; nbdSocket?: string;
   logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string;
+  apiTlsCert?: string; apiTlsKey?: string; apiTlsClientCa?: string;
   nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean; rewind?: boolean;
 }
 
@@ -25,6 +26,9 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
     nbdSocketPath: flags.nbdSocket, logLevel: flags.logLevel, logFormat: flags.logFormat,
     cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs, nbdBusyPollMicros: flags.nbdBusyPollUs,
     rewind: flags.rewind === true ? true : undefined,
+    apiTls: flags.apiTlsCert === undefined && flags.apiTlsKey === undefined ? undefined : {
+      certFile: flags.apiTlsCert, keyFile: flags.apiTlsKey, clientCaFile: flags.apiTlsClientCa,
+    },
     nbdTls: flags.nbdTlsCert === undefined && flags.nbdTlsPsk === undefined ? undefined : {
       certFile: flags.nbdTlsCert, keyFile: flags.nbdTlsKey, caFile: flags.nbdTlsCa, pskFile: flags.nbdTlsPsk,
       required: flags.nbdTlsRequired === true,
@@ -83,9 +87,12 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
   program.command('serve').description('run the daemon: REST API + NBD server on one pool (until SIGTERM/SIGINT)')
     .option('--config <file>', 'config file (YAML or JSON); env CAIRN_CONFIG')
     .option('--pool <path>', 'pool file, created sparse when missing (default ./data/cairn.pool); env CAIRN_POOL')
-    .option('--state-dir <dir>', 'job records and import spool (default: the pool\'s directory); env CAIRN_STATE_DIR')
+    .option('--state-dir <dir>', 'job records, import spool and the bootstrap admin token file POOL.admin-token (default: the pool\'s directory); env CAIRN_STATE_DIR')
     .option('--pool-size <size>', 'size of a new pool (default 64G); env CAIRN_POOL_SIZE')
     .option('--pool-preallocate <mode>', 'a new pool file: off (sparse, default) or full (written with zeros first); env CAIRN_POOL_PREALLOCATE')
+    .option('--api-tls-cert <file>', 'serve the API over HTTPS with this certificate (PEM; with --api-tls-key); env CAIRN_API_TLS_CERT')
+    .option('--api-tls-key <file>', 'the API certificate\'s private key (PEM); env CAIRN_API_TLS_KEY')
+    .option('--api-tls-client-ca <file>', 'require API clients to present a certificate this CA signed (mutual TLS); env CAIRN_API_TLS_CLIENT_CA')
     .option('--nbd <host:port>', 'NBD listen address, or "off" (default 127.0.0.1:10809); env CAIRN_NBD')
     .option('--nbd-socket <path>', 'also serve NBD on a Unix socket; env CAIRN_NBD_SOCKET')
     .option('--nbd-tls-cert <file>', 'NBD TLS certificate (PEM; with --nbd-tls-key); env CAIRN_NBD_TLS_CERT')

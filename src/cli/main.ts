@@ -7,6 +7,8 @@ import { registerVolumeCommands } from './commands-volume.js';
 import { registerSnapshotCommands } from './commands-snapshot.js';
 import { registerStreamCommands } from './commands-stream.js';
 import { registerServeCommands } from './commands-serve.js';
+import { registerTenantCommands } from './commands-tenant.js';
+import { resolveCredentials } from './credentials.js';
 
 function apiUrl(value: string | undefined): string {
   const raw = value ?? process.env.CAIRN_API ?? defaultApiUrl;
@@ -19,10 +21,15 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .option('--api <url>', `daemon API URL (env CAIRN_API, default ${defaultApiUrl}); for serve: the listen HOST:PORT`)
     .option('--json', 'machine-readable output: the API\'s JSON objects')
+    .option('--token <token>', 'API token (env CAIRN_TOKEN, or a file named by CAIRN_TOKEN_FILE; default: the daemon\'s STATE_DIR/POOL.admin-token when readable)')
+    .option('--ca <file>', 'CA certificate (PEM) that verifies an HTTPS daemon (env CAIRN_CA)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   const ctx: CliContext = {
-    client: () => new ApiClient(apiUrl((program.opts() as { api?: string }).api)),
+    client: () => {
+      const opts = program.opts() as { api?: string; token?: string; ca?: string };
+      return new ApiClient(apiUrl(opts.api), resolveCredentials(opts, process.env));
+    },
     json: () => (program.opts() as { json?: boolean }).json === true,
     sizeArg,
   };
@@ -30,6 +37,7 @@ export function buildProgram(): Command {
   registerVolumeCommands(program, ctx);
   registerSnapshotCommands(program, ctx);
   registerStreamCommands(program, ctx);
+  registerTenantCommands(program, ctx);
   // Listed for --help only: main() routes `cairn csi ...` to the CSI plugin's own parser.
   program.command('csi').description('run the Kubernetes CSI plugin (see: cairn csi --help)')
     .allowUnknownOption().allowExcessArguments().helpOption(false);
@@ -40,7 +48,7 @@ export function buildProgram(): Command {
 function commandWord(argv: string[]): string | undefined {
   for (let i = 2; i < argv.length; i += 1) {
     const arg = argv[i]!;
-    if (arg === '--api') { i += 1; continue; }
+    if (arg === '--api' || arg === '--token' || arg === '--ca') { i += 1; continue; }
     if (!arg.startsWith('-')) return arg;
   }
   return undefined;

@@ -124,7 +124,8 @@ export function problemToCsi(err: unknown, context: string): CsiError {
 
 export class CairnApi {
   private readonly base: string;
-  constructor(baseUrl: string) {
+  /** `token`: sent as `Authorization: Bearer` on every request (null: none). */
+  constructor(baseUrl: string, private readonly token: string | null = null) {
     this.base = baseUrl.replace(/\/+$/, '');
   }
 
@@ -138,7 +139,10 @@ export class CairnApi {
     try {
       res = await fetch(this.base + path, {
         method,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        headers: {
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...(this.token === null ? {} : { authorization: `Bearer ${this.token}` }),
+        },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(apiRequestTimeoutMs),
       });
@@ -154,6 +158,7 @@ export class CairnApi {
     if (!res.ok) {
       const problem = (parsed ?? {}) as Json;
       const code = str(problem, 'code') || `http_${res.status}`;
+      if (res.status === 401 || res.status === 403) throw new CsiError(Status.PERMISSION_DENIED, `cairn daemon refused the plugin's token: ${str(problem, 'detail') || code}`);
       const detail = str(problem, 'detail', 'title', 'message') || text.slice(0, 200);
       throw new ApiProblem(res.status, code, detail);
     }

@@ -1,7 +1,7 @@
 // Entry point of the CSI plugin: runCsi() starts the gRPC server for a mode (controller, node
 // or all) on a unix socket; run directly (`node dist/src/csi/main.js --endpoint ...`) it parses
 // its own argv, so it works without the `cairn` CLI (which wires `cairn csi` to runCsi).
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { pino, type Logger } from 'pino';
@@ -24,6 +24,8 @@ export interface CsiOptions {
   nbd?: string | null;
   driverName?: string;
   logger?: Logger;
+  /** The API token the plugin presents (a tenant or admin token); null: none. */
+  token?: string | null;
 }
 
 export interface CsiHandle { socketPath: string; close(): Promise<void> }
@@ -35,7 +37,7 @@ export async function runCsi(opts: CsiOptions): Promise<CsiHandle> {
   if ((opts.mode !== 'controller') && opts.nodeId === '') throw new Error('--node-id is required for the node service');
   const log = opts.logger ?? pino({ name: 'cairn-csi', base: { driver: opts.driverName ?? driverName, mode: opts.mode } });
   const locks = new OperationLocks();
-  const api = new CairnApi(opts.api);
+  const api = new CairnApi(opts.api, opts.token ?? null);
   const controller = opts.mode === 'node' ? undefined : new ControllerService(api, locks);
   const nbd = nbdSource(opts.nbd, api, opts.api);
   const node = opts.mode === 'controller' ? undefined : new NodeService(opts.nodeId, opts.stateDir, nbd, locks,
@@ -56,14 +58,21 @@ export function csiCommand(): Command {
     .addOption(new Option('--mode <mode>', 'which services to serve').choices(['controller', 'node', 'all']).default('all'))
     .option('--state-dir <dir>', 'where the node keeps its attachment state', stateDirDefault)
     .option('--nbd <host:port>', 'Cairn NBD server the node attaches from (default: the address the daemon reports for each volume)')
-    .option('--driver-name <name>', 'CSI driver name', driverName);
+    .option('--driver-name <name>', 'CSI driver name', driverName)
+    .option('--token-file <file>', 'file holding the Cairn API token the plugin presents (env CAIRN_TOKEN_FILE; or the token itself in CAIRN_TOKEN)', process.env.CAIRN_TOKEN_FILE);
 }
 
-type CsiFlags = { endpoint: string; api: string; nodeId: string; mode: CsiMode; stateDir: string; nbd?: string; driverName: string };
+type CsiFlags = { endpoint: string; api: string; nodeId: string; mode: CsiMode; stateDir: string; nbd?: string; driverName: string; tokenFile?: string };
+
+function tokenOf(flags: CsiFlags): string | null {
+  if (flags.tokenFile !== undefined && flags.tokenFile !== '') return readFileSync(flags.tokenFile, 'utf8').trim();
+  const env = process.env.CAIRN_TOKEN;
+  return env === undefined || env === '' ? null : env;
+}
 
 /** Runs the plugin until SIGTERM/SIGINT, then closes the socket and exits 0. */
 async function serveUntilSignal(flags: CsiFlags): Promise<void> {
-  const handle = await runCsi({ ...flags });
+  const handle = await runCsi({ ...flags, token: tokenOf(flags) });
   const stop = (): void => { void handle.close().then(() => process.exit(0)); };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

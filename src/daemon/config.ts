@@ -9,6 +9,9 @@ export interface ListenAddress { host: string; port: number }
 
 export interface NbdTlsConfig { certFile?: string; keyFile?: string; caFile?: string; pskFile?: string; required?: boolean }
 
+/** HTTPS for the API: PEM certificate and key; a client CA makes client certificates required (mutual TLS). */
+export interface ApiTlsConfig { certFile: string; keyFile: string; clientCaFile?: string }
+
 export interface DaemonConfig {
   poolPath: string;
   /** Where job records (POOL.jobs.json) and import spool files live, and an old POOL.streams.json
@@ -19,6 +22,8 @@ export interface DaemonConfig {
   /** How a pool file created because it was missing is laid down: sparse ('off') or written end to end ('full'). */
   poolPreallocate: Preallocation;
   api: ListenAddress;
+  /** null: plain HTTP. */
+  apiTls: ApiTlsConfig | null;
   /** null: no TCP NBD listener. */
   nbd: ListenAddress | null;
   nbdSocketPath: string | null;
@@ -44,6 +49,7 @@ export const defaultConfig: DaemonConfig = {
   poolSizeBytes: 64 * 2 ** 30,
   poolPreallocate: 'off',
   api: { host: '127.0.0.1', port: 10880 },
+  apiTls: null,
   nbd: { host: '127.0.0.1', port: 10809 },
   nbdSocketPath: null,
   nbdTls: null,
@@ -107,10 +113,23 @@ function tlsOf(value: unknown, what: string, current: NbdTlsConfig | null): NbdT
   return out;
 }
 
+function apiTlsOf(value: unknown, what: string, current: ApiTlsConfig | null): ApiTlsConfig | null {
+  if (value === null || value === false) return null;
+  if (typeof value !== 'object') throw new ConfigError(`invalid ${what}: expected {certFile, keyFile, clientCaFile}`);
+  const out: Partial<ApiTlsConfig> = { ...(current ?? {}) };
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (v === undefined) continue;
+    if (k === 'certFile' || k === 'keyFile' || k === 'clientCaFile') out[k] = String(v);
+    else throw new ConfigError(`unknown setting "apiTls.${k}" in ${what}`);
+  }
+  if (out.certFile === undefined || out.keyFile === undefined) throw new ConfigError(`${what}: give certFile and keyFile (and optionally clientCaFile)`);
+  return out as ApiTlsConfig;
+}
+
 /** Applies one layer on top of `config`, validating each value it sets. */
 export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: string): DaemonConfig {
   const out = { ...config };
-  const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'poolPreallocate', 'api', 'nbd', 'nbdSocketPath', 'nbdTls',
+  const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'poolPreallocate', 'api', 'apiTls', 'nbd', 'nbdSocketPath', 'nbdTls',
     'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'rewind']);
   for (const [key, value] of Object.entries(layer)) {
     if (value === undefined) continue;
@@ -132,6 +151,7 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
         out.api = api;
         break;
       }
+      case 'apiTls': out.apiTls = apiTlsOf(value, what, out.apiTls); break;
       case 'nbd': out.nbd = listenOf(value, what); break;
       case 'nbdSocketPath': out.nbdSocketPath = value === null || value === '' ? null : String(value); break;
       case 'nbdTls': out.nbdTls = tlsOf(value, what, out.nbdTls); break;
@@ -175,11 +195,15 @@ export function readConfigFile(path: string): ConfigLayer {
 }
 
 /** CAIRN_POOL, CAIRN_STATE_DIR, CAIRN_POOL_SIZE, CAIRN_POOL_PREALLOCATE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
- *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED}. */
+ *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED},
+ *  CAIRN_API_TLS_{CERT,KEY,CLIENT_CA}. */
 export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
   return {
     pool: env.CAIRN_POOL, stateDir: env.CAIRN_STATE_DIR, poolSize: env.CAIRN_POOL_SIZE, poolPreallocate: env.CAIRN_POOL_PREALLOCATE,
     api: env.CAIRN_API, nbd: env.CAIRN_NBD,
+    apiTls: env.CAIRN_API_TLS_CERT === undefined ? undefined : {
+      certFile: env.CAIRN_API_TLS_CERT, keyFile: env.CAIRN_API_TLS_KEY, clientCaFile: env.CAIRN_API_TLS_CLIENT_CA,
+    },
     nbdSocketPath: env.CAIRN_NBD_SOCKET, logLevel: env.CAIRN_LOG_LEVEL, logFormat: env.CAIRN_LOG_FORMAT,
     cacheBytesMax: env.CAIRN_CACHE_BYTES_MAX, commitIntervalMs: env.CAIRN_COMMIT_INTERVAL_MS,
     nbdBusyPollMicros: env.CAIRN_NBD_BUSY_POLL_US,

@@ -15,6 +15,7 @@ export class Metrics {
   readonly ioSeconds: Histogram<'volume' | 'op'>;
   readonly commitSeconds: Histogram;
   readonly checksumErrors: Counter;
+  readonly authFailures: Counter<'reason'>;
   private readonly labels = new Set<string>();
   private engine: Engine | null = null;
 
@@ -32,6 +33,7 @@ export class Metrics {
       name: 'cairn_commit_duration_seconds', help: 'Duration of engine commits', registers,
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
     });
+    this.authFailures = new Counter({ name: 'cairn_api_auth_failures_total', help: 'API requests refused for a missing, malformed or invalid token', labelNames: ['reason'], registers });
     this.checksumErrors = new Counter({ name: 'cairn_checksum_errors_total', help: 'Checksum mismatches detected on read', registers });
     const self = this;
     const pool = (name: string, help: string, pick: (e: Engine) => number) => new Gauge({

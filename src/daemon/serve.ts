@@ -1,7 +1,7 @@
 // The daemon's lifecycle: lock the pool, open (or create) it, wire the instrumented engine into the
 // NBD server and the REST API, report the bound addresses, and on shutdown stop accepting, let the
 // NBD server finish in-flight I/O, flush, close the engine and release the lock.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { openOrCreatePoolFile, checksumKernel, type Engine, type PoolFileOptions } from '../engine/index.js';
@@ -9,7 +9,9 @@ import { startNbdServer } from '../nbd/server.js';
 import { buildApi } from '../api/server.js';
 import { JobManager } from '../api/jobs.js';
 import { JobStore, jobFilePath, restoreJobs } from '../api/job-store.js';
-import type { ApiContext } from '../api/context.js';
+import { apiContext } from '../api/context.js';
+import { TenantStore } from '../tenancy/store.js';
+import { ensureBootstrapToken } from './bootstrap-token.js';
 import { migrateSideFile, sideFilePath } from '../stream/identity.js';
 import type { DaemonConfig } from './config.js';
 import { lockPool } from './lock.js';
@@ -93,15 +95,28 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const jobLog = eventLogger(logger, 'jobs');
     const jobs = new JobManager(jobStore, jobLog);
     await restoreJobs(jobs, jobStore, engine, jobLog);
-    const ctx: ApiContext = {
-      engine, jobs, poolPath, spoolDir: stateDir, nbdBaseUri,
+    const tenancy = new TenantStore(engine);
+    const bootstrap = await ensureBootstrapToken(tenancy, poolPath, stateDir);
+    if (bootstrap.created) logger.info({ event: 'admin_token_created', path: bootstrap.path }, `admin token written to ${bootstrap.path} (mode 0600)`);
+    const ctx = apiContext({
+      rootEngine: engine, jobManager: jobs, tenancy, poolPath, spoolDir: stateDir, nbdBaseUri,
       nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
-    };
-    const { app } = buildApi(ctx, { logger: logger.child({ component: 'api' }), metrics: () => metrics.render() });
+    });
+    const apiTls = config.apiTls;
+    const { app } = buildApi(ctx, {
+      logger: logger.child({ component: 'api' }), metrics: () => metrics.render(),
+      onAuthFailure: (reason) => metrics.authFailures.inc({ reason }),
+      ...(apiTls === null ? {} : {
+        https: {
+          cert: readFileSync(apiTls.certFile), key: readFileSync(apiTls.keyFile),
+          ...(apiTls.clientCaFile !== undefined ? { clientCa: readFileSync(apiTls.clientCaFile) } : {}),
+        },
+      }),
+    });
     await app.listen({ host: config.api.host, port: config.api.port });
     const address = app.server.address();
     const apiPort = typeof address === 'object' && address !== null ? address.port : config.api.port;
-    const apiUrl = `http://${hostForUri(config.api.host)}:${apiPort}`;
+    const apiUrl = `${apiTls === null ? 'http' : 'https'}://${hostForUri(config.api.host)}:${apiPort}`;
     logger.info({ event: 'ready', api: apiUrl, nbd: nbdBaseUri, nbdSocket: nbd?.socketPath ?? null, pool: poolPath,
       poolSizeBytes: engine.stats().sizeBytes, checksumKernel, helperThreadsBatched }, 'cairn ready');
     let closing: Promise<void> | null = null;
