@@ -4,7 +4,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPoolFile, type Engine } from '../src/engine/index.js';
-import { buildApi } from '../src/api/server.js';
+import { buildApi, type AuditEvent, type ApiOptions } from '../src/api/server.js';
+import type { RouteSpec } from '../src/api/routes.js';
 import { JobManager } from '../src/api/jobs.js';
 import { apiContext } from '../src/api/context.js';
 import { TenantStore } from '../src/tenancy/store.js';
@@ -18,6 +19,12 @@ export interface ApiFixture {
   /** An admin token: `call` sends it. */
   adminToken: string;
   base: string;
+  /** Every route of the route table, with its access rule. */
+  specs: RouteSpec[];
+  /** Audit events of the mutating requests so far. */
+  audits: AuditEvent[];
+  /** Failed authentications so far, by reason. */
+  authFailures: string[];
   /** Every route fastify registered, as it registered it. */
   registered: Array<{ method: string; url: string }>;
   /** `raw` is sent as the body as it is (malformed JSON tests); `body` is sent as JSON. */
@@ -26,7 +33,7 @@ export interface ApiFixture {
   as(token: string | null): (method: string, path: string, body?: unknown, raw?: string) => Promise<ApiAnswer>;
 }
 
-export async function startApi(t: { after(fn: () => Promise<void>): void }, poolBytes: number, prefix = 'cairn-api-'): Promise<ApiFixture> {
+export async function startApi(t: { after(fn: () => Promise<void>): void }, poolBytes: number, prefix = 'cairn-api-', options: ApiOptions = {}): Promise<ApiFixture> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const poolPath = join(dir, 'pool');
   const engine: Engine = await createPoolFile(poolPath, poolBytes);
@@ -37,9 +44,16 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
     rootEngine: engine, jobManager: new JobManager(), tenancy, poolPath, spoolDir: dir,
     nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
   });
-  const { app } = buildApi(ctx, {
+  const audits: AuditEvent[] = [];
+  const authFailures: string[] = [];
+  const { app, routes } = buildApi(ctx, {
     metrics: async () => ({ contentType: 'text/plain', body: '' }),
     onRoute: (method, url) => registered.push({ method, url }),
+    // A given logger receives the audit events itself (the default); otherwise they are collected here.
+    ...(options.logger === undefined ? { audit: (e: AuditEvent) => audits.push(e) } : {}),
+    onAuthFailure: (reason) => authFailures.push(reason),
+    authBackoff: false,
+    ...options,
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
@@ -65,5 +79,5 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
       body: text === '' ? null : JSON.parse(text) as unknown,
     };
   };
-  return { engine, tenancy, adminToken, base, registered, call: as(adminToken), as };
+  return { engine, tenancy, adminToken, base, registered, specs: routes.specs, audits, authFailures, call: as(adminToken), as };
 }

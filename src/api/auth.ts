@@ -30,6 +30,8 @@ export class Authenticator {
     private readonly store: TenantStore,
     private readonly onFailure: (reason: AuthFailureReason) => void = () => {},
     private readonly nowMs: () => number = Date.now,
+    /** false: no back-off (tests that send hundreds of bad tokens on purpose). */
+    private readonly backoff = true,
   ) {}
 
   /** The request's principal, or a 401 (after the address's back-off delay). */
@@ -40,7 +42,7 @@ export class Authenticator {
     if (principal !== null) return principal;
     const reason: AuthFailureReason = header === undefined ? 'missing' : m === null ? 'malformed' : 'invalid';
     this.onFailure(reason);
-    await this.delayFor(request.ip);
+    if (this.backoff) await this.delayFor(request.ip);
     throw new TenancyError('unauthorized', reason === 'missing' ? 'this request needs a token: Authorization: Bearer TOKEN' : 'the token is not valid (wrong, revoked or expired)');
   }
 

@@ -3,7 +3,7 @@
 import type { Engine } from '../engine/index.js';
 import type { JobManager } from './jobs.js';
 import type { Principal, TenantStore } from '../tenancy/store.js';
-import { assert } from '../engine/errors.js';
+import { assert } from '../engine/index.js';
 import { requestScope, type JobsView } from './request-scope.js';
 
 export interface ApiContext {

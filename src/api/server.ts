@@ -30,6 +30,8 @@ export interface ApiOptions {
   onRoute?: (method: string, url: string) => void;
   /** Told of every failed authentication (metrics). */
   onAuthFailure?: (reason: AuthFailureReason) => void;
+  /** false turns off the back-off after repeated failures from one address (tests only). */
+  authBackoff?: boolean;
   /** Receives one audit event per mutating request (who, what, outcome); default: the request logger. */
   audit?: (event: AuditEvent) => void;
   /** HTTPS: PEM certificate and key, and a CA whose client certificates are required (mutual TLS). */
@@ -80,7 +82,7 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
     },
   });
   void app.register(fastifySwaggerUi, { routePrefix: apiDocsPath });
-  const auth = new Authenticator(ctx.tenancy, opts.onAuthFailure);
+  const auth = new Authenticator(ctx.tenancy, opts.onAuthFailure, Date.now, opts.authBackoff ?? true);
   const routes = new RouteTable(app, async (access, request) => {
     if (access === 'public') return scopeFor(null, ctx.rootEngine, ctx.jobManager);
     const principal = await auth.authenticate(request);
