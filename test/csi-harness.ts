@@ -44,7 +44,7 @@ function promisify(client: grpc.Client): ServiceClient {
   return out as ServiceClient;
 }
 
-export interface CsiClients { identity: ServiceClient; controller: ServiceClient; node: ServiceClient; close(): void }
+export interface CsiClients { identity: ServiceClient; controller: ServiceClient; group: ServiceClient; node: ServiceClient; close(): void }
 
 export function csiClients(socketPath: string): CsiClients {
   const csi = loadCsi();
@@ -52,8 +52,9 @@ export function csiClients(socketPath: string): CsiClients {
   const creds = grpc.credentials.createInsecure();
   const identity = promisify(new csi.Identity(address, creds));
   const controller = promisify(new csi.Controller(address, creds));
+  const group = promisify(new csi.GroupController(address, creds));
   const node = promisify(new csi.Node(address, creds));
-  return { identity, controller, node, close: () => { identity.close(); controller.close(); node.close(); } };
+  return { identity, controller, group, node, close: () => { identity.close(); controller.close(); group.close(); node.close(); } };
 }
 
 /** Asserts a promise rejects with the given gRPC status code; returns the error. */
