@@ -118,12 +118,13 @@ export interface Daemon { apiUrl: string; nbdAddress: string; stop(): Promise<vo
  * Starts a real `cairn serve` on a fresh sparse pool, API and NBD on ephemeral loopback ports.
  * The bound addresses are read from the daemon's JSON "ready" log line.
  */
-export async function startDaemon(dir: string, poolSize = '4G'): Promise<Daemon> {
+/** `extraArgs`: more `cairn serve` flags (e.g. NBD TLS). */
+export async function startDaemon(dir: string, poolSize = '4G', extraArgs: string[] = []): Promise<Daemon> {
   const cli = runningFromTs ? join(repoRoot, 'src', 'cli', 'main.ts') : join(repoRoot, 'bin', 'cairn.js');
   const args = runningFromTs ? ['--import', tsxLoader(), cli] : [cli];
   if (!existsSync(cli)) throw new Error(`cairn CLI not found at ${cli}`);
   args.push('serve', '--pool', join(dir, 'cairn.pool'), '--pool-size', poolSize, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0',
-    '--log-format', 'json');
+    '--log-format', 'json', ...extraArgs);
   const child = spawn(process.execPath, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAIRN_LOG_FORMAT: 'json' } });
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { output += d; });

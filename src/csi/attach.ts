@@ -50,7 +50,7 @@ async function startNbdfuse(uri: string, fuseDir: string, readOnly: boolean): Pr
   rmSync(pidFile, { force: true });
   const logFd = openSync(logFile, 'w');
   // Detached and unref'd: the export must outlive a plugin restart between stage and unstage.
-  const args = readOnly ? ['-r', '-P', pidFile, fuseDir, uri] : ['-P', pidFile, fuseDir, uri];
+  const args = [...(readOnly ? ['-r'] : []), '-P', pidFile, fuseDir, ...nbdfuseSourceArgs(uri, readOnly)];
   const child = spawn('nbdfuse', args, { detached: true, stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
   child.unref();
@@ -111,8 +111,13 @@ async function attachFuse(uri: string, fuseDir: string, readOnly: boolean): Prom
 /** qemu option values double their commas (QemuOpts). */
 const qemuValue = (value: string): string => value.replaceAll(',', ',,');
 
-/** `qemu-nbd --connect` arguments for an nbds:// URI with a tls-psk-file (qemu reads DIR/keys.psk). */
-function qemuNbdArgs(url: URL, device: string, readOnly: boolean): string[] {
+/**
+ * qemu-nbd arguments opening an nbds:// URI with a tls-psk-file as its image (qemu's tls-creds-psk
+ * reads DIR/keys.psk). qemu-nbd then re-exports it: to /dev/nbdN (--connect) or, socket-activated,
+ * to nbdfuse (libnbd refuses a URI's tls-psk-file unless the program allows local files, and
+ * nbdfuse does not).
+ */
+function qemuTlsImageArgs(url: URL): string[] {
   const pskFile = url.searchParams.get('tls-psk-file');
   if (pskFile === null || !pskFile.endsWith('/keys.psk')) throw new Error('an nbds:// attach needs tls-psk-file=DIR/keys.psk');
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
@@ -122,7 +127,14 @@ function qemuNbdArgs(url: URL, device: string, readOnly: boolean): string[] {
   ].join(',');
   const creds = `tls-creds-psk,id=cairn-tls0,endpoint=client,dir=${qemuValue(pskFile.slice(0, -'/keys.psk'.length))},`
     + `username=${qemuValue(decodeURIComponent(url.username))}`;
-  return ['--connect', device, '--object', creds, '--image-opts', image, ...(readOnly ? ['--read-only'] : [])];
+  return ['--object', creds, '--image-opts', image];
+}
+
+/** nbdfuse's arguments after the mount point: the URI itself, or for nbds:// a socket-activated qemu-nbd. */
+function nbdfuseSourceArgs(uri: string, readOnly: boolean): string[] {
+  const url = new URL(uri);
+  if (url.protocol !== 'nbds:') return [uri];
+  return ['[', 'qemu-nbd', ...qemuTlsImageArgs(url), '--discard=unmap', ...(readOnly ? ['--read-only'] : []), ']'];
 }
 
 async function attachKernel(uri: string, readOnly: boolean): Promise<AttachedDevice> {
@@ -134,7 +146,7 @@ async function attachKernel(uri: string, readOnly: boolean): Promise<AttachedDev
     if (existsSync(pidPath)) continue; // in use
     const device = `/dev/${name}`;
     const result = tls
-      ? await runRaw('qemu-nbd', qemuNbdArgs(url, device, readOnly))
+      ? await runRaw('qemu-nbd', ['--connect', device, ...qemuTlsImageArgs(url), ...(readOnly ? ['--read-only'] : [])])
       : await runRaw('nbd-client', [url.hostname, url.port || '10809', device, '-N', exportName, ...(readOnly ? ['-readonly'] : [])]);
     if (result.code === 0) {
       return { method: 'kernel', device, fuseDir: null, nbdfusePid: null, kernelTool: tls ? 'qemu-nbd' : 'nbd-client' };
