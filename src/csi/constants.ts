@@ -32,7 +32,7 @@ export const nameBytesMax = 128;
 export const cairnNameLengthMax = 63;
 /** API clients (one per token from a request's secrets) the controller keeps; the oldest goes first. */
 export const apiSessionsMax = 64;
-/** Bounds of QoS parameters, as the daemon's QoS API takes them (src/qos/limits.ts). */
+/** Bounds of QoS parameters, as the daemon's QoS API takes them (its IOPS_MAX, BYTES_PER_SECOND_MAX, BURST_SECONDS_MAX). */
 export const qosIopsMax = 10_000_000;
 export const qosBytesPerSecondMax = 2 ** 44;
 export const qosBurstSecondsMax = 60;
