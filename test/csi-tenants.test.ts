@@ -39,6 +39,18 @@ test('controller with tenant tokens in the secrets', { timeout: 600_000 }, async
   const acmeReader = { token: await token('reader', 'acme', 'acme-reader') };
   const engineVolume = async (name: string) => admin('GET', `/v1/volumes/${encodeURIComponent(name)}`);
 
+  await t.test('GET /v1/whoami names a token\'s role and tenant (how the plugin learns the tenant)', async () => {
+    const whoami = async (tok: string | null) => {
+      const res = await fetch(`${daemon.apiUrl}/v1/whoami`, { headers: tok === null ? {} : { authorization: `Bearer ${tok}` } });
+      return { status: res.status, body: await res.json() as any };
+    };
+    assert.deepEqual((await whoami(acme.token)).body, { role: 'tenant', tenant: 'acme', tokenName: 'acme-csi' });
+    assert.deepEqual((await whoami(acmeReader.token)).body, { role: 'reader', tenant: 'acme', tokenName: 'acme-reader' });
+    assert.equal((await whoami(adminToken)).body.role, 'admin');
+    assert.equal((await whoami(adminToken)).body.tenant, null);
+    assert.equal((await whoami(null)).status, 401);
+  });
+
   await t.test('CreateVolume with a tenant token creates TENANT/NAME, idempotently; names are per tenant', async () => {
     const req = { name: 'pvc-1', capacity_range: { required_bytes: 8 * MiB }, volume_capabilities: [blockCap] };
     const made = await c.controller.CreateVolume!({ ...req, secrets: acme });
