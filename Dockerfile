@@ -17,10 +17,11 @@ RUN npx tsc -p tsconfig.json && bash scripts/build-native.sh && npm prune --omit
 
 FROM node:20-bookworm-slim
 # Node plugin tools: nbd-client (kernel NBD), nbdfuse + fuse3 + losetup (no nbd module),
-# blkid/mount/mkfs/resize for ext4 and xfs. libnbd-bin gives nbdinfo/nbdcopy for debugging.
+# qemu-utils (qemu-nbd: NBD over TLS-PSK with a tenant's key), blkid/mount/mkfs/resize for ext4
+# and xfs. libnbd-bin gives nbdinfo/nbdcopy for debugging.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      nbd-client nbdfuse fuse3 libnbd-bin util-linux mount e2fsprogs xfsprogs ca-certificates \
+      nbd-client nbdfuse fuse3 libnbd-bin qemu-utils util-linux mount e2fsprogs xfsprogs ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app/package.json ./package.json

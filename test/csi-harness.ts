@@ -44,7 +44,7 @@ function promisify(client: grpc.Client): ServiceClient {
   return out as ServiceClient;
 }
 
-export interface CsiClients { identity: ServiceClient; controller: ServiceClient; node: ServiceClient; close(): void }
+export interface CsiClients { identity: ServiceClient; controller: ServiceClient; group: ServiceClient; node: ServiceClient; close(): void }
 
 export function csiClients(socketPath: string): CsiClients {
   const csi = loadCsi();
@@ -52,8 +52,9 @@ export function csiClients(socketPath: string): CsiClients {
   const creds = grpc.credentials.createInsecure();
   const identity = promisify(new csi.Identity(address, creds));
   const controller = promisify(new csi.Controller(address, creds));
+  const group = promisify(new csi.GroupController(address, creds));
   const node = promisify(new csi.Node(address, creds));
-  return { identity, controller, node, close: () => { identity.close(); controller.close(); node.close(); } };
+  return { identity, controller, group, node, close: () => { identity.close(); controller.close(); group.close(); node.close(); } };
 }
 
 /** Asserts a promise rejects with the given gRPC status code; returns the error. */
@@ -117,12 +118,13 @@ export interface Daemon { apiUrl: string; nbdAddress: string; stop(): Promise<vo
  * Starts a real `cairn serve` on a fresh sparse pool, API and NBD on ephemeral loopback ports.
  * The bound addresses are read from the daemon's JSON "ready" log line.
  */
-export async function startDaemon(dir: string, poolSize = '4G'): Promise<Daemon> {
+/** `extraArgs`: more `cairn serve` flags (e.g. NBD TLS). */
+export async function startDaemon(dir: string, poolSize = '4G', extraArgs: string[] = []): Promise<Daemon> {
   const cli = runningFromTs ? join(repoRoot, 'src', 'cli', 'main.ts') : join(repoRoot, 'bin', 'cairn.js');
   const args = runningFromTs ? ['--import', tsxLoader(), cli] : [cli];
   if (!existsSync(cli)) throw new Error(`cairn CLI not found at ${cli}`);
   args.push('serve', '--pool', join(dir, 'cairn.pool'), '--pool-size', poolSize, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0',
-    '--log-format', 'json');
+    '--log-format', 'json', ...extraArgs);
   const child = spawn(process.execPath, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAIRN_LOG_FORMAT: 'json' } });
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { output += d; });

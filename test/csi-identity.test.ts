@@ -34,6 +34,7 @@ test('identity, validation and daemon-down behaviour over the unix socket', asyn
     const caps = await c.identity.GetPluginCapabilities!({});
     const types = caps.capabilities.map((cap: any) => cap.service?.type ?? `expansion:${cap.volume_expansion?.type}`);
     assert.ok(types.includes('CONTROLLER_SERVICE'), JSON.stringify(types));
+    assert.ok(types.includes('GROUP_CONTROLLER_SERVICE'), JSON.stringify(types));
     assert.ok(types.includes('expansion:ONLINE'), JSON.stringify(types));
   });
 
@@ -45,10 +46,12 @@ test('identity, validation and daemon-down behaviour over the unix socket', asyn
   await t.test('ControllerGetCapabilities and NodeGetCapabilities list what is implemented', async () => {
     const ctrl = (await c.controller.ControllerGetCapabilities!({})).capabilities.map((x: any) => x.rpc.type);
     for (const want of ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT',
-      'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'GET_VOLUME']) {
+      'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'GET_VOLUME', 'MODIFY_VOLUME']) {
       assert.ok(ctrl.includes(want), `controller capability ${want}`);
     }
     assert.ok(!ctrl.includes('PUBLISH_UNPUBLISH_VOLUME'));
+    const group = (await c.group.GroupControllerGetCapabilities!({})).capabilities.map((x: any) => x.rpc.type);
+    assert.deepEqual(group, ['CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT']);
     const node = (await c.node.NodeGetCapabilities!({})).capabilities.map((x: any) => x.rpc.type);
     for (const want of ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION']) {
       assert.ok(node.includes(want), `node capability ${want}`);
@@ -108,9 +111,39 @@ test('identity, validation and daemon-down behaviour over the unix socket', asyn
     await expectCode(c.controller.ListVolumes!({ max_entries: -1 }), status.INVALID_ARGUMENT);
   });
 
-  await t.test('controller-publish and modify are UNIMPLEMENTED', async () => {
+  await t.test('controller-publish is UNIMPLEMENTED', async () => {
     await expectCode(c.controller.ControllerPublishVolume!({ volume_id: 'v1', node_id: 'n' }), status.UNIMPLEMENTED);
-    await expectCode(c.controller.ControllerModifyVolume!({ volume_id: 'v1' }), status.UNIMPLEMENTED);
+  });
+
+  await t.test('ModifyVolume, QoS parameters and group snapshots refuse bad arguments before asking the daemon', async () => {
+    const modify = (mutable_parameters: Record<string, string>, volume_id = 'v1') =>
+      expectCode(c.controller.ControllerModifyVolume!({ volume_id, mutable_parameters }), status.INVALID_ARGUMENT);
+    await modify({});
+    await modify({ iopsMax: '100' }, '');
+    await modify({ colour: 'blue' });
+    await modify({ 'csi.storage.k8s.io/fstype': 'xfs' }); // known but not changeable: immutable
+    await modify({ iopsMax: 'fast' });
+    await modify({ iopsMax: '1.5' });
+    await modify({ iopsMax: '10000001' });
+    await modify({ bpsMax: '100Xi' });
+    await modify({ bpsMax: '-1' });
+    await modify({ burstSeconds: '61' });
+    // QoS in a StorageClass: the same validation at CreateVolume.
+    await expectCode(c.controller.CreateVolume!({ name: 'v1', volume_capabilities: [mount], parameters: { bpsMax: 'lots' } }),
+      status.INVALID_ARGUMENT);
+    await expectCode(c.controller.CreateVolume!({ name: 'v1', volume_capabilities: [mount], mutable_parameters: { colour: 'red' } }),
+      status.INVALID_ARGUMENT);
+    const group = (req: object) => expectCode(c.group.CreateVolumeGroupSnapshot!(req), status.INVALID_ARGUMENT);
+    await group({ name: '', source_volume_ids: ['a'] });
+    await group({ name: 'g', source_volume_ids: [] });
+    await group({ name: 'g', source_volume_ids: ['a', 'a'] });
+    await group({ name: 'g', source_volume_ids: ['acme/a', 'other/b'] });
+    await group({ name: 'g', source_volume_ids: ['a'], parameters: { colour: 'blue' } });
+    await expectCode(c.group.GetVolumeGroupSnapshot!({ group_snapshot_id: '' }), status.INVALID_ARGUMENT);
+    await expectCode(c.group.GetVolumeGroupSnapshot!({ group_snapshot_id: 'not-a-group' }), status.NOT_FOUND);
+    await c.group.DeleteVolumeGroupSnapshot!({ group_snapshot_id: 'not-a-group' }); // cannot exist: success
+    // The secrets' token is asked for before anything else is looked up: secrets without one are refused.
+    await expectCode(c.controller.DeleteVolume!({ volume_id: 'v1', secrets: { nbdPsk: 'x:00' } }), status.INVALID_ARGUMENT);
   });
 
   await t.test('a daemon that is down gives UNAVAILABLE and the plugin keeps running', async () => {

@@ -11,7 +11,9 @@ import {
   controllerSocketDir, controllerSocketPath, driverName, kubeletDir, nodeSocketDir, nodeSocketPath, registrationDir, stateDirDefault,
 } from '../src/csi/constants.js';
 import { csiCommand } from '../src/csi/main.js';
-import { checkParameters } from '../src/csi/parameters.js';
+import { checkParameters, mutableQosOf, volumeQosOf } from '../src/csi/parameters.js';
+import { tokenSecretKey } from '../src/csi/sessions.js';
+import { nbdKeyOf, nbdPskSecretKey } from '../src/csi/nbd-keys.js';
 import { repoRoot } from './csi-harness.js';
 
 type Doc = Record<string, any>;
@@ -62,11 +64,22 @@ test('deploy/kubernetes manifests parse and agree with the code', () => {
   const docs = loadAll();
   assert.equal(find(docs, 'CSIDriver').metadata.name, driverName);
   assert.equal(find(docs, 'CSIDriver').spec.attachRequired, false, 'no ControllerPublishVolume');
-  const sc = find(docs, 'StorageClass');
-  assert.equal(sc.provisioner, driverName);
-  assert.equal(sc.allowVolumeExpansion, true);
-  checkParameters(sc.parameters, 'StorageClass'); // throws on a parameter the controller refuses
-  assert.equal(find(docs, 'VolumeSnapshotClass').driver, driverName);
+  for (const sc of docs.filter((d) => d.kind === 'StorageClass')) {
+    assert.equal(sc.provisioner, driverName);
+    assert.equal(sc.allowVolumeExpansion, true);
+    volumeQosOf(sc.parameters, undefined, `StorageClass ${sc.metadata.name}`); // throws on a parameter the controller refuses
+  }
+  for (const kind of ['VolumeSnapshotClass', 'VolumeGroupSnapshotClass']) {
+    for (const cls of docs.filter((d) => d.kind === kind)) {
+      assert.equal(cls.driver, driverName);
+      checkParameters(cls.parameters, `${kind} ${cls.metadata.name}`);
+    }
+  }
+  for (const vac of docs.filter((d) => d.kind === 'VolumeAttributesClass')) {
+    assert.equal(vac.driverName, driverName);
+    mutableQosOf(vac.parameters, `VolumeAttributesClass ${vac.metadata.name}`);
+  }
+  assert.ok(docs.some((d) => d.kind === 'VolumeGroupSnapshotClass' && d.metadata.name === 'cairn'));
 
   const ctl = find(docs, 'Deployment', 'cairn-csi-controller');
   const plugin = container(ctl, 'cairn-csi');
@@ -75,6 +88,14 @@ test('deploy/kubernetes manifests parse and agree with the code', () => {
   assert.equal(opts.mode, 'controller');
   assert.equal(opts.driverName, driverName);
   assert.ok(plugin.volumeMounts.some((m: Doc) => m.name === 'socket-dir' && m.mountPath === controllerSocketDir));
+  const gates = (name: string): string | undefined => flag(container(ctl, name).args, 'feature-gates');
+  assert.equal(gates('csi-provisioner'), 'VolumeAttributesClass=true');
+  assert.equal(gates('csi-resizer'), 'VolumeAttributesClass=true', 'ControllerModifyVolume');
+  assert.equal(gates('csi-snapshotter'), 'CSIVolumeGroupSnapshot=true', 'the GroupController service');
+  const tokenEnv = plugin.env.find((e: Doc) => e.name === 'CAIRN_TOKEN');
+  assert.equal(tokenEnv.valueFrom.secretKeyRef.key, tokenSecretKey, 'the plugin\'s own token');
+  assert.ok(find(docs, 'ClusterRole', 'cairn-csi-controller').rules.some((r: Doc) => r.resources.includes('secrets')),
+    'the sidecars read the secrets classes name');
   for (const sidecar of ['csi-provisioner', 'csi-snapshotter', 'csi-resizer']) {
     const c = container(ctl, sidecar);
     assert.equal(flag(c.args, 'csi-address'), controllerSocketPath, `${sidecar} --csi-address`);
@@ -120,12 +141,11 @@ test('deploy/kubernetes manifests parse and agree with the code', () => {
 
 test('examples refer to the StorageClass, the snapshot class and each other', () => {
   const docs = loadAll();
-  const sc = find(docs, 'StorageClass').metadata.name;
-  const pvcs = docs.filter((d) => d.kind === 'PersistentVolumeClaim');
+  const sc = find(docs, 'StorageClass', 'cairn').metadata.name;
+  const pvcs = docs.filter((d) => d.kind === 'PersistentVolumeClaim' && d.spec.storageClassName === sc);
   assert.equal(pvcs.length, 3);
-  for (const pvc of pvcs) assert.equal(pvc.spec.storageClassName, sc);
   const snap = find(docs, 'VolumeSnapshot');
-  assert.equal(snap.spec.volumeSnapshotClassName, find(docs, 'VolumeSnapshotClass').metadata.name);
+  assert.equal(snap.spec.volumeSnapshotClassName, find(docs, 'VolumeSnapshotClass', 'cairn').metadata.name);
   const source = snap.spec.source.persistentVolumeClaimName;
   assert.ok(pvcs.some((p) => p.metadata.name === source && !p.spec.dataSource));
   const restored = pvcs.find((p) => p.spec.dataSource?.kind === 'VolumeSnapshot');
@@ -135,9 +155,35 @@ test('examples refer to the StorageClass, the snapshot class and each other', ()
   assert.equal(clone?.spec.dataSource.name, source);
 });
 
+test('the tenant example: classes name secrets that exist and hold the keys the plugin reads', () => {
+  const docs = loadAll();
+  const secret = (params: Doc, prefix: string): Doc => {
+    const name = params[`csi.storage.k8s.io/${prefix}-secret-name`];
+    const namespace = params[`csi.storage.k8s.io/${prefix}-secret-namespace`];
+    const doc = docs.find((d) => d.kind === 'Secret' && d.metadata.name === name && d.metadata.namespace === namespace);
+    assert.ok(doc, `${prefix} secret ${namespace}/${name}`);
+    return doc!.stringData as Doc;
+  };
+  const sc = find(docs, 'StorageClass', 'cairn-acme');
+  for (const prefix of ['provisioner', 'controller-expand']) assert.ok(tokenSecretKey in secret(sc.parameters, prefix), prefix);
+  const nbd = secret(sc.parameters, 'node-stage');
+  assert.ok(nbdPskSecretKey in nbd && !(tokenSecretKey in nbd), 'the node gets the NBD key, not the API token');
+  assert.equal(nbdKeyOf({ [nbdPskSecretKey]: 'acme-0a1b2c3d:00ff' }, 'x')?.identity, 'acme-0a1b2c3d');
+  assert.ok(volumeQosOf(sc.parameters, undefined, 'x') !== null, 'the class sets QoS');
+  assert.ok(tokenSecretKey in secret(find(docs, 'VolumeSnapshotClass', 'cairn-acme').parameters, 'snapshotter'));
+  assert.ok(tokenSecretKey in secret(find(docs, 'VolumeGroupSnapshotClass', 'cairn-acme').parameters, 'group-snapshotter'));
+  const tenantPvcs = docs.filter((d) => d.kind === 'PersistentVolumeClaim' && d.spec.storageClassName === 'cairn-acme');
+  assert.equal(tenantPvcs.length, 2);
+  for (const pvc of tenantPvcs) find(docs, 'VolumeAttributesClass', pvc.spec.volumeAttributesClassName);
+  const group = find(docs, 'VolumeGroupSnapshot');
+  find(docs, 'VolumeGroupSnapshotClass', group.spec.volumeGroupSnapshotClassName);
+  const selected = tenantPvcs.filter((p) => Object.entries(group.spec.source.selector.matchLabels).every(([k, v]) => p.metadata.labels?.[k] === v));
+  assert.equal(selected.length, 2, 'the group selects both tenant volumes');
+});
+
 test('the Dockerfile ships the node tools and the proto the driver loads', () => {
   const dockerfile = readFileSync(join(repoRoot, 'Dockerfile'), 'utf8');
-  for (const pkg of ['nbd-client', 'nbdfuse', 'fuse3', 'util-linux', 'e2fsprogs', 'xfsprogs']) {
+  for (const pkg of ['nbd-client', 'nbdfuse', 'fuse3', 'util-linux', 'e2fsprogs', 'xfsprogs', 'qemu-utils']) {
     assert.match(dockerfile, new RegExp(`\\b${pkg}\\b`), pkg);
   }
   assert.match(dockerfile, /FROM node:20-bookworm-slim/);

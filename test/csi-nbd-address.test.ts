@@ -7,12 +7,16 @@ import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
 import type { ApiVolume, CairnApi } from '../src/csi/api-client.js';
 import { exportUriOf, nbdSource, reachableUri } from '../src/csi/nbd-address.js';
+import type { Session } from '../src/csi/sessions.js';
 
-function fakeApi(volumes: Record<string, string | null>): CairnApi {
+/** The plugin's own session over a fake API: an admin unless `tenant` is given. */
+function fakeApi(volumes: Record<string, string | null>, tenant: string | null = null): { own(): Promise<Session> } {
   const getVolume = async (name: string): Promise<ApiVolume | null> => (name in volumes
     ? { name, id: 1, sizeBytes: 0, mappedBytes: 0, createdMs: 0, origin: null, snapshots: [], nbdUri: volumes[name] ?? null }
     : null);
-  return { getVolume } as unknown as CairnApi;
+  const pool = async () => ({ sizeBytes: 0, freeBytes: 0, checksumErrors: 0, nbd: 'nbd://0.0.0.0:10809' });
+  const api = { getVolume, pool } as unknown as CairnApi;
+  return { own: async () => ({ api, role: tenant === null ? 'admin' : 'tenant', tenant }) };
 }
 
 test('the NBD address comes from the API unless --nbd is given', async () => {
@@ -29,4 +33,21 @@ test('the NBD address comes from the API unless --nbd is given', async () => {
   assert.equal(await exportUriOf(fixed, 'vol'), 'nbd://nbd.example:10999/vol', '--nbd wins over the API');
   assert.equal(await exportUriOf(fixed, 'ghost'), 'nbd://nbd.example:10999/ghost', 'with --nbd the API is not asked');
   assert.equal(reachableUri('nbd://127.0.0.1:1/a%40b', 'http://x:1'), 'nbd://127.0.0.1:1/a%40b');
+});
+
+test('tenant volumes: a TLS-PSK key opens the plain name over nbds://; the key stays in its file', async () => {
+  const psk = { identity: 'acme-0a1b2c3d', file: '/var/lib/cairn-csi/psk/acme~db/keys.psk' };
+  const admin = nbdSource(undefined, fakeApi({ 'acme/db': 'nbd://10.0.0.7:10809/acme%2Fdb' }), 'http://cairn:10880');
+  assert.equal(await exportUriOf(admin, 'acme/db', psk),
+    'nbds://acme-0a1b2c3d@10.0.0.7:10809/db?tls-psk-file=%2Fvar%2Flib%2Fcairn-csi%2Fpsk%2Facme%7Edb%2Fkeys.psk');
+  assert.equal(await exportUriOf(admin, 'acme/db'), 'nbd://10.0.0.7:10809/acme%2Fdb');
+  // The node's own token of tenant acme looks the volume up by its plain name.
+  const acme = nbdSource(undefined, fakeApi({ db: 'nbd://10.0.0.8:10809/db' }, 'acme'), 'http://cairn:10880');
+  assert.match(await exportUriOf(acme, 'acme/db', psk), /^nbds:\/\/acme-0a1b2c3d@10\.0\.0\.8:10809\/db\?/);
+  // A token of another tenant cannot see it: the pool's NBD address (wildcard → the API host) is used.
+  const other = nbdSource(undefined, fakeApi({}, 'other'), 'http://cairn:10880');
+  assert.match(await exportUriOf(other, 'acme/db', psk), /^nbds:\/\/acme-0a1b2c3d@cairn:10809\/db\?/);
+  const fixed = nbdSource('nbd.example:10999', fakeApi({}), 'http://cairn:10880');
+  assert.match(await exportUriOf(fixed, 'acme/db', psk), /^nbds:\/\/acme-0a1b2c3d@nbd\.example:10999\/db\?tls-psk-file=/);
+  await assert.rejects(exportUriOf(admin, 'default/db'), (e: { code: number }) => e.code === status.NOT_FOUND);
 });

@@ -9,7 +9,13 @@ import * as protoLoader from '@grpc/proto-loader';
 import { csiProtoPath, loadCsi, protoLoaderOptions } from '../src/csi/proto.js';
 import { ApiProblem, parseSnapshot, parseVolume, problemToCsi } from '../src/csi/api-client.js';
 import { OperationLocks } from '../src/csi/locks.js';
-import { cairnNameFor, decodeApiPageToken, encodeApiPageToken, parseSnapshotId } from '../src/csi/names.js';
+import {
+  cairnNameFor, decodeApiPageToken, encodeApiPageToken, groupSnapshotNameFor, parseGroupSnapshotId, parseSnapshotId, parseVolumeId,
+} from '../src/csi/names.js';
+import { mutableQosOf, volumeQosOf } from '../src/csi/parameters.js';
+import { nbdKeyOf, removePskFile, writePskFile } from '../src/csi/nbd-keys.js';
+import { apiNameOf, idFromApi, type Session } from '../src/csi/sessions.js';
+import { statSync } from 'node:fs';
 import { AttachmentState, type Attachment } from '../src/csi/state.js';
 import { removeDir, tempDir } from './csi-harness.js';
 
@@ -23,7 +29,11 @@ test('CSI names map to Cairn names deterministically', () => {
   assert.throws(() => cairnNameFor('', 'csi'), (e: { code: number }) => e.code === status.INVALID_ARGUMENT);
   assert.throws(() => cairnNameFor('bad\u0001name', 'csi'), (e: { code: number }) => e.code === status.INVALID_ARGUMENT);
   assert.throws(() => cairnNameFor('y'.repeat(129), 'csi'), (e: { code: number }) => e.code === status.INVALID_ARGUMENT);
-  assert.deepEqual(parseSnapshotId('vol@snap'), { volume: 'vol', snapshot: 'snap' });
+  assert.deepEqual(parseSnapshotId('vol@snap'), { tenant: 'default', volume: 'vol', snapshot: 'snap' });
+  assert.deepEqual(parseSnapshotId('acme/vol@g+snap'), { tenant: 'acme', volume: 'vol', snapshot: 'g+snap' });
+  assert.equal(parseSnapshotId('default/vol@snap'), null, 'the default tenant keeps plain names');
+  assert.equal(parseSnapshotId('Acme/vol@snap'), null, 'not a tenant name');
+  assert.equal(parseSnapshotId('a/b/c@snap'), null);
   assert.equal(parseSnapshotId('vol'), null);
   assert.equal(parseSnapshotId('@snap'), null);
   assert.equal(parseSnapshotId('a b@c'), null);
@@ -136,5 +146,71 @@ test('the endpoint comes from CSI_ENDPOINT (the CSI spec has the CO set it) unle
     assert.throws(() => csiCommand().exitOverride().configureOutput({ writeErr: () => undefined }).parse([], { from: 'user' }), /endpoint/);
   } finally {
     if (saved === undefined) delete process.env.CSI_ENDPOINT; else process.env.CSI_ENDPOINT = saved;
+  }
+});
+
+test('volume ids carry the tenant; a session addresses only its own tenant\'s', () => {
+  assert.deepEqual(parseVolumeId('db'), { tenant: 'default', name: 'db' });
+  assert.deepEqual(parseVolumeId('acme/db'), { tenant: 'acme', name: 'db' });
+  assert.deepEqual(parseVolumeId('legacy:v+1'), { tenant: 'default', name: 'legacy:v+1' }, 'engine names made outside CSI');
+  for (const bad of ['', 'default/db', 'ACME/db', 'acme/', '/db', 'a/b/c', 'db@snap', 'has space']) assert.equal(parseVolumeId(bad), null, bad);
+  const admin = { role: 'admin', tenant: null } as Session;
+  const acme = { role: 'tenant', tenant: 'acme' } as Session;
+  assert.equal(apiNameOf(admin, { tenant: 'acme', name: 'db' }), 'acme/db');
+  assert.equal(apiNameOf(acme, { tenant: 'acme', name: 'db' }), 'db');
+  assert.throws(() => apiNameOf(acme, { tenant: 'default', name: 'db' }), (e: { code: number }) => e.code === status.PERMISSION_DENIED);
+  assert.throws(() => apiNameOf(acme, { tenant: 'other', name: 'db' }), (e: { code: number; message: string }) =>
+    e.code === status.PERMISSION_DENIED && /other\/db/.test(e.message));
+  assert.equal(idFromApi(admin, 'acme/db@s'), 'acme/db@s');
+  assert.equal(idFromApi(acme, 'db@s'), 'acme/db@s');
+  const group = groupSnapshotNameFor('groupsnapshot-0f1e2d3c-aaaa-bbbb-cccc-123456789abc');
+  assert.equal(group, 'g+groupsnapshot-0f1e2d3c-aaaa-bbbb-cccc-123456789abc');
+  assert.match(groupSnapshotNameFor('x'.repeat(62)), /^g\+group-[0-9a-f]{40}$/, 'too long with its prefix: hashed');
+  assert.match(groupSnapshotNameFor('has space'), /^g\+group-[0-9a-f]{40}$/);
+  assert.notEqual(cairnNameFor(group, 'snap'), group, 'a single snapshot never gets a group\'s name');
+  assert.deepEqual(parseGroupSnapshotId(`acme/${group}`), { tenant: 'acme', snapshot: group });
+  assert.equal(parseGroupSnapshotId('acme/plain'), null);
+  assert.equal(parseGroupSnapshotId('g+'), null);
+});
+
+test('QoS parameters: names, units, bounds; mutable ones win; unknown and immutable are INVALID_ARGUMENT', () => {
+  const bad = (fn: () => unknown) => assert.throws(fn, (e: { code: number }) => e.code === status.INVALID_ARGUMENT);
+  assert.equal(volumeQosOf({ 'csi.storage.k8s.io/fstype': 'ext4' }, {}, 'x'), null, 'no QoS key: no qos in the create');
+  assert.deepEqual(volumeQosOf({ iopsMax: '500', bpsMax: '100Mi', readBpsMax: '1G', writeBpsMax: '4096', burstSeconds: '2.5' }, undefined, 'x'),
+    { iopsMax: 500, bpsMax: 100 * 2 ** 20, readBpsMax: 1e9, writeBpsMax: 4096, burstSeconds: 2.5 });
+  assert.deepEqual(volumeQosOf({ iopsMax: '500', readIopsMax: '10' }, { iopsMax: '800' }, 'x'), { iopsMax: 800, readIopsMax: 10 });
+  assert.deepEqual(mutableQosOf({ writeIopsMax: 'none', bpsMax: '0', readBpsMax: '1.5Ki' }, 'x'), { writeIopsMax: 0, bpsMax: 0, readBpsMax: 1536 });
+  bad(() => volumeQosOf({ colour: 'blue' }, undefined, 'x'));
+  bad(() => volumeQosOf({}, { 'csi.storage.k8s.io/fstype': 'xfs' }, 'x'));
+  bad(() => mutableQosOf({}, 'x'));
+  bad(() => mutableQosOf({ iopsMax: '' }, 'x'));
+  bad(() => mutableQosOf({ iopsMax: '1e3' }, 'x'));
+  bad(() => mutableQosOf({ bpsMax: '17Ti' }, 'x'));
+  bad(() => mutableQosOf({ burstSeconds: '-1' }, 'x'));
+});
+
+test('node stage secrets: the NBD key as a psk line or two halves, written 0600 and removed', () => {
+  const bad = (secrets: Record<string, string>) => assert.throws(() => nbdKeyOf(secrets, 'x'), (e: { code: number; message: string }) =>
+    e.code === status.INVALID_ARGUMENT && !e.message.includes('deadbeef'), JSON.stringify(secrets));
+  assert.equal(nbdKeyOf({}, 'x'), null);
+  assert.equal(nbdKeyOf({ token: 't' }, 'x'), null);
+  assert.deepEqual(nbdKeyOf({ nbdPsk: 'acme-0a1b2c3d:DEADBEEF\n' }, 'x'), { identity: 'acme-0a1b2c3d', keyHex: 'deadbeef' });
+  assert.deepEqual(nbdKeyOf({ nbdPskIdentity: 'acme-1', nbdPskKey: 'deadbeef' }, 'x'), { identity: 'acme-1', keyHex: 'deadbeef' });
+  bad({ nbdPsk: 'deadbeef' });
+  bad({ nbdPsk: 'id:deadbeefx' });
+  bad({ nbdPsk: 'id:deadbee' });
+  bad({ nbdPsk: 'has space:deadbeef' });
+  bad({ nbdPskIdentity: 'acme-1' });
+  const dir = tempDir('cairn-csi-psk-');
+  try {
+    const psk = writePskFile(dir, 'acme/db', { identity: 'acme-1', keyHex: 'deadbeef' });
+    assert.equal(psk.file, join(dir, 'psk', 'acme~db', 'keys.psk'));
+    assert.equal(readFileSync(psk.file, 'utf8'), 'acme-1:deadbeef\n');
+    assert.equal(statSync(psk.file).mode & 0o777, 0o600);
+    assert.equal(statSync(join(dir, 'psk', 'acme~db')).mode & 0o777, 0o700);
+    removePskFile(dir, 'acme/db');
+    assert.throws(() => statSync(join(dir, 'psk', 'acme~db')));
+  } finally {
+    removeDir(dir);
   }
 });

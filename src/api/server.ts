@@ -12,6 +12,7 @@ import { registerSnapshotRoutes } from './routes-snapshots.js';
 import { apiVersion, registerMiscRoutes } from './routes-misc.js';
 import { registerStreamRoutes } from './routes-stream.js';
 import { registerTenantRoutes } from './routes-tenants.js';
+import { registerWhoamiRoutes } from './routes-whoami.js';
 import { Authenticator, authorize, type AuthFailureReason } from './auth.js';
 import { scopeFor } from './request-scope.js';
 
@@ -112,6 +113,7 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerSnapshotRoutes(routes, ctx);
   registerStreamRoutes(routes, ctx);
   registerTenantRoutes(routes, ctx);
+  registerWhoamiRoutes(routes, ctx);
   if (opts.metrics !== undefined) {
     const metrics = opts.metrics;
     routes.add({

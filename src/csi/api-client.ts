@@ -31,6 +31,18 @@ export interface ApiPool {
   sizeBytes: number;
   freeBytes: number;
   checksumErrors: number;
+  /** "nbd://HOST:PORT" of the daemon's NBD server; null when it serves no NBD over TCP. */
+  nbd: string | null;
+}
+
+/** Who a token is (GET /v1/whoami): an admin has no tenant. */
+export interface ApiPrincipal { role: 'admin' | 'tenant' | 'reader'; tenant: string | null; tokenName: string }
+
+/** QoS limits of a volume as the QoS API takes them (PUT /v1/volumes/NAME/qos); 0 or null: no limit. */
+export interface ApiQos {
+  iopsMax?: number | null; readIopsMax?: number | null; writeIopsMax?: number | null;
+  bpsMax?: number | null; readBpsMax?: number | null; writeBpsMax?: number | null;
+  burstSeconds?: number | null;
 }
 
 /** An error answer of the API: HTTP status plus the problem's stable code. */
@@ -110,6 +122,7 @@ export function problemToCsi(err: unknown, context: string): CsiError {
     case 'volume_not_found': case 'snapshot_not_found': return notFound(message);
     case 'name_taken': return alreadyExists(message);
     case 'pool_full': return resourceExhausted(message);
+    case 'route_not_found': return new CsiError(Status.UNIMPLEMENTED, `${message}: this cairn daemon does not offer it`);
     case 'out_of_range': case 'shrink_refused': return outOfRange(message);
     case 'invalid_size': case 'invalid_name': case 'invalid_argument': case 'validation_error':
       return invalidArgument(message);
@@ -158,7 +171,10 @@ export class CairnApi {
     if (!res.ok) {
       const problem = (parsed ?? {}) as Json;
       const code = str(problem, 'code') || `http_${res.status}`;
-      if (res.status === 401 || res.status === 403) throw new CsiError(Status.PERMISSION_DENIED, `cairn daemon refused the plugin's token: ${str(problem, 'detail') || code}`);
+      // gRPC: UNAUTHENTICATED for credentials that are missing or not valid, PERMISSION_DENIED for a
+      // valid token whose role may not do this. The token itself never goes into a message.
+      if (res.status === 401) throw new CsiError(Status.UNAUTHENTICATED, `the cairn daemon refused the token: ${str(problem, 'detail') || code}`);
+      if (res.status === 403) throw new CsiError(Status.PERMISSION_DENIED, `the cairn daemon refused the action for this token: ${str(problem, 'detail') || code}`);
       const detail = str(problem, 'detail', 'title', 'message') || text.slice(0, 200);
       throw new ApiProblem(res.status, code, detail);
     }
@@ -220,7 +236,30 @@ export class CairnApi {
       sizeBytes: num(obj, 'sizeBytes', 'size'),
       freeBytes: num(obj, 'freeBytes', 'free'),
       checksumErrors: num(obj, 'checksumErrors'),
+      nbd: typeof obj.nbd === 'string' ? obj.nbd : null,
     };
+  }
+
+  async whoami(): Promise<ApiPrincipal> {
+    const obj = (await this.request('GET', '/v1/whoami')) as Json;
+    const role = obj.role === 'admin' || obj.role === 'tenant' || obj.role === 'reader' ? obj.role : null;
+    if (role === null) throw internal(`GET /v1/whoami answered an unknown role ${JSON.stringify(obj.role)}`);
+    return { role, tenant: typeof obj.tenant === 'string' ? obj.tenant : null, tokenName: str(obj, 'tokenName') };
+  }
+
+  /** Sets (merges) a volume's QoS limits; fields left out stay as they are. */
+  async setQos(name: string, qos: ApiQos): Promise<ApiQos> {
+    return (await this.request('PUT', `/v1/volumes/${encodeURIComponent(name)}/qos`, qos)) as ApiQos;
+  }
+
+  async getQos(name: string): Promise<ApiQos> {
+    return (await this.request('GET', `/v1/volumes/${encodeURIComponent(name)}/qos`)) as ApiQos;
+  }
+
+  /** Snapshots several volumes at one instant ("VOL@SNAP" each); all already there is success too. */
+  async createSnapshotGroup(fullNames: string[]): Promise<ApiSnapshot[]> {
+    const res = await this.request('POST', '/v1/snapshots', { snapshots: fullNames });
+    return (Array.isArray(res) ? (res as Json[]) : []).map(parseSnapshot);
   }
 
   async listVolumes(): Promise<ApiVolume[]> { return this.all('/v1/volumes', parseVolume); }
@@ -235,13 +274,14 @@ export class CairnApi {
     }
   }
 
-  async createVolume(name: string, sizeBytes: number): Promise<ApiVolume> {
-    return parseVolume((await this.request('POST', '/v1/volumes', { name, size: sizeBytes })) as Json);
+  /** `qos`: limits set with the volume (left out of the request when null). */
+  async createVolume(name: string, sizeBytes: number, qos: ApiQos | null = null): Promise<ApiVolume> {
+    return parseVolume((await this.request('POST', '/v1/volumes', { name, size: sizeBytes, ...(qos === null ? {} : { qos }) })) as Json);
   }
 
   /** O(1) clone of "VOL@SNAP" or of the live volume "VOL". */
-  async cloneVolume(name: string, from: string): Promise<ApiVolume> {
-    return parseVolume((await this.request('POST', '/v1/volumes', { name, from })) as Json);
+  async cloneVolume(name: string, from: string, qos: ApiQos | null = null): Promise<ApiVolume> {
+    return parseVolume((await this.request('POST', '/v1/volumes', { name, from, ...(qos === null ? {} : { qos }) })) as Json);
   }
 
   async resizeVolume(name: string, sizeBytes: number): Promise<ApiVolume> {

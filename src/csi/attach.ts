@@ -1,8 +1,9 @@
 // Attaching an NBD export as a block device on this node. With the kernel NBD client
-// (/dev/nbd* present, as on a Kubernetes node) `nbd-client` binds the export to /dev/nbdN.
-// Without it (this machine, CI): `nbdfuse DIR nbd://...` exposes the export as the file
-// DIR/nbd, and `losetup` turns that file into /dev/loopN. Detach undoes every step, also
-// for attachments made by an earlier plugin process (their pids and devices come from state).
+// (/dev/nbd* present, as on a Kubernetes node) `nbd-client` binds the export to /dev/nbdN, or
+// `qemu-nbd --connect` over TLS-PSK (nbd-client has no PSK). Without it (this machine, CI):
+// `nbdfuse DIR nbd://...` (or nbds://...?tls-psk-file=F) exposes the export as the file DIR/nbd,
+// and `losetup` turns that file into /dev/loopN. Detach undoes every step, also for attachments
+// made by an earlier plugin process (their pids and devices come from state).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,6 +16,8 @@ export interface AttachedDevice {
   device: string;
   fuseDir: string | null;
   nbdfusePid: number | null;
+  /** Kernel attachments: the tool that connected /dev/nbdN (absent: nbd-client, as before TLS). */
+  kernelTool?: 'nbd-client' | 'qemu-nbd';
 }
 
 export const nbdUri = (nbdAddress: string, exportName: string): string =>
@@ -47,7 +50,7 @@ async function startNbdfuse(uri: string, fuseDir: string, readOnly: boolean): Pr
   rmSync(pidFile, { force: true });
   const logFd = openSync(logFile, 'w');
   // Detached and unref'd: the export must outlive a plugin restart between stage and unstage.
-  const args = readOnly ? ['-r', '-P', pidFile, fuseDir, uri] : ['-P', pidFile, fuseDir, uri];
+  const args = [...(readOnly ? ['-r'] : []), '-P', pidFile, fuseDir, ...nbdfuseSourceArgs(uri, readOnly)];
   const child = spawn('nbdfuse', args, { detached: true, stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
   child.unref();
@@ -105,17 +108,51 @@ async function attachFuse(uri: string, fuseDir: string, readOnly: boolean): Prom
   }
 }
 
+/** qemu option values double their commas (QemuOpts). */
+const qemuValue = (value: string): string => value.replaceAll(',', ',,');
+
+/**
+ * qemu-nbd arguments opening an nbds:// URI with a tls-psk-file as its image (qemu's tls-creds-psk
+ * reads DIR/keys.psk). qemu-nbd then re-exports it: to /dev/nbdN (--connect) or, socket-activated,
+ * to nbdfuse (libnbd refuses a URI's tls-psk-file unless the program allows local files, and
+ * nbdfuse does not).
+ */
+function qemuTlsImageArgs(url: URL): string[] {
+  const pskFile = url.searchParams.get('tls-psk-file');
+  if (pskFile === null || !pskFile.endsWith('/keys.psk')) throw new Error('an nbds:// attach needs tls-psk-file=DIR/keys.psk');
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const image = [
+    'driver=nbd', 'server.type=inet', `server.host=${qemuValue(host)}`, `server.port=${url.port || '10809'}`,
+    `export=${qemuValue(decodeURIComponent(url.pathname.slice(1)))}`, 'tls-creds=cairn-tls0',
+  ].join(',');
+  const creds = `tls-creds-psk,id=cairn-tls0,endpoint=client,dir=${qemuValue(pskFile.slice(0, -'/keys.psk'.length))},`
+    + `username=${qemuValue(decodeURIComponent(url.username))}`;
+  return ['--object', creds, '--image-opts', image];
+}
+
+/** nbdfuse's arguments after the mount point: the URI itself, or for nbds:// a socket-activated qemu-nbd. */
+function nbdfuseSourceArgs(uri: string, readOnly: boolean): string[] {
+  const url = new URL(uri);
+  if (url.protocol !== 'nbds:') return [uri];
+  return ['[', 'qemu-nbd', ...qemuTlsImageArgs(url), '--discard=unmap', ...(readOnly ? ['--read-only'] : []), ']'];
+}
+
 async function attachKernel(uri: string, readOnly: boolean): Promise<AttachedDevice> {
   const url = new URL(uri);
   const exportName = decodeURIComponent(url.pathname.slice(1));
+  const tls = url.protocol === 'nbds:';
   for (const name of readdirSync('/dev').filter((n) => /^nbd\d+$/.test(n)).sort()) {
     const pidPath = `/sys/block/${name}/pid`;
     if (existsSync(pidPath)) continue; // in use
-    const args = [url.hostname, url.port || '10809', `/dev/${name}`, '-N', exportName, ...(readOnly ? ['-readonly'] : [])];
-    const result = await runRaw('nbd-client', args);
-    if (result.code === 0) return { method: 'kernel', device: `/dev/${name}`, fuseDir: null, nbdfusePid: null };
+    const device = `/dev/${name}`;
+    const result = tls
+      ? await runRaw('qemu-nbd', ['--connect', device, ...qemuTlsImageArgs(url), ...(readOnly ? ['--read-only'] : [])])
+      : await runRaw('nbd-client', [url.hostname, url.port || '10809', device, '-N', exportName, ...(readOnly ? ['-readonly'] : [])]);
+    if (result.code === 0) {
+      return { method: 'kernel', device, fuseDir: null, nbdfusePid: null, kernelTool: tls ? 'qemu-nbd' : 'nbd-client' };
+    }
   }
-  throw new Error(`no free /dev/nbd* device could attach ${uri}`);
+  throw new Error(`no free /dev/nbd* device could attach ${uri.replace(/\?.*$/, '')}`);
 }
 
 /** Attaches `uri` as a block device; read-only all the way down when `readOnly`. */
@@ -126,7 +163,9 @@ export async function attach(uri: string, fuseDir: string, readOnly = false): Pr
 /** Undoes attach; every step is skipped when already undone (idempotent, restart-safe). */
 export async function detach(att: AttachedDevice): Promise<void> {
   if (att.method === 'kernel') {
-    if (existsSync(`/sys/block/${att.device.replace('/dev/', '')}/pid`)) await run('nbd-client', ['-d', att.device]);
+    if (existsSync(`/sys/block/${att.device.replace('/dev/', '')}/pid`)) {
+      await (att.kernelTool === 'qemu-nbd' ? run('qemu-nbd', ['--disconnect', att.device]) : run('nbd-client', ['-d', att.device]));
+    }
     return;
   }
   const fuseDir = att.fuseDir!;

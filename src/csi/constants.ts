@@ -30,6 +30,14 @@ export const poolFreeBytesMin = 16 * 1024 ** 2;
 export const nameBytesMax = 128;
 /** Cairn volume and snapshot names we generate stay within this. */
 export const cairnNameLengthMax = 63;
+/** API clients (one per token from a request's secrets) the controller keeps; the oldest goes first. */
+export const apiSessionsMax = 64;
+/** Bounds of QoS parameters, as the daemon's QoS API takes them (its IOPS_MAX, BYTES_PER_SECOND_MAX, BURST_SECONDS_MAX). */
+export const qosIopsMax = 10_000_000;
+export const qosBytesPerSecondMax = 2 ** 44;
+export const qosBurstSecondsMax = 60;
+/** Volumes in one group snapshot (the API's POST /v1/snapshots takes at most 1024 names). */
+export const groupSnapshotVolumesMax = 1024;
 /** REST calls to the daemon give up after this long (then UNAVAILABLE). */
 export const apiRequestTimeoutMs = 30_000;
 /** A long delete (an API job) is polled this often, for at most jobWaitMsMax. */

@@ -15,6 +15,8 @@ export class IdentityService {
     const capabilities: unknown[] = [];
     if (this.mode !== 'node') {
       capabilities.push({ service: { type: 'CONTROLLER_SERVICE' } });
+      // Group snapshots: Cairn snapshots several volumes at one instant (POST /v1/snapshots).
+      capabilities.push({ service: { type: 'GROUP_CONTROLLER_SERVICE' } });
       // Growing a Cairn volume is a catalog update; the node then grows the filesystem in place.
       capabilities.push({ volume_expansion: { type: 'ONLINE' } });
     } else {

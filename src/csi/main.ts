@@ -5,7 +5,6 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { pino, type Logger } from 'pino';
-import { CairnApi } from './api-client.js';
 import { driverName, stateDirDefault } from './constants.js';
 import { ControllerService } from './controller.js';
 import { IdentityService, type CsiMode } from './identity.js';
@@ -13,6 +12,8 @@ import { OperationLocks } from './locks.js';
 import { NodeService } from './node.js';
 import { nbdSource } from './nbd-address.js';
 import { startServer } from './server.js';
+import { Sessions } from './sessions.js';
+import { GroupControllerService } from './group-controller.js';
 
 export interface CsiOptions {
   endpoint: string;
@@ -37,13 +38,14 @@ export async function runCsi(opts: CsiOptions): Promise<CsiHandle> {
   if ((opts.mode !== 'controller') && opts.nodeId === '') throw new Error('--node-id is required for the node service');
   const log = opts.logger ?? pino({ name: 'cairn-csi', base: { driver: opts.driverName ?? driverName, mode: opts.mode } });
   const locks = new OperationLocks();
-  const api = new CairnApi(opts.api, opts.token ?? null);
-  const controller = opts.mode === 'node' ? undefined : new ControllerService(api, locks);
-  const nbd = nbdSource(opts.nbd, api, opts.api);
+  const sessions = new Sessions(opts.api, opts.token ?? null);
+  const controller = opts.mode === 'node' ? undefined : new ControllerService(sessions, locks);
+  const groupController = opts.mode === 'node' ? undefined : new GroupControllerService(sessions, locks);
+  const nbd = nbdSource(opts.nbd, sessions, opts.api);
   const node = opts.mode === 'controller' ? undefined : new NodeService(opts.nodeId, opts.stateDir, nbd, locks,
     (fields, message) => log.warn(fields, message));
   const identity = new IdentityService(opts.mode, opts.driverName ?? driverName);
-  const server = await startServer(opts.endpoint, log, { identity, controller, node });
+  const server = await startServer(opts.endpoint, log, { identity, controller, groupController, node });
   log.info({ endpoint: opts.endpoint, api: opts.api, nbd: nbd.kind === 'fixed' ? nbd.address : 'from the API', nodeId: opts.nodeId }, 'csi plugin listening');
   return server;
 }

@@ -31,6 +31,7 @@ export interface Snapshot {
   source_volume_id: string;
   creation_time: { seconds: number; nanos: number };
   ready_to_use: boolean;
+  group_snapshot_id?: string;
 }
 
 export interface VolumeCondition { abnormal: boolean; message: string }
@@ -51,6 +52,7 @@ export interface NodeStageVolumeRequest {
   volume_capability: VolumeCapability | null;
   volume_context: StringMap;
   publish_context: StringMap;
+  secrets?: StringMap;
 }
 
 export interface NodePublishVolumeRequest {

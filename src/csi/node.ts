@@ -4,12 +4,12 @@
 // leaves one mount) and what is attached is recorded in the state file for restarts.
 import { existsSync, mkdirSync, rmSync, rmdirSync, statSync, writeFileSync, promises as fsp } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { attach, attachmentHealthy, detach } from './attach.js';
+import { attach, attachmentHealthy, detach, type AttachedDevice } from './attach.js';
 import { exportUriOf, type NbdSource } from './nbd-address.js';
 import { checkCapabilityShape, fsTypeOf, isBlock, isReaderOnly, unsupportedReason } from './capabilities.js';
 import { nodeVolumesMax } from './constants.js';
 import {
-  CsiError, alreadyExists, failedPrecondition, internal, invalidArgument, notFound, resourceExhausted, unavailable,
+  CsiError, Status, alreadyExists, failedPrecondition, internal, invalidArgument, notFound, resourceExhausted, unavailable,
 } from './errors.js';
 import { OperationLocks } from './locks.js';
 import type { NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCondition } from './messages.js';
@@ -18,7 +18,9 @@ import {
   mountOptionsFor, unmountAll,
 } from './mounts.js';
 import { AttachmentState, type Attachment, type PublishRecord } from './state.js';
-import { isCairnName } from './names.js';
+import { parseVolumeId } from './names.js';
+import { nbdKeyOf, removePskFile, writePskFile, type NbdPsk } from './nbd-keys.js';
+import { DEFAULT_TENANT } from '../tenancy/names.js';
 
 const need = (value: string, what: string): string => {
   if (value === '') throw invalidArgument(`${what} is required`);
@@ -52,8 +54,9 @@ export class NodeService {
     this.state = new AttachmentState(stateDir);
   }
 
+  /** A volume's nbdfuse directory: ids hold '/' (TENANT/NAME), which no volume name holds as '~'. */
   private fuseDirFor(volumeId: string): string {
-    return join(this.state.stateDir, 'fuse', volumeId);
+    return join(this.state.stateDir, 'fuse', volumeId.replace('/', '~'));
   }
 
   async NodeStageVolume(req: NodeStageVolumeRequest): Promise<Record<string, never>> {
@@ -62,7 +65,14 @@ export class NodeService {
     const cap = checkCapabilityShape(req.volume_capability, 'NodeStageVolume');
     const reason = unsupportedReason(cap);
     if (reason) throw invalidArgument(`NodeStageVolume: ${reason}`);
-    if (!isCairnName(volumeId)) throw notFound(`volume ${volumeId} does not exist (not a Cairn volume name)`);
+    const ref = parseVolumeId(volumeId);
+    if (ref === null) throw notFound(`volume ${volumeId} does not exist (not a Cairn volume id)`);
+    const key = nbdKeyOf(req.secrets, 'NodeStageVolume');
+    if (key === null && ref.tenant !== DEFAULT_TENANT) {
+      // docs/nbd.md "TLS and tenants": plain NBD reaches only the default tenant's volumes.
+      throw invalidArgument(`NodeStageVolume: volume ${volumeId} belongs to tenant ${ref.tenant}; the node stage secret must `
+        + 'carry its NBD key (nbdPsk: IDENTITY:HEXKEY from cairn tenant nbd-key create)');
+    }
     return this.locks.run([volumeId], async () => {
       const existing = this.state.get(volumeId);
       if (existing) {
@@ -90,21 +100,15 @@ export class NodeService {
         await this.teardown(existing);
       }
       if (this.state.all().length >= nodeVolumesMax) throw resourceExhausted(`node has ${nodeVolumesMax} volumes staged`);
-      const uri = await exportUriOf(this.nbd, volumeId);
-      const server = new URL(uri).host;
-      const fuseDir = this.fuseDirFor(volumeId);
-      const readOnly = isReaderOnly(cap);
-      const dev = await step(`attach ${uri}`, () => attach(uri, fuseDir, readOnly)).catch((err: CsiError) => {
-        if (/no export named|unknown export|No such export/i.test(err.message)) {
-          throw notFound(`volume ${volumeId} is not exported by ${server}: ${err.message}`);
-        }
-        if (/Connection refused|Network is unreachable|No route to host/i.test(err.message)) {
-          throw unavailable(`the Cairn NBD server at ${server} is not reachable: ${err.message}`);
-        }
+      const psk = key === null ? null : writePskFile(this.state.stateDir, volumeId, key);
+      const dev = await this.attachNew(volumeId, psk, isReaderOnly(cap)).catch((err: unknown) => {
+        removePskFile(this.state.stateDir, volumeId);
         throw err;
       });
+      const readOnly = isReaderOnly(cap);
       const att: Attachment = {
-        volumeId, uri, method: dev.method, device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid,
+        volumeId, uri: dev.uri, method: dev.method, device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid,
+        ...(dev.kernelTool === undefined ? {} : { kernelTool: dev.kernelTool }),
         stagingPath, accessType: isBlock(cap) ? 'block' : 'mount', fsType: null,
         mountFlags: cap.mount?.mount_flags ?? [], readOnly, published: [],
       };
@@ -127,6 +131,25 @@ export class NodeService {
     });
   }
 
+  /** Attaches the volume's export (over TLS-PSK with `psk`), mapping attach failures to CSI codes. */
+  private async attachNew(volumeId: string, psk: NbdPsk | null, readOnly: boolean): Promise<AttachedDevice & { uri: string }> {
+    const uri = await exportUriOf(this.nbd, volumeId, psk);
+    const server = new URL(uri).host;
+    const dev = await step(`attach ${uri}`, () => attach(uri, this.fuseDirFor(volumeId), readOnly)).catch((err: CsiError) => {
+      if (/no export named|unknown export|No such export|not found/i.test(err.message)) {
+        throw notFound(`volume ${volumeId} is not exported by ${server} to this node: ${err.message}`);
+      }
+      if (/Connection refused|Network is unreachable|No route to host/i.test(err.message)) {
+        throw unavailable(`the Cairn NBD server at ${server} is not reachable: ${err.message}`);
+      }
+      if (psk !== null && /handshake|TLS|gnutls|psk/i.test(err.message)) {
+        throw new CsiError(Status.PERMISSION_DENIED, `the Cairn NBD server at ${server} refused the NBD key ${psk.identity}: ${err.message}`);
+      }
+      throw err;
+    });
+    return { ...dev, uri };
+  }
+
   private async mountStaging(att: Attachment): Promise<void> {
     mkdirSync(att.stagingPath, { recursive: true });
     const options = mountOptionsFor(att.fsType!, att.mountFlags, att.readOnly === true);
@@ -139,6 +162,7 @@ export class NodeService {
     if (att.accessType === 'mount') await step(`unmount ${att.stagingPath}`, () => unmountAll(att.stagingPath));
     await step(`detach ${att.device}`, () => detach(att));
     this.state.remove(att.volumeId);
+    removePskFile(this.state.stateDir, att.volumeId);
   }
 
   async NodeUnstageVolume(req: { volume_id: string; staging_target_path: string }): Promise<Record<string, never>> {
@@ -351,7 +375,7 @@ export class NodeService {
     await this.quiesce(att);
     await step(`detach ${att.device}`, () => detach(att));
     const dev = await step(`attach ${att.uri}`, () => attach(att.uri, this.fuseDirFor(att.volumeId), att.readOnly === true));
-    Object.assign(att, { device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid, method: dev.method });
+    Object.assign(att, { device: dev.device, fuseDir: dev.fuseDir, nbdfusePid: dev.nbdfusePid, method: dev.method, kernelTool: dev.kernelTool });
     this.state.put(att);
     if (growExt4) await step('grow ext4', () => growExt4Offline(att.device));
     if (att.accessType === 'mount') await this.mountStaging(att);

@@ -1,15 +1,97 @@
-// StorageClass / VolumeSnapshotClass parameters. Cairn volumes have no per-volume tunables yet,
-// so the only keys accepted are the metadata keys the Kubernetes sidecars add themselves
-// ("csi.storage.k8s.io/..."; external-provisioner --extra-create-metadata). Anything else is
-// refused with INVALID_ARGUMENT rather than silently ignored.
+// StorageClass, VolumeAttributesClass and (group) snapshot class parameters. Volumes take QoS limits
+// (the keys below, as the daemon's QoS API names them); every class also passes the metadata keys
+// the Kubernetes sidecars add themselves ("csi.storage.k8s.io/..."). Anything else is refused with
+// INVALID_ARGUMENT rather than silently ignored. docs/kubernetes.md lists the keys.
+import type { ApiQos } from './api-client.js';
+import { qosBurstSecondsMax, qosBytesPerSecondMax, qosIopsMax } from './constants.js';
 import { invalidArgument } from './errors.js';
 import type { StringMap } from './messages.js';
 
 const sidecarPrefix = 'csi.storage.k8s.io/';
 
-export function checkParameters(parameters: StringMap | undefined, what: string): void {
-  const unknown = Object.keys(parameters ?? {}).filter((key) => !key.startsWith(sidecarPrefix));
-  if (unknown.length > 0) {
-    throw invalidArgument(`${what}: unknown parameter(s) ${unknown.join(', ')} (Cairn accepts none; see docs/kubernetes.md)`);
+type QosKey = keyof ApiQos;
+type Kind = 'iops' | 'bytes' | 'seconds';
+const qosKinds: Record<QosKey, Kind> = {
+  iopsMax: 'iops', readIopsMax: 'iops', writeIopsMax: 'iops',
+  bpsMax: 'bytes', readBpsMax: 'bytes', writeBpsMax: 'bytes',
+  burstSeconds: 'seconds',
+};
+export const qosParameterKeys = Object.keys(qosKinds) as QosKey[];
+const isQosKey = (key: string): key is QosKey => Object.hasOwn(qosKinds, key);
+
+// Kubernetes quantity suffixes: binary (Ki, Mi, ...) and decimal (k, M, ...).
+const sizeUnits: Record<string, number> = {
+  '': 1, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12,
+};
+
+/** One parameter's value as the QoS API takes it; "0" or "none" removes the limit. */
+function qosValue(key: QosKey, raw: string, what: string): number {
+  const value = raw.trim();
+  if (value === 'none') return 0;
+  const bad = (why: string) => invalidArgument(`${what}: parameter ${key}=${JSON.stringify(raw)}: ${why}`);
+  const kind = qosKinds[key];
+  if (kind === 'iops') {
+    if (!/^\d+$/.test(value)) throw bad('expected a whole number of operations per second, or none');
+    const n = Number(value);
+    if (n > qosIopsMax) throw bad(`more than ${qosIopsMax}`);
+    return n;
   }
+  if (kind === 'seconds') {
+    if (!/^\d+(\.\d+)?$/.test(value)) throw bad('expected a number of seconds');
+    const n = Number(value);
+    if (n > qosBurstSecondsMax) throw bad(`more than ${qosBurstSecondsMax} seconds`);
+    return n;
+  }
+  const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|K|M|G|T)?$/.exec(value);
+  if (m === null) throw bad('expected bytes per second, as a number or with a unit (100Mi, 1G), or none');
+  const n = Math.round(Number(m[1]) * sizeUnits[m[2] ?? '']!);
+  if (n > qosBytesPerSecondMax) throw bad(`more than ${qosBytesPerSecondMax} bytes per second`);
+  return n;
+}
+
+function qosOf(parameters: StringMap, what: string): ApiQos | null {
+  const qos: ApiQos = {};
+  let any = false;
+  for (const [key, raw] of Object.entries(parameters)) {
+    if (!isQosKey(key)) continue;
+    qos[key] = qosValue(key, raw, what);
+    any = true;
+  }
+  return any ? qos : null;
+}
+
+function refuseUnknown(parameters: StringMap, allowed: (key: string) => boolean, what: string, accepts: string): void {
+  const unknown = Object.keys(parameters).filter((key) => !allowed(key));
+  if (unknown.length > 0) throw invalidArgument(`${what}: unknown parameter(s) ${unknown.join(', ')} (Cairn accepts ${accepts}; see docs/kubernetes.md)`);
+}
+
+/** Snapshot and group snapshot classes: only the sidecars' own keys. */
+export function checkParameters(parameters: StringMap | undefined, what: string): void {
+  refuseUnknown(parameters ?? {}, (key) => key.startsWith(sidecarPrefix), what, 'none here');
+}
+
+/**
+ * A volume's parameters (StorageClass) and mutable parameters (the VolumeAttributesClass it is
+ * created with): the QoS limits to create it with (mutable ones win), or null when none is given.
+ */
+export function volumeQosOf(parameters: StringMap | undefined, mutable: StringMap | undefined, what: string): ApiQos | null {
+  const params = parameters ?? {};
+  refuseUnknown(params, (key) => key.startsWith(sidecarPrefix) || isQosKey(key), what, `QoS keys ${qosParameterKeys.join(', ')}`);
+  const fixed = qosOf(params, what);
+  const changeable = mutable === undefined || Object.keys(mutable).length === 0 ? null : mutableQosOf(mutable, what);
+  return fixed === null && changeable === null ? null : { ...fixed, ...changeable };
+}
+
+/**
+ * ControllerModifyVolume's mutable_parameters: QoS keys only. CSI spec: a parameter the plugin
+ * does not know, or one it cannot change, is INVALID_ARGUMENT.
+ */
+export function mutableQosOf(mutable: StringMap | undefined, what: string): ApiQos {
+  const params = mutable ?? {};
+  const immutable = Object.keys(params).filter((key) => key.startsWith(sidecarPrefix));
+  if (immutable.length > 0) throw invalidArgument(`${what}: parameter(s) ${immutable.join(', ')} cannot be changed after creation`);
+  refuseUnknown(params, isQosKey, what, `only the QoS keys ${qosParameterKeys.join(', ')} as mutable parameters`);
+  const qos = qosOf(params, what);
+  if (qos === null) throw invalidArgument(`${what}: mutable_parameters is required`);
+  return qos;
 }

@@ -21,7 +21,7 @@ export function socketPathOf(endpoint: string): string {
 }
 
 function idOf(request: Record<string, unknown>): string | undefined {
-  for (const key of ['volume_id', 'source_volume_id', 'snapshot_id', 'name']) {
+  for (const key of ['volume_id', 'source_volume_id', 'snapshot_id', 'group_snapshot_id', 'name']) {
     if (typeof request[key] === 'string' && request[key] !== '') return request[key] as string;
   }
   return undefined;
@@ -69,7 +69,7 @@ function bind(log: Logger, service: grpc.ServiceDefinition, impl: ServiceImpl, i
 export interface CsiServer { socketPath: string; close(): Promise<void> }
 
 export async function startServer(endpoint: string, log: Logger,
-  services: { identity: ServiceImpl; controller?: ServiceImpl; node?: ServiceImpl }): Promise<CsiServer> {
+  services: { identity: ServiceImpl; controller?: ServiceImpl; groupController?: ServiceImpl; node?: ServiceImpl }): Promise<CsiServer> {
   const socketPath = socketPathOf(endpoint);
   mkdirSync(dirname(socketPath), { recursive: true });
   // A socket left by a previous run (crash, kill -9) would make bind fail with EADDRINUSE.
@@ -79,6 +79,9 @@ export async function startServer(endpoint: string, log: Logger,
   const inFlight = { count: 0 };
   server.addService(csi.Identity.service, bind(log, csi.Identity.service, services.identity, inFlight));
   if (services.controller) server.addService(csi.Controller.service, bind(log, csi.Controller.service, services.controller, inFlight));
+  if (services.groupController) {
+    server.addService(csi.GroupController.service, bind(log, csi.GroupController.service, services.groupController, inFlight));
+  }
   if (services.node) server.addService(csi.Node.service, bind(log, csi.Node.service, services.node, inFlight));
   await new Promise<void>((resolve, reject) => {
     server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));

@@ -8,7 +8,7 @@ export interface PublishRecord { targetPath: string; readonly: boolean }
 
 export interface Attachment {
   volumeId: string;
-  /** nbd://HOST:PORT/VOL that was attached. */
+  /** nbd://HOST:PORT/VOL that was attached, or nbds://IDENTITY@HOST:PORT/NAME?tls-psk-file=F (the key stays in F). */
   uri: string;
   /** 'fuse': nbdfuse + loop device; 'kernel': nbd-client on /dev/nbdN. */
   method: 'fuse' | 'kernel';
@@ -16,6 +16,8 @@ export interface Attachment {
   device: string;
   fuseDir: string | null;
   nbdfusePid: number | null;
+  /** Kernel attachments: the tool that connected the device (absent: nbd-client). */
+  kernelTool?: 'nbd-client' | 'qemu-nbd';
   stagingPath: string;
   /** Access type staged: 'mount' mounts `fsType` at stagingPath; 'block' only attaches. */
   accessType: 'mount' | 'block';
