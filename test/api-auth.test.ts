@@ -23,7 +23,7 @@ const rules: Record<string, 'public' | 'read' | 'write' | 'admin'> = {
   'GET /v1/volumes/:name/snapshots/:snapshot/export': 'read', 'GET /v1/volumes/:name/space': 'read', 'GET /v1/volumes/:name/tree': 'read',
   'PATCH /v1/volumes/:name': 'write', 'POST /v1/pool/grow': 'admin', 'POST /v1/snapshots': 'write', 'POST /v1/tenants': 'admin',
   'POST /v1/tokens': 'admin', 'POST /v1/volumes': 'write', 'POST /v1/volumes/:name/flatten': 'write', 'POST /v1/volumes/:name/import': 'write',
-  'POST /v1/volumes/:name/revert': 'write', 'POST /v1/volumes/:name/snapshots': 'write', 'GET /metrics': 'admin',
+  'POST /v1/volumes/:name/revert': 'write', 'POST /v1/volumes/:name/snapshots': 'write', 'GET /metrics': 'admin', 'GET /v1/whoami': 'read',
 };
 
 /** A concrete path for a route pattern (names that need not exist: authorization comes first). */
