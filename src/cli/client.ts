@@ -37,6 +37,9 @@ export interface ClientAuth {
   tokenSource?: string | null;
   /** PEM CA certificate(s) that verify an HTTPS daemon. */
   ca?: Buffer | null;
+  /** PEM client certificate and key (mutual TLS). */
+  cert?: Buffer | null;
+  key?: Buffer | null;
 }
 
 export class ApiClient {
@@ -44,9 +47,11 @@ export class ApiClient {
   private readonly fetchImpl: typeof fetch;
   constructor(baseUrl: string, private readonly auth: ClientAuth = { token: null }) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
-    // A private CA needs undici's own fetch with an agent that trusts it (global fetch takes no CA).
-    if (auth.ca != null) {
-      const dispatcher = new Agent({ connect: { ca: auth.ca } });
+    // A private CA or a client certificate needs undici's own fetch with its agent (global fetch takes neither).
+    if (auth.ca != null || auth.cert != null) {
+      const dispatcher = new Agent({
+        connect: { ...(auth.ca != null ? { ca: auth.ca } : {}), ...(auth.cert != null && auth.key != null ? { cert: auth.cert, key: auth.key } : {}) },
+      });
       this.fetchImpl = ((url: string, init?: RequestInit) => undiciFetch(url, { ...(init as object), dispatcher } as Parameters<typeof undiciFetch>[1])) as unknown as typeof fetch;
     } else {
       this.fetchImpl = fetch;

@@ -9,7 +9,18 @@ import { CliError } from './client.js';
 
 export const defaultPoolPath = './data/cairn.pool';
 
-export interface Credentials { token: string | null; tokenSource: string | null; ca: Buffer | null }
+export interface Credentials {
+  token: string | null; tokenSource: string | null; ca: Buffer | null;
+  /** A client certificate and key (PEM) for a daemon that requires one (--api-tls-client-ca). */
+  cert: Buffer | null; key: Buffer | null;
+}
+
+function readPem(path: string | undefined, what: string): Buffer | null {
+  if (path === undefined || path === '') return null;
+  try { return readFileSync(path); } catch (err) {
+    throw new CliError(`cannot read the ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
 
 function readToken(path: string, what: string): string {
   try {
@@ -24,7 +35,7 @@ export function adminTokenFile(env: NodeJS.ProcessEnv): string {
   return join(env.CAIRN_STATE_DIR ?? dirname(pool), `${basename(pool)}.admin-token`);
 }
 
-export function resolveCredentials(flags: { token?: string; ca?: string }, env: NodeJS.ProcessEnv): Credentials {
+export function resolveCredentials(flags: { token?: string; ca?: string; clientCert?: string; clientKey?: string }, env: NodeJS.ProcessEnv): Credentials {
   let token: string | null = null, tokenSource: string | null = null;
   if (flags.token !== undefined) { token = flags.token; tokenSource = '--token'; }
   else if (env.CAIRN_TOKEN !== undefined && env.CAIRN_TOKEN !== '') { token = env.CAIRN_TOKEN; tokenSource = 'CAIRN_TOKEN'; }
@@ -33,12 +44,9 @@ export function resolveCredentials(flags: { token?: string; ca?: string }, env: 
     const path = adminTokenFile(env);
     try { token = readFileSync(path, 'utf8').trim(); tokenSource = path; } catch { /* not this user's daemon, or none: no token */ }
   }
-  const caPath = flags.ca ?? env.CAIRN_CA;
-  let ca: Buffer | null = null;
-  if (caPath !== undefined && caPath !== '') {
-    try { ca = readFileSync(caPath); } catch (err) {
-      throw new CliError(`cannot read the CA file ${caPath}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-  }
-  return { token: token === '' ? null : token, tokenSource, ca };
+  const ca = readPem(flags.ca ?? env.CAIRN_CA, 'CA file');
+  const cert = readPem(flags.clientCert ?? env.CAIRN_CLIENT_CERT, 'client certificate');
+  const key = readPem(flags.clientKey ?? env.CAIRN_CLIENT_KEY, 'client key');
+  if ((cert === null) !== (key === null)) throw new CliError('a client certificate and its key go together (--client-cert and --client-key)');
+  return { token: token === '' ? null : token, tokenSource, ca, cert, key };
 }

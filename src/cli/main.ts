@@ -23,11 +23,13 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output: the API\'s JSON objects')
     .option('--token <token>', 'API token (env CAIRN_TOKEN, or a file named by CAIRN_TOKEN_FILE; default: the daemon\'s STATE_DIR/POOL.admin-token when readable)')
     .option('--ca <file>', 'CA certificate (PEM) that verifies an HTTPS daemon (env CAIRN_CA)')
+    .option('--client-cert <file>', 'client certificate (PEM) for a daemon that requires one (env CAIRN_CLIENT_CERT)')
+    .option('--client-key <file>', 'the client certificate\'s key (PEM; env CAIRN_CLIENT_KEY)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   const ctx: CliContext = {
     client: () => {
-      const opts = program.opts() as { api?: string; token?: string; ca?: string };
+      const opts = program.opts() as { api?: string; token?: string; ca?: string; clientCert?: string; clientKey?: string };
       return new ApiClient(apiUrl(opts.api), resolveCredentials(opts, process.env));
     },
     json: () => (program.opts() as { json?: boolean }).json === true,
@@ -48,7 +50,7 @@ export function buildProgram(): Command {
 function commandWord(argv: string[]): string | undefined {
   for (let i = 2; i < argv.length; i += 1) {
     const arg = argv[i]!;
-    if (arg === '--api' || arg === '--token' || arg === '--ca') { i += 1; continue; }
+    if (['--api', '--token', '--ca', '--client-cert', '--client-key'].includes(arg)) { i += 1; continue; }
     if (!arg.startsWith('-')) return arg;
   }
   return undefined;
