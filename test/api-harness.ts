@@ -7,12 +7,14 @@ import { createPoolFile, type Engine } from '../src/engine/index.js';
 import { buildApi } from '../src/api/server.js';
 import { JobManager } from '../src/api/jobs.js';
 import type { ApiContext } from '../src/api/context.js';
+import { TenantStore } from '../src/tenancy/store.js';
 
 /** One answer: the status, the content type, the paging header and the parsed JSON body (null when empty). */
 export interface ApiAnswer { status: number; type: string; next: string | null; body: unknown }
 
 export interface ApiFixture {
   engine: Engine;
+  tenancy: TenantStore;
   base: string;
   /** Every route fastify registered, as it registered it. */
   registered: Array<{ method: string; url: string }>;
@@ -26,7 +28,7 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
   const engine: Engine = await createPoolFile(poolPath, poolBytes);
   const registered: Array<{ method: string; url: string }> = [];
   const ctx: ApiContext = {
-    engine, jobs: new JobManager(), poolPath, spoolDir: dir,
+    engine, tenancy: new TenantStore(engine), jobs: new JobManager(), poolPath, spoolDir: dir,
     nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
   };
   const { app } = buildApi(ctx, {
@@ -55,5 +57,5 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
       body: text === '' ? null : JSON.parse(text) as unknown,
     };
   };
-  return { engine, base, registered, call };
+  return { engine, tenancy: ctx.tenancy, base, registered, call };
 }

@@ -2,9 +2,12 @@
 // manager and how to name a volume's NBD export.
 import type { Engine } from '../engine/index.js';
 import type { JobManager } from './jobs.js';
+import type { TenantStore } from '../tenancy/store.js';
 
 export interface ApiContext {
   engine: Engine;
+  /** Tenants, tokens and NBD keys (on the daemon's whole engine, not a tenant's view). */
+  tenancy: TenantStore;
   jobs: JobManager;
   poolPath: string;
   /** Where import spools a stream while verifying it (a directory on the pool's file system). */

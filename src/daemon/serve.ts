@@ -11,7 +11,10 @@ import { JobManager } from '../api/jobs.js';
 import { JobStore, jobFilePath, restoreJobs } from '../api/job-store.js';
 import type { ApiContext } from '../api/context.js';
 import { migrateSideFile, sideFilePath } from '../stream/identity.js';
-import type { DaemonConfig } from './config.js';
+import type { TlsConfig } from '../nbd/tls.js';
+import { TenantStore } from '../tenancy/store.js';
+import type { DaemonConfig, NbdTlsConfig } from './config.js';
+import { nbdAccess, type NbdAccess } from './nbd-access.js';
 import { lockPool } from './lock.js';
 import { Metrics } from './metrics.js';
 import { InstrumentedEngine } from './instrumented-engine.js';
@@ -28,6 +31,12 @@ export interface Daemon {
   nbdUri: string | null;
   engine: Engine;
   close(): Promise<void>;
+}
+
+/** The NBD server's TLS settings: the configured files, and the pool's tenant keys when asked for. */
+function nbdTlsOptions(config: NbdTlsConfig, access: NbdAccess): TlsConfig {
+  const { tenantKeys, ...files } = config;
+  return tenantKeys === true ? { ...files, pskLookup: access.pskLookup } : files;
 }
 
 function hostForUri(host: string): string { return host.includes(':') ? `[${host}]` : host; }
@@ -79,10 +88,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (migrated !== null) {
       logger.info({ event: 'stream_identities_migrated', from: sideFile, snapshots: migrated }, 'stream identities moved into the catalog; side file removed');
     }
+    const tenancy = new TenantStore(engine);
+    const access = nbdAccess(engine, tenancy);
     const nbd = config.nbd === null && config.nbdSocketPath === null ? null : await startNbdServer(engine, {
       ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
       ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
-      ...(config.nbdTls !== null ? { tls: config.nbdTls } : {}),
+      ...(config.nbdTls !== null ? { tls: nbdTlsOptions(config.nbdTls, access) } : {}),
+      exportsFor: access.exportsFor,
       ...(config.nbdBusyPollMicros !== null ? { busyPollMicros: config.nbdBusyPollMicros } : {}),
       log: eventLogger(logger, 'nbd'),
     });
@@ -94,7 +106,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const jobs = new JobManager(jobStore, jobLog);
     await restoreJobs(jobs, jobStore, engine, jobLog);
     const ctx: ApiContext = {
-      engine, jobs, poolPath, spoolDir: stateDir, nbdBaseUri,
+      engine, tenancy, jobs, poolPath, spoolDir: stateDir, nbdBaseUri,
       nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
     };
     const { app } = buildApi(ctx, { logger: logger.child({ component: 'api' }), metrics: () => metrics.render() });

@@ -26,9 +26,16 @@ export class ScopedEngine implements Engine {
   /** Whether an engine volume name belongs to this tenant. */
   owns(engineName: string): boolean { return splitQualified(engineName).tenant === this.tenant; }
 
-  /** The engine's name for the tenant's "VOL" or "VOL@SNAP"; a name naming another tenant is not found. */
+  /**
+   * The engine's name for the tenant's "VOL" or "VOL@SNAP". A name of another tenant ("T/VOL", "T/VOL@S")
+   * fails as the engine fails a volume that does not exist (for "VOL@S" it names the volume part), so
+   * the answer is the same whether or not the other tenant has it.
+   */
   private in(ref: string, what: 'volume' | 'snapshot' = 'volume'): string {
-    if (typeof ref !== 'string' || ref.includes('/')) throw what === 'volume' ? new VolumeNotFound(String(ref)) : new SnapshotNotFound(String(ref));
+    if (typeof ref !== 'string') throw what === 'volume' ? new VolumeNotFound(String(ref)) : new SnapshotNotFound(String(ref));
+    const at = ref.indexOf('@');
+    const volume = at < 0 ? ref : ref.slice(0, at);
+    if (volume.includes('/')) throw new VolumeNotFound(volume);
     return qualify(this.tenant, ref);
   }
 
