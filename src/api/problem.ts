@@ -3,6 +3,7 @@
 // table from code to HTTP status, so the same code always gets the same status.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AssertionError, type ErrorCode } from '../engine/index.js';
+import type { TenancyErrorCode } from '../tenancy/errors.js';
 
 /** Codes of the API's own errors, of the stream layer's, and of requests refused before a handler. */
 export type ApiErrorCode =
@@ -11,7 +12,7 @@ export type ApiErrorCode =
 
 /** An error raised by the API layer itself (not the engine). */
 export class ApiError extends Error {
-  constructor(readonly code: ErrorCode | ApiErrorCode, message: string, readonly status?: number) {
+  constructor(readonly code: ErrorCode | ApiErrorCode | TenancyErrorCode, message: string, readonly status?: number) {
     super(message);
     this.name = 'ApiError';
   }
@@ -21,7 +22,7 @@ export class ApiError extends Error {
  * Keyed by every engine code (errors.ts ErrorCode) and every API code: a new code without a status
  * does not compile.
  */
-const statusByCode: Record<ErrorCode | ApiErrorCode, number> = {
+const statusByCode: Record<ErrorCode | ApiErrorCode | TenancyErrorCode, number> = {
   volume_not_found: 404,
   snapshot_not_found: 404,
   job_not_found: 404,
@@ -55,20 +56,27 @@ const statusByCode: Record<ErrorCode | ApiErrorCode, number> = {
   pool_closed: 503,
   unsupported_media_type: 415,
   payload_too_large: 413,
+  tenant_not_found: 404,
+  nbd_key_not_found: 404,
+  token_not_found: 404,
+  tenant_not_empty: 409,
+  unauthorized: 401,
+  forbidden: 403,
+  too_many_requests: 429,
 };
 
 const titleByStatus: Record<number, string> = {
-  400: 'Bad Request', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large',
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 409: 'Conflict', 413: 'Payload Too Large',
   415: 'Unsupported Media Type', 416: 'Range Not Satisfiable', 500: 'Internal Server Error',
   503: 'Service Unavailable', 507: 'Insufficient Storage',
 };
 
 export interface Problem { type: string; title: string; status: number; detail: string; code: string }
 
-function isKnownCode(code: string): code is ErrorCode | ApiErrorCode { return Object.hasOwn(statusByCode, code); }
+function isKnownCode(code: string): code is ErrorCode | ApiErrorCode | TenancyErrorCode { return Object.hasOwn(statusByCode, code); }
 
 /** A code carried as a string (a job's recorded error): itself when known, else internal_error. */
-export function knownCode(code: string | undefined): ErrorCode | ApiErrorCode {
+export function knownCode(code: string | undefined): ErrorCode | ApiErrorCode | TenancyErrorCode {
   return code !== undefined && isKnownCode(code) ? code : 'internal_error';
 }
 
