@@ -302,3 +302,19 @@ test('X.509 client certificates name their tenant (SAN URI cairn:tenant:NAME); c
   await f.engine.createVolume('ghost/v', 4 * MiB);
   assert.deepEqual(await listExports(uri('ghost')), ['v']);
 });
+
+test('a tenant\'s pool-wide snapshot page is never empty while more follow (LIST relies on its last id)', async (t) => {
+  const f = await startFixture(t);
+  const store = new TenantStore(f.engine);
+  await store.createTenant('acme');
+  await store.createTenant('globex');
+  await f.engine.createVolume('globex/db', 4 * MiB);
+  await f.engine.createVolume('acme/db', 4 * MiB);
+  // More of globex's snapshots in a row than the view reads pages of one before answering short.
+  await f.engine.createSnapshots(Array.from({ length: 100 }, (_, i) => `globex/db@g${i}`));
+  await f.engine.createSnapshots(['acme/db@mine']);
+  const view = nbdAccess(f.engine, store).exportsFor({ kind: 'psk', identity: 'acme-00000000', owner: 'acme' })!;
+  const page = view.listSnapshotsPage({ limit: 1 });
+  assert.deepEqual(page.snapshots.map((s) => s.fullName), ['db@mine']);
+  assert.equal(view.listSnapshotsPage({ afterId: page.snapshots[0]!.id, limit: 1 }).snapshots.length, 0);
+});

@@ -93,7 +93,7 @@ export class NbdConnection {
     this.socket = raw;
     this.peer = raw.remoteAddress ? `${raw.remoteAddress}:${raw.remotePort}` : 'unix';
     this.writer = new ReplyWriter(raw);
-    this.exports = ctx.exportsFor(this.peerIdentity);
+    this.exports = this.viewFor(this.peerIdentity);
     raw.setNoDelay(true);
     this.attach(raw);
   }
@@ -116,6 +116,16 @@ export class NbdConnection {
       }
     } finally {
       this.stopIdleTimer();
+    }
+  }
+
+  /** The client's view of the exports; one that cannot be had (the callback threw) is no view. */
+  private viewFor(peer: PeerIdentity): Engine | null {
+    try {
+      return this.ctx.exportsFor(peer);
+    } catch (error) {
+      this.ctx.log('nbd_access_failed', { peer: this.peer, identity: describePeer(peer), error: error instanceof Error ? error.message : String(error) });
+      return null;
     }
   }
 
@@ -261,7 +271,7 @@ export class NbdConnection {
     this.tlsActive = true;
     this.attach(secure);
     this.peerIdentity = peer;
-    this.exports = this.ctx.exportsFor(peer);
+    this.exports = this.viewFor(peer);
     this.ctx.log('nbd_tls_identity', { peer: this.peer, identity: describePeer(peer), access: this.exports !== null });
   }
 

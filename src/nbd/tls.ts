@@ -67,6 +67,15 @@ export function subjectAltUris(subjectaltname: string | undefined): string[] {
   return out;
 }
 
+/** A lookup that throws (say the pool is closing) refuses the identity: the handshake fails, and is logged. */
+function lookupSafely(lookup: TlsConfig['pskLookup'], identity: string): PskEntry | null {
+  try {
+    return lookup?.(identity) ?? null;
+  } catch {
+    return null; // refused; the client's failed handshake is logged as nbd_handshake_failed
+  }
+}
+
 // PSK cipher suites (TLS 1.2; Node does not offer PSK with TLS 1.3) ahead of the certificate suites.
 const pskCiphers = [
   'ECDHE-PSK-CHACHA20-POLY1305', 'DHE-PSK-AES256-GCM-SHA384', 'DHE-PSK-AES128-GCM-SHA256',
@@ -103,7 +112,7 @@ export class TlsUpgrader {
       const lookup = config.pskLookup;
       options.pskCallback = (socket, identity) => {
         const fileKey = fileKeys.get(identity);
-        const entry = fileKey !== undefined ? { key: fileKey, owner: null } : lookup?.(identity) ?? null;
+        const entry = fileKey !== undefined ? { key: fileKey, owner: null } : lookupSafely(lookup, identity);
         if (entry === null) return null;
         this.pskPeers.set(socket, { kind: 'psk', identity, owner: entry.owner });
         return entry.key;

@@ -144,10 +144,12 @@ export class ScopedEngine implements Engine {
       return { snapshots: page.snapshots.map((s) => this.snapshotOut(s)), more: page.more };
     }
     // Pool-wide pages hold every tenant's snapshots: read pages until this tenant's fill one (bounded;
-    // a short page with `more` set is still a correct page).
+    // a short page with `more` set is still a correct page). An empty one is not: it has no last id
+    // to go on from, so the caller (NBD LIST, API paging) would stop there. Until one is found, the
+    // scan goes on (at most the pool's snapshots once).
     const out: SnapshotInfo[] = [];
     let afterId = request.afterId ?? 0;
-    for (let scans = 0; scans < SNAPSHOT_PAGE_SCAN_MAX; scans++) {
+    for (let scans = 0; scans < SNAPSHOT_PAGE_SCAN_MAX || out.length === 0; scans++) {
       const page = this.inner.listSnapshotsPage({ afterId, limit: request.limit });
       for (const s of page.snapshots) {
         afterId = s.id;
