@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { mkdir, writeFile, copyFile } from 'node:fs/promises';
-import { startFixture, runOk, run, runPython, MiB, type Fixture } from './nbd-harness.js';
+import { startFixture, runOk, run, runPython, PythonSession, MiB, type Fixture } from './nbd-harness.js';
 import { TenantStore } from '../src/tenancy/store.js';
 import { nbdAccess, certTenant, CERT_ADMIN_URI, type NbdAccess } from '../src/daemon/nbd-access.js';
 import { subjectAltUris, type TlsConfig } from '../src/nbd/tls.js';
@@ -105,9 +105,18 @@ test('NBD keys created or deleted while the server runs apply to the next connec
   const second = await f.store.createNbdKey('acme');
   const b = await pskDir(f, 'second', second.identity, second.key);
   assert.deepEqual(await listExports(pskUri(f, second.identity, b.file)), ['db', 'db@s1', 'logs']);
+  // A connection opened with the key keeps working after the key is deleted; new ones are refused.
+  const open = new PythonSession(t, `
+import nbd, sys, json
+h = nbd.NBD(); h.set_tls(nbd.TLS_REQUIRE); h.set_tls_psk_file(sys.argv[3]); h.set_tls_username(sys.argv[2])
+h.set_export_name('db'); h.connect_tcp('127.0.0.1', sys.argv[1])
+for line in sys.stdin:
+    h.pwrite(b'\x42' * 4096, 0); print(json.dumps({'read': h.pread(4096, 0) == b'\x42' * 4096}))`, [String(f.port), first.identity, a.file]);
+  assert.deepEqual(await open.call('io'), { read: true });
   await f.store.deleteNbdKey(first.identity);
   const gone = await run('nbdinfo', ['--list', pskUri(f, first.identity, a.file)]);
   assert.notEqual(gone.code, 0, 'a deleted key is refused');
+  assert.deepEqual(await open.call('io'), { read: true }, 'the open connection goes on');
   assert.deepEqual(await listExports(pskUri(f, second.identity, b.file)), ['db', 'db@s1', 'logs']);
   // A right identity with a wrong key, and a key of one identity under another's name, are refused.
   const wrong = await pskDir(f, 'wrong', second.identity, first.key);
