@@ -24,11 +24,12 @@ const rules: Record<string, 'public' | 'read' | 'write' | 'admin'> = {
   'PATCH /v1/volumes/:name': 'write', 'POST /v1/pool/grow': 'admin', 'POST /v1/snapshots': 'write', 'POST /v1/tenants': 'admin',
   'POST /v1/tokens': 'admin', 'POST /v1/volumes': 'write', 'POST /v1/volumes/:name/flatten': 'write', 'POST /v1/volumes/:name/import': 'write',
   'POST /v1/volumes/:name/revert': 'write', 'POST /v1/volumes/:name/snapshots': 'write', 'GET /metrics': 'admin', 'GET /v1/whoami': 'read',
+  'POST /v1/tenants/:tenant/nbd-keys': 'write', 'GET /v1/tenants/:tenant/nbd-keys': 'write', 'DELETE /v1/tenants/:tenant/nbd-keys/:identity': 'write',
 };
 
 /** A concrete path for a route pattern (names that need not exist: authorization comes first). */
 function concrete(url: string): string {
-  return url.replace(':tenant', 'acme').replace(':token', 'nope').replace(':name', 'db').replace(':snapshot', 's1').replace(':id', 'nope');
+  return url.replace(':tenant', 'acme').replace(':token', 'nope').replace(':name', 'db').replace(':snapshot', 's1').replace(':identity', 'nope').replace(':id', 'nope');
 }
 
 function code(r: ApiAnswer): string { return (r.body as { code?: string } | null)?.code ?? `status ${r.status}`; }
@@ -164,6 +165,16 @@ test('API tenants: names are per tenant; another tenant\'s objects are 404, neve
     // A tenant's own errors speak its names, not the engine's.
     const own = await acme('GET', '/v1/volumes/nope');
     assert.ok(!JSON.stringify(own.body).includes('acme/'), JSON.stringify(own.body));
+  });
+
+  await t.test('NBD keys: a tenant manages its own; another tenant\'s are not found', async () => {
+    const created = await acme('POST', '/v1/tenants/acme/nbd-keys');
+    assert.equal(created.status, 201);
+    const identity = (created.body as { identity: string }).identity;
+    assert.equal((await beta('GET', '/v1/tenants/acme/nbd-keys')).status, 404);
+    assert.equal(code(await beta('DELETE', `/v1/tenants/acme/nbd-keys/${identity}`)), 'tenant_not_found');
+    assert.deepEqual(((await acme('GET', '/v1/tenants/acme/nbd-keys')).body as Array<{ identity: string }>).map((k) => k.identity), [identity]);
+    assert.equal((await acmeReader('POST', '/v1/tenants/acme/nbd-keys')).status, 403);
   });
 
   await t.test('a reader reads but changes nothing', async () => {

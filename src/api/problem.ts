@@ -12,7 +12,7 @@ export type ApiErrorCode =
 
 /** An error raised by the API layer itself (not the engine). */
 export class ApiError extends Error {
-  constructor(readonly code: ErrorCode | ApiErrorCode, message: string, readonly status?: number) {
+  constructor(readonly code: ErrorCode | ApiErrorCode | TenancyErrorCode, message: string, readonly status?: number) {
     super(message);
     this.name = 'ApiError';
   }
@@ -22,7 +22,7 @@ export class ApiError extends Error {
  * Keyed by every engine code (errors.ts ErrorCode) and every API code: a new code without a status
  * does not compile.
  */
-const statusByCode: Record<ErrorCode | ApiErrorCode, number> = {
+const statusByCode: Record<ErrorCode | ApiErrorCode | TenancyErrorCode, number> = {
   volume_not_found: 404,
   snapshot_not_found: 404,
   job_not_found: 404,
@@ -73,10 +73,10 @@ const titleByStatus: Record<number, string> = {
 
 export interface Problem { type: string; title: string; status: number; detail: string; code: string }
 
-function isKnownCode(code: string): code is ErrorCode | ApiErrorCode { return Object.hasOwn(statusByCode, code); }
+function isKnownCode(code: string): code is ErrorCode | ApiErrorCode | TenancyErrorCode { return Object.hasOwn(statusByCode, code); }
 
 /** A code carried as a string (a job's recorded error): itself when known, else internal_error. */
-export function knownCode(code: string | undefined): ErrorCode | ApiErrorCode {
+export function knownCode(code: string | undefined): ErrorCode | ApiErrorCode | TenancyErrorCode {
   return code !== undefined && isKnownCode(code) ? code : 'internal_error';
 }
 

@@ -15,6 +15,7 @@ import { registerTenantRoutes } from './routes-tenants.js';
 import { registerWhoamiRoutes } from './routes-whoami.js';
 import { Authenticator, authorize, type AuthFailureReason } from './auth.js';
 import { scopeFor } from './request-scope.js';
+import { registerNbdKeyRoutes } from './routes-nbd-keys.js';
 
 /** Largest JSON request body (requests are small objects; streams are not JSON). */
 export const jsonBodyBytesMax = 1024 * 1024;
@@ -114,6 +115,7 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerStreamRoutes(routes, ctx);
   registerTenantRoutes(routes, ctx);
   registerWhoamiRoutes(routes, ctx);
+  registerNbdKeyRoutes(routes, ctx);
   if (opts.metrics !== undefined) {
     const metrics = opts.metrics;
     routes.add({

@@ -12,13 +12,13 @@ interface ServeFlags {
   config?: string; pool?: string; stateDir?: string; poolSize?: string; poolPreallocate?: string; api?: string; nbd?: string; nbdSocket?: string;
   logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string;
   apiTlsCert?: string; apiTlsKey?: string; apiTlsClientCa?: string;
-  nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean; rewind?: boolean;
+  nbdTls?: string; nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean; rewind?: boolean;
 }
 
 // The daemon and the engine are imported only by the commands that need them, so the client
 // commands start fast (no fastify, pino or engine loading).
 async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Promise<void> {
-  const { loadConfig } = await import('../daemon/config.js');
+  const { loadConfig, tlsLayer } = await import('../daemon/config.js');
   const { createLogger } = await import('../daemon/logger.js');
   const { startDaemon } = await import('../daemon/serve.js');
   const layer: ConfigLayer = {
@@ -29,10 +29,10 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
     apiTls: flags.apiTlsCert === undefined && flags.apiTlsKey === undefined ? undefined : {
       certFile: flags.apiTlsCert, keyFile: flags.apiTlsKey, clientCaFile: flags.apiTlsClientCa,
     },
-    nbdTls: flags.nbdTlsCert === undefined && flags.nbdTlsPsk === undefined ? undefined : {
-      certFile: flags.nbdTlsCert, keyFile: flags.nbdTlsKey, caFile: flags.nbdTlsCa, pskFile: flags.nbdTlsPsk,
-      required: flags.nbdTlsRequired === true,
-    },
+    nbdTls: tlsLayer({
+      mode: flags.nbdTls, certFile: flags.nbdTlsCert, keyFile: flags.nbdTlsKey, caFile: flags.nbdTlsCa, pskFile: flags.nbdTlsPsk,
+      required: flags.nbdTlsRequired === true ? true : undefined,
+    }),
   };
   const config = loadConfig(layer, process.env, flags.config);
   const logger = createLogger(config);
@@ -95,11 +95,12 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--api-tls-client-ca <file>', 'require API clients to present a certificate this CA signed (mutual TLS); env CAIRN_API_TLS_CLIENT_CA')
     .option('--nbd <host:port>', 'NBD listen address, or "off" (default 127.0.0.1:10809); env CAIRN_NBD')
     .option('--nbd-socket <path>', 'also serve NBD on a Unix socket; env CAIRN_NBD_SOCKET')
+    .option('--nbd-tls <mode>', 'psk: offer NBD TLS-PSK with the tenants\' NBD keys (cairn tenant nbd-key create; no file needed); off: no NBD TLS; env CAIRN_NBD_TLS')
     .option('--nbd-tls-cert <file>', 'NBD TLS certificate (PEM; with --nbd-tls-key); env CAIRN_NBD_TLS_CERT')
     .option('--nbd-tls-key <file>', 'NBD TLS private key (PEM); env CAIRN_NBD_TLS_KEY')
-    .option('--nbd-tls-ca <file>', 'CA for client certificates; env CAIRN_NBD_TLS_CA')
-    .option('--nbd-tls-psk <file>', 'NBD TLS-PSK key file (identity:hexkey lines); env CAIRN_NBD_TLS_PSK')
-    .option('--nbd-tls-required', 'refuse NBD clients that do not upgrade to TLS; env CAIRN_NBD_TLS_REQUIRED')
+    .option('--nbd-tls-ca <file>', 'CA for client certificates (required of clients; a SAN URI cairn:tenant:NAME names the tenant); env CAIRN_NBD_TLS_CA')
+    .option('--nbd-tls-psk <file>', 'NBD TLS-PSK key file (identity:hexkey lines; the default tenant\'s); env CAIRN_NBD_TLS_PSK')
+    .option('--nbd-tls-required', 'refuse NBD clients that do not upgrade to TLS (with one of the above); env CAIRN_NBD_TLS_REQUIRED')
     .option('--log-level <level>', 'trace|debug|info|warn|error (default info); env CAIRN_LOG_LEVEL')
     .option('--log-format <format>', 'json|pretty|auto (default auto: pretty on a terminal); env CAIRN_LOG_FORMAT')
     .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')

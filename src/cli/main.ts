@@ -9,6 +9,7 @@ import { registerStreamCommands } from './commands-stream.js';
 import { registerServeCommands } from './commands-serve.js';
 import { registerTenantCommands } from './commands-tenant.js';
 import { resolveCredentials } from './credentials.js';
+import { addNbdKeyCommands } from './commands-nbd-keys.js';
 
 function apiUrl(value: string | undefined): string {
   const raw = value ?? process.env.CAIRN_API ?? defaultApiUrl;
@@ -39,7 +40,8 @@ export function buildProgram(): Command {
   registerVolumeCommands(program, ctx);
   registerSnapshotCommands(program, ctx);
   registerStreamCommands(program, ctx);
-  registerTenantCommands(program, ctx);
+  const tenant = registerTenantCommands(program, ctx);
+  addNbdKeyCommands(tenant, ctx);
   // Listed for --help only: main() routes `cairn csi ...` to the CSI plugin's own parser.
   program.command('csi').description('run the Kubernetes CSI plugin (see: cairn csi --help)')
     .allowUnknownOption().allowExcessArguments().helpOption(false);

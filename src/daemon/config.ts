@@ -7,7 +7,11 @@ import type { Preallocation } from '../engine/index.js';
 
 export interface ListenAddress { host: string; port: number }
 
-export interface NbdTlsConfig { certFile?: string; keyFile?: string; caFile?: string; pskFile?: string; required?: boolean }
+export interface NbdTlsConfig {
+  certFile?: string; keyFile?: string; caFile?: string; pskFile?: string; required?: boolean;
+  /** TLS-PSK with the pool's tenant NBD keys (`cairn tenant nbd-key create`); needs no file. */
+  tenantKeys?: boolean;
+}
 
 /** HTTPS for the API: PEM certificate and key; a client CA makes client certificates required (mutual TLS). */
 export interface ApiTlsConfig { certFile: string; keyFile: string; clientCaFile?: string }
@@ -27,7 +31,7 @@ export interface DaemonConfig {
   /** null: no TCP NBD listener. */
   nbd: ListenAddress | null;
   nbdSocketPath: string | null;
-  /** NBD TLS (NBD_OPT_STARTTLS): X.509 files and/or a PSK file; null = TLS off. */
+  /** NBD TLS (NBD_OPT_STARTTLS): X.509 files, a PSK file and/or the tenants' PSK keys; null = TLS off. */
   nbdTls: NbdTlsConfig | null;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
   /** 'json' or 'pretty'; 'auto' picks pretty on a terminal. */
@@ -98,18 +102,26 @@ function listenOf(value: unknown, what: string): ListenAddress | null {
   return parseListen(String(value), what);
 }
 
+const flagOf = (v: unknown): boolean => v === true || v === 'true' || v === '1';
+
+/** `nbdTls`: an object of the NbdTlsConfig fields, or "psk" (short for {tenantKeys: true}); null/false = off. */
 function tlsOf(value: unknown, what: string, current: NbdTlsConfig | null): NbdTlsConfig | null {
-  if (value === null || value === false) return null;
-  if (typeof value !== 'object') throw new ConfigError(`invalid ${what}: expected {certFile, keyFile, caFile, pskFile, required}`);
+  if (value === null || value === false || value === 'off') return null;
+  if (value === 'psk') value = { tenantKeys: true };
+  if (typeof value !== 'object') throw new ConfigError(`invalid ${what}: expected "psk" or {certFile, keyFile, caFile, pskFile, tenantKeys, required}`);
   const out: NbdTlsConfig = { ...(current ?? {}) };
   for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
     if (v === undefined) continue;
-    if (k === 'required') out.required = v === true || v === 'true' || v === '1';
+    if (k === 'required' || k === 'tenantKeys') out[k] = flagOf(v);
     else if (k === 'certFile' || k === 'keyFile' || k === 'caFile' || k === 'pskFile') out[k] = String(v);
     else throw new ConfigError(`unknown setting "nbdTls.${k}" in ${what}`);
   }
   if ((out.certFile === undefined) !== (out.keyFile === undefined)) throw new ConfigError(`${what}: certFile and keyFile go together`);
-  if (out.certFile === undefined && out.pskFile === undefined) throw new ConfigError(`${what}: give certFile+keyFile or pskFile`);
+  if (out.certFile === undefined && out.pskFile === undefined && out.tenantKeys !== true) {
+    // Nothing asked of TLS (say CAIRN_NBD_TLS_REQUIRED=0 alone): it stays off.
+    if (out.required !== true && out.caFile === undefined) return null;
+    throw new ConfigError(`${what}: TLS needs a way to authenticate: tenant PSK keys (--nbd-tls psk), certFile+keyFile (--nbd-tls-cert/--nbd-tls-key) or pskFile (--nbd-tls-psk)`);
+  }
   return out;
 }
 
@@ -124,6 +136,14 @@ function apiTlsOf(value: unknown, what: string, current: ApiTlsConfig | null): A
   }
   if (out.certFile === undefined || out.keyFile === undefined) throw new ConfigError(`${what}: give certFile and keyFile (and optionally clientCaFile)`);
   return out as ApiTlsConfig;
+}
+
+/** The nbdTls layer of flags or environment values: undefined when none of them is set. */
+export function tlsLayer(v: { mode?: string; certFile?: string; keyFile?: string; caFile?: string; pskFile?: string; required?: string | boolean }): unknown {
+  if (Object.values(v).every((x) => x === undefined || x === false)) return undefined;
+  if (v.mode === 'off') return false;
+  if (v.mode !== undefined && v.mode !== 'psk') throw new ConfigError(`invalid NBD TLS mode ${JSON.stringify(v.mode)} (psk or off)`);
+  return { tenantKeys: v.mode === 'psk' ? true : undefined, certFile: v.certFile, keyFile: v.keyFile, caFile: v.caFile, pskFile: v.pskFile, required: v.required };
 }
 
 /** Applies one layer on top of `config`, validating each value it sets. */
@@ -195,7 +215,7 @@ export function readConfigFile(path: string): ConfigLayer {
 }
 
 /** CAIRN_POOL, CAIRN_STATE_DIR, CAIRN_POOL_SIZE, CAIRN_POOL_PREALLOCATE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
- *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED},
+ *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS (psk|off), CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED},
  *  CAIRN_API_TLS_{CERT,KEY,CLIENT_CA}. */
 export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
   return {
@@ -207,10 +227,10 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
     nbdSocketPath: env.CAIRN_NBD_SOCKET, logLevel: env.CAIRN_LOG_LEVEL, logFormat: env.CAIRN_LOG_FORMAT,
     cacheBytesMax: env.CAIRN_CACHE_BYTES_MAX, commitIntervalMs: env.CAIRN_COMMIT_INTERVAL_MS,
     nbdBusyPollMicros: env.CAIRN_NBD_BUSY_POLL_US,
-    nbdTls: env.CAIRN_NBD_TLS_CERT === undefined && env.CAIRN_NBD_TLS_PSK === undefined ? undefined : {
-      certFile: env.CAIRN_NBD_TLS_CERT, keyFile: env.CAIRN_NBD_TLS_KEY, caFile: env.CAIRN_NBD_TLS_CA,
+    nbdTls: tlsLayer({
+      mode: env.CAIRN_NBD_TLS, certFile: env.CAIRN_NBD_TLS_CERT, keyFile: env.CAIRN_NBD_TLS_KEY, caFile: env.CAIRN_NBD_TLS_CA,
       pskFile: env.CAIRN_NBD_TLS_PSK, required: env.CAIRN_NBD_TLS_REQUIRED,
-    },
+    }),
   };
 }
 

@@ -10,10 +10,12 @@ import { buildApi } from '../api/server.js';
 import { JobManager } from '../api/jobs.js';
 import { JobStore, jobFilePath, restoreJobs } from '../api/job-store.js';
 import { apiContext } from '../api/context.js';
-import { TenantStore } from '../tenancy/store.js';
 import { ensureBootstrapToken } from './bootstrap-token.js';
 import { migrateSideFile, sideFilePath } from '../stream/identity.js';
-import type { DaemonConfig } from './config.js';
+import type { TlsConfig } from '../nbd/tls.js';
+import { TenantStore } from '../tenancy/store.js';
+import type { DaemonConfig, NbdTlsConfig } from './config.js';
+import { nbdAccess, type NbdAccess } from './nbd-access.js';
 import { lockPool } from './lock.js';
 import { Metrics } from './metrics.js';
 import { InstrumentedEngine } from './instrumented-engine.js';
@@ -30,6 +32,12 @@ export interface Daemon {
   nbdUri: string | null;
   engine: Engine;
   close(): Promise<void>;
+}
+
+/** The NBD server's TLS settings: the configured files, and the pool's tenant keys when asked for. */
+function nbdTlsOptions(config: NbdTlsConfig, access: NbdAccess): TlsConfig {
+  const { tenantKeys, ...files } = config;
+  return tenantKeys === true ? { ...files, pskLookup: access.pskLookup } : files;
 }
 
 function hostForUri(host: string): string { return host.includes(':') ? `[${host}]` : host; }
@@ -81,10 +89,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (migrated !== null) {
       logger.info({ event: 'stream_identities_migrated', from: sideFile, snapshots: migrated }, 'stream identities moved into the catalog; side file removed');
     }
+    const tenancy = new TenantStore(engine);
+    const access = nbdAccess(engine, tenancy);
     const nbd = config.nbd === null && config.nbdSocketPath === null ? null : await startNbdServer(engine, {
       ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
       ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
-      ...(config.nbdTls !== null ? { tls: config.nbdTls } : {}),
+      ...(config.nbdTls !== null ? { tls: nbdTlsOptions(config.nbdTls, access) } : {}),
+      exportsFor: access.exportsFor,
       ...(config.nbdBusyPollMicros !== null ? { busyPollMicros: config.nbdBusyPollMicros } : {}),
       log: eventLogger(logger, 'nbd'),
     });
@@ -95,7 +106,6 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const jobLog = eventLogger(logger, 'jobs');
     const jobs = new JobManager(jobStore, jobLog);
     await restoreJobs(jobs, jobStore, engine, jobLog);
-    const tenancy = new TenantStore(engine);
     const bootstrap = await ensureBootstrapToken(tenancy, poolPath, stateDir);
     if (bootstrap.created) logger.info({ event: 'admin_token_created', path: bootstrap.path }, `admin token written to ${bootstrap.path} (mode 0600)`);
     const ctx = apiContext({

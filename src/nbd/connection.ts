@@ -1,7 +1,8 @@
 // One client connection: owns the socket (plain, then possibly TLS), the receive queue and the reply
 // writer; runs the handshake, then hands the socket's data to the transmission loop. Every way a
 // connection can end (DISC, ABORT, protocol violation, export gone, server close, client vanished)
-// comes through end()/hangUp() and settles `closed`.
+// comes through end()/hangUp() and settles `closed`. What the client may open is its view of the
+// exports, asked of the server once for the plain connection and again for the identity TLS proves.
 import type net from 'node:net';
 import type { Engine, TargetEvent } from '../engine/index.js';
 import * as c from './constants.js';
@@ -9,13 +10,14 @@ import { RecvQueue } from './recv-queue.js';
 import { ReplyWriter } from './reply-writer.js';
 import { negotiate, HangUp, type HandshakeIo } from './handshake.js';
 import { Transmission } from './transmission.js';
-import type { TlsUpgrader } from './tls.js';
+import { describePeer, type PeerIdentity, type TlsUpgrader } from './tls.js';
 import type { BusyPoller } from './busy-poll.js';
 import type { ReadBufferPool } from './read-buffers.js';
 import { socketReadingIntoSlabs, type Slab, type SlabPool } from './recv-slabs.js';
 
 export interface ConnectionContext {
-  engine: Engine;
+  /** The exports a client with this identity sees; null: none (its options are refused). */
+  exportsFor(peer: PeerIdentity): Engine | null;
   tls: TlsUpgrader | null;
   handshakeIdleMs: number;
   shuttingDown(): boolean;
@@ -38,6 +40,8 @@ export class NbdConnection {
   /** Armed while the handshake waits on the client (handshakeIdleMs). */
   private idleTimer: NodeJS.Timeout | null = null;
   private tlsActive = false;
+  private peerIdentity: PeerIdentity = { kind: 'plain' };
+  private exports: Engine | null;
   private ending = false;
   private isClosed = false;
   private resolveClosed!: () => void;
@@ -89,6 +93,7 @@ export class NbdConnection {
     this.socket = raw;
     this.peer = raw.remoteAddress ? `${raw.remoteAddress}:${raw.remotePort}` : 'unix';
     this.writer = new ReplyWriter(raw);
+    this.exports = this.viewFor(this.peerIdentity);
     raw.setNoDelay(true);
     this.attach(raw);
   }
@@ -97,12 +102,12 @@ export class NbdConnection {
     // The handshake's bounds: the idle timer (armed in waitFor/waitWritable) ends a client that
     // pauses too long on any one option; OPTIONS_PER_HANDSHAKE_MAX (handshake.ts) ends one that never stops.
     try {
-      const negotiated = await negotiate(this.ctx.engine, this.handshakeIo());
+      const negotiated = await negotiate(this.handshakeIo());
       if (negotiated === null) { this.end(); return; }
       this.targetId = negotiated.target.id;
-      this.ctx.log('nbd_connected', { peer: this.peer, export: negotiated.target.name, tls: this.tlsActive, recvSlabs: this.recvSlabs && !this.tlsActive,
-        structured: negotiated.structuredReplies, contexts: negotiated.metaContexts.map((m) => m.name) });
-      this.transmission = new Transmission(this.transmissionIo(), this.ctx.engine, negotiated);
+      this.ctx.log('nbd_connected', { peer: this.peer, export: negotiated.target.name, tls: this.tlsActive, identity: describePeer(this.peerIdentity),
+        recvSlabs: this.recvSlabs && !this.tlsActive, structured: negotiated.structuredReplies, contexts: negotiated.metaContexts.map((m) => m.name) });
+      this.transmission = new Transmission(this.transmissionIo(), negotiated.engine, negotiated);
       this.transmission.pump();
     } catch (error) {
       if (!this.isClosed) {
@@ -111,6 +116,16 @@ export class NbdConnection {
       }
     } finally {
       this.stopIdleTimer();
+    }
+  }
+
+  /** The client's view of the exports; one that cannot be had (the callback threw) is no view. */
+  private viewFor(peer: PeerIdentity): Engine | null {
+    try {
+      return this.ctx.exportsFor(peer);
+    } catch (error) {
+      this.ctx.log('nbd_access_failed', { peer: this.peer, identity: describePeer(peer), error: error instanceof Error ? error.message : String(error) });
+      return null;
     }
   }
 
@@ -234,6 +249,7 @@ export class NbdConnection {
       tlsRequired: () => (this.ctx.tls ? this.ctx.tls.required : null),
       tlsActive: () => this.tlsActive,
       startTls: () => this.startTls(),
+      exports: () => this.exports,
       shuttingDown: () => this.ctx.shuttingDown(),
       log: (event, fields) => this.ctx.log(event, fields),
     };
@@ -249,11 +265,14 @@ export class NbdConnection {
     raw.pause();
     // proto.md: after the ACK all data is TLS; plaintext already sent by the client is a violation.
     if (this.recv.length > 0) throw new HangUp('plaintext data after STARTTLS');
-    const secure = await tls.upgrade(raw);
+    const { socket: secure, peer } = await tls.upgrade(raw);
     this.socket = secure;
     this.writer.setSocket(secure);
     this.tlsActive = true;
     this.attach(secure);
+    this.peerIdentity = peer;
+    this.exports = this.viewFor(peer);
+    this.ctx.log('nbd_tls_identity', { peer: this.peer, identity: describePeer(peer), access: this.exports !== null });
   }
 
   private transmissionIo() {

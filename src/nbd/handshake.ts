@@ -1,6 +1,7 @@
 // The fixed newstyle handshake and option haggling (proto.md "Handshake", "Option types"): GO, INFO,
 // EXPORT_NAME, LIST, ABORT, STRUCTURED_REPLY, LIST/SET_META_CONTEXT, STARTTLS. Returns the negotiated
-// export, or null when the session ended during haggling.
+// export, or null when the session ended during haggling. Which exports exist is the connection's
+// view (io.exports()), which STARTTLS may change: a name outside it is simply not there.
 import type { Engine, Target } from '../engine/index.js';
 import * as c from './constants.js';
 import {
@@ -24,6 +25,8 @@ export interface HandshakeIo {
   tlsRequired(): boolean | null;
   tlsActive(): boolean;
   startTls(): Promise<void>;
+  /** The exports this client may see now (it changes with STARTTLS); null: none, the client is refused. */
+  exports(): Engine | null;
   shuttingDown(): boolean;
   log(event: string, fields: Record<string, unknown>): void;
 }
@@ -34,6 +37,8 @@ export interface Negotiated {
   sizeBytes: number;
   structuredReplies: boolean;
   metaContexts: MetaContext[];
+  /** The view the export was negotiated in; transmission does its I/O through it. */
+  engine: Engine;
   /**
    * Whether the client asked for NBD_INFO_BLOCK_SIZE in its GO and so MUST keep to the advertised
    * maximum. Otherwise (EXPORT_NAME, or GO without the request) proto.md's default applies: a maximum
@@ -53,7 +58,7 @@ interface State {
 /** A protocol violation after which the server hangs up (proto.md allows a hard disconnect). */
 export class HangUp extends Error {}
 
-export async function negotiate(engine: Engine, io: HandshakeIo): Promise<Negotiated | null> {
+export async function negotiate(io: HandshakeIo): Promise<Negotiated | null> {
   const greeting = Buffer.allocUnsafe(18);
   greeting.writeBigUInt64BE(c.NBDMAGIC, 0);
   greeting.writeBigUInt64BE(c.IHAVEOPT, 8);
@@ -78,12 +83,12 @@ export async function negotiate(engine: Engine, io: HandshakeIo): Promise<Negoti
       // Never buffered: skipped as it streams in, then answered as its option would be (ABORT, TLS
       // required, unknown option), with TOO_BIG only where the option would have read the data.
       await io.discard(dataBytes);
-      const result = await handleOption(engine, io, state, option, null);
+      const result = await handleOption(io, state, option, null);
       if (result !== undefined) return result;
       continue;
     }
     const data = await io.read(dataBytes);
-    const result = await handleOption(engine, io, state, option, data);
+    const result = await handleOption(io, state, option, data);
     if (result !== undefined) return result;
   }
   throw new HangUp('too many options');
@@ -93,7 +98,7 @@ export async function negotiate(engine: Engine, io: HandshakeIo): Promise<Negoti
  * Handles one option; returns the negotiated export (GO/EXPORT_NAME), null (ABORT), or undefined.
  * `data` null: the option's data was over OPTION_BYTES_MAX and has been skipped.
  */
-async function handleOption(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer | null): Promise<Negotiated | null | undefined> {
+async function handleOption(io: HandshakeIo, state: State, option: number, data: Buffer | null): Promise<Negotiated | null | undefined> {
   // Non-fixed newstyle knows no option replies: only EXPORT_NAME can be answered.
   if (!state.fixedNewstyle && option !== c.NBD_OPT_EXPORT_NAME) throw new HangUp('option without fixed newstyle');
   if (io.shuttingDown() && option !== c.NBD_OPT_ABORT) {
@@ -112,11 +117,20 @@ async function handleOption(engine: Engine, io: HandshakeIo, state: State, optio
     io.send(optionReply(option, c.NBD_REP_ACK));
     return null;
   }
+  const engine = io.exports();
+  // An identity the server serves nothing to (proto.md: NBD_REP_ERR_POLICY, "forbidden by server
+  // policy"); STARTTLS still gets its own answer, which may lead to another identity.
+  if (engine === null && option !== c.NBD_OPT_STARTTLS) {
+    if (option === c.NBD_OPT_EXPORT_NAME) throw new HangUp('EXPORT_NAME from a client without access');
+    io.send(optionError(option, c.NBD_REP_ERR_POLICY, 'no exports for this client'));
+    return undefined;
+  }
   if (data === null) return tooBig(io, state, option);
+  // (A client without access gets here with STARTTLS only.)
+  if (option === c.NBD_OPT_STARTTLS || engine === null) { await startTls(io, state, data); return undefined; }
   switch (option) {
     case c.NBD_OPT_EXPORT_NAME: return exportName(engine, io, state, data);
     case c.NBD_OPT_LIST: await listExports(engine, io, data); return undefined;
-    case c.NBD_OPT_STARTTLS: await startTls(io, state, data); return undefined;
     case c.NBD_OPT_INFO:
     case c.NBD_OPT_GO: return infoOrGo(engine, io, state, option, data);
     case c.NBD_OPT_STRUCTURED_REPLY:
@@ -171,13 +185,13 @@ function exportName(engine: Engine, io: HandshakeIo, state: State, data: Buffer)
   if (typeof target === 'string') throw new HangUp(`EXPORT_NAME: ${target}`);
   const sizeBytes = engine.targetSizeBytes(target.id);
   io.send(exportNameReply(sizeBytes, transmissionFlags(target.readOnly, state.structuredReplies), state.noZeroes));
-  return finish(state, target, sizeBytes, false);
+  return finish(engine, state, target, sizeBytes, false);
 }
 
-function finish(state: State, target: Target, sizeBytes: number, blockSizesAgreed: boolean): Negotiated {
+function finish(engine: Engine, state: State, target: Target, sizeBytes: number, blockSizesAgreed: boolean): Negotiated {
   // Contexts selected for another export do not apply to this one.
   const metaContexts = state.metaExportName === target.name ? state.metaContexts : [];
-  return { target, sizeBytes, structuredReplies: state.structuredReplies, metaContexts, blockSizesAgreed };
+  return { target, sizeBytes, structuredReplies: state.structuredReplies, metaContexts, engine, blockSizesAgreed };
 }
 
 /**
@@ -250,7 +264,7 @@ function infoOrGo(engine: Engine, io: HandshakeIo, state: State, option: number,
   const maxBytes = blockSizesAgreed ? c.REQUEST_BYTES_MAX : c.PAYLOAD_BYTES_UNLIMITED;
   io.send(optionReply(option, c.NBD_REP_INFO, infoBlockSize(c.BLOCK_SIZE_BYTES_MIN, c.BLOCK_SIZE_PREFERRED_BYTES, maxBytes)));
   io.send(optionReply(option, c.NBD_REP_ACK));
-  return option === c.NBD_OPT_GO ? finish(state, target, sizeBytes, blockSizesAgreed) : undefined;
+  return option === c.NBD_OPT_GO ? finish(engine, state, target, sizeBytes, blockSizesAgreed) : undefined;
 }
 
 async function metaContext(engine: Engine, io: HandshakeIo, state: State, option: number, data: Buffer): Promise<void> {

@@ -6,7 +6,7 @@ import { lstat, unlink } from 'node:fs/promises';
 import type { Engine } from '../engine/index.js';
 import * as c from './constants.js';
 import { NbdConnection } from './connection.js';
-import { TlsUpgrader, type TlsConfig } from './tls.js';
+import { TlsUpgrader, type PeerIdentity, type TlsConfig } from './tls.js';
 import { BusyPoller, type BusyPollStats } from './busy-poll.js';
 import { ReadBufferPool } from './read-buffers.js';
 import { SlabPool } from './recv-slabs.js';
@@ -18,6 +18,12 @@ export interface NbdServerOptions {
   /** Also (with host/port) or instead (alone) listen on a unix socket. */
   socketPath?: string;
   tls?: TlsConfig;
+  /**
+   * The exports a client sees, by who it is: asked when it connects ({kind:'plain'}) and again after
+   * STARTTLS with the identity TLS proved. Default: `engine` for everyone. Null: nothing (every option
+   * but STARTTLS and ABORT gets NBD_REP_ERR_POLICY). Names outside the returned view do not exist.
+   */
+  exportsFor?: (peer: PeerIdentity) => Engine | null;
   /** Longest wait on a client in the handshake: its next option, or reading our replies (default 30 s). */
   handshakeIdleMs?: number;
   log?: (event: string, fields: Record<string, unknown>) => void;
@@ -46,7 +52,8 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
   const poller = new BusyPoller(opts.busyPollMicros ?? c.BUSY_POLL_MICROS_DEFAULT);
   const readBuffers = new ReadBufferPool(c.READ_BUFFERS_POOLED_BYTES_MAX);
   const slabs = new SlabPool(c.RECV_SLAB_BYTES, c.RECV_SLABS_IDLE_MAX, c.RECV_SLAB_READERS_MAX);
-  const ctx = { engine, tls, handshakeIdleMs, shuttingDown: () => shuttingDown, log, poller, readBuffers, slabs };
+  const exportsFor = opts.exportsFor ?? ((): Engine => engine);
+  const ctx = { exportsFor, tls, handshakeIdleMs, shuttingDown: () => shuttingDown, log, poller, readBuffers, slabs };
 
   const onSocket = (socket: net.Socket): void => {
     if (shuttingDown || live.size >= c.CONNECTIONS_MAX) {

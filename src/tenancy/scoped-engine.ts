@@ -26,9 +26,16 @@ export class ScopedEngine implements Engine {
   /** Whether an engine volume name belongs to this tenant. */
   owns(engineName: string): boolean { return splitQualified(engineName).tenant === this.tenant; }
 
-  /** The engine's name for the tenant's "VOL" or "VOL@SNAP"; a name naming another tenant is not found. */
+  /**
+   * The engine's name for the tenant's "VOL" or "VOL@SNAP". A name of another tenant ("T/VOL", "T/VOL@S")
+   * fails as the engine fails a volume that does not exist (for "VOL@S" it names the volume part), so
+   * the answer is the same whether or not the other tenant has it.
+   */
   private in(ref: string, what: 'volume' | 'snapshot' = 'volume'): string {
-    if (typeof ref !== 'string' || ref.includes('/')) throw what === 'volume' ? new VolumeNotFound(String(ref)) : new SnapshotNotFound(String(ref));
+    if (typeof ref !== 'string') throw what === 'volume' ? new VolumeNotFound(String(ref)) : new SnapshotNotFound(String(ref));
+    const at = ref.indexOf('@');
+    const volume = at < 0 ? ref : ref.slice(0, at);
+    if (volume.includes('/')) throw new VolumeNotFound(volume);
     return qualify(this.tenant, ref);
   }
 
@@ -137,10 +144,12 @@ export class ScopedEngine implements Engine {
       return { snapshots: page.snapshots.map((s) => this.snapshotOut(s)), more: page.more };
     }
     // Pool-wide pages hold every tenant's snapshots: read pages until this tenant's fill one (bounded;
-    // a short page with `more` set is still a correct page).
+    // a short page with `more` set is still a correct page). An empty one is not: it has no last id
+    // to go on from, so the caller (NBD LIST, API paging) would stop there. Until one is found, the
+    // scan goes on (at most the pool's snapshots once).
     const out: SnapshotInfo[] = [];
     let afterId = request.afterId ?? 0;
-    for (let scans = 0; scans < SNAPSHOT_PAGE_SCAN_MAX; scans++) {
+    for (let scans = 0; scans < SNAPSHOT_PAGE_SCAN_MAX || out.length === 0; scans++) {
       const page = this.inner.listSnapshotsPage({ afterId, limit: request.limit });
       for (const s of page.snapshots) {
         afterId = s.id;
