@@ -146,8 +146,8 @@ test('node stage with tenant NBD keys: a tenant\'s key stages its own volumes on
       name: 'db', capacity_range: { required_bytes: 64 * MiB }, volume_capabilities: [ext4], secrets: { token: tokens[tenant]! },
     });
   }
-  // beta's key does not open acme's volume (its view has no such export).
-  await expectCode(stage(r, 'acme/db', { nbdPsk: keys.beta! }), status.NOT_FOUND);
+  // beta's key would open beta's own db (the export name is the tenant's plain name): refused.
+  await expectCode(stage(r, 'acme/db', { nbdPsk: keys.beta! }), status.PERMISSION_DENIED);
   r.staged.delete('acme/db');
   const stagingPath = await stage(r, 'acme/db', { nbdPsk: keys.acme! });
   writeFileSync(join(stagingPath, 'tenant.txt'), 'acme\n');

@@ -1,5 +1,6 @@
 // Pure pieces of the CSI driver: name mapping, paging tokens, REST problem → gRPC code
 // mapping, the attachment state file, and the per-volume operation locks.
+import { keyFitsTenant } from '../src/csi/node.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -213,4 +214,13 @@ test('node stage secrets: the NBD key as a psk line or two halves, written 0600 
   } finally {
     removeDir(dir);
   }
+});
+
+test('a node stage key must be the volume\'s tenant\'s (the export name alone would reach another tenant\'s same-named volume)', () => {
+  assert.equal(keyFitsTenant('acme-0a1b2c3d', 'acme'), true);
+  assert.equal(keyFitsTenant('beta-0a1b2c3d', 'acme'), false);
+  assert.equal(keyFitsTenant('acme-0a1b2c3d', 'default'), false, 'a tenant key would open the tenant\'s db, not default\'s');
+  assert.equal(keyFitsTenant('default-0a1b2c3d', 'default'), true);
+  assert.equal(keyFitsTenant('client1', 'default'), true, 'a psk file identity is the default tenant\'s');
+  assert.equal(keyFitsTenant('client1', 'acme'), false);
 });

@@ -23,6 +23,7 @@ export const unavailable = (message: string): CsiError => new CsiError(Status.UN
 export const unimplemented = (message: string): CsiError => new CsiError(Status.UNIMPLEMENTED, message);
 export const internal = (message: string): CsiError => new CsiError(Status.INTERNAL, message);
 export const resourceExhausted = (message: string): CsiError => new CsiError(Status.RESOURCE_EXHAUSTED, message);
+export const permissionDenied = (message: string): CsiError => new CsiError(Status.PERMISSION_DENIED, message);
 
 export function toCsiError(err: unknown): CsiError {
   if (err instanceof CsiError) return err;

@@ -9,7 +9,7 @@ import { exportUriOf, type NbdSource } from './nbd-address.js';
 import { checkCapabilityShape, fsTypeOf, isBlock, isReaderOnly, unsupportedReason } from './capabilities.js';
 import { nodeVolumesMax } from './constants.js';
 import {
-  CsiError, Status, alreadyExists, failedPrecondition, internal, invalidArgument, notFound, resourceExhausted, unavailable,
+  CsiError, Status, alreadyExists, failedPrecondition, internal, invalidArgument, notFound, permissionDenied, resourceExhausted, unavailable,
 } from './errors.js';
 import { OperationLocks } from './locks.js';
 import type { NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCondition } from './messages.js';
@@ -21,6 +21,12 @@ import { AttachmentState, type Attachment, type PublishRecord } from './state.js
 import { parseVolumeId } from './names.js';
 import { nbdKeyOf, removePskFile, writePskFile, type NbdPsk } from './nbd-keys.js';
 import { DEFAULT_TENANT } from '../tenancy/names.js';
+
+/** Whether a key identity may be `tenant`'s: Cairn's keys are TENANT-8HEX; other identities (a psk file's) only the default tenant's. */
+export function keyFitsTenant(identity: string, tenant: string): boolean {
+  const m = /^([a-z0-9][a-z0-9-]*)-[0-9a-f]{8}$/.exec(identity);
+  return m === null ? tenant === DEFAULT_TENANT : m[1] === tenant;
+}
 
 const need = (value: string, what: string): string => {
   if (value === '') throw invalidArgument(`${what} is required`);
@@ -72,6 +78,11 @@ export class NodeService {
       // docs/nbd.md "TLS and tenants": plain NBD reaches only the default tenant's volumes.
       throw invalidArgument(`NodeStageVolume: volume ${volumeId} belongs to tenant ${ref.tenant}; the node stage secret must `
         + 'carry its NBD key (nbdPsk: IDENTITY:HEXKEY from cairn tenant nbd-key create)');
+    }
+    if (key !== null && !keyFitsTenant(key.identity, ref.tenant)) {
+      // The export name is the tenant's plain name, which another tenant may use too: a key of the
+      // wrong tenant would stage that tenant's same-named volume. Cairn names keys TENANT-HEX.
+      throw permissionDenied(`NodeStageVolume: the NBD key ${key.identity} in the stage secret is not tenant ${ref.tenant}'s`);
     }
     return this.locks.run([volumeId], async () => {
       const existing = this.state.get(volumeId);
