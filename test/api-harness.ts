@@ -7,6 +7,7 @@ import { createPoolFile, type Engine } from '../src/engine/index.js';
 import { buildApi } from '../src/api/server.js';
 import { JobManager } from '../src/api/jobs.js';
 import type { ApiContext } from '../src/api/context.js';
+import { QosEngine } from '../src/qos/qos-engine.js';
 
 /** One answer: the status, the content type, the paging header and the parsed JSON body (null when empty). */
 export interface ApiAnswer { status: number; type: string; next: string | null; body: unknown }
@@ -23,10 +24,10 @@ export interface ApiFixture {
 export async function startApi(t: { after(fn: () => Promise<void>): void }, poolBytes: number, prefix = 'cairn-api-'): Promise<ApiFixture> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const poolPath = join(dir, 'pool');
-  const engine: Engine = await createPoolFile(poolPath, poolBytes);
+  const engine: Engine = new QosEngine(await createPoolFile(poolPath, poolBytes));
   const registered: Array<{ method: string; url: string }> = [];
   const ctx: ApiContext = {
-    engine, jobs: new JobManager(), poolPath, spoolDir: dir,
+    engine, qos: (engine as QosEngine).control, jobs: new JobManager(), poolPath, spoolDir: dir,
     nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
   };
   const { app } = buildApi(ctx, {

@@ -7,7 +7,7 @@ import { AssertionError, type ErrorCode } from '../engine/index.js';
 /** Codes of the API's own errors, of the stream layer's, and of requests refused before a handler. */
 export type ApiErrorCode =
   | 'job_not_found' | 'route_not_found' | 'stream_base_mismatch' | 'target_modified' | 'target_busy'
-  | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large';
+  | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large' | 'tenant_not_found';
 
 /** An error raised by the API layer itself (not the engine). */
 export class ApiError extends Error {
@@ -26,6 +26,7 @@ const statusByCode: Record<ErrorCode | ApiErrorCode, number> = {
   snapshot_not_found: 404,
   job_not_found: 404,
   route_not_found: 404,
+  tenant_not_found: 404,
   name_taken: 409,
   read_only: 409,
   shrink_refused: 409,

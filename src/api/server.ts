@@ -11,6 +11,7 @@ import { registerVolumeRoutes } from './routes-volumes.js';
 import { registerSnapshotRoutes } from './routes-snapshots.js';
 import { apiVersion, registerMiscRoutes } from './routes-misc.js';
 import { registerStreamRoutes } from './routes-stream.js';
+import { registerQosRoutes } from './routes-qos.js';
 
 /** Largest JSON request body (requests are small objects; streams are not JSON). */
 export const jsonBodyBytesMax = 1024 * 1024;
@@ -72,6 +73,7 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerVolumeRoutes(routes, ctx);
   registerSnapshotRoutes(routes, ctx);
   registerStreamRoutes(routes, ctx);
+  registerQosRoutes(routes, ctx);
   if (opts.metrics !== undefined) {
     const metrics = opts.metrics;
     routes.add({

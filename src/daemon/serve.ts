@@ -15,6 +15,7 @@ import type { DaemonConfig } from './config.js';
 import { lockPool } from './lock.js';
 import { Metrics } from './metrics.js';
 import { InstrumentedEngine } from './instrumented-engine.js';
+import { QosEngine } from '../qos/qos-engine.js';
 import { eventLogger } from './logger.js';
 import { batchHelperThreads } from './thread-policy.js';
 
@@ -70,10 +71,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     throw err;
   }
   const helperThreadsBatched = batchHelperThreads();
-  const engine = new InstrumentedEngine(raw, metrics);
+  // QoS outermost: every protocol's requests share one set of limits; the I/O metrics time the engine.
+  const engine = new QosEngine(new InstrumentedEngine(raw, metrics), { log: eventLogger(logger, 'qos') });
   metrics.attach(engine);
+  metrics.attachQos(() => engine.control.waitTotals());
   const cleanup: Array<() => Promise<void>> = [];
   try {
+    await engine.control.load();
     const sideFile = sideFilePath(poolPath, stateDir);
     const migrated = await migrateSideFile(engine, sideFile);
     if (migrated !== null) {
@@ -94,7 +98,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const jobs = new JobManager(jobStore, jobLog);
     await restoreJobs(jobs, jobStore, engine, jobLog);
     const ctx: ApiContext = {
-      engine, jobs, poolPath, spoolDir: stateDir, nbdBaseUri,
+      engine, qos: engine.control, jobs, poolPath, spoolDir: stateDir, nbdBaseUri,
       nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
     };
     const { app } = buildApi(ctx, { logger: logger.child({ component: 'api' }), metrics: () => metrics.render() });
@@ -110,7 +114,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       // 1. Stop accepting HTTP; give open requests (exports, imports) a bounded time.
       const httpClosed = app.close();
       if (!(await withTimeout(httpClosed, shutdownHttpWaitMs))) app.server.closeAllConnections();
-      // 2. NBD: stop accepting, finish in-flight requests, close connections.
+      // 2. NBD: stop accepting, finish in-flight requests (throttled ones no longer wait), close connections.
+      engine.control.releaseAll();
       if (nbd !== null) await nbd.close();
       // 3. Jobs: a flatten resumes after restart, so waiting is bounded.
       await withTimeout(jobs.drain(), shutdownJobsWaitMs);

@@ -4,6 +4,7 @@
 // in here; the API reads and changes limits here.
 import type { Engine, SettingChange } from '../engine/index.js';
 import { DEFAULT_TENANT, splitQualified } from '../tenancy/names.js';
+import { TenantStore } from '../tenancy/store.js';
 import { realClock, type QosClock } from './clock.js';
 import { FairScheduler, Flow } from './fair.js';
 import {
@@ -94,6 +95,9 @@ export class QosControl {
   volumeLimits(id: number): QosLimits | null { return this.volumeLimitsById.get(id) ?? null; }
 
   tenantLimits(tenant: string): QosLimits { return this.tenants.get(tenant)?.limits ?? noLimits(); }
+
+  /** Whether `tenant` exists (the API sets limits only on tenants that do). */
+  tenantExists(tenant: string): boolean { return new TenantStore(this.engine).tenantExists(tenant); }
 
   /** Applies `change` to volume `id`'s limits: durable, then live for queued and future requests. */
   async setVolumeLimits(id: number, change: QosChange): Promise<QosLimits | null> {
