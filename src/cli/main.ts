@@ -7,6 +7,7 @@ import { registerVolumeCommands } from './commands-volume.js';
 import { registerSnapshotCommands } from './commands-snapshot.js';
 import { registerStreamCommands } from './commands-stream.js';
 import { registerServeCommands } from './commands-serve.js';
+import { registerQosCommands } from './commands-qos.js';
 
 function apiUrl(value: string | undefined): string {
   const raw = value ?? process.env.CAIRN_API ?? defaultApiUrl;
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerVolumeCommands(program, ctx);
   registerSnapshotCommands(program, ctx);
   registerStreamCommands(program, ctx);
+  registerQosCommands(program, ctx);
   // Listed for --help only: main() routes `cairn csi ...` to the CSI plugin's own parser.
   program.command('csi').description('run the Kubernetes CSI plugin (see: cairn csi --help)')
     .allowUnknownOption().allowExcessArguments().helpOption(false);
