@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Throttle } from '../src/qos/throttle.js';
-import { FairScheduler, Flow } from '../src/qos/fair.js';
+import { FairScheduler, Flow, MIXED_WINDOW_REQUESTS } from '../src/qos/fair.js';
 import { OpKind, type Pending } from '../src/qos/pending.js';
 import { applyChange, decodeLimits, encodeLimits, noLimits, QosInvalid, type QosLimits, type Rates } from '../src/qos/limits.js';
 import type { VolumeQos } from '../src/qos/qos-control.js';
@@ -110,6 +110,12 @@ test('token bucket: releaseAll lets everything through (shutdown)', () => {
   assert.equal(n, 10);
 });
 
+/** A request arriving at the scheduler as QosEngine hands it over: counted, then run or queued. */
+function submitTo(s: FairScheduler, p: Pending, flow: Flow): void {
+  s.arrive(flow);
+  s.submit(p, flow);
+}
+
 /** A scheduler whose started requests are kept so the test completes them one at a time. */
 function fairFixture(inflightMax: number) {
   const running: (Pending & { label: number })[] = [];
@@ -122,10 +128,11 @@ test('fair scheduler: a light tenant beside a flood waits for about one slot', (
   const { s, running, completeOne } = fairFixture(4);
   const heavy = new Flow(100);
   const light = new Flow(100);
-  for (let i = 0; i < 64; i++) s.submit(pending(OpKind.write, 4096, 1), heavy);
+  s.arrive(light); // the light tenant's earlier requests: two tenants are about, the bound is on
+  for (let i = 0; i < 64; i++) submitTo(s, pending(OpKind.write, 4096, 1), heavy);
   assert.equal(running.length, 4);
   assert.equal(s.queued, 60);
-  s.submit(pending(OpKind.write, 4096, 2), light);
+  submitTo(s, pending(OpKind.write, 4096, 2), light);
   let completions = 0;
   while (!running.some((p) => p.label === 2)) { completeOne(); completions++; }
   assert.ok(completions <= 2, `the light request started after ${completions} completions`);
@@ -135,7 +142,7 @@ test('fair scheduler: weights share a contended pool in proportion', () => {
   const { s, running, completeOne } = fairFixture(2);
   const a = new Flow(300);
   const b = new Flow(100);
-  for (let i = 0; i < 2000; i++) { s.submit(pending(OpKind.write, 4096, 1), a); s.submit(pending(OpKind.write, 4096, 2), b); }
+  for (let i = 0; i < 2000; i++) { submitTo(s, pending(OpKind.write, 4096, 1), a); submitTo(s, pending(OpKind.write, 4096, 2), b); }
   const counts = [0, 0, 0];
   for (let i = 0; i < 800; i++) { completeOne(); counts[running[running.length - 1]!.label]!++; }
   const ratio = counts[1]! / counts[2]!;
@@ -146,20 +153,41 @@ test('fair scheduler: bytes count, so 1 MiB requests do not take the share of 4 
   const { s, running, completeOne } = fairFixture(1);
   const big = new Flow(100);
   const small = new Flow(100);
-  for (let i = 0; i < 500; i++) { s.submit(pending(OpKind.write, 1 << 20, 1), big); s.submit(pending(OpKind.write, 4096, 2), small); }
+  for (let i = 0; i < 500; i++) { submitTo(s, pending(OpKind.write, 1 << 20, 1), big); submitTo(s, pending(OpKind.write, 4096, 2), small); }
   const counts = [0, 0, 0];
   for (let i = 0; i < 300; i++) { completeOne(); counts[running[0]!.label]!++; }
   assert.ok(counts[2]! > 10 * counts[1]!, `small ${counts[2]}, big ${counts[1]}`);
 });
 
+test('fair scheduler: one tenant alone is never bounded; a second one switches the bound on for a while', () => {
+  const { s, running, completeOne } = fairFixture(8);
+  const a = new Flow(100);
+  const b = new Flow(100);
+  for (let i = 0; i < 64; i++) submitTo(s, pending(), a);
+  assert.equal(running.length, 64, 'alone: all 64 run');
+  submitTo(s, pending(OpKind.write, 4096, 2), b);
+  assert.equal(s.queued, 1, 'the second tenant waits for the bound (64 in flight)');
+  for (let i = 0; i < 100; i++) submitTo(s, pending(), a);
+  assert.equal(s.queued, 101);
+  while (!running.some((p) => p.label === 2)) completeOne();
+  assert.ok(running.length <= 8);
+  for (let i = 0; i < MIXED_WINDOW_REQUESTS; i++) { submitTo(s, pending(), a); completeOne(); }
+  assert.equal(s.queued, 0, 'after the window, with one tenant only, the queue drains');
+  const before = running.length;
+  for (let i = 0; i < 32; i++) submitTo(s, pending(), a);
+  assert.equal(running.length, before + 32, 'and is unbounded again');
+});
+
 test('fair scheduler: uncontended requests start at once; inflightMax 0 never queues', () => {
   const { s, running } = fairFixture(8);
   const f = new Flow(100);
-  for (let i = 0; i < 8; i++) { assert.equal(s.open, true); s.submit(pending(), f); }
+  const g = new Flow(100);
+  s.arrive(g);
+  for (let i = 0; i < 8; i++) { assert.equal(s.open, true); submitTo(s, pending(), f); }
   assert.equal(s.open, false);
   assert.equal(running.length, 8);
   const off = fairFixture(0);
-  for (let i = 0; i < 1000; i++) off.s.submit(pending(), f);
+  for (let i = 0; i < 1000; i++) submitTo(off.s, pending(), f);
   assert.equal(off.running.length, 1000);
 });
 

@@ -36,10 +36,10 @@ export class QosEngine implements Engine {
    * synchronously, so an in-flight count taken here is always given back.
    */
   private path(v: VolumeQos): 0 | 1 | 2 {
-    if (!v.unthrottled) return 2;
     const s = this.control.scheduler;
-    if (s.inflightMax === 0) return 0;
-    if (!s.open) return 2;
+    if (s.inflightMax === 0) return v.unthrottled ? 0 : 2;
+    s.arrive(v.tenant.flow);
+    if (!v.unthrottled || !s.open) return 2;
     s.inflight += 1;
     return 1;
   }
