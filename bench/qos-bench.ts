@@ -2,7 +2,8 @@
 // QD 1 (p50/p99 completion latency), alone and beside another tenant's 4 KiB random-write flood at QD 64,
 // with fair sharing off, on with equal weights, and on with the light tenant weighted 10x; with the
 // flood's IOPS in each case (what fairness costs it) and alone. (2) The cost of the QoS decorator on a
-// request of an unlimited volume: ns per call against a do-nothing engine, direct and through QosEngine.
+// request of an unlimited volume: ns per call against a do-nothing engine, direct and through QosEngine,
+// and a flood's IOPS over NBD without the decorator.
 // Each server is a child process (this file with --serve) holding two tenants' volumes, "heavy/v" and
 // "light/v". Run: node dist/bench/qos-bench.js [--runtime-s=6]
 import { spawn } from 'node:child_process';
@@ -19,6 +20,7 @@ const volumeBytes = 256 * 1024 * 1024;
 interface Variant { name: string; inflightMax: number; lightWeight: number; flood: boolean; light: boolean }
 const variants: Variant[] = [
   { name: 'light alone', inflightMax: 0, lightWeight: 100, flood: false, light: true },
+  { name: 'flood alone, no QoS decorator', inflightMax: -1, lightWeight: 100, flood: true, light: false },
   { name: 'flood alone, fair sharing off', inflightMax: 0, lightWeight: 100, flood: true, light: false },
   { name: 'flood alone, fair sharing on', inflightMax: 8, lightWeight: 100, flood: true, light: false },
   { name: 'light + flood, fair sharing off', inflightMax: 0, lightWeight: 100, flood: true, light: true },
@@ -152,10 +154,11 @@ async function serve(poolPath: string, port: number, inflightMax: number, lightW
   const { batchHelperThreads } = await import('../src/daemon/thread-policy.js');
   const { QosEngine } = await import('../src/qos/qos-engine.js');
   const raw = await createPoolFile(poolPath, volumeBytes * 4, { preallocate: 'full' });
-  const engine = new QosEngine(raw, { inflightMax });
+  const qos = inflightMax < 0 ? null : new QosEngine(raw, { inflightMax });
+  const engine = qos ?? raw; // inflightMax -1: the engine itself, to see what the decorator costs
   await engine.createVolume('heavy/v', volumeBytes);
   await engine.createVolume('light/v', volumeBytes);
-  if (lightWeight !== 100) await engine.control.setTenantLimits('light', { weight: lightWeight });
+  if (lightWeight !== 100) await qos!.control.setTenantLimits('light', { weight: lightWeight });
   batchHelperThreads();
   const server = await startNbdServer(engine, { host: '127.0.0.1', port });
   const stop = async (): Promise<void> => { await server.close(); await engine.close(); process.exit(0); };
