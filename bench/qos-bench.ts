@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { FAIR_INFLIGHT_MAX } from '../src/qos/qos-control.js';
 
 const childEnv = 'CAIRN_QOS_BENCH_CHILD';
 const volumeBytes = 256 * 1024 * 1024;
@@ -22,10 +23,10 @@ const variants: Variant[] = [
   { name: 'light alone', inflightMax: 0, lightWeight: 100, flood: false, light: true },
   { name: 'flood alone, no QoS decorator', inflightMax: -1, lightWeight: 100, flood: true, light: false },
   { name: 'flood alone, fair sharing off', inflightMax: 0, lightWeight: 100, flood: true, light: false },
-  { name: 'flood alone, fair sharing on', inflightMax: 8, lightWeight: 100, flood: true, light: false },
+  { name: 'flood alone, fair sharing on', inflightMax: FAIR_INFLIGHT_MAX, lightWeight: 100, flood: true, light: false },
   { name: 'light + flood, fair sharing off', inflightMax: 0, lightWeight: 100, flood: true, light: true },
-  { name: 'light + flood, fair, equal weights', inflightMax: 8, lightWeight: 100, flood: true, light: true },
-  { name: 'light + flood, fair, light weight 10x', inflightMax: 8, lightWeight: 1000, flood: true, light: true },
+  { name: 'light + flood, fair, equal weights', inflightMax: FAIR_INFLIGHT_MAX, lightWeight: 100, flood: true, light: true },
+  { name: 'light + flood, fair, light weight 10x', inflightMax: FAIR_INFLIGHT_MAX, lightWeight: 1000, flood: true, light: true },
 ];
 
 export interface FairnessRow { name: string; lightP50Us: number | null; lightP99Us: number | null; floodIops: number | null }

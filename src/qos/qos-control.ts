@@ -15,11 +15,14 @@ import type { Pending } from './pending.js';
 import { Throttle } from './throttle.js';
 
 /**
- * Requests in the engine at once, across the pool, before fair sharing queues them by tenant. Enough
- * to keep the device queue and the helper threads busy; small enough that a light tenant's request
- * waits behind few of a flood's.
+ * Requests in the engine at once, across the pool, before fair sharing queues them by tenant, when it
+ * is on: enough to keep the device queue and the helper threads busy, few for a light tenant to wait
+ * behind. Off by default (INFLIGHT_MAX_DEFAULT 0): on this project's 2-core bench host the bound did
+ * not lower a light tenant's QD-1 latency beside a flood (the event loop and the clients' CPU are the
+ * bottleneck there, not the engine's queue; docs/performance.md, "QoS"), so it only cost a wait.
  */
-export const INFLIGHT_MAX_DEFAULT = 8;
+export const FAIR_INFLIGHT_MAX = 8;
+export const INFLIGHT_MAX_DEFAULT = 0;
 
 export interface QosOptions {
   clock?: QosClock;
