@@ -2,13 +2,14 @@
 // NBD benchmark (fio against Cairn, qemu-nbd raw/qcow2 and nbdkit in one run). Ratios are printed;
 // absolute figures drift between runs, ratios within one run do not. Nothing here is asserted.
 // Then the snapshot-scale table (create/delete latency, open time and RSS at 1 000 to 100 000 snapshots).
-// Then the replay time of a full intent log. Flags: --only=engine|log|nbd|snapshots, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first),
+// Then the replay time of a full intent log. Then QoS: fairness between tenants and the decorator's cost. Flags: --only=engine|log|nbd|snapshots|qos, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first),
 // --rows=a,b (NBD: only rows whose name contains one of these), --servers=cairn,nbdkit (NBD: only these servers).
 import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine-bench.js';
 import { runNbdBench, type NbdBenchOptions } from './nbd-bench.js';
 import { runSnapshotScaleBench } from './snapshot-scale.js';
 import { runLogReplayBench } from './log-replay.js';
+import { runQosBench } from './qos-bench.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' }, sparse: { type: 'boolean' }, rows: { type: 'string' }, servers: { type: 'string' } }, strict: false });
@@ -34,6 +35,10 @@ async function main(): Promise<void> {
   if (only === undefined || only === 'snapshots') {
     console.log('\n== snapshot scale (one volume, through the Engine API) ==');
     await runSnapshotScaleBench();
+  }
+  if (only === undefined || only === 'qos') {
+    console.log('\n== QoS (fair sharing between tenants; the decorator on an unlimited volume) ==');
+    await runQosBench(runtime === undefined ? {} : { runtimeSeconds: runtime });
   }
 }
 

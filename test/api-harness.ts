@@ -9,6 +9,7 @@ import type { RouteSpec } from '../src/api/routes.js';
 import { JobManager } from '../src/api/jobs.js';
 import { apiContext } from '../src/api/context.js';
 import { TenantStore } from '../src/tenancy/store.js';
+import { QosEngine } from '../src/qos/qos-engine.js';
 
 /** One answer: the status, the content type, the paging header and the parsed JSON body (null when empty). */
 export interface ApiAnswer { status: number; type: string; next: string | null; body: unknown }
@@ -36,12 +37,12 @@ export interface ApiFixture {
 export async function startApi(t: { after(fn: () => Promise<void>): void }, poolBytes: number, prefix = 'cairn-api-', options: ApiOptions = {}): Promise<ApiFixture> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const poolPath = join(dir, 'pool');
-  const engine: Engine = await createPoolFile(poolPath, poolBytes);
+  const engine: Engine = new QosEngine(await createPoolFile(poolPath, poolBytes));
   const registered: Array<{ method: string; url: string }> = [];
   const tenancy = new TenantStore(engine);
   const adminToken = (await tenancy.createToken({ role: 'admin', name: 'test-admin' })).token;
   const ctx = apiContext({
-    rootEngine: engine, jobManager: new JobManager(), tenancy, poolPath, spoolDir: dir,
+    rootEngine: engine, jobManager: new JobManager(), tenancy, qos: (engine as QosEngine).control, poolPath, spoolDir: dir,
     nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
   });
   const audits: AuditEvent[] = [];

@@ -64,7 +64,7 @@ test('cairn CLI against a real daemon', { timeout: 600_000 }, async (t) => {
     await qemuWrite(`${d.nbd}/db`, 0xab, 0, MiB);
     const shown = await cairnJson<Volume>(api, ['volume', 'show', 'db']);
     assert.deepEqual(Object.keys(shown).sort(), ['createdAt', 'createdMs', 'exclusiveBytes', 'flattenProgress', 'id',
-      'mappedBytes', 'name', 'nbdUri', 'origin', 'size', 'snapshotCount', 'snapshots'].sort());
+      'mappedBytes', 'name', 'nbdUri', 'origin', 'qos', 'size', 'snapshotCount', 'snapshots'].sort());
     assert.equal(shown.mappedBytes, MiB);
     assert.equal(shown.exclusiveBytes, MiB);
     assert.equal(shown.nbdUri, `${d.nbd}/db`);

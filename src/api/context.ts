@@ -5,6 +5,7 @@ import type { JobManager } from './jobs.js';
 import type { Principal, TenantStore } from '../tenancy/store.js';
 import { assert } from '../engine/index.js';
 import { requestScope, type JobsView } from './request-scope.js';
+import type { QosControl } from '../qos/qos-control.js';
 
 export interface ApiContext {
   /** The current request's engine: the root engine for an admin, its tenant's view otherwise. */
@@ -17,6 +18,8 @@ export interface ApiContext {
   rootEngine: Engine;
   jobManager: JobManager;
   tenancy: TenantStore;
+  /** Volume and tenant QoS limits (src/qos): shared by every request, keyed by volume id and tenant name. */
+  qos: QosControl;
   poolPath: string;
   /** Where import spools a stream while verifying it (a directory on the pool's file system). */
   spoolDir: string;

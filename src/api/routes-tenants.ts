@@ -52,6 +52,7 @@ export function registerTenantRoutes(routes: RouteTable, ctx: ApiContext): void 
       ctx.tenancy.getTenant(tenant); // 404 before any data is touched
       if ((req.query as TenantDeleteQuery).force === true && tenant !== 'default') await deleteTenantData(ctx, tenant);
       await ctx.tenancy.deleteTenant(tenant);
+      await ctx.qos.forgetTenant(tenant);
       return reply.code(204).send();
     },
   });

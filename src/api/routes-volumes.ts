@@ -39,18 +39,24 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
   };
   const before = existing();
   if (before !== undefined) {
-    if (sameCreate(before, body)) return reply.code(200).send(volumeView(before, ctx));
+    if (sameCreate(before, body)) {
+      if (body.qos !== undefined) await ctx.qos.setVolumeLimits(before.id, body.qos); // a retry of a create that stored no limits yet
+      return reply.code(200).send(volumeView(before, ctx));
+    }
     throw new ApiError('name_taken', `volume ${body.name} exists with different arguments`);
   }
   try {
     const v = body.from !== undefined
       ? await ctx.engine.cloneVolume(body.name, body.from)
       : await ctx.engine.createVolume(body.name, body.size!);
+    // Limits are stored right after the create: a failure here leaves the volume, and a retry sets them.
+    if (body.qos !== undefined) await ctx.qos.setVolumeLimits(v.id, body.qos);
     return reply.code(201).header('location', `/v1/volumes/${encodeURIComponent(v.name)}`).send(volumeView(v, ctx));
   } catch (err) {
     // A concurrent identical create won the race: same arguments still answer 200.
     const now = existing();
     if ((err as { code?: string }).code === 'name_taken' && now !== undefined && sameCreate(now, body)) {
+      if (body.qos !== undefined) await ctx.qos.setVolumeLimits(now.id, body.qos);
       return reply.code(200).send(volumeView(now, ctx));
     }
     throw err;

@@ -3,6 +3,7 @@
 // All sizes and offsets are integers in bytes.
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { PageQuery } from './paging.js';
+import { VolumeQos, VolumeQosBody } from './schemas-qos.js';
 
 const Bytes = (description: string) => Type.Integer({ minimum: 0, description });
 const Name = (description: string) => Type.String({ minLength: 1, maxLength: 255, description });
@@ -15,6 +16,7 @@ export const CreateVolumeBody = Type.Object({
   name: Name('volume name'),
   size: Type.Optional(Bytes('size in bytes, a multiple of 4096 (for a new, empty volume)')),
   from: Type.Optional(Name('"VOL@SNAP" or "VOL": create a zero-copy clone of it')),
+  qos: Type.Optional(VolumeQosBody),
 }, { additionalProperties: false, description: 'give exactly one of size and from' });
 export type CreateVolumeBody = Static<typeof CreateVolumeBody>;
 
@@ -73,6 +75,7 @@ export const Volume = Type.Object({
   snapshotCount: Type.Integer({ minimum: 0 }),
   flattenProgress: Type.Union([Type.Number(), Type.Null()]),
   nbdUri: Type.Union([Type.String(), Type.Null()]),
+  qos: Type.Union([VolumeQos, Type.Null()], { description: 'QoS limits (null: none set)' }),
 });
 export const Snapshot = Type.Object({
   name: Type.String({ description: '"VOL@SNAP"' }), volume: Type.String(), snapshot: Type.String(),

@@ -16,6 +16,7 @@ import { registerWhoamiRoutes } from './routes-whoami.js';
 import { Authenticator, authorize, type AuthFailureReason } from './auth.js';
 import { scopeFor } from './request-scope.js';
 import { registerNbdKeyRoutes } from './routes-nbd-keys.js';
+import { registerQosRoutes } from './routes-qos.js';
 
 /** Largest JSON request body (requests are small objects; streams are not JSON). */
 export const jsonBodyBytesMax = 1024 * 1024;
@@ -116,6 +117,7 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerTenantRoutes(routes, ctx);
   registerWhoamiRoutes(routes, ctx);
   registerNbdKeyRoutes(routes, ctx);
+  registerQosRoutes(routes, ctx);
   if (opts.metrics !== undefined) {
     const metrics = opts.metrics;
     routes.add({

@@ -1,8 +1,18 @@
 // The API's JSON objects (schemas.ts documents them), built from the engine's catalog records.
 // One place decides field names and units, so the CLI and other clients see one stable shape.
 import type { Engine, SnapshotInfo, VolumeInfo } from '../engine/index.js';
+import type { QosLimits } from '../qos/limits.js';
+import { volumeQosView } from './routes-qos.js';
 
-export interface ApiContextViews { nbdUri(name: string): string | null }
+export interface ApiContextViews {
+  nbdUri(name: string): string | null;
+  qos?: { volumeLimits(id: number): QosLimits | null };
+}
+
+function qosOf(id: number, ctx: ApiContextViews) {
+  const limits = ctx.qos?.volumeLimits(id) ?? null;
+  return limits === null ? null : volumeQosView(limits);
+}
 
 export function volumeView(v: VolumeInfo, ctx: ApiContextViews, exclusiveBytes: number | null = null) {
   return {
@@ -10,6 +20,7 @@ export function volumeView(v: VolumeInfo, ctx: ApiContextViews, exclusiveBytes: 
     createdMs: v.createdMs, createdAt: new Date(v.createdMs).toISOString(),
     origin: v.origin === null ? null : v.origin.snapshot === null ? v.origin.volume : `${v.origin.volume}@${v.origin.snapshot}`,
     snapshots: v.snapshots, snapshotCount: v.snapshotCount, flattenProgress: v.flattenProgress, nbdUri: ctx.nbdUri(v.name),
+    qos: qosOf(v.id, ctx),
   };
 }
 

@@ -7,10 +7,12 @@ import { keyValues, print, printJson, table, when } from './output.js';
 import { formatSize } from './sizes.js';
 import { waitForJob, type JobView } from './jobs.js';
 import type { CliContext } from './context.js';
+import { addQosOptions, formatQos, qosChange, type QosView } from './commands-qos.js';
 
 export interface VolumeView {
   name: string; id: number; size: number; mappedBytes: number; exclusiveBytes: number | null; createdMs: number;
   createdAt: string; origin: string | null; snapshots: string[]; snapshotCount?: number; flattenProgress: number | null; nbdUri: string | null;
+  qos?: QosView | null;
 }
 interface TreeNode { name: string; kind: string; size: number; mappedBytes: number; exclusiveBytes: number | null; current: boolean; children: TreeNode[] }
 
@@ -45,7 +47,7 @@ function volumeDetails(v: VolumeView): string {
     ['created', when(v.createdMs)], ['origin', v.origin ?? '-'],
     ['snapshots', v.snapshots.length === 0 ? '-' : v.snapshots.join(', ')],
     ['flatten', v.flattenProgress === null ? '-' : `${Math.round(v.flattenProgress * 100)}%`],
-    ['nbd', v.nbdUri ?? '-'],
+    ['nbd', v.nbdUri ?? '-'], ['qos', formatQos(v.qos)],
   ]);
 }
 
@@ -77,13 +79,14 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
       if (ctx.json()) return printJson(p);
       print(poolDetails(p));
     });
-  const volume = program.command('volume').description('volumes: create, clone, list, show, resize, delete, revert, flatten, tree');
-  volume.command('create <name>').description('create a volume (--size) or a zero-copy clone (--from VOL@SNAP | VOL)')
+  const volume = program.command('volume').description('volumes: create, clone, list, show, resize, delete, revert, flatten, tree, set (QoS limits)');
+  addQosOptions(volume.command('create <name>').description('create a volume (--size) or a zero-copy clone (--from VOL@SNAP | VOL), with QoS limits if given')
     .option('--size <size>', 'size: bytes or K/M/G/T (1024-based)', ctx.sizeArg)
-    .option('--from <source>', 'clone VOLUME@SNAPSHOT or the live VOLUME')
+    .option('--from <source>', 'clone VOLUME@SNAPSHOT or the live VOLUME'))
     .action(async (name: string, opts: { size?: number; from?: string }, cmd: Command) => {
       if ((opts.size === undefined) === (opts.from === undefined)) cmd.error('error: give exactly one of --size and --from', { exitCode: 2 });
-      const body = opts.from !== undefined ? { name, from: opts.from } : { name, size: opts.size };
+      const qos = qosChange(opts);
+      const body = { ...(opts.from !== undefined ? { name, from: opts.from } : { name, size: opts.size }), ...(qos === undefined ? {} : { qos }) };
       const r = await ctx.client().request<VolumeView>('POST', '/v1/volumes', body);
       if (ctx.json()) printJson(r.body); else print(volumeTable([r.body]));
     });

@@ -1,8 +1,9 @@
 // Prometheus metrics (prom-client): per-volume I/O operations, bytes and latency, pool space, commit
-// durations and checksum errors. The engine's log events feed commits and checksum errors; an
+// durations, checksum errors and QoS waits. The engine's log events feed commits and checksum errors; an
 // instrumenting Engine decorator (instrumented-engine.ts) feeds the I/O metrics.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Engine } from '../engine/index.js';
+import type { QosWaitTotals } from '../qos/qos-control.js';
 
 /** Distinct volume labels before further volumes are counted under "other" (bounded cardinality). */
 export const volumeLabelsMax = 10_000;
@@ -48,6 +49,24 @@ export class Metrics {
   }
 
   attach(engine: Engine): void { this.engine = engine; }
+
+  /** QoS: time requests waited for their limits or their turn, and how many waited, per volume and tenant. */
+  attachQos(totals: () => { volumes: QosWaitTotals[]; tenants: QosWaitTotals[] }): void {
+    const registers = [this.registry];
+    const label = (name: string) => this.label(name);
+    const counter = (name: string, help: string, by: 'volume' | 'tenant', pick: (t: QosWaitTotals) => number) => new Counter({
+      name, help, labelNames: [by], registers,
+      collect() {
+        this.reset();
+        const all = totals();
+        for (const t of by === 'volume' ? all.volumes : all.tenants) this.inc({ [by]: by === 'volume' ? label(t.name) : t.name }, pick(t));
+      },
+    });
+    counter('cairn_qos_volume_wait_seconds_total', 'Time I/O requests of a volume waited for QoS limits or fair sharing', 'volume', (t) => t.waitSeconds);
+    counter('cairn_qos_volume_delayed_requests_total', 'I/O requests of a volume that QoS delayed', 'volume', (t) => t.delayedRequests);
+    counter('cairn_qos_tenant_wait_seconds_total', 'Time I/O requests of a tenant waited for QoS limits or fair sharing', 'tenant', (t) => t.waitSeconds);
+    counter('cairn_qos_tenant_delayed_requests_total', 'I/O requests of a tenant that QoS delayed', 'tenant', (t) => t.delayedRequests);
+  }
 
   /** A bounded label for a volume name. */
   label(name: string): string {

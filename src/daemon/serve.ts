@@ -19,6 +19,7 @@ import { nbdAccess, type NbdAccess } from './nbd-access.js';
 import { lockPool } from './lock.js';
 import { Metrics } from './metrics.js';
 import { InstrumentedEngine } from './instrumented-engine.js';
+import { QosEngine } from '../qos/qos-engine.js';
 import { eventLogger } from './logger.js';
 import { batchHelperThreads } from './thread-policy.js';
 
@@ -80,10 +81,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     throw err;
   }
   const helperThreadsBatched = batchHelperThreads();
-  const engine = new InstrumentedEngine(raw, metrics);
+  // QoS outermost: every protocol's requests share one set of limits; the I/O metrics time the engine.
+  const engine = new QosEngine(new InstrumentedEngine(raw, metrics), { log: eventLogger(logger, 'qos') });
   metrics.attach(engine);
+  metrics.attachQos(() => engine.control.waitTotals());
   const cleanup: Array<() => Promise<void>> = [];
   try {
+    await engine.control.load();
     const sideFile = sideFilePath(poolPath, stateDir);
     const migrated = await migrateSideFile(engine, sideFile);
     if (migrated !== null) {
@@ -109,7 +113,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const bootstrap = await ensureBootstrapToken(tenancy, poolPath, stateDir);
     if (bootstrap.created) logger.info({ event: 'admin_token_created', path: bootstrap.path }, `admin token written to ${bootstrap.path} (mode 0600)`);
     const ctx = apiContext({
-      rootEngine: engine, jobManager: jobs, tenancy, poolPath, spoolDir: stateDir, nbdBaseUri,
+      rootEngine: engine, jobManager: jobs, tenancy, qos: engine.control, poolPath, spoolDir: stateDir, nbdBaseUri,
       nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
     });
     const apiTls = config.apiTls;
@@ -135,7 +139,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       // 1. Stop accepting HTTP; give open requests (exports, imports) a bounded time.
       const httpClosed = app.close();
       if (!(await withTimeout(httpClosed, shutdownHttpWaitMs))) app.server.closeAllConnections();
-      // 2. NBD: stop accepting, finish in-flight requests, close connections.
+      // 2. NBD: stop accepting, finish in-flight requests (throttled ones no longer wait), close connections.
+      engine.control.releaseAll();
       if (nbd !== null) await nbd.close();
       // 3. Jobs: a flatten resumes after restart, so waiting is bounded.
       await withTimeout(jobs.drain(), shutdownJobsWaitMs);

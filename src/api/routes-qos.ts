@@ -1,0 +1,76 @@
+// QoS routes: a volume's limits (GET/PUT /v1/volumes/:name/qos) and a tenant's limits and weight
+// (GET/PUT /v1/tenants/:tenant/qos). Changes are durable when answered and apply at once to open
+// connections. Volumes are found through ctx.engine (the request's tenant view); limits are kept by id.
+import type { FastifyRequest } from 'fastify';
+import { ApiError } from './problem.js';
+import type { ApiContext } from './context.js';
+import type { RouteSpec, RouteTable } from './routes.js';
+import { NameParams } from './schemas.js';
+import { TenantParams, TenantQos, TenantQosBody, VolumeQos, VolumeQosBody } from './schemas-qos.js';
+import { noLimits, type QosLimits } from '../qos/limits.js';
+import { tenantNameProblem } from '../tenancy/names.js';
+
+/** Who may call a route (the lead's authentication: RouteSpec.access). */
+
+
+const tag = 'qos';
+
+/** A volume's limits as the API shows them (all rates null: none). */
+export function volumeQosView(limits: QosLimits | null) {
+  const l = limits ?? noLimits();
+  return { iopsMax: l.iopsMax, readIopsMax: l.readIopsMax, writeIopsMax: l.writeIopsMax, bpsMax: l.bpsMax,
+    readBpsMax: l.readBpsMax, writeBpsMax: l.writeBpsMax, burstSeconds: l.burstSeconds };
+}
+
+function tenantQosView(tenant: string, limits: QosLimits) {
+  return { tenant, ...volumeQosView(limits), weight: limits.weight };
+}
+
+/**
+ * The tenant named in the path, when the request may see it: a name that is not a tenant, or one
+ * outside the request's own tenant view, is "not found" alike (never a hint that it exists).
+ */
+function visibleTenant(ctx: ApiContext, tenant: string): string {
+  // A tenant token sees its own tenant only; another one is "not found", never "forbidden".
+  const own = ctx.principal()?.tenant ?? null;
+  if (tenantNameProblem(tenant) !== null || (own !== null && own !== tenant) || !ctx.tenancy.tenantExists(tenant)) {
+    throw new ApiError('tenant_not_found', `tenant not found: ${tenant}`);
+  }
+  return tenant;
+}
+
+export function registerQosRoutes(routes: RouteTable, ctx: ApiContext): void {
+  const nameOf = (r: FastifyRequest) => (r.params as { name: string }).name;
+  const tenantOf = (r: FastifyRequest) => visibleTenant(ctx, (r.params as { tenant: string }).tenant);
+  const specs: RouteSpec[] = [
+    {
+      method: 'GET', url: '/v1/volumes/:name/qos', tag, access: 'read', summary: 'A volume\'s QoS limits',
+      params: NameParams, responses: { 200: { description: 'limits (null: none)', schema: VolumeQos } },
+      handler: async (req) => volumeQosView(ctx.qos.volumeLimits(ctx.engine.getVolume(nameOf(req)).id)),
+    },
+    {
+      method: 'PUT', url: '/v1/volumes/:name/qos', tag, access: 'write',
+      summary: 'Change a volume\'s QoS limits (fields left out stay; 0 or null removes); live for open connections',
+      params: NameParams, body: VolumeQosBody, responses: { 200: { description: 'the new limits', schema: VolumeQos } },
+      handler: async (req) => {
+        const v = ctx.engine.getVolume(nameOf(req));
+        return volumeQosView(await ctx.qos.setVolumeLimits(v.id, req.body as VolumeQosBody));
+      },
+    },
+    {
+      method: 'GET', url: '/v1/tenants/:tenant/qos', tag, access: 'read', summary: 'A tenant\'s QoS limits (for all its volumes together) and weight',
+      params: TenantParams, responses: { 200: { description: 'limits (null: none) and weight', schema: TenantQos } },
+      handler: async (req) => { const t = tenantOf(req); return tenantQosView(t, ctx.qos.tenantLimits(t)); },
+    },
+    {
+      method: 'PUT', url: '/v1/tenants/:tenant/qos', tag, access: 'admin',
+      summary: 'Change a tenant\'s QoS limits and weight (fields left out stay; 0 or null removes); live',
+      params: TenantParams, body: TenantQosBody, responses: { 200: { description: 'the new limits and weight', schema: TenantQos } },
+      handler: async (req) => {
+        const t = tenantOf(req);
+        return tenantQosView(t, await ctx.qos.setTenantLimits(t, req.body as TenantQosBody));
+      },
+    },
+  ];
+  for (const spec of specs) routes.add(spec);
+}
