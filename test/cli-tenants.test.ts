@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFile, stat, writeFile } from 'node:fs/promises';
-import { adminToken, assertBuilt, cairn, cairnJson, run, startServe, tempDir } from './cli-helpers.js';
+import { adminToken, assertBuilt, authHeaders, cairn, cairnJson, run, startServe, tempDir } from './cli-helpers.js';
 
 interface Token { id: string; name: string; role: string; tenant: string | null; token?: string }
 
@@ -83,6 +83,15 @@ test('tenants and tokens through the CLI; the bootstrap admin token', { timeout:
     assert.match(refused.stderr, /owns 1 volume.*tenant_not_empty/);
     assert.equal((await cairn(d.api, ['tenant', 'delete', 'acme', '--force'])).code, 0);
     assert.deepEqual((await cairnJson<Array<{ name: string }>>(d.api, ['volume', 'list'])).map((v) => v.name), ['db']);
+  });
+
+  await t.test('/metrics counts the refused tokens by reason (and needs an admin token itself)', async () => {
+    const denied = await fetch(`${d.api}/metrics`);
+    assert.equal(denied.status, 401);
+    const text = await (await fetch(`${d.api}/metrics`, { headers: authHeaders(d.api) })).text();
+    assert.match(text, /cairn_api_auth_failures_total\{reason="invalid"\} [1-9]/);
+    assert.match(text, /cairn_api_auth_failures_total\{reason="missing"\} [1-9]/);
+    assert.ok(!text.includes(acme.token.split('_')[2]!));
   });
 
   await t.test('the daemon logs an audit event per change, with the token\'s name and never its secret', () => {
