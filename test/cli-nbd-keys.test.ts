@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { assertBuilt, cairn, cairnJson, run, startServe, tempDir } from './cli-helpers.js';
+import { assertBuilt, authHeaders, cairn, cairnJson, run, startServe, tempDir } from './cli-helpers.js';
 import { createPoolFile } from '../src/engine/index.js';
 import { TenantStore } from '../src/tenancy/store.js';
 import { ConfigError, loadConfig } from '../src/daemon/config.js';
@@ -80,7 +80,7 @@ test('cairn tenant nbd-key create/list/delete against a daemon serving TLS-PSK w
   await writeFile(join(keyDir, 'keys.psk'), `${asJson.psk}\n`);
   assert.deepEqual(await listExports(pskUri(asJson.identity)), ['db']);
 
-  const metrics = await (await fetch(`${d.api}/metrics`)).text();
+  const metrics = await (await fetch(`${d.api}/metrics`, { headers: authHeaders(d.api) })).text();
   for (const secret of [key, asJson.key]) {
     assert.ok(!d.logs.join('\n').includes(secret), 'no key in the daemon log');
     assert.ok(!metrics.includes(secret), 'no key in /metrics');

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
-import { assertBuilt, cairn, cairnJson, startServe, tempDir, type DaemonProcess } from './cli-helpers.js';
+import { assertBuilt, authHeaders, cairn, cairnJson, startServe, tempDir, type DaemonProcess } from './cli-helpers.js';
 
 const MiB = 1024 * 1024;
 const BAND = 0.05;
@@ -49,7 +49,7 @@ async function cli(d: DaemonProcess, args: string[]): Promise<void> {
 
 /** Completed write operations of `volume` so far, from the daemon's /metrics. */
 async function writesDone(d: DaemonProcess, volume: string): Promise<number> {
-  const text = await (await fetch(`${d.api}/metrics`)).text();
+  const text = await (await fetch(`${d.api}/metrics`, { headers: authHeaders(d.api) })).text();
   const m = new RegExp(`^cairn_io_operations_total\\{volume="${volume}",op="write"\\} (\\d+)`, 'm').exec(text);
   return m === null ? 0 : Number(m[1]);
 }
@@ -130,7 +130,7 @@ test('QoS with fio: IOPS and bytes/s limits, live changes, a tenant limit, a mul
     assertWithin(await writeRate(d, 'live', 4), 600, 'after lowering the limit');
     await cli(d, ['volume', 'set', 'live', '--write-iops-max', '0']);
     await running;
-    const metrics = await (await fetch(`${d.api}/metrics`)).text();
+    const metrics = await (await fetch(`${d.api}/metrics`, { headers: authHeaders(d.api) })).text();
     assert.match(metrics, /^cairn_qos_volume_wait_seconds_total\{volume="live"\} [0-9.e+-]+$/m);
     assert.match(metrics, /^cairn_qos_tenant_wait_seconds_total\{tenant="default"\} [0-9.e+-]+$/m);
   });
