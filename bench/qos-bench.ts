@@ -18,15 +18,19 @@ import { FAIR_INFLIGHT_MAX } from '../src/qos/qos-control.js';
 const childEnv = 'CAIRN_QOS_BENCH_CHILD';
 const volumeBytes = 256 * 1024 * 1024;
 
-interface Variant { name: string; inflightMax: number; lightWeight: number; flood: boolean; light: boolean }
+/**
+ * inflightMax: the engine-level fair scheduler's bound (0 off, -1 no QoS decorator at all); nbdFair: the
+ * NBD server's share of requests in flight per busy tenant (src/nbd/fair-share.ts, the daemon's default).
+ */
+interface Variant { name: string; inflightMax: number; nbdFair: boolean; lightWeight: number; flood: boolean; light: boolean }
 const variants: Variant[] = [
-  { name: 'light alone', inflightMax: 0, lightWeight: 100, flood: false, light: true },
-  { name: 'flood alone, no QoS decorator', inflightMax: -1, lightWeight: 100, flood: true, light: false },
-  { name: 'flood alone, fair sharing off', inflightMax: 0, lightWeight: 100, flood: true, light: false },
-  { name: 'flood alone, fair sharing on', inflightMax: FAIR_INFLIGHT_MAX, lightWeight: 100, flood: true, light: false },
-  { name: 'light + flood, fair sharing off', inflightMax: 0, lightWeight: 100, flood: true, light: true },
-  { name: 'light + flood, fair, equal weights', inflightMax: FAIR_INFLIGHT_MAX, lightWeight: 100, flood: true, light: true },
-  { name: 'light + flood, fair, light weight 10x', inflightMax: FAIR_INFLIGHT_MAX, lightWeight: 1000, flood: true, light: true },
+  { name: 'light alone', inflightMax: 0, nbdFair: true, lightWeight: 100, flood: false, light: true },
+  { name: 'flood alone, no QoS decorator', inflightMax: -1, nbdFair: false, lightWeight: 100, flood: true, light: false },
+  { name: 'flood alone, QoS decorator', inflightMax: 0, nbdFair: true, lightWeight: 100, flood: true, light: false },
+  { name: 'light + flood, no fair sharing', inflightMax: 0, nbdFair: false, lightWeight: 100, flood: true, light: true },
+  { name: 'light + flood, engine fair, equal', inflightMax: FAIR_INFLIGHT_MAX, nbdFair: false, lightWeight: 100, flood: true, light: true },
+  { name: 'light + flood, NBD fair, equal', inflightMax: 0, nbdFair: true, lightWeight: 100, flood: true, light: true },
+  { name: 'light + flood, NBD fair, light 10x', inflightMax: 0, nbdFair: true, lightWeight: 1000, flood: true, light: true },
 ];
 
 export interface FairnessRow { name: string; lightP50Us: number | null; lightP99Us: number | null; floodIops: number | null }
@@ -70,7 +74,7 @@ async function measureVariant(dir: string, v: Variant, seconds: number): Promise
   const port = await freePort();
   const poolPath = path.join(dir, `${variants.indexOf(v)}.pool`);
   const self = fileURLToPath(import.meta.url);
-  const child = spawn(process.execPath, [self, '--serve', poolPath, String(port), String(v.inflightMax), String(v.lightWeight)],
+  const child = spawn(process.execPath, [self, '--serve', poolPath, String(port), String(v.inflightMax), String(v.lightWeight), v.nbdFair ? 'fair' : 'nofair'],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { UV_THREADPOOL_SIZE: '16', ...process.env, [childEnv]: '1' } });
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   await new Promise<void>((resolve, reject) => {
@@ -139,7 +143,7 @@ export async function runQosBench(opts: { runtimeSeconds?: number; log?: (line: 
   const alone = rows[0]!;
   const f = (n: number | null, digits = 0) => (n === null ? '-' : n.toFixed(digits));
   const ratio = (n: number | null, base: number | null) => (n === null || base === null ? '-' : `${(n / base).toFixed(1)}x`);
-  log(`fairness: light tenant 4k randwrite QD1 beside a 4k randwrite QD64 flood of another tenant (${seconds} s each, in-flight bound 8 when on)`);
+  log(`fairness: light tenant 4k randwrite QD1 beside a 4k randwrite QD64 flood of another tenant (${seconds} s each; engine fair: 8 in flight; NBD fair: a busy tenant's weighted share of 16 in flight)`);
   log(`${'case'.padEnd(40)} ${'p50 µs'.padStart(8)} ${'p99 µs'.padStart(8)} ${'p50/alone'.padStart(10)} ${'p99/alone'.padStart(10)} ${'flood IOPS'.padStart(11)}`);
   for (const r of rows) {
     log(`${r.name.padEnd(40)} ${f(r.lightP50Us).padStart(8)} ${f(r.lightP99Us).padStart(8)} ${ratio(r.lightP50Us, alone.lightP50Us).padStart(10)} `
@@ -149,7 +153,7 @@ export async function runQosBench(opts: { runtimeSeconds?: number; log?: (line: 
 }
 
 /** Child mode: a pool with "heavy/v" and "light/v" behind QosEngine, served over NBD. */
-async function serve(poolPath: string, port: number, inflightMax: number, lightWeight: number): Promise<void> {
+async function serve(poolPath: string, port: number, inflightMax: number, lightWeight: number, nbdFair: boolean): Promise<void> {
   const { createPoolFile } = await import('../src/engine/index.js');
   const { startNbdServer } = await import('../src/nbd/server.js');
   const { batchHelperThreads } = await import('../src/daemon/thread-policy.js');
@@ -161,7 +165,10 @@ async function serve(poolPath: string, port: number, inflightMax: number, lightW
   await engine.createVolume('light/v', volumeBytes);
   if (lightWeight !== 100) await qos!.control.setTenantLimits('light', { weight: lightWeight });
   batchHelperThreads();
-  const server = await startNbdServer(engine, { host: '127.0.0.1', port });
+  const server = await startNbdServer(engine, {
+    host: '127.0.0.1', port,
+    fairShare: nbdFair ? { weightOf: (tenant) => qos?.control.tenantLimits(tenant).weight ?? 100 } : false,
+  });
   const stop = async (): Promise<void> => { await server.close(); await engine.close(); process.exit(0); };
   process.on('SIGINT', () => void stop());
   console.log('ready');
@@ -170,7 +177,7 @@ async function serve(poolPath: string, port: number, inflightMax: number, lightW
 const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   const args = process.argv.slice(2);
-  if (args[0] === '--serve' && process.env[childEnv] === '1') await serve(args[1]!, Number(args[2]), Number(args[3]), Number(args[4]));
+  if (args[0] === '--serve' && process.env[childEnv] === '1') await serve(args[1]!, Number(args[2]), Number(args[3]), Number(args[4]), args[5] === 'fair');
   else if (process.env[childEnv] !== '1') {
     const runtime = args.find((a) => a.startsWith('--runtime-s='))?.split('=')[1];
     await runQosBench(runtime === undefined ? {} : { runtimeSeconds: Number(runtime) });

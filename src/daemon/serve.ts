@@ -100,6 +100,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
       ...(config.nbdTls !== null ? { tls: nbdTlsOptions(config.nbdTls, access) } : {}),
       exportsFor: access.exportsFor,
+      // Tenants share the server by their QoS weight while more than one is busy.
+      fairShare: { weightOf: (tenant) => engine.control.tenantLimits(tenant).weight },
       ...(config.nbdBusyPollMicros !== null ? { busyPollMicros: config.nbdBusyPollMicros } : {}),
       log: eventLogger(logger, 'nbd'),
     });

@@ -14,6 +14,9 @@ import { describePeer, type PeerIdentity, type TlsUpgrader } from './tls.js';
 import type { BusyPoller } from './busy-poll.js';
 import type { ReadBufferPool } from './read-buffers.js';
 import { socketReadingIntoSlabs, type Slab, type SlabPool } from './recv-slabs.js';
+import type { FairShare, TenantShare } from './fair-share.js';
+import { ScopedEngine } from '../tenancy/scoped-engine.js';
+import { splitQualified } from '../tenancy/names.js';
 
 export interface ConnectionContext {
   /** The exports a client with this identity sees; null: none (its options are refused). */
@@ -26,6 +29,13 @@ export interface ConnectionContext {
   readBuffers: ReadBufferPool;
   /** Where socket reads land (recv-slabs.ts), for as many connections as it has readers. */
   slabs: SlabPool;
+  /** Fair sharing between tenants (fair-share.ts); null: off. */
+  fair: FairShare | null;
+}
+
+/** The tenant whose volume a connection serves: its view's, or the engine name's prefix for the whole engine. */
+function tenantOf(engine: Engine, targetName: string): string {
+  return engine instanceof ScopedEngine ? engine.tenant : splitQualified(targetName).tenant;
 }
 
 
@@ -107,7 +117,9 @@ export class NbdConnection {
       this.targetId = negotiated.target.id;
       this.ctx.log('nbd_connected', { peer: this.peer, export: negotiated.target.name, tls: this.tlsActive, identity: describePeer(this.peerIdentity),
         recvSlabs: this.recvSlabs && !this.tlsActive, structured: negotiated.structuredReplies, contexts: negotiated.metaContexts.map((m) => m.name) });
-      this.transmission = new Transmission(this.transmissionIo(), negotiated.engine, negotiated);
+      const io = this.transmissionIo();
+      io.share = this.ctx.fair?.share(tenantOf(negotiated.engine, negotiated.target.name)) ?? null;
+      this.transmission = new Transmission(io, negotiated.engine, negotiated);
       this.transmission.pump();
     } catch (error) {
       if (!this.isClosed) {
@@ -286,6 +298,7 @@ export class NbdConnection {
       hangUp: (reason: string) => this.hangUp(reason),
       log: (event: string, fields: Record<string, unknown>) => this.ctx.log(event, fields),
       readBuffers: this.ctx.readBuffers,
+      share: null as TenantShare | null,
     };
   }
 }

@@ -10,6 +10,7 @@ import { TlsUpgrader, type PeerIdentity, type TlsConfig } from './tls.js';
 import { BusyPoller, type BusyPollStats } from './busy-poll.js';
 import { ReadBufferPool } from './read-buffers.js';
 import { SlabPool } from './recv-slabs.js';
+import { FairShare, type FairShareOptions } from './fair-share.js';
 
 export interface NbdServerOptions {
   /** TCP listen address (default 127.0.0.1:10809; port 0 = ephemeral). */
@@ -32,6 +33,11 @@ export interface NbdServerOptions {
    * (default BUSY_POLL_MICROS_DEFAULT; 0 turns it off). Lowers latency at low queue depth for CPU.
    */
   busyPollMicros?: number;
+  /**
+   * Fair sharing between tenants while more than one is busy (fair-share.ts): each gets its weighted
+   * share of FAIR_BUDGET_DEFAULT requests in flight. Default on; false turns it off.
+   */
+  fairShare?: FairShareOptions | false;
 }
 
 export interface NbdServer {
@@ -53,7 +59,8 @@ export async function startNbdServer(engine: Engine, opts: NbdServerOptions): Pr
   const readBuffers = new ReadBufferPool(c.READ_BUFFERS_POOLED_BYTES_MAX);
   const slabs = new SlabPool(c.RECV_SLAB_BYTES, c.RECV_SLABS_IDLE_MAX, c.RECV_SLAB_READERS_MAX);
   const exportsFor = opts.exportsFor ?? ((): Engine => engine);
-  const ctx = { exportsFor, tls, handshakeIdleMs, shuttingDown: () => shuttingDown, log, poller, readBuffers, slabs };
+  const fair = opts.fairShare === false ? null : new FairShare(opts.fairShare ?? {});
+  const ctx = { exportsFor, tls, handshakeIdleMs, shuttingDown: () => shuttingDown, log, poller, readBuffers, slabs, fair };
 
   const onSocket = (socket: net.Socket): void => {
     if (shuttingDown || live.size >= c.CONNECTIONS_MAX) {

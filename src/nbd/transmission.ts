@@ -9,6 +9,7 @@ import type { Engine } from '../engine/index.js';
 import type { ReadBufferPool } from './read-buffers.js';
 import type { Slab } from './recv-slabs.js';
 import { simpleReplyHeader } from './replies.js';
+import type { TenantShare } from './fair-share.js';
 
 /** What the connection provides to the transmission loop. */
 export interface TransmissionIo {
@@ -23,6 +24,8 @@ export interface TransmissionIo {
   hangUp(reason: string): void;
   log(event: string, fields: Record<string, unknown>): void;
   readBuffers: ReadBufferPool;
+  /** The connection's tenant's share of the server while tenants overlap (fair-share.ts); null: none. */
+  share: TenantShare | null;
 }
 
 /**
@@ -57,8 +60,10 @@ export class Transmission {
   private pausedForBounds = false;
   private readonly ctx: CommandContext;
   private readonly completeBound = (request: Request): void => this.complete(request);
+  private readonly share: TenantShare | null;
 
   constructor(private readonly io: TransmissionIo, engine: Engine, negotiated: Negotiated) {
+    this.share = io.share;
     this.ctx = {
       engine,
       targetId: negotiated.target.id,
@@ -101,7 +106,9 @@ export class Transmission {
         continue;
       }
       if (this.requestsInFlight >= c.REQUESTS_IN_FLIGHT_MAX || this.bytesInFlight >= c.REQUEST_BYTES_IN_FLIGHT_MAX ||
-        this.io.queuedReplyBytes() + this.heldBytes > c.REPLY_BYTES_QUEUED_MAX) {
+        this.io.queuedReplyBytes() + this.heldBytes > c.REPLY_BYTES_QUEUED_MAX ||
+        // Only a connection with requests of its own in flight waits: their completions pump it again.
+        (this.share !== null && this.requestsInFlight > 0 && this.share.inFlight() >= this.share.cap())) {
         this.pausedForBounds = true;
         this.io.pauseReading();
         return;
@@ -154,6 +161,7 @@ export class Transmission {
       const costBytes = type === c.NBD_CMD_READ ? Math.min(lengthBytes, c.REQUEST_BYTES_MAX) : lengthBytes * Number(payload !== null);
       const request: Request = { type, flags, handle, offsetBytes, lengthBytes, payload, costBytes, pins };
       this.requestsInFlight++;
+      this.share?.started();
       this.bytesInFlight += costBytes;
       void execute(this.ctx, request).then(() => this.completeBound(request));
     }
@@ -190,6 +198,7 @@ export class Transmission {
       return;
     }
     this.requestsInFlight++;
+    this.share?.started();
     const endBytes = request.offsetBytes + request.lengthBytes;
     this.largeWrite = { request, nextBytes: request.offsetBytes, endBytes, piecesRunning: 0, error: null };
   }
@@ -241,6 +250,7 @@ export class Transmission {
     // The engine is done with the payload (its device writes have all finished): its slabs may be reused.
     for (const slab of request.pins) slab.unref();
     this.requestsInFlight--;
+    this.share?.ended();
     this.bytesInFlight -= request.costBytes;
     if (this.isDraining) this.maybeEnd();
     else if (this.pausedForBounds && !this.stopped) this.pump();
