@@ -24,7 +24,7 @@ test('one busy tenant is never capped; two split the budget by weight', () => {
   assert.equal(heavy.cap(), Infinity, 'idle past the window: no longer counted');
   light.started();
   weights.set('light', 1000);
-  assert.equal(heavy.cap(), 1, 'a 10x weight leaves the flood 16 * 100/1100, at least one');
+  assert.equal(heavy.cap(), 4, 'a 10x weight leaves the flood 16 * 100/1100 = 1, raised to the floor of 4');
   assert.equal(light.cap(), 14);
   assert.equal(heavy.inFlight(), 64);
 });

@@ -7,9 +7,11 @@
 import { DEFAULT_TENANT } from '../tenancy/names.js';
 
 /** Requests in flight shared among busy tenants (split by weight; each gets at least one). */
-export const FAIR_BUDGET_DEFAULT = 16;
+export const FAIR_BUDGET_DEFAULT = 8;
 /** A tenant with nothing in flight still counts as busy this long after its last request (a QD-1 client between requests). */
 export const FAIR_IDLE_MS_DEFAULT = 20;
+/** No busy tenant is held below this many in flight: below it a fast flood pauses and resumes its socket per request, which costs the event loop more than it frees. */
+export const FAIR_CAP_MIN = 4;
 
 interface TenantState { name: string; inFlight: number; lastMs: number }
 
@@ -72,6 +74,6 @@ export class FairShare {
     }
     if (others === 0) return Infinity;
     const w = Math.max(1, this.weightOf(mine.name));
-    return Math.max(1, Math.floor(this.budget * w / (w + weights)));
+    return Math.max(FAIR_CAP_MIN, Math.floor(this.budget * w / (w + weights)));
   }
 }
