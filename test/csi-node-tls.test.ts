@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import {
-  csiClients, expectCode, loopDevicesUnder, mountsUnder, nodeArgsFor, processesMentioning, removeDir, repoRoot, startDaemon, startPlugin,
+  csiClients, expectCode, loopDevicesUnder, mountsUnder, processesMentioning, removeDir, startDaemon, startPlugin,
   tempDir, type CsiClients, type Daemon, type Plugin,
 } from './csi-harness.js';
 
@@ -20,11 +20,6 @@ const ext4 = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRI
 const notRoot = process.getuid?.() !== 0 ? 'needs root (mount, losetup, FUSE)' : false;
 
 /** Whether `cairn serve` knows `--nbd-tls psk` (tenant NBD keys), which lands with another branch. */
-function daemonHasTenantKeys(): boolean {
-  const help = execFileSync(process.execPath, [...nodeArgsFor('src/cli/main.ts'), 'serve', '--help'], { cwd: repoRoot, encoding: 'utf8' });
-  return /--nbd-tls <|--nbd-tls psk/.test(help);
-}
-
 interface Rig { dir: string; daemon: Daemon; plugin: Plugin; c: CsiClients; stateDir: string; staged: Map<string, string> }
 
 async function rig(prefix: string, daemonArgs: (dir: string) => string[]): Promise<Rig> {
@@ -122,10 +117,6 @@ test('node stage over TLS-PSK with the key from the stage secret', { timeout: 60
 });
 
 test('node stage with tenant NBD keys: a tenant\'s key stages its own volumes only', { timeout: 600_000, skip: notRoot }, async (t) => {
-  if (!daemonHasTenantKeys()) {
-    t.skip('cairn serve has no --nbd-tls psk (tenant NBD keys) yet');
-    return;
-  }
   const r = await rig('cairn-csi-tenant-tls-', () => ['--nbd-tls', 'psk', '--nbd-tls-required']);
   t.after(() => teardown(r));
   const adminToken = readFileSync(join(r.dir, 'cairn.pool.admin-token'), 'utf8').trim();

@@ -126,15 +126,7 @@ test('controller with tenant tokens in the secrets', { timeout: 600_000 }, async
     }
   });
 
-  await t.test('QoS from StorageClass parameters and ControllerModifyVolume', async (st) => {
-    const probe = await admin('GET', '/v1/volumes/acme%2Fpvc-1/qos');
-    if (probe.status === 404 && probe.body?.code === 'route_not_found') {
-      // The QoS API lands with another branch; ModifyVolume then says so instead of failing obscurely.
-      await expectCode(c.controller.ControllerModifyVolume!({ volume_id: 'acme/pvc-1', mutable_parameters: { iopsMax: '500' }, secrets: acme }),
-        status.UNIMPLEMENTED);
-      st.skip('the daemon has no QoS API yet (GET /v1/volumes/NAME/qos answers route_not_found)');
-      return;
-    }
+  await t.test('QoS from StorageClass parameters and ControllerModifyVolume', async () => {
     const qos = async (name: string) => (await admin('GET', `/v1/volumes/${encodeURIComponent(name)}/qos`)).body;
     const made = await c.controller.CreateVolume!({
       name: 'pvc-qos', volume_capabilities: [blockCap], capacity_range: { required_bytes: MiB }, secrets: acme,

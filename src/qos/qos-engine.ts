@@ -4,21 +4,20 @@
 // per tenant. A volume with no limit of its own or of its tenant, while the pool is not contended,
 // takes the direct path: a map lookup and an in-flight count, no allocation beyond the engine call's,
 // no timer. Everything else is delegated as is.
-import type {
-  ByteRange, CheckReport, Engine, Extent, PoolStats, Setting, SettingChange, SnapshotCreateOptions, SnapshotInfo, SnapshotPage,
-  SnapshotPageRequest, SpaceUsage, Target, TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
-} from '../engine/index.js';
+import type { Engine, Target, WriteData, WriteOptions, ZeroOptions } from '../engine/index.js';
 import { dataLength } from '../engine/index.js';
+import { ForwardingEngine } from '../decorators/forwarding-engine.js';
 import { QosControl, type QosOptions, type VolumeQos } from './qos-control.js';
 import { OpKind, type Pending } from './pending.js';
 
-export class QosEngine implements Engine {
+export class QosEngine extends ForwardingEngine {
   readonly control: QosControl;
   private readonly doneOk = <T>(value: T): T => { this.control.scheduler.done(); return value; };
   private readonly doneErr = (err: unknown): never => { this.control.scheduler.done(); throw err; };
   private readonly unsubscribe: () => void;
 
-  constructor(private readonly inner: Engine, opts: QosOptions = {}) {
+  constructor(inner: Engine, opts: QosOptions = {}) {
+    super(inner);
     this.control = new QosControl(inner, opts);
     const log = opts.log ?? (() => undefined);
     this.unsubscribe = inner.onTargetEvent((event) => {
@@ -55,82 +54,45 @@ export class QosEngine implements Engine {
   }
 
   // Data path: no closure unless the request is delayed.
-  read(id: number, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
+  override read(id: number, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
     const v = this.control.volume(id);
     const path = this.path(v);
     if (path === 0) return this.inner.read(id, offsetBytes, lengthBytes, into);
     if (path === 1) return this.inner.read(id, offsetBytes, lengthBytes, into).then(this.doneOk, this.doneErr);
     return this.delayed(v, OpKind.read, lengthBytes, () => this.inner.read(id, offsetBytes, lengthBytes, into));
   }
-  write(id: number, offsetBytes: number, data: WriteData, opts?: WriteOptions): Promise<void> {
+  override write(id: number, offsetBytes: number, data: WriteData, opts?: WriteOptions): Promise<void> {
     const v = this.control.volume(id);
     const path = this.path(v);
     if (path === 0) return this.inner.write(id, offsetBytes, data, opts);
     if (path === 1) return this.inner.write(id, offsetBytes, data, opts).then(this.doneOk, this.doneErr);
     return this.delayed(v, OpKind.write, dataLength(data), () => this.inner.write(id, offsetBytes, data, opts));
   }
-  trim(id: number, offsetBytes: number, lengthBytes: number, opts?: WriteOptions): Promise<void> {
+  override trim(id: number, offsetBytes: number, lengthBytes: number, opts?: WriteOptions): Promise<void> {
     const v = this.control.volume(id);
     const path = this.path(v);
     if (path === 0) return this.inner.trim(id, offsetBytes, lengthBytes, opts);
     if (path === 1) return this.inner.trim(id, offsetBytes, lengthBytes, opts).then(this.doneOk, this.doneErr);
     return this.delayed(v, OpKind.trim, 0, () => this.inner.trim(id, offsetBytes, lengthBytes, opts));
   }
-  writeZeroes(id: number, offsetBytes: number, lengthBytes: number, opts?: ZeroOptions): Promise<void> {
+  override writeZeroes(id: number, offsetBytes: number, lengthBytes: number, opts?: ZeroOptions): Promise<void> {
     const v = this.control.volume(id);
     const path = this.path(v);
     if (path === 0) return this.inner.writeZeroes(id, offsetBytes, lengthBytes, opts);
     if (path === 1) return this.inner.writeZeroes(id, offsetBytes, lengthBytes, opts).then(this.doneOk, this.doneErr);
     return this.delayed(v, OpKind.writeZeroes, 0, () => this.inner.writeZeroes(id, offsetBytes, lengthBytes, opts));
   }
-  resolve(name: string): Target {
+  override resolve(name: string): Target {
     const target = this.inner.resolve(name);
     this.control.learn(target.id, target.name);
     return target;
   }
-  // Not limited: a flush, block status and dirty maps move no data of their own.
-  flush(): Promise<void> { return this.inner.flush(); }
-  extents(id: number, offsetBytes: number, lengthBytes: number): Promise<Extent[]> { return this.inner.extents(id, offsetBytes, lengthBytes); }
-  changedSince(id: number, sinceFullName: string, offsetBytes: number, lengthBytes: number): Promise<ByteRange[]> {
-    return this.inner.changedSince(id, sinceFullName, offsetBytes, lengthBytes);
-  }
 
-  // Control path: delegated as is.
-  close(): Promise<void> {
+  // Flush, block status and dirty maps move no data of their own: forwarded unlimited, as is the
+  // control path (ForwardingEngine); close also releases what waits.
+  override close(): Promise<void> {
     this.unsubscribe();
     this.control.releaseAll();
     return this.inner.close();
   }
-  checkpoint(): Promise<void> { return this.inner.checkpoint(); }
-  stats(): PoolStats { return this.inner.stats(); }
-  check(): Promise<CheckReport> { return this.inner.check(); }
-  growPool(sizeBytes?: number): Promise<PoolStats> { return this.inner.growPool(sizeBytes); }
-  getSetting(key: string): Buffer | null { return this.inner.getSetting(key); }
-  listSettings(prefix: string): Setting[] { return this.inner.listSettings(prefix); }
-  putSettings(changes: SettingChange[]): Promise<void> { return this.inner.putSettings(changes); }
-  listVolumes(): VolumeInfo[] { return this.inner.listVolumes(); }
-  getVolume(name: string): VolumeInfo { return this.inner.getVolume(name); }
-  createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> { return this.inner.createVolume(name, sizeBytes); }
-  cloneVolume(name: string, source: string): Promise<VolumeInfo> { return this.inner.cloneVolume(name, source); }
-  resizeVolume(name: string, sizeBytes: number, opts?: { allowShrink?: boolean }): Promise<VolumeInfo> {
-    return this.inner.resizeVolume(name, sizeBytes, opts);
-  }
-  deleteVolume(name: string): Promise<void> { return this.inner.deleteVolume(name); }
-  revertVolume(name: string, snapshot: string): Promise<VolumeInfo> { return this.inner.revertVolume(name, snapshot); }
-  flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo> {
-    return this.inner.flattenVolume(name, onProgress);
-  }
-  createSnapshots(fullNames: string[], opts?: SnapshotCreateOptions): Promise<SnapshotInfo[]> { return this.inner.createSnapshots(fullNames, opts); }
-  listSnapshots(volume?: string): SnapshotInfo[] { return this.inner.listSnapshots(volume); }
-  getSnapshot(fullName: string): SnapshotInfo { return this.inner.getSnapshot(fullName); }
-  snapshotStreamGuid(fullName: string): string { return this.inner.snapshotStreamGuid(fullName); }
-  adoptStreamGuids(guids: ReadonlyMap<number, string>): Promise<number> { return this.inner.adoptStreamGuids(guids); }
-  findSnapshot(fullName: string): SnapshotInfo | null { return this.inner.findSnapshot(fullName); }
-  findSnapshotsNamed(name: string): SnapshotInfo[] { return this.inner.findSnapshotsNamed(name); }
-  listSnapshotsPage(request: SnapshotPageRequest): SnapshotPage { return this.inner.listSnapshotsPage(request); }
-  deleteSnapshot(fullName: string): Promise<void> { return this.inner.deleteSnapshot(fullName); }
-  diff(from: string, to: string): Promise<ByteRange[]> { return this.inner.diff(from, to); }
-  spaceUsage(name: string): Promise<SpaceUsage> { return this.inner.spaceUsage(name); }
-  targetSizeBytes(id: number): number { return this.inner.targetSizeBytes(id); }
-  onTargetEvent(listener: (event: TargetEvent) => void): () => void { return this.inner.onTargetEvent(listener); }
 }
