@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readFile, stat, writeFile } from 'node:fs/promises';
-import { adminToken, assertBuilt, authHeaders, cairn, cairnJson, run, startServe, tempDir } from './cli-helpers.js';
+import { adminToken, assertBuilt, authHeaders, cairn, cairnJson, startServe, tempDir } from './cli-helpers.js';
+import { makePki } from './pki.js';
 
 interface Token { id: string; name: string; role: string; tenant: string | null; token?: string }
 
@@ -102,24 +103,12 @@ test('tenants and tokens through the CLI; the bootstrap admin token', { timeout:
   });
 });
 
-async function makeCerts(dir: string): Promise<void> {
-  const sh = `set -e
-cd "${dir}"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=cairn-test-ca 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=ops 2>/dev/null
-openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 2>/dev/null`;
-  const r = await run('sh', ['-c', sh]);
-  assert.equal(r.code, 0, r.stderr);
-}
-
 test('the API over HTTPS (--ca) and with client certificates (mutual TLS)', { timeout: 600_000 }, async (t) => {
   assertBuilt();
   const dir = await tempDir(t, 'cairn-api-tls-');
-  await makeCerts(dir);
-  const f = (name: string) => join(dir, name);
+  const pki = await makePki(dir);
+  const client = await pki.client('ops', '/CN=ops');
+  const f = (name: string) => ({ 'ca.pem': pki.ca, 'server.pem': pki.serverCert, 'server.key': pki.serverKey, 'client.pem': client.cert, 'client.key': client.key }[name] ?? join(dir, name));
   const d = await startServe(t, f('cairn.pool'), ['--pool-size', '1G', '--api-tls-cert', f('server.pem'), '--api-tls-key', f('server.key')]);
   assert.match(d.api, /^https:\/\/127\.0\.0\.1:\d+$/);
   const ok = await cairn(d.api, ['--ca', f('ca.pem'), 'volume', 'create', 'v', '--size', '1M']);

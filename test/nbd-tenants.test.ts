@@ -7,11 +7,12 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { mkdir, writeFile, copyFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { startFixture, runOk, run, runPython, PythonSession, MiB, type Fixture } from './nbd-harness.js';
 import { TenantStore } from '../src/tenancy/store.js';
 import { nbdAccess, certTenant, CERT_ADMIN_URI, type NbdAccess } from '../src/daemon/nbd-access.js';
 import { subjectAltUris, type TlsConfig } from '../src/nbd/tls.js';
+import { makePki } from './pki.js';
 
 interface TenantFixture extends Fixture { store: TenantStore; port: number }
 
@@ -258,30 +259,10 @@ interface ClientCerts { ca: string; serverCert: string; serverKey: string; dirs:
 
 /** A CA, a server certificate and one client credential directory (libnbd/qemu layout) per subjectAltName. */
 async function makeClientCerts(base: string, clients: Record<string, string | null>): Promise<ClientCerts> {
-  const dir = path.join(base, 'pki');
-  await mkdir(dir);
-  const p = (name: string): string => path.join(dir, name);
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  await runOk('openssl', ['req', '-x509', ...ec, '-keyout', p('ca-key.pem'), '-out', p('ca-cert.pem'), '-days', '2',
-    '-subj', '/CN=Cairn tenant CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  const sign = async (name: string, subject: string, ext: string): Promise<void> => {
-    await runOk('openssl', ['req', ...ec, '-keyout', p(`${name}-key.pem`), '-out', p(`${name}.csr`), '-subj', subject]);
-    await writeFile(p(`${name}.ext`), ext);
-    await runOk('openssl', ['x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca-cert.pem'), '-CAkey', p('ca-key.pem'),
-      '-CAcreateserial', '-out', p(`${name}-cert.pem`), '-days', '2', '-extfile', p(`${name}.ext`)]);
-  };
-  await sign('server', '/CN=localhost', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
+  const pki = await makePki(base, 'Cairn tenant CA');
   const dirs: Record<string, string> = {};
-  for (const [name, san] of Object.entries(clients)) {
-    await sign(name, `/CN=${name}`, `${san === null ? '' : `subjectAltName=${san}\n`}basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n`);
-    const clientDir = path.join(base, `client-${name}`);
-    await mkdir(clientDir);
-    await copyFile(p('ca-cert.pem'), path.join(clientDir, 'ca-cert.pem'));
-    await copyFile(p(`${name}-cert.pem`), path.join(clientDir, 'client-cert.pem'));
-    await copyFile(p(`${name}-key.pem`), path.join(clientDir, 'client-key.pem'));
-    dirs[name] = clientDir;
-  }
-  return { ca: p('ca-cert.pem'), serverCert: p('server-cert.pem'), serverKey: p('server-key.pem'), dirs };
+  for (const [name, san] of Object.entries(clients)) dirs[name] = (await pki.client(name, `/CN=${name}`, san ?? undefined)).dir;
+  return { ca: pki.ca, serverCert: pki.serverCert, serverKey: pki.serverKey, dirs };
 }
 
 test('X.509 client certificates name their tenant (SAN URI cairn:tenant:NAME); cairn:admin sees every export', async (t) => {

@@ -4,43 +4,24 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { mkdir, writeFile, copyFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { startFixture, runOk, run, defer, waitUntil, MiB } from './nbd-harness.js';
+import { makePki } from './pki.js';
 
-interface Pki { dir: string; ca: string; serverCert: string; serverKey: string; clientDir: string; clientWithCertDir: string }
+interface TlsFiles { ca: string; serverCert: string; serverKey: string; clientDir: string; clientWithCertDir: string }
 
-async function makePki(base: string): Promise<Pki> {
-  const dir = path.join(base, 'pki');
-  await mkdir(dir);
-  const p = (name: string): string => path.join(dir, name);
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  await runOk('openssl', ['req', '-x509', ...ec, '-keyout', p('ca-key.pem'), '-out', p('ca-cert.pem'), '-days', '2',
-    '-subj', '/CN=Cairn test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  const sign = async (name: string, subject: string, ext: string): Promise<void> => {
-    await runOk('openssl', ['req', ...ec, '-keyout', p(`${name}-key.pem`), '-out', p(`${name}.csr`), '-subj', subject]);
-    await writeFile(p(`${name}.ext`), ext);
-    await runOk('openssl', ['x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca-cert.pem'), '-CAkey', p('ca-key.pem'),
-      '-CAcreateserial', '-out', p(`${name}-cert.pem`), '-days', '2', '-extfile', p(`${name}.ext`)]);
-  };
-  await sign('server', '/CN=localhost', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
-  await sign('client', '/CN=cairn-client', 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n');
-  // Client credential directories in the layout libnbd and qemu expect.
-  const clientDir = path.join(base, 'client');
-  const clientWithCertDir = path.join(base, 'client-cert');
-  await mkdir(clientDir);
-  await mkdir(clientWithCertDir);
-  await copyFile(p('ca-cert.pem'), path.join(clientDir, 'ca-cert.pem'));
-  await copyFile(p('ca-cert.pem'), path.join(clientWithCertDir, 'ca-cert.pem'));
-  await copyFile(p('client-cert.pem'), path.join(clientWithCertDir, 'client-cert.pem'));
-  await copyFile(p('client-key.pem'), path.join(clientWithCertDir, 'client-key.pem'));
-  return { dir, ca: p('ca-cert.pem'), serverCert: p('server-cert.pem'), serverKey: p('server-key.pem'), clientDir, clientWithCertDir };
+/** The CA, the server's certificate, a CA-only client directory and one with a client certificate. */
+async function makeTlsFiles(base: string): Promise<TlsFiles> {
+  const pki = await makePki(base);
+  const client = await pki.client('client', '/CN=cairn-client');
+  return { ca: pki.ca, serverCert: pki.serverCert, serverKey: pki.serverKey, clientDir: pki.caOnlyDir, clientWithCertDir: client.dir };
 }
 
 test('X.509 TLS: required mode serves TLS clients and refuses plaintext', async (t) => {
   const setup = await startFixture(t); // only for its temp dir
-  const pki = await makePki(setup.dir);
+  const pki = await makeTlsFiles(setup.dir);
   const f = await startFixture(t, { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, required: true } });
   await f.engine.createVolume('secret', 8 * MiB);
   const tlsUri = `nbds://localhost:${f.server.port}/secret?tls-certificates=${pki.clientDir}`;
@@ -68,7 +49,7 @@ test('X.509 TLS: required mode serves TLS clients and refuses plaintext', async 
 
 test('X.509 TLS with client certificates: a CA file makes client certificates mandatory', async (t) => {
   const setup = await startFixture(t);
-  const pki = await makePki(setup.dir);
+  const pki = await makeTlsFiles(setup.dir);
   const f = await startFixture(t, { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: pki.ca, required: true } });
   await f.engine.createVolume('v', 4 * MiB);
   await runOk('nbdinfo', ['--size', `nbds://localhost:${f.server.port}/v?tls-certificates=${pki.clientWithCertDir}`]);
@@ -78,7 +59,7 @@ test('X.509 TLS with client certificates: a CA file makes client certificates ma
 
 test('TLS optional: plaintext and TLS clients are both served', async (t) => {
   const setup = await startFixture(t);
-  const pki = await makePki(setup.dir);
+  const pki = await makeTlsFiles(setup.dir);
   const f = await startFixture(t, { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, required: false } });
   await f.engine.createVolume('v', 4 * MiB);
   assert.match(await runOk('nbdinfo', [`nbd://localhost:${f.server.port}/v`]), /without TLS/);
@@ -104,7 +85,7 @@ test('TLS-PSK: the right key is served, a wrong key is refused', async (t) => {
 
 test('garbage instead of a TLS handshake after STARTTLS closes that connection only', async (t) => {
   const setup = await startFixture(t);
-  const pki = await makePki(setup.dir);
+  const pki = await makeTlsFiles(setup.dir);
   const f = await startFixture(t, { tls: { certFile: pki.serverCert, keyFile: pki.serverKey, required: true } });
   await f.engine.createVolume('v', 4 * MiB);
   const socket = net.connect(f.server.port as number, '127.0.0.1');
