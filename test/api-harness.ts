@@ -30,6 +30,8 @@ export interface ApiFixture {
   registered: Array<{ method: string; url: string }>;
   /** `raw` is sent as the body as it is (malformed JSON tests); `body` is sent as JSON. */
   call(method: string, path: string, body?: unknown, raw?: string): Promise<ApiAnswer>;
+  /** Moves the clock tokens expire by forward. */
+  advanceClock(ms: number): void;
   /** `call` with another token (null: none). */
   as(token: string | null): (method: string, path: string, body?: unknown, raw?: string) => Promise<ApiAnswer>;
 }
@@ -39,7 +41,9 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
   const poolPath = join(dir, 'pool');
   const engine: Engine = new QosEngine(await createPoolFile(poolPath, poolBytes));
   const registered: Array<{ method: string; url: string }> = [];
-  const tenancy = new TenantStore(engine);
+  // The tokens' clock, which a test may move forward (expiry) instead of waiting.
+  let clockSkewMs = 0;
+  const tenancy = new TenantStore(engine, () => Date.now() + clockSkewMs);
   const adminToken = (await tenancy.createToken({ role: 'admin', name: 'test-admin' })).token;
   const ctx = apiContext({
     rootEngine: engine, jobManager: new JobManager(), tenancy, qos: (engine as QosEngine).control, poolPath, spoolDir: dir,
@@ -80,5 +84,8 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
       body: text === '' ? null : JSON.parse(text) as unknown,
     };
   };
-  return { engine, tenancy, adminToken, base, registered, specs: routes.specs, audits, authFailures, call: as(adminToken), as };
+  return {
+    engine, tenancy, adminToken, base, registered, specs: routes.specs, audits, authFailures, call: as(adminToken), as,
+    advanceClock: (ms) => { clockSkewMs += ms; },
+  };
 }
