@@ -10,10 +10,10 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { FAIR_INFLIGHT_MAX } from '../src/qos/qos-control.js';
+import { freePort, runCapture } from './proc.js';
 
 const childEnv = 'CAIRN_QOS_BENCH_CHILD';
 const volumeBytes = 256 * 1024 * 1024;
@@ -37,17 +37,6 @@ export interface FairnessRow { name: string; lightP50Us: number | null; lightP99
 
 interface FioSide { iops: number; clat_ns: { percentile?: Record<string, number> } }
 
-function runCapture(command: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${command} exited ${code}: ${err}`))));
-  });
-}
 
 /**
  * The flood's fio runs at nice 19: on this 2-core machine the clients share the server's cores, and a
@@ -62,13 +51,6 @@ async function fio(uri: string, iodepth: number, seconds: number): Promise<FioSi
   return (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { write: FioSide }[] }).jobs[0]!.write;
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function measureVariant(dir: string, v: Variant, seconds: number): Promise<FairnessRow> {
   const port = await freePort();
