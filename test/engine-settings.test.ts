@@ -7,7 +7,7 @@ import { SimDevice } from '../src/engine/device/sim-device.js';
 import { Prng } from '../src/engine/device/prng.js';
 import { createPool, openPool, checkPool } from '../src/engine/pool.js';
 import { CairnError } from '../src/engine/index.js';
-import { FORMAT_VERSION, FORMAT_VERSION_LOGGED, SETTING_BYTES_MAX } from '../src/engine/constants.js';
+import { FORMAT_VERSION_SETTINGS as FORMAT_VERSION, FORMAT_VERSION_LOGGED, SETTING_BYTES_MAX } from '../src/engine/constants.js';
 import { MiB } from './engine-helpers.js';
 
 const options = { commitIntervalMs: 0 };

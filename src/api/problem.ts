@@ -63,11 +63,15 @@ const statusByCode: Record<ErrorCode | ApiErrorCode | TenancyErrorCode, number> 
   nbd_key_not_found: 404,
   tenant_not_empty: 409,
   too_many_requests: 429,
+  // An encrypted volume whose tenant's key-encryption key is unavailable: retry once it is back.
+  volume_locked: 423,
+  wrong_key: 422,
+  key_slots_full: 507,
 };
 
 const titleByStatus: Record<number, string> = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 409: 'Conflict', 413: 'Payload Too Large',
-  415: 'Unsupported Media Type', 416: 'Range Not Satisfiable', 500: 'Internal Server Error',
+  415: 'Unsupported Media Type', 422: 'Unprocessable Content', 423: 'Locked', 416: 'Range Not Satisfiable', 500: 'Internal Server Error',
   503: 'Service Unavailable', 507: 'Insufficient Storage',
 };
 

@@ -2,7 +2,7 @@
 // overrides only the calls it changes and a method added to Engine needs no edit in each of them.
 import type {
   ByteRange, CheckReport, Engine, Extent, PoolStats, Setting, SettingChange, SnapshotCreateOptions, SnapshotInfo, SnapshotPage,
-  SnapshotPageRequest, SpaceUsage, Target, TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
+  SnapshotPageRequest, SpaceUsage, Target, TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions, KeyInfo, VolumeCreateOptions,
 } from '../engine/index.js';
 
 export class ForwardingEngine implements Engine {
@@ -30,7 +30,7 @@ export class ForwardingEngine implements Engine {
   putSettings(changes: SettingChange[]): Promise<void> { return this.inner.putSettings(changes); }
   listVolumes(): VolumeInfo[] { return this.inner.listVolumes(); }
   getVolume(name: string): VolumeInfo { return this.inner.getVolume(name); }
-  createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> { return this.inner.createVolume(name, sizeBytes); }
+  createVolume(name: string, sizeBytes: number, opts?: VolumeCreateOptions): Promise<VolumeInfo> { return this.inner.createVolume(name, sizeBytes, opts); }
   cloneVolume(name: string, source: string): Promise<VolumeInfo> { return this.inner.cloneVolume(name, source); }
   resizeVolume(name: string, sizeBytes: number, opts?: { allowShrink?: boolean }): Promise<VolumeInfo> {
     return this.inner.resizeVolume(name, sizeBytes, opts);
@@ -53,4 +53,10 @@ export class ForwardingEngine implements Engine {
   spaceUsage(name: string): Promise<SpaceUsage> { return this.inner.spaceUsage(name); }
   targetSizeBytes(id: number): number { return this.inner.targetSizeBytes(id); }
   onTargetEvent(listener: (event: TargetEvent) => void): () => void { return this.inner.onTargetEvent(listener); }
+  listKeys(): KeyInfo[] { return this.inner.listKeys(); }
+  unlockKey(keyId: number, dek: Buffer): void { this.inner.unlockKey(keyId, dek); }
+  lockKey(keyId: number): void { this.inner.lockKey(keyId); }
+  rewrapKey(keyId: number, wrapped: Buffer): Promise<void> { return this.inner.rewrapKey(keyId, wrapped); }
+  readSealed(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> { return this.inner.readSealed(id, offsetBytes, lengthBytes); }
+  writeSealed(id: number, offsetBytes: number, data: Buffer): Promise<void> { return this.inner.writeSealed(id, offsetBytes, data); }
 }

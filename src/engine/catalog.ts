@@ -1,7 +1,7 @@
 // The catalog: volumes, snapshots, settings and the queue of dropped tree nodes, as fixed 256-byte records in a
 // paged array inside the pool, committed in the same transaction as the data they describe. The
 // whole catalog is also held in memory (small: tens of thousands of records are a few MB).
-import { CATALOG_LOAD_PAGES_IN_FLIGHT, CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NAME_BYTES_MAX, SETTING_BYTES_MAX } from './constants.js';
+import { KEY_ID_MAX, CATALOG_LOAD_PAGES_IN_FLIGHT, CATALOG_RECORD_BYTES, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORDS_MAX, NAME_BYTES_MAX, SETTING_BYTES_MAX } from './constants.js';
 import { MetaType, catalogPageOf, getU64, setU64, viewOf, type CatalogPage } from './format.js';
 import type { MetaStore } from './meta-store.js';
 import { RadixArray } from './radix.js';
@@ -47,6 +47,8 @@ export interface CatalogRecord {
   streamGuid?: string;
   /** Setting: its value (the key is `name`). */
   value?: Buffer;
+  /** Volume, snapshot: the key slot of its lineage's data key (format 5), 0 when not encrypted. */
+  keyId: number;
 }
 
 function encodeRecord(rec: CatalogRecord, buf: Buffer, off: number): void {
@@ -58,6 +60,8 @@ function encodeRecord(rec: CatalogRecord, buf: Buffer, off: number): void {
   buf.writeUInt8(rec.kind, off);
   buf.writeUInt8(rec.flags, off + 1);
   buf.writeUInt16LE(name.length, off + 2);
+  assert(Number.isInteger(rec.keyId) && rec.keyId >= 0 && rec.keyId <= KEY_ID_MAX, 'a key slot number');
+  buf.writeUInt32LE(rec.keyId, off + 4);
   const view = viewOf(buf);
   setU64(view, off + 8, rec.id);
   setU64(view, off + 16, rec.root);
@@ -91,7 +95,7 @@ function decodeSetting(buf: Buffer, off: number, slot: number): CatalogRecord {
   const start = off + SETTING_HEAD_BYTES;
   return {
     slot, kind: RecordKind.Setting, flags: 0, id: 0, root: 0, sizeBytes: 0, mappedBlocks: 0, createdMs: 0, parentId: 0,
-    originSnapId: 0, flattenCursor: 0, seq: 0, name: buf.toString('utf8', start, start + keyLen),
+    originSnapId: 0, flattenCursor: 0, seq: 0, name: buf.toString('utf8', start, start + keyLen), keyId: 0,
     value: Buffer.from(buf.subarray(start + keyLen, start + keyLen + valueLen)),
   };
 }
@@ -117,6 +121,7 @@ export function decodeRecord(buf: Buffer, off: number, slot: number): CatalogRec
     mappedBlocks: getU64(view, off + 32), createdMs: getU64(view, off + 40), parentId: getU64(view, off + 48),
     originSnapId: getU64(view, off + 56), flattenCursor: getU64(view, off + 64), seq: getU64(view, off + 72),
     name: buf.toString('utf8', off + RECORD_NAME_OFFSET_BYTES, off + RECORD_NAME_OFFSET_BYTES + nameLen),
+    keyId: buf.readUInt32LE(off + 4),
   };
   const streamGuid = kind === RecordKind.Snapshot ? decodeStreamGuid(buf, off) : undefined;
   if (streamGuid !== undefined) rec.streamGuid = streamGuid;
@@ -145,6 +150,10 @@ export class Catalog {
   readonly deadNodes: CatalogRecord[] = [];
   /** Setting records by key. */
   readonly settings = new Map<string, CatalogRecord>();
+  /** Volume and snapshot records (deleted-but-kept volumes too) per key slot: a lineage's key lives while it has one. */
+  readonly keyUsers = new Map<number, number>();
+  /** Called when the last record of a key slot leaves the catalog (the pool destroys the key once that is committed). */
+  onKeyReleased: (keyId: number) => void = () => undefined;
   private readonly freeSlots: number[] = [];
   slotsUsed: number;
 
@@ -206,6 +215,7 @@ export class Catalog {
     if (rec.kind === RecordKind.DeadNode) { this.deadNodes.push(rec); return; }
     if (rec.kind === RecordKind.Setting) { this.settings.set(rec.name, rec); return; }
     this.byId.set(rec.id, rec);
+    if (rec.keyId !== 0) this.keyUsers.set(rec.keyId, (this.keyUsers.get(rec.keyId) ?? 0) + 1);
     if (rec.kind === RecordKind.Volume) { this.volumesByName.set(rec.name, rec); return; }
     let snaps = this.snapshotsByVolume.get(rec.parentId);
     if (!snaps) this.snapshotsByVolume.set(rec.parentId, (snaps = { byName: new Map(), bySeq: new KeyOrder((r) => r.seq) }));
@@ -230,6 +240,11 @@ export class Catalog {
       return;
     }
     this.byId.delete(rec.id);
+    if (rec.keyId !== 0) {
+      const users = this.keyUsers.get(rec.keyId);
+      assert(users !== undefined && users >= 1, 'a key slot counts the records that use it');
+      if (users === 1) { this.keyUsers.delete(rec.keyId); this.onKeyReleased(rec.keyId); } else this.keyUsers.set(rec.keyId, users - 1);
+    }
     if (rec.kind === RecordKind.Volume) {
       if (this.volumesByName.get(rec.name) === rec) this.volumesByName.delete(rec.name);
     } else {
@@ -324,7 +339,7 @@ export class Catalog {
     if (old !== undefined) { old.value = Buffer.from(value); await this.save(old); return; }
     await this.add({
       kind: RecordKind.Setting, flags: 0, id: 0, root: 0, sizeBytes: 0, mappedBlocks: 0, createdMs: 0, parentId: 0,
-      originSnapId: 0, flattenCursor: 0, seq: 0, name: key, value: Buffer.from(value),
+      originSnapId: 0, flattenCursor: 0, seq: 0, name: key, value: Buffer.from(value), keyId: 0,
     });
   }
 

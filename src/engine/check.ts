@@ -2,13 +2,15 @@
 // cache), walks every tree, recomputes every reference count and verifies every checksum, then
 // compares with the space map. Reports leaks, double ownership and corruption with block numbers.
 import {
-  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CHECK_PROBLEMS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, FORMAT_VERSION, FORMAT_VERSION_LOGGED,
+  BLOCK_SIZE_BYTES, CATALOG_RECORDS_MAX, CHECK_PROBLEMS_MAX, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK, FORMAT_VERSION_SETTINGS, FORMAT_VERSION_LOGGED,
   FORMAT_VERSION_UNMIRRORED, RADIX_FANOUT, REFCOUNTS_PER_PAGE, SUPERBLOCK_MIRROR_SLOTS, TREE_DEPTH_MAX, RADIX_DEPTH_MAX, radixDepth, EXTENT_BLOCKS_MAX,
-  POOL_BLOCKS_MIN, POOL_BLOCKS_MAX,
+  POOL_BLOCKS_MIN, POOL_BLOCKS_MAX, KEY_SLOTS_PER_BLOCK, KEY_SLOT_BYTES,
 } from './constants.js';
 import type { Device } from './device/device.js';
 import { decodeMeta, MetaType, type MetaLimits, type MetaObject, type RadixNode, type CountPage, type CatalogPage, type TreeNode } from './format.js';
 import { recoverSuperblock } from './superblock-recovery.js';
+import { hasKeyring, type Superblock } from './superblock.js';
+import { decodeSlot, uuidBytes } from './keyring.js';
 import { blockChecksums } from './checksum.js';
 import { decodeRecord, RecordKind, type CatalogRecord } from './catalog.js';
 import type { CheckProblem, CheckReport } from './types.js';
@@ -183,6 +185,14 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
       for (let b = sb.logStartBlock; b < sb.logStartBlock + sb.logBlocks; b++) c.expected[b] = (c.expected[b] ?? 0) + 1;
     }
   }
+  if (hasKeyring(sb.formatVersion)) {
+    const end = sb.keyringStartBlock + 2 * sb.keyringBlocks;
+    if (!(sb.keyringBlocks >= 1 && sb.keyringStartBlock >= FIRST_FREE_BLOCK && end <= sb.totalBlocks)) {
+      c.problem({ kind: 'superblock', physicalBlock: sb.keyringStartBlock, message: `keyring region [${sb.keyringStartBlock}, ${end}) lies outside the pool` });
+    } else {
+      for (let b = sb.keyringStartBlock; b < end; b++) c.expected[b] = (c.expected[b] ?? 0) + 1;
+    }
+  }
   const actual = new Uint32Array(sb.totalBlocks);
   await c.walkRadix(sb.spaceRoot, sb.totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage, 'space map', (index, page) => {
     if (!page) return;
@@ -217,8 +227,9 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     }
   }, () => null); // the catalog keeps its free slots in memory, not in the summary
   checkCatalog(c, records);
-  if (sb.formatVersion < FORMAT_VERSION && records.some((r) => r.kind === RecordKind.Setting)) {
-    c.problem({ kind: 'catalog', physicalBlock: 0, message: `format ${sb.formatVersion} pool holds setting records (format ${FORMAT_VERSION} and later only)` });
+  await checkKeyring(c, device, sb, records, notes);
+  if (sb.formatVersion < FORMAT_VERSION_SETTINGS && records.some((r) => r.kind === RecordKind.Setting)) {
+    c.problem({ kind: 'catalog', physicalBlock: 0, message: `format ${sb.formatVersion} pool holds setting records (format ${FORMAT_VERSION_SETTINGS} and later only)` });
   }
   for (const rec of records) {
     if (rec.root === 0) continue;
@@ -239,6 +250,51 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     else c.problem({ kind: 'refcount_mismatch', physicalBlock: b, message: `block ${b} is referenced ${want} times but counted ${have}` });
   }
   return { ok: c.problems.length === 0, problems: c.problems, notes, blocksChecked: c.blocksChecked, nodesChecked: c.nodesChecked };
+}
+
+/**
+ * Key slots against the catalog: every key a record names has a valid copy (checksums only: no key is
+ * needed to check an encrypted pool), a lineage's records share one key, and a slot no record names
+ * is noted (a crash between a deletion's commit and its shred; the next open destroys it).
+ */
+async function checkKeyring(c: Checker, device: Device, sb: Superblock, records: CatalogRecord[], notes: string[]): Promise<void> {
+  const named = new Set(records.filter((r) => r.kind === RecordKind.Volume || r.kind === RecordKind.Snapshot).map((r) => r.keyId).filter((k) => k !== 0));
+  const byId = new Map(records.filter((r) => r.kind === RecordKind.Volume).map((r) => [r.id, r]));
+  for (const r of records) {
+    const parent = r.parentId !== 0 ? byId.get(r.parentId) : undefined;
+    if ((r.kind === RecordKind.Snapshot || r.kind === RecordKind.Volume) && parent !== undefined && parent.keyId !== r.keyId) {
+      c.problem({ kind: 'catalog', physicalBlock: 0, message: `${r.name} (#${r.id}) uses key slot ${r.keyId} but its ${r.kind === RecordKind.Snapshot ? 'volume' : 'origin'} ${parent.name} uses ${parent.keyId}` });
+    }
+  }
+  if (!hasKeyring(sb.formatVersion)) {
+    if (named.size > 0) c.problem({ kind: 'catalog', physicalBlock: 0, message: `records name key slots but the pool (format ${sb.formatVersion}) has no keyring` });
+    return;
+  }
+  if (!(sb.keyringBlocks >= 1 && sb.keyringStartBlock + 2 * sb.keyringBlocks <= sb.totalBlocks)) return; // reported with the region
+  const uuid = uuidBytes(sb.poolUuid);
+  const copies: Buffer[] = [];
+  for (const copy of [0, 1] as const) {
+    const buf = Buffer.alloc(sb.keyringBlocks * BLOCK_SIZE_BYTES);
+    await device.read(sb.keyringStartBlock + copy * sb.keyringBlocks, buf);
+    copies.push(buf);
+  }
+  const slots = sb.keyringBlocks * KEY_SLOTS_PER_BLOCK;
+  for (let keyId = 1; keyId <= slots; keyId++) {
+    const decoded = ([0, 1] as const).map((copy) => decodeSlot(copies[copy]!, (keyId - 1) * KEY_SLOT_BYTES, keyId, copy, uuid));
+    const valid = decoded.filter((d) => d.state === 'valid').length;
+    const block = (copy: number): number => sb.keyringStartBlock + copy * sb.keyringBlocks + Math.floor((keyId - 1) / KEY_SLOTS_PER_BLOCK);
+    decoded.forEach((d, copy) => {
+      if (d.state !== 'damaged') return;
+      if (named.has(keyId) && valid === 0) return; // reported below, once
+      notes.push(`key slot ${keyId}, copy ${copy} (block ${block(copy)}) is damaged (${d.cause})${valid > 0 ? ': the other copy is whole, and open rewrites this one' : ''}`);
+    });
+    if (named.has(keyId) && valid === 0) {
+      c.problem({ kind: 'corrupt', physicalBlock: block(0), message: `key slot ${keyId} has no valid copy: the data of its lineage cannot be decrypted` });
+    } else if (!named.has(keyId) && valid > 0) {
+      notes.push(`key slot ${keyId} holds a key no volume or snapshot uses (a deletion interrupted before its key was destroyed): the next open destroys it`);
+    }
+  }
+  for (const keyId of named) if (keyId > slots) c.problem({ kind: 'catalog', physicalBlock: 0, message: `records name key slot ${keyId}, past the keyring's ${slots}` });
 }
 
 function checkCatalog(c: Checker, records: CatalogRecord[]): void {

@@ -5,7 +5,8 @@ import { BLOCK_SIZE_BYTES } from './types.js';
 
 export { BLOCK_SIZE_BYTES };
 /**
- * On-disk format. 4: format 3 whose catalog may hold setting records (small named values: tenants,
+ * On-disk format. 5: format 4 with a keyring region (key slots written in place, so a deleted
+ * lineage's wrapped key can be destroyed for good: ARCHITECTURE.md, "Encryption"). 4: format 3 whose catalog may hold setting records (small named values: tenants,
  * tokens, keys, QoS limits); a format-3 pool becomes format 4 in the commit that stores its first
  * setting, so a pool that never stores one still opens with the previous release. 3: format 2 plus an intent log region named by the superblock (a flush writes the
  * mapping changes since the last commit there instead of committing). 2: every commit writes its
@@ -13,7 +14,10 @@ export { BLOCK_SIZE_BYTES };
  * copy per commit, crc32c over its first 512 bytes. Older formats are still opened and upgraded in
  * place where their blocks allow it (ARCHITECTURE.md, "Superblock" and "Intent log").
  */
-export const FORMAT_VERSION = 4;
+export const FORMAT_VERSION = 5;
+/** Format 4 plus a keyring region named by the superblock (encrypted volumes' wrapped data keys); a pool becomes format 5 when its first encrypted volume is created. */
+export const FORMAT_VERSION_KEYRING = 5;
+export const FORMAT_VERSION_SETTINGS = 4;
 export const FORMAT_VERSION_LOGGED = 3;
 export const FORMAT_VERSION_MIRRORED = 2;
 export const FORMAT_VERSION_UNMIRRORED = 1;
@@ -323,3 +327,37 @@ export const WHOLE_SCAN_PAGES_MAX = 256;
 
 assert(WHOLE_RUN_WANTED_BLOCKS_MIN >= LARGE_RUN_BLOCKS && WHOLE_RUN_WANTED_BLOCKS_MIN <= WHOLE_RUN_BLOCKS_MAX && WHOLE_RUN_BLOCKS_MAX <= WHOLE_RUN_WANTED_BLOCKS_MAX, 'whole runs are longer than long runs');
 assert(WHOLE_RUN_BLOCKS_MAX * BLOCK_SIZE_BYTES > INLINE_IO_BYTES_MAX, 'a whole run goes to the thread pool');
+
+// ---- the keyring (keyring.ts): wrapped data keys of encrypted lineages, in place, two copies ----
+
+/** One key slot: magic, crc32c, slot number, copy, lengths, pool uuid, key-check value, version, wrapped key. */
+export const KEY_SLOT_BYTES = 256;
+/** Key slots in one 4 KiB block (16). */
+export const KEY_SLOTS_PER_BLOCK = BLOCK_SIZE_BYTES / KEY_SLOT_BYTES;
+/** Where the wrapped key starts in a slot, and the most it may hold (an RFC 3394 wrap of 64 bytes takes 72, plus a provider's header). */
+export const KEY_SLOT_WRAPPED_OFFSET = 64;
+export const KEY_WRAPPED_BYTES_MAX = KEY_SLOT_BYTES - KEY_SLOT_WRAPPED_OFFSET;
+/** A data key: AES-256-XTS takes two AES-256 keys. */
+export const DATA_KEY_BYTES = 64;
+/** Key-check value kept per lineage: a truncated HMAC of the data key, so a wrong key is refused, never used. */
+export const KEY_CHECK_BYTES = 16;
+/** Key slot numbers run from 1 (0 in a catalog record: not encrypted) to the largest keyring's slot count. */
+/**
+ * Blocks of each of the keyring's two copies: one per KEYRING_POOL_BLOCKS_PER_BLOCK blocks of the pool,
+ * at least KEYRING_BLOCKS_MIN and at most KEYRING_BLOCKS_MAX (4096 lineages); fixed when the keyring is
+ * made (the first encrypted volume), so growing the pool later does not add slots.
+ */
+export const KEYRING_BLOCKS_MIN = 2;
+export const KEYRING_BLOCKS_MAX = 256;
+export const KEYRING_POOL_BLOCKS_PER_BLOCK = 4096;
+export function keyringBlocksFor(totalBlocks: number): number {
+  assert(Number.isSafeInteger(totalBlocks) && totalBlocks >= POOL_BLOCKS_MIN, 'a pool size in blocks');
+  return Math.min(KEYRING_BLOCKS_MAX, Math.max(KEYRING_BLOCKS_MIN, Math.floor(totalBlocks / KEYRING_POOL_BLOCKS_PER_BLOCK)));
+}
+export const KEY_ID_MAX = KEYRING_BLOCKS_MAX * KEY_SLOTS_PER_BLOCK;
+/** Encrypted batches of at least this many blocks go to the thread pool (xts.ts), smaller ones run inline. */
+export const CRYPT_ASYNC_BLOCKS_MIN = 16;
+
+assert(KEY_SLOTS_PER_BLOCK * KEY_SLOT_BYTES === BLOCK_SIZE_BYTES, 'key slots tile a block');
+assert(KEY_WRAPPED_BYTES_MAX >= 72 + 32, 'a slot holds a wrapped data key and a provider header');
+assert(2 * KEYRING_BLOCKS_MIN <= POOL_BLOCKS_MIN / 8, 'the smallest pool holds a keyring and room beside it');

@@ -1,6 +1,7 @@
 // The data path: read, write (redirect-on-write to new blocks, checksummed), trim, write-zeroes and
 // block status. Data is written outside the metadata lock; the mapping is switched under it.
-import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS, DEVICE_IO_BLOCKS_MAX } from './constants.js';
+import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS, DEVICE_IO_BLOCKS_MAX, CRYPT_ASYNC_BLOCKS_MIN } from './constants.js';
+import type { XtsCipher } from './xts.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
@@ -15,6 +16,23 @@ function assertLive(core: PoolCore, rec: CatalogRecord): void {
   // Under the lock (the mapping switch): a check without it could be overtaken by a delete.
   core.assertHeld();
   if (core.catalog.byId.get(rec.id) !== rec || (rec.flags & FLAG_DELETED) !== 0) throw new VolumeNotFound(rec.name);
+}
+
+/**
+ * The cipher of an encrypted record's lineage (null for a plain one); VolumeLocked, before anything is
+ * read or written, when its key is not in memory.
+ */
+export function cipherFor(core: PoolCore, rec: CatalogRecord): XtsCipher | null {
+  if (rec.keyId === 0) return null;
+  if (core.keyring === null) fail(`${rec.name} names key slot ${rec.keyId} in a pool without a keyring`);
+  return core.keyring.cipherOf(rec.keyId, rec.name);
+}
+
+/** Decrypts a run read into `target` in place (after its checksums, which cover the ciphertext, passed). */
+function decryptRun(cipher: XtsCipher, firstPba: number, target: Buffer): Promise<void> | undefined {
+  if (target.length >= CRYPT_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) return cipher.decryptBlocksAsync(target, target, firstPba);
+  cipher.decryptBlocks(target, target, firstPba);
+  return undefined;
 }
 
 export function checkRange(rec: CatalogRecord, offsetBytes: number, lengthBytes: number): void {
@@ -56,7 +74,7 @@ function physicalRuns(entries: LeafEntry[]): LeafEntry[][] {
  * is read and verified on the spot; the others are read concurrently. Every read has finished when
  * this settles, also on failure: the caller may reuse `out` at once.
  */
-async function readBlocks(core: PoolCore, root: number, startLba: number, endLba: number, out: Buffer): Promise<void> {
+async function readBlocks(core: PoolCore, root: number, startLba: number, endLba: number, out: Buffer, cipher: XtsCipher | null): Promise<void> {
   // Layer boundary (tree → data): `out` is exactly the range, and the extents the tree hands out are
   // sorted, disjoint and inside it. A broken promise here would place data at the wrong offset, which
   // is wrong data returned, so it stops the request instead.
@@ -77,8 +95,16 @@ async function readBlocks(core: PoolCore, root: number, startLba: number, endLba
     const first = run[0]!, last = run[run.length - 1]!;
     const target = out.subarray((first.lba - startLba) * BLOCK_SIZE_BYTES, (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES);
     try {
-      if (core.device.readIfCheap?.(first.pba, target)) verifyRun(core, run, target);
-      else pending.push(core.device.read(first.pba, target).then(() => verifyRun(core, run, target), (err: unknown) => { throw readError(first.pba, err); }));
+      if (core.device.readIfCheap?.(first.pba, target)) {
+        verifyRun(core, run, target);
+        const decrypted = cipher === null ? undefined : decryptRun(cipher, first.pba, target);
+        if (decrypted !== undefined) pending.push(decrypted);
+      } else {
+        pending.push(core.device.read(first.pba, target).then(() => {
+          verifyRun(core, run, target);
+          return cipher === null ? undefined : decryptRun(cipher, first.pba, target);
+        }, (err: unknown) => { throw readError(first.pba, err); }));
+      }
     } catch (err) {
       failure = readError(first.pba, err);
       break;
@@ -120,6 +146,7 @@ function verifyRun(core: PoolCore, run: LeafEntry[], target: Buffer): void {
 
 export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, lengthBytes: number, into?: Buffer): Promise<Buffer> {
   checkRange(rec, offsetBytes, lengthBytes);
+  const cipher = cipherFor(core, rec);
   // A root is 0 (nothing mapped) or a tree node inside the pool (the catalog page validator checked it).
   if (!(rec.root === 0 || (rec.root >= 2 && rec.root < core.sb.totalBlocks))) fail(`${rec.name} has root ${rec.root} outside the pool`);
   const epoch = core.beginRead();
@@ -129,7 +156,7 @@ export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes:
     const aligned = offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0;
     const bytes = (endLba - startLba) * BLOCK_SIZE_BYTES;
     const buf = aligned && into !== undefined && into.length >= bytes ? into.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
-    await readBlocks(core, rec.root, startLba, endLba, buf);
+    await readBlocks(core, rec.root, startLba, endLba, buf, cipher);
     if (aligned) return buf;
     assert(buf.length >= lengthBytes + (offsetBytes - startLba * BLOCK_SIZE_BYTES), 'the unaligned read lies inside its blocks');
     const skip = offsetBytes - startLba * BLOCK_SIZE_BYTES;
@@ -165,6 +192,7 @@ async function withBlockLocks<T>(rec: CatalogRecord, lbas: number[], fn: () => P
 export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes: number, data: WriteData, noHole = false): Promise<void> {
   const length = dataLength(data);
   checkRange(rec, offsetBytes, length);
+  const cipher = cipherFor(core, rec);
   if (length === 0) return;
   const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES);
   const endLba = Math.ceil((offsetBytes + length) / BLOCK_SIZE_BYTES);
@@ -178,7 +206,7 @@ export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes
     const epoch = core.beginRead();
     try {
       for (const lba of edges) {
-        await readBlocks(core, rec.root, lba, lba + 1, buf.subarray((lba - startLba) * BLOCK_SIZE_BYTES, (lba - startLba + 1) * BLOCK_SIZE_BYTES));
+        await readBlocks(core, rec.root, lba, lba + 1, buf.subarray((lba - startLba) * BLOCK_SIZE_BYTES, (lba - startLba + 1) * BLOCK_SIZE_BYTES), cipher);
       }
     } finally { core.endRead(epoch); }
     concatData(data).copy(buf, head);
@@ -198,10 +226,11 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
     nonZero[i] = noHole || !blocks.isZero(i);
     if (nonZero[i]) count++;
   }
+  const cipher = cipherFor(core, rec);
   const runs: Run[] = count > 0 ? await reserveData(core, count) : [];
   core.writersActive++;
   try {
-    const entries = await writeData(core, blocks, startLba, nonZero, runs);
+    const entries = await writeData(core, blocks, startLba, nonZero, runs, cipher);
     const endLba = startLba + blocks.count;
     if (entries.length > 0 && entries[entries.length - 1]!.lba + entries[entries.length - 1]!.lengthBlocks > endLba) fail('written extents lie inside the write');
     const switched = core.mutateNow(() => {
@@ -250,7 +279,7 @@ async function reserveData(core: PoolCore, count: number): Promise<Run[]> {
 }
 
 /** Writes the non-zero blocks into the reserved runs (one device write per physical run). */
-async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number, nonZero: boolean[], runs: Run[]): Promise<LeafEntry[]> {
+async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number, nonZero: boolean[], runs: Run[], cipher: XtsCipher | null): Promise<LeafEntry[]> {
   const entries: LeafEntry[] = [];
   const writes: Promise<void>[] = [];
   assert(nonZero.length === blocks.count, 'a flag per block');
@@ -273,6 +302,13 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
   for (const run of physicalRuns(entries)) {
     const first = run[0]!, last = run[run.length - 1]!;
     const pieces = blocks.pieces(first.lba - startLba, last.lba + last.lengthBlocks - startLba);
+    if (cipher !== null) {
+      writes.push(encryptRun(cipher, pieces, first.pba).then((sealed) => {
+        blockChecksums(sealed, crcs, first.lba - startLba);
+        return core.blockWriter.write(first.pba, [sealed]);
+      }));
+      continue;
+    }
     let at = first.lba - startLba;
     for (const piece of pieces) { blockChecksums(piece, crcs, at); at += piece.length / BLOCK_SIZE_BYTES; }
     writes.push(core.blockWriter.write(first.pba, pieces));
@@ -289,6 +325,26 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
     }
   }
   return entries;
+}
+
+/**
+ * A physical run's plaintext pieces encrypted into one new buffer (the caller's data is never changed
+ * in place), each block with its own physical block number as the tweak. Checksums are taken of the
+ * result: they cover what is on disk, so a pool is verified without any key.
+ */
+async function encryptRun(cipher: XtsCipher, pieces: Buffer[], firstPba: number): Promise<Buffer> {
+  const total = pieces.reduce((n, p) => n + p.length, 0);
+  if (total % BLOCK_SIZE_BYTES !== 0) fail(`a run of ${total} bytes to encrypt`);
+  const sealed = Buffer.allocUnsafe(total);
+  let at = 0;
+  for (const piece of pieces) {
+    const dst = sealed.subarray(at, at + piece.length);
+    const pba = firstPba + at / BLOCK_SIZE_BYTES;
+    if (piece.length >= CRYPT_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) await cipher.encryptBlocksAsync(piece, dst, pba);
+    else cipher.encryptBlocks(piece, dst, pba);
+    at += piece.length;
+  }
+  return sealed;
 }
 
 /** Unmaps whole blocks [startLba, endLba) in bounded steps (a trim of a huge volume stays cheap). */
@@ -322,6 +378,7 @@ export async function zeroRange(core: PoolCore, rec: CatalogRecord, offsetBytes:
   if (offsetBytes + lengthBytes > rec.sizeBytes || offsetBytes < 0) {
     throw new OutOfRange(`range [${offsetBytes}, ${offsetBytes + lengthBytes}) is past the end of ${rec.name} (${rec.sizeBytes} bytes)`);
   }
+  cipherFor(core, rec); // a locked volume takes no trim either: its I/O is refused whole
   if (lengthBytes === 0) return;
   const firstFull = Math.ceil(offsetBytes / BLOCK_SIZE_BYTES);
   const endFull = Math.floor((offsetBytes + lengthBytes) / BLOCK_SIZE_BYTES);

@@ -5,7 +5,7 @@
 // must guarantee (a record of the kind asked for, a mutation that did what it says) is asserted, and a
 // failed assertion stops the pool rather than answer from a state that can no longer be trusted.
 import { createHash } from 'node:crypto';
-import { BLOCK_SIZE_BYTES, FORMAT_VERSION, POOL_BLOCKS_MAX, SETTING_BYTES_MAX } from './constants.js';
+import { BLOCK_SIZE_BYTES, FORMAT_VERSION_SETTINGS, POOL_BLOCKS_MAX, SETTING_BYTES_MAX } from './constants.js';
 import { hasIntentLog } from './superblock.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, RecordKind, type CatalogRecord } from './catalog.js';
@@ -18,10 +18,16 @@ import { parseRef, validateName, validateSettingKey, validateSize, validateVolum
 import {
   InvalidArgument, InvalidSize, NameTaken, PoolCorrupt, PoolShrinkRefused, ReadOnly, ShrinkRefused, SnapshotNotFound, VolumeNotFound, asIoError, assert, fail,
 } from './errors.js';
+import { ensureKeyring } from './pool-keyring.js';
+import { cipherFor } from './data-path.js';
 import type {
+  DataKey, EncryptionInfo, KeyInfo, VolumeCreateOptions,
   ByteRange, CheckReport, Engine, Extent, PoolStats, Setting, SettingChange, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
   TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from './types.js';
+
+/** XTS tweak domain of sealed (raw stream) data: the logical block, kept apart from the on-disk tweaks (domain 0, the physical block). */
+const STREAM_TWEAK_DOMAIN = 1;
 
 /** 32 lowercase hex chars, not all zero (a zero guid field in a record means "none stored"). */
 function validateStreamGuid(guid: string): void {
@@ -94,7 +100,13 @@ export class CairnEngine implements Engine {
         return snapshotNames;
       },
       flattenProgress: rec.flattenCursor > 0 ? Math.min(1, (rec.flattenCursor - 1) / Math.max(1, size / BLOCK_SIZE_BYTES)) : null,
+      encryption: this.encryptionOf(rec),
     };
+  }
+
+  private encryptionOf(rec: CatalogRecord): EncryptionInfo | null {
+    if (rec.keyId === 0) return null;
+    return { keyId: rec.keyId, locked: !(this.core.keyring?.isUnlocked(rec.keyId) ?? false) };
   }
 
   private snapshotInfo(rec: CatalogRecord): SnapshotInfo {
@@ -104,6 +116,7 @@ export class CairnEngine implements Engine {
     return {
       kind: 'snapshot', id: rec.id, volume: vol.name, name: rec.name, fullName: `${vol.name}@${rec.name}`,
       sizeBytes: rec.sizeBytes, mappedBytes: rec.mappedBlocks * BLOCK_SIZE_BYTES, createdMs: rec.createdMs,
+      encryption: this.encryptionOf(rec),
     };
   }
 
@@ -221,16 +234,25 @@ export class CairnEngine implements Engine {
     throw new NameTaken(name);
   }
 
-  async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+  async createVolume(name: string, sizeBytes: number, opts: VolumeCreateOptions = {}): Promise<VolumeInfo> {
     validateVolumeName(name);
     validateSize(sizeBytes);
-    const rec = await this.durable(async () => {
-      this.assertNameFree(name);
-      return this.catalog.add({
-        kind: RecordKind.Volume, flags: 0, id: this.newId(), root: 0, sizeBytes, mappedBlocks: 0, createdMs: this.core.nowMs(),
-        parentId: 0, originSnapId: 0, flattenCursor: 0, seq: 0, name,
+    if (this.catalog.volumesByName.has(name)) this.assertNameFree(name); // before a key slot is taken for nothing
+    const keyId = opts.encryption === undefined ? 0 : await this.newKeySlot(opts.encryption);
+    let rec: CatalogRecord;
+    try {
+      rec = await this.durable(async () => {
+        this.assertNameFree(name);
+        return this.catalog.add({
+          kind: RecordKind.Volume, flags: 0, id: this.newId(), root: 0, sizeBytes, mappedBlocks: 0, createdMs: this.core.nowMs(),
+          parentId: 0, originSnapId: 0, flattenCursor: 0, seq: 0, name, keyId,
+        });
       });
-    });
+    } catch (err) {
+      // The slot was written but no record names it: destroyed now (open would do it after a crash).
+      if (keyId !== 0 && !this.catalog.keyUsers.has(keyId)) await this.core.keyring!.shred([keyId]).catch(() => undefined);
+      throw err;
+    }
     assert(rec.root === 0 && rec.sizeBytes === sizeBytes && this.catalog.volumesByName.get(name) === rec, 'a new volume is empty and indexed');
     return this.volumeInfo(rec);
   }
@@ -247,7 +269,7 @@ export class CairnEngine implements Engine {
       return this.catalog.add({
         kind: RecordKind.Volume, flags: 0, id: this.newId(), root: src.root, sizeBytes: src.sizeBytes, mappedBlocks: src.mappedBlocks,
         createdMs: this.core.nowMs(), parentId: isSnap ? src.parentId : src.id, originSnapId: isSnap ? src.id : 0,
-        flattenCursor: 0, seq: 0, name,
+        flattenCursor: 0, seq: 0, name, keyId: src.keyId,
       });
     });
     return this.volumeInfo(rec);
@@ -339,7 +361,7 @@ export class CairnEngine implements Engine {
     }
     await this.durable(async () => {
       // Older binaries read format 3; the version moves only once the catalog holds what they cannot read.
-      if (this.core.sb.formatVersion < FORMAT_VERSION && changes.some((c) => c.value !== null)) this.core.sb = { ...this.core.sb, formatVersion: FORMAT_VERSION };
+      if (this.core.sb.formatVersion < FORMAT_VERSION_SETTINGS && changes.some((c) => c.value !== null)) this.core.sb = { ...this.core.sb, formatVersion: FORMAT_VERSION_SETTINGS };
       for (const { key, value } of changes) await this.catalog.putSetting(key, value);
     });
   }
@@ -381,7 +403,7 @@ export class CairnEngine implements Engine {
         const id = this.newId();
         const rec: Omit<CatalogRecord, 'slot'> = {
           kind: RecordKind.Snapshot, flags: 0, id, root: vol.root, sizeBytes: vol.sizeBytes, mappedBlocks: vol.mappedBlocks,
-          createdMs, parentId: vol.id, originSnapId: 0, flattenCursor: 0, seq: id, name: parsed[i]!.snapshot,
+          createdMs, parentId: vol.id, originSnapId: 0, flattenCursor: 0, seq: id, name: parsed[i]!.snapshot, keyId: vol.keyId,
         };
         // Stored with the snapshot, in its commit: a received snapshot keeps its sender's guid.
         rec.streamGuid = receivedGuid ?? this.streamGuidOf({ ...rec, slot: -1 });
@@ -576,6 +598,81 @@ export class CairnEngine implements Engine {
         return { offsetBytes: s, lengthBytes: e - s };
       })
       .filter((r) => r.lengthBytes > 0));
+  }
+
+  // ---- encryption ----
+
+  /** A key slot for a new lineage, written before the commit that will name it. */
+  private async newKeySlot(key: DataKey): Promise<number> {
+    if (!Buffer.isBuffer(key.dek) || !Buffer.isBuffer(key.wrapped)) throw new InvalidArgument('a data key and its wrapped form are byte buffers');
+    const keyring = await ensureKeyring(this.core);
+    const keyId = await this.core.mutate(async () => keyring.allocate(key.dek, key.wrapped));
+    try {
+      await keyring.writeNew(keyId);
+    } catch (err) {
+      await keyring.shred([keyId]).catch(() => undefined);
+      throw err;
+    }
+    return keyId;
+  }
+
+  listKeys(): KeyInfo[] {
+    const keyring = this.core.keyring;
+    if (keyring === null) return [];
+    const members = new Map<number, string[]>();
+    for (const rec of this.catalog.byId.values()) {
+      if (rec.keyId === 0) continue;
+      const name = rec.kind === RecordKind.Snapshot ? this.snapshotInfo(rec).fullName : rec.name;
+      const list = members.get(rec.keyId);
+      if (list) list.push(name); else members.set(rec.keyId, [name]);
+    }
+    return keyring.usedKeyIds().map((keyId) => ({
+      keyId, wrapped: keyring.copiesOf(keyId).map((c) => Buffer.from(c.wrapped)), locked: !keyring.isUnlocked(keyId),
+      members: (members.get(keyId) ?? []).sort(),
+    }));
+  }
+
+  private keySlot(keyId: number): NonNullable<PoolCore['keyring']> {
+    const keyring = this.core.keyring;
+    if (keyring === null || !Number.isInteger(keyId) || keyId < 1 || keyId > keyring.slotCount || keyring.copiesOf(keyId).length === 0) {
+      throw new InvalidArgument(`no key in slot ${keyId}`);
+    }
+    return keyring;
+  }
+
+  unlockKey(keyId: number, dek: Buffer): void { this.keySlot(keyId).unlock(keyId, dek); }
+  lockKey(keyId: number): void { this.keySlot(keyId).lock(keyId); }
+  rewrapKey(keyId: number, wrapped: Buffer): Promise<void> {
+    this.core.ensureUsable();
+    return this.keySlot(keyId).rewrap(keyId, wrapped);
+  }
+
+  private sealedRange(rec: CatalogRecord, offsetBytes: number, lengthBytes: number): { cipher: NonNullable<ReturnType<typeof cipherFor>>; lba: number } {
+    if (offsetBytes % BLOCK_SIZE_BYTES !== 0 || lengthBytes % BLOCK_SIZE_BYTES !== 0) throw new InvalidArgument(`a sealed range is whole blocks, got offset ${offsetBytes} length ${lengthBytes}`);
+    const cipher = cipherFor(this.core, rec);
+    if (cipher === null) throw new InvalidArgument(`${rec.name} is not encrypted: it has no sealed form`);
+    return { cipher, lba: offsetBytes / BLOCK_SIZE_BYTES };
+  }
+
+  async readSealed(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.core.ensureUsable();
+    const rec = this.byId(id);
+    const { cipher, lba } = this.sealedRange(rec, offsetBytes, lengthBytes);
+    const plain = await readRange(this.core, rec, offsetBytes, lengthBytes);
+    const sealed = Buffer.allocUnsafe(plain.length);
+    if (plain.length > 0) await cipher.encryptBlocksAsync(plain, sealed, lba, STREAM_TWEAK_DOMAIN);
+    plain.fill(0);
+    return sealed;
+  }
+
+  async writeSealed(id: number, offsetBytes: number, data: Buffer): Promise<void> {
+    this.core.ensureUsable();
+    const rec = this.writableById(id);
+    const { cipher, lba } = this.sealedRange(rec, offsetBytes, data.length);
+    if (data.length === 0) return;
+    const plain = Buffer.allocUnsafe(data.length);
+    await cipher.decryptBlocksAsync(data, plain, lba, STREAM_TWEAK_DOMAIN);
+    try { await writeRange(this.core, rec, offsetBytes, plain); } finally { plain.fill(0); }
   }
 
   /** Frees every queued dropped node now (tests and benchmarks; normally this runs in the background). */

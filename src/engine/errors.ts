@@ -20,12 +20,15 @@ export type ErrorCode =
   | MetaCorruptCode
   | 'pool_closed'
   | 'shrink_refused'
+  | 'volume_locked'
+  | 'wrong_key'
+  | 'key_slots_full'
   | 'internal_error';
 
 export class CairnError extends Error {
   readonly code: ErrorCode;
   /** errno a block protocol should report for this error (NBD, later NVMe/TCP status). */
-  readonly errno: 'EIO' | 'EPERM' | 'ENOSPC' | 'EINVAL' | 'ENXIO' | 'ESHUTDOWN';
+  readonly errno: 'EIO' | 'EPERM' | 'EACCES' | 'ENOSPC' | 'EINVAL' | 'ENXIO' | 'ESHUTDOWN';
   constructor(code: ErrorCode, message: string, errno: CairnError['errno'] = 'EINVAL') {
     super(message);
     this.name = 'CairnError';
@@ -190,6 +193,24 @@ export class PoolShrinkRefused extends CairnError {
     super('shrink_refused', `refusing to shrink the pool from ${currentBytes} to ${askedBytes} bytes: a pool only grows`);
     assert(askedBytes < currentBytes, 'a refused shrink asks for less');
   }
+}
+
+/**
+ * I/O to an encrypted volume, snapshot or clone whose data key is not in memory: its tenant's
+ * key-encryption key was unavailable when the pool opened (or was removed). Nothing is read or written.
+ */
+export class VolumeLocked extends CairnError {
+  constructor(name: string) {
+    super('volume_locked', `${name} is locked: the key-encryption key of its tenant is unavailable, so its data key could not be unwrapped (it unlocks when the key provider is back, or with cairn tenant unlock)`, 'EACCES');
+  }
+}
+/** A data key offered for a lineage does not match its key-check value (a wrong KEK unwrapped something else). */
+export class WrongKey extends CairnError {
+  constructor(keyId: number) { super('wrong_key', `the data key offered for key slot ${keyId} does not match its key-check value`, 'EACCES'); }
+}
+/** Every key slot of the pool's keyring holds a lineage's key. */
+export class KeySlotsFull extends CairnError {
+  constructor(slots: number) { super('key_slots_full', `all ${slots} key slots of this pool hold a data key: delete an encrypted volume (with its snapshots and clones) first`, 'ENOSPC'); }
 }
 
 export class AssertionError extends Error {

@@ -6,9 +6,11 @@ import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
 import { ChecksumError, PoolFull, VolumeNotFound, asIoError, assert, fail } from './errors.js';
 import { blockChecksum } from './checksum.js';
+import { cipherFor } from './data-path.js';
 
 export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgress?: (fraction: number) => void): Promise<void> {
   assert(rec.sizeBytes % BLOCK_SIZE_BYTES === 0, 'a volume of whole blocks');
+  cipherFor(core, rec); // a locked lineage cannot be flattened: its blocks move, so they are re-encrypted
   if (rec.flattenCursor === 0) {
     await core.mutate(async () => { assertFlattenable(core, rec); rec.flattenCursor = 1; await core.catalog.save(rec); });
     await core.commit();
@@ -67,8 +69,15 @@ async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, e
       if (blockChecksum(data) !== c.crcs[0]) { core.checksumErrors++; throw new ChecksumError(c.pba, 'data block (flatten)'); }
       const [run] = await core.space.reserve(1, false);
       try {
+        // An encrypted block's tweak is its physical block: moved, it is decrypted and sealed again, and its checksum follows.
+        const cipher = cipherFor(core, rec);
+        if (cipher !== null) {
+          cipher.decryptBlocks(data, data, c.pba);
+          cipher.encryptBlocks(data, data, run!.pba);
+        }
+        const crc = cipher === null ? c.crcs[0]! : blockChecksum(data);
         await core.device.write(run!.pba, data).catch((err: unknown) => { throw asIoError(err, `flatten: write of physical block ${run!.pba} failed`); });
-        const r = await core.trees.edit(rec.root, c.lba, c.lba + 1, [{ lba: c.lba, pba: run!.pba, lengthBlocks: 1, crcs: Uint32Array.of(c.crcs[0]!) }]);
+        const r = await core.trees.edit(rec.root, c.lba, c.lba + 1, [{ lba: c.lba, pba: run!.pba, lengthBlocks: 1, crcs: Uint32Array.of(crc) }]);
         rec.root = r.root;
       } finally {
         core.space.unreserve([run!]);

@@ -3,7 +3,7 @@
 import {
   BLOCK_SIZE_BYTES, META_HEADER_BYTES, META_MAGIC, META_PAYLOAD_BYTES, LEAF_ENTRY_FIXED_BYTES, EXTENT_BLOCKS_MAX,
   BRANCH_FANOUT_MAX, RADIX_FANOUT, REFCOUNTS_PER_PAGE, CATALOG_RECORDS_PER_PAGE, CATALOG_RECORD_BYTES, FIRST_FREE_BLOCK,
-  POOL_BLOCKS_MAX, VOLUME_BLOCKS_MAX, VOLUME_BYTES_MAX, NAME_BYTES_MAX, CATALOG_RECORDS_MAX, SETTING_BYTES_MAX, SETTING_KEY_BYTES_MAX,
+  KEY_ID_MAX, POOL_BLOCKS_MAX, VOLUME_BLOCKS_MAX, VOLUME_BYTES_MAX, NAME_BYTES_MAX, CATALOG_RECORDS_MAX, SETTING_BYTES_MAX, SETTING_KEY_BYTES_MAX,
 } from './constants.js';
 import {
   assert, fail, MetaBadChecksum, MetaBadMagic, MetaBadStructure, MetaWrongLocation, MetaWrongType,
@@ -153,7 +153,7 @@ function radixViolation(block: number, ptrs: Float64Array, free: Float64Array, l
 }
 
 // The catalog record layout (catalog.ts encodeRecord): kind u8 at 0, flags u8 at 1, name length u16
-// at 2, root u64 at 16, size u64 at 24; an empty slot is all zeros. A setting (kind 4): key length u16
+// at 2, key slot u32 at 4 (format 5), root u64 at 16, size u64 at 24; an empty slot is all zeros. A setting (kind 4): key length u16
 // at 2, value length u16 at 4, key and value from byte 8.
 const RECORD_KIND_MAX = 4;
 const RECORD_KIND_SETTING = 4;
@@ -174,6 +174,8 @@ function catalogPageViolation(records: Buffer, limits: MetaLimits): Violation | 
       continue;
     }
     const flags = records.readUInt8(off + 1);
+    const keyId = records.readUInt32LE(off + 4);
+    if (keyId > KEY_ID_MAX || (keyId !== 0 && kind === 3)) return violation(`record ${i} key slot`, `0..${KEY_ID_MAX} (0 for a dropped node)`, keyId);
     if ((flags & ~RECORD_FLAGS_KNOWN) !== 0) return violation(`record ${i} flags`, `within 0x${RECORD_FLAGS_KNOWN.toString(16)}`, flags);
     const nameBytes = records.readUInt16LE(off + 2);
     if (nameBytes > NAME_BYTES_MAX) return violation(`record ${i} name length`, `<= ${NAME_BYTES_MAX} bytes`, nameBytes);

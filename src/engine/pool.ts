@@ -23,6 +23,8 @@ import { CairnEngine } from './engine.js';
 import { checkDevice } from './check.js';
 import { IntentLog, type LogCut, type LogHost } from './intent-log.js';
 import { applyIntentLog, scanIntentLog } from './intent-log-replay.js';
+import type { Keyring } from './keyring.js';
+import { openKeyring } from './pool-keyring.js';
 
 export class PoolCore implements LogHost {
   /** The metadata lock (the store's, so every module that changes metadata can assert it). */
@@ -54,6 +56,10 @@ export class PoolCore implements LogHost {
   readonly fastPaths: boolean;
   /** The intent log (format 3); null in a pool that has none (no room for it), where a flush commits. */
   intentLog: IntentLog | null = null;
+  /** The keyring (format 5, pool-keyring.ts); null until the pool's first encrypted volume. */
+  keyring: Keyring | null = null;
+  /** Key slots whose last record left the catalog in transaction `txn`: destroyed once that is durable. */
+  private releasedKeys: { keyId: number; txn: number }[] = [];
 
   constructor(
     readonly device: Device,
@@ -76,6 +82,7 @@ export class PoolCore implements LogHost {
     this.durableGeneration = sb.generation;
     this.dirtyMax = dirtyObjectsMax(sb.totalBlocks);
     this.commitIntervalMs = opts.commitIntervalMs ?? COMMIT_INTERVAL_MS_DEFAULT;
+    catalog.onKeyReleased = (keyId) => { this.releasedKeys.push({ keyId, txn: this.store.txn }); };
   }
 
   // ---- lifecycle ----
@@ -90,7 +97,7 @@ export class PoolCore implements LogHost {
     await PoolCore.zeroMirrorSlots(device);
     const sb: Superblock = {
       formatVersion: FORMAT_VERSION_MIRRORED, generation: 0, totalBlocks, spaceRoot: 0, catalogRoot: 0, catalogSlots: 0, nextId: 1,
-      poolUuid: randomUUID(), firstMirroredGeneration: 1, logStartBlock: 0, logBlocks: 0, logTailSeq: 0,
+      poolUuid: randomUUID(), firstMirroredGeneration: 1, logStartBlock: 0, logBlocks: 0, logTailSeq: 0, keyringStartBlock: 0, keyringBlocks: 0,
     };
     const core = await PoolCore.assemble(device, sb, opts);
     await core.mutex.run(async () => {
@@ -121,6 +128,7 @@ export class PoolCore implements LogHost {
     core.superblockRepair = recovery.repairNeeded || recovery.lostGeneration !== null;
     // Replay first, against the generation that opened: the records past its tail were made after it.
     if (hasIntentLog(sb.formatVersion)) await core.replayLog(opts.rewind === true, recovery.lostGeneration ?? Infinity);
+    await openKeyring(core);
     // Older formats are upgraded in place as far as their blocks allow, in one commit.
     const from = core.sb.formatVersion;
     const mirrored = from !== FORMAT_VERSION_UNMIRRORED || await core.upgradeToMirrored();
@@ -261,6 +269,7 @@ export class PoolCore implements LogHost {
       this.cancelCommitTimer();
     });
     await this.commitChain;
+    this.keyring?.close();
     await this.device.close();
   }
 
@@ -508,7 +517,29 @@ export class PoolCore implements LogHost {
     this.space.committed(freed, this.readEpoch);
     this.space.releaseQuarantine(this.oldestReadEpoch());
     this.log('commit', { generation: sb.generation, metaBlocks: writes.length, freedBlocks: freed.blocks, durationMs: Date.now() - started });
+    await this.shredReleasedKeys(sb.generation);
     this.scheduleGc();
+  }
+
+  /**
+   * Destroys the keys whose last record's removal is now durable, before the commit that made it so
+   * resolves: a delete that returned has shredded its lineage's key. A crash before this is caught up
+   * at open (pool-keyring.ts: a slot no record names is shredded).
+   */
+  private async shredReleasedKeys(generation: number): Promise<void> {
+    if (this.releasedKeys.length === 0) return;
+    const due = this.releasedKeys.filter((k) => k.txn <= generation && this.catalog.keyUsers.get(k.keyId) === undefined);
+    this.releasedKeys = this.releasedKeys.filter((k) => k.txn > generation);
+    if (due.length === 0) return;
+    assert(this.keyring !== null, 'a pool with released keys has a keyring');
+    try {
+      await this.keyring.shred(due.map((k) => k.keyId));
+    } catch (err) {
+      this.poisoned = err instanceof Error ? err : new Error(String(err));
+      this.log('key_shred_failed', { keyIds: due.map((k) => k.keyId), error: this.poisoned.message });
+      throw new IoError(`destroying a deleted lineage's key failed: ${this.poisoned.message}`);
+    }
+    this.log('key_shredded', { keyIds: due.map((k) => k.keyId), generation });
   }
 
   /**
@@ -598,7 +629,7 @@ export class PoolCore implements LogHost {
     if (!(root >= FIRST_FREE_BLOCK && root < this.sb.totalBlocks)) fail(`dropping tree root ${root} outside the pool`);
     await this.catalog.add({
       kind: RecordKind.DeadNode, flags: 0, id: 0, root, sizeBytes: 0, mappedBlocks: 0, createdMs: 0,
-      parentId: 0, originSnapId: 0, flattenCursor: 0, seq: 0, name: '',
+      parentId: 0, originSnapId: 0, flattenCursor: 0, seq: 0, name: '', keyId: 0,
     });
   }
 

@@ -4,7 +4,7 @@
 // primary only, crc32c over its first 512 bytes. Which copy to open is decided in superblock-recovery.ts.
 import { crc32c } from '@node-rs/crc32';
 import {
-  BLOCK_SIZE_BYTES, FORMAT_VERSION, FORMAT_VERSION_LOGGED, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MAGIC, SUPERBLOCK_MIRROR_SLOTS, SUPERBLOCK_SLOTS,
+  BLOCK_SIZE_BYTES, FORMAT_VERSION, FORMAT_VERSION_KEYRING, FORMAT_VERSION_LOGGED, FORMAT_VERSION_SETTINGS, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_UNMIRRORED, SUPERBLOCK_MAGIC, SUPERBLOCK_MIRROR_SLOTS, SUPERBLOCK_SLOTS,
 } from './constants.js';
 import { getU64, setU64, viewOf } from './format.js';
 import { assert } from './errors.js';
@@ -34,6 +34,12 @@ export interface Superblock {
   logStartBlock: number;
   logBlocks: number;
   logTailSeq: number;
+  /**
+   * Format 5: the keyring region, two copies of keyringBlocks blocks from keyringStartBlock (keyring.ts).
+   * 0 in older formats (a pool becomes format 5 in the commit that names its new keyring).
+   */
+  keyringStartBlock: number;
+  keyringBlocks: number;
 }
 
 /** Format 1 covered only the head of the block by its checksum. */
@@ -41,10 +47,15 @@ const CRC_SPAN_V1_BYTES = 512;
 const OFFSET_MAGIC = 0, OFFSET_VERSION = 4, OFFSET_CRC = 8, OFFSET_BLOCK_SIZE = 12;
 const OFFSET_UUID = 64, OFFSET_HOME_BLOCK = 80, OFFSET_FIRST_MIRRORED = 88;
 const OFFSET_LOG_START = 96, OFFSET_LOG_BLOCKS = 104, OFFSET_LOG_TAIL_SEQ = 112;
-const KNOWN_VERSIONS: readonly number[] = [FORMAT_VERSION_UNMIRRORED, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_LOGGED, FORMAT_VERSION];
+const OFFSET_KEYRING_START = 120, OFFSET_KEYRING_BLOCKS = 128;
+const KNOWN_VERSIONS: readonly number[] = [FORMAT_VERSION_UNMIRRORED, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_LOGGED, FORMAT_VERSION_SETTINGS, FORMAT_VERSION_KEYRING];
+assert(KNOWN_VERSIONS.includes(FORMAT_VERSION), 'the current format is known');
 
 /** Formats 3 and later have an intent log. */
 export function hasIntentLog(formatVersion: number): boolean { return formatVersion >= FORMAT_VERSION_LOGGED; }
+
+/** Format 5 and later have a keyring. */
+export function hasKeyring(formatVersion: number): boolean { return formatVersion >= FORMAT_VERSION_KEYRING; }
 
 export type CopyRole = 'primary' | 'mirror';
 
@@ -60,6 +71,7 @@ export function encodeSuperblock(sb: Superblock, homeBlock: number): Buffer {
   const v1 = sb.formatVersion === FORMAT_VERSION_UNMIRRORED;
   assert(KNOWN_VERSIONS.includes(sb.formatVersion), 'known superblock format');
   assert(hasIntentLog(sb.formatVersion) ? sb.logBlocks > 0 : sb.logBlocks === 0 && sb.logStartBlock === 0 && sb.logTailSeq === 0, 'formats 3 and later, and only they, have a log');
+  assert(hasKeyring(sb.formatVersion) ? sb.keyringBlocks > 0 : sb.keyringBlocks === 0 && sb.keyringStartBlock === 0, 'format 5 and later, and only they, have a keyring');
   assert(homeBlock === copyBlock('primary', sb.generation) || (!v1 && homeBlock === copyBlock('mirror', sb.generation)), 'superblock copy in its slot');
   const buf = Buffer.alloc(BLOCK_SIZE_BYTES);
   buf.writeUInt32LE(SUPERBLOCK_MAGIC, OFFSET_MAGIC);
@@ -81,6 +93,10 @@ export function encodeSuperblock(sb: Superblock, homeBlock: number): Buffer {
     setU64(view, OFFSET_LOG_START, sb.logStartBlock);
     setU64(view, OFFSET_LOG_BLOCKS, sb.logBlocks);
     setU64(view, OFFSET_LOG_TAIL_SEQ, sb.logTailSeq);
+  }
+  if (hasKeyring(sb.formatVersion)) {
+    setU64(view, OFFSET_KEYRING_START, sb.keyringStartBlock);
+    setU64(view, OFFSET_KEYRING_BLOCKS, sb.keyringBlocks);
   }
   buf.writeUInt32LE(crc32c(v1 ? buf.subarray(0, CRC_SPAN_V1_BYTES) : buf), OFFSET_CRC);
   return buf;
@@ -123,6 +139,8 @@ export function decodeSuperblock(buf: Buffer, blockNumber: number): DecodedCopy 
     logStartBlock: hasIntentLog(version) ? getU64(view, OFFSET_LOG_START) : 0,
     logBlocks: hasIntentLog(version) ? getU64(view, OFFSET_LOG_BLOCKS) : 0,
     logTailSeq: hasIntentLog(version) ? getU64(view, OFFSET_LOG_TAIL_SEQ) : 0,
+    keyringStartBlock: hasKeyring(version) ? getU64(view, OFFSET_KEYRING_START) : 0,
+    keyringBlocks: hasKeyring(version) ? getU64(view, OFFSET_KEYRING_BLOCKS) : 0,
   };
   // A valid block at the wrong place (a misdirected write, blocks swapped) is not this slot's copy.
   const home = v1 ? copyBlock('primary', sb.generation) : getU64(view, OFFSET_HOME_BLOCK);

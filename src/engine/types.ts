@@ -28,6 +28,33 @@ export interface VolumeInfo {
   readonly snapshots: string[];
   /** Set while a flatten is under way (resumable after a crash). 0..1 */
   flattenProgress: number | null;
+  /** Null for a plain volume; an encrypted one shares its lineage's key with its snapshots and clones. */
+  encryption: EncryptionInfo | null;
+}
+
+/** An encrypted volume's or snapshot's lineage key: its slot, and whether its data key is in memory. */
+export interface EncryptionInfo {
+  keyId: number;
+  /** No data key in memory (its tenant's key-encryption key was unavailable): I/O is refused. */
+  locked: boolean;
+}
+
+/** A new lineage's data key: 64 random bytes (AES-256-XTS), and the same wrapped by a key-encryption key (opaque to the engine). */
+export interface DataKey { dek: Buffer; wrapped: Buffer }
+
+export interface VolumeCreateOptions {
+  /** Creates the volume encrypted with this data key (a new lineage: its snapshots and clones share it). */
+  encryption?: DataKey;
+}
+
+/** A lineage's key slot, for the layer that holds the key-encryption keys. */
+export interface KeyInfo {
+  keyId: number;
+  /** The wrapped forms on disk, newest first: two while a re-wrap (KEK rotation) was interrupted. */
+  wrapped: Buffer[];
+  locked: boolean;
+  /** Volumes ("VOL") and snapshots ("VOL@SNAP") that use the key. */
+  members: string[];
 }
 
 export interface SnapshotInfo {
@@ -41,6 +68,7 @@ export interface SnapshotInfo {
   sizeBytes: number;
   mappedBytes: number;
   createdMs: number;
+  encryption: EncryptionInfo | null;
 }
 
 export interface SnapshotCreateOptions {
@@ -170,7 +198,7 @@ export interface Engine {
   listVolumes(): VolumeInfo[];
   getVolume(name: string): VolumeInfo;
   /** `name` is NAME, or TENANT/NAME for a volume of a tenant other than the default one. */
-  createVolume(name: string, sizeBytes: number): Promise<VolumeInfo>;
+  createVolume(name: string, sizeBytes: number, opts?: VolumeCreateOptions): Promise<VolumeInfo>;
   /** O(1) writable clone of "VOL@SNAP" or of the live volume "VOL". */
   cloneVolume(name: string, source: string): Promise<VolumeInfo>;
   resizeVolume(name: string, sizeBytes: number, opts?: { allowShrink?: boolean }): Promise<VolumeInfo>;
@@ -237,6 +265,25 @@ export interface Engine {
   changedSince(id: number, sinceFullName: string, offsetBytes: number, lengthBytes: number): Promise<ByteRange[]>;
 
   onTargetEvent(listener: (event: TargetEvent) => void): () => void;
+
+  /**
+   * Encryption. Key slots of encrypted lineages (every slot in use, so the key holder can unlock them
+   * at start); data keys are never returned, only taken.
+   */
+  listKeys(): KeyInfo[];
+  /** Offers a slot's data key: checked against its key-check value (WrongKey), then its lineage's I/O works. */
+  unlockKey(keyId: number, dek: Buffer): void;
+  /** Forgets a slot's data key: its lineage is locked (VolumeLocked on I/O). */
+  lockKey(keyId: number): void;
+  /** Stores a new wrapped form of a slot's key (KEK rotation): crash-safe, durable when it resolves. */
+  rewrapKey(keyId: number, wrapped: Buffer): Promise<void>;
+  /**
+   * Raw streams: [offset, offset+length) of an encrypted target (whole blocks), sealed under its
+   * lineage's data key with stream tweaks (the logical block), so it can travel without the key in the
+   * clear and be received by writeSealed into a lineage that has the same data key.
+   */
+  readSealed(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer>;
+  writeSealed(id: number, offsetBytes: number, data: Buffer): Promise<void>;
 }
 
 export interface PoolOptions {

@@ -7,6 +7,8 @@ export function nbdErrnoOf(error: unknown): number {
   if (!(error instanceof CairnError)) return NBD_EIO;
   switch (error.errno) {
     case 'EPERM': return NBD_EPERM;
+    // A locked encrypted volume: the protocol has no EACCES; EPERM ("Operation not permitted") is the closest it defines.
+    case 'EACCES': return NBD_EPERM;
     case 'ENOSPC': return NBD_ENOSPC;
     case 'EINVAL': return NBD_EINVAL;
     case 'ESHUTDOWN': return NBD_ESHUTDOWN;

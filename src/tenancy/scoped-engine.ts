@@ -6,7 +6,7 @@
 import {
   SnapshotNotFound, VolumeNotFound, type ByteRange, type CheckReport, type Engine, type Extent, type PoolStats, type Setting,
   type SettingChange, type SnapshotCreateOptions, type SnapshotInfo, type SnapshotPage, type SnapshotPageRequest, type SpaceUsage,
-  type Target, type TargetEvent, type VolumeInfo, type WriteData, type WriteOptions, type ZeroOptions,
+  type Target, type TargetEvent, type VolumeInfo, type WriteData, type WriteOptions, type ZeroOptions, type KeyInfo, type VolumeCreateOptions,
 } from '../engine/index.js';
 import { DEFAULT_TENANT, qualify, splitQualified } from './names.js';
 import { TenancyError } from './errors.js';
@@ -101,8 +101,8 @@ export class ScopedEngine implements Engine {
     return this.inner.listVolumes().filter((v) => this.owns(v.name)).map((v) => this.volumeOut(v));
   }
   getVolume(name: string): VolumeInfo { return this.named(() => this.volumeOut(this.inner.getVolume(this.in(name)))); }
-  createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
-    return this.named(async () => this.volumeOut(await this.inner.createVolume(this.in(name), sizeBytes)));
+  createVolume(name: string, sizeBytes: number, opts?: VolumeCreateOptions): Promise<VolumeInfo> {
+    return this.named(async () => this.volumeOut(await this.inner.createVolume(this.in(name), sizeBytes, opts)));
   }
   cloneVolume(name: string, source: string): Promise<VolumeInfo> {
     return this.named(async () => this.volumeOut(await this.inner.cloneVolume(this.in(name), this.in(source))));
@@ -193,4 +193,16 @@ export class ScopedEngine implements Engine {
     return this.named(() => this.inner.changedSince(this.own(id), this.in(sinceFullName, 'snapshot'), offsetBytes, lengthBytes));
   }
   onTargetEvent(listener: (event: TargetEvent) => void): () => void { return this.inner.onTargetEvent(listener); }
+
+  // ---- encryption: keys are the key manager's (an admin's), sealed I/O is the tenant's own ----
+
+  listKeys(): KeyInfo[] {
+    return this.inner.listKeys().filter((k) => k.members.length > 0 && k.members.every((m) => this.owns(m.split('@')[0]!)))
+      .map((k) => ({ ...k, members: k.members.map((m) => this.out(m)) }));
+  }
+  unlockKey(): void { this.refused('unlocking keys'); }
+  lockKey(): void { this.refused('locking keys'); }
+  rewrapKey(): Promise<void> { return this.refused('re-wrapping keys'); }
+  readSealed(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> { return this.inner.readSealed(this.own(id), offsetBytes, lengthBytes); }
+  writeSealed(id: number, offsetBytes: number, data: Buffer): Promise<void> { return this.inner.writeSealed(this.own(id), offsetBytes, data); }
 }
