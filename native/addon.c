@@ -1,5 +1,5 @@
 // The one native addon (dist/native/cairn-native.node): block checksums, early write-back and the
-// helper threads' scheduling policy, reads that never wait for the disk.
+// helper threads' scheduling policy, reads that never wait for the disk, AES-256-XTS of data blocks.
 #include "native.h"
 
 NAPI_MODULE_INIT() {
@@ -7,5 +7,6 @@ NAPI_MODULE_INIT() {
   register_writeback(env, exports);
   register_thread_policy(env, exports);
   register_nowait_read(env, exports);
+  register_xts(env, exports);
   return exports;
 }

@@ -14,5 +14,6 @@ void register_block_checksums(napi_env env, napi_value exports);
 void register_writeback(napi_env env, napi_value exports);
 void register_thread_policy(napi_env env, napi_value exports);
 void register_nowait_read(napi_env env, napi_value exports);
+void register_xts(napi_env env, napi_value exports);
 
 #endif

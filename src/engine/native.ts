@@ -15,6 +15,14 @@ export interface NativeAddon {
    * the data is not all cached (nothing to rely on was read), -2 when the file refuses the flag.
    */
   preadNowait?: (fd: number, into: Buffer, position: number) => number;
+  /**
+   * AES-256-XTS of each 4 KiB block of src into dst (the same length; src itself for in place), block
+   * i with the tweak u64 LE (firstBlock + i) then u64 LE domain; key is 64 bytes, its halves
+   * different. Bad arguments throw RangeError (OpenSSL inside Node, native/xts.c).
+   */
+  xtsBlocks?: (key: Buffer, src: Buffer, dst: Buffer, firstBlock: number, domain: number, encrypt: boolean) => void;
+  /** xtsBlocks on libuv's thread pool; src and dst must not change until the promise settles. */
+  xtsBlocksAsync?: (key: Buffer, src: Buffer, dst: Buffer, firstBlock: number, domain: number, encrypt: boolean) => Promise<void>;
 }
 
 function load(): NativeAddon {
