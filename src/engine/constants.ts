@@ -355,8 +355,6 @@ export function keyringBlocksFor(totalBlocks: number): number {
   return Math.min(KEYRING_BLOCKS_MAX, Math.max(KEYRING_BLOCKS_MIN, Math.floor(totalBlocks / KEYRING_POOL_BLOCKS_PER_BLOCK)));
 }
 export const KEY_ID_MAX = KEYRING_BLOCKS_MAX * KEY_SLOTS_PER_BLOCK;
-/** Encrypted batches of at least this many blocks go to the thread pool (xts.ts), smaller ones run inline. */
-export const CRYPT_ASYNC_BLOCKS_MIN = 16;
 
 assert(KEY_SLOTS_PER_BLOCK * KEY_SLOT_BYTES === BLOCK_SIZE_BYTES, 'key slots tile a block');
 assert(KEY_WRAPPED_BYTES_MAX >= 72 + 32, 'a slot holds a wrapped data key and a provider header');

@@ -1,7 +1,7 @@
 // The data path: read, write (redirect-on-write to new blocks, checksummed), trim, write-zeroes and
 // block status. Data is written outside the metadata lock; the mapping is switched under it.
-import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS, DEVICE_IO_BLOCKS_MAX, CRYPT_ASYNC_BLOCKS_MIN } from './constants.js';
-import type { XtsCipher } from './xts.js';
+import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS, DEVICE_IO_BLOCKS_MAX } from './constants.js';
+import { XTS_ASYNC_BLOCKS_MIN, type XtsCipher } from './xts.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
@@ -30,7 +30,7 @@ export function cipherFor(core: PoolCore, rec: CatalogRecord): XtsCipher | null 
 
 /** Decrypts a run read into `target` in place (after its checksums, which cover the ciphertext, passed). */
 function decryptRun(cipher: XtsCipher, firstPba: number, target: Buffer): Promise<void> | undefined {
-  if (target.length >= CRYPT_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) return cipher.decryptBlocksAsync(target, target, firstPba);
+  if (target.length >= XTS_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) return cipher.decryptBlocksAsync(target, target, firstPba);
   cipher.decryptBlocks(target, target, firstPba);
   return undefined;
 }
@@ -340,7 +340,7 @@ async function encryptRun(cipher: XtsCipher, pieces: Buffer[], firstPba: number)
   for (const piece of pieces) {
     const dst = sealed.subarray(at, at + piece.length);
     const pba = firstPba + at / BLOCK_SIZE_BYTES;
-    if (piece.length >= CRYPT_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) await cipher.encryptBlocksAsync(piece, dst, pba);
+    if (piece.length >= XTS_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) await cipher.encryptBlocksAsync(piece, dst, pba);
     else cipher.encryptBlocks(piece, dst, pba);
     at += piece.length;
   }

@@ -20,14 +20,12 @@ import {
 } from './errors.js';
 import { ensureKeyring } from './pool-keyring.js';
 import { cipherFor } from './data-path.js';
+import { XTS_DOMAIN_STREAM } from './xts.js';
 import type {
   DataKey, EncryptionInfo, KeyInfo, VolumeCreateOptions,
   ByteRange, CheckReport, Engine, Extent, PoolStats, Setting, SettingChange, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
   TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from './types.js';
-
-/** XTS tweak domain of sealed (raw stream) data: the logical block, kept apart from the on-disk tweaks (domain 0, the physical block). */
-const STREAM_TWEAK_DOMAIN = 1;
 
 /** 32 lowercase hex chars, not all zero (a zero guid field in a record means "none stored"). */
 function validateStreamGuid(guid: string): void {
@@ -660,7 +658,7 @@ export class CairnEngine implements Engine {
     const { cipher, lba } = this.sealedRange(rec, offsetBytes, lengthBytes);
     const plain = await readRange(this.core, rec, offsetBytes, lengthBytes);
     const sealed = Buffer.allocUnsafe(plain.length);
-    if (plain.length > 0) await cipher.encryptBlocksAsync(plain, sealed, lba, STREAM_TWEAK_DOMAIN);
+    if (plain.length > 0) await cipher.encryptBlocksAsync(plain, sealed, lba, XTS_DOMAIN_STREAM);
     plain.fill(0);
     return sealed;
   }
@@ -671,7 +669,7 @@ export class CairnEngine implements Engine {
     const { cipher, lba } = this.sealedRange(rec, offsetBytes, data.length);
     if (data.length === 0) return;
     const plain = Buffer.allocUnsafe(data.length);
-    await cipher.decryptBlocksAsync(data, plain, lba, STREAM_TWEAK_DOMAIN);
+    await cipher.decryptBlocksAsync(data, plain, lba, XTS_DOMAIN_STREAM);
     try { await writeRange(this.core, rec, offsetBytes, plain); } finally { plain.fill(0); }
   }
 

@@ -1,0 +1,219 @@
+// AES-256-XTS of data blocks (src/engine/xts.ts, native/xts.c): the native kernel and Node's crypto
+// fallback give the same bytes for any key, run, block number and domain, sync or async; decryption
+// inverts encryption, in place too; the tweak separates block numbers and domains; a pinned
+// known answer guards the on-disk format against a silent change; bad arguments are refused.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createCipheriv, randomBytes, randomInt } from 'node:crypto';
+import { AssertionError, InvalidArgument } from '../src/engine/errors.js';
+import { nativeAddon } from '../src/engine/native.js';
+import {
+  XTS_ASYNC_BLOCKS_MIN, XTS_DOMAIN_DISK, XTS_DOMAIN_STREAM, XTS_KEY_BYTES, XtsCipher, xtsDefaultImplementation,
+  type XtsImplementation,
+} from '../src/engine/xts.js';
+
+const BLOCK = 4096;
+const native = nativeAddon.xtsBlocks;
+const noNative = native === undefined ? 'the addon has no xtsBlocks (npm run build compiles native/xts.c)' : false;
+const implementations: XtsImplementation[] = native ? ['native', 'node'] : ['node'];
+// Runs of 1..3 blocks, one below, at and above the async threshold, and 1 MiB.
+const LENGTHS_BLOCKS = [1, 2, 3, XTS_ASYNC_BLOCKS_MIN - 1, XTS_ASYNC_BLOCKS_MIN, XTS_ASYNC_BLOCKS_MIN + 1, 256];
+
+function randomKey(): Buffer {
+  for (;;) {
+    const key = randomBytes(XTS_KEY_BYTES);
+    if (!key.subarray(0, 32).equals(key.subarray(32))) return key;
+  }
+}
+
+/** A block number anywhere in [0, 2^53 - blocks], often near the ends. */
+function randomFirstBlock(blocks: number): number {
+  const last = Number.MAX_SAFE_INTEGER - blocks + 1;
+  const pick = randomInt(3);
+  if (pick === 0) return randomInt(1000);
+  if (pick === 1) return last - randomInt(1000);
+  return Math.floor(Math.random() * last);
+}
+
+function ciphers(key: Buffer): Map<XtsImplementation, XtsCipher> {
+  return new Map(implementations.map((impl) => [impl, new XtsCipher(key, { implementation: impl })]));
+}
+
+test('the native kernel is built and chosen by default', { skip: noNative }, () => {
+  assert.equal(xtsDefaultImplementation, 'native');
+  assert.equal(new XtsCipher(randomKey()).implementation, 'native');
+});
+
+test('native and Node crypto give identical bytes, sync and async, both domains', { skip: noNative }, async () => {
+  for (const blocks of LENGTHS_BLOCKS) {
+    for (const domain of [XTS_DOMAIN_DISK, XTS_DOMAIN_STREAM]) {
+      const key = randomKey();
+      const both = ciphers(key);
+      const plain = randomBytes(blocks * BLOCK);
+      const first = randomFirstBlock(blocks);
+      const outs: Buffer[] = [];
+      for (const cipher of both.values()) {
+        const sync = Buffer.alloc(plain.length);
+        cipher.encryptBlocks(plain, sync, first, domain);
+        const viaAsync = Buffer.alloc(plain.length);
+        await cipher.encryptBlocksAsync(plain, viaAsync, first, domain);
+        assert.ok(sync.equals(viaAsync), `${cipher.implementation}: async gives the sync bytes (${blocks} blocks)`);
+        outs.push(sync);
+        const back = Buffer.alloc(plain.length);
+        await cipher.decryptBlocksAsync(sync, back, first, domain);
+        assert.ok(back.equals(plain), `${cipher.implementation}: async decryption inverts (${blocks} blocks)`);
+      }
+      assert.ok(outs[0]!.equals(outs[1]!), `native = node for ${blocks} blocks from ${first}, domain ${domain}`);
+    }
+  }
+});
+
+test('the fallback is Node crypto per block with tweak (u64 LE block, u64 LE domain)', () => {
+  const key = randomKey();
+  const plain = randomBytes(3 * BLOCK);
+  const first = 2 ** 40 + 7;
+  const out = Buffer.alloc(plain.length);
+  new XtsCipher(key, { implementation: 'node' }).encryptBlocks(plain, out, first, XTS_DOMAIN_STREAM);
+  for (let i = 0; i < 3; i++) {
+    const tweak = Buffer.alloc(16);
+    tweak.writeBigUInt64LE(BigInt(first + i), 0);
+    tweak.writeBigUInt64LE(BigInt(XTS_DOMAIN_STREAM), 8);
+    const c = createCipheriv('aes-256-xts', key, tweak);
+    const expected = Buffer.concat([c.update(plain.subarray(i * BLOCK, (i + 1) * BLOCK)), c.final()]);
+    assert.ok(out.subarray(i * BLOCK, (i + 1) * BLOCK).equals(expected), `block ${i}`);
+  }
+});
+
+test('known answer: the format of an encrypted block does not change', () => {
+  const key = Buffer.from(Array.from({ length: XTS_KEY_BYTES }, (_, i) => i));
+  const plain = Buffer.from(Array.from({ length: BLOCK }, (_, i) => i & 0xff));
+  // Computed once with Node's createCipheriv('aes-256-xts', key, tweak(0x12345, domain 1)).
+  const expected = 'f64ca968c7cd516555e50d95aa86febd59bcc81d8c8174a6c50635936d2b1d06';
+  for (const cipher of ciphers(key).values()) {
+    const out = Buffer.alloc(BLOCK);
+    cipher.encryptBlocks(plain, out, 0x12345, XTS_DOMAIN_STREAM);
+    assert.equal(out.subarray(0, 32).toString('hex'), expected, cipher.implementation);
+  }
+});
+
+test('decryption inverts encryption, also in place', async () => {
+  for (const cipher of ciphers(randomKey()).values()) {
+    for (const blocks of LENGTHS_BLOCKS) {
+      const plain = randomBytes(blocks * BLOCK);
+      const first = randomFirstBlock(blocks);
+      const enc = Buffer.alloc(plain.length);
+      cipher.encryptBlocks(plain, enc, first);
+      assert.ok(!enc.equals(plain));
+      const dec = Buffer.alloc(plain.length);
+      cipher.decryptBlocks(enc, dec, first);
+      assert.ok(dec.equals(plain), `${cipher.implementation}, ${blocks} blocks`);
+
+      const inPlace = Buffer.from(plain);
+      cipher.encryptBlocks(inPlace, inPlace, first);
+      assert.ok(inPlace.equals(enc), `${cipher.implementation}: in place encrypts alike`);
+      cipher.decryptBlocks(inPlace, inPlace, first);
+      assert.ok(inPlace.equals(plain), `${cipher.implementation}: in place decrypts`);
+      await cipher.encryptBlocksAsync(inPlace, inPlace, first);
+      assert.ok(inPlace.equals(enc), `${cipher.implementation}: async in place encrypts alike`);
+      await cipher.decryptBlocksAsync(inPlace, inPlace, first);
+      assert.ok(inPlace.equals(plain), `${cipher.implementation}: async in place decrypts`);
+    }
+  }
+});
+
+test('the tweak separates block numbers and domains; a wrong key or tweak decrypts to something else', () => {
+  const key = randomKey();
+  for (const cipher of ciphers(key).values()) {
+    const block = randomBytes(BLOCK);
+    const twice = Buffer.concat([block, block]);
+    const enc = Buffer.alloc(2 * BLOCK);
+    cipher.encryptBlocks(twice, enc, 41);
+    assert.ok(!enc.subarray(0, BLOCK).equals(enc.subarray(BLOCK)), 'equal plaintext at blocks 41 and 42');
+    const stream = Buffer.alloc(BLOCK);
+    cipher.encryptBlocks(block, stream, 41, XTS_DOMAIN_STREAM);
+    assert.ok(!stream.equals(enc.subarray(0, BLOCK)), 'equal plaintext at block 41 on disk and in a stream');
+
+    const other = new XtsCipher(randomKey(), { implementation: cipher.implementation });
+    const wrong = Buffer.alloc(BLOCK);
+    other.decryptBlocks(enc.subarray(0, BLOCK), wrong, 41);
+    assert.ok(!wrong.equals(block), 'another key');
+    cipher.decryptBlocks(enc.subarray(0, BLOCK), wrong, 42);
+    assert.ok(!wrong.equals(block), 'another block number');
+    cipher.decryptBlocks(enc.subarray(0, BLOCK), wrong, 41, XTS_DOMAIN_STREAM);
+    assert.ok(!wrong.equals(block), 'another domain');
+  }
+});
+
+test('many async runs at once each get their own bytes', { skip: noNative }, async () => {
+  const cipher = new XtsCipher(randomKey(), { implementation: 'native' });
+  const runs = Array.from({ length: 12 }, (_, i) => ({ plain: randomBytes((XTS_ASYNC_BLOCKS_MIN + i) * BLOCK), first: i * 1000 }));
+  const outs = runs.map((r) => Buffer.alloc(r.plain.length));
+  await Promise.all(runs.map((r, i) => cipher.encryptBlocksAsync(r.plain, outs[i]!, r.first)));
+  runs.forEach((r, i) => {
+    const expected = Buffer.alloc(r.plain.length);
+    cipher.encryptBlocks(r.plain, expected, r.first);
+    assert.ok(outs[i]!.equals(expected), `run ${i}`);
+  });
+});
+
+test('bad keys and bad runs are refused', async () => {
+  assert.throws(() => new XtsCipher(randomBytes(32)), InvalidArgument);
+  assert.throws(() => new XtsCipher(randomBytes(65)), InvalidArgument);
+  const half = randomBytes(32);
+  assert.throws(() => new XtsCipher(Buffer.concat([half, half])), InvalidArgument, 'equal halves');
+  if (!native) assert.throws(() => new XtsCipher(randomKey(), { implementation: 'native' }), InvalidArgument);
+
+  for (const cipher of ciphers(randomKey()).values()) {
+    const two = Buffer.alloc(2 * BLOCK);
+    assert.throws(() => cipher.encryptBlocks(Buffer.alloc(0), Buffer.alloc(0), 0), AssertionError, 'empty');
+    assert.throws(() => cipher.encryptBlocks(Buffer.alloc(BLOCK + 1), Buffer.alloc(BLOCK + 1), 0), AssertionError, 'partial block');
+    assert.throws(() => cipher.encryptBlocks(two, Buffer.alloc(BLOCK), 0), AssertionError, 'short dst');
+    const shared = Buffer.alloc(3 * BLOCK);
+    assert.throws(() => cipher.encryptBlocks(shared.subarray(0, 2 * BLOCK), shared.subarray(BLOCK), 0), AssertionError, 'overlap');
+    assert.throws(() => cipher.encryptBlocks(two, two, -1), AssertionError, 'negative block');
+    assert.throws(() => cipher.encryptBlocks(two, two, 1.5), AssertionError, 'fractional block');
+    assert.throws(() => cipher.encryptBlocks(two, two, Number.MAX_SAFE_INTEGER), AssertionError, 'last block past 2^53 - 1');
+    assert.throws(() => cipher.decryptBlocks(two, two, 0, -1), AssertionError, 'negative domain');
+    await assert.rejects(cipher.encryptBlocksAsync(Buffer.alloc(100), Buffer.alloc(100), 0), AssertionError);
+    cipher.encryptBlocks(two, two, Number.MAX_SAFE_INTEGER - 1); // the last block is 2^53 - 1: allowed
+    cipher.destroy();
+    assert.throws(() => cipher.encryptBlocks(two, two, 0), AssertionError, 'used after destroy()');
+  }
+});
+
+test('the native functions refuse bad arguments with RangeError, never crash', { skip: noNative }, async () => {
+  const xts = nativeAddon.xtsBlocks!;
+  const xtsAsync = nativeAddon.xtsBlocksAsync!;
+  const key = randomKey();
+  const src = randomBytes(2 * BLOCK);
+  const dst = Buffer.alloc(2 * BLOCK);
+  const half = randomBytes(32);
+  const shared = Buffer.alloc(3 * BLOCK);
+  const bad: Array<[string, unknown[]]> = [
+    ['no arguments', []],
+    ['short key', [key.subarray(1), src, dst, 0, 0, true]],
+    ['key not bytes', ['k'.repeat(64), src, dst, 0, 0, true]],
+    ['equal halves', [Buffer.concat([half, half]), src, dst, 0, 0, true]],
+    ['empty', [key, Buffer.alloc(0), Buffer.alloc(0), 0, 0, true]],
+    ['partial block', [key, src.subarray(1), dst.subarray(1), 0, 0, true]],
+    ['short dst', [key, src, dst.subarray(BLOCK), 0, 0, true]],
+    ['dst a Uint32Array', [key, src, new Uint32Array(2 * BLOCK / 4), 0, 0, true]],
+    ['overlap', [key, shared.subarray(0, 2 * BLOCK), shared.subarray(BLOCK), 0, 0, true]],
+    ['negative block', [key, src, dst, -1, 0, true]],
+    ['fractional block', [key, src, dst, 0.5, 0, true]],
+    ['NaN block', [key, src, dst, NaN, 0, true]],
+    ['block as string', [key, src, dst, '0', 0, true]],
+    ['last block past 2^53 - 1', [key, src, dst, Number.MAX_SAFE_INTEGER, 0, true]],
+    ['domain 2^53', [key, src, dst, 0, 2 ** 53, true]],
+    ['encrypt not a boolean', [key, src, dst, 0, 0, 1]],
+  ];
+  type Call = (...args: unknown[]) => unknown;
+  for (const [why, args] of bad) {
+    assert.throws(() => (xts as Call)(...args), RangeError, why);
+    assert.throws(() => (xtsAsync as Call)(...args), RangeError, `async: ${why}`);
+  }
+  const viaSync = Buffer.alloc(2 * BLOCK);
+  xts(key, src, viaSync, Number.MAX_SAFE_INTEGER - 1, 2 ** 53 - 1, true);
+  await xtsAsync(key, src, dst, Number.MAX_SAFE_INTEGER - 1, 2 ** 53 - 1, true);
+  assert.ok(dst.equals(viaSync), 'the largest block number and domain');
+});
