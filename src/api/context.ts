@@ -6,6 +6,7 @@ import type { Principal, TenantStore } from '../tenancy/store.js';
 import { assert } from '../engine/index.js';
 import { requestScope, type JobsView } from './request-scope.js';
 import type { QosControl } from '../qos/qos-control.js';
+import type { KeyManager } from '../tenancy/key-manager.js';
 
 export interface ApiContext {
   /** The current request's engine: the root engine for an admin, its tenant's view otherwise. */
@@ -18,6 +19,8 @@ export interface ApiContext {
   rootEngine: Engine;
   jobManager: JobManager;
   tenancy: TenantStore;
+  /** Tenants' key-encryption keys and the data keys of encrypted volumes (src/tenancy/key-manager.ts). */
+  keys: KeyManager;
   /** Volume and tenant QoS limits (src/qos): shared by every request, keyed by volume id and tenant name. */
   qos: QosControl;
   poolPath: string;

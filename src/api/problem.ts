@@ -4,11 +4,12 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AssertionError, type ErrorCode } from '../engine/index.js';
 import type { TenancyErrorCode } from '../tenancy/errors.js';
+import type { KekErrorCode } from '../keys/provider.js';
 
 /** Codes of the API's own errors, of the stream layer's, and of requests refused before a handler. */
 export type ApiErrorCode =
   | 'job_not_found' | 'route_not_found' | 'stream_base_mismatch' | 'target_modified' | 'target_busy'
-  | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large' | TenancyErrorCode;
+  | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large' | TenancyErrorCode | KekErrorCode;
 
 /** An error raised by the API layer itself (not the engine). */
 export class ApiError extends Error {
@@ -62,6 +63,9 @@ const statusByCode: Record<ErrorCode | ApiErrorCode | TenancyErrorCode, number> 
   token_not_found: 404,
   nbd_key_not_found: 404,
   tenant_not_empty: 409,
+  tenant_busy: 409,
+  kek_unavailable: 503,
+  kek_wrong_key: 422,
   too_many_requests: 429,
   // An encrypted volume whose tenant's key-encryption key is unavailable: retry once it is back.
   volume_locked: 423,

@@ -53,6 +53,7 @@ export function registerTenantRoutes(routes: RouteTable, ctx: ApiContext): void 
       if ((req.query as TenantDeleteQuery).force === true && tenant !== 'default') await deleteTenantData(ctx, tenant);
       await ctx.tenancy.deleteTenant(tenant);
       await ctx.qos.forgetTenant(tenant);
+      await ctx.keys.forget(tenant);
       return reply.code(204).send();
     },
   });

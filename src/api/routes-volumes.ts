@@ -10,7 +10,8 @@ import {
 } from './schemas.js';
 import { lineageTree, volumeView } from './views.js';
 import { decodePageToken, pageItemsMax, setNextPageToken } from './paging.js';
-import type { VolumeInfo } from '../engine/index.js';
+import type { DataKey, VolumeInfo } from '../engine/index.js';
+import { splitQualified } from '../tenancy/names.js';
 
 const tag = 'volumes';
 
@@ -22,7 +23,31 @@ function originOf(v: VolumeInfo): string | null {
 /** An existing volume that a create with these arguments would have made (idempotent create). */
 function sameCreate(v: VolumeInfo, body: CreateVolumeBody): boolean {
   if (body.from !== undefined) return originOf(v) === body.from;
-  return v.origin === null && v.sizeBytes === body.size;
+  return v.origin === null && v.sizeBytes === body.size && (v.encryption !== null) === (body.encrypted === true);
+}
+
+/**
+ * A new volume's data key when the body asks for encryption (from the owning tenant's KEK); for a
+ * clone, the source's key is inherited by the engine, so `encrypted` may only confirm it, and a clone
+ * never crosses tenants when its source is encrypted (the key is wrapped by the source tenant's KEK).
+ */
+async function encryptionFor(ctx: ApiContext, body: CreateVolumeBody): Promise<DataKey | undefined> {
+  const tenant = ownerTenant(ctx, body.name);
+  if (body.from !== undefined) {
+    const source = body.from.includes('@') ? ctx.engine.getSnapshot(body.from) : ctx.engine.getVolume(body.from);
+    if (body.encrypted === false && source.encryption !== null) throw new ApiError('invalid_argument', `${body.from} is encrypted: a clone of it is encrypted with the same key (it shares its blocks); it cannot be made a plain volume`);
+    if (body.encrypted === true && source.encryption === null) throw new ApiError('invalid_argument', `${body.from} is not encrypted: a clone shares its blocks and so its (plain) form; create an encrypted volume and copy the data instead`);
+    const sourceTenant = ownerTenant(ctx, body.from.split('@')[0]!);
+    if (source.encryption !== null && sourceTenant !== tenant) throw new ApiError('invalid_argument', `${body.from} is encrypted under tenant ${sourceTenant}'s key: it cannot be cloned into tenant ${tenant}`);
+    return undefined;
+  }
+  return body.encrypted === true ? ctx.keys.newDataKey(tenant) : undefined;
+}
+
+/** The tenant owning a volume named in this request: the caller's own, or (an admin's root view) the name's prefix. */
+export function ownerTenant(ctx: ApiContext, name: string): string {
+  const principal = ctx.principal();
+  return principal?.tenant ?? splitQualified(name).tenant;
 }
 
 async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -45,10 +70,11 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
     }
     throw new ApiError('name_taken', `volume ${body.name} exists with different arguments`);
   }
+  const encryption = await encryptionFor(ctx, body);
   try {
     const v = body.from !== undefined
       ? await ctx.engine.cloneVolume(body.name, body.from)
-      : await ctx.engine.createVolume(body.name, body.size!);
+      : await ctx.engine.createVolume(body.name, body.size!, encryption === undefined ? {} : { encryption });
     // Limits are stored right after the create: a failure here leaves the volume, and a retry sets them.
     if (body.qos !== undefined) await ctx.qos.setVolumeLimits(v.id, body.qos);
     return reply.code(201).header('location', `/v1/volumes/${encodeURIComponent(v.name)}`).send(volumeView(v, ctx));

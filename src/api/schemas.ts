@@ -17,6 +17,7 @@ export const CreateVolumeBody = Type.Object({
   size: Type.Optional(Bytes('size in bytes, a multiple of 4096 (for a new, empty volume)')),
   from: Type.Optional(Name('"VOL@SNAP" or "VOL": create a zero-copy clone of it')),
   qos: Type.Optional(VolumeQosBody),
+  encrypted: Type.Optional(Type.Boolean({ description: 'a new volume encrypted at rest (AES-256-XTS) with a fresh data key wrapped by its tenant\'s key-encryption key; a clone is encrypted exactly when its source is (give true or leave it out)' })),
 }, { additionalProperties: false, description: 'give exactly one of size and from' });
 export type CreateVolumeBody = Static<typeof CreateVolumeBody>;
 
@@ -65,6 +66,10 @@ export const ListQuery = Type.Object({ ...PageQuery }, { additionalProperties: f
 export type ListQuery = Static<typeof ListQuery>;
 
 // Response objects (documented in openapi.json; handlers build them in views.ts).
+const EncryptionFields = {
+  encrypted: Type.Boolean({ description: 'encrypted at rest with its lineage\'s data key' }),
+  locked: Type.Boolean({ description: 'encrypted and its data key not in memory (its tenant\'s key-encryption key is unavailable): I/O is refused until it unlocks' }),
+};
 export const Volume = Type.Object({
   name: Type.String(), id: Type.Integer(), size: Bytes('provisioned bytes'),
   mappedBytes: Bytes('logical bytes holding data'),
@@ -76,12 +81,14 @@ export const Volume = Type.Object({
   flattenProgress: Type.Union([Type.Number(), Type.Null()]),
   nbdUri: Type.Union([Type.String(), Type.Null()]),
   qos: Type.Union([VolumeQos, Type.Null()], { description: 'QoS limits (null: none set)' }),
+  ...EncryptionFields,
 });
 export const Snapshot = Type.Object({
   name: Type.String({ description: '"VOL@SNAP"' }), volume: Type.String(), snapshot: Type.String(),
   id: Type.Integer(), size: Bytes('provisioned bytes'), mappedBytes: Bytes('logical bytes holding data'),
   createdMs: Type.Integer(), createdAt: Type.String({ format: 'date-time' }),
   nbdUri: Type.Union([Type.String(), Type.Null()]),
+  ...EncryptionFields,
 });
 export const Space = Type.Object({
   name: Type.String(), provisionedBytes: Bytes(''), mappedBytes: Bytes(''), exclusiveBytes: Bytes(''),

@@ -17,6 +17,7 @@ import { Authenticator, authorize, type AuthFailureReason } from './auth.js';
 import { scopeFor } from './request-scope.js';
 import { registerNbdKeyRoutes } from './routes-nbd-keys.js';
 import { registerQosRoutes } from './routes-qos.js';
+import { registerKeyRoutes } from './routes-keys.js';
 
 /** Largest JSON request body (requests are small objects; streams are not JSON). */
 export const jsonBodyBytesMax = 1024 * 1024;
@@ -118,6 +119,7 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerWhoamiRoutes(routes, ctx);
   registerNbdKeyRoutes(routes, ctx);
   registerQosRoutes(routes, ctx);
+  registerKeyRoutes(routes, ctx);
   if (opts.metrics !== undefined) {
     const metrics = opts.metrics;
     routes.add({

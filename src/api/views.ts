@@ -21,6 +21,7 @@ export function volumeView(v: VolumeInfo, ctx: ApiContextViews, exclusiveBytes: 
     origin: v.origin === null ? null : v.origin.snapshot === null ? v.origin.volume : `${v.origin.volume}@${v.origin.snapshot}`,
     snapshots: v.snapshots, snapshotCount: v.snapshotCount, flattenProgress: v.flattenProgress, nbdUri: ctx.nbdUri(v.name),
     qos: qosOf(v.id, ctx),
+    encrypted: v.encryption !== null, locked: v.encryption?.locked ?? false,
   };
 }
 
@@ -29,6 +30,7 @@ export function snapshotView(s: SnapshotInfo, ctx: ApiContextViews) {
     name: s.fullName, volume: s.volume, snapshot: s.name, id: s.id, size: s.sizeBytes,
     mappedBytes: s.mappedBytes, createdMs: s.createdMs, createdAt: new Date(s.createdMs).toISOString(),
     nbdUri: ctx.nbdUri(s.fullName),
+    encrypted: s.encryption !== null, locked: s.encryption?.locked ?? false,
   };
 }
 
