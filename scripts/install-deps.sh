@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite and benchmarks drive as real clients and peers
 # (Debian): qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy/nbdsh, nbdfuse, nbdkit, fio, the libnbd
-# Python binding, filesystems and FUSE; and a C compiler for the block-checksum kernel that
-# `npm run build` compiles (native/). Idempotent; needs root (or sudo).
+# Python binding, filesystems and FUSE; a C compiler for the block-checksum kernel that
+# `npm run build` compiles (native/); a C++ compiler and make for the PKCS#11 binding (pkcs11js) that
+# `npm ci` builds with node-gyp; and SoftHSM2, the software token the PKCS#11 KEK tests use.
+# Idempotent; needs root (or sudo).
 set -euo pipefail
-pkgs=(qemu-utils libnbd-bin nbdfuse nbdkit fio python3-libnbd e2fsprogs xfsprogs fuse3 util-linux openssl procps gcc libc6-dev)
+pkgs=(qemu-utils libnbd-bin nbdfuse nbdkit fio python3-libnbd e2fsprogs xfsprogs fuse3 util-linux openssl procps gcc libc6-dev g++ make softhsm2)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
