@@ -8,6 +8,7 @@ import { buildApi, type AuditEvent, type ApiOptions } from '../src/api/server.js
 import type { RouteSpec } from '../src/api/routes.js';
 import { JobManager } from '../src/api/jobs.js';
 import { apiContext } from '../src/api/context.js';
+import { KeyManager } from '../src/tenancy/key-manager.js';
 import { TenantStore } from '../src/tenancy/store.js';
 import { QosEngine } from '../src/qos/qos-engine.js';
 
@@ -46,7 +47,7 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
   const tenancy = new TenantStore(engine, () => Date.now() + clockSkewMs);
   const adminToken = (await tenancy.createToken({ role: 'admin', name: 'test-admin' })).token;
   const ctx = apiContext({
-    rootEngine: engine, jobManager: new JobManager(), tenancy, qos: (engine as QosEngine).control, poolPath, spoolDir: dir,
+    rootEngine: engine, jobManager: new JobManager(), tenancy, keys: new KeyManager(engine, { retryMs: 0 }), qos: (engine as QosEngine).control, poolPath, spoolDir: dir,
     nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
   });
   const audits: AuditEvent[] = [];

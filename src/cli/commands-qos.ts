@@ -88,6 +88,19 @@ export function formatQos(q: QosView | null | undefined): string {
   return parts.length === 0 ? '-' : parts.join(', ');
 }
 
+/** A tenant's key-encryption key and the state of its encrypted volumes (GET /v1/tenants/T/encryption). */
+export interface TenantEncryptionView {
+  tenant: string; kek: string | null; state: string; error: string | null; rotatingTo: string | null; encryptedLineages: number; lockedLineages: number;
+}
+
+export function tenantEncryptionLines(e: TenantEncryptionView): string {
+  return keyValues([
+    ['kek', e.kek ?? '-'], ['kek state', e.error === null ? e.state : `${e.state} (${e.error})`],
+    ...(e.rotatingTo !== null ? [['rotating to', e.rotatingTo] as [string, string]] : []),
+    ['encrypted lineages', String(e.encryptedLineages)], ['locked lineages', String(e.lockedLineages)],
+  ]);
+}
+
 function printQos(ctx: CliContext, what: string, q: QosView): void {
   if (ctx.json()) printJson(q); else print(keyValues([[what, formatQos(q)]]));
 }
@@ -103,12 +116,18 @@ export function addVolumeSetCommand(volume: Command, ctx: CliContext): void {
     });
 }
 
-/** `cairn tenant set T [limits] [--weight W]`: the tenant command group calls this. */
+/** `cairn tenant set T [limits] [--weight W] [--kek REF]`: the tenant command group calls this. */
 export function addTenantSetCommand(tenant: Command, ctx: CliContext): void {
-  addQosOptions(tenant.command('set <tenant>').description('change a tenant\'s QoS limits (all its volumes together) and weight, live'), true)
-    .action(async (name: string, opts: object, cmd: Command) => {
+  addQosOptions(tenant.command('set <tenant>').description('change a tenant\'s QoS limits (all its volumes together) and weight, live; or set its key-encryption key (--kek)'), true)
+    .option('--kek <ref>', 'the tenant\'s key-encryption key: file:/abs/path (32 bytes) or pkcs11:token=T;object=O?module-path=/lib.so&pin-source=file:/path (or env:NAME); the PIN never goes on the command line')
+    .action(async (name: string, opts: { kek?: string }, cmd: Command) => {
       const change = qosChange(opts);
-      if (change === undefined) cmd.error('error: give at least one limit or --weight', { exitCode: 2 });
+      if (change === undefined && opts.kek === undefined) cmd.error('error: give at least one limit, --weight or --kek', { exitCode: 2 });
+      if (opts.kek !== undefined) {
+        const r = await ctx.client().request<TenantEncryptionView>('PUT', `/v1/tenants/${encodeURIComponent(name)}/encryption`, { kek: opts.kek });
+        if (ctx.json()) printJson(r.body); else print(tenantEncryptionLines(r.body));
+      }
+      if (change === undefined) return;
       const r = await ctx.client().request<QosView>('PUT', `/v1/tenants/${encodeURIComponent(name)}/qos`, change);
       printQos(ctx, name, r.body);
     });

@@ -10,7 +10,7 @@ import type { CliContext } from './context.js';
 
 interface ServeFlags {
   config?: string; pool?: string; stateDir?: string; poolSize?: string; poolPreallocate?: string; api?: string; nbd?: string; nbdSocket?: string;
-  logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string;
+  logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string; kekRetryMs?: string;
   apiTlsCert?: string; apiTlsKey?: string; apiTlsClientCa?: string;
   nbdTls?: string; nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean; rewind?: boolean;
 }
@@ -24,7 +24,7 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
   const layer: ConfigLayer = {
     pool: flags.pool, stateDir: flags.stateDir, poolSize: flags.poolSize, poolPreallocate: flags.poolPreallocate, api: flags.api ?? apiFromGlobal, nbd: flags.nbd,
     nbdSocketPath: flags.nbdSocket, logLevel: flags.logLevel, logFormat: flags.logFormat,
-    cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs, nbdBusyPollMicros: flags.nbdBusyPollUs,
+    cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs, nbdBusyPollMicros: flags.nbdBusyPollUs, kekRetryMs: flags.kekRetryMs,
     rewind: flags.rewind === true ? true : undefined,
     apiTls: flags.apiTlsCert === undefined && flags.apiTlsKey === undefined ? undefined : {
       certFile: flags.apiTlsCert, keyFile: flags.apiTlsKey, clientCaFile: flags.apiTlsClientCa,
@@ -106,6 +106,7 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')
     .option('--commit-interval-ms <ms>', 'commit at least this often; env CAIRN_COMMIT_INTERVAL_MS')
     .option('--rewind', 'if the newest generation of the pool was lost (both superblock copies damaged), open the newest valid older one, discarding the lost one; if an intent log block is damaged before a later flush, replay the log up to the damage (both logged); without it such a pool is refused')
+    .option('--kek-retry-ms <ms>', 'retry tenants whose key-encryption key is unavailable this often (default 5000); env CAIRN_KEK_RETRY_MS')
     .option('--nbd-busy-poll-us <us>', 'after an NBD request, poll instead of sleeping this long (default 200, 0 = off); env CAIRN_NBD_BUSY_POLL_US')
     .addHelpText('after', '\nThe API listen address is the global --api HOST:PORT (default 127.0.0.1:10880; env CAIRN_API).')
     .action((flags: ServeFlags, cmd: Command) => serve(flags, (cmd.optsWithGlobals() as { api?: string }).api));

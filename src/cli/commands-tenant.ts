@@ -4,6 +4,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { seg } from './client.js';
 import { keyValues, print, printJson, table } from './output.js';
 import type { CliContext } from './context.js';
+import { tenantEncryptionLines, type TenantEncryptionView } from './commands-qos.js';
 
 interface TenantView { name: string; createdAt: string | null; volumes: number }
 interface TokenView { id: string; name: string; role: string; tenant: string | null; createdAt: string; expiresAt: string | null }
@@ -50,8 +51,22 @@ export function registerTenantCommands(program: Command, ctx: CliContext): Comma
   tenant.command('show <name>').description('show a tenant')
     .action(async (name: string) => {
       const t = await ctx.client().get<TenantView>(`/v1/tenants/${seg(name)}`);
-      if (ctx.json()) return printJson(t);
-      print(keyValues([['name', t.name], ['volumes', String(t.volumes)], ['created', t.createdAt ?? '-']]));
+      const e = await ctx.client().get<TenantEncryptionView>(`/v1/tenants/${seg(name)}/encryption`);
+      if (ctx.json()) return printJson({ ...t, encryption: e });
+      print(`${keyValues([['name', t.name], ['volumes', String(t.volumes)], ['created', t.createdAt ?? '-']])}\n${tenantEncryptionLines(e)}`);
+    });
+  tenant.command('unlock <name>').description('unlock the tenant\'s encrypted volumes now (its key-encryption key is back), without waiting for the periodic retry')
+    .action(async (name: string) => {
+      const r = await ctx.client().request<TenantEncryptionView>('POST', `/v1/tenants/${seg(name)}/encryption/unlock`);
+      if (ctx.json()) return printJson(r.body);
+      print(tenantEncryptionLines(r.body));
+      if (r.body.lockedLineages > 0) process.exitCode = 1;
+    });
+  tenant.command('rotate-kek <name>').description('re-wrap every data key of the tenant under a new key-encryption key, online and crash-safe')
+    .requiredOption('--kek <ref>', 'the new key-encryption key (file:/path or pkcs11:...), as for tenant set --kek')
+    .action(async (name: string, opts: { kek: string }) => {
+      const r = await ctx.client().request<TenantEncryptionView>('POST', `/v1/tenants/${seg(name)}/encryption/rotate`, { kek: opts.kek });
+      if (ctx.json()) printJson(r.body); else print(tenantEncryptionLines(r.body));
     });
   tenant.command('delete <name>').description('delete a tenant, its tokens and NBD keys; refused while it owns volumes')
     .option('--force', 'also delete every volume and snapshot of the tenant')

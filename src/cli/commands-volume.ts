@@ -13,6 +13,12 @@ export interface VolumeView {
   name: string; id: number; size: number; mappedBytes: number; exclusiveBytes: number | null; createdMs: number;
   createdAt: string; origin: string | null; snapshots: string[]; snapshotCount?: number; flattenProgress: number | null; nbdUri: string | null;
   qos?: QosView | null;
+  encrypted?: boolean; locked?: boolean;
+}
+
+/** "encrypted", "encrypted, locked" or "-". */
+export function encryptionLabel(v: { encrypted?: boolean; locked?: boolean }): string {
+  return v.encrypted === true ? (v.locked === true ? 'encrypted, locked' : 'encrypted') : '-';
 }
 interface TreeNode { name: string; kind: string; size: number; mappedBytes: number; exclusiveBytes: number | null; current: boolean; children: TreeNode[] }
 
@@ -36,6 +42,7 @@ function volumeTable(rows: VolumeView[]): string {
     { header: 'MAPPED', value: (v) => formatSize(v.mappedBytes), right: true },
     { header: 'SNAPSHOTS', value: (v) => String(v.snapshotCount ?? v.snapshots.length), right: true },
     { header: 'ORIGIN', value: (v) => v.origin ?? '-' },
+    { header: 'ENCRYPTION', value: encryptionLabel },
     { header: 'CREATED', value: (v) => when(v.createdMs) },
   ]);
 }
@@ -47,7 +54,7 @@ function volumeDetails(v: VolumeView): string {
     ['created', when(v.createdMs)], ['origin', v.origin ?? '-'],
     ['snapshots', v.snapshots.length === 0 ? '-' : v.snapshots.join(', ')],
     ['flatten', v.flattenProgress === null ? '-' : `${Math.round(v.flattenProgress * 100)}%`],
-    ['nbd', v.nbdUri ?? '-'], ['qos', formatQos(v.qos)],
+    ['nbd', v.nbdUri ?? '-'], ['qos', formatQos(v.qos)], ['encryption', encryptionLabel(v)],
   ]);
 }
 
@@ -82,11 +89,15 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
   const volume = program.command('volume').description('volumes: create, clone, list, show, resize, delete, revert, flatten, tree, set (QoS limits)');
   addQosOptions(volume.command('create <name>').description('create a volume (--size) or a zero-copy clone (--from VOL@SNAP | VOL), with QoS limits if given')
     .option('--size <size>', 'size: bytes or K/M/G/T (1024-based)', ctx.sizeArg)
-    .option('--from <source>', 'clone VOLUME@SNAPSHOT or the live VOLUME'))
-    .action(async (name: string, opts: { size?: number; from?: string }, cmd: Command) => {
+    .option('--from <source>', 'clone VOLUME@SNAPSHOT or the live VOLUME')
+    .option('--encrypt', 'encrypt at rest (AES-256-XTS) with a new data key wrapped by the tenant\'s key-encryption key (see tenant set --kek); a clone is encrypted when its source is'))
+    .action(async (name: string, opts: { size?: number; from?: string; encrypt?: boolean }, cmd: Command) => {
       if ((opts.size === undefined) === (opts.from === undefined)) cmd.error('error: give exactly one of --size and --from', { exitCode: 2 });
       const qos = qosChange(opts);
-      const body = { ...(opts.from !== undefined ? { name, from: opts.from } : { name, size: opts.size }), ...(qos === undefined ? {} : { qos }) };
+      const body = {
+        ...(opts.from !== undefined ? { name, from: opts.from } : { name, size: opts.size }), ...(qos === undefined ? {} : { qos }),
+        ...(opts.encrypt === true ? { encrypted: true } : {}),
+      };
       const r = await ctx.client().request<VolumeView>('POST', '/v1/volumes', body);
       if (ctx.json()) printJson(r.body); else print(volumeTable([r.body]));
     });

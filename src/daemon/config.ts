@@ -40,6 +40,8 @@ export interface DaemonConfig {
   commitIntervalMs: number | null;
   /** NBD busy-poll window after each request, µs (0 = off); null = the server's default. */
   nbdBusyPollMicros: number | null;
+  /** How often tenants whose key-encryption key is unavailable are retried, ms; null = the default (5 s). */
+  kekRetryMs: number | null;
   /** Open a pool whose newest generation was lost at its newest valid older one (PoolOptions.rewind); only from the command line. */
   rewind: boolean;
 }
@@ -62,6 +64,7 @@ export const defaultConfig: DaemonConfig = {
   cacheBytesMax: null,
   commitIntervalMs: null,
   nbdBusyPollMicros: null,
+  kekRetryMs: null,
   rewind: false,
 };
 
@@ -150,7 +153,7 @@ export function tlsLayer(v: { mode?: string; certFile?: string; keyFile?: string
 export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: string): DaemonConfig {
   const out = { ...config };
   const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'poolPreallocate', 'api', 'apiTls', 'nbd', 'nbdSocketPath', 'nbdTls',
-    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'rewind']);
+    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'kekRetryMs', 'rewind']);
   for (const [key, value] of Object.entries(layer)) {
     if (value === undefined) continue;
     if (!known.has(key)) throw new ConfigError(`unknown setting "${key}" in ${source}`);
@@ -190,6 +193,7 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
       case 'cacheBytesMax': out.cacheBytesMax = sizeOf(value, what); break;
       case 'commitIntervalMs': out.commitIntervalMs = intOf(value, what); break;
       case 'nbdBusyPollMicros': out.nbdBusyPollMicros = intOf(value, what); break;
+      case 'kekRetryMs': out.kekRetryMs = intOf(value, what); break;
       case 'rewind':
         // A rewind discards a generation: asked for on the command line each time, never left in a file.
         if (source !== 'command line') throw new ConfigError(`rewind is a command-line flag only (cairn serve --rewind), not a setting (${source})`);
@@ -227,6 +231,7 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
     nbdSocketPath: env.CAIRN_NBD_SOCKET, logLevel: env.CAIRN_LOG_LEVEL, logFormat: env.CAIRN_LOG_FORMAT,
     cacheBytesMax: env.CAIRN_CACHE_BYTES_MAX, commitIntervalMs: env.CAIRN_COMMIT_INTERVAL_MS,
     nbdBusyPollMicros: env.CAIRN_NBD_BUSY_POLL_US,
+    kekRetryMs: env.CAIRN_KEK_RETRY_MS,
     nbdTls: tlsLayer({
       mode: env.CAIRN_NBD_TLS, certFile: env.CAIRN_NBD_TLS_CERT, keyFile: env.CAIRN_NBD_TLS_KEY, caFile: env.CAIRN_NBD_TLS_CA,
       pskFile: env.CAIRN_NBD_TLS_PSK, required: env.CAIRN_NBD_TLS_REQUIRED,

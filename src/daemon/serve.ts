@@ -14,6 +14,7 @@ import { ensureBootstrapToken } from './bootstrap-token.js';
 import { migrateSideFile, sideFilePath } from '../stream/identity.js';
 import type { TlsConfig } from '../nbd/tls.js';
 import { TenantStore } from '../tenancy/store.js';
+import { KeyManager } from '../tenancy/key-manager.js';
 import type { DaemonConfig, NbdTlsConfig } from './config.js';
 import { nbdAccess, type NbdAccess } from './nbd-access.js';
 import { lockPool } from './lock.js';
@@ -94,6 +95,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       logger.info({ event: 'stream_identities_migrated', from: sideFile, snapshots: migrated }, 'stream identities moved into the catalog; side file removed');
     }
     const tenancy = new TenantStore(engine);
+    // Encrypted volumes unlock before any protocol serves them; a tenant whose KEK is away stays locked (retried).
+    const keys = new KeyManager(engine, { log: eventLogger(logger, 'keys'), ...(config.kekRetryMs !== null ? { retryMs: config.kekRetryMs } : {}) });
+    await keys.start();
+    cleanup.push(async () => keys.close());
     const access = nbdAccess(engine, tenancy);
     const nbd = config.nbd === null && config.nbdSocketPath === null ? null : await startNbdServer(engine, {
       ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
@@ -115,7 +120,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const bootstrap = await ensureBootstrapToken(tenancy, poolPath, stateDir);
     if (bootstrap.created) logger.info({ event: 'admin_token_created', path: bootstrap.path }, `admin token written to ${bootstrap.path} (mode 0600)`);
     const ctx = apiContext({
-      rootEngine: engine, jobManager: jobs, tenancy, qos: engine.control, poolPath, spoolDir: stateDir, nbdBaseUri,
+      rootEngine: engine, jobManager: jobs, tenancy, keys, qos: engine.control, poolPath, spoolDir: stateDir, nbdBaseUri,
       nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
     });
     const apiTls = config.apiTls;
