@@ -11,6 +11,7 @@ import { snapshotView } from './views.js';
 import { planExport } from '../stream/writer.js';
 import { importStream } from '../stream/import.js';
 import { identify } from '../stream/identity.js';
+import { ownerTenant } from './routes-volumes.js';
 
 const tag = 'streams';
 const octet = 'application/octet-stream';
@@ -25,10 +26,10 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
     responses: { 200: { description: 'the stream (Content-Length exact; X-Cairn-Job names the job)', contentType: octet } },
     handler: async (req, reply) => {
       const p = req.params as { name: string; snapshot: string };
-      const since = (req.query as ExportQuery).since;
+      const { since, raw } = req.query as ExportQuery;
       const base = since === undefined ? null : since.includes('@') ? since : `${p.name}@${since}`;
       const full = `${p.name}@${p.snapshot}`;
-      const plan = await planExport(ctx.engine, full, base, (n) => identify(ctx.engine, n));
+      const plan = await planExport(ctx.engine, full, base, (n) => identify(ctx.engine, n), { raw: raw === true });
       let finish: (err?: unknown) => void = () => {};
       const finished = new Promise<void>((resolve, reject) => { finish = (err) => (err === undefined ? resolve() : reject(err)); });
       let jobProgress: (f: number) => void = () => {};
@@ -69,7 +70,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
       importing.add(volume);
       let result: Awaited<ReturnType<typeof importStream>> | null = null;
       const job = ctx.jobs.start('import', volume, async (setProgress) => {
-        result = await importStream(ctx.engine, volume, body, ctx.spoolDir, setProgress);
+        result = await importStream(ctx.engine, volume, body, ctx.spoolDir, setProgress, (blob) => ctx.keys.streamKey(ownerTenant(ctx, volume), blob));
       });
       await job.done.finally(() => importing.delete(volume));
       if (job.view.state === 'failed' || result === null) {

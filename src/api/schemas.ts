@@ -52,6 +52,7 @@ export type DiffQuery = Static<typeof DiffQuery>;
 
 export const ExportQuery = Type.Object({
   since: Type.Optional(Name('base snapshot ("SNAP" or "VOL@SNAP") for an incremental stream')),
+  raw: Type.Optional(Type.Boolean({ description: 'an encrypted snapshot\'s blocks stay sealed under its data key, which travels wrapped by the tenant\'s KEK: only a pool whose tenant holds that KEK can import it (default: plaintext)' })),
 }, { additionalProperties: false });
 export type ExportQuery = Static<typeof ExportQuery>;
 

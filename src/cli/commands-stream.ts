@@ -18,10 +18,13 @@ function counter(onBytes: (n: number) => void): Transform {
   return new Transform({ transform(chunk: Buffer, _enc, cb) { onBytes(chunk.length); cb(null, chunk); } });
 }
 
-async function exportCommand(ctx: CliContext, snapshot: string, opts: { since?: string; output: string }, cmd: Command): Promise<void> {
+async function exportCommand(ctx: CliContext, snapshot: string, opts: { since?: string; output: string; raw?: boolean }, cmd: Command): Promise<void> {
   const m = /^([^@]+)@([^@]+)$/.exec(snapshot);
   if (m === null) return cmd.error(`error: expected VOLUME@SNAPSHOT, got "${snapshot}"`, { exitCode: 2 });
-  const query = opts.since === undefined ? '' : `?since=${encodeURIComponent(opts.since)}`;
+  const params = new URLSearchParams();
+  if (opts.since !== undefined) params.set('since', opts.since);
+  if (opts.raw === true) params.set('raw', 'true');
+  const query = params.size === 0 ? '' : `?${params.toString()}`;
   const response = await ctx.client().fetch(`/v1/volumes/${seg(m[1]!)}/snapshots/${seg(m[2]!)}/export${query}`);
   if (response.body === null) throw new CliError('daemon sent no stream');
   const totalBytes = Number(response.headers.get('content-length') ?? 0);
@@ -84,8 +87,9 @@ async function importCommand(ctx: CliContext, file: string, volume: string): Pro
 export function registerStreamCommands(program: Command, ctx: CliContext): void {
   program.command('export <snapshot>').description('write a full (or --since incremental) stream of VOLUME@SNAPSHOT')
     .option('--since <base>', 'base snapshot (SNAP or VOLUME@SNAP) for an incremental stream')
+    .option('--raw', 'of an encrypted snapshot: keep its blocks sealed (ciphertext) and carry its data key wrapped by the tenant\'s KEK; only a pool whose tenant holds that KEK can import it (default: plaintext)')
     .requiredOption('-o, --output <file>', 'output file, or - for stdout')
-    .action((snapshot: string, opts: { since?: string; output: string }, cmd: Command) => exportCommand(ctx, snapshot, opts, cmd));
+    .action((snapshot: string, opts: { since?: string; output: string; raw?: boolean }, cmd: Command) => exportCommand(ctx, snapshot, opts, cmd));
   program.command('import <file> <volume>').description('restore a full stream (creates VOLUME) or apply an incremental one; FILE may be -')
     .action((file: string, volume: string) => importCommand(ctx, file, volume));
 }

@@ -5,6 +5,11 @@ import { crc32c } from '@node-rs/crc32';
 
 export const streamMagic = Buffer.from('CAIRNSTR', 'ascii');
 export const streamVersion = 1;
+/**
+ * A raw stream of an encrypted snapshot (`export --raw`): version 2, so a reader that knows only
+ * version 1 refuses it rather than take its sealed blocks for data. Plain streams stay version 1.
+ */
+export const streamVersionRaw = 2;
 /** Largest data payload of one record; ranges are split to this bound. */
 export const recordDataBytesMax = 1024 * 1024;
 /** Largest JSON header we accept (names are short; this bounds a corrupt length field). */
@@ -39,6 +44,12 @@ export interface StreamHeader {
   snapshot: SnapshotIdentity;
   /** The base of an incremental stream, or null for a full stream. */
   base: SnapshotIdentity | null;
+  /**
+   * Raw streams only (version 2): the data records hold blocks sealed under the lineage's data key
+   * (AES-256-XTS, the logical block as tweak), and this is that key wrapped by the sending tenant's KEK
+   * (base64): only a pool whose tenant holds the same KEK can import it (like `zfs send -w`).
+   */
+  encryption?: { wrappedKey: string };
 }
 
 export interface StreamRecord {
@@ -60,7 +71,7 @@ export function encodeHeader(header: StreamHeader): Buffer {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const out = Buffer.alloc(headerFixedBytes + json.length + 4);
   streamMagic.copy(out, 0);
-  out.writeUInt32LE(streamVersion, 8);
+  out.writeUInt32LE(header.encryption === undefined ? streamVersion : streamVersionRaw, 8);
   out.writeUInt32LE(json.length, 12);
   json.copy(out, headerFixedBytes);
   out.writeUInt32LE(crc32c(out.subarray(0, headerFixedBytes + json.length)), headerFixedBytes + json.length);
@@ -97,15 +108,23 @@ function isIdentity(v: unknown): v is SnapshotIdentity {
     typeof o.guid === 'string' && /^[0-9a-f]{32}$/.test(o.guid);
 }
 
-export function parseHeaderJson(json: Buffer): StreamHeader {
+/** A raw stream's wrapped key: a KEK-wrapped data key is ~81 bytes; this bounds a corrupt header. */
+const wrappedKeyChars = /^[A-Za-z0-9+/]{4,1024}={0,2}$/;
+
+export function parseHeaderJson(json: Buffer, version = streamVersion): StreamHeader {
   let v: unknown;
   try { v = JSON.parse(json.toString('utf8')); } catch { throw new StreamCorrupt('header is not JSON'); }
   if (typeof v !== 'object' || v === null) throw new StreamCorrupt('header is not an object');
   const o = v as Record<string, unknown>;
   const sizeOk = typeof o.sizeBytes === 'number' && Number.isSafeInteger(o.sizeBytes) && o.sizeBytes > 0;
-  if (o.version !== streamVersion || !sizeOk || typeof o.blockSizeBytes !== 'number' ||
+  if (o.version !== version || !sizeOk || typeof o.blockSizeBytes !== 'number' ||
       !isIdentity(o.snapshot) || !(o.base === null || isIdentity(o.base))) {
     throw new StreamCorrupt('header fields are missing or malformed');
   }
+  const enc = o.encryption as { wrappedKey?: unknown } | undefined;
+  const rawOk = version === streamVersionRaw
+    ? typeof enc === 'object' && enc !== null && typeof enc.wrappedKey === 'string' && wrappedKeyChars.test(enc.wrappedKey)
+    : enc === undefined;
+  if (!rawOk) throw new StreamCorrupt(version === streamVersionRaw ? 'raw stream header without a well-formed wrapped key' : 'a version-1 stream carries no key');
   return o as unknown as StreamHeader;
 }

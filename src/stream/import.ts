@@ -5,13 +5,13 @@
 import { createReadStream, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import type { Engine, SnapshotInfo } from '../engine/index.js';
+import type { DataKey, Engine, SnapshotInfo } from '../engine/index.js';
 import { asBuffer, readStream } from './reader.js';
 import { StreamCorrupt, type StreamHeader } from './format.js';
 import { identify } from './identity.js';
 
 export class StreamRefused extends Error {
-  constructor(readonly code: 'stream_base_mismatch' | 'target_modified' | 'name_taken' | 'volume_not_found',
+  constructor(readonly code: 'stream_base_mismatch' | 'target_modified' | 'name_taken' | 'volume_not_found' | 'invalid_argument',
     message: string) {
     super(message);
     this.name = 'StreamRefused';
@@ -65,7 +65,7 @@ function checkTarget(engine: Engine, volume: string, header: StreamHeader): stri
 export const importWritesInFlightMax = 8;
 
 async function applyRecords(engine: Engine, id: number, spoolPath: string,
-  onProgress: (fraction: number) => void, totalBytes: number): Promise<number> {
+  onProgress: (fraction: number) => void, totalBytes: number, sealed: boolean): Promise<number> {
   let dataBytes = 0;
   let doneBytes = 0;
   const inFlight = new Set<Promise<void>>();
@@ -74,7 +74,8 @@ async function applyRecords(engine: Engine, id: number, spoolPath: string,
     if (item.type !== 'record') continue;
     const r = item.record;
     const recordBytes = r.data !== null ? r.data.length + 20 : 20;
-    const write = (r.data !== null ? engine.write(id, r.offsetBytes, r.data) : engine.writeZeroes(id, r.offsetBytes, r.lengthBytes))
+    const write = (r.data === null ? engine.writeZeroes(id, r.offsetBytes, r.lengthBytes)
+      : sealed ? engine.writeSealed(id, r.offsetBytes, r.data) : engine.write(id, r.offsetBytes, r.data))
       .then(() => {
         doneBytes += recordBytes;
         onProgress(Math.min(1, doneBytes / Math.max(1, totalBytes)));
@@ -100,9 +101,29 @@ function noteRollbackFailure(err: unknown, what: string, rollbackErr: unknown): 
   if (err instanceof Error) err.message = `${err.message}; rolling back failed too (${what}: ${why})`;
 }
 
+/**
+ * What a raw stream needs from the key holder: the stream's data key from its wrapped form (unwrapped by
+ * the importing tenant's KEK, refused when it holds another), re-wrapped by that tenant's current KEK.
+ */
+export type StreamKeyOpener = (wrappedKey: Buffer) => Promise<DataKey>;
+
+/** A raw stream's data key, checked against an incremental target's own key (the same lineage's). */
+async function rawKey(engine: Engine, volume: string, header: StreamHeader, openKey: StreamKeyOpener | undefined): Promise<DataKey | null> {
+  if (header.encryption === undefined) return null;
+  if (openKey === undefined) throw new StreamRefused('invalid_argument', 'this is a raw stream of an encrypted snapshot, and no key holder is configured to open its key');
+  const key = await openKey(Buffer.from(header.encryption.wrappedKey, 'base64'));
+  if (header.base !== null) {
+    const info = engine.getVolume(volume);
+    if (info.encryption === null) throw new StreamRefused('invalid_argument', `${volume} is not encrypted: a raw incremental stream applies only to the encrypted volume it was made for`);
+    // The key-check value decides: a target of another lineage's key is refused (wrong_key), never written.
+    engine.unlockKey(info.encryption.keyId, key.dek);
+  }
+  return key;
+}
+
 export async function importStream(engine: Engine, volume: string,
   source: AsyncIterable<Buffer | Uint8Array | string>, spoolDir: string,
-  onProgress: (fraction: number) => void = () => {}): Promise<ImportResult> {
+  onProgress: (fraction: number) => void = () => {}, openKey?: StreamKeyOpener): Promise<ImportResult> {
   const spoolPath = join(spoolDir, `.cairn-import-${process.pid}-${randomBytes(6).toString('hex')}`);
   try {
     let header: StreamHeader | null = null;
@@ -111,13 +132,16 @@ export async function importStream(engine: Engine, volume: string,
     if (header === null) throw new StreamCorrupt('no header');
     const h: StreamHeader = header;
     const base = checkTarget(engine, volume, h);
+    const key = await rawKey(engine, volume, h, openKey);
+    const sealed = key !== null;
     const snapName = h.snapshot.fullName.split('@')[1] ?? 'imported';
     const totalBytes = (await fsp.stat(spoolPath)).size;
     let dataBytes: number;
     if (base === null) {
-      await engine.createVolume(volume, h.sizeBytes);
+      await engine.createVolume(volume, h.sizeBytes, key === null ? {} : { encryption: key });
+      key?.dek.fill(0);
       try {
-        dataBytes = await applyRecords(engine, engine.resolve(volume).id, spoolPath, onProgress, totalBytes);
+        dataBytes = await applyRecords(engine, engine.resolve(volume).id, spoolPath, onProgress, totalBytes, sealed);
         await engine.flush();
       } catch (err) {
         await engine.deleteVolume(volume).catch((rollbackErr: unknown) => noteRollbackFailure(err, `deleting the new volume ${volume}`, rollbackErr));
@@ -130,7 +154,7 @@ export async function importStream(engine: Engine, volume: string,
       }
       try {
         if (h.sizeBytes !== before.sizeBytes) await engine.resizeVolume(volume, h.sizeBytes, { allowShrink: true });
-        dataBytes = await applyRecords(engine, engine.resolve(volume).id, spoolPath, onProgress, totalBytes);
+        dataBytes = await applyRecords(engine, engine.resolve(volume).id, spoolPath, onProgress, totalBytes, sealed);
         await engine.flush();
       } catch (err) {
         // Roll the target back to exactly what it was: it equalled its latest snapshot (checked above).

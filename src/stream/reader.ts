@@ -3,7 +3,7 @@
 // and the whole-stream CRC32C check out. A truncated or corrupt stream throws StreamCorrupt.
 import { crc32c } from '@node-rs/crc32';
 import {
-  StreamCorrupt, headerFixedBytes, headerJsonBytesMax, parseHeaderJson, recordDataBytesMax,
+  StreamCorrupt, streamVersionRaw, headerFixedBytes, headerJsonBytesMax, parseHeaderJson, recordDataBytesMax,
   recordHeaderBytes, recordTagData, recordTagEnd, recordTagZero, streamMagic, streamVersion,
   trailerBytes, type StreamHeader, type StreamRecord, type StreamTrailer,
 } from './format.js';
@@ -64,7 +64,7 @@ async function readHeader(reader: ExactReader): Promise<StreamHeader> {
   const fixed = await reader.read(headerFixedBytes, 'header');
   if (!fixed.subarray(0, 8).equals(streamMagic)) throw new StreamCorrupt('not a Cairn stream (bad magic)');
   const version = fixed.readUInt32LE(8);
-  if (version !== streamVersion) throw new StreamCorrupt(`unsupported stream version ${version}`);
+  if (version !== streamVersion && version !== streamVersionRaw) throw new StreamCorrupt(`unsupported stream version ${version}`);
   const jsonBytes = fixed.readUInt32LE(12);
   if (jsonBytes > headerJsonBytesMax) throw new StreamCorrupt('header too large');
   const json = await reader.read(jsonBytes, 'header');
@@ -72,7 +72,7 @@ async function readHeader(reader: ExactReader): Promise<StreamHeader> {
   const crc = crc32c(json, crc32c(fixed));
   if (crc !== crcBytes.readUInt32LE(0)) throw new StreamCorrupt('header checksum mismatch');
   reader.account(fixed); reader.account(json); reader.account(crcBytes);
-  return parseHeaderJson(json);
+  return parseHeaderJson(json, version);
 }
 
 async function readRecord(reader: ExactReader, header: StreamHeader, tag: number,

@@ -3,6 +3,7 @@
 // The record plan is walked twice (count, then send) so the exact stream length is known up front.
 import { crc32c } from '@node-rs/crc32';
 import type { ByteRange, Engine } from '../engine/index.js';
+import { StreamRefused } from './import.js';
 import {
   encodeHeader, encodeRecordHeader, encodeTrailer, recordDataBytesMax, recordHeaderBytes, trailerBytes,
   type SnapshotIdentity, type StreamHeader,
@@ -68,14 +69,23 @@ export function coalesce(ranges: ByteRange[]): ByteRange[] {
  * `identify` gives each snapshot's stream identity (its guid survives export/import).
  */
 export async function planExport(engine: Engine, snapshotFullName: string, base: string | null,
-  identify: (fullName: string) => SnapshotIdentity): Promise<ExportPlan> {
+  identify: (fullName: string) => SnapshotIdentity, opts: { raw?: boolean } = {}): Promise<ExportPlan> {
   const target = engine.resolve(snapshotFullName);
   const snapshot = engine.getSnapshot(snapshotFullName);
+  const raw = opts.raw === true;
+  let encryption: StreamHeader['encryption'];
+  if (raw) {
+    if (snapshot.encryption === null) throw new StreamRefused('invalid_argument', `${snapshotFullName} is not encrypted: a raw stream is of an encrypted snapshot (export it without --raw)`);
+    const key = engine.listKeys().find((k) => k.members.includes(snapshot.fullName));
+    if (key === undefined || key.wrapped[0] === undefined) throw new StreamRefused('invalid_argument', `no key found for ${snapshotFullName}`);
+    encryption = { wrappedKey: key.wrapped[0].toString('base64') };
+  }
   const baseIdentity = base === null ? null : identify(engine.getSnapshot(base).fullName);
   const ranges = base === null ? null : coalesce(await engine.diff(base, snapshotFullName));
   const header: StreamHeader = {
     version: 1, sizeBytes: snapshot.sizeBytes, blockSizeBytes: 4096,
     snapshot: identify(snapshot.fullName), base: baseIdentity,
+    ...(encryption !== undefined ? { version: 2, encryption } : {}),
   };
   const headerBytes = encodeHeader(header);
   let records = 0;
@@ -91,7 +101,9 @@ export async function planExport(engine: Engine, snapshotFullName: string, base:
     let sentRecords = 0;
     let sentDataBytes = 0;
     for await (const r of planRecords(engine, target.id, ranges, snapshot.sizeBytes)) {
-      const data = r.kind === 'data' ? await engine.read(target.id, r.offsetBytes, r.lengthBytes) : null;
+      // Raw: sealed under the lineage's key (records are whole blocks: extents are block-granular).
+      const data = r.kind !== 'data' ? null
+        : raw ? await engine.readSealed(target.id, r.offsetBytes, r.lengthBytes) : await engine.read(target.id, r.offsetBytes, r.lengthBytes);
       const head = encodeRecordHeader(r.kind, r.offsetBytes, r.lengthBytes, data);
       crc = crc32c(head, crc);
       yield head;

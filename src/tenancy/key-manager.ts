@@ -5,7 +5,7 @@
 // Rotation re-wraps every DEK of the tenant under a new KEK, resumable after a crash at any step.
 import { randomBytes } from 'node:crypto';
 import type { Engine } from '../engine/index.js';
-import { KekUnavailable, openKek, validateKekRef, type KekProvider } from '../keys/provider.js';
+import { KekUnavailable, KekWrongKey, openKek, validateKekRef, type KekProvider } from '../keys/provider.js';
 import { splitQualified } from './names.js';
 import { TenancyError } from './errors.js';
 
@@ -109,6 +109,31 @@ export class KeyManager {
       return { dek, wrapped: encodeWrapped(kek, await kek.wrap(dek)) };
     } finally {
       await kek.close();
+    }
+  }
+
+  /**
+   * The data key of a raw stream (its wrapped form as the sender's pool stored it), for `tenant`:
+   * unwrapped by the tenant's KEK (or the rotation's new one), so only a tenant holding the KEK that
+   * wrapped it can import it, and wrapped again by the tenant's current KEK for the new lineage.
+   */
+  async streamKey(tenant: string, blob: Buffer): Promise<{ dek: Buffer; wrapped: Buffer }> {
+    const ref = this.kekOf(tenant);
+    if (ref === null) throw new TenancyError('invalid_argument', `tenant ${tenant} has no key-encryption key: a raw stream can only be imported by a tenant holding the KEK that wrapped its key`);
+    const keks: KekProvider[] = [await this.open(tenant, ref)];
+    const next = this.nextKekOf(tenant);
+    try {
+      if (next !== null) keks.push(await this.openRaw(next));
+      let dek: Buffer;
+      try {
+        dek = await this.unwrapAny([blob], keks);
+      } catch (err) {
+        if (err instanceof KekUnavailable) throw err;
+        throw new KekWrongKey(`the stream's data key is wrapped by a key-encryption key tenant ${tenant} does not hold`);
+      }
+      return { dek, wrapped: encodeWrapped(keks[0]!, await keks[0]!.wrap(dek)) };
+    } finally {
+      for (const k of keks) await k.close();
     }
   }
 

@@ -200,7 +200,11 @@ export class ScopedEngine implements Engine {
     return this.inner.listKeys().filter((k) => k.members.length > 0 && k.members.every((m) => this.owns(m.split('@')[0]!)))
       .map((k) => ({ ...k, members: k.members.map((m) => this.out(m)) }));
   }
-  unlockKey(): void { this.refused('unlocking keys'); }
+  /** A tenant may offer a data key for its own lineage (a raw import checks its target this way): the key-check value decides. */
+  unlockKey(keyId: number, dek: Buffer): void {
+    if (!this.listKeys().some((k) => k.keyId === keyId)) throw new VolumeNotFound(`key slot ${keyId}`);
+    this.inner.unlockKey(keyId, dek);
+  }
   lockKey(): void { this.refused('locking keys'); }
   rewrapKey(): Promise<void> { return this.refused('re-wrapping keys'); }
   readSealed(id: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> { return this.inner.readSealed(this.own(id), offsetBytes, lengthBytes); }
