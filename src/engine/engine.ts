@@ -247,7 +247,8 @@ export class CairnEngine implements Engine {
         });
       });
     } catch (err) {
-      // The slot was written but no record names it: destroyed now (open would do it after a crash).
+      // The slot was written but no record names it: destroyed now (open would do it after a crash, and
+      // does it if this shred fails too, so its failure is not the caller's error).
       if (keyId !== 0 && !this.catalog.keyUsers.has(keyId)) await this.core.keyring!.shred([keyId]).catch(() => undefined);
       throw err;
     }
@@ -605,9 +606,11 @@ export class CairnEngine implements Engine {
     if (!Buffer.isBuffer(key.dek) || !Buffer.isBuffer(key.wrapped)) throw new InvalidArgument('a data key and its wrapped form are byte buffers');
     const keyring = await ensureKeyring(this.core);
     const keyId = await this.core.mutate(async () => keyring.allocate(key.dek, key.wrapped));
+    assert(keyId >= 1 && keyId <= keyring.slotCount && !this.catalog.keyUsers.has(keyId), 'a new lineage gets a slot no record uses');
     try {
       await keyring.writeNew(keyId);
     } catch (err) {
+      // The write's failure is what the caller must see; a slot left behind is shredded at the next open.
       await keyring.shred([keyId]).catch(() => undefined);
       throw err;
     }
@@ -624,6 +627,7 @@ export class CairnEngine implements Engine {
       const list = members.get(rec.keyId);
       if (list) list.push(name); else members.set(rec.keyId, [name]);
     }
+    assert(members.size <= keyring.slotCount, 'records name at most the keyring\'s slots');
     return keyring.usedKeyIds().map((keyId) => ({
       keyId, wrapped: keyring.copiesOf(keyId).map((c) => Buffer.from(c.wrapped)), locked: !keyring.isUnlocked(keyId),
       members: (members.get(keyId) ?? []).sort(),
@@ -638,17 +642,28 @@ export class CairnEngine implements Engine {
     return keyring;
   }
 
-  unlockKey(keyId: number, dek: Buffer): void { this.keySlot(keyId).unlock(keyId, dek); }
-  lockKey(keyId: number): void { this.keySlot(keyId).lock(keyId); }
+  unlockKey(keyId: number, dek: Buffer): void {
+    const keyring = this.keySlot(keyId);
+    keyring.unlock(keyId, dek);
+    assert(keyring.isUnlocked(keyId), 'an accepted key unlocks its lineage');
+  }
+  lockKey(keyId: number): void {
+    const keyring = this.keySlot(keyId);
+    keyring.lock(keyId);
+    assert(!keyring.isUnlocked(keyId), 'a locked lineage holds no key');
+  }
   rewrapKey(keyId: number, wrapped: Buffer): Promise<void> {
     this.core.ensureUsable();
-    return this.keySlot(keyId).rewrap(keyId, wrapped);
+    const keyring = this.keySlot(keyId);
+    assert(keyring.copiesOf(keyId).length > 0, 'a re-wrap of a slot in use');
+    return keyring.rewrap(keyId, wrapped);
   }
 
   private sealedRange(rec: CatalogRecord, offsetBytes: number, lengthBytes: number): { cipher: NonNullable<ReturnType<typeof cipherFor>>; lba: number } {
     if (offsetBytes % BLOCK_SIZE_BYTES !== 0 || lengthBytes % BLOCK_SIZE_BYTES !== 0) throw new InvalidArgument(`a sealed range is whole blocks, got offset ${offsetBytes} length ${lengthBytes}`);
     const cipher = cipherFor(this.core, rec);
     if (cipher === null) throw new InvalidArgument(`${rec.name} is not encrypted: it has no sealed form`);
+    assert(rec.keyId !== 0, 'a sealed range is of an encrypted record');
     return { cipher, lba: offsetBytes / BLOCK_SIZE_BYTES };
   }
 

@@ -93,7 +93,10 @@ export class Keyring {
     this.slots = Array.from({ length: region.blocks * KEY_SLOTS_PER_BLOCK }, (): SlotCopies => [null, null]);
   }
 
-  get slotCount(): number { return this.slots.length; }
+  get slotCount(): number {
+    assert(this.slots.length === this.region.blocks * KEY_SLOTS_PER_BLOCK, 'a slot per 256 bytes of a copy');
+    return this.slots.length;
+  }
 
   /** A keyring over a region that was just zeroed. */
   static empty(device: Device, region: KeyringRegion, poolUuid: string): Keyring { return new Keyring(device, region, poolUuid); }
@@ -128,7 +131,10 @@ export class Keyring {
     return copies.length === 2 && copies[0]!.wrapped.equals(copies[1]!.wrapped) ? [copies[0]!] : copies;
   }
 
-  isUnlocked(keyId: number): boolean { return this.ciphers.has(keyId); }
+  isUnlocked(keyId: number): boolean {
+    assert(keyId >= 1, 'a key slot number');
+    return this.ciphers.has(keyId);
+  }
 
   /**
    * The cipher of a record's lineage: null for a plain record; VolumeLocked when its key is not in
@@ -240,6 +246,7 @@ export class Keyring {
 
   private writeCopy(keyId: number, copy: 0 | 1): Promise<void> {
     this.slotAt(keyId);
+    assert(copy === 0 || copy === 1, 'one of the two copies');
     return this.writeBlock(Math.floor((keyId - 1) / KEY_SLOTS_PER_BLOCK), copy);
   }
 
@@ -262,6 +269,7 @@ export class Keyring {
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.chain.then(fn);
+    // The chain only orders the writes: each one's failure reaches its caller through `run`.
     this.chain = run.then(() => undefined, () => undefined);
     return run;
   }

@@ -315,6 +315,7 @@ export class KeyManager {
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.chain.then(fn);
+    // The chain only orders key operations: each one's failure reaches its caller through `run`.
     this.chain = run.catch(() => undefined);
     return run;
   }
