@@ -11,7 +11,7 @@ import {
   controllerSocketDir, controllerSocketPath, driverName, kubeletDir, nodeSocketDir, nodeSocketPath, registrationDir, stateDirDefault,
 } from '../src/csi/constants.js';
 import { csiCommand } from '../src/csi/main.js';
-import { checkParameters, mutableQosOf, volumeQosOf } from '../src/csi/parameters.js';
+import { checkParameters, mutableQosOf, volumeParametersOf, volumeQosOf } from '../src/csi/parameters.js';
 import { tokenSecretKey } from '../src/csi/sessions.js';
 import { nbdKeyOf, nbdPskSecretKey } from '../src/csi/nbd-keys.js';
 import { repoRoot } from './csi-harness.js';
@@ -80,6 +80,9 @@ test('deploy/kubernetes manifests parse and agree with the code', () => {
     mutableQosOf(vac.parameters, `VolumeAttributesClass ${vac.metadata.name}`);
   }
   assert.ok(docs.some((d) => d.kind === 'VolumeGroupSnapshotClass' && d.metadata.name === 'cairn'));
+  const encrypted = find(docs, 'StorageClass', 'cairn-encrypted');
+  assert.equal(volumeParametersOf(encrypted.parameters, undefined, 'x').encrypted, true, 'the encrypted class asks for encryption');
+  assert.equal(volumeParametersOf(find(docs, 'StorageClass', 'cairn').parameters, undefined, 'x').encrypted, false);
 
   const ctl = find(docs, 'Deployment', 'cairn-csi-controller');
   const plugin = container(ctl, 'cairn-csi');

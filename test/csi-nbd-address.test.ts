@@ -1,6 +1,7 @@
 // Where the CSI node attaches a volume from: --nbd when given, else the nbdUri the daemon's API
 // reports for the volume (an address bound to every interface replaced by the API's host); an
-// unknown volume is NOT_FOUND and a daemon without NBD over TCP is FAILED_PRECONDITION.
+// unknown volume is NOT_FOUND, a daemon without NBD over TCP is FAILED_PRECONDITION, and a locked
+// (encrypted, KEK unavailable) volume is UNAVAILABLE.
 // (test/csi-node.test.ts stages real volumes with a plugin started without --nbd.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,9 +11,12 @@ import { exportUriOf, nbdSource, reachableUri } from '../src/csi/nbd-address.js'
 import type { Session } from '../src/csi/sessions.js';
 
 /** The plugin's own session over a fake API: an admin unless `tenant` is given. */
-function fakeApi(volumes: Record<string, string | null>, tenant: string | null = null): { own(): Promise<Session> } {
+function fakeApi(volumes: Record<string, string | null>, tenant: string | null = null, locked: string[] = []): { own(): Promise<Session> } {
   const getVolume = async (name: string): Promise<ApiVolume | null> => (name in volumes
-    ? { name, id: 1, sizeBytes: 0, mappedBytes: 0, createdMs: 0, origin: null, snapshots: [], nbdUri: volumes[name] ?? null }
+    ? {
+      name, id: 1, sizeBytes: 0, mappedBytes: 0, createdMs: 0, origin: null, snapshots: [], nbdUri: volumes[name] ?? null,
+      encrypted: locked.includes(name), locked: locked.includes(name),
+    }
     : null);
   const pool = async () => ({ sizeBytes: 0, freeBytes: 0, checksumErrors: 0, nbd: 'nbd://0.0.0.0:10809' });
   const api = { getVolume, pool } as unknown as CairnApi;
@@ -50,4 +54,12 @@ test('tenant volumes: a TLS-PSK key opens the plain name over nbds://; the key s
   const fixed = nbdSource('nbd.example:10999', fakeApi({}), 'http://cairn:10880');
   assert.match(await exportUriOf(fixed, 'acme/db', psk), /^nbds:\/\/acme-0a1b2c3d@nbd\.example:10999\/db\?tls-psk-file=/);
   await assert.rejects(exportUriOf(admin, 'default/db'), (e: { code: number }) => e.code === status.NOT_FOUND);
+});
+
+test('a locked volume (encrypted, its tenant\'s KEK unavailable) is UNAVAILABLE before anything is attached', async () => {
+  const source = nbdSource(undefined, fakeApi({ sealed: 'nbd://10.0.0.7:10809/sealed', open: 'nbd://10.0.0.7:10809/open' }, null, ['sealed']),
+    'http://cairn:10880');
+  await assert.rejects(exportUriOf(source, 'sealed'), (e: { code: number; message: string }) =>
+    e.code === status.UNAVAILABLE && /locked/.test(e.message) && /key-encryption key/.test(e.message));
+  assert.equal(await exportUriOf(source, 'open'), 'nbd://10.0.0.7:10809/open');
 });

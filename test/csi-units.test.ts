@@ -68,7 +68,12 @@ test('API objects parse with the REST field names', () => {
   assert.equal(v.sizeBytes, 8192);
   assert.deepEqual(parseVolume({ name: 'c', origin: 'src' }).origin, { volume: 'src', snapshot: null });
   const s = parseSnapshot({ name: 'v@s1', volume: 'v', snapshot: 's1', size: 4096, createdMs: 7 });
-  assert.deepEqual(s, { fullName: 'v@s1', volume: 'v', name: 's1', sizeBytes: 4096, createdMs: 7 });
+  assert.deepEqual(s, { fullName: 'v@s1', volume: 'v', name: 's1', sizeBytes: 4096, createdMs: 7, encrypted: false, locked: false });
+  // Encryption (issue 20): the views' booleans; a daemon that does not send them has plain volumes.
+  assert.equal(v.encrypted, false);
+  const e = parseVolume({ name: 'e', size: 4096, encrypted: true, locked: true });
+  assert.deepEqual([e.encrypted, e.locked], [true, true]);
+  assert.equal(parseSnapshot({ name: 'e@s', encrypted: true, locked: false }).encrypted, true);
 });
 
 test('the attachment state file survives a reload and is written atomically', () => {

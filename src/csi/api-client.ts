@@ -16,6 +16,10 @@ export interface ApiVolume {
   snapshots: string[];
   /** "nbd://HOST:PORT/NAME" as the daemon names the export; null when it serves no NBD over TCP. */
   nbdUri: string | null;
+  /** Encrypted at rest with its lineage's data key (a clone or snapshot shares its source's). */
+  encrypted: boolean;
+  /** Encrypted and its data key not in memory (its tenant's KEK is unavailable): I/O is refused for now. */
+  locked: boolean;
 }
 
 export interface ApiSnapshot {
@@ -25,6 +29,8 @@ export interface ApiSnapshot {
   name: string;
   sizeBytes: number;
   createdMs: number;
+  encrypted: boolean;
+  locked: boolean;
 }
 
 export interface ApiPool {
@@ -69,6 +75,7 @@ const num = (obj: Json, ...keys: string[]): number => {
   for (const key of keys) if (typeof obj[key] === 'number') return obj[key] as number;
   return 0;
 };
+const bool = (obj: Json, key: string): boolean => obj[key] === true;
 const str = (obj: Json, ...keys: string[]): string => {
   for (const key of keys) if (typeof obj[key] === 'string') return obj[key] as string;
   return '';
@@ -98,6 +105,8 @@ export function parseVolume(obj: Json): ApiVolume {
     origin: parseOrigin(obj.origin),
     snapshots: snapshots.map((s) => (s.includes('@') ? s.slice(s.indexOf('@') + 1) : s)),
     nbdUri: typeof obj.nbdUri === 'string' ? obj.nbdUri : null,
+    encrypted: bool(obj, 'encrypted'),
+    locked: bool(obj, 'locked'),
   };
 }
 
@@ -110,7 +119,10 @@ export function parseSnapshot(obj: Json): ApiSnapshot {
   const at = fullName.indexOf('@');
   if (volume === '') volume = fullName.slice(0, at);
   if (name === '' || name.includes('@')) name = fullName.slice(at + 1);
-  return { fullName, volume, name, sizeBytes: num(obj, 'sizeBytes', 'size'), createdMs: num(obj, 'createdMs') };
+  return {
+    fullName, volume, name, sizeBytes: num(obj, 'sizeBytes', 'size'), createdMs: num(obj, 'createdMs'),
+    encrypted: bool(obj, 'encrypted'), locked: bool(obj, 'locked'),
+  };
 }
 
 /** Maps an API problem to the gRPC code CSI wants; `context` says what was asked. */
@@ -122,6 +134,12 @@ export function problemToCsi(err: unknown, context: string): CsiError {
     case 'volume_not_found': case 'snapshot_not_found': return notFound(message);
     case 'name_taken': return alreadyExists(message);
     case 'pool_full': return resourceExhausted(message);
+    // gRPC status guide: UNAVAILABLE when the same call may simply be retried later. A locked volume
+    // unlocks on its own once its tenant's KEK is back (the daemon retries it, or cairn tenant
+    // unlock); FAILED_PRECONDITION would tell the CO to wait for someone to fix state it cannot see.
+    case 'volume_locked': case 'kek_unavailable': return unavailable(message);
+    // A KEK rotation under way (409): retry when it is done; not the spec's ALREADY_EXISTS.
+    case 'tenant_busy': return unavailable(message);
     case 'route_not_found': return new CsiError(Status.UNIMPLEMENTED, `${message}: this cairn daemon does not offer it`);
     case 'out_of_range': case 'shrink_refused': return outOfRange(message);
     case 'invalid_size': case 'invalid_name': case 'invalid_argument': case 'validation_error':
@@ -274,14 +292,22 @@ export class CairnApi {
     }
   }
 
-  /** `qos`: limits set with the volume (left out of the request when null). */
-  async createVolume(name: string, sizeBytes: number, qos: ApiQos | null = null): Promise<ApiVolume> {
-    return parseVolume((await this.request('POST', '/v1/volumes', { name, size: sizeBytes, ...(qos === null ? {} : { qos }) })) as Json);
+  /**
+   * `qos`: limits set with the volume (left out of the request when null). `encrypted`: with a fresh
+   * data key wrapped by the owning tenant's KEK (the daemon's; left out of the request when false).
+   */
+  async createVolume(name: string, sizeBytes: number, qos: ApiQos | null = null, encrypted = false): Promise<ApiVolume> {
+    const body = { name, size: sizeBytes, ...(qos === null ? {} : { qos }), ...(encrypted ? { encrypted } : {}) };
+    return parseVolume((await this.request('POST', '/v1/volumes', body)) as Json);
   }
 
-  /** O(1) clone of "VOL@SNAP" or of the live volume "VOL". */
-  async cloneVolume(name: string, from: string, qos: ApiQos | null = null): Promise<ApiVolume> {
-    return parseVolume((await this.request('POST', '/v1/volumes', { name, from, ...(qos === null ? {} : { qos }) })) as Json);
+  /**
+   * O(1) clone of "VOL@SNAP" or of the live volume "VOL". `encrypted` (when given) is what the caller
+   * expects the source to be: the daemon refuses the clone (400) when the source is otherwise.
+   */
+  async cloneVolume(name: string, from: string, qos: ApiQos | null = null, encrypted: boolean | null = null): Promise<ApiVolume> {
+    const body = { name, from, ...(qos === null ? {} : { qos }), ...(encrypted === null ? {} : { encrypted }) };
+    return parseVolume((await this.request('POST', '/v1/volumes', body)) as Json);
   }
 
   async resizeVolume(name: string, sizeBytes: number): Promise<ApiVolume> {

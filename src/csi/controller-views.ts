@@ -57,8 +57,29 @@ function contentSourceOf(session: Session, vol: ApiVolume): VolumeContentSource 
   return { volume: { volume_id: origin }, type: 'volume' };
 }
 
+/** Volume context key (what NodeStageVolume is given): "true" or "false"; informational, the daemon decides. */
+export const encryptedContextKey = 'encrypted';
+
 export function toCsiVolume(session: Session, vol: ApiVolume): Volume {
-  return { capacity_bytes: vol.sizeBytes, volume_id: idFromApi(session, vol.name), volume_context: {}, content_source: contentSourceOf(session, vol) };
+  return {
+    capacity_bytes: vol.sizeBytes, volume_id: idFromApi(session, vol.name),
+    volume_context: { [encryptedContextKey]: String(vol.encrypted) }, content_source: contentSourceOf(session, vol),
+  };
+}
+
+/**
+ * Why a volume of a class that does (or does not) ask for encryption cannot be made from this
+ * source, or null when it can. A clone or restore shares the source's blocks, and so its data key or
+ * its plain form (the engine's clone contract): the class must say what the source is.
+ */
+export function sourceEncryptionProblem(sourceId: string, kind: 'snapshot' | 'volume', sourceEncrypted: boolean, classEncrypted: boolean): string | null {
+  if (sourceEncrypted === classEncrypted) return null;
+  if (sourceEncrypted) {
+    return `source ${kind} ${sourceId} is encrypted, and a volume made from it shares its blocks and data key, so it would be `
+      + 'encrypted too; this StorageClass does not ask for encryption: restore or clone it with a class that has encrypted: "true"';
+  }
+  return `source ${kind} ${sourceId} is not encrypted, and a volume made from it shares its plain blocks, so it cannot be `
+    + 'encrypted; use a StorageClass without encrypted: "true", or create an empty encrypted volume and copy the data into it';
 }
 
 export function toCsiSnapshot(session: Session, snap: ApiSnapshot): Snapshot {

@@ -3,16 +3,16 @@
 // engine names ("NAME", "TENANT/NAME"), snapshot ids "VOLUME-ID@SNAP" (src/csi/names.ts). Every
 // create is idempotent by name (CSI spec, CreateVolume/CreateSnapshot: same name and arguments →
 // the same object; same name with other arguments → ALREADY_EXISTS).
-import { ApiProblem, problemToCsi, type ApiPage, type ApiQos, type ApiSnapshot, type ApiVolume, apiPageItemsMax } from './api-client.js';
+import { ApiProblem, problemToCsi, type ApiPage, type ApiSnapshot, type ApiVolume, apiPageItemsMax } from './api-client.js';
 import { checkCapabilityShape, unsupportedReason } from './capabilities.js';
 import { poolFreeBytesMin } from './constants.js';
 import { aborted, alreadyExists, CsiError, Status, invalidArgument, notFound, resourceExhausted, unimplemented } from './errors.js';
 import type { CapacityRange, CreateVolumeRequest, StringMap, Snapshot, Volume, VolumeCapability, VolumeCondition, VolumeContentSource } from './messages.js';
 import { cairnNameFor, decodeApiPageToken, encodeApiPageToken, parseSnapshotId, parseVolumeId, type SnapshotId } from './names.js';
 import { OperationLocks } from './locks.js';
-import { checkParameters, mutableQosOf, volumeQosOf } from './parameters.js';
+import { checkParameters, encryptedParameterKey, mutableQosOf, volumeParametersOf, volumeQosOf, type VolumeParameters } from './parameters.js';
 import { apiNameOf, apiSnapshotNameOf, idFromApi, type Session, type Sessions } from './sessions.js';
-import { boundsOf, fits, originIdOf, sizeFor, toCsiSnapshot, toCsiVolume, type Bounds } from './controller-views.js';
+import { boundsOf, fits, originIdOf, sizeFor, sourceEncryptionProblem, toCsiSnapshot, toCsiVolume, type Bounds } from './controller-views.js';
 import { DEFAULT_TENANT } from '../tenancy/names.js';
 
 type Secrets = { secrets?: StringMap };
@@ -92,7 +92,7 @@ export class ControllerService {
     const caps = checkCapabilities(req.volume_capabilities, 'CreateVolume');
     const reason = caps.map(unsupportedReason).find((r) => r !== null);
     if (reason) throw invalidArgument(`CreateVolume: ${reason}`);
-    const qos = volumeQosOf(req.parameters, req.mutable_parameters, 'CreateVolume');
+    const params = volumeParametersOf(req.parameters, req.mutable_parameters, 'CreateVolume');
     const bounds = boundsOf(req.capacity_range);
     const source = requestedSource(req.volume_content_source);
     const blankSizeBytes = source ? 0 : sizeFor(bounds, 0); // OUT_OF_RANGE before touching the daemon
@@ -102,48 +102,60 @@ export class ControllerService {
     const id = idFromApi(session, apiName);
     return this.locks.run([id], async () => {
       const existing = await apiCall(() => session.api.getVolume(apiName), `get volume ${id}`);
-      if (existing) return { volume: this.sameVolume(session, existing, bounds, source?.id ?? null) };
+      if (existing) return { volume: this.sameVolume(session, existing, bounds, source?.id ?? null, params.encrypted) };
       await ensurePoolHasRoom(session, `create volume ${id}`);
+      // Encrypted: the daemon wraps a fresh data key with the tenant's KEK, which is configured in
+      // Cairn (cairn tenant set TENANT --kek ...); nothing about the key comes from Kubernetes.
       const created = source
-        ? await this.cloneFrom(session, apiName, source, bounds, qos)
-        : await apiCall(() => session.api.createVolume(apiName, blankSizeBytes, qos), `create volume ${id}`);
+        ? await this.cloneFrom(session, apiName, source, bounds, params)
+        : await apiCall(() => session.api.createVolume(apiName, blankSizeBytes, params.qos, params.encrypted), `create volume ${id}`);
       return { volume: toCsiVolume(session, created) };
     });
   }
 
-  private sameVolume(session: Session, existing: ApiVolume, bounds: Bounds, from: string | null): Volume {
+  private sameVolume(session: Session, existing: ApiVolume, bounds: Bounds, from: string | null, encrypted: boolean): Volume {
     const volume = toCsiVolume(session, existing);
     if (!fits(existing.sizeBytes, bounds)) {
       throw alreadyExists(`volume ${volume.volume_id} exists with size ${existing.sizeBytes}, outside the requested range`);
     }
     const origin = originIdOf(session, existing);
     if (origin !== from) throw alreadyExists(`volume ${volume.volume_id} exists with another content source (${origin ?? 'none'})`);
+    if (existing.encrypted !== encrypted) {
+      throw alreadyExists(`volume ${volume.volume_id} exists ${existing.encrypted ? 'encrypted' : 'not encrypted'}; this request's class asks for `
+        + `${encrypted ? 'an encrypted' : 'a plain'} volume`);
+    }
     return volume;
   }
 
-  /** An O(1) Cairn clone, grown afterwards when the range asks for more than the source. */
-  private async cloneFrom(session: Session, apiName: string, source: Source, bounds: Bounds, qos: ApiQos | null): Promise<ApiVolume> {
+  /**
+   * An O(1) Cairn clone, grown afterwards when the range asks for more than the source. Its
+   * encryption is the source's (shared blocks, shared data key): the class must agree.
+   */
+  private async cloneFrom(session: Session, apiName: string, source: Source, bounds: Bounds, params: VolumeParameters): Promise<ApiVolume> {
     const from = sourceApiName(session, source);
-    const sourceBytes = await this.sourceSizeBytes(session, source, from);
-    const sizeBytes = sizeFor(bounds, sourceBytes); // spec: the range MUST be honoured, even from a source
-    let vol = await apiCall(() => session.api.cloneVolume(apiName, from, qos), `clone ${source.id} to ${apiName}`);
+    const found = await this.sourceOf(session, source, from);
+    const problem = sourceEncryptionProblem(source.id, source.kind, found.encrypted, params.encrypted);
+    if (problem !== null) throw invalidArgument(`CreateVolume: ${problem}`);
+    const sizeBytes = sizeFor(bounds, found.sizeBytes); // spec: the range MUST be honoured, even from a source
+    // `encrypted` again in the request: the daemon checks it against the source in the same step.
+    let vol = await apiCall(() => session.api.cloneVolume(apiName, from, params.qos, params.encrypted), `clone ${source.id} to ${apiName}`);
     if (vol.sizeBytes < sizeBytes) {
       vol = await apiCall(() => session.api.resizeVolume(apiName, sizeBytes), `grow clone ${apiName}`);
     }
     return vol;
   }
 
-  private async sourceSizeBytes(session: Session, source: Source, from: string): Promise<number> {
+  private async sourceOf(session: Session, source: Source, from: string): Promise<{ sizeBytes: number; encrypted: boolean }> {
     if (source.kind === 'volume') {
       const vol = await apiCall(() => session.api.getVolume(from), `get source volume ${source.id}`);
       if (!vol) throw notFound(`source volume ${source.id} does not exist`);
-      return vol.sizeBytes;
+      return vol;
     }
     // One lookup; a deleted volume's snapshots live on and are found too (and can still be cloned).
     const at = from.indexOf('@');
     const snap = await apiCall(() => session.api.getSnapshot(from.slice(0, at), from.slice(at + 1)), `get snapshot ${source.id}`);
     if (!snap) throw notFound(`source snapshot ${source.id} does not exist`);
-    return snap.sizeBytes;
+    return snap;
   }
 
   async DeleteVolume(req: { volume_id: string } & Secrets): Promise<Record<string, never>> {
@@ -192,10 +204,15 @@ export class ControllerService {
     if (!vol) throw notFound(`volume ${req.volume_id} does not exist`);
     const reason = caps.map(unsupportedReason).find((r) => r !== null);
     if (reason) return { confirmed: null, message: reason };
+    let params: VolumeParameters;
     try {
-      volumeQosOf(req.parameters, req.mutable_parameters, 'ValidateVolumeCapabilities');
+      params = volumeParametersOf(req.parameters, req.mutable_parameters, 'ValidateVolumeCapabilities');
     } catch (err) {
       return { confirmed: null, message: (err as Error).message };
+    }
+    // Only a request that names `encrypted` asks about it (a pre-provisioned volume's has no parameters).
+    if (Object.hasOwn(req.parameters ?? {}, encryptedParameterKey) && params.encrypted !== vol.encrypted) {
+      return { confirmed: null, message: `volume ${req.volume_id} is ${vol.encrypted ? '' : 'not '}encrypted; the parameters ask for ${params.encrypted ? 'an encrypted' : 'a plain'} volume` };
     }
     return {
       confirmed: {

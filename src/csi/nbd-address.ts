@@ -4,9 +4,10 @@
 // A daemon bound to every address (0.0.0.0, ::) reports that address, which no other host can dial:
 // the host the API was reached at stands in for it. The export name is the volume as the NBD
 // connection sees it: a tenant's key sees its own volumes under their plain names (docs/nbd.md
-// "TLS and tenants"); a plain connection sees the default tenant's.
+// "TLS and tenants"); a plain connection sees the default tenant's. A locked volume (encrypted, its
+// tenant's KEK unavailable) is refused before anything is attached: its I/O would fail (EPERM).
 import { problemToCsi } from './api-client.js';
-import { failedPrecondition, notFound } from './errors.js';
+import { failedPrecondition, notFound, unavailable } from './errors.js';
 import { parseVolumeId } from './names.js';
 import type { NbdPsk } from './nbd-keys.js';
 import { apiNameOf, type Session } from './sessions.js';
@@ -49,6 +50,12 @@ async function serverOf(source: NbdSource, volumeId: string): Promise<string> {
   const volume = await session.api.getVolume(apiNameOf(session, ref)).catch(fail(`look up ${volumeId}`));
   if (volume === null) throw notFound(`volume ${volumeId} does not exist`);
   if (volume.nbdUri === null) throw noNbd();
+  if (volume.locked) {
+    // UNAVAILABLE, not FAILED_PRECONDITION: it unlocks on its own once the KEK is back, so the
+    // kubelet's retry of this same call succeeds then (see problemToCsi for volume_locked).
+    throw unavailable(`volume ${volumeId} is locked: it is encrypted and its tenant's key-encryption key is unavailable `
+      + '(it unlocks when the key provider is back, or with cairn tenant unlock)');
+  }
   return hostOf(reachableUri(volume.nbdUri, source.apiUrl));
 }
 

@@ -1,13 +1,18 @@
 // StorageClass, VolumeAttributesClass and (group) snapshot class parameters. Volumes take QoS limits
-// (the keys below, as the daemon's QoS API names them); every class also passes the metadata keys
-// the Kubernetes sidecars add themselves ("csi.storage.k8s.io/..."). Anything else is refused with
-// INVALID_ARGUMENT rather than silently ignored. docs/kubernetes.md lists the keys.
+// (the keys below, as the daemon's QoS API names them) and `encrypted` (StorageClass only: fixed at
+// creation); every class also passes the metadata keys the Kubernetes sidecars add themselves
+// ("csi.storage.k8s.io/..."). Anything else is refused with INVALID_ARGUMENT rather than silently
+// ignored. docs/kubernetes.md lists the keys.
 import type { ApiQos } from './api-client.js';
 import { qosBurstSecondsMax, qosBytesPerSecondMax, qosIopsMax } from './constants.js';
 import { invalidArgument } from './errors.js';
 import type { StringMap } from './messages.js';
 
 const sidecarPrefix = 'csi.storage.k8s.io/';
+/** StorageClass key: "true" creates volumes encrypted at rest with their tenant's KEK; "false" (the default) plain ones. */
+export const encryptedParameterKey = 'encrypted';
+// Keys a user might expect to name the KEK: refused with where the KEK really comes from.
+const kekParameterKeys = ['kek', 'kekRef', 'keyEncryptionKey'];
 
 type QosKey = keyof ApiQos;
 type Kind = 'iops' | 'bytes' | 'seconds';
@@ -70,16 +75,47 @@ export function checkParameters(parameters: StringMap | undefined, what: string)
   refuseUnknown(parameters ?? {}, (key) => key.startsWith(sidecarPrefix), what, 'none here');
 }
 
-/**
- * A volume's parameters (StorageClass) and mutable parameters (the VolumeAttributesClass it is
- * created with): the QoS limits to create it with (mutable ones win), or null when none is given.
- */
-export function volumeQosOf(parameters: StringMap | undefined, mutable: StringMap | undefined, what: string): ApiQos | null {
+/** What a StorageClass (plus the VolumeAttributesClass a volume is created with) asks a new volume to be. */
+export interface VolumeParameters {
+  /** QoS limits to create it with (mutable ones win), or null when none is given. */
+  qos: ApiQos | null;
+  /** Encrypted at rest with a data key wrapped by its tenant's KEK. */
+  encrypted: boolean;
+}
+
+/** The `encrypted` parameter: exactly "true" or "false" (as a StorageClass writes it), absent is false. */
+function encryptedOf(params: StringMap, what: string): boolean {
+  if (!Object.hasOwn(params, encryptedParameterKey)) return false;
+  const raw = params[encryptedParameterKey]!;
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  throw invalidArgument(`${what}: parameter ${encryptedParameterKey}=${JSON.stringify(raw)}: expected "true" or "false"`);
+}
+
+/** The KEK is the tenant's, configured in Cairn; a class (a Kubernetes object) never names one. */
+function refuseKekKeys(params: StringMap, what: string): void {
+  const named = kekParameterKeys.filter((key) => Object.hasOwn(params, key));
+  if (named.length === 0) return;
+  throw invalidArgument(`${what}: parameter ${named.join(', ')}: the key-encryption key is not a class parameter; it is the `
+    + 'tenant\'s own, set in Cairn (cairn tenant set TENANT --kek file:/path or --kek pkcs11:...), and used for every volume '
+    + `of a class with ${encryptedParameterKey}: "true"`);
+}
+
+/** A volume's parameters (StorageClass) and mutable parameters (the VolumeAttributesClass it is created with). */
+export function volumeParametersOf(parameters: StringMap | undefined, mutable: StringMap | undefined, what: string): VolumeParameters {
   const params = parameters ?? {};
-  refuseUnknown(params, (key) => key.startsWith(sidecarPrefix) || isQosKey(key), what, `QoS keys ${qosParameterKeys.join(', ')}`);
+  refuseKekKeys(params, what);
+  refuseUnknown(params, (key) => key.startsWith(sidecarPrefix) || isQosKey(key) || key === encryptedParameterKey, what,
+    `${encryptedParameterKey} and the QoS keys ${qosParameterKeys.join(', ')}`);
+  const encrypted = encryptedOf(params, what);
   const fixed = qosOf(params, what);
   const changeable = mutable === undefined || Object.keys(mutable).length === 0 ? null : mutableQosOf(mutable, what);
-  return fixed === null && changeable === null ? null : { ...fixed, ...changeable };
+  return { qos: fixed === null && changeable === null ? null : { ...fixed, ...changeable }, encrypted };
+}
+
+/** The QoS limits of volumeParametersOf alone (the parameters checked the same way). */
+export function volumeQosOf(parameters: StringMap | undefined, mutable: StringMap | undefined, what: string): ApiQos | null {
+  return volumeParametersOf(parameters, mutable, what).qos;
 }
 
 /**
@@ -88,7 +124,8 @@ export function volumeQosOf(parameters: StringMap | undefined, mutable: StringMa
  */
 export function mutableQosOf(mutable: StringMap | undefined, what: string): ApiQos {
   const params = mutable ?? {};
-  const immutable = Object.keys(params).filter((key) => key.startsWith(sidecarPrefix));
+  // Encryption is the volume's for life: its blocks are written under its data key, or not.
+  const immutable = Object.keys(params).filter((key) => key.startsWith(sidecarPrefix) || key === encryptedParameterKey);
   if (immutable.length > 0) throw invalidArgument(`${what}: parameter(s) ${immutable.join(', ')} cannot be changed after creation`);
   refuseUnknown(params, isQosKey, what, `only the QoS keys ${qosParameterKeys.join(', ')} as mutable parameters`);
   const qos = qosOf(params, what);
