@@ -59,7 +59,7 @@ type ServerName = 'cairn' | 'cairn-nopoll' | 'qemu-raw' | 'qemu-qcow2' | 'nbdkit
 const allServers: ServerName[] = ['cairn', 'qemu-raw', 'qemu-qcow2', 'nbdkit'];
 
 /** `fsyncEvery`: fio's --fsync, a FLUSH after every that many writes (what databases and journals do). */
-interface Workload { name: string; rw: string; bs: string; iodepth: number; unit: 'iops' | 'MB/s' | 'us'; fsyncEvery?: number }
+export interface Workload { name: string; rw: string; bs: string; iodepth: number; unit: 'iops' | 'MB/s' | 'us'; fsyncEvery?: number }
 const workloads: Workload[] = [
   { name: '1M seq write', rw: 'write', bs: '1M', iodepth: 8, unit: 'MB/s' },
   { name: '1M seq read', rw: 'read', bs: '1M', iodepth: 8, unit: 'MB/s' },
@@ -374,8 +374,9 @@ const rampSeconds = 1;
 /**
  * One fio run: the workload's measure and, given the server's pid, the server's CPU time per
  * operation over the measured part (from just after the ramp to fio's exit, at fio's measured rate).
+ * Also used by encryption-bench.ts.
  */
-async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSeconds: number,
+export async function fio(uri: string, workload: Workload, sizeBytes: number, runtimeSeconds: number,
   server?: { pid: number | undefined; ticksPerSecond: number }): Promise<{ value: number; cpuPerOp: number | null; mainCpuPerOp: number | null; p99Ms: number }> {
   const args = ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${workload.rw}`, `--bs=${workload.bs}`,
     `--iodepth=${workload.iodepth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${runtimeSeconds}`,

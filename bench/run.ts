@@ -2,7 +2,9 @@
 // NBD benchmark (fio against Cairn, qemu-nbd raw/qcow2 and nbdkit in one run). Ratios are printed;
 // absolute figures drift between runs, ratios within one run do not. Nothing here is asserted.
 // Then the snapshot-scale table (create/delete latency, open time and RSS at 1 000 to 100 000 snapshots).
-// Then the replay time of a full intent log. Then QoS: fairness between tenants and the decorator's cost. Flags: --only=engine|log|nbd|snapshots|qos, --runtime-s=N (NBD per-row seconds), --sparse (NBD: files not laid down first),
+// Then the replay time of a full intent log. Then QoS: fairness between tenants and the decorator's cost. Then
+// encryption at rest: an encrypted volume against a plain one in one daemon (encryption-bench.ts).
+// Flags: --only=engine|log|nbd|snapshots|qos|encryption, --runtime-s=N (NBD, QoS and encryption per-row seconds), --sparse (NBD: files not laid down first),
 // --rows=a,b (NBD: only rows whose name contains one of these), --servers=cairn,nbdkit (NBD: only these servers).
 import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine-bench.js';
@@ -10,6 +12,7 @@ import { runNbdBench, type NbdBenchOptions } from './nbd-bench.js';
 import { runSnapshotScaleBench } from './snapshot-scale.js';
 import { runLogReplayBench } from './log-replay.js';
 import { runQosBench } from './qos-bench.js';
+import { runEncryptionBench } from './encryption-bench.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' }, sparse: { type: 'boolean' }, rows: { type: 'string' }, servers: { type: 'string' } }, strict: false });
@@ -39,6 +42,10 @@ async function main(): Promise<void> {
   if (only === undefined || only === 'qos') {
     console.log('\n== QoS (fair sharing between tenants; the decorator on an unlimited volume) ==');
     await runQosBench(runtime === undefined ? {} : { runtimeSeconds: runtime });
+  }
+  if (only === undefined || only === 'encryption') {
+    console.log('\n== encryption at rest (one daemon: an encrypted volume against a plain one, fio --ioengine=nbd) ==');
+    await runEncryptionBench(runtime === undefined ? {} : { runtimeSeconds: runtime });
   }
 }
 
