@@ -2,6 +2,7 @@
 // block status. Data is written outside the metadata lock; the mapping is switched under it.
 import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS, DEVICE_IO_BLOCKS_MAX } from './constants.js';
 import { XTS_ASYNC_BLOCKS_MIN, type XtsCipher } from './xts.js';
+import { releaseSealBuffer, takeSealBuffer } from './seal-buffers.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
@@ -28,11 +29,41 @@ export function cipherFor(core: PoolCore, rec: CatalogRecord): XtsCipher | null 
   return core.keyring.cipherOf(rec.keyId, rec.name);
 }
 
+/**
+ * Large runs are encrypted or decrypted in pieces of this many blocks, all at once on the thread pool:
+ * one 1 MiB run as one job kept one helper thread busy while the others idled.
+ */
+const CRYPT_PIECE_BLOCKS = 64;
+
+/**
+ * Encrypts (or decrypts) `src` into `dst` (the same length; dst may be src) with the tweaks of the
+ * physical blocks from `firstPba`: inline below XTS_ASYNC_BLOCKS_MIN blocks (no promise at all),
+ * otherwise in CRYPT_PIECE_BLOCKS pieces on the thread pool. Undefined when done inline.
+ */
+function cryptRun(cipher: XtsCipher, encrypt: boolean, src: Buffer, dst: Buffer, firstPba: number): Promise<void> | undefined {
+  assert(src.length === dst.length && src.length % BLOCK_SIZE_BYTES === 0, 'a run of whole blocks');
+  if (src.length < XTS_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) {
+    if (encrypt) cipher.encryptBlocks(src, dst, firstPba); else cipher.decryptBlocks(src, dst, firstPba);
+    return undefined;
+  }
+  const pieces: Promise<void>[] = [];
+  const pieceBytes = CRYPT_PIECE_BLOCKS * BLOCK_SIZE_BYTES;
+  for (let at = 0; at < src.length; at += pieceBytes) {
+    const end = Math.min(src.length, at + pieceBytes);
+    const s = src.subarray(at, end), d = dst.subarray(at, end), pba = firstPba + at / BLOCK_SIZE_BYTES;
+    pieces.push(encrypt ? cipher.encryptBlocksAsync(s, d, pba) : cipher.decryptBlocksAsync(s, d, pba));
+  }
+  return settleAll(pieces);
+}
+
+/** Waits for every job (none may still touch a buffer when this settles), then fails with the first failure. */
+async function settleAll(jobs: Promise<void>[]): Promise<void> {
+  for (const s of await Promise.allSettled(jobs)) if (s.status === 'rejected') throw s.reason;
+}
+
 /** Decrypts a run read into `target` in place (after its checksums, which cover the ciphertext, passed). */
 function decryptRun(cipher: XtsCipher, firstPba: number, target: Buffer): Promise<void> | undefined {
-  if (target.length >= XTS_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) return cipher.decryptBlocksAsync(target, target, firstPba);
-  cipher.decryptBlocks(target, target, firstPba);
-  return undefined;
+  return cryptRun(cipher, false, target, target, firstPba);
 }
 
 export function checkRange(rec: CatalogRecord, offsetBytes: number, lengthBytes: number): void {
@@ -303,10 +334,7 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
     const first = run[0]!, last = run[run.length - 1]!;
     const pieces = blocks.pieces(first.lba - startLba, last.lba + last.lengthBlocks - startLba);
     if (cipher !== null) {
-      writes.push(encryptRun(cipher, pieces, first.pba).then((sealed) => {
-        blockChecksums(sealed, crcs, first.lba - startLba);
-        return core.blockWriter.write(first.pba, [sealed]);
-      }));
+      writes.push(writeSealedRun(core, cipher, pieces, first.pba, crcs, first.lba - startLba));
       continue;
     }
     let at = first.lba - startLba;
@@ -328,23 +356,30 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
 }
 
 /**
- * A physical run's plaintext pieces encrypted into one new buffer (the caller's data is never changed
- * in place), each block with its own physical block number as the tweak. Checksums are taken of the
- * result: they cover what is on disk, so a pool is verified without any key.
+ * Writes a physical run encrypted: its plaintext pieces are sealed into a pooled buffer (the caller's
+ * data is never changed in place), each block with its own physical block number as the tweak, and the
+ * checksums are taken of the result: they cover what is on disk, so a pool is verified without a key.
  */
-async function encryptRun(cipher: XtsCipher, pieces: Buffer[], firstPba: number): Promise<Buffer> {
-  const total = pieces.reduce((n, p) => n + p.length, 0);
+async function writeSealedRun(core: PoolCore, cipher: XtsCipher, pieces: Buffer[], firstPba: number, crcs: Uint32Array, crcAt: number): Promise<void> {
+  let total = 0;
+  for (const p of pieces) total += p.length;
   if (total % BLOCK_SIZE_BYTES !== 0) fail(`a run of ${total} bytes to encrypt`);
-  const sealed = Buffer.allocUnsafe(total);
-  let at = 0;
-  for (const piece of pieces) {
-    const dst = sealed.subarray(at, at + piece.length);
-    const pba = firstPba + at / BLOCK_SIZE_BYTES;
-    if (piece.length >= XTS_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) await cipher.encryptBlocksAsync(piece, dst, pba);
-    else cipher.encryptBlocks(piece, dst, pba);
-    at += piece.length;
+  const sealed = takeSealBuffer(total);
+  try {
+    const pending: Promise<void>[] = [];
+    let at = 0;
+    for (const piece of pieces) {
+      const sealing = cryptRun(cipher, true, piece, sealed.subarray(at, at + piece.length), firstPba + at / BLOCK_SIZE_BYTES);
+      if (sealing !== undefined) pending.push(sealing);
+      at += piece.length;
+    }
+    if (pending.length > 0) await settleAll(pending);
+    blockChecksums(sealed, crcs, crcAt);
+    await core.blockWriter.write(firstPba, [sealed]);
+  } finally {
+    // Every sealing job and the device write have finished with it, also on failure (settleAll waits for all).
+    releaseSealBuffer(sealed);
   }
-  return sealed;
 }
 
 /** Unmaps whole blocks [startLba, endLba) in bounded steps (a trim of a huge volume stays cheap). */
