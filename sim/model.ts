@@ -31,6 +31,22 @@ export interface ModelTarget {
    * at any moment, or did while this snapshot was taken: physical identities are unknown.
    */
   flattening?: boolean;
+  /** The label of its lineage's key in `Model.keys` (encrypted), or null (plain). */
+  key: string | null;
+}
+
+/** An encrypted lineage's key as the model knows it. */
+export interface ModelKey {
+  /** The engine's key slot; -1 until the engine names it (the fault sweep's planned models). */
+  keyId: number;
+  dek: Buffer;
+  /**
+   * The wrapped forms the slot may hold: one, or old and new after a re-wrap a crash or a failure
+   * cut short (until a re-wrap completes again).
+   */
+  wrapped: Buffer[];
+  /** Locked by lockKey (every key is unlocked again right after a reopen). */
+  locked: boolean;
 }
 
 export const holeState: BlockState = { content: null, identity: 0, mapped: 'no' };
@@ -77,6 +93,11 @@ export class Model {
   readonly targets = new Map<string, ModelTarget>();
   /** Settings (key to value as latin1 text): committed when set, so always exactly what the pool holds. */
   readonly settings = new Map<string, string>();
+  /**
+   * Keys of encrypted lineages by label (the name of the volume that began the lineage). A label no
+   * target uses any more is a deleted lineage, kept until its key is seen gone from the device.
+   */
+  readonly keys = new Map<string, ModelKey>();
   private identityNext = 1;
 
   freshIdentity(): number {
@@ -88,6 +109,7 @@ export class Model {
     const copy = new Model();
     copy.identityNext = this.identityNext + 1_000_000_000;
     for (const [key, value] of this.settings) copy.settings.set(key, value);
+    for (const [label, k] of this.keys) copy.keys.set(label, { ...k, wrapped: [...k.wrapped] });
     for (const [name, t] of this.targets) {
       copy.targets.set(name, {
         ...t,
@@ -96,6 +118,30 @@ export class Model {
       });
     }
     return copy;
+  }
+
+  /** Keys of the lineages that still have a member (volume or snapshot), by label. */
+  liveKeys(): Map<string, ModelKey> {
+    const live = new Map<string, ModelKey>();
+    for (const t of this.targets.values()) {
+      if (t.key === null || live.has(t.key)) continue;
+      const k = this.keys.get(t.key);
+      if (k === undefined) throw new Error(`model: ${t.name} names key ${t.key}, which the model lacks`);
+      live.set(t.key, k);
+    }
+    return live;
+  }
+
+  /** Keys of lineages whose last member is gone, with their labels. */
+  deadKeys(): [string, ModelKey][] {
+    const live = this.liveKeys();
+    return [...this.keys].filter(([label]) => !live.has(label));
+  }
+
+  /** Forgets the deleted lineages' keys (once their absence from the device was checked). */
+  dropDeadKeys(): void {
+    const live = this.liveKeys();
+    for (const label of [...this.keys.keys()]) if (!live.has(label)) this.keys.delete(label);
   }
 
   volumes(): ModelTarget[] {
@@ -112,8 +158,8 @@ export class Model {
     return t;
   }
 
-  addVolume(name: string, sizeBytes: number, id: number): ModelTarget {
-    const t: ModelTarget = { name, kind: 'volume', volume: name, sizeBytes, id, blocks: new Map(), pending: new Map() };
+  addVolume(name: string, sizeBytes: number, id: number, key: string | null = null): ModelTarget {
+    const t: ModelTarget = { name, kind: 'volume', volume: name, sizeBytes, id, blocks: new Map(), pending: new Map(), key };
     this.targets.set(name, t);
     return t;
   }
@@ -123,7 +169,7 @@ export class Model {
     const volume = kind === 'volume' ? name : source.name;
     const t: ModelTarget = {
       name, kind, volume, sizeBytes: source.sizeBytes, id, blocks: new Map(source.blocks), pending: new Map(),
-      flattening: kind === 'snapshot' && source.flattening === true,
+      flattening: kind === 'snapshot' && source.flattening === true, key: source.key,
     };
     this.targets.set(name, t);
     return t;

@@ -4,8 +4,10 @@
 
 import { BLOCK_SIZE_BYTES, type SettingChange } from '../src/engine/types.js';
 import { SETTING_BYTES_MAX } from '../src/engine/constants.js';
+import type { DataKey, EncryptionInfo } from '../src/engine/types.js';
 import type { ModelTarget } from './model.js';
 import type { Simulator } from './simulator.js';
+import { keySlotsTaken } from './keys.js';
 
 const B = BLOCK_SIZE_BYTES;
 
@@ -25,11 +27,13 @@ export async function opCreateVolume(sim: Simulator): Promise<void> {
   }
   const name = sim.newName('v');
   const sizeBytes = randomSizeBytes(sim);
-  sim.note(`createVolume ${name} ${sizeBytes}`);
-  const o = await sim.attempt(() => sim.e.createVolume(name, sizeBytes));
+  const key = sim.prng.chance(sim.params.encryptedShare) ? sim.keyBook.newKey(sim.prng) : null;
+  sim.note(`createVolume ${name} ${sizeBytes}${key ? ` encrypted (wrapped ${key.wrapped.length}B)` : ''}`);
+  const o = await sim.attempt(() => sim.e.createVolume(name, sizeBytes, key ? { encryption: key } : {}));
   if (!o.ok) {
-    sim.expectError(o, ['pool_full'], `createVolume ${name}`);
-    if (sim.e.listVolumes().some((v) => v.name === name)) sim.fail(`createVolume ${name} failed with pool_full but the volume exists`);
+    sim.expectError(o, key && keySlotsTaken(sim) ? ['pool_full', 'key_slots_full'] : ['pool_full'], `createVolume ${name}`);
+    if (sim.e.listVolumes().some((v) => v.name === name)) sim.fail(`createVolume ${name} failed with ${o.code} but the volume exists`);
+    if (o.code === 'key_slots_full') return;
     await relieveSpace(sim);
     return;
   }
@@ -38,9 +42,22 @@ export async function opCreateVolume(sim: Simulator): Promise<void> {
     sim.fail(`createVolume ${name} returned ${JSON.stringify(info)}`);
   }
   sim.model.durablePoint();
-  sim.model.addVolume(name, sizeBytes, info.id);
+  addCreatedVolume(sim, name, sizeBytes, info.id, key, info.encryption);
   await sim.verifyDurableCatalog(`createVolume ${name}`);
   sim.count('createVolume');
+}
+
+/** A volume the engine created, in the model: an encrypted one begins a lineage (labelled by its name). */
+export function addCreatedVolume(sim: Simulator, name: string, sizeBytes: number, id: number, key: DataKey | null, info: EncryptionInfo | null): void {
+  if (key === null) {
+    if (info !== null) sim.fail(`createVolume ${name} without a key made it encrypted: ${JSON.stringify(info)}`);
+    sim.model.addVolume(name, sizeBytes, id);
+    return;
+  }
+  if (info === null || info.locked || !(info.keyId >= 1)) sim.fail(`createVolume ${name} with a key returned encryption ${JSON.stringify(info)}`);
+  sim.model.keys.set(name, { keyId: info.keyId, dek: key.dek, wrapped: [key.wrapped], locked: false });
+  sim.model.addVolume(name, sizeBytes, id, name);
+  sim.count('createEncrypted');
 }
 
 export async function opDeleteVolume(sim: Simulator): Promise<void> {

@@ -3,11 +3,12 @@
 // is created and another grows, and untouched targets are read. Since no two of them touch the same
 // target, the result must equal running them one after the other.
 
-import { BLOCK_SIZE_BYTES } from '../src/engine/types.js';
+import { BLOCK_SIZE_BYTES, type VolumeInfo } from '../src/engine/types.js';
 import { adoptPlan, commitPlan, planWrite, type Plan } from './apply.js';
 import type { ModelTarget } from './model.js';
 import { makeData, pickRange, type Range } from './ops-data.js';
-import { relieveSpace } from './ops-catalog.js';
+import { addCreatedVolume, relieveSpace } from './ops-catalog.js';
+import { keySlotsTaken } from './keys.js';
 import type { Outcome, Simulator } from './simulator.js';
 import { compareRead } from './verify.js';
 
@@ -33,6 +34,7 @@ export async function opConcurrentMixed(sim: Simulator): Promise<void> {
   const dropSnap = pickOther(sim, snapshots.filter((s) => s !== cloneFrom), taken);
   const readOf = pickOther(sim, [...sim.model.targets.values()], taken);
   const newName = sim.newName('v');
+  const newKey = sim.prng.chance(sim.params.encryptedShare) && !keySlotsTaken(sim) ? sim.keyBook.newKey(sim.prng) : null;
   const cloneName = sim.newName('c');
   const snapName = snapOf ? `${snapOf.name}@${sim.newName('s')}` : '';
   const growBytes = growOf ? growOf.sizeBytes + sim.prng.int(1, 64) * B : 0;
@@ -45,7 +47,7 @@ export async function opConcurrentMixed(sim: Simulator): Promise<void> {
   const plans: Plan[] = ranges.map((r, i) => planWrite(sim, writeTo, r.offsetBytes, datas[i] as Buffer));
   const readRange = readOf && readOf.sizeBytes > 0 ? pickRange(sim, readOf, false) : null;
   sim.note(`concurrent mix: ${ranges.length} writes to ${writeTo.name}; snapshot ${snapName || '-'}; clone ${cloneFrom ? `${cloneName} from ${cloneFrom.name}` : '-'}; ` +
-    `delete ${dropSnap?.name ?? '-'}; create ${newName}; grow ${growOf?.name ?? '-'}; read ${readOf?.name ?? '-'}`);
+    `delete ${dropSnap?.name ?? '-'}; create ${newName}${newKey ? ' encrypted' : ''}; grow ${growOf?.name ?? '-'}; read ${readOf?.name ?? '-'}`);
   const e = sim.e;
   const none = Promise.resolve<Outcome<unknown> | null>(null);
   const [writes, snap, clone, drop, created, grown, read] = await Promise.all([
@@ -53,7 +55,7 @@ export async function opConcurrentMixed(sim: Simulator): Promise<void> {
     snapOf ? sim.attempt(() => e.createSnapshots([snapName])) : none,
     cloneFrom ? sim.attempt(() => e.cloneVolume(cloneName, cloneFrom.name)) : none,
     dropSnap ? sim.attempt(() => e.deleteSnapshot(dropSnap.name)) : none,
-    sim.attempt(() => e.createVolume(newName, 64 * B)),
+    sim.attempt(() => e.createVolume(newName, 64 * B, newKey ? { encryption: newKey } : {})),
     growOf ? sim.attempt(() => e.resizeVolume(growOf.name, growBytes)) : none,
     readOf && readRange ? sim.attempt(() => e.read(readOf.id, readRange.offsetBytes, readRange.lengthBytes)) : none,
   ]);
@@ -79,7 +81,10 @@ export async function opConcurrentMixed(sim: Simulator): Promise<void> {
     sim.model.addCopy(cloneFrom, cloneName, 'volume', (clone.value as { id: number }).id);
   }
   if (drop && dropSnap && okOrFull(drop, `delete ${dropSnap.name}`)) sim.model.targets.delete(dropSnap.name);
-  if (okOrFull(created, `create ${newName}`)) sim.model.addVolume(newName, 64 * B, (created.value as { id: number }).id);
+  if (okOrFull(created, `create ${newName}`)) {
+    const info = created.value as VolumeInfo;
+    addCreatedVolume(sim, newName, 64 * B, info.id, newKey, info.encryption);
+  }
   if (grown && growOf && okOrFull(grown, `grow ${growOf.name}`)) growOf.sizeBytes = growBytes;
   if (read && readOf && readRange) {
     const got = sim.must(read as Outcome<Buffer>, `concurrent read of ${readOf.name}`);

@@ -12,6 +12,8 @@ import { blockOf, fingerprint, isZero, matchRead, type ModelTarget } from './mod
 import { makeData, pickRange } from './ops-data.js';
 import type { Outcome, Simulator } from './simulator.js';
 import { compareRead, verifyCatalog, verifyTarget } from './verify.js';
+import { unlockKeys } from './keys.js';
+import { findCiphertext, flipKeySlot } from './ops-keys.js';
 
 const B = BLOCK_SIZE_BYTES;
 
@@ -32,10 +34,11 @@ export async function opReopen(sim: Simulator): Promise<void> {
 export async function opBitFlip(sim: Simulator): Promise<void> {
   sim.must(await sim.attempt(() => sim.e.flush()), 'flush before bit flip');
   sim.model.durablePoint();
-  const variant = sim.prng.weighted({ data: 6.5, metadata: 2.5, superblock: 1 });
+  const variant = sim.prng.weighted({ data: 6.5, metadata: 2.5, superblock: 1, keySlot: sim.model.liveKeys().size > 0 ? 1.5 : 0 });
   if (variant === 'data') await flipDataBlock(sim);
   else if (variant === 'metadata') await flipMetadataBlock(sim);
-  else await damageSuperblock(sim);
+  else if (variant === 'superblock') await damageSuperblock(sim);
+  else await flipKeySlot(sim);
 }
 
 /**
@@ -80,6 +83,7 @@ async function damageSuperblock(sim: Simulator): Promise<void> {
     const rewound = await sim.attempt(() => openPool(image, { ...sim.poolOptions(), rewind: true }));
     sim.engine = sim.must(rewound, 'openPool with rewind');
     if (sim.e.stats().generation !== generation) sim.fail(`rewind opened generation ${sim.e.stats().generation}; want ${generation - 1} made durable again as ${generation}`);
+    await unlockKeys(sim, 'after a rewind');
     verifyCatalog(sim, 'after a rewind');
     // The rewind is durable: a plain reopen works, and the offline check is clean.
     sim.engine = null;
@@ -98,11 +102,13 @@ async function flipDataBlock(sim: Simulator): Promise<void> {
   }
   if (candidates.length === 0) return;
   const [t, b, content] = sim.prng.pick(candidates);
-  const physical = sim.device.findBlocks(content);
+  const plaintext = sim.device.findBlocks(content);
+  if (t.key !== null && plaintext.length > 0) sim.fail(`the plaintext of encrypted ${t.name}:${b} is on the device (blocks ${plaintext.join(',')})`);
+  const physical = t.key === null ? plaintext : findCiphertext(sim, t, content);
   if (physical.length !== 1) return; // not (yet) on the device as one block; nothing to aim at
   const flip = sim.device.injectBitFlip(physical[0]);
   if (flip === null) return;
-  sim.note(`bit flip in data block ${flip.blockNumber} bit ${flip.bitIndex} (${t.name}:${b})`);
+  sim.note(`bit flip in ${t.key === null ? '' : 'encrypted '}data block ${flip.blockNumber} bit ${flip.bitIndex} (${t.name}:${b})`);
   const errorsBefore = sim.e.stats().checksumErrors;
   const o = await sim.attempt(() => sim.e.read(t.id, b * B, B));
   if (o.ok) {
@@ -120,7 +126,7 @@ async function flipDataBlock(sim: Simulator): Promise<void> {
   sim.device.injectBitFlip(flip.blockNumber, flip.bitIndex);
   const again = sim.must(await sim.attempt(() => sim.e.read(t.id, b * B, B)), `read of restored block ${t.name}:${b}`);
   compareRead(sim, t, b * B, again, 'read after the flipped bit was restored');
-  sim.count('bitFlipData');
+  sim.count(t.key === null ? 'bitFlipData' : 'bitFlipEncryptedData');
 }
 
 /**
@@ -144,6 +150,8 @@ async function flipMetadataBlock(sim: Simulator): Promise<void> {
   const opened = await sim.attempt(() => openPool(image, sim.poolOptions()));
   if (opened.ok) {
     sim.engine = opened.value;
+    // The flip may be in one copy of a key slot: the other copy still unlocks the lineage.
+    await unlockKeys(sim, 'with a flipped metadata block');
     for (const t of sim.model.targets.values()) {
       for (const b of [...t.blocks.keys()].slice(0, 16)) {
         if (b * B >= t.sizeBytes) continue;
@@ -307,6 +315,7 @@ async function eioOpen(sim: Simulator): Promise<void> {
     // An open that succeeds despite failed reads must still be the newest durable state, not a
     // fallback to an older superblock (that would silently drop flushed writes).
     sim.engine = o.value;
+    await unlockKeys(sim, 'after an open that survived EIO');
     verifyCatalog(sim, 'after an open that survived EIO');
     for (const t of sim.model.targets.values()) await verifyTarget(sim, t, 'sample');
     sim.engine = null;

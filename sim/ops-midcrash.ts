@@ -11,6 +11,8 @@ import {
   opClone, opCreateVolume, opDeleteSnapshot, opDeleteVolume, opFlatten, opResizeVolume, opSnapshot,
 } from './ops-catalog.js';
 import { describeModelSettings, describeSettings, resolvePending, verifyTarget } from './verify.js';
+import { mergeWrappedForms } from './keys.js';
+import { opRewrap } from './ops-keys.js';
 
 const victims = {
   snapshot: opSnapshot,
@@ -21,10 +23,12 @@ const victims = {
   resizeVolume: opResizeVolume,
   flatten: opFlatten,
   flush: opFlush,
+  rewrap: opRewrap,
 } as const;
 
 /** Device writes/flushes after which the cut may land: a commit of a small op writes a few dozen. */
 const cutOpsMax = 40;
+const rewrapCallsMax = 4;
 
 /** Names and sizes of the catalog as the engine lists it, and as a model has it. */
 export function engineCatalog(sim: Simulator): string {
@@ -39,7 +43,8 @@ export function modelCatalog(model: Model): string {
 
 export async function opMidCrash(sim: Simulator): Promise<void> {
   const kind = sim.prng.pick(Object.keys(victims) as (keyof typeof victims)[]);
-  const cutAfter = sim.prng.int(0, cutOpsMax);
+  // A re-wrap makes four device calls (two writes, two flushes): a cut aimed there, not past it.
+  const cutAfter = sim.prng.int(0, kind === 'rewrap' ? rewrapCallsMax : cutOpsMax);
   const mode: CrashMode = sim.prng.pick(['clean', 'some', 'torn']);
   sim.note(`mid-op crash: ${kind}, power cut before device op ${cutAfter} (${mode})`);
   const before = sim.model.clone();
@@ -78,6 +83,8 @@ export async function opMidCrash(sim: Simulator): Promise<void> {
     } else {
       sim.fail(`after a power cut inside ${kind} the catalog is [${got}]; before the op it was [${pre}], after [${post}]`);
     }
+    // A re-wrap leaves the catalog as it was: either wrapped form may be what the slot kept.
+    mergeWrappedForms(sim.model, sim.model === before ? after : before);
   });
   await resolvePending(sim);
   for (const t of sim.model.targets.values()) await verifyTarget(sim, t, 'sample');

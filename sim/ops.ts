@@ -11,6 +11,7 @@ import { opBitFlip, opCrash, opEio, opReopen } from './ops-faults.js';
 import { opBadRequest } from './ops-errors.js';
 import { opMidCrash } from './ops-midcrash.js';
 import { opConcurrentMixed } from './ops-concurrent.js';
+import { opLockUnlock, opRewrap } from './ops-keys.js';
 
 const table: Record<OpKind, (sim: Simulator) => Promise<void> | void> = {
   createVolume: opCreateVolume,
@@ -40,6 +41,9 @@ const table: Record<OpKind, (sim: Simulator) => Promise<void> | void> = {
   midCrash: opMidCrash,
   concurrentMixed: opConcurrentMixed,
   settings: opSettings,
+  rewrap: opRewrap,
+  lockUnlock: (sim) => opLockUnlock(sim, false),
+  lockRace: (sim) => opLockUnlock(sim, true),
 };
 
 export async function runOp(sim: Simulator, kind: OpKind): Promise<void> {

@@ -7,7 +7,7 @@ export type OpKind =
   | 'createVolume' | 'deleteVolume' | 'resizeVolume' | 'write' | 'read' | 'trim' | 'writeZeroes'
   | 'flush' | 'snapshot' | 'deleteSnapshot' | 'clone' | 'revert' | 'flatten' | 'diff'
   | 'changedSince' | 'extents' | 'spaceUsage' | 'catalog' | 'crash' | 'reopen' | 'bitFlip' | 'eio'
-  | 'concurrentWrites' | 'badRequest' | 'midCrash' | 'concurrentMixed' | 'settings';
+  | 'concurrentWrites' | 'badRequest' | 'midCrash' | 'concurrentMixed' | 'settings' | 'rewrap' | 'lockUnlock' | 'lockRace';
 
 export interface SimParams {
   poolSizeBytes: number;
@@ -20,6 +20,8 @@ export interface SimParams {
   weights: Record<OpKind, number>;
   /** Device ops complete after 0..this many microtask turns, so concurrent ones finish out of order. */
   deviceJitterTicksMax: number;
+  /** Share of new volumes created encrypted (each a new lineage with its own data key). */
+  encryptedShare: number;
 }
 
 const MiB = 1024 * 1024;
@@ -29,6 +31,7 @@ const baseWeights: Record<OpKind, number> = {
   flush: 6, snapshot: 5, deleteSnapshot: 2.5, clone: 3, revert: 1.5, flatten: 1, diff: 3,
   changedSince: 1.5, extents: 3, spaceUsage: 2, catalog: 1, crash: 2.5, reopen: 0.7, bitFlip: 1,
   eio: 1.5, concurrentWrites: 3, badRequest: 2, midCrash: 3, concurrentMixed: 2, settings: 1.5,
+  rewrap: 1, lockUnlock: 0.4, lockRace: 0.2,
 };
 
 export function chooseParams(prng: Prng): SimParams {
@@ -48,5 +51,6 @@ export function chooseParams(prng: Prng): SimParams {
     targetsMax: prng.int(4, 24),
     weights,
     deviceJitterTicksMax: prng.pick([0, 0, 2, 8]),
+    encryptedShare: prng.pick([0, 0.15, 0.33, 0.33, 0.6, 1]),
   };
 }

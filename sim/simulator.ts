@@ -13,6 +13,8 @@ import { chooseParams, type OpKind, type SimParams } from './params.js';
 import { runOp } from './ops.js';
 import { blocksBesideMetadata, describeModelSettings, describeSettings, verifyCatalog, verifyEverythingReturns, verifyTarget, resolvePending } from './verify.js';
 import { paranoidCheck } from './ops-query.js';
+import { KeyBook, checkShredded, keyMismatch, unlockKeys } from './keys.js';
+import { installInlineCrypto } from './inline-crypto.js';
 
 export interface SimulationOptions {
   seed: number;
@@ -76,6 +78,8 @@ export class Simulator {
   engineCalls = 0;
   /** Times relieveSpace ran (a mid-op crash across it is not judged: several ops ran). */
   relieved = 0;
+  /** Every wrapped key the simulator made, and its data key (keys.ts). */
+  readonly keyBook = new KeyBook();
   /** Target events the open engine emitted since the last `takeEvents()`. */
   private events: TargetEvent[] = [];
   private readonly history: string[] = [];
@@ -96,6 +100,7 @@ export class Simulator {
     this.engineLog = opts.engineLog;
     this.paranoidFromOp = opts.paranoidFromOp ?? 0;
     this.fastPaths = opts.fastPaths ?? true;
+    installInlineCrypto();
     this.prng = new Prng(opts.seed);
     this.params = chooseParams(this.prng);
     for (const kind of opts.skipOps ?? []) this.params.weights[kind] = 0;
@@ -187,13 +192,18 @@ export class Simulator {
     await this.openChecked('after clean close');
   }
 
-  /** Offline check of the image, open, catalog comparison (`afterOpen` may first fix up the model). */
+  /**
+   * Offline check of the image, open, every key unlocked, catalog comparison (`afterOpen` may first
+   * fix up the model); the open destroyed the keys of lineages whose deletion a crash cut short.
+   */
   async openChecked(what: string, afterOpen?: () => void): Promise<void> {
     this.checkReport(await checkPool(this.device), `checkPool ${what}`);
     const opened = await this.attempt(() => openPool(this.device, this.poolOptions()));
     this.engine = this.must(opened, `openPool ${what}`);
     this.listen();
     afterOpen?.();
+    await unlockKeys(this, what);
+    checkShredded(this, this.device, `open ${what}`);
     verifyCatalog(this, what);
     await this.resumedFlattens();
   }
@@ -222,12 +232,16 @@ export class Simulator {
    */
   async verifyDurableCatalog(what: string): Promise<void> {
     const image = this.device.crash('clean');
+    // A lineage whose last member went has had its key destroyed before the delete resolved.
+    checkShredded(this, image, `the durable image after ${what}`);
     const opened = await this.attempt(() => openPool(image, { nowMs: () => this.clockMs, commitIntervalMs: 0, fastPaths: this.fastPaths }));
     const durable = this.must(opened, `open of the durable image after ${what}`);
     const got = [...durable.listVolumes().map((v) => `${v.name}:${v.sizeBytes}`), ...durable.listSnapshots().map((s) => `${s.fullName}:${s.sizeBytes}`)].sort();
     const want = [...this.model.targets.values()].map((t) => `${t.name}:${t.sizeBytes}`).sort();
     const settings = describeSettings(durable.listSettings(''));
     if (settings !== describeModelSettings(this.model)) this.fail(`${what} resolved, but the durable image holds settings [${settings}], the model [${describeModelSettings(this.model)}]`);
+    const keys = keyMismatch(durable, this.model, true);
+    if (keys !== null) this.fail(`${what} resolved, but in the durable image ${keys}`);
     if (got.join(',') !== want.join(',')) {
       this.fail(`${what} resolved, but the durable image (generation ${durable.stats().generation}) lists [${got.join(',')}], ` +
         `the model [${want.join(',')}] (in memory generation ${this.e.stats().generation})`);

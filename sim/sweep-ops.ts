@@ -10,6 +10,7 @@ import { BLOCK_SIZE_BYTES } from '../src/engine/types.js';
 import { commitPlan, planWrite, planZero, type Plan } from './apply.js';
 import type { Model } from './model.js';
 import type { Simulator } from './simulator.js';
+import { keySweepOps } from './sweep-ops-keys.js';
 
 const B = BLOCK_SIZE_BYTES;
 const MiB = 1024 * 1024;
@@ -108,8 +109,11 @@ export async function setupUnflushed(sim: Simulator): Promise<void> {
 /** One swept operation: how to run it, and the model after it completes. */
 export interface SweepOp {
   name: string;
-  /** 'data': a failed op may leave each of its blocks old or new; 'catalog': all or nothing. */
-  kind: 'data' | 'catalog';
+  /**
+   * 'data': a failed op may leave each of its blocks old or new; 'catalog': all or nothing (per step,
+   * with `stages`); 'key': a failed re-wrap may leave the old or the new wrapped form.
+   */
+  kind: 'data' | 'catalog' | 'key';
   /** Calls the engine (through `sim.e`). */
   run(sim: Simulator): Promise<unknown>;
   /** Runs before the faults are armed and the model is taken as the state before the op. */
@@ -120,6 +124,11 @@ export interface SweepOp {
    * Returns the data op's plan (its blocks may hold old or new after a failure), if any.
    */
   apply(sim: Simulator, durable: boolean): Plan | null;
+  /**
+   * An op of several durable steps: the models after each step but the last, from `pre` (a cut or a
+   * failure may stop it after any of them).
+   */
+  stages?(sim: Simulator, pre: Model): Model[];
 }
 
 function dataOp(name: string, target: string, offsetBytes: number, lengthBytes: number, how: 'write' | 'fua' | 'zero' | 'trim'): SweepOp {
@@ -214,4 +223,5 @@ export const sweepOps: SweepOp[] = [
     }, () => undefined),
     prepare: async (sim) => { await flush(sim); },
   },
+  ...keySweepOps,
 ];

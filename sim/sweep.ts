@@ -4,8 +4,10 @@
 // reaching the fault; the same with a power cut ('clean', 'some', 'torn') just before the N-th device
 // write and before the N-th flush. After each case the pool is reopened from what the device keeps,
 // checked offline, and every volume and snapshot is compared with the reference model: the catalog
-// is as before the op or as after it, every acknowledged write is there, and each unacknowledged
-// block holds one of the states the model allows. A failure names its case, which replays alone.
+// is as before the op or as after it (or after one of its steps, for an op of several), the key
+// slots hold the live lineages' keys in an allowed wrapped form (a deleted lineage's key is gone
+// from the device), every acknowledged write is there, and each unacknowledged block holds one of
+// the states the model allows. A failure names its case, which replays alone.
 
 import { Prng } from '../src/engine/device/prng.js';
 import { SimDevice, type CrashMode } from '../src/engine/device/sim-device.js';
@@ -16,6 +18,8 @@ import type { Model } from './model.js';
 import { SimFailure, Simulator, type Outcome } from './simulator.js';
 import { FaultDevice, type Fault } from './sweep-device.js';
 import { setupHistory, setupUnflushed, sweepOps, type SweepOp } from './sweep-ops.js';
+import { sweepWrappedKeys } from './sweep-ops-keys.js';
+import { checkShredded, fillKeyIds, keyMismatch } from './keys.js';
 import { resolvePending, verifyCatalog, verifyTarget } from './verify.js';
 import { engineCatalog, modelCatalog } from './ops-midcrash.js';
 
@@ -57,20 +61,70 @@ export function describeCase(c: SweepCase): string {
 }
 
 class SweepSimulator extends Simulator {
+  constructor(opts: ConstructorParameters<typeof Simulator>[0]) {
+    super(opts);
+    for (const [wrapped, dek] of sweepWrappedKeys) this.keyBook.remember(wrapped, dek);
+  }
+
   override poolOptions(): PoolOptions {
     return { ...super.poolOptions(), cacheBytesMax: cacheBytesSweep };
   }
 }
 
-/** Targets the op created have no id in the model until the engine lists them. */
-function fillIds(sim: Simulator): void {
-  for (const t of sim.model.targets.values()) {
+/** Targets the op created have no id (nor key slot) in the model until the engine lists them. */
+function fillIds(sim: Simulator, model: Model = sim.model): void {
+  for (const t of model.targets.values()) {
     if (t.id !== -1) continue;
     const found = t.kind === 'volume'
       ? sim.e.listVolumes().find((v) => v.name === t.name)
       : sim.e.listSnapshots().find((s) => s.fullName === t.name);
     if (found !== undefined) t.id = found.id;
   }
+  fillKeyIds(sim.e, model);
+}
+
+/** The states the op may leave when a cut or a failure stops it: before, after each step, after. */
+function allowedModels(sim: Simulator, op: SweepOp, pre: Model): Model[] {
+  return [pre, ...(op.stages?.(sim, pre) ?? []), modelAfter(sim, op, pre, false)];
+}
+
+/**
+ * The candidates whose catalog and key slots are what the open engine lists (`allLocked`: just
+ * opened, no key offered yet), with the engine's ids filled in; fails when there is none.
+ */
+function catalogMatches(sim: Simulator, candidates: Model[], allLocked: boolean, what: string): Model[] {
+  const got = engineCatalog(sim);
+  const sameCatalog = candidates.filter((m) => modelCatalog(m) === got);
+  if (sameCatalog.length === 0) {
+    sim.fail(`${what}: the catalog is [${got}], allowed only ${candidates.map((m) => `[${modelCatalog(m)}]`).join(' or ')}`);
+  }
+  const misses: string[] = [];
+  const matching = sameCatalog.map((m) => m.clone()).filter((m) => {
+    fillIds(sim, m);
+    const mismatch = keyMismatch(sim.e, m, allLocked);
+    if (mismatch !== null) misses.push(mismatch);
+    return mismatch === null;
+  });
+  if (matching.length === 0) sim.fail(`${what}: the key slots fit no allowed state: ${misses.join(' | ')}`);
+  return matching;
+}
+
+/** The first of `matching` that the engine's data fits (each uncertain block resolved); it becomes the model. */
+async function adoptDataMatch(sim: Simulator, matching: Model[], what: string): Promise<void> {
+  const misses: string[] = [];
+  for (const m of matching) {
+    sim.model = m.clone();
+    try {
+      fillIds(sim);
+      await resolvePending(sim);
+      await verifyAll(sim, what);
+      return;
+    } catch (err) {
+      if (!(err instanceof SimFailure)) throw err;
+      misses.push(err.message);
+    }
+  }
+  sim.fail(`${what}: the data fit no allowed state: ${misses.join(' | ')}`);
 }
 
 /** The model after `op` (from a copy of `pre`), and the data op's plan. */
@@ -100,28 +154,10 @@ async function reopenMatching(sim: Simulator, image: SimDevice, candidates: Mode
   sim.device = image;
   let matching: Model[] = [];
   await sim.openChecked(what, () => {
-    const got = engineCatalog(sim);
-    matching = candidates.filter((m) => modelCatalog(m) === got);
-    if (matching.length === 0) {
-      sim.fail(`${what}: the catalog is [${got}], allowed only ${candidates.map((m) => `[${modelCatalog(m)}]`).join(' or ')}`);
-    }
+    matching = catalogMatches(sim, candidates, true, what);
     sim.model = (matching[0] as Model).clone();
-    fillIds(sim);
   });
-  const misses: string[] = [];
-  for (const m of matching) {
-    sim.model = m.clone();
-    try {
-      fillIds(sim);
-      await resolvePending(sim);
-      await verifyAll(sim, what);
-      return;
-    } catch (err) {
-      if (!(err instanceof SimFailure)) throw err;
-      misses.push(err.message);
-    }
-  }
-  sim.fail(`${what}: the data fit neither the state before the op nor after it: ${misses.join(' | ')}`);
+  await adoptDataMatch(sim, matching, what);
 }
 
 /**
@@ -158,16 +194,23 @@ async function checkAfterEio(sim: Simulator, op: SweepOp, pre: Model, o: Outcome
   if (o.ok) {
     sim.model = modelAfter(sim, op, pre, true);
     await verifyAll(sim, `live pool after ${op.name}`);
+    checkShredded(sim, inner, `live pool after ${op.name}`);
     candidates = [sim.model];
   } else {
     sim.expectError(o, ['io_error'], `${op.name} under EIO`);
     const flushed = await sim.attempt(() => sim.e.flush());
-    if (flushed.ok) {
+    if (flushed.ok && op.stages !== undefined) {
+      // Still working: the steps that completed are there, the failed one is not.
+      const what = `live pool after ${op.name} failed with io_error`;
+      await adoptDataMatch(sim, catalogMatches(sim, allowedModels(sim, op, pre), false, what), what);
+      sim.model.durablePoint();
+      candidates = [sim.model];
+    } else if (flushed.ok) {
       // Still working: a failed op changed nothing, except that each block of a data op holds its
-      // old or its new content; the flush made whatever is there durable.
+      // old or its new content (a re-wrap: either wrapped form); the flush made whatever is there durable.
       sim.model = pre.clone();
       sim.model.durablePoint();
-      if (op.kind === 'data') op.apply(sim, false);
+      if (op.kind !== 'catalog') op.apply(sim, false);
       fillIds(sim);
       await resolvePending(sim);
       await verifyAll(sim, `live pool after ${op.name} failed with io_error`);
@@ -176,7 +219,7 @@ async function checkAfterEio(sim: Simulator, op: SweepOp, pre: Model, o: Outcome
     } else {
       // Stopped (poisoned): nothing more is acknowledged; reopening recovers the durable state.
       sim.expectError(flushed, ['io_error'], `flush after ${op.name} failed`);
-      candidates = [pre, modelAfter(sim, op, pre, false)];
+      candidates = allowedModels(sim, op, pre);
     }
   }
   await reopenMatching(sim, inner.crash('clean'), candidates, `reopen after ${op.name} under EIO`);
@@ -236,7 +279,7 @@ export async function runSweepCase(c: SweepCase): Promise<CaseResult> {
     } else {
       // The power went just before the N-th write or flush: the op never finished as far as any
       // caller knows, whatever the live device did after.
-      const candidates = [pre, modelAfter(sim, op, pre, false)];
+      const candidates = allowedModels(sim, op, pre);
       for (const [i, image] of device.images.entries()) {
         const what = `reopen after a power cut (${c.fault.mode}, image ${i + 1} of ${device.images.length}: ${JSON.stringify(image.lastCrash)}) in ${op.name}`;
         // The same image with one copy of its newest superblock damaged as well: nothing may be lost.

@@ -4,6 +4,8 @@
 import { BLOCK_SIZE_BYTES, type CheckReport, type PoolStats, type Setting } from '../src/engine/types.js';
 import { blockOf, fingerprint, merge, sameContent, type Model, type ModelTarget } from './model.js';
 import type { Simulator } from './simulator.js';
+import type { PoolCore } from '../src/engine/pool.js';
+import { checkShredded, verifyKeys } from './keys.js';
 
 const B = BLOCK_SIZE_BYTES;
 /** Blocks per read when verifying a whole target. */
@@ -118,6 +120,7 @@ export function verifyCatalog(sim: Simulator, what: string): void {
   if (stats.allocatedBytes + stats.freeBytes > stats.sizeBytes || stats.allocatedBytes < 0 || stats.freeBytes < 0) {
     sim.fail(`stats ${what}: allocated ${stats.allocatedBytes} + free ${stats.freeBytes} > size ${stats.sizeBytes}`);
   }
+  verifyKeys(sim, what);
 }
 
 /** After a crash: each uncertain block must hold one of its allowed states; the model adopts it. */
@@ -169,8 +172,15 @@ export async function verifyEverythingReturns(sim: Simulator, emptyBesideMetadat
   sim.checkReport(report, 'check with every target deleted');
   const stats = e.stats();
   const beside = blocksBesideMetadata(stats, report);
-  if (stats.volumes !== 0 || stats.snapshots !== 0 || beside !== emptyBesideMetadata) {
+  // The keyring, made with the first encrypted volume, stays (both copies of its region).
+  const keyringBlocks = 2 * ((e as unknown as { core: PoolCore }).core.keyring?.region.blocks ?? 0);
+  if (stats.volumes !== 0 || stats.snapshots !== 0 || beside !== emptyBesideMetadata + keyringBlocks) {
     sim.fail(`with every target deleted: ${stats.volumes} volumes, ${stats.snapshots} snapshots, ${stats.allocatedBytes / B} blocks in use, ` +
-      `${beside} of them beside the ${report.nodesChecked} metadata blocks (the new pool had ${emptyBesideMetadata})`);
+      `${beside} of them beside the ${report.nodesChecked} metadata blocks (the new pool had ${emptyBesideMetadata}, the keyring takes ${keyringBlocks})`);
   }
+  const keys = e.listKeys();
+  if (keys.length > 0) sim.fail(`with every target deleted, listKeys still has slots [${keys.map((k) => k.keyId).join(',')}]`);
+  // Every lineage is deleted now: none of their wrapped keys may be left anywhere on the device.
+  sim.model.targets.clear();
+  checkShredded(sim, sim.device, 'with every target deleted', false);
 }
