@@ -63,7 +63,7 @@ test('cairn CLI against a real daemon', { timeout: 600_000 }, async (t) => {
     assert.equal(again.id, v.id, 'same name and arguments: the same volume');
     await qemuWrite(`${d.nbd}/db`, 0xab, 0, MiB);
     const shown = await cairnJson<Volume>(api, ['volume', 'show', 'db']);
-    assert.deepEqual(Object.keys(shown).sort(), ['createdAt', 'createdMs', 'exclusiveBytes', 'flattenProgress', 'id',
+    assert.deepEqual(Object.keys(shown).sort(), ['createdAt', 'createdMs', 'encrypted', 'exclusiveBytes', 'flattenProgress', 'id', 'locked',
       'mappedBytes', 'name', 'nbdUri', 'origin', 'qos', 'size', 'snapshotCount', 'snapshots'].sort());
     assert.equal(shown.mappedBytes, MiB);
     assert.equal(shown.exclusiveBytes, MiB);
