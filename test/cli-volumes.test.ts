@@ -72,8 +72,8 @@ test('cairn CLI against a real daemon', { timeout: 600_000 }, async (t) => {
     const list = await cairn(api, ['volume', 'list']);
     assert.equal(list.code, 0);
     const lines = list.stdout.trim().split('\n');
-    assert.match(lines[0]!, /^NAME\s+SIZE\s+MAPPED\s+SNAPSHOTS\s+ORIGIN\s+CREATED$/);
-    assert.match(lines[1]!, /^db\s+64M\s+1M\s+0\s+-\s+\d{4}-/);
+    assert.match(lines[0]!, /^NAME\s+SIZE\s+MAPPED\s+SNAPSHOTS\s+ORIGIN\s+ENCRYPTION\s+CREATED$/);
+    assert.match(lines[1]!, /^db\s+64M\s+1M\s+0\s+-\s+-\s+\d{4}-/);
     const listJson = await cairnJson<Volume[]>(api, ['volume', 'list']);
     assert.deepEqual(listJson.map((x) => x.name), ['db']);
   });
