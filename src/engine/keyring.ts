@@ -186,8 +186,18 @@ export class Keyring {
     this.ciphers.set(keyId, new XtsCipher(dek));
   }
 
-  /** Forgets a slot's data key (its lineage is locked until unlocked again). */
+  /**
+   * Forgets a slot's data key (its lineage is locked until unlocked again). The cipher is not wiped
+   * here: a write or read already past its lock check still uses it (wiping failed that request with an
+   * assertion, found by the simulator); it is dropped, and new I/O is refused (VolumeLocked).
+   */
   lock(keyId: number): void {
+    assert(keyId >= 1, 'a key slot number');
+    this.ciphers.delete(keyId);
+  }
+
+  /** Wipes and forgets a slot's data key: its lineage is gone (shred) or the pool is closing. */
+  private wipe(keyId: number): void {
     this.ciphers.get(keyId)?.destroy();
     this.ciphers.delete(keyId);
   }
@@ -222,7 +232,7 @@ export class Keyring {
     return this.serial(async () => {
       const blocks = new Set<number>();
       for (const keyId of keyIds) {
-        this.lock(keyId);
+        this.wipe(keyId);
         this.slots[keyId - 1] = [null, null];
         blocks.add(Math.floor((keyId - 1) / KEY_SLOTS_PER_BLOCK));
       }
@@ -276,7 +286,7 @@ export class Keyring {
 
   /** Wipes every key held in memory (the pool is closing). */
   close(): void {
-    for (const keyId of [...this.ciphers.keys()]) this.lock(keyId);
+    for (const keyId of [...this.ciphers.keys()]) this.wipe(keyId);
   }
 }
 

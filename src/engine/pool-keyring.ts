@@ -33,6 +33,7 @@ export async function openKeyring(core: PoolCore): Promise<void> {
   for (const d of findings.damaged) {
     if (!core.catalog.keyUsers.has(d.keyId) || keyring.copiesOf(d.keyId).length === 0) continue;
     await keyring.repair(d.keyId, d.copy);
+    core.superblockRepair = true; // the next commit (open's, or close's) runs and its flush makes the repair durable
     core.log('key_slot_repaired', { keyId: d.keyId, copy: d.copy, cause: d.cause });
   }
 }
