@@ -7,18 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertBuilt, cairn, cairnJson, run, startServe, tempDir } from './cli-helpers.js';
-
-async function qemuIo(uri: string, command: string): Promise<void> {
-  const r = await run('qemu-io', ['-f', 'raw', '-c', command, uri]);
-  assert.equal(r.code, 0, `qemu-io ${command}: ${r.stdout}${r.stderr}`);
-  assert.doesNotMatch(r.stdout + r.stderr, /failed/i, `qemu-io ${command}`);
-}
-
-async function compare(a: string, b: string): Promise<void> {
-  const r = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', a, b]);
-  assert.equal(r.code, 0, `qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
-}
+import { assertBuilt, cairn, cairnJson, run, startServe, tempDir, qemuIo, compare } from './cli-helpers.js';
 
 test('raw streams of encrypted snapshots between daemons', { timeout: 600_000 }, async (t) => {
   assertBuilt();

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
 
 export function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -167,3 +168,16 @@ while off < size:
     n = min(4 << 20, size - off); d.update(h.pread(n, off)); off += n
 print(d.hexdigest(), size)
 `;
+
+/** qemu-io one command on a raw NBD URI; fails the test when qemu-io does. */
+export async function qemuIo(uri: string, command: string): Promise<void> {
+  const r = await run('qemu-io', ['-f', 'raw', '-c', command, uri]);
+  assert.equal(r.code, 0, `qemu-io ${command}: ${r.stdout}${r.stderr}`);
+  assert.doesNotMatch(r.stdout + r.stderr, /failed/i, `qemu-io ${command}`);
+}
+
+/** qemu-img compare of two raw NBD URIs (or files): equal contents, or the test fails. */
+export async function compare(a: string, b: string): Promise<void> {
+  const r = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', a, b]);
+  assert.equal(r.code, 0, `qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
+}

@@ -5,20 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { adminToken, assertBuilt, cairn, cairnBin, cairnJson, hashExportPy, python, run, startServe, tempDir } from './cli-helpers.js';
+import { adminToken, assertBuilt, cairn, cairnBin, cairnJson, hashExportPy, python, run, startServe, tempDir, qemuIo, compare } from './cli-helpers.js';
 
 const MiB = 1024 * 1024;
-
-async function qemuIo(uri: string, command: string): Promise<void> {
-  const r = await run('qemu-io', ['-f', 'raw', '-c', command, uri]);
-  assert.equal(r.code, 0, `qemu-io ${command}: ${r.stdout}${r.stderr}`);
-  assert.doesNotMatch(r.stdout + r.stderr, /failed/i, `qemu-io ${command}`);
-}
-
-async function compare(a: string, b: string): Promise<void> {
-  const r = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', a, b]);
-  assert.equal(r.code, 0, `qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
-}
 
 async function hashOf(uri: string): Promise<string> {
   const r = await python(hashExportPy, [uri]);
