@@ -48,7 +48,7 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
   const adminToken = (await tenancy.createToken({ role: 'admin', name: 'test-admin' })).token;
   const ctx = apiContext({
     rootEngine: engine, jobManager: new JobManager(), tenancy, keys: new KeyManager(engine, { retryMs: 0 }), qos: (engine as QosEngine).control, poolPath, spoolDir: dir,
-    nbdBaseUri: 'nbd://127.0.0.1:10809', nbdUri: (n) => `nbd://127.0.0.1:10809/${n}`,
+    nbdBaseUri: 'nbd://127.0.0.1:10809', exportUri: (_tenant, n) => `nbd://127.0.0.1:10809/${n}`,
   });
   const audits: AuditEvent[] = [];
   const authFailures: string[] = [];

@@ -50,6 +50,11 @@ test('cairn tenant nbd-key create/list/delete against a daemon serving TLS-PSK w
 
   assert.deepEqual(await listExports(pskUri(identity)), ['db']);
   assert.deepEqual(await listExports(`nbd://localhost:${port}`), ['pub'], 'plain clients reach the default tenant only');
+  // The URI the API reports is the one the tenant's client opens: its own name, over TLS, as its key.
+  const shownUri = (await cairnJson<{ nbdUri: string | null }>(d.api, ['volume', 'show', 'acme/db'])).nbdUri;
+  assert.equal(shownUri, `nbds://${identity}@127.0.0.1:${port}/db`);
+  assert.equal((await run('nbdinfo', ['--size', `${shownUri}?tls-psk-file=${join(keyDir, 'keys.psk')}`])).stdout.trim(), String(4 * MiB));
+  assert.equal((await cairnJson<{ nbdUri: string | null }>(d.api, ['volume', 'show', 'pub'])).nbdUri, `nbd://127.0.0.1:${port}/pub`);
   const io = await run('qemu-io', ['--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${keyDir},username=${identity}`,
     '--image-opts', `driver=nbd,host=localhost,port=${port},export=db,tls-creds=tls0`, '-c', 'write -P 0x7e 0 1M', '-c', 'read -P 0x7e 0 1M']);
   assert.equal(io.code, 0, io.stderr);
@@ -57,6 +62,8 @@ test('cairn tenant nbd-key create/list/delete against a daemon serving TLS-PSK w
   const asJson = await cairnJson<{ identity: string; tenant: string; key: string; psk: string; createdMs: number }>(d.api, ['tenant', 'nbd-key', 'create', 'acme']);
   assert.equal(asJson.psk, `${asJson.identity}:${asJson.key}`);
   assert.equal(asJson.tenant, 'acme');
+  assert.equal((await cairnJson<{ nbdUri: string | null }>(d.api, ['volume', 'show', 'acme/db'])).nbdUri,
+    `nbds://127.0.0.1:${port}/db`, 'two keys: the client names its own identity');
   const listed = await cairnJson<Array<Record<string, unknown>>>(d.api, ['tenant', 'nbd-key', 'list', 'acme']);
   assert.deepEqual(listed.map((k) => k.identity).sort(), [identity, asJson.identity].sort());
   for (const k of listed) assert.deepEqual(Object.keys(k).sort(), ['createdMs', 'identity', 'tenant'], 'a listed key carries no secret');
@@ -99,6 +106,8 @@ test('--nbd-tls-required with tenant keys refuses plain NBD clients; TLS needs a
   const file = join(dir, 'k.psk');
   await writeFile(file, `${key.psk}\n`);
   assert.deepEqual(await listExports(`nbds://${key.identity}@localhost:${port}?tls-psk-file=${file}`), ['db']);
+  assert.equal((await cairnJson<{ nbdUri: string | null }>(d.api, ['volume', 'show', 'pub'])).nbdUri, `nbds://127.0.0.1:${port}/pub`,
+    'TLS required: the default tenant is reached over TLS too');
   assert.equal(await d.stop(), 0);
 
   const refused = await cairn(null, ['serve', '--pool', join(dir, 'pool'), '--nbd-tls-required']);

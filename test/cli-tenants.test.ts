@@ -65,8 +65,11 @@ test('tenants and tokens through the CLI; the bootstrap admin token', { timeout:
     assert.equal((await cairn(d.api, ['volume', 'create', 'db', '--size', '8M'])).code, 0, 'the admin makes default\'s own db');
     const acmeList = await cairn(d.api, ['--json', 'volume', 'list'], { env: asAcme });
     assert.deepEqual((JSON.parse(acmeList.stdout) as Array<{ name: string; size: number }>).map((v) => `${v.name}:${v.size}`), [`db:${4 * 1024 * 1024}`]);
-    const all = await cairnJson<Array<{ name: string }>>(d.api, ['volume', 'list']);
+    const all = await cairnJson<Array<{ name: string; nbdUri: string | null }>>(d.api, ['volume', 'list']);
     assert.deepEqual(all.map((v) => v.name).sort(), ['acme/db', 'db']);
+    // Without NBD TLS, plain NBD serves only `default`: acme's volume has no URI a client could open.
+    assert.deepEqual(all.map((v) => [v.name, v.nbdUri?.replace(/:\d+\//, ':PORT/') ?? null]).sort(),
+      [['acme/db', null], ['db', 'nbd://127.0.0.1:PORT/db']]);
     assert.equal((await cairn(d.api, ['tenant', 'list'], { env: asAcme })).code, 1, 'tenants are an admin\'s');
     // Order: a wrong CAIRN_TOKEN loses to a good --token; a good CAIRN_TOKEN beats a bad token file.
     const badFile = join(dir, 'bad.token');

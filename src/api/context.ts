@@ -5,6 +5,7 @@ import type { JobManager } from './jobs.js';
 import type { Principal, TenantStore } from '../tenancy/store.js';
 import { assert } from '../engine/index.js';
 import { requestScope, type JobsView } from './request-scope.js';
+import { splitQualified } from '../tenancy/names.js';
 import type { QosControl } from '../qos/qos-control.js';
 import type { KeyManager } from '../tenancy/key-manager.js';
 
@@ -28,10 +29,18 @@ export interface ApiContext {
   spoolDir: string;
   /** "nbd://HOST:PORT" of the NBD server, or null when NBD is off. */
   nbdBaseUri: string | null;
+  /**
+   * The URI a client of the volume's tenant opens it by (`name` as the current request names it): the
+   * tenant's own name for it, over nbds:// for a tenant other than `default` (plain NBD serves only
+   * `default`), null where no NBD client of that tenant can reach it.
+   */
   nbdUri(name: string): string | null;
 }
 
-export type ApiContextInit = Omit<ApiContext, 'engine' | 'jobs' | 'principal'>;
+export type ApiContextInit = Omit<ApiContext, 'engine' | 'jobs' | 'principal' | 'nbdUri'> & {
+  /** The URI of `tenant`'s export `name` (the tenant's own name for it), or null if unreachable. */
+  exportUri(tenant: string, name: string): string | null;
+};
 
 function scope() {
   const s = requestScope.getStore();
@@ -40,11 +49,19 @@ function scope() {
 }
 
 export function apiContext(init: ApiContextInit): ApiContext {
+  const { exportUri, ...rest } = init;
   return {
-    ...init,
+    ...rest,
     get engine() { return scope().engine; },
     get jobs() { return scope().jobs; },
     principal: () => scope().principal,
+    nbdUri: (name) => {
+      // A tenant's request names its volumes by their own names; an admin's by the engine's (T/NAME).
+      const tenant = requestScope.getStore()?.principal?.tenant ?? null;
+      if (tenant !== null) return exportUri(tenant, name);
+      const split = splitQualified(name);
+      return exportUri(split.tenant, split.name);
+    },
   };
 }
 

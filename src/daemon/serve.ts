@@ -14,6 +14,7 @@ import { ensureBootstrapToken } from './bootstrap-token.js';
 import { migrateSideFile, sideFilePath } from '../stream/identity.js';
 import type { TlsConfig } from '../nbd/tls.js';
 import { TenantStore } from '../tenancy/store.js';
+import { DEFAULT_TENANT } from '../tenancy/names.js';
 import { KeyManager } from '../tenancy/key-manager.js';
 import type { DaemonConfig, NbdTlsConfig } from './config.js';
 import { nbdAccess, type NbdAccess } from './nbd-access.js';
@@ -46,6 +47,23 @@ function hostForUri(host: string): string { return host.includes(':') ? `[${host
 
 export function nbdExportUri(base: string, name: string): string {
   return `${base}/${encodeURIComponent(name).replace(/%40/g, '@')}`;
+}
+
+/**
+ * The URI `tenant`'s client opens export `name` by. Plain NBD serves only the default tenant; every
+ * other tenant is reached over TLS (its NBD key, or a certificate naming it): nbds://, with the key's
+ * identity as the user when the tenant has exactly one key (libnbd takes the PSK identity from there;
+ * the key itself stays in the client's tls-psk-file). Null where no client of the tenant gets in.
+ */
+export function tenantExportUri(
+  where: { plainBase: string | null; tls: NbdTlsConfig | null; tenancy: TenantStore }, tenant: string, name: string,
+): string | null {
+  if (where.plainBase === null) return null;
+  if (tenant === DEFAULT_TENANT && where.tls?.required !== true) return nbdExportUri(where.plainBase, name);
+  if (where.tls === null) return null;
+  const keys = where.tls.tenantKeys === true ? where.tenancy.listNbdKeys(tenant) : [];
+  const user = keys.length === 1 ? `${encodeURIComponent(keys[0]!.identity)}@` : '';
+  return nbdExportUri(where.plainBase.replace(/^nbd:\/\//, `nbds://${user}`), name);
 }
 
 async function withTimeout(work: Promise<unknown>, ms: number): Promise<boolean> {
@@ -121,7 +139,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (bootstrap.created) logger.info({ event: 'admin_token_created', path: bootstrap.path }, `admin token written to ${bootstrap.path} (mode 0600)`);
     const ctx = apiContext({
       rootEngine: engine, jobManager: jobs, tenancy, keys, qos: engine.control, poolPath, spoolDir: stateDir, nbdBaseUri,
-      nbdUri: (name) => (nbdBaseUri === null ? null : nbdExportUri(nbdBaseUri, name)),
+      exportUri: (tenant, name) => tenantExportUri({ plainBase: nbdBaseUri, tls: config.nbdTls, tenancy }, tenant, name),
     });
     const apiTls = config.apiTls;
     const { app } = buildApi(ctx, {
