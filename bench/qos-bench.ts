@@ -3,7 +3,8 @@
 // with fair sharing off, on with equal weights, and on with the light tenant weighted 10x; with the
 // flood's IOPS in each case (what fairness costs it) and alone. (2) The cost of the QoS decorator on a
 // request of an unlimited volume: ns per call against a do-nothing engine, direct and through QosEngine,
-// and a flood's IOPS over NBD without the decorator.
+// and a flood's IOPS over NBD without the decorator. (3) Accuracy: fio at QD 32 against a volume limited to
+// N IOPS, N from 500 to 20 000, beside the same volume unlimited.
 // Each server is a child process (this file with --serve) holding two tenants' volumes, "heavy/v" and
 // "light/v". Run: node dist/bench/qos-bench.js [--runtime-s=6]
 import { spawn } from 'node:child_process';
@@ -52,19 +53,33 @@ async function fio(uri: string, iodepth: number, seconds: number): Promise<FioSi
 }
 
 
-async function measureVariant(dir: string, v: Variant, seconds: number): Promise<FairnessRow> {
+interface ServerChild { base: string; stop(): Promise<void> }
+
+/** A server child (this file with --serve): `limitIops` > 0 limits "light/v" to that many IOPS. */
+async function startChild(poolPath: string, v: Variant, limitIops = 0): Promise<ServerChild> {
   const port = await freePort();
-  const poolPath = path.join(dir, `${variants.indexOf(v)}.pool`);
   const self = fileURLToPath(import.meta.url);
-  const child = spawn(process.execPath, [self, '--serve', poolPath, String(port), String(v.inflightMax), String(v.lightWeight), v.nbdFair ? 'fair' : 'nofair'],
+  const child = spawn(process.execPath, [self, '--serve', poolPath, String(port), String(v.inflightMax), String(v.lightWeight), v.nbdFair ? 'fair' : 'nofair', String(limitIops)],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { UV_THREADPOOL_SIZE: '16', ...process.env, [childEnv]: '1' } });
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   await new Promise<void>((resolve, reject) => {
     lines.on('line', (l) => { if (l === 'ready') resolve(); });
     child.on('exit', (code) => reject(new Error(`qos bench server exited ${code}`)));
   });
+  return {
+    base: `nbd://127.0.0.1:${port}`,
+    stop: async () => {
+      child.kill('SIGINT');
+      await new Promise((resolve) => child.once('exit', resolve));
+      await rm(poolPath, { force: true });
+    },
+  };
+}
+
+async function measureVariant(dir: string, v: Variant, seconds: number): Promise<FairnessRow> {
+  const server = await startChild(path.join(dir, `${variants.indexOf(v)}.pool`), v);
   try {
-    const base = `nbd://127.0.0.1:${port}`;
+    const base = server.base;
     // The flood starts first and runs past the light client's window on both sides.
     const flood = v.flood ? fio(`${base}/heavy%2Fv`, 64, seconds + 2) : null;
     if (flood !== null) await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -73,10 +88,30 @@ async function measureVariant(dir: string, v: Variant, seconds: number): Promise
     const pct = (side: FioSide | null, p: string) => (side?.clat_ns.percentile?.[p] ?? null) === null ? null : side!.clat_ns.percentile![p]! / 1000;
     return { name: v.name, lightP50Us: pct(light, '50.000000'), lightP99Us: pct(light, '99.000000'), floodIops: heavy?.iops ?? null };
   } finally {
-    child.kill('SIGINT');
-    await new Promise((resolve) => child.once('exit', resolve));
-    await rm(poolPath, { force: true });
+    await server.stop();
   }
+}
+
+/** Limits the accuracy rows measure (issue 19: from 500 to 20 000 IOPS, within ±5 % after the first second). */
+const ACCURACY_LIMITS = [500, 5000, 10_000, 20_000];
+
+export interface AccuracyRow { limitIops: number; measuredIops: number }
+
+/**
+ * fio at QD 32 (4 KiB random writes, after a 1 s ramp) against a volume limited to N IOPS, and the same
+ * volume unlimited (N = 0): a limit the host cannot serve unlimited measures the host, not the limiter.
+ */
+async function measureAccuracy(dir: string, seconds: number): Promise<AccuracyRow[]> {
+  const rows: AccuracyRow[] = [];
+  for (const limitIops of [0, ...ACCURACY_LIMITS]) {
+    const server = await startChild(path.join(dir, `accuracy-${limitIops}.pool`), variants[0]!, limitIops);
+    try {
+      rows.push({ limitIops, measuredIops: (await fio(`${server.base}/light%2Fv`, 32, seconds)).iops });
+    } finally {
+      await server.stop();
+    }
+  }
+  return rows;
 }
 
 /** ns per read() of an unlimited volume through QosEngine, against a do-nothing engine (no I/O). */
@@ -119,6 +154,14 @@ export async function runQosBench(opts: { runtimeSeconds?: number; log?: (line: 
   const rows: FairnessRow[] = [];
   try {
     for (const v of variants) rows.push(await measureVariant(dir, v, seconds));
+    const accuracy = await measureAccuracy(dir, seconds);
+    const unlimited = accuracy[0]!.measuredIops;
+    log(`accuracy: 4k randwrite QD32 against a volume limited to N IOPS (${seconds} s after a 1 s ramp); unlimited: ${unlimited.toFixed(0)} IOPS`);
+    for (const r of accuracy.slice(1)) {
+      const off = (r.measuredIops / r.limitIops - 1) * 100;
+      const note = unlimited < r.limitIops * 1.1 ? '  (this host serves barely more unlimited: measures the host)' : '';
+      log(`  N = ${String(r.limitIops).padStart(6)}: ${r.measuredIops.toFixed(0).padStart(6)} IOPS (${off >= 0 ? '+' : ''}${off.toFixed(1)} %)${note}`);
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -135,7 +178,7 @@ export async function runQosBench(opts: { runtimeSeconds?: number; log?: (line: 
 }
 
 /** Child mode: a pool with "heavy/v" and "light/v" behind QosEngine, served over NBD. */
-async function serve(poolPath: string, port: number, inflightMax: number, lightWeight: number, nbdFair: boolean): Promise<void> {
+async function serve(poolPath: string, port: number, inflightMax: number, lightWeight: number, nbdFair: boolean, limitIops: number): Promise<void> {
   const { createPoolFile } = await import('../src/engine/index.js');
   const { startNbdServer } = await import('../src/nbd/server.js');
   const { batchHelperThreads } = await import('../src/daemon/thread-policy.js');
@@ -146,6 +189,7 @@ async function serve(poolPath: string, port: number, inflightMax: number, lightW
   await engine.createVolume('heavy/v', volumeBytes);
   await engine.createVolume('light/v', volumeBytes);
   if (lightWeight !== 100) await qos!.control.setTenantLimits('light', { weight: lightWeight });
+  if (limitIops > 0) await qos!.control.setVolumeLimits(engine.resolve('light/v').id, { iopsMax: limitIops });
   batchHelperThreads();
   const server = await startNbdServer(engine, {
     host: '127.0.0.1', port,
@@ -159,7 +203,7 @@ async function serve(poolPath: string, port: number, inflightMax: number, lightW
 const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   const args = process.argv.slice(2);
-  if (args[0] === '--serve' && process.env[childEnv] === '1') await serve(args[1]!, Number(args[2]), Number(args[3]), Number(args[4]), args[5] === 'fair');
+  if (args[0] === '--serve' && process.env[childEnv] === '1') await serve(args[1]!, Number(args[2]), Number(args[3]), Number(args[4]), args[5] === 'fair', Number(args[6] ?? 0));
   else if (process.env[childEnv] !== '1') {
     const runtime = args.find((a) => a.startsWith('--runtime-s='))?.split('=')[1];
     await runQosBench(runtime === undefined ? {} : { runtimeSeconds: Number(runtime) });
