@@ -21,9 +21,10 @@ check() {
 }
 
 # ask WHAT...: asks the host to act (snapshot, resize, …) and waits for its one-line answer on the console.
+# The marker goes to the console itself: callers capture the answer with $(ask ...).
 ask() {
-  echo "CAIRN-ASK $*"
-  read -r reply
+  echo "CAIRN-ASK $*" > /dev/console
+  read -r reply < /dev/console
   echo "$reply"
 }
 

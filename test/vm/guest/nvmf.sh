@@ -1,0 +1,94 @@
+# The kernel's NVMe/TCP initiator against the host's `cairn serve --nvmf` (test/vm-nvmf.test.ts).
+# /cairn/env: DISC_PORT, NVMF_PORT, SUBNQN (the default tenant), HOSTNQN, HOSTID; RAW (RAW_BYTES),
+# FS (FS_BYTES): volumes of distinct sizes, found among the namespaces by size; GROW_BYTES: RAW's size
+# after the host resizes it; LOCKED_NQN: a tenant whose allow-list holds ALLOWED_HOSTNQN only.
+mkdir -p /etc/nvme
+echo "$HOSTNQN" > /etc/nvme/hostnqn
+echo "$HOSTID" > /etc/nvme/hostid
+T="-t tcp -a 10.0.2.2 -s $NVMF_PORT"
+
+# ns_by_size BYTES [RO]: the namespace block device of that size (and read-only flag), waiting up to 30 s.
+ns_by_size() {
+  tries=0
+  while [ $tries -lt 60 ]; do
+    for b in /sys/block/nvme*n*; do
+      n="${b##*/}"
+      case "$n" in *c*) continue ;; esac  # multipath's per-path disks
+      [ -f "$b/size" ] || continue
+      [ "$(cat "$b/size")" = "$(($1 / 512))" ] || continue
+      [ -z "${2:-}" ] || [ "$(cat "$b/ro")" = "$2" ] || continue
+      echo "/dev/$n"; return 0
+    done
+    tries=$((tries + 1)); sleep 0.5
+  done
+  return 1
+}
+# size_becomes DEV BYTES: the kernel sees the new size within 30 s.
+size_becomes() {
+  tries=0
+  while [ $tries -lt 60 ]; do
+    [ "$(cat "/sys/block/${1#/dev/}/size")" = "$(($2 / 512))" ] && return 0
+    tries=$((tries + 1)); sleep 0.5
+  done
+  echo "size still $(cat "/sys/block/${1#/dev/}/size") sectors"; return 1
+}
+refuses() { ! "$@"; }
+same_range() {  # same_range DEV_A DEV_B LEN: the first LEN bytes are equal
+  dd if="$1" of=/tmp/a bs=1048576 count=$(($3 / 1048576)) iflag=direct status=none &&
+  dd if="$2" of=/tmp/b bs=1048576 count=$(($3 / 1048576)) iflag=direct status=none && cmp /tmp/a /tmp/b
+}
+disconnect_all() { nvme disconnect -n "$1" && ! ls /dev/nvme0n* 2>/dev/null | grep -q .; }
+
+check nvmf-discover sh -c "nvme discover -t tcp -a 10.0.2.2 -s $DISC_PORT | tee /dev/stderr | grep -q '$SUBNQN'"
+check nvmf-connect nvme connect $T -n "$SUBNQN" --nr-io-queues=2 || return 1
+raw="$(ns_by_size "$RAW_BYTES")"; fs="$(ns_by_size "$FS_BYTES")"
+check nvmf-namespaces test -b "$raw" -a -b "$fs" || return 1
+check nvmf-list sh -c "nvme list | grep -q ${raw#/dev/}"
+check nvmf-io-queues sh -c "[ \$(ls -d /sys/block/${raw#/dev/}/mq/* | wc -l) -ge 2 ]"
+check nvmf-id-ctrl sh -c "nvme id-ctrl /dev/nvme0 | grep -q 'subnqn *: $SUBNQN'"
+check nvmf-id-ns sh -c "nvme id-ns $raw | grep -q '^nsze *: '"
+
+# Patterns across request sizes: small ones travel in-capsule, large ones by R2T/H2CData.
+i=0
+for bs in 4096 8192 65536 131072 524288 1048576; do
+  i=$((i + 1))
+  fill "$((100 + i))" 1048576 /tmp/p
+  check "nvmf-pattern-$bs" put /tmp/p "$raw" $((i * 1048576)) "$bs"
+done
+head -c 4194304 /dev/urandom > /tmp/r
+check nvmf-random-4m put /tmp/r "$raw" 16777216 1048576
+echo "CAIRN-VALUE random-4m $(sha256sum < /tmp/r | cut -d' ' -f1)"
+check nvmf-flush nvme flush "$raw"
+check nvmf-blkdiscard blkdiscard -o 2097152 -l 1048576 "$raw" && check nvmf-blkdiscard-reads-zero zeroed "$raw" 2097152 1048576
+check nvmf-blkdiscard-z blkdiscard -z -o 3145728 -l 1048576 "$raw" && check nvmf-blkdiscard-z-reads-zero zeroed "$raw" 3145728 1048576
+fs_cycle nvmf-ext4 "$fs" ext4
+
+# A snapshot appears as a read-only namespace with the volume's contents.
+reply="$(ask snapshot "$RAW")"
+check nvmf-ask-snapshot test "$reply" = ok
+snap="$(ns_by_size "$RAW_BYTES" 1)"
+check nvmf-snapshot-ns test -b "$snap"
+check nvmf-snapshot-same same_range "$raw" "$snap" 24117248
+fill 177 4096 /tmp/p
+check nvmf-snapshot-refuses-writes refuses dd if=/tmp/p of="$snap" bs=4096 oflag=direct conv=notrunc status=none
+# A resize reaches the host's kernel through an asynchronous event.
+reply="$(ask resize "$RAW" "$GROW_BYTES")"
+check nvmf-ask-resize test "$reply" = ok
+check nvmf-resize-seen size_becomes "$raw" "$GROW_BYTES"
+check nvmf-disconnect disconnect_all "$SUBNQN"
+
+# Header and data digests (CRC32C), two I/O queues: the random data reads back, a new write lands.
+check nvmf-connect-digests nvme connect $T -n "$SUBNQN" --nr-io-queues=2 --hdr-digest --data-digest || return 1
+raw="$(ns_by_size "$GROW_BYTES" 0)"
+check nvmf-digests-read sh -c "dd if=$raw bs=1048576 skip=16 count=4 iflag=direct status=none | sha256sum | grep -q $(sha256sum < /tmp/r | cut -d' ' -f1)"
+fill 170 1048576 /tmp/p
+check nvmf-digests-write put /tmp/p "$raw" 8388608 1048576
+fill 171 65536 /tmp/p
+check nvmf-digests-write-64k put /tmp/p "$raw" 9437184 4096
+check nvmf-disconnect-digests disconnect_all "$SUBNQN"
+
+# A tenant with an allow-list: another host NQN is refused at Connect, the listed one gets in.
+check nvmf-refused-host refuses nvme connect $T -n "$LOCKED_NQN" -q nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-00000000bad0
+check nvmf-allowed-host nvme connect $T -n "$LOCKED_NQN" -q "$ALLOWED_HOSTNQN"
+check nvmf-disconnect-allowed disconnect_all "$LOCKED_NQN"
+return $failed
