@@ -55,17 +55,25 @@ cp "$x/boot/vmlinuz-$kver" "$work/vmlinuz"
 # virtio_pci is not among virtio_net's dependencies; crc32c for ext4/xfs metadata and NVMe/TCP digests
 # is requested by name through the crypto API, so no module depends on it either.
 mods=(virtio_pci virtio_net nbd nvme_tcp ext4 xfs crc32c_generic 9p 9pnet_virtio)
-: > "$r/etc/modules"
-for m in "${mods[@]}"; do
-  modprobe -d "$x" -S "$kver" --show-depends "$m" | while read -r kind path _; do
-    [ "$kind" = insmod ] || continue  # "builtin NAME": nothing to load
-    rel="${path#"$x"}"
-    grep -qxF "$rel" "$r/etc/modules" && continue
-    mkdir -p "$r$(dirname "$rel")"
-    cp "$path" "$r$rel"
-    echo "$rel" >> "$r/etc/modules"
+# Linux's own NVMe/TCP target, loaded only by guest/nvmet-loop.sh (a by-hand reference for nvmf.sh).
+extra=(nvmet_tcp)
+stage() {  # stage LIST MODULE...: copies each module's closure and appends the new ones to LIST in load order
+  list="$1"; shift
+  for m in "$@"; do
+    modprobe -d "$x" -S "$kver" --show-depends "$m" | while read -r kind path _; do
+      [ "$kind" = insmod ] || continue  # "builtin NAME": nothing to load
+      rel="${path#"$x"}"
+      grep -qxF "$rel" "$r/etc/modules" "$r/etc/modules.nvmet" 2>/dev/null && continue
+      mkdir -p "$r$(dirname "$rel")"
+      cp "$path" "$r$rel"
+      echo "$rel" >> "$list"
+    done
   done
-done
+}
+: > "$r/etc/modules"
+stage "$r/etc/modules" "${mods[@]}"
+: > "$r/etc/modules.nvmet"
+stage "$r/etc/modules.nvmet" "${extra[@]}"
 
 cp "$x/bin/busybox" "$r/bin/busybox"
 # Tools, each with the libraries ldd resolves against the extracted tree first (libc from the host).

@@ -1,6 +1,7 @@
 # Helpers for the guest scripts (sourced by /init with /cairn/env, which the host writes per boot).
 . /cairn/env
 failed=0
+dmesg_seen=0
 
 # busybox's shell runs its own applets before anything on PATH: the real tools by their paths.
 dd() { /usr/bin/dd "$@"; }
@@ -15,7 +16,9 @@ check() {
     rc=$?
     failed=$((failed + 1))
     echo "CAIRN-RESULT $name FAIL rc=$rc $(echo "$out" | tail -n 4 | tr '\n' ' ')"
-    dmesg | tail -n 8 | sed 's/^/CAIRN-DMESG /'
+    # The kernel's lines since the last failure's (a later failure would repeat them).
+    dmesg | tail -n +$((dmesg_seen + 1)) | tail -n 8 | sed 's/^/CAIRN-DMESG /'
+    dmesg_seen=$(dmesg | wc -l)
     return $rc
   fi
 }
