@@ -1,11 +1,13 @@
 // The kernel's NBD client against `cairn serve`, in a real Linux guest under qemu (test/vm/README.md):
 // nbd-client attaches two volumes; the guest writes patterns across request sizes with direct I/O and
 // reads them back, discards and zeroes ranges, runs mkfs.ext4 and mkfs.xfs, mounts, writes files,
-// unmounts and fscks. Afterwards the host reads what the guest wrote through its own NBD clients.
+// unmounts and fscks. Then the CSI plugin (test/vm/csi-guest.ts, the host's root shared over 9p)
+// stages a volume through its kernel-NBD path. Afterwards the host reads what the guest wrote through
+// its own NBD clients.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { assertBuilt, cairnJson, python, qemuIo, startServe, tempDir } from './cli-helpers.js';
+import { adminToken, assertBuilt, cairnJson, python, qemuIo, root, startServe, tempDir } from './cli-helpers.js';
 import { bootGuest, keepLogOnFailure, vmUnavailable } from './vm/qemu.js';
 
 const MiB = 1 << 20;
@@ -36,7 +38,12 @@ test('kernel NBD client in a qemu guest: patterns, discards, ext4 and xfs on Cai
   const port = new URL(d.nbd).port;
   const run = await bootGuest(t, {
     script: 'nbd',
-    env: { NBD_PORT: port, RAW: 'raw', RAW_BYTES, FS: 'fs' },
+    env: {
+      NBD_PORT: port, RAW: 'raw', RAW_BYTES, FS: 'fs',
+      // The CSI plugin in the guest reaches the daemon's API and NBD server through qemu's gateway.
+      CSI_API: `http://10.0.2.2:${new URL(d.api).port}`, CSI_NBD: `10.0.2.2:${port}`, CSI_TOKEN: adminToken(d.api), REPO: root,
+    },
+    shareHostRoot: true,
     timeoutMs: BOOT_TIMEOUT_MS,
     onResult: (r) => t.diagnostic(`guest ${r.name} ${r.pass ? 'PASS' : `FAIL ${r.detail}`}`),
   });
@@ -44,7 +51,8 @@ test('kernel NBD client in a qemu guest: patterns, discards, ext4 and xfs on Cai
   t.diagnostic(`guest booted in ${run.bootSeconds ?? '?'} s, whole run ${run.totalSeconds} s`);
   const failed = run.results.filter((r) => !r.pass);
   assert.deepEqual(failed, [], `guest checks failed (serial log ${run.logPath})`);
-  const expected = ['nbd-connect', 'nbd-blkdiscard-z-reads-zero', 'nbd-ext4-fsck', 'nbd-ext4-files', 'nbd-xfs-fsck', 'nbd-xfs-files', 'nbd-disconnect-fs'];
+  const expected = ['nbd-connect', 'nbd-blkdiscard-z-reads-zero', 'nbd-ext4-fsck', 'nbd-ext4-files', 'nbd-xfs-fsck', 'nbd-xfs-files', 'nbd-disconnect-fs',
+    'csi-plugin-start', 'csi-stage-kernel-nbd', 'csi-file', 'csi-unstage', 'csi-delete'];
   for (const name of expected) assert.ok(run.results.some((r) => r.name === name), `guest check ${name} did not run (serial log ${run.logPath})`);
   assert.equal(run.done, 0, `guest script did not finish cleanly (serial log ${run.logPath})`);
 

@@ -67,6 +67,8 @@ export interface BootOptions {
   env: Record<string, string | number>;
   /** The hard bound on the whole boot; qemu is killed after it. */
   timeoutMs: number;
+  /** Shares the host's / read-only over 9p (tag "host"): the guest runs the host's node and this tree. */
+  shareHostRoot?: boolean;
   /** Answers a CAIRN-ASK line (its words after the marker); the answer goes back as one line. */
   onAsk?: (words: string[]) => Promise<string>;
   /** Called for each result as it arrives (progress in the test's log). */
@@ -105,6 +107,7 @@ export async function bootGuest(t: TestContext, opts: BootOptions): Promise<Gues
     // panic=-1 with -no-reboot: a guest panic ends qemu at once instead of waiting for the timeout.
     '-append', `console=ttyS0 panic=-1 loglevel=4 cairn_script=${opts.script}`,
     '-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0',
+    ...(opts.shareHostRoot === true ? ['-virtfs', 'local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap'] : []),
   ], { stdio: ['pipe', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   const results: GuestResult[] = [];

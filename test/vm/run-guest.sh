@@ -16,4 +16,4 @@ cat "$image/base.cpio.gz" > "$work/initrd"
 (cd "$work/overlay" && find . | cpio -o -H newc --quiet | gzip -1) >> "$work/initrd"
 exec qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp 2 -m 1024 -nographic -no-reboot \
   -kernel "$image/vmlinuz" -initrd "$work/initrd" -append "console=ttyS0 panic=-1 loglevel=4 cairn_script=$name" \
-  -netdev user,id=n0 -device virtio-net-pci,netdev=n0
+  -netdev user,id=n0 -device virtio-net-pci,netdev=n0 -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap
