@@ -2,8 +2,9 @@
 // (test/vm/README.md). One boot: discovery, connect with two I/O queues, nvme list / id-ctrl / id-ns,
 // patterns across request sizes (in-capsule and R2T), flush, blkdiscard and blkdiscard -z, ext4 with
 // fsck; a snapshot taken mid-run appears as a read-only namespace with the volume's data; a resize
-// reaches the guest's kernel; a reconnect with header and data digests; a host NQN off a tenant's
-// allow-list is refused at Connect. Afterwards the host reads the guest's writes back over NBD: both
+// reaches the guest's kernel; a clone of the snapshot beside its source; xfs; a reconnect with header
+// and data digests; the daemon killed with SIGKILL under guest writes and restarted (the controller
+// reconnects, flushed data is there); a host NQN off a tenant's allow-list is refused at Connect. Afterwards the host reads the guest's writes back over NBD: both
 // protocols serve one engine. Skipped while the daemon has no --nvmf flag.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,7 +18,8 @@ const MiB = 1 << 20;
 const BOOT_TIMEOUT_MS = 600_000;
 /** The guest tells the namespaces apart by size: every volume here has its own. */
 const RAW_BYTES = 64 * MiB;
-const FS_BYTES = 96 * MiB;
+/** ext4, then xfs (which refuses filesystems under 300 MiB). */
+const FS_BYTES = 320 * MiB;
 const GROW_BYTES = 80 * MiB;
 const LOCKED_BYTES = 48 * MiB;
 const NQN_BASE = 'nqn.2026-12.io.cairn';
@@ -62,8 +64,9 @@ test('kernel NVMe/TCP initiator in a qemu guest: discovery, data, snapshot and r
   const nvmfPort = await freePort();
   const discPort = await freePort();
   // The guest reaches the host's loopback as 10.0.2.2: that is the address discovery must advertise.
-  const d = await startServe(t, join(dir, 'pool'), ['--pool-size', '2G', '--nvmf', `127.0.0.1:${nvmfPort}`,
-    '--nvmf-discovery', `127.0.0.1:${discPort}`, '--nvmf-advertise', `10.0.2.2:${nvmfPort}`]);
+  const pool = join(dir, 'pool');
+  const nvmfArgs = ['--nvmf', `127.0.0.1:${nvmfPort}`, '--nvmf-discovery', `127.0.0.1:${discPort}`, '--nvmf-advertise', `10.0.2.2:${nvmfPort}`];
+  let d = await startServe(t, pool, ['--pool-size', '2G', ...nvmfArgs]);
   await cairnJson(d.api, ['volume', 'create', 'raw', '--size', String(RAW_BYTES)]);
   await cairnJson(d.api, ['volume', 'create', 'fs', '--size', String(FS_BYTES)]);
   await cairnJson(d.api, ['tenant', 'create', 'locked']);
@@ -86,6 +89,12 @@ test('kernel NVMe/TCP initiator in a qemu guest: discovery, data, snapshot and r
       asks.push(what ?? '');
       if (what === 'snapshot') await cairnJson(d.api, ['snapshot', 'create', `${volume}@vm`]);
       else if (what === 'resize') await cairnJson(d.api, ['volume', 'resize', volume!, '--size', size!]);
+      else if (what === 'clone') await cairnJson(d.api, ['volume', 'create', size!, '--from', volume!]);
+      else if (what === 'kill') {
+        // SIGKILL under the guest's writes, then the same pool and NVMe/TCP ports: the host reconnects.
+        await d.stop('SIGKILL');
+        d = await startServe(t, pool, nvmfArgs);
+      }
       else return `unknown ${what}`;
       return 'ok';
     },
@@ -94,10 +103,11 @@ test('kernel NVMe/TCP initiator in a qemu guest: discovery, data, snapshot and r
   t.diagnostic(`guest booted in ${guest.bootSeconds ?? '?'} s, whole run ${guest.totalSeconds} s`);
   assert.deepEqual(guest.results.filter((r) => !r.pass), [], `guest checks failed (serial log ${guest.logPath})`);
   const expected = ['nvmf-discover', 'nvmf-id-ctrl', 'nvmf-pattern-1048576', 'nvmf-blkdiscard-z-reads-zero', 'nvmf-ext4-fsck',
-    'nvmf-snapshot-same', 'nvmf-resize-seen', 'nvmf-digests-write', 'nvmf-refused-host', 'nvmf-disconnect-allowed'];
+    'nvmf-xfs-fsck', 'nvmf-snapshot-same', 'nvmf-resize-seen', 'nvmf-clone-same', 'nvmf-clone-leaves-snapshot', 'nvmf-digests-write',
+    'nvmf-kill-reconnected', 'nvmf-kill-new-io', 'nvmf-refused-host', 'nvmf-disconnect-allowed'];
   for (const name of expected) assert.ok(guest.results.some((r) => r.name === name), `guest check ${name} did not run (serial log ${guest.logPath})`);
   assert.equal(guest.done, 0, `guest script did not finish cleanly (serial log ${guest.logPath})`);
-  assert.deepEqual(asks, ['snapshot', 'resize']);
+  assert.deepEqual(asks, ['snapshot', 'resize', 'clone', 'kill']);
 
   // What the guest wrote over NVMe/TCP, read by the host over NBD from the same daemon.
   const uri = `${d.nbd}/raw`;
@@ -107,6 +117,11 @@ test('kernel NVMe/TCP initiator in a qemu guest: discovery, data, snapshot and r
   }
   await qemuIo(uri, `read -P ${0o170} ${8 * MiB} ${MiB}`);
   await qemuIo(uri, `read -P ${0o171} ${9 * MiB} ${64 * 1024}`);
+  await qemuIo(uri, `read -P ${0o176} ${10 * MiB} ${MiB}`);
+  await qemuIo(`${d.nbd}/rawclone`, `read -P ${0o175} 0 ${MiB}`);
+  const snap = await run('qemu-io', ['-r', '-f', 'raw', '-c', `read -P 0 0 ${MiB}`, `${d.nbd}/raw@vm`]);
+  assert.equal(snap.code, 0, snap.stdout + snap.stderr);
+  assert.doesNotMatch(snap.stdout, /fail/i, 'the snapshot is untouched by the clone\'s write');
   const hash = await python(rangeHashPy, [uri, String(16 * MiB), String(4 * MiB)]);
   assert.equal(hash.code, 0, hash.stderr);
   assert.equal(hash.stdout.trim(), guest.values.get('random-4m'), 'the random 4 MiB the guest wrote, read by the host');

@@ -1,7 +1,7 @@
 # By hand only (README): nvmf.sh against Linux's own NVMe/TCP target (nvmet) inside the guest, on
 # 127.0.0.1:4420, with the same subsystems and sizes the Cairn test uses. It shows what nvmf.sh sees
-# from a reference target. The resize the script asks for is done here; a snapshot has no nvmet
-# counterpart, so those checks fail.
+# from a reference target. The resize the script asks for is done here; a snapshot, a clone and a
+# daemon kill have no nvmet counterpart, so those checks fail.
 #   test/vm/run-guest.sh nvmet-loop
 while read -r m; do insmod "$m"; done < /etc/modules.nvmet
 mount -t configfs none /sys/kernel/config 2>/dev/null

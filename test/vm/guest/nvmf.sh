@@ -66,6 +66,7 @@ check nvmf-flush nvme flush "$raw"
 check nvmf-blkdiscard blkdiscard -o 2097152 -l 1048576 "$raw" && check nvmf-blkdiscard-reads-zero zeroed "$raw" 2097152 1048576
 check nvmf-blkdiscard-z blkdiscard -z -o 3145728 -l 1048576 "$raw" && check nvmf-blkdiscard-z-reads-zero zeroed "$raw" 3145728 1048576
 fs_cycle nvmf-ext4 "$fs" ext4
+fs_cycle nvmf-xfs "$fs" xfs
 
 # A snapshot appears as a read-only namespace with the volume's contents.
 reply="$(ask snapshot "$RAW")"
@@ -78,10 +79,20 @@ check nvmf-snapshot-refuses-writes refuses_write "$snap"
 reply="$(ask resize "$RAW" "$GROW_BYTES")"
 check nvmf-ask-resize test "$reply" = ok
 check nvmf-resize-seen size_becomes "$raw" "$GROW_BYTES"
+# A clone of the snapshot, beside its source on the same host (its own NGUID, or the kernel hides it).
+reply="$(ask clone "$RAW@vm" "${RAW}clone")"
+check nvmf-ask-clone test "$reply" = ok
+clone="$(ns_by_size "$RAW_BYTES" 0)"
+check nvmf-clone-ns test -b "$clone"
+check nvmf-clone-same same_range "$snap" "$clone" 24117248
+fill 175 1048576 /tmp/p
+check nvmf-clone-writes put /tmp/p "$clone" 0 1048576
+check nvmf-clone-leaves-snapshot sh -c "! dd if=$snap bs=1048576 count=1 iflag=direct status=none | cmp -s - /tmp/p"
 check nvmf-disconnect disconnect_all "$SUBNQN"
 
 # Header and data digests (CRC32C), two I/O queues: the random data reads back, a new write lands.
-check nvmf-connect-digests nvme connect $T -n "$SUBNQN" --nr-io-queues=2 --hdr-digest --data-digest || return 1
+# A short reconnect delay: the daemon is killed and restarted below and the controller must come back.
+check nvmf-connect-digests nvme connect $T -n "$SUBNQN" --nr-io-queues=2 --hdr-digest --data-digest --reconnect-delay=1 --ctrl-loss-tmo=120 || return 1
 raw="$(ns_by_size "$GROW_BYTES" 0)"
 check nvmf-digests-ns test -b "$raw" || return 1
 check nvmf-digests-read sh -c "dd if=$raw bs=1048576 skip=16 count=4 iflag=direct status=none | sha256sum | grep -q $(sha256sum < /tmp/r | cut -d' ' -f1)"
@@ -89,6 +100,20 @@ fill 170 1048576 /tmp/p
 check nvmf-digests-write put /tmp/p "$raw" 8388608 1048576
 fill 171 65536 /tmp/p
 check nvmf-digests-write-64k put /tmp/p "$raw" 9437184 4096
+
+# The daemon killed with SIGKILL while the guest writes: what the guest flushed before is there after the
+# controller reconnects to the restarted daemon, and new I/O works.
+fill 176 1048576 /tmp/flushed
+check nvmf-kill-flushed-write put /tmp/flushed "$raw" 10485760 1048576
+check nvmf-kill-flush nvme flush "$raw"
+head -c 8388608 /dev/urandom > /tmp/busy
+( i=0; while [ $i -lt 20 ]; do dd if=/tmp/busy of="$raw" bs=1048576 seek=32 oflag=direct conv=notrunc status=none 2>/dev/null; i=$((i + 1)); done ) &
+busy=$!
+reply="$(ask kill)"
+check nvmf-ask-kill test "$reply" = ok
+wait $busy
+check nvmf-kill-reconnected sh -c "dd if=$raw of=/tmp/back bs=1048576 skip=10 count=1 iflag=direct status=none && cmp /tmp/flushed /tmp/back"
+check nvmf-kill-new-io put /tmp/busy "$raw" 33554432 1048576
 check nvmf-disconnect-digests disconnect_all "$SUBNQN"
 
 # A tenant with an allow-list: another host NQN is refused at Connect, the listed one gets in.
