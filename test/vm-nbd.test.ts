@@ -48,7 +48,6 @@ test('kernel NBD client in a qemu guest: patterns, discards, ext4 and xfs on Cai
     onResult: (r) => t.diagnostic(`guest ${r.name} ${r.pass ? 'PASS' : `FAIL ${r.detail}`}`),
   });
   keepLogOnFailure(t, run);
-  t.diagnostic(`guest booted in ${run.bootSeconds ?? '?'} s, whole run ${run.totalSeconds} s`);
   const failed = run.results.filter((r) => !r.pass);
   assert.deepEqual(failed, [], `guest checks failed (serial log ${run.logPath})`);
   const expected = ['nbd-connect', 'nbd-blkdiscard-z-reads-zero', 'nbd-ext4-fsck', 'nbd-ext4-files', 'nbd-xfs-fsck', 'nbd-xfs-files', 'nbd-disconnect-fs',

@@ -100,7 +100,6 @@ test('kernel NVMe/TCP initiator in a qemu guest: discovery, data, snapshot and r
     },
   });
   keepLogOnFailure(t, guest);
-  t.diagnostic(`guest booted in ${guest.bootSeconds ?? '?'} s, whole run ${guest.totalSeconds} s`);
   assert.deepEqual(guest.results.filter((r) => !r.pass), [], `guest checks failed (serial log ${guest.logPath})`);
   const expected = ['nvmf-discover', 'nvmf-id-ctrl', 'nvmf-pattern-1048576', 'nvmf-blkdiscard-z-reads-zero', 'nvmf-ext4-fsck',
     'nvmf-xfs-fsck', 'nvmf-snapshot-same', 'nvmf-resize-seen', 'nvmf-clone-same', 'nvmf-clone-leaves-snapshot', 'nvmf-digests-write',

@@ -3,10 +3,10 @@
 // guest prints on its serial console. The guest asks the host to act mid-run (snapshot, resize) with
 // CAIRN-ASK lines; the host answers on the console's input.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync, mkdirSync, copyFileSync } from 'node:fs';
+import { accessSync, constants, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { appendFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { release, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { root } from '../cli-helpers.js';
 
@@ -15,6 +15,11 @@ const vmDir = join(root, 'test', 'vm');
 const BUILD_TIMEOUT_MS = 600_000;
 /** Guest RAM: the kernel, the initramfs (unpacked in RAM) and the page cache of mkfs runs. */
 const GUEST_MEMORY_MIB = 1024;
+/**
+ * The KVM probe's bound. Under KVM the guest's init runs within seconds; where nested virtualisation
+ * is broken (the machines this was written on) the kernel hangs in early boot, or qemu aborts at once.
+ */
+const KVM_PROBE_TIMEOUT_MS = 20_000;
 
 export interface GuestImage { dir: string; kernel: string; initrd: string; kver: string }
 
@@ -60,6 +65,39 @@ export function guestImage(): GuestImage {
   return image;
 }
 
+type Accel = 'kvm' | 'tcg';
+let accel: Accel | null = null;
+
+const accelArgs = (a: Accel): string[] => (a === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg', '-cpu', 'max']);
+
+/**
+ * KVM when a probe boot under it reaches the end of its script, else TCG. CAIRN_VM_ACCEL=tcg|kvm
+ * skips the probe. The verdict is kept in the cache per host kernel, so a machine probes once.
+ */
+async function chooseAccel(t: TestContext, img: GuestImage): Promise<Accel> {
+  if (accel !== null) return accel;
+  const forced = process.env.CAIRN_VM_ACCEL;
+  if (forced === 'kvm' || forced === 'tcg') return (accel = forced);
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+  } catch {
+    return (accel = 'tcg'); // no usable /dev/kvm: nothing to probe
+  }
+  const verdictFile = join(dirname(img.dir), `kvm-probe-${release()}`);
+  try {
+    const cached = readFileSync(verdictFile, 'utf8').trim();
+    if (cached === 'kvm' || cached === 'tcg') return (accel = cached);
+  } catch {
+    // No verdict yet on this host kernel: probe below.
+  }
+  const probe = await boot(t, img, { script: 'probe', env: {}, timeoutMs: KVM_PROBE_TIMEOUT_MS }, 'kvm');
+  accel = probe.done === 0 ? 'kvm' : 'tcg';
+  rmSync(dirname(probe.logPath), { recursive: true, force: true });
+  writeFileSync(verdictFile, `${accel}\n`);
+  t.diagnostic(`KVM probe: ${accel === 'kvm' ? 'the guest boots under KVM' : 'no guest under KVM here, TCG it is'} (verdict kept in ${verdictFile})`);
+  return accel;
+}
+
 export interface BootOptions {
   /** The guest script's name: guest/NAME.sh in this folder. */
   script: string;
@@ -94,15 +132,22 @@ function bootInitrd(dir: string, img: GuestImage, env: BootOptions['env']): stri
   return initrd;
 }
 
-/** Boots the guest with one script and returns its results; the log is deleted when `t` passes. */
+/** Boots the guest with one script and returns its results (keepLogOnFailure keeps or removes its log). */
 export async function bootGuest(t: TestContext, opts: BootOptions): Promise<GuestRun> {
   const img = guestImage();
+  const a = await chooseAccel(t, img);
+  const run = await boot(t, img, opts, a);
+  t.diagnostic(`guest under ${a}: booted in ${run.bootSeconds ?? '?'} s, whole run ${run.totalSeconds} s`);
+  return run;
+}
+
+async function boot(t: TestContext, img: GuestImage, opts: BootOptions, a: Accel): Promise<GuestRun> {
   const dir = mkdtempSync(join(tmpdir(), `cairn-vm-${opts.script}-`));
   const logPath = join(dir, 'serial.log');
   const initrd = bootInitrd(dir, img, opts.env);
   const started = Date.now();
   const child = spawn('qemu-system-x86_64', [
-    '-machine', 'q35', '-accel', 'tcg', '-cpu', 'max', '-smp', '2', '-m', String(GUEST_MEMORY_MIB),
+    '-machine', 'q35', ...accelArgs(a), '-smp', '2', '-m', String(GUEST_MEMORY_MIB),
     '-nographic', '-no-reboot', '-kernel', img.kernel, '-initrd', initrd,
     // panic=-1 with -no-reboot: a guest panic ends qemu at once instead of waiting for the timeout.
     '-append', `console=ttyS0 panic=-1 loglevel=4 cairn_script=${opts.script}`,
