@@ -1,7 +1,7 @@
 // The kernel's NVMe/TCP initiator against `cairn serve --nvmf`, in a real Linux guest under qemu
 // (test/vm/README.md). One boot: discovery, connect with two I/O queues, nvme list / id-ctrl / id-ns,
-// patterns across request sizes (in-capsule and R2T), flush, blkdiscard and blkdiscard -z, ext4 with
-// fsck; a snapshot taken mid-run appears as a read-only namespace with the volume's data; a resize
+// patterns across request sizes (in-capsule and R2T), flush, fio with verify (the host's fio over 9p),
+// blkdiscard and blkdiscard -z, ext4 with fsck; a snapshot taken mid-run appears as a read-only namespace with the volume's data; a resize
 // reaches the guest's kernel; a clone of the snapshot beside its source; xfs; a reconnect with header
 // and data digests; the daemon killed with SIGKILL under guest writes and restarted (the controller
 // reconnects, flushed data is there); a host NQN off a tenant's allow-list is refused at Connect. Afterwards the host reads the guest's writes back over NBD: both
@@ -84,6 +84,7 @@ test('kernel NVMe/TCP initiator in a qemu guest: discovery, data, snapshot and r
       RAW: 'raw', RAW_BYTES, FS: 'fs', FS_BYTES, GROW_BYTES, LOCKED_NQN: `${NQN_BASE}:locked`, ALLOWED_HOSTNQN,
     },
     timeoutMs: BOOT_TIMEOUT_MS,
+    shareHostRoot: true,
     onResult: (r) => t.diagnostic(`guest ${r.name} ${r.pass ? 'PASS' : `FAIL ${r.detail}`}`),
     onAsk: async ([what, volume, size]) => {
       asks.push(what ?? '');
@@ -101,7 +102,7 @@ test('kernel NVMe/TCP initiator in a qemu guest: discovery, data, snapshot and r
   });
   keepLogOnFailure(t, guest);
   assert.deepEqual(guest.results.filter((r) => !r.pass), [], `guest checks failed (serial log ${guest.logPath})`);
-  const expected = ['nvmf-discover', 'nvmf-id-ctrl', 'nvmf-pattern-1048576', 'nvmf-blkdiscard-z-reads-zero', 'nvmf-ext4-fsck',
+  const expected = ['nvmf-discover', 'nvmf-id-ctrl', 'nvmf-pattern-1048576', 'nvmf-blkdiscard-z-reads-zero', 'nvmf-fio-verify', 'nvmf-ext4-fsck',
     'nvmf-xfs-fsck', 'nvmf-snapshot-same', 'nvmf-resize-seen', 'nvmf-clone-same', 'nvmf-clone-leaves-snapshot', 'nvmf-digests-write',
     'nvmf-kill-reconnected', 'nvmf-kill-new-io', 'nvmf-refused-host', 'nvmf-disconnect-allowed'];
   for (const name of expected) assert.ok(guest.results.some((r) => r.name === name), `guest check ${name} did not run (serial log ${guest.logPath})`);

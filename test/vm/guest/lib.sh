@@ -69,3 +69,14 @@ fs_cycle() {
   check "$n-files" sh -c "[ \"\$(sha256sum < /mnt/a/sub/data)\" = '$want' ] && grep -q 'cairn keeps this' /mnt/a/sub/note" &&
   umount /mnt/a
 }
+
+# host_root: mounts the host's / (shared read-only over 9p, tag "host") at /host with the guest's
+# proc, sys, dev and writable tmpfs /tmp and /run inside, ready for `chroot /host CMD` (the host's
+# node, fio, tools). host_root_off undoes it.
+host_root() {
+  mkdir -p /host
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose host /host &&
+  mount -t devtmpfs dev /host/dev && mount -t proc proc /host/proc && mount -t sysfs sys /host/sys &&
+  mount -t tmpfs tmpfs /host/tmp && mount -t tmpfs tmpfs /host/run
+}
+host_root_off() { for m in run tmp sys proc dev ''; do umount -l "/host/$m"; done; }

@@ -26,11 +26,8 @@ check nbd-disconnect-fs /usr/bin/nbd-client -d /dev/nbd1
 # The CSI plugin's kernel-NBD attach path (test/vm/csi-guest.ts), run from the host's root shared
 # read-only over 9p (node, this tree's dist/ and the host's tools), chrooted as in the plugin's image.
 if [ -n "${CSI_API:-}" ]; then
-  mkdir -p /host
-  check csi-9p-mount mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose host /host || return 1
-  mount -t devtmpfs dev /host/dev && mount -t proc proc /host/proc && mount -t sysfs sys /host/sys
-  mount -t tmpfs tmpfs /host/tmp && mount -t tmpfs tmpfs /host/run
+  check csi-9p-mount host_root || return 1
   CSI_API="$CSI_API" CSI_NBD="$CSI_NBD" CSI_TOKEN="$CSI_TOKEN" chroot /host /usr/bin/node "$REPO/dist/test/vm/csi-guest.js" || failed=$((failed + 1))
-  for m in run tmp sys proc dev ''; do umount -l "/host/$m"; done
+  host_root_off
 fi
 return $failed

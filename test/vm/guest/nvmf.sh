@@ -63,6 +63,12 @@ head -c 4194304 /dev/urandom > /tmp/r
 check nvmf-random-4m put /tmp/r "$raw" 16777216 1048576
 echo "CAIRN-VALUE random-4m $(sha256sum < /tmp/r | cut -d' ' -f1)"
 check nvmf-flush nvme flush "$raw"
+# fio with verify (the host's fio, run from its root shared over 9p): mixed sizes, 16 requests in flight.
+check nvmf-9p-mount host_root &&
+check nvmf-fio-verify chroot /host fio --name=verify --filename="$raw" --direct=1 --ioengine=libaio --iodepth=16 \
+  --rw=randwrite --bssplit=4k/50:64k/30:256k/20 --offset=44M --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 \
+  --output-format=terse
+host_root_off
 check nvmf-blkdiscard blkdiscard -o 2097152 -l 1048576 "$raw" && check nvmf-blkdiscard-reads-zero zeroed "$raw" 2097152 1048576
 check nvmf-blkdiscard-z blkdiscard -z -o 3145728 -l 1048576 "$raw" && check nvmf-blkdiscard-z-reads-zero zeroed "$raw" 3145728 1048576
 fs_cycle nvmf-ext4 "$fs" ext4
