@@ -74,9 +74,15 @@ check nvmf-blkdiscard-z blkdiscard -z -o 3145728 -l 1048576 "$raw" && check nvmf
 fs_cycle nvmf-ext4 "$fs" ext4
 fs_cycle nvmf-xfs "$fs" xfs
 
-# A snapshot appears as a read-only namespace with the volume's contents.
+# A snapshot taken while the guest writes (elsewhere on the volume) appears as a read-only namespace
+# with the volume's contents.
+head -c 4194304 /dev/urandom > /tmp/busy
+( i=0; while [ $i -lt 10 ]; do dd if=/tmp/busy of="$raw" bs=1048576 seek=48 oflag=direct conv=notrunc status=none; i=$((i + 1)); done ) &
+busy=$!
 reply="$(ask snapshot "$RAW")"
 check nvmf-ask-snapshot test "$reply" = ok
+wait $busy; rc=$?  # wait is the shell's own: check runs its command in a subshell
+check nvmf-writes-during-snapshot test "$rc" = 0
 snap="$(ns_by_size "$RAW_BYTES" 1)"
 check nvmf-snapshot-ns test -b "$snap"
 check nvmf-snapshot-same same_range "$raw" "$snap" 24117248
