@@ -48,9 +48,11 @@ raw="$(ns_by_size "$RAW_BYTES")"; fs="$(ns_by_size "$FS_BYTES")"
 check nvmf-namespaces test -b "$raw" -a -b "$fs" || return 1
 check nvmf-list sh -c "nvme list | grep -q ${raw#/dev/}"
 # Multipath's head disk has no mq/ folder: the controller's own line says how many queues it made.
-check nvmf-io-queues sh -c "dmesg | grep -q 'nvme0: creating 2 I/O queues'"
+check nvmf-io-queues sh -c "dmesg | grep -q ': creating 2 I/O queues'"
 check nvmf-id-ctrl sh -c "nvme id-ctrl /dev/nvme0 | grep -q 'subnqn *: $SUBNQN'"
-check nvmf-id-ns sh -c "nvme id-ns $raw | grep -q '^nsze *: '"
+# id-ns: the namespace size in logical blocks times the block size is the volume's size.
+nsze_bytes() { n=$(nvme id-ns "$1" -o json | grep '"nsze"' | tr -dc 0-9) && echo $((n * $(cat "/sys/block/${1#/dev/}/queue/logical_block_size"))); }
+check nvmf-id-ns test "$(nsze_bytes "$raw")" = "$RAW_BYTES"
 
 # Patterns across request sizes: small ones travel in-capsule, large ones by R2T/H2CData.
 i=0
