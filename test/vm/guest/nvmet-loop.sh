@@ -8,7 +8,7 @@ mount -t configfs none /sys/kernel/config 2>/dev/null
 TARGET_ADDR=127.0.0.1 DISC_PORT=4420 NVMF_PORT=4420 SUBNQN=nqn.2026-12.io.cairn:default LOCKED_NQN=nqn.2026-12.io.cairn:locked
 HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:6a0c7e1e-2f7d-4c39-9a7b-1c2a6f0e9d01 HOSTID=6a0c7e1e-2f7d-4c39-9a7b-1c2a6f0e9d01
 ALLOWED_HOSTNQN=nqn.2014-08.org.nvmexpress:uuid:6a0c7e1e-2f7d-4c39-9a7b-1c2a6f0e9d02
-RAW=raw RAW_BYTES=67108864 FS=fs FS_BYTES=100663296 GROW_BYTES=83886080
+RAW=raw RAW_BYTES=67108864 FS=fs FS_BYTES=335544320 GROW_BYTES=83886080
 truncate -s "$RAW_BYTES" /tmp/raw.img; truncate -s "$FS_BYTES" /tmp/fs.img; truncate -s 50331648 /tmp/only.img
 c=/sys/kernel/config/nvmet
 ns() {  # ns NQN NSID FILE; the initramfs has no O_DIRECT, so buffered I/O

@@ -101,7 +101,7 @@ check nvmf-clone-ns test -b "$clone"
 check nvmf-clone-same same_range "$snap" "$clone" 24117248
 fill 175 1048576 /tmp/p
 check nvmf-clone-writes put /tmp/p "$clone" 0 1048576
-check nvmf-clone-leaves-snapshot sh -c "! dd if=$snap bs=1048576 count=1 iflag=direct status=none | cmp -s - /tmp/p"
+check nvmf-clone-leaves-snapshot sh -c "test -b \"$snap\" && ! dd if=$snap bs=1048576 count=1 iflag=direct status=none | cmp -s - /tmp/p"
 check nvmf-disconnect disconnect_all "$SUBNQN"
 
 # Header and data digests (CRC32C), two I/O queues: the random data reads back, a new write lands.
