@@ -21,7 +21,8 @@ export function repoRoot(): string {
 }
 
 export const root = repoRoot();
-export const cairnBin = join(root, 'bin', 'cairn.js');
+/** The CLI under test; CAIRN_TEST_BIN names another build's (a branch's daemon, tried from this tree's tests). */
+export const cairnBin = process.env.CAIRN_TEST_BIN ?? join(root, 'bin', 'cairn.js');
 
 function newestMtimeMs(dir: string): number {
   let newest = 0;
