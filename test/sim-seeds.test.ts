@@ -57,3 +57,19 @@ for (const fastPaths of [true, false]) {
     assert.ok(result.opsEffective >= 500, `only ${result.opsEffective} of 600 ops reached the engine`);
   });
 }
+
+/**
+ * Seeds that once found a bug outside the range above, replayed exactly as they failed.
+ * 5009 x 1000 ops: flatten reserved each copy's block after tree edits had taken the room it checked
+ * for, failed with pool_full after changing the tree, and stopped the pool.
+ */
+const regressionSeeds: Array<{ seed: number; ops: number; fastPaths: boolean }> = [
+  { seed: 5009, ops: 1000, fastPaths: true },
+];
+
+for (const { seed, ops, fastPaths } of regressionSeeds) {
+  test(`simulator: regression seed ${seed} x ${ops} ops (fast paths ${fastPaths ? 'on' : 'off'})`, async () => {
+    const result = await runSimulation({ seed, ops, fastPaths, skipOps });
+    assert.ok(result.ok, result.failure);
+  });
+}
