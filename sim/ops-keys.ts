@@ -81,7 +81,8 @@ export async function opLockUnlock(sim: Simulator, race: boolean): Promise<void>
 
 /**
  * The lock lands while a write to a member is in flight: the write either completes (it began with
- * the key) or fails with volume_locked, and its blocks then hold the old or the new content.
+ * the key) or fails with volume_locked (or pool_full on a full pool), and its blocks then hold the
+ * old or the new content.
  */
 async function lockRacingWrite(sim: Simulator, t: ModelTarget, k: ModelKey): Promise<void> {
   const lengthBlocks = Math.min(t.sizeBytes / B, sim.prng.int(1, 32));
@@ -95,7 +96,8 @@ async function lockRacingWrite(sim: Simulator, t: ModelTarget, k: ModelKey): Pro
     commitPlan(sim, t, plan, false);
     return;
   }
-  sim.expectError(o, ['volume_locked'], `write to ${t.name} racing lockKey`);
+  // A full pool refuses the write before the lock can (pool_full, nothing changed), as it would any write.
+  sim.expectError(o, ['volume_locked', 'pool_full'], `write to ${t.name} racing lockKey`);
   sim.must(await sim.attempt(() => sim.e.unlockKey(k.keyId, k.dek)), `unlock slot ${k.keyId} to read back the refused write`);
   await adoptPlan(sim, t, plan, 'write refused by a racing lock');
   sim.must(await sim.attempt(() => sim.e.lockKey(k.keyId)), `lockKey slot ${k.keyId} again`);

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { crc32c } from '@node-rs/crc32';
 import { blockChecksums, blockChecksum, checksumKernel } from '../src/engine/checksum.js';
+import { isOneBitApart, singleBitFlipOf } from '../src/engine/crc-syndrome.js';
 
 const BLOCK = 4096;
 type Kernel = (data: Uint8Array, out: Uint32Array, at: number) => void;
@@ -70,4 +71,21 @@ test('CAIRN_CHECKSUM=library selects the library, with the same values', () => {
   const result = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, CAIRN_CHECKSUM: 'library' } }).toString()) as { checksumKernel: string; crcs: number[] };
   assert.equal(result.checksumKernel, 'library');
   assert.deepEqual(result.crcs, reference(data));
+});
+
+test('a single flipped bit of a block is located from its crc32c syndrome; other content is not taken for one', () => {
+  const block = randomBytes(BLOCK);
+  const wanted = blockChecksum(block);
+  assert.equal(singleBitFlipOf(wanted, wanted), null, 'no flip');
+  for (const bit of [0, 7, 8, 12345, BLOCK * 8 - 1, ...Array.from({ length: 64 }, () => Math.floor(Math.random() * BLOCK * 8))]) {
+    const flipped = Buffer.from(block);
+    flipped[bit >>> 3] = flipped[bit >>> 3]! ^ (1 << (bit & 7));
+    assert.equal(singleBitFlipOf(wanted, blockChecksum(flipped)), bit, `bit ${bit}`);
+    const two = Buffer.from(flipped);
+    const other = (bit + 1 + Math.floor(Math.random() * (BLOCK * 8 - 1))) % (BLOCK * 8);
+    two[other >>> 3] = two[other >>> 3]! ^ (1 << (other & 7));
+    assert.equal(singleBitFlipOf(wanted, blockChecksum(two)), null, `bits ${bit} and ${other}: detected, not taken for one`);
+  }
+  for (let i = 0; i < 256; i++) assert.equal(singleBitFlipOf(wanted, blockChecksum(randomBytes(BLOCK))), null, 'other content');
+  assert.ok(isOneBitApart(wanted, (wanted ^ (1 << 17)) >>> 0) && !isOneBitApart(wanted, wanted) && !isOneBitApart(wanted, (wanted ^ 3) >>> 0));
 });

@@ -155,6 +155,55 @@ test('a newest flush whose data never became durable is discarded whole, the ear
   await e2.close();
 });
 
+// Seeds 1844624919 and 26 (--no-fast-paths) of the simulator: a bit flipped in a data block of the
+// newest flush after it was acknowledged made replay take the flush for a torn one and drop it whole,
+// so every write of it silently read old data. One bit off its checksum proves the block was written.
+test('a flipped bit in a data block of the acknowledged newest flush: the flush applies, that block reads checksum_error', async () => {
+  const { device, engine, id } = await newPool(7);
+  await engine.write(id, 0, pattern(50, 2 * B));
+  await engine.flush();
+  await engine.write(id, 10 * B, pattern(51, 3 * B));
+  await engine.flush();
+  const image = device.crash('clean');
+  const [pba] = image.findBlocks(pattern(51, 3 * B).subarray(B, 2 * B));
+  assert.ok(pba !== undefined);
+  image.injectBitFlip(pba, 12345);
+  const events: Events = [];
+  const e2 = await openPool(image.crash('clean'), options(events));
+  assert.ok(!events.some((e) => e.event === 'log_flush_discarded'), JSON.stringify(events.filter((e) => e.event.startsWith('log_'))));
+  const damaged = events.find((e) => e.event === 'log_data_damaged');
+  assert.deepEqual(damaged?.fields.physicalBlocks, [pba]);
+  assert.deepEqual(await e2.read(id, 0, 2 * B), pattern(50, 2 * B));
+  assert.deepEqual(await e2.read(id, 10 * B, B), pattern(51, 3 * B).subarray(0, B), 'the rest of the newest flush is there');
+  assert.deepEqual(await e2.read(id, 12 * B, B), pattern(51, 3 * B).subarray(2 * B));
+  const bad = await e2.read(id, 11 * B, B).then(() => null, (err: unknown) => err);
+  assert.ok(bad instanceof CairnError && bad.code === 'checksum_error', `the damaged block: ${String(bad)}`);
+  assert.deepEqual((await e2.check()).problems.map((p) => p.physicalBlock), [pba], 'check names the damaged block only');
+  await e2.close();
+});
+
+test('a flipped bit in the newest flush\'s log block (content or checksum field) refuses the pool; rewind discards that flush', async () => {
+  for (const bitIndex of [100, 4 * 8 + 5, 2000 * 8]) {
+    const { device, engine, id } = await newPool(8);
+    await engine.write(id, 0, pattern(60, B));
+    await engine.flush();
+    await engine.write(id, B, pattern(61, B));
+    await engine.flush();
+    const image = device.crash('clean');
+    image.injectBitFlip(engine.core.sb.logStartBlock + 1, bitIndex); // flushes are log blocks 0 and 1
+    const refused = await openPool(image.crash('clean'), options()).then(() => null, (err: unknown) => err);
+    assert.ok(refused instanceof CairnError && refused.code === 'log_damaged', `bit ${bitIndex}: ${String(refused)}`);
+    assert.match(refused.message, /flipped bit/);
+    const events: Events = [];
+    const e2 = await openPool(image.crash('clean'), { ...options(events), rewind: true });
+    assert.ok(events.some((e) => e.event === 'log_rewind'));
+    assert.deepEqual(await e2.read(id, 0, B), pattern(60, B), 'the flush before the damage');
+    assert.deepEqual(await e2.read(id, B, B), Buffer.alloc(B), 'the damaged flush: discarded');
+    assert.deepEqual((await e2.check()).problems, []);
+    await e2.close();
+  }
+});
+
 test('damage to a log block before a later whole flush refuses the pool (log_damaged); rewind replays up to it', async () => {
   const { device, engine, id } = await newPool(6);
   await engine.write(id, 0, pattern(40, B));

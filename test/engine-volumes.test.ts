@@ -4,6 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openPoolFile, checkPoolFile, CairnError } from '../src/engine/index.js';
 import { tempPool, assertClean, pattern, MiB } from './engine-helpers.js';
+import { SimDevice } from '../src/engine/device/sim-device.js';
+import { Prng } from '../src/engine/device/prng.js';
+import { createPool } from '../src/engine/pool.js';
 
 const K4 = 4096;
 
@@ -299,4 +302,41 @@ test('a snapshot group shares one timestamp even when the clock moves while it i
   assert.equal(new Set(group.map((s) => s.createdMs)).size, 1, 'one instant for the whole group');
   const later = await engine.createSnapshots(['a@h']);
   assert.ok(later[0]!.createdMs > group[0]!.createdMs);
+});
+
+// Simulator seed 5009 x 1000 ops: flatten checked for room to copy a chunk's blocks, then reserved
+// each copy's block after tree edits whose new nodes had taken some of that room; the late
+// reservation failed (pool_full) after the chunk's changes, and a mutation failing after changes
+// stops the pool. Now the blocks are reserved first: flatten succeeds or fails cleanly at every fill.
+test('flatten on a pool filled to just above its chunk\'s copies succeeds or fails with pool_full; the pool keeps working', async () => {
+  const blocks = 256;
+  for (let slack = 0; slack <= 12; slack += 2) {
+    const device = new SimDevice(8192, new Prng(slack + 1));
+    const engine = await createPool(device, { commitIntervalMs: 0 });
+    await engine.createVolume('o', blocks * K4);
+    const o = engine.resolve('o').id;
+    await engine.write(o, 0, pattern(70, blocks * K4));
+    await engine.createSnapshots(['o@s']);
+    await engine.cloneVolume('c', 'o@s');
+    await engine.createVolume('fill', 32 * MiB);
+    const fill = engine.resolve('fill').id;
+    const space = engine.core.space;
+    const gap = (): number => space.availableBlocks - space.reserveBlocks - blocks;
+    let at = 0;
+    await engine.checkpoint();
+    while (gap() > slack) {
+      const n = Math.min(64, gap() - slack);
+      await engine.write(fill, at * K4, pattern(1000 + at, n * K4));
+      at += n;
+      await engine.checkpoint();
+      await engine.checkpoint();
+    }
+    const result = await engine.flattenVolume('c').then(() => 'ok', (err: unknown) => err instanceof CairnError ? err.code : String(err));
+    assert.ok(result === 'ok' || result === 'pool_full', `slack ${slack} (gap ${gap()}): flatten ${result}`);
+    const c = engine.resolve('c').id;
+    assert.deepEqual(await engine.read(c, 0, blocks * K4), pattern(70, blocks * K4), `slack ${slack}: the clone reads its data`);
+    await engine.checkpoint(); // the pool was not stopped (a stopped pool answers io_error)
+    await assertClean(engine);
+    await engine.close();
+  }
 });

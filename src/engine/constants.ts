@@ -298,6 +298,8 @@ export const LOG_COMMIT_FILL_FRACTION = 0.5;
  * grow past it, the flush commits instead. Bounds the memory records take and the data replay verifies.
  */
 export const LOG_ROUND_BLOCKS_MAX = 256;
+/** Damaged data blocks of a replayed flush that its `log_data_damaged` event lists; the rest are counted only by check. */
+export const LOG_DAMAGED_BLOCKS_LISTED_MAX = 64;
 /** Count pages searched for a free run to hold the log when an older pool is upgraded (~16 GiB of blocks). */
 export const LOG_REGION_SCAN_PAGES_MAX = 4096;
 

@@ -175,10 +175,18 @@ export class SuperblockLost extends CairnError {
  * pool opens only when told to rewind, replaying the log up to the damage.
  */
 export class LogDamaged extends CairnError {
-  constructor(readonly damagedSeq: number, readonly laterSeq: number) {
-    super('log_damaged', `intent log block ${damagedSeq} is damaged but block ${laterSeq} of a later flush is whole: writes acknowledged by the damaged flush would be lost. ` +
+  /** `laterSeq`: the block of a later flush that proves the damaged one was synced; null when the damaged block proves it itself. */
+  constructor(readonly damagedSeq: number, readonly laterSeq: number | null) {
+    super('log_damaged', `intent log block ${damagedSeq} is damaged ` +
+      (laterSeq === null ? 'by a flipped bit after it was written whole' : `but block ${laterSeq} of a later flush is whole`) +
+      `: writes acknowledged by the damaged flush would be lost. ` +
       `Open with rewind (cairn serve --rewind) to replay the log up to the damage and discard the rest`, 'EIO');
-    assert(laterSeq > damagedSeq, 'the later flush follows the damage');
+    assert(laterSeq === null || laterSeq > damagedSeq, 'the later flush follows the damage');
+  }
+
+  /** A log block one bit away from a whole block of the log: written, then damaged (no tear does that). */
+  static bitFlip(damagedSeq: number): LogDamaged {
+    return new LogDamaged(damagedSeq, null);
   }
 }
 export class PoolClosed extends CairnError {

@@ -7,6 +7,7 @@ import type { LeafEntry } from './format.js';
 import { ChecksumError, PoolFull, VolumeNotFound, asIoError, assert, fail } from './errors.js';
 import { blockChecksum } from './checksum.js';
 import { cipherFor } from './data-path.js';
+import type { Run } from './space-map.js';
 
 export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgress?: (fraction: number) => void): Promise<void> {
   assert(rec.sizeBytes % BLOCK_SIZE_BYTES === 0, 'a volume of whole blocks');
@@ -46,42 +47,18 @@ function assertFlattenable(core: PoolCore, rec: CatalogRecord): void {
 async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, end: number): Promise<void> {
   core.assertHeld();
   const entries = await core.trees.lookup(rec.root, start, end);
-  // At most every mapped block of the chunk is copied: make sure they fit before changing anything,
-  // so a full pool fails the flatten cleanly (it resumes from the cursor later).
+  // At most every mapped block of the chunk is copied: they are reserved before anything changes, so a
+  // full pool fails the flatten cleanly (it resumes from the cursor later). Reserving each copy's block
+  // later would fail half-way when the edits' new tree nodes (which may use the metadata reserve) took
+  // the free blocks above the reserve: a mutation failing after changes stops the pool (seed 5009).
   const mappedBlocks = entries.reduce((n, e) => n + e.lengthBlocks, 0);
   if (core.space.availableBlocks - core.space.reserveBlocks < mappedBlocks) throw new PoolFull('pool is full: flatten needs space to copy shared blocks');
   if (entries.length > 0) {
-    // Re-inserting the same mapping shadows every shared node on the path; a block that was shared
-    // only through a shared leaf then shows a count of 2 and is copied below.
-    for (const e of entries) await core.space.addRange(e.pba, e.lengthBlocks, 1);
-    const edited = await core.trees.edit(rec.root, start, end, entries);
-    for (const e of entries) await core.space.addRange(e.pba, e.lengthBlocks, -1);
-    rec.root = edited.root;
-    const copies: LeafEntry[] = [];
-    for (const e of entries) {
-      for (let i = 0; i < e.lengthBlocks; i++) {
-        if ((await core.space.get(e.pba + i)) > 1) copies.push({ lba: e.lba + i, pba: e.pba + i, lengthBlocks: 1, crcs: e.crcs.subarray(i, i + 1) });
-      }
-    }
-    for (const c of copies) {
-      const data = Buffer.alloc(BLOCK_SIZE_BYTES);
-      await core.device.read(c.pba, data).catch((err: unknown) => { throw asIoError(err, `flatten: read of physical block ${c.pba} failed`); });
-      if (blockChecksum(data) !== c.crcs[0]) { core.checksumErrors++; throw new ChecksumError(c.pba, 'data block (flatten)'); }
-      const [run] = await core.space.reserve(1, false);
-      try {
-        // An encrypted block's tweak is its physical block: moved, it is decrypted and sealed again, and its checksum follows.
-        const cipher = cipherFor(core, rec);
-        if (cipher !== null) {
-          cipher.decryptBlocks(data, data, c.pba);
-          cipher.encryptBlocks(data, data, run!.pba);
-        }
-        const crc = cipher === null ? c.crcs[0]! : blockChecksum(data);
-        await core.device.write(run!.pba, data).catch((err: unknown) => { throw asIoError(err, `flatten: write of physical block ${run!.pba} failed`); });
-        const r = await core.trees.edit(rec.root, c.lba, c.lba + 1, [{ lba: c.lba, pba: run!.pba, lengthBlocks: 1, crcs: Uint32Array.of(crc) }]);
-        rec.root = r.root;
-      } finally {
-        core.space.unreserve([run!]);
-      }
+    const spare = await core.space.reserve(mappedBlocks, false);
+    try {
+      await unshareAndCopy(core, rec, start, end, entries, spare);
+    } finally {
+      core.space.unreserve(spare);
     }
   }
   // (No assertion that the cursor is still start + 1: a second flatten of the same volume, one resumed
@@ -90,3 +67,38 @@ async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, e
   await core.catalog.save(rec);
 }
 
+/**
+ * Re-inserting the same mapping shadows every shared node on the path; a block that was shared only
+ * through a shared leaf then shows a count of 2 and is copied, to the next block of `spare`.
+ */
+async function unshareAndCopy(core: PoolCore, rec: CatalogRecord, start: number, end: number, entries: LeafEntry[], spare: Run[]): Promise<void> {
+  core.assertHeld();
+  for (const e of entries) await core.space.addRange(e.pba, e.lengthBlocks, 1);
+  const edited = await core.trees.edit(rec.root, start, end, entries);
+  for (const e of entries) await core.space.addRange(e.pba, e.lengthBlocks, -1);
+  rec.root = edited.root;
+  const copies: LeafEntry[] = [];
+  for (const e of entries) {
+    for (let i = 0; i < e.lengthBlocks; i++) {
+      if ((await core.space.get(e.pba + i)) > 1) copies.push({ lba: e.lba + i, pba: e.pba + i, lengthBlocks: 1, crcs: e.crcs.subarray(i, i + 1) });
+    }
+  }
+  const targets = spare.flatMap((r) => Array.from({ length: r.lengthBlocks }, (_, i) => r.pba + i));
+  assert(copies.length <= targets.length, 'a block reserved for every copy');
+  for (const [k, c] of copies.entries()) {
+    const target = targets[k]!;
+    const data = Buffer.alloc(BLOCK_SIZE_BYTES);
+    await core.device.read(c.pba, data).catch((err: unknown) => { throw asIoError(err, `flatten: read of physical block ${c.pba} failed`); });
+    if (blockChecksum(data) !== c.crcs[0]) { core.checksumErrors++; throw new ChecksumError(c.pba, 'data block (flatten)'); }
+    // An encrypted block's tweak is its physical block: moved, it is decrypted and sealed again, and its checksum follows.
+    const cipher = cipherFor(core, rec);
+    if (cipher !== null) {
+      cipher.decryptBlocks(data, data, c.pba);
+      cipher.encryptBlocks(data, data, target);
+    }
+    const crc = cipher === null ? c.crcs[0]! : blockChecksum(data);
+    await core.device.write(target, data).catch((err: unknown) => { throw asIoError(err, `flatten: write of physical block ${target} failed`); });
+    const r = await core.trees.edit(rec.root, c.lba, c.lba + 1, [{ lba: c.lba, pba: target, lengthBlocks: 1, crcs: Uint32Array.of(crc) }]);
+    rec.root = r.root;
+  }
+}

@@ -9,6 +9,7 @@ import {
 } from './constants.js';
 import { getU64, setU64, viewOf, type LeafEntry } from './format.js';
 import { assert, fail } from './errors.js';
+import { isOneBitApart, singleBitFlipOf } from './crc-syndrome.js';
 
 const LOG_FORMAT = 1;
 const FLAG_FLUSH_END = 1;
@@ -153,4 +154,29 @@ export function decodeLogBlock(buf: Buffer, position: number, regionBlocks: numb
   }
   if (at !== used) return null;
   return { seq, firstSeq, flushEnd: (buf.readUInt16LE(OFFSET_FLAGS) & FLAG_FLUSH_END) !== 0, records };
+}
+
+/**
+ * A block that fails to decode only because one of its bits flipped after it was written whole: the
+ * block as it was written, or null. Replay reports such a block as damage (it was written, so the
+ * log does not simply end there); it never applies what this returns.
+ */
+export function decodeOneBitDamagedLogBlock(buf: Buffer, position: number, regionBlocks: number, uuid: Buffer): LogBlock | null {
+  assert(buf.length === BLOCK_SIZE_BYTES, 'one block of the region');
+  const stored = buf.readUInt32LE(OFFSET_CRC);
+  const copy = Buffer.from(buf);
+  copy.writeUInt32LE(0, OFFSET_CRC);
+  const computed = crc32c(copy);
+  if (computed === stored) return null; // the checksum holds: not damaged, just not a block of this log
+  if (isOneBitApart(stored, computed)) {
+    copy.writeUInt32LE(computed, OFFSET_CRC); // the flip is in the checksum field itself
+  } else {
+    const bit = singleBitFlipOf(stored, computed);
+    const byte = bit === null ? -1 : bit >>> 3;
+    // The field is zero in `copy`: a syndrome pointing into it is a coincidence of some other content.
+    if (bit === null || (byte >= OFFSET_CRC && byte < OFFSET_CRC + 4)) return null;
+    copy[byte] = copy[byte]! ^ (1 << (bit & 7));
+    copy.writeUInt32LE(stored, OFFSET_CRC);
+  }
+  return decodeLogBlock(copy, position, regionBlocks, uuid);
 }

@@ -5,14 +5,18 @@
 // torn by a power cut: a flush that is incomplete, or whose data does not match the checksums its
 // records carry (the data and the records share one sync), is discarded as never acknowledged. Damage
 // before the newest flush (a later flush is whole) would lose acknowledged writes: the pool is refused
-// (LogDamaged) unless opened with rewind. Records are validated (volume, range, transaction, and that
-// every block they name is free in the committed state) and applied through the normal tree edit.
-import { BLOCK_SIZE_BYTES, DEVICE_IO_BLOCKS_MAX, FIRST_FREE_BLOCK, SUPERBLOCK_MIRROR_SLOTS } from './constants.js';
+// (LogDamaged) unless opened with rewind. A block one bit away from its checksum (crc-syndrome.ts) was
+// written whole, so it is damage too, even in the newest flush: a log block so damaged refuses the pool
+// the same way; a data block so damaged lets its flush apply, and reading it answers checksum_error.
+// Records are validated (volume, range, transaction, and that every block they name is free in the
+// committed state) and applied through the normal tree edit.
+import { BLOCK_SIZE_BYTES, DEVICE_IO_BLOCKS_MAX, FIRST_FREE_BLOCK, LOG_DAMAGED_BLOCKS_LISTED_MAX, SUPERBLOCK_MIRROR_SLOTS } from './constants.js';
 import type { PoolCore } from './pool.js';
-import { decodeLogBlock, uuidBytes, type LogBlock, type LogRecord } from './intent-log-format.js';
+import { decodeLogBlock, decodeOneBitDamagedLogBlock, uuidBytes, type LogBlock, type LogRecord } from './intent-log-format.js';
 import { RecordKind, FLAG_DELETED } from './catalog.js';
 import type { Run } from './space-map.js';
 import { blockChecksums } from './checksum.js';
+import { singleBitFlipOf } from './crc-syndrome.js';
 import { LogDamaged, PoolCorrupt, asIoError, assert, fail } from './errors.js';
 
 /** A flush as found in the log: its blocks in order. */
@@ -39,15 +43,23 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
   assert(size > 0 && start >= FIRST_FREE_BLOCK && start + size <= core.sb.totalBlocks, 'the superblock names a log region inside the pool');
   const uuid = uuidBytes(core.sb.poolUuid);
   const blocks: Array<LogBlock | null> = new Array<LogBlock | null>(size).fill(null);
+  /** Blocks of this log (at or past the tail) that were written whole and then had one bit flipped. */
+  const damagedSeqs: number[] = [];
   let maxSeq = -1;
   for (let at = 0; at < size; at += DEVICE_IO_BLOCKS_MAX) {
     const n = Math.min(DEVICE_IO_BLOCKS_MAX, size - at);
     const buf = Buffer.allocUnsafe(n * BLOCK_SIZE_BYTES);
     try { await core.device.read(start + at, buf); } catch (err) { throw asIoError(err, `reading the intent log at block ${start + at} failed`); }
     for (let i = 0; i < n; i++) {
-      const block = decodeLogBlock(buf.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES), at + i, size, uuid);
+      const raw = buf.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES);
+      const block = decodeLogBlock(raw, at + i, size, uuid);
       blocks[at + i] = block;
       if (block) maxSeq = Math.max(maxSeq, block.seq);
+      const damaged = block ? null : decodeOneBitDamagedLogBlock(raw, at + i, size, uuid);
+      if (damaged && damaged.seq >= tail) {
+        damagedSeqs.push(damaged.seq);
+        maxSeq = Math.max(maxSeq, damaged.seq);
+      }
     }
   }
   const flushes: Flush[] = [];
@@ -66,12 +78,24 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
   const end = current ? current.firstSeq : seq;
   let discarded: string | null = current ? `flush at log block ${current.firstSeq} is incomplete (${current.blocks.length} blocks whole, torn at ${seq})` : null;
   // A later flush's block proves the flush at `end` completed its sync: its loss is damage, not a tear.
+  let rewound = false;
   for (const b of blocks) {
     if (!b || b.seq <= end || b.firstSeq <= end) continue;
     if (!rewind) throw new LogDamaged(end, b.seq);
     discarded = `log damaged at block ${end}; rewound: flushes from there on discarded`;
     core.log('log_rewind', { damagedSeq: end, laterSeq: b.seq });
+    rewound = true;
     break;
+  }
+  // A block one bit away from a whole block of this log was written whole: the log does not end there
+  // (a tear), it is damaged there, even when it is the newest flush's, which was then acknowledged.
+  // The scan stopped at or before it (the block does not decode), so what it cut is discarded.
+  if (damagedSeqs.length > 0 && !rewound) {
+    const damagedSeq = Math.min(...damagedSeqs);
+    assert(damagedSeq >= end, 'the scan stops at the first damaged block of the log');
+    if (!rewind) throw LogDamaged.bitFlip(damagedSeq);
+    discarded = `log block ${damagedSeq} has a flipped bit; rewound: flushes from log block ${end} on discarded`;
+    core.log('log_rewind', { damagedSeq, laterSeq: null });
   }
   // Each flush holds the changes of one transaction (a commit's prepare empties what waits for a flush).
   const past = flushes.findIndex((f) => f.blocks.some((b) => b.records.some((r) => r.txn > txnMax)));
@@ -81,32 +105,45 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
   }
   const last = flushes[flushes.length - 1];
   if (last && discarded === null) {
-    const mismatch = await firstDataMismatch(core, last);
-    if (mismatch !== null) {
+    const { torn, damaged } = await checkFlushData(core, last);
+    if (torn !== null) {
       flushes.pop();
-      discarded = `newest flush at log block ${last.firstSeq} names data that never became durable (${mismatch})`;
+      discarded = `newest flush at log block ${last.firstSeq} names data that never became durable (${torn})`;
+    } else if (damaged.length > 0) {
+      // Written, synced, then damaged: the flush was acknowledged and applies; the damaged blocks
+      // keep the checksums their records carry, so reading them answers checksum_error, never data.
+      core.log('log_data_damaged', { firstSeq: last.firstSeq, physicalBlocks: damaged });
     }
   }
   const foundPastTail = maxSeq >= tail;
   return { flushes, nextSeq: Math.max(tail, maxSeq + 1), foundPastTail, discarded };
 }
 
-/** The first block of the flush's records whose data does not match its checksum, or null. */
-async function firstDataMismatch(core: PoolCore, flush: Flush): Promise<string | null> {
+/**
+ * Compares the data the flush's records name with their checksums. `torn`: the first block whose
+ * content is not its record's (it never became durable), or null. `damaged`: blocks one flipped bit
+ * away from their checksum (crc-syndrome.ts): they were written whole, so the flush's sync completed.
+ */
+async function checkFlushData(core: PoolCore, flush: Flush): Promise<{ torn: string | null; damaged: number[] }> {
   assert(flush.blocks.length > 0, 'a flush has blocks');
+  const damaged: number[] = [];
   for (const block of flush.blocks) {
     for (const rec of block.records) {
       for (const e of rec.entries) {
-        if (!(e.pba >= FIRST_FREE_BLOCK && e.pba + e.lengthBlocks <= core.sb.totalBlocks)) return `block ${e.pba} outside the pool`;
+        if (!(e.pba >= FIRST_FREE_BLOCK && e.pba + e.lengthBlocks <= core.sb.totalBlocks)) return { torn: `block ${e.pba} outside the pool`, damaged };
         const buf = Buffer.allocUnsafe(e.lengthBlocks * BLOCK_SIZE_BYTES);
         try { await core.device.read(e.pba, buf); } catch (err) { throw asIoError(err, `reading data block ${e.pba} named by the intent log failed`); }
         const crcs = new Uint32Array(e.lengthBlocks);
         blockChecksums(buf, crcs, 0);
-        for (let i = 0; i < e.lengthBlocks; i++) if (crcs[i] !== e.crcs[i]) return `block ${e.pba + i}`;
+        for (let i = 0; i < e.lengthBlocks; i++) {
+          if (crcs[i] === e.crcs[i]) continue;
+          if (singleBitFlipOf(e.crcs[i]!, crcs[i]!) === null) return { torn: `block ${e.pba + i}`, damaged };
+          if (damaged.length < LOG_DAMAGED_BLOCKS_LISTED_MAX) damaged.push(e.pba + i);
+        }
       }
     }
   }
-  return null;
+  return { torn: null, damaged };
 }
 
 export interface ReplayResult { flushes: number; records: number; skipped: number }
