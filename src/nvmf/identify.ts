@@ -53,7 +53,10 @@ export interface ControllerIdentity {
   mdtsLog2Pages: number;
   /** Keep-alive granularity (KAS, in 100 ms units on the wire). */
   kasMs: number;
-  /** NN: the largest NSID a host may find (NSIDs are engine ids + 1, so this bounds the ids served). */
+  /**
+   * NN: the largest NSID a host may find. NSIDs are engine ids + 1 and ids only grow, so give NSID_MAX
+   * (namespaces.ts): a lower value hides every volume whose id passes it.
+   */
   namespaceCountMax: number;
   /** Whether the transport implements Compare (ONCS bit 0); default true. */
   compare?: boolean;
