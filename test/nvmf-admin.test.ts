@@ -111,6 +111,18 @@ test('Identify Controller: the fields the Linux host checks, at their offsets', 
   assert.equal(id.readUInt16LE(1804) & 1, 1, 'OFCS: Disconnect');
 });
 
+test('Identify Controller: KAS is never 0 (Linux refuses a fabrics controller without keep-alive); features follow OAES', () => {
+  const id = executeAdmin(context({ identity: identity({ kasMs: 0 }) }), identifyCmd(0x01), null).data!;
+  assert.equal(id.readUInt16LE(320), 1);
+  const io = FeatureStore.forController(identity(), 10_000);
+  assert.equal(io.set(0x0b, false, 1 << 8).status, STATUS_SUCCESS, 'namespace notices on an I/O controller');
+  assert.equal(io.set(0x0b, false, 1 << 31).status, STATUS_INVALID_FIELD, 'discovery notices are not');
+  const disc = FeatureStore.forController(identity({ discovery: true }), 0);
+  assert.equal(disc.set(0x0b, false, (1 << 31) >>> 0).status, STATUS_SUCCESS);
+  assert.equal(disc.asyncEventEnabled(31), true);
+  assert.equal(io.get(0x0f, 0, 0).dw0, 10_000);
+});
+
 test('Identify Controller of a discovery controller; it refuses namespace commands', () => {
   const ctx = context({ identity: identity({ discovery: true, subnqn: DISCOVERY_NQN }) });
   const id = executeAdmin(ctx, identifyCmd(0x01), null).data!;
@@ -348,6 +360,14 @@ test('namespaces: NSID = id + 1, unique NGUID/UUID, stable across reopen; clone 
     assert.equal(view.find('acme', src.id + 1)?.targetName, 'db');
     assert.equal(view.find('default', src.id + 1), null, 'another tenant\'s NSID is not found');
     assert.equal(view.find('acme', 0), null);
+    // The view follows the pool: a resize (by find, at once), a new volume, a deletion.
+    await pool.engine.resizeVolume('acme/db', 16 * MiB);
+    assert.equal(view.find('acme', src.id + 1)?.sizeBytes, 16 * MiB);
+    const added = await pool.engine.createVolume('acme/new', 4 * MiB);
+    assert.deepEqual(view.namespacesOf('acme').map((n) => n.nsid), [src.id + 1, src.id + 2, clone.id + 1, added.id + 1]);
+    await pool.engine.deleteVolume('acme/new');
+    assert.equal(view.find('acme', added.id + 1), null);
+    assert.deepEqual(view.namespacesOf('acme').map((n) => n.targetName), ['db', 'db@s1', 'db2']);
     const serial = controllerSerial(identityBytes, 'acme');
     assert.match(serial, /^[0-9a-f]{20}$/);
     assert.notEqual(serial, controllerSerial(identityBytes, 'default'));
