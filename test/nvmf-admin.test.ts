@@ -438,3 +438,25 @@ test('host NQNs: validation, subsystem NQNs, allow-list per tenant, default open
     await pool.cleanup();
   }
 });
+
+test('executeAdmin with random SQEs: never throws, never allocates past the bound, data only on success', () => {
+  let x = 0x9e3779b9;
+  const next = (): number => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+  const opcodes = [0x02, 0x06, 0x09, 0x0a, 0x08];
+  for (const discovery of [false, true]) {
+    const ctx = context({ identity: identity({ discovery, subnqn: discovery ? DISCOVERY_NQN : `${NQN_BASE_DEFAULT}:acme` }) });
+    for (let i = 0; i < 5000; i++) {
+      const b = Buffer.alloc(64);
+      for (let off = 0; off < 64; off += 4) b.writeUInt32LE(next(), off);
+      b[0] = next() % 4 === 0 ? next() & 0xff : opcodes[next() % opcodes.length]!;
+      if (next() % 2 === 0) b[1] = 0;
+      // Small lengths and offsets half the time, so the success paths run too.
+      if (next() % 2 === 0) { b.writeUInt32LE((next() & 0xff) | ((next() % 1024) << 16), 40); b.writeUInt32LE(0, 44); b.writeUInt32LE((next() % 64) * 4, 48); b.writeUInt32LE(0, 52); }
+      const r = executeAdmin(ctx, b, null);
+      assert.ok(Number.isInteger(r.status) && r.status >= 0 && r.status < 0x8000, `status ${r.status}`);
+      assert.ok(Number.isInteger(r.dw0) && r.dw0 >= 0 && r.dw0 <= 0xffffffff);
+      if (r.status !== STATUS_SUCCESS) assert.equal(r.data, null);
+      if (r.data !== null) assert.ok(r.data.length <= 4096 * 2 ** 5, `data ${r.data.length} within MDTS`);
+    }
+  }
+});
