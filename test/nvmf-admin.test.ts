@@ -363,6 +363,8 @@ test('namespaces: NSID = id + 1, unique NGUID/UUID, stable across reopen; clone 
     // The view follows the pool: a resize (by find, at once), a new volume, a deletion.
     await pool.engine.resizeVolume('acme/db', 16 * MiB);
     assert.equal(view.find('acme', src.id + 1)?.sizeBytes, 16 * MiB);
+    assert.equal(view.find('acme', list[1]!.nsid)?.sizeBytes, 8 * MiB, 'the snapshot keeps its size');
+    assert.equal(view.find('acme', list[1]!.nsid)?.readOnly, true);
     const added = await pool.engine.createVolume('acme/new', 4 * MiB);
     assert.deepEqual(view.namespacesOf('acme').map((n) => n.nsid), [src.id + 1, src.id + 2, clone.id + 1, added.id + 1]);
     await pool.engine.deleteVolume('acme/new');
