@@ -11,7 +11,7 @@ import { RecvQueue } from '../nbd/recv-queue.js';
 import { ReplyWriter } from '../nbd/reply-writer.js';
 import type { ReadBufferPool } from '../nbd/read-buffers.js';
 import { c2hDataHeader, c2hTermReq, capsuleResp, crc32cOf, digestBuffer, hostHeaderBytes, icResp, r2t } from './pdu.js';
-import { status, SCT_GENERIC, SC_COMMAND_SEQUENCE_ERROR, SC_INVALID_FIELD, SC_SGL_INVALID_DATA_LENGTH, SC_SGL_INVALID_TYPE,
+import { nvmeStatus as status, SCT_GENERIC, SC_COMMAND_SEQUENCE_ERROR, SC_INVALID_FIELD, SC_SGL_INVALID_DATA_LENGTH, SC_SGL_INVALID_TYPE,
   SC_TRANSIENT_TRANSPORT_ERROR } from './status.js';
 
 /** One command in flight; slots are made once per connection and reused (no allocation per command). */

@@ -98,9 +98,6 @@ export const KAS_MS = 100;
 export const NAMESPACE_RESCAN_MS = 1_000;
 /** Graceful close: in-flight commands get this long before sockets are cut. */
 export const CLOSE_DRAIN_MS_MAX = 5_000;
-/** The LBA size reported in Identify Namespace LBAF 0 (the engine does unaligned I/O, so 512 works). */
-export const LBA_BYTES = 512;
-export const LBA_BYTES_LOG2 = 9;
 /** CAP.TO: worst-case CSTS.RDY delay, in 500 ms units. */
 export const CAP_TIMEOUT_500MS_UNITS = 20;
 /** Read buffers kept for reuse per server. */
@@ -108,10 +105,7 @@ export const READ_BUFFERS_POOLED_BYTES_MAX = 64 * 1024 * 1024;
 
 export const PORT_DEFAULT = 4420;
 export const DISCOVERY_PORT_DEFAULT = 8009;
-export const NQN_BASE_DEFAULT = 'nqn.2026-12.io.cairn';
-export const DISCOVERY_NQN = 'nqn.2014-08.org.nvmexpress.discovery';
 
-assert(1 << LBA_BYTES_LOG2 === LBA_BYTES, 'LBA size and its log2 agree');
 assert(MEMORY_PAGE_BYTES * 2 ** MDTS_LOG2_PAGES === DATA_TRANSFER_BYTES_MAX, 'MDTS matches the transfer bound');
 assert(MAXH2CDATA_BYTES % 4 === 0 && MAXH2CDATA_BYTES >= 4096, 'MAXH2CDATA: multiple of 4, at least 4 KiB (the host checks)');
 assert(IN_CAPSULE_BYTES_DEFAULT <= IN_CAPSULE_BYTES_MAX && IN_CAPSULE_BYTES_MAX <= DATA_TRANSFER_BYTES_MAX, 'in-capsule bound within a transfer');

@@ -4,7 +4,6 @@
 // other admin command through admin.ts), tears a controller down with all its queues when its admin
 // connection goes or no command arrives for KATO + slack, and tracks namespace changes (engine target
 // events, and a re-scan every NAMESPACE_RESCAN_MS while controllers live) to complete AERs.
-import { createHash } from 'node:crypto';
 import net from 'node:net';
 import type { Engine, Target, TargetEvent } from '../engine/index.js';
 import { ScopedEngine } from '../tenancy/scoped-engine.js';
@@ -18,15 +17,22 @@ import { CNTLID_DYNAMIC, CONNECT_DATA_CNTLID_OFFSET, CONNECT_DATA_HOSTNQN_OFFSET
 import { executeAdmin, type AdminContext, type DiscoveryEntry, type SmartCounters } from './admin.js';
 import { FeatureStore } from './features.js';
 import type { NamespaceView, NvmfNamespace } from './namespaces.js';
-import { subsystemNqn, tenantOfSubsystemNqn, type NvmeHostAccess } from './host-access.js';
-import { status, SCT_COMMAND_SPECIFIC, SC_ASYNC_EVENT_LIMIT_EXCEEDED, SC_CONNECT_CONTROLLER_BUSY, SC_CONNECT_INVALID_HOST,
+import { DISCOVERY_NQN, subsystemNqn, tenantOfSubsystemNqn, type NvmeHostAccess } from './host-access.js';
+import { controllerSerial } from './namespaces.js';
+import { ASYNC_EVENTS_MAX } from './identify.js';
+import { nvmeStatus as status, SCT_COMMAND_SPECIFIC, SC_ASYNC_EVENT_LIMIT_EXCEEDED, SC_CONNECT_CONTROLLER_BUSY, SC_CONNECT_INVALID_HOST,
   SC_INVALID_FIELD } from './status.js';
 import { IoQueue, type IoCounters } from './io.js';
 
 const OPCODE_ASYNC_EVENT_REQUEST = 0x0c;
 const OPCODE_KEEP_ALIVE = 0x18;
-/** Async Event Request Limit (AERL, 0-based) reported in Identify: AERL + 1 requests held at most. */
-export const AER_SLOTS = 4;
+/** Async Event Requests held at most: identify.ts reports AERL = this - 1. */
+export const AER_SLOTS = ASYNC_EVENTS_MAX;
+/** OAES bits (identify.ts): namespace attribute notices on an I/O controller, discovery log changes on a discovery one. */
+const OAES_NAMESPACE_ATTRIBUTE = 1 << 8;
+const OAES_DISCOVERY_LOG_CHANGE = 1 << 31;
+/** Async Event Configuration bit of namespace attribute notices. */
+const AEC_NAMESPACE_ATTRIBUTE_BIT = 8;
 /** AER completion dword 0: type 2 (notice), info 0 (namespace attribute changed), log page 0x04. */
 const AER_NAMESPACE_CHANGED = (0x04 << 16) | (0x00 << 8) | 0x02;
 const CHANGED_NAMESPACES_MAX = 1024;
@@ -55,7 +61,8 @@ export class Controller {
   cc = 0;
   csts = 0;
   readonly ioQueues = new Map<number, NvmfConnection>();
-  readonly features = new FeatureStore(c.IO_QUEUES_MAX);
+  readonly features: FeatureStore;
+  private keepAliveArmedMs = 0;
   readonly counters: IoCounters = { readCommands: 0, writeCommands: 0, readBytes: 0, writtenBytes: 0 };
   private keepAliveTimer: NodeJS.Timeout | null = null;
   private readonly aers: Command[] = [];
@@ -80,16 +87,34 @@ export class Controller {
   ) {
     this.engine = tenant === null ? null : new ScopedEngine(registry.root, tenant);
     if (tenant !== null) for (const ns of registry.opts.namespaces.namespacesOf(tenant)) this.known.set(ns.nsid, ns.sizeBytes);
-    if (keepAliveMs > 0) {
-      this.keepAliveTimer = setTimeout(() => registry.teardown(this, 'keep-alive timeout'), keepAliveMs + c.KEEP_ALIVE_SLACK_MS);
-      this.keepAliveTimer.unref();
-    }
+    this.features = new FeatureStore({
+      ioQueuesMax: c.IO_QUEUES_MAX, keepAliveTimeoutMs: keepAliveMs,
+      asyncEventsSupported: tenant === null ? OAES_DISCOVERY_LOG_CHANGE : OAES_NAMESPACE_ATTRIBUTE,
+    });
+    this.features.hostId = hostId;
+    this.armKeepAlive();
+  }
+
+  /** (Re)arms the keep-alive timer for the current Keep Alive Timeout (Connect's KATO, or Set Features 0Fh since). */
+  private armKeepAlive(): void {
+    const ms = this.features.keepAliveTimeoutMs;
+    this.keepAliveArmedMs = ms;
+    if (this.keepAliveTimer) { clearTimeout(this.keepAliveTimer); this.keepAliveTimer = null; }
+    if (ms === 0) return;
+    this.keepAliveTimer = setTimeout(() => this.registry.teardown(this, 'keep-alive timeout'), ms + c.KEEP_ALIVE_SLACK_MS);
+    this.keepAliveTimer.unref();
   }
 
   get discovery(): boolean { return this.tenant === null; }
 
   /** Any command restarts the keep-alive timer (traffic-based keep-alive). */
-  touch(): void { this.keepAliveTimer?.refresh(); }
+  touch(): void {
+    if (this.features.keepAliveTimeoutMs !== this.keepAliveArmedMs) this.armKeepAlive();
+    else this.keepAliveTimer?.refresh();
+  }
+
+  /** The host turned the volatile write cache off (Set Features 06h): every write is then FUA. */
+  get writeThrough(): boolean { return !this.features.writeCacheEnabled; }
 
   stopTimers(): void { if (this.keepAliveTimer) clearTimeout(this.keepAliveTimer); }
 
@@ -136,6 +161,8 @@ export class Controller {
 
   private announce(): void {
     if (this.noticeOutstanding || (this.changed.size === 0 && !this.changedOverflow)) return;
+    // Masked until the host enables namespace attribute notices (Linux does at start: Set Features 0Bh).
+    if (!this.features.asyncEventEnabled(AEC_NAMESPACE_ATTRIBUTE_BIT)) return;
     const aer = this.aers.shift();
     if (aer === undefined) return;
     this.noticeOutstanding = true;
@@ -289,7 +316,7 @@ export class ControllerRegistry {
   all(): Controller[] { return [...this.controllers.values()]; }
 
   serialOf(tenant: string | null): string {
-    return createHash('sha256').update(this.opts.poolIdentity).update(tenant ?? '').digest('hex').slice(0, 20);
+    return controllerSerial(this.opts.poolIdentity, tenant ?? DISCOVERY_NQN);
   }
 
   connect(connection: NvmfConnection, request: ConnectRequest, discoveryOnly: boolean): { status: number; dw0: number } {
@@ -297,7 +324,7 @@ export class ControllerRegistry {
       this.opts.log('nvmf_connect_refused', { peer: connection.peer, hostnqn: request.hostnqn, subnqn: request.subnqn, qid: request.qid, reason });
       return result;
     };
-    const discovery = request.subnqn === c.DISCOVERY_NQN;
+    const discovery = request.subnqn === DISCOVERY_NQN;
     let tenant: string | null = null;
     if (!discovery) {
       tenant = discoveryOnly ? null : tenantOfSubsystemNqn(this.opts.nqnBase, request.subnqn);
@@ -323,7 +350,7 @@ export class ControllerRegistry {
     if (controller === undefined || controller.gone) return refused('no such controller', invalidParameters(true, CONNECT_DATA_CNTLID_OFFSET));
     if (controller.hostnqn !== request.hostnqn) return refused('host NQN differs', invalidParameters(true, CONNECT_DATA_HOSTNQN_OFFSET));
     if (controller.subnqn !== request.subnqn) return refused('subsystem NQN differs', invalidParameters(true, CONNECT_DATA_SUBNQN_OFFSET));
-    if (controller.discovery || request.qid > c.IO_QUEUES_MAX || controller.ioQueues.has(request.qid)) {
+    if (controller.discovery || request.qid > controller.features.ioQueuesGranted || controller.ioQueues.has(request.qid)) {
       return refused('queue id', invalidParameters(false, CONNECT_SQE_QID_OFFSET));
     }
     if (request.sqEntries < 2 || request.sqEntries > c.QUEUE_ENTRIES_MAX) return refused('SQSIZE', invalidParameters(false, CONNECT_SQE_SQSIZE_OFFSET));
@@ -392,7 +419,7 @@ export class ControllerRegistry {
       trtype: 'tcp', adrfam, subtype, portId: 1, cntlid: CNTLID_DYNAMIC, asqsz: c.ADMIN_QUEUE_ENTRIES_MAX, trsvcid: String(trsvcid),
       subnqn, traddr: host, secureChannel: false,
     });
-    const entries = [entry('discovery', c.DISCOVERY_NQN, discoveryPort)];
+    const entries = [entry('discovery', DISCOVERY_NQN, discoveryPort)];
     for (const tenant of this.opts.tenancy.listTenants()) {
       if (this.opts.hostAccess.allowed(tenant.name, hostnqn)) entries.push(entry('nvme', subsystemNqn(this.opts.nqnBase, tenant.name), port));
     }

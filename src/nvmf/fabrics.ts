@@ -4,7 +4,7 @@
 import * as c from './constants.js';
 import type { Command, NvmfConnection, QueueHandler } from './connection.js';
 import type { ControllerRegistry } from './controller.js';
-import { status, SCT_COMMAND_SPECIFIC, SCT_GENERIC, SC_CONNECT_INCOMPATIBLE_FORMAT, SC_CONNECT_INVALID_PARAMETERS, SC_INVALID_FIELD,
+import { nvmeStatus as status, SCT_COMMAND_SPECIFIC, SCT_GENERIC, SC_CONNECT_INCOMPATIBLE_FORMAT, SC_CONNECT_INVALID_PARAMETERS, SC_INVALID_FIELD,
   SC_SGL_INVALID_DATA_LENGTH } from './status.js';
 
 export const OPCODE_FABRICS = 0x7f;

@@ -6,9 +6,10 @@ import * as c from './constants.js';
 import type { Command, NvmfConnection, QueueHandler } from './connection.js';
 import { opcodeHostToController } from './connection.js';
 import type { Controller } from './controller.js';
-import { status, statusForEngineError, SCT_GENERIC, SCT_MEDIA, SC_COMPARE_FAILURE, SC_INVALID_FIELD, SC_INVALID_NAMESPACE, SC_INVALID_OPCODE,
+import { nvmeStatus as status, statusForEngineError, SCT_GENERIC, SCT_MEDIA, SC_COMPARE_FAILURE, SC_INVALID_FIELD, SC_INVALID_NAMESPACE, SC_INVALID_OPCODE,
   SC_LBA_OUT_OF_RANGE, SC_NAMESPACE_WRITE_PROTECTED, SC_SGL_INVALID_DATA_LENGTH } from './status.js';
 import type { Target } from '../engine/index.js';
+import { LBA_SIZE_BYTES } from './namespaces.js';
 
 export const IO_FLUSH = 0x00;
 export const IO_WRITE = 0x01;
@@ -71,8 +72,8 @@ export class IoQueue implements QueueHandler {
     const sqe = command.sqe;
     // SLBA past 2^53 loses precision but stays past any namespace's end: still out of range.
     const slba = sqe.readUInt32LE(40) + sqe.readUInt32LE(44) * 0x100000000;
-    const lengthBytes = ((sqe.readUInt32LE(48) & 0xffff) + 1) * c.LBA_BYTES;
-    const offsetBytes = slba * c.LBA_BYTES;
+    const lengthBytes = ((sqe.readUInt32LE(48) & 0xffff) + 1) * LBA_SIZE_BYTES;
+    const offsetBytes = slba * LBA_SIZE_BYTES;
     let sizeBytes: number;
     try {
       sizeBytes = this.controller.engine!.targetSizeBytes(target.id);
@@ -109,7 +110,7 @@ export class IoQueue implements QueueHandler {
     const counters = this.controller.counters;
     counters.writeCommands++;
     counters.writtenBytes += range.lengthBytes;
-    const fua = (command.sqe.readUInt32LE(48) & CDW12_FUA) !== 0;
+    const fua = (command.sqe.readUInt32LE(48) & CDW12_FUA) !== 0 || this.controller.writeThrough;
     this.controller.engine!.write(target.id, range.offsetBytes, command.data, fua ? { fua: true } : undefined).then(
       () => connection.complete(command, 0),
       (error: unknown) => connection.complete(command, statusForEngineError(error)),
@@ -133,7 +134,7 @@ export class IoQueue implements QueueHandler {
     if (typeof range === 'number') { connection.complete(command, range); return; }
     const cdw12 = command.sqe.readUInt32LE(48);
     // DEAC: the blocks may be deallocated (a hole reads as zeroes); without it they stay allocated.
-    const opts = { fua: (cdw12 & CDW12_FUA) !== 0, noHole: (cdw12 & CDW12_DEAC) === 0 };
+    const opts = { fua: (cdw12 & CDW12_FUA) !== 0 || this.controller.writeThrough, noHole: (cdw12 & CDW12_DEAC) === 0 };
     this.controller.engine!.writeZeroes(target.id, range.offsetBytes, range.lengthBytes, opts).then(
       () => connection.complete(command, 0),
       (error: unknown) => connection.complete(command, statusForEngineError(error)),
@@ -158,7 +159,7 @@ export class IoQueue implements QueueHandler {
     const list = Buffer.concat(command.data, ranges * c.DSM_RANGE_BYTES);
     const rangeAt = (i: number): [number, number] => {
       const at = i * c.DSM_RANGE_BYTES;
-      return [(list.readUInt32LE(at + 8) + list.readUInt32LE(at + 12) * 0x100000000) * c.LBA_BYTES, list.readUInt32LE(at + 4) * c.LBA_BYTES];
+      return [(list.readUInt32LE(at + 8) + list.readUInt32LE(at + 12) * 0x100000000) * LBA_SIZE_BYTES, list.readUInt32LE(at + 4) * LBA_SIZE_BYTES];
     };
     // Every range is checked before any is trimmed: a refused command changes nothing.
     for (let i = 0; i < ranges; i++) {

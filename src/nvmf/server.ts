@@ -10,8 +10,8 @@ import * as c from './constants.js';
 import { NvmfConnection } from './connection.js';
 import { ControllerRegistry } from './controller.js';
 import { PreConnect } from './fabrics.js';
-import { NamespaceView, poolIdentity } from './namespaces.js';
-import { NvmeHostAccess } from './host-access.js';
+import { NamespaceView, ensurePoolIdentity } from './namespaces.js';
+import { NQN_BASE_DEFAULT, NvmeHostAccess } from './host-access.js';
 
 export interface NvmfServerOptions {
   host: string;
@@ -45,13 +45,15 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
   const live = new Set<NvmfConnection>();
   let shuttingDown = false;
   const readBuffers = new ReadBufferPool(c.READ_BUFFERS_POOLED_BYTES_MAX);
+  // Durable before a host sees an NGUID, UUID or serial derived from it.
+  const identity = await ensurePoolIdentity(engine);
   const advertised = { host: opts.advertise?.host ?? opts.host, port: 0, discoveryPort: 0 };
   const registry = new ControllerRegistry(engine, {
-    nqnBase: opts.nqnBase ?? c.NQN_BASE_DEFAULT,
+    nqnBase: opts.nqnBase ?? NQN_BASE_DEFAULT,
     tenancy: opts.tenancy,
     hostAccess: opts.hostAccess ?? new NvmeHostAccess(opts.tenancy),
-    namespaces: new NamespaceView(engine, poolIdentity(engine)),
-    poolIdentity: poolIdentity(engine),
+    namespaces: new NamespaceView(engine, identity),
+    poolIdentity: identity,
     inCapsuleBytes,
     advertise: advertised,
     log,
