@@ -71,6 +71,8 @@ export class NvmfConnection {
   inCapsuleBytesMax = c.ADMIN_IN_CAPSULE_BYTES;
   handler: QueueHandler;
   readonly peer: string;
+  /** The address the host reached us at (the discovery log's traddr when the listener is a wildcard). */
+  readonly localAddress: string;
   readonly readBuffers: ReadBufferPool;
   private isClosed = false;
   readonly closed: Promise<void>;
@@ -81,6 +83,7 @@ export class NvmfConnection {
     this.readBuffers = opts.readBuffers;
     this.closed = new Promise((resolve) => { this.resolveClosed = resolve; });
     this.peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unknown';
+    this.localAddress = socket.localAddress ?? '127.0.0.1';
     this.writer = new ReplyWriter(socket);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => { this.recv.push(chunk); this.pump(); });

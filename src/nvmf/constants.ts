@@ -49,8 +49,9 @@ export const FES_HEADER_DIGEST_ERROR = 0x03;
 export const FES_DATA_OUT_OF_RANGE = 0x04;
 export const FES_DATA_LIMIT_EXCEEDED = 0x05;
 export const FES_UNSUPPORTED_PARAMETER = 0x06;
-/** A C2HTermReq carries at most this much of the offending PDU's header (spec: 152 bytes). */
-export const TERM_REQ_DATA_BYTES_MAX = 152;
+/** A TermReq's PLEN is at most 152 (the Linux host refuses a longer one): 24 header + 128 bytes of the offending PDU. */
+export const TERM_REQ_PLEN_MAX = 152;
+export const TERM_REQ_DATA_BYTES_MAX = TERM_REQ_PLEN_MAX - 24;
 
 // SGL descriptor identifier (SQE byte 39): type in the high nibble, subtype in the low one.
 /** Data block, offset subtype: the data is in the capsule (after the SQE). */
@@ -113,4 +114,4 @@ assert(ADMIN_IN_CAPSULE_BYTES >= 8192, 'the admin queue takes 8 KiB in capsule')
 assert(R2T_BYTES_IN_FLIGHT_MAX >= DATA_TRANSFER_BYTES_MAX, 'one whole transfer fits the R2T budget');
 assert(DSM_RANGES_MAX * DSM_RANGE_BYTES <= ADMIN_IN_CAPSULE_BYTES * 2, 'DSM ranges fit a small transfer');
 assert(QUEUE_ENTRIES_MAX <= 0x10000 && ADMIN_QUEUE_ENTRIES_MAX <= QUEUE_ENTRIES_MAX, 'queue sizes fit 16 bits');
-assert(TERM_HEADER_BYTES + TERM_REQ_DATA_BYTES_MAX <= 176, 'a term request fits its bound');
+assert(TERM_HEADER_BYTES + TERM_REQ_DATA_BYTES_MAX === TERM_REQ_PLEN_MAX, 'a term request fits its bound');

@@ -201,8 +201,8 @@ export class Controller {
       namespaces: () => this.namespaces(),
       takeChangedNamespaces: (retain) => this.takeChangedNamespaces(retain),
       smart: () => this.smart(),
-      discoveryEntries: () => registry.discoveryEntriesFor(this.hostnqn),
-      discoveryGeneration: () => registry.discoveryGeneration(this.hostnqn),
+      discoveryEntries: () => registry.discoveryEntriesFor(this.hostnqn, this.admin.localAddress),
+      discoveryGeneration: () => registry.discoveryGeneration(this.hostnqn, this.admin.localAddress),
     };
   }
 
@@ -412,8 +412,14 @@ export class ControllerRegistry {
     this.rescanAll(event.type === 'reverted' ? [nsid] : []);
   }
 
-  discoveryEntriesFor(hostnqn: string): DiscoveryEntry[] {
-    const { host, port, discoveryPort } = this.opts.advertise;
+  /**
+   * The subsystems `hostnqn` may connect to, at the advertised address; a wildcard listener without
+   * one advertises the address this host reached us at.
+   */
+  discoveryEntriesFor(hostnqn: string, localAddress: string): DiscoveryEntry[] {
+    const { port, discoveryPort } = this.opts.advertise;
+    const wildcard = ['0.0.0.0', '::', ''].includes(this.opts.advertise.host);
+    const host = wildcard ? localAddress.replace(/^::ffff:/, '') : this.opts.advertise.host;
     const adrfam = net.isIPv6(host) ? 'ipv6' : 'ipv4';
     const entry = (subtype: 'nvme' | 'discovery', subnqn: string, trsvcid: number): DiscoveryEntry => ({
       trtype: 'tcp', adrfam, subtype, portId: 1, cntlid: CNTLID_DYNAMIC, asqsz: c.ADMIN_QUEUE_ENTRIES_MAX, trsvcid: String(trsvcid),
@@ -427,8 +433,8 @@ export class ControllerRegistry {
   }
 
   /** The discovery log's GENCTR for a host: changes whenever its entries do. */
-  discoveryGeneration(hostnqn: string): bigint {
-    const key = JSON.stringify(this.discoveryEntriesFor(hostnqn));
+  discoveryGeneration(hostnqn: string, localAddress: string): bigint {
+    const key = JSON.stringify(this.discoveryEntriesFor(hostnqn, localAddress));
     const last = this.generations.get(hostnqn);
     if (last !== undefined && last.key === key) return last.generation;
     const generation = last === undefined ? 1n : last.generation + 1n;
