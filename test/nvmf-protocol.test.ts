@@ -274,3 +274,77 @@ test('a resize, a new volume and a deletion complete an AER and fill the changed
   await aer3;
   assert.equal((await s.getLogPage(0x04, 4096)).data.readUInt32LE(0), created.id + 1);
 });
+
+test('shutdown handshake, AER limit, I/O queue Disconnect, bad ICReq and H2CData out of range', async (t) => {
+  const f = await fixture(t);
+  await f.engine.createVolume('vol', 4 * MiB);
+  const nsid = nsidOf(f.engine, 'vol');
+  const s = await session(t, f, { ioQueues: 2 });
+  // AERL + 1 requests are held; one more is refused with Async Event Request Limit Exceeded.
+  const held = [1, 2, 3, 4].map(() => s.admin.command(sqe(0x0c)));
+  void Promise.allSettled(held);
+  const extra = await s.admin.command(sqe(0x0c));
+  assert.equal(SCT(extra.status), 1);
+  assert.equal(SC(extra.status), 0x05);
+  // Disconnect on an I/O queue ends that queue only.
+  const disc = sqe(0x7f); disc[4] = 0x08;
+  assert.equal((await s.io[1]!.command(disc)).status, 0);
+  await s.io[1]!.closed;
+  assert.equal((await s.io[0]!.command(ioSqe(0x02, nsid, 0, 1), { readBytes: LBA })).status, 0);
+  // CC.SHN: the pool is flushed, then CSTS.SHST reads complete (2).
+  await s.propertySet(0x14, 0x00460001 | (1 << 14));
+  let shst = 0;
+  for (let i = 0; i < 100 && shst !== 2; i++) {
+    shst = (Number(await s.propertyGet(0x1c)) >> 2) & 3;
+    if (shst !== 2) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.equal(shst, 2);
+
+  // ICReq with a PFV we do not speak, and one asking for data padding: C2HTermReq.
+  for (const [at, value] of [[8, 1], [10, 3]] as const) {
+    const c = await NvmfClient.open(f.server.port).catch(() => null);
+    assert.ok(c);
+    c.close();
+    const raw = await import('node:net');
+    const sock = raw.connect({ host: '127.0.0.1', port: f.server.port });
+    const got: Buffer[] = [];
+    sock.on('data', (b: Buffer) => got.push(b));
+    const ended = new Promise<void>((resolve) => sock.on('close', () => resolve()));
+    sock.on('error', () => {});
+    const ic = Buffer.alloc(128); ic[2] = 128; ic.writeUInt32LE(128, 4); ic[at] = value;
+    sock.write(ic);
+    await ended;
+    const reply = Buffer.concat(got);
+    assert.equal(reply[0], 0x03, 'C2HTermReq');
+    assert.equal(reply.readUInt16LE(8), 0x01);
+    assert.equal(reply.readUInt32LE(10), at, 'FEI names the field');
+    assert.ok(reply.readUInt32LE(4) <= 152);
+  }
+
+  // H2CData for a transfer that is not outstanding.
+  const q = s.io[0]!;
+  q.sendRaw(q.h2cData(9, 0, 0, Buffer.alloc(LBA), true));
+  await q.closed;
+  assert.equal(q.termReq?.fes, 0x01);
+  assert.ok(f.server.connections() >= 1, 'the admin queue is still there');
+});
+
+test('server close with commands in flight finishes them, then closes every queue', async (t) => {
+  const f = await fixture(t);
+  await f.engine.createVolume('vol', 4 * MiB);
+  const nsid = nsidOf(f.engine, 'vol');
+  const s = await session(t, f, { ioQueues: 1 });
+  const writes = Array.from({ length: 16 }, (_, i) => s.io[0]!.command(ioSqe(0x01, nsid, i * 16, 16), { data: Buffer.alloc(16 * LBA, i) }));
+  const closing = f.server.close();
+  const results = await Promise.allSettled(writes);
+  await closing;
+  await Promise.all([s.admin.closed, s.io[0]!.closed]);
+  // Every write that was answered succeeded, and its data is in the pool.
+  const id = f.engine.resolve('vol').id;
+  for (const [i, r] of results.entries()) {
+    if (r.status !== 'fulfilled') continue;
+    assert.equal(r.value.status, 0);
+    assert.deepEqual(await f.engine.read(id, i * 16 * LBA, 16 * LBA), Buffer.alloc(16 * LBA, i));
+  }
+  assert.equal(f.server.connections(), 0);
+});

@@ -373,6 +373,15 @@ export class NvmfConnection {
 
   destroy(): void { this.stopped = true; this.socket.destroy(); }
 
+  /** Ends the connection after what is queued has been sent (Disconnect: its response goes out first). */
+  finish(): void {
+    this.stopped = true;
+    this.writer.flush();
+    this.socket.end();
+    // A host that does not close its side is cut off.
+    setTimeout(() => this.socket.destroy(), c.CLOSE_DRAIN_MS_MAX).unref();
+  }
+
   private onClose(): void {
     if (this.isClosed) return;
     this.isClosed = true;

@@ -290,8 +290,9 @@ class AdminQueue implements QueueHandler {
         return;
       }
       case FCTYPE_DISCONNECT:
+        // The controller goes when its admin connection has closed (closed() below).
         connection.complete(command, 0);
-        controller.registry.teardown(controller, 'disconnect');
+        connection.finish();
         return;
       default: connection.refuse(command, SC_INVALID_FIELD);
     }

@@ -47,7 +47,7 @@ export class IoQueue implements QueueHandler {
     if (opcode === FABRICS) {
       if (sqe[4] !== FCTYPE_DISCONNECT) { connection.refuse(command, SC_INVALID_FIELD); return; }
       connection.complete(command, 0);
-      connection.destroy();
+      connection.finish();
       return;
     }
     const engine = controller.engine!;
