@@ -10,6 +10,7 @@ import * as c from './constants.js';
 import { RecvQueue } from '../nbd/recv-queue.js';
 import { ReplyWriter } from '../nbd/reply-writer.js';
 import type { ReadBufferPool } from '../nbd/read-buffers.js';
+import { socketReadingIntoSlabs, type Slab, type SlabPool } from '../nbd/recv-slabs.js';
 import { c2hDataHeader, c2hTermReq, capsuleResp, crc32cOf, digestBuffer, hostHeaderBytes, icResp, r2t } from './pdu.js';
 import { nvmeStatus as status, SCT_GENERIC, SC_COMMAND_SEQUENCE_ERROR, SC_INVALID_FIELD, SC_SGL_INVALID_DATA_LENGTH, SC_SGL_INVALID_TYPE,
   SC_TRANSIENT_TRANSPORT_ERROR } from './status.js';
@@ -26,6 +27,8 @@ export interface Command {
   data: Buffer[];
   receivedBytes: number;
   digestError: boolean;
+  /** Receive slabs the data views sit in, released with the slot (the engine is done with the data by then). */
+  readonly pins: Slab[];
 }
 
 /** What a connection asks of its queue's owner. */
@@ -41,6 +44,8 @@ export interface ConnectionOptions {
   /** The handler until Connect (fabrics.ts): it replaces itself with the queue's own. */
   handler: QueueHandler;
   readBuffers: ReadBufferPool;
+  /** Socket reads land in these (recv-slabs.ts), for as many connections as the pool has readers. */
+  slabs: SlabPool;
   log(event: string, fields: Record<string, unknown>): void;
 }
 
@@ -78,7 +83,19 @@ export class NvmfConnection {
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
 
-  constructor(private readonly socket: net.Socket, private readonly opts: ConnectionOptions) {
+  private readonly socket: net.Socket;
+
+  /** `accepted` comes paused (pauseOnConnect), so no byte is read before the slabs are set up. */
+  constructor(accepted: net.Socket, private readonly opts: ConnectionOptions) {
+    const reader = opts.slabs.tryReader();
+    const adopted = reader ? socketReadingIntoSlabs(accepted, reader, (chunk, slab) => { this.recv.push(chunk, slab); this.pump(); }) : null;
+    if (reader && !adopted) reader.close();
+    const socket = adopted ?? accepted;
+    this.socket = socket;
+    if (adopted === null) {
+      socket.on('data', (chunk: Buffer) => { this.recv.push(chunk); this.pump(); });
+      socket.resume();
+    }
     this.handler = opts.handler;
     this.readBuffers = opts.readBuffers;
     this.closed = new Promise((resolve) => { this.resolveClosed = resolve; });
@@ -86,7 +103,6 @@ export class NvmfConnection {
     this.localAddress = socket.localAddress ?? '127.0.0.1';
     this.writer = new ReplyWriter(socket);
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => { this.recv.push(chunk); this.pump(); });
     socket.on('error', (error: Error) => { this.opts.log('nvmf_socket_error', { peer: this.peer, error: error.message }); socket.destroy(); });
     socket.on('close', () => this.onClose());
     socket.on('drain', () => { if (!this.stopped) this.pump(); });
@@ -192,7 +208,7 @@ export class NvmfConnection {
     const sglType = sqe[39]!;
     command.dataBytes = sglBytes;
     if (inCapsule > 0) {
-      const views = this.recv.takeViews(inCapsule, []);
+      const views = this.recv.takeViews(inCapsule, command.pins);
       if (dd > 0) {
         const [digest, dat] = this.recv.peek(c.DIGEST_BYTES);
         command.digestError = (flags & c.FLAG_DDGST) === 0 || crc32cOf(views) !== digest.readUInt32LE(dat);
@@ -240,7 +256,7 @@ export class NvmfConnection {
     if (datal === 0 || pdo !== headerBytes || plen !== headerBytes + datal + dd) { this.fatal(c.FES_INVALID_HEADER_FIELD, 16, 'H2CData length'); return false; }
     if (datao !== command.receivedBytes || datao + datal > command.dataBytes) { this.fatal(c.FES_DATA_OUT_OF_RANGE, 12, 'H2CData offset'); return false; }
     this.recv.skip(headerBytes);
-    const views = this.recv.takeViews(datal, []);
+    const views = this.recv.takeViews(datal, command.pins);
     if (dd > 0) {
       const [digest, dat] = this.recv.peek(c.DIGEST_BYTES);
       if ((flags & c.FLAG_DDGST) === 0 || crc32cOf(views) !== digest.readUInt32LE(dat)) command.digestError = true;
@@ -316,7 +332,7 @@ export class NvmfConnection {
     if (index === undefined) {
       if (this.slots.length >= this.slotsMax) return null;
       index = this.slots.length;
-      this.slots.push({ index, busy: false, sqe: Buffer.alloc(c.SQE_BYTES), cid: 0, dataBytes: 0, data: [], receivedBytes: 0, digestError: false });
+      this.slots.push({ index, busy: false, sqe: Buffer.alloc(c.SQE_BYTES), cid: 0, dataBytes: 0, data: [], receivedBytes: 0, digestError: false, pins: [] });
     }
     const command = this.slots[index]!;
     command.busy = true;
@@ -327,6 +343,8 @@ export class NvmfConnection {
   private releaseSlot(command: Command): void {
     command.busy = false;
     command.data = [];
+    for (const slab of command.pins) slab.unref();
+    command.pins.length = 0;
     this.freeSlots.push(command.index);
     this.inFlight--;
     if (this.inFlight === 0 && this.drainWaiter) this.drainWaiter();

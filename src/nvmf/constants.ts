@@ -101,6 +101,10 @@ export const NAMESPACE_RESCAN_MS = 1_000;
 export const CLOSE_DRAIN_MS_MAX = 5_000;
 /** CAP.TO: worst-case CSTS.RDY delay, in 500 ms units. */
 export const CAP_TIMEOUT_500MS_UNITS = 20;
+/** Receive slabs (src/nbd/recv-slabs.ts): size, idle ones kept, connections reading into them at most. */
+export const RECV_SLAB_BYTES = 2 * 1024 * 1024;
+export const RECV_SLABS_IDLE_MAX = 16;
+export const RECV_SLAB_READERS_MAX = 64;
 /** Read buffers kept for reuse per server. */
 export const READ_BUFFERS_POOLED_BYTES_MAX = 64 * 1024 * 1024;
 

@@ -6,6 +6,7 @@ import net from 'node:net';
 import type { Engine } from '../engine/index.js';
 import type { TenantStore } from '../tenancy/store.js';
 import { ReadBufferPool } from '../nbd/read-buffers.js';
+import { SlabPool } from '../nbd/recv-slabs.js';
 import * as c from './constants.js';
 import { NvmfConnection } from './connection.js';
 import { ControllerRegistry } from './controller.js';
@@ -45,6 +46,7 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
   const live = new Set<NvmfConnection>();
   let shuttingDown = false;
   const readBuffers = new ReadBufferPool(c.READ_BUFFERS_POOLED_BYTES_MAX);
+  const slabs = new SlabPool(c.RECV_SLAB_BYTES, c.RECV_SLABS_IDLE_MAX, c.RECV_SLAB_READERS_MAX);
   // Durable before a host sees an NGUID, UUID or serial derived from it.
   const identity = await ensurePoolIdentity(engine);
   const advertised = { host: opts.advertise?.host ?? opts.host, port: 0, discoveryPort: 0 };
@@ -65,13 +67,13 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
       socket.destroy();
       return;
     }
-    const connection = new NvmfConnection(socket, { handler: new PreConnect(registry, discoveryOnly), readBuffers, log });
+    const connection = new NvmfConnection(socket, { handler: new PreConnect(registry, discoveryOnly), readBuffers, slabs, log });
     live.add(connection);
     void connection.closed.then(() => live.delete(connection));
   };
 
-  const io = net.createServer({ noDelay: true }, onSocket(false));
-  const disc = net.createServer({ noDelay: true }, onSocket(true));
+  const io = net.createServer({ noDelay: true, pauseOnConnect: true }, onSocket(false));
+  const disc = net.createServer({ noDelay: true, pauseOnConnect: true }, onSocket(true));
   try {
     await listen(io, { host: opts.host, port: opts.port ?? c.PORT_DEFAULT });
     await listen(disc, opts.discovery ?? { host: opts.host, port: c.DISCOVERY_PORT_DEFAULT });
