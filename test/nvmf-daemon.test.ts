@@ -43,6 +43,10 @@ test('one volume over NVMe/TCP and NBD at once; tenant allow-list; graceful stop
   await qemuIo(`${d.nbd}/vol`, 'read -P 0xcd 1M 256k');
   await qemuIo(`${d.nbd}/vol`, 'read -P 0xab 0 1M');
 
+  const metrics = await (await fetch(`${d.api}/metrics`, { headers: authHeaders(d.api) })).text();
+  assert.match(metrics, /^cairn_nvmf_controllers 1$/m);
+  assert.match(metrics, /^cairn_nvmf_connections 3$/m);
+
   // A tenant other than default admits no host until one is added.
   assert.equal((await cairn(d.api, ['tenant', 'create', 'acme'])).code, 0);
   await assert.rejects(NvmfSession.open(port, `${NQN_BASE}:acme`), (err: Error & { completion?: { status: number } }) => SC(err.completion!.status) === 0x84);

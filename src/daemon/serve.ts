@@ -128,7 +128,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       tenancy, hostAccess: new NvmeHostAccess(tenancy),
       log: eventLogger(logger, 'nvmf'),
     });
-    if (nvmf !== null) cleanup.push(() => nvmf.close());
+    if (nvmf !== null) {
+      cleanup.push(() => nvmf.close());
+      metrics.attachNvmf(() => ({ controllers: nvmf.registry.size, connections: nvmf.connections() }));
+    }
     const jobStore = new JobStore(jobFilePath(poolPath, stateDir));
     const jobLog = eventLogger(logger, 'jobs');
     const jobs = new JobManager(jobStore, jobLog);
