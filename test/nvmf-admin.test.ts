@@ -111,6 +111,18 @@ test('Identify Controller: the fields the Linux host checks, at their offsets', 
   assert.equal(id.readUInt16LE(1804) & 1, 1, 'OFCS: Disconnect');
 });
 
+test('Identify Controller: KAS is never 0 (Linux refuses a fabrics controller without keep-alive); features follow OAES', () => {
+  const id = executeAdmin(context({ identity: identity({ kasMs: 0 }) }), identifyCmd(0x01), null).data!;
+  assert.equal(id.readUInt16LE(320), 1);
+  const io = FeatureStore.forController(identity(), 10_000);
+  assert.equal(io.set(0x0b, false, 1 << 8).status, STATUS_SUCCESS, 'namespace notices on an I/O controller');
+  assert.equal(io.set(0x0b, false, 1 << 31).status, STATUS_INVALID_FIELD, 'discovery notices are not');
+  const disc = FeatureStore.forController(identity({ discovery: true }), 0);
+  assert.equal(disc.set(0x0b, false, (1 << 31) >>> 0).status, STATUS_SUCCESS);
+  assert.equal(disc.asyncEventEnabled(31), true);
+  assert.equal(io.get(0x0f, 0, 0).dw0, 10_000);
+});
+
 test('Identify Controller of a discovery controller; it refuses namespace commands', () => {
   const ctx = context({ identity: identity({ discovery: true, subnqn: DISCOVERY_NQN }) });
   const id = executeAdmin(ctx, identifyCmd(0x01), null).data!;
@@ -348,6 +360,16 @@ test('namespaces: NSID = id + 1, unique NGUID/UUID, stable across reopen; clone 
     assert.equal(view.find('acme', src.id + 1)?.targetName, 'db');
     assert.equal(view.find('default', src.id + 1), null, 'another tenant\'s NSID is not found');
     assert.equal(view.find('acme', 0), null);
+    // The view follows the pool: a resize (by find, at once), a new volume, a deletion.
+    await pool.engine.resizeVolume('acme/db', 16 * MiB);
+    assert.equal(view.find('acme', src.id + 1)?.sizeBytes, 16 * MiB);
+    assert.equal(view.find('acme', list[1]!.nsid)?.sizeBytes, 8 * MiB, 'the snapshot keeps its size');
+    assert.equal(view.find('acme', list[1]!.nsid)?.readOnly, true);
+    const added = await pool.engine.createVolume('acme/new', 4 * MiB);
+    assert.deepEqual(view.namespacesOf('acme').map((n) => n.nsid), [src.id + 1, src.id + 2, clone.id + 1, added.id + 1]);
+    await pool.engine.deleteVolume('acme/new');
+    assert.equal(view.find('acme', added.id + 1), null);
+    assert.deepEqual(view.namespacesOf('acme').map((n) => n.targetName), ['db', 'db@s1', 'db2']);
     const serial = controllerSerial(identityBytes, 'acme');
     assert.match(serial, /^[0-9a-f]{20}$/);
     assert.notEqual(serial, controllerSerial(identityBytes, 'default'));
@@ -416,5 +438,27 @@ test('host NQNs: validation, subsystem NQNs, allow-list per tenant, default open
     assert.equal(access.allowed('acme', HOST_A), false, 'a re-created tenant starts closed');
   } finally {
     await pool.cleanup();
+  }
+});
+
+test('executeAdmin with random SQEs: never throws, never allocates past the bound, data only on success', () => {
+  let x = 0x9e3779b9;
+  const next = (): number => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+  const opcodes = [0x02, 0x06, 0x09, 0x0a, 0x08];
+  for (const discovery of [false, true]) {
+    const ctx = context({ identity: identity({ discovery, subnqn: discovery ? DISCOVERY_NQN : `${NQN_BASE_DEFAULT}:acme` }) });
+    for (let i = 0; i < 5000; i++) {
+      const b = Buffer.alloc(64);
+      for (let off = 0; off < 64; off += 4) b.writeUInt32LE(next(), off);
+      b[0] = next() % 4 === 0 ? next() & 0xff : opcodes[next() % opcodes.length]!;
+      if (next() % 2 === 0) b[1] = 0;
+      // Small lengths and offsets half the time, so the success paths run too.
+      if (next() % 2 === 0) { b.writeUInt32LE((next() & 0xff) | ((next() % 1024) << 16), 40); b.writeUInt32LE(0, 44); b.writeUInt32LE((next() % 64) * 4, 48); b.writeUInt32LE(0, 52); }
+      const r = executeAdmin(ctx, b, null);
+      assert.ok(Number.isInteger(r.status) && r.status >= 0 && r.status < 0x8000, `status ${r.status}`);
+      assert.ok(Number.isInteger(r.dw0) && r.dw0 >= 0 && r.dw0 <= 0xffffffff);
+      if (r.status !== STATUS_SUCCESS) assert.equal(r.data, null);
+      if (r.data !== null) assert.ok(r.data.length <= 4096 * 2 ** 5, `data ${r.data.length} within MDTS`);
+    }
   }
 });

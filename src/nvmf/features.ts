@@ -8,6 +8,7 @@ import {
   FEATURE_VOLATILE_WRITE_CACHE, FEATURE_WRITE_ATOMICITY, SCT_COMMAND_SPECIFIC, SCT_GENERIC, SC_COMMAND_SEQUENCE_ERROR,
   SC_FEATURE_NOT_SAVEABLE, STATUS_INVALID_FIELD, STATUS_SUCCESS, nvmeStatus,
 } from './status.js';
+import { asyncEventsSupported, type ControllerIdentity } from './identify.js';
 
 /** Get Features SEL (dword 10 bits 10:8). */
 export const SEL_CURRENT = 0;
@@ -54,6 +55,11 @@ export class FeatureStore {
   private writeAtomicity = 0;
   private temperatureOverK = TEMPERATURE_OVER_DEFAULT_K;
   private temperatureUnderK = 0;
+
+  /** The features of a new controller of `identity`, whose Connect asked for `keepAliveTimeoutMs` (KATO). */
+  static forController(identity: ControllerIdentity, keepAliveTimeoutMs: number): FeatureStore {
+    return new FeatureStore({ ioQueuesMax: identity.ioQueuesMax, asyncEventsSupported: asyncEventsSupported(identity.discovery), keepAliveTimeoutMs });
+  }
 
   constructor(private readonly limits: FeatureLimits) {
     if (!(Number.isInteger(limits.ioQueuesMax) && limits.ioQueuesMax >= 1 && limits.ioQueuesMax <= 0xffff)) {

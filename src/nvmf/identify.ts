@@ -24,6 +24,11 @@ const CMIC_MULTI_CONTROLLER = 1 << 1;
 const OAES_NAMESPACE_ATTRIBUTE = 1 << 8;
 const OAES_DISCOVERY_LOG_CHANGE = 1 << 31;
 const CTRATT_HOST_ID_128 = 1 << 0;
+
+/** The asynchronous event notices a controller offers (OAES): what Set Features 0Bh may enable beyond SMART warnings. */
+export function asyncEventsSupported(discovery: boolean): number {
+  return (discovery ? OAES_DISCOVERY_LOG_CHANGE : OAES_NAMESPACE_ATTRIBUTE) >>> 0;
+}
 const LPA_COMMANDS_EFFECTS = 1 << 1;
 const LPA_EXTENDED_DATA = 1 << 2;
 const ONCS_COMPARE = 1 << 0;
@@ -96,7 +101,7 @@ export function identifyController(c: ControllerIdentity): Buffer {
   id[77] = c.mdtsLog2Pages; // Linux caps max_hw_sectors from it
   le16(id, 78, c.cntlid); // Linux: "Mismatching cntlid" unless it equals the Connect response's
   le32(id, 80, NVME_VERSION);
-  le32(id, 92, c.discovery ? OAES_DISCOVERY_LOG_CHANGE : OAES_NAMESPACE_ATTRIBUTE); // Linux enables these AENs (Set Features 0Bh)
+  le32(id, 92, asyncEventsSupported(c.discovery)); // Linux enables these AENs (Set Features 0Bh)
   le32(id, 96, CTRATT_HOST_ID_128);
   id[111] = c.discovery ? CNTRLTYPE_DISCOVERY : CNTRLTYPE_IO;
   le16(id, 256, 0); // OACS: no namespace management, format, firmware download, ...
@@ -109,7 +114,8 @@ export function identifyController(c: ControllerIdentity): Buffer {
   id[263] = 0; // NPSS: one power state
   le16(id, 266, 343); // WCTEMP, Kelvin (no sensor: the SMART log reports no temperature)
   le16(id, 268, 373); // CCTEMP
-  le16(id, 320, Math.ceil(c.kasMs / KAS_UNIT_MS)); // KAS: Linux sends Keep Alive every KATO/2 (KATO from Connect)
+  // KAS: Linux refuses a fabrics I/O controller without it ("keep-alive support is mandatory for fabrics").
+  le16(id, 320, Math.max(1, Math.ceil(c.kasMs / KAS_UNIT_MS)));
   id[512] = 0x66; // SQES: 64-byte entries, required and maximum
   id[513] = 0x44; // CQES: 16-byte entries
   le16(id, 514, c.queueEntriesMax); // MAXCMD: Linux refuses 0, and shrinks its queues to it

@@ -86,29 +86,63 @@ export function controllerSerial(pool: Buffer, tenant: string): string {
 
 export class NamespaceView {
   private readonly pool: Buffer;
+  /** Every tenant's namespaces from one pass over the catalog, and the catalog state they were read at. */
+  private cache: { key: string; byTenant: Map<string, NvmfNamespace[]> } | null = null;
 
   constructor(private readonly root: Engine, poolIdentityBytes: Buffer) {
     if (poolIdentityBytes.length !== POOL_IDENTITY_BYTES) throw new Error(`pool identity must be ${POOL_IDENTITY_BYTES} bytes`);
     this.pool = Buffer.from(poolIdentityBytes);
   }
 
-  /** The tenant's namespaces, by NSID. O(volumes + snapshots of the pool). */
+  /**
+   * The tenant's namespaces, by NSID. One pass over the pool's volumes and snapshots, reused while
+   * the pool's commit generation and counts stay the same (a host's namespace scan asks once per
+   * namespace); `invalidate` forgets it at once, e.g. on a target event.
+   */
   namespacesOf(tenant: string): NvmfNamespace[] {
-    const out: NvmfNamespace[] = [];
-    for (const v of this.root.listVolumes()) {
-      const { tenant: owner, name } = splitQualified(v.name);
-      if (owner === tenant) out.push(this.namespace(v.id, name, v.sizeBytes, false));
-    }
-    for (const s of this.root.listSnapshots()) {
-      const { tenant: owner, name } = splitQualified(s.fullName);
-      if (owner === tenant) out.push(this.namespace(s.id, name, s.sizeBytes, true));
-    }
-    return out.sort((a, b) => a.nsid - b.nsid);
+    return [...(this.all().get(tenant) ?? [])];
   }
 
+  /** One namespace, with its size read now (a resize shows before the next commit). */
   find(tenant: string, nsid: number): NvmfNamespace | null {
     if (!Number.isInteger(nsid) || nsid < 1 || nsid > NSID_MAX) return null;
-    return this.namespacesOf(tenant).find((ns) => ns.nsid === nsid) ?? null;
+    const ns = (this.all().get(tenant) ?? []).find((n) => n.nsid === nsid);
+    if (ns === undefined) return null;
+    let sizeBytes: number;
+    try {
+      sizeBytes = this.root.targetSizeBytes(nsid - 1);
+    } catch {
+      // Deleted since the list was read: the namespace is gone.
+      this.invalidate();
+      return null;
+    }
+    return { ...ns, sizeBytes };
+  }
+
+  invalidate(): void {
+    this.cache = null;
+  }
+
+  private all(): Map<string, NvmfNamespace[]> {
+    const stats = this.root.stats();
+    const key = `${stats.generation}/${stats.volumes}/${stats.snapshots}`;
+    if (this.cache !== null && this.cache.key === key) return this.cache.byTenant;
+    const byTenant = new Map<string, NvmfNamespace[]>();
+    const add = (tenant: string, ns: NvmfNamespace): void => {
+      const list = byTenant.get(tenant);
+      if (list === undefined) byTenant.set(tenant, [ns]); else list.push(ns);
+    };
+    for (const v of this.root.listVolumes()) {
+      const { tenant, name } = splitQualified(v.name);
+      add(tenant, this.namespace(v.id, name, v.sizeBytes, false));
+    }
+    for (const s of this.root.listSnapshots()) {
+      const { tenant, name } = splitQualified(s.fullName);
+      add(tenant, this.namespace(s.id, name, s.sizeBytes, true));
+    }
+    for (const list of byTenant.values()) list.sort((a, b) => a.nsid - b.nsid);
+    this.cache = { key, byTenant };
+    return byTenant;
   }
 
   private namespace(targetId: number, targetName: string, sizeBytes: number, readOnly: boolean): NvmfNamespace {

@@ -51,6 +51,15 @@ function put(key: string, value: object | null): SettingChange {
   return { key, value: value === null ? null : Buffer.from(JSON.stringify(value)) };
 }
 
+/** An NVMe host record "TENANT\nCREATED_MS\nNQN" from its one or two settings, or null if malformed. */
+function nvmeHostOf(head: Buffer, tail: Buffer): NvmeHostInfo | null {
+  const text = Buffer.concat([head, tail]).toString('utf8');
+  const first = text.indexOf('\n');
+  const second = text.indexOf('\n', first + 1);
+  if (first < 0 || second < 0) return null;
+  return { tenant: text.slice(0, first), createdMs: Number(text.slice(first + 1, second)), nqn: text.slice(second + 1) };
+}
+
 export class TenantStore {
   constructor(private readonly engine: Engine, private readonly nowMs: () => number = Date.now) {}
 
@@ -204,18 +213,19 @@ export class TenantStore {
     }
     const out: NvmeHostInfo[] = [];
     for (const [head, tail] of parts.values()) {
-      const text = Buffer.concat([head!, tail!]).toString('utf8');
-      const first = text.indexOf('\n');
-      const second = text.indexOf('\n', first + 1);
-      if (first < 0 || second < 0) continue;
-      const info = { tenant: text.slice(0, first), createdMs: Number(text.slice(first + 1, second)), nqn: text.slice(second + 1) };
-      if (tenant === undefined || info.tenant === tenant) out.push(info);
+      const info = nvmeHostOf(head!, tail!);
+      if (info !== null && (tenant === undefined || info.tenant === tenant)) out.push(info);
     }
     return out.sort((a, b) => a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : a.nqn < b.nqn ? -1 : a.nqn > b.nqn ? 1 : 0);
   }
 
+  /** Whether the tenant admits `nqn`: one or two lookups, the record compared in full (not only its hash). */
   hasNvmeHost(tenant: string, nqn: string): boolean {
-    return this.engine.getSetting(this.nvmeHostKey(tenant, nqn)) !== null;
+    const key = this.nvmeHostKey(tenant, nqn);
+    const head = this.engine.getSetting(key);
+    if (head === null) return false;
+    const info = nvmeHostOf(head, this.engine.getSetting(key + NVME_HOST_MORE_SUFFIX) ?? Buffer.alloc(0));
+    return info !== null && info.tenant === tenant && info.nqn === nqn;
   }
 
   /** Admits `nqn` to the tenant's subsystem (the caller validated it: src/nvmf/host-access.ts). */
