@@ -14,11 +14,11 @@ import { opcodeHostToController } from './connection.js';
 import { CNTLID_DYNAMIC, CONNECT_DATA_CNTLID_OFFSET, CONNECT_DATA_HOSTNQN_OFFSET, CONNECT_DATA_SUBNQN_OFFSET, CONNECT_SQE_QID_OFFSET,
   CONNECT_SQE_SQSIZE_OFFSET, FCTYPE_DISCONNECT, FCTYPE_PROPERTY_GET, FCTYPE_PROPERTY_SET, OPCODE_FABRICS, PROP_CAP, PROP_CC, PROP_CSTS,
   PROP_VS, VERSION_1_3, fabricsHostToController, invalidParameters, type ConnectRequest } from './fabrics.js';
-import { executeAdmin, type AdminContext, type DiscoveryEntry, type SmartCounters } from './admin.js';
+import { executeAdmin, type AdminContext, type ControllerIdentity, type DiscoveryEntry, type SmartCounters } from './admin.js';
 import { FeatureStore } from './features.js';
 import type { NamespaceView, NvmfNamespace } from './namespaces.js';
 import { DISCOVERY_NQN, subsystemNqn, tenantOfSubsystemNqn, type NvmeHostAccess } from './host-access.js';
-import { controllerSerial } from './namespaces.js';
+import { NSID_MAX, controllerSerial } from './namespaces.js';
 import { ASYNC_EVENTS_MAX } from './identify.js';
 import { nvmeStatus as status, SCT_COMMAND_SPECIFIC, SC_ASYNC_EVENT_LIMIT_EXCEEDED, SC_CONNECT_CONTROLLER_BUSY, SC_CONNECT_INVALID_HOST,
   SC_INVALID_FIELD } from './status.js';
@@ -28,9 +28,6 @@ const OPCODE_ASYNC_EVENT_REQUEST = 0x0c;
 const OPCODE_KEEP_ALIVE = 0x18;
 /** Async Event Requests held at most: identify.ts reports AERL = this - 1. */
 export const AER_SLOTS = ASYNC_EVENTS_MAX;
-/** OAES bits (identify.ts): namespace attribute notices on an I/O controller, discovery log changes on a discovery one. */
-const OAES_NAMESPACE_ATTRIBUTE = 1 << 8;
-const OAES_DISCOVERY_LOG_CHANGE = 1 << 31;
 /** Async Event Configuration bit of namespace attribute notices. */
 const AEC_NAMESPACE_ATTRIBUTE_BIT = 8;
 /** AER completion dword 0: type 2 (notice), info 0 (namespace attribute changed), log page 0x04. */
@@ -62,6 +59,7 @@ export class Controller {
   csts = 0;
   readonly ioQueues = new Map<number, NvmfConnection>();
   readonly features: FeatureStore;
+  readonly identity: ControllerIdentity;
   private keepAliveArmedMs = 0;
   readonly counters: IoCounters = { readCommands: 0, writeCommands: 0, readBytes: 0, writtenBytes: 0 };
   private keepAliveTimer: NodeJS.Timeout | null = null;
@@ -87,10 +85,12 @@ export class Controller {
   ) {
     this.engine = tenant === null ? null : new ScopedEngine(registry.root, tenant);
     if (tenant !== null) for (const ns of registry.opts.namespaces.namespacesOf(tenant)) this.known.set(ns.nsid, ns.sizeBytes);
-    this.features = new FeatureStore({
-      ioQueuesMax: c.IO_QUEUES_MAX, keepAliveTimeoutMs: keepAliveMs,
-      asyncEventsSupported: tenant === null ? OAES_DISCOVERY_LOG_CHANGE : OAES_NAMESPACE_ATTRIBUTE,
-    });
+    this.identity = {
+      cntlid, subnqn, serial: registry.serialOf(tenant), model: 'Cairn', firmware: FIRMWARE,
+      discovery: tenant === null, ioccszBytes: c.SQE_BYTES + registry.opts.inCapsuleBytes, ioQueuesMax: c.IO_QUEUES_MAX,
+      queueEntriesMax: c.QUEUE_ENTRIES_MAX, mdtsLog2Pages: c.MDTS_LOG2_PAGES, kasMs: c.KAS_MS, namespaceCountMax: NSID_MAX,
+    };
+    this.features = FeatureStore.forController(this.identity, keepAliveMs);
     this.features.hostId = hostId;
     this.armKeepAlive();
   }
@@ -189,14 +189,13 @@ export class Controller {
     this.announce();
   }
 
+  private context: AdminContext | null = null;
+
+  /** What admin.ts reads of this controller (made once). */
   adminContext(): AdminContext {
     const registry = this.registry;
-    return {
-      identity: {
-        cntlid: this.cntlid, subnqn: this.subnqn, serial: registry.serialOf(this.tenant), model: 'Cairn', firmware: FIRMWARE,
-        discovery: this.discovery, ioccszBytes: c.SQE_BYTES + registry.opts.inCapsuleBytes, ioQueuesMax: c.IO_QUEUES_MAX,
-        queueEntriesMax: c.QUEUE_ENTRIES_MAX, mdtsLog2Pages: c.MDTS_LOG2_PAGES, kasMs: c.KAS_MS, namespaceCountMax: 0xfffffffe,
-      },
+    return this.context ??= {
+      identity: this.identity,
       features: this.features,
       namespaces: () => this.namespaces(),
       takeChangedNamespaces: (retain) => this.takeChangedNamespaces(retain),
