@@ -62,6 +62,10 @@ export class NvmfConnection {
   private stopped = false;
   private idleTimer: NodeJS.Timeout | null;
   private r2tBytesInFlight = 0;
+  private pausedForSends = false;
+  /** Read data being read or sent, and reads waiting for room under READ_BYTES_IN_FLIGHT_MAX (io.ts). */
+  readBytesInFlight = 0;
+  readonly readsWaiting: (() => void)[] = [];
   private readonly r2tWaiting: Command[] = [];
   private inFlight = 0;
   private drainWaiter: (() => void) | null = null;
@@ -105,7 +109,10 @@ export class NvmfConnection {
     socket.setNoDelay(true);
     socket.on('error', (error: Error) => { this.opts.log('nvmf_socket_error', { peer: this.peer, error: error.message }); socket.destroy(); });
     socket.on('close', () => this.onClose());
-    socket.on('drain', () => { if (!this.stopped) this.pump(); });
+    socket.on('drain', () => {
+      if (this.pausedForSends && !this.stopped) { this.pausedForSends = false; this.socket.resume(); }
+      if (!this.stopped) this.pump();
+    });
     // ICReq and Connect must come soon: a connection that never speaks holds nothing for long.
     this.idleTimer = setTimeout(() => this.hangUp('no Connect in time'), c.CONNECT_IDLE_MS_MAX);
     this.idleTimer.unref();
@@ -127,7 +134,11 @@ export class NvmfConnection {
   private pump(): void {
     while (!this.stopped) {
       // A host that does not read our PDUs does not get more work done for it meanwhile.
-      if (this.socket.writableLength > c.DATA_TRANSFER_BYTES_MAX * 4) return;
+      if (this.socket.writableLength > c.SEND_BYTES_QUEUED_MAX) {
+        this.pausedForSends = true;
+        this.socket.pause();
+        return;
+      }
       if (this.recv.length < c.COMMON_HEADER_BYTES) return;
       const [head, at] = this.recv.peek(c.COMMON_HEADER_BYTES);
       const type = head[at]!;

@@ -82,6 +82,10 @@ export const MDTS_LOG2_PAGES = 8;
 export const MEMORY_PAGE_BYTES = 4096;
 /** Write data outstanding by R2T on one connection at most; further R2Ts wait for it to arrive. */
 export const R2T_BYTES_IN_FLIGHT_MAX = 4 * 1024 * 1024;
+/** PDUs queued to a host that is not reading them: past this, its socket is not read until they drain. */
+export const SEND_BYTES_QUEUED_MAX = 8 * 1024 * 1024;
+/** Read data (engine reads running or queued to send) per connection; further reads wait their turn. */
+export const READ_BYTES_IN_FLIGHT_MAX = 16 * 1024 * 1024;
 /** DSM ranges per command (NR is 0-based in 8 bits). */
 export const DSM_RANGES_MAX = 256;
 export const DSM_RANGE_BYTES = 16;
@@ -116,6 +120,7 @@ assert(MAXH2CDATA_BYTES % 4 === 0 && MAXH2CDATA_BYTES >= 4096, 'MAXH2CDATA: mult
 assert(IN_CAPSULE_BYTES_DEFAULT <= IN_CAPSULE_BYTES_MAX && IN_CAPSULE_BYTES_MAX <= DATA_TRANSFER_BYTES_MAX, 'in-capsule bound within a transfer');
 assert(ADMIN_IN_CAPSULE_BYTES >= 8192, 'the admin queue takes 8 KiB in capsule');
 assert(R2T_BYTES_IN_FLIGHT_MAX >= DATA_TRANSFER_BYTES_MAX, 'one whole transfer fits the R2T budget');
+assert(READ_BYTES_IN_FLIGHT_MAX >= DATA_TRANSFER_BYTES_MAX && SEND_BYTES_QUEUED_MAX >= DATA_TRANSFER_BYTES_MAX, 'one whole read fits the read bounds');
 assert(DSM_RANGES_MAX * DSM_RANGE_BYTES <= ADMIN_IN_CAPSULE_BYTES * 2, 'DSM ranges fit a small transfer');
 assert(QUEUE_ENTRIES_MAX <= 0x10000 && ADMIN_QUEUE_ENTRIES_MAX <= QUEUE_ENTRIES_MAX, 'queue sizes fit 16 bits');
 assert(TERM_HEADER_BYTES + TERM_REQ_DATA_BYTES_MAX === TERM_REQ_PLEN_MAX, 'a term request fits its bound');

@@ -94,11 +94,27 @@ export class IoQueue implements QueueHandler {
     const counters = this.controller.counters;
     counters.readCommands++;
     counters.readBytes += range.lengthBytes;
+    // Read buffers are bounded per connection: past the bound a read waits until earlier data is sent.
+    if (connection.readBytesInFlight > 0 && connection.readBytesInFlight + range.lengthBytes > c.READ_BYTES_IN_FLIGHT_MAX) {
+      connection.readsWaiting.push(() => this.startRead(connection, command, target, range.offsetBytes, range.lengthBytes));
+      return;
+    }
+    this.startRead(connection, command, target, range.offsetBytes, range.lengthBytes);
+  }
+
+  private startRead(connection: NvmfConnection, command: Command, target: Target, offsetBytes: number, lengthBytes: number): void {
     const pool = connection.readBuffers;
-    const buffer = pool.acquire(range.lengthBytes);
-    this.controller.engine!.read(target.id, range.offsetBytes, range.lengthBytes, buffer).then(
-      (data) => connection.completeWithData(command, data, () => pool.release(buffer)),
-      (error: unknown) => { pool.release(buffer); connection.complete(command, statusForEngineError(error)); },
+    const buffer = pool.acquire(lengthBytes);
+    connection.readBytesInFlight += lengthBytes;
+    const done = (): void => {
+      pool.release(buffer);
+      connection.readBytesInFlight -= lengthBytes;
+      const next = connection.readsWaiting.shift();
+      if (next !== undefined) next();
+    };
+    this.controller.engine!.read(target.id, offsetBytes, lengthBytes, buffer).then(
+      (data) => connection.completeWithData(command, data, done),
+      (error: unknown) => { done(); connection.complete(command, statusForEngineError(error)); },
     );
   }
 
