@@ -378,3 +378,23 @@ test('many commands at once over two queues (R2T data and reads past their in-fl
     assert.ok(r.data.equals(model.subarray(i * 256 * LBA, (i + 1) * 256 * LBA)), `extent ${i}`);
   }
 });
+
+test('C2HData carries SUCCESS (no CapsuleResp) only on a queue whose host disabled SQ flow control', async (t) => {
+  const f = await fixture(t);
+  await f.engine.createVolume('vol', 4 * MiB);
+  const nsid = nsidOf(f.engine, 'vol');
+  const s = await session(t, f, { ioQueues: 1 });
+  const plain = await s.io[0]!.command(ioSqe(0x02, nsid, 0, 1), { readBytes: LBA });
+  assert.equal(plain.viaSuccessFlag, false);
+  const q = await NvmfClient.open(f.server.port);
+  defer(t, () => q.close());
+  const connect = connectSqe(2, 128);
+  connect[46] = 0x04; // CATTR: SQ flow control disabled
+  assert.equal((await q.command(connect, { data: connectData(DEFAULT_NQN, HOST_NQN, s.cntlid) })).status, 0);
+  const fast = await q.command(ioSqe(0x02, nsid, 0, 1), { readBytes: LBA });
+  assert.equal(fast.viaSuccessFlag, true);
+  assert.equal(fast.data.length, LBA);
+  // An error still gets a CapsuleResp with its status.
+  const oor = await q.command(ioSqe(0x02, nsid, 4 * MiB / LBA, 1), { readBytes: LBA });
+  assert.equal(SC(oor.status), 0x80);
+});
