@@ -3,7 +3,7 @@
 // for the controller registers the host reads and writes (CAP, VS, CC, CSTS), and Disconnect.
 import * as c from './constants.js';
 import type { Command, NvmfConnection, QueueHandler } from './connection.js';
-import type { ControllerRegistry } from './controller.js';
+import type { ControllerRegistry } from './registry.js';
 import { nvmeStatus as status, SCT_COMMAND_SPECIFIC, SCT_GENERIC, SC_CONNECT_INCOMPATIBLE_FORMAT, SC_CONNECT_INVALID_PARAMETERS, SC_INVALID_FIELD,
   SC_SGL_INVALID_DATA_LENGTH } from './status.js';
 

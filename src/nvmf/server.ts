@@ -9,7 +9,7 @@ import { ReadBufferPool } from '../nbd/read-buffers.js';
 import { SlabPool } from '../nbd/recv-slabs.js';
 import * as c from './constants.js';
 import { NvmfConnection } from './connection.js';
-import { ControllerRegistry } from './controller.js';
+import { ControllerRegistry } from './registry.js';
 import { PreConnect } from './fabrics.js';
 import { NamespaceView, ensurePoolIdentity } from './namespaces.js';
 import { NQN_BASE_DEFAULT, NvmeHostAccess } from './host-access.js';
