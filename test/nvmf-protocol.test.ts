@@ -377,6 +377,17 @@ test('many commands at once over two queues (R2T data and reads past their in-fl
     assert.equal(r.status, 0);
     assert.ok(r.data.equals(model.subarray(i * 256 * LBA, (i + 1) * 256 * LBA)), `extent ${i}`);
   }
+  // Thousands of small responses, 64 at a time: past one send arena (SEND_ARENA_BYTES), every byte in order.
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < 4000) {
+      const lba = (next++ * 7) % (24 * 256);
+      const r = await s.io[1]!.command(ioSqe(0x02, nsid, lba, 1), { readBytes: LBA });
+      assert.equal(r.status, 0);
+      assert.ok(r.data.equals(model.subarray(lba * LBA, (lba + 1) * LBA)), `block ${lba}`);
+    }
+  };
+  await Promise.all(Array.from({ length: 64 }, worker));
 });
 
 test('C2HData carries SUCCESS (no CapsuleResp) only on a queue whose host disabled SQ flow control', async (t) => {

@@ -11,7 +11,7 @@ import { RecvQueue } from '../nbd/recv-queue.js';
 import { ReplyWriter } from '../nbd/reply-writer.js';
 import type { ReadBufferPool } from '../nbd/read-buffers.js';
 import { socketReadingIntoSlabs, type Slab, type SlabPool } from '../nbd/recv-slabs.js';
-import { c2hDataHeader, c2hTermReq, capsuleResp, crc32cOf, digestBuffer, hostHeaderBytes, icResp, r2t } from './pdu.js';
+import { c2hDataHeaderInto, c2hTermReq, capsuleRespInto, crc32cOf, hostHeaderBytes, icResp, r2tInto, smallPduBytes } from './pdu.js';
 import { nvmeStatus as status, SCT_GENERIC, SC_COMMAND_SEQUENCE_ERROR, SC_INVALID_FIELD, SC_SGL_INVALID_DATA_LENGTH, SC_SGL_INVALID_TYPE,
   SC_TRANSIENT_TRANSPORT_ERROR } from './status.js';
 
@@ -62,6 +62,16 @@ export class NvmfConnection {
   private stopped = false;
   private idleTimer: NodeJS.Timeout | null;
   private r2tBytesInFlight = 0;
+  /**
+   * Small PDUs are encoded one after the other in the arena; [arenaSentBytes, arenaUsedBytes) is not
+   * yet handed to the socket. It goes as one buffer at the end of the round (setImmediate) or before a
+   * data buffer, so the byte order on the wire is the order of sending.
+   */
+  private arena = Buffer.allocUnsafeSlow(c.SEND_ARENA_BYTES);
+  private arenaSentBytes = 0;
+  private arenaUsedBytes = 0;
+  private arenaFlushScheduled = false;
+  private readonly arenaFlushBound = (): void => { this.arenaFlushScheduled = false; this.pushArena(); this.writer.flush(); };
   private pausedForSends = false;
   /** Read data being read or sent, and reads waiting for room under READ_BYTES_IN_FLIGHT_MAX (io.ts). */
   readBytesInFlight = 0;
@@ -193,7 +203,7 @@ export class NvmfConnection {
     this.headerDigest = (dgst & c.DGST_HEADER) !== 0;
     this.dataDigest = (dgst & c.DGST_DATA) !== 0;
     this.icDone = true;
-    this.writer.send(icResp(dgst & (c.DGST_HEADER | c.DGST_DATA)));
+    this.sendBuffer(icResp(dgst & (c.DGST_HEADER | c.DGST_DATA)));
   }
 
   /** false: the connection is ending. */
@@ -292,7 +302,9 @@ export class NvmfConnection {
       return;
     }
     this.r2tBytesInFlight += command.dataBytes;
-    this.writer.send(r2t(this.headerDigest, command.cid, command.index, 0, command.dataBytes));
+    // reserve() may replace the arena: it is called before the arena is read.
+    const at = this.reserve(smallPduBytes(this.headerDigest));
+    r2tInto(this.arena, at, this.headerDigest, command.cid, command.index, 0, command.dataBytes);
   }
 
   private nextR2T(): void {
@@ -312,7 +324,8 @@ export class NvmfConnection {
   /** Sends the CQE of `command` and frees its slot. */
   complete(command: Command, statusField: number, dw0 = 0, dw1 = 0): void {
     if (!command.busy) return;
-    this.writer.send(capsuleResp(this.headerDigest, command.cid, Math.max(this.qid, 0), this.sqhd, statusField, dw0, dw1));
+    const at = this.reserve(smallPduBytes(this.headerDigest));
+    capsuleRespInto(this.arena, at, this.headerDigest, command.cid, Math.max(this.qid, 0), this.sqhd, statusField, dw0, dw1);
     this.releaseSlot(command);
   }
 
@@ -328,15 +341,50 @@ export class NvmfConnection {
     const payload = data.subarray(0, bytes);
     const success = this.sqFlowDisabled && dw0 === 0;
     const flags = c.FLAG_DATA_LAST | (success ? c.FLAG_DATA_SUCCESS : 0);
-    this.writer.send(c2hDataHeader(this.headerDigest, this.dataDigest, command.cid, 0, bytes, flags));
-    this.writer.send(payload, onSent);
-    if (this.dataDigest) this.writer.send(digestBuffer(payload));
+    const at = this.reserve(smallPduBytes(this.headerDigest));
+    c2hDataHeaderInto(this.arena, at, this.headerDigest, this.dataDigest, command.cid, 0, bytes, flags);
+    this.sendBuffer(payload, onSent);
+    if (this.dataDigest) {
+      const digestAt = this.reserve(c.DIGEST_BYTES);
+      this.arena.writeUInt32LE(crc32c(payload), digestAt);
+    }
     if (success) this.releaseSlot(command);
     else this.complete(command, 0, dw0);
   }
 
   /** Completes a command with a status on behalf of an asynchronous completer that may find the slot reused. */
   get isOpen(): boolean { return !this.isClosed && !this.stopped; }
+
+  /** Room for `bytes` of small PDUs in the arena: where to encode them. */
+  private reserve(bytes: number): number {
+    if (this.arenaUsedBytes + bytes > this.arena.length) {
+      this.pushArena();
+      // The old arena's bytes may still sit in the socket's queue: a new one, never a rewrite.
+      this.arena = Buffer.allocUnsafeSlow(c.SEND_ARENA_BYTES);
+      this.arenaSentBytes = 0;
+      this.arenaUsedBytes = 0;
+    }
+    const at = this.arenaUsedBytes;
+    this.arenaUsedBytes += bytes;
+    if (!this.arenaFlushScheduled) {
+      this.arenaFlushScheduled = true;
+      setImmediate(this.arenaFlushBound);
+    }
+    return at;
+  }
+
+  /** Hands the arena's pending small PDUs to the socket, as one buffer. */
+  private pushArena(): void {
+    if (this.arenaUsedBytes === this.arenaSentBytes) return;
+    this.writer.send(this.arena.subarray(this.arenaSentBytes, this.arenaUsedBytes));
+    this.arenaSentBytes = this.arenaUsedBytes;
+  }
+
+  /** A buffer of its own (read data, rare PDUs), after the small PDUs queued before it. */
+  private sendBuffer(data: Buffer, onSent?: () => void): void {
+    this.pushArena();
+    this.writer.send(data, onSent);
+  }
 
   private takeSlot(): Command | null {
     let index = this.freeSlots.pop();
@@ -376,7 +424,7 @@ export class NvmfConnection {
       offending = Buffer.from(head.subarray(at, at + shown));
     }
     this.opts.log('nvmf_protocol_error', { peer: this.peer, qid: this.qid, reason, fes });
-    this.writer.send(c2hTermReq(fes, fei, offending));
+    this.sendBuffer(c2hTermReq(fes, fei, offending));
     this.writer.flush();
     this.stopped = true;
     this.socket.end();
@@ -396,6 +444,7 @@ export class NvmfConnection {
     this.stopped = true;
     this.socket.pause();
     if (this.inFlight > 0) await new Promise<void>((resolve) => { this.drainWaiter = resolve; });
+    this.pushArena();
     this.writer.flush();
     this.socket.end();
   }
@@ -405,6 +454,7 @@ export class NvmfConnection {
   /** Ends the connection after what is queued has been sent (Disconnect: its response goes out first). */
   finish(): void {
     this.stopped = true;
+    this.pushArena();
     this.writer.flush();
     this.socket.end();
     // A host that does not close its side is cut off.

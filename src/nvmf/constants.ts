@@ -82,6 +82,8 @@ export const MDTS_LOG2_PAGES = 8;
 export const MEMORY_PAGE_BYTES = 4096;
 /** Write data outstanding by R2T on one connection at most; further R2Ts wait for it to arrive. */
 export const R2T_BYTES_IN_FLIGHT_MAX = 4 * 1024 * 1024;
+/** A connection's send arena for small PDUs (responses, R2Ts, data headers); a full one is replaced, not reused. */
+export const SEND_ARENA_BYTES = 64 * 1024;
 /** PDUs queued to a host that is not reading them: past this, its socket is not read until they drain. */
 export const SEND_BYTES_QUEUED_MAX = 8 * 1024 * 1024;
 /** Read data (engine reads running or queued to send) per connection; further reads wait their turn. */

@@ -34,59 +34,53 @@ export function icResp(digestFlags: number): Buffer {
   return buf;
 }
 
+// The small PDUs below are encoded in place, into a connection's send arena (connection.ts), so a
+// response costs no allocation of its own and a round of them leaves in one socket write.
+
+/** Bytes of a CapsuleResp, an R2T, or a C2HData header (each 24 bytes + the header digest). */
+export function smallPduBytes(headerDigest: boolean): number { return 24 + (headerDigest ? c.DIGEST_BYTES : 0); }
+
 /**
- * A CapsuleResp carrying one CQE. `status` is the status field without the phase bit
+ * A CapsuleResp carrying one CQE, at `buf[at]`. `status` is the status field without the phase bit
  * ((DNR<<14)|(M<<13)|(SCT<<8)|SC, status.ts); it goes to CQE bytes 14..15 shifted left by one.
  */
-export function capsuleResp(headerDigest: boolean, cid: number, sqid: number, sqhd: number, status: number, dw0: number, dw1: number): Buffer {
+export function capsuleRespInto(buf: Buffer, at: number, headerDigest: boolean, cid: number, sqid: number, sqhd: number, status: number, dw0: number, dw1: number): void {
   const hlen = c.CAPSULE_RESP_HEADER_BYTES;
-  const plen = hlen + (headerDigest ? c.DIGEST_BYTES : 0);
-  const buf = Buffer.allocUnsafe(plen);
-  commonHeader(buf, c.PDU_CAPSULE_RESP, headerDigest ? c.FLAG_HDGST : 0, hlen, 0, plen);
-  buf.writeUInt32LE(dw0 >>> 0, 8);
-  buf.writeUInt32LE(dw1 >>> 0, 12);
-  buf.writeUInt16LE(sqhd, 16);
-  buf.writeUInt16LE(sqid, 18);
-  buf.writeUInt16LE(cid, 20);
-  buf.writeUInt16LE((status << 1) & 0xffff, 22);
-  sealHeader(buf, hlen, headerDigest);
-  return buf;
+  const pdu = buf.subarray(at, at + smallPduBytes(headerDigest));
+  commonHeader(pdu, c.PDU_CAPSULE_RESP, headerDigest ? c.FLAG_HDGST : 0, hlen, 0, pdu.length);
+  pdu.writeUInt32LE(dw0 >>> 0, 8);
+  pdu.writeUInt32LE(dw1 >>> 0, 12);
+  pdu.writeUInt16LE(sqhd, 16);
+  pdu.writeUInt16LE(sqid, 18);
+  pdu.writeUInt16LE(cid, 20);
+  pdu.writeUInt16LE((status << 1) & 0xffff, 22);
+  sealHeader(pdu, hlen, headerDigest);
 }
 
-/** The header (with its digest) of a C2HData PDU carrying `dataBytes` at `offsetBytes` of the command's data. */
-export function c2hDataHeader(headerDigest: boolean, dataDigest: boolean, cid: number, offsetBytes: number, dataBytes: number, flags: number): Buffer {
+/** The header (with its digest) of a C2HData PDU carrying `dataBytes` at `offsetBytes` of the command's data, at `buf[at]`. */
+export function c2hDataHeaderInto(buf: Buffer, at: number, headerDigest: boolean, dataDigest: boolean, cid: number, offsetBytes: number, dataBytes: number, flags: number): void {
   const hlen = c.DATA_HEADER_BYTES;
-  const pdo = hlen + (headerDigest ? c.DIGEST_BYTES : 0);
-  const plen = pdo + dataBytes + (dataDigest ? c.DIGEST_BYTES : 0);
-  const buf = Buffer.allocUnsafe(pdo);
-  commonHeader(buf, c.PDU_C2H_DATA, flags | (headerDigest ? c.FLAG_HDGST : 0) | (dataDigest ? c.FLAG_DDGST : 0), hlen, pdo, plen);
-  buf.writeUInt16LE(cid, 8);
-  buf.writeUInt16LE(0, 10);
-  buf.writeUInt32LE(offsetBytes, 12);
-  buf.writeUInt32LE(dataBytes, 16);
-  buf.writeUInt32LE(0, 20);
-  sealHeader(buf, hlen, headerDigest);
-  return buf;
+  const pdo = smallPduBytes(headerDigest);
+  const pdu = buf.subarray(at, at + pdo);
+  commonHeader(pdu, c.PDU_C2H_DATA, flags | (headerDigest ? c.FLAG_HDGST : 0) | (dataDigest ? c.FLAG_DDGST : 0), hlen, pdo, pdo + dataBytes + (dataDigest ? c.DIGEST_BYTES : 0));
+  pdu.writeUInt16LE(cid, 8);
+  pdu.writeUInt16LE(0, 10);
+  pdu.writeUInt32LE(offsetBytes, 12);
+  pdu.writeUInt32LE(dataBytes, 16);
+  pdu.writeUInt32LE(0, 20);
+  sealHeader(pdu, hlen, headerDigest);
 }
 
-export function digestBuffer(data: Buffer): Buffer {
-  const buf = Buffer.allocUnsafe(c.DIGEST_BYTES);
-  buf.writeUInt32LE(crc32c(data), 0);
-  return buf;
-}
-
-export function r2t(headerDigest: boolean, cid: number, ttag: number, offsetBytes: number, lengthBytes: number): Buffer {
+export function r2tInto(buf: Buffer, at: number, headerDigest: boolean, cid: number, ttag: number, offsetBytes: number, lengthBytes: number): void {
   const hlen = c.R2T_HEADER_BYTES;
-  const plen = hlen + (headerDigest ? c.DIGEST_BYTES : 0);
-  const buf = Buffer.allocUnsafe(plen);
-  commonHeader(buf, c.PDU_R2T, headerDigest ? c.FLAG_HDGST : 0, hlen, 0, plen);
-  buf.writeUInt16LE(cid, 8);
-  buf.writeUInt16LE(ttag, 10);
-  buf.writeUInt32LE(offsetBytes, 12);
-  buf.writeUInt32LE(lengthBytes, 16);
-  buf.writeUInt32LE(0, 20);
-  sealHeader(buf, hlen, headerDigest);
-  return buf;
+  const pdu = buf.subarray(at, at + smallPduBytes(headerDigest));
+  commonHeader(pdu, c.PDU_R2T, headerDigest ? c.FLAG_HDGST : 0, hlen, 0, pdu.length);
+  pdu.writeUInt16LE(cid, 8);
+  pdu.writeUInt16LE(ttag, 10);
+  pdu.writeUInt32LE(offsetBytes, 12);
+  pdu.writeUInt32LE(lengthBytes, 16);
+  pdu.writeUInt32LE(0, 20);
+  sealHeader(pdu, hlen, headerDigest);
 }
 
 /**
