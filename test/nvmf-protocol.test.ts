@@ -255,6 +255,11 @@ test('a resize, a new volume and a deletion complete an AER and fill the changed
   // Namespace attribute notices are masked until enabled (Set Features 0Bh bit 8), as Linux does.
   const aec = sqe(0x09); aec.writeUInt32LE(0x0b, 40); aec.writeUInt32LE(1 << 8, 44);
   assert.equal((await s.admin.command(aec)).status, 0);
+  const io = await NvmfClient.open(f.server.port);
+  defer(t, () => io.close());
+  assert.equal((await io.command(connectSqe(1, 128), { data: connectData(DEFAULT_NQN, HOST_NQN, s.cntlid) })).status, 0);
+  // The target is resolved (at 4 MiB) before the resize.
+  assert.equal(SC((await io.command(ioSqe(0x01, nsid, 6 * MiB / LBA, 1), { data: Buffer.alloc(LBA, 9) })).status), 0x80);
   const aer = s.admin.command(sqe(0x0c));
   await f.engine.resizeVolume('vol', 8 * MiB);
   const done = await aer;
@@ -264,6 +269,9 @@ test('a resize, a new volume and a deletion complete an AER and fill the changed
   assert.equal(changed.data.readUInt32LE(4), 0);
   const ns = await s.identify(0x00, nsid);
   assert.equal(Number(ns.data.readBigUInt64LE(0)), 8 * MiB / LBA);
+  // I/O follows the new size: past the old end works, past the new one does not.
+  assert.equal((await io.command(ioSqe(0x01, nsid, 6 * MiB / LBA, 1), { data: Buffer.alloc(LBA, 9) })).status, 0);
+  assert.equal(SC((await io.command(ioSqe(0x01, nsid, 8 * MiB / LBA, 1), { data: Buffer.alloc(LBA, 9) })).status), 0x80);
   // A created volume is found by the periodic re-scan.
   const aer2 = s.admin.command(sqe(0x0c));
   const created = await f.engine.createVolume('new', 1 * MiB);

@@ -28,6 +28,7 @@ const DSM_AD = 1 << 2;
 export interface IoCounters { readCommands: number; writeCommands: number; readBytes: number; writtenBytes: number }
 
 const OUT_OF_RANGE = status(SCT_GENERIC, SC_LBA_OUT_OF_RANGE, true);
+const FUA = { fua: true } as const;
 const WRITE_PROTECTED = status(SCT_GENERIC, SC_NAMESPACE_WRITE_PROTECTED, true);
 
 export class IoQueue implements QueueHandler {
@@ -74,13 +75,8 @@ export class IoQueue implements QueueHandler {
     const slba = sqe.readUInt32LE(40) + sqe.readUInt32LE(44) * 0x100000000;
     const lengthBytes = ((sqe.readUInt32LE(48) & 0xffff) + 1) * LBA_SIZE_BYTES;
     const offsetBytes = slba * LBA_SIZE_BYTES;
-    let sizeBytes: number;
-    try {
-      sizeBytes = this.controller.engine!.targetSizeBytes(target.id);
-    } catch (error) {
-      return statusForEngineError(error);
-    }
-    if (offsetBytes + lengthBytes > sizeBytes) return OUT_OF_RANGE;
+    // The size as resolved: a resize event makes the controller resolve the target again (registry.ts).
+    if (offsetBytes + lengthBytes > target.sizeBytes) return OUT_OF_RANGE;
     if (withData) {
       if (lengthBytes > c.DATA_TRANSFER_BYTES_MAX) return status(SCT_GENERIC, SC_INVALID_FIELD, true);
       if (command.dataBytes < lengthBytes) return status(SCT_GENERIC, SC_SGL_INVALID_DATA_LENGTH, true);
@@ -127,7 +123,7 @@ export class IoQueue implements QueueHandler {
     counters.writeCommands++;
     counters.writtenBytes += range.lengthBytes;
     const fua = (command.sqe.readUInt32LE(48) & CDW12_FUA) !== 0 || this.controller.writeThrough;
-    this.controller.engine!.write(target.id, range.offsetBytes, command.data, fua ? { fua: true } : undefined).then(
+    this.controller.engine!.write(target.id, range.offsetBytes, command.data, fua ? FUA : undefined).then(
       () => connection.complete(command, 0),
       (error: unknown) => connection.complete(command, statusForEngineError(error)),
     );
@@ -165,13 +161,7 @@ export class IoQueue implements QueueHandler {
     if ((sqe.readUInt32LE(44) & DSM_AD) === 0) { connection.complete(command, 0); return; }
     if (target.readOnly) { connection.complete(command, WRITE_PROTECTED); return; }
     const engine = this.controller.engine!;
-    let sizeBytes: number;
-    try {
-      sizeBytes = engine.targetSizeBytes(target.id);
-    } catch (error) {
-      connection.complete(command, statusForEngineError(error));
-      return;
-    }
+    const sizeBytes = target.sizeBytes;
     const list = Buffer.concat(command.data, ranges * c.DSM_RANGE_BYTES);
     const rangeAt = (i: number): [number, number] => {
       const at = i * c.DSM_RANGE_BYTES;

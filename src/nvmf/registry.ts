@@ -141,7 +141,8 @@ export class ControllerRegistry {
   private onTargetEvent(event: TargetEvent): void {
     if (this.controllers.size === 0) return;
     const nsid = event.id + 1;
-    for (const controller of this.controllers.values()) if (event.type !== 'resized') controller.forget(nsid);
+    // Every event drops the resolved target: the next command resolves it again (a resize: its new size).
+    for (const controller of this.controllers.values()) controller.forget(nsid);
     // A revert changes the namespace's content under the host: it is announced like a resize.
     this.rescanAll(event.type === 'reverted' ? [nsid] : []);
   }
