@@ -97,7 +97,7 @@ export const CONTROLLERS_MAX = 1024;
 export const CONNECTIONS_MAX = 4096;
 /** The first PDU (ICReq) must arrive within this, and a Connect must follow within it too. */
 export const CONNECT_IDLE_MS_MAX = 10_000;
-/** Keep-alive timeout slack added to the host's KATO before the controller is torn down. */
+/** Keep-alive slack: a controller goes after KATO + max(this, KATO / 2) without a command. */
 export const KEEP_ALIVE_SLACK_MS = 2_000;
 /** Keep-alive granularity reported in Identify KAS (units of 100 ms). */
 export const KAS_MS = 100;

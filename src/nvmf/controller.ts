@@ -77,7 +77,9 @@ export class Controller {
     this.keepAliveArmedMs = ms;
     if (this.keepAliveTimer) { clearTimeout(this.keepAliveTimer); this.keepAliveTimer = null; }
     if (ms === 0) return;
-    this.keepAliveTimer = setTimeout(() => this.registry.teardown(this, 'keep-alive timeout'), ms + c.KEEP_ALIVE_SLACK_MS);
+    // Slack for a host that sends Keep Alive every KATO (older Linux does) over a slow or loaded path.
+    const slackMs = Math.max(c.KEEP_ALIVE_SLACK_MS, Math.floor(ms / 2));
+    this.keepAliveTimer = setTimeout(() => this.registry.teardown(this, 'keep-alive timeout'), ms + slackMs);
     this.keepAliveTimer.unref();
   }
 
