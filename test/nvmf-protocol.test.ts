@@ -11,6 +11,7 @@ import path from 'node:path';
 import { createPoolFile, type Engine } from '../src/engine/index.js';
 import { TenantStore } from '../src/tenancy/store.js';
 import { startNvmfServer, type NvmfServer } from '../src/nvmf/server.js';
+import { NvmeHostAccess } from '../src/nvmf/host-access.js';
 import { defer, MiB } from './nbd-harness.js';
 import { NvmfClient, NvmfSession, connectData, connectSqe, ioSqe, sqe, SC, SCT, DNR, DISCOVERY_NQN, HOST_NQN } from './nvmf-client.js';
 
@@ -177,6 +178,15 @@ test('Connect whose data arrives by R2T, and the discovery log page', async (t) 
   const at = 1024 * (entry + 1);
   assert.equal(log.data.subarray(at + 32, at + 64).toString('ascii').trim(), String(f.server.port));
   assert.equal(log.data.subarray(at + 512, at + 768).toString('ascii').replace(/[\0 ]+$/, ''), '127.0.0.1');
+  // Discovery log change notices: enabled (AEC bit 31), an AER held, then acme admits this host.
+  const aec = sqe(0x09); aec.writeUInt32LE(0x0b, 40); aec.writeUInt32LE(0x80000000, 44);
+  assert.equal((await admin.command(aec)).status, 0);
+  const aer = admin.command(sqe(0x0c));
+  await new NvmeHostAccess(f.tenancy).add('acme', HOST_NQN);
+  assert.equal((await aer).dw0, 0x0070f002);
+  const again = await admin.command(b, { readBytes: 4096 });
+  assert.equal(Number(again.data.readBigUInt64LE(8)), records + 1, 'acme is listed now');
+  assert.ok(again.data.readBigUInt64LE(0) > log.data.readBigUInt64LE(0), 'GENCTR moved');
   // The discovery port serves only the discovery subsystem.
   const io = await NvmfClient.open(f.server.discoveryPort);
   defer(t, () => io.close());

@@ -12,7 +12,8 @@ import type { AdminContext, ControllerIdentity, SmartCounters } from './admin.js
 import { FeatureStore } from './features.js';
 import { NSID_MAX, type NvmfNamespace } from './namespaces.js';
 import { ASYNC_EVENTS_MAX } from './identify.js';
-import { nvmeStatus as status, SCT_COMMAND_SPECIFIC, SC_ASYNC_EVENT_LIMIT_EXCEEDED } from './status.js';
+import { nvmeStatus as status, asyncEventDw0, AEN_INFO_DISCOVERY_LOG_CHANGED, AEN_TYPE_NOTICE, LOG_DISCOVERY, SCT_COMMAND_SPECIFIC,
+  SC_ASYNC_EVENT_LIMIT_EXCEEDED } from './status.js';
 import type { IoCounters } from './io.js';
 import type { ControllerRegistry } from './registry.js';
 
@@ -20,6 +21,8 @@ import type { ControllerRegistry } from './registry.js';
 export const AER_SLOTS = ASYNC_EVENTS_MAX;
 /** Async Event Configuration bit of namespace attribute notices. */
 const AEC_NAMESPACE_ATTRIBUTE_BIT = 8;
+/** Async Event Configuration bit of discovery log page change notices (discovery controllers). */
+const AEC_DISCOVERY_LOG_CHANGE_BIT = 31;
 /** AER completion dword 0: type 2 (notice), info 0 (namespace attribute changed), log page 0x04. */
 const AER_NAMESPACE_CHANGED = (0x04 << 16) | (0x00 << 8) | 0x02;
 const CHANGED_NAMESPACES_MAX = 1024;
@@ -45,6 +48,8 @@ export class Controller {
   /** An AER was completed for changes not yet read from log page 0x04 (further notices wait, spec "masked"). */
   private noticeOutstanding = false;
   private known = new Map<number, number>();
+  /** A discovery controller's log generation when it was last announced (or at Connect). */
+  private discoveryGenerationSeen = 0n;
   private readonly targets = new Map<number, Target>();
   readonly engine: ScopedEngine | null;
   gone = false;
@@ -68,6 +73,7 @@ export class Controller {
     };
     this.features = FeatureStore.forController(this.identity, keepAliveMs);
     this.features.hostId = hostId;
+    if (tenant === null) this.discoveryGenerationSeen = registry.discoveryGeneration(hostnqn, admin.localAddress);
     this.armKeepAlive();
   }
 
@@ -117,6 +123,18 @@ export class Controller {
 
   namespaces(): NvmfNamespace[] {
     return this.tenant === null ? [] : this.registry.opts.namespaces.namespacesOf(this.tenant);
+  }
+
+  /**
+   * A discovery controller: when the host's discovery log changed (a tenant or an allowed host came or
+   * went) and the host enabled the notice, a held AER completes with Discovery Log Page Change.
+   */
+  checkDiscoveryLog(): void {
+    if (!this.features.asyncEventEnabled(AEC_DISCOVERY_LOG_CHANGE_BIT) || this.aers.length === 0) return;
+    const generation = this.registry.discoveryGeneration(this.hostnqn, this.admin.localAddress);
+    if (generation === this.discoveryGenerationSeen) return;
+    this.discoveryGenerationSeen = generation;
+    this.admin.complete(this.aers.shift()!, 0, asyncEventDw0(AEN_TYPE_NOTICE, AEN_INFO_DISCOVERY_LOG_CHANGED, LOG_DISCOVERY));
   }
 
   /** Compares the namespace set and sizes with the last look; changes are noted and announced. */

@@ -130,7 +130,7 @@ export class ControllerRegistry {
   private rescanAll(also: number[]): void {
     const byTenant = new Map<string, NvmfNamespace[]>();
     for (const controller of this.controllers.values()) {
-      if (controller.tenant === null) continue;
+      if (controller.tenant === null) { controller.checkDiscoveryLog(); continue; }
       let current = byTenant.get(controller.tenant);
       if (current === undefined) byTenant.set(controller.tenant, (current = this.opts.namespaces.namespacesOf(controller.tenant)));
       const known = also.filter((nsid) => current.some((ns) => ns.nsid === nsid));
