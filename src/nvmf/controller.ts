@@ -13,7 +13,7 @@ import { FeatureStore } from './features.js';
 import { NSID_MAX, type NvmfNamespace } from './namespaces.js';
 import { ASYNC_EVENTS_MAX } from './identify.js';
 import { nvmeStatus as status, asyncEventDw0, AEN_INFO_DISCOVERY_LOG_CHANGED, AEN_TYPE_NOTICE, LOG_DISCOVERY, SCT_COMMAND_SPECIFIC,
-  SC_ASYNC_EVENT_LIMIT_EXCEEDED } from './status.js';
+  SCT_GENERIC, SC_ABORT_REQUESTED, SC_ASYNC_EVENT_LIMIT_EXCEEDED } from './status.js';
 import type { IoCounters } from './io.js';
 import type { ControllerRegistry } from './registry.js';
 
@@ -174,6 +174,11 @@ export class Controller {
       // Changes that came after the ones just read are announced by the next AER.
     }
     return list;
+  }
+
+  /** Shutdown: held AERs complete with Command Abort Requested, so draining waits only for real work. */
+  abortAsyncEvents(): void {
+    for (const aer of this.aers.splice(0)) this.admin.complete(aer, status(SCT_GENERIC, SC_ABORT_REQUESTED));
   }
 
   holdAsyncEvent(command: Command): void {

@@ -98,6 +98,7 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
     close: () => {
       closing ??= (async () => {
         shuttingDown = true;
+        for (const controller of registry.all()) controller.abortAsyncEvents();
         const stopped = [io, disc].map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
         const drained = Promise.all([...live].map((connection) => connection.drain()));
         let timer: NodeJS.Timeout | undefined;
