@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { assertBuilt, authHeaders, cairn, qemuIo, startServe, tempDir, type DaemonProcess } from './cli-helpers.js';
 import { NvmfSession, ioSqe, SC, HOST_NQN } from './nvmf-client.js';
+import { ConfigError, loadConfig } from '../src/daemon/config.js';
 
 const MiB = 1024 * 1024;
 const LBA = 4096;
@@ -60,4 +61,21 @@ test('one volume over NVMe/TCP and NBD at once; tenant allow-list; graceful stop
   // SIGTERM with a controller connected: a clean exit.
   assert.equal(await d.stop(), 0);
   await s.admin.closed;
+});
+
+test('NVMe/TCP settings: flags, environment and their checks', () => {
+  const none = loadConfig({}, {}, undefined);
+  assert.equal(none.nvmf, null, 'off unless asked for');
+  assert.equal(none.nvmfDiscovery, 'auto');
+  const cfg = loadConfig({ nvmf: '0.0.0.0:4420', nvmfDiscovery: 'off', nvmfAdvertise: '[fd00::1]:14420', nvmfInCapsuleBytes: '16k' },
+    { CAIRN_NVMF_NQN_BASE: 'nqn.2030-01.com.example:storage' }, undefined);
+  assert.deepEqual(cfg.nvmf, { host: '0.0.0.0', port: 4420 });
+  assert.equal(cfg.nvmfDiscovery, null);
+  assert.deepEqual(cfg.nvmfAdvertise, { host: 'fd00::1', port: 14420 });
+  assert.equal(cfg.nvmfInCapsuleBytes, 16384);
+  assert.equal(cfg.nvmfNqnBase, 'nqn.2030-01.com.example:storage');
+  assert.deepEqual(loadConfig({ nvmfAdvertise: 'nvme.example.com' }, {}, undefined).nvmfAdvertise, { host: 'nvme.example.com', port: null });
+  assert.throws(() => loadConfig({ nvmfNqnBase: 'not-an-nqn' }, {}, undefined), ConfigError);
+  assert.throws(() => loadConfig({ nvmfInCapsuleBytes: '1000' }, {}, undefined), ConfigError);
+  assert.throws(() => loadConfig({ nvmfAdvertise: 'host:99999' }, {}, undefined), ConfigError);
 });

@@ -161,7 +161,7 @@ test('a snapshot namespace is read-only; Connect refusals: unknown subsystem, ho
 test('Connect whose data arrives by R2T, and the discovery log page', async (t) => {
   const f = await fixture(t);
   await f.tenancy.createTenant('acme');
-  const admin = await NvmfClient.open(f.server.discoveryPort);
+  const admin = await NvmfClient.open(f.server.discoveryPort!);
   defer(t, () => admin.close());
   const c = await admin.command(connectSqe(0, 32), { data: connectData(DISCOVERY_NQN, HOST_NQN), inCapsule: false });
   assert.equal(c.status, 0);
@@ -188,7 +188,7 @@ test('Connect whose data arrives by R2T, and the discovery log page', async (t) 
   assert.equal(Number(again.data.readBigUInt64LE(8)), records + 1, 'acme is listed now');
   assert.ok(again.data.readBigUInt64LE(0) > log.data.readBigUInt64LE(0), 'GENCTR moved');
   // The discovery port serves only the discovery subsystem.
-  const io = await NvmfClient.open(f.server.discoveryPort);
+  const io = await NvmfClient.open(f.server.discoveryPort!);
   defer(t, () => io.close());
   const refused = await io.command(connectSqe(0, 32), { data: connectData(DEFAULT_NQN, HOST_NQN) });
   assert.equal(SC(refused.status), 0x82);
@@ -430,4 +430,19 @@ test('C2HData carries SUCCESS (no CapsuleResp) only on a queue whose host disabl
   // An error still gets a CapsuleResp with its status.
   const oor = await q.command(ioSqe(0x02, nsid, 4 * MiB / LBA, 1), { readBytes: LBA });
   assert.equal(SC(oor.status), 0x80);
+});
+
+test('without a discovery listener the I/O port serves the discovery subsystem', async (t) => {
+  const f = await fixture(t);
+  const server = await startNvmfServer(f.engine, { host: '127.0.0.1', port: 0, discovery: null, tenancy: f.tenancy });
+  defer(t, () => server.close());
+  assert.equal(server.discoveryPort, null);
+  const admin = await NvmfClient.open(server.port);
+  defer(t, () => admin.close());
+  assert.equal((await admin.command(connectSqe(0, 32), { data: connectData(DISCOVERY_NQN, HOST_NQN) })).status, 0);
+  const b = sqe(0x02);
+  b.writeUInt32LE(0x70 | ((4096 / 4 - 1) << 16), 40);
+  const log = await admin.command(b, { readBytes: 4096 });
+  const trsvcids = Array.from({ length: Number(log.data.readBigUInt64LE(8)) }, (_, i) => log.data.subarray(1024 * (i + 1) + 32, 1024 * (i + 1) + 64).toString('ascii').trim());
+  assert.ok(trsvcids.length >= 2 && trsvcids.every((p) => p === String(server.port)));
 });

@@ -52,8 +52,8 @@ export interface DaemonConfig {
   kekRetryMs: number | null;
   /** NVMe/TCP I/O listener (usually port 4420); null = NVMe/TCP off (the default). */
   nvmf: ListenAddress | null;
-  /** NVMe/TCP discovery listener; null = the --nvmf host, port 8009. */
-  nvmfDiscovery: ListenAddress | null;
+  /** NVMe/TCP discovery listener; 'auto' = the --nvmf host, port 8009; null = none ("off"). */
+  nvmfDiscovery: ListenAddress | 'auto' | null;
   /** The address the discovery log page gives hosts; null = the --nvmf listen address. */
   nvmfAdvertise: AdvertisedAddress | null;
   /** Subsystem NQNs are `${nvmfNqnBase}:${tenant}`. */
@@ -84,7 +84,7 @@ export const defaultConfig: DaemonConfig = {
   nbdBusyPollMicros: null,
   kekRetryMs: null,
   nvmf: null,
-  nvmfDiscovery: null,
+  nvmfDiscovery: 'auto',
   nvmfAdvertise: null,
   nvmfNqnBase: NVMF_NQN_BASE_DEFAULT,
   nvmfInCapsuleBytes: null,
@@ -238,7 +238,7 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
       case 'nbdBusyPollMicros': out.nbdBusyPollMicros = intOf(value, what); break;
       case 'kekRetryMs': out.kekRetryMs = intOf(value, what); break;
       case 'nvmf': out.nvmf = listenOf(value, what); break;
-      case 'nvmfDiscovery': out.nvmfDiscovery = listenOf(value, what); break;
+      case 'nvmfDiscovery': out.nvmfDiscovery = value === 'auto' ? 'auto' : listenOf(value, what); break;
       case 'nvmfAdvertise': out.nvmfAdvertise = value === null ? null : parseAdvertise(String(value), what); break;
       case 'nvmfNqnBase': out.nvmfNqnBase = nqnBaseOf(value, what); break;
       case 'nvmfInCapsuleBytes': {

@@ -35,8 +35,8 @@ export const shutdownHttpWaitMs = 5000;
 export interface Daemon {
   apiUrl: string;
   nbdUri: string | null;
-  /** NVMe/TCP I/O and discovery ports (null: NVMe/TCP off). */
-  nvmf: { port: number; discoveryPort: number } | null;
+  /** NVMe/TCP I/O and discovery ports (null: NVMe/TCP off; discoveryPort null: no discovery listener). */
+  nvmf: { port: number; discoveryPort: number | null } | null;
   engine: Engine;
   close(): Promise<void>;
 }
@@ -121,7 +121,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const nvmfConfig = config.nvmf;
     const nvmf = nvmfConfig === null ? null : await startNvmfServer(engine, {
       host: nvmfConfig.host, port: nvmfConfig.port,
-      discovery: config.nvmfDiscovery ?? { host: nvmfConfig.host, port: NVMF_DISCOVERY_PORT_DEFAULT },
+      discovery: config.nvmfDiscovery === 'auto' ? { host: nvmfConfig.host, port: NVMF_DISCOVERY_PORT_DEFAULT } : config.nvmfDiscovery,
       ...(config.nvmfAdvertise !== null ? { advertise: { host: config.nvmfAdvertise.host, ...(config.nvmfAdvertise.port !== null ? { port: config.nvmfAdvertise.port } : {}) } } : {}),
       nqnBase: config.nvmfNqnBase,
       ...(config.nvmfInCapsuleBytes !== null ? { inCapsuleBytes: config.nvmfInCapsuleBytes } : {}),

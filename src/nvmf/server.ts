@@ -18,8 +18,8 @@ export interface NvmfServerOptions {
   host: string;
   /** I/O port (default 4420; 0: ephemeral). */
   port?: number;
-  /** Discovery listener; default: the same host, port 8009 (0: ephemeral). */
-  discovery?: { host: string; port: number };
+  /** Discovery listener; default: the same host, port 8009 (0: ephemeral); null: none. */
+  discovery?: { host: string; port: number } | null;
   /** What the discovery log page tells hosts to connect to; default the listen address. */
   advertise?: { host: string; port?: number };
   nqnBase?: string;
@@ -31,7 +31,8 @@ export interface NvmfServerOptions {
 
 export interface NvmfServer {
   readonly port: number;
-  readonly discoveryPort: number;
+  /** null: no discovery listener. */
+  readonly discoveryPort: number | null;
   readonly registry: ControllerRegistry;
   connections(): number;
   close(): Promise<void>;
@@ -73,20 +74,22 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
   };
 
   const io = net.createServer({ noDelay: true, pauseOnConnect: true }, onSocket(false));
-  const disc = net.createServer({ noDelay: true, pauseOnConnect: true }, onSocket(true));
+  const discoveryAddress = opts.discovery === undefined ? { host: opts.host, port: c.DISCOVERY_PORT_DEFAULT } : opts.discovery;
+  const disc = discoveryAddress === null ? null : net.createServer({ noDelay: true, pauseOnConnect: true }, onSocket(true));
   try {
     await listen(io, { host: opts.host, port: opts.port ?? c.PORT_DEFAULT });
-    await listen(disc, opts.discovery ?? { host: opts.host, port: c.DISCOVERY_PORT_DEFAULT });
+    if (disc !== null && discoveryAddress !== null) await listen(disc, discoveryAddress);
   } catch (error) {
     io.close();
-    disc.close();
+    disc?.close();
     registry.close();
     throw error;
   }
   const port = (io.address() as net.AddressInfo).port;
-  const discoveryPort = (disc.address() as net.AddressInfo).port;
+  const discoveryPort = disc === null ? null : (disc.address() as net.AddressInfo).port;
   advertised.port = opts.advertise?.port ?? port;
-  advertised.discoveryPort = discoveryPort;
+  // Without a discovery listener the I/O port serves the discovery subsystem too (its log names it).
+  advertised.discoveryPort = discoveryPort ?? advertised.port;
   log('nvmf_listening', { host: opts.host, port, discoveryPort, advertise: `${advertised.host}:${advertised.port}`, inCapsuleBytes });
 
   let closing: Promise<void> | null = null;
@@ -99,7 +102,7 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
       closing ??= (async () => {
         shuttingDown = true;
         for (const controller of registry.all()) controller.abortAsyncEvents();
-        const stopped = [io, disc].map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+        const stopped = [io, ...(disc === null ? [] : [disc])].map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
         const drained = Promise.all([...live].map((connection) => connection.drain()));
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([drained, new Promise<void>((resolve) => { timer = setTimeout(resolve, c.CLOSE_DRAIN_MS_MAX); })]);
