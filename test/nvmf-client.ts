@@ -31,6 +31,8 @@ export class NvmfClient {
   readonly closed: Promise<void>;
   private icWaiter: ((pdu: Buffer) => void) | null = null;
   r2tCount = 0;
+  /** Responses to commands sent raw (not through command()). */
+  unsolicited = 0;
 
   private constructor(readonly socket: net.Socket) {
     this.closed = new Promise((resolve) => socket.on('close', () => {
@@ -81,7 +83,8 @@ export class NvmfClient {
     if (type === 0x05) {
       const cid = pdu.readUInt16LE(20);
       const p = this.pending.get(cid);
-      if (!p) throw new Error(`response for unknown cid ${cid}`);
+      // A response to a raw (sendRaw) command: counted, for tests that send them.
+      if (!p) { this.unsolicited++; return; }
       this.pending.delete(cid);
       p.resolve({ status: pdu.readUInt16LE(22) >>> 1, dw0: pdu.readUInt32LE(8), dw1: pdu.readUInt32LE(12), sqhd: pdu.readUInt16LE(16),
         data: Buffer.concat(p.chunks), viaSuccessFlag: false });
@@ -92,7 +95,8 @@ export class NvmfClient {
       const datal = pdu.readUInt32LE(16);
       const data = pdu.subarray(pdo, pdo + datal);
       if (this.dataDigest && crc32c(data) !== pdu.readUInt32LE(pdo + datal)) throw new Error('bad data digest from target');
-      const p = this.pending.get(cid)!;
+      const p = this.pending.get(cid);
+      if (!p) { this.unsolicited++; return; }
       p.chunks.push(Buffer.from(data));
       if ((pdu[1]! & 0x08) !== 0) {
         this.pending.delete(cid);
@@ -106,8 +110,9 @@ export class NvmfClient {
       const ttag = pdu.readUInt16LE(10);
       const r2to = pdu.readUInt32LE(12);
       const r2tl = pdu.readUInt32LE(16);
-      const p = this.pending.get(cid)!;
-      const data = p.hostData!.subarray(r2to, r2to + r2tl);
+      const p = this.pending.get(cid);
+      if (!p?.hostData) { this.unsolicited++; return; }
+      const data = p.hostData.subarray(r2to, r2to + r2tl);
       for (let off = 0; off < data.length; off += this.maxH2CDataBytes) {
         const piece = data.subarray(off, Math.min(off + this.maxH2CDataBytes, data.length));
         const last = off + piece.length === data.length;

@@ -446,3 +446,43 @@ test('without a discovery listener the I/O port serves the discovery subsystem',
   const trsvcids = Array.from({ length: Number(log.data.readBigUInt64LE(8)) }, (_, i) => log.data.subarray(1024 * (i + 1) + 32, 1024 * (i + 1) + 64).toString('ascii').trim());
   assert.ok(trsvcids.length >= 2 && trsvcids.every((p) => p === String(server.port)));
 });
+
+test('fuzz: mutated PDUs after a good ICReq and Connect never crash the target, which keeps serving', async (t) => {
+  const f = await fixture(t);
+  await f.engine.createVolume('vol', 4 * MiB);
+  const nsid = nsidOf(f.engine, 'vol');
+  let seed = 12345;
+  // The high bits of the LCG: its low bits repeat with short periods.
+  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return Math.floor((seed / 2 ** 31) * n); };
+  let answered = 0;
+  let terminated = 0;
+  for (let i = 0; i < 120; i++) {
+    const s = await NvmfSession.open(f.server.port, DEFAULT_NQN, { ioQueues: 1, headerDigest: rand(2) === 1, dataDigest: rand(2) === 1 });
+    const q = s.io[0]!;
+    const cmd = ioSqe([0x01, 0x02, 0x05, 0x08, 0x09, 0x00, 0x7f, rand(256)][rand(8)]!, rand(3) === 0 ? rand(1000) : nsid, rand(2048), 1 + rand(16));
+    cmd.writeUInt16LE(rand(65536), 2);
+    cmd.writeUInt32LE(rand(3) === 0 ? rand(2 ** 31) : LBA * (1 + rand(4)), 32);
+    cmd[39] = [0x01, 0x5a, rand(256)][rand(3)]!;
+    const pdu = q.capsule(cmd, rand(2) === 1 ? Buffer.alloc(LBA * (1 + rand(2)), rand(256)) : null);
+    // Mutate a few bytes, in the header mostly.
+    for (let m = rand(4); m >= 0; m--) pdu[rand(Math.min(pdu.length, 96))] = rand(256);
+    q.sendRaw(rand(4) === 0 ? pdu.subarray(0, rand(pdu.length)) : pdu);
+    await Promise.race([q.closed, new Promise((resolve) => setTimeout(resolve, 20))]);
+    if (q.unsolicited > 0) answered++;
+    if (q.termReq !== null) terminated++;
+    s.close();
+  }
+  // The fuzz reaches both the framing (C2HTermReq) and the command layer (a status for the command).
+  assert.ok(answered > 0 && terminated > 0, `answered ${answered}, terminated ${terminated}`);
+  const ok = await session(t, f, { ioQueues: 1 });
+  const w = await ok.io[0]!.command(ioSqe(0x01, nsid, 0, 1), { data: Buffer.alloc(LBA, 5) });
+  assert.equal(w.status, 0);
+  assert.deepEqual((await ok.io[0]!.command(ioSqe(0x02, nsid, 0, 1), { readBytes: LBA })).data, Buffer.alloc(LBA, 5));
+  await waitUntilQuiet(f);
+});
+
+/** Every fuzzed connection is gone (none left half-open in the server). */
+async function waitUntilQuiet(f: Fixture): Promise<void> {
+  for (let i = 0; i < 600 && f.server.connections() > 2; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(f.server.connections(), 2, 'only the last session (admin + one I/O queue) is connected');
+}
