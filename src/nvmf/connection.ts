@@ -26,6 +26,8 @@ export interface Command {
   /** Host data (views of the receive queue), once complete. */
   data: Buffer[];
   receivedBytes: number;
+  /** An R2T for the data went out: H2CData for it is expected (and only then). */
+  r2tSent: boolean;
   digestError: boolean;
   /** Receive slabs the data views sit in, released with the slot (the engine is done with the data by then). */
   readonly pins: Slab[];
@@ -222,6 +224,7 @@ export class NvmfConnection {
     const sqe = command.sqe;
     command.cid = sqe.readUInt16LE(2);
     command.receivedBytes = 0;
+    command.r2tSent = false;
     command.digestError = false;
     command.data = [];
     if (this.sqEntries > 0) this.sqhd = (this.sqhd + 1) % this.sqEntries;
@@ -270,7 +273,7 @@ export class NvmfConnection {
     const datal = header.readUInt32LE(at + 16);
     const dd = this.dataDigest ? c.DIGEST_BYTES : 0;
     const command = this.slots[ttag];
-    if (command === undefined || !command.busy || command.cid !== cccid || command.receivedBytes === command.dataBytes) {
+    if (command === undefined || !command.busy || !command.r2tSent || command.cid !== cccid || command.receivedBytes === command.dataBytes) {
       this.fatal(c.FES_INVALID_HEADER_FIELD, 10, `H2CData for no transfer (ttag ${ttag})`);
       return false;
     }
@@ -302,6 +305,7 @@ export class NvmfConnection {
       return;
     }
     this.r2tBytesInFlight += command.dataBytes;
+    command.r2tSent = true;
     // reserve() may replace the arena: it is called before the arena is read.
     const at = this.reserve(smallPduBytes(this.headerDigest));
     r2tInto(this.arena, at, this.headerDigest, command.cid, command.index, 0, command.dataBytes);
@@ -391,7 +395,7 @@ export class NvmfConnection {
     if (index === undefined) {
       if (this.slots.length >= this.slotsMax) return null;
       index = this.slots.length;
-      this.slots.push({ index, busy: false, sqe: Buffer.alloc(c.SQE_BYTES), cid: 0, dataBytes: 0, data: [], receivedBytes: 0, digestError: false, pins: [] });
+      this.slots.push({ index, busy: false, sqe: Buffer.alloc(c.SQE_BYTES), cid: 0, dataBytes: 0, data: [], receivedBytes: 0, r2tSent: false, digestError: false, pins: [] });
     }
     const command = this.slots[index]!;
     command.busy = true;
