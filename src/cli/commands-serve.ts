@@ -105,7 +105,7 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--nbd-tls-psk <file>', 'NBD TLS-PSK key file (identity:hexkey lines; the default tenant\'s); env CAIRN_NBD_TLS_PSK')
     .option('--nbd-tls-required', 'refuse NBD clients that do not upgrade to TLS (with one of the above); env CAIRN_NBD_TLS_REQUIRED')
     .option('--nvmf <host:port>', 'serve NVMe/TCP here (usually port 4420; default off); env CAIRN_NVMF')
-    .option('--nvmf-discovery <host:port>', 'NVMe/TCP discovery service (default: the --nvmf host, port 8009); env CAIRN_NVMF_DISCOVERY')
+    .option('--nvmf-discovery <host:port>', 'NVMe/TCP discovery service (default: the --nvmf host, port 8009; "off": none, the --nvmf port serves discovery too); env CAIRN_NVMF_DISCOVERY')
     .option('--nvmf-advertise <host[:port]>', 'address the discovery log gives hosts (NAT, forwarded port; default the --nvmf address); env CAIRN_NVMF_ADVERTISE')
     .option('--nvmf-nqn-base <nqn>', 'subsystem NQNs are NQN:TENANT (default nqn.2026-12.io.cairn); env CAIRN_NVMF_NQN_BASE')
     .option('--nvmf-in-capsule-bytes <n>', 'write data carried in the command capsule on I/O queues (default 8192, a multiple of 16, at most 128 KiB); env CAIRN_NVMF_IN_CAPSULE_BYTES')
