@@ -155,6 +155,15 @@ test('a snapshot namespace is read-only; Connect refusals: unknown subsystem, ho
   assert.equal(otherHost.dw0, (1 << 16) | 512, 'IPO hostnqn');
   const sameQid = await refusal(DEFAULT_NQN, 1, s.cntlid);
   assert.equal(sameQid.dw0, 42, 'IATTR SQE, IPO qid');
+  // SQSIZE past the bounds (128 entries on I/O queues, 32 on the admin queue): IPO sqsize.
+  const sizes = async (qid: number, entries: number, cntlid: number): Promise<{ status: number; dw0: number }> => {
+    const c = await NvmfClient.open(f.server.port);
+    defer(t, () => c.close());
+    return c.command(connectSqe(qid, entries), { data: connectData(DEFAULT_NQN, HOST_NQN, cntlid) });
+  };
+  assert.equal((await sizes(2, 129, s.cntlid)).dw0, 44);
+  assert.equal((await sizes(0, 64, 0xffff)).dw0, 44);
+  assert.equal(SC((await sizes(2, 1, s.cntlid)).status), 0x82, 'one entry is no queue');
   assert.ok(f.events.some((e) => e.event === 'nvmf_connect_refused' && e.fields.reason === 'host not allowed'));
 });
 
