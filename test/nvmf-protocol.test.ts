@@ -495,3 +495,23 @@ async function waitUntilQuiet(f: Fixture): Promise<void> {
   for (let i = 0; i < 600 && f.server.connections() > 2; i++) await new Promise((resolve) => setTimeout(resolve, 50));
   assert.equal(f.server.connections(), 2, 'only the last session (admin + one I/O queue) is connected');
 }
+
+test('two busy tenants share the target fairly without stalling (inline and R2T writes, reads)', async (t) => {
+  const f = await fixture(t);
+  t.after(() => { if (process.env.NVMF_DEBUG) console.log(f.events.filter((e) => !e.event.includes('created') && !e.event.includes('io_queue'))); });
+  await f.tenancy.createTenant('acme');
+  await new NvmeHostAccess(f.tenancy).add('acme', HOST_NQN);
+  await f.engine.createVolume('vol', 8 * MiB);
+  await f.engine.createVolume('acme/vol', 8 * MiB);
+  const a = await session(t, f, { ioQueues: 1 });
+  const b = await NvmfSession.open(f.server.port, `${NQN_BASE}:acme`, { ioQueues: 1 });
+  defer(t, () => b.close());
+  const flood = async (s: NvmfSession, nsid: number, fill: number): Promise<void> => {
+    const q = s.io[0]!;
+    const writes = Array.from({ length: 64 }, (_, i) => q.command(ioSqe(0x01, nsid, i * 2, 2), { data: Buffer.alloc(2 * LBA, fill + i), inCapsule: i % 2 === 0 }));
+    for (const w of await Promise.all(writes)) assert.equal(w.status, 0);
+    const reads = Array.from({ length: 64 }, (_, i) => q.command(ioSqe(0x02, nsid, i * 2, 2), { readBytes: 2 * LBA }));
+    for (const [i, r] of (await Promise.all(reads)).entries()) assert.ok(r.data.equals(Buffer.alloc(2 * LBA, fill + i)));
+  };
+  await Promise.all([flood(a, nsidOf(f.engine, 'vol'), 1), flood(b, nsidOf(f.engine, 'acme/vol'), 100)]);
+});

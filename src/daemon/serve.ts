@@ -126,6 +126,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       nqnBase: config.nvmfNqnBase,
       ...(config.nvmfInCapsuleBytes !== null ? { inCapsuleBytes: config.nvmfInCapsuleBytes } : {}),
       tenancy, hostAccess: new NvmeHostAccess(tenancy),
+      // Tenants share the target by their QoS weight while more than one is busy, as on NBD.
+      fairShare: { weightOf: (tenant) => engine.control.tenantLimits(tenant).weight },
       log: eventLogger(logger, 'nvmf'),
     });
     if (nvmf !== null) {

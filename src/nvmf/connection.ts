@@ -11,6 +11,7 @@ import { RecvQueue } from '../nbd/recv-queue.js';
 import { ReplyWriter } from '../nbd/reply-writer.js';
 import type { ReadBufferPool } from '../nbd/read-buffers.js';
 import { socketReadingIntoSlabs, type Slab, type SlabPool } from '../nbd/recv-slabs.js';
+import type { TenantShare } from '../nbd/fair-share.js';
 import { c2hDataHeaderInto, c2hTermReq, capsuleRespInto, crc32cOf, hostHeaderBytes, icResp, r2tInto, smallPduBytes } from './pdu.js';
 import { nvmeStatus as status, SCT_GENERIC, SC_COMMAND_SEQUENCE_ERROR, SC_INVALID_FIELD, SC_SGL_INVALID_DATA_LENGTH, SC_SGL_INVALID_TYPE,
   SC_TRANSIENT_TRANSPORT_ERROR } from './status.js';
@@ -28,6 +29,8 @@ export interface Command {
   receivedBytes: number;
   /** An R2T for the data went out: H2CData for it is expected (and only then). */
   r2tSent: boolean;
+  /** Counted in the tenant's fair share while it runs (I/O queues). */
+  shared: boolean;
   digestError: boolean;
   /** Receive slabs the data views sit in, released with the slot (the engine is done with the data by then). */
   readonly pins: Slab[];
@@ -64,6 +67,15 @@ export class NvmfConnection {
   private stopped = false;
   private idleTimer: NodeJS.Timeout | null;
   private r2tBytesInFlight = 0;
+  /**
+   * Fair sharing between tenants (src/nbd/fair-share.ts), on I/O queues: while the tenant is over its
+   * share and this connection has commands running (their completion resumes it), PDUs are not read.
+   * Commands waiting for R2T data are not counted, so a pause never waits on data it stops reading.
+   */
+  private share: TenantShare | null = null;
+  private sharedRunning = 0;
+  private pausedForShare = false;
+  private readonly pumpBound = (): void => { if (!this.stopped) this.pump(); };
   /**
    * Small PDUs are encoded one after the other in the arena; [arenaSentBytes, arenaUsedBytes) is not
    * yet handed to the socket. It goes as one buffer at the end of the round (setImmediate) or before a
@@ -131,7 +143,8 @@ export class NvmfConnection {
   }
 
   /** Connect accepted: the queue's size and handler are known now. */
-  connected(qid: number, sqEntries: number, handler: QueueHandler, inCapsuleBytesMax: number): void {
+  connected(qid: number, sqEntries: number, handler: QueueHandler, inCapsuleBytesMax: number, share: TenantShare | null = null): void {
+    this.share = share;
     this.qid = qid;
     this.sqEntries = sqEntries;
     this.slotsMax = sqEntries;
@@ -152,6 +165,11 @@ export class NvmfConnection {
         return;
       }
       if (this.recv.length < c.COMMON_HEADER_BYTES) return;
+      if (this.share !== null && this.sharedRunning > 0 && this.share.inFlight() >= this.share.cap()) {
+        this.pausedForShare = true;
+        this.socket.pause();
+        return;
+      }
       const [head, at] = this.recv.peek(c.COMMON_HEADER_BYTES);
       const type = head[at]!;
       const flags = head[at + 1]!;
@@ -321,6 +339,11 @@ export class NvmfConnection {
   }
 
   private start(command: Command): void {
+    if (this.share !== null) {
+      this.share.started();
+      command.shared = true;
+      this.sharedRunning++;
+    }
     // Only Connect may come before Connect (fabrics.ts checks what it is).
     this.handler.execute(this, command);
   }
@@ -395,7 +418,7 @@ export class NvmfConnection {
     if (index === undefined) {
       if (this.slots.length >= this.slotsMax) return null;
       index = this.slots.length;
-      this.slots.push({ index, busy: false, sqe: Buffer.alloc(c.SQE_BYTES), cid: 0, dataBytes: 0, data: [], receivedBytes: 0, r2tSent: false, digestError: false, pins: [] });
+      this.slots.push({ index, busy: false, sqe: Buffer.alloc(c.SQE_BYTES), cid: 0, dataBytes: 0, data: [], receivedBytes: 0, r2tSent: false, shared: false, digestError: false, pins: [] });
     }
     const command = this.slots[index]!;
     command.busy = true;
@@ -404,6 +427,12 @@ export class NvmfConnection {
   }
 
   private releaseSlot(command: Command): void {
+    if (command.shared) {
+      command.shared = false;
+      this.sharedRunning--;
+      this.share!.ended();
+      if (this.pausedForShare && !this.stopped) { this.pausedForShare = false; this.socket.resume(); setImmediate(this.pumpBound); }
+    }
     command.busy = false;
     command.data = [];
     for (const slab of command.pins) slab.unref();

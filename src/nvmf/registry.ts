@@ -17,6 +17,7 @@ import { nvmeStatus as status, SCT_COMMAND_SPECIFIC, SC_CONNECT_CONTROLLER_BUSY,
 import { Controller } from './controller.js';
 import { AdminQueue } from './admin-queue.js';
 import { IoQueue } from './io.js';
+import type { FairShare } from '../nbd/fair-share.js';
 
 const CNTLID_MAX = 0xffef;
 
@@ -29,6 +30,8 @@ export interface RegistryOptions {
   inCapsuleBytes: number;
   /** The address hosts are told in the discovery log page (the advertised one, else the listen one). */
   advertise: { host: string; port: number; discoveryPort: number };
+  /** Fair sharing of I/O between tenants (src/nbd/fair-share.ts); null: off. */
+  fair: FairShare | null;
   log(event: string, fields: Record<string, unknown>): void;
 }
 
@@ -91,7 +94,8 @@ export class ControllerRegistry {
     controller.ioQueues.set(request.qid, connection);
     controller.touch();
     connection.sqFlowDisabled = request.sqFlowDisabled;
-    connection.connected(request.qid, request.sqEntries, new IoQueue(controller), this.opts.inCapsuleBytes);
+    connection.connected(request.qid, request.sqEntries, new IoQueue(controller), this.opts.inCapsuleBytes,
+      this.opts.fair?.share(controller.tenant!) ?? null);
     this.opts.log('nvmf_io_queue_connected', { peer: connection.peer, cntlid: controller.cntlid, qid: request.qid, entries: request.sqEntries });
     return { status: 0, dw0: controller.cntlid };
   }

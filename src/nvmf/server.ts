@@ -7,6 +7,7 @@ import type { Engine } from '../engine/index.js';
 import type { TenantStore } from '../tenancy/store.js';
 import { ReadBufferPool } from '../nbd/read-buffers.js';
 import { SlabPool } from '../nbd/recv-slabs.js';
+import { FairShare, type FairShareOptions } from '../nbd/fair-share.js';
 import * as c from './constants.js';
 import { NvmfConnection } from './connection.js';
 import { ControllerRegistry } from './registry.js';
@@ -26,6 +27,8 @@ export interface NvmfServerOptions {
   inCapsuleBytes?: number;
   tenancy: TenantStore;
   hostAccess?: NvmeHostAccess;
+  /** Fair sharing of I/O between tenants while more than one is busy (as NBD's); default on; false: off. */
+  fairShare?: FairShareOptions | false;
   log?: (event: string, fields: Record<string, unknown>) => void;
 }
 
@@ -59,6 +62,7 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
     poolIdentity: identity,
     inCapsuleBytes,
     advertise: advertised,
+    fair: opts.fairShare === false ? null : new FairShare(opts.fairShare ?? {}),
     log,
   });
 
