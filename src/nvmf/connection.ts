@@ -2,7 +2,7 @@
 // reply writer; frames PDUs (every length checked against a bound before it is waited for), checks
 // digests, keeps the command slots (TTAG = slot index) and the R2T flow of host data, and sends
 // C2HData and CapsuleResp. What a command does is decided by its queue: fabrics.ts before and at
-// Connect, controller.ts for the admin queue, io.ts for I/O queues. Protocol errors get a
+// Connect, admin-queue.ts for the admin queue, io.ts for I/O queues. Protocol errors get a
 // C2HTermReq, then the connection closes (NVMe/TCP 1.0 "Transport Errors").
 import type net from 'node:net';
 import { crc32c } from '@node-rs/crc32';
@@ -378,9 +378,6 @@ export class NvmfConnection {
     if (success) this.releaseSlot(command);
     else this.complete(command, 0, dw0);
   }
-
-  /** Completes a command with a status on behalf of an asynchronous completer that may find the slot reused. */
-  get isOpen(): boolean { return !this.isClosed && !this.stopped; }
 
   /** Room for `bytes` of small PDUs in the arena: where to encode them. */
   private reserve(bytes: number): number {
