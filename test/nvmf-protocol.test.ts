@@ -300,6 +300,17 @@ test('a resize, a new volume and a deletion complete an AER and fill the changed
   await f.engine.deleteVolume('new');
   await aer3;
   assert.equal((await s.getLogPage(0x04, 4096)).data.readUInt32LE(0), created.id + 1);
+  // A revert changes the content under the host: announced like a resize (the snapshot is new too).
+  await f.engine.createSnapshots(['vol@s']);
+  const aer4 = s.admin.command(sqe(0x0c));
+  await aer4;
+  await s.getLogPage(0x04, 4096);
+  const aer5 = s.admin.command(sqe(0x0c));
+  await f.engine.revertVolume('vol', 's');
+  assert.equal((await aer5).dw0, 0x00040002);
+  const reverted = await s.getLogPage(0x04, 4096);
+  assert.equal(reverted.data.readUInt32LE(0), nsid);
+  assert.equal(reverted.data.readUInt32LE(4), 0, 'only the reverted volume');
 });
 
 test('shutdown handshake, AER limit, I/O queue Disconnect, bad ICReq and H2CData out of range', async (t) => {
