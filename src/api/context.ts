@@ -6,6 +6,8 @@ import type { Principal, TenantStore } from '../tenancy/store.js';
 import { assert } from '../engine/index.js';
 import { requestScope, type JobsView } from './request-scope.js';
 import { splitQualified } from '../tenancy/names.js';
+import { TenancyError } from '../tenancy/errors.js';
+import type { FastifyRequest } from 'fastify';
 import type { QosControl } from '../qos/qos-control.js';
 import type { KeyManager } from '../tenancy/key-manager.js';
 
@@ -67,3 +69,17 @@ export function apiContext(init: ApiContextInit): ApiContext {
 
 /** How long DELETE waits for a delete before answering 202 with a job instead. */
 export const deleteWaitMs = 1000;
+
+/**
+ * The `:tenant` of a tenant-scoped route (NBD keys, NVMe hosts), checked: a tenant's token reaches its
+ * own tenant only, and another tenant is "not found", never "forbidden" (no hint that it exists).
+ */
+export function ownTenantParam(ctx: ApiContext): (req: FastifyRequest) => string {
+  return (req) => {
+    const tenant = (req.params as { tenant: string }).tenant;
+    const principal = ctx.principal();
+    const mine = principal === null || principal.tenant === null || principal.tenant === tenant;
+    if (!mine || !ctx.tenancy.tenantExists(tenant)) throw new TenancyError('tenant_not_found', `tenant not found: ${tenant}`);
+    return tenant;
+  };
+}

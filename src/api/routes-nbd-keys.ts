@@ -2,8 +2,7 @@
 // holds the key), list (identities only), delete. Keys live in the pool's catalog (tenancy/store.ts);
 // the NBD server asks for them on each TLS handshake, so a change applies to the next connection.
 import { Type } from '@sinclair/typebox';
-import type { FastifyRequest } from 'fastify';
-import type { ApiContext } from './context.js';
+import { ownTenantParam, type ApiContext } from './context.js';
 import type { RouteSpec, RouteTable } from './routes.js';
 import { TenancyError } from '../tenancy/errors.js';
 import type { NbdKeyInfo } from '../tenancy/store.js';
@@ -30,14 +29,7 @@ const NbdKeyCreated = Type.Object({
 function view(k: NbdKeyInfo): NbdKeyInfo { return { identity: k.identity, tenant: k.tenant, createdMs: k.createdMs }; }
 
 export function registerNbdKeyRoutes(routes: RouteTable, ctx: ApiContext): void {
-  const tenantOf = (req: FastifyRequest): string => {
-    const tenant = (req.params as { tenant: string }).tenant;
-    // A tenant token manages its own tenant's keys; another tenant is "not found", never "forbidden".
-    const principal = ctx.principal();
-    const mine = principal === null || principal.tenant === null || principal.tenant === tenant;
-    if (!mine || !ctx.tenancy.tenantExists(tenant)) throw new TenancyError('tenant_not_found', `tenant not found: ${tenant}`);
-    return tenant;
-  };
+  const tenantOf = ownTenantParam(ctx);
   const specs: RouteSpec[] = [{
     method: 'POST', url: '/v1/tenants/:tenant/nbd-keys', tag, access: 'write', params: TenantParams,
     summary: 'Create an NBD key (TLS-PSK identity and key) for the tenant; the key is in this answer only',

@@ -2,10 +2,8 @@
 // remove). The list lives in the pool's catalog (tenancy/store.ts); the NVMe/TCP target asks on every
 // Connect, so a change applies to the next one. A reader may list its tenant's hosts.
 import { Type } from '@sinclair/typebox';
-import type { FastifyRequest } from 'fastify';
-import type { ApiContext } from './context.js';
+import { ownTenantParam, type ApiContext } from './context.js';
 import type { RouteSpec, RouteTable } from './routes.js';
-import { TenancyError } from '../tenancy/errors.js';
 import type { NvmeHostInfo } from '../tenancy/store.js';
 import { NQN_BYTES_MAX, NvmeHostAccess } from '../nvmf/host-access.js';
 
@@ -28,14 +26,7 @@ function view(h: NvmeHostInfo): NvmeHostInfo { return { nqn: h.nqn, tenant: h.te
 
 export function registerNvmeHostRoutes(routes: RouteTable, ctx: ApiContext): void {
   const access = new NvmeHostAccess(ctx.tenancy);
-  const tenantOf = (req: FastifyRequest): string => {
-    const tenant = (req.params as { tenant: string }).tenant;
-    // A tenant's token manages its own tenant's hosts; another tenant is "not found", never "forbidden".
-    const principal = ctx.principal();
-    const mine = principal === null || principal.tenant === null || principal.tenant === tenant;
-    if (!mine || !ctx.tenancy.tenantExists(tenant)) throw new TenancyError('tenant_not_found', `tenant not found: ${tenant}`);
-    return tenant;
-  };
+  const tenantOf = ownTenantParam(ctx);
   const specs: RouteSpec[] = [{
     method: 'GET', url: '/v1/tenants/:tenant/nvme-hosts', tag, access: 'read', params: TenantParams,
     summary: 'The host NQNs the tenant\'s NVMe/TCP subsystem admits (the default tenant admits any host while its list is empty)',
