@@ -31,11 +31,12 @@ const rules: Record<string, 'public' | 'read' | 'write' | 'admin'> = {
   'GET /v1/tenants/:tenant/encryption': 'admin', 'PUT /v1/tenants/:tenant/encryption': 'admin',
   'POST /v1/tenants/:tenant/encryption/unlock': 'admin', 'POST /v1/tenants/:tenant/encryption/rotate': 'admin',
   'POST /v1/tenants/:tenant/nbd-keys': 'write', 'GET /v1/tenants/:tenant/nbd-keys': 'write', 'DELETE /v1/tenants/:tenant/nbd-keys/:identity': 'write',
+  'GET /v1/tenants/:tenant/nvme-hosts': 'read', 'POST /v1/tenants/:tenant/nvme-hosts': 'write', 'DELETE /v1/tenants/:tenant/nvme-hosts/:nqn': 'write',
 };
 
 /** A concrete path for a route pattern (names that need not exist: authorization comes first). */
 function concrete(url: string): string {
-  return url.replace(':tenant', 'acme').replace(':token', 'nope').replace(':name', 'db').replace(':snapshot', 's1').replace(':identity', 'nope').replace(':id', 'nope');
+  return url.replace(':tenant', 'acme').replace(':token', 'nope').replace(':name', 'db').replace(':snapshot', 's1').replace(':identity', 'nope').replace(':nqn', 'nqn.2024-01.com.example:nope').replace(':id', 'nope');
 }
 
 function code(r: ApiAnswer): string { return (r.body as { code?: string } | null)?.code ?? `status ${r.status}`; }
@@ -184,6 +185,28 @@ test('API tenants: names are per tenant; another tenant\'s objects are 404, neve
     assert.equal((await acmeReader('POST', '/v1/tenants/acme/nbd-keys')).status, 403);
   });
 
+  await t.test('NVMe hosts: a tenant manages its own list, a reader reads it; another tenant\'s is not found; errors', async () => {
+    const nqn = 'nqn.2014-08.org.nvmexpress:uuid:6f1b2c3d-0000-4000-8000-00000000abcd';
+    const added = await acme('POST', '/v1/tenants/acme/nvme-hosts', { nqn });
+    assert.equal(added.status, 201, code(added));
+    assert.deepEqual(Object.keys(added.body as object).sort(), ['createdMs', 'nqn', 'tenant']);
+    assert.equal(code(await acme('POST', '/v1/tenants/acme/nvme-hosts', { nqn })), 'name_taken');
+    assert.equal((await acme('POST', '/v1/tenants/acme/nvme-hosts', { nqn })).status, 409);
+    const bad = await acme('POST', '/v1/tenants/acme/nvme-hosts', { nqn: 'iqn.2024-01.com.example:x' });
+    assert.equal(bad.status, 400);
+    assert.equal((bad.body as { type?: string; title?: string }).title, 'Bad Request');
+    assert.equal((await f.call('POST', '/v1/tenants/nosuch/nvme-hosts', { nqn })).status, 404);
+    assert.equal((await beta('GET', '/v1/tenants/acme/nvme-hosts')).status, 404, 'another tenant: not found');
+    assert.equal(code(await beta('DELETE', `/v1/tenants/acme/nvme-hosts/${encodeURIComponent(nqn)}`)), 'tenant_not_found');
+    assert.deepEqual(((await acmeReader('GET', '/v1/tenants/acme/nvme-hosts')).body as Array<{ nqn: string }>).map((h) => h.nqn), [nqn]);
+    assert.equal((await acmeReader('POST', '/v1/tenants/acme/nvme-hosts', { nqn })).status, 403);
+    assert.equal((await f.call('GET', '/v1/tenants/acme/nvme-hosts')).status, 200, 'an admin reads any tenant\'s');
+    assert.equal(code(await acme('DELETE', `/v1/tenants/acme/nvme-hosts/${encodeURIComponent('nqn.2024-01.com.example:other')}`)), 'nvme_host_not_found');
+    assert.equal((await acme('DELETE', `/v1/tenants/acme/nvme-hosts/${encodeURIComponent(nqn)}`)).status, 204);
+    assert.deepEqual((await acme('GET', '/v1/tenants/acme/nvme-hosts')).body, []);
+    assert.equal((await acme('POST', '/v1/tenants/acme/nvme-hosts', { nqn })).status, 201, 'added again for the tenant delete below');
+  });
+
   await t.test('a reader reads but changes nothing', async () => {
     assert.equal((await acmeReader('GET', '/v1/volumes/db')).status, 200);
     assert.equal((await acmeReader('POST', '/v1/volumes/db/snapshots', { name: 's2' })).status, 403);
@@ -201,6 +224,7 @@ test('API tenants: names are per tenant; another tenant\'s objects are 404, neve
     assert.equal((await f.call('DELETE', '/v1/tenants/acme?force=true')).status, 204);
     assert.deepEqual(f.engine.listVolumes().map((v) => v.name).sort(), ['beta/db', 'db']);
     assert.equal((await acme('GET', '/v1/volumes')).status, 401, 'the tenant\'s tokens went with it');
+    assert.deepEqual(f.tenancy.listNvmeHosts('acme'), [], 'and its NVMe hosts');
     assert.deepEqual(((await f.call('GET', '/v1/tenants')).body as Array<{ name: string }>).map((x) => x.name), ['default', 'beta']);
   });
 

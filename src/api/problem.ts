@@ -62,6 +62,7 @@ const statusByCode: Record<ErrorCode | ApiErrorCode | TenancyErrorCode, number> 
   tenant_not_found: 404,
   token_not_found: 404,
   nbd_key_not_found: 404,
+  nvme_host_not_found: 404,
   tenant_not_empty: 409,
   tenant_busy: 409,
   kek_unavailable: 503,

@@ -45,7 +45,7 @@ export function registerTenantRoutes(routes: RouteTable, ctx: ApiContext): void 
   });
   routes.add({
     method: 'DELETE', url: '/v1/tenants/:tenant', access: 'admin', tag,
-    summary: 'Delete a tenant with its tokens and NBD keys; refused (409 tenant_not_empty) while it owns volumes unless ?force=true, which deletes them',
+    summary: 'Delete a tenant with its tokens, NBD keys and NVMe host NQNs; refused (409 tenant_not_empty) while it owns volumes unless ?force=true, which deletes them',
     params: TenantParams, querystring: TenantDeleteQuery, responses: { 204: { description: 'deleted' } },
     handler: async (req, reply) => {
       const tenant = (req.params as { tenant: string }).tenant;

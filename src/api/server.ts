@@ -16,6 +16,7 @@ import { registerWhoamiRoutes } from './routes-whoami.js';
 import { Authenticator, authorize, type AuthFailureReason } from './auth.js';
 import { scopeFor } from './request-scope.js';
 import { registerNbdKeyRoutes } from './routes-nbd-keys.js';
+import { registerNvmeHostRoutes } from './routes-nvme-hosts.js';
 import { registerQosRoutes } from './routes-qos.js';
 import { registerKeyRoutes } from './routes-keys.js';
 
@@ -118,6 +119,7 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerTenantRoutes(routes, ctx);
   registerWhoamiRoutes(routes, ctx);
   registerNbdKeyRoutes(routes, ctx);
+  registerNvmeHostRoutes(routes, ctx);
   registerQosRoutes(routes, ctx);
   registerKeyRoutes(routes, ctx);
   if (opts.metrics !== undefined) {

@@ -13,6 +13,7 @@ interface ServeFlags {
   logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string; kekRetryMs?: string;
   apiTlsCert?: string; apiTlsKey?: string; apiTlsClientCa?: string;
   nbdTls?: string; nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean; rewind?: boolean;
+  nvmf?: string; nvmfDiscovery?: string; nvmfAdvertise?: string; nvmfNqnBase?: string; nvmfInCapsuleBytes?: string;
 }
 
 // The daemon and the engine are imported only by the commands that need them, so the client
@@ -26,6 +27,8 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
     nbdSocketPath: flags.nbdSocket, logLevel: flags.logLevel, logFormat: flags.logFormat,
     cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs, nbdBusyPollMicros: flags.nbdBusyPollUs, kekRetryMs: flags.kekRetryMs,
     rewind: flags.rewind === true ? true : undefined,
+    nvmf: flags.nvmf, nvmfDiscovery: flags.nvmfDiscovery, nvmfAdvertise: flags.nvmfAdvertise, nvmfNqnBase: flags.nvmfNqnBase,
+    nvmfInCapsuleBytes: flags.nvmfInCapsuleBytes,
     apiTls: flags.apiTlsCert === undefined && flags.apiTlsKey === undefined ? undefined : {
       certFile: flags.apiTlsCert, keyFile: flags.apiTlsKey, clientCaFile: flags.apiTlsClientCa,
     },
@@ -101,6 +104,11 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--nbd-tls-ca <file>', 'CA for client certificates (required of clients; a SAN URI cairn:tenant:NAME names the tenant); env CAIRN_NBD_TLS_CA')
     .option('--nbd-tls-psk <file>', 'NBD TLS-PSK key file (identity:hexkey lines; the default tenant\'s); env CAIRN_NBD_TLS_PSK')
     .option('--nbd-tls-required', 'refuse NBD clients that do not upgrade to TLS (with one of the above); env CAIRN_NBD_TLS_REQUIRED')
+    .option('--nvmf <host:port>', 'serve NVMe/TCP here (usually port 4420; default off); env CAIRN_NVMF')
+    .option('--nvmf-discovery <host:port>', 'NVMe/TCP discovery service (default: the --nvmf host, port 8009; "off": none, the --nvmf port serves discovery too); env CAIRN_NVMF_DISCOVERY')
+    .option('--nvmf-advertise <host[:port]>', 'address the discovery log gives hosts (NAT, forwarded port; default the --nvmf address); env CAIRN_NVMF_ADVERTISE')
+    .option('--nvmf-nqn-base <nqn>', 'subsystem NQNs are NQN:TENANT (default nqn.2026-12.io.cairn); env CAIRN_NVMF_NQN_BASE')
+    .option('--nvmf-in-capsule-bytes <n>', 'write data carried in the command capsule on I/O queues (default 8192, a multiple of 16, at most 128 KiB); env CAIRN_NVMF_IN_CAPSULE_BYTES')
     .option('--log-level <level>', 'trace|debug|info|warn|error (default info); env CAIRN_LOG_LEVEL')
     .option('--log-format <format>', 'json|pretty|auto (default auto: pretty on a terminal); env CAIRN_LOG_FORMAT')
     .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')

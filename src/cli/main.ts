@@ -10,6 +10,7 @@ import { registerServeCommands } from './commands-serve.js';
 import { registerTenantCommands } from './commands-tenant.js';
 import { resolveCredentials } from './credentials.js';
 import { addNbdKeyCommands } from './commands-nbd-keys.js';
+import { addNvmeHostCommands } from './commands-nvme-hosts.js';
 import { registerQosCommands } from './commands-qos.js';
 
 function apiUrl(value: string | undefined): string {
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
   registerStreamCommands(program, ctx);
   const tenant = registerTenantCommands(program, ctx);
   addNbdKeyCommands(tenant, ctx);
+  addNvmeHostCommands(tenant, ctx);
   registerQosCommands(program, ctx);
   // Listed for --help only: main() routes `cairn csi ...` to the CSI plugin's own parser.
   program.command('csi').description('run the Kubernetes CSI plugin (see: cairn csi --help)')

@@ -7,6 +7,14 @@ import type { Preallocation } from '../engine/index.js';
 
 export interface ListenAddress { host: string; port: number }
 
+/** What NVMe/TCP hosts are told to connect to (discovery log page): a host, and a port unless the listen one. */
+export interface AdvertisedAddress { host: string; port: number | null }
+
+/** NVMe-oF base NQN unless configured (src/nvmf/host-access.ts has the same value). */
+export const NVMF_NQN_BASE_DEFAULT = 'nqn.2026-12.io.cairn';
+/** The discovery service's port when only --nvmf is given. */
+export const NVMF_DISCOVERY_PORT_DEFAULT = 8009;
+
 export interface NbdTlsConfig {
   certFile?: string; keyFile?: string; caFile?: string; pskFile?: string; required?: boolean;
   /** TLS-PSK with the pool's tenant NBD keys (`cairn tenant nbd-key create`); needs no file. */
@@ -42,6 +50,16 @@ export interface DaemonConfig {
   nbdBusyPollMicros: number | null;
   /** How often tenants whose key-encryption key is unavailable are retried, ms; null = the default (5 s). */
   kekRetryMs: number | null;
+  /** NVMe/TCP I/O listener (usually port 4420); null = NVMe/TCP off (the default). */
+  nvmf: ListenAddress | null;
+  /** NVMe/TCP discovery listener; 'auto' = the --nvmf host, port 8009; null = none ("off"). */
+  nvmfDiscovery: ListenAddress | 'auto' | null;
+  /** The address the discovery log page gives hosts; null = the --nvmf listen address. */
+  nvmfAdvertise: AdvertisedAddress | null;
+  /** Subsystem NQNs are `${nvmfNqnBase}:${tenant}`. */
+  nvmfNqnBase: string;
+  /** In-capsule data bytes on I/O queues; null = the target's default (8 KiB). */
+  nvmfInCapsuleBytes: number | null;
   /** Open a pool whose newest generation was lost at its newest valid older one (PoolOptions.rewind); only from the command line. */
   rewind: boolean;
 }
@@ -65,6 +83,11 @@ export const defaultConfig: DaemonConfig = {
   commitIntervalMs: null,
   nbdBusyPollMicros: null,
   kekRetryMs: null,
+  nvmf: null,
+  nvmfDiscovery: 'auto',
+  nvmfAdvertise: null,
+  nvmfNqnBase: NVMF_NQN_BASE_DEFAULT,
+  nvmfInCapsuleBytes: null,
   rewind: false,
 };
 
@@ -82,6 +105,25 @@ export function parseListen(text: string, what: string): ListenAddress | null {
     throw new ConfigError(`invalid ${what} address ${JSON.stringify(text)} (expected HOST:PORT)`);
   }
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/** "HOST" or "HOST:PORT" ("[v6]" or "[v6]:PORT" for IPv6). */
+export function parseAdvertise(text: string, what: string): AdvertisedAddress | null {
+  const t = text.trim();
+  if (t === '' || t === 'off' || t === 'none') return null;
+  const m = /^(?:\[([^\]]+)\]|([^:\[\]]+))(?::(\d+))?$/.exec(t);
+  const port = m?.[3] === undefined ? null : Number(m[3]);
+  if (m === null || (port !== null && (port < 1 || port > 65535))) throw new ConfigError(`invalid ${what} ${JSON.stringify(text)} (expected HOST or HOST:PORT)`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** An NQN base: "nqn.yyyy-mm.reverse.domain[:...]" (NVMe base spec 4.5), short enough for ":" and a tenant name. */
+function nqnBaseOf(value: unknown, what: string): string {
+  const base = String(value).trim();
+  if (!/^nqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*[a-z0-9](:[\x21-\x7e]+)?$/i.test(base) || Buffer.byteLength(base) > 223 - 33) {
+    throw new ConfigError(`invalid ${what}: ${JSON.stringify(base)} (expected nqn.yyyy-mm.reverse.domain, at most 190 bytes)`);
+  }
+  return base;
 }
 
 function sizeOf(value: unknown, what: string): number {
@@ -153,7 +195,8 @@ export function tlsLayer(v: { mode?: string; certFile?: string; keyFile?: string
 export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: string): DaemonConfig {
   const out = { ...config };
   const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'poolPreallocate', 'api', 'apiTls', 'nbd', 'nbdSocketPath', 'nbdTls',
-    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'kekRetryMs', 'rewind']);
+    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'kekRetryMs', 'rewind',
+    'nvmf', 'nvmfDiscovery', 'nvmfAdvertise', 'nvmfNqnBase', 'nvmfInCapsuleBytes']);
   for (const [key, value] of Object.entries(layer)) {
     if (value === undefined) continue;
     if (!known.has(key)) throw new ConfigError(`unknown setting "${key}" in ${source}`);
@@ -194,6 +237,16 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
       case 'commitIntervalMs': out.commitIntervalMs = intOf(value, what); break;
       case 'nbdBusyPollMicros': out.nbdBusyPollMicros = intOf(value, what); break;
       case 'kekRetryMs': out.kekRetryMs = intOf(value, what); break;
+      case 'nvmf': out.nvmf = listenOf(value, what); break;
+      case 'nvmfDiscovery': out.nvmfDiscovery = value === 'auto' ? 'auto' : listenOf(value, what); break;
+      case 'nvmfAdvertise': out.nvmfAdvertise = value === null ? null : parseAdvertise(String(value), what); break;
+      case 'nvmfNqnBase': out.nvmfNqnBase = nqnBaseOf(value, what); break;
+      case 'nvmfInCapsuleBytes': {
+        const bytes = sizeOf(value, what);
+        if (bytes % 16 !== 0 || bytes > 128 * 1024) throw new ConfigError(`invalid ${what}: ${String(value)} (a multiple of 16, at most 128 KiB)`);
+        out.nvmfInCapsuleBytes = bytes;
+        break;
+      }
       case 'rewind':
         // A rewind discards a generation: asked for on the command line each time, never left in a file.
         if (source !== 'command line') throw new ConfigError(`rewind is a command-line flag only (cairn serve --rewind), not a setting (${source})`);
@@ -232,6 +285,8 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
     cacheBytesMax: env.CAIRN_CACHE_BYTES_MAX, commitIntervalMs: env.CAIRN_COMMIT_INTERVAL_MS,
     nbdBusyPollMicros: env.CAIRN_NBD_BUSY_POLL_US,
     kekRetryMs: env.CAIRN_KEK_RETRY_MS,
+    nvmf: env.CAIRN_NVMF, nvmfDiscovery: env.CAIRN_NVMF_DISCOVERY, nvmfAdvertise: env.CAIRN_NVMF_ADVERTISE,
+    nvmfNqnBase: env.CAIRN_NVMF_NQN_BASE, nvmfInCapsuleBytes: env.CAIRN_NVMF_IN_CAPSULE_BYTES,
     nbdTls: tlsLayer({
       mode: env.CAIRN_NBD_TLS, certFile: env.CAIRN_NBD_TLS_CERT, keyFile: env.CAIRN_NBD_TLS_KEY, caFile: env.CAIRN_NBD_TLS_CA,
       pskFile: env.CAIRN_NBD_TLS_PSK, required: env.CAIRN_NBD_TLS_REQUIRED,

@@ -50,6 +50,14 @@ export class Metrics {
 
   attach(engine: Engine): void { this.engine = engine; }
 
+  /** NVMe/TCP gauges, read at scrape time: controllers (host associations) and connections (queues). */
+  attachNvmf(state: () => { controllers: number; connections: number }): void {
+    const registers = [this.registry];
+    new Gauge({ name: 'cairn_nvmf_controllers', help: 'NVMe/TCP controllers alive', registers, collect() { this.set(state().controllers); } });
+    new Gauge({ name: 'cairn_nvmf_connections', help: 'NVMe/TCP connections (one per queue, and those not yet connected)', registers,
+      collect() { this.set(state().connections); } });
+  }
+
   /** QoS: time requests waited for their limits or their turn, and how many waited, per volume and tenant. */
   attachQos(totals: () => { volumes: QosWaitTotals[]; tenants: QosWaitTotals[] }): void {
     const registers = [this.registry];

@@ -6,6 +6,9 @@ import { dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { openOrCreatePoolFile, checksumKernel, type Engine, type PoolFileOptions } from '../engine/index.js';
 import { startNbdServer } from '../nbd/server.js';
+import { startNvmfServer } from '../nvmf/server.js';
+import { NvmeHostAccess } from '../nvmf/host-access.js';
+import { NVMF_DISCOVERY_PORT_DEFAULT } from './config.js';
 import { buildApi } from '../api/server.js';
 import { JobManager } from '../api/jobs.js';
 import { JobStore, jobFilePath, restoreJobs } from '../api/job-store.js';
@@ -33,6 +36,8 @@ export const shutdownHttpWaitMs = 5000;
 export interface Daemon {
   apiUrl: string;
   nbdUri: string | null;
+  /** NVMe/TCP I/O and discovery ports (null: NVMe/TCP off; discoveryPort null: no discovery listener). */
+  nvmf: { port: number; discoveryPort: number | null } | null;
   engine: Engine;
   close(): Promise<void>;
 }
@@ -131,6 +136,20 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (nbd !== null) cleanup.push(() => nbd.close());
     const nbdBaseUri = nbd !== null && nbd.port !== null && config.nbd !== null
       ? `nbd://${hostForUri(config.nbd.host)}:${nbd.port}` : null;
+    const nvmfConfig = config.nvmf;
+    const nvmf = nvmfConfig === null ? null : await startNvmfServer(engine, {
+      host: nvmfConfig.host, port: nvmfConfig.port,
+      discovery: config.nvmfDiscovery === 'auto' ? { host: nvmfConfig.host, port: NVMF_DISCOVERY_PORT_DEFAULT } : config.nvmfDiscovery,
+      ...(config.nvmfAdvertise !== null ? { advertise: { host: config.nvmfAdvertise.host, ...(config.nvmfAdvertise.port !== null ? { port: config.nvmfAdvertise.port } : {}) } } : {}),
+      nqnBase: config.nvmfNqnBase,
+      ...(config.nvmfInCapsuleBytes !== null ? { inCapsuleBytes: config.nvmfInCapsuleBytes } : {}),
+      tenancy, hostAccess: new NvmeHostAccess(tenancy),
+      log: eventLogger(logger, 'nvmf'),
+    });
+    if (nvmf !== null) {
+      cleanup.push(() => nvmf.close());
+      metrics.attachNvmf(() => ({ controllers: nvmf.registry.size, connections: nvmf.connections() }));
+    }
     const jobStore = new JobStore(jobFilePath(poolPath, stateDir));
     const jobLog = eventLogger(logger, 'jobs');
     const jobs = new JobManager(jobStore, jobLog);
@@ -156,7 +175,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const address = app.server.address();
     const apiPort = typeof address === 'object' && address !== null ? address.port : config.api.port;
     const apiUrl = `${apiTls === null ? 'http' : 'https'}://${hostForUri(config.api.host)}:${apiPort}`;
-    logger.info({ event: 'ready', api: apiUrl, nbd: nbdBaseUri, nbdSocket: nbd?.socketPath ?? null, pool: poolPath,
+    logger.info({ event: 'ready', api: apiUrl, nbd: nbdBaseUri, nbdSocket: nbd?.socketPath ?? null,
+      nvmf: nvmf === null ? null : { port: nvmf.port, discoveryPort: nvmf.discoveryPort }, pool: poolPath,
       poolSizeBytes: engine.stats().sizeBytes, checksumKernel, helperThreadsBatched }, 'cairn ready');
     let closing: Promise<void> | null = null;
     const close = async (): Promise<void> => {
@@ -167,6 +187,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       // 2. NBD: stop accepting, finish in-flight requests (throttled ones no longer wait), close connections.
       engine.control.releaseAll();
       if (nbd !== null) await nbd.close();
+      // 2b. NVMe/TCP the same way: in-flight commands finish, then every queue closes.
+      if (nvmf !== null) await nvmf.close();
       // 3. Jobs: a flatten resumes after restart, so waiting is bounded.
       await withTimeout(jobs.drain(), shutdownJobsWaitMs);
       // Jobs still running stay `running` in the file; the next start settles them (job-store.ts).
@@ -177,7 +199,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       await lock.release();
       logger.info({ event: 'shutdown_done' }, 'cairn stopped');
     };
-    return { apiUrl, nbdUri: nbdBaseUri, engine, close: () => (closing ??= close()) };
+    return { apiUrl, nbdUri: nbdBaseUri, nvmf: nvmf === null ? null : { port: nvmf.port, discoveryPort: nvmf.discoveryPort }, engine, close: () => (closing ??= close()) };
   } catch (err) {
     // The start failed with `err`, which the caller reports; a failure to undo a step is logged, not
     // thrown over it.

@@ -18,12 +18,22 @@ export interface TokenInfo { id: string; name: string; role: Role; tenant: strin
 
 export interface NbdKeyInfo { identity: string; tenant: string; createdMs: number }
 
+/** A host NQN a tenant's NVMe/TCP subsystem admits (src/nvmf/host-access.ts validates and asks). */
+export interface NvmeHostInfo { tenant: string; nqn: string; createdMs: number }
+
 const TENANT_PREFIX = 'tenant/';
 const TOKEN_PREFIX = 'token/';
 const NBD_KEY_PREFIX = 'nbdkey/';
 const TOKEN_RE = /^cairn_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
 const TOKEN_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$/;
 const NBD_KEY_BYTES = 32;
+// An NVMe host record is keyed by a hash of (tenant, NQN): an NQN (up to 223 bytes) does not fit in a
+// setting key. Its value "TENANT\nCREATED_MS\nNQN" may pass what one setting holds (key and value at
+// most 248 bytes), so the rest goes to a second setting whose key adds NVME_HOST_MORE_SUFFIX.
+const NVME_HOST_PREFIX = 'nvmehost/';
+const NVME_HOST_HASH_CHARS = 24;
+const NVME_HOST_MORE_SUFFIX = '+';
+const SETTING_BYTES_MAX = 248;
 
 interface TenantRecord { c: number }
 interface TokenRecord { n: string; r: Role; t: string | null; s: string; h: string; c: number; e: number }
@@ -39,6 +49,15 @@ function json<T>(value: Buffer | null): T | null {
 
 function put(key: string, value: object | null): SettingChange {
   return { key, value: value === null ? null : Buffer.from(JSON.stringify(value)) };
+}
+
+/** An NVMe host record "TENANT\nCREATED_MS\nNQN" from its one or two settings, or null if malformed. */
+function nvmeHostOf(head: Buffer, tail: Buffer): NvmeHostInfo | null {
+  const text = Buffer.concat([head, tail]).toString('utf8');
+  const first = text.indexOf('\n');
+  const second = text.indexOf('\n', first + 1);
+  if (first < 0 || second < 0) return null;
+  return { tenant: text.slice(0, first), createdMs: Number(text.slice(first + 1, second)), nqn: text.slice(second + 1) };
 }
 
 export class TenantStore {
@@ -80,7 +99,7 @@ export class TenantStore {
   }
 
   /**
-   * Removes a tenant with its tokens and NBD keys. Refused while it owns volumes (the caller deletes
+   * Removes a tenant with its tokens, NBD keys and NVMe host NQNs. Refused while it owns volumes (the caller deletes
    * them first for --force); the default tenant cannot be removed.
    */
   async deleteTenant(name: string): Promise<void> {
@@ -90,6 +109,7 @@ export class TenantStore {
     const changes: SettingChange[] = [{ key: TENANT_PREFIX + name, value: null }];
     for (const tok of this.listTokens()) if (tok.tenant === name) changes.push({ key: TOKEN_PREFIX + tok.id, value: null });
     for (const k of this.listNbdKeys(name)) changes.push({ key: NBD_KEY_PREFIX + k.identity, value: null });
+    for (const h of this.listNvmeHosts(name)) changes.push(...this.nvmeHostRemoval(h.tenant, h.nqn));
     await this.engine.putSettings(changes);
   }
 
@@ -177,5 +197,69 @@ export class TenantStore {
     if (identity.length === 0 || identity.length > TENANT_NAME_BYTES_MAX + 9 || !/^[\x21-\x7e]+$/.test(identity)) return null;
     const r = json<NbdKeyRecord>(this.engine.getSetting(NBD_KEY_PREFIX + identity));
     return r === null ? null : { tenant: r.t, key: Buffer.from(r.k, 'hex') };
+  }
+
+  // ---- NVMe/TCP host allow-list ----
+
+  /** The host NQNs a tenant admits (every tenant's without `tenant`), by tenant then NQN. */
+  listNvmeHosts(tenant?: string): NvmeHostInfo[] {
+    const parts = new Map<string, Buffer[]>();
+    for (const s of this.engine.listSettings(NVME_HOST_PREFIX)) {
+      const more = s.key.endsWith(NVME_HOST_MORE_SUFFIX);
+      const id = more ? s.key.slice(0, -NVME_HOST_MORE_SUFFIX.length) : s.key;
+      const entry = parts.get(id) ?? [Buffer.alloc(0), Buffer.alloc(0)];
+      entry[more ? 1 : 0] = s.value;
+      parts.set(id, entry);
+    }
+    const out: NvmeHostInfo[] = [];
+    for (const [head, tail] of parts.values()) {
+      const info = nvmeHostOf(head!, tail!);
+      if (info !== null && (tenant === undefined || info.tenant === tenant)) out.push(info);
+    }
+    return out.sort((a, b) => a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : a.nqn < b.nqn ? -1 : a.nqn > b.nqn ? 1 : 0);
+  }
+
+  /** Whether the tenant admits `nqn`: one or two lookups, the record compared in full (not only its hash). */
+  hasNvmeHost(tenant: string, nqn: string): boolean {
+    const key = this.nvmeHostKey(tenant, nqn);
+    const head = this.engine.getSetting(key);
+    if (head === null) return false;
+    const info = nvmeHostOf(head, this.engine.getSetting(key + NVME_HOST_MORE_SUFFIX) ?? Buffer.alloc(0));
+    return info !== null && info.tenant === tenant && info.nqn === nqn;
+  }
+
+  /** Admits `nqn` to the tenant's subsystem (the caller validated it: src/nvmf/host-access.ts). */
+  async addNvmeHost(tenant: string, nqn: string): Promise<NvmeHostInfo> {
+    if (!this.tenantExists(tenant)) throw new TenancyError('tenant_not_found', `tenant not found: ${tenant}`);
+    if (this.hasNvmeHost(tenant, nqn)) throw new TenancyError('name_taken', `host ${nqn} is already on tenant ${tenant}'s NVMe host list`);
+    const createdMs = this.nowMs();
+    const key = this.nvmeHostKey(tenant, nqn);
+    const value = Buffer.from(`${tenant}\n${createdMs}\n${nqn}`, 'utf8');
+    const headBytes = SETTING_BYTES_MAX - key.length;
+    const changes: SettingChange[] = [{ key, value: value.subarray(0, headBytes) }];
+    if (value.length > headBytes) {
+      const moreKey = key + NVME_HOST_MORE_SUFFIX;
+      if (value.length - headBytes > SETTING_BYTES_MAX - moreKey.length) throw new TenancyError('invalid_argument', `host NQN too long: ${nqn.length} bytes`);
+      changes.push({ key: moreKey, value: value.subarray(headBytes) });
+    }
+    await this.engine.putSettings(changes);
+    return { tenant, nqn, createdMs };
+  }
+
+  async removeNvmeHost(tenant: string, nqn: string): Promise<void> {
+    if (!this.hasNvmeHost(tenant, nqn)) throw new TenancyError('nvme_host_not_found', `host ${nqn} is not on tenant ${tenant}'s NVMe host list`);
+    await this.engine.putSettings(this.nvmeHostRemoval(tenant, nqn));
+  }
+
+  private nvmeHostKey(tenant: string, nqn: string): string {
+    const hash = createHash('sha256').update(tenant).update('\n').update(nqn).digest('hex');
+    return NVME_HOST_PREFIX + hash.slice(0, NVME_HOST_HASH_CHARS);
+  }
+
+  private nvmeHostRemoval(tenant: string, nqn: string): SettingChange[] {
+    const key = this.nvmeHostKey(tenant, nqn);
+    const changes: SettingChange[] = [{ key, value: null }];
+    if (this.engine.getSetting(key + NVME_HOST_MORE_SUFFIX) !== null) changes.push({ key: key + NVME_HOST_MORE_SUFFIX, value: null });
+    return changes;
   }
 }
