@@ -9,7 +9,7 @@
 // shown for scale only), daemon CPU µs per I/O over each protocol, and their ratio. Nothing is asserted.
 // The window also holds fio's start in the guest (over 9p, a second or more under TCG) with no I/O;
 // the daemon's idle CPU rate is measured first and printed, so its share of a window can be judged.
-// Run: node dist/bench/nvmf-bench.js [--runtime-s=10] [--queues=2] [--jobs=2] [--iodepth=8] [--size-mib=256] [--cpu-prof]
+// Run: node dist/bench/nvmf-bench.js [--runtime-s=10] [--queues=2] [--jobs=2] [--iodepth=8] [--size-mib=256] [--nbd-busy-poll-us=N] [--cpu-prof]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
@@ -32,6 +32,11 @@ export interface NvmfBenchOptions {
   iodepth?: number;
   /** Each of the two volumes. */
   sizeBytes?: number;
+  /**
+   * The NBD server's busy-poll window (CAIRN_NBD_BUSY_POLL_US; default the server's, 200 µs): it spins
+   * the event loop after each request, CPU that NVMe/TCP (which does not poll) does not spend.
+   */
+  nbdBusyPollMicros?: number;
   /** Run the daemon with `node --cpu-prof` into this directory (one profile of the whole run). */
   cpuProfileDir?: string;
   log?: (line: string) => void;
@@ -67,7 +72,7 @@ export async function runNvmfBench(opts: NvmfBenchOptions = {}): Promise<NvmfBen
   const cleanups: (() => unknown)[] = [];
   let daemon: Daemon | null = null;
   try {
-    daemon = await startDaemon(dir, sizeBytes, opts.cpuProfileDir);
+    daemon = await startDaemon(dir, sizeBytes, opts.cpuProfileDir, opts.nbdBusyPollMicros);
     const d = daemon;
     const ids: Record<Protocol, number> = { nvmf: 0, nbd: 0 };
     for (const p of protocols) {
@@ -82,6 +87,7 @@ export async function runNvmfBench(opts: NvmfBenchOptions = {}): Promise<NvmfBen
     await new Promise((resolve) => setTimeout(resolve, IDLE_SAMPLE_MS));
     const idleCpuMsPerS = ((processCpuMs(pid, ticksPerSecond)! - idleStart) * 1000) / IDLE_SAMPLE_MS;
     log(`one daemon, two volumes of ${sizeBytes / 2 ** 20} MiB written in full (1 MiB writes, host fio over NBD); idle daemon: ${idleCpuMsPerS.toFixed(1)} ms CPU/s`);
+    log(`NBD busy polling: ${opts.nbdBusyPollMicros === undefined ? 'the server\'s default' : `${opts.nbdBusyPollMicros} us`} after each request`);
     log(`guest (TCG, 2 vCPUs): fio libaio direct 4k, ${jobs} jobs x iodepth ${iodepth}, ${runtimeSeconds} s per row; NVMe/TCP ${queues} I/O queues, NBD ${queues} connections`);
 
     const windows: Record<string, NvmfWindow> = {};
@@ -161,7 +167,7 @@ interface Daemon {
   stop(): Promise<void>;
 }
 
-async function startDaemon(dir: string, sizeBytes: number, cpuProfileDir?: string): Promise<Daemon> {
+async function startDaemon(dir: string, sizeBytes: number, cpuProfileDir?: string, nbdBusyPollMicros?: number): Promise<Daemon> {
   const cairnBin = path.join(root, 'bin', 'cairn.js');
   const pool = path.join(dir, 'bench.pool');
   const nodeFlags: string[] = [];
@@ -172,7 +178,10 @@ async function startDaemon(dir: string, sizeBytes: number, cpuProfileDir?: strin
   const nvmfPort = await freePort();
   const child = spawn(process.execPath, [...nodeFlags, cairnBin, 'serve', '--pool', pool, '--pool-size', String(4 * 2 * sizeBytes),
     '--pool-preallocate', 'full', '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0', '--nvmf', `127.0.0.1:${nvmfPort}`,
-    '--nvmf-discovery', 'off', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    '--nvmf-discovery', 'off', '--log-format', 'json'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...(nbdBusyPollMicros === undefined ? {} : { CAIRN_NBD_BUSY_POLL_US: String(nbdBusyPollMicros) }) },
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const ready = await new Promise<{ api: string; nbd: string }>((resolve, reject) => {
     // Every line is read to the end (a full pipe would stall the daemon); only "ready" is used.
@@ -217,6 +226,7 @@ if (isMain) {
     ...(num('queues') === undefined ? {} : { queues: num('queues')! }),
     ...(num('jobs') === undefined ? {} : { jobs: num('jobs')! }),
     ...(num('iodepth') === undefined ? {} : { iodepth: num('iodepth')! }),
+    ...(num('nbd-busy-poll-us') === undefined ? {} : { nbdBusyPollMicros: num('nbd-busy-poll-us')! }),
     ...(num('size-mib') === undefined ? {} : { sizeBytes: num('size-mib')! * 2 ** 20 }),
     ...(args.includes('--cpu-prof') ? { cpuProfileDir: path.resolve('nvmf-bench-profiles') } : {}),
   });
