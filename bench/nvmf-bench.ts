@@ -1,15 +1,17 @@
 // NVMe/TCP against NBD, driven by a real kernel (issue 21, "Benchmark"): one `cairn serve` with NBD and
 // --nvmf, two volumes of the same size written in full the same way (host fio, 1 MiB writes over NBD);
 // one guest boot (test/vm/README.md, TCG) runs a fixed fio job, 4 KiB random read then random write,
-// first on the NVMe/TCP namespace of one volume (`nvme connect --nr-io-queues=QUEUES`), then on the
-// other volume through `nbd-client -C QUEUES` (test/vm/guest/nvmf-bench.sh). Around each fio run the
+// on the NVMe/TCP namespace of one volume (`nvme connect --nr-io-queues=QUEUES`) and on the other volume
+// through `nbd-client -C QUEUES`, in phases NVMe/TCP, NBD, NBD, NVMe/TCP (a drift over the run, such as
+// the pool filling with redirected writes, falls on both; test/vm/guest/nvmf-bench.sh). A protocol's
+// figure in a row sums its phases' windows. Around each fio run the
 // guest asks the host to open and close a window; over it the host takes the daemon's CPU time (user +
 // system, every thread, from /proc) and the I/Os the daemon completed on that volume (the daemon's own
 // cairn_io_operations_total, read from /metrics). Prints per row the guest's IOPS (a TCG guest: slow,
 // shown for scale only), daemon CPU µs per I/O over each protocol, and their ratio. Nothing is asserted.
 // The window also holds fio's start in the guest (over 9p, a second or more under TCG) with no I/O;
 // the daemon's idle CPU rate is measured first and printed, so its share of a window can be judged.
-// Run: node dist/bench/nvmf-bench.js [--runtime-s=10] [--queues=2] [--jobs=2] [--iodepth=8] [--size-mib=256] [--nbd-busy-poll-us=N] [--cpu-prof]
+// Run: node dist/bench/nvmf-bench.js [--runtime-s=10] [--queues=2] [--jobs=2] [--iodepth=8] [--size-mib=256] [--nbd-busy-poll-us=N] [--order=nvmf,nbd,nbd,nvmf] [--cpu-prof]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
@@ -30,6 +32,8 @@ export interface NvmfBenchOptions {
   /** fio jobs and the queue depth of each. */
   jobs?: number;
   iodepth?: number;
+  /** The protocols' phases in the one boot, in turn. */
+  order?: Protocol[];
   /** Each of the two volumes. */
   sizeBytes?: number;
   /**
@@ -67,6 +71,7 @@ export async function runNvmfBench(opts: NvmfBenchOptions = {}): Promise<NvmfBen
   const jobs = opts.jobs ?? 2;
   const iodepth = opts.iodepth ?? 8;
   const sizeBytes = opts.sizeBytes ?? 256 * 2 ** 20;
+  const order = opts.order ?? ['nvmf', 'nbd', 'nbd', 'nvmf'];
   const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cairn-nvmf-bench-'));
   const cleanups: (() => unknown)[] = [];
@@ -88,7 +93,7 @@ export async function runNvmfBench(opts: NvmfBenchOptions = {}): Promise<NvmfBen
     const idleCpuMsPerS = ((processCpuMs(pid, ticksPerSecond)! - idleStart) * 1000) / IDLE_SAMPLE_MS;
     log(`one daemon, two volumes of ${sizeBytes / 2 ** 20} MiB written in full (1 MiB writes, host fio over NBD); idle daemon: ${idleCpuMsPerS.toFixed(1)} ms CPU/s`);
     log(`NBD busy polling: ${opts.nbdBusyPollMicros === undefined ? 'the server\'s default' : `${opts.nbdBusyPollMicros} us`} after each request`);
-    log(`guest (TCG, 2 vCPUs): fio libaio direct 4k, ${jobs} jobs x iodepth ${iodepth}, ${runtimeSeconds} s per row; NVMe/TCP ${queues} I/O queues, NBD ${queues} connections`);
+    log(`guest (TCG, 2 vCPUs): fio libaio direct 4k, ${jobs} jobs x iodepth ${iodepth}, ${runtimeSeconds} s per row; NVMe/TCP ${queues} I/O queues, NBD ${queues} connections; phases ${order.join(', ')}`);
 
     const windows: Record<string, NvmfWindow> = {};
     const open = new Map<string, { cpuMs: number; loopCpuMs: number; ios: number; atMs: number }>();
@@ -98,31 +103,36 @@ export async function runNvmfBench(opts: NvmfBenchOptions = {}): Promise<NvmfBen
       script: 'nvmf-bench',
       env: {
         NVMF_PORT: d.nvmfPort, SUBNQN: NQN, HOSTNQN, HOSTID, NSID: ids.nvmf + 1, NBD_PORT: new URL(d.nbdUri).port,
-        NBD_EXPORT: volumeOf.nbd, QUEUES: queues, JOBS: jobs, IODEPTH: iodepth, RUNTIME_S: runtimeSeconds, ROWS: rows.join(' '),
+        NBD_EXPORT: volumeOf.nbd, QUEUES: queues, JOBS: jobs, IODEPTH: iodepth, RUNTIME_S: runtimeSeconds, ROWS: rows.join(' '), ORDER: order.join(' '),
       },
       timeoutMs: BOOT_TIMEOUT_MS,
       shareHostRoot: true,
       onResult: (r) => { if (!r.pass) log(`  guest ${r.name} FAIL ${r.detail}`); },
-      onAsk: async ([what, proto, rw]) => {
+      onAsk: async ([what, proto, rw, phase]) => {
         const p = proto as Protocol;
         if (!protocols.includes(p) || rw === undefined) return `unknown ${proto}`;
         const key = `${p} ${rw}`;
+        const phaseKey = `${key} ${phase ?? ''}`;
         const sample = async () => ({
           cpuMs: processCpuMs(pid, ticksPerSecond) ?? Number.NaN, loopCpuMs: processCpuMs(pid, ticksPerSecond, pid) ?? Number.NaN,
           ios: await d.ioOps(volumeOf[p]), atMs: performance.now(),
         });
-        if (what === 'window-start') { open.set(key, await sample()); return 'ok'; }
-        const start = open.get(key);
+        if (what === 'window-start') { open.set(phaseKey, await sample()); return 'ok'; }
+        const start = open.get(phaseKey);
         if (what !== 'window-stop' || start === undefined) return `unknown ${what}`;
         const end = await sample();
-        windows[key] = { cpuMs: end.cpuMs - start.cpuMs, loopCpuMs: end.loopCpuMs - start.loopCpuMs, ios: end.ios - start.ios, wallMs: end.atMs - start.atMs, guestIops: null };
-        log(`  ${key.padEnd(15)} ${windows[key]!.ios} I/Os, daemon ${windows[key]!.cpuMs.toFixed(0)} ms CPU over ${(windows[key]!.wallMs / 1000).toFixed(1)} s`);
+        const w = { cpuMs: end.cpuMs - start.cpuMs, loopCpuMs: end.loopCpuMs - start.loopCpuMs, ios: end.ios - start.ios, wallMs: end.atMs - start.atMs };
+        log(`  ${phaseKey.padEnd(17)} ${w.ios} I/Os, daemon ${w.cpuMs.toFixed(0)} ms CPU over ${(w.wallMs / 1000).toFixed(1)} s: ${((w.cpuMs * 1000) / w.ios).toFixed(1)} us/IO`);
+        const sum = windows[key] ?? { cpuMs: 0, loopCpuMs: 0, ios: 0, wallMs: 0, guestIops: null };
+        windows[key] = { cpuMs: sum.cpuMs + w.cpuMs, loopCpuMs: sum.loopCpuMs + w.loopCpuMs, ios: sum.ios + w.ios, wallMs: sum.wallMs + w.wallMs, guestIops: null };
         return 'ok';
       },
     });
+    // The guest's IOPS of a protocol and row: the mean over its phases.
     for (const [k, w] of Object.entries(windows)) {
-      const v = run.values.get(`${k.replace(' ', '-')}-iops`);
-      w.guestIops = v === undefined ? null : Number(v);
+      const prefix = `${k.replace(' ', '-')}-iops-`;
+      const vs = [...run.values].filter(([name]) => name.startsWith(prefix)).map(([, v]) => Number(v));
+      w.guestIops = vs.length === 0 ? null : vs.reduce((a, b) => a + b, 0) / vs.length;
     }
     if (run.done === null || run.results.some((r) => !r.pass)) {
       log(`guest run incomplete (done=${String(run.done)}); serial log: ${run.logPath}`);
@@ -226,6 +236,7 @@ if (isMain) {
     ...(num('queues') === undefined ? {} : { queues: num('queues')! }),
     ...(num('jobs') === undefined ? {} : { jobs: num('jobs')! }),
     ...(num('iodepth') === undefined ? {} : { iodepth: num('iodepth')! }),
+    ...(flag('order') === undefined ? {} : { order: flag('order')!.split(',') as Protocol[] }),
     ...(num('nbd-busy-poll-us') === undefined ? {} : { nbdBusyPollMicros: num('nbd-busy-poll-us')! }),
     ...(num('size-mib') === undefined ? {} : { sizeBytes: num('size-mib')! * 2 ** 20 }),
     ...(args.includes('--cpu-prof') ? { cpuProfileDir: path.resolve('nvmf-bench-profiles') } : {}),
