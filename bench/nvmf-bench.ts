@@ -96,7 +96,7 @@ export async function runNvmfBench(opts: NvmfBenchOptions = {}): Promise<NvmfBen
     log(`guest (TCG, 2 vCPUs): fio libaio direct 4k, ${jobs} jobs x iodepth ${iodepth}, ${runtimeSeconds} s per row; NVMe/TCP ${queues} I/O queues, NBD ${queues} connections; phases ${order.join(', ')}`);
 
     const windows: Record<string, NvmfWindow> = {};
-    const open = new Map<string, { cpuMs: number; loopCpuMs: number; ios: number; atMs: number }>();
+    const open = new Map<string, { cpuMs: number; loopCpuMs: number; ios: number; atMs: number; monoUs: bigint }>();
     // The bootGuest harness takes a test context for its diagnostics and cleanups; the bench gives it these two.
     const context = { diagnostic: (m: string) => log(`  ${m}`), after: (fn: () => unknown) => { cleanups.push(fn); } } as unknown as TestContext;
     const run = await bootGuest(context, {
@@ -115,14 +115,16 @@ export async function runNvmfBench(opts: NvmfBenchOptions = {}): Promise<NvmfBen
         const phaseKey = `${key} ${phase ?? ''}`;
         const sample = async () => ({
           cpuMs: processCpuMs(pid, ticksPerSecond) ?? Number.NaN, loopCpuMs: processCpuMs(pid, ticksPerSecond, pid) ?? Number.NaN,
-          ios: await d.ioOps(volumeOf[p]), atMs: performance.now(),
+          ios: await d.ioOps(volumeOf[p]), atMs: performance.now(), monoUs: process.hrtime.bigint() / 1000n,
         });
         if (what === 'window-start') { open.set(phaseKey, await sample()); return 'ok'; }
         const start = open.get(phaseKey);
         if (what !== 'window-stop' || start === undefined) return `unknown ${what}`;
         const end = await sample();
         const w = { cpuMs: end.cpuMs - start.cpuMs, loopCpuMs: end.loopCpuMs - start.loopCpuMs, ios: end.ios - start.ios, wallMs: end.atMs - start.atMs };
-        log(`  ${phaseKey.padEnd(17)} ${w.ios} I/Os, daemon ${w.cpuMs.toFixed(0)} ms CPU over ${(w.wallMs / 1000).toFixed(1)} s: ${((w.cpuMs * 1000) / w.ios).toFixed(1)} us/IO`);
+        // Under --cpu-prof the window in CLOCK_MONOTONIC µs, the clock of the profile's timestamps: a profile can be cut by window.
+        const mono = opts.cpuProfileDir === undefined ? '' : ` (monotonic ${start.monoUs}-${end.monoUs} us)`;
+        log(`  ${phaseKey.padEnd(17)} ${w.ios} I/Os, daemon ${w.cpuMs.toFixed(0)} ms CPU over ${(w.wallMs / 1000).toFixed(1)} s: ${((w.cpuMs * 1000) / w.ios).toFixed(1)} us/IO${mono}`);
         const sum = windows[key] ?? { cpuMs: 0, loopCpuMs: 0, ios: 0, wallMs: 0, guestIops: null };
         windows[key] = { cpuMs: sum.cpuMs + w.cpuMs, loopCpuMs: sum.loopCpuMs + w.loopCpuMs, ios: sum.ios + w.ios, wallMs: sum.wallMs + w.wallMs, guestIops: null };
         return 'ok';
