@@ -137,8 +137,11 @@ export async function runNvmfBench(opts: NvmfBenchOptions = {}): Promise<NvmfBen
       w.guestIops = vs.length === 0 ? null : vs.reduce((a, b) => a + b, 0) / vs.length;
     }
     if (run.done === null || run.results.some((r) => !r.pass)) {
-      log(`guest run incomplete (done=${String(run.done)}); serial log: ${run.logPath}`);
+      log(`guest run incomplete (done=${String(run.done)}); serial log kept: ${run.logPath}`);
       log(run.log.split('\n').slice(-30).join('\n'));
+    } else {
+      // The boot's folder (per-boot initrd, serial log) is of no further use once the run is complete.
+      cleanups.push(() => rm(path.dirname(run.logPath), { recursive: true, force: true }));
     }
     printTable(log, windows, idleCpuMsPerS);
     return { idleCpuMsPerS, windows };
