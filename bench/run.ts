@@ -3,8 +3,9 @@
 // absolute figures drift between runs, ratios within one run do not. Nothing here is asserted.
 // Then the snapshot-scale table (create/delete latency, open time and RSS at 1 000 to 100 000 snapshots).
 // Then the replay time of a full intent log. Then QoS: fairness between tenants and the decorator's cost. Then
-// encryption at rest: an encrypted volume against a plain one in one daemon (encryption-bench.ts).
-// Flags: --only=engine|log|nbd|snapshots|qos|encryption, --runtime-s=N (NBD, QoS and encryption per-row seconds), --sparse (NBD: files not laid down first),
+// encryption at rest: an encrypted volume against a plain one in one daemon (encryption-bench.ts). Then NVMe/TCP
+// against NBD: the daemon's CPU per I/O while a real kernel in a qemu guest drives each (nvmf-bench.ts).
+// Flags: --only=engine|log|nbd|snapshots|qos|encryption|nvmf, --runtime-s=N (NBD, QoS and encryption per-row seconds), --sparse (NBD: files not laid down first),
 // --rows=a,b (NBD: only rows whose name contains one of these), --servers=cairn,nbdkit (NBD: only these servers).
 import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine-bench.js';
@@ -13,6 +14,7 @@ import { runSnapshotScaleBench } from './snapshot-scale.js';
 import { runLogReplayBench } from './log-replay.js';
 import { runQosBench } from './qos-bench.js';
 import { runEncryptionBench } from './encryption-bench.js';
+import { runNvmfBench } from './nvmf-bench.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' }, sparse: { type: 'boolean' }, rows: { type: 'string' }, servers: { type: 'string' } }, strict: false });
@@ -46,6 +48,10 @@ async function main(): Promise<void> {
   if (only === undefined || only === 'encryption') {
     console.log('\n== encryption at rest (one daemon: an encrypted volume against a plain one, fio --ioengine=nbd) ==');
     await runEncryptionBench(runtime === undefined ? {} : { runtimeSeconds: runtime });
+  }
+  if (only === undefined || only === 'nvmf') {
+    console.log('\n== NVMe/TCP against NBD (a real kernel in a qemu guest; the daemon\'s CPU per I/O) ==');
+    await runNvmfBench(runtime === undefined ? {} : { runtimeSeconds: runtime });
   }
 }
 
