@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { csiClients, startPlugin, type CsiClients, type Plugin } from '../csi-harness.js';
 
 const MiB = 1 << 20;
-const dir = '/tmp/csi';
+const dir = '/run/csi'; // the guest's tmpfs (the host's root, and so its /tmp, is read-only here)
 const ext4 = { mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 let failed = 0;
 

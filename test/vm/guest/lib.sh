@@ -71,12 +71,13 @@ fs_cycle() {
 }
 
 # host_root: mounts the host's / (shared read-only over 9p, tag "host") at /host with the guest's
-# proc, sys, dev and writable tmpfs /tmp and /run inside, ready for `chroot /host CMD` (the host's
-# node, fio, tools). host_root_off undoes it.
+# proc, sys, dev and a writable tmpfs /run inside, ready for `chroot /host CMD` (the host's node, fio,
+# tools). The host's /tmp stays visible: the tree under test may live there (CI clones into /tmp);
+# what the guest writes goes under /run (TMPDIR=/run/tmp). host_root_off undoes it.
 host_root() {
   mkdir -p /host
   mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose host /host &&
   mount -t devtmpfs dev /host/dev && mount -t proc proc /host/proc && mount -t sysfs sys /host/sys &&
-  mount -t tmpfs tmpfs /host/tmp && mount -t tmpfs tmpfs /host/run
+  mount -t tmpfs tmpfs /host/run && mkdir -p /host/run/tmp
 }
-host_root_off() { for m in run tmp sys proc dev ''; do umount -l "/host/$m"; done; }
+host_root_off() { for m in run sys proc dev ''; do umount -l "/host/$m"; done; }

@@ -27,7 +27,7 @@ check nbd-disconnect-fs /usr/bin/nbd-client -d /dev/nbd1
 # read-only over 9p (node, this tree's dist/ and the host's tools), chrooted as in the plugin's image.
 if [ -n "${CSI_API:-}" ]; then
   check csi-9p-mount host_root || return 1
-  CSI_API="$CSI_API" CSI_NBD="$CSI_NBD" CSI_TOKEN="$CSI_TOKEN" chroot /host /usr/bin/node "$REPO/dist/test/vm/csi-guest.js" || failed=$((failed + 1))
+  CSI_API="$CSI_API" CSI_NBD="$CSI_NBD" CSI_TOKEN="$CSI_TOKEN" TMPDIR=/run/tmp chroot /host /usr/bin/node "$REPO/dist/test/vm/csi-guest.js" || failed=$((failed + 1))
   host_root_off
 fi
 return $failed
