@@ -9,12 +9,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { fio, type Workload } from './nbd-bench.js';
-import { runCapture } from './proc.js';
+import { runCapture, serveReady } from './proc.js';
 
 export interface EncryptionBenchOptions {
   /** Measured seconds per volume and row, split over `rounds` (each at least 2 s). */
@@ -163,16 +162,7 @@ async function startDaemon(dir: string, sizeBytes: number, cpuProfileDir?: strin
   }
   const child = spawn(process.execPath, [...nodeFlags, cairnBin, 'serve', '--pool', pool, '--pool-size', String(4 * 2 * sizeBytes),
     '--pool-preallocate', 'full', '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const ready = await new Promise<{ api: string; nbd: string }>((resolve, reject) => {
-    // Every line is read to the end (a full pipe would stall the daemon); only "ready" is used.
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      if (!line.includes('"ready"')) return;
-      const event = JSON.parse(line) as { event?: string; api?: string; nbd?: string };
-      if (event.event === 'ready' && event.api !== undefined && event.nbd !== undefined) resolve({ api: event.api, nbd: event.nbd });
-    });
-    void exited.then(() => reject(new Error(`cairn serve exited (${child.exitCode ?? child.signalCode}) before it was ready`)));
-  });
+  const { exited, ready } = await serveReady(child);
   const env = { ...process.env, CAIRN_TOKEN_FILE: `${pool}.admin-token` };
   return {
     child, api: ready.api,

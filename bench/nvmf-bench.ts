@@ -14,13 +14,12 @@
 // Run: node dist/bench/nvmf-bench.js [--runtime-s=10] [--queues=2] [--jobs=2] [--iodepth=8] [--size-mib=256] [--nbd-busy-poll-us=N] [--order=nvmf,nbd,nbd,nvmf] [--cpu-prof]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 import os from 'node:os';
 import path from 'node:path';
 import { processCpuMs } from './nbd-bench.js';
-import { freePort, runCapture } from './proc.js';
+import { freePort, runCapture, serveReady } from './proc.js';
 import { root } from '../test/cli-helpers.js';
 import { bootGuest, vmUnavailable } from '../test/vm/qemu.js';
 
@@ -197,16 +196,7 @@ async function startDaemon(dir: string, sizeBytes: number, cpuProfileDir?: strin
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, ...(nbdBusyPollMicros === undefined ? {} : { CAIRN_NBD_BUSY_POLL_US: String(nbdBusyPollMicros) }) },
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const ready = await new Promise<{ api: string; nbd: string }>((resolve, reject) => {
-    // Every line is read to the end (a full pipe would stall the daemon); only "ready" is used.
-    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      if (!line.includes('"ready"')) return;
-      const event = JSON.parse(line) as { event?: string; api?: string; nbd?: string };
-      if (event.event === 'ready' && event.api !== undefined && event.nbd !== undefined) resolve({ api: event.api, nbd: event.nbd });
-    });
-    void exited.then(() => reject(new Error(`cairn serve exited (${child.exitCode ?? child.signalCode}) before it was ready`)));
-  });
+  const { exited, ready } = await serveReady(child);
   const tokenFile = `${pool}.admin-token`;
   const token = (await readFile(tokenFile, 'utf8')).trim();
   const env = { ...process.env, CAIRN_TOKEN_FILE: tokenFile };
