@@ -6,10 +6,11 @@
 # `npm ci` builds with node-gyp; SoftHSM2, the software token the PKCS#11 KEK tests use; and qemu-system-x86
 # with kmod (depmod, modprobe --show-depends) and cpio, which boot the real-kernel tests' guest
 # (test/vm/: its kernel and tools are fetched by `apt-get download`, never installed), and nbd-client,
-# which the CSI plugin runs in that guest from the host's root shared over 9p.
+# which the CSI plugin runs in that guest from the host's root shared over 9p; etcd-server (the cluster's
+# control plane in the cluster tests), iproute2 and iptables (network namespaces, tc netem and partitions).
 # Idempotent; needs root (or sudo).
 set -euo pipefail
-pkgs=(qemu-utils libnbd-bin nbdfuse nbdkit fio python3-libnbd e2fsprogs xfsprogs fuse3 util-linux openssl procps gcc libc6-dev g++ make softhsm2 qemu-system-x86 kmod cpio nbd-client)
+pkgs=(qemu-utils libnbd-bin nbdfuse nbdkit fio python3-libnbd e2fsprogs xfsprogs fuse3 util-linux openssl procps gcc libc6-dev g++ make softhsm2 qemu-system-x86 kmod cpio nbd-client etcd-server iproute2 iptables)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
