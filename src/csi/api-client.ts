@@ -296,8 +296,8 @@ export class CairnApi {
    * `qos`: limits set with the volume (left out of the request when null). `encrypted`: with a fresh
    * data key wrapped by the owning tenant's KEK (the daemon's; left out of the request when false).
    */
-  async createVolume(name: string, sizeBytes: number, qos: ApiQos | null = null, encrypted = false): Promise<ApiVolume> {
-    const body = { name, size: sizeBytes, ...(qos === null ? {} : { qos }), ...(encrypted ? { encrypted } : {}) };
+  async createVolume(name: string, sizeBytes: number, qos: ApiQos | null = null, encrypted = false, replicas: number | null = null): Promise<ApiVolume> {
+    const body = { name, size: sizeBytes, ...(qos === null ? {} : { qos }), ...(encrypted ? { encrypted } : {}), ...(replicas === null ? {} : { replicas }) };
     return parseVolume((await this.request('POST', '/v1/volumes', body)) as Json);
   }
 

@@ -108,7 +108,7 @@ export class ControllerService {
       // Cairn (cairn tenant set TENANT --kek ...); nothing about the key comes from Kubernetes.
       const created = source
         ? await this.cloneFrom(session, apiName, source, bounds, params)
-        : await apiCall(() => session.api.createVolume(apiName, blankSizeBytes, params.qos, params.encrypted), `create volume ${id}`);
+        : await apiCall(() => session.api.createVolume(apiName, blankSizeBytes, params.qos, params.encrypted, params.replicas), `create volume ${id}`);
       return { volume: toCsiVolume(session, created) };
     });
   }

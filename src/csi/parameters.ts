@@ -11,6 +11,9 @@ import type { StringMap } from './messages.js';
 const sidecarPrefix = 'csi.storage.k8s.io/';
 /** StorageClass key: "true" creates volumes encrypted at rest with their tenant's KEK; "false" (the default) plain ones. */
 export const encryptedParameterKey = 'encrypted';
+/** StorageClass key: how many storage nodes hold the volume (1..3; absent: the daemon's default). */
+export const replicasParameterKey = 'replicas';
+const replicasMax = 3;
 // Keys a user might expect to name the KEK: refused with where the KEK really comes from.
 const kekParameterKeys = ['kek', 'kekRef', 'keyEncryptionKey'];
 
@@ -81,6 +84,19 @@ export interface VolumeParameters {
   qos: ApiQos | null;
   /** Encrypted at rest with a data key wrapped by its tenant's KEK. */
   encrypted: boolean;
+  /** Replicas on distinct storage nodes (a clustered daemon), or null for the daemon's default. */
+  replicas: number | null;
+}
+
+/** The `replicas` parameter: a whole number 1..3 as a StorageClass writes it ("2"), absent is null. */
+function replicasOf(params: StringMap, what: string): number | null {
+  if (!Object.hasOwn(params, replicasParameterKey)) return null;
+  const raw = params[replicasParameterKey]!;
+  const n = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > replicasMax) {
+    throw invalidArgument(`${what}: parameter ${replicasParameterKey}=${JSON.stringify(raw)}: expected a whole number from 1 to ${replicasMax}`);
+  }
+  return n;
 }
 
 /** The `encrypted` parameter: exactly "true" or "false" (as a StorageClass writes it), absent is false. */
@@ -105,12 +121,13 @@ function refuseKekKeys(params: StringMap, what: string): void {
 export function volumeParametersOf(parameters: StringMap | undefined, mutable: StringMap | undefined, what: string): VolumeParameters {
   const params = parameters ?? {};
   refuseKekKeys(params, what);
-  refuseUnknown(params, (key) => key.startsWith(sidecarPrefix) || isQosKey(key) || key === encryptedParameterKey, what,
-    `${encryptedParameterKey} and the QoS keys ${qosParameterKeys.join(', ')}`);
+  refuseUnknown(params, (key) => key.startsWith(sidecarPrefix) || isQosKey(key) || key === encryptedParameterKey || key === replicasParameterKey, what,
+    `${encryptedParameterKey}, ${replicasParameterKey} and the QoS keys ${qosParameterKeys.join(', ')}`);
   const encrypted = encryptedOf(params, what);
+  const replicas = replicasOf(params, what);
   const fixed = qosOf(params, what);
   const changeable = mutable === undefined || Object.keys(mutable).length === 0 ? null : mutableQosOf(mutable, what);
-  return { qos: fixed === null && changeable === null ? null : { ...fixed, ...changeable }, encrypted };
+  return { qos: fixed === null && changeable === null ? null : { ...fixed, ...changeable }, encrypted, replicas };
 }
 
 /** The QoS limits of volumeParametersOf alone (the parameters checked the same way). */
@@ -125,7 +142,7 @@ export function volumeQosOf(parameters: StringMap | undefined, mutable: StringMa
 export function mutableQosOf(mutable: StringMap | undefined, what: string): ApiQos {
   const params = mutable ?? {};
   // Encryption is the volume's for life: its blocks are written under its data key, or not.
-  const immutable = Object.keys(params).filter((key) => key.startsWith(sidecarPrefix) || key === encryptedParameterKey);
+  const immutable = Object.keys(params).filter((key) => key.startsWith(sidecarPrefix) || key === encryptedParameterKey || key === replicasParameterKey);
   if (immutable.length > 0) throw invalidArgument(`${what}: parameter(s) ${immutable.join(', ')} cannot be changed after creation`);
   refuseUnknown(params, isQosKey, what, `only the QoS keys ${qosParameterKeys.join(', ')} as mutable parameters`);
   const qos = qosOf(params, what);
