@@ -5,7 +5,8 @@
 // Then the replay time of a full intent log. Then QoS: fairness between tenants and the decorator's cost. Then
 // encryption at rest: an encrypted volume against a plain one in one daemon (encryption-bench.ts). Then NVMe/TCP
 // against NBD: the daemon's CPU per I/O while a real kernel in a qemu guest drives each (nvmf-bench.ts).
-// Flags: --only=engine|log|nbd|snapshots|qos|encryption|nvmf, --runtime-s=N (NBD, QoS and encryption per-row seconds), --sparse (NBD: files not laid down first),
+// Then storage nodes: writes with 1, 2 and 3 replicas, failover time, rebuild from a diff (cluster-bench.ts).
+// Flags: --only=engine|log|nbd|snapshots|qos|encryption|nvmf|cluster, --runtime-s=N (NBD, QoS and encryption per-row seconds), --sparse (NBD: files not laid down first),
 // --rows=a,b (NBD: only rows whose name contains one of these), --servers=cairn,nbdkit (NBD: only these servers).
 import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine-bench.js';
@@ -15,6 +16,7 @@ import { runLogReplayBench } from './log-replay.js';
 import { runQosBench } from './qos-bench.js';
 import { runEncryptionBench } from './encryption-bench.js';
 import { runNvmfBench } from './nvmf-bench.js';
+import { runClusterBench } from './cluster-bench.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { only: { type: 'string' }, 'runtime-s': { type: 'string' }, sparse: { type: 'boolean' }, rows: { type: 'string' }, servers: { type: 'string' } }, strict: false });
@@ -52,6 +54,10 @@ async function main(): Promise<void> {
   if (only === undefined || only === 'nvmf') {
     console.log('\n== NVMe/TCP against NBD (a real kernel in a qemu guest; the daemon\'s CPU per I/O) ==');
     await runNvmfBench(runtime === undefined ? {} : { runtimeSeconds: runtime });
+  }
+  if (only === undefined || only === 'cluster') {
+    console.log('\n== storage nodes (etcd + 3 nodes on loopback: replicas 1/2/3, failover, rebuild) ==');
+    await runClusterBench(runtime === undefined ? {} : { runtimeSeconds: runtime });
   }
 }
 
