@@ -59,7 +59,8 @@ class Cluster {
       '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`, '--initial-cluster', `bench=http://127.0.0.1:${peer}`],
     { stdio: 'ignore' });
     for (let i = 0; i < 100; i++) {
-      try { await runCapture('curl', ['-sf', `${this.etcdUrl}/health`]); return; } catch { await sleep(100); } // not up yet
+      try { if ((await fetch(`${this.etcdUrl}/health`)).ok) return; } catch { /* not listening yet */ }
+      await sleep(100);
     }
     throw new Error('etcd did not become healthy');
   }
@@ -119,7 +120,7 @@ class Cluster {
   }
 
   async metric(node: Node, name: string): Promise<number> {
-    const text = await runCapture('curl', ['-sf', `http://127.0.0.1:${node.ports.api}/metrics`]);
+    const text = await (await fetch(`http://127.0.0.1:${node.ports.api}/metrics`)).text();
     const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
     return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
   }
