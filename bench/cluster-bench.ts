@@ -11,7 +11,7 @@
 // Run: node dist/bench/cluster-bench.js [--runtime-s=6] [--size-mib=256] [--changed-mib=64]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
@@ -120,7 +120,8 @@ class Cluster {
   }
 
   async metric(node: Node, name: string): Promise<number> {
-    const text = await (await fetch(`http://127.0.0.1:${node.ports.api}/metrics`)).text();
+    const token = (await readFile(`${node.pool}.admin-token`, 'utf8')).trim();
+    const text = await (await fetch(`http://127.0.0.1:${node.ports.api}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
     const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
     return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
   }
