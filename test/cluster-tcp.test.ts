@@ -151,8 +151,16 @@ test('tcp: oversize and garbage close only the offending connection', { timeout:
   const badJson = Buffer.alloc(13 + 5); badJson.writeUInt32BE(9 + 5, 0); badJson.writeUInt8(FrameKind.hello, 4); badJson.writeUInt32BE(5, 9); badJson.write('{nope', 13);
   await rawClosedBy(port, [badJson]);
   await rawClosedBy(port, encodeFrame(FrameKind.request, 1, write(1, Buffer.alloc(8))));
-  const badRef = encodeFrame(FrameKind.hello, 0, { node: 'x', nonce: 'n', junk: { $cairnBuf: [0, 1 << 20] } });
-  await rawClosedBy(port, badRef);
+  const nonce = 'ab'.repeat(32);
+  await rawClosedBy(port, encodeFrame(FrameKind.hello, 0, { node: 'x', nonce, junk: { $cairnBuf: [0, 1 << 20] } }));
+  await rawClosedBy(port, encodeFrame(FrameKind.hello, 0, { node: 'x'.repeat(300), nonce }));
+  await rawClosedBy(port, []); // says nothing: dropped after HANDSHAKE_TIMEOUT_MS
+  // A big reply that does not fit a frame comes back as an error reply.
+  b.serve(async () => ({ ok: true, result: { blob: Buffer.alloc(FRAME_PAYLOAD_BYTES_MAX + 1) } }));
+  const tooBig = await a.request('b3', write(3, Buffer.alloc(1)), 5000);
+  assert.equal(tooBig.ok, false);
+  assert.equal((tooBig as { code: string }).code, 'reply_unencodable');
+  b.serve(async () => { handled++; return { ok: true }; });
   assert.equal(handled, 0, 'nothing reached the handler');
   assert.deepEqual(await a.request('b3', write(2, Buffer.alloc(16)), 2000), { ok: true }, 'the server still serves');
 });
@@ -170,4 +178,20 @@ test('tcp: the cluster secret keeps out nodes that do not hold it, both ways', {
   await assert.rejects(open.request('b4', { t: 'status', vol: 'v' }, 2000), TransportError);
   await assert.rejects(a.request('o4', { t: 'status', vol: 'v' }, 2000), /secret/);
   assert.deepEqual(from, ['a4'], 'only the node holding the secret was served');
+});
+
+test('tcp: a peer that accepts and never answers: TransportError, and the silent connection is redialled', { timeout: 30_000 }, async () => {
+  const a = await node('a5');
+  const sockets: net.Socket[] = [];
+  const silent = net.createServer((s) => { sockets.push(s); s.on('error', () => undefined); }); // (a reset is expected)
+  await new Promise<void>((r) => silent.listen(0, HOST, r));
+  addresses.set('z5', `${HOST}:${(silent.address() as net.AddressInfo).port}`);
+  try {
+    await assert.rejects(a.request('z5', { t: 'status', vol: 'v' }, 300), (e: unknown) => e instanceof TransportError && /no reply within 300 ms/.test(e.message));
+    await assert.rejects(a.request('z5', { t: 'status', vol: 'v' }, 300), TransportError);
+    assert.equal(sockets.length, 2, 'a connection that stayed silent past a timeout is not reused');
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => silent.close(r));
+  }
 });

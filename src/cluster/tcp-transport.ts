@@ -13,6 +13,10 @@ import { encodeFrame, FrameDecoder, FrameError, FrameKind, type Frame, type Fram
 export const HANDSHAKE_TIMEOUT_MS = 3000;
 /** Requests one inbound connection runs at once; beyond it the socket stops being read. */
 export const REQUESTS_INBOUND_INFLIGHT_MAX = 4096;
+/** Connections this node accepts at once (peers hold one each; strangers are dropped at the hello). */
+export const CONNECTIONS_INBOUND_MAX = 1024;
+/** A node name in a hello (a DNS name's length). */
+const NODE_NAME_BYTES_MAX = 253;
 const NONCE_BYTES = 32;
 const TCP_KEEPALIVE_DELAY_MS = 2000;
 
@@ -44,7 +48,10 @@ function proofMatches(expected: string, got: unknown): boolean {
 
 function parseHello(message: unknown): Hello {
   const m = message as Partial<Hello> | null;
-  if (!m || typeof m.node !== 'string' || m.node.length === 0 || typeof m.nonce !== 'string') throw new FrameError('malformed hello');
+  if (!m || typeof m.node !== 'string' || m.node.length === 0 || Buffer.byteLength(m.node) > NODE_NAME_BYTES_MAX ||
+    typeof m.nonce !== 'string' || !/^[0-9a-f]+$/.test(m.nonce) || m.nonce.length !== NONCE_BYTES * 2) {
+    throw new FrameError('malformed hello');
+  }
   return { node: m.node, nonce: m.nonce, ...(typeof m.proof === 'string' ? { proof: m.proof } : {}) };
 }
 
@@ -263,6 +270,11 @@ export class TcpTransport implements Transport {
   /** An inbound connection: hello (and proof), then requests served concurrently. */
   private accept(socket: net.Socket): void {
     if (this.closed) { socket.destroy(); return; }
+    if (this.inbound.size >= CONNECTIONS_INBOUND_MAX) {
+      this.log('repl_connection_refused', { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: `${CONNECTIONS_INBOUND_MAX} connections open` });
+      socket.destroy();
+      return;
+    }
     this.inbound.add(socket);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, TCP_KEEPALIVE_DELAY_MS);
@@ -322,8 +334,8 @@ export class TcpTransport implements Transport {
           try {
             writeFrame(socket, FrameKind.reply, frame.requestId, reply);
           } catch (error) {
-            // A reply over the frame bounds: the sender gets an error reply instead of nothing.
-            writeFrame(socket, FrameKind.reply, frame.requestId, { ok: false, code: 'reply_too_large', message: errorText(error) });
+            // A reply over the frame bounds (or not JSON): the sender gets an error reply, not silence.
+            writeFrame(socket, FrameKind.reply, frame.requestId, { ok: false, code: 'reply_unencodable', message: errorText(error) });
           }
         });
       }
