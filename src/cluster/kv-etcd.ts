@@ -53,8 +53,9 @@ function grpcOptions(): Record<string, number> {
     'grpc.initial_reconnect_backoff_ms': 100,
     'grpc.max_reconnect_backoff_ms': 1000,
     'grpc.min_reconnect_backoff_ms': 100,
-    // etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time).
-    'grpc.keepalive_time_ms': 5000,
+    // etcd drops a client that pings more often than every 5 s (--grpc-keepalive-min-time); calls
+    // have their own deadlines and a watch its progress checks, so this only tends idle connections.
+    'grpc.keepalive_time_ms': 10_000,
     'grpc.keepalive_timeout_ms': 2000,
     'grpc.use_local_subchannel_pool': 1,
   };
