@@ -8,7 +8,7 @@ import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { TcpTransport } from '../src/cluster/tcp-transport.js';
 import { TransportError } from '../src/cluster/transport.js';
-import { encodeFrame, FrameDecoder, FrameKind, FRAME_PAYLOAD_BYTES_MAX, FRAME_BYTES_MAX } from '../src/cluster/tcp-framing.js';
+import { encodeFrame, FrameDecoder, FrameError, FrameKind, FRAME_PAYLOAD_BYTES_MAX, FRAME_BYTES_MAX } from '../src/cluster/tcp-framing.js';
 import type { ReplReply, ReplRequest } from '../src/cluster/messages.js';
 
 const HOST = '127.0.0.1';
@@ -73,6 +73,35 @@ test('framing: Buffers travel out of band, bounds checked before allocation', ()
   assert.throws(() => new FrameDecoder().push(huge), /frame length/);
   assert.throws(() => encodeFrame(FrameKind.request, 1, { data: Buffer.alloc(FRAME_PAYLOAD_BYTES_MAX + 1) }), /payload/);
   assert.throws(() => encodeFrame(FrameKind.request, 1, { name: 'x'.repeat(70_000) }), /header/);
+});
+
+test('framing fuzz: random splits decode the same frames; random damage only ever raises FrameError', () => {
+  let seed = 22;
+  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % n; };
+  for (let round = 0; round < 200; round++) {
+    const messages = Array.from({ length: 1 + rand(5) }, (_, i) => ({ t: 'write', seq: i, data: Buffer.alloc(rand(3000), i), extra: rand(2) ? [Buffer.alloc(rand(10), 9)] : null }));
+    const stream = Buffer.concat(messages.flatMap((m, i) => encodeFrame(FrameKind.request, i, m)));
+    const decoder = new FrameDecoder();
+    const frames = [];
+    for (let at = 0; at < stream.length;) {
+      const n = 1 + rand(700);
+      frames.push(...decoder.push(stream.subarray(at, at + n)));
+      at += n;
+    }
+    assert.equal(frames.length, messages.length);
+    frames.forEach((f, i) => {
+      const m = f.message as { seq: number; data: Buffer };
+      assert.equal(m.seq, i);
+      assert.ok(m.data.equals(messages[i]!.data));
+    });
+    const damaged = Buffer.from(stream);
+    for (let k = 0; k < 1 + rand(4); k++) damaged[rand(damaged.length)] = rand(256);
+    try {
+      new FrameDecoder().push(damaged);
+    } catch (error) {
+      assert.ok(error instanceof FrameError, `damage raised ${String(error)}`);
+    }
+  }
 });
 
 test('tcp: 1000 concurrent requests each way, payloads verified, from = the sender', { timeout: 60_000 }, async () => {
