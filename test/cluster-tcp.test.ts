@@ -162,6 +162,12 @@ test('tcp: handler errors become replies; timeouts and dead peers are TransportE
   assert.deepEqual(await a.request('b2', { t: 'status', vol: 'ok' }, 2000), { ok: true }, 'reconnected to the restarted peer');
   for (const release of hold) release();
 
+  // A request of the wrong shape never reaches the handler: a bad_request reply.
+  const bad = await a.request('b2', { t: 'write', vol: 'v', epoch: 1, seq: 1, incarnation: 'i', offsetBytes: -1, data: Buffer.alloc(1), fua: false }, 1000);
+  assert.deepEqual(bad, { ok: false, code: 'bad_request', message: 'write: field offsetBytes must be uint' });
+  const unknown = await a.request('b2', { t: 'launch' } as unknown as ReplRequest, 1000);
+  assert.equal((unknown as { code: string }).code, 'bad_request');
+
   // An address that answers with another node's name is refused.
   addresses.set('c2', addresses.get('b2')!);
   await assert.rejects(a.request('c2', { t: 'status', vol: 'ok' }, 2000), /is "b2", not "c2"/);

@@ -8,6 +8,7 @@ import type { ReplReply, ReplRequest } from './messages.js';
 import type { AddressBook, Transport } from './transport.js';
 import { TransportError } from './transport.js';
 import { encodeFrame, FrameDecoder, FrameError, FrameKind, type Frame, type FrameKindValue } from './tcp-framing.js';
+import { replyProblem, requestProblem } from './tcp-validate.js';
 
 /** Connect + hello exchange must finish within this (a request's own timeout may end it sooner). */
 export const HANDSHAKE_TIMEOUT_MS = 3000;
@@ -149,6 +150,11 @@ class PeerConnection {
         }
         if (frame.kind !== FrameKind.reply) {
           this.fail(new TransportError(`${peer}: unexpected frame kind ${frame.kind}`));
+          return;
+        }
+        const problem = replyProblem(frame.message);
+        if (problem !== null) {
+          this.fail(new TransportError(`${peer}: malformed reply: ${problem}`));
           return;
         }
         const p = this.pending.get(frame.requestId);
@@ -345,6 +351,8 @@ export class TcpTransport implements Transport {
   private async handle(from: string, frame: Frame): Promise<ReplReply> {
     const handler = this.handler;
     if (!handler) return { ok: false, code: 'not_serving', message: `node "${this.options.self}" serves no replication requests yet` };
+    const problem = requestProblem(frame.message);
+    if (problem !== null) return { ok: false, code: 'bad_request', message: problem };
     try {
       return await handler(from, frame.message as ReplRequest);
     } catch (error) {
