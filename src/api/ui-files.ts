@@ -15,6 +15,8 @@ const contentSecurityPolicy = "default-src 'self'; img-src 'self' data:; style-s
 export function registerUiFiles(app: FastifyInstance, dir: string): void {
   // A daemon run from a source tree that was never built has no dashboard: /ui/ is then a 404 like any unknown path.
   if (!existsSync(dir)) return;
+  // @fastify/static redirects directories below its prefix, not the prefix itself.
+  app.get(uiPath.slice(0, -1), { schema: { hide: true } }, (_req, reply) => reply.redirect(uiPath, 301));
   void app.register(fastifyStatic, {
     root: dir, prefix: uiPath, redirect: true, list: false, index: 'index.html', decorateReply: false,
     schemaHide: true, cacheControl: false,
