@@ -3,7 +3,7 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import './style.css';
-import { ApiError, currentToken, get, onSignedOut, setToken, type Whoami } from './api';
+import { currentToken, get, onSignedOut, setToken, type Whoami } from './api';
 import { ErrorLine } from './components';
 import { PoolView } from './views/pool';
 import { VolumesView } from './views/volumes';
@@ -35,7 +35,7 @@ function Login({ onSignedIn }: { onSignedIn: (w: Whoami) => void }) {
       onSignedIn(await get<Whoami>('/v1/whoami'));
     } catch (err) {
       setToken(null);
-      setError(err instanceof ApiError && err.status === 401 ? new ApiError(401, 'unauthorized', 'That token is not valid (wrong, revoked or expired).') : err);
+      setError(err);
     } finally { setBusy(false); }
   };
   return (

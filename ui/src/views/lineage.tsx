@@ -42,13 +42,16 @@ function TreeDrawing({ root, selected, onSelect }: { root: TreeNode; selected: s
           const n = p.node;
           const cls = ['node', n.kind, n.deleted === true ? 'deleted' : '', n.current ? 'current' : '', selected === n.name ? 'selected' : ''].join(' ');
           const space = n.deleted === true ? 'deleted: kept for its snapshots' : `excl ${bytes(n.exclusiveBytes)} · shared ${bytes(shared(n))}`;
-          const label = `${n.kind} ${n.name}${n.deleted === true ? ', deleted, kept for its snapshots' : ''}, exclusive ${bytes(n.exclusiveBytes)}, shared ${bytes(shared(n))}`;
+          // Named by its visible text (what a sighted user reads is what a screen reader hears); the
+          // full name and kind are its description.
+          const description = `${n.kind} ${n.name}${n.deleted === true ? ', deleted, kept for its snapshots' : ''}, exclusive ${bytes(n.exclusiveBytes)}, shared ${bytes(shared(n))}`;
           return (
-            <g class={cls} transform={`translate(${x(p)},${y(p)})`} tabIndex={0} role="button" aria-label={label} aria-pressed={selected === n.name}
+            <g class={cls} transform={`translate(${x(p)},${y(p)})`} tabIndex={0} role="button" aria-pressed={selected === n.name}
               data-name={n.name} onClick={() => onSelect(n)} onKeyDown={(e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); onSelect(n); } }}>
               <rect width={nodeWidthPx} height={nodeHeightPx} rx={6} />
               <text x={10} y={21} class="node-name">{truncate(shortName(n), 24)}</text>
               <text x={10} y={41} class="node-space">{space}</text>
+              <desc>{description}</desc>
             </g>
           );
         })}
