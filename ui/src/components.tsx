@@ -70,12 +70,12 @@ export function Chart({ title, x, series, values, format, limits = [] }: {
     if (el === null) return undefined;
     const opts: uPlot.Options = {
       width: Math.max(200, el.clientWidth), height: 180,
-      legend: { show: true },
+      legend: { show: true, live: false },
       cursor: { show: true, points: { show: false } },
       scales: { y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       axes: [
         { stroke: '#444', grid: { stroke: '#eee' } },
-        { stroke: '#444', grid: { stroke: '#eee' }, size: 70, values: (_u, splits) => splits.map((v) => format(v)) },
+        { stroke: '#444', grid: { stroke: '#eee' }, size: 88, values: (_u, splits) => splits.map((v) => format(v)) },
       ],
       series: [
         {},
