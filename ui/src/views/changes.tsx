@@ -8,6 +8,17 @@ import { bytes } from '../format';
 /** Cells of the strip: ranges are merged into this many, so a diff of a million ranges draws as fast as ten. */
 const stripCells = 600;
 
+/** Consecutive changed cells as one run each (one rectangle: no seams between neighbours). */
+function runs(cells: Float64Array): Array<{ start: number; end: number }> {
+  const out: Array<{ start: number; end: number }> = [];
+  for (let i = 0; i < cells.length; i += 1) {
+    if (cells[i]! <= 0) continue;
+    const last = out[out.length - 1];
+    if (last !== undefined && last.end === i) last.end = i + 1; else out.push({ start: i, end: i + 1 });
+  }
+  return out;
+}
+
 export function ChangesPanel({ volume }: { volume: TreeNode }) {
   const snaps = volume.children.filter((c) => c.kind === 'snapshot').map((c) => c.name);
   const [from, setFrom] = useState<string>(snaps[snaps.length - 1] ?? '');
@@ -47,7 +58,7 @@ export function ChangesPanel({ volume }: { volume: TreeNode }) {
           <svg class="strip" viewBox={`0 0 ${stripCells} 24`} preserveAspectRatio="none" role="img"
             aria-label={`Changed ranges over the address space: ${bytes(diff.changedBytes)} in ${diff.ranges.length} ranges`}>
             <rect width={stripCells} height={24} class="strip-bg" />
-            {Array.from(cells, (c, i) => (c > 0 ? <rect x={i} width={1} height={24} class="strip-on" style={{ opacity: Math.max(0.35, Math.min(1, c)) }} /> : null))}
+            {runs(cells).map((r) => <rect x={r.start} width={r.end - r.start} height={24} class="strip-on" />)}
           </svg>
           <div class="strip-axis"><span>0</span><span>{bytes(volume.size)}</span></div>
         </>

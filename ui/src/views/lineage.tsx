@@ -183,23 +183,23 @@ export function LineageView({ name, who }: { name: string; who: Whoami }) {
       <h1 id="lin-h">Lineage of {name}</h1>
       <ErrorLine error={tree.error} />
       {root !== null && (
-        <div class="lineage">
-          <div>
-            <TreeDrawing root={root} selected={node?.name ?? null} onSelect={(n) => setSelected(n.name)} />
-            <p class="legend"><span class="key volume" /> volume <span class="key snapshot" /> snapshot <span class="key deleted" /> deleted, kept for its snapshots · bold: this page's volume</p>
+        <>
+          <TreeDrawing root={root} selected={node?.name ?? null} onSelect={(n) => setSelected(n.name)} />
+          <p class="legend"><span class="key volume" /> volume <span class="key snapshot" /> snapshot <span class="key deleted" /> deleted, kept for its snapshots · bold: this page's volume · select a member for its figures and actions</p>
+          <div class="lineage">
+            {node !== null && (
+              <aside class="panel" aria-labelledby="sel-h">
+                <h2 id="sel-h">{node.name}</h2>
+                <Actions node={node} pageVolume={name} canWrite={who.role !== 'reader'} onDone={(goTo) => {
+                  if (goTo === undefined) { tree.reload(); return; }
+                  location.hash = goTo === '' ? '#/volumes' : `#/volume/${enc(goTo)}`;
+                }} />
+              </aside>
+            )}
+            {page !== null && page.kind === 'volume' && <ChangesPanel volume={page} />}
           </div>
-          {node !== null && (
-            <aside class="panel" aria-labelledby="sel-h">
-              <h2 id="sel-h">{node.name}</h2>
-              <Actions node={node} pageVolume={name} canWrite={who.role !== 'reader'} onDone={(goTo) => {
-                if (goTo === undefined) { tree.reload(); return; }
-                location.hash = goTo === '' ? '#/volumes' : `#/volume/${enc(goTo)}`;
-              }} />
-            </aside>
-          )}
-        </div>
+        </>
       )}
-      {page !== null && page.kind === 'volume' && <ChangesPanel volume={page} />}
     </section>
   );
 }

@@ -140,7 +140,7 @@ export function VolumesView({ who }: { who: Whoami }) {
         <table class="grid" aria-rowcount={shown.length + 1}>
           <thead>
             <tr>
-              {header('name', 'Name', 'col-name')}{header('kind', 'Kind')}{header('size', 'Size', 'num')}{header('mappedBytes', 'Mapped', 'num')}
+              {header('name', 'Name', 'col-name')}{header('kind', 'Kind', 'narrow-hide')}{header('size', 'Size', 'num')}{header('mappedBytes', 'Mapped', 'num')}
               <th scope="col" class="num">Exclusive</th>
               {showTenant && <th scope="col" class="opt">Tenant</th>}
               <th scope="col" class="opt">Origin</th><th scope="col" class="opt">QoS</th><th scope="col" class="opt">Export</th>
@@ -152,7 +152,7 @@ export function VolumesView({ who }: { who: Whoami }) {
             {visible.map((r, i) => (
               <tr key={r.name} aria-rowindex={first + i + 2} class={r.kind}>
                 <td class="col-name"><a href={`#/volume/${enc(r.volume)}`} title={r.name}>{r.name}</a></td>
-                <td>{r.kind}</td>
+                <td class="narrow-hide">{r.kind}</td>
                 <td class="num">{bytes(r.size)}</td>
                 <td class="num">{bytes(r.mappedBytes)}</td>
                 <td class="num">{exclusive.has(r.name) ? bytes(exclusive.get(r.name)) : '…'}</td>
