@@ -68,6 +68,8 @@ export interface Qos { iopsMax: number | null; readIopsMax: number | null; write
 export interface Volume {
   name: string; id: number; size: number; mappedBytes: number; exclusiveBytes: number | null; createdMs: number;
   origin: string | null; snapshotCount: number; flattenProgress: number | null; nbdUri: string | null; qos: Qos | null; encrypted: boolean; locked: boolean;
+  /** Present when the daemon runs in a cluster (storage nodes). */
+  replicas?: Array<{ node: string; state: string; rebuildProgress?: number | null; primary?: boolean }>;
 }
 export interface Snapshot { name: string; volume: string; snapshot: string; id: number; size: number; mappedBytes: number; createdMs: number; nbdUri: string | null }
 export interface Pool { path: string; size: number; allocatedBytes: number; freeBytes: number; blockSize: number; volumes: number; snapshots: number; generation: number; checksumErrors: number; pendingDeleteNodes: number; nbd: string | null }

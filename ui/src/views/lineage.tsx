@@ -15,6 +15,14 @@ const nodeWidthPx = 208;
 const nodeHeightPx = 54;
 const marginPx = 8;
 
+function qosSummary(v: Volume): string {
+  const q = v.qos!;
+  const parts = [q.iopsMax !== null ? `${q.iopsMax} IOPS` : '', q.bpsMax !== null ? `${bytes(q.bpsMax)}/s` : '',
+    q.readIopsMax !== null ? `read ${q.readIopsMax} IOPS` : '', q.writeIopsMax !== null ? `write ${q.writeIopsMax} IOPS` : '',
+    q.readBpsMax !== null ? `read ${bytes(q.readBpsMax)}/s` : '', q.writeBpsMax !== null ? `write ${bytes(q.writeBpsMax)}/s` : ''];
+  return parts.filter((p) => p !== '').join(', ') || 'none';
+}
+
 function shortName(n: TreeNode): string {
   return n.kind === 'snapshot' ? `@${n.name.slice(n.name.indexOf('@') + 1)}` : n.name;
 }
@@ -143,6 +151,12 @@ function Actions({ node, pageVolume, canWrite, onDone }: { node: TreeNode; pageV
         <dt>Created</dt><dd>{when(node.createdMs)}</dd>
         {v !== null && v.origin !== null && <><dt>Origin</dt><dd>{v.origin}</dd></>}
         {v !== null && v.nbdUri !== null && <><dt>Export</dt><dd><code>{v.nbdUri}</code></dd></>}
+        {v !== null && v.qos !== null && <><dt>QoS</dt><dd>{qosSummary(v)}</dd></>}
+        {v?.replicas !== undefined && v.replicas.length > 0 && (
+          <><dt>Replicas</dt><dd><ul class="replicas">{v.replicas.map((r) => (
+            <li>{r.node}{r.primary === true ? ' (primary)' : ''}: {r.state}{typeof r.rebuildProgress === 'number' && r.state !== 'healthy' ? ` ${(r.rebuildProgress * 100).toFixed(0)} %` : ''}</li>
+          ))}</ul></dd></>
+        )}
       </dl>
       {canWrite && node.deleted !== true && (
         <>
