@@ -10,7 +10,7 @@ export const uiPath = '/ui/';
 /** Vite names every built asset by its content hash, so a cached copy never goes stale. */
 const assetMaxAgeSeconds = 365 * 86400;
 /** Only this origin's scripts, styles and API: the page works air-gapped and loads nothing from elsewhere. */
-const contentSecurityPolicy = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+const contentSecurityPolicy = "default-src 'self'; img-src 'self' data:; style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 export function registerUiFiles(app: FastifyInstance, dir: string): void {
   // A daemon run from a source tree that was never built has no dashboard: /ui/ is then a 404 like any unknown path.
