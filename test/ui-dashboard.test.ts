@@ -148,13 +148,13 @@ test('dashboard: static files, sign-in, lineage actions, changes, delete with su
   });
 
   await t.test('live I/O: the charts move while fio writes, and a QoS limit is drawn', async () => {
-    assert.equal((await api('PUT', '/v1/volumes/copy/qos', { iopsMax: 50_000 })).status, 200);
+    assert.equal((await api('PUT', '/v1/volumes/copy/qos', { iopsMax: 1000 })).status, 200);
     await page.goto(`${d.api}/ui/#/io`);
     await page.locator('select[name="io-volume"]').selectOption('copy');
     await page.locator('[data-chart="copy: IOPS"]').waitFor({ timeout: waitMs });
     const before = Number(await page.locator('[data-chart="Pool: IOPS"]').getAttribute('data-points'));
     const fio = run('fio', ['--name=ui', '--ioengine=nbd', `--uri=${d.nbd}/copy`, '--rw=randwrite', '--bs=4k', '--iodepth=4',
-      '--size=16M', '--time_based', '--runtime=6', '--output-format=terse'], { timeoutMs: 60_000 });
+      '--size=16M', '--time_based', '--runtime=8', '--output-format=terse'], { timeoutMs: 60_000 });
     let moving = false;
     for (let i = 0; i < 40 && !moving; i += 1) {
       await page.waitForTimeout(500);
@@ -167,6 +167,7 @@ test('dashboard: static files, sign-in, lineage actions, changes, delete with su
     assert.doesNotMatch(await chartLabel(page, 'Pool: latency'), /p99 no data/);
     assert.ok(Number(await page.locator('[data-chart="Pool: IOPS"]').getAttribute('data-points')) > before, 'new points every second');
     assert.match(await page.locator('.chart', { hasText: 'copy: IOPS' }).innerText(), /QoS IOPS/);
+    await page.waitForTimeout(2000); // a few more seconds of lines for the screenshot
     await assertAccessible(page, 'io');
     await screenshots(page, 'io');
     const done = await fio;
