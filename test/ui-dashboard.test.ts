@@ -122,6 +122,12 @@ test('dashboard: static files, sign-in, lineage actions, changes, delete with su
     assert.equal((await api('GET', '/v1/volumes/db')).status, 404);
     await qemuIo(`${d.nbd}/copy`, `read -P 0xab 0 ${MiB}`);
     await screenshots(page, 'lineage-deleted-source');
+    // The deleted volume's own page says so (the API's detail) and leads to the lineage through its clone.
+    await page.goto(`${d.api}/ui/#/volume/db`);
+    await page.getByRole('alert').filter({ hasText: /not found/i }).waitFor({ timeout: waitMs });
+    await page.locator('main').getByRole('link', { name: 'copy', exact: true }).click();
+    await page.getByRole('heading', { name: 'Lineage of copy' }).waitFor({ timeout: waitMs });
+    await node(page, 'copy').waitFor({ timeout: waitMs });
   });
 
   await t.test('flatten the clone: progress, then the job is listed as succeeded', async () => {

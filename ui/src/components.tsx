@@ -116,6 +116,8 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { value: T 
   const [value, setValue] = useState<T | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [tick, setTick] = useState(0);
+  // Other arguments: the old value belongs to something else (another volume's tree) and must not show.
+  useEffect(() => { setValue(null); setError(null); }, deps);
   useEffect(() => {
     let live = true;
     load().then((v) => { if (live) { setValue(v); setError(null); } }, (e: unknown) => { if (live) setError(e); });

@@ -3,7 +3,7 @@
 // bytes and creation time, the everyday actions on the selected member, and the changes between two
 // points of the volume (the diff API) as a strip over its address space.
 import { useEffect, useState } from 'preact/hooks';
-import { call, enc, get, waitForJob, type Job, type TreeNode, type Volume, type Whoami } from '../api';
+import { ApiError, call, enc, get, listAll, waitForJob, type Job, type TreeNode, type Volume, type Whoami } from '../api';
 import { ConfirmDialog, ErrorLine, Progress, useLoad } from '../components';
 import { bytes, when } from '../format';
 import { layoutTree, type PlacedNode } from '../tree-layout';
@@ -184,6 +184,16 @@ function Actions({ node, pageVolume, canWrite, onDone }: { node: TreeNode; pageV
   );
 }
 
+/** A deleted volume has no tree of its own; its lineage lives on through its clones, if any. */
+function DeletedVolumeHint({ name }: { name: string }) {
+  const clones = useLoad(async () => (await listAll<Volume>('/v1/volumes')).filter((v) => v.origin !== null && (v.origin === name || v.origin.startsWith(`${name}@`))), [name]);
+  if (clones.value === null || clones.value.length === 0) return null;
+  return (
+    <p>{name} was deleted; its snapshots live on while clones use them. Its lineage through a clone:{' '}
+      {clones.value.map((c, i) => <>{i > 0 ? ', ' : ''}<a href={`#/volume/${enc(c.name)}`}>{c.name}</a></>)}</p>
+  );
+}
+
 export function LineageView({ name, who }: { name: string; who: Whoami }) {
   const tree = useLoad(() => get<TreeNode>(`/v1/volumes/${enc(name)}/tree`), [name]);
   const [selected, setSelected] = useState<string | null>(name);
@@ -196,6 +206,7 @@ export function LineageView({ name, who }: { name: string; who: Whoami }) {
       <p class="crumbs"><a href="#/volumes">Volumes</a> / {name}</p>
       <h1 id="lin-h">Lineage of {name}</h1>
       <ErrorLine error={tree.error} />
+      {tree.error instanceof ApiError && tree.error.code === 'volume_not_found' && <DeletedVolumeHint name={name} />}
       {root !== null && (
         <>
           <TreeDrawing root={root} selected={node?.name ?? null} onSelect={(n) => setSelected(n.name)} />
@@ -210,7 +221,7 @@ export function LineageView({ name, who }: { name: string; who: Whoami }) {
                 }} />
               </aside>
             )}
-            {page !== null && page.kind === 'volume' && <ChangesPanel volume={page} />}
+            {page !== null && page.kind === 'volume' && page.deleted !== true && <ChangesPanel volume={page} />}
           </div>
         </>
       )}
