@@ -69,7 +69,8 @@ function App() {
     if (currentToken() === null || who !== null) return;
     get<Whoami>('/v1/whoami').then(setWho, setError);
   }, [who]);
-  const cluster = useClusterAvailable(who !== null);
+  // Storage nodes are the operator's business: only an admin's page asks (a tenant's token is never sent there).
+  const cluster = useClusterAvailable(who?.role === 'admin');
   useSamplers(who !== null);
   if (currentToken() === null || (who === null && error !== null)) return <Login onSignedIn={(w) => { setError(null); setWho(w); }} />;
   if (who === null) return <main><p>Loading…</p></main>;

@@ -8,16 +8,16 @@ interface ClusterNode { name: string; alive: boolean; zone?: string | null; repl
 interface Cluster { self: string; nodes: ClusterNode[]; degraded: Array<string | { name?: string; volume?: string }> }
 
 /** True once GET /v1/cluster answered (false on 404 or any refusal: no cluster view). */
-export function useClusterAvailable(signedIn: boolean): boolean {
+export function useClusterAvailable(asAdmin: boolean): boolean {
   const [available, setAvailable] = useState(false);
   useEffect(() => {
-    if (!signedIn) return;
+    if (!asAdmin) { setAvailable(false); return; }
     get<Cluster>('/v1/cluster').then(() => setAvailable(true), (err: unknown) => {
       // 404: no cluster on this daemon; 403: not this token's to see. Either way the view stays hidden.
       if (!(err instanceof ApiError)) console.warn(err);
       setAvailable(false);
     });
-  }, [signedIn]);
+  }, [asAdmin]);
   return available;
 }
 
