@@ -1,7 +1,7 @@
 // The dashboard at scale and under a tenant's token, in chromium against a real `cairn serve`:
 // 1 000 volumes and 10 000 snapshots stay a windowed list (a bounded number of rows in the DOM,
-// search and sort over all of them), and a tenant's token sees only its tenant's volumes and never
-// calls an admin-only route.
+// search and sort over all of them), a lineage of 2 000 snapshots draws only what is in view, and a
+// tenant's token sees only its tenant's volumes and never calls an admin-only route.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -60,6 +60,27 @@ test('dashboard: 1 000 volumes and 10 000 snapshots in a windowed list; a tenant
     await page.locator('.count').filter({ hasText: `${1 + snapshotsPerVolume} shown` }).waitFor({ timeout: waitMs });
     await page.getByLabel('Show').selectOption('volume');
     await page.locator('.count').filter({ hasText: /^1 shown/ }).waitFor({ timeout: waitMs });
+    assert.deepEqual(errors, []);
+  });
+
+  await t.test('a lineage of 2 000 snapshots draws only the members in view', async () => {
+    assert.equal((await api('POST', '/v1/volumes', { name: 'deep', size: MiB })).status, 201);
+    for (let batch = 0; batch < 2; batch += 1) {
+      const names = Array.from({ length: 1000 }, (_, i) => `deep@a${String(batch * 1000 + i).padStart(4, '0')}`);
+      assert.equal((await api('POST', '/v1/snapshots', { snapshots: names })).status, 201);
+    }
+    const { page, errors } = await newPage(browser);
+    await signIn(page, d.api, adminToken(d.api));
+    await page.goto(`${d.api}/ui/#/volume/deep`);
+    await page.locator('svg.tree g[data-name="deep@a0000"]').waitFor({ timeout: waitMs });
+    assert.match(await page.locator('svg.tree').getAttribute('aria-label') ?? '', /2001 members/);
+    const drawn = () => page.locator('svg.tree g.node').count();
+    assert.ok(await drawn() <= domRowsMax, `windowed tree: ${await drawn()} members drawn`);
+    await page.locator('.tree-scroll').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    await page.locator('svg.tree g[data-name="deep@a1999"]').waitFor({ timeout: waitMs });
+    assert.ok(await drawn() <= domRowsMax);
+    await page.locator('svg.tree g[data-name="deep@a1999"]').click();
+    await page.getByRole('heading', { name: 'deep@a1999', level: 2 }).waitFor();
     assert.deepEqual(errors, []);
   });
 

@@ -2,7 +2,7 @@
 // came from; a deleted volume kept for its snapshots drawn dashed), each member's exclusive and shared
 // bytes and creation time, the everyday actions on the selected member, and the changes between two
 // points of the volume (the diff API) as a strip over its address space.
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { ApiError, call, enc, get, listAll, waitForJob, type Job, type TreeNode, type Volume, type Whoami } from '../api';
 import { ConfirmDialog, ErrorLine, Progress, useLoad } from '../components';
 import { bytes, when } from '../format';
@@ -31,22 +31,39 @@ function shared(n: TreeNode): number | null {
 }
 function truncate(s: string, max: number): string { return s.length <= max ? s : `${s.slice(0, max - 1)}…`; }
 
+/** Rows drawn beyond each edge of the tree's scroll box (a lineage may hold 10 000 members). */
+const overscanRows = 12;
+
 function TreeDrawing({ root, selected, onSelect }: { root: TreeNode; selected: string | null; onSelect: (n: TreeNode) => void }) {
-  const { nodes, rows, depth } = layoutTree(root);
+  const { nodes, rows, depth } = useMemo(() => layoutTree(root), [root]);
+  const box = useRef<HTMLDivElement>(null);
+  const [view, setView] = useState({ top: 0, height: 600 });
+  useEffect(() => {
+    const el = box.current;
+    if (el === null) return undefined;
+    const ro = new ResizeObserver(() => setView({ top: el.scrollTop, height: el.clientHeight }));
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
   const width = (depth + 1) * columnPx + marginPx * 2;
   const height = rows * rowPx + marginPx * 2;
   const x = (p: PlacedNode) => marginPx + p.depth * columnPx;
   const y = (p: PlacedNode) => marginPx + p.row * rowPx;
+  // Only the members in (or near) the scroll box are drawn; an edge is drawn when its span of rows is.
+  const firstRow = Math.floor(view.top / rowPx) - overscanRows;
+  const lastRow = Math.ceil((view.top + view.height) / rowPx) + overscanRows;
+  const shown = nodes.filter((p) => p.row >= firstRow && p.row <= lastRow);
+  const edges = nodes.filter((p) => p.parent !== null && p.parent.row <= lastRow && p.row >= firstRow);
   return (
-    <div class="tree-scroll">
-      <svg class="tree" width={width} height={height} viewBox={`0 0 ${width} ${height}`} role="group" aria-label={`Lineage of ${root.name}`}>
-        {nodes.filter((p) => p.parent !== null).map((p) => {
+    <div class="tree-scroll" ref={box} onScroll={(e) => { const el = e.target as HTMLDivElement; setView({ top: el.scrollTop, height: el.clientHeight }); }}>
+      <svg class="tree" width={width} height={height} viewBox={`0 0 ${width} ${height}`} role="group" aria-label={`Lineage of ${root.name}: ${nodes.length} members`}>
+        {edges.map((p) => {
           const par = p.parent!;
           const x1 = x(par) + nodeWidthPx, y1 = y(par) + nodeHeightPx / 2, x2 = x(p), y2 = y(p) + nodeHeightPx / 2;
           const mid = (x1 + x2) / 2;
-          return <path class="edge" d={`M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`} />;
+          return <path key={`e-${p.node.name}`} class="edge" d={`M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`} />;
         })}
-        {nodes.map((p) => {
+        {shown.map((p) => {
           const n = p.node;
           const cls = ['node', n.kind, n.deleted === true ? 'deleted' : '', n.current ? 'current' : '', selected === n.name ? 'selected' : ''].join(' ');
           const space = n.deleted === true ? 'deleted: kept for its snapshots' : `excl ${bytes(n.exclusiveBytes)} · shared ${bytes(shared(n))}`;
@@ -54,7 +71,7 @@ function TreeDrawing({ root, selected, onSelect }: { root: TreeNode; selected: s
           // full name and kind are its description.
           const description = `${n.kind} ${n.name}${n.deleted === true ? ', deleted, kept for its snapshots' : ''}, exclusive ${bytes(n.exclusiveBytes)}, shared ${bytes(shared(n))}`;
           return (
-            <g class={cls} transform={`translate(${x(p)},${y(p)})`} tabIndex={0} role="button" aria-pressed={selected === n.name}
+            <g key={n.name} class={cls} transform={`translate(${x(p)},${y(p)})`} tabIndex={0} role="button" aria-pressed={selected === n.name}
               data-name={n.name} onClick={() => onSelect(n)} onKeyDown={(e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); onSelect(n); } }}>
               <rect width={nodeWidthPx} height={nodeHeightPx} rx={6} />
               <text x={10} y={21} class="node-name">{truncate(shortName(n), 24)}</text>
