@@ -13,7 +13,8 @@ COPY src ./src
 COPY bin ./bin
 COPY native ./native
 COPY scripts/build-native.sh ./scripts/build-native.sh
-RUN npx tsc -p tsconfig.json && bash scripts/build-native.sh && npm prune --omit=dev
+COPY ui ./ui
+RUN npx tsc -p tsconfig.json && bash scripts/build-native.sh && npx vite build --config ui/vite.config.ts && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
 # Node plugin tools: nbd-client (kernel NBD), nbdfuse + fuse3 + losetup (no nbd module),

@@ -27,7 +27,7 @@ const rules: Record<string, 'public' | 'read' | 'write' | 'admin'> = {
   'PATCH /v1/volumes/:name': 'write', 'POST /v1/pool/grow': 'admin', 'POST /v1/snapshots': 'write', 'POST /v1/tenants': 'admin',
   'POST /v1/tokens': 'admin', 'POST /v1/volumes': 'write', 'POST /v1/volumes/:name/flatten': 'write', 'POST /v1/volumes/:name/import': 'write',
   'POST /v1/volumes/:name/revert': 'write', 'POST /v1/volumes/:name/snapshots': 'write', 'GET /metrics': 'admin', 'GET /v1/whoami': 'read',
-  'GET /v1/volumes/:name/qos': 'read', 'PUT /v1/volumes/:name/qos': 'write', 'GET /v1/tenants/:tenant/qos': 'read', 'PUT /v1/tenants/:tenant/qos': 'admin',
+  'GET /v1/volumes/:name/qos': 'read', 'GET /v1/stats': 'read', 'PUT /v1/volumes/:name/qos': 'write', 'GET /v1/tenants/:tenant/qos': 'read', 'PUT /v1/tenants/:tenant/qos': 'admin',
   'GET /v1/tenants/:tenant/encryption': 'admin', 'PUT /v1/tenants/:tenant/encryption': 'admin',
   'POST /v1/tenants/:tenant/encryption/unlock': 'admin', 'POST /v1/tenants/:tenant/encryption/rotate': 'admin',
   'POST /v1/tenants/:tenant/nbd-keys': 'write', 'GET /v1/tenants/:tenant/nbd-keys': 'write', 'DELETE /v1/tenants/:tenant/nbd-keys/:identity': 'write',

@@ -118,7 +118,9 @@ export const Diff = Type.Object({
 export const TreeNode = Type.Object({
   name: Type.String(), kind: Type.Union([Type.Literal('volume'), Type.Literal('snapshot')]),
   size: Bytes(''), mappedBytes: Bytes(''), exclusiveBytes: Type.Union([Bytes(''), Type.Null()]),
+  createdMs: Type.Union([Type.Integer(), Type.Null()], { description: 'creation time (null: a deleted volume)' }),
   current: Type.Boolean({ description: 'true on the node that was asked for' }),
+  deleted: Type.Boolean({ description: 'a deleted volume kept because its snapshots (and their clones) are still there' }),
   children: Type.Array(Type.Object({}, { additionalProperties: true, description: 'TreeNode' })),
 });
 export const ImportResult = Type.Object({

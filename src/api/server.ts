@@ -19,6 +19,8 @@ import { registerNbdKeyRoutes } from './routes-nbd-keys.js';
 import { registerNvmeHostRoutes } from './routes-nvme-hosts.js';
 import { registerQosRoutes } from './routes-qos.js';
 import { registerKeyRoutes } from './routes-keys.js';
+import { registerStatsRoutes, type IoTotalsSource } from './routes-stats.js';
+import { registerUiFiles } from './ui-files.js';
 
 /** Largest JSON request body (requests are small objects; streams are not JSON). */
 export const jsonBodyBytesMax = 1024 * 1024;
@@ -29,6 +31,10 @@ export const apiDocsPath = '/v1/docs';
 
 export interface ApiOptions {
   logger?: FastifyBaseLogger | boolean;
+  /** I/O totals per volume for GET /v1/stats (the daemon's metrics); without it the route answers none. */
+  ioTotals?: IoTotalsSource;
+  /** The built dashboard (dist/ui): served at /ui/ without a token when given and present. */
+  uiDir?: string;
   /** Serves Prometheus text at /metrics when given. */
   metrics?: () => Promise<{ contentType: string; body: string }>;
   /** Told of every route fastify registers (tests compare them with openapi.json). */
@@ -87,6 +93,7 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
     },
   });
   void app.register(fastifySwaggerUi, { routePrefix: apiDocsPath });
+  if (opts.uiDir !== undefined) registerUiFiles(app, opts.uiDir);
   const auth = new Authenticator(ctx.tenancy, opts.onAuthFailure, Date.now, opts.authBackoff ?? true);
   const routes = new RouteTable(app, async (access, request) => {
     if (access === 'public') return scopeFor(null, ctx.rootEngine, ctx.jobManager);
@@ -122,6 +129,7 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerNvmeHostRoutes(routes, ctx);
   registerQosRoutes(routes, ctx);
   registerKeyRoutes(routes, ctx);
+  registerStatsRoutes(routes, ctx, opts.ioTotals);
   if (opts.metrics !== undefined) {
     const metrics = opts.metrics;
     routes.add({

@@ -40,14 +40,33 @@ export interface TreeNodeView {
   size: number;
   mappedBytes: number;
   exclusiveBytes: number | null;
+  createdMs: number | null;
   current: boolean;
+  /** A deleted volume kept because its snapshots are still there (engine deleteVolume): no data of its own. */
+  deleted: boolean;
   children: TreeNodeView[];
 }
 
 /** Bound on the nodes of one lineage tree response. */
 export const treeNodesMax = 10_000;
 
-/** The lineage of `name`: from its oldest still-existing ancestor down through snapshots and clones. */
+/** The snapshots of `volume` (a deleted one's too), oldest first, at most `limit`. */
+function snapshotsOf(engine: Engine, volume: string, limit: number): SnapshotInfo[] {
+  const out: SnapshotInfo[] = [];
+  let afterId: number | undefined;
+  while (out.length < limit) {
+    const page = engine.listSnapshotsPage({ volume, limit: Math.min(1000, limit - out.length), ...(afterId === undefined ? {} : { afterId }) });
+    out.push(...page.snapshots);
+    if (!page.more || page.snapshots.length === 0) break;
+    afterId = page.snapshots[page.snapshots.length - 1]!.id;
+  }
+  return out;
+}
+
+/**
+ * The lineage of `name`: from its oldest ancestor down through snapshots and clones. When that
+ * ancestor's origin is a deleted volume kept for its snapshots, the tree starts there, marked deleted.
+ */
 export async function lineageTree(engine: Engine, name: string): Promise<TreeNodeView> {
   const volumes = engine.listVolumes();
   const byName = new Map(volumes.map((v) => [v.name, v]));
@@ -67,21 +86,33 @@ export async function lineageTree(engine: Engine, name: string): Promise<TreeNod
   };
   const clonesOf = (volume: string, snapshot: string | null) => volumes.filter((v) =>
     v.origin !== null && v.origin.volume === volume && v.origin.snapshot === snapshot);
+  const snapshotNode = async (s: SnapshotInfo): Promise<TreeNodeView> => {
+    nodes += 1;
+    const children: TreeNodeView[] = [];
+    for (const c of clonesOf(s.volume, s.name)) if (nodes < treeNodesMax) children.push(await volumeNode(c));
+    return { name: s.fullName, kind: 'snapshot', size: s.sizeBytes, mappedBytes: s.mappedBytes,
+      exclusiveBytes: await exclusive(s.fullName), createdMs: s.createdMs, current: s.fullName === name, deleted: false, children };
+  };
   const volumeNode = async (v: VolumeInfo): Promise<TreeNodeView> => {
     nodes += 1;
     const children: TreeNodeView[] = [];
     for (const snap of v.snapshots) {
       if (nodes >= treeNodesMax) break;
-      const s = engine.getSnapshot(`${v.name}@${snap}`);
-      nodes += 1;
-      const snapChildren: TreeNodeView[] = [];
-      for (const c of clonesOf(v.name, snap)) if (nodes < treeNodesMax) snapChildren.push(await volumeNode(c));
-      children.push({ name: s.fullName, kind: 'snapshot', size: s.sizeBytes, mappedBytes: s.mappedBytes,
-        exclusiveBytes: await exclusive(s.fullName), current: s.fullName === name, children: snapChildren });
+      children.push(await snapshotNode(engine.getSnapshot(`${v.name}@${snap}`)));
     }
     for (const c of clonesOf(v.name, null)) if (nodes < treeNodesMax) children.push(await volumeNode(c));
     return { name: v.name, kind: 'volume', size: v.sizeBytes, mappedBytes: v.mappedBytes,
-      exclusiveBytes: await exclusive(v.name), current: v.name === name, children };
+      exclusiveBytes: await exclusive(v.name), createdMs: v.createdMs, current: v.name === name, deleted: false, children };
   };
+  const origin = root.origin;
+  if (origin !== null && !byName.has(origin.volume)) {
+    const kept = snapshotsOf(engine, origin.volume, treeNodesMax);
+    nodes += 1;
+    const children: TreeNodeView[] = [];
+    for (const s of kept) if (nodes < treeNodesMax) children.push(await snapshotNode(s));
+    for (const c of clonesOf(origin.volume, null)) if (nodes < treeNodesMax) children.push(await volumeNode(c));
+    return { name: origin.volume, kind: 'volume', size: Math.max(0, ...kept.map((s) => s.sizeBytes)), mappedBytes: 0,
+      exclusiveBytes: null, createdMs: null, current: false, deleted: true, children };
+  }
   return volumeNode(root);
 }

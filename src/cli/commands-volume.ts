@@ -20,7 +20,7 @@ export interface VolumeView {
 export function encryptionLabel(v: { encrypted?: boolean; locked?: boolean }): string {
   return v.encrypted === true ? (v.locked === true ? 'encrypted, locked' : 'encrypted') : '-';
 }
-interface TreeNode { name: string; kind: string; size: number; mappedBytes: number; exclusiveBytes: number | null; current: boolean; children: TreeNode[] }
+interface TreeNode { name: string; kind: string; size: number; mappedBytes: number; exclusiveBytes: number | null; current: boolean; deleted?: boolean; children: TreeNode[] }
 
 interface PoolView {
   path: string; size: number; allocatedBytes: number; freeBytes: number; volumes: number; snapshots: number;
@@ -59,7 +59,8 @@ function volumeDetails(v: VolumeView): string {
 }
 
 function treeLines(node: TreeNode, prefix: string, last: boolean, root: boolean, out: string[]): void {
-  const space = `${formatSize(node.size)} size, ${formatSize(node.mappedBytes)} mapped, ${formatSize(node.exclusiveBytes)} exclusive`;
+  const space = node.deleted === true ? 'deleted, kept for its snapshots'
+    : `${formatSize(node.size)} size, ${formatSize(node.mappedBytes)} mapped, ${formatSize(node.exclusiveBytes)} exclusive`;
   const label = `${node.kind === 'snapshot' ? '@ ' : ''}${node.name}${node.current ? ' *' : ''}  (${space})`;
   out.push(root ? label : `${prefix}${last ? '└── ' : '├── '}${label}`);
   const childPrefix = root ? '' : `${prefix}${last ? '    ' : '│   '}`;

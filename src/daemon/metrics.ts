@@ -8,6 +8,13 @@ import type { QosWaitTotals } from '../qos/qos-control.js';
 /** Distinct volume labels before further volumes are counted under "other" (bounded cardinality). */
 export const volumeLabelsMax = 10_000;
 
+/** Upper bounds of the I/O latency histogram's buckets (the last, +Inf, is implied). */
+export const latencyBucketsSeconds = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+/** One volume's I/O since start; latencyCounts[i]: requests at most latencyBucketsSeconds[i] (cumulative; the last: all). */
+export interface VolumeIoTotals { name: string; readOps: number; writeOps: number; readBytes: number; writeBytes: number; latencyCounts: number[] }
+export interface IoTotals { bucketsSeconds: number[]; volumes: VolumeIoTotals[] }
+
 export class Metrics {
   readonly registry = new Registry();
   readonly ioOps: Counter<'volume' | 'op'>;
@@ -28,7 +35,7 @@ export class Metrics {
     this.ioErrors = new Counter({ name: 'cairn_io_errors_total', help: 'Failed I/O requests by error code', labelNames: ['volume', 'op', 'code'], registers });
     this.ioSeconds = new Histogram({
       name: 'cairn_io_latency_seconds', help: 'I/O request latency', labelNames: ['volume', 'op'], registers,
-      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      buckets: latencyBucketsSeconds,
     });
     this.commitSeconds = new Histogram({
       name: 'cairn_commit_duration_seconds', help: 'Duration of engine commits', registers,
@@ -88,6 +95,40 @@ export class Metrics {
   onEngineEvent(event: string, fields: Record<string, unknown>): void {
     if (event === 'commit' && typeof fields.durationMs === 'number') this.commitSeconds.observe(fields.durationMs / 1000);
     if (event === 'checksum_error') this.checksumErrors.inc();
+  }
+
+  /**
+   * Per-volume I/O totals since start (data operations: read, write, trim, write-zeroes) with the
+   * cumulative latency histogram, for GET /v1/stats: a client takes differences between two samples.
+   */
+  async ioTotals(): Promise<IoTotals> {
+    const byVolume = new Map<string, VolumeIoTotals>();
+    const entry = (volume: string): VolumeIoTotals => {
+      let e = byVolume.get(volume);
+      if (e === undefined) {
+        e = { name: volume, readOps: 0, writeOps: 0, readBytes: 0, writeBytes: 0, latencyCounts: latencyBucketsSeconds.map(() => 0).concat(0) };
+        byVolume.set(volume, e);
+      }
+      return e;
+    };
+    const dataOp = (op: unknown) => op === 'read' || op === 'write' || op === 'trim' || op === 'write_zeroes';
+    for (const v of (await this.ioOps.get()).values) {
+      const { volume, op } = v.labels;
+      if (typeof volume !== 'string' || volume === 'pool' || !dataOp(op)) continue;
+      if (op === 'read') entry(volume).readOps += v.value; else entry(volume).writeOps += v.value;
+    }
+    for (const v of (await this.ioBytes.get()).values) {
+      const { volume, op } = v.labels;
+      if (typeof volume !== 'string' || volume === 'pool' || !dataOp(op)) continue;
+      if (op === 'read') entry(volume).readBytes += v.value; else entry(volume).writeBytes += v.value;
+    }
+    for (const v of (await this.ioSeconds.get()).values) {
+      const { volume, op, le } = v.labels as { volume?: string; op?: string; le?: number | string };
+      if (v.metricName !== 'cairn_io_latency_seconds_bucket' || typeof volume !== 'string' || volume === 'pool' || !dataOp(op)) continue;
+      const i = le === '+Inf' ? latencyBucketsSeconds.length : latencyBucketsSeconds.indexOf(Number(le));
+      if (i >= 0) entry(volume).latencyCounts[i]! += v.value;
+    }
+    return { bucketsSeconds: latencyBucketsSeconds, volumes: [...byVolume.values()] };
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

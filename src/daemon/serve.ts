@@ -3,6 +3,7 @@
 // NBD server finish in-flight I/O, flush, close the engine and release the lock.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { openOrCreatePoolFile, checksumKernel, type Engine, type PoolFileOptions } from '../engine/index.js';
 import { startNbdServer } from '../nbd/server.js';
@@ -70,6 +71,9 @@ export function tenantExportUri(
   const user = keys.length === 1 ? `${encodeURIComponent(keys[0]!.identity)}@` : '';
   return nbdExportUri(where.plainBase.replace(/^nbd:\/\//, `nbds://${user}`), name);
 }
+
+/** The built dashboard: dist/ui beside dist/src (this file runs from dist/src/daemon). */
+function dashboardDir(): string { return fileURLToPath(new URL('../../ui/', import.meta.url)); }
 
 async function withTimeout(work: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
@@ -164,7 +168,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     });
     const apiTls = config.apiTls;
     const { app } = buildApi(ctx, {
-      logger: logger.child({ component: 'api' }), metrics: () => metrics.render(),
+      logger: logger.child({ component: 'api' }), metrics: () => metrics.render(), ioTotals: () => metrics.ioTotals(),
+      uiDir: dashboardDir(),
       onAuthFailure: (reason) => metrics.authFailures.inc({ reason }),
       ...(apiTls === null ? {} : {
         https: {

@@ -1,0 +1,54 @@
+// Storage nodes and degraded volumes, when the daemon runs as part of a cluster (GET /v1/cluster);
+// a daemon without the cluster answers 404, and the view is not offered at all.
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, get } from '../api';
+import { ErrorLine, useInterval } from '../components';
+
+interface ClusterNode { name: string; alive: boolean; zone?: string | null; replicas?: number; primaries?: number }
+interface Cluster { self: string; nodes: ClusterNode[]; degraded: Array<string | { name?: string; volume?: string }> }
+
+/** True once GET /v1/cluster answered (false on 404 or any refusal: no cluster view). */
+export function useClusterAvailable(asAdmin: boolean): boolean {
+  const [available, setAvailable] = useState(false);
+  useEffect(() => {
+    if (!asAdmin) { setAvailable(false); return; }
+    get<Cluster>('/v1/cluster').then(() => setAvailable(true), (err: unknown) => {
+      // 404: no cluster on this daemon; 403: not this token's to see. Either way the view stays hidden.
+      if (!(err instanceof ApiError)) console.warn(err);
+      setAvailable(false);
+    });
+  }, [asAdmin]);
+  return available;
+}
+
+export function ClusterView() {
+  const [cluster, setCluster] = useState<Cluster | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useInterval(() => { get<Cluster>('/v1/cluster').then((c) => { setCluster(c); setError(null); }, setError); }, 2000);
+  return (
+    <section aria-labelledby="cl-h">
+      <h1 id="cl-h">Cluster</h1>
+      <ErrorLine error={error} />
+      {cluster !== null && (
+        <>
+          <p class="sub">This daemon: {cluster.self}</p>
+          <div class="table-wrap">
+            <table class="plain">
+              <thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Zone</th><th scope="col" class="num">Replicas</th><th scope="col" class="num">Primaries</th></tr></thead>
+              <tbody>
+                {cluster.nodes.map((n) => (
+                  <tr><td>{n.name}</td><td class={n.alive ? 'state-succeeded' : 'state-failed'}>{n.alive ? 'alive' : 'down'}</td>
+                    <td>{n.zone ?? ''}</td><td class="num">{n.replicas ?? ''}</td><td class="num">{n.primaries ?? ''}</td></tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+          <h2>Degraded volumes</h2>
+          {cluster.degraded.length === 0 ? <p>None: every volume has all its replicas.</p> : (
+            <ul>{cluster.degraded.map((d) => <li>{typeof d === 'string' ? d : d.volume ?? d.name ?? JSON.stringify(d)}</li>)}</ul>
+          )}
+        </>
+      )}
+    </section>
+  );
+}
