@@ -129,6 +129,40 @@ test('primary killed: a member takes over in the next epoch; the old epoch is fe
     // The other survivor may hold writes the old primary never acknowledged: it is rebuilt, not kept in sync.
     assert.equal(now.members.find((m) => m.node === member)!.state, 'rebuilding');
     assert.ok(h.store.entry(volumeKey('v')) !== null);
+    // It is rebuilt from the newest common checkpoint (none here: a full copy), then writes go on at 2 in sync.
+    await h.clock.runUntil(() => h.get(now.primary).node.volume('v')!.members.filter((m) => m.state === 'in-sync').length === 2, 10_000, 'rebuild');
+    await h.write(now.primary, 'v', 4096, block(2));
+    assert.deepEqual(await h.readLocal(member, 'v', 0, 8192), Buffer.concat([block(1), block(2)]));
+    assert.ok(h.get(now.primary).node.volume('v')!.epoch > now.epoch);
+  } finally {
+    await h.close();
+  }
+});
+
+test('a member that comes back is rebuilt from the checkpoint diff: only the changed blocks travel', async () => {
+  const h = await three(6);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 4 << 20, 2));
+    const primary = rec.primary;
+    const member = rec.members.find((m) => m.node !== primary)!.node;
+    for (let i = 0; i < 16; i++) await h.write(primary, 'v', i * 4096, block(100 + i));
+    await h.run(h.get(primary).node.checkpointNow('v'));
+    assert.deepEqual(h.get(member).local.listSnapshots('v').map((s) => s.name), ['cairn-ckpt-1-1'], 'the checkpoint is on the member');
+    assert.deepEqual(h.get(member).node.engine.listSnapshots('v'), [], 'and hidden from users');
+    await h.kill(member);
+    await h.write(primary, 'v', 3 * 4096, block(200));
+    await h.write(primary, 'v', 9 * 4096, block(201));
+    assert.equal(h.get(primary).node.volume('v')!.members.find((m) => m.node === member)!.state, 'down');
+    await h.restart(member);
+    const before = h.resyncBytes.get(member) ?? 0;
+    await h.clock.runUntil(() => h.get(primary).node.volume('v')!.members.every((m) => m.state === 'in-sync'), 20_000, 'rebuild');
+    assert.equal((h.resyncBytes.get(member) ?? 0) - before, 2 * 4096, 'only the two changed blocks were sent');
+    const want = await h.readLocal(primary, 'v', 0, 16 * 4096);
+    assert.deepEqual(await h.readLocal(member, 'v', 0, 16 * 4096), want);
+    assert.equal(h.get(primary).node.counters().rebuildsCompleted, 1);
+    // Back in sync: new writes reach it again.
+    await h.write(primary, 'v', 0, block(300));
+    assert.deepEqual(await h.readLocal(member, 'v', 0, 4096), block(300));
   } finally {
     await h.close();
   }

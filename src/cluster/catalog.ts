@@ -170,7 +170,7 @@ export class Catalog {
   }
 
   localCheckpoints(vol: string): string[] {
-    return sortedCheckpoints(this.node.local.listSnapshots(vol).filter((s) => s.volume === vol).map((s) => s.name));
+    return sortedCheckpoints(this.node.member.snapshotsOf(vol).map((s) => s.name));
   }
 
   // ---- volume changes ----

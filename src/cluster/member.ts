@@ -1,7 +1,7 @@
 // The member (replica) side of the replication protocol: fencing by epoch (persisted in the pool's
 // settings, so a restart keeps it), the incarnation check, (epoch, seq) dedupe of data requests, and
 // every request of messages.ts applied idempotently (a retried or duplicated request is harmless).
-import { CairnError, type Engine } from '../engine/index.js';
+import { CairnError, VolumeNotFound, type Engine, type SnapshotInfo } from '../engine/index.js';
 import type { MemberStatus, ReplReply, ReplRequest } from './messages.js';
 import { CHECKPOINT_PREFIX, sortedCheckpoints } from './checkpoints.js';
 
@@ -73,7 +73,7 @@ export class Member {
 
   status(vol: string): MemberStatus {
     const exists = this.ctx.engine.listVolumes().some((v) => v.name === vol);
-    const snapshots = this.ctx.engine.listSnapshots(vol).filter((s) => s.volume === vol).map((s) => s.name);
+    const snapshots = this.snapshotsOf(vol).map((s) => s.name);
     return {
       exists, epoch: this.fence(vol), incarnation: this.ctx.incarnation(),
       sizeBytes: exists ? this.ctx.engine.getVolume(vol).sizeBytes : 0, checkpoints: sortedCheckpoints(snapshots),
@@ -191,6 +191,17 @@ export class Member {
     }
   }
 
+  /** `vol`'s snapshots; none when the volume (and every snapshot of it) is gone. */
+  snapshotsOf(vol: string): SnapshotInfo[] {
+    try {
+      return this.ctx.engine.listSnapshots(vol).filter((s) => s.volume === vol);
+    } catch (err) {
+      // A volume deleted with no snapshot left is unknown to listSnapshots: it has none.
+      if (err instanceof VolumeNotFound) return [];
+      throw err;
+    }
+  }
+
   private exists(vol: string): boolean { return this.ctx.engine.listVolumes().some((v) => v.name === vol); }
 
   /** Applies data request (epoch, seq) once: a duplicate waits for the first copy's result. */
@@ -243,7 +254,7 @@ export class Member {
   async deleteCopy(vol: string): Promise<void> {
     const e = this.ctx.engine;
     if (this.exists(vol)) await e.deleteVolume(vol);
-    for (const s of e.listSnapshots(vol).filter((x) => x.volume === vol && x.name.startsWith(CHECKPOINT_PREFIX))) await e.deleteSnapshot(s.fullName);
+    for (const s of this.snapshotsOf(vol).filter((x) => x.name.startsWith(CHECKPOINT_PREFIX))) await e.deleteSnapshot(s.fullName);
     await this.forget(vol);
   }
 
@@ -253,13 +264,13 @@ export class Member {
     if (base === null) {
       // Nothing in common: start from an empty volume (snapshots of the old copy are stale too).
       if (this.exists(vol)) await e.deleteVolume(vol);
-      for (const s of e.listSnapshots(vol).filter((x) => x.volume === vol)) await e.deleteSnapshot(s.fullName);
+      for (const s of this.snapshotsOf(vol)) await e.deleteSnapshot(s.fullName);
       await e.createVolume(vol, sizeBytes);
       return;
     }
-    await e.revertVolume(vol, `${vol}@${base}`);
+    await e.revertVolume(vol, base);
     if (e.getVolume(vol).sizeBytes !== sizeBytes) await e.resizeVolume(vol, sizeBytes, { allowShrink: true });
-    for (const s of e.listSnapshots(vol).filter((x) => x.volume === vol && x.name.startsWith(CHECKPOINT_PREFIX) && x.name !== base)) {
+    for (const s of this.snapshotsOf(vol).filter((x) => x.name.startsWith(CHECKPOINT_PREFIX) && x.name !== base)) {
       await e.deleteSnapshot(s.fullName);
     }
   }
