@@ -348,6 +348,17 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
     }
   }
 
+  /**
+   * A new epoch with nothing else changed: after a request that must not be applied again late (a
+   * revert, a resize, a resync-begin), so that a delayed duplicate meets a member fenced past it.
+   */
+  async bumpEpoch(vol: string): Promise<void> {
+    await this.updateRecord(vol, (rec) => {
+      if (rec.primary !== this.self || !this.servesAsPrimary(vol)) throw new NotPrimary(vol, rec.primary);
+      return { ...rec, epoch: rec.epoch + 1 };
+    });
+  }
+
   async request(node: string, request: ReplRequest, timeoutMs: number): Promise<ReplReply> {
     try {
       return await this.transport.request(node, request, timeoutMs);
