@@ -17,10 +17,21 @@ import { cmp } from './node.js';
 /** A flush to a member refused for a stale epoch is resent in the current epoch at most this often. */
 const FLUSH_RETRIES_MAX = 4;
 
-/** A VolumeInfo as plain data without the cluster's hidden snapshots (it travels in admin replies). */
+/**
+ * A VolumeInfo without the cluster's hidden snapshots. `snapshots` and `snapshotCount` stay lazy
+ * (enumerable getters, so an admin reply still carries them): a volume may have 100 000 snapshots.
+ */
 export function visibleInfo(info: VolumeInfo): VolumeInfo {
-  const snapshots = info.snapshots.filter((s) => !isHiddenSnapshot(s));
-  return { ...info, snapshots, snapshotCount: snapshots.length, encryption: info.encryption, origin: info.origin };
+  const { snapshots: _names, snapshotCount: count, ...rest } = Object.getOwnPropertyDescriptors(info);
+  void _names;
+  const out = Object.defineProperties({}, rest) as VolumeInfo;
+  let names: string[] | null = null;
+  const visible = (): string[] => { names ??= info.snapshots.filter((s) => !isHiddenSnapshot(s)); return names; };
+  const countAll = info.snapshotCount;
+  void count;
+  Object.defineProperty(out, 'snapshots', { enumerable: true, get: visible });
+  Object.defineProperty(out, 'snapshotCount', { enumerable: true, get: () => countAll === 0 ? 0 : visible().length });
+  return out;
 }
 
 function volOf(fullName: string): string {
