@@ -343,3 +343,23 @@ test('a consistency-group snapshot of volumes with one primary is taken at one p
     await h.close();
   }
 });
+
+test('a volume whose only in-sync member restarts is taken back by it (new incarnation, next epoch)', async () => {
+  const h = await three(14);
+  try {
+    const rec = await h.run(h.get('n2').node.createVolume('one', 1 << 20, 1));
+    const p = rec.primary;
+    await h.write(p, 'one', 0, block(1));
+    await h.run(h.get(p).node.engine.flush());
+    await h.kill(p);
+    await h.advance(3000);
+    assert.equal(h.get(['n1', 'n2', 'n3'].find((n) => n !== p)!).node.primaryOf('one'), null, 'no primary while it is down');
+    await h.restart(p);
+    await h.clock.runUntil(() => h.get(p).node.primaryOf('one')?.local === true, 10_000, 'self takeover');
+    assert.equal(h.get(p).node.volume('one')!.epoch, rec.epoch + 1);
+    assert.deepEqual(await h.readLocal(p, 'one', 0, 4096), block(1));
+    await h.write(p, 'one', 4096, block(2));
+  } finally {
+    await h.close();
+  }
+});

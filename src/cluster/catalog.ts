@@ -141,6 +141,10 @@ export class Catalog {
   async createSnapshots(fullNames: string[], opts?: SnapshotCreateOptions): Promise<SnapshotInfo[]> {
     const n = this.node;
     const vols = [...new Set(fullNames.map(volOf))].filter((v) => n.record(v) !== null);
+    const elsewhere = vols.filter((v) => !n.servesAsPrimary(v));
+    if (elsewhere.length > 0 && elsewhere.length < vols.length) {
+      throw new InvalidArgument(`a consistency-group snapshot needs its volumes on one primary: ${elsewhere.join(', ')} ${elsewhere.length === 1 ? 'has' : 'have'} another`);
+    }
     const vps = vols.map((v) => n.primaryFor(v));
     return this.withBarriers(vps, async () => {
       const infos = await n.local.createSnapshots(fullNames, opts);
