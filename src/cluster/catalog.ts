@@ -40,6 +40,9 @@ function volOf(fullName: string): string {
 }
 
 export class Catalog {
+  /** Volumes being deleted here (their record outlives the local copy for a moment: no repair then). */
+  readonly deleting = new Set<string>();
+
   constructor(private readonly node: ClusterNode) {}
 
   /** Forwards an admin call to `target` and returns its result (or throws its error). */
@@ -131,7 +134,14 @@ export class Catalog {
     const vp = n.primaryFor(name);
     const rec = vp.assertPrimary();
     await n.member.raiseFence(name, rec.epoch);
-    if (!n.local.listVolumes().some((v) => v.name === name)) await n.local.createVolume(name, rec.sizeBytes, opts);
+    if (!n.member.holds(name)) {
+      try {
+        await n.local.createVolume(name, rec.sizeBytes, opts);
+      } catch (err) {
+        // The create's own materialize and the primary's repair of a lost one can race: one wins.
+        if (!(err instanceof NameTaken) || !n.member.holds(name)) throw err;
+      }
+    }
     await vp.toMembers((epoch) => ({ t: 'create', vol: name, epoch, sizeBytes: rec.sizeBytes }), false);
     return visibleInfo(n.local.getVolume(name));
   }
@@ -252,6 +262,7 @@ export class Catalog {
   async delete(name: string): Promise<void> {
     const n = this.node;
     const vp = n.primaryFor(name);
+    this.deleting.add(name);
     await this.withBarriers([vp], async () => {
       const rec = vp.assertPrimary();
       for (const m of rec.members) {
@@ -262,7 +273,7 @@ export class Catalog {
       await n.member.deleteCopy(name);
       await n.updateRecord(name, () => 'delete');
       n.forgetPrimary(name);
-    });
+    }).finally(() => this.deleting.delete(name));
   }
 
   // ---- flush ----

@@ -217,7 +217,19 @@ export class Member {
     }
   }
 
-  private exists(vol: string): boolean { return this.ctx.engine.listVolumes().some((v) => v.name === vol); }
+  private exists(vol: string): boolean { return this.holds(vol); }
+
+  /** This pool holds the live volume `vol`. */
+  holds(vol: string): boolean {
+    try {
+      this.ctx.engine.resolve(vol);
+      return true;
+    } catch (err) {
+      // resolve is the O(1) existence check; only "not found" means absent.
+      if (err instanceof VolumeNotFound) return false;
+      throw err;
+    }
+  }
 
   /** Applies data request (epoch, seq) once: a duplicate waits for the first copy's result. */
   private once(vol: string, epoch: number, seq: number, apply: () => Promise<void>): Promise<ReplReply> {

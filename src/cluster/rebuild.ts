@@ -68,6 +68,13 @@ export class Rebuilder {
       else this.downSinceMs.delete(key);
     }
     const members = [...rec.members].sort((a, b) => cmp(a.node, b.node));
+    // 0. The primary has not got the volume: the create's materialize was lost (the record went in
+    // first). No in-sync member can hold data it lacks (a write reaches every in-sync member or fails).
+    if (!n.member.holds(rec.name) && !n.catalog.deleting.has(rec.name)) return { member: n.self, run: () => n.catalog.materialize(rec.name).then(() => undefined) };
+    // A member that restarted (or lost its lease) is a new incarnation: what it held may have lost
+    // acknowledged, unflushed writes, so it is not in sync any more, written to or not.
+    const restarted = members.find((m) => m.node !== n.self && m.state === 'in-sync' && n.nodeAlive(m.node) !== null && !n.memberAlive(m));
+    if (restarted !== undefined) return { member: restarted.node, run: () => n.dropMember(rec.name, restarted.node, 'a new incarnation') };
     // 1. A member whose node is up but which is not in sync: rebuild it.
     const stale = members.find((m) => m.state !== 'in-sync' && n.nodeAlive(m.node) !== null && !draining(m.node));
     if (stale !== undefined) return { member: stale.node, run: () => this.rebuild(rec.name, stale.node) };
