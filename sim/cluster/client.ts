@@ -16,7 +16,7 @@ export const CLIENT_HANG_MS = 60_000;
 /** Pause between a failed attempt and the next. */
 const RETRY_PAUSE_MS_MAX = 400;
 
-export type CallOutcome<T> = { ok: true; value: T; node: SimNode; life: string } | { ok: false; why: string };
+export type CallOutcome<T> = { ok: true; value: T; node: SimNode; life: string; attempts: number } | { ok: false; why: string };
 
 /** Codes of errors that mean a bug (or damage), not a refusal the client should retry through. */
 const FATAL_CODES = new Set(['checksum_error', 'pool_corrupt', 'internal_error']);
@@ -57,6 +57,7 @@ export async function callPrimary<T>(
 ): Promise<CallOutcome<T>> {
   const deadlineMs = sim.clock.nowMs() + CLIENT_DEADLINE_MS;
   let why = 'no primary';
+  let attempts = 0;
   while (sim.clock.nowMs() < deadlineMs) {
     const node = pick?.() ?? primaryNode(sim, vol);
     if (node === null || node.cluster === null) {
@@ -64,15 +65,16 @@ export async function callPrimary<T>(
       continue;
     }
     const life = node.life;
+    attempts++;
     const attempt = fn(node);
     const result = await raceWithDeath(sim, node, attempt, `${what} on ${life}`);
-    if (result.kind === 'ok') return { ok: true, value: result.value, node, life };
+    if (result.kind === 'ok') return { ok: true, value: result.value, node, life, attempts };
     if (result.kind === 'died') why = `${life} died`;
     else {
       if (isBug(result.error)) sim.fail(`${what} on ${life} threw what no caller should see: ${describeError(result.error)}`);
       why = describeError(result.error);
     }
-    sim.note(`    ${what} on ${life}: ${why}; retrying`);
+    sim.detail(`    ${what} on ${life}: ${why}; retrying`);
     await sim.clock.sleep(1 + sim.prng.int(0, RETRY_PAUSE_MS_MAX));
   }
   return { ok: false, why };
@@ -160,7 +162,7 @@ export async function clientFlush(sim: ClusterSim, v: VolumeModel): Promise<void
   for (const m of sim.model.volumes.values()) {
     const rec = recordOf(sim, m.name);
     if (rec === null || rec.primary !== o.node.name || o.node.life !== o.life) continue;
-    sim.model.flushed(m, o.life, before.get(m.name)!);
+    sim.model.flushed(m, o.life, before.get(m.name) ?? new Map());
     covered.push(m.name);
   }
   sim.note(`  flush via ${v.name} on ${o.life}: covers ${covered.join(',') || 'nothing'}`);

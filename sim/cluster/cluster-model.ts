@@ -45,6 +45,8 @@ export interface VolumeModel {
   snapshotting: boolean;
   /** The create call was acknowledged (else the record may or may not exist). */
   created: boolean;
+  /** Its first create attempt failed (the call was retried or gave up): finding F1 may apply. */
+  createRetried: boolean;
 }
 
 export class ClusterModel {
@@ -55,7 +57,7 @@ export class ClusterModel {
 
   addVolume(name: string, sizeBlocks: number, replicas: number): VolumeModel {
     const v: VolumeModel = {
-      name, tag: volumeTag(name), sizeBlocks, replicas, snapshots: [], busy: new Set(), inflight: 0, snapshotsTaken: 0, snapshotting: false, created: false,
+      name, tag: volumeTag(name), sizeBlocks, replicas, snapshots: [], busy: new Set(), inflight: 0, snapshotsTaken: 0, snapshotting: false, created: false, createRetried: false,
       blocks: Array.from({ length: sizeBlocks }, () => ({ states: [], ackedBy: new Map(), ackedFloor: 0, flushFloor: 0, crashedSinceAck: false })),
     };
     this.volumes.set(name, v);

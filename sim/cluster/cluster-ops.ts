@@ -6,7 +6,8 @@ import { BLOCK_SIZE_BYTES } from '../../src/engine/index.js';
 import type { ClusterOpKind } from './cluster-params.js';
 import type { ClusterSim } from './cluster-sim.js';
 import { clientFlush, clientRead, clientSnapshot, clientWrite, callPrimary, primaryNode, recordOf, isBug } from './client.js';
-import { crashModes } from './sim-node.js';
+import { crashModes, type SimNode } from './sim-node.js';
+import { KvUnavailable } from '../../src/cluster/kv.js';
 import { quiesceAndCheck } from './quiesce.js';
 
 /** Blocks one client write or read spans at most. */
@@ -44,7 +45,7 @@ function opCreate(sim: ClusterSim): void {
   if (up.length === 0) return;
   const name = `vol${sim.model.volumes.size + 1}`;
   const sizeBlocks = sim.prng.int(Math.min(8, sim.params.volumeBlocksMax), sim.params.volumeBlocksMax);
-  const replicas = Math.min(sim.params.nodes, sim.prng.pick([1, 2, 2, 3, 3]));
+  const replicas = Math.min(sim.params.nodes, sim.prng.pick([1, 2, 2, 2, 3, 3, 3]));
   const v = sim.model.addVolume(name, sizeBlocks, replicas);
   const via = sim.prng.pick(up);
   sim.note(`create ${name} (${sizeBlocks} blocks, ${replicas} replicas) via ${via.life}`);
@@ -58,12 +59,13 @@ function opCreate(sim: ClusterSim): void {
       }
     }, () => (via.up ? via : sim.upNodes()[0] ?? null));
     v.created = o.ok;
+    v.createRetried = !o.ok || o.attempts > 1;
     sim.note(`  create ${name}: ${o.ok ? `acked by ${o.life}` : `failed (${o.why})`}`);
   });
 }
 
 function opWrite(sim: ClusterSim): void {
-  const vols = sim.liveVolumes().filter((v) => !v.snapshotting && v.inflight < sim.params.inflightMax);
+  const vols = sim.liveVolumes().filter((v) => v.created && !v.snapshotting && v.inflight < sim.params.inflightMax);
   if (vols.length === 0) return;
   const v = sim.prng.pick(vols);
   const count = sim.prng.int(1, Math.min(IO_BLOCKS_MAX, v.sizeBlocks));
@@ -74,7 +76,7 @@ function opWrite(sim: ClusterSim): void {
 }
 
 function opRead(sim: ClusterSim): void {
-  const vols = sim.liveVolumes();
+  const vols = sim.liveVolumes().filter((v) => v.created);
   if (vols.length === 0) return;
   const v = sim.prng.pick(vols);
   const count = sim.prng.int(1, Math.min(IO_BLOCKS_MAX, v.sizeBlocks));
@@ -92,7 +94,7 @@ function opFlush(sim: ClusterSim): void {
 }
 
 function opSnapshot(sim: ClusterSim): void {
-  const vols = sim.liveVolumes().filter((v) => v.inflight === 0 && !v.snapshotting);
+  const vols = sim.liveVolumes().filter((v) => v.created && v.inflight === 0 && !v.snapshotting);
   if (vols.length === 0) return;
   const v = sim.prng.pick(vols);
   sim.note(`snapshot ${v.name}`);
@@ -141,8 +143,20 @@ async function opRestart(sim: ClusterSim): Promise<void> {
   const node = sim.prng.pick(down);
   sim.note(`restart ${node.name}`);
   sim.stats.restarts++;
-  await node.start();
-  sim.note(`  restarted as ${node.life}`);
+  await startNode(sim, node);
+}
+
+/** Starts a node; a start refused because the control plane is out of reach leaves it down. */
+export async function startNode(sim: ClusterSim, node: SimNode): Promise<boolean> {
+  try {
+    await node.start();
+  } catch (err) {
+    if (!(err instanceof KvUnavailable)) throw err;
+    sim.note(`  ${node.name} did not start: ${err.message}`);
+    return false;
+  }
+  sim.note(`  started ${node.life}`);
+  return true;
 }
 
 function opPartition(sim: ClusterSim): void {

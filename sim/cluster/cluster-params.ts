@@ -47,7 +47,7 @@ export function chooseClusterParams(prng: Prng): ClusterParams {
     inflightMax: prng.int(1, 4),
     weights: {
       create: 3,
-      write: 40,
+      write: 60,
       read: 8,
       flush: 8,
       snapshot: 3,

@@ -23,6 +23,13 @@ export interface ClusterSimOptions {
   trace?: (line: string) => void;
   /** Node log events in the trace too (very verbose). */
   nodeLog?: boolean;
+  /**
+   * false: a quiesce that does not bring every member back in sync is a finding, not a failure,
+   * and invariant 2 is checked among the members in sync (for a node logic without rebuild yet).
+   */
+  requireConvergence?: boolean;
+  /** Known findings (sim-findings.md: 'F1', ...) reported as findings instead of failing the seed. */
+  tolerate?: readonly string[];
 }
 
 export interface ClusterSimStats {
@@ -78,6 +85,8 @@ export class ClusterSim {
   };
   readonly findings: string[] = [];
   stepIndex = -1;
+  readonly requireConvergence: boolean;
+  readonly tolerate: ReadonlySet<string>;
   /** Client calls and other background work in flight (quiesce waits for them). */
   readonly tasks = new Set<Promise<void>>();
   /** (volume#epoch) → primary, from every record version the control plane held. */
@@ -93,6 +102,8 @@ export class ClusterSim {
   constructor(opts: ClusterSimOptions) {
     this.seed = opts.seed;
     this.trace = opts.trace;
+    this.requireConvergence = opts.requireConvergence ?? true;
+    this.tolerate = new Set(opts.tolerate ?? []);
     this.prng = new Prng(opts.seed);
     this.params = chooseClusterParams(this.prng);
     this.clock = new SimClock(this.prng.fork());
@@ -118,10 +129,15 @@ export class ClusterSim {
   downNodes(): SimNode[] { return this.nodes.filter((n) => !n.up); }
 
   note(line: string): void {
-    const full = `#${this.stepIndex} @${this.clock.nowMs() - this.startMs}ms ${line}`;
+    const full = `#${this.stepIndex} @${Math.round(this.clock.nowMs() - this.startMs)}ms ${line}`;
     this.history.push(full);
     if (this.history.length > HISTORY_LINES_MAX) this.history.shift();
     this.trace?.(full);
+  }
+
+  /** A line for the trace only (retries): the failure history keeps the steps. */
+  detail(line: string): void {
+    this.trace?.(`#${this.stepIndex} @${Math.round(this.clock.nowMs() - this.startMs)}ms ${line}`);
   }
 
   finding(line: string): void {

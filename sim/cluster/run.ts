@@ -1,5 +1,5 @@
 // The cluster simulator's command line:
-//   node dist/sim/cluster/run.js --seed N [--steps S] [--seeds K] [--verbose] [--node-log]
+//   node dist/sim/cluster/run.js --seed N [--steps S] [--seeds K] [--verbose] [--node-log] [--no-converge] [--tolerate F1,F2]
 // Runs seeds N..N+K-1 (N random if omitted, and printed), prints each failure with its seed and
 // step, and exits 1 if any failed. A failing seed replays exactly with the same --seed and --steps.
 import { parseArgs } from 'node:util';
@@ -25,6 +25,8 @@ async function main(): Promise<number> {
       seeds: { type: 'string' },
       verbose: { type: 'boolean', default: false },
       'node-log': { type: 'boolean', default: false },
+      'no-converge': { type: 'boolean', default: false },
+      tolerate: { type: 'string' },
     },
   });
   // Seed chosen at random only when none is given; it is printed, so the run replays.
@@ -35,6 +37,8 @@ async function main(): Promise<number> {
   for (let seed = first; seed < first + seeds; seed++) {
     const result = await runClusterSimulation({
       seed, steps, ...(values.verbose ? { trace: (line: string) => console.log(line) } : {}), nodeLog: values['node-log'],
+      requireConvergence: !values['no-converge'],
+      tolerate: values.tolerate === undefined ? [] : values.tolerate.split(','),
     });
     const s = result.stats;
     const summary = `seed ${seed}: ${result.ok ? 'ok' : 'FAILED'} steps=${s.steps} writes=${s.writesAcked}/${s.writesAcked + s.writesFailed} ` +

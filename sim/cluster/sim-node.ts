@@ -69,32 +69,43 @@ export class SimNode {
     net.setDown(this.name, false);
     const trace = this.env.trace;
     const life = this.life;
-    this.cluster = await clock.run(startClusterNode({
-      name: this.name,
-      zone: this.zone,
-      addresses: { api: null, nbd: null, nvmf: null, repl: `${this.name}:7400` },
-      engine: this.pool,
-      kv: kv.client(this.name),
-      transport: net.endpoint(this.name),
-      clock,
-      leaseTtlSeconds: params.leaseTtlSeconds,
-      replicaTimeoutMs: params.replicaTimeoutMs,
-      degradedWaitMs: params.degradedWaitMs,
-      checkpointIntervalMs: 0,
-      replaceAfterMs: params.replaceAfterMs,
-      defaultReplicas: 2,
-      log: (event, fields) => { trace?.(`      [${life} @${clock.nowMs() % 1_000_000}] ${event} ${JSON.stringify(fields)}`); },
-    }), 30_000, `start of ${this.name}`);
+    try {
+      this.cluster = await clock.run(startClusterNode({
+        name: this.name,
+        zone: this.zone,
+        addresses: { api: null, nbd: null, nvmf: null, repl: `${this.name}:7400` },
+        engine: this.pool,
+        kv: kv.client(this.name),
+        transport: net.endpoint(this.name),
+        clock,
+        leaseTtlSeconds: params.leaseTtlSeconds,
+        replicaTimeoutMs: params.replicaTimeoutMs,
+        degradedWaitMs: params.degradedWaitMs,
+        checkpointIntervalMs: 0,
+        replaceAfterMs: params.replaceAfterMs,
+        defaultReplicas: 2,
+        log: (event, fields) => { trace?.(`      [${life} @${Math.round(clock.nowMs() % 10_000_000)}] ${event} ${JSON.stringify(fields)}`); },
+      }), 30_000, `start of ${this.name}`);
+    } catch (err) {
+      // The daemon exits (a supervisor restarts it later): what its pool made durable stays.
+      await this.die('clean');
+      throw err;
+    }
   }
 
   /** Power cut: the process dies (no lease revoke), the disk keeps what `mode` lets it keep. */
   async crash(mode: CrashMode): Promise<void> {
     const cluster = this.cluster;
     this.cluster = null;
+    if (cluster !== null) await cluster.stop();
+    await this.die(mode);
+  }
+
+  private async die(mode: CrashMode): Promise<void> {
+    this.cluster = null;
     this.env.net.setDown(this.name, true);
     this.env.net.endpointOf(this.name)?.shut();
     await this.env.kv.client(this.name).close();
-    if (cluster !== null) await cluster.stop();
     this.device = this.device.crash(mode);
     this.pool = null;
     this.markDead();
