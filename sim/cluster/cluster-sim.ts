@@ -30,6 +30,8 @@ export interface ClusterSimOptions {
   requireConvergence?: boolean;
   /** Known findings (sim-findings.md: 'F1', ...) reported as findings instead of failing the seed. */
   tolerate?: readonly string[];
+  /** Runs after a quiesce converged, before its checks (tests damage a replica here to see the checks fail). */
+  beforeCheck?: (sim: ClusterSim) => Promise<void>;
 }
 
 export interface ClusterSimStats {
@@ -87,6 +89,7 @@ export class ClusterSim {
   stepIndex = -1;
   readonly requireConvergence: boolean;
   readonly tolerate: ReadonlySet<string>;
+  readonly beforeCheck: ((sim: ClusterSim) => Promise<void>) | null;
   /** Client calls and other background work in flight (quiesce waits for them). */
   readonly tasks = new Set<Promise<void>>();
   /** (volume#epoch) → primary, from every record version the control plane held. */
@@ -104,6 +107,7 @@ export class ClusterSim {
     this.trace = opts.trace;
     this.requireConvergence = opts.requireConvergence ?? true;
     this.tolerate = new Set(opts.tolerate ?? []);
+    this.beforeCheck = opts.beforeCheck ?? null;
     this.prng = new Prng(opts.seed);
     this.params = chooseClusterParams(this.prng);
     this.clock = new SimClock(this.prng.fork());

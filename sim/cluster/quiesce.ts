@@ -45,6 +45,7 @@ export async function quiesceAndCheck(sim: ClusterSim, final: boolean): Promise<
     sim.finding(what);
   }
   await sim.clock.run(Promise.all(sim.upNodes().map((n) => n.cluster!.idle())), CONVERGE_MS_MAX, 'idle()');
+  await sim.beforeCheck?.(sim);
   sim.checkWriters();
   for (const v of sim.model.volumes.values()) {
     const rec = recordOf(sim, v.name);
@@ -70,15 +71,19 @@ function unconverged(sim: ClusterSim): string {
     const rec = recordOf(sim, v.name);
     if (rec === null) continue;
     for (const m of rec.members) {
-      const entry = sim.kv.entry(nodeKey(m.node));
-      const node = entry === null ? null : JSON.parse(entry.value) as NodeRecord;
+      const running = runningIncarnation(sim, m.node);
       if (m.state !== 'in-sync') return `${v.name}: ${m.node} is ${m.state} (record ${describeRecord(rec)})`;
-      if (node === null) return `${v.name}: member ${m.node} has no node record`;
-      if (node.incarnation !== m.incarnation) return `${v.name}: member ${m.node} in sync as incarnation ${m.incarnation}, the node runs ${node.incarnation}`;
+      if (running === null) return `${v.name}: member ${m.node} has no node record`;
+      if (running !== m.incarnation) return `${v.name}: member ${m.node} in sync as incarnation ${m.incarnation}, the node runs ${running}`;
     }
     if (rec.members.length !== rec.replicas) return `${v.name}: ${rec.members.length} members, ${rec.replicas} wanted`;
   }
   return '';
+}
+
+function runningIncarnation(sim: ClusterSim, node: string): string | null {
+  const entry = sim.kv.entry(nodeKey(node));
+  return entry === null ? null : (JSON.parse(entry.value) as NodeRecord).incarnation;
 }
 
 function describeRecord(rec: VolumeRecord): string {
@@ -100,7 +105,11 @@ function firstDifference(a: Buffer, b: Buffer): number {
 async function checkVolume(sim: ClusterSim, v: VolumeModel, rec: VolumeRecord): Promise<void> {
   const primary = sim.nodeNamed(rec.primary);
   if (primary === null || primary.pool === null) sim.fail(`quiesce: ${v.name}'s primary ${rec.primary} is not running`);
-  const members = rec.members.filter((m) => m.state === 'in-sync').map((m) => sim.nodeNamed(m.node)!).filter((n) => n !== primary && n.up);
+  // In sync in the record and on the incarnation the node runs now (a restarted member's copy is
+  // not owed until the primary rebuilds it: without convergence, that is a liveness finding only).
+  const members = rec.members
+    .filter((m) => m.state === 'in-sync' && m.incarnation === runningIncarnation(sim, m.node))
+    .map((m) => sim.nodeNamed(m.node)!).filter((n) => n !== primary && n.up);
   const where = `${v.name} (${describeRecord(rec)})`;
   const hasLocal = (n: SimNode): boolean => n.pool!.listVolumes().some((x) => x.name === v.name);
   if (!hasLocal(primary)) {
