@@ -139,7 +139,10 @@ export async function clientRead(sim: ClusterSim, v: VolumeModel, first: number,
   sim.stats.reads++;
   for (let i = 0; i < count; i++) {
     const block = o.value.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES);
-    const wrong = sim.model.judge(v, first + i, block, ranges[i]!);
+    // The floor as the read went out; the newest try as it came back (a read retried after a
+    // failover may see writes issued after it).
+    const range = { lo: ranges[i]!.lo, hi: sim.model.range(v, first + i).hi };
+    const wrong = sim.model.judge(v, first + i, block, range);
     if (wrong === null) continue;
     // Older than the floor: a read served by a primary that lost its role but does not know yet
     // (the design has no read lease); judged for good at the next quiesce.
