@@ -54,7 +54,9 @@ export class Harness {
     this.net.setDown(name, false);
     const node = await this.run(startClusterNode({
       name, zone, addresses: { api: null, nbd: null, nvmf: null, repl: `${name}:7000` }, engine: local, kv, transport: counting, clock: this.clock,
-      checkpointIntervalMs: 0, replaceAfterMs: 600_000, ...this.nodeOpts,
+      checkpointIntervalMs: 0, replaceAfterMs: 600_000,
+      ...(process.env['CLUSTER_LOG'] ? { log: (e: string, f: Record<string, unknown>) => console.log(this.clock.nowMs() % 1e6, e, JSON.stringify(f)) } : {}),
+      ...this.nodeOpts,
     }), `start ${name}`);
     const t: TestNode = { name, zone, local, kv, node };
     this.nodes.set(name, t);

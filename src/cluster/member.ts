@@ -1,9 +1,10 @@
 // The member (replica) side of the replication protocol: fencing by epoch (persisted in the pool's
 // settings, so a restart keeps it), the incarnation check, (epoch, seq) dedupe of data requests, and
 // every request of messages.ts applied idempotently (a retried or duplicated request is harmless).
-import { CairnError, type Engine } from '../engine/index.js';
+import { CairnError, VolumeNotFound, type Engine, type SnapshotInfo } from '../engine/index.js';
 import type { MemberStatus, ReplReply, ReplRequest } from './messages.js';
 import { CHECKPOINT_PREFIX, sortedCheckpoints } from './checkpoints.js';
+import { RangeLock } from './range-lock.js';
 
 const FENCE_SETTING_PREFIX = 'cluster/epoch/';
 /** Applied seqs remembered above the floor per volume: beyond this the oldest are forgotten. */
@@ -28,6 +29,12 @@ export interface MemberContext {
 export class Member {
   private readonly fences = new Map<string, number>();
   private readonly dedupes = new Map<string, Dedupe>();
+  /**
+   * Per volume: a catalog request (revert, resize, resync-begin...) runs alone, after the data requests
+   * admitted before it, so a late duplicate of one can never land between data requests that followed
+   * it: it waits, then meets the newer epoch those carried (the primary bumps the epoch after each).
+   */
+  private readonly locks = new Map<string, RangeLock>();
   /** Setting writes in call order, so a lower epoch never overwrites a higher one. */
   private persistChain: Promise<void> = Promise.resolve();
 
@@ -73,7 +80,7 @@ export class Member {
 
   status(vol: string): MemberStatus {
     const exists = this.ctx.engine.listVolumes().some((v) => v.name === vol);
-    const snapshots = this.ctx.engine.listSnapshots(vol).filter((s) => s.volume === vol).map((s) => s.name);
+    const snapshots = this.snapshotsOf(vol).map((s) => s.name);
     return {
       exists, epoch: this.fence(vol), incarnation: this.ctx.incarnation(),
       sizeBytes: exists ? this.ctx.engine.getVolume(vol).sizeBytes : 0, checkpoints: sortedCheckpoints(snapshots),
@@ -81,11 +88,19 @@ export class Member {
   }
 
   async handle(request: ReplRequest): Promise<ReplReply> {
+    const releases: Array<() => void> = [];
     try {
+      for (const scope of lockScopes(request)) {
+        let lock = this.locks.get(scope.vol);
+        if (lock === undefined) { lock = new RangeLock(); this.locks.set(scope.vol, lock); }
+        releases.push(await (scope.range === null ? lock.barrier() : lock.acquire(scope.range.offsetBytes, scope.range.lengthBytes)));
+      }
       return await this.dispatch(request);
     } catch (err) {
       const code = err instanceof CairnError ? err.code : 'internal_error';
       return { ok: false, code, message: err instanceof Error ? err.message : String(err) };
+    } finally {
+      for (const r of releases) r();
     }
   }
 
@@ -191,6 +206,17 @@ export class Member {
     }
   }
 
+  /** `vol`'s snapshots; none when the volume (and every snapshot of it) is gone. */
+  snapshotsOf(vol: string): SnapshotInfo[] {
+    try {
+      return this.ctx.engine.listSnapshots(vol).filter((s) => s.volume === vol);
+    } catch (err) {
+      // A volume deleted with no snapshot left is unknown to listSnapshots: it has none.
+      if (err instanceof VolumeNotFound) return [];
+      throw err;
+    }
+  }
+
   private exists(vol: string): boolean { return this.ctx.engine.listVolumes().some((v) => v.name === vol); }
 
   /** Applies data request (epoch, seq) once: a duplicate waits for the first copy's result. */
@@ -243,7 +269,7 @@ export class Member {
   async deleteCopy(vol: string): Promise<void> {
     const e = this.ctx.engine;
     if (this.exists(vol)) await e.deleteVolume(vol);
-    for (const s of e.listSnapshots(vol).filter((x) => x.volume === vol && x.name.startsWith(CHECKPOINT_PREFIX))) await e.deleteSnapshot(s.fullName);
+    for (const s of this.snapshotsOf(vol).filter((x) => x.name.startsWith(CHECKPOINT_PREFIX))) await e.deleteSnapshot(s.fullName);
     await this.forget(vol);
   }
 
@@ -253,15 +279,26 @@ export class Member {
     if (base === null) {
       // Nothing in common: start from an empty volume (snapshots of the old copy are stale too).
       if (this.exists(vol)) await e.deleteVolume(vol);
-      for (const s of e.listSnapshots(vol).filter((x) => x.volume === vol)) await e.deleteSnapshot(s.fullName);
+      for (const s of this.snapshotsOf(vol)) await e.deleteSnapshot(s.fullName);
       await e.createVolume(vol, sizeBytes);
       return;
     }
-    await e.revertVolume(vol, `${vol}@${base}`);
+    await e.revertVolume(vol, base);
     if (e.getVolume(vol).sizeBytes !== sizeBytes) await e.resizeVolume(vol, sizeBytes, { allowShrink: true });
-    for (const s of e.listSnapshots(vol).filter((x) => x.volume === vol && x.name.startsWith(CHECKPOINT_PREFIX) && x.name !== base)) {
+    for (const s of this.snapshotsOf(vol).filter((x) => x.name.startsWith(CHECKPOINT_PREFIX) && x.name !== base)) {
       await e.deleteSnapshot(s.fullName);
     }
+  }
+}
+
+/** What a request locks: a range of one volume for data, the whole volume (range null) for the rest. */
+function lockScopes(r: ReplRequest): Array<{ vol: string; range: { offsetBytes: number; lengthBytes: number } | null }> {
+  switch (r.t) {
+    case 'write': case 'resync-data': return [{ vol: r.vol, range: { offsetBytes: r.offsetBytes, lengthBytes: r.data.length } }];
+    case 'trim': case 'zero': return [{ vol: r.vol, range: { offsetBytes: r.offsetBytes, lengthBytes: r.lengthBytes } }];
+    case 'snapshot': return [...new Set(r.fullNames.map((f) => f.slice(0, f.indexOf('@'))))].sort().map((vol) => ({ vol, range: null }));
+    case 'flush': case 'status': case 'admin': return [];
+    default: return [{ vol: r.vol, range: null }];
   }
 }
 
