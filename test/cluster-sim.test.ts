@@ -14,16 +14,18 @@ const FIRST_SEED = 1;
 const SEEDS = 24;
 const STEPS = 150;
 /**
- * What the node logic does not do yet: until rebuild lands, a quiesce may leave members down
- * (checked among the in-sync ones); F1: a create whose materialize was lost (sim-findings.md).
+ * Open findings (sim-findings.md) the range tolerates, reported instead of failing: F1 a create
+ * whose materialize was lost, F2 a restarted member left in sync as its old incarnation. Their
+ * seeds below run strictly (as todo until fixed).
  */
-const RANGE_OPTIONS: Partial<ClusterSimOptions> = { requireConvergence: false, tolerate: ['F1'] };
+const RANGE_OPTIONS: Partial<ClusterSimOptions> = { tolerate: ['F1', 'F2'] };
 
 /** Seeds that found a bug, with the finding; run strictly. Open findings run as todo. */
-const REGRESSIONS: Array<{ seed: number; steps: number; finding: string; open: boolean; converge: boolean }> = [
-  { seed: 7, steps: 150, finding: 'F1: record without a materialized volume', open: true, converge: false },
-  { seed: 15, steps: 150, finding: 'F1: record without a materialized volume', open: true, converge: false },
-  { seed: 55, steps: 150, finding: 'F2: a restarted member stays in sync as its old incarnation', open: true, converge: true },
+const REGRESSIONS: Array<{ seed: number; steps: number; finding: string; open: boolean }> = [
+  { seed: 13, steps: 150, finding: 'F1: record without a materialized volume', open: true },
+  { seed: 15, steps: 150, finding: 'F1: record without a materialized volume', open: true },
+  { seed: 39, steps: 150, finding: 'F2: a member that lost its lease stays in sync as its old incarnation', open: true },
+  { seed: 17, steps: 150, finding: 'F2: a restarted member stays in sync as its old incarnation', open: true },
 ];
 
 test(`cluster simulator: seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1}, ${STEPS} steps each`, async () => {
@@ -44,7 +46,7 @@ test(`cluster simulator: seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1}, ${STEPS
 
 for (const r of REGRESSIONS) {
   test(`cluster simulator regression: seed ${r.seed} (${r.finding})`, { todo: r.open ? r.finding : false }, async () => {
-    const result = await runClusterSimulation({ seed: r.seed, steps: r.steps, requireConvergence: r.converge });
+    const result = await runClusterSimulation({ seed: r.seed, steps: r.steps });
     assert.ok(result.ok, result.failure);
   });
 }

@@ -36,8 +36,10 @@ export async function quiesceAndCheck(sim: ClusterSim, final: boolean): Promise<
   }
   sim.checkTasks();
   let why = '';
+  const f2 = new Set<string>();
   try {
-    await sim.clock.runUntil(() => (why = unconverged(sim)) === '', CONVERGE_MS_MAX, 'convergence');
+    await sim.clock.runUntil(() => (why = unconverged(sim, f2)) === '', CONVERGE_MS_MAX, 'convergence');
+    for (const what of f2) sim.finding(`F2: ${what}`);
   } catch {
     // The reason is the last thing unconverged() found.
     const what = `quiesce: no convergence within ${CONVERGE_MS_MAX} ms of virtual time: ${why}`;
@@ -65,20 +67,33 @@ export async function quiesceAndCheck(sim: ClusterSim, final: boolean): Promise<
 }
 
 /** '' when every record has all its members in sync on their nodes' current incarnations. */
-function unconverged(sim: ClusterSim): string {
+function unconverged(sim: ClusterSim, f2: Set<string>): string {
+  f2.clear();
   if (sim.tasks.size > 0) return `${sim.tasks.size} calls in flight`;
   for (const v of sim.model.volumes.values()) {
     const rec = recordOf(sim, v.name);
-    if (rec === null) continue;
+    if (rec === null || knownF1(sim, v, rec)) continue;
     for (const m of rec.members) {
       const running = runningIncarnation(sim, m.node);
       if (m.state !== 'in-sync') return `${v.name}: ${m.node} is ${m.state} (record ${describeRecord(rec)})`;
       if (running === null) return `${v.name}: member ${m.node} has no node record`;
-      if (running !== m.incarnation) return `${v.name}: member ${m.node} in sync as incarnation ${m.incarnation}, the node runs ${running}`;
+      if (running !== m.incarnation) {
+        const what = `${v.name}: member ${m.node} in sync as incarnation ${m.incarnation}, the node runs ${running}`;
+        // F2 (sim-findings.md), when tolerated: judged among the other members, reported after.
+        if (sim.tolerate.has('F2')) { f2.add(what); continue; }
+        return what;
+      }
     }
     if (rec.members.length !== rec.replicas) return `${v.name}: ${rec.members.length} members, ${rec.replicas} wanted`;
   }
   return '';
+}
+
+/** F1 (sim-findings.md), when tolerated: the create was retried and its primary never got the volume. */
+function knownF1(sim: ClusterSim, v: VolumeModel, rec: VolumeRecord): boolean {
+  if (!v.createRetried || !sim.tolerate.has('F1')) return false;
+  const primary = sim.nodeNamed(rec.primary);
+  return primary !== null && primary.pool !== null && !primary.pool.listVolumes().some((x) => x.name === v.name);
 }
 
 function runningIncarnation(sim: ClusterSim, node: string): string | null {
