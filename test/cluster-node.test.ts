@@ -363,3 +363,38 @@ test('a volume whose only in-sync member restarts is taken back by it (new incar
     await h.close();
   }
 });
+
+test('a rebuild brings the user snapshots over: taken while the member was away, deleted while away', async () => {
+  const h = await three(15);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 2));
+    const p = rec.primary;
+    const member = rec.members.find((m) => m.node !== p)!.node;
+    const e = h.get(p).node.engine;
+    await h.write(p, 'v', 0, block(1));
+    await h.run(e.createSnapshots(['v@old']));
+    await h.run(e.createSnapshots(['v@gone']));
+    await h.run(h.get(p).node.checkpointNow('v'));
+    await h.kill(member);
+    await h.write(p, 'v', 0, block(2));
+    await h.run(e.createSnapshots(['v@s1']));
+    await h.write(p, 'v', 0, block(3));
+    await h.run(e.resizeVolume('v', 2 << 20));
+    await h.write(p, 'v', (1 << 20) + 4096, block(4));
+    await h.run(e.createSnapshots(['v@s2']));
+    await h.write(p, 'v', 0, block(5));
+    await h.run(e.deleteSnapshot('v@gone'));
+    await h.restart(member);
+    await h.clock.runUntil(() => h.get(p).node.volume('v')!.members.every((m) => m.state === 'in-sync'), 20_000, 'rebuild');
+    const userSnaps = (n: string): string[] => h.get(n).node.engine.listSnapshots('v').map((s) => s.name);
+    assert.deepEqual(userSnaps(member), userSnaps(p));
+    assert.deepEqual(userSnaps(p), ['old', 's1', 's2']);
+    for (const s of ['v@old', 'v@s1', 'v@s2', 'v']) {
+      const size = h.get(p).local.resolve(s).sizeBytes;
+      assert.equal(h.get(member).local.resolve(s).sizeBytes, size, `${s} size`);
+      assert.ok((await h.readLocal(member, s, 0, size)).equals(await h.readLocal(p, s, 0, size)), `${s} identical on the rebuilt member`);
+    }
+  } finally {
+    await h.close();
+  }
+});
