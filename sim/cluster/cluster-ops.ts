@@ -26,6 +26,7 @@ export async function runClusterOp(sim: ClusterSim, kind: ClusterOpKind): Promis
     case 'crash': return opCrash(sim);
     case 'restart': return opRestart(sim);
     case 'partition': return opPartition(sim);
+    case 'isolatePrimary': return opIsolatePrimary(sim);
     case 'heal': sim.note('heal network'); sim.net.heal(); return;
     case 'kvCut': return opKvCut(sim);
     case 'kvHeal': sim.note('heal control plane'); for (const n of sim.nodes) sim.kv.setAvailable(n.name, true); return;
@@ -167,6 +168,22 @@ function opPartition(sim: ClusterSim): void {
   sim.note(`partition [${a.join(',')}] | [${b.join(',')}]`);
   sim.stats.partitions++;
   sim.net.partition(a, b);
+}
+
+/** The primary of a volume loses the other nodes (and half the time the control plane too): a stale primary. */
+function opIsolatePrimary(sim: ClusterSim): void {
+  const vols = sim.liveVolumes();
+  if (vols.length === 0) return;
+  const node = primaryNode(sim, sim.prng.pick(vols).name);
+  if (node === null) return;
+  const kvToo = sim.prng.chance(0.5);
+  sim.note(`isolate primary ${node.life} from the other nodes${kvToo ? ' and the control plane' : ''}`);
+  sim.stats.partitions++;
+  sim.net.isolate(node.name, sim.nodes.map((n) => n.name));
+  if (kvToo) {
+    sim.stats.kvCuts++;
+    sim.kv.setAvailable(node.name, false);
+  }
 }
 
 function opKvCut(sim: ClusterSim): void {

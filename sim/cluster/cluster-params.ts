@@ -4,7 +4,7 @@ import type { Prng } from '../../src/engine/device/prng.js';
 
 export type ClusterOpKind =
   | 'create' | 'write' | 'read' | 'flush' | 'snapshot' | 'checkpoint'
-  | 'crash' | 'restart' | 'partition' | 'heal' | 'kvCut' | 'kvHeal' | 'advance' | 'quiesce';
+  | 'crash' | 'restart' | 'partition' | 'isolatePrimary' | 'heal' | 'kvCut' | 'kvHeal' | 'advance' | 'quiesce';
 
 export interface ClusterParams {
   nodes: number;
@@ -55,6 +55,7 @@ export function chooseClusterParams(prng: Prng): ClusterParams {
       crash: faulty ? 2 : 0,
       restart: 4,
       partition: faulty ? 1.5 : 0,
+      isolatePrimary: faulty ? 1 : 0,
       heal: 3,
       kvCut: faulty ? 1 : 0,
       kvHeal: 3,

@@ -28,7 +28,7 @@ export interface ClusterSimOptions {
    * and invariant 2 is checked among the members in sync (for a node logic without rebuild yet).
    */
   requireConvergence?: boolean;
-  /** Known findings (sim-findings.md: 'F1', ...) reported as findings instead of failing the seed. */
+  /** Known findings (sim/cluster/FINDINGS.md: 'F1', ...) reported as findings instead of failing the seed. */
   tolerate?: readonly string[];
   /** Runs after a quiesce converged, before its checks (tests damage a replica here to see the checks fail). */
   beforeCheck?: (sim: ClusterSim) => Promise<void>;
@@ -118,6 +118,15 @@ export class ClusterSim {
       dropProbability: this.params.dropProbability, duplicateProbability: this.params.duplicateProbability,
     });
     this.net.tap = (from, _to, request) => this.tapRequest(from, request);
+    if (opts.nodeLog === true && opts.trace !== undefined) {
+      const trace = opts.trace;
+      this.net.deliveryTap = (from, to, r, copy) => {
+        if (r.t === 'flush' || r.t === 'status') return;
+        const where = 'offsetBytes' in r ? ` @${r.offsetBytes}+${'data' in r ? r.data.length : r.lengthBytes}` : '';
+        const seq = 'seq' in r ? ` seq ${r.seq}` : '';
+        trace(`      net ${from}→${to} ${r.t} ${'vol' in r ? r.vol : ''} e${'epoch' in r ? r.epoch : '-'}${seq}${where}${copy > 0 ? ' (duplicate)' : ''}`);
+      };
+    }
     const env: SimNodeEnv = {
       clock: this.clock, kv: this.kv, net: this.net, params: this.params,
       log: (line) => this.note(line), trace: opts.nodeLog === true && opts.trace !== undefined ? opts.trace : null,

@@ -37,9 +37,11 @@ export async function quiesceAndCheck(sim: ClusterSim, final: boolean): Promise<
   sim.checkTasks();
   let why = '';
   const f2 = new Set<string>();
+  const f5 = new Set<string>();
   try {
-    await sim.clock.runUntil(() => (why = unconverged(sim, f2)) === '', CONVERGE_MS_MAX, 'convergence');
+    await sim.clock.runUntil(() => (why = unconverged(sim, f2, f5)) === '', CONVERGE_MS_MAX, 'convergence');
     for (const what of f2) sim.finding(`F2: ${what}`);
+    for (const what of f5) sim.finding(`F5: ${what}`);
   } catch {
     // The reason is the last thing unconverged() found.
     const what = `quiesce: no convergence within ${CONVERGE_MS_MAX} ms of virtual time: ${why}`;
@@ -67,8 +69,9 @@ export async function quiesceAndCheck(sim: ClusterSim, final: boolean): Promise<
 }
 
 /** '' when every record has all its members in sync on their nodes' current incarnations. */
-function unconverged(sim: ClusterSim, f2: Set<string>): string {
+function unconverged(sim: ClusterSim, f2: Set<string>, f5: Set<string>): string {
   f2.clear();
+  f5.clear();
   if (sim.tasks.size > 0) return `${sim.tasks.size} calls in flight`;
   for (const v of sim.model.volumes.values()) {
     const rec = recordOf(sim, v.name);
@@ -79,17 +82,22 @@ function unconverged(sim: ClusterSim, f2: Set<string>): string {
       if (running === null) return `${v.name}: member ${m.node} has no node record`;
       if (running !== m.incarnation) {
         const what = `${v.name}: member ${m.node} in sync as incarnation ${m.incarnation}, the node runs ${running}`;
-        // F2 (sim-findings.md), when tolerated: judged among the other members, reported after.
+        // F2 (sim/cluster/FINDINGS.md), when tolerated: judged among the other members, reported after.
         if (sim.tolerate.has('F2')) { f2.add(what); continue; }
         return what;
       }
     }
-    if (rec.members.length !== rec.replicas) return `${v.name}: ${rec.members.length} members, ${rec.replicas} wanted`;
+    if (rec.members.length !== rec.replicas) {
+      const what = `${v.name}: ${rec.members.length} members, ${rec.replicas} wanted`;
+      // F5 (sim/cluster/FINDINGS.md), when tolerated: surplus members in sync are judged like the others.
+      if (rec.members.length > rec.replicas && sim.tolerate.has('F5')) { f5.add(what); continue; }
+      return what;
+    }
   }
   return '';
 }
 
-/** F1 (sim-findings.md), when tolerated: the create was retried and its primary never got the volume. */
+/** F1 (sim/cluster/FINDINGS.md), when tolerated: the create was retried and its primary never got the volume. */
 function knownF1(sim: ClusterSim, v: VolumeModel, rec: VolumeRecord): boolean {
   if (!v.createRetried || !sim.tolerate.has('F1')) return false;
   const primary = sim.nodeNamed(rec.primary);
@@ -129,7 +137,7 @@ async function checkVolume(sim: ClusterSim, v: VolumeModel, rec: VolumeRecord): 
   const hasLocal = (n: SimNode): boolean => n.pool!.listVolumes().some((x) => x.name === v.name);
   if (!hasLocal(primary)) {
     const what = `${where}: the primary holds no ${v.name}`;
-    // F1 (sim-findings.md): a create whose materialize was lost leaves a record nothing repairs.
+    // F1 (sim/cluster/FINDINGS.md): a create whose materialize was lost leaves a record nothing repairs.
     if (v.createRetried && sim.tolerate.has('F1')) { sim.finding(`F1: ${what}`); return; }
     sim.fail(`invariant 2: ${what}`);
   }
@@ -181,7 +189,13 @@ async function checkSnapshots(sim: ClusterSim, v: VolumeModel, primary: SimNode,
       }
       const theirs = await readAll(sim, m.pool!, full);
       const diff = firstDifference(data, theirs);
-      if (diff >= 0) sim.fail(`invariant 2: ${where}: ${full} on member ${m.life} differs from the primary's at block ${diff}`);
+      if (diff >= 0) {
+        const at = (b: Buffer): string => describeBlock(b.subarray(diff * BLOCK_SIZE_BYTES, (diff + 1) * BLOCK_SIZE_BYTES));
+        const what = `${where}: ${full} on member ${m.life} differs from the primary's at block ${diff}: primary ${at(data)}, member ${at(theirs)}`;
+        // F4 (sim/cluster/FINDINGS.md), when tolerated: reported; the live volumes were compared already.
+        if (sim.tolerate.has('F4')) { sim.finding(`F4: ${what}`); continue; }
+        sim.fail(`invariant 2: ${what}`);
+      }
     }
   }
 }

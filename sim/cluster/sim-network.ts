@@ -46,6 +46,8 @@ export class SimNetwork {
   readonly stats: SimNetworkStats = { requests: 0, delivered: 0, dropped: 0, duplicated: 0, timeouts: 0 };
   /** Sees every request as it is sent (the simulator's invariant checks read the epochs). */
   tap: ((from: string, to: string, request: ReplRequest) => void) | null = null;
+  /** Sees every request copy as it is delivered (`copy` 1 is a duplicate): traces of reordering. */
+  deliveryTap: ((from: string, to: string, request: ReplRequest, copy: number) => void) | null = null;
   /** Pairs "a|b" (sorted) that cannot talk. */
   private readonly cut = new Set<string>();
   private readonly down = new Set<string>();
@@ -149,7 +151,10 @@ class SimEndpoint implements Transport {
       if (copies === 2) net.stats.duplicated++;
       for (let i = 0; i < copies; i++) {
         const message = copyRequest(request);
-        net.send(this.node, to, () => { void this.serveAt(to, id, message); });
+        net.send(this.node, to, () => {
+          net.deliveryTap?.(this.node, to, message, i);
+          void this.serveAt(to, id, message);
+        });
       }
     });
   }
