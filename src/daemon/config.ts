@@ -82,6 +82,9 @@ export interface DaemonConfig {
   replicasDefault: number | null;
 }
 
+/** The configuration of a cluster node: checkClusterConfig made sure these are set together. */
+export type ClusterConfig = DaemonConfig & { cluster: string[]; node: string; advertise: string };
+
 /** The raw, unvalidated layer a source contributes (all strings or plain values). */
 export type ConfigLayer = Partial<Record<keyof DaemonConfig | 'pool' | 'poolSize', unknown>>;
 
