@@ -12,7 +12,7 @@ export type ApiErrorCode =
   | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large' | TenancyErrorCode | KekErrorCode
   // The cluster's (issue 22): a cluster route on a single node; this node no longer the volume's
   // primary; etcd or a peer unreachable; a node name that no node record holds.
-  | 'not_clustered' | 'not_primary' | 'kv_unavailable' | 'transport_error' | 'node_not_found';
+  | 'not_clustered' | 'kv_unavailable' | 'transport_error' | 'node_not_found';
 
 /** An error raised by the API layer itself (not the engine). */
 export class ApiError extends Error {
