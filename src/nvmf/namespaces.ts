@@ -26,6 +26,8 @@ export interface NvmfNamespace {
   nguid: Buffer;
   /** 16 bytes, RFC 9562 version 8 (derived, not random). */
   uuid: Buffer;
+  /** ANA group of this path's state (a cluster node only, ana.ts). */
+  anaGroupId?: number;
 }
 
 /** Identities created in this process but perhaps not yet durable, so two callers agree on one. */

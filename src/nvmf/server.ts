@@ -14,6 +14,7 @@ import { ControllerRegistry } from './registry.js';
 import { PreConnect } from './fabrics.js';
 import { NamespaceView, ensurePoolIdentity } from './namespaces.js';
 import { NQN_BASE_DEFAULT, NvmeHostAccess } from './host-access.js';
+import type { AnaProvider } from './ana.js';
 
 export interface NvmfServerOptions {
   host: string;
@@ -30,6 +31,10 @@ export interface NvmfServerOptions {
   /** Fair sharing of I/O between tenants while more than one is busy (as NBD's); default on; false: off. */
   fairShare?: FairShareOptions | false;
   log?: (event: string, fields: Record<string, unknown>) => void;
+  /** ANA reporting on a cluster node (ana.ts); none: no ANA. */
+  ana?: AnaProvider;
+  /** The CNTLIDs this node hands out (registry.ts: a cluster's nodes take disjoint ranges). */
+  cntlidRange?: { first: number; last: number };
 }
 
 export interface NvmfServer {
@@ -64,6 +69,8 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
     advertise: advertised,
     fair: opts.fairShare === false ? null : new FairShare(opts.fairShare ?? {}),
     log,
+    ana: opts.ana ?? null,
+    ...(opts.cntlidRange !== undefined ? { cntlidRange: opts.cntlidRange } : {}),
   });
 
   const onSocket = (discoveryOnly: boolean) => (socket: net.Socket): void => {
