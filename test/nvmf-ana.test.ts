@@ -14,12 +14,12 @@ import { startNvmfServer, type NvmfServerOptions } from '../src/nvmf/server.js';
 import { defer, MiB } from './nbd-harness.js';
 import { NvmfClient, NvmfSession, connectData, connectSqe, ioSqe, sqe, SC, SCT, DNR, HOST_NQN } from './nvmf-client.js';
 import { FakeCluster } from './cluster-fake.js';
-import { anaProvider, cntlidRangeOf } from '../src/daemon/nvmf-ana.js';
+import { anaProvider, clusterNamespaceIdentities, cntlidRangeOf, CLUSTER_NSID_BASE } from '../src/daemon/nvmf-ana.js';
 
 const NQN = 'nqn.2026-12.io.cairn:default';
 const LBA = 4096;
 
-async function node(t: TestContext, self: string, ana: boolean) {
+async function node(t: TestContext, self: string, ana: boolean, shared = false) {
   const dir = await mkdtemp(path.join(tmpdir(), 'cairn-ana-'));
   defer(t, () => rm(dir, { recursive: true, force: true }));
   const engine = await createPoolFile(path.join(dir, 'pool.cairn'), 256 * MiB);
@@ -27,6 +27,7 @@ async function node(t: TestContext, self: string, ana: boolean) {
   const cluster = new FakeCluster(self, engine, [{ name: 'n1' }, { name: 'n2' }]);
   const opts: NvmfServerOptions = { host: '127.0.0.1', port: 0, discovery: null, tenancy: new TenantStore(engine) };
   if (ana) { opts.ana = anaProvider(cluster); opts.cntlidRange = cntlidRangeOf(self); }
+  if (shared) opts.namespaceIdentities = clusterNamespaceIdentities(cluster);
   const server = await startNvmfServer(engine, opts);
   defer(t, () => server.close());
   return { engine, cluster, server };
@@ -117,4 +118,41 @@ test('ANA: a single node reports none (no CMIC bit 3, log page 0Ch refused)', as
   assert.equal(id.readUInt32LE(540), 0);
   const log = await s.getLogPage(0x0c, 4096);
   assert.equal(SC(log.status), 0x09, 'Invalid Log Page');
+});
+
+test('ANA: a replicated volume is the same namespace (NSID, NGUID, UUID) on every node, whatever its local id', async (t) => {
+  const a = await node(t, 'n1', true, true);
+  const b = await node(t, 'n2', true, true);
+  await a.engine.createVolume('db', 16 * MiB);
+  await b.engine.createVolume('other', 4 * MiB); // b's engine ids are shifted by one
+  await b.engine.createVolume('db', 16 * MiB);
+  assert.notEqual(a.engine.resolve('db').id, b.engine.resolve('db').id);
+  const record = { name: 'db', sizeBytes: 16 * MiB, replicas: 2, minInSync: 1, epoch: 1, primary: 'n1', createdMs: 5,
+    members: [{ node: 'n1', state: 'in-sync' as const, incarnation: 'i1' }, { node: 'n2', state: 'in-sync' as const, incarnation: 'i2' }] };
+  a.cluster.setRecord(record);
+  b.cluster.setRecord(record);
+  const views = [];
+  for (const n of [a, b]) {
+    const s = await NvmfSession.open(n.server.port, NQN);
+    defer(t, () => s.close());
+    const list = (await s.identify(0x02)).data;
+    const nsids: number[] = [];
+    for (let i = 0; i < 1024 && list.readUInt32LE(i * 4) !== 0; i++) nsids.push(list.readUInt32LE(i * 4));
+    const shared = nsids.filter((x) => x >= CLUSTER_NSID_BASE);
+    assert.equal(shared.length, 1, `one cluster namespace on ${n.cluster.self}: ${nsids.join(',')}`);
+    const nsid = shared[0]!;
+    const id = (await s.identify(0x00, nsid)).data;
+    const desc = (await s.identify(0x03, nsid)).data;
+    views.push({ nsid, nguid: id.subarray(104, 120).toString('hex'), descriptors: desc.subarray(0, 44).toString('hex'), group: id.readUInt32LE(92), cntlid: s.cntlid });
+    const io = await NvmfClient.open(n.server.port);
+    defer(t, () => io.close());
+    assert.equal((await io.command(connectSqe(1, 128), { data: connectData(NQN, HOST_NQN, s.cntlid) })).status, 0);
+    const w = await io.command(ioSqe(0x01, nsid, 0, 1), { data: Buffer.alloc(LBA, 3) });
+    assert.equal(w.status === 0 ? 'served' : SC(w.status) === 0x02 && SCT(w.status) === 3 ? 'inaccessible' : `status ${w.status}`,
+      n.cluster.self === 'n1' ? 'served' : 'inaccessible');
+  }
+  assert.equal(views[0]!.nsid, views[1]!.nsid, 'same NSID');
+  assert.equal(views[0]!.nguid, views[1]!.nguid, 'same NGUID');
+  assert.equal(views[0]!.descriptors, views[1]!.descriptors, 'same NGUID and UUID descriptors');
+  assert.deepEqual([views[0]!.group, views[1]!.group], [1, 2], 'optimized on the primary, inaccessible on the other');
 });

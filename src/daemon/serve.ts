@@ -28,7 +28,7 @@ import { QosEngine } from '../qos/qos-engine.js';
 import { eventLogger } from './logger.js';
 import { batchHelperThreads } from './thread-policy.js';
 import { ForwardingExports } from './nbd-forward.js';
-import { anaProvider, cntlidRangeOf } from './nvmf-ana.js';
+import { anaProvider, clusterNamespaceIdentities, cntlidRangeOf } from './nvmf-ana.js';
 import { ScopedEngine } from '../tenancy/scoped-engine.js';
 import type { ClusterHandle } from '../cluster/handle.js';
 import type { ClusterStarter } from './cluster-start.js';
@@ -187,7 +187,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
       fairShare: { weightOf: (tenant) => engine.control.tenantLimits(tenant).weight },
       log: eventLogger(logger, 'nvmf'),
       // A cluster node reports ANA path states and takes its own CNTLID range (nvmf-ana.ts).
-      ...(cluster === null ? {} : { ana: anaProvider(cluster), cntlidRange: cntlidRangeOf(cluster.self) }),
+      ...(cluster === null ? {} : {
+        ana: anaProvider(cluster), cntlidRange: cntlidRangeOf(cluster.self), namespaceIdentities: clusterNamespaceIdentities(cluster),
+      }),
     });
     if (nvmf !== null) {
       cleanup.push(() => nvmf.close());

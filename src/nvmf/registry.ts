@@ -166,7 +166,7 @@ export class ControllerRegistry {
 
   private onTargetEvent(event: TargetEvent): void {
     if (this.controllers.size === 0) return;
-    const nsid = event.id + 1;
+    const nsid = this.opts.namespaces.nsidOfTarget(event.id);
     // Every event drops the resolved target: the next command resolves it again (a resize: its new size).
     for (const controller of this.controllers.values()) controller.forget(nsid);
     // A revert changes the namespace's content under the host: it is announced like a resize.
