@@ -10,6 +10,7 @@ import { assertBuilt, cairn, cairnJson, startServe, tempDir } from './cli-helper
 import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
 import { runOk } from './nbd-harness.js';
 import { NvmfSession } from './nvmf-client.js';
+import { NbdClient } from '../src/nbd/client.js';
 import type { DaemonProcess } from './cli-helpers.js';
 
 const NQN = 'nqn.2026-12.io.cairn:default';
@@ -109,8 +110,18 @@ test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-prima
   assert.match(text, /^cairn_cluster_degraded_volumes 0$/m);
   assert.match(text, /^cairn_cluster_failovers_total \d+$/m);
 
+  // One NBD client stays connected to the other node across the failover: its relay follows the primary.
+  const nbdPort = Number(new URL(other.nbd).port);
+  const client = await NbdClient.open('127.0.0.1', nbdPort, 'db');
+  t.after(() => client.close());
+  await client.write(2 * MiB, Buffer.alloc(65536, 0x71), true);
+
   // The primary leaves (SIGTERM: its lease is revoked); the other node takes the volume over.
   assert.equal(await onPrimary.stop(), 0);
+  await client.write(3 * MiB, Buffer.alloc(65536, 0x72), false);
+  await client.flush();
+  assert.ok((await client.read(2 * MiB, 65536)).every((x) => x === 0x71), 'the write before the failover is there');
+  assert.ok((await client.read(3 * MiB, 65536)).every((x) => x === 0x72), 'the connection kept working through the failover');
   const after = await until('the takeover', async () => {
     const view = await cairnJson<VolumeView>(other.api, ['volume', 'show', 'db']);
     return view.replicas?.find((r) => r.primary)?.node === (primary === 'n1' ? 'n2' : 'n1') ? view : null;
