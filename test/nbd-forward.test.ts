@@ -56,6 +56,9 @@ test('NBD forwarding to the primary', { timeout: 120_000 }, async (t) => {
     assert.ok((await c.engine.read(c.engine.resolve('db').id, 0, MiB)).every((x) => x === 0), 'nothing went to c (not primary)');
     await runOk('qemu-io', ['-f', 'raw', '-r', b.uri('db'), '-c', 'read -P 0xab 0 1M', '-c', 'read -P 0xcd 2M 64k', '-c', 'read -P 0 3M 64k']);
     assert.throws(() => b.engine.resolve('db'), 'b still holds nothing');
+    const list = await runOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${b.server.port}`]);
+    assert.deepEqual((JSON.parse(list) as { exports: Array<{ 'export-name': string }> }).exports.map((e) => e['export-name']), ['db'],
+      'LIST on b names the volume it only forwards');
   });
 
   await t.test('a volume whose primary is this node is served locally', async () => {

@@ -7,7 +7,7 @@
 // within FORWARD_RECONNECT_MS_MAX, requests fail with EIO and the client connection is closed so the
 // client reconnects. Tenancy: over plain NBD the primary serves the default tenant only, so only its
 // volumes are forwarded (a TLS tenant's forwarding needs the node to hold that tenant's credentials).
-import { CairnError, type ByteRange, type Engine, type Extent, type Target, type WriteData, type WriteOptions, type ZeroOptions } from '../engine/index.js';
+import { CairnError, type ByteRange, type Engine, type Extent, type Target, type VolumeInfo, type WriteData, type WriteOptions, type ZeroOptions } from '../engine/index.js';
 import { ForwardingEngine } from '../decorators/forwarding-engine.js';
 import { NbdClient, NbdClientError } from '../nbd/client.js';
 import type { TargetLoss } from '../nbd/connection.js';
@@ -180,6 +180,22 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
     const upstreamName = qualify(DEFAULT_TENANT, splitQualified(this.tenant === null ? name : qualify(this.tenant, name)).name);
     this.forwarded.set(id, { target, relay: new Relay(this.cluster, engineVolume, upstreamName, this.log, this.reconnectMsMax) });
     return target;
+  }
+
+  /** NBD LIST: this node's volumes, and the cluster's volumes held only elsewhere (reached by forwarding). */
+  override listVolumes(): VolumeInfo[] {
+    const local = this.inner.listVolumes();
+    const names = new Set(local.map((v) => v.name));
+    const remote: VolumeInfo[] = [];
+    for (const record of this.cluster.volumes()) {
+      const split = splitQualified(record.name);
+      // Forwarding serves the default tenant only (see the file header).
+      if (split.tenant !== DEFAULT_TENANT || (this.tenant !== null && this.tenant !== DEFAULT_TENANT)) continue;
+      if (names.has(record.name)) continue;
+      remote.push({ kind: 'volume', id: 0, name: record.name, sizeBytes: record.sizeBytes, mappedBytes: 0, createdMs: record.createdMs,
+        origin: null, snapshotCount: 0, snapshots: [], flattenProgress: null, encryption: null });
+    }
+    return remote.length === 0 ? local : [...local, ...remote].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   private relay(id: number): Relay | null { return this.forwarded.get(id)?.relay ?? null; }
