@@ -149,6 +149,8 @@ function sleep(ms: number): Promise<void> { return new Promise((resolve) => setT
  */
 export class ForwardingExports extends ForwardingEngine implements TargetLoss {
   private readonly forwarded = new Map<number, { target: Target; relay: Relay }>();
+  /** Targets served here because this node is their volume's primary: engine volume name by target id. */
+  private readonly localPrimaries = new Map<number, string>();
   private nextId = -1;
 
   /** `tenant`: whose names `inner` takes (null: engine names, the whole engine). */
@@ -164,7 +166,11 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
     const engineVolume = this.tenant === null ? volume : qualify(this.tenant, volume);
     if (this.cluster.volume(engineVolume) === null) return this.inner.resolve(name);
     const primary = this.cluster.primaryOf(engineVolume);
-    if (primary?.local === true) return this.inner.resolve(name);
+    if (primary?.local === true) {
+      const target = this.inner.resolve(name);
+      this.localPrimaries.set(target.id, engineVolume);
+      return target;
+    }
     const owner = splitQualified(engineVolume).tenant;
     if (owner !== DEFAULT_TENANT) {
       throw new CairnError('invalid_argument', `${volume} lives on node ${primary?.node.name ?? '?'}: forwarding a tenant's volume is not supported yet (connect to that node)`, 'EINVAL');
@@ -200,9 +206,21 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
 
   private relay(id: number): Relay | null { return this.forwarded.get(id)?.relay ?? null; }
 
+  /**
+   * A forwarded target is lost when its relay gives up; a local one when the primary moves to another
+   * node (this node's engine then refuses its I/O): the client reconnects and is forwarded there.
+   */
   onTargetLost(id: number, listener: () => void): () => void {
     const relay = this.relay(id);
-    return relay === null ? () => {} : relay.onLost(listener);
+    if (relay !== null) return relay.onLost(listener);
+    const volume = this.localPrimaries.get(id);
+    if (volume === undefined) return () => {};
+    return this.cluster.onChange((changed) => {
+      if (changed !== null && changed !== volume) return;
+      const primary = this.cluster.primaryOf(volume);
+      // No primary known (a takeover under way): wait for the next change instead of closing early.
+      if (primary !== null && !primary.local) listener();
+    });
   }
 
   override targetSizeBytes(id: number): number {
