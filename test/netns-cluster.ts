@@ -1,0 +1,278 @@
+// Cairn nodes on the namespace test network (test/netns-harness.ts): `cairn serve [--cluster …]`
+// per node namespace with its own pool, the REST calls the cluster test needs, the seeded fault
+// schedule, and the final replica comparison (every node stopped, each pool opened with the engine).
+import { existsSync, readFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { openPoolFile } from '../src/engine/index.js';
+import { cairnBin, repoRoot } from './cli-helpers.js';
+import { type EtcdCluster, type Host, type NsProcess, type TestNetwork, sleep } from './netns-harness.js';
+
+const API_PORT = 9000;
+const NBD_PORT = 10809;
+/** A hang bound, not a speed: a busy 2-core machine starts a daemon slowly. */
+const READY_WAIT_MS_MAX = 120_000;
+/** CI's schedule length; CAIRN_NETNS_STEPS asks for a longer one. */
+const STEPS_DEFAULT = 6;
+/** After a step is healed, the writer must make this many more flushes (I/O resumed) within the bound. */
+const FLUSHES_AFTER_STEP_MIN = 3;
+const RESUME_WAIT_MS_MAX = 60_000;
+const QUIESCE_WAIT_MS_MAX = 90_000;
+
+export function seedFromEnv(): number {
+  const env = process.env.CAIRN_NETNS_SEED;
+  return env !== undefined && env !== '' ? Number(env) >>> 0 : (Date.now() ^ (process.pid << 16)) >>> 0;
+}
+
+export function stepsFromEnv(): number {
+  const env = process.env.CAIRN_NETNS_STEPS;
+  return env !== undefined && env !== '' ? Math.max(1, Number(env)) : STEPS_DEFAULT;
+}
+
+/** Why this build cannot run the cluster test (its daemon has no --cluster), or null. */
+export function clusterSupported(): string | null {
+  const serve = join(repoRoot(), 'dist', 'src', 'cli', 'commands-serve.js');
+  if (!existsSync(serve)) return 'dist/ is not built';
+  return readFileSync(serve, 'utf8').includes('--cluster') ? null : 'this build of `cairn serve` has no --cluster (the daemon part of issue 22 is not merged)';
+}
+
+/** mulberry32: the schedule's seeded choices (small, and independent of the engine's internals). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface CairnNode { host: Host; pool: string; proc: NsProcess; api: string; nbd: string }
+
+interface Replica { node: string; state: string; primary: boolean }
+
+export class CairnNodes {
+  readonly nodes: CairnNode[];
+
+  constructor(readonly net: TestNetwork, opts: { cluster: string | null }) {
+    this.nodes = net.nodes.map((host) => {
+      const dir = join(net.opts.dir, host.name);
+      mkdirSync(dir, { recursive: true });
+      const pool = join(dir, 'cairn.pool');
+      const argv = [process.execPath, cairnBin, 'serve', '--pool', pool, '--pool-size', '2G',
+        '--api', `${host.ip}:${API_PORT}`, '--nbd', `${host.ip}:${NBD_PORT}`, '--log-format', 'json',
+        ...(opts.cluster === null ? [] : ['--cluster', opts.cluster, '--node', host.name, '--advertise', host.ip])];
+      const proc = net.spawn(host, `cairn-${host.name}`, argv);
+      return { host, pool, proc, api: `http://${host.ip}:${API_PORT}`, nbd: `nbd://${host.ip}:${NBD_PORT}` };
+    });
+  }
+
+  node(name: string): CairnNode {
+    const n = this.nodes.find((x) => x.host.name === name);
+    if (n === undefined) throw new Error(`no node ${name}`);
+    return n;
+  }
+
+  private waitReady(n: CairnNode): Promise<string> {
+    return n.proc.waitLine((line) => {
+      try { return (JSON.parse(line) as { event?: string }).event === 'ready'; } catch { return false; } // a line that is not JSON
+    }, READY_WAIT_MS_MAX);
+  }
+
+  /** The processes were spawned by the constructor; waits for every "ready" line. */
+  async startAll(): Promise<void> { await Promise.all(this.nodes.map((n) => this.waitReady(n))); }
+
+  async restart(name: string): Promise<void> {
+    const n = this.node(name);
+    n.proc.start();
+    await this.waitReady(n);
+  }
+
+  async stopAll(): Promise<void> { await Promise.all(this.nodes.map((n) => n.proc.stop('SIGTERM'))); }
+
+  private token(n: CairnNode): string { return readFileSync(`${n.pool}.admin-token`, 'utf8').trim(); }
+
+  /** A REST call to `node` as its admin; resolves with status and parsed body. */
+  async call(node: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+    const n = this.node(node);
+    const res = await fetch(`${n.api}${path}`, {
+      method, signal: AbortSignal.timeout(5_000),
+      headers: { authorization: `Bearer ${this.token(n)}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text === '' ? null : JSON.parse(text) as unknown };
+  }
+
+  async createVolume(node: string, name: string, sizeBytes: number, replicas: number | null): Promise<void> {
+    const r = await this.call(node, 'POST', '/v1/volumes', { name, size: sizeBytes, ...(replicas === null ? {} : { replicas }) });
+    if (r.status !== 200 && r.status !== 201) throw new Error(`create ${name}: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+
+  /** Every node's NBD URI for `volume` (`first`'s first). */
+  nbdUris(volume: string, first?: string): string[] {
+    const sorted = [...this.nodes].sort((a, b) => Number(b.host.name === first) - Number(a.host.name === first));
+    return sorted.map((n) => `${n.nbd}/${volume}`);
+  }
+
+  private running(): CairnNode[] { return this.nodes.filter((n) => n.proc.running && !n.proc.paused); }
+
+  private async replicas(volume: string): Promise<Replica[] | null> {
+    for (const n of this.running()) {
+      try {
+        const r = await this.call(n.host.name, 'GET', `/v1/volumes/${encodeURIComponent(volume)}`);
+        if (r.status === 200) return (r.body as { replicas?: Replica[] }).replicas ?? null;
+      } catch { /* that node does not answer now: ask the next */ }
+    }
+    return null;
+  }
+
+  async primaryOf(volume: string): Promise<string> {
+    const primary = (await this.replicas(volume))?.find((r) => r.primary)?.node;
+    if (primary === undefined) throw new Error(`no primary known for ${volume}`);
+    return primary;
+  }
+
+  /** Waits until GET /v1/cluster shows no degraded volume and `volume`'s members are all in-sync. */
+  async waitQuiesced(volume: string, timeoutMs = QUIESCE_WAIT_MS_MAX): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    let last = '';
+    for (;;) {
+      for (const n of this.running()) {
+        try {
+          const r = await this.call(n.host.name, 'GET', '/v1/cluster');
+          const status = r.body as { degraded?: unknown[]; nodes?: Array<{ name: string; alive: boolean }> };
+          const reps = await this.replicas(volume);
+          last = `cluster ${r.status} degraded=${JSON.stringify(status.degraded)} replicas=${JSON.stringify(reps)}`;
+          if (r.status === 200 && status.degraded?.length === 0 && status.nodes?.every((x) => x.alive) === true
+            && reps !== null && reps.length > 0 && reps.every((x) => x.state === 'in-sync')) return;
+          break;
+        } catch (e) {
+          last = `${n.host.name}: ${(e as Error).message}`; // that node does not answer now: ask the next
+        }
+      }
+      if (Date.now() > end) throw new Error(`not quiesced within ${timeoutMs} ms: ${last}`);
+      await sleep(500);
+    }
+  }
+}
+
+type Fault = 'kill-node' | 'pause-node' | 'partition-nodes' | 'isolate-node' | 'slow-node' | 'kill-etcd' | 'pause-etcd' | 'isolate-etcd';
+const FAULTS: Fault[] = ['kill-node', 'pause-node', 'partition-nodes', 'isolate-node', 'slow-node', 'kill-etcd', 'pause-etcd', 'isolate-etcd'];
+
+/**
+ * Runs `steps` seeded fault steps, one at a time: apply, hold, heal, then wait until the writer
+ * flushes again and the cluster is quiesced (so no step takes a second member of a degraded volume).
+ * Returns one log line per step.
+ */
+export async function runSchedule(net: TestNetwork, etcd: EtcdCluster, nodes: CairnNodes, seed: number, steps: number,
+  flushes: () => number): Promise<string[]> {
+  const next = rng(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!;
+  const log: string[] = [];
+  for (let step = 1; step <= steps; step++) {
+    const fault = pick(FAULTS);
+    const holdMs = 1_000 + Math.floor(next() * 4_000);
+    const node = pick(nodes.nodes);
+    const other = pick(nodes.nodes.filter((n) => n !== node));
+    const member = pick(etcd.members);
+    let what = '';
+    switch (fault) {
+      case 'kill-node':
+        what = `SIGKILL ${node.host.name}, restart after ${holdMs} ms`;
+        await node.proc.stop('SIGKILL');
+        await sleep(holdMs);
+        await nodes.restart(node.host.name);
+        break;
+      case 'pause-node':
+        what = `SIGSTOP ${node.host.name} for ${holdMs} ms`;
+        node.proc.signal('SIGSTOP');
+        await sleep(holdMs);
+        node.proc.signal('SIGCONT');
+        break;
+      case 'partition-nodes':
+        what = `partition ${node.host.name} from ${other.host.name} for ${holdMs} ms`;
+        net.partition(node.host, other.host);
+        await sleep(holdMs);
+        net.heal(node.host);
+        break;
+      case 'isolate-node':
+        what = `isolate ${node.host.name} from nodes and etcd for ${holdMs} ms`;
+        net.isolate(node.host);
+        await sleep(holdMs);
+        net.heal(node.host);
+        break;
+      case 'slow-node': {
+        const kind = net.slow(node.host, 50);
+        what = `slow ${node.host.name}'s link (${kind}, 50 ms) for ${holdMs} ms`;
+        await sleep(holdMs);
+        net.unslow(node.host);
+        break;
+      }
+      case 'kill-etcd':
+        what = `SIGKILL etcd ${member.host.name}, restart after ${holdMs} ms`;
+        await member.stop('SIGKILL');
+        await sleep(holdMs);
+        member.start();
+        break;
+      case 'pause-etcd':
+        what = `SIGSTOP etcd ${member.host.name} for ${holdMs} ms`;
+        member.signal('SIGSTOP');
+        await sleep(holdMs);
+        member.signal('SIGCONT');
+        break;
+      case 'isolate-etcd':
+        what = `isolate etcd ${member.host.name} for ${holdMs} ms`;
+        net.isolate(member.host);
+        await sleep(holdMs);
+        net.heal(member.host);
+        break;
+    }
+    const before = flushes();
+    const end = Date.now() + RESUME_WAIT_MS_MAX;
+    while (flushes() < before + FLUSHES_AFTER_STEP_MIN) {
+      if (Date.now() > end) throw new Error(`step ${step} (${what}): the writer made no progress within ${RESUME_WAIT_MS_MAX} ms after the heal`);
+      await sleep(100);
+    }
+    await etcd.waitHealthy(QUIESCE_WAIT_MS_MAX);
+    await nodes.waitQuiesced('vol');
+    log.push(`step ${step}: ${what}; I/O resumed, quiesced`);
+  }
+  return log;
+}
+
+export interface ReplicaReport { problems: string[]; summary: string }
+
+/**
+ * With every node stopped: opens each pool with the engine and compares `volume`'s first `bytes`
+ * and every checkpoint snapshot both hold, byte for byte, against the first node's.
+ */
+export async function verifyReplicas(nodes: CairnNodes, volume: string, bytes: number): Promise<ReplicaReport> {
+  const images: Array<{ node: string; data: Buffer; snapshots: Map<string, Buffer> }> = [];
+  for (const n of nodes.nodes) {
+    const engine = await openPoolFile(n.pool);
+    try {
+      if (!engine.listVolumes().some((v) => v.name === volume)) continue;
+      const data = await engine.read(engine.resolve(volume).id, 0, bytes);
+      const snapshots = new Map<string, Buffer>();
+      for (const s of engine.listSnapshots(volume)) snapshots.set(s.name, await engine.read(s.id, 0, bytes));
+      images.push({ node: n.host.name, data, snapshots });
+    } finally {
+      await engine.close();
+    }
+  }
+  const problems: string[] = [];
+  if (images.length < 2) problems.push(`only ${images.length} node(s) hold ${volume}`);
+  const [first, ...rest] = images;
+  let comparedSnapshots = 0;
+  for (const other of rest) {
+    if (!first!.data.equals(other.data)) problems.push(`${volume} differs between ${first!.node} and ${other.node}`);
+    for (const [name, data] of first!.snapshots) {
+      const theirs = other.snapshots.get(name);
+      if (theirs === undefined) continue;
+      comparedSnapshots++;
+      if (!data.equals(theirs)) problems.push(`${volume}@${name} differs between ${first!.node} and ${other.node}`);
+    }
+  }
+  return { problems, summary: `${images.length} replicas of ${volume} compared (${images.map((i) => i.node).join(', ')}), ${comparedSnapshots} common snapshot pairs` };
+}
