@@ -3,15 +3,15 @@
 // and a seeded schedule of SIGKILL/restart, SIGSTOP/SIGCONT, iptables partitions, link delay and
 // etcd member stops. Then heal, wait for rebuilds, and check every acknowledged flushed write through
 // the primary and that every replica (each node's pool, opened with the engine) is identical.
-// CAIRN_NETNS_SEED replays a schedule; CAIRN_NETNS_STEPS runs a longer one.
+// CAIRN_NETNS_SEED replays a schedule; CAIRN_NETNS_STEPS runs a longer one, CAIRN_NETNS_NODES (3..5) on more nodes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EtcdCluster, TestNetwork, netnsUnavailable, sleep } from './netns-harness.js';
-import { Writer, readVersions } from './netns-workload.js';
-import { CairnNodes, clusterSupported, runSchedule, seedFromEnv, stepsFromEnv, verifyReplicas } from './netns-cluster.js';
+import { WriteModel, Writer, readVersions } from './netns-workload.js';
+import { CairnNodes, clusterSupported, nodesFromEnv, runSchedule, seedFromEnv, stepsFromEnv, verifyReplicas } from './netns-cluster.js';
 
 const skipReason = netnsUnavailable();
 
@@ -54,6 +54,19 @@ async function etcdGetOnce(endpoint: string, key: string): Promise<string | null
 function b64(s: string): string { return Buffer.from(s).toString('base64'); }
 
 async function tempDir(prefix: string): Promise<string> { return mkdtemp(join(tmpdir(), prefix)); }
+
+test('the write model flags lost, stale, foreign and damaged blocks (so the cluster check can fail)', () => {
+  const model = new WriteModel();
+  for (const line of ['{"w":0,"v":1}', '{"w":1,"v":2}', '{"f":2}', '{"w":0,"v":3}', '{"x":2,"v":4,"err":"EIO"}', '{"w":3,"v":5}', '{"f":5}', '{"w":1,"v":6}', '{"err":"gone","op":"flush"}', '{"f":6}', '{"w":0,"v":7}', '{"f":7}']) {
+    model.apply(line);
+  }
+  assert.deepEqual(model.check([7, 2, 0, 5]), []);
+  assert.deepEqual(model.check([7, 6, 4, 5]), [], 'a write acknowledged without a flush after it, or failed, may have landed');
+  assert.deepEqual(model.check([3, 2, 0, 5]), ['block 0: version 3 older than the flushed 7']);
+  assert.deepEqual(model.check([7, 0, 0, 5]), ['block 1: zeros, flushed version 2 lost']);
+  assert.deepEqual(model.check([7, 2, 0, 6]), ['block 3: version 6 was never written to it']);
+  assert.deepEqual(model.check([null, 2, 0, 5]), ['block 0: damaged or foreign content']);
+});
 
 test('harness: a 3-member etcd cluster in namespaces survives a kill, a pause and a partition; cleanup leaves nothing', { skip: skipReason ?? false, timeout: 120_000 }, async (t) => {
   const dir = await tempDir('cairn-netns-');
@@ -128,23 +141,32 @@ test('workload: the libnbd writer survives SIGKILL/restart of a single cairn ser
   assert.ok(model.errors > 0, 'the kill was seen by the client');
   const versions = await readVersions({ uris: nodes.nbdUris('vol'), tag: 7, blocks: 256, timeoutS: 5, giveUpS: 30 });
   assert.deepEqual(model.check(versions), []);
+  // The same blocks read as another volume's (another tag) are all foreign: the read-back's decoding can fail.
+  const foreign = await readVersions({ uris: nodes.nbdUris('vol'), tag: 8, blocks: 256, timeoutS: 5, giveUpS: 30 });
+  assert.equal(model.check(foreign).length, versions.filter((v) => v !== 0).length);
+  assert.ok(versions.filter((v) => v !== 0).length > 0);
   t.diagnostic(`acked ${model.acked} writes, ${model.flushes} flushes, ${model.errors} errors, ${model.reconnects} connections`);
 });
 
-test('cluster: seeded faults against 3 nodes + 3 etcd members; flushed writes survive, replicas identical', {
-  skip: skipReason ?? clusterSupported() ?? false, timeout: 600_000,
+const steps = stepsFromEnv();
+const nodeCount = nodesFromEnv();
+
+test(`cluster: seeded faults against ${nodeCount} nodes + 3 etcd members; flushed writes survive, replicas identical`, {
+  // A hang bound: setup, a minute and a half per step at most, the final checks.
+  skip: skipReason ?? clusterSupported() ?? false, timeout: 300_000 + steps * 90_000,
 }, async (t) => {
   const seed = seedFromEnv();
-  const steps = stepsFromEnv();
-  t.diagnostic(`seed ${seed} (CAIRN_NETNS_SEED=${seed} replays), ${steps} steps`);
+  t.diagnostic(`seed ${seed} (CAIRN_NETNS_SEED=${seed} replays), ${steps} steps, ${nodeCount} nodes`);
   const dir = await tempDir('cairn-netns-');
-  const net = new TestNetwork({ nodes: 3, etcdMembers: 3, dir });
+  const net = new TestNetwork({ nodes: nodeCount, etcdMembers: 3, dir });
   t.after(async () => { await net.destroy(); await rm(dir, { recursive: true, force: true }); });
   const etcd = new EtcdCluster(net);
   await etcd.waitHealthy(30_000);
   const nodes = new CairnNodes(net, { cluster: etcd.endpoints.join(',') });
   await nodes.startAll();
+  await nodes.waitNodesAlive('n1');
   await nodes.createVolume('n1', 'vol', 64 << 20, 3);
+  await nodes.waitQuiesced('vol');
   const blocks = 512;
   const writer = new Writer({ uris: nodes.nbdUris('vol'), tag: 22, blocks, flushEvery: 8, seed, writesMax: 10_000_000, timeoutS: 8, giveUpS: 90 });
   t.after(() => writer.kill());

@@ -13,6 +13,9 @@ const NBD_PORT = 10809;
 const READY_WAIT_MS_MAX = 120_000;
 /** CI's schedule length; CAIRN_NETNS_STEPS asks for a longer one. */
 const STEPS_DEFAULT = 6;
+/** 3 nodes hold a 3-replica volume; up to 5 leave room for replacements. */
+const NODES_MIN = 3;
+const NODES_MAX = 5;
 /** After a step is healed, the writer must make this many more flushes (I/O resumed) within the bound. */
 const FLUSHES_AFTER_STEP_MIN = 3;
 const RESUME_WAIT_MS_MAX = 60_000;
@@ -26,6 +29,12 @@ export function seedFromEnv(): number {
 export function stepsFromEnv(): number {
   const env = process.env.CAIRN_NETNS_STEPS;
   return env !== undefined && env !== '' ? Math.max(1, Number(env)) : STEPS_DEFAULT;
+}
+
+/** Nodes of the cluster test: 3 in CI, CAIRN_NETNS_NODES (3..5) on demand. */
+export function nodesFromEnv(): number {
+  const env = process.env.CAIRN_NETNS_NODES;
+  return env !== undefined && env !== '' ? Math.min(NODES_MAX, Math.max(NODES_MIN, Number(env))) : NODES_MIN;
 }
 
 /** Why this build cannot run the cluster test (its daemon has no --cluster), or null. */
@@ -102,6 +111,25 @@ export class CairnNodes {
     });
     const text = await res.text();
     return { status: res.status, body: text === '' ? null : JSON.parse(text) as unknown };
+  }
+
+  /** Waits until `node`'s GET /v1/nodes lists every node alive (each has registered with etcd). */
+  async waitNodesAlive(node: string, timeoutMs = READY_WAIT_MS_MAX): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    let last = '';
+    for (;;) {
+      try {
+        const r = await this.call(node, 'GET', '/v1/nodes');
+        const listed = (r.body as { items?: Array<{ name: string; alive: boolean }> } | Array<{ name: string; alive: boolean }>);
+        const items = Array.isArray(listed) ? listed : listed.items ?? [];
+        last = `${r.status} ${JSON.stringify(r.body)}`;
+        if (this.nodes.every((n) => items.some((i) => i.name === n.host.name && i.alive))) return;
+      } catch (e) {
+        last = (e as Error).message; // not answering yet: ask again
+      }
+      if (Date.now() > end) throw new Error(`not every node alive within ${timeoutMs} ms: ${last}`);
+      await sleep(250);
+    }
   }
 
   async createVolume(node: string, name: string, sizeBytes: number, replicas: number | null): Promise<void> {
