@@ -4,8 +4,9 @@
 // etcd member stops. Then heal, wait for rebuilds, and check every acknowledged flushed write through
 // the primary and that every replica (each node's pool, opened with the engine) is identical.
 // CAIRN_NETNS_SEED replays a schedule; CAIRN_NETNS_STEPS runs a longer one, CAIRN_NETNS_NODES (3..5) on more nodes.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,7 +54,32 @@ async function etcdGetOnce(endpoint: string, key: string): Promise<string | null
 
 function b64(s: string): string { return Buffer.from(s).toString('base64'); }
 
-async function tempDir(prefix: string): Promise<string> { return mkdtemp(join(tmpdir(), prefix)); }
+/** Log lines shown per process when a test fails (the temp dir with the whole logs is deleted). */
+const LOG_TAIL_LINES = 40;
+
+/**
+ * Runs `body` on a fresh test network in a temp dir; always tears it down. On failure prints the tail
+ * of every process's log, and keeps the dir when CAIRN_NETNS_KEEP=1.
+ */
+async function withNetwork(t: TestContext, opts: { nodes: number; etcdMembers: number }, body: (net: TestNetwork) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-netns-'));
+  const net = new TestNetwork({ ...opts, dir });
+  let keep = false;
+  try {
+    await body(net);
+  } catch (e) {
+    for (const name of readdirSync(dir).filter((f) => f.endsWith('.log'))) {
+      const lines = readFileSync(join(dir, name), 'utf8').trimEnd().split('\n');
+      t.diagnostic(`--- ${name} (last ${LOG_TAIL_LINES} lines)\n${lines.slice(-LOG_TAIL_LINES).join('\n')}`);
+    }
+    keep = process.env.CAIRN_NETNS_KEEP === '1';
+    if (keep) t.diagnostic(`kept ${dir}`);
+    throw e;
+  } finally {
+    await net.destroy();
+    if (!keep) await rm(dir, { recursive: true, force: true });
+  }
+}
 
 test('the write model flags lost, stale, foreign and damaged blocks (so the cluster check can fail)', () => {
   const model = new WriteModel();
@@ -68,10 +94,7 @@ test('the write model flags lost, stale, foreign and damaged blocks (so the clus
   assert.deepEqual(model.check([null, 2, 0, 5]), ['block 0: damaged or foreign content']);
 });
 
-test('harness: a 3-member etcd cluster in namespaces survives a kill, a pause and a partition; cleanup leaves nothing', { skip: skipReason ?? false, timeout: 120_000 }, async (t) => {
-  const dir = await tempDir('cairn-netns-');
-  const net = new TestNetwork({ nodes: 2, etcdMembers: 3, dir });
-  t.after(async () => { await net.destroy(); await rm(dir, { recursive: true, force: true }); });
+test('harness: a 3-member etcd cluster in namespaces survives a kill, a pause and a partition; cleanup leaves nothing', { skip: skipReason ?? false, timeout: 120_000 }, async (t) => withNetwork(t, { nodes: 2, etcdMembers: 3 }, async (net) => {
   const etcd = new EtcdCluster(net);
   await etcd.waitHealthy(30_000);
   const [e1, e2, e3] = etcd.endpoints as [string, string, string];
@@ -118,12 +141,9 @@ test('harness: a 3-member etcd cluster in namespaces survives a kill, a pause an
 
   await net.destroy();
   assert.deepEqual(net.leftovers(), []);
-});
+}));
 
-test('workload: the libnbd writer survives SIGKILL/restart of a single cairn serve in a namespace; flushed writes read back', { skip: skipReason ?? false, timeout: 150_000 }, async (t) => {
-  const dir = await tempDir('cairn-netns-');
-  const net = new TestNetwork({ nodes: 1, etcdMembers: 0, dir });
-  t.after(async () => { await net.destroy(); await rm(dir, { recursive: true, force: true }); });
+test('workload: the libnbd writer survives SIGKILL/restart of a single cairn serve in a namespace; flushed writes read back', { skip: skipReason ?? false, timeout: 150_000 }, async (t) => withNetwork(t, { nodes: 1, etcdMembers: 0 }, async (net) => {
   const nodes = new CairnNodes(net, { cluster: null });
   await nodes.startAll();
   await nodes.createVolume('n1', 'vol', 64 << 20, null);
@@ -146,7 +166,7 @@ test('workload: the libnbd writer survives SIGKILL/restart of a single cairn ser
   assert.equal(model.check(foreign).length, versions.filter((v) => v !== 0).length);
   assert.ok(versions.filter((v) => v !== 0).length > 0);
   t.diagnostic(`acked ${model.acked} writes, ${model.flushes} flushes, ${model.errors} errors, ${model.reconnects} connections`);
-});
+}));
 
 const steps = stepsFromEnv();
 const nodeCount = nodesFromEnv();
@@ -157,33 +177,31 @@ test(`cluster: seeded faults against ${nodeCount} nodes + 3 etcd members; flushe
 }, async (t) => {
   const seed = seedFromEnv();
   t.diagnostic(`seed ${seed} (CAIRN_NETNS_SEED=${seed} replays), ${steps} steps, ${nodeCount} nodes`);
-  const dir = await tempDir('cairn-netns-');
-  const net = new TestNetwork({ nodes: nodeCount, etcdMembers: 3, dir });
-  t.after(async () => { await net.destroy(); await rm(dir, { recursive: true, force: true }); });
-  const etcd = new EtcdCluster(net);
-  await etcd.waitHealthy(30_000);
-  const nodes = new CairnNodes(net, { cluster: etcd.endpoints.join(',') });
-  await nodes.startAll();
-  await nodes.waitNodesAlive('n1');
-  await nodes.createVolume('n1', 'vol', 64 << 20, 3);
-  await nodes.waitQuiesced('vol');
-  const blocks = 512;
-  const writer = new Writer({ uris: nodes.nbdUris('vol'), tag: 22, blocks, flushEvery: 8, seed, writesMax: 10_000_000, timeoutS: 8, giveUpS: 90 });
-  t.after(() => writer.kill());
-  await waitFor(() => writer.model.flushes >= 5, 60_000, 'the writer flushes');
-  const log = await runSchedule(net, etcd, nodes, seed, steps, () => writer.model.flushes);
-  for (const line of log) t.diagnostic(line);
-  await nodes.waitQuiesced('vol', 120_000);
-  const model = await writer.stop();
-  const primary = await nodes.primaryOf('vol');
-  t.diagnostic(`primary after heal: ${primary}; acked ${model.acked}, flushes ${model.flushes}, errors ${model.errors}, connections ${model.reconnects}`);
-  const versions = await readVersions({ uris: nodes.nbdUris('vol', primary), tag: 22, blocks, timeoutS: 8, giveUpS: 60 });
-  assert.deepEqual(model.check(versions), [], 'every acknowledged flushed write reads back through the primary');
-  await nodes.waitQuiesced('vol', 120_000);
-  await nodes.stopAll();
-  const report = await verifyReplicas(nodes, 'vol', blocks * 4096);
-  t.diagnostic(report.summary);
-  assert.deepEqual(report.problems, [], 'every replica is identical to the primary');
+  await withNetwork(t, { nodes: nodeCount, etcdMembers: 3 }, async (net) => {
+    const etcd = new EtcdCluster(net);
+    await etcd.waitHealthy(30_000);
+    const nodes = new CairnNodes(net, { cluster: etcd.endpoints.join(',') });
+    await nodes.startAll();
+    await nodes.waitNodesAlive('n1');
+    await nodes.createVolume('n1', 'vol', 64 << 20, 3);
+    await nodes.waitQuiesced('vol');
+    const blocks = 512;
+    const writer = new Writer({ uris: nodes.nbdUris('vol'), tag: 22, blocks, flushEvery: 8, seed, writesMax: 10_000_000, timeoutS: 8, giveUpS: 90 });
+    t.after(() => writer.kill());
+    await waitFor(() => writer.model.flushes >= 5, 60_000, 'the writer flushes');
+    await runSchedule({ net, etcd, nodes, seed, steps, flushes: () => writer.model.flushes, note: (line) => t.diagnostic(line) });
+    await nodes.waitQuiesced('vol', 120_000);
+    const model = await writer.stop();
+    const primary = await nodes.primaryOf('vol');
+    t.diagnostic(`primary after heal: ${primary}; acked ${model.acked}, flushes ${model.flushes}, errors ${model.errors}, connections ${model.reconnects}`);
+    const versions = await readVersions({ uris: nodes.nbdUris('vol', primary), tag: 22, blocks, timeoutS: 8, giveUpS: 60 });
+    assert.deepEqual(model.check(versions), [], 'every acknowledged flushed write reads back through the primary');
+    await nodes.waitQuiesced('vol', 120_000);
+    await nodes.freezeAndKillAll();
+    const report = await verifyReplicas(nodes, 'vol', blocks * 4096);
+    t.diagnostic(report.summary);
+    assert.deepEqual(report.problems, [], 'every replica is identical to the primary');
+  });
 });
 
 async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {

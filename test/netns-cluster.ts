@@ -20,6 +20,8 @@ const NODES_MAX = 5;
 const FLUSHES_AFTER_STEP_MIN = 3;
 const RESUME_WAIT_MS_MAX = 60_000;
 const QUIESCE_WAIT_MS_MAX = 90_000;
+/** The link delay a slow-node step adds (netem), or the queue it allows (tbf). */
+const SLOW_DELAY_MS = 50;
 
 export function seedFromEnv(): number {
   const env = process.env.CAIRN_NETNS_SEED;
@@ -97,7 +99,16 @@ export class CairnNodes {
     await this.waitReady(n);
   }
 
-  async stopAll(): Promise<void> { await Promise.all(this.nodes.map((n) => n.proc.stop('SIGTERM'))); }
+  /**
+   * Freezes every node at once (SIGSTOP), then SIGKILLs them: a graceful stop revokes a node's lease,
+   * and the nodes still running would take over and rebuild while the others stop, changing the
+   * replicas under the comparison. What the comparison needs is durable already: the writer's last
+   * flush reached every in-sync member, and a pool opens after SIGKILL as after a crash.
+   */
+  async freezeAndKillAll(): Promise<void> {
+    for (const n of this.nodes) n.proc.signal('SIGSTOP');
+    await Promise.all(this.nodes.map((n) => n.proc.stop('SIGKILL')));
+  }
 
   private token(n: CairnNode): string { return readFileSync(`${n.pool}.admin-token`, 'utf8').trim(); }
 
@@ -193,64 +204,68 @@ const FAULTS: Fault[] = ['kill-node', 'pause-node', 'partition-nodes', 'isolate-
  * flushes again and the cluster is quiesced (so no step takes a second member of a degraded volume).
  * Returns one log line per step.
  */
-export async function runSchedule(net: TestNetwork, etcd: EtcdCluster, nodes: CairnNodes, seed: number, steps: number,
-  flushes: () => number): Promise<string[]> {
+export interface ScheduleOptions {
+  net: TestNetwork;
+  etcd: EtcdCluster;
+  nodes: CairnNodes;
+  seed: number;
+  steps: number;
+  /** The writer's acknowledged flushes so far (progress after each step). */
+  flushes: () => number;
+  /** Told each step as it starts and as it ends (printed as it goes, so a failing run shows its history). */
+  note: (line: string) => void;
+}
+
+export async function runSchedule(opts: ScheduleOptions): Promise<void> {
+  const { net, etcd, nodes, seed, steps, flushes, note } = opts;
   const next = rng(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!;
-  const log: string[] = [];
   for (let step = 1; step <= steps; step++) {
     const fault = pick(FAULTS);
     const holdMs = 1_000 + Math.floor(next() * 4_000);
     const node = pick(nodes.nodes);
     const other = pick(nodes.nodes.filter((n) => n !== node));
     const member = pick(etcd.members);
-    let what = '';
+    const what = describe(fault, node, other, member, holdMs);
+    note(`step ${step}: ${what}`);
     switch (fault) {
       case 'kill-node':
-        what = `SIGKILL ${node.host.name}, restart after ${holdMs} ms`;
         await node.proc.stop('SIGKILL');
         await sleep(holdMs);
         await nodes.restart(node.host.name);
         break;
       case 'pause-node':
-        what = `SIGSTOP ${node.host.name} for ${holdMs} ms`;
         node.proc.signal('SIGSTOP');
         await sleep(holdMs);
         node.proc.signal('SIGCONT');
         break;
       case 'partition-nodes':
-        what = `partition ${node.host.name} from ${other.host.name} for ${holdMs} ms`;
         net.partition(node.host, other.host);
         await sleep(holdMs);
         net.heal(node.host);
         break;
       case 'isolate-node':
-        what = `isolate ${node.host.name} from nodes and etcd for ${holdMs} ms`;
         net.isolate(node.host);
         await sleep(holdMs);
         net.heal(node.host);
         break;
       case 'slow-node': {
-        const kind = net.slow(node.host, 50);
-        what = `slow ${node.host.name}'s link (${kind}, 50 ms) for ${holdMs} ms`;
+        note(`  link slowed by ${net.slow(node.host, SLOW_DELAY_MS)}`);
         await sleep(holdMs);
         net.unslow(node.host);
         break;
       }
       case 'kill-etcd':
-        what = `SIGKILL etcd ${member.host.name}, restart after ${holdMs} ms`;
         await member.stop('SIGKILL');
         await sleep(holdMs);
         member.start();
         break;
       case 'pause-etcd':
-        what = `SIGSTOP etcd ${member.host.name} for ${holdMs} ms`;
         member.signal('SIGSTOP');
         await sleep(holdMs);
         member.signal('SIGCONT');
         break;
       case 'isolate-etcd':
-        what = `isolate etcd ${member.host.name} for ${holdMs} ms`;
         net.isolate(member.host);
         await sleep(holdMs);
         net.heal(member.host);
@@ -264,9 +279,21 @@ export async function runSchedule(net: TestNetwork, etcd: EtcdCluster, nodes: Ca
     }
     await etcd.waitHealthy(QUIESCE_WAIT_MS_MAX);
     await nodes.waitQuiesced('vol');
-    log.push(`step ${step}: ${what}; I/O resumed, quiesced`);
+    note(`step ${step}: healed; I/O resumed after it, cluster quiesced`);
   }
-  return log;
+}
+
+function describe(fault: Fault, node: CairnNode, other: CairnNode, member: NsProcess, holdMs: number): string {
+  switch (fault) {
+    case 'kill-node': return `SIGKILL ${node.host.name}, restart after ${holdMs} ms`;
+    case 'pause-node': return `SIGSTOP ${node.host.name} for ${holdMs} ms`;
+    case 'partition-nodes': return `partition ${node.host.name} from ${other.host.name} for ${holdMs} ms`;
+    case 'isolate-node': return `isolate ${node.host.name} from nodes and etcd for ${holdMs} ms`;
+    case 'slow-node': return `slow ${node.host.name}'s link (${SLOW_DELAY_MS} ms) for ${holdMs} ms`;
+    case 'kill-etcd': return `SIGKILL etcd ${member.host.name}, restart after ${holdMs} ms`;
+    case 'pause-etcd': return `SIGSTOP etcd ${member.host.name} for ${holdMs} ms`;
+    case 'isolate-etcd': return `isolate etcd ${member.host.name} for ${holdMs} ms`;
+  }
 }
 
 export interface ReplicaReport { problems: string[]; summary: string }

@@ -122,10 +122,10 @@ export class NsProcess {
     if (sig === 'SIGCONT') this.paused = false;
   }
 
-  /** SIGCONT (a paused process cannot die of SIGTERM) then `sig`, and waits for the exit. */
+  /** `sig` (after SIGCONT unless SIGKILL: a paused process cannot act on SIGTERM), and waits for the exit. */
   async stop(sig: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
     if (!this.running) return this.child?.exitCode ?? null;
-    this.child!.kill('SIGCONT');
+    if (sig !== 'SIGKILL') this.child!.kill('SIGCONT');
     this.paused = false;
     this.child!.kill(sig);
     const code = await Promise.race([this.exited!, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), EXIT_WAIT_MS_MAX))]);
@@ -272,7 +272,7 @@ export class TestNetwork {
 
   private destroySync(): void {
     for (const p of this.processes) {
-      if (p.running) { p.child!.kill('SIGCONT'); p.child!.kill('SIGKILL'); }
+      if (p.running) p.child!.kill('SIGKILL');
       p.log.end();
     }
     // The root-side veth goes first: deleting it deletes its peer, even when a mount of the
