@@ -1,7 +1,7 @@
 // Cairn nodes on the namespace test network (test/netns-harness.ts): `cairn serve [--cluster …]`
 // per node namespace with its own pool, the REST calls the cluster test needs, the seeded fault
 // schedule, and the final replica comparison (every node stopped, each pool opened with the engine).
-import { existsSync, readFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { openPoolFile } from '../src/engine/index.js';
 import { cairnBin, repoRoot } from './cli-helpers.js';
@@ -39,11 +39,12 @@ export function nodesFromEnv(): number {
   return env !== undefined && env !== '' ? Math.min(NODES_MAX, Math.max(NODES_MIN, Number(env))) : NODES_MIN;
 }
 
-/** Why this build cannot run the cluster test (its daemon has no --cluster), or null. */
+/** Why this build cannot run the cluster test (its daemon does not start a cluster node), or null. */
 export function clusterSupported(): string | null {
-  const serve = join(repoRoot(), 'dist', 'src', 'cli', 'commands-serve.js');
-  if (!existsSync(serve)) return 'dist/ is not built';
-  return readFileSync(serve, 'utf8').includes('--cluster') ? null : 'this build of `cairn serve` has no --cluster (the daemon part of issue 22 is not merged)';
+  const daemon = join(repoRoot(), 'dist', 'src', 'daemon');
+  if (!existsSync(daemon)) return 'dist/ is not built';
+  const wired = readdirSync(daemon).filter((f) => f.endsWith('.js')).some((f) => readFileSync(join(daemon, f), 'utf8').includes('startClusterNode'));
+  return wired ? null : 'this build of `cairn serve` starts no cluster node (the daemon part of issue 22 is not merged)';
 }
 
 /** mulberry32: the schedule's seeded choices (small, and independent of the engine's internals). */
