@@ -72,6 +72,8 @@ const statusByCode: Record<ErrorCode | ApiErrorCode | TenancyErrorCode, number> 
   volume_locked: 423,
   wrong_key: 422,
   key_slots_full: 507,
+  // Data I/O or a catalog call reached a node that is not the volume's primary (issue 22): the caller retries elsewhere.
+  not_primary: 409,
 };
 
 const titleByStatus: Record<number, string> = {

@@ -1,0 +1,282 @@
+// The member (replica) side of the replication protocol: fencing by epoch (persisted in the pool's
+// settings, so a restart keeps it), the incarnation check, (epoch, seq) dedupe of data requests, and
+// every request of messages.ts applied idempotently (a retried or duplicated request is harmless).
+import { CairnError, VolumeNotFound, type Engine, type SnapshotInfo } from '../engine/index.js';
+import type { MemberStatus, ReplReply, ReplRequest } from './messages.js';
+import { CHECKPOINT_PREFIX, sortedCheckpoints } from './checkpoints.js';
+
+const FENCE_SETTING_PREFIX = 'cluster/epoch/';
+/** Applied seqs remembered above the floor per volume: beyond this the oldest are forgotten. */
+const DEDUPE_SEQS_MAX = 65536;
+
+export function fenceSettingKey(vol: string): string { return `${FENCE_SETTING_PREFIX}${encodeURIComponent(vol)}`; }
+
+interface Dedupe {
+  epoch: number;
+  /** Every seq ≤ floor was applied. */
+  floor: number;
+  /** Seqs above the floor: the promise of their application. */
+  seen: Map<number, Promise<ReplReply>>;
+}
+
+export interface MemberContext {
+  engine: Engine;
+  incarnation(): string;
+  log(event: string, fields: Record<string, unknown>): void;
+}
+
+export class Member {
+  private readonly fences = new Map<string, number>();
+  private readonly dedupes = new Map<string, Dedupe>();
+  /** Setting writes in call order, so a lower epoch never overwrites a higher one. */
+  private persistChain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly ctx: MemberContext) {}
+
+  /** The fence epoch of `vol` (0: never seen). */
+  fence(vol: string): number {
+    let fence = this.fences.get(vol);
+    if (fence === undefined) {
+      const stored = this.ctx.engine.getSetting(fenceSettingKey(vol));
+      fence = stored === null ? 0 : Number(stored.toString('utf8'));
+      this.fences.set(vol, fence);
+    }
+    return fence;
+  }
+
+  /** Raises the fence of `vol` to `epoch` (no-op when it is not higher); durable when it resolves. */
+  raiseFence(vol: string, epoch: number): Promise<void> {
+    if (epoch <= this.fence(vol)) return this.persistChain;
+    this.fences.set(vol, epoch);
+    const write = this.persistChain.then(() => this.ctx.engine.putSettings([{ key: fenceSettingKey(vol), value: Buffer.from(String(this.fences.get(vol))) }]));
+    this.persistChain = write.catch((err: unknown) => {
+      // The next raise retries the write; the in-memory fence already refuses older epochs.
+      this.ctx.log('cluster.fence_persist_failed', { vol, error: String(err) });
+    });
+    return write;
+  }
+
+  /** Forgets a deleted volume's fence and dedupe state. */
+  async forget(vol: string): Promise<void> {
+    this.fences.delete(vol);
+    this.dedupes.delete(vol);
+    if (this.ctx.engine.getSetting(fenceSettingKey(vol)) !== null) {
+      await this.persistChain;
+      await this.ctx.engine.putSettings([{ key: fenceSettingKey(vol), value: null }]);
+    }
+  }
+
+  /** Volumes this pool holds a fence for: the ones the cluster placed here. */
+  fencedVolumes(): string[] {
+    return this.ctx.engine.listSettings(FENCE_SETTING_PREFIX).map((s) => decodeURIComponent(s.key.slice(FENCE_SETTING_PREFIX.length)));
+  }
+
+  status(vol: string): MemberStatus {
+    const exists = this.ctx.engine.listVolumes().some((v) => v.name === vol);
+    const snapshots = this.snapshotsOf(vol).map((s) => s.name);
+    return {
+      exists, epoch: this.fence(vol), incarnation: this.ctx.incarnation(),
+      sizeBytes: exists ? this.ctx.engine.getVolume(vol).sizeBytes : 0, checkpoints: sortedCheckpoints(snapshots),
+    };
+  }
+
+  async handle(request: ReplRequest): Promise<ReplReply> {
+    try {
+      return await this.dispatch(request);
+    } catch (err) {
+      const code = err instanceof CairnError ? err.code : 'internal_error';
+      return { ok: false, code, message: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
+  /** null when `epoch` may proceed (raising the fence first when newer), else the refusal. */
+  private async admit(vol: string, epoch: number, incarnation?: string): Promise<ReplReply | null> {
+    if (incarnation !== undefined && incarnation !== this.ctx.incarnation()) {
+      return { ok: false, code: 'stale_incarnation', incarnation: this.ctx.incarnation(), message: `this node is incarnation ${this.ctx.incarnation()}, not ${incarnation}` };
+    }
+    const fence = this.fence(vol);
+    if (epoch < fence) return { ok: false, code: 'stale_epoch', epoch: fence, message: `${vol}: epoch ${epoch} is older than ${fence}` };
+    if (epoch > fence) await this.raiseFence(vol, epoch);
+    return null;
+  }
+
+  private async dispatch(r: ReplRequest): Promise<ReplReply> {
+    const e = this.ctx.engine;
+    switch (r.t) {
+      case 'write': case 'trim': case 'zero': {
+        const refused = await this.admit(r.vol, r.epoch, r.incarnation);
+        return refused ?? this.once(r.vol, r.epoch, r.seq, () => this.applyData(r));
+      }
+      case 'flush': {
+        for (const v of r.vols) {
+          const refused = await this.admit(v.vol, v.epoch);
+          if (refused !== null) return refused;
+        }
+        await e.flush();
+        return { ok: true };
+      }
+      case 'snapshot': {
+        const missing: string[] = [];
+        for (const fullName of r.fullNames) {
+          const refused = await this.admit(fullName.slice(0, fullName.indexOf('@')), r.epoch);
+          if (refused !== null) return refused;
+          if (e.findSnapshot(fullName) === null) missing.push(fullName);
+        }
+        if (missing.length > 0) await e.createSnapshots(missing);
+        return { ok: true };
+      }
+      case 'delete-snapshot': {
+        const refused = await this.admit(r.vol, r.epoch);
+        if (refused !== null) return refused;
+        if (e.findSnapshot(r.fullName) !== null) await e.deleteSnapshot(r.fullName);
+        return { ok: true };
+      }
+      case 'create': {
+        const refused = await this.admit(r.vol, r.epoch);
+        if (refused !== null) return refused;
+        if (!this.exists(r.vol)) await e.createVolume(r.vol, r.sizeBytes);
+        return { ok: true };
+      }
+      case 'clone': {
+        const refused = await this.admit(r.vol, r.epoch);
+        if (refused !== null) return refused;
+        if (!this.exists(r.vol)) await e.cloneVolume(r.vol, r.source);
+        return { ok: true };
+      }
+      case 'delete': {
+        const refused = await this.admit(r.vol, r.epoch);
+        if (refused !== null) return refused;
+        await this.deleteCopy(r.vol);
+        return { ok: true };
+      }
+      case 'resize': {
+        const refused = await this.admit(r.vol, r.epoch);
+        if (refused !== null) return refused;
+        if (e.getVolume(r.vol).sizeBytes !== r.sizeBytes) await e.resizeVolume(r.vol, r.sizeBytes, { allowShrink: true });
+        return { ok: true };
+      }
+      case 'revert': {
+        const refused = await this.admit(r.vol, r.epoch);
+        if (refused !== null) return refused;
+        await e.revertVolume(r.vol, r.snapshot);
+        return { ok: true };
+      }
+      case 'status':
+        return { ok: true, result: this.status(r.vol) };
+      case 'resync-begin': {
+        const refused = await this.admit(r.vol, r.epoch);
+        if (refused !== null) return refused;
+        await this.resyncBegin(r.vol, r.base, r.sizeBytes);
+        return { ok: true };
+      }
+      case 'resync-data': {
+        const refused = await this.admit(r.vol, r.epoch);
+        if (refused !== null) return refused;
+        const id = e.resolve(r.vol).id;
+        // A hole or zeroes on the primary stay a hole here: the bytes read the same either way.
+        if (isAllZero(r.data)) await e.writeZeroes(id, r.offsetBytes, r.data.length);
+        else await e.write(id, r.offsetBytes, r.data);
+        return { ok: true };
+      }
+      case 'resync-end': {
+        const refused = await this.admit(r.vol, r.epoch);
+        if (refused !== null) return refused;
+        const fullName = `${r.vol}@${r.checkpoint}`;
+        if (e.findSnapshot(fullName) === null) await e.createSnapshots([fullName]);
+        await e.flush();
+        return { ok: true };
+      }
+      case 'admin':
+        return { ok: false, code: 'internal_error', message: 'admin requests are served by the node, not the member' };
+    }
+  }
+
+  /** `vol`'s snapshots; none when the volume (and every snapshot of it) is gone. */
+  snapshotsOf(vol: string): SnapshotInfo[] {
+    try {
+      return this.ctx.engine.listSnapshots(vol).filter((s) => s.volume === vol);
+    } catch (err) {
+      // A volume deleted with no snapshot left is unknown to listSnapshots: it has none.
+      if (err instanceof VolumeNotFound) return [];
+      throw err;
+    }
+  }
+
+  private exists(vol: string): boolean { return this.ctx.engine.listVolumes().some((v) => v.name === vol); }
+
+  /** Applies data request (epoch, seq) once: a duplicate waits for the first copy's result. */
+  private once(vol: string, epoch: number, seq: number, apply: () => Promise<void>): Promise<ReplReply> {
+    let d = this.dedupes.get(vol);
+    if (d === undefined || d.epoch < epoch) {
+      d = { epoch, floor: 0, seen: new Map() };
+      this.dedupes.set(vol, d);
+    }
+    if (d.epoch > epoch || seq <= d.floor) return Promise.resolve({ ok: true });
+    const earlier = d.seen.get(seq);
+    if (earlier !== undefined) return earlier;
+    const dedupe = d;
+    const result = apply().then((): ReplReply => ({ ok: true }), (err: unknown): ReplReply => {
+      // A failed application is not remembered: a retry of the same seq applies it again.
+      dedupe.seen.delete(seq);
+      const code = err instanceof CairnError ? err.code : 'internal_error';
+      return { ok: false, code, message: err instanceof Error ? err.message : String(err) };
+    });
+    dedupe.seen.set(seq, result);
+    void result.then((reply) => { if (reply.ok) this.compact(dedupe); });
+    return result;
+  }
+
+  private compact(d: Dedupe): void {
+    // Seqs are handed out densely from 1, so the floor advances over the applied prefix; a gap left by
+    // a lost request would hold it, hence the bound on what is kept above it.
+    for (;;) {
+      const next = d.seen.get(d.floor + 1);
+      if (next === undefined) break;
+      d.seen.delete(d.floor + 1);
+      d.floor++;
+    }
+    while (d.seen.size > DEDUPE_SEQS_MAX) {
+      const oldest = Math.min(...d.seen.keys());
+      d.seen.delete(oldest);
+      d.floor = Math.max(d.floor, oldest);
+    }
+  }
+
+  private async applyData(r: Extract<ReplRequest, { t: 'write' | 'trim' | 'zero' }>): Promise<void> {
+    const e = this.ctx.engine;
+    const id = e.resolve(r.vol).id;
+    if (r.t === 'write') await e.write(id, r.offsetBytes, r.data, { fua: r.fua });
+    else if (r.t === 'trim') await e.trim(id, r.offsetBytes, r.lengthBytes, { fua: r.fua });
+    else await e.writeZeroes(id, r.offsetBytes, r.lengthBytes, { fua: r.fua, noHole: r.noHole });
+  }
+
+  /** Deletes this node's copy of `vol` with its snapshots (a replaced member or a deleted volume). */
+  async deleteCopy(vol: string): Promise<void> {
+    const e = this.ctx.engine;
+    if (this.exists(vol)) await e.deleteVolume(vol);
+    for (const s of this.snapshotsOf(vol).filter((x) => x.name.startsWith(CHECKPOINT_PREFIX))) await e.deleteSnapshot(s.fullName);
+    await this.forget(vol);
+  }
+
+  private async resyncBegin(vol: string, base: string | null, sizeBytes: number): Promise<void> {
+    const e = this.ctx.engine;
+    this.dedupes.delete(vol);
+    if (base === null) {
+      // Nothing in common: start from an empty volume (snapshots of the old copy are stale too).
+      if (this.exists(vol)) await e.deleteVolume(vol);
+      for (const s of this.snapshotsOf(vol)) await e.deleteSnapshot(s.fullName);
+      await e.createVolume(vol, sizeBytes);
+      return;
+    }
+    await e.revertVolume(vol, base);
+    if (e.getVolume(vol).sizeBytes !== sizeBytes) await e.resizeVolume(vol, sizeBytes, { allowShrink: true });
+    for (const s of this.snapshotsOf(vol).filter((x) => x.name.startsWith(CHECKPOINT_PREFIX) && x.name !== base)) {
+      await e.deleteSnapshot(s.fullName);
+    }
+  }
+}
+
+function isAllZero(data: Buffer): boolean {
+  for (let i = 0; i < data.length; i++) if (data[i] !== 0) return false;
+  return true;
+}

@@ -1,0 +1,169 @@
+// ClusterNode through its public interface: 3 nodes in one process over the simulator's MemKv,
+// SimNetwork and SimClock. Placement, the replicated data path, snapshots in the stream, dropping a
+// member, the min-in-sync wait, takeover after a primary dies, fencing, NotPrimary.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Harness, block } from './cluster-harness.js';
+import { volumeKey } from '../src/cluster/records.js';
+
+async function three(seed: number, zones: Array<string | null> = ['z1', 'z2', 'z3']): Promise<Harness> {
+  const h = new Harness(seed);
+  await h.add('n1', zones[0]!);
+  await h.add('n2', zones[1]!);
+  await h.add('n3', zones[2]!);
+  await h.advance(50);
+  return h;
+}
+
+test('create places replicas on distinct nodes; writes reach every member; snapshots are identical', async () => {
+  const h = await three(1);
+  try {
+    const n1 = h.get('n1').node;
+    const rec = await h.run(n1.createVolume('v3', 1 << 20, 3));
+    assert.deepEqual(rec.members.map((m) => m.node).sort(), ['n1', 'n2', 'n3']);
+    assert.equal(rec.minInSync, 2);
+    const rec2 = await h.run(n1.createVolume('v2', 1 << 20, 2));
+    assert.equal(new Set(rec2.members.map((m) => m.node)).size, 2);
+    await h.advance(10);
+    for (const name of ['n1', 'n2', 'n3']) assert.ok(h.get(name).local.listVolumes().some((v) => v.name === 'v3'), `v3 on ${name}`);
+    const primary = rec.primary;
+    await h.write(primary, 'v3', 8192, block(7));
+    await h.run(h.get(primary).node.engine.flush());
+    for (const name of ['n1', 'n2', 'n3']) assert.deepEqual(await h.readLocal(name, 'v3', 8192, 4096), block(7), `data on ${name}`);
+    await h.run(h.get(primary).node.engine.createSnapshots(['v3@s1']));
+    await h.write(primary, 'v3', 8192, block(8));
+    for (const name of ['n1', 'n2', 'n3']) {
+      assert.deepEqual(await h.readLocal(name, 'v3@s1', 8192, 4096), block(7), `snapshot on ${name}`);
+      assert.deepEqual(await h.readLocal(name, 'v3', 8192, 4096), block(8));
+    }
+    // Every node sees the record; a non-primary refuses data I/O.
+    const other = rec.members.find((m) => m.node !== primary)!.node;
+    const e = h.get(other).node.engine;
+    await assert.rejects(h.run(e.write(e.resolve('v3').id, 0, block(1))), (err: Error & { code?: string }) => err.code === 'not_primary');
+    // A catalog call on a non-primary runs on the primary.
+    await h.run(e.createSnapshots(['v3@s2']));
+    assert.ok(h.get(primary).local.findSnapshot('v3@s2') !== null);
+  } finally {
+    await h.close();
+  }
+});
+
+test('placement prefers distinct zones and refuses more replicas than nodes', async () => {
+  const h = await three(2, ['a', 'a', 'b']);
+  try {
+    const n1 = h.get('n1').node;
+    const rec = await h.run(n1.createVolume('v', 1 << 20, 2));
+    const zones = rec.members.map((m) => h.get(m.node).zone);
+    assert.deepEqual([...new Set(zones)].sort(), ['a', 'b']);
+    await assert.rejects(h.run(n1.createVolume('w', 1 << 20, 4)), /replicas must be/);
+    await h.kill('n3');
+    await h.advance(3000);
+    await assert.rejects(h.run(n1.createVolume('w', 1 << 20, 3)), /alive/);
+  } finally {
+    await h.close();
+  }
+});
+
+test('a member that stops answering is dropped (epoch+1) and writes go on', async () => {
+  const h = await three(3);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 2));
+    const primary = rec.primary;
+    const member = rec.members.find((m) => m.node !== primary)!.node;
+    await h.write(primary, 'v', 0, block(1));
+    await h.kill(member);
+    await h.write(primary, 'v', 4096, block(2));
+    const after = h.get(primary).node.volume('v')!;
+    assert.equal(after.epoch, rec.epoch + 1);
+    assert.equal(after.members.find((m) => m.node === member)!.state, 'down');
+    assert.equal(h.get(primary).node.counters().membersDropped, 1);
+    await h.write(primary, 'v', 8192, block(3));
+    await h.run(h.get(primary).node.engine.flush());
+  } finally {
+    await h.close();
+  }
+});
+
+test('below min-in-sync a write waits, then fails with EIO', async () => {
+  const h = new Harness(4, { degradedWaitMs: 2000 });
+  for (const n of ['n1', 'n2', 'n3']) await h.add(n);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 3));
+    const others = rec.members.filter((m) => m.node !== rec.primary).map((m) => m.node);
+    await h.kill(others[0]!);
+    await h.kill(others[1]!);
+    const e = h.get(rec.primary).node.engine;
+    const t0 = h.clock.nowMs();
+    await assert.rejects(h.run(e.write(e.resolve('v').id, 0, block(1))), (err: Error & { code?: string }) => err.code === 'io_error');
+    assert.ok(h.clock.nowMs() - t0 >= 2000, 'the write waited for a rebuild first');
+  } finally {
+    await h.close();
+  }
+});
+
+test('primary killed: a member takes over in the next epoch; the old epoch is fenced', async () => {
+  const h = await three(5);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 3));
+    const old = rec.primary;
+    await h.write(old, 'v', 0, block(1));
+    await h.run(h.get(old).node.engine.flush());
+    await h.kill(old);
+    const survivors = ['n1', 'n2', 'n3'].filter((n) => n !== old);
+    await h.clock.runUntil(() => {
+      const r = h.get(survivors[0]!).node.volume('v');
+      return r !== null && r.primary !== old;
+    }, 10_000, 'takeover');
+    const now = h.get(survivors[0]!).node.volume('v')!;
+    assert.equal(now.epoch, rec.epoch + 1);
+    assert.ok(survivors.includes(now.primary));
+    assert.equal(h.get(now.primary).node.counters().failovers, 1);
+    assert.deepEqual(await h.readLocal(now.primary, 'v', 0, 4096), block(1));
+    // A request of the old epoch is refused by a member (fencing).
+    const member = survivors.find((n) => n !== now.primary)!;
+    const reply = await h.run(h.net.endpoint('spy').request(member, {
+      t: 'write', vol: 'v', epoch: rec.epoch, seq: 99, incarnation: h.get(member).node.incarnation(), offsetBytes: 0, data: block(9), fua: false,
+    }, 1000));
+    assert.equal(reply.ok, false);
+    assert.equal(!reply.ok && reply.code, 'stale_epoch');
+    // The other survivor may hold writes the old primary never acknowledged: it is rebuilt, not kept in sync.
+    assert.equal(now.members.find((m) => m.node === member)!.state, 'rebuilding');
+    assert.ok(h.store.entry(volumeKey('v')) !== null);
+    // It is rebuilt from the newest common checkpoint (none here: a full copy), then writes go on at 2 in sync.
+    await h.clock.runUntil(() => h.get(now.primary).node.volume('v')!.members.filter((m) => m.state === 'in-sync').length === 2, 10_000, 'rebuild');
+    await h.write(now.primary, 'v', 4096, block(2));
+    assert.deepEqual(await h.readLocal(member, 'v', 0, 8192), Buffer.concat([block(1), block(2)]));
+    assert.ok(h.get(now.primary).node.volume('v')!.epoch > now.epoch);
+  } finally {
+    await h.close();
+  }
+});
+
+test('a member that comes back is rebuilt from the checkpoint diff: only the changed blocks travel', async () => {
+  const h = await three(6);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 4 << 20, 2));
+    const primary = rec.primary;
+    const member = rec.members.find((m) => m.node !== primary)!.node;
+    for (let i = 0; i < 16; i++) await h.write(primary, 'v', i * 4096, block(100 + i));
+    await h.run(h.get(primary).node.checkpointNow('v'));
+    assert.deepEqual(h.get(member).local.listSnapshots('v').map((s) => s.name), ['cairn-ckpt-1-1'], 'the checkpoint is on the member');
+    assert.deepEqual(h.get(member).node.engine.listSnapshots('v'), [], 'and hidden from users');
+    await h.kill(member);
+    await h.write(primary, 'v', 3 * 4096, block(200));
+    await h.write(primary, 'v', 9 * 4096, block(201));
+    assert.equal(h.get(primary).node.volume('v')!.members.find((m) => m.node === member)!.state, 'down');
+    await h.restart(member);
+    const before = h.resyncBytes.get(member) ?? 0;
+    await h.clock.runUntil(() => h.get(primary).node.volume('v')!.members.every((m) => m.state === 'in-sync'), 20_000, 'rebuild');
+    assert.equal((h.resyncBytes.get(member) ?? 0) - before, 2 * 4096, 'only the two changed blocks were sent');
+    const want = await h.readLocal(primary, 'v', 0, 16 * 4096);
+    assert.deepEqual(await h.readLocal(member, 'v', 0, 16 * 4096), want);
+    assert.equal(h.get(primary).node.counters().rebuildsCompleted, 1);
+    // Back in sync: new writes reach it again.
+    await h.write(primary, 'v', 0, block(300));
+    assert.deepEqual(await h.readLocal(member, 'v', 0, 4096), block(300));
+  } finally {
+    await h.close();
+  }
+});
