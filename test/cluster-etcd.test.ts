@@ -6,6 +6,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { EtcdKv } from '../src/cluster/kv-etcd.js';
 import { KvUnavailable, type KvWatchEvent } from '../src/cluster/kv.js';
+import { WATCH_SILENCE_MS_MAX } from '../src/cluster/kv-etcd-watch.js';
 import { etcdAvailable, startEtcd, ETCD_BIN, type EtcdCluster } from './etcd-harness.js';
 
 const skip = etcdAvailable() ? false : `${ETCD_BIN} is missing (apt-get install etcd-server)`;
@@ -22,8 +23,9 @@ async function cluster(members = 1): Promise<EtcdCluster> {
   clusters.push(c);
   return c;
 }
-function kvFor(c: EtcdCluster): EtcdKv {
-  const kv = new EtcdKv({ hosts: c.endpoints, callTimeoutMs: CALL_TIMEOUT_MS });
+type LogLine = { event: string; fields: Record<string, unknown> };
+function kvFor(c: EtcdCluster, logs: LogLine[] = []): EtcdKv {
+  const kv = new EtcdKv({ hosts: c.endpoints, callTimeoutMs: CALL_TIMEOUT_MS, log: (event, fields) => logs.push({ event, fields }) });
   clients.push(kv);
   return kv;
 }
@@ -46,7 +48,8 @@ async function eventually<T>(fn: () => Promise<T>, timeoutMs = 10_000): Promise<
 
 test('etcd: transactions, ranges, leases, watch order, restart and recovery', { skip, timeout: 60_000 }, async (t) => {
   const etcd = await cluster(1);
-  const kv = kvFor(etcd);
+  const logs: LogLine[] = [];
+  const kv = kvFor(etcd, logs);
 
   await t.test('txn: create-only, mod and value compares, failure ops, key-ordered range', async () => {
     const created = await kv.txn([{ key: '/t/a', target: 'mod', equals: 0 }], [{ op: 'put', key: '/t/a', value: 'one' }]);
@@ -107,10 +110,15 @@ test('etcd: transactions, ranges, leases, watch order, restart and recovery', { 
     assert.deepEqual(revisions, [...revisions].sort((x, y) => x - y));
     assert.deepEqual(events.filter((e) => e.type === 'put').map((e) => e.value), Array.from({ length: 50 }, (_, i) => String(i)));
     assert.equal(events.filter((e) => e.type === 'delete').length, 5);
+    // Idle longer than WATCH_SILENCE_MS_MAX: the member answers progress requests, so the stream stays.
+    await new Promise((r) => setTimeout(r, WATCH_SILENCE_MS_MAX + 600));
+    assert.deepEqual(logs.filter((l) => l.event === 'etcd_watch_retry'), [], 'an idle healthy watch is kept');
+    await kv.txn([], [{ op: 'put', key: '/w/idle', value: 'x' }]);
+    await until('the put after the idle time', () => events.length === 56);
     stop();
     await kv.txn([], [{ op: 'put', key: '/w/after', value: 'x' }]);
     await new Promise((r) => setTimeout(r, 200));
-    assert.equal(events.length, 55);
+    assert.equal(events.length, 56);
   });
 
   await t.test('restart: KvUnavailable while etcd is down, then recovery; the watch loses nothing', async () => {
@@ -145,10 +153,25 @@ test('etcd: transactions, ranges, leases, watch order, restart and recovery', { 
 
 test('etcd: a 3-member cluster works with one member down, refuses with two down', { skip, timeout: 60_000 }, async () => {
   const etcd = await cluster(3);
-  const kv = kvFor(etcd);
+  const logs: LogLine[] = [];
+  const kv = kvFor(etcd, logs);
   const seen: string[] = [];
   const stop = await kv.watch('/c/', (e) => seen.push(e.value ?? 'deleted'));
   await kv.txn([], [{ op: 'put', key: '/c/k', value: 'a' }]);
+
+  // Freeze the member the watch streams from: it keeps its connections open and says nothing. The
+  // watch notices the silence, moves to another member and replays from where it stopped.
+  const connected = logs.find((l) => l.event === 'etcd_watch_connected')!.fields['endpoint'];
+  const frozen = etcd.members.find((m) => `${m.host}:${m.clientPort}` === connected)!;
+  frozen.pause();
+  const writer = kvFor(etcd);
+  for (let i = 0; i < 10; i++) await eventually(() => writer.txn([], [{ op: 'put', key: '/c/k', value: `f${i}` }]));
+  await until('the watch to move off the frozen member', () => seen.length === 11);
+  assert.deepEqual(seen, ['a', ...Array.from({ length: 10 }, (_, i) => `f${i}`)]);
+  assert.ok(logs.some((l) => l.event === 'etcd_watch_retry' && /silent/.test(String(l.fields['error']))));
+  frozen.resume();
+  await etcd.waitHealthy();
+  seen.length = 1;
   await etcd.members[0]!.stop();
   // Calls that pick the dead member move to a live one: every call below must succeed.
   for (let i = 0; i < 20; i++) {

@@ -167,3 +167,123 @@ test('a member that comes back is rebuilt from the checkpoint diff: only the cha
     await h.close();
   }
 });
+
+test('catalog calls run in the stream on every member: clone, resize, revert, delete (a member away deletes its copy on return)', async () => {
+  const h = await three(7);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 3));
+    const p = rec.primary;
+    const e = h.get(p).node.engine;
+    await h.write(p, 'v', 0, block(1));
+    await h.run(e.createSnapshots(['v@a']));
+    await h.write(p, 'v', 0, block(2));
+    const clone = await h.run(e.cloneVolume('c', 'v@a'));
+    assert.equal(clone.name, 'c');
+    const crec = h.get(p).node.volume('c')!;
+    assert.deepEqual(crec.members.map((m) => m.node).sort(), ['n1', 'n2', 'n3']);
+    for (const n of ['n1', 'n2', 'n3']) assert.deepEqual(await h.readLocal(n, 'c', 0, 4096), block(1), `clone on ${n}`);
+    await h.run(e.resizeVolume('v', 2 << 20));
+    for (const n of ['n1', 'n2', 'n3']) assert.equal(h.get(n).local.getVolume('v').sizeBytes, 2 << 20);
+    assert.equal(h.get(p).node.volume('v')!.sizeBytes, 2 << 20);
+    await h.run(e.revertVolume('v', 'a'));
+    for (const n of ['n1', 'n2', 'n3']) assert.deepEqual(await h.readLocal(n, 'v', 0, 4096), block(1), `reverted on ${n}`);
+    // Writes after the revert still reach everyone (the epoch moved on).
+    await h.write(p, 'v', 4096, block(3));
+    for (const n of ['n1', 'n2', 'n3']) assert.deepEqual(await h.readLocal(n, 'v', 4096, 4096), block(3));
+    // Delete while one member is away: it finds no record when it returns and deletes its copy.
+    const away = crec.members.find((m) => m.node !== p)!.node;
+    await h.kill(away);
+    await h.run(e.deleteVolume('c'));
+    assert.equal(h.get(p).node.volume('c'), null);
+    assert.ok(!h.get(p).local.listVolumes().some((v) => v.name === 'c'));
+    await h.restart(away);
+    await h.advance(2000);
+    await h.idle();
+    assert.ok(!h.get(away).local.listVolumes().some((v) => v.name === 'c'), 'the returning member deleted its copy');
+  } finally {
+    await h.close();
+  }
+});
+
+test('encrypted volumes are refused with replicas > 1', async () => {
+  const h = await three(8);
+  try {
+    const e = h.get('n1').node.engine;
+    const dek = Buffer.alloc(64, 7);
+    await assert.rejects(h.run(e.createReplicated('x', 1 << 20, 2, { encryption: { dek, wrapped: Buffer.alloc(8) } })), /encrypted volumes cannot be replicated yet/);
+  } finally {
+    await h.close();
+  }
+});
+
+test('a member down longer than replaceAfterMs is replaced on another node (full copy), then removed', async () => {
+  const h = new Harness(9, { replaceAfterMs: 5000 });
+  for (const n of ['n1', 'n2', 'n3']) await h.add(n);
+  try {
+    await h.advance(50);
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 2));
+    const p = rec.primary;
+    const gone = rec.members.find((m) => m.node !== p)!.node;
+    const spare = ['n1', 'n2', 'n3'].find((n) => !rec.members.some((m) => m.node === n))!;
+    await h.write(p, 'v', 0, block(1));
+    await h.kill(gone);
+    await h.write(p, 'v', 4096, block(2));
+    await h.clock.runUntil(() => {
+      const r = h.get(p).node.volume('v')!;
+      return r.members.length === 2 && r.members.every((m) => m.state === 'in-sync') && r.members.some((m) => m.node === spare);
+    }, 30_000, 'replacement');
+    assert.deepEqual(await h.readLocal(spare, 'v', 0, 8192), Buffer.concat([block(1), block(2)]));
+  } finally {
+    await h.close();
+  }
+});
+
+test('drain moves every replica off a node, its primaries handed over', async () => {
+  const h = await three(10);
+  try {
+    const n1 = h.get('n1').node;
+    const rec = await h.run(n1.createVolume('v', 1 << 20, 2));
+    const p = rec.primary;
+    await h.write(p, 'v', 0, block(5));
+    await h.run(h.get('n3').node.drain(p, 30_000), 'drain');
+    const after = h.get('n3').node.volume('v')!;
+    assert.ok(!after.members.some((m) => m.node === p));
+    assert.notEqual(after.primary, p);
+    assert.equal(after.members.length, 2);
+    assert.ok(after.members.every((m) => m.state === 'in-sync'));
+    await h.idle();
+    for (const m of after.members) assert.deepEqual(await h.readLocal(m.node, 'v', 0, 4096), block(5));
+    assert.ok(!h.get(p).local.listVolumes().some((v) => v.name === 'v'), 'the drained node deleted its copy');
+    await h.write(after.primary, 'v', 4096, block(6));
+  } finally {
+    await h.close();
+  }
+});
+
+test('a primary cut from everyone acknowledges nothing; a member takes over; it comes back as a rebuilt member', async () => {
+  const h = await three(11);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 2));
+    const p = rec.primary;
+    const m = rec.members.find((x) => x.node !== p)!.node;
+    await h.write(p, 'v', 0, block(1));
+    h.net.isolate(p, ['n1', 'n2', 'n3']);
+    h.get(p).kv.setAvailable(false);
+    const e = h.get(p).node.engine;
+    await assert.rejects(h.run(e.write(e.resolve('v').id, 4096, block(2))));
+    await h.clock.runUntil(() => h.get(m).node.volume('v')!.primary === m, 10_000, 'takeover');
+    await h.write(m, 'v', 8192, block(3));
+    h.net.heal();
+    h.get(p).kv.setAvailable(true);
+    await h.clock.runUntil(() => {
+      const r = h.get(m).node.volume('v')!;
+      return r.members.every((x) => x.state === 'in-sync');
+    }, 20_000, 'rebuild of the old primary');
+    const want = await h.readLocal(m, 'v', 0, 3 * 4096);
+    assert.deepEqual(await h.readLocal(p, 'v', 0, 3 * 4096), want, 'the old primary holds the new primary\'s data');
+    assert.deepEqual(want.subarray(4096, 8192), Buffer.alloc(4096), 'the unacknowledged write is gone');
+    await assert.rejects(h.run(e.write(e.resolve('v').id, 0, block(4))), (err: Error & { code?: string }) => err.code === 'not_primary');
+  } finally {
+    await h.close();
+  }
+});

@@ -19,6 +19,7 @@ import { registerNbdKeyRoutes } from './routes-nbd-keys.js';
 import { registerNvmeHostRoutes } from './routes-nvme-hosts.js';
 import { registerQosRoutes } from './routes-qos.js';
 import { registerKeyRoutes } from './routes-keys.js';
+import { registerClusterRoutes } from './routes-cluster.js';
 
 /** Largest JSON request body (requests are small objects; streams are not JSON). */
 export const jsonBodyBytesMax = 1024 * 1024;
@@ -122,6 +123,7 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerNvmeHostRoutes(routes, ctx);
   registerQosRoutes(routes, ctx);
   registerKeyRoutes(routes, ctx);
+  registerClusterRoutes(routes, ctx);
   if (opts.metrics !== undefined) {
     const metrics = opts.metrics;
     routes.add({

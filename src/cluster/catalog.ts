@@ -181,7 +181,11 @@ export class Catalog {
     return this.withBarriers([vp], async () => {
       await n.local.resizeVolume(name, sizeBytes, { allowShrink });
       await vp.toMembers((epoch) => ({ t: 'resize', vol: name, epoch, sizeBytes }), false);
-      await n.updateRecord(name, (rec) => rec.sizeBytes === sizeBytes ? null : { ...rec, sizeBytes });
+      // The size and a new epoch in one change (see bumpEpoch: a late duplicate of this resize is refused).
+      await n.updateRecord(name, (rec) => {
+        if (!n.servesAsPrimary(name)) throw new NotPrimary(name, rec.primary);
+        return { ...rec, sizeBytes, epoch: rec.epoch + 1 };
+      });
       return visibleInfo(n.local.getVolume(name));
     });
   }
@@ -193,6 +197,7 @@ export class Catalog {
       await n.local.revertVolume(name, snapshot);
       vp.writtenSinceCheckpoint = true;
       await vp.toMembers((epoch) => ({ t: 'revert', vol: name, epoch, snapshot }), false);
+      await n.bumpEpoch(name);
       return visibleInfo(n.local.getVolume(name));
     });
   }

@@ -42,10 +42,10 @@ export async function considerTakeover(node: ClusterNode, vol: string): Promise<
   if (first === null) return;
   if (first.rank > 0) await node.clock.sleep(first.rank * TAKEOVER_RANK_DELAY_MS);
   // Re-read both keys: the transaction compares exactly what this decision was made on.
-  const recEntry = await node.kv.get(volumeKey(vol));
+  const recEntry = await node.kvCall(() => node.kv.get(volumeKey(vol)));
   if (recEntry === null) return;
   const rec = JSON.parse(recEntry.value) as VolumeRecord;
-  const primaryEntry = await node.kv.get(nodeKey(rec.primary));
+  const primaryEntry = await node.kvCall(() => node.kv.get(nodeKey(rec.primary)));
   const primaryNode = primaryEntry === null ? null : JSON.parse(primaryEntry.value) as NodeRecord;
   if (plan(node, rec, primaryNode) === null) return;
   const epoch = rec.epoch + 1;
@@ -61,7 +61,7 @@ export async function considerTakeover(node: ClusterNode, vol: string): Promise<
     { key: volumeKey(vol), target: 'mod', equals: recEntry.modRevision },
     { key: nodeKey(rec.primary), target: 'mod', equals: primaryEntry?.modRevision ?? 0 },
   ];
-  const result = await node.kv.txn(compares, [{ op: 'put', key: volumeKey(vol), value: JSON.stringify(next) }]);
+  const result = await node.kvCall(() => node.kv.txn(compares, [{ op: 'put', key: volumeKey(vol), value: JSON.stringify(next) }]));
   if (!result.succeeded) {
     node.log('cluster.takeover_lost', { vol, epoch });
     await node.refreshRecord(vol);

@@ -55,18 +55,25 @@ function grpcOptions(): Record<string, number> {
   };
 }
 
+/** gRPC failed the call before sending it: safe to send it to another member, even a txn. */
+function neverSent(error: Error): boolean {
+  return isRecoverableError(error) && /No connection established/i.test(error.message);
+}
+
 function newClient(hosts: string[]): Etcd3Client {
   return new Etcd3({
     hosts,
     grpcOptions: grpcOptions(),
     faultHandling: {
       // etcd3's default breaker skips a host for 5 s after 3 failures, which would keep a restarted
-      // single etcd unusable for 5 s; one retry per host lets a call move to a live member.
+      // single etcd unusable for 5 s.
       host: () => circuitBreaker(handleWhen(isRecoverableError), {
         halfOpenAfter: ETCD_HOST_SKIP_MS,
         breaker: new ConsecutiveBreaker(ETCD_HOST_FAILURES_MAX),
       }),
-      global: retry(handleWhen(isRecoverableError), { maxAttempts: Math.max(1, hosts.length - 1) }),
+      // Another member is tried only when gRPC never sent the call (no connection to that member):
+      // etcd3's default retries any recoverable error, which could apply a txn twice.
+      global: retry(handleWhen(neverSent), { maxAttempts: hosts.length }),
     },
   });
 }

@@ -4,6 +4,7 @@
 import { CairnError, VolumeNotFound, type Engine, type SnapshotInfo } from '../engine/index.js';
 import type { MemberStatus, ReplReply, ReplRequest } from './messages.js';
 import { CHECKPOINT_PREFIX, sortedCheckpoints } from './checkpoints.js';
+import { RangeLock } from './range-lock.js';
 
 const FENCE_SETTING_PREFIX = 'cluster/epoch/';
 /** Applied seqs remembered above the floor per volume: beyond this the oldest are forgotten. */
@@ -28,6 +29,12 @@ export interface MemberContext {
 export class Member {
   private readonly fences = new Map<string, number>();
   private readonly dedupes = new Map<string, Dedupe>();
+  /**
+   * Per volume: a catalog request (revert, resize, resync-begin...) runs alone, after the data requests
+   * admitted before it, so a late duplicate of one can never land between data requests that followed
+   * it: it waits, then meets the newer epoch those carried (the primary bumps the epoch after each).
+   */
+  private readonly locks = new Map<string, RangeLock>();
   /** Setting writes in call order, so a lower epoch never overwrites a higher one. */
   private persistChain: Promise<void> = Promise.resolve();
 
@@ -81,11 +88,19 @@ export class Member {
   }
 
   async handle(request: ReplRequest): Promise<ReplReply> {
+    const releases: Array<() => void> = [];
     try {
+      for (const scope of lockScopes(request)) {
+        let lock = this.locks.get(scope.vol);
+        if (lock === undefined) { lock = new RangeLock(); this.locks.set(scope.vol, lock); }
+        releases.push(await (scope.range === null ? lock.barrier() : lock.acquire(scope.range.offsetBytes, scope.range.lengthBytes)));
+      }
       return await this.dispatch(request);
     } catch (err) {
       const code = err instanceof CairnError ? err.code : 'internal_error';
       return { ok: false, code, message: err instanceof Error ? err.message : String(err) };
+    } finally {
+      for (const r of releases) r();
     }
   }
 
@@ -273,6 +288,17 @@ export class Member {
     for (const s of this.snapshotsOf(vol).filter((x) => x.name.startsWith(CHECKPOINT_PREFIX) && x.name !== base)) {
       await e.deleteSnapshot(s.fullName);
     }
+  }
+}
+
+/** What a request locks: a range of one volume for data, the whole volume (range null) for the rest. */
+function lockScopes(r: ReplRequest): Array<{ vol: string; range: { offsetBytes: number; lengthBytes: number } | null }> {
+  switch (r.t) {
+    case 'write': case 'resync-data': return [{ vol: r.vol, range: { offsetBytes: r.offsetBytes, lengthBytes: r.data.length } }];
+    case 'trim': case 'zero': return [{ vol: r.vol, range: { offsetBytes: r.offsetBytes, lengthBytes: r.lengthBytes } }];
+    case 'snapshot': return [...new Set(r.fullNames.map((f) => f.slice(0, f.indexOf('@'))))].sort().map((vol) => ({ vol, range: null }));
+    case 'flush': case 'status': case 'admin': return [];
+    default: return [{ vol: r.vol, range: null }];
   }
 }
 

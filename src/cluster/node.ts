@@ -73,6 +73,14 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
   readonly rebuilder: Rebuilder;
   private incarnationValue = '';
   private lease: string | null = null;
+  /**
+   * Until when the lease surely holds: TTL after the last keepalive (or grant) was sent that etcd
+   * answered. Past it, others may have taken this node's volumes over, so it serves none as primary
+   * (not even reads, which could be stale) until a keepalive succeeds again.
+   */
+  private leaseValidUntilMs = 0;
+  /** A control-plane call failed: the watch may have missed events, so the next pass re-reads everything. */
+  private reloadNeeded = false;
   private draining = false;
   private stopped = false;
   private loaded = false;
@@ -144,7 +152,9 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
   /** A new incarnation under a new lease: after a start, and after the lease was lost. */
   private async register(): Promise<void> {
     this.incarnationValue = this.newIncarnation();
+    const sentMs = this.clock.nowMs();
     this.lease = await this.kv.grantLease(this.leaseTtlSeconds);
+    this.leaseValidUntilMs = sentMs + this.leaseTtlSeconds * 1000;
     const rec = this.nodeRecord();
     const result = await this.kv.txn([], [{ op: 'put', key: nodeKey(this.self), value: JSON.stringify(rec), lease: this.lease }]);
     this.cache.apply(nodeKey(this.self), JSON.stringify(rec), result.revision);
@@ -156,9 +166,12 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
     if (lease === null) return;
     this.track((async () => {
       let alive: boolean;
+      const sentMs = this.clock.nowMs();
       try {
         alive = await this.kv.keepAlive(lease);
+        if (alive && this.lease === lease) this.leaseValidUntilMs = sentMs + this.leaseTtlSeconds * 1000;
       } catch (err) {
+        this.reloadNeeded = true;
         // The control plane is unreachable: the next tick retries; if the lease expires meanwhile,
         // keepAlive answers false once it is back and the node re-registers then.
         if (!(err instanceof KvUnavailable)) this.log('cluster.keepalive_failed', { error: String(err) });
@@ -218,6 +231,15 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
   }
 
   private async reconcile(): Promise<void> {
+    if (this.reloadNeeded) {
+      this.reloadNeeded = false;
+      try {
+        await this.reload();
+      } catch (err) {
+        this.reloadNeeded = true;
+        throw err;
+      }
+    }
     for (const [vol, { value: rec }] of [...this.cache.volumes]) {
       if (this.stopped) return;
       const mine = rec.members.find((m) => m.node === this.self);
@@ -271,7 +293,7 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
   record(vol: string): VolumeRecord | null { return this.cache.volumes.get(vol)?.value ?? null; }
 
   servesAsPrimary(vol: string): boolean {
-    if (this.stopped || this.lease === null) return false;
+    if (this.stopped || this.lease === null || this.clock.nowMs() >= this.leaseValidUntilMs) return false;
     const rec = this.record(vol);
     if (rec === null || rec.primary !== this.self) return false;
     const me = rec.members.find((m) => m.node === this.self);
@@ -327,7 +349,10 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof KvUnavailable) throw new IoError(`control plane unavailable: ${err.message}`);
+      if (err instanceof KvUnavailable) {
+        this.reloadNeeded = true;
+        throw new IoError(`control plane unavailable: ${err.message}`);
+      }
       throw err;
     }
   }
@@ -346,6 +371,17 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
       this.countersValue.membersDropped++;
       this.log('cluster.member_dropped', { vol, member: node, reason, epoch: this.record(vol)?.epoch });
     }
+  }
+
+  /**
+   * A new epoch with nothing else changed: after a request that must not be applied again late (a
+   * revert, a resize, a resync-begin), so that a delayed duplicate meets a member fenced past it.
+   */
+  async bumpEpoch(vol: string): Promise<void> {
+    await this.updateRecord(vol, (rec) => {
+      if (rec.primary !== this.self || !this.servesAsPrimary(vol)) throw new NotPrimary(vol, rec.primary);
+      return { ...rec, epoch: rec.epoch + 1 };
+    });
   }
 
   async request(node: string, request: ReplRequest, timeoutMs: number): Promise<ReplReply> {

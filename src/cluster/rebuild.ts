@@ -101,6 +101,7 @@ export class Rebuilder {
     await this.setMember(vol, memberNode, (m) => m.state === 'rebuilding' && m.incarnation === status.incarnation ? null : { ...m, state: 'rebuilding', incarnation: status.incarnation });
     const sizeBytes = n.primaryFor(vol).assertPrimary().sizeBytes;
     await this.send(memberNode, vol, (epoch) => ({ t: 'resync-begin', vol, epoch, base, sizeBytes }));
+    await n.bumpEpoch(vol);
     await this.dropTemps(vol);
     const temps: string[] = [];
     let prev = base === null ? null : `${vol}@${base}`;

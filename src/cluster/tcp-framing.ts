@@ -43,17 +43,15 @@ export interface Frame {
 export function encodeFrame(kind: FrameKindValue, requestId: number, message: unknown): Buffer[] {
   const payload: Buffer[] = [];
   let payloadBytes = 0;
-  const header = JSON.stringify(message, function (this: Record<string, unknown>, key: string, value: unknown) {
-    // `this[key]` is the value before Buffer.prototype.toJSON turned it into an array of numbers.
-    const original = this[key];
-    if (original instanceof Uint8Array) {
-      const ref = { [BUFFER_REF]: [payloadBytes, original.byteLength] };
-      payload.push(Buffer.from(original.buffer, original.byteOffset, original.byteLength));
-      payloadBytes += original.byteLength;
-      return ref;
-    }
-    return value;
-  }) ?? 'null';
+  // Buffers are swapped for references before JSON.stringify sees them: a replacer would get them
+  // only after Buffer.prototype.toJSON had turned every byte into a number (costly for 1 MiB).
+  const withRefs = replaceBuffers(message, (b) => {
+    const ref = { [BUFFER_REF]: [payloadBytes, b.byteLength] };
+    payload.push(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+    payloadBytes += b.byteLength;
+    return ref;
+  }, 0);
+  const header = JSON.stringify(withRefs) ?? 'null';
   const headerBytes = Buffer.byteLength(header);
   if (headerBytes > FRAME_HEADER_BYTES_MAX) throw new FrameError(`frame header of ${headerBytes} bytes is over ${FRAME_HEADER_BYTES_MAX}`);
   if (payloadBytes > FRAME_PAYLOAD_BYTES_MAX) throw new FrameError(`frame payload of ${payloadBytes} bytes is over ${FRAME_PAYLOAD_BYTES_MAX}`);
@@ -64,6 +62,21 @@ export function encodeFrame(kind: FrameKindValue, requestId: number, message: un
   fixed.writeUInt32BE(headerBytes, 9);
   fixed.write(header, 13, 'utf8');
   return [fixed, ...payload];
+}
+
+/** Bound on the nesting of a message (a walk of a malformed, cyclic or hostile value ends). */
+const MESSAGE_DEPTH_MAX = 32;
+
+/** A copy of `value` with every Uint8Array replaced by `swap(it)`; plain data only. */
+function replaceBuffers(value: unknown, swap: (b: Uint8Array) => unknown, depth: number): unknown {
+  if (value instanceof Uint8Array) return swap(value);
+  if (value === null || typeof value !== 'object') return value;
+  if (depth >= MESSAGE_DEPTH_MAX) throw new FrameError(`message nested deeper than ${MESSAGE_DEPTH_MAX}`);
+  if (Array.isArray(value)) return value.map((v) => replaceBuffers(v, swap, depth + 1));
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return value; // e.g. a Date
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = replaceBuffers(v, swap, depth + 1);
+  return out;
 }
 
 function decodeBody(body: Buffer): Frame {

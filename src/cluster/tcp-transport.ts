@@ -50,11 +50,20 @@ function parseHello(message: unknown): Hello {
 
 function errorText(error: unknown): string { return error instanceof Error ? error.message : String(error); }
 
-function writeFrame(socket: net.Socket, kind: FrameKindValue, requestId: number, message: unknown): void {
-  const buffers = encodeFrame(kind, requestId, message);
-  socket.cork();
+const corked = new WeakSet<net.Socket>();
+
+/** Writes a frame's buffers; every frame written in the same tick leaves in one writev. */
+function writeBuffers(socket: net.Socket, buffers: Buffer[]): void {
+  if (!corked.has(socket)) {
+    corked.add(socket);
+    socket.cork();
+    process.nextTick(() => { corked.delete(socket); socket.uncork(); });
+  }
   for (const b of buffers) socket.write(b);
-  socket.uncork();
+}
+
+function writeFrame(socket: net.Socket, kind: FrameKindValue, requestId: number, message: unknown): void {
+  writeBuffers(socket, encodeFrame(kind, requestId, message));
 }
 
 function splitAddress(address: string): { host: string; port: number } {
@@ -167,12 +176,9 @@ class PeerConnection {
       this.pending.set(id, { resolve, reject, timer, sentMs: Date.now() });
       this.ready.then(() => {
         if (this.closed || !this.pending.has(id)) return;
-        this.socket.cork();
-        for (const b of frame) this.socket.write(b);
-        this.socket.uncork();
-      }, (error: unknown) => {
-        // The connection failed before the hello: fail() rejected every pending request already.
-        this.owner.logEvent('repl_connect_failed', { peer: this.peer, error: errorText(error) });
+        writeBuffers(this.socket, frame);
+      }, () => {
+        // The connection failed before the hello: fail() rejected this request and logged why.
       });
     });
   }
@@ -190,6 +196,7 @@ class PeerConnection {
   fail(error: TransportError): void {
     if (this.closed) return;
     this.closed = true;
+    this.owner.logEvent('repl_connection_lost', { peer: this.peer, error: error.message, requestsFailed: this.pending.size });
     this.socket.destroy();
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
