@@ -167,6 +167,18 @@ export class CairnNodes {
     return null;
   }
 
+  /** The volume's epoch and members as a node reports them ("?" when none answers): a step's effect. */
+  async describeVolume(volume: string): Promise<string> {
+    for (const n of this.running()) {
+      try {
+        const r = await this.call(n.host.name, 'GET', `/v1/volumes/${encodeURIComponent(volume)}`);
+        const v = r.body as { epoch?: number; replicas?: Replica[] };
+        if (r.status === 200) return `epoch ${v.epoch}, ${(v.replicas ?? []).map((x) => `${x.node}${x.primary ? '*' : ''}:${x.state}`).join(' ')}`;
+      } catch { /* that node does not answer now: ask the next */ }
+    }
+    return '?';
+  }
+
   async primaryOf(volume: string): Promise<string> {
     const primary = (await this.replicas(volume))?.find((r) => r.primary)?.node;
     if (primary === undefined) throw new Error(`no primary known for ${volume}`);
@@ -280,7 +292,7 @@ export async function runSchedule(opts: ScheduleOptions): Promise<void> {
     }
     await etcd.waitHealthy(QUIESCE_WAIT_MS_MAX);
     await nodes.waitQuiesced('vol');
-    note(`step ${step}: healed; I/O resumed after it, cluster quiesced`);
+    note(`step ${step}: healed; I/O resumed after it, cluster quiesced: ${await nodes.describeVolume('vol')}`);
   }
 }
 
@@ -297,13 +309,35 @@ function describe(fault: Fault, node: CairnNode, other: CairnNode, member: NsPro
   }
 }
 
+/** Blocks shown per differing pair: enough to see the pattern. */
+const DIFFERING_BLOCKS_SHOWN_MAX = 8;
+
+/** The version stamped in a workload block (test/netns-workload.py's header: u64 at byte 16), 0 for zeros. */
+function versionAt(data: Buffer, block: number): number {
+  return Number(data.readBigUInt64LE(block * 4096 + 16));
+}
+
+function differingBlocks(a: { node: string; data: Buffer }, b: { node: string; data: Buffer }, readBack: Array<number | null>): string {
+  const shown: string[] = [];
+  let count = 0;
+  for (let block = 0; block * 4096 < a.data.length; block++) {
+    const at = block * 4096;
+    if (a.data.subarray(at, at + 4096).equals(b.data.subarray(at, at + 4096))) continue;
+    count++;
+    if (shown.length < DIFFERING_BLOCKS_SHOWN_MAX) {
+      shown.push(`block ${block} ${a.node}=v${versionAt(a.data, block)} ${b.node}=v${versionAt(b.data, block)} read-back=v${readBack[block] ?? '?'}`);
+    }
+  }
+  return `${count} blocks (${shown.join('; ')})`;
+}
+
 export interface ReplicaReport { problems: string[]; summary: string }
 
 /**
  * With every node stopped: opens each pool with the engine and compares `volume`'s first `bytes`
  * and every checkpoint snapshot both hold, byte for byte, against the first node's.
  */
-export async function verifyReplicas(nodes: CairnNodes, volume: string, bytes: number): Promise<ReplicaReport> {
+export async function verifyReplicas(nodes: CairnNodes, volume: string, bytes: number, readBack: Array<number | null> = []): Promise<ReplicaReport> {
   const images: Array<{ node: string; data: Buffer; snapshots: Map<string, Buffer> }> = [];
   for (const n of nodes.nodes) {
     const engine = await openPoolFile(n.pool);
@@ -322,7 +356,7 @@ export async function verifyReplicas(nodes: CairnNodes, volume: string, bytes: n
   const [first, ...rest] = images;
   let comparedSnapshots = 0;
   for (const other of rest) {
-    if (!first!.data.equals(other.data)) problems.push(`${volume} differs between ${first!.node} and ${other.node}`);
+    if (!first!.data.equals(other.data)) problems.push(`${volume} differs between ${first!.node} and ${other.node}: ${differingBlocks(first!, other, readBack)}`);
     for (const [name, data] of first!.snapshots) {
       const theirs = other.snapshots.get(name);
       if (theirs === undefined) continue;
