@@ -166,6 +166,12 @@ test('etcd: a 3-member cluster works with one member down, refuses with two down
   frozen.pause();
   const writer = kvFor(etcd);
   for (let i = 0; i < 10; i++) await eventually(() => writer.txn([], [{ op: 'put', key: '/c/k', value: `f${i}` }]));
+  // Reads and keepalives (safe to repeat) go around the frozen member within one call.
+  const frozenLease = await eventually(() => writer.grantLease(5));
+  for (let i = 0; i < 20; i++) {
+    assert.equal((await kv.get('/c/k'))?.value, 'f9');
+    assert.equal(await kv.keepAlive(frozenLease), true);
+  }
   await until('the watch to move off the frozen member', () => seen.length === 11);
   assert.deepEqual(seen, ['a', ...Array.from({ length: 10 }, (_, i) => `f${i}`)]);
   assert.ok(logs.some((l) => l.event === 'etcd_watch_retry' && /silent/.test(String(l.fields['error']))));

@@ -287,3 +287,114 @@ test('a primary cut from everyone acknowledges nothing; a member takes over; it 
     await h.close();
   }
 });
+
+test('checkpoints on a timer: taken when written, the newest two kept on every member, hidden from users', async () => {
+  const h = new Harness(12, { checkpointIntervalMs: 1000 });
+  for (const n of ['n1', 'n2', 'n3']) await h.add(n);
+  try {
+    await h.advance(50);
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 3));
+    const p = rec.primary;
+    for (let i = 0; i < 4; i++) {
+      await h.write(p, 'v', i * 4096, block(i + 1));
+      await h.advance(1000);
+    }
+    await h.advance(3000);
+    await h.idle();
+    const names = (n: string): string[] => h.get(n).local.listSnapshots('v').map((s) => s.name);
+    const onPrimary = names(p);
+    assert.equal(onPrimary.length, 2, `two checkpoints kept: ${onPrimary.join(',')}`);
+    assert.ok(onPrimary.every((s) => s.startsWith('cairn-ckpt-')));
+    for (const n of ['n1', 'n2', 'n3']) {
+      assert.deepEqual(names(n), onPrimary, `same checkpoints on ${n}`);
+      for (const s of onPrimary) assert.deepEqual(await h.readLocal(n, `v@${s}`, 0, 4 * 4096), await h.readLocal(p, `v@${s}`, 0, 4 * 4096));
+      const e = h.get(n).node.engine;
+      assert.deepEqual(e.listSnapshots('v'), []);
+      assert.equal(e.getVolume('v').snapshotCount, 0);
+      assert.deepEqual(e.getVolume('v').snapshots, []);
+      assert.equal(e.findSnapshot(`v@${onPrimary[0]}`), null);
+      assert.deepEqual(e.listSnapshotsPage({ volume: 'v', limit: 10 }).snapshots, []);
+    }
+    // An idle volume takes no more checkpoints.
+    await h.advance(5000);
+    assert.deepEqual(names(p), onPrimary);
+  } finally {
+    await h.close();
+  }
+});
+
+test('a consistency-group snapshot of volumes with one primary is taken at one point on every member', async () => {
+  const h = await three(13);
+  try {
+    const a = await h.run(h.get('n1').node.createVolume('a', 1 << 20, 3));
+    const b = await h.run(h.get('n1').node.createVolume('b', 1 << 20, 3));
+    assert.equal(a.primary, b.primary, 'every node holds one replica of each: the same first choice');
+    const p = a.primary;
+    await h.write(p, 'a', 0, block(1));
+    await h.write(p, 'b', 0, block(2));
+    await h.run(h.get(p).node.engine.createSnapshots(['a@g', 'b@g']));
+    for (const m of a.members) {
+      assert.deepEqual(await h.readLocal(m.node, 'a@g', 0, 4096), block(1));
+      assert.deepEqual(await h.readLocal(m.node, 'b@g', 0, 4096), block(2));
+    }
+    await h.run(h.get(p).node.engine.deleteSnapshot('a@g'));
+    for (const m of a.members) assert.equal(h.get(m.node).local.findSnapshot('a@g'), null);
+  } finally {
+    await h.close();
+  }
+});
+
+test('a volume whose only in-sync member restarts is taken back by it (new incarnation, next epoch)', async () => {
+  const h = await three(14);
+  try {
+    const rec = await h.run(h.get('n2').node.createVolume('one', 1 << 20, 1));
+    const p = rec.primary;
+    await h.write(p, 'one', 0, block(1));
+    await h.run(h.get(p).node.engine.flush());
+    await h.kill(p);
+    await h.advance(3000);
+    assert.equal(h.get(['n1', 'n2', 'n3'].find((n) => n !== p)!).node.primaryOf('one'), null, 'no primary while it is down');
+    await h.restart(p);
+    await h.clock.runUntil(() => h.get(p).node.primaryOf('one')?.local === true, 10_000, 'self takeover');
+    assert.equal(h.get(p).node.volume('one')!.epoch, rec.epoch + 1);
+    assert.deepEqual(await h.readLocal(p, 'one', 0, 4096), block(1));
+    await h.write(p, 'one', 4096, block(2));
+  } finally {
+    await h.close();
+  }
+});
+
+test('a rebuild brings the user snapshots over: taken while the member was away, deleted while away', async () => {
+  const h = await three(15);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 2));
+    const p = rec.primary;
+    const member = rec.members.find((m) => m.node !== p)!.node;
+    const e = h.get(p).node.engine;
+    await h.write(p, 'v', 0, block(1));
+    await h.run(e.createSnapshots(['v@old']));
+    await h.run(e.createSnapshots(['v@gone']));
+    await h.run(h.get(p).node.checkpointNow('v'));
+    await h.kill(member);
+    await h.write(p, 'v', 0, block(2));
+    await h.run(e.createSnapshots(['v@s1']));
+    await h.write(p, 'v', 0, block(3));
+    await h.run(e.resizeVolume('v', 2 << 20));
+    await h.write(p, 'v', (1 << 20) + 4096, block(4));
+    await h.run(e.createSnapshots(['v@s2']));
+    await h.write(p, 'v', 0, block(5));
+    await h.run(e.deleteSnapshot('v@gone'));
+    await h.restart(member);
+    await h.clock.runUntil(() => h.get(p).node.volume('v')!.members.every((m) => m.state === 'in-sync'), 20_000, 'rebuild');
+    const userSnaps = (n: string): string[] => h.get(n).node.engine.listSnapshots('v').map((s) => s.name);
+    assert.deepEqual(userSnaps(member), userSnaps(p));
+    assert.deepEqual(userSnaps(p), ['old', 's1', 's2']);
+    for (const s of ['v@old', 'v@s1', 'v@s2', 'v']) {
+      const size = h.get(p).local.resolve(s).sizeBytes;
+      assert.equal(h.get(member).local.resolve(s).sizeBytes, size, `${s} size`);
+      assert.ok((await h.readLocal(member, s, 0, size)).equals(await h.readLocal(p, s, 0, size)), `${s} identical on the rebuilt member`);
+    }
+  } finally {
+    await h.close();
+  }
+});

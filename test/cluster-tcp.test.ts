@@ -8,7 +8,7 @@ import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { TcpTransport } from '../src/cluster/tcp-transport.js';
 import { TransportError } from '../src/cluster/transport.js';
-import { encodeFrame, FrameDecoder, FrameKind, FRAME_PAYLOAD_BYTES_MAX, FRAME_BYTES_MAX } from '../src/cluster/tcp-framing.js';
+import { encodeFrame, FrameDecoder, FrameError, FrameKind, FRAME_PAYLOAD_BYTES_MAX, FRAME_BYTES_MAX } from '../src/cluster/tcp-framing.js';
 import type { ReplReply, ReplRequest } from '../src/cluster/messages.js';
 
 const HOST = '127.0.0.1';
@@ -75,6 +75,35 @@ test('framing: Buffers travel out of band, bounds checked before allocation', ()
   assert.throws(() => encodeFrame(FrameKind.request, 1, { name: 'x'.repeat(70_000) }), /header/);
 });
 
+test('framing fuzz: random splits decode the same frames; random damage only ever raises FrameError', () => {
+  let seed = 22;
+  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % n; };
+  for (let round = 0; round < 200; round++) {
+    const messages = Array.from({ length: 1 + rand(5) }, (_, i) => ({ t: 'write', seq: i, data: Buffer.alloc(rand(3000), i), extra: rand(2) ? [Buffer.alloc(rand(10), 9)] : null }));
+    const stream = Buffer.concat(messages.flatMap((m, i) => encodeFrame(FrameKind.request, i, m)));
+    const decoder = new FrameDecoder();
+    const frames = [];
+    for (let at = 0; at < stream.length;) {
+      const n = 1 + rand(700);
+      frames.push(...decoder.push(stream.subarray(at, at + n)));
+      at += n;
+    }
+    assert.equal(frames.length, messages.length);
+    frames.forEach((f, i) => {
+      const m = f.message as { seq: number; data: Buffer };
+      assert.equal(m.seq, i);
+      assert.ok(m.data.equals(messages[i]!.data));
+    });
+    const damaged = Buffer.from(stream);
+    for (let k = 0; k < 1 + rand(4); k++) damaged[rand(damaged.length)] = rand(256);
+    try {
+      new FrameDecoder().push(damaged);
+    } catch (error) {
+      assert.ok(error instanceof FrameError, `damage raised ${String(error)}`);
+    }
+  }
+});
+
 test('tcp: 1000 concurrent requests each way, payloads verified, from = the sender', { timeout: 60_000 }, async () => {
   const a = await node('a');
   const b = await node('b');
@@ -133,6 +162,12 @@ test('tcp: handler errors become replies; timeouts and dead peers are TransportE
   assert.deepEqual(await a.request('b2', { t: 'status', vol: 'ok' }, 2000), { ok: true }, 'reconnected to the restarted peer');
   for (const release of hold) release();
 
+  // A request of the wrong shape never reaches the handler: a bad_request reply.
+  const bad = await a.request('b2', { t: 'write', vol: 'v', epoch: 1, seq: 1, incarnation: 'i', offsetBytes: -1, data: Buffer.alloc(1), fua: false }, 1000);
+  assert.deepEqual(bad, { ok: false, code: 'bad_request', message: 'write: field offsetBytes must be uint' });
+  const unknown = await a.request('b2', { t: 'launch' } as unknown as ReplRequest, 1000);
+  assert.equal((unknown as { code: string }).code, 'bad_request');
+
   // An address that answers with another node's name is refused.
   addresses.set('c2', addresses.get('b2')!);
   await assert.rejects(a.request('c2', { t: 'status', vol: 'ok' }, 2000), /is "b2", not "c2"/);
@@ -151,8 +186,16 @@ test('tcp: oversize and garbage close only the offending connection', { timeout:
   const badJson = Buffer.alloc(13 + 5); badJson.writeUInt32BE(9 + 5, 0); badJson.writeUInt8(FrameKind.hello, 4); badJson.writeUInt32BE(5, 9); badJson.write('{nope', 13);
   await rawClosedBy(port, [badJson]);
   await rawClosedBy(port, encodeFrame(FrameKind.request, 1, write(1, Buffer.alloc(8))));
-  const badRef = encodeFrame(FrameKind.hello, 0, { node: 'x', nonce: 'n', junk: { $cairnBuf: [0, 1 << 20] } });
-  await rawClosedBy(port, badRef);
+  const nonce = 'ab'.repeat(32);
+  await rawClosedBy(port, encodeFrame(FrameKind.hello, 0, { node: 'x', nonce, junk: { $cairnBuf: [0, 1 << 20] } }));
+  await rawClosedBy(port, encodeFrame(FrameKind.hello, 0, { node: 'x'.repeat(300), nonce }));
+  await rawClosedBy(port, []); // says nothing: dropped after HANDSHAKE_TIMEOUT_MS
+  // A big reply that does not fit a frame comes back as an error reply.
+  b.serve(async () => ({ ok: true, result: { blob: Buffer.alloc(FRAME_PAYLOAD_BYTES_MAX + 1) } }));
+  const tooBig = await a.request('b3', write(3, Buffer.alloc(1)), 5000);
+  assert.equal(tooBig.ok, false);
+  assert.equal((tooBig as { code: string }).code, 'reply_unencodable');
+  b.serve(async () => { handled++; return { ok: true }; });
   assert.equal(handled, 0, 'nothing reached the handler');
   assert.deepEqual(await a.request('b3', write(2, Buffer.alloc(16)), 2000), { ok: true }, 'the server still serves');
 });
@@ -170,4 +213,20 @@ test('tcp: the cluster secret keeps out nodes that do not hold it, both ways', {
   await assert.rejects(open.request('b4', { t: 'status', vol: 'v' }, 2000), TransportError);
   await assert.rejects(a.request('o4', { t: 'status', vol: 'v' }, 2000), /secret/);
   assert.deepEqual(from, ['a4'], 'only the node holding the secret was served');
+});
+
+test('tcp: a peer that accepts and never answers: TransportError, and the silent connection is redialled', { timeout: 30_000 }, async () => {
+  const a = await node('a5');
+  const sockets: net.Socket[] = [];
+  const silent = net.createServer((s) => { sockets.push(s); s.on('error', () => undefined); }); // (a reset is expected)
+  await new Promise<void>((r) => silent.listen(0, HOST, r));
+  addresses.set('z5', `${HOST}:${(silent.address() as net.AddressInfo).port}`);
+  try {
+    await assert.rejects(a.request('z5', { t: 'status', vol: 'v' }, 300), (e: unknown) => e instanceof TransportError && /no reply within 300 ms/.test(e.message));
+    await assert.rejects(a.request('z5', { t: 'status', vol: 'v' }, 300), TransportError);
+    assert.equal(sockets.length, 2, 'a connection that stayed silent past a timeout is not reused');
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => silent.close(r));
+  }
 });

@@ -29,6 +29,7 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 export interface EtcdMemberSpec {
   /** Address the member listens on and advertises (default 127.0.0.1). */
   host?: string;
+  /** Default: a free port on `host` found in this process's namespace (give both when `wrap` runs elsewhere). */
   clientPort?: number;
   peerPort?: number;
   /** Prefix of the command line, e.g. ['ip', 'netns', 'exec', 'ns1']. */

@@ -44,6 +44,8 @@ export class SimNetwork {
   dropProbability: number;
   duplicateProbability: number;
   readonly stats: SimNetworkStats = { requests: 0, delivered: 0, dropped: 0, duplicated: 0, timeouts: 0 };
+  /** Sees every request as it is sent (the simulator's invariant checks read the epochs). */
+  tap: ((from: string, to: string, request: ReplRequest) => void) | null = null;
   /** Pairs "a|b" (sorted) that cannot talk. */
   private readonly cut = new Set<string>();
   private readonly down = new Set<string>();
@@ -134,6 +136,7 @@ class SimEndpoint implements Transport {
     if (this.closed) return Promise.reject(new TransportError(`${this.node}: transport closed`));
     const net = this.net;
     net.stats.requests++;
+    net.tap?.(this.node, to, request);
     const id = this.idNext++;
     return new Promise<ReplReply>((resolve, reject) => {
       const cancelTimeout = net.clock.setTimer(timeoutMs, () => {

@@ -14,7 +14,7 @@ interface ServeFlags {
   apiTlsCert?: string; apiTlsKey?: string; apiTlsClientCa?: string;
   nbdTls?: string; nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean; rewind?: boolean;
   nvmf?: string; nvmfDiscovery?: string; nvmfAdvertise?: string; nvmfNqnBase?: string; nvmfInCapsuleBytes?: string;
-  cluster?: string; node?: string; advertise?: string; zone?: string; replPort?: string; replicasDefault?: string;
+  cluster?: string; node?: string; advertise?: string; zone?: string; replPort?: string; replicasDefault?: string; clusterSecretFile?: string;
 }
 
 // The daemon and the engine are imported only by the commands that need them, so the client
@@ -31,7 +31,7 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
     nvmf: flags.nvmf, nvmfDiscovery: flags.nvmfDiscovery, nvmfAdvertise: flags.nvmfAdvertise, nvmfNqnBase: flags.nvmfNqnBase,
     nvmfInCapsuleBytes: flags.nvmfInCapsuleBytes,
     cluster: flags.cluster, node: flags.node, advertise: flags.advertise, zone: flags.zone, replPort: flags.replPort,
-    replicasDefault: flags.replicasDefault,
+    replicasDefault: flags.replicasDefault, clusterSecretFile: flags.clusterSecretFile,
     apiTls: flags.apiTlsCert === undefined && flags.apiTlsKey === undefined ? undefined : {
       certFile: flags.apiTlsCert, keyFile: flags.apiTlsKey, clientCaFile: flags.apiTlsClientCa,
     },
@@ -118,6 +118,7 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--zone <zone>', 'failure domain label: replicas of a volume go to distinct zones when there are enough; env CAIRN_ZONE')
     .option('--repl-port <port>', 'replication port (default 10811); env CAIRN_REPL_PORT')
     .option('--replicas-default <n>', 'replicas of a volume created without --replicas (1..3, default 1); env CAIRN_REPLICAS_DEFAULT')
+    .option('--cluster-secret-file <file>', 'a secret every node shares (first line of the file): replication connections prove it, so a stranger cannot inject replication traffic; env CAIRN_CLUSTER_SECRET_FILE')
     .option('--log-level <level>', 'trace|debug|info|warn|error (default info); env CAIRN_LOG_LEVEL')
     .option('--log-format <format>', 'json|pretty|auto (default auto: pretty on a terminal); env CAIRN_LOG_FORMAT')
     .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')

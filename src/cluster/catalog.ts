@@ -17,10 +17,21 @@ import { cmp } from './node.js';
 /** A flush to a member refused for a stale epoch is resent in the current epoch at most this often. */
 const FLUSH_RETRIES_MAX = 4;
 
-/** A VolumeInfo as plain data without the cluster's hidden snapshots (it travels in admin replies). */
+/**
+ * A VolumeInfo without the cluster's hidden snapshots. `snapshots` and `snapshotCount` stay lazy
+ * (enumerable getters, so an admin reply still carries them): a volume may have 100 000 snapshots.
+ */
 export function visibleInfo(info: VolumeInfo): VolumeInfo {
-  const snapshots = info.snapshots.filter((s) => !isHiddenSnapshot(s));
-  return { ...info, snapshots, snapshotCount: snapshots.length, encryption: info.encryption, origin: info.origin };
+  const { snapshots: _names, snapshotCount: count, ...rest } = Object.getOwnPropertyDescriptors(info);
+  void _names;
+  const out = Object.defineProperties({}, rest) as VolumeInfo;
+  let names: string[] | null = null;
+  const visible = (): string[] => { names ??= info.snapshots.filter((s) => !isHiddenSnapshot(s)); return names; };
+  const countAll = info.snapshotCount;
+  void count;
+  Object.defineProperty(out, 'snapshots', { enumerable: true, get: visible });
+  Object.defineProperty(out, 'snapshotCount', { enumerable: true, get: () => countAll === 0 ? 0 : visible().length });
+  return out;
 }
 
 function volOf(fullName: string): string {
@@ -29,6 +40,9 @@ function volOf(fullName: string): string {
 }
 
 export class Catalog {
+  /** Volumes being deleted here (their record outlives the local copy for a moment: no repair then). */
+  readonly deleting = new Set<string>();
+
   constructor(private readonly node: ClusterNode) {}
 
   /** Forwards an admin call to `target` and returns its result (or throws its error). */
@@ -120,7 +134,14 @@ export class Catalog {
     const vp = n.primaryFor(name);
     const rec = vp.assertPrimary();
     await n.member.raiseFence(name, rec.epoch);
-    if (!n.local.listVolumes().some((v) => v.name === name)) await n.local.createVolume(name, rec.sizeBytes, opts);
+    if (!n.member.holds(name)) {
+      try {
+        await n.local.createVolume(name, rec.sizeBytes, opts);
+      } catch (err) {
+        // The create's own materialize and the primary's repair of a lost one can race: one wins.
+        if (!(err instanceof NameTaken) || !n.member.holds(name)) throw err;
+      }
+    }
     await vp.toMembers((epoch) => ({ t: 'create', vol: name, epoch, sizeBytes: rec.sizeBytes }), false);
     return visibleInfo(n.local.getVolume(name));
   }
@@ -130,6 +151,10 @@ export class Catalog {
   async createSnapshots(fullNames: string[], opts?: SnapshotCreateOptions): Promise<SnapshotInfo[]> {
     const n = this.node;
     const vols = [...new Set(fullNames.map(volOf))].filter((v) => n.record(v) !== null);
+    const elsewhere = vols.filter((v) => !n.servesAsPrimary(v));
+    if (elsewhere.length > 0 && elsewhere.length < vols.length) {
+      throw new InvalidArgument(`a consistency-group snapshot needs its volumes on one primary: ${elsewhere.join(', ')} ${elsewhere.length === 1 ? 'has' : 'have'} another`);
+    }
     const vps = vols.map((v) => n.primaryFor(v));
     return this.withBarriers(vps, async () => {
       const infos = await n.local.createSnapshots(fullNames, opts);
@@ -237,6 +262,7 @@ export class Catalog {
   async delete(name: string): Promise<void> {
     const n = this.node;
     const vp = n.primaryFor(name);
+    this.deleting.add(name);
     await this.withBarriers([vp], async () => {
       const rec = vp.assertPrimary();
       for (const m of rec.members) {
@@ -247,7 +273,7 @@ export class Catalog {
       await n.member.deleteCopy(name);
       await n.updateRecord(name, () => 'delete');
       n.forgetPrimary(name);
-    });
+    }).finally(() => this.deleting.delete(name));
   }
 
   // ---- flush ----

@@ -14,9 +14,14 @@ type Etcd3Client = InstanceType<typeof Etcd3>;
 
 /** Default bound on one call (etcd's own leader election takes ~1 s; a lease TTL is 2 s). */
 export const ETCD_CALL_TIMEOUT_MS_DEFAULT = 1500;
-/** An endpoint that failed this many calls in a row is skipped for ETCD_HOST_SKIP_MS. */
-const ETCD_HOST_FAILURES_MAX = 2;
+/**
+ * A member that fails a call is skipped for ETCD_HOST_SKIP_MS (so the next attempt goes to another
+ * one); a lone endpoint only after ETCD_LONE_HOST_FAILURES_MAX failures in a row (there is no other).
+ */
 const ETCD_HOST_SKIP_MS = 1000;
+const ETCD_LONE_HOST_FAILURES_MAX = 3;
+/** Our own timer backs gRPC's deadline by this much, so the member's failure is counted first. */
+const ETCD_DEADLINE_GRACE_MS = 50;
 
 export interface EtcdKvOptions {
   /** Client URLs of the etcd members, e.g. http://10.0.0.1:2379. */
@@ -48,8 +53,9 @@ function grpcOptions(): Record<string, number> {
     'grpc.initial_reconnect_backoff_ms': 100,
     'grpc.max_reconnect_backoff_ms': 1000,
     'grpc.min_reconnect_backoff_ms': 100,
-    // etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time).
-    'grpc.keepalive_time_ms': 5000,
+    // etcd drops a client that pings more often than every 5 s (--grpc-keepalive-min-time); calls
+    // have their own deadlines and a watch its progress checks, so this only tends idle connections.
+    'grpc.keepalive_time_ms': 10_000,
     'grpc.keepalive_timeout_ms': 2000,
     'grpc.use_local_subchannel_pool': 1,
   };
@@ -69,7 +75,7 @@ function newClient(hosts: string[]): Etcd3Client {
       // single etcd unusable for 5 s.
       host: () => circuitBreaker(handleWhen(isRecoverableError), {
         halfOpenAfter: ETCD_HOST_SKIP_MS,
-        breaker: new ConsecutiveBreaker(ETCD_HOST_FAILURES_MAX),
+        breaker: new ConsecutiveBreaker(hosts.length > 1 ? 1 : ETCD_LONE_HOST_FAILURES_MAX),
       }),
       // Another member is tried only when gRPC never sent the call (no connection to that member):
       // etcd3's default retries any recoverable error, which could apply a txn twice.
@@ -126,13 +132,28 @@ export class EtcdKv implements Kv {
     this.client = newClient(this.hosts);
   }
 
-  /** Runs one etcd call under a deadline; any failure becomes KvUnavailable with its cause. */
-  private async call<T>(what: string, fn: (options: CallOptions) => Promise<T>): Promise<T> {
+  /**
+   * Runs one etcd call under a deadline; any failure becomes KvUnavailable with its cause. A call
+   * that is safe to repeat (a read, a keepalive, a revoke) with several members gets two attempts of
+   * half the bound each, so one frozen member (connection open, no answer) does not fail it.
+   */
+  private async call<T>(what: string, fn: (options: CallOptions) => Promise<T>, repeatable = false): Promise<T> {
     if (this.closed) throw new KvUnavailable(`etcd ${what}: the client is closed`);
-    const timeoutMs = this.callTimeoutMs;
+    const attempts = repeatable && this.hosts.length > 1 ? 2 : 1;
+    const attemptMs = Math.floor(this.callTimeoutMs / attempts);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.attempt(what, fn, attemptMs);
+      } catch (error) {
+        if (attempt >= attempts || this.closed) throw error;
+      }
+    }
+  }
+
+  private async attempt<T>(what: string, fn: (options: CallOptions) => Promise<T>, timeoutMs: number): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new KvUnavailable(`etcd ${what}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(() => reject(new KvUnavailable(`etcd ${what}: no answer within ${timeoutMs} ms`)), timeoutMs + ETCD_DEADLINE_GRACE_MS);
     });
     try {
       return await Promise.race([fn({ deadline: Date.now() + timeoutMs }), timeout]);
@@ -145,7 +166,7 @@ export class EtcdKv implements Kv {
   }
 
   async get(key: string): Promise<KvEntry | null> {
-    const res = await this.call('get', (o) => this.client.kv.range({ key: Buffer.from(key, 'utf8') }, o));
+    const res = await this.call('get', (o) => this.client.kv.range({ key: Buffer.from(key, 'utf8') }, o), true);
     const kv = res.kvs[0];
     return kv ? toEntry(kv) : null;
   }
@@ -153,7 +174,7 @@ export class EtcdKv implements Kv {
   async range(prefix: string): Promise<KvEntry[]> {
     const key = Buffer.from(prefix, 'utf8');
     const req = { key: key.length === 0 ? Buffer.from([0]) : key, range_end: prefixRangeEnd(key), sort_order: 'Ascend' as const, sort_target: 'Key' as const };
-    const res = await this.call('range', (o) => this.client.kv.range(req, o));
+    const res = await this.call('range', (o) => this.client.kv.range(req, o), true);
     return res.kvs.map(toEntry);
   }
 
@@ -171,34 +192,31 @@ export class EtcdKv implements Kv {
   }
 
   async keepAlive(lease: string): Promise<boolean> {
-    let stream: { cancel(): void; end(): void } | null = null;
-    let answered = false;
-    try {
-      const res = await this.call('lease keepalive', async (o) => {
-        const s = await this.client.leaseClient.leaseKeepAlive(o);
-        stream = s;
-        return await new Promise<{ TTL: string }>((resolve, reject) => {
-          s.on('data', resolve);
-          s.on('error', reject);
-          s.on('end', () => reject(new Error('keepalive stream ended without an answer')));
-          s.write({ ID: lease });
+    const res = await this.call('lease keepalive', async (o) => {
+      // The stream carries the attempt's deadline: gRPC cancels it if no answer comes in time.
+      const stream = await this.client.leaseClient.leaseKeepAlive(o);
+      try {
+        const answer = await new Promise<{ TTL: string }>((resolve, reject) => {
+          stream.on('data', resolve);
+          stream.on('error', reject);
+          stream.on('end', () => reject(new Error('keepalive stream ended without an answer')));
+          stream.write({ ID: lease });
         });
-      });
-      answered = true;
-      // etcd answers TTL 0 (or less) for a lease it does not know: expired or revoked.
-      return Number(res.TTL) > 0;
-    } finally {
-      // A half-close ends the stream cleanly; cancelling it would count as a failure of the
-      // endpoint in etcd3's breaker, so only a stream that did not answer is cancelled.
-      const s = stream as { cancel(): void; end(): void } | null;
-      if (s && answered) s.end();
-      else if (s) s.cancel();
-    }
+        // A half-close ends the stream cleanly (a cancel would count against the member in etcd3's breaker).
+        stream.end();
+        return answer;
+      } catch (error) {
+        stream.cancel();
+        throw error;
+      }
+    }, true);
+    // etcd answers TTL 0 (or less) for a lease it does not know: expired or revoked.
+    return Number(res.TTL) > 0;
   }
 
   async revokeLease(lease: string): Promise<void> {
     try {
-      await this.call('lease revoke', (o) => this.client.leaseClient.leaseRevoke({ ID: lease }, o));
+      await this.call('lease revoke', (o) => this.client.leaseClient.leaseRevoke({ ID: lease }, o), true);
     } catch (error) {
       // Revoking a lease that already expired has the effect asked for: its keys are gone.
       if (/lease not found/i.test(errorText(error))) return;

@@ -12,6 +12,17 @@ const DEDUPE_SEQS_MAX = 65536;
 
 export function fenceSettingKey(vol: string): string { return `${FENCE_SETTING_PREFIX}${encodeURIComponent(vol)}`; }
 
+/**
+ * MemberStatus with the member's user snapshots, so a rebuild can bring them over too (an additive
+ * extension of the contract's MemberStatus: a reader of MemberStatus ignores the rest).
+ */
+export interface MemberStatusDetail extends MemberStatus {
+  /** User (not checkpoint) snapshots of the volume, oldest first. */
+  snapshots: string[];
+  /** Every snapshot of the volume (user and checkpoint) → its id in this pool (ids grow with creation). */
+  snapshotIds: Record<string, number>;
+}
+
 interface Dedupe {
   epoch: number;
   /** Every seq ≤ floor was applied. */
@@ -78,12 +89,15 @@ export class Member {
     return this.ctx.engine.listSettings(FENCE_SETTING_PREFIX).map((s) => decodeURIComponent(s.key.slice(FENCE_SETTING_PREFIX.length)));
   }
 
-  status(vol: string): MemberStatus {
-    const exists = this.ctx.engine.listVolumes().some((v) => v.name === vol);
-    const snapshots = this.snapshotsOf(vol).map((s) => s.name);
+  status(vol: string): MemberStatusDetail {
+    const exists = this.holds(vol);
+    const all = this.snapshotsOf(vol).sort((a, b) => a.id - b.id);
+    const snapshotIds: Record<string, number> = {};
+    for (const s of all) snapshotIds[s.name] = s.id;
     return {
       exists, epoch: this.fence(vol), incarnation: this.ctx.incarnation(),
-      sizeBytes: exists ? this.ctx.engine.getVolume(vol).sizeBytes : 0, checkpoints: sortedCheckpoints(snapshots),
+      sizeBytes: exists ? this.ctx.engine.getVolume(vol).sizeBytes : 0, checkpoints: sortedCheckpoints(all.map((s) => s.name)),
+      snapshots: all.filter((s) => !s.name.startsWith(CHECKPOINT_PREFIX)).map((s) => s.name), snapshotIds,
     };
   }
 
@@ -217,7 +231,19 @@ export class Member {
     }
   }
 
-  private exists(vol: string): boolean { return this.ctx.engine.listVolumes().some((v) => v.name === vol); }
+  private exists(vol: string): boolean { return this.holds(vol); }
+
+  /** This pool holds the live volume `vol`. */
+  holds(vol: string): boolean {
+    try {
+      this.ctx.engine.resolve(vol);
+      return true;
+    } catch (err) {
+      // resolve is the O(1) existence check; only "not found" means absent.
+      if (err instanceof VolumeNotFound) return false;
+      throw err;
+    }
+  }
 
   /** Applies data request (epoch, seq) once: a duplicate waits for the first copy's result. */
   private once(vol: string, epoch: number, seq: number, apply: () => Promise<void>): Promise<ReplReply> {
@@ -285,7 +311,10 @@ export class Member {
     }
     await e.revertVolume(vol, base);
     if (e.getVolume(vol).sizeBytes !== sizeBytes) await e.resizeVolume(vol, sizeBytes, { allowShrink: true });
-    for (const s of this.snapshotsOf(vol).filter((x) => x.name.startsWith(CHECKPOINT_PREFIX) && x.name !== base)) {
+    // Other checkpoints go, and the user snapshots taken after the base here: the rebuild replays the
+    // primary's own ones (this copy's may hold writes the primary never acknowledged).
+    const baseId = e.getSnapshot(`${vol}@${base}`).id;
+    for (const s of this.snapshotsOf(vol).filter((x) => x.name.startsWith(CHECKPOINT_PREFIX) ? x.name !== base : x.id > baseId)) {
       await e.deleteSnapshot(s.fullName);
     }
   }

@@ -3,9 +3,9 @@
 // empty), pre-copy rounds send the diff of temporary snapshots, and a last round under the barrier
 // sends the diff up to a new checkpoint, after which the member is in sync again (epoch+1).
 import { IoError, type ByteRange } from '../engine/index.js';
-import type { MemberStatus } from './messages.js';
+import type { MemberStatusDetail } from './member.js';
 import type { MemberRecord, VolumeRecord } from './records.js';
-import { nextCheckpointName, tempSnapshotName, isTempSnapshot } from './checkpoints.js';
+import { isHiddenSnapshot, nextCheckpointName, tempSnapshotName, isTempSnapshot } from './checkpoints.js';
 import { placeReplicas } from './placement.js';
 import { NotPrimary } from './not-primary.js';
 import type { ClusterNode } from './node.js';
@@ -21,6 +21,9 @@ const PRECOPY_DIFF_BYTES_MAX = 8 * 1024 * 1024;
 const PRECOPY_ROUNDS_MAX = 5;
 /** After a failed rebuild, the volume waits this long before the next attempt. */
 const REBUILD_RETRY_MS = 1000;
+
+/** Where a rebuild's copy stands: what the member's live volume reads as, its size, its user snapshots. */
+interface CopyState { prev: string | null; sizeBytes: number; held: Set<string> }
 
 interface Running { member: string; sentBytes: number; totalBytes: number }
 
@@ -68,6 +71,13 @@ export class Rebuilder {
       else this.downSinceMs.delete(key);
     }
     const members = [...rec.members].sort((a, b) => cmp(a.node, b.node));
+    // 0. The primary has not got the volume: the create's materialize was lost (the record went in
+    // first). No in-sync member can hold data it lacks (a write reaches every in-sync member or fails).
+    if (!n.member.holds(rec.name) && !n.catalog.deleting.has(rec.name)) return { member: n.self, run: () => n.catalog.materialize(rec.name).then(() => undefined) };
+    // A member that restarted (or lost its lease) is a new incarnation: what it held may have lost
+    // acknowledged, unflushed writes, so it is not in sync any more, written to or not.
+    const restarted = members.find((m) => m.node !== n.self && m.state === 'in-sync' && n.nodeAlive(m.node) !== null && !n.memberAlive(m));
+    if (restarted !== undefined) return { member: restarted.node, run: () => n.dropMember(rec.name, restarted.node, 'a new incarnation') };
     // 1. A member whose node is up but which is not in sync: rebuild it.
     const stale = members.find((m) => m.state !== 'in-sync' && n.nodeAlive(m.node) !== null && !draining(m.node));
     if (stale !== undefined) return { member: stale.node, run: () => this.rebuild(rec.name, stale.node) };
@@ -94,33 +104,36 @@ export class Rebuilder {
     const n = this.node;
     const statusReply = await n.request(memberNode, { t: 'status', vol }, n.replicaTimeoutMs);
     if (!statusReply.ok) throw new IoError(`status of ${vol} on ${memberNode}: ${statusReply.code}: ${statusReply.message}`);
-    const status = statusReply.result as MemberStatus;
-    const mine = n.catalog.localCheckpoints(vol);
-    const common = status.exists ? mine.filter((c) => status.checkpoints.includes(c)) : [];
-    const base = common.length > 0 ? common[common.length - 1]! : null;
+    const status = statusReply.result as MemberStatusDetail;
+    const plan = this.plan(vol, status);
     await this.setMember(vol, memberNode, (m) => m.state === 'rebuilding' && m.incarnation === status.incarnation ? null : { ...m, state: 'rebuilding', incarnation: status.incarnation });
     const sizeBytes = n.primaryFor(vol).assertPrimary().sizeBytes;
+    const base = plan.base;
     await this.send(memberNode, vol, (epoch) => ({ t: 'resync-begin', vol, epoch, base, sizeBytes }));
     await n.bumpEpoch(vol);
     await this.dropTemps(vol);
+    const state: CopyState = { prev: base === null ? null : `${vol}@${base}`, sizeBytes, held: new Set(plan.kept) };
+    for (const name of plan.drop) await this.dropSnapshot(vol, memberNode, name, state);
+    await this.replay(vol, memberNode, state);
     const temps: string[] = [];
-    let prev = base === null ? null : `${vol}@${base}`;
     try {
       for (let round = 0; round < PRECOPY_ROUNDS_MAX; round++) {
         const tmp = `${vol}@${tempSnapshotName(++this.tempNext)}`;
         await n.local.createSnapshots([tmp]);
         temps.push(tmp);
-        const bytes = await this.copyDiff(vol, memberNode, prev, tmp);
-        prev = tmp;
+        const bytes = await this.copyTo(vol, memberNode, tmp, state);
         if (bytes <= PRECOPY_DIFF_BYTES_MAX) break;
       }
       const vp = n.primaryFor(vol);
       const release = await vp.lock.barrier();
       try {
         const rec = vp.assertPrimary();
+        // User snapshots taken or deleted during the pre-copy: the member follows before it joins.
+        for (const name of [...state.held].filter((x) => n.local.findSnapshot(`${vol}@${x}`) === null)) await this.dropSnapshot(vol, memberNode, name, state);
+        await this.replay(vol, memberNode, state);
         const checkpoint = nextCheckpointName(n.catalog.localCheckpoints(vol), rec.epoch);
         await n.local.createSnapshots([`${vol}@${checkpoint}`]);
-        await this.copyDiff(vol, memberNode, prev, `${vol}@${checkpoint}`);
+        await this.copyTo(vol, memberNode, `${vol}@${checkpoint}`, state);
         await this.send(memberNode, vol, (epoch) => ({ t: 'resync-end', vol, epoch, checkpoint }));
         await this.setMember(vol, memberNode, (m) => m.state === 'rebuilding' && m.incarnation === status.incarnation ? { ...m, state: 'in-sync' } : 'abort');
       } finally {
@@ -132,6 +145,64 @@ export class Rebuilder {
     const r = this.running.get(vol);
     n.countRebuild(0, true);
     n.log('cluster.rebuilt', { vol, member: memberNode, base, bytes: r?.sentBytes ?? 0 });
+  }
+
+  /**
+   * The base (newest common checkpoint) and the member's user snapshots: those older than the base
+   * are kept when the primary has them too (dropped otherwise); the primary's newer ones are replayed.
+   * A user snapshot of the primary older than the base that the member lacks means a full copy.
+   */
+  private plan(vol: string, status: MemberStatusDetail): { base: string | null; kept: string[]; drop: string[] } {
+    const n = this.node;
+    const mine = n.catalog.localCheckpoints(vol);
+    const common = status.exists ? mine.filter((c) => status.checkpoints.includes(c)) : [];
+    const base = common.length > 0 ? common[common.length - 1]! : null;
+    if (base === null) return { base: null, kept: [], drop: [] };
+    const primaryUser = this.userSnapshots(vol);
+    const baseIdHere = n.local.getSnapshot(`${vol}@${base}`).id;
+    const baseIdThere = status.snapshotIds[base] ?? 0;
+    const keptThere = (status.snapshots ?? []).filter((s) => (status.snapshotIds[s] ?? 0) < baseIdThere);
+    const olderHere = primaryUser.filter((s) => s.id < baseIdHere).map((s) => s.name);
+    if (olderHere.some((s) => !keptThere.includes(s))) return { base: null, kept: [], drop: [] };
+    const newerHere = new Set(primaryUser.filter((s) => s.id > baseIdHere).map((s) => s.name));
+    // Same name on both sides but from different times (deleted and taken again): theirs goes.
+    const drop = keptThere.filter((s) => !olderHere.includes(s) || newerHere.has(s));
+    return { base, kept: keptThere, drop };
+  }
+
+  /** The volume's user snapshots here, oldest first. */
+  private userSnapshots(vol: string): Array<{ name: string; id: number; sizeBytes: number }> {
+    return this.node.member.snapshotsOf(vol).filter((s) => !isHiddenSnapshot(s.name)).sort((a, b) => a.id - b.id)
+      .map((s) => ({ name: s.name, id: s.id, sizeBytes: s.sizeBytes }));
+  }
+
+  /** Sends the primary's user snapshots the member does not hold yet, oldest first, each after its data. */
+  private async replay(vol: string, memberNode: string, state: CopyState): Promise<void> {
+    for (const s of this.userSnapshots(vol)) {
+      if (state.held.has(s.name)) continue;
+      const fullName = `${vol}@${s.name}`;
+      await this.copyTo(vol, memberNode, fullName, state);
+      await this.send(memberNode, vol, (epoch) => ({ t: 'snapshot', epoch, fullNames: [fullName] }));
+      state.held.add(s.name);
+    }
+  }
+
+  private async dropSnapshot(vol: string, memberNode: string, name: string, state: CopyState): Promise<void> {
+    const fullName = `${vol}@${name}`;
+    await this.send(memberNode, vol, (epoch) => ({ t: 'delete-snapshot', vol, epoch, fullName }));
+    state.held.delete(name);
+  }
+
+  /** Makes the member's live volume read as `to` (the diff from what it reads now), at `to`'s size. */
+  private async copyTo(vol: string, memberNode: string, to: string, state: CopyState): Promise<number> {
+    const toSizeBytes = this.node.local.resolve(to).sizeBytes;
+    if (toSizeBytes !== state.sizeBytes) {
+      await this.send(memberNode, vol, (epoch) => ({ t: 'resize', vol, epoch, sizeBytes: toSizeBytes }));
+      state.sizeBytes = toSizeBytes;
+    }
+    const bytes = await this.copyDiff(vol, memberNode, state.prev, to);
+    state.prev = to;
+    return bytes;
   }
 
   /** Local temporary snapshots an interrupted rebuild left behind. */
@@ -153,8 +224,10 @@ export class Rebuilder {
     }
     const chunks: ByteRange[] = [];
     for (const r of ranges) {
-      for (let off = r.offsetBytes; off < r.offsetBytes + r.lengthBytes; off += RESYNC_CHUNK_BYTES_MAX) {
-        chunks.push({ offsetBytes: off, lengthBytes: Math.min(RESYNC_CHUNK_BYTES_MAX, r.offsetBytes + r.lengthBytes - off) });
+      // A diff spans the larger of the two sizes: past `to`'s end there is nothing to send.
+      const endBytes = Math.min(r.offsetBytes + r.lengthBytes, target.sizeBytes);
+      for (let off = r.offsetBytes; off < endBytes; off += RESYNC_CHUNK_BYTES_MAX) {
+        chunks.push({ offsetBytes: off, lengthBytes: Math.min(RESYNC_CHUNK_BYTES_MAX, endBytes - off) });
       }
     }
     const total = chunks.reduce((s, c) => s + c.lengthBytes, 0);

@@ -2,7 +2,7 @@
 // (fanned out to the in-sync members; NotPrimary elsewhere), catalog calls run on the primary
 // (forwarded when it is another node), and the cluster's checkpoint snapshots are hidden.
 import {
-  type Engine, type SnapshotCreateOptions, type SnapshotInfo, type SnapshotPage, type SnapshotPageRequest, type Target,
+  SnapshotNotFound, type Engine, type SnapshotCreateOptions, type SnapshotInfo, type SnapshotPage, type SnapshotPageRequest, type Target,
   type VolumeCreateOptions, type VolumeInfo, type WriteData, type WriteOptions, type ZeroOptions,
 } from '../engine/index.js';
 import { ForwardingEngine } from '../decorators/forwarding-engine.js';
@@ -133,8 +133,15 @@ export class ReplicatedEngine extends ForwardingEngine {
 
   // ---- views without the checkpoints ----
 
-  override listVolumes(): VolumeInfo[] { return super.listVolumes().map(visibleInfo); }
-  override getVolume(name: string): VolumeInfo { return visibleInfo(super.getVolume(name)); }
+  override listVolumes(): VolumeInfo[] { return super.listVolumes().map((v) => this.visible(v)); }
+  override getVolume(name: string): VolumeInfo { return this.visible(super.getVolume(name)); }
+  override getSnapshot(fullName: string): SnapshotInfo {
+    if (isHiddenFullName(fullName)) throw new SnapshotNotFound(fullName);
+    return super.getSnapshot(fullName);
+  }
+
+  /** Only a volume of the cluster can have checkpoints: the others are returned as they are. */
+  private visible(info: VolumeInfo): VolumeInfo { return this.node.record(info.name) === null ? info : visibleInfo(info); }
   override listSnapshots(volume?: string): SnapshotInfo[] { return super.listSnapshots(volume).filter((s) => !isHiddenSnapshot(s.name)); }
   override findSnapshot(fullName: string): SnapshotInfo | null { return isHiddenFullName(fullName) ? null : super.findSnapshot(fullName); }
   override findSnapshotsNamed(name: string): SnapshotInfo[] { return isHiddenSnapshot(name) ? [] : super.findSnapshotsNamed(name); }

@@ -8,11 +8,16 @@ import type { ReplReply, ReplRequest } from './messages.js';
 import type { AddressBook, Transport } from './transport.js';
 import { TransportError } from './transport.js';
 import { encodeFrame, FrameDecoder, FrameError, FrameKind, type Frame, type FrameKindValue } from './tcp-framing.js';
+import { replyProblem, requestProblem } from './tcp-validate.js';
 
 /** Connect + hello exchange must finish within this (a request's own timeout may end it sooner). */
 export const HANDSHAKE_TIMEOUT_MS = 3000;
 /** Requests one inbound connection runs at once; beyond it the socket stops being read. */
 export const REQUESTS_INBOUND_INFLIGHT_MAX = 4096;
+/** Connections this node accepts at once (peers hold one each; strangers are dropped at the hello). */
+export const CONNECTIONS_INBOUND_MAX = 1024;
+/** A node name in a hello (a DNS name's length). */
+const NODE_NAME_BYTES_MAX = 253;
 const NONCE_BYTES = 32;
 const TCP_KEEPALIVE_DELAY_MS = 2000;
 
@@ -44,7 +49,10 @@ function proofMatches(expected: string, got: unknown): boolean {
 
 function parseHello(message: unknown): Hello {
   const m = message as Partial<Hello> | null;
-  if (!m || typeof m.node !== 'string' || m.node.length === 0 || typeof m.nonce !== 'string') throw new FrameError('malformed hello');
+  if (!m || typeof m.node !== 'string' || m.node.length === 0 || Buffer.byteLength(m.node) > NODE_NAME_BYTES_MAX ||
+    typeof m.nonce !== 'string' || !/^[0-9a-f]+$/.test(m.nonce) || m.nonce.length !== NONCE_BYTES * 2) {
+    throw new FrameError('malformed hello');
+  }
   return { node: m.node, nonce: m.nonce, ...(typeof m.proof === 'string' ? { proof: m.proof } : {}) };
 }
 
@@ -142,6 +150,11 @@ class PeerConnection {
         }
         if (frame.kind !== FrameKind.reply) {
           this.fail(new TransportError(`${peer}: unexpected frame kind ${frame.kind}`));
+          return;
+        }
+        const problem = replyProblem(frame.message);
+        if (problem !== null) {
+          this.fail(new TransportError(`${peer}: malformed reply: ${problem}`));
           return;
         }
         const p = this.pending.get(frame.requestId);
@@ -263,6 +276,11 @@ export class TcpTransport implements Transport {
   /** An inbound connection: hello (and proof), then requests served concurrently. */
   private accept(socket: net.Socket): void {
     if (this.closed) { socket.destroy(); return; }
+    if (this.inbound.size >= CONNECTIONS_INBOUND_MAX) {
+      this.log('repl_connection_refused', { remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: `${CONNECTIONS_INBOUND_MAX} connections open` });
+      socket.destroy();
+      return;
+    }
     this.inbound.add(socket);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, TCP_KEEPALIVE_DELAY_MS);
@@ -322,8 +340,8 @@ export class TcpTransport implements Transport {
           try {
             writeFrame(socket, FrameKind.reply, frame.requestId, reply);
           } catch (error) {
-            // A reply over the frame bounds: the sender gets an error reply instead of nothing.
-            writeFrame(socket, FrameKind.reply, frame.requestId, { ok: false, code: 'reply_too_large', message: errorText(error) });
+            // A reply over the frame bounds (or not JSON): the sender gets an error reply, not silence.
+            writeFrame(socket, FrameKind.reply, frame.requestId, { ok: false, code: 'reply_unencodable', message: errorText(error) });
           }
         });
       }
@@ -333,6 +351,8 @@ export class TcpTransport implements Transport {
   private async handle(from: string, frame: Frame): Promise<ReplReply> {
     const handler = this.handler;
     if (!handler) return { ok: false, code: 'not_serving', message: `node "${this.options.self}" serves no replication requests yet` };
+    const problem = requestProblem(frame.message);
+    if (problem !== null) return { ok: false, code: 'bad_request', message: problem };
     try {
       return await handler(from, frame.message as ReplRequest);
     } catch (error) {

@@ -80,6 +80,8 @@ export interface DaemonConfig {
   replPort: number;
   /** Replicas of a volume created without a count; null = the cluster's default (1). */
   replicasDefault: number | null;
+  /** A file holding the secret every node shares: replication connections prove it (HMAC); null = none. */
+  clusterSecretFile: string | null;
 }
 
 /** The configuration of a cluster node: checkClusterConfig made sure these are set together. */
@@ -116,6 +118,7 @@ export const defaultConfig: DaemonConfig = {
   zone: null,
   replPort: REPL_PORT_DEFAULT,
   replicasDefault: null,
+  clusterSecretFile: null,
 };
 
 export class ConfigError extends Error {
@@ -224,7 +227,7 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
   const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'poolPreallocate', 'api', 'apiTls', 'nbd', 'nbdSocketPath', 'nbdTls',
     'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'kekRetryMs', 'rewind',
     'nvmf', 'nvmfDiscovery', 'nvmfAdvertise', 'nvmfNqnBase', 'nvmfInCapsuleBytes',
-    'cluster', 'node', 'advertise', 'zone', 'replPort', 'replicasDefault']);
+    'cluster', 'node', 'advertise', 'zone', 'replPort', 'replicasDefault', 'clusterSecretFile']);
   for (const [key, value] of Object.entries(layer)) {
     if (value === undefined) continue;
     if (!known.has(key)) throw new ConfigError(`unknown setting "${key}" in ${source}`);
@@ -289,6 +292,7 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
         break;
       }
       case 'zone': out.zone = optionalText(value); break;
+      case 'clusterSecretFile': out.clusterSecretFile = optionalText(value); break;
       case 'replPort': {
         const port = intOf(value, what);
         if (port < 1 || port > 65535) throw new ConfigError(`invalid ${what}: ${String(value)} (1..65535)`);
@@ -337,7 +341,7 @@ function clusterOf(value: unknown, what: string): string[] | null {
 /** The cluster settings belong together: a node name and an advertised host with --cluster, none without it. */
 export function checkClusterConfig(config: DaemonConfig): DaemonConfig {
   if (config.cluster === null) {
-    const stray = (['node', 'advertise', 'zone', 'replicasDefault'] as const).filter((k) => config[k] !== null);
+    const stray = (['node', 'advertise', 'zone', 'replicasDefault', 'clusterSecretFile'] as const).filter((k) => config[k] !== null);
     if (stray.length > 0) throw new ConfigError(`${stray.join(', ')} ${stray.length > 1 ? 'are' : 'is'} set but --cluster is not: give --cluster ETCD_URL[,URL…] to run as a storage node, or drop ${stray.length > 1 ? 'them' : 'it'}`);
     return config;
   }
@@ -362,7 +366,8 @@ export function readConfigFile(path: string): ConfigLayer {
 
 /** CAIRN_POOL, CAIRN_STATE_DIR, CAIRN_POOL_SIZE, CAIRN_POOL_PREALLOCATE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
  *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS (psk|off), CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED},
- *  CAIRN_API_TLS_{CERT,KEY,CLIENT_CA}, CAIRN_CLUSTER, CAIRN_NODE, CAIRN_ADVERTISE, CAIRN_ZONE, CAIRN_REPL_PORT, CAIRN_REPLICAS_DEFAULT. */
+ *  CAIRN_API_TLS_{CERT,KEY,CLIENT_CA}, CAIRN_CLUSTER, CAIRN_NODE, CAIRN_ADVERTISE, CAIRN_ZONE, CAIRN_REPL_PORT, CAIRN_REPLICAS_DEFAULT,
+ *  CAIRN_CLUSTER_SECRET_FILE. */
 export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
   return {
     pool: env.CAIRN_POOL, stateDir: env.CAIRN_STATE_DIR, poolSize: env.CAIRN_POOL_SIZE, poolPreallocate: env.CAIRN_POOL_PREALLOCATE,
@@ -377,7 +382,7 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
     nvmf: env.CAIRN_NVMF, nvmfDiscovery: env.CAIRN_NVMF_DISCOVERY, nvmfAdvertise: env.CAIRN_NVMF_ADVERTISE,
     nvmfNqnBase: env.CAIRN_NVMF_NQN_BASE, nvmfInCapsuleBytes: env.CAIRN_NVMF_IN_CAPSULE_BYTES,
     cluster: env.CAIRN_CLUSTER, node: env.CAIRN_NODE, advertise: env.CAIRN_ADVERTISE, zone: env.CAIRN_ZONE,
-    replPort: env.CAIRN_REPL_PORT, replicasDefault: env.CAIRN_REPLICAS_DEFAULT,
+    replPort: env.CAIRN_REPL_PORT, replicasDefault: env.CAIRN_REPLICAS_DEFAULT, clusterSecretFile: env.CAIRN_CLUSTER_SECRET_FILE,
     nbdTls: tlsLayer({
       mode: env.CAIRN_NBD_TLS, certFile: env.CAIRN_NBD_TLS_CERT, keyFile: env.CAIRN_NBD_TLS_KEY, caFile: env.CAIRN_NBD_TLS_CA,
       pskFile: env.CAIRN_NBD_TLS_PSK, required: env.CAIRN_NBD_TLS_REQUIRED,

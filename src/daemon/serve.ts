@@ -28,6 +28,7 @@ import { QosEngine } from '../qos/qos-engine.js';
 import { eventLogger } from './logger.js';
 import { batchHelperThreads } from './thread-policy.js';
 import { ForwardingExports } from './nbd-forward.js';
+import { anaProvider, clusterNamespaceIdentities, cntlidRangeOf } from './nvmf-ana.js';
 import { ScopedEngine } from '../tenancy/scoped-engine.js';
 import type { ClusterHandle } from '../cluster/handle.js';
 import type { ClusterStarter } from './cluster-start.js';
@@ -185,6 +186,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
       // Tenants share the target by their QoS weight while more than one is busy, as on NBD.
       fairShare: { weightOf: (tenant) => engine.control.tenantLimits(tenant).weight },
       log: eventLogger(logger, 'nvmf'),
+      // A cluster node reports ANA path states and takes its own CNTLID range (nvmf-ana.ts).
+      ...(cluster === null ? {} : {
+        ana: anaProvider(cluster), cntlidRange: cntlidRangeOf(cluster.self), namespaceIdentities: clusterNamespaceIdentities(cluster),
+      }),
     });
     if (nvmf !== null) {
       cleanup.push(() => nvmf.close());
