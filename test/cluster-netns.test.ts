@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { openPoolFile } from '../src/engine/index.js';
 import { EtcdCluster, TestNetwork, netnsUnavailable, sleep } from './netns-harness.js';
 import { WriteModel, Writer, readVersions } from './netns-workload.js';
-import { CairnNodes, clusterSupported, nodesFromEnv, runSchedule, seedFromEnv, stepsFromEnv, verifyReplicas } from './netns-cluster.js';
+import { CairnNodes, clusterSupported, logProblems, nodesFromEnv, runSchedule, seedFromEnv, stepsFromEnv, verifyReplicas } from './netns-cluster.js';
 
 const skipReason = netnsUnavailable();
 
@@ -203,6 +203,7 @@ test(`cluster: seeded faults against ${nodeCount} nodes + 3 etcd members; flushe
     const report = await verifyReplicas(nodes, 'vol', blocks * 4096, versions);
     t.diagnostic(report.summary);
     assert.deepEqual(report.problems, [], 'every replica is identical to the primary');
+    assert.deepEqual(logProblems(nodes), [], 'no node relays an export to itself');
     // The comparison can fail: one block changed in one pool is found.
     await scribble(nodes.nodes[nodes.nodes.length - 1]!.pool, 'vol', blocks >> 1);
     assert.equal((await verifyReplicas(nodes, 'vol', blocks * 4096)).problems.length, 1, 'a changed block in one replica is reported');

@@ -331,6 +331,28 @@ function differingBlocks(a: { node: string; data: Buffer }, b: { node: string; d
   return `${count} blocks (${shown.join('; ')})`;
 }
 
+/**
+ * Problems the nodes' own logs show: a node relaying an NBD export to itself (it believes the
+ * primary is elsewhere while the record names it: each relayed connection arrives back and is
+ * relayed again).
+ */
+export function logProblems(nodes: CairnNodes): string[] {
+  const problems: string[] = [];
+  for (const n of nodes.nodes) {
+    const path = join(nodes.net.opts.dir, `${n.proc.label}.log`);
+    if (!existsSync(path)) continue;
+    let selfForwards = 0;
+    for (const line of readFileSync(path, 'utf8').split('\n')) {
+      if (!line.includes('nbd_forward_connected')) continue;
+      try {
+        if ((JSON.parse(line) as { primary?: string }).primary === n.host.name) selfForwards++;
+      } catch { /* a torn last line of a killed process */ }
+    }
+    if (selfForwards > 0) problems.push(`${n.host.name} relayed an NBD export to itself ${selfForwards} times`);
+  }
+  return problems;
+}
+
 export interface ReplicaReport { problems: string[]; summary: string }
 
 /**
