@@ -56,7 +56,8 @@ async function etcdGetOnce(endpoint: string, key: string): Promise<string | null
 function b64(s: string): string { return Buffer.from(s).toString('base64'); }
 
 /** Log lines shown per process when a test fails (the temp dir with the whole logs is deleted). */
-const LOG_TAIL_LINES = 40;
+const LOG_TAIL_LINES = 25;
+const LOG_LINE_CHARS_MAX = 400;
 
 /**
  * Runs `body` on a fresh test network in a temp dir; always tears it down. On failure prints the tail
@@ -71,7 +72,9 @@ async function withNetwork(t: TestContext, opts: { nodes: number; etcdMembers: n
   } catch (e) {
     for (const name of readdirSync(dir).filter((f) => f.endsWith('.log'))) {
       const lines = readFileSync(join(dir, name), 'utf8').trimEnd().split('\n');
-      t.diagnostic(`--- ${name} (last ${LOG_TAIL_LINES} lines)\n${lines.slice(-LOG_TAIL_LINES).join('\n')}`);
+      // One diagnostic per line: the TAP reporter escapes the newlines inside one.
+      t.diagnostic(`--- ${name} (last ${LOG_TAIL_LINES} lines)`);
+      for (const line of lines.slice(-LOG_TAIL_LINES)) t.diagnostic(line.slice(0, LOG_LINE_CHARS_MAX));
     }
     keep = process.env.CAIRN_NETNS_KEEP === '1';
     if (keep) t.diagnostic(`kept ${dir}`);

@@ -46,7 +46,12 @@ export function sweepStale(): void {
   const names = sh(['netns', 'list']).split('\n').map((l) => l.split(' ')[0]!).filter((n) => /^cn\d+-/.test(n));
   for (const ns of names) {
     const pid = Number(/^cn(\d+)-/.exec(ns)![1]);
-    if (!pidAlive(pid)) tryIp(['netns', 'del', ns]);
+    if (pidAlive(pid)) continue;
+    // Processes a killed run left inside (this harness started them): without their run they only hold ports and disk.
+    for (const left of sh(['netns', 'pids', ns]).split('\n').filter((l) => l !== '').map(Number)) {
+      try { process.kill(left, 'SIGKILL'); } catch { /* exited meanwhile */ }
+    }
+    tryIp(['netns', 'del', ns]);
   }
   const links = sh(['-o', 'link', 'show', 'type', 'bridge']).split('\n').map((l) => /^\d+: (cn\d+br)[:@]/.exec(l)?.[1]).filter((n): n is string => n !== undefined);
   for (const br of links) if (!pidAlive(Number(/^cn(\d+)br$/.exec(br)![1]))) tryIp(['link', 'del', br]);
@@ -152,6 +157,11 @@ export class TestNetwork {
   readonly etcd: Host[] = [];
   readonly processes: NsProcess[] = [];
   private readonly exitHook = (): void => this.destroySync();
+  /** A signal that ends the test process skips 'exit' hooks: clean up, then die of it as before. */
+  private readonly signalHook = (sig: NodeJS.Signals): void => {
+    this.destroySync();
+    process.kill(process.pid, sig);
+  };
   private netemChecked: boolean | null = null;
 
   constructor(readonly opts: NetworkOptions) {
@@ -159,6 +169,8 @@ export class TestNetwork {
     this.subnet = freeSubnet();
     this.clientIp = `10.77.${this.subnet}.1`;
     process.on('exit', this.exitHook);
+    process.once('SIGINT', this.signalHook);
+    process.once('SIGTERM', this.signalHook);
     mkdirSync(opts.dir, { recursive: true });
     try {
       sh(['link', 'add', this.bridge, 'type', 'bridge']);
@@ -283,6 +295,8 @@ export class TestNetwork {
     }
     tryIp(['link', 'del', this.bridge]);
     process.off('exit', this.exitHook);
+    process.off('SIGINT', this.signalHook);
+    process.off('SIGTERM', this.signalHook);
   }
 
   /** Names of this run's namespaces and links still present (empty after destroy). */
