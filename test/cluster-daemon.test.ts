@@ -131,3 +131,15 @@ test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-prima
   await runOk('qemu-io', ['-f', 'raw', `${other.nbd}/db`, '-c', 'read -P 0x5a 0 1M', '-c', 'write -P 0x6b 1M 64k', '-c', 'flush']);
   assert.equal(await other.stop(), 0);
 });
+
+test('cairn serve --cluster with etcd unreachable: one line naming etcd, exit 1, the pool released', { timeout: 120_000 }, async (t) => {
+  assertBuilt();
+  const dir = await tempDir(t, 'cairn-cluster-down-');
+  const { run, cairnBin } = await import('./cli-helpers.js');
+  const r = await run(process.execPath, [cairnBin, 'serve', '--pool', join(dir, 'p.pool'), '--pool-size', '256M', '--api', '127.0.0.1:0', '--nbd', 'off',
+    '--log-format', 'json', '--cluster', `http://127.0.0.1:${await freePort()}`, '--node', 'n1', '--advertise', '127.0.0.1', '--repl-port', String(await freePort())]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^cairn: etcd .*\(kv_unavailable\)\n$/);
+  const { existsSync } = await import('node:fs');
+  assert.equal(existsSync(join(dir, 'p.pool.lock')), false, 'the pool lock is released');
+});
