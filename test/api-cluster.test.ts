@@ -50,6 +50,8 @@ test('API on a clustered node: replicas, nodes, drain, status, metrics', { timeo
     assert.equal(far.status, 200, JSON.stringify(far.body));
     assert.equal((far.body as VolumeBody).size, 8 * MiB);
     assert.equal((far.body as VolumeBody).replicas?.[0]?.primary, true);
+    const list = (await f.call('GET', '/v1/volumes')).body as VolumeBody[];
+    assert.deepEqual(list.map((x) => x.name), ['db', 'far'], 'the list holds volumes held only by other nodes too');
   });
 
   await t.test('nodes: list, show, 404 for an unknown one', async () => {

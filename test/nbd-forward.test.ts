@@ -56,6 +56,9 @@ test('NBD forwarding to the primary', { timeout: 120_000 }, async (t) => {
     assert.ok((await c.engine.read(c.engine.resolve('db').id, 0, MiB)).every((x) => x === 0), 'nothing went to c (not primary)');
     await runOk('qemu-io', ['-f', 'raw', '-r', b.uri('db'), '-c', 'read -P 0xab 0 1M', '-c', 'read -P 0xcd 2M 64k', '-c', 'read -P 0 3M 64k']);
     assert.throws(() => b.engine.resolve('db'), 'b still holds nothing');
+    const list = await runOk('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${b.server.port}`]);
+    assert.deepEqual((JSON.parse(list) as { exports: Array<{ 'export-name': string }> }).exports.map((e) => e['export-name']), ['db'],
+      'LIST on b names the volume it only forwards');
   });
 
   await t.test('a volume whose primary is this node is served locally', async () => {
@@ -64,6 +67,12 @@ test('NBD forwarding to the primary', { timeout: 120_000 }, async (t) => {
       members: [{ node: 'b', state: 'in-sync', incarnation: 'inc-b' }] });
     await runOk('qemu-io', ['-f', 'raw', b.uri('here'), '-c', 'write -P 0x42 0 64k']);
     assert.ok((await b.engine.read(b.engine.resolve('here').id, 0, 65536)).every((x) => x === 0x42));
+    // A client served locally is disconnected when the primary moves away, so it reconnects and is forwarded.
+    const client = await NbdClient.open('127.0.0.1', b.server.port!, 'here');
+    t.after(() => client.close());
+    assert.ok((await client.read(0, 4096)).every((x) => x === 0x42));
+    fake.movePrimary('here', 'c');
+    await client.closed;
   });
 
   await t.test('one client connection follows the primary when it moves; EIO and close when none answers', async () => {

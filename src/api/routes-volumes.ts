@@ -11,6 +11,7 @@ import {
 import { lineageTree, volumeView } from './views.js';
 import { decodePageToken, pageItemsMax, setNextPageToken } from './paging.js';
 import type { DataKey, VolumeInfo } from '../engine/index.js';
+import type { VolumeRecord } from '../cluster/records.js';
 import { splitQualified } from '../tenancy/names.js';
 
 const tag = 'volumes';
@@ -49,11 +50,31 @@ function createdVolume(ctx: ApiContext, name: string): VolumeInfo {
     const record = ctx.cluster?.volume(ctx.engineName(name)) ?? null;
     // Not here but in the cluster: its replicas live on other nodes. Anything else is the error.
     if ((err as { code?: string }).code !== 'volume_not_found' || record === null) throw err;
-    return {
-      kind: 'volume', id: REMOTE_VOLUME_ID, name, sizeBytes: record.sizeBytes, mappedBytes: 0, createdMs: record.createdMs, origin: null,
-      snapshotCount: 0, snapshots: [], flattenProgress: null, encryption: null,
-    };
+    return recordVolume(name, record);
   }
+}
+
+function recordVolume(name: string, record: VolumeRecord): VolumeInfo {
+  return {
+    kind: 'volume', id: REMOTE_VOLUME_ID, name, sizeBytes: record.sizeBytes, mappedBytes: 0, createdMs: record.createdMs, origin: null,
+    snapshotCount: 0, snapshots: [], flattenProgress: null, encryption: null,
+  };
+}
+
+/** The request's volumes: this node's, and on a cluster node those held only by other nodes (from their records). */
+function visibleVolumes(ctx: ApiContext): VolumeInfo[] {
+  const local = ctx.engine.listVolumes();
+  if (ctx.cluster === null) return local;
+  const tenant = ctx.principal()?.tenant ?? null;
+  const names = new Set(local.map((v) => v.name));
+  const remote: VolumeInfo[] = [];
+  for (const record of ctx.cluster.volumes()) {
+    const split = splitQualified(record.name);
+    if (tenant !== null && split.tenant !== tenant) continue;
+    const name = tenant === null ? record.name : split.name;
+    if (!names.has(name)) remote.push(recordVolume(name, record));
+  }
+  return remote.length === 0 ? local : [...local, ...remote].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /**
@@ -127,7 +148,7 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
 /** One page of volumes in name order, after the name in the token (a seek: a name is unique). */
 function volumePage(ctx: ApiContext, reply: FastifyReply, query: ListQuery) {
   const after = query.pageToken === undefined ? null : decodePageToken('volume', query.pageToken);
-  const all = ctx.engine.listVolumes(); // sorted by name (engine contract)
+  const all = visibleVolumes(ctx); // sorted by name (engine contract; merged ones sorted too)
   let start = 0;
   if (after !== null) {
     let hi = all.length;
@@ -144,7 +165,7 @@ function volumePage(ctx: ApiContext, reply: FastifyReply, query: ListQuery) {
 }
 
 async function deleteVolume(ctx: ApiContext, name: string, reply: FastifyReply): Promise<unknown> {
-  ctx.engine.getVolume(name); // 404 before a job is made
+  createdVolume(ctx, name); // 404 before a job is made (a cluster volume may live on other nodes only)
   const job = ctx.jobs.start('delete', name, async () => { await ctx.engine.deleteVolume(name); });
   const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), deleteWaitMs).unref());
   if ((await Promise.race([job.done.then(() => 'done' as const), timeout])) === 'done') {

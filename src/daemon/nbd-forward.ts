@@ -7,7 +7,7 @@
 // within FORWARD_RECONNECT_MS_MAX, requests fail with EIO and the client connection is closed so the
 // client reconnects. Tenancy: over plain NBD the primary serves the default tenant only, so only its
 // volumes are forwarded (a TLS tenant's forwarding needs the node to hold that tenant's credentials).
-import { CairnError, type ByteRange, type Engine, type Extent, type Target, type WriteData, type WriteOptions, type ZeroOptions } from '../engine/index.js';
+import { CairnError, type ByteRange, type Engine, type Extent, type Target, type VolumeInfo, type WriteData, type WriteOptions, type ZeroOptions } from '../engine/index.js';
 import { ForwardingEngine } from '../decorators/forwarding-engine.js';
 import { NbdClient, NbdClientError } from '../nbd/client.js';
 import type { TargetLoss } from '../nbd/connection.js';
@@ -149,6 +149,8 @@ function sleep(ms: number): Promise<void> { return new Promise((resolve) => setT
  */
 export class ForwardingExports extends ForwardingEngine implements TargetLoss {
   private readonly forwarded = new Map<number, { target: Target; relay: Relay }>();
+  /** Targets served here because this node is their volume's primary: engine volume name by target id. */
+  private readonly localPrimaries = new Map<number, string>();
   private nextId = -1;
 
   /** `tenant`: whose names `inner` takes (null: engine names, the whole engine). */
@@ -164,7 +166,11 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
     const engineVolume = this.tenant === null ? volume : qualify(this.tenant, volume);
     if (this.cluster.volume(engineVolume) === null) return this.inner.resolve(name);
     const primary = this.cluster.primaryOf(engineVolume);
-    if (primary?.local === true) return this.inner.resolve(name);
+    if (primary?.local === true) {
+      const target = this.inner.resolve(name);
+      this.localPrimaries.set(target.id, engineVolume);
+      return target;
+    }
     const owner = splitQualified(engineVolume).tenant;
     if (owner !== DEFAULT_TENANT) {
       throw new CairnError('invalid_argument', `${volume} lives on node ${primary?.node.name ?? '?'}: forwarding a tenant's volume is not supported yet (connect to that node)`, 'EINVAL');
@@ -182,11 +188,39 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
     return target;
   }
 
+  /** NBD LIST: this node's volumes, and the cluster's volumes held only elsewhere (reached by forwarding). */
+  override listVolumes(): VolumeInfo[] {
+    const local = this.inner.listVolumes();
+    const names = new Set(local.map((v) => v.name));
+    const remote: VolumeInfo[] = [];
+    for (const record of this.cluster.volumes()) {
+      const split = splitQualified(record.name);
+      // Forwarding serves the default tenant only (see the file header).
+      if (split.tenant !== DEFAULT_TENANT || (this.tenant !== null && this.tenant !== DEFAULT_TENANT)) continue;
+      if (names.has(record.name)) continue;
+      remote.push({ kind: 'volume', id: 0, name: record.name, sizeBytes: record.sizeBytes, mappedBytes: 0, createdMs: record.createdMs,
+        origin: null, snapshotCount: 0, snapshots: [], flattenProgress: null, encryption: null });
+    }
+    return remote.length === 0 ? local : [...local, ...remote].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
   private relay(id: number): Relay | null { return this.forwarded.get(id)?.relay ?? null; }
 
+  /**
+   * A forwarded target is lost when its relay gives up; a local one when the primary moves to another
+   * node (this node's engine then refuses its I/O): the client reconnects and is forwarded there.
+   */
   onTargetLost(id: number, listener: () => void): () => void {
     const relay = this.relay(id);
-    return relay === null ? () => {} : relay.onLost(listener);
+    if (relay !== null) return relay.onLost(listener);
+    const volume = this.localPrimaries.get(id);
+    if (volume === undefined) return () => {};
+    return this.cluster.onChange((changed) => {
+      if (changed !== null && changed !== volume) return;
+      const primary = this.cluster.primaryOf(volume);
+      // No primary known (a takeover under way): wait for the next change instead of closing early.
+      if (primary !== null && !primary.local) listener();
+    });
   }
 
   override targetSizeBytes(id: number): number {
