@@ -221,7 +221,8 @@ export class Member {
         return { ok: true };
       }
       case 'resync-data': {
-        const refused = await this.admit(r.vol, r.epoch);
+        // Only the incarnation that took the resync-begin: a restart in between may have lost part of it.
+        const refused = (await this.admit(r.vol, r.epoch)) ?? this.notInStep(r.vol);
         if (refused !== null) return refused;
         const id = e.resolve(r.vol).id;
         // A hole or zeroes on the primary stay a hole here: the bytes read the same either way.
@@ -230,7 +231,8 @@ export class Member {
         return { ok: true };
       }
       case 'resync-end': {
-        const refused = await this.admit(r.vol, r.epoch);
+        // Only the incarnation that took the resync-begin: a restart in between may have lost part of it.
+        const refused = (await this.admit(r.vol, r.epoch)) ?? this.notInStep(r.vol);
         if (refused !== null) return refused;
         const fullName = `${r.vol}@${r.checkpoint}`;
         if (e.findSnapshot(fullName) === null) await e.createSnapshots([fullName]);
