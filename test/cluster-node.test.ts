@@ -398,3 +398,22 @@ test('a rebuild brings the user snapshots over: taken while the member was away,
     await h.close();
   }
 });
+
+test('close() revokes the lease: the others take over without waiting for it to expire; addressOf reads node records', async () => {
+  const h = await three(16);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 2));
+    const p = rec.primary;
+    const m = rec.members.find((x) => x.node !== p)!.node;
+    assert.equal(h.get(m).node.addressOf(p), `${p}:7000`);
+    await h.run(h.get(p).node.close());
+    h.net.setDown(p, true);
+    // Well inside the 2 s lease: only the revoke can have told them.
+    await h.advance(500);
+    assert.equal(h.get(m).node.volume('v')!.primary, m);
+    assert.equal(h.get(m).node.addressOf(p), null);
+    assert.equal(h.get(m).node.primaryOf('v')?.local, true);
+  } finally {
+    await h.close();
+  }
+});

@@ -91,6 +91,8 @@ export class Catalog {
     const releases: Array<() => void> = [];
     try {
       for (const vp of [...vps].sort((a, b) => cmp(a.vol, b.vol))) releases.push(await vp.lock.barrier());
+      // Nothing that makes members look like this node (a snapshot, a checkpoint) while one may differ.
+      for (const vp of vps) await vp.settleDrops();
       return await fn();
     } finally {
       for (const r of releases) r();

@@ -42,6 +42,12 @@ export class VolumePrimary {
   readonly unflushed = new Set<string>();
   /** Written since the last checkpoint (the checkpoint timer skips an idle volume). */
   writtenSinceCheckpoint = false;
+  /**
+   * Members that failed a request but could not be dropped (the control plane was away): they may
+   * lack something this node applied, so nothing more goes out for the volume (no write, snapshot or
+   * checkpoint that would make them look the same as here) until the drop is in the record.
+   */
+  private readonly dropsPending = new Set<string>();
 
   constructor(private readonly host: PrimaryHost, readonly vol: string) {}
 
@@ -77,6 +83,20 @@ export class VolumePrimary {
     }
   }
 
+  /** Completes the drops a failed control plane left pending; throws while one still cannot be done. */
+  async settleDrops(): Promise<void> {
+    for (const node of [...this.dropsPending].sort()) {
+      await this.host.dropMember(this.vol, node, 'a failed request earlier');
+      this.dropsPending.delete(node);
+    }
+  }
+
+  private async drop(node: string, reason: string): Promise<void> {
+    this.dropsPending.add(node);
+    await this.host.dropMember(this.vol, node, reason);
+    this.dropsPending.delete(node);
+  }
+
   /** A data request: ordered by the range lock, applied here, then on every in-sync member. */
   async data(offsetBytes: number, lengthBytes: number, applyLocal: () => Promise<void>, build: RequestBuilder): Promise<void> {
     const startMs = this.host.clock.nowMs();
@@ -84,6 +104,7 @@ export class VolumePrimary {
     const release = await this.lock.acquire(offsetBytes, lengthBytes);
     try {
       this.assertPrimary();
+      await this.settleDrops();
       await applyLocal();
       this.writtenSinceCheckpoint = true;
       await this.toMembers(build, true);
@@ -95,6 +116,8 @@ export class VolumePrimary {
 
   /** Sends to every in-sync member in parallel; a member that fails is dropped. */
   async toMembers(build: RequestBuilder, data: boolean): Promise<void> {
+    this.assertPrimary();
+    await this.settleDrops();
     const rec = this.assertPrimary();
     const others = rec.members.filter((m) => m.node !== this.host.self && m.state === 'in-sync').map((m) => m.node);
     await Promise.all(others.map((node) => this.toMember(node, build, data)));
@@ -124,7 +147,7 @@ export class VolumePrimary {
         if (fresh !== null && this.host.servesAsPrimary(this.vol) && fresh.epoch > rec.epoch && fresh.epoch >= knownEpoch) continue;
         this.assertPrimary();
       }
-      await this.host.dropMember(this.vol, node, `${request.t}: ${reply.code}: ${reply.message}`);
+      await this.drop(node, `${request.t}: ${reply.code}: ${reply.message}`);
       return;
     }
   }

@@ -82,9 +82,16 @@ export class Rebuilder {
     const stale = members.find((m) => m.state !== 'in-sync' && n.nodeAlive(m.node) !== null && !draining(m.node));
     if (stale !== undefined) return { member: stale.node, run: () => this.rebuild(rec.name, stale.node) };
     const healthy = members.filter((m) => m.state === 'in-sync' && !draining(m.node));
-    // 2. Enough healthy members: remove the extra ones (replaced, or on a draining node).
-    const extra = members.find((m) => m.node !== n.self && (m.state !== 'in-sync' || draining(m.node)));
-    if (extra !== undefined && healthy.length >= rec.replicas) return { member: extra.node, run: () => this.remove(rec.name, extra.node) };
+    // 2. Enough healthy members: remove the extra ones (replaced, or on a draining node) and, when a
+    // replaced member came back and caught up, one too many (the one on the busiest node).
+    const unwanted = members.find((m) => m.node !== n.self && (m.state !== 'in-sync' || draining(m.node)));
+    if (unwanted !== undefined && healthy.length >= rec.replicas) return { member: unwanted.node, run: () => this.remove(rec.name, unwanted.node) };
+    if (healthy.length > rec.replicas && unwanted === undefined) {
+      const load = new Map(n.nodes().map((v) => [v.name, v.replicas]));
+      const surplus = healthy.filter((m) => m.node !== n.self)
+        .sort((a, b) => (load.get(b.node) ?? 0) - (load.get(a.node) ?? 0) || cmp(b.node, a.node))[0];
+      if (surplus !== undefined) return { member: surplus.node, run: () => this.remove(rec.name, surplus.node) };
+    }
     // 3. This primary is draining and another member can take the volume: hand it over.
     if (draining(n.self) && healthy.length >= rec.replicas) {
       const to = healthy.find((m) => m.node !== n.self && n.memberAlive(m));

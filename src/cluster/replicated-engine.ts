@@ -21,14 +21,14 @@ function asBuffer(data: WriteData): Buffer {
 }
 
 export class ReplicatedEngine extends ForwardingEngine {
-  /** Target id → volume name, for the data path (ids are this pool's; records are by name). */
-  private readonly names = new Map<number, string>();
+  /** Target id → volume name (null: a snapshot), for the data path (ids are this pool's; records are by name). */
+  private readonly names = new Map<number, string | null>();
 
   constructor(inner: Engine, private readonly node: ClusterNode) { super(inner); }
 
   override resolve(name: string): Target {
     const target = super.resolve(name);
-    if (!target.readOnly) this.names.set(target.id, name);
+    this.names.set(target.id, target.readOnly ? null : name);
     return target;
   }
 
@@ -36,11 +36,11 @@ export class ReplicatedEngine extends ForwardingEngine {
   private route(id: number): { vp: VolumePrimary; vol: string } | null {
     let vol = this.names.get(id);
     if (vol === undefined) {
-      vol = super.listVolumes().find((v) => v.id === id)?.name;
-      if (vol === undefined) return null;
+      // An id resolved below this layer: looked up once (ids are never reused, so the answer keeps).
+      vol = super.listVolumes().find((v) => v.id === id)?.name ?? null;
       this.names.set(id, vol);
     }
-    if (this.node.record(vol) === null) return null;
+    if (vol === null || this.node.record(vol) === null) return null;
     return { vp: this.node.primaryFor(vol), vol };
   }
 
