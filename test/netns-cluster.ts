@@ -20,6 +20,8 @@ const NODES_MAX = 5;
 const FLUSHES_AFTER_STEP_MIN = 3;
 const RESUME_WAIT_MS_MAX = 60_000;
 const QUIESCE_WAIT_MS_MAX = 90_000;
+/** How often a node fault targets a member of the volume rather than any node. */
+const MEMBER_FAULT_FRACTION = 0.75;
 /** The link delay a slow-node step adds (netem), or the queue it allows (tbf). */
 const SLOW_DELAY_MS = 50;
 
@@ -179,6 +181,12 @@ export class CairnNodes {
     return '?';
   }
 
+  /** The nodes holding a member of `volume` now (empty when no node answers). */
+  async membersOf(volume: string): Promise<CairnNode[]> {
+    const names = new Set((await this.replicas(volume) ?? []).map((r) => r.node));
+    return this.nodes.filter((n) => names.has(n.host.name));
+  }
+
   async primaryOf(volume: string): Promise<string> {
     const primary = (await this.replicas(volume))?.find((r) => r.primary)?.node;
     if (primary === undefined) throw new Error(`no primary known for ${volume}`);
@@ -236,7 +244,11 @@ export async function runSchedule(opts: ScheduleOptions): Promise<void> {
   for (let step = 1; step <= steps; step++) {
     const fault = pick(FAULTS);
     const holdMs = 1_000 + Math.floor(next() * 4_000);
-    const node = pick(nodes.nodes);
+    // With more nodes than replicas, a node fault hits a member of the volume 3 times in 4 (a fault
+    // on a node holding nothing tests little). Which nodes are members is the cluster's state then.
+    const members = await nodes.membersOf('vol');
+    const onMember = next() < MEMBER_FAULT_FRACTION && members.length > 0;
+    const node = pick(onMember ? members : nodes.nodes);
     const other = pick(nodes.nodes.filter((n) => n !== node));
     const member = pick(etcd.members);
     const what = describe(fault, node, other, member, holdMs);

@@ -2,8 +2,7 @@
 // tried and what became of it. What a block may hold is "the floor or a later try": the floor is
 // the last acknowledged version (cluster-design.md invariant 1 with no crash since), or, after a
 // crash of a node holding the volume, the last one an acknowledged flush covered. Snapshots keep
-// the allowed range of each block at the instant they were taken. Also the writer log of
-// invariant 3: which node acknowledged writes for (volume, epoch).
+// the allowed range of each block at the instant they were taken.
 import { decodeBlock, volumeTag } from './block-content.js';
 
 export type WriteState = 'pending' | 'acked' | 'failed';
@@ -51,8 +50,7 @@ export interface VolumeModel {
 
 export class ClusterModel {
   readonly volumes = new Map<string, VolumeModel>();
-  /** (volume, epoch) → the node that acknowledged a data write in it. */
-  private readonly writers = new Map<string, string>();
+  /** Invariant breaks seen outside a quiesce (record history), failed at the next step. */
   readonly violations: string[] = [];
 
   addVolume(name: string, sizeBlocks: number, replicas: number): VolumeModel {
@@ -142,13 +140,5 @@ export class ClusterModel {
     if (version < range.lo) return `v${version} is older than the floor v${range.lo} (allowed v${range.lo}..v${range.hi}): a lost acknowledged write`;
     if (version > range.hi) return `v${version} was never written (allowed v${range.lo}..v${range.hi})`;
     return null;
-  }
-
-  /** Invariant 3: one node acknowledges writes for a (volume, epoch). */
-  noteWriter(vol: string, epoch: number, node: string, where: string): void {
-    const key = `${vol}#${epoch}`;
-    const seen = this.writers.get(key);
-    if (seen === undefined) this.writers.set(key, node);
-    else if (seen !== node) this.violations.push(`invariant 3: ${vol} epoch ${epoch} has two writers, ${seen} and ${node} (${where})`);
   }
 }

@@ -129,7 +129,7 @@ export class ClusterSim {
     }
     const env: SimNodeEnv = {
       clock: this.clock, kv: this.kv, net: this.net, params: this.params,
-      log: (line) => this.note(line), trace: opts.nodeLog === true && opts.trace !== undefined ? opts.trace : null,
+      trace: opts.nodeLog === true && opts.trace !== undefined ? opts.trace : null,
     };
     for (let i = 1; i <= this.params.nodes; i++) {
       const zone = this.params.zones === 0 ? null : `z${((i - 1) % this.params.zones) + 1}`;

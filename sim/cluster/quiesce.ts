@@ -166,9 +166,12 @@ async function checkSnapshots(sim: ClusterSim, v: VolumeModel, primary: SimNode,
   const onPrimary = new Set(names(primary));
   for (const s of v.snapshots) {
     if (!onPrimary.has(s.fullName)) {
-      // Rebuild (cluster-design.md) copies the live volume from a checkpoint, not user snapshots:
-      // a member rebuilt and then promoted lacks them. A design gap, reported, not failed on.
-      if (s.acked) sim.finding(`snapshot lost: acknowledged ${s.fullName} missing on primary ${primary.life} (${where})`);
+      // F3 (sim/cluster/FINDINGS.md): a rebuild that did not carry user snapshots, then a failover.
+      if (s.acked) {
+        const what = `${where}: acknowledged snapshot ${s.fullName} missing on primary ${primary.life}`;
+        if (sim.tolerate.has('F3')) sim.finding(`F3: ${what}`);
+        else sim.fail(`invariant 2: ${what}`);
+      }
       continue;
     }
     const data = await readAll(sim, primary.pool!, s.fullName);
@@ -184,7 +187,11 @@ async function checkSnapshots(sim: ClusterSim, v: VolumeModel, primary: SimNode,
     const data = await readAll(sim, primary.pool!, full);
     for (const m of members) {
       if (!names(m).includes(full)) {
-        if (!isCheckpoint) sim.finding(`snapshot not replicated: ${full} on the primary, not on in-sync member ${m.life} (${where})`);
+        if (!isCheckpoint) {
+          const what = `${where}: snapshot ${full} on the primary, not on in-sync member ${m.life}`;
+          if (sim.tolerate.has('F3')) sim.finding(`F3: ${what}`);
+          else sim.fail(`invariant 2: ${what}`);
+        }
         continue;
       }
       const theirs = await readAll(sim, m.pool!, full);

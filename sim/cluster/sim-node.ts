@@ -16,7 +16,6 @@ export interface SimNodeEnv {
   kv: MemKv;
   net: SimNetwork;
   params: ClusterParams;
-  log: (line: string) => void;
   /** Every ClusterNode log event (the trace of a replay). */
   trace: ((line: string) => void) | null;
 }

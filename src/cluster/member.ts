@@ -41,6 +41,13 @@ export class Member {
   private readonly fences = new Map<string, number>();
   private readonly dedupes = new Map<string, Dedupe>();
   /**
+   * The incarnation in which each volume was last brought in step with a primary here (created,
+   * cloned, rebuilt, or written as this incarnation). A stream request that carries no incarnation
+   * (snapshot, resize, revert, delete-snapshot) is refused for a copy from an older incarnation: a
+   * restarted member may have lost writes, and a checkpoint it took would look common and is not.
+   */
+  private readonly inStep = new Map<string, string>();
+  /**
    * Per volume: a catalog request (revert, resize, resync-begin...) runs alone, after the data requests
    * admitted before it, so a late duplicate of one can never land between data requests that followed
    * it: it waits, then meets the newer epoch those carried (the primary bumps the epoch after each).
@@ -118,6 +125,15 @@ export class Member {
     }
   }
 
+  /** `vol` here is in step with the primary as this incarnation (also: this node serves it as primary). */
+  stepped(vol: string): void { this.inStep.set(vol, this.ctx.incarnation()); }
+
+  /** A refusal when `vol`'s copy was not brought in step in this incarnation, else null. */
+  private notInStep(vol: string): ReplReply | null {
+    if (this.inStep.get(vol) === this.ctx.incarnation()) return null;
+    return { ok: false, code: 'stale_incarnation', incarnation: this.ctx.incarnation(), message: `${vol} here predates incarnation ${this.ctx.incarnation()}: it needs a rebuild` };
+  }
+
   /** null when `epoch` may proceed (raising the fence first when newer), else the refusal. */
   private async admit(vol: string, epoch: number, incarnation?: string): Promise<ReplReply | null> {
     if (incarnation !== undefined && incarnation !== this.ctx.incarnation()) {
@@ -134,7 +150,9 @@ export class Member {
     switch (r.t) {
       case 'write': case 'trim': case 'zero': {
         const refused = await this.admit(r.vol, r.epoch, r.incarnation);
-        return refused ?? this.once(r.vol, r.epoch, r.seq, () => this.applyData(r));
+        if (refused !== null) return refused;
+        this.stepped(r.vol);
+        return this.once(r.vol, r.epoch, r.seq, () => this.applyData(r));
       }
       case 'flush': {
         for (const v of r.vols) {
@@ -147,7 +165,8 @@ export class Member {
       case 'snapshot': {
         const missing: string[] = [];
         for (const fullName of r.fullNames) {
-          const refused = await this.admit(fullName.slice(0, fullName.indexOf('@')), r.epoch);
+          const vol = fullName.slice(0, fullName.indexOf('@'));
+          const refused = (await this.admit(vol, r.epoch)) ?? this.notInStep(vol);
           if (refused !== null) return refused;
           if (e.findSnapshot(fullName) === null) missing.push(fullName);
         }
@@ -155,7 +174,7 @@ export class Member {
         return { ok: true };
       }
       case 'delete-snapshot': {
-        const refused = await this.admit(r.vol, r.epoch);
+        const refused = (await this.admit(r.vol, r.epoch)) ?? this.notInStep(r.vol);
         if (refused !== null) return refused;
         if (e.findSnapshot(r.fullName) !== null) await e.deleteSnapshot(r.fullName);
         return { ok: true };
@@ -164,12 +183,14 @@ export class Member {
         const refused = await this.admit(r.vol, r.epoch);
         if (refused !== null) return refused;
         if (!this.exists(r.vol)) await e.createVolume(r.vol, r.sizeBytes);
+        this.stepped(r.vol);
         return { ok: true };
       }
       case 'clone': {
         const refused = await this.admit(r.vol, r.epoch);
         if (refused !== null) return refused;
         if (!this.exists(r.vol)) await e.cloneVolume(r.vol, r.source);
+        this.stepped(r.vol);
         return { ok: true };
       }
       case 'delete': {
@@ -179,13 +200,13 @@ export class Member {
         return { ok: true };
       }
       case 'resize': {
-        const refused = await this.admit(r.vol, r.epoch);
+        const refused = (await this.admit(r.vol, r.epoch)) ?? this.notInStep(r.vol);
         if (refused !== null) return refused;
         if (e.getVolume(r.vol).sizeBytes !== r.sizeBytes) await e.resizeVolume(r.vol, r.sizeBytes, { allowShrink: true });
         return { ok: true };
       }
       case 'revert': {
-        const refused = await this.admit(r.vol, r.epoch);
+        const refused = (await this.admit(r.vol, r.epoch)) ?? this.notInStep(r.vol);
         if (refused !== null) return refused;
         await e.revertVolume(r.vol, r.snapshot);
         return { ok: true };
@@ -196,10 +217,12 @@ export class Member {
         const refused = await this.admit(r.vol, r.epoch);
         if (refused !== null) return refused;
         await this.resyncBegin(r.vol, r.base, r.sizeBytes);
+        this.stepped(r.vol);
         return { ok: true };
       }
       case 'resync-data': {
-        const refused = await this.admit(r.vol, r.epoch);
+        // Only the incarnation that took the resync-begin: a restart in between may have lost part of it.
+        const refused = (await this.admit(r.vol, r.epoch)) ?? this.notInStep(r.vol);
         if (refused !== null) return refused;
         const id = e.resolve(r.vol).id;
         // A hole or zeroes on the primary stay a hole here: the bytes read the same either way.
@@ -208,7 +231,8 @@ export class Member {
         return { ok: true };
       }
       case 'resync-end': {
-        const refused = await this.admit(r.vol, r.epoch);
+        // Only the incarnation that took the resync-begin: a restart in between may have lost part of it.
+        const refused = (await this.admit(r.vol, r.epoch)) ?? this.notInStep(r.vol);
         if (refused !== null) return refused;
         const fullName = `${r.vol}@${r.checkpoint}`;
         if (e.findSnapshot(fullName) === null) await e.createSnapshots([fullName]);

@@ -251,7 +251,11 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
           this.log('cluster.takeover_failed', { vol, error: String(err) });
         }).finally(() => this.takeovers.delete(vol)));
       }
-      if (this.servesAsPrimary(vol)) this.rebuilder.consider(vol);
+      if (this.servesAsPrimary(vol)) {
+        // Its copy is the volume's: after a hand-over it stays in step as a member.
+        this.member.stepped(vol);
+        this.rebuilder.consider(vol);
+      }
     }
     await this.cleanupOrphans();
   }
