@@ -43,6 +43,8 @@ const rows: Workload[] = [
 
 function repoRoot(): string { return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..'); }
 const cairnBin = (): string => path.join(repoRoot(), 'bin', 'cairn.js');
+/** The daemon's checkpoint interval (10 s) and some slack. */
+const checkpointWaitMs = 12_000;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 class Cluster {
@@ -137,9 +139,15 @@ class Cluster {
 const nbdUri = (node: Node, volume: string): string => `nbd://127.0.0.1:${node.ports.nbd}/${volume}`;
 
 /** One write and flush through libnbd (python3-libnbd), from a fresh connection: true when both succeed. */
-async function writeOnce(node: Node, volume: string): Promise<boolean> {
+async function writeOnce(node: Node, volume: string, errors?: string[]): Promise<boolean> {
   const script = 'import nbd,sys\nh=nbd.NBD()\nh.connect_uri(sys.argv[1])\nh.pwrite(b"x"*4096,0)\nh.flush()\n';
-  try { await runCapture('python3', ['-c', script, nbdUri(node, volume)]); return true; } catch { return false; }
+  try {
+    await runCapture('/usr/bin/python3', ['-c', script, nbdUri(node, volume)]);
+    return true;
+  } catch (err) {
+    errors?.push(err instanceof Error ? err.message : String(err));
+    return false;
+  }
 }
 
 export async function runClusterBench(opts: ClusterBenchOptions = {}): Promise<void> {
@@ -181,6 +189,8 @@ export async function runClusterBench(opts: ClusterBenchOptions = {}): Promise<v
     const primary = await cluster.primaryOf(n1, vol);
     await runCapture('fio', ['--name=fill', '--ioengine=nbd', `--uri=${nbdUri(primary, vol)}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${sizeBytes}`]);
     await cluster.waitInSync(primary, vol, 60_000);
+    // The rebuild starts from the newest checkpoint both sides hold: let the primary take one after the fill.
+    await sleep(checkpointWaitMs);
     const memberName = (await cluster.replicas(primary, vol)).find((r) => !r.primary)?.node;
     const member = cluster.nodes.find((n) => n.name === memberName);
     if (member === undefined) throw new Error(`${vol}: no member besides the primary`);
@@ -209,7 +219,8 @@ export async function runClusterBench(opts: ClusterBenchOptions = {}): Promise<v
     await cluster.waitInSync(n1, fo, 60_000);
     const foPrimary = await cluster.primaryOf(n1, fo);
     const survivor = cluster.nodes.find((n) => n !== foPrimary && n.child !== null)!;
-    if (!(await writeOnce(survivor, fo))) throw new Error('a write through the non-primary node failed before the failover');
+    const errors: string[] = [];
+    if (!(await writeOnce(survivor, fo, errors))) throw new Error(`a write through the non-primary node failed before the failover: ${errors.join('; ')}`);
     const killed = performance.now();
     await cluster.kill(foPrimary);
     while (!(await writeOnce(survivor, fo))) {

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFixture, runOk, MiB } from './nbd-harness.js';
 import { FakeCluster } from './cluster-fake.js';
-import { ForwardingExports } from '../src/daemon/nbd-forward.js';
+import { ForwardingExports, RELAYED_EXPORT_SUFFIX } from '../src/daemon/nbd-forward.js';
 import { NbdClient, NbdClientError } from '../src/nbd/client.js';
 import { NBD_EIO } from '../src/nbd/constants.js';
 import net from 'node:net';
@@ -22,8 +22,11 @@ async function closedPort(): Promise<number> {
 }
 
 test('NBD forwarding to the primary', { timeout: 120_000 }, async (t) => {
-  const a = await startFixture(t);
-  const c = await startFixture(t);
+  // Every node serves through ForwardingExports, as a cluster daemon does (a relayed export name is
+  // served by the primary, or refused, never relayed again).
+  let fa: FakeCluster | null = null, fc: FakeCluster | null = null;
+  const a = await startFixture(t, { exportsFor: () => new ForwardingExports(a.engine, fa!, null, () => {}, RECONNECT_MS_MAX) });
+  const c = await startFixture(t, { exportsFor: () => new ForwardingExports(c.engine, fc!, null, () => {}, RECONNECT_MS_MAX) });
   await a.engine.createVolume('db', 16 * MiB);
   await c.engine.createVolume('db', 16 * MiB);
   let cluster: FakeCluster | null = null;
@@ -39,7 +42,12 @@ test('NBD forwarding to the primary', { timeout: 120_000 }, async (t) => {
     { name: 'd', addresses: { api: null, nbd: `127.0.0.1:${dead}`, nvmf: null, repl: 'd:1' } },
   ]);
   cluster = fake;
-  fake.setRecord({ name: 'db', sizeBytes: 16 * MiB, replicas: 2, minInSync: 1, epoch: 1, primary: 'a', createdMs: 1,
+  fa = new FakeCluster('a', a.engine, fake.nodes());
+  fc = new FakeCluster('c', c.engine, fake.nodes());
+  const fakes = [fake, fa, fc];
+  const setRecord = (record: Parameters<FakeCluster['setRecord']>[0]): void => { for (const f of fakes) f.setRecord(record); };
+  const movePrimary = (volume: string, node: string): void => { for (const f of fakes) f.movePrimary(volume, node); };
+  setRecord({ name: 'db', sizeBytes: 16 * MiB, replicas: 2, minInSync: 1, epoch: 1, primary: 'a', createdMs: 1,
     members: [{ node: 'a', state: 'in-sync', incarnation: 'inc-a' }, { node: 'c', state: 'in-sync', incarnation: 'inc-c' }] });
 
   await t.test('qemu-io and nbdinfo through a node that is not the primary', async () => {
@@ -61,9 +69,17 @@ test('NBD forwarding to the primary', { timeout: 120_000 }, async (t) => {
       'LIST on b names the volume it only forwards');
   });
 
+  await t.test('a relayed connection is served by the primary or refused, never relayed again', async () => {
+    // c is not db's primary (a is): a connection marked relayed must not bounce on.
+    await assert.rejects(NbdClient.open('127.0.0.1', c.server.port!, `db${RELAYED_EXPORT_SUFFIX}`));
+    const relayed = await NbdClient.open('127.0.0.1', a.server.port!, `db${RELAYED_EXPORT_SUFFIX}`);
+    t.after(() => relayed.close());
+    assert.ok((await relayed.read(0, 4096)).every((x) => x === 0xab), 'the primary serves a relayed connection itself');
+  });
+
   await t.test('a volume whose primary is this node is served locally', async () => {
     await b.engine.createVolume('here', 4 * MiB);
-    fake.setRecord({ name: 'here', sizeBytes: 4 * MiB, replicas: 1, minInSync: 1, epoch: 1, primary: 'b', createdMs: 1,
+    setRecord({ name: 'here', sizeBytes: 4 * MiB, replicas: 1, minInSync: 1, epoch: 1, primary: 'b', createdMs: 1,
       members: [{ node: 'b', state: 'in-sync', incarnation: 'inc-b' }] });
     await runOk('qemu-io', ['-f', 'raw', b.uri('here'), '-c', 'write -P 0x42 0 64k']);
     assert.ok((await b.engine.read(b.engine.resolve('here').id, 0, 65536)).every((x) => x === 0x42));
@@ -71,7 +87,7 @@ test('NBD forwarding to the primary', { timeout: 120_000 }, async (t) => {
     const client = await NbdClient.open('127.0.0.1', b.server.port!, 'here');
     t.after(() => client.close());
     assert.ok((await client.read(0, 4096)).every((x) => x === 0x42));
-    fake.movePrimary('here', 'c');
+    movePrimary('here', 'c');
     await client.closed;
   });
 
@@ -80,13 +96,13 @@ test('NBD forwarding to the primary', { timeout: 120_000 }, async (t) => {
     t.after(() => client.close());
     await client.write(0, Buffer.alloc(4096, 0x11), false);
     assert.ok((await a.engine.read(a.engine.resolve('db').id, 0, 4096)).every((x) => x === 0x11));
-    fake.movePrimary('db', 'c');
+    movePrimary('db', 'c');
     await client.write(4096, Buffer.alloc(4096, 0x22), true);
     assert.ok((await c.engine.read(c.engine.resolve('db').id, 4096, 4096)).every((x) => x === 0x22), 'the write after the move went to c');
     assert.ok((await a.engine.read(a.engine.resolve('db').id, 4096, 4096)).every((x) => x === 0xab), 'and not to a');
     assert.ok((await client.read(4096, 4096)).every((x) => x === 0x22), 'reads follow too');
     assert.ok(events.filter((e) => e === 'nbd_forward_connected').length >= 2, 'the relay reconnected');
-    fake.movePrimary('db', 'd');
+    movePrimary('db', 'd');
     await assert.rejects(client.write(0, Buffer.alloc(4096, 0x33), false),
       (e: unknown) => e instanceof NbdClientError && e.errorNumber === NBD_EIO, 'EIO when the primary cannot be reached');
     await client.closed; // the server closed the connection so the client reconnects

@@ -19,6 +19,13 @@ import { DEFAULT_TENANT, qualify, splitQualified } from '../tenancy/names.js';
 export const FORWARD_RECONNECT_MS_MAX = 15_000;
 /** Pause between attempts to reach a primary that did not answer. */
 export const FORWARD_RETRY_MS = 200;
+/**
+ * Appended to the export name a relay opens on the primary ('#' is in no volume name): the node that
+ * receives it serves the export itself or refuses, never relays it again, so two nodes that briefly
+ * disagree on the primary (or a node named primary before it serves) cannot bounce a connection
+ * between them.
+ */
+export const RELAYED_EXPORT_SUFFIX = '#relayed';
 
 type Log = (event: string, fields: Record<string, unknown>) => void;
 
@@ -121,7 +128,11 @@ class Relay {
       const primary = this.cluster.primaryOf(this.volume);
       const address = primary?.node.addresses.nbd ?? null;
       if (primary !== null && address === null) last = `the primary ${primary.node.name} serves no NBD`;
-      if (primary !== null && address !== null) {
+      // Named primary here but not serving yet (a takeover under way): wait. Once it serves, the relay
+      // connects to this node's own port, where the relayed name is served locally (never relayed on).
+      const notYet = primary !== null && primary.node.name === this.cluster.self && !primary.local;
+      if (notYet) last = `this node (${primary.node.name}) is named primary of ${this.volume} but does not serve it yet`;
+      if (primary !== null && address !== null && !notYet) {
         const { host, port } = parseHostPort(address);
         try {
           const client = await NbdClient.open(host, port, this.exportName, Math.max(1, Math.min(deadlineMs - Date.now(), 5000)));
@@ -161,15 +172,26 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
     super(inner);
   }
 
-  override resolve(name: string): Target {
+  override resolve(requested: string): Target {
+    const relayed = requested.endsWith(RELAYED_EXPORT_SUFFIX);
+    const name = relayed ? requested.slice(0, -RELAYED_EXPORT_SUFFIX.length) : requested;
     const volume = name.split('@')[0]!;
     const engineVolume = this.tenant === null ? volume : qualify(this.tenant, volume);
     if (this.cluster.volume(engineVolume) === null) return this.inner.resolve(name);
     const primary = this.cluster.primaryOf(engineVolume);
-    if (primary?.local === true) {
+    // Served here when this node is (or is named) the primary: until it serves, I/O fails with EIO and
+    // the client retries; relaying to ourselves would loop.
+    if (relayed && primary !== null && primary.node.name === this.cluster.self && !primary.local) {
+      // The relay retries its open until this node serves (a takeover under way) or another is named.
+      throw ioError(`${volume}: this node is named its primary but does not serve it yet`);
+    }
+    if (primary?.local === true || primary?.node.name === this.cluster.self) {
       const target = this.inner.resolve(name);
       this.localPrimaries.set(target.id, engineVolume);
       return target;
+    }
+    if (relayed) {
+      throw ioError(`${volume}: relayed here, but this node is not its primary (${primary?.node.name ?? 'none known'}); a relayed connection is not relayed again`);
     }
     const owner = splitQualified(engineVolume).tenant;
     if (owner !== DEFAULT_TENANT) {
@@ -183,7 +205,7 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
     }
     const id = this.nextId--;
     const target: Target = { id, name, readOnly: name.includes('@'), sizeBytes };
-    const upstreamName = qualify(DEFAULT_TENANT, splitQualified(this.tenant === null ? name : qualify(this.tenant, name)).name);
+    const upstreamName = qualify(DEFAULT_TENANT, splitQualified(this.tenant === null ? name : qualify(this.tenant, name)).name) + RELAYED_EXPORT_SUFFIX;
     this.forwarded.set(id, { target, relay: new Relay(this.cluster, engineVolume, upstreamName, this.log, this.reconnectMsMax) });
     return target;
   }
