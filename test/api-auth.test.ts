@@ -31,6 +31,7 @@ const rules: Record<string, 'public' | 'read' | 'write' | 'admin'> = {
   'GET /v1/tenants/:tenant/encryption': 'admin', 'PUT /v1/tenants/:tenant/encryption': 'admin',
   'POST /v1/tenants/:tenant/encryption/unlock': 'admin', 'POST /v1/tenants/:tenant/encryption/rotate': 'admin',
   'POST /v1/tenants/:tenant/nbd-keys': 'write', 'GET /v1/tenants/:tenant/nbd-keys': 'write', 'DELETE /v1/tenants/:tenant/nbd-keys/:identity': 'write',
+  'GET /v1/nodes': 'read', 'GET /v1/nodes/:name': 'read', 'POST /v1/nodes/:name/drain': 'admin', 'GET /v1/cluster': 'admin',
   'GET /v1/tenants/:tenant/nvme-hosts': 'read', 'POST /v1/tenants/:tenant/nvme-hosts': 'write', 'DELETE /v1/tenants/:tenant/nvme-hosts/:nqn': 'write',
 };
 

@@ -11,6 +11,7 @@ import { apiContext } from '../src/api/context.js';
 import { KeyManager } from '../src/tenancy/key-manager.js';
 import { TenantStore } from '../src/tenancy/store.js';
 import { QosEngine } from '../src/qos/qos-engine.js';
+import type { ClusterHandle } from '../src/cluster/handle.js';
 
 /** One answer: the status, the content type, the paging header and the parsed JSON body (null when empty). */
 export interface ApiAnswer { status: number; type: string; next: string | null; body: unknown }
@@ -37,7 +38,11 @@ export interface ApiFixture {
   as(token: string | null): (method: string, path: string, body?: unknown, raw?: string) => Promise<ApiAnswer>;
 }
 
-export async function startApi(t: { after(fn: () => Promise<void>): void }, poolBytes: number, prefix = 'cairn-api-', options: ApiOptions = {}): Promise<ApiFixture> {
+export async function startApi(
+  t: { after(fn: () => Promise<void>): void }, poolBytes: number, prefix = 'cairn-api-', options: ApiOptions = {},
+  /** A cluster handle over the fixture's engine (a clustered node's API); none: a single node. */
+  clusterFor?: (engine: Engine) => ClusterHandle,
+): Promise<ApiFixture> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const poolPath = join(dir, 'pool');
   const engine: Engine = new QosEngine(await createPoolFile(poolPath, poolBytes));
@@ -49,6 +54,7 @@ export async function startApi(t: { after(fn: () => Promise<void>): void }, pool
   const ctx = apiContext({
     rootEngine: engine, jobManager: new JobManager(), tenancy, keys: new KeyManager(engine, { retryMs: 0 }), qos: (engine as QosEngine).control, poolPath, spoolDir: dir,
     nbdBaseUri: 'nbd://127.0.0.1:10809', exportUri: (_tenant, n) => `nbd://127.0.0.1:10809/${n}`,
+    cluster: clusterFor === undefined ? null : clusterFor(engine),
   });
   const audits: AuditEvent[] = [];
   const authFailures: string[] = [];

@@ -79,3 +79,35 @@ test('listen addresses and sizes', () => {
   assert.equal(formatSize(123 * 2 ** 20), '123M');
   assert.equal(formatSize(null), '-');
 });
+
+test('cluster settings: flags, file and env; --node and --advertise required with --cluster; none without it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-cfg-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  assert.equal(defaultConfig.cluster, null, 'a single node unless --cluster');
+  const c = loadConfig({ cluster: 'http://10.0.0.1:2379,10.0.0.2:2379', node: 'n1', advertise: '10.0.1.1', zone: 'z1', replPort: '12000', replicasDefault: '2' }, {}, undefined);
+  assert.deepEqual(c.cluster, ['http://10.0.0.1:2379', 'http://10.0.0.2:2379']);
+  assert.equal(c.node, 'n1');
+  assert.equal(c.advertise, '10.0.1.1');
+  assert.equal(c.zone, 'z1');
+  assert.equal(c.replPort, 12000);
+  assert.equal(c.replicasDefault, 2);
+  assert.equal(loadConfig({ cluster: 'http://e:2379', node: 'n', advertise: 'h' }, {}, undefined).replPort, 10811, 'default replication port');
+  const yamlPath = join(dir, 'c.yaml');
+  await writeFile(yamlPath, 'cluster: [http://e1:2379, http://e2:2379]\nnode: a\nadvertise: "[fd00::1]"\nreplPort: 13000\n');
+  const fromFile = loadConfig({}, {}, yamlPath);
+  assert.deepEqual(fromFile.cluster, ['http://e1:2379', 'http://e2:2379']);
+  assert.equal(fromFile.advertise, 'fd00::1');
+  assert.equal(fromFile.replPort, 13000);
+  const fromEnv = loadConfig({}, { CAIRN_CLUSTER: 'http://e:2379', CAIRN_NODE: 'b', CAIRN_ADVERTISE: 'node-b.local', CAIRN_ZONE: 'z2' }, undefined);
+  assert.equal(fromEnv.node, 'b');
+  assert.equal(fromEnv.zone, 'z2');
+  assert.throws(() => loadConfig({ cluster: 'http://e:2379' }, {}, undefined), (e: Error) => e instanceof ConfigError && /--cluster needs --node NAME and --advertise HOST/.test(e.message));
+  assert.throws(() => loadConfig({ cluster: 'http://e:2379', node: 'n' }, {}, undefined), /--cluster needs --advertise HOST/);
+  assert.throws(() => loadConfig({ node: 'n' }, {}, undefined), /node is set but --cluster is not/);
+  assert.throws(() => loadConfig({ cluster: 'http://e', node: 'n', advertise: 'h' }, {}, undefined), /has no port/);
+  assert.throws(() => loadConfig({ cluster: 'ftp://e:21', node: 'n', advertise: 'h' }, {}, undefined), /http:\/\/ or https:\/\//);
+  assert.throws(() => loadConfig({ cluster: 'http://e:2379', node: 'bad name', advertise: 'h' }, {}, undefined), /invalid node/);
+  assert.throws(() => loadConfig({ cluster: 'http://e:2379', node: 'n', advertise: 'h:10' }, {}, undefined), /no port/);
+  assert.throws(() => loadConfig({ cluster: 'http://e:2379', node: 'n', advertise: 'h', replicasDefault: '4' }, {}, undefined), /1\.\.3/);
+  assert.throws(() => loadConfig({ cluster: 'http://e:2379', node: 'n', advertise: 'h', replPort: '70000' }, {}, undefined), /1\.\.65535/);
+});

@@ -36,7 +36,7 @@ function identity(over: Partial<ControllerIdentity> = {}): ControllerIdentity {
 
 function ns(nsid: number, readOnly = false): NvmfNamespace {
   return {
-    nsid, targetName: `v${nsid}`, sizeBytes: 64 * MiB, readOnly,
+    nsid, targetId: nsid - 1, targetName: `v${nsid}`, sizeBytes: 64 * MiB, readOnly,
     nguid: Buffer.alloc(16, nsid), uuid: Buffer.alloc(16, 0x80 + nsid),
   };
 }

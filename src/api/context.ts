@@ -10,6 +10,8 @@ import { TenancyError } from '../tenancy/errors.js';
 import type { FastifyRequest } from 'fastify';
 import type { QosControl } from '../qos/qos-control.js';
 import type { KeyManager } from '../tenancy/key-manager.js';
+import type { ClusterHandle, ReplicaView } from '../cluster/handle.js';
+import { qualify } from '../tenancy/names.js';
 
 export interface ApiContext {
   /** The current request's engine: the root engine for an admin, its tenant's view otherwise. */
@@ -37,9 +39,16 @@ export interface ApiContext {
    * `default`), null where no NBD client of that tenant can reach it.
    */
   nbdUri(name: string): string | null;
+  /** The cluster this node belongs to (issue 22); null on a single node. */
+  cluster: ClusterHandle | null;
+  /** The engine's name of a volume the current request names (a tenant's own name gets its prefix). */
+  engineName(name: string): string;
+  /** A volume's replicas and epoch when it has a cluster record (`name` as the request names it), else null. */
+  replication(name: string): { replicas: ReplicaView[]; epoch: number } | null;
 }
 
-export type ApiContextInit = Omit<ApiContext, 'engine' | 'jobs' | 'principal' | 'nbdUri'> & {
+export type ApiContextInit = Omit<ApiContext, 'engine' | 'jobs' | 'principal' | 'nbdUri' | 'cluster' | 'engineName' | 'replication'> & {
+  cluster?: ClusterHandle | null;
   /** The URI of `tenant`'s export `name` (the tenant's own name for it), or null if unreachable. */
   exportUri(tenant: string, name: string): string | null;
 };
@@ -51,9 +60,20 @@ function scope() {
 }
 
 export function apiContext(init: ApiContextInit): ApiContext {
-  const { exportUri, ...rest } = init;
+  const { exportUri, cluster = null, ...rest } = init;
+  const engineName = (name: string): string => {
+    const tenant = requestScope.getStore()?.principal?.tenant ?? null;
+    return tenant === null ? name : qualify(tenant, name);
+  };
   return {
     ...rest,
+    cluster,
+    engineName,
+    replication: (name) => {
+      if (cluster === null) return null;
+      const record = cluster.volume(engineName(name));
+      return record === null ? null : { replicas: cluster.replicas(record.name), epoch: record.epoch };
+    },
     get engine() { return scope().engine; },
     get jobs() { return scope().jobs; },
     principal: () => scope().principal,

@@ -123,6 +123,10 @@ function settle(view: JobView, engine: Engine): boolean {
       interrupted(view, `it does not resume on its own and must be retried; ${view.target} may hold part of the stream `
         + '(after a full stream, delete the volume; after an incremental one, revert it to its latest snapshot) before importing again');
       return false;
+    case 'drain':
+      // The draining mark lives in the cluster's records, so the move goes on; only this job stopped.
+      interrupted(view, `the node stays marked draining and its replicas keep moving; run "cairn node drain ${view.target}" again to follow it`);
+      return false;
     default:
       interrupted(view, 'it does not resume on its own: start it again');
       return false;

@@ -9,7 +9,10 @@ import type { KekErrorCode } from '../keys/provider.js';
 /** Codes of the API's own errors, of the stream layer's, and of requests refused before a handler. */
 export type ApiErrorCode =
   | 'job_not_found' | 'route_not_found' | 'stream_base_mismatch' | 'target_modified' | 'target_busy'
-  | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large' | TenancyErrorCode | KekErrorCode;
+  | 'invalid_request' | 'stream_corrupt' | 'unsupported_media_type' | 'payload_too_large' | TenancyErrorCode | KekErrorCode
+  // The cluster's (issue 22): a cluster route on a single node; this node no longer the volume's
+  // primary; etcd or a peer unreachable; a node name that no node record holds.
+  | 'not_clustered' | 'kv_unavailable' | 'transport_error' | 'node_not_found';
 
 /** An error raised by the API layer itself (not the engine). */
 export class ApiError extends Error {
@@ -72,6 +75,12 @@ const statusByCode: Record<ErrorCode | ApiErrorCode | TenancyErrorCode, number> 
   volume_locked: 423,
   wrong_key: 422,
   key_slots_full: 507,
+  not_clustered: 404,
+  node_not_found: 404,
+  // The volume's primary moved while the request ran: retry (it goes to the new primary).
+  not_primary: 409,
+  kv_unavailable: 503,
+  transport_error: 503,
 };
 
 const titleByStatus: Record<number, string> = {

@@ -11,6 +11,7 @@ import {
 import { lineageTree, volumeView } from './views.js';
 import { decodePageToken, pageItemsMax, setNextPageToken } from './paging.js';
 import type { DataKey, VolumeInfo } from '../engine/index.js';
+import type { VolumeRecord } from '../cluster/records.js';
 import { splitQualified } from '../tenancy/names.js';
 
 const tag = 'volumes';
@@ -21,9 +22,59 @@ function originOf(v: VolumeInfo): string | null {
 }
 
 /** An existing volume that a create with these arguments would have made (idempotent create). */
-function sameCreate(v: VolumeInfo, body: CreateVolumeBody): boolean {
+function sameCreate(ctx: ApiContext, v: VolumeInfo, body: CreateVolumeBody): boolean {
   if (body.from !== undefined) return originOf(v) === body.from;
-  return v.origin === null && v.sizeBytes === body.size && (v.encryption !== null) === (body.encrypted === true);
+  const record = ctx.cluster?.volume(ctx.engineName(v.name)) ?? null;
+  const replicas = record?.replicas ?? 1;
+  return v.origin === null && v.sizeBytes === body.size && (v.encryption !== null) === (body.encrypted === true)
+    && (body.replicas === undefined || body.replicas === replicas);
+}
+
+/** `replicas` asks for a cluster; a clone follows its source's replicas. */
+function checkReplicas(ctx: ApiContext, body: CreateVolumeBody): void {
+  if (body.replicas === undefined) return;
+  if (body.from !== undefined) throw new ApiError('invalid_argument', 'a clone lives with its source\'s replicas: leave out "replicas"');
+  if (ctx.cluster === null && body.replicas > 1) throw new ApiError('not_clustered', `this daemon is not part of a cluster (cairn serve --cluster …): ${body.replicas} replicas need storage nodes`);
+  if (body.encrypted === true && body.replicas > 1) throw new ApiError('invalid_argument', 'encrypted volumes cannot be replicated yet (the data key belongs to one pool)');
+}
+
+/** The id of a volume shown from its cluster record alone (engine ids start at 1: 0 is never a volume's). */
+export const REMOTE_VOLUME_ID = 0;
+
+/**
+ * A volume this node may hold no replica of (placed on other nodes): the engine's record when it is
+ * here, else what the cluster record says (size and creation time; no local figures).
+ */
+function createdVolume(ctx: ApiContext, name: string): VolumeInfo {
+  try { return ctx.engine.getVolume(name); } catch (err) {
+    const record = ctx.cluster?.volume(ctx.engineName(name)) ?? null;
+    // Not here but in the cluster: its replicas live on other nodes. Anything else is the error.
+    if ((err as { code?: string }).code !== 'volume_not_found' || record === null) throw err;
+    return recordVolume(name, record);
+  }
+}
+
+function recordVolume(name: string, record: VolumeRecord): VolumeInfo {
+  return {
+    kind: 'volume', id: REMOTE_VOLUME_ID, name, sizeBytes: record.sizeBytes, mappedBytes: 0, createdMs: record.createdMs, origin: null,
+    snapshotCount: 0, snapshots: [], flattenProgress: null, encryption: null,
+  };
+}
+
+/** The request's volumes: this node's, and on a cluster node those held only by other nodes (from their records). */
+function visibleVolumes(ctx: ApiContext): VolumeInfo[] {
+  const local = ctx.engine.listVolumes();
+  if (ctx.cluster === null) return local;
+  const tenant = ctx.principal()?.tenant ?? null;
+  const names = new Set(local.map((v) => v.name));
+  const remote: VolumeInfo[] = [];
+  for (const record of ctx.cluster.volumes()) {
+    const split = splitQualified(record.name);
+    if (tenant !== null && split.tenant !== tenant) continue;
+    const name = tenant === null ? record.name : split.name;
+    if (!names.has(name)) remote.push(recordVolume(name, record));
+  }
+  return remote.length === 0 ? local : [...local, ...remote].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /**
@@ -55,6 +106,7 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
   if ((body.size === undefined) === (body.from === undefined)) {
     throw new ApiError('invalid_argument', 'give exactly one of "size" (a new volume) and "from" (a clone)');
   }
+  checkReplicas(ctx, body);
   const existing = (): VolumeInfo | undefined => {
     try { return ctx.engine.getVolume(body.name); } catch (err) {
       // Only "no such volume" means absent; anything else is the request's error.
@@ -64,7 +116,7 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
   };
   const before = existing();
   if (before !== undefined) {
-    if (sameCreate(before, body)) {
+    if (sameCreate(ctx, before, body)) {
       if (body.qos !== undefined) await ctx.qos.setVolumeLimits(before.id, body.qos); // a retry of a create that stored no limits yet
       return reply.code(200).send(volumeView(before, ctx));
     }
@@ -72,16 +124,20 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
   }
   const encryption = await encryptionFor(ctx, body);
   try {
+    const cluster = ctx.cluster;
     const v = body.from !== undefined
       ? await ctx.engine.cloneVolume(body.name, body.from)
-      : await ctx.engine.createVolume(body.name, body.size!, encryption === undefined ? {} : { encryption });
+      : cluster !== null && body.replicas !== undefined && encryption === undefined
+        // Placed by the cluster on `replicas` nodes (this one among them or not).
+        ? (await cluster.createVolume(ctx.engineName(body.name), body.size!, body.replicas), createdVolume(ctx, body.name))
+        : await ctx.engine.createVolume(body.name, body.size!, encryption === undefined ? {} : { encryption });
     // Limits are stored right after the create: a failure here leaves the volume, and a retry sets them.
     if (body.qos !== undefined) await ctx.qos.setVolumeLimits(v.id, body.qos);
     return reply.code(201).header('location', `/v1/volumes/${encodeURIComponent(v.name)}`).send(volumeView(v, ctx));
   } catch (err) {
     // A concurrent identical create won the race: same arguments still answer 200.
     const now = existing();
-    if ((err as { code?: string }).code === 'name_taken' && now !== undefined && sameCreate(now, body)) {
+    if ((err as { code?: string }).code === 'name_taken' && now !== undefined && sameCreate(ctx, now, body)) {
       if (body.qos !== undefined) await ctx.qos.setVolumeLimits(now.id, body.qos);
       return reply.code(200).send(volumeView(now, ctx));
     }
@@ -92,7 +148,7 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
 /** One page of volumes in name order, after the name in the token (a seek: a name is unique). */
 function volumePage(ctx: ApiContext, reply: FastifyReply, query: ListQuery) {
   const after = query.pageToken === undefined ? null : decodePageToken('volume', query.pageToken);
-  const all = ctx.engine.listVolumes(); // sorted by name (engine contract)
+  const all = visibleVolumes(ctx); // sorted by name (engine contract; merged ones sorted too)
   let start = 0;
   if (after !== null) {
     let hi = all.length;
@@ -109,7 +165,7 @@ function volumePage(ctx: ApiContext, reply: FastifyReply, query: ListQuery) {
 }
 
 async function deleteVolume(ctx: ApiContext, name: string, reply: FastifyReply): Promise<unknown> {
-  ctx.engine.getVolume(name); // 404 before a job is made
+  createdVolume(ctx, name); // 404 before a job is made (a cluster volume may live on other nodes only)
   const job = ctx.jobs.start('delete', name, async () => { await ctx.engine.deleteVolume(name); });
   const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), deleteWaitMs).unref());
   if ((await Promise.race([job.done.then(() => 'done' as const), timeout])) === 'done') {
@@ -137,7 +193,9 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
     method: 'GET', url: '/v1/volumes/:name', access: 'read', tag, summary: 'Show a volume (with exclusive bytes)',
     params: NameParams, responses: { 200: { description: 'the volume', schema: Volume } },
     handler: async (req) => {
-      const v = ctx.engine.getVolume(nameOf(req));
+      const v = createdVolume(ctx, nameOf(req));
+      // A clustered volume without a replica here has no local space figures.
+      if (v.id === REMOTE_VOLUME_ID) return volumeView(v, ctx);
       const space = await ctx.engine.spaceUsage(v.name);
       return volumeView(v, ctx, space.exclusiveBytes);
     },

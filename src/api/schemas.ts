@@ -18,6 +18,7 @@ export const CreateVolumeBody = Type.Object({
   from: Type.Optional(Name('"VOL@SNAP" or "VOL": create a zero-copy clone of it')),
   qos: Type.Optional(VolumeQosBody),
   encrypted: Type.Optional(Type.Boolean({ description: 'a new volume encrypted at rest (AES-256-XTS) with a fresh data key wrapped by its tenant\'s key-encryption key; a clone is encrypted exactly when its source is (give true or leave it out)' })),
+  replicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 3, description: 'copies on distinct storage nodes (a cluster only; default: the cluster\'s --replicas-default); a clone has its source\'s' })),
 }, { additionalProperties: false, description: 'give exactly one of size and from' });
 export type CreateVolumeBody = Static<typeof CreateVolumeBody>;
 
@@ -71,6 +72,12 @@ const EncryptionFields = {
   encrypted: Type.Boolean({ description: 'encrypted at rest with its lineage\'s data key' }),
   locked: Type.Boolean({ description: 'encrypted and its data key not in memory (its tenant\'s key-encryption key is unavailable): I/O is refused until it unlocks' }),
 };
+const MemberState = Type.Union([Type.Literal('in-sync'), Type.Literal('rebuilding'), Type.Literal('down')]);
+export const Replica = Type.Object({
+  node: Type.String(), state: MemberState,
+  rebuildProgress: Type.Union([Type.Number({ minimum: 0, maximum: 1 }), Type.Null()], { description: '0..1 while rebuilding (known on the primary\'s node)' }),
+  primary: Type.Boolean(),
+});
 export const Volume = Type.Object({
   name: Type.String(), id: Type.Integer(), size: Bytes('provisioned bytes'),
   mappedBytes: Bytes('logical bytes holding data'),
@@ -83,6 +90,8 @@ export const Volume = Type.Object({
   nbdUri: Type.Union([Type.String(), Type.Null()]),
   qos: Type.Union([VolumeQos, Type.Null()], { description: 'QoS limits (null: none set)' }),
   ...EncryptionFields,
+  replicas: Type.Optional(Type.Array(Replica, { description: 'its replicas (a cluster only)' })),
+  epoch: Type.Optional(Type.Integer({ minimum: 0, description: 'bumped by every change of its primary or in-sync set (a cluster only)' })),
 });
 export const Snapshot = Type.Object({
   name: Type.String({ description: '"VOL@SNAP"' }), volume: Type.String(), snapshot: Type.String(),
@@ -159,3 +168,30 @@ export const Token = Type.Object({
 });
 export const CreatedToken = Type.Intersect([Token, Type.Object({ token: Type.String({ description: 'the secret: shown only in this answer' }) })]);
 export const TokenParams = Type.Object({ token: Type.String({ minLength: 1, maxLength: 64, description: 'token id or name' }) });
+
+// The cluster (issue 22): nodes, their state, drain, and the cluster's status.
+export const NodeParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 63, description: 'node name' }) });
+const Addresses = Type.Object({
+  api: Type.Union([Type.String(), Type.Null()]), nbd: Type.Union([Type.String(), Type.Null()]),
+  nvmf: Type.Union([Type.String(), Type.Null()]), repl: Type.String(),
+}, { description: 'HOST:PORT of each service (null: not served)' });
+export const ClusterNode = Type.Object({
+  name: Type.String(), zone: Type.Union([Type.String(), Type.Null()]), incarnation: Type.String(),
+  addresses: Addresses, startedMs: Type.Integer(), startedAt: Type.String({ format: 'date-time' }),
+  draining: Type.Boolean(), alive: Type.Boolean({ description: 'holds a live lease in etcd now' }),
+  replicas: Type.Integer({ minimum: 0, description: 'replicas it holds' }),
+  primaries: Type.Integer({ minimum: 0, description: 'of which it is primary' }),
+  self: Type.Boolean({ description: 'the node answering this request' }),
+});
+export const DrainBody = Type.Object({
+  timeoutSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 7 * 86400, description: 'give up after this long (default 3600)' })),
+}, { additionalProperties: false });
+export type DrainBody = Static<typeof DrainBody>;
+export const ClusterStatusSchema = Type.Object({
+  self: Type.String(),
+  controlPlane: Type.Object({ healthy: Type.Boolean(), endpoints: Type.Array(Type.String()), error: Type.Union([Type.String(), Type.Null()]) }),
+  nodes: Type.Array(ClusterNode),
+  volumes: Type.Integer({ minimum: 0 }),
+  degraded: Type.Array(Type.Object({ name: Type.String(), inSync: Type.Integer(), replicas: Type.Integer(), primary: Type.String() }),
+    { description: 'volumes with fewer in-sync replicas than wanted' }),
+});

@@ -21,6 +21,7 @@ import { registerQosRoutes } from './routes-qos.js';
 import { registerKeyRoutes } from './routes-keys.js';
 import { registerStatsRoutes, type IoTotalsSource } from './routes-stats.js';
 import { registerUiFiles } from './ui-files.js';
+import { registerClusterRoutes } from './routes-cluster.js';
 
 /** Largest JSON request body (requests are small objects; streams are not JSON). */
 export const jsonBodyBytesMax = 1024 * 1024;
@@ -130,6 +131,7 @@ function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): 
   registerQosRoutes(routes, ctx);
   registerKeyRoutes(routes, ctx);
   registerStatsRoutes(routes, ctx, opts.ioTotals);
+  registerClusterRoutes(routes, ctx);
   if (opts.metrics !== undefined) {
     const metrics = opts.metrics;
     routes.add({

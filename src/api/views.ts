@@ -3,10 +3,13 @@
 import type { Engine, SnapshotInfo, VolumeInfo } from '../engine/index.js';
 import type { QosLimits } from '../qos/limits.js';
 import { volumeQosView } from './routes-qos.js';
+import type { ReplicaView } from '../cluster/handle.js';
 
 export interface ApiContextViews {
   nbdUri(name: string): string | null;
   qos?: { volumeLimits(id: number): QosLimits | null };
+  /** A clustered volume's replicas and epoch (absent or null: not clustered, fields left out). */
+  replication?(name: string): { replicas: ReplicaView[]; epoch: number } | null;
 }
 
 function qosOf(id: number, ctx: ApiContextViews) {
@@ -15,6 +18,17 @@ function qosOf(id: number, ctx: ApiContextViews) {
 }
 
 export function volumeView(v: VolumeInfo, ctx: ApiContextViews, exclusiveBytes: number | null = null) {
+  const replication = ctx.replication?.(v.name) ?? null;
+  return {
+    ...volumeFields(v, ctx, exclusiveBytes),
+    ...(replication === null ? {} : {
+      replicas: replication.replicas.map((r) => ({ node: r.node, state: r.state, rebuildProgress: r.rebuildProgress, primary: r.primary })),
+      epoch: replication.epoch,
+    }),
+  };
+}
+
+function volumeFields(v: VolumeInfo, ctx: ApiContextViews, exclusiveBytes: number | null) {
   return {
     name: v.name, id: v.id, size: v.sizeBytes, mappedBytes: v.mappedBytes, exclusiveBytes,
     createdMs: v.createdMs, createdAt: new Date(v.createdMs).toISOString(),

@@ -14,6 +14,7 @@ interface ServeFlags {
   apiTlsCert?: string; apiTlsKey?: string; apiTlsClientCa?: string;
   nbdTls?: string; nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean; rewind?: boolean;
   nvmf?: string; nvmfDiscovery?: string; nvmfAdvertise?: string; nvmfNqnBase?: string; nvmfInCapsuleBytes?: string;
+  cluster?: string; node?: string; advertise?: string; zone?: string; replPort?: string; replicasDefault?: string; clusterSecretFile?: string;
 }
 
 // The daemon and the engine are imported only by the commands that need them, so the client
@@ -29,6 +30,8 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
     rewind: flags.rewind === true ? true : undefined,
     nvmf: flags.nvmf, nvmfDiscovery: flags.nvmfDiscovery, nvmfAdvertise: flags.nvmfAdvertise, nvmfNqnBase: flags.nvmfNqnBase,
     nvmfInCapsuleBytes: flags.nvmfInCapsuleBytes,
+    cluster: flags.cluster, node: flags.node, advertise: flags.advertise, zone: flags.zone, replPort: flags.replPort,
+    replicasDefault: flags.replicasDefault, clusterSecretFile: flags.clusterSecretFile,
     apiTls: flags.apiTlsCert === undefined && flags.apiTlsKey === undefined ? undefined : {
       certFile: flags.apiTlsCert, keyFile: flags.apiTlsKey, clientCaFile: flags.apiTlsClientCa,
     },
@@ -109,6 +112,13 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--nvmf-advertise <host[:port]>', 'address the discovery log gives hosts (NAT, forwarded port; default the --nvmf address); env CAIRN_NVMF_ADVERTISE')
     .option('--nvmf-nqn-base <nqn>', 'subsystem NQNs are NQN:TENANT (default nqn.2026-12.io.cairn); env CAIRN_NVMF_NQN_BASE')
     .option('--nvmf-in-capsule-bytes <n>', 'write data carried in the command capsule on I/O queues (default 8192, a multiple of 16, at most 128 KiB); env CAIRN_NVMF_IN_CAPSULE_BYTES')
+    .option('--cluster <urls>', 'run as a storage node of the cluster whose etcd is at URL[,URL…] (volumes replicated across nodes; needs --node and --advertise); env CAIRN_CLUSTER')
+    .option('--node <name>', 'this node\'s name in the cluster; env CAIRN_NODE')
+    .option('--advertise <host>', 'the host other nodes and clients reach this node by (its API, NBD, NVMe/TCP and replication ports); env CAIRN_ADVERTISE')
+    .option('--zone <zone>', 'failure domain label: replicas of a volume go to distinct zones when there are enough; env CAIRN_ZONE')
+    .option('--repl-port <port>', 'replication port (default 10811); env CAIRN_REPL_PORT')
+    .option('--replicas-default <n>', 'replicas of a volume created without --replicas (1..3, default 1); env CAIRN_REPLICAS_DEFAULT')
+    .option('--cluster-secret-file <file>', 'a secret every node shares (first line of the file): replication connections prove it, so a stranger cannot inject replication traffic; env CAIRN_CLUSTER_SECRET_FILE')
     .option('--log-level <level>', 'trace|debug|info|warn|error (default info); env CAIRN_LOG_LEVEL')
     .option('--log-format <format>', 'json|pretty|auto (default auto: pretty on a terminal); env CAIRN_LOG_FORMAT')
     .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')

@@ -1,6 +1,6 @@
 // `cairn volume ...`, `cairn pool status` and `cairn pool grow`: create (empty or clone), list, show, resize, delete,
 // revert, flatten (progress bar), tree (lineage with space).
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { seg, type ApiClient, type ListPaging } from './client.js';
 import { fetchList, withPagingOptions } from './paging.js';
 import { keyValues, print, printJson, table, when } from './output.js';
@@ -14,6 +14,24 @@ export interface VolumeView {
   createdAt: string; origin: string | null; snapshots: string[]; snapshotCount?: number; flattenProgress: number | null; nbdUri: string | null;
   qos?: QosView | null;
   encrypted?: boolean; locked?: boolean;
+  /** A clustered volume's replicas and epoch (absent on a single node). */
+  replicas?: ReplicaView[]; epoch?: number;
+}
+
+interface ReplicaView { node: string; state: 'in-sync' | 'rebuilding' | 'down'; rebuildProgress: number | null; primary: boolean }
+
+/** "in-sync", "rebuilding 42%", "down". */
+function replicaState(r: ReplicaView): string {
+  return r.state === 'rebuilding' && r.rebuildProgress !== null ? `rebuilding ${Math.floor(r.rebuildProgress * 100)}%` : r.state;
+}
+
+function replicaTable(rows: ReplicaView[]): string {
+  return table(rows, [
+    { header: 'NODE', value: (r) => r.node },
+    { header: 'ROLE', value: (r) => (r.primary ? 'primary' : 'replica') },
+    { header: 'STATE', value: replicaState },
+    { header: 'REBUILD', value: (r) => (r.rebuildProgress === null ? '-' : `${Math.floor(r.rebuildProgress * 100)}%`), right: true },
+  ]);
 }
 
 /** "encrypted", "encrypted, locked" or "-". */
@@ -33,6 +51,12 @@ function poolDetails(p: PoolView): string {
     ['free', formatSize(p.freeBytes)], ['volumes', String(p.volumes)], ['snapshots', String(p.snapshots)],
     ['generation', String(p.generation)], ['checksum errors', String(p.checksumErrors)], ['nbd', p.nbd ?? '-'],
   ]);
+}
+
+function replicasArg(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 3) throw new InvalidArgumentError('expected 1, 2 or 3');
+  return n;
 }
 
 function volumeTable(rows: VolumeView[]): string {
@@ -69,7 +93,9 @@ function treeLines(node: TreeNode, prefix: string, last: boolean, root: boolean,
 
 async function show(client: ApiClient, name: string, ctx: CliContext): Promise<void> {
   const v = await client.get<VolumeView>(`/v1/volumes/${seg(name)}`);
-  if (ctx.json()) printJson(v); else print(volumeDetails(v));
+  if (ctx.json()) return printJson(v);
+  print(volumeDetails(v));
+  if (v.replicas !== undefined) print(`\nreplicas (epoch ${v.epoch ?? '-'}):\n${replicaTable(v.replicas)}`);
 }
 
 export function registerVolumeCommands(program: Command, ctx: CliContext): void {
@@ -91,13 +117,15 @@ export function registerVolumeCommands(program: Command, ctx: CliContext): void 
   addQosOptions(volume.command('create <name>').description('create a volume (--size) or a zero-copy clone (--from VOL@SNAP | VOL), with QoS limits if given')
     .option('--size <size>', 'size: bytes or K/M/G/T (1024-based)', ctx.sizeArg)
     .option('--from <source>', 'clone VOLUME@SNAPSHOT or the live VOLUME')
-    .option('--encrypt', 'encrypt at rest (AES-256-XTS) with a new data key wrapped by the tenant\'s key-encryption key (see tenant set --kek); a clone is encrypted when its source is'))
-    .action(async (name: string, opts: { size?: number; from?: string; encrypt?: boolean }, cmd: Command) => {
+    .option('--encrypt', 'encrypt at rest (AES-256-XTS) with a new data key wrapped by the tenant\'s key-encryption key (see tenant set --kek); a clone is encrypted when its source is')
+    .option('--replicas <n>', 'copies on distinct storage nodes, 1..3 (a cluster only; default the cluster\'s); a clone has its source\'s', replicasArg))
+    .action(async (name: string, opts: { size?: number; from?: string; encrypt?: boolean; replicas?: number }, cmd: Command) => {
       if ((opts.size === undefined) === (opts.from === undefined)) cmd.error('error: give exactly one of --size and --from', { exitCode: 2 });
       const qos = qosChange(opts);
       const body = {
         ...(opts.from !== undefined ? { name, from: opts.from } : { name, size: opts.size }), ...(qos === undefined ? {} : { qos }),
         ...(opts.encrypt === true ? { encrypted: true } : {}),
+        ...(opts.replicas === undefined ? {} : { replicas: opts.replicas }),
       };
       const r = await ctx.client().request<VolumeView>('POST', '/v1/volumes', body);
       if (ctx.json()) printJson(r.body); else print(volumeTable([r.body]));

@@ -12,6 +12,7 @@ import { resolveCredentials } from './credentials.js';
 import { addNbdKeyCommands } from './commands-nbd-keys.js';
 import { addNvmeHostCommands } from './commands-nvme-hosts.js';
 import { registerQosCommands } from './commands-qos.js';
+import { registerClusterCommands } from './commands-cluster.js';
 
 function apiUrl(value: string | undefined): string {
   const raw = value ?? process.env.CAIRN_API ?? defaultApiUrl;
@@ -46,6 +47,7 @@ export function buildProgram(): Command {
   addNbdKeyCommands(tenant, ctx);
   addNvmeHostCommands(tenant, ctx);
   registerQosCommands(program, ctx);
+  registerClusterCommands(program, ctx);
   // Listed for --help only: main() routes `cairn csi ...` to the CSI plugin's own parser.
   program.command('csi').description('run the Kubernetes CSI plugin (see: cairn csi --help)')
     .allowUnknownOption().allowExcessArguments().helpOption(false);

@@ -14,6 +14,12 @@ export interface AdvertisedAddress { host: string; port: number | null }
 export const NVMF_NQN_BASE_DEFAULT = 'nqn.2026-12.io.cairn';
 /** The discovery service's port when only --nvmf is given. */
 export const NVMF_DISCOVERY_PORT_DEFAULT = 8009;
+/** The cluster's replication port unless --repl-port says otherwise. */
+export const REPL_PORT_DEFAULT = 10811;
+/** Replicas a volume may have (src/cluster/records.ts REPLICAS_MAX has the same value). */
+const CLUSTER_REPLICAS_MAX = 3;
+/** A node name: what etcd keys and the CLI show; short, and safe in a key and a URL. */
+const NODE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/i;
 
 export interface NbdTlsConfig {
   certFile?: string; keyFile?: string; caFile?: string; pskFile?: string; required?: boolean;
@@ -62,7 +68,24 @@ export interface DaemonConfig {
   nvmfInCapsuleBytes: number | null;
   /** Open a pool whose newest generation was lost at its newest valid older one (PoolOptions.rewind); only from the command line. */
   rewind: boolean;
+  /** etcd endpoints (URLs) of the cluster this node joins (issue 22); null = a single node, no cluster. */
+  cluster: string[] | null;
+  /** This node's name in the cluster (required with `cluster`). */
+  node: string | null;
+  /** The host other nodes and clients reach this node by (required with `cluster`). */
+  advertise: string | null;
+  /** Failure domain label: replicas of one volume go to distinct zones when there are enough. */
+  zone: string | null;
+  /** The replication port (other nodes connect to ADVERTISE:replPort). */
+  replPort: number;
+  /** Replicas of a volume created without a count; null = the cluster's default (1). */
+  replicasDefault: number | null;
+  /** A file holding the secret every node shares: replication connections prove it (HMAC); null = none. */
+  clusterSecretFile: string | null;
 }
+
+/** The configuration of a cluster node: checkClusterConfig made sure these are set together. */
+export type ClusterConfig = DaemonConfig & { cluster: string[]; node: string; advertise: string };
 
 /** The raw, unvalidated layer a source contributes (all strings or plain values). */
 export type ConfigLayer = Partial<Record<keyof DaemonConfig | 'pool' | 'poolSize', unknown>>;
@@ -89,6 +112,13 @@ export const defaultConfig: DaemonConfig = {
   nvmfNqnBase: NVMF_NQN_BASE_DEFAULT,
   nvmfInCapsuleBytes: null,
   rewind: false,
+  cluster: null,
+  node: null,
+  advertise: null,
+  zone: null,
+  replPort: REPL_PORT_DEFAULT,
+  replicasDefault: null,
+  clusterSecretFile: null,
 };
 
 export class ConfigError extends Error {
@@ -196,7 +226,8 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
   const out = { ...config };
   const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'poolPreallocate', 'api', 'apiTls', 'nbd', 'nbdSocketPath', 'nbdTls',
     'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'kekRetryMs', 'rewind',
-    'nvmf', 'nvmfDiscovery', 'nvmfAdvertise', 'nvmfNqnBase', 'nvmfInCapsuleBytes']);
+    'nvmf', 'nvmfDiscovery', 'nvmfAdvertise', 'nvmfNqnBase', 'nvmfInCapsuleBytes',
+    'cluster', 'node', 'advertise', 'zone', 'replPort', 'replicasDefault', 'clusterSecretFile']);
   for (const [key, value] of Object.entries(layer)) {
     if (value === undefined) continue;
     if (!known.has(key)) throw new ConfigError(`unknown setting "${key}" in ${source}`);
@@ -247,6 +278,33 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
         out.nvmfInCapsuleBytes = bytes;
         break;
       }
+      case 'cluster': out.cluster = clusterOf(value, what); break;
+      case 'node': {
+        const name = optionalText(value);
+        if (name !== null && !NODE_NAME_RE.test(name)) throw new ConfigError(`invalid ${what}: ${JSON.stringify(name)} (letters, digits, '.', '_' and '-', at most 63)`);
+        out.node = name;
+        break;
+      }
+      case 'advertise': {
+        const host = optionalText(value);
+        if (host !== null && !/^(?:\[[0-9a-f:.]+\]|[^\s:/\[\]]+|[0-9a-f:.]+)$/i.test(host)) throw new ConfigError(`invalid ${what}: ${JSON.stringify(host)} (a host name or IP address, no port)`);
+        out.advertise = host === null ? null : host.replace(/^\[(.*)\]$/, '$1');
+        break;
+      }
+      case 'zone': out.zone = optionalText(value); break;
+      case 'clusterSecretFile': out.clusterSecretFile = optionalText(value); break;
+      case 'replPort': {
+        const port = intOf(value, what);
+        if (port < 1 || port > 65535) throw new ConfigError(`invalid ${what}: ${String(value)} (1..65535)`);
+        out.replPort = port;
+        break;
+      }
+      case 'replicasDefault': {
+        const n = intOf(value, what);
+        if (n < 1 || n > CLUSTER_REPLICAS_MAX) throw new ConfigError(`invalid ${what}: ${String(value)} (1..${CLUSTER_REPLICAS_MAX})`);
+        out.replicasDefault = n;
+        break;
+      }
       case 'rewind':
         // A rewind discards a generation: asked for on the command line each time, never left in a file.
         if (source !== 'command line') throw new ConfigError(`rewind is a command-line flag only (cairn serve --rewind), not a setting (${source})`);
@@ -255,6 +313,41 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
     }
   }
   return out;
+}
+
+function optionalText(value: unknown): string | null {
+  if (value === null || value === false) return null;
+  const text = String(value).trim();
+  return text === '' ? null : text;
+}
+
+/** etcd endpoints: "URL[,URL…]" or a list; a bare HOST:PORT gets http://. Empty or "off" = no cluster. */
+function clusterOf(value: unknown, what: string): string[] | null {
+  if (value === null || value === false) return null;
+  const items = (Array.isArray(value) ? value.map(String) : String(value).split(',')).map((u) => u.trim()).filter((u) => u !== '');
+  if (items.length === 0 || (items.length === 1 && items[0] === 'off')) return null;
+  return items.map((item) => {
+    const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(item) ? item : `http://${item}`;
+    let parsed: URL;
+    try { parsed = new URL(url); } catch (err) {
+      throw new ConfigError(`invalid ${what}: ${JSON.stringify(item)} is not an etcd URL (${(err as Error).message})`);
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ConfigError(`invalid ${what}: ${JSON.stringify(item)} (http:// or https:// etcd URLs)`);
+    if (parsed.port === '') throw new ConfigError(`invalid ${what}: ${JSON.stringify(item)} has no port (etcd's client port is usually 2379)`);
+    return `${parsed.protocol}//${parsed.host}`;
+  });
+}
+
+/** The cluster settings belong together: a node name and an advertised host with --cluster, none without it. */
+export function checkClusterConfig(config: DaemonConfig): DaemonConfig {
+  if (config.cluster === null) {
+    const stray = (['node', 'advertise', 'zone', 'replicasDefault', 'clusterSecretFile'] as const).filter((k) => config[k] !== null);
+    if (stray.length > 0) throw new ConfigError(`${stray.join(', ')} ${stray.length > 1 ? 'are' : 'is'} set but --cluster is not: give --cluster ETCD_URL[,URL…] to run as a storage node, or drop ${stray.length > 1 ? 'them' : 'it'}`);
+    return config;
+  }
+  const missing = [config.node === null ? '--node NAME' : null, config.advertise === null ? '--advertise HOST' : null].filter((x) => x !== null);
+  if (missing.length > 0) throw new ConfigError(`--cluster needs ${missing.join(' and ')} (this node's name, and the host other nodes and clients reach it by)`);
+  return config;
 }
 
 export function readConfigFile(path: string): ConfigLayer {
@@ -273,7 +366,8 @@ export function readConfigFile(path: string): ConfigLayer {
 
 /** CAIRN_POOL, CAIRN_STATE_DIR, CAIRN_POOL_SIZE, CAIRN_POOL_PREALLOCATE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
  *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS (psk|off), CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED},
- *  CAIRN_API_TLS_{CERT,KEY,CLIENT_CA}. */
+ *  CAIRN_API_TLS_{CERT,KEY,CLIENT_CA}, CAIRN_CLUSTER, CAIRN_NODE, CAIRN_ADVERTISE, CAIRN_ZONE, CAIRN_REPL_PORT, CAIRN_REPLICAS_DEFAULT,
+ *  CAIRN_CLUSTER_SECRET_FILE. */
 export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
   return {
     pool: env.CAIRN_POOL, stateDir: env.CAIRN_STATE_DIR, poolSize: env.CAIRN_POOL_SIZE, poolPreallocate: env.CAIRN_POOL_PREALLOCATE,
@@ -287,6 +381,8 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
     kekRetryMs: env.CAIRN_KEK_RETRY_MS,
     nvmf: env.CAIRN_NVMF, nvmfDiscovery: env.CAIRN_NVMF_DISCOVERY, nvmfAdvertise: env.CAIRN_NVMF_ADVERTISE,
     nvmfNqnBase: env.CAIRN_NVMF_NQN_BASE, nvmfInCapsuleBytes: env.CAIRN_NVMF_IN_CAPSULE_BYTES,
+    cluster: env.CAIRN_CLUSTER, node: env.CAIRN_NODE, advertise: env.CAIRN_ADVERTISE, zone: env.CAIRN_ZONE,
+    replPort: env.CAIRN_REPL_PORT, replicasDefault: env.CAIRN_REPLICAS_DEFAULT, clusterSecretFile: env.CAIRN_CLUSTER_SECRET_FILE,
     nbdTls: tlsLayer({
       mode: env.CAIRN_NBD_TLS, certFile: env.CAIRN_NBD_TLS_CERT, keyFile: env.CAIRN_NBD_TLS_KEY, caFile: env.CAIRN_NBD_TLS_CA,
       pskFile: env.CAIRN_NBD_TLS_PSK, required: env.CAIRN_NBD_TLS_REQUIRED,
@@ -300,5 +396,5 @@ export function loadConfig(flags: ConfigLayer, env: NodeJS.ProcessEnv, configFil
   const file = configFile ?? env.CAIRN_CONFIG;
   if (file !== undefined && file !== '') config = applyLayer(config, readConfigFile(file), `config file ${file}`);
   config = applyLayer(config, envLayer(env), 'environment');
-  return applyLayer(config, flags, 'command line');
+  return checkClusterConfig(applyLayer(config, flags, 'command line'));
 }

@@ -4,6 +4,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Engine } from '../engine/index.js';
 import type { QosWaitTotals } from '../qos/qos-control.js';
+import type { ClusterHandle } from '../cluster/handle.js';
 
 /** Distinct volume labels before further volumes are counted under "other" (bounded cardinality). */
 export const volumeLabelsMax = 10_000;
@@ -63,6 +64,26 @@ export class Metrics {
     new Gauge({ name: 'cairn_nvmf_controllers', help: 'NVMe/TCP controllers alive', registers, collect() { this.set(state().controllers); } });
     new Gauge({ name: 'cairn_nvmf_connections', help: 'NVMe/TCP connections (one per queue, and those not yet connected)', registers,
       collect() { this.set(state().connections); } });
+  }
+
+  /**
+   * The cluster (issue 22), read at scrape time from the node's counters: failovers it drove, members
+   * it dropped, rebuild bytes it sent, replica writes in flight (replication lag) and degraded volumes
+   * (fewer in-sync members than replicas, as the records say).
+   */
+  attachCluster(cluster: ClusterHandle): void {
+    const registers = [this.registry];
+    const total = (name: string, help: string, pick: (c: ReturnType<ClusterHandle['counters']>) => number) => new Counter({
+      name, help, registers,
+      collect() { this.reset(); this.inc(pick(cluster.counters())); },
+    });
+    total('cairn_cluster_failovers_total', 'Takeovers this node made as a volume\'s new primary', (c) => c.failovers);
+    total('cairn_cluster_members_dropped_total', 'Replicas this node (as primary) dropped from the in-sync set', (c) => c.membersDropped);
+    total('cairn_cluster_rebuild_bytes_total', 'Bytes this node sent to rebuild replicas', (c) => c.rebuildBytes);
+    new Gauge({ name: 'cairn_cluster_replica_writes_inflight', help: 'Writes sent to replicas and not yet answered (replication lag)', registers,
+      collect() { this.set(cluster.counters().inflightReplicaWrites); } });
+    new Gauge({ name: 'cairn_cluster_degraded_volumes', help: 'Volumes with fewer in-sync replicas than wanted', registers,
+      collect() { this.set(degradedVolumes(cluster)); } });
   }
 
   /** QoS: time requests waited for their limits or their turn, and how many waited, per volume and tenant. */
@@ -134,4 +155,11 @@ export class Metrics {
   async render(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
+}
+
+/** Volumes whose record holds fewer in-sync members than it wants replicas. */
+export function degradedVolumes(cluster: ClusterHandle): number {
+  let count = 0;
+  for (const v of cluster.volumes()) if (v.members.filter((m) => m.state === 'in-sync').length < v.replicas) count += 1;
+  return count;
 }

@@ -20,7 +20,7 @@ import type { TlsConfig } from '../nbd/tls.js';
 import { TenantStore } from '../tenancy/store.js';
 import { DEFAULT_TENANT } from '../tenancy/names.js';
 import { KeyManager } from '../tenancy/key-manager.js';
-import type { DaemonConfig, NbdTlsConfig } from './config.js';
+import type { ClusterConfig, DaemonConfig, NbdTlsConfig } from './config.js';
 import { nbdAccess, type NbdAccess } from './nbd-access.js';
 import { lockPool } from './lock.js';
 import { Metrics } from './metrics.js';
@@ -28,6 +28,12 @@ import { InstrumentedEngine } from './instrumented-engine.js';
 import { QosEngine } from '../qos/qos-engine.js';
 import { eventLogger } from './logger.js';
 import { batchHelperThreads } from './thread-policy.js';
+import { ForwardingExports } from './nbd-forward.js';
+import { anaProvider, clusterNamespaceIdentities, cntlidRangeOf } from './nvmf-ana.js';
+import { ScopedEngine } from '../tenancy/scoped-engine.js';
+import type { ClusterHandle } from '../cluster/handle.js';
+import type { ClusterStarter } from './cluster-start.js';
+import { clusterAddresses, reservePorts } from './cluster-addresses.js';
 
 /** How long shutdown waits for running jobs (flatten resumes after restart, so it need not finish). */
 export const shutdownJobsWaitMs = 5000;
@@ -40,7 +46,14 @@ export interface Daemon {
   /** NVMe/TCP I/O and discovery ports (null: NVMe/TCP off; discoveryPort null: no discovery listener). */
   nvmf: { port: number; discoveryPort: number | null } | null;
   engine: Engine;
+  /** This node's cluster handle (--cluster), else null. */
+  cluster: ClusterHandle | null;
   close(): Promise<void>;
+}
+
+/** What a test may put in place of the real pieces (a fake cluster instead of etcd + TCP + ClusterNode). */
+export interface DaemonDeps {
+  startCluster?: ClusterStarter;
 }
 
 /** The NBD server's TLS settings: the configured files, and the pool's tenant keys when asked for. */
@@ -83,7 +96,7 @@ async function withTimeout(work: Promise<unknown>, ms: number): Promise<boolean>
   return done;
 }
 
-export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+export async function startDaemon(config: DaemonConfig, logger: Logger, deps: DaemonDeps = {}): Promise<Daemon> {
   const poolPath = resolve(config.poolPath);
   const stateDir = resolve(config.stateDir ?? dirname(poolPath));
   mkdirSync(dirname(poolPath), { recursive: true });
@@ -109,11 +122,31 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     throw err;
   }
   const helperThreadsBatched = batchHelperThreads();
-  // QoS outermost: every protocol's requests share one set of limits; the I/O metrics time the engine.
-  const engine = new QosEngine(new InstrumentedEngine(raw, metrics), { log: eventLogger(logger, 'qos') });
+  // The I/O metrics time the local engine: on a cluster node that is both the primary's local apply
+  // of client I/O and what replicas apply for other primaries (each once). QoS is outermost and sees
+  // only client I/O (on the primary, before replication): replica-side requests bypass it, so a
+  // tenant's limits are spent once per request, not once per copy.
+  const local = new InstrumentedEngine(raw, metrics);
+  let cluster: ClusterHandle | null = null;
+  if (config.cluster !== null) {
+    try {
+      config = await reservePorts(config);
+      const start = deps.startCluster ?? (await import('./cluster-start.js')).startCluster;
+      cluster = await start({
+        config: config as ClusterConfig, engine: local, addresses: clusterAddresses(config as ClusterConfig), log: eventLogger(logger, 'cluster'),
+      });
+      metrics.attachCluster(cluster);
+    } catch (err) {
+      await raw.close().catch((closeErr: unknown) => logger.warn({ event: 'start_cleanup_failed', what: 'closing the pool', err: closeErr }, 'undoing a failed start: closing the pool failed'));
+      await lock.release();
+      throw err;
+    }
+  }
+  const engine = new QosEngine(cluster?.engine ?? local, { log: eventLogger(logger, 'qos') });
   metrics.attach(engine);
   metrics.attachQos(() => engine.control.waitTotals());
   const cleanup: Array<() => Promise<void>> = [];
+  if (cluster !== null) { const c = cluster; cleanup.push(() => c.close()); }
   try {
     await engine.control.load();
     const sideFile = sideFilePath(poolPath, stateDir);
@@ -127,15 +160,21 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     await keys.start();
     cleanup.push(async () => keys.close());
     const access = nbdAccess(engine, tenancy);
+    const clusterCopy = cluster;
+    const nbdLog = eventLogger(logger, 'nbd');
     const nbd = config.nbd === null && config.nbdSocketPath === null ? null : await startNbdServer(engine, {
       ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
       ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
       ...(config.nbdTls !== null ? { tls: nbdTlsOptions(config.nbdTls, access) } : {}),
-      exportsFor: access.exportsFor,
+      // On a cluster node an export whose primary is elsewhere is relayed there (nbd-forward.ts).
+      exportsFor: clusterCopy === null ? access.exportsFor : (peer) => {
+        const view = access.exportsFor(peer);
+        return view === null ? null : new ForwardingExports(view, clusterCopy, view instanceof ScopedEngine ? view.tenant : null, nbdLog);
+      },
       // Tenants share the server by their QoS weight while more than one is busy.
       fairShare: { weightOf: (tenant) => engine.control.tenantLimits(tenant).weight },
       ...(config.nbdBusyPollMicros !== null ? { busyPollMicros: config.nbdBusyPollMicros } : {}),
-      log: eventLogger(logger, 'nbd'),
+      log: nbdLog,
     });
     if (nbd !== null) cleanup.push(() => nbd.close());
     const nbdBaseUri = nbd !== null && nbd.port !== null && config.nbd !== null
@@ -151,6 +190,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       // Tenants share the target by their QoS weight while more than one is busy, as on NBD.
       fairShare: { weightOf: (tenant) => engine.control.tenantLimits(tenant).weight },
       log: eventLogger(logger, 'nvmf'),
+      // A cluster node reports ANA path states and takes its own CNTLID range (nvmf-ana.ts).
+      ...(cluster === null ? {} : {
+        ana: anaProvider(cluster), cntlidRange: cntlidRangeOf(cluster.self), namespaceIdentities: clusterNamespaceIdentities(cluster),
+      }),
     });
     if (nvmf !== null) {
       cleanup.push(() => nvmf.close());
@@ -163,7 +206,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     const bootstrap = await ensureBootstrapToken(tenancy, poolPath, stateDir);
     if (bootstrap.created) logger.info({ event: 'admin_token_created', path: bootstrap.path }, `admin token written to ${bootstrap.path} (mode 0600)`);
     const ctx = apiContext({
-      rootEngine: engine, jobManager: jobs, tenancy, keys, qos: engine.control, poolPath, spoolDir: stateDir, nbdBaseUri,
+      rootEngine: engine, jobManager: jobs, tenancy, keys, qos: engine.control, poolPath, spoolDir: stateDir, nbdBaseUri, cluster,
       exportUri: (tenant, name) => tenantExportUri({ plainBase: nbdBaseUri, tls: config.nbdTls, tenancy }, tenant, name),
     });
     const apiTls = config.apiTls;
@@ -198,6 +241,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       if (nvmf !== null) await nvmf.close();
       // 3. Jobs: a flatten resumes after restart, so waiting is bounded.
       await withTimeout(jobs.drain(), shutdownJobsWaitMs);
+      // 3b. Leave the cluster (its lease revoked: another member takes over our primaries at once).
+      if (cluster !== null) await cluster.close();
       // Jobs still running stay `running` in the file; the next start settles them (job-store.ts).
       await jobs.close().catch((err: unknown) => jobLog('jobs_save_failed', { error: err instanceof Error ? err.message : String(err) }));
       // 4. Everything acknowledged becomes durable, then the pool closes cleanly.
@@ -206,7 +251,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       await lock.release();
       logger.info({ event: 'shutdown_done' }, 'cairn stopped');
     };
-    return { apiUrl, nbdUri: nbdBaseUri, nvmf: nvmf === null ? null : { port: nvmf.port, discoveryPort: nvmf.discoveryPort }, engine, close: () => (closing ??= close()) };
+    return { apiUrl, nbdUri: nbdBaseUri, nvmf: nvmf === null ? null : { port: nvmf.port, discoveryPort: nvmf.discoveryPort }, engine, cluster, close: () => (closing ??= close()) };
   } catch (err) {
     // The start failed with `err`, which the caller reports; a failure to undo a step is logged, not
     // thrown over it.

@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'volume_locked'
   | 'wrong_key'
   | 'key_slots_full'
+  | 'not_primary'
   | 'internal_error';
 
 export class CairnError extends Error {

@@ -33,6 +33,21 @@ export interface ConnectionContext {
   fair: FairShare | null;
 }
 
+/**
+ * An export view may report that a target it serves is lost on its own (a forwarded export whose
+ * primary cannot be reached any more): the connection then drains and closes, so the client reconnects
+ * (and finds the volume where it now lives). `release` is called when the connection ends (the view
+ * closes what it opened for it, e.g. a relay's connection).
+ */
+export interface TargetLoss {
+  onTargetLost(id: number, listener: () => void): () => void;
+  release(): void;
+}
+
+function reportsLoss(engine: Engine): engine is Engine & TargetLoss {
+  return typeof (engine as Partial<TargetLoss>).onTargetLost === 'function';
+}
+
 /** The tenant whose volume a connection serves: its view's, or the engine name's prefix for the whole engine. */
 function tenantOf(engine: Engine, targetName: string): string {
   return engine instanceof ScopedEngine ? engine.tenant : splitQualified(targetName).tenant;
@@ -54,6 +69,8 @@ export class NbdConnection {
   private exports: Engine | null;
   private ending = false;
   private isClosed = false;
+  private stopLossWatch: (() => void) | null = null;
+  private negotiatedView: (Engine & TargetLoss) | null = null;
   private resolveClosed!: () => void;
   readonly closed: Promise<void> = new Promise((resolve) => { this.resolveClosed = resolve; });
   /** Target id once in transmission (for engine events). */
@@ -120,6 +137,11 @@ export class NbdConnection {
       const io = this.transmissionIo();
       io.share = this.ctx.fair?.share(tenantOf(negotiated.engine, negotiated.target.name)) ?? null;
       this.transmission = new Transmission(io, negotiated.engine, negotiated);
+      if (reportsLoss(negotiated.engine)) {
+        this.negotiatedView = negotiated.engine;
+        const id = negotiated.target.id;
+        this.stopLossWatch = negotiated.engine.onTargetLost(id, () => this.onTargetEvent({ type: 'deleted', id }));
+      }
       this.transmission.pump();
     } catch (error) {
       if (!this.isClosed) {
@@ -188,7 +210,9 @@ export class NbdConnection {
     if (this.isClosed) return;
     this.isClosed = true;
     this.ending = true;
+    this.stopLossWatch?.();
     this.transmission?.stop();
+    this.negotiatedView?.release();
     this.recv.clear();
     if (this.waiter) { this.waiter.reject(new Error('connection closed')); this.waiter = null; }
     if (this.drainWaiter) { this.drainWaiter.reject(new Error('connection closed')); this.drainWaiter = null; }

@@ -5,7 +5,7 @@
 // do: Identify Controller, the discovery log, and the keep-alive and async event features.
 import {
   ADMIN_ABORT, ADMIN_GET_FEATURES, ADMIN_GET_LOG_PAGE, ADMIN_IDENTIFY, ADMIN_SET_FEATURES, FEATURE_ASYNC_EVENT_CONFIG,
-  FEATURE_KEEP_ALIVE_TIMER, LOG_CHANGED_NAMESPACES, LOG_COMMANDS_EFFECTS, LOG_DISCOVERY, LOG_ERROR, LOG_FIRMWARE_SLOT, LOG_SMART,
+  FEATURE_KEEP_ALIVE_TIMER, LOG_ANA, LOG_CHANGED_NAMESPACES, LOG_COMMANDS_EFFECTS, LOG_DISCOVERY, LOG_ERROR, LOG_FIRMWARE_SLOT, LOG_SMART,
   SCT_COMMAND_SPECIFIC, SC_FEATURE_NOT_NAMESPACE_SPECIFIC, STATUS_INTERNAL, STATUS_INVALID_FIELD, STATUS_INVALID_LOG_PAGE,
   STATUS_INVALID_NAMESPACE, STATUS_INVALID_OPCODE, STATUS_SUCCESS, nvmeStatus,
 } from './status.js';
@@ -40,6 +40,8 @@ export interface AdminContext {
   /** Only for discovery controllers: the subsystems this host may reach. */
   discoveryEntries(): DiscoveryEntry[];
   discoveryGeneration(): bigint;
+  /** ANA log page (0Ch), on a cluster node's I/O controller only: NSIDs left out with `groupsOnly` (RGO). */
+  anaLog?(groupsOnly: boolean, retain: boolean): Buffer;
 }
 
 export interface AdminResult {
@@ -188,6 +190,11 @@ function getLogPage(ctx: AdminContext, cmd: Sqe): AdminResult {
       // Checked before reading: reading clears the list, and a refused read must not lose it.
       if (offsetBytes >= CHANGED_NAMESPACES_LOG_BYTES) return fail(STATUS_INVALID_FIELD);
       log = changedNamespacesLog(ctx.takeChangedNamespaces(retain));
+      break;
+    case LOG_ANA:
+      if (discovery || ctx.anaLog === undefined) return fail(STATUS_INVALID_LOG_PAGE);
+      // LSP bit 0: Return Groups Only.
+      log = ctx.anaLog(((cmd.dw10 >>> 8) & 0x1) !== 0, retain);
       break;
     case LOG_COMMANDS_EFFECTS:
       if (discovery) return fail(STATUS_INVALID_LOG_PAGE);

@@ -12,7 +12,9 @@ import type { AdminContext, ControllerIdentity, SmartCounters } from './admin.js
 import { FeatureStore } from './features.js';
 import { NSID_MAX, type NvmfNamespace } from './namespaces.js';
 import { ASYNC_EVENTS_MAX } from './identify.js';
-import { nvmeStatus as status, asyncEventDw0, AEN_INFO_DISCOVERY_LOG_CHANGED, AEN_TYPE_NOTICE, LOG_DISCOVERY, SCT_COMMAND_SPECIFIC,
+import { anaGroupOf, anaLog, type AnaState } from './ana.js';
+import { qualify } from '../tenancy/names.js';
+import { nvmeStatus as status, asyncEventDw0, AEN_INFO_ANA_CHANGE, AEN_INFO_DISCOVERY_LOG_CHANGED, AEN_TYPE_NOTICE, LOG_ANA, LOG_DISCOVERY, SCT_COMMAND_SPECIFIC,
   SCT_GENERIC, SC_ABORT_REQUESTED, SC_ASYNC_EVENT_LIMIT_EXCEEDED } from './status.js';
 import type { IoCounters } from './io.js';
 import type { ControllerRegistry } from './registry.js';
@@ -21,6 +23,8 @@ import type { ControllerRegistry } from './registry.js';
 export const AER_SLOTS = ASYNC_EVENTS_MAX;
 /** Async Event Configuration bit of namespace attribute notices. */
 const AEC_NAMESPACE_ATTRIBUTE_BIT = 8;
+/** Async Event Configuration bit of ANA change notices. */
+const AEC_ANA_CHANGE_BIT = 11;
 /** Async Event Configuration bit of discovery log page change notices (discovery controllers). */
 const AEC_DISCOVERY_LOG_CHANGE_BIT = 31;
 /** AER completion dword 0: type 2 (notice), info 0 (namespace attribute changed), log page 0x04. */
@@ -53,6 +57,11 @@ export class Controller {
   private readonly targets = new Map<number, Target>();
   readonly engine: ScopedEngine | null;
   gone = false;
+  /** ANA: the states last announced (nsid:state list), the change count, and the notice's progress. */
+  private anaSignature = '';
+  private anaChangeCount = 0n;
+  private anaPending = false;
+  private anaNoticeOutstanding = false;
 
   constructor(
     readonly registry: ControllerRegistry,
@@ -71,6 +80,10 @@ export class Controller {
       discovery: tenant === null, ioccszBytes: c.SQE_BYTES + registry.opts.inCapsuleBytes, ioQueuesMax: c.IO_QUEUES_MAX,
       queueEntriesMax: c.QUEUE_ENTRIES_MAX, mdtsLog2Pages: c.MDTS_LOG2_PAGES, kasMs: c.KAS_MS, namespaceCountMax: NSID_MAX,
     };
+    if (registry.opts.ana != null && tenant !== null) {
+      this.identity.ana = true;
+      this.anaSignature = this.anaSignatureNow();
+    }
     this.features = FeatureStore.forController(this.identity, keepAliveMs);
     this.features.hostId = hostId;
     if (tenant === null) this.discoveryGenerationSeen = registry.discoveryGeneration(hostnqn, admin.localAddress);
@@ -122,7 +135,45 @@ export class Controller {
   forget(nsid: number): void { this.targets.delete(nsid); }
 
   namespaces(): NvmfNamespace[] {
-    return this.tenant === null ? [] : this.registry.opts.namespaces.namespacesOf(this.tenant);
+    if (this.tenant === null) return [];
+    const list = this.registry.opts.namespaces.namespacesOf(this.tenant);
+    if (this.registry.opts.ana == null) return list;
+    return list.map((ns) => ({ ...ns, anaGroupId: anaGroupOf(this.anaStateOf(ns.targetName)) }));
+  }
+
+  /** This path's ANA state for a namespace's target ("VOL" or "VOL@SNAP": a snapshot follows its volume). */
+  anaStateOf(targetName: string): AnaState {
+    const ana = this.registry.opts.ana;
+    if (ana == null || this.tenant === null) return 'optimized';
+    return ana.stateOf(qualify(this.tenant, targetName.split('@')[0]!));
+  }
+
+  private anaStates(): Array<{ nsid: number; state: AnaState }> {
+    if (this.tenant === null) return [];
+    return this.registry.opts.namespaces.namespacesOf(this.tenant).map((ns) => ({ nsid: ns.nsid, state: this.anaStateOf(ns.targetName) }));
+  }
+
+  private anaSignatureNow(): string { return this.anaStates().map((s) => `${s.nsid}:${s.state}`).join(','); }
+
+  /** After a cluster change: when a path state of ours changed, the change count moves and an ANA notice goes out. */
+  anaCheck(): void {
+    if (this.registry.opts.ana == null || this.tenant === null) return;
+    const now = this.anaSignatureNow();
+    if (now === this.anaSignature) return;
+    this.anaSignature = now;
+    this.anaChangeCount += 1n;
+    this.anaPending = true;
+    this.announce();
+  }
+
+  /** The ANA log page (0Ch); reading it without RAE re-arms the ANA change notice. */
+  anaLog(groupsOnly: boolean, retain: boolean): Buffer {
+    const log = anaLog(this.anaChangeCount, this.anaStates(), groupsOnly);
+    if (!retain) {
+      this.anaNoticeOutstanding = false;
+      this.announce();
+    }
+    return log;
   }
 
   /**
@@ -156,6 +207,14 @@ export class Controller {
   }
 
   private announce(): void {
+    // ANA change first (base spec 8.1.5: the host then reads log page 0Ch; Linux nvme_handle_aen_notice).
+    if (this.anaPending && !this.anaNoticeOutstanding && this.features.asyncEventEnabled(AEC_ANA_CHANGE_BIT)) {
+      const aer = this.aers.shift();
+      if (aer === undefined) return;
+      this.anaPending = false;
+      this.anaNoticeOutstanding = true;
+      this.admin.complete(aer, 0, asyncEventDw0(AEN_TYPE_NOTICE, AEN_INFO_ANA_CHANGE, LOG_ANA));
+    }
     if (this.noticeOutstanding || (this.changed.size === 0 && !this.changedOverflow)) return;
     // Masked until the host enables namespace attribute notices (Linux does at start: Set Features 0Bh).
     if (!this.features.asyncEventEnabled(AEC_NAMESPACE_ATTRIBUTE_BIT)) return;
@@ -203,6 +262,7 @@ export class Controller {
       smart: () => this.smart(),
       discoveryEntries: () => registry.discoveryEntriesFor(this.hostnqn, this.admin.localAddress),
       discoveryGeneration: () => registry.discoveryGeneration(this.hostnqn, this.admin.localAddress),
+      ...(registry.opts.ana != null && this.tenant !== null ? { anaLog: (groupsOnly: boolean, retain: boolean) => this.anaLog(groupsOnly, retain) } : {}),
     };
   }
 

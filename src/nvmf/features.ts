@@ -58,7 +58,7 @@ export class FeatureStore {
 
   /** The features of a new controller of `identity`, whose Connect asked for `keepAliveTimeoutMs` (KATO). */
   static forController(identity: ControllerIdentity, keepAliveTimeoutMs: number): FeatureStore {
-    return new FeatureStore({ ioQueuesMax: identity.ioQueuesMax, asyncEventsSupported: asyncEventsSupported(identity.discovery), keepAliveTimeoutMs });
+    return new FeatureStore({ ioQueuesMax: identity.ioQueuesMax, asyncEventsSupported: asyncEventsSupported(identity.discovery, identity.ana === true), keepAliveTimeoutMs });
   }
 
   constructor(private readonly limits: FeatureLimits) {

@@ -4,6 +4,7 @@
 // The fields Linux checks are commented with what it does with them (drivers/nvme/host/core.c
 // nvme_init_identify, fabrics.c, tcp.c nvme_tcp_setup_ctrl).
 import { LBA_SIZE_LOG2, type NvmfNamespace } from './namespaces.js';
+import { ANA_GROUPS_MAX, ANA_NAMESPACES_MAX, ANA_TRANSITION_SECONDS } from './ana.js';
 
 export const IDENTIFY_BYTES = 4096;
 /** Active namespace list: at most 1024 NSIDs per Identify. */
@@ -21,13 +22,18 @@ export const KAS_UNIT_MS = 100;
 
 // Controller attribute bits.
 const CMIC_MULTI_CONTROLLER = 1 << 1;
+/** CMIC bit 3: ANA reporting (Linux multipath.c reads the ANA log only with it). */
+const CMIC_ANA_REPORTING = 1 << 3;
 const OAES_NAMESPACE_ATTRIBUTE = 1 << 8;
+const OAES_ANA_CHANGE = 1 << 11;
+/** ANACAP: Optimized and Inaccessible states are reported (bits 0 and 2); ANAGRPID may change while attached (bit 6 clear). */
+const ANACAP_OPTIMIZED_INACCESSIBLE = (1 << 0) | (1 << 2);
 const OAES_DISCOVERY_LOG_CHANGE = 1 << 31;
 const CTRATT_HOST_ID_128 = 1 << 0;
 
 /** The asynchronous event notices a controller offers (OAES): what Set Features 0Bh may enable beyond SMART warnings. */
-export function asyncEventsSupported(discovery: boolean): number {
-  return (discovery ? OAES_DISCOVERY_LOG_CHANGE : OAES_NAMESPACE_ATTRIBUTE) >>> 0;
+export function asyncEventsSupported(discovery: boolean, ana = false): number {
+  return (discovery ? OAES_DISCOVERY_LOG_CHANGE : OAES_NAMESPACE_ATTRIBUTE | (ana ? OAES_ANA_CHANGE : 0)) >>> 0;
 }
 const LPA_COMMANDS_EFFECTS = 1 << 1;
 const LPA_EXTENDED_DATA = 1 << 2;
@@ -65,6 +71,8 @@ export interface ControllerIdentity {
   namespaceCountMax: number;
   /** Whether the transport implements Compare (ONCS bit 0); default true. */
   compare?: boolean;
+  /** ANA reporting (a cluster node, ana.ts): CMIC bit 3, ANACAP, ANATT, groups, MNAN. */
+  ana?: boolean;
 }
 
 function le16(buf: Buffer, offset: number, value: number): void { buf.writeUInt16LE(value & 0xffff, offset); }
@@ -97,11 +105,13 @@ export function identifyController(c: ControllerIdentity): Buffer {
   ascii(id, 24, 40, c.model);
   ascii(id, 64, 8, c.firmware);
   id[72] = 6; // RAB: arbitration burst 2^6, what nvmet reports; meaningless over TCP.
-  id[76] = c.discovery ? 0 : CMIC_MULTI_CONTROLLER; // several hosts may attach one tenant's subsystem at once
+  const ana = c.ana === true && !c.discovery;
+  // Several hosts (and, in a cluster, several nodes' controllers) attach one tenant's subsystem at once.
+  id[76] = c.discovery ? 0 : CMIC_MULTI_CONTROLLER | (ana ? CMIC_ANA_REPORTING : 0);
   id[77] = c.mdtsLog2Pages; // Linux caps max_hw_sectors from it
   le16(id, 78, c.cntlid); // Linux: "Mismatching cntlid" unless it equals the Connect response's
   le32(id, 80, NVME_VERSION);
-  le32(id, 92, asyncEventsSupported(c.discovery)); // Linux enables these AENs (Set Features 0Bh)
+  le32(id, 92, asyncEventsSupported(c.discovery, ana)); // Linux enables these AENs (Set Features 0Bh)
   le32(id, 96, CTRATT_HOST_ID_128);
   id[111] = c.discovery ? CNTRLTYPE_DISCOVERY : CNTRLTYPE_IO;
   le16(id, 256, 0); // OACS: no namespace management, format, firmware download, ...
@@ -116,6 +126,12 @@ export function identifyController(c: ControllerIdentity): Buffer {
   le16(id, 268, 373); // CCTEMP
   // KAS: Linux refuses a fabrics I/O controller without it ("keep-alive support is mandatory for fabrics").
   le16(id, 320, Math.max(1, Math.ceil(c.kasMs / KAS_UNIT_MS)));
+  if (ana) {
+    id[343] = ANA_TRANSITION_SECONDS; // ANATT
+    id[344] = ANACAP_OPTIMIZED_INACCESSIBLE;
+    le32(id, 348, ANA_GROUPS_MAX); // ANAGRPMAX
+    le32(id, 352, ANA_GROUPS_MAX); // NANAGRPID
+  }
   id[512] = 0x66; // SQES: 64-byte entries, required and maximum
   id[513] = 0x44; // CQES: 16-byte entries
   le16(id, 514, c.queueEntriesMax); // MAXCMD: Linux refuses 0, and shrinks its queues to it
@@ -125,6 +141,8 @@ export function identifyController(c: ControllerIdentity): Buffer {
   le16(id, 522, 0); // FUSES: no fused compare-and-write
   id[525] = c.discovery ? 0 : VWC_PRESENT_NO_BROADCAST_FLUSH; // a write is durable at Flush or with FUA
   id[530] = 1; // NVSCC: vendor specific commands use the standard format (there are none)
+  // MNAN: Linux refuses ANA without it ("Invalid MNAN value") and sizes the ANA log by it.
+  if (ana) le32(id, 540, ANA_NAMESPACES_MAX);
   le32(id, 536, SGLS_SUPPORTED); // Linux tcp.c: "Mandatory sgls are not supported!" without bits 1:0
   nqnField(id, 768, 256, c.subnqn); // Linux uses SUBNQN as the subsystem's identity (VER >= 1.2.1)
   if (!c.discovery) {
@@ -162,6 +180,7 @@ export function identifyNamespace(ns: NvmfNamespace): Buffer {
   id.writeBigUInt64LE(BigInt(ns.sizeBytes) & 0xffffffffffffffffn, 48); // NVMCAP, low 64 bits of 128
   // NPWG, NPWA, NPDG, NPDA, NOWS (0-based, in LBAs): one 4 KiB block, the engine's unit.
   for (let off = 64; off <= 72; off += 2) le16(id, off, 0);
+  if (ns.anaGroupId !== undefined) le32(id, 92, ns.anaGroupId); // ANAGRPID: the group of this path's state
   id[99] = ns.readOnly ? NSATTR_WRITE_PROTECTED : 0; // Linux marks the disk read-only
   ns.nguid.copy(id, 104, 0, 16);
   // 120 EUI64: zero (none; NGUID and UUID identify the namespace).

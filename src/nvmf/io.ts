@@ -6,7 +6,7 @@ import * as c from './constants.js';
 import type { Command, NvmfConnection, QueueHandler } from './connection.js';
 import { opcodeHostToController } from './connection.js';
 import type { Controller } from './controller.js';
-import { nvmeStatus as status, statusForEngineError, SCT_GENERIC, SCT_MEDIA, SC_COMPARE_FAILURE, SC_INVALID_FIELD, SC_INVALID_NAMESPACE, SC_INVALID_OPCODE,
+import { nvmeStatus as status, statusForEngineError, STATUS_ANA_INACCESSIBLE, SCT_GENERIC, SCT_MEDIA, SC_COMPARE_FAILURE, SC_INVALID_FIELD, SC_INVALID_NAMESPACE, SC_INVALID_OPCODE,
   SC_LBA_OUT_OF_RANGE, SC_NAMESPACE_WRITE_PROTECTED, SC_SGL_INVALID_DATA_LENGTH } from './status.js';
 import type { Target } from '../engine/index.js';
 import { LBA_SIZE_BYTES } from './namespaces.js';
@@ -52,11 +52,18 @@ export class IoQueue implements QueueHandler {
       return;
     }
     const engine = controller.engine!;
+    // ANA: on a path whose namespace is Inaccessible (this node is not the volume's primary) every
+    // I/O command fails with that status and no DNR, so the host's multipath retries on another path.
+    const nsid = sqe.readUInt32LE(4);
+    if (controller.identity.ana === true) {
+      const t = controller.target(nsid);
+      if (t !== null && controller.anaStateOf(t.name) === 'inaccessible') { connection.complete(command, STATUS_ANA_INACCESSIBLE); return; }
+    }
     if (opcode === IO_FLUSH) {
       engine.flush().then(() => connection.complete(command, 0), (error: unknown) => connection.complete(command, statusForEngineError(error)));
       return;
     }
-    const target = controller.target(sqe.readUInt32LE(4));
+    const target = controller.target(nsid);
     if (target === null) { connection.refuse(command, SC_INVALID_NAMESPACE); return; }
     switch (opcode) {
       case IO_READ: this.read(connection, command, target); return;

@@ -18,6 +18,8 @@ export const POOL_IDENTITY_BYTES = 16;
 
 export interface NvmfNamespace {
   nsid: number;
+  /** The engine target it serves (NSID - 1 unless a cluster identity gave it another NSID). */
+  targetId: number;
   /** The tenant's name for the target: "VOL" or "VOL@SNAP", as ScopedEngine.resolve takes it. */
   targetName: string;
   sizeBytes: number;
@@ -26,6 +28,8 @@ export interface NvmfNamespace {
   nguid: Buffer;
   /** 16 bytes, RFC 9562 version 8 (derived, not random). */
   uuid: Buffer;
+  /** ANA group of this path's state (a cluster node only, ana.ts). */
+  anaGroupId?: number;
 }
 
 /** Identities created in this process but perhaps not yet durable, so two callers agree on one. */
@@ -84,12 +88,22 @@ export function controllerSerial(pool: Buffer, tenant: string): string {
   return createHash('sha256').update('cairn nvmf serial').update(pool).update(tenant).digest('hex').slice(0, 20);
 }
 
+/**
+ * Identities that hold across a cluster's nodes (a replicated volume is one namespace on every node
+ * that exposes it: same NSID, NGUID and UUID, or Linux refuses it as a shared namespace). By engine
+ * name ("T/VOL" or "T/VOL@SNAP"); null: the pool's own identity (NSID = id + 1).
+ */
+export interface NamespaceIdentities {
+  of(engineName: string): { nsid: number; nguid: Buffer; uuid: Buffer } | null;
+}
+
 export class NamespaceView {
   private readonly pool: Buffer;
+  private nsidByTarget = new Map<number, number>();
   /** Every tenant's namespaces from one pass over the catalog, and the catalog state they were read at. */
   private cache: { key: string; byTenant: Map<string, NvmfNamespace[]> } | null = null;
 
-  constructor(private readonly root: Engine, poolIdentityBytes: Buffer) {
+  constructor(private readonly root: Engine, poolIdentityBytes: Buffer, private readonly identities: NamespaceIdentities | null = null) {
     if (poolIdentityBytes.length !== POOL_IDENTITY_BYTES) throw new Error(`pool identity must be ${POOL_IDENTITY_BYTES} bytes`);
     this.pool = Buffer.from(poolIdentityBytes);
   }
@@ -110,7 +124,7 @@ export class NamespaceView {
     if (ns === undefined) return null;
     let sizeBytes: number;
     try {
-      sizeBytes = this.root.targetSizeBytes(nsid - 1);
+      sizeBytes = this.root.targetSizeBytes(ns.targetId);
     } catch {
       // Deleted since the list was read: the namespace is gone.
       this.invalidate();
@@ -123,31 +137,48 @@ export class NamespaceView {
     this.cache = null;
   }
 
+  /** The NSID of an engine target (as last listed), for engine events by target id. */
+  nsidOfTarget(targetId: number): number {
+    this.all();
+    return this.nsidByTarget.get(targetId) ?? targetId + 1;
+  }
+
   private all(): Map<string, NvmfNamespace[]> {
     const stats = this.root.stats();
-    const key = `${stats.generation}/${stats.volumes}/${stats.snapshots}`;
+    const key = `${stats.generation}/${stats.volumes}/${stats.snapshots}/${this.identities === null ? '' : this.identitiesVersion}`;
     if (this.cache !== null && this.cache.key === key) return this.cache.byTenant;
     const byTenant = new Map<string, NvmfNamespace[]>();
     const add = (tenant: string, ns: NvmfNamespace): void => {
       const list = byTenant.get(tenant);
       if (list === undefined) byTenant.set(tenant, [ns]); else list.push(ns);
     };
+    const nsidByTarget = new Map<number, number>();
     for (const v of this.root.listVolumes()) {
       const { tenant, name } = splitQualified(v.name);
-      add(tenant, this.namespace(v.id, name, v.sizeBytes, false));
+      const ns = this.namespace(v.id, v.name, name, v.sizeBytes, false);
+      nsidByTarget.set(v.id, ns.nsid);
+      add(tenant, ns);
     }
     for (const s of this.root.listSnapshots()) {
       const { tenant, name } = splitQualified(s.fullName);
-      add(tenant, this.namespace(s.id, name, s.sizeBytes, true));
+      const ns = this.namespace(s.id, s.fullName, name, s.sizeBytes, true);
+      nsidByTarget.set(s.id, ns.nsid);
+      add(tenant, ns);
     }
+    this.nsidByTarget = nsidByTarget;
     for (const list of byTenant.values()) list.sort((a, b) => a.nsid - b.nsid);
     this.cache = { key, byTenant };
     return byTenant;
   }
 
-  private namespace(targetId: number, targetName: string, sizeBytes: number, readOnly: boolean): NvmfNamespace {
+  /** Bumped by the owner of `identities` when they change (a cluster record came or went). */
+  identitiesVersion = 0;
+
+  private namespace(targetId: number, engineName: string, targetName: string, sizeBytes: number, readOnly: boolean): NvmfNamespace {
+    const shared = this.identities?.of(engineName) ?? null;
+    if (shared !== null) return { nsid: shared.nsid, targetId, targetName, sizeBytes, readOnly, nguid: shared.nguid, uuid: shared.uuid };
     return {
-      nsid: targetId + 1, targetName, sizeBytes, readOnly,
+      nsid: targetId + 1, targetId, targetName, sizeBytes, readOnly,
       nguid: namespaceNguid(this.pool, targetId), uuid: namespaceUuid(this.pool, targetId),
     };
   }

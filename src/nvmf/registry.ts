@@ -18,8 +18,10 @@ import { Controller } from './controller.js';
 import { AdminQueue } from './admin-queue.js';
 import { IoQueue } from './io.js';
 import type { FairShare } from '../nbd/fair-share.js';
+import type { AnaProvider } from './ana.js';
 
-const CNTLID_MAX = 0xffef;
+/** The largest CNTLID (FFF0h..FFFFh are reserved; FFFFh asks for a dynamic one). */
+export const CNTLID_MAX = 0xffef;
 
 export interface RegistryOptions {
   nqnBase: string;
@@ -33,19 +35,38 @@ export interface RegistryOptions {
   /** Fair sharing of I/O between tenants (src/nbd/fair-share.ts); null: off. */
   fair: FairShare | null;
   log(event: string, fields: Record<string, unknown>): void;
+  /** ANA reporting (a cluster node): path states per volume, and when they change. */
+  ana?: AnaProvider | null;
+  /**
+   * The CNTLIDs this target hands out (default 1..0xFFEF). Nodes of a cluster expose one subsystem
+   * between them, and Linux refuses a second controller with a CNTLID it already has in a subsystem
+   * (nvme_validate_cntlid), so each node takes its own range.
+   */
+  cntlidRange?: { first: number; last: number };
 }
 
 /** One controller: its admin queue, I/O queues, registers, keep-alive timer and async events. */
 
 export class ControllerRegistry {
   private readonly controllers = new Map<number, Controller>();
-  private nextCntlid = 1;
+  private nextCntlid: number;
+  private readonly cntlidFirst: number;
+  private readonly cntlidLast: number;
+  private readonly unsubscribeAna: () => void;
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: () => void;
   private readonly generations = new Map<string, { key: string; generation: bigint }>();
 
   constructor(readonly root: Engine, readonly opts: RegistryOptions) {
     this.unsubscribe = root.onTargetEvent((event) => this.onTargetEvent(event));
+    this.cntlidFirst = opts.cntlidRange?.first ?? 1;
+    this.cntlidLast = opts.cntlidRange?.last ?? CNTLID_MAX;
+    if (!(this.cntlidFirst >= 1 && this.cntlidLast <= CNTLID_MAX && this.cntlidFirst <= this.cntlidLast)) {
+      throw new RangeError(`CNTLID range ${this.cntlidFirst}..${this.cntlidLast} is not within 1..${CNTLID_MAX}`);
+    }
+    this.nextCntlid = this.cntlidFirst;
+    // A path state change is announced to every I/O controller whose namespaces it touches.
+    this.unsubscribeAna = opts.ana?.onChange(() => { for (const controller of this.controllers.values()) controller.anaCheck(); }) ?? (() => {});
   }
 
   get size(): number { return this.controllers.size; }
@@ -101,10 +122,11 @@ export class ControllerRegistry {
   }
 
   private allocateCntlid(): number | null {
-    if (this.controllers.size >= c.CONTROLLERS_MAX) return null;
-    while (this.controllers.has(this.nextCntlid)) this.nextCntlid = this.nextCntlid >= CNTLID_MAX ? 1 : this.nextCntlid + 1;
+    if (this.controllers.size >= Math.min(c.CONTROLLERS_MAX, this.cntlidLast - this.cntlidFirst + 1)) return null;
+    const next = (id: number): number => (id >= this.cntlidLast ? this.cntlidFirst : id + 1);
+    while (this.controllers.has(this.nextCntlid)) this.nextCntlid = next(this.nextCntlid);
     const cntlid = this.nextCntlid;
-    this.nextCntlid = cntlid >= CNTLID_MAX ? 1 : cntlid + 1;
+    this.nextCntlid = next(cntlid);
     return cntlid;
   }
 
@@ -144,7 +166,7 @@ export class ControllerRegistry {
 
   private onTargetEvent(event: TargetEvent): void {
     if (this.controllers.size === 0) return;
-    const nsid = event.id + 1;
+    const nsid = this.opts.namespaces.nsidOfTarget(event.id);
     // Every event drops the resolved target: the next command resolves it again (a resize: its new size).
     for (const controller of this.controllers.values()) controller.forget(nsid);
     // A revert changes the namespace's content under the host: it is announced like a resize.
@@ -184,6 +206,7 @@ export class ControllerRegistry {
 
   close(): void {
     this.unsubscribe();
+    this.unsubscribeAna();
     if (this.rescanTimer) { clearInterval(this.rescanTimer); this.rescanTimer = null; }
     for (const controller of [...this.controllers.values()]) this.teardown(controller, 'server closing');
   }

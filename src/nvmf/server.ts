@@ -12,8 +12,9 @@ import * as c from './constants.js';
 import { NvmfConnection } from './connection.js';
 import { ControllerRegistry } from './registry.js';
 import { PreConnect } from './fabrics.js';
-import { NamespaceView, ensurePoolIdentity } from './namespaces.js';
+import { NamespaceView, ensurePoolIdentity, type NamespaceIdentities } from './namespaces.js';
 import { NQN_BASE_DEFAULT, NvmeHostAccess } from './host-access.js';
+import type { AnaProvider } from './ana.js';
 
 export interface NvmfServerOptions {
   host: string;
@@ -30,6 +31,12 @@ export interface NvmfServerOptions {
   /** Fair sharing of I/O between tenants while more than one is busy (as NBD's); default on; false: off. */
   fairShare?: FairShareOptions | false;
   log?: (event: string, fields: Record<string, unknown>) => void;
+  /** ANA reporting on a cluster node (ana.ts); none: no ANA. Its changes also refresh `namespaceIdentities`. */
+  ana?: AnaProvider;
+  /** Namespace identities shared by a cluster's nodes (namespaces.ts); none: the pool's own. */
+  namespaceIdentities?: NamespaceIdentities;
+  /** The CNTLIDs this node hands out (registry.ts: a cluster's nodes take disjoint ranges). */
+  cntlidRange?: { first: number; last: number };
 }
 
 export interface NvmfServer {
@@ -54,16 +61,21 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
   // Durable before a host sees an NGUID, UUID or serial derived from it.
   const identity = await ensurePoolIdentity(engine);
   const advertised = { host: opts.advertise?.host ?? opts.host, port: 0, discoveryPort: 0 };
+  const namespaces = new NamespaceView(engine, identity, opts.namespaceIdentities ?? null);
+  // Subscribed before the registry's own listener: identities are fresh when it re-reads the namespaces.
+  const stopIdentities = opts.ana?.onChange(() => { namespaces.identitiesVersion += 1; namespaces.invalidate(); }) ?? (() => {});
   const registry = new ControllerRegistry(engine, {
     nqnBase: opts.nqnBase ?? NQN_BASE_DEFAULT,
     tenancy: opts.tenancy,
     hostAccess: opts.hostAccess ?? new NvmeHostAccess(opts.tenancy),
-    namespaces: new NamespaceView(engine, identity),
+    namespaces,
     poolIdentity: identity,
     inCapsuleBytes,
     advertise: advertised,
     fair: opts.fairShare === false ? null : new FairShare(opts.fairShare ?? {}),
     log,
+    ana: opts.ana ?? null,
+    ...(opts.cntlidRange !== undefined ? { cntlidRange: opts.cntlidRange } : {}),
   });
 
   const onSocket = (discoveryOnly: boolean) => (socket: net.Socket): void => {
@@ -87,6 +99,7 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
     io.close();
     disc?.close();
     registry.close();
+    stopIdentities();
     throw error;
   }
   const port = (io.address() as net.AddressInfo).port;
@@ -112,6 +125,7 @@ export async function startNvmfServer(engine: Engine, opts: NvmfServerOptions): 
         await Promise.race([drained, new Promise<void>((resolve) => { timer = setTimeout(resolve, c.CLOSE_DRAIN_MS_MAX); })]);
         clearTimeout(timer);
         registry.close();
+        stopIdentities();
         for (const connection of live) connection.destroy();
         await Promise.all(stopped);
         log('nvmf_closed', {});

@@ -63,6 +63,13 @@ export const SC_CONNECT_INVALID_HOST = 0x84;
 export const SC_DISCOVERY_RESTART = 0x90;
 export const SC_AUTH_REQUIRED = 0x91;
 
+// Path related status (SCT 3): ANA (base spec 2.0 figure 104).
+export const SC_ANA_PERSISTENT_LOSS = 0x01;
+export const SC_ANA_INACCESSIBLE = 0x02;
+export const SC_ANA_TRANSITION = 0x03;
+/** An I/O command on a path whose namespace is ANA Inaccessible: no DNR, so the host retries on another path. */
+export const STATUS_ANA_INACCESSIBLE = nvmeStatus(SCT_PATH, SC_ANA_INACCESSIBLE);
+
 // Media and data integrity errors (SCT 2).
 export const SC_WRITE_FAULT = 0x80;
 export const SC_UNRECOVERED_READ_ERROR = 0x81;
@@ -136,12 +143,14 @@ export const LOG_SMART = 0x02;
 export const LOG_FIRMWARE_SLOT = 0x03;
 export const LOG_CHANGED_NAMESPACES = 0x04;
 export const LOG_COMMANDS_EFFECTS = 0x05;
+export const LOG_ANA = 0x0c;
 export const LOG_DISCOVERY = 0x70;
 
 // Asynchronous event completion dword 0 (base spec 2.0 figure 150): type, information, log page.
 export const AEN_TYPE_NOTICE = 0x2;
 export const AEN_INFO_NAMESPACE_ATTRIBUTE_CHANGED = 0x00;
 export const AEN_INFO_DISCOVERY_LOG_CHANGED = 0xf0;
+export const AEN_INFO_ANA_CHANGE = 0x03;
 
 /** Completion dword 0 of an Asynchronous Event Request that reports `info` of `type` with its log page. */
 export function asyncEventDw0(type: number, info: number, logPage: number): number {
@@ -171,6 +180,9 @@ export function statusForEngineError(err: unknown): number {
       return nvmeStatus(SCT_GENERIC, SC_INVALID_NAMESPACE, true);
     case 'invalid_argument':
       return nvmeStatus(SCT_GENERIC, SC_INVALID_FIELD, true);
+    case 'not_primary':
+      // A cluster node that is not (or no longer) the volume's primary: the host's multipath moves.
+      return STATUS_ANA_INACCESSIBLE;
     case 'checksum_error':
       // The block's checksum failed: the data cannot be read back, a retry reads the same bytes.
       return nvmeStatus(SCT_MEDIA, SC_UNRECOVERED_READ_ERROR, true);

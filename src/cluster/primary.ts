@@ -1,0 +1,154 @@
+// The primary side of one replicated volume (design "Data path on the primary"): a range lock so
+// overlapping requests reach every member in one order, a seq per data request within the epoch,
+// fan-out to the in-sync members, dropping a member that fails (epoch+1), and the min-in-sync wait.
+import { IoError, type Engine } from '../engine/index.js';
+import type { Clock } from './clock.js';
+import type { ReplReply, ReplRequest } from './messages.js';
+import type { MemberRecord, VolumeRecord } from './records.js';
+import { RangeLock } from './range-lock.js';
+import { NotPrimary } from './not-primary.js';
+
+/** A stale_epoch answer is retried in the current epoch at most this many times before the member is dropped. */
+const STALE_RETRIES_MAX = 4;
+
+/** What a VolumePrimary needs from its node (implemented by ClusterNode). */
+export interface PrimaryHost {
+  readonly self: string;
+  readonly clock: Clock;
+  readonly local: Engine;
+  readonly replicaTimeoutMs: number;
+  readonly degradedWaitMs: number;
+  record(vol: string): VolumeRecord | null;
+  /** This node serves `vol` as primary now (record, incarnation, lease). */
+  servesAsPrimary(vol: string): boolean;
+  /** Re-reads the record from the control plane (after a refusal). */
+  refreshRecord(vol: string): Promise<VolumeRecord | null>;
+  /** Marks `node` down in `vol`'s record (epoch+1); NotPrimary when this node lost the volume meanwhile. */
+  dropMember(vol: string, node: string, reason: string): Promise<void>;
+  /** One request; a transport failure or timeout comes back as a non-ok reply. */
+  request(node: string, request: ReplRequest, timeoutMs: number): Promise<ReplReply>;
+  /** Resolves on the next change of `vol`'s record, or after `ms`. */
+  waitRecordChange(vol: string, ms: number): Promise<void>;
+  inflightChanged(delta: number): void;
+}
+
+export type RequestBuilder = (epoch: number, member: MemberRecord, nextSeq: () => number) => ReplRequest;
+
+export class VolumePrimary {
+  readonly lock = new RangeLock();
+  private seqEpoch = 0;
+  private seq = 0;
+  /** Member nodes written since their last flush. */
+  readonly unflushed = new Set<string>();
+  /** Written since the last checkpoint (the checkpoint timer skips an idle volume). */
+  writtenSinceCheckpoint = false;
+  /**
+   * Members that failed a request but could not be dropped (the control plane was away): they may
+   * lack something this node applied, so nothing more goes out for the volume (no write, snapshot or
+   * checkpoint that would make them look the same as here) until the drop is in the record.
+   */
+  private readonly dropsPending = new Set<string>();
+
+  constructor(private readonly host: PrimaryHost, readonly vol: string) {}
+
+  private nextSeq(epoch: number): number {
+    if (epoch !== this.seqEpoch) { this.seqEpoch = epoch; this.seq = 0; }
+    return ++this.seq;
+  }
+
+  assertPrimary(): VolumeRecord {
+    const rec = this.host.record(this.vol);
+    if (rec === null || !this.host.servesAsPrimary(this.vol)) throw new NotPrimary(this.vol, rec?.primary ?? null);
+    return rec;
+  }
+
+  inSyncCount(): number {
+    const rec = this.host.record(this.vol);
+    return rec === null ? 0 : rec.members.filter((m) => m.state === 'in-sync').length;
+  }
+
+  /**
+   * Waits (up to degradedWaitMs from `startMs`) until at least minInSync members are in sync: a write
+   * is never acknowledged below the minimum. EIO when the wait runs out.
+   */
+  async waitMinInSync(startMs: number): Promise<void> {
+    for (;;) {
+      const rec = this.assertPrimary();
+      if (this.inSyncCount() >= rec.minInSync) return;
+      const leftMs = startMs + this.host.degradedWaitMs - this.host.clock.nowMs();
+      if (leftMs <= 0) {
+        throw new IoError(`${this.vol}: ${this.inSyncCount()} in-sync replicas, fewer than its minimum ${rec.minInSync} (waited ${this.host.degradedWaitMs} ms for a rebuild)`);
+      }
+      await this.host.waitRecordChange(this.vol, leftMs);
+    }
+  }
+
+  /** Completes the drops a failed control plane left pending; throws while one still cannot be done. */
+  async settleDrops(): Promise<void> {
+    for (const node of [...this.dropsPending].sort()) {
+      await this.host.dropMember(this.vol, node, 'a failed request earlier');
+      this.dropsPending.delete(node);
+    }
+  }
+
+  private async drop(node: string, reason: string): Promise<void> {
+    this.dropsPending.add(node);
+    await this.host.dropMember(this.vol, node, reason);
+    this.dropsPending.delete(node);
+  }
+
+  /** A data request: ordered by the range lock, applied here, then on every in-sync member. */
+  async data(offsetBytes: number, lengthBytes: number, applyLocal: () => Promise<void>, build: RequestBuilder): Promise<void> {
+    const startMs = this.host.clock.nowMs();
+    await this.waitMinInSync(startMs);
+    const release = await this.lock.acquire(offsetBytes, lengthBytes);
+    try {
+      this.assertPrimary();
+      await this.settleDrops();
+      await applyLocal();
+      this.writtenSinceCheckpoint = true;
+      await this.toMembers(build, true);
+    } finally {
+      release();
+    }
+    await this.waitMinInSync(startMs);
+  }
+
+  /** Sends to every in-sync member in parallel; a member that fails is dropped. */
+  async toMembers(build: RequestBuilder, data: boolean): Promise<void> {
+    this.assertPrimary();
+    await this.settleDrops();
+    const rec = this.assertPrimary();
+    const others = rec.members.filter((m) => m.node !== this.host.self && m.state === 'in-sync').map((m) => m.node);
+    await Promise.all(others.map((node) => this.toMember(node, build, data)));
+  }
+
+  private async toMember(node: string, build: RequestBuilder, data: boolean): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const rec = this.assertPrimary();
+      const member = rec.members.find((m) => m.node === node);
+      // Dropped (or replaced) meanwhile: this request no longer has to reach it.
+      if (member === undefined || member.state !== 'in-sync') return;
+      if (data) this.unflushed.add(node);
+      const request = build(rec.epoch, member, () => this.nextSeq(rec.epoch));
+      if (data) this.host.inflightChanged(1);
+      let reply: ReplReply;
+      try {
+        reply = await this.host.request(node, request, this.host.replicaTimeoutMs);
+      } finally {
+        if (data) this.host.inflightChanged(-1);
+      }
+      if (reply.ok) return;
+      if (reply.code === 'stale_epoch' && attempt < STALE_RETRIES_MAX) {
+        // The member saw a newer epoch (ours bumped by a drop or a rebuild meanwhile, or another node
+        // took over): resend in the current epoch when this node is still primary and the member in sync.
+        const fresh = await this.host.refreshRecord(this.vol);
+        const knownEpoch = 'epoch' in reply ? reply.epoch : Number.MAX_SAFE_INTEGER;
+        if (fresh !== null && this.host.servesAsPrimary(this.vol) && fresh.epoch > rec.epoch && fresh.epoch >= knownEpoch) continue;
+        this.assertPrimary();
+      }
+      await this.drop(node, `${request.t}: ${reply.code}: ${reply.message}`);
+      return;
+    }
+  }
+}

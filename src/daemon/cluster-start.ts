@@ -1,0 +1,85 @@
+// Joins the cluster (issue 22) when the daemon runs with --cluster: the etcd control plane (EtcdKv),
+// the replication transport (TcpTransport on --repl-port) and this node's ClusterNode over the local
+// engine. The handle it returns reports etcd's own health (every endpoint) in status(), and its close
+// leaves the cluster, then stops the transport and the etcd client.
+import type { Engine } from '../engine/index.js';
+import type { ClusterHandle, ClusterStatus } from '../cluster/handle.js';
+import type { NodeAddresses } from '../cluster/records.js';
+import { readFileSync } from 'node:fs';
+import { ConfigError, type ClusterConfig } from './config.js';
+import { EtcdKv } from '../cluster/kv-etcd.js';
+import { TcpTransport } from '../cluster/tcp-transport.js';
+import { startClusterNode, type ClusterNode } from '../cluster/node.js';
+import { realClock } from '../cluster/clock.js';
+import { replListenHost } from './cluster-addresses.js';
+
+export interface ClusterStartOptions {
+  config: ClusterConfig;
+  /** The local pool as the replica side uses it (decorated by metrics only). */
+  engine: Engine;
+  addresses: NodeAddresses;
+  log: (event: string, fields: Record<string, unknown>) => void;
+}
+
+export type ClusterStarter = (opts: ClusterStartOptions) => Promise<ClusterHandle>;
+
+/** ClusterNode as the daemon serves it: status() with etcd's per-endpoint health; close() ends everything it started. */
+class DaemonCluster implements ClusterHandle {
+  constructor(private readonly node: ClusterNode, private readonly kv: EtcdKv, private readonly transport: TcpTransport) {}
+  get self(): string { return this.node.self; }
+  get engine(): Engine { return this.node.engine; }
+  createVolume(name: string, sizeBytes: number, replicas: number | null) { return this.node.createVolume(name, sizeBytes, replicas); }
+  volume(name: string) { return this.node.volume(name); }
+  volumes() { return this.node.volumes(); }
+  replicas(name: string) { return this.node.replicas(name); }
+  primaryOf(name: string) { return this.node.primaryOf(name); }
+  nodes() { return this.node.nodes(); }
+  async status(): Promise<ClusterStatus> {
+    const [status, health] = await Promise.all([this.node.status(), this.kv.health()]);
+    const endpoints = health.endpoints.map((e) => `${e.endpoint}${e.healthy ? '' : ` (down: ${e.error ?? 'no leader'})`}`);
+    return { ...status, controlPlane: { healthy: health.healthy && status.controlPlane.healthy, endpoints, error: health.error ?? status.controlPlane.error } };
+  }
+  drain(node: string, timeoutMs: number) { return this.node.drain(node, timeoutMs); }
+  counters() { return this.node.counters(); }
+  onChange(listener: (volume: string | null) => void) { return this.node.onChange(listener); }
+  async close(): Promise<void> {
+    await this.node.close();
+    await this.transport.close();
+    await this.kv.close();
+  }
+}
+
+/** The shared replication secret: the file's first line (it must not be empty). */
+function readSecret(path: string): string {
+  let text: string;
+  try { text = readFileSync(path, 'utf8'); } catch (err) {
+    throw new ConfigError(`cannot read the cluster secret file ${path}: ${(err as Error).message}`);
+  }
+  const secret = text.split('\n')[0]!.trim();
+  if (secret === '') throw new ConfigError(`the cluster secret file ${path} is empty`);
+  return secret;
+}
+
+export const startCluster: ClusterStarter = async ({ config, engine, addresses, log }) => {
+  const kv = new EtcdKv({ hosts: config.cluster, log });
+  let node: ClusterNode | null = null;
+  const transport = new TcpTransport({
+    self: config.node, listen: { host: replListenHost(config), port: config.replPort },
+    addressOf: (name) => node?.addressOf(name) ?? null,
+    ...(config.clusterSecretFile !== null ? { clusterSecret: readSecret(config.clusterSecretFile) } : {}),
+    log,
+  });
+  try {
+    await transport.start();
+    node = await startClusterNode({
+      name: config.node, zone: config.zone, addresses, engine, kv, transport, clock: realClock, log,
+      ...(config.replicasDefault !== null ? { defaultReplicas: config.replicasDefault } : {}),
+    });
+    return new DaemonCluster(node, kv, transport);
+  } catch (err) {
+    // The start failed with `err`, which the caller reports; undoing is best effort.
+    await transport.close().catch(() => undefined);
+    await kv.close().catch(() => undefined);
+    throw err;
+  }
+};

@@ -1,0 +1,145 @@
+// The cluster wired into `cairn serve` (issue 22), with real processes: a real etcd, two `cairn serve
+// --cluster` nodes, the CLI and qemu-io. A volume created with --replicas 2 is placed on both, `volume
+// show` lists its replicas, `node list` and `cluster status` show both nodes, an NBD client connected
+// to the node that is not the primary writes through it (forwarded), the data is on both replicas, and
+// a SIGTERM'd primary hands the volume to the other node (its lease revoked), where I/O goes on.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { assertBuilt, cairn, cairnJson, startServe, tempDir } from './cli-helpers.js';
+import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
+import { runOk } from './nbd-harness.js';
+import { NvmfSession } from './nvmf-client.js';
+import { NbdClient } from '../src/nbd/client.js';
+import type { DaemonProcess } from './cli-helpers.js';
+
+const NQN = 'nqn.2026-12.io.cairn:default';
+
+function nvmfPort(d: DaemonProcess): number {
+  for (const line of d.logs) {
+    const ev = JSON.parse(line) as { event?: string; nvmf?: { port: number } };
+    if (ev.event === 'ready' && ev.nvmf !== undefined) return ev.nvmf.port;
+  }
+  throw new Error('no nvmf port in the ready line');
+}
+
+/** The ANA log as {group → nsids} read through the TS initiator from a node's NVMe/TCP port. */
+async function anaGroups(d: DaemonProcess): Promise<Map<number, number[]>> {
+  const s = await NvmfSession.open(nvmfPort(d), NQN);
+  try {
+    const log = (await s.getLogPage(0x0c, 4096)).data;
+    const out = new Map<number, number[]>();
+    let off = 16;
+    for (let g = 0; g < log.readUInt16LE(8); g++) {
+      const n = log.readUInt32LE(off + 4);
+      const nsids: number[] = [];
+      for (let k = 0; k < n; k++) nsids.push(log.readUInt32LE(off + 32 + 4 * k));
+      out.set(log.readUInt32LE(off), nsids);
+      off += 32 + 4 * n;
+    }
+    return out;
+  } finally {
+    s.close();
+  }
+}
+
+const MiB = 1024 * 1024;
+
+interface VolumeView { name: string; epoch?: number; replicas?: Array<{ node: string; state: string; primary: boolean }> }
+
+async function until<T>(what: string, probe: () => Promise<T | null>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs; // a hang bound, not a speed
+  for (;;) {
+    const got = await probe();
+    if (got !== null) return got;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-primary, failover on SIGTERM', {
+  timeout: 300_000, skip: etcdAvailable() ? false : '/usr/bin/etcd is missing (apt-get install etcd-server)',
+}, async (t) => {
+  assertBuilt();
+  const etcd = await startEtcd();
+  t.after(() => etcd.close());
+  const dir = await tempDir(t, 'cairn-cluster-');
+  const endpoints = etcd.endpoints.join(',');
+  const node = async (name: string, zone: string) => startServe(t, join(dir, `${name}.pool`), [
+    '--pool-size', '1G', '--cluster', endpoints, '--node', name, '--advertise', '127.0.0.1', '--zone', zone,
+    '--repl-port', String(await freePort()), '--nvmf', '127.0.0.1:0', '--nvmf-discovery', 'off',
+  ]);
+  const n1 = await node('n1', 'a');
+  const n2 = await node('n2', 'b');
+
+  const nodes = await until('both nodes registered', async () => {
+    const list = await cairnJson<Array<{ name: string; alive: boolean }>>(n1.api, ['node', 'list']);
+    return list.filter((n) => n.alive).length === 2 ? list : null;
+  });
+  assert.deepEqual(nodes.map((n) => n.name), ['n1', 'n2']);
+
+  const created = await cairn(n1.api, ['volume', 'create', 'db', '--size', '16M', '--replicas', '2']);
+  assert.equal(created.code, 0, created.stderr);
+  const v = await cairnJson<VolumeView>(n1.api, ['volume', 'show', 'db']);
+  assert.equal(v.replicas?.length, 2);
+  assert.deepEqual(v.replicas.map((r) => r.node).sort(), ['n1', 'n2']);
+  assert.ok(v.replicas.every((r) => r.state === 'in-sync'), JSON.stringify(v.replicas));
+  const primary = v.replicas.find((r) => r.primary)!.node;
+  const [onPrimary, other] = primary === 'n1' ? [n1, n2] : [n2, n1];
+  const shown = await cairn(other.api, ['volume', 'show', 'db']);
+  assert.match(shown.stdout, /replicas \(epoch \d+\):/);
+
+  const status = await cairn(n1.api, ['cluster', 'status']);
+  assert.equal(status.code, 0, status.stderr);
+  assert.match(status.stdout, /etcd:\s+healthy/);
+  assert.match(status.stdout, /nodes:\s+2 \(2 up, 0 down, 0 draining\)/);
+
+  // NBD through the node that is not the primary: forwarded to the primary, replicated to both.
+  await runOk('qemu-io', ['-f', 'raw', `${other.nbd}/db`, '-c', 'write -P 0x5a 0 1M', '-c', 'flush']);
+  await runOk('qemu-io', ['-f', 'raw', '-r', `${onPrimary.nbd}/db`, '-c', 'read -P 0x5a 0 1M']);
+  await runOk('qemu-io', ['-f', 'raw', '-r', `${other.nbd}/db`, '-c', 'read -P 0x5a 0 1M']);
+
+  // NVMe/TCP: both nodes expose the namespace, under one NSID; Optimized (group 1) on the primary only.
+  const anaPrimary = await anaGroups(onPrimary);
+  const anaOther = await anaGroups(other);
+  assert.equal(anaPrimary.get(1)?.length, 1, JSON.stringify([...anaPrimary]));
+  assert.deepEqual(anaOther.get(2), anaPrimary.get(1), 'the same NSID, inaccessible on the other node');
+
+  const metrics = await fetch(`${onPrimary.api}/metrics`, { headers: { authorization: `Bearer ${(await import('./cli-helpers.js')).adminToken(onPrimary.api)}` } });
+  const text = await metrics.text();
+  assert.match(text, /^cairn_cluster_degraded_volumes 0$/m);
+  assert.match(text, /^cairn_cluster_failovers_total \d+$/m);
+
+  // One NBD client stays connected to the other node across the failover: its relay follows the primary.
+  const nbdPort = Number(new URL(other.nbd).port);
+  const client = await NbdClient.open('127.0.0.1', nbdPort, 'db');
+  t.after(() => client.close());
+  await client.write(2 * MiB, Buffer.alloc(65536, 0x71), true);
+
+  // The primary leaves (SIGTERM: its lease is revoked); the other node takes the volume over.
+  assert.equal(await onPrimary.stop(), 0);
+  await client.write(3 * MiB, Buffer.alloc(65536, 0x72), false);
+  await client.flush();
+  assert.ok((await client.read(2 * MiB, 65536)).every((x) => x === 0x71), 'the write before the failover is there');
+  assert.ok((await client.read(3 * MiB, 65536)).every((x) => x === 0x72), 'the connection kept working through the failover');
+  const after = await until('the takeover', async () => {
+    const view = await cairnJson<VolumeView>(other.api, ['volume', 'show', 'db']);
+    return view.replicas?.find((r) => r.primary)?.node === (primary === 'n1' ? 'n2' : 'n1') ? view : null;
+  });
+  assert.ok((after.epoch ?? 0) > (v.epoch ?? 0), 'the takeover bumped the epoch');
+  assert.deepEqual((await anaGroups(other)).get(1), anaPrimary.get(1), 'after the takeover the namespace is Optimized on the new primary');
+  await runOk('qemu-io', ['-f', 'raw', `${other.nbd}/db`, '-c', 'read -P 0x5a 0 1M', '-c', 'write -P 0x6b 1M 64k', '-c', 'flush']);
+  assert.equal(await other.stop(), 0);
+});
+
+test('cairn serve --cluster with etcd unreachable: one line naming etcd, exit 1, the pool released', { timeout: 120_000 }, async (t) => {
+  assertBuilt();
+  const dir = await tempDir(t, 'cairn-cluster-down-');
+  const { run, cairnBin } = await import('./cli-helpers.js');
+  const r = await run(process.execPath, [cairnBin, 'serve', '--pool', join(dir, 'p.pool'), '--pool-size', '256M', '--api', '127.0.0.1:0', '--nbd', 'off',
+    '--log-format', 'json', '--cluster', `http://127.0.0.1:${await freePort()}`, '--node', 'n1', '--advertise', '127.0.0.1', '--repl-port', String(await freePort())]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /^cairn: etcd .*\(kv_unavailable\)\n$/);
+  const { existsSync } = await import('node:fs');
+  assert.equal(existsSync(join(dir, 'p.pool.lock')), false, 'the pool lock is released');
+});
