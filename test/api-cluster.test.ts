@@ -128,6 +128,8 @@ test('API on a single node: cluster routes are 404 not_clustered; views carry no
   assert.ok(!('replicas' in (v.body as object)) && !('epoch' in (v.body as object)));
   assert.equal((await f.call('POST', '/v1/volumes', { name: 'b', size: 4 * MiB, replicas: 1 })).status, 201, 'one replica is what a single node has');
   const two = await f.call('POST', '/v1/volumes', { name: 'c', size: 4 * MiB, replicas: 2 });
-  assert.equal(two.status, 404);
-  assert.equal((two.body as { code: string }).code, 'not_clustered');
+  // A request this daemon cannot meet (not a missing thing): 400, and CSI's INVALID_ARGUMENT.
+  assert.equal(two.status, 400);
+  assert.equal((two.body as { code: string }).code, 'invalid_argument');
+  assert.match((two.body as { detail: string }).detail, /not part of a cluster.*2 replicas need storage nodes/);
 });

@@ -6,7 +6,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { mutableQosOf, volumeParametersOf } from '../src/csi/parameters.js';
-import { repoRoot } from './csi-harness.js';
+import { status } from '@grpc/grpc-js';
+import { csiClients, expectCode, removeDir, repoRoot, startDaemon, startPlugin, tempDir } from './csi-harness.js';
+
+const MiB = 1024 * 1024;
+const blockCap = { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 
 test('replicas: 1..3 as a StorageClass writes it, absent is the daemon default', () => {
   assert.equal(volumeParametersOf({}, undefined, 'x').replicas, null);
@@ -37,4 +41,20 @@ test('the cluster manifests: the replicated class passes the validator, storage 
   assert.equal(etcd.spec.replicas, 3);
   const endpoints = args.find((a) => a.startsWith('--cluster='))!.slice('--cluster='.length).split(',');
   assert.equal(endpoints.length, 3, 'every etcd member is named');
+});
+
+test('CreateVolume carries replicas to the daemon: 1 on a single node is made, 2 is INVALID_ARGUMENT naming the cluster', { timeout: 300_000 }, async (t) => {
+  const dir = tempDir('cairn-csi-replicas-');
+  const daemon = await startDaemon(dir);
+  const plugin = await startPlugin({ dir, api: daemon.apiUrl, nbd: daemon.nbdAddress, mode: 'controller' });
+  const c = csiClients(plugin.socketPath);
+  t.after(async () => { c.close(); await plugin.kill(); await daemon.stop(); removeDir(dir); });
+  const create = (name: string, replicas: string) => c.controller.CreateVolume!({
+    name, volume_capabilities: [blockCap], capacity_range: { required_bytes: 8 * MiB }, parameters: { replicas },
+  });
+  const one = await create('pvc-one', '1');
+  assert.equal(Number(one.volume.capacity_bytes), 8 * MiB);
+  const err = await expectCode(create('pvc-two', '2'), status.INVALID_ARGUMENT);
+  assert.match(err.details, /not part of a cluster.*2 replicas need storage nodes/);
+  await expectCode(create('pvc-bad', 'many'), status.INVALID_ARGUMENT);
 });

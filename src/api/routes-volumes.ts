@@ -34,7 +34,7 @@ function sameCreate(ctx: ApiContext, v: VolumeInfo, body: CreateVolumeBody): boo
 function checkReplicas(ctx: ApiContext, body: CreateVolumeBody): void {
   if (body.replicas === undefined) return;
   if (body.from !== undefined) throw new ApiError('invalid_argument', 'a clone lives with its source\'s replicas: leave out "replicas"');
-  if (ctx.cluster === null && body.replicas > 1) throw new ApiError('not_clustered', `this daemon is not part of a cluster (cairn serve --cluster …): ${body.replicas} replicas need storage nodes`);
+  if (ctx.cluster === null && body.replicas > 1) throw new ApiError('invalid_argument', `this daemon is not part of a cluster (cairn serve --cluster …): ${body.replicas} replicas need storage nodes`);
   if (body.encrypted === true && body.replicas > 1) throw new ApiError('invalid_argument', 'encrypted volumes cannot be replicated yet (the data key belongs to one pool)');
 }
 
