@@ -8,7 +8,7 @@ import { createPool } from '../src/engine/pool.js';
 import type { Engine } from '../src/engine/index.js';
 import { startClusterNode, type ClusterNode, type ClusterNodeOptions } from '../src/cluster/node.js';
 
-const POOL_BLOCKS = 16384;
+export const POOL_BLOCKS = 16384;
 
 export interface TestNode {
   name: string;

@@ -5,6 +5,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Harness, block } from './cluster-harness.js';
 import { volumeKey } from '../src/cluster/records.js';
+import { ForwardingEngine } from '../src/decorators/forwarding-engine.js';
+import { IoError, type WriteData, type WriteOptions } from '../src/engine/index.js';
+import { SimDevice } from '../src/engine/device/sim-device.js';
+import { createPool } from '../src/engine/pool.js';
+import { POOL_BLOCKS } from './cluster-harness.js';
+
+/** A pool whose writes fail on demand (a primary's own disk failing under a replicated write). */
+class FailingWrites extends ForwardingEngine {
+  failing = false;
+  override write(id: number, offsetBytes: number, data: WriteData, opts?: WriteOptions): Promise<void> {
+    return this.failing ? Promise.reject(new IoError('simulated write failure')) : super.write(id, offsetBytes, data, opts);
+  }
+}
 
 async function three(seed: number, zones: Array<string | null> = ['z1', 'z2', 'z3']): Promise<Harness> {
   const h = new Harness(seed);
@@ -413,6 +426,31 @@ test('close() revokes the lease: the others take over without waiting for it to 
     assert.equal(h.get(m).node.volume('v')!.primary, m);
     assert.equal(h.get(m).node.addressOf(p), null);
     assert.equal(h.get(m).node.primaryOf('v')?.local, true);
+  } finally {
+    await h.close();
+  }
+});
+
+test('the primary applies a write here and on the members at once; when its own write fails, the members that took it are dropped', async () => {
+  const h = new Harness(11);
+  const pools = new Map<string, FailingWrites>();
+  for (const n of ['n1', 'n2']) {
+    const pool = new FailingWrites(await createPool(new SimDevice(POOL_BLOCKS, h.clock.prng.fork()), { nowMs: () => h.clock.nowMs(), commitIntervalMs: 0 }));
+    pools.set(n, pool);
+    await h.start(n, null, pool);
+  }
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 2));
+    const member = rec.members.find((m) => m.node !== rec.primary)!.node;
+    await h.write(rec.primary, 'v', 0, block(1));
+    // Out of range: the local engine's own error, and nothing reaches the member (it stays in sync).
+    await assert.rejects(h.write(rec.primary, 'v', 1 << 20, block(9)), (e: Error & { code?: string }) => e.code === 'out_of_range');
+    assert.equal(h.get(rec.primary).node.volume('v')!.members.find((m) => m.node === member)!.state, 'in-sync');
+    pools.get(rec.primary)!.failing = true;
+    await assert.rejects(h.write(rec.primary, 'v', 4096, block(2)), /simulated write failure/);
+    const after = h.get(rec.primary).node.volume('v')!;
+    assert.equal(after.members.find((m) => m.node === member)!.state, 'down', 'the member that applied the write is dropped');
+    assert.ok(after.epoch > rec.epoch);
   } finally {
     await h.close();
   }

@@ -105,13 +105,31 @@ export class VolumePrimary {
     try {
       this.assertPrimary();
       await this.settleDrops();
-      await applyLocal();
       this.writtenSinceCheckpoint = true;
-      await this.toMembers(build, true);
+      // Here and on the members at once (the range lock keeps overlapping requests in one order
+      // everywhere): a write costs the slower of the two, not their sum. The caller checked the range,
+      // so what fails here is this pool (full, I/O error): the members that applied it then differ,
+      // and are dropped to be rebuilt from the last checkpoint.
+      const [local, remote] = await Promise.allSettled([applyLocal(), this.toMembers(build, true)]);
+      if (local.status === 'rejected') {
+        await this.dropMembersAfterLocalFailure(local.reason);
+        throw local.reason;
+      }
+      if (remote.status === 'rejected') throw remote.reason;
     } finally {
       release();
     }
     await this.waitMinInSync(startMs);
+  }
+
+  /** The local half of a data request failed after the members may have applied it: they are dropped. */
+  private async dropMembersAfterLocalFailure(reason: unknown): Promise<void> {
+    const rec = this.host.record(this.vol);
+    if (rec === null) return;
+    const why = `the primary's own write failed: ${reason instanceof Error ? reason.message : String(reason)}`;
+    for (const m of rec.members) {
+      if (m.node !== this.host.self && m.state === 'in-sync') await this.host.dropMember(this.vol, m.node, why);
+    }
   }
 
   /** Sends to every in-sync member in parallel; a member that fails is dropped. */

@@ -2,7 +2,7 @@
 // (fanned out to the in-sync members; NotPrimary elsewhere), catalog calls run on the primary
 // (forwarded when it is another node), and the cluster's checkpoint snapshots are hidden.
 import {
-  SnapshotNotFound, type Engine, type SnapshotCreateOptions, type SnapshotInfo, type SnapshotPage, type SnapshotPageRequest, type Target,
+  SnapshotNotFound, dataLength, type Engine, type SnapshotCreateOptions, type SnapshotInfo, type SnapshotPage, type SnapshotPageRequest, type Target,
   type VolumeCreateOptions, type VolumeInfo, type WriteData, type WriteOptions, type ZeroOptions,
 } from '../engine/index.js';
 import { ForwardingEngine } from '../decorators/forwarding-engine.js';
@@ -53,9 +53,18 @@ export class ReplicatedEngine extends ForwardingEngine {
     return super.read(id, offsetBytes, lengthBytes, into);
   }
 
+  /**
+   * Whether a request lies inside the volume: one that does not goes to the local engine alone for its
+   * error, never to the members (the primary applies a request here and on them at once).
+   */
+  private inRange(id: number, offsetBytes: number, lengthBytes: number): boolean {
+    return Number.isSafeInteger(offsetBytes) && Number.isSafeInteger(lengthBytes) && offsetBytes >= 0 && lengthBytes >= 0
+      && offsetBytes + lengthBytes <= this.inner.targetSizeBytes(id);
+  }
+
   override async write(id: number, offsetBytes: number, data: WriteData, opts?: WriteOptions): Promise<void> {
     const r = this.route(id);
-    if (r === null) return super.write(id, offsetBytes, data, opts);
+    if (r === null || !this.inRange(id, offsetBytes, dataLength(data))) return super.write(id, offsetBytes, data, opts);
     const buf = asBuffer(data);
     const fua = opts?.fua === true;
     await r.vp.data(offsetBytes, buf.length, () => this.inner.write(id, offsetBytes, buf, opts),
@@ -64,7 +73,7 @@ export class ReplicatedEngine extends ForwardingEngine {
 
   override async trim(id: number, offsetBytes: number, lengthBytes: number, opts?: WriteOptions): Promise<void> {
     const r = this.route(id);
-    if (r === null) return super.trim(id, offsetBytes, lengthBytes, opts);
+    if (r === null || !this.inRange(id, offsetBytes, lengthBytes)) return super.trim(id, offsetBytes, lengthBytes, opts);
     const fua = opts?.fua === true;
     await r.vp.data(offsetBytes, lengthBytes, () => this.inner.trim(id, offsetBytes, lengthBytes, opts),
       (epoch, m, seq) => ({ t: 'trim', vol: r.vol, epoch, seq: seq(), incarnation: m.incarnation, offsetBytes, lengthBytes, fua }));
@@ -72,7 +81,7 @@ export class ReplicatedEngine extends ForwardingEngine {
 
   override async writeZeroes(id: number, offsetBytes: number, lengthBytes: number, opts?: ZeroOptions): Promise<void> {
     const r = this.route(id);
-    if (r === null) return super.writeZeroes(id, offsetBytes, lengthBytes, opts);
+    if (r === null || !this.inRange(id, offsetBytes, lengthBytes)) return super.writeZeroes(id, offsetBytes, lengthBytes, opts);
     const fua = opts?.fua === true;
     const noHole = opts?.noHole === true;
     await r.vp.data(offsetBytes, lengthBytes, () => this.inner.writeZeroes(id, offsetBytes, lengthBytes, opts),
