@@ -9,17 +9,11 @@ import { runSimulation } from './simulator.js';
 import type { OpKind } from './params.js';
 import { crashModes, faultKinds, runSweep, sweepStarts, type FaultKind, type SweepStart } from './sweep.js';
 import type { CrashMode } from '../src/engine/device/sim-device.js';
+import { parseCount } from './cli-args.js';
 
 /** Bounds on a single invocation, so a typo cannot run for a day. */
 const seedsMax = 1_000_000;
 const opsMax = 10_000_000;
-
-function parseCount(value: string | undefined, fallback: number, max: number, name: string): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > max) throw new Error(`--${name} must be an integer in [0, ${max}], got ${value}`);
-  return n;
-}
 
 async function main(): Promise<number> {
   const { values } = parseArgs({

@@ -4,18 +4,12 @@
 // step, and exits 1 if any failed. A failing seed replays exactly with the same --seed and --steps.
 import { parseArgs } from 'node:util';
 import { runClusterSimulation } from './cluster-sim.js';
+import { parseCount } from '../cli-args.js';
 
 /** Bounds on one invocation, so a typo cannot run for a day. */
 const SEEDS_MAX = 100_000;
 const STEPS_MAX = 1_000_000;
 const STEPS_DEFAULT = 300;
-
-function parseCount(value: string | undefined, fallback: number, max: number, name: string): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > max) throw new Error(`--${name} must be an integer in [0, ${max}], got ${value}`);
-  return n;
-}
 
 async function main(): Promise<number> {
   const { values } = parseArgs({

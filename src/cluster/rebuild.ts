@@ -296,20 +296,28 @@ export class Rebuilder {
     n.log('cluster.replacement_placed', { vol, old, to });
   }
 
-  /** Removes a member no longer needed (replaced or draining) and tells its node to delete the copy. */
-  private async remove(vol: string, memberNode: string): Promise<void> {
+  /**
+   * A record change this node makes as the volume's primary, under the volume's barrier (nothing in
+   * flight); `change` returns null when there is nothing to do. NotPrimary when another node is primary.
+   */
+  private async changeAsPrimary(vol: string, change: (r: VolumeRecord) => VolumeRecord | null): Promise<void> {
     const n = this.node;
-    const vp = n.primaryFor(vol);
-    const release = await vp.lock.barrier();
+    const release = await n.primaryFor(vol).lock.barrier();
     try {
       await n.updateRecord(vol, (r) => {
         if (r.primary !== n.self) throw new NotPrimary(vol, r.primary);
-        if (!r.members.some((m) => m.node === memberNode)) return null;
-        return { ...r, epoch: r.epoch + 1, members: r.members.filter((m) => m.node !== memberNode) };
+        return change(r);
       });
     } finally {
       release();
     }
+  }
+
+  /** Removes a member no longer needed (replaced or draining) and tells its node to delete the copy. */
+  private async remove(vol: string, memberNode: string): Promise<void> {
+    const n = this.node;
+    await this.changeAsPrimary(vol, (r) => (!r.members.some((m) => m.node === memberNode) ? null
+      : { ...r, epoch: r.epoch + 1, members: r.members.filter((m) => m.node !== memberNode) }));
     const reply = await n.request(memberNode, { t: 'delete', vol, epoch: n.record(vol)?.epoch ?? 0 }, n.replicaTimeoutMs);
     // A node that does not answer deletes its copy when it finds itself out of the record (orphan cleanup).
     if (!reply.ok) n.log('cluster.member_delete_failed', { vol, member: memberNode, code: reply.code });
@@ -319,17 +327,8 @@ export class Rebuilder {
   /** A draining primary makes an in-sync member primary (under the barrier: nothing is in flight). */
   private async handOver(vol: string, to: string): Promise<void> {
     const n = this.node;
-    const vp = n.primaryFor(vol);
-    const release = await vp.lock.barrier();
-    try {
-      await n.updateRecord(vol, (r) => {
-        if (r.primary !== n.self) throw new NotPrimary(vol, r.primary);
-        if (!r.members.some((m) => m.node === to && m.state === 'in-sync')) return null;
-        return { ...r, epoch: r.epoch + 1, primary: to };
-      });
-    } finally {
-      release();
-    }
+    await this.changeAsPrimary(vol, (r) => (!r.members.some((m) => m.node === to && m.state === 'in-sync') ? null
+      : { ...r, epoch: r.epoch + 1, primary: to }));
     n.forgetPrimary(vol);
     n.log('cluster.handed_over', { vol, to });
   }
