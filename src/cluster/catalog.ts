@@ -63,6 +63,11 @@ export class Catalog {
 
   async serveAdmin(from: string, op: string, args: unknown[]): Promise<ReplReply> {
     try {
+      // The caller read the record from its own cache; ours may not have caught up yet (a create
+      // forwarded here right after its transaction): read it from the control plane first.
+      const vol = adminVolume(op, args);
+      const rec = vol === null ? null : this.node.record(vol);
+      if (vol !== null && (rec === null || rec.primary !== this.node.self)) await this.node.refreshRecord(vol);
       return { ok: true, result: await this.admin(op, args) };
     } catch (err) {
       const code = err instanceof CairnError ? err.code : 'internal_error';
@@ -318,5 +323,16 @@ export class Catalog {
       }
       return;
     }
+  }
+}
+
+/** The volume an admin operation is routed by (null: a node-wide one). */
+function adminVolume(op: string, args: unknown[]): string | null {
+  const volOf = (ref: unknown): string => String(ref).split('@')[0]!;
+  switch (op) {
+    case 'createSnapshots': return Array.isArray(args[0]) && args[0].length > 0 ? volOf(args[0][0]) : null;
+    case 'cloneVolume': return volOf(args[1]);
+    case 'setDraining': return null;
+    default: return volOf(args[0]);
   }
 }
