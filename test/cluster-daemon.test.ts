@@ -89,6 +89,15 @@ test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-prima
   const shown = await cairn(other.api, ['volume', 'show', 'db']);
   assert.match(shown.stdout, /replicas \(epoch \d+\):/);
 
+  // Tenants and tokens are the cluster's (etcd), not one node's: made through n1, used and revoked through n2.
+  assert.equal((await cairn(n1.api, ['tenant', 'create', 'acme'])).code, 0);
+  const made = await cairnJson<{ token: string }>(n1.api, ['token', 'create', '--role', 'tenant', '--tenant', 'acme', '--name', 'shared']);
+  const asAcme = (api: string) => fetch(`${api}/v1/volumes`, { headers: { authorization: `Bearer ${made.token}` } });
+  await until('the token reaches n2', async () => ((await asAcme(n2.api)).status === 200 ? true : null));
+  assert.ok((await cairnJson<Array<{ name: string }>>(n2.api, ['tenant', 'list'])).some((x) => x.name === 'acme'), 'n2 lists the tenant made on n1');
+  assert.equal((await cairn(n2.api, ['token', 'revoke', 'shared'])).code, 0);
+  await until('the revocation reaches n1', async () => ((await asAcme(n1.api)).status === 401 ? true : null));
+
   const status = await cairn(n1.api, ['cluster', 'status']);
   assert.equal(status.code, 0, status.stderr);
   assert.match(status.stdout, /etcd:\s+healthy/);

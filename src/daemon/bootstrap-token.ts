@@ -8,10 +8,16 @@ import type { TenantStore } from '../tenancy/store.js';
 
 export const bootstrapTokenName = 'bootstrap-admin';
 
+/**
+ * The bootstrap token's name: one per node on a cluster node (tokens are shared by every node, and
+ * each node makes its own for whoever started it; another node's must not be taken for a lost one).
+ */
+export function bootstrapTokenNameOf(node: string | null): string { return node === null ? bootstrapTokenName : `${bootstrapTokenName}-${node}`; }
+
 export function adminTokenPath(poolPath: string, stateDir: string): string { return join(stateDir, `${basename(poolPath)}.admin-token`); }
 
 /** Ensures the pool's admin token file holds a valid admin token; returns whether a new one was made. */
-export async function ensureBootstrapToken(store: TenantStore, poolPath: string, stateDir: string): Promise<{ path: string; created: boolean }> {
+export async function ensureBootstrapToken(store: TenantStore, poolPath: string, stateDir: string, name = bootstrapTokenName): Promise<{ path: string; created: boolean }> {
   const path = adminTokenPath(poolPath, stateDir);
   if (existsSync(path)) {
     const principal = store.verifyToken(readFileSync(path, 'utf8').trim());
@@ -21,8 +27,8 @@ export async function ensureBootstrapToken(store: TenantStore, poolPath: string,
     }
   }
   // The old bootstrap token (its file lost or replaced) is revoked, so exactly one exists.
-  if (store.listTokens().some((t) => t.name === bootstrapTokenName)) await store.revokeToken(bootstrapTokenName);
-  const { token } = await store.createToken({ role: 'admin', name: bootstrapTokenName });
+  if (store.listTokens().some((t) => t.name === name)) await store.revokeToken(name);
+  const { token } = await store.createToken({ role: 'admin', name });
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, `${token}\n`, { mode: 0o600 });
   renameSync(tmp, path);

@@ -12,6 +12,15 @@ import { TcpTransport } from '../cluster/tcp-transport.js';
 import { startClusterNode, type ClusterNode } from '../cluster/node.js';
 import { realClock } from '../cluster/clock.js';
 import { replListenHost } from './cluster-addresses.js';
+import { SharedSettings } from '../cluster/shared-settings.js';
+import { ForwardingEngine } from '../decorators/forwarding-engine.js';
+import type { SettingChange } from '../engine/index.js';
+
+/** The cluster's engine with settings written through SharedSettings (tenants and tokens reach every node). */
+class SharedSettingsEngine extends ForwardingEngine {
+  constructor(inner: Engine, private readonly shared: SharedSettings) { super(inner); }
+  override putSettings(changes: SettingChange[]): Promise<void> { return this.shared.put(changes); }
+}
 
 export interface ClusterStartOptions {
   config: ClusterConfig;
@@ -25,9 +34,12 @@ export type ClusterStarter = (opts: ClusterStartOptions) => Promise<ClusterHandl
 
 /** ClusterNode as the daemon serves it: status() with etcd's per-endpoint health; close() ends everything it started. */
 class DaemonCluster implements ClusterHandle {
-  constructor(private readonly node: ClusterNode, private readonly kv: EtcdKv, private readonly transport: TcpTransport) {}
+  readonly engine: Engine;
+  constructor(private readonly node: ClusterNode, private readonly kv: EtcdKv, private readonly transport: TcpTransport,
+    private readonly shared: SharedSettings) {
+    this.engine = new SharedSettingsEngine(node.engine, shared);
+  }
   get self(): string { return this.node.self; }
-  get engine(): Engine { return this.node.engine; }
   createVolume(name: string, sizeBytes: number, replicas: number | null) { return this.node.createVolume(name, sizeBytes, replicas); }
   volume(name: string) { return this.node.volume(name); }
   volumes() { return this.node.volumes(); }
@@ -43,6 +55,7 @@ class DaemonCluster implements ClusterHandle {
   counters() { return this.node.counters(); }
   onChange(listener: (volume: string | null) => void) { return this.node.onChange(listener); }
   async close(): Promise<void> {
+    this.shared.close();
     await this.node.close();
     await this.transport.close();
     await this.kv.close();
@@ -75,7 +88,15 @@ export const startCluster: ClusterStarter = async ({ config, engine, addresses, 
       name: config.node, zone: config.zone, addresses, engine, kv, transport, clock: realClock, log,
       ...(config.replicasDefault !== null ? { defaultReplicas: config.replicasDefault } : {}),
     });
-    return new DaemonCluster(node, kv, transport);
+    const shared = new SharedSettings(kv, node.engine, log);
+    try {
+      await shared.start();
+    } catch (err) {
+      shared.close();
+      await node.close().catch(() => undefined); // reported: the settings failure below
+      throw err;
+    }
+    return new DaemonCluster(node, kv, transport, shared);
   } catch (err) {
     // The start failed with `err`, which the caller reports; undoing is best effort.
     await transport.close().catch(() => undefined);

@@ -14,7 +14,7 @@ import { buildApi } from '../api/server.js';
 import { JobManager } from '../api/jobs.js';
 import { JobStore, jobFilePath, restoreJobs } from '../api/job-store.js';
 import { apiContext } from '../api/context.js';
-import { ensureBootstrapToken } from './bootstrap-token.js';
+import { bootstrapTokenNameOf, ensureBootstrapToken } from './bootstrap-token.js';
 import { migrateSideFile, sideFilePath } from '../stream/identity.js';
 import type { TlsConfig } from '../nbd/tls.js';
 import { TenantStore } from '../tenancy/store.js';
@@ -203,7 +203,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
     const jobLog = eventLogger(logger, 'jobs');
     const jobs = new JobManager(jobStore, jobLog);
     await restoreJobs(jobs, jobStore, engine, jobLog);
-    const bootstrap = await ensureBootstrapToken(tenancy, poolPath, stateDir);
+    const bootstrap = await ensureBootstrapToken(tenancy, poolPath, stateDir, bootstrapTokenNameOf(cluster?.self ?? null));
     if (bootstrap.created) logger.info({ event: 'admin_token_created', path: bootstrap.path }, `admin token written to ${bootstrap.path} (mode 0600)`);
     const ctx = apiContext({
       rootEngine: engine, jobManager: jobs, tenancy, keys, qos: engine.control, poolPath, spoolDir: stateDir, nbdBaseUri, cluster,
