@@ -448,7 +448,9 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
     const rec = this.record(name);
     if (rec === null) return [];
     return rec.members.map((m) => ({
-      node: m.node, state: m.state, primary: m.node === rec.primary,
+      // A member whose node lost its lease (or restarted) is shown down before the record says so:
+      // the primary drops it at its next write, or a takeover does.
+      node: m.node, state: m.state === 'in-sync' && !this.memberAlive(m) ? 'down' as const : m.state, primary: m.node === rec.primary,
       rebuildProgress: m.state === 'rebuilding' && this.servesAsPrimary(name) ? this.rebuilder.progress(name, m.node) : null,
     }));
   }
@@ -492,7 +494,7 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
     return {
       controlPlane: { healthy, endpoints: [], error }, self: this.self, nodes: this.nodes(), volumes: vols.length,
       degraded: vols.flatMap((r) => {
-        const inSync = r.members.filter((m) => m.state === 'in-sync').length;
+        const inSync = r.members.filter((m) => m.state === 'in-sync' && this.memberAlive(m)).length;
         return inSync < r.replicas ? [{ name: r.name, inSync, replicas: r.replicas, primary: r.primary }] : [];
       }),
     };

@@ -160,6 +160,6 @@ export class Metrics {
 /** Volumes whose record holds fewer in-sync members than it wants replicas. */
 export function degradedVolumes(cluster: ClusterHandle): number {
   let count = 0;
-  for (const v of cluster.volumes()) if (v.members.filter((m) => m.state === 'in-sync').length < v.replicas) count += 1;
+  for (const v of cluster.volumes()) if (cluster.replicas(v.name).filter((m) => m.state === 'in-sync').length < v.replicas) count += 1;
   return count;
 }

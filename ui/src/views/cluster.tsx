@@ -5,7 +5,18 @@ import { ApiError, get } from '../api';
 import { ErrorLine, useInterval } from '../components';
 
 interface ClusterNode { name: string; alive: boolean; zone?: string | null; replicas?: number; primaries?: number }
-interface Cluster { self: string; nodes: ClusterNode[]; degraded: Array<string | { name?: string; volume?: string }> }
+interface Degraded { name?: string; volume?: string; inSync?: number; replicas?: number; primary?: string }
+interface Cluster {
+  self: string; nodes: ClusterNode[]; degraded: Array<string | Degraded>;
+  controlPlane?: { healthy: boolean; endpoints: string[]; error: string | null };
+}
+
+function degradedLine(d: string | Degraded): string {
+  if (typeof d === 'string') return d;
+  const name = d.volume ?? d.name ?? JSON.stringify(d);
+  const counts = d.inSync !== undefined && d.replicas !== undefined ? `: ${d.inSync} of ${d.replicas} replicas in sync` : '';
+  return `${name}${counts}${d.primary !== undefined ? `, primary ${d.primary}` : ''}`;
+}
 
 /** True once GET /v1/cluster answered (false on 404 or any refusal: no cluster view). */
 export function useClusterAvailable(asAdmin: boolean): boolean {
@@ -32,6 +43,12 @@ export function ClusterView() {
       {cluster !== null && (
         <>
           <p class="sub">This daemon: {cluster.self}</p>
+          {cluster.controlPlane !== undefined && (
+            <p class={cluster.controlPlane.healthy ? 'state-succeeded' : 'state-failed'}>
+              etcd {cluster.controlPlane.healthy ? 'healthy' : `unhealthy${cluster.controlPlane.error !== null ? `: ${cluster.controlPlane.error}` : ''}`}
+              {cluster.controlPlane.endpoints.length > 0 ? ` (${cluster.controlPlane.endpoints.join(', ')})` : ''}
+            </p>
+          )}
           <div class="table-wrap">
             <table class="plain">
               <thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">Zone</th><th scope="col" class="num">Replicas</th><th scope="col" class="num">Primaries</th></tr></thead>
@@ -45,7 +62,7 @@ export function ClusterView() {
           </div>
           <h2>Degraded volumes</h2>
           {cluster.degraded.length === 0 ? <p>None: every volume has all its replicas.</p> : (
-            <ul>{cluster.degraded.map((d) => <li>{typeof d === 'string' ? d : d.volume ?? d.name ?? JSON.stringify(d)}</li>)}</ul>
+            <ul>{cluster.degraded.map((d) => <li>{degradedLine(d)}</li>)}</ul>
           )}
         </>
       )}
