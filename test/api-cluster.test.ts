@@ -54,6 +54,20 @@ test('API on a clustered node: replicas, nodes, drain, status, metrics', { timeo
     assert.deepEqual(list.map((x) => x.name), ['db', 'far'], 'the list holds volumes held only by other nodes too');
   });
 
+  await t.test('a replicated volume\'s QoS limits live in its record (also for a volume held elsewhere), not in this pool', async () => {
+    const put = await f.call('PUT', '/v1/volumes/far/qos', { iopsMax: 500, bpsMax: 2 * MiB });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    assert.equal((put.body as { iopsMax: number }).iopsMax, 500);
+    assert.deepEqual(JSON.parse(c.volume('far')!.qos!), { i: 500, b: 2 * MiB });
+    const shown = (await f.call('GET', '/v1/volumes/far')).body as { qos: { iopsMax: number; bpsMax: number } | null };
+    assert.equal(shown.qos?.bpsMax, 2 * MiB);
+    assert.equal(((await f.call('GET', '/v1/volumes/far/qos')).body as { iopsMax: number }).iopsMax, 500);
+    const cleared = await f.call('PUT', '/v1/volumes/far/qos', { iopsMax: 0, bpsMax: 0 });
+    assert.equal((cleared.body as { iopsMax: number | null }).iopsMax, null);
+    assert.equal(c.volume('far')!.qos, undefined, 'no limits left: the record carries none');
+    assert.equal((await f.call('PUT', '/v1/volumes/far/qos', { iopsMax: -1 })).status, 400);
+  });
+
   await t.test('nodes: list, show, 404 for an unknown one', async () => {
     const list = (await f.call('GET', '/v1/nodes')).body as Array<{ name: string; replicas: number; primaries: number; self: boolean; zone: string }>;
     assert.deepEqual(list.map((n) => n.name), ['n1', 'n2', 'n3']);

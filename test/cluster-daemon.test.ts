@@ -98,6 +98,23 @@ test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-prima
   assert.equal((await cairn(n2.api, ['token', 'revoke', 'shared'])).code, 0);
   await until('the revocation reaches n1', async () => ((await asAcme(n1.api)).status === 401 ? true : null));
 
+  // QoS is the cluster's too: a volume's limits in its record (set through its primary, shown by both
+  // nodes, applied by the other one once it takes over below), a tenant's shared through etcd.
+  assert.equal((await cairn(onPrimary.api, ['volume', 'set', 'db', '--bps-max', '1M'])).code, 0);
+  for (const d of [n1, n2]) {
+    const q = await until('the limits in both views', async () => {
+      const view = await cairnJson<{ qos: { bpsMax: number | null } | null }>(d.api, ['volume', 'show', 'db']);
+      return view.qos?.bpsMax === 1024 * 1024 ? view.qos : null;
+    });
+    assert.equal(q.bpsMax, 1024 * 1024);
+  }
+  assert.equal((await cairn(n1.api, ['tenant', 'set', 'acme', '--iops-max', '5000', '--weight', '3'])).code, 0);
+  await until('the tenant limits reach n2', async () => {
+    const r = await fetch(`${n2.api}/v1/tenants/acme/qos`, { headers: { authorization: `Bearer ${(await import('./cli-helpers.js')).adminToken(n2.api)}` } });
+    const q = await r.json() as { iopsMax: number | null; weight: number };
+    return q.iopsMax === 5000 && q.weight === 3 ? true : null;
+  });
+
   const status = await cairn(n1.api, ['cluster', 'status']);
   assert.equal(status.code, 0, status.stderr);
   assert.match(status.stdout, /etcd:\s+healthy/);
@@ -138,6 +155,13 @@ test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-prima
   assert.ok((after.epoch ?? 0) > (v.epoch ?? 0), 'the takeover bumped the epoch');
   assert.deepEqual((await anaGroups(other)).get(1), anaPrimary.get(1), 'after the takeover the namespace is Optimized on the new primary');
   await runOk('qemu-io', ['-f', 'raw', `${other.nbd}/db`, '-c', 'read -P 0x5a 0 1M', '-c', 'write -P 0x6b 1M 64k', '-c', 'flush']);
+
+  // The new primary applies the volume's limits from its record: 3 MiB at 1 MiB/s are held back.
+  await runOk('qemu-io', ['-f', 'raw', `${other.nbd}/db`, '-c', 'write -P 0x6c 4M 3M', '-c', 'flush']);
+  const token = (await import('./cli-helpers.js')).adminToken(other.api);
+  const qosText = await (await fetch(`${other.api}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+  const delayed = /^cairn_qos_volume_delayed_requests_total\{volume="db"\} (\d+)$/m.exec(qosText);
+  assert.ok(delayed !== null && Number(delayed[1]) > 0, `the new primary delayed writes over the volume's limit: ${delayed?.[0] ?? 'no metric line'}`);
   assert.equal(await other.stop(), 0);
 });
 

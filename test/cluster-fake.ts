@@ -87,6 +87,12 @@ export class FakeCluster implements ClusterHandle {
     }
   }
   counters(): ClusterCounters { return this.counterValues; }
+  async setVolumeQos(name: string, encoded: string | null): Promise<void> {
+    const rec = this.records.get(name);
+    if (rec === undefined) throw new Error(`no record for ${name}`);
+    const { qos: _old, ...rest } = rec;
+    this.setRecord(encoded === null ? rest : { ...rest, qos: encoded });
+  }
   onChange(listener: (volume: string | null) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);

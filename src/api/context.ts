@@ -5,6 +5,7 @@ import type { JobManager } from './jobs.js';
 import type { Principal, TenantStore } from '../tenancy/store.js';
 import { assert } from '../engine/index.js';
 import { requestScope, type JobsView } from './request-scope.js';
+import { recordLimits, type QosLimits } from '../qos/limits.js';
 import { splitQualified } from '../tenancy/names.js';
 import { TenancyError } from '../tenancy/errors.js';
 import type { FastifyRequest } from 'fastify';
@@ -43,8 +44,8 @@ export interface ApiContext {
   cluster: ClusterHandle | null;
   /** The engine's name of a volume the current request names (a tenant's own name gets its prefix). */
   engineName(name: string): string;
-  /** A volume's replicas and epoch when it has a cluster record (`name` as the request names it), else null. */
-  replication(name: string): { replicas: ReplicaView[]; epoch: number } | null;
+  /** A volume's replicas, epoch and QoS limits when it has a cluster record (`name` as the request names it), else null. */
+  replication(name: string): { replicas: ReplicaView[]; epoch: number; qos: QosLimits | null } | null;
 }
 
 export type ApiContextInit = Omit<ApiContext, 'engine' | 'jobs' | 'principal' | 'nbdUri' | 'cluster' | 'engineName' | 'replication'> & {
@@ -72,7 +73,7 @@ export function apiContext(init: ApiContextInit): ApiContext {
     replication: (name) => {
       if (cluster === null) return null;
       const record = cluster.volume(engineName(name));
-      return record === null ? null : { replicas: cluster.replicas(record.name), epoch: record.epoch };
+      return record === null ? null : { replicas: cluster.replicas(record.name), epoch: record.epoch, qos: recordLimits(record.qos) };
     },
     get engine() { return scope().engine; },
     get jobs() { return scope().jobs; },

@@ -6,8 +6,9 @@ import { ApiError } from './problem.js';
 import type { ApiContext } from './context.js';
 import type { RouteSpec, RouteTable } from './routes.js';
 import { NameParams } from './schemas.js';
+import { createdVolume } from './cluster-volumes.js';
 import { TenantParams, TenantQos, TenantQosBody, VolumeQos, VolumeQosBody } from './schemas-qos.js';
-import { noLimits, type QosLimits } from '../qos/limits.js';
+import { applyChange, encodedLimits, noLimits, type QosChange, type QosLimits } from '../qos/limits.js';
 import { tenantNameProblem } from '../tenancy/names.js';
 
 /** Who may call a route (the lead's authentication: RouteSpec.access). */
@@ -39,6 +40,20 @@ function visibleTenant(ctx: ApiContext, tenant: string): string {
   return tenant;
 }
 
+/**
+ * Applies `change` to volume `name`'s limits (`id`: its id in this pool). A volume with a cluster record
+ * keeps them there (its primary applies them, wherever it moves); any other in this pool's QoS.
+ */
+export async function changeVolumeQos(ctx: ApiContext, name: string, id: number, change: QosChange): Promise<QosLimits | null> {
+  const replication = ctx.replication(name);
+  if (ctx.cluster === null || replication === null) return ctx.qos.setVolumeLimits(id, change);
+  const next = applyChange(replication.qos ?? noLimits(), { ...change, weight: undefined });
+  const engineName = ctx.engineName(name);
+  const encoded = encodedLimits(engineName, next);
+  await ctx.cluster.setVolumeQos(engineName, encoded);
+  return encoded === null ? null : next;
+}
+
 export function registerQosRoutes(routes: RouteTable, ctx: ApiContext): void {
   const nameOf = (r: FastifyRequest) => (r.params as { name: string }).name;
   const tenantOf = (r: FastifyRequest) => visibleTenant(ctx, (r.params as { tenant: string }).tenant);
@@ -46,15 +61,19 @@ export function registerQosRoutes(routes: RouteTable, ctx: ApiContext): void {
     {
       method: 'GET', url: '/v1/volumes/:name/qos', tag, access: 'read', summary: 'A volume\'s QoS limits',
       params: NameParams, responses: { 200: { description: 'limits (null: none)', schema: VolumeQos } },
-      handler: async (req) => volumeQosView(ctx.qos.volumeLimits(ctx.engine.getVolume(nameOf(req)).id)),
+      handler: async (req) => {
+        const v = createdVolume(ctx, nameOf(req));
+        const replication = ctx.replication(nameOf(req));
+        return volumeQosView(replication !== null ? replication.qos : ctx.qos.volumeLimits(v.id));
+      },
     },
     {
       method: 'PUT', url: '/v1/volumes/:name/qos', tag, access: 'write',
       summary: 'Change a volume\'s QoS limits (fields left out stay; 0 or null removes); live for open connections',
       params: NameParams, body: VolumeQosBody, responses: { 200: { description: 'the new limits', schema: VolumeQos } },
       handler: async (req) => {
-        const v = ctx.engine.getVolume(nameOf(req));
-        return volumeQosView(await ctx.qos.setVolumeLimits(v.id, req.body as VolumeQosBody));
+        const v = createdVolume(ctx, nameOf(req));
+        return volumeQosView(await changeVolumeQos(ctx, nameOf(req), v.id, req.body as VolumeQosBody));
       },
     },
     {

@@ -9,6 +9,8 @@ import {
   CreateVolumeBody, Job, ListQuery, NameParams, ResizeVolumeBody, RevertBody, Space, TreeNode, Volume,
 } from './schemas.js';
 import { lineageTree, volumeView } from './views.js';
+import { changeVolumeQos } from './routes-qos.js';
+import { createdVolume, recordVolume, REMOTE_VOLUME_ID } from './cluster-volumes.js';
 import { decodePageToken, pageItemsMax, setNextPageToken } from './paging.js';
 import type { DataKey, VolumeInfo } from '../engine/index.js';
 import type { VolumeRecord } from '../cluster/records.js';
@@ -36,29 +38,6 @@ function checkReplicas(ctx: ApiContext, body: CreateVolumeBody): void {
   if (body.from !== undefined) throw new ApiError('invalid_argument', 'a clone lives with its source\'s replicas: leave out "replicas"');
   if (ctx.cluster === null && body.replicas > 1) throw new ApiError('invalid_argument', `this daemon is not part of a cluster (cairn serve --cluster …): ${body.replicas} replicas need storage nodes`);
   if (body.encrypted === true && body.replicas > 1) throw new ApiError('invalid_argument', 'encrypted volumes cannot be replicated yet (the data key belongs to one pool)');
-}
-
-/** The id of a volume shown from its cluster record alone (engine ids start at 1: 0 is never a volume's). */
-export const REMOTE_VOLUME_ID = 0;
-
-/**
- * A volume this node may hold no replica of (placed on other nodes): the engine's record when it is
- * here, else what the cluster record says (size and creation time; no local figures).
- */
-function createdVolume(ctx: ApiContext, name: string): VolumeInfo {
-  try { return ctx.engine.getVolume(name); } catch (err) {
-    const record = ctx.cluster?.volume(ctx.engineName(name)) ?? null;
-    // Not here but in the cluster: its replicas live on other nodes. Anything else is the error.
-    if ((err as { code?: string }).code !== 'volume_not_found' || record === null) throw err;
-    return recordVolume(name, record);
-  }
-}
-
-function recordVolume(name: string, record: VolumeRecord): VolumeInfo {
-  return {
-    kind: 'volume', id: REMOTE_VOLUME_ID, name, sizeBytes: record.sizeBytes, mappedBytes: 0, createdMs: record.createdMs, origin: null,
-    snapshotCount: 0, snapshots: [], flattenProgress: null, encryption: null,
-  };
 }
 
 /** The request's volumes: this node's, and on a cluster node those held only by other nodes (from their records). */
@@ -117,7 +96,7 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
   const before = existing();
   if (before !== undefined) {
     if (sameCreate(ctx, before, body)) {
-      if (body.qos !== undefined) await ctx.qos.setVolumeLimits(before.id, body.qos); // a retry of a create that stored no limits yet
+      if (body.qos !== undefined) await changeVolumeQos(ctx, body.name, before.id, body.qos); // a retry of a create that stored no limits yet
       return reply.code(200).send(volumeView(before, ctx));
     }
     throw new ApiError('name_taken', `volume ${body.name} exists with different arguments`);
@@ -132,13 +111,13 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
         ? (await cluster.createVolume(ctx.engineName(body.name), body.size!, body.replicas), createdVolume(ctx, body.name))
         : await ctx.engine.createVolume(body.name, body.size!, encryption === undefined ? {} : { encryption });
     // Limits are stored right after the create: a failure here leaves the volume, and a retry sets them.
-    if (body.qos !== undefined) await ctx.qos.setVolumeLimits(v.id, body.qos);
+    if (body.qos !== undefined) await changeVolumeQos(ctx, body.name, v.id, body.qos);
     return reply.code(201).header('location', `/v1/volumes/${encodeURIComponent(v.name)}`).send(volumeView(v, ctx));
   } catch (err) {
     // A concurrent identical create won the race: same arguments still answer 200.
     const now = existing();
     if ((err as { code?: string }).code === 'name_taken' && now !== undefined && sameCreate(ctx, now, body)) {
-      if (body.qos !== undefined) await ctx.qos.setVolumeLimits(now.id, body.qos);
+      if (body.qos !== undefined) await changeVolumeQos(ctx, body.name, now.id, body.qos);
       return reply.code(200).send(volumeView(now, ctx));
     }
     throw err;

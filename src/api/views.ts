@@ -8,12 +8,14 @@ import type { ReplicaView } from '../cluster/handle.js';
 export interface ApiContextViews {
   nbdUri(name: string): string | null;
   qos?: { volumeLimits(id: number): QosLimits | null };
-  /** A clustered volume's replicas and epoch (absent or null: not clustered, fields left out). */
-  replication?(name: string): { replicas: ReplicaView[]; epoch: number } | null;
+  /** A clustered volume's replicas, epoch and QoS limits (absent or null: not clustered, fields left out). */
+  replication?(name: string): { replicas: ReplicaView[]; epoch: number; qos: QosLimits | null } | null;
 }
 
-function qosOf(id: number, ctx: ApiContextViews) {
-  const limits = ctx.qos?.volumeLimits(id) ?? null;
+/** A volume's limits: its cluster record's when it has one (they move with the primary), else this pool's. */
+function qosOf(v: VolumeInfo, ctx: ApiContextViews) {
+  const replication = ctx.replication?.(v.name) ?? null;
+  const limits = replication !== null ? replication.qos : ctx.qos?.volumeLimits(v.id) ?? null;
   return limits === null ? null : volumeQosView(limits);
 }
 
@@ -34,7 +36,7 @@ function volumeFields(v: VolumeInfo, ctx: ApiContextViews, exclusiveBytes: numbe
     createdMs: v.createdMs, createdAt: new Date(v.createdMs).toISOString(),
     origin: v.origin === null ? null : v.origin.snapshot === null ? v.origin.volume : `${v.origin.volume}@${v.origin.snapshot}`,
     snapshots: v.snapshots, snapshotCount: v.snapshotCount, flattenProgress: v.flattenProgress, nbdUri: ctx.nbdUri(v.name),
-    qos: qosOf(v.id, ctx),
+    qos: qosOf(v, ctx),
     encrypted: v.encryption !== null, locked: v.encryption?.locked ?? false,
   };
 }

@@ -64,6 +64,13 @@ export interface ClusterHandle {
   counters(): ClusterCounters;
   /** Called after any volume record or node change, with the volume name (null: nodes changed). */
   onChange(listener: (volume: string | null) => void): () => void;
+  /** Sets (null: removes) a volume's QoS limits in its record (VolumeRecord.qos); the primary applies them. */
+  setVolumeQos(name: string, encoded: string | null): Promise<void>;
+  /**
+   * Called with the key of each shared setting another node changed, once it is in this pool (the
+   * daemon's cluster shares settings through etcd; a handle without shared settings has no such calls).
+   */
+  onSettingChange?(listener: (key: string) => void): () => void;
   close(): Promise<void>;
 }
 

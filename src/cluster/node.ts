@@ -1,7 +1,7 @@
 // A storage node of the cluster (issue 22): registers under a lease, watches /cairn/, serves the
 // replication protocol (member side), drives its primaries' data path, failover, rebuild, replacement
 // and drain. Deterministic given its Kv, Transport and Clock (the simulator replays it from a seed).
-import { IoError, InvalidArgument, type Engine } from '../engine/index.js';
+import { IoError, InvalidArgument, VolumeNotFound, type Engine } from '../engine/index.js';
 import type { Clock } from './clock.js';
 import { KvUnavailable, type Kv, type KvCompare } from './kv.js';
 import type { Transport } from './transport.js';
@@ -515,6 +515,15 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
   }
 
   counters(): ClusterCounters { return { ...this.countersValue }; }
+
+  async setVolumeQos(name: string, encoded: string | null): Promise<void> {
+    const rec = await this.updateRecord(name, (r) => {
+      if ((r.qos ?? null) === encoded) return null;
+      const { qos: _old, ...rest } = r;
+      return encoded === null ? rest : { ...rest, qos: encoded };
+    });
+    if (rec === null) throw new VolumeNotFound(name);
+  }
 
   onChange(listener: (volume: string | null) => void): () => void {
     this.listeners.add(listener);

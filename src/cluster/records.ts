@@ -50,6 +50,11 @@ export interface VolumeRecord {
   /** Every replica, the primary included. */
   members: MemberRecord[];
   createdMs: number;
+  /**
+   * The volume's QoS limits as the pool stores them (src/qos/limits.ts encodeLimits); absent: none.
+   * Kept here, not in one pool, because I/O moves with the primary: whichever node is primary applies them.
+   */
+  qos?: string;
 }
 
 export function nodeKey(name: string): string { return `${NODE_PREFIX}${name}`; }

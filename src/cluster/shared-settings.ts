@@ -1,14 +1,16 @@
-// Settings every node of a cluster shares: tenants, API tokens (salted hashes), NBD keys and NVMe host
-// lists. They live in etcd under /cairn/settings/ and are mirrored into each node's pool (where the
-// tenancy layer reads them), so a token made through one node works on every node and a revocation
-// reaches all of them within a watch round trip. Settings that only make sense on one node stay
-// local: KEK references (paths and HSM slots of that machine), volume QoS limits (keyed by the pool's
-// own volume ids), tenant QoS (cached by the node's QoS layer), the pool identity, fences.
+// Settings every node of a cluster shares: tenants, API tokens (salted hashes), NBD keys, NVMe host
+// lists and tenant QoS limits. They live in etcd under /cairn/settings/ and are mirrored into each
+// node's pool (where the tenancy and QoS layers read them), so a token made through one node works on
+// every node and a revocation reaches all of them within a watch round trip; layers that cache a
+// setting hear of a remote change through onApplied. Settings that only make sense on one node stay
+// local: KEK references (paths and HSM slots of that machine), the pool's per-id volume QoS records
+// (a volume's limits travel in its cluster record instead: records.ts), the pool identity, fences.
 import type { Engine, SettingChange } from '../engine/index.js';
 import type { Kv, KvOp, KvWatchEvent } from './kv.js';
 import { KEY_PREFIX } from './records.js';
 
-export const SHARED_SETTING_PREFIXES = ['tenant/', 'token/', 'nbdkey/', 'nvmehost/'] as const;
+/** 'qos/t/' is the QoS layer's tenant limits (src/qos/limits.ts TENANT_KEY_PREFIX); each node enforces them on its own I/O. */
+export const SHARED_SETTING_PREFIXES = ['tenant/', 'token/', 'nbdkey/', 'nvmehost/', 'qos/t/'] as const;
 export const SETTINGS_KEY_PREFIX = `${KEY_PREFIX}settings/`;
 /** Set in a pool once it has joined: from then on etcd is the truth (a key gone there was deleted). */
 export const SETTINGS_JOINED_SETTING = 'cluster/settings-joined';
@@ -27,6 +29,7 @@ export class SharedSettings {
   private stopWatch: (() => void) | null = null;
   /** Remote changes apply one after another, in watch order. */
   private applying: Promise<void> = Promise.resolve();
+  private readonly listeners = new Set<(key: string) => void>();
 
   constructor(private readonly kv: Kv, private readonly local: Engine,
     private readonly log: (event: string, fields: Record<string, unknown>) => void) {}
@@ -57,6 +60,7 @@ export class SharedSettings {
     await this.toKv(push);
     if (!joined) changes.push({ key: SETTINGS_JOINED_SETTING, value: Buffer.from('1') });
     if (changes.length > 0) await this.local.putSettings(changes);
+    for (const c of changes) this.notify(c.key);
     this.log('cluster.settings_synced', { fromCluster: remote.size, pushed: push.length, removed: changes.filter((c) => c.value === null).length });
   }
 
@@ -67,6 +71,20 @@ export class SharedSettings {
   }
 
   close(): void { this.stopWatch?.(); this.stopWatch = null; }
+
+  /** Calls `listener` with each shared key another node changed, once the change is in this pool. */
+  onApplied(listener: (key: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => { this.listeners.delete(listener); };
+  }
+
+  private notify(key: string): void {
+    for (const l of [...this.listeners]) {
+      try { l(key); } catch (err) {
+        this.log('cluster.settings_listener_failed', { key, error: err instanceof Error ? err.message : String(err) });
+      }
+    }
+  }
 
   private async toKv(changes: SettingChange[]): Promise<void> {
     for (let i = 0; i < changes.length; i += SETTINGS_TXN_OPS_MAX) {
@@ -82,6 +100,7 @@ export class SharedSettings {
       const mine = this.local.getSetting(key);
       if (value === null ? mine === null : mine !== null && mine.equals(value)) return;
       await this.local.putSettings([{ key, value }]);
+      this.notify(key);
     }).catch((err: unknown) => {
       // The pool refused (closing, full): the next start reconciles from etcd.
       this.log('cluster.settings_apply_failed', { key, error: err instanceof Error ? err.message : String(err) });

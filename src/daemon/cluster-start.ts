@@ -54,6 +54,8 @@ class DaemonCluster implements ClusterHandle {
   drain(node: string, timeoutMs: number) { return this.node.drain(node, timeoutMs); }
   counters() { return this.node.counters(); }
   onChange(listener: (volume: string | null) => void) { return this.node.onChange(listener); }
+  setVolumeQos(name: string, encoded: string | null) { return this.node.setVolumeQos(name, encoded); }
+  onSettingChange(listener: (key: string) => void) { return this.shared.onApplied(listener); }
   async close(): Promise<void> {
     this.shared.close();
     await this.node.close();

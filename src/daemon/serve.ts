@@ -33,6 +33,7 @@ import { anaProvider, clusterNamespaceIdentities, cntlidRangeOf } from './nvmf-a
 import { ScopedEngine } from '../tenancy/scoped-engine.js';
 import type { ClusterHandle } from '../cluster/handle.js';
 import type { ClusterStarter } from './cluster-start.js';
+import { followClusterQos } from './cluster-qos.js';
 import { clusterAddresses, reservePorts } from './cluster-addresses.js';
 
 /** How long shutdown waits for running jobs (flatten resumes after restart, so it need not finish). */
@@ -149,6 +150,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
   if (cluster !== null) { const c = cluster; cleanup.push(() => c.close()); }
   try {
     await engine.control.load();
+    if (cluster !== null) {
+      const stop = followClusterQos(cluster, local, engine.control, eventLogger(logger, 'cluster'));
+      cleanup.push(async () => stop());
+    }
     const sideFile = sideFilePath(poolPath, stateDir);
     const migrated = await migrateSideFile(engine, sideFile);
     if (migrated !== null) {

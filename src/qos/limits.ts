@@ -103,3 +103,19 @@ export function decodeLimits(value: Buffer): QosLimits {
   if (typeof raw.w === 'number') change.weight = raw.w;
   return applyChange(noLimits(), change);
 }
+
+/** A cluster volume record's limits (VolumeRecord.qos; null: none); a value this version cannot read limits nothing and is logged. */
+export function recordLimits(encoded: string | undefined, log?: (event: string, fields: Record<string, unknown>) => void, vol?: string): QosLimits | null {
+  if (encoded === undefined) return null;
+  try {
+    return decodeLimits(Buffer.from(encoded, 'utf8'));
+  } catch (err) {
+    log?.('cluster.qos_unreadable', { vol, error: err instanceof Error ? err.message : String(err) });
+    return null;
+  }
+}
+
+/** Limits in the form a cluster volume record keeps them (null: none). */
+export function encodedLimits(vol: string, limits: QosLimits): string | null {
+  return encodeLimits(`${VOLUME_KEY_PREFIX}${vol}`, limits)?.toString('utf8') ?? null;
+}

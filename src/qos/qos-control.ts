@@ -115,6 +115,22 @@ export class QosControl {
     return limits;
   }
 
+  /** Sets volume `id`'s limits to exactly `limits` (null: none): a cluster node applying a volume record's. */
+  async replaceVolumeLimits(id: number, limits: QosLimits | null): Promise<void> {
+    const key = `${VOLUME_KEY_PREFIX}${id}`;
+    const value = limits === null ? null : encodeLimits(key, limits);
+    await this.engine.putSettings([{ key, value }]);
+    if (value === null) this.volumeLimitsById.delete(id); else this.volumeLimitsById.set(id, limits!);
+    const v = this.volumes.get(id);
+    if (v !== undefined) this.applyVolume(v, value === null ? null : limits);
+  }
+
+  /** Re-reads `tenant`'s stored limits (another node changed them: the setting is shared in a cluster). */
+  reloadTenant(tenant: string): void {
+    const value = this.engine.getSetting(`${TENANT_KEY_PREFIX}${tenant}`);
+    this.applyTenant(this.tenant(tenant), value === null ? noLimits() : this.decode(`${TENANT_KEY_PREFIX}${tenant}`, value));
+  }
+
   async setTenantLimits(tenant: string, change: QosChange): Promise<QosLimits> {
     const next = applyChange(this.tenantLimits(tenant), change);
     const key = `${TENANT_KEY_PREFIX}${tenant}`;
