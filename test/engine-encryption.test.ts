@@ -167,6 +167,38 @@ test('encryption: flatten re-encrypts moved blocks; sealed ranges move between l
   await engine.close();
 });
 
+test('encryption: a flatten cut while its lineage is locked goes on by itself once the key is offered', async () => {
+  const pool = await tempPool(64 * MiB);
+  const key = newKey();
+  await pool.engine.createVolume('base', 4 * MiB, { encryption: key });
+  const data = pattern(21, 4 * MiB);
+  await pool.engine.write(pool.engine.resolve('base').id, 0, data);
+  await pool.engine.createSnapshots(['base@s']);
+  await pool.engine.cloneVolume('copy', 'base@s');
+  // Cut after the first chunk (a restart would cut it the same way): the cursor stays in the catalog.
+  await assert.rejects(pool.engine.flattenVolume('copy', (f) => { if (f < 1) throw new Error('cut'); }), /cut/);
+  assert.ok((pool.engine.getVolume('copy').flattenProgress ?? 0) > 0, 'a cursor is left');
+  await pool.engine.close();
+
+  const reopened = (await openPoolFile(pool.path, options)) as CairnEngine;
+  try {
+    const locked = reopened.getVolume('copy');
+    assert.equal(locked.encryption?.locked, true);
+    assert.notEqual(locked.flattenProgress, null, 'locked: the flatten waits for the key');
+    assert.notEqual(locked.origin, null);
+    reopened.unlockKey(locked.encryption!.keyId, key.dek);
+    for (let i = 0; i < 500 && reopened.getVolume('copy').flattenProgress !== null; i++) await new Promise((r) => setTimeout(r, 10));
+    const done = reopened.getVolume('copy');
+    assert.equal(done.flattenProgress, null, 'the flatten went on once the key came');
+    assert.equal(done.origin, null);
+    assert.ok((await reopened.read(reopened.resolve('copy').id, 0, 4 * MiB)).equals(data), 'the flattened clone reads its data');
+    await assertClean(reopened);
+  } finally {
+    await reopened.close();
+    await pool.cleanup();
+  }
+});
+
 test('encryption: a re-wrap cut by a power failure at any device call leaves the old or the new wrapped key', async () => {
   const key = newKey(), next = randomBytes(72);
   const setup = new SimDevice(8192, new Prng(21));

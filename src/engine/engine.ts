@@ -34,6 +34,8 @@ function validateStreamGuid(guid: string): void {
 
 export class CairnEngine implements Engine {
   private growChain: Promise<void> = Promise.resolve();
+  /** Volumes whose flatten resumeFlattens started and that has not ended yet. */
+  private readonly flattensResuming = new Set<string>();
   constructor(readonly core: PoolCore) {
     // Built by createPool/openPool over an assembled pool: its superblock and catalog are loaded.
     assert(core.sb.totalBlocks > 0 && core.durableGeneration >= 1, 'an engine over an opened pool');
@@ -324,6 +326,22 @@ export class CairnEngine implements Engine {
     });
     this.emit({ type: 'reverted', id: rec.id });
     return this.volumeInfo(rec);
+  }
+
+  /**
+   * Resumes in the background every flatten whose cursor says it was under way (`keyId`: only those of
+   * that lineage). At open, and when a locked lineage's key arrives: a locked volume waits for its key.
+   */
+  resumeFlattens(keyId?: number): void {
+    for (const v of this.listVolumes()) {
+      if (v.flattenProgress === null || this.flattensResuming.has(v.name) || v.encryption?.locked === true) continue;
+      if (keyId !== undefined && v.encryption?.keyId !== keyId) continue;
+      assert(v.flattenProgress >= 0 && v.flattenProgress <= 1, 'flatten progress is a fraction');
+      this.flattensResuming.add(v.name);
+      void this.flattenVolume(v.name).catch((err: unknown) =>
+        this.core.log('flatten_resume_failed', { volume: v.name, error: err instanceof Error ? err.message : String(err) }))
+        .finally(() => this.flattensResuming.delete(v.name));
+    }
   }
 
   async flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo> {
@@ -646,6 +664,8 @@ export class CairnEngine implements Engine {
     const keyring = this.keySlot(keyId);
     keyring.unlock(keyId, dek);
     assert(keyring.isUnlocked(keyId), 'an accepted key unlocks its lineage');
+    // A flatten of this lineage cut while it was locked (or by a restart before its key came) goes on.
+    this.resumeFlattens(keyId);
   }
   lockKey(keyId: number): void {
     const keyring = this.keySlot(keyId);

@@ -684,19 +684,10 @@ export async function createPool(device: Device, opts: PoolOptions = {}): Promis
 /** Opens the pool on `device`: reads the superblocks and the catalog, no data blocks, no repair. */
 export async function openPool(device: Device, opts: PoolOptions = {}): Promise<CairnEngine> {
   const engine = new CairnEngine(await PoolCore.open(device, opts));
-  resumeFlattens(engine);
+  engine.resumeFlattens();
   return engine;
 }
 
 /** Offline consistency check of the pool on `device` (nothing else may hold it). */
 export function checkPool(device: Device): Promise<CheckReport> { return checkDevice(device); }
 
-function resumeFlattens(engine: CairnEngine): void {
-  for (const v of engine.listVolumes()) {
-    if (v.flattenProgress !== null) {
-      assert(v.flattenProgress >= 0 && v.flattenProgress <= 1, 'flatten progress is a fraction');
-      void engine.flattenVolume(v.name).catch((err: unknown) =>
-        engine.core.log('flatten_resume_failed', { volume: v.name, error: err instanceof Error ? err.message : String(err) }));
-    }
-  }
-}
