@@ -2,7 +2,7 @@
 // and wraps and unwraps data keys (DEKs) with it, without knowing whether the KEK is a file or sits in
 // an HSM. Everything else in src/keys/ is behind this file.
 import { openFileKek } from './file-kek.js';
-import { openPkcs11Kek } from './pkcs11-kek.js';
+import { openPkcs11KekIsolated } from './pkcs11-host.js';
 import { parseKekRef } from './ref.js';
 
 export { KekError, KekUnavailable, KekWrongKey, KekRefInvalid, type KekErrorCode } from './errors.js';
@@ -33,5 +33,5 @@ export function validateKekRef(ref: string, env: NodeJS.ProcessEnv = process.env
  */
 export async function openKek(ref: string, env: NodeJS.ProcessEnv = process.env): Promise<KekProvider> {
   const parsed = parseKekRef(ref, env);
-  return parsed.kind === 'file' ? openFileKek(ref, parsed.path) : openPkcs11Kek(ref, parsed, env);
+  return parsed.kind === 'file' ? openFileKek(ref, parsed.path) : openPkcs11KekIsolated(ref, parsed, env);
 }
