@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { assertBuilt, cairn, cairnJson, startServe, tempDir } from './cli-helpers.js';
 import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
 import { runOk } from './nbd-harness.js';
@@ -67,7 +68,7 @@ test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-prima
   const endpoints = etcd.endpoints.join(',');
   const node = async (name: string, zone: string) => startServe(t, join(dir, `${name}.pool`), [
     '--pool-size', '1G', '--cluster', endpoints, '--node', name, '--advertise', '127.0.0.1', '--zone', zone,
-    '--repl-port', String(await freePort()), '--nvmf', '127.0.0.1:0', '--nvmf-discovery', 'off',
+    '--repl-port', String(await freePort()), '--nvmf', '127.0.0.1:0', '--nvmf-discovery', 'off', '--nbd-tls', 'psk',
   ]);
   const n1 = await node('n1', 'a');
   const n2 = await node('n2', 'b');
@@ -114,6 +115,26 @@ test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-prima
     const q = await r.json() as { iopsMax: number | null; weight: number };
     return q.iopsMax === 5000 && q.weight === 3 ? true : null;
   });
+
+  // A tenant's volume over TLS-PSK through the node that is not its primary: the relay opens it on the
+  // primary with one of the tenant's NBD keys (shared by both nodes through etcd).
+  const key = await cairnJson<{ identity: string; psk: string }>(n1.api, ['tenant', 'nbd-key', 'create', 'acme']);
+  const keyDir = join(dir, 'keys');
+  await mkdir(keyDir);
+  await writeFile(join(keyDir, 'keys.psk'), `${key.psk}\n`);
+  assert.equal((await cairn(n1.api, ['volume', 'create', 'acme/vol', '--size', '8M', '--replicas', '2'])).code, 0);
+  const acmePrimary = (await cairnJson<VolumeView>(n1.api, ['volume', 'show', 'acme/vol'])).replicas!.find((r) => r.primary)!.node;
+  const [acmeOn, acmeOther] = acmePrimary === 'n1' ? [n1, n2] : [n2, n1];
+  const pskIo = (d: DaemonProcess, ...commands: string[]) => runOk('qemu-io', [
+    '--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${keyDir},username=${key.identity}`,
+    '--image-opts', `driver=nbd,host=127.0.0.1,port=${new URL(d.nbd).port},export=vol,tls-creds=tls0`, ...commands.flatMap((c) => ['-c', c])]);
+  await until('the key reaches both nodes', async () => {
+    try { await pskIo(acmeOther, 'read 0 4k'); return true; } catch { return null; }
+  });
+  await pskIo(acmeOther, 'write -P 0x3c 0 1M', 'flush');
+  await pskIo(acmeOn, 'read -P 0x3c 0 1M');
+  const listed = await runOk('nbdinfo', ['--list', '--json', `nbds://${key.identity}@127.0.0.1:${new URL(acmeOther.nbd).port}/?tls-psk-file=${join(keyDir, 'keys.psk')}`]);
+  assert.ok(listed.includes('"vol"'), `the tenant's list on the other node holds its volume: ${listed}`);
 
   const status = await cairn(n1.api, ['cluster', 'status']);
   assert.equal(status.code, 0, status.stderr);

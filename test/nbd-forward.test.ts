@@ -25,14 +25,14 @@ test('NBD forwarding to the primary', { timeout: 120_000 }, async (t) => {
   // Every node serves through ForwardingExports, as a cluster daemon does (a relayed export name is
   // served by the primary, or refused, never relayed again).
   let fa: FakeCluster | null = null, fc: FakeCluster | null = null;
-  const a = await startFixture(t, { exportsFor: () => new ForwardingExports(a.engine, fa!, null, () => {}, RECONNECT_MS_MAX) });
-  const c = await startFixture(t, { exportsFor: () => new ForwardingExports(c.engine, fc!, null, () => {}, RECONNECT_MS_MAX) });
+  const a = await startFixture(t, { exportsFor: () => new ForwardingExports(a.engine, fa!, null, () => {}, undefined, RECONNECT_MS_MAX) });
+  const c = await startFixture(t, { exportsFor: () => new ForwardingExports(c.engine, fc!, null, () => {}, undefined, RECONNECT_MS_MAX) });
   await a.engine.createVolume('db', 16 * MiB);
   await c.engine.createVolume('db', 16 * MiB);
   let cluster: FakeCluster | null = null;
   const events: string[] = [];
   const b = await startFixture(t, {
-    exportsFor: () => new ForwardingExports(b.engine, cluster!, null, (event) => events.push(event), RECONNECT_MS_MAX),
+    exportsFor: () => new ForwardingExports(b.engine, cluster!, null, (event) => events.push(event), undefined, RECONNECT_MS_MAX),
   });
   const dead = await closedPort();
   const fake = new FakeCluster('b', b.engine, [

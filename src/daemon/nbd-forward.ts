@@ -5,11 +5,12 @@
 // the relay reconnects to the new one and resends what was in flight (a request the client has not
 // seen answered may be applied again: NBD writes are idempotent by offset); when no primary answers
 // within FORWARD_RECONNECT_MS_MAX, requests fail with EIO and the client connection is closed so the
-// client reconnects. Tenancy: over plain NBD the primary serves the default tenant only, so only its
-// volumes are forwarded (a TLS tenant's forwarding needs the node to hold that tenant's credentials).
+// client reconnects. Tenancy: over plain NBD the primary serves the default tenant only, so another
+// tenant's volume is relayed over TLS-PSK with one of that tenant's NBD keys (shared by every node of the
+// cluster), which the primary's server maps to the same tenant view.
 import { CairnError, type ByteRange, type Engine, type Extent, type Target, type VolumeInfo, type WriteData, type WriteOptions, type ZeroOptions } from '../engine/index.js';
 import { ForwardingEngine } from '../decorators/forwarding-engine.js';
-import { NbdClient, NbdClientError } from '../nbd/client.js';
+import { NbdClient, NbdClientError, type NbdClientPsk } from '../nbd/client.js';
 import type { TargetLoss } from '../nbd/connection.js';
 import * as nbd from '../nbd/constants.js';
 import type { ClusterHandle } from '../cluster/handle.js';
@@ -28,6 +29,8 @@ export const FORWARD_RETRY_MS = 200;
 export const RELAYED_EXPORT_SUFFIX = '#relayed';
 
 type Log = (event: string, fields: Record<string, unknown>) => void;
+/** A credential of `tenant` to open its exports on another node with (null: it has no NBD key). */
+export type TenantPsk = (tenant: string) => NbdClientPsk | null;
 
 function ioError(message: string): CairnError { return new CairnError('io_error', message, 'EIO'); }
 
@@ -62,6 +65,8 @@ class Relay {
   constructor(
     private readonly cluster: ClusterHandle, private readonly volume: string, private readonly exportName: string,
     private readonly log: Log, private readonly reconnectMsMax: number,
+    /** Asked at each connect (a key may have been revoked meanwhile); null: plain NBD (the default tenant). */
+    private readonly psk: (() => NbdClientPsk | null) | null,
   ) {}
 
   onLost(listener: () => void): () => void {
@@ -135,7 +140,9 @@ class Relay {
       if (primary !== null && address !== null && !notYet) {
         const { host, port } = parseHostPort(address);
         try {
-          const client = await NbdClient.open(host, port, this.exportName, Math.max(1, Math.min(deadlineMs - Date.now(), 5000)));
+          const psk = this.psk === null ? null : this.psk();
+          if (this.psk !== null && psk === null) throw new NbdClientError(`the tenant of ${this.volume} has no NBD key left to reach its primary with`);
+          const client = await NbdClient.open(host, port, this.exportName, Math.max(1, Math.min(deadlineMs - Date.now(), 5000)), psk);
           this.client = client;
           this.connectedTo = `${primary.node.name}/${primary.node.incarnation}`;
           this.log('nbd_forward_connected', { volume: this.volume, primary: primary.node.name, address });
@@ -167,7 +174,7 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
   /** `tenant`: whose names `inner` takes (null: engine names, the whole engine). */
   constructor(
     inner: Engine, private readonly cluster: ClusterHandle, private readonly tenant: string | null, private readonly log: Log,
-    private readonly reconnectMsMax = FORWARD_RECONNECT_MS_MAX,
+    private readonly pskFor: TenantPsk = () => null, private readonly reconnectMsMax = FORWARD_RECONNECT_MS_MAX,
   ) {
     super(inner);
   }
@@ -194,8 +201,8 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
       throw ioError(`${volume}: relayed here, but this node is not its primary (${primary?.node.name ?? 'none known'}); a relayed connection is not relayed again`);
     }
     const owner = splitQualified(engineVolume).tenant;
-    if (owner !== DEFAULT_TENANT) {
-      throw new CairnError('invalid_argument', `${volume} lives on node ${primary?.node.name ?? '?'}: forwarding a tenant's volume is not supported yet (connect to that node)`, 'EINVAL');
+    if (owner !== DEFAULT_TENANT && this.pskFor(owner) === null) {
+      throw new CairnError('invalid_argument', `${volume} lives on node ${primary?.node.name ?? '?'} and tenant ${owner} has no NBD key to forward with (connect to that node, or create one: cairn tenant nbd-key create ${owner})`, 'EINVAL');
     }
     let sizeBytes = this.cluster.volume(engineVolume)!.sizeBytes;
     // The local replica knows a snapshot's size; the record only the volume's.
@@ -205,8 +212,10 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
     }
     const id = this.nextId--;
     const target: Target = { id, name, readOnly: name.includes('@'), sizeBytes };
-    const upstreamName = qualify(DEFAULT_TENANT, splitQualified(this.tenant === null ? name : qualify(this.tenant, name)).name) + RELAYED_EXPORT_SUFFIX;
-    this.forwarded.set(id, { target, relay: new Relay(this.cluster, engineVolume, upstreamName, this.log, this.reconnectMsMax) });
+    // The primary's server shows the owner's view (plain NBD: the default tenant; TLS-PSK: the key's tenant).
+    const upstreamName = splitQualified(this.tenant === null ? name : qualify(this.tenant, name)).name + RELAYED_EXPORT_SUFFIX;
+    const psk = owner === DEFAULT_TENANT ? null : () => this.pskFor(owner);
+    this.forwarded.set(id, { target, relay: new Relay(this.cluster, engineVolume, upstreamName, this.log, this.reconnectMsMax, psk) });
     return target;
   }
 
@@ -217,10 +226,12 @@ export class ForwardingExports extends ForwardingEngine implements TargetLoss {
     const remote: VolumeInfo[] = [];
     for (const record of this.cluster.volumes()) {
       const split = splitQualified(record.name);
-      // Forwarding serves the default tenant only (see the file header).
-      if (split.tenant !== DEFAULT_TENANT || (this.tenant !== null && this.tenant !== DEFAULT_TENANT)) continue;
-      if (names.has(record.name)) continue;
-      remote.push({ kind: 'volume', id: 0, name: record.name, sizeBytes: record.sizeBytes, mappedBytes: 0, createdMs: record.createdMs,
+      // This view's tenant only (an unscoped view lists the default tenant's), when a relay can reach it.
+      if (split.tenant !== (this.tenant ?? DEFAULT_TENANT)) continue;
+      if (split.tenant !== DEFAULT_TENANT && this.pskFor(split.tenant) === null) continue;
+      const name = this.tenant === null ? record.name : split.name;
+      if (names.has(name)) continue;
+      remote.push({ kind: 'volume', id: 0, name, sizeBytes: record.sizeBytes, mappedBytes: 0, createdMs: record.createdMs,
         origin: null, snapshotCount: 0, snapshots: [], flattenProgress: null, encryption: null });
     }
     return remote.length === 0 ? local : [...local, ...remote].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

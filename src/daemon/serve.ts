@@ -167,6 +167,14 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
     const access = nbdAccess(engine, tenancy);
     const clusterCopy = cluster;
     const nbdLog = eventLogger(logger, 'nbd');
+    // A tenant's volume whose primary is another node is relayed with one of the tenant's NBD keys (nbd-forward.ts).
+    const tenantPsk = (tenant: string) => {
+      for (const k of tenancy.listNbdKeys(tenant)) {
+        const found = tenancy.pskLookup(k.identity);
+        if (found !== null) return { identity: k.identity, key: found.key };
+      }
+      return null;
+    };
     const nbd = config.nbd === null && config.nbdSocketPath === null ? null : await startNbdServer(engine, {
       ...(config.nbd !== null ? { host: config.nbd.host, port: config.nbd.port } : {}),
       ...(config.nbdSocketPath !== null ? { socketPath: config.nbdSocketPath } : {}),
@@ -174,7 +182,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
       // On a cluster node an export whose primary is elsewhere is relayed there (nbd-forward.ts).
       exportsFor: clusterCopy === null ? access.exportsFor : (peer) => {
         const view = access.exportsFor(peer);
-        return view === null ? null : new ForwardingExports(view, clusterCopy, view instanceof ScopedEngine ? view.tenant : null, nbdLog);
+        return view === null ? null : new ForwardingExports(view, clusterCopy, view instanceof ScopedEngine ? view.tenant : null, nbdLog, tenantPsk);
       },
       // Tenants share the server by their QoS weight while more than one is busy.
       fairShare: { weightOf: (tenant) => engine.control.tenantLimits(tenant).weight },

@@ -1,9 +1,15 @@
-// A small NBD client (proto.md): fixed newstyle handshake with NBD_OPT_GO, then transmission with
-// simple replies and many requests in flight, matched by cookie. The cluster's NBD forwarder uses it
+// A small NBD client (proto.md): fixed newstyle handshake with NBD_OPT_GO (after NBD_OPT_STARTTLS and a
+// TLS-PSK handshake when given a key), then transmission with simple replies and many requests in
+// flight, matched by cookie. The cluster's NBD forwarder uses it
 // to relay a client's requests to the volume's primary node. Simple replies only: a READ's reply is
 // its header and exactly the requested bytes, so the stream needs no chunk parsing.
 import net from 'node:net';
+import tls from 'node:tls';
 import * as c from './constants.js';
+import { pskCiphers } from './tls.js';
+
+/** A TLS-PSK credential (an NBD key: identity and key bytes) the client proves itself with. */
+export interface NbdClientPsk { identity: string; key: Buffer }
 
 /** How long connect + handshake may take before the attempt fails. */
 export const CLIENT_CONNECT_MS_MAX = 5000;
@@ -66,22 +72,36 @@ export class NbdClient {
   readonly closed: Promise<void> = new Promise((resolve) => { this.closedResolve = resolve; });
   export: NbdClientExport = { sizeBytes: 0, flags: 0 };
 
-  private constructor(private readonly socket: net.Socket) {
+  private constructor(private socket: net.Socket) {
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (error) => this.fail(new NbdClientError(`connection to the NBD server failed: ${error.message}`)));
-    socket.on('close', () => this.fail(new NbdClientError('the NBD server closed the connection')));
+    this.attach(socket);
   }
 
-  /** Connects to host:port and opens `name` with NBD_OPT_GO. */
-  static async open(host: string, port: number, name: string, timeoutMs = CLIENT_CONNECT_MS_MAX): Promise<NbdClient> {
+  private attach(socket: net.Socket): void {
+    socket.on('data', this.onDataBound);
+    socket.on('error', this.onErrorBound);
+    socket.on('close', this.onCloseBound);
+  }
+
+  private detach(socket: net.Socket): void {
+    socket.off('data', this.onDataBound);
+    socket.off('error', this.onErrorBound);
+    socket.off('close', this.onCloseBound);
+  }
+
+  private readonly onDataBound = (chunk: Buffer): void => this.onData(chunk);
+  private readonly onErrorBound = (error: Error): void => this.fail(new NbdClientError(`connection to the NBD server failed: ${error.message}`));
+  private readonly onCloseBound = (): void => this.fail(new NbdClientError('the NBD server closed the connection'));
+
+  /** Connects to host:port and opens `name` with NBD_OPT_GO (over TLS-PSK first when `psk` is given). */
+  static async open(host: string, port: number, name: string, timeoutMs = CLIENT_CONNECT_MS_MAX, psk: NbdClientPsk | null = null): Promise<NbdClient> {
     if (Buffer.byteLength(name) > EXPORT_NAME_BYTES_MAX) throw new NbdClientError('export name too long');
     const socket = net.connect({ host, port });
     const client = new NbdClient(socket);
     const timer = setTimeout(() => client.fail(new NbdClientError(`no NBD handshake with ${host}:${port} within ${timeoutMs} ms`)), timeoutMs);
     timer.unref();
     try {
-      await client.handshake(name);
+      await client.handshake(name, psk);
       return client;
     } catch (error) {
       client.close();
@@ -189,30 +209,65 @@ export class NbdClient {
     return this.queue.take(n);
   }
 
-  private async handshake(name: string): Promise<void> {
+  private writeOption(option: number, data: Buffer): void {
+    const header = Buffer.alloc(16);
+    header.writeBigUInt64BE(c.IHAVEOPT, 0);
+    header.writeUInt32BE(option, 8);
+    header.writeUInt32BE(data.length, 12);
+    this.socket.write(Buffer.concat([header, data]));
+  }
+
+  /** One option reply: its type and data (bounded). */
+  private async readOptionReply(): Promise<{ type: number; data: Buffer }> {
+    const header = await this.readExactly(20);
+    if (header.readBigUInt64BE(0) !== c.OPTION_REPLY_MAGIC) throw new NbdClientError('bad option reply magic');
+    const type = header.readUInt32BE(12);
+    const length = header.readUInt32BE(16);
+    if (length > OPTION_REPLY_BYTES_MAX) throw new NbdClientError(`option reply of ${length} bytes`);
+    return { type, data: await this.readExactly(length) };
+  }
+
+  /** NBD_OPT_STARTTLS, then a TLS-PSK handshake on the same socket (proto.md "TLS support"). */
+  private async startTls(psk: NbdClientPsk): Promise<void> {
+    this.writeOption(c.NBD_OPT_STARTTLS, Buffer.alloc(0));
+    const reply = await this.readOptionReply();
+    if (reply.type !== c.NBD_REP_ACK) throw new NbdClientError(`the NBD server refused STARTTLS: ${reply.data.toString('utf8') || `error 0x${reply.type.toString(16)}`}`);
+    if (this.queue.length !== 0) throw new NbdClientError('data after the STARTTLS acknowledgement');
+    const raw = this.socket;
+    this.detach(raw);
+    const secure = tls.connect({
+      socket: raw, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', ciphers: pskCiphers,
+      pskCallback: () => ({ identity: psk.identity, psk: psk.key }),
+      // PSK proves both ends: there is no certificate to check.
+      checkServerIdentity: () => undefined,
+    });
+    this.socket = secure;
+    this.attach(secure);
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      void this.closed.then(() => reject(this.failure ?? new NbdClientError('TLS handshake failed')));
+    });
+  }
+
+  private async handshake(name: string, psk: NbdClientPsk | null): Promise<void> {
     const greeting = await this.readExactly(18);
     if (greeting.readBigUInt64BE(0) !== c.NBDMAGIC || greeting.readBigUInt64BE(8) !== c.IHAVEOPT) throw new NbdClientError('not a newstyle NBD server');
     const serverFlags = greeting.readUInt16BE(16);
     if ((serverFlags & c.NBD_FLAG_FIXED_NEWSTYLE) === 0) throw new NbdClientError('the NBD server does not speak fixed newstyle');
-    const clientFlags = c.NBD_FLAG_C_FIXED_NEWSTYLE | (serverFlags & c.NBD_FLAG_NO_ZEROES ? c.NBD_FLAG_C_NO_ZEROES : 0);
+    const clientFlags = Buffer.alloc(4);
+    // NO_ZEROES only without TLS (proto.md: a client that uses TLS should not set it; nothing here needs it).
+    clientFlags.writeUInt32BE(c.NBD_FLAG_C_FIXED_NEWSTYLE | (psk === null && serverFlags & c.NBD_FLAG_NO_ZEROES ? c.NBD_FLAG_C_NO_ZEROES : 0));
+    this.socket.write(clientFlags);
+    if (psk !== null) await this.startTls(psk);
     const nameBytes = Buffer.from(name, 'utf8');
-    const go = Buffer.alloc(4 + 16 + 4 + nameBytes.length + 2);
-    go.writeUInt32BE(clientFlags, 0);
-    go.writeBigUInt64BE(c.IHAVEOPT, 4);
-    go.writeUInt32BE(c.NBD_OPT_GO, 12);
-    go.writeUInt32BE(4 + nameBytes.length + 2, 16);
-    go.writeUInt32BE(nameBytes.length, 20);
-    nameBytes.copy(go, 24);
-    go.writeUInt16BE(0, 24 + nameBytes.length); // no information requests: NBD_INFO_EXPORT always comes
-    this.socket.write(go);
+    const go = Buffer.alloc(4 + nameBytes.length + 2);
+    go.writeUInt32BE(nameBytes.length, 0);
+    nameBytes.copy(go, 4);
+    go.writeUInt16BE(0, 4 + nameBytes.length); // no information requests: NBD_INFO_EXPORT always comes
+    this.writeOption(c.NBD_OPT_GO, go);
     let gotExport = false;
     for (let i = 0; i < OPTION_REPLIES_MAX; i++) {
-      const header = await this.readExactly(20);
-      if (header.readBigUInt64BE(0) !== c.OPTION_REPLY_MAGIC) throw new NbdClientError('bad option reply magic');
-      const type = header.readUInt32BE(12);
-      const length = header.readUInt32BE(16);
-      if (length > OPTION_REPLY_BYTES_MAX) throw new NbdClientError(`option reply of ${length} bytes`);
-      const data = await this.readExactly(length);
+      const { type, data } = await this.readOptionReply();
       if (type === c.NBD_REP_ACK) {
         if (!gotExport) throw new NbdClientError('GO acknowledged without NBD_INFO_EXPORT');
         this.transmitting = true;

@@ -77,7 +77,7 @@ function lookupSafely(lookup: TlsConfig['pskLookup'], identity: string): PskEntr
 }
 
 // PSK cipher suites (TLS 1.2; Node does not offer PSK with TLS 1.3) ahead of the certificate suites.
-const pskCiphers = [
+export const pskCiphers = [
   'ECDHE-PSK-CHACHA20-POLY1305', 'DHE-PSK-AES256-GCM-SHA384', 'DHE-PSK-AES128-GCM-SHA256',
   'ECDHE-PSK-AES256-CBC-SHA384', 'ECDHE-PSK-AES128-CBC-SHA256', 'PSK-AES256-GCM-SHA384', 'PSK-AES128-GCM-SHA256',
 ].join(':');
