@@ -14,6 +14,8 @@ import { quiesceAndCheck } from './quiesce.js';
 const IO_BLOCKS_MAX = 4;
 /** Time jumps of the `advance` step: short ones, a lease TTL and more, a replaceAfter. */
 const ADVANCE_MS_CHOICES = [50, 300, 1000, 2500, 5000, 12_000];
+/** etcd's default election timeout: what a new leader adds to every lease it renews. */
+const ELECTION_TIMEOUT_MS = 1000;
 
 export async function runClusterOp(sim: ClusterSim, kind: ClusterOpKind): Promise<void> {
   switch (kind) {
@@ -29,6 +31,7 @@ export async function runClusterOp(sim: ClusterSim, kind: ClusterOpKind): Promis
     case 'isolatePrimary': return opIsolatePrimary(sim);
     case 'heal': sim.note('heal network'); sim.net.heal(); return;
     case 'kvCut': return opKvCut(sim);
+    case 'kvLeaderChange': return opKvLeaderChange(sim);
     case 'kvHeal': sim.note('heal control plane'); for (const n of sim.nodes) sim.kv.setAvailable(n.name, true); return;
     case 'advance': {
       const ms = sim.prng.pick(ADVANCE_MS_CHOICES);
@@ -184,6 +187,13 @@ function opIsolatePrimary(sim: ClusterSim): void {
     sim.stats.kvCuts++;
     sim.kv.setAvailable(node.name, false);
   }
+}
+
+/** etcd's leader moves: every lease is renewed (a node cut away past its lease may find it alive on return). */
+function opKvLeaderChange(sim: ClusterSim): void {
+  sim.note('control plane leader change: every lease renewed');
+  sim.stats.kvCuts++;
+  sim.kv.leaderChange(ELECTION_TIMEOUT_MS);
 }
 
 function opKvCut(sim: ClusterSim): void {

@@ -1,10 +1,10 @@
 // What one seed of the cluster simulator picks before the first step: the cluster's shape, the
 // network's manners, the node options and the weights of the schedule's operations.
-import type { Prng } from '../../src/engine/device/prng.js';
+import { Prng } from '../../src/engine/device/prng.js';
 
 export type ClusterOpKind =
   | 'create' | 'write' | 'read' | 'flush' | 'snapshot' | 'checkpoint'
-  | 'crash' | 'restart' | 'partition' | 'isolatePrimary' | 'heal' | 'kvCut' | 'kvHeal' | 'advance' | 'quiesce';
+  | 'crash' | 'restart' | 'partition' | 'isolatePrimary' | 'heal' | 'kvCut' | 'kvHeal' | 'advance' | 'quiesce' | 'kvLeaderChange';
 
 export interface ClusterParams {
   nodes: number;
@@ -26,7 +26,13 @@ export interface ClusterParams {
   weights: Record<ClusterOpKind, number>;
 }
 
-export function chooseClusterParams(prng: Prng): ClusterParams {
+/** Whether a seed's control plane changes leader (etcd's lease renewal): half the seeds, apart from `prng`'s draws. */
+function leaderChangesFor(seed: number): boolean {
+  return new Prng((seed ^ 0x1ead_e5ed) >>> 0).chance(0.5);
+}
+
+export function chooseClusterParams(prng: Prng, seed: number): ClusterParams {
+  const leaderChanges = leaderChangesFor(seed);
   const nodes = prng.int(3, 5);
   const faulty = prng.chance(0.75);
   return {
@@ -61,6 +67,8 @@ export function chooseClusterParams(prng: Prng): ClusterParams {
       kvHeal: 3,
       advance: 10,
       quiesce: 0.5,
+      // Last, and drawn from its own generator: seeds without leader changes keep the schedules they had.
+      kvLeaderChange: faulty && leaderChanges ? 1.5 : 0,
     },
   };
 }

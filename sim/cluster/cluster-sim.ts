@@ -109,7 +109,7 @@ export class ClusterSim {
     this.tolerate = new Set(opts.tolerate ?? []);
     this.beforeCheck = opts.beforeCheck ?? null;
     this.prng = new Prng(opts.seed);
-    this.params = chooseClusterParams(this.prng);
+    this.params = chooseClusterParams(this.prng, opts.seed);
     this.clock = new SimClock(this.prng.fork());
     this.startMs = this.clock.nowMs();
     this.kv = new MemKv(this.clock);

@@ -145,6 +145,15 @@ export class MemKv implements Kv {
     return true;
   }
 
+  /**
+   * etcd's leader change: the new leader renews every lease to its full TTL plus an election timeout
+   * (lessor Promote), so a node cut from the control plane past its own estimate of the lease can find
+   * the lease still alive when it reconnects: same lease, same incarnation, after a gap.
+   */
+  leaderChange(extendMs: number): void {
+    for (const lease of this.leases.values()) lease.expiresMs = Math.max(lease.expiresMs, this.clock.nowMs() + extendMs + lease.ttlSeconds * 1000);
+  }
+
   revokeNow(id: string): void {
     const lease = this.leases.get(id);
     if (lease === undefined) return;

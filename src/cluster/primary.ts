@@ -30,6 +30,7 @@ export interface PrimaryHost {
   /** Resolves on the next change of `vol`'s record, or after `ms`. */
   waitRecordChange(vol: string, ms: number): Promise<void>;
   inflightChanged(delta: number): void;
+  log(event: string, fields: Record<string, unknown>): void;
 }
 
 export type RequestBuilder = (epoch: number, member: MemberRecord, nextSeq: () => number) => ReplRequest;
@@ -126,19 +127,38 @@ export class VolumePrimary {
   private async dropMembersAfterLocalFailure(reason: unknown): Promise<void> {
     const rec = this.host.record(this.vol);
     if (rec === null) return;
-    const why = `the primary's own write failed: ${reason instanceof Error ? reason.message : String(reason)}`;
-    for (const m of rec.members) {
-      if (m.node !== this.host.self && m.state === 'in-sync') await this.host.dropMember(this.vol, m.node, why);
-    }
+    // Pending first, all of them: a drop the control plane refuses now is retried before anything else goes out.
+    for (const m of rec.members) if (m.node !== this.host.self && m.state === 'in-sync') this.dropsPending.add(m.node);
+    await this.settleDrops().catch((err: unknown) => {
+      this.host.log('cluster.drop_deferred', { vol: this.vol, why: `the primary's own write failed: ${reason instanceof Error ? reason.message : String(reason)}`, error: String(err) });
+    });
   }
 
-  /** Sends to every in-sync member in parallel; a member that fails is dropped. */
+  /**
+   * Sends to every in-sync member in parallel; a member that fails is dropped. Whatever stops a request
+   * short of a member's ok (this node losing its lease or the volume, the control plane away during a
+   * retry) leaves that member pending drop: this node may already hold what the member lacks, and
+   * nothing more goes out for the volume until the drop is in the record.
+   */
   async toMembers(build: RequestBuilder, data: boolean): Promise<void> {
-    this.assertPrimary();
-    await this.settleDrops();
-    const rec = this.assertPrimary();
-    const others = rec.members.filter((m) => m.node !== this.host.self && m.state === 'in-sync').map((m) => m.node);
-    await Promise.all(others.map((node) => this.toMember(node, build, data)));
+    const known = this.host.record(this.vol);
+    const targets = known === null ? [] : known.members.filter((m) => m.node !== this.host.self && m.state === 'in-sync').map((m) => m.node);
+    let others: string[];
+    try {
+      this.assertPrimary();
+      await this.settleDrops();
+      const rec = this.assertPrimary();
+      others = rec.members.filter((m) => m.node !== this.host.self && m.state === 'in-sync').map((m) => m.node);
+    } catch (err) {
+      for (const node of targets) this.dropsPending.add(node);
+      throw err;
+    }
+    // Every request settles before the caller releases its range lock (an overlapping request must not overtake one).
+    const results = await Promise.allSettled(others.map((node) => this.toMember(node, build, data)));
+    const failed = results.findIndex((r) => r.status === 'rejected');
+    if (failed < 0) return;
+    results.forEach((r, i) => { if (r.status === 'rejected') this.dropsPending.add(others[i]!); });
+    throw (results[failed] as PromiseRejectedResult).reason;
   }
 
   private async toMember(node: string, build: RequestBuilder, data: boolean): Promise<void> {
