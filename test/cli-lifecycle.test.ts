@@ -211,8 +211,12 @@ test('daemon lifecycle', { timeout: 600_000 }, async (t) => {
     const cfg = join(dir, 'cairn.yaml');
     await writeFile(cfg, `pool: ${join(dir, 'cfg.pool')}\npoolSize: 128M\nlogLevel: warn\n`);
     const d = await startServe(t, join(dir, 'cfg.pool'), ['--config', cfg, '--log-level', 'info']);
-    const p = await cairnJson<{ size: number; path: string }>(d.api, ['pool', 'status']);
+    const p = await cairnJson<{ size: number; path: string; allocatedBytes: number; metadataBytes: number | null }>(d.api, ['pool', 'status']);
     assert.equal(p.size, 128 * MiB);
+    // The metadata share: the superblocks, the intent log, the space map and catalog of a new pool.
+    assert.ok(p.metadataBytes !== null && p.metadataBytes > 0 && p.metadataBytes <= p.allocatedBytes, JSON.stringify(p));
+    const human = await cairn(d.api, ['pool', 'status']);
+    assert.match(human.stdout, /metadata:\s+\S+ \(\d+\.\d % of allocated\)/);
     assert.equal(await d.stop(), 0);
     await writeFile(cfg, 'pool: x\nbogus: 1\n');
     const bad = await run(process.execPath, [cairnBin, 'serve', '--config', cfg]);

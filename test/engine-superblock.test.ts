@@ -82,7 +82,7 @@ test('a commit writes metadata, flush, primary, flush, mirror, flush; both copie
 });
 
 test('a checksum failure anywhere in the block (not only its head) makes a copy damaged', () => {
-  const sb: Superblock = { formatVersion: 2, generation: 7, totalBlocks: 4096, spaceRoot: 9, catalogRoot: 10, catalogSlots: 3, nextId: 4, poolUuid: '00112233-4455-6677-8899-aabbccddeeff', firstMirroredGeneration: 1, logStartBlock: 0, logBlocks: 0, logTailSeq: 0, keyringStartBlock: 0, keyringBlocks: 0 };
+  const sb: Superblock = { formatVersion: 2, generation: 7, totalBlocks: 4096, spaceRoot: 9, catalogRoot: 10, catalogSlots: 3, nextId: 4, poolUuid: '00112233-4455-6677-8899-aabbccddeeff', firstMirroredGeneration: 1, logStartBlock: 0, logBlocks: 0, logTailSeq: 0, keyringStartBlock: 0, keyringBlocks: 0, metaObjects: 17 };
   return import('../src/engine/superblock.js').then(({ encodeSuperblock }) => {
     const buf = encodeSuperblock(sb, 1);
     assert.equal(decodeSuperblock(buf, 1).state, 'valid');

@@ -144,6 +144,7 @@ test('dashboard: static files, sign-in, lineage actions, changes, delete with su
   await t.test('pool and volumes views', async () => {
     await page.goto(`${d.api}/ui/#/pool`);
     await page.getByText('Checksum errors').waitFor({ timeout: waitMs });
+    await page.getByText(/% of allocated: trees, maps, catalog, log/).waitFor({ timeout: waitMs });
     await page.getByRole('heading', { name: 'Usage by tenant' }).waitFor({ timeout: waitMs });
     await page.waitForTimeout(2500); // a second capacity sample
     await assertAccessible(page, 'pool');

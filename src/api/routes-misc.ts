@@ -10,7 +10,7 @@ function poolView(s: PoolStats, ctx: ApiContext): Static<typeof Pool> {
   return {
     path: ctx.poolPath, size: s.sizeBytes, allocatedBytes: s.allocatedBytes, freeBytes: s.freeBytes,
     blockSize: s.blockSizeBytes, volumes: s.volumes, snapshots: s.snapshots, generation: s.generation,
-    checksumErrors: s.checksumErrors, pendingDeleteNodes: s.pendingDeleteNodes, nbd: ctx.nbdBaseUri,
+    checksumErrors: s.checksumErrors, pendingDeleteNodes: s.pendingDeleteNodes, metadataBytes: s.metadataBytes, nbd: ctx.nbdBaseUri,
   };
 }
 

@@ -107,6 +107,7 @@ export const Pool = Type.Object({
   path: Type.String(), size: Bytes('pool bytes'), allocatedBytes: Bytes(''), freeBytes: Bytes(''),
   blockSize: Bytes(''), volumes: Type.Integer(), snapshots: Type.Integer(), generation: Type.Integer(),
   checksumErrors: Type.Integer(), pendingDeleteNodes: Type.Integer(),
+  metadataBytes: Type.Union([Bytes('of allocatedBytes, what holds metadata (superblocks, intent log, keyring, tree nodes, space map, catalog)'), Type.Null()]),
   nbd: Type.Union([Type.String({ description: 'nbd://HOST:PORT' }), Type.Null()]),
 });
 export const Job = Type.Object({

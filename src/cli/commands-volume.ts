@@ -42,12 +42,17 @@ interface TreeNode { name: string; kind: string; size: number; mappedBytes: numb
 
 interface PoolView {
   path: string; size: number; allocatedBytes: number; freeBytes: number; volumes: number; snapshots: number;
-  generation: number; checksumErrors: number; nbd: string | null;
+  generation: number; checksumErrors: number; nbd: string | null; metadataBytes?: number | null;
+}
+
+function shareOf(part: number, whole: number): string {
+  return whole === 0 ? '0 %' : `${((100 * part) / whole).toFixed(1)} %`;
 }
 
 function poolDetails(p: PoolView): string {
   return keyValues([
     ['pool', p.path], ['size', formatSize(p.size)], ['allocated', formatSize(p.allocatedBytes)],
+    ['metadata', p.metadataBytes == null ? '-' : `${formatSize(p.metadataBytes)} (${shareOf(p.metadataBytes, p.allocatedBytes)} of allocated)`],
     ['free', formatSize(p.freeBytes)], ['volumes', String(p.volumes)], ['snapshots', String(p.snapshots)],
     ['generation', String(p.generation)], ['checksum errors', String(p.checksumErrors)], ['nbd', p.nbd ?? '-'],
   ]);

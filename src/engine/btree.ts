@@ -97,7 +97,7 @@ export class Trees {
     this.store.put(copy);
     if (rc > 1) await this.refChildren(copy, 1);
     else this.store.forget(node.block);
-    await this.space.decref(node.block);
+    await this.space.decrefMeta(node.block);
     return copy;
   }
 
@@ -124,7 +124,7 @@ export class Trees {
     if (!this.store.isDirty(node)) fail(`discarding tree node ${node.block} this transaction did not make`);
     this.store.undirty(node);
     this.store.forget(node.block);
-    await this.space.decref(node.block);
+    await this.space.decrefMeta(node.block);
   }
 
   /** A new node at a newly allocated block: `make` builds it there. */
@@ -390,7 +390,7 @@ export class Trees {
     if (rc < 1) fail(`merged tree node ${gone.block} is referenced`);
     if (rc > 1) await this.refChildren(gone, 1);
     else { this.store.undirty(gone); this.store.forget(gone.block); }
-    await this.space.decref(gone.block);
+    await this.space.decrefMeta(gone.block);
   }
 
   private async editLeaf(node: LeafNode, start: number, end: number, entries: LeafEntry[], delta: { mapped: number }): Promise<Part[]> {
@@ -431,14 +431,14 @@ export class Trees {
     this.store.assertHeld();
     const rc = await this.space.get(block);
     if (rc < 1) fail(`dropping unreferenced node ${block}`);
-    if (rc > 1) { await this.space.decref(block); return []; }
+    if (rc > 1) { await this.space.decrefMeta(block); return []; }
     const node = await this.load(block);
     let children: number[] = [];
     if (node.type === MetaType.Leaf) await this.refChildren(node, -1);
     else children = node.children.slice();
     this.store.undirty(node);
     this.store.forget(block);
-    await this.space.decref(block);
+    await this.space.decrefMeta(block);
     return children;
   }
 }

@@ -9,7 +9,7 @@ import {
 import type { Device } from './device/device.js';
 import { decodeMeta, MetaType, type MetaLimits, type MetaObject, type RadixNode, type CountPage, type CatalogPage, type TreeNode } from './format.js';
 import { recoverSuperblock } from './superblock-recovery.js';
-import { hasKeyring, type Superblock } from './superblock.js';
+import { copyBlock, hasKeyring, type Superblock } from './superblock.js';
 import { decodeSlot, uuidBytes } from './keyring.js';
 import { blockChecksums } from './checksum.js';
 import { decodeRecord, RecordKind, type CatalogRecord } from './catalog.js';
@@ -21,6 +21,8 @@ class Checker {
   readonly expected: Uint32Array;
   nodesChecked = 0;
   blocksChecked = 0;
+  /** Counting metadata objects only: data extents are neither read nor checked. */
+  metadataOnly = false;
 
   /** Blocks that hold superblock copies: counted as used, never pointed at. */
   readonly reserved: ReadonlySet<number>;
@@ -125,6 +127,7 @@ class Checker {
       const node = (await this.readMeta(block, MetaType.Leaf, `tree node of ${owner}`)) as TreeNode | null;
       if (!node) continue;
       if (node.type === MetaType.Branch) { for (const child of node.children) stack.push(child, level + 1); continue; }
+      if (this.metadataOnly) continue;
       for (let i = 0; i < node.ext.count; i++) {
         const e = node.ext.entry(i);
         await this.checkExtent(e.pba, e.lengthBlocks, e.crcs, owner);
@@ -194,6 +197,35 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     }
   }
   const actual = new Uint32Array(sb.totalBlocks);
+  await walkSpaceMap(c, sb, actual);
+  const records = await walkCatalog(c, sb);
+  checkCatalog(c, records);
+  await checkKeyring(c, device, sb, records, notes);
+  if (sb.formatVersion < FORMAT_VERSION_SETTINGS && records.some((r) => r.kind === RecordKind.Setting)) {
+    c.problem({ kind: 'catalog', physicalBlock: 0, message: `format ${sb.formatVersion} pool holds setting records (format ${FORMAT_VERSION_SETTINGS} and later only)` });
+  }
+  await walkTrees(c, records);
+  if (sb.metaObjects !== null && c.problems.length === 0 && sb.metaObjects !== c.nodesChecked) {
+    c.problem({ kind: 'superblock', physicalBlock: copyBlock('primary', sb.generation), message: `superblock counts ${sb.metaObjects} metadata blocks, the pool holds ${c.nodesChecked}` });
+  }
+  if (sb.formatVersion === FORMAT_VERSION_UNMIRRORED) {
+    const free = SUPERBLOCK_MIRROR_SLOTS.every((b) => actual[b] === 0);
+    notes.push(`format ${FORMAT_VERSION_UNMIRRORED} pool: one superblock copy per generation; ` +
+      (free ? `opening it upgrades it to format ${FORMAT_VERSION_LOGGED} (mirrored, with an intent log)` : `blocks ${SUPERBLOCK_MIRROR_SLOTS.join(' and ')} are in use, so it stays unmirrored`));
+  }
+  assert(actual.length === c.expected.length, 'a count and a reference count per block');
+  for (let b = 0; b < sb.totalBlocks; b++) {
+    const want = c.expected[b]!, have = actual[b]!;
+    if (want === have) continue;
+    if (want === 0) c.problem({ kind: 'leak', physicalBlock: b, message: `block ${b} has count ${have} but nothing references it` });
+    else if (have < want) c.problem({ kind: 'double_owner', physicalBlock: b, message: `block ${b} is referenced ${want} times but counted ${have}: it could be handed out twice` });
+    else c.problem({ kind: 'refcount_mismatch', physicalBlock: b, message: `block ${b} is referenced ${want} times but counted ${have}` });
+  }
+  return { ok: c.problems.length === 0, problems: c.problems, notes, blocksChecked: c.blocksChecked, nodesChecked: c.nodesChecked };
+}
+
+/** Walks the space map's radix tree and pages (their counts into `actual`), checking its free summaries. */
+async function walkSpaceMap(c: Checker, sb: Superblock, actual: Uint32Array): Promise<void> {
   await c.walkRadix(sb.spaceRoot, sb.totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage, 'space map', (index, page) => {
     if (!page) return;
     const counts = (page as CountPage).counts;
@@ -207,6 +239,10 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
     for (let i = 0; i < n; i++) if ((page as CountPage).counts[i] === 0) free++;
     return free;
   });
+}
+
+/** Walks the catalog's radix tree and pages; returns its records. */
+async function walkCatalog(c: Checker, sb: Superblock): Promise<CatalogRecord[]> {
   const records: CatalogRecord[] = [];
   await c.walkRadix(sb.catalogRoot, CATALOG_RECORDS_MAX, CATALOG_RECORDS_PER_PAGE, MetaType.CatalogPage, 'catalog', (index, page) => {
     if (!page) return;
@@ -226,30 +262,28 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
       }
     }
   }, () => null); // the catalog keeps its free slots in memory, not in the summary
-  checkCatalog(c, records);
-  await checkKeyring(c, device, sb, records, notes);
-  if (sb.formatVersion < FORMAT_VERSION_SETTINGS && records.some((r) => r.kind === RecordKind.Setting)) {
-    c.problem({ kind: 'catalog', physicalBlock: 0, message: `format ${sb.formatVersion} pool holds setting records (format ${FORMAT_VERSION_SETTINGS} and later only)` });
-  }
+  return records;
+}
+
+/** Walks the tree of every record (volumes, snapshots, trees still being dropped). */
+async function walkTrees(c: Checker, records: CatalogRecord[]): Promise<void> {
   for (const rec of records) {
     if (rec.root === 0) continue;
     const owner = rec.kind === RecordKind.DeadNode ? `dropped node ${rec.root}` : `${rec.kind === RecordKind.Volume ? 'volume' : 'snapshot'} ${rec.name} (#${rec.id})`;
     await c.walkTree(rec.root, owner);
   }
-  if (sb.formatVersion === FORMAT_VERSION_UNMIRRORED) {
-    const free = SUPERBLOCK_MIRROR_SLOTS.every((b) => actual[b] === 0);
-    notes.push(`format ${FORMAT_VERSION_UNMIRRORED} pool: one superblock copy per generation; ` +
-      (free ? `opening it upgrades it to format ${FORMAT_VERSION_LOGGED} (mirrored, with an intent log)` : `blocks ${SUPERBLOCK_MIRROR_SLOTS.join(' and ')} are in use, so it stays unmirrored`));
-  }
-  assert(actual.length === c.expected.length, 'a count and a reference count per block');
-  for (let b = 0; b < sb.totalBlocks; b++) {
-    const want = c.expected[b]!, have = actual[b]!;
-    if (want === have) continue;
-    if (want === 0) c.problem({ kind: 'leak', physicalBlock: b, message: `block ${b} has count ${have} but nothing references it` });
-    else if (have < want) c.problem({ kind: 'double_owner', physicalBlock: b, message: `block ${b} is referenced ${want} times but counted ${have}: it could be handed out twice` });
-    else c.problem({ kind: 'refcount_mismatch', physicalBlock: b, message: `block ${b} is referenced ${want} times but counted ${have}` });
-  }
-  return { ok: c.problems.length === 0, problems: c.problems, notes, blocksChecked: c.blocksChecked, nodesChecked: c.nodesChecked };
+}
+
+/**
+ * Blocks holding metadata objects in the committed state on `device` (generation `sb`), by a walk
+ * that reads metadata only; null when the walk meets damage (the count stays unknown).
+ */
+export async function countMetaObjects(device: Device, sb: Superblock): Promise<number | null> {
+  const c = new Checker(device, sb.totalBlocks, sb.formatVersion !== FORMAT_VERSION_UNMIRRORED, sb.generation);
+  c.metadataOnly = true;
+  await walkSpaceMap(c, sb, new Uint32Array(sb.totalBlocks));
+  await walkTrees(c, await walkCatalog(c, sb));
+  return c.problems.length === 0 ? c.nodesChecked : null;
 }
 
 /**

@@ -5,7 +5,7 @@
 // must guarantee (a record of the kind asked for, a mutation that did what it says) is asserted, and a
 // failed assertion stops the pool rather than answer from a state that can no longer be trusted.
 import { createHash } from 'node:crypto';
-import { BLOCK_SIZE_BYTES, FORMAT_VERSION_SETTINGS, POOL_BLOCKS_MAX, SETTING_BYTES_MAX } from './constants.js';
+import { BLOCK_SIZE_BYTES, FIRST_FREE_BLOCK, FORMAT_VERSION_SETTINGS, FORMAT_VERSION_UNMIRRORED, POOL_BLOCKS_MAX, SETTING_BYTES_MAX, SUPERBLOCK_MIRROR_SLOTS } from './constants.js';
 import { hasIntentLog } from './superblock.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, RecordKind, type CatalogRecord } from './catalog.js';
@@ -145,6 +145,13 @@ export class CairnEngine implements Engine {
 
   // ---- pool ----
 
+  private metadataBytes(): number | null {
+    const sb = this.core.sb, objects = this.core.space.metaObjects;
+    if (objects === null) return null;
+    const mirrors = sb.formatVersion === FORMAT_VERSION_UNMIRRORED ? 0 : SUPERBLOCK_MIRROR_SLOTS.length;
+    return (FIRST_FREE_BLOCK + mirrors + sb.logBlocks + 2 * sb.keyringBlocks + objects) * BLOCK_SIZE_BYTES;
+  }
+
   stats(): PoolStats {
     // Counted from the indexes, not by a walk of every record (metrics read this on each scrape).
     const volumes = this.catalog.liveVolumeCount(), snapshots = this.catalog.snapshotsById.size;
@@ -154,7 +161,7 @@ export class CairnEngine implements Engine {
       sizeBytes: total * BLOCK_SIZE_BYTES, freeBytes: this.core.space.freeBlocks * BLOCK_SIZE_BYTES,
       allocatedBytes: (total - this.core.space.freeBlocks) * BLOCK_SIZE_BYTES, blockSizeBytes: BLOCK_SIZE_BYTES,
       volumes, snapshots, generation: this.core.durableGeneration, checksumErrors: this.core.checksumErrors,
-      pendingDeleteNodes: this.catalog.deadNodes.length,
+      pendingDeleteNodes: this.catalog.deadNodes.length, metadataBytes: this.metadataBytes(),
       ...(this.core.device.ioCounts ? { deviceIo: this.core.device.ioCounts() } : {}),
     };
   }

@@ -20,7 +20,7 @@ import { recoverSuperblock, type SuperblockRecovery } from './superblock-recover
 import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, PoolShrinkRefused, SuperblockLost, assert, fail } from './errors.js';
 import type { CheckReport, PoolOptions, TargetEvent } from './types.js';
 import { CairnEngine } from './engine.js';
-import { checkDevice } from './check.js';
+import { checkDevice, countMetaObjects } from './check.js';
 import { IntentLog, type LogCut, type LogHost } from './intent-log.js';
 import { applyIntentLog, scanIntentLog } from './intent-log-replay.js';
 import type { Keyring } from './keyring.js';
@@ -97,7 +97,7 @@ export class PoolCore implements LogHost {
     await PoolCore.zeroMirrorSlots(device);
     const sb: Superblock = {
       formatVersion: FORMAT_VERSION_MIRRORED, generation: 0, totalBlocks, spaceRoot: 0, catalogRoot: 0, catalogSlots: 0, nextId: 1,
-      poolUuid: randomUUID(), firstMirroredGeneration: 1, logStartBlock: 0, logBlocks: 0, logTailSeq: 0, keyringStartBlock: 0, keyringBlocks: 0,
+      poolUuid: randomUUID(), firstMirroredGeneration: 1, logStartBlock: 0, logBlocks: 0, logTailSeq: 0, keyringStartBlock: 0, keyringBlocks: 0, metaObjects: 0,
     };
     const core = await PoolCore.assemble(device, sb, opts);
     await core.mutex.run(async () => {
@@ -126,6 +126,12 @@ export class PoolCore implements LogHost {
     const core = await PoolCore.assemble(device, sb, opts);
     await core.catalog.load();
     core.superblockRepair = recovery.repairNeeded || recovery.lostGeneration !== null;
+    // Written by a version that did not count metadata: counted once here, on the generation that
+    // opened (replay then counts what it changes); the next commit stores the count.
+    if (core.space.metaObjects === null) {
+      core.space.metaObjects = await countMetaObjects(device, sb);
+      core.superblockRepair ||= core.space.metaObjects !== null;
+    }
     // Replay first, against the generation that opened: the records past its tail were made after it.
     if (hasIntentLog(sb.formatVersion)) await core.replayLog(opts.rewind === true, recovery.lostGeneration ?? Infinity);
     await openKeyring(core);
@@ -255,7 +261,8 @@ export class PoolCore implements LogHost {
     store.totalBlocks = sb.totalBlocks;
     const space = new SpaceMap(store, sb.spaceRoot, sb.totalBlocks, metaReserveBlocks(sb.totalBlocks));
     await space.init();
-    const catalog = new Catalog(store, sb.catalogRoot, sb.catalogSlots, (old) => space.decref(old));
+    space.metaObjects = sb.metaObjects;
+    const catalog = new Catalog(store, sb.catalogRoot, sb.catalogSlots, (old) => space.decrefMeta(old));
     return new PoolCore(device, store, space, catalog, sb, opts);
   }
 
@@ -488,7 +495,7 @@ export class PoolCore implements LogHost {
       freed = this.space.sealPendingFrees();
       sb = {
         ...this.sb, generation, spaceRoot: this.space.array.rootBlock, catalogRoot: this.catalog.array.rootBlock,
-        catalogSlots: this.catalog.slotsUsed, logTailSeq: cut?.tailSeq ?? this.sb.logTailSeq,
+        catalogSlots: this.catalog.slotsUsed, logTailSeq: cut?.tailSeq ?? this.sb.logTailSeq, metaObjects: this.space.metaObjects,
       };
       this.sb = sb;
     } catch (err) {

@@ -45,6 +45,11 @@ export class SpaceMap {
   /** Where large reservations look for whole runs (reserveWholeRuns); rewound likewise, parked at the pool's end when none is left. */
   private wholeCursor = FIRST_FREE_BLOCK;
   private freeCount = 0;
+  /**
+   * Blocks holding metadata objects (allocMeta'd, count not yet back to 0): the superblock's
+   * metaObjects. null when the opened generation did not say and no walk counted them.
+   */
+  metaObjects: number | null = null;
   /** The rest of the metadata run: blocks [pba, pba + left), reserved (count 0) until handed out. */
   private metaArena = { pba: 0, left: 0 };
   /** Metadata blocks still to take one at a time after a search for a run failed (a scan is not free). */
@@ -55,7 +60,7 @@ export class SpaceMap {
     this.array = new RadixArray<CountPage>(
       store, rootBlock, totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage,
       () => countPageOf(0, 0, new Uint32Array(REFCOUNTS_PER_PAGE)),
-      (old) => this.decref(old).then(() => undefined),
+      (old) => this.decrefMeta(old),
     );
   }
 
@@ -474,7 +479,17 @@ export class SpaceMap {
       block = (await this.reserve(1, true))[0]!.pba;
     }
     await this.incref(block);
+    if (this.metaObjects !== null) this.metaObjects++;
     return block;
+  }
+
+  /** Drops a reference to a metadata block: when it was the last, one metadata object fewer. */
+  async decrefMeta(block: number): Promise<void> {
+    await this.decref(block);
+    if (this.metaObjects !== null && (await this.get(block)) === 0) {
+      this.metaObjects--;
+      assert(this.metaObjects >= 0, 'metadata objects are a count');
+    }
   }
 
   /**

@@ -40,6 +40,13 @@ export interface Superblock {
    */
   keyringStartBlock: number;
   keyringBlocks: number;
+  /**
+   * Blocks holding metadata objects (tree nodes, radix nodes, space-map and catalog pages) in this
+   * generation; null when not known (written by a version that did not count them: the next open
+   * counts them by a walk). Stored as count + 1, so the zero an older version leaves there means null
+   * and no format change is needed either way.
+   */
+  metaObjects: number | null;
 }
 
 /** Format 1 covered only the head of the block by its checksum. */
@@ -47,7 +54,7 @@ const CRC_SPAN_V1_BYTES = 512;
 const OFFSET_MAGIC = 0, OFFSET_VERSION = 4, OFFSET_CRC = 8, OFFSET_BLOCK_SIZE = 12;
 const OFFSET_UUID = 64, OFFSET_HOME_BLOCK = 80, OFFSET_FIRST_MIRRORED = 88;
 const OFFSET_LOG_START = 96, OFFSET_LOG_BLOCKS = 104, OFFSET_LOG_TAIL_SEQ = 112;
-const OFFSET_KEYRING_START = 120, OFFSET_KEYRING_BLOCKS = 128;
+const OFFSET_KEYRING_START = 120, OFFSET_KEYRING_BLOCKS = 128, OFFSET_META_OBJECTS = 136;
 const KNOWN_VERSIONS: readonly number[] = [FORMAT_VERSION_UNMIRRORED, FORMAT_VERSION_MIRRORED, FORMAT_VERSION_LOGGED, FORMAT_VERSION_SETTINGS, FORMAT_VERSION_KEYRING];
 assert(KNOWN_VERSIONS.includes(FORMAT_VERSION), 'the current format is known');
 
@@ -98,6 +105,8 @@ export function encodeSuperblock(sb: Superblock, homeBlock: number): Buffer {
     setU64(view, OFFSET_KEYRING_START, sb.keyringStartBlock);
     setU64(view, OFFSET_KEYRING_BLOCKS, sb.keyringBlocks);
   }
+  // Format 1 stays byte for byte what it was (its old readers checksum only the head).
+  if (!v1) setU64(view, OFFSET_META_OBJECTS, sb.metaObjects === null ? 0 : sb.metaObjects + 1);
   buf.writeUInt32LE(crc32c(v1 ? buf.subarray(0, CRC_SPAN_V1_BYTES) : buf), OFFSET_CRC);
   return buf;
 }
@@ -141,6 +150,7 @@ export function decodeSuperblock(buf: Buffer, blockNumber: number): DecodedCopy 
     logTailSeq: hasIntentLog(version) ? getU64(view, OFFSET_LOG_TAIL_SEQ) : 0,
     keyringStartBlock: hasKeyring(version) ? getU64(view, OFFSET_KEYRING_START) : 0,
     keyringBlocks: hasKeyring(version) ? getU64(view, OFFSET_KEYRING_BLOCKS) : 0,
+    metaObjects: v1 || getU64(view, OFFSET_META_OBJECTS) === 0 ? null : getU64(view, OFFSET_META_OBJECTS) - 1,
   };
   // A valid block at the wrong place (a misdirected write, blocks swapped) is not this slot's copy.
   const home = v1 ? copyBlock('primary', sb.generation) : getU64(view, OFFSET_HOME_BLOCK);

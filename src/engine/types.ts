@@ -100,6 +100,11 @@ export interface PoolStats {
   /** Last durable commit generation. */
   generation: number;
   checksumErrors: number;
+  /**
+   * Of allocatedBytes, what holds metadata: superblock copies, the intent log and keyring regions, tree
+   * nodes, space-map and catalog pages. null while not known (a pool whose count was lost to damage).
+   */
+  metadataBytes: number | null;
   /** Bytes of dropped trees still waiting to be freed in the background. */
   pendingDeleteNodes: number;
   /**

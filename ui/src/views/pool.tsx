@@ -37,6 +37,8 @@ export function PoolView({ who }: { who: Whoami }) {
           <div class="cards">
             <Card label="Size" value={bytes(pool.size)} hint={`${bytes(pool.blockSize)} blocks`} />
             <Card label="Allocated" value={bytes(pool.allocatedBytes)} hint={`${percent(pool.allocatedBytes, pool.size)} of the pool: data and metadata`} />
+            <Card label="Metadata" value={pool.metadataBytes === null ? '–' : bytes(pool.metadataBytes)}
+              hint={pool.metadataBytes === null ? 'not counted yet' : `${percent(pool.metadataBytes, pool.allocatedBytes)} of allocated: trees, maps, catalog, log`} />
             <Card label="Free" value={bytes(pool.freeBytes)} hint={percent(pool.freeBytes, pool.size)} />
             <Card label="Volumes" value={pool.volumes} hint={`${pool.snapshots} snapshots`} />
             <Card label="Checksum errors" value={<span class={pool.checksumErrors > 0 ? 'bad' : ''}>{pool.checksumErrors}</span>} hint="since the daemon started" />
