@@ -81,3 +81,20 @@ host_root() {
   mount -t tmpfs tmpfs /host/run && mkdir -p /host/run/tmp
 }
 host_root_off() { for m in run sys proc dev ''; do umount -l "/host/$m"; done; }
+
+# ns_by_size BYTES [RO]: the namespace block device of that size (and read-only flag), waiting up to 30 s (multipath's per-path disks skipped).
+ns_by_size() {
+  tries=0
+  while [ $tries -lt 60 ]; do
+    for b in /sys/block/nvme*n*; do
+      n="${b##*/}"
+      case "$n" in *c*) continue ;; esac  # multipath's per-path disks
+      [ -f "$b/size" ] || continue
+      [ "$(cat "$b/size")" = "$(($1 / 512))" ] || continue
+      [ -z "${2:-}" ] || [ "$(cat "$b/ro")" = "$2" ] || continue
+      echo "/dev/$n"; return 0
+    done
+    tries=$((tries + 1)); sleep 0.5
+  done
+  return 1
+}

@@ -8,22 +8,6 @@ echo "$HOSTID" > /etc/nvme/hostid
 ADDR="${TARGET_ADDR:-10.0.2.2}"  # another target by hand (README)
 T="-t tcp -a $ADDR -s $NVMF_PORT"
 
-# ns_by_size BYTES [RO]: the namespace block device of that size (and read-only flag), waiting up to 30 s.
-ns_by_size() {
-  tries=0
-  while [ $tries -lt 60 ]; do
-    for b in /sys/block/nvme*n*; do
-      n="${b##*/}"
-      case "$n" in *c*) continue ;; esac  # multipath's per-path disks
-      [ -f "$b/size" ] || continue
-      [ "$(cat "$b/size")" = "$(($1 / 512))" ] || continue
-      [ -z "${2:-}" ] || [ "$(cat "$b/ro")" = "$2" ] || continue
-      echo "/dev/$n"; return 0
-    done
-    tries=$((tries + 1)); sleep 0.5
-  done
-  return 1
-}
 # size_becomes DEV BYTES: the kernel sees the new size within 30 s.
 size_becomes() {
   tries=0
