@@ -123,6 +123,7 @@ export class PoolCore implements LogHost {
     if (!(sb.spaceRoot === 0 || (sb.spaceRoot >= FIRST_FREE_BLOCK && sb.spaceRoot < sb.totalBlocks))) throw new PoolCorrupt(`superblock names space map root ${sb.spaceRoot} outside the pool`);
     if (!(sb.catalogRoot === 0 || (sb.catalogRoot >= FIRST_FREE_BLOCK && sb.catalogRoot < sb.totalBlocks))) throw new PoolCorrupt(`superblock names catalog root ${sb.catalogRoot} outside the pool`);
     if (sb.totalBlocks > device.sizeBlocks) throw new PoolCorrupt(`pool claims ${sb.totalBlocks} blocks, device has ${device.sizeBlocks}`);
+    if (recovery.lostGeneration === null && sb.formatVersion !== FORMAT_VERSION_UNMIRRORED) await PoolCore.restoreNewestCopies(device, recovery, sb);
     const core = await PoolCore.assemble(device, sb, opts);
     await core.catalog.load();
     core.superblockRepair = recovery.repairNeeded || recovery.lostGeneration !== null;
@@ -149,6 +150,19 @@ export class PoolCore implements LogHost {
     assert(core.durableGeneration >= sb.generation, 'an opened pool is at least at the generation it opened');
     core.scheduleGc();
     return core;
+  }
+
+  /**
+   * Rewrites a copy of the newest generation that is damaged or behind (a crash between its two writes)
+   * from the one that opened. Only a commit of the same parity would otherwise, and a crash in that
+   * commit before its mirror write would leave its generation with one copy and the damage in place.
+   */
+  private static async restoreNewestCopies(device: Device, recovery: SuperblockRecovery, sb: Superblock): Promise<void> {
+    const stale = recovery.copies.filter((c) => c.parity === sb.generation % 2
+      && !(c.decoded.state === 'valid' && c.decoded.sb.generation === sb.generation));
+    assert(stale.length < 2, 'the generation that opens has a valid copy');
+    for (const c of stale) await device.write(c.blockNumber, encodeSuperblock(sb, c.blockNumber));
+    if (stale.length > 0) await device.flush();
   }
 
   /** The superblock to open, refusing (SuperblockLost) one that would silently drop a generation. */
