@@ -20,7 +20,7 @@ const MiB = 1024 * 1024;
 const rules: Record<string, 'public' | 'read' | 'write' | 'admin'> = {
   'DELETE /v1/tenants/:tenant': 'admin', 'DELETE /v1/tokens/:token': 'admin', 'DELETE /v1/volumes/:name': 'write',
   'DELETE /v1/volumes/:name/snapshots/:snapshot': 'write', 'GET /v1/diff': 'read', 'GET /v1/jobs': 'read', 'GET /v1/jobs/:id': 'read',
-  'GET /v1/openapi.json': 'public', 'GET /v1/pool': 'read', 'GET /v1/snapshots': 'read', 'GET /v1/tenants': 'admin',
+  'GET /v1/openapi.json': 'public', 'GET /v1/pool': 'read', 'GET /v1/pool/history': 'read', 'GET /v1/snapshots': 'read', 'GET /v1/tenants': 'admin',
   'GET /v1/tenants/:tenant': 'admin', 'GET /v1/tokens': 'admin', 'GET /v1/volumes': 'read', 'GET /v1/volumes/:name': 'read',
   'GET /v1/volumes/:name/snapshots': 'read', 'GET /v1/volumes/:name/snapshots/:snapshot': 'read',
   'GET /v1/volumes/:name/snapshots/:snapshot/export': 'read', 'GET /v1/volumes/:name/space': 'read', 'GET /v1/volumes/:name/tree': 'read',

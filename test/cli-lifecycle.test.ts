@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { assertBuilt, cairn, cairnBin, cairnJson, python, run, startServe, tempDir } from './cli-helpers.js';
+import { adminToken, assertBuilt, cairn, cairnBin, cairnJson, python, qemuIo, run, startServe, tempDir } from './cli-helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -209,7 +209,7 @@ test('daemon lifecycle', { timeout: 600_000 }, async (t) => {
 
   await t.test('config file and environment feed serve; bad config is one line', async (t) => {
     const cfg = join(dir, 'cairn.yaml');
-    await writeFile(cfg, `pool: ${join(dir, 'cfg.pool')}\npoolSize: 128M\nlogLevel: warn\n`);
+    await writeFile(cfg, `pool: ${join(dir, 'cfg.pool')}\npoolSize: 128M\nlogLevel: warn\ncapacitySampleMs: 200\n`);
     const d = await startServe(t, join(dir, 'cfg.pool'), ['--config', cfg, '--log-level', 'info']);
     const p = await cairnJson<{ size: number; path: string; allocatedBytes: number; metadataBytes: number | null }>(d.api, ['pool', 'status']);
     assert.equal(p.size, 128 * MiB);
@@ -217,11 +217,32 @@ test('daemon lifecycle', { timeout: 600_000 }, async (t) => {
     assert.ok(p.metadataBytes !== null && p.metadataBytes > 0 && p.metadataBytes <= p.allocatedBytes, JSON.stringify(p));
     const human = await cairn(d.api, ['pool', 'status']);
     assert.match(human.stdout, /metadata:\s+\S+ \(\d+\.\d % of allocated\)/);
+    // The daemon samples the pool's capacity (here every 200 ms, from the config file) for the dashboard.
+    await cairnJson(d.api, ['volume', 'create', 'grows', '--size', '16M']);
+    await qemuIo(`${d.nbd}/grows`, 'write -P 0x33 0 8M');
+    type History = { intervalMs: number; samples: Array<{ timeMs: number; size: number; allocatedBytes: number; freeBytes: number; metadataBytes: number | null }> };
+    const history = async (): Promise<History> => (await fetch(`${d.api}/v1/pool/history`, { headers: { authorization: `Bearer ${adminToken(d.api)}` } })).json() as Promise<History>;
+    let h = await history();
+    for (let i = 0; i < 100 && !(h.samples.length >= 3 && h.samples[h.samples.length - 1]!.allocatedBytes >= h.samples[0]!.allocatedBytes + 8 * MiB); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      h = await history();
+    }
+    assert.equal(h.intervalMs, 200);
+    assert.ok(h.samples.length >= 3, JSON.stringify(h));
+    assert.ok(h.samples[h.samples.length - 1]!.allocatedBytes >= h.samples[0]!.allocatedBytes + 8 * MiB, 'the 8 MiB written show in the samples');
+    for (const [i, s] of h.samples.entries()) {
+      assert.equal(s.allocatedBytes + s.freeBytes, s.size);
+      assert.ok(s.metadataBytes !== null && s.metadataBytes <= s.allocatedBytes);
+      if (i > 0) assert.ok(s.timeMs >= h.samples[i - 1]!.timeMs, 'oldest first');
+    }
     assert.equal(await d.stop(), 0);
     await writeFile(cfg, 'pool: x\nbogus: 1\n');
     const bad = await run(process.execPath, [cairnBin, 'serve', '--config', cfg]);
     assert.equal(bad.code, 1);
     assert.equal(bad.stderr, `cairn: unknown setting "bogus" in config file ${cfg}\n`);
+    const badSample = await run(process.execPath, [cairnBin, 'serve', '--pool', join(dir, 'e.pool')], { env: { CAIRN_CAPACITY_SAMPLE_MS: '5' } });
+    assert.equal(badSample.code, 1);
+    assert.equal(badSample.stderr, 'cairn: invalid capacitySampleMs (environment): 5 (at least 100 ms)\n');
     const badEnv = await run(process.execPath, [cairnBin, 'serve', '--pool', join(dir, 'e.pool')], { env: { CAIRN_POOL_SIZE: 'lots' } });
     assert.equal(badEnv.code, 1);
     assert.match(badEnv.stderr, /^cairn: invalid poolSize \(environment\): lots\n$/);

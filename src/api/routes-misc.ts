@@ -5,6 +5,7 @@ import type { RouteTable } from './routes.js';
 import { ApiError } from './problem.js';
 import { GrowPoolBody, Job, JobParams, Pool } from './schemas.js';
 import type { PoolStats } from '../engine/index.js';
+import { CAPACITY_SAMPLE_MS_DEFAULT, CapacityHistoryView } from './capacity-history.js';
 
 function poolView(s: PoolStats, ctx: ApiContext): Static<typeof Pool> {
   return {
@@ -16,11 +17,17 @@ function poolView(s: PoolStats, ctx: ApiContext): Static<typeof Pool> {
 
 export const apiVersion = '1.0.0';
 
-export function registerMiscRoutes(routes: RouteTable, ctx: ApiContext): void {
+export function registerMiscRoutes(routes: RouteTable, ctx: ApiContext, capacityHistory?: () => CapacityHistoryView): void {
   routes.add({
     method: 'GET', url: '/v1/pool', access: 'read', tag: 'pool', summary: 'Pool status: size, allocation, counts, NBD address',
     responses: { 200: { description: 'the pool', schema: Pool } },
     handler: async () => poolView(ctx.engine.stats(), ctx),
+  });
+  routes.add({
+    method: 'GET', url: '/v1/pool/history', access: 'read', tag: 'pool',
+    summary: 'The pool\'s capacity over time: size, allocated, metadata and free bytes, sampled by the daemon (a minute apart, a day of them, since it started)',
+    responses: { 200: { description: 'samples, oldest first', schema: CapacityHistoryView } },
+    handler: async () => capacityHistory?.() ?? { intervalMs: CAPACITY_SAMPLE_MS_DEFAULT, samples: [] },
   });
   routes.add({
     method: 'POST', url: '/v1/pool/grow', access: 'admin', tag: 'pool',

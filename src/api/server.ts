@@ -1,6 +1,7 @@
 // Builds the REST API: a fastify instance with every /v1 route registered through one RouteTable
 // (so /v1/openapi.json, built by @fastify/swagger, lists them all), a browsable reference at /v1/docs
 // (@fastify/swagger-ui), problem+json errors, and a raw-stream body for imports.
+import type { CapacityHistoryView } from './capacity-history.js';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
@@ -36,6 +37,8 @@ export interface ApiOptions {
   ioTotals?: IoTotalsSource;
   /** The built dashboard (dist/ui): served at /ui/ without a token when given and present. */
   uiDir?: string;
+  /** The pool's sampled capacity for GET /v1/pool/history (the daemon's sampler); without it the route answers none. */
+  capacityHistory?: () => CapacityHistoryView;
   /** Serves Prometheus text at /metrics when given. */
   metrics?: () => Promise<{ contentType: string; body: string }>;
   /** Told of every route fastify registers (tests compare them with openapi.json). */
@@ -120,7 +123,7 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
 }
 
 function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): void {
-  registerMiscRoutes(routes, ctx);
+  registerMiscRoutes(routes, ctx, opts.capacityHistory);
   registerVolumeRoutes(routes, ctx);
   registerSnapshotRoutes(routes, ctx);
   registerStreamRoutes(routes, ctx);

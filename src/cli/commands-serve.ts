@@ -10,7 +10,7 @@ import type { CliContext } from './context.js';
 
 interface ServeFlags {
   config?: string; pool?: string; stateDir?: string; poolSize?: string; poolPreallocate?: string; api?: string; nbd?: string; nbdSocket?: string;
-  logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string; kekRetryMs?: string;
+  logLevel?: string; logFormat?: string; cacheBytesMax?: string; commitIntervalMs?: string; nbdBusyPollUs?: string; kekRetryMs?: string; capacitySampleMs?: string;
   apiTlsCert?: string; apiTlsKey?: string; apiTlsClientCa?: string;
   nbdTls?: string; nbdTlsCert?: string; nbdTlsKey?: string; nbdTlsCa?: string; nbdTlsPsk?: string; nbdTlsRequired?: boolean; rewind?: boolean;
   nvmf?: string; nvmfDiscovery?: string; nvmfAdvertise?: string; nvmfNqnBase?: string; nvmfInCapsuleBytes?: string;
@@ -26,7 +26,7 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
   const layer: ConfigLayer = {
     pool: flags.pool, stateDir: flags.stateDir, poolSize: flags.poolSize, poolPreallocate: flags.poolPreallocate, api: flags.api ?? apiFromGlobal, nbd: flags.nbd,
     nbdSocketPath: flags.nbdSocket, logLevel: flags.logLevel, logFormat: flags.logFormat,
-    cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs, nbdBusyPollMicros: flags.nbdBusyPollUs, kekRetryMs: flags.kekRetryMs,
+    cacheBytesMax: flags.cacheBytesMax, commitIntervalMs: flags.commitIntervalMs, nbdBusyPollMicros: flags.nbdBusyPollUs, kekRetryMs: flags.kekRetryMs, capacitySampleMs: flags.capacitySampleMs,
     rewind: flags.rewind === true ? true : undefined,
     nvmf: flags.nvmf, nvmfDiscovery: flags.nvmfDiscovery, nvmfAdvertise: flags.nvmfAdvertise, nvmfNqnBase: flags.nvmfNqnBase,
     nvmfInCapsuleBytes: flags.nvmfInCapsuleBytes,
@@ -124,6 +124,7 @@ export function registerServeCommands(program: Command, ctx: CliContext): void {
     .option('--cache-bytes-max <size>', 'engine metadata cache bound; env CAIRN_CACHE_BYTES_MAX')
     .option('--commit-interval-ms <ms>', 'commit at least this often; env CAIRN_COMMIT_INTERVAL_MS')
     .option('--rewind', 'if the newest generation of the pool was lost (both superblock copies damaged), open the newest valid older one, discarding the lost one; if an intent log block is damaged before a later flush, replay the log up to the damage (both logged); without it such a pool is refused')
+    .option('--capacity-sample-ms <ms>', 'sample the pool\'s capacity this often for GET /v1/pool/history and the dashboard (default 60000, a day kept); env CAIRN_CAPACITY_SAMPLE_MS')
     .option('--kek-retry-ms <ms>', 'retry tenants whose key-encryption key is unavailable this often (default 5000); env CAIRN_KEK_RETRY_MS')
     .option('--nbd-busy-poll-us <us>', 'after an NBD request, poll instead of sleeping this long (default 200, 0 = off); env CAIRN_NBD_BUSY_POLL_US')
     .addHelpText('after', '\nThe API listen address is the global --api HOST:PORT (default 127.0.0.1:10880; env CAIRN_API).')

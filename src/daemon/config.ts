@@ -56,6 +56,8 @@ export interface DaemonConfig {
   nbdBusyPollMicros: number | null;
   /** How often tenants whose key-encryption key is unavailable are retried, ms; null = the default (5 s). */
   kekRetryMs: number | null;
+  /** How often the pool's capacity is sampled for GET /v1/pool/history, ms; null = the default (a minute). */
+  capacitySampleMs: number | null;
   /** NVMe/TCP I/O listener (usually port 4420); null = NVMe/TCP off (the default). */
   nvmf: ListenAddress | null;
   /** NVMe/TCP discovery listener; 'auto' = the --nvmf host, port 8009; null = none ("off"). */
@@ -106,6 +108,7 @@ export const defaultConfig: DaemonConfig = {
   commitIntervalMs: null,
   nbdBusyPollMicros: null,
   kekRetryMs: null,
+  capacitySampleMs: null,
   nvmf: null,
   nvmfDiscovery: 'auto',
   nvmfAdvertise: null,
@@ -225,7 +228,7 @@ export function tlsLayer(v: { mode?: string; certFile?: string; keyFile?: string
 export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: string): DaemonConfig {
   const out = { ...config };
   const known = new Set(['pool', 'poolPath', 'stateDir', 'poolSize', 'poolSizeBytes', 'poolPreallocate', 'api', 'apiTls', 'nbd', 'nbdSocketPath', 'nbdTls',
-    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'kekRetryMs', 'rewind',
+    'logLevel', 'logFormat', 'cacheBytesMax', 'commitIntervalMs', 'nbdBusyPollMicros', 'kekRetryMs', 'capacitySampleMs', 'rewind',
     'nvmf', 'nvmfDiscovery', 'nvmfAdvertise', 'nvmfNqnBase', 'nvmfInCapsuleBytes',
     'cluster', 'node', 'advertise', 'zone', 'replPort', 'replicasDefault', 'clusterSecretFile']);
   for (const [key, value] of Object.entries(layer)) {
@@ -268,6 +271,12 @@ export function applyLayer(config: DaemonConfig, layer: ConfigLayer, source: str
       case 'commitIntervalMs': out.commitIntervalMs = intOf(value, what); break;
       case 'nbdBusyPollMicros': out.nbdBusyPollMicros = intOf(value, what); break;
       case 'kekRetryMs': out.kekRetryMs = intOf(value, what); break;
+      case 'capacitySampleMs': {
+        const ms = intOf(value, what);
+        if (ms < 100) throw new ConfigError(`invalid ${what}: ${String(value)} (at least 100 ms)`);
+        out.capacitySampleMs = ms;
+        break;
+      }
       case 'nvmf': out.nvmf = listenOf(value, what); break;
       case 'nvmfDiscovery': out.nvmfDiscovery = value === 'auto' ? 'auto' : listenOf(value, what); break;
       case 'nvmfAdvertise': out.nvmfAdvertise = value === null ? null : parseAdvertise(String(value), what); break;
@@ -365,7 +374,7 @@ export function readConfigFile(path: string): ConfigLayer {
 }
 
 /** CAIRN_POOL, CAIRN_STATE_DIR, CAIRN_POOL_SIZE, CAIRN_POOL_PREALLOCATE, CAIRN_API, CAIRN_NBD, CAIRN_NBD_SOCKET, CAIRN_LOG_LEVEL, CAIRN_LOG_FORMAT,
- *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS (psk|off), CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED},
+ *  CAIRN_CACHE_BYTES_MAX, CAIRN_COMMIT_INTERVAL_MS, CAIRN_CAPACITY_SAMPLE_MS, CAIRN_NBD_BUSY_POLL_US, CAIRN_NBD_TLS (psk|off), CAIRN_NBD_TLS_{CERT,KEY,CA,PSK,REQUIRED},
  *  CAIRN_API_TLS_{CERT,KEY,CLIENT_CA}, CAIRN_CLUSTER, CAIRN_NODE, CAIRN_ADVERTISE, CAIRN_ZONE, CAIRN_REPL_PORT, CAIRN_REPLICAS_DEFAULT,
  *  CAIRN_CLUSTER_SECRET_FILE. */
 export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
@@ -378,7 +387,7 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
     nbdSocketPath: env.CAIRN_NBD_SOCKET, logLevel: env.CAIRN_LOG_LEVEL, logFormat: env.CAIRN_LOG_FORMAT,
     cacheBytesMax: env.CAIRN_CACHE_BYTES_MAX, commitIntervalMs: env.CAIRN_COMMIT_INTERVAL_MS,
     nbdBusyPollMicros: env.CAIRN_NBD_BUSY_POLL_US,
-    kekRetryMs: env.CAIRN_KEK_RETRY_MS,
+    kekRetryMs: env.CAIRN_KEK_RETRY_MS, capacitySampleMs: env.CAIRN_CAPACITY_SAMPLE_MS,
     nvmf: env.CAIRN_NVMF, nvmfDiscovery: env.CAIRN_NVMF_DISCOVERY, nvmfAdvertise: env.CAIRN_NVMF_ADVERTISE,
     nvmfNqnBase: env.CAIRN_NVMF_NQN_BASE, nvmfInCapsuleBytes: env.CAIRN_NVMF_IN_CAPSULE_BYTES,
     cluster: env.CAIRN_CLUSTER, node: env.CAIRN_NODE, advertise: env.CAIRN_ADVERTISE, zone: env.CAIRN_ZONE,

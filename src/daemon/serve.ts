@@ -1,6 +1,7 @@
 // The daemon's lifecycle: lock the pool, open (or create) it, wire the instrumented engine into the
 // NBD server and the REST API, report the bound addresses, and on shutdown stop accepting, let the
 // NBD server finish in-flight I/O, flush, close the engine and release the lock.
+import { CapacityHistory, CAPACITY_SAMPLE_MS_DEFAULT } from '../api/capacity-history.js';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -223,8 +224,12 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
       exportUri: (tenant, name) => tenantExportUri({ plainBase: nbdBaseUri, tls: config.nbdTls, tenancy }, tenant, name),
     });
     const apiTls = config.apiTls;
+    const capacity = new CapacityHistory(() => engine.stats(), config.capacitySampleMs ?? CAPACITY_SAMPLE_MS_DEFAULT);
+    capacity.start();
+    cleanup.push(async () => capacity.stop());
     const { app } = buildApi(ctx, {
       logger: logger.child({ component: 'api' }), metrics: () => metrics.render(), ioTotals: () => metrics.ioTotals(),
+      capacityHistory: () => capacity.view(),
       uiDir: dashboardDir(),
       onAuthFailure: (reason) => metrics.authFailures.inc({ reason }),
       ...(apiTls === null ? {} : {

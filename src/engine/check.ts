@@ -226,6 +226,7 @@ export async function checkDevice(device: Device): Promise<CheckReport> {
 
 /** Walks the space map's radix tree and pages (their counts into `actual`), checking its free summaries. */
 async function walkSpaceMap(c: Checker, sb: Superblock, actual: Uint32Array): Promise<void> {
+  assert(actual.length === sb.totalBlocks, 'a count per block of the pool');
   await c.walkRadix(sb.spaceRoot, sb.totalBlocks, REFCOUNTS_PER_PAGE, MetaType.CountPage, 'space map', (index, page) => {
     if (!page) return;
     const counts = (page as CountPage).counts;
@@ -262,11 +263,13 @@ async function walkCatalog(c: Checker, sb: Superblock): Promise<CatalogRecord[]>
       }
     }
   }, () => null); // the catalog keeps its free slots in memory, not in the summary
+  assert(records.length <= CATALOG_RECORDS_MAX, 'no more records than the catalog holds');
   return records;
 }
 
 /** Walks the tree of every record (volumes, snapshots, trees still being dropped). */
 async function walkTrees(c: Checker, records: CatalogRecord[]): Promise<void> {
+  assert(records.length <= CATALOG_RECORDS_MAX, 'records of one catalog');
   for (const rec of records) {
     if (rec.root === 0) continue;
     const owner = rec.kind === RecordKind.DeadNode ? `dropped node ${rec.root}` : `${rec.kind === RecordKind.Volume ? 'volume' : 'snapshot'} ${rec.name} (#${rec.id})`;
@@ -283,6 +286,7 @@ export async function countMetaObjects(device: Device, sb: Superblock): Promise<
   c.metadataOnly = true;
   await walkSpaceMap(c, sb, new Uint32Array(sb.totalBlocks));
   await walkTrees(c, await walkCatalog(c, sb));
+  assert(c.blocksChecked === 0, 'a metadata-only walk reads no data');
   return c.problems.length === 0 ? c.nodesChecked : null;
 }
 

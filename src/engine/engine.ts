@@ -148,6 +148,7 @@ export class CairnEngine implements Engine {
   private metadataBytes(): number | null {
     const sb = this.core.sb, objects = this.core.space.metaObjects;
     if (objects === null) return null;
+    assert(Number.isSafeInteger(objects) && objects >= 0, 'metadata objects are a count');
     const mirrors = sb.formatVersion === FORMAT_VERSION_UNMIRRORED ? 0 : SUPERBLOCK_MIRROR_SLOTS.length;
     return (FIRST_FREE_BLOCK + mirrors + sb.logBlocks + 2 * sb.keyringBlocks + objects) * BLOCK_SIZE_BYTES;
   }

@@ -72,6 +72,7 @@ export interface Volume {
   replicas?: Array<{ node: string; state: string; rebuildProgress?: number | null; primary?: boolean }>;
 }
 export interface Snapshot { name: string; volume: string; snapshot: string; id: number; size: number; mappedBytes: number; createdMs: number; nbdUri: string | null }
+export interface CapacityHistory { intervalMs: number; samples: Array<{ timeMs: number; size: number; allocatedBytes: number; freeBytes: number; metadataBytes: number | null }> }
 export interface Pool { path: string; size: number; allocatedBytes: number; freeBytes: number; blockSize: number; volumes: number; snapshots: number; generation: number; checksumErrors: number; pendingDeleteNodes: number; metadataBytes: number | null; nbd: string | null }
 export interface Job { id: string; kind: string; target: string; state: 'running' | 'succeeded' | 'failed' | 'interrupted'; progress: number; error: { code: string; message: string } | null; createdAt: string; finishedAt: string | null }
 export interface TreeNode { name: string; kind: 'volume' | 'snapshot'; size: number; mappedBytes: number; exclusiveBytes: number | null; createdMs: number | null; current: boolean; deleted?: boolean; children: TreeNode[] }

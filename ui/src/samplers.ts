@@ -9,7 +9,7 @@ export const historyPointsMax = 600;
 export const poolSampleMs = 2000;
 export const ioSampleMs = 1000;
 
-export interface PoolPoint { t: number; allocated: number; free: number; size: number }
+export interface PoolPoint { t: number; allocated: number; free: number; size: number; metadata: number | null }
 export interface IoRates { readIops: number; writeIops: number; readBps: number; writeBps: number; p50Ms: number | null; p99Ms: number | null }
 export interface IoPoint { t: number; pool: IoRates; volumes: Map<string, IoRates> }
 
@@ -75,7 +75,7 @@ async function sampleIo(): Promise<void> {
 async function samplePool(): Promise<void> {
   const p = await get<Pool>('/v1/pool');
   lastPool = p;
-  poolHistory.push({ t: Date.now() / 1000, allocated: p.allocatedBytes, free: p.freeBytes, size: p.size });
+  poolHistory.push({ t: Date.now() / 1000, allocated: p.allocatedBytes, free: p.freeBytes, size: p.size, metadata: p.metadataBytes });
 }
 
 /** Starts both samplers while signed in; a failed sample is skipped (the view shows its own errors). */

@@ -1,6 +1,6 @@
 // Pool: size, allocation, free space, checksum errors, counts, per-tenant usage (an admin's view),
-// and capacity over time as sampled while the page is open.
-import { get, listAll, type Pool, type Tenant, type Volume, type Whoami } from '../api';
+// and capacity over time (the daemon's samples, then the page's own).
+import { get, listAll, type CapacityHistory, type Pool, type Tenant, type Volume, type Whoami } from '../api';
 import { Card, Chart, ErrorLine, useInterval, useLoad } from '../components';
 import { bytes, percent, tenantOf } from '../format';
 import { poolHistory, useHistory } from '../samplers';
@@ -26,7 +26,12 @@ export function PoolView({ who }: { who: Whoami }) {
   useInterval(() => { get<Pool>('/v1/pool').then((p) => { setPool(p); setError(null); }, setError); }, 2000);
   // Tenants are an admin's business: a tenant's token is never sent to the admin-only /v1/tenants.
   const usage = useLoad(() => (who.role === 'admin' ? tenantUsage() : Promise.resolve(null)), [who.role]);
-  const history = useHistory(poolHistory);
+  const live = useHistory(poolHistory);
+  // The daemon's own samples (a minute apart, up to a day) first, then this page's newer ones.
+  const past = useLoad(() => get<CapacityHistory>('/v1/pool/history'), []);
+  const older = (past.value?.samples ?? []).map((s) => ({ t: s.timeMs / 1000, allocated: s.allocatedBytes, free: s.freeBytes, metadata: s.metadataBytes }));
+  const since = older.length > 0 ? older[older.length - 1]!.t : 0;
+  const history = [...older, ...live.filter((p) => p.t > since)];
   return (
     <section aria-labelledby="pool-h">
       <h1 id="pool-h">Pool</h1>
@@ -50,9 +55,9 @@ export function PoolView({ who }: { who: Whoami }) {
           </div>
         </>
       )}
-      <Chart title="Capacity (sampled while this page is open)" x={history.map((p) => p.t)}
-        series={[{ label: 'allocated', color: '#1f5fa8' }, { label: 'free', color: '#2e7d32' }]}
-        values={[history.map((p) => p.allocated), history.map((p) => p.free)]} format={bytes} />
+      <Chart title="Capacity (the daemon's samples since it started, then live)" x={history.map((p) => p.t)}
+        series={[{ label: 'allocated', color: '#1f5fa8' }, { label: 'metadata', color: '#8e44ad' }, { label: 'free', color: '#2e7d32' }]}
+        values={[history.map((p) => p.allocated), history.map((p) => p.metadata), history.map((p) => p.free)]} format={bytes} />
       {who.role === 'admin' && (
         <>
           <h2>Usage by tenant</h2>
