@@ -182,3 +182,17 @@ export async function compare(a: string, b: string): Promise<void> {
   const r = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', a, b]);
   assert.equal(r.code, 0, `qemu-img compare ${a} ${b}: ${r.stdout}${r.stderr}`);
 }
+
+/**
+ * Polls `probe` until it answers non-null (every `pollMs`), then returns that; throws after `timeoutMs`
+ * (a hang bound, not a speed) naming `what`.
+ */
+export async function until<T>(what: string, probe: () => Promise<T | null>, timeoutMs = 60_000, pollMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== null) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+}

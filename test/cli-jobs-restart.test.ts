@@ -8,7 +8,10 @@ import { request } from 'node:http';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertBuilt, authHeaders, cairnJson, run, startServe, tempDir, type DaemonProcess } from './cli-helpers.js';
+import { assertBuilt, authHeaders, cairnJson, run, startServe, tempDir, until, type DaemonProcess } from './cli-helpers.js';
+
+/** Polled every 10 ms: a flatten's running state is short-lived. */
+const untilFast = <T>(what: string, probe: () => Promise<T | null>, timeoutMs = 60_000): Promise<T> => until(what, probe, timeoutMs, 10);
 
 interface Job { id: string; kind: string; target: string; state: string; progress: number; resumed: boolean; error: { code: string; message: string } | null }
 interface Volume { flattenProgress: number | null; origin: unknown }
@@ -16,16 +19,6 @@ interface Volume { flattenProgress: number | null; origin: unknown }
 async function get<T>(api: string, path: string): Promise<{ status: number; body: T }> {
   const r = await fetch(`${api}${path}`, { headers: authHeaders(api) });
   return { status: r.status, body: (await r.json()) as T };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | null>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== null) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 async function kill(d: DaemonProcess): Promise<void> {
@@ -52,7 +45,7 @@ test('jobs survive a daemon restart or say plainly that it ended them', { timeou
   const exp = await fetch(`${d.api}/v1/volumes/small/snapshots/s/export`, { headers: authHeaders(d.api) });
   const finishedId = exp.headers.get('x-cairn-job')!;
   await exp.arrayBuffer();
-  await until('the export job to finish', async () => ((await get<Job>(d.api, `/v1/jobs/${finishedId}`)).body.state === 'succeeded' ? true : null));
+  await untilFast('the export job to finish', async () => ((await get<Job>(d.api, `/v1/jobs/${finishedId}`)).body.state === 'succeeded' ? true : null));
 
   // An export cut by the restart: its stream is open, not read to the end.
   const cut = await fetch(`${d.api}/v1/volumes/src/snapshots/base/export`, { headers: authHeaders(d.api) });
@@ -63,14 +56,14 @@ test('jobs survive a daemon restart or say plainly that it ended them', { timeou
   const post = request(`${d.api}/v1/volumes/incoming/import`, { method: 'POST', headers: { ...authHeaders(d.api), 'content-type': 'application/octet-stream' } });
   post.on('error', () => {}); // the daemon dies under it
   post.write(stream.subarray(0, stream.length >> 1));
-  const importJob = await until('the import job', async () =>
+  const importJob = await untilFast('the import job', async () =>
     (await get<Job[]>(d.api, '/v1/jobs')).body.find((j) => j.kind === 'import' && j.target === 'incoming') ?? null);
 
   // A flatten cut by the restart once its cursor is in the catalog.
   const started = await fetch(`${d.api}/v1/volumes/clone/flatten`, { method: 'POST', headers: authHeaders(d.api) });
   assert.equal(started.status, 202);
   const flattenId = ((await started.json()) as Job).id;
-  await until('the flatten to be under way', async () => {
+  await untilFast('the flatten to be under way', async () => {
     const v = (await get<Volume>(d.api, '/v1/volumes/clone')).body;
     // Past its first step (so the commit that put its cursor in the catalog is durable: the cursor shows
     // in memory before that commit ends) and well before its end.
@@ -86,7 +79,7 @@ test('jobs survive a daemon restart or say plainly that it ended them', { timeou
     assert.equal(r.status, 200);
     assert.equal(r.body.resumed, true);
     assert.ok(r.body.state === 'running' || r.body.state === 'succeeded', r.body.state);
-    const end = await until('the resumed flatten', async () => {
+    const end = await untilFast('the resumed flatten', async () => {
       const j = (await get<Job>(d.api, `/v1/jobs/${flattenId}`)).body;
       return j.state === 'running' ? null : j;
     }, 120_000);

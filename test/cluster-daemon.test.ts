@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { assertBuilt, cairn, cairnJson, startServe, tempDir } from './cli-helpers.js';
+import { assertBuilt, cairn, cairnJson, startServe, tempDir, until } from './cli-helpers.js';
 import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
 import { runOk } from './nbd-harness.js';
 import { NvmfSession } from './nvmf-client.js';
@@ -47,16 +47,6 @@ async function anaGroups(d: DaemonProcess): Promise<Map<number, number[]>> {
 const MiB = 1024 * 1024;
 
 interface VolumeView { name: string; epoch?: number; replicas?: Array<{ node: string; state: string; primary: boolean }> }
-
-async function until<T>(what: string, probe: () => Promise<T | null>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs; // a hang bound, not a speed
-  for (;;) {
-    const got = await probe();
-    if (got !== null) return got;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-primary, failover on SIGTERM', {
   timeout: 300_000, skip: etcdAvailable() ? false : '/usr/bin/etcd is missing (apt-get install etcd-server)',

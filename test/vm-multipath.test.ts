@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { assertBuilt, cairn, cairnJson, qemuIo, startServe, tempDir, type DaemonProcess } from './cli-helpers.js';
+import { assertBuilt, cairn, cairnJson, qemuIo, startServe, tempDir, until, type DaemonProcess } from './cli-helpers.js';
 import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
 import { bootGuest, keepLogOnFailure, vmUnavailable } from './vm/qemu.js';
 
@@ -21,16 +21,6 @@ const HOSTNQN = 'nqn.2014-08.org.nvmexpress:uuid:0b7c52f1-8d0e-4f6a-9c3b-5e2d1a4
 const HOSTID = '0b7c52f1-8d0e-4f6a-9c3b-5e2d1a4f7c11';
 
 interface VolumeView { replicas?: Array<{ node: string; primary: boolean; state: string }> }
-
-async function until<T>(what: string, probe: () => Promise<T | null>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== null) return value;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-}
 
 const skip = vmUnavailable() ?? (etcdAvailable() ? null : '/usr/bin/etcd is missing (apt-get install etcd-server)');
 

@@ -486,7 +486,8 @@ export class SpaceMap {
   /** Drops a reference to a metadata block: when it was the last, one metadata object fewer. */
   async decrefMeta(block: number): Promise<void> {
     await this.decref(block);
-    if (this.metaObjects !== null && (await this.get(block)) === 0) {
+    // The decref just changed the block's count page: it is in memory, so no await on the write path.
+    if (this.metaObjects !== null && (this.getIfLoaded(block) ?? await this.get(block)) === 0) {
       this.metaObjects--;
       assert(this.metaObjects >= 0, 'metadata objects are a count');
     }
