@@ -26,7 +26,12 @@ export class Harness {
   /** Bytes of resync-data requests each node received. */
   readonly resyncBytes = new Map<string, number>();
 
-  constructor(seed: number, readonly nodeOpts: Partial<ClusterNodeOptions> = {}) {
+  /** Each node's simulated disk (a test searches what a pool stores). */
+  readonly devices = new Map<string, SimDevice>();
+
+  /** `perNode` adds options of one node (say, its data keys) to `nodeOpts`. */
+  constructor(seed: number, readonly nodeOpts: Partial<ClusterNodeOptions> = {},
+    readonly perNode: (name: string) => Partial<ClusterNodeOptions> = () => ({})) {
     this.clock = new SimClock(seed);
     this.store = new MemKv(this.clock);
     this.net = new SimNetwork(this.clock, this.clock.prng.fork(), { delayMsMin: 0.1, delayMsMax: 1 });
@@ -35,7 +40,9 @@ export class Harness {
   run<T>(p: Promise<T>, what = 'call'): Promise<T> { return this.clock.run(p, 120_000, what); }
 
   async add(name: string, zone: string | null = null): Promise<TestNode> {
-    const local = await createPool(new SimDevice(POOL_BLOCKS, this.clock.prng.fork()), { nowMs: () => this.clock.nowMs(), commitIntervalMs: 0 });
+    const device = new SimDevice(POOL_BLOCKS, this.clock.prng.fork());
+    this.devices.set(name, device);
+    const local = await createPool(device, { nowMs: () => this.clock.nowMs(), commitIntervalMs: 0 });
     return this.start(name, zone, local);
   }
 
@@ -56,7 +63,7 @@ export class Harness {
       name, zone, addresses: { api: null, nbd: null, nvmf: null, repl: `${name}:7000` }, engine: local, kv, transport: counting, clock: this.clock,
       checkpointIntervalMs: 0, replaceAfterMs: 600_000,
       ...(process.env['CLUSTER_LOG'] ? { log: (e: string, f: Record<string, unknown>) => console.log(this.clock.nowMs() % 1e6, e, JSON.stringify(f)) } : {}),
-      ...this.nodeOpts,
+      ...this.nodeOpts, ...this.perNode(name),
     }), `start ${name}`);
     const t: TestNode = { name, zone, local, kv, node };
     this.nodes.set(name, t);

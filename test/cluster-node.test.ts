@@ -218,17 +218,6 @@ test('catalog calls run in the stream on every member: clone, resize, revert, de
   }
 });
 
-test('encrypted volumes are refused with replicas > 1', async () => {
-  const h = await three(8);
-  try {
-    const e = h.get('n1').node.engine;
-    const dek = Buffer.alloc(64, 7);
-    await assert.rejects(h.run(e.createReplicated('x', 1 << 20, 2, { encryption: { dek, wrapped: Buffer.alloc(8) } })), /encrypted volumes cannot be replicated yet/);
-  } finally {
-    await h.close();
-  }
-});
-
 test('a member down longer than replaceAfterMs is replaced on another node (full copy), then removed', async () => {
   const h = new Harness(9, { replaceAfterMs: 5000 });
   for (const n of ['n1', 'n2', 'n3']) await h.add(n);

@@ -88,6 +88,7 @@ export class Catalog {
       case 'deleteVolume': return this.delete(s(0));
       case 'flattenVolume': return this.flatten(s(0));
       case 'setDraining': return this.node.setDraining(a[0] === true);
+      case 'encryptionRefusal': return Promise.resolve(this.node.encryptionRefusal(s(0)));
       default: return Promise.reject(new InvalidArgument(`unknown admin operation ${op}`));
     }
   }
@@ -106,26 +107,51 @@ export class Catalog {
 
   // ---- create ----
 
+  /** Which of `candidates` can hold an encrypted copy of `vol` now (asked in parallel), and why the others cannot. */
+  async encryptionCapable<C extends { name: string }>(vol: string, candidates: C[]): Promise<{ able: C[]; refusals: string[] }> {
+    const n = this.node;
+    const answers = await Promise.all(candidates.map(async (c): Promise<string | null> => {
+      try {
+        return c.name === n.self ? n.encryptionRefusal(vol) : await this.forward(c.name, 'encryptionRefusal', [vol]) as string | null;
+      } catch (err) {
+        return `no answer: ${err instanceof Error ? err.message : String(err)}`;
+      }
+    }));
+    return {
+      able: candidates.filter((_, i) => answers[i] === null),
+      refusals: candidates.flatMap((c, i) => answers[i] === null ? [] : [`${c.name}: ${answers[i]}`]),
+    };
+  }
+
   async create(name: string, sizeBytes: number, replicasAsked: number | null, opts: VolumeCreateOptions | undefined): Promise<{ record: VolumeRecord; info: VolumeInfo }> {
     const n = this.node;
     const replicas = replicasAsked ?? n.defaultReplicas;
     if (!Number.isInteger(replicas) || replicas < 1 || replicas > REPLICAS_MAX) throw new InvalidArgument(`replicas must be 1..${REPLICAS_MAX}, not ${replicas}`);
-    n.checkReplicas(replicas, opts?.encryption !== undefined);
+    const encrypted = opts?.encryption !== undefined;
+    n.checkReplicas(replicas, encrypted);
     if (n.record(name) !== null || n.local.listVolumes().some((v) => v.name === name)) throw new NameTaken(name);
     let chosen: string[] | null;
-    if (opts?.encryption !== undefined) {
-      // The data key is this pool's: the one replica stays here.
+    if (encrypted && replicas === 1) {
+      // The data key the caller made is this node's: the one copy stays here.
       chosen = [n.self];
     } else {
-      const views = n.nodes();
-      const candidates: PlacementCandidate[] = views.filter((v) => v.alive && !v.draining).map((v) => ({ name: v.name, zone: v.zone, replicas: v.replicas }));
+      let candidates: PlacementCandidate[] = n.nodes().filter((v) => v.alive && !v.draining).map((v) => ({ name: v.name, zone: v.zone, replicas: v.replicas }));
+      if (encrypted) {
+        const { able, refusals } = await this.encryptionCapable(name, candidates);
+        if (able.length < replicas) {
+          throw new InvalidArgument(`${replicas} replicas of an encrypted volume need ${replicas} alive nodes holding its tenant's key-encryption key; ${able.length} ${able.length === 1 ? 'does' : 'do'}${refusals.length > 0 ? ` (${refusals.join('; ')})` : ''}`);
+        }
+        candidates = able;
+      }
       chosen = placeReplicas(candidates, replicas);
       if (chosen === null) throw new InvalidArgument(`${replicas} replicas need ${replicas} alive, non-draining nodes; ${candidates.length} are`);
+      // The caller's data key serves when this node is primary; another primary makes its own.
+      if (encrypted && chosen.includes(n.self)) chosen = [n.self, ...chosen.filter((c) => c !== n.self)];
     }
     const record: VolumeRecord = {
       name, sizeBytes, replicas, minInSync: defaultMinInSync(replicas), epoch: 1, primary: chosen[0]!,
       members: chosen.map((node) => ({ node, state: 'in-sync' as const, incarnation: n.nodeAlive(node)!.incarnation })),
-      createdMs: n.clock.nowMs(),
+      createdMs: n.clock.nowMs(), ...(encrypted ? { encrypted: true as const } : {}),
     };
     const key = volumeKey(name);
     const result = await n.kvCall(() => n.kv.txn([{ key, target: 'mod', equals: 0 }], [{ op: 'put', key, value: JSON.stringify(record) }]));
@@ -142,14 +168,16 @@ export class Catalog {
     const rec = vp.assertPrimary();
     await n.member.raiseFence(name, rec.epoch);
     if (!n.member.holds(name)) {
+      // An encrypted volume's copy here under a data key of this node's (the caller's, when it made one here).
+      const createOpts = rec.encrypted === true && opts?.encryption === undefined ? { ...opts, encryption: await n.newDataKey(name) } : opts;
       try {
-        await n.local.createVolume(name, rec.sizeBytes, opts);
+        await n.local.createVolume(name, rec.sizeBytes, createOpts);
       } catch (err) {
         // The create's own materialize and the primary's repair of a lost one can race: one wins.
         if (!(err instanceof NameTaken) || !n.member.holds(name)) throw err;
       }
     }
-    await vp.toMembers((epoch) => ({ t: 'create', vol: name, epoch, sizeBytes: rec.sizeBytes }), false);
+    await vp.toMembers((epoch) => ({ t: 'create', vol: name, epoch, sizeBytes: rec.sizeBytes, encrypted: rec.encrypted === true }), false);
     return visibleInfo(n.local.getVolume(name));
   }
 
@@ -250,7 +278,7 @@ export class Catalog {
     const record: VolumeRecord = {
       name, sizeBytes: info.sizeBytes, replicas: src.replicas, minInSync: src.minInSync, epoch: 1, primary: n.self,
       members: src.members.map((m) => ({ ...m, state: m.state === 'in-sync' ? 'in-sync' as const : 'down' as const })),
-      createdMs: n.clock.nowMs(),
+      createdMs: n.clock.nowMs(), ...(src.encrypted === true ? { encrypted: true as const } : {}),
     };
     const key = volumeKey(name);
     const result = await n.kvCall(() => n.kv.txn([{ key, target: 'mod', equals: 0 }], [{ op: 'put', key, value: JSON.stringify(record) }]));
@@ -333,6 +361,7 @@ function adminVolume(op: string, args: unknown[]): string | null {
     case 'createSnapshots': return Array.isArray(args[0]) && args[0].length > 0 ? volOf(args[0][0]) : null;
     case 'cloneVolume': return volOf(args[1]);
     case 'setDraining': return null;
+    case 'encryptionRefusal': return null; // asked before the volume exists
     default: return volOf(args[0]);
   }
 }

@@ -1,7 +1,7 @@
 // The member (replica) side of the replication protocol: fencing by epoch (persisted in the pool's
 // settings, so a restart keeps it), the incarnation check, (epoch, seq) dedupe of data requests, and
 // every request of messages.ts applied idempotently (a retried or duplicated request is harmless).
-import { CairnError, VolumeNotFound, type Engine, type SnapshotInfo } from '../engine/index.js';
+import { CairnError, VolumeNotFound, type DataKey, type Engine, type SnapshotInfo } from '../engine/index.js';
 import type { MemberStatus, ReplReply, ReplRequest } from './messages.js';
 import { CHECKPOINT_PREFIX, sortedCheckpoints } from './checkpoints.js';
 import { RangeLock } from './range-lock.js';
@@ -35,6 +35,8 @@ export interface MemberContext {
   engine: Engine;
   incarnation(): string;
   log(event: string, fields: Record<string, unknown>): void;
+  /** A data key for this node's copy of an encrypted volume (ClusterNode.newDataKey). */
+  newDataKey(vol: string): Promise<DataKey>;
 }
 
 export class Member {
@@ -182,7 +184,7 @@ export class Member {
       case 'create': {
         const refused = await this.admit(r.vol, r.epoch);
         if (refused !== null) return refused;
-        if (!this.exists(r.vol)) await e.createVolume(r.vol, r.sizeBytes);
+        if (!this.exists(r.vol)) await this.createCopy(r.vol, r.sizeBytes, r.encrypted === true);
         this.stepped(r.vol);
         return { ok: true };
       }
@@ -216,7 +218,7 @@ export class Member {
       case 'resync-begin': {
         const refused = await this.admit(r.vol, r.epoch);
         if (refused !== null) return refused;
-        await this.resyncBegin(r.vol, r.base, r.sizeBytes);
+        await this.resyncBegin(r.vol, r.base, r.sizeBytes, r.encrypted === true);
         this.stepped(r.vol);
         return { ok: true };
       }
@@ -323,14 +325,19 @@ export class Member {
     await this.forget(vol);
   }
 
-  private async resyncBegin(vol: string, base: string | null, sizeBytes: number): Promise<void> {
+  /** A new, empty copy of `vol`; an encrypted volume's copy under a data key of this node's. */
+  private async createCopy(vol: string, sizeBytes: number, encrypted: boolean): Promise<void> {
+    await this.ctx.engine.createVolume(vol, sizeBytes, encrypted ? { encryption: await this.ctx.newDataKey(vol) } : undefined);
+  }
+
+  private async resyncBegin(vol: string, base: string | null, sizeBytes: number, encrypted: boolean): Promise<void> {
     const e = this.ctx.engine;
     this.dedupes.delete(vol);
     if (base === null) {
       // Nothing in common: start from an empty volume (snapshots of the old copy are stale too).
       if (this.exists(vol)) await e.deleteVolume(vol);
       for (const s of this.snapshotsOf(vol)) await e.deleteSnapshot(s.fullName);
-      await e.createVolume(vol, sizeBytes);
+      await this.createCopy(vol, sizeBytes, encrypted);
       return;
     }
     await e.revertVolume(vol, base);

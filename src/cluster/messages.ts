@@ -16,15 +16,16 @@ export type ReplRequest =
   /** Snapshots taken at the same point of the stream on every member (a consistency group when several). */
   | { t: 'snapshot'; epoch: number; fullNames: string[] }
   | { t: 'delete-snapshot'; vol: string; epoch: number; fullName: string }
-  | { t: 'create'; vol: string; epoch: number; sizeBytes: number }
+  /** `encrypted`: the copy is encrypted under a data key of the member's own (wrapped by its node's KEK of the volume's tenant). */
+  | { t: 'create'; vol: string; epoch: number; sizeBytes: number; encrypted?: boolean }
   | { t: 'clone'; vol: string; epoch: number; source: string }
   | { t: 'delete'; vol: string; epoch: number }
   | { t: 'resize'; vol: string; epoch: number; sizeBytes: number }
   | { t: 'revert'; vol: string; epoch: number; snapshot: string }
   /** What the member holds of `vol`: its fence epoch, incarnation, size and checkpoint names (oldest first). */
   | { t: 'status'; vol: string }
-  /** Rebuild start: revert to checkpoint `base` (null: recreate empty at `sizeBytes`), drop later checkpoints. */
-  | { t: 'resync-begin'; vol: string; epoch: number; base: string | null; sizeBytes: number }
+  /** Rebuild start: revert to checkpoint `base` (null: recreate empty at `sizeBytes`, encrypted as for create), drop later checkpoints. */
+  | { t: 'resync-begin'; vol: string; epoch: number; base: string | null; sizeBytes: number; encrypted?: boolean }
   /** Rebuild data: like write, accepted while the member is rebuilding. */
   | { t: 'resync-data'; vol: string; epoch: number; offsetBytes: number; data: Buffer }
   /** Rebuild end: take checkpoint `checkpoint` (the primary took the same at the same point), then flush. */

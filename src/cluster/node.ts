@@ -1,7 +1,7 @@
 // A storage node of the cluster (issue 22): registers under a lease, watches /cairn/, serves the
 // replication protocol (member side), drives its primaries' data path, failover, rebuild, replacement
 // and drain. Deterministic given its Kv, Transport and Clock (the simulator replays it from a seed).
-import { IoError, InvalidArgument, VolumeNotFound, type Engine } from '../engine/index.js';
+import { IoError, InvalidArgument, VolumeNotFound, type DataKey, type Engine } from '../engine/index.js';
 import type { Clock } from './clock.js';
 import { KvUnavailable, type Kv, type KvCompare } from './kv.js';
 import type { Transport } from './transport.js';
@@ -35,7 +35,21 @@ export interface ClusterNodeOptions {
   checkpointIntervalMs?: number;
   replaceAfterMs?: number;
   defaultReplicas?: number;
+  /** This node's data keys for encrypted copies (the daemon's key manager); absent: encrypted volumes are not replicated. */
+  dataKeys?: ClusterDataKeys;
   log?: (event: string, fields: Record<string, unknown>) => void;
+}
+
+/**
+ * Encrypted copies: each node encrypts its copy of a volume under a data key of its own, wrapped by
+ * its own KEK of the volume's tenant (KEK references name files and HSM slots of one machine), so the
+ * replication stream and a rebuild carry plaintext blocks and each member encrypts what it stores.
+ */
+export interface ClusterDataKeys {
+  /** A fresh data key for this node's copy of `vol`, wrapped by this node's KEK of the volume's tenant. */
+  newDataKey(vol: string): Promise<DataKey>;
+  /** Null when this node can hold an encrypted copy of `vol` now, else why it cannot. */
+  refusal(vol: string): string | null;
 }
 
 const LEASE_TTL_SECONDS_DEFAULT = 2;
@@ -109,7 +123,7 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
     this.replaceAfterMs = opts.replaceAfterMs ?? REPLACE_AFTER_MS_DEFAULT;
     this.defaultReplicas = opts.defaultReplicas ?? 1;
     this.logFn = opts.log ?? (() => undefined);
-    this.member = new Member({ engine: this.local, incarnation: () => this.incarnationValue, log: (e, f) => this.log(e, f) });
+    this.member = new Member({ engine: this.local, incarnation: () => this.incarnationValue, log: (e, f) => this.log(e, f), newDataKey: (vol) => this.newDataKey(vol) });
     this.engine = new ReplicatedEngine(this.local, this);
     this.catalog = new Catalog(this);
     this.rebuilder = new Rebuilder(this);
@@ -565,9 +579,20 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
     }
   }
 
-  /** Refuses what the cluster cannot do yet for `replicas`. */
+  /** Refuses what this node cannot do for `replicas`. */
   checkReplicas(replicas: number, encrypted: boolean): void {
-    if (encrypted && replicas > 1) throw new InvalidArgument('encrypted volumes cannot be replicated yet');
+    if (encrypted && replicas > 1 && this.opts.dataKeys === undefined) throw new InvalidArgument(`node ${this.self} has no key manager: its encrypted volumes cannot be replicated`);
+  }
+
+  /** A data key for this node's copy of `vol` (an encrypted volume's). */
+  newDataKey(vol: string): Promise<DataKey> {
+    if (this.opts.dataKeys === undefined) return Promise.reject(new InvalidArgument(`node ${this.self} has no key manager: it cannot hold a copy of encrypted volume ${vol}`));
+    return this.opts.dataKeys.newDataKey(vol);
+  }
+
+  /** Null when this node can hold an encrypted copy of `vol` now, else why not (a placement check). */
+  encryptionRefusal(vol: string): string | null {
+    return this.opts.dataKeys === undefined ? 'no key manager' : this.opts.dataKeys.refusal(vol);
   }
 }
 

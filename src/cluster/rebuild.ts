@@ -114,9 +114,9 @@ export class Rebuilder {
     const status = statusReply.result as MemberStatusDetail;
     const plan = this.plan(vol, status);
     await this.setMember(vol, memberNode, (m) => m.state === 'rebuilding' && m.incarnation === status.incarnation ? null : { ...m, state: 'rebuilding', incarnation: status.incarnation });
-    const sizeBytes = n.primaryFor(vol).assertPrimary().sizeBytes;
+    const { sizeBytes, encrypted } = n.primaryFor(vol).assertPrimary();
     const base = plan.base;
-    await this.send(memberNode, vol, (epoch) => ({ t: 'resync-begin', vol, epoch, base, sizeBytes }));
+    await this.send(memberNode, vol, (epoch) => ({ t: 'resync-begin', vol, epoch, base, sizeBytes, encrypted: encrypted === true }));
     await n.bumpEpoch(vol);
     await this.dropTemps(vol);
     const state: CopyState = { prev: base === null ? null : `${vol}@${base}`, sizeBytes, held: new Set(plan.kept) };
@@ -283,7 +283,9 @@ export class Rebuilder {
     const rec = n.primaryFor(vol).assertPrimary();
     const exclude = new Set(rec.members.map((m) => m.node));
     const usedZones = new Set(rec.members.filter((m) => m.node !== old).flatMap((m) => { const z = n.nodeAlive(m.node)?.zone; return z ? [z] : []; }));
-    const candidates = n.nodes().filter((v) => v.alive && !v.draining).map((v) => ({ name: v.name, zone: v.zone, replicas: v.replicas }));
+    let candidates = n.nodes().filter((v) => v.alive && !v.draining).map((v) => ({ name: v.name, zone: v.zone, replicas: v.replicas }));
+    // An encrypted volume's copy only on a node holding its tenant's KEK.
+    if (rec.encrypted === true) candidates = (await n.catalog.encryptionCapable(vol, candidates.filter((c) => !exclude.has(c.name)))).able;
     const chosen = placeReplicas(candidates, 1, exclude, usedZones);
     if (chosen === null) throw new IoError(`${vol}: no node to replace ${old} on`);
     const to = chosen[0]!;

@@ -55,6 +55,11 @@ export interface VolumeRecord {
    * Kept here, not in one pool, because I/O moves with the primary: whichever node is primary applies them.
    */
   qos?: string;
+  /**
+   * Every copy is encrypted at rest, each under a data key of its own node (wrapped by that node's KEK
+   * of the volume's tenant): a copy made later (rebuild from nothing, replacement) is encrypted too.
+   */
+  encrypted?: true;
 }
 
 export function nodeKey(name: string): string { return `${NODE_PREFIX}${name}`; }

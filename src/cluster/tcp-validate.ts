@@ -4,7 +4,7 @@
 // compile until it is described here.
 import type { ReplRequest } from './messages.js';
 
-type FieldKind = 'string' | 'uint' | 'bool' | 'buffer' | 'string|null' | 'string[]' | 'array' | 'vols';
+type FieldKind = 'string' | 'uint' | 'bool' | 'bool?' | 'buffer' | 'string|null' | 'string[]' | 'array' | 'vols';
 
 const FIELDS: { [T in ReplRequest['t']]: Record<string, FieldKind> } = {
   write: { vol: 'string', epoch: 'uint', seq: 'uint', incarnation: 'string', offsetBytes: 'uint', data: 'buffer', fua: 'bool' },
@@ -13,13 +13,13 @@ const FIELDS: { [T in ReplRequest['t']]: Record<string, FieldKind> } = {
   flush: { vols: 'vols' },
   snapshot: { epoch: 'uint', fullNames: 'string[]' },
   'delete-snapshot': { vol: 'string', epoch: 'uint', fullName: 'string' },
-  create: { vol: 'string', epoch: 'uint', sizeBytes: 'uint' },
+  create: { vol: 'string', epoch: 'uint', sizeBytes: 'uint', encrypted: 'bool?' },
   clone: { vol: 'string', epoch: 'uint', source: 'string' },
   delete: { vol: 'string', epoch: 'uint' },
   resize: { vol: 'string', epoch: 'uint', sizeBytes: 'uint' },
   revert: { vol: 'string', epoch: 'uint', snapshot: 'string' },
   status: { vol: 'string' },
-  'resync-begin': { vol: 'string', epoch: 'uint', base: 'string|null', sizeBytes: 'uint' },
+  'resync-begin': { vol: 'string', epoch: 'uint', base: 'string|null', sizeBytes: 'uint', encrypted: 'bool?' },
   'resync-data': { vol: 'string', epoch: 'uint', offsetBytes: 'uint', data: 'buffer' },
   'resync-end': { vol: 'string', epoch: 'uint', checkpoint: 'string' },
   admin: { op: 'string', args: 'array' },
@@ -32,6 +32,8 @@ function fits(kind: FieldKind, v: unknown): boolean {
     case 'string': return typeof v === 'string';
     case 'uint': return isUint(v);
     case 'bool': return typeof v === 'boolean';
+    // Optional: a node of the version before the field sends none.
+    case 'bool?': return v === undefined || typeof v === 'boolean';
     case 'buffer': return Buffer.isBuffer(v);
     case 'string|null': return v === null || typeof v === 'string';
     case 'string[]': return Array.isArray(v) && v.every((s) => typeof s === 'string');

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError, type ClusterConfig } from './config.js';
 import { EtcdKv } from '../cluster/kv-etcd.js';
 import { TcpTransport } from '../cluster/tcp-transport.js';
-import { startClusterNode, type ClusterNode } from '../cluster/node.js';
+import { startClusterNode, type ClusterDataKeys, type ClusterNode } from '../cluster/node.js';
 import { realClock } from '../cluster/clock.js';
 import { replListenHost } from './cluster-addresses.js';
 import { SharedSettings } from '../cluster/shared-settings.js';
@@ -27,6 +27,8 @@ export interface ClusterStartOptions {
   /** The local pool as the replica side uses it (decorated by metrics only). */
   engine: Engine;
   addresses: NodeAddresses;
+  /** Data keys for this node's copies of encrypted volumes (the daemon's key manager). */
+  dataKeys?: ClusterDataKeys;
   log: (event: string, fields: Record<string, unknown>) => void;
 }
 
@@ -75,7 +77,7 @@ function readSecret(path: string): string {
   return secret;
 }
 
-export const startCluster: ClusterStarter = async ({ config, engine, addresses, log }) => {
+export const startCluster: ClusterStarter = async ({ config, engine, addresses, dataKeys, log }) => {
   const kv = new EtcdKv({ hosts: config.cluster, log });
   let node: ClusterNode | null = null;
   const transport = new TcpTransport({
@@ -89,6 +91,7 @@ export const startCluster: ClusterStarter = async ({ config, engine, addresses, 
     node = await startClusterNode({
       name: config.node, zone: config.zone, addresses, engine, kv, transport, clock: realClock, log,
       ...(config.replicasDefault !== null ? { defaultReplicas: config.replicasDefault } : {}),
+      ...(dataKeys !== undefined ? { dataKeys } : {}),
     });
     const shared = new SharedSettings(kv, node.engine, log);
     try {

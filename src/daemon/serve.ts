@@ -19,8 +19,9 @@ import { bootstrapTokenNameOf, ensureBootstrapToken } from './bootstrap-token.js
 import { migrateSideFile, sideFilePath } from '../stream/identity.js';
 import type { TlsConfig } from '../nbd/tls.js';
 import { TenantStore } from '../tenancy/store.js';
-import { DEFAULT_TENANT } from '../tenancy/names.js';
+import { DEFAULT_TENANT, splitQualified } from '../tenancy/names.js';
 import { KeyManager } from '../tenancy/key-manager.js';
+import { TenancyError } from '../tenancy/errors.js';
 import type { ClusterConfig, DaemonConfig, NbdTlsConfig } from './config.js';
 import { nbdAccess, type NbdAccess } from './nbd-access.js';
 import { lockPool } from './lock.js';
@@ -34,6 +35,7 @@ import { anaProvider, clusterNamespaceIdentities, cntlidRangeOf } from './nvmf-a
 import { ScopedEngine } from '../tenancy/scoped-engine.js';
 import type { ClusterHandle } from '../cluster/handle.js';
 import type { ClusterStarter } from './cluster-start.js';
+import type { ClusterDataKeys } from '../cluster/node.js';
 import { followClusterQos } from './cluster-qos.js';
 import { clusterAddresses, reservePorts } from './cluster-addresses.js';
 
@@ -130,12 +132,19 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
   // tenant's limits are spent once per request, not once per copy.
   const local = new InstrumentedEngine(raw, metrics);
   let cluster: ClusterHandle | null = null;
+  // The key manager reads the cluster's view of the pool, so it starts after the cluster: until then a
+  // member asked for an encrypted copy refuses (the primary retries it as a rebuild).
+  let keysLate: KeyManager | null = null;
+  const dataKeys: ClusterDataKeys = {
+    newDataKey: (vol) => keysLate === null ? Promise.reject(new TenancyError('tenant_busy', 'the key manager is starting')) : keysLate.newDataKey(splitQualified(vol).tenant),
+    refusal: (vol) => keysLate === null ? 'the key manager is starting' : keysLate.copyRefusal(splitQualified(vol).tenant),
+  };
   if (config.cluster !== null) {
     try {
       config = await reservePorts(config);
       const start = deps.startCluster ?? (await import('./cluster-start.js')).startCluster;
       cluster = await start({
-        config: config as ClusterConfig, engine: local, addresses: clusterAddresses(config as ClusterConfig), log: eventLogger(logger, 'cluster'),
+        config: config as ClusterConfig, engine: local, addresses: clusterAddresses(config as ClusterConfig), dataKeys, log: eventLogger(logger, 'cluster'),
       });
       metrics.attachCluster(cluster);
     } catch (err) {
@@ -164,6 +173,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
     // Encrypted volumes unlock before any protocol serves them; a tenant whose KEK is away stays locked (retried).
     const keys = new KeyManager(engine, { log: eventLogger(logger, 'keys'), ...(config.kekRetryMs !== null ? { retryMs: config.kekRetryMs } : {}) });
     await keys.start();
+    keysLate = keys;
     cleanup.push(async () => keys.close());
     const access = nbdAccess(engine, tenancy);
     const clusterCopy = cluster;

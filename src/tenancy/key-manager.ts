@@ -148,6 +148,15 @@ export class KeyManager {
     };
   }
 
+  /** Null when this node can make a data key for `tenant` now (a cluster placing an encrypted copy asks), else why not. */
+  copyRefusal(tenant: string): string | null {
+    const st = this.status(tenant);
+    if (st.state === 'none') return `tenant ${tenant} has no key-encryption key on this node`;
+    if (st.state === 'unavailable') return `tenant ${tenant}'s key-encryption key is unavailable here (${st.error ?? 'unknown'})`;
+    if (st.rotatingTo !== null) return `tenant ${tenant}'s key-encryption key is being rotated here`;
+    return null;
+  }
+
   /**
    * Sets a tenant's KEK. A tenant with encrypted volumes already has one: changing it is a rotation
    * (rotateKek), since every data key must be re-wrapped. The KEK must open now (a typo is refused).
