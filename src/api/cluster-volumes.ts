@@ -23,6 +23,8 @@ export function createdVolume(ctx: ApiContext, name: string): VolumeInfo {
 export function recordVolume(name: string, record: VolumeRecord): VolumeInfo {
   return {
     kind: 'volume', id: REMOTE_VOLUME_ID, name, sizeBytes: record.sizeBytes, mappedBytes: 0, createdMs: record.createdMs, origin: null,
-    snapshotCount: 0, snapshots: [], flattenProgress: null, encryption: null,
+    snapshotCount: 0, snapshots: [], flattenProgress: null,
+    // Each node's copy has a key slot of its own pool: none here (0), whether its copies are encrypted is the record's.
+    encryption: record.encrypted === true ? { keyId: 0, locked: false } : null,
   };
 }

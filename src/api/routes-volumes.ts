@@ -37,7 +37,6 @@ function checkReplicas(ctx: ApiContext, body: CreateVolumeBody): void {
   if (body.replicas === undefined) return;
   if (body.from !== undefined) throw new ApiError('invalid_argument', 'a clone lives with its source\'s replicas: leave out "replicas"');
   if (ctx.cluster === null && body.replicas > 1) throw new ApiError('invalid_argument', `this daemon is not part of a cluster (cairn serve --cluster …): ${body.replicas} replicas need storage nodes`);
-  if (body.encrypted === true && body.replicas > 1) throw new ApiError('invalid_argument', 'encrypted volumes cannot be replicated yet (the data key belongs to one pool)');
 }
 
 /** The request's volumes: this node's, and on a cluster node those held only by other nodes (from their records). */
@@ -106,9 +105,9 @@ async function createVolume(ctx: ApiContext, request: FastifyRequest, reply: Fas
     const cluster = ctx.cluster;
     const v = body.from !== undefined
       ? await ctx.engine.cloneVolume(body.name, body.from)
-      : cluster !== null && body.replicas !== undefined && encryption === undefined
+      : cluster !== null && body.replicas !== undefined
         // Placed by the cluster on `replicas` nodes (this one among them or not).
-        ? (await cluster.createVolume(ctx.engineName(body.name), body.size!, body.replicas), createdVolume(ctx, body.name))
+        ? (await cluster.createVolume(ctx.engineName(body.name), body.size!, body.replicas, encryption === undefined ? undefined : { encryption }), createdVolume(ctx, body.name))
         : await ctx.engine.createVolume(body.name, body.size!, encryption === undefined ? {} : { encryption });
     // Limits are stored right after the create: a failure here leaves the volume, and a retry sets them.
     if (body.qos !== undefined) await changeVolumeQos(ctx, body.name, v.id, body.qos);

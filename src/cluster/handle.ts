@@ -2,7 +2,7 @@
 // replicated Engine to serve, the records, where a volume's primary is, and the admin calls of
 // `cairn node|cluster`. The NBD forwarder and the NVMe/TCP ANA states read `primaryOf` and
 // `onChange`; the API reads records and node states.
-import type { Engine } from '../engine/index.js';
+import type { Engine, VolumeCreateOptions } from '../engine/index.js';
 import type { NodeRecord, VolumeRecord, MemberState } from './records.js';
 
 export interface ReplicaView {
@@ -51,7 +51,8 @@ export interface ClusterHandle {
    */
   readonly engine: Engine;
   /** Create with an explicit replica count (1..REPLICAS_MAX); the API's `replicas` field comes here. */
-  createVolume(name: string, sizeBytes: number, replicas: number | null): Promise<VolumeRecord>;
+  /** `opts.encryption`: this node's data key for its copy (an encrypted volume; other nodes make their own). */
+  createVolume(name: string, sizeBytes: number, replicas: number | null, opts?: VolumeCreateOptions): Promise<VolumeRecord>;
   volume(name: string): VolumeRecord | null;
   volumes(): VolumeRecord[];
   replicas(name: string): ReplicaView[];

@@ -1,7 +1,7 @@
 // A storage node of the cluster (issue 22): registers under a lease, watches /cairn/, serves the
 // replication protocol (member side), drives its primaries' data path, failover, rebuild, replacement
 // and drain. Deterministic given its Kv, Transport and Clock (the simulator replays it from a seed).
-import { IoError, InvalidArgument, VolumeNotFound, type DataKey, type Engine } from '../engine/index.js';
+import { IoError, InvalidArgument, VolumeNotFound, type DataKey, type Engine, type VolumeCreateOptions } from '../engine/index.js';
 import type { Clock } from './clock.js';
 import { KvUnavailable, type Kv, type KvCompare } from './kv.js';
 import type { Transport } from './transport.js';
@@ -451,8 +451,8 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
 
   // ---- ClusterHandle ----
 
-  createVolume(name: string, sizeBytes: number, replicas: number | null): Promise<VolumeRecord> {
-    return this.catalog.create(name, sizeBytes, replicas, undefined).then((r) => r.record);
+  createVolume(name: string, sizeBytes: number, replicas: number | null, opts?: VolumeCreateOptions): Promise<VolumeRecord> {
+    return this.catalog.create(name, sizeBytes, replicas, opts).then((r) => r.record);
   }
 
   volume(name: string): VolumeRecord | null { return this.record(name); }

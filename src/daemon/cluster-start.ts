@@ -2,7 +2,7 @@
 // the replication transport (TcpTransport on --repl-port) and this node's ClusterNode over the local
 // engine. The handle it returns reports etcd's own health (every endpoint) in status(), and its close
 // leaves the cluster, then stops the transport and the etcd client.
-import type { Engine } from '../engine/index.js';
+import type { Engine, VolumeCreateOptions } from '../engine/index.js';
 import type { ClusterHandle, ClusterStatus } from '../cluster/handle.js';
 import type { NodeAddresses } from '../cluster/records.js';
 import { readFileSync } from 'node:fs';
@@ -42,7 +42,7 @@ class DaemonCluster implements ClusterHandle {
     this.engine = new SharedSettingsEngine(node.engine, shared);
   }
   get self(): string { return this.node.self; }
-  createVolume(name: string, sizeBytes: number, replicas: number | null) { return this.node.createVolume(name, sizeBytes, replicas); }
+  createVolume(name: string, sizeBytes: number, replicas: number | null, opts?: VolumeCreateOptions) { return this.node.createVolume(name, sizeBytes, replicas, opts); }
   volume(name: string) { return this.node.volume(name); }
   volumes() { return this.node.volumes(); }
   replicas(name: string) { return this.node.replicas(name); }
