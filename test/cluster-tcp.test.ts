@@ -16,12 +16,13 @@ const addresses = new Map<string, string>();
 const transports: TcpTransport[] = [];
 after(async () => { for (const t of transports) await t.close(); });
 
-async function node(name: string, options: { port?: number; secret?: string } = {}): Promise<TcpTransport> {
+async function node(name: string, options: { port?: number; secret?: string; encrypt?: boolean } = {}): Promise<TcpTransport> {
   const t = new TcpTransport({
     self: name,
     listen: { host: HOST, port: options.port ?? 0 },
     addressOf: (n) => addresses.get(n) ?? null,
     ...(options.secret === undefined ? {} : { clusterSecret: options.secret }),
+    ...(options.encrypt === undefined ? {} : { encrypt: options.encrypt }),
   });
   const { port } = await t.start();
   addresses.set(name, `${HOST}:${port}`);
@@ -104,9 +105,10 @@ test('framing fuzz: random splits decode the same frames; random damage only eve
   }
 });
 
-test('tcp: 1000 concurrent requests each way, payloads verified, from = the sender', { timeout: 60_000 }, async () => {
-  const a = await node('a');
-  const b = await node('b');
+for (const secret of [undefined, 'bulk-s3cret']) test(`tcp: 1000 concurrent requests each way, payloads verified, from = the sender (${secret === undefined ? 'plain TCP' : 'TLS-PSK'})`, { timeout: 60_000 }, async () => {
+  const suffix = secret === undefined ? '' : '-tls';
+  const a = await node(`a${suffix}`, secret === undefined ? {} : { secret });
+  const b = await node(`b${suffix}`, secret === undefined ? {} : { secret });
   const seenByB: string[] = [];
   const seenByA: string[] = [];
   b.serve(echoHandler(seenByB));
@@ -124,11 +126,11 @@ test('tcp: 1000 concurrent requests each way, payloads verified, from = the send
       assert.ok(Buffer.isBuffer(result.echo) && result.echo.equals(payloads[i]!), 'a Buffer in a reply arrives as bytes');
     });
   };
-  await Promise.all([run(a, 'b', 1000), run(b, 'a', 1000)]);
+  await Promise.all([run(a, `b${suffix}`, 1000), run(b, `a${suffix}`, 1000)]);
   assert.equal(seenByB.length, 1000);
-  assert.ok(seenByB.every((f) => f === 'a'));
-  assert.ok(seenByA.every((f) => f === 'b'));
-  const status = await a.request('b', { t: 'status', vol: 'v' }, 1000);
+  assert.ok(seenByB.every((f) => f === `a${suffix}`));
+  assert.ok(seenByA.every((f) => f === `b${suffix}`));
+  const status = await a.request(`b${suffix}`, { t: 'status', vol: 'v' }, 1000);
   assert.deepEqual(status, { ok: true, result: { t: 'status' } });
 });
 
@@ -208,11 +210,55 @@ test('tcp: the cluster secret keeps out nodes that do not hold it, both ways', {
   const from: string[] = [];
   for (const t of [a, b, stranger, open]) t.serve(async (f) => { from.push(f); return { ok: true }; });
   assert.deepEqual(await a.request('b4', { t: 'status', vol: 'v' }, 2000), { ok: true });
+  // A wrong secret fails the TLS handshake (its key is derived from the secret) before any frame.
   await assert.rejects(stranger.request('b4', { t: 'status', vol: 'v' }, 2000), (e: unknown) => e instanceof TransportError && /secret/.test(e.message));
   await assert.rejects(a.request('x4', { t: 'status', vol: 'v' }, 2000), /secret/);
   await assert.rejects(open.request('b4', { t: 'status', vol: 'v' }, 2000), TransportError);
   await assert.rejects(a.request('o4', { t: 'status', vol: 'v' }, 2000), /secret/);
   assert.deepEqual(from, ['a4'], 'only the node holding the secret was served');
+});
+
+/** A TCP relay to `target`'s replication port that keeps every byte it passes, both ways (what a network tap sees). */
+async function tap(target: string): Promise<{ port: number; seen: () => Buffer; close: () => Promise<void> }> {
+  const chunks: Buffer[] = [];
+  const sockets: net.Socket[] = [];
+  const targetPort = portOf(target);
+  const server = net.createServer((inbound) => {
+    const outbound = net.connect({ host: HOST, port: targetPort });
+    sockets.push(inbound, outbound);
+    for (const [from, to] of [[inbound, outbound], [outbound, inbound]] as const) {
+      from.on('data', (b: Buffer) => { chunks.push(Buffer.from(b)); to.write(b); });
+      from.on('close', () => to.destroy());
+      from.on('error', () => undefined);
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, HOST, r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    seen: () => Buffer.concat(chunks),
+    close: async () => { for (const s of sockets) s.destroy(); await new Promise((r) => server.close(r)); },
+  };
+}
+
+test('tcp: with a cluster secret the link runs in TLS-PSK: a tap sees no plaintext (encrypt: false, the control, shows it)', { timeout: 30_000 }, async () => {
+  const marker = Buffer.from('cairn-replication-plaintext-marker|'.repeat(100));
+  for (const encrypt of [true, false]) {
+    const a = await node(`a6${encrypt}`, { secret: 'link-s3cret', encrypt });
+    const b = await node(`b6${encrypt}`, { secret: 'link-s3cret', encrypt });
+    const seen: string[] = [];
+    b.serve(echoHandler(seen));
+    const relay = await tap(`b6${encrypt}`);
+    addresses.set(`b6${encrypt}`, `${HOST}:${relay.port}`);
+    try {
+      const reply = await a.request(`b6${encrypt}`, write(1, marker), 5000);
+      assert.equal(reply.ok, true);
+      assert.equal((reply as { result: { sha: string } }).result.sha, sha(marker), 'the data arrived whole');
+      assert.deepEqual(seen, [`a6${encrypt}`]);
+      assert.equal(relay.seen().includes(marker.subarray(0, 64)), !encrypt, encrypt ? 'no plaintext on the wire' : 'plain TCP carries the plaintext');
+    } finally {
+      await relay.close();
+    }
+  }
 });
 
 test('tcp: a peer that accepts and never answers: TransportError, and the silent connection is redialled', { timeout: 30_000 }, async () => {

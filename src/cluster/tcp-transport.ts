@@ -1,9 +1,12 @@
 // TcpTransport: the replication port. One persistent TCP connection per peer (opened on first use,
 // reopened after a failure), many requests in flight on it, replies matched by request id. A
 // connection starts with a hello each way naming the nodes; with a cluster secret both sides prove
-// they hold it (HMAC-SHA256 over both nonces) before any request is served. Frames: tcp-framing.ts.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+// they hold it (HMAC-SHA256 over both nonces) before any request is served, and the connection runs
+// inside TLS 1.2 with a pre-shared key derived from the secret (ECDHE-PSK: encrypted, forward secret,
+// no certificates to manage), since writes of encrypted volumes cross it in plaintext. Frames: tcp-framing.ts.
+import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { ReplReply, ReplRequest } from './messages.js';
 import type { AddressBook, Transport } from './transport.js';
 import { TransportError } from './transport.js';
@@ -20,6 +23,14 @@ export const CONNECTIONS_INBOUND_MAX = 1024;
 const NODE_NAME_BYTES_MAX = 253;
 const NONCE_BYTES = 32;
 const TCP_KEEPALIVE_DELAY_MS = 2000;
+/** TLS-PSK on the link: one identity (every node holds the same secret) and ECDHE-PSK with ChaCha20-Poly1305 (Node offers PSK with TLS 1.2 only). */
+const LINK_PSK_IDENTITY = 'cairn-repl-v1';
+const LINK_CIPHERS = 'ECDHE-PSK-CHACHA20-POLY1305';
+
+/** The link's pre-shared key: HKDF-SHA256 of the cluster secret (the HMAC proofs use the secret itself). */
+function linkKey(secret: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', secret, 'cairn-repl-link', 'cairn-repl-v1 tls-psk', 32));
+}
 
 export type TransportLog = (event: string, fields: Record<string, unknown>) => void;
 
@@ -31,6 +42,8 @@ export interface TcpTransportOptions {
   addressOf: AddressBook;
   /** Shared by every node: strangers without it cannot open a connection either way. */
   clusterSecret?: string;
+  /** With a cluster secret: run the link inside TLS-PSK (default true; false keeps plain TCP with the HMAC proofs). */
+  encrypt?: boolean;
   log?: TransportLog;
 }
 
@@ -117,7 +130,7 @@ class PeerConnection {
     const handshakeTimer = setTimeout(() => this.fail(new TransportError(`${peer}: no hello within ${HANDSHAKE_TIMEOUT_MS} ms`)), HANDSHAKE_TIMEOUT_MS);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, TCP_KEEPALIVE_DELAY_MS);
-    socket.on('connect', () => writeFrame(socket, FrameKind.hello, 0, { node: self, nonce }));
+    socket.on(socket instanceof tls.TLSSocket ? 'secureConnect' : 'connect', () => writeFrame(socket, FrameKind.hello, 0, { node: self, nonce }));
     socket.on('data', (chunk: Buffer) => {
       this.lastReceivedMs = Date.now();
       let frames: Frame[];
@@ -164,7 +177,10 @@ class PeerConnection {
         p.resolve(frame.message as ReplReply);
       }
     });
-    socket.on('error', (error) => this.fail(new TransportError(`${peer}: ${error.message}`)));
+    let secured = !(socket instanceof tls.TLSSocket);
+    if (!secured) socket.once('secureConnect', () => { secured = true; });
+    socket.on('error', (error) => this.fail(new TransportError(secured ? `${peer}: ${error.message}`
+      : `${peer}: TLS handshake failed (does it hold the same cluster secret?): ${error.message}`)));
     socket.on('close', () => {
       clearTimeout(handshakeTimer);
       this.fail(new TransportError(`${peer}: connection closed`));
@@ -227,11 +243,26 @@ export class TcpTransport implements Transport {
   private handler: Handler | null = null;
   private closed = false;
   private readonly log: TransportLog;
+  /** The link's TLS-PSK key (null: plain TCP). */
+  private readonly pskKey: Buffer | null;
 
   constructor(private readonly options: TcpTransportOptions) {
     if (options.self.length === 0) throw new Error('TcpTransport: empty node name');
     this.log = options.log ?? (() => undefined);
-    this.server = net.createServer((socket) => this.accept(socket));
+    this.pskKey = options.clusterSecret !== undefined && options.encrypt !== false ? linkKey(options.clusterSecret) : null;
+    const key = this.pskKey;
+    if (key === null) {
+      this.server = net.createServer((socket) => this.accept(socket));
+    } else {
+      this.server = tls.createServer({
+        pskCallback: (_socket, identity) => (identity === LINK_PSK_IDENTITY ? key : null),
+        ciphers: LINK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      }, (socket) => this.accept(socket));
+      // A stranger without the secret fails here, before any frame is read.
+      this.server.on('tlsClientError', (error, socket) => this.log('repl_connection_dropped', { remote: `${socket.remoteAddress}:${socket.remotePort}`, peer: null, reason: `tls: ${error.message}` }));
+    }
+    // Connections still in their TLS handshake count too (a handshake costs the server work).
+    this.server.maxConnections = CONNECTIONS_INBOUND_MAX;
   }
 
   /** Starts listening; resolves with the port (useful with port 0). */
@@ -267,7 +298,13 @@ export class TcpTransport implements Transport {
     const address = this.options.addressOf(to);
     if (address === null) throw new TransportError(`no replication address known for node "${to}"`);
     const { host, port } = splitAddress(address);
-    const socket = net.connect({ host, port });
+    const key = this.pskKey;
+    const socket = key === null ? net.connect({ host, port }) : tls.connect({
+      host, port, ciphers: LINK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
+      pskCallback: () => ({ identity: LINK_PSK_IDENTITY, psk: key }),
+      // No certificate in a PSK handshake: the key is the peer's proof (and the HMAC hello names the node).
+      checkServerIdentity: () => undefined,
+    });
     return new PeerConnection(socket, to, this, this.options.self, this.options.clusterSecret, (c) => {
       if (this.peers.get(to) === c) this.peers.delete(to);
     });
