@@ -8,10 +8,12 @@
 //    rebuild moves (from the daemon's cairn_cluster_rebuild_bytes_total), against a full copy to a node
 //    whose pool was wiped.
 // The replicas share one machine's disk and CPU, so a replica costs more here than on separate machines.
-// Run: node dist/bench/cluster-bench.js [--runtime-s=6] [--size-mib=256] [--changed-mib=64]
+// Run: node dist/bench/cluster-bench.js [--runtime-s=6] [--size-mib=256] [--changed-mib=64] [--secret] (--secret: a cluster secret, so the
+// replication link runs in TLS-PSK)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +25,8 @@ export interface ClusterBenchOptions {
   sizeBytes?: number;
   /** Written while a member is down, before it comes back and is rebuilt. */
   changedBytes?: number;
+  /** Nodes share a cluster secret, so the replication link runs in TLS-PSK (what a production cluster runs). */
+  secret?: boolean;
   log?: (line: string) => void;
 }
 
@@ -53,7 +57,7 @@ class Cluster {
   readonly nodes: Node[] = [];
   private etcd: ChildProcess | null = null;
   etcdUrl = '';
-  constructor(private readonly dir: string) {}
+  constructor(private readonly dir: string, private readonly secretFile: string | null = null) {}
 
   async startEtcd(): Promise<void> {
     const client = await freePort(), peer = await freePort();
@@ -77,9 +81,10 @@ class Cluster {
   }
 
   async start(node: Node, sizeBytes: number): Promise<void> {
-    const child = spawn(process.execPath, [cairnBin(), 'serve', '--pool', node.pool, '--pool-size', String(4 * sizeBytes),
+    const child = spawn(process.execPath, [cairnBin(), 'serve', '--pool', node.pool, '--pool-size', String(8 * sizeBytes),
       '--api', `127.0.0.1:${node.ports.api}`, '--nbd', `127.0.0.1:${node.ports.nbd}`, '--log-format', 'json',
-      '--cluster', this.etcdUrl, '--node', node.name, '--advertise', '127.0.0.1', '--repl-port', String(node.ports.repl)],
+      '--cluster', this.etcdUrl, '--node', node.name, '--advertise', '127.0.0.1', '--repl-port', String(node.ports.repl),
+      ...(this.secretFile === null ? [] : ['--cluster-secret-file', this.secretFile])],
     { stdio: ['ignore', 'pipe', 'inherit'] });
     const { exited } = await serveReady(child);
     node.child = child;
@@ -158,12 +163,17 @@ export async function runClusterBench(opts: ClusterBenchOptions = {}): Promise<v
   const sizeBytes = opts.sizeBytes ?? 256 * 2 ** 20;
   const changedBytes = opts.changedBytes ?? 64 * 2 ** 20;
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cairn-cluster-bench-'));
-  const cluster = new Cluster(dir);
+  let secretFile: string | null = null;
+  if (opts.secret === true) {
+    secretFile = path.join(dir, 'cluster.secret');
+    await writeFile(secretFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  }
+  const cluster = new Cluster(dir, secretFile);
   try {
     await cluster.startEtcd();
     for (const name of ['n1', 'n2', 'n3']) await cluster.addNode(name, sizeBytes);
     const [n1] = cluster.nodes as [Node];
-    log(`etcd at ${cluster.etcdUrl}; 3 nodes on loopback sharing this machine's disk and CPU; volumes of ${sizeBytes / 2 ** 20} MiB`);
+    log(`etcd at ${cluster.etcdUrl}; 3 nodes on loopback sharing this machine's disk and CPU; volumes of ${sizeBytes / 2 ** 20} MiB; replication link ${secretFile === null ? 'plain TCP (no cluster secret)' : 'TLS-PSK (a cluster secret)'}`);
 
     // Write rows: 1, 2 and 3 replicas, one after the other, each on its primary.
     const figures = new Map<string, number[]>();
@@ -253,6 +263,6 @@ if (isMain) {
   const runtimeSeconds = flag('runtime-s'), sizeBytes = mib(flag('size-mib')), changedBytes = mib(flag('changed-mib'));
   await runClusterBench({
     ...(runtimeSeconds !== undefined ? { runtimeSeconds } : {}), ...(sizeBytes !== undefined ? { sizeBytes } : {}),
-    ...(changedBytes !== undefined ? { changedBytes } : {}),
+    ...(changedBytes !== undefined ? { changedBytes } : {}), ...(args.includes('--secret') ? { secret: true } : {}),
   });
 }

@@ -2,11 +2,13 @@
 // its own KEK file for the tenant (KEK references name one machine's files and HSM slots), a volume
 // created with --encrypt --replicas 2 is placed only once both nodes hold one, each copy is encrypted
 // under its node's own data key, neither pool file holds a plaintext block, and after a kill -9 of the
-// primary the survivor serves the data. A plain volume beside it is the control for the search.
+// primary the survivor serves the data. A plain volume beside it is the control for the search. The
+// nodes share a cluster secret, so the replication link between them runs in TLS-PSK (as in production).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { open } from 'node:fs/promises';
+import { open, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { assertBuilt, cairn, cairnJson, startServe, tempDir, until } from './cli-helpers.js';
 import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
 import { runOk } from './nbd-harness.js';
@@ -38,8 +40,11 @@ test('cairn serve --cluster: an encrypted volume with 2 replicas, each node unde
   t.after(() => etcd.close());
   const dir = await tempDir(t, 'cairn-cluster-enc-');
   const endpoints = etcd.endpoints.join(',');
+  const secretFile = join(dir, 'cluster.secret');
+  await writeFile(secretFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
   const node = async (name: string) => startServe(t, join(dir, `${name}.pool`), [
     '--pool-size', '256M', '--cluster', endpoints, '--node', name, '--advertise', '127.0.0.1', '--repl-port', String(await freePort()),
+    '--cluster-secret-file', secretFile,
   ]);
   const n1 = await node('n1');
   const n2 = await node('n2');

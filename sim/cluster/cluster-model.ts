@@ -46,6 +46,8 @@ export interface VolumeModel {
   created: boolean;
   /** Its first create attempt failed (the call was retried or gave up): finding F1 may apply. */
   createRetried: boolean;
+  /** Created encrypted: no disk may hold its blocks' plaintext. */
+  encrypted: boolean;
 }
 
 export class ClusterModel {
@@ -53,9 +55,9 @@ export class ClusterModel {
   /** Invariant breaks seen outside a quiesce (record history), failed at the next step. */
   readonly violations: string[] = [];
 
-  addVolume(name: string, sizeBlocks: number, replicas: number): VolumeModel {
+  addVolume(name: string, sizeBlocks: number, replicas: number, encrypted = false): VolumeModel {
     const v: VolumeModel = {
-      name, tag: volumeTag(name), sizeBlocks, replicas, snapshots: [], busy: new Set(), inflight: 0, snapshotsTaken: 0, snapshotting: false, created: false, createRetried: false,
+      name, tag: volumeTag(name), sizeBlocks, replicas, snapshots: [], busy: new Set(), inflight: 0, snapshotsTaken: 0, snapshotting: false, created: false, createRetried: false, encrypted,
       blocks: Array.from({ length: sizeBlocks }, () => ({ states: [], ackedBy: new Map(), ackedFloor: 0, flushFloor: 0, crashedSinceAck: false })),
     };
     this.volumes.set(name, v);

@@ -50,13 +50,15 @@ function opCreate(sim: ClusterSim): void {
   const name = `vol${sim.model.volumes.size + 1}`;
   const sizeBlocks = sim.prng.int(Math.min(8, sim.params.volumeBlocksMax), sim.params.volumeBlocksMax);
   const replicas = Math.min(sim.params.nodes, sim.prng.pick([1, 2, 2, 2, 3, 3, 3]));
-  const v = sim.model.addVolume(name, sizeBlocks, replicas);
+  const index = sim.model.volumes.size + 1;
+  const encrypted = sim.params.encrypted === 'all' || (sim.params.encrypted === 'odd' && index % 2 === 1);
+  const v = sim.model.addVolume(name, sizeBlocks, replicas, encrypted);
   const via = sim.prng.pick(up);
-  sim.note(`create ${name} (${sizeBlocks} blocks, ${replicas} replicas) via ${via.life}`);
+  sim.note(`create ${name} (${sizeBlocks} blocks, ${replicas} replicas${encrypted ? ', encrypted' : ''}) via ${via.life}`);
   sim.spawn(`create ${name}`, async () => {
     const o = await callPrimary(sim, name, `create ${name}`, async (node) => {
       try {
-        await node.cluster!.createVolume(name, sizeBlocks * BLOCK_SIZE_BYTES, replicas);
+        await node.cluster!.createVolume(name, sizeBlocks * BLOCK_SIZE_BYTES, replicas, encrypted ? { encryption: node.newDataKey(name) } : undefined);
       } catch (err) {
         // A retry after an attempt whose reply was lost finds the volume placed.
         if ((err as { code?: unknown }).code !== 'name_taken' || recordOf(sim, name) === null) throw err;

@@ -23,12 +23,19 @@ export interface ClusterParams {
   downMax: number;
   /** Client writes in flight per volume at most. */
   inflightMax: number;
+  /** Which volumes are created encrypted (each node's copy under a key of its own). */
+  encrypted: 'none' | 'odd' | 'all';
   weights: Record<ClusterOpKind, number>;
 }
 
 /** Whether a seed's control plane changes leader (etcd's lease renewal): half the seeds, apart from `prng`'s draws. */
 function leaderChangesFor(seed: number): boolean {
   return new Prng((seed ^ 0x1ead_e5ed) >>> 0).chance(0.5);
+}
+
+/** Which volumes a seed encrypts: drawn apart from `prng`'s draws, so every seed keeps the schedule it had. */
+function encryptedFor(seed: number): ClusterParams['encrypted'] {
+  return new Prng((seed ^ 0x0e4c_4e57) >>> 0).pick(['none', 'odd', 'all'] as const);
 }
 
 export function chooseClusterParams(prng: Prng, seed: number): ClusterParams {
@@ -51,6 +58,7 @@ export function chooseClusterParams(prng: Prng, seed: number): ClusterParams {
     replaceAfterMs: prng.pick([5000, 20_000, 60_000]),
     downMax: prng.int(1, Math.max(1, nodes - 2)),
     inflightMax: prng.int(1, 4),
+    encrypted: encryptedFor(seed),
     weights: {
       create: 3,
       write: 60,

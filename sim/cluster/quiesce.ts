@@ -6,7 +6,7 @@
 // data requests carried.
 import { nodeKey, type NodeRecord, type VolumeRecord } from '../../src/cluster/records.js';
 import { BLOCK_SIZE_BYTES, type Engine } from '../../src/engine/index.js';
-import { describeBlock } from './block-content.js';
+import { decodeBlock, describeBlock } from './block-content.js';
 import { recordOf } from './client.js';
 import { startNode } from './cluster-ops.js';
 import type { ClusterSim } from './cluster-sim.js';
@@ -59,6 +59,7 @@ export async function quiesceAndCheck(sim: ClusterSim, final: boolean): Promise<
     }
     await checkVolume(sim, v, rec);
   }
+  checkNoPlaintext(sim);
   if (final) {
     for (const n of sim.upNodes()) {
       const report = await sim.clock.run(n.pool!.check(), CONVERGE_MS_MAX, `check of ${n.name}`);
@@ -66,6 +67,22 @@ export async function quiesceAndCheck(sim: ClusterSim, final: boolean): Promise<
     }
   }
   sim.note('  quiesce: invariants hold');
+}
+
+/**
+ * No disk holds a block an encrypted volume was written with: every node (running or not) stores its
+ * copies as ciphertext, whatever crashes, rebuilds and replacements happened (the stream carries
+ * plaintext; each member encrypts what it stores).
+ */
+function checkNoPlaintext(sim: ClusterSim): void {
+  const encrypted = new Map([...sim.model.volumes.values()].filter((v) => v.encrypted).map((v) => [v.tag, v.name]));
+  if (encrypted.size === 0) return;
+  for (const n of sim.nodes) {
+    for (const b of n.device.storedBlocks()) {
+      const d = decodeBlock(n.device.peek(b));
+      if (d.kind === 'write' && encrypted.has(d.volTag)) sim.fail(`${n.name}'s disk holds plaintext of encrypted volume ${encrypted.get(d.volTag)} at block ${b} (${d.block} v${d.version})`);
+    }
+  }
 }
 
 /** '' when every record has all its members in sync on their nodes' current incarnations. */

@@ -5,7 +5,9 @@ import { Prng } from '../../src/engine/device/prng.js';
 import { SimDevice, type CrashMode } from '../../src/engine/device/sim-device.js';
 import { createPool, openPool, checkPool } from '../../src/engine/pool.js';
 import type { Engine } from '../../src/engine/index.js';
-import { startClusterNode, type ClusterNode } from '../../src/cluster/node.js';
+import { startClusterNode, type ClusterDataKeys, type ClusterNode } from '../../src/cluster/node.js';
+import type { DataKey } from '../../src/engine/index.js';
+import { simDataKey, simUnwrap } from './sim-keys.js';
 import type { MemKv } from './mem-kv.js';
 import type { SimNetwork } from './sim-network.js';
 import type { SimClock } from './sim-clock.js';
@@ -36,6 +38,9 @@ export class SimNode {
   private markDead: () => void = () => undefined;
   private readonly env: SimNodeEnv;
   private readonly prng: Prng;
+  /** Data keys this node made (numbers them, so each is new). */
+  private keysMade = 0;
+  private readonly dataKeys: ClusterDataKeys = { newDataKey: (vol) => Promise.resolve(this.newDataKey(vol)), refusal: () => null };
 
   constructor(env: SimNodeEnv, name: string, zone: string | null, prng: Prng) {
     this.env = env;
@@ -46,6 +51,9 @@ export class SimNode {
   }
 
   get up(): boolean { return this.cluster !== null; }
+
+  /** A fresh data key of this node's (for an encrypted volume's copy here). */
+  newDataKey(vol: string): DataKey { return simDataKey(this.name, vol, ++this.keysMade); }
 
   /** "n2.3": this node in its third life (acknowledgements are kept per life). */
   get life(): string { return `${this.name}.${this.incarnation}`; }
@@ -62,6 +70,8 @@ export class SimNode {
           report.problems.slice(0, 4).map((p) => p.message).join('; '));
       }
       this.pool = await openPool(this.device, poolOptions);
+      // As the daemon's key manager does at start: every copy's data key back in memory.
+      for (const k of this.pool.listKeys()) if (k.locked) this.pool.unlockKey(k.keyId, simUnwrap(k.wrapped[0]!));
     }
     this.incarnation++;
     this.died = new Promise((resolve) => { this.markDead = resolve; });
@@ -83,6 +93,7 @@ export class SimNode {
         checkpointIntervalMs: 0,
         replaceAfterMs: params.replaceAfterMs,
         defaultReplicas: 2,
+        dataKeys: this.dataKeys,
         log: (event, fields) => { trace?.(`      [${life} @${Math.round(clock.nowMs() % 10_000_000)}] ${event} ${JSON.stringify(fields)}`); },
       }), 30_000, `start of ${this.name}`);
     } catch (err) {

@@ -2,7 +2,7 @@
 // `admin` request when called elsewhere): create (placement), snapshots and checkpoints in the
 // stream (barrier, local, members), delete-snapshot, resize, revert, clone, delete, and flush.
 import {
-  InvalidArgument, NameTaken, VolumeNotFound, CairnError,
+  InvalidArgument, IoError, NameTaken, VolumeNotFound, CairnError,
   type SnapshotCreateOptions, type SnapshotInfo, type VolumeCreateOptions, type VolumeInfo,
 } from '../engine/index.js';
 import type { ReplReply } from './messages.js';
@@ -117,9 +117,11 @@ export class Catalog {
         return `no answer: ${err instanceof Error ? err.message : String(err)}`;
       }
     }));
+    // Asking took time: a node that went down meanwhile is no candidate any more (its record names no incarnation).
+    const gone = (c: C): boolean => n.nodeAlive(c.name) === null;
     return {
-      able: candidates.filter((_, i) => answers[i] === null),
-      refusals: candidates.flatMap((c, i) => answers[i] === null ? [] : [`${c.name}: ${answers[i]}`]),
+      able: candidates.filter((c, i) => answers[i] === null && !gone(c)),
+      refusals: candidates.flatMap((c, i) => answers[i] !== null ? [`${c.name}: ${answers[i]}`] : gone(c) ? [`${c.name}: went down`] : []),
     };
   }
 
@@ -148,6 +150,9 @@ export class Catalog {
       // The caller's data key serves when this node is primary; another primary makes its own.
       if (encrypted && chosen.includes(n.self)) chosen = [n.self, ...chosen.filter((c) => c !== n.self)];
     }
+    // This node itself (an encrypted volume's one copy) may have lost its node record (its lease lapsed).
+    const away = chosen.find((c) => n.nodeAlive(c) === null);
+    if (away !== undefined) throw new IoError(`node ${away} is not registered in the cluster now (its lease lapsed?): try again`);
     const record: VolumeRecord = {
       name, sizeBytes, replicas, minInSync: defaultMinInSync(replicas), epoch: 1, primary: chosen[0]!,
       members: chosen.map((node) => ({ node, state: 'in-sync' as const, incarnation: n.nodeAlive(node)!.incarnation })),
