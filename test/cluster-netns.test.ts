@@ -6,7 +6,8 @@
 // CAIRN_NETNS_SEED replays a schedule; CAIRN_NETNS_STEPS runs a longer one, CAIRN_NETNS_NODES (3..5) on more nodes.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -184,7 +185,10 @@ test(`cluster: seeded faults against ${nodeCount} nodes + 3 etcd members; flushe
   await withNetwork(t, { nodes: nodeCount, etcdMembers: 3 }, async (net) => {
     const etcd = new EtcdCluster(net);
     await etcd.waitHealthy(30_000);
-    const nodes = new CairnNodes(net, { cluster: etcd.endpoints.join(',') });
+    // A cluster secret, as production runs: the replication links are TLS-PSK through every fault below.
+    const secretFile = join(net.opts.dir, 'cluster.secret');
+    writeFileSync(secretFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    const nodes = new CairnNodes(net, { cluster: etcd.endpoints.join(','), secretFile });
     await nodes.startAll();
     await nodes.waitNodesAlive('n1');
     await nodes.createVolume('n1', 'vol', 64 << 20, 3);

@@ -68,14 +68,16 @@ interface Replica { node: string; state: string; primary: boolean }
 export class CairnNodes {
   readonly nodes: CairnNode[];
 
-  constructor(readonly net: TestNetwork, opts: { cluster: string | null }) {
+  /** `secretFile`: a cluster secret every node holds (the replication link then runs in TLS-PSK). */
+  constructor(readonly net: TestNetwork, opts: { cluster: string | null; secretFile?: string }) {
     this.nodes = net.nodes.map((host) => {
       const dir = join(net.opts.dir, host.name);
       mkdirSync(dir, { recursive: true });
       const pool = join(dir, 'cairn.pool');
       const argv = [process.execPath, cairnBin, 'serve', '--pool', pool, '--pool-size', '2G',
         '--api', `${host.ip}:${API_PORT}`, '--nbd', `${host.ip}:${NBD_PORT}`, '--log-format', 'json',
-        ...(opts.cluster === null ? [] : ['--cluster', opts.cluster, '--node', host.name, '--advertise', host.ip])];
+        ...(opts.cluster === null ? [] : ['--cluster', opts.cluster, '--node', host.name, '--advertise', host.ip]),
+        ...(opts.secretFile === undefined ? [] : ['--cluster-secret-file', opts.secretFile])];
       const proc = net.spawn(host, `cairn-${host.name}`, argv);
       return { host, pool, proc, api: `http://${host.ip}:${API_PORT}`, nbd: `nbd://${host.ip}:${NBD_PORT}` };
     });
