@@ -36,7 +36,12 @@ test('the cluster manifests: the replicated class passes the validator, storage 
   const ds = docs.find((d) => d.kind === 'DaemonSet')!;
   const args: string[] = ds.spec.template.spec.containers[0].args;
   assert.equal(args[0], 'serve');
-  for (const flag of ['--cluster=', '--node=', '--advertise=']) assert.ok(args.some((a) => a.startsWith(flag)), flag);
+  for (const flag of ['--cluster=', '--node=', '--advertise=', '--cluster-secret-file=']) assert.ok(args.some((a) => a.startsWith(flag)), flag);
+  // The secret file is the mounted Secret's key.
+  const secretPath = args.find((a) => a.startsWith('--cluster-secret-file='))!.slice('--cluster-secret-file='.length);
+  const mount = ds.spec.template.spec.containers[0].volumeMounts.find((m: { mountPath: string }) => secretPath.startsWith(`${m.mountPath}/`));
+  const volume = ds.spec.template.spec.volumes.find((v: { name: string }) => v.name === mount?.name);
+  assert.equal(volume?.secret?.secretName, 'cairn-cluster-secret');
   const etcd = docs.find((d) => d.kind === 'StatefulSet' && d.metadata.name === 'cairn-etcd')!;
   assert.equal(etcd.spec.replicas, 3);
   const endpoints = args.find((a) => a.startsWith('--cluster='))!.slice('--cluster='.length).split(',');
