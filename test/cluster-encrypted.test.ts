@@ -16,12 +16,16 @@ function plaintext(i: number): Buffer { return Buffer.from(`${MARKER}-${i}|`.rep
 /** Data keys as a node's key manager would make them: the "wrap" names the node, so a copy's key tells where it was made. */
 class TestKeys {
   readonly issued: string[] = [];
+  /** Every data key made here, by volume (the newest last): what a key manager would unwrap at unlock. */
+  readonly deks = new Map<string, Buffer[]>();
   constructor(private readonly node: string, public kek = true) {}
   readonly api: ClusterDataKeys = {
     newDataKey: (vol) => {
       if (!this.kek) return Promise.reject(new Error(`no KEK on ${this.node}`));
       this.issued.push(vol);
-      return Promise.resolve(this.key());
+      const k = this.key();
+      this.deks.set(vol, [...(this.deks.get(vol) ?? []), k.dek]);
+      return Promise.resolve(k);
     },
     refusal: () => (this.kek ? null : `tenant default has no key-encryption key on ${this.node}`),
   };
@@ -156,6 +160,39 @@ test('a clone of an encrypted volume is encrypted on every member; a replacement
     assert.deepEqual(keyNodes(h, spare, 'v'), [spare]);
     assert.ok(keys.get(spare)!.issued.includes('v'), 'the spare made its own data key');
     assert.equal(diskHoldsPlaintext(h, spare), false);
+  } finally {
+    await h.close();
+  }
+});
+
+test('a member whose copy is locked (its KEK away) is dropped, writes go on, and it is rebuilt once its key is back', async () => {
+  const { h, keys } = await cluster(45, ['n1', 'n2', 'n3']);
+  try {
+    const n1 = h.get('n1').node;
+    await h.run(n1.engine.createReplicated('v', 1 << 20, 2, { encryption: keys.get('n1')!.key() }));
+    const rec = n1.volume('v')!;
+    const p = rec.primary;
+    const m = rec.members.find((x) => x.node !== p)!.node;
+    await h.write(p, 'v', 0, plaintext(1));
+    // The member's KEK goes away: its copy's data key leaves memory (what a restart without the KEK leaves).
+    const local = h.get(m).local;
+    const slot = local.listKeys().find((k) => k.members.includes('v'))!;
+    local.lockKey(slot.keyId);
+    keys.get(m)!.kek = false;
+    await h.write(p, 'v', 4096, plaintext(2));
+    const dropped = h.get(p).node.volume('v')!;
+    assert.notEqual(dropped.members.find((x) => x.node === m)!.state, 'in-sync', 'the locked member was dropped');
+    assert.ok(dropped.epoch > rec.epoch, 'the drop bumped the epoch');
+    await h.write(p, 'v', 8192, plaintext(3));
+    await h.advance(5000);
+    assert.notEqual(h.get(p).node.volume('v')!.members.find((x) => x.node === m)!.state, 'in-sync', 'no rebuild into a locked copy');
+    // The KEK is back (the key manager's retry unlocks the copy): the next rebuild attempt brings it in sync.
+    keys.get(m)!.kek = true;
+    if (local.listKeys().some((k) => k.keyId === slot.keyId && k.locked)) local.unlockKey(slot.keyId, keys.get(m)!.deks.get('v')!.at(-1)!);
+    await h.clock.runUntil(() => h.get(p).node.volume('v')!.members.every((x) => x.state === 'in-sync'), 60_000, 'rebuild after unlock');
+    await h.idle();
+    assert.deepEqual(await h.readLocal(m, 'v', 0, 3 * 4096), Buffer.concat([plaintext(1), plaintext(2), plaintext(3)]));
+    assert.equal(diskHoldsPlaintext(h, m), false);
   } finally {
     await h.close();
   }
