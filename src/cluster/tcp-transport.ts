@@ -260,9 +260,9 @@ export class TcpTransport implements Transport {
       }, (socket) => this.accept(socket));
       // A stranger without the secret fails here, before any frame is read.
       this.server.on('tlsClientError', (error, socket) => this.log('repl_connection_dropped', { remote: `${socket.remoteAddress}:${socket.remotePort}`, peer: null, reason: `tls: ${error.message}` }));
+      // accept() counts connections once their handshake is done; these bound the ones still in it (a handshake costs the server work).
+      this.server.maxConnections = CONNECTIONS_INBOUND_MAX;
     }
-    // Connections still in their TLS handshake count too (a handshake costs the server work).
-    this.server.maxConnections = CONNECTIONS_INBOUND_MAX;
   }
 
   /** Starts listening; resolves with the port (useful with port 0). */
