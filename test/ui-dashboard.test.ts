@@ -17,6 +17,25 @@ const waitMs = 20_000;
 
 const node = (page: Page, name: string) => page.locator(`svg.tree g[data-name="${name}"]`);
 
+/**
+ * Types `value` into the selected node's "New name" and clicks `button`. A tree refresh (after the
+ * previous action) that lands between the two mounts the actions form anew, empty, and its button
+ * stays disabled: seen on a loaded CI machine, the clone of the next step then waited 30 s for a
+ * button nothing would enable. So the name is typed again until the button takes it.
+ */
+async function nameAndClick(page: Page, target: string, value: string, button: string): Promise<void> {
+  const form = page.getByRole('form', { name: `Actions on ${target}` });
+  for (let attempt = 1; ; attempt++) {
+    await form.getByLabel('New name').fill(value);
+    try {
+      await form.getByRole('button', { name: button, exact: true }).click({ timeout: 3000 });
+      return;
+    } catch (err) {
+      if (attempt >= 10) throw err;
+    }
+  }
+}
+
 async function chartLabel(page: Page, title: string): Promise<string> {
   return (await page.locator(`[data-chart="${title}"]`).getAttribute('aria-label')) ?? '';
 }
@@ -76,12 +95,10 @@ test('dashboard: static files, sign-in, lineage actions, changes, delete with su
     await qemuIo(`${d.nbd}/db`, `write -P 0xab 0 ${MiB}`);
     await page.goto(`${d.api}/ui/#/volume/db`);
     await node(page, 'db').waitFor({ timeout: waitMs });
-    await page.getByLabel('New name').fill('s1');
-    await page.getByRole('button', { name: 'Snapshot', exact: true }).click();
+    await nameAndClick(page, 'db', 's1', 'Snapshot');
     await node(page, 'db@s1').waitFor({ timeout: waitMs });
     await node(page, 'db@s1').click();
-    await page.getByLabel('New name').fill('copy');
-    await page.getByRole('button', { name: 'Clone', exact: true }).click();
+    await nameAndClick(page, 'db@s1', 'copy', 'Clone');
     await node(page, 'copy').waitFor({ timeout: waitMs });
     assert.equal(((await api('GET', '/v1/volumes/copy')).body as { origin: string }).origin, 'db@s1');
     assert.match(await node(page, 'db').textContent() ?? '', /excl .* shared /);
