@@ -106,7 +106,11 @@ async function flipDataBlock(sim: Simulator): Promise<void> {
   if (t.key !== null && plaintext.length > 0) sim.fail(`the plaintext of encrypted ${t.name}:${b} is on the device (blocks ${plaintext.join(',')})`);
   const physical = t.key === null ? plaintext : findCiphertext(sim, t, content);
   if (physical.length !== 1) return; // not (yet) on the device as one block; nothing to aim at
-  if (sim.prng.chance(0.3)) { await flipDataBlockCold(sim, t, b, content, physical[0]!); return; }
+  // The only copy in the log (an inline page of a flush, its home write still held): replay is what
+  // reads it, so that flip is tried cold.
+  const { logStartBlock, logBlocks } = (sim.e as unknown as { core: PoolCore }).core.sb;
+  const inLog = physical[0]! >= logStartBlock && physical[0]! < logStartBlock + logBlocks;
+  if (sim.prng.chance(0.3) || inLog) { await flipDataBlockCold(sim, t, b, content, physical[0]!); return; }
   const flip = sim.device.injectBitFlip(physical[0]);
   if (flip === null) return;
   sim.note(`bit flip in ${t.key === null ? '' : 'encrypted '}data block ${flip.blockNumber} bit ${flip.bitIndex} (${t.name}:${b})`);

@@ -91,7 +91,7 @@ test('growing past the span of the space map\'s radix root adds a level, and its
   // Two more levels at once (to ~64 TiB): the summaries count every new block free, also read back.
   const hugeBlocks = RADIX_FANOUT ** 3 * REFCOUNTS_PER_PAGE + 7;
   const freeHuge = reopened.stats().freeBytes + (hugeBlocks - grownBlocks) * BLOCK;
-  const reopenedDevice = reopened.core.device as SimDevice;
+  const reopenedDevice = reopened.core.device.inner as SimDevice;
   await reopenedDevice.resize(hugeBlocks);
   await reopened.growPool();
   assert.equal(reopened.core.space.array.depth, 4);

@@ -159,27 +159,35 @@ test('a newest flush whose data never became durable is discarded whole, the ear
 // newest flush after it was acknowledged made replay take the flush for a torn one and drop it whole,
 // so every write of it silently read old data. One bit off its checksum proves the block was written.
 test('a flipped bit in a data block of the acknowledged newest flush: the flush applies, that block reads checksum_error', async () => {
-  const { device, engine, id } = await newPool(7);
-  await engine.write(id, 0, pattern(50, 2 * B));
-  await engine.flush();
-  await engine.write(id, 10 * B, pattern(51, 3 * B));
-  await engine.flush();
-  const image = device.crash('clean');
-  const [pba] = image.findBlocks(pattern(51, 3 * B).subarray(B, 2 * B));
-  assert.ok(pba !== undefined);
-  image.injectBitFlip(pba, 12345);
-  const events: Events = [];
-  const e2 = await openPool(image.crash('clean'), options(events));
-  assert.ok(!events.some((e) => e.event === 'log_flush_discarded'), JSON.stringify(events.filter((e) => e.event.startsWith('log_'))));
-  const damaged = events.find((e) => e.event === 'log_data_damaged');
-  assert.deepEqual(damaged?.fields.physicalBlocks, [pba]);
-  assert.deepEqual(await e2.read(id, 0, 2 * B), pattern(50, 2 * B));
-  assert.deepEqual(await e2.read(id, 10 * B, B), pattern(51, 3 * B).subarray(0, B), 'the rest of the newest flush is there');
-  assert.deepEqual(await e2.read(id, 12 * B, B), pattern(51, 3 * B).subarray(2 * B));
-  const bad = await e2.read(id, 11 * B, B).then(() => null, (err: unknown) => err);
-  assert.ok(bad instanceof CairnError && bad.code === 'checksum_error', `the damaged block: ${String(bad)}`);
-  assert.deepEqual((await e2.check()).problems.map((p) => p.physicalBlock), [pba], 'check names the damaged block only');
-  await e2.close();
+  // 3 blocks: a lone small write, held and carried inline by its flush; 12 blocks: written home first.
+  for (const blocks of [3, 12]) {
+    const { device, engine, id } = await newPool(7);
+    await engine.write(id, 0, pattern(50, 2 * B));
+    await engine.flush();
+    const data = pattern(51, blocks * B);
+    await engine.write(id, 10 * B, data);
+    await engine.flush();
+    const vol = engine.core.catalog.byId.get(id)!;
+    const home = (await engine.core.trees.lookup(vol.root, 11, 12))[0]!.pba;
+    const image = device.crash('clean');
+    const found = image.findBlocks(data.subarray(B, 2 * B));
+    assert.equal(found.length, 1, `${blocks} blocks: one copy of the block is durable`);
+    const inLog = found[0]! >= engine.core.sb.logStartBlock && found[0]! < engine.core.sb.logStartBlock + engine.core.sb.logBlocks;
+    assert.equal(inLog, blocks === 3, `${blocks} blocks: the copy is ${inLog ? 'in the log' : 'at home'}`);
+    image.injectBitFlip(found[0]!, 12345);
+    const events: Events = [];
+    const e2 = await openPool(image.crash('clean'), options(events));
+    assert.ok(!events.some((e) => e.event === 'log_flush_discarded'), JSON.stringify(events.filter((e) => e.event.startsWith('log_'))));
+    const damaged = events.find((e) => e.event === 'log_data_damaged');
+    assert.deepEqual(damaged?.fields.physicalBlocks, [home]);
+    assert.deepEqual(await e2.read(id, 0, 2 * B), pattern(50, 2 * B));
+    assert.deepEqual(await e2.read(id, 10 * B, B), data.subarray(0, B), 'the rest of the newest flush is there');
+    assert.deepEqual(await e2.read(id, 12 * B, (blocks - 2) * B), data.subarray(2 * B));
+    const bad = await e2.read(id, 11 * B, B).then(() => null, (err: unknown) => err);
+    assert.ok(bad instanceof CairnError && bad.code === 'checksum_error', `the damaged block: ${String(bad)}`);
+    assert.deepEqual((await e2.check()).problems.map((p) => p.physicalBlock), [home], 'check names the damaged block only');
+    await e2.close();
+  }
 });
 
 test('a flipped bit in the newest flush\'s log block (content or checksum field) refuses the pool; rewind discards that flush', async () => {
@@ -190,7 +198,8 @@ test('a flipped bit in the newest flush\'s log block (content or checksum field)
     await engine.write(id, B, pattern(61, B));
     await engine.flush();
     const image = device.crash('clean');
-    image.injectBitFlip(engine.core.sb.logStartBlock + 1, bitIndex); // flushes are log blocks 0 and 1
+    // Each flush is a log block and its write's data inline after it: the second flush's block is 2.
+    image.injectBitFlip(engine.core.sb.logStartBlock + 2, bitIndex);
     const refused = await openPool(image.crash('clean'), options()).then(() => null, (err: unknown) => err);
     assert.ok(refused instanceof CairnError && refused.code === 'log_damaged', `bit ${bitIndex}: ${String(refused)}`);
     assert.match(refused.message, /flipped bit/);
@@ -213,7 +222,8 @@ test('damage to a log block before a later whole flush refuses the pool (log_dam
   await engine.write(id, 2 * B, pattern(42, B));
   await engine.flush();
   const image = device.crash('clean');
-  const second = engine.core.sb.logStartBlock + 1; // the log restarted at its tail 0: flushes are blocks 0, 1, 2
+  // The log restarted at its tail 0: each flush is a log block and its inline page, at 0, 2 and 4.
+  const second = engine.core.sb.logStartBlock + 2;
   image.injectBitFlip(second, 100);
   await engine.close();
   const refused = await openPool(image.crash('clean'), options()).then(() => null, (err: unknown) => err);

@@ -3,9 +3,10 @@
 // (style.md "one pwrite for many redirected 4 KiB blocks"). A lone write goes out at once. At most
 // WRITES_IN_FLIGHT_MAX device writes run at a time: a buffered write holds the file's inode lock, so
 // more of them in the thread pool only spin on it (perf showed 8 % of the process in rwsem spinning),
-// while writes that wait meanwhile merge into larger ones.
-import { DEVICE_IO_BLOCKS_MAX, BLOCK_SIZE_BYTES, DATA_WRITES_IN_FLIGHT_MAX as WRITES_IN_FLIGHT_MAX } from './constants.js';
-import type { Device } from './device/device.js';
+// while writes that wait meanwhile merge into larger ones. A lone small write is held in memory instead
+// (deferred-data.ts): a flush that follows carries it in its log round, one contiguous write.
+import { DEVICE_IO_BLOCKS_MAX, BLOCK_SIZE_BYTES, DATA_WRITES_IN_FLIGHT_MAX as WRITES_IN_FLIGHT_MAX, DEFERRED_WRITE_BLOCKS_MAX } from './constants.js';
+import type { DeferredData } from './deferred-data.js';
 import { assert, fail } from './errors.js';
 
 interface Pending { pba: number; buffers: Buffer[]; blocks: number; resolve: () => void; reject: (err: unknown) => void }
@@ -16,15 +17,17 @@ export class BlockWriter {
   private inFlight = 0;
 
   /** `writersActive` tells how many writes are under way: with company, a write waits to be batched. */
-  constructor(private readonly device: Device, private readonly writersActive: () => number) {}
+  constructor(private readonly device: DeferredData, private readonly writersActive: () => number, private readonly mayHold: () => boolean) {}
 
   /** Writes the concatenation of `buffers` (whole blocks) at `pba`. */
   write(pba: number, buffers: Buffer[]): Promise<void> {
     // Data goes only past the superblocks, as whole blocks (gather.ts cuts payloads at block bounds).
     if (!(pba >= 2 && buffers.length > 0)) fail(`data write of ${buffers.length} buffers at block ${pba}`);
-    if (this.inFlight === 0 && !this.scheduled && this.writersActive() <= 1) return this.issue(pba, buffers);
     let bytes = 0;
     for (const b of buffers) bytes += b.length;
+    if (this.inFlight === 0 && !this.scheduled && this.writersActive() <= 1) {
+      return bytes <= DEFERRED_WRITE_BLOCKS_MAX * BLOCK_SIZE_BYTES && this.mayHold() ? this.device.hold(pba, buffers) : this.issue(pba, buffers);
+    }
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ pba, buffers, blocks: bytes / BLOCK_SIZE_BYTES, resolve, reject });
       if (!this.scheduled) {
@@ -38,10 +41,8 @@ export class BlockWriter {
     assert(buffers.length > 0 && this.inFlight >= 0, 'a device write of some buffers, in-flight writes counted');
     this.inFlight++;
     try {
-      const device = this.device as Device & { writev?: (block: number, bufs: Buffer[]) => Promise<void> };
-      if (buffers.length === 1) await device.write(pba, buffers[0]!);
-      else if (device.writev) await device.writev(pba, buffers);
-      else await device.write(pba, Buffer.concat(buffers));
+      if (buffers.length === 1) await this.device.write(pba, buffers[0]!);
+      else await this.device.writev(pba, buffers);
     } finally {
       this.inFlight--;
       if (this.pending.length > 0 && !this.scheduled) this.flushBatch();

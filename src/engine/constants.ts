@@ -299,6 +299,16 @@ export const LOG_COMMIT_FILL_FRACTION = 0.5;
  */
 export const LOG_ROUND_BLOCKS_MAX = 256;
 /** Damaged data blocks of a replayed flush that its `log_data_damaged` event lists; the rest are counted only by check. */
+/**
+ * Lone writes of at most this many blocks are held in memory (deferred-data.ts) and go into the next
+ * flush's log round as inline pages (ZFS: zfs_immediate_write_sz, 32 KiB); larger ones go home at once.
+ */
+export const DEFERRED_WRITE_BLOCKS_MAX = 8;
+/** Held blocks beyond this are drained home without waiting for a commit (memory bound, 4 MiB). */
+export const DEFERRED_DATA_BLOCKS_MAX = 1024;
+export const DEFERRED_DRAIN_WRITES_IN_FLIGHT = 4;
+/** Inline pages one log round carries at most; held blocks past it go home before the round's sync. */
+export const LOG_INLINE_BLOCKS_MAX = 64;
 export const LOG_DAMAGED_BLOCKS_LISTED_MAX = 64;
 /** Count pages searched for a free run to hold the log when an older pool is upgraded (~16 GiB of blocks). */
 export const LOG_REGION_SCAN_PAGES_MAX = 4096;

@@ -1,7 +1,9 @@
 // The intent log's on-disk blocks: a 64-byte header (magic, crc32c of the whole block, sequence
 // number, the first sequence number of the flush that wrote it, whether it ends that flush, the pool's
-// uuid) and records of mapping changes, each whole inside one block. Layout in ARCHITECTURE.md,
-// "Intent log". Encoding is checked before write, decoding returns null for anything not a whole,
+// uuid) and records of mapping changes, each whole inside one block. A flush that carries data inline
+// (deferred-data.ts) writes its blocks in format 2, one of them holding the inline index: a record of
+// volume 0 mapping page positions [0, n) to data blocks; its n pages follow the flush's last block.
+// Layout in ARCHITECTURE.md, "Intent log". Encoding is checked before write, decoding returns null for anything not a whole,
 // valid block of this pool at this place.
 import { crc32c } from '@node-rs/crc32';
 import {
@@ -12,6 +14,10 @@ import { assert, fail } from './errors.js';
 import { isOneBitApart, singleBitFlipOf } from './crc-syndrome.js';
 
 const LOG_FORMAT = 1;
+/** Blocks of a flush with inline pages: a reader that knows only format 1 stops there, never misreads pages. */
+const LOG_FORMAT_INLINE = 2;
+/** The volume id of the inline index record (volume ids start at 1). */
+export const INLINE_INDEX_VOLUME = 0;
 const FLAG_FLUSH_END = 1;
 const OFFSET_MAGIC = 0, OFFSET_CRC = 4, OFFSET_FORMAT = 8, OFFSET_FLAGS = 10, OFFSET_RECORDS = 12;
 const OFFSET_SEQ = 16, OFFSET_FIRST_SEQ = 24, OFFSET_UUID = 32, OFFSET_USED = 48;
@@ -87,11 +93,11 @@ export class OpenLogBlock {
   }
 
   /** Writes the header: the block is `seq` of a flush that began at `firstSeq`. */
-  seal(seq: number, firstSeq: number, flushEnd: boolean, uuid: Buffer): Buffer {
+  seal(seq: number, firstSeq: number, flushEnd: boolean, uuid: Buffer, format: 'plain' | 'inline'): Buffer {
     assert(firstSeq <= seq && this.records <= 0xffff && uuid.length === 16, 'a sealed block of its flush');
     const buf = this.buf, view = this.view;
     buf.writeUInt32LE(LOG_MAGIC, OFFSET_MAGIC);
-    buf.writeUInt16LE(LOG_FORMAT, OFFSET_FORMAT);
+    buf.writeUInt16LE(format === 'inline' ? LOG_FORMAT_INLINE : LOG_FORMAT, OFFSET_FORMAT);
     buf.writeUInt16LE(flushEnd ? FLAG_FLUSH_END : 0, OFFSET_FLAGS);
     buf.writeUInt16LE(this.records, OFFSET_RECORDS);
     setU64(view, OFFSET_SEQ, seq);
@@ -119,7 +125,8 @@ export function recordBytes(entries: readonly LeafEntry[], from: number, to: num
  */
 export function decodeLogBlock(buf: Buffer, position: number, regionBlocks: number, uuid: Buffer): LogBlock | null {
   assert(buf.length === BLOCK_SIZE_BYTES && position >= 0 && position < regionBlocks, 'one block of the region');
-  if (buf.readUInt32LE(OFFSET_MAGIC) !== LOG_MAGIC || buf.readUInt16LE(OFFSET_FORMAT) !== LOG_FORMAT) return null;
+  const format = buf.readUInt16LE(OFFSET_FORMAT);
+  if (buf.readUInt32LE(OFFSET_MAGIC) !== LOG_MAGIC || (format !== LOG_FORMAT && format !== LOG_FORMAT_INLINE)) return null;
   const stored = buf.readUInt32LE(OFFSET_CRC);
   const copy = Buffer.from(buf);
   copy.writeUInt32LE(0, OFFSET_CRC);
@@ -137,7 +144,7 @@ export function decodeLogBlock(buf: Buffer, position: number, regionBlocks: numb
     };
     const n = view.getUint16(at + 32, true);
     at += LOG_RECORD_FIXED_BYTES;
-    if (!(rec.startLba < rec.endLba)) return null;
+    if (!(rec.startLba < rec.endLba) || (rec.volumeId === INLINE_INDEX_VOLUME && format !== LOG_FORMAT_INLINE)) return null;
     let cursor = rec.startLba;
     for (let i = 0; i < n; i++) {
       if (at + LOG_ENTRY_FIXED_BYTES > used) return null;

@@ -9,18 +9,23 @@
 // written whole, so it is damage too, even in the newest flush: a log block so damaged refuses the pool
 // the same way; a data block so damaged lets its flush apply, and reading it answers checksum_error.
 // Records are validated (volume, range, transaction, and that every block they name is free in the
-// committed state) and applied through the normal tree edit.
+// committed state) and applied through the normal tree edit. A flush's inline pages (data held in
+// memory when it was written, deferred-data.ts) follow its last block; they are checked against the
+// checksums of its inline index and written to their blocks before the records apply.
 import { BLOCK_SIZE_BYTES, DEVICE_IO_BLOCKS_MAX, FIRST_FREE_BLOCK, LOG_DAMAGED_BLOCKS_LISTED_MAX, SUPERBLOCK_MIRROR_SLOTS } from './constants.js';
 import type { PoolCore } from './pool.js';
-import { decodeLogBlock, decodeOneBitDamagedLogBlock, uuidBytes, type LogBlock, type LogRecord } from './intent-log-format.js';
+import { INLINE_INDEX_VOLUME, decodeLogBlock, decodeOneBitDamagedLogBlock, uuidBytes, type LogBlock, type LogRecord } from './intent-log-format.js';
 import { RecordKind, FLAG_DELETED } from './catalog.js';
 import type { Run } from './space-map.js';
 import { blockChecksums } from './checksum.js';
 import { singleBitFlipOf } from './crc-syndrome.js';
 import { LogDamaged, PoolCorrupt, asIoError, assert, fail } from './errors.js';
 
-/** A flush as found in the log: its blocks in order. */
-interface Flush { firstSeq: number; blocks: LogBlock[] }
+/** A data block's content carried inline by a flush. */
+interface InlinePage { pba: number; page: Buffer; crc: number }
+
+/** A flush as found in the log: its blocks in order, and the pages it carried inline. */
+interface Flush { firstSeq: number; blocks: LogBlock[]; inline: InlinePage[] }
 
 export interface LogScan {
   /** Whole flushes from the tail, in order, to apply. */
@@ -43,6 +48,8 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
   assert(size > 0 && start >= FIRST_FREE_BLOCK && start + size <= core.sb.totalBlocks, 'the superblock names a log region inside the pool');
   const uuid = uuidBytes(core.sb.poolUuid);
   const blocks: Array<LogBlock | null> = new Array<LogBlock | null>(size).fill(null);
+  /** Each position's content as read (an inline page is no log block). */
+  const raw: Buffer[] = new Array<Buffer>(size);
   /** Blocks of this log (at or past the tail) that were written whole and then had one bit flipped. */
   const damagedSeqs: number[] = [];
   let maxSeq = -1;
@@ -51,11 +58,12 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
     const buf = Buffer.allocUnsafe(n * BLOCK_SIZE_BYTES);
     try { await core.device.read(start + at, buf); } catch (err) { throw asIoError(err, `reading the intent log at block ${start + at} failed`); }
     for (let i = 0; i < n; i++) {
-      const raw = buf.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES);
-      const block = decodeLogBlock(raw, at + i, size, uuid);
+      const page = buf.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES);
+      raw[at + i] = page;
+      const block = decodeLogBlock(page, at + i, size, uuid);
       blocks[at + i] = block;
       if (block) maxSeq = Math.max(maxSeq, block.seq);
-      const damaged = block ? null : decodeOneBitDamagedLogBlock(raw, at + i, size, uuid);
+      const damaged = block ? null : decodeOneBitDamagedLogBlock(page, at + i, size, uuid);
       if (damaged && damaged.seq >= tail) {
         damagedSeqs.push(damaged.seq);
         maxSeq = Math.max(maxSeq, damaged.seq);
@@ -65,15 +73,23 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
   const flushes: Flush[] = [];
   let current: Flush | null = null;
   let seq = tail;
-  for (; seq < tail + size; seq++) {
+  while (seq < tail + size) {
     const b = blocks[seq % size];
     if (!b || b.seq !== seq) break;
     if (current === null) {
       if (b.firstSeq !== seq) break; // not the start of a flush: the tail's block was written over
-      current = { firstSeq: seq, blocks: [] };
+      current = { firstSeq: seq, blocks: [], inline: [] };
     } else if (b.firstSeq !== current.firstSeq) break;
     current.blocks.push(b);
-    if (b.flushEnd) { flushes.push(current); current = null; }
+    seq++;
+    if (b.flushEnd) {
+      const pages = inlinePagesOf(current, seq, size, raw);
+      if (pages === null) break; // its pages would run past the region: never written whole
+      current.inline = pages;
+      seq += pages.length;
+      flushes.push(current);
+      current = null;
+    }
   }
   const end = current ? current.firstSeq : seq;
   let discarded: string | null = current ? `flush at log block ${current.firstSeq} is incomplete (${current.blocks.length} blocks whole, torn at ${seq})` : null;
@@ -116,7 +132,34 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
     }
   }
   const foundPastTail = maxSeq >= tail;
-  return { flushes, nextSeq: Math.max(tail, maxSeq + 1), foundPastTail, discarded };
+  return { flushes, nextSeq: Math.max(tail, maxSeq + 1, seq), foundPastTail, discarded };
+}
+
+/**
+ * The pages a whole flush carried inline (positions from `seq` on), by its index; null when they would
+ * run past the region. An index that passed its block's checksum but breaks its layout, or names a
+ * block no record of its flush maps, is corruption: writing such a page would overwrite live data.
+ */
+function inlinePagesOf(flush: Flush, seq: number, size: number, raw: Buffer[]): InlinePage[] | null {
+  const records = flush.blocks.flatMap((b) => b.records);
+  const indexes = records.filter((r) => r.volumeId === INLINE_INDEX_VOLUME);
+  if (indexes.length === 0) return [];
+  const index = indexes[0]!;
+  const count = index.endLba;
+  if (indexes.length > 1 || index.startLba !== 0) throw new PoolCorrupt(`intent log flush at block ${flush.firstSeq} has a malformed inline index`);
+  if (seq + count > flush.firstSeq + size) return null;
+  const named = new Set<number>();
+  for (const r of records) if (r.volumeId !== INLINE_INDEX_VOLUME) for (const e of r.entries) for (let k = 0; k < e.lengthBlocks; k++) named.add(e.pba + k);
+  const pages: InlinePage[] = [];
+  for (const e of index.entries) {
+    if (e.lba !== pages.length) throw new PoolCorrupt(`intent log flush at block ${flush.firstSeq}: its inline index skips page ${pages.length}`);
+    for (let k = 0; k < e.lengthBlocks; k++) {
+      if (!named.has(e.pba + k)) throw new PoolCorrupt(`intent log flush at block ${flush.firstSeq} carries block ${e.pba + k} inline, which none of its records maps`);
+      pages.push({ pba: e.pba + k, page: raw[(seq + pages.length) % size]!, crc: e.crcs[k]! });
+    }
+  }
+  if (pages.length !== count) throw new PoolCorrupt(`intent log flush at block ${flush.firstSeq}: its inline index covers ${pages.length} of ${count} pages`);
+  return pages;
 }
 
 /**
@@ -127,8 +170,18 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
 async function checkFlushData(core: PoolCore, flush: Flush): Promise<{ torn: string | null; damaged: number[] }> {
   assert(flush.blocks.length > 0, 'a flush has blocks');
   const damaged: number[] = [];
+  const inline = new Set<number>();
+  const pageCrcs = new Uint32Array(1);
+  for (const p of flush.inline) {
+    inline.add(p.pba);
+    blockChecksums(p.page, pageCrcs, 0);
+    if (pageCrcs[0] === p.crc) continue;
+    if (singleBitFlipOf(p.crc, pageCrcs[0]!) === null) return { torn: `inline page of block ${p.pba}`, damaged };
+    if (damaged.length < LOG_DAMAGED_BLOCKS_LISTED_MAX) damaged.push(p.pba);
+  }
   for (const block of flush.blocks) {
     for (const rec of block.records) {
+      if (rec.volumeId === INLINE_INDEX_VOLUME) continue;
       for (const e of rec.entries) {
         if (!(e.pba >= FIRST_FREE_BLOCK && e.pba + e.lengthBlocks <= core.sb.totalBlocks)) return { torn: `block ${e.pba} outside the pool`, damaged };
         const buf = Buffer.allocUnsafe(e.lengthBlocks * BLOCK_SIZE_BYTES);
@@ -136,7 +189,8 @@ async function checkFlushData(core: PoolCore, flush: Flush): Promise<{ torn: str
         const crcs = new Uint32Array(e.lengthBlocks);
         blockChecksums(buf, crcs, 0);
         for (let i = 0; i < e.lengthBlocks; i++) {
-          if (crcs[i] === e.crcs[i]) continue;
+          // An inline block was checked above, by its page (its home block was written later, if at all).
+          if (crcs[i] === e.crcs[i] || inline.has(e.pba + i)) continue;
           if (singleBitFlipOf(e.crcs[i]!, crcs[i]!) === null) return { torn: `block ${e.pba + i}`, damaged };
           if (damaged.length < LOG_DAMAGED_BLOCKS_LISTED_MAX) damaged.push(e.pba + i);
         }
@@ -146,7 +200,12 @@ async function checkFlushData(core: PoolCore, flush: Flush): Promise<{ torn: str
   return { torn: null, damaged };
 }
 
-export interface ReplayResult { flushes: number; records: number; skipped: number }
+export interface ReplayResult { flushes: number; records: number; skipped: number; inlinePages: number }
+
+/** The block's records of mapping changes (its inline index, if any, left out). */
+function changes(block: LogBlock): LogRecord[] {
+  return block.records.filter((r) => r.volumeId !== INLINE_INDEX_VOLUME);
+}
 
 /**
  * Applies the scanned flushes in one mutation (no commit can start half-way: the caller attached the
@@ -154,22 +213,27 @@ export interface ReplayResult { flushes: number; records: number; skipped: numbe
  * runs on the pool (open).
  */
 export async function applyIntentLog(core: PoolCore, scan: LogScan): Promise<ReplayResult> {
-  const result: ReplayResult = { flushes: scan.flushes.length, records: 0, skipped: 0 };
+  const result: ReplayResult = { flushes: scan.flushes.length, records: 0, skipped: 0, inlinePages: 0 };
   if (scan.flushes.length === 0) return result;
   await core.mutate(async () => {
     // Every block the records name is reserved before the first edit: an edit allocates tree nodes,
     // and the allocator must not hand one of those blocks out (it holds data a later record maps).
     const runs: Run[] = [];
     try {
-      for (const flush of scan.flushes) for (const block of flush.blocks) for (const rec of block.records) await reserveNamed(core, rec, block.seq, runs);
-      for (const flush of scan.flushes) for (const block of flush.blocks) for (const rec of block.records) {
+      for (const flush of scan.flushes) for (const block of flush.blocks) for (const rec of changes(block)) await reserveNamed(core, rec, block.seq, runs);
+      // Data before the mappings that name it; the replay's commit syncs both before its superblock.
+      for (const flush of scan.flushes) for (const p of flush.inline) {
+        try { await core.device.write(p.pba, p.page); } catch (err) { throw asIoError(err, `writing data block ${p.pba} from the intent log failed`); }
+        result.inlinePages++;
+      }
+      for (const flush of scan.flushes) for (const block of flush.blocks) for (const rec of changes(block)) {
         if (await applyRecord(core, rec, block.seq)) result.records++; else result.skipped++;
       }
     } finally {
       if (runs.length > 0) core.space.unreserve(runs);
     }
   });
-  assert(result.records + result.skipped > 0 || scan.flushes.every((f) => f.blocks.every((b) => b.records.length === 0)), 'every record is applied or skipped');
+  assert(result.records + result.skipped > 0 || scan.flushes.every((f) => f.blocks.every((b) => changes(b).length === 0)), 'every record is applied or skipped');
   return result;
 }
 

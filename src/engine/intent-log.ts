@@ -9,15 +9,18 @@
 // when it cleared records a flush would otherwise have written), the flush round in flight, or the next
 // round, which takes every record waiting when it starts. Rounds run one at a time, so only the newest
 // round can be torn by a power cut (replay relies on it: intent-log-replay.ts).
-import { BLOCK_SIZE_BYTES, LOG_COMMIT_FILL_FRACTION, LOG_HEADER_BYTES, LOG_RECORD_FIXED_BYTES, LOG_ROUND_BLOCKS_MAX } from './constants.js';
-import type { Device } from './device/device.js';
+import {
+  BLOCK_SIZE_BYTES, DEVICE_IO_BLOCKS_MAX, EXTENT_BLOCKS_MAX, LOG_COMMIT_FILL_FRACTION, LOG_HEADER_BYTES, LOG_INLINE_BLOCKS_MAX, LOG_RECORD_FIXED_BYTES, LOG_ROUND_BLOCKS_MAX,
+} from './constants.js';
+import type { DeferredData } from './deferred-data.js';
 import type { LeafEntry } from './format.js';
-import { OpenLogBlock, entryBytes, uuidBytes } from './intent-log-format.js';
+import { OpenLogBlock, entryBytes, recordBytes, uuidBytes } from './intent-log-format.js';
+import { blockChecksums } from './checksum.js';
 import { IoError, assert, fail } from './errors.js';
 
 /** What the log needs of its pool. */
 export interface LogHost {
-  readonly device: Device;
+  readonly device: DeferredData;
   ensureUsable(): void;
   /** A full commit (covers every switch made before it prepares). */
   commit(): Promise<void>;
@@ -48,6 +51,10 @@ export class IntentLog {
   /** The first switch whose record waits in `pending`; earlier ones are in a round or a commit. */
   private pendingFrom = 0;
   private pending: OpenLogBlock[] = [];
+  /** Runs of data blocks the pending records name, as (pba, length) pairs: held ones go inline. */
+  private pendingNamed: number[] = [];
+  /** The transaction of the newest pending record (the inline index is logged in it). */
+  private pendingTxn = 0;
   /** Records outgrew LOG_ROUND_BLOCKS_MAX: the next flush commits instead of writing them. */
   private overflowed = false;
   /** Every switch before this is in a durable commit. */
@@ -87,6 +94,8 @@ export class IntentLog {
     assert(volumeId > 0 && startLba < endLba, 'a switch of a volume\'s range');
     this.appended++;
     if (this.overflowed) return;
+    for (const e of entries) this.pendingNamed.push(e.pba, e.lengthBlocks);
+    this.pendingTxn = txn;
     let from = 0, cursor = startLba;
     // A record lies whole in one block: a switch with more extents than a block holds is cut at an
     // extent boundary into records of consecutive ranges, all in the same flush.
@@ -112,6 +121,7 @@ export class IntentLog {
     assert(!this.overflowed, 'records overflow once per commit');
     this.overflowed = true;
     this.pending = [];
+    this.pendingNamed = [];
   }
 
   /** Resolves when every switch made before the call is durable. */
@@ -159,20 +169,33 @@ export class IntentLog {
       return;
     }
     assert(blocks.length > 0 && blocks.length <= LOG_ROUND_BLOCKS_MAX, 'a round writes its records');
-    if (this.blocksInUse + blocks.length > this.region.blocks) {
+    const inline = this.inlinePages(this.pendingNamed, blocks.length);
+    const indexBlocks = inline.pages.length > 0 && !blocks[blocks.length - 1]!.fits(recordBytes(inline.index, 0, inline.index.length)) ? 1 : 0;
+    const total = blocks.length + indexBlocks + inline.pages.length;
+    if (this.blocksInUse + total > this.region.blocks) {
       // No room until a commit retires the log: that commit covers these records as well.
       this.roundsCommitted++;
       await this.host.commit();
       return;
     }
     this.pending = [];
+    this.pendingNamed = [];
     this.pendingFrom = round.to;
+    if (inline.pages.length > 0) {
+      if (indexBlocks > 0) blocks.push(new OpenLogBlock());
+      // The index: record of volume 0 whose extents map inline page positions [0, n) to the blocks
+      // whose data they carry, with that data's checksums (replay checks the pages by them).
+      blocks[blocks.length - 1]!.append(0, this.pendingTxn, 0, inline.pages.length, inline.index, 0, inline.index.length);
+    }
     const firstSeq = this.nextSeq;
-    this.nextSeq += blocks.length;
+    this.nextSeq += total;
     this.roundInFlight = round;
     try {
-      await this.writeBlocks(blocks, firstSeq);
-      await this.host.device.flush();
+      // More held blocks named than a round carries: they go home, and this sync takes them there.
+      if (inline.overflow) await this.host.device.drainAll();
+      await this.writeBlocks(blocks, inline.pages, firstSeq);
+      await this.host.device.syncKeepingHeld();
+      this.host.device.inlined += inline.pages.length;
     } catch (err) {
       const cause = err instanceof Error ? err : new Error(String(err));
       this.host.stop(cause, 'log_write_failed', { firstSeq, blocks: blocks.length });
@@ -185,16 +208,53 @@ export class IntentLog {
     if (this.blocksInUse > this.region.blocks * LOG_COMMIT_FILL_FRACTION) this.host.commitInBackground();
   }
 
-  /** Seals the round's blocks and writes them at their positions: one write, two where the region wraps. */
-  private async writeBlocks(blocks: OpenLogBlock[], firstSeq: number): Promise<void> {
-    const n = blocks.length, size = this.region.blocks;
-    assert(n > 0 && n <= size, 'a round fits the region');
+  /**
+   * The held data the round's records name, to go inline after them: pages in order, and the index
+   * extents (position → block) over them. `overflow`: more than a round carries is held; then nothing
+   * goes inline and the round drains what is held before its sync.
+   */
+  private inlinePages(named: number[], recordBlocks: number): { pages: Buffer[]; index: LeafEntry[]; overflow: boolean } {
+    const none = { pages: [], index: [], overflow: false };
+    const held = this.host.device;
+    if (held.heldBlocks === 0) return none;
+    const max = Math.min(LOG_INLINE_BLOCKS_MAX, DEVICE_IO_BLOCKS_MAX - recordBlocks - 1, Math.floor(this.region.blocks / 4));
+    const pages: Buffer[] = [], pbas: number[] = [];
+    for (let i = 0; i < named.length; i += 2) {
+      for (let k = 0; k < named[i + 1]!; k++) {
+        const page = held.peek(named[i]! + k);
+        if (page === undefined) continue;
+        if (pages.length >= max) return { ...none, overflow: true };
+        pages.push(page);
+        pbas.push(named[i]! + k);
+      }
+    }
+    const crcs = new Uint32Array(pages.length);
+    for (let i = 0; i < pages.length; i++) blockChecksums(pages[i]!, crcs, i);
+    const index: LeafEntry[] = [];
+    for (let i = 0; i < pbas.length;) {
+      let n = 1;
+      while (i + n < pbas.length && pbas[i + n] === pbas[i]! + n && n < EXTENT_BLOCKS_MAX) n++;
+      index.push({ lba: i, pba: pbas[i]!, lengthBlocks: n, crcs: crcs.subarray(i, i + n) });
+      i += n;
+    }
+    return { pages, index, overflow: false };
+  }
+
+  /**
+   * Seals the round's blocks and writes them with its inline pages after them at their positions: one
+   * write, two where the region wraps.
+   */
+  private async writeBlocks(blocks: OpenLogBlock[], pages: Buffer[], firstSeq: number): Promise<void> {
+    const records = blocks.length, n = records + pages.length, size = this.region.blocks;
+    assert(records > 0 && n <= size, 'a round fits the region');
     const buf = Buffer.allocUnsafe(n * BLOCK_SIZE_BYTES);
-    for (let i = 0; i < n; i++) {
+    const format = pages.length > 0 ? 'inline' : 'plain';
+    for (let i = 0; i < records; i++) {
       const block = blocks[i]!;
       assert(block.used >= LOG_HEADER_BYTES, 'a sealed block has its header');
-      block.seal(firstSeq + i, firstSeq, i === n - 1, this.uuid).copy(buf, i * BLOCK_SIZE_BYTES);
+      block.seal(firstSeq + i, firstSeq, i === records - 1, this.uuid, format).copy(buf, i * BLOCK_SIZE_BYTES);
     }
+    for (let i = 0; i < pages.length; i++) pages[i]!.copy(buf, (records + i) * BLOCK_SIZE_BYTES);
     const position = firstSeq % size;
     const first = Math.min(n, size - position);
     const writes = [this.host.device.write(this.region.startBlock + position, buf.subarray(0, first * BLOCK_SIZE_BYTES))];
@@ -214,6 +274,7 @@ export class IntentLog {
     done.catch(() => undefined);
     const cut: LogCut = { tailSeq: this.nextSeq, clearedFrom: this.pendingFrom, clearedTo: this.appended, done, settle };
     this.pending = [];
+    this.pendingNamed = [];
     this.overflowed = false;
     this.pendingFrom = this.appended;
     this.commitInFlight = cut;

@@ -15,6 +15,7 @@ import { Catalog, RecordKind, type CatalogRecord } from './catalog.js';
 import { Trees } from './btree.js';
 import { Mutex } from './mutex.js';
 import { BlockWriter } from './block-writer.js';
+import { DeferredData } from './deferred-data.js';
 import { copyBlock, encodeSuperblock, hasIntentLog, type Superblock } from './superblock.js';
 import { recoverSuperblock, type SuperblockRecovery } from './superblock-recovery.js';
 import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, PoolShrinkRefused, SuperblockLost, assert, fail } from './errors.js';
@@ -62,7 +63,7 @@ export class PoolCore implements LogHost {
   private releasedKeys: { keyId: number; txn: number }[] = [];
 
   constructor(
-    readonly device: Device,
+    readonly device: DeferredData,
     readonly store: MetaStore,
     readonly space: SpaceMap,
     readonly catalog: Catalog,
@@ -76,7 +77,8 @@ export class PoolCore implements LogHost {
     this.trees.fastPaths = this.fastPaths;
     space.fastPaths = this.fastPaths;
     catalog.fastPaths = this.fastPaths;
-    this.blockWriter = new BlockWriter(device, () => this.writersActive);
+    // Lone small writes are held for the log's inline pages; without a log every flush commits anyway.
+    this.blockWriter = new BlockWriter(device, () => this.writersActive, () => this.intentLog !== null);
     this.nowMs = opts.nowMs ?? Date.now;
     this.log = opts.log ?? (() => undefined);
     this.durableGeneration = sb.generation;
@@ -271,13 +273,15 @@ export class PoolCore implements LogHost {
     if (!(sb.totalBlocks >= POOL_BLOCKS_MIN && sb.totalBlocks <= POOL_BLOCKS_MAX)) {
       throw new PoolCorrupt(`superblock claims ${sb.totalBlocks} blocks, outside [${POOL_BLOCKS_MIN}, ${POOL_BLOCKS_MAX}]`);
     }
-    const store = new MetaStore(device, sb.generation + 1, opts.cacheBytesMax ?? CACHE_BYTES_DEFAULT);
+    // Every write of the pool goes through the deferring layer: held small writes are never shadowed.
+    const deferred = new DeferredData(device);
+    const store = new MetaStore(deferred, sb.generation + 1, opts.cacheBytesMax ?? CACHE_BYTES_DEFAULT);
     store.totalBlocks = sb.totalBlocks;
     const space = new SpaceMap(store, sb.spaceRoot, sb.totalBlocks, metaReserveBlocks(sb.totalBlocks));
     await space.init();
     space.metaObjects = sb.metaObjects;
     const catalog = new Catalog(store, sb.catalogRoot, sb.catalogSlots, (old) => space.decrefMeta(old));
-    return new PoolCore(device, store, space, catalog, sb, opts);
+    return new PoolCore(deferred, store, space, catalog, sb, opts);
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,180 @@
+// Small data writes held in memory until a commit (ZFS's immediate writes). A flush syncs the whole
+// pool file, and a sync costs by the number of separate pages it writes: a lone 4 KiB write followed
+// by a flush would make its data block and a log block durable at two places. Held instead, its data
+// goes into the flush's log round as an inline page right after the records (one contiguous write,
+// intent-log.ts), and to its home block only when a commit drains what is held (the commit's own sync
+// takes it with the tree). Reads see held data over whatever the home block holds.
+//
+// Every write to the device goes through here, so a held block is never shadowed by a later write to
+// the same place (a block written by a request that then failed is free, and may be written again by
+// anything once reallocated): such a write drops the held copy, after its home write if one is under way.
+import { BLOCK_SIZE_BYTES, DEFERRED_DATA_BLOCKS_MAX, DEFERRED_DRAIN_WRITES_IN_FLIGHT, DEVICE_IO_BLOCKS_MAX } from './constants.js';
+import type { Device, DeviceIoCounts } from './device/device.js';
+import { assert, fail } from './errors.js';
+
+interface Held {
+  data: Buffer;
+  /** Its home write, while one runs. */
+  writing: Promise<void> | null;
+}
+
+export class DeferredData implements Device {
+  private readonly held = new Map<number, Held>();
+  /** A drain's home write failed: the data is still held, but no commit may go on without it. */
+  private failure: Error | null = null;
+  private draining: Promise<void> | null = null;
+  /** Blocks that went to the log as inline pages (stats and tests). */
+  inlined = 0;
+
+  /** `inner`: the device itself (tests reach it to resize or fault it). */
+  constructor(readonly inner: Device) {}
+
+  get sizeBlocks(): number { return this.inner.sizeBlocks; }
+  get heldBlocks(): number { return this.held.size; }
+
+  /**
+   * Takes a copy of `buffers` (whole blocks) as the content of blocks from `pba` on; resolves at once.
+   * Not durable until a log round carries it inline or a commit drains it.
+   */
+  hold(pba: number, buffers: Buffer[]): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    let at = 0;
+    for (const b of buffers) {
+      if (b.length % BLOCK_SIZE_BYTES !== 0) fail(`a held write of ${b.length} bytes`);
+      for (let off = 0; off < b.length; off += BLOCK_SIZE_BYTES, at++) {
+        const prev = this.held.get(pba + at);
+        const data = Buffer.allocUnsafe(BLOCK_SIZE_BYTES);
+        b.copy(data, 0, off, off + BLOCK_SIZE_BYTES);
+        // A copy left by a request that failed after its data write: replaced, and its home write (if
+        // one runs) lands before this one can start.
+        this.held.set(pba + at, { data, writing: prev?.writing ?? null });
+      }
+    }
+    assert(at > 0, 'a held write has blocks');
+    if (this.held.size > DEFERRED_DATA_BLOCKS_MAX) this.drainInBackground();
+    return Promise.resolve();
+  }
+
+  /** The held content of `pba`, if any (a log round inlines it). */
+  peek(pba: number): Buffer | undefined { return this.held.get(pba)?.data; }
+
+  async read(blockNumber: number, into: Buffer): Promise<void> {
+    await this.inner.read(blockNumber, into);
+    this.overlay(blockNumber, into);
+  }
+
+  readIfCheap(blockNumber: number, into: Buffer): boolean {
+    if (!this.inner.readIfCheap?.(blockNumber, into)) return false;
+    this.overlay(blockNumber, into);
+    return true;
+  }
+
+  private overlay(blockNumber: number, into: Buffer): void {
+    if (this.held.size === 0) return;
+    const n = into.length / BLOCK_SIZE_BYTES;
+    for (let i = 0; i < n; i++) this.held.get(blockNumber + i)?.data.copy(into, i * BLOCK_SIZE_BYTES);
+  }
+
+  async write(blockNumber: number, data: Buffer): Promise<void> {
+    await this.dropHeld(blockNumber, data.length / BLOCK_SIZE_BYTES);
+    await this.inner.write(blockNumber, data);
+  }
+
+  async writev(blockNumber: number, buffers: Buffer[]): Promise<void> {
+    let bytes = 0;
+    for (const b of buffers) bytes += b.length;
+    await this.dropHeld(blockNumber, bytes / BLOCK_SIZE_BYTES);
+    const inner = this.inner as Device & { writev?: (block: number, bufs: Buffer[]) => Promise<void> };
+    if (inner.writev) await inner.writev(blockNumber, buffers);
+    else await inner.write(blockNumber, Buffer.concat(buffers));
+  }
+
+  private async dropHeld(blockNumber: number, count: number): Promise<void> {
+    if (this.held.size === 0) return;
+    const waits: Promise<void>[] = [];
+    for (let i = 0; i < count; i++) {
+      const h = this.held.get(blockNumber + i);
+      if (!h) continue;
+      this.held.delete(blockNumber + i);
+      if (h.writing) waits.push(h.writing.catch(() => undefined));
+    }
+    if (waits.length > 0) await Promise.all(waits);
+  }
+
+  /** Drains everything held to its home blocks, then makes every completed write durable. */
+  async flush(): Promise<void> {
+    await this.drainAll();
+    if (this.failure) throw this.failure;
+    await this.inner.flush();
+  }
+
+  /** Makes completed writes durable without draining: held data stays off the device (a log round). */
+  syncKeepingHeld(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    return this.inner.flush();
+  }
+
+  private drainInBackground(): void {
+    // A failure is kept and reported by the next flush (a commit), which then stops the pool.
+    if (this.draining === null) void this.drainAll().catch(() => undefined);
+  }
+
+  /** Writes every held block home (contiguous ones together); resolves when all of them are written. */
+  drainAll(): Promise<void> {
+    if (this.draining) return this.draining.then(() => (this.held.size > 0 && this.failure === null ? this.drainAll() : undefined));
+    if (this.held.size === 0) return Promise.resolve();
+    const run = this.drainOnce().finally(() => { this.draining = null; });
+    this.draining = run;
+    return run;
+  }
+
+  private async drainOnce(): Promise<void> {
+    const pbas = [...this.held.keys()].sort((a, b) => a - b);
+    const runs: number[][] = [];
+    for (const pba of pbas) {
+      const last = runs[runs.length - 1];
+      if (last && last[last.length - 1]! + 1 === pba && last.length < DEVICE_IO_BLOCKS_MAX) last.push(pba);
+      else runs.push([pba]);
+    }
+    const inFlight = new Set<Promise<void>>();
+    for (const run of runs) {
+      const entries = run.map((pba) => this.held.get(pba)!);
+      const before = entries.filter((h) => h.writing !== null).map((h) => h.writing!.catch(() => undefined));
+      const writing = Promise.all(before).then(() => this.writeRunHome(run, entries));
+      for (const h of entries) h.writing = writing;
+      const tracked = writing.then(() => {
+        // Written: the entries leave, unless a later hold replaced one meanwhile.
+        for (let i = 0; i < run.length; i++) if (this.held.get(run[i]!) === entries[i]) this.held.delete(run[i]!);
+      }, (err: unknown) => {
+        this.failure ??= err instanceof Error ? err : new Error(String(err));
+        for (const h of entries) if (h.writing === writing) h.writing = null;
+      }).finally(() => inFlight.delete(tracked));
+      inFlight.add(tracked);
+      if (inFlight.size >= DEFERRED_DRAIN_WRITES_IN_FLIGHT) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+  }
+
+  private writeRunHome(run: number[], entries: Held[]): Promise<void> {
+    assert(run.length === entries.length && run.length > 0, 'a run of held blocks');
+    const inner = this.inner as Device & { writev?: (block: number, bufs: Buffer[]) => Promise<void> };
+    if (entries.length === 1) return inner.write(run[0]!, entries[0]!.data);
+    const bufs = entries.map((h) => h.data);
+    return inner.writev ? inner.writev(run[0]!, bufs) : inner.write(run[0]!, Buffer.concat(bufs));
+  }
+
+  resize(sizeBlocks: number): Promise<void> { return this.inner.resize(sizeBlocks); }
+  refreshSize(): Promise<number> { return this.inner.refreshSize(); }
+
+  async close(): Promise<void> {
+    // A pool closes after its last commit drained everything; a stopped pool's held data is lost
+    // with its unflushed writes, which is what a crash would do to them.
+    this.held.clear();
+    await this.inner.close();
+  }
+
+  get ioCounts(): (() => DeviceIoCounts) | undefined {
+    const inner = this.inner;
+    return inner.ioCounts ? () => inner.ioCounts!() : undefined;
+  }
+}

@@ -1,0 +1,160 @@
+// Small writes carried inline by the intent log (deferred-data.ts): a lone write followed by a flush
+// makes one contiguous device write and one sync, its data reaching its home block only at the next
+// commit; reads see held data; a power cut after the flush loses nothing; a torn inline page discards
+// its flush; more held blocks than a round carries go home first; the memory bound drains; a held
+// copy never shadows a later write of its block; a failed drain stops the next commit.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SimDevice } from '../src/engine/device/sim-device.js';
+import { Prng } from '../src/engine/device/prng.js';
+import { createPool, openPool } from '../src/engine/pool.js';
+import type { CairnEngine } from '../src/engine/engine.js';
+import type { PoolOptions } from '../src/engine/index.js';
+import { DeferredData } from '../src/engine/deferred-data.js';
+import { DEFERRED_DATA_BLOCKS_MAX, LOG_INLINE_BLOCKS_MAX } from '../src/engine/constants.js';
+import { pattern, MiB } from './engine-helpers.js';
+
+const B = 4096;
+const poolBlocks = 16384; // 64 MiB: a log of 256 blocks
+
+type Events = Array<{ event: string; fields: Record<string, unknown> }>;
+function options(events?: Events): PoolOptions {
+  return { commitIntervalMs: 0, log: (event, fields) => events?.push({ event, fields }) };
+}
+
+async function newPool(seed = 1): Promise<{ device: SimDevice; engine: CairnEngine; id: number }> {
+  const device = new SimDevice(poolBlocks, new Prng(seed));
+  const engine = await createPool(device, options());
+  await engine.createVolume('v', 32 * MiB);
+  return { device, engine, id: engine.resolve('v').id };
+}
+
+function inLog(engine: CairnEngine, block: number): boolean {
+  const { logStartBlock, logBlocks } = engine.core.sb;
+  return block >= logStartBlock && block < logStartBlock + logBlocks;
+}
+
+async function homeOf(engine: CairnEngine, id: number, lba: number): Promise<number> {
+  const vol = engine.core.catalog.byId.get(id)!;
+  const [e] = await engine.core.trees.lookup(vol.root, lba, lba + 1);
+  assert.ok(e, `lba ${lba} is mapped`);
+  return e.pba + (lba - e.lba);
+}
+
+test('a lone write and its flush: one contiguous device write, one sync; home only at the commit', async () => {
+  const { device, engine, id } = await newPool();
+  await engine.write(id, 0, pattern(1, B));
+  await engine.flush();
+  const data = pattern(2, 2 * B);
+  const writes: Array<{ block: number; blocks: number }> = [];
+  let syncs = 0;
+  const write = device.write.bind(device), flush = device.flush.bind(device);
+  device.write = (b, buf) => { writes.push({ block: b, blocks: buf.length / B }); return write(b, buf); };
+  device.flush = () => { syncs++; return flush(); };
+  await engine.write(id, 5 * B, data);
+  assert.equal(writes.length, 0, 'the write itself touches no device');
+  assert.deepEqual(await engine.read(id, 5 * B, 2 * B), data, 'reads see held data');
+  await engine.flush();
+  device.write = write; device.flush = flush;
+  assert.equal(syncs, 1);
+  assert.equal(writes.length, 1, `one write: ${JSON.stringify(writes)}`);
+  assert.ok(inLog(engine, writes[0]!.block) && writes[0]!.blocks === 3, 'the log block and two inline pages');
+  const home = await homeOf(engine, id, 5);
+  assert.ok(!device.peek(home).equals(data.subarray(0, B)), 'not yet at home');
+  assert.equal(engine.core.device.heldBlocks, 3, 'both writes held until a commit');
+  // The power cut right after the flush: the log brings the data home.
+  const events: Events = [];
+  const e2 = await openPool(device.crash('clean'), options(events));
+  const replayed = events.find((e) => e.event === 'log_replayed');
+  assert.equal(replayed?.fields.inlinePages, 3, JSON.stringify(events.filter((e) => e.event.startsWith('log_'))));
+  assert.deepEqual(await e2.read(id, 5 * B, 2 * B), data);
+  assert.deepEqual(await e2.read(id, 0, B), pattern(1, B));
+  assert.deepEqual((await e2.check()).problems, []);
+  assert.ok(e2.core.device.inner instanceof SimDevice && (e2.core.device.inner as SimDevice).peek(home).equals(data.subarray(0, B)), 'at home after the replay');
+  await e2.close();
+  // On the running pool, the commit drains it home.
+  await engine.core.commit();
+  assert.equal(engine.core.device.heldBlocks, 0);
+  assert.ok(device.peekDurable(home).equals(data.subarray(0, B)), 'home and durable after the commit');
+  assert.deepEqual(await engine.read(id, 5 * B, 2 * B), data);
+  await engine.close();
+});
+
+test('a torn inline page discards its flush; one flipped bit in it applies the flush and reads checksum_error', async () => {
+  for (const bits of [2, 1]) {
+    const { device, engine, id } = await newPool(3);
+    await engine.write(id, 0, pattern(10, B));
+    await engine.flush();
+    await engine.write(id, B, pattern(11, B));
+    await engine.flush();
+    const image = device.crash('clean');
+    const [page] = image.findBlocks(pattern(11, B));
+    assert.ok(page !== undefined && inLog(engine, page));
+    for (let k = 0; k < bits; k++) image.injectBitFlip(page, 1000 + 77 * k);
+    const events: Events = [];
+    const e2 = await openPool(image.crash('clean'), options(events));
+    assert.deepEqual(await e2.read(id, 0, B), pattern(10, B), 'the flush before');
+    if (bits === 2) {
+      assert.ok(events.some((e) => e.event === 'log_flush_discarded'), 'two bits: a tear, never acknowledged');
+      assert.deepEqual(await e2.read(id, B, B), Buffer.alloc(B));
+      assert.deepEqual((await e2.check()).problems, []);
+    } else {
+      assert.ok(events.some((e) => e.event === 'log_data_damaged'), 'one bit: written whole, then damaged');
+      const bad = await e2.read(id, B, B).then(() => null, (err: unknown) => err);
+      assert.ok(bad && (bad as { code?: string }).code === 'checksum_error', String(bad));
+    }
+    await e2.close();
+    await engine.close();
+  }
+});
+
+test('more held blocks than a round carries go home before its sync; every flushed write survives', async () => {
+  const { device, engine, id } = await newPool(4);
+  const n = LOG_INLINE_BLOCKS_MAX + 8;
+  for (let i = 0; i < n; i++) await engine.write(id, i * 3 * B, pattern(100 + i, B));
+  assert.equal(engine.core.device.heldBlocks, n);
+  await engine.flush();
+  assert.equal(engine.core.device.heldBlocks, 0, 'drained');
+  const e2 = await openPool(device.crash('clean'), options());
+  for (let i = 0; i < n; i++) assert.deepEqual(await e2.read(id, i * 3 * B, B), pattern(100 + i, B), `write ${i}`);
+  assert.deepEqual((await e2.check()).problems, []);
+  await e2.close();
+  await engine.close();
+});
+
+test('held blocks past the memory bound drain home without a flush; overwrites and reads stay right', async () => {
+  const { device, engine, id } = await newPool(5);
+  const n = DEFERRED_DATA_BLOCKS_MAX + 50;
+  for (let i = 0; i < n; i++) {
+    await engine.write(id, (i % 3000) * B, pattern(i, B));
+    assert.ok(engine.core.device.heldBlocks <= DEFERRED_DATA_BLOCKS_MAX + 1, 'bounded');
+  }
+  for (let i = n - 100; i < n; i++) assert.deepEqual(await engine.read(id, (i % 3000) * B, B), pattern(i, B));
+  await engine.flush();
+  const e2 = await openPool(device.crash('some'), options());
+  for (let i = 0; i < n; i += 37) assert.deepEqual(await e2.read(id, (i % 3000) * B, B), pattern(i, B), `write ${i}`);
+  assert.deepEqual((await e2.check()).problems, []);
+  await e2.close();
+  await engine.close();
+});
+
+test('DeferredData: a write drops a held copy of its block; a failed drain fails the next flush, and holds after it', async () => {
+  const sim = new SimDevice(64, new Prng(9));
+  const d = new DeferredData(sim);
+  await d.hold(10, [pattern(1, 2 * B)]);
+  const out = Buffer.alloc(3 * B);
+  await d.read(9, out);
+  assert.deepEqual(out.subarray(B), pattern(1, 2 * B), 'held blocks read over the device');
+  await d.write(11, pattern(2, B));
+  assert.equal(d.heldBlocks, 1, 'the write dropped the held copy of block 11');
+  await d.read(10, out.subarray(0, 2 * B));
+  assert.deepEqual(out.subarray(0, B), pattern(1, 2 * B).subarray(0, B));
+  assert.deepEqual(out.subarray(B, 2 * B), pattern(2, B), 'the later write wins');
+  sim.failNextWrites(1);
+  const failed = await d.flush().then(() => null, (err: unknown) => err);
+  assert.ok(failed instanceof Error, 'the drain\'s failure reaches the flush');
+  assert.equal(d.heldBlocks, 1, 'the data is still held');
+  await assert.rejects(d.hold(20, [pattern(3, B)]));
+  await assert.rejects(d.syncKeepingHeld());
+  await d.close();
+});
