@@ -1,6 +1,6 @@
 // Small writes carried inline by the intent log (deferred-data.ts): a lone write followed by a flush
-// makes one contiguous device write and one sync, its data reaching its home block only at the next
-// commit; reads see held data; a power cut after the flush loses nothing; a torn inline page discards
+// makes one contiguous device write, durable alone (O_DSYNC), its data reaching its home block only at
+// the next commit; a round that names data written home syncs the device as before; reads see held data; a power cut after the flush loses nothing; a torn inline page discards
 // its flush; more held blocks than a round carries go home first; the memory bound drains; a held
 // copy never shadows a later write of its block; a failed drain stops the next commit.
 import { test } from 'node:test';
@@ -41,24 +41,25 @@ async function homeOf(engine: CairnEngine, id: number, lba: number): Promise<num
   return e.pba + (lba - e.lba);
 }
 
-test('a lone write and its flush: one contiguous device write, one sync; home only at the commit', async () => {
+test('a lone write and its flush: one contiguous durable write (O_DSYNC), no device sync; home only at the commit', async () => {
   const { device, engine, id } = await newPool();
   await engine.write(id, 0, pattern(1, B));
   await engine.flush();
   const data = pattern(2, 2 * B);
-  const writes: Array<{ block: number; blocks: number }> = [];
+  const writes: Array<{ block: number; blocks: number; durable: boolean }> = [];
   let syncs = 0;
-  const write = device.write.bind(device), flush = device.flush.bind(device);
-  device.write = (b, buf) => { writes.push({ block: b, blocks: buf.length / B }); return write(b, buf); };
+  const write = device.write.bind(device), flush = device.flush.bind(device), writeDurable = device.writeDurable.bind(device);
+  device.write = (b, buf) => { writes.push({ block: b, blocks: buf.length / B, durable: false }); return write(b, buf); };
+  device.writeDurable = (b, buf) => { writes.push({ block: b, blocks: buf.length / B, durable: true }); return writeDurable(b, buf); };
   device.flush = () => { syncs++; return flush(); };
   await engine.write(id, 5 * B, data);
   assert.equal(writes.length, 0, 'the write itself touches no device');
   assert.deepEqual(await engine.read(id, 5 * B, 2 * B), data, 'reads see held data');
   await engine.flush();
-  device.write = write; device.flush = flush;
-  assert.equal(syncs, 1);
+  device.write = write; device.flush = flush; device.writeDurable = writeDurable;
+  assert.equal(syncs, 0, 'no sync of the whole device');
   assert.equal(writes.length, 1, `one write: ${JSON.stringify(writes)}`);
-  assert.ok(inLog(engine, writes[0]!.block) && writes[0]!.blocks === 3, 'the log block and two inline pages');
+  assert.ok(inLog(engine, writes[0]!.block) && writes[0]!.blocks === 3 && writes[0]!.durable, 'the log block and two inline pages, durable alone');
   const home = await homeOf(engine, id, 5);
   assert.ok(!device.peek(home).equals(data.subarray(0, B)), 'not yet at home');
   assert.equal(engine.core.device.heldBlocks, 3, 'both writes held until a commit');
@@ -150,6 +151,15 @@ test('DeferredData: a write drops a held copy of its block; a failed drain fails
   await d.read(10, out.subarray(0, 2 * B));
   assert.deepEqual(out.subarray(0, B), pattern(1, 2 * B).subarray(0, B));
   assert.deepEqual(out.subarray(B, 2 * B), pattern(2, B), 'the later write wins');
+  // A drain under way, and a write of one of its later blocks: the drain never writes over it.
+  for (let b = 30; b <= 50; b += 2) await d.hold(b, [pattern(b, B)]);
+  const draining = d.drainAll();
+  await d.write(48, pattern(99, B));
+  await draining;
+  assert.deepEqual(sim.peek(48), pattern(99, B), 'the write stands');
+  assert.deepEqual(sim.peek(30), pattern(30, B), 'the rest went home');
+  assert.equal(d.heldBlocks, 0, 'block 10 went too');
+  await d.hold(12, [pattern(4, B)]);
   sim.failNextWrites(1);
   const failed = await d.flush().then(() => null, (err: unknown) => err);
   assert.ok(failed instanceof Error, 'the drain\'s failure reaches the flush');
@@ -157,4 +167,44 @@ test('DeferredData: a write drops a held copy of its block; a failed drain fails
   await assert.rejects(d.hold(20, [pattern(3, B)]));
   await assert.rejects(d.syncKeepingHeld());
   await d.close();
+});
+
+test('a round that names data written home syncs the device: the durable write alone would not cover it', async () => {
+  const { device, engine, id } = await newPool(6);
+  let syncs = 0, durable = 0;
+  const flush = device.flush.bind(device), writeDurable = device.writeDurable.bind(device);
+  device.flush = () => { syncs++; return flush(); };
+  device.writeDurable = (b, buf) => { durable++; return writeDurable(b, buf); };
+  await engine.write(id, 0, pattern(20, 12 * B)); // over the held bound: written home at once
+  await engine.flush();
+  assert.equal(syncs, 1, 'the device synced');
+  assert.equal(durable, 0);
+  await engine.write(id, 40 * B, pattern(21, B)); // held
+  await engine.flush();
+  assert.equal(syncs, 1, 'a round of held data only: no device sync');
+  assert.equal(durable, 1);
+  device.flush = flush; device.writeDurable = writeDurable;
+  const e2 = await openPool(device.crash('clean'), options());
+  assert.deepEqual(await e2.read(id, 0, 12 * B), pattern(20, 12 * B));
+  assert.deepEqual(await e2.read(id, 40 * B, B), pattern(21, B));
+  await e2.close();
+  await engine.close();
+});
+
+test('SimDevice.writeDurable: durable alone; an older unflushed write of its block never comes back over it', async () => {
+  for (let seed = 1; seed <= 20; seed++) {
+    const sim = new SimDevice(32, new Prng(seed));
+    await sim.write(5, pattern(1, 2 * B)); // blocks 5 and 6, unflushed
+    await sim.writeDurable(5, pattern(2, B));
+    await sim.write(9, pattern(3, B));
+    const clean = sim.crash('clean');
+    assert.deepEqual(clean.peek(5), pattern(2, B), 'durable');
+    assert.deepEqual(clean.peek(6), Buffer.alloc(B), 'the older write\'s other block stays unflushed');
+    assert.deepEqual(clean.peek(9), Buffer.alloc(B));
+    for (const mode of ['some', 'torn'] as const) {
+      const img = sim.crash(mode);
+      assert.deepEqual(img.peek(5).subarray(0, 512), pattern(2, B).subarray(0, 512), `seed ${seed} ${mode}: never the older content`);
+    }
+    assert.deepEqual(sim.peek(5), pattern(2, B));
+  }
 });

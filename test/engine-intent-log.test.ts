@@ -27,14 +27,18 @@ async function newPool(seed = 1): Promise<{ device: SimDevice; engine: CairnEngi
   return { device, engine, id: engine.resolve('v').id };
 }
 
-/** Device calls made while `fn` runs. */
+/**
+ * Device calls made while `fn` runs; a durable write (O_DSYNC: a round carrying all its data inline)
+ * counts as a write and a sync.
+ */
 async function callsDuring(device: SimDevice, fn: () => Promise<unknown>): Promise<{ writes: number[]; flushes: number }> {
   const writes: number[] = [];
   let flushes = 0;
-  const write = device.write.bind(device), flush = device.flush.bind(device);
+  const write = device.write.bind(device), flush = device.flush.bind(device), writeDurable = device.writeDurable.bind(device);
   device.write = (b, data) => { writes.push(b); return write(b, data); };
+  device.writeDurable = (b, data) => { writes.push(b); flushes++; return writeDurable(b, data); };
   device.flush = () => { flushes++; return flush(); };
-  try { await fn(); } finally { device.write = write; device.flush = flush; }
+  try { await fn(); } finally { device.write = write; device.flush = flush; device.writeDurable = writeDurable; }
   return { writes, flushes };
 }
 

@@ -59,8 +59,17 @@ export class DeferredData implements Device {
   peek(pba: number): Buffer | undefined { return this.held.get(pba)?.data; }
 
   async read(blockNumber: number, into: Buffer): Promise<void> {
+    if (this.held.size === 0) return this.inner.read(blockNumber, into);
+    // Taken before the device read starts: a drain finishing meanwhile removes the entry, and the
+    // read may still return the home block as it was before that write.
+    const n = into.length / BLOCK_SIZE_BYTES;
+    const copies: Array<[number, Buffer]> = [];
+    for (let i = 0; i < n; i++) {
+      const h = this.held.get(blockNumber + i);
+      if (h) copies.push([i, h.data]);
+    }
     await this.inner.read(blockNumber, into);
-    this.overlay(blockNumber, into);
+    for (const [i, data] of copies) data.copy(into, i * BLOCK_SIZE_BYTES);
   }
 
   readIfCheap(blockNumber: number, into: Buffer): boolean {
@@ -87,6 +96,18 @@ export class DeferredData implements Device {
     const inner = this.inner as Device & { writev?: (block: number, bufs: Buffer[]) => Promise<void> };
     if (inner.writev) await inner.writev(blockNumber, buffers);
     else await inner.write(blockNumber, Buffer.concat(buffers));
+  }
+
+  /**
+   * Writes `data` durably (only it: held data stays held, other unflushed writes unflushed). Falls
+   * back to a write and a sync where the device has no such write.
+   */
+  async writeDurable(blockNumber: number, data: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
+    await this.dropHeld(blockNumber, data.length / BLOCK_SIZE_BYTES);
+    if (this.inner.writeDurable) return this.inner.writeDurable(blockNumber, data);
+    await this.inner.write(blockNumber, data);
+    await this.inner.flush();
   }
 
   private async dropHeld(blockNumber: number, count: number): Promise<void> {
@@ -116,35 +137,44 @@ export class DeferredData implements Device {
 
   private drainInBackground(): void {
     // A failure is kept and reported by the next flush (a commit), which then stops the pool.
-    if (this.draining === null) void this.drainAll().catch(() => undefined);
+    if (this.draining === null) void this.drainAll();
   }
 
-  /** Writes every held block home (contiguous ones together); resolves when all of them are written. */
-  drainAll(): Promise<void> {
-    if (this.draining) return this.draining.then(() => (this.held.size > 0 && this.failure === null ? this.drainAll() : undefined));
-    if (this.held.size === 0) return Promise.resolve();
-    const run = this.drainOnce().finally(() => { this.draining = null; });
-    this.draining = run;
-    return run;
+  /**
+   * Writes every block held when called to its home (contiguous ones together); resolves when they
+   * are written (or a write failed: `failure`). A drain under way took its blocks before this call,
+   * so one more may be needed; holds that arrive meanwhile are not waited for.
+   */
+  async drainAll(): Promise<void> {
+    if (this.draining) await this.draining;
+    if (this.held.size === 0 || this.failure) return;
+    this.draining ??= this.drainOnce().finally(() => { this.draining = null; });
+    await this.draining;
   }
 
   private async drainOnce(): Promise<void> {
     const pbas = [...this.held.keys()].sort((a, b) => a - b);
-    const runs: number[][] = [];
-    for (const pba of pbas) {
-      const last = runs[runs.length - 1];
-      if (last && last[last.length - 1]! + 1 === pba && last.length < DEVICE_IO_BLOCKS_MAX) last.push(pba);
-      else runs.push([pba]);
-    }
     const inFlight = new Set<Promise<void>>();
-    for (const run of runs) {
-      const entries = run.map((pba) => this.held.get(pba)!);
+    let i = 0;
+    while (i < pbas.length) {
+      // Entries are looked up as each run is issued: one dropped meanwhile by a write of its block
+      // must not be written over that write.
+      const run: number[] = [], entries: Held[] = [];
+      while (i < pbas.length) {
+        const pba = pbas[i]!, h = this.held.get(pba);
+        if (run.length > 0 && (!h || run[run.length - 1]! + 1 !== pba || run.length >= DEVICE_IO_BLOCKS_MAX)) break;
+        i++;
+        if (!h) continue;
+        run.push(pba);
+        entries.push(h);
+      }
+      if (run.length === 0) break;
       const before = entries.filter((h) => h.writing !== null).map((h) => h.writing!.catch(() => undefined));
       const writing = Promise.all(before).then(() => this.writeRunHome(run, entries));
       for (const h of entries) h.writing = writing;
-      const tracked = writing.then(() => {
+      const tracked: Promise<void> = writing.then(() => {
         // Written: the entries leave, unless a later hold replaced one meanwhile.
-        for (let i = 0; i < run.length; i++) if (this.held.get(run[i]!) === entries[i]) this.held.delete(run[i]!);
+        for (let k = 0; k < run.length; k++) if (this.held.get(run[k]!) === entries[k]) this.held.delete(run[k]!);
       }, (err: unknown) => {
         this.failure ??= err instanceof Error ? err : new Error(String(err));
         for (const h of entries) if (h.writing === writing) h.writing = null;

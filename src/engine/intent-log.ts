@@ -193,8 +193,8 @@ export class IntentLog {
     try {
       // More held blocks named than a round carries: they go home, and this sync takes them there.
       if (inline.overflow) await this.host.device.drainAll();
-      await this.writeBlocks(blocks, inline.pages, firstSeq);
-      await this.host.device.syncKeepingHeld();
+      await this.writeBlocks(blocks, inline.pages, firstSeq, inline.complete);
+      if (!inline.complete) await this.host.device.syncKeepingHeld();
       this.host.device.inlined += inline.pages.length;
     } catch (err) {
       const cause = err instanceof Error ? err : new Error(String(err));
@@ -213,17 +213,20 @@ export class IntentLog {
    * extents (position → block) over them. `overflow`: more than a round carries is held; then nothing
    * goes inline and the round drains what is held before its sync.
    */
-  private inlinePages(named: number[], recordBlocks: number): { pages: Buffer[]; index: LeafEntry[]; overflow: boolean } {
-    const none = { pages: [], index: [], overflow: false };
+  private inlinePages(named: number[], recordBlocks: number): { pages: Buffer[]; index: LeafEntry[]; overflow: boolean; complete: boolean } {
+    // `complete`: every block the records name is carried inline (or they name none): the round's
+    // own write, made durable alone, is all the flush needs; nothing else must reach the disk.
+    const none = { pages: [], index: [], overflow: false, complete: named.length === 0 };
     const held = this.host.device;
     if (held.heldBlocks === 0) return none;
+    let complete = true;
     const max = Math.min(LOG_INLINE_BLOCKS_MAX, DEVICE_IO_BLOCKS_MAX - recordBlocks - 1, Math.floor(this.region.blocks / 4));
     const pages: Buffer[] = [], pbas: number[] = [];
     for (let i = 0; i < named.length; i += 2) {
       for (let k = 0; k < named[i + 1]!; k++) {
         const page = held.peek(named[i]! + k);
-        if (page === undefined) continue;
-        if (pages.length >= max) return { ...none, overflow: true };
+        if (page === undefined) { complete = false; continue; }
+        if (pages.length >= max) return { ...none, overflow: true, complete: false };
         pages.push(page);
         pbas.push(named[i]! + k);
       }
@@ -237,14 +240,14 @@ export class IntentLog {
       index.push({ lba: i, pba: pbas[i]!, lengthBlocks: n, crcs: crcs.subarray(i, i + n) });
       i += n;
     }
-    return { pages, index, overflow: false };
+    return { pages, index, overflow: false, complete };
   }
 
   /**
    * Seals the round's blocks and writes them with its inline pages after them at their positions: one
-   * write, two where the region wraps.
+   * write, two where the region wraps; `durable`: writes that are durable alone (no sync follows).
    */
-  private async writeBlocks(blocks: OpenLogBlock[], pages: Buffer[], firstSeq: number): Promise<void> {
+  private async writeBlocks(blocks: OpenLogBlock[], pages: Buffer[], firstSeq: number, durable: boolean): Promise<void> {
     const records = blocks.length, n = records + pages.length, size = this.region.blocks;
     assert(records > 0 && n <= size, 'a round fits the region');
     const buf = Buffer.allocUnsafe(n * BLOCK_SIZE_BYTES);
@@ -257,8 +260,10 @@ export class IntentLog {
     for (let i = 0; i < pages.length; i++) pages[i]!.copy(buf, (records + i) * BLOCK_SIZE_BYTES);
     const position = firstSeq % size;
     const first = Math.min(n, size - position);
-    const writes = [this.host.device.write(this.region.startBlock + position, buf.subarray(0, first * BLOCK_SIZE_BYTES))];
-    if (first < n) writes.push(this.host.device.write(this.region.startBlock, buf.subarray(first * BLOCK_SIZE_BYTES)));
+    const device = this.host.device;
+    const write = (block: number, data: Buffer): Promise<void> => (durable ? device.writeDurable(block, data) : device.write(block, data));
+    const writes = [write(this.region.startBlock + position, buf.subarray(0, first * BLOCK_SIZE_BYTES))];
+    if (first < n) writes.push(write(this.region.startBlock, buf.subarray(first * BLOCK_SIZE_BYTES)));
     for (const s of await Promise.allSettled(writes)) if (s.status === 'rejected') throw s.reason;
   }
 

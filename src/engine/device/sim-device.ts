@@ -107,6 +107,11 @@ export class SimDevice implements Device {
 
   async write(blockNumber: number, data: Buffer): Promise<void> {
     await this.jitter();
+    this.writeNow(blockNumber, data);
+  }
+
+  /** A write's effect, once its jitter is over; returns what it made pending. */
+  private writeNow(blockNumber: number, data: Buffer): PendingWrite {
     this.checkOpen();
     this.tickArmedCrash();
     const countBlocks = this.checkRange(blockNumber, data.length);
@@ -123,6 +128,36 @@ export class SimDevice implements Device {
     this.counters.writes++;
     this.counters.bytesWritten += data.length;
     assert(copy.length === countBlocks * BLOCK_SIZE_BYTES, 'a pending write is whole blocks');
+    return this.pending[this.pending.length - 1]!;
+  }
+
+  /**
+   * A write that is durable when it resolves, alone (O_DSYNC): other unflushed writes stay as they
+   * were. Earlier unflushed writes of the same blocks take its content, as the page cache merges them,
+   * so a power cut can never bring their older content back over it.
+   */
+  async writeDurable(blockNumber: number, data: Buffer): Promise<void> {
+    await this.jitter();
+    const w = this.writeNow(blockNumber, data);
+    // A power cut while it is being made durable: the image may hold any part of it, as of any
+    // unflushed write (torn included).
+    this.tickArmedCrash();
+    assert(this.pending[this.pending.length - 1] === w, 'the durable write is the newest pending one');
+    this.pending.pop();
+    const countBlocks = data.length / BLOCK_SIZE_BYTES, end = blockNumber + countBlocks;
+    for (const older of this.pending) {
+      const olderEnd = older.blockNumber + older.data.length / BLOCK_SIZE_BYTES;
+      if (older.blockNumber >= end || olderEnd <= blockNumber) continue;
+      const merged = Buffer.from(older.data);
+      for (let b = Math.max(older.blockNumber, blockNumber); b < Math.min(olderEnd, end); b++) {
+        w.data.copy(merged, (b - older.blockNumber) * BLOCK_SIZE_BYTES, (b - blockNumber) * BLOCK_SIZE_BYTES, (b - blockNumber + 1) * BLOCK_SIZE_BYTES);
+      }
+      older.data = merged;
+    }
+    for (let i = 0; i < countBlocks; i++) {
+      this.volatile.delete(blockNumber + i);
+      this.durable.set(blockNumber + i, w.data.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES));
+    }
   }
 
   async flush(): Promise<void> {
