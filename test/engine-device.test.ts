@@ -80,3 +80,24 @@ test('a preallocated pool is laid down under a temporary name: a stale one from 
   assert.deepEqual(await again.read(again.resolve('v').id, 0, 4096), Buffer.alloc(4096, 0x21), 'the existing pool is untouched');
   await again.close();
 });
+
+test('a durable write reaches the open pool file even after its path names another file', async (t) => {
+  const { FileDevice } = await import('../src/engine/device/file-device.js');
+  const { readFileSync, renameSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-dsync-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'pool'), moved = join(dir, 'moved');
+  const device = await FileDevice.create(path, 16);
+  renameSync(path, moved);
+  writeFileSync(path, Buffer.alloc(16 * 4096, 0x11)); // a stranger now holds the name
+  const before = device.ioCounts();
+  await device.writeDurable(3, Buffer.alloc(2 * 4096, 0x5a));
+  await device.writeDurable(3, Buffer.alloc(4096, 0x6b)); // written over, through the same descriptor
+  const after = device.ioCounts();
+  assert.equal(after.inlineWrites + after.pooledWrites - before.inlineWrites - before.pooledWrites, 2, 'counted');
+  await device.close();
+  const pool = readFileSync(moved);
+  assert.deepEqual(pool.subarray(3 * 4096, 4 * 4096), Buffer.alloc(4096, 0x6b));
+  assert.deepEqual(pool.subarray(4 * 4096, 5 * 4096), Buffer.alloc(4096, 0x5a));
+  assert.deepEqual(readFileSync(path), Buffer.alloc(16 * 4096, 0x11), 'the file now at the path is untouched');
+});

@@ -78,8 +78,8 @@ export class FileDevice implements Device {
   readonly inlineWrites = new InlineIoPolicy(WRITE_SLOW_FIXED_NS);
   /** Durable writes (a log round carrying its data inline): on the loop while they take < 1 ms. */
   readonly inlineDurableWrites = new InlineIoPolicy(DURABLE_WRITE_SLOW_FIXED_NS);
-  /** The same file opened with O_DSYNC, on first use: a write through it is durable alone. */
-  private dsync: FileHandle | null = null;
+  /** The same file opened with O_DSYNC, on first use: a write through it is durable alone (false: none). */
+  private dsync: FileHandle | false | null = null;
   private pooledDurableWrites = 0;
   /** Write-back starts requested so far (0 without the native addon, which has the call). */
   writebackStarts = 0;
@@ -268,10 +268,27 @@ export class FileDevice implements Device {
    * latency on the VMs measured (docs/performance.md), as much as the sync itself: while such writes
    * finish within a millisecond they run on the loop (inline-io.ts backs off when one does not).
    */
+  /**
+   * The open file itself again, through /proc (its path may name another file by now: a pool file is
+   * laid down under a temporary name, and a path can be replaced), checked to be the same inode. False
+   * where that fails: durable writes then write and sync.
+   */
+  private async openDsync(): Promise<FileHandle | false> {
+    const handle = await open(`/proc/self/fd/${this.handle.fd}`, fsConstants.O_WRONLY | fsConstants.O_DSYNC).catch(() => null);
+    if (handle === null) return false;
+    const [a, b] = await Promise.all([this.handle.stat(), handle.stat()]);
+    if (a.dev === b.dev && a.ino === b.ino) return handle;
+    await handle.close();
+    return false;
+  }
+
   async writeDurable(blockNumber: number, data: Buffer): Promise<void> {
     this.assertSpan(blockNumber, data.length);
-    this.dsync ??= await open(this.path, fsConstants.O_WRONLY | fsConstants.O_DSYNC);
-    const dsync = this.dsync;
+    const dsync = this.dsync ??= await this.openDsync();
+    if (dsync === false) {
+      await this.write(blockNumber, data);
+      return this.flush();
+    }
     const position = blockNumber * BLOCK_SIZE_BYTES;
     if (this.inlineDurableWrites.allows(data.length)) {
       return this.inlineDurableWrites.run(data.length, () => {
@@ -293,7 +310,7 @@ export class FileDevice implements Device {
   async close(): Promise<void> {
     assert(this.bytesSinceWriteback >= 0, 'write-back bytes are counted');
     await this.writebackRunning; // it holds the descriptor's number
-    await this.dsync?.close();
+    if (this.dsync) await this.dsync.close();
     await this.handle.close();
   }
 }
