@@ -208,8 +208,8 @@ export const INLINE_IO_BYTES_MAX = 256 * 1024;
  */
 export const READ_SLOW_FIXED_NS = 60_000;
 export const WRITE_SLOW_FIXED_NS = 2_000_000;
-/** A durable (O_DSYNC) write on the loop slower than this sends them to the thread pool for a while. */
-export const DURABLE_WRITE_SLOW_FIXED_NS = 1_000_000;
+/** A durable (O_DSYNC) write on the loop slower than this sends them to the thread pool for a while (a sync write on an SSD or a VM disk takes 0.1-2 ms; on a disk with heads, more). */
+export const DURABLE_WRITE_SLOW_FIXED_NS = 3_000_000;
 /** The per-byte part of "too slow": a copy at 2 GB/s. */
 export const INLINE_IO_SLOW_NS_PER_BYTE = 0.5;
 /**

@@ -76,7 +76,7 @@ export class FileDevice implements Device {
   /** Reads and writes learn separately: a cold read and a throttled write are different stalls. */
   readonly inlineReads = new InlineIoPolicy(READ_SLOW_FIXED_NS);
   readonly inlineWrites = new InlineIoPolicy(WRITE_SLOW_FIXED_NS);
-  /** Durable writes (a log round carrying its data inline): on the loop while they take < 1 ms. */
+  /** Durable writes (a log round carrying its data inline): on the loop while they take < 3 ms. */
   readonly inlineDurableWrites = new InlineIoPolicy(DURABLE_WRITE_SLOW_FIXED_NS);
   /** The same file opened with O_DSYNC, on first use: a write through it is durable alone (false: none). */
   private dsync: FileHandle | false | null = null;
@@ -266,7 +266,7 @@ export class FileDevice implements Device {
    * Writes `data` through the O_DSYNC descriptor: durable when it returns, without waiting for the
    * other dirty pages of the file the way fdatasync does. A thread-pool round trip costs ~100 µs of
    * latency on the VMs measured (docs/performance.md), as much as the sync itself: while such writes
-   * finish within a millisecond they run on the loop (inline-io.ts backs off when one does not).
+   * finish within 3 ms they run on the loop (inline-io.ts backs off when one does not).
    */
   /**
    * The open file itself again, through /proc (its path may name another file by now: a pool file is
