@@ -7,26 +7,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SimDevice } from '../src/engine/device/sim-device.js';
 import { Prng } from '../src/engine/device/prng.js';
-import { createPool, openPool } from '../src/engine/pool.js';
+import { openPool } from '../src/engine/pool.js';
 import type { CairnEngine } from '../src/engine/engine.js';
-import type { PoolOptions } from '../src/engine/index.js';
 import { DeferredData } from '../src/engine/deferred-data.js';
 import { DEFERRED_DATA_BLOCKS_MAX, LOG_INLINE_BLOCKS_MAX } from '../src/engine/constants.js';
-import { pattern, MiB } from './engine-helpers.js';
+import { pattern, MiB, eventOptions, simPoolWithVolume, type Events } from './engine-helpers.js';
 
 const B = 4096;
 const poolBlocks = 16384; // 64 MiB: a log of 256 blocks
 
-type Events = Array<{ event: string; fields: Record<string, unknown> }>;
-function options(events?: Events): PoolOptions {
-  return { commitIntervalMs: 0, log: (event, fields) => events?.push({ event, fields }) };
-}
+const options = eventOptions;
 
-async function newPool(seed = 1): Promise<{ device: SimDevice; engine: CairnEngine; id: number }> {
-  const device = new SimDevice(poolBlocks, new Prng(seed));
-  const engine = await createPool(device, options());
-  await engine.createVolume('v', 32 * MiB);
-  return { device, engine, id: engine.resolve('v').id };
+function newPool(seed = 1): Promise<{ device: SimDevice; engine: CairnEngine; id: number }> {
+  return simPoolWithVolume(poolBlocks, 32 * MiB, seed);
 }
 
 function inLog(engine: CairnEngine, block: number): boolean {

@@ -8,23 +8,17 @@ import { SimDevice } from '../src/engine/device/sim-device.js';
 import { Prng } from '../src/engine/device/prng.js';
 import { createPool, openPool, checkPool } from '../src/engine/pool.js';
 import type { CairnEngine } from '../src/engine/engine.js';
-import { CairnError, type PoolOptions } from '../src/engine/index.js';
+import { CairnError } from '../src/engine/index.js';
 import { LOG_ROUND_BLOCKS_MAX, SUPERBLOCK_SLOTS, SUPERBLOCK_MIRROR_SLOTS, logBlocksFor } from '../src/engine/constants.js';
-import { pattern, MiB } from './engine-helpers.js';
+import { pattern, MiB, eventOptions, simPoolWithVolume, type Events } from './engine-helpers.js';
 
 const B = 4096;
 const poolBlocks = 8192; // 32 MiB: a log of 128 blocks
 
-type Events = Array<{ event: string; fields: Record<string, unknown> }>;
-function options(events?: Events): PoolOptions {
-  return { commitIntervalMs: 0, log: (event, fields) => events?.push({ event, fields }) };
-}
+const options = eventOptions;
 
-async function newPool(seed = 1): Promise<{ device: SimDevice; engine: CairnEngine; id: number }> {
-  const device = new SimDevice(poolBlocks, new Prng(seed));
-  const engine = await createPool(device, options());
-  await engine.createVolume('v', 8 * MiB);
-  return { device, engine, id: engine.resolve('v').id };
+function newPool(seed = 1): Promise<{ device: SimDevice; engine: CairnEngine; id: number }> {
+  return simPoolWithVolume(poolBlocks, 8 * MiB, seed);
 }
 
 /**
