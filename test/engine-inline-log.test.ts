@@ -201,3 +201,25 @@ test('SimDevice.writeDurable: durable alone; an older unflushed write of its blo
     assert.deepEqual(sim.peek(5), pattern(2, B));
   }
 });
+
+test('an inline page of an older flush damaged since: the pool opens, the later flushes apply, that block reads checksum_error', async () => {
+  const { device, engine, id } = await newPool(7);
+  await engine.write(id, 0, pattern(30, B));
+  await engine.flush();
+  await engine.write(id, B, pattern(31, B));
+  await engine.flush();
+  const home = await homeOf(engine, id, 0);
+  const image = device.crash('clean');
+  const [page] = image.findBlocks(pattern(30, B));
+  assert.ok(page !== undefined && inLog(engine, page));
+  for (const bit of [10, 9000, 20000]) image.injectBitFlip(page, bit); // more than one bit: no tear either
+  const events: Events = [];
+  const e2 = await openPool(image.crash('clean'), options(events));
+  assert.deepEqual(events.find((e) => e.event === 'log_data_damaged')?.fields.physicalBlocks, [home]);
+  assert.ok(!events.some((e) => e.event === 'log_flush_discarded'));
+  assert.deepEqual(await e2.read(id, B, B), pattern(31, B), 'the newest flush applied');
+  const bad = await e2.read(id, 0, B).then(() => null, (err: unknown) => err);
+  assert.ok(bad && (bad as { code?: string }).code === 'checksum_error', String(bad));
+  await e2.close();
+  await engine.close();
+});

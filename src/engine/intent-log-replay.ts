@@ -119,6 +119,13 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
     discarded = `flushes from log block ${flushes[past]!.firstSeq} on were made after generation ${txnMax}, which the rewind discards`;
     flushes.length = past;
   }
+  // Inline pages of a flush before the newest were synced (a later flush was written after that
+  // sync returned): one that fails its checksum was damaged since. It is written home as it is, so
+  // reading it answers checksum_error, never data; the log says which.
+  for (const f of flushes.slice(0, -1)) {
+    const damaged = damagedInlinePages(f);
+    if (damaged.length > 0) core.log('log_data_damaged', { firstSeq: f.firstSeq, physicalBlocks: damaged });
+  }
   const last = flushes[flushes.length - 1];
   if (last && discarded === null) {
     const { torn, damaged } = await checkFlushData(core, last);
@@ -160,6 +167,17 @@ function inlinePagesOf(flush: Flush, seq: number, size: number, raw: Buffer[]): 
   }
   if (pages.length !== count) throw new PoolCorrupt(`intent log flush at block ${flush.firstSeq}: its inline index covers ${pages.length} of ${count} pages`);
   return pages;
+}
+
+/** Blocks whose inline page in `flush` does not match its checksum (at most the listed maximum). */
+function damagedInlinePages(flush: Flush): number[] {
+  const damaged: number[] = [];
+  const crc = new Uint32Array(1);
+  for (const p of flush.inline) {
+    blockChecksums(p.page, crc, 0);
+    if (crc[0] !== p.crc && damaged.length < LOG_DAMAGED_BLOCKS_LISTED_MAX) damaged.push(p.pba);
+  }
+  return damaged;
 }
 
 /**
