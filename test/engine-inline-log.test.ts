@@ -56,6 +56,7 @@ test('a lone write and its flush: one contiguous durable write (O_DSYNC), no dev
   const home = await homeOf(engine, id, 5);
   assert.ok(!device.peek(home).equals(data.subarray(0, B)), 'not yet at home');
   assert.equal(engine.core.device.heldBlocks, 3, 'both writes held until a commit');
+  assert.deepEqual(engine.stats().flushes, { logRounds: 2, committed: 0, inlineBlocks: 3, heldBlocks: 3 });
   // The power cut right after the flush: the log brings the data home.
   const events: Events = [];
   const e2 = await openPool(device.crash('clean'), options(events));
@@ -68,7 +69,7 @@ test('a lone write and its flush: one contiguous durable write (O_DSYNC), no dev
   await e2.close();
   // On the running pool, the commit drains it home.
   await engine.core.commit();
-  assert.equal(engine.core.device.heldBlocks, 0);
+  assert.equal(engine.stats().flushes?.heldBlocks, 0);
   assert.ok(device.peekDurable(home).equals(data.subarray(0, B)), 'home and durable after the commit');
   assert.deepEqual(await engine.read(id, 5 * B, 2 * B), data);
   await engine.close();

@@ -2,7 +2,7 @@
 // durations, checksum errors and QoS waits. The engine's log events feed commits and checksum errors; an
 // instrumenting Engine decorator (instrumented-engine.ts) feeds the I/O metrics.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Engine } from '../engine/index.js';
+import type { Engine, FlushCounts } from '../engine/index.js';
 import type { QosWaitTotals } from '../qos/qos-control.js';
 import type { ClusterHandle } from '../cluster/handle.js';
 
@@ -54,6 +54,15 @@ export class Metrics {
     pool('cairn_pool_volumes', 'Volumes in the pool', (e) => e.stats().volumes);
     pool('cairn_pool_snapshots', 'Snapshots in the pool', (e) => e.stats().snapshots);
     pool('cairn_pool_generation', 'Last durable commit generation', (e) => e.stats().generation);
+    // Flush counters, read at scrape time from the engine (they count from the pool's open).
+    const flushes = (name: string, help: string, pick: (f: FlushCounts) => number) => new Counter({
+      name, help, registers,
+      collect() { const f = self.engine?.stats().flushes; if (f) { this.reset(); this.inc(pick(f)); } },
+    });
+    flushes('cairn_flush_log_rounds_total', 'Intent log rounds written (each one sync or one durable write)', (f) => f.logRounds);
+    flushes('cairn_flush_commits_total', 'Flushes that committed instead of writing the intent log', (f) => f.committed);
+    flushes('cairn_flush_inline_blocks_total', 'Data blocks of lone small writes carried inline by intent log rounds', (f) => f.inlineBlocks);
+    pool('cairn_held_write_blocks', 'Data blocks of lone small writes held in memory until the next commit', (e) => e.stats().flushes?.heldBlocks ?? 0);
   }
 
   attach(engine: Engine): void { this.engine = engine; }

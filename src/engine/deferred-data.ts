@@ -27,10 +27,19 @@ export class DeferredData implements Device {
   inlined = 0;
 
   /** `inner`: the device itself (tests reach it to resize or fault it). */
-  constructor(readonly inner: Device) {}
+  constructor(readonly inner: Device) {
+    assert(!(inner instanceof DeferredData), 'held data is wrapped once');
+  }
 
   get sizeBlocks(): number { return this.inner.sizeBlocks; }
   get heldBlocks(): number { return this.held.size; }
+
+  /** Whole blocks, inside the device: a held copy past its end could never be drained. */
+  private assertSpan(blockNumber: number, bytes: number): void {
+    assert(Number.isSafeInteger(blockNumber) && blockNumber >= 0, `block ${blockNumber}`);
+    assert(bytes > 0 && bytes % BLOCK_SIZE_BYTES === 0, `an I/O of ${bytes} bytes is whole blocks`);
+    assert(blockNumber + bytes / BLOCK_SIZE_BYTES <= this.inner.sizeBlocks, `blocks ${blockNumber}+${bytes / BLOCK_SIZE_BYTES} past the device's ${this.inner.sizeBlocks}`);
+  }
 
   /**
    * Takes a copy of `buffers` (whole blocks) as the content of blocks from `pba` on; resolves at once.
@@ -51,14 +60,20 @@ export class DeferredData implements Device {
       }
     }
     assert(at > 0, 'a held write has blocks');
+    this.assertSpan(pba, at * BLOCK_SIZE_BYTES);
     if (this.held.size > DEFERRED_DATA_BLOCKS_MAX) this.drainInBackground();
     return Promise.resolve();
   }
 
   /** The held content of `pba`, if any (a log round inlines it). */
-  peek(pba: number): Buffer | undefined { return this.held.get(pba)?.data; }
+  peek(pba: number): Buffer | undefined {
+    const data = this.held.get(pba)?.data;
+    assert(data === undefined || data.length === BLOCK_SIZE_BYTES, 'a held copy is one block');
+    return data;
+  }
 
   async read(blockNumber: number, into: Buffer): Promise<void> {
+    this.assertSpan(blockNumber, into.length);
     if (this.held.size === 0) return this.inner.read(blockNumber, into);
     // Taken before the device read starts: a drain finishing meanwhile removes the entry, and the
     // read may still return the home block as it was before that write.
@@ -73,6 +88,7 @@ export class DeferredData implements Device {
   }
 
   readIfCheap(blockNumber: number, into: Buffer): boolean {
+    this.assertSpan(blockNumber, into.length);
     if (!this.inner.readIfCheap?.(blockNumber, into)) return false;
     this.overlay(blockNumber, into);
     return true;
@@ -80,11 +96,13 @@ export class DeferredData implements Device {
 
   private overlay(blockNumber: number, into: Buffer): void {
     if (this.held.size === 0) return;
+    assert(into.length % BLOCK_SIZE_BYTES === 0, 'an overlay is whole blocks');
     const n = into.length / BLOCK_SIZE_BYTES;
     for (let i = 0; i < n; i++) this.held.get(blockNumber + i)?.data.copy(into, i * BLOCK_SIZE_BYTES);
   }
 
   async write(blockNumber: number, data: Buffer): Promise<void> {
+    this.assertSpan(blockNumber, data.length);
     await this.dropHeld(blockNumber, data.length / BLOCK_SIZE_BYTES);
     await this.inner.write(blockNumber, data);
   }
@@ -92,6 +110,7 @@ export class DeferredData implements Device {
   async writev(blockNumber: number, buffers: Buffer[]): Promise<void> {
     let bytes = 0;
     for (const b of buffers) bytes += b.length;
+    this.assertSpan(blockNumber, bytes);
     await this.dropHeld(blockNumber, bytes / BLOCK_SIZE_BYTES);
     const inner = this.inner as Device & { writev?: (block: number, bufs: Buffer[]) => Promise<void> };
     if (inner.writev) await inner.writev(blockNumber, buffers);
@@ -104,6 +123,7 @@ export class DeferredData implements Device {
    */
   async writeDurable(blockNumber: number, data: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
+    this.assertSpan(blockNumber, data.length);
     await this.dropHeld(blockNumber, data.length / BLOCK_SIZE_BYTES);
     if (this.inner.writeDurable) return this.inner.writeDurable(blockNumber, data);
     await this.inner.write(blockNumber, data);
@@ -111,12 +131,15 @@ export class DeferredData implements Device {
   }
 
   private async dropHeld(blockNumber: number, count: number): Promise<void> {
+    assert(count > 0, 'a write drops the held copies of at least one block');
     if (this.held.size === 0) return;
     const waits: Promise<void>[] = [];
     for (let i = 0; i < count; i++) {
       const h = this.held.get(blockNumber + i);
       if (!h) continue;
       this.held.delete(blockNumber + i);
+      // Its drain's failure is kept in `failure` and reported by the next commit; the write waits only
+      // for the drain's write to be over, so that its own lands after it.
       if (h.writing) waits.push(h.writing.catch(() => undefined));
     }
     if (waits.length > 0) await Promise.all(waits);
@@ -137,6 +160,7 @@ export class DeferredData implements Device {
 
   private drainInBackground(): void {
     // A failure is kept and reported by the next flush (a commit), which then stops the pool.
+    assert(this.held.size > 0, 'a drain has something to write');
     if (this.draining === null) void this.drainAll();
   }
 
@@ -154,6 +178,7 @@ export class DeferredData implements Device {
 
   private async drainOnce(): Promise<void> {
     const pbas = [...this.held.keys()].sort((a, b) => a - b);
+    assert(pbas.length > 0 && this.failure === null, 'a drain starts with blocks held and no failure');
     const inFlight = new Set<Promise<void>>();
     let i = 0;
     while (i < pbas.length) {
@@ -169,6 +194,7 @@ export class DeferredData implements Device {
         entries.push(h);
       }
       if (run.length === 0) break;
+      // An earlier drain's write of the same blocks goes first; its failure is already in `failure`.
       const before = entries.filter((h) => h.writing !== null).map((h) => h.writing!.catch(() => undefined));
       const writing = Promise.all(before).then(() => this.writeRunHome(run, entries));
       for (const h of entries) h.writing = writing;
@@ -180,6 +206,7 @@ export class DeferredData implements Device {
         for (const h of entries) if (h.writing === writing) h.writing = null;
       }).finally(() => inFlight.delete(tracked));
       inFlight.add(tracked);
+      assert(inFlight.size <= DEFERRED_DRAIN_WRITES_IN_FLIGHT, 'drain writes in flight are bounded');
       if (inFlight.size >= DEFERRED_DRAIN_WRITES_IN_FLIGHT) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
@@ -187,13 +214,18 @@ export class DeferredData implements Device {
 
   private writeRunHome(run: number[], entries: Held[]): Promise<void> {
     assert(run.length === entries.length && run.length > 0, 'a run of held blocks');
+    assert(run.every((pba, k) => pba === run[0]! + k), 'a run is contiguous');
     const inner = this.inner as Device & { writev?: (block: number, bufs: Buffer[]) => Promise<void> };
     if (entries.length === 1) return inner.write(run[0]!, entries[0]!.data);
     const bufs = entries.map((h) => h.data);
     return inner.writev ? inner.writev(run[0]!, bufs) : inner.write(run[0]!, Buffer.concat(bufs));
   }
 
-  resize(sizeBlocks: number): Promise<void> { return this.inner.resize(sizeBlocks); }
+  resize(sizeBlocks: number): Promise<void> {
+    // Pools only grow; a held block past a new end would be written nowhere.
+    for (const pba of this.held.keys()) assert(pba < sizeBlocks, `held block ${pba} past a new size of ${sizeBlocks}`);
+    return this.inner.resize(sizeBlocks);
+  }
   refreshSize(): Promise<number> { return this.inner.refreshSize(); }
 
   async close(): Promise<void> {

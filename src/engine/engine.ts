@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { BLOCK_SIZE_BYTES, FIRST_FREE_BLOCK, FORMAT_VERSION_SETTINGS, FORMAT_VERSION_UNMIRRORED, POOL_BLOCKS_MAX, SETTING_BYTES_MAX, SUPERBLOCK_MIRROR_SLOTS } from './constants.js';
 import { hasIntentLog } from './superblock.js';
 import type { PoolCore } from './pool.js';
+import type { IntentLog } from './intent-log.js';
 import { FLAG_DELETED, RecordKind, type CatalogRecord } from './catalog.js';
 import { diffTrees } from './diff.js';
 import { extentsOf, readRange, unmapBlocks, writeRange, zeroRange } from './data-path.js';
@@ -23,7 +24,7 @@ import { cipherFor } from './data-path.js';
 import { XTS_DOMAIN_STREAM } from './xts.js';
 import type {
   DataKey, EncryptionInfo, KeyInfo, VolumeCreateOptions,
-  ByteRange, CheckReport, Engine, Extent, PoolStats, Setting, SettingChange, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
+  ByteRange, CheckReport, Engine, Extent, FlushCounts, PoolStats, Setting, SettingChange, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
   TargetEvent, VolumeInfo, WriteData, WriteOptions, ZeroOptions,
 } from './types.js';
 
@@ -164,7 +165,14 @@ export class CairnEngine implements Engine {
       volumes, snapshots, generation: this.core.durableGeneration, checksumErrors: this.core.checksumErrors,
       pendingDeleteNodes: this.catalog.deadNodes.length, metadataBytes: this.metadataBytes(),
       ...(this.core.device.ioCounts ? { deviceIo: this.core.device.ioCounts() } : {}),
+      ...(this.core.intentLog ? { flushes: this.flushCounts(this.core.intentLog) } : {}),
     };
+  }
+
+  private flushCounts(log: IntentLog): FlushCounts {
+    const device = this.core.device;
+    assert(log.rounds >= 0 && device.inlined >= 0, 'flush counts only grow');
+    return { logRounds: log.rounds, committed: log.roundsCommitted, inlineBlocks: device.inlined, heldBlocks: device.heldBlocks };
   }
 
   async check(): Promise<CheckReport> {

@@ -148,6 +148,8 @@ export async function scanIntentLog(core: PoolCore, rewind: boolean, txnMax: num
  * block no record of its flush maps, is corruption: writing such a page would overwrite live data.
  */
 function inlinePagesOf(flush: Flush, seq: number, size: number, raw: Buffer[]): InlinePage[] | null {
+  assert(flush.blocks.length > 0 && flush.inline.length === 0, 'a whole flush, its pages not yet found');
+  assert(raw.length === size, 'every log position was read');
   const records = flush.blocks.flatMap((b) => b.records);
   const indexes = records.filter((r) => r.volumeId === INLINE_INDEX_VOLUME);
   if (indexes.length === 0) return [];
@@ -165,6 +167,7 @@ function inlinePagesOf(flush: Flush, seq: number, size: number, raw: Buffer[]): 
       pages.push({ pba: e.pba + k, page: raw[(seq + pages.length) % size]!, crc: e.crcs[k]! });
     }
   }
+  assert(pages.every((p) => p.page !== undefined), 'every inline page was read');
   if (pages.length !== count) throw new PoolCorrupt(`intent log flush at block ${flush.firstSeq}: its inline index covers ${pages.length} of ${count} pages`);
   return pages;
 }
@@ -174,6 +177,7 @@ function damagedInlinePages(flush: Flush): number[] {
   const damaged: number[] = [];
   const crc = new Uint32Array(1);
   for (const p of flush.inline) {
+    assert(p.page.length === BLOCK_SIZE_BYTES, 'an inline page is one block');
     blockChecksums(p.page, crc, 0);
     if (crc[0] !== p.crc && damaged.length < LOG_DAMAGED_BLOCKS_LISTED_MAX) damaged.push(p.pba);
   }

@@ -231,6 +231,7 @@ export class IntentLog {
         pbas.push(named[i]! + k);
       }
     }
+    assert(pages.length === pbas.length && pages.length <= max, 'inline pages are bounded');
     const crcs = new Uint32Array(pages.length);
     for (let i = 0; i < pages.length; i++) blockChecksums(pages[i]!, crcs, i);
     const index: LeafEntry[] = [];
@@ -240,6 +241,7 @@ export class IntentLog {
       index.push({ lba: i, pba: pbas[i]!, lengthBlocks: n, crcs: crcs.subarray(i, i + n) });
       i += n;
     }
+    assert(index.reduce((n, e) => n + e.lengthBlocks, 0) === pages.length, 'the inline index covers every page once');
     return { pages, index, overflow: false, complete };
   }
 
@@ -260,6 +262,7 @@ export class IntentLog {
     for (let i = 0; i < pages.length; i++) pages[i]!.copy(buf, (records + i) * BLOCK_SIZE_BYTES);
     const position = firstSeq % size;
     const first = Math.min(n, size - position);
+    assert(first > 0 && n - first < position + 1, 'a wrapped round does not reach its own start');
     const device = this.host.device;
     const write = (block: number, data: Buffer): Promise<void> => (durable ? device.writeDurable(block, data) : device.write(block, data));
     const writes = [write(this.region.startBlock + position, buf.subarray(0, first * BLOCK_SIZE_BYTES))];

@@ -142,6 +142,7 @@ export class Keyring {
    */
   cipherOf(keyId: number, name: string): XtsCipher | null {
     if (keyId === 0) return null;
+    assert(Number.isSafeInteger(keyId) && keyId >= 1, `key slot ${keyId}`);
     const cipher = this.ciphers.get(keyId);
     if (cipher === undefined) throw new VolumeLocked(name);
     return cipher;
@@ -152,6 +153,7 @@ export class Keyring {
     validateKey(dek, wrapped);
     const i = this.slots.findIndex((s) => s[0] === null && s[1] === null);
     if (i < 0) throw new KeySlotsFull(this.slots.length);
+    assert(!this.ciphers.has(i + 1), 'a free slot has no key in memory');
     const copy: SlotCopy = { wrapped: Buffer.from(wrapped), check: keyCheckValue(dek), version: 1 };
     this.slots[i] = [copy, { ...copy }];
     this.ciphers.set(i + 1, new XtsCipher(dek));

@@ -112,6 +112,20 @@ export interface PoolStats {
    * (device/inline-io.ts); absent for a device that does not count them.
    */
   deviceIo?: DeviceIoCounts;
+  /** Flushes so far (absent for a pool without an intent log): see `FlushCounts`. */
+  flushes?: FlushCounts;
+}
+
+/** How flushes were made durable since the pool opened (ARCHITECTURE.md, "Flush: the intent log"). */
+export interface FlushCounts {
+  /** Log rounds written (one device sync, or one durable write, each). */
+  logRounds: number;
+  /** Flushes that committed instead (records overflowed, or the log region was full). */
+  committed: number;
+  /** Data blocks carried inline by log rounds (lone small writes held in memory). */
+  inlineBlocks: number;
+  /** Data blocks held in memory now, waiting for a commit to go home. */
+  heldBlocks: number;
 }
 
 export interface SpaceUsage {

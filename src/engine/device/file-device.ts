@@ -263,17 +263,12 @@ export class FileDevice implements Device {
   async flush(): Promise<void> { await this.handle.datasync(); }
 
   /**
-   * Writes `data` through the O_DSYNC descriptor: durable when it returns, without waiting for the
-   * other dirty pages of the file the way fdatasync does. A thread-pool round trip costs ~100 µs of
-   * latency on the VMs measured (docs/performance.md), as much as the sync itself: while such writes
-   * finish within 3 ms they run on the loop (inline-io.ts backs off when one does not).
-   */
-  /**
    * The open file itself again, through /proc (its path may name another file by now: a pool file is
    * laid down under a temporary name, and a path can be replaced), checked to be the same inode. False
    * where that fails: durable writes then write and sync.
    */
   private async openDsync(): Promise<FileHandle | false> {
+    assert(this.dsync === null, 'the O_DSYNC descriptor is opened once');
     const handle = await open(`/proc/self/fd/${this.handle.fd}`, fsConstants.O_WRONLY | fsConstants.O_DSYNC).catch(() => null);
     if (handle === null) return false;
     const [a, b] = await Promise.all([this.handle.stat(), handle.stat()]);
@@ -282,6 +277,12 @@ export class FileDevice implements Device {
     return false;
   }
 
+  /**
+   * Writes `data` through the O_DSYNC descriptor: durable when it returns, without waiting for the
+   * other dirty pages of the file the way fdatasync does. A thread-pool round trip costs ~100 µs of
+   * latency on the VMs measured (docs/performance.md), as much as the sync itself: while such writes
+   * finish within 3 ms they run on the loop (inline-io.ts backs off when one does not).
+   */
   async writeDurable(blockNumber: number, data: Buffer): Promise<void> {
     this.assertSpan(blockNumber, data.length);
     const dsync = this.dsync ??= await this.openDsync();
@@ -292,11 +293,15 @@ export class FileDevice implements Device {
     const position = blockNumber * BLOCK_SIZE_BYTES;
     if (this.inlineDurableWrites.allows(data.length)) {
       return this.inlineDurableWrites.run(data.length, () => {
-        for (let done = 0; done < data.length;) done += writeSync(dsync.fd, data, done, data.length - done, position + done);
+        let done = 0;
+        while (done < data.length) done += writeSync(dsync.fd, data, done, data.length - done, position + done);
+        assert(done === data.length, 'a durable write is written whole');
       });
     }
     this.pooledDurableWrites++;
-    for (let done = 0; done < data.length;) done += (await dsync.write(data, done, data.length - done, position + done)).bytesWritten;
+    let done = 0;
+    while (done < data.length) done += (await dsync.write(data, done, data.length - done, position + done)).bytesWritten;
+    assert(done === data.length, 'a durable write is written whole');
   }
 
   async resize(sizeBlocks: number): Promise<void> {

@@ -289,12 +289,22 @@ export class SimDevice implements Device {
     return { blockNumber, bitIndex: bit };
   }
 
-  failNextReads(n: number): void { this.failReadsLeft = n; }
-  failNextWrites(n: number): void { this.failWritesLeft = n; }
-  failFlush(n: number): void { this.failFlushesLeft = n; }
+  failNextReads(n: number): void {
+    assert(Number.isSafeInteger(n) && n >= 0, 'a count of reads to fail');
+    this.failReadsLeft = n;
+  }
+  failNextWrites(n: number): void {
+    assert(Number.isSafeInteger(n) && n >= 0, 'a count of writes to fail');
+    this.failWritesLeft = n;
+  }
+  failFlush(n: number): void {
+    assert(Number.isSafeInteger(n) && n >= 0, 'a count of flushes to fail');
+    this.failFlushesLeft = n;
+  }
   /** Each op fails with this probability (drawn from the device's Prng); 0 turns it off. */
   setFaultProbability(p: Partial<FaultProbability>): void {
     this.faultProbability = { ...this.faultProbability, ...p };
+    for (const v of Object.values(this.faultProbability)) assert(v >= 0 && v <= 1, `a fault probability of ${v}`);
   }
   clearFaults(): void {
     this.failReadsLeft = 0;
