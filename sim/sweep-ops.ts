@@ -219,7 +219,8 @@ export const sweepOps: SweepOp[] = [
       const core = (sim.e as CairnEngine).core;
       // Abandoned: nothing of it runs again, and a call to it fails as a stopped pool's would (io_error).
       core.poisoned = new Error('engine abandoned for the replay sweep');
-      sim.engine = await openPool(core.device, sim.poolOptions());
+      // The device itself: data the old pool held in memory is gone with it, as in a power cut.
+      sim.engine = await openPool(core.device.inner, sim.poolOptions());
     }, () => undefined),
     prepare: async (sim) => { await flush(sim); },
   },
