@@ -224,3 +224,42 @@ test('an inline page of an older flush damaged since: the pool opens, the later 
   await e2.close();
   await engine.close();
 });
+
+test('a round that may not fit while a commit runs waits for that commit to retire the log; no second commit, nothing lost', async () => {
+  const { device, engine, id } = await newPool(11);
+  const { logBlocks } = engine.core.sb;
+  // The commit the fill starts is held at its sync; rounds go on (durable writes need no sync).
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => { release = resolve; });
+  const flush = device.flush.bind(device);
+  let gated = 0;
+  // Only the first sync waits (the commit's); the rounds' own syncs go through (a round can name a
+  // block that commit drained home).
+  device.flush = async () => { if (gated++ === 0) await gate; return flush(); };
+  const generation = engine.core.sb.generation;
+  const written: number[] = [];
+  let blocked: Promise<void> | null = null;
+  for (let i = 0; i < logBlocks && blocked === null; i++) {
+    const lba = (i * 7) % 8192;
+    await engine.write(id, lba * B, pattern(100 + i, B));
+    written.push(lba);
+    const flushed = engine.flush();
+    const settled = await Promise.race([flushed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 20))]);
+    if (!settled) blocked = flushed;
+  }
+  assert.ok(blocked !== null, 'a flush waits once the log has no room');
+  assert.ok(gated >= 1 && engine.core.intentLog!.blocksInUse > logBlocks / 2, 'the commit under way is at its sync; the log is past half full');
+  assert.equal(engine.stats().flushes?.committed, 0, 'no flush committed instead of logging');
+  release();
+  await blocked;
+  device.flush = flush;
+  assert.equal(engine.core.sb.generation, generation + 1, 'one commit, not one more right after it');
+  assert.ok(engine.core.intentLog!.blocksInUse < logBlocks / 2, 'the commit retired the log');
+  const e2 = await openPool(device.crash('clean'), options());
+  const last = new Map<number, number>();
+  written.forEach((lba, i) => last.set(lba, i));
+  for (const [lba, i] of last) assert.deepEqual(await e2.read(id, lba * B, B), pattern(100 + i, B), `lba ${lba}`);
+  assert.deepEqual((await e2.check()).problems, []);
+  await e2.close();
+  await engine.close();
+});

@@ -153,6 +153,7 @@ export class IntentLog {
     this.nextRound = null;
     round.started = true;
     this.host.ensureUsable();
+    await this.awaitRoomFromCommit(round);
     // A commit that prepared after this round was queued may have taken records its waiters need.
     const c = this.commitInFlight;
     const commitWait = c && c.clearedTo > c.clearedFrom ? c.done : null;
@@ -205,7 +206,34 @@ export class IntentLog {
     }
     this.rounds++;
     if (commitWait) await commitWait;
-    if (this.blocksInUse > this.region.blocks * LOG_COMMIT_FILL_FRACTION) this.host.commitInBackground();
+    // Counted from the tail a commit under way will leave: measured from the durable tail, every round
+    // during a commit asked for another one, which then ran at once for the few writes since (three
+    // syncs, and the space-map pages of the first one's frees, ~400 blocks, for nothing).
+    const tail = this.commitInFlight?.tailSeq ?? this.durableTailSeq;
+    assert(tail >= this.durableTailSeq && tail <= this.nextSeq, 'a commit under way retires part of the log');
+    if (this.nextSeq - tail > this.region.blocks * LOG_COMMIT_FILL_FRACTION) this.host.commitInBackground();
+  }
+
+  /**
+   * Writers can fill the region while a commit runs (a commit drains the held blocks and syncs: a few
+   * hundred ms on a busy VM disk, ~1 000 rounds of QD-1 flushes). A round that may not fit waits for
+   * the commit under way to retire its part, rather than commit once more right after it (three syncs
+   * and ~400 metadata blocks for the few records since). Flushes that come meanwhile queue behind it.
+   */
+  private async awaitRoomFromCommit(round: Round): Promise<void> {
+    const c = this.commitInFlight;
+    const worst = this.pending.length + 1 + LOG_INLINE_BLOCKS_MAX;
+    if (c === null || this.overflowed || this.blocksInUse + worst <= this.region.blocks) return;
+    assert(this.roundInFlight === null, 'rounds run one at a time');
+    this.roundInFlight = round;
+    try {
+      await c.done;
+    } catch {
+      // That commit's failure stopped the pool: ensureUsable reports it below.
+    } finally {
+      if (this.roundInFlight === round) this.roundInFlight = null;
+    }
+    this.host.ensureUsable();
   }
 
   /**
