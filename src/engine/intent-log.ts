@@ -153,7 +153,21 @@ export class IntentLog {
     this.nextRound = null;
     round.started = true;
     this.host.ensureUsable();
-    await this.awaitRoomFromCommit(round);
+    const room = this.commitToMakeRoom();
+    if (room !== null) {
+      // In flight while it waits: flushes that come meanwhile queue behind it. Cleared in the same
+      // step as the wait ends, and set again below before any other await, so no round can start in
+      // between and write out of order.
+      this.roundInFlight = round;
+      try {
+        await room;
+      } catch {
+        // That commit's failure stopped the pool: ensureUsable reports it below.
+      } finally {
+        if (this.roundInFlight === round) this.roundInFlight = null;
+      }
+      this.host.ensureUsable();
+    }
     // A commit that prepared after this round was queued may have taken records its waiters need.
     const c = this.commitInFlight;
     const commitWait = c && c.clearedTo > c.clearedFrom ? c.done : null;
@@ -218,22 +232,14 @@ export class IntentLog {
    * Writers can fill the region while a commit runs (a commit drains the held blocks and syncs: a few
    * hundred ms on a busy VM disk, ~1 000 rounds of QD-1 flushes). A round that may not fit waits for
    * the commit under way to retire its part, rather than commit once more right after it (three syncs
-   * and ~400 metadata blocks for the few records since). Flushes that come meanwhile queue behind it.
+   * and ~400 metadata blocks for the few records since): that commit's promise, or null.
    */
-  private async awaitRoomFromCommit(round: Round): Promise<void> {
+  private commitToMakeRoom(): Promise<void> | null {
     const c = this.commitInFlight;
     const worst = this.pending.length + 1 + LOG_INLINE_BLOCKS_MAX;
-    if (c === null || this.overflowed || this.blocksInUse + worst <= this.region.blocks) return;
+    if (c === null || this.overflowed || this.blocksInUse + worst <= this.region.blocks) return null;
     assert(this.roundInFlight === null, 'rounds run one at a time');
-    this.roundInFlight = round;
-    try {
-      await c.done;
-    } catch {
-      // That commit's failure stopped the pool: ensureUsable reports it below.
-    } finally {
-      if (this.roundInFlight === round) this.roundInFlight = null;
-    }
-    this.host.ensureUsable();
+    return c.done;
   }
 
   /**
