@@ -68,6 +68,17 @@ static void crc_blocks(const uint8_t *p, size_t blocks, uint32_t *out) {
   }
 }
 
+bool cairn_crc_blocks_supported(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("sse4.2");
+}
+
+bool cairn_crc_blocks(const uint8_t *p, size_t blocks, uint32_t *out) {
+  if (!cairn_crc_blocks_supported()) return false;
+  crc_blocks(p, blocks, out);
+  return true;
+}
+
 static napi_value throw_range(napi_env env, const char *message) {
   napi_throw_range_error(env, NULL, message);
   return NULL;
@@ -97,12 +108,15 @@ static napi_value crc32c_blocks(napi_env env, napi_callback_info info) {
   if (blocks > 0) crc_blocks((const uint8_t *)data, blocks, (uint32_t *)outData + at);
   return NULL;
 }
+
+#else
+bool cairn_crc_blocks_supported(void) { return false; }
+bool cairn_crc_blocks(const uint8_t *p, size_t blocks, uint32_t *out) { (void)p; (void)blocks; (void)out; return false; }
 #endif
 
 void register_block_checksums(napi_env env, napi_value exports) {
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("sse4.2")) {
+  if (cairn_crc_blocks_supported()) {
     export_function(env, exports, "crc32cBlocks", crc32c_blocks);
   }
 #else

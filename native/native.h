@@ -2,6 +2,9 @@
 #ifndef CAIRN_NATIVE_H
 #define CAIRN_NATIVE_H
 #include <node_api.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 /** Adds the native function `fn` to `exports` under `name`. */
 static inline void export_function(napi_env env, napi_value exports, const char *name, napi_callback fn) {
@@ -9,6 +12,11 @@ static inline void export_function(napi_env env, napi_value exports, const char 
   napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &value);
   napi_set_named_property(env, exports, name, value);
 }
+
+/** Whether cairn_crc_blocks runs on this CPU (x86-64 with SSE4.2). */
+bool cairn_crc_blocks_supported(void);
+/** crc32c of each 4 KiB block of p into out[i]; false (nothing written) where unsupported. Any thread. */
+bool cairn_crc_blocks(const uint8_t *p, size_t blocks, uint32_t *out);
 
 void register_block_checksums(napi_env env, napi_value exports);
 void register_writeback(napi_env env, napi_value exports);

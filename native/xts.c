@@ -61,6 +61,8 @@ typedef struct {
   double first_block;
   double domain;
   int encrypt;
+  /** When set, the crc32c of each ciphertext block: of dst after encrypting, of src before decrypting. */
+  uint32_t *crcs;
 } xts_job_t;
 
 static void put_u64_le(uint8_t *p, uint64_t v) {
@@ -69,6 +71,8 @@ static void put_u64_le(uint8_t *p, uint64_t v) {
 
 /** Runs the job; 0 on success, -1 when OpenSSL refused (its error queue is cleared: Node's is shared). */
 static int xts_run(const xts_job_t *job) {
+  size_t blocks = job->length_bytes / XTS_BLOCK_BYTES;
+  if (job->crcs != NULL && !job->encrypt && !cairn_crc_blocks(job->src, blocks, job->crcs)) return -1;
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   if (ctx == NULL) return -1;
   int ok = EVP_CipherInit_ex(ctx, xts_cipher(), NULL, job->key, NULL, job->encrypt) == 1;
@@ -85,6 +89,7 @@ static int xts_run(const xts_job_t *job) {
   }
   EVP_CIPHER_CTX_free(ctx); // wipes the key schedule
   if (!ok) ERR_clear_error();
+  if (ok && job->crcs != NULL && job->encrypt && !cairn_crc_blocks(job->dst, blocks, job->crcs)) return -1;
   return ok ? 0 : -1;
 }
 
@@ -107,6 +112,17 @@ static bool get_bytes(napi_env env, napi_value value, uint8_t **data, size_t *le
   return true;
 }
 
+/** A typed array's elements and count, when it has the type asked for. */
+static bool get_typed(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  napi_value array_buffer;
+  size_t offset;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed) return false;
+  if (napi_get_typedarray_info(env, value, &type, length, data, &array_buffer, &offset) != napi_ok) return false;
+  return type == want;
+}
+
 /** A JavaScript number that is an integer in [0, 2^53 - 1]. */
 static bool get_index(napi_env env, napi_value value, double *out) {
   napi_valuetype t;
@@ -116,15 +132,18 @@ static bool get_index(napi_env env, napi_value value, double *out) {
 }
 
 /** Reads and checks the six arguments into `job`; on a bad one throws RangeError and returns false. */
-static bool parse_job(napi_env env, napi_callback_info info, xts_job_t *job, napi_value *src_value, napi_value *dst_value) {
-  size_t argc = 6;
-  napi_value argv[6];
+static bool parse_job(napi_env env, napi_callback_info info, xts_job_t *job, napi_value *src_value, napi_value *dst_value, napi_value *crcs_value) {
+  size_t argc = 7;
+  napi_value argv[7];
+  void *crcs = NULL;
+  size_t crc_count = 0;
   uint8_t *key, *src, *dst;
   size_t key_length, src_length, dst_length;
   bool encrypt;
   const char *bad = NULL;
   napi_valuetype t;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 6) bad = "xtsBlocks(key, src, dst, firstBlock, domain, encrypt)";
+  bool with_crcs = crcs_value != NULL && argc == 7;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 || argc > (crcs_value != NULL ? 7 : 6)) bad = "xtsBlocks(key, src, dst, firstBlock, domain, encrypt), xtsBlocksAsync(..., crcs?)";
   else if (!get_bytes(env, argv[0], &key, &key_length) || key_length != XTS_KEY_BYTES) bad = "key must be a 64-byte Uint8Array";
   else if (memcmp(key, key + XTS_KEY_BYTES / 2, XTS_KEY_BYTES / 2) == 0) bad = "the two halves of an XTS key must differ";
   else if (!get_bytes(env, argv[1], &src, &src_length)) bad = "src must be a Uint8Array";
@@ -135,6 +154,8 @@ static bool parse_job(napi_env env, napi_callback_info info, xts_job_t *job, nap
   else if (job->first_block + (double)(src_length / XTS_BLOCK_BYTES - 1) > XTS_NUMBER_MAX) bad = "the last block number passes 2^53 - 1";
   else if (!get_index(env, argv[4], &job->domain)) bad = "domain must be an integer in [0, 2^53 - 1]";
   else if (napi_typeof(env, argv[5], &t) != napi_ok || t != napi_boolean || napi_get_value_bool(env, argv[5], &encrypt) != napi_ok) bad = "encrypt must be a boolean";
+  else if ((with_crcs = crcs_value != NULL && argc == 7) && !cairn_crc_blocks_supported()) bad = "checksums in the job need x86-64 with SSE4.2";
+  else if (with_crcs && (!get_typed(env, argv[6], napi_uint32_array, &crcs, &crc_count) || crc_count != src_length / XTS_BLOCK_BYTES)) bad = "crcs must be a Uint32Array with a slot per block";
   if (bad != NULL) {
     throw_range(env, bad);
     return false;
@@ -144,15 +165,17 @@ static bool parse_job(napi_env env, napi_callback_info info, xts_job_t *job, nap
   job->dst = dst;
   job->length_bytes = src_length;
   job->encrypt = encrypt ? 1 : 0;
+  job->crcs = with_crcs ? crcs : NULL;
   *src_value = argv[1];
   *dst_value = argv[2];
+  if (crcs_value != NULL) *crcs_value = with_crcs ? argv[6] : NULL;
   return true;
 }
 
 static napi_value xts_blocks(napi_env env, napi_callback_info info) {
   xts_job_t job;
   napi_value src_value, dst_value;
-  if (!parse_job(env, info, &job, &src_value, &dst_value)) return NULL;
+  if (!parse_job(env, info, &job, &src_value, &dst_value, NULL)) return NULL;
   int rc = xts_run(&job);
   OPENSSL_cleanse(job.key, sizeof job.key);
   if (rc != 0) napi_throw_error(env, NULL, "xtsBlocks: OpenSSL refused the AES-256-XTS operation");
@@ -165,6 +188,7 @@ typedef struct {
   napi_deferred deferred;
   napi_ref src_ref;
   napi_ref dst_ref;
+  napi_ref crcs_ref;
   int rc;
 } xts_async_t;
 
@@ -177,6 +201,7 @@ static void xts_execute(napi_env env, void *data) {
 static void xts_free(napi_env env, xts_async_t *w) {
   if (w->src_ref != NULL) napi_delete_reference(env, w->src_ref);
   if (w->dst_ref != NULL) napi_delete_reference(env, w->dst_ref);
+  if (w->crcs_ref != NULL) napi_delete_reference(env, w->crcs_ref);
   if (w->work != NULL) napi_delete_async_work(env, w->work);
   OPENSSL_cleanse(w->job.key, sizeof w->job.key);
   free(w);
@@ -204,14 +229,15 @@ static napi_value xts_blocks_async(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "xtsBlocksAsync: out of memory");
     return NULL;
   }
-  napi_value src_value, dst_value, promise, name;
-  if (!parse_job(env, info, &w->job, &src_value, &dst_value)) {
+  napi_value src_value, dst_value, crcs_value, promise, name;
+  if (!parse_job(env, info, &w->job, &src_value, &dst_value, &crcs_value)) {
     xts_free(env, w);
     return NULL;
   }
   // The references keep src and dst (and their memory) alive while a pool thread works on them.
   if (napi_create_reference(env, src_value, 1, &w->src_ref) != napi_ok ||
       napi_create_reference(env, dst_value, 1, &w->dst_ref) != napi_ok ||
+      (crcs_value != NULL && napi_create_reference(env, crcs_value, 1, &w->crcs_ref) != napi_ok) ||
       napi_create_string_utf8(env, "cairn:xts", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, xts_execute, xts_complete, w, &w->work) != napi_ok ||
       napi_create_promise(env, &w->deferred, &promise) != napi_ok) {
@@ -231,9 +257,165 @@ static napi_value xts_blocks_async(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// xtsSealPiecesAsync(key, pieces, firstBlocks, dst, domain, crcs): encrypts pieces[i] (whole 4 KiB
+// blocks, Uint8Arrays) one after another into dst (as long as all of them together, overlapping none),
+// block j of piece i with the tweak (firstBlocks[i] + j, domain), then puts the crc32c of each block of
+// dst (the ciphertext, still in cache) into crcs[k]. One job on the thread pool for a write whose data
+// lands in several physical runs: each run on its own was below the size worth a hand-off and was
+// encrypted, then summed, on the event loop. Exported only where cairn_crc_blocks runs.
+typedef struct {
+  uint8_t key[XTS_KEY_BYTES];
+  size_t count;
+  const uint8_t **src;
+  size_t *bytes;
+  double *first_block;
+  uint8_t *dst;
+  size_t dst_bytes;
+  double domain;
+  uint32_t *crcs;
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref refs[4];
+  int rc;
+} xts_seal_t;
+
+static void seal_free(napi_env env, xts_seal_t *w) {
+  for (int i = 0; i < 4; i++) if (w->refs[i] != NULL) napi_delete_reference(env, w->refs[i]);
+  if (w->work != NULL) napi_delete_async_work(env, w->work);
+  OPENSSL_cleanse(w->key, sizeof w->key);
+  free(w->src);
+  free(w->bytes);
+  free(w->first_block);
+  free(w);
+}
+
+static void seal_execute(napi_env env, void *data) {
+  (void)env;
+  xts_seal_t *w = data;
+  size_t out = 0;
+  w->rc = 0;
+  for (size_t i = 0; i < w->count && w->rc == 0; i++) {
+    xts_job_t job = { .src = w->src[i], .dst = w->dst + out, .length_bytes = w->bytes[i], .first_block = w->first_block[i], .domain = w->domain, .encrypt = 1 };
+    memcpy(job.key, w->key, XTS_KEY_BYTES);
+    w->rc = xts_run(&job);
+    OPENSSL_cleanse(job.key, sizeof job.key);
+    out += w->bytes[i];
+  }
+  if (w->rc == 0 && !cairn_crc_blocks(w->dst, w->dst_bytes / XTS_BLOCK_BYTES, w->crcs)) w->rc = -1;
+}
+
+static void seal_complete(napi_env env, napi_status status, void *data) {
+  xts_seal_t *w = data;
+  napi_value result;
+  if (status == napi_ok && w->rc == 0) {
+    napi_get_undefined(env, &result);
+    napi_resolve_deferred(env, w->deferred, result);
+  } else {
+    napi_value message;
+    const char *text = status == napi_ok ? "xtsSealPiecesAsync: OpenSSL refused the AES-256-XTS operation" : "xtsSealPiecesAsync: cancelled";
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+    napi_create_error(env, NULL, message, &result);
+    napi_reject_deferred(env, w->deferred, result);
+  }
+  seal_free(env, w);
+}
+
+
+/** Reads and checks the arguments into `w`; on a bad one throws RangeError and returns false. */
+static bool parse_seal(napi_env env, napi_callback_info info, xts_seal_t *w, napi_value argv[6]) {
+  size_t argc = 6;
+  uint8_t *key, *dst;
+  size_t key_length, dst_length, first_count, crc_count;
+  uint32_t count = 0;
+  bool is_array = false;
+  void *first = NULL, *crcs = NULL;
+  const char *bad = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 6) bad = "xtsSealPiecesAsync(key, pieces, firstBlocks, dst, domain, crcs)";
+  else if (!get_bytes(env, argv[0], &key, &key_length) || key_length != XTS_KEY_BYTES) bad = "key must be a 64-byte Uint8Array";
+  else if (memcmp(key, key + XTS_KEY_BYTES / 2, XTS_KEY_BYTES / 2) == 0) bad = "the two halves of an XTS key must differ";
+  else if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[1], &count) != napi_ok || count == 0) bad = "pieces must be a non-empty array";
+  else if (!get_typed(env, argv[2], napi_float64_array, &first, &first_count) || first_count != count) bad = "firstBlocks must be a Float64Array with a number per piece";
+  else if (!get_bytes(env, argv[3], &dst, &dst_length) || dst_length == 0 || dst_length % XTS_BLOCK_BYTES != 0) bad = "dst must be whole 4 KiB blocks";
+  else if (!get_index(env, argv[4], &w->domain)) bad = "domain must be an integer in [0, 2^53 - 1]";
+  else if (!get_typed(env, argv[5], napi_uint32_array, &crcs, &crc_count) || crc_count != dst_length / XTS_BLOCK_BYTES) bad = "crcs must be a Uint32Array with a slot per block of dst";
+  if (bad == NULL) {
+    w->count = count;
+    w->src = calloc(count, sizeof *w->src);
+    w->bytes = calloc(count, sizeof *w->bytes);
+    w->first_block = calloc(count, sizeof *w->first_block);
+    if (w->src == NULL || w->bytes == NULL || w->first_block == NULL) bad = "out of memory";
+  }
+  size_t total = 0;
+  for (uint32_t i = 0; bad == NULL && i < count; i++) {
+    napi_value piece;
+    uint8_t *p;
+    size_t length;
+    double block = ((double *)first)[i];
+    if (napi_get_element(env, argv[1], i, &piece) != napi_ok || !get_bytes(env, piece, &p, &length)) bad = "each piece must be a Uint8Array";
+    else if (length == 0 || length % XTS_BLOCK_BYTES != 0) bad = "each piece must be one or more whole 4 KiB blocks";
+    else if (p < dst + dst_length && dst < p + length) bad = "dst must not overlap a piece";
+    else if (!(block >= 0 && block <= XTS_NUMBER_MAX && block == (double)(uint64_t)block) || block + (double)(length / XTS_BLOCK_BYTES - 1) > XTS_NUMBER_MAX) bad = "each first block must be an integer, its piece's last at most 2^53 - 1";
+    else {
+      w->src[i] = p;
+      w->bytes[i] = length;
+      w->first_block[i] = block;
+      total += length;
+    }
+  }
+  if (bad == NULL && total != dst_length) bad = "dst must be as long as the pieces together";
+  if (bad != NULL) {
+    throw_range(env, bad);
+    return false;
+  }
+  memcpy(w->key, key, XTS_KEY_BYTES);
+  w->dst = dst;
+  w->dst_bytes = dst_length;
+  w->crcs = crcs;
+  return true;
+}
+
+static napi_value xts_seal_pieces_async(napi_env env, napi_callback_info info) {
+  xts_seal_t *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    napi_throw_error(env, NULL, "xtsSealPiecesAsync: out of memory");
+    return NULL;
+  }
+  napi_value argv[6], promise, name;
+  if (!parse_seal(env, info, w, argv)) {
+    seal_free(env, w);
+    return NULL;
+  }
+  // The references keep the pieces (through their array), firstBlocks, dst and crcs alive meanwhile.
+  const int kept[4] = { 1, 2, 3, 5 };
+  for (int i = 0; i < 4; i++) {
+    if (napi_create_reference(env, argv[kept[i]], 1, &w->refs[i]) != napi_ok) {
+      seal_free(env, w);
+      napi_throw_error(env, NULL, "xtsSealPiecesAsync: could not start the work");
+      return NULL;
+    }
+  }
+  if (napi_create_string_utf8(env, "cairn:xts-seal", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, seal_execute, seal_complete, w, &w->work) != napi_ok ||
+      napi_create_promise(env, &w->deferred, &promise) != napi_ok) {
+    seal_free(env, w);
+    napi_throw_error(env, NULL, "xtsSealPiecesAsync: could not start the work");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, w->work) != napi_ok) {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, w->deferred, undefined);
+    seal_free(env, w);
+    napi_throw_error(env, NULL, "xtsSealPiecesAsync: could not queue the work");
+    return NULL;
+  }
+  return promise;
+}
+
 void register_xts(napi_env env, napi_value exports) {
   export_function(env, exports, "xtsBlocks", xts_blocks);
   export_function(env, exports, "xtsBlocksAsync", xts_blocks_async);
+  if (cairn_crc_blocks_supported()) export_function(env, exports, "xtsSealPiecesAsync", xts_seal_pieces_async);
 }
 #else
 void register_xts(napi_env env, napi_value exports) { (void)env; (void)exports; }

@@ -11,6 +11,8 @@ import { SimDevice } from '../src/engine/device/sim-device.js';
 import { Prng } from '../src/engine/device/prng.js';
 import { createPool, openPool, checkPool } from '../src/engine/pool.js';
 import { CairnError, openPoolFile } from '../src/engine/index.js';
+import { nativeAddon } from '../src/engine/native.js';
+import { metaReserveBlocks } from '../src/engine/constants.js';
 import type { CairnEngine } from '../src/engine/engine.js';
 import { assertClean, MiB, pattern, tempPool } from './engine-helpers.js';
 
@@ -262,5 +264,65 @@ test('encryption: bad keys are refused with clear errors', async () => {
   await assert.rejects(engine.createVolume('a', MiB, { encryption: newKey() }), (err) => code(err) === 'name_taken');
   assert.equal(engine.listKeys().length, 1, 'a refused create leaves no key behind');
   assert.throws(() => engine.unlockKey(999, randomBytes(64)), (err) => code(err) === 'invalid_argument');
+  await engine.close();
+});
+
+test('encryption: a write landing in many small runs is sealed in one job per group, each block with its own tweak and checksum', async () => {
+  const pool = await tempPool(64 * MiB);
+  const { engine } = pool;
+  try {
+    await engine.createVolume('frag', 8 * MiB, { encryption: newKey() });
+    await engine.createVolume('plain', 64 * MiB);
+    const id = engine.resolve('frag').id, plainId = engine.resolve('plain').id;
+    // 2 MiB laid down, the pool filled but for ~1 MiB, then every other block of the 2 MiB trimmed
+    // and committed: the free space is now mostly runs of one block.
+    const before = pattern(21, 2 * MiB);
+    await engine.write(id, 0, before);
+    const reserve = metaReserveBlocks(engine.stats().sizeBytes / BLOCK) * BLOCK; // free, but only for metadata
+    const fill = Math.floor((engine.stats().freeBytes - reserve - MiB) / BLOCK) * BLOCK;
+    for (let at = 0; at < fill; at += MiB) await engine.write(plainId, at, pattern(22, Math.min(MiB, fill - at)));
+    for (let b = 0; b < 512; b += 2) await engine.trim(id, b * BLOCK, BLOCK);
+    await engine.checkpoint();
+    const native = nativeAddon.xtsSealPiecesAsync;
+    let jobs = 0;
+    if (native) nativeAddon.xtsSealPiecesAsync = (...args) => { jobs++; return native(...args); };
+    // Writes of 48 blocks (below the large-write size, so placed at the lowest free blocks), more
+    // of them than the free space outside the holes holds.
+    const writes = Array.from({ length: 6 }, (_, i) => pattern(40 + i, 48 * BLOCK));
+    try {
+      for (let i = 0; i < writes.length; i++) await engine.write(id, 4 * MiB + i * MiB / 2, writes[i]!);
+    } finally {
+      if (native) nativeAddon.xtsSealPiecesAsync = native;
+    }
+    if (native) assert.ok(jobs >= 1, 'runs of a write were sealed together');
+    for (let i = 0; i < writes.length; i++) assert.ok((await engine.read(id, 4 * MiB + i * MiB / 2, writes[i]!.length)).equals(writes[i]!), `write ${i} read back through its tweaks and checksums`);
+    for (let b = 1; b < 512; b += 2) assert.ok((await engine.read(id, b * BLOCK, BLOCK)).equals(before.subarray(b * BLOCK, (b + 1) * BLOCK)), `block ${b} kept`);
+    await assertClean(engine);
+    await engine.close();
+    const file = readFileSync(pool.path);
+    for (const w of writes) assert.equal(occurrences(file, w.subarray(0, 64)), 0, 'no plaintext of the writes in the pool file');
+  } finally {
+    await pool.cleanup();
+  }
+});
+
+test('encryption: a flipped bit in a long encrypted run fails its read with checksum_error (verified in the decrypting job)', async () => {
+  const device = new SimDevice(16384, new Prng(7));
+  const engine = await createPool(device, options);
+  await engine.createVolume('v', 4 * MiB, { encryption: newKey() });
+  const id = engine.resolve('v').id;
+  await engine.checkpoint();
+  const before = new Set(device.storedBlocks());
+  const data = pattern(31, MiB);
+  await engine.write(id, MiB, data);
+  await engine.checkpoint();
+  // The 1 MiB write is one run of 256 new blocks: the only such run among the blocks it added.
+  const added = device.storedBlocks().filter((b) => !before.has(b)).sort((a, b) => a - b);
+  const start = added.find((b, i) => added[i + 255] === b + 255);
+  assert.ok(start !== undefined, 'the write\'s run is found');
+  assert.ok((await engine.read(id, MiB, MiB)).equals(data), 'sound before the flip');
+  device.injectBitFlip(start + 100, 777);
+  await assert.rejects(engine.read(id, MiB, MiB), (err: unknown) => code(err) === 'checksum_error');
+  assert.ok((await engine.read(id, MiB, 100 * BLOCK)).equals(data.subarray(0, 100 * BLOCK)), 'the blocks before it still read');
   await engine.close();
 });

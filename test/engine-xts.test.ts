@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createCipheriv, randomBytes, randomInt } from 'node:crypto';
 import { AssertionError, InvalidArgument } from '../src/engine/errors.js';
 import { nativeAddon } from '../src/engine/native.js';
+import { blockChecksums } from '../src/engine/checksum.js';
 import {
   XTS_ASYNC_BLOCKS_MIN, XTS_DOMAIN_DISK, XTS_DOMAIN_STREAM, XTS_KEY_BYTES, XtsCipher, xtsDefaultImplementation,
   type XtsImplementation,
@@ -216,4 +217,81 @@ test('the native functions refuse bad arguments with RangeError, never crash', {
   xts(key, src, viaSync, Number.MAX_SAFE_INTEGER - 1, 2 ** 53 - 1, true);
   await xtsAsync(key, src, dst, Number.MAX_SAFE_INTEGER - 1, 2 ** 53 - 1, true);
   assert.ok(dst.equals(viaSync), 'the largest block number and domain');
+});
+
+test('xts: sealing pieces in one job equals encrypting each with its own first block, and sums the ciphertext', { skip: nativeAddon.xtsSealPiecesAsync === undefined ? 'the addon has no xtsSealPiecesAsync (npm run build; x86-64 with SSE4.2)' : false }, async () => {
+  const key = randomKey();
+  const cipher = new XtsCipher(key, { implementation: 'node' });
+  const sealer = new XtsCipher(key, { implementation: 'native' });
+  assert.ok(sealer.checksumsInJob && !cipher.checksumsInJob, 'only the native kernel seals pieces');
+  for (let round = 0; round < 20; round++) {
+    const lengths = Array.from({ length: 1 + randomInt(12) }, () => 1 + randomInt(40));
+    const pieces = lengths.map((n) => randomBytes(n * BLOCK));
+    const firstBlocks = lengths.map((n) => randomFirstBlock(n));
+    const total = lengths.reduce((a, b) => a + b, 0);
+    const dst = Buffer.alloc(total * BLOCK), crcs = new Uint32Array(total);
+    const before = pieces.map((p) => Buffer.from(p));
+    await sealer.sealPiecesAsync(pieces, firstBlocks, dst, crcs, round % 2 === 0 ? XTS_DOMAIN_DISK : XTS_DOMAIN_STREAM);
+    const want = Buffer.alloc(total * BLOCK);
+    let at = 0;
+    for (let i = 0; i < pieces.length; i++) {
+      cipher.encryptBlocks(pieces[i]!, want.subarray(at, at + pieces[i]!.length), firstBlocks[i]!, round % 2 === 0 ? XTS_DOMAIN_DISK : XTS_DOMAIN_STREAM);
+      at += pieces[i]!.length;
+    }
+    assert.ok(dst.equals(want), `round ${round}: pieces ${lengths.join(',')} sealed as one by one`);
+    const sums = new Uint32Array(total);
+    blockChecksums(want, sums);
+    assert.deepEqual([...crcs], [...sums], `round ${round}: the checksums of the ciphertext`);
+    pieces.forEach((p, i) => assert.ok(p.equals(before[i]!), 'the plaintext is left as it was'));
+  }
+});
+
+test('xts: sealing pieces refuses bad arguments with RangeError', { skip: nativeAddon.xtsSealPiecesAsync === undefined ? 'no xtsSealPiecesAsync' : false }, () => {
+  const seal = nativeAddon.xtsSealPiecesAsync!;
+  const key = randomKey(), a = randomBytes(2 * BLOCK), b = randomBytes(BLOCK);
+  const dst = Buffer.alloc(3 * BLOCK), crcs = new Uint32Array(3), firsts = new Float64Array([0, 9]);
+  const bad: Array<[string, unknown[]]> = [
+    ['no arguments', []],
+    ['no pieces', [key, [], new Float64Array(0), dst, 0, crcs]],
+    ['pieces not an array', [key, a, firsts, dst, 0, crcs]],
+    ['a first block short', [key, [a, b], new Float64Array([0]), dst, 0, crcs]],
+    ['first blocks as numbers', [key, [a, b], [0, 9], dst, 0, crcs]],
+    ['a partial piece', [key, [a.subarray(1), b], firsts, dst, 0, crcs]],
+    ['dst too short', [key, [a, b], firsts, dst.subarray(BLOCK), 0, new Uint32Array(2)]],
+    ['dst overlapping a piece', [key, [a.subarray(0, BLOCK), a.subarray(BLOCK)], firsts, Buffer.from(a.buffer, a.byteOffset, 2 * BLOCK), 0, new Uint32Array(2)]],
+    ['crcs short', [key, [a, b], firsts, dst, 0, new Uint32Array(2)]],
+    ['crcs of bytes', [key, [a, b], firsts, dst, 0, new Uint8Array(3)]],
+    ['fractional first block', [key, [a, b], new Float64Array([0.5, 9]), dst, 0, crcs]],
+    ['last block past 2^53 - 1', [key, [a, b], new Float64Array([Number.MAX_SAFE_INTEGER, 9]), dst, 0, crcs]],
+    ['equal key halves', [Buffer.concat([key.subarray(0, 32), key.subarray(0, 32)]), [a, b], firsts, dst, 0, crcs]],
+  ];
+  type Call = (...args: unknown[]) => unknown;
+  for (const [why, args] of bad) assert.throws(() => (seal as Call)(...args), RangeError, why);
+});
+
+test('xts: opening blocks sums the ciphertext, then decrypts it in place; a bad checksum slot array is refused', { skip: nativeAddon.xtsSealPiecesAsync === undefined ? 'no checksums in the job here' : false }, async () => {
+  const key = randomKey();
+  const cipher = new XtsCipher(key, { implementation: 'native' });
+  assert.ok(cipher.checksumsInJob);
+  for (const blocks of LENGTHS_BLOCKS) {
+    const plain = randomBytes(blocks * BLOCK), first = randomFirstBlock(blocks);
+    const sealed = Buffer.alloc(plain.length);
+    cipher.encryptBlocks(plain, sealed, first);
+    const want = new Uint32Array(blocks);
+    blockChecksums(sealed, want);
+    const crcs = new Uint32Array(blocks);
+    await cipher.openBlocksAsync(sealed, first, crcs);
+    assert.ok(sealed.equals(plain), `${blocks} blocks decrypted in place`);
+    assert.deepEqual([...crcs], [...want], `${blocks} blocks: the checksums are of the ciphertext`);
+    // Encrypting with checksums sums what it wrote.
+    const again = Buffer.alloc(plain.length), sums = new Uint32Array(blocks);
+    await nativeAddon.xtsBlocksAsync!(key, plain, again, first, XTS_DOMAIN_DISK, true, sums);
+    assert.deepEqual([...sums], [...want], `${blocks} blocks: the checksums of the encryption`);
+  }
+  const src = randomBytes(2 * BLOCK), dst = Buffer.alloc(2 * BLOCK);
+  type Call = (...args: unknown[]) => unknown;
+  assert.throws(() => (nativeAddon.xtsBlocksAsync as Call)(key, src, dst, 0, 0, true, new Uint32Array(1)), RangeError, 'a slot short');
+  assert.throws(() => (nativeAddon.xtsBlocksAsync as Call)(key, src, dst, 0, 0, true, new Uint8Array(2)), RangeError, 'not a Uint32Array');
+  assert.throws(() => (nativeAddon.xtsBlocksAsync as Call)(key, src, dst, 0, 0, true, undefined), RangeError, 'undefined');
+  assert.throws(() => (nativeAddon.xtsBlocks as Call)(key, src, dst, 0, 0, true, new Uint32Array(2)), RangeError, 'the sync call takes no checksums');
 });

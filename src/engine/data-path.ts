@@ -125,13 +125,20 @@ async function readBlocks(core: PoolCore, root: number, startLba: number, endLba
   for (const run of physicalRuns(entries)) {
     const first = run[0]!, last = run[run.length - 1]!;
     const target = out.subarray((first.lba - startLba) * BLOCK_SIZE_BYTES, (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES);
+    // A long encrypted run is verified and decrypted in one thread-pool job (openRun).
+    const opened = cipher !== null && cipher.checksumsInJob && target.length >= XTS_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES ? cipher : null;
     try {
       if (core.device.readIfCheap?.(first.pba, target)) {
+        if (opened !== null) {
+          pending.push(openRun(core, opened, run, target));
+          continue;
+        }
         verifyRun(core, run, target);
         const decrypted = cipher === null ? undefined : decryptRun(cipher, first.pba, target);
         if (decrypted !== undefined) pending.push(decrypted);
       } else {
         pending.push(core.device.read(first.pba, target).then(() => {
+          if (opened !== null) return openRun(core, opened, run, target);
           verifyRun(core, run, target);
           return cipher === null ? undefined : decryptRun(cipher, first.pba, target);
         }, (err: unknown) => { throw readError(first.pba, err); }));
@@ -159,14 +166,26 @@ const runCrcs = new Uint32Array(DEVICE_IO_BLOCKS_MAX);
 
 /** Checks every block of a run read into `target` against its crc32c. */
 function verifyRun(core: PoolCore, run: LeafEntry[], target: Buffer): void {
-  const first = run[0]!;
   // Every block of the target is checked against its own checksum: lengths must agree exactly.
   if (target.length > runCrcs.length * BLOCK_SIZE_BYTES) fail(`a run of ${target.length} bytes exceeds the verify buffer`);
   blockChecksums(target, runCrcs, 0);
+  compareRun(core, run, runCrcs);
+}
+
+/** Verifies and decrypts an encrypted run read into `target` in one thread-pool job; a bad block fails the read. */
+async function openRun(core: PoolCore, cipher: XtsCipher, run: LeafEntry[], target: Buffer): Promise<void> {
+  const sums = new Uint32Array(target.length / BLOCK_SIZE_BYTES);
+  await cipher.openBlocksAsync(target, run[0]!.pba, sums);
+  compareRun(core, run, sums);
+}
+
+/** Fails with ChecksumError (counted and logged) at the first block of `run` whose checksum is not `sums`' one. */
+function compareRun(core: PoolCore, run: LeafEntry[], sums: Uint32Array): void {
+  const first = run[0]!;
   for (const e of run) {
     const base = e.lba - first.lba;
     for (let i = 0; i < e.lengthBlocks; i++) {
-      if (runCrcs[base + i] !== e.crcs[i]) {
+      if (sums[base + i] !== e.crcs[i]) {
         core.checksumErrors++;
         core.log('checksum_error', { physicalBlock: e.pba + i, lba: e.lba + i });
         throw new ChecksumError(e.pba + i, 'data block');
@@ -329,18 +348,26 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
     if (runUsed === run.lengthBlocks) { runIdx++; runUsed = 0; }
     i += len;
   }
+  const physical = physicalRuns(entries);
+  // A write too small for a hand-off (the usual 4 KiB one) is sealed on the loop: no group, no added promise.
+  let dataBlocks = 0;
+  for (const e of entries) dataBlocks += e.lengthBlocks;
+  const sealGroups = cipher?.checksumsInJob === true && dataBlocks >= XTS_ASYNC_BLOCKS_MIN ? new SealGroups() : null;
   // The iovecs of each device write are also what gets checksummed: one pass over the pieces.
-  for (const run of physicalRuns(entries)) {
+  for (const run of physical) {
     const first = run[0]!, last = run[run.length - 1]!;
     const pieces = blocks.pieces(first.lba - startLba, last.lba + last.lengthBlocks - startLba);
     if (cipher !== null) {
-      writes.push(writeSealedRun(core, cipher, pieces, first.pba, crcs, first.lba - startLba));
+      const at = first.lba - startLba, runBlocks = last.lba + last.lengthBlocks - first.lba;
+      if (sealGroups === null) writes.push(writeSealedRun(core, cipher, pieces, first.pba, crcs, at));
+      else for (const group of sealGroups.add({ pba: first.pba, at, blocks: runBlocks, pieces })) writes.push(...sealGroupWrites(core, cipher, group, crcs));
       continue;
     }
     let at = first.lba - startLba;
     for (const piece of pieces) { blockChecksums(piece, crcs, at); at += piece.length / BLOCK_SIZE_BYTES; }
     writes.push(core.blockWriter.write(first.pba, pieces));
   }
+  if (sealGroups !== null) for (const group of sealGroups.end()) writes.push(...sealGroupWrites(core, cipher!, group, crcs));
   // Every non-zero block got a place: the reservation was exactly their count.
   if (runIdx !== runs.length) fail(`a write used ${runIdx} of its ${runs.length} reserved runs`);
   // Every write must have finished before this returns, also when one failed: the caller then
@@ -378,6 +405,83 @@ async function writeSealedRun(core: PoolCore, cipher: XtsCipher, pieces: Buffer[
     await core.blockWriter.write(firstPba, [sealed]);
   } finally {
     // Every sealing job and the device write have finished with it, also on failure (settleAll waits for all).
+    releaseSealBuffer(sealed);
+  }
+}
+
+/** A physical run of an encrypted write: its first block, its offset in the request, its plaintext. */
+interface SealRun {
+  pba: number;
+  at: number;
+  blocks: number;
+  pieces: Buffer[];
+}
+
+/**
+ * Gathers an encrypted write's runs into groups of at most one device write's blocks. After random
+ * overwrites a 1 MiB write lands in ~11 runs of ~23 blocks; each alone is below the size worth a
+ * thread-pool hand-off (XTS_ASYNC_BLOCKS_MIN), so it was encrypted and then summed on the event loop.
+ * A group is sealed in one job that also sums the ciphertext while it is in cache.
+ */
+class SealGroups {
+  private runs: SealRun[] = [];
+  private blocks = 0;
+
+  /** Adds a run; returns the groups now complete (the one it did not fit in). */
+  add(run: SealRun): SealRun[][] {
+    assert(run.blocks > 0 && run.blocks <= DEVICE_IO_BLOCKS_MAX, 'a run fits one device write');
+    const done = this.blocks + run.blocks > DEVICE_IO_BLOCKS_MAX ? this.end() : [];
+    this.runs.push(run);
+    this.blocks += run.blocks;
+    return done;
+  }
+
+  /** The group gathered so far, if any. */
+  end(): SealRun[][] {
+    const group = this.runs;
+    this.runs = [];
+    this.blocks = 0;
+    return group.length > 0 ? [group] : [];
+  }
+}
+
+/**
+ * The writes of a group of runs, encrypted: a single run, or a group too small for a hand-off, run by
+ * run (writeSealedRun); otherwise one writeSealedGroup.
+ */
+function sealGroupWrites(core: PoolCore, cipher: XtsCipher, group: SealRun[], crcs: Uint32Array): Promise<void>[] {
+  let total = 0;
+  for (const r of group) total += r.blocks;
+  assert(total > 0 && total <= DEVICE_IO_BLOCKS_MAX, 'a group fits one seal buffer');
+  if (total < XTS_ASYNC_BLOCKS_MIN) return group.map((r) => writeSealedRun(core, cipher, r.pieces, r.pba, crcs, r.at));
+  return [writeSealedGroup(core, cipher, group, total, crcs)];
+}
+
+/**
+ * Seals a group of runs into one pooled buffer by one thread-pool job, which also takes the
+ * checksums of the ciphertext, then writes each run from its part of it.
+ */
+async function writeSealedGroup(core: PoolCore, cipher: XtsCipher, group: SealRun[], total: number, crcs: Uint32Array): Promise<void> {
+  const sealed = takeSealBuffer(total * BLOCK_SIZE_BYTES);
+  try {
+    const pieces: Buffer[] = [], firstBlocks: number[] = [];
+    for (const r of group) {
+      let pba = r.pba;
+      for (const p of r.pieces) { pieces.push(p); firstBlocks.push(pba); pba += p.length / BLOCK_SIZE_BYTES; }
+      assert(pba === r.pba + r.blocks, 'the pieces of a run cover it');
+    }
+    const sums = new Uint32Array(total);
+    await cipher.sealPiecesAsync(pieces, firstBlocks, sealed, sums);
+    const writes: Promise<void>[] = [];
+    let off = 0;
+    for (const r of group) {
+      crcs.set(sums.subarray(off, off + r.blocks), r.at);
+      writes.push(core.blockWriter.write(r.pba, [sealed.subarray(off * BLOCK_SIZE_BYTES, (off + r.blocks) * BLOCK_SIZE_BYTES)]));
+      off += r.blocks;
+    }
+    await settleAll(writes);
+  } finally {
+    // The sealing job and every device write have finished with it, also on failure.
     releaseSealBuffer(sealed);
   }
 }

@@ -21,8 +21,18 @@ export interface NativeAddon {
    * different. Bad arguments throw RangeError (OpenSSL inside Node, native/xts.c).
    */
   xtsBlocks?: (key: Buffer, src: Buffer, dst: Buffer, firstBlock: number, domain: number, encrypt: boolean) => void;
-  /** xtsBlocks on libuv's thread pool; src and dst must not change until the promise settles. */
-  xtsBlocksAsync?: (key: Buffer, src: Buffer, dst: Buffer, firstBlock: number, domain: number, encrypt: boolean) => Promise<void>;
+  /**
+   * xtsBlocks on libuv's thread pool; src and dst must not change until the promise settles. With
+   * `crcs` (one per block; only where xtsSealPiecesAsync is), the job also puts there the crc32c of
+   * each ciphertext block: of dst after encrypting, of src before decrypting.
+   */
+  xtsBlocksAsync?: (key: Buffer, src: Buffer, dst: Buffer, firstBlock: number, domain: number, encrypt: boolean, crcs?: Uint32Array) => Promise<void>;
+  /**
+   * Encrypts pieces[i] one after another into dst (as long as all, overlapping none), block j of
+   * piece i with the tweak (firstBlocks[i] + j, domain), then the crc32c of each block of dst into
+   * crcs, all in one job on libuv's thread pool (where crc32cBlocks runs). Nothing may change until it settles.
+   */
+  xtsSealPiecesAsync?: (key: Buffer, pieces: Buffer[], firstBlocks: Float64Array, dst: Buffer, domain: number, crcs: Uint32Array) => Promise<void>;
 }
 
 function load(): NativeAddon {

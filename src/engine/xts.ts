@@ -85,6 +85,48 @@ export class XtsCipher {
     await this.#runAsync(src, dst, firstBlock, domain, false);
   }
 
+  /**
+   * Whether sealPiecesAsync and openBlocksAsync work here: the native kernel with its checksums
+   * (x86-64 with SSE4.2). Elsewhere callers encrypt or decrypt, and sum on their own thread.
+   */
+  get checksumsInJob(): boolean {
+    return this.implementation === 'native' && nativeAddon.xtsSealPiecesAsync !== undefined;
+  }
+
+  /**
+   * Encrypts `pieces` one after another into `dst` (as long as all of them, apart from each), piece i's
+   * blocks with tweaks from firstBlocks[i] on, and puts each ciphertext block's crc32c into `crcs`
+   * (one per block of dst): one thread-pool job for a write whose data lands in several runs.
+   * Nothing passed may change until the promise settles. Only where checksumsInJob.
+   */
+  sealPiecesAsync(pieces: Buffer[], firstBlocks: number[], dst: Buffer, crcs: Uint32Array, domain = XTS_DOMAIN_DISK): Promise<void> {
+    const native = nativeAddon.xtsSealPiecesAsync;
+    assert(this.checksumsInJob && native !== undefined, 'sealPiecesAsync where the native kernel seals pieces');
+    assert(pieces.length > 0 && pieces.length === firstBlocks.length, 'a first block per piece');
+    let bytes = 0;
+    for (let i = 0; i < pieces.length; i++) {
+      assert(this.#checkRun(pieces[i]!, pieces[i]!, firstBlocks[i]!, domain), 'a valid piece');
+      assert(!sharesMemory(pieces[i]!, dst), 'dst apart from every piece');
+      bytes += pieces[i]!.length;
+    }
+    assert(bytes === dst.length && crcs.length === dst.length / BLOCK_SIZE_BYTES, 'dst as long as the pieces, a checksum per block');
+    return native(this.#key, pieces, Float64Array.from(firstBlocks), dst, domain, crcs);
+  }
+
+  /**
+   * Decrypts `data` in place on the thread pool, first putting the crc32c of each of its ciphertext
+   * blocks into `crcs` (one per block), so a read is verified and decrypted in one hand-off while its
+   * bytes are in cache. The caller compares the checksums and must not use the bytes if one differs.
+   * Only where checksumsInJob.
+   */
+  openBlocksAsync(data: Buffer, firstBlock: number, crcs: Uint32Array, domain = XTS_DOMAIN_DISK): Promise<void> {
+    const native = nativeAddon.xtsBlocksAsync;
+    assert(this.checksumsInJob && native !== undefined, 'openBlocksAsync where the native kernel sums in the job');
+    assert(this.#checkRun(data, data, firstBlock, domain), 'a valid run of blocks');
+    assert(crcs.length === data.length / BLOCK_SIZE_BYTES, 'a checksum per block');
+    return native(this.#key, data, data, firstBlock, domain, false, crcs);
+  }
+
   /** Zeroes this cipher's copy of the key; any later call is a bug. Work already started finishes (it holds its own copy). */
   destroy(): void {
     this.#key.fill(0);
@@ -119,6 +161,12 @@ export class XtsCipher {
     this.#runSync(src, dst, firstBlock, domain, encrypt);
     return Promise.resolve();
   }
+}
+
+/** True when a and b have any byte in common. */
+function sharesMemory(a: Buffer, b: Buffer): boolean {
+  if (a.buffer !== b.buffer) return false;
+  return a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
 }
 
 /** True when a and b share memory but are not the same bytes (in place is a == b exactly). */
