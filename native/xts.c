@@ -13,6 +13,7 @@
 // of the key, wiped afterwards. Bad arguments throw RangeError.
 #include <node_api.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "native.h"
@@ -207,19 +208,49 @@ static void xts_free(napi_env env, xts_async_t *w) {
   free(w);
 }
 
+/** Resolves a finished job's promise, or rejects it naming the call (`who`) and why. */
+static void settle_job(napi_env env, napi_deferred deferred, napi_status status, int rc, const char *who) {
+  napi_value result;
+  if (status == napi_ok && rc == 0) {
+    napi_get_undefined(env, &result);
+    napi_resolve_deferred(env, deferred, result);
+    return;
+  }
+  char text[128];
+  snprintf(text, sizeof text, "%s: %s", who, status == napi_ok ? "OpenSSL refused the AES-256-XTS operation" : "cancelled");
+  napi_value message;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, NULL, message, &result);
+  napi_reject_deferred(env, deferred, result);
+}
+
+/**
+ * Creates the promise and queues `data`'s work on the thread pool. False after throwing (naming
+ * `who`): the caller frees `data`; no promise is left pending.
+ */
+static bool queue_job(napi_env env, const char *who, napi_async_execute_callback execute, napi_async_complete_callback complete, void *data,
+                      napi_async_work *work, napi_deferred *deferred, napi_value *promise) {
+  napi_value name;
+  if (napi_create_string_utf8(env, who, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, complete, data, work) != napi_ok ||
+      napi_create_promise(env, deferred, promise) != napi_ok) {
+    napi_throw_error(env, NULL, "AES-256-XTS: could not start the work");
+    return false;
+  }
+  if (napi_queue_async_work(env, *work) != napi_ok) {
+    // This promise, never returned, is settled; the caller gets the throw.
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, *deferred, undefined);
+    napi_throw_error(env, NULL, "AES-256-XTS: could not queue the work");
+    return false;
+  }
+  return true;
+}
+
 static void xts_complete(napi_env env, napi_status status, void *data) {
   xts_async_t *w = data;
-  napi_value result;
-  if (status == napi_ok && w->rc == 0) {
-    napi_get_undefined(env, &result);
-    napi_resolve_deferred(env, w->deferred, result);
-  } else {
-    napi_value message;
-    const char *text = status == napi_ok ? "xtsBlocksAsync: OpenSSL refused the AES-256-XTS operation" : "xtsBlocksAsync: cancelled";
-    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
-    napi_create_error(env, NULL, message, &result);
-    napi_reject_deferred(env, w->deferred, result);
-  }
+  settle_job(env, w->deferred, status, w->rc, "xtsBlocksAsync");
   xts_free(env, w);
 }
 
@@ -229,7 +260,7 @@ static napi_value xts_blocks_async(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "xtsBlocksAsync: out of memory");
     return NULL;
   }
-  napi_value src_value, dst_value, crcs_value, promise, name;
+  napi_value src_value, dst_value, crcs_value, promise;
   if (!parse_job(env, info, &w->job, &src_value, &dst_value, &crcs_value)) {
     xts_free(env, w);
     return NULL;
@@ -237,21 +268,13 @@ static napi_value xts_blocks_async(napi_env env, napi_callback_info info) {
   // The references keep src and dst (and their memory) alive while a pool thread works on them.
   if (napi_create_reference(env, src_value, 1, &w->src_ref) != napi_ok ||
       napi_create_reference(env, dst_value, 1, &w->dst_ref) != napi_ok ||
-      (crcs_value != NULL && napi_create_reference(env, crcs_value, 1, &w->crcs_ref) != napi_ok) ||
-      napi_create_string_utf8(env, "cairn:xts", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, xts_execute, xts_complete, w, &w->work) != napi_ok ||
-      napi_create_promise(env, &w->deferred, &promise) != napi_ok) {
+      (crcs_value != NULL && napi_create_reference(env, crcs_value, 1, &w->crcs_ref) != napi_ok)) {
     xts_free(env, w);
     napi_throw_error(env, NULL, "xtsBlocksAsync: could not start the work");
     return NULL;
   }
-  if (napi_queue_async_work(env, w->work) != napi_ok) {
-    // No promise is left pending: this one, never returned, is settled, and the caller gets the throw.
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    napi_resolve_deferred(env, w->deferred, undefined);
+  if (!queue_job(env, "xtsBlocksAsync", xts_execute, xts_complete, w, &w->work, &w->deferred, &promise)) {
     xts_free(env, w);
-    napi_throw_error(env, NULL, "xtsBlocksAsync: could not queue the work");
     return NULL;
   }
   return promise;
@@ -306,17 +329,7 @@ static void seal_execute(napi_env env, void *data) {
 
 static void seal_complete(napi_env env, napi_status status, void *data) {
   xts_seal_t *w = data;
-  napi_value result;
-  if (status == napi_ok && w->rc == 0) {
-    napi_get_undefined(env, &result);
-    napi_resolve_deferred(env, w->deferred, result);
-  } else {
-    napi_value message;
-    const char *text = status == napi_ok ? "xtsSealPiecesAsync: OpenSSL refused the AES-256-XTS operation" : "xtsSealPiecesAsync: cancelled";
-    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
-    napi_create_error(env, NULL, message, &result);
-    napi_reject_deferred(env, w->deferred, result);
-  }
+  settle_job(env, w->deferred, status, w->rc, "xtsSealPiecesAsync");
   seal_free(env, w);
 }
 
@@ -380,7 +393,7 @@ static napi_value xts_seal_pieces_async(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "xtsSealPiecesAsync: out of memory");
     return NULL;
   }
-  napi_value argv[6], promise, name;
+  napi_value argv[6], promise;
   if (!parse_seal(env, info, w, argv)) {
     seal_free(env, w);
     return NULL;
@@ -394,19 +407,8 @@ static napi_value xts_seal_pieces_async(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  if (napi_create_string_utf8(env, "cairn:xts-seal", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, seal_execute, seal_complete, w, &w->work) != napi_ok ||
-      napi_create_promise(env, &w->deferred, &promise) != napi_ok) {
+  if (!queue_job(env, "xtsSealPiecesAsync", seal_execute, seal_complete, w, &w->work, &w->deferred, &promise)) {
     seal_free(env, w);
-    napi_throw_error(env, NULL, "xtsSealPiecesAsync: could not start the work");
-    return NULL;
-  }
-  if (napi_queue_async_work(env, w->work) != napi_ok) {
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    napi_resolve_deferred(env, w->deferred, undefined);
-    seal_free(env, w);
-    napi_throw_error(env, NULL, "xtsSealPiecesAsync: could not queue the work");
     return NULL;
   }
   return promise;
