@@ -107,6 +107,14 @@ test('QoS with fio: IOPS and bytes/s limits, live changes, a tenant limit, a mul
     assert.equal(shown.qos.iopsMax, 5000);
   });
 
+  await t.test('a client only a little faster than the limit gets the limit after the first second', async () => {
+    // A fresh limit starts with a full 1 s burst; fio paced at 2 500 IOPS would take 4 s to spend the
+    // 2 000 extra tokens at 500/s and measure ~2 375 after its 1 s ramp. The burst lasts 1 s instead.
+    await cli(d, ['volume', 'create', 'paced', '--size', '64M', '--iops-max', '2000']);
+    const r = await fio(uri('paced'), [...randwrite(32, 4), '--ramp_time=1', '--rate_iops=2500']);
+    assertWithin(r.jobs[0]!.write.iops, 2000, 'fio paced at 2 500 IOPS against --iops-max 2000');
+  });
+
   await t.test('a volume limited in bytes/s runs at that rate (±5 %) with 1 MiB I/O', async () => {
     await cli(d, ['volume', 'create', 'bps', '--size', '64M', '--bps-max', '24M']);
     const w = await fio(uri('bps'), ['--rw=write', '--bs=1M', '--iodepth=8', '--runtime=5', '--ramp_time=2']);

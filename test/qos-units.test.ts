@@ -110,6 +110,70 @@ test('token bucket: releaseAll lets everything through (shutdown)', () => {
   assert.equal(n, 10);
 });
 
+/**
+ * A client keeping up to 32 requests queued at the throttle, sending at `perSecond` at most (a pass
+ * stands for a completion: the pool is infinitely fast), for `ms`; returns nothing, the passes are
+ * counted by the throttle's callback.
+ */
+function drive(t: Throttle, clock: FakeClock, perSecond: number, ms: number): void {
+  const step = 1000 / perSecond;
+  for (let at = 0; at < ms; at += step) {
+    clock.advance(step);
+    if (t.queue.length < 32) t.submit(pending());
+  }
+}
+
+function countIn(times: number[], fromMs: number, toMs: number): number {
+  return times.filter((x) => x >= fromMs && x < toMs).length;
+}
+
+test('token bucket: a client a little faster than the limit gets its burst for one burst length only', () => {
+  const clock = new FakeClock();
+  const passed: number[] = [];
+  const t = new Throttle(clock, () => passed.push(clock.nowMs()));
+  t.setRates(rates({ iopsMax: 1000 }), 1);
+  drive(t, clock, 1250, 5000);
+  // The burst lets the first second run at the client's pace; the 750 tokens it did not spend by then
+  // expire (without a window they would carry it above the limit for 3 more seconds: 5 000, not 4 000).
+  assert.ok(Math.abs(countIn(passed, 0, 1000) - 1250) <= 2, `first second ${countIn(passed, 0, 1000)}`);
+  const after = countIn(passed, 1000, 5000);
+  assert.ok(Math.abs(after - 4000) <= 30, `seconds 1-5: ${after}, want 4 000 (the limit)`);
+});
+
+test('token bucket: a quiet spell earns the burst back; a short pause earns only its own tokens, spent in full', () => {
+  const clock = new FakeClock();
+  const passed: number[] = [];
+  const t = new Throttle(clock, () => passed.push(clock.nowMs()));
+  t.setRates(rates({ iopsMax: 1000 }), 1);
+  drive(t, clock, 1250, 3000);
+  clock.advance(3000); // quiet: the bucket refills to its full second
+  const start = clock.nowMs();
+  drive(t, clock, 1250, 4000);
+  assert.ok(Math.abs(countIn(passed, start, start + 1000) - 1250) <= 2, 'a new burst after the quiet spell');
+  assert.ok(Math.abs(countIn(passed, start + 1000, start + 4000) - 3000) <= 30, 'then the limit');
+  const pausedAt = clock.nowMs();
+  clock.advance(600); // a pause shorter than the burst (the 32 queued requests still pass): no new burst window
+  drive(t, clock, 1250, 3000);
+  // The tokens the pause earned go at 250 a second above the limit, all of them, so the pause and the
+  // 3 s after it see exactly the limit (a window would expire ~350 of them after 1 s: 3 250).
+  const got = countIn(passed, pausedAt, pausedAt + 3600);
+  assert.ok(Math.abs(got - 3600) <= 30, `over the pause and 3 s after it: ${got}, want 3 600`);
+});
+
+test('token bucket: a client at the limit never opens a burst window; a faster one is held to the rate', () => {
+  const clock = new FakeClock();
+  const passed: number[] = [];
+  const t = new Throttle(clock, () => passed.push(clock.nowMs()));
+  t.setRates(rates({ iopsMax: 500, writeBpsMax: 4096 * 400 }), 2);
+  drive(t, clock, 390, 5000); // under both limits: every request passes at once
+  assert.equal(t.queue.length, 0);
+  assert.ok(Math.abs(passed.length - 1950) <= 2, `${passed.length}`);
+  const start = clock.nowMs();
+  drive(t, clock, 440, 8000); // over the byte limit (400/s) by 10 %: 2 s of burst, then 400/s
+  const late = countIn(passed, start + 2000, start + 8000);
+  assert.ok(Math.abs(late - 2400) <= 20, `after the burst: ${late}, want 2 400`);
+});
+
 /** A request arriving at the scheduler as QosEngine hands it over: counted, then run or queued. */
 function submitTo(s: FairScheduler, p: Pending, flow: Flow): void {
   s.arrive(flow);

@@ -4,12 +4,21 @@
 // then pushes each `tat` on by cost / rate. A request larger than the burst still goes (the bucket runs
 // into debt and the ones after it wait), so any size passes and the long-run rate is exact. Requests
 // wait in arrival order, never fail; one timer at most, for the head's wait.
+//
+// A burst lasts at most `burstSeconds` (as QEMU's `iops-total-max-length` and Ceph's burst seconds do):
+// a client only a little faster than the limit would otherwise spend a full bucket over many seconds,
+// above the limit all the while. A cell's burst window opens when a request takes it into its bucket
+// by more than the slack; when the window closes, whatever the bucket still holds beyond the slack
+// expires; a new window needs the bucket full again (within the slack), which takes a quiet spell.
+// Tokens earned by a partial pause are still spent freely: they keep the long-run rate exact.
 import type { QosClock } from './clock.js';
 import { OpKind, PendingQueue, type Pending } from './pending.js';
 import type { Rates } from './limits.js';
 
 const enum Cell { iops = 0, readIops = 1, writeIops = 2, bps = 3, readBps = 4, writeBps = 5 }
 const CELLS = 6;
+/** What a bucket may hold once its burst window has closed: timer lateness, not a burst. */
+const SLACK_MS = 25;
 /** Which buckets an operation draws on: [ops cells..., byte cells...]. */
 const READ_CELLS = [Cell.iops, Cell.readIops, Cell.bps, Cell.readBps] as const;
 const WRITE_CELLS = [Cell.iops, Cell.writeIops, Cell.bps, Cell.writeBps] as const;
@@ -23,6 +32,12 @@ export class Throttle {
   /** GCRA theoretical arrival time of each bucket (clock ms). */
   private readonly tatMs = new Float64Array(CELLS);
   private burstMs = 1000;
+  /** When each cell's burst window closes (clock ms); NaN while none is open. */
+  private readonly windowEndMs = new Float64Array(CELLS).fill(Number.NaN);
+  /** Whether each cell's bucket has been full (within the slack) since its last window opened. */
+  private readonly armed = new Uint8Array(CELLS).fill(1);
+  /** When each cell's bucket was last seen full: a window runs from there, where its burst began. */
+  private readonly fullAtMs = new Float64Array(CELLS);
   readonly queue = new PendingQueue();
   private timer: unknown = null;
   private released = false;
@@ -41,6 +56,7 @@ export class Throttle {
    */
   setRates(rates: Rates, burstSeconds: number): void {
     const now = this.clock.nowMs();
+    for (let c = 0; c < CELLS; c++) this.closeElapsedWindow(c, now);
     const oldBurstMs = this.burstMs;
     this.burstMs = burstSeconds * 1000;
     const next = [rates.iopsMax, rates.readIopsMax, rates.writeIopsMax, rates.bpsMax, rates.readBpsMax, rates.writeBpsMax];
@@ -53,6 +69,9 @@ export class Throttle {
         this.tatMs[c] = Math.max(now, now + this.burstMs - tokens / newRate);
       } else if (newRate > 0) {
         this.tatMs[c] = now; // a new limit starts with its burst available, as a full bucket
+        this.windowEndMs[c] = Number.NaN;
+        this.armed[c] = 1;
+        this.fullAtMs[c] = now;
       }
       this.ratePerMs[c] = newRate;
     }
@@ -77,7 +96,7 @@ export class Throttle {
     let wait = -Infinity;
     for (const c of cellsOf(p.kind)) {
       if (this.ratePerMs[c] === 0 || (isByteCell(c) && p.costBytes === 0)) continue;
-      const w = this.tatMs[c]! - this.burstMs - nowMs;
+      const w = this.effectiveTat(c, nowMs) - this.burstMs - nowMs;
       if (w > wait) wait = w;
     }
     return wait;
@@ -88,11 +107,40 @@ export class Throttle {
     for (const c of cellsOf(p.kind)) {
       const rate = this.ratePerMs[c]!;
       if (rate === 0) continue;
-      const cost = isByteCell(c) ? p.costBytes : 1;
-      this.tatMs[c] = Math.max(this.tatMs[c]!, nowMs) + cost / rate;
+      const costMs = (isByteCell(c) ? p.costBytes : 1) / rate;
+      this.chargeCell(c, nowMs, costMs);
     }
     this.onPass(p);
     return true;
+  }
+
+  private get slackMs(): number { return Math.min(this.burstMs, SLACK_MS); }
+
+  /** The cell's arrival time with an elapsed burst window's unspent tokens expired (as of its close). */
+  private effectiveTat(c: Cell, nowMs: number): number {
+    const end = this.windowEndMs[c]!;
+    if (!(nowMs >= end)) return this.tatMs[c]!; // no window, or still open
+    return Math.max(this.tatMs[c]!, end + this.burstMs - this.slackMs);
+  }
+
+  private closeElapsedWindow(c: Cell, nowMs: number): void {
+    this.tatMs[c] = this.effectiveTat(c, nowMs);
+    if (nowMs >= this.windowEndMs[c]!) this.windowEndMs[c] = Number.NaN;
+  }
+
+  private chargeCell(c: Cell, nowMs: number, costMs: number): void {
+    const slack = this.slackMs;
+    this.closeElapsedWindow(c, nowMs);
+    let tat = this.tatMs[c]!;
+    if (tat - nowMs <= slack) this.armed[c] = 1; // full again: a quiet spell earned a new burst
+    if (tat <= nowMs) this.fullAtMs[c] = nowMs;
+    tat = Math.max(tat, nowMs) + costMs;
+    // Bursts shorter than the slack need no window: the bucket never holds more than the slack.
+    if (this.armed[c] === 1 && this.burstMs > slack && tat - nowMs > slack + costMs) {
+      this.windowEndMs[c] = this.fullAtMs[c]! + this.burstMs;
+      this.armed[c] = 0;
+    }
+    this.tatMs[c] = tat;
   }
 
   /** Passes queued requests in order while they conform; arms the timer for the first that does not. */
