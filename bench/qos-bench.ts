@@ -6,7 +6,7 @@
 // and a flood's IOPS over NBD without the decorator. (3) Accuracy: fio at QD 32 against a volume limited to
 // N IOPS, N from 500 to 20 000, beside the same volume unlimited.
 // Each server is a child process (this file with --serve) holding two tenants' volumes, "heavy/v" and
-// "light/v". Run: node dist/bench/qos-bench.js [--runtime-s=6]
+// "light/v". Run: node dist/bench/qos-bench.js [--runtime-s=6] [--fairness-only]
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
 import { FAIR_INFLIGHT_MAX } from '../src/qos/qos-control.js';
+import { FAIR_BUDGET_DEFAULT, FAIR_CAP_MIN } from '../src/nbd/fair-share.js';
 import { freePort, runCapture } from './proc.js';
 
 const childEnv = 'CAIRN_QOS_BENCH_CHILD';
@@ -23,7 +24,11 @@ const volumeBytes = 256 * 1024 * 1024;
  * inflightMax: the engine-level fair scheduler's bound (0 off, -1 no QoS decorator at all); nbdFair: the
  * NBD server's share of requests in flight per busy tenant (src/nbd/fair-share.ts, the daemon's default).
  */
-interface Variant { name: string; inflightMax: number; nbdFair: boolean; lightWeight: number; flood: boolean; light: boolean }
+interface Variant {
+  name: string; inflightMax: number; nbdFair: boolean; lightWeight: number; flood: boolean; light: boolean;
+  /** The flood goes to a second server process of its own: no server shared, only the host's cores (the floor). */
+  floodElsewhere?: boolean;
+}
 const variants: Variant[] = [
   { name: 'light alone', inflightMax: 0, nbdFair: true, lightWeight: 100, flood: false, light: true },
   { name: 'flood alone, no QoS decorator', inflightMax: -1, nbdFair: false, lightWeight: 100, flood: true, light: false },
@@ -32,6 +37,7 @@ const variants: Variant[] = [
   { name: 'light + flood, engine fair, equal', inflightMax: FAIR_INFLIGHT_MAX, nbdFair: false, lightWeight: 100, flood: true, light: true },
   { name: 'light + flood, NBD fair, equal', inflightMax: 0, nbdFair: true, lightWeight: 100, flood: true, light: true },
   { name: 'light + flood, NBD fair, light 10x', inflightMax: 0, nbdFair: true, lightWeight: 1000, flood: true, light: true },
+  { name: 'light + flood on another server process', inflightMax: 0, nbdFair: true, lightWeight: 100, flood: true, light: true, floodElsewhere: true },
 ];
 
 export interface FairnessRow { name: string; lightP50Us: number | null; lightP99Us: number | null; floodIops: number | null }
@@ -78,10 +84,11 @@ async function startChild(poolPath: string, v: Variant, limitIops = 0): Promise<
 
 async function measureVariant(dir: string, v: Variant, seconds: number): Promise<FairnessRow> {
   const server = await startChild(path.join(dir, `${variants.indexOf(v)}.pool`), v);
+  const other = v.floodElsewhere === true ? await startChild(path.join(dir, `${variants.indexOf(v)}-flood.pool`), v) : null;
   try {
     const base = server.base;
     // The flood starts first and runs past the light client's window on both sides.
-    const flood = v.flood ? fio(`${base}/heavy%2Fv`, 64, seconds + 2) : null;
+    const flood = v.flood ? fio(`${(other ?? server).base}/heavy%2Fv`, 64, seconds + 2) : null;
     if (flood !== null) await new Promise((resolve) => setTimeout(resolve, 1000));
     const light = v.light ? await fio(`${base}/light%2Fv`, 1, seconds) : null;
     const heavy = flood === null ? null : await flood;
@@ -89,6 +96,7 @@ async function measureVariant(dir: string, v: Variant, seconds: number): Promise
     return { name: v.name, lightP50Us: pct(light, '50.000000'), lightP99Us: pct(light, '99.000000'), floodIops: heavy?.iops ?? null };
   } finally {
     await server.stop();
+    await other?.stop();
   }
 }
 
@@ -144,7 +152,7 @@ async function decoratorCost(): Promise<{ directNs: number; fairOffNs: number; f
   return { directNs: await perCall(stub), fairOffNs: await perCall(off), fairOnNs: await perCall(on) };
 }
 
-export async function runQosBench(opts: { runtimeSeconds?: number; log?: (line: string) => void } = {}): Promise<FairnessRow[]> {
+export async function runQosBench(opts: { runtimeSeconds?: number; fairnessOnly?: boolean; log?: (line: string) => void } = {}): Promise<FairnessRow[]> {
   const log = opts.log ?? console.log;
   const seconds = opts.runtimeSeconds ?? 6;
   const cost = await decoratorCost();
@@ -154,9 +162,9 @@ export async function runQosBench(opts: { runtimeSeconds?: number; log?: (line: 
   const rows: FairnessRow[] = [];
   try {
     for (const v of variants) rows.push(await measureVariant(dir, v, seconds));
-    const accuracy = await measureAccuracy(dir, seconds);
-    const unlimited = accuracy[0]!.measuredIops;
-    log(`accuracy: 4k randwrite QD32 against a volume limited to N IOPS (${seconds} s after a 1 s ramp); unlimited: ${unlimited.toFixed(0)} IOPS`);
+    const accuracy = opts.fairnessOnly === true ? [] : await measureAccuracy(dir, seconds);
+    const unlimited = accuracy[0]?.measuredIops ?? 0;
+    if (accuracy.length > 0) log(`accuracy: 4k randwrite QD32 against a volume limited to N IOPS (${seconds} s after a 1 s ramp); unlimited: ${unlimited.toFixed(0)} IOPS`);
     for (const r of accuracy.slice(1)) {
       const off = (r.measuredIops / r.limitIops - 1) * 100;
       const note = unlimited < r.limitIops * 1.1 ? '  (this host serves barely more unlimited: measures the host)' : '';
@@ -168,7 +176,7 @@ export async function runQosBench(opts: { runtimeSeconds?: number; log?: (line: 
   const alone = rows[0]!;
   const f = (n: number | null, digits = 0) => (n === null ? '-' : n.toFixed(digits));
   const ratio = (n: number | null, base: number | null) => (n === null || base === null ? '-' : `${(n / base).toFixed(1)}x`);
-  log(`fairness: light tenant 4k randwrite QD1 beside a 4k randwrite QD64 flood of another tenant (${seconds} s each; engine fair: 8 in flight; NBD fair: a busy tenant's weighted share of 16 in flight)`);
+  log(`fairness: light tenant 4k randwrite QD1 beside a 4k randwrite QD64 flood of another tenant (${seconds} s each; engine fair: 8 in flight; NBD fair: a busy tenant's weighted share of ${FAIR_BUDGET_DEFAULT} in flight, at least ${FAIR_CAP_MIN})`);
   log(`${'case'.padEnd(40)} ${'p50 µs'.padStart(8)} ${'p99 µs'.padStart(8)} ${'p50/alone'.padStart(10)} ${'p99/alone'.padStart(10)} ${'flood IOPS'.padStart(11)}`);
   for (const r of rows) {
     log(`${r.name.padEnd(40)} ${f(r.lightP50Us).padStart(8)} ${f(r.lightP99Us).padStart(8)} ${ratio(r.lightP50Us, alone.lightP50Us).padStart(10)} `
@@ -206,6 +214,6 @@ if (isMain) {
   if (args[0] === '--serve' && process.env[childEnv] === '1') await serve(args[1]!, Number(args[2]), Number(args[3]), Number(args[4]), args[5] === 'fair', Number(args[6] ?? 0));
   else if (process.env[childEnv] !== '1') {
     const runtime = args.find((a) => a.startsWith('--runtime-s='))?.split('=')[1];
-    await runQosBench(runtime === undefined ? {} : { runtimeSeconds: Number(runtime) });
+    await runQosBench({ ...(runtime === undefined ? {} : { runtimeSeconds: Number(runtime) }), fairnessOnly: args.includes('--fairness-only') });
   }
 }

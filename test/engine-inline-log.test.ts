@@ -263,3 +263,26 @@ test('a round that may not fit while a commit runs waits for that commit to reti
   await e2.close();
   await engine.close();
 });
+
+test('a volume\'s lone small write is held while another volume\'s writes batch; a second write of its own is not', async () => {
+  const { device, engine, id: flood } = await newPool(11);
+  await engine.createVolume('light', 4 * MiB);
+  const light = engine.resolve('light').id;
+  // The flood: 64 KiB writes (never held), several under way, so the block writer is batching.
+  const floodWrites = Array.from({ length: 6 }, (_, i) => engine.write(flood, i * 16 * B, pattern(20 + i, 16 * B)));
+  const lone = pattern(40, B);
+  await engine.write(light, 3 * B, lone);
+  assert.equal(engine.core.device.heldBlocks, 1, 'the light volume\'s write was held, not queued behind the flood\'s');
+  // Two writes of the light volume at once: the second has company in its own volume and batches.
+  await Promise.all([engine.write(light, 8 * B, pattern(41, B)), engine.write(light, 9 * B, pattern(42, B)), ...floodWrites]);
+  assert.equal(engine.core.device.heldBlocks, 2, 'one of the two concurrent writes held, the other written');
+  await engine.flush();
+  const events: Events = [];
+  const e2 = await openPool(device.crash('clean'), options(events));
+  assert.deepEqual(await e2.read(light, 3 * B, B), lone, 'the held write survives a power cut after the flush');
+  assert.deepEqual(await e2.read(light, 8 * B, 2 * B), Buffer.concat([pattern(41, B), pattern(42, B)]));
+  for (let i = 0; i < 6; i++) assert.deepEqual(await e2.read(flood, i * 16 * B, 16 * B), pattern(20 + i, 16 * B));
+  assert.deepEqual((await e2.check()).problems, []);
+  await e2.close();
+  await engine.close();
+});

@@ -279,8 +279,9 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
   const cipher = cipherFor(core, rec);
   const runs: Run[] = count > 0 ? await reserveData(core, count) : [];
   core.writersActive++;
+  core.volumeWriters.set(rec.id, (core.volumeWriters.get(rec.id) ?? 0) + 1);
   try {
-    const entries = await writeData(core, blocks, startLba, nonZero, runs, cipher);
+    const entries = await writeData(core, blocks, startLba, nonZero, runs, cipher, rec.id);
     const endLba = startLba + blocks.count;
     if (entries.length > 0 && entries[entries.length - 1]!.lba + entries[entries.length - 1]!.lengthBlocks > endLba) fail('written extents lie inside the write');
     const switched = core.mutateNow(() => {
@@ -305,6 +306,10 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
     });
   } finally {
     core.writersActive--;
+    const left = core.volumeWriters.get(rec.id)! - 1;
+    assert(left >= 0, 'a volume\'s writes under way are counted');
+    if (left === 0) core.volumeWriters.delete(rec.id);
+    else core.volumeWriters.set(rec.id, left);
     core.space.unreserve(runs);
   }
 }
@@ -329,7 +334,7 @@ async function reserveData(core: PoolCore, count: number): Promise<Run[]> {
 }
 
 /** Writes the non-zero blocks into the reserved runs (one device write per physical run). */
-async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number, nonZero: boolean[], runs: Run[], cipher: XtsCipher | null): Promise<LeafEntry[]> {
+async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number, nonZero: boolean[], runs: Run[], cipher: XtsCipher | null, volumeId: number): Promise<LeafEntry[]> {
   const entries: LeafEntry[] = [];
   const writes: Promise<void>[] = [];
   assert(nonZero.length === blocks.count, 'a flag per block');
@@ -353,19 +358,21 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
   let dataBlocks = 0;
   for (const e of entries) dataBlocks += e.lengthBlocks;
   const sealGroups = cipher?.checksumsInJob === true && dataBlocks >= XTS_ASYNC_BLOCKS_MIN ? new SealGroups() : null;
+  // The volume's only write under way may be held even while other volumes' writes batch (block-writer.ts).
+  const alone = core.volumeWriters.get(volumeId) === 1;
   // The iovecs of each device write are also what gets checksummed: one pass over the pieces.
   for (const run of physical) {
     const first = run[0]!, last = run[run.length - 1]!;
     const pieces = blocks.pieces(first.lba - startLba, last.lba + last.lengthBlocks - startLba);
     if (cipher !== null) {
       const at = first.lba - startLba, runBlocks = last.lba + last.lengthBlocks - first.lba;
-      if (sealGroups === null) writes.push(writeSealedRun(core, cipher, pieces, first.pba, crcs, at));
+      if (sealGroups === null) writes.push(writeSealedRun(core, cipher, pieces, first.pba, crcs, at, alone));
       else for (const group of sealGroups.add({ pba: first.pba, at, blocks: runBlocks, pieces })) writes.push(...sealGroupWrites(core, cipher, group, crcs));
       continue;
     }
     let at = first.lba - startLba;
     for (const piece of pieces) { blockChecksums(piece, crcs, at); at += piece.length / BLOCK_SIZE_BYTES; }
-    writes.push(core.blockWriter.write(first.pba, pieces));
+    writes.push(core.blockWriter.write(first.pba, pieces, alone));
   }
   if (sealGroups !== null) for (const group of sealGroups.end()) writes.push(...sealGroupWrites(core, cipher!, group, crcs));
   // Every non-zero block got a place: the reservation was exactly their count.
@@ -387,7 +394,7 @@ async function writeData(core: PoolCore, blocks: PayloadBlocks, startLba: number
  * data is never changed in place), each block with its own physical block number as the tweak, and the
  * checksums are taken of the result: they cover what is on disk, so a pool is verified without a key.
  */
-async function writeSealedRun(core: PoolCore, cipher: XtsCipher, pieces: Buffer[], firstPba: number, crcs: Uint32Array, crcAt: number): Promise<void> {
+async function writeSealedRun(core: PoolCore, cipher: XtsCipher, pieces: Buffer[], firstPba: number, crcs: Uint32Array, crcAt: number, alone: boolean): Promise<void> {
   let total = 0;
   for (const p of pieces) total += p.length;
   if (total % BLOCK_SIZE_BYTES !== 0) fail(`a run of ${total} bytes to encrypt`);
@@ -402,7 +409,7 @@ async function writeSealedRun(core: PoolCore, cipher: XtsCipher, pieces: Buffer[
     }
     if (pending.length > 0) await settleAll(pending);
     blockChecksums(sealed, crcs, crcAt);
-    await core.blockWriter.write(firstPba, [sealed]);
+    await core.blockWriter.write(firstPba, [sealed], alone);
   } finally {
     // Every sealing job and the device write have finished with it, also on failure (settleAll waits for all).
     releaseSealBuffer(sealed);
@@ -453,7 +460,7 @@ function sealGroupWrites(core: PoolCore, cipher: XtsCipher, group: SealRun[], cr
   let total = 0;
   for (const r of group) total += r.blocks;
   assert(total > 0 && total <= DEVICE_IO_BLOCKS_MAX, 'a group fits one seal buffer');
-  if (total < XTS_ASYNC_BLOCKS_MIN) return group.map((r) => writeSealedRun(core, cipher, r.pieces, r.pba, crcs, r.at));
+  if (total < XTS_ASYNC_BLOCKS_MIN) return group.map((r) => writeSealedRun(core, cipher, r.pieces, r.pba, crcs, r.at, false));
   return [writeSealedGroup(core, cipher, group, total, crcs)];
 }
 

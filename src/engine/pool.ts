@@ -34,6 +34,8 @@ export class PoolCore implements LogHost {
   readonly blockWriter: BlockWriter;
   /** Data writes between their start and the switch of their mapping (for write batching). */
   writersActive = 0;
+  /** The same per volume (id → count; absent: none), so a volume's lone small write may be held beside another's batch. */
+  readonly volumeWriters = new Map<number, number>();
   readonly nowMs: () => number;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
   private commitChain: Promise<void> = Promise.resolve();

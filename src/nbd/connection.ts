@@ -314,7 +314,7 @@ export class NbdConnection {
   private transmissionIo() {
     return {
       recv: this.recv,
-      send: (data: Buffer, onSent?: () => void) => this.writer.send(data, onSent),
+      send: (data: Buffer, onSent?: () => void) => this.writer.send(data, onSent, (this.transmission?.inFlight ?? 0) <= 1),
       queuedReplyBytes: () => this.writer.queuedBytes(),
       pauseReading: () => this.socket.pause(),
       resumeReading: () => { if (!this.ending) this.socket.resume(); },
