@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
-import { fio, type Workload } from './nbd-bench.js';
+import { CpuWindow, fio, rampSeconds, type Workload } from './nbd-bench.js';
 import { freePort, runCapture, serveReady } from './proc.js';
 
 export interface ClusterBenchOptions {
@@ -177,6 +177,9 @@ export async function runClusterBench(opts: ClusterBenchOptions = {}): Promise<v
 
     // Write rows: 1, 2 and 3 replicas, one after the other, each on its primary.
     const figures = new Map<string, number[]>();
+    const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
+    /** Per replica count: CPU µs per write of the QD32 row on the primary and on its members (summed). */
+    const cpu = new Map<number, { primary: number; members: number }>();
     for (const replicas of [1, 2, 3]) {
       const vol = `r${replicas}`;
       await cluster.cli(n1, ['volume', 'create', vol, '--size', String(sizeBytes), '--replicas', String(replicas)]);
@@ -186,7 +189,21 @@ export async function runClusterBench(opts: ClusterBenchOptions = {}): Promise<v
       await runCapture('fio', ['--name=fill', '--ioengine=nbd', `--uri=${nbdUri(primary, vol)}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${sizeBytes}`]);
       await fio(nbdUri(primary, vol), rows[0]!, sizeBytes, warmupSeconds);
       const values: number[] = [];
-      for (const row of rows) values.push((await fio(nbdUri(primary, vol), row, sizeBytes, runtime)).value);
+      for (const row of rows) {
+        // Every node's CPU over the measured part of the run (after fio's ramp), so a write's cost on the
+        // members shows beside the primary's: on one machine the two come from the same cores.
+        const windows = cluster.nodes.map((n) => ({ n, w: n.child?.pid === undefined ? null : new CpuWindow(n.child.pid, ticksPerSecond, rampSeconds * 1000 + 200) }));
+        const r = await fio(nbdUri(primary, vol), row, sizeBytes, runtime);
+        values.push(r.value);
+        const used = windows.map(({ n, w }) => ({ n, u: w?.end() ?? null }));
+        if (row.unit === 'iops') {
+          const perWrite = (u: { cpuMs: number; wallMs: number } | null): number => (u === null ? 0 : (u.cpuMs * 1000) / (r.value * (u.wallMs / 1000)));
+          cpu.set(replicas, {
+            primary: perWrite(used.find((x) => x.n === primary)?.u ?? null),
+            members: used.filter((x) => x.n !== primary).reduce((sum, x) => sum + perWrite(x.u), 0),
+          });
+        }
+      }
       figures.set(vol, values);
     }
     log(`${'row'.padEnd(28)}${'1 replica'.padStart(12)}${'2 replicas'.padStart(12)}${'3 replicas'.padStart(12)}${'2/1'.padStart(8)}${'3/1'.padStart(8)}`);
@@ -197,7 +214,11 @@ export async function runClusterBench(opts: ClusterBenchOptions = {}): Promise<v
       const ratio = (x: number): string => (row.unit === 'us' ? a / x : x / a).toFixed(2);
       log(`${row.name.padEnd(28)}${(a.toFixed(0) + unit).padStart(12)}${(b.toFixed(0) + unit).padStart(12)}${(c.toFixed(0) + unit).padStart(12)}${ratio(b).padStart(8)}${ratio(c).padStart(8)}`);
     });
+    const cpuCell = (r: number, f: (c: { primary: number; members: number }) => number): string => `${f(cpu.get(r) ?? { primary: 0, members: 0 }).toFixed(0)} µs`.padStart(12);
+    log(`${'CPU/write QD32, primary'.padEnd(28)}${[1, 2, 3].map((r) => cpuCell(r, (c) => c.primary)).join('')}`);
+    log(`${'CPU/write QD32, members'.padEnd(28)}${[1, 2, 3].map((r) => cpuCell(r, (c) => c.members)).join('')}`);
     log('(ratios: IOPS over 1 replica\'s; for latency 1 replica\'s over this one\'s. Target: 2 replicas ≥ 0.70 of 1 replica\'s IOPS)');
+    log('(CPU/write: user + system time of the node processes over the QD32 row, per write; with 2 cores for fio and every node, 1 / the sum bounds IOPS)');
 
     // Rebuild after a member was down for `changedBytes` of writes, against a full copy.
     const vol = 'rb';

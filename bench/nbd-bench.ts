@@ -369,7 +369,7 @@ function printCairnDiagnostics(log: (line: string) => void, cpu: Record<string, 
 }
 
 /** Seconds fio runs before it measures (--ramp_time). */
-const rampSeconds = 1;
+export const rampSeconds = 1;
 
 /**
  * One fio run: the workload's measure and, given the server's pid, the server's CPU time per
@@ -418,7 +418,7 @@ export function processCpuMs(pid: number, ticksPerSecond: number, tid?: number):
 }
 
 /** CPU a process (and its main thread, the event loop of a Node server) uses from `delayMs` after construction until end(). */
-class CpuWindow {
+export class CpuWindow {
   private start: { cpuMs: number; mainCpuMs: number | null; atMs: number } | null = null;
   private readonly timer: NodeJS.Timeout;
 

@@ -70,6 +70,21 @@ test('framing: Buffers travel out of band, bounds checked before allocation', ()
   assert.ok(Buffer.isBuffer(m.data) && m.data.equals(data));
   assert.ok(m.nested.b.equals(data.subarray(10, 20)));
   assert.ok(m.list[0]!.equals(data.subarray(0, 3)));
+  // Only an object whose one key is the reference becomes a Buffer; "__proto__" stays an own key.
+  const raw = (header: string, payload: Buffer): Buffer => {
+    const fixed = Buffer.alloc(13); fixed.writeUInt32BE(9 + Buffer.byteLength(header) + payload.length, 0); fixed.writeUInt8(FrameKind.request, 4);
+    fixed.writeUInt32BE(1, 5); fixed.writeUInt32BE(Buffer.byteLength(header), 9);
+    return Buffer.concat([fixed, Buffer.from(header), payload]);
+  };
+  const [odd] = new FrameDecoder().push(raw('{"x":{"$cairnBuf":[0,2],"y":1},"__proto__":{"$cairnBuf":[1,2]},"l":[[{"$cairnBuf":[0,3]}]]}', Buffer.from('abc')));
+  const o = odd!.message as { x: unknown; l: Buffer[][] };
+  assert.deepEqual(o.x, { $cairnBuf: [0, 2], y: 1 });
+  assert.ok(Object.hasOwn(o, '__proto__') && Object.getPrototypeOf(o) === Object.prototype);
+  assert.equal((Object.getOwnPropertyDescriptor(o, '__proto__')!.value as Buffer).toString(), 'bc');
+  assert.equal(o.l[0]![0]!.toString(), 'abc');
+  assert.throws(() => new FrameDecoder().push(raw('{"d":[0,4]}'.replace('[0,4]', '{"$cairnBuf":[2,4]}'), Buffer.from('abc'))), FrameError);
+  assert.throws(() => new FrameDecoder().push(raw(`${'['.repeat(40)}1${']'.repeat(40)}`, Buffer.alloc(0))), /nested deeper/);
+  assert.throws(() => encodeFrame(FrameKind.request, 1, JSON.parse(`${'['.repeat(40)}1${']'.repeat(40)}`)), /nested deeper/);
   const huge = Buffer.alloc(4); huge.writeUInt32BE(FRAME_BYTES_MAX + 1);
   assert.throws(() => new FrameDecoder().push(huge), /frame length/);
   assert.throws(() => encodeFrame(FrameKind.request, 1, { data: Buffer.alloc(FRAME_PAYLOAD_BYTES_MAX + 1) }), /payload/);

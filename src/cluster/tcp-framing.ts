@@ -88,20 +88,42 @@ function decodeBody(body: Buffer): Frame {
     throw new FrameError(`frame header length ${headerBytes} does not fit the frame of ${body.length} bytes`);
   }
   const payload = body.subarray(FRAME_FIXED_BYTES + headerBytes);
-  let message: unknown;
+  let parsed: unknown;
   try {
-    message = JSON.parse(body.toString('utf8', FRAME_FIXED_BYTES, FRAME_FIXED_BYTES + headerBytes), (_key, value: unknown) => {
-      if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-        const ref = (value as Record<string, unknown>)[BUFFER_REF];
-        if (Array.isArray(ref) && Object.keys(value).length === 1) return payloadSlice(payload, ref);
-      }
-      return value;
-    });
+    // No reviver: V8 parses plain JSON several times faster than with one (a reviver is called for
+    // every value); the references are swapped for payload views in one walk afterwards.
+    parsed = JSON.parse(body.toString('utf8', FRAME_FIXED_BYTES, FRAME_FIXED_BYTES + headerBytes));
   } catch (error) {
-    if (error instanceof FrameError) throw error;
     throw new FrameError(`frame header is not JSON: ${error instanceof Error ? error.message : String(error)}`);
   }
+  const message = resolveRefs(parsed, payload, 0);
   return { kind: kind as FrameKindValue, requestId, message };
+}
+
+/** `value` (freshly parsed, so changed in place) with every {"$cairnBuf":[offset,length]} replaced by its payload view. */
+function resolveRefs(value: unknown, payload: Buffer, depth: number): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  // encodeFrame refuses deeper messages, so a deeper header is not one of ours.
+  if (depth >= MESSAGE_DEPTH_MAX) throw new FrameError(`frame header nested deeper than ${MESSAGE_DEPTH_MAX}`);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      const r = resolveRefs(v, payload, depth + 1);
+      if (r !== v) value[i] = r;
+    }
+    return value;
+  }
+  const record = value as Record<string, unknown>;
+  const keys = Object.keys(record);
+  const ref = record[BUFFER_REF];
+  if (keys.length === 1 && Array.isArray(ref)) return payloadSlice(payload, ref);
+  for (const k of keys) {
+    const v = record[k];
+    const r = resolveRefs(v, payload, depth + 1);
+    // defineProperty, not assignment: a "__proto__" key stays a plain own property, as JSON.parse made it.
+    if (r !== v) Object.defineProperty(record, k, { value: r, writable: true, enumerable: true, configurable: true });
+  }
+  return record;
 }
 
 function payloadSlice(payload: Buffer, ref: unknown[]): Buffer {
