@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
-import { CpuWindow, fio, rampSeconds, type Workload } from './nbd-bench.js';
+import { clockTicksPerSecond, CpuWindow, fio, rampSeconds, type Workload } from './nbd-bench.js';
 import { freePort, runCapture, serveReady } from './proc.js';
 
 export interface ClusterBenchOptions {
@@ -177,7 +177,7 @@ export async function runClusterBench(opts: ClusterBenchOptions = {}): Promise<v
 
     // Write rows: 1, 2 and 3 replicas, one after the other, each on its primary.
     const figures = new Map<string, number[]>();
-    const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
+    const ticksPerSecond = await clockTicksPerSecond();
     /** Per replica count: CPU µs per write of the QD32 row on the primary and on its members (summed). */
     const cpu = new Map<number, { primary: number; members: number }>();
     for (const replicas of [1, 2, 3]) {
@@ -192,11 +192,11 @@ export async function runClusterBench(opts: ClusterBenchOptions = {}): Promise<v
       for (const row of rows) {
         // Every node's CPU over the measured part of the run (after fio's ramp), so a write's cost on the
         // members shows beside the primary's: on one machine the two come from the same cores.
-        const windows = cluster.nodes.map((n) => ({ n, w: n.child?.pid === undefined ? null : new CpuWindow(n.child.pid, ticksPerSecond, rampSeconds * 1000 + 200) }));
+        const windows = row.unit !== 'iops' ? [] : cluster.nodes.map((n) => ({ n, w: n.child?.pid === undefined ? null : new CpuWindow(n.child.pid, ticksPerSecond, rampSeconds * 1000 + 200) }));
         const r = await fio(nbdUri(primary, vol), row, sizeBytes, runtime);
         values.push(r.value);
-        const used = windows.map(({ n, w }) => ({ n, u: w?.end() ?? null }));
-        if (row.unit === 'iops') {
+        if (windows.length > 0) {
+          const used = windows.map(({ n, w }) => ({ n, u: w?.end() ?? null }));
           const perWrite = (u: { cpuMs: number; wallMs: number } | null): number => (u === null ? 0 : (u.cpuMs * 1000) / (r.value * (u.wallMs / 1000)));
           cpu.set(replicas, {
             primary: perWrite(used.find((x) => x.n === primary)?.u ?? null),

@@ -12,7 +12,7 @@ import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
-import { fio, type Workload } from './nbd-bench.js';
+import { clockTicksPerSecond, fio, type Workload } from './nbd-bench.js';
 import { runCapture, serveReady } from './proc.js';
 
 export interface EncryptionBenchOptions {
@@ -54,7 +54,7 @@ export async function runEncryptionBench(opts: EncryptionBenchOptions = {}): Pro
   const rounds = Math.max(1, Math.floor(opts.rounds ?? 3));
   const roundSeconds = Math.max(2, Math.round((opts.runtimeSeconds ?? 9) / rounds));
   const sizeBytes = opts.sizeBytes ?? 512 * 1024 * 1024;
-  const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
+  const ticksPerSecond = await clockTicksPerSecond();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cairn-enc-bench-'));
   let daemon: Daemon | null = null;
   const results: EncryptionRowResult[] = [];

@@ -148,7 +148,7 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
   const periodic: PeriodicSnapshotRow[] = [];
   const mainCpuResults: Record<string, Record<string, number>> = {};
   const counterResults: Record<string, Record<string, CairnCounters>> = {};
-  const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
+  const ticksPerSecond = await clockTicksPerSecond();
   try {
     for (const name of names) servers.push(await startServer(name, dir, sizeBytes, preallocate, opts.cpuProfileDir));
     log(preallocate ? 'files laid down in full first (Cairn pool: preallocate=full; raw files: preallocation=full; qcow2: as it grows)' : 'files sparse (--sparse)');
@@ -415,6 +415,11 @@ export function processCpuMs(pid: number, ticksPerSecond: number, tid?: number):
   let stat: string;
   try { stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8'); } catch { return null; }
   return (cpuTicksOfStat(stat) * 1000) / ticksPerSecond;
+}
+
+/** The kernel's clock ticks per second (the unit of /proc/PID/stat's CPU times). */
+export async function clockTicksPerSecond(): Promise<number> {
+  return Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
 }
 
 /** CPU a process (and its main thread, the event loop of a Node server) uses from `delayMs` after construction until end(). */

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 import os from 'node:os';
 import path from 'node:path';
-import { processCpuMs } from './nbd-bench.js';
+import { clockTicksPerSecond, processCpuMs } from './nbd-bench.js';
 import { freePort, runCapture, serveReady } from './proc.js';
 import { root } from '../test/cli-helpers.js';
 import { bootGuest, vmUnavailable } from '../test/vm/qemu.js';
@@ -71,7 +71,7 @@ export async function runNvmfBench(opts: NvmfBenchOptions = {}): Promise<NvmfBen
   const iodepth = opts.iodepth ?? 8;
   const sizeBytes = opts.sizeBytes ?? 256 * 2 ** 20;
   const order = opts.order ?? ['nvmf', 'nbd', 'nbd', 'nvmf'];
-  const ticksPerSecond = Number((await runCapture('getconf', ['CLK_TCK'])).trim()) || 100;
+  const ticksPerSecond = await clockTicksPerSecond();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cairn-nvmf-bench-'));
   const cleanups: (() => unknown)[] = [];
   let daemon: Daemon | null = null;

@@ -82,7 +82,7 @@ test('framing: Buffers travel out of band, bounds checked before allocation', ()
   assert.ok(Object.hasOwn(o, '__proto__') && Object.getPrototypeOf(o) === Object.prototype);
   assert.equal((Object.getOwnPropertyDescriptor(o, '__proto__')!.value as Buffer).toString(), 'bc');
   assert.equal(o.l[0]![0]!.toString(), 'abc');
-  assert.throws(() => new FrameDecoder().push(raw('{"d":[0,4]}'.replace('[0,4]', '{"$cairnBuf":[2,4]}'), Buffer.from('abc'))), FrameError);
+  assert.throws(() => new FrameDecoder().push(raw('{"d":{"$cairnBuf":[2,4]}}', Buffer.from('abc'))), FrameError);
   assert.throws(() => new FrameDecoder().push(raw(`${'['.repeat(40)}1${']'.repeat(40)}`, Buffer.alloc(0))), /nested deeper/);
   assert.throws(() => encodeFrame(FrameKind.request, 1, JSON.parse(`${'['.repeat(40)}1${']'.repeat(40)}`)), /nested deeper/);
   const huge = Buffer.alloc(4); huge.writeUInt32BE(FRAME_BYTES_MAX + 1);
