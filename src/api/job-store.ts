@@ -100,7 +100,9 @@ function settle(view: JobView, engine: Engine): boolean {
         return true;
       }
       if (volume.origin === null) {
-        view.state = 'succeeded'; // its last commit made it before the restart
+        // Its last commit made it before the restart, or the flatten resumed at open has ended already.
+        view.resumed = engine.flattenWasUnderWayAtOpen(view.target);
+        view.state = 'succeeded';
         view.progress = 1;
         view.finishedAt = new Date().toISOString();
         return false;

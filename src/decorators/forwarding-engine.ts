@@ -40,6 +40,7 @@ export class ForwardingEngine implements Engine {
   flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo> {
     return this.inner.flattenVolume(name, onProgress);
   }
+  flattenWasUnderWayAtOpen(name: string): boolean { return this.inner.flattenWasUnderWayAtOpen(name); }
   createSnapshots(fullNames: string[], opts?: SnapshotCreateOptions): Promise<SnapshotInfo[]> { return this.inner.createSnapshots(fullNames, opts); }
   listSnapshots(volume?: string): SnapshotInfo[] { return this.inner.listSnapshots(volume); }
   getSnapshot(fullName: string): SnapshotInfo { return this.inner.getSnapshot(fullName); }

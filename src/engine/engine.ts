@@ -37,9 +37,12 @@ export class CairnEngine implements Engine {
   private growChain: Promise<void> = Promise.resolve();
   /** Volumes whose flatten resumeFlattens started and that has not ended yet. */
   private readonly flattensResuming = new Set<string>();
+  /** Records whose flatten cursor was set when the pool opened: a job restored later may find it ended already. */
+  private readonly flattensAtOpen: ReadonlySet<number>;
   constructor(readonly core: PoolCore) {
     // Built by createPool/openPool over an assembled pool: its superblock and catalog are loaded.
     assert(core.sb.totalBlocks > 0 && core.durableGeneration >= 1, 'an engine over an opened pool');
+    this.flattensAtOpen = new Set([...core.catalog.byId.values()].filter((r) => r.kind === RecordKind.Volume && r.flattenCursor > 0).map((r) => r.id));
   }
 
   private get catalog() { return this.core.catalog; }
@@ -359,6 +362,8 @@ export class CairnEngine implements Engine {
         .finally(() => this.flattensResuming.delete(v.name));
     }
   }
+
+  flattenWasUnderWayAtOpen(name: string): boolean { return this.flattensAtOpen.has(this.liveVolume(name).id); }
 
   async flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo> {
     const rec = this.liveVolume(name);

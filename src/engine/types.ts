@@ -226,6 +226,8 @@ export interface Engine {
   revertVolume(name: string, snapshot: string): Promise<VolumeInfo>;
   /** Copies every shared block so the volume shares nothing; resumable; reports progress 0..1. */
   flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo>;
+  /** True when the volume's flatten was under way as the pool opened (resumed from its cursor), ended since or not. */
+  flattenWasUnderWayAtOpen(name: string): boolean;
 
   /** Snapshots one or more volumes at one instant. Names are "VOL@SNAP". */
   createSnapshots(fullNames: string[], opts?: SnapshotCreateOptions): Promise<SnapshotInfo[]>;

@@ -117,6 +117,7 @@ export class ScopedEngine implements Engine {
   flattenVolume(name: string, onProgress?: (fraction: number) => void): Promise<VolumeInfo> {
     return this.named(async () => this.volumeOut(await this.inner.flattenVolume(this.in(name), onProgress)));
   }
+  flattenWasUnderWayAtOpen(name: string): boolean { return this.named(() => this.inner.flattenWasUnderWayAtOpen(this.in(name))); }
 
   // ---- snapshots ----
 
