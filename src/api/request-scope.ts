@@ -1,8 +1,6 @@
-// Who the current request acts as, and its view of the engine and jobs, carried through the handler's
-// async calls (AsyncLocalStorage): handlers keep writing `ctx.engine` and get the tenant-scoped engine,
-// so no handler can forget to scope a name. Outside a request there is no scope: using ctx.engine
-// there is a bug (daemon code holds the root engine itself).
-import { AsyncLocalStorage } from 'node:async_hooks';
+// Who a request acts as, and its view of the engine and jobs: a tenant's token gets the tenant-scoped
+// engine, so a handler's `ctx.engine` (context.ts: its request's context) cannot reach another tenant's
+// names. Daemon code outside requests holds the root engine itself.
 import type { Engine } from '../engine/index.js';
 import type { Principal } from '../tenancy/store.js';
 import type { JobManager, JobView } from './jobs.js';
@@ -15,8 +13,6 @@ export interface RequestScope {
   engine: Engine;
   jobs: JobsView;
 }
-
-export const requestScope = new AsyncLocalStorage<RequestScope>();
 
 /** The jobs one principal may see and start: a tenant's by its own names, stored by engine names. */
 export interface JobsView {

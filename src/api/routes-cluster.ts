@@ -2,7 +2,7 @@
 // progress is the share of its replicas moved away), and the cluster's status (etcd health, nodes,
 // degraded volumes). On a single node every route answers 404 not_clustered.
 import { Type } from '@sinclair/typebox';
-import type { ApiContext } from './context.js';
+import type { ApiContext, SharedApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { ApiError } from './problem.js';
 import { ClusterNode, ClusterStatusSchema, DrainBody, Job, NodeParams } from './schemas.js';
@@ -49,12 +49,12 @@ async function drainJob(cluster: ClusterHandle, name: string, timeoutMs: number,
   }
 }
 
-export function registerClusterRoutes(routes: RouteTable, ctx: ApiContext): void {
+export function registerClusterRoutes(routes: RouteTable, ctx: SharedApiContext): void {
   const nameOf = (r: { params: unknown }) => (r.params as { name: string }).name;
   routes.add({
     method: 'GET', url: '/v1/nodes', access: 'read', tag, summary: 'The cluster\'s storage nodes: alive, draining, replicas held',
     responses: { 200: { description: 'nodes by name', schema: Type.Array(ClusterNode) } },
-    handler: async () => {
+    handler: async (_req, _reply, ctx) => {
       const cluster = clusterOf(ctx);
       return cluster.nodes().slice().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((n) => nodeView(n, cluster.self));
     },
@@ -62,7 +62,7 @@ export function registerClusterRoutes(routes: RouteTable, ctx: ApiContext): void
   routes.add({
     method: 'GET', url: '/v1/nodes/:name', access: 'read', tag, summary: 'One storage node',
     params: NodeParams, responses: { 200: { description: 'the node', schema: ClusterNode } },
-    handler: async (req) => {
+    handler: async (req, _reply, ctx) => {
       const cluster = clusterOf(ctx);
       return nodeView(findNode(cluster, nameOf(req)), cluster.self);
     },
@@ -71,7 +71,7 @@ export function registerClusterRoutes(routes: RouteTable, ctx: ApiContext): void
     method: 'POST', url: '/v1/nodes/:name/drain', access: 'admin', tag,
     summary: 'Drain a node {timeoutSeconds?}: its replicas are rebuilt on other nodes, then nothing more is placed on it (a job)',
     params: NodeParams, body: DrainBody, responses: { 202: { description: 'draining; poll the job', schema: Job } },
-    handler: async (req, reply) => {
+    handler: async (req, reply, ctx) => {
       const cluster = clusterOf(ctx);
       const name = nameOf(req);
       findNode(cluster, name); // 404 before a job is made
@@ -84,7 +84,7 @@ export function registerClusterRoutes(routes: RouteTable, ctx: ApiContext): void
   routes.add({
     method: 'GET', url: '/v1/cluster', access: 'admin', tag, summary: 'The cluster\'s status: etcd health, nodes, degraded volumes',
     responses: { 200: { description: 'status', schema: ClusterStatusSchema } },
-    handler: async () => {
+    handler: async (_req, _reply, ctx) => {
       const cluster = clusterOf(ctx);
       const status = await cluster.status();
       return { ...status, nodes: status.nodes.map((n) => nodeView(n, status.self)) };

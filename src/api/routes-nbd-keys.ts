@@ -2,7 +2,7 @@
 // holds the key), list (identities only), delete. Keys live in the pool's catalog (tenancy/store.ts);
 // the NBD server asks for them on each TLS handshake, so a change applies to the next connection.
 import { Type } from '@sinclair/typebox';
-import { ownTenantParam, type ApiContext } from './context.js';
+import { ownTenantParam, type SharedApiContext } from './context.js';
 import type { RouteSpec, RouteTable } from './routes.js';
 import { TenancyError } from '../tenancy/errors.js';
 import type { NbdKeyInfo } from '../tenancy/store.js';
@@ -28,27 +28,26 @@ const NbdKeyCreated = Type.Object({
 
 function view(k: NbdKeyInfo): NbdKeyInfo { return { identity: k.identity, tenant: k.tenant, createdMs: k.createdMs }; }
 
-export function registerNbdKeyRoutes(routes: RouteTable, ctx: ApiContext): void {
-  const tenantOf = ownTenantParam(ctx);
+export function registerNbdKeyRoutes(routes: RouteTable, ctx: SharedApiContext): void {
   const specs: RouteSpec[] = [{
     method: 'POST', url: '/v1/tenants/:tenant/nbd-keys', tag, access: 'write', params: TenantParams,
     summary: 'Create an NBD key (TLS-PSK identity and key) for the tenant; the key is in this answer only',
     responses: { 201: { description: 'created', schema: NbdKeyCreated } },
-    handler: async (req, reply) => {
-      const created = await ctx.tenancy.createNbdKey(tenantOf(req));
+    handler: async (req, reply, ctx) => {
+      const created = await ctx.tenancy.createNbdKey(ownTenantParam(ctx, req));
       return reply.code(201).send({ ...view(created.info), key: created.key, psk: `${created.identity}:${created.key}` });
     },
   }, {
     method: 'GET', url: '/v1/tenants/:tenant/nbd-keys', tag, access: 'write', params: TenantParams,
     summary: 'The tenant\'s NBD keys: identities and creation times (never the keys)',
     responses: { 200: { description: 'keys', schema: Type.Array(NbdKey) } },
-    handler: async (req) => ctx.tenancy.listNbdKeys(tenantOf(req)).map(view),
+    handler: async (req, _reply, ctx) => ctx.tenancy.listNbdKeys(ownTenantParam(ctx, req)).map(view),
   }, {
     method: 'DELETE', url: '/v1/tenants/:tenant/nbd-keys/:identity', tag, access: 'write', params: NbdKeyParams,
     summary: 'Delete an NBD key: new NBD connections with it are refused (open ones keep going)',
     responses: { 204: { description: 'deleted' } },
-    handler: async (req, reply) => {
-      const tenant = tenantOf(req);
+    handler: async (req, reply, ctx) => {
+      const tenant = ownTenantParam(ctx, req);
       const identity = (req.params as { identity: string }).identity;
       // Another tenant's key is "not found", the same answer as a key that does not exist.
       if (!ctx.tenancy.listNbdKeys(tenant).some((k) => k.identity === identity)) {

@@ -3,7 +3,7 @@
 // connections. Volumes are found through ctx.engine (the request's tenant view); limits are kept by id.
 import type { FastifyRequest } from 'fastify';
 import { ApiError } from './problem.js';
-import type { ApiContext } from './context.js';
+import type { ApiContext, SharedApiContext } from './context.js';
 import type { RouteSpec, RouteTable } from './routes.js';
 import { NameParams } from './schemas.js';
 import { createdVolume } from './cluster-volumes.js';
@@ -54,14 +54,14 @@ export async function changeVolumeQos(ctx: ApiContext, name: string, id: number,
   return encoded === null ? null : next;
 }
 
-export function registerQosRoutes(routes: RouteTable, ctx: ApiContext): void {
+export function registerQosRoutes(routes: RouteTable, ctx: SharedApiContext): void {
   const nameOf = (r: FastifyRequest) => (r.params as { name: string }).name;
-  const tenantOf = (r: FastifyRequest) => visibleTenant(ctx, (r.params as { tenant: string }).tenant);
+  const tenantOf = (ctx: ApiContext, r: FastifyRequest) => visibleTenant(ctx, (r.params as { tenant: string }).tenant);
   const specs: RouteSpec[] = [
     {
       method: 'GET', url: '/v1/volumes/:name/qos', tag, access: 'read', summary: 'A volume\'s QoS limits',
       params: NameParams, responses: { 200: { description: 'limits (null: none)', schema: VolumeQos } },
-      handler: async (req) => {
+      handler: async (req, _reply, ctx) => {
         const v = createdVolume(ctx, nameOf(req));
         const replication = ctx.replication(nameOf(req));
         return volumeQosView(replication !== null ? replication.qos : ctx.qos.volumeLimits(v.id));
@@ -71,7 +71,7 @@ export function registerQosRoutes(routes: RouteTable, ctx: ApiContext): void {
       method: 'PUT', url: '/v1/volumes/:name/qos', tag, access: 'write',
       summary: 'Change a volume\'s QoS limits (fields left out stay; 0 or null removes); live for open connections',
       params: NameParams, body: VolumeQosBody, responses: { 200: { description: 'the new limits', schema: VolumeQos } },
-      handler: async (req) => {
+      handler: async (req, _reply, ctx) => {
         const v = createdVolume(ctx, nameOf(req));
         return volumeQosView(await changeVolumeQos(ctx, nameOf(req), v.id, req.body as VolumeQosBody));
       },
@@ -79,14 +79,14 @@ export function registerQosRoutes(routes: RouteTable, ctx: ApiContext): void {
     {
       method: 'GET', url: '/v1/tenants/:tenant/qos', tag, access: 'read', summary: 'A tenant\'s QoS limits (for all its volumes together) and weight',
       params: TenantParams, responses: { 200: { description: 'limits (null: none) and weight', schema: TenantQos } },
-      handler: async (req) => { const t = tenantOf(req); return tenantQosView(t, ctx.qos.tenantLimits(t)); },
+      handler: async (req, _reply, ctx) => { const t = tenantOf(ctx, req); return tenantQosView(t, ctx.qos.tenantLimits(t)); },
     },
     {
       method: 'PUT', url: '/v1/tenants/:tenant/qos', tag, access: 'admin',
       summary: 'Change a tenant\'s QoS limits and weight (fields left out stay; 0 or null removes); live',
       params: TenantParams, body: TenantQosBody, responses: { 200: { description: 'the new limits and weight', schema: TenantQos } },
-      handler: async (req) => {
-        const t = tenantOf(req);
+      handler: async (req, _reply, ctx) => {
+        const t = tenantOf(ctx, req);
         return tenantQosView(t, await ctx.qos.setTenantLimits(t, req.body as TenantQosBody));
       },
     },

@@ -3,7 +3,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type TSchema } from '@sinclair/typebox';
 import type { SnapshotInfo } from '../engine/index.js';
-import type { ApiContext } from './context.js';
+import type { ApiContext, SharedApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { ApiError } from './problem.js';
 import {
@@ -37,13 +37,13 @@ async function createGroup(ctx: ApiContext, fullNames: string[]): Promise<{ stat
   return { status: 201, snapshots: await ctx.engine.createSnapshots(fullNames) };
 }
 
-export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): void {
+export function registerSnapshotRoutes(routes: RouteTable, ctx: SharedApiContext): void {
   const params = (r: FastifyRequest) => r.params as { name: string; snapshot: string };
   routes.add({
     method: 'POST', url: '/v1/volumes/:name/snapshots', access: 'write', tag, summary: 'Snapshot a volume {name}; idempotent',
     params: NameParams, body: CreateSnapshotBody,
     responses: { 201: { description: 'created', schema: Snapshot }, 200: { description: 'already existed', schema: Snapshot } },
-    handler: async (req, reply) => {
+    handler: async (req, reply, ctx) => {
       const name = params(req).name;
       ctx.engine.getVolume(name);
       const full = `${name}@${(req.body as CreateSnapshotBody).name}`;
@@ -54,7 +54,7 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
   routes.add({
     method: 'GET', url: '/v1/volumes/:name/snapshots', access: 'read', tag, summary: 'List the snapshots of a volume, oldest first; paged',
     params: NameParams, querystring: ListQuery, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
-    handler: async (req, reply) => {
+    handler: async (req, reply, ctx) => {
       ctx.engine.getVolume(params(req).name);
       return snapshotPage(ctx, reply, params(req).name, req.query as ListQuery);
     },
@@ -62,12 +62,12 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
   routes.add({
     method: 'GET', url: '/v1/volumes/:name/snapshots/:snapshot', access: 'read', tag, summary: 'Show a snapshot',
     params: SnapshotParams, responses: { 200: { description: 'the snapshot', schema: Snapshot } },
-    handler: async (req) => snapshotView(ctx.engine.getSnapshot(`${params(req).name}@${params(req).snapshot}`), ctx),
+    handler: async (req, _reply, ctx) => snapshotView(ctx.engine.getSnapshot(`${params(req).name}@${params(req).snapshot}`), ctx),
   });
   routes.add({
     method: 'DELETE', url: '/v1/volumes/:name/snapshots/:snapshot', access: 'write', tag, summary: 'Delete a snapshot',
     params: SnapshotParams, responses: { 204: { description: 'deleted' } },
-    handler: async (req, reply) => {
+    handler: async (req, reply, ctx) => {
       await ctx.engine.deleteSnapshot(`${params(req).name}@${params(req).snapshot}`);
       return reply.code(204).send();
     },
@@ -76,7 +76,7 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
     method: 'POST', url: '/v1/snapshots', access: 'write', tag, summary: 'Snapshot several volumes at one instant {snapshots:[VOL@SNAP...]}',
     body: GroupSnapshotBody,
     responses: { 201: { description: 'created', schema: list(Snapshot) }, 200: { description: 'all already existed', schema: list(Snapshot) } },
-    handler: async (req, reply) => {
+    handler: async (req, reply, ctx) => {
       const { status, snapshots } = await createGroup(ctx, (req.body as GroupSnapshotBody).snapshots);
       return reply.code(status).send(snapshots.map((s) => snapshotView(s, ctx)));
     },
@@ -84,7 +84,7 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
   routes.add({
     method: 'GET', url: '/v1/snapshots', access: 'read', tag, summary: 'List all snapshots by id (or ?volume=NAME); paged; ?name=SNAP finds a name on any volume',
     querystring: SnapshotListQuery, responses: { 200: { description: 'snapshots', schema: list(Snapshot) } },
-    handler: async (req, reply) => {
+    handler: async (req, reply, ctx) => {
       const query = req.query as SnapshotListQuery;
       if (query.name !== undefined) {
         // A lookup, not a list: CSI snapshot names are pool-wide, and its create checks one this way.
@@ -98,7 +98,7 @@ export function registerSnapshotRoutes(routes: RouteTable, ctx: ApiContext): voi
   routes.add({
     method: 'GET', url: '/v1/diff', access: 'read', tag, summary: 'Changed byte ranges between VOL@A and VOL@B (or the live VOL)',
     querystring: DiffQuery, responses: { 200: { description: 'changed ranges', schema: Diff } },
-    handler: async (req) => {
+    handler: async (req, _reply, ctx) => {
       const q = req.query as DiffQuery;
       const ranges = (await ctx.engine.diff(q.from, q.to)).map((r) => ({ offset: r.offsetBytes, length: r.lengthBytes }));
       return { from: q.from, to: q.to, changedBytes: ranges.reduce((sum, r) => sum + r.length, 0), ranges };

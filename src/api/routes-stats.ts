@@ -2,7 +2,7 @@
 // latency histogram), scoped like the rest of the API (a tenant sees its own volumes, by its own
 // names). A client samples it, e.g. every second, and draws the differences (the dashboard's live I/O).
 import { Type, type Static } from '@sinclair/typebox';
-import type { ApiContext } from './context.js';
+import type { SharedApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { splitQualified } from '../tenancy/names.js';
 
@@ -23,12 +23,12 @@ export type IoStats = Static<typeof IoStats>;
 /** Where the totals come from (the daemon's Metrics.ioTotals); none: an empty answer. */
 export type IoTotalsSource = () => Promise<Omit<IoStats, 'timeMs'>>;
 
-export function registerStatsRoutes(routes: RouteTable, ctx: ApiContext, source: IoTotalsSource | undefined): void {
+export function registerStatsRoutes(routes: RouteTable, ctx: SharedApiContext, source: IoTotalsSource | undefined): void {
   routes.add({
     method: 'GET', url: '/v1/stats', access: 'read', tag: 'pool',
     summary: 'I/O totals per volume since start (operations, bytes, latency histogram); sample it and take differences',
     responses: { 200: { description: 'totals', schema: IoStats } },
-    handler: async () => {
+    handler: async (_req, _reply, ctx) => {
       const timeMs = Date.now();
       if (source === undefined) return { timeMs, bucketsSeconds: [], volumes: [] };
       const totals = await source();

@@ -3,7 +3,7 @@
 // Both run as jobs so their progress is visible in /v1/jobs.
 import { Readable } from 'node:stream';
 import { Type } from '@sinclair/typebox';
-import type { ApiContext } from './context.js';
+import type { SharedApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { ApiError, knownCode } from './problem.js';
 import { ExportQuery, ImportResult, NameParams, SnapshotParams } from './schemas.js';
@@ -16,7 +16,7 @@ import { ownerTenant } from './routes-volumes.js';
 const tag = 'streams';
 const octet = 'application/octet-stream';
 
-export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void {
+export function registerStreamRoutes(routes: RouteTable, ctx: SharedApiContext): void {
   // One import per volume at a time: two would both pass the base check before either applies.
   const importing = new Set<string>();
   routes.add({
@@ -24,7 +24,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
     summary: 'Export a snapshot as a Cairn stream (incremental from ?since=SNAP)',
     params: SnapshotParams, querystring: ExportQuery,
     responses: { 200: { description: 'the stream (Content-Length exact; X-Cairn-Job names the job)', contentType: octet } },
-    handler: async (req, reply) => {
+    handler: async (req, reply, ctx) => {
       const p = req.params as { name: string; snapshot: string };
       const { since, raw } = req.query as ExportQuery;
       const base = since === undefined ? null : since.includes('@') ? since : `${p.name}@${since}`;
@@ -59,7 +59,7 @@ export function registerStreamRoutes(routes: RouteTable, ctx: ApiContext): void 
     summary: 'Import a Cairn stream: a full one creates the volume, an incremental one advances it',
     params: NameParams, body: Type.String({ format: 'binary', description: 'a Cairn stream (docs/cli.md)' }), bodyContentType: octet,
     responses: { 201: { description: 'imported; the new snapshot', schema: ImportResult } },
-    handler: async (req, reply) => {
+    handler: async (req, reply, ctx) => {
       const volume = (req.params as { name: string }).name;
       const body = req.body as unknown;
       if (!(body instanceof Readable)) throw new ApiError('unsupported_media_type', `send the stream as ${octet}`);

@@ -2,7 +2,7 @@
 // revert, flatten (a job), space and lineage tree.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { deleteWaitMs, type ApiContext } from './context.js';
+import { deleteWaitMs, type ApiContext, type SharedApiContext } from './context.js';
 import type { RouteTable } from './routes.js';
 import { ApiError, knownCode } from './problem.js';
 import {
@@ -154,23 +154,23 @@ async function deleteVolume(ctx: ApiContext, name: string, reply: FastifyReply):
   return reply.code(202).header('location', `/v1/jobs/${job.view.id}`).send(job.view);
 }
 
-export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void {
+export function registerVolumeRoutes(routes: RouteTable, ctx: SharedApiContext): void {
   const nameOf = (r: FastifyRequest) => (r.params as { name: string }).name;
   routes.add({
     method: 'POST', url: '/v1/volumes', access: 'write', tag, summary: 'Create a volume {name,size} or a clone {name,from}; idempotent',
     body: CreateVolumeBody,
     responses: { 201: { description: 'created', schema: Volume }, 200: { description: 'already existed with the same arguments', schema: Volume } },
-    handler: (req, reply) => createVolume(ctx, req, reply),
+    handler: (req, reply, ctx) => createVolume(ctx, req, reply),
   });
   routes.add({
     method: 'GET', url: '/v1/volumes', access: 'read', tag, summary: 'List volumes by name; paged',
     querystring: ListQuery, responses: { 200: { description: 'volumes', schema: Type.Array(Volume) } },
-    handler: async (req, reply) => volumePage(ctx, reply, req.query as ListQuery),
+    handler: async (req, reply, ctx) => volumePage(ctx, reply, req.query as ListQuery),
   });
   routes.add({
     method: 'GET', url: '/v1/volumes/:name', access: 'read', tag, summary: 'Show a volume (with exclusive bytes)',
     params: NameParams, responses: { 200: { description: 'the volume', schema: Volume } },
-    handler: async (req) => {
+    handler: async (req, _reply, ctx) => {
       const v = createdVolume(ctx, nameOf(req));
       // A clustered volume without a replica here has no local space figures.
       if (v.id === REMOTE_VOLUME_ID) return volumeView(v, ctx);
@@ -181,7 +181,7 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
   routes.add({
     method: 'PATCH', url: '/v1/volumes/:name', access: 'write', tag, summary: 'Resize a volume {size, allowShrink?}',
     params: NameParams, body: ResizeVolumeBody, responses: { 200: { description: 'resized', schema: Volume } },
-    handler: async (req) => {
+    handler: async (req, _reply, ctx) => {
       const body = req.body as ResizeVolumeBody;
       return volumeView(await ctx.engine.resizeVolume(nameOf(req), body.size, { allowShrink: body.allowShrink === true }), ctx);
     },
@@ -190,12 +190,12 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
     method: 'DELETE', url: '/v1/volumes/:name', access: 'write', tag, summary: 'Delete a volume (202 + job when it takes long)',
     params: NameParams,
     responses: { 204: { description: 'deleted' }, 202: { description: 'deleting; poll the job', schema: Job } },
-    handler: (req, reply) => deleteVolume(ctx, nameOf(req), reply),
+    handler: (req, reply, ctx) => deleteVolume(ctx, nameOf(req), reply),
   });
   routes.add({
     method: 'POST', url: '/v1/volumes/:name/revert', access: 'write', tag, summary: 'Revert a volume to one of its snapshots {snapshot}',
     params: NameParams, body: RevertBody, responses: { 200: { description: 'reverted', schema: Volume } },
-    handler: async (req) => {
+    handler: async (req, _reply, ctx) => {
       const name = nameOf(req);
       const snap = (req.body as RevertBody).snapshot;
       const snapName = snap.startsWith(`${name}@`) ? snap.slice(name.length + 1) : snap;
@@ -206,7 +206,7 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
   routes.add({
     method: 'POST', url: '/v1/volumes/:name/flatten', access: 'write', tag, summary: 'Flatten a clone (a job)',
     params: NameParams, responses: { 202: { description: 'started; poll the job', schema: Job } },
-    handler: async (req, reply) => {
+    handler: async (req, reply, ctx) => {
       const name = nameOf(req);
       ctx.engine.getVolume(name);
       const job = ctx.jobs.start('flatten', name, async (setProgress) => {
@@ -219,11 +219,11 @@ export function registerVolumeRoutes(routes: RouteTable, ctx: ApiContext): void 
   routes.add({
     method: 'GET', url: '/v1/volumes/:name/space', access: 'read', tag, summary: 'Space of a volume: provisioned, mapped, exclusive',
     params: NameParams, responses: { 200: { description: 'space', schema: Space } },
-    handler: async (req) => ({ name: nameOf(req), ...(await ctx.engine.spaceUsage(nameOf(req))) }),
+    handler: async (req, _reply, ctx) => ({ name: nameOf(req), ...(await ctx.engine.spaceUsage(nameOf(req))) }),
   });
   routes.add({
     method: 'GET', url: '/v1/volumes/:name/tree', access: 'read', tag, summary: 'Lineage tree: snapshots and clones with space',
     params: NameParams, responses: { 200: { description: 'tree', schema: TreeNode } },
-    handler: async (req) => lineageTree(ctx.engine, nameOf(req)),
+    handler: async (req, _reply, ctx) => lineageTree(ctx.engine, nameOf(req)),
   });
 }

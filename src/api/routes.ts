@@ -7,10 +7,10 @@ import type { TSchema } from '@sinclair/typebox';
 import { ProblemSchema } from './schemas.js';
 import type { Access } from './auth.js';
 import type { Principal } from '../tenancy/store.js';
-import { requestScope, type RequestScope } from './request-scope.js';
+import type { ApiContext } from './context.js';
 
-/** Decides who may call a route and builds the request's scope (auth.ts, server.ts). */
-export type RouteGuard = (access: Access, request: FastifyRequest) => Promise<RequestScope>;
+/** Decides who may call a route and builds the request's context (auth.ts, server.ts). */
+export type RouteGuard = (access: Access, request: FastifyRequest) => Promise<ApiContext>;
 
 export interface ResponseSpec { description: string; schema?: TSchema; contentType?: string }
 
@@ -28,16 +28,17 @@ export interface RouteSpec {
   /** Body media type when not JSON (e.g. application/octet-stream for import). */
   bodyContentType?: string;
   responses: Record<number, ResponseSpec>;
-  handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+  /** `ctx`: the request's own context (its principal's engine and jobs). */
+  handler: (request: FastifyRequest, reply: FastifyReply, ctx: ApiContext) => Promise<unknown>;
 }
 
 export class RouteTable {
   readonly specs: RouteSpec[] = [];
-  private readonly scopes = new WeakMap<FastifyRequest, RequestScope>();
+  private readonly contexts = new WeakMap<FastifyRequest, ApiContext>();
   constructor(private app: FastifyInstance, private readonly guard: RouteGuard) {}
 
   /** Who the request acted as, once its guard admitted it (null: public or refused). */
-  principalOf(request: FastifyRequest): Principal | null { return this.scopes.get(request)?.principal ?? null; }
+  principalOf(request: FastifyRequest): Principal | null { return this.contexts.get(request)?.principal() ?? null; }
 
   /** Registers further routes in `scope` (the plugin context that loads after @fastify/swagger). */
   attach(scope: FastifyInstance): void { this.app = scope; }
@@ -53,11 +54,11 @@ export class RouteTable {
     this.app.route({
       method: spec.method, url: spec.url, schema,
       // Before the body is read or validated: an unauthenticated caller learns nothing and costs little.
-      onRequest: async (request) => { this.scopes.set(request, await this.guard(spec.access, request)); },
+      onRequest: async (request) => { this.contexts.set(request, await this.guard(spec.access, request)); },
       handler: (request, reply) => {
-        const scope = this.scopes.get(request);
-        if (scope === undefined) throw new Error('route reached without its onRequest guard');
-        return requestScope.run(scope, () => handler(request, reply));
+        const ctx = this.contexts.get(request);
+        if (ctx === undefined) throw new Error('route reached without its onRequest guard');
+        return handler(request, reply, ctx);
       },
       config: { swaggerTransform: ({ url }) => ({ schema: docs, url }) },
     });

@@ -5,7 +5,7 @@ import type { CapacityHistoryView } from './capacity-history.js';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
-import type { ApiContext } from './context.js';
+import type { SharedApiContext } from './context.js';
 import { RouteTable } from './routes.js';
 import { errorHandler, problemFor, replyCodes, sendProblem } from './problem.js';
 import { registerVolumeRoutes } from './routes-volumes.js';
@@ -61,7 +61,7 @@ export interface AuditEvent {
 /** `routes` fills in when the app loads its plugins (app.ready(), listen() or inject()). */
 export interface Api { app: FastifyInstance; routes: RouteTable }
 
-export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
+export function buildApi(ctx: SharedApiContext, opts: ApiOptions = {}): Api {
   const base = {
     bodyLimit: jsonBodyBytesMax,
     routerOptions: { maxParamLength: 600 },
@@ -100,10 +100,10 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
   if (opts.uiDir !== undefined) registerUiFiles(app, opts.uiDir);
   const auth = new Authenticator(ctx.tenancy, opts.onAuthFailure, Date.now, opts.authBackoff ?? true);
   const routes = new RouteTable(app, async (access, request) => {
-    if (access === 'public') return scopeFor(null, ctx.rootEngine, ctx.jobManager);
+    if (access === 'public') return ctx.forRequest(scopeFor(null, ctx.rootEngine, ctx.jobManager));
     const principal = await auth.authenticate(request);
     authorize(access, principal);
-    return scopeFor(principal, ctx.rootEngine, ctx.jobManager);
+    return ctx.forRequest(scopeFor(principal, ctx.rootEngine, ctx.jobManager));
   });
   const audit = opts.audit ?? ((e: AuditEvent) => app.log.info({ event: 'audit', ...e }, 'audit'));
   app.addHook('onResponse', async (request, reply) => {
@@ -122,7 +122,7 @@ export function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Api {
   return { app, routes };
 }
 
-function registerRoutes(routes: RouteTable, ctx: ApiContext, opts: ApiOptions): void {
+function registerRoutes(routes: RouteTable, ctx: SharedApiContext, opts: ApiOptions): void {
   registerMiscRoutes(routes, ctx, opts.capacityHistory);
   registerVolumeRoutes(routes, ctx);
   registerSnapshotRoutes(routes, ctx);
