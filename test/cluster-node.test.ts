@@ -444,3 +444,28 @@ test('the primary applies a write here and on the members at once; when its own 
     await h.close();
   }
 });
+
+test('a member applies each seq of an epoch once, across a gap in the seqs and in any order', async () => {
+  const h = await three(11);
+  try {
+    const rec = await h.run(h.get('n1').node.createVolume('v', 1 << 20, 3));
+    await h.write(rec.primary, 'v', 0, block(1)); // seq 1 of this epoch
+    const member = rec.members.find((m) => m.node !== rec.primary)!.node;
+    const epoch = h.get(rec.primary).node.volume('v')!.epoch;
+    const send = async (seq: number, offsetBytes: number, data: Buffer): Promise<void> => {
+      const reply = await h.run(h.net.endpoint('spy').request(member, {
+        t: 'write', vol: 'v', epoch, seq, incarnation: h.get(member).node.incarnation(), offsetBytes, data, fua: false,
+      }, 1000));
+      assert.equal(reply.ok, true, `seq ${seq}`);
+    };
+    await send(3, 4096, block(7)); // seq 2 not seen yet: a gap
+    await send(3, 4096, block(8)); // a duplicate: answered, not applied again
+    await send(2, 8192, block(9)); // the gap fills late
+    await send(2, 8192, block(10));
+    await send(4, 12288, block(11));
+    await send(1, 0, block(12)); // below the floor now
+    assert.deepEqual(await h.readLocal(member, 'v', 0, 16384), Buffer.concat([block(1), block(7), block(9), block(11)]));
+  } finally {
+    await h.close();
+  }
+});

@@ -119,3 +119,21 @@ test('a local write that fails after the members took it drops them; a control p
   assert.equal(host.state('n3'), 'down');
   assert.equal(host.applied.get('n2')!.length, 1, 'only the write that failed here reached them');
 });
+
+test('one data request carries the same seq to every member, and the seqs each member sees are dense', async () => {
+  const host = new ScriptedHost();
+  const vp = new VolumePrimary(host, 'v');
+  const local: Buffer[] = [];
+  // Concurrent writes too: the seq is taken once per request, not once per member or per send.
+  for (let i = 0; i < 3; i++) await write(vp, i * 4096, local);
+  await Promise.all([3, 4, 5].map((i) => write(vp, i * 4096, local)));
+  for (const node of ['n2', 'n3']) {
+    const seqs = host.applied.get(node)!.map((r) => ('seq' in r ? r.seq : -1)).sort((a, b) => a - b);
+    assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6], `${node} saw every seq once`);
+  }
+  const seqAt = (node: string, offsetBytes: number): number => {
+    const r = host.applied.get(node)!.find((x) => 'offsetBytes' in x && x.offsetBytes === offsetBytes);
+    return r !== undefined && 'seq' in r ? r.seq : -1;
+  };
+  for (let i = 0; i < 6; i++) assert.equal(seqAt('n2', i * 4096), seqAt('n3', i * 4096), `write ${i}: one seq on both members`);
+});

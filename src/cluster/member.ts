@@ -29,6 +29,8 @@ interface Dedupe {
   floor: number;
   /** Seqs above the floor: the promise of their application. */
   seen: Map<number, Promise<ReplReply>>;
+  /** Seqs above the floor applied already (the floor only moves over these, never over one still under way). */
+  applied: Set<number>;
 }
 
 export interface MemberContext {
@@ -275,7 +277,7 @@ export class Member {
   private once(vol: string, epoch: number, seq: number, apply: () => Promise<void>): Promise<ReplReply> {
     let d = this.dedupes.get(vol);
     if (d === undefined || d.epoch < epoch) {
-      d = { epoch, floor: 0, seen: new Map() };
+      d = { epoch, floor: 0, seen: new Map(), applied: new Set() };
       this.dedupes.set(vol, d);
     }
     if (d.epoch > epoch || seq <= d.floor) return Promise.resolve({ ok: true });
@@ -289,24 +291,33 @@ export class Member {
       return { ok: false, code, message: err instanceof Error ? err.message : String(err) };
     });
     dedupe.seen.set(seq, result);
-    void result.then((reply) => { if (reply.ok) this.compact(dedupe); });
+    void result.then((reply) => {
+      if (!reply.ok || !dedupe.seen.has(seq)) return;
+      dedupe.applied.add(seq);
+      this.compact(dedupe);
+    });
     return result;
   }
 
   private compact(d: Dedupe): void {
     // Seqs are handed out densely from 1, so the floor advances over the applied prefix; a gap left by
     // a lost request would hold it, hence the bound on what is kept above it.
-    for (;;) {
-      const next = d.seen.get(d.floor + 1);
-      if (next === undefined) break;
+    while (d.applied.delete(d.floor + 1)) {
       d.seen.delete(d.floor + 1);
       d.floor++;
     }
-    while (d.seen.size > DEDUPE_SEQS_MAX) {
-      const oldest = Math.min(...d.seen.keys());
-      d.seen.delete(oldest);
-      d.floor = Math.max(d.floor, oldest);
+    if (d.seen.size <= DEDUPE_SEQS_MAX) return;
+    // Over the bound, the oldest quarter goes at once: one sort per DEDUPE_SEQS_MAX / 4 writes, where
+    // finding the oldest on every write cost O(n) each time a gap held the floor.
+    const seqs = [...d.seen.keys()].sort((a, b) => a - b);
+    const cut = seqs[seqs.length - Math.floor((DEDUPE_SEQS_MAX * 3) / 4) - 1]!;
+    for (const seq of seqs) {
+      if (seq > cut) break;
+      d.seen.delete(seq);
+      d.applied.delete(seq);
     }
+    d.floor = Math.max(d.floor, cut);
+    this.compact(d);
   }
 
   private async applyData(r: Extract<ReplRequest, { t: 'write' | 'trim' | 'zero' }>): Promise<void> {

@@ -153,22 +153,31 @@ export class VolumePrimary {
       for (const node of targets) this.dropsPending.add(node);
       throw err;
     }
+    // One seq per request and epoch, the same for every member: a member's dedupe floor advances over
+    // the seqs it applied only when they are dense (one seq per member, as once here, left gaps that
+    // held the floor, so each member's dedupe set grew to its bound and was trimmed on every write).
+    const seqs = new Map<number, number>();
+    const seqOf = (epoch: number): number => {
+      let seq = seqs.get(epoch);
+      if (seq === undefined) { seq = this.nextSeq(epoch); seqs.set(epoch, seq); }
+      return seq;
+    };
     // Every request settles before the caller releases its range lock (an overlapping request must not overtake one).
-    const results = await Promise.allSettled(others.map((node) => this.toMember(node, build, data)));
+    const results = await Promise.allSettled(others.map((node) => this.toMember(node, build, data, seqOf)));
     const failed = results.findIndex((r) => r.status === 'rejected');
     if (failed < 0) return;
     results.forEach((r, i) => { if (r.status === 'rejected') this.dropsPending.add(others[i]!); });
     throw (results[failed] as PromiseRejectedResult).reason;
   }
 
-  private async toMember(node: string, build: RequestBuilder, data: boolean): Promise<void> {
+  private async toMember(node: string, build: RequestBuilder, data: boolean, seqOf: (epoch: number) => number): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       const rec = this.assertPrimary();
       const member = rec.members.find((m) => m.node === node);
       // Dropped (or replaced) meanwhile: this request no longer has to reach it.
       if (member === undefined || member.state !== 'in-sync') return;
       if (data) this.unflushed.add(node);
-      const request = build(rec.epoch, member, () => this.nextSeq(rec.epoch));
+      const request = build(rec.epoch, member, () => seqOf(rec.epoch));
       if (data) this.host.inflightChanged(1);
       let reply: ReplReply;
       try {
