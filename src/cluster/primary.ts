@@ -1,7 +1,7 @@
 // The primary side of one replicated volume (design "Data path on the primary"): a range lock so
-// overlapping requests reach every member in one order, a seq per data request within the epoch,
+// overlapping requests reach every member in one order, a seq per data request and member within the epoch,
 // fan-out to the in-sync members, dropping a member that fails (epoch+1), and the min-in-sync wait.
-import { IoError, type Engine } from '../engine/index.js';
+import { assert, IoError, type Engine } from '../engine/index.js';
 import type { Clock } from './clock.js';
 import type { ReplReply, ReplRequest } from './messages.js';
 import type { MemberRecord, VolumeRecord } from './records.js';
@@ -38,7 +38,13 @@ export type RequestBuilder = (epoch: number, member: MemberRecord, nextSeq: () =
 export class VolumePrimary {
   readonly lock = new RangeLock();
   private seqEpoch = 0;
-  private seq = 0;
+  /**
+   * The last seq sent to each member in seqEpoch. Counted per member, so each member sees its seqs dense
+   * from 1 (its dedupe floor advances over them) even when a request is resent to one member only (in a
+   * newer epoch after a stale_epoch answer). One counter shared by the members left every member gaps
+   * that held its floor: its dedupe set grew to the bound and, with the old trim, cost O(n) per write.
+   */
+  private readonly seqs = new Map<string, number>();
   /** Member nodes written since their last flush. */
   readonly unflushed = new Set<string>();
   /** Written since the last checkpoint (the checkpoint timer skips an idle volume). */
@@ -52,9 +58,14 @@ export class VolumePrimary {
 
   constructor(private readonly host: PrimaryHost, readonly vol: string) {}
 
-  private nextSeq(epoch: number): number {
-    if (epoch !== this.seqEpoch) { this.seqEpoch = epoch; this.seq = 0; }
-    return ++this.seq;
+  private nextSeq(node: string, epoch: number): number {
+    // A record read here never goes back in epoch; if it did, seqs would start again at 1 and a member
+    // would take a new write for a duplicate of an old one.
+    assert(epoch >= this.seqEpoch, `${this.vol}: epoch ${epoch} after ${this.seqEpoch}`);
+    if (epoch !== this.seqEpoch) { this.seqEpoch = epoch; this.seqs.clear(); }
+    const seq = (this.seqs.get(node) ?? 0) + 1;
+    this.seqs.set(node, seq);
+    return seq;
   }
 
   assertPrimary(): VolumeRecord {
@@ -153,31 +164,22 @@ export class VolumePrimary {
       for (const node of targets) this.dropsPending.add(node);
       throw err;
     }
-    // One seq per request and epoch, the same for every member: a member's dedupe floor advances over
-    // the seqs it applied only when they are dense (one seq per member, as once here, left gaps that
-    // held the floor, so each member's dedupe set grew to its bound and was trimmed on every write).
-    const seqs = new Map<number, number>();
-    const seqOf = (epoch: number): number => {
-      let seq = seqs.get(epoch);
-      if (seq === undefined) { seq = this.nextSeq(epoch); seqs.set(epoch, seq); }
-      return seq;
-    };
     // Every request settles before the caller releases its range lock (an overlapping request must not overtake one).
-    const results = await Promise.allSettled(others.map((node) => this.toMember(node, build, data, seqOf)));
+    const results = await Promise.allSettled(others.map((node) => this.toMember(node, build, data)));
     const failed = results.findIndex((r) => r.status === 'rejected');
     if (failed < 0) return;
     results.forEach((r, i) => { if (r.status === 'rejected') this.dropsPending.add(others[i]!); });
     throw (results[failed] as PromiseRejectedResult).reason;
   }
 
-  private async toMember(node: string, build: RequestBuilder, data: boolean, seqOf: (epoch: number) => number): Promise<void> {
+  private async toMember(node: string, build: RequestBuilder, data: boolean): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       const rec = this.assertPrimary();
       const member = rec.members.find((m) => m.node === node);
       // Dropped (or replaced) meanwhile: this request no longer has to reach it.
       if (member === undefined || member.state !== 'in-sync') return;
       if (data) this.unflushed.add(node);
-      const request = build(rec.epoch, member, () => seqOf(rec.epoch));
+      const request = build(rec.epoch, member, () => this.nextSeq(node, rec.epoch));
       if (data) this.host.inflightChanged(1);
       let reply: ReplReply;
       try {
