@@ -27,11 +27,12 @@ interface Dedupe {
   epoch: number;
   /** Every seq ≤ floor was applied. */
   floor: number;
-  /** Seqs above the floor: the promise of their application. */
+  /** Seqs above the floor: the promise of their application, APPLIED once it succeeded (the floor only moves over those). */
   seen: Map<number, Promise<ReplReply>>;
-  /** Seqs above the floor applied already (the floor only moves over these, never over one still under way). */
-  applied: Set<number>;
 }
+
+/** What `seen` holds for a seq applied already: a duplicate of it is answered at once. */
+const APPLIED: Promise<ReplReply> = Promise.resolve({ ok: true });
 
 export interface MemberContext {
   engine: Engine;
@@ -277,7 +278,7 @@ export class Member {
   private once(vol: string, epoch: number, seq: number, apply: () => Promise<void>): Promise<ReplReply> {
     let d = this.dedupes.get(vol);
     if (d === undefined || d.epoch < epoch) {
-      d = { epoch, floor: 0, seen: new Map(), applied: new Set() };
+      d = { epoch, floor: 0, seen: new Map() };
       this.dedupes.set(vol, d);
     }
     if (d.epoch > epoch || seq <= d.floor) return Promise.resolve({ ok: true });
@@ -292,8 +293,9 @@ export class Member {
     });
     dedupe.seen.set(seq, result);
     void result.then((reply) => {
-      if (!reply.ok || !dedupe.seen.has(seq)) return;
-      dedupe.applied.add(seq);
+      // Not when the bound forgot it meanwhile (or a failure removed it).
+      if (!reply.ok || dedupe.seen.get(seq) !== result) return;
+      dedupe.seen.set(seq, APPLIED);
       this.compact(dedupe);
     });
     return result;
@@ -302,7 +304,7 @@ export class Member {
   private compact(d: Dedupe): void {
     // Seqs are handed out densely from 1, so the floor advances over the applied prefix; a gap left by
     // a lost request would hold it, hence the bound on what is kept above it.
-    while (d.applied.delete(d.floor + 1)) {
+    while (d.seen.get(d.floor + 1) === APPLIED) {
       d.seen.delete(d.floor + 1);
       d.floor++;
     }
@@ -314,7 +316,6 @@ export class Member {
     for (const seq of seqs) {
       if (seq > cut) break;
       d.seen.delete(seq);
-      d.applied.delete(seq);
     }
     d.floor = Math.max(d.floor, cut);
     this.compact(d);

@@ -5,8 +5,8 @@
 export type ReplRequest =
   /**
    * A write of `data` (any alignment the engine accepts). `seq` numbers the volume's data requests
-   * sent to this member within the epoch (from 1, dense): a member applies each seq once, so a duplicated or late copy is
-   * ignored. `incarnation` is the member incarnation the primary holds in sync: another one refuses.
+   * sent to this member within the epoch (from 1, dense): a member applies each seq once, so a
+   * duplicated or late copy is ignored. `incarnation` is the member incarnation the primary holds in sync: another one refuses.
    */
   | { t: 'write'; vol: string; epoch: number; seq: number; incarnation: string; offsetBytes: number; data: Buffer; fua: boolean }
   | { t: 'trim'; vol: string; epoch: number; seq: number; incarnation: string; offsetBytes: number; lengthBytes: number; fua: boolean }
