@@ -18,6 +18,16 @@ bool cairn_crc_blocks_supported(void);
 /** crc32c of each 4 KiB block of p into out[i]; false (nothing written) where unsupported. Any thread. */
 bool cairn_crc_blocks(const uint8_t *p, size_t blocks, uint32_t *out);
 
+/** Whether cairn_xts_vaes runs on this CPU (x86-64 with VAES and AVX-512, enabled by the OS). */
+bool cairn_xts_vaes_supported(void);
+/**
+ * AES-256-XTS (IEEE 1619) of `units` 4 KiB data units with VAES; unit i's tweak is u64 LE
+ * (first_unit + i), u64 LE domain. dst is src (in place) or does not overlap it. False (nothing
+ * written) where unsupported. Any thread.
+ */
+bool cairn_xts_vaes(const uint8_t key[64], const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit, uint64_t domain,
+                    bool encrypt);
+
 void register_block_checksums(napi_env env, napi_value exports);
 void register_writeback(napi_env env, napi_value exports);
 void register_thread_policy(napi_env env, napi_value exports);

@@ -28,6 +28,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 
 #define XTS_BLOCK_BYTES 4096
 #define XTS_KEY_BYTES 64
@@ -36,7 +37,6 @@
 #define XTS_NUMBER_MAX 9007199254740991.0
 
 #if OPENSSL_VERSION_NUMBER >= 0x30000000L
-#include <pthread.h>
 // OpenSSL 3 looks the legacy EVP_aes_256_xts() up in its provider on every init (a lock and a hash
 // lookup); fetched once, the cipher is used directly: a one-block call 1.25 -> 1.05 us. Kept for the
 // life of the process.
@@ -70,10 +70,8 @@ static void put_u64_le(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/** Runs the job; 0 on success, -1 when OpenSSL refused (its error queue is cleared: Node's is shared). */
-static int xts_run(const xts_job_t *job) {
-  size_t blocks = job->length_bytes / XTS_BLOCK_BYTES;
-  if (job->crcs != NULL && !job->encrypt && !cairn_crc_blocks(job->src, blocks, job->crcs)) return -1;
+/** AES-256-XTS of the job's blocks with OpenSSL's EVP; 0 on success, -1 when OpenSSL refused. */
+static int xts_run_openssl(const xts_job_t *job) {
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   if (ctx == NULL) return -1;
   int ok = EVP_CipherInit_ex(ctx, xts_cipher(), NULL, job->key, NULL, job->encrypt) == 1;
@@ -89,9 +87,48 @@ static int xts_run(const xts_job_t *job) {
          written == XTS_BLOCK_BYTES;
   }
   EVP_CIPHER_CTX_free(ctx); // wipes the key schedule
-  if (!ok) ERR_clear_error();
-  if (ok && job->crcs != NULL && job->encrypt && !cairn_crc_blocks(job->dst, blocks, job->crcs)) return -1;
+  if (!ok) ERR_clear_error(); // Node's error queue is shared
   return ok ? 0 : -1;
+}
+
+// The VAES kernel (xts-vaes.c) is used only where the CPU has it, CAIRN_XTS_VAES is not "0", and it
+// gives OpenSSL's bytes on a known unit both ways: a compiler or CPU that got it wrong costs speed,
+// never data.
+static bool use_vaes = false;
+static pthread_once_t vaes_once = PTHREAD_ONCE_INIT;
+static void choose_kernel(void) {
+  const char *env = getenv("CAIRN_XTS_VAES");
+  if ((env != NULL && strcmp(env, "0") == 0) || !cairn_xts_vaes_supported()) return;
+  static uint8_t plain[2 * XTS_BLOCK_BYTES], by_openssl[sizeof plain], by_vaes[sizeof plain];
+  xts_job_t job = {.src = plain, .dst = by_openssl, .length_bytes = sizeof plain, .first_block = 0xfffffffffff0ULL, .domain = 0x10203};
+  for (int i = 0; i < XTS_KEY_BYTES; i++) job.key[i] = (uint8_t)(i * 37 + 11);
+  for (size_t i = 0; i < sizeof plain; i++) plain[i] = (uint8_t)(i * 131 + (i >> 8));
+  bool same = true;
+  for (int encrypt = 1; same && encrypt >= 0; encrypt--) {
+    job.encrypt = encrypt;
+    same = xts_run_openssl(&job) == 0 &&
+           cairn_xts_vaes(job.key, plain, by_vaes, 2, (uint64_t)job.first_block, (uint64_t)job.domain, encrypt) &&
+           memcmp(by_openssl, by_vaes, sizeof plain) == 0;
+  }
+  use_vaes = same;
+}
+
+/** "vaes" or "openssl": which kernel xts_run uses on this machine. */
+static const char *xts_kernel(void) {
+  pthread_once(&vaes_once, choose_kernel);
+  return use_vaes ? "vaes" : "openssl";
+}
+
+/** Runs the job; 0 on success, -1 when OpenSSL refused (its error queue is cleared: Node's is shared). */
+static int xts_run(const xts_job_t *job) {
+  size_t blocks = job->length_bytes / XTS_BLOCK_BYTES;
+  if (job->crcs != NULL && !job->encrypt && !cairn_crc_blocks(job->src, blocks, job->crcs)) return -1;
+  int rc;
+  pthread_once(&vaes_once, choose_kernel);
+  if (use_vaes) rc = cairn_xts_vaes(job->key, job->src, job->dst, blocks, (uint64_t)job->first_block, (uint64_t)job->domain, job->encrypt) ? 0 : -1;
+  else rc = xts_run_openssl(job);
+  if (rc == 0 && job->crcs != NULL && job->encrypt && !cairn_crc_blocks(job->dst, blocks, job->crcs)) return -1;
+  return rc;
 }
 
 static napi_value throw_range(napi_env env, const char *message) {
@@ -416,6 +453,8 @@ static napi_value xts_seal_pieces_async(napi_env env, napi_callback_info info) {
 
 void register_xts(napi_env env, napi_value exports) {
   export_function(env, exports, "xtsBlocks", xts_blocks);
+  napi_value kernel;
+  if (napi_create_string_utf8(env, xts_kernel(), NAPI_AUTO_LENGTH, &kernel) == napi_ok) napi_set_named_property(env, exports, "xtsKernel", kernel);
   export_function(env, exports, "xtsBlocksAsync", xts_blocks_async);
   if (cairn_crc_blocks_supported()) export_function(env, exports, "xtsSealPiecesAsync", xts_seal_pieces_async);
 }

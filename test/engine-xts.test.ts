@@ -4,7 +4,9 @@
 // known answer guards the on-disk format against a silent change; bad arguments are refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createCipheriv, randomBytes, randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { AssertionError, InvalidArgument } from '../src/engine/errors.js';
 import { nativeAddon } from '../src/engine/native.js';
 import { blockChecksums } from '../src/engine/checksum.js';
@@ -294,4 +296,42 @@ test('xts: opening blocks sums the ciphertext, then decrypts it in place; a bad 
   assert.throws(() => (nativeAddon.xtsBlocksAsync as Call)(key, src, dst, 0, 0, true, new Uint8Array(2)), RangeError, 'not a Uint32Array');
   assert.throws(() => (nativeAddon.xtsBlocksAsync as Call)(key, src, dst, 0, 0, true, undefined), RangeError, 'undefined');
   assert.throws(() => (nativeAddon.xtsBlocks as Call)(key, src, dst, 0, 0, true, new Uint32Array(2)), RangeError, 'the sync call takes no checksums');
+});
+
+const cpuFlags = new Set((readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '').trim().split(/\s+/));
+const cpuHasVaes = ['aes', 'avx512f', 'avx512bw', 'vaes'].every((flag) => cpuFlags.has(flag));
+
+test('xts: the VAES kernel is chosen where the CPU has VAES and AVX-512, OpenSSL elsewhere', { skip: noNative }, () => {
+  assert.equal(nativeAddon.xtsKernel, cpuHasVaes ? 'vaes' : 'openssl');
+});
+
+test('xts: the VAES kernel gives OpenSSL\'s bytes (CAIRN_XTS_VAES=0 in a child) for random keys, runs, block numbers and domains', { skip: !native || !cpuHasVaes ? 'no VAES kernel here' : false }, () => {
+  // Block numbers near 2^53 and domains with high bits set carry through every byte of the tweak.
+  const cases = Array.from({ length: 24 }, (_, i) => {
+    const blocks = [1, 2, 3, 7, 31, 64, 255, 256][i % 8]!;
+    return {
+      key: randomKey().toString('base64'),
+      data: randomBytes(blocks * BLOCK).toString('base64'),
+      first: randomFirstBlock(blocks),
+      domain: i % 3 === 0 ? XTS_DOMAIN_DISK : i % 3 === 1 ? XTS_DOMAIN_STREAM : Number.MAX_SAFE_INTEGER - randomInt(1000),
+      encrypt: i % 2 === 0,
+    };
+  });
+  const run = (c: (typeof cases)[number], xts: NonNullable<typeof native>): string => {
+    const src = Buffer.from(c.data, 'base64');
+    const dst = Buffer.alloc(src.length);
+    xts(Buffer.from(c.key, 'base64'), src, dst, c.first, c.domain, c.encrypt);
+    return dst.toString('base64');
+  };
+  const child = `
+    const { nativeAddon } = await import(${JSON.stringify(new URL('../src/engine/native.js', import.meta.url).href)});
+    if (nativeAddon.xtsKernel !== 'openssl') throw new Error('kernel ' + nativeAddon.xtsKernel);
+    const cases = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
+    process.stdout.write(JSON.stringify(cases.map((c) => (${run.toString()})(c, nativeAddon.xtsBlocks))));`;
+  const out = execFileSync(process.execPath, ['--input-type=commonjs', '-e', `(async () => { ${child} })().catch((e) => { console.error(e); process.exit(1); })`], {
+    input: JSON.stringify(cases), env: { ...process.env, CAIRN_XTS_VAES: '0' }, maxBuffer: 64 << 20, encoding: 'utf8',
+  });
+  const byOpenssl = JSON.parse(out) as string[];
+  assert.equal(nativeAddon.xtsKernel, 'vaes');
+  cases.forEach((c, i) => assert.equal(run(c, native!), byOpenssl[i], `case ${i}: ${c.data.length * 3 / 4 / BLOCK} blocks from ${c.first}, domain ${c.domain}, encrypt ${c.encrypt}`));
 });

@@ -16,6 +16,11 @@ export interface NativeAddon {
    */
   preadNowait?: (fd: number, into: Buffer, position: number) => number;
   /**
+   * Which kernel runs the xts functions: 'vaes' (native/xts-vaes.c, where the CPU has VAES and
+   * AVX-512, it matched OpenSSL on a known unit at load, and CAIRN_XTS_VAES is not 0) or 'openssl'.
+   */
+  xtsKernel?: 'vaes' | 'openssl';
+  /**
    * AES-256-XTS of each 4 KiB block of src into dst (the same length; src itself for in place), block
    * i with the tweak u64 LE (firstBlock + i) then u64 LE domain; key is 64 bytes, its halves
    * different. Bad arguments throw RangeError (OpenSSL inside Node, native/xts.c).
