@@ -141,6 +141,12 @@ VAES_TARGET static void xts_unit(const xts_vaes_keys_t *keys, const __m512i rk[R
   }
 }
 
+/** Zeroes key material; the empty asm that reads the memory keeps the compiler from dropping the memset. */
+static void wipe(void *p, size_t n) {
+  memset(p, 0, n);
+  __asm__ __volatile__("" : : "r"(p) : "memory");
+}
+
 VAES_TARGET static void xts_units(const uint8_t key[64], const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit,
                                   uint64_t domain, bool encrypt) {
   xts_vaes_keys_t keys;
@@ -152,10 +158,8 @@ VAES_TARGET static void xts_units(const uint8_t key[64], const uint8_t *src, uin
     xts_unit(&keys, rk, src + u * UNIT_BYTES, dst + u * UNIT_BYTES, iv, encrypt);
   }
   // The schedules are key material: not left on the stack.
-  volatile uint8_t *wipe = (volatile uint8_t *)&keys;
-  for (size_t i = 0; i < sizeof keys; i++) wipe[i] = 0;
-  wipe = (volatile uint8_t *)rk;
-  for (size_t i = 0; i < sizeof rk; i++) wipe[i] = 0;
+  wipe(&keys, sizeof keys);
+  wipe(rk, sizeof rk);
 }
 
 bool cairn_xts_vaes(const uint8_t key[64], const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit, uint64_t domain,
