@@ -11,7 +11,7 @@ import { AssertionError, InvalidArgument } from '../src/engine/errors.js';
 import { nativeAddon } from '../src/engine/native.js';
 import { blockChecksums } from '../src/engine/checksum.js';
 import {
-  XTS_ASYNC_BLOCKS_MIN, XTS_DOMAIN_DISK, XTS_DOMAIN_STREAM, XTS_KEY_BYTES, XtsCipher, xtsDefaultImplementation,
+  XTS_ASYNC_BLOCKS_MIN, XTS_DOMAIN_DISK, XTS_DOMAIN_STREAM, XTS_KEY_BYTES, XtsCipher, xtsDefaultImplementation, xtsKernel,
   type XtsImplementation,
 } from '../src/engine/xts.js';
 
@@ -303,6 +303,7 @@ const cpuHasVaes = ['aes', 'avx512f', 'avx512bw', 'vaes'].every((flag) => cpuFla
 
 test('xts: the VAES kernel is chosen where the CPU has VAES and AVX-512, OpenSSL elsewhere', { skip: noNative }, () => {
   assert.equal(nativeAddon.xtsKernel, cpuHasVaes ? 'vaes' : 'openssl');
+  assert.equal(xtsKernel, nativeAddon.xtsKernel, 'the engine reports the kernel the addon chose');
 });
 
 test('xts: the VAES kernel gives OpenSSL\'s bytes (CAIRN_XTS_VAES=0 in a child) for random keys, runs, block numbers and domains', { skip: !native || !cpuHasVaes ? 'no VAES kernel here' : false }, () => {

@@ -1,7 +1,7 @@
 // The primary side of one replicated volume (design "Data path on the primary"): a range lock so
 // overlapping requests reach every member in one order, a seq per data request and member within the epoch,
 // fan-out to the in-sync members, dropping a member that fails (epoch+1), and the min-in-sync wait.
-import { assert, IoError, type Engine } from '../engine/index.js';
+import { assert, fail, IoError, type Engine } from '../engine/index.js';
 import type { Clock } from './clock.js';
 import type { ReplReply, ReplRequest } from './messages.js';
 import type { MemberRecord, VolumeRecord } from './records.js';
@@ -61,7 +61,7 @@ export class VolumePrimary {
   private nextSeq(node: string, epoch: number): number {
     // A record read here never goes back in epoch; if it did, seqs would start again at 1 and a member
     // would take a new write for a duplicate of an old one.
-    assert(epoch >= this.seqEpoch, `${this.vol}: epoch ${epoch} after ${this.seqEpoch}`);
+    if (epoch < this.seqEpoch) fail(`${this.vol}: epoch ${epoch} after ${this.seqEpoch}`);
     if (epoch !== this.seqEpoch) { this.seqEpoch = epoch; this.seqs.clear(); }
     const seq = (this.seqs.get(node) ?? 0) + 1;
     this.seqs.set(node, seq);

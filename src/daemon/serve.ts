@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { openOrCreatePoolFile, checksumKernel, type Engine, type PoolFileOptions } from '../engine/index.js';
+import { openOrCreatePoolFile, checksumKernel, xtsKernel, type Engine, type PoolFileOptions } from '../engine/index.js';
 import { startNbdServer } from '../nbd/server.js';
 import { startNvmfServer } from '../nvmf/server.js';
 import { NvmeHostAccess } from '../nvmf/host-access.js';
@@ -255,7 +255,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
     const apiUrl = `${apiTls === null ? 'http' : 'https'}://${hostForUri(config.api.host)}:${apiPort}`;
     logger.info({ event: 'ready', api: apiUrl, nbd: nbdBaseUri, nbdSocket: nbd?.socketPath ?? null,
       nvmf: nvmf === null ? null : { port: nvmf.port, discoveryPort: nvmf.discoveryPort }, pool: poolPath,
-      poolSizeBytes: engine.stats().sizeBytes, checksumKernel, helperThreadsBatched }, 'cairn ready');
+      poolSizeBytes: engine.stats().sizeBytes, checksumKernel, xtsKernel, helperThreadsBatched }, 'cairn ready');
     let closing: Promise<void> | null = null;
     const close = async (): Promise<void> => {
       logger.info({ event: 'shutdown_begin' }, 'shutting down');

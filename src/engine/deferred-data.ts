@@ -36,9 +36,9 @@ export class DeferredData implements Device {
 
   /** Whole blocks, inside the device: a held copy past its end could never be drained. */
   private assertSpan(blockNumber: number, bytes: number): void {
-    assert(Number.isSafeInteger(blockNumber) && blockNumber >= 0, `block ${blockNumber}`);
-    assert(bytes > 0 && bytes % BLOCK_SIZE_BYTES === 0, `an I/O of ${bytes} bytes is whole blocks`);
-    assert(blockNumber + bytes / BLOCK_SIZE_BYTES <= this.inner.sizeBlocks, `blocks ${blockNumber}+${bytes / BLOCK_SIZE_BYTES} past the device's ${this.inner.sizeBlocks}`);
+    if (!(Number.isSafeInteger(blockNumber) && blockNumber >= 0)) fail(`block ${blockNumber}`);
+    if (!(bytes > 0 && bytes % BLOCK_SIZE_BYTES === 0)) fail(`an I/O of ${bytes} bytes is whole blocks`);
+    if (blockNumber + bytes / BLOCK_SIZE_BYTES > this.inner.sizeBlocks) fail(`blocks ${blockNumber}+${bytes / BLOCK_SIZE_BYTES} past the device's ${this.inner.sizeBlocks}`);
   }
 
   /**
@@ -223,7 +223,7 @@ export class DeferredData implements Device {
 
   resize(sizeBlocks: number): Promise<void> {
     // Pools only grow; a held block past a new end would be written nowhere.
-    for (const pba of this.held.keys()) assert(pba < sizeBlocks, `held block ${pba} past a new size of ${sizeBlocks}`);
+    for (const pba of this.held.keys()) if (pba >= sizeBlocks) fail(`held block ${pba} past a new size of ${sizeBlocks}`);
     return this.inner.resize(sizeBlocks);
   }
   refreshSize(): Promise<number> { return this.inner.refreshSize(); }

@@ -5,4 +5,5 @@ export * from './errors.js';
 export { createPoolFile, openPoolFile, openOrCreatePoolFile, checkPoolFile, type Preallocation, type PoolFileOptions } from './pool-file.js';
 export { dataLength } from './gather.js';
 export { checksumKernel } from './checksum.js';
+export { xtsKernel } from './xts.js';
 export { nativeAddon } from './native.js';

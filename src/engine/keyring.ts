@@ -142,7 +142,7 @@ export class Keyring {
    */
   cipherOf(keyId: number, name: string): XtsCipher | null {
     if (keyId === 0) return null;
-    assert(Number.isSafeInteger(keyId) && keyId >= 1, `key slot ${keyId}`);
+    if (!(Number.isSafeInteger(keyId) && keyId >= 1)) fail(`key slot ${keyId}`);
     const cipher = this.ciphers.get(keyId);
     if (cipher === undefined) throw new VolumeLocked(name);
     return cipher;
