@@ -40,26 +40,18 @@ bool cairn_xts_vaes_supported(void) {
          __builtin_cpu_supports("vaes");
 }
 
+/** Each 32-bit word of v XORed with every word below it (a prefix XOR): the word chaining of FIPS 197's key expansion. */
+VAES_TARGET static inline __m128i prefix_xor(__m128i v) {
+  v = _mm_xor_si128(v, _mm_slli_si128(v, 4));
+  return _mm_xor_si128(v, _mm_slli_si128(v, 8));
+}
+
 VAES_TARGET static inline __m128i expand_even(__m128i prev_even, __m128i assist) {
-  assist = _mm_shuffle_epi32(assist, 0xff);
-  __m128i t = _mm_slli_si128(prev_even, 4);
-  prev_even = _mm_xor_si128(prev_even, t);
-  t = _mm_slli_si128(t, 4);
-  prev_even = _mm_xor_si128(prev_even, t);
-  t = _mm_slli_si128(t, 4);
-  prev_even = _mm_xor_si128(prev_even, t);
-  return _mm_xor_si128(prev_even, assist);
+  return _mm_xor_si128(prefix_xor(prev_even), _mm_shuffle_epi32(assist, 0xff));
 }
 
 VAES_TARGET static inline __m128i expand_odd(__m128i even, __m128i prev_odd) {
-  __m128i assist = _mm_shuffle_epi32(_mm_aeskeygenassist_si128(even, 0), 0xaa);
-  __m128i t = _mm_slli_si128(prev_odd, 4);
-  prev_odd = _mm_xor_si128(prev_odd, t);
-  t = _mm_slli_si128(t, 4);
-  prev_odd = _mm_xor_si128(prev_odd, t);
-  t = _mm_slli_si128(t, 4);
-  prev_odd = _mm_xor_si128(prev_odd, t);
-  return _mm_xor_si128(prev_odd, assist);
+  return _mm_xor_si128(prefix_xor(prev_odd), _mm_shuffle_epi32(_mm_aeskeygenassist_si128(even, 0), 0xaa));
 }
 
 // The round constant of aeskeygenassist must be an immediate, hence a macro per pair of round keys.
