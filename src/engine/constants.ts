@@ -309,6 +309,8 @@ export const DEFERRED_WRITE_BLOCKS_MAX = 8;
 /** Held blocks beyond this are drained home without waiting for a commit (memory bound, 4 MiB). */
 export const DEFERRED_DATA_BLOCKS_MAX = 1024;
 export const DEFERRED_DRAIN_WRITES_IN_FLIGHT = 4;
+/** Log blocks of finished rounds kept for reuse (a QD-1 flush writes one or two). */
+export const LOG_SPARE_BLOCKS_MAX = 8;
 /** Inline pages one log round carries at most; held blocks past it go home before the round's sync. */
 export const LOG_INLINE_BLOCKS_MAX = 64;
 export const LOG_DAMAGED_BLOCKS_LISTED_MAX = 64;

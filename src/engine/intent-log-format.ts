@@ -54,6 +54,9 @@ export function entryBytes(entry: LeafEntry): number {
   return LOG_ENTRY_FIXED_BYTES + 4 * entry.lengthBlocks;
 }
 
+/** What a reset block is compared with. */
+const EMPTY_BLOCK = Buffer.alloc(BLOCK_SIZE_BYTES);
+
 /**
  * A block being filled with records; its header is written when a flush seals it. Records are
  * appended at the mapping switch, so their order is the order the changes were made in.
@@ -64,6 +67,14 @@ export class OpenLogBlock {
   private readonly view = viewOf(this.buf);
   used = LOG_HEADER_BYTES;
   records = 0;
+
+  /** Empties the block for another round, as a new one is (zeros past the header: no old record's bytes reach the disk again). */
+  reset(): void {
+    this.buf.fill(0);
+    this.used = LOG_HEADER_BYTES;
+    this.records = 0;
+    assert(this.buf.equals(EMPTY_BLOCK), 'a reset block holds nothing');
+  }
 
   /** Room for a record with `entries` of these sizes? */
   fits(recordBytes: number): boolean {
