@@ -28,6 +28,18 @@ bool cairn_xts_vaes_supported(void);
 bool cairn_xts_vaes(const uint8_t key[64], const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit, uint64_t domain,
                     bool encrypt);
 
+/** Room for cairn_xts_vaes's expanded keys (data key both ways, tweak key): 45 AES round keys. */
+#define CAIRN_XTS_SCHEDULE_BYTES (45 * 16)
+/** An AES-256-XTS key expanded once for cairn_xts_vaes_with. Key material: wipe it when done. */
+typedef struct {
+  _Alignas(16) uint8_t bytes[CAIRN_XTS_SCHEDULE_BYTES];
+} cairn_xts_schedule_t;
+/** Expands a 64-byte XTS key into `out`; false (nothing written) where cairn_xts_vaes is unsupported. */
+bool cairn_xts_vaes_expand(const uint8_t key[64], cairn_xts_schedule_t *out);
+/** cairn_xts_vaes with a key expanded by cairn_xts_vaes_expand (only called where that succeeded). */
+void cairn_xts_vaes_with(const cairn_xts_schedule_t *schedule, const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit,
+                         uint64_t domain, bool encrypt);
+
 void register_block_checksums(napi_env env, napi_value exports);
 void register_writeback(napi_env env, napi_value exports);
 void register_thread_policy(napi_env env, napi_value exports);

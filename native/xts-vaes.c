@@ -139,30 +139,52 @@ static void wipe(void *p, size_t n) {
   __asm__ __volatile__("" : : "r"(p) : "memory");
 }
 
-VAES_TARGET static void xts_units(const uint8_t key[64], const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit,
+_Static_assert(sizeof(xts_vaes_keys_t) == CAIRN_XTS_SCHEDULE_BYTES, "the opaque schedule holds the expanded keys");
+_Static_assert(_Alignof(cairn_xts_schedule_t) >= _Alignof(xts_vaes_keys_t), "the opaque schedule is aligned for them");
+
+VAES_TARGET static void xts_units(const xts_vaes_keys_t *keys, const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit,
                                   uint64_t domain, bool encrypt) {
-  xts_vaes_keys_t keys;
   __m512i rk[ROUNDS + 1];
-  expand_keys(key, &keys);
-  for (int r = 0; r <= ROUNDS; r++) rk[r] = _mm512_broadcast_i32x4(encrypt ? keys.enc[r] : keys.dec[r]);
+  for (int r = 0; r <= ROUNDS; r++) rk[r] = _mm512_broadcast_i32x4(encrypt ? keys->enc[r] : keys->dec[r]);
   for (size_t u = 0; u < units; u++) {
     __m128i iv = _mm_set_epi64x((long long)domain, (long long)(first_unit + u));
-    xts_unit(&keys, rk, src + u * UNIT_BYTES, dst + u * UNIT_BYTES, iv, encrypt);
+    xts_unit(keys, rk, src + u * UNIT_BYTES, dst + u * UNIT_BYTES, iv, encrypt);
   }
-  // The schedules are key material: not left on the stack.
-  wipe(&keys, sizeof keys);
+  // The broadcast round keys are key material: not left on the stack.
   wipe(rk, sizeof rk);
+}
+
+bool cairn_xts_vaes_expand(const uint8_t key[64], cairn_xts_schedule_t *out) {
+  if (!cairn_xts_vaes_supported()) return false;
+  expand_keys(key, (xts_vaes_keys_t *)out->bytes);
+  return true;
+}
+
+void cairn_xts_vaes_with(const cairn_xts_schedule_t *schedule, const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit,
+                         uint64_t domain, bool encrypt) {
+  xts_units((const xts_vaes_keys_t *)schedule->bytes, src, dst, units, first_unit, domain, encrypt);
 }
 
 bool cairn_xts_vaes(const uint8_t key[64], const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit, uint64_t domain,
                     bool encrypt) {
-  if (!cairn_xts_vaes_supported()) return false;
-  xts_units(key, src, dst, units, first_unit, domain, encrypt);
+  cairn_xts_schedule_t schedule;
+  if (!cairn_xts_vaes_expand(key, &schedule)) return false;
+  cairn_xts_vaes_with(&schedule, src, dst, units, first_unit, domain, encrypt);
+  // The schedule is key material: not left on the stack.
+  wipe(&schedule, sizeof schedule);
   return true;
 }
 
 #else
 bool cairn_xts_vaes_supported(void) { return false; }
+bool cairn_xts_vaes_expand(const uint8_t key[64], cairn_xts_schedule_t *out) {
+  (void)key, (void)out;
+  return false;
+}
+void cairn_xts_vaes_with(const cairn_xts_schedule_t *schedule, const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit,
+                         uint64_t domain, bool encrypt) {
+  (void)schedule, (void)src, (void)dst, (void)units, (void)first_unit, (void)domain, (void)encrypt;
+}
 bool cairn_xts_vaes(const uint8_t key[64], const uint8_t *src, uint8_t *dst, size_t units, uint64_t first_unit, uint64_t domain,
                     bool encrypt) {
   (void)key, (void)src, (void)dst, (void)units, (void)first_unit, (void)domain, (void)encrypt;

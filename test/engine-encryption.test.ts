@@ -324,5 +324,9 @@ test('encryption: a flipped bit in a long encrypted run fails its read with chec
   device.injectBitFlip(start + 100, 777);
   await assert.rejects(engine.read(id, MiB, MiB), (err: unknown) => code(err) === 'checksum_error');
   assert.ok((await engine.read(id, MiB, 100 * BLOCK)).equals(data.subarray(0, 100 * BLOCK)), 'the blocks before it still read');
+  // Short runs are verified and decrypted in one call on the caller's thread: the same verdicts.
+  await assert.rejects(engine.read(id, MiB + 100 * BLOCK, BLOCK), (err: unknown) => code(err) === 'checksum_error', 'the flipped block alone');
+  await assert.rejects(engine.read(id, MiB + 99 * BLOCK, 3 * BLOCK), (err: unknown) => code(err) === 'checksum_error', 'a short run holding it');
+  assert.ok((await engine.read(id, MiB + 101 * BLOCK, 2 * BLOCK)).equals(data.subarray(101 * BLOCK, 103 * BLOCK)), 'the blocks after it still read');
   await engine.close();
 });

@@ -133,14 +133,12 @@ async function readBlocks(core: PoolCore, root: number, startLba: number, endLba
           pending.push(openRun(core, opened, run, target));
           continue;
         }
-        verifyRun(core, run, target);
-        const decrypted = cipher === null ? undefined : decryptRun(cipher, first.pba, target);
+        const decrypted = verifyAndDecrypt(core, run, target, cipher);
         if (decrypted !== undefined) pending.push(decrypted);
       } else {
         pending.push(core.device.read(first.pba, target).then(() => {
           if (opened !== null) return openRun(core, opened, run, target);
-          verifyRun(core, run, target);
-          return cipher === null ? undefined : decryptRun(cipher, first.pba, target);
+          return verifyAndDecrypt(core, run, target, cipher);
         }, (err: unknown) => { throw readError(first.pba, err); }));
       }
     } catch (err) {
@@ -170,6 +168,23 @@ function verifyRun(core: PoolCore, run: LeafEntry[], target: Buffer): void {
   if (target.length > runCrcs.length * BLOCK_SIZE_BYTES) fail(`a run of ${target.length} bytes exceeds the verify buffer`);
   blockChecksums(target, runCrcs, 0);
   compareRun(core, run, runCrcs);
+}
+
+/**
+ * Checks a run read into `target` and decrypts it (encrypted, at most XTS_ASYNC_BLOCKS_MIN blocks
+ * where the kernel sums: one addon call for both, the checksums taken of the ciphertext first); a
+ * pending decryption of a longer run is returned. A bad block fails the read.
+ */
+function verifyAndDecrypt(core: PoolCore, run: LeafEntry[], target: Buffer, cipher: XtsCipher | null): Promise<void> | undefined {
+  if (cipher !== null && cipher.checksumsInJob && target.length < XTS_ASYNC_BLOCKS_MIN * BLOCK_SIZE_BYTES) {
+    // The bytes are decrypted before the comparison: a bad block's plaintext is garbage the failed
+    // read never hands out (as openRun).
+    cipher.openBlocks(target, run[0]!.pba, runCrcs);
+    compareRun(core, run, runCrcs);
+    return undefined;
+  }
+  verifyRun(core, run, target);
+  return cipher === null ? undefined : decryptRun(cipher, run[0]!.pba, target);
 }
 
 /** Verifies and decrypts an encrypted run read into `target` in one thread-pool job; a bad block fails the read. */

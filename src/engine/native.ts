@@ -3,6 +3,9 @@
 // compiler, another CPU or OS) costs speed, never correctness.
 import { createRequire } from 'node:module';
 
+/** An expanded key held by the addon (an opaque external value). */
+export type XtsKeyHandle = { readonly xtsKeyHandle: unique symbol };
+
 export interface NativeAddon {
   /** crc32c of each 4 KiB block of `data` into out[at], out[at + 1], ... (x86-64 with SSE4.2). */
   crc32cBlocks?: (data: Buffer, out: Uint32Array, at: number) => void;
@@ -23,9 +26,14 @@ export interface NativeAddon {
   /**
    * AES-256-XTS of each 4 KiB block of src into dst (the same length; src itself for in place), block
    * i with the tweak u64 LE (firstBlock + i) then u64 LE domain; key is 64 bytes, its halves
-   * different. Bad arguments throw RangeError (OpenSSL inside Node, native/xts.c).
+   * different, or a handle from xtsKey. With `crcs` (a slot per block at least), the crc32c of each
+   * ciphertext block too, as xtsBlocksAsync. Bad arguments throw RangeError (native/xts.c).
    */
-  xtsBlocks?: (key: Buffer, src: Buffer, dst: Buffer, firstBlock: number, domain: number, encrypt: boolean) => void;
+  xtsBlocks?: (key: Buffer | XtsKeyHandle, src: Buffer, dst: Buffer, firstBlock: number, domain: number, encrypt: boolean, crcs?: Uint32Array) => void;
+  /** A copy of a 64-byte XTS key expanded once for xtsBlocks (the VAES kernel's key schedule); freed with the handle. */
+  xtsKey?: (key: Buffer) => XtsKeyHandle;
+  /** Zeroes a handle's key and expansion at once; xtsBlocks then refuses the handle. */
+  xtsKeyWipe?: (handle: XtsKeyHandle) => void;
   /**
    * xtsBlocks on libuv's thread pool; src and dst must not change until the promise settles. With
    * `crcs` (one per block; only where xtsSealPiecesAsync is), the job also puts there the crc32c of

@@ -7,7 +7,7 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { BLOCK_SIZE_BYTES } from './types.js';
 import { assert, fail, InvalidArgument } from './errors.js';
-import { nativeAddon } from './native.js';
+import { nativeAddon, type XtsKeyHandle } from './native.js';
 
 /** Bytes of an AES-256-XTS key: two AES-256 keys (data, tweak), which must differ. */
 export const XTS_KEY_BYTES = 64;
@@ -48,6 +48,8 @@ export interface XtsOptions {
 export class XtsCipher {
   readonly implementation: XtsImplementation;
   readonly #key: Buffer;
+  /** The key expanded once in the addon (native only): sync calls skip the key schedule. */
+  readonly #handle: XtsKeyHandle | null;
   #destroyed = false;
 
   /** Copies `key` (64 bytes, its two halves different, else InvalidArgument). */
@@ -62,6 +64,7 @@ export class XtsCipher {
     this.#key = Buffer.alloc(XTS_KEY_BYTES); // not from Buffer's shared pool: destroy() wipes it alone
     key.copy(this.#key);
     assert(!this.#key.subarray(0, half).equals(this.#key.subarray(half)), 'the copied key has different halves');
+    this.#handle = this.implementation === 'native' ? nativeAddon.xtsKey?.(this.#key) ?? null : null;
   }
 
   /** Encrypts each 4 KiB block of `src` into `dst` (as long; `src` itself for in place), block i with tweak (firstBlock + i, domain). */
@@ -133,8 +136,21 @@ export class XtsCipher {
     return native(this.#key, data, data, firstBlock, domain, false, crcs);
   }
 
+  /**
+   * openBlocksAsync on the caller's thread, for runs below XTS_ASYNC_BLOCKS_MIN blocks (a 4 KiB read
+   * from the page cache): one addon call sums and decrypts. `crcs` has a slot per block at least.
+   */
+  openBlocks(data: Buffer, firstBlock: number, crcs: Uint32Array, domain = XTS_DOMAIN_DISK): void {
+    const native = nativeAddon.xtsBlocks;
+    assert(this.checksumsInJob && native !== undefined, 'openBlocks where the native kernel sums in the call');
+    assert(this.#checkRun(data, data, firstBlock, domain), 'a valid run of blocks');
+    assert(crcs.length >= data.length / BLOCK_SIZE_BYTES, 'a checksum slot per block');
+    native(this.#handle ?? this.#key, data, data, firstBlock, domain, false, crcs);
+  }
+
   /** Zeroes this cipher's copy of the key; any later call is a bug. Work already started finishes (it holds its own copy). */
   destroy(): void {
+    if (this.#handle !== null) nativeAddon.xtsKeyWipe?.(this.#handle);
     this.#key.fill(0);
     this.#destroyed = true;
     assert(this.#key.every((b) => b === 0), 'the key is wiped');
@@ -156,7 +172,7 @@ export class XtsCipher {
   #runSync(src: Buffer, dst: Buffer, firstBlock: number, domain: number, encrypt: boolean): void {
     const native = this.implementation === 'native' ? nativeAddon.xtsBlocks : undefined;
     assert(this.implementation === 'node' || native !== undefined, 'the native kernel is there when chosen');
-    if (native) native(this.#key, src, dst, firstBlock, domain, encrypt);
+    if (native) native(this.#handle ?? this.#key, src, dst, firstBlock, domain, encrypt);
     else nodeBlocks(this.#key, src, dst, firstBlock, domain, encrypt);
   }
 
