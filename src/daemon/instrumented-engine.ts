@@ -25,19 +25,19 @@ export class InstrumentedEngine extends ForwardingEngine {
   }
 
   private async timed<T>(op: string, id: number | null, bytes: number, work: () => Promise<T>): Promise<T> {
-    const labels = { volume: id === null ? 'pool' : this.nameOf(id), op };
-    const end = this.metrics.ioSeconds.startTimer(labels);
+    const io = this.metrics.io;
+    const slot = io.slot(id === null ? 'pool' : this.nameOf(id), op);
+    const started = performance.now();
     try {
       const result = await work();
-      this.metrics.ioOps.inc(labels);
-      if (bytes > 0) this.metrics.ioBytes.inc(labels, bytes);
+      io.completed(slot, bytes);
       return result;
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      this.metrics.ioErrors.inc({ ...labels, code: typeof code === 'string' ? code : 'unknown' });
+      this.metrics.ioErrors.inc({ volume: slot.volume, op, code: typeof code === 'string' ? code : 'unknown' });
       throw err;
     } finally {
-      end();
+      io.observe(slot, (performance.now() - started) / 1000);
     }
   }
 

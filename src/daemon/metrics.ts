@@ -1,10 +1,12 @@
 // Prometheus metrics (prom-client): per-volume I/O operations, bytes and latency, pool space, commit
 // durations, checksum errors and QoS waits. The engine's log events feed commits and checksum errors; an
-// instrumenting Engine decorator (instrumented-engine.ts) feeds the I/O metrics.
+// instrumenting Engine decorator (instrumented-engine.ts) feeds the I/O metrics, kept in IoStats
+// (io-stats.ts: plain numbers on the request path, series built at scrape time).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Engine, FlushCounts } from '../engine/index.js';
 import type { QosWaitTotals } from '../qos/qos-control.js';
 import type { ClusterHandle } from '../cluster/handle.js';
+import { IoStats } from './io-stats.js';
 
 /** Distinct volume labels before further volumes are counted under "other" (bounded cardinality). */
 export const volumeLabelsMax = 10_000;
@@ -18,10 +20,9 @@ export interface IoTotals { bucketsSeconds: number[]; volumes: VolumeIoTotals[] 
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly ioOps: Counter<'volume' | 'op'>;
-  readonly ioBytes: Counter<'volume' | 'op'>;
+  /** Requests, bytes and latency per volume and operation. */
+  readonly io = new IoStats(latencyBucketsSeconds);
   readonly ioErrors: Counter<'volume' | 'op' | 'code'>;
-  readonly ioSeconds: Histogram<'volume' | 'op'>;
   readonly commitSeconds: Histogram;
   readonly checksumErrors: Counter;
   readonly authFailures: Counter<'reason'>;
@@ -31,13 +32,8 @@ export class Metrics {
   constructor() {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'cairn_process_' });
-    this.ioOps = new Counter({ name: 'cairn_io_operations_total', help: 'I/O requests by volume and operation', labelNames: ['volume', 'op'], registers });
-    this.ioBytes = new Counter({ name: 'cairn_io_bytes_total', help: 'Bytes read, written, trimmed or zeroed', labelNames: ['volume', 'op'], registers });
+    this.io.register(this.registry);
     this.ioErrors = new Counter({ name: 'cairn_io_errors_total', help: 'Failed I/O requests by error code', labelNames: ['volume', 'op', 'code'], registers });
-    this.ioSeconds = new Histogram({
-      name: 'cairn_io_latency_seconds', help: 'I/O request latency', labelNames: ['volume', 'op'], registers,
-      buckets: latencyBucketsSeconds,
-    });
     this.commitSeconds = new Histogram({
       name: 'cairn_commit_duration_seconds', help: 'Duration of engine commits', registers,
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
@@ -131,7 +127,7 @@ export class Metrics {
    * Per-volume I/O totals since start (data operations: read, write, trim, write-zeroes) with the
    * cumulative latency histogram, for GET /v1/stats: a client takes differences between two samples.
    */
-  async ioTotals(): Promise<IoTotals> {
+  ioTotals(): IoTotals {
     const byVolume = new Map<string, VolumeIoTotals>();
     const entry = (volume: string): VolumeIoTotals => {
       let e = byVolume.get(volume);
@@ -141,22 +137,13 @@ export class Metrics {
       }
       return e;
     };
-    const dataOp = (op: unknown) => op === 'read' || op === 'write' || op === 'trim' || op === 'write_zeroes';
-    for (const v of (await this.ioOps.get()).values) {
-      const { volume, op } = v.labels;
-      if (typeof volume !== 'string' || volume === 'pool' || !dataOp(op)) continue;
-      if (op === 'read') entry(volume).readOps += v.value; else entry(volume).writeOps += v.value;
-    }
-    for (const v of (await this.ioBytes.get()).values) {
-      const { volume, op } = v.labels;
-      if (typeof volume !== 'string' || volume === 'pool' || !dataOp(op)) continue;
-      if (op === 'read') entry(volume).readBytes += v.value; else entry(volume).writeBytes += v.value;
-    }
-    for (const v of (await this.ioSeconds.get()).values) {
-      const { volume, op, le } = v.labels as { volume?: string; op?: string; le?: number | string };
-      if (v.metricName !== 'cairn_io_latency_seconds_bucket' || typeof volume !== 'string' || volume === 'pool' || !dataOp(op)) continue;
-      const i = le === '+Inf' ? latencyBucketsSeconds.length : latencyBucketsSeconds.indexOf(Number(le));
-      if (i >= 0) entry(volume).latencyCounts[i]! += v.value;
+    const dataOp = (op: string) => op === 'read' || op === 'write' || op === 'trim' || op === 'write_zeroes';
+    for (const slot of this.io.slots()) {
+      if (slot.volume === 'pool' || !dataOp(slot.op)) continue;
+      const e = entry(slot.volume);
+      if (slot.op === 'read') { e.readOps += slot.ops; e.readBytes += slot.bytes; } else { e.writeOps += slot.ops; e.writeBytes += slot.bytes; }
+      let acc = 0;
+      slot.buckets.forEach((n, i) => { acc += n; e.latencyCounts[i]! += acc; });
     }
     return { bucketsSeconds: latencyBucketsSeconds, volumes: [...byVolume.values()] };
   }

@@ -238,7 +238,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
     capacity.start();
     cleanup.push(async () => capacity.stop());
     const { app } = buildApi(ctx, {
-      logger: logger.child({ component: 'api' }), metrics: () => metrics.render(), ioTotals: () => metrics.ioTotals(),
+      logger: logger.child({ component: 'api' }), metrics: () => metrics.render(), ioTotals: async () => metrics.ioTotals(),
       capacityHistory: () => capacity.view(),
       uiDir: dashboardDir(),
       onAuthFailure: (reason) => metrics.authFailures.inc({ reason }),
