@@ -11,7 +11,8 @@
 // and how much of the time the loop busy-polled idly (printCairnDiagnostics).
 // Run: node --import tsx bench/nbd-bench.ts [--runtime-s=10] [--rounds=2] [--size-mib=1024] [--cpu-prof] [--sparse]
 //   [--servers=cairn,cairn-nopoll,...] [--rows=randread,QD1] [--periodic-snapshots-only]
-// The Cairn server runs in a child process (this file with --serve) so it can be profiled alone.
+// The Cairn server runs in a child process (this file with --serve) so it can be profiled alone; it is
+// `cairn serve`'s own start (startDaemon), so every row goes through the daemon's whole data path.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, mkdir } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
@@ -589,22 +590,26 @@ const profiler = {
  * "delete-snapshots PREFIX" deletes bench's snapshots named PREFIX... and frees them.
  */
 async function serve(poolPath: string, port: number, sizeBytes: number, preallocate: Preallocation): Promise<void> {
-  const { createPoolFile } = await import('../src/engine/index.js');
-  const { startNbdServer } = await import('../src/nbd/server.js');
-  const { batchHelperThreads } = await import('../src/daemon/thread-policy.js');
-  // Thin-pool headroom of 4x the volume: after the snapshot row the old data stays pinned while every
-  // overwrite allocates anew (qemu's qcow2 overlay grows its file the same way, without a bound).
-  // CAIRN_BENCH_EVENTS=1 prints the engine's events (commits with their durations), timestamped, to stderr.
-  const log = process.env.CAIRN_BENCH_EVENTS === '1' ? (event: string, fields: Record<string, unknown>) => console.error(`${event} ${JSON.stringify({ t: Date.now(), ...fields })}`) : undefined;
-  const engine = await createPoolFile(poolPath, sizeBytes * 4, { preallocate, ...(log ? { log } : {}) });
-  await engine.createVolume('bench', sizeBytes);
-  batchHelperThreads(); // as the daemon does once its pool is open
+  const { startDaemon } = await import('../src/daemon/serve.js');
+  const { defaultConfig } = await import('../src/daemon/config.js');
+  const { pino } = await import('pino');
+  // What users run: `cairn serve`'s whole data path (metrics, QoS, tenant scoping in front of the
+  // engine), with its API on a port of its own. Thin-pool headroom of 4x the volume: after the snapshot
+  // row the old data stays pinned while every overwrite allocates anew (qemu's qcow2 overlay grows its
+  // file the same way, without a bound). Logs go to stderr (stdout answers the bench's commands);
+  // CAIRN_BENCH_EVENTS=1 logs the engine's events too (commits with their durations).
+  const logger = pino({ level: process.env.CAIRN_BENCH_EVENTS === '1' ? 'debug' : 'warn' }, pino.destination({ dest: 2, sync: true }));
   const busy = process.env.CAIRN_BENCH_BUSY_POLL_US;
-  const server = await startNbdServer(engine, { host: '127.0.0.1', port, ...(busy !== undefined ? { busyPollMicros: Number(busy) } : {}) });
+  const daemon = await startDaemon({
+    ...defaultConfig, poolPath, poolSizeBytes: sizeBytes * 4, poolPreallocate: preallocate, logLevel: 'warn', logFormat: 'json',
+    api: { host: '127.0.0.1', port: 0 }, nbd: { host: '127.0.0.1', port },
+    ...(busy !== undefined ? { nbdBusyPollMicros: Number(busy) } : {}),
+  }, logger);
+  const engine = daemon.engine;
+  await engine.createVolume('bench', sizeBytes);
   const stop = async (): Promise<void> => {
     console.error(`cairn pool stats at exit: ${JSON.stringify(engine.stats())}`);
-    await server.close();
-    await engine.close();
+    await daemon.close();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop());
@@ -613,7 +618,8 @@ async function serve(poolPath: string, port: number, sizeBytes: number, prealloc
     if (line === 'counters') {
       const io = engine.stats().deviceIo;
       const none = { inlineReads: 0, pooledReads: 0, slowInlineReads: 0, inlineWrites: 0, pooledWrites: 0, slowInlineWrites: 0 };
-      const counters: CairnCounters = { ...(io ?? none), ...server.pollStats(), wallMs: performance.now() };
+      const poll = daemon.nbdPollStats() ?? { kicks: 0, turns: 0, idleTurns: 0, idleMs: 0 };
+      const counters: CairnCounters = { ...(io ?? none), ...poll, wallMs: performance.now() };
       console.log(JSON.stringify(counters));
     } else if (line.startsWith('snapshot ')) void engine.createSnapshots([line.slice('snapshot '.length)]).then(() => console.log('ok'), (e: Error) => console.log(`error ${e.message}`));
     else if (line.startsWith('delete-snapshots ')) {

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { openOrCreatePoolFile, checksumKernel, xtsKernel, type Engine, type PoolFileOptions } from '../engine/index.js';
 import { startNbdServer } from '../nbd/server.js';
+import type { BusyPollStats } from '../nbd/busy-poll.js';
 import { startNvmfServer } from '../nvmf/server.js';
 import { NvmeHostAccess } from '../nvmf/host-access.js';
 import { NVMF_DISCOVERY_PORT_DEFAULT } from './config.js';
@@ -52,6 +53,8 @@ export interface Daemon {
   engine: Engine;
   /** This node's cluster handle (--cluster), else null. */
   cluster: ClusterHandle | null;
+  /** The NBD server's busy-polling counts (null: no NBD listener); the benchmark reads them. */
+  nbdPollStats(): BusyPollStats | null;
   close(): Promise<void>;
 }
 
@@ -279,7 +282,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
       await lock.release();
       logger.info({ event: 'shutdown_done' }, 'cairn stopped');
     };
-    return { apiUrl, nbdUri: nbdBaseUri, nvmf: nvmf === null ? null : { port: nvmf.port, discoveryPort: nvmf.discoveryPort }, engine, cluster, close: () => (closing ??= close()) };
+    return {
+      apiUrl, nbdUri: nbdBaseUri, nvmf: nvmf === null ? null : { port: nvmf.port, discoveryPort: nvmf.discoveryPort }, engine, cluster,
+      nbdPollStats: () => nbd?.pollStats() ?? null, close: () => (closing ??= close()),
+    };
   } catch (err) {
     // The start failed with `err`, which the caller reports; a failure to undo a step is logged, not
     // thrown over it.
