@@ -55,6 +55,12 @@ export class IoStats {
     s.bytes += bytes;
   }
 
+  /** `s`'s latency buckets as Prometheus counts them: requests at most each bound, then all of them. */
+  cumulative(s: IoSlot): number[] {
+    let acc = 0;
+    return Array.from(s.buckets, (n) => (acc += n));
+  }
+
   slots(): IoSlot[] {
     const out: IoSlot[] = [];
     for (const ops of this.byVolume.values()) for (const s of ops.values()) out.push(s);
@@ -81,12 +87,9 @@ export class IoStats {
       const out: SeriesValue[] = [];
       const name = 'cairn_io_latency_seconds';
       for (const s of this.slots()) {
-        let acc = 0;
-        this.boundsSeconds.forEach((le, i) => {
-          acc += s.buckets[i]!;
-          out.push({ metricName: `${name}_bucket`, labels: { le, volume: s.volume, op: s.op }, value: acc });
+        this.cumulative(s).forEach((value, i) => {
+          out.push({ metricName: `${name}_bucket`, labels: { le: this.boundsSeconds[i] ?? '+Inf', volume: s.volume, op: s.op }, value });
         });
-        out.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', volume: s.volume, op: s.op }, value: s.timed });
         out.push({ metricName: `${name}_sum`, labels: { volume: s.volume, op: s.op }, value: s.seconds });
         out.push({ metricName: `${name}_count`, labels: { volume: s.volume, op: s.op }, value: s.timed });
       }

@@ -142,8 +142,7 @@ export class Metrics {
       if (slot.volume === 'pool' || !dataOp(slot.op)) continue;
       const e = entry(slot.volume);
       if (slot.op === 'read') { e.readOps += slot.ops; e.readBytes += slot.bytes; } else { e.writeOps += slot.ops; e.writeBytes += slot.bytes; }
-      let acc = 0;
-      slot.buckets.forEach((n, i) => { acc += n; e.latencyCounts[i]! += acc; });
+      this.io.cumulative(slot).forEach((n, i) => { e.latencyCounts[i]! += n; });
     }
     return { bucketsSeconds: latencyBucketsSeconds, volumes: [...byVolume.values()] };
   }
