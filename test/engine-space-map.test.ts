@@ -295,3 +295,34 @@ test('a referenced range on a dirty count page gains a reference without awaitin
   // A block no node references has count 0: counting it "again" is an accounting bug, not a claim.
   assert.throws(() => space.tryIncrefReferenced(page + 20, 1), /has count 0/);
 });
+
+test('a shadowed leaf\'s extents gain a reference all at once, or none does', async () => {
+  const { space } = await lockedSpaceMap(20000, 4);
+  const page = REFCOUNTS_PER_PAGE * 2;
+  await space.addRange(page + 10, 5, 1);
+  await space.addRange(page + 40, 1, 1);
+  await space.addRange(REFCOUNTS_PER_PAGE * 3 + 7, 2, 1);
+  const pbas = new Float64Array([page + 40, page + 10, REFCOUNTS_PER_PAGE * 3 + 7, 0]);
+  const lens = new Uint8Array([1, 5, 2, 0]);
+  const free = space.freeBlocks;
+  assert.equal(space.tryIncrefReferencedExtents(pbas, lens, 3), true, 'every extent on a dirty page');
+  for (const [b, want] of [[page + 40, 2], [page + 10, 2], [page + 14, 2], [page + 15, 0], [REFCOUNTS_PER_PAGE * 3 + 8, 2]] as const) {
+    assert.equal(await space.get(b), want, `count of block ${b}`);
+  }
+  assert.equal(space.freeBlocks, free, 'no count crossed 0');
+  // The first pass finds a later extent's page not dirty: nothing at all has changed.
+  const edge = REFCOUNTS_PER_PAGE * 6 - 1;
+  await space.addRange(edge, 2, 1);
+  const across = new Float64Array([page + 10, edge]), acrossLens = new Uint8Array([5, 2]);
+  assert.equal(space.tryIncrefReferencedExtents(across, acrossLens, 2), false, 'an extent across two pages');
+  const clean = new Float64Array([page + 10, REFCOUNTS_PER_PAGE * 9]);
+  assert.equal(space.tryIncrefReferencedExtents(clean, new Uint8Array([5, 1]), 2), false, 'an extent on a page not dirty');
+  assert.equal(await space.get(page + 10), 2, 'declined calls changed nothing');
+  space.fastPaths = false;
+  assert.equal(space.tryIncrefReferencedExtents(pbas, lens, 3), false, 'fastPaths off');
+  space.fastPaths = true;
+  assert.equal(await space.get(page + 40), 2);
+  // An extent nothing references (count 0) stops the pool: an accounting bug, not a claim.
+  assert.throws(() => space.tryIncrefReferencedExtents(new Float64Array([page + 41]), new Uint8Array([1]), 1), /has count 0/);
+  assert.throws(() => space.tryIncrefReferencedExtents(new Float64Array([20000 - 1]), new Uint8Array([2]), 1), /inside the pool/);
+});

@@ -106,6 +106,7 @@ export class Trees {
     this.store.assertHeld();
     if (node.type === MetaType.Leaf) {
       const x = node.ext;
+      if (delta > 0 && this.space.tryIncrefReferencedExtents(x.pbas, x.lens, x.count)) return;
       // Children gaining a reference (their node shadowed or merged while shared) are referenced by
       // it already: the cheaper increment serves them.
       for (let i = 0; i < x.count; i++) {

@@ -54,6 +54,11 @@ export class SpaceMap {
   private metaArena = { pba: 0, left: 0 };
   /** Metadata blocks still to take one at a time after a search for a run failed (a scan is not free). */
   private metaArenaSkip = 0;
+  /** Count pages found dirty, by page index (referencedPage); each checked dirty again before use. */
+  private readonly dirtyPages: (CountPage | undefined)[] = [];
+  /** tryIncrefReferencedExtents' first pass: each extent's count array and offset in it (reused). */
+  private extentPages: Uint32Array[] = [];
+  private extentOffsets = new Float64Array(0);
 
   constructor(private readonly store: MetaStore, rootBlock: number, public totalBlocks: number, public reserveBlocks: number) {
     assert(Number.isSafeInteger(totalBlocks) && totalBlocks > 0 && reserveBlocks >= 0, 'a space map of the pool\'s blocks');
@@ -195,29 +200,71 @@ export class SpaceMap {
    * +1 on [pba, pba+length), blocks a node being shadowed points to (so each counts 1 or more), without
    * awaiting, when the range lies on one count page that is dirty already: no count crosses 0, so no
    * hold and no free total changes, and one page lookup serves the extent (tryAddRange looks the page
-   * up twice and tracks zero crossings block by block). After a snapshot every leaf is shared, and the
-   * first write to each one counts all of its ~170 extents this way. False, having changed nothing,
-   * otherwise (the caller takes addRange).
+   * up twice and tracks zero crossings block by block). False, having changed nothing, otherwise (the
+   * caller takes addRange).
    */
   tryIncrefReferenced(pba: number, lengthBlocks: number): boolean {
     this.store.assertHeld();
-    const end = pba + lengthBlocks;
-    if (!(lengthBlocks > 0 && pba >= 0 && end <= this.totalBlocks)) fail(`count range [${pba}, ${end}) inside the pool`);
     if (!this.fastPaths) return false;
-    const pageIndex = Math.floor(pba / REFCOUNTS_PER_PAGE);
-    if (Math.floor((end - 1) / REFCOUNTS_PER_PAGE) !== pageIndex) return false;
-    const page = this.array.pageIfDirty(pageIndex);
+    const page = this.referencedPage(pba, lengthBlocks);
     if (page === undefined) return false;
-    const counts = page.counts;
-    const base = pageIndex * REFCOUNTS_PER_PAGE;
     this.store.changes++;
-    for (let i = pba - base; i < end - base; i++) {
-      const before = counts[i]!;
-      // A referenced block: 0 here is a count lost somewhere (the pool stops), never a block to claim.
-      if (before === 0 || before === 0xffffffff) fail(`block ${base + i} referenced by a shadowed node has count ${before}`);
-      counts[i] = before + 1;
+    const base = Math.floor(pba / REFCOUNTS_PER_PAGE) * REFCOUNTS_PER_PAGE;
+    increfReferenced(page.counts, base, pba - base, pba - base + lengthBlocks);
+    return true;
+  }
+
+  /**
+   * tryIncrefReferenced for every extent of a leaf being shadowed while shared, all or nothing: after
+   * a snapshot every leaf is shared, and the first write to each one counts its ~110 extents up.
+   * Their blocks are scattered, so each count is a cache (and TLB) miss; done one extent at a time,
+   * each miss waited behind the page lookup of its extent (~255 ns an extent inside the daemon). The
+   * pages are found first and the counts changed in a second pass, whose loads do not depend on each
+   * other, so the CPU has several misses under way at once (~120 ns an extent; periodic-snapshot
+   * bench in docs/performance.md). False, having changed nothing, when an extent crosses a count page
+   * or its page is not dirty yet (the caller takes the per-extent path).
+   */
+  tryIncrefReferencedExtents(pbas: Float64Array, lens: Uint8Array, count: number): boolean {
+    this.store.assertHeld();
+    if (!this.fastPaths) return false;
+    assert(count <= pbas.length && count <= lens.length, 'extents of the leaf');
+    if (this.extentPages.length < count) {
+      this.extentPages = new Array<Uint32Array>(count);
+      this.extentOffsets = new Float64Array(count);
+    }
+    const pages = this.extentPages, offsets = this.extentOffsets;
+    for (let k = 0; k < count; k++) {
+      const pba = pbas[k]!;
+      const page = this.referencedPage(pba, lens[k]!);
+      if (page === undefined) return false;
+      pages[k] = page.counts;
+      offsets[k] = pba % REFCOUNTS_PER_PAGE;
+    }
+    this.store.changes++;
+    for (let k = 0; k < count; k++) {
+      const from = offsets[k]!;
+      increfReferenced(pages[k]!, pbas[k]! - from, from, from + lens[k]!);
     }
     return true;
+  }
+
+  /**
+   * The dirty count page holding all of [pba, pba+length), else undefined (it spans two pages or its
+   * page is not dirty in this transaction). Pages found dirty are remembered by index: a radix walk per
+   * extent was a third of an extent's cost. A remembered page is used only while it is dirty in the open
+   * transaction; the radix keeps one object per page within a transaction, so that is the page the tree
+   * holds (a later transaction may load another object for the index, and then the walk runs again).
+   */
+  private referencedPage(pba: number, lengthBlocks: number): CountPage | undefined {
+    const end = pba + lengthBlocks;
+    if (!(lengthBlocks > 0 && pba >= 0 && end <= this.totalBlocks)) fail(`count range [${pba}, ${end}) inside the pool`);
+    const pageIndex = Math.floor(pba / REFCOUNTS_PER_PAGE);
+    if (Math.floor((end - 1) / REFCOUNTS_PER_PAGE) !== pageIndex) return undefined;
+    const known = this.dirtyPages[pageIndex];
+    if (known !== undefined && this.store.isDirty(known)) return known;
+    const page = this.array.pageIfDirty(pageIndex);
+    if (page !== undefined) this.dirtyPages[pageIndex] = page;
+    return page;
   }
 
   /**
@@ -555,5 +602,14 @@ export class SpaceMap {
     this.cursor = lowest;
     this.largeCursor = Math.min(this.largeCursor, lowest);
     this.wholeCursor = Math.min(this.wholeCursor, lowest);
+  }
+}
+
+/** counts[from, to) + 1, blocks already referenced: 0 there is a count lost somewhere (the pool stops), never a block to claim. */
+function increfReferenced(counts: Uint32Array, base: number, from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    const before = counts[i]!;
+    if (before === 0 || before === 0xffffffff) fail(`block ${base + i} referenced by a shadowed node has count ${before}`);
+    counts[i] = before + 1;
   }
 }
