@@ -54,7 +54,7 @@ export class SpaceMap {
   private metaArena = { pba: 0, left: 0 };
   /** Metadata blocks still to take one at a time after a search for a run failed (a scan is not free). */
   private metaArenaSkip = 0;
-  /** Count pages found dirty, by page index (referencedPage); each checked dirty again before use. */
+  /** Count pages found dirty in the open transaction, by page index (referencedPage); each checked dirty again before use. */
   private readonly dirtyPages: (CountPage | undefined)[] = [];
   /** tryIncrefReferencedExtents' first pass: each extent's count array and offset in it (reused). */
   private extentPages: Uint32Array[] = [];
@@ -565,6 +565,10 @@ export class SpaceMap {
     const before = this.held.quarantined;
     for (let i = 0; i < pending.length; i += 2) this.held.moveRange(pending[i]!, pending[i]! + pending[i + 1]!, PENDING_FREE, QUARANTINED, runs);
     this.pendingRuns = [];
+    // The transaction ends here: no page remembered as dirty in it is dirty any more, and keeping them
+    // would keep count pages alive that the metadata cache evicts (one per page index: 4 MiB per TiB).
+    this.dirtyPages.length = 0;
+    this.extentPages = [];
     assert(this.held.pendingFree === 0, 'every pending free is sealed');
     const entry = { readEpoch: Infinity, runs, blocks: this.held.quarantined - before };
     this.quarantine.push(entry);
