@@ -252,8 +252,8 @@ export class SpaceMap {
    * The dirty count page holding all of [pba, pba+length), else undefined (it spans two pages or its
    * page is not dirty in this transaction). Pages found dirty are remembered by index: a radix walk per
    * extent was a third of an extent's cost. A remembered page is used only while it is dirty in the open
-   * transaction; the radix keeps one object per page within a transaction, so that is the page the tree
-   * holds (a later transaction may load another object for the index, and then the walk runs again).
+   * transaction (the radix keeps one object per page within a transaction, so that is the page the tree
+   * holds), and all are forgotten when a commit ends the transaction (sealPendingFrees).
    */
   private referencedPage(pba: number, lengthBlocks: number): CountPage | undefined {
     const end = pba + lengthBlocks;
@@ -566,7 +566,7 @@ export class SpaceMap {
     for (let i = 0; i < pending.length; i += 2) this.held.moveRange(pending[i]!, pending[i]! + pending[i + 1]!, PENDING_FREE, QUARANTINED, runs);
     this.pendingRuns = [];
     // The transaction ends here: no page remembered as dirty in it is dirty any more, and keeping them
-    // would keep count pages alive that the metadata cache evicts (one per page index: 4 MiB per TiB).
+    // would keep count pages alive after the metadata cache evicts them (a TiB of pool has 1 GiB).
     this.dirtyPages.length = 0;
     this.extentPages = [];
     assert(this.held.pendingFree === 0, 'every pending free is sealed');
