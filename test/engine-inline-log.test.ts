@@ -10,6 +10,7 @@ import { Prng } from '../src/engine/device/prng.js';
 import { openPool } from '../src/engine/pool.js';
 import type { CairnEngine } from '../src/engine/engine.js';
 import { DeferredData } from '../src/engine/deferred-data.js';
+import { CairnError } from '../src/engine/errors.js';
 import { DEFERRED_DATA_BLOCKS_MAX, LOG_INLINE_BLOCKS_MAX } from '../src/engine/constants.js';
 import { pattern, MiB, eventOptions, simPoolWithVolume, type Events } from './engine-helpers.js';
 
@@ -285,4 +286,25 @@ test('a volume\'s lone small write is held while another volume\'s writes batch;
   assert.deepEqual((await e2.check()).problems, []);
   await e2.close();
   await engine.close();
+});
+
+test('a flush waiting on a commit that fails gets the engine\'s io_error, never the device\'s own error', async () => {
+  const { device, engine, id } = await newPool(12);
+  await engine.write(id, 0, pattern(1, B)); // logged, not yet flushed: the commit below takes its record
+  // Every device sync waits at the gate, then fails with a plain Error, as a file system's EIO does.
+  let failSyncs!: (err: Error) => void;
+  const gate = new Promise<void>((_, reject) => { failSyncs = reject; });
+  gate.catch(() => undefined);
+  let syncs = 0;
+  device.flush = () => { syncs++; return gate; };
+  const commit = engine.core.commit();
+  commit.catch(() => undefined);
+  while (syncs === 0) await new Promise((resolve) => setImmediate(resolve));
+  const flushed = engine.flush(); // its record is in the commit under way: it waits for that commit
+  failSyncs(new Error('simulated EIO'));
+  const typed = (e: unknown): boolean => e instanceof CairnError && e.code === 'io_error' && /simulated EIO/.test(e.message);
+  await assert.rejects(commit, typed);
+  await assert.rejects(flushed, typed);
+  await assert.rejects(engine.flush(), typed, 'the stopped pool names the cause');
+  await engine.close().catch(() => undefined);
 });

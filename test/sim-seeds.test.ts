@@ -64,10 +64,13 @@ for (const fastPaths of [true, false]) {
  * for, failed with pool_full after changing the tree, and stopped the pool.
  * 5136 x 800 ops: a bit flip in the newest generation's mirror stayed until the next commit of its
  * parity; a power cut in that commit before its mirror write left the generation one copy.
+ * 12053 x 800 ops: a flush waiting on a commit whose sync failed under injected EIO got the device's
+ * own error, not io_error (intent-log.ts commitSettled).
  */
 const regressionSeeds: Array<{ seed: number; ops: number; fastPaths: boolean }> = [
   { seed: 5009, ops: 1000, fastPaths: true },
   { seed: 5136, ops: 800, fastPaths: true },
+  { seed: 12053, ops: 800, fastPaths: true },
 ];
 
 for (const { seed, ops, fastPaths } of regressionSeeds) {
