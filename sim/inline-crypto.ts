@@ -2,7 +2,8 @@
 // of 32 blocks or more, and xtsSealPiecesAsync, for writes of several runs) replaced by the same
 // kernel run inline, checksums included (the sync call sums and ciphers in the same C routine as the
 // jobs). Otherwise a seed would wait on a thread whose finishing time orders the device calls after it
-// (and the simulated device's jitter draws with them), and a failing seed would not replay. The bytes are the same either way (test/engine-xts.test.ts compares them).
+// (and the simulated device's jitter draws with them), and a failing seed would not replay. The bytes
+// are the same either way (test/engine-xts.test.ts compares them).
 
 import { nativeAddon } from '../src/engine/native.js';
 import { BLOCK_SIZE_BYTES } from '../src/engine/types.js';
