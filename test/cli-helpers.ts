@@ -155,6 +155,22 @@ export async function startServe(t: TestContext, pool: string, extra: string[] =
   };
 }
 
+/**
+ * startServe with arguments naming ports picked beforehand (freePort, or a cluster node's port 0, which
+ * the daemon picks the same way before it listens): another process may take such a port first (tests
+ * run side by side), and the daemon then exits with EADDRINUSE. Such a start is tried again with the
+ * arguments made anew, so with newly picked ports, up to `attempts` times; any other failure is thrown.
+ */
+export async function startServePickingPorts(t: TestContext, pool: string, args: () => Promise<string[]>, attempts = 3): Promise<DaemonProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServe(t, pool, await args());
+    } catch (err) {
+      if (attempt >= attempts || !(err instanceof Error && err.message.includes('EADDRINUSE'))) throw err;
+    }
+  }
+}
+
 /** Runs a python3 (system, with libnbd) script; argv after the script. */
 export function python(script: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
   return run('/usr/bin/python3', ['-c', script, ...args], { timeoutMs });

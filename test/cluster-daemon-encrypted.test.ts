@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { open, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { assertBuilt, cairn, cairnJson, startServe, tempDir, until } from './cli-helpers.js';
+import { assertBuilt, cairn, cairnJson, startServePickingPorts, tempDir, until } from './cli-helpers.js';
 import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
 import { runOk } from './nbd-harness.js';
 import { writeKekFile } from './encryption-e2e.js';
@@ -42,7 +42,7 @@ test('cairn serve --cluster: an encrypted volume with 2 replicas, each node unde
   const endpoints = etcd.endpoints.join(',');
   const secretFile = join(dir, 'cluster.secret');
   await writeFile(secretFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-  const node = async (name: string) => startServe(t, join(dir, `${name}.pool`), [
+  const node = async (name: string) => startServePickingPorts(t, join(dir, `${name}.pool`), async () => [
     '--pool-size', '256M', '--cluster', endpoints, '--node', name, '--advertise', '127.0.0.1', '--repl-port', String(await freePort()),
     '--cluster-secret-file', secretFile,
   ]);

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { assertBuilt, cairn, cairnJson, startServe, tempDir, until } from './cli-helpers.js';
+import { assertBuilt, cairn, cairnJson, startServePickingPorts, tempDir, until } from './cli-helpers.js';
 import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
 import { runOk } from './nbd-harness.js';
 import { NvmfSession } from './nvmf-client.js';
@@ -56,7 +56,7 @@ test('cairn serve --cluster: two nodes, replicas, CLI, NBD through the non-prima
   t.after(() => etcd.close());
   const dir = await tempDir(t, 'cairn-cluster-');
   const endpoints = etcd.endpoints.join(',');
-  const node = async (name: string, zone: string) => startServe(t, join(dir, `${name}.pool`), [
+  const node = async (name: string, zone: string) => startServePickingPorts(t, join(dir, `${name}.pool`), async () => [
     '--pool-size', '1G', '--cluster', endpoints, '--node', name, '--advertise', '127.0.0.1', '--zone', zone,
     '--repl-port', String(await freePort()), '--nvmf', '127.0.0.1:0', '--nvmf-discovery', 'off', '--nbd-tls', 'psk',
   ]);

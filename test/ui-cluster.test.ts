@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { adminToken, assertBuilt, cairn, startServe, tempDir } from './cli-helpers.js';
+import { adminToken, assertBuilt, cairn, startServePickingPorts, tempDir } from './cli-helpers.js';
 import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
 import { assertAccessible, assertUiBuilt, launch, newPage, screenshots, signIn } from './ui-helpers.js';
 
@@ -19,7 +19,7 @@ test('dashboard on a cluster node: nodes, etcd, replicas of a volume, a node dow
   const etcd = await startEtcd();
   t.after(() => etcd.close());
   const dir = await tempDir(t, 'cairn-ui-cluster-');
-  const node = async (name: string) => startServe(t, join(dir, `${name}.pool`), [
+  const node = async (name: string) => startServePickingPorts(t, join(dir, `${name}.pool`), async () => [
     '--pool-size', '1G', '--cluster', etcd.endpoints.join(','), '--node', name, '--advertise', '127.0.0.1', '--repl-port', String(await freePort()),
   ]);
   const n1 = await node('n1');

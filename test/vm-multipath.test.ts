@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { assertBuilt, cairn, cairnJson, qemuIo, startServe, tempDir, until, type DaemonProcess } from './cli-helpers.js';
+import { assertBuilt, cairn, cairnJson, qemuIo, startServePickingPorts, tempDir, until, type DaemonProcess } from './cli-helpers.js';
 import { etcdAvailable, freePort, startEtcd } from './etcd-harness.js';
 import { bootGuest, keepLogOnFailure, vmUnavailable } from './vm/qemu.js';
 
@@ -29,15 +29,18 @@ test('kernel native multipath over ANA: one head disk on two nodes, I/O moves by
   const etcd = await startEtcd();
   t.after(() => etcd.close());
   const dir = await tempDir(t, 'cairn-vm-multipath-');
-  const ports = { n1: await freePort(), n2: await freePort() };
+  const ports = { n1: 0, n2: 0 };
   const nodes = new Map<string, DaemonProcess>();
   for (const name of ['n1', 'n2'] as const) {
     // The guest reaches the host's loopback as 10.0.2.2.
-    nodes.set(name, await startServe(t, join(dir, `${name}.pool`), [
-      '--pool-size', '512M', '--cluster', etcd.endpoints.join(','), '--node', name, '--advertise', '127.0.0.1',
-      '--repl-port', String(await freePort()), '--nvmf', `127.0.0.1:${ports[name]}`, '--nvmf-discovery', 'off',
-      '--nvmf-advertise', `10.0.2.2:${ports[name]}`,
-    ]));
+    nodes.set(name, await startServePickingPorts(t, join(dir, `${name}.pool`), async () => {
+      ports[name] = await freePort();
+      return [
+        '--pool-size', '512M', '--cluster', etcd.endpoints.join(','), '--node', name, '--advertise', '127.0.0.1',
+        '--repl-port', String(await freePort()), '--nvmf', `127.0.0.1:${ports[name]}`, '--nvmf-discovery', 'off',
+        '--nvmf-advertise', `10.0.2.2:${ports[name]}`,
+      ];
+    }));
   }
   const n1 = nodes.get('n1')!;
   await until('both nodes registered', async () => {

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { assertBuilt, cairn, cairnJson, cairnBin, python, qemuIo, run, startServe, tempDir } from './cli-helpers.js';
+import { assertBuilt, cairn, cairnJson, cairnBin, python, qemuIo, run, startServe, startServePickingPorts, tempDir } from './cli-helpers.js';
 import { bootGuest, keepLogOnFailure, vmUnavailable } from './vm/qemu.js';
 
 const MiB = 1 << 20;
@@ -61,12 +61,15 @@ const skip = await whySkip();
 test('kernel NVMe/TCP initiator in a qemu guest: discovery, data, snapshot and resize namespaces, digests, host allow-list', { skip: skip ?? false, timeout: 900_000 }, async (t) => {
   assertBuilt();
   const dir = await tempDir(t, 'cairn-vm-nvmf-');
-  const nvmfPort = await freePort();
-  const discPort = await freePort();
+  let nvmfPort = 0, discPort = 0, nvmfArgs: string[] = [];
   // The guest reaches the host's loopback as 10.0.2.2: that is the address discovery must advertise.
   const pool = join(dir, 'pool');
-  const nvmfArgs = ['--nvmf', `127.0.0.1:${nvmfPort}`, '--nvmf-discovery', `127.0.0.1:${discPort}`, '--nvmf-advertise', `10.0.2.2:${nvmfPort}`];
-  let d = await startServe(t, pool, ['--pool-size', '2G', ...nvmfArgs]);
+  let d = await startServePickingPorts(t, pool, async () => {
+    nvmfPort = await freePort();
+    discPort = await freePort();
+    nvmfArgs = ['--nvmf', `127.0.0.1:${nvmfPort}`, '--nvmf-discovery', `127.0.0.1:${discPort}`, '--nvmf-advertise', `10.0.2.2:${nvmfPort}`];
+    return ['--pool-size', '2G', ...nvmfArgs];
+  });
   await cairnJson(d.api, ['volume', 'create', 'raw', '--size', String(RAW_BYTES)]);
   await cairnJson(d.api, ['volume', 'create', 'fs', '--size', String(FS_BYTES)]);
   await cairnJson(d.api, ['tenant', 'create', 'locked']);
