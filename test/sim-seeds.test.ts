@@ -66,11 +66,15 @@ for (const fastPaths of [true, false]) {
  * parity; a power cut in that commit before its mirror write left the generation one copy.
  * 12053 x 800 ops: a flush waiting on a commit whose sync failed under injected EIO got the device's
  * own error, not io_error (intent-log.ts commitSettled).
+ * 19003 x 800 ops: once a flatten gave the loop a turn between steps, the flatten resumed at open and
+ * the one asked for (same volume) interleaved; one read the cursor the other had just finished (0) and
+ * failed its step check. The cursor is now read under the lock.
  */
 const regressionSeeds: Array<{ seed: number; ops: number; fastPaths: boolean }> = [
   { seed: 5009, ops: 1000, fastPaths: true },
   { seed: 5136, ops: 800, fastPaths: true },
   { seed: 12053, ops: 800, fastPaths: true },
+  { seed: 19003, ops: 800, fastPaths: true },
 ];
 
 for (const { seed, ops, fastPaths } of regressionSeeds) {

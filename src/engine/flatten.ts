@@ -17,17 +17,28 @@ export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgre
     await core.commit();
   }
   for (;;) {
-    const totalBlocks = rec.sizeBytes / BLOCK_SIZE_BYTES;
-    const cursor = rec.flattenCursor - 1;
-    if (cursor >= totalBlocks) break;
-    const end = Math.min(totalBlocks, cursor + FLATTEN_CHUNK_BLOCKS);
-    // The cursor only moves forward, so the loop ends (a resumed flatten starts where it stopped).
-    if (!(cursor >= 0 && end > cursor)) fail(`flatten step [${cursor}, ${end}) of ${rec.name}`);
-    await core.mutate(() => { assertFlattenable(core, rec); return flattenChunk(core, rec, cursor, end); });
-    onProgress?.(end / totalBlocks);
+    // The cursor is read under the lock: a flatten resumed at open and one asked for may run on the same
+    // volume side by side, and either may have moved it, or finished (cursor 0), since this one's last step.
+    const fraction = await core.mutate(async (): Promise<number | null> => {
+      assertFlattenable(core, rec);
+      const totalBlocks = rec.sizeBytes / BLOCK_SIZE_BYTES;
+      const cursor = rec.flattenCursor - 1;
+      if (rec.flattenCursor === 0 || cursor >= totalBlocks) return null;
+      const end = Math.min(totalBlocks, cursor + FLATTEN_CHUNK_BLOCKS);
+      // The cursor only moves forward, so the loop ends (a resumed flatten starts where it stopped).
+      if (!(cursor >= 0 && end > cursor)) fail(`flatten step [${cursor}, ${end}) of ${rec.name}`);
+      await flattenChunk(core, rec, cursor, end);
+      return end / totalBlocks;
+    });
+    if (fraction === null) break;
+    onProgress?.(fraction);
+    // A step whose device calls all completed inline (the page cache) never left the microtask queue:
+    // without a turn of the event loop between steps, a whole flatten held every socket and timer.
+    await new Promise((resolve) => setImmediate(resolve));
   }
   await core.mutate(async () => {
     assertFlattenable(core, rec);
+    if (rec.flattenCursor === 0) return; // the other flatten of this volume finished it
     rec.flattenCursor = 0;
     rec.parentId = 0;
     rec.originSnapId = 0;
