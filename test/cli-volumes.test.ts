@@ -216,6 +216,7 @@ test('cairn CLI against a real daemon', { timeout: 600_000 }, async (t) => {
     assert.match(text, /cairn_commit_duration_seconds_count [1-9]/);
     assert.match(text, /cairn_checksum_errors_total 0/);
     assert.match(text, /cairn_flush_log_rounds_total \d+/);
+    assert.match(text, /cairn_flush_eager_rounds_total \d+/);
     assert.match(text, /cairn_flush_inline_blocks_total \d+/);
     assert.match(text, /cairn_held_write_blocks \d+/);
   });

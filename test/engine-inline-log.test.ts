@@ -57,7 +57,7 @@ test('a lone write and its flush: one contiguous durable write (O_DSYNC), no dev
   const home = await homeOf(engine, id, 5);
   assert.ok(!device.peek(home).equals(data.subarray(0, B)), 'not yet at home');
   assert.equal(engine.core.device.heldBlocks, 3, 'both writes held until a commit');
-  assert.deepEqual(engine.stats().flushes, { logRounds: 2, committed: 0, inlineBlocks: 3, heldBlocks: 3 });
+  assert.deepEqual(engine.stats().flushes, { logRounds: 2, eagerRounds: 0, committed: 0, inlineBlocks: 3, heldBlocks: 3 });
   // The power cut right after the flush: the log brings the data home.
   const events: Events = [];
   const e2 = await openPool(device.crash('clean'), options(events));

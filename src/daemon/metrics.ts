@@ -56,6 +56,7 @@ export class Metrics {
       collect() { const f = self.engine?.stats().flushes; if (f) { this.reset(); this.inc(pick(f)); } },
     });
     flushes('cairn_flush_log_rounds_total', 'Intent log rounds written (each one sync or one durable write)', (f) => f.logRounds);
+    flushes('cairn_flush_eager_rounds_total', 'Intent log rounds a lone write started before its flush came', (f) => f.eagerRounds);
     flushes('cairn_flush_commits_total', 'Flushes that committed instead of writing the intent log', (f) => f.committed);
     flushes('cairn_flush_inline_blocks_total', 'Data blocks of lone small writes carried inline by intent log rounds', (f) => f.inlineBlocks);
     pool('cairn_held_write_blocks', 'Data blocks of lone small writes held in memory until the next commit', (e) => e.stats().flushes?.heldBlocks ?? 0);

@@ -311,6 +311,12 @@ export const DEFERRED_DATA_BLOCKS_MAX = 1024;
 export const DEFERRED_DRAIN_WRITES_IN_FLIGHT = 4;
 /** Log blocks of finished rounds kept for reuse (a QD-1 flush writes one or two). */
 export const LOG_SPARE_BLOCKS_MAX = 8;
+/**
+ * Flushes in a row that each found exactly one new switch (a client writing, then flushing, one
+ * request at a time: a database's commit) before a lone switch starts its log round at once, while
+ * the client is still sending its flush (intent-log.ts, eager rounds).
+ */
+export const LOG_EAGER_STREAK_MIN = 8;
 /** Inline pages one log round carries at most; held blocks past it go home before the round's sync. */
 export const LOG_INLINE_BLOCKS_MAX = 64;
 export const LOG_DAMAGED_BLOCKS_LISTED_MAX = 64;

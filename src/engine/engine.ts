@@ -175,7 +175,7 @@ export class CairnEngine implements Engine {
   private flushCounts(log: IntentLog): FlushCounts {
     const device = this.core.device;
     assert(log.rounds >= 0 && device.inlined >= 0, 'flush counts only grow');
-    return { logRounds: log.rounds, committed: log.roundsCommitted, inlineBlocks: device.inlined, heldBlocks: device.heldBlocks };
+    return { logRounds: log.rounds, eagerRounds: log.eagerRounds, committed: log.roundsCommitted, inlineBlocks: device.inlined, heldBlocks: device.heldBlocks };
   }
 
   async check(): Promise<CheckReport> {

@@ -9,8 +9,14 @@
 // when it cleared records a flush would otherwise have written), the flush round in flight, or the next
 // round, which takes every record waiting when it starts. Rounds run one at a time, so only the newest
 // round can be torn by a power cut (replay relies on it: intent-log-replay.ts).
+//
+// Eager rounds: a client that writes and then flushes, one request at a time (a database committing),
+// leaves the device idle while its flush travels. Once LOG_EAGER_STREAK_MIN flushes in a row each found
+// exactly one new switch, the next lone switch starts its round in the event loop's check phase (after
+// the write's reply has gone), and the flush finds it in flight or done. A second switch before a flush
+// ends the streak, so plain writes and batched flushes never pay for a round they did not ask for.
 import {
-  BLOCK_SIZE_BYTES, DEVICE_IO_BLOCKS_MAX, EXTENT_BLOCKS_MAX, LOG_COMMIT_FILL_FRACTION, LOG_HEADER_BYTES, LOG_INLINE_BLOCKS_MAX, LOG_RECORD_FIXED_BYTES, LOG_ROUND_BLOCKS_MAX, LOG_SPARE_BLOCKS_MAX,
+  BLOCK_SIZE_BYTES, DEVICE_IO_BLOCKS_MAX, EXTENT_BLOCKS_MAX, LOG_COMMIT_FILL_FRACTION, LOG_EAGER_STREAK_MIN, LOG_HEADER_BYTES, LOG_INLINE_BLOCKS_MAX, LOG_RECORD_FIXED_BYTES, LOG_ROUND_BLOCKS_MAX, LOG_SPARE_BLOCKS_MAX,
 } from './constants.js';
 import type { DeferredData } from './deferred-data.js';
 import type { LeafEntry } from './format.js';
@@ -73,6 +79,12 @@ export class IntentLog {
   rounds = 0;
   /** Flushes that committed instead (records overflowed, or the region had no room). */
   roundsCommitted = 0;
+  /** Rounds started by a lone switch before its flush came (see the header). */
+  eagerRounds = 0;
+  /** The switch count the last flush waited for, and how many flushes in a row found exactly one new switch. */
+  private lastFlushTarget = 0;
+  private loneStreak = 0;
+  private eagerQueued = false;
 
   constructor(
     private readonly host: LogHost,
@@ -114,6 +126,11 @@ export class IntentLog {
   append(volumeId: number, txn: number, startLba: number, endLba: number, entries: readonly LeafEntry[]): void {
     assert(volumeId > 0 && startLba < endLba, 'a switch of a volume\'s range');
     this.appended++;
+    // Only the first switch since a flush: a second one means this client is not flushing each write.
+    if (this.appended - this.lastFlushTarget === 1 && this.loneStreak >= LOG_EAGER_STREAK_MIN && !this.eagerQueued) {
+      this.eagerQueued = true;
+      setImmediate(this.eagerRound);
+    }
     if (this.overflowed) return;
     for (const e of entries) this.pendingNamed.push(e.pba, e.lengthBlocks);
     this.pendingTxn = txn;
@@ -149,6 +166,8 @@ export class IntentLog {
   async flush(): Promise<void> {
     this.host.ensureUsable();
     const target = this.appended;
+    this.loneStreak = target - this.lastFlushTarget === 1 ? this.loneStreak + 1 : 0;
+    this.lastFlushTarget = target;
     if (target <= this.committedThrough) return;
     const waits: Promise<void>[] = [];
     const c = this.commitInFlight;
@@ -158,6 +177,17 @@ export class IntentLog {
     if (target > this.pendingFrom) waits.push(this.queueRound());
     await Promise.all(waits);
   }
+
+  /** Starts the round of a lone switch whose flush has not come yet (see the header). */
+  private readonly eagerRound = (): void => {
+    this.eagerQueued = false;
+    // The flush came first and queued the round itself, a second switch broke the pattern, a commit
+    // took the record, or a round is already on its way.
+    if (this.appended - this.lastFlushTarget !== 1 || this.pendingFrom >= this.appended || this.nextRound !== null || this.roundInFlight !== null) return;
+    this.eagerRounds++;
+    // A failure stopped the pool (runRound): the flush that comes for this switch reports it.
+    this.queueRound().catch(() => undefined);
+  };
 
   private queueRound(): Promise<void> {
     if (this.nextRound) return this.nextRound.promise;

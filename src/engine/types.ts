@@ -120,6 +120,8 @@ export interface PoolStats {
 export interface FlushCounts {
   /** Log rounds written (one device sync, or one durable write, each). */
   logRounds: number;
+  /** Of those, rounds a lone write started before its flush came (eager rounds, intent-log.ts). */
+  eagerRounds: number;
   /** Flushes that committed instead (records overflowed, or the log region was full). */
   committed: number;
   /** Data blocks carried inline by log rounds (lone small writes held in memory). */
