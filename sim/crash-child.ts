@@ -1,6 +1,6 @@
 // The child process of the kill -9 crash test (test/crash-kill9.test.ts): opens or creates a pool
 // file, then writes batches of disjoint blocks (sim/crash-schedule.ts) concurrently, makes each durable
-// (a flush after it, FUA writes, or a flush after every write), and prints "durable <batch>" once that
+// (a flush after it, FUA writes, a flush after every write, or one write at a time, each flushed), and prints "durable <batch>" once that
 // resolved. It runs until it is killed.
 // Usage: node crash-child.js <pool-file> <seed>
 
@@ -37,13 +37,23 @@ async function main(): Promise<void> {
   process.stdout.write('ready\n');
   for (let batch = 0; ; batch++) {
     const writes = batchWrites(seed, batch);
-    // Three ways to make a batch durable, in turn: one flush after it, a FUA write each, and a flush
-    // after each write (what a database does per commit), all through the intent log.
-    const way = batch % 3;
-    await Promise.all(writes.map(async (w) => {
-      await engine.write(id, w.blockNumber * 4096, writeData(seed, batch, w), { fua: way === 1 });
-      if (way === 2) await engine.flush();
-    }));
+    // Four ways to make a batch durable, in turn: one flush after it, a FUA write each, a flush after
+    // each of its concurrent writes (what a database does per commit), and one write at a time, each
+    // flushed a turn later as over a network (the pattern that starts eager log rounds), all through
+    // the intent log.
+    const way = batch % 4;
+    if (way === 3) {
+      for (const w of writes) {
+        await engine.write(id, w.blockNumber * 4096, writeData(seed, batch, w));
+        await new Promise((resolve) => setImmediate(resolve));
+        await engine.flush();
+      }
+    } else {
+      await Promise.all(writes.map(async (w) => {
+        await engine.write(id, w.blockNumber * 4096, writeData(seed, batch, w), { fua: way === 1 });
+        if (way === 2) await engine.flush();
+      }));
+    }
     if (way === 0) await engine.flush();
     // stdout to a pipe is synchronous on Linux: once this returns the parent can read the line.
     process.stdout.write(`durable ${batch}\n`);
