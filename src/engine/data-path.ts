@@ -2,7 +2,7 @@
 // block status. Data is written outside the metadata lock; the mapping is switched under it.
 import { BLOCK_SIZE_BYTES, EXTENT_BLOCKS_MAX, IO_BYTES_MAX, EDIT_CHUNK_BLOCKS, DEVICE_IO_BLOCKS_MAX } from './constants.js';
 import { XTS_ASYNC_BLOCKS_MIN, type XtsCipher } from './xts.js';
-import { releaseSealBuffer, takeSealBuffer } from './seal-buffers.js';
+import { releaseDeviceBuffer, takeDeviceBuffer } from './device-buffers.js';
 import type { PoolCore } from './pool.js';
 import { FLAG_DELETED, type CatalogRecord } from './catalog.js';
 import type { LeafEntry } from './format.js';
@@ -413,7 +413,7 @@ async function writeSealedRun(core: PoolCore, cipher: XtsCipher, pieces: Buffer[
   let total = 0;
   for (const p of pieces) total += p.length;
   if (total % BLOCK_SIZE_BYTES !== 0) fail(`a run of ${total} bytes to encrypt`);
-  const sealed = takeSealBuffer(total);
+  const sealed = takeDeviceBuffer(total);
   try {
     const pending: Promise<void>[] = [];
     let at = 0;
@@ -427,7 +427,7 @@ async function writeSealedRun(core: PoolCore, cipher: XtsCipher, pieces: Buffer[
     await core.blockWriter.write(firstPba, [sealed], alone);
   } finally {
     // Every sealing job and the device write have finished with it, also on failure (settleAll waits for all).
-    releaseSealBuffer(sealed);
+    releaseDeviceBuffer(sealed);
   }
 }
 
@@ -474,7 +474,7 @@ class SealGroups {
 function sealGroupWrites(core: PoolCore, cipher: XtsCipher, group: SealRun[], crcs: Uint32Array): Promise<void>[] {
   let total = 0;
   for (const r of group) total += r.blocks;
-  assert(total > 0 && total <= DEVICE_IO_BLOCKS_MAX, 'a group fits one seal buffer');
+  assert(total > 0 && total <= DEVICE_IO_BLOCKS_MAX, 'a group fits one device buffer');
   if (total < XTS_ASYNC_BLOCKS_MIN) return group.map((r) => writeSealedRun(core, cipher, r.pieces, r.pba, crcs, r.at, false));
   return [writeSealedGroup(core, cipher, group, total, crcs)];
 }
@@ -484,7 +484,7 @@ function sealGroupWrites(core: PoolCore, cipher: XtsCipher, group: SealRun[], cr
  * checksums of the ciphertext, then writes each run from its part of it.
  */
 async function writeSealedGroup(core: PoolCore, cipher: XtsCipher, group: SealRun[], total: number, crcs: Uint32Array): Promise<void> {
-  const sealed = takeSealBuffer(total * BLOCK_SIZE_BYTES);
+  const sealed = takeDeviceBuffer(total * BLOCK_SIZE_BYTES);
   try {
     const pieces: Buffer[] = [], firstBlocks: number[] = [];
     for (const r of group) {
@@ -504,7 +504,7 @@ async function writeSealedGroup(core: PoolCore, cipher: XtsCipher, group: SealRu
     await settleAll(writes);
   } finally {
     // The sealing job and every device write have finished with it, also on failure.
-    releaseSealBuffer(sealed);
+    releaseDeviceBuffer(sealed);
   }
 }
 

@@ -16,6 +16,7 @@ import { Trees } from './btree.js';
 import { Mutex } from './mutex.js';
 import { BlockWriter } from './block-writer.js';
 import { DeferredData } from './deferred-data.js';
+import { releaseDeviceBuffer, takeDeviceBuffer } from './device-buffers.js';
 import { copyBlock, encodeSuperblock, hasIntentLog, type Superblock } from './superblock.js';
 import { recoverSuperblock, type SuperblockRecovery } from './superblock-recovery.js';
 import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, PoolShrinkRefused, SuperblockLost, assert, fail } from './errors.js';
@@ -599,7 +600,7 @@ export class PoolCore implements LogHost {
       let j = i + 1;
       while (j < writes.length && writes[j]!.block === writes[j - 1]!.block + 1 && j - i < COMMIT_RUN_BLOCKS_MAX) j++;
       assert(j - i <= COMMIT_RUN_BLOCKS_MAX, 'a commit write is at most one run');
-      const run = Buffer.allocUnsafe((j - i) * BLOCK_SIZE_BYTES);
+      const run = takeDeviceBuffer((j - i) * BLOCK_SIZE_BYTES);
       for (let k = i; k < j; k++) {
         const { block, obj, encoded } = writes[k]!;
         const at = run.subarray((k - i) * BLOCK_SIZE_BYTES, (k - i + 1) * BLOCK_SIZE_BYTES);
@@ -609,7 +610,8 @@ export class PoolCore implements LogHost {
         encodeMetaInto(obj, at, limits);
         encodedSinceYield++;
       }
-      pending.push(this.device.write(writes[i]!.block, run));
+      // Back to the pool once the device is done with it, whatever the outcome (a failed commit stops the pool).
+      pending.push(this.device.write(writes[i]!.block, run).finally(() => releaseDeviceBuffer(run)));
       i = j;
       if (pending.length >= COMMIT_WRITES_IN_FLIGHT_MAX) await Promise.all(pending.splice(0));
       if (encodedSinceYield >= COMMIT_ENCODE_YIELD_BLOCKS) {
