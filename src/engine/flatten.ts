@@ -19,7 +19,7 @@ export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgre
   for (;;) {
     // The cursor is read under the lock: a flatten resumed at open and one asked for may run on the same
     // volume side by side, and either may have moved it, or finished (cursor 0), since this one's last step.
-    const fraction = await core.mutate(async (): Promise<number | null> => {
+    const step = await core.mutate(async (): Promise<number | Error | null> => {
       assertFlattenable(core, rec);
       const totalBlocks = rec.sizeBytes / BLOCK_SIZE_BYTES;
       const cursor = rec.flattenCursor - 1;
@@ -27,10 +27,13 @@ export async function flattenVolume(core: PoolCore, rec: CatalogRecord, onProgre
       const end = Math.min(totalBlocks, cursor + FLATTEN_CHUNK_BLOCKS);
       // The cursor only moves forward, so the loop ends (a resumed flatten starts where it stopped).
       if (!(cursor >= 0 && end > cursor)) fail(`flatten step [${cursor}, ${end}) of ${rec.name}`);
-      await flattenChunk(core, rec, cursor, end);
-      return end / totalBlocks;
+      return await flattenChunk(core, rec, cursor, end) ?? end / totalBlocks;
     });
-    if (fraction === null) break;
+    if (step === null) break;
+    // A copy that failed is thrown only now, outside mutate: what the step changed is consistent (see
+    // unshareAndCopy), so the pool keeps running and a later flatten resumes from the cursor.
+    if (step instanceof Error) throw step;
+    const fraction = step;
     onProgress?.(fraction);
     // A step whose device calls all completed inline (the page cache) never left the microtask queue:
     // without a turn of the event loop between steps, a whole flatten held every socket and timer.
@@ -54,8 +57,11 @@ function assertFlattenable(core: PoolCore, rec: CatalogRecord): void {
   if (core.catalog.byId.get(rec.id) !== rec || (rec.flags & FLAG_DELETED) !== 0) throw new VolumeNotFound(rec.name);
 }
 
-/** Under the lock: unshare the path (identity edit), then copy every block still counted twice. */
-async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, end: number): Promise<void> {
+/**
+ * Under the lock: unshare the path (identity edit), then copy every block still counted twice. Returns
+ * the error of a copy that failed (the cursor then stays), null when the chunk is done.
+ */
+async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, end: number): Promise<Error | null> {
   core.assertHeld();
   const entries = await core.trees.lookup(rec.root, start, end);
   // At most every mapped block of the chunk is copied: they are reserved before anything changes, so a
@@ -66,23 +72,31 @@ async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, e
   if (core.space.availableBlocks - core.space.reserveBlocks < mappedBlocks) throw new PoolFull('pool is full: flatten needs space to copy shared blocks');
   if (entries.length > 0) {
     const spare = await core.space.reserve(mappedBlocks, false);
+    let failed: Error | null;
     try {
-      await unshareAndCopy(core, rec, start, end, entries, spare);
+      failed = await unshareAndCopy(core, rec, start, end, entries, spare);
     } finally {
       core.space.unreserve(spare);
     }
+    if (failed) return failed;
   }
   // (No assertion that the cursor is still start + 1: a second flatten of the same volume, one resumed
   // at open and one asked for, may have done this step already; redoing it changes nothing.)
   rec.flattenCursor = end + 1;
   await core.catalog.save(rec);
+  return null;
 }
 
 /**
  * Re-inserting the same mapping shadows every shared node on the path; a block that was shared only
  * through a shared leaf then shows a count of 2 and is copied, to the next block of `spare`.
+ *
+ * A copy whose data cannot be read (EIO), fails its checksum, or cannot be written ends the step and is
+ * returned, not thrown: every state between the edits is one the pool may commit (the path unshared,
+ * each block either copied and remapped or still shared with the origin), so a damaged block of the
+ * origin fails this flatten alone instead of stopping the pool (sim seed 24044).
  */
-async function unshareAndCopy(core: PoolCore, rec: CatalogRecord, start: number, end: number, entries: LeafEntry[], spare: Run[]): Promise<void> {
+async function unshareAndCopy(core: PoolCore, rec: CatalogRecord, start: number, end: number, entries: LeafEntry[], spare: Run[]): Promise<Error | null> {
   core.assertHeld();
   for (const e of entries) await core.space.addRange(e.pba, e.lengthBlocks, 1);
   const edited = await core.trees.edit(rec.root, start, end, entries);
@@ -99,8 +113,12 @@ async function unshareAndCopy(core: PoolCore, rec: CatalogRecord, start: number,
   for (const [k, c] of copies.entries()) {
     const target = targets[k]!;
     const data = Buffer.alloc(BLOCK_SIZE_BYTES);
-    await core.device.read(c.pba, data).catch((err: unknown) => { throw asIoError(err, `flatten: read of physical block ${c.pba} failed`); });
-    if (blockChecksum(data) !== c.crcs[0]) { core.checksumErrors++; throw new ChecksumError(c.pba, 'data block (flatten)'); }
+    try {
+      await core.device.read(c.pba, data);
+    } catch (err) {
+      return asIoError(err, `flatten: read of physical block ${c.pba} failed`);
+    }
+    if (blockChecksum(data) !== c.crcs[0]) { core.checksumErrors++; return new ChecksumError(c.pba, 'data block (flatten)'); }
     // An encrypted block's tweak is its physical block: moved, it is decrypted and sealed again, and its checksum follows.
     const cipher = cipherFor(core, rec);
     if (cipher !== null) {
@@ -108,8 +126,13 @@ async function unshareAndCopy(core: PoolCore, rec: CatalogRecord, start: number,
       cipher.encryptBlocks(data, data, target);
     }
     const crc = cipher === null ? c.crcs[0]! : blockChecksum(data);
-    await core.device.write(target, data).catch((err: unknown) => { throw asIoError(err, `flatten: write of physical block ${target} failed`); });
+    try {
+      await core.device.write(target, data);
+    } catch (err) {
+      return asIoError(err, `flatten: write of physical block ${target} failed`);
+    }
     const r = await core.trees.edit(rec.root, c.lba, c.lba + 1, [{ lba: c.lba, pba: target, lengthBlocks: 1, crcs: Uint32Array.of(crc) }]);
     rec.root = r.root;
   }
+  return null;
 }
