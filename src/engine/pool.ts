@@ -19,7 +19,7 @@ import { DeferredData } from './deferred-data.js';
 import { releaseDeviceBuffer, takeDeviceBuffer } from './device-buffers.js';
 import { copyBlock, encodeSuperblock, hasIntentLog, type Superblock } from './superblock.js';
 import { recoverSuperblock, type SuperblockRecovery } from './superblock-recovery.js';
-import { AssertionError, CairnError, IoError, PoolClosed, PoolCorrupt, PoolShrinkRefused, SuperblockLost, assert, fail } from './errors.js';
+import { AssertionError, CairnError, IoError, MetaCorrupt, PoolClosed, PoolCorrupt, PoolShrinkRefused, SuperblockLost, assert, fail } from './errors.js';
 import type { CheckReport, PoolOptions, TargetEvent } from './types.js';
 import { CairnEngine } from './engine.js';
 import { checkDevice, countMetaObjects } from './check.js';
@@ -43,6 +43,8 @@ export class PoolCore implements LogHost {
   private queuedCommit: Promise<void> | null = null;
   private commitTimer: NodeJS.Timeout | null = null;
   private gcScheduled = false;
+  /** The read error that ended the last delete step early (freeSomeNodes), else null. */
+  private gcDeferred: Error | null = null;
   private readonly listeners = new Set<(e: TargetEvent) => void>();
   /** Commits completed; reads record it at start so frees wait for them. */
   private readEpoch = 0;
@@ -662,15 +664,38 @@ export class PoolCore implements LogHost {
     });
   }
 
-  /** Frees up to `nodesMax` queued nodes; returns how many remain. Call under the lock. */
+  /**
+   * Frees up to `nodesMax` queued nodes; returns how many remain. Call under the lock.
+   *
+   * A queued node that cannot be read must not stop the pool: it belongs to something already deleted,
+   * and every live volume is fine. dropRef reads the node before it changes anything, so when it fails
+   * with nothing changed the state is whole: a damaged node (MetaCorrupt) is given up, its subtree
+   * leaked (`gc_node_leaked`; `cairn check` reports the leak), as ZFS leaks what an async destroy cannot
+   * read; a read error (EIO) ends the step and the node is tried again after a later commit.
+   */
   async freeSomeNodes(nodesMax: number): Promise<number> {
     this.assertHeld();
     assert(nodesMax > 0, 'a delete step frees at least one node');
     let done = 0;
+    this.gcDeferred = null;
     while (done < nodesMax && this.catalog.deadNodes.length > 0) {
       const rec: CatalogRecord = this.catalog.deadNodes[this.catalog.deadNodes.length - 1]!;
       assert(rec.kind === RecordKind.DeadNode, 'the dead-node queue holds dead nodes');
-      const children = await this.trees.dropRef(rec.root);
+      const changesBefore = this.store.changes;
+      let children: number[];
+      try {
+        children = await this.trees.dropRef(rec.root);
+      } catch (err) {
+        if (!(err instanceof CairnError) || err instanceof AssertionError || this.store.changes !== changesBefore) throw err;
+        if (!(err instanceof MetaCorrupt)) {
+          this.log('gc_deferred', { block: rec.root, error: err.message });
+          this.gcDeferred = err;
+          break;
+        }
+        this.log('gc_node_leaked', { block: rec.root, error: err.message });
+        this.space.forgetMetaObject();
+        children = [];
+      }
       await this.catalog.remove(rec);
       for (const c of children) await this.dropTree(c);
       done++;
@@ -690,12 +715,13 @@ export class PoolCore implements LogHost {
     });
   }
 
-  /** Frees every queued node now (tests, close). */
+  /** Frees every queued node now (tests); an IoError when a node cannot be read (freeSomeNodes). */
   async drainDeletes(): Promise<void> {
     this.ensureUsable();
     while (this.catalog.deadNodes.length > 0) {
       await this.mutate(() => this.freeSomeNodes(DELETE_NODES_PER_STEP));
       await this.commit();
+      if (this.gcDeferred) throw new IoError(`freeing deleted metadata stopped: ${this.gcDeferred.message} (tried again after a later commit)`);
     }
   }
 

@@ -530,6 +530,17 @@ export class SpaceMap {
     return block;
   }
 
+  /**
+   * A metadata block given up unread (a damaged node of a deleted tree, leaked with its count kept):
+   * no longer a metadata object, so the superblock's count stays what a walk of the trees finds.
+   */
+  forgetMetaObject(): void {
+    this.store.assertHeld();
+    if (this.metaObjects === null) return;
+    this.metaObjects--;
+    assert(this.metaObjects >= 0, 'metadata objects are a count');
+  }
+
   /** Drops a reference to a metadata block: when it was the last, one metadata object fewer. */
   async decrefMeta(block: number): Promise<void> {
     await this.decref(block);
