@@ -115,7 +115,15 @@ test('node service: stage, publish, snapshot, clone, expand, block, restart', { 
     mkdirSync(join(target, 'dir'));
     writeFileSync(join(target, 'dir', 'data.bin'), Buffer.alloc(3 * MiB, 7));
     const roTarget = join(dir, 'pods', 'p2', 'vol-a');
-    await publish(id, roTarget, ext4, true);
+    // CSI spec, NodePublishVolume: a second target on the node only for SINGLE_NODE_MULTI_WRITER and
+    // the MULTI_NODE_* modes (Kubernetes asks for SINGLE_NODE_MULTI_WRITER for ReadWriteOnce once the
+    // node advertises it); SINGLE_NODE_WRITER is FAILED_PRECONDITION, and nothing is mounted.
+    await expectCode(c.node.NodePublishVolume!({
+      volume_id: id, staging_target_path: stagingPath, target_path: roTarget, volume_capability: ext4, readonly: true,
+    }), status.FAILED_PRECONDITION);
+    assert.equal(mountCount(roTarget), 0);
+    const ext4Shared = { ...ext4, access_mode: { mode: 'SINGLE_NODE_MULTI_WRITER' } };
+    await publish(id, roTarget, ext4Shared, true);
     assert.equal(readFileSync(join(roTarget, 'hello.txt'), 'utf8'), 'hello from a pod\n');
     assert.throws(() => writeFileSync(join(roTarget, 'nope.txt'), 'x'), /EROFS/);
     await expectCode(c.node.NodePublishVolume!({

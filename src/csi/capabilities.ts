@@ -46,3 +46,9 @@ export const isBlock = (cap: VolumeCapability): boolean => Boolean(cap.block) &&
 /** Reader-only access modes: the node attaches and mounts without ever writing the volume. */
 export const isReaderOnly = (cap: VolumeCapability): boolean =>
   cap.access_mode?.mode === 'SINGLE_NODE_READER_ONLY' || cap.access_mode?.mode === 'MULTI_NODE_READER_ONLY';
+
+/** Access modes a node may publish at several target paths at once (CSI spec, NodePublishVolume). */
+export const publishableAtManyTargets = (cap: VolumeCapability): boolean => {
+  const mode = cap.access_mode?.mode ?? '';
+  return mode === 'SINGLE_NODE_MULTI_WRITER' || mode.startsWith('MULTI_NODE_');
+};

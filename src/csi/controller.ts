@@ -183,10 +183,19 @@ export class ControllerService {
    */
   async ControllerModifyVolume(req: { volume_id: string; mutable_parameters: StringMap } & Secrets): Promise<Record<string, never>> {
     if (req.volume_id === '') throw invalidArgument('ControllerModifyVolume: volume_id is required');
-    const qos = mutableQosOf(req.mutable_parameters, 'ControllerModifyVolume');
+    // No parameters is nothing to change: success for a volume that exists (csi-sanity sends an empty
+    // map unless given a file of mutable parameters, and expects NOT_FOUND or success, as the
+    // reference drivers give). Anything named is checked before the daemon is asked.
+    const params = req.mutable_parameters ?? {};
+    const qos = Object.keys(params).length === 0 ? null : mutableQosOf(params, 'ControllerModifyVolume');
     const session = await this.sessions.forSecrets(req.secrets, 'ControllerModifyVolume');
     const apiName = volumeApiName(session, req.volume_id);
     if (apiName === null) throw notFound(`volume ${req.volume_id} does not exist`);
+    if (qos === null) {
+      const vol = await apiCall(() => session.api.getVolume(apiName), `get volume ${req.volume_id}`);
+      if (!vol) throw notFound(`volume ${req.volume_id} does not exist`);
+      return {};
+    }
     await this.locks.run([req.volume_id], () =>
       apiCall(() => session.api.setQos(apiName, qos), `set QoS of ${req.volume_id}`));
     return {};

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, rmSync, rmdirSync, statSync, writeFileSync, prom
 import { dirname, join, resolve } from 'node:path';
 import { attach, attachmentHealthy, detach, type AttachedDevice } from './attach.js';
 import { exportUriOf, type NbdSource } from './nbd-address.js';
-import { checkCapabilityShape, fsTypeOf, isBlock, isReaderOnly, unsupportedReason } from './capabilities.js';
+import { checkCapabilityShape, fsTypeOf, isBlock, isReaderOnly, publishableAtManyTargets, unsupportedReason } from './capabilities.js';
 import { nodeVolumesMax } from './constants.js';
 import {
   CsiError, Status, alreadyExists, failedPrecondition, internal, invalidArgument, notFound, permissionDenied, resourceExhausted, unavailable,
@@ -222,6 +222,13 @@ export class NodeService {
       }
       if (!known && isMountPoint(targetPath)) {
         throw alreadyExists(`something else is already mounted at ${targetPath}`);
+      }
+      // CSI spec, NodePublishVolume (the table for plugins with SINGLE_NODE_MULTI_WRITER): a second
+      // target_path is OK only for the MULTI_NODE_* modes and SINGLE_NODE_MULTI_WRITER; every other mode
+      // (SINGLE_NODE_SINGLE_WRITER, SINGLE_NODE_WRITER, SINGLE_NODE_READER_ONLY) is FAILED_PRECONDITION.
+      const other = known ? undefined : att.published.find((p) => p.targetPath !== targetPath && isMountPoint(p.targetPath));
+      if (other && !publishableAtManyTargets(cap)) {
+        throw failedPrecondition(`volume ${volumeId} is already published at ${other.targetPath}, and access mode ${cap.access_mode?.mode} allows one target on a node`);
       }
       if (wantBlock) {
         // CSI spec: for block, the SP places the device at target_path (a file we bind over).
