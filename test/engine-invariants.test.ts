@@ -174,7 +174,7 @@ test('a tree whose branches point at each other fails with meta_too_deep, in loo
   await assert.rejects(trees.lookupLoading(100, 0, 10), (err: unknown) => err instanceof CairnError && err.code === 'meta_too_deep' && err.errno === 'EIO');
   await assert.rejects(diffTrees(trees, 100, 0, 0, 10), MetaTooDeep);
   const release = await store.mutex.lock();
-  await assert.rejects(trees.edit(100, 0, 1, []), MetaTooDeep);
+  await assert.rejects(trees.edit(100, 0, 1, [], {}), MetaTooDeep);
   release();
   assert.ok(C.TREE_DEPTH_MAX >= 7 && C.TREE_DEPTH_MAX <= 64);
 });

@@ -51,9 +51,26 @@ function clipEntries(entries: LeafEntry[], from: number, to: number): LeafEntry[
   return out;
 }
 
+/** Unlocked walks lookupStable tries before it walks under the lock (each loads what it reads into the cache). */
+export const STABLE_WALK_ATTEMPTS = 3;
+
 export class Trees {
   /** PoolOptions.fastPaths: false makes lookupCached and editNow decline (the awaited paths run). */
   fastPaths = true;
+  /**
+   * Per tree owner (a volume's catalog record): open from the first change of an awaited edit until
+   * the mutation that made it ends (endEdits, when its caller has set the new root). Meanwhile a node
+   * of that tree may be half-changed: a leaf split is truncated before the node taking its tail
+   * exists, and the parent learns of the split only after that. Readers walk trees without the lock,
+   * so they wait for it (lookupStable): a walk that saw a truncated leaf read the tail as a hole, and a
+   * sub-block write merged zeros over acknowledged data (nbd-tester-client's integrity test, 1 KiB
+   * writes at queue depth > 2). Only that owner's readers wait: an edit changes in place only nodes
+   * counted once and made in this transaction, which no other tree reaches. editNow runs without
+   * awaiting, so no reader sees its edit half-done and it needs no gate.
+   */
+  private readonly gates = new Map<object, { promise: Promise<void>; open: () => void }>();
+  /** Awaited edits begun per owner: a walk that awaited while its owner's count moved may have seen one half-done. */
+  private readonly editsBegun = new WeakMap<object, number>();
 
   constructor(private readonly store: MetaStore, private readonly space: SpaceMap) {}
 
@@ -137,6 +154,52 @@ export class Trees {
     return node;
   }
 
+  /** Resolves when no awaited edit of `owner`'s tree is under way; null when none is. */
+  editUnderWay(owner: object): Promise<void> | null { return this.gates.get(owner)?.promise ?? null; }
+
+  /** Awaited edits of `owner`'s tree begun so far, for a walk that must tell whether one began while it awaited. */
+  editsBegunOn(owner: object): number { return this.editsBegun.get(owner) ?? 0; }
+
+  private beginAwaitedEdit(owner: object): void {
+    this.store.assertHeld();
+    this.editsBegun.set(owner, this.editsBegunOn(owner) + 1);
+    if (this.gates.has(owner)) return;
+    let open!: () => void;
+    const promise = new Promise<void>((resolve) => { open = resolve; });
+    this.gates.set(owner, { promise, open });
+  }
+
+  /** The mutation holding the lock ends: its edits are whole and their roots set, so walks may go on. */
+  endEdits(): void {
+    if (this.gates.size === 0) return;
+    const gates = [...this.gates.values()];
+    this.gates.clear();
+    for (const g of gates) g.open();
+  }
+
+  /**
+   * lookup() for a caller without the lock: never returns what a half-done edit of `owner`'s tree
+   * left (it waits for the edit, and walks again if one began while it awaited a node's read).
+   * `rootOf` is read at each walk: the edit it waited for may have moved the root.
+   */
+  async lookupStable(owner: object, rootOf: () => number, start: number, end: number, limit = Infinity): Promise<LeafEntry[]> {
+    for (let attempt = 1; ; attempt++) {
+      if (attempt > STABLE_WALK_ATTEMPTS) {
+        // Edits kept beginning while it awaited reads: walk once more under the lock, which no edit holds meanwhile.
+        const release = await this.store.mutex.lock();
+        try { return await this.lookup(rootOf(), start, end, limit); } finally { release(); }
+      }
+      const underWay = this.editUnderWay(owner);
+      if (underWay) { await underWay; continue; }
+      // Synchronous: no edit can run in the middle of it.
+      const cached = this.lookupCached(rootOf(), start, end, limit);
+      if (cached) return cached;
+      const begun = this.editsBegunOn(owner);
+      const out = await this.lookupLoading(rootOf(), start, end, [], limit);
+      if (this.editsBegunOn(owner) === begun) return out;
+    }
+  }
+
   /** Extents of [start, end) mapped under `root`, clipped and sorted (at most `limit` of them). */
   async lookup(root: number, start: number, end: number, limit = Infinity): Promise<LeafEntry[]> {
     assert(limit > 0, 'a lookup returns at least one extent');
@@ -209,9 +272,10 @@ export class Trees {
 
   /**
    * Replaces everything mapped in [start, end) under `root` with `entries` (sorted, inside the range,
-   * their data blocks reserved and not yet counted). Returns the new root and the change in mapped blocks.
+   * their data blocks reserved and not yet counted). Returns the new root and the change in mapped
+   * blocks. `owner`: whose tree it is (the volume's catalog record), for its readers (lookupStable).
    */
-  async edit(root: number, start: number, end: number, entries: LeafEntry[]): Promise<{ root: number; mappedDelta: number }> {
+  async edit(root: number, start: number, end: number, entries: LeafEntry[], owner: object): Promise<{ root: number; mappedDelta: number }> {
     this.store.assertHeld();
     if (!(start >= 0 && start <= end)) fail(`tree edit of [${start}, ${end})`);
     const now = this.editNow(root, start, end, entries);
@@ -220,6 +284,7 @@ export class Trees {
     // Load (and verify) every node the edit will touch before changing anything, so a damaged node
     // fails the edit cleanly instead of half-way through.
     if (!this.loadedNow(root, start, end)) await this.preload(root, start, end);
+    this.beginAwaitedEdit(owner);
     let parts: Part[];
     if (root === 0) {
       if (entries.length === 0) return { root: 0, mappedDelta: 0 };

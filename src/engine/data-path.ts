@@ -105,12 +105,14 @@ function physicalRuns(entries: LeafEntry[]): LeafEntry[][] {
  * is read and verified on the spot; the others are read concurrently. Every read has finished when
  * this settles, also on failure: the caller may reuse `out` at once.
  */
-async function readBlocks(core: PoolCore, root: number, startLba: number, endLba: number, out: Buffer, cipher: XtsCipher | null): Promise<void> {
+async function readBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, endLba: number, out: Buffer, cipher: XtsCipher | null): Promise<void> {
   // Layer boundary (tree → data): `out` is exactly the range, and the extents the tree hands out are
   // sorted, disjoint and inside it. A broken promise here would place data at the wrong offset, which
   // is wrong data returned, so it stops the request instead.
   if (out.length !== (endLba - startLba) * BLOCK_SIZE_BYTES) fail(`read buffer of ${out.length} bytes for ${endLba - startLba} blocks`);
-  const entries = core.trees.lookupCached(root, startLba, endLba) ?? await core.trees.lookupLoading(root, startLba, endLba);
+  // The usual read finds every node cached and no edit under way: no promise at all.
+  const entries = (core.trees.editUnderWay(rec) === null ? core.trees.lookupCached(rec.root, startLba, endLba) : undefined)
+    ?? await core.trees.lookupStable(rec, () => rec.root, startLba, endLba);
   let cursor = startLba;
   for (const e of entries) {
     if (!(e.lba >= cursor && e.lengthBlocks > 0 && e.lba + e.lengthBlocks <= endLba && e.crcs.length >= e.lengthBlocks)) {
@@ -221,7 +223,7 @@ export async function readRange(core: PoolCore, rec: CatalogRecord, offsetBytes:
     const aligned = offsetBytes % BLOCK_SIZE_BYTES === 0 && lengthBytes % BLOCK_SIZE_BYTES === 0;
     const bytes = (endLba - startLba) * BLOCK_SIZE_BYTES;
     const buf = aligned && into !== undefined && into.length >= bytes ? into.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
-    await readBlocks(core, rec.root, startLba, endLba, buf, cipher);
+    await readBlocks(core, rec, startLba, endLba, buf, cipher);
     if (aligned) return buf;
     assert(buf.length >= lengthBytes + (offsetBytes - startLba * BLOCK_SIZE_BYTES), 'the unaligned read lies inside its blocks');
     const skip = offsetBytes - startLba * BLOCK_SIZE_BYTES;
@@ -271,7 +273,7 @@ export async function writeRange(core: PoolCore, rec: CatalogRecord, offsetBytes
     const epoch = core.beginRead();
     try {
       for (const lba of edges) {
-        await readBlocks(core, rec.root, lba, lba + 1, buf.subarray((lba - startLba) * BLOCK_SIZE_BYTES, (lba - startLba + 1) * BLOCK_SIZE_BYTES), cipher);
+        await readBlocks(core, rec, lba, lba + 1, buf.subarray((lba - startLba) * BLOCK_SIZE_BYTES, (lba - startLba + 1) * BLOCK_SIZE_BYTES), cipher);
       }
     } finally { core.endRead(epoch); }
     concatData(data).copy(buf, head);
@@ -312,7 +314,7 @@ async function writeBlocks(core: PoolCore, rec: CatalogRecord, startLba: number,
     });
     if (switched === undefined) await core.mutate(async () => {
       assertLive(core, rec);
-      const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, endLba, entries);
+      const { root, mappedDelta } = await core.trees.edit(rec.root, startLba, endLba, entries, rec);
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
       await core.catalog.saveMapping(rec);
@@ -523,7 +525,7 @@ export async function unmapBlocks(core: PoolCore, rec: CatalogRecord, startLba: 
       const to = Math.min(endLba, from + EDIT_CHUNK_BLOCKS);
       // Progress: each step moves the cursor forward, so the loop ends.
       if (!(from >= cursor && to > from)) fail(`unmap step [${from}, ${to}) from cursor ${cursor}`);
-      const { root, mappedDelta } = await core.trees.edit(rec.root, from, to, []);
+      const { root, mappedDelta } = await core.trees.edit(rec.root, from, to, [], rec);
       rec.root = root;
       rec.mappedBlocks += mappedDelta;
       await core.catalog.saveMapping(rec);
@@ -568,7 +570,7 @@ export async function extentsOf(core: PoolCore, rec: CatalogRecord, offsetBytes:
   }
   const end = offsetBytes + lengthBytes;
   const startLba = Math.floor(offsetBytes / BLOCK_SIZE_BYTES), endLba = Math.ceil(end / BLOCK_SIZE_BYTES);
-  const entries = await core.trees.lookup(rec.root, startLba, endLba);
+  const entries = await core.trees.lookupStable(rec, () => rec.root, startLba, endLba);
   // The map must cover the range exactly: sorted, disjoint extents (the hole filling below relies on it).
   for (let i = 1; i < entries.length; i++) if (entries[i]!.lba < entries[i - 1]!.lba + entries[i - 1]!.lengthBlocks) fail('extents sorted and disjoint');
   const out: Extent[] = [];

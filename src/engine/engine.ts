@@ -22,6 +22,7 @@ import {
 import { ensureKeyring } from './pool-keyring.js';
 import { cipherFor } from './data-path.js';
 import { XTS_DOMAIN_STREAM } from './xts.js';
+import { STABLE_WALK_ATTEMPTS } from './btree.js';
 import type {
   DataKey, EncryptionInfo, KeyInfo, VolumeCreateOptions,
   ByteRange, CheckReport, Engine, Extent, FlushCounts, PoolStats, Setting, SettingChange, SnapshotCreateOptions, SnapshotInfo, SnapshotPage, SnapshotPageRequest, SpaceUsage, Target,
@@ -549,11 +550,29 @@ export class CairnEngine implements Engine {
     assert(startLba >= 0 && startLba <= endLba, 'a diff of a forward range');
     const epoch = this.core.beginRead();
     try {
-      const ranges = await diffTrees(this.core.trees, a.root, b.root, startLba, endLba);
+      const ranges = await this.diffStable(a, b, startLba, endLba);
       return ranges.map((r) => ({ offsetBytes: r.startLba * BLOCK_SIZE_BYTES, lengthBytes: (r.endLba - r.startLba) * BLOCK_SIZE_BYTES }));
     } finally {
       this.core.endRead(epoch);
     }
+  }
+
+  /**
+   * diffTrees without the lock, as Trees.lookupStable walks: a live volume's tree may be mid-edit, so
+   * it waits for the edit and walks again if one began while it awaited a node's read; after
+   * STABLE_WALK_ATTEMPTS such walks it walks once under the lock.
+   */
+  private async diffStable(a: CatalogRecord, b: CatalogRecord, startLba: number, endLba: number): Promise<Awaited<ReturnType<typeof diffTrees>>> {
+    const trees = this.core.trees;
+    for (let attempt = 1; attempt <= STABLE_WALK_ATTEMPTS; attempt++) {
+      const underWay = trees.editUnderWay(a) ?? trees.editUnderWay(b);
+      if (underWay) { await underWay; continue; }
+      const begun = trees.editsBegunOn(a) + trees.editsBegunOn(b);
+      const ranges = await diffTrees(trees, a.root, b.root, startLba, endLba);
+      if (trees.editsBegunOn(a) + trees.editsBegunOn(b) === begun) return ranges;
+    }
+    const release = await this.core.mutex.lock();
+    try { return await diffTrees(trees, a.root, b.root, startLba, endLba); } finally { release(); }
   }
 
   async spaceUsage(name: string): Promise<SpaceUsage> {

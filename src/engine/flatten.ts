@@ -99,7 +99,7 @@ async function flattenChunk(core: PoolCore, rec: CatalogRecord, start: number, e
 async function unshareAndCopy(core: PoolCore, rec: CatalogRecord, start: number, end: number, entries: LeafEntry[], spare: Run[]): Promise<Error | null> {
   core.assertHeld();
   for (const e of entries) await core.space.addRange(e.pba, e.lengthBlocks, 1);
-  const edited = await core.trees.edit(rec.root, start, end, entries);
+  const edited = await core.trees.edit(rec.root, start, end, entries, rec);
   for (const e of entries) await core.space.addRange(e.pba, e.lengthBlocks, -1);
   rec.root = edited.root;
   const copies: LeafEntry[] = [];
@@ -131,7 +131,7 @@ async function unshareAndCopy(core: PoolCore, rec: CatalogRecord, start: number,
     } catch (err) {
       return asIoError(err, `flatten: write of physical block ${target} failed`);
     }
-    const r = await core.trees.edit(rec.root, c.lba, c.lba + 1, [{ lba: c.lba, pba: target, lengthBlocks: 1, crcs: Uint32Array.of(crc) }]);
+    const r = await core.trees.edit(rec.root, c.lba, c.lba + 1, [{ lba: c.lba, pba: target, lengthBlocks: 1, crcs: Uint32Array.of(crc) }], rec);
     rec.root = r.root;
   }
   return null;

@@ -283,7 +283,7 @@ async function applyRecord(core: PoolCore, rec: LogRecord, seq: number): Promise
     core.log('log_record_skipped', { seq, volumeId: rec.volumeId, startLba: rec.startLba, endLba: rec.endLba, reason: vol ? 'range past the volume' : 'no such volume' });
     return false;
   }
-  const { root, mappedDelta } = await core.trees.edit(vol.root, rec.startLba, rec.endLba, rec.entries);
+  const { root, mappedDelta } = await core.trees.edit(vol.root, rec.startLba, rec.endLba, rec.entries, vol);
   vol.root = root;
   vol.mappedBlocks += mappedDelta;
   await core.catalog.saveMapping(vol);

@@ -359,6 +359,7 @@ export class PoolCore implements LogHost {
       this.poisonIfChanged(err, changesBefore);
       throw err;
     } finally {
+      this.trees.endEdits();
       this.store.trim();
       release();
       this.afterMutation();
