@@ -7,6 +7,7 @@ import { blockOf, fingerprint, matchRead, type ModelTarget } from './model.js';
 import type { Simulator } from './simulator.js';
 import { compareRead } from './verify.js';
 import { relieveSpace } from './ops-catalog.js';
+import { opConcurrentSectors } from './ops-sectors.js';
 
 const B = BLOCK_SIZE_BYTES;
 
@@ -109,6 +110,8 @@ export async function opFlush(sim: Simulator): Promise<void> {
 export async function opConcurrentWrites(sim: Simulator): Promise<void> {
   const t = sim.pickVolume();
   if (t === null || t.sizeBytes === 0) return;
+  // Sometimes sector-sized pieces sharing blocks instead (ops-sectors.ts).
+  if (sim.prng.chance(0.3)) return opConcurrentSectors(sim, t);
   const ranges: Range[] = [];
   const touched = new Set<number>();
   const want = sim.prng.int(2, 8);
