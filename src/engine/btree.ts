@@ -171,6 +171,7 @@ export class Trees {
 
   /** The mutation holding the lock ends: its edits are whole and their roots set, so walks may go on. */
   endEdits(): void {
+    this.store.assertHeld(); // by the mutation ending, before it releases the lock
     if (this.gates.size === 0) return;
     const gates = [...this.gates.values()];
     this.gates.clear();
@@ -183,6 +184,7 @@ export class Trees {
    * `rootOf` is read at each walk: the edit it waited for may have moved the root.
    */
   async lookupStable(owner: object, rootOf: () => number, start: number, end: number, limit = Infinity): Promise<LeafEntry[]> {
+    assert(start <= end && limit > 0, 'a lookup of a forward range, returning at least one extent');
     for (let attempt = 1; ; attempt++) {
       if (attempt > STABLE_WALK_ATTEMPTS) {
         // Edits kept beginning while it awaited reads: walk once more under the lock, which no edit holds meanwhile.

@@ -563,6 +563,7 @@ export class CairnEngine implements Engine {
    * STABLE_WALK_ATTEMPTS such walks it walks once under the lock.
    */
   private async diffStable(a: CatalogRecord, b: CatalogRecord, startLba: number, endLba: number): Promise<Awaited<ReturnType<typeof diffTrees>>> {
+    assert(startLba <= endLba, 'a diff of a forward range');
     const trees = this.core.trees;
     for (let attempt = 1; attempt <= STABLE_WALK_ATTEMPTS; attempt++) {
       const underWay = trees.editUnderWay(a) ?? trees.editUnderWay(b);
