@@ -124,7 +124,20 @@ async function readBlocks(core: PoolCore, rec: CatalogRecord, startLba: number, 
   if (cursor < endLba) out.fill(0, (cursor - startLba) * BLOCK_SIZE_BYTES, (endLba - startLba) * BLOCK_SIZE_BYTES);
   const pending: Promise<void>[] = [];
   let failure: unknown = null;
-  for (const run of physicalRuns(entries)) {
+  const runs = physicalRuns(entries);
+  // Several runs (a volume overwritten at random): as many as the page cache serves in one device call.
+  let batched = 0;
+  if (runs.length >= 2 && core.device.readRunsIfCheap !== undefined) {
+    try {
+      batched = readCheapRuns(core, runs, startLba, out, cipher, pending);
+    } catch (err) {
+      // Nothing is pending yet: every decryption starts after all the batch's checks passed.
+      assert(pending.length === 0, 'a failed batch left nothing running');
+      throw readError(runs[0]![0]!.pba, err);
+    }
+  }
+  for (let r = batched; r < runs.length; r++) {
+    const run = runs[r]!;
     const first = run[0]!, last = run[run.length - 1]!;
     const target = out.subarray((first.lba - startLba) * BLOCK_SIZE_BYTES, (last.lba + last.lengthBlocks - startLba) * BLOCK_SIZE_BYTES);
     // A long encrypted run is verified and decrypted in one thread-pool job (openRun).
@@ -163,6 +176,44 @@ function readError(pba: number, err: unknown): unknown {
 
 /** Checksums of a run being verified (a run is at most DEVICE_IO_BLOCKS_MAX blocks; verifying is synchronous). */
 const runCrcs = new Uint32Array(DEVICE_IO_BLOCKS_MAX);
+/** Checksums of a batch of runs (readCheapRuns: synchronous, so one array serves every request). */
+const batchCrcs = new Uint32Array(IO_BYTES_MAX / BLOCK_SIZE_BYTES);
+/** A batch's plan for the device, three numbers per run (readRunsIfCheap); grown when a request has more runs. */
+let batchPlan = new Float64Array(3 * 256);
+
+/**
+ * Reads a prefix of `runs` (physical runs of one request, in logical order) in one device call while
+ * the page cache serves them, checks them with one checksum call over the span they cover, then
+ * decrypts them (a long run's decryption is added to `pending`). Returns how many runs it read; the
+ * caller reads the rest. A bad block throws before any decryption starts.
+ */
+function readCheapRuns(core: PoolCore, runs: LeafEntry[][], startLba: number, out: Buffer, cipher: XtsCipher | null,
+  pending: Promise<void>[]): number {
+  if (batchPlan.length < 3 * runs.length) batchPlan = new Float64Array(3 * runs.length);
+  const plan = batchPlan;
+  for (let i = 0; i < runs.length; i++) {
+    const run = runs[i]!, first = run[0]!, last = run[run.length - 1]!;
+    plan[3 * i] = first.pba;
+    plan[3 * i + 1] = last.lba + last.lengthBlocks - first.lba;
+    plan[3 * i + 2] = first.lba - startLba;
+  }
+  const read = core.device.readRunsIfCheap!(plan, runs.length, out);
+  if (!(Number.isInteger(read) && read >= 0 && read <= runs.length)) fail(`a batch of ${runs.length} runs read ${read}`);
+  if (read === 0) return 0;
+  // Runs are in logical order: the span from the first run's start to the last one's end holds them all
+  // (and the holes between them, zeros, summed and not compared).
+  const spanStart = plan[2]!, spanEnd = plan[3 * (read - 1) + 2]! + plan[3 * (read - 1) + 1]!;
+  blockChecksums(out.subarray(spanStart * BLOCK_SIZE_BYTES, spanEnd * BLOCK_SIZE_BYTES), batchCrcs, 0);
+  for (let i = 0; i < read; i++) compareRun(core, runs[i]!, batchCrcs, plan[3 * i + 2]! - spanStart);
+  if (cipher !== null) {
+    for (let i = 0; i < read; i++) {
+      const at = plan[3 * i + 2]! * BLOCK_SIZE_BYTES;
+      const decrypting = decryptRun(cipher, plan[3 * i]!, out.subarray(at, at + plan[3 * i + 1]! * BLOCK_SIZE_BYTES));
+      if (decrypting !== undefined) pending.push(decrypting);
+    }
+  }
+  return read;
+}
 
 /** Checks every block of a run read into `target` against its crc32c. */
 function verifyRun(core: PoolCore, run: LeafEntry[], target: Buffer): void {
@@ -196,11 +247,15 @@ async function openRun(core: PoolCore, cipher: XtsCipher, run: LeafEntry[], targ
   compareRun(core, run, sums);
 }
 
-/** Fails with ChecksumError (counted and logged) at the first block of `run` whose checksum is not `sums`' one. */
-function compareRun(core: PoolCore, run: LeafEntry[], sums: Uint32Array): void {
+/**
+ * Fails with ChecksumError (counted and logged) at the first block of `run` whose checksum is not
+ * `sums`' one; the run's first block's sum is at `at`.
+ */
+function compareRun(core: PoolCore, run: LeafEntry[], sums: Uint32Array, at = 0): void {
   const first = run[0]!;
+  assert(at >= 0, 'a run\'s sums lie inside the array');
   for (const e of run) {
-    const base = e.lba - first.lba;
+    const base = at + e.lba - first.lba;
     for (let i = 0; i < e.lengthBlocks; i++) {
       if (sums[base + i] !== e.crcs[i]) {
         core.checksumErrors++;

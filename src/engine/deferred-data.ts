@@ -94,6 +94,19 @@ export class DeferredData implements Device {
     return true;
   }
 
+  readRunsIfCheap(plan: Float64Array, count: number, into: Buffer): number {
+    for (let i = 0; i < count; i++) this.assertSpan(plan[3 * i]!, plan[3 * i + 1]! * BLOCK_SIZE_BYTES);
+    const read = this.inner.readRunsIfCheap?.(plan, count, into) ?? 0;
+    assert(read >= 0 && read <= count, 'a batch reads a prefix of its runs');
+    if (this.held.size > 0) {
+      for (let i = 0; i < read; i++) {
+        const at = plan[3 * i + 2]! * BLOCK_SIZE_BYTES;
+        this.overlay(plan[3 * i]!, into.subarray(at, at + plan[3 * i + 1]! * BLOCK_SIZE_BYTES));
+      }
+    }
+    return read;
+  }
+
   private overlay(blockNumber: number, into: Buffer): void {
     if (this.held.size === 0) return;
     assert(into.length % BLOCK_SIZE_BYTES === 0, 'an overlay is whole blocks');

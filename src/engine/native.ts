@@ -19,6 +19,12 @@ export interface NativeAddon {
    */
   preadNowait?: (fd: number, into: Buffer, position: number) => number;
   /**
+   * preadNowait for many runs of whole blocks in one call: run i is plan[3i + 1] blocks from block
+   * plan[3i] into `into` at block plan[3i + 2]. The number of runs read whole, in order (a run not all
+   * cached ends it), or -2 when the file refuses the flag.
+   */
+  preadRunsNowait?: (fd: number, into: Buffer, plan: Float64Array, count: number) => number;
+  /**
    * Which kernel runs the xts functions: 'vaes' (native/xts-vaes.c, where the CPU has VAES and
    * AVX-512, it matched OpenSSL on a known unit at load, and CAIRN_XTS_VAES is not 0) or 'openssl'.
    */

@@ -23,6 +23,12 @@ export interface Device {
    * it); returns false, having done nothing, otherwise. Saves a promise per read on the hot path.
    */
   readIfCheap?(blockNumber: number, into: Buffer): boolean;
+  /**
+   * Optional: readIfCheap for many runs at once, in order, stopping at the first that is not cheap;
+   * returns how many (a prefix) it read. Run i is plan[3i + 1] blocks from block plan[3i] into `into`
+   * at block plan[3i + 2] (a read of a volume overwritten at random is hundreds of runs).
+   */
+  readRunsIfCheap?(plan: Float64Array, count: number, into: Buffer): number;
   /** Writes whole blocks at `blockNumber`. Not durable until flush() resolves. */
   write(blockNumber: number, data: Buffer): Promise<void>;
   /**

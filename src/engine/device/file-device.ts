@@ -152,6 +152,24 @@ export class FileDevice implements Device {
     return true;
   }
 
+  readRunsIfCheap(plan: Float64Array, count: number, into: Buffer): number {
+    const preadRuns = nativeAddon.preadRunsNowait;
+    if (!this.cachedOnlyReads || preadRuns === undefined) return 0;
+    let batch = 0;
+    for (; batch < count; batch++) {
+      const bytes = plan[3 * batch + 1]! * BLOCK_SIZE_BYTES;
+      // A long run is read alone (readIfCheap), under the same bound as any cached-only read.
+      if (bytes > INLINE_IO_BYTES_MAX) break;
+      this.assertSpan(plan[3 * batch]!, bytes);
+    }
+    if (batch === 0) return 0;
+    const read = preadRuns(this.handle.fd, into, plan, batch);
+    if (read === -2) { this.cachedOnlyReads = false; return 0; }
+    assert(Number.isInteger(read) && read >= 0 && read <= batch, 'a batch reads a prefix of its runs');
+    this.cachedReads += read;
+    return read;
+  }
+
   /**
    * Reads `into` from the page cache alone (native/nowait-read.c): true when it did, false when some
    * of it is not cached (the caller reads it through the thread pool), null when the file refuses

@@ -12,6 +12,8 @@ export type CrashMode = 'clean' | 'some' | 'torn';
 
 /** Sector size a torn block is cut at: disks tear writes at sector granularity. */
 const tornSectorBytes = 512;
+/** readRunsIfCheap: the chance that a run is "not cached" and ends the batch (both paths get exercised). */
+const CHEAP_READ_MISS_PROBABILITY = 0.3;
 
 export interface SimDeviceCounters {
   reads: number;
@@ -103,6 +105,29 @@ export class SimDevice implements Device {
     this.counters.reads++;
     this.counters.bytesRead += into.length;
     assert(countBlocks * BLOCK_SIZE_BYTES === into.length, 'a read covers whole blocks');
+  }
+
+  /**
+   * Reads runs synchronously, as a page cache that holds some of them: each run is "cached" by a coin
+   * flip, and the first that is not ends the batch (the engine reads it and the rest with read()).
+   * Faults as read() has them.
+   */
+  readRunsIfCheap(plan: Float64Array, count: number, into: Buffer): number {
+    this.checkOpen();
+    for (let i = 0; i < count; i++) {
+      if (this.prng.chance(CHEAP_READ_MISS_PROBABILITY)) return i;
+      const blockNumber = plan[3 * i]!, at = plan[3 * i + 2]!;
+      const countBlocks = this.checkRange(blockNumber, plan[3 * i + 1]! * BLOCK_SIZE_BYTES);
+      if ((at + countBlocks) * BLOCK_SIZE_BYTES > into.length) throw new SimError('EINVAL', `run ${i} lies past the buffer`);
+      if (this.shouldFail('read')) {
+        this.counters.failedReads++;
+        throw new SimError('EIO', `simulated EIO reading block ${blockNumber}`);
+      }
+      for (let b = 0; b < countBlocks; b++) this.latest(blockNumber + b).copy(into, (at + b) * BLOCK_SIZE_BYTES);
+      this.counters.reads++;
+      this.counters.bytesRead += countBlocks * BLOCK_SIZE_BYTES;
+    }
+    return count;
   }
 
   async write(blockNumber: number, data: Buffer): Promise<void> {
