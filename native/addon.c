@@ -1,5 +1,6 @@
 // The one native addon (dist/native/cairn-native.node): block checksums, early write-back and the
-// helper threads' scheduling policy, reads that never wait for the disk, AES-256-XTS of data blocks.
+// helper threads' scheduling policy, reads that never wait for the disk (one by one or a request's runs
+// through an io_uring), AES-256-XTS of data blocks.
 #include "native.h"
 
 NAPI_MODULE_INIT() {

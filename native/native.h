@@ -18,6 +18,14 @@ bool cairn_crc_blocks_supported(void);
 /** crc32c of each 4 KiB block of p into out[i]; false (nothing written) where unsupported. Any thread. */
 bool cairn_crc_blocks(const uint8_t *p, size_t blocks, uint32_t *out);
 
+/**
+ * Reads runs of 4 KiB blocks (plan: block, blocks, block offset in base; count triples) through an
+ * io_uring with RWF_NOWAIT (read-ring.c): the number of runs read whole, in order; -2 when the file
+ * refuses RWF_NOWAIT; -1 with errno on a read error; -3 when no ring is available (read otherwise).
+ * Calling thread only; nothing is in flight when it returns.
+ */
+int64_t cairn_ring_read_runs(int fd, uint8_t *base, const double *plan, uint32_t count);
+
 /** Whether cairn_xts_vaes runs on this CPU (x86-64 with VAES and AVX-512, enabled by the OS). */
 bool cairn_xts_vaes_supported(void);
 /**
