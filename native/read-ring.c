@@ -32,6 +32,9 @@ typedef struct {
 static __thread ring_t ring = { .fd = -1 };
 
 static int ring_setup(void) {
+  // CAIRN_IO_URING=0: no ring (preadv2 run by run), for a kernel whose rings misbehave, and for tests.
+  const char *env = getenv("CAIRN_IO_URING");
+  if (env != NULL && strcmp(env, "0") == 0) return -1;
   struct io_uring_params p;
   memset(&p, 0, sizeof p);
   int fd = (int)syscall(__NR_io_uring_setup, RING_ENTRIES, &p);

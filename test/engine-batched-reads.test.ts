@@ -2,11 +2,13 @@
 // them): one request's many physical runs are read from the page cache in one device call
 // (readRunsIfCheap, native preadRunsNowait), checked with one checksum pass, decrypted run by run.
 // Through the engine's public interface on a real pool file: the data, a flipped bit found, held data
-// seen over stale home blocks, an encrypted volume's plaintext.
+// seen over stale home blocks, an encrypted volume's plaintext; with the io_uring and without it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { CairnError, openPoolFile } from '../src/engine/index.js';
 import { FileDevice } from '../src/engine/device/file-device.js';
 import { nativeAddon } from '../src/engine/native.js';
@@ -134,3 +136,13 @@ test('an encrypted volume read in batches returns its plaintext', async () => {
     await pool.cleanup();
   }
 });
+
+test('every case above also passes with the io_uring turned off (CAIRN_IO_URING=0: preadv2 run by run, in a child)',
+  { skip: process.env.CAIRN_IO_URING === '0' ? 'this is the child' : !batchedReadsBuilt ? 'no native addon' : false }, () => {
+    // Not as a subtest of this run (NODE_TEST_CONTEXT would make the child report to this runner).
+    const env: NodeJS.ProcessEnv = { ...process.env, CAIRN_IO_URING: '0' };
+    delete env.NODE_TEST_CONTEXT;
+    const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8', timeout: 120_000 });
+    assert.equal(child.status, 0, `child failed:\n${child.stdout}\n${child.stderr}`);
+    assert.match(child.stdout, /# pass 4\b/, 'the four cases ran in the child');
+  });
