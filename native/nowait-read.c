@@ -17,18 +17,23 @@
 #include "native.h"
 
 #if defined(__linux__) && defined(RWF_NOWAIT)
+/** The `want` arguments, the first two a descriptor and a Buffer: false unless they are. */
+static bool fd_and_buffer(napi_env env, napi_callback_info info, size_t want, napi_value *argv, int32_t *fd, void **data, size_t *length) {
+  size_t argc = want;
+  bool is_buffer = false;
+  return napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == want &&
+         napi_get_value_int32(env, argv[0], fd) == napi_ok && *fd >= 0 &&
+         napi_is_buffer(env, argv[1], &is_buffer) == napi_ok && is_buffer &&
+         napi_get_buffer_info(env, argv[1], data, length) == napi_ok;
+}
+
 static napi_value pread_nowait(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
   int32_t fd;
   int64_t position;
   void *data;
   size_t length;
-  bool is_buffer = false;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
-      napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[1], &data, &length) != napi_ok ||
+  if (!fd_and_buffer(env, info, 3, argv, &fd, &data, &length) ||
       napi_get_value_int64(env, argv[2], &position) != napi_ok || position < 0) {
     napi_throw_range_error(env, NULL, "preadNowait(fd, buffer, position): a descriptor, a Buffer and a position");
     return NULL;
@@ -61,20 +66,16 @@ static napi_value pread_nowait(napi_env env, napi_callback_info info) {
  */
 #define RUN_BLOCK_BYTES 4096
 static napi_value pread_runs_nowait(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
   int32_t fd;
   uint32_t count;
   void *data;
   size_t length;
-  bool is_buffer = false, is_typed = false;
+  bool is_typed = false;
   napi_typedarray_type type;
   size_t plan_length;
   void *plan_data;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
-      napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[1], &data, &length) != napi_ok ||
+  if (!fd_and_buffer(env, info, 4, argv, &fd, &data, &length) ||
       napi_is_typedarray(env, argv[2], &is_typed) != napi_ok || !is_typed ||
       napi_get_typedarray_info(env, argv[2], &type, &plan_length, &plan_data, NULL, NULL) != napi_ok || type != napi_float64_array ||
       napi_get_value_uint32(env, argv[3], &count) != napi_ok || (size_t)count * 3 > plan_length) {
