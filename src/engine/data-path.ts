@@ -176,8 +176,11 @@ function readError(pba: number, err: unknown): unknown {
 
 /** Checksums of a run being verified (a run is at most DEVICE_IO_BLOCKS_MAX blocks; verifying is synchronous). */
 const runCrcs = new Uint32Array(DEVICE_IO_BLOCKS_MAX);
-/** Checksums of a batch of runs (readCheapRuns: synchronous, so one array serves every request). */
-const batchCrcs = new Uint32Array(IO_BYTES_MAX / BLOCK_SIZE_BYTES);
+/**
+ * Checksums of a batch of runs (readCheapRuns: synchronous, so one array serves every request): the
+ * blocks of the longest read, IO_BYTES_MAX at an unaligned offset, which touches one block more.
+ */
+const batchCrcs = new Uint32Array(IO_BYTES_MAX / BLOCK_SIZE_BYTES + 1);
 /** A batch's plan for the device, three numbers per run (readRunsIfCheap); grown when a request has more runs. */
 let batchPlan = new Float64Array(3 * 256);
 
