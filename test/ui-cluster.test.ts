@@ -19,9 +19,19 @@ test('dashboard on a cluster node: nodes, etcd, replicas of a volume, a node dow
   const etcd = await startEtcd();
   t.after(() => etcd.close());
   const dir = await tempDir(t, 'cairn-ui-cluster-');
-  const node = async (name: string) => startServePickingPorts(t, join(dir, `${name}.pool`), async () => [
-    '--pool-size', '1G', '--cluster', etcd.endpoints.join(','), '--node', name, '--advertise', '127.0.0.1', '--repl-port', String(await freePort()),
-  ]);
+  const node = async (name: string) => {
+    try {
+      return await startServePickingPorts(t, join(dir, `${name}.pool`), async () => [
+        '--pool-size', '1G', '--cluster', etcd.endpoints.join(','), '--node', name, '--advertise', '127.0.0.1', '--repl-port', String(await freePort()),
+      ]);
+    } catch (err) {
+      // Once (CI, 2026-12-07) a node found etcd refusing connections right after it reported healthy:
+      // say whether etcd still runs, and what it logged, before its directory goes.
+      const members = await Promise.all(etcd.members.map(async (m) =>
+        `--- ${m.name} ${m.clientUrl} running=${m.running} healthy=${String(await m.healthy())}\n${m.log().slice(-4000)}`));
+      throw new Error(`${(err as Error).message}\n${members.join('\n')}`);
+    }
+  };
   const n1 = await node('n1');
   const n2 = await node('n2');
   // Placed on both nodes (the only two): whichever is primary, n2 holds a replica.
