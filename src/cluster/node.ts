@@ -34,6 +34,8 @@ export interface ClusterNodeOptions {
   /** 0: no timer (the simulator calls checkpointNow). */
   checkpointIntervalMs?: number;
   replaceAfterMs?: number;
+  /** How long start() keeps retrying while etcd does not answer (0: fail at the first refusal). */
+  joinWaitMs?: number;
   defaultReplicas?: number;
   /** This node's data keys for encrypted copies (the daemon's key manager); absent: encrypted volumes are not replicated. */
   dataKeys?: ClusterDataKeys;
@@ -57,6 +59,12 @@ const REPLICA_TIMEOUT_MS_DEFAULT = 1500;
 const DEGRADED_WAIT_MS_DEFAULT = 10_000;
 const CHECKPOINT_INTERVAL_MS_DEFAULT = 10_000;
 const REPLACE_AFTER_MS_DEFAULT = 60_000;
+// A node started together with etcd (a boot, a systemd unit ordered only loosely, etcd restarting)
+// waits this long for it before giving up; long enough for an etcd restart, short enough that a
+// wrong endpoint is reported while someone still watches the start.
+const JOIN_WAIT_MS_DEFAULT = 15_000;
+const JOIN_RETRY_MS_FIRST = 250;
+const JOIN_RETRY_MS_MAX = 2000;
 /** The reconcile pass also runs on this period (a lost watch event or a failed step is retried). */
 const RECONCILE_INTERVAL_MS = 1000;
 /** Record transactions retried this many times when another writer changed the record meanwhile. */
@@ -134,14 +142,32 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
 
   async start(): Promise<void> {
     this.transport.serve((from, request) => this.serveRequest(from, request));
-    await this.register();
-    this.stopWatch = await this.kv.watch(KEY_PREFIX, (ev) => this.onKvChange(ev.key, ev.value, ev.modRevision));
-    await this.reload();
+    const deadline = this.clock.nowMs() + (this.opts.joinWaitMs ?? JOIN_WAIT_MS_DEFAULT);
+    await this.untilEtcdAnswers(deadline, () => this.register());
+    this.stopWatch = await this.untilEtcdAnswers(deadline, () => this.kv.watch(KEY_PREFIX, (ev) => this.onKvChange(ev.key, ev.value, ev.modRevision)));
+    await this.untilEtcdAnswers(deadline, () => this.reload());
     this.loaded = true;
     this.every(this.leaseTtlSeconds * 1000 / 3, () => this.keepAlive());
     this.every(RECONCILE_INTERVAL_MS, () => this.kick());
     if (this.checkpointIntervalMs > 0) this.every(this.checkpointIntervalMs, () => this.checkpointDue());
     this.kick();
+  }
+
+  /**
+   * Runs one start step again while etcd is unavailable, backing off, until `deadline`; each step is
+   * safe to repeat (a second registration gets a new lease and the first lease's key is rewritten,
+   * so the stray lease expires holding nothing).
+   */
+  private async untilEtcdAnswers<T>(deadline: number, step: () => Promise<T>): Promise<T> {
+    for (let waitMs = JOIN_RETRY_MS_FIRST; ; waitMs = Math.min(waitMs * 2, JOIN_RETRY_MS_MAX)) {
+      try {
+        return await step();
+      } catch (err) {
+        if (!(err instanceof KvUnavailable) || this.stopped || this.clock.nowMs() + waitMs > deadline) throw err;
+        this.log('cluster.etcd_wait', { error: err.message, retryInMs: waitMs });
+        await this.clock.sleep(waitMs);
+      }
+    }
   }
 
   private every(ms: number, fn: () => void): void {
