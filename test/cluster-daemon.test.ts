@@ -3,7 +3,7 @@
 // show` lists its replicas, `node list` and `cluster status` show both nodes, an NBD client connected
 // to the node that is not the primary writes through it (forwarded), the data is on both replicas, and
 // a SIGTERM'd primary hands the volume to the other node (its lease revoked), where I/O goes on.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -188,14 +188,10 @@ test('cairn serve --cluster with etcd unreachable: one line naming etcd, exit 1,
   assert.equal(existsSync(join(dir, 'p.pool.lock')), false, 'the pool lock is released');
 });
 
-test('cairn serve --cluster started before etcd: waits for it, then joins and serves', {
-  timeout: 180_000, skip: etcdAvailable() ? false : '/usr/bin/etcd is missing (apt-get install etcd-server)',
-}, async (t) => {
-  assertBuilt();
-  const dir = await tempDir(t, 'cairn-cluster-late-');
+/** `cairn serve --cluster` on a pool in `dir` with etcd at `clientPort`, its JSON log lines collected as they come. */
+async function serveWatched(t: TestContext, dir: string, clientPort: number) {
   const { spawn } = await import('node:child_process');
   const { cairnBin } = await import('./cli-helpers.js');
-  const clientPort = await freePort();
   const child = spawn(process.execPath, [cairnBin, 'serve', '--pool', join(dir, 'n1.pool'), '--pool-size', '256M', '--api', '127.0.0.1:0', '--nbd', 'off',
     '--log-format', 'json', '--cluster', `http://127.0.0.1:${clientPort}`, '--node', 'n1', '--advertise', '127.0.0.1', '--repl-port', String(await freePort())],
   { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -212,10 +208,23 @@ test('cairn serve --cluster started before etcd: waits for it, then joins and se
       buffered = buffered.slice(nl + 1);
     }
   });
-  const seen = (name: string) => async () => {
-    if (child.exitCode !== null) throw new Error(`cairn serve exited ${child.exitCode}: ${stderr}`);
-    return events.find((e) => e.event === name) ?? null;
+  return {
+    child, exited, events, stderr: () => stderr,
+    /** Polls for the first log line of event `name` (throws once the daemon has exited). */
+    seen: (name: string) => async () => {
+      if (child.exitCode !== null) throw new Error(`cairn serve exited ${child.exitCode}: ${stderr}`);
+      return events.find((e) => e.event === name) ?? null;
+    },
   };
+}
+
+test('cairn serve --cluster started before etcd: waits for it, then joins and serves', {
+  timeout: 180_000, skip: etcdAvailable() ? false : '/usr/bin/etcd is missing (apt-get install etcd-server)',
+}, async (t) => {
+  assertBuilt();
+  const dir = await tempDir(t, 'cairn-cluster-late-');
+  const clientPort = await freePort();
+  const { child, exited, seen, stderr } = await serveWatched(t, dir, clientPort);
   // etcd starts only once the node has been refused, as when both start at boot and the node wins.
   await until('the node waiting for etcd', seen('cluster.etcd_wait'), 60_000);
   const etcd = await startEtcd({ members: [{ clientPort }] });
@@ -226,5 +235,22 @@ test('cairn serve --cluster started before etcd: waits for it, then joins and se
   const nodes = JSON.parse(listed.stdout) as Array<{ name: string; alive: boolean }>;
   assert.deepEqual(nodes.map((n) => [n.name, n.alive]), [['n1', true]]);
   child.kill('SIGTERM');
-  assert.equal(await exited, 0, stderr);
+  assert.equal(await exited, 0, stderr());
+});
+
+test('cairn serve --cluster stopped while it waits for etcd: gives up the start, exits 0, the pool released', {
+  timeout: 120_000,
+}, async (t) => {
+  assertBuilt();
+  const dir = await tempDir(t, 'cairn-cluster-abandon-');
+  const { child, exited, events, seen, stderr } = await serveWatched(t, dir, await freePort());
+  await until('the node waiting for etcd', seen('cluster.etcd_wait'), 60_000);
+  const { existsSync } = await import('node:fs');
+  assert.equal(existsSync(join(dir, 'n1.pool.lock')), true, 'the pool is locked while the node starts');
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0, stderr());
+  const abandoned = events.find((e) => e.event === 'start_abandoned') as { signal?: string } | undefined;
+  assert.equal(abandoned?.signal, 'SIGTERM', 'the log says the start was given up on SIGTERM');
+  assert.equal(events.some((e) => e.event === 'ready'), false);
+  assert.equal(existsSync(join(dir, 'n1.pool.lock')), false, 'the pool lock is released');
 });

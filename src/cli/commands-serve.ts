@@ -44,12 +44,26 @@ async function serve(flags: ServeFlags, apiFromGlobal: string | undefined): Prom
   const logger = createLogger(config);
   // Signal handlers go in before the daemon starts (a SIGTERM right after the "ready" line must still
   // shut down cleanly); a signal during start-up stops the daemon as soon as it is up.
+  // A start that waits (for etcd) ends at once instead.
   let signalled: ((signal: string) => void) | null = null;
   const pending: string[] = [];
-  const onSignal = (signal: string) => { if (signalled !== null) signalled(signal); else pending.push(signal); };
+  const startAbort = new AbortController();
+  const onSignal = (signal: string) => {
+    if (signalled !== null) signalled(signal);
+    else { pending.push(signal); startAbort.abort(); }
+  };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
-  const daemon = await startDaemon(config, logger);
+  let daemon: Awaited<ReturnType<typeof startDaemon>>;
+  try {
+    daemon = await startDaemon(config, logger, { startAbort: startAbort.signal });
+  } catch (err) {
+    const { StartAbandoned } = await import('../cluster/node.js');
+    if (!(err instanceof StartAbandoned)) throw err;
+    logger.info({ event: 'start_abandoned', signal: pending[0], reason: err.message }, `received ${pending[0]} while starting: ${err.message}`);
+    logger.flush?.();
+    return;
+  }
   await new Promise<void>((resolveStop) => {
     signalled = (signal: string) => {
       logger.info({ event: 'signal', signal }, `received ${signal}`);

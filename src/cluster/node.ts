@@ -36,6 +36,8 @@ export interface ClusterNodeOptions {
   replaceAfterMs?: number;
   /** How long start() keeps retrying while etcd does not answer (0: fail at the first refusal). */
   joinWaitMs?: number;
+  /** Ends that wait early (the daemon was told to stop while it started): start() throws StartAbandoned. */
+  startAbort?: AbortSignal;
   defaultReplicas?: number;
   /** This node's data keys for encrypted copies (the daemon's key manager); absent: encrypted volumes are not replicated. */
   dataKeys?: ClusterDataKeys;
@@ -69,6 +71,11 @@ const JOIN_RETRY_MS_MAX = 2000;
 const RECONCILE_INTERVAL_MS = 1000;
 /** Record transactions retried this many times when another writer changed the record meanwhile. */
 const RECORD_TXN_ATTEMPTS_MAX = 8;
+
+/** A start given up on request (a signal) while it waited for etcd: not a failure to report. */
+export class StartAbandoned extends Error {
+  override readonly name = 'StartAbandoned';
+}
 
 export async function startClusterNode(opts: ClusterNodeOptions): Promise<ClusterNode> {
   const node = new ClusterNode(opts);
@@ -166,6 +173,7 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
         if (!(err instanceof KvUnavailable) || this.stopped || this.clock.nowMs() + waitMs > deadline) throw err;
         this.log('cluster.etcd_wait', { error: err.message, retryInMs: waitMs });
         await this.clock.sleep(waitMs);
+        if (this.opts.startAbort?.aborted === true) throw new StartAbandoned(`stopped while waiting for etcd (${err.message})`);
       }
     }
   }

@@ -30,6 +30,8 @@ export interface ClusterStartOptions {
   /** Data keys for this node's copies of encrypted volumes (the daemon's key manager). */
   dataKeys?: ClusterDataKeys;
   log: (event: string, fields: Record<string, unknown>) => void;
+  /** Aborted when the daemon is told to stop while it starts: the wait for etcd ends. */
+  startAbort?: AbortSignal;
 }
 
 export type ClusterStarter = (opts: ClusterStartOptions) => Promise<ClusterHandle>;
@@ -77,7 +79,7 @@ function readSecret(path: string): string {
   return secret;
 }
 
-export const startCluster: ClusterStarter = async ({ config, engine, addresses, dataKeys, log }) => {
+export const startCluster: ClusterStarter = async ({ config, engine, addresses, dataKeys, log, startAbort }) => {
   const kv = new EtcdKv({ hosts: config.cluster, log });
   let node: ClusterNode | null = null;
   const transport = new TcpTransport({
@@ -92,6 +94,7 @@ export const startCluster: ClusterStarter = async ({ config, engine, addresses, 
       name: config.node, zone: config.zone, addresses, engine, kv, transport, clock: realClock, log,
       ...(config.replicasDefault !== null ? { defaultReplicas: config.replicasDefault } : {}),
       ...(dataKeys !== undefined ? { dataKeys } : {}),
+      ...(startAbort !== undefined ? { startAbort } : {}),
     });
     const shared = new SharedSettings(kv, node.engine, log);
     try {

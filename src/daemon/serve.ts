@@ -61,6 +61,8 @@ export interface Daemon {
 /** What a test may put in place of the real pieces (a fake cluster instead of etcd + TCP + ClusterNode). */
 export interface DaemonDeps {
   startCluster?: ClusterStarter;
+  /** Aborted by a stop request during start-up: a wait for etcd ends early (StartAbandoned). */
+  startAbort?: AbortSignal;
 }
 
 /** The NBD server's TLS settings: the configured files, and the pool's tenant keys when asked for. */
@@ -148,6 +150,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger, deps: Da
       const start = deps.startCluster ?? (await import('./cluster-start.js')).startCluster;
       cluster = await start({
         config: config as ClusterConfig, engine: local, addresses: clusterAddresses(config as ClusterConfig), dataKeys, log: eventLogger(logger, 'cluster'),
+        ...(deps.startAbort !== undefined ? { startAbort: deps.startAbort } : {}),
       });
       metrics.attachCluster(cluster);
     } catch (err) {
