@@ -117,31 +117,63 @@ export interface DaemonProcess {
 }
 
 /** Starts `cairn serve` on `pool` with ephemeral API and NBD ports; waits for its "ready" line. */
-export async function startServe(t: TestContext, pool: string, extra: string[] = []): Promise<DaemonProcess> {
-  const child = spawn(process.execPath, [cairnBin, 'serve', '--pool', pool, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0',
-    '--log-format', 'json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const logs: string[] = [];
+/** A `cairn serve` process, its JSON log lines collected as they come (startServe waits for ready; tests of a start that must not, use this). */
+export interface ServeProcess {
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  /** Every stdout line, in order. */
+  logs: string[];
+  /** The stdout lines that parsed as JSON, in order. */
+  events: Array<Record<string, unknown> & { event?: string }>;
+  stderr(): string;
+  /** A probe for until(): the first log line of event `name`, or null; throws once the daemon has exited. */
+  seen(name: string): () => Promise<(Record<string, unknown> & { event?: string }) | null>;
+  /** Calls `listener` with each JSON log line from now on; returns what stops it. */
+  onEvent(listener: (event: ServeProcess['events'][number]) => void): () => void;
+}
+
+/** Spawns `cairn serve ARGS` (killed when the test ends, if still running). */
+export function spawnServe(t: TestContext, args: string[]): ServeProcess {
+  const child = spawn(process.execPath, [cairnBin, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   t.after(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; } });
   let stderr = '';
   child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+  const logs: string[] = [];
+  const events: ServeProcess['events'] = [];
+  const listeners = new Set<(event: ServeProcess['events'][number]) => void>();
+  let buffered = '';
+  child.stdout!.on('data', (b: Buffer) => {
+    buffered += b.toString();
+    for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      logs.push(line);
+      let event: ServeProcess['events'][number];
+      try { event = JSON.parse(line) as ServeProcess['events'][number]; } catch { continue; /* not JSON */ }
+      events.push(event);
+      for (const listener of listeners) listener(event);
+    }
+  });
+  return {
+    child, exited, logs, events, stderr: () => stderr,
+    seen: (name) => async () => {
+      if (child.exitCode !== null) throw new Error(`cairn serve exited ${child.exitCode}: ${stderr}`);
+      return events.find((e) => e.event === name) ?? null;
+    },
+    onEvent: (listener) => { listeners.add(listener); return () => listeners.delete(listener); },
+  };
+}
+
+export async function startServe(t: TestContext, pool: string, extra: string[] = []): Promise<DaemonProcess> {
+  const serve = spawnServe(t, ['--pool', pool, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0', '--log-format', 'json', ...extra]);
+  const { child, exited, logs } = serve;
   const ready = await new Promise<{ api: string; nbd: string }>((resolve, reject) => {
-    let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`cairn serve did not become ready: ${stderr}`)), 120_000); // a hang bound, not a speed: a busy machine starts slowly
-    child.stdout!.on('data', (b: Buffer) => {
-      buffered += b.toString();
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        logs.push(line);
-        try {
-          const ev = JSON.parse(line) as { event?: string; api?: string; nbd?: string };
-          if (ev.event === 'ready') { clearTimeout(timer); resolve({ api: ev.api!, nbd: ev.nbd! }); }
-        } catch { /* not JSON */ }
-      }
+    const timer = setTimeout(() => reject(new Error(`cairn serve did not become ready: ${serve.stderr()}`)), 120_000); // a hang bound, not a speed: a busy machine starts slowly
+    const stop = serve.onEvent((ev) => {
+      if (ev.event === 'ready') { clearTimeout(timer); stop(); resolve({ api: ev.api as string, nbd: ev.nbd as string }); }
     });
-    void exited.then((code) => { clearTimeout(timer); reject(new Error(`cairn serve exited ${code} before ready: ${stderr}`)); });
+    void exited.then((code) => { clearTimeout(timer); reject(new Error(`cairn serve exited ${code} before ready: ${serve.stderr()}`)); });
   });
   const stateAt = extra.indexOf('--state-dir');
   tokenFiles.set(ready.api, join(stateAt >= 0 ? extra[stateAt + 1]! : dirname(pool), `${basename(pool)}.admin-token`));

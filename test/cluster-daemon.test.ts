@@ -188,34 +188,11 @@ test('cairn serve --cluster with etcd unreachable: one line naming etcd, exit 1,
   assert.equal(existsSync(join(dir, 'p.pool.lock')), false, 'the pool lock is released');
 });
 
-/** `cairn serve --cluster` on a pool in `dir` with etcd at `clientPort`, its JSON log lines collected as they come. */
+/** `cairn serve --cluster` on a pool in `dir` with etcd at `clientPort`; it may never become ready. */
 async function serveWatched(t: TestContext, dir: string, clientPort: number) {
-  const { spawn } = await import('node:child_process');
-  const { cairnBin } = await import('./cli-helpers.js');
-  const child = spawn(process.execPath, [cairnBin, 'serve', '--pool', join(dir, 'n1.pool'), '--pool-size', '256M', '--api', '127.0.0.1:0', '--nbd', 'off',
-    '--log-format', 'json', '--cluster', `http://127.0.0.1:${clientPort}`, '--node', 'n1', '--advertise', '127.0.0.1', '--repl-port', String(await freePort())],
-  { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  t.after(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; } });
-  let stderr = '';
-  child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-  const events: Array<{ event?: string; api?: string }> = [];
-  let buffered = '';
-  child.stdout.on('data', (b: Buffer) => {
-    buffered += b.toString();
-    for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
-      try { events.push(JSON.parse(buffered.slice(0, nl)) as { event?: string }); } catch { /* not JSON */ }
-      buffered = buffered.slice(nl + 1);
-    }
-  });
-  return {
-    child, exited, events, stderr: () => stderr,
-    /** Polls for the first log line of event `name` (throws once the daemon has exited). */
-    seen: (name: string) => async () => {
-      if (child.exitCode !== null) throw new Error(`cairn serve exited ${child.exitCode}: ${stderr}`);
-      return events.find((e) => e.event === name) ?? null;
-    },
-  };
+  const { spawnServe } = await import('./cli-helpers.js');
+  return spawnServe(t, ['--pool', join(dir, 'n1.pool'), '--pool-size', '256M', '--api', '127.0.0.1:0', '--nbd', 'off', '--log-format', 'json',
+    '--cluster', `http://127.0.0.1:${clientPort}`, '--node', 'n1', '--advertise', '127.0.0.1', '--repl-port', String(await freePort())]);
 }
 
 test('cairn serve --cluster started before etcd: waits for it, then joins and serves', {
@@ -230,7 +207,7 @@ test('cairn serve --cluster started before etcd: waits for it, then joins and se
   const etcd = await startEtcd({ members: [{ clientPort }] });
   t.after(() => etcd.close());
   const ready = await until('the node ready once etcd is up', seen('ready'), 60_000);
-  const listed = await cairn(ready.api!, ['node', 'list', '--json'], { env: { ...process.env, CAIRN_TOKEN_FILE: join(dir, 'n1.pool.admin-token') } });
+  const listed = await cairn(String(ready.api), ['node', 'list', '--json'], { env: { ...process.env, CAIRN_TOKEN_FILE: join(dir, 'n1.pool.admin-token') } });
   assert.equal(listed.code, 0, listed.stderr);
   const nodes = JSON.parse(listed.stdout) as Array<{ name: string; alive: boolean }>;
   assert.deepEqual(nodes.map((n) => [n.name, n.alive]), [['n1', true]]);

@@ -40,14 +40,16 @@ export class Harness {
   run<T>(p: Promise<T>, what = 'call'): Promise<T> { return this.clock.run(p, 120_000, what); }
 
   async add(name: string, zone: string | null = null): Promise<TestNode> {
-    const device = new SimDevice(POOL_BLOCKS, this.clock.prng.fork());
-    this.devices.set(name, device);
-    const local = await createPool(device, { nowMs: () => this.clock.nowMs(), commitIntervalMs: 0 });
-    return this.start(name, zone, local);
+    return this.start(name, zone, await this.pool(name));
   }
 
   /** Starts (or restarts, a new incarnation) `name` on `local`. */
-  async start(name: string, zone: string | null, local: Engine): Promise<TestNode> {
+  start(name: string, zone: string | null, local: Engine): Promise<TestNode> {
+    return this.run(this.launch(name, zone, local), `start ${name}`);
+  }
+
+  /** start() without driving virtual time: the caller drives it (a start that waits for the control plane). */
+  async launch(name: string, zone: string | null, local: Engine): Promise<TestNode> {
     const kv = this.store.client(name);
     const transport = this.net.endpoint(name);
     const counting = {
@@ -59,15 +61,22 @@ export class Harness {
       }),
     };
     this.net.setDown(name, false);
-    const node = await this.run(startClusterNode({
+    const node = await startClusterNode({
       name, zone, addresses: { api: null, nbd: null, nvmf: null, repl: `${name}:7000` }, engine: local, kv, transport: counting, clock: this.clock,
       checkpointIntervalMs: 0, replaceAfterMs: 600_000,
       ...(process.env['CLUSTER_LOG'] ? { log: (e: string, f: Record<string, unknown>) => console.log(this.clock.nowMs() % 1e6, e, JSON.stringify(f)) } : {}),
       ...this.nodeOpts, ...this.perNode(name),
-    }), `start ${name}`);
+    });
     const t: TestNode = { name, zone, local, kv, node };
     this.nodes.set(name, t);
     return t;
+  }
+
+  /** A new in-memory pool for a node. */
+  async pool(name: string): Promise<Engine> {
+    const device = new SimDevice(POOL_BLOCKS, this.clock.prng.fork());
+    this.devices.set(name, device);
+    return createPool(device, { nowMs: () => this.clock.nowMs(), commitIntervalMs: 0 });
   }
 
   get(name: string): TestNode { return this.nodes.get(name)!; }

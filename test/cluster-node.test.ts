@@ -469,3 +469,57 @@ test('a member applies each seq of an epoch once, across a gap in the seqs and i
     await h.close();
   }
 });
+
+test('a node started while the control plane is unreachable backs off and joins once it answers; a stop while it waits ends the start at once; past joinWaitMs it fails', async () => {
+  const { KvUnavailable } = await import('../src/cluster/kv.js');
+  const { StartAbandoned } = await import('../src/cluster/node.js');
+  const aborts = new Map<string, AbortController>();
+  const waits: Array<{ node: string; atMs: number; retryInMs: number }> = [];
+  const h = new Harness(71, { joinWaitMs: 5000 }, (name) => ({
+    startAbort: aborts.get(name)!.signal,
+    log: (event, fields) => { if (event === 'cluster.etcd_wait') waits.push({ node: name, atMs: h.clock.nowMs(), retryInMs: fields['retryInMs'] as number }); },
+  }));
+  const track = <T>(p: Promise<T>) => {
+    const state: { done: boolean; error: unknown } = { done: false, error: null };
+    p.then(() => { state.done = true; }, (err: unknown) => { state.done = true; state.error = err; });
+    return state;
+  };
+  try {
+    // Joins once the control plane answers, having backed off 250, 500, 1000 ms.
+    aborts.set('n1', new AbortController());
+    h.store.setAvailable('n1', false);
+    const t0 = h.clock.nowMs();
+    const n1 = track(h.launch('n1', null, await h.pool('n1')));
+    await h.advance(1200);
+    assert.equal(n1.done, false, 'the start waits while etcd is away');
+    assert.deepEqual(waits.map((w) => [w.atMs - t0, w.retryInMs]), [[0, 250], [250, 500], [750, 1000]]);
+    h.store.setAvailable('n1', true);
+    await h.clock.runUntil(() => n1.done, 10_000, 'n1 started');
+    assert.equal(n1.error, null);
+    assert.deepEqual(h.get('n1').node.nodes().map((n) => [n.name, n.alive]), [['n1', true]]);
+
+    // A stop while it sleeps between tries: the start ends without any timer firing.
+    aborts.set('n2', new AbortController());
+    h.store.setAvailable('n2', false);
+    const n2 = track(h.launch('n2', null, await h.pool('n2')));
+    await h.advance(100);
+    assert.equal(n2.done, false);
+    const before = h.clock.nowMs();
+    aborts.get('n2')!.abort();
+    await h.clock.settle();
+    assert.equal(n2.done, true, 'the abort ends the back-off sleep');
+    assert.ok(n2.error instanceof StartAbandoned, String(n2.error));
+    assert.equal(h.clock.nowMs(), before);
+
+    // Still away after joinWaitMs: the start fails with the control plane's error.
+    aborts.set('n3', new AbortController());
+    h.store.setAvailable('n3', false);
+    const t3 = h.clock.nowMs();
+    const n3 = track(h.launch('n3', null, await h.pool('n3')));
+    await h.clock.runUntil(() => n3.done, 20_000, 'n3 gave up');
+    assert.ok(n3.error instanceof KvUnavailable, String(n3.error));
+    assert.ok(h.clock.nowMs() - t3 <= 5000, 'no try starts past the bound');
+  } finally {
+    await h.close();
+  }
+});

@@ -172,10 +172,20 @@ export class ClusterNode implements ClusterHandle, PrimaryHost {
       } catch (err) {
         if (!(err instanceof KvUnavailable) || this.stopped || this.clock.nowMs() + waitMs > deadline) throw err;
         this.log('cluster.etcd_wait', { error: err.message, retryInMs: waitMs });
-        await this.clock.sleep(waitMs);
+        await this.sleepUnlessAborted(waitMs);
         if (this.opts.startAbort?.aborted === true) throw new StartAbandoned(`stopped while waiting for etcd (${err.message})`);
       }
     }
+  }
+
+  /** The start's back-off sleep, cut short by `startAbort`: a stop is answered at once, not after up to 2 s. */
+  private async sleepUnlessAborted(ms: number): Promise<void> {
+    const abort = this.opts.startAbort;
+    if (abort === undefined) { await this.clock.sleep(ms); return; }
+    if (abort.aborted) return;
+    let onAbort = (): void => undefined;
+    const aborted = new Promise<void>((resolve) => { onAbort = resolve; abort.addEventListener('abort', onAbort, { once: true }); });
+    try { await Promise.race([this.clock.sleep(ms), aborted]); } finally { abort.removeEventListener('abort', onAbort); }
   }
 
   private every(ms: number, fn: () => void): void {
