@@ -15,7 +15,7 @@ import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
-import { clockTicksPerSecond, fio, type Workload } from './nbd-bench.js';
+import { clockTicksPerSecond, fio, median, type Workload } from './nbd-bench.js';
 import { runCapture, serveReady } from './proc.js';
 
 export interface EncryptionBenchOptions {
@@ -127,13 +127,6 @@ function printTables(log: (line: string) => void, results: EncryptionRowResult[]
 /** fio reports bandwidth in bytes per second; shown here in MiB/s. */
 function format(value: number, unit: Workload['unit']): string {
   return unit === 'MB/s' ? `${((value * 1e6) / 2 ** 20).toFixed(0)} MiB/s` : `${(value / 1000).toFixed(1)}k iops`;
-}
-
-function median(values: number[]): number {
-  if (values.length === 0) throw new Error('median of no values');
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 function medianOrNull(values: number[]): number | null { return values.length === 0 ? null : median(values); }

@@ -109,8 +109,11 @@ const periodicVariants: { name: string; periodMs: number | null }[] = [
   { name: '4k randwrite QD32, 2 snapshots/s', periodMs: 500 },
 ];
 
-/** A periodic-snapshot row of Cairn's: IOPS, p99 completion latency, snapshots taken and their mean time. */
-export interface PeriodicSnapshotRow { name: string; iops: number; p99Ms: number; snapshots: number; snapshotMeanMs: number }
+/**
+ * A periodic-snapshot row of Cairn's: IOPS, p99 completion latency, snapshots taken and their mean
+ * time; and against the no-snapshot variant, the median over the rounds of each round's own ratios.
+ */
+export interface PeriodicSnapshotRow { name: string; iops: number; p99Ms: number; snapshots: number; snapshotMeanMs: number; iopsRatio: number; p99Ratio: number }
 
 /** The Cairn child's counters: where device I/O ran (engine stats) and what the busy poller did. */
 export interface CairnCounters {
@@ -218,16 +221,20 @@ export async function runNbdBench(opts: NbdBenchOptions = {}): Promise<NbdBenchR
 }
 
 /**
- * Cairn's periodic-snapshot rows, in rounds alternating the variants. While fio runs, snapshots
- * named bench@pN are taken one after another, each started `periodMs` after the previous one started
- * (or at once when it took longer), so at most one is in flight; they are deleted after the run.
+ * Cairn's periodic-snapshot rows, in rounds alternating the variants, the order rotated every round
+ * (which variant runs first after the sync changes). While fio runs, snapshots named bench@pN are
+ * taken one after another, each started `periodMs` after the previous one started (or at once when it
+ * took longer), so at most one is in flight; they are deleted after the run. A variant's ratios to the
+ * no-snapshot variant are taken within each round (runs minutes apart on this host differ by more than
+ * the effect measured), then the median over the rounds.
  */
 async function measurePeriodicSnapshots(server: Running, sizeBytes: number, rounds: number, roundSeconds: number,
   log: (line: string) => void, cpuProfileDir?: string): Promise<PeriodicSnapshotRow[]> {
   const samples = new Map(periodicVariants.map((v) => [v.name, { iops: [] as number[], p99: [] as number[], snapMs: [] as number[] }]));
   let taken = 0;
   for (let round = 1; round <= rounds; round++) {
-    for (const variant of periodicVariants) {
+    const shift = (round - 1) % periodicVariants.length;
+    for (const variant of [...periodicVariants.slice(shift), ...periodicVariants.slice(0, shift)]) {
       await runCapture('sync', []);
       let running = true;
       const snapMs: number[] = [];
@@ -264,25 +271,35 @@ async function measurePeriodicSnapshots(server: Running, sizeBytes: number, roun
         `${snapMs.length > 0 ? `, ${snapMs.length} snapshots of ${mean(snapMs).toFixed(0)} ms mean` : ''}${rounds > 1 ? `  (round ${round}/${rounds})` : ''}`);
     }
   }
+  const none = samples.get(periodicVariants[0]!.name)!;
   return periodicVariants.map((v) => {
     const s = samples.get(v.name)!;
-    return { name: v.name, iops: mean(s.iops), p99Ms: mean(s.p99), snapshots: s.snapMs.length, snapshotMeanMs: s.snapMs.length > 0 ? mean(s.snapMs) : 0 };
+    return {
+      name: v.name, iops: mean(s.iops), p99Ms: mean(s.p99), snapshots: s.snapMs.length, snapshotMeanMs: s.snapMs.length > 0 ? mean(s.snapMs) : 0,
+      iopsRatio: median(s.iops.map((x, i) => x / none.iops[i]!)), p99Ratio: median(s.p99.map((x, i) => x / none.p99[i]!)),
+    };
   });
 }
 
 function printPeriodicTable(log: (line: string) => void, rows: PeriodicSnapshotRow[]): void {
   if (rows.length === 0) return;
-  const base = rows[0]!;
   log('');
-  log('Cairn, snapshots taken while 4 KiB random writes run (target at 1/s: IOPS ratio >= 0.90, p99 ratio <= 2)');
+  log('Cairn, snapshots taken while 4 KiB random writes run (target at 1/s: IOPS ratio >= 0.90, p99 ratio <= 2;');
+  log('ratios to no snapshots: the median of each round\'s own)');
   log(`${'workload'.padEnd(34)} ${'IOPS'.padStart(12)} ${'p99'.padStart(10)} ${'IOPS/none'.padStart(10)} ${'p99/none'.padStart(9)} ${'snapshots'.padStart(10)} ${'mean'.padStart(9)}`);
   for (const r of rows) {
-    log(`${r.name.padEnd(34)} ${format(r.iops, 'iops').padStart(12)} ${`${r.p99Ms.toFixed(2)} ms`.padStart(10)} ${(r.iops / base.iops).toFixed(2).padStart(10)} ` +
-      `${(r.p99Ms / base.p99Ms).toFixed(2).padStart(9)} ${String(r.snapshots).padStart(10)} ${r.snapshots > 0 ? `${r.snapshotMeanMs.toFixed(0)} ms`.padStart(9) : '-'.padStart(9)}`);
+    log(`${r.name.padEnd(34)} ${format(r.iops, 'iops').padStart(12)} ${`${r.p99Ms.toFixed(2)} ms`.padStart(10)} ${r.iopsRatio.toFixed(2).padStart(10)} ` +
+      `${r.p99Ratio.toFixed(2).padStart(9)} ${String(r.snapshots).padStart(10)} ${r.snapshots > 0 ? `${r.snapshotMeanMs.toFixed(0)} ms`.padStart(9) : '-'.padStart(9)}`);
   }
 }
 
 function mean(values: number[]): number { return values.reduce((a, b) => a + b, 0) / Math.max(1, values.length); }
+export function median(values: number[]): number {
+  if (values.length === 0) throw new Error('median of no values');
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
 function sleep(ms: number): Promise<void> { return new Promise((resolve) => setTimeout(resolve, ms)); }
 
 function meanOf(samples: Map<ServerName, number[]>): Record<string, number> {
