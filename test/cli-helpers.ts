@@ -116,7 +116,6 @@ export interface DaemonProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `cairn serve` on `pool` with ephemeral API and NBD ports; waits for its "ready" line. */
 /** A `cairn serve` process, its JSON log lines collected as they come (startServe waits for ready; tests of a start that must not, use this). */
 export interface ServeProcess {
   child: ChildProcess;
@@ -165,6 +164,7 @@ export function spawnServe(t: TestContext, args: string[]): ServeProcess {
   };
 }
 
+/** Starts `cairn serve` on `pool` with ephemeral API and NBD ports; waits for its "ready" line. */
 export async function startServe(t: TestContext, pool: string, extra: string[] = []): Promise<DaemonProcess> {
   const serve = spawnServe(t, ['--pool', pool, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0', '--log-format', 'json', ...extra]);
   const { child, exited, logs } = serve;
