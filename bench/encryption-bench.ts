@@ -15,7 +15,7 @@ import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import path from 'node:path';
-import { clockTicksPerSecond, fio, median, type Workload } from './nbd-bench.js';
+import { clockTicksPerSecond, fio, inTurn, median, pairedRatio, type Workload } from './nbd-bench.js';
 import { runCapture, serveReady } from './proc.js';
 
 export interface EncryptionBenchOptions {
@@ -87,7 +87,7 @@ async function measureRow(daemon: Daemon, row: Row, sizeBytes: number, rounds: n
     plain: { value: [], cpu: [], loop: [] }, encrypted: { value: [], cpu: [], loop: [] },
   };
   for (let round = 1; round <= rounds; round++) {
-    for (const v of round % 2 === 1 ? variants : [...variants].reverse()) {
+    for (const v of inTurn(variants, round)) {
       // Dirty pages of the previous run go to disk now, not during the next variant's measurement.
       await runCapture('sync', []);
       const r = await fio(daemon.uri(v), row.workload, sizeBytes, roundSeconds, { pid: daemon.child.pid, ticksPerSecond });
@@ -100,8 +100,10 @@ async function measureRow(daemon: Daemon, row: Row, sizeBytes: number, rounds: n
   const sample = (v: Variant): EncryptionSample => ({
     value: median(samples[v].value), cpuPerOp: medianOrNull(samples[v].cpu), loopCpuPerOp: medianOrNull(samples[v].loop),
   });
-  const ratios = samples.encrypted.value.map((enc, i) => enc / samples.plain.value[i]!);
-  return { name: row.workload.name, unit: row.workload.unit, target: row.target, plain: sample('plain'), encrypted: sample('encrypted'), ratio: median(ratios) };
+  return {
+    name: row.workload.name, unit: row.workload.unit, target: row.target, plain: sample('plain'), encrypted: sample('encrypted'),
+    ratio: pairedRatio(samples.encrypted.value, samples.plain.value),
+  };
 }
 
 function printTables(log: (line: string) => void, results: EncryptionRowResult[]): void {
@@ -109,9 +111,8 @@ function printTables(log: (line: string) => void, results: EncryptionRowResult[]
   log('enc/plain: the median of each round\'s own ratio');
   log(`${'workload'.padEnd(20)} ${'plain'.padStart(14)} ${'encrypted'.padStart(14)} ${'enc/plain'.padStart(10)} ${'target'.padStart(7)} ${'met'.padStart(4)}`);
   for (const r of results) {
-    const ratio = r.ratio;
     log(`${r.name.padEnd(20)} ${format(r.plain.value, r.unit).padStart(14)} ${format(r.encrypted.value, r.unit).padStart(14)} `
-      + `${ratio.toFixed(2).padStart(10)} ${r.target.toFixed(2).padStart(7)} ${(ratio >= r.target ? 'yes' : 'no').padStart(4)}`);
+      + `${r.ratio.toFixed(2).padStart(10)} ${r.target.toFixed(2).padStart(7)} ${(r.ratio >= r.target ? 'yes' : 'no').padStart(4)}`);
   }
   log('');
   log('daemon CPU per operation (medians; all threads, and its event loop alone): us per I/O (4k), ms per GiB (1M)');

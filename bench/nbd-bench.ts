@@ -233,8 +233,7 @@ async function measurePeriodicSnapshots(server: Running, sizeBytes: number, roun
   const samples = new Map(periodicVariants.map((v) => [v.name, { iops: [] as number[], p99: [] as number[], snapMs: [] as number[] }]));
   let taken = 0;
   for (let round = 1; round <= rounds; round++) {
-    const shift = (round - 1) % periodicVariants.length;
-    for (const variant of [...periodicVariants.slice(shift), ...periodicVariants.slice(0, shift)]) {
+    for (const variant of inTurn(periodicVariants, round)) {
       await runCapture('sync', []);
       let running = true;
       const snapMs: number[] = [];
@@ -276,7 +275,7 @@ async function measurePeriodicSnapshots(server: Running, sizeBytes: number, roun
     const s = samples.get(v.name)!;
     return {
       name: v.name, iops: mean(s.iops), p99Ms: mean(s.p99), snapshots: s.snapMs.length, snapshotMeanMs: s.snapMs.length > 0 ? mean(s.snapMs) : 0,
-      iopsRatio: median(s.iops.map((x, i) => x / none.iops[i]!)), p99Ratio: median(s.p99.map((x, i) => x / none.p99[i]!)),
+      iopsRatio: pairedRatio(s.iops, none.iops), p99Ratio: pairedRatio(s.p99, none.p99),
     };
   });
 }
@@ -294,6 +293,24 @@ function printPeriodicTable(log: (line: string) => void, rows: PeriodicSnapshotR
 }
 
 function mean(values: number[]): number { return values.reduce((a, b) => a + b, 0) / Math.max(1, values.length); }
+/**
+ * The variants of a row in the order round `round` (from 1) runs them: rotated by one each round, so
+ * the one measured first after the sync is not always the same.
+ */
+export function inTurn<T>(variants: readonly T[], round: number): T[] {
+  const shift = (round - 1) % variants.length;
+  return [...variants.slice(shift), ...variants.slice(0, shift)];
+}
+
+/**
+ * a/b as the median over the rounds of each round's own a[i]/b[i]: the runs of one round share the
+ * host's state of the moment, runs minutes apart on this host differ by more than most effects measured.
+ */
+export function pairedRatio(a: readonly number[], b: readonly number[]): number {
+  if (a.length !== b.length) throw new Error(`paired samples of ${a.length} and ${b.length} rounds`);
+  return median(a.map((x, i) => x / b[i]!));
+}
+
 export function median(values: number[]): number {
   if (values.length === 0) throw new Error('median of no values');
   const sorted = [...values].sort((a, b) => a - b);
